@@ -1,0 +1,102 @@
+//! The engine's error types. Kafka error codes are chosen in `net`, from these.
+
+use crate::batch::BatchError;
+use crate::types::Offset;
+
+/// Why an append was refused; nothing of the request was appended.
+#[derive(Debug, thiserror::Error)]
+pub enum AppendError {
+    /// CRC mismatch or a malformed batch (Kafka: CORRUPT_MESSAGE).
+    #[error("corrupt batch: {0}")]
+    Corrupt(BatchError),
+    /// Well framed, but its records disagree with the header (Kafka: INVALID_RECORD).
+    #[error("invalid record batch: {0}")]
+    InvalidRecord(BatchError),
+    /// Larger than `max.message.bytes` (Kafka: MESSAGE_TOO_LARGE).
+    #[error("batch of {size} bytes is larger than max.message.bytes {max}")]
+    TooLarge { size: usize, max: usize },
+    /// The log cannot take writes now: it is being truncated or closed (retriable).
+    #[error("log is not accepting appends: {0}")]
+    Unavailable(&'static str),
+    /// The log failed an I/O operation and is offline (Kafka: KAFKA_STORAGE_ERROR).
+    #[error("storage error: {0}")]
+    Io(String),
+}
+
+impl From<BatchError> for AppendError {
+    fn from(e: BatchError) -> Self {
+        match e {
+            BatchError::TooLarge { size, max } => AppendError::TooLarge { size, max },
+            BatchError::BadRecordCount { .. } => AppendError::InvalidRecord(e),
+            other => AppendError::Corrupt(other),
+        }
+    }
+}
+
+/// Why a read could not be served.
+#[derive(Debug, thiserror::Error)]
+pub enum ReadError {
+    #[error("offset {requested} is outside the log [{log_start}, {log_end}]")]
+    OffsetOutOfRange {
+        requested: Offset,
+        log_start: Offset,
+        log_end: Offset,
+    },
+    #[error("storage error: {0}")]
+    Io(String),
+}
+
+/// Errors of opening, maintaining and waiting on logs.
+#[derive(Debug, thiserror::Error)]
+pub enum LogError {
+    #[error("storage error on {path}: {source}")]
+    Io {
+        path: String,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("log failed earlier and is offline: {0}")]
+    Offline(String),
+    #[error("partition {0} already exists")]
+    AlreadyExists(String),
+    #[error("partition {0} does not exist")]
+    UnknownPartition(String),
+    #[error("invalid config: {0}")]
+    InvalidConfig(String),
+    #[error("offset {requested} is outside [{low}, {high}]")]
+    OffsetOutOfRange {
+        requested: Offset,
+        low: Offset,
+        high: Offset,
+    },
+    /// The log was truncated or closed while the caller waited; the awaited offsets may
+    /// not exist any more.
+    #[error("log was truncated or closed while waiting")]
+    Reset,
+}
+
+impl LogError {
+    pub(crate) fn io(path: impl std::fmt::Display, source: impl Into<std::io::Error>) -> Self {
+        LogError::Io {
+            path: path.to_string(),
+            source: source.into(),
+        }
+    }
+}
+
+impl From<LogError> for ReadError {
+    fn from(e: LogError) -> Self {
+        match e {
+            LogError::OffsetOutOfRange {
+                requested,
+                low,
+                high,
+            } => ReadError::OffsetOutOfRange {
+                requested,
+                log_start: low,
+                log_end: high,
+            },
+            other => ReadError::Io(other.to_string()),
+        }
+    }
+}

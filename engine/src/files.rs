@@ -1,0 +1,163 @@
+//! Small direct-I/O file helpers: aligned whole-file reads and atomic small-file writes
+//! (tmp + fdatasync + rename + directory sync), for indexes and checkpoints.
+
+use std::path::{Path, PathBuf};
+
+use glommio::io::{DmaFile, OpenOptions};
+
+use crate::error::LogError;
+
+/// Block size all direct I/O is aligned to (covers 512-byte and 4 KiB devices).
+pub const BLOCK_BYTES: u64 = 4096;
+
+pub fn align_down(v: u64) -> u64 {
+    v & !(BLOCK_BYTES - 1)
+}
+
+pub fn align_up(v: u64) -> u64 {
+    (v + BLOCK_BYTES - 1) & !(BLOCK_BYTES - 1)
+}
+
+pub fn io_err(path: &Path, e: impl Into<std::io::Error>) -> LogError {
+    LogError::io(path.display(), e)
+}
+
+fn glommio_err(path: &Path, e: glommio::GlommioError<()>) -> LogError {
+    io_err(path, std::io::Error::from(e))
+}
+
+/// Opens (creating if asked) a file for direct I/O, read-write.
+pub async fn open_rw(path: &Path, create: bool) -> Result<DmaFile, LogError> {
+    OpenOptions::new()
+        .read(true)
+        .write(true)
+        .create(create)
+        .dma_open(path)
+        .await
+        .map_err(|e| glommio_err(path, e))
+}
+
+/// Reads a whole (small) file; `Ok(None)` when it does not exist.
+pub async fn read_small(path: &Path) -> Result<Option<Vec<u8>>, LogError> {
+    let file = match DmaFile::open(path).await {
+        Ok(f) => f,
+        Err(e) => {
+            let e = std::io::Error::from(e);
+            if e.kind() == std::io::ErrorKind::NotFound {
+                return Ok(None);
+            }
+            return Err(io_err(path, e));
+        }
+    };
+    let size = file.file_size().await.map_err(|e| glommio_err(path, e))?;
+    let bytes = if size == 0 {
+        Vec::new()
+    } else {
+        let read = file
+            .read_at_aligned(0, align_up(size) as usize)
+            .await
+            .map_err(|e| glommio_err(path, e))?;
+        read[..read.len().min(size as usize)].to_vec()
+    };
+    let _ = file.close().await;
+    Ok(Some(bytes))
+}
+
+/// Writes `bytes` to `dir/name` atomically: a crash leaves either the old or the new file.
+pub async fn write_atomic(dir: &Path, name: &str, bytes: &[u8]) -> Result<(), LogError> {
+    let tmp: PathBuf = dir.join(format!("{name}.tmp"));
+    let target = dir.join(name);
+    let file = OpenOptions::new()
+        .write(true)
+        .create(true)
+        .truncate(true)
+        .dma_open(&tmp)
+        .await
+        .map_err(|e| glommio_err(&tmp, e))?;
+    if !bytes.is_empty() {
+        let mut buf = glommio::allocate_dma_buffer(align_up(bytes.len() as u64) as usize);
+        buf.as_bytes_mut().fill(0);
+        buf.as_bytes_mut()[..bytes.len()].copy_from_slice(bytes);
+        let written = file
+            .write_at(buf, 0)
+            .await
+            .map_err(|e| glommio_err(&tmp, e))?;
+        if written < bytes.len() {
+            return Err(io_err(&tmp, std::io::Error::other("short write")));
+        }
+    }
+    file.truncate(bytes.len() as u64)
+        .await
+        .map_err(|e| glommio_err(&tmp, e))?;
+    file.fdatasync().await.map_err(|e| glommio_err(&tmp, e))?;
+    file.rename(&target)
+        .await
+        .map_err(|e| glommio_err(&target, e))?;
+    let _ = file.close().await;
+    sync_dir(dir).await
+}
+
+/// Makes directory entries (new, renamed, removed files) durable.
+pub async fn sync_dir(dir: &Path) -> Result<(), LogError> {
+    let d = glommio::io::Directory::open(dir)
+        .await
+        .map_err(|e| glommio_err(dir, e))?;
+    d.sync().await.map_err(|e| glommio_err(dir, e))?;
+    let _ = d.close().await;
+    Ok(())
+}
+
+/// Removes a file, treating "already gone" as success.
+pub fn remove_if_exists(path: &Path) -> Result<(), LogError> {
+    match std::fs::remove_file(path) {
+        Ok(()) => Ok(()),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),
+        Err(e) => Err(io_err(path, e)),
+    }
+}
+
+pub fn glommio_io(path: &Path, e: glommio::GlommioError<()>) -> LogError {
+    glommio_err(path, e)
+}
+
+/// Milliseconds since the Unix epoch.
+pub fn now_ms() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_millis() as u64)
+        .unwrap_or(0)
+}
+
+/// Checks that `dir` supports direct I/O, and settles glommio's per-device choice of the
+/// polled ring on a file that holds data. (glommio probes polling with a read at offset
+/// 0 of the first file it opens on a device; on an empty file that read succeeds
+/// trivially and wrongly enables polling, after which every read fails with EOPNOTSUPP
+/// on devices without polled queues.)
+pub async fn check_direct_io(dir: &Path) -> Result<(), LogError> {
+    let probe = dir.join(".direct-io-probe");
+    std::fs::write(&probe, vec![0x5a; BLOCK_BYTES as usize]).map_err(|e| io_err(&probe, e))?;
+    let outcome = async {
+        let file = DmaFile::open(&probe).await.map_err(|e| glommio_err(&probe, e))?;
+        let read = file
+            .read_at_aligned(0, BLOCK_BYTES as usize)
+            .await
+            .map_err(|e| glommio_err(&probe, e))?;
+        let _ = file.close().await;
+        if read.len() != BLOCK_BYTES as usize || read.iter().any(|b| *b != 0x5a) {
+            return Err(io_err(&probe, std::io::Error::other("direct read returned wrong bytes")));
+        }
+        Ok(())
+    }
+    .await;
+    remove_if_exists(&probe)?;
+    outcome.map_err(|e| match e {
+        LogError::Io { path, source } => LogError::Io {
+            path,
+            source: std::io::Error::new(
+                source.kind(),
+                format!("direct I/O (O_DIRECT) does not work in this directory: {source}; put the data dir on a filesystem that supports it (ext4, xfs), not tmpfs or overlayfs"),
+            ),
+        },
+        other => other,
+    })
+}

@@ -1,0 +1,44 @@
+//! `sluice-engine`: per-core partition logs on glommio with direct I/O.
+//!
+//! What it owns: the segment files of every partition a shard owns, their sparse offset
+//! and time indexes, recovery checkpoints, the in-memory tail of recently written data,
+//! and retention.
+//!
+//! Invariants:
+//! - One shard owns a log; logs are `!Send` and all their state is borrowed only between
+//!   awaits, never across one.
+//! - Batches are stored verbatim as the producer encoded them (record batch v2); only the
+//!   base offset and partition leader epoch are written into the header, and the CRC does
+//!   not cover them.
+//! - All segment I/O is direct (O_DIRECT through glommio DMA files): buffers, positions
+//!   and lengths are 4 KiB aligned; the partial last block of a segment is kept in memory
+//!   and rewritten whole, never appended to on disk.
+//! - Offsets: `log_start ≤ synced_end ≤ written_end ≤ log_end`. Readers see only
+//!   written data, so what a consumer reads survives a crash of the process; appends are
+//!   acknowledged after [`PartitionLog::wait_durable`].
+//! - Recovery never panics on file content: it keeps the longest valid prefix.
+//! - Memory is bounded per shard (tail cache) and per log (write buffer).
+
+pub mod batch;
+mod checkpoint;
+mod chunk;
+pub mod config;
+pub mod error;
+mod files;
+pub mod index;
+mod log;
+mod manager;
+mod recovery;
+mod segment;
+mod shard;
+pub mod types;
+pub mod watch;
+
+pub use chunk::BatchSlice;
+pub use files::check_direct_io;
+pub use config::{FlushPolicy, LogConfig, ShardConfig};
+pub use error::{AppendError, LogError, ReadError};
+pub use log::{AppendInfo, PartitionLog, ReadBatches, ReadLimits, RetentionOutcome};
+pub use manager::LogManager;
+pub use shard::ShardResources;
+pub use types::{LeaderEpoch, Offset, PartitionId, TopicPartition};

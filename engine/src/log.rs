@@ -1,0 +1,1211 @@
+//! A partition log: the segments of one partition, appends into the open chunk, the
+//! flusher task that writes and syncs, reads of whole batches, and maintenance
+//! (retention, delete-records, truncation).
+//!
+//! Ownership: one shard owns a log; all state sits in one `RefCell` that is never
+//! borrowed across an `.await`. One flusher task per log is the only writer of segment
+//! files; maintenance that touches files takes `io_lock`, which the flusher holds for each
+//! of its cycles, so file operations never interleave.
+//!
+//! Offsets: `log_start ≤ synced_end ≤ written_end ≤ next_offset`. Reads see only
+//! `[log_start, written_end)`: what a consumer reads survives a crash of the process.
+
+use std::cell::RefCell;
+use std::collections::{BTreeMap, VecDeque};
+use std::path::{Path, PathBuf};
+use std::rc::{Rc, Weak};
+use std::time::Duration;
+
+use futures_lite::FutureExt;
+use glommio::io::DmaFile;
+use glommio::sync::Semaphore;
+
+use crate::batch::{self, BatchHeader, BatchIter};
+use crate::checkpoint::Checkpoint;
+use crate::chunk::{BatchSlice, OpenChunk, SealedChunk, Window};
+use crate::config::{FlushPolicy, LogConfig};
+use crate::error::{AppendError, LogError, ReadError};
+use crate::files::{self, align_down, align_up, now_ms};
+use crate::recovery;
+use crate::segment::{self, Segment};
+use crate::shard::ShardResources;
+use crate::types::{LeaderEpoch, Offset, TopicPartition};
+use crate::watch::{OffsetWatch, Signal};
+
+/// What an append assigned.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct AppendInfo {
+    pub base_offset: Offset,
+    pub last_offset: Offset,
+    /// Largest batch max timestamp of the request.
+    pub max_timestamp: i64,
+    pub record_count: u32,
+    pub batch_count: u32,
+    /// Log start offset at the time of the append (Kafka reports it in produce answers).
+    pub log_start_offset: Offset,
+}
+
+/// Bounds of one read.
+#[derive(Debug, Clone, Copy)]
+pub struct ReadLimits {
+    /// Byte budget for whole batches.
+    pub max_bytes: usize,
+    /// Exclusive upper bound on offsets returned (e.g. the high watermark).
+    pub max_offset: Offset,
+    /// Return the first batch even when it is larger than `max_bytes` (Kafka: KIP-74).
+    pub min_one_batch: bool,
+}
+
+/// Whole batches from a read, in offset order.
+#[derive(Debug, Default, Clone)]
+pub struct ReadBatches {
+    pub slices: Vec<BatchSlice>,
+    pub bytes: usize,
+}
+
+/// What retention removed.
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+pub struct RetentionOutcome {
+    pub segments_deleted: usize,
+    pub bytes_deleted: u64,
+}
+
+/// A cheap handle to a partition log; every clone is the same log.
+#[derive(Debug, Clone)]
+pub struct PartitionLog {
+    shared: Rc<LogShared>,
+}
+
+#[derive(Debug)]
+pub(crate) struct LogShared {
+    pub(crate) state: RefCell<LogState>,
+    pub(crate) shard: Rc<ShardResources>,
+    written: OffsetWatch,
+    synced: OffsetWatch,
+    flusher_wake: Signal,
+    /// Raised to 1 when the flusher has exited.
+    flusher_done: OffsetWatch,
+    io_lock: Semaphore,
+}
+
+/// A written chunk as a log sees it: its own range, and the chunk if still cached.
+#[derive(Debug)]
+pub(crate) struct CachedRef {
+    segment_base: Offset,
+    own_start: u64,
+    end: u64,
+    chunk: Weak<SealedChunk>,
+}
+
+#[derive(Debug)]
+pub(crate) struct LogState {
+    pub(crate) dir: PathBuf,
+    pub(crate) tp: TopicPartition,
+    pub(crate) config: LogConfig,
+    pub(crate) segments: BTreeMap<Offset, Segment>,
+    pub(crate) log_start: Offset,
+    pub(crate) next_offset: Offset,
+    pub(crate) open: OpenChunk,
+    pending: VecDeque<Rc<SealedChunk>>,
+    pending_bytes: usize,
+    recent: VecDeque<CachedRef>,
+    /// The segment the flusher last wrote to.
+    pub(crate) writing_segment: Option<Offset>,
+    /// The last point known synced: (segment, position, next offset).
+    synced_point: (Offset, u64, Offset),
+    pub(crate) checkpoint: Checkpoint,
+    unsynced_bytes: u64,
+    last_sync_ms: u64,
+    last_checkpoint_ms: u64,
+    sync_requested: bool,
+    frozen: Option<&'static str>,
+    failed: Option<String>,
+    closing: bool,
+}
+
+impl LogState {
+    /// Builds the state of a log recovered to `next_offset`, its last segment open for
+    /// appends with the partial last block in `open`.
+    pub(crate) fn new(
+        dir: PathBuf,
+        tp: TopicPartition,
+        config: LogConfig,
+        segments: BTreeMap<Offset, Segment>,
+        log_start: Offset,
+        open: OpenChunk,
+        checkpoint: Checkpoint,
+    ) -> Self {
+        let next_offset = open.end_offset;
+        let (active_base, active_size) = segments
+            .last_key_value()
+            .map(|(b, s)| (*b, s.size))
+            .unwrap_or((next_offset, 0));
+        let now = now_ms();
+        LogState {
+            dir,
+            tp,
+            config,
+            segments,
+            log_start,
+            next_offset,
+            open,
+            pending: VecDeque::new(),
+            pending_bytes: 0,
+            recent: VecDeque::new(),
+            writing_segment: Some(active_base),
+            synced_point: (active_base, active_size, next_offset),
+            checkpoint,
+            unsynced_bytes: 0,
+            last_sync_ms: now,
+            last_checkpoint_ms: now,
+            sync_requested: false,
+            frozen: None,
+            failed: None,
+            closing: false,
+        }
+    }
+
+    fn active_mut(&mut self) -> &mut Segment {
+        self.segments
+            .values_mut()
+            .next_back()
+            .expect("a log always has an active segment")
+    }
+
+    fn active(&self) -> &Segment {
+        self.segments
+            .values()
+            .next_back()
+            .expect("a log always has an active segment")
+    }
+
+    fn buffered_bytes(&self) -> usize {
+        self.pending_bytes + self.open.capacity()
+    }
+
+    /// Seals the open chunk (if it holds batches) into the pending queue.
+    fn seal_open(&mut self, chunk_bytes: usize) {
+        if self.open.has_batches() {
+            let sealed = Rc::new(self.open.seal(chunk_bytes));
+            self.pending_bytes += sealed.capacity();
+            self.pending.push_back(sealed);
+        }
+    }
+
+    /// Starts a new segment at `next_offset` (the file is created by the flusher).
+    fn roll(&mut self, chunk_bytes: usize) {
+        self.seal_open(chunk_bytes);
+        let base = self.next_offset;
+        self.segments.insert(base, Segment::new(base, now_ms()));
+        self.open = OpenChunk::new(base, 0, &[], chunk_bytes, base);
+    }
+
+    fn needs_roll(&self, batch_bytes: u64, now: u64) -> bool {
+        let active = self.active();
+        active.size > 0
+            && (active.size + batch_bytes > self.config.segment_bytes_max
+                || now.saturating_sub(active.created_ms) >= self.config.segment_ms_max)
+    }
+
+    /// Copies validated batches in, assigning offsets. Cannot fail: everything that can
+    /// was checked before.
+    fn append_batches(
+        &mut self,
+        records: &[u8],
+        headers: &[(usize, BatchHeader)],
+        epoch: LeaderEpoch,
+        chunk_bytes: usize,
+    ) -> AppendInfo {
+        let now = now_ms();
+        let base_offset = self.next_offset;
+        let mut info = AppendInfo {
+            base_offset,
+            last_offset: base_offset,
+            max_timestamp: -1,
+            record_count: 0,
+            batch_count: headers.len() as u32,
+            log_start_offset: self.log_start,
+        };
+        for (start, header) in headers {
+            let total = header.total_bytes();
+            if self.needs_roll(total as u64, now) {
+                self.roll(chunk_bytes);
+            }
+            if self.open.remaining() < total {
+                self.seal_open(chunk_bytes.max(total + files::BLOCK_BYTES as usize));
+            }
+            let base = self.next_offset;
+            let next = base.plus(i64::from(header.last_offset_delta.get()) + 1);
+            let position = self.open.end_pos();
+            let stored = self.open.push(&records[*start..start + total], next);
+            batch::stamp(stored, base, epoch);
+            let mut stamped = *header;
+            stamped.base_offset.set(base.0);
+            let interval = self.config.index_interval_bytes;
+            self.active_mut().note_batch(position, &stamped, interval);
+            self.next_offset = next;
+            info.last_offset = next.plus(-1);
+            info.max_timestamp = info.max_timestamp.max(header.max_timestamp.get());
+            info.record_count += header.record_count.get() as u32;
+        }
+        info
+    }
+
+    fn sync_due(&self, written_end: i64, synced_end: i64, now: u64) -> bool {
+        if written_end <= synced_end {
+            return false;
+        }
+        match self.config.flush {
+            FlushPolicy::Fsync => true,
+            FlushPolicy::Interval {
+                interval_ms,
+                bytes_max,
+            } => {
+                self.sync_requested
+                    || self.closing
+                    || self.unsynced_bytes >= bytes_max
+                    || now.saturating_sub(self.last_sync_ms) >= interval_ms
+            }
+        }
+    }
+
+    /// How long the flusher may sleep before a timed sync or checkpoint is due.
+    fn next_timer(&self, checkpoint_interval_ms: u64, now: u64) -> Duration {
+        let mut ms = checkpoint_interval_ms
+            .saturating_sub(now.saturating_sub(self.last_checkpoint_ms))
+            .max(1);
+        if let FlushPolicy::Interval { interval_ms, .. } = self.config.flush {
+            ms = ms.min(
+                interval_ms
+                    .saturating_sub(now.saturating_sub(self.last_sync_ms))
+                    .max(1),
+            );
+        }
+        Duration::from_millis(ms)
+    }
+
+    /// The cached chunk whose own range holds `pos` of segment `base`.
+    fn cached_chunk(&mut self, base: Offset, pos: u64) -> Option<Rc<SealedChunk>> {
+        while self
+            .recent
+            .front()
+            .is_some_and(|c| c.chunk.strong_count() == 0)
+        {
+            self.recent.pop_front();
+        }
+        let i = self
+            .recent
+            .partition_point(|c| (c.segment_base, c.end) <= (base, pos));
+        let c = self.recent.get(i)?;
+        (c.segment_base == base && c.own_start <= pos && pos < c.end)
+            .then(|| c.chunk.upgrade())
+            .flatten()
+    }
+}
+
+/// What a read needs to know about a segment, taken out of the state before awaiting.
+#[derive(Debug, Clone)]
+struct SegmentView {
+    base: Offset,
+    file: Option<Rc<DmaFile>>,
+    /// Readable bytes: written and below the read bound.
+    readable_len: u64,
+    end_offset: Offset,
+    start_pos: u64,
+}
+
+enum Flow {
+    Continue,
+    Stop,
+}
+
+impl PartitionLog {
+    /// Opens (recovering) or creates the log in `dir`.
+    pub async fn open(
+        dir: PathBuf,
+        tp: TopicPartition,
+        config: LogConfig,
+        shard: Rc<ShardResources>,
+    ) -> Result<PartitionLog, LogError> {
+        config.validate().map_err(LogError::InvalidConfig)?;
+        let state = recovery::recover(dir, tp, config, &shard.config).await?;
+        let end = state.next_offset.0;
+        let log = PartitionLog {
+            shared: Rc::new(LogShared {
+                state: RefCell::new(state),
+                shard,
+                written: OffsetWatch::new(end),
+                synced: OffsetWatch::new(end),
+                flusher_wake: Signal::default(),
+                flusher_done: OffsetWatch::new(0),
+                io_lock: Semaphore::new(1),
+            }),
+        };
+        let shared = log.shared.clone();
+        glommio::spawn_local(async move { flusher_loop(shared).await }).detach();
+        Ok(log)
+    }
+
+    pub fn topic_partition(&self) -> TopicPartition {
+        self.shared.state.borrow().tp.clone()
+    }
+
+    pub fn log_start_offset(&self) -> Offset {
+        self.shared.state.borrow().log_start
+    }
+
+    /// The next offset to be assigned (Kafka's log end offset).
+    pub fn log_end_offset(&self) -> Offset {
+        self.shared.state.borrow().next_offset
+    }
+
+    /// Every offset below this is in the segment files.
+    pub fn written_end_offset(&self) -> Offset {
+        Offset(self.shared.written.get())
+    }
+
+    /// Every offset below this is covered by fdatasync.
+    pub fn synced_end_offset(&self) -> Offset {
+        Offset(self.shared.synced.get())
+    }
+
+    pub fn config(&self) -> LogConfig {
+        self.shared.state.borrow().config.clone()
+    }
+
+    /// Applies new settings to the live log; they take effect from the next append.
+    pub fn set_config(&self, config: LogConfig) -> Result<(), LogError> {
+        config.validate().map_err(LogError::InvalidConfig)?;
+        self.shared.state.borrow_mut().config = config;
+        self.shared.flusher_wake.notify();
+        Ok(())
+    }
+
+    /// Bytes of all segments.
+    pub fn size_bytes(&self) -> u64 {
+        self.shared
+            .state
+            .borrow()
+            .segments
+            .values()
+            .map(|s| s.size)
+            .sum()
+    }
+
+    pub fn segment_count(&self) -> usize {
+        self.shared.state.borrow().segments.len()
+    }
+
+    /// Validates every batch in `records` (all or nothing), assigns offsets, writes the
+    /// base offset and `leader_epoch` into each header and queues them for writing.
+    /// Waits only when the log's write buffer is full; does not wait for the disk: use
+    /// [`Self::wait_durable`] for that.
+    pub async fn append(
+        &self,
+        records: &[u8],
+        leader_epoch: LeaderEpoch,
+    ) -> Result<AppendInfo, AppendError> {
+        let max = self.shared.state.borrow().config.max_message_bytes as usize;
+        let headers = validate_all(records, max)?;
+        let chunk_bytes = self.shared.shard.config.write_chunk_bytes;
+        let buffer_max = self.shared.shard.config.write_buffer_bytes_max;
+        loop {
+            let wait = {
+                let st = self.shared.state.borrow();
+                if let Some(reason) = &st.failed {
+                    return Err(AppendError::Io(reason.clone()));
+                }
+                if let Some(why) = st.frozen.or(st.closing.then_some("closing")) {
+                    return Err(AppendError::Unavailable(why));
+                }
+                (st.buffered_bytes() >= buffer_max)
+                    .then(|| self.shared.written.wait_for(self.shared.written.get() + 1))
+            };
+            match wait {
+                Some(w) => {
+                    self.shared.flusher_wake.notify();
+                    let _ = w.await;
+                }
+                None => break,
+            }
+        }
+        let info = self.shared.state.borrow_mut().append_batches(
+            records,
+            &headers,
+            leader_epoch,
+            chunk_bytes,
+        );
+        self.shared.flusher_wake.notify();
+        Ok(info)
+    }
+
+    /// Resolves once every offset below `end` is in the segment files.
+    pub async fn wait_written(&self, end: Offset) -> Result<(), LogError> {
+        self.shared.flusher_wake.notify();
+        let result = self.shared.written.wait_for(end.0).await;
+        self.wait_outcome(result)
+    }
+
+    /// Resolves once every offset below `end` is covered by fdatasync.
+    pub async fn wait_synced(&self, end: Offset) -> Result<(), LogError> {
+        if self.shared.synced.get() >= end.0 {
+            return Ok(());
+        }
+        self.shared.state.borrow_mut().sync_requested = true;
+        self.shared.flusher_wake.notify();
+        let result = self.shared.synced.wait_for(end.0).await;
+        self.wait_outcome(result)
+    }
+
+    /// What an acknowledgement waits for: synced under [`FlushPolicy::Fsync`], written
+    /// otherwise.
+    pub async fn wait_durable(&self, end: Offset) -> Result<(), LogError> {
+        let fsync = self.shared.state.borrow().config.flush == FlushPolicy::Fsync;
+        if fsync {
+            self.wait_synced(end).await
+        } else {
+            self.wait_written(end).await
+        }
+    }
+
+    fn wait_outcome(&self, result: Result<(), crate::watch::WatchReset>) -> Result<(), LogError> {
+        match (result, &self.shared.state.borrow().failed) {
+            (Ok(()), _) => Ok(()),
+            (Err(_), Some(reason)) => Err(LogError::Offline(reason.clone())),
+            (Err(_), None) => Err(LogError::Reset),
+        }
+    }
+
+    /// Writes and syncs everything appended so far.
+    pub async fn sync(&self) -> Result<(), LogError> {
+        let end = self.log_end_offset();
+        self.wait_synced(end).await
+    }
+
+    /// Reads whole batches from `from` on: the batch holding `from` first, then the ones
+    /// after it, while they fit `limits`. Offsets at the log end give an empty answer;
+    /// offsets outside `[log_start, log_end]` are out of range.
+    pub async fn read(&self, from: Offset, limits: ReadLimits) -> Result<ReadBatches, ReadError> {
+        let upper = {
+            let st = self.shared.state.borrow();
+            if from < st.log_start || from > st.next_offset {
+                return Err(ReadError::OffsetOutOfRange {
+                    requested: from,
+                    log_start: st.log_start,
+                    log_end: st.next_offset,
+                });
+            }
+            limits.max_offset.min(self.written_end_offset())
+        };
+        let mut out = ReadBatches::default();
+        if from >= upper {
+            return Ok(out);
+        }
+        let mut run: Option<(Window, usize, usize)> = None;
+        self.visit(from, upper, |window, start, header| {
+            let size = header.total_bytes();
+            let fits = out.bytes + size <= limits.max_bytes
+                || (limits.min_one_batch && out.bytes == 0 && out.slices.is_empty() && run.is_none());
+            if !fits {
+                return Flow::Stop;
+            }
+            out.bytes += size;
+            match &mut run {
+                Some((w, s, len)) if same_window(w, window) && *s + *len == start => *len += size,
+                _ => {
+                    if let Some((w, s, len)) = run.take() {
+                        out.slices.extend(w.slice(s, len));
+                    }
+                    run = Some((window.clone(), start, size));
+                }
+            }
+            Flow::Continue
+        })
+        .await?;
+        if let Some((w, s, len)) = run {
+            out.slices.extend(w.slice(s, len));
+        }
+        Ok(out)
+    }
+
+    /// First offset whose record timestamp is ≥ `ts_ms`, with that timestamp; `None` when
+    /// no record is that new. Within a compressed batch the answer is the batch's base
+    /// offset and its max timestamp (records are not decompressed here).
+    pub async fn offset_for_timestamp(&self, ts_ms: i64) -> Result<Option<(Offset, i64)>, LogError> {
+        let (start, upper) = {
+            let st = self.shared.state.borrow();
+            let upper = self.written_end_offset();
+            let seg = st
+                .segments
+                .values()
+                .find(|s| s.max_timestamp >= ts_ms && s.base < upper);
+            let Some(seg) = seg else { return Ok(None) };
+            let from = seg.base.plus(i64::from(seg.time_index.lookup(ts_ms)));
+            (from.max(st.log_start), upper)
+        };
+        let mut found = None;
+        self.visit(start, upper, |window, at, header| {
+            if header.max_timestamp.get() < ts_ms {
+                return Flow::Continue;
+            }
+            let batch = &window.bytes()[at..at + header.total_bytes()];
+            found = Some(match batch::record_timestamps(batch) {
+                Some(records) => records
+                    .into_iter()
+                    .find(|(_, t)| *t >= ts_ms)
+                    .unwrap_or((header.base_offset(), header.max_timestamp.get())),
+                None => (header.base_offset(), header.max_timestamp.get()),
+            });
+            Flow::Stop
+        })
+        .await
+        .map_err(read_to_log_error)?;
+        Ok(found.map(|(o, t)| (o.max(start), t)))
+    }
+
+    /// The offset of the record with the largest timestamp, and that timestamp (Kafka's
+    /// MAX_TIMESTAMP lookup); the earliest such record when several share it.
+    pub async fn max_timestamp(&self) -> Result<Option<(Offset, i64)>, LogError> {
+        let best = {
+            let st = self.shared.state.borrow();
+            let upper = self.written_end_offset();
+            st.segments
+                .values()
+                .filter(|s| s.base < upper && s.max_timestamp >= 0)
+                .max_by_key(|s| (s.max_timestamp, -s.base.0))
+                .map(|s| (s.offset_of_max_timestamp, s.max_timestamp))
+        };
+        let Some((batch_offset, ts)) = best else {
+            return Ok(None);
+        };
+        Ok(self.offset_for_timestamp(ts).await?.or(Some((batch_offset, ts))))
+    }
+
+    /// Visits the batches from the one holding `from` up to `upper`, in order.
+    async fn visit(
+        &self,
+        from: Offset,
+        upper: Offset,
+        mut f: impl FnMut(&Window, usize, &BatchHeader) -> Flow,
+    ) -> Result<(), ReadError> {
+        let mut cursor = from;
+        while cursor < upper {
+            let Some(view) = self.segment_view(cursor) else {
+                return Ok(());
+            };
+            let mut pos = view.start_pos;
+            while pos < view.readable_len {
+                let window = self.window(&view, pos).await?;
+                let base_pos = window.file_pos();
+                let bytes = window.bytes();
+                let rel = (pos - base_pos) as usize;
+                let end = (view.readable_len - base_pos).min(bytes.len() as u64) as usize;
+                if rel >= end {
+                    return Err(ReadError::Io(format!(
+                        "segment {} of {} is shorter than its recorded size",
+                        view.base,
+                        self.topic_partition()
+                    )));
+                }
+                let mut iter = BatchIter::new(&bytes[rel..end]);
+                for (at, header, _) in iter.by_ref() {
+                    if header.base_offset() >= upper {
+                        return Ok(());
+                    }
+                    if header.next_offset() <= cursor {
+                        continue;
+                    }
+                    if let Flow::Stop = f(&window, rel + at, &header) {
+                        return Ok(());
+                    }
+                    cursor = header.next_offset();
+                }
+                let advanced = iter.position() as u64;
+                if advanced == 0 {
+                    return Err(ReadError::Io(format!(
+                        "unreadable batch at position {pos} of segment {} of {}: {:?}",
+                        view.base,
+                        self.topic_partition(),
+                        iter.remainder_error()
+                    )));
+                }
+                pos += advanced;
+            }
+            cursor = cursor.max(view.end_offset);
+        }
+        Ok(())
+    }
+
+    /// The segment holding `offset`, with where to start scanning for it.
+    fn segment_view(&self, offset: Offset) -> Option<SegmentView> {
+        let st = self.shared.state.borrow();
+        let (_, seg) = st.segments.range(..=offset).next_back()?;
+        if offset >= seg.end_offset {
+            return None;
+        }
+        let (_, start_pos) = seg.index.lookup((offset.0 - seg.base.0) as u32);
+        // The visit stops at `upper` by offset; bytes are bounded by what is written.
+        let readable_len = seg.written_size.min(seg.size);
+        Some(SegmentView {
+            base: seg.base,
+            file: seg.file.clone(),
+            readable_len,
+            end_offset: seg.end_offset,
+            start_pos: u64::from(start_pos),
+        })
+    }
+
+    /// Bytes of the segment from `pos`: the cached chunk holding it, or a direct read.
+    async fn window(&self, view: &SegmentView, pos: u64) -> Result<Window, ReadError> {
+        if let Some(chunk) = self.shared.state.borrow_mut().cached_chunk(view.base, pos) {
+            return Ok(Window::Cache(chunk));
+        }
+        let file = view.file.as_ref().ok_or_else(|| {
+            ReadError::Io(format!("segment {} has no file yet", view.base))
+        })?;
+        let start = align_down(pos);
+        let want = (view.readable_len - start).min(READ_WINDOW_BYTES);
+        let first = file
+            .read_at_aligned(start, align_up(want) as usize)
+            .await
+            .map_err(|e| ReadError::Io(e.to_string()))?;
+        // A batch larger than the window: read again, wide enough for the whole batch.
+        let rel = (pos - start) as usize;
+        if let Some(Ok(header)) = first.get(rel..).map(batch::parse_header) {
+            let needed = rel as u64 + header.total_bytes() as u64;
+            if needed > first.len() as u64 && start + needed <= view.readable_len {
+                let read = file
+                    .read_at_aligned(start, align_up(needed) as usize)
+                    .await
+                    .map_err(|e| ReadError::Io(e.to_string()))?;
+                return Ok(Window::Disk {
+                    read,
+                    file_pos: start,
+                });
+            }
+        }
+        Ok(Window::Disk {
+            read: first,
+            file_pos: start,
+        })
+    }
+
+    /// Makes `offset` the new log start: offsets below it are no longer readable and
+    /// whole segments below it are deleted (Kafka's DeleteRecords). Returns the new start.
+    pub async fn delete_records_before(&self, offset: Offset) -> Result<Offset, LogError> {
+        let _permit = self.shared.io_lock.acquire_permit(1).await;
+        let (dir, victims, checkpoint) = {
+            let mut st = self.shared.state.borrow_mut();
+            let high = self.written_end_offset();
+            if offset < Offset::ZERO || offset > high {
+                return Err(LogError::OffsetOutOfRange {
+                    requested: offset,
+                    low: st.log_start,
+                    high,
+                });
+            }
+            if offset <= st.log_start {
+                return Ok(st.log_start);
+            }
+            st.log_start = offset;
+            let victims = take_segments_while(&mut st, |seg, next_base| next_base <= offset && seg.finalized);
+            st.checkpoint.log_start = offset;
+            (st.dir.clone(), victims, st.checkpoint)
+        };
+        remove_segments(&dir, victims).await?;
+        checkpoint.write(&dir).await?;
+        Ok(offset)
+    }
+
+    /// Deletes closed segments past `retention.ms` (by their newest timestamp) or beyond
+    /// `retention.bytes` (oldest first). The active segment is never deleted.
+    pub async fn enforce_retention(&self, now_ms: u64) -> Result<RetentionOutcome, LogError> {
+        let _permit = self.shared.io_lock.acquire_permit(1).await;
+        let (dir, victims, checkpoint) = {
+            let mut st = self.shared.state.borrow_mut();
+            let mut excess = match st.config.retention_bytes {
+                Some(max) => (st.segments.values().map(|s| s.size).sum::<u64>()).saturating_sub(max),
+                None => 0,
+            };
+            let expired_before = st
+                .config
+                .retention_ms
+                .map(|ms| now_ms.saturating_sub(ms) as i64);
+            let victims = take_segments_while(&mut st, |seg, _| {
+                let by_time = expired_before.is_some_and(|t| seg.max_timestamp >= 0 && seg.max_timestamp < t);
+                let by_size = excess >= seg.size && seg.size > 0;
+                if (by_time || by_size) && seg.finalized {
+                    excess = excess.saturating_sub(seg.size);
+                    true
+                } else {
+                    false
+                }
+            });
+            if victims.is_empty() {
+                return Ok(RetentionOutcome::default());
+            }
+            let first = *st.segments.keys().next().expect("active segment remains");
+            st.log_start = st.log_start.max(first);
+            st.checkpoint.log_start = st.log_start;
+            (st.dir.clone(), victims, st.checkpoint)
+        };
+        let outcome = RetentionOutcome {
+            segments_deleted: victims.len(),
+            bytes_deleted: victims.iter().map(|s| s.size).sum(),
+        };
+        remove_segments(&dir, victims).await?;
+        checkpoint.write(&dir).await?;
+        tracing::info!(
+            segments = outcome.segments_deleted,
+            bytes = outcome.bytes_deleted,
+            "retention deleted segments"
+        );
+        Ok(outcome)
+    }
+
+    /// Removes every batch at or after `end` (the batch holding `end` goes too: the new
+    /// log end is that batch's base offset). Used by replication to drop a diverged
+    /// suffix. Appends are refused while it runs; waiters for removed offsets get
+    /// [`LogError::Reset`]. Returns the new log end offset.
+    pub async fn truncate_to(&self, end: Offset) -> Result<Offset, LogError> {
+        {
+            let mut st = self.shared.state.borrow_mut();
+            if end >= st.next_offset {
+                return Ok(st.next_offset);
+            }
+            if st.frozen.is_some() || st.closing {
+                return Err(LogError::Reset);
+            }
+            st.frozen = Some("truncating");
+        }
+        let result = self.truncate_frozen(end).await;
+        self.shared.state.borrow_mut().frozen = None;
+        result
+    }
+
+    async fn truncate_frozen(&self, end: Offset) -> Result<Offset, LogError> {
+        let leo = self.log_end_offset();
+        self.wait_written(leo).await?;
+        let _permit = self.shared.io_lock.acquire_permit(1).await;
+        // Where the batch holding `end` starts.
+        let mut cut: Option<(u64, Offset)> = None;
+        let target = end.max(self.log_start_offset());
+        if target < leo {
+            self.visit(target, leo, |window, at, header| {
+                let seg_pos = window.file_pos() + at as u64;
+                cut = Some((seg_pos, header.base_offset()));
+                Flow::Stop
+            })
+            .await
+            .map_err(read_to_log_error)?;
+        }
+        let (dir, tp, config, new_end, cut_segment, victims, checkpoint) = {
+            let mut st = self.shared.state.borrow_mut();
+            let (cut_pos, new_end) = match cut {
+                Some((pos, base)) => (pos, base),
+                None => (st.active().size, st.next_offset),
+            };
+            let seg_base = *st
+                .segments
+                .range(..=new_end)
+                .next_back()
+                .map(|(b, _)| b)
+                .unwrap_or(&new_end);
+            let later: Vec<Offset> = st.segments.range(seg_base.plus(1)..).map(|(b, _)| *b).collect();
+            let victims: Vec<Segment> = later.iter().filter_map(|b| st.segments.remove(b)).collect();
+            let seg = st.segments.get_mut(&seg_base);
+            let file = seg.as_ref().and_then(|s| s.file.clone());
+            if let Some(seg) = seg {
+                seg.index.truncate_to_position(cut_pos as u32);
+                seg.time_index.truncate_to_offset((new_end.0 - seg_base.0) as u32);
+                seg.size = cut_pos;
+            }
+            let checkpoint = Checkpoint {
+                log_start: st.log_start.min(new_end),
+                segment_base: seg_base,
+                position: cut_pos,
+                next_offset: new_end,
+            };
+            (
+                st.dir.clone(),
+                st.tp.clone(),
+                st.config.clone(),
+                new_end,
+                file.map(|f| (f, seg_base, cut_pos)),
+                victims,
+                checkpoint,
+            )
+        };
+        remove_segments(&dir, victims).await?;
+        if let Some((file, seg_base, cut_pos)) = cut_segment {
+            let path = dir.join(segment::log_name(seg_base));
+            file.truncate(cut_pos).await.map_err(|e| files::glommio_io(&path, e))?;
+            file.fdatasync().await.map_err(|e| files::glommio_io(&path, e))?;
+            let indexes = self.shared.state.borrow().segments.get(&seg_base).map(|seg| {
+                seg.index_bytes(cut_pos, new_end)
+            });
+            if let Some(indexes) = indexes {
+                segment::write_index_files(&dir, seg_base, indexes).await?;
+            }
+        }
+        checkpoint.write(&dir).await?;
+        let shard_config = self.shared.shard.config.clone();
+        let fresh = recovery::recover(dir, tp, config, &shard_config).await?;
+        let new_end_recovered = fresh.next_offset;
+        debug_assert_eq!(new_end_recovered, new_end);
+        *self.shared.state.borrow_mut() = fresh;
+        self.shared.written.reset(new_end_recovered.0);
+        self.shared.synced.reset(new_end_recovered.0);
+        tracing::warn!(partition = %self.topic_partition(), new_end = %new_end_recovered, "log truncated");
+        Ok(new_end_recovered)
+    }
+
+    /// Writes and syncs everything, records a clean checkpoint, stops the flusher. Later
+    /// appends are refused.
+    pub async fn close(&self) -> Result<(), LogError> {
+        {
+            let mut st = self.shared.state.borrow_mut();
+            if st.closing {
+                drop(st);
+                let _ = self.shared.flusher_done.wait_for(1).await;
+                return Ok(());
+            }
+            st.closing = true;
+        }
+        self.shared.flusher_wake.notify();
+        let _ = self.shared.flusher_done.wait_for(1).await;
+        let failed = self.shared.state.borrow().failed.clone();
+        match failed {
+            Some(reason) => Err(LogError::Offline(reason)),
+            None => Ok(()),
+        }
+    }
+
+    /// Whether the log failed an I/O operation and went offline.
+    pub fn failure(&self) -> Option<String> {
+        self.shared.state.borrow().failed.clone()
+    }
+}
+
+/// Bytes read per direct read on the fetch path.
+const READ_WINDOW_BYTES: u64 = 1 << 20;
+
+fn same_window(a: &Window, b: &Window) -> bool {
+    match (a, b) {
+        (Window::Cache(x), Window::Cache(y)) => Rc::ptr_eq(x, y),
+        (Window::Disk { read: x, .. }, Window::Disk { read: y, .. }) => {
+            x.as_ptr() == y.as_ptr() && x.len() == y.len()
+        }
+        _ => false,
+    }
+}
+
+fn read_to_log_error(e: ReadError) -> LogError {
+    match e {
+        ReadError::OffsetOutOfRange {
+            requested,
+            log_start,
+            log_end,
+        } => LogError::OffsetOutOfRange {
+            requested,
+            low: log_start,
+            high: log_end,
+        },
+        ReadError::Io(reason) => LogError::Offline(reason),
+    }
+}
+
+/// Validates every batch of a produce request's records; returns each batch's position
+/// and header.
+fn validate_all(records: &[u8], max_message_bytes: usize) -> Result<Vec<(usize, BatchHeader)>, AppendError> {
+    if records.is_empty() {
+        return Err(AppendError::Corrupt(batch::BatchError::Empty));
+    }
+    let mut out = Vec::with_capacity(1);
+    let mut pos = 0;
+    while pos < records.len() {
+        let header = batch::validate(&records[pos..], max_message_bytes)?;
+        out.push((pos, header));
+        pos += header.total_bytes();
+    }
+    Ok(out)
+}
+
+/// Removes leading segments (never the last) while `pred(segment, next_base)` holds.
+fn take_segments_while(
+    st: &mut LogState,
+    mut pred: impl FnMut(&Segment, Offset) -> bool,
+) -> Vec<Segment> {
+    let mut victims = Vec::new();
+    loop {
+        let mut keys = st.segments.keys();
+        let (Some(first), Some(next)) = (keys.next().copied(), keys.next().copied()) else {
+            break;
+        };
+        let seg = &st.segments[&first];
+        if !pred(seg, next) {
+            break;
+        }
+        victims.extend(st.segments.remove(&first));
+        st.recent.retain(|c| c.segment_base != first);
+    }
+    victims
+}
+
+async fn remove_segments(dir: &Path, victims: Vec<Segment>) -> Result<(), LogError> {
+    if victims.is_empty() {
+        return Ok(());
+    }
+    for seg in victims {
+        Segment::remove_files(dir, seg.base)?;
+        if let Some(file) = seg.file.and_then(|f| Rc::try_unwrap(f).ok()) {
+            let _ = file.close().await;
+        }
+    }
+    files::sync_dir(dir).await
+}
+
+/// The one writer of a log's files: seals the open chunk, writes pending chunks in order,
+/// syncs by policy, finalizes rolled segments, checkpoints; exits on close or I/O error.
+async fn flusher_loop(shared: Rc<LogShared>) {
+    loop {
+        let (timer, closing) = {
+            let st = shared.state.borrow();
+            let timer = st.next_timer(shared.shard.config.checkpoint_interval_ms, now_ms());
+            (timer, st.closing)
+        };
+        if !closing {
+            shared
+                .flusher_wake
+                .wait()
+                .or(async {
+                    glommio::timer::sleep(timer).await;
+                })
+                .await;
+        }
+        let permit = shared.io_lock.acquire_permit(1).await;
+        let outcome = flush_cycle(&shared).await;
+        drop(permit);
+        match outcome {
+            Ok(true) => continue,
+            Ok(false) => break,
+            Err(e) => {
+                let reason = e.to_string();
+                let tp = shared.state.borrow().tp.clone();
+                tracing::error!(partition = %tp, error = %reason, "log I/O failed; partition is offline");
+                shared.state.borrow_mut().failed = Some(reason);
+                shared.written.reset(shared.written.get());
+                shared.synced.reset(shared.synced.get());
+                break;
+            }
+        }
+    }
+    shared.flusher_done.advance(1);
+}
+
+/// One round of flushing; `Ok(false)` when the log closed.
+async fn flush_cycle(shared: &Rc<LogShared>) -> Result<bool, LogError> {
+    let chunk_bytes = shared.shard.config.write_chunk_bytes;
+    shared.state.borrow_mut().seal_open(chunk_bytes);
+    loop {
+        let next = shared.state.borrow().pending.front().cloned();
+        match next {
+            Some(chunk) => write_chunk(shared, chunk).await?,
+            None => break,
+        }
+    }
+    let now = now_ms();
+    let sync = {
+        let st = shared.state.borrow();
+        st.sync_due(shared.written.get(), shared.synced.get(), now)
+    };
+    if sync {
+        sync_active(shared).await?;
+    }
+    let (checkpoint_due, closing) = {
+        let st = shared.state.borrow();
+        let due = now.saturating_sub(st.last_checkpoint_ms) >= shared.shard.config.checkpoint_interval_ms
+            && st.synced_point.2 > st.checkpoint.next_offset;
+        (due, st.closing)
+    };
+    if closing {
+        sync_active(shared).await?;
+        write_checkpoint(shared).await?;
+        return Ok(false);
+    }
+    if checkpoint_due {
+        write_checkpoint(shared).await?;
+    }
+    Ok(true)
+}
+
+/// Writes one sealed chunk at its place, after finalizing the previous segment if the
+/// chunk starts a new one.
+async fn write_chunk(shared: &Rc<LogShared>, chunk: Rc<SealedChunk>) -> Result<(), LogError> {
+    let previous = shared.state.borrow().writing_segment;
+    if previous.is_some_and(|p| p != chunk.segment_base) {
+        finalize_segment(shared, previous.unwrap_or_default()).await?;
+    }
+    let (dir, file, preallocate) = {
+        let st = shared.state.borrow();
+        let seg = st.segments.get(&chunk.segment_base).ok_or_else(|| {
+            LogError::Offline(format!("segment {} vanished before its write", chunk.segment_base))
+        })?;
+        (
+            st.dir.clone(),
+            seg.file.clone(),
+            st.config.preallocate.then_some(st.config.segment_bytes_max),
+        )
+    };
+    let path = dir.join(segment::log_name(chunk.segment_base));
+    let file = match file {
+        Some(f) => f,
+        None => {
+            let f = Rc::new(files::open_rw(&path, true).await?);
+            if let Some(bytes) = preallocate {
+                // Best effort: not every filesystem can reserve space.
+                if let Err(e) = f.pre_allocate(bytes, true).await {
+                    tracing::debug!(error = %e, "preallocation not available");
+                }
+            }
+            files::sync_dir(&dir).await?;
+            let mut st = shared.state.borrow_mut();
+            if let Some(seg) = st.segments.get_mut(&chunk.segment_base) {
+                seg.file = Some(f.clone());
+            }
+            st.writing_segment = Some(chunk.segment_base);
+            f
+        }
+    };
+    let written = file
+        .write_rc_at(chunk.buf.clone(), chunk.file_pos)
+        .await
+        .map_err(|e| files::glommio_io(&path, e))?;
+    if written < chunk.buf.len() {
+        return Err(files::io_err(
+            &path,
+            std::io::Error::other(format!("short write: {written} of {} bytes", chunk.buf.len())),
+        ));
+    }
+    {
+        let mut st = shared.state.borrow_mut();
+        let front = st.pending.pop_front();
+        debug_assert!(front.is_some_and(|f| Rc::ptr_eq(&f, &chunk)));
+        st.pending_bytes -= chunk.capacity();
+        st.writing_segment = Some(chunk.segment_base);
+        st.unsynced_bytes += chunk.len as u64;
+        if let Some(seg) = st.segments.get_mut(&chunk.segment_base) {
+            seg.written_size = seg.written_size.max(chunk.end_pos());
+        }
+        st.recent.push_back(CachedRef {
+            segment_base: chunk.segment_base,
+            own_start: chunk.own_start_pos(),
+            end: chunk.end_pos(),
+            chunk: Rc::downgrade(&chunk),
+        });
+    }
+    let end = chunk.end_offset.0;
+    shared.shard.cache_insert(chunk);
+    shared.written.advance(end);
+    Ok(())
+}
+
+/// fdatasync of the segment being written; advances the synced offset.
+async fn sync_active(shared: &Rc<LogShared>) -> Result<(), LogError> {
+    let (file, path, point) = {
+        let st = shared.state.borrow();
+        let Some(base) = st.writing_segment else { return Ok(()) };
+        let Some(seg) = st.segments.get(&base) else { return Ok(()) };
+        let written_end = Offset(shared.written.get());
+        (
+            seg.file.clone(),
+            seg.path(&st.dir),
+            (base, seg.written_size.min(seg.size), written_end),
+        )
+    };
+    if point.2.0 <= shared.synced.get() {
+        shared.state.borrow_mut().sync_requested = false;
+        return Ok(());
+    }
+    if let Some(file) = file {
+        file.fdatasync().await.map_err(|e| files::glommio_io(&path, e))?;
+    }
+    {
+        let mut st = shared.state.borrow_mut();
+        st.synced_point = point;
+        st.unsynced_bytes = 0;
+        st.last_sync_ms = now_ms();
+        st.sync_requested = false;
+    }
+    shared.synced.advance(point.2 .0);
+    Ok(())
+}
+
+/// Completes a rolled segment: sync, cut the preallocated tail, write its indexes.
+async fn finalize_segment(shared: &Rc<LogShared>, base: Offset) -> Result<(), LogError> {
+    let (dir, file, size, end) = {
+        let mut st = shared.state.borrow_mut();
+        let dir = st.dir.clone();
+        let Some(seg) = st.segments.get_mut(&base) else {
+            return Ok(());
+        };
+        seg.seal_time_index();
+        (dir, seg.file.clone(), seg.size, seg.end_offset)
+    };
+    let path = dir.join(segment::log_name(base));
+    if let Some(file) = &file {
+        file.fdatasync().await.map_err(|e| files::glommio_io(&path, e))?;
+        file.truncate(size).await.map_err(|e| files::glommio_io(&path, e))?;
+        file.fdatasync().await.map_err(|e| files::glommio_io(&path, e))?;
+    }
+    let indexes = shared.state.borrow().segments[&base].index_bytes(size, end);
+    segment::write_index_files(&dir, base, indexes).await?;
+    let next_base = {
+        let mut st = shared.state.borrow_mut();
+        if let Some(seg) = st.segments.get_mut(&base) {
+            seg.finalized = true;
+        }
+        st.writing_segment = None;
+        st.synced_point = (end, 0, end);
+        st.segments.range(base.plus(1)..).next().map(|(b, _)| *b).unwrap_or(end)
+    };
+    shared.synced.advance(end.0);
+    let checkpoint = {
+        let mut st = shared.state.borrow_mut();
+        st.checkpoint = Checkpoint {
+            log_start: st.log_start,
+            segment_base: next_base,
+            position: 0,
+            next_offset: end,
+        };
+        st.last_checkpoint_ms = now_ms();
+        st.checkpoint
+    };
+    checkpoint.write(&dir).await
+}
+
+/// Records the synced point as the recovery checkpoint, with the active segment's
+/// indexes as of that point.
+async fn write_checkpoint(shared: &Rc<LogShared>) -> Result<(), LogError> {
+    let (dir, checkpoint, indexes) = {
+        let mut st = shared.state.borrow_mut();
+        let (base, position, next) = st.synced_point;
+        let indexes = st.segments.get_mut(&base).map(|seg| {
+            seg.seal_time_index();
+            seg.index_bytes(position, next)
+        });
+        let checkpoint = Checkpoint {
+            log_start: st.log_start,
+            segment_base: base,
+            position,
+            next_offset: next,
+        };
+        st.checkpoint = checkpoint;
+        st.last_checkpoint_ms = now_ms();
+        (st.dir.clone(), checkpoint, indexes)
+    };
+    if let Some(indexes) = indexes {
+        segment::write_index_files(&dir, checkpoint.segment_base, indexes).await?;
+    }
+    checkpoint.write(&dir).await
+}

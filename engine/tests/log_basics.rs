@@ -1,0 +1,258 @@
+//! Append, read, roll, reopen, timestamps, retention, truncation, durability levels.
+
+mod common;
+
+use common::*;
+use sluice_engine::batch::simple_batch;
+use sluice_engine::{AppendError, FlushPolicy, LeaderEpoch, LogConfig, Offset, ReadError, ReadLimits};
+
+fn limits(max_bytes: usize) -> ReadLimits {
+    ReadLimits {
+        max_bytes,
+        max_offset: Offset(i64::MAX),
+        min_one_batch: true,
+    }
+}
+
+#[test]
+fn append_assigns_offsets_and_reads_back_verbatim() {
+    let dir = test_dir();
+    let path = dir.path().to_path_buf();
+    run(move || async move {
+        let (_m, log) = open_log(&path, small_config(), small_shard()).await;
+        let mut expected = Vec::new();
+        for i in 0..20u64 {
+            let b = tagged_batch(i, 3, 50, 1000 + i as i64 * 10);
+            let info = log.append(&b, LeaderEpoch(4)).await.unwrap();
+            assert_eq!(info.base_offset, Offset(i as i64 * 3));
+            assert_eq!(info.last_offset, Offset(i as i64 * 3 + 2));
+            assert_eq!(info.record_count, 3);
+            expected.push(b);
+        }
+        log.wait_written(Offset(60)).await.unwrap();
+        assert_eq!(log.log_end_offset(), Offset(60));
+        assert_eq!(log.written_end_offset(), Offset(60));
+        let all = read_all(&log, Offset(0), 1000).await;
+        let ranges = batch_ranges(&all);
+        assert_eq!(ranges.len(), 20);
+        for (i, (base, last)) in ranges.iter().enumerate() {
+            assert_eq!((*base, *last), (i as i64 * 3, i as i64 * 3 + 2));
+        }
+        // The stored bytes equal the producer's apart from base offset and epoch.
+        let first = sluice_engine::batch::BatchIter::new(&all).next().unwrap().2;
+        assert_eq!(&first[21..], &expected[0][21..]);
+        assert_eq!(&first[12..16], &4i32.to_be_bytes());
+        // A read from the middle of a batch starts with that batch.
+        let r = log.read(Offset(31), limits(1)).await.unwrap();
+        let ranges = batch_ranges(&r.slices.iter().flat_map(|s| s.to_vec()).collect::<Vec<_>>());
+        assert_eq!(ranges, vec![(30, 32)], "min_one_batch gives exactly one batch");
+        // Without min_one_batch a budget below one batch gives nothing.
+        let r = log
+            .read(Offset(31), ReadLimits { min_one_batch: false, ..limits(1) })
+            .await
+            .unwrap();
+        assert!(r.slices.is_empty());
+        // The high-watermark bound.
+        let r = log
+            .read(Offset(0), ReadLimits { max_offset: Offset(6), ..limits(1 << 20) })
+            .await
+            .unwrap();
+        let bytes: Vec<u8> = r.slices.iter().flat_map(|s| s.to_vec()).collect();
+        assert_eq!(batch_ranges(&bytes), vec![(0, 2), (3, 5)]);
+        // At the end: empty; past it: out of range.
+        assert!(log.read(Offset(60), limits(100)).await.unwrap().slices.is_empty());
+        assert!(matches!(
+            log.read(Offset(61), limits(100)).await,
+            Err(ReadError::OffsetOutOfRange { .. })
+        ));
+        log.close().await.unwrap();
+    });
+}
+
+#[test]
+fn bad_batches_are_refused_and_nothing_is_appended() {
+    let dir = test_dir();
+    let path = dir.path().to_path_buf();
+    run(move || async move {
+        let config = LogConfig {
+            max_message_bytes: 2000,
+            ..small_config()
+        };
+        let (_m, log) = open_log(&path, config, small_shard()).await;
+        let good = simple_batch(2, 10, 0);
+        let mut corrupt = good.clone();
+        let n = corrupt.len();
+        corrupt[n - 1] ^= 0xff;
+        let mut two = good.clone();
+        two.extend_from_slice(&corrupt);
+        assert!(matches!(log.append(&corrupt, LeaderEpoch(0)).await, Err(AppendError::Corrupt(_))));
+        assert!(matches!(log.append(&two, LeaderEpoch(0)).await, Err(AppendError::Corrupt(_))), "all or nothing");
+        assert!(matches!(log.append(&[], LeaderEpoch(0)).await, Err(AppendError::Corrupt(_))));
+        assert!(matches!(log.append(&good[..40], LeaderEpoch(0)).await, Err(AppendError::Corrupt(_))));
+        let big = simple_batch(3, 1000, 0);
+        assert!(matches!(log.append(&big, LeaderEpoch(0)).await, Err(AppendError::TooLarge { .. })));
+        assert_eq!(log.log_end_offset(), Offset(0));
+        let info = log.append(&good, LeaderEpoch(0)).await.unwrap();
+        assert_eq!(info.base_offset, Offset(0));
+        let mut both = good.clone();
+        both.extend_from_slice(&good);
+        let info = log.append(&both, LeaderEpoch(0)).await.unwrap();
+        assert_eq!((info.base_offset, info.last_offset, info.batch_count), (Offset(2), Offset(5), 2));
+        log.close().await.unwrap();
+    });
+}
+
+#[test]
+fn segments_roll_by_size_and_survive_reopen() {
+    let dir = test_dir();
+    let path = dir.path().to_path_buf();
+    run(move || async move {
+        let (m, log) = open_log(&path, small_config(), small_shard()).await;
+        for i in 0..200u64 {
+            log.append(&tagged_batch(i, 2, 100, i as i64), LeaderEpoch(0)).await.unwrap();
+        }
+        log.wait_written(Offset(400)).await.unwrap();
+        assert!(log.segment_count() >= 3, "rolled into {} segments", log.segment_count());
+        let before = read_all(&log, Offset(0), 3000).await;
+        assert_eq!(batch_ranges(&before).len(), 200);
+        m.close_all().await.unwrap();
+        let names: Vec<String> = std::fs::read_dir(path.join("t-0"))
+            .unwrap()
+            .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+            .collect();
+        assert!(names.iter().any(|n| n == "00000000000000000000.log"), "{names:?}");
+        assert!(names.iter().any(|n| n.ends_with(".index")), "{names:?}");
+        assert!(names.iter().any(|n| n.ends_with(".timeindex")), "{names:?}");
+
+        let (m, log) = open_log(&path, small_config(), small_shard()).await;
+        assert_eq!(log.log_end_offset(), Offset(400));
+        let after = read_all(&log, Offset(0), 3000).await;
+        assert_eq!(before, after);
+        // Appends go on where the log ended, in the same partial block.
+        log.append(&tagged_batch(999, 1, 10, 5000), LeaderEpoch(1)).await.unwrap();
+        log.wait_written(Offset(401)).await.unwrap();
+        let all = read_all(&log, Offset(390), 1 << 20).await;
+        assert_eq!(batch_ranges(&all).last(), Some(&(400, 400)));
+        m.close_all().await.unwrap();
+    });
+}
+
+#[test]
+fn timestamp_lookups() {
+    let dir = test_dir();
+    let path = dir.path().to_path_buf();
+    run(move || async move {
+        let (_m, log) = open_log(&path, small_config(), small_shard()).await;
+        // Batch i holds records at timestamps 1000 + 10 i, +1, +2.
+        for i in 0..100u64 {
+            log.append(&tagged_batch(i, 3, 60, 1000 + 10 * i as i64), LeaderEpoch(0)).await.unwrap();
+        }
+        // One late batch with an old timestamp.
+        log.append(&tagged_batch(100, 1, 60, 1500), LeaderEpoch(0)).await.unwrap();
+        log.wait_written(Offset(301)).await.unwrap();
+        assert_eq!(log.offset_for_timestamp(0).await.unwrap(), Some((Offset(0), 1000)));
+        assert_eq!(log.offset_for_timestamp(1000).await.unwrap(), Some((Offset(0), 1000)));
+        assert_eq!(log.offset_for_timestamp(1001).await.unwrap(), Some((Offset(1), 1001)));
+        assert_eq!(log.offset_for_timestamp(1003).await.unwrap(), Some((Offset(3), 1010)));
+        assert_eq!(log.offset_for_timestamp(1502).await.unwrap(), Some((Offset(152), 1502)));
+        assert_eq!(log.offset_for_timestamp(1992).await.unwrap(), Some((Offset(299), 1992)));
+        assert_eq!(log.offset_for_timestamp(1993).await.unwrap(), None);
+        assert_eq!(log.max_timestamp().await.unwrap(), Some((Offset(299), 1992)));
+    });
+}
+
+#[test]
+fn retention_and_delete_records_move_log_start() {
+    let dir = test_dir();
+    let path = dir.path().to_path_buf();
+    run(move || async move {
+        let config = LogConfig {
+            retention_bytes: Some(40 * 1024),
+            retention_ms: Some(1000),
+            ..small_config()
+        };
+        let (_m, log) = open_log(&path, config, small_shard()).await;
+        for i in 0..400u64 {
+            log.append(&tagged_batch(i, 1, 300, 10_000 + i as i64), LeaderEpoch(0)).await.unwrap();
+        }
+        log.wait_written(Offset(400)).await.unwrap();
+        // Rolled segments are finalized by the flusher as later ones are written.
+        let size_before = log.size_bytes();
+        assert!(size_before > 100 * 1024);
+        let out = log.enforce_retention(0).await.unwrap();
+        assert!(out.segments_deleted > 0);
+        assert!(log.size_bytes() <= 40 * 1024 + 16 * 1024, "size {}", log.size_bytes());
+        let start = log.log_start_offset();
+        assert!(start > Offset(0));
+        assert!(matches!(log.read(Offset(0), limits(100)).await, Err(ReadError::OffsetOutOfRange { .. })));
+        let rest = read_all(&log, start, 1 << 20).await;
+        assert_eq!(batch_ranges(&rest).first().map(|r| r.0), Some(start.0));
+        // Time: everything but the active segment is older than 1 s at t = 20 000.
+        log.enforce_retention(20_000).await.unwrap();
+        assert_eq!(log.segment_count(), 1);
+        // delete_records: mid-segment, the start moves without deleting files.
+        let end = log.log_end_offset();
+        let new_start = log.delete_records_before(end.plus(-2)).await.unwrap();
+        assert_eq!(new_start, end.plus(-2));
+        let rest = read_all(&log, new_start, 1 << 20).await;
+        assert_eq!(batch_ranges(&rest), vec![(398, 398), (399, 399)]);
+        assert!(log.delete_records_before(end.plus(1)).await.is_err());
+        log.close().await.unwrap();
+        let (_m, log) = open_log(&path, small_config(), small_shard()).await;
+        assert_eq!(log.log_start_offset(), new_start, "log start survives reopen");
+    });
+}
+
+#[test]
+fn truncate_drops_a_suffix_and_appends_continue() {
+    let dir = test_dir();
+    let path = dir.path().to_path_buf();
+    run(move || async move {
+        let (m, log) = open_log(&path, small_config(), small_shard()).await;
+        for i in 0..100u64 {
+            log.append(&tagged_batch(i, 2, 150, i as i64), LeaderEpoch(0)).await.unwrap();
+        }
+        log.wait_written(Offset(200)).await.unwrap();
+        // 101 is inside batch (100, 101): that batch goes too.
+        let end = log.truncate_to(Offset(101)).await.unwrap();
+        assert_eq!(end, Offset(100));
+        assert_eq!(log.log_end_offset(), Offset(100));
+        let all = read_all(&log, Offset(0), 1 << 20).await;
+        assert_eq!(batch_ranges(&all).last(), Some(&(98, 99)));
+        let info = log.append(&tagged_batch(7, 1, 10, 0), LeaderEpoch(2)).await.unwrap();
+        assert_eq!(info.base_offset, Offset(100));
+        log.wait_written(Offset(101)).await.unwrap();
+        m.close_all().await.unwrap();
+        let (_m, log) = open_log(&path, small_config(), small_shard()).await;
+        let all = read_all(&log, Offset(0), 1 << 20).await;
+        let ranges = batch_ranges(&all);
+        assert_eq!(ranges.len(), 51);
+        assert_eq!(ranges.last(), Some(&(100, 100)));
+    });
+}
+
+#[test]
+fn fsync_policy_acknowledges_after_sync() {
+    let dir = test_dir();
+    let path = dir.path().to_path_buf();
+    run(move || async move {
+        let config = LogConfig {
+            flush: FlushPolicy::Fsync,
+            ..small_config()
+        };
+        let (_m, log) = open_log(&path, config, small_shard()).await;
+        let mut acks = Vec::new();
+        for i in 0..8u64 {
+            let log = log.clone();
+            acks.push(glommio::spawn_local(async move {
+                let info = log.append(&tagged_batch(i, 1, 100, 0), LeaderEpoch(0)).await.unwrap();
+                log.wait_durable(info.last_offset.plus(1)).await.unwrap();
+                log.synced_end_offset() > info.last_offset
+            }));
+        }
+        for a in acks {
+            assert!(a.await, "acknowledged before sync");
+        }
+        assert_eq!(log.synced_end_offset(), Offset(8));
+    });
+}
