@@ -7,9 +7,16 @@
 //! that block is rewritten in place by the next write and nothing is ever appended to a
 //! partial block on disk.
 //!
-//! Invariants: a chunk's *own range* `[file_pos + own_start, file_pos + len)` holds whole
-//! batches appended into it; the own ranges of a segment's chunks tile the segment in
-//! order; bytes past `len` up to the next block boundary are zero when sealed.
+//! A chunk that fills up is instead sealed at its last block boundary
+//! ([`OpenChunk::seal_full`]): the bytes after it move to the next chunk, so the two
+//! writes do not overlap and may be in flight together. A batch that straddles that
+//! boundary is then whole in neither chunk and is read from disk.
+//!
+//! Invariants: a chunk's *own range* `[file_pos + own_start, file_pos + own_end)` holds
+//! whole batches appended into it, in order; own ranges of a segment's chunks are
+//! disjoint and ascending; bytes past `len` up to the next block boundary are zero when
+//! sealed; a chunk whose write ends in a partial block (`aligned_end == false`) must be
+//! written before the next chunk of its log is submitted.
 
 use std::ops::Deref;
 use std::rc::Rc;
@@ -34,6 +41,8 @@ pub struct OpenChunk {
     pub first_offset: Offset,
     /// Offset after the last batch appended into this chunk.
     pub end_offset: Offset,
+    /// (start, end) in `buf` and the offset after each batch appended here.
+    batches: Vec<(usize, usize, Offset)>,
 }
 
 impl OpenChunk {
@@ -58,6 +67,7 @@ impl OpenChunk {
             len: prefix.len(),
             first_offset: next_offset,
             end_offset: next_offset,
+            batches: Vec::new(),
         }
     }
 
@@ -83,6 +93,7 @@ impl OpenChunk {
         let start = self.len;
         self.len += batch.len();
         self.end_offset = end_offset;
+        self.batches.push((start, self.len, end_offset));
         let dst = &mut self.buf.as_bytes_mut()[start..self.len];
         dst.copy_from_slice(batch);
         dst
@@ -124,14 +135,69 @@ impl OpenChunk {
             segment_base: self.segment_base,
             file_pos: self.file_pos,
             own_start: self.own_start,
+            own_end: self.len,
             len: self.len,
             first_offset: self.first_offset,
             end_offset: self.end_offset,
+            aligned_end: false,
         };
         self.file_pos = block_pos;
         self.own_start = tail_len;
         self.len = tail_len;
         self.first_offset = self.end_offset;
+        self.batches.clear();
+        sealed
+    }
+
+    /// Seals a chunk that has no room for the next batch, at its last block boundary,
+    /// so its write ends block aligned and cannot overlap the next chunk's. Falls back
+    /// to [`Self::seal`] when the chunk holds less than a block of its own.
+    pub fn seal_full(&mut self, capacity: usize) -> SealedChunk {
+        let cut = align_down(self.len as u64) as usize;
+        if cut <= self.own_start {
+            return self.seal(capacity);
+        }
+        // Whole batches before the cut stay; the rest (and a straddling batch) move on.
+        let whole = self.batches.partition_point(|(_, end, _)| *end <= cut);
+        let own_end = match whole {
+            0 => self.own_start,
+            n => self.batches[n - 1].1,
+        };
+        let end_offset = match whole {
+            0 => self.first_offset,
+            n => self.batches[n - 1].2,
+        };
+        let moved = self.len - cut;
+        let mut next = glommio::allocate_dma_buffer(align_up(capacity.max(moved + 1) as u64) as usize);
+        next.as_bytes_mut()[..moved].copy_from_slice(&self.buf.as_bytes()[cut..self.len]);
+        let mut full = std::mem::replace(&mut self.buf, next);
+        full.trim_to_size(cut);
+        let sealed = SealedChunk {
+            buf: Rc::new(full),
+            segment_base: self.segment_base,
+            file_pos: self.file_pos,
+            own_start: self.own_start,
+            own_end,
+            len: cut,
+            first_offset: self.first_offset,
+            end_offset,
+            aligned_end: true,
+        };
+        // The first batch that starts at or after the cut begins the next own range.
+        let first_after = self.batches[whole..].iter().position(|(start, _, _)| *start >= cut);
+        self.own_start = match first_after {
+            Some(i) => self.batches[whole + i].0 - cut,
+            None => moved,
+        };
+        self.batches.drain(..whole);
+        self.batches.retain(|(start, _, _)| *start >= cut);
+        for b in &mut self.batches {
+            b.0 -= cut;
+            b.1 -= cut;
+        }
+        self.file_pos += cut as u64;
+        self.len = moved;
+        self.first_offset = end_offset;
         sealed
     }
 }
@@ -143,9 +209,15 @@ pub struct SealedChunk {
     pub segment_base: Offset,
     pub file_pos: u64,
     pub own_start: usize,
+    /// End of the last whole batch in `buf` (`len`, unless sealed by `seal_full`).
+    pub own_end: usize,
+    /// Bytes written to the file from `buf`.
     pub len: usize,
     pub first_offset: Offset,
+    /// Offset after the last whole batch: written once this chunk is.
     pub end_offset: Offset,
+    /// The write ends on a block boundary, so the next chunk's write cannot overlap it.
+    pub aligned_end: bool,
 }
 
 impl SealedChunk {
@@ -158,12 +230,19 @@ impl SealedChunk {
         self.file_pos + self.own_start as u64
     }
 
+    /// Segment position after the last byte written from this chunk.
     pub fn end_pos(&self) -> u64 {
         self.file_pos + self.len as u64
     }
 
+    /// Segment position after the last whole batch.
+    pub fn own_end_pos(&self) -> u64 {
+        self.file_pos + self.own_end as u64
+    }
+
+    /// The bytes up to the end of the last whole batch.
     pub fn bytes(&self) -> &[u8] {
-        &self.buf.as_bytes()[..self.len]
+        &self.buf.as_bytes()[..self.own_end]
     }
 }
 
@@ -222,7 +301,7 @@ impl Window {
     pub fn slice(&self, start: usize, len: usize) -> Option<BatchSlice> {
         let inner = match self {
             Window::Cache(chunk) => {
-                if start + len > chunk.len {
+                if start + len > chunk.own_end {
                     return None;
                 }
                 SliceInner::Cache {

@@ -97,6 +97,8 @@ pub struct ShardConfig {
     pub write_chunk_bytes: usize,
     /// How often a log records a recovery checkpoint (bounds the scan after a crash).
     pub checkpoint_interval_ms: u64,
+    /// Direct writes one log keeps in flight at once.
+    pub write_depth_max: usize,
 }
 
 impl Default for ShardConfig {
@@ -106,6 +108,7 @@ impl Default for ShardConfig {
             write_buffer_bytes_max: 16 << 20,
             write_chunk_bytes: 1 << 20,
             checkpoint_interval_ms: 60_000,
+            write_depth_max: 4,
         }
     }
 }
@@ -117,6 +120,9 @@ impl ShardConfig {
                 "write_chunk_bytes {} must be between 4096 and 256 MiB",
                 self.write_chunk_bytes
             ));
+        }
+        if self.write_depth_max == 0 || self.write_depth_max > 64 {
+            return Err(format!("write_depth_max {} must be between 1 and 64", self.write_depth_max));
         }
         if self.write_buffer_bytes_max < 2 * self.write_chunk_bytes {
             return Err(format!(

@@ -232,7 +232,9 @@ impl LogState {
                 self.roll(chunk_bytes);
             }
             if self.open.remaining() < total {
-                self.seal_open(chunk_bytes.max(total + files::BLOCK_BYTES as usize));
+                let sealed = Rc::new(self.open.seal_full(chunk_bytes.max(total + files::BLOCK_BYTES as usize)));
+                self.pending_bytes += sealed.capacity();
+                self.pending.push_back(sealed);
             }
             let base = self.next_offset;
             let next = base.plus(i64::from(header.last_offset_delta.get()) + 1);
@@ -1007,13 +1009,7 @@ async fn flusher_loop(shared: Rc<LogShared>) {
 async fn flush_cycle(shared: &Rc<LogShared>) -> Result<bool, LogError> {
     let chunk_bytes = shared.shard.config.write_chunk_bytes;
     shared.state.borrow_mut().seal_open(chunk_bytes);
-    loop {
-        let next = shared.state.borrow().pending.front().cloned();
-        match next {
-            Some(chunk) => write_chunk(shared, chunk).await?,
-            None => break,
-        }
-    }
+    drain_pending(shared).await?;
     let now = now_ms();
     let sync = {
         let st = shared.state.borrow();
@@ -1039,14 +1035,62 @@ async fn flush_cycle(shared: &Rc<LogShared>) -> Result<bool, LogError> {
     Ok(true)
 }
 
-/// Writes one sealed chunk at its place, after finalizing the previous segment if the
-/// chunk starts a new one.
-async fn write_chunk(shared: &Rc<LogShared>, chunk: Rc<SealedChunk>) -> Result<(), LogError> {
-    let previous = shared.state.borrow().writing_segment;
-    if previous.is_some_and(|p| p != chunk.segment_base) {
-        finalize_segment(shared, previous.unwrap_or_default()).await?;
+/// Writes the pending chunks in order, up to `write_depth_max` at once. A chunk is
+/// submitted only when every chunk in flight ahead of it ends block aligned (so no two
+/// writes in flight touch the same block) and belongs to the same segment; completions
+/// are taken in order, so the written offset only ever covers a gap-free prefix.
+async fn drain_pending(shared: &Rc<LogShared>) -> Result<(), LogError> {
+    let depth_max = shared.shard.config.write_depth_max.max(1);
+    let mut inflight: VecDeque<(Rc<SealedChunk>, glommio::task::JoinHandle<std::io::Result<usize>>)> =
+        VecDeque::new();
+    let mut last_submitted: Option<Rc<SealedChunk>> = None;
+    loop {
+        while inflight.len() < depth_max {
+            let next = shared.state.borrow().pending.get(inflight.len()).cloned();
+            let Some(chunk) = next else { break };
+            if let Some(prev) = &last_submitted {
+                let blocked = !inflight.is_empty()
+                    && (!prev.aligned_end || prev.segment_base != chunk.segment_base);
+                if blocked {
+                    break;
+                }
+            }
+            let file = prepare_segment(shared, &chunk).await?;
+            let buf = chunk.buf.clone();
+            let pos = chunk.file_pos;
+            let task = glommio::spawn_local(async move {
+                file.write_rc_at(buf, pos).await.map_err(std::io::Error::from)
+            })
+            .detach();
+            inflight.push_back((chunk.clone(), task));
+            last_submitted = Some(chunk);
+        }
+        let Some((chunk, task)) = inflight.pop_front() else {
+            return Ok(());
+        };
+        let path = shared.state.borrow().dir.join(segment::log_name(chunk.segment_base));
+        let written = match task.await {
+            Some(result) => result.map_err(|e| files::io_err(&path, e))?,
+            None => return Err(files::io_err(&path, std::io::Error::other("write task was cancelled"))),
+        };
+        if written < chunk.buf.len() {
+            return Err(files::io_err(
+                &path,
+                std::io::Error::other(format!("short write: {written} of {} bytes", chunk.buf.len())),
+            ));
+        }
+        complete_write(shared, chunk);
     }
-    let (dir, file, preallocate) = {
+}
+
+/// Makes the chunk's segment ready for its write: finalizes the segment written before
+/// it when this chunk starts a new one, creates the file, reserves space ahead.
+async fn prepare_segment(shared: &Rc<LogShared>, chunk: &SealedChunk) -> Result<Rc<DmaFile>, LogError> {
+    let previous = shared.state.borrow().writing_segment;
+    if let Some(previous) = previous.filter(|p| *p != chunk.segment_base) {
+        finalize_segment(shared, previous).await?;
+    }
+    let (dir, file, allocated, segment_bytes_max, preallocate) = {
         let st = shared.state.borrow();
         let seg = st.segments.get(&chunk.segment_base).ok_or_else(|| {
             LogError::Offline(format!("segment {} vanished before its write", chunk.segment_base))
@@ -1054,7 +1098,9 @@ async fn write_chunk(shared: &Rc<LogShared>, chunk: Rc<SealedChunk>) -> Result<(
         (
             st.dir.clone(),
             seg.file.clone(),
-            st.config.preallocate.then_some(st.config.segment_bytes_max),
+            seg.allocated_bytes,
+            st.config.segment_bytes_max,
+            st.config.preallocate,
         )
     };
     let path = dir.join(segment::log_name(chunk.segment_base));
@@ -1062,52 +1108,56 @@ async fn write_chunk(shared: &Rc<LogShared>, chunk: Rc<SealedChunk>) -> Result<(
         Some(f) => f,
         None => {
             let f = Rc::new(files::open_rw(&path, true).await?);
-            if let Some(bytes) = preallocate {
-                // Best effort: not every filesystem can reserve space.
-                if let Err(e) = f.pre_allocate(bytes, true).await {
-                    tracing::debug!(error = %e, "preallocation not available");
-                }
-            }
             files::sync_dir(&dir).await?;
             let mut st = shared.state.borrow_mut();
             if let Some(seg) = st.segments.get_mut(&chunk.segment_base) {
                 seg.file = Some(f.clone());
             }
-            st.writing_segment = Some(chunk.segment_base);
             f
         }
     };
-    let written = file
-        .write_rc_at(chunk.buf.clone(), chunk.file_pos)
-        .await
-        .map_err(|e| files::glommio_io(&path, e))?;
-    if written < chunk.buf.len() {
-        return Err(files::io_err(
-            &path,
-            std::io::Error::other(format!("short write: {written} of {} bytes", chunk.buf.len())),
-        ));
+    shared.state.borrow_mut().writing_segment = Some(chunk.segment_base);
+    if preallocate && chunk.end_pos() > allocated {
+        // Reserve the next steps of the segment, so writes rarely allocate blocks.
+        // Best effort: not every filesystem can reserve space.
+        let target = align_up(chunk.end_pos() + PREALLOCATE_STEP_BYTES).min(align_up(segment_bytes_max).max(chunk.end_pos()));
+        if let Err(e) = file.pre_allocate(target, true).await {
+            tracing::debug!(error = %e, "preallocation not available");
+        }
+        if let Some(seg) = shared.state.borrow_mut().segments.get_mut(&chunk.segment_base) {
+            seg.allocated_bytes = target;
+        }
     }
+    Ok(file)
+}
+
+/// Space reserved ahead of the write position when `preallocate` is on.
+const PREALLOCATE_STEP_BYTES: u64 = 64 << 20;
+
+/// Records a finished write: the chunk leaves the pending queue for the tail cache and
+/// the written offset advances.
+fn complete_write(shared: &Rc<LogShared>, chunk: Rc<SealedChunk>) {
     {
         let mut st = shared.state.borrow_mut();
         let front = st.pending.pop_front();
         debug_assert!(front.is_some_and(|f| Rc::ptr_eq(&f, &chunk)));
         st.pending_bytes -= chunk.capacity();
-        st.writing_segment = Some(chunk.segment_base);
         st.unsynced_bytes += chunk.len as u64;
         if let Some(seg) = st.segments.get_mut(&chunk.segment_base) {
             seg.written_size = seg.written_size.max(chunk.end_pos());
         }
-        st.recent.push_back(CachedRef {
-            segment_base: chunk.segment_base,
-            own_start: chunk.own_start_pos(),
-            end: chunk.end_pos(),
-            chunk: Rc::downgrade(&chunk),
-        });
+        if chunk.own_end > chunk.own_start {
+            st.recent.push_back(CachedRef {
+                segment_base: chunk.segment_base,
+                own_start: chunk.own_start_pos(),
+                end: chunk.own_end_pos(),
+                chunk: Rc::downgrade(&chunk),
+            });
+        }
     }
     let end = chunk.end_offset.0;
     shared.shard.cache_insert(chunk);
     shared.written.advance(end);
-    Ok(())
 }
 
 /// fdatasync of the segment being written; advances the synced offset.

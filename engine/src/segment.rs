@@ -66,6 +66,8 @@ pub struct Segment {
     pub max_timestamp: i64,
     pub offset_of_max_timestamp: Offset,
     pub created_ms: u64,
+    /// Bytes reserved in the file ahead of writes.
+    pub allocated_bytes: u64,
     /// Synced, truncated to size, indexes written: no more writes go to it.
     pub finalized: bool,
 }
@@ -84,6 +86,7 @@ impl Segment {
             max_timestamp: -1,
             offset_of_max_timestamp: base,
             created_ms,
+            allocated_bytes: 0,
             finalized: false,
         }
     }
