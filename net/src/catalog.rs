@@ -1,0 +1,321 @@
+//! The topic catalog: which topics exist, their partition counts, ids and configs.
+//!
+//! Control plane, shared by all shards behind one mutex (never held across an `.await`,
+//! never taken per record). Persisted as JSON in `<data-dir>/sluice-topics.json`, written
+//! to a temporary file, fsynced and renamed, so a crash leaves the old or the new catalog.
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::sync::Mutex;
+
+use serde::{Deserialize, Serialize};
+
+use crate::config::{FlushSetting, TopicDefaults};
+use crate::store::{FlushPolicy, LogConfig};
+
+const CATALOG_FILE: &str = "sluice-topics.json";
+/// Kafka's limit on topic name length.
+const TOPIC_NAME_BYTES_MAX: usize = 249;
+/// A bound on partitions per topic, so one request cannot ask for unbounded work.
+pub const PARTITIONS_PER_TOPIC_MAX: i32 = 10_000;
+
+/// One topic.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct TopicMeta {
+    pub name: String,
+    pub partitions: i32,
+    pub topic_id: [u8; 16],
+    /// Only the configs set on this topic; defaults are not stored.
+    pub configs: BTreeMap<String, String>,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum CatalogError {
+    #[error("topic {0} already exists")]
+    Exists(String),
+    #[error("topic {0} does not exist")]
+    Unknown(String),
+    #[error("invalid topic name {0:?}")]
+    InvalidName(String),
+    #[error("invalid partition count {0}")]
+    InvalidPartitions(i32),
+    #[error("{0}")]
+    InvalidConfig(String),
+    #[error("catalog i/o: {0}")]
+    Io(#[from] std::io::Error),
+    #[error("catalog file is corrupt: {0}")]
+    Corrupt(String),
+}
+
+#[derive(Debug, Default, Serialize, Deserialize)]
+struct CatalogData {
+    topics: BTreeMap<String, TopicMeta>,
+}
+
+/// The shared topic catalog.
+#[derive(Debug)]
+pub struct Catalog {
+    path: PathBuf,
+    data: Mutex<CatalogData>,
+    pub defaults: TopicDefaults,
+}
+
+/// Topic config keys this broker understands.
+pub const TOPIC_CONFIG_KEYS: &[&str] = &[
+    "segment.bytes",
+    "segment.ms",
+    "retention.ms",
+    "retention.bytes",
+    "max.message.bytes",
+    "flush.policy",
+    "flush.ms",
+    "flush.bytes",
+    "cleanup.policy",
+];
+
+impl Catalog {
+    /// Loads the catalog from `data_dir`, or starts an empty one.
+    pub fn open(data_dir: &Path, defaults: TopicDefaults) -> Result<Catalog, CatalogError> {
+        std::fs::create_dir_all(data_dir)?;
+        let path = data_dir.join(CATALOG_FILE);
+        let data = match std::fs::read(&path) {
+            Ok(bytes) => serde_json::from_slice(&bytes).map_err(|e| CatalogError::Corrupt(e.to_string()))?,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => CatalogData::default(),
+            Err(e) => return Err(e.into()),
+        };
+        Ok(Catalog { path, data: Mutex::new(data), defaults })
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, CatalogData> {
+        // A panic while holding the lock cannot leave the map half-changed (every change
+        // is one insert or remove), so a poisoned lock is still usable.
+        self.data.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    pub fn get(&self, name: &str) -> Option<TopicMeta> {
+        self.lock().topics.get(name).cloned()
+    }
+
+    pub fn partition_count(&self, name: &str) -> Option<i32> {
+        self.lock().topics.get(name).map(|t| t.partitions)
+    }
+
+    pub fn list(&self) -> Vec<TopicMeta> {
+        self.lock().topics.values().cloned().collect()
+    }
+
+    pub fn create(
+        &self,
+        name: &str,
+        partitions: i32,
+        configs: BTreeMap<String, String>,
+        validate_only: bool,
+    ) -> Result<TopicMeta, CatalogError> {
+        validate_topic_name(name)?;
+        if !(1..=PARTITIONS_PER_TOPIC_MAX).contains(&partitions) {
+            return Err(CatalogError::InvalidPartitions(partitions));
+        }
+        log_config(&self.defaults, &configs)?;
+        let mut data = self.lock();
+        if data.topics.contains_key(name) {
+            return Err(CatalogError::Exists(name.to_string()));
+        }
+        let meta = TopicMeta { name: name.to_string(), partitions, topic_id: new_topic_id(name), configs };
+        if validate_only {
+            return Ok(meta);
+        }
+        data.topics.insert(name.to_string(), meta.clone());
+        self.persist(&data)?;
+        Ok(meta)
+    }
+
+    pub fn delete(&self, name: &str) -> Result<TopicMeta, CatalogError> {
+        let mut data = self.lock();
+        let meta = data.topics.remove(name).ok_or_else(|| CatalogError::Unknown(name.to_string()))?;
+        self.persist(&data)?;
+        Ok(meta)
+    }
+
+    /// Raises a topic's partition count.
+    pub fn add_partitions(&self, name: &str, count: i32, validate_only: bool) -> Result<TopicMeta, CatalogError> {
+        let mut data = self.lock();
+        let meta = data.topics.get_mut(name).ok_or_else(|| CatalogError::Unknown(name.to_string()))?;
+        if count <= meta.partitions || count > PARTITIONS_PER_TOPIC_MAX {
+            return Err(CatalogError::InvalidPartitions(count));
+        }
+        if validate_only {
+            return Ok(meta.clone());
+        }
+        meta.partitions = count;
+        let out = meta.clone();
+        self.persist(&data)?;
+        Ok(out)
+    }
+
+    /// Replaces a topic's configs (after validating them).
+    pub fn set_configs(
+        &self,
+        name: &str,
+        configs: BTreeMap<String, String>,
+        validate_only: bool,
+    ) -> Result<TopicMeta, CatalogError> {
+        log_config(&self.defaults, &configs)?;
+        let mut data = self.lock();
+        let meta = data.topics.get_mut(name).ok_or_else(|| CatalogError::Unknown(name.to_string()))?;
+        if validate_only {
+            return Ok(meta.clone());
+        }
+        meta.configs = configs;
+        let out = meta.clone();
+        self.persist(&data)?;
+        Ok(out)
+    }
+
+    /// The log config of a topic: defaults overridden by the topic's configs.
+    pub fn log_config_for(&self, topic: &str) -> LogConfig {
+        let configs = self.lock().topics.get(topic).map(|t| t.configs.clone()).unwrap_or_default();
+        // Stored configs were validated before they were stored.
+        log_config(&self.defaults, &configs).unwrap_or_else(|_| log_config(&self.defaults, &BTreeMap::new()).unwrap_or_default())
+    }
+
+    fn persist(&self, data: &CatalogData) -> Result<(), CatalogError> {
+        let bytes = serde_json::to_vec_pretty(data).map_err(|e| CatalogError::Corrupt(e.to_string()))?;
+        let tmp = self.path.with_extension("json.tmp");
+        {
+            use std::io::Write;
+            let mut f = std::fs::File::create(&tmp)?;
+            f.write_all(&bytes)?;
+            f.sync_all()?;
+        }
+        std::fs::rename(&tmp, &self.path)?;
+        if let Some(dir) = self.path.parent() {
+            std::fs::File::open(dir)?.sync_all()?;
+        }
+        Ok(())
+    }
+}
+
+fn new_topic_id(name: &str) -> [u8; 16] {
+    let nanos = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_nanos())
+        .unwrap_or(0);
+    let mut h: u128 = 0x6c62_272e_07bb_0142_62b8_2175_6295_c58d;
+    for b in name.bytes().chain(nanos.to_le_bytes()) {
+        h ^= b as u128;
+        h = h.wrapping_mul(0x0000_0000_0100_0000_0000_0000_0000_013B);
+    }
+    let mut id = h.to_be_bytes();
+    if id == [0; 16] {
+        id[15] = 1;
+    }
+    id
+}
+
+pub fn validate_topic_name(name: &str) -> Result<(), CatalogError> {
+    let ok = !name.is_empty()
+        && name.len() <= TOPIC_NAME_BYTES_MAX
+        && name != "."
+        && name != ".."
+        && name.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'.' || b == b'_' || b == b'-');
+    if ok {
+        Ok(())
+    } else {
+        Err(CatalogError::InvalidName(name.to_string()))
+    }
+}
+
+fn parse_u64(key: &str, v: &str) -> Result<u64, CatalogError> {
+    v.parse::<u64>().map_err(|_| CatalogError::InvalidConfig(format!("{key}: {v:?} is not a non-negative integer")))
+}
+
+fn parse_limit(key: &str, v: &str) -> Result<Option<u64>, CatalogError> {
+    if v.trim() == "-1" {
+        return Ok(None);
+    }
+    parse_u64(key, v).map(Some)
+}
+
+/// Builds a log config from defaults and topic configs; an unknown key or bad value is an
+/// error naming it.
+pub fn log_config(defaults: &TopicDefaults, configs: &BTreeMap<String, String>) -> Result<LogConfig, CatalogError> {
+    let mut c = LogConfig {
+        segment_bytes_max: defaults.segment_bytes,
+        segment_ms_max: defaults.segment_ms,
+        max_message_bytes: defaults.max_message_bytes,
+        retention_ms: defaults.retention_ms,
+        retention_bytes: defaults.retention_bytes,
+        flush: match defaults.flush {
+            FlushSetting::Fsync => FlushPolicy::Fsync,
+            FlushSetting::Interval { interval_ms, bytes_max } => FlushPolicy::Interval { interval_ms, bytes_max },
+        },
+        ..LogConfig::default()
+    };
+    let mut policy: Option<String> = None;
+    let (mut flush_ms, mut flush_bytes) = match defaults.flush {
+        FlushSetting::Fsync => (1000, 1 << 20),
+        FlushSetting::Interval { interval_ms, bytes_max } => (interval_ms, bytes_max),
+    };
+    for (k, v) in configs {
+        match k.as_str() {
+            "segment.bytes" => c.segment_bytes_max = parse_u64(k, v)?.max(1),
+            "segment.ms" => c.segment_ms_max = parse_u64(k, v)?.max(1),
+            "retention.ms" => c.retention_ms = parse_limit(k, v)?,
+            "retention.bytes" => c.retention_bytes = parse_limit(k, v)?,
+            "max.message.bytes" => {
+                c.max_message_bytes = u32::try_from(parse_u64(k, v)?)
+                    .map_err(|_| CatalogError::InvalidConfig(format!("{k}: {v} is too large")))?
+            }
+            "flush.policy" => match v.as_str() {
+                "fsync" | "interval" => policy = Some(v.clone()),
+                _ => return Err(CatalogError::InvalidConfig(format!("{k}: {v:?} is not fsync or interval"))),
+            },
+            "flush.ms" => flush_ms = parse_u64(k, v)?,
+            "flush.bytes" => flush_bytes = parse_u64(k, v)?,
+            "cleanup.policy" => {
+                if v != "delete" {
+                    return Err(CatalogError::InvalidConfig(format!("{k}: only \"delete\" is supported, not {v:?}")));
+                }
+            }
+            _ => return Err(CatalogError::InvalidConfig(format!("unknown topic config {k:?}"))),
+        }
+    }
+    match policy.as_deref() {
+        Some("fsync") => c.flush = FlushPolicy::Fsync,
+        Some(_) => c.flush = FlushPolicy::Interval { interval_ms: flush_ms, bytes_max: flush_bytes },
+        None => {
+            if let FlushPolicy::Interval { .. } = c.flush {
+                c.flush = FlushPolicy::Interval { interval_ms: flush_ms, bytes_max: flush_bytes };
+            }
+        }
+    }
+    Ok(c)
+}
+
+/// The effective value of every topic config key, for DescribeConfigs: (value, is_default).
+pub fn effective_configs(defaults: &TopicDefaults, configs: &BTreeMap<String, String>) -> Vec<(String, String, bool)> {
+    let c = log_config(defaults, configs).unwrap_or_default();
+    let opt = |v: Option<u64>| v.map(|x| x.to_string()).unwrap_or_else(|| "-1".to_string());
+    let (policy, ms, bytes) = match c.flush {
+        FlushPolicy::Fsync => ("fsync", 0, 0),
+        FlushPolicy::Interval { interval_ms, bytes_max } => ("interval", interval_ms, bytes_max),
+    };
+    let values = [
+        ("segment.bytes", c.segment_bytes_max.to_string()),
+        ("segment.ms", c.segment_ms_max.to_string()),
+        ("retention.ms", opt(c.retention_ms)),
+        ("retention.bytes", opt(c.retention_bytes)),
+        ("max.message.bytes", c.max_message_bytes.to_string()),
+        ("flush.policy", policy.to_string()),
+        ("flush.ms", ms.to_string()),
+        ("flush.bytes", bytes.to_string()),
+        ("cleanup.policy", "delete".to_string()),
+    ];
+    values
+        .into_iter()
+        .map(|(k, v)| {
+            let set = configs.get(k);
+            (k.to_string(), set.cloned().unwrap_or(v), set.is_none())
+        })
+        .collect()
+}

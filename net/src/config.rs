@@ -1,0 +1,97 @@
+//! Server settings as plain data. `tools` fills them from the TOML file and the flags;
+//! nothing here reads files or the environment.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+
+/// How a topic's appends are made durable before acks=1/all are answered.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum FlushSetting {
+    /// fdatasync (group commit) before the answer.
+    Fsync,
+    /// Written before the answer; synced every `interval_ms` or `bytes_max`.
+    Interval { interval_ms: u64, bytes_max: u64 },
+}
+
+/// Broker-wide defaults for topics; a topic's own configs override them.
+#[derive(Debug, Clone)]
+pub struct TopicDefaults {
+    pub partitions: i32,
+    pub auto_create: bool,
+    pub segment_bytes: u64,
+    pub segment_ms: u64,
+    pub retention_ms: Option<u64>,
+    pub retention_bytes: Option<u64>,
+    pub max_message_bytes: u32,
+    pub flush: FlushSetting,
+}
+
+impl Default for TopicDefaults {
+    fn default() -> Self {
+        TopicDefaults {
+            partitions: 1,
+            auto_create: true,
+            segment_bytes: 1 << 30,
+            segment_ms: 7 * 24 * 3600 * 1000,
+            retention_ms: Some(7 * 24 * 3600 * 1000),
+            retention_bytes: None,
+            max_message_bytes: 1_048_588,
+            flush: FlushSetting::Interval { interval_ms: 1000, bytes_max: 1 << 20 },
+        }
+    }
+}
+
+/// Everything the server needs to start.
+#[derive(Debug, Clone)]
+pub struct ServerConfig {
+    pub listen: SocketAddr,
+    /// Host and port given to clients in Metadata.
+    pub advertised_host: String,
+    pub advertised_port: u16,
+    pub data_dir: PathBuf,
+    /// CPUs that run a shard each; the shard count is `cores.len()`.
+    pub cores: Vec<usize>,
+    /// Pin each shard to its CPU (off in tests, so shards do not pile onto one CPU).
+    pub pin_cores: bool,
+    pub node_id: i32,
+    pub cluster_id: String,
+    /// `socket.request.max.bytes`: frames longer than this close the connection.
+    pub request_bytes_max: usize,
+    /// Pipelined requests one connection may have in flight before reading stops.
+    pub inflight_requests_max: usize,
+    /// Open connections one shard keeps; more are closed on accept.
+    pub connections_max_per_shard: usize,
+    /// A connection that sends nothing for this long is closed (`connections.max.idle.ms`).
+    pub connection_idle_ms_max: u64,
+    /// Depth of each shard-to-shard channel.
+    pub mesh_channel_depth_max: usize,
+    /// Upper bound on a fetch's `max_wait_ms`.
+    pub fetch_wait_ms_max: u64,
+    /// Fetch sessions one shard keeps (`max.incremental.fetch.session.cache.slots`).
+    pub fetch_sessions_max_per_shard: usize,
+    pub topic_defaults: TopicDefaults,
+}
+
+impl ServerConfig {
+    /// Defaults from the issue: listen on 127.0.0.1:9092, data in ./sluice-data.
+    pub fn new(listen: SocketAddr, data_dir: PathBuf, cores: Vec<usize>) -> Self {
+        ServerConfig {
+            listen,
+            advertised_host: listen.ip().to_string(),
+            advertised_port: listen.port(),
+            data_dir,
+            cores,
+            pin_cores: true,
+            node_id: 0,
+            cluster_id: "sluice-cluster".to_string(),
+            request_bytes_max: 100 * 1024 * 1024,
+            inflight_requests_max: 64,
+            connections_max_per_shard: 4096,
+            connection_idle_ms_max: 600_000,
+            mesh_channel_depth_max: 1024,
+            fetch_wait_ms_max: 30_000,
+            fetch_sessions_max_per_shard: 1000,
+            topic_defaults: TopicDefaults::default(),
+        }
+    }
+}

@@ -1,0 +1,64 @@
+//! ListOffsets: earliest (-2), latest (-1), max timestamp (-3), or the first offset whose
+//! timestamp is at or after a given one.
+
+use std::rc::Rc;
+
+use kafka_protocol::messages::list_offsets_response::{ListOffsetsPartitionResponse, ListOffsetsTopicResponse};
+use kafka_protocol::messages::{ApiKey, ListOffsetsRequest, ListOffsetsResponse};
+
+use super::ApiSpec;
+use crate::errors::code;
+use crate::frame::{decode_body, encode_response, FrameError, Request, ResponseFrame};
+use crate::shard::{split_by_shard, Shard, ShardOp, ShardReply};
+use crate::store::{PartitionId, TopicPartition};
+
+pub const SPEC: ApiSpec = ApiSpec { key: ApiKey::ListOffsets, min: 1, max: 7 };
+
+pub async fn handle(shard: &Rc<Shard>, req: &Request) -> Result<ResponseFrame, FrameError> {
+    let body: ListOffsetsRequest = decode_body(req)?;
+    let mut items = Vec::new();
+    for t in &body.topics {
+        for p in &t.partitions {
+            let tp = TopicPartition { topic: t.name.0.to_string(), partition: PartitionId(p.partition_index) };
+            items.push((tp, p.timestamp));
+        }
+    }
+    let mut results = vec![(code::UNKNOWN_SERVER_ERROR, -1i64, -1i64); items.len()];
+    let groups = split_by_shard(shard.count, items);
+    let mut calls = Vec::new();
+    let mut positions = Vec::new();
+    for (s, group) in groups {
+        positions.push(group.iter().map(|(i, _, _)| *i).collect::<Vec<_>>());
+        calls.push((s, ShardOp::ListOffsets { parts: group.into_iter().map(|(_, tp, ts)| (tp, ts)).collect() }));
+    }
+    for (idx, reply) in positions.into_iter().zip(shard.call_all(calls).await) {
+        if let ShardReply::Offsets(rs) = reply {
+            for (i, r) in idx.into_iter().zip(rs) {
+                results[i] = r;
+            }
+        }
+    }
+    let mut it = results.into_iter();
+    let topics = body
+        .topics
+        .iter()
+        .map(|t| {
+            let partitions = t
+                .partitions
+                .iter()
+                .map(|p| {
+                    let (error, offset, timestamp) = it.next().unwrap_or((code::UNKNOWN_SERVER_ERROR, -1, -1));
+                    ListOffsetsPartitionResponse::default()
+                        .with_partition_index(p.partition_index)
+                        .with_error_code(error)
+                        .with_offset(offset)
+                        .with_timestamp(timestamp)
+                        .with_leader_epoch(if req.version >= 4 { 0 } else { -1 })
+                })
+                .collect();
+            ListOffsetsTopicResponse::default().with_name(t.name.clone()).with_partitions(partitions)
+        })
+        .collect();
+    let resp = ListOffsetsResponse::default().with_topics(topics);
+    encode_response(req.header.correlation_id, req.version, &resp)
+}

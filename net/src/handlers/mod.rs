@@ -1,0 +1,73 @@
+//! One module per Kafka API. Each declares its API key and the versions it implements in a
+//! `SPEC`; [`APIS`] lists them all (ApiVersions answers from it) and [`dispatch`] routes
+//! to them. A request for an API or version not in the table closes the connection, as
+//! Kafka does, except ApiVersions, which answers UNSUPPORTED_VERSION.
+
+use std::rc::Rc;
+
+use kafka_protocol::messages::ApiKey;
+
+use crate::frame::{FrameError, Request, ResponseFrame};
+use crate::shard::Shard;
+
+pub mod api_versions;
+pub mod create_topics;
+pub mod delete_topics;
+pub mod fetch;
+pub mod list_offsets;
+pub mod metadata;
+pub mod produce;
+
+/// An API this broker implements, and the versions it implements.
+#[derive(Debug, Clone, Copy)]
+pub struct ApiSpec {
+    pub key: ApiKey,
+    pub min: i16,
+    pub max: i16,
+}
+
+impl ApiSpec {
+    pub fn supports(&self, version: i16) -> bool {
+        (self.min..=self.max).contains(&version)
+    }
+}
+
+/// Every API served, in one table.
+pub const APIS: &[ApiSpec] = &[
+    produce::SPEC,
+    fetch::SPEC,
+    list_offsets::SPEC,
+    metadata::SPEC,
+    api_versions::SPEC,
+    create_topics::SPEC,
+    delete_topics::SPEC,
+];
+
+pub fn spec(key: ApiKey) -> Option<&'static ApiSpec> {
+    APIS.iter().find(|s| s.key == key)
+}
+
+/// Runs one request. `Ok(None)` means no response is sent (acks=0 produce).
+pub async fn dispatch(shard: Rc<Shard>, req: Request) -> Result<Option<ResponseFrame>, FrameError> {
+    let supported = spec(req.api_key).map(|s| s.supports(req.version)).unwrap_or(false);
+    if !supported {
+        if req.api_key == ApiKey::ApiVersions {
+            return api_versions::unsupported(&req).map(Some);
+        }
+        return Err(FrameError::Unsupported { api: req.api_key, version: req.version });
+    }
+    let span = tracing::debug_span!("request", api = ?req.api_key, version = req.version, shard = shard.id,
+        client_id = req.header.client_id.as_deref().unwrap_or(""));
+    let _enter = span.enter();
+    drop(_enter);
+    match req.api_key {
+        ApiKey::ApiVersions => api_versions::handle(&req).map(Some),
+        ApiKey::Metadata => metadata::handle(&shard, &req).await.map(Some),
+        ApiKey::Produce => produce::handle(&shard, &req).await,
+        ApiKey::Fetch => fetch::handle(&shard, &req).await.map(Some),
+        ApiKey::ListOffsets => list_offsets::handle(&shard, &req).await.map(Some),
+        ApiKey::CreateTopics => create_topics::handle(&shard, &req).await.map(Some),
+        ApiKey::DeleteTopics => delete_topics::handle(&shard, &req).await.map(Some),
+        other => Err(FrameError::Unsupported { api: other, version: req.version }),
+    }
+}

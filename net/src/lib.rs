@@ -1,0 +1,29 @@
+//! `sluice-net`: the Kafka wire protocol server.
+//!
+//! Owns: one glommio executor (shard) per configured core, each accepting on the shared
+//! listener (SO_REUSEPORT); framing; one handler per Kafka API (`handlers/`); routing of
+//! partition work to the owning shard over a bounded channel mesh.
+//!
+//! Invariants:
+//! - a partition's log is only touched by its owning shard ([`shard::owner`], a pure
+//!   function of topic, partition and shard count);
+//! - responses on a connection leave in request order; at most `inflight_requests_max`
+//!   requests per connection are in flight;
+//! - every queue, buffer and connection count is bounded by a `*_max` setting;
+//! - bad input closes the connection or gets an error answer, with a log line, never a panic.
+
+pub mod admin;
+pub mod catalog;
+pub mod config;
+mod conn;
+pub mod errors;
+pub mod frame;
+pub mod groups;
+pub mod handlers;
+pub mod metrics;
+mod server;
+pub mod shard;
+pub mod store;
+
+pub use config::{FlushSetting, ServerConfig, TopicDefaults};
+pub use server::{start, Server, ServerError, StopHandle};

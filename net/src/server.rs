@@ -1,0 +1,322 @@
+//! Start-up and shutdown: listeners, the channel mesh, one executor per shard.
+//!
+//! The listening sockets are all bound here, on the calling thread, before any executor
+//! starts (SO_REUSEPORT, one per shard, same port), so a bad address fails start-up with a
+//! clear error and an ephemeral port (`:0`) is the same for every shard.
+
+use std::net::SocketAddr;
+use std::os::fd::{FromRawFd, IntoRawFd, RawFd};
+use std::rc::Rc;
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::mpsc;
+use std::sync::Arc;
+use std::time::Duration;
+
+use glommio::channels::channel_mesh::{Full, MeshBuilder};
+use glommio::net::TcpListener;
+use glommio::{ExecutorJoinHandle, LocalExecutorBuilder, Placement};
+
+use crate::catalog::{Catalog, CatalogError};
+use crate::config::ServerConfig;
+use crate::groups::Groups;
+use crate::shard::{owner, Shard, ShardCall};
+use crate::store::{LogManager, ShardConfig, TopicPartition};
+
+/// Why the server could not start or stopped with an error.
+#[derive(Debug, thiserror::Error)]
+pub enum ServerError {
+    #[error("cannot listen on {addr}: {source}")]
+    Bind { addr: SocketAddr, source: std::io::Error },
+    #[error("topic catalog: {0}")]
+    Catalog(#[from] CatalogError),
+    #[error("{0}")]
+    Runtime(String),
+}
+
+/// A running broker.
+#[derive(Debug)]
+pub struct Server {
+    local_addr: SocketAddr,
+    stop: Arc<AtomicBool>,
+    handles: Vec<ExecutorJoinHandle<Result<(), String>>>,
+}
+
+type Ready = mpsc::Sender<Result<(), String>>;
+
+fn runtime_hint(err: &str) -> String {
+    let lower = err.to_lowercase();
+    if lower.contains("memlock") {
+        format!(
+            "{err}: the locked-memory limit is too low for io_uring. Raise it: `ulimit -l unlimited`, \
+             `LimitMEMLOCK=infinity` in the systemd unit, or `--ulimit memlock=-1` for Docker"
+        )
+    } else if lower.contains("function not implemented") || lower.contains("operation not permitted") || lower.contains("uring") {
+        format!(
+            "{err}: io_uring is not available. It needs Linux 5.8 or newer with sysctl \
+             kernel.io_uring_disabled=0; in a container, a seccomp profile that allows io_uring_setup"
+        )
+    } else {
+        err.to_string()
+    }
+}
+
+fn bind_listeners(addr: SocketAddr, count: usize) -> Result<(SocketAddr, Vec<RawFd>), ServerError> {
+    let mut fds = Vec::with_capacity(count);
+    let mut bound = addr;
+    for i in 0..count {
+        let err = |source| ServerError::Bind { addr: bound, source };
+        let sock = socket2::Socket::new(socket2::Domain::for_address(bound), socket2::Type::STREAM, Some(socket2::Protocol::TCP))
+            .map_err(err)?;
+        sock.set_reuse_port(true).map_err(err)?;
+        sock.set_reuse_address(true).map_err(err)?;
+        sock.bind(&bound.into()).map_err(err)?;
+        sock.listen(1024).map_err(err)?;
+        if i == 0 {
+            bound = sock.local_addr().map_err(err)?.as_socket().unwrap_or(bound);
+        }
+        fds.push(sock.into_raw_fd());
+    }
+    Ok((bound, fds))
+}
+
+/// Starts every shard and returns once all of them are accepting.
+pub fn start(mut config: ServerConfig) -> Result<Server, ServerError> {
+    let count = config.cores.len().max(1);
+    let catalog = Arc::new(Catalog::open(&config.data_dir, config.topic_defaults.clone())?);
+    let (local_addr, fds) = bind_listeners(config.listen, count)?;
+    if config.advertised_port == 0 {
+        config.advertised_port = local_addr.port();
+    }
+    let config = Arc::new(config);
+    let groups = Arc::new(Groups::new());
+    let stop = Arc::new(AtomicBool::new(false));
+    let draining = Arc::new(AtomicUsize::new(count));
+    let mesh: Option<MeshBuilder<ShardCall, Full>> =
+        (count > 1).then(|| MeshBuilder::full(count, config.mesh_channel_depth_max.max(1)));
+    let (ready_tx, ready_rx) = mpsc::channel();
+    let mut handles = Vec::with_capacity(count);
+    let mut spawn_error = None;
+    for (i, fd) in fds.into_iter().enumerate() {
+        let cpu = config.cores.get(i).copied().unwrap_or(0);
+        let placement = if config.pin_cores { Placement::Fixed(cpu) } else { Placement::Unbound };
+        let args = ShardArgs {
+            fd,
+            count,
+            config: config.clone(),
+            catalog: catalog.clone(),
+            groups: groups.clone(),
+            mesh: mesh.clone(),
+            stop: stop.clone(),
+            draining: draining.clone(),
+            ready: ready_tx.clone(),
+        };
+        match LocalExecutorBuilder::new(placement).name(&format!("shard{i}")).spawn(move || shard_main(args)) {
+            Ok(h) => handles.push(h),
+            Err(e) => {
+                spawn_error = Some(runtime_hint(&e.to_string()));
+                break;
+            }
+        }
+    }
+    drop(ready_tx);
+    let server = Server { local_addr, stop, handles };
+    if let Some(e) = spawn_error {
+        server.stop();
+        let _ = server.join();
+        return Err(ServerError::Runtime(e));
+    }
+    for _ in 0..count {
+        match ready_rx.recv() {
+            Ok(Ok(())) => {}
+            Ok(Err(e)) => {
+                server.stop();
+                let _ = server.join();
+                return Err(ServerError::Runtime(e));
+            }
+            Err(_) => {
+                // A shard's executor died before it could say so: its join has the reason.
+                server.stop();
+                let e = server.join().err().map(|e| e.to_string()).unwrap_or_else(|| "a shard failed to start".into());
+                return Err(ServerError::Runtime(e));
+            }
+        }
+    }
+    Ok(server)
+}
+
+/// Stops a running server from any thread.
+#[derive(Debug, Clone)]
+pub struct StopHandle(Arc<AtomicBool>);
+
+impl StopHandle {
+    pub fn stop(&self) {
+        self.0.store(true, Ordering::SeqCst);
+    }
+}
+
+impl Server {
+    pub fn stop_handle(&self) -> StopHandle {
+        StopHandle(self.stop.clone())
+    }
+
+    /// The address the listeners are bound to (the real port when `:0` was asked for).
+    pub fn local_addr(&self) -> SocketAddr {
+        self.local_addr
+    }
+
+    /// Asks every shard to stop accepting, finish in-flight requests and close its logs.
+    pub fn stop(&self) {
+        self.stop.store(true, Ordering::SeqCst);
+    }
+
+    /// Waits for every shard to finish.
+    pub fn join(self) -> Result<(), ServerError> {
+        let mut first = None;
+        for h in self.handles {
+            let r = match h.join() {
+                Ok(Ok(())) => Ok(()),
+                Ok(Err(e)) => Err(e),
+                Err(e) => Err(runtime_hint(&e.to_string())),
+            };
+            if let Err(e) = r {
+                first.get_or_insert(e);
+            }
+        }
+        match first {
+            Some(e) => Err(ServerError::Runtime(e)),
+            None => Ok(()),
+        }
+    }
+}
+
+struct ShardArgs {
+    fd: RawFd,
+    count: usize,
+    config: Arc<ServerConfig>,
+    catalog: Arc<Catalog>,
+    groups: Arc<Groups>,
+    mesh: Option<MeshBuilder<ShardCall, Full>>,
+    stop: Arc<AtomicBool>,
+    draining: Arc<AtomicUsize>,
+    ready: Ready,
+}
+
+async fn shard_main(args: ShardArgs) -> Result<(), String> {
+    // SAFETY: `fd` is a listening socket bound in `bind_listeners`, owned by nobody else;
+    // ownership passes to this listener.
+    let listener = unsafe { TcpListener::from_raw_fd(args.fd) };
+    let ready = args.ready.clone();
+    let shard = match open_shard(&args).await {
+        Ok(s) => s,
+        Err(e) => {
+            let _ = ready.send(Err(e.clone()));
+            return Err(e);
+        }
+    };
+    let _ = ready.send(Ok(()));
+    tracing::info!(shard = shard.id, "shard accepting");
+    let watcher = {
+        let shard = shard.clone();
+        let stop = args.stop.clone();
+        glommio::spawn_local(async move {
+            // The stop request comes from another thread; a short poll keeps this simple
+            // and costs nothing measurable.
+            while !stop.load(Ordering::SeqCst) {
+                glommio::timer::sleep(Duration::from_millis(50)).await;
+            }
+            shard.stopping.set();
+        })
+    };
+    watcher.detach();
+    accept_loop(&shard, &listener).await;
+    drop(listener);
+    while shard.connections.get() > 0 {
+        glommio::timer::sleep(Duration::from_millis(10)).await;
+    }
+    // Keep serving other shards' calls until every shard has drained its connections.
+    args.draining.fetch_sub(1, Ordering::SeqCst);
+    while args.draining.load(Ordering::SeqCst) > 0 {
+        glommio::timer::sleep(Duration::from_millis(10)).await;
+    }
+    shard.logs.close_all().await.map_err(|e| format!("shard {}: closing logs: {e}", shard.id))?;
+    tracing::info!(shard = shard.id, "shard stopped");
+    Ok(())
+}
+
+async fn open_shard(args: &ShardArgs) -> Result<Rc<Shard>, String> {
+    let (senders, receivers) = match args.mesh.clone() {
+        Some(m) => {
+            let (s, r) = m.join().await.map_err(|_| "joining the shard mesh failed".to_string())?;
+            (Some(s), Some(r))
+        }
+        None => (None, None),
+    };
+    let id = senders.as_ref().map(|s| s.peer_id()).unwrap_or(0);
+    let count = args.count;
+    let owns = move |tp: &TopicPartition| owner(&tp.topic, tp.partition.0, count) == id;
+    let catalog = args.catalog.clone();
+    let config_for = move |topic: &str| catalog.log_config_for(topic);
+    let logs = LogManager::open(&args.config.data_dir, ShardConfig::default(), owns, config_for)
+        .await
+        .map_err(|e| format!("shard {id}: opening logs in {}: {e}", args.config.data_dir.display()))?;
+    let shard = Rc::new(Shard::new(
+        id,
+        count,
+        args.config.clone(),
+        args.catalog.clone(),
+        args.groups.clone(),
+        logs,
+        senders,
+    ));
+    if let Some(mut receivers) = receivers {
+        for (_, rx) in receivers.streams() {
+            let shard = shard.clone();
+            glommio::spawn_local(async move {
+                while let Some(call) = rx.recv().await {
+                    let shard = shard.clone();
+                    glommio::spawn_local(async move {
+                        let reply = shard.execute(call.op).await;
+                        let _ = call.reply.send(reply);
+                    })
+                    .detach();
+                }
+            })
+            .detach();
+        }
+    }
+    Ok(shard)
+}
+
+async fn accept_loop(shard: &Rc<Shard>, listener: &TcpListener) {
+    loop {
+        let accepted = futures_lite::future::or(async { Some(listener.accept().await) }, async {
+            shard.stopping.wait().await;
+            None
+        })
+        .await;
+        let stream = match accepted {
+            None => return,
+            Some(Ok(s)) => s,
+            Some(Err(e)) => {
+                tracing::warn!(shard = shard.id, error = %e, "accept failed");
+                // Out of descriptors and the like: back off instead of spinning.
+                glommio::timer::sleep(Duration::from_millis(10)).await;
+                continue;
+            }
+        };
+        if shard.connections.get() >= shard.config.connections_max_per_shard {
+            tracing::warn!(shard = shard.id, max = shard.config.connections_max_per_shard, "connection limit reached, closing new connection");
+            drop(stream);
+            continue;
+        }
+        shard.connections.set(shard.connections.get() + 1);
+        let s = shard.clone();
+        crate::metrics::connection_opened();
+        glommio::spawn_local(async move {
+            crate::conn::serve(s.clone(), stream).await;
+            s.connections.set(s.connections.get() - 1);
+            crate::metrics::connection_closed();
+        })
+        .detach();
+    }
+}

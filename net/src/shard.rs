@@ -1,0 +1,491 @@
+//! One shard: the partitions it owns, its end of the channel mesh, and the operations
+//! other shards (or its own connections) ask of it.
+//!
+//! Invariant: a partition log is touched only by the shard `owner()` names. Work for the
+//! local shard runs directly; work for another shard crosses the bounded mesh and comes
+//! back on a one-shot channel. Nothing is ever sent to self.
+
+use std::cell::{Cell, RefCell};
+use std::future::Future;
+use std::pin::Pin;
+use std::rc::Rc;
+use std::sync::Arc;
+use std::task::{Poll, Waker};
+use std::time::Duration;
+
+use bytes::{Bytes, BytesMut};
+use futures_channel::oneshot;
+use glommio::channels::channel_mesh::Senders;
+
+use crate::catalog::Catalog;
+use crate::config::ServerConfig;
+use crate::errors::code;
+use crate::groups::Groups;
+use crate::store::{
+    AppendError, LeaderEpoch, LogManager, Offset, PartitionId, PartitionLog, ReadError, ReadLimits, TopicPartition,
+};
+
+/// The shard that owns a partition: one pure function of the partition and the shard count.
+pub fn owner(topic: &str, partition: i32, shard_count: usize) -> usize {
+    // FNV-1a: stable across processes and releases (unlike std's SipHash keys).
+    let mut h: u64 = 0xcbf2_9ce4_8422_2325;
+    for b in topic.bytes().chain(partition.to_be_bytes()) {
+        h ^= b as u64;
+        h = h.wrapping_mul(0x0000_0100_0000_01b3);
+    }
+    (h % shard_count.max(1) as u64) as usize
+}
+
+/// One partition of a fetch, as asked of its shard.
+#[derive(Debug, Clone)]
+pub struct FetchPart {
+    pub tp: TopicPartition,
+    pub offset: i64,
+    pub partition_bytes_max: usize,
+}
+
+/// One partition of a fetch, as answered.
+#[derive(Debug, Clone, Default)]
+pub struct FetchPartResult {
+    pub error: i16,
+    pub high_watermark: i64,
+    pub log_start: i64,
+    pub records: Option<Bytes>,
+}
+
+/// One partition of a produce, as answered.
+#[derive(Debug, Clone, Copy)]
+pub struct ProducePartResult {
+    pub error: i16,
+    pub base_offset: i64,
+    pub log_start: i64,
+}
+
+/// Work one shard asks of another.
+#[derive(Debug)]
+pub enum ShardOp {
+    Produce { acks: i16, parts: Vec<(TopicPartition, Bytes)> },
+    FetchRead { parts: Vec<FetchPart>, bytes_max: usize },
+    FetchWait { parts: Vec<(TopicPartition, i64)>, wait_ms: u64 },
+    ListOffsets { parts: Vec<(TopicPartition, i64)> },
+    DeleteRecords { parts: Vec<(TopicPartition, i64)> },
+    DeleteTopic { name: String, partitions: i32 },
+    ApplyConfig { topic: String },
+}
+
+/// The answer to a [`ShardOp`].
+#[derive(Debug)]
+pub enum ShardReply {
+    Produce(Vec<ProducePartResult>),
+    Fetch(Vec<FetchPartResult>),
+    /// (error, offset, timestamp) per partition.
+    Offsets(Vec<(i16, i64, i64)>),
+    Done,
+    /// The other shard could not be reached (it is stopping).
+    Unreachable,
+}
+
+/// A request crossing the mesh.
+#[derive(Debug)]
+pub struct ShardCall {
+    pub op: ShardOp,
+    pub reply: oneshot::Sender<ShardReply>,
+}
+
+/// A one-shot, many-waiter flag for this shard (stopping).
+#[derive(Debug, Default)]
+pub struct LocalFlag {
+    set: Cell<bool>,
+    wakers: RefCell<Vec<Waker>>,
+}
+
+impl LocalFlag {
+    pub fn is_set(&self) -> bool {
+        self.set.get()
+    }
+    pub fn set(&self) {
+        self.set.set(true);
+        for w in self.wakers.borrow_mut().drain(..) {
+            w.wake();
+        }
+    }
+    pub async fn wait(&self) {
+        futures_lite::future::poll_fn(|cx| {
+            if self.set.get() {
+                Poll::Ready(())
+            } else {
+                self.wakers.borrow_mut().push(cx.waker().clone());
+                Poll::Pending
+            }
+        })
+        .await
+    }
+}
+
+/// Per-shard state. Lives as long as the shard's executor.
+pub struct Shard {
+    pub id: usize,
+    pub count: usize,
+    pub config: Arc<ServerConfig>,
+    pub catalog: Arc<Catalog>,
+    pub groups: Arc<Groups>,
+    pub logs: LogManager,
+    senders: Option<Senders<ShardCall>>,
+    pub stopping: LocalFlag,
+    pub connections: Cell<usize>,
+    pub fetch_sessions: RefCell<crate::handlers::fetch::Sessions>,
+}
+
+impl std::fmt::Debug for Shard {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Shard").field("id", &self.id).field("count", &self.count).finish()
+    }
+}
+
+fn leader_epoch() -> LeaderEpoch {
+    // Single node: the leader never changes.
+    LeaderEpoch(0)
+}
+
+fn append_error_code(e: &AppendError) -> i16 {
+    match e {
+        AppendError::Corrupt(_) => code::CORRUPT_MESSAGE,
+        AppendError::InvalidRecord(_) => code::INVALID_RECORD,
+        AppendError::TooLarge { .. } => code::MESSAGE_TOO_LARGE,
+        AppendError::Io(_) => code::KAFKA_STORAGE_ERROR,
+    }
+}
+
+impl Shard {
+    pub fn new(
+        id: usize,
+        count: usize,
+        config: Arc<ServerConfig>,
+        catalog: Arc<Catalog>,
+        groups: Arc<Groups>,
+        logs: LogManager,
+        senders: Option<Senders<ShardCall>>,
+    ) -> Shard {
+        let sessions = crate::handlers::fetch::Sessions::new(config.fetch_sessions_max_per_shard, id);
+        Shard {
+            id,
+            count,
+            config,
+            catalog,
+            groups,
+            logs,
+            senders,
+            stopping: LocalFlag::default(),
+            connections: Cell::new(0),
+            fetch_sessions: RefCell::new(sessions),
+        }
+    }
+
+    pub fn owner_of(&self, tp: &TopicPartition) -> usize {
+        owner(&tp.topic, tp.partition.0, self.count)
+    }
+
+    /// Runs `op` on `shard`: directly when it is this one, over the mesh otherwise.
+    pub async fn call(self: &Rc<Self>, shard: usize, op: ShardOp) -> ShardReply {
+        if shard == self.id {
+            return self.execute(op).await;
+        }
+        let Some(senders) = &self.senders else {
+            return ShardReply::Unreachable;
+        };
+        let (tx, rx) = oneshot::channel();
+        if senders.send_to(shard, ShardCall { op, reply: tx }).await.is_err() {
+            tracing::warn!(shard = self.id, to = shard, "mesh send failed");
+            return ShardReply::Unreachable;
+        }
+        rx.await.unwrap_or(ShardReply::Unreachable)
+    }
+
+    /// Runs one call per shard, all at once, and returns the replies in input order.
+    pub async fn call_all(self: &Rc<Self>, mut calls: Vec<(usize, ShardOp)>) -> Vec<ShardReply> {
+        if calls.len() == 1 {
+            if let Some((s, op)) = calls.pop() {
+                return vec![self.call(s, op).await];
+            }
+        }
+        let tasks: Vec<_> = calls
+            .into_iter()
+            .map(|(s, op)| {
+                let me = self.clone();
+                glommio::spawn_local(async move { me.call(s, op).await })
+            })
+            .collect();
+        let mut out = Vec::with_capacity(tasks.len());
+        for t in tasks {
+            out.push(t.await);
+        }
+        out
+    }
+
+    /// The log of a partition this shard owns, created on first use if the topic has it.
+    pub async fn log_for(&self, tp: &TopicPartition) -> Result<PartitionLog, i16> {
+        if let Some(log) = self.logs.get(tp) {
+            return Ok(log);
+        }
+        match self.catalog.partition_count(&tp.topic) {
+            Some(n) if tp.partition.0 >= 0 && tp.partition.0 < n => {}
+            _ => return Err(code::UNKNOWN_TOPIC_OR_PARTITION),
+        }
+        if self.owner_of(tp) != self.id {
+            return Err(code::NOT_LEADER_OR_FOLLOWER);
+        }
+        let config = self.catalog.log_config_for(&tp.topic);
+        match self.logs.create(tp.clone(), config).await {
+            Ok(log) => Ok(log),
+            // Another task created it while this one waited.
+            Err(e) => self.logs.get(tp).ok_or_else(|| {
+                tracing::error!(shard = self.id, topic = %tp.topic, partition = tp.partition.0, error = %e, "creating partition log failed");
+                code::KAFKA_STORAGE_ERROR
+            }),
+        }
+    }
+
+    /// Executes an operation on this shard (the owner of every partition it names).
+    pub async fn execute(&self, op: ShardOp) -> ShardReply {
+        match op {
+            ShardOp::Produce { acks, parts } => ShardReply::Produce(self.produce(acks, parts).await),
+            ShardOp::FetchRead { parts, bytes_max } => ShardReply::Fetch(self.fetch_read(&parts, bytes_max).await),
+            ShardOp::FetchWait { parts, wait_ms } => {
+                self.fetch_wait(&parts, wait_ms).await;
+                ShardReply::Done
+            }
+            ShardOp::ListOffsets { parts } => ShardReply::Offsets(self.list_offsets(&parts).await),
+            ShardOp::DeleteRecords { parts } => ShardReply::Offsets(self.delete_records(&parts).await),
+            ShardOp::DeleteTopic { name, partitions } => {
+                self.delete_topic(&name, partitions).await;
+                ShardReply::Done
+            }
+            ShardOp::ApplyConfig { topic } => {
+                let config = self.catalog.log_config_for(&topic);
+                for tp in self.logs.partitions() {
+                    if tp.topic == topic {
+                        if let Some(log) = self.logs.get(&tp) {
+                            log.set_config(config.clone());
+                        }
+                    }
+                }
+                ShardReply::Done
+            }
+        }
+    }
+
+    async fn produce(&self, acks: i16, parts: Vec<(TopicPartition, Bytes)>) -> Vec<ProducePartResult> {
+        // Phase 1: append everything (validation, offsets); phase 2: wait for durability,
+        // so the waits of all partitions overlap.
+        let mut appended = Vec::with_capacity(parts.len());
+        for (tp, records) in &parts {
+            let log = match self.log_for(tp).await {
+                Ok(log) => log,
+                Err(error) => {
+                    appended.push(Err(error));
+                    continue;
+                }
+            };
+            match log.append(records, leader_epoch()).await {
+                Ok(info) => appended.push(Ok((log, info))),
+                Err(e) => {
+                    tracing::info!(shard = self.id, topic = %tp.topic, partition = tp.partition.0, error = %e, "produce rejected");
+                    appended.push(Err(append_error_code(&e)));
+                }
+            }
+        }
+        let mut out = Vec::with_capacity(appended.len());
+        for a in appended {
+            out.push(match a {
+                Err(error) => ProducePartResult { error, base_offset: -1, log_start: -1 },
+                Ok((log, info)) => {
+                    let end = Offset(info.last_offset.0 + 1);
+                    let durable = if acks == 0 { Ok(()) } else { log.wait_durable(end).await };
+                    match durable {
+                        Ok(()) => ProducePartResult {
+                            error: code::NONE,
+                            base_offset: info.base_offset.0,
+                            log_start: log.log_start_offset().0,
+                        },
+                        Err(e) => {
+                            tracing::error!(shard = self.id, error = %e, "waiting for durability failed");
+                            ProducePartResult { error: code::KAFKA_STORAGE_ERROR, base_offset: -1, log_start: -1 }
+                        }
+                    }
+                }
+            });
+        }
+        out
+    }
+
+    async fn fetch_read(&self, parts: &[FetchPart], bytes_max: usize) -> Vec<FetchPartResult> {
+        let mut left = bytes_max;
+        let mut any_data = false;
+        let mut out = Vec::with_capacity(parts.len());
+        for p in parts {
+            let log = match self.log_for(&p.tp).await {
+                Ok(log) => log,
+                Err(error) => {
+                    out.push(FetchPartResult { error, high_watermark: -1, log_start: -1, records: None });
+                    continue;
+                }
+            };
+            let hw = log.written_end_offset().0;
+            let log_start = log.log_start_offset().0;
+            let mut r = FetchPartResult { error: code::NONE, high_watermark: hw, log_start, records: None };
+            if p.offset < log_start || p.offset > hw {
+                r.error = code::OFFSET_OUT_OF_RANGE;
+            } else if p.offset < hw && (left > 0 || !any_data) {
+                let limits = ReadLimits {
+                    max_bytes: p.partition_bytes_max.min(left),
+                    max_offset: Offset(hw),
+                    min_one_batch: !any_data,
+                };
+                match log.read(Offset(p.offset), limits).await {
+                    Ok(batches) => {
+                        if batches.bytes > 0 {
+                            any_data = true;
+                            left = left.saturating_sub(batches.bytes);
+                            // Copy (for now): the mesh needs owned, Send bytes.
+                            let mut buf = BytesMut::with_capacity(batches.bytes);
+                            for s in &batches.slices {
+                                buf.extend_from_slice(s);
+                            }
+                            r.records = Some(buf.freeze());
+                        }
+                    }
+                    Err(ReadError::OffsetOutOfRange { .. }) => r.error = code::OFFSET_OUT_OF_RANGE,
+                    Err(e) => {
+                        tracing::error!(shard = self.id, error = %e, "read failed");
+                        r.error = code::KAFKA_STORAGE_ERROR;
+                    }
+                }
+            }
+            out.push(r);
+        }
+        out
+    }
+
+    /// Returns once any named partition has data past its offset, the wait is over, or the
+    /// shard is stopping.
+    async fn fetch_wait(&self, parts: &[(TopicPartition, i64)], wait_ms: u64) {
+        let mut waits: Vec<Pin<Box<dyn Future<Output = ()> + '_>>> = Vec::with_capacity(parts.len() + 2);
+        for (tp, offset) in parts {
+            let Ok(log) = self.log_for(tp).await else { return };
+            if log.written_end_offset().0 > *offset {
+                return;
+            }
+            let end = Offset(offset + 1);
+            waits.push(Box::pin(async move {
+                let _ = log.wait_written(end).await;
+            }));
+        }
+        waits.push(Box::pin(glommio::timer::sleep(Duration::from_millis(wait_ms))));
+        waits.push(Box::pin(self.stopping.wait()));
+        futures_lite::future::poll_fn(|cx| {
+            for w in waits.iter_mut() {
+                if w.as_mut().poll(cx).is_ready() {
+                    return Poll::Ready(());
+                }
+            }
+            Poll::Pending
+        })
+        .await
+    }
+
+    async fn list_offsets(&self, parts: &[(TopicPartition, i64)]) -> Vec<(i16, i64, i64)> {
+        let mut out = Vec::with_capacity(parts.len());
+        for (tp, ts) in parts {
+            let log = match self.log_for(tp).await {
+                Ok(log) => log,
+                Err(e) => {
+                    out.push((e, -1, -1));
+                    continue;
+                }
+            };
+            let r = match *ts {
+                -2 => Ok(Some((log.log_start_offset(), -1))),
+                -1 => Ok(Some((log.written_end_offset(), -1))),
+                -3 => log.max_timestamp().await,
+                t if t >= 0 => log.offset_for_timestamp(t).await,
+                _ => {
+                    out.push((code::INVALID_REQUEST, -1, -1));
+                    continue;
+                }
+            };
+            out.push(match r {
+                Ok(Some((o, t))) => (code::NONE, o.0, t),
+                Ok(None) => (code::NONE, -1, -1),
+                Err(e) => {
+                    tracing::error!(shard = self.id, error = %e, "offset lookup failed");
+                    (code::KAFKA_STORAGE_ERROR, -1, -1)
+                }
+            });
+        }
+        out
+    }
+
+    async fn delete_records(&self, parts: &[(TopicPartition, i64)]) -> Vec<(i16, i64, i64)> {
+        let mut out = Vec::with_capacity(parts.len());
+        for (tp, offset) in parts {
+            let log = match self.log_for(tp).await {
+                Ok(log) => log,
+                Err(e) => {
+                    out.push((e, -1, -1));
+                    continue;
+                }
+            };
+            let hw = log.written_end_offset().0;
+            let target = if *offset == -1 { hw } else { *offset };
+            if target < 0 || target > hw {
+                out.push((code::OFFSET_OUT_OF_RANGE, -1, -1));
+                continue;
+            }
+            out.push(match log.delete_records_before(Offset(target)).await {
+                Ok(low) => (code::NONE, low.0, -1),
+                Err(e) => {
+                    tracing::error!(shard = self.id, error = %e, "delete records failed");
+                    (code::KAFKA_STORAGE_ERROR, -1, -1)
+                }
+            });
+        }
+        out
+    }
+
+    async fn delete_topic(&self, name: &str, partitions: i32) {
+        for p in 0..partitions {
+            let tp = TopicPartition { topic: name.to_string(), partition: PartitionId(p) };
+            if self.owner_of(&tp) == self.id && self.logs.get(&tp).is_some() {
+                if let Err(e) = self.logs.delete(&tp).await {
+                    tracing::error!(shard = self.id, topic = name, partition = p, error = %e, "deleting partition log failed");
+                }
+            }
+        }
+    }
+}
+
+/// Groups partitions by owning shard, keeping each item's position in the request.
+pub fn split_by_shard<T>(count: usize, items: Vec<(TopicPartition, T)>) -> Vec<(usize, Vec<(usize, TopicPartition, T)>)> {
+    let mut per: Vec<Vec<(usize, TopicPartition, T)>> = (0..count).map(|_| Vec::new()).collect();
+    for (i, (tp, t)) in items.into_iter().enumerate() {
+        let s = owner(&tp.topic, tp.partition.0, count);
+        per[s].push((i, tp, t));
+    }
+    per.into_iter().enumerate().filter(|(_, v)| !v.is_empty()).collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn owner_is_stable_and_in_range() {
+        for n in 1..8 {
+            for p in 0..100 {
+                let s = owner("topic", p, n);
+                assert!(s < n);
+                assert_eq!(s, owner("topic", p, n));
+            }
+        }
+    }
+}

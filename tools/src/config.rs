@@ -1,0 +1,250 @@
+//! The TOML configuration file and how flags override it. Every key is documented in the
+//! README's "Configuration reference"; an unknown key or a bad value stops start-up with a
+//! message naming it.
+
+use std::net::{SocketAddr, ToSocketAddrs};
+use std::path::{Path, PathBuf};
+
+use anyhow::{anyhow, bail, Context, Result};
+use serde::Deserialize;
+use sluice_net::{FlushSetting, ServerConfig, TopicDefaults};
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct FileConfig {
+    pub listen: Option<String>,
+    pub advertised: Option<String>,
+    pub data_dir: Option<PathBuf>,
+    pub cores: Option<String>,
+    pub pin_cores: Option<bool>,
+    pub admin_listen: Option<String>,
+    pub node_id: Option<i32>,
+    pub cluster_id: Option<String>,
+    #[serde(default)]
+    pub network: NetworkConfig,
+    #[serde(default)]
+    pub topic_defaults: TopicDefaultsConfig,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct NetworkConfig {
+    pub socket_request_max_bytes: Option<u64>,
+    pub inflight_requests_max: Option<u32>,
+    pub connections_max_per_shard: Option<u32>,
+    pub connection_idle_ms_max: Option<u64>,
+    pub mesh_channel_depth_max: Option<u32>,
+    pub fetch_wait_ms_max: Option<u64>,
+    pub fetch_sessions_max_per_shard: Option<u32>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TopicDefaultsConfig {
+    pub partitions: Option<i32>,
+    pub auto_create: Option<bool>,
+    pub segment_bytes: Option<u64>,
+    pub segment_ms: Option<u64>,
+    pub retention_ms: Option<i64>,
+    pub retention_bytes: Option<i64>,
+    pub max_message_bytes: Option<u32>,
+    pub flush_policy: Option<String>,
+    pub flush_ms: Option<u64>,
+    pub flush_bytes: Option<u64>,
+}
+
+/// Values given on the command line; each overrides the file.
+#[derive(Debug, Default)]
+pub struct Overrides {
+    pub listen: Option<String>,
+    pub advertised: Option<String>,
+    pub data_dir: Option<PathBuf>,
+    pub cores: Option<String>,
+    pub admin_listen: Option<String>,
+    pub no_pin: bool,
+}
+
+/// The settings `serve` runs with.
+#[derive(Debug)]
+pub struct Settings {
+    pub server: ServerConfig,
+    pub admin_listen: SocketAddr,
+}
+
+pub fn load_file(path: &Path) -> Result<FileConfig> {
+    let text = std::fs::read_to_string(path).with_context(|| format!("reading config file {}", path.display()))?;
+    toml::from_str(&text).map_err(|e| anyhow!("config file {}: {e}", path.display()))
+}
+
+fn resolve(key: &str, value: &str) -> Result<SocketAddr> {
+    value
+        .to_socket_addrs()
+        .with_context(|| format!("{key}: {value:?} is not HOST:PORT"))?
+        .next()
+        .ok_or_else(|| anyhow!("{key}: {value:?} resolves to no address"))
+}
+
+/// Parses a core list: `all`, or comma-separated CPUs and ranges (`0-3,6`).
+pub fn parse_cores(key: &str, value: &str) -> Result<Vec<usize>> {
+    let online = std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1);
+    if value.trim() == "all" {
+        return Ok((0..online).collect());
+    }
+    let mut cores = Vec::new();
+    for part in value.split(',').map(str::trim).filter(|p| !p.is_empty()) {
+        let bad = || anyhow!("{key}: {part:?} is not a CPU number or range (like 0-3)");
+        match part.split_once('-') {
+            Some((a, b)) => {
+                let (a, b): (usize, usize) = (a.trim().parse().map_err(|_| bad())?, b.trim().parse().map_err(|_| bad())?);
+                if a > b {
+                    return Err(bad());
+                }
+                cores.extend(a..=b);
+            }
+            None => cores.push(part.parse().map_err(|_| bad())?),
+        }
+    }
+    if cores.is_empty() {
+        bail!("{key}: no CPUs listed");
+    }
+    cores.sort_unstable();
+    cores.dedup();
+    Ok(cores)
+}
+
+fn limit(key: &str, v: Option<i64>, default: Option<u64>) -> Result<Option<u64>> {
+    match v {
+        None => Ok(default),
+        Some(-1) => Ok(None),
+        Some(x) if x >= 0 => Ok(Some(x as u64)),
+        Some(x) => bail!("{key}: {x} is neither -1 (no limit) nor a non-negative number"),
+    }
+}
+
+fn topic_defaults(t: &TopicDefaultsConfig) -> Result<TopicDefaults> {
+    let d = TopicDefaults::default();
+    let partitions = t.partitions.unwrap_or(d.partitions);
+    if partitions < 1 {
+        bail!("topic_defaults.partitions: {partitions} is under 1");
+    }
+    let (dms, dbytes) = match d.flush {
+        FlushSetting::Interval { interval_ms, bytes_max } => (interval_ms, bytes_max),
+        FlushSetting::Fsync => (1000, 1 << 20),
+    };
+    let flush = match t.flush_policy.as_deref().unwrap_or("interval") {
+        "fsync" => FlushSetting::Fsync,
+        "interval" => FlushSetting::Interval {
+            interval_ms: t.flush_ms.unwrap_or(dms),
+            bytes_max: t.flush_bytes.unwrap_or(dbytes),
+        },
+        other => bail!("topic_defaults.flush_policy: {other:?} is not \"fsync\" or \"interval\""),
+    };
+    Ok(TopicDefaults {
+        partitions,
+        auto_create: t.auto_create.unwrap_or(d.auto_create),
+        segment_bytes: t.segment_bytes.unwrap_or(d.segment_bytes),
+        segment_ms: t.segment_ms.unwrap_or(d.segment_ms),
+        retention_ms: limit("topic_defaults.retention_ms", t.retention_ms, d.retention_ms)?,
+        retention_bytes: limit("topic_defaults.retention_bytes", t.retention_bytes, d.retention_bytes)?,
+        max_message_bytes: t.max_message_bytes.unwrap_or(d.max_message_bytes),
+        flush,
+    })
+}
+
+fn positive(key: &str, v: Option<u64>, default: usize) -> Result<usize> {
+    match v {
+        None => Ok(default),
+        Some(0) => bail!("{key}: must be at least 1"),
+        Some(x) => usize::try_from(x).map_err(|_| anyhow!("{key}: {x} is too large")),
+    }
+}
+
+/// Merges defaults, the file and the flags (in that order of precedence, lowest first).
+pub fn settings(file: FileConfig, o: Overrides) -> Result<Settings> {
+    let listen_s = o.listen.or(file.listen).unwrap_or_else(|| "127.0.0.1:9092".into());
+    let listen = resolve("listen", &listen_s)?;
+    let data_dir = o.data_dir.or(file.data_dir).unwrap_or_else(|| PathBuf::from("./sluice-data"));
+    let cores = match o.cores.or(file.cores) {
+        Some(c) => parse_cores("cores", &c)?,
+        None => parse_cores("cores", "all")?,
+    };
+    let admin_s = o.admin_listen.or(file.admin_listen).unwrap_or_else(|| "127.0.0.1:9644".into());
+    let admin_listen = resolve("admin_listen", &admin_s)?;
+    let mut server = ServerConfig::new(listen, data_dir, cores);
+    if let Some(adv) = o.advertised.or(file.advertised) {
+        let (host, port) = adv.rsplit_once(':').ok_or_else(|| anyhow!("advertised: {adv:?} is not HOST:PORT"))?;
+        let port: u16 = port.parse().map_err(|_| anyhow!("advertised: {port:?} is not a port"))?;
+        if host.is_empty() {
+            bail!("advertised: {adv:?} has no host");
+        }
+        server.advertised_host = host.trim_start_matches('[').trim_end_matches(']').to_string();
+        server.advertised_port = port;
+    }
+    server.pin_cores = file.pin_cores.unwrap_or(true) && !o.no_pin;
+    if let Some(id) = file.node_id {
+        if id < 0 {
+            bail!("node_id: {id} is negative");
+        }
+        server.node_id = id;
+    }
+    if let Some(c) = file.cluster_id {
+        server.cluster_id = c;
+    }
+    let n = &file.network;
+    server.request_bytes_max = positive("network.socket_request_max_bytes", n.socket_request_max_bytes, server.request_bytes_max)?;
+    server.inflight_requests_max =
+        positive("network.inflight_requests_max", n.inflight_requests_max.map(u64::from), server.inflight_requests_max)?;
+    server.connections_max_per_shard = positive(
+        "network.connections_max_per_shard",
+        n.connections_max_per_shard.map(u64::from),
+        server.connections_max_per_shard,
+    )?;
+    server.connection_idle_ms_max =
+        positive("network.connection_idle_ms_max", n.connection_idle_ms_max, server.connection_idle_ms_max as usize)? as u64;
+    server.mesh_channel_depth_max =
+        positive("network.mesh_channel_depth_max", n.mesh_channel_depth_max.map(u64::from), server.mesh_channel_depth_max)?;
+    server.fetch_wait_ms_max = n.fetch_wait_ms_max.unwrap_or(server.fetch_wait_ms_max);
+    server.fetch_sessions_max_per_shard =
+        n.fetch_sessions_max_per_shard.map(|v| v as usize).unwrap_or(server.fetch_sessions_max_per_shard);
+    server.topic_defaults = topic_defaults(&file.topic_defaults)?;
+    Ok(Settings { server, admin_listen })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn unknown_key_is_named() {
+        let err = toml::from_str::<FileConfig>("listen = \"127.0.0.1:1\"\nbogus_key = 1\n").unwrap_err();
+        assert!(err.to_string().contains("bogus_key"), "{err}");
+        let err = toml::from_str::<FileConfig>("[network]\nnope = 1\n").unwrap_err();
+        assert!(err.to_string().contains("nope"), "{err}");
+    }
+
+    #[test]
+    fn bad_value_is_named() {
+        let f: FileConfig = toml::from_str("[topic_defaults]\nflush_policy = \"sometimes\"\n").unwrap();
+        let err = settings(f, Overrides::default()).unwrap_err();
+        assert!(err.to_string().contains("topic_defaults.flush_policy"), "{err}");
+        let err = toml::from_str::<FileConfig>("node_id = \"x\"\n").unwrap_err();
+        assert!(err.to_string().contains("node_id"), "{err}");
+    }
+
+    #[test]
+    fn flags_override_file() {
+        let f: FileConfig = toml::from_str("listen = \"127.0.0.1:1111\"\ncores = \"0\"\n").unwrap();
+        let o = Overrides { listen: Some("127.0.0.1:2222".into()), ..Overrides::default() };
+        let s = settings(f, o).unwrap();
+        assert_eq!(s.server.listen.port(), 2222);
+        assert_eq!(s.server.advertised_port, 2222);
+        assert_eq!(s.server.cores, vec![0]);
+    }
+
+    #[test]
+    fn core_lists() {
+        assert_eq!(parse_cores("cores", "0-2,5").unwrap(), vec![0, 1, 2, 5]);
+        assert!(parse_cores("cores", "2-1").is_err());
+        assert!(parse_cores("cores", "x").is_err());
+    }
+}

@@ -1,0 +1,114 @@
+//! `sluice`: the one binary. `serve` runs a broker.
+//!
+//! Only this crate reads configuration files, flags, signals and the environment; the
+//! libraries take plain config structs.
+
+mod config;
+
+use std::io::Write;
+use std::path::PathBuf;
+
+use anyhow::{Context, Result};
+use clap::{Parser, Subcommand};
+
+#[derive(Debug, Parser)]
+#[command(name = "sluice", version, about = "A Kafka-compatible event-streaming broker")]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Run a broker.
+    Serve(ServeArgs),
+}
+
+#[derive(Debug, clap::Args)]
+struct ServeArgs {
+    /// TOML configuration file; flags override its values.
+    #[arg(long)]
+    config: Option<PathBuf>,
+    /// Address the Kafka listener binds (default 127.0.0.1:9092).
+    #[arg(long, value_name = "HOST:PORT")]
+    listen: Option<String>,
+    /// Address given to clients in metadata (default: the listen address).
+    #[arg(long, value_name = "HOST:PORT")]
+    advertised: Option<String>,
+    /// Directory holding the partition logs (default ./sluice-data).
+    #[arg(long, value_name = "DIR")]
+    data_dir: Option<PathBuf>,
+    /// CPUs that run a shard each: `all`, or a list like `0-3,6` (default: all online).
+    #[arg(long, value_name = "LIST")]
+    cores: Option<String>,
+    /// Address of the admin HTTP endpoint (/metrics, /health; default 127.0.0.1:9644).
+    #[arg(long, value_name = "HOST:PORT")]
+    admin_listen: Option<String>,
+    /// Do not pin shards to their CPUs (for tests and shared machines).
+    #[arg(long)]
+    no_pin: bool,
+}
+
+fn main() {
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_default_env()
+                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),
+        )
+        .with_writer(std::io::stderr)
+        .init();
+    let cli = Cli::parse();
+    let result = match cli.command {
+        Command::Serve(args) => serve(args),
+    };
+    if let Err(e) = result {
+        eprintln!("sluice: {e:#}");
+        std::process::exit(1);
+    }
+}
+
+fn serve(args: ServeArgs) -> Result<()> {
+    let file = match &args.config {
+        Some(path) => config::load_file(path)?,
+        None => config::FileConfig::default(),
+    };
+    let overrides = config::Overrides {
+        listen: args.listen,
+        advertised: args.advertised,
+        data_dir: args.data_dir,
+        cores: args.cores,
+        admin_listen: args.admin_listen,
+        no_pin: args.no_pin,
+    };
+    let settings = config::settings(file, overrides)?;
+    let shards = settings.server.cores.len();
+    let data_dir = settings.server.data_dir.clone();
+    let admin = sluice_net::admin::start(settings.admin_listen).context("starting the admin endpoint")?;
+    let server = sluice_net::start(settings.server)?;
+    let mut signals = signal_hook::iterator::Signals::new([signal_hook::consts::SIGTERM, signal_hook::consts::SIGINT])
+        .context("installing signal handlers")?;
+    // The first line on stdout says where the broker listens (tests and scripts read it).
+    println!("sluice listening on {} (admin {}, {shards} shards, data {})", server.local_addr(), admin, data_dir.display());
+    let _ = std::io::stdout().flush();
+    let handle = signals.handle();
+    let stopper = std::thread::spawn({
+        let stop = server_stopper(&server);
+        move || {
+            if let Some(sig) = signals.forever().next() {
+                tracing::info!(signal = sig, "stopping: no new connections, finishing in-flight requests");
+                stop();
+            }
+        }
+    });
+    let result = server.join();
+    handle.close();
+    let _ = stopper.join();
+    result?;
+    tracing::info!("stopped");
+    Ok(())
+}
+
+fn server_stopper(server: &sluice_net::Server) -> impl FnOnce() + Send + 'static {
+    let stop = server.stop_handle();
+    move || stop.stop()
+}
