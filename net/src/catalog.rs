@@ -280,7 +280,13 @@ pub fn log_config(defaults: &TopicDefaults, configs: &BTreeMap<String, String>) 
             _ => return Err(CatalogError::InvalidConfig(format!("unknown topic config {k:?}"))),
         }
     }
-    match policy.as_deref() {
+    let c = apply_flush(c, policy.as_deref(), flush_ms, flush_bytes);
+    c.validate().map_err(CatalogError::InvalidConfig)?;
+    Ok(c)
+}
+
+fn apply_flush(mut c: LogConfig, policy: Option<&str>, flush_ms: u64, flush_bytes: u64) -> LogConfig {
+    match policy {
         Some("fsync") => c.flush = FlushPolicy::Fsync,
         Some(_) => c.flush = FlushPolicy::Interval { interval_ms: flush_ms, bytes_max: flush_bytes },
         None => {
@@ -289,7 +295,7 @@ pub fn log_config(defaults: &TopicDefaults, configs: &BTreeMap<String, String>) 
             }
         }
     }
-    Ok(c)
+    c
 }
 
 /// The effective value of every topic config key, for DescribeConfigs: (value, is_default).

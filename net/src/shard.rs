@@ -152,6 +152,8 @@ fn append_error_code(e: &AppendError) -> i16 {
         AppendError::Corrupt(_) => code::CORRUPT_MESSAGE,
         AppendError::InvalidRecord(_) => code::INVALID_RECORD,
         AppendError::TooLarge { .. } => code::MESSAGE_TOO_LARGE,
+        // Closing or frozen: a retriable "not here now".
+        AppendError::Unavailable(_) => code::NOT_LEADER_OR_FOLLOWER,
         AppendError::Io(_) => code::KAFKA_STORAGE_ERROR,
     }
 }
@@ -265,7 +267,9 @@ impl Shard {
                 for tp in self.logs.partitions() {
                     if tp.topic == topic {
                         if let Some(log) = self.logs.get(&tp) {
-                            log.set_config(config.clone());
+                            if let Err(e) = log.set_config(config.clone()) {
+                                tracing::error!(shard = self.id, topic = %topic, error = %e, "applying topic config failed");
+                            }
                         }
                     }
                 }
@@ -288,6 +292,10 @@ impl Shard {
             };
             match log.append(records, leader_epoch()).await {
                 Ok(info) => appended.push(Ok((log, info))),
+                Err(AppendError::Io(e)) => {
+                    tracing::error!(shard = self.id, topic = %tp.topic, partition = tp.partition.0, error = %e, "append failed");
+                    appended.push(Err(code::KAFKA_STORAGE_ERROR));
+                }
                 Err(e) => {
                     tracing::info!(shard = self.id, topic = %tp.topic, partition = tp.partition.0, error = %e, "produce rejected");
                     appended.push(Err(append_error_code(&e)));
@@ -305,7 +313,7 @@ impl Shard {
                         Ok(()) => ProducePartResult {
                             error: code::NONE,
                             base_offset: info.base_offset.0,
-                            log_start: log.log_start_offset().0,
+                            log_start: info.log_start_offset.0,
                         },
                         Err(e) => {
                             tracing::error!(shard = self.id, error = %e, "waiting for durability failed");
