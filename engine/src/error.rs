@@ -18,6 +18,26 @@ pub enum AppendError {
     /// The log cannot take writes now: it is being truncated or closed (retriable).
     #[error("log is not accepting appends: {0}")]
     Unavailable(&'static str),
+    /// A sequence gap or reordering from an idempotent producer
+    /// (Kafka: OUT_OF_ORDER_SEQUENCE_NUMBER).
+    #[error("producer {producer_id}: expected sequence {expected}, got {got}")]
+    OutOfOrderSequence {
+        producer_id: i64,
+        expected: i32,
+        got: i32,
+    },
+    /// An older epoch of a producer that has since been re-initialised
+    /// (Kafka: INVALID_PRODUCER_EPOCH).
+    #[error("producer {producer_id}: epoch {epoch} is older than the current {current}")]
+    InvalidProducerEpoch {
+        producer_id: i64,
+        epoch: i16,
+        current: i16,
+    },
+    /// A producer this partition has no state for, continuing a sequence
+    /// (Kafka: UNKNOWN_PRODUCER_ID).
+    #[error("producer {0} is unknown to this partition")]
+    UnknownProducerId(i64),
     /// The log failed an I/O operation and is offline (Kafka: KAFKA_STORAGE_ERROR).
     #[error("storage error: {0}")]
     Io(String),

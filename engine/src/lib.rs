@@ -28,6 +28,7 @@ mod files;
 pub mod index;
 mod log;
 mod manager;
+pub mod producer;
 mod recovery;
 mod segment;
 mod shard;

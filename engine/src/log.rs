@@ -26,6 +26,7 @@ use crate::chunk::{BatchSlice, OpenChunk, SealedChunk, Window};
 use crate::config::{FlushPolicy, LogConfig};
 use crate::error::{AppendError, LogError, ReadError};
 use crate::files::{self, align_down, align_up, now_ms};
+use crate::producer::{ProducerBatch, ProducerState, Verdict};
 use crate::recovery;
 use crate::segment::{self, Segment};
 use crate::shard::ShardResources;
@@ -43,6 +44,9 @@ pub struct AppendInfo {
     pub batch_count: u32,
     /// Log start offset at the time of the append (Kafka reports it in produce answers).
     pub log_start_offset: Offset,
+    /// The request retried batches already in the log: nothing was appended and the
+    /// offsets are the original ones.
+    pub duplicate: bool,
 }
 
 /// Bounds of one read.
@@ -118,6 +122,12 @@ pub(crate) struct LogState {
     last_sync_ms: u64,
     last_checkpoint_ms: u64,
     sync_requested: bool,
+    /// Idempotent producers as of the log end (validates appends).
+    producers: ProducerState,
+    /// Idempotent producers as of the written offset (what snapshots record).
+    producers_written: ProducerState,
+    /// Producer batches appended but not yet written, in offset order.
+    producer_pending: VecDeque<ProducerBatch>,
     frozen: Option<&'static str>,
     failed: Option<String>,
     closing: bool,
@@ -134,6 +144,7 @@ impl LogState {
         log_start: Offset,
         open: OpenChunk,
         checkpoint: Checkpoint,
+        producers: ProducerState,
     ) -> Self {
         let next_offset = open.end_offset;
         let (active_base, active_size) = segments
@@ -159,6 +170,9 @@ impl LogState {
             last_sync_ms: now,
             last_checkpoint_ms: now,
             sync_requested: false,
+            producers_written: producers.clone(),
+            producers,
+            producer_pending: VecDeque::new(),
             frozen: None,
             failed: None,
             closing: false,
@@ -207,15 +221,59 @@ impl LogState {
                 || now.saturating_sub(active.created_ms) >= self.config.segment_ms_max)
     }
 
-    /// Copies validated batches in, assigning offsets. Cannot fail: everything that can
-    /// was checked before.
+    /// Checks the idempotent producers' sequences of a request. `Some` when the whole
+    /// request is a retry of batches already in the log.
+    fn check_producers(&self, headers: &[(usize, BatchHeader)]) -> Result<Option<AppendInfo>, AppendError> {
+        let mut next = self.next_offset;
+        let mut scratch: Option<ProducerState> = None;
+        let mut duplicates = Vec::new();
+        for (_, header) in headers {
+            let Some(batch) = ProducerBatch::from_header(header, next) else {
+                next = next.plus(i64::from(header.last_offset_delta.get()) + 1);
+                continue;
+            };
+            let state = scratch.as_ref().unwrap_or(&self.producers);
+            match state.check(&batch)? {
+                Verdict::Append => {
+                    if headers.len() > 1 {
+                        scratch.get_or_insert_with(|| self.producers.clone()).apply(batch);
+                    }
+                }
+                Verdict::Duplicate(original) => duplicates.push(original),
+            }
+            next = next.plus(i64::from(header.last_offset_delta.get()) + 1);
+        }
+        match (duplicates.first(), duplicates.last()) {
+            (Some(first), Some(last)) if duplicates.len() == headers.len() => Ok(Some(AppendInfo {
+                base_offset: first.first_offset,
+                last_offset: last.last_offset,
+                max_timestamp: -1,
+                record_count: (last.last_offset.0 - first.first_offset.0 + 1) as u32,
+                batch_count: headers.len() as u32,
+                log_start_offset: self.log_start,
+                duplicate: true,
+            })),
+            (Some(dup), _) => Err(AppendError::OutOfOrderSequence {
+                producer_id: dup.producer_id,
+                expected: dup.last_seq.wrapping_add(1),
+                got: dup.first_seq,
+            }),
+            _ => Ok(None),
+        }
+    }
+
+    /// Copies validated batches in, assigning offsets; refuses (appending nothing) only
+    /// for producer sequence errors, and answers retries with their original offsets.
     fn append_batches(
         &mut self,
         records: &[u8],
         headers: &[(usize, BatchHeader)],
         epoch: LeaderEpoch,
         chunk_bytes: usize,
-    ) -> AppendInfo {
+    ) -> Result<AppendInfo, AppendError> {
+        if let Some(duplicate) = self.check_producers(headers)? {
+            return Ok(duplicate);
+        }
         let now = now_ms();
         let base_offset = self.next_offset;
         let mut info = AppendInfo {
@@ -225,6 +283,7 @@ impl LogState {
             record_count: 0,
             batch_count: headers.len() as u32,
             log_start_offset: self.log_start,
+            duplicate: false,
         };
         for (start, header) in headers {
             let total = header.total_bytes();
@@ -245,12 +304,16 @@ impl LogState {
             stamped.base_offset.set(base.0);
             let interval = self.config.index_interval_bytes;
             self.active_mut().note_batch(position, &stamped, interval);
+            if let Some(pb) = ProducerBatch::from_header(&stamped, base) {
+                self.producers.apply(pb);
+                self.producer_pending.push_back(pb);
+            }
             self.next_offset = next;
             info.last_offset = next.plus(-1);
             info.max_timestamp = info.max_timestamp.max(header.max_timestamp.get());
             info.record_count += header.record_count.get() as u32;
         }
-        info
+        Ok(info)
     }
 
     fn sync_due(&self, written_end: i64, synced_end: i64, now: u64) -> bool {
@@ -436,7 +499,7 @@ impl PartitionLog {
             &headers,
             leader_epoch,
             chunk_bytes,
-        );
+        )?;
         self.shared.flusher_wake.notify();
         Ok(info)
     }
@@ -828,6 +891,9 @@ impl PartitionLog {
                 position: cut_pos,
                 next_offset: new_end,
             };
+            let mut producers = st.producers_written.clone();
+            producers.truncate_to(new_end);
+            let snapshot = producers.encode(new_end);
             (
                 st.dir.clone(),
                 st.tp.clone(),
@@ -835,9 +901,10 @@ impl PartitionLog {
                 new_end,
                 file.map(|f| (f, seg_base, cut_pos)),
                 victims,
-                checkpoint,
+                (checkpoint, snapshot),
             )
         };
+        let (checkpoint, snapshot) = checkpoint;
         remove_segments(&dir, victims).await?;
         if let Some((file, seg_base, cut_pos)) = cut_segment {
             let path = dir.join(segment::log_name(seg_base));
@@ -850,6 +917,7 @@ impl PartitionLog {
                 segment::write_index_files(&dir, seg_base, indexes).await?;
             }
         }
+        files::write_atomic(&dir, crate::producer::SNAPSHOT_FILE, &snapshot).await?;
         checkpoint.write(&dir).await?;
         let shard_config = self.shared.shard.config.clone();
         let fresh = recovery::recover(dir, tp, config, &shard_config).await?;
@@ -1030,6 +1098,8 @@ async fn flush_cycle(shared: &Rc<LogShared>) -> Result<bool, LogError> {
         return Ok(false);
     }
     if checkpoint_due {
+        // The checkpoint and producer snapshot must describe the same, synced offset.
+        sync_active(shared).await?;
         write_checkpoint(shared).await?;
     }
     Ok(true)
@@ -1143,6 +1213,15 @@ fn complete_write(shared: &Rc<LogShared>, chunk: Rc<SealedChunk>) {
         debug_assert!(front.is_some_and(|f| Rc::ptr_eq(&f, &chunk)));
         st.pending_bytes -= chunk.capacity();
         st.unsynced_bytes += chunk.len as u64;
+        while st
+            .producer_pending
+            .front()
+            .is_some_and(|b| b.last_offset < chunk.end_offset)
+        {
+            if let Some(b) = st.producer_pending.pop_front() {
+                st.producers_written.apply(b);
+            }
+        }
         if let Some(seg) = st.segments.get_mut(&chunk.segment_base) {
             seg.written_size = seg.written_size.max(chunk.end_pos());
         }
@@ -1229,15 +1308,17 @@ async fn finalize_segment(shared: &Rc<LogShared>, base: Offset) -> Result<(), Lo
             next_offset: end,
         };
         st.last_checkpoint_ms = now_ms();
-        st.checkpoint
+        (st.checkpoint, st.producers_written.encode(end))
     };
+    let (checkpoint, snapshot) = checkpoint;
+    files::write_atomic(&dir, crate::producer::SNAPSHOT_FILE, &snapshot).await?;
     checkpoint.write(&dir).await
 }
 
 /// Records the synced point as the recovery checkpoint, with the active segment's
 /// indexes as of that point.
 async fn write_checkpoint(shared: &Rc<LogShared>) -> Result<(), LogError> {
-    let (dir, checkpoint, indexes) = {
+    let (dir, checkpoint, indexes, snapshot) = {
         let mut st = shared.state.borrow_mut();
         let (base, position, next) = st.synced_point;
         let indexes = st.segments.get_mut(&base).map(|seg| {
@@ -1250,12 +1331,17 @@ async fn write_checkpoint(shared: &Rc<LogShared>) -> Result<(), LogError> {
             position,
             next_offset: next,
         };
+        debug_assert_eq!(next.0, shared.written.get(), "checkpoint after sync covers all written");
         st.checkpoint = checkpoint;
         st.last_checkpoint_ms = now_ms();
-        (st.dir.clone(), checkpoint, indexes)
+        let log_start = st.log_start;
+        st.producers_written.drop_before(log_start);
+        let snapshot = st.producers_written.encode(next);
+        (st.dir.clone(), checkpoint, indexes, snapshot)
     };
     if let Some(indexes) = indexes {
         segment::write_index_files(&dir, checkpoint.segment_base, indexes).await?;
     }
+    files::write_atomic(&dir, crate::producer::SNAPSHOT_FILE, &snapshot).await?;
     checkpoint.write(&dir).await
 }

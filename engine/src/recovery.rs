@@ -13,6 +13,7 @@ use crate::config::{LogConfig, ShardConfig};
 use crate::error::LogError;
 use crate::files::{self, align_down, now_ms, BLOCK_BYTES};
 use crate::log::LogState;
+use crate::producer::{ProducerBatch, ProducerState};
 use crate::segment::{self, Segment};
 use crate::types::{Offset, TopicPartition};
 
@@ -25,10 +26,28 @@ pub(crate) async fn recover(
     std::fs::create_dir_all(&dir).map_err(|e| files::io_err(&dir, e))?;
     let checkpoint = Checkpoint::read(&dir).await?;
     let bases = list_segments(&dir)?;
+    // Producer state: the snapshot taken with the checkpoint, then every batch scanned
+    // after it. Without a usable snapshot only the scanned batches are known.
+    let snapshot = match &checkpoint {
+        Some(cp) => ProducerState::read_snapshot(&dir, cp.next_offset).await?,
+        None => None,
+    };
+    let replay_from = match (&snapshot, &checkpoint) {
+        (Some(_), Some(cp)) => cp.next_offset,
+        _ => Offset::ZERO,
+    };
+    let mut producers = snapshot.unwrap_or_default();
+    let mut on_batch = |header: &crate::batch::BatchHeader| {
+        if header.base_offset() >= replay_from {
+            if let Some(pb) = ProducerBatch::from_header(header, header.base_offset()) {
+                producers.apply(pb);
+            }
+        }
+    };
     let mut segments = BTreeMap::new();
     for (i, base) in bases.iter().enumerate() {
         let next_base = bases.get(i + 1).copied();
-        let seg = open_segment(&dir, &tp, *base, next_base, checkpoint.as_ref(), &config).await?;
+        let seg = open_segment(&dir, &tp, *base, next_base, checkpoint.as_ref(), &config, &mut on_batch).await?;
         let complete = next_base.is_none_or(|next| seg.end_offset == next);
         segments.insert(*base, seg);
         if !complete {
@@ -61,7 +80,8 @@ pub(crate) async fn recover(
         position: 0,
         next_offset: first_base,
     });
-    Ok(LogState::new(dir, tp, config, segments, log_start, open, checkpoint))
+    producers.drop_before(log_start);
+    Ok(LogState::new(dir, tp, config, segments, log_start, open, checkpoint, producers))
 }
 
 /// Segment base offsets found in `dir`, ascending; leftovers of interrupted writes
@@ -99,6 +119,7 @@ async fn open_segment(
     next_base: Option<Offset>,
     checkpoint: Option<&Checkpoint>,
     config: &LogConfig,
+    on_batch: &mut dyn FnMut(&crate::batch::BatchHeader),
 ) -> Result<Segment, LogError> {
     let path = dir.join(segment::log_name(base));
     let file = files::open_rw(&path, false).await?;
@@ -127,7 +148,7 @@ async fn open_segment(
     }
     let closed_and_trusted = next_base.is_some() && seg.size == file_len && seg.end_offset > base;
     if !closed_and_trusted {
-        let outcome = segment::scan(&file, &path, &mut seg, file_len, config.index_interval_bytes).await?;
+        let outcome = segment::scan(&file, &path, &mut seg, file_len, config.index_interval_bytes, on_batch).await?;
         if let Some(reason) = &outcome.stopped_by {
             tracing::warn!(
                 partition = %tp,

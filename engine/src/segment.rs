@@ -179,6 +179,7 @@ pub async fn scan(
     segment: &mut Segment,
     file_len: u64,
     index_interval_bytes: u32,
+    on_batch: &mut dyn FnMut(&BatchHeader),
 ) -> Result<ScanOutcome, LogError> {
     let mut outcome = ScanOutcome {
         batches: 0,
@@ -215,6 +216,7 @@ pub async fn scan(
                 break;
             }
             segment.note_batch(pos + at as u64, &header, index_interval_bytes);
+            on_batch(&header);
             outcome.batches += 1;
         }
         if stop.is_some() {

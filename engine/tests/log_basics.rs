@@ -256,3 +256,101 @@ fn fsync_policy_acknowledges_after_sync() {
         assert_eq!(log.synced_end_offset(), Offset(8));
     });
 }
+
+fn idempotent_batch(pid: i64, epoch: i16, seq: i32, count: usize) -> Vec<u8> {
+    let mut b = sluice_engine::batch::BatchBuilder::new(0).producer(sluice_engine::batch::ProducerFields {
+        producer_id: pid,
+        producer_epoch: epoch,
+        base_sequence: seq,
+    });
+    for _ in 0..count {
+        b.push(&sluice_engine::batch::Record {
+            value: Some(&[7u8; 100]),
+            ..Default::default()
+        });
+    }
+    b.build()
+}
+
+#[test]
+fn idempotent_producers_are_deduplicated_and_survive_restart() {
+    let dir = test_dir();
+    let path = dir.path().to_path_buf();
+    let p2 = path.clone();
+    run(move || async move {
+        let (m, log) = open_log(&p2, small_config(), small_shard()).await;
+        let first = log.append(&idempotent_batch(42, 0, 0, 3), LeaderEpoch(0)).await.unwrap();
+        assert_eq!((first.base_offset, first.duplicate), (Offset(0), false));
+        log.append(&simple_batch(2, 10, 0), LeaderEpoch(0)).await.unwrap();
+        // A retry of the first batch: not appended, answered with the original offsets.
+        let retry = log.append(&idempotent_batch(42, 0, 0, 3), LeaderEpoch(0)).await.unwrap();
+        assert_eq!((retry.base_offset, retry.last_offset, retry.duplicate), (Offset(0), Offset(2), true));
+        assert_eq!(log.log_end_offset(), Offset(5));
+        assert!(matches!(
+            log.append(&idempotent_batch(42, 0, 4, 1), LeaderEpoch(0)).await,
+            Err(AppendError::OutOfOrderSequence { expected: 3, got: 4, .. })
+        ));
+        assert!(matches!(
+            log.append(&idempotent_batch(43, 0, 9, 1), LeaderEpoch(0)).await,
+            Err(AppendError::UnknownProducerId(43))
+        ));
+        let next = log.append(&idempotent_batch(42, 0, 3, 2), LeaderEpoch(0)).await.unwrap();
+        assert_eq!(next.base_offset, Offset(5));
+        // Fill a few segments so the state also crosses rolls and snapshots.
+        for seq in 0..60 {
+            log.append(&idempotent_batch(7, 1, seq * 4, 4), LeaderEpoch(0)).await.unwrap();
+        }
+        log.wait_written(log.log_end_offset()).await.unwrap();
+        assert!(log.segment_count() > 1);
+        m.close_all().await.unwrap();
+    });
+    // Clean restart: the snapshot.
+    let p3 = path.clone();
+    run(move || async move {
+        let (m, log) = open_log(&p3, small_config(), small_shard()).await;
+        let retry = log.append(&idempotent_batch(42, 0, 3, 2), LeaderEpoch(0)).await.unwrap();
+        assert_eq!((retry.base_offset, retry.duplicate), (Offset(5), true));
+        let retry = log.append(&idempotent_batch(7, 1, 59 * 4, 4), LeaderEpoch(0)).await.unwrap();
+        assert!(retry.duplicate);
+        // New appends after the restart, then a crash (no close): the batches after the
+        // checkpoint are replayed from the log.
+        let end = log.log_end_offset();
+        let info = log.append(&idempotent_batch(7, 1, 240, 4), LeaderEpoch(0)).await.unwrap();
+        assert_eq!((info.base_offset, info.duplicate), (end, false));
+        log.wait_written(log.log_end_offset()).await.unwrap();
+        std::mem::forget(m);
+        std::mem::forget(log);
+    });
+    run(move || async move {
+        let (_m, log) = open_log(&path, small_config(), small_shard()).await;
+        let retry = log.append(&idempotent_batch(7, 1, 240, 4), LeaderEpoch(0)).await.unwrap();
+        assert!(retry.duplicate, "state of the batch appended before the crash");
+        assert!(matches!(
+            log.append(&idempotent_batch(7, 0, 0, 1), LeaderEpoch(0)).await,
+            Err(AppendError::InvalidProducerEpoch { .. })
+        ));
+    });
+}
+
+#[test]
+fn segments_roll_by_age() {
+    let dir = test_dir();
+    let path = dir.path().to_path_buf();
+    run(move || async move {
+        let config = LogConfig {
+            segment_ms_max: 1,
+            ..small_config()
+        };
+        let (_m, log) = open_log(&path, config, small_shard()).await;
+        log.append(&simple_batch(1, 10, 0), LeaderEpoch(0)).await.unwrap();
+        log.wait_written(Offset(1)).await.unwrap();
+        // Wait until the segment is older than segment.ms (an event: the clock passing it).
+        let created = std::time::Instant::now();
+        while created.elapsed() < std::time::Duration::from_millis(2) {
+            glommio::yield_if_needed().await;
+        }
+        log.append(&simple_batch(1, 10, 0), LeaderEpoch(0)).await.unwrap();
+        log.wait_written(Offset(2)).await.unwrap();
+        assert_eq!(log.segment_count(), 2);
+    });
+}
