@@ -107,7 +107,11 @@ async fn open(path: &std::path::Path, flush: FlushPolicy) -> (LogManager, Partit
     };
     let cfg = config.clone();
     let m = LogManager::open(path, shard, |_| true, move |_| cfg.clone()).await.expect("manager");
-    let log = m.create(TopicPartition::new("bench", 0), config).await.expect("create");
+    let tp = TopicPartition::new("bench", 0);
+    let log = match m.get(&tp) {
+        Some(log) => log,
+        None => m.create(tp, config).await.expect("create"),
+    };
     (m, log)
 }
 

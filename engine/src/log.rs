@@ -1093,6 +1093,9 @@ async fn flush_cycle(shared: &Rc<LogShared>) -> Result<bool, LogError> {
         (due, st.closing)
     };
     if closing {
+        // Appends are refused from now on; write what arrived during this cycle.
+        shared.state.borrow_mut().seal_open(chunk_bytes);
+        drain_pending(shared).await?;
         sync_active(shared).await?;
         write_checkpoint(shared).await?;
         return Ok(false);
@@ -1223,7 +1226,7 @@ fn complete_write(shared: &Rc<LogShared>, chunk: Rc<SealedChunk>) {
             }
         }
         if let Some(seg) = st.segments.get_mut(&chunk.segment_base) {
-            seg.written_size = seg.written_size.max(chunk.end_pos());
+            seg.written_size = seg.written_size.max(chunk.own_end_pos());
         }
         if chunk.own_end > chunk.own_start {
             st.recent.push_back(CachedRef {

@@ -55,7 +55,7 @@ pub struct Segment {
     pub file: Option<Rc<DmaFile>>,
     /// Bytes appended (written or not).
     pub size: u64,
-    /// Bytes known to be in the file.
+    /// End of the last whole batch known to be in the file.
     pub written_size: u64,
     /// Offset after the last batch appended.
     pub end_offset: Offset,
