@@ -50,7 +50,15 @@ pub enum CatalogError {
 #[derive(Debug, Default, Serialize, Deserialize)]
 struct CatalogData {
     topics: BTreeMap<String, TopicMeta>,
+    /// Producer ids below this may have been handed out; a restart starts here.
+    #[serde(default)]
+    producer_ids_reserved_end: i64,
+    #[serde(skip)]
+    producer_id_next: i64,
 }
+
+/// Producer ids reserved (persisted) at a time, so most allocations do not write the file.
+const PRODUCER_ID_BLOCK: i64 = 1000;
 
 /// The shared topic catalog.
 #[derive(Debug)]
@@ -83,7 +91,21 @@ impl Catalog {
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => CatalogData::default(),
             Err(e) => return Err(e.into()),
         };
+        let mut data: CatalogData = data;
+        data.producer_id_next = data.producer_ids_reserved_end;
         Ok(Catalog { path, data: Mutex::new(data), defaults })
+    }
+
+    /// A producer id never handed out before, by this or an earlier run.
+    pub fn allocate_producer_id(&self) -> Result<i64, CatalogError> {
+        let mut data = self.lock();
+        if data.producer_id_next >= data.producer_ids_reserved_end {
+            data.producer_ids_reserved_end = data.producer_id_next + PRODUCER_ID_BLOCK;
+            self.persist(&data)?;
+        }
+        let id = data.producer_id_next;
+        data.producer_id_next += 1;
+        Ok(id)
     }
 
     fn lock(&self) -> std::sync::MutexGuard<'_, CatalogData> {

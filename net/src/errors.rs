@@ -31,5 +31,9 @@ pub mod code {
     pub const MEMBER_ID_REQUIRED: i16 = 79;
     pub const GROUP_ID_NOT_FOUND: i16 = 69;
     pub const INVALID_RECORD: i16 = 87;
+    pub const OUT_OF_ORDER_SEQUENCE_NUMBER: i16 = 45;
+    pub const INVALID_PRODUCER_EPOCH: i16 = 47;
+    pub const TRANSACTIONAL_ID_AUTHORIZATION_FAILED: i16 = 53;
+    pub const UNKNOWN_PRODUCER_ID: i16 = 59;
     pub const UNKNOWN_SERVER_ERROR: i16 = -1;
 }

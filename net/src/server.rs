@@ -41,6 +41,9 @@ pub struct Server {
     handles: Vec<ExecutorJoinHandle<Result<(), String>>>,
 }
 
+/// How often group sessions and rebalance deadlines are checked.
+const GROUP_SWEEP_INTERVAL_MS: u64 = 250;
+
 type Ready = mpsc::Sender<Result<(), String>>;
 
 fn runtime_hint(err: &str) -> String {
@@ -228,6 +231,18 @@ async fn shard_main(args: ShardArgs) -> Result<(), String> {
         })
     };
     watcher.detach();
+    if shard.id == 0 {
+        // Group sessions and rebalance deadlines are checked on one shard.
+        let groups = shard.groups.clone();
+        let s = shard.clone();
+        glommio::spawn_local(async move {
+            while !s.stopping.is_set() {
+                glommio::timer::sleep(Duration::from_millis(GROUP_SWEEP_INTERVAL_MS)).await;
+                groups.expire(std::time::Instant::now());
+            }
+        })
+        .detach();
+    }
     accept_loop(&shard, &listener).await;
     drop(listener);
     while shard.connections.get() > 0 {

@@ -154,6 +154,9 @@ fn append_error_code(e: &AppendError) -> i16 {
         AppendError::TooLarge { .. } => code::MESSAGE_TOO_LARGE,
         // Closing or frozen: a retriable "not here now".
         AppendError::Unavailable(_) => code::NOT_LEADER_OR_FOLLOWER,
+        AppendError::OutOfOrderSequence { .. } => code::OUT_OF_ORDER_SEQUENCE_NUMBER,
+        AppendError::InvalidProducerEpoch { .. } => code::INVALID_PRODUCER_EPOCH,
+        AppendError::UnknownProducerId(_) => code::UNKNOWN_PRODUCER_ID,
         AppendError::Io(_) => code::KAFKA_STORAGE_ERROR,
     }
 }
@@ -283,38 +286,16 @@ impl Shard {
         // so the waits of all partitions overlap.
         let mut appended = Vec::with_capacity(parts.len());
         for (tp, records) in &parts {
-            let log = match self.log_for(tp).await {
-                Ok(log) => log,
-                Err(error) => {
-                    appended.push(Err(error));
-                    continue;
-                }
-            };
-            match log.append(records, leader_epoch()).await {
-                Ok(info) => appended.push(Ok((log, info))),
-                Err(AppendError::Io(e)) => {
-                    tracing::error!(shard = self.id, topic = %tp.topic, partition = tp.partition.0, error = %e, "append failed");
-                    appended.push(Err(code::KAFKA_STORAGE_ERROR));
-                }
-                Err(e) => {
-                    tracing::info!(shard = self.id, topic = %tp.topic, partition = tp.partition.0, error = %e, "produce rejected");
-                    appended.push(Err(append_error_code(&e)));
-                }
-            }
+            appended.push(self.append_one(tp, records).await);
         }
         let mut out = Vec::with_capacity(appended.len());
         for a in appended {
             out.push(match a {
                 Err(error) => ProducePartResult { error, base_offset: -1, log_start: -1 },
-                Ok((log, info)) => {
-                    let end = Offset(info.last_offset.0 + 1);
+                Ok((log, base_offset, end)) => {
                     let durable = if acks == 0 { Ok(()) } else { log.wait_durable(end).await };
                     match durable {
-                        Ok(()) => ProducePartResult {
-                            error: code::NONE,
-                            base_offset: info.base_offset.0,
-                            log_start: info.log_start_offset.0,
-                        },
+                        Ok(()) => ProducePartResult { error: code::NONE, base_offset, log_start: log.log_start_offset().0 },
                         Err(e) => {
                             tracing::error!(shard = self.id, error = %e, "waiting for durability failed");
                             ProducePartResult { error: code::KAFKA_STORAGE_ERROR, base_offset: -1, log_start: -1 }
@@ -324,6 +305,26 @@ impl Shard {
             });
         }
         out
+    }
+
+    /// Appends one partition's records: the log, the base offset and the end offset to
+    /// wait for.
+    async fn append_one(&self, tp: &TopicPartition, records: &Bytes) -> Result<(PartitionLog, i64, Offset), i16> {
+        let log = self.log_for(tp).await?;
+        // Idempotence (sequence checks, duplicates answered with their first offsets) is
+        // the engine's: its producer state is per log and survives restarts.
+        let result = log.append(records, leader_epoch()).await;
+        match result {
+            Ok(info) => Ok((log, info.base_offset.0, Offset(info.last_offset.0 + 1))),
+            Err(AppendError::Io(e)) => {
+                tracing::error!(shard = self.id, topic = %tp.topic, partition = tp.partition.0, error = %e, "append failed");
+                Err(code::KAFKA_STORAGE_ERROR)
+            }
+            Err(e) => {
+                tracing::info!(shard = self.id, topic = %tp.topic, partition = tp.partition.0, error = %e, "produce rejected");
+                Err(append_error_code(&e))
+            }
+        }
     }
 
     async fn fetch_read(&self, parts: &[FetchPart], bytes_max: usize) -> Vec<FetchPartResult> {

@@ -12,8 +12,18 @@ use crate::shard::Shard;
 
 pub mod api_versions;
 pub mod create_topics;
+pub mod find_coordinator;
+pub mod join_group;
+pub mod sync_group;
+pub mod heartbeat;
+pub mod leave_group;
+pub mod offset_commit;
+pub mod offset_fetch;
+pub mod describe_groups;
+pub mod list_groups;
 pub mod delete_topics;
 pub mod fetch;
+pub mod init_producer_id;
 pub mod list_offsets;
 pub mod metadata;
 pub mod produce;
@@ -41,6 +51,16 @@ pub const APIS: &[ApiSpec] = &[
     api_versions::SPEC,
     create_topics::SPEC,
     delete_topics::SPEC,
+    init_producer_id::SPEC,
+    find_coordinator::SPEC,
+    join_group::SPEC,
+    sync_group::SPEC,
+    heartbeat::SPEC,
+    leave_group::SPEC,
+    offset_commit::SPEC,
+    offset_fetch::SPEC,
+    describe_groups::SPEC,
+    list_groups::SPEC,
 ];
 
 pub fn spec(key: ApiKey) -> Option<&'static ApiSpec> {
@@ -68,6 +88,16 @@ pub async fn dispatch(shard: Rc<Shard>, req: Request) -> Result<Option<ResponseF
         ApiKey::ListOffsets => list_offsets::handle(&shard, &req).await.map(Some),
         ApiKey::CreateTopics => create_topics::handle(&shard, &req).await.map(Some),
         ApiKey::DeleteTopics => delete_topics::handle(&shard, &req).await.map(Some),
+        ApiKey::InitProducerId => init_producer_id::handle(&shard, &req).map(Some),
+        ApiKey::FindCoordinator => find_coordinator::handle(&shard, &req).map(Some),
+        ApiKey::JoinGroup => join_group::handle(&shard, &req).await.map(Some),
+        ApiKey::SyncGroup => sync_group::handle(&shard, &req).await.map(Some),
+        ApiKey::Heartbeat => heartbeat::handle(&shard, &req).map(Some),
+        ApiKey::LeaveGroup => leave_group::handle(&shard, &req).map(Some),
+        ApiKey::OffsetCommit => offset_commit::handle(&shard, &req).map(Some),
+        ApiKey::OffsetFetch => offset_fetch::handle(&shard, &req).map(Some),
+        ApiKey::DescribeGroups => describe_groups::handle(&shard, &req).map(Some),
+        ApiKey::ListGroups => list_groups::handle(&shard, &req).map(Some),
         other => Err(FrameError::Unsupported { api: other, version: req.version }),
     }
 }
