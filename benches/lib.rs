@@ -58,7 +58,10 @@ pub fn tally(name: &str) -> Option<Tally> {
 
 /// Prints each benchmark's MB/s and its ratio to its baseline.
 pub fn print_summary(rows: &[(&str, &str)]) {
-    println!("\n{:<34} {:>10} {:>24} {:>8}", "benchmark", "MB/s", "baseline", "ratio");
+    println!(
+        "\n{:<34} {:>10} {:>24} {:>8}",
+        "benchmark", "MB/s", "baseline", "ratio"
+    );
     for (name, baseline) in rows {
         let (Some(t), Some(b)) = (tally(name), tally(baseline)) else {
             continue;

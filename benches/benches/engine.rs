@@ -58,7 +58,12 @@ fn dir() -> tempfile::TempDir {
 
 /// Raw baseline: the same bytes written sequentially in `write_bytes` direct writes,
 /// one in flight, with fdatasync every `sync_every` writes (0: never).
-async fn raw_write(path: std::path::PathBuf, total: u64, write_bytes: usize, sync_every: usize) -> Duration {
+async fn raw_write(
+    path: std::path::PathBuf,
+    total: u64,
+    write_bytes: usize,
+    sync_every: usize,
+) -> Duration {
     let file = OpenOptions::new()
         .write(true)
         .create(true)
@@ -66,7 +71,9 @@ async fn raw_write(path: std::path::PathBuf, total: u64, write_bytes: usize, syn
         .dma_open(&path)
         .await
         .expect("open");
-    file.pre_allocate(total + write_bytes as u64, true).await.ok();
+    file.pre_allocate(total + write_bytes as u64, true)
+        .await
+        .ok();
     let payload = batch();
     let start = Instant::now();
     let mut pos = 0u64;
@@ -106,7 +113,9 @@ async fn open(path: &std::path::Path, flush: FlushPolicy) -> (LogManager, Partit
         ..ShardConfig::default()
     };
     let cfg = config.clone();
-    let m = LogManager::open(path, shard, |_| true, move |_| cfg.clone()).await.expect("manager");
+    let m = LogManager::open(path, shard, |_| true, move |_| cfg.clone())
+        .await
+        .expect("manager");
     let tp = TopicPartition::new("bench", 0);
     let log = match m.get(&tp) {
         Some(log) => log,
@@ -117,7 +126,12 @@ async fn open(path: &std::path::Path, flush: FlushPolicy) -> (LogManager, Partit
 
 /// Appends `total` bytes of batches with `appenders` concurrent appenders; with the
 /// fsync policy each appender waits for its batch to be synced before the next.
-async fn append_run(path: std::path::PathBuf, total: u64, appenders: usize, flush: FlushPolicy) -> Duration {
+async fn append_run(
+    path: std::path::PathBuf,
+    total: u64,
+    appenders: usize,
+    flush: FlushPolicy,
+) -> Duration {
     let (m, log) = open(&path, flush).await;
     let payload = Rc::new(batch());
     let per_appender = total / appenders as u64 / payload.len() as u64;
@@ -130,7 +144,9 @@ async fn append_run(path: std::path::PathBuf, total: u64, appenders: usize, flus
             for _ in 0..per_appender {
                 let info = log.append(&payload, LeaderEpoch(0)).await.expect("append");
                 if flush == FlushPolicy::Fsync {
-                    log.wait_durable(info.last_offset.plus(1)).await.expect("durable");
+                    log.wait_durable(info.last_offset.plus(1))
+                        .await
+                        .expect("durable");
                 }
             }
         }));
@@ -138,7 +154,9 @@ async fn append_run(path: std::path::PathBuf, total: u64, appenders: usize, flus
     for t in tasks {
         t.await;
     }
-    log.wait_written(log.log_end_offset()).await.expect("written");
+    log.wait_written(log.log_end_offset())
+        .await
+        .expect("written");
     let elapsed = start.elapsed();
     m.close_all().await.ok();
     elapsed
@@ -148,7 +166,14 @@ async fn append_run(path: std::path::PathBuf, total: u64, appenders: usize, flus
 /// on, otherwise reads go to disk (the log is reopened, so the cache is empty).
 async fn read_run(path: std::path::PathBuf, total: u64) -> (Duration, u64, Duration) {
     {
-        let (m, log) = open(&path, FlushPolicy::Interval { interval_ms: 1000, bytes_max: 1 << 40 }).await;
+        let (m, log) = open(
+            &path,
+            FlushPolicy::Interval {
+                interval_ms: 1000,
+                bytes_max: 1 << 40,
+            },
+        )
+        .await;
         let payload = batch();
         for _ in 0..total / payload.len() as u64 {
             log.append(&payload, LeaderEpoch(0)).await.expect("append");
@@ -162,17 +187,30 @@ async fn read_run(path: std::path::PathBuf, total: u64) -> (Duration, u64, Durat
     let mut bytes = 0u64;
     while cursor < end {
         let r = log
-            .read(cursor, ReadLimits { max_bytes: 1 << 20, max_offset: end, min_one_batch: true })
+            .read(
+                cursor,
+                ReadLimits {
+                    max_bytes: 1 << 20,
+                    max_offset: end,
+                    min_one_batch: true,
+                },
+            )
             .await
             .expect("read");
         bytes += r.bytes as u64;
         let last = r.slices.last().expect("data");
-        let tail = sluice_engine::batch::BatchIter::new(last).last().expect("batch");
+        let tail = sluice_engine::batch::BatchIter::new(last)
+            .last()
+            .expect("batch");
         cursor = tail.1.next_offset();
     }
     let elapsed = start.elapsed();
     m.close_all().await.ok();
-    (elapsed, bytes, raw_read(&path.join("bench-0").join("00000000000000000000.log")).await)
+    (
+        elapsed,
+        bytes,
+        raw_read(&path.join("bench-0").join("00000000000000000000.log")).await,
+    )
 }
 
 /// Raw baseline for reads: the segment file read sequentially in 1 MiB direct reads.
@@ -195,7 +233,9 @@ async fn raw_read(path: &std::path::Path) -> Duration {
 
 fn bench_append(c: &mut Criterion) {
     let mut g = c.benchmark_group("append");
-    g.sample_size(10).measurement_time(Duration::from_secs(8)).warm_up_time(Duration::from_secs(1));
+    g.sample_size(10)
+        .measurement_time(Duration::from_secs(8))
+        .warm_up_time(Duration::from_secs(1));
     g.throughput(Throughput::Bytes(STREAM_BYTES));
     g.bench_function("raw_dma_write_1MiB", |b| {
         b.iter_custom(|iters| {
@@ -216,7 +256,10 @@ fn bench_append(c: &mut Criterion) {
             for _ in 0..iters {
                 let d = dir();
                 let path = d.path().to_path_buf();
-                let flush = FlushPolicy::Interval { interval_ms: 1000, bytes_max: 1 << 40 };
+                let flush = FlushPolicy::Interval {
+                    interval_ms: 1000,
+                    bytes_max: 1 << 40,
+                };
                 let t = on_executor(move || append_run(path, STREAM_BYTES, 1, flush));
                 record("log_append_no_fsync", STREAM_BYTES, t);
                 total += t;
@@ -227,7 +270,9 @@ fn bench_append(c: &mut Criterion) {
     g.finish();
 
     let mut g = c.benchmark_group("append_fsync");
-    g.sample_size(10).measurement_time(Duration::from_secs(8)).warm_up_time(Duration::from_secs(1));
+    g.sample_size(10)
+        .measurement_time(Duration::from_secs(8))
+        .warm_up_time(Duration::from_secs(1));
     g.throughput(Throughput::Bytes(SYNC_BYTES));
     for appenders in [1usize, 8, 64] {
         let raw_name = format!("raw_write_fdatasync_x{appenders}");
@@ -252,7 +297,9 @@ fn bench_append(c: &mut Criterion) {
                 for _ in 0..iters {
                     let d = dir();
                     let path = d.path().to_path_buf();
-                    let t = on_executor(move || append_run(path, SYNC_BYTES, appenders, FlushPolicy::Fsync));
+                    let t = on_executor(move || {
+                        append_run(path, SYNC_BYTES, appenders, FlushPolicy::Fsync)
+                    });
                     record(&name, SYNC_BYTES, t);
                     total += t;
                 }
@@ -265,7 +312,9 @@ fn bench_append(c: &mut Criterion) {
 
 fn bench_read(c: &mut Criterion) {
     let mut g = c.benchmark_group("read");
-    g.sample_size(10).measurement_time(Duration::from_secs(8)).warm_up_time(Duration::from_secs(1));
+    g.sample_size(10)
+        .measurement_time(Duration::from_secs(8))
+        .warm_up_time(Duration::from_secs(1));
     g.throughput(Throughput::Bytes(STREAM_BYTES));
     g.bench_function("log_read_from_disk", |b| {
         b.iter_custom(|iters| {

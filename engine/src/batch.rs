@@ -106,11 +106,10 @@ pub enum BatchError {
 
 /// Reads the header of the batch at the start of `bytes` without checking it.
 pub fn parse_header(bytes: &[u8]) -> Result<BatchHeader, BatchError> {
-    let (header, _) =
-        BatchHeader::read_from_prefix(bytes).map_err(|_| BatchError::Truncated {
-            needed: HEADER_BYTES,
-            available: bytes.len(),
-        })?;
+    let (header, _) = BatchHeader::read_from_prefix(bytes).map_err(|_| BatchError::Truncated {
+        needed: HEADER_BYTES,
+        available: bytes.len(),
+    })?;
     Ok(header)
 }
 
@@ -387,7 +386,8 @@ pub fn record_timestamps(batch: &[u8]) -> Option<Vec<(Offset, i64)>> {
         return None;
     }
     // A record takes at least 7 bytes: never trust the count for the allocation.
-    let mut out = Vec::with_capacity((header.record_count.get().max(0) as usize).min(batch.len() / 7));
+    let mut out =
+        Vec::with_capacity((header.record_count.get().max(0) as usize).min(batch.len() / 7));
     let mut pos = HEADER_BYTES;
     let end = header.total_bytes();
     for _ in 0..header.record_count.get() {
@@ -456,7 +456,10 @@ mod tests {
         assert_eq!(validate(&bad, 1 << 20).err(), Some(BatchError::BadMagic(1)));
         let mut bad = batch.clone();
         bad[8..12].copy_from_slice(&(-5i32).to_be_bytes());
-        assert_eq!(validate(&bad, 1 << 20).err(), Some(BatchError::BadLength(-5)));
+        assert_eq!(
+            validate(&bad, 1 << 20).err(),
+            Some(BatchError::BadLength(-5))
+        );
         assert!(matches!(
             validate(&batch, 20),
             Err(BatchError::TooLarge { .. })
@@ -481,7 +484,11 @@ mod tests {
         stamp(&mut batch, Offset(50), LeaderEpoch(0));
         assert_eq!(
             record_timestamps(&batch),
-            Some(vec![(Offset(50), 100), (Offset(51), 101), (Offset(52), 102)])
+            Some(vec![
+                (Offset(50), 100),
+                (Offset(51), 101),
+                (Offset(52), 102)
+            ])
         );
     }
 

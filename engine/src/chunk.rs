@@ -168,7 +168,8 @@ impl OpenChunk {
             n => self.batches[n - 1].2,
         };
         let moved = self.len - cut;
-        let mut next = glommio::allocate_dma_buffer(align_up(capacity.max(moved + 1) as u64) as usize);
+        let mut next =
+            glommio::allocate_dma_buffer(align_up(capacity.max(moved + 1) as u64) as usize);
         next.as_bytes_mut()[..moved].copy_from_slice(&self.buf.as_bytes()[cut..self.len]);
         let mut full = std::mem::replace(&mut self.buf, next);
         full.trim_to_size(cut);
@@ -184,7 +185,9 @@ impl OpenChunk {
             aligned_end: true,
         };
         // The first batch that starts at or after the cut begins the next own range.
-        let first_after = self.batches[whole..].iter().position(|(start, _, _)| *start >= cut);
+        let first_after = self.batches[whole..]
+            .iter()
+            .position(|(start, _, _)| *start >= cut);
         self.own_start = match first_after {
             Some(i) => self.batches[whole + i].0 - cut,
             None => moved,

@@ -122,7 +122,10 @@ impl ShardConfig {
             ));
         }
         if self.write_depth_max == 0 || self.write_depth_max > 64 {
-            return Err(format!("write_depth_max {} must be between 1 and 64", self.write_depth_max));
+            return Err(format!(
+                "write_depth_max {} must be between 1 and 64",
+                self.write_depth_max
+            ));
         }
         if self.write_buffer_bytes_max < 2 * self.write_chunk_bytes {
             return Err(format!(

@@ -137,14 +137,19 @@ pub async fn check_direct_io(dir: &Path) -> Result<(), LogError> {
     let probe = dir.join(".direct-io-probe");
     std::fs::write(&probe, vec![0x5a; BLOCK_BYTES as usize]).map_err(|e| io_err(&probe, e))?;
     let outcome = async {
-        let file = DmaFile::open(&probe).await.map_err(|e| glommio_err(&probe, e))?;
+        let file = DmaFile::open(&probe)
+            .await
+            .map_err(|e| glommio_err(&probe, e))?;
         let read = file
             .read_at_aligned(0, BLOCK_BYTES as usize)
             .await
             .map_err(|e| glommio_err(&probe, e))?;
         let _ = file.close().await;
         if read.len() != BLOCK_BYTES as usize || read.iter().any(|b| *b != 0x5a) {
-            return Err(io_err(&probe, std::io::Error::other("direct read returned wrong bytes")));
+            return Err(io_err(
+                &probe,
+                std::io::Error::other("direct read returned wrong bytes"),
+            ));
         }
         Ok(())
     }

@@ -10,7 +10,9 @@ use zerocopy::byteorder::big_endian::{I64, U32};
 use zerocopy::{FromBytes, Immutable, IntoBytes, KnownLayout, Unaligned};
 
 /// Offset index entry: (offset - segment base, byte position of the batch in the segment).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, FromBytes, IntoBytes, KnownLayout, Immutable, Unaligned)]
+#[derive(
+    Debug, Clone, Copy, PartialEq, Eq, FromBytes, IntoBytes, KnownLayout, Immutable, Unaligned,
+)]
 #[repr(C)]
 pub struct OffsetEntry {
     pub relative_offset: U32,
@@ -18,7 +20,9 @@ pub struct OffsetEntry {
 }
 
 /// Time index entry: (largest timestamp so far, offset - segment base where it was seen).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, FromBytes, IntoBytes, KnownLayout, Immutable, Unaligned)]
+#[derive(
+    Debug, Clone, Copy, PartialEq, Eq, FromBytes, IntoBytes, KnownLayout, Immutable, Unaligned,
+)]
 #[repr(C)]
 pub struct TimeEntry {
     pub timestamp: I64,
@@ -33,10 +37,9 @@ pub struct OffsetIndex {
 
 impl OffsetIndex {
     pub fn push(&mut self, relative_offset: u32, position: u32) {
-        debug_assert!(self
-            .entries
-            .last()
-            .is_none_or(|e| e.relative_offset.get() < relative_offset && e.position.get() < position));
+        debug_assert!(self.entries.last().is_none_or(|e| e.relative_offset.get()
+            < relative_offset
+            && e.position.get() < position));
         self.entries.push(OffsetEntry {
             relative_offset: U32::new(relative_offset),
             position: U32::new(position),
@@ -68,7 +71,9 @@ impl OffsetIndex {
 
     /// Drops entries at or past `position` (after the segment was cut there).
     pub fn truncate_to_position(&mut self, position: u32) {
-        let keep = self.entries.partition_point(|e| e.position.get() < position);
+        let keep = self
+            .entries
+            .partition_point(|e| e.position.get() < position);
         self.entries.truncate(keep);
     }
 
@@ -105,11 +110,9 @@ pub struct TimeIndex {
 impl TimeIndex {
     /// Records that `timestamp` (larger than every earlier one) was seen at `relative_offset`.
     pub fn push(&mut self, timestamp: i64, relative_offset: u32) {
-        if self
-            .entries
-            .last()
-            .is_some_and(|e| e.timestamp.get() >= timestamp || e.relative_offset.get() > relative_offset)
-        {
+        if self.entries.last().is_some_and(|e| {
+            e.timestamp.get() >= timestamp || e.relative_offset.get() > relative_offset
+        }) {
             return;
         }
         self.entries.push(TimeEntry {
@@ -186,8 +189,16 @@ mod tests {
         let bytes = idx.as_bytes().to_vec();
         assert_eq!(bytes.len(), 16);
         assert_eq!(OffsetIndex::from_bytes(&bytes, 300), Some(idx.clone()));
-        assert_eq!(OffsetIndex::from_bytes(&bytes, 150), None, "points past the end");
-        assert_eq!(OffsetIndex::from_bytes(&bytes[..15], 300), None, "partial entry");
+        assert_eq!(
+            OffsetIndex::from_bytes(&bytes, 150),
+            None,
+            "points past the end"
+        );
+        assert_eq!(
+            OffsetIndex::from_bytes(&bytes[..15], 300),
+            None,
+            "partial entry"
+        );
         let mut swapped = bytes.clone();
         swapped.swap(7, 15);
         assert_eq!(OffsetIndex::from_bytes(&swapped, 300), None, "out of order");

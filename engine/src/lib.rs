@@ -25,6 +25,7 @@ mod chunk;
 pub mod config;
 pub mod error;
 mod files;
+mod flusher;
 pub mod index;
 mod log;
 mod manager;
@@ -36,9 +37,9 @@ pub mod types;
 pub mod watch;
 
 pub use chunk::BatchSlice;
-pub use files::check_direct_io;
 pub use config::{FlushPolicy, LogConfig, ShardConfig};
 pub use error::{AppendError, LogError, ReadError};
+pub use files::check_direct_io;
 pub use log::{AppendInfo, PartitionLog, ReadBatches, ReadLimits, RetentionOutcome};
 pub use manager::LogManager;
 pub use shard::ShardResources;

@@ -16,7 +16,6 @@ use std::path::{Path, PathBuf};
 use std::rc::{Rc, Weak};
 use std::time::Duration;
 
-use futures_lite::FutureExt;
 use glommio::io::DmaFile;
 use glommio::sync::Semaphore;
 
@@ -84,21 +83,21 @@ pub struct PartitionLog {
 pub(crate) struct LogShared {
     pub(crate) state: RefCell<LogState>,
     pub(crate) shard: Rc<ShardResources>,
-    written: OffsetWatch,
-    synced: OffsetWatch,
-    flusher_wake: Signal,
+    pub(crate) written: OffsetWatch,
+    pub(crate) synced: OffsetWatch,
+    pub(crate) flusher_wake: Signal,
     /// Raised to 1 when the flusher has exited.
-    flusher_done: OffsetWatch,
-    io_lock: Semaphore,
+    pub(crate) flusher_done: OffsetWatch,
+    pub(crate) io_lock: Semaphore,
 }
 
 /// A written chunk as a log sees it: its own range, and the chunk if still cached.
 #[derive(Debug)]
 pub(crate) struct CachedRef {
-    segment_base: Offset,
-    own_start: u64,
-    end: u64,
-    chunk: Weak<SealedChunk>,
+    pub(crate) segment_base: Offset,
+    pub(crate) own_start: u64,
+    pub(crate) end: u64,
+    pub(crate) chunk: Weak<SealedChunk>,
 }
 
 #[derive(Debug)]
@@ -110,27 +109,37 @@ pub(crate) struct LogState {
     pub(crate) log_start: Offset,
     pub(crate) next_offset: Offset,
     pub(crate) open: OpenChunk,
-    pending: VecDeque<Rc<SealedChunk>>,
-    pending_bytes: usize,
-    recent: VecDeque<CachedRef>,
+    pub(crate) pending: VecDeque<Rc<SealedChunk>>,
+    pub(crate) pending_bytes: usize,
+    pub(crate) recent: VecDeque<CachedRef>,
     /// The segment the flusher last wrote to.
     pub(crate) writing_segment: Option<Offset>,
     /// The last point known synced: (segment, position, next offset).
-    synced_point: (Offset, u64, Offset),
+    pub(crate) synced_point: (Offset, u64, Offset),
     pub(crate) checkpoint: Checkpoint,
-    unsynced_bytes: u64,
-    last_sync_ms: u64,
-    last_checkpoint_ms: u64,
-    sync_requested: bool,
+    pub(crate) unsynced_bytes: u64,
+    pub(crate) last_sync_ms: u64,
+    pub(crate) last_checkpoint_ms: u64,
+    pub(crate) sync_requested: bool,
     /// Idempotent producers as of the log end (validates appends).
-    producers: ProducerState,
+    pub(crate) producers: ProducerState,
     /// Idempotent producers as of the written offset (what snapshots record).
-    producers_written: ProducerState,
+    pub(crate) producers_written: ProducerState,
     /// Producer batches appended but not yet written, in offset order.
-    producer_pending: VecDeque<ProducerBatch>,
-    frozen: Option<&'static str>,
-    failed: Option<String>,
-    closing: bool,
+    pub(crate) producer_pending: VecDeque<ProducerBatch>,
+    pub(crate) frozen: Option<&'static str>,
+    pub(crate) failed: Option<String>,
+    pub(crate) closing: bool,
+}
+
+/// What recovery found on disk, to build a [`LogState`] from.
+#[derive(Debug)]
+pub(crate) struct Recovered {
+    pub(crate) segments: BTreeMap<Offset, Segment>,
+    pub(crate) log_start: Offset,
+    pub(crate) open: OpenChunk,
+    pub(crate) checkpoint: Checkpoint,
+    pub(crate) producers: ProducerState,
 }
 
 impl LogState {
@@ -140,12 +149,15 @@ impl LogState {
         dir: PathBuf,
         tp: TopicPartition,
         config: LogConfig,
-        segments: BTreeMap<Offset, Segment>,
-        log_start: Offset,
-        open: OpenChunk,
-        checkpoint: Checkpoint,
-        producers: ProducerState,
+        recovered: Recovered,
     ) -> Self {
+        let Recovered {
+            segments,
+            log_start,
+            open,
+            checkpoint,
+            producers,
+        } = recovered;
         let next_offset = open.end_offset;
         let (active_base, active_size) = segments
             .last_key_value()
@@ -198,7 +210,7 @@ impl LogState {
     }
 
     /// Seals the open chunk (if it holds batches) into the pending queue.
-    fn seal_open(&mut self, chunk_bytes: usize) {
+    pub(crate) fn seal_open(&mut self, chunk_bytes: usize) {
         if self.open.has_batches() {
             let sealed = Rc::new(self.open.seal(chunk_bytes));
             self.pending_bytes += sealed.capacity();
@@ -223,7 +235,10 @@ impl LogState {
 
     /// Checks the idempotent producers' sequences of a request. `Some` when the whole
     /// request is a retry of batches already in the log.
-    fn check_producers(&self, headers: &[(usize, BatchHeader)]) -> Result<Option<AppendInfo>, AppendError> {
+    fn check_producers(
+        &self,
+        headers: &[(usize, BatchHeader)],
+    ) -> Result<Option<AppendInfo>, AppendError> {
         let mut next = self.next_offset;
         let mut scratch: Option<ProducerState> = None;
         let mut duplicates = Vec::new();
@@ -236,7 +251,9 @@ impl LogState {
             match state.check(&batch)? {
                 Verdict::Append => {
                     if headers.len() > 1 {
-                        scratch.get_or_insert_with(|| self.producers.clone()).apply(batch);
+                        scratch
+                            .get_or_insert_with(|| self.producers.clone())
+                            .apply(batch);
                     }
                 }
                 Verdict::Duplicate(original) => duplicates.push(original),
@@ -244,15 +261,17 @@ impl LogState {
             next = next.plus(i64::from(header.last_offset_delta.get()) + 1);
         }
         match (duplicates.first(), duplicates.last()) {
-            (Some(first), Some(last)) if duplicates.len() == headers.len() => Ok(Some(AppendInfo {
-                base_offset: first.first_offset,
-                last_offset: last.last_offset,
-                max_timestamp: -1,
-                record_count: (last.last_offset.0 - first.first_offset.0 + 1) as u32,
-                batch_count: headers.len() as u32,
-                log_start_offset: self.log_start,
-                duplicate: true,
-            })),
+            (Some(first), Some(last)) if duplicates.len() == headers.len() => {
+                Ok(Some(AppendInfo {
+                    base_offset: first.first_offset,
+                    last_offset: last.last_offset,
+                    max_timestamp: -1,
+                    record_count: (last.last_offset.0 - first.first_offset.0 + 1) as u32,
+                    batch_count: headers.len() as u32,
+                    log_start_offset: self.log_start,
+                    duplicate: true,
+                }))
+            }
             (Some(dup), _) => Err(AppendError::OutOfOrderSequence {
                 producer_id: dup.producer_id,
                 expected: dup.last_seq.wrapping_add(1),
@@ -291,7 +310,10 @@ impl LogState {
                 self.roll(chunk_bytes);
             }
             if self.open.remaining() < total {
-                let sealed = Rc::new(self.open.seal_full(chunk_bytes.max(total + files::BLOCK_BYTES as usize)));
+                let sealed = Rc::new(
+                    self.open
+                        .seal_full(chunk_bytes.max(total + files::BLOCK_BYTES as usize)),
+                );
                 self.pending_bytes += sealed.capacity();
                 self.pending.push_back(sealed);
             }
@@ -316,7 +338,7 @@ impl LogState {
         Ok(info)
     }
 
-    fn sync_due(&self, written_end: i64, synced_end: i64, now: u64) -> bool {
+    pub(crate) fn sync_due(&self, written_end: i64, synced_end: i64, now: u64) -> bool {
         if written_end <= synced_end {
             return false;
         }
@@ -335,7 +357,7 @@ impl LogState {
     }
 
     /// How long the flusher may sleep before a timed sync or checkpoint is due.
-    fn next_timer(&self, checkpoint_interval_ms: u64, now: u64) -> Duration {
+    pub(crate) fn next_timer(&self, checkpoint_interval_ms: u64, now: u64) -> Duration {
         let mut ms = checkpoint_interval_ms
             .saturating_sub(now.saturating_sub(self.last_checkpoint_ms))
             .max(1);
@@ -407,7 +429,7 @@ impl PartitionLog {
             }),
         };
         let shared = log.shared.clone();
-        glommio::spawn_local(async move { flusher_loop(shared).await }).detach();
+        glommio::spawn_local(async move { crate::flusher::flusher_loop(shared).await }).detach();
         Ok(log)
     }
 
@@ -570,7 +592,10 @@ impl PartitionLog {
         self.visit(from, upper, |window, start, header| {
             let size = header.total_bytes();
             let fits = out.bytes + size <= limits.max_bytes
-                || (limits.min_one_batch && out.bytes == 0 && out.slices.is_empty() && run.is_none());
+                || (limits.min_one_batch
+                    && out.bytes == 0
+                    && out.slices.is_empty()
+                    && run.is_none());
             if !fits {
                 return Flow::Stop;
             }
@@ -596,7 +621,10 @@ impl PartitionLog {
     /// First offset whose record timestamp is ≥ `ts_ms`, with that timestamp; `None` when
     /// no record is that new. Within a compressed batch the answer is the batch's base
     /// offset and its max timestamp (records are not decompressed here).
-    pub async fn offset_for_timestamp(&self, ts_ms: i64) -> Result<Option<(Offset, i64)>, LogError> {
+    pub async fn offset_for_timestamp(
+        &self,
+        ts_ms: i64,
+    ) -> Result<Option<(Offset, i64)>, LogError> {
         let (start, upper) = {
             let st = self.shared.state.borrow();
             let upper = self.written_end_offset();
@@ -643,7 +671,10 @@ impl PartitionLog {
         let Some((batch_offset, ts)) = best else {
             return Ok(None);
         };
-        Ok(self.offset_for_timestamp(ts).await?.or(Some((batch_offset, ts))))
+        Ok(self
+            .offset_for_timestamp(ts)
+            .await?
+            .or(Some((batch_offset, ts))))
     }
 
     /// Visits the batches from the one holding `from` up to `upper`, in order.
@@ -725,9 +756,10 @@ impl PartitionLog {
         if let Some(chunk) = self.shared.state.borrow_mut().cached_chunk(view.base, pos) {
             return Ok(Window::Cache(chunk));
         }
-        let file = view.file.as_ref().ok_or_else(|| {
-            ReadError::Io(format!("segment {} has no file yet", view.base))
-        })?;
+        let file = view
+            .file
+            .as_ref()
+            .ok_or_else(|| ReadError::Io(format!("segment {} has no file yet", view.base)))?;
         let start = align_down(pos);
         let want = (view.readable_len - start).min(READ_WINDOW_BYTES);
         let first = file
@@ -773,7 +805,9 @@ impl PartitionLog {
                 return Ok(st.log_start);
             }
             st.log_start = offset;
-            let victims = take_segments_while(&mut st, |seg, next_base| next_base <= offset && seg.finalized);
+            let victims = take_segments_while(&mut st, |seg, next_base| {
+                next_base <= offset && seg.finalized
+            });
             st.checkpoint.log_start = offset;
             (st.dir.clone(), victims, st.checkpoint)
         };
@@ -789,7 +823,9 @@ impl PartitionLog {
         let (dir, victims, checkpoint) = {
             let mut st = self.shared.state.borrow_mut();
             let mut excess = match st.config.retention_bytes {
-                Some(max) => (st.segments.values().map(|s| s.size).sum::<u64>()).saturating_sub(max),
+                Some(max) => {
+                    (st.segments.values().map(|s| s.size).sum::<u64>()).saturating_sub(max)
+                }
                 None => 0,
             };
             let expired_before = st
@@ -797,7 +833,8 @@ impl PartitionLog {
                 .retention_ms
                 .map(|ms| now_ms.saturating_sub(ms) as i64);
             let victims = take_segments_while(&mut st, |seg, _| {
-                let by_time = expired_before.is_some_and(|t| seg.max_timestamp >= 0 && seg.max_timestamp < t);
+                let by_time =
+                    expired_before.is_some_and(|t| seg.max_timestamp >= 0 && seg.max_timestamp < t);
                 let by_size = excess >= seg.size && seg.size > 0;
                 if (by_time || by_size) && seg.finalized {
                     excess = excess.saturating_sub(seg.size);
@@ -876,13 +913,19 @@ impl PartitionLog {
                 .next_back()
                 .map(|(b, _)| b)
                 .unwrap_or(&new_end);
-            let later: Vec<Offset> = st.segments.range(seg_base.plus(1)..).map(|(b, _)| *b).collect();
-            let victims: Vec<Segment> = later.iter().filter_map(|b| st.segments.remove(b)).collect();
+            let later: Vec<Offset> = st
+                .segments
+                .range(seg_base.plus(1)..)
+                .map(|(b, _)| *b)
+                .collect();
+            let victims: Vec<Segment> =
+                later.iter().filter_map(|b| st.segments.remove(b)).collect();
             let seg = st.segments.get_mut(&seg_base);
             let file = seg.as_ref().and_then(|s| s.file.clone());
             if let Some(seg) = seg {
                 seg.index.truncate_to_position(cut_pos as u32);
-                seg.time_index.truncate_to_offset((new_end.0 - seg_base.0) as u32);
+                seg.time_index
+                    .truncate_to_offset((new_end.0 - seg_base.0) as u32);
                 seg.size = cut_pos;
             }
             let checkpoint = Checkpoint {
@@ -908,11 +951,19 @@ impl PartitionLog {
         remove_segments(&dir, victims).await?;
         if let Some((file, seg_base, cut_pos)) = cut_segment {
             let path = dir.join(segment::log_name(seg_base));
-            file.truncate(cut_pos).await.map_err(|e| files::glommio_io(&path, e))?;
-            file.fdatasync().await.map_err(|e| files::glommio_io(&path, e))?;
-            let indexes = self.shared.state.borrow().segments.get(&seg_base).map(|seg| {
-                seg.index_bytes(cut_pos, new_end)
-            });
+            file.truncate(cut_pos)
+                .await
+                .map_err(|e| files::glommio_io(&path, e))?;
+            file.fdatasync()
+                .await
+                .map_err(|e| files::glommio_io(&path, e))?;
+            let indexes = self
+                .shared
+                .state
+                .borrow()
+                .segments
+                .get(&seg_base)
+                .map(|seg| seg.index_bytes(cut_pos, new_end));
             if let Some(indexes) = indexes {
                 segment::write_index_files(&dir, seg_base, indexes).await?;
             }
@@ -933,16 +984,10 @@ impl PartitionLog {
     /// Writes and syncs everything, records a clean checkpoint, stops the flusher. Later
     /// appends are refused.
     pub async fn close(&self) -> Result<(), LogError> {
-        {
-            let mut st = self.shared.state.borrow_mut();
-            if st.closing {
-                drop(st);
-                let _ = self.shared.flusher_done.wait_for(1).await;
-                return Ok(());
-            }
-            st.closing = true;
+        let already_closing = std::mem::replace(&mut self.shared.state.borrow_mut().closing, true);
+        if !already_closing {
+            self.shared.flusher_wake.notify();
         }
-        self.shared.flusher_wake.notify();
         let _ = self.shared.flusher_done.wait_for(1).await;
         let failed = self.shared.state.borrow().failed.clone();
         match failed {
@@ -987,7 +1032,10 @@ fn read_to_log_error(e: ReadError) -> LogError {
 
 /// Validates every batch of a produce request's records; returns each batch's position
 /// and header.
-fn validate_all(records: &[u8], max_message_bytes: usize) -> Result<Vec<(usize, BatchHeader)>, AppendError> {
+fn validate_all(
+    records: &[u8],
+    max_message_bytes: usize,
+) -> Result<Vec<(usize, BatchHeader)>, AppendError> {
     if records.is_empty() {
         return Err(AppendError::Corrupt(batch::BatchError::Empty));
     }
@@ -1033,318 +1081,4 @@ async fn remove_segments(dir: &Path, victims: Vec<Segment>) -> Result<(), LogErr
         }
     }
     files::sync_dir(dir).await
-}
-
-/// The one writer of a log's files: seals the open chunk, writes pending chunks in order,
-/// syncs by policy, finalizes rolled segments, checkpoints; exits on close or I/O error.
-async fn flusher_loop(shared: Rc<LogShared>) {
-    loop {
-        let (timer, closing) = {
-            let st = shared.state.borrow();
-            let timer = st.next_timer(shared.shard.config.checkpoint_interval_ms, now_ms());
-            (timer, st.closing)
-        };
-        if !closing {
-            shared
-                .flusher_wake
-                .wait()
-                .or(async {
-                    glommio::timer::sleep(timer).await;
-                })
-                .await;
-        }
-        let permit = shared.io_lock.acquire_permit(1).await;
-        let outcome = flush_cycle(&shared).await;
-        drop(permit);
-        match outcome {
-            Ok(true) => continue,
-            Ok(false) => break,
-            Err(e) => {
-                let reason = e.to_string();
-                let tp = shared.state.borrow().tp.clone();
-                tracing::error!(partition = %tp, error = %reason, "log I/O failed; partition is offline");
-                shared.state.borrow_mut().failed = Some(reason);
-                shared.written.reset(shared.written.get());
-                shared.synced.reset(shared.synced.get());
-                break;
-            }
-        }
-    }
-    shared.flusher_done.advance(1);
-}
-
-/// One round of flushing; `Ok(false)` when the log closed.
-async fn flush_cycle(shared: &Rc<LogShared>) -> Result<bool, LogError> {
-    let chunk_bytes = shared.shard.config.write_chunk_bytes;
-    shared.state.borrow_mut().seal_open(chunk_bytes);
-    drain_pending(shared).await?;
-    let now = now_ms();
-    let sync = {
-        let st = shared.state.borrow();
-        st.sync_due(shared.written.get(), shared.synced.get(), now)
-    };
-    if sync {
-        sync_active(shared).await?;
-    }
-    let (checkpoint_due, closing) = {
-        let st = shared.state.borrow();
-        let due = now.saturating_sub(st.last_checkpoint_ms) >= shared.shard.config.checkpoint_interval_ms
-            && st.synced_point.2 > st.checkpoint.next_offset;
-        (due, st.closing)
-    };
-    if closing {
-        // Appends are refused from now on; write what arrived during this cycle.
-        shared.state.borrow_mut().seal_open(chunk_bytes);
-        drain_pending(shared).await?;
-        sync_active(shared).await?;
-        write_checkpoint(shared).await?;
-        return Ok(false);
-    }
-    if checkpoint_due {
-        // The checkpoint and producer snapshot must describe the same, synced offset.
-        sync_active(shared).await?;
-        write_checkpoint(shared).await?;
-    }
-    Ok(true)
-}
-
-/// Writes the pending chunks in order, up to `write_depth_max` at once. A chunk is
-/// submitted only when every chunk in flight ahead of it ends block aligned (so no two
-/// writes in flight touch the same block) and belongs to the same segment; completions
-/// are taken in order, so the written offset only ever covers a gap-free prefix.
-async fn drain_pending(shared: &Rc<LogShared>) -> Result<(), LogError> {
-    let depth_max = shared.shard.config.write_depth_max.max(1);
-    let mut inflight: VecDeque<(Rc<SealedChunk>, glommio::task::JoinHandle<std::io::Result<usize>>)> =
-        VecDeque::new();
-    let mut last_submitted: Option<Rc<SealedChunk>> = None;
-    loop {
-        while inflight.len() < depth_max {
-            let next = shared.state.borrow().pending.get(inflight.len()).cloned();
-            let Some(chunk) = next else { break };
-            if let Some(prev) = &last_submitted {
-                let blocked = !inflight.is_empty()
-                    && (!prev.aligned_end || prev.segment_base != chunk.segment_base);
-                if blocked {
-                    break;
-                }
-            }
-            let file = prepare_segment(shared, &chunk).await?;
-            let buf = chunk.buf.clone();
-            let pos = chunk.file_pos;
-            let task = glommio::spawn_local(async move {
-                file.write_rc_at(buf, pos).await.map_err(std::io::Error::from)
-            })
-            .detach();
-            inflight.push_back((chunk.clone(), task));
-            last_submitted = Some(chunk);
-        }
-        let Some((chunk, task)) = inflight.pop_front() else {
-            return Ok(());
-        };
-        let path = shared.state.borrow().dir.join(segment::log_name(chunk.segment_base));
-        let written = match task.await {
-            Some(result) => result.map_err(|e| files::io_err(&path, e))?,
-            None => return Err(files::io_err(&path, std::io::Error::other("write task was cancelled"))),
-        };
-        if written < chunk.buf.len() {
-            return Err(files::io_err(
-                &path,
-                std::io::Error::other(format!("short write: {written} of {} bytes", chunk.buf.len())),
-            ));
-        }
-        complete_write(shared, chunk);
-    }
-}
-
-/// Makes the chunk's segment ready for its write: finalizes the segment written before
-/// it when this chunk starts a new one, creates the file, reserves space ahead.
-async fn prepare_segment(shared: &Rc<LogShared>, chunk: &SealedChunk) -> Result<Rc<DmaFile>, LogError> {
-    let previous = shared.state.borrow().writing_segment;
-    if let Some(previous) = previous.filter(|p| *p != chunk.segment_base) {
-        finalize_segment(shared, previous).await?;
-    }
-    let (dir, file, allocated, segment_bytes_max, preallocate) = {
-        let st = shared.state.borrow();
-        let seg = st.segments.get(&chunk.segment_base).ok_or_else(|| {
-            LogError::Offline(format!("segment {} vanished before its write", chunk.segment_base))
-        })?;
-        (
-            st.dir.clone(),
-            seg.file.clone(),
-            seg.allocated_bytes,
-            st.config.segment_bytes_max,
-            st.config.preallocate,
-        )
-    };
-    let path = dir.join(segment::log_name(chunk.segment_base));
-    let file = match file {
-        Some(f) => f,
-        None => {
-            let f = Rc::new(files::open_rw(&path, true).await?);
-            files::sync_dir(&dir).await?;
-            let mut st = shared.state.borrow_mut();
-            if let Some(seg) = st.segments.get_mut(&chunk.segment_base) {
-                seg.file = Some(f.clone());
-            }
-            f
-        }
-    };
-    shared.state.borrow_mut().writing_segment = Some(chunk.segment_base);
-    if preallocate && chunk.end_pos() > allocated {
-        // Reserve the next steps of the segment, so writes rarely allocate blocks.
-        // Best effort: not every filesystem can reserve space.
-        let target = align_up(chunk.end_pos() + PREALLOCATE_STEP_BYTES).min(align_up(segment_bytes_max).max(chunk.end_pos()));
-        if let Err(e) = file.pre_allocate(target, true).await {
-            tracing::debug!(error = %e, "preallocation not available");
-        }
-        if let Some(seg) = shared.state.borrow_mut().segments.get_mut(&chunk.segment_base) {
-            seg.allocated_bytes = target;
-        }
-    }
-    Ok(file)
-}
-
-/// Space reserved ahead of the write position when `preallocate` is on.
-const PREALLOCATE_STEP_BYTES: u64 = 64 << 20;
-
-/// Records a finished write: the chunk leaves the pending queue for the tail cache and
-/// the written offset advances.
-fn complete_write(shared: &Rc<LogShared>, chunk: Rc<SealedChunk>) {
-    {
-        let mut st = shared.state.borrow_mut();
-        let front = st.pending.pop_front();
-        debug_assert!(front.is_some_and(|f| Rc::ptr_eq(&f, &chunk)));
-        st.pending_bytes -= chunk.capacity();
-        st.unsynced_bytes += chunk.len as u64;
-        while st
-            .producer_pending
-            .front()
-            .is_some_and(|b| b.last_offset < chunk.end_offset)
-        {
-            if let Some(b) = st.producer_pending.pop_front() {
-                st.producers_written.apply(b);
-            }
-        }
-        if let Some(seg) = st.segments.get_mut(&chunk.segment_base) {
-            seg.written_size = seg.written_size.max(chunk.own_end_pos());
-        }
-        if chunk.own_end > chunk.own_start {
-            st.recent.push_back(CachedRef {
-                segment_base: chunk.segment_base,
-                own_start: chunk.own_start_pos(),
-                end: chunk.own_end_pos(),
-                chunk: Rc::downgrade(&chunk),
-            });
-        }
-    }
-    let end = chunk.end_offset.0;
-    shared.shard.cache_insert(chunk);
-    shared.written.advance(end);
-}
-
-/// fdatasync of the segment being written; advances the synced offset.
-async fn sync_active(shared: &Rc<LogShared>) -> Result<(), LogError> {
-    let (file, path, point) = {
-        let st = shared.state.borrow();
-        let Some(base) = st.writing_segment else { return Ok(()) };
-        let Some(seg) = st.segments.get(&base) else { return Ok(()) };
-        let written_end = Offset(shared.written.get());
-        (
-            seg.file.clone(),
-            seg.path(&st.dir),
-            (base, seg.written_size.min(seg.size), written_end),
-        )
-    };
-    if point.2.0 <= shared.synced.get() {
-        shared.state.borrow_mut().sync_requested = false;
-        return Ok(());
-    }
-    if let Some(file) = file {
-        file.fdatasync().await.map_err(|e| files::glommio_io(&path, e))?;
-    }
-    {
-        let mut st = shared.state.borrow_mut();
-        st.synced_point = point;
-        st.unsynced_bytes = 0;
-        st.last_sync_ms = now_ms();
-        st.sync_requested = false;
-    }
-    shared.synced.advance(point.2 .0);
-    Ok(())
-}
-
-/// Completes a rolled segment: sync, cut the preallocated tail, write its indexes.
-async fn finalize_segment(shared: &Rc<LogShared>, base: Offset) -> Result<(), LogError> {
-    let (dir, file, size, end) = {
-        let mut st = shared.state.borrow_mut();
-        let dir = st.dir.clone();
-        let Some(seg) = st.segments.get_mut(&base) else {
-            return Ok(());
-        };
-        seg.seal_time_index();
-        (dir, seg.file.clone(), seg.size, seg.end_offset)
-    };
-    let path = dir.join(segment::log_name(base));
-    if let Some(file) = &file {
-        file.fdatasync().await.map_err(|e| files::glommio_io(&path, e))?;
-        file.truncate(size).await.map_err(|e| files::glommio_io(&path, e))?;
-        file.fdatasync().await.map_err(|e| files::glommio_io(&path, e))?;
-    }
-    let indexes = shared.state.borrow().segments[&base].index_bytes(size, end);
-    segment::write_index_files(&dir, base, indexes).await?;
-    let next_base = {
-        let mut st = shared.state.borrow_mut();
-        if let Some(seg) = st.segments.get_mut(&base) {
-            seg.finalized = true;
-        }
-        st.writing_segment = None;
-        st.synced_point = (end, 0, end);
-        st.segments.range(base.plus(1)..).next().map(|(b, _)| *b).unwrap_or(end)
-    };
-    shared.synced.advance(end.0);
-    let checkpoint = {
-        let mut st = shared.state.borrow_mut();
-        st.checkpoint = Checkpoint {
-            log_start: st.log_start,
-            segment_base: next_base,
-            position: 0,
-            next_offset: end,
-        };
-        st.last_checkpoint_ms = now_ms();
-        (st.checkpoint, st.producers_written.encode(end))
-    };
-    let (checkpoint, snapshot) = checkpoint;
-    files::write_atomic(&dir, crate::producer::SNAPSHOT_FILE, &snapshot).await?;
-    checkpoint.write(&dir).await
-}
-
-/// Records the synced point as the recovery checkpoint, with the active segment's
-/// indexes as of that point.
-async fn write_checkpoint(shared: &Rc<LogShared>) -> Result<(), LogError> {
-    let (dir, checkpoint, indexes, snapshot) = {
-        let mut st = shared.state.borrow_mut();
-        let (base, position, next) = st.synced_point;
-        let indexes = st.segments.get_mut(&base).map(|seg| {
-            seg.seal_time_index();
-            seg.index_bytes(position, next)
-        });
-        let checkpoint = Checkpoint {
-            log_start: st.log_start,
-            segment_base: base,
-            position,
-            next_offset: next,
-        };
-        debug_assert_eq!(next.0, shared.written.get(), "checkpoint after sync covers all written");
-        st.checkpoint = checkpoint;
-        st.last_checkpoint_ms = now_ms();
-        let log_start = st.log_start;
-        st.producers_written.drop_before(log_start);
-        let snapshot = st.producers_written.encode(next);
-        (st.dir.clone(), checkpoint, indexes, snapshot)
-    };
-    if let Some(indexes) = indexes {
-        segment::write_index_files(&dir, checkpoint.segment_base, indexes).await?;
-    }
-    files::write_atomic(&dir, crate::producer::SNAPSHOT_FILE, &snapshot).await?;
-    checkpoint.write(&dir).await
 }

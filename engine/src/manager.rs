@@ -82,9 +82,15 @@ impl LogManager {
     }
 
     /// Creates a new, empty partition log.
-    pub async fn create(&self, tp: TopicPartition, config: LogConfig) -> Result<PartitionLog, LogError> {
+    pub async fn create(
+        &self,
+        tp: TopicPartition,
+        config: LogConfig,
+    ) -> Result<PartitionLog, LogError> {
         if !crate::types::is_valid_topic_name(&tp.topic) || tp.partition.0 < 0 {
-            return Err(LogError::InvalidConfig(format!("invalid partition name {tp}")));
+            return Err(LogError::InvalidConfig(format!(
+                "invalid partition name {tp}"
+            )));
         }
         if self.logs.borrow().contains_key(&tp) {
             return Err(LogError::AlreadyExists(tp.to_string()));
@@ -118,7 +124,9 @@ impl LogManager {
             .duration_since(std::time::UNIX_EPOCH)
             .map(|d| d.as_nanos())
             .unwrap_or(0);
-        let doomed = self.data_dir.join(format!("{}.{nanos}{DELETE_SUFFIX}", tp.dir_name()));
+        let doomed = self
+            .data_dir
+            .join(format!("{}.{nanos}{DELETE_SUFFIX}", tp.dir_name()));
         std::fs::rename(&dir, &doomed).map_err(|e| files::io_err(&dir, e))?;
         files::sync_dir(&self.data_dir).await?;
         std::fs::remove_dir_all(&doomed).map_err(|e| files::io_err(&doomed, e))
@@ -134,7 +142,9 @@ impl LogManager {
                     total.segments_deleted += o.segments_deleted;
                     total.bytes_deleted += o.bytes_deleted;
                 }
-                Err(e) => tracing::error!(partition = %log.topic_partition(), error = %e, "retention failed"),
+                Err(e) => {
+                    tracing::error!(partition = %log.topic_partition(), error = %e, "retention failed")
+                }
             }
         }
         total
@@ -142,7 +152,9 @@ impl LogManager {
 
     /// Closes every log (writes, syncs, checkpoints); returns the first error.
     pub async fn close_all(&self) -> Result<(), LogError> {
-        let logs: Vec<PartitionLog> = std::mem::take(&mut *self.logs.borrow_mut()).into_values().collect();
+        let logs: Vec<PartitionLog> = std::mem::take(&mut *self.logs.borrow_mut())
+            .into_values()
+            .collect();
         let mut first_error = None;
         for log in logs {
             if let Err(e) = log.close().await {

@@ -225,7 +225,10 @@ impl ProducerState {
     }
 
     /// The snapshot in `dir` if it is intact and holds for exactly `offset`.
-    pub async fn read_snapshot(dir: &Path, offset: Offset) -> Result<Option<ProducerState>, LogError> {
+    pub async fn read_snapshot(
+        dir: &Path,
+        offset: Offset,
+    ) -> Result<Option<ProducerState>, LogError> {
         let bytes = files::read_small(&dir.join(SNAPSHOT_FILE)).await?;
         Ok(bytes
             .and_then(|b| ProducerState::decode(&b))
@@ -274,18 +277,34 @@ mod tests {
     #[test]
     fn sequences_duplicates_and_epochs() {
         let mut s = ProducerState::default();
-        assert!(matches!(s.check(&pb(7, 0, 5, 1, 0)), Err(AppendError::UnknownProducerId(7))));
+        assert!(matches!(
+            s.check(&pb(7, 0, 5, 1, 0)),
+            Err(AppendError::UnknownProducerId(7))
+        ));
         assert_eq!(s.check(&pb(7, 0, 0, 3, 0)).unwrap(), Verdict::Append);
         s.apply(pb(7, 0, 0, 3, 0));
         assert_eq!(s.check(&pb(7, 0, 3, 2, 3)).unwrap(), Verdict::Append);
         s.apply(pb(7, 0, 3, 2, 3));
-        assert_eq!(s.check(&pb(7, 0, 0, 3, 99)).unwrap(), Verdict::Duplicate(pb(7, 0, 0, 3, 0)));
+        assert_eq!(
+            s.check(&pb(7, 0, 0, 3, 99)).unwrap(),
+            Verdict::Duplicate(pb(7, 0, 0, 3, 0))
+        );
         assert!(matches!(
             s.check(&pb(7, 0, 6, 1, 5)),
-            Err(AppendError::OutOfOrderSequence { expected: 5, got: 6, .. })
+            Err(AppendError::OutOfOrderSequence {
+                expected: 5,
+                got: 6,
+                ..
+            })
         ));
-        assert!(matches!(s.check(&pb(7, -1, 5, 1, 5)), Err(AppendError::InvalidProducerEpoch { .. })));
-        assert!(matches!(s.check(&pb(7, 1, 5, 1, 5)), Err(AppendError::OutOfOrderSequence { .. })));
+        assert!(matches!(
+            s.check(&pb(7, -1, 5, 1, 5)),
+            Err(AppendError::InvalidProducerEpoch { .. })
+        ));
+        assert!(matches!(
+            s.check(&pb(7, 1, 5, 1, 5)),
+            Err(AppendError::OutOfOrderSequence { .. })
+        ));
         assert_eq!(s.check(&pb(7, 1, 0, 1, 5)).unwrap(), Verdict::Append);
         // Only the last five batches are remembered.
         for i in 0..7 {

@@ -12,7 +12,7 @@ use crate::chunk::OpenChunk;
 use crate::config::{LogConfig, ShardConfig};
 use crate::error::LogError;
 use crate::files::{self, align_down, now_ms, BLOCK_BYTES};
-use crate::log::LogState;
+use crate::log::{LogState, Recovered};
 use crate::producer::{ProducerBatch, ProducerState};
 use crate::segment::{self, Segment};
 use crate::types::{Offset, TopicPartition};
@@ -47,7 +47,16 @@ pub(crate) async fn recover(
     let mut segments = BTreeMap::new();
     for (i, base) in bases.iter().enumerate() {
         let next_base = bases.get(i + 1).copied();
-        let seg = open_segment(&dir, &tp, *base, next_base, checkpoint.as_ref(), &config, &mut on_batch).await?;
+        let seg = open_segment(
+            &dir,
+            &tp,
+            *base,
+            next_base,
+            checkpoint.as_ref(),
+            &config,
+            &mut on_batch,
+        )
+        .await?;
         let complete = next_base.is_none_or(|next| seg.end_offset == next);
         segments.insert(*base, seg);
         if !complete {
@@ -59,7 +68,9 @@ pub(crate) async fn recover(
         }
     }
     if segments.is_empty() {
-        let base = checkpoint.map(|c| c.next_offset.max(c.log_start)).unwrap_or(Offset::ZERO);
+        let base = checkpoint
+            .map(|c| c.next_offset.max(c.log_start))
+            .unwrap_or(Offset::ZERO);
         segments.insert(base, Segment::new(base, now_ms()));
     }
     let last_base = *segments.keys().next_back().unwrap_or(&Offset::ZERO);
@@ -81,7 +92,14 @@ pub(crate) async fn recover(
         next_offset: first_base,
     });
     producers.drop_before(log_start);
-    Ok(LogState::new(dir, tp, config, segments, log_start, open, checkpoint, producers))
+    let recovered = Recovered {
+        segments,
+        log_start,
+        open,
+        checkpoint,
+        producers,
+    };
+    Ok(LogState::new(dir, tp, config, recovered))
 }
 
 /// Segment base offsets found in `dir`, ascending; leftovers of interrupted writes
@@ -123,7 +141,10 @@ async fn open_segment(
 ) -> Result<Segment, LogError> {
     let path = dir.join(segment::log_name(base));
     let file = files::open_rw(&path, false).await?;
-    let file_len = file.file_size().await.map_err(|e| files::glommio_io(&path, e))?;
+    let file_len = file
+        .file_size()
+        .await
+        .map_err(|e| files::glommio_io(&path, e))?;
     let mut seg = Segment::new(base, now_ms());
     // How much is vouched for without a scan.
     let trusted = match (next_base, checkpoint) {
@@ -148,7 +169,15 @@ async fn open_segment(
     }
     let closed_and_trusted = next_base.is_some() && seg.size == file_len && seg.end_offset > base;
     if !closed_and_trusted {
-        let outcome = segment::scan(&file, &path, &mut seg, file_len, config.index_interval_bytes, on_batch).await?;
+        let outcome = segment::scan(
+            &file,
+            &path,
+            &mut seg,
+            file_len,
+            config.index_interval_bytes,
+            on_batch,
+        )
+        .await?;
         if let Some(reason) = &outcome.stopped_by {
             tracing::warn!(
                 partition = %tp,
@@ -160,8 +189,12 @@ async fn open_segment(
             );
         }
         if seg.size < file_len {
-            file.truncate(seg.size).await.map_err(|e| files::glommio_io(&path, e))?;
-            file.fdatasync().await.map_err(|e| files::glommio_io(&path, e))?;
+            file.truncate(seg.size)
+                .await
+                .map_err(|e| files::glommio_io(&path, e))?;
+            file.fdatasync()
+                .await
+                .map_err(|e| files::glommio_io(&path, e))?;
         }
     }
     seg.written_size = seg.size;
@@ -182,10 +215,19 @@ async fn open_chunk(dir: &Path, last: &Segment, chunk_bytes: usize) -> Result<Op
                 .await
                 .map_err(|e| files::glommio_io(&path, e))?;
             if read.len() < partial {
-                return Err(files::io_err(&path, std::io::Error::other("short read of the last block")));
+                return Err(files::io_err(
+                    &path,
+                    std::io::Error::other("short read of the last block"),
+                ));
             }
             prefix.extend_from_slice(&read[..partial]);
         }
     }
-    Ok(OpenChunk::new(last.base, block_pos, &prefix, chunk_bytes, last.end_offset))
+    Ok(OpenChunk::new(
+        last.base,
+        block_pos,
+        &prefix,
+        chunk_bytes,
+        last.end_offset,
+    ))
 }

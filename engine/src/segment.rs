@@ -238,10 +238,7 @@ pub async fn scan(
             Some(batch::BatchError::Truncated { .. }) if consumed > 0 => {}
             Some(e) => {
                 if !is_zero_fill(&bytes[consumed as usize..]) {
-                    outcome.stopped_by = Some(format!(
-                        "batch at position {}: {e}",
-                        segment.size
-                    ));
+                    outcome.stopped_by = Some(format!("batch at position {}: {e}", segment.size));
                 }
                 break;
             }
@@ -256,7 +253,10 @@ pub async fn scan(
 
 /// Preallocated or padded space reads as zeros: the clean end of a segment.
 fn is_zero_fill(bytes: &[u8]) -> bool {
-    bytes.iter().take(crate::batch::HEADER_BYTES).all(|b| *b == 0)
+    bytes
+        .iter()
+        .take(crate::batch::HEADER_BYTES)
+        .all(|b| *b == 0)
 }
 
 #[cfg(test)]

@@ -194,7 +194,10 @@ mod tests {
         let mut a = Box::pin(watch.wait_for(10));
         assert!(future::block_on(future::poll_once(&mut a)).is_none());
         watch.reset(1);
-        assert_eq!(future::block_on(future::poll_once(&mut a)), Some(Err(WatchReset)));
+        assert_eq!(
+            future::block_on(future::poll_once(&mut a)),
+            Some(Err(WatchReset))
+        );
         assert_eq!(watch.get(), 1);
     }
 

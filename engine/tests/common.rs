@@ -6,7 +6,9 @@ use std::path::Path;
 
 use glommio::{LocalExecutorBuilder, Placement};
 use sluice_engine::batch::{self, BatchBuilder, Record};
-use sluice_engine::{LogConfig, LogManager, Offset, PartitionLog, ReadLimits, ShardConfig, TopicPartition};
+use sluice_engine::{
+    LogConfig, LogManager, Offset, PartitionLog, ReadLimits, ShardConfig, TopicPartition,
+};
 
 /// Runs `f` on a fresh unpinned glommio executor (tests run in parallel on few cores).
 pub fn run<F, Fut>(f: F) -> Fut::Output
@@ -41,7 +43,11 @@ pub fn small_shard() -> ShardConfig {
 }
 
 /// Opens a single log `t-0` under `data_dir` through a manager.
-pub async fn open_log(data_dir: &Path, config: LogConfig, shard: ShardConfig) -> (LogManager, PartitionLog) {
+pub async fn open_log(
+    data_dir: &Path,
+    config: LogConfig,
+    shard: ShardConfig,
+) -> (LogManager, PartitionLog) {
     let tp = TopicPartition::new("t", 0);
     let cfg = config.clone();
     let manager = LogManager::open(data_dir, shard, |_| true, move |_| cfg.clone())

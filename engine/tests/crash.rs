@@ -39,7 +39,11 @@ fn crashed_segment() -> (Vec<u8>, Layout) {
         }
         layout.push((start, start + b.len(), header.next_offset().0));
     }
-    assert_eq!(layout.len(), 24, "all batches are in the file after wait_written");
+    assert_eq!(
+        layout.len(),
+        24,
+        "all batches are in the file after wait_written"
+    );
     let end = layout.last().unwrap().1;
     (bytes[..end].to_vec(), layout)
 }
@@ -56,13 +60,20 @@ fn reopen_with(bytes: &[u8]) -> Vec<(i64, i64)> {
         let (m, log) = open_log(&path, small_config(), small_shard()).await;
         let end = log.log_end_offset();
         let ranges = batch_ranges(&read_all(&log, Offset(0), 700).await);
-        assert_eq!(ranges.last().map_or(0, |r| r.1 + 1), end.0, "log end matches last batch");
+        assert_eq!(
+            ranges.last().map_or(0, |r| r.1 + 1),
+            end.0,
+            "log end matches last batch"
+        );
         // Every offset lookup starts at the right batch (index consistent with data).
         for (base, last) in &ranges {
             let r = batch_ranges(&read_all_one(&log, Offset(*last)).await);
             assert_eq!(r.first(), Some(&(*base, *last)));
         }
-        let info = log.append(&tagged_batch(99, 2, 30, 0), LeaderEpoch(2)).await.unwrap();
+        let info = log
+            .append(&tagged_batch(99, 2, 30, 0), LeaderEpoch(2))
+            .await
+            .unwrap();
         assert_eq!(info.base_offset, end);
         log.wait_written(end.plus(2)).await.unwrap();
         m.close_all().await.unwrap();
@@ -113,7 +124,10 @@ fn prefix(layout: &Layout, n: usize) -> Vec<(i64, i64)> {
 fn cut_at_any_position_keeps_the_whole_batches_before_it() {
     let (bytes, layout) = crashed_segment();
     // Every batch boundary, and positions inside headers and bodies.
-    let mut cuts: Vec<usize> = layout.iter().flat_map(|(s, e, _)| [*s, s + 1, s + 11, s + 60, (s + e) / 2, e - 1]).collect();
+    let mut cuts: Vec<usize> = layout
+        .iter()
+        .flat_map(|(s, e, _)| [*s, s + 1, s + 11, s + 60, (s + e) / 2, e - 1])
+        .collect();
     cuts.push(bytes.len());
     cuts.sort();
     cuts.dedup();
@@ -130,7 +144,14 @@ fn a_flipped_byte_cuts_the_log_at_its_batch() {
     let mut positions = Vec::new();
     for (i, (s, e, _)) in layout.iter().enumerate().step_by(3) {
         // length, magic, crc, attributes, a record byte, the last byte
-        positions.extend([(i, s + 9), (i, s + 16), (i, s + 18), (i, s + 22), (i, s + 70), (i, e - 1)]);
+        positions.extend([
+            (i, s + 9),
+            (i, s + 16),
+            (i, s + 18),
+            (i, s + 22),
+            (i, s + 70),
+            (i, e - 1),
+        ]);
         // base offset: breaks continuity
         positions.push((i, s + 7));
     }
@@ -138,7 +159,11 @@ fn a_flipped_byte_cuts_the_log_at_its_batch() {
         let mut bad = bytes.clone();
         bad[pos] ^= 0x10;
         let got = reopen_with(&bad);
-        assert_eq!(got, prefix(&layout, batch), "flip at {pos} in batch {batch}");
+        assert_eq!(
+            got,
+            prefix(&layout, batch),
+            "flip at {pos} in batch {batch}"
+        );
     }
     // The leader epoch is outside the CRC and is not a structural field: the batch stays.
     let mut epoch_flip = bytes.clone();
@@ -161,7 +186,9 @@ fn damaged_index_and_checkpoint_files_are_rebuilt() {
     let before = run(move || async move {
         let (m, log) = open_log(&p2, small_config(), small_shard()).await;
         for i in 0..150u64 {
-            log.append(&tagged_batch(i, 2, 120, i as i64), LeaderEpoch(0)).await.unwrap();
+            log.append(&tagged_batch(i, 2, 120, i as i64), LeaderEpoch(0))
+                .await
+                .unwrap();
         }
         log.wait_written(Offset(300)).await.unwrap();
         let all = read_all(&log, Offset(0), 5000).await;
@@ -184,6 +211,10 @@ fn damaged_index_and_checkpoint_files_are_rebuilt() {
         let (_m, log) = open_log(&path, small_config(), small_shard()).await;
         assert_eq!(log.log_end_offset(), Offset(300));
         assert_eq!(read_all(&log, Offset(0), 5000).await, before);
-        assert_eq!(log.offset_for_timestamp(140).await.unwrap(), Some((Offset(279), 140)), "batch 139 holds timestamps 139 and 140");
+        assert_eq!(
+            log.offset_for_timestamp(140).await.unwrap(),
+            Some((Offset(279), 140)),
+            "batch 139 holds timestamps 139 and 140"
+        );
     });
 }

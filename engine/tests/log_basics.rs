@@ -4,7 +4,9 @@ mod common;
 
 use common::*;
 use sluice_engine::batch::simple_batch;
-use sluice_engine::{AppendError, FlushPolicy, LeaderEpoch, LogConfig, Offset, ReadError, ReadLimits};
+use sluice_engine::{
+    AppendError, FlushPolicy, LeaderEpoch, LogConfig, Offset, ReadError, ReadLimits,
+};
 
 fn limits(max_bytes: usize) -> ReadLimits {
     ReadLimits {
@@ -45,22 +47,43 @@ fn append_assigns_offsets_and_reads_back_verbatim() {
         // A read from the middle of a batch starts with that batch.
         let r = log.read(Offset(31), limits(1)).await.unwrap();
         let ranges = batch_ranges(&r.slices.iter().flat_map(|s| s.to_vec()).collect::<Vec<_>>());
-        assert_eq!(ranges, vec![(30, 32)], "min_one_batch gives exactly one batch");
+        assert_eq!(
+            ranges,
+            vec![(30, 32)],
+            "min_one_batch gives exactly one batch"
+        );
         // Without min_one_batch a budget below one batch gives nothing.
         let r = log
-            .read(Offset(31), ReadLimits { min_one_batch: false, ..limits(1) })
+            .read(
+                Offset(31),
+                ReadLimits {
+                    min_one_batch: false,
+                    ..limits(1)
+                },
+            )
             .await
             .unwrap();
         assert!(r.slices.is_empty());
         // The high-watermark bound.
         let r = log
-            .read(Offset(0), ReadLimits { max_offset: Offset(6), ..limits(1 << 20) })
+            .read(
+                Offset(0),
+                ReadLimits {
+                    max_offset: Offset(6),
+                    ..limits(1 << 20)
+                },
+            )
             .await
             .unwrap();
         let bytes: Vec<u8> = r.slices.iter().flat_map(|s| s.to_vec()).collect();
         assert_eq!(batch_ranges(&bytes), vec![(0, 2), (3, 5)]);
         // At the end: empty; past it: out of range.
-        assert!(log.read(Offset(60), limits(100)).await.unwrap().slices.is_empty());
+        assert!(log
+            .read(Offset(60), limits(100))
+            .await
+            .unwrap()
+            .slices
+            .is_empty());
         assert!(matches!(
             log.read(Offset(61), limits(100)).await,
             Err(ReadError::OffsetOutOfRange { .. })
@@ -85,19 +108,40 @@ fn bad_batches_are_refused_and_nothing_is_appended() {
         corrupt[n - 1] ^= 0xff;
         let mut two = good.clone();
         two.extend_from_slice(&corrupt);
-        assert!(matches!(log.append(&corrupt, LeaderEpoch(0)).await, Err(AppendError::Corrupt(_))));
-        assert!(matches!(log.append(&two, LeaderEpoch(0)).await, Err(AppendError::Corrupt(_))), "all or nothing");
-        assert!(matches!(log.append(&[], LeaderEpoch(0)).await, Err(AppendError::Corrupt(_))));
-        assert!(matches!(log.append(&good[..40], LeaderEpoch(0)).await, Err(AppendError::Corrupt(_))));
+        assert!(matches!(
+            log.append(&corrupt, LeaderEpoch(0)).await,
+            Err(AppendError::Corrupt(_))
+        ));
+        assert!(
+            matches!(
+                log.append(&two, LeaderEpoch(0)).await,
+                Err(AppendError::Corrupt(_))
+            ),
+            "all or nothing"
+        );
+        assert!(matches!(
+            log.append(&[], LeaderEpoch(0)).await,
+            Err(AppendError::Corrupt(_))
+        ));
+        assert!(matches!(
+            log.append(&good[..40], LeaderEpoch(0)).await,
+            Err(AppendError::Corrupt(_))
+        ));
         let big = simple_batch(3, 1000, 0);
-        assert!(matches!(log.append(&big, LeaderEpoch(0)).await, Err(AppendError::TooLarge { .. })));
+        assert!(matches!(
+            log.append(&big, LeaderEpoch(0)).await,
+            Err(AppendError::TooLarge { .. })
+        ));
         assert_eq!(log.log_end_offset(), Offset(0));
         let info = log.append(&good, LeaderEpoch(0)).await.unwrap();
         assert_eq!(info.base_offset, Offset(0));
         let mut both = good.clone();
         both.extend_from_slice(&good);
         let info = log.append(&both, LeaderEpoch(0)).await.unwrap();
-        assert_eq!((info.base_offset, info.last_offset, info.batch_count), (Offset(2), Offset(5), 2));
+        assert_eq!(
+            (info.base_offset, info.last_offset, info.batch_count),
+            (Offset(2), Offset(5), 2)
+        );
         log.close().await.unwrap();
     });
 }
@@ -109,10 +153,16 @@ fn segments_roll_by_size_and_survive_reopen() {
     run(move || async move {
         let (m, log) = open_log(&path, small_config(), small_shard()).await;
         for i in 0..200u64 {
-            log.append(&tagged_batch(i, 2, 100, i as i64), LeaderEpoch(0)).await.unwrap();
+            log.append(&tagged_batch(i, 2, 100, i as i64), LeaderEpoch(0))
+                .await
+                .unwrap();
         }
         log.wait_written(Offset(400)).await.unwrap();
-        assert!(log.segment_count() >= 3, "rolled into {} segments", log.segment_count());
+        assert!(
+            log.segment_count() >= 3,
+            "rolled into {} segments",
+            log.segment_count()
+        );
         let before = read_all(&log, Offset(0), 3000).await;
         assert_eq!(batch_ranges(&before).len(), 200);
         m.close_all().await.unwrap();
@@ -120,7 +170,10 @@ fn segments_roll_by_size_and_survive_reopen() {
             .unwrap()
             .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
             .collect();
-        assert!(names.iter().any(|n| n == "00000000000000000000.log"), "{names:?}");
+        assert!(
+            names.iter().any(|n| n == "00000000000000000000.log"),
+            "{names:?}"
+        );
         assert!(names.iter().any(|n| n.ends_with(".index")), "{names:?}");
         assert!(names.iter().any(|n| n.ends_with(".timeindex")), "{names:?}");
 
@@ -129,7 +182,9 @@ fn segments_roll_by_size_and_survive_reopen() {
         let after = read_all(&log, Offset(0), 3000).await;
         assert_eq!(before, after);
         // Appends go on where the log ended, in the same partial block.
-        log.append(&tagged_batch(999, 1, 10, 5000), LeaderEpoch(1)).await.unwrap();
+        log.append(&tagged_batch(999, 1, 10, 5000), LeaderEpoch(1))
+            .await
+            .unwrap();
         log.wait_written(Offset(401)).await.unwrap();
         let all = read_all(&log, Offset(390), 1 << 20).await;
         assert_eq!(batch_ranges(&all).last(), Some(&(400, 400)));
@@ -145,19 +200,47 @@ fn timestamp_lookups() {
         let (_m, log) = open_log(&path, small_config(), small_shard()).await;
         // Batch i holds records at timestamps 1000 + 10 i, +1, +2.
         for i in 0..100u64 {
-            log.append(&tagged_batch(i, 3, 60, 1000 + 10 * i as i64), LeaderEpoch(0)).await.unwrap();
+            log.append(
+                &tagged_batch(i, 3, 60, 1000 + 10 * i as i64),
+                LeaderEpoch(0),
+            )
+            .await
+            .unwrap();
         }
         // One late batch with an old timestamp.
-        log.append(&tagged_batch(100, 1, 60, 1500), LeaderEpoch(0)).await.unwrap();
+        log.append(&tagged_batch(100, 1, 60, 1500), LeaderEpoch(0))
+            .await
+            .unwrap();
         log.wait_written(Offset(301)).await.unwrap();
-        assert_eq!(log.offset_for_timestamp(0).await.unwrap(), Some((Offset(0), 1000)));
-        assert_eq!(log.offset_for_timestamp(1000).await.unwrap(), Some((Offset(0), 1000)));
-        assert_eq!(log.offset_for_timestamp(1001).await.unwrap(), Some((Offset(1), 1001)));
-        assert_eq!(log.offset_for_timestamp(1003).await.unwrap(), Some((Offset(3), 1010)));
-        assert_eq!(log.offset_for_timestamp(1502).await.unwrap(), Some((Offset(152), 1502)));
-        assert_eq!(log.offset_for_timestamp(1992).await.unwrap(), Some((Offset(299), 1992)));
+        assert_eq!(
+            log.offset_for_timestamp(0).await.unwrap(),
+            Some((Offset(0), 1000))
+        );
+        assert_eq!(
+            log.offset_for_timestamp(1000).await.unwrap(),
+            Some((Offset(0), 1000))
+        );
+        assert_eq!(
+            log.offset_for_timestamp(1001).await.unwrap(),
+            Some((Offset(1), 1001))
+        );
+        assert_eq!(
+            log.offset_for_timestamp(1003).await.unwrap(),
+            Some((Offset(3), 1010))
+        );
+        assert_eq!(
+            log.offset_for_timestamp(1502).await.unwrap(),
+            Some((Offset(152), 1502))
+        );
+        assert_eq!(
+            log.offset_for_timestamp(1992).await.unwrap(),
+            Some((Offset(299), 1992))
+        );
         assert_eq!(log.offset_for_timestamp(1993).await.unwrap(), None);
-        assert_eq!(log.max_timestamp().await.unwrap(), Some((Offset(299), 1992)));
+        assert_eq!(
+            log.max_timestamp().await.unwrap(),
+            Some((Offset(299), 1992))
+        );
     });
 }
 
@@ -173,7 +256,9 @@ fn retention_and_delete_records_move_log_start() {
         };
         let (_m, log) = open_log(&path, config, small_shard()).await;
         for i in 0..400u64 {
-            log.append(&tagged_batch(i, 1, 300, 10_000 + i as i64), LeaderEpoch(0)).await.unwrap();
+            log.append(&tagged_batch(i, 1, 300, 10_000 + i as i64), LeaderEpoch(0))
+                .await
+                .unwrap();
         }
         log.wait_written(Offset(400)).await.unwrap();
         // Rolled segments are finalized by the flusher as later ones are written.
@@ -181,10 +266,17 @@ fn retention_and_delete_records_move_log_start() {
         assert!(size_before > 100 * 1024);
         let out = log.enforce_retention(0).await.unwrap();
         assert!(out.segments_deleted > 0);
-        assert!(log.size_bytes() <= 40 * 1024 + 16 * 1024, "size {}", log.size_bytes());
+        assert!(
+            log.size_bytes() <= 40 * 1024 + 16 * 1024,
+            "size {}",
+            log.size_bytes()
+        );
         let start = log.log_start_offset();
         assert!(start > Offset(0));
-        assert!(matches!(log.read(Offset(0), limits(100)).await, Err(ReadError::OffsetOutOfRange { .. })));
+        assert!(matches!(
+            log.read(Offset(0), limits(100)).await,
+            Err(ReadError::OffsetOutOfRange { .. })
+        ));
         let rest = read_all(&log, start, 1 << 20).await;
         assert_eq!(batch_ranges(&rest).first().map(|r| r.0), Some(start.0));
         // Time: everything but the active segment is older than 1 s at t = 20 000.
@@ -199,7 +291,11 @@ fn retention_and_delete_records_move_log_start() {
         assert!(log.delete_records_before(end.plus(1)).await.is_err());
         log.close().await.unwrap();
         let (_m, log) = open_log(&path, small_config(), small_shard()).await;
-        assert_eq!(log.log_start_offset(), new_start, "log start survives reopen");
+        assert_eq!(
+            log.log_start_offset(),
+            new_start,
+            "log start survives reopen"
+        );
     });
 }
 
@@ -210,7 +306,9 @@ fn truncate_drops_a_suffix_and_appends_continue() {
     run(move || async move {
         let (m, log) = open_log(&path, small_config(), small_shard()).await;
         for i in 0..100u64 {
-            log.append(&tagged_batch(i, 2, 150, i as i64), LeaderEpoch(0)).await.unwrap();
+            log.append(&tagged_batch(i, 2, 150, i as i64), LeaderEpoch(0))
+                .await
+                .unwrap();
         }
         log.wait_written(Offset(200)).await.unwrap();
         // 101 is inside batch (100, 101): that batch goes too.
@@ -219,7 +317,10 @@ fn truncate_drops_a_suffix_and_appends_continue() {
         assert_eq!(log.log_end_offset(), Offset(100));
         let all = read_all(&log, Offset(0), 1 << 20).await;
         assert_eq!(batch_ranges(&all).last(), Some(&(98, 99)));
-        let info = log.append(&tagged_batch(7, 1, 10, 0), LeaderEpoch(2)).await.unwrap();
+        let info = log
+            .append(&tagged_batch(7, 1, 10, 0), LeaderEpoch(2))
+            .await
+            .unwrap();
         assert_eq!(info.base_offset, Offset(100));
         log.wait_written(Offset(101)).await.unwrap();
         m.close_all().await.unwrap();
@@ -245,7 +346,10 @@ fn fsync_policy_acknowledges_after_sync() {
         for i in 0..8u64 {
             let log = log.clone();
             acks.push(glommio::spawn_local(async move {
-                let info = log.append(&tagged_batch(i, 1, 100, 0), LeaderEpoch(0)).await.unwrap();
+                let info = log
+                    .append(&tagged_batch(i, 1, 100, 0), LeaderEpoch(0))
+                    .await
+                    .unwrap();
                 log.wait_durable(info.last_offset.plus(1)).await.unwrap();
                 log.synced_end_offset() > info.last_offset
             }));
@@ -258,11 +362,12 @@ fn fsync_policy_acknowledges_after_sync() {
 }
 
 fn idempotent_batch(pid: i64, epoch: i16, seq: i32, count: usize) -> Vec<u8> {
-    let mut b = sluice_engine::batch::BatchBuilder::new(0).producer(sluice_engine::batch::ProducerFields {
-        producer_id: pid,
-        producer_epoch: epoch,
-        base_sequence: seq,
-    });
+    let mut b =
+        sluice_engine::batch::BatchBuilder::new(0).producer(sluice_engine::batch::ProducerFields {
+            producer_id: pid,
+            producer_epoch: epoch,
+            base_sequence: seq,
+        });
     for _ in 0..count {
         b.push(&sluice_engine::batch::Record {
             value: Some(&[7u8; 100]),
@@ -279,26 +384,48 @@ fn idempotent_producers_are_deduplicated_and_survive_restart() {
     let p2 = path.clone();
     run(move || async move {
         let (m, log) = open_log(&p2, small_config(), small_shard()).await;
-        let first = log.append(&idempotent_batch(42, 0, 0, 3), LeaderEpoch(0)).await.unwrap();
+        let first = log
+            .append(&idempotent_batch(42, 0, 0, 3), LeaderEpoch(0))
+            .await
+            .unwrap();
         assert_eq!((first.base_offset, first.duplicate), (Offset(0), false));
-        log.append(&simple_batch(2, 10, 0), LeaderEpoch(0)).await.unwrap();
+        log.append(&simple_batch(2, 10, 0), LeaderEpoch(0))
+            .await
+            .unwrap();
         // A retry of the first batch: not appended, answered with the original offsets.
-        let retry = log.append(&idempotent_batch(42, 0, 0, 3), LeaderEpoch(0)).await.unwrap();
-        assert_eq!((retry.base_offset, retry.last_offset, retry.duplicate), (Offset(0), Offset(2), true));
+        let retry = log
+            .append(&idempotent_batch(42, 0, 0, 3), LeaderEpoch(0))
+            .await
+            .unwrap();
+        assert_eq!(
+            (retry.base_offset, retry.last_offset, retry.duplicate),
+            (Offset(0), Offset(2), true)
+        );
         assert_eq!(log.log_end_offset(), Offset(5));
         assert!(matches!(
-            log.append(&idempotent_batch(42, 0, 4, 1), LeaderEpoch(0)).await,
-            Err(AppendError::OutOfOrderSequence { expected: 3, got: 4, .. })
+            log.append(&idempotent_batch(42, 0, 4, 1), LeaderEpoch(0))
+                .await,
+            Err(AppendError::OutOfOrderSequence {
+                expected: 3,
+                got: 4,
+                ..
+            })
         ));
         assert!(matches!(
-            log.append(&idempotent_batch(43, 0, 9, 1), LeaderEpoch(0)).await,
+            log.append(&idempotent_batch(43, 0, 9, 1), LeaderEpoch(0))
+                .await,
             Err(AppendError::UnknownProducerId(43))
         ));
-        let next = log.append(&idempotent_batch(42, 0, 3, 2), LeaderEpoch(0)).await.unwrap();
+        let next = log
+            .append(&idempotent_batch(42, 0, 3, 2), LeaderEpoch(0))
+            .await
+            .unwrap();
         assert_eq!(next.base_offset, Offset(5));
         // Fill a few segments so the state also crosses rolls and snapshots.
         for seq in 0..60 {
-            log.append(&idempotent_batch(7, 1, seq * 4, 4), LeaderEpoch(0)).await.unwrap();
+            log.append(&idempotent_batch(7, 1, seq * 4, 4), LeaderEpoch(0))
+                .await
+                .unwrap();
         }
         log.wait_written(log.log_end_offset()).await.unwrap();
         assert!(log.segment_count() > 1);
@@ -308,14 +435,23 @@ fn idempotent_producers_are_deduplicated_and_survive_restart() {
     let p3 = path.clone();
     run(move || async move {
         let (m, log) = open_log(&p3, small_config(), small_shard()).await;
-        let retry = log.append(&idempotent_batch(42, 0, 3, 2), LeaderEpoch(0)).await.unwrap();
+        let retry = log
+            .append(&idempotent_batch(42, 0, 3, 2), LeaderEpoch(0))
+            .await
+            .unwrap();
         assert_eq!((retry.base_offset, retry.duplicate), (Offset(5), true));
-        let retry = log.append(&idempotent_batch(7, 1, 59 * 4, 4), LeaderEpoch(0)).await.unwrap();
+        let retry = log
+            .append(&idempotent_batch(7, 1, 59 * 4, 4), LeaderEpoch(0))
+            .await
+            .unwrap();
         assert!(retry.duplicate);
         // New appends after the restart, then a crash (no close): the batches after the
         // checkpoint are replayed from the log.
         let end = log.log_end_offset();
-        let info = log.append(&idempotent_batch(7, 1, 240, 4), LeaderEpoch(0)).await.unwrap();
+        let info = log
+            .append(&idempotent_batch(7, 1, 240, 4), LeaderEpoch(0))
+            .await
+            .unwrap();
         assert_eq!((info.base_offset, info.duplicate), (end, false));
         log.wait_written(log.log_end_offset()).await.unwrap();
         std::mem::forget(m);
@@ -323,10 +459,17 @@ fn idempotent_producers_are_deduplicated_and_survive_restart() {
     });
     run(move || async move {
         let (_m, log) = open_log(&path, small_config(), small_shard()).await;
-        let retry = log.append(&idempotent_batch(7, 1, 240, 4), LeaderEpoch(0)).await.unwrap();
-        assert!(retry.duplicate, "state of the batch appended before the crash");
+        let retry = log
+            .append(&idempotent_batch(7, 1, 240, 4), LeaderEpoch(0))
+            .await
+            .unwrap();
+        assert!(
+            retry.duplicate,
+            "state of the batch appended before the crash"
+        );
         assert!(matches!(
-            log.append(&idempotent_batch(7, 0, 0, 1), LeaderEpoch(0)).await,
+            log.append(&idempotent_batch(7, 0, 0, 1), LeaderEpoch(0))
+                .await,
             Err(AppendError::InvalidProducerEpoch { .. })
         ));
     });
@@ -342,14 +485,18 @@ fn segments_roll_by_age() {
             ..small_config()
         };
         let (_m, log) = open_log(&path, config, small_shard()).await;
-        log.append(&simple_batch(1, 10, 0), LeaderEpoch(0)).await.unwrap();
+        log.append(&simple_batch(1, 10, 0), LeaderEpoch(0))
+            .await
+            .unwrap();
         log.wait_written(Offset(1)).await.unwrap();
         // Wait until the segment is older than segment.ms (an event: the clock passing it).
         let created = std::time::Instant::now();
         while created.elapsed() < std::time::Duration::from_millis(2) {
             glommio::yield_if_needed().await;
         }
-        log.append(&simple_batch(1, 10, 0), LeaderEpoch(0)).await.unwrap();
+        log.append(&simple_batch(1, 10, 0), LeaderEpoch(0))
+            .await
+            .unwrap();
         log.wait_written(Offset(2)).await.unwrap();
         assert_eq!(log.segment_count(), 2);
     });
@@ -380,7 +527,10 @@ fn close_while_flushing_keeps_every_append_and_big_reads_work() {
             for _ in 0..batches {
                 log.append(&payload, LeaderEpoch(0)).await.unwrap();
             }
-            assert!(log.written_end_offset() < log.log_end_offset(), "close must find work left");
+            assert!(
+                log.written_end_offset() < log.log_end_offset(),
+                "close must find work left"
+            );
             m.close_all().await.unwrap();
             assert_eq!(log.written_end_offset(), log.log_end_offset());
         }

@@ -68,22 +68,38 @@ async fn check_read(log: &PartitionLog, model: &Model, from: i64, max_bytes: usi
     assert_eq!(bytes.len(), r.bytes, "seed {seed}");
     let got: Vec<_> = BatchIter::new(&bytes).collect();
     let Some(first) = model.holding(from) else {
-        assert!(got.is_empty(), "seed {seed}: read past the end returned data");
+        assert!(
+            got.is_empty(),
+            "seed {seed}: read past the end returned data"
+        );
         return;
     };
-    assert!(!got.is_empty(), "seed {seed}: read at {from} returned nothing");
+    assert!(
+        !got.is_empty(),
+        "seed {seed}: read at {from} returned nothing"
+    );
     let mut total = 0;
     for (i, (_, header, stored)) in got.iter().enumerate() {
         let (base, last, sent) = &model.batches[first + i];
         assert_eq!(header.base_offset().0, *base, "seed {seed}: base offset");
         assert_eq!(header.last_offset().0, *last, "seed {seed}: last offset");
-        assert_eq!(&stored[21..], &sent[21..], "seed {seed}: batch bytes changed");
+        assert_eq!(
+            &stored[21..],
+            &sent[21..],
+            "seed {seed}: batch bytes changed"
+        );
         total += stored.len();
     }
-    assert!(total <= max_bytes || got.len() == 1, "seed {seed}: over budget");
+    assert!(
+        total <= max_bytes || got.len() == 1,
+        "seed {seed}: over budget"
+    );
     // Maximal: the next batch would not have fit.
     if let Some((_, _, next)) = model.batches.get(first + got.len()) {
-        assert!(total + next.len() > max_bytes, "seed {seed}: read stopped early");
+        assert!(
+            total + next.len() > max_bytes,
+            "seed {seed}: read stopped early"
+        );
     }
 }
 
@@ -100,12 +116,21 @@ async fn sequence(seed: u64, dir: std::path::PathBuf) {
                 let mut sent = Vec::new();
                 for _ in 0..n {
                     let count = 1 + rng.below(5) as usize;
-                    let b = tagged_batch(rng.next(), count, rng.below(700) as usize, rng.below(1 << 20) as i64);
+                    let b = tagged_batch(
+                        rng.next(),
+                        count,
+                        rng.below(700) as usize,
+                        rng.below(1 << 20) as i64,
+                    );
                     records.extend_from_slice(&b);
                     sent.push((count, b));
                 }
                 let info = log.append(&records, LeaderEpoch(1)).await.unwrap();
-                assert_eq!(info.base_offset.0, model.next_offset(), "seed {seed} step {step}");
+                assert_eq!(
+                    info.base_offset.0,
+                    model.next_offset(),
+                    "seed {seed} step {step}"
+                );
                 for (count, b) in sent {
                     let base = model.next_offset();
                     model.batches.push((base, base + count as i64 - 1, b));
@@ -130,10 +155,17 @@ async fn sequence(seed: u64, dir: std::path::PathBuf) {
                     }
                     None => model.next_offset(),
                 };
-                assert_eq!(end.0, expected, "seed {seed} step {step}: truncate to {target}");
+                assert_eq!(
+                    end.0, expected,
+                    "seed {seed} step {step}: truncate to {target}"
+                );
                 // A log start inside the removed batch moves back to the new end.
                 model.log_start = model.log_start.min(end.0);
-                assert_eq!(log.log_start_offset().0, model.log_start, "seed {seed} step {step}");
+                assert_eq!(
+                    log.log_start_offset().0,
+                    model.log_start,
+                    "seed {seed} step {step}"
+                );
             }
             78..=84 => {
                 log.wait_written(Offset(model.next_offset())).await.unwrap();
@@ -142,7 +174,9 @@ async fn sequence(seed: u64, dir: std::path::PathBuf) {
                 let start = log.delete_records_before(Offset(target)).await.unwrap();
                 assert_eq!(start.0, target.max(model.log_start), "seed {seed}");
                 model.log_start = start.0;
-                let keep_from = model.holding(model.log_start).unwrap_or(model.batches.len());
+                let keep_from = model
+                    .holding(model.log_start)
+                    .unwrap_or(model.batches.len());
                 model.batches.drain(..keep_from);
             }
             85..=91 => {
@@ -155,7 +189,8 @@ async fn sequence(seed: u64, dir: std::path::PathBuf) {
                 let start = log.log_start_offset().0;
                 assert!(start >= model.log_start, "seed {seed}: log start went back");
                 assert!(
-                    start == model.next_offset() || model.batches.iter().any(|b| b.0 <= start && start <= b.1),
+                    start == model.next_offset()
+                        || model.batches.iter().any(|b| b.0 <= start && start <= b.1),
                     "seed {seed}: log start {start} is not in a batch"
                 );
                 model.log_start = start;
@@ -167,14 +202,24 @@ async fn sequence(seed: u64, dir: std::path::PathBuf) {
                 let (m, l) = open_log(&dir, config(), small_shard()).await;
                 manager = m;
                 log = l;
-                assert_eq!(log.log_end_offset().0, model.next_offset(), "seed {seed}: reopen end");
-                assert_eq!(log.log_start_offset().0, model.log_start, "seed {seed}: reopen start");
+                assert_eq!(
+                    log.log_end_offset().0,
+                    model.next_offset(),
+                    "seed {seed}: reopen end"
+                );
+                assert_eq!(
+                    log.log_start_offset().0,
+                    model.log_start,
+                    "seed {seed}: reopen start"
+                );
             }
         }
     }
     log.wait_written(Offset(model.next_offset())).await.unwrap();
     let all = read_all(&log, Offset(model.log_start), 4096).await;
-    let got: Vec<(i64, i64)> = BatchIter::new(&all).map(|(_, h, _)| (h.base_offset().0, h.last_offset().0)).collect();
+    let got: Vec<(i64, i64)> = BatchIter::new(&all)
+        .map(|(_, h, _)| (h.base_offset().0, h.last_offset().0))
+        .collect();
     let want: Vec<(i64, i64)> = model.batches.iter().map(|b| (b.0, b.1)).collect();
     assert_eq!(got, want, "seed {seed}: final contents");
     manager.close_all().await.unwrap();
@@ -189,7 +234,9 @@ fn random_operation_sequences_match_the_model() {
                 .duration_since(std::time::UNIX_EPOCH)
                 .map(|d| d.as_nanos() as u64)
                 .unwrap_or(1);
-            (0..6u64).map(|i| now.wrapping_add(i.wrapping_mul(0x9e37_79b9_7f4a_7c15))).collect()
+            (0..6u64)
+                .map(|i| now.wrapping_add(i.wrapping_mul(0x9e37_79b9_7f4a_7c15)))
+                .collect()
         }
     };
     for seed in seeds {
