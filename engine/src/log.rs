@@ -10,7 +10,7 @@
 //! Offsets: `log_start ≤ synced_end ≤ written_end ≤ next_offset`. Reads see only
 //! `[log_start, written_end)`: what a consumer reads survives a crash of the process.
 
-use std::cell::RefCell;
+use std::cell::{Cell, RefCell};
 use std::collections::{BTreeMap, VecDeque};
 use std::path::{Path, PathBuf};
 use std::rc::{Rc, Weak};
@@ -589,7 +589,17 @@ impl PartitionLog {
             return Ok(out);
         }
         let mut run: Option<(Window, usize, usize)> = None;
-        self.visit(from, upper, |window, start, header| {
+        // Bytes taken so far: sizes the next direct read to what the budget can still use.
+        let taken = Cell::new(0usize);
+        let want = || {
+            let left = limits.max_bytes.saturating_sub(taken.get());
+            if taken.get() > 0 && left < batch::HEADER_BYTES {
+                0
+            } else {
+                (left + batch::HEADER_BYTES) as u64
+            }
+        };
+        self.visit(from, upper, want, |window, start, header| {
             let size = header.total_bytes();
             let fits = out.bytes + size <= limits.max_bytes
                 || (limits.min_one_batch
@@ -600,6 +610,7 @@ impl PartitionLog {
                 return Flow::Stop;
             }
             out.bytes += size;
+            taken.set(out.bytes);
             match &mut run {
                 Some((w, s, len)) if same_window(w, window) && *s + *len == start => *len += size,
                 _ => {
@@ -637,20 +648,25 @@ impl PartitionLog {
             (from.max(st.log_start), upper)
         };
         let mut found = None;
-        self.visit(start, upper, |window, at, header| {
-            if header.max_timestamp.get() < ts_ms {
-                return Flow::Continue;
-            }
-            let batch = &window.bytes()[at..at + header.total_bytes()];
-            found = Some(match batch::record_timestamps(batch) {
-                Some(records) => records
-                    .into_iter()
-                    .find(|(_, t)| *t >= ts_ms)
-                    .unwrap_or((header.base_offset(), header.max_timestamp.get())),
-                None => (header.base_offset(), header.max_timestamp.get()),
-            });
-            Flow::Stop
-        })
+        self.visit(
+            start,
+            upper,
+            || READ_WINDOW_BYTES,
+            |window, at, header| {
+                if header.max_timestamp.get() < ts_ms {
+                    return Flow::Continue;
+                }
+                let batch = &window.bytes()[at..at + header.total_bytes()];
+                found = Some(match batch::record_timestamps(batch) {
+                    Some(records) => records
+                        .into_iter()
+                        .find(|(_, t)| *t >= ts_ms)
+                        .unwrap_or((header.base_offset(), header.max_timestamp.get())),
+                    None => (header.base_offset(), header.max_timestamp.get()),
+                });
+                Flow::Stop
+            },
+        )
         .await
         .map_err(read_to_log_error)?;
         Ok(found.map(|(o, t)| (o.max(start), t)))
@@ -678,20 +694,31 @@ impl PartitionLog {
     }
 
     /// Visits the batches from the one holding `from` up to `upper`, in order.
+    /// `want` says how many more bytes the visitor can use (0: stop before reading
+    /// more), so direct reads are no larger than needed.
     async fn visit(
         &self,
         from: Offset,
         upper: Offset,
+        want: impl Fn() -> u64,
         mut f: impl FnMut(&Window, usize, &BatchHeader) -> Flow,
     ) -> Result<(), ReadError> {
         let mut cursor = from;
+        let index_slack = u64::from(self.shared.state.borrow().config.index_interval_bytes);
         while cursor < upper {
             let Some(view) = self.segment_view(cursor) else {
                 return Ok(());
             };
             let mut pos = view.start_pos;
+            // The index points up to one interval before `cursor`: read that much more.
+            let mut slack = index_slack;
             while pos < view.readable_len {
-                let window = self.window(&view, pos).await?;
+                let wanted = want();
+                if wanted == 0 {
+                    return Ok(());
+                }
+                let window = self.window(&view, pos, wanted + slack).await?;
+                slack = 0;
                 let base_pos = window.file_pos();
                 let bytes = window.bytes();
                 let rel = (pos - base_pos) as usize;
@@ -752,7 +779,12 @@ impl PartitionLog {
     }
 
     /// Bytes of the segment from `pos`: the cached chunk holding it, or a direct read.
-    async fn window(&self, view: &SegmentView, pos: u64) -> Result<Window, ReadError> {
+    async fn window(
+        &self,
+        view: &SegmentView,
+        pos: u64,
+        want_bytes: u64,
+    ) -> Result<Window, ReadError> {
         if let Some(chunk) = self.shared.state.borrow_mut().cached_chunk(view.base, pos) {
             return Ok(Window::Cache(chunk));
         }
@@ -761,7 +793,8 @@ impl PartitionLog {
             .as_ref()
             .ok_or_else(|| ReadError::Io(format!("segment {} has no file yet", view.base)))?;
         let start = align_down(pos);
-        let want = (view.readable_len - start).min(READ_WINDOW_BYTES);
+        let want =
+            (view.readable_len - start).min(want_bytes.clamp(1, READ_WINDOW_BYTES) + (pos - start));
         let first = file
             .read_at_aligned(start, align_up(want) as usize)
             .await
@@ -893,11 +926,16 @@ impl PartitionLog {
         let mut cut: Option<(u64, Offset)> = None;
         let target = end.max(self.log_start_offset());
         if target < leo {
-            self.visit(target, leo, |window, at, header| {
-                let seg_pos = window.file_pos() + at as u64;
-                cut = Some((seg_pos, header.base_offset()));
-                Flow::Stop
-            })
+            self.visit(
+                target,
+                leo,
+                || READ_WINDOW_BYTES,
+                |window, at, header| {
+                    let seg_pos = window.file_pos() + at as u64;
+                    cut = Some((seg_pos, header.base_offset()));
+                    Flow::Stop
+                },
+            )
             .await
             .map_err(read_to_log_error)?;
         }
