@@ -135,7 +135,15 @@ pub fn now_ms() -> u64 {
 /// on devices without polled queues.)
 pub async fn check_direct_io(dir: &Path) -> Result<(), LogError> {
     let probe = dir.join(".direct-io-probe");
-    std::fs::write(&probe, vec![0x5a; BLOCK_BYTES as usize]).map_err(|e| io_err(&probe, e))?;
+    if let Err(e) = std::fs::write(&probe, vec![0x5a; BLOCK_BYTES as usize]) {
+        let _ = std::fs::remove_file(&probe);
+        if e.kind() == std::io::ErrorKind::StorageFull {
+            // Existing logs can still be opened and read; appends will report the error.
+            tracing::error!(dir = %dir.display(), "data dir is full: direct I/O not probed");
+            return Ok(());
+        }
+        return Err(io_err(&probe, e));
+    }
     let outcome = async {
         let file = DmaFile::open(&probe)
             .await
