@@ -61,6 +61,7 @@ async fn flush_cycle(shared: &Rc<LogShared>) -> Result<bool, LogError> {
     let chunk_bytes = shared.shard.config.write_chunk_bytes;
     shared.state.borrow_mut().seal_open(chunk_bytes);
     drain_pending(shared).await?;
+    write_epochs_if_changed(shared).await?;
     let now = now_ms();
     let sync = {
         let st = shared.state.borrow();
@@ -80,6 +81,7 @@ async fn flush_cycle(shared: &Rc<LogShared>) -> Result<bool, LogError> {
         // Appends are refused from now on; write what arrived during this cycle.
         shared.state.borrow_mut().seal_open(chunk_bytes);
         drain_pending(shared).await?;
+        write_epochs_if_changed(shared).await?;
         sync_active(shared).await?;
         write_checkpoint(shared).await?;
         return Ok(false);
@@ -379,4 +381,16 @@ async fn write_checkpoint(shared: &Rc<LogShared>) -> Result<(), LogError> {
     }
     files::write_atomic(&dir, crate::producer::SNAPSHOT_FILE, &snapshot).await?;
     checkpoint.write(&dir).await
+}
+
+/// Rewrites the leader epoch file after an epoch began.
+async fn write_epochs_if_changed(shared: &Rc<LogShared>) -> Result<(), LogError> {
+    let (dir, epochs) = {
+        let mut st = shared.state.borrow_mut();
+        if !std::mem::take(&mut st.epochs_dirty) {
+            return Ok(());
+        }
+        (st.dir.clone(), st.epochs.clone())
+    };
+    epochs.write(&dir).await
 }

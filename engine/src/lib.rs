@@ -23,6 +23,7 @@ pub mod batch;
 mod checkpoint;
 mod chunk;
 pub mod config;
+mod epochs;
 pub mod error;
 mod files;
 mod flusher;

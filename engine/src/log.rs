@@ -23,6 +23,7 @@ use crate::batch::{self, BatchHeader, BatchIter};
 use crate::checkpoint::Checkpoint;
 use crate::chunk::{BatchSlice, OpenChunk, SealedChunk, Window};
 use crate::config::{FlushPolicy, LogConfig};
+use crate::epochs::EpochCache;
 use crate::error::{AppendError, LogError, ReadError};
 use crate::files::{self, align_down, align_up, now_ms};
 use crate::producer::{ProducerBatch, ProducerState, Verdict};
@@ -125,6 +126,10 @@ pub(crate) struct LogState {
     pub(crate) producers: ProducerState,
     /// Idempotent producers as of the written offset (what snapshots record).
     pub(crate) producers_written: ProducerState,
+    /// Leader epochs and where each began.
+    pub(crate) epochs: EpochCache,
+    /// `epochs` changed since the flusher last wrote its file.
+    pub(crate) epochs_dirty: bool,
     /// Producer batches appended but not yet written, in offset order.
     pub(crate) producer_pending: VecDeque<ProducerBatch>,
     pub(crate) frozen: Option<&'static str>,
@@ -140,6 +145,7 @@ pub(crate) struct Recovered {
     pub(crate) open: OpenChunk,
     pub(crate) checkpoint: Checkpoint,
     pub(crate) producers: ProducerState,
+    pub(crate) epochs: EpochCache,
 }
 
 impl LogState {
@@ -157,6 +163,7 @@ impl LogState {
             open,
             checkpoint,
             producers,
+            epochs,
         } = recovered;
         let next_offset = open.end_offset;
         let (active_base, active_size) = segments
@@ -185,6 +192,8 @@ impl LogState {
             producers_written: producers.clone(),
             producers,
             producer_pending: VecDeque::new(),
+            epochs,
+            epochs_dirty: false,
             frozen: None,
             failed: None,
             closing: false,
@@ -326,6 +335,7 @@ impl LogState {
             stamped.base_offset.set(base.0);
             let interval = self.config.index_interval_bytes;
             self.active_mut().note_batch(position, &stamped, interval);
+            self.epochs_dirty |= self.epochs.observe(epoch, base);
             if let Some(pb) = ProducerBatch::from_header(&stamped, base) {
                 self.producers.apply(pb);
                 self.producer_pending.push_back(pb);
@@ -454,6 +464,19 @@ impl PartitionLog {
     /// Every offset below this is covered by fdatasync.
     pub fn synced_end_offset(&self) -> Offset {
         Offset(self.shared.synced.get())
+    }
+
+    /// Kafka's OffsetForLeaderEpoch: the largest leader epoch ≤ `epoch` this log holds
+    /// and the offset where it ended (the log end for the latest epoch); `None` when the
+    /// log has no epoch that old.
+    pub fn end_offset_for_epoch(&self, epoch: LeaderEpoch) -> Option<(LeaderEpoch, Offset)> {
+        let st = self.shared.state.borrow();
+        st.epochs.end_offset_for(epoch, st.next_offset)
+    }
+
+    /// The leader epoch of the last batch appended, if any.
+    pub fn latest_epoch(&self) -> Option<LeaderEpoch> {
+        self.shared.state.borrow().epochs.latest()
     }
 
     pub fn config(&self) -> LogConfig {
@@ -975,6 +998,8 @@ impl PartitionLog {
             let mut producers = st.producers_written.clone();
             producers.truncate_to(new_end);
             let snapshot = producers.encode(new_end);
+            st.epochs.truncate_to(new_end);
+            let epochs = st.epochs.clone();
             (
                 st.dir.clone(),
                 st.tp.clone(),
@@ -982,10 +1007,11 @@ impl PartitionLog {
                 new_end,
                 file.map(|f| (f, seg_base, cut_pos)),
                 victims,
-                (checkpoint, snapshot),
+                (checkpoint, snapshot, epochs),
             )
         };
-        let (checkpoint, snapshot) = checkpoint;
+        let (checkpoint, snapshot, epochs) = checkpoint;
+        epochs.write(&dir).await?;
         remove_segments(&dir, victims).await?;
         if let Some((file, seg_base, cut_pos)) = cut_segment {
             let path = dir.join(segment::log_name(seg_base));

@@ -10,6 +10,7 @@ use std::rc::Rc;
 use crate::checkpoint::Checkpoint;
 use crate::chunk::OpenChunk;
 use crate::config::{LogConfig, ShardConfig};
+use crate::epochs::EpochCache;
 use crate::error::LogError;
 use crate::files::{self, align_down, now_ms, BLOCK_BYTES};
 use crate::log::{LogState, Recovered};
@@ -37,7 +38,9 @@ pub(crate) async fn recover(
         _ => Offset::ZERO,
     };
     let mut producers = snapshot.unwrap_or_default();
+    let mut epochs = EpochCache::read(&dir).await?;
     let mut on_batch = |header: &crate::batch::BatchHeader| {
+        epochs.observe(header.leader_epoch(), header.base_offset());
         if header.base_offset() >= replay_from {
             if let Some(pb) = ProducerBatch::from_header(header, header.base_offset()) {
                 producers.apply(pb);
@@ -92,12 +95,14 @@ pub(crate) async fn recover(
         next_offset: first_base,
     });
     producers.drop_before(log_start);
+    epochs.truncate_to(next_offset);
     let recovered = Recovered {
         segments,
         log_start,
         open,
         checkpoint,
         producers,
+        epochs,
     };
     Ok(LogState::new(dir, tp, config, recovered))
 }

@@ -553,3 +553,69 @@ fn close_while_flushing_keeps_every_append_and_big_reads_work() {
         assert_eq!(count, batches);
     });
 }
+
+#[test]
+fn leader_epochs_answer_offset_for_leader_epoch_across_restart_and_truncation() {
+    let dir = test_dir();
+    let path = dir.path().to_path_buf();
+    let p2 = path.clone();
+    run(move || async move {
+        let (m, log) = open_log(&p2, small_config(), small_shard()).await;
+        assert_eq!(log.end_offset_for_epoch(LeaderEpoch(0)), None);
+        for (epoch, n) in [(1, 3), (2, 2), (5, 4)] {
+            for _ in 0..n {
+                log.append(&simple_batch(2, 10, 0), LeaderEpoch(epoch))
+                    .await
+                    .unwrap();
+            }
+        }
+        // Offsets: epoch 1 → 0..6, epoch 2 → 6..10, epoch 5 → 10..18.
+        assert_eq!(
+            log.end_offset_for_epoch(LeaderEpoch(1)),
+            Some((LeaderEpoch(1), Offset(6)))
+        );
+        assert_eq!(
+            log.end_offset_for_epoch(LeaderEpoch(3)),
+            Some((LeaderEpoch(2), Offset(10)))
+        );
+        assert_eq!(
+            log.end_offset_for_epoch(LeaderEpoch(5)),
+            Some((LeaderEpoch(5), Offset(18)))
+        );
+        assert_eq!(log.latest_epoch(), Some(LeaderEpoch(5)));
+        log.wait_written(Offset(18)).await.unwrap();
+        m.close_all().await.unwrap();
+    });
+    let p3 = path.clone();
+    run(move || async move {
+        let (m, log) = open_log(&p3, small_config(), small_shard()).await;
+        assert_eq!(
+            log.end_offset_for_epoch(LeaderEpoch(2)),
+            Some((LeaderEpoch(2), Offset(10)))
+        );
+        log.truncate_to(Offset(10)).await.unwrap();
+        assert_eq!(log.latest_epoch(), Some(LeaderEpoch(2)));
+        assert_eq!(
+            log.end_offset_for_epoch(LeaderEpoch(5)),
+            Some((LeaderEpoch(2), Offset(10)))
+        );
+        log.append(&simple_batch(1, 10, 0), LeaderEpoch(7))
+            .await
+            .unwrap();
+        log.wait_written(Offset(11)).await.unwrap();
+        // Crash: no close. The new epoch is replayed from the log.
+        std::mem::forget(m);
+        std::mem::forget(log);
+    });
+    run(move || async move {
+        let (_m, log) = open_log(&path, small_config(), small_shard()).await;
+        assert_eq!(
+            log.end_offset_for_epoch(LeaderEpoch(6)),
+            Some((LeaderEpoch(2), Offset(10)))
+        );
+        assert_eq!(
+            log.end_offset_for_epoch(LeaderEpoch(7)),
+            Some((LeaderEpoch(7), Offset(11)))
+        );
+    });
+}

@@ -1,0 +1,147 @@
+//! The leader epoch cache of a partition, as Kafka's `leader-epoch-checkpoint`: for each
+//! leader epoch, the first offset written in it. It answers OffsetForLeaderEpoch (where
+//! did epoch N end?) so a follower or an old leader can find where its log diverged.
+//!
+//! Invariant: epochs and start offsets both strictly increase. The file is rewritten
+//! (atomically) by the flusher when an epoch is added or the log is truncated; recovery
+//! loads it, forgets entries past the recovered end and replays scanned batches.
+
+use std::path::Path;
+
+use crate::error::LogError;
+use crate::files;
+use crate::types::{LeaderEpoch, Offset};
+
+pub const FILE_NAME: &str = "leader-epoch-checkpoint";
+const MAGIC: &[u8; 4] = b"SLEP";
+
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct EpochCache {
+    entries: Vec<(LeaderEpoch, Offset)>,
+}
+
+impl EpochCache {
+    pub fn latest(&self) -> Option<LeaderEpoch> {
+        self.entries.last().map(|e| e.0)
+    }
+
+    /// Notes a batch of `epoch` at `offset`; returns whether that began a new epoch.
+    /// Epochs older than the latest (never written by a correct leader) are ignored.
+    pub fn observe(&mut self, epoch: LeaderEpoch, offset: Offset) -> bool {
+        if epoch.0 < 0 || self.latest().is_some_and(|l| epoch <= l) {
+            return false;
+        }
+        self.entries.push((epoch, offset));
+        true
+    }
+
+    /// Kafka's `endOffsetFor`: the largest epoch ≤ `requested` and the offset where it
+    /// ended (the next epoch's start, or `log_end` for the latest); `None` when no epoch
+    /// that old is known.
+    pub fn end_offset_for(
+        &self,
+        requested: LeaderEpoch,
+        log_end: Offset,
+    ) -> Option<(LeaderEpoch, Offset)> {
+        let i = self.entries.partition_point(|(e, _)| *e <= requested);
+        if i == 0 {
+            return None;
+        }
+        let epoch = self.entries[i - 1].0;
+        let end = self.entries.get(i).map_or(log_end, |(_, start)| *start);
+        Some((epoch, end))
+    }
+
+    /// Forgets epochs that start at or after `end` (the log was truncated there).
+    pub fn truncate_to(&mut self, end: Offset) {
+        self.entries.retain(|(_, start)| *start < end);
+    }
+
+    pub fn encode(&self) -> Vec<u8> {
+        let mut out = Vec::with_capacity(12 + self.entries.len() * 12);
+        out.extend_from_slice(MAGIC);
+        out.extend_from_slice(&(self.entries.len() as u32).to_be_bytes());
+        for (epoch, start) in &self.entries {
+            out.extend_from_slice(&epoch.0.to_be_bytes());
+            out.extend_from_slice(&start.0.to_be_bytes());
+        }
+        let crc = crc32c::crc32c(&out);
+        out.extend_from_slice(&crc.to_be_bytes());
+        out
+    }
+
+    pub fn decode(bytes: &[u8]) -> Option<EpochCache> {
+        let (body, crc) = bytes.split_at_checked(bytes.len().checked_sub(4)?)?;
+        if crc32c::crc32c(body) != u32::from_be_bytes(crc.try_into().ok()?)
+            || body.get(..4)? != MAGIC
+        {
+            return None;
+        }
+        let count = u32::from_be_bytes(body.get(4..8)?.try_into().ok()?) as usize;
+        let rest = body.get(8..)?;
+        if rest.len() != count.checked_mul(12)? {
+            return None;
+        }
+        let mut cache = EpochCache::default();
+        for e in rest.chunks_exact(12) {
+            let epoch = LeaderEpoch(i32::from_be_bytes(e[..4].try_into().ok()?));
+            let start = Offset(i64::from_be_bytes(e[4..].try_into().ok()?));
+            if !cache.observe(epoch, start) || cache.entries.windows(2).any(|w| w[0].1 >= w[1].1) {
+                return None;
+            }
+        }
+        Some(cache)
+    }
+
+    pub async fn read(dir: &Path) -> Result<EpochCache, LogError> {
+        let bytes = files::read_small(&dir.join(FILE_NAME)).await?;
+        Ok(bytes
+            .and_then(|b| EpochCache::decode(&b))
+            .unwrap_or_default())
+    }
+
+    pub async fn write(&self, dir: &Path) -> Result<(), LogError> {
+        files::write_atomic(dir, FILE_NAME, &self.encode()).await
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn end_offsets_follow_kafka() {
+        let mut c = EpochCache::default();
+        assert_eq!(c.end_offset_for(LeaderEpoch(0), Offset(0)), None);
+        assert!(c.observe(LeaderEpoch(1), Offset(0)));
+        assert!(!c.observe(LeaderEpoch(1), Offset(5)));
+        assert!(c.observe(LeaderEpoch(3), Offset(10)));
+        assert!(!c.observe(LeaderEpoch(2), Offset(12)));
+        assert_eq!(c.end_offset_for(LeaderEpoch(0), Offset(20)), None);
+        assert_eq!(
+            c.end_offset_for(LeaderEpoch(1), Offset(20)),
+            Some((LeaderEpoch(1), Offset(10)))
+        );
+        assert_eq!(
+            c.end_offset_for(LeaderEpoch(2), Offset(20)),
+            Some((LeaderEpoch(1), Offset(10)))
+        );
+        assert_eq!(
+            c.end_offset_for(LeaderEpoch(3), Offset(20)),
+            Some((LeaderEpoch(3), Offset(20)))
+        );
+        assert_eq!(
+            c.end_offset_for(LeaderEpoch(9), Offset(20)),
+            Some((LeaderEpoch(3), Offset(20)))
+        );
+        let bytes = c.encode();
+        assert_eq!(EpochCache::decode(&bytes), Some(c.clone()));
+        for i in 0..bytes.len() {
+            let mut bad = bytes.clone();
+            bad[i] ^= 1;
+            assert_eq!(EpochCache::decode(&bad), None, "flip at {i}");
+        }
+        c.truncate_to(Offset(10));
+        assert_eq!(c.latest(), Some(LeaderEpoch(1)));
+    }
+}
