@@ -323,6 +323,7 @@ async fn finalize_segment(shared: &Rc<LogShared>, base: Offset) -> Result<(), Lo
         if let Some(seg) = st.segments.get_mut(&base) {
             seg.finalized = true;
         }
+        st.touch_indexes(base);
         st.writing_segment = None;
         st.synced_point = (end, 0, end);
         st.segments

@@ -126,6 +126,8 @@ pub(crate) struct LogState {
     pub(crate) producers: ProducerState,
     /// Idempotent producers as of the written offset (what snapshots record).
     pub(crate) producers_written: ProducerState,
+    /// Closed segments whose indexes are in memory, least recently used first.
+    pub(crate) loaded_indexes: VecDeque<Offset>,
     /// Leader epochs and where each began.
     pub(crate) epochs: EpochCache,
     /// `epochs` changed since the flusher last wrote its file.
@@ -192,11 +194,27 @@ impl LogState {
             producers_written: producers.clone(),
             producers,
             producer_pending: VecDeque::new(),
+            loaded_indexes: VecDeque::new(),
             epochs,
             epochs_dirty: false,
             frozen: None,
             failed: None,
             closing: false,
+        }
+    }
+
+    /// Records that a closed segment's indexes are in use; unloads the least recently
+    /// used beyond [`LOADED_INDEXES_MAX`].
+    pub(crate) fn touch_indexes(&mut self, base: Offset) {
+        self.loaded_indexes.retain(|b| *b != base);
+        self.loaded_indexes.push_back(base);
+        while self.loaded_indexes.len() > LOADED_INDEXES_MAX {
+            let Some(old) = self.loaded_indexes.pop_front() else {
+                break;
+            };
+            if let Some(seg) = self.segments.get_mut(&old).filter(|s| s.finalized) {
+                seg.unload_indexes();
+            }
         }
     }
 
@@ -502,6 +520,13 @@ impl PartitionLog {
             .sum()
     }
 
+    /// Segments whose indexes are in memory (the active one and a bounded few closed
+    /// ones; the rest load on demand).
+    pub fn segments_with_loaded_indexes(&self) -> usize {
+        let st = self.shared.state.borrow();
+        st.segments.values().filter(|s| s.indexes_loaded).count()
+    }
+
     pub fn segment_count(&self) -> usize {
         self.shared.state.borrow().segments.len()
     }
@@ -659,16 +684,24 @@ impl PartitionLog {
         &self,
         ts_ms: i64,
     ) -> Result<Option<(Offset, i64)>, LogError> {
-        let (start, upper) = {
+        let upper = self.written_end_offset();
+        let base = {
             let st = self.shared.state.borrow();
-            let upper = self.written_end_offset();
             let seg = st
                 .segments
                 .values()
                 .find(|s| s.max_timestamp >= ts_ms && s.base < upper);
             let Some(seg) = seg else { return Ok(None) };
+            seg.base
+        };
+        self.ensure_indexes(base).await?;
+        let start = {
+            let st = self.shared.state.borrow();
+            let Some(seg) = st.segments.get(&base) else {
+                return Ok(None);
+            };
             let from = seg.base.plus(i64::from(seg.time_index.lookup(ts_ms)));
-            (from.max(st.log_start), upper)
+            from.max(st.log_start)
         };
         let mut found = None;
         self.visit(
@@ -729,6 +762,9 @@ impl PartitionLog {
         let mut cursor = from;
         let index_slack = u64::from(self.shared.state.borrow().config.index_interval_bytes);
         while cursor < upper {
+            if let Some(base) = self.segment_base_for(cursor) {
+                self.ensure_indexes(base).await?;
+            }
             let Some(view) = self.segment_view(cursor) else {
                 return Ok(());
             };
@@ -780,6 +816,47 @@ impl PartitionLog {
             cursor = cursor.max(view.end_offset);
         }
         Ok(())
+    }
+
+    /// Loads the indexes of segment `base` if they are on disk only.
+    async fn ensure_indexes(&self, base: Offset) -> Result<(), LogError> {
+        let (dir, interval, segment) = {
+            let mut st = self.shared.state.borrow_mut();
+            let interval = st.config.index_interval_bytes;
+            let dir = st.dir.clone();
+            match st.segments.get(&base) {
+                Some(seg) if !seg.indexes_loaded => {
+                    // What loading needs, so no borrow is held across the reads.
+                    let shape = Segment {
+                        file: seg.file.clone(),
+                        size: seg.size,
+                        end_offset: seg.end_offset,
+                        ..Segment::new(seg.base, seg.created_ms)
+                    };
+                    (dir, interval, shape)
+                }
+                Some(seg) if seg.finalized => {
+                    st.touch_indexes(base);
+                    return Ok(());
+                }
+                _ => return Ok(()),
+            }
+        };
+        let (index, time) = segment.load_indexes(&dir, interval).await?;
+        let mut st = self.shared.state.borrow_mut();
+        if let Some(seg) = st.segments.get_mut(&base).filter(|s| !s.indexes_loaded) {
+            seg.index = index;
+            seg.time_index = time;
+            seg.indexes_loaded = true;
+            st.touch_indexes(base);
+        }
+        Ok(())
+    }
+
+    /// The base of the segment holding `offset`.
+    fn segment_base_for(&self, offset: Offset) -> Option<Offset> {
+        let st = self.shared.state.borrow();
+        st.segments.range(..=offset).next_back().map(|(b, _)| *b)
     }
 
     /// The segment holding `offset`, with where to start scanning for it.
@@ -962,6 +1039,10 @@ impl PartitionLog {
             .await
             .map_err(read_to_log_error)?;
         }
+        let cut_at = cut.map_or(leo, |(_, base)| base);
+        if let Some(base) = self.segment_base_for(cut_at) {
+            self.ensure_indexes(base).await?;
+        }
         let (dir, tp, config, new_end, cut_segment, victims, checkpoint) = {
             let mut st = self.shared.state.borrow_mut();
             let (cut_pos, new_end) = match cut {
@@ -1065,6 +1146,9 @@ impl PartitionLog {
         self.shared.state.borrow().failed.clone()
     }
 }
+
+/// Closed segments of one log whose indexes stay in memory (the active one always does).
+pub(crate) const LOADED_INDEXES_MAX: usize = 4;
 
 /// Bytes read per direct read on the fetch path.
 const READ_WINDOW_BYTES: u64 = 1 << 20;

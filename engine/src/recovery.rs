@@ -79,6 +79,11 @@ pub(crate) async fn recover(
     let last_base = *segments.keys().next_back().unwrap_or(&Offset::ZERO);
     for (base, seg) in segments.iter_mut() {
         seg.finalized = *base != last_base;
+        if seg.finalized {
+            // Loaded again on demand (rebuilt then if damaged); a bounded number stay in
+            // memory.
+            seg.unload_indexes();
+        }
     }
     let open = open_chunk(&dir, &segments[&last_base], shard.write_chunk_bytes).await?;
     let first_base = *segments.keys().next().unwrap_or(&Offset::ZERO);

@@ -70,6 +70,9 @@ pub struct Segment {
     pub allocated_bytes: u64,
     /// Synced, truncated to size, indexes written: no more writes go to it.
     pub finalized: bool,
+    /// `index` and `time_index` are in memory. Closed segments keep them on disk and
+    /// load them on demand (the log bounds how many stay loaded).
+    pub indexes_loaded: bool,
 }
 
 impl Segment {
@@ -88,6 +91,7 @@ impl Segment {
             created_ms,
             allocated_bytes: 0,
             finalized: false,
+            indexes_loaded: true,
         }
     }
 
@@ -153,6 +157,51 @@ impl Segment {
         let span = (end_offset.0 - base.0).max(0) as u64;
         Ok(OffsetIndex::from_bytes(&index, valid_len)
             .zip(TimeIndex::from_bytes(&time, span.max(1))))
+    }
+
+    /// Drops the in-memory indexes of a closed segment (its files keep them).
+    pub fn unload_indexes(&mut self) {
+        debug_assert!(self.finalized);
+        self.index = OffsetIndex::default();
+        self.time_index = TimeIndex::default();
+        self.indexes_loaded = false;
+    }
+
+    /// The indexes of a closed segment: from its files, or rebuilt from its batches (and
+    /// written back) when the files are missing or damaged.
+    pub async fn load_indexes(
+        &self,
+        dir: &Path,
+        index_interval_bytes: u32,
+    ) -> Result<(OffsetIndex, TimeIndex), LogError> {
+        if let Some(found) =
+            Segment::read_indexes(dir, self.base, self.size.max(1), self.end_offset).await?
+        {
+            return Ok(found);
+        }
+        let path = self.path(dir);
+        let Some(file) = &self.file else {
+            return Ok((OffsetIndex::default(), TimeIndex::default()));
+        };
+        tracing::warn!(segment = %path.display(), "index files missing or damaged; rebuilding");
+        let mut rebuilt = Segment::new(self.base, self.created_ms);
+        scan(
+            file,
+            &path,
+            &mut rebuilt,
+            self.size,
+            index_interval_bytes,
+            &mut |_| {},
+        )
+        .await?;
+        rebuilt.seal_time_index();
+        write_index_files(
+            dir,
+            self.base,
+            rebuilt.index_bytes(rebuilt.size, rebuilt.end_offset),
+        )
+        .await?;
+        Ok((rebuilt.index, rebuilt.time_index))
     }
 
     pub fn remove_files(dir: &Path, base: Offset) -> Result<(), LogError> {

@@ -179,8 +179,17 @@ fn segments_roll_by_size_and_survive_reopen() {
 
         let (m, log) = open_log(&path, small_config(), small_shard()).await;
         assert_eq!(log.log_end_offset(), Offset(400));
+        assert_eq!(
+            log.segments_with_loaded_indexes(),
+            1,
+            "closed segments' indexes stay on disk"
+        );
         let after = read_all(&log, Offset(0), 3000).await;
         assert_eq!(before, after);
+        assert!(
+            log.segments_with_loaded_indexes() <= 5,
+            "at most four closed ones loaded"
+        );
         // Appends go on where the log ended, in the same partial block.
         log.append(&tagged_batch(999, 1, 10, 5000), LeaderEpoch(1))
             .await
