@@ -152,19 +152,19 @@ fn segments_roll_by_size_and_survive_reopen() {
     let path = dir.path().to_path_buf();
     run(move || async move {
         let (m, log) = open_log(&path, small_config(), small_shard()).await;
-        for i in 0..200u64 {
+        for i in 0..600u64 {
             log.append(&tagged_batch(i, 2, 100, i as i64), LeaderEpoch(0))
                 .await
                 .unwrap();
         }
-        log.wait_written(Offset(400)).await.unwrap();
+        log.wait_written(Offset(1200)).await.unwrap();
         assert!(
-            log.segment_count() >= 3,
+            log.segment_count() >= 8,
             "rolled into {} segments",
             log.segment_count()
         );
         let before = read_all(&log, Offset(0), 3000).await;
-        assert_eq!(batch_ranges(&before).len(), 200);
+        assert_eq!(batch_ranges(&before).len(), 600);
         m.close_all().await.unwrap();
         let names: Vec<String> = std::fs::read_dir(path.join("t-0"))
             .unwrap()
@@ -178,7 +178,7 @@ fn segments_roll_by_size_and_survive_reopen() {
         assert!(names.iter().any(|n| n.ends_with(".timeindex")), "{names:?}");
 
         let (m, log) = open_log(&path, small_config(), small_shard()).await;
-        assert_eq!(log.log_end_offset(), Offset(400));
+        assert_eq!(log.log_end_offset(), Offset(1200));
         assert_eq!(
             log.segments_with_loaded_indexes(),
             1,
@@ -194,9 +194,9 @@ fn segments_roll_by_size_and_survive_reopen() {
         log.append(&tagged_batch(999, 1, 10, 5000), LeaderEpoch(1))
             .await
             .unwrap();
-        log.wait_written(Offset(401)).await.unwrap();
-        let all = read_all(&log, Offset(390), 1 << 20).await;
-        assert_eq!(batch_ranges(&all).last(), Some(&(400, 400)));
+        log.wait_written(Offset(1201)).await.unwrap();
+        let all = read_all(&log, Offset(1190), 1 << 20).await;
+        assert_eq!(batch_ranges(&all).last(), Some(&(1200, 1200)));
         m.close_all().await.unwrap();
     });
 }
