@@ -3,6 +3,7 @@
 //! Only this crate reads configuration files, flags, signals and the environment; the
 //! libraries take plain config structs.
 
+mod bench;
 mod config;
 
 use std::io::Write;
@@ -22,6 +23,8 @@ struct Cli {
 enum Command {
     /// Run a broker.
     Serve(ServeArgs),
+    /// The load generator: produce, consume, e2e, compare.
+    Bench(bench::BenchArgs),
 }
 
 #[derive(Debug, clap::Args)]
@@ -60,6 +63,7 @@ fn main() {
     let cli = Cli::parse();
     let result = match cli.command {
         Command::Serve(args) => serve(args),
+        Command::Bench(args) => bench::main(args),
     };
     if let Err(e) = result {
         eprintln!("sluice: {e:#}");
