@@ -1,0 +1,191 @@
+//! Leader election and broker liveness: pure decisions over a `MetadataImage`, returned as
+//! the records that carry them out. The active controller proposes these records; every
+//! node applies them the same way.
+//!
+//! Election order (KIP-966): a live ISR member (the preferred replica first, then replica
+//! order), then a live eligible leader replica, then — only when the topic enables
+//! `unclean.leader.election.enable` — any live replica. Otherwise the partition has no
+//! leader.
+
+use std::collections::BTreeMap;
+
+use crate::image::{MetadataImage, PartitionState, TopicImage};
+use crate::records::{PartitionChange, Record};
+use crate::types::{BrokerId, LeaderEpoch, Millis};
+
+/// How a leader was chosen.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ElectionKind {
+    Isr,
+    EligibleLeader,
+    Unclean,
+}
+
+/// Picks a leader for a partition among the brokers `live` accepts.
+pub fn elect_leader(
+    p: &PartitionState,
+    unclean_allowed: bool,
+    live: impl Fn(BrokerId) -> bool,
+) -> Option<(BrokerId, ElectionKind)> {
+    let in_order = |set: &[BrokerId]| {
+        p.replicas
+            .iter()
+            .copied()
+            .find(|r| set.contains(r) && live(*r))
+    };
+    if let Some(l) = in_order(&p.isr) {
+        return Some((l, ElectionKind::Isr));
+    }
+    if let Some(l) = in_order(&p.elr) {
+        return Some((l, ElectionKind::EligibleLeader));
+    }
+    if unclean_allowed {
+        if let Some(l) = in_order(&p.replicas) {
+            return Some((l, ElectionKind::Unclean));
+        }
+    }
+    None
+}
+
+/// The partition state after `gone` leaves the ISR (fenced or shut down): it leaves the
+/// ISR unless it is the last member (as in Kafka, the ISR never becomes empty, so the last
+/// in-sync replica stays known), goes to the ELR when the ISR drops below
+/// `min_isr`, and leadership moves per `elect_leader`. `None` when nothing changes.
+fn without_broker(
+    t: &TopicImage,
+    p: &PartitionState,
+    gone: BrokerId,
+    image: &MetadataImage,
+) -> Option<PartitionState> {
+    let in_isr = p.isr.contains(&gone);
+    if !in_isr && p.leader != Some(gone) {
+        return None;
+    }
+    let mut next = p.clone();
+    if in_isr && p.isr.len() > 1 {
+        next.isr.retain(|r| *r != gone);
+        if next.isr.len() < image.min_insync_replicas(&t.name) {
+            next.elr.push(gone);
+        }
+    }
+    if p.leader == Some(gone) {
+        let live = |b: BrokerId| b != gone && image.is_live(b);
+        let elected = elect_leader(&next, image.unclean_election_enabled(&t.name), live);
+        set_leader(&mut next, elected);
+    }
+    (next != *p).then_some(next)
+}
+
+fn set_leader(s: &mut PartitionState, elected: Option<(BrokerId, ElectionKind)>) {
+    let new_leader = elected.map(|(b, _)| b);
+    if new_leader != s.leader {
+        s.leader_epoch = LeaderEpoch(s.leader_epoch.0 + 1);
+    }
+    s.leader = new_leader;
+    // A leader out of the ELR or an unclean one restarts the ISR with itself (KIP-966).
+    if let Some((b, ElectionKind::EligibleLeader | ElectionKind::Unclean)) = elected {
+        s.isr = vec![b];
+        s.elr.retain(|r| *r != b);
+    }
+}
+
+fn change(t: &TopicImage, idx: crate::types::PartitionIndex, s: PartitionState) -> Record {
+    Record::PartitionChange(PartitionChange {
+        topic_id: t.id,
+        partition: idx,
+        leader: s.leader,
+        leader_epoch: s.leader_epoch,
+        isr: s.isr,
+        eligible_leaders: s.elr,
+        replicas: None,
+    })
+}
+
+/// Records that fence `broker`: `FenceBroker`, then a `PartitionChange` for every
+/// partition it led or was in sync for. Empty if it is unknown or already fenced.
+pub fn fence_broker(image: &MetadataImage, broker: BrokerId) -> Vec<Record> {
+    let Some(info) = image.broker(broker).filter(|b| !b.fenced) else {
+        return Vec::new();
+    };
+    let mut out = vec![Record::FenceBroker {
+        broker,
+        epoch: info.epoch,
+    }];
+    for t in image.topics() {
+        for (idx, p) in &t.partitions {
+            if let Some(next) = without_broker(t, p, broker, image) {
+                out.push(change(t, *idx, next));
+            }
+        }
+    }
+    out
+}
+
+/// Records that unfence `broker` and give a leader to every leaderless partition it can
+/// now lead (it is in that partition's ISR or ELR).
+pub fn unfence_broker(image: &MetadataImage, broker: BrokerId) -> Vec<Record> {
+    let Some(info) = image.broker(broker).filter(|b| b.fenced) else {
+        return Vec::new();
+    };
+    let mut out = vec![Record::UnfenceBroker {
+        broker,
+        epoch: info.epoch,
+    }];
+    for t in image.topics() {
+        for (idx, p) in &t.partitions {
+            if p.leader.is_some() || !p.replicas.contains(&broker) {
+                continue;
+            }
+            let live = |b: BrokerId| b == broker || image.is_live(b);
+            let elected = elect_leader(p, image.unclean_election_enabled(&t.name), live);
+            if elected.is_some() {
+                let mut next = p.clone();
+                set_leader(&mut next, elected);
+                out.push(change(t, *idx, next));
+            }
+        }
+    }
+    out
+}
+
+/// Broker heartbeats as the active controller sees them, on an explicit clock. Not part
+/// of the metadata log: a new active controller starts every broker's session afresh.
+#[derive(Debug, Clone)]
+pub struct BrokerLiveness {
+    session_timeout_ms: u64,
+    last_heartbeat: BTreeMap<BrokerId, Millis>,
+}
+
+impl BrokerLiveness {
+    /// `session_timeout_ms` is `broker.session.timeout.ms` (Kafka's default: 9000).
+    pub fn new(session_timeout_ms: u64) -> Self {
+        Self {
+            session_timeout_ms,
+            last_heartbeat: BTreeMap::new(),
+        }
+    }
+
+    pub fn heartbeat(&mut self, broker: BrokerId, now: Millis) {
+        self.last_heartbeat.insert(broker, now);
+    }
+
+    /// Forgets a broker (e.g. once fenced, until its next heartbeat).
+    pub fn forget(&mut self, broker: BrokerId) {
+        self.last_heartbeat.remove(&broker);
+    }
+
+    /// Registered, unfenced brokers whose session expired at `now` (no heartbeat for
+    /// `session_timeout_ms`; one never heard from counts from `since`, the moment this
+    /// controller became active).
+    pub fn expired(&self, image: &MetadataImage, now: Millis, since: Millis) -> Vec<BrokerId> {
+        image
+            .brokers()
+            .filter(|b| !b.fenced)
+            .filter(|b| {
+                let last = self.last_heartbeat.get(&b.id).copied().unwrap_or(since);
+                now.0.saturating_sub(last.0) >= self.session_timeout_ms
+            })
+            .map(|b| b.id)
+            .collect()
+    }
+}

@@ -1,0 +1,543 @@
+//! The metadata image: an immutable, versioned snapshot of cluster metadata, built by
+//! applying metadata records in log order.
+//!
+//! `MetadataImage::apply` never changes `self`; it validates the record against the image
+//! and returns a new image (shared parts stay shared through `Arc`). An invalid record is an
+//! `ImageError` and leaves the old image in force — every node rejects the same record the
+//! same way, since validation depends only on the image and the record.
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+
+use crate::records::{ConfigResource, Listener, PartitionAssignment, PartitionChange, Record};
+use crate::types::{BrokerEpoch, BrokerId, LeaderEpoch, MetadataOffset, PartitionIndex, TopicId};
+
+/// Topic config: `unclean.leader.election.enable` (default false).
+pub const UNCLEAN_LEADER_ELECTION: &str = "unclean.leader.election.enable";
+/// Topic config: `min.insync.replicas` (default 1).
+pub const MIN_INSYNC_REPLICAS: &str = "min.insync.replicas";
+
+/// A registered broker.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct BrokerInfo {
+    pub id: BrokerId,
+    pub epoch: BrokerEpoch,
+    pub rack: Option<String>,
+    pub listeners: Vec<Listener>,
+    /// A fenced broker leads nothing and is not a candidate for leadership.
+    pub fenced: bool,
+}
+
+/// One partition's replicas and leadership.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PartitionState {
+    /// First replica = preferred leader.
+    pub replicas: Vec<BrokerId>,
+    pub leader: Option<BrokerId>,
+    pub leader_epoch: LeaderEpoch,
+    pub isr: Vec<BrokerId>,
+    /// KIP-966 eligible leader replicas: left the ISR while it was below
+    /// `min.insync.replicas`, so still hold every committed record.
+    pub elr: Vec<BrokerId>,
+}
+
+/// One topic.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TopicImage {
+    pub name: String,
+    pub id: TopicId,
+    pub partitions: BTreeMap<PartitionIndex, PartitionState>,
+}
+
+/// Why a record does not apply to an image.
+#[derive(Debug, thiserror::Error, PartialEq, Eq)]
+pub enum ImageError {
+    #[error("offset {offset} is not after the image's {image}")]
+    OffsetRegression { offset: u64, image: u64 },
+    #[error("unknown broker {0}")]
+    UnknownBroker(BrokerId),
+    #[error("invalid broker id {0}")]
+    InvalidBrokerId(i32),
+    #[error("broker {broker} epoch {got} does not match the registered epoch {registered}")]
+    StaleBrokerEpoch {
+        broker: BrokerId,
+        got: i64,
+        registered: i64,
+    },
+    #[error("broker {broker} re-registered with epoch {got}, not above {registered}")]
+    BrokerEpochRegression {
+        broker: BrokerId,
+        got: i64,
+        registered: i64,
+    },
+    #[error("unknown topic {0}")]
+    UnknownTopic(String),
+    #[error("unknown partition {topic}-{partition}")]
+    UnknownPartition { topic: String, partition: i32 },
+    #[error("topic {0} already exists")]
+    TopicExists(String),
+    #[error("invalid topic: {0}")]
+    InvalidTopic(String),
+    #[error("bad replica set for {topic}-{partition}: {reason}")]
+    BadReplicas {
+        topic: String,
+        partition: i32,
+        reason: String,
+    },
+    #[error("leader epoch of {topic}-{partition} would go from {current} to {got}")]
+    LeaderEpochRegression {
+        topic: String,
+        partition: i32,
+        current: i32,
+        got: i32,
+    },
+}
+
+/// The cluster metadata as of one offset of the metadata log.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct MetadataImage {
+    offset: MetadataOffset,
+    brokers: BTreeMap<BrokerId, Arc<BrokerInfo>>,
+    topics: BTreeMap<TopicId, Arc<TopicImage>>,
+    names: BTreeMap<String, TopicId>,
+    configs: BTreeMap<(ConfigResource, String), Arc<BTreeMap<String, String>>>,
+}
+
+impl MetadataImage {
+    /// The empty image (offset 0).
+    pub fn empty() -> Self {
+        Self::default()
+    }
+
+    /// The offset of the last record this image contains.
+    pub fn offset(&self) -> MetadataOffset {
+        self.offset
+    }
+
+    pub fn brokers(&self) -> impl Iterator<Item = &BrokerInfo> {
+        self.brokers.values().map(|b| b.as_ref())
+    }
+
+    pub fn broker(&self, id: BrokerId) -> Option<&BrokerInfo> {
+        self.brokers.get(&id).map(|b| b.as_ref())
+    }
+
+    /// Whether a broker is registered and not fenced.
+    pub fn is_live(&self, id: BrokerId) -> bool {
+        self.broker(id).is_some_and(|b| !b.fenced)
+    }
+
+    pub fn topics(&self) -> impl Iterator<Item = &TopicImage> {
+        self.topics.values().map(|t| t.as_ref())
+    }
+
+    pub fn topic(&self, id: TopicId) -> Option<&TopicImage> {
+        self.topics.get(&id).map(|t| t.as_ref())
+    }
+
+    pub fn topic_by_name(&self, name: &str) -> Option<&TopicImage> {
+        self.names.get(name).and_then(|id| self.topic(*id))
+    }
+
+    /// One config value; `None` when unset (the default applies).
+    pub fn config(&self, resource: ConfigResource, name: &str, key: &str) -> Option<&str> {
+        self.configs
+            .get(&(resource, name.to_owned()))
+            .and_then(|m| m.get(key))
+            .map(String::as_str)
+    }
+
+    /// `unclean.leader.election.enable` of a topic (topic config, then cluster, else false).
+    pub fn unclean_election_enabled(&self, topic: &str) -> bool {
+        self.config(ConfigResource::Topic, topic, UNCLEAN_LEADER_ELECTION)
+            .or_else(|| self.config(ConfigResource::Cluster, "", UNCLEAN_LEADER_ELECTION))
+            .is_some_and(|v| v.eq_ignore_ascii_case("true"))
+    }
+
+    /// `min.insync.replicas` of a topic (topic config, then cluster, else 1).
+    pub fn min_insync_replicas(&self, topic: &str) -> usize {
+        self.config(ConfigResource::Topic, topic, MIN_INSYNC_REPLICAS)
+            .or_else(|| self.config(ConfigResource::Cluster, "", MIN_INSYNC_REPLICAS))
+            .and_then(|v| v.parse().ok())
+            .unwrap_or(1)
+    }
+
+    /// Applies the record at `offset` (which must be after this image's offset) and returns
+    /// the new image. `self` is unchanged either way.
+    pub fn apply(&self, offset: MetadataOffset, record: &Record) -> Result<Self, ImageError> {
+        if offset <= self.offset {
+            return Err(ImageError::OffsetRegression {
+                offset: offset.0,
+                image: self.offset.0,
+            });
+        }
+        let mut next = self.clone();
+        next.apply_in_place(record)?;
+        next.offset = offset;
+        Ok(next)
+    }
+
+    /// Moves the image to `offset` without a record (raft entries that carry no record,
+    /// e.g. membership changes, still advance the log).
+    pub fn advance_to(&self, offset: MetadataOffset) -> Self {
+        let mut next = self.clone();
+        next.offset = next.offset.max(offset);
+        next
+    }
+
+    fn apply_in_place(&mut self, record: &Record) -> Result<(), ImageError> {
+        match record {
+            Record::RegisterBroker {
+                broker,
+                epoch,
+                rack,
+                listeners,
+            } => self.register(*broker, *epoch, rack, listeners),
+            Record::FenceBroker { broker, epoch } => self.set_fenced(*broker, *epoch, true),
+            Record::UnfenceBroker { broker, epoch } => self.set_fenced(*broker, *epoch, false),
+            Record::CreateTopic {
+                name,
+                topic_id,
+                partitions,
+            } => self.create_topic(name, *topic_id, partitions),
+            Record::PartitionChange(c) => self.change_partition(c),
+            Record::ConfigChange {
+                resource,
+                resource_name,
+                key,
+                value,
+            } => self.change_config(*resource, resource_name, key, value.as_deref()),
+            Record::DeleteTopic { topic_id } => self.delete_topic(*topic_id),
+        }
+    }
+
+    fn register(
+        &mut self,
+        id: BrokerId,
+        epoch: BrokerEpoch,
+        rack: &Option<String>,
+        listeners: &[Listener],
+    ) -> Result<(), ImageError> {
+        if id.0 < 0 {
+            return Err(ImageError::InvalidBrokerId(id.0));
+        }
+        if let Some(old) = self.brokers.get(&id) {
+            if epoch <= old.epoch {
+                return Err(ImageError::BrokerEpochRegression {
+                    broker: id,
+                    got: epoch.0,
+                    registered: old.epoch.0,
+                });
+            }
+        }
+        let info = BrokerInfo {
+            id,
+            epoch,
+            rack: rack.clone(),
+            listeners: listeners.to_vec(),
+            fenced: true,
+        };
+        self.brokers.insert(id, Arc::new(info));
+        Ok(())
+    }
+
+    fn set_fenced(
+        &mut self,
+        id: BrokerId,
+        epoch: BrokerEpoch,
+        fenced: bool,
+    ) -> Result<(), ImageError> {
+        let old = self.brokers.get(&id).ok_or(ImageError::UnknownBroker(id))?;
+        if old.epoch != epoch {
+            return Err(ImageError::StaleBrokerEpoch {
+                broker: id,
+                got: epoch.0,
+                registered: old.epoch.0,
+            });
+        }
+        let mut info = BrokerInfo::clone(old);
+        info.fenced = fenced;
+        self.brokers.insert(id, Arc::new(info));
+        Ok(())
+    }
+
+    fn create_topic(
+        &mut self,
+        name: &str,
+        id: TopicId,
+        partitions: &[PartitionAssignment],
+    ) -> Result<(), ImageError> {
+        if name.is_empty() || name.len() > 249 {
+            return Err(ImageError::InvalidTopic(format!("bad name {name:?}")));
+        }
+        if self.names.contains_key(name) || self.topics.contains_key(&id) {
+            return Err(ImageError::TopicExists(name.to_owned()));
+        }
+        if partitions.is_empty() {
+            return Err(ImageError::InvalidTopic(format!("{name}: no partitions")));
+        }
+        let mut map = BTreeMap::new();
+        for (i, p) in partitions.iter().enumerate() {
+            if usize::try_from(p.partition.0).ok() != Some(i) {
+                return Err(ImageError::InvalidTopic(format!(
+                    "{name}: partition {} at position {i}",
+                    p.partition.0
+                )));
+            }
+            let state = PartitionState {
+                replicas: p.replicas.clone(),
+                leader: p.leader,
+                leader_epoch: p.leader_epoch,
+                isr: p.isr.clone(),
+                elr: Vec::new(),
+            };
+            self.check_partition(name, p.partition, &state)?;
+            map.insert(p.partition, state);
+        }
+        let topic = TopicImage {
+            name: name.to_owned(),
+            id,
+            partitions: map,
+        };
+        self.names.insert(name.to_owned(), id);
+        self.topics.insert(id, Arc::new(topic));
+        Ok(())
+    }
+
+    /// Replicas distinct and registered; ISR and ELR disjoint subsets of them; the leader
+    /// (if any) in the ISR.
+    fn check_partition(
+        &self,
+        topic: &str,
+        partition: PartitionIndex,
+        s: &PartitionState,
+    ) -> Result<(), ImageError> {
+        let bad = |reason: String| ImageError::BadReplicas {
+            topic: topic.to_owned(),
+            partition: partition.0,
+            reason,
+        };
+        if s.replicas.is_empty() {
+            return Err(bad("no replicas".into()));
+        }
+        for (i, r) in s.replicas.iter().enumerate() {
+            if !self.brokers.contains_key(r) {
+                return Err(bad(format!("replica {r} is not a registered broker")));
+            }
+            if s.replicas[..i].contains(r) {
+                return Err(bad(format!("replica {r} listed twice")));
+            }
+        }
+        for (set, name) in [(&s.isr, "isr"), (&s.elr, "elr")] {
+            for (i, r) in set.iter().enumerate() {
+                if !s.replicas.contains(r) || set[..i].contains(r) {
+                    return Err(bad(format!("{name} member {r} not a distinct replica")));
+                }
+            }
+        }
+        if let Some(r) = s.isr.iter().find(|r| s.elr.contains(r)) {
+            return Err(bad(format!("{r} is in both isr and elr")));
+        }
+        if let Some(l) = s.leader {
+            if !s.isr.contains(&l) {
+                return Err(bad(format!("leader {l} not in isr")));
+            }
+        }
+        Ok(())
+    }
+
+    fn change_partition(&mut self, c: &PartitionChange) -> Result<(), ImageError> {
+        let topic = self
+            .topics
+            .get(&c.topic_id)
+            .ok_or_else(|| ImageError::UnknownTopic(c.topic_id.to_string()))?;
+        let old =
+            topic
+                .partitions
+                .get(&c.partition)
+                .ok_or_else(|| ImageError::UnknownPartition {
+                    topic: topic.name.clone(),
+                    partition: c.partition.0,
+                })?;
+        let leader_changed = c.leader != old.leader;
+        if c.leader_epoch < old.leader_epoch
+            || (leader_changed && c.leader_epoch == old.leader_epoch)
+        {
+            return Err(ImageError::LeaderEpochRegression {
+                topic: topic.name.clone(),
+                partition: c.partition.0,
+                current: old.leader_epoch.0,
+                got: c.leader_epoch.0,
+            });
+        }
+        let state = PartitionState {
+            replicas: c.replicas.clone().unwrap_or_else(|| old.replicas.clone()),
+            leader: c.leader,
+            leader_epoch: c.leader_epoch,
+            isr: c.isr.clone(),
+            elr: c.eligible_leaders.clone(),
+        };
+        self.check_partition(&topic.name, c.partition, &state)?;
+        let mut t = TopicImage::clone(topic);
+        t.partitions.insert(c.partition, state);
+        self.topics.insert(c.topic_id, Arc::new(t));
+        Ok(())
+    }
+
+    fn change_config(
+        &mut self,
+        resource: ConfigResource,
+        name: &str,
+        key: &str,
+        value: Option<&str>,
+    ) -> Result<(), ImageError> {
+        if resource == ConfigResource::Topic && !self.names.contains_key(name) {
+            return Err(ImageError::UnknownTopic(name.to_owned()));
+        }
+        let slot = (resource, name.to_owned());
+        let mut map = self
+            .configs
+            .get(&slot)
+            .map(|m| BTreeMap::clone(m))
+            .unwrap_or_default();
+        match value {
+            Some(v) => map.insert(key.to_owned(), v.to_owned()),
+            None => map.remove(key),
+        };
+        if map.is_empty() {
+            self.configs.remove(&slot);
+        } else {
+            self.configs.insert(slot, Arc::new(map));
+        }
+        Ok(())
+    }
+
+    fn delete_topic(&mut self, id: TopicId) -> Result<(), ImageError> {
+        let topic = self
+            .topics
+            .remove(&id)
+            .ok_or_else(|| ImageError::UnknownTopic(id.to_string()))?;
+        self.names.remove(&topic.name);
+        self.configs
+            .remove(&(ConfigResource::Topic, topic.name.clone()));
+        Ok(())
+    }
+
+    /// Records that rebuild this image from empty (the content of a snapshot).
+    pub fn to_records(&self) -> Vec<Record> {
+        let mut out = Vec::new();
+        for b in self.brokers.values() {
+            out.push(Record::RegisterBroker {
+                broker: b.id,
+                epoch: b.epoch,
+                rack: b.rack.clone(),
+                listeners: b.listeners.clone(),
+            });
+            if !b.fenced {
+                out.push(Record::UnfenceBroker {
+                    broker: b.id,
+                    epoch: b.epoch,
+                });
+            }
+        }
+        for t in self.topics.values() {
+            let partitions = t
+                .partitions
+                .iter()
+                .map(|(i, p)| PartitionAssignment {
+                    partition: *i,
+                    replicas: p.replicas.clone(),
+                    leader: p.leader,
+                    leader_epoch: p.leader_epoch,
+                    isr: p.isr.clone(),
+                })
+                .collect();
+            out.push(Record::CreateTopic {
+                name: t.name.clone(),
+                topic_id: t.id,
+                partitions,
+            });
+            for (i, p) in t.partitions.iter().filter(|(_, p)| !p.elr.is_empty()) {
+                out.push(Record::PartitionChange(PartitionChange {
+                    topic_id: t.id,
+                    partition: *i,
+                    leader: p.leader,
+                    leader_epoch: p.leader_epoch,
+                    isr: p.isr.clone(),
+                    eligible_leaders: p.elr.clone(),
+                    replicas: None,
+                }));
+            }
+        }
+        for ((resource, name), map) in &self.configs {
+            for (k, v) in map.iter() {
+                out.push(Record::ConfigChange {
+                    resource: *resource,
+                    resource_name: name.clone(),
+                    key: k.clone(),
+                    value: Some(v.clone()),
+                });
+            }
+        }
+        out
+    }
+
+    /// Rebuilds an image from `to_records` output, as of `offset`.
+    pub fn from_records(offset: MetadataOffset, records: &[Record]) -> Result<Self, ImageError> {
+        let mut image = Self::empty();
+        for r in records {
+            image.apply_in_place(r)?;
+        }
+        image.offset = offset;
+        Ok(image)
+    }
+
+    /// Snapshot bytes: `offset u64 LE`, `record count u32 LE`, then each record as
+    /// `len u32 LE` + flatbuffer.
+    pub fn encode_snapshot(&self) -> Vec<u8> {
+        let records = self.to_records();
+        let mut out = self.offset.0.to_le_bytes().to_vec();
+        out.extend_from_slice(&(records.len() as u32).to_le_bytes());
+        for r in records {
+            let b = r.encode();
+            // Bound: a record is far below 4 GiB (names ≤ 249 bytes, bounded partition lists).
+            out.extend_from_slice(&(b.len() as u32).to_le_bytes());
+            out.extend_from_slice(&b);
+        }
+        out
+    }
+
+    /// Parses `encode_snapshot` output.
+    pub fn decode_snapshot(buf: &[u8]) -> Result<Self, SnapshotError> {
+        let (head, mut rest) = buf.split_at_checked(12).ok_or(SnapshotError::Truncated)?;
+        let mut off = [0u8; 8];
+        off.copy_from_slice(&head[..8]);
+        let count = u32::from_le_bytes([head[8], head[9], head[10], head[11]]) as usize;
+        let mut records = Vec::with_capacity(count.min(1 << 16));
+        while !rest.is_empty() {
+            let (len, tail) = rest.split_at_checked(4).ok_or(SnapshotError::Truncated)?;
+            let len = u32::from_le_bytes([len[0], len[1], len[2], len[3]]) as usize;
+            let (rec, tail) = tail.split_at_checked(len).ok_or(SnapshotError::Truncated)?;
+            records.push(Record::decode(rec)?);
+            rest = tail;
+        }
+        if records.len() != count {
+            return Err(SnapshotError::Truncated);
+        }
+        Ok(Self::from_records(
+            MetadataOffset(u64::from_le_bytes(off)),
+            &records,
+        )?)
+    }
+}
+
+/// Why snapshot bytes do not make an image.
+#[derive(Debug, thiserror::Error)]
+pub enum SnapshotError {
+    #[error("snapshot truncated")]
+    Truncated,
+    #[error(transparent)]
+    Decode(#[from] crate::records::DecodeError),
+    #[error(transparent)]
+    Image(#[from] ImageError),
+}

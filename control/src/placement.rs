@@ -1,0 +1,102 @@
+//! Replica placement: pure functions from the live brokers to replica lists.
+//!
+//! Each partition's replicas go to distinct racks first (as many racks as exist), then to
+//! distinct brokers; the first replica (the preferred leader) rotates through a
+//! rack-alternating broker order, so leaders are balanced: with `p` partitions over `n`
+//! brokers every broker leads `⌊p/n⌋` or `⌈p/n⌉` of them.
+
+use std::collections::BTreeMap;
+
+use crate::types::BrokerId;
+
+/// A broker as placement sees it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PlacementBroker {
+    pub id: BrokerId,
+    pub rack: Option<String>,
+}
+
+/// Why replicas cannot be placed.
+#[derive(Debug, thiserror::Error, PartialEq, Eq)]
+pub enum PlacementError {
+    #[error("replication factor {rf} is more than the {brokers} available brokers")]
+    NotEnoughBrokers { rf: usize, brokers: usize },
+    #[error("replication factor must be at least 1")]
+    ZeroReplicationFactor,
+}
+
+/// Brokers ordered so consecutive entries alternate racks: racks sorted by name (brokers
+/// without a rack form their own group), brokers within a rack by id, then taken one per
+/// rack in turn. Kafka's rack-aware assignment uses the same order.
+pub fn rack_alternating(brokers: &[PlacementBroker]) -> Vec<BrokerId> {
+    let mut by_rack: BTreeMap<Option<&str>, Vec<BrokerId>> = BTreeMap::new();
+    for b in brokers {
+        by_rack.entry(b.rack.as_deref()).or_default().push(b.id);
+    }
+    for ids in by_rack.values_mut() {
+        ids.sort_unstable();
+        ids.dedup();
+    }
+    let rounds = by_rack.values().map(Vec::len).max().unwrap_or(0);
+    let mut out = Vec::with_capacity(brokers.len());
+    for round in 0..rounds {
+        for ids in by_rack.values() {
+            if let Some(id) = ids.get(round) {
+                out.push(*id);
+            }
+        }
+    }
+    out
+}
+
+/// Replica lists for `partitions` partitions of replication factor `rf`. `start` offsets
+/// the leader rotation (pass the number of partitions already led, per topic or cluster,
+/// to keep leaders balanced across topics).
+pub fn place_replicas(
+    brokers: &[PlacementBroker],
+    partitions: usize,
+    rf: usize,
+    start: usize,
+) -> Result<Vec<Vec<BrokerId>>, PlacementError> {
+    if rf == 0 {
+        return Err(PlacementError::ZeroReplicationFactor);
+    }
+    let order = rack_alternating(brokers);
+    let n = order.len();
+    if rf > n {
+        return Err(PlacementError::NotEnoughBrokers { rf, brokers: n });
+    }
+    let rack_of: BTreeMap<BrokerId, Option<&str>> =
+        brokers.iter().map(|b| (b.id, b.rack.as_deref())).collect();
+    let racks = rack_of
+        .values()
+        .collect::<std::collections::BTreeSet<_>>()
+        .len();
+    let mut out = Vec::with_capacity(partitions);
+    for p in 0..partitions {
+        let first = (start + p) % n;
+        // Followers start at a shift that changes every full rotation, so the followers of
+        // one leader are not always the same brokers (Kafka's "replica shift").
+        let shift = 1 + ((start + p) / n) % n.saturating_sub(1).max(1);
+        let mut replicas = vec![order[first]];
+        let mut used_racks = vec![rack_of.get(&order[first]).copied().flatten()];
+        // Pass 1: brokers on racks not yet used; pass 2: any broker not yet used.
+        for pass in 0..2 {
+            for j in 0..n {
+                if replicas.len() == rf {
+                    break;
+                }
+                let id = order[(first + shift + j) % n];
+                let rack = rack_of.get(&id).copied().flatten();
+                let fresh_rack = !used_racks.contains(&rack) || used_racks.len() >= racks;
+                if replicas.contains(&id) || (pass == 0 && !fresh_rack) {
+                    continue;
+                }
+                replicas.push(id);
+                used_racks.push(rack);
+            }
+        }
+        out.push(replicas);
+    }
+    Ok(out)
+}

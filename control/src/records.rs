@@ -1,0 +1,391 @@
+//! The metadata log records as plain Rust values, and their flatbuffers encoding.
+//!
+//! `encode` builds one finished `MetadataRecord` buffer (identifier `SLMR`); `decode`
+//! verifies the buffer (flatbuffers verifier: bounds, offsets, utf-8) before reading it, so
+//! any bytes — from disk or from a peer — give a `DecodeError`, never a panic.
+
+use flatbuffers::{FlatBufferBuilder, WIPOffset};
+
+use crate::generated::sluice::metadata as fb;
+use crate::types::{BrokerEpoch, BrokerId, LeaderEpoch, PartitionIndex, TopicId};
+
+/// A named network endpoint a broker serves on.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Listener {
+    pub name: String,
+    pub host: String,
+    pub port: u16,
+}
+
+/// One partition as created: its replicas (first = preferred leader), leader and ISR.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PartitionAssignment {
+    pub partition: PartitionIndex,
+    pub replicas: Vec<BrokerId>,
+    pub leader: Option<BrokerId>,
+    pub leader_epoch: LeaderEpoch,
+    pub isr: Vec<BrokerId>,
+}
+
+/// What a config change applies to.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub enum ConfigResource {
+    Topic,
+    Broker,
+    Cluster,
+}
+
+/// One metadata log record. See `schema/metadata.fbs` for the meaning of each field.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Record {
+    RegisterBroker {
+        broker: BrokerId,
+        epoch: BrokerEpoch,
+        rack: Option<String>,
+        listeners: Vec<Listener>,
+    },
+    FenceBroker {
+        broker: BrokerId,
+        epoch: BrokerEpoch,
+    },
+    UnfenceBroker {
+        broker: BrokerId,
+        epoch: BrokerEpoch,
+    },
+    CreateTopic {
+        name: String,
+        topic_id: TopicId,
+        partitions: Vec<PartitionAssignment>,
+    },
+    PartitionChange(PartitionChange),
+    ConfigChange {
+        resource: ConfigResource,
+        resource_name: String,
+        key: String,
+        /// `None` deletes the key.
+        value: Option<String>,
+    },
+    DeleteTopic {
+        topic_id: TopicId,
+    },
+}
+
+/// The full new state of one partition's leadership (not a delta).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PartitionChange {
+    pub topic_id: TopicId,
+    pub partition: PartitionIndex,
+    pub leader: Option<BrokerId>,
+    pub leader_epoch: LeaderEpoch,
+    pub isr: Vec<BrokerId>,
+    pub eligible_leaders: Vec<BrokerId>,
+    /// `None`: replicas unchanged.
+    pub replicas: Option<Vec<BrokerId>>,
+}
+
+/// Why bytes are not a metadata record.
+#[derive(Debug, thiserror::Error, PartialEq, Eq)]
+pub enum DecodeError {
+    #[error("not a metadata record buffer (identifier missing)")]
+    Identifier,
+    #[error("invalid flatbuffer: {0}")]
+    Invalid(String),
+    #[error("record has no payload or an unknown record type {0}")]
+    UnknownType(u8),
+    #[error("record field {0} missing")]
+    Missing(&'static str),
+    #[error("unknown config resource {0}")]
+    UnknownResource(i8),
+}
+
+fn uuid(id: TopicId) -> fb::Uuid {
+    fb::Uuid::new((id.0 >> 64) as u64, id.0 as u64)
+}
+
+fn topic_id(u: &fb::Uuid) -> TopicId {
+    TopicId((u128::from(u.hi()) << 64) | u128::from(u.lo()))
+}
+
+fn leader_wire(l: Option<BrokerId>) -> i32 {
+    l.map_or(BrokerId::NONE, |b| b.0)
+}
+
+fn leader_from_wire(l: i32) -> Option<BrokerId> {
+    (l >= 0).then_some(BrokerId(l))
+}
+
+fn ids<'a>(
+    fbb: &mut FlatBufferBuilder<'a>,
+    v: &[BrokerId],
+) -> WIPOffset<flatbuffers::Vector<'a, i32>> {
+    let raw: Vec<i32> = v.iter().map(|b| b.0).collect();
+    fbb.create_vector(&raw)
+}
+
+fn ids_from(v: Option<flatbuffers::Vector<'_, i32>>) -> Vec<BrokerId> {
+    v.map(|v| v.iter().map(BrokerId).collect())
+        .unwrap_or_default()
+}
+
+impl Record {
+    /// A short name for logs and errors.
+    pub fn kind(&self) -> &'static str {
+        match self {
+            Record::RegisterBroker { .. } => "RegisterBroker",
+            Record::FenceBroker { .. } => "FenceBroker",
+            Record::UnfenceBroker { .. } => "UnfenceBroker",
+            Record::CreateTopic { .. } => "CreateTopic",
+            Record::PartitionChange(_) => "PartitionChange",
+            Record::ConfigChange { .. } => "ConfigChange",
+            Record::DeleteTopic { .. } => "DeleteTopic",
+        }
+    }
+
+    /// Encodes this record as one finished flatbuffer.
+    pub fn encode(&self) -> Vec<u8> {
+        let mut fbb = FlatBufferBuilder::with_capacity(256);
+        let (record_type, record) = self.build(&mut fbb);
+        let root = fb::MetadataRecord::create(
+            &mut fbb,
+            &fb::MetadataRecordArgs {
+                record_type,
+                record: Some(record),
+            },
+        );
+        fb::finish_metadata_record_buffer(&mut fbb, root);
+        fbb.finished_data().to_vec()
+    }
+
+    fn build<'a>(
+        &self,
+        fbb: &mut FlatBufferBuilder<'a>,
+    ) -> (fb::Record, WIPOffset<flatbuffers::UnionWIPOffset>) {
+        match self {
+            Record::RegisterBroker {
+                broker,
+                epoch,
+                rack,
+                listeners,
+            } => {
+                let rack = rack.as_deref().map(|r| fbb.create_string(r));
+                let ls: Vec<_> = listeners
+                    .iter()
+                    .map(|l| {
+                        let args = fb::ListenerArgs {
+                            name: Some(fbb.create_string(&l.name)),
+                            host: Some(fbb.create_string(&l.host)),
+                            port: l.port,
+                        };
+                        fb::Listener::create(fbb, &args)
+                    })
+                    .collect();
+                let listeners = Some(fbb.create_vector(&ls));
+                let t = fb::RegisterBroker::create(
+                    fbb,
+                    &fb::RegisterBrokerArgs {
+                        broker_id: broker.0,
+                        broker_epoch: epoch.0,
+                        rack,
+                        listeners,
+                    },
+                );
+                (fb::Record::RegisterBroker, t.as_union_value())
+            }
+            Record::FenceBroker { broker, epoch } => {
+                let args = fb::FenceBrokerArgs {
+                    broker_id: broker.0,
+                    broker_epoch: epoch.0,
+                };
+                let t = fb::FenceBroker::create(fbb, &args);
+                (fb::Record::FenceBroker, t.as_union_value())
+            }
+            Record::UnfenceBroker { broker, epoch } => {
+                let args = fb::UnfenceBrokerArgs {
+                    broker_id: broker.0,
+                    broker_epoch: epoch.0,
+                };
+                let t = fb::UnfenceBroker::create(fbb, &args);
+                (fb::Record::UnfenceBroker, t.as_union_value())
+            }
+            Record::CreateTopic {
+                name,
+                topic_id,
+                partitions,
+            } => {
+                let name = Some(fbb.create_string(name));
+                let ps: Vec<_> = partitions
+                    .iter()
+                    .map(|p| {
+                        let args = fb::PartitionAssignmentArgs {
+                            partition: p.partition.0,
+                            replicas: Some(ids(fbb, &p.replicas)),
+                            leader: leader_wire(p.leader),
+                            leader_epoch: p.leader_epoch.0,
+                            isr: Some(ids(fbb, &p.isr)),
+                        };
+                        fb::PartitionAssignment::create(fbb, &args)
+                    })
+                    .collect();
+                let partitions = Some(fbb.create_vector(&ps));
+                let id = uuid(*topic_id);
+                let t = fb::CreateTopic::create(
+                    fbb,
+                    &fb::CreateTopicArgs {
+                        name,
+                        topic_id: Some(&id),
+                        partitions,
+                    },
+                );
+                (fb::Record::CreateTopic, t.as_union_value())
+            }
+            Record::PartitionChange(c) => {
+                let id = uuid(c.topic_id);
+                let args = fb::PartitionChangeArgs {
+                    topic_id: Some(&id),
+                    partition: c.partition.0,
+                    leader: leader_wire(c.leader),
+                    leader_epoch: c.leader_epoch.0,
+                    isr: Some(ids(fbb, &c.isr)),
+                    eligible_leaders: Some(ids(fbb, &c.eligible_leaders)),
+                    replicas: c.replicas.as_deref().map(|r| ids(fbb, r)),
+                };
+                let t = fb::PartitionChange::create(fbb, &args);
+                (fb::Record::PartitionChange, t.as_union_value())
+            }
+            Record::ConfigChange {
+                resource,
+                resource_name,
+                key,
+                value,
+            } => {
+                let args = fb::ConfigChangeArgs {
+                    resource: match resource {
+                        ConfigResource::Topic => fb::ConfigResource::Topic,
+                        ConfigResource::Broker => fb::ConfigResource::Broker,
+                        ConfigResource::Cluster => fb::ConfigResource::Cluster,
+                    },
+                    resource_name: Some(fbb.create_string(resource_name)),
+                    key: Some(fbb.create_string(key)),
+                    value: value.as_deref().map(|v| fbb.create_string(v)),
+                };
+                let t = fb::ConfigChange::create(fbb, &args);
+                (fb::Record::ConfigChange, t.as_union_value())
+            }
+            Record::DeleteTopic { topic_id } => {
+                let id = uuid(*topic_id);
+                let t = fb::DeleteTopic::create(
+                    fbb,
+                    &fb::DeleteTopicArgs {
+                        topic_id: Some(&id),
+                    },
+                );
+                (fb::Record::DeleteTopic, t.as_union_value())
+            }
+        }
+    }
+
+    /// Verifies and decodes one record buffer.
+    pub fn decode(buf: &[u8]) -> Result<Record, DecodeError> {
+        // The identifier check asserts on buffers shorter than offset + identifier.
+        if buf.len() < 8 || !fb::metadata_record_buffer_has_identifier(buf) {
+            return Err(DecodeError::Identifier);
+        }
+        let root =
+            fb::root_as_metadata_record(buf).map_err(|e| DecodeError::Invalid(e.to_string()))?;
+        let ty = root.record_type();
+        let unknown = DecodeError::UnknownType(ty.0);
+        let record = match ty {
+            fb::Record::RegisterBroker => {
+                let r = root.record_as_register_broker().ok_or(unknown)?;
+                Record::RegisterBroker {
+                    broker: BrokerId(r.broker_id()),
+                    epoch: BrokerEpoch(r.broker_epoch()),
+                    rack: r.rack().map(str::to_owned),
+                    listeners: r
+                        .listeners()
+                        .map(|ls| {
+                            ls.iter()
+                                .map(|l| Listener {
+                                    name: l.name().unwrap_or_default().to_owned(),
+                                    host: l.host().unwrap_or_default().to_owned(),
+                                    port: l.port(),
+                                })
+                                .collect()
+                        })
+                        .unwrap_or_default(),
+                }
+            }
+            fb::Record::FenceBroker => {
+                let r = root.record_as_fence_broker().ok_or(unknown)?;
+                Record::FenceBroker {
+                    broker: BrokerId(r.broker_id()),
+                    epoch: BrokerEpoch(r.broker_epoch()),
+                }
+            }
+            fb::Record::UnfenceBroker => {
+                let r = root.record_as_unfence_broker().ok_or(unknown)?;
+                Record::UnfenceBroker {
+                    broker: BrokerId(r.broker_id()),
+                    epoch: BrokerEpoch(r.broker_epoch()),
+                }
+            }
+            fb::Record::CreateTopic => {
+                let r = root.record_as_create_topic().ok_or(unknown)?;
+                let partitions = r
+                    .partitions()
+                    .map(|ps| {
+                        ps.iter()
+                            .map(|p| PartitionAssignment {
+                                partition: PartitionIndex(p.partition()),
+                                replicas: ids_from(p.replicas()),
+                                leader: leader_from_wire(p.leader()),
+                                leader_epoch: LeaderEpoch(p.leader_epoch()),
+                                isr: ids_from(p.isr()),
+                            })
+                            .collect()
+                    })
+                    .unwrap_or_default();
+                Record::CreateTopic {
+                    name: r.name().ok_or(DecodeError::Missing("name"))?.to_owned(),
+                    topic_id: topic_id(r.topic_id().ok_or(DecodeError::Missing("topic_id"))?),
+                    partitions,
+                }
+            }
+            fb::Record::PartitionChange => {
+                let r = root.record_as_partition_change().ok_or(unknown)?;
+                Record::PartitionChange(PartitionChange {
+                    topic_id: topic_id(r.topic_id().ok_or(DecodeError::Missing("topic_id"))?),
+                    partition: PartitionIndex(r.partition()),
+                    leader: leader_from_wire(r.leader()),
+                    leader_epoch: LeaderEpoch(r.leader_epoch()),
+                    isr: ids_from(r.isr()),
+                    eligible_leaders: ids_from(r.eligible_leaders()),
+                    replicas: r.replicas().map(|v| ids_from(Some(v))),
+                })
+            }
+            fb::Record::ConfigChange => {
+                let r = root.record_as_config_change().ok_or(unknown)?;
+                let resource = match r.resource() {
+                    fb::ConfigResource::Topic => ConfigResource::Topic,
+                    fb::ConfigResource::Broker => ConfigResource::Broker,
+                    fb::ConfigResource::Cluster => ConfigResource::Cluster,
+                    other => return Err(DecodeError::UnknownResource(other.0)),
+                };
+                Record::ConfigChange {
+                    resource,
+                    resource_name: r.resource_name().unwrap_or_default().to_owned(),
+                    key: r.key().ok_or(DecodeError::Missing("key"))?.to_owned(),
+                    value: r.value().map(str::to_owned),
+                }
+            }
+            fb::Record::DeleteTopic => {
+                let r = root.record_as_delete_topic().ok_or(unknown)?;
+                Record::DeleteTopic {
+                    topic_id: topic_id(r.topic_id().ok_or(DecodeError::Missing("topic_id"))?),
+                }
+            }
+            _ => return Err(unknown),
+        };
+        Ok(record)
+    }
+}

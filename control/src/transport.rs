@@ -1,0 +1,21 @@
+//! How the controller's raft messages leave the node.
+//!
+//! The controller loop hands every outgoing message to a `Transport` and never waits on
+//! it: raft retransmits whatever is lost, so a transport may drop messages (a full bounded
+//! queue, a peer that is down) instead of blocking the loop. Incoming messages are fed to
+//! `Controller::step` by whoever owns the receiving side.
+
+use raft::eraftpb::Message;
+
+/// The outgoing side of the controller network.
+pub trait Transport {
+    /// Queues `msg` for `msg.to`. Must not block; may drop.
+    fn send(&mut self, msg: Message);
+}
+
+/// Collects messages in a `Vec` (for callers that route them themselves).
+impl Transport for Vec<Message> {
+    fn send(&mut self, msg: Message) {
+        self.push(msg);
+    }
+}

@@ -1,0 +1,405 @@
+//! Metadata image: validation, snapshots; placement and election decisions.
+
+use proptest::prelude::*;
+use sluice_control::{
+    elect_leader, fence_broker, place_replicas, unfence_broker, BrokerEpoch, BrokerId,
+    BrokerLiveness, ConfigResource, ElectionKind, ImageError, LeaderEpoch, MetadataImage,
+    MetadataOffset, Millis, PartitionAssignment, PartitionChange, PartitionIndex, PlacementBroker,
+    Record, TopicId,
+};
+
+fn register(id: i32, rack: &str) -> Record {
+    Record::RegisterBroker {
+        broker: BrokerId(id),
+        epoch: BrokerEpoch(1),
+        rack: Some(rack.to_owned()),
+        listeners: vec![],
+    }
+}
+
+fn unfence(id: i32) -> Record {
+    Record::UnfenceBroker {
+        broker: BrokerId(id),
+        epoch: BrokerEpoch(1),
+    }
+}
+
+/// Applies records at consecutive offsets.
+fn build(records: &[Record]) -> Result<MetadataImage, ImageError> {
+    let mut image = MetadataImage::empty();
+    for r in records {
+        let next = MetadataOffset(image.offset().0 + 1);
+        image = image.apply(next, r)?;
+    }
+    Ok(image)
+}
+
+fn apply(image: &MetadataImage, r: &Record) -> Result<MetadataImage, ImageError> {
+    image.apply(MetadataOffset(image.offset().0 + 1), r)
+}
+
+fn b(ids: &[i32]) -> Vec<BrokerId> {
+    ids.iter().copied().map(BrokerId).collect()
+}
+
+fn topic(name: &str, id: u128, parts: &[(&[i32], i32)]) -> Record {
+    Record::CreateTopic {
+        name: name.into(),
+        topic_id: TopicId(id),
+        partitions: parts
+            .iter()
+            .enumerate()
+            .map(|(i, (replicas, leader))| PartitionAssignment {
+                partition: PartitionIndex(i as i32),
+                replicas: b(replicas),
+                leader: Some(BrokerId(*leader)),
+                leader_epoch: LeaderEpoch(0),
+                isr: b(replicas),
+            })
+            .collect(),
+    }
+}
+
+fn three_brokers() -> Vec<Record> {
+    vec![
+        register(1, "a"),
+        register(2, "b"),
+        register(3, "c"),
+        unfence(1),
+        unfence(2),
+        unfence(3),
+    ]
+}
+
+#[test]
+fn builds_versioned_images_and_keeps_old_ones() -> Result<(), ImageError> {
+    let mut rs = three_brokers();
+    rs.push(topic("t", 1, &[(&[1, 2, 3], 1), (&[2, 3, 1], 2)]));
+    let image = build(&rs)?;
+    assert_eq!(image.offset(), MetadataOffset(7));
+    let t = image
+        .topic_by_name("t")
+        .ok_or(ImageError::UnknownTopic("t".into()))?;
+    assert_eq!(t.partitions.len(), 2);
+    let del = apply(
+        &image,
+        &Record::DeleteTopic {
+            topic_id: TopicId(1),
+        },
+    )?;
+    assert!(del.topic_by_name("t").is_none());
+    assert!(image.topic_by_name("t").is_some(), "old image unchanged");
+    Ok(())
+}
+
+#[test]
+fn rejects_invalid_records() -> Result<(), ImageError> {
+    let mut rs = three_brokers();
+    rs.push(topic("t", 1, &[(&[1, 2, 3], 1)]));
+    let image = build(&rs)?;
+    let change = |leader: Option<i32>, epoch: i32, isr: &[i32]| {
+        Record::PartitionChange(PartitionChange {
+            topic_id: TopicId(1),
+            partition: PartitionIndex(0),
+            leader: leader.map(BrokerId),
+            leader_epoch: LeaderEpoch(epoch),
+            isr: b(isr),
+            eligible_leaders: vec![],
+            replicas: None,
+        })
+    };
+    // Unknown topic and partition.
+    let unknown = Record::DeleteTopic {
+        topic_id: TopicId(9),
+    };
+    assert!(matches!(
+        apply(&image, &unknown),
+        Err(ImageError::UnknownTopic(_))
+    ));
+    let bad_part = Record::PartitionChange(PartitionChange {
+        partition: PartitionIndex(5),
+        ..match change(Some(1), 0, &[1]) {
+            Record::PartitionChange(c) => c,
+            _ => unreachable!(),
+        }
+    });
+    assert!(matches!(
+        apply(&image, &bad_part),
+        Err(ImageError::UnknownPartition { .. })
+    ));
+    // Bad replica ids: unregistered, duplicate; leader outside ISR.
+    assert!(matches!(
+        apply(&image, &topic("u", 2, &[(&[1, 9], 1)])),
+        Err(ImageError::BadReplicas { .. })
+    ));
+    assert!(matches!(
+        apply(&image, &topic("u", 2, &[(&[1, 1], 1)])),
+        Err(ImageError::BadReplicas { .. })
+    ));
+    assert!(matches!(
+        apply(&image, &change(Some(3), 1, &[1, 2])),
+        Err(ImageError::BadReplicas { .. })
+    ));
+    assert!(matches!(
+        apply(&image, &change(Some(1), 0, &[1, 7])),
+        Err(ImageError::BadReplicas { .. })
+    ));
+    // Epoch regressions: leader change without a new epoch, lower epoch, broker epoch.
+    assert!(matches!(
+        apply(&image, &change(Some(2), 0, &[1, 2])),
+        Err(ImageError::LeaderEpochRegression { .. })
+    ));
+    let moved = apply(&image, &change(Some(2), 1, &[1, 2]))?;
+    assert!(matches!(
+        apply(&moved, &change(Some(2), 0, &[2])),
+        Err(ImageError::LeaderEpochRegression { .. })
+    ));
+    assert!(matches!(
+        apply(&image, &register(1, "a")),
+        Err(ImageError::BrokerEpochRegression { .. })
+    ));
+    assert!(matches!(
+        apply(
+            &image,
+            &Record::FenceBroker {
+                broker: BrokerId(1),
+                epoch: BrokerEpoch(0)
+            }
+        ),
+        Err(ImageError::StaleBrokerEpoch { .. })
+    ));
+    assert!(matches!(
+        apply(&image, &topic("t", 3, &[(&[1], 1)])),
+        Err(ImageError::TopicExists(_))
+    ));
+    // Offsets only move forward.
+    assert!(matches!(
+        image.apply(image.offset(), &unfence(1)),
+        Err(ImageError::OffsetRegression { .. })
+    ));
+    Ok(())
+}
+
+#[test]
+fn snapshot_round_trip() -> Result<(), Box<dyn std::error::Error>> {
+    let mut rs = three_brokers();
+    rs.push(topic("t", 1, &[(&[1, 2, 3], 1), (&[2, 3, 1], 2)]));
+    rs.push(Record::ConfigChange {
+        resource: ConfigResource::Topic,
+        resource_name: "t".into(),
+        key: "unclean.leader.election.enable".into(),
+        value: Some("true".into()),
+    });
+    rs.push(Record::FenceBroker {
+        broker: BrokerId(3),
+        epoch: BrokerEpoch(1),
+    });
+    let image = build(&rs)?;
+    let image = apply(&image, &fence_broker(&image, BrokerId(2))[1])?;
+    let bytes = image.encode_snapshot();
+    let back = MetadataImage::decode_snapshot(&bytes)?;
+    assert_eq!(back, image);
+    for cut in [0, 3, 8, bytes.len() / 2, bytes.len() - 1] {
+        assert!(MetadataImage::decode_snapshot(&bytes[..cut]).is_err());
+    }
+    Ok(())
+}
+
+#[test]
+fn fencing_moves_leaders_within_isr_only() -> Result<(), ImageError> {
+    let mut rs = three_brokers();
+    rs.push(register(4, "a"));
+    rs.push(unfence(4));
+    // p0: led by 1, isr {1,2}; p1: led by 1, isr {1} only (replica 4 out of sync);
+    // p2: led by 2, 1 in isr.
+    rs.push(topic(
+        "t",
+        1,
+        &[(&[1, 2, 3], 1), (&[1, 4], 1), (&[2, 1], 2)],
+    ));
+    let mut image = build(&rs)?;
+    image = apply(
+        &image,
+        &Record::PartitionChange(PartitionChange {
+            topic_id: TopicId(1),
+            partition: PartitionIndex(0),
+            leader: Some(BrokerId(1)),
+            leader_epoch: LeaderEpoch(0),
+            isr: b(&[1, 2]),
+            eligible_leaders: vec![],
+            replicas: None,
+        }),
+    )?;
+    image = apply(
+        &image,
+        &Record::PartitionChange(PartitionChange {
+            topic_id: TopicId(1),
+            partition: PartitionIndex(1),
+            leader: Some(BrokerId(1)),
+            leader_epoch: LeaderEpoch(0),
+            isr: b(&[1]),
+            eligible_leaders: vec![],
+            replicas: None,
+        }),
+    )?;
+    // Broker 1 misses heartbeats for the session timeout (explicit clock).
+    let mut liveness = BrokerLiveness::new(9_000);
+    for id in [1, 2, 3, 4] {
+        liveness.heartbeat(BrokerId(id), Millis(0));
+    }
+    for id in [2, 3, 4] {
+        liveness.heartbeat(BrokerId(id), Millis(8_000));
+    }
+    assert!(liveness
+        .expired(&image, Millis(8_999), Millis(0))
+        .is_empty());
+    assert_eq!(
+        liveness.expired(&image, Millis(9_000), Millis(0)),
+        vec![BrokerId(1)]
+    );
+    for r in fence_broker(&image, BrokerId(1)) {
+        image = apply(&image, &r)?;
+    }
+    assert!(!image.is_live(BrokerId(1)));
+    let t = image
+        .topic(TopicId(1))
+        .ok_or(ImageError::UnknownTopic("t".into()))?;
+    let p0 = &t.partitions[&PartitionIndex(0)];
+    assert_eq!(
+        (p0.leader, p0.leader_epoch, p0.isr.clone()),
+        (Some(BrokerId(2)), LeaderEpoch(1), b(&[2]))
+    );
+    // p1: the only ISR member is gone and 4 is not in sync: no leader (no unclean election).
+    let p1 = &t.partitions[&PartitionIndex(1)];
+    assert_eq!((p1.leader, p1.isr.clone()), (None, b(&[1])));
+    let p2 = &t.partitions[&PartitionIndex(2)];
+    assert_eq!(
+        (p2.leader, p2.leader_epoch, p2.isr.clone()),
+        (Some(BrokerId(2)), LeaderEpoch(0), b(&[2]))
+    );
+    // Broker 1 comes back: unfenced, it leads p1 again (it was its last in-sync replica).
+    for r in unfence_broker(&image, BrokerId(1)) {
+        image = apply(&image, &r)?;
+    }
+    let t = image
+        .topic(TopicId(1))
+        .ok_or(ImageError::UnknownTopic("t".into()))?;
+    let p1 = &t.partitions[&PartitionIndex(1)];
+    assert_eq!(
+        (p1.leader, p1.leader_epoch),
+        (Some(BrokerId(1)), LeaderEpoch(2))
+    );
+    Ok(())
+}
+
+#[test]
+fn unclean_election_only_when_enabled_and_elr_first() -> Result<(), ImageError> {
+    let mut rs = three_brokers();
+    rs.push(topic("t", 1, &[(&[1, 2, 3], 1)]));
+    let image = build(&rs)?;
+    let t = image
+        .topic(TopicId(1))
+        .ok_or(ImageError::UnknownTopic("t".into()))?;
+    let mut p = t.partitions[&PartitionIndex(0)].clone();
+    p.isr = b(&[1]);
+    p.elr = b(&[3]);
+    let only2 = |x: BrokerId| x == BrokerId(2);
+    assert_eq!(elect_leader(&p, false, only2), None);
+    assert_eq!(
+        elect_leader(&p, true, only2),
+        Some((BrokerId(2), ElectionKind::Unclean))
+    );
+    let not1 = |x: BrokerId| x != BrokerId(1);
+    assert_eq!(
+        elect_leader(&p, true, not1),
+        Some((BrokerId(3), ElectionKind::EligibleLeader))
+    );
+    assert_eq!(
+        elect_leader(&p, true, |_| true),
+        Some((BrokerId(1), ElectionKind::Isr))
+    );
+    Ok(())
+}
+
+#[test]
+fn min_isr_moves_fenced_replicas_to_elr() -> Result<(), ImageError> {
+    let mut rs = three_brokers();
+    rs.push(topic("t", 1, &[(&[1, 2, 3], 1)]));
+    rs.push(Record::ConfigChange {
+        resource: ConfigResource::Topic,
+        resource_name: "t".into(),
+        key: "min.insync.replicas".into(),
+        value: Some("3".into()),
+    });
+    let mut image = build(&rs)?;
+    for r in fence_broker(&image, BrokerId(1)) {
+        image = apply(&image, &r)?;
+    }
+    let t = image
+        .topic(TopicId(1))
+        .ok_or(ImageError::UnknownTopic("t".into()))?;
+    let p = &t.partitions[&PartitionIndex(0)];
+    assert_eq!(
+        (p.leader, p.isr.clone(), p.elr.clone()),
+        (Some(BrokerId(2)), b(&[2, 3]), b(&[1]))
+    );
+    Ok(())
+}
+
+fn brokers(racks: &[usize]) -> Vec<PlacementBroker> {
+    racks
+        .iter()
+        .enumerate()
+        .map(|(i, r)| PlacementBroker {
+            id: BrokerId(i as i32 + 1),
+            rack: Some(format!("rack-{r}")),
+        })
+        .collect()
+}
+
+#[test]
+fn three_racks_one_replica_each() -> Result<(), Box<dyn std::error::Error>> {
+    // Six brokers, two per rack, listed rack by rack.
+    let bs = brokers(&[0, 0, 1, 1, 2, 2]);
+    let placed = place_replicas(&bs, 12, 3, 0)?;
+    for replicas in &placed {
+        let mut racks: Vec<_> = replicas.iter().map(|r| (r.0 - 1) / 2).collect();
+        racks.sort_unstable();
+        assert_eq!(racks, vec![0, 1, 2], "{replicas:?}");
+    }
+    Ok(())
+}
+
+proptest! {
+    #[test]
+    fn placement_spreads_racks_and_balances_leaders(
+        racks in proptest::collection::vec(0usize..4, 1..10),
+        partitions in 1usize..50,
+        rf in 1usize..5,
+        start in 0usize..100,
+    ) {
+        let bs = brokers(&racks);
+        let result = place_replicas(&bs, partitions, rf, start);
+        if rf > bs.len() {
+            prop_assert!(result.is_err());
+            return Ok(());
+        }
+        let placed = result.map_err(|e| TestCaseError::fail(e.to_string()))?;
+        prop_assert_eq!(placed.len(), partitions);
+        let rack_of = |id: BrokerId| racks[(id.0 - 1) as usize];
+        let distinct_racks = racks.iter().collect::<std::collections::BTreeSet<_>>().len();
+        let mut leaders = vec![0usize; bs.len()];
+        for replicas in &placed {
+            prop_assert_eq!(replicas.len(), rf);
+            let mut ids = replicas.clone();
+            ids.sort_unstable();
+            ids.dedup();
+            prop_assert_eq!(ids.len(), rf, "distinct brokers {:?}", replicas);
+            let used: std::collections::BTreeSet<_> = replicas.iter().map(|r| rack_of(*r)).collect();
+            prop_assert_eq!(used.len(), rf.min(distinct_racks), "racks first {:?}", replicas);
+            leaders[(replicas[0].0 - 1) as usize] += 1;
+        }
+        let (min, max) = (leaders.iter().min().copied().unwrap_or(0), leaders.iter().max().copied().unwrap_or(0));
+        prop_assert!(max - min <= 1, "leaders balanced: {:?}", leaders);
+    }
+}
