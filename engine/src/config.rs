@@ -93,7 +93,11 @@ pub struct ShardConfig {
     pub tail_cache_bytes_max: usize,
     /// Appended bytes one log may hold before they are written; appends wait beyond it.
     pub write_buffer_bytes_max: usize,
-    /// Size of the DMA buffers appends are copied into (rounded up to 4 KiB).
+    /// Appended, unwritten bytes all the shard's logs together may hold; appends wait
+    /// beyond it.
+    pub shard_write_buffer_bytes_max: usize,
+    /// Largest DMA buffer appends are copied into (rounded up to 4 KiB). A busy log's
+    /// buffers grow to it; an idle log's shrink back to 64 KiB.
     pub write_chunk_bytes: usize,
     /// How often a log records a recovery checkpoint (bounds the scan after a crash).
     pub checkpoint_interval_ms: u64,
@@ -106,6 +110,7 @@ impl Default for ShardConfig {
         ShardConfig {
             tail_cache_bytes_max: 64 << 20,
             write_buffer_bytes_max: 16 << 20,
+            shard_write_buffer_bytes_max: 256 << 20,
             write_chunk_bytes: 1 << 20,
             checkpoint_interval_ms: 60_000,
             write_depth_max: 4,
@@ -119,6 +124,12 @@ impl ShardConfig {
             return Err(format!(
                 "write_chunk_bytes {} must be between 4096 and 256 MiB",
                 self.write_chunk_bytes
+            ));
+        }
+        if self.shard_write_buffer_bytes_max < self.write_buffer_bytes_max {
+            return Err(format!(
+                "shard_write_buffer_bytes_max {} must be at least write_buffer_bytes_max {}",
+                self.shard_write_buffer_bytes_max, self.write_buffer_bytes_max
             ));
         }
         if self.write_depth_max == 0 || self.write_depth_max > 64 {

@@ -46,7 +46,14 @@ pub(crate) async fn flusher_loop(shared: Rc<LogShared>) {
                 let reason = e.to_string();
                 let tp = shared.state.borrow().tp.clone();
                 tracing::error!(partition = %tp, error = %reason, "log I/O failed; partition is offline");
-                shared.state.borrow_mut().failed = Some(reason);
+                let released = {
+                    let mut st = shared.state.borrow_mut();
+                    st.failed = Some(reason);
+                    // Nothing queued will be written now: give its budget back.
+                    st.pending.clear();
+                    std::mem::take(&mut st.pending_bytes)
+                };
+                shared.shard.pending_changed(0, released);
                 shared.written.reset(shared.written.get());
                 shared.synced.reset(shared.synced.get());
                 break;
@@ -58,8 +65,7 @@ pub(crate) async fn flusher_loop(shared: Rc<LogShared>) {
 
 /// One round of flushing; `Ok(false)` when the log closed.
 async fn flush_cycle(shared: &Rc<LogShared>) -> Result<bool, LogError> {
-    let chunk_bytes = shared.shard.config.write_chunk_bytes;
-    shared.state.borrow_mut().seal_open(chunk_bytes);
+    seal_open(shared);
     drain_pending(shared).await?;
     write_epochs_if_changed(shared).await?;
     let now = now_ms();
@@ -79,7 +85,7 @@ async fn flush_cycle(shared: &Rc<LogShared>) -> Result<bool, LogError> {
     };
     if closing {
         // Appends are refused from now on; write what arrived during this cycle.
-        shared.state.borrow_mut().seal_open(chunk_bytes);
+        seal_open(shared);
         drain_pending(shared).await?;
         write_epochs_if_changed(shared).await?;
         sync_active(shared).await?;
@@ -229,6 +235,7 @@ fn complete_write(shared: &Rc<LogShared>, chunk: Rc<SealedChunk>) {
         let front = st.pending.pop_front();
         debug_assert!(front.is_some_and(|f| Rc::ptr_eq(&f, &chunk)));
         st.pending_bytes -= chunk.capacity();
+        shared.shard.pending_changed(0, chunk.capacity());
         st.unsynced_bytes += chunk.len as u64;
         while st
             .producer_pending
@@ -394,4 +401,9 @@ async fn write_epochs_if_changed(shared: &Rc<LogShared>) -> Result<(), LogError>
         (st.dir.clone(), st.epochs.clone())
     };
     epochs.write(&dir).await
+}
+
+fn seal_open(shared: &LogShared) {
+    let queued = shared.state.borrow_mut().seal_open();
+    shared.shard.pending_changed(queued, 0);
 }

@@ -112,6 +112,11 @@ pub(crate) struct LogState {
     pub(crate) open: OpenChunk,
     pub(crate) pending: VecDeque<Rc<SealedChunk>>,
     pub(crate) pending_bytes: usize,
+    /// Capacity of the next open chunk: doubles while chunks fill up, halves on idle
+    /// flushes, within [`chunk_min`, `chunk_max`].
+    pub(crate) chunk_capacity: usize,
+    pub(crate) chunk_min: usize,
+    pub(crate) chunk_max: usize,
     pub(crate) recent: VecDeque<CachedRef>,
     /// The segment the flusher last wrote to.
     pub(crate) writing_segment: Option<Offset>,
@@ -183,6 +188,9 @@ impl LogState {
             open,
             pending: VecDeque::new(),
             pending_bytes: 0,
+            chunk_capacity: CHUNK_MIN_BYTES,
+            chunk_max: CHUNK_MIN_BYTES,
+            chunk_min: CHUNK_MIN_BYTES,
             recent: VecDeque::new(),
             writing_segment: Some(active_base),
             synced_point: (active_base, active_size, next_offset),
@@ -236,21 +244,42 @@ impl LogState {
         self.pending_bytes + self.open.capacity()
     }
 
-    /// Seals the open chunk (if it holds batches) into the pending queue.
-    pub(crate) fn seal_open(&mut self, chunk_bytes: usize) {
-        if self.open.has_batches() {
-            let sealed = Rc::new(self.open.seal(chunk_bytes));
-            self.pending_bytes += sealed.capacity();
-            self.pending.push_back(sealed);
+    /// Seals the open chunk (if it holds batches) into the pending queue; the log is
+    /// idle enough for the flusher to catch up, so the next buffer may be smaller.
+    /// Returns the bytes queued.
+    pub(crate) fn seal_open(&mut self) -> usize {
+        if !self.open.has_batches() {
+            return 0;
         }
+        self.chunk_capacity = (self.chunk_capacity / 2).max(self.chunk_min);
+        let sealed = Rc::new(self.open.seal(self.chunk_capacity));
+        self.queue(sealed)
+    }
+
+    /// Seals a full open chunk; the log is busy, so the next buffer may be larger.
+    fn seal_full(&mut self, batch_bytes: usize) -> usize {
+        self.chunk_capacity = (self.chunk_capacity * 2).min(self.chunk_max);
+        let capacity = self
+            .chunk_capacity
+            .max(batch_bytes + files::BLOCK_BYTES as usize);
+        let sealed = Rc::new(self.open.seal_full(capacity));
+        self.queue(sealed)
+    }
+
+    fn queue(&mut self, sealed: Rc<SealedChunk>) -> usize {
+        let bytes = sealed.capacity();
+        self.pending_bytes += bytes;
+        self.pending.push_back(sealed);
+        bytes
     }
 
     /// Starts a new segment at `next_offset` (the file is created by the flusher).
-    fn roll(&mut self, chunk_bytes: usize) {
-        self.seal_open(chunk_bytes);
+    fn roll(&mut self) -> usize {
+        let queued = self.seal_open();
         let base = self.next_offset;
         self.segments.insert(base, Segment::new(base, now_ms()));
-        self.open = OpenChunk::new(base, 0, &[], chunk_bytes, base);
+        self.open = OpenChunk::new(base, 0, &[], self.chunk_capacity, base);
+        queued
     }
 
     fn needs_roll(&self, batch_bytes: u64, now: u64) -> bool {
@@ -315,11 +344,11 @@ impl LogState {
         records: &[u8],
         headers: &[(usize, BatchHeader)],
         epoch: LeaderEpoch,
-        chunk_bytes: usize,
-    ) -> Result<AppendInfo, AppendError> {
+    ) -> Result<(AppendInfo, usize), AppendError> {
         if let Some(duplicate) = self.check_producers(headers)? {
-            return Ok(duplicate);
+            return Ok((duplicate, 0));
         }
+        let mut queued = 0;
         let now = now_ms();
         let base_offset = self.next_offset;
         let mut info = AppendInfo {
@@ -334,15 +363,10 @@ impl LogState {
         for (start, header) in headers {
             let total = header.total_bytes();
             if self.needs_roll(total as u64, now) {
-                self.roll(chunk_bytes);
+                queued += self.roll();
             }
             if self.open.remaining() < total {
-                let sealed = Rc::new(
-                    self.open
-                        .seal_full(chunk_bytes.max(total + files::BLOCK_BYTES as usize)),
-                );
-                self.pending_bytes += sealed.capacity();
-                self.pending.push_back(sealed);
+                queued += self.seal_full(total);
             }
             let base = self.next_offset;
             let next = base.plus(i64::from(header.last_offset_delta.get()) + 1);
@@ -363,7 +387,7 @@ impl LogState {
             info.max_timestamp = info.max_timestamp.max(header.max_timestamp.get());
             info.record_count += header.record_count.get() as u32;
         }
-        Ok(info)
+        Ok((info, queued))
     }
 
     pub(crate) fn sync_due(&self, written_end: i64, synced_end: i64, now: u64) -> bool {
@@ -542,7 +566,6 @@ impl PartitionLog {
     ) -> Result<AppendInfo, AppendError> {
         let max = self.shared.state.borrow().config.max_message_bytes as usize;
         let headers = validate_all(records, max)?;
-        let chunk_bytes = self.shared.shard.config.write_chunk_bytes;
         let buffer_max = self.shared.shard.config.write_buffer_bytes_max;
         loop {
             let wait = {
@@ -553,8 +576,11 @@ impl PartitionLog {
                 if let Some(why) = st.frozen.or(st.closing.then_some("closing")) {
                     return Err(AppendError::Unavailable(why));
                 }
-                (st.buffered_bytes() >= buffer_max)
+                // This log's buffers first (its own flusher frees them), then the shard's.
+                // Waiting on this log only helps while it has writes queued.
+                (st.pending_bytes > 0 && st.buffered_bytes() >= buffer_max)
                     .then(|| self.shared.written.wait_for(self.shared.written.get() + 1))
+                    .or_else(|| self.shared.shard.wait_for_room())
             };
             match wait {
                 Some(w) => {
@@ -564,12 +590,12 @@ impl PartitionLog {
                 None => break,
             }
         }
-        let info = self.shared.state.borrow_mut().append_batches(
-            records,
-            &headers,
-            leader_epoch,
-            chunk_bytes,
-        )?;
+        let (info, queued) =
+            self.shared
+                .state
+                .borrow_mut()
+                .append_batches(records, &headers, leader_epoch)?;
+        self.shared.shard.pending_changed(queued, 0);
         self.shared.flusher_wake.notify();
         Ok(info)
     }
@@ -1146,6 +1172,9 @@ impl PartitionLog {
         self.shared.state.borrow().failed.clone()
     }
 }
+
+/// Smallest DMA buffer appends are copied into: what an idle log holds.
+pub(crate) const CHUNK_MIN_BYTES: usize = 64 << 10;
 
 /// Closed segments of one log whose indexes stay in memory (the active one always does).
 pub(crate) const LOADED_INDEXES_MAX: usize = 4;

@@ -85,7 +85,12 @@ pub(crate) async fn recover(
             seg.unload_indexes();
         }
     }
-    let open = open_chunk(&dir, &segments[&last_base], shard.write_chunk_bytes).await?;
+    let open = open_chunk(
+        &dir,
+        &segments[&last_base],
+        shard.write_chunk_bytes.min(crate::log::CHUNK_MIN_BYTES),
+    )
+    .await?;
     let first_base = *segments.keys().next().unwrap_or(&Offset::ZERO);
     let next_offset = open.end_offset;
     let log_start = checkpoint
@@ -109,7 +114,11 @@ pub(crate) async fn recover(
         producers,
         epochs,
     };
-    Ok(LogState::new(dir, tp, config, recovered))
+    let mut state = LogState::new(dir, tp, config, recovered);
+    state.chunk_max = shard.write_chunk_bytes;
+    state.chunk_min = shard.write_chunk_bytes.min(crate::log::CHUNK_MIN_BYTES);
+    state.chunk_capacity = state.chunk_min;
+    Ok(state)
 }
 
 /// Segment base offsets found in `dir`, ascending; leftovers of interrupted writes

@@ -4,6 +4,9 @@
 //! `Weak` references, so evicting the oldest chunk here is all it takes to stay within
 //! `tail_cache_bytes_max`. A reader holding a slice keeps that chunk alive until it is
 //! done, which bounds the excess by the bytes of in-flight fetches.
+//!
+//! It also counts the appended bytes waiting to be written across the shard's logs, so
+//! appends wait (on `freed`) once `shard_write_buffer_bytes_max` is reached.
 
 use std::cell::{Cell, RefCell};
 use std::collections::VecDeque;
@@ -11,12 +14,16 @@ use std::rc::Rc;
 
 use crate::chunk::SealedChunk;
 use crate::config::ShardConfig;
+use crate::watch::OffsetWatch;
 
 #[derive(Debug)]
 pub struct ShardResources {
     pub config: ShardConfig,
     cache: RefCell<VecDeque<Rc<SealedChunk>>>,
     cache_bytes: Cell<usize>,
+    pending_bytes: Cell<usize>,
+    /// Bytes of pending buffers released so far: advances on every write.
+    freed: OffsetWatch,
 }
 
 impl ShardResources {
@@ -25,6 +32,8 @@ impl ShardResources {
             config,
             cache: RefCell::new(VecDeque::new()),
             cache_bytes: Cell::new(0),
+            pending_bytes: Cell::new(0),
+            freed: OffsetWatch::new(0),
         })
     }
 
@@ -40,6 +49,26 @@ impl ShardResources {
             }
         }
         self.cache_bytes.set(bytes);
+    }
+
+    /// Accounts for sealed chunks queued for writing (`added`) or written (`released`).
+    pub(crate) fn pending_changed(&self, added: usize, released: usize) {
+        self.pending_bytes
+            .set((self.pending_bytes.get() + added).saturating_sub(released));
+        if released > 0 {
+            self.freed.advance(self.freed.get() + released as i64);
+        }
+    }
+
+    /// Appended bytes waiting to be written across the shard.
+    pub fn pending_bytes(&self) -> usize {
+        self.pending_bytes.get()
+    }
+
+    /// `Some` future to wait on when the shard's write buffers are full.
+    pub(crate) fn wait_for_room(&self) -> Option<crate::watch::WaitFor> {
+        (self.pending_bytes.get() >= self.config.shard_write_buffer_bytes_max)
+            .then(|| self.freed.wait_for(self.freed.get() + 1))
     }
 
     /// Bytes the cache holds now.

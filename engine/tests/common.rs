@@ -36,6 +36,7 @@ pub fn small_shard() -> ShardConfig {
     ShardConfig {
         tail_cache_bytes_max: 64 * 1024,
         write_buffer_bytes_max: 64 * 1024,
+        shard_write_buffer_bytes_max: 1 << 20,
         write_chunk_bytes: 8192,
         checkpoint_interval_ms: 60_000,
         write_depth_max: 3,

@@ -628,3 +628,58 @@ fn leader_epochs_answer_offset_for_leader_epoch_across_restart_and_truncation() 
         );
     });
 }
+
+/// Many logs appending at once stay within the shard's write-buffer budget: appends wait
+/// for room instead of buffering without bound.
+#[test]
+fn shard_write_budget_bounds_buffered_bytes_across_logs() {
+    let dir = test_dir();
+    let path = dir.path().to_path_buf();
+    run(move || async move {
+        let shard = sluice_engine::ShardConfig {
+            write_chunk_bytes: 64 << 10,
+            write_buffer_bytes_max: 256 << 10,
+            shard_write_buffer_bytes_max: 512 << 10,
+            ..sluice_engine::ShardConfig::default()
+        };
+        let cfg = LogConfig {
+            segment_bytes_max: 1 << 30,
+            ..LogConfig::default()
+        };
+        let c2 = cfg.clone();
+        let m = std::rc::Rc::new(
+            sluice_engine::LogManager::open(&path, shard, |_| true, move |_| c2.clone())
+                .await
+                .unwrap(),
+        );
+        let mut tasks = Vec::new();
+        let peak = std::rc::Rc::new(std::cell::Cell::new(0usize));
+        for p in 0..8 {
+            let log = m
+                .create(sluice_engine::TopicPartition::new("b", p), cfg.clone())
+                .await
+                .unwrap();
+            let (m, peak) = (m.clone(), peak.clone());
+            tasks.push(glommio::spawn_local(async move {
+                let batch = tagged_batch(p as u64, 16, 1000, 0);
+                for _ in 0..200 {
+                    log.append(&batch, LeaderEpoch(0)).await.unwrap();
+                    peak.set(peak.get().max(m.shard().pending_bytes()));
+                }
+                log.wait_written(log.log_end_offset()).await.unwrap();
+            }));
+        }
+        for t in tasks {
+            t.await;
+        }
+        // The budget, plus at most one chunk sealed by each log's last append.
+        assert!(
+            peak.get() <= (512 << 10) + 8 * (64 << 10) + 8 * 20_000,
+            "peak {}",
+            peak.get()
+        );
+        assert!(peak.get() > 0);
+        assert_eq!(m.shard().pending_bytes(), 0);
+        m.close_all().await.unwrap();
+    });
+}
