@@ -189,3 +189,27 @@ impl BrokerLiveness {
             .collect()
     }
 }
+
+/// Preferred-leader election: a `PartitionChange` for every partition whose preferred
+/// replica (the first) is live and in sync but does not lead. Run automatically when a
+/// broker is unfenced, and on request (`sluice cluster elect-leaders`).
+pub fn preferred_leader_records(image: &MetadataImage) -> Vec<Record> {
+    let mut out = Vec::new();
+    for t in image.topics() {
+        for (idx, p) in &t.partitions {
+            let Some(&preferred) = p.replicas.first() else {
+                continue;
+            };
+            if p.leader == Some(preferred)
+                || !p.isr.contains(&preferred)
+                || !image.is_live(preferred)
+            {
+                continue;
+            }
+            let mut next = p.clone();
+            set_leader(&mut next, Some((preferred, ElectionKind::Isr)));
+            out.push(change(t, *idx, next));
+        }
+    }
+    out
+}

@@ -57,9 +57,12 @@ mod generated;
 
 pub use controller::Bootstrap;
 pub use controller::{Controller, ControllerConfig, ControllerError};
-pub use election::{elect_leader, fence_broker, unfence_broker, BrokerLiveness, ElectionKind};
+pub use election::{
+    elect_leader, fence_broker, preferred_leader_records, unfence_broker, BrokerLiveness,
+    ElectionKind,
+};
 pub use image::{BrokerInfo, ImageError, MetadataImage, PartitionState, TopicImage};
-pub use placement::{place_replicas, PlacementBroker, PlacementError};
+pub use placement::{create_topic_record, place_replicas, PlacementBroker, PlacementError};
 pub use records::{
     ConfigResource, DecodeError, Listener, PartitionAssignment, PartitionChange, Record,
 };

@@ -100,3 +100,45 @@ pub fn place_replicas(
     }
     Ok(out)
 }
+
+/// The `CreateTopic` record for a new topic: replicas placed over the live (unfenced)
+/// brokers, each partition led by its preferred replica with the full replica set in
+/// sync. Leader rotation continues from the number of partitions the cluster already
+/// has, so leaders stay balanced across topics.
+pub fn create_topic_record(
+    image: &crate::image::MetadataImage,
+    name: &str,
+    topic_id: crate::types::TopicId,
+    partitions: usize,
+    rf: usize,
+) -> Result<crate::records::Record, PlacementError> {
+    use crate::records::{PartitionAssignment, Record};
+    use crate::types::{LeaderEpoch, PartitionIndex};
+    let live: Vec<PlacementBroker> = image
+        .brokers()
+        .filter(|b| !b.fenced)
+        .map(|b| PlacementBroker {
+            id: b.id,
+            rack: b.rack.clone(),
+        })
+        .collect();
+    let existing: usize = image.topics().map(|t| t.partitions.len()).sum();
+    let placed = place_replicas(&live, partitions, rf, existing)?;
+    let partitions = placed
+        .into_iter()
+        .enumerate()
+        .map(|(i, replicas)| PartitionAssignment {
+            // Bound: partition counts are far below i32::MAX (the Kafka API limit).
+            partition: PartitionIndex(i as i32),
+            leader: replicas.first().copied(),
+            leader_epoch: LeaderEpoch(0),
+            isr: replicas.clone(),
+            replicas,
+        })
+        .collect();
+    Ok(Record::CreateTopic {
+        name: name.to_owned(),
+        topic_id,
+        partitions,
+    })
+}

@@ -192,6 +192,10 @@ impl DiskStorage {
         for (kind, payload) in frames {
             s.replay(kind, payload)?;
         }
+        // Applied entries were committed; a commit index lost with an unsynced hard state
+        // frame is recovered from the apply state written after it.
+        let applied = s.apply_state.applied.min(s.last_index_raw());
+        s.hard_state.commit = s.hard_state.commit.max(applied);
         Ok(s)
     }
 
