@@ -289,6 +289,23 @@ impl Controller {
         Ok(self.node.step(msg)?)
     }
 
+    /// Tells raft how sending a snapshot to `to` ended. The transport must report every
+    /// `MsgSnapshot` it was given: until it does, raft sends that follower nothing else.
+    pub fn report_snapshot(&mut self, to: NodeId, delivered: bool) {
+        let status = if delivered {
+            raft::SnapshotStatus::Finish
+        } else {
+            raft::SnapshotStatus::Failure
+        };
+        self.node.report_snapshot(to.0, status);
+    }
+
+    /// Tells raft that a message to `to` could not be sent (raft then probes instead of
+    /// streaming to it).
+    pub fn report_unreachable(&mut self, to: NodeId) {
+        self.node.report_unreachable(to.0);
+    }
+
     /// Advances raft's logical clock by one tick.
     pub fn tick(&mut self) {
         self.node.tick();

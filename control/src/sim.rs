@@ -51,6 +51,8 @@ pub struct SimNetwork {
     isolated: BTreeSet<u64>,
     pub dropped: u64,
     pub delivered: u64,
+    /// Dropped messages the sender has not been told about: (from, to, was a snapshot).
+    undeliverable: Vec<(u64, u64, bool)>,
 }
 
 impl SimNetwork {
@@ -64,6 +66,7 @@ impl SimNetwork {
             isolated: BTreeSet::new(),
             dropped: 0,
             delivered: 0,
+            undeliverable: Vec::new(),
         }
     }
 
@@ -108,6 +111,8 @@ impl SimNetwork {
                 return Some(m);
             }
             self.dropped += 1;
+            let snapshot = m.get_msg_type() == raft::eraftpb::MessageType::MsgSnapshot;
+            self.undeliverable.push((m.from, m.to, snapshot));
         }
         None
     }
@@ -229,9 +234,28 @@ impl SimCluster {
             }
             while let Some(m) = self.net.pop() {
                 moved = true;
-                if let Some(node) = self.nodes.get_mut(&m.to) {
-                    if let Err(e) = node.step(m) {
-                        tracing::debug!(error = %e, "sim: step failed");
+                let (from, to) = (m.from, m.to);
+                let snapshot = m.get_msg_type() == raft::eraftpb::MessageType::MsgSnapshot;
+                let delivered = match self.nodes.get_mut(&to) {
+                    Some(node) => node
+                        .step(m)
+                        .map_err(|e| tracing::debug!(error = %e, "sim: step failed"))
+                        .is_ok(),
+                    None => false,
+                };
+                if snapshot {
+                    if let Some(sender) = self.nodes.get_mut(&from) {
+                        sender.report_snapshot(NodeId(to), delivered);
+                    }
+                }
+            }
+            for (from, to, snapshot) in std::mem::take(&mut self.net.undeliverable) {
+                moved = true;
+                if let Some(sender) = self.nodes.get_mut(&from) {
+                    if snapshot {
+                        sender.report_snapshot(NodeId(to), false);
+                    } else {
+                        sender.report_unreachable(NodeId(to));
                     }
                 }
             }
