@@ -23,6 +23,7 @@ const CRC_START: usize = 21;
 pub const MAGIC_V2: i8 = 2;
 /// Attribute bits.
 const COMPRESSION_MASK: i16 = 0x07;
+const TIMESTAMP_TYPE_FLAG: i16 = 0x08;
 const TRANSACTIONAL_FLAG: i16 = 0x10;
 const CONTROL_FLAG: i16 = 0x20;
 
@@ -174,6 +175,21 @@ pub fn stamp(batch: &mut [u8], base_offset: Offset, leader_epoch: LeaderEpoch) {
         header.base_offset.set(base_offset.0);
         header.partition_leader_epoch.set(leader_epoch.0);
     }
+}
+
+/// Marks a stored batch as LogAppendTime with the broker's `now_ms` as its max
+/// timestamp. Both fields are under the CRC, which is computed again.
+pub fn set_log_append_time(batch: &mut [u8], now_ms: i64) {
+    if let Ok((header, _)) = BatchHeader::mut_from_prefix(batch) {
+        header
+            .attributes
+            .set(header.attributes.get() | TIMESTAMP_TYPE_FLAG);
+        header.max_timestamp.set(now_ms);
+    } else {
+        return;
+    }
+    let crc = crc32c::crc32c(&batch[CRC_START..]);
+    batch[17..21].copy_from_slice(&crc.to_be_bytes());
 }
 
 /// Iterates the batches laid end to end in `bytes`, checking framing only; stops at the
@@ -438,6 +454,18 @@ mod tests {
         assert_eq!(header.base_offset(), Offset(12345));
         assert_eq!(header.last_offset(), Offset(12346));
         assert_eq!(header.leader_epoch(), LeaderEpoch(7));
+    }
+
+    #[test]
+    fn log_append_time_rewrites_max_timestamp_and_crc() {
+        let mut batch = simple_batch(3, 10, 100);
+        set_log_append_time(&mut batch, 9_999);
+        let header = validate(&batch, 1 << 20).expect("CRC recomputed");
+        assert_eq!(header.max_timestamp.get(), 9_999);
+        assert_eq!(
+            header.attributes.get() & TIMESTAMP_TYPE_FLAG,
+            TIMESTAMP_TYPE_FLAG
+        );
     }
 
     #[test]

@@ -11,6 +11,16 @@ pub enum FlushPolicy {
     Interval { interval_ms: u64, bytes_max: u64 },
 }
 
+/// Which timestamp a topic keeps (Kafka's `message.timestamp.type`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum TimestampType {
+    /// The producer's timestamps, as sent.
+    #[default]
+    CreateTime,
+    /// The broker's clock at append: written into each batch's max timestamp.
+    LogAppendTime,
+}
+
 /// Per-partition settings; every one can change while the log is open
 /// ([`crate::PartitionLog::set_config`]).
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -31,6 +41,12 @@ pub struct LogConfig {
     pub flush: FlushPolicy,
     /// `preallocate`: reserve a new segment's blocks up front.
     pub preallocate: bool,
+    /// `message.timestamp.type`.
+    pub timestamp_type: TimestampType,
+    /// `message.timestamp.before.max.ms`: refuse CreateTime batches older than this.
+    pub timestamp_before_max_ms: Option<u64>,
+    /// `message.timestamp.after.max.ms`: refuse CreateTime batches further in the future.
+    pub timestamp_after_max_ms: Option<u64>,
 }
 
 impl Default for LogConfig {
@@ -47,6 +63,9 @@ impl Default for LogConfig {
                 bytes_max: 64 << 20,
             },
             preallocate: true,
+            timestamp_type: TimestampType::CreateTime,
+            timestamp_before_max_ms: None,
+            timestamp_after_max_ms: None,
         }
     }
 }

@@ -15,6 +15,9 @@ pub enum AppendError {
     /// Larger than `max.message.bytes` (Kafka: MESSAGE_TOO_LARGE).
     #[error("batch of {size} bytes is larger than max.message.bytes {max}")]
     TooLarge { size: usize, max: usize },
+    /// A CreateTime timestamp outside the topic's allowed window (Kafka: INVALID_TIMESTAMP).
+    #[error("batch timestamp {timestamp_ms} is outside the allowed window around {now_ms}")]
+    InvalidTimestamp { timestamp_ms: i64, now_ms: i64 },
     /// The log cannot take writes now: it is being truncated or closed (retriable).
     #[error("log is not accepting appends: {0}")]
     Unavailable(&'static str),

@@ -134,7 +134,10 @@ pub fn now_ms() -> u64 {
 /// trivially and wrongly enables polling, after which every read fails with EOPNOTSUPP
 /// on devices without polled queues.)
 pub async fn check_direct_io(dir: &Path) -> Result<(), LogError> {
-    let probe = dir.join(".direct-io-probe");
+    // One name per probe: shards may open the same data dir at once.
+    static PROBES: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+    let n = PROBES.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    let probe = dir.join(format!(".direct-io-probe-{}-{n}", std::process::id()));
     if let Err(e) = std::fs::write(&probe, vec![0x5a; BLOCK_BYTES as usize]) {
         let _ = std::fs::remove_file(&probe);
         if e.kind() == std::io::ErrorKind::StorageFull {

@@ -38,7 +38,7 @@ pub mod types;
 pub mod watch;
 
 pub use chunk::BatchSlice;
-pub use config::{FlushPolicy, LogConfig, ShardConfig};
+pub use config::{FlushPolicy, LogConfig, ShardConfig, TimestampType};
 pub use error::{AppendError, LogError, ReadError};
 pub use files::check_direct_io;
 pub use log::{AppendInfo, PartitionLog, ReadBatches, ReadLimits, RetentionOutcome};

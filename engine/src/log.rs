@@ -22,7 +22,7 @@ use glommio::sync::Semaphore;
 use crate::batch::{self, BatchHeader, BatchIter};
 use crate::checkpoint::Checkpoint;
 use crate::chunk::{BatchSlice, OpenChunk, SealedChunk, Window};
-use crate::config::{FlushPolicy, LogConfig};
+use crate::config::{FlushPolicy, LogConfig, TimestampType};
 use crate::epochs::EpochCache;
 use crate::error::{AppendError, LogError, ReadError};
 use crate::files::{self, align_down, align_up, now_ms};
@@ -47,6 +47,8 @@ pub struct AppendInfo {
     /// The request retried batches already in the log: nothing was appended and the
     /// offsets are the original ones.
     pub duplicate: bool,
+    /// The broker time written into the batches of a LogAppendTime topic.
+    pub log_append_time_ms: Option<i64>,
 }
 
 /// Bounds of one read.
@@ -326,6 +328,7 @@ impl LogState {
                     batch_count: headers.len() as u32,
                     log_start_offset: self.log_start,
                     duplicate: true,
+                    log_append_time_ms: None,
                 }))
             }
             (Some(dup), _) => Err(AppendError::OutOfOrderSequence {
@@ -335,6 +338,37 @@ impl LogState {
             }),
             _ => Ok(None),
         }
+    }
+
+    /// Refuses CreateTime batches whose timestamps fall outside the topic's window.
+    fn check_timestamps(
+        &self,
+        headers: &[(usize, BatchHeader)],
+        now: i64,
+    ) -> Result<(), AppendError> {
+        if self.config.timestamp_type == TimestampType::LogAppendTime {
+            return Ok(());
+        }
+        let earliest = self
+            .config
+            .timestamp_before_max_ms
+            .map(|ms| now.saturating_sub(ms as i64));
+        let latest = self
+            .config
+            .timestamp_after_max_ms
+            .map(|ms| now.saturating_add(ms as i64));
+        for (_, h) in headers {
+            let (first, max) = (h.base_timestamp.get(), h.max_timestamp.get());
+            let too_old = earliest.is_some_and(|e| first < e);
+            let too_new = latest.is_some_and(|l| max > l);
+            if too_old || too_new {
+                return Err(AppendError::InvalidTimestamp {
+                    timestamp_ms: if too_old { first } else { max },
+                    now_ms: now,
+                });
+            }
+        }
+        Ok(())
     }
 
     /// Copies validated batches in, assigning offsets; refuses (appending nothing) only
@@ -348,8 +382,11 @@ impl LogState {
         if let Some(duplicate) = self.check_producers(headers)? {
             return Ok((duplicate, 0));
         }
-        let mut queued = 0;
         let now = now_ms();
+        self.check_timestamps(headers, now as i64)?;
+        let append_time =
+            (self.config.timestamp_type == TimestampType::LogAppendTime).then_some(now as i64);
+        let mut queued = 0;
         let base_offset = self.next_offset;
         let mut info = AppendInfo {
             base_offset,
@@ -359,6 +396,7 @@ impl LogState {
             batch_count: headers.len() as u32,
             log_start_offset: self.log_start,
             duplicate: false,
+            log_append_time_ms: append_time,
         };
         for (start, header) in headers {
             let total = header.total_bytes();
@@ -373,8 +411,14 @@ impl LogState {
             let position = self.open.end_pos();
             let stored = self.open.push(&records[*start..start + total], next);
             batch::stamp(stored, base, epoch);
+            if let Some(t) = append_time {
+                batch::set_log_append_time(stored, t);
+            }
             let mut stamped = *header;
             stamped.base_offset.set(base.0);
+            if let Some(t) = append_time {
+                stamped.max_timestamp.set(t);
+            }
             let interval = self.config.index_interval_bytes;
             self.active_mut().note_batch(position, &stamped, interval);
             self.epochs_dirty |= self.epochs.observe(epoch, base);
@@ -384,7 +428,7 @@ impl LogState {
             }
             self.next_offset = next;
             info.last_offset = next.plus(-1);
-            info.max_timestamp = info.max_timestamp.max(header.max_timestamp.get());
+            info.max_timestamp = info.max_timestamp.max(stamped.max_timestamp.get());
             info.record_count += header.record_count.get() as u32;
         }
         Ok((info, queued))

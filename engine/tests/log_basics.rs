@@ -683,3 +683,57 @@ fn shard_write_budget_bounds_buffered_bytes_across_logs() {
         m.close_all().await.unwrap();
     });
 }
+
+#[test]
+fn log_append_time_and_timestamp_windows() {
+    let dir = test_dir();
+    let path = dir.path().to_path_buf();
+    run(move || async move {
+        let config = LogConfig {
+            timestamp_type: sluice_engine::TimestampType::LogAppendTime,
+            ..small_config()
+        };
+        let (m, log) = open_log(&path, config, small_shard()).await;
+        let before = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap()
+            .as_millis() as i64;
+        let info = log
+            .append(&simple_batch(2, 10, 5), LeaderEpoch(0))
+            .await
+            .unwrap();
+        let t = info.log_append_time_ms.expect("append time");
+        assert!(t >= before);
+        log.wait_written(Offset(2)).await.unwrap();
+        let stored = read_all(&log, Offset(0), 1000).await;
+        let h = sluice_engine::batch::validate(&stored, 1 << 20).expect("CRC valid after rewrite");
+        assert_eq!(h.max_timestamp.get(), t);
+        assert_eq!(
+            log.offset_for_timestamp(t).await.unwrap().map(|(o, _)| o),
+            Some(Offset(0))
+        );
+        // CreateTime with a window: a batch from 1970 and one from the far future are refused.
+        let window = LogConfig {
+            timestamp_before_max_ms: Some(3_600_000),
+            timestamp_after_max_ms: Some(3_600_000),
+            ..small_config()
+        };
+        log.set_config(window).unwrap();
+        assert!(matches!(
+            log.append(&simple_batch(1, 10, 5), LeaderEpoch(0)).await,
+            Err(AppendError::InvalidTimestamp { .. })
+        ));
+        assert!(matches!(
+            log.append(
+                &simple_batch(1, 10, before + 10 * 3_600_000),
+                LeaderEpoch(0)
+            )
+            .await,
+            Err(AppendError::InvalidTimestamp { .. })
+        ));
+        log.append(&simple_batch(1, 10, before), LeaderEpoch(0))
+            .await
+            .unwrap();
+        m.close_all().await.unwrap();
+    });
+}

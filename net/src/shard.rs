@@ -152,6 +152,7 @@ fn append_error_code(e: &AppendError) -> i16 {
         AppendError::Corrupt(_) => code::CORRUPT_MESSAGE,
         AppendError::InvalidRecord(_) => code::INVALID_RECORD,
         AppendError::TooLarge { .. } => code::MESSAGE_TOO_LARGE,
+        AppendError::InvalidTimestamp { .. } => code::INVALID_TIMESTAMP,
         // Closing or frozen: a retriable "not here now".
         AppendError::Unavailable(_) => code::NOT_LEADER_OR_FOLLOWER,
         AppendError::OutOfOrderSequence { .. } => code::OUT_OF_ORDER_SEQUENCE_NUMBER,
