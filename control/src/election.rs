@@ -169,6 +169,13 @@ impl BrokerLiveness {
         self.last_heartbeat.insert(broker, now);
     }
 
+    /// Whether `broker` heartbeat within the session timeout before `now`.
+    pub fn alive(&self, broker: BrokerId, now: Millis) -> bool {
+        self.last_heartbeat
+            .get(&broker)
+            .is_some_and(|t| now.0.saturating_sub(t.0) < self.session_timeout_ms)
+    }
+
     /// Forgets a broker (e.g. once fenced, until its next heartbeat).
     pub fn forget(&mut self, broker: BrokerId) {
         self.last_heartbeat.remove(&broker);

@@ -12,6 +12,8 @@
 //! - **Decisions** (`placement`, `election`): rack-aware replica placement with balanced
 //!   leaders; leader election from the ISR, then eligible leader replicas (KIP-966), then
 //!   — only when the topic enables it — unclean; broker liveness on an explicit clock.
+//! - **The active controller's broker duties** (`active`): registration, heartbeats,
+//!   fencing on session expiry, unfencing, automatic preferred-leader election.
 //! - **The controller** (`controller`, `storage`, `transport`): a raft-rs `RawNode` driven
 //!   from one loop, its log and hard state on disk (`storage`), messages through the
 //!   `Transport` trait. `sim` is an in-memory network and cluster harness for tests.
@@ -29,6 +31,7 @@
 //!   (`Ready::persisted_messages`) are handed to the transport.
 //! - No wall-clock reads: ticks and heartbeat times come from the caller.
 
+pub mod active;
 pub mod controller;
 pub mod election;
 pub mod image;
@@ -55,6 +58,7 @@ pub mod types;
 #[path = "generated/metadata_generated.rs"]
 mod generated;
 
+pub use active::{BrokerControl, BrokerControlConfig, HeartbeatReply};
 pub use controller::Bootstrap;
 pub use controller::{Controller, ControllerConfig, ControllerError};
 pub use election::{

@@ -1,0 +1,156 @@
+//! The active controller's broker duties: registration, heartbeats, fencing brokers whose
+//! session expired, unfencing brokers that heartbeat again, and preferred-leader
+//! elections. Decisions come from `election` and `placement`; this module only decides
+//! when to propose them and avoids proposing the same thing twice while it is in flight.
+//!
+//! Heartbeats live in memory on the active controller (as in KRaft): a node that becomes
+//! leader starts every broker's session afresh from that moment, so a failover never
+//! fences a live broker.
+
+use std::collections::BTreeMap;
+
+use crate::controller::{Controller, ControllerError};
+use crate::election::{fence_broker, preferred_leader_records, unfence_broker, BrokerLiveness};
+use crate::records::{Listener, Record};
+use crate::types::{BrokerEpoch, BrokerId, Millis};
+
+/// Settings of the active controller's broker handling.
+#[derive(Debug, Clone)]
+pub struct BrokerControlConfig {
+    /// `broker.session.timeout.ms`.
+    pub session_timeout_ms: u64,
+    /// `auto.leader.rebalance.enable`: move leadership back to preferred replicas.
+    pub auto_leader_rebalance: bool,
+}
+
+impl Default for BrokerControlConfig {
+    fn default() -> Self {
+        Self {
+            session_timeout_ms: 9_000,
+            auto_leader_rebalance: true,
+        }
+    }
+}
+
+/// What a broker's heartbeat is answered with.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum HeartbeatReply {
+    /// Registered and unfenced.
+    Active,
+    /// Registered but fenced (an unfence is on its way if the broker keeps heartbeating).
+    Fenced,
+    /// Unknown broker or stale epoch: the broker must register again.
+    RegisterAgain,
+}
+
+/// The active controller's broker bookkeeping. Call `poll` regularly (e.g. every tick)
+/// with the current time; it proposes through the controller only while it leads.
+#[derive(Debug)]
+pub struct BrokerControl {
+    config: BrokerControlConfig,
+    liveness: BrokerLiveness,
+    /// When this node became the active controller (`None`: not active).
+    active_since: Option<Millis>,
+    /// Proposals in flight: the log index that must be applied before re-deciding.
+    in_flight_until: u64,
+}
+
+impl BrokerControl {
+    pub fn new(config: BrokerControlConfig) -> Self {
+        Self {
+            liveness: BrokerLiveness::new(config.session_timeout_ms),
+            config,
+            active_since: None,
+            in_flight_until: 0,
+        }
+    }
+
+    /// Registers (or re-registers) a broker; returns the epoch it must heartbeat with.
+    /// Epochs come from the log position, so they grow across controller failovers.
+    pub fn register(
+        &mut self,
+        ctl: &mut Controller,
+        broker: BrokerId,
+        rack: Option<String>,
+        listeners: Vec<Listener>,
+        now: Millis,
+    ) -> Result<BrokerEpoch, ControllerError> {
+        let image = ctl.image();
+        let previous = image.broker(broker).map_or(0, |b| b.epoch.0);
+        let from_log = i64::try_from(ctl.last_index() + 1).unwrap_or(i64::MAX);
+        let epoch = BrokerEpoch(from_log.max(previous.saturating_add(1)));
+        ctl.propose(&Record::RegisterBroker {
+            broker,
+            epoch,
+            rack,
+            listeners,
+        })?;
+        self.liveness.heartbeat(broker, now);
+        Ok(epoch)
+    }
+
+    /// Records a heartbeat and answers it from the latest image.
+    pub fn heartbeat(
+        &mut self,
+        ctl: &Controller,
+        broker: BrokerId,
+        epoch: BrokerEpoch,
+        now: Millis,
+    ) -> HeartbeatReply {
+        let image = ctl.image();
+        match image.broker(broker) {
+            Some(b) if b.epoch == epoch => {
+                self.liveness.heartbeat(broker, now);
+                if b.fenced {
+                    HeartbeatReply::Fenced
+                } else {
+                    HeartbeatReply::Active
+                }
+            }
+            _ => HeartbeatReply::RegisterAgain,
+        }
+    }
+
+    /// Fences expired brokers, unfences fenced brokers that heartbeat within the session,
+    /// and (if enabled) moves leadership back to preferred replicas. Returns what it
+    /// proposed.
+    pub fn poll(
+        &mut self,
+        ctl: &mut Controller,
+        now: Millis,
+    ) -> Result<Vec<Record>, ControllerError> {
+        if !ctl.is_leader() {
+            self.active_since = None;
+            return Ok(Vec::new());
+        }
+        let since = *self.active_since.get_or_insert(now);
+        let image = ctl.image();
+        if image.offset().0 < self.in_flight_until {
+            return Ok(Vec::new());
+        }
+        let mut records = Vec::new();
+        for b in self.liveness.expired(&image, now, since) {
+            records.extend(fence_broker(&image, b));
+        }
+        if records.is_empty() {
+            let recent: BTreeMap<BrokerId, bool> = image
+                .brokers()
+                .filter(|b| b.fenced)
+                .map(|b| (b.id, self.liveness.alive(b.id, now)))
+                .collect();
+            for (b, _) in recent.into_iter().filter(|(_, alive)| *alive) {
+                records.extend(unfence_broker(&image, b));
+            }
+        }
+        if records.is_empty() && self.config.auto_leader_rebalance {
+            records = preferred_leader_records(&image);
+        }
+        for r in &records {
+            ctl.propose(r)?;
+        }
+        if !records.is_empty() {
+            self.in_flight_until = ctl.last_index();
+        }
+        Ok(records)
+    }
+}

@@ -1,0 +1,140 @@
+//! The active controller's broker duties through a real quorum: registration,
+//! heartbeats on an explicit clock, fencing after `broker.session.timeout.ms`, unfencing,
+//! preferred-leader election, and a controller failover that fences nobody.
+
+use sluice_control::sim::SimCluster;
+use sluice_control::{
+    create_topic_record, BrokerControl, BrokerControlConfig, BrokerEpoch, BrokerId, HeartbeatReply,
+    MetadataImage, Millis, NodeId, PartitionChange, Record, TopicId,
+};
+
+type TestResult = Result<(), Box<dyn std::error::Error>>;
+
+const TICK_MS: u64 = 100;
+
+struct World {
+    c: SimCluster,
+    bc: BrokerControl,
+    now: Millis,
+    epochs: Vec<(BrokerId, BrokerEpoch)>,
+}
+
+impl World {
+    fn leader_image(&self) -> Result<std::sync::Arc<MetadataImage>, String> {
+        let l = self.c.leader().ok_or("no leader")?;
+        Ok(self.c.node(l).ok_or("leader down")?.image())
+    }
+
+    /// One step of time: heartbeats from `beating`, the active controller's poll, a tick.
+    fn step(&mut self, beating: &[BrokerId]) -> Result<(), Box<dyn std::error::Error>> {
+        self.now = Millis(self.now.0 + TICK_MS);
+        if let Some(l) = self.c.leader() {
+            let ctl = self.c.node_mut(l).ok_or("leader down")?;
+            for (b, e) in &self.epochs {
+                if beating.contains(b) {
+                    let reply = self.bc.heartbeat(ctl, *b, *e, self.now);
+                    assert_ne!(reply, HeartbeatReply::RegisterAgain, "broker {b}");
+                }
+            }
+            self.bc.poll(ctl, self.now)?;
+        }
+        self.c.tick()?;
+        Ok(())
+    }
+
+    fn run_until(
+        &mut self,
+        beating: &[BrokerId],
+        done: impl Fn(&MetadataImage) -> bool,
+    ) -> Result<Millis, Box<dyn std::error::Error>> {
+        let start = self.now;
+        for _ in 0..1_000 {
+            if self.leader_image().is_ok_and(|i| done(&i)) {
+                return Ok(Millis(self.now.0 - start.0));
+            }
+            self.step(beating)?;
+        }
+        Err("condition never held".into())
+    }
+}
+
+#[test]
+fn fencing_unfencing_and_preferred_leaders() -> TestResult {
+    let dir = tempfile::tempdir()?;
+    let mut c = SimCluster::new(dir.path(), 3, 5)?;
+    let leader = c.elect()?.ok_or("no leader")?;
+    let mut bc = BrokerControl::new(BrokerControlConfig::default());
+    let mut epochs = Vec::new();
+    for (id, rack) in [(1, "a"), (2, "b"), (3, "c")] {
+        let ctl = c.node_mut(leader).ok_or("gone")?;
+        let e = bc.register(ctl, BrokerId(id), Some(rack.into()), vec![], Millis(0))?;
+        epochs.push((BrokerId(id), e));
+        c.settle()?;
+    }
+    let mut w = World {
+        c,
+        bc,
+        now: Millis(0),
+        epochs,
+    };
+    let all = [BrokerId(1), BrokerId(2), BrokerId(3)];
+    w.run_until(&all, |i| all.iter().all(|b| i.is_live(*b)))?;
+
+    let create = create_topic_record(&*w.leader_image()?, "t", TopicId(77), 6, 3)?;
+    w.c.propose(&create)?;
+    w.run_until(&all, |i| i.topic(TopicId(77)).is_some())?;
+
+    // Broker 1 stops heartbeating: fenced after the session timeout, not before.
+    let two = [BrokerId(2), BrokerId(3)];
+    let took = w.run_until(&two, |i| !i.is_live(BrokerId(1)))?;
+    assert!(
+        took.0 >= 9_000 - TICK_MS && took.0 <= 9_000 + 3 * TICK_MS,
+        "fenced after {took:?}"
+    );
+    let image = w.leader_image()?;
+    let t = image.topic(TopicId(77)).ok_or("topic")?;
+    for p in t.partitions.values() {
+        let l = p.leader.ok_or("leaderless")?;
+        assert_ne!(l, BrokerId(1));
+        assert!(p.isr.contains(&l) && !p.isr.contains(&BrokerId(1)));
+    }
+
+    // It comes back: unfenced; once back in the ISR, preferred leaders return.
+    w.run_until(&all, |i| i.is_live(BrokerId(1)))?;
+    let image = w.leader_image()?;
+    let t = image.topic(TopicId(77)).ok_or("topic")?.clone();
+    for (idx, p) in &t.partitions {
+        let mut isr = p.isr.clone();
+        isr.push(BrokerId(1));
+        w.c.propose(&Record::PartitionChange(PartitionChange {
+            topic_id: TopicId(77),
+            partition: *idx,
+            leader: p.leader,
+            leader_epoch: p.leader_epoch,
+            isr,
+            eligible_leaders: vec![],
+            replicas: None,
+        }))?;
+    }
+    w.run_until(&all, |i| {
+        i.topic(TopicId(77)).is_some_and(|t| {
+            t.partitions
+                .values()
+                .all(|p| p.leader == p.replicas.first().copied())
+        })
+    })?;
+
+    // Controller failover: a new active controller with no heartbeat history fences no
+    // live broker.
+    let old = w.c.leader().ok_or("no leader")?;
+    w.c.net.isolate(old);
+    w.bc = BrokerControl::new(BrokerControlConfig::default());
+    w.run_until(&all, |_| false).ok();
+    let image = w.leader_image()?;
+    assert_ne!(w.c.leader(), Some(old));
+    for b in all {
+        assert!(image.is_live(b), "broker {b} fenced by the failover");
+    }
+    assert!(w.c.leader().is_some_and(|l| l != NodeId(0)));
+    Ok(())
+}
