@@ -12,6 +12,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::config::{FlushSetting, TopicDefaults};
 use crate::store::{FlushPolicy, LogConfig};
+use sluice_engine::TimestampType;
 
 const CATALOG_FILE: &str = "sluice-topics.json";
 /// Kafka's limit on topic name length.
@@ -79,6 +80,9 @@ pub const TOPIC_CONFIG_KEYS: &[&str] = &[
     "flush.ms",
     "flush.bytes",
     "cleanup.policy",
+    "message.timestamp.type",
+    "message.timestamp.before.max.ms",
+    "message.timestamp.after.max.ms",
 ];
 
 impl Catalog {
@@ -299,6 +303,19 @@ pub fn log_config(defaults: &TopicDefaults, configs: &BTreeMap<String, String>) 
                     return Err(CatalogError::InvalidConfig(format!("{k}: only \"delete\" is supported, not {v:?}")));
                 }
             }
+            "message.timestamp.type" => {
+                c.timestamp_type = match v.as_str() {
+                    "CreateTime" => TimestampType::CreateTime,
+                    "LogAppendTime" => TimestampType::LogAppendTime,
+                    _ => {
+                        return Err(CatalogError::InvalidConfig(format!(
+                            "{k}: {v:?} is not CreateTime or LogAppendTime"
+                        )))
+                    }
+                }
+            }
+            "message.timestamp.before.max.ms" => c.timestamp_before_max_ms = parse_limit(k, v)?,
+            "message.timestamp.after.max.ms" => c.timestamp_after_max_ms = parse_limit(k, v)?,
             _ => return Err(CatalogError::InvalidConfig(format!("unknown topic config {k:?}"))),
         }
     }
@@ -338,6 +355,16 @@ pub fn effective_configs(defaults: &TopicDefaults, configs: &BTreeMap<String, St
         ("flush.ms", ms.to_string()),
         ("flush.bytes", bytes.to_string()),
         ("cleanup.policy", "delete".to_string()),
+        (
+            "message.timestamp.type",
+            match c.timestamp_type {
+                TimestampType::CreateTime => "CreateTime",
+                TimestampType::LogAppendTime => "LogAppendTime",
+            }
+            .to_string(),
+        ),
+        ("message.timestamp.before.max.ms", opt(c.timestamp_before_max_ms)),
+        ("message.timestamp.after.max.ms", opt(c.timestamp_after_max_ms)),
     ];
     values
         .into_iter()
