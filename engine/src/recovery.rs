@@ -217,8 +217,28 @@ async fn open_segment(
         }
     }
     seg.written_size = seg.size;
+    if next_base.is_none() && seg.size > 0 {
+        seg.created_ms = first_batch_time(&file, &path)
+            .await?
+            .unwrap_or(seg.created_ms);
+    }
     seg.file = Some(Rc::new(file));
     Ok(seg)
+}
+
+/// The segment's age for `segment.ms` counts from its first batch's timestamp (as in
+/// Kafka), so restarts do not keep an active segment from ever rolling.
+async fn first_batch_time(
+    file: &glommio::io::DmaFile,
+    path: &Path,
+) -> Result<Option<u64>, LogError> {
+    let read = file
+        .read_at_aligned(0, BLOCK_BYTES as usize)
+        .await
+        .map_err(|e| files::glommio_io(path, e))?;
+    Ok(crate::batch::parse_header(&read)
+        .ok()
+        .map(|h| h.base_timestamp.get().clamp(0, now_ms() as i64) as u64))
 }
 
 /// The open chunk for the last segment, starting with its partial last block.

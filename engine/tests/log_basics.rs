@@ -737,3 +737,37 @@ fn log_append_time_and_timestamp_windows() {
         m.close_all().await.unwrap();
     });
 }
+
+#[test]
+fn segment_age_counts_from_its_first_batch_across_restarts() {
+    let dir = test_dir();
+    let path = dir.path().to_path_buf();
+    let config = LogConfig {
+        segment_ms_max: 24 * 3600 * 1000,
+        ..small_config()
+    };
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_millis() as i64;
+    let (c1, p1) = (config.clone(), path.clone());
+    run(move || async move {
+        let (m, log) = open_log(&p1, c1, small_shard()).await;
+        let two_days_ago = now - 2 * 24 * 3600 * 1000;
+        log.append(&simple_batch(1, 10, two_days_ago), LeaderEpoch(0))
+            .await
+            .unwrap();
+        m.close_all().await.unwrap();
+    });
+    run(move || async move {
+        let (_m, log) = open_log(&path, config, small_shard()).await;
+        log.append(&simple_batch(1, 10, now), LeaderEpoch(0))
+            .await
+            .unwrap();
+        assert_eq!(
+            log.segment_count(),
+            2,
+            "the restarted segment is two days old"
+        );
+    });
+}
