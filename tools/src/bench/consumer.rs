@@ -6,6 +6,7 @@
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
+use std::time::Duration;
 
 use anyhow::{anyhow, bail, Context, Result};
 use bytes::Bytes;
@@ -19,8 +20,11 @@ use kafka_protocol::records::RecordBatchDecoder;
 use super::encoder::{get_varint, BATCH_HEADER_BYTES};
 use super::metadata::Routing;
 use super::stats::{now_ns, ActorStats, LATENCY_NS_MAX};
-use super::wire::{decode_response, encode_request, read_frame};
+use super::wire::{decode_response, encode_request, read_frame_within};
 use super::Control;
+
+/// How much longer than its max wait a fetch answer may take.
+const FETCH_SLACK_MS: u64 = 30_000;
 
 /// Where a consumer stops.
 #[derive(Debug, Clone)]
@@ -147,7 +151,11 @@ async fn fetch_loop(
             .write_all(&out)
             .await
             .context("writing a fetch request")?;
-        let frame = read_frame(&mut stream).await?;
+        let wait =
+            Duration::from_millis(u64::try_from(cfg.max_wait_ms).unwrap_or(0) + FETCH_SLACK_MS);
+        let frame = read_frame_within(&mut stream, wait)
+            .await
+            .ok_or_else(|| anyhow!("no fetch response within {} ms", wait.as_millis()))??;
         let (corr, resp) = decode_response::<FetchResponse>(frame, cfg.fetch_version)?;
         if corr != correlation {
             bail!("fetch response {corr}, expected {correlation}");

@@ -22,7 +22,7 @@ use super::encoder::{BatchRequest, Compression, RequestTemplate};
 use super::metadata::Routing;
 use super::rate::RateSchedule;
 use super::stats::{now_ns, record_spread, wall_ms, ActorStats};
-use super::wire::{correlation_of, decode_response, read_frame};
+use super::wire::{correlation_of, decode_response, read_frame_within};
 use super::Control;
 
 /// How record keys are made.
@@ -361,7 +361,10 @@ async fn open_conn(
         failure.clone(),
         stats.clone(),
         control.clone(),
-        cfg.template.api_version,
+        (
+            cfg.template.api_version,
+            response_wait(cfg.template.timeout_ms),
+        ),
     ));
     Ok(Conn {
         writer,
@@ -373,6 +376,11 @@ async fn open_conn(
     })
 }
 
+/// How long an answer may take: the request timeout the broker was given, plus slack.
+fn response_wait(timeout_ms: i32) -> Duration {
+    Duration::from_millis(u64::try_from(timeout_ms).unwrap_or(0) + 10_000)
+}
+
 /// Reads produce responses in order; on any failure, records it and closes the permits so
 /// the writer stops waiting.
 async fn read_loop(
@@ -382,10 +390,18 @@ async fn read_loop(
     failure: Rc<RefCell<Option<anyhow::Error>>>,
     stats: Arc<ActorStats>,
     control: Arc<Control>,
-    version: i16,
+    (version, wait): (i16, Duration),
 ) {
-    if let Err(e) =
-        read_responses(&mut reader, &permits, &inflight, &stats, &control, version).await
+    if let Err(e) = read_responses(
+        &mut reader,
+        &permits,
+        &inflight,
+        &stats,
+        &control,
+        version,
+        wait,
+    )
+    .await
     {
         *failure.borrow_mut() = Some(e);
         permits.close();
@@ -399,9 +415,16 @@ async fn read_responses(
     stats: &ActorStats,
     control: &Control,
     version: i16,
+    wait: Duration,
 ) -> Result<()> {
     loop {
-        let frame = read_frame(reader).await?;
+        let Some(frame) = read_frame_within(reader, wait).await else {
+            if inflight.borrow().is_empty() {
+                continue;
+            }
+            bail!("no produce response within {} ms", wait.as_millis());
+        };
+        let frame = frame?;
         let now = now_ns();
         let corr = correlation_of(&frame)?;
         let Some(req) = inflight.borrow_mut().pop_front() else {

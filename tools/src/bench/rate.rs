@@ -3,29 +3,32 @@
 //! message was actually sent, so a stalled broker cannot hide its stall by slowing the sender
 //! down (coordinated omission).
 
+/// Fixed-point scale of the interval.
+const SCALE: u128 = 1 << 32;
+
 /// A fixed-rate schedule in nanoseconds on the bench clock.
 #[derive(Debug, Clone, Copy)]
 pub struct RateSchedule {
     start_ns: u64,
-    /// Nanoseconds between messages, scaled by 2^16 so rates that do not divide 1e9 keep
+    /// Nanoseconds between messages, scaled by 2^32 so rates that do not divide 1e9 keep
     /// their precision over long runs.
-    interval_ns_x65536: u128,
+    interval_ns_scaled: u128,
 }
 
 impl RateSchedule {
     /// `rate_per_s` must be positive.
     pub fn new(start_ns: u64, rate_per_s: f64) -> Self {
         assert!(rate_per_s > 0.0, "rate must be positive");
-        let interval = 1e9 * 65536.0 / rate_per_s;
+        let interval = 1e9 * SCALE as f64 / rate_per_s;
         RateSchedule {
             start_ns,
-            interval_ns_x65536: interval.max(1.0) as u128,
+            interval_ns_scaled: interval.max(SCALE as f64) as u128,
         }
     }
 
-    /// When message `i` is due.
+    /// When message `i` is due (rounded up, so `due_by(intended_ns(i))` includes `i`).
     pub fn intended_ns(&self, i: u64) -> u64 {
-        self.start_ns + ((i as u128 * self.interval_ns_x65536) >> 16) as u64
+        self.start_ns + (i as u128 * self.interval_ns_scaled).div_ceil(SCALE) as u64
     }
 
     /// How many messages are due by `now_ns` (all with index below the result).
@@ -34,7 +37,7 @@ impl RateSchedule {
             return 0;
         }
         let elapsed = (now_ns - self.start_ns) as u128;
-        ((elapsed << 16) / self.interval_ns_x65536) as u64 + 1
+        ((elapsed * SCALE) / self.interval_ns_scaled) as u64 + 1
     }
 }
 

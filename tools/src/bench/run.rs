@@ -23,6 +23,8 @@ use super::{Control, Scenario, Workload};
 const DEFAULT_DURATION_S: f64 = 10.0;
 /// How long consumers of an e2e run may take to catch up once the producers stopped.
 const E2E_DRAIN_MS_MAX: u64 = 10_000;
+/// How long end offsets may take to reflect an acks=0 run.
+const ACKS0_SETTLE_MS_MAX: u64 = 10_000;
 /// How often the main thread looks at the actors between ticks.
 const POLL_MS: u64 = 20;
 /// Fetch limits.
@@ -223,9 +225,22 @@ pub fn run(workload: Workload, sc: &Scenario, bootstrap: &str) -> Result<Report>
     }
 
     let check = if workload != Workload::Consume && !sc.no_check {
-        let after = offsets(&routing, OffsetSpec::Latest).context("end offsets after the run")?;
-        let growth: i64 = after.iter().zip(&before).map(|(a, b)| a - b).sum();
         let acknowledged = control.acked();
+        let growth_now = || -> Result<i64> {
+            let after =
+                offsets(&routing, OffsetSpec::Latest).context("end offsets after the run")?;
+            Ok(after.iter().zip(&before).map(|(a, b)| a - b).sum())
+        };
+        let mut growth = growth_now()?;
+        if sc.acks == super::Acks::None {
+            // With acks=0 nothing tells us the broker has appended what we wrote; give it a
+            // bounded time to get there.
+            let deadline = now_ns() + ACKS0_SETTLE_MS_MAX * 1_000_000;
+            while growth < acknowledged as i64 && now_ns() < deadline {
+                std::thread::sleep(Duration::from_millis(POLL_MS));
+                growth = growth_now()?;
+            }
+        }
         Some(CountCheck {
             acknowledged,
             offset_growth: growth,

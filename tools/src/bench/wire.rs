@@ -115,6 +115,18 @@ pub async fn read_frame<S: AsyncRead + Unpin>(stream: &mut S) -> Result<Bytes> {
     Ok(buf.freeze())
 }
 
+/// `read_frame`, or `None` when nothing complete arrived within `wait`.
+pub async fn read_frame_within<S: AsyncRead + Unpin>(
+    stream: &mut S,
+    wait: std::time::Duration,
+) -> Option<Result<Bytes>> {
+    futures_lite::future::or(async { Some(read_frame(stream).await) }, async {
+        glommio::timer::sleep(wait).await;
+        None
+    })
+    .await
+}
+
 /// A blocking connection for control-plane calls.
 #[derive(Debug)]
 pub struct AdminConn {

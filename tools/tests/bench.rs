@@ -1,0 +1,362 @@
+//! `sluice bench` against a real `sluice serve`: short produce, consume and e2e runs through
+//! the binary, with their counts checked against the broker (end offsets) and against an
+//! independent client (rdkafka). Nothing here decides from timings.
+
+use std::io::{BufRead, BufReader};
+use std::net::TcpStream;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::Duration;
+
+use rdkafka::config::ClientConfig;
+use rdkafka::consumer::{BaseConsumer, Consumer};
+use rdkafka::message::Message;
+use rdkafka::{Offset, TopicPartitionList};
+use serde_json::Value;
+
+/// A broker process on an ephemeral port, killed on drop.
+struct Broker {
+    child: Child,
+    addr: String,
+}
+
+impl Broker {
+    fn start(data_dir: &Path) -> Broker {
+        let mut child = Command::new(env!("CARGO_BIN_EXE_sluice"))
+            .args([
+                "serve",
+                "--listen",
+                "127.0.0.1:0",
+                "--admin-listen",
+                "127.0.0.1:0",
+                "--cores",
+                "0-1",
+                "--no-pin",
+            ])
+            .arg("--data-dir")
+            .arg(data_dir)
+            .env("RUST_LOG", "warn")
+            .stdout(Stdio::piped())
+            .stderr(Stdio::inherit())
+            .spawn()
+            .expect("spawn sluice serve");
+        // The first stdout line names the bound address (the port is ephemeral).
+        let mut line = String::new();
+        BufReader::new(child.stdout.take().expect("stdout"))
+            .read_line(&mut line)
+            .expect("read the listening line");
+        let addr = line
+            .split_whitespace()
+            .nth(3)
+            .unwrap_or_else(|| panic!("unexpected first line: {line:?}"))
+            .to_string();
+        // Wait for the port by connecting to it.
+        TcpStream::connect(&addr)
+            .unwrap_or_else(|e| panic!("broker at {addr} does not accept connections: {e}"));
+        Broker { child, addr }
+    }
+}
+
+impl Drop for Broker {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn tempdir(name: &str) -> tempfile::TempDir {
+    let base = PathBuf::from(env!("CARGO_TARGET_TMPDIR"));
+    std::fs::create_dir_all(&base).expect("target tmpdir");
+    tempfile::Builder::new()
+        .prefix(name)
+        .tempdir_in(base)
+        .expect("tempdir")
+}
+
+/// Runs `sluice bench <args> --json FILE` and returns the parsed report.
+fn bench(broker: &Broker, dir: &Path, name: &str, args: &[&str]) -> Value {
+    let json = dir.join(format!("{name}.json"));
+    let out = Command::new(env!("CARGO_BIN_EXE_sluice"))
+        .arg("bench")
+        .args(args)
+        .args([
+            "--bootstrap",
+            &broker.addr,
+            "--cores",
+            "0-1",
+            "--no-pin",
+            "--quiet",
+        ])
+        .arg("--json")
+        .arg(&json)
+        .env("RUST_LOG", "warn")
+        .output()
+        .expect("run sluice bench");
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        out.status.success(),
+        "sluice bench {args:?} failed\nstdout:\n{stdout}\nstderr:\n{stderr}"
+    );
+    serde_json::from_slice(&std::fs::read(&json).expect("read the json report"))
+        .expect("parse the json report")
+}
+
+fn total<'a>(report: &'a Value, role: &str) -> &'a Value {
+    report["totals"]
+        .as_array()
+        .expect("totals")
+        .iter()
+        .find(|t| t["role"] == role)
+        .unwrap_or_else(|| panic!("no {role} total in {report}"))
+}
+
+/// Reads every message of `topic` with rdkafka; returns (count, value lengths seen).
+fn rdkafka_read(
+    addr: &str,
+    topic: &str,
+    partitions: i32,
+    expected: usize,
+) -> Vec<(Option<Vec<u8>>, usize)> {
+    let consumer: BaseConsumer = ClientConfig::new()
+        .set("bootstrap.servers", addr)
+        .set("group.id", "bench-test-reader")
+        .set("enable.auto.commit", "false")
+        .set("api.version.request", "true")
+        .create()
+        .expect("rdkafka consumer");
+    let mut tpl = TopicPartitionList::new();
+    for p in 0..partitions {
+        tpl.add_partition_offset(topic, p, Offset::Beginning)
+            .expect("assign");
+    }
+    consumer.assign(&tpl).expect("assign");
+    let mut seen = Vec::new();
+    // Bounded: at most this many empty polls in a row before giving up.
+    let mut idle = 0;
+    while seen.len() < expected && idle < 300 {
+        match consumer.poll(Duration::from_millis(100)) {
+            Some(Ok(m)) => {
+                idle = 0;
+                seen.push((
+                    m.key().map(<[u8]>::to_vec),
+                    m.payload().map_or(0, <[u8]>::len),
+                ));
+            }
+            Some(Err(e)) => panic!("rdkafka consumer error: {e}"),
+            None => idle += 1,
+        }
+    }
+    seen
+}
+
+#[test]
+fn produce_counts_match_end_offsets_and_consume_reads_them_all() {
+    let dir = tempdir("bench-pc");
+    let broker = Broker::start(&dir.path().join("data"));
+    let args = [
+        "--topic",
+        "bench-pc",
+        "--partitions",
+        "3",
+        "--producers",
+        "2",
+        "--messages",
+        "20000",
+        "--message-size",
+        "50-150",
+        "--keys",
+        "sequential",
+        "--batch-bytes",
+        "16384",
+    ];
+    let mut produce_args = vec!["produce"];
+    produce_args.extend_from_slice(&args);
+    let hdr = dir.path().join("p.hdr");
+    let html = dir.path().join("p.html");
+    produce_args.extend_from_slice(&[
+        "--hdr",
+        hdr.to_str().unwrap(),
+        "--html",
+        html.to_str().unwrap(),
+    ]);
+    let r = bench(&broker, dir.path(), "produce", &produce_args);
+    assert_eq!(r["check"]["acknowledged"], 20000, "{r}");
+    assert_eq!(r["check"]["offset_growth"], 20000, "{r}");
+    assert_eq!(r["check"]["ok"], true);
+    assert_eq!(total(&r, "produce")["messages"], 20000);
+    assert_eq!(total(&r, "produce")["errors"], 0);
+    let actors: u64 = r["actors"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|a| a["messages"].as_u64().unwrap())
+        .sum();
+    assert_eq!(actors, 20000);
+    assert!(std::fs::read_to_string(&hdr)
+        .unwrap()
+        .contains("#[StartTime:"));
+    assert!(std::fs::read_to_string(&html).unwrap().contains("<svg"));
+
+    let mut consume_args = vec!["consume"];
+    consume_args.extend_from_slice(&args);
+    consume_args.extend_from_slice(&["--consumers", "2"]);
+    let c = bench(&broker, dir.path(), "consume", &consume_args);
+    assert_eq!(total(&c, "consume")["messages"], 20000, "{c}");
+
+    // An independent client reads the same messages: keys are the 8-byte sequence numbers,
+    // values 50..=150 bytes.
+    let seen = rdkafka_read(&broker.addr, "bench-pc", 3, 20000);
+    assert_eq!(seen.len(), 20000);
+    let mut keys: Vec<u64> = seen
+        .iter()
+        .map(|(k, len)| {
+            assert!((50..=150).contains(len), "value of {len} bytes");
+            u64::from_be_bytes(k.as_deref().expect("key").try_into().expect("8-byte key"))
+        })
+        .collect();
+    keys.sort_unstable();
+    keys.dedup();
+    // Two producers each number their own messages 0..10000.
+    assert_eq!(keys.len(), 10000);
+}
+
+#[test]
+fn e2e_consumers_read_everything_acknowledged() {
+    let dir = tempdir("bench-e2e");
+    let broker = Broker::start(&dir.path().join("data"));
+    let r = bench(
+        &broker,
+        dir.path(),
+        "e2e",
+        &[
+            "e2e",
+            "--topic",
+            "bench-e2e",
+            "--partitions",
+            "2",
+            "--producers",
+            "1",
+            "--consumers",
+            "2",
+            "--messages",
+            "10000",
+            "--batch-bytes",
+            "16384",
+        ],
+    );
+    assert_eq!(r["check"]["acknowledged"], 10000, "{r}");
+    assert_eq!(r["check"]["ok"], true);
+    assert_eq!(r["consumed_all"], 10000, "{r}");
+    assert_eq!(total(&r, "consume")["messages"], 10000);
+}
+
+#[test]
+fn every_codec_is_readable_by_rdkafka_and_by_the_bench() {
+    let dir = tempdir("bench-codecs");
+    let broker = Broker::start(&dir.path().join("data"));
+    for codec in ["gzip", "snappy", "lz4", "zstd"] {
+        let topic = format!("bench-{codec}");
+        let r = bench(
+            &broker,
+            dir.path(),
+            codec,
+            &[
+                "produce",
+                "--topic",
+                &topic,
+                "--partitions",
+                "1",
+                "--messages",
+                "3000",
+                "--compression",
+                codec,
+                "--batch-bytes",
+                "32768",
+            ],
+        );
+        assert_eq!(r["check"]["ok"], true, "{codec}: {r}");
+        assert_eq!(r["check"]["acknowledged"], 3000);
+        let c = bench(
+            &broker,
+            dir.path(),
+            &format!("{codec}-c"),
+            &["consume", "--topic", &topic],
+        );
+        assert_eq!(total(&c, "consume")["messages"], 3000, "{codec}");
+        assert_eq!(
+            rdkafka_read(&broker.addr, &topic, 1, 3000).len(),
+            3000,
+            "{codec}"
+        );
+    }
+}
+
+#[test]
+fn fixed_rate_acks_all_fsync_and_acks_zero_runs_count_right() {
+    let dir = tempdir("bench-modes");
+    let broker = Broker::start(&dir.path().join("data"));
+    let r = bench(
+        &broker,
+        dir.path(),
+        "rate",
+        &[
+            "produce",
+            "--topic",
+            "bench-rate",
+            "--messages",
+            "3000",
+            "--rate",
+            "50000",
+            "--linger-ms",
+            "1",
+            "--keys",
+            "random",
+            "--batch-bytes",
+            "16384",
+        ],
+    );
+    assert_eq!(r["check"]["acknowledged"], 3000, "{r}");
+    assert_eq!(r["check"]["ok"], true);
+    let r = bench(
+        &broker,
+        dir.path(),
+        "fsync",
+        &[
+            "produce",
+            "--topic",
+            "bench-fsync",
+            "--topic-config",
+            "flush.policy=fsync",
+            "--acks",
+            "all",
+            "--messages",
+            "5000",
+            "--producers",
+            "2",
+            "--batch-bytes",
+            "16384",
+        ],
+    );
+    assert_eq!(r["check"]["acknowledged"], 5000, "{r}");
+    assert_eq!(r["check"]["ok"], true);
+    // acks=0: nothing is answered, so the count is what went onto the socket; the broker
+    // still has to end up with all of it.
+    let r = bench(
+        &broker,
+        dir.path(),
+        "acks0",
+        &[
+            "produce",
+            "--topic",
+            "bench-acks0",
+            "--acks",
+            "0",
+            "--messages",
+            "4000",
+            "--batch-bytes",
+            "16384",
+        ],
+    );
+    assert_eq!(r["check"]["acknowledged"], 4000, "{r}");
+}
