@@ -10,7 +10,9 @@ use kafka_protocol::messages::ApiKey;
 use crate::frame::{FrameError, Request, ResponseFrame};
 use crate::shard::Shard;
 
+pub mod alter_configs;
 pub mod api_versions;
+pub mod create_partitions;
 pub mod create_topics;
 pub mod find_coordinator;
 pub mod join_group;
@@ -22,6 +24,7 @@ pub mod offset_fetch;
 pub mod describe_groups;
 pub mod list_groups;
 pub mod delete_topics;
+pub mod describe_configs;
 pub mod fetch;
 pub mod init_producer_id;
 pub mod list_offsets;
@@ -52,6 +55,10 @@ pub const APIS: &[ApiSpec] = &[
     create_topics::SPEC,
     delete_topics::SPEC,
     init_producer_id::SPEC,
+    create_partitions::SPEC,
+    describe_configs::SPEC,
+    alter_configs::SPEC,
+    alter_configs::INCREMENTAL_SPEC,
     find_coordinator::SPEC,
     join_group::SPEC,
     sync_group::SPEC,
@@ -89,6 +96,10 @@ pub async fn dispatch(shard: Rc<Shard>, req: Request) -> Result<Option<ResponseF
         ApiKey::CreateTopics => create_topics::handle(&shard, &req).await.map(Some),
         ApiKey::DeleteTopics => delete_topics::handle(&shard, &req).await.map(Some),
         ApiKey::InitProducerId => init_producer_id::handle(&shard, &req).map(Some),
+        ApiKey::CreatePartitions => create_partitions::handle(&shard, &req).map(Some),
+        ApiKey::DescribeConfigs => describe_configs::handle(&shard, &req).map(Some),
+        ApiKey::AlterConfigs => alter_configs::handle(&shard, &req).await.map(Some),
+        ApiKey::IncrementalAlterConfigs => alter_configs::handle_incremental(&shard, &req).await.map(Some),
         ApiKey::FindCoordinator => find_coordinator::handle(&shard, &req).map(Some),
         ApiKey::JoinGroup => join_group::handle(&shard, &req).await.map(Some),
         ApiKey::SyncGroup => sync_group::handle(&shard, &req).await.map(Some),
