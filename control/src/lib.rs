@@ -14,7 +14,7 @@
 //!   — only when the topic enables it — unclean; broker liveness on an explicit clock.
 //! - **The active controller's broker duties** (`active`): registration, heartbeats,
 //!   fencing on session expiry, unfencing, automatic preferred-leader election.
-//! - **The controller** (`controller`, `storage`, `transport`): a raft-rs `RawNode` driven
+//! - **The controller** (`controller`, `storage`, `transport`, `tcp`): a raft-rs `RawNode` driven
 //!   from one loop, its log and hard state on disk (`storage`), messages through the
 //!   `Transport` trait. `sim` is an in-memory network and cluster harness for tests.
 //!
@@ -39,6 +39,7 @@ pub mod placement;
 pub mod records;
 pub mod sim;
 pub mod storage;
+pub mod tcp;
 pub mod transport;
 pub mod types;
 

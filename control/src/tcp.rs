@@ -1,0 +1,391 @@
+//! Controller-to-controller messages over TCP (glommio), and the controller's driving loop.
+//!
+//! - **Framing**: `len u32 LE | crc32c u32 LE | protobuf eraftpb::Message`, `len` bounded
+//!   by `TcpConfig::message_bytes_max`. A bad frame closes the connection (the peer
+//!   reconnects); it never panics.
+//! - **Sending**: one bounded queue (`queue_max`) and one writer task per peer. The
+//!   controller loop never waits on the network: a full queue drops the message and
+//!   reports the peer unreachable (raft retransmits). A writer connects lazily, and after
+//!   any error reconnects with exponential backoff between `reconnect_backoff_min_ms` and
+//!   `reconnect_backoff_max_ms`.
+//! - **Feedback**: the outcome of every `MsgSnapshot` and every failed send is queued and
+//!   applied to the controller by `TcpTransport::apply_feedback` (raft waits for a
+//!   snapshot's outcome before sending that follower anything else).
+//! - **Receiving**: `serve` accepts peers and decodes frames into the controller's inbox (a
+//!   bounded channel; full means dropped). Messages not addressed to this node are dropped.
+//! - **Loop**: `run_loop` is the one task that owns the `Controller` (shared as
+//!   `Rc<RefCell<_>>` so proposers on the same executor can borrow it between awaits;
+//!   no borrow is ever held across an `.await`): it steps inbox messages, ticks every
+//!   `tick_ms`, and handles every `Ready` right away.
+
+use std::cell::RefCell;
+use std::collections::BTreeMap;
+use std::net::SocketAddr;
+use std::rc::Rc;
+use std::time::{Duration, Instant};
+
+use futures_lite::{AsyncReadExt, AsyncWriteExt};
+use glommio::channels::local_channel::{self, LocalReceiver, LocalSender};
+use glommio::net::{TcpListener, TcpStream};
+use glommio::task::JoinHandle;
+use protobuf::Message as _;
+use raft::eraftpb::{Message, MessageType};
+
+use crate::controller::{Controller, ControllerError};
+use crate::transport::Transport;
+use crate::types::NodeId;
+
+/// Bounds and timings of the TCP transport.
+#[derive(Debug, Clone)]
+pub struct TcpConfig {
+    /// Messages queued per peer before sends are dropped.
+    pub queue_max: usize,
+    /// Largest frame accepted or sent (snapshots are the largest messages).
+    pub message_bytes_max: usize,
+    pub reconnect_backoff_min_ms: u64,
+    pub reconnect_backoff_max_ms: u64,
+    /// Inbox bound (messages received, not yet stepped).
+    pub inbox_max: usize,
+}
+
+impl Default for TcpConfig {
+    fn default() -> Self {
+        Self {
+            queue_max: 1024,
+            message_bytes_max: 256 << 20,
+            reconnect_backoff_min_ms: 10,
+            reconnect_backoff_max_ms: 1_000,
+            inbox_max: 4096,
+        }
+    }
+}
+
+/// Why a frame is not a message.
+#[derive(Debug, thiserror::Error, PartialEq, Eq)]
+pub enum FrameError {
+    #[error("frame of {len} bytes exceeds the {max} byte bound")]
+    TooLarge { len: usize, max: usize },
+    #[error("frame checksum mismatch")]
+    Checksum,
+    #[error("bad message: {0}")]
+    Decode(String),
+}
+
+const HEADER_BYTES: usize = 8;
+
+/// Encodes one message as a frame.
+pub fn encode_frame(msg: &Message) -> Result<Vec<u8>, protobuf::ProtobufError> {
+    let body = msg.write_to_bytes()?;
+    let mut out = Vec::with_capacity(HEADER_BYTES + body.len());
+    out.extend_from_slice(&(body.len() as u32).to_le_bytes());
+    out.extend_from_slice(&crc32c::crc32c(&body).to_le_bytes());
+    out.extend_from_slice(&body);
+    Ok(out)
+}
+
+/// Decodes the first frame of `buf`: `Ok(None)` if it is not complete yet, else the
+/// message and the bytes it used.
+pub fn decode_frame(buf: &[u8], max: usize) -> Result<Option<(Message, usize)>, FrameError> {
+    let Some(head) = buf.get(..HEADER_BYTES) else {
+        return Ok(None);
+    };
+    let len = u32::from_le_bytes([head[0], head[1], head[2], head[3]]) as usize;
+    let crc = u32::from_le_bytes([head[4], head[5], head[6], head[7]]);
+    if len > max {
+        return Err(FrameError::TooLarge { len, max });
+    }
+    let Some(body) = buf.get(HEADER_BYTES..HEADER_BYTES + len) else {
+        return Ok(None);
+    };
+    if crc32c::crc32c(body) != crc {
+        return Err(FrameError::Checksum);
+    }
+    let msg = Message::parse_from_bytes(body).map_err(|e| FrameError::Decode(e.to_string()))?;
+    Ok(Some((msg, HEADER_BYTES + len)))
+}
+
+/// What the transport owes the controller (see `transport` module docs).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Feedback {
+    Unreachable(NodeId),
+    Snapshot { to: NodeId, delivered: bool },
+}
+
+type FeedbackQueue = Rc<RefCell<Vec<Feedback>>>;
+
+fn report_failure(feedback: &FeedbackQueue, msg: &Message) {
+    let to = NodeId(msg.to);
+    let f = if msg.get_msg_type() == MessageType::MsgSnapshot {
+        Feedback::Snapshot {
+            to,
+            delivered: false,
+        }
+    } else {
+        Feedback::Unreachable(to)
+    };
+    feedback.borrow_mut().push(f);
+}
+
+struct Peer {
+    queue: LocalSender<Message>,
+    writer: JoinHandle<()>,
+}
+
+/// The TCP `Transport`: a bounded queue and a reconnecting writer task per peer. Create
+/// it inside the glommio executor that runs the controller loop.
+pub struct TcpTransport {
+    config: TcpConfig,
+    peers: BTreeMap<u64, Peer>,
+    feedback: FeedbackQueue,
+}
+
+impl std::fmt::Debug for TcpTransport {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("TcpTransport")
+            .field("peers", &self.peers.keys().collect::<Vec<_>>())
+            .finish_non_exhaustive()
+    }
+}
+
+impl TcpTransport {
+    pub fn new(config: TcpConfig) -> Self {
+        Self {
+            config,
+            peers: BTreeMap::new(),
+            feedback: Rc::new(RefCell::new(Vec::new())),
+        }
+    }
+
+    /// Adds (or re-points) a peer; its writer connects on the first message.
+    pub fn add_peer(&mut self, id: NodeId, addr: SocketAddr) {
+        self.remove_peer(id);
+        let (tx, rx) = local_channel::new_bounded(self.config.queue_max);
+        let task = glommio::spawn_local(peer_writer(
+            addr,
+            rx,
+            Rc::clone(&self.feedback),
+            self.config.clone(),
+        ));
+        let writer = task.detach();
+        self.peers.insert(id.0, Peer { queue: tx, writer });
+    }
+
+    /// Removes a peer (e.g. after it left the quorum) and stops its writer.
+    pub fn remove_peer(&mut self, id: NodeId) {
+        if let Some(p) = self.peers.remove(&id.0) {
+            p.writer.cancel();
+        }
+    }
+
+    /// Applies queued feedback to the controller.
+    pub fn apply_feedback(&self, ctl: &mut Controller) {
+        for f in self.feedback.borrow_mut().drain(..) {
+            match f {
+                Feedback::Unreachable(to) => ctl.report_unreachable(to),
+                Feedback::Snapshot { to, delivered } => ctl.report_snapshot(to, delivered),
+            }
+        }
+    }
+}
+
+impl Drop for TcpTransport {
+    fn drop(&mut self) {
+        for p in self.peers.values() {
+            p.writer.cancel();
+        }
+    }
+}
+
+impl Transport for TcpTransport {
+    fn send(&mut self, msg: Message) {
+        let Some(peer) = self.peers.get(&msg.to) else {
+            report_failure(&self.feedback, &msg);
+            return;
+        };
+        use glommio::{GlommioError, ResourceType};
+        if let Err(
+            GlommioError::WouldBlock(ResourceType::Channel(m))
+            | GlommioError::Closed(ResourceType::Channel(m)),
+        ) = peer.queue.try_send(msg)
+        {
+            report_failure(&self.feedback, &m);
+        }
+    }
+}
+
+async fn peer_writer(
+    addr: SocketAddr,
+    rx: LocalReceiver<Message>,
+    feedback: FeedbackQueue,
+    config: TcpConfig,
+) {
+    let backoff_min = Duration::from_millis(config.reconnect_backoff_min_ms);
+    let backoff_max = Duration::from_millis(config.reconnect_backoff_max_ms);
+    let mut backoff = backoff_min;
+    let mut pending: Option<Message> = None;
+    loop {
+        let msg = match pending.take() {
+            Some(m) => m,
+            None => match rx.recv().await {
+                Some(m) => m,
+                None => return,
+            },
+        };
+        let mut stream = match TcpStream::connect(addr).await {
+            Ok(s) => s,
+            Err(e) => {
+                tracing::debug!(%addr, error = %e, "controller peer unreachable");
+                report_failure(&feedback, &msg);
+                glommio::timer::sleep(backoff).await;
+                backoff = (backoff * 2).min(backoff_max);
+                continue;
+            }
+        };
+        let _ = stream.set_nodelay(true);
+        backoff = backoff_min;
+        pending = Some(msg);
+        // Connected: write until the queue closes (return) or a write fails (reconnect).
+        loop {
+            let msg = match pending.take() {
+                Some(m) => m,
+                None => match rx.recv().await {
+                    Some(m) => m,
+                    None => return,
+                },
+            };
+            let frame = match encode_frame(&msg) {
+                Ok(f) if f.len() <= config.message_bytes_max + HEADER_BYTES => f,
+                _ => {
+                    report_failure(&feedback, &msg);
+                    continue;
+                }
+            };
+            if let Err(e) = stream.write_all(&frame).await {
+                tracing::debug!(%addr, error = %e, "controller peer write failed");
+                report_failure(&feedback, &msg);
+                break;
+            }
+            if msg.get_msg_type() == MessageType::MsgSnapshot {
+                feedback.borrow_mut().push(Feedback::Snapshot {
+                    to: NodeId(msg.to),
+                    delivered: true,
+                });
+            }
+        }
+    }
+}
+
+/// Accepts peer connections on `listener` and feeds their messages into `inbox`.
+pub async fn serve(
+    listener: TcpListener,
+    me: NodeId,
+    inbox: Rc<LocalSender<Event>>,
+    config: TcpConfig,
+) {
+    loop {
+        match listener.accept().await {
+            Ok(stream) => {
+                let inbox = Rc::clone(&inbox);
+                glommio::spawn_local(read_peer(stream, me, inbox, config.message_bytes_max))
+                    .detach();
+            }
+            Err(e) => {
+                tracing::warn!(error = %e, "controller listener accept failed");
+                glommio::timer::sleep(Duration::from_millis(config.reconnect_backoff_min_ms)).await;
+            }
+        }
+    }
+}
+
+async fn read_peer(mut stream: TcpStream, me: NodeId, inbox: Rc<LocalSender<Event>>, max: usize) {
+    let mut buf = Vec::new();
+    let mut chunk = vec![0u8; 64 << 10];
+    loop {
+        let n = match stream.read(&mut chunk).await {
+            Ok(0) | Err(_) => return,
+            Ok(n) => n,
+        };
+        buf.extend_from_slice(&chunk[..n]);
+        let mut used = 0;
+        loop {
+            match decode_frame(&buf[used..], max) {
+                Ok(Some((msg, len))) => {
+                    used += len;
+                    if msg.to != me.0 {
+                        tracing::warn!(to = msg.to, "controller message for another node dropped");
+                        continue;
+                    }
+                    // Full inbox: drop; raft retransmits. Closed inbox: the controller
+                    // stopped, so close the connection (the peer sees it and reconnects).
+                    if let Err(glommio::GlommioError::Closed(_)) =
+                        inbox.try_send(Event::Message(msg))
+                    {
+                        return;
+                    }
+                }
+                Ok(None) => break,
+                Err(e) => {
+                    tracing::warn!(error = %e, "bad controller frame; closing connection");
+                    return;
+                }
+            }
+        }
+        buf.drain(..used);
+    }
+}
+
+/// What wakes the controller loop.
+#[derive(Debug)]
+pub enum Event {
+    /// A raft message from a peer.
+    Message(Message),
+    /// Something was proposed: handle the ready now, not at the next tick.
+    Kick,
+}
+
+/// Creates the inbox a loop reads from (give its sender to `serve` and to proposers).
+pub fn inbox(config: &TcpConfig) -> (Rc<LocalSender<Event>>, LocalReceiver<Event>) {
+    let (tx, rx) = local_channel::new_bounded(config.inbox_max);
+    (Rc::new(tx), rx)
+}
+
+/// The controller loop: step messages, tick every `tick_ms`, handle every `Ready`.
+/// Returns on a storage or raft error (the caller decides: a controller that cannot
+/// persist must stop) or when the inbox closes.
+pub async fn run_loop(
+    ctl: Rc<RefCell<Controller>>,
+    mut transport: TcpTransport,
+    inbox: LocalReceiver<Event>,
+    tick_ms: u64,
+) -> Result<(), ControllerError> {
+    let tick = Duration::from_millis(tick_ms);
+    let mut next_tick = Instant::now() + tick;
+    loop {
+        let wait = next_tick.saturating_duration_since(Instant::now());
+        let event = futures_lite::future::or(async { Some(inbox.recv().await) }, async {
+            glommio::timer::sleep(wait).await;
+            None
+        })
+        .await;
+        {
+            let mut c = ctl.borrow_mut();
+            match event {
+                Some(Some(Event::Message(m))) => {
+                    if let Err(e) = c.step(m) {
+                        tracing::debug!(error = %e, "controller step refused a message");
+                    }
+                }
+                Some(Some(Event::Kick)) => {}
+                Some(None) => return Ok(()),
+                None => {
+                    c.tick();
+                    // One tick per interval; after a stall, resume from now (no burst).
+                    next_tick = (next_tick + tick).max(Instant::now());
+                }
+            }
+            transport.apply_feedback(&mut c);
+            while c.on_ready(&mut transport)? {}
+        }
+        glommio::yield_if_needed().await;
+    }
+}
