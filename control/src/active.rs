@@ -77,6 +77,11 @@ impl BrokerControl {
     ) -> Result<BrokerEpoch, ControllerError> {
         let image = ctl.image();
         let previous = image.broker(broker).map_or(0, |b| b.epoch.0);
+        // A broker registering again has restarted: its old incarnation leads nothing
+        // from now on (fence it first, moving its leaderships within the ISR).
+        for r in fence_broker(&image, broker) {
+            ctl.propose(&r)?;
+        }
         let from_log = i64::try_from(ctl.last_index() + 1).unwrap_or(i64::MAX);
         let epoch = BrokerEpoch(from_log.max(previous.saturating_add(1)));
         ctl.propose(&Record::RegisterBroker {

@@ -88,6 +88,20 @@ pub struct ControllerStats {
     pub snapshots_installed: u64,
 }
 
+/// A controller's raft state, for `sluice cluster status` and metrics.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ControllerStatus {
+    pub id: NodeId,
+    pub is_leader: bool,
+    pub leader: Option<NodeId>,
+    pub term: Term,
+    pub commit_index: u64,
+    pub applied_index: u64,
+    pub snapshot_index: u64,
+    pub voters: Vec<NodeId>,
+    pub stats: ControllerStats,
+}
+
 /// Forwards raft-rs's slog output to `tracing`.
 struct TracingDrain;
 
@@ -269,6 +283,21 @@ impl Controller {
             .collect();
         v.sort_unstable();
         v
+    }
+
+    /// Everything `sluice cluster status` shows about this controller.
+    pub fn status(&self) -> ControllerStatus {
+        ControllerStatus {
+            id: self.id,
+            is_leader: self.is_leader(),
+            leader: self.leader(),
+            term: self.term(),
+            commit_index: self.commit_index(),
+            applied_index: self.applied_index(),
+            snapshot_index: self.snapshot_index(),
+            voters: self.voters(),
+            stats: self.stats,
+        }
     }
 
     pub fn stats(&self) -> ControllerStats {

@@ -139,6 +139,28 @@ impl MetadataImage {
         self.names.get(name).and_then(|id| self.topic(*id))
     }
 
+    /// Partitions whose ISR is smaller than their replica set.
+    pub fn under_replicated(&self) -> impl Iterator<Item = (&TopicImage, PartitionIndex)> {
+        self.partitions()
+            .filter(|(_, _, p)| p.isr.len() < p.replicas.len())
+            .map(|(t, i, _)| (t, i))
+    }
+
+    /// Partitions with no live leader.
+    pub fn offline(&self) -> impl Iterator<Item = (&TopicImage, PartitionIndex)> {
+        self.partitions()
+            .filter(|(_, _, p)| !p.leader.is_some_and(|l| self.is_live(l)))
+            .map(|(t, i, _)| (t, i))
+    }
+
+    /// Every partition of every topic.
+    pub fn partitions(
+        &self,
+    ) -> impl Iterator<Item = (&TopicImage, PartitionIndex, &PartitionState)> {
+        self.topics()
+            .flat_map(|t| t.partitions.iter().map(move |(i, p)| (t, *i, p)))
+    }
+
     /// One config value; `None` when unset (the default applies).
     pub fn config(&self, resource: ConfigResource, name: &str, key: &str) -> Option<&str> {
         self.configs

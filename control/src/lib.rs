@@ -61,7 +61,9 @@ mod generated;
 
 pub use active::{BrokerControl, BrokerControlConfig, HeartbeatReply};
 pub use controller::Bootstrap;
-pub use controller::{Controller, ControllerConfig, ControllerError};
+pub use controller::{
+    Controller, ControllerConfig, ControllerError, ControllerStats, ControllerStatus,
+};
 pub use election::{
     elect_leader, fence_broker, preferred_leader_records, unfence_broker, BrokerLiveness,
     ElectionKind,

@@ -58,10 +58,10 @@ impl World {
     }
 }
 
-#[test]
-fn fencing_unfencing_and_preferred_leaders() -> TestResult {
-    let dir = tempfile::tempdir()?;
-    let mut c = SimCluster::new(dir.path(), 3, 5)?;
+/// Three controllers, brokers 1..3 on racks a..c registered and unfenced, and topic
+/// `t` (id 77) with 6 partitions of replication factor 3.
+fn setup(dir: &std::path::Path) -> Result<World, Box<dyn std::error::Error>> {
+    let mut c = SimCluster::new(dir, 3, 5)?;
     let leader = c.elect()?.ok_or("no leader")?;
     let mut bc = BrokerControl::new(BrokerControlConfig::default());
     let mut epochs = Vec::new();
@@ -77,12 +77,20 @@ fn fencing_unfencing_and_preferred_leaders() -> TestResult {
         now: Millis(0),
         epochs,
     };
-    let all = [BrokerId(1), BrokerId(2), BrokerId(3)];
-    w.run_until(&all, |i| all.iter().all(|b| i.is_live(*b)))?;
-
+    w.run_until(&ALL, |i| ALL.iter().all(|b| i.is_live(*b)))?;
     let create = create_topic_record(&*w.leader_image()?, "t", TopicId(77), 6, 3)?;
     w.c.propose(&create)?;
-    w.run_until(&all, |i| i.topic(TopicId(77)).is_some())?;
+    w.run_until(&ALL, |i| i.topic(TopicId(77)).is_some())?;
+    Ok(w)
+}
+
+const ALL: [BrokerId; 3] = [BrokerId(1), BrokerId(2), BrokerId(3)];
+
+#[test]
+fn fencing_unfencing_and_preferred_leaders() -> TestResult {
+    let dir = tempfile::tempdir()?;
+    let mut w = setup(dir.path())?;
+    let all = ALL;
 
     // Broker 1 stops heartbeating: fenced after the session timeout, not before.
     let two = [BrokerId(2), BrokerId(3)];
@@ -136,5 +144,42 @@ fn fencing_unfencing_and_preferred_leaders() -> TestResult {
         assert!(image.is_live(b), "broker {b} fenced by the failover");
     }
     assert!(w.c.leader().is_some_and(|l| l != NodeId(0)));
+    Ok(())
+}
+
+#[test]
+fn a_restarted_broker_loses_its_leaderships_until_it_is_back() -> TestResult {
+    let dir = tempfile::tempdir()?;
+    let mut w = setup(dir.path())?;
+    let led_by_1 = |i: &MetadataImage| {
+        i.partitions()
+            .filter(|(_, _, p)| p.leader == Some(BrokerId(1)))
+            .count()
+    };
+    assert_eq!(led_by_1(&*w.leader_image()?), 2);
+    // Broker 1 restarts and registers again with a new epoch.
+    let l = w.c.leader().ok_or("no leader")?;
+    let ctl = w.c.node_mut(l).ok_or("gone")?;
+    let epoch =
+        w.bc.register(ctl, BrokerId(1), Some("a".into()), vec![], w.now)?;
+    w.epochs[0] = (BrokerId(1), epoch);
+    w.c.settle()?;
+    let image = w.leader_image()?;
+    assert_eq!(
+        image.broker(BrokerId(1)).map(|b| (b.epoch, b.fenced)),
+        Some((epoch, true))
+    );
+    assert_eq!(led_by_1(&image), 0, "old incarnation still leads");
+    for (_, _, p) in image.partitions() {
+        let l = p.leader.ok_or("leaderless")?;
+        assert!(p.isr.contains(&l));
+    }
+    // Heartbeating with the new epoch unfences it; the old epoch is refused.
+    let ctl = w.c.node_mut(l).ok_or("gone")?;
+    assert_eq!(
+        w.bc.heartbeat(ctl, BrokerId(1), BrokerEpoch(epoch.0 - 1), w.now),
+        HeartbeatReply::RegisterAgain
+    );
+    w.run_until(&ALL, |i| i.is_live(BrokerId(1)))?;
     Ok(())
 }
