@@ -469,3 +469,114 @@ fn create_topic_over_live_brokers_and_preferred_leader_returns(
     assert!(preferred_leader_records(&image).is_empty());
     Ok(())
 }
+
+/// A small random record over a few brokers, topics and partitions (many invalid).
+fn arb_record() -> impl Strategy<Value = Record> {
+    let id = || (0i32..5).prop_map(BrokerId);
+    let ids = move || proptest::collection::vec(id(), 0..4);
+    prop_oneof![
+        (0i32..5, 0i64..4, proptest::option::of("[ab]")).prop_map(|(b, e, rack)| {
+            Record::RegisterBroker {
+                broker: BrokerId(b),
+                epoch: BrokerEpoch(e),
+                rack,
+                listeners: vec![],
+            }
+        }),
+        (id(), 0i64..4).prop_map(|(broker, e)| Record::FenceBroker {
+            broker,
+            epoch: BrokerEpoch(e)
+        }),
+        (id(), 0i64..4).prop_map(|(broker, e)| Record::UnfenceBroker {
+            broker,
+            epoch: BrokerEpoch(e)
+        }),
+        (
+            "[xy]",
+            0u128..3,
+            proptest::collection::vec((ids(), proptest::option::of(id()), ids()), 0..3)
+        )
+            .prop_map(|(name, t, ps)| Record::CreateTopic {
+                name,
+                topic_id: TopicId(t),
+                partitions: ps
+                    .into_iter()
+                    .enumerate()
+                    .map(|(i, (replicas, leader, isr))| PartitionAssignment {
+                        partition: PartitionIndex(i as i32),
+                        replicas,
+                        leader,
+                        leader_epoch: LeaderEpoch(0),
+                        isr,
+                    })
+                    .collect(),
+            }),
+        (
+            0u128..3,
+            0i32..3,
+            proptest::option::of(id()),
+            0i32..4,
+            ids(),
+            ids()
+        )
+            .prop_map(|(t, p, leader, e, isr, elr)| {
+                Record::PartitionChange(PartitionChange {
+                    topic_id: TopicId(t),
+                    partition: PartitionIndex(p),
+                    leader,
+                    leader_epoch: LeaderEpoch(e),
+                    isr,
+                    eligible_leaders: elr,
+                    replicas: None,
+                })
+            }),
+        ("[xy]", proptest::option::of("true|false|2")).prop_map(|(name, value)| {
+            Record::ConfigChange {
+                resource: ConfigResource::Topic,
+                resource_name: name,
+                key: "unclean.leader.election.enable".into(),
+                value,
+            }
+        }),
+        (0u128..3).prop_map(|t| Record::DeleteTopic {
+            topic_id: TopicId(t)
+        }),
+    ]
+}
+
+proptest! {
+    /// Random record sequences: apply never panics, a rejected record leaves the image
+    /// as it was, every image keeps the invariants, fencing decisions always apply, and
+    /// the snapshot of every image rebuilds it.
+    #[test]
+    fn random_records_keep_invariants(records in proptest::collection::vec(arb_record(), 1..40)) {
+        let mut image = MetadataImage::empty();
+        for r in &records {
+            let next_offset = MetadataOffset(image.offset().0 + 1);
+            if let Ok(next) = image.apply(next_offset, r) {
+                image = next;
+            }
+            for (_, _, p) in image.partitions() {
+                if let Some(l) = p.leader {
+                    prop_assert!(p.isr.contains(&l));
+                }
+                prop_assert!(p.isr.iter().all(|r| p.replicas.contains(r)));
+                prop_assert!(p.elr.iter().all(|r| !p.isr.contains(r)));
+            }
+            let brokers: Vec<BrokerId> = image.brokers().map(|b| b.id).collect();
+            for b in brokers {
+                let mut fenced = image.clone();
+                for f in fence_broker(&image, b) {
+                    let at = MetadataOffset(fenced.offset().0 + 1);
+                    fenced = fenced.apply(at, &f).map_err(|e| TestCaseError::fail(format!("{f:?}: {e}")))?;
+                }
+                for (_, _, p) in fenced.partitions() {
+                    prop_assert_ne!(p.leader, Some(b));
+                }
+            }
+            let back = MetadataImage::decode_snapshot(&image.encode_snapshot())
+                .map_err(|e| TestCaseError::fail(e.to_string()))?;
+            prop_assert_eq!(&back, &image);
+        }
+    }
+}
