@@ -372,6 +372,28 @@ impl Controller {
         self.propose_conf_change(single_change(ConfChangeType::AddNode, node))
     }
 
+    /// Proposes adding `node` as a learner: it receives the metadata log (and so keeps a
+    /// current image) without voting — how a broker that is not a controller follows.
+    pub fn propose_add_learner(&mut self, node: NodeId) -> Result<(), ControllerError> {
+        self.propose_conf_change(single_change(ConfChangeType::AddLearnerNode, node))
+    }
+
+    /// The current learners.
+    pub fn learners(&self) -> Vec<NodeId> {
+        let mut v: Vec<NodeId> = self
+            .node
+            .raft
+            .prs()
+            .conf()
+            .learners()
+            .iter()
+            .copied()
+            .map(NodeId)
+            .collect();
+        v.sort_unstable();
+        v
+    }
+
     /// Proposes removing `node` from the quorum.
     pub fn propose_remove_node(&mut self, node: NodeId) -> Result<(), ControllerError> {
         self.propose_conf_change(single_change(ConfChangeType::RemoveNode, node))

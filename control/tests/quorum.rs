@@ -415,3 +415,33 @@ fn proposals_on_a_follower_are_refused() -> TestResult {
     assert!(matches!(err, Err(ControllerError::NotLeader { leader: Some(l) }) if l == leader));
     Ok(())
 }
+
+#[test]
+fn a_learner_follows_the_log_without_voting() -> TestResult {
+    let seed = 11;
+    let dir = tempfile::tempdir()?;
+    let mut c = SimCluster::new(dir.path(), 3, seed)?;
+    let leader = c.elect()?.ok_or("no leader")?;
+    commit(&mut c, &register(1, 1), &nodes(&[1, 2, 3]))?;
+    c.start(NodeId(9), &Bootstrap::Join)?;
+    c.node_mut(leader)
+        .ok_or("gone")?
+        .propose_add_learner(NodeId(9))?;
+    commit(&mut c, &register(2, 1), &nodes(&[1, 2, 3, 9]))?;
+    let learner = c.node(NodeId(9)).ok_or("gone")?;
+    assert_eq!(learner.learners(), nodes(&[9]));
+    assert_eq!(learner.voters(), nodes(&[1, 2, 3]));
+    assert_eq!(*learner.image(), *image(&c, leader.0)?);
+    // Two voters down: the learner does not make a quorum.
+    let others: Vec<NodeId> = nodes(&[1, 2, 3])
+        .into_iter()
+        .filter(|n| *n != leader)
+        .collect();
+    for n in &others {
+        c.stop(*n);
+    }
+    let ok = c.run_until(|c| c.leader().is_none())?;
+    assert!(ok, "seed {seed}: leader kept leading without a quorum");
+    assert!(!c.node(NodeId(9)).is_some_and(|n| n.is_leader()));
+    Ok(())
+}
