@@ -101,16 +101,20 @@ fn change(t: &TopicImage, idx: crate::types::PartitionIndex, s: PartitionState) 
     })
 }
 
-/// Records that fence `broker`: `FenceBroker`, then a `PartitionChange` for every
-/// partition it led or was in sync for. Empty if it is unknown or already fenced.
+/// Records that fence `broker`: `FenceBroker` (unless it is fenced already), then a
+/// `PartitionChange` for every partition it still leads or is in sync for. Empty if it is
+/// unknown, or fenced and involved in nothing.
 pub fn fence_broker(image: &MetadataImage, broker: BrokerId) -> Vec<Record> {
-    let Some(info) = image.broker(broker).filter(|b| !b.fenced) else {
+    let Some(info) = image.broker(broker) else {
         return Vec::new();
     };
-    let mut out = vec![Record::FenceBroker {
-        broker,
-        epoch: info.epoch,
-    }];
+    let mut out = Vec::new();
+    if !info.fenced {
+        out.push(Record::FenceBroker {
+            broker,
+            epoch: info.epoch,
+        });
+    }
     for t in image.topics() {
         for (idx, p) in &t.partitions {
             if let Some(next) = without_broker(t, p, broker, image) {
