@@ -445,3 +445,47 @@ fn a_learner_follows_the_log_without_voting() -> TestResult {
     assert!(!c.node(NodeId(9)).is_some_and(|n| n.is_leader()));
     Ok(())
 }
+
+#[test]
+fn replace_a_controller_in_one_joint_change() -> TestResult {
+    use raft::eraftpb::{ConfChangeSingle, ConfChangeType, ConfChangeV2};
+    let seed = 21;
+    let dir = tempfile::tempdir()?;
+    let mut c = SimCluster::new(dir.path(), 3, seed)?;
+    let leader = c.elect()?.ok_or("no leader")?;
+    commit(&mut c, &register(1, 1), &nodes(&[1, 2, 3]))?;
+    let out = nodes(&[1, 2, 3])
+        .into_iter()
+        .find(|n| *n != leader)
+        .ok_or("none")?;
+    c.start(NodeId(4), &Bootstrap::Join)?;
+    let single = |t: ConfChangeType, id: u64| {
+        let mut s = ConfChangeSingle::default();
+        s.set_change_type(t);
+        s.node_id = id;
+        s
+    };
+    let mut cc = ConfChangeV2::default();
+    cc.set_changes(
+        vec![
+            single(ConfChangeType::AddNode, 4),
+            single(ConfChangeType::RemoveNode, out.0),
+        ]
+        .into(),
+    );
+    c.node_mut(leader).ok_or("gone")?.propose_conf_change(cc)?;
+    // Joint consensus, then raft-rs leaves the joint configuration on its own.
+    let mut want: Vec<NodeId> = nodes(&[1, 2, 3, 4])
+        .into_iter()
+        .filter(|n| *n != out)
+        .collect();
+    want.sort_unstable();
+    let done = c.run_until(|c| {
+        want.iter()
+            .all(|id| c.node(*id).is_some_and(|n| n.voters() == want))
+    })?;
+    assert!(done, "seed {seed}: joint change did not complete");
+    c.stop(out);
+    commit(&mut c, &register(2, 1), &want)?;
+    Ok(())
+}
