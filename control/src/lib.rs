@@ -14,9 +14,19 @@
 //!   — only when the topic enables it — unclean; broker liveness on an explicit clock.
 //! - **The active controller's broker duties** (`active`): registration, heartbeats,
 //!   fencing on session expiry, unfencing, automatic preferred-leader election.
-//! - **The controller** (`controller`, `storage`, `transport`, `tcp`): a raft-rs `RawNode` driven
-//!   from one loop, its log and hard state on disk (`storage`), messages through the
-//!   `Transport` trait. `sim` is an in-memory network and cluster harness for tests.
+//! - **The controller** (`controller`, `storage`, `transport`): a raft-rs `RawNode`
+//!   driven from one loop, its log and hard state on disk (`storage`), messages through
+//!   the `Transport` trait; membership changes (ConfChangeV2: voters, learners).
+//! - **The network** (`tcp`, `sim`): a glommio TCP transport (framed, bounded queues,
+//!   reconnecting) with the controller's `run_loop`; and an in-memory network and
+//!   cluster harness for deterministic tests.
+//!
+//! Wiring a node (what `sluice serve` does with this crate): `Controller::open` with the
+//! quorum as `Bootstrap::Voters`, a `TcpTransport` with every peer, `tcp::serve` on the
+//! node's own quorum address, `tcp::run_loop` on the controller shard. Proposers borrow the
+//! controller between awaits, `propose` and send `Event::Kick`; the leader runs
+//! `BrokerControl::poll` on each tick; every node publishes `Controller::image()` to its
+//! shards when the offset moves.
 //!
 //! Invariants:
 //!
@@ -29,7 +39,10 @@
 //!   verifier; storage frames carry a CRC32C and a torn or corrupt tail is cut off.
 //! - The raft hard state and entries are fsynced before the messages that depend on them
 //!   (`Ready::persisted_messages`) are handed to the transport.
-//! - No wall-clock reads: ticks and heartbeat times come from the caller.
+//! - No wall-clock reads in decisions: ticks and heartbeat times come from the caller
+//!   (only `tcp::run_loop` turns real time into ticks).
+//! - Raft messages are never waited on: transports are bounded and drop (raft
+//!   retransmits), and report every snapshot's outcome and every failed send back.
 
 pub mod active;
 pub mod controller;
