@@ -83,6 +83,8 @@ pub const TOPIC_CONFIG_KEYS: &[&str] = &[
     "message.timestamp.type",
     "message.timestamp.before.max.ms",
     "message.timestamp.after.max.ms",
+    "index.interval.bytes",
+    "preallocate",
 ];
 
 impl Catalog {
@@ -298,6 +300,15 @@ pub fn log_config(defaults: &TopicDefaults, configs: &BTreeMap<String, String>) 
             },
             "flush.ms" => flush_ms = parse_u64(k, v)?,
             "flush.bytes" => flush_bytes = parse_u64(k, v)?,
+            "index.interval.bytes" => {
+                c.index_interval_bytes = u32::try_from(parse_u64(k, v)?)
+                    .map_err(|_| CatalogError::InvalidConfig(format!("{k}: {v} is too large")))?
+            }
+            "preallocate" => {
+                c.preallocate = v
+                    .parse::<bool>()
+                    .map_err(|_| CatalogError::InvalidConfig(format!("{k}: {v:?} is not true or false")))?
+            }
             "cleanup.policy" => {
                 if v != "delete" {
                     return Err(CatalogError::InvalidConfig(format!("{k}: only \"delete\" is supported, not {v:?}")));

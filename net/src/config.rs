@@ -70,6 +70,8 @@ pub struct ServerConfig {
     /// Fetch sessions one shard keeps (`max.incremental.fetch.session.cache.slots`).
     pub fetch_sessions_max_per_shard: usize,
     pub topic_defaults: TopicDefaults,
+    /// Memory and write bounds of each shard's storage.
+    pub shard: crate::store::ShardConfig,
 }
 
 impl ServerConfig {
@@ -92,6 +94,7 @@ impl ServerConfig {
             fetch_wait_ms_max: 30_000,
             fetch_sessions_max_per_shard: 1000,
             topic_defaults: TopicDefaults::default(),
+            shard: crate::store::ShardConfig::default(),
         }
     }
 }

@@ -20,7 +20,7 @@ use crate::catalog::{Catalog, CatalogError};
 use crate::config::ServerConfig;
 use crate::groups::Groups;
 use crate::shard::{owner, Shard, ShardCall};
-use crate::store::{LogManager, ShardConfig, TopicPartition};
+use crate::store::{LogManager, TopicPartition};
 
 /// Why the server could not start or stopped with an error.
 #[derive(Debug, thiserror::Error)]
@@ -94,7 +94,6 @@ pub fn start(mut config: ServerConfig) -> Result<Server, ServerError> {
     let groups = Arc::new(Groups::new());
     let stop = Arc::new(AtomicBool::new(false));
     let draining = Arc::new(AtomicUsize::new(count));
-    let open_turn = Arc::new(AtomicUsize::new(0));
     let mesh: Option<MeshBuilder<ShardCall, Full>> =
         (count > 1).then(|| MeshBuilder::full(count, config.mesh_channel_depth_max.max(1)));
     let (ready_tx, ready_rx) = mpsc::channel();
@@ -112,7 +111,6 @@ pub fn start(mut config: ServerConfig) -> Result<Server, ServerError> {
             mesh: mesh.clone(),
             stop: stop.clone(),
             draining: draining.clone(),
-            open_turn: open_turn.clone(),
             ready: ready_tx.clone(),
         };
         match LocalExecutorBuilder::new(placement).name(&format!("shard{i}")).spawn(move || shard_main(args)) {
@@ -203,8 +201,6 @@ struct ShardArgs {
     mesh: Option<MeshBuilder<ShardCall, Full>>,
     stop: Arc<AtomicBool>,
     draining: Arc<AtomicUsize>,
-    /// Shards open their logs one at a time, in shard order (see `open_shard`).
-    open_turn: Arc<AtomicUsize>,
     ready: Ready,
 }
 
@@ -275,13 +271,7 @@ async fn open_shard(args: &ShardArgs) -> Result<Rc<Shard>, String> {
     let owns = move |tp: &TopicPartition| owner(&tp.topic, tp.partition.0, count) == id;
     let catalog = args.catalog.clone();
     let config_for = move |topic: &str| catalog.log_config_for(topic);
-    // The engine probes the data dir for direct I/O with one fixed file name, so shards
-    // opening at once would race on it (net/ENGINE_REQUESTS.md): take turns. Start-up only.
-    while args.open_turn.load(Ordering::SeqCst) != id {
-        glommio::timer::sleep(Duration::from_millis(1)).await;
-    }
-    let logs = LogManager::open(&args.config.data_dir, ShardConfig::default(), owns, config_for).await;
-    args.open_turn.fetch_add(1, Ordering::SeqCst);
+    let logs = LogManager::open(&args.config.data_dir, args.config.shard.clone(), owns, config_for).await;
     let logs = logs.map_err(|e| format!("shard {id}: opening logs in {}: {e}", args.config.data_dir.display()))?;
     let shard = Rc::new(Shard::new(
         id,

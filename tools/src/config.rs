@@ -24,6 +24,19 @@ pub struct FileConfig {
     pub network: NetworkConfig,
     #[serde(default)]
     pub topic_defaults: TopicDefaultsConfig,
+    #[serde(default)]
+    pub shard: ShardBoundsConfig,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ShardBoundsConfig {
+    pub tail_cache_bytes_max: Option<u64>,
+    pub write_buffer_bytes_max: Option<u64>,
+    pub shard_write_buffer_bytes_max: Option<u64>,
+    pub write_chunk_bytes: Option<u64>,
+    pub write_depth_max: Option<u64>,
+    pub checkpoint_interval_ms: Option<u64>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -207,6 +220,16 @@ pub fn settings(file: FileConfig, o: Overrides) -> Result<Settings> {
     server.fetch_sessions_max_per_shard =
         n.fetch_sessions_max_per_shard.map(|v| v as usize).unwrap_or(server.fetch_sessions_max_per_shard);
     server.topic_defaults = topic_defaults(&file.topic_defaults)?;
+    let b = &file.shard;
+    let sc = &mut server.shard;
+    sc.tail_cache_bytes_max = positive("shard.tail_cache_bytes_max", b.tail_cache_bytes_max, sc.tail_cache_bytes_max)?;
+    sc.write_buffer_bytes_max = positive("shard.write_buffer_bytes_max", b.write_buffer_bytes_max, sc.write_buffer_bytes_max)?;
+    sc.shard_write_buffer_bytes_max =
+        positive("shard.shard_write_buffer_bytes_max", b.shard_write_buffer_bytes_max, sc.shard_write_buffer_bytes_max)?;
+    sc.write_chunk_bytes = positive("shard.write_chunk_bytes", b.write_chunk_bytes, sc.write_chunk_bytes)?;
+    sc.write_depth_max = positive("shard.write_depth_max", b.write_depth_max, sc.write_depth_max)?;
+    sc.checkpoint_interval_ms =
+        positive("shard.checkpoint_interval_ms", b.checkpoint_interval_ms, sc.checkpoint_interval_ms as usize)? as u64;
     Ok(Settings { server, admin_listen })
 }
 

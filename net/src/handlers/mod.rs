@@ -83,10 +83,8 @@ pub async fn dispatch(shard: Rc<Shard>, req: Request) -> Result<Option<ResponseF
         }
         return Err(FrameError::Unsupported { api: req.api_key, version: req.version });
     }
-    let span = tracing::debug_span!("request", api = ?req.api_key, version = req.version, shard = shard.id,
-        client_id = req.header.client_id.as_deref().unwrap_or(""));
-    let _enter = span.enter();
-    drop(_enter);
+    tracing::debug!(api = ?req.api_key, version = req.version, shard = shard.id,
+        client_id = req.header.client_id.as_deref().unwrap_or(""), "request");
     match req.api_key {
         ApiKey::ApiVersions => api_versions::handle(&req).map(Some),
         ApiKey::Metadata => metadata::handle(&shard, &req).await.map(Some),
