@@ -12,18 +12,20 @@ const REQUEST_HEAD_BYTES_MAX: usize = 8192;
 pub fn start(addr: SocketAddr) -> std::io::Result<SocketAddr> {
     let listener = TcpListener::bind(addr)?;
     let local = listener.local_addr()?;
-    std::thread::Builder::new().name("admin-http".into()).spawn(move || {
-        for stream in listener.incoming() {
-            match stream {
-                Ok(s) => {
-                    if let Err(e) = serve(s) {
-                        tracing::debug!(error = %e, "admin request failed");
+    std::thread::Builder::new()
+        .name("admin-http".into())
+        .spawn(move || {
+            for stream in listener.incoming() {
+                match stream {
+                    Ok(s) => {
+                        if let Err(e) = serve(s) {
+                            tracing::debug!(error = %e, "admin request failed");
+                        }
                     }
+                    Err(e) => tracing::warn!(error = %e, "admin accept failed"),
                 }
-                Err(e) => tracing::warn!(error = %e, "admin accept failed"),
             }
-        }
-    })?;
+        })?;
     Ok(local)
 }
 

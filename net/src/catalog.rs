@@ -93,13 +93,19 @@ impl Catalog {
         std::fs::create_dir_all(data_dir)?;
         let path = data_dir.join(CATALOG_FILE);
         let data = match std::fs::read(&path) {
-            Ok(bytes) => serde_json::from_slice(&bytes).map_err(|e| CatalogError::Corrupt(e.to_string()))?,
+            Ok(bytes) => {
+                serde_json::from_slice(&bytes).map_err(|e| CatalogError::Corrupt(e.to_string()))?
+            }
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => CatalogData::default(),
             Err(e) => return Err(e.into()),
         };
         let mut data: CatalogData = data;
         data.producer_id_next = data.producer_ids_reserved_end;
-        Ok(Catalog { path, data: Mutex::new(data), defaults })
+        Ok(Catalog {
+            path,
+            data: Mutex::new(data),
+            defaults,
+        })
     }
 
     /// A producer id never handed out before, by this or an earlier run.
@@ -148,7 +154,12 @@ impl Catalog {
         if data.topics.contains_key(name) {
             return Err(CatalogError::Exists(name.to_string()));
         }
-        let meta = TopicMeta { name: name.to_string(), partitions, topic_id: new_topic_id(name), configs };
+        let meta = TopicMeta {
+            name: name.to_string(),
+            partitions,
+            topic_id: new_topic_id(name),
+            configs,
+        };
         if validate_only {
             return Ok(meta);
         }
@@ -159,15 +170,26 @@ impl Catalog {
 
     pub fn delete(&self, name: &str) -> Result<TopicMeta, CatalogError> {
         let mut data = self.lock();
-        let meta = data.topics.remove(name).ok_or_else(|| CatalogError::Unknown(name.to_string()))?;
+        let meta = data
+            .topics
+            .remove(name)
+            .ok_or_else(|| CatalogError::Unknown(name.to_string()))?;
         self.persist(&data)?;
         Ok(meta)
     }
 
     /// Raises a topic's partition count.
-    pub fn add_partitions(&self, name: &str, count: i32, validate_only: bool) -> Result<TopicMeta, CatalogError> {
+    pub fn add_partitions(
+        &self,
+        name: &str,
+        count: i32,
+        validate_only: bool,
+    ) -> Result<TopicMeta, CatalogError> {
         let mut data = self.lock();
-        let meta = data.topics.get_mut(name).ok_or_else(|| CatalogError::Unknown(name.to_string()))?;
+        let meta = data
+            .topics
+            .get_mut(name)
+            .ok_or_else(|| CatalogError::Unknown(name.to_string()))?;
         if count <= meta.partitions || count > PARTITIONS_PER_TOPIC_MAX {
             return Err(CatalogError::InvalidPartitions(count));
         }
@@ -189,7 +211,10 @@ impl Catalog {
     ) -> Result<TopicMeta, CatalogError> {
         log_config(&self.defaults, &configs)?;
         let mut data = self.lock();
-        let meta = data.topics.get_mut(name).ok_or_else(|| CatalogError::Unknown(name.to_string()))?;
+        let meta = data
+            .topics
+            .get_mut(name)
+            .ok_or_else(|| CatalogError::Unknown(name.to_string()))?;
         if validate_only {
             return Ok(meta.clone());
         }
@@ -201,13 +226,20 @@ impl Catalog {
 
     /// The log config of a topic: defaults overridden by the topic's configs.
     pub fn log_config_for(&self, topic: &str) -> LogConfig {
-        let configs = self.lock().topics.get(topic).map(|t| t.configs.clone()).unwrap_or_default();
+        let configs = self
+            .lock()
+            .topics
+            .get(topic)
+            .map(|t| t.configs.clone())
+            .unwrap_or_default();
         // Stored configs were validated before they were stored.
-        log_config(&self.defaults, &configs).unwrap_or_else(|_| log_config(&self.defaults, &BTreeMap::new()).unwrap_or_default())
+        log_config(&self.defaults, &configs)
+            .unwrap_or_else(|_| log_config(&self.defaults, &BTreeMap::new()).unwrap_or_default())
     }
 
     fn persist(&self, data: &CatalogData) -> Result<(), CatalogError> {
-        let bytes = serde_json::to_vec_pretty(data).map_err(|e| CatalogError::Corrupt(e.to_string()))?;
+        let bytes =
+            serde_json::to_vec_pretty(data).map_err(|e| CatalogError::Corrupt(e.to_string()))?;
         let tmp = self.path.with_extension("json.tmp");
         {
             use std::io::Write;
@@ -245,7 +277,9 @@ pub fn validate_topic_name(name: &str) -> Result<(), CatalogError> {
         && name.len() <= TOPIC_NAME_BYTES_MAX
         && name != "."
         && name != ".."
-        && name.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'.' || b == b'_' || b == b'-');
+        && name
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b == b'.' || b == b'_' || b == b'-');
     if ok {
         Ok(())
     } else {
@@ -254,7 +288,9 @@ pub fn validate_topic_name(name: &str) -> Result<(), CatalogError> {
 }
 
 fn parse_u64(key: &str, v: &str) -> Result<u64, CatalogError> {
-    v.parse::<u64>().map_err(|_| CatalogError::InvalidConfig(format!("{key}: {v:?} is not a non-negative integer")))
+    v.parse::<u64>().map_err(|_| {
+        CatalogError::InvalidConfig(format!("{key}: {v:?} is not a non-negative integer"))
+    })
 }
 
 fn parse_limit(key: &str, v: &str) -> Result<Option<u64>, CatalogError> {
@@ -266,7 +302,10 @@ fn parse_limit(key: &str, v: &str) -> Result<Option<u64>, CatalogError> {
 
 /// Builds a log config from defaults and topic configs; an unknown key or bad value is an
 /// error naming it.
-pub fn log_config(defaults: &TopicDefaults, configs: &BTreeMap<String, String>) -> Result<LogConfig, CatalogError> {
+pub fn log_config(
+    defaults: &TopicDefaults,
+    configs: &BTreeMap<String, String>,
+) -> Result<LogConfig, CatalogError> {
     let mut c = LogConfig {
         segment_bytes_max: defaults.segment_bytes,
         segment_ms_max: defaults.segment_ms,
@@ -275,14 +314,23 @@ pub fn log_config(defaults: &TopicDefaults, configs: &BTreeMap<String, String>) 
         retention_bytes: defaults.retention_bytes,
         flush: match defaults.flush {
             FlushSetting::Fsync => FlushPolicy::Fsync,
-            FlushSetting::Interval { interval_ms, bytes_max } => FlushPolicy::Interval { interval_ms, bytes_max },
+            FlushSetting::Interval {
+                interval_ms,
+                bytes_max,
+            } => FlushPolicy::Interval {
+                interval_ms,
+                bytes_max,
+            },
         },
         ..LogConfig::default()
     };
     let mut policy: Option<String> = None;
     let (mut flush_ms, mut flush_bytes) = match defaults.flush {
         FlushSetting::Fsync => (1000, 1 << 20),
-        FlushSetting::Interval { interval_ms, bytes_max } => (interval_ms, bytes_max),
+        FlushSetting::Interval {
+            interval_ms,
+            bytes_max,
+        } => (interval_ms, bytes_max),
     };
     for (k, v) in configs {
         match k.as_str() {
@@ -296,7 +344,11 @@ pub fn log_config(defaults: &TopicDefaults, configs: &BTreeMap<String, String>) 
             }
             "flush.policy" => match v.as_str() {
                 "fsync" | "interval" => policy = Some(v.clone()),
-                _ => return Err(CatalogError::InvalidConfig(format!("{k}: {v:?} is not fsync or interval"))),
+                _ => {
+                    return Err(CatalogError::InvalidConfig(format!(
+                        "{k}: {v:?} is not fsync or interval"
+                    )))
+                }
             },
             "flush.ms" => flush_ms = parse_u64(k, v)?,
             "flush.bytes" => flush_bytes = parse_u64(k, v)?,
@@ -305,13 +357,15 @@ pub fn log_config(defaults: &TopicDefaults, configs: &BTreeMap<String, String>) 
                     .map_err(|_| CatalogError::InvalidConfig(format!("{k}: {v} is too large")))?
             }
             "preallocate" => {
-                c.preallocate = v
-                    .parse::<bool>()
-                    .map_err(|_| CatalogError::InvalidConfig(format!("{k}: {v:?} is not true or false")))?
+                c.preallocate = v.parse::<bool>().map_err(|_| {
+                    CatalogError::InvalidConfig(format!("{k}: {v:?} is not true or false"))
+                })?
             }
             "cleanup.policy" => {
                 if v != "delete" {
-                    return Err(CatalogError::InvalidConfig(format!("{k}: only \"delete\" is supported, not {v:?}")));
+                    return Err(CatalogError::InvalidConfig(format!(
+                        "{k}: only \"delete\" is supported, not {v:?}"
+                    )));
                 }
             }
             "message.timestamp.type" => {
@@ -327,7 +381,11 @@ pub fn log_config(defaults: &TopicDefaults, configs: &BTreeMap<String, String>) 
             }
             "message.timestamp.before.max.ms" => c.timestamp_before_max_ms = parse_limit(k, v)?,
             "message.timestamp.after.max.ms" => c.timestamp_after_max_ms = parse_limit(k, v)?,
-            _ => return Err(CatalogError::InvalidConfig(format!("unknown topic config {k:?}"))),
+            _ => {
+                return Err(CatalogError::InvalidConfig(format!(
+                    "unknown topic config {k:?}"
+                )))
+            }
         }
     }
     let c = apply_flush(c, policy.as_deref(), flush_ms, flush_bytes);
@@ -335,13 +393,26 @@ pub fn log_config(defaults: &TopicDefaults, configs: &BTreeMap<String, String>) 
     Ok(c)
 }
 
-fn apply_flush(mut c: LogConfig, policy: Option<&str>, flush_ms: u64, flush_bytes: u64) -> LogConfig {
+fn apply_flush(
+    mut c: LogConfig,
+    policy: Option<&str>,
+    flush_ms: u64,
+    flush_bytes: u64,
+) -> LogConfig {
     match policy {
         Some("fsync") => c.flush = FlushPolicy::Fsync,
-        Some(_) => c.flush = FlushPolicy::Interval { interval_ms: flush_ms, bytes_max: flush_bytes },
+        Some(_) => {
+            c.flush = FlushPolicy::Interval {
+                interval_ms: flush_ms,
+                bytes_max: flush_bytes,
+            }
+        }
         None => {
             if let FlushPolicy::Interval { .. } = c.flush {
-                c.flush = FlushPolicy::Interval { interval_ms: flush_ms, bytes_max: flush_bytes };
+                c.flush = FlushPolicy::Interval {
+                    interval_ms: flush_ms,
+                    bytes_max: flush_bytes,
+                };
             }
         }
     }
@@ -349,12 +420,18 @@ fn apply_flush(mut c: LogConfig, policy: Option<&str>, flush_ms: u64, flush_byte
 }
 
 /// The effective value of every topic config key, for DescribeConfigs: (value, is_default).
-pub fn effective_configs(defaults: &TopicDefaults, configs: &BTreeMap<String, String>) -> Vec<(String, String, bool)> {
+pub fn effective_configs(
+    defaults: &TopicDefaults,
+    configs: &BTreeMap<String, String>,
+) -> Vec<(String, String, bool)> {
     let c = log_config(defaults, configs).unwrap_or_default();
     let opt = |v: Option<u64>| v.map(|x| x.to_string()).unwrap_or_else(|| "-1".to_string());
     let (policy, ms, bytes) = match c.flush {
         FlushPolicy::Fsync => ("fsync", 0, 0),
-        FlushPolicy::Interval { interval_ms, bytes_max } => ("interval", interval_ms, bytes_max),
+        FlushPolicy::Interval {
+            interval_ms,
+            bytes_max,
+        } => ("interval", interval_ms, bytes_max),
     };
     let values = [
         ("segment.bytes", c.segment_bytes_max.to_string()),
@@ -374,8 +451,14 @@ pub fn effective_configs(defaults: &TopicDefaults, configs: &BTreeMap<String, St
             }
             .to_string(),
         ),
-        ("message.timestamp.before.max.ms", opt(c.timestamp_before_max_ms)),
-        ("message.timestamp.after.max.ms", opt(c.timestamp_after_max_ms)),
+        (
+            "message.timestamp.before.max.ms",
+            opt(c.timestamp_before_max_ms),
+        ),
+        (
+            "message.timestamp.after.max.ms",
+            opt(c.timestamp_after_max_ms),
+        ),
     ];
     values
         .into_iter()

@@ -36,7 +36,10 @@ impl Default for TopicDefaults {
             retention_ms: Some(7 * 24 * 3600 * 1000),
             retention_bytes: None,
             max_message_bytes: 1_048_588,
-            flush: FlushSetting::Interval { interval_ms: 1000, bytes_max: 64 << 20 },
+            flush: FlushSetting::Interval {
+                interval_ms: 1000,
+                bytes_max: 64 << 20,
+            },
         }
     }
 }

@@ -18,7 +18,11 @@ pub enum FrameError {
     #[error("malformed request header: {0}")]
     BadHeader(String),
     #[error("malformed {api:?} v{version} request: {reason}")]
-    BadBody { api: ApiKey, version: i16, reason: String },
+    BadBody {
+        api: ApiKey,
+        version: i16,
+        reason: String,
+    },
     #[error("{api:?} v{version} is not supported")]
     Unsupported { api: ApiKey, version: i16 },
     #[error("encoding the response failed: {0}")]
@@ -62,8 +66,14 @@ pub fn parse_request(mut frame: Bytes) -> Result<Request, FrameError> {
     // Versions past what the codec knows still have a header version defined by whether
     // the API is flexible at its newest version, which is what Kafka does too.
     let header_version = api_key.request_header_version(version.min(api_key.valid_versions().max));
-    let header = RequestHeader::decode(&mut frame, header_version).map_err(|e| FrameError::BadHeader(e.to_string()))?;
-    Ok(Request { api_key, version, header, body: frame })
+    let header = RequestHeader::decode(&mut frame, header_version)
+        .map_err(|e| FrameError::BadHeader(e.to_string()))?;
+    Ok(Request {
+        api_key,
+        version,
+        header,
+        body: frame,
+    })
 }
 
 /// Decodes a request body of type `T`, which must use all of the bytes.
@@ -115,11 +125,14 @@ pub fn encode_response<R: Encodable + HeaderVersion>(
         .with_correlation_id(correlation_id)
         .encode(&mut buf, header_version)
         .map_err(|e| FrameError::Encode(e.to_string()))?;
-    body.encode(&mut buf, version)
-        .map_err(|e| FrameError::Encode(format!("{} v{version}: {e}", std::any::type_name::<R>())))?;
+    body.encode(&mut buf, version).map_err(|e| {
+        FrameError::Encode(format!("{} v{version}: {e}", std::any::type_name::<R>()))
+    })?;
     let len = (buf.len() - 4) as i32;
     buf[0..4].copy_from_slice(&len.to_be_bytes());
-    Ok(ResponseFrame { chunks: vec![Chunk::Owned(buf.freeze())] })
+    Ok(ResponseFrame {
+        chunks: vec![Chunk::Owned(buf.freeze())],
+    })
 }
 
 #[cfg(test)]
@@ -141,7 +154,9 @@ mod tests {
             let len = (n % 64) + 4;
             let mut v = Vec::with_capacity(len);
             for _ in 0..len {
-                seed = seed.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
+                seed = seed
+                    .wrapping_mul(6364136223846793005)
+                    .wrapping_add(1442695040888963407);
                 v.push((seed >> 56) as u8);
             }
             // API key small enough to be known half of the time.

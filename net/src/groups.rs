@@ -132,11 +132,19 @@ impl Group {
             return;
         }
         self.state = GroupState::PreparingRebalance;
-        let timeout = self.members.values().map(|m| m.rebalance_timeout).max().unwrap_or(Duration::ZERO);
+        let timeout = self
+            .members
+            .values()
+            .map(|m| m.rebalance_timeout)
+            .max()
+            .unwrap_or(Duration::ZERO);
         self.rebalance_deadline = Some(now + timeout);
         for m in self.members.values_mut() {
             if let Some(w) = m.sync_waiter.take() {
-                let _ = w.send(SyncOutcome { error: code::REBALANCE_IN_PROGRESS, ..SyncOutcome::default() });
+                let _ = w.send(SyncOutcome {
+                    error: code::REBALANCE_IN_PROGRESS,
+                    ..SyncOutcome::default()
+                });
             }
         }
     }
@@ -160,7 +168,11 @@ impl Group {
         }
         self.generation += 1;
         self.protocol = self.choose_protocol();
-        if !self.leader.as_ref().is_some_and(|l| self.members.contains_key(l)) {
+        if !self
+            .leader
+            .as_ref()
+            .is_some_and(|l| self.members.contains_key(l))
+        {
             self.leader = self.members.keys().next().cloned();
         }
         self.state = GroupState::CompletingRebalance;
@@ -169,7 +181,12 @@ impl Group {
             .members
             .iter()
             .map(|(id, m)| {
-                let meta = m.protocols.iter().find(|(n, _)| *n == protocol).map(|(_, b)| b.clone()).unwrap_or_default();
+                let meta = m
+                    .protocols
+                    .iter()
+                    .find(|(n, _)| *n == protocol)
+                    .map(|(_, b)| b.clone())
+                    .unwrap_or_default();
                 (id.clone(), meta)
             })
             .collect();
@@ -185,7 +202,11 @@ impl Group {
                     protocol_name: self.protocol.clone(),
                     leader: leader.clone(),
                     member_id: id.clone(),
-                    members: if *id == leader { all.clone() } else { Vec::new() },
+                    members: if *id == leader {
+                        all.clone()
+                    } else {
+                        Vec::new()
+                    },
                 });
             }
         }
@@ -198,14 +219,21 @@ impl Group {
             .protocols
             .iter()
             .map(|(n, _)| n)
-            .find(|n| self.members.values().all(|m| m.protocols.iter().any(|(p, _)| p == *n)))
+            .find(|n| {
+                self.members
+                    .values()
+                    .all(|m| m.protocols.iter().any(|(p, _)| p == *n))
+            })
             .cloned()
     }
 
     fn remove_member(&mut self, id: &str, now: Instant) {
         if let Some(mut m) = self.members.remove(id) {
             if let Some(w) = m.join_waiter.take() {
-                let _ = w.send(JoinOutcome { error: code::UNKNOWN_MEMBER_ID, ..JoinOutcome::default() });
+                let _ = w.send(JoinOutcome {
+                    error: code::UNKNOWN_MEMBER_ID,
+                    ..JoinOutcome::default()
+                });
             }
         }
         if self.members.is_empty() {
@@ -233,11 +261,16 @@ pub struct JoinRequest {
     pub protocols: Vec<(String, Bytes)>,
 }
 
+/// (group, topic, partition).
+type OffsetKey = (String, String, i32);
+/// (offset, metadata).
+type Committed = (i64, Option<String>);
+
 /// All groups and committed offsets of this broker.
 #[derive(Debug, Default)]
 pub struct Groups {
     groups: Mutex<HashMap<String, Group>>,
-    offsets: Mutex<HashMap<(String, String, i32), (i64, Option<String>)>>,
+    offsets: Mutex<HashMap<OffsetKey, Committed>>,
     member_seq: AtomicU64,
 }
 
@@ -268,12 +301,20 @@ impl Groups {
         if !groups.contains_key(&req.group_id) && groups.len() >= GROUPS_MAX {
             return Err(code::COORDINATOR_NOT_AVAILABLE);
         }
-        let group = groups.entry(req.group_id.clone()).or_insert_with(Group::new);
-        if group.state != GroupState::Empty && group.protocol_type.as_deref() != Some(req.protocol_type.as_str()) {
+        let group = groups
+            .entry(req.group_id.clone())
+            .or_insert_with(Group::new);
+        if group.state != GroupState::Empty
+            && group.protocol_type.as_deref() != Some(req.protocol_type.as_str())
+        {
             return Err(code::INCONSISTENT_GROUP_PROTOCOL);
         }
         if !group.members.is_empty()
-            && !group.members.values().any(|m| m.protocols.iter().any(|(p, _)| req.protocols.iter().any(|(q, _)| p == q)))
+            && !group.members.values().any(|m| {
+                m.protocols
+                    .iter()
+                    .any(|(p, _)| req.protocols.iter().any(|(q, _)| p == q))
+            })
         {
             return Err(code::INCONSISTENT_GROUP_PROTOCOL);
         }
@@ -282,7 +323,14 @@ impl Groups {
                 return Err(code::COORDINATOR_NOT_AVAILABLE);
             }
             let n = self.member_seq.fetch_add(1, Ordering::Relaxed);
-            format!("{}-{n}", if req.client_id.is_empty() { "member" } else { &req.client_id })
+            format!(
+                "{}-{n}",
+                if req.client_id.is_empty() {
+                    "member"
+                } else {
+                    &req.client_id
+                }
+            )
         } else if group.members.contains_key(&req.member_id) {
             req.member_id.clone()
         } else {
@@ -290,23 +338,30 @@ impl Groups {
         };
         group.protocol_type = Some(req.protocol_type.clone());
         let (tx, rx) = oneshot::channel();
-        let member = group.members.entry(member_id.clone()).or_insert_with(|| Member {
-            client_id: req.client_id.clone(),
-            client_host: req.client_host.clone(),
-            session_timeout: Duration::ZERO,
-            rebalance_timeout: Duration::ZERO,
-            protocols: Vec::new(),
-            assignment: Bytes::new(),
-            last_seen: now,
-            join_waiter: None,
-            sync_waiter: None,
-        });
+        let member = group
+            .members
+            .entry(member_id.clone())
+            .or_insert_with(|| Member {
+                client_id: req.client_id.clone(),
+                client_host: req.client_host.clone(),
+                session_timeout: Duration::ZERO,
+                rebalance_timeout: Duration::ZERO,
+                protocols: Vec::new(),
+                assignment: Bytes::new(),
+                last_seen: now,
+                join_waiter: None,
+                sync_waiter: None,
+            });
         member.session_timeout = Duration::from_millis(req.session_timeout_ms as u64);
-        member.rebalance_timeout = Duration::from_millis(req.rebalance_timeout_ms.max(req.session_timeout_ms) as u64);
+        member.rebalance_timeout =
+            Duration::from_millis(req.rebalance_timeout_ms.max(req.session_timeout_ms) as u64);
         member.protocols = req.protocols;
         member.last_seen = now;
         if let Some(old) = member.join_waiter.replace(tx) {
-            let _ = old.send(JoinOutcome { error: code::UNKNOWN_MEMBER_ID, ..JoinOutcome::default() });
+            let _ = old.send(JoinOutcome {
+                error: code::UNKNOWN_MEMBER_ID,
+                ..JoinOutcome::default()
+            });
         }
         group.start_rebalance(now);
         group.try_complete(now, false);
@@ -340,7 +395,10 @@ impl Groups {
         match group.state {
             GroupState::Empty | GroupState::PreparingRebalance => Err(code::REBALANCE_IN_PROGRESS),
             GroupState::Stable => {
-                let m = group.members.get_mut(member_id).ok_or(code::UNKNOWN_MEMBER_ID)?;
+                let m = group
+                    .members
+                    .get_mut(member_id)
+                    .ok_or(code::UNKNOWN_MEMBER_ID)?;
                 m.last_seen = now;
                 let a = m.assignment.clone();
                 Ok(Ok(outcome(group, a)))
@@ -361,13 +419,19 @@ impl Groups {
                     for (w, a) in ready {
                         let _ = w.send(outcome(group, a));
                     }
-                    let m = group.members.get_mut(member_id).ok_or(code::UNKNOWN_MEMBER_ID)?;
+                    let m = group
+                        .members
+                        .get_mut(member_id)
+                        .ok_or(code::UNKNOWN_MEMBER_ID)?;
                     m.last_seen = now;
                     let a = m.assignment.clone();
                     Ok(Ok(outcome(group, a)))
                 } else {
                     let (tx, rx) = oneshot::channel();
-                    let m = group.members.get_mut(member_id).ok_or(code::UNKNOWN_MEMBER_ID)?;
+                    let m = group
+                        .members
+                        .get_mut(member_id)
+                        .ok_or(code::UNKNOWN_MEMBER_ID)?;
                     m.last_seen = now;
                     m.sync_waiter = Some(tx);
                     Ok(Err(rx))
@@ -378,10 +442,14 @@ impl Groups {
 
     pub fn heartbeat(&self, group_id: &str, generation: i32, member_id: &str) -> i16 {
         let mut groups = lock(&self.groups);
-        let Some(group) = groups.get_mut(group_id) else { return code::UNKNOWN_MEMBER_ID };
+        let Some(group) = groups.get_mut(group_id) else {
+            return code::UNKNOWN_MEMBER_ID;
+        };
         let state = group.state;
         let current = group.generation;
-        let Some(m) = group.members.get_mut(member_id) else { return code::UNKNOWN_MEMBER_ID };
+        let Some(m) = group.members.get_mut(member_id) else {
+            return code::UNKNOWN_MEMBER_ID;
+        };
         m.last_seen = Instant::now();
         if state == GroupState::PreparingRebalance {
             code::REBALANCE_IN_PROGRESS
@@ -419,7 +487,9 @@ impl Groups {
             let expired: Vec<String> = group
                 .members
                 .iter()
-                .filter(|(_, m)| m.join_waiter.is_none() && now.duration_since(m.last_seen) > m.session_timeout)
+                .filter(|(_, m)| {
+                    m.join_waiter.is_none() && now.duration_since(m.last_seen) > m.session_timeout
+                })
                 .map(|(id, _)| id.clone())
                 .collect();
             for m in expired {
@@ -437,7 +507,11 @@ impl Groups {
     pub fn check_commit(&self, group_id: &str, generation: i32, member_id: &str) -> i16 {
         let groups = lock(&self.groups);
         match groups.get(group_id) {
-            None | Some(Group { state: GroupState::Empty, .. }) if generation < 0 => code::NONE,
+            None
+            | Some(Group {
+                state: GroupState::Empty,
+                ..
+            }) if generation < 0 => code::NONE,
             None => code::ILLEGAL_GENERATION,
             Some(g) => {
                 if generation < 0 {
@@ -456,7 +530,14 @@ impl Groups {
         }
     }
 
-    pub fn commit(&self, group_id: &str, topic: &str, partition: i32, offset: i64, metadata: Option<String>) -> i16 {
+    pub fn commit(
+        &self,
+        group_id: &str,
+        topic: &str,
+        partition: i32,
+        offset: i64,
+        metadata: Option<String>,
+    ) -> i16 {
         let mut offsets = lock(&self.offsets);
         let key = (group_id.to_string(), topic.to_string(), partition);
         if !offsets.contains_key(&key) && offsets.len() >= OFFSETS_MAX {
@@ -466,8 +547,15 @@ impl Groups {
         code::NONE
     }
 
-    pub fn committed(&self, group_id: &str, topic: &str, partition: i32) -> Option<(i64, Option<String>)> {
-        lock(&self.offsets).get(&(group_id.to_string(), topic.to_string(), partition)).cloned()
+    pub fn committed(
+        &self,
+        group_id: &str,
+        topic: &str,
+        partition: i32,
+    ) -> Option<(i64, Option<String>)> {
+        lock(&self.offsets)
+            .get(&(group_id.to_string(), topic.to_string(), partition))
+            .cloned()
     }
 
     /// Every (topic, partition) the group has offsets for.
@@ -496,7 +584,12 @@ impl Groups {
                     member_id: id.clone(),
                     client_id: m.client_id.clone(),
                     client_host: m.client_host.clone(),
-                    metadata: m.protocols.iter().find(|(n, _)| *n == protocol).map(|(_, b)| b.clone()).unwrap_or_default(),
+                    metadata: m
+                        .protocols
+                        .iter()
+                        .find(|(n, _)| *n == protocol)
+                        .map(|(_, b)| b.clone())
+                        .unwrap_or_default(),
                     assignment: m.assignment.clone(),
                 })
                 .collect(),
@@ -507,7 +600,13 @@ impl Groups {
         let groups = lock(&self.groups);
         let mut names: Vec<(String, GroupState, String)> = groups
             .iter()
-            .map(|(n, g)| (n.clone(), g.state, g.protocol_type.clone().unwrap_or_default()))
+            .map(|(n, g)| {
+                (
+                    n.clone(),
+                    g.state,
+                    g.protocol_type.clone().unwrap_or_default(),
+                )
+            })
             .collect();
         for (g, _, _) in lock(&self.offsets).keys() {
             if !groups.contains_key(g) && !names.iter().any(|(n, _, _)| n == g) {
@@ -546,11 +645,18 @@ mod tests {
         assert_eq!(out.leader, out.member_id);
         assert_eq!(out.members.len(), 1);
         let a = Bytes::from_static(b"assignment");
-        let s = g.sync("g", out.generation, &out.member_id, vec![(out.member_id.clone(), a.clone())]).unwrap();
+        let s = g
+            .sync(
+                "g",
+                out.generation,
+                &out.member_id,
+                vec![(out.member_id.clone(), a.clone())],
+            )
+            .unwrap();
         assert_eq!(s.ok().unwrap().assignment, a);
         assert_eq!(g.heartbeat("g", out.generation, &out.member_id), 0);
         assert_eq!(g.check_commit("g", out.generation, &out.member_id), 0);
-        assert_eq!(g.leave("g", &[out.member_id.clone()]), vec![0]);
+        assert_eq!(g.leave("g", std::slice::from_ref(&out.member_id)), vec![0]);
         assert_eq!(g.describe("g").unwrap().state, GroupState::Empty);
     }
 
@@ -560,8 +666,14 @@ mod tests {
         let a = join(&g, "").try_recv().unwrap().unwrap();
         let _ = g.sync("g", a.generation, &a.member_id, vec![]).unwrap();
         let mut b_rx = join(&g, "");
-        assert!(b_rx.try_recv().unwrap().is_none(), "waits for the first member to rejoin");
-        assert_eq!(g.heartbeat("g", a.generation, &a.member_id), code::REBALANCE_IN_PROGRESS);
+        assert!(
+            b_rx.try_recv().unwrap().is_none(),
+            "waits for the first member to rejoin"
+        );
+        assert_eq!(
+            g.heartbeat("g", a.generation, &a.member_id),
+            code::REBALANCE_IN_PROGRESS
+        );
         let a2 = join(&g, &a.member_id).try_recv().unwrap().unwrap();
         let b = b_rx.try_recv().unwrap().unwrap();
         assert_eq!(a2.generation, b.generation);
@@ -569,10 +681,18 @@ mod tests {
         let follower = if a2.leader == a2.member_id { &b } else { &a2 };
         let leader = if a2.leader == a2.member_id { &a2 } else { &b };
         assert_eq!(leader.members.len(), 2);
-        let pending = g.sync("g", follower.generation, &follower.member_id, vec![]).unwrap();
+        let pending = g
+            .sync("g", follower.generation, &follower.member_id, vec![])
+            .unwrap();
         let mut rx = pending.err().unwrap();
         let assign = vec![(follower.member_id.clone(), Bytes::from_static(b"f"))];
-        g.sync("g", leader.generation, &leader.member_id, assign).unwrap().ok().unwrap();
-        assert_eq!(rx.try_recv().unwrap().unwrap().assignment, Bytes::from_static(b"f"));
+        g.sync("g", leader.generation, &leader.member_id, assign)
+            .unwrap()
+            .ok()
+            .unwrap();
+        assert_eq!(
+            rx.try_recv().unwrap().unwrap().assignment,
+            Bytes::from_static(b"f")
+        );
     }
 }

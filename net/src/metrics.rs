@@ -8,7 +8,9 @@ use std::time::Duration;
 /// Highest API key counted separately (keys above share the last slot).
 const API_KEYS_MAX: usize = 80;
 /// Latency bucket upper bounds in microseconds (the last is +Inf).
-const BUCKETS_US: [u64; 12] = [50, 100, 250, 500, 1_000, 2_500, 5_000, 10_000, 50_000, 100_000, 500_000, 1_000_000];
+const BUCKETS_US: [u64; 12] = [
+    50, 100, 250, 500, 1_000, 2_500, 5_000, 10_000, 50_000, 100_000, 500_000, 1_000_000,
+];
 
 struct ApiStats {
     requests: AtomicU64,
@@ -20,8 +22,12 @@ struct ApiStats {
 #[allow(clippy::declare_interior_mutable_const)]
 const ZERO: AtomicU64 = AtomicU64::new(0);
 #[allow(clippy::declare_interior_mutable_const)]
-const API_ZERO: ApiStats =
-    ApiStats { requests: ZERO, errors: ZERO, latency_us_sum: ZERO, buckets: [ZERO; BUCKETS_US.len() + 1] };
+const API_ZERO: ApiStats = ApiStats {
+    requests: ZERO,
+    errors: ZERO,
+    latency_us_sum: ZERO,
+    buckets: [ZERO; BUCKETS_US.len() + 1],
+};
 
 static APIS: [ApiStats; API_KEYS_MAX + 1] = [API_ZERO; API_KEYS_MAX + 1];
 static BYTES_IN: AtomicU64 = AtomicU64::new(0);
@@ -38,7 +44,10 @@ pub fn request(api_key: i16, latency: Duration, error: bool) {
     }
     let us = latency.as_micros().min(u64::MAX as u128) as u64;
     s.latency_us_sum.fetch_add(us, Ordering::Relaxed);
-    let b = BUCKETS_US.iter().position(|&le| us <= le).unwrap_or(BUCKETS_US.len());
+    let b = BUCKETS_US
+        .iter()
+        .position(|&le| us <= le)
+        .unwrap_or(BUCKETS_US.len());
     s.buckets[b].fetch_add(1, Ordering::Relaxed);
 }
 
@@ -78,25 +87,57 @@ pub fn render() -> String {
         }
         let api = api_name(key);
         let _ = writeln!(out, "sluice_requests_total{{api=\"{api}\"}} {n}");
-        let _ = writeln!(out, "sluice_request_errors_total{{api=\"{api}\"}} {}", s.errors.load(Ordering::Relaxed));
+        let _ = writeln!(
+            out,
+            "sluice_request_errors_total{{api=\"{api}\"}} {}",
+            s.errors.load(Ordering::Relaxed)
+        );
         let mut cumulative = 0;
         for (i, b) in s.buckets.iter().enumerate() {
             cumulative += b.load(Ordering::Relaxed);
-            let le = BUCKETS_US.get(i).map(|us| format!("{}", *us as f64 / 1e6)).unwrap_or_else(|| "+Inf".into());
-            let _ = writeln!(out, "sluice_request_latency_seconds_bucket{{api=\"{api}\",le=\"{le}\"}} {cumulative}");
+            let le = BUCKETS_US
+                .get(i)
+                .map(|us| format!("{}", *us as f64 / 1e6))
+                .unwrap_or_else(|| "+Inf".into());
+            let _ = writeln!(
+                out,
+                "sluice_request_latency_seconds_bucket{{api=\"{api}\",le=\"{le}\"}} {cumulative}"
+            );
         }
         let sum = s.latency_us_sum.load(Ordering::Relaxed) as f64 / 1e6;
-        let _ = writeln!(out, "sluice_request_latency_seconds_sum{{api=\"{api}\"}} {sum}");
-        let _ = writeln!(out, "sluice_request_latency_seconds_count{{api=\"{api}\"}} {n}");
+        let _ = writeln!(
+            out,
+            "sluice_request_latency_seconds_sum{{api=\"{api}\"}} {sum}"
+        );
+        let _ = writeln!(
+            out,
+            "sluice_request_latency_seconds_count{{api=\"{api}\"}} {n}"
+        );
     }
-    let _ = writeln!(out, "# TYPE sluice_bytes_in_total counter\nsluice_bytes_in_total {}", BYTES_IN.load(Ordering::Relaxed));
-    let _ = writeln!(out, "# TYPE sluice_bytes_out_total counter\nsluice_bytes_out_total {}", BYTES_OUT.load(Ordering::Relaxed));
-    let _ = writeln!(out, "# TYPE sluice_connections gauge\nsluice_connections {}", CONNECTIONS_OPEN.load(Ordering::Relaxed));
+    let _ = writeln!(
+        out,
+        "# TYPE sluice_bytes_in_total counter\nsluice_bytes_in_total {}",
+        BYTES_IN.load(Ordering::Relaxed)
+    );
+    let _ = writeln!(
+        out,
+        "# TYPE sluice_bytes_out_total counter\nsluice_bytes_out_total {}",
+        BYTES_OUT.load(Ordering::Relaxed)
+    );
+    let _ = writeln!(
+        out,
+        "# TYPE sluice_connections gauge\nsluice_connections {}",
+        CONNECTIONS_OPEN.load(Ordering::Relaxed)
+    );
     let _ = writeln!(
         out,
         "# TYPE sluice_connections_total counter\nsluice_connections_total {}",
         CONNECTIONS_TOTAL.load(Ordering::Relaxed)
     );
-    let _ = writeln!(out, "# TYPE sluice_bad_frames_total counter\nsluice_bad_frames_total {}", BAD_FRAMES.load(Ordering::Relaxed));
+    let _ = writeln!(
+        out,
+        "# TYPE sluice_bad_frames_total counter\nsluice_bad_frames_total {}",
+        BAD_FRAMES.load(Ordering::Relaxed)
+    );
     out
 }

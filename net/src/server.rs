@@ -26,7 +26,10 @@ use crate::store::{LogManager, TopicPartition};
 #[derive(Debug, thiserror::Error)]
 pub enum ServerError {
     #[error("cannot listen on {addr}: {source}")]
-    Bind { addr: SocketAddr, source: std::io::Error },
+    Bind {
+        addr: SocketAddr,
+        source: std::io::Error,
+    },
     #[error("topic catalog: {0}")]
     Catalog(#[from] CatalogError),
     #[error("{0}")]
@@ -53,7 +56,10 @@ fn runtime_hint(err: &str) -> String {
             "{err}: the locked-memory limit is too low for io_uring. Raise it: `ulimit -l unlimited`, \
              `LimitMEMLOCK=infinity` in the systemd unit, or `--ulimit memlock=-1` for Docker"
         )
-    } else if lower.contains("function not implemented") || lower.contains("operation not permitted") || lower.contains("uring") {
+    } else if lower.contains("function not implemented")
+        || lower.contains("operation not permitted")
+        || lower.contains("uring")
+    {
         format!(
             "{err}: io_uring is not available. It needs Linux 5.8 or newer with sysctl \
              kernel.io_uring_disabled=0; in a container, a seccomp profile that allows io_uring_setup"
@@ -67,9 +73,16 @@ fn bind_listeners(addr: SocketAddr, count: usize) -> Result<(SocketAddr, Vec<Raw
     let mut fds = Vec::with_capacity(count);
     let mut bound = addr;
     for i in 0..count {
-        let err = |source| ServerError::Bind { addr: bound, source };
-        let sock = socket2::Socket::new(socket2::Domain::for_address(bound), socket2::Type::STREAM, Some(socket2::Protocol::TCP))
-            .map_err(err)?;
+        let err = |source| ServerError::Bind {
+            addr: bound,
+            source,
+        };
+        let sock = socket2::Socket::new(
+            socket2::Domain::for_address(bound),
+            socket2::Type::STREAM,
+            Some(socket2::Protocol::TCP),
+        )
+        .map_err(err)?;
         sock.set_reuse_port(true).map_err(err)?;
         sock.set_reuse_address(true).map_err(err)?;
         sock.bind(&bound.into()).map_err(err)?;
@@ -85,7 +98,10 @@ fn bind_listeners(addr: SocketAddr, count: usize) -> Result<(SocketAddr, Vec<Raw
 /// Starts every shard and returns once all of them are accepting.
 pub fn start(mut config: ServerConfig) -> Result<Server, ServerError> {
     let count = config.cores.len().max(1);
-    let catalog = Arc::new(Catalog::open(&config.data_dir, config.topic_defaults.clone())?);
+    let catalog = Arc::new(Catalog::open(
+        &config.data_dir,
+        config.topic_defaults.clone(),
+    )?);
     let (local_addr, fds) = bind_listeners(config.listen, count)?;
     if config.advertised_port == 0 {
         config.advertised_port = local_addr.port();
@@ -101,7 +117,11 @@ pub fn start(mut config: ServerConfig) -> Result<Server, ServerError> {
     let mut spawn_error = None;
     for (i, fd) in fds.into_iter().enumerate() {
         let cpu = config.cores.get(i).copied().unwrap_or(0);
-        let placement = if config.pin_cores { Placement::Fixed(cpu) } else { Placement::Unbound };
+        let placement = if config.pin_cores {
+            Placement::Fixed(cpu)
+        } else {
+            Placement::Unbound
+        };
         let args = ShardArgs {
             fd,
             count,
@@ -113,7 +133,10 @@ pub fn start(mut config: ServerConfig) -> Result<Server, ServerError> {
             draining: draining.clone(),
             ready: ready_tx.clone(),
         };
-        match LocalExecutorBuilder::new(placement).name(&format!("shard{i}")).spawn(move || shard_main(args)) {
+        match LocalExecutorBuilder::new(placement)
+            .name(&format!("shard{i}"))
+            .spawn(move || shard_main(args))
+        {
             Ok(h) => handles.push(h),
             Err(e) => {
                 spawn_error = Some(runtime_hint(&e.to_string()));
@@ -122,7 +145,11 @@ pub fn start(mut config: ServerConfig) -> Result<Server, ServerError> {
         }
     }
     drop(ready_tx);
-    let server = Server { local_addr, stop, handles };
+    let server = Server {
+        local_addr,
+        stop,
+        handles,
+    };
     if let Some(e) = spawn_error {
         server.stop();
         let _ = server.join();
@@ -139,7 +166,11 @@ pub fn start(mut config: ServerConfig) -> Result<Server, ServerError> {
             Err(_) => {
                 // A shard's executor died before it could say so: its join has the reason.
                 server.stop();
-                let e = server.join().err().map(|e| e.to_string()).unwrap_or_else(|| "a shard failed to start".into());
+                let e = server
+                    .join()
+                    .err()
+                    .map(|e| e.to_string())
+                    .unwrap_or_else(|| "a shard failed to start".into());
                 return Err(ServerError::Runtime(e));
             }
         }
@@ -253,7 +284,11 @@ async fn shard_main(args: ShardArgs) -> Result<(), String> {
     while args.draining.load(Ordering::SeqCst) > 0 {
         glommio::timer::sleep(Duration::from_millis(10)).await;
     }
-    shard.logs.close_all().await.map_err(|e| format!("shard {}: closing logs: {e}", shard.id))?;
+    shard
+        .logs
+        .close_all()
+        .await
+        .map_err(|e| format!("shard {}: closing logs: {e}", shard.id))?;
     tracing::info!(shard = shard.id, "shard stopped");
     Ok(())
 }
@@ -261,7 +296,10 @@ async fn shard_main(args: ShardArgs) -> Result<(), String> {
 async fn open_shard(args: &ShardArgs) -> Result<Rc<Shard>, String> {
     let (senders, receivers) = match args.mesh.clone() {
         Some(m) => {
-            let (s, r) = m.join().await.map_err(|_| "joining the shard mesh failed".to_string())?;
+            let (s, r) = m
+                .join()
+                .await
+                .map_err(|_| "joining the shard mesh failed".to_string())?;
             (Some(s), Some(r))
         }
         None => (None, None),
@@ -271,8 +309,19 @@ async fn open_shard(args: &ShardArgs) -> Result<Rc<Shard>, String> {
     let owns = move |tp: &TopicPartition| owner(&tp.topic, tp.partition.0, count) == id;
     let catalog = args.catalog.clone();
     let config_for = move |topic: &str| catalog.log_config_for(topic);
-    let logs = LogManager::open(&args.config.data_dir, args.config.shard.clone(), owns, config_for).await;
-    let logs = logs.map_err(|e| format!("shard {id}: opening logs in {}: {e}", args.config.data_dir.display()))?;
+    let logs = LogManager::open(
+        &args.config.data_dir,
+        args.config.shard.clone(),
+        owns,
+        config_for,
+    )
+    .await;
+    let logs = logs.map_err(|e| {
+        format!(
+            "shard {id}: opening logs in {}: {e}",
+            args.config.data_dir.display()
+        )
+    })?;
     let shard = Rc::new(Shard::new(
         id,
         count,
@@ -319,7 +368,11 @@ async fn accept_loop(shard: &Rc<Shard>, listener: &TcpListener) {
             }
         };
         if shard.connections.get() >= shard.config.connections_max_per_shard {
-            tracing::warn!(shard = shard.id, max = shard.config.connections_max_per_shard, "connection limit reached, closing new connection");
+            tracing::warn!(
+                shard = shard.id,
+                max = shard.config.connections_max_per_shard,
+                "connection limit reached, closing new connection"
+            );
             drop(stream);
             continue;
         }

@@ -22,7 +22,8 @@ use crate::config::ServerConfig;
 use crate::errors::code;
 use crate::groups::Groups;
 use crate::store::{
-    AppendError, LeaderEpoch, LogManager, Offset, PartitionId, PartitionLog, ReadError, ReadLimits, TopicPartition,
+    AppendError, LeaderEpoch, LogManager, Offset, PartitionId, PartitionLog, ReadError, ReadLimits,
+    TopicPartition,
 };
 
 /// The shard that owns a partition: one pure function of the partition and the shard count.
@@ -64,13 +65,31 @@ pub struct ProducePartResult {
 /// Work one shard asks of another.
 #[derive(Debug)]
 pub enum ShardOp {
-    Produce { acks: i16, parts: Vec<(TopicPartition, Bytes)> },
-    FetchRead { parts: Vec<FetchPart>, bytes_max: usize },
-    FetchWait { parts: Vec<(TopicPartition, i64)>, wait_ms: u64 },
-    ListOffsets { parts: Vec<(TopicPartition, i64)> },
-    DeleteRecords { parts: Vec<(TopicPartition, i64)> },
-    DeleteTopic { name: String, partitions: i32 },
-    ApplyConfig { topic: String },
+    Produce {
+        acks: i16,
+        parts: Vec<(TopicPartition, Bytes)>,
+    },
+    FetchRead {
+        parts: Vec<FetchPart>,
+        bytes_max: usize,
+    },
+    FetchWait {
+        parts: Vec<(TopicPartition, i64)>,
+        wait_ms: u64,
+    },
+    ListOffsets {
+        parts: Vec<(TopicPartition, i64)>,
+    },
+    DeleteRecords {
+        parts: Vec<(TopicPartition, i64)>,
+    },
+    DeleteTopic {
+        name: String,
+        partitions: i32,
+    },
+    ApplyConfig {
+        topic: String,
+    },
 }
 
 /// The answer to a [`ShardOp`].
@@ -138,7 +157,10 @@ pub struct Shard {
 
 impl std::fmt::Debug for Shard {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Shard").field("id", &self.id).field("count", &self.count).finish()
+        f.debug_struct("Shard")
+            .field("id", &self.id)
+            .field("count", &self.count)
+            .finish()
     }
 }
 
@@ -172,7 +194,8 @@ impl Shard {
         logs: LogManager,
         senders: Option<Senders<ShardCall>>,
     ) -> Shard {
-        let sessions = crate::handlers::fetch::Sessions::new(config.fetch_sessions_max_per_shard, id);
+        let sessions =
+            crate::handlers::fetch::Sessions::new(config.fetch_sessions_max_per_shard, id);
         Shard {
             id,
             count,
@@ -200,7 +223,11 @@ impl Shard {
             return ShardReply::Unreachable;
         };
         let (tx, rx) = oneshot::channel();
-        if senders.send_to(shard, ShardCall { op, reply: tx }).await.is_err() {
+        if senders
+            .send_to(shard, ShardCall { op, reply: tx })
+            .await
+            .is_err()
+        {
             tracing::warn!(shard = self.id, to = shard, "mesh send failed");
             return ShardReply::Unreachable;
         }
@@ -254,14 +281,20 @@ impl Shard {
     /// Executes an operation on this shard (the owner of every partition it names).
     pub async fn execute(&self, op: ShardOp) -> ShardReply {
         match op {
-            ShardOp::Produce { acks, parts } => ShardReply::Produce(self.produce(acks, parts).await),
-            ShardOp::FetchRead { parts, bytes_max } => ShardReply::Fetch(self.fetch_read(&parts, bytes_max).await),
+            ShardOp::Produce { acks, parts } => {
+                ShardReply::Produce(self.produce(acks, parts).await)
+            }
+            ShardOp::FetchRead { parts, bytes_max } => {
+                ShardReply::Fetch(self.fetch_read(&parts, bytes_max).await)
+            }
             ShardOp::FetchWait { parts, wait_ms } => {
                 self.fetch_wait(&parts, wait_ms).await;
                 ShardReply::Done
             }
             ShardOp::ListOffsets { parts } => ShardReply::Offsets(self.list_offsets(&parts).await),
-            ShardOp::DeleteRecords { parts } => ShardReply::Offsets(self.delete_records(&parts).await),
+            ShardOp::DeleteRecords { parts } => {
+                ShardReply::Offsets(self.delete_records(&parts).await)
+            }
             ShardOp::DeleteTopic { name, partitions } => {
                 self.delete_topic(&name, partitions).await;
                 ShardReply::Done
@@ -282,7 +315,11 @@ impl Shard {
         }
     }
 
-    async fn produce(&self, acks: i16, parts: Vec<(TopicPartition, Bytes)>) -> Vec<ProducePartResult> {
+    async fn produce(
+        &self,
+        acks: i16,
+        parts: Vec<(TopicPartition, Bytes)>,
+    ) -> Vec<ProducePartResult> {
         // Phase 1: append everything (validation, offsets); phase 2: wait for durability,
         // so the waits of all partitions overlap.
         let mut appended = Vec::with_capacity(parts.len());
@@ -310,7 +347,11 @@ impl Shard {
 
     /// Appends one partition's records: the log, the base offset and the end offset to
     /// wait for.
-    async fn append_one(&self, tp: &TopicPartition, records: &Bytes) -> Result<(PartitionLog, i64, Offset), i16> {
+    async fn append_one(
+        &self,
+        tp: &TopicPartition,
+        records: &Bytes,
+    ) -> Result<(PartitionLog, i64, Offset), i16> {
         let log = self.log_for(tp).await?;
         // Idempotence (sequence checks, duplicates answered with their first offsets) is
         // the engine's: its producer state is per log and survives restarts.
@@ -336,13 +377,23 @@ impl Shard {
             let log = match self.log_for(&p.tp).await {
                 Ok(log) => log,
                 Err(error) => {
-                    out.push(FetchPartResult { error, high_watermark: -1, log_start: -1, records: None });
+                    out.push(FetchPartResult {
+                        error,
+                        high_watermark: -1,
+                        log_start: -1,
+                        records: None,
+                    });
                     continue;
                 }
             };
             let hw = log.written_end_offset().0;
             let log_start = log.log_start_offset().0;
-            let mut r = FetchPartResult { error: code::NONE, high_watermark: hw, log_start, records: None };
+            let mut r = FetchPartResult {
+                error: code::NONE,
+                high_watermark: hw,
+                log_start,
+                records: None,
+            };
             if p.offset < log_start || p.offset > hw {
                 r.error = code::OFFSET_OUT_OF_RANGE;
             } else if p.offset < hw && (left > 0 || !any_data) {
@@ -379,9 +430,12 @@ impl Shard {
     /// Returns once any named partition has data past its offset, the wait is over, or the
     /// shard is stopping.
     async fn fetch_wait(&self, parts: &[(TopicPartition, i64)], wait_ms: u64) {
-        let mut waits: Vec<Pin<Box<dyn Future<Output = ()> + '_>>> = Vec::with_capacity(parts.len() + 2);
+        let mut waits: Vec<Pin<Box<dyn Future<Output = ()> + '_>>> =
+            Vec::with_capacity(parts.len() + 2);
         for (tp, offset) in parts {
-            let Ok(log) = self.log_for(tp).await else { return };
+            let Ok(log) = self.log_for(tp).await else {
+                return;
+            };
             if log.written_end_offset().0 > *offset {
                 return;
             }
@@ -390,7 +444,9 @@ impl Shard {
                 let _ = log.wait_written(end).await;
             }));
         }
-        waits.push(Box::pin(glommio::timer::sleep(Duration::from_millis(wait_ms))));
+        waits.push(Box::pin(glommio::timer::sleep(Duration::from_millis(
+            wait_ms,
+        ))));
         waits.push(Box::pin(self.stopping.wait()));
         futures_lite::future::poll_fn(|cx| {
             for w in waits.iter_mut() {
@@ -464,7 +520,10 @@ impl Shard {
 
     async fn delete_topic(&self, name: &str, partitions: i32) {
         for p in 0..partitions {
-            let tp = TopicPartition { topic: name.to_string(), partition: PartitionId(p) };
+            let tp = TopicPartition {
+                topic: name.to_string(),
+                partition: PartitionId(p),
+            };
             if self.owner_of(&tp) == self.id && self.logs.get(&tp).is_some() {
                 if let Err(e) = self.logs.delete(&tp).await {
                     tracing::error!(shard = self.id, topic = name, partition = p, error = %e, "deleting partition log failed");
@@ -474,14 +533,23 @@ impl Shard {
     }
 }
 
+/// Items of one shard: (position in the request, partition, payload).
+pub type ShardItems<T> = Vec<(usize, TopicPartition, T)>;
+
 /// Groups partitions by owning shard, keeping each item's position in the request.
-pub fn split_by_shard<T>(count: usize, items: Vec<(TopicPartition, T)>) -> Vec<(usize, Vec<(usize, TopicPartition, T)>)> {
+pub fn split_by_shard<T>(
+    count: usize,
+    items: Vec<(TopicPartition, T)>,
+) -> Vec<(usize, ShardItems<T>)> {
     let mut per: Vec<Vec<(usize, TopicPartition, T)>> = (0..count).map(|_| Vec::new()).collect();
     for (i, (tp, t)) in items.into_iter().enumerate() {
         let s = owner(&tp.topic, tp.partition.0, count);
         per[s].push((i, tp, t));
     }
-    per.into_iter().enumerate().filter(|(_, v)| !v.is_empty()).collect()
+    per.into_iter()
+        .enumerate()
+        .filter(|(_, v)| !v.is_empty())
+        .collect()
 }
 
 #[cfg(test)]

@@ -1,6 +1,7 @@
 //! The storage seam: everything `net` takes from `sluice-engine`, in one place.
 
 pub use sluice_engine::{
-    AppendError, AppendInfo, BatchSlice, FlushPolicy, LeaderEpoch, LogConfig, LogError, LogManager, Offset,
-    PartitionId, PartitionLog, ReadBatches, ReadError, ReadLimits, ShardConfig, TopicPartition,
+    AppendError, AppendInfo, BatchSlice, FlushPolicy, LeaderEpoch, LogConfig, LogError, LogManager,
+    Offset, PartitionId, PartitionLog, ReadBatches, ReadError, ReadLimits, ShardConfig,
+    TopicPartition,
 };

@@ -85,7 +85,8 @@ pub struct Settings {
 }
 
 pub fn load_file(path: &Path) -> Result<FileConfig> {
-    let text = std::fs::read_to_string(path).with_context(|| format!("reading config file {}", path.display()))?;
+    let text = std::fs::read_to_string(path)
+        .with_context(|| format!("reading config file {}", path.display()))?;
     toml::from_str(&text).map_err(|e| anyhow!("config file {}: {e}", path.display()))
 }
 
@@ -99,7 +100,9 @@ fn resolve(key: &str, value: &str) -> Result<SocketAddr> {
 
 /// Parses a core list: `all`, or comma-separated CPUs and ranges (`0-3,6`).
 pub fn parse_cores(key: &str, value: &str) -> Result<Vec<usize>> {
-    let online = std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1);
+    let online = std::thread::available_parallelism()
+        .map(|n| n.get())
+        .unwrap_or(1);
     if value.trim() == "all" {
         return Ok((0..online).collect());
     }
@@ -108,7 +111,10 @@ pub fn parse_cores(key: &str, value: &str) -> Result<Vec<usize>> {
         let bad = || anyhow!("{key}: {part:?} is not a CPU number or range (like 0-3)");
         match part.split_once('-') {
             Some((a, b)) => {
-                let (a, b): (usize, usize) = (a.trim().parse().map_err(|_| bad())?, b.trim().parse().map_err(|_| bad())?);
+                let (a, b): (usize, usize) = (
+                    a.trim().parse().map_err(|_| bad())?,
+                    b.trim().parse().map_err(|_| bad())?,
+                );
                 if a > b {
                     return Err(bad());
                 }
@@ -141,7 +147,10 @@ fn topic_defaults(t: &TopicDefaultsConfig) -> Result<TopicDefaults> {
         bail!("topic_defaults.partitions: {partitions} is under 1");
     }
     let (dms, dbytes) = match d.flush {
-        FlushSetting::Interval { interval_ms, bytes_max } => (interval_ms, bytes_max),
+        FlushSetting::Interval {
+            interval_ms,
+            bytes_max,
+        } => (interval_ms, bytes_max),
         FlushSetting::Fsync => (1000, 1 << 20),
     };
     let flush = match t.flush_policy.as_deref().unwrap_or("interval") {
@@ -157,8 +166,16 @@ fn topic_defaults(t: &TopicDefaultsConfig) -> Result<TopicDefaults> {
         auto_create: t.auto_create.unwrap_or(d.auto_create),
         segment_bytes: t.segment_bytes.unwrap_or(d.segment_bytes),
         segment_ms: t.segment_ms.unwrap_or(d.segment_ms),
-        retention_ms: limit("topic_defaults.retention_ms", t.retention_ms, d.retention_ms)?,
-        retention_bytes: limit("topic_defaults.retention_bytes", t.retention_bytes, d.retention_bytes)?,
+        retention_ms: limit(
+            "topic_defaults.retention_ms",
+            t.retention_ms,
+            d.retention_ms,
+        )?,
+        retention_bytes: limit(
+            "topic_defaults.retention_bytes",
+            t.retention_bytes,
+            d.retention_bytes,
+        )?,
         max_message_bytes: t.max_message_bytes.unwrap_or(d.max_message_bytes),
         flush,
     })
@@ -174,23 +191,39 @@ fn positive(key: &str, v: Option<u64>, default: usize) -> Result<usize> {
 
 /// Merges defaults, the file and the flags (in that order of precedence, lowest first).
 pub fn settings(file: FileConfig, o: Overrides) -> Result<Settings> {
-    let listen_s = o.listen.or(file.listen).unwrap_or_else(|| "127.0.0.1:9092".into());
+    let listen_s = o
+        .listen
+        .or(file.listen)
+        .unwrap_or_else(|| "127.0.0.1:9092".into());
     let listen = resolve("listen", &listen_s)?;
-    let data_dir = o.data_dir.or(file.data_dir).unwrap_or_else(|| PathBuf::from("./sluice-data"));
+    let data_dir = o
+        .data_dir
+        .or(file.data_dir)
+        .unwrap_or_else(|| PathBuf::from("./sluice-data"));
     let cores = match o.cores.or(file.cores) {
         Some(c) => parse_cores("cores", &c)?,
         None => parse_cores("cores", "all")?,
     };
-    let admin_s = o.admin_listen.or(file.admin_listen).unwrap_or_else(|| "127.0.0.1:9644".into());
+    let admin_s = o
+        .admin_listen
+        .or(file.admin_listen)
+        .unwrap_or_else(|| "127.0.0.1:9644".into());
     let admin_listen = resolve("admin_listen", &admin_s)?;
     let mut server = ServerConfig::new(listen, data_dir, cores);
     if let Some(adv) = o.advertised.or(file.advertised) {
-        let (host, port) = adv.rsplit_once(':').ok_or_else(|| anyhow!("advertised: {adv:?} is not HOST:PORT"))?;
-        let port: u16 = port.parse().map_err(|_| anyhow!("advertised: {port:?} is not a port"))?;
+        let (host, port) = adv
+            .rsplit_once(':')
+            .ok_or_else(|| anyhow!("advertised: {adv:?} is not HOST:PORT"))?;
+        let port: u16 = port
+            .parse()
+            .map_err(|_| anyhow!("advertised: {port:?} is not a port"))?;
         if host.is_empty() {
             bail!("advertised: {adv:?} has no host");
         }
-        server.advertised_host = host.trim_start_matches('[').trim_end_matches(']').to_string();
+        server.advertised_host = host
+            .trim_start_matches('[')
+            .trim_end_matches(']')
+            .to_string();
         server.advertised_port = port;
     }
     server.pin_cores = file.pin_cores.unwrap_or(true) && !o.no_pin;
@@ -204,33 +237,73 @@ pub fn settings(file: FileConfig, o: Overrides) -> Result<Settings> {
         server.cluster_id = c;
     }
     let n = &file.network;
-    server.request_bytes_max = positive("network.socket_request_max_bytes", n.socket_request_max_bytes, server.request_bytes_max)?;
-    server.inflight_requests_max =
-        positive("network.inflight_requests_max", n.inflight_requests_max.map(u64::from), server.inflight_requests_max)?;
+    server.request_bytes_max = positive(
+        "network.socket_request_max_bytes",
+        n.socket_request_max_bytes,
+        server.request_bytes_max,
+    )?;
+    server.inflight_requests_max = positive(
+        "network.inflight_requests_max",
+        n.inflight_requests_max.map(u64::from),
+        server.inflight_requests_max,
+    )?;
     server.connections_max_per_shard = positive(
         "network.connections_max_per_shard",
         n.connections_max_per_shard.map(u64::from),
         server.connections_max_per_shard,
     )?;
-    server.connection_idle_ms_max =
-        positive("network.connection_idle_ms_max", n.connection_idle_ms_max, server.connection_idle_ms_max as usize)? as u64;
-    server.mesh_channel_depth_max =
-        positive("network.mesh_channel_depth_max", n.mesh_channel_depth_max.map(u64::from), server.mesh_channel_depth_max)?;
+    server.connection_idle_ms_max = positive(
+        "network.connection_idle_ms_max",
+        n.connection_idle_ms_max,
+        server.connection_idle_ms_max as usize,
+    )? as u64;
+    server.mesh_channel_depth_max = positive(
+        "network.mesh_channel_depth_max",
+        n.mesh_channel_depth_max.map(u64::from),
+        server.mesh_channel_depth_max,
+    )?;
     server.fetch_wait_ms_max = n.fetch_wait_ms_max.unwrap_or(server.fetch_wait_ms_max);
-    server.fetch_sessions_max_per_shard =
-        n.fetch_sessions_max_per_shard.map(|v| v as usize).unwrap_or(server.fetch_sessions_max_per_shard);
+    server.fetch_sessions_max_per_shard = n
+        .fetch_sessions_max_per_shard
+        .map(|v| v as usize)
+        .unwrap_or(server.fetch_sessions_max_per_shard);
     server.topic_defaults = topic_defaults(&file.topic_defaults)?;
     let b = &file.shard;
     let sc = &mut server.shard;
-    sc.tail_cache_bytes_max = positive("shard.tail_cache_bytes_max", b.tail_cache_bytes_max, sc.tail_cache_bytes_max)?;
-    sc.write_buffer_bytes_max = positive("shard.write_buffer_bytes_max", b.write_buffer_bytes_max, sc.write_buffer_bytes_max)?;
-    sc.shard_write_buffer_bytes_max =
-        positive("shard.shard_write_buffer_bytes_max", b.shard_write_buffer_bytes_max, sc.shard_write_buffer_bytes_max)?;
-    sc.write_chunk_bytes = positive("shard.write_chunk_bytes", b.write_chunk_bytes, sc.write_chunk_bytes)?;
-    sc.write_depth_max = positive("shard.write_depth_max", b.write_depth_max, sc.write_depth_max)?;
-    sc.checkpoint_interval_ms =
-        positive("shard.checkpoint_interval_ms", b.checkpoint_interval_ms, sc.checkpoint_interval_ms as usize)? as u64;
-    Ok(Settings { server, admin_listen })
+    sc.tail_cache_bytes_max = positive(
+        "shard.tail_cache_bytes_max",
+        b.tail_cache_bytes_max,
+        sc.tail_cache_bytes_max,
+    )?;
+    sc.write_buffer_bytes_max = positive(
+        "shard.write_buffer_bytes_max",
+        b.write_buffer_bytes_max,
+        sc.write_buffer_bytes_max,
+    )?;
+    sc.shard_write_buffer_bytes_max = positive(
+        "shard.shard_write_buffer_bytes_max",
+        b.shard_write_buffer_bytes_max,
+        sc.shard_write_buffer_bytes_max,
+    )?;
+    sc.write_chunk_bytes = positive(
+        "shard.write_chunk_bytes",
+        b.write_chunk_bytes,
+        sc.write_chunk_bytes,
+    )?;
+    sc.write_depth_max = positive(
+        "shard.write_depth_max",
+        b.write_depth_max,
+        sc.write_depth_max,
+    )?;
+    sc.checkpoint_interval_ms = positive(
+        "shard.checkpoint_interval_ms",
+        b.checkpoint_interval_ms,
+        sc.checkpoint_interval_ms as usize,
+    )? as u64;
+    Ok(Settings {
+        server,
+        admin_listen,
+    })
 }
 
 #[cfg(test)]
@@ -239,7 +312,8 @@ mod tests {
 
     #[test]
     fn unknown_key_is_named() {
-        let err = toml::from_str::<FileConfig>("listen = \"127.0.0.1:1\"\nbogus_key = 1\n").unwrap_err();
+        let err =
+            toml::from_str::<FileConfig>("listen = \"127.0.0.1:1\"\nbogus_key = 1\n").unwrap_err();
         assert!(err.to_string().contains("bogus_key"), "{err}");
         let err = toml::from_str::<FileConfig>("[network]\nnope = 1\n").unwrap_err();
         assert!(err.to_string().contains("nope"), "{err}");
@@ -247,9 +321,13 @@ mod tests {
 
     #[test]
     fn bad_value_is_named() {
-        let f: FileConfig = toml::from_str("[topic_defaults]\nflush_policy = \"sometimes\"\n").unwrap();
+        let f: FileConfig =
+            toml::from_str("[topic_defaults]\nflush_policy = \"sometimes\"\n").unwrap();
         let err = settings(f, Overrides::default()).unwrap_err();
-        assert!(err.to_string().contains("topic_defaults.flush_policy"), "{err}");
+        assert!(
+            err.to_string().contains("topic_defaults.flush_policy"),
+            "{err}"
+        );
         let err = toml::from_str::<FileConfig>("node_id = \"x\"\n").unwrap_err();
         assert!(err.to_string().contains("node_id"), "{err}");
     }
@@ -257,7 +335,10 @@ mod tests {
     #[test]
     fn flags_override_file() {
         let f: FileConfig = toml::from_str("listen = \"127.0.0.1:1111\"\ncores = \"0\"\n").unwrap();
-        let o = Overrides { listen: Some("127.0.0.1:2222".into()), ..Overrides::default() };
+        let o = Overrides {
+            listen: Some("127.0.0.1:2222".into()),
+            ..Overrides::default()
+        };
         let s = settings(f, o).unwrap();
         assert_eq!(s.server.listen.port(), 2222);
         assert_eq!(s.server.advertised_port, 2222);

@@ -13,7 +13,11 @@ use anyhow::{Context, Result};
 use clap::{Parser, Subcommand};
 
 #[derive(Debug, Parser)]
-#[command(name = "sluice", version, about = "A Kafka-compatible event-streaming broker")]
+#[command(
+    name = "sluice",
+    version,
+    about = "A Kafka-compatible event-streaming broker"
+)]
 struct Cli {
     #[command(subcommand)]
     command: Command,
@@ -87,19 +91,31 @@ fn serve(args: ServeArgs) -> Result<()> {
     let settings = config::settings(file, overrides)?;
     let shards = settings.server.cores.len();
     let data_dir = settings.server.data_dir.clone();
-    let admin = sluice_net::admin::start(settings.admin_listen).context("starting the admin endpoint")?;
+    let admin =
+        sluice_net::admin::start(settings.admin_listen).context("starting the admin endpoint")?;
     let server = sluice_net::start(settings.server)?;
-    let mut signals = signal_hook::iterator::Signals::new([signal_hook::consts::SIGTERM, signal_hook::consts::SIGINT])
-        .context("installing signal handlers")?;
+    let mut signals = signal_hook::iterator::Signals::new([
+        signal_hook::consts::SIGTERM,
+        signal_hook::consts::SIGINT,
+    ])
+    .context("installing signal handlers")?;
     // The first line on stdout says where the broker listens (tests and scripts read it).
-    println!("sluice listening on {} (admin {}, {shards} shards, data {})", server.local_addr(), admin, data_dir.display());
+    println!(
+        "sluice listening on {} (admin {}, {shards} shards, data {})",
+        server.local_addr(),
+        admin,
+        data_dir.display()
+    );
     let _ = std::io::stdout().flush();
     let handle = signals.handle();
     let stopper = std::thread::spawn({
         let stop = server_stopper(&server);
         move || {
             if let Some(sig) = signals.forever().next() {
-                tracing::info!(signal = sig, "stopping: no new connections, finishing in-flight requests");
+                tracing::info!(
+                    signal = sig,
+                    "stopping: no new connections, finishing in-flight requests"
+                );
                 stop();
             }
         }

@@ -11,11 +11,14 @@ use bytes::{BufMut, Bytes, BytesMut};
 use common::Broker;
 use kafka_protocol::messages::produce_request::{PartitionProduceData, TopicProduceData};
 use kafka_protocol::messages::{
-    ApiKey, ApiVersionsRequest, ApiVersionsResponse, FetchRequest, ListOffsetsRequest, ListOffsetsResponse,
-    MetadataRequest, MetadataResponse, ProduceRequest, ProduceResponse, RequestHeader, ResponseHeader, TopicName,
+    ApiKey, ApiVersionsRequest, ApiVersionsResponse, FetchRequest, ListOffsetsRequest,
+    ListOffsetsResponse, MetadataRequest, MetadataResponse, ProduceRequest, ProduceResponse,
+    RequestHeader, ResponseHeader, TopicName,
 };
 use kafka_protocol::protocol::{Decodable, Encodable, HeaderVersion, StrBytes};
-use kafka_protocol::records::{Compression, Record, RecordBatchEncoder, RecordEncodeOptions, TimestampType};
+use kafka_protocol::records::{
+    Compression, Record, RecordBatchEncoder, RecordEncodeOptions, TimestampType,
+};
 
 /// Guard against a hung read only.
 const READ_GUARD: Duration = Duration::from_secs(30);
@@ -26,7 +29,12 @@ fn connect(b: &Broker) -> TcpStream {
     s
 }
 
-fn frame<T: Encodable + HeaderVersion>(key: ApiKey, version: i16, correlation: i32, body: &T) -> Vec<u8> {
+fn frame<T: Encodable + HeaderVersion>(
+    key: ApiKey,
+    version: i16,
+    correlation: i32,
+    body: &T,
+) -> Vec<u8> {
     let mut buf = BytesMut::new();
     buf.put_i32(0);
     RequestHeader::default()
@@ -76,16 +84,26 @@ fn assert_closed(mut s: TcpStream) {
 
 fn assert_serving(b: &Broker) {
     let mut s = connect(b);
-    let r: ApiVersionsResponse = call(&mut s, ApiKey::ApiVersions, 3, &ApiVersionsRequest::default());
+    let r: ApiVersionsResponse = call(
+        &mut s,
+        ApiKey::ApiVersions,
+        3,
+        &ApiVersionsRequest::default(),
+    );
     assert_eq!(r.error_code, 0);
-    assert!(r.api_keys.iter().any(|k| k.api_key == ApiKey::Produce as i16));
+    assert!(r
+        .api_keys
+        .iter()
+        .any(|k| k.api_key == ApiKey::Produce as i16));
 }
 
 fn topic_with_partition(b: &Broker, name: &str) {
     let mut s = connect(b);
     let req = MetadataRequest::default()
-        .with_topics(Some(vec![kafka_protocol::messages::metadata_request::MetadataRequestTopic::default()
-            .with_name(Some(TopicName(StrBytes::from_string(name.to_string()))))]))
+        .with_topics(Some(vec![
+            kafka_protocol::messages::metadata_request::MetadataRequestTopic::default()
+                .with_name(Some(TopicName(StrBytes::from_string(name.to_string())))),
+        ]))
         .with_allow_auto_topic_creation(true);
     let r: MetadataResponse = call(&mut s, ApiKey::Metadata, 9, &req);
     assert_eq!(r.topics[0].error_code, 0);
@@ -112,28 +130,44 @@ fn batch(values: &[&[u8]]) -> BytesMut {
         })
         .collect();
     let mut buf = BytesMut::new();
-    RecordBatchEncoder::encode(&mut buf, &records, &RecordEncodeOptions { version: 2, compression: Compression::None })
-        .unwrap();
+    RecordBatchEncoder::encode(
+        &mut buf,
+        &records,
+        &RecordEncodeOptions {
+            version: 2,
+            compression: Compression::None,
+        },
+    )
+    .unwrap();
     buf
 }
 
 fn produce(s: &mut TcpStream, topic: &str, records: Bytes) -> i16 {
-    let req = ProduceRequest::default().with_acks(1).with_timeout_ms(10_000).with_topic_data(vec![TopicProduceData::default()
-        .with_name(TopicName(StrBytes::from_string(topic.to_string())))
-        .with_partition_data(vec![PartitionProduceData::default().with_index(0).with_records(Some(records))])]);
+    let req = ProduceRequest::default()
+        .with_acks(1)
+        .with_timeout_ms(10_000)
+        .with_topic_data(vec![TopicProduceData::default()
+            .with_name(TopicName(StrBytes::from_string(topic.to_string())))
+            .with_partition_data(vec![PartitionProduceData::default()
+                .with_index(0)
+                .with_records(Some(records))])]);
     let r: ProduceResponse = call(s, ApiKey::Produce, 7, &req);
     r.responses[0].partition_responses[0].error_code
 }
 
 fn latest_offset(b: &Broker, topic: &str) -> i64 {
     let mut s = connect(b);
-    let req = ListOffsetsRequest::default().with_replica_id(kafka_protocol::messages::BrokerId(-1)).with_topics(vec![
-        kafka_protocol::messages::list_offsets_request::ListOffsetsTopic::default()
-            .with_name(TopicName(StrBytes::from_string(topic.to_string())))
-            .with_partitions(vec![kafka_protocol::messages::list_offsets_request::ListOffsetsPartition::default()
-                .with_partition_index(0)
-                .with_timestamp(-1)]),
-    ]);
+    let req = ListOffsetsRequest::default()
+        .with_replica_id(kafka_protocol::messages::BrokerId(-1))
+        .with_topics(vec![
+            kafka_protocol::messages::list_offsets_request::ListOffsetsTopic::default()
+                .with_name(TopicName(StrBytes::from_string(topic.to_string())))
+                .with_partitions(vec![
+                    kafka_protocol::messages::list_offsets_request::ListOffsetsPartition::default()
+                        .with_partition_index(0)
+                        .with_timestamp(-1),
+                ]),
+        ]);
     let r: ListOffsetsResponse = call(&mut s, ApiKey::ListOffsets, 5, &req);
     assert_eq!(r.topics[0].partitions[0].error_code, 0);
     r.topics[0].partitions[0].offset
@@ -147,21 +181,29 @@ fn malformed_frames_close_only_their_connection() {
     let mut random = |n: usize| -> Vec<u8> {
         (0..n)
             .map(|_| {
-                seed = seed.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
+                seed = seed
+                    .wrapping_mul(6364136223846793005)
+                    .wrapping_add(1442695040888963407);
                 (seed >> 56) as u8
             })
             .collect()
     };
     let mut cases: Vec<(&str, Vec<u8>)> = vec![
         ("negative length", (-5i32).to_be_bytes().to_vec()),
-        ("oversized length", (200 * 1024 * 1024i32).to_be_bytes().to_vec()),
+        (
+            "oversized length",
+            (200 * 1024 * 1024i32).to_be_bytes().to_vec(),
+        ),
         ("length under a header", 3i32.to_be_bytes().to_vec()),
         ("unknown api key", {
             let mut v = 10i32.to_be_bytes().to_vec();
             v.extend_from_slice(&[0x03, 0xe7, 0, 0, 0, 0, 0, 1, 0, 0]);
             v
         }),
-        ("unsupported produce version", frame(ApiKey::Produce, 1, 1, &ApiVersionsRequest::default())),
+        (
+            "unsupported produce version",
+            frame(ApiKey::Produce, 1, 1, &ApiVersionsRequest::default()),
+        ),
         ("header that does not parse", {
             let mut v = 12i32.to_be_bytes().to_vec();
             v.extend_from_slice(&[0, 18, 0, 1, 0, 0, 0, 1, 0x7f, 0xff, 0, 0]);
@@ -206,7 +248,10 @@ fn unsupported_api_versions_version_is_answered_with_v0() {
     assert_eq!(header.correlation_id, 42);
     let body = ApiVersionsResponse::decode(&mut resp, 0).unwrap();
     assert_eq!(body.error_code, 35);
-    assert!(body.api_keys.iter().any(|k| k.api_key == ApiKey::ApiVersions as i16 && k.max_version == 3));
+    assert!(body
+        .api_keys
+        .iter()
+        .any(|k| k.api_key == ApiKey::ApiVersions as i16 && k.max_version == 3));
 }
 
 #[test]
@@ -225,9 +270,21 @@ fn corrupt_and_oversized_batches_append_nothing() {
     truncated.truncate(good.len() - 3);
     assert_ne!(produce(&mut s, "crc", truncated.freeze()), 0);
     let big = vec![b'x'; 2 * 1024 * 1024];
-    assert_eq!(produce(&mut s, "crc", batch(&[&big]).freeze()), 10, "MESSAGE_TOO_LARGE");
-    assert_eq!(produce(&mut s, "no-such-topic", good.clone().freeze()), 3, "UNKNOWN_TOPIC_OR_PARTITION");
-    assert_eq!(latest_offset(&b, "crc"), 2, "only the good batch was appended");
+    assert_eq!(
+        produce(&mut s, "crc", batch(&[&big]).freeze()),
+        10,
+        "MESSAGE_TOO_LARGE"
+    );
+    assert_eq!(
+        produce(&mut s, "no-such-topic", good.clone().freeze()),
+        3,
+        "UNKNOWN_TOPIC_OR_PARTITION"
+    );
+    assert_eq!(
+        latest_offset(&b, "crc"),
+        2,
+        "only the good batch was appended"
+    );
 }
 
 #[test]
@@ -263,12 +320,16 @@ fn client_that_leaves_mid_response_does_not_hurt_others() {
             .with_replica_id(kafka_protocol::messages::BrokerId(-1))
             .with_max_wait_ms(0)
             .with_max_bytes(64 * 1024 * 1024)
-            .with_topics(vec![kafka_protocol::messages::fetch_request::FetchTopic::default()
-                .with_topic(TopicName(StrBytes::from_static_str("big")))
-                .with_partitions(vec![kafka_protocol::messages::fetch_request::FetchPartition::default()
-                    .with_partition(0)
-                    .with_fetch_offset(0)
-                    .with_partition_max_bytes(64 * 1024 * 1024)])]);
+            .with_topics(vec![
+                kafka_protocol::messages::fetch_request::FetchTopic::default()
+                    .with_topic(TopicName(StrBytes::from_static_str("big")))
+                    .with_partitions(vec![
+                        kafka_protocol::messages::fetch_request::FetchPartition::default()
+                            .with_partition(0)
+                            .with_fetch_offset(0)
+                            .with_partition_max_bytes(64 * 1024 * 1024),
+                    ]),
+            ]);
         c.write_all(&frame(ApiKey::Fetch, 11, 1, &req)).unwrap();
         let mut first = [0u8; 8];
         c.read_exact(&mut first).unwrap();

@@ -9,7 +9,10 @@ use std::time::{Duration, Instant};
 
 use common::Broker;
 use futures_executor::block_on;
-use rdkafka::admin::{AdminClient, AdminOptions, AlterConfig, NewPartitions, NewTopic, ResourceSpecifier, TopicReplication};
+use rdkafka::admin::{
+    AdminClient, AdminOptions, AlterConfig, NewPartitions, NewTopic, ResourceSpecifier,
+    TopicReplication,
+};
 use rdkafka::client::DefaultClientContext;
 use rdkafka::config::ClientConfig;
 use rdkafka::consumer::{BaseConsumer, Consumer};
@@ -22,8 +25,11 @@ use rdkafka::{ClientContext, Offset, TopicPartitionList};
 /// A guard against hangs only: no test decides anything from how long something took.
 const HANG_GUARD: Duration = Duration::from_secs(60);
 
+/// A delivery report: (partition, offset) or the error.
+type Delivery = Result<(i32, i64), RDKafkaErrorCode>;
+
 #[derive(Clone, Default)]
-struct Deliveries(Arc<Mutex<Vec<Result<(i32, i64), RDKafkaErrorCode>>>>);
+struct Deliveries(Arc<Mutex<Vec<Delivery>>>);
 
 impl ClientContext for Deliveries {}
 impl ProducerContext for Deliveries {
@@ -41,7 +47,9 @@ impl ProducerContext for Deliveries {
 fn producer(b: &Broker, extra: &[(&str, &str)]) -> (BaseProducer<Deliveries>, Deliveries) {
     let d = Deliveries::default();
     let mut c = ClientConfig::new();
-    c.set("bootstrap.servers", &b.addr).set("linger.ms", "5").set("message.timeout.ms", "30000");
+    c.set("bootstrap.servers", &b.addr)
+        .set("linger.ms", "5")
+        .set("message.timeout.ms", "30000");
     for (k, v) in extra {
         c.set(*k, *v);
     }
@@ -49,7 +57,10 @@ fn producer(b: &Broker, extra: &[(&str, &str)]) -> (BaseProducer<Deliveries>, De
 }
 
 fn admin(b: &Broker) -> AdminClient<DefaultClientContext> {
-    ClientConfig::new().set("bootstrap.servers", &b.addr).create().expect("admin")
+    ClientConfig::new()
+        .set("bootstrap.servers", &b.addr)
+        .create()
+        .expect("admin")
 }
 
 fn consumer(b: &Broker) -> BaseConsumer {
@@ -76,7 +87,13 @@ fn flush_all<C: ProducerContext>(p: &BaseProducer<C>) {
 }
 
 /// Reads `expect` messages from the given partitions, starting at `offset`.
-fn consume(b: &Broker, topic: &str, partitions: i32, offset: Offset, expect: usize) -> Vec<rdkafka::message::OwnedMessage> {
+fn consume(
+    b: &Broker,
+    topic: &str,
+    partitions: i32,
+    offset: Offset,
+    expect: usize,
+) -> Vec<rdkafka::message::OwnedMessage> {
     let c = consumer(b);
     let mut tpl = TopicPartitionList::new();
     for p in 0..partitions {
@@ -86,7 +103,11 @@ fn consume(b: &Broker, topic: &str, partitions: i32, offset: Offset, expect: usi
     let mut out = Vec::new();
     let started = Instant::now();
     while out.len() < expect {
-        assert!(started.elapsed() < HANG_GUARD, "read {} of {expect} messages", out.len());
+        assert!(
+            started.elapsed() < HANG_GUARD,
+            "read {} of {expect} messages",
+            out.len()
+        );
         if let Some(m) = c.poll(Duration::from_millis(100)) {
             out.push(m.expect("consume").detach());
         }
@@ -107,14 +128,24 @@ fn produce_and_consume_with_every_acks_and_compression() {
             for i in 0..200 {
                 let key = format!("k{}", i % 7);
                 let value = format!("value-{i}-{}", "x".repeat(i % 50));
-                let headers = OwnedHeaders::new().insert(Header { key: "i", value: Some(&i.to_string()) });
-                let rec = BaseRecord::to(&topic).key(&key).payload(&value).headers(headers).timestamp(1_700_000_000_000 + i as i64);
+                let headers = OwnedHeaders::new().insert(Header {
+                    key: "i",
+                    value: Some(&i.to_string()),
+                });
+                let rec = BaseRecord::to(&topic)
+                    .key(&key)
+                    .payload(&value)
+                    .headers(headers)
+                    .timestamp(1_700_000_000_000 + i as i64);
                 p.send(rec).map_err(|(e, _)| e).expect("send");
             }
             flush_all(&p);
             let results = d.0.lock().unwrap().clone();
             assert_eq!(results.len(), 200);
-            assert!(results.iter().all(|r| r.is_ok()), "{acks}/{codec}: {results:?}");
+            assert!(
+                results.iter().all(|r| r.is_ok()),
+                "{acks}/{codec}: {results:?}"
+            );
             if acks != "0" {
                 let mut offsets: Vec<(i32, i64)> = results.iter().map(|r| r.unwrap()).collect();
                 offsets.sort();
@@ -129,7 +160,10 @@ fn produce_and_consume_with_every_acks_and_compression() {
                 assert_eq!(m.key().unwrap(), format!("k{}", i % 7).as_bytes());
                 let h = m.headers().unwrap().get(0);
                 assert_eq!((h.key, h.value), ("i", Some(i.to_string().as_bytes())));
-                assert_eq!(m.timestamp().to_millis(), Some(1_700_000_000_000 + i as i64));
+                assert_eq!(
+                    m.timestamp().to_millis(),
+                    Some(1_700_000_000_000 + i as i64)
+                );
                 // Keys keep their order (one key, one partition).
                 let last = seen.insert(m.key().unwrap().to_vec(), (m.partition(), i));
                 if let Some((p, j)) = last {
@@ -149,14 +183,29 @@ fn topics_are_created_described_grown_and_deleted() {
     let b = Broker::start(dir.path());
     let a = admin(&b);
     create_topic(&b, "admin-t", 2, &[("retention.ms", "60000")]);
-    let dup = block_on(a.create_topics([&NewTopic::new("admin-t", 1, TopicReplication::Fixed(1))], &AdminOptions::new()))
-        .unwrap();
-    assert_eq!(dup[0].as_ref().unwrap_err().1, RDKafkaErrorCode::TopicAlreadyExists);
-    let bad = block_on(a.create_topics([&NewTopic::new("bad/name", 1, TopicReplication::Fixed(1))], &AdminOptions::new()))
-        .unwrap();
-    assert_eq!(bad[0].as_ref().unwrap_err().1, RDKafkaErrorCode::InvalidTopic);
+    let dup = block_on(a.create_topics(
+        [&NewTopic::new("admin-t", 1, TopicReplication::Fixed(1))],
+        &AdminOptions::new(),
+    ))
+    .unwrap();
+    assert_eq!(
+        dup[0].as_ref().unwrap_err().1,
+        RDKafkaErrorCode::TopicAlreadyExists
+    );
+    let bad = block_on(a.create_topics(
+        [&NewTopic::new("bad/name", 1, TopicReplication::Fixed(1))],
+        &AdminOptions::new(),
+    ))
+    .unwrap();
+    assert_eq!(
+        bad[0].as_ref().unwrap_err().1,
+        RDKafkaErrorCode::InvalidTopic
+    );
     let retention = |a: &AdminClient<DefaultClientContext>| -> String {
-        let r = block_on(a.describe_configs([&ResourceSpecifier::Topic("admin-t")], &AdminOptions::new())).unwrap();
+        let r = block_on(
+            a.describe_configs([&ResourceSpecifier::Topic("admin-t")], &AdminOptions::new()),
+        )
+        .unwrap();
         let res = r[0].as_ref().unwrap();
         res.get("retention.ms").unwrap().value.clone().unwrap()
     };
@@ -170,7 +219,9 @@ fn topics_are_created_described_grown_and_deleted() {
     // nothing changed.
     let _ = block_on(a.alter_configs([&bad], &AdminOptions::new())).unwrap();
     assert_eq!(retention(&a), "120000");
-    let r = block_on(a.create_partitions([&NewPartitions::new("admin-t", 4)], &AdminOptions::new())).unwrap();
+    let r =
+        block_on(a.create_partitions([&NewPartitions::new("admin-t", 4)], &AdminOptions::new()))
+            .unwrap();
     assert!(r[0].is_ok(), "{:?}", r[0]);
     let c = consumer(&b);
     let md = c.fetch_metadata(Some("admin-t"), HANG_GUARD).unwrap();
@@ -178,7 +229,10 @@ fn topics_are_created_described_grown_and_deleted() {
     let r = block_on(a.delete_topics(&["admin-t"], &AdminOptions::new())).unwrap();
     assert!(r[0].is_ok());
     let r = block_on(a.delete_topics(&["admin-t"], &AdminOptions::new())).unwrap();
-    assert_eq!(r[0].as_ref().unwrap_err().1, RDKafkaErrorCode::UnknownTopicOrPartition);
+    assert_eq!(
+        r[0].as_ref().unwrap_err().1,
+        RDKafkaErrorCode::UnknownTopicOrPartition
+    );
 }
 
 #[test]
@@ -188,7 +242,9 @@ fn list_offsets_earliest_latest_and_by_time() {
     create_topic(&b, "lo", 1, &[]);
     let (p, _) = producer(&b, &[("acks", "all")]);
     for i in 0..100i64 {
-        let rec = BaseRecord::<(), str>::to("lo").payload("v").timestamp(1_000_000 + i * 10);
+        let rec = BaseRecord::<(), str>::to("lo")
+            .payload("v")
+            .timestamp(1_000_000 + i * 10);
         p.send(rec).map_err(|(e, _)| e).unwrap();
         // One batch per record, so lookups by time land on exact offsets.
         flush_all(&p);
@@ -196,17 +252,26 @@ fn list_offsets_earliest_latest_and_by_time() {
     let c = consumer(&b);
     assert_eq!(c.fetch_watermarks("lo", 0, HANG_GUARD).unwrap(), (0, 100));
     let mut tpl = TopicPartitionList::new();
-    tpl.add_partition_offset("lo", 0, Offset::Offset(1_000_000 + 555)).unwrap();
+    tpl.add_partition_offset("lo", 0, Offset::Offset(1_000_000 + 555))
+        .unwrap();
     let found = c.offsets_for_times(tpl, HANG_GUARD).unwrap();
-    assert_eq!(found.find_partition("lo", 0).unwrap().offset(), Offset::Offset(56));
+    assert_eq!(
+        found.find_partition("lo", 0).unwrap().offset(),
+        Offset::Offset(56)
+    );
     let msgs = consume(&b, "lo", 1, Offset::Offset(56), 44);
     assert_eq!(msgs[0].offset(), 56);
     // Latest (-1) moves with new data, and a read from there sees only the new record.
-    p.send(BaseRecord::<(), str>::to("lo").payload("new")).map_err(|(e, _)| e).unwrap();
+    p.send(BaseRecord::<(), str>::to("lo").payload("new"))
+        .map_err(|(e, _)| e)
+        .unwrap();
     flush_all(&p);
     assert_eq!(c.fetch_watermarks("lo", 0, HANG_GUARD).unwrap(), (0, 101));
     let msgs = consume(&b, "lo", 1, Offset::Offset(100), 1);
-    assert_eq!((msgs[0].offset(), msgs[0].payload()), (100, Some(&b"new"[..])));
+    assert_eq!(
+        (msgs[0].offset(), msgs[0].payload()),
+        (100, Some(&b"new"[..]))
+    );
 }
 
 #[test]
@@ -217,7 +282,9 @@ fn idempotent_producer_writes_each_message_once() {
     let (p, d) = producer(&b, &[("enable.idempotence", "true"), ("acks", "all")]);
     for i in 0..1000 {
         let v = i.to_string();
-        p.send(BaseRecord::<str, str>::to("idem").key(&v).payload(&v)).map_err(|(e, _)| e).unwrap();
+        p.send(BaseRecord::<str, str>::to("idem").key(&v).payload(&v))
+            .map_err(|(e, _)| e)
+            .unwrap();
     }
     flush_all(&p);
     assert!(d.0.lock().unwrap().iter().all(|r| r.is_ok()));
@@ -234,13 +301,20 @@ fn oversized_batch_is_refused() {
     create_topic(&b, "small", 1, &[("max.message.bytes", "1000")]);
     let (p, d) = producer(&b, &[("acks", "1"), ("linger.ms", "0")]);
     let big = "x".repeat(4000);
-    p.send(BaseRecord::<(), str>::to("small").payload(&big)).map_err(|(e, _)| e).unwrap();
+    p.send(BaseRecord::<(), str>::to("small").payload(&big))
+        .map_err(|(e, _)| e)
+        .unwrap();
     let _ = p.flush(HANG_GUARD);
-    p.send(BaseRecord::<(), str>::to("small").payload("ok")).map_err(|(e, _)| e).unwrap();
+    p.send(BaseRecord::<(), str>::to("small").payload("ok"))
+        .map_err(|(e, _)| e)
+        .unwrap();
     let _ = p.flush(HANG_GUARD);
     let results = d.0.lock().unwrap().clone();
     assert_eq!(results.len(), 2);
-    assert!(results.contains(&Err(RDKafkaErrorCode::MessageSizeTooLarge)), "{results:?}");
+    assert!(
+        results.contains(&Err(RDKafkaErrorCode::MessageSizeTooLarge)),
+        "{results:?}"
+    );
     assert!(results.contains(&Ok((0, 0))), "{results:?}");
 }
 
@@ -252,7 +326,9 @@ fn data_and_topics_survive_a_restart() {
     let (p, _) = producer(&b, &[("acks", "1")]);
     for i in 0..300 {
         let v = i.to_string();
-        p.send(BaseRecord::<str, str>::to("durable").key(&v).payload(&v)).map_err(|(e, _)| e).unwrap();
+        p.send(BaseRecord::<str, str>::to("durable").key(&v).payload(&v))
+            .map_err(|(e, _)| e)
+            .unwrap();
     }
     flush_all(&p);
     drop(p);
@@ -262,7 +338,15 @@ fn data_and_topics_survive_a_restart() {
     let md = c.fetch_metadata(Some("durable"), HANG_GUARD).unwrap();
     assert_eq!(md.topics()[0].partitions().len(), 3);
     let msgs = consume(&b, "durable", 3, Offset::Beginning, 300);
-    let mut values: Vec<i32> = msgs.iter().map(|m| std::str::from_utf8(m.payload().unwrap()).unwrap().parse().unwrap()).collect();
+    let mut values: Vec<i32> = msgs
+        .iter()
+        .map(|m| {
+            std::str::from_utf8(m.payload().unwrap())
+                .unwrap()
+                .parse()
+                .unwrap()
+        })
+        .collect();
     values.sort();
     assert_eq!(values, (0..300).collect::<Vec<_>>());
 }
@@ -275,7 +359,9 @@ fn consumer_group_commits_and_resumes() {
     let (p, _) = producer(&b, &[("acks", "1")]);
     for i in 0..100 {
         let v = i.to_string();
-        p.send(BaseRecord::<str, str>::to("grp").key(&v).payload(&v)).map_err(|(e, _)| e).unwrap();
+        p.send(BaseRecord::<str, str>::to("grp").key(&v).payload(&v))
+            .map_err(|(e, _)| e)
+            .unwrap();
     }
     flush_all(&p);
     let group_consumer = || -> BaseConsumer {
@@ -298,7 +384,8 @@ fn consumer_group_commits_and_resumes() {
             got += 1;
         }
     }
-    c.commit_consumer_state(rdkafka::consumer::CommitMode::Sync).unwrap();
+    c.commit_consumer_state(rdkafka::consumer::CommitMode::Sync)
+        .unwrap();
     let committed = c.committed(HANG_GUARD).unwrap();
     let total: i64 = committed
         .elements()

@@ -6,8 +6,8 @@ use std::collections::BTreeMap;
 use std::rc::Rc;
 
 use kafka_protocol::messages::{
-    alter_configs_response, incremental_alter_configs_response, AlterConfigsRequest, AlterConfigsResponse, ApiKey,
-    IncrementalAlterConfigsRequest, IncrementalAlterConfigsResponse,
+    alter_configs_response, incremental_alter_configs_response, AlterConfigsRequest,
+    AlterConfigsResponse, ApiKey, IncrementalAlterConfigsRequest, IncrementalAlterConfigsResponse,
 };
 use kafka_protocol::protocol::StrBytes;
 
@@ -18,18 +18,40 @@ use crate::errors::code;
 use crate::frame::{decode_body, encode_response, FrameError, Request, ResponseFrame};
 use crate::shard::{Shard, ShardOp};
 
-pub const SPEC: ApiSpec = ApiSpec { key: ApiKey::AlterConfigs, min: 0, max: 2 };
-pub const INCREMENTAL_SPEC: ApiSpec = ApiSpec { key: ApiKey::IncrementalAlterConfigs, min: 0, max: 1 };
+pub const SPEC: ApiSpec = ApiSpec {
+    key: ApiKey::AlterConfigs,
+    min: 0,
+    max: 2,
+};
+pub const INCREMENTAL_SPEC: ApiSpec = ApiSpec {
+    key: ApiKey::IncrementalAlterConfigs,
+    min: 0,
+    max: 1,
+};
 
 const OP_SET: i8 = 0;
 const OP_DELETE: i8 = 1;
 
 /// Stores `configs` for `topic` and applies them on every shard: (error, message).
-async fn apply(shard: &Rc<Shard>, topic: &str, configs: BTreeMap<String, String>, validate_only: bool) -> (i16, Option<String>) {
+async fn apply(
+    shard: &Rc<Shard>,
+    topic: &str,
+    configs: BTreeMap<String, String>,
+    validate_only: bool,
+) -> (i16, Option<String>) {
     match shard.catalog.set_configs(topic, configs, validate_only) {
         Ok(_) => {
             if !validate_only {
-                let calls = (0..shard.count).map(|s| (s, ShardOp::ApplyConfig { topic: topic.to_string() })).collect();
+                let calls = (0..shard.count)
+                    .map(|s| {
+                        (
+                            s,
+                            ShardOp::ApplyConfig {
+                                topic: topic.to_string(),
+                            },
+                        )
+                    })
+                    .collect();
                 shard.call_all(calls).await;
                 tracing::info!(topic, "topic configs changed");
             }
@@ -44,10 +66,20 @@ pub async fn handle(shard: &Rc<Shard>, req: &Request) -> Result<ResponseFrame, F
     let mut responses = Vec::with_capacity(body.resources.len());
     for r in &body.resources {
         let (error, message) = if r.resource_type != RESOURCE_TOPIC {
-            (code::INVALID_REQUEST, Some("only topic configs can be altered".to_string()))
+            (
+                code::INVALID_REQUEST,
+                Some("only topic configs can be altered".to_string()),
+            )
         } else {
-            let configs =
-                r.configs.iter().filter_map(|c| c.value.as_ref().map(|v| (c.name.to_string(), v.to_string()))).collect();
+            let configs = r
+                .configs
+                .iter()
+                .filter_map(|c| {
+                    c.value
+                        .as_ref()
+                        .map(|v| (c.name.to_string(), v.to_string()))
+                })
+                .collect();
             apply(shard, &r.resource_name, configs, body.validate_only).await
         };
         responses.push(
@@ -62,12 +94,18 @@ pub async fn handle(shard: &Rc<Shard>, req: &Request) -> Result<ResponseFrame, F
     encode_response(req.header.correlation_id, req.version, &resp)
 }
 
-pub async fn handle_incremental(shard: &Rc<Shard>, req: &Request) -> Result<ResponseFrame, FrameError> {
+pub async fn handle_incremental(
+    shard: &Rc<Shard>,
+    req: &Request,
+) -> Result<ResponseFrame, FrameError> {
     let body: IncrementalAlterConfigsRequest = decode_body(req)?;
     let mut responses = Vec::with_capacity(body.resources.len());
     for r in &body.resources {
         let (error, message) = if r.resource_type != RESOURCE_TOPIC {
-            (code::INVALID_REQUEST, Some("only topic configs can be altered".to_string()))
+            (
+                code::INVALID_REQUEST,
+                Some("only topic configs can be altered".to_string()),
+            )
         } else {
             match shard.catalog.get(&r.resource_name) {
                 None => (code::UNKNOWN_TOPIC_OR_PARTITION, None),
@@ -82,7 +120,12 @@ pub async fn handle_incremental(shard: &Rc<Shard>, req: &Request) -> Result<Resp
                             (OP_DELETE, _) => {
                                 configs.remove(c.name.as_str());
                             }
-                            _ => bad = Some(format!("operation {} on {} is not supported", c.config_operation, c.name)),
+                            _ => {
+                                bad = Some(format!(
+                                    "operation {} on {} is not supported",
+                                    c.config_operation, c.name
+                                ))
+                            }
                         }
                     }
                     match bad {

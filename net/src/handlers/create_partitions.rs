@@ -13,7 +13,11 @@ use crate::errors::code;
 use crate::frame::{decode_body, encode_response, FrameError, Request, ResponseFrame};
 use crate::shard::Shard;
 
-pub const SPEC: ApiSpec = ApiSpec { key: ApiKey::CreatePartitions, min: 0, max: 3 };
+pub const SPEC: ApiSpec = ApiSpec {
+    key: ApiKey::CreatePartitions,
+    min: 0,
+    max: 3,
+};
 
 pub fn handle(shard: &Rc<Shard>, req: &Request) -> Result<ResponseFrame, FrameError> {
     let body: CreatePartitionsRequest = decode_body(req)?;
@@ -25,14 +29,21 @@ pub fn handle(shard: &Rc<Shard>, req: &Request) -> Result<ResponseFrame, FrameEr
             if t.assignments.as_ref().is_some_and(|a| !a.is_empty()) {
                 return r
                     .with_error_code(code::INVALID_REQUEST)
-                    .with_error_message(Some(StrBytes::from_static_str("manual replica assignment is not supported")));
+                    .with_error_message(Some(StrBytes::from_static_str(
+                        "manual replica assignment is not supported",
+                    )));
             }
-            match shard.catalog.add_partitions(&t.name.0, t.count, body.validate_only) {
+            match shard
+                .catalog
+                .add_partitions(&t.name.0, t.count, body.validate_only)
+            {
                 Ok(_) => {
                     tracing::info!(topic = %t.name.0.as_str(), count = t.count, "partitions added");
                     r
                 }
-                Err(e) => r.with_error_code(catalog_error_code(&e)).with_error_message(Some(StrBytes::from_string(e.to_string()))),
+                Err(e) => r
+                    .with_error_code(catalog_error_code(&e))
+                    .with_error_message(Some(StrBytes::from_string(e.to_string()))),
             }
         })
         .collect();

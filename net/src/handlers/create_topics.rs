@@ -4,7 +4,9 @@
 use std::collections::BTreeMap;
 use std::rc::Rc;
 
-use kafka_protocol::messages::create_topics_response::{CreatableTopicConfigs, CreatableTopicResult};
+use kafka_protocol::messages::create_topics_response::{
+    CreatableTopicConfigs, CreatableTopicResult,
+};
 use kafka_protocol::messages::{ApiKey, CreateTopicsRequest, CreateTopicsResponse};
 use kafka_protocol::protocol::StrBytes;
 use uuid::Uuid;
@@ -15,7 +17,11 @@ use crate::errors::code;
 use crate::frame::{decode_body, encode_response, FrameError, Request, ResponseFrame};
 use crate::shard::Shard;
 
-pub const SPEC: ApiSpec = ApiSpec { key: ApiKey::CreateTopics, min: 2, max: 7 };
+pub const SPEC: ApiSpec = ApiSpec {
+    key: ApiKey::CreateTopics,
+    min: 2,
+    max: 7,
+};
 
 pub fn catalog_error_code(e: &CatalogError) -> i16 {
     match e {
@@ -34,16 +40,33 @@ pub async fn handle(shard: &Rc<Shard>, req: &Request) -> Result<ResponseFrame, F
     for t in &body.topics {
         let name = t.name.0.to_string();
         let mut result = CreatableTopicResult::default().with_name(t.name.clone());
-        let partitions = if t.num_partitions == -1 { shard.config.topic_defaults.partitions } else { t.num_partitions };
+        let partitions = if t.num_partitions == -1 {
+            shard.config.topic_defaults.partitions
+        } else {
+            t.num_partitions
+        };
         let configs: BTreeMap<String, String> = t
             .configs
             .iter()
-            .filter_map(|c| c.value.as_ref().map(|v| (c.name.to_string(), v.to_string())))
+            .filter_map(|c| {
+                c.value
+                    .as_ref()
+                    .map(|v| (c.name.to_string(), v.to_string()))
+            })
             .collect();
         let outcome = if !matches!(t.replication_factor, -1 | 1) {
-            Err((code::INVALID_REPLICATION_FACTOR, format!("replication factor {} on a single node", t.replication_factor)))
+            Err((
+                code::INVALID_REPLICATION_FACTOR,
+                format!(
+                    "replication factor {} on a single node",
+                    t.replication_factor
+                ),
+            ))
         } else if !t.assignments.is_empty() {
-            Err((code::INVALID_REQUEST, "manual replica assignment is not supported".to_string()))
+            Err((
+                code::INVALID_REQUEST,
+                "manual replica assignment is not supported".to_string(),
+            ))
         } else {
             shard
                 .catalog

@@ -2,7 +2,9 @@
 
 use std::rc::Rc;
 
-use kafka_protocol::messages::describe_configs_response::{DescribeConfigsResourceResult, DescribeConfigsResult};
+use kafka_protocol::messages::describe_configs_response::{
+    DescribeConfigsResourceResult, DescribeConfigsResult,
+};
 use kafka_protocol::messages::{ApiKey, DescribeConfigsRequest, DescribeConfigsResponse};
 use kafka_protocol::protocol::StrBytes;
 
@@ -12,7 +14,11 @@ use crate::errors::code;
 use crate::frame::{decode_body, encode_response, FrameError, Request, ResponseFrame};
 use crate::shard::Shard;
 
-pub const SPEC: ApiSpec = ApiSpec { key: ApiKey::DescribeConfigs, min: 1, max: 4 };
+pub const SPEC: ApiSpec = ApiSpec {
+    key: ApiKey::DescribeConfigs,
+    min: 1,
+    max: 4,
+};
 
 pub const RESOURCE_TOPIC: i8 = 2;
 pub const RESOURCE_BROKER: i8 = 4;
@@ -26,7 +32,9 @@ pub fn handle(shard: &Rc<Shard>, req: &Request) -> Result<ResponseFrame, FrameEr
         .resources
         .iter()
         .map(|r| {
-            let out = DescribeConfigsResult::default().with_resource_type(r.resource_type).with_resource_name(r.resource_name.clone());
+            let out = DescribeConfigsResult::default()
+                .with_resource_type(r.resource_type)
+                .with_resource_name(r.resource_name.clone());
             match r.resource_type {
                 RESOURCE_TOPIC => match shard.catalog.get(&r.resource_name) {
                     None => out.with_error_code(code::UNKNOWN_TOPIC_OR_PARTITION),
@@ -34,13 +42,19 @@ pub fn handle(shard: &Rc<Shard>, req: &Request) -> Result<ResponseFrame, FrameEr
                         let configs = effective_configs(&shard.catalog.defaults, &meta.configs)
                             .into_iter()
                             .filter(|(k, _, _)| {
-                                r.configuration_keys.as_ref().is_none_or(|keys| keys.iter().any(|x| x.as_str() == k))
+                                r.configuration_keys
+                                    .as_ref()
+                                    .is_none_or(|keys| keys.iter().any(|x| x.as_str() == k))
                             })
                             .map(|(k, v, is_default)| {
                                 DescribeConfigsResourceResult::default()
                                     .with_name(StrBytes::from_string(k))
                                     .with_value(Some(StrBytes::from_string(v)))
-                                    .with_config_source(if is_default { SOURCE_DEFAULT } else { SOURCE_TOPIC })
+                                    .with_config_source(if is_default {
+                                        SOURCE_DEFAULT
+                                    } else {
+                                        SOURCE_TOPIC
+                                    })
                             })
                             .collect();
                         out.with_configs(configs)
@@ -49,7 +63,9 @@ pub fn handle(shard: &Rc<Shard>, req: &Request) -> Result<ResponseFrame, FrameEr
                 RESOURCE_BROKER => out,
                 _ => out
                     .with_error_code(code::INVALID_REQUEST)
-                    .with_error_message(Some(StrBytes::from_static_str("only topic and broker resources are supported"))),
+                    .with_error_message(Some(StrBytes::from_static_str(
+                        "only topic and broker resources are supported",
+                    ))),
             }
         })
         .collect();

@@ -10,7 +10,11 @@ use super::ApiSpec;
 use crate::frame::{decode_body, encode_response, FrameError, Request, ResponseFrame};
 use crate::shard::Shard;
 
-pub const SPEC: ApiSpec = ApiSpec { key: ApiKey::DescribeGroups, min: 0, max: 4 };
+pub const SPEC: ApiSpec = ApiSpec {
+    key: ApiKey::DescribeGroups,
+    min: 0,
+    max: 4,
+};
 
 pub fn handle(shard: &Rc<Shard>, req: &Request) -> Result<ResponseFrame, FrameError> {
     let body: DescribeGroupsRequest = decode_body(req)?;

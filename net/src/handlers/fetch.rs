@@ -17,7 +17,11 @@ use crate::frame::{decode_body, encode_response, FrameError, Request, ResponseFr
 use crate::shard::{owner, FetchPart, FetchPartResult, Shard, ShardOp, ShardReply};
 use crate::store::{PartitionId, TopicPartition};
 
-pub const SPEC: ApiSpec = ApiSpec { key: ApiKey::Fetch, min: 4, max: 12 };
+pub const SPEC: ApiSpec = ApiSpec {
+    key: ApiKey::Fetch,
+    min: 4,
+    max: 12,
+};
 
 /// Epoch a client sends to fetch without a session, or to close one.
 const FINAL_EPOCH: i32 = -1;
@@ -49,7 +53,12 @@ pub struct Sessions {
 
 impl Sessions {
     pub fn new(sessions_max: usize, shard: usize) -> Sessions {
-        Sessions { sessions: HashMap::new(), sessions_max, next_id: 1, shard }
+        Sessions {
+            sessions: HashMap::new(),
+            sessions_max,
+            next_id: 1,
+            shard,
+        }
     }
 
     fn new_id(&mut self) -> i32 {
@@ -68,13 +77,24 @@ impl Sessions {
             return 0;
         }
         if self.sessions.len() >= self.sessions_max {
-            let oldest = self.sessions.iter().min_by_key(|(_, s)| s.last_used).map(|(id, _)| *id);
+            let oldest = self
+                .sessions
+                .iter()
+                .min_by_key(|(_, s)| s.last_used)
+                .map(|(id, _)| *id);
             if let Some(id) = oldest {
                 self.sessions.remove(&id);
             }
         }
         let id = self.new_id();
-        self.sessions.insert(id, Session { parts, next_epoch: 1, last_used: Instant::now() });
+        self.sessions.insert(
+            id,
+            Session {
+                parts,
+                next_epoch: 1,
+                last_used: Instant::now(),
+            },
+        );
         id
     }
 }
@@ -93,7 +113,10 @@ fn plan(shard: &Shard, body: &FetchRequest) -> Result<Plan, i16> {
         .iter()
         .flat_map(|t| {
             t.partitions.iter().map(move |p| SessionPart {
-                tp: TopicPartition { topic: t.topic.0.to_string(), partition: PartitionId(p.partition) },
+                tp: TopicPartition {
+                    topic: t.topic.0.to_string(),
+                    partition: PartitionId(p.partition),
+                },
                 offset: p.fetch_offset,
                 partition_bytes_max: p.partition_max_bytes.max(0) as usize,
                 last_hw: -1,
@@ -103,12 +126,24 @@ fn plan(shard: &Shard, body: &FetchRequest) -> Result<Plan, i16> {
         .collect();
     let mut sessions = shard.fetch_sessions.borrow_mut();
     if body.session_id == 0 {
-        let session_id = if body.session_epoch == 0 { sessions.insert(requested.clone()) } else { 0 };
-        return Ok(Plan { parts: requested, session_id, incremental: false });
+        let session_id = if body.session_epoch == 0 {
+            sessions.insert(requested.clone())
+        } else {
+            0
+        };
+        return Ok(Plan {
+            parts: requested,
+            session_id,
+            incremental: false,
+        });
     }
     if body.session_epoch == FINAL_EPOCH {
         sessions.sessions.remove(&body.session_id);
-        return Ok(Plan { parts: requested, session_id: 0, incremental: false });
+        return Ok(Plan {
+            parts: requested,
+            session_id: 0,
+            incremental: false,
+        });
     }
     let Some(session) = sessions.sessions.get_mut(&body.session_id) else {
         return Err(code::FETCH_SESSION_ID_NOT_FOUND);
@@ -119,7 +154,9 @@ fn plan(shard: &Shard, body: &FetchRequest) -> Result<Plan, i16> {
     session.next_epoch = session.next_epoch.checked_add(1).unwrap_or(1);
     session.last_used = Instant::now();
     for f in &body.forgotten_topics_data {
-        session.parts.retain(|p| !(p.tp.topic == f.topic.0.as_str() && f.partitions.contains(&p.tp.partition.0)));
+        session.parts.retain(|p| {
+            !(p.tp.topic == f.topic.0.as_str() && f.partitions.contains(&p.tp.partition.0))
+        });
     }
     for r in requested {
         match session.parts.iter_mut().find(|p| p.tp == r.tp) {
@@ -130,23 +167,50 @@ fn plan(shard: &Shard, body: &FetchRequest) -> Result<Plan, i16> {
             None => session.parts.push(r),
         }
     }
-    Ok(Plan { parts: session.parts.clone(), session_id: body.session_id, incremental: true })
+    Ok(Plan {
+        parts: session.parts.clone(),
+        session_id: body.session_id,
+        incremental: true,
+    })
 }
 
 /// One read round across every shard; results in plan order.
-async fn read_all(shard: &Rc<Shard>, parts: &[SessionPart], bytes_max: usize) -> Vec<FetchPartResult> {
+async fn read_all(
+    shard: &Rc<Shard>,
+    parts: &[SessionPart],
+    bytes_max: usize,
+) -> Vec<FetchPartResult> {
     let mut per: Vec<Vec<(usize, FetchPart)>> = (0..shard.count).map(|_| Vec::new()).collect();
     for (i, p) in parts.iter().enumerate() {
         let s = owner(&p.tp.topic, p.tp.partition.0, shard.count);
-        per[s].push((i, FetchPart { tp: p.tp.clone(), offset: p.offset, partition_bytes_max: p.partition_bytes_max }));
+        per[s].push((
+            i,
+            FetchPart {
+                tp: p.tp.clone(),
+                offset: p.offset,
+                partition_bytes_max: p.partition_bytes_max,
+            },
+        ));
     }
     let mut calls = Vec::new();
     let mut positions = Vec::new();
     for (s, group) in per.into_iter().enumerate().filter(|(_, g)| !g.is_empty()) {
         positions.push(group.iter().map(|(i, _)| *i).collect::<Vec<_>>());
-        calls.push((s, ShardOp::FetchRead { parts: group.into_iter().map(|(_, p)| p).collect(), bytes_max }));
+        calls.push((
+            s,
+            ShardOp::FetchRead {
+                parts: group.into_iter().map(|(_, p)| p).collect(),
+                bytes_max,
+            },
+        ));
     }
-    let mut out = vec![FetchPartResult { error: code::NOT_LEADER_OR_FOLLOWER, ..Default::default() }; parts.len()];
+    let mut out = vec![
+        FetchPartResult {
+            error: code::NOT_LEADER_OR_FOLLOWER,
+            ..Default::default()
+        };
+        parts.len()
+    ];
     for (idx, reply) in positions.into_iter().zip(shard.call_all(calls).await) {
         if let ShardReply::Fetch(rs) = reply {
             for (i, r) in idx.into_iter().zip(rs) {
@@ -186,7 +250,9 @@ async fn wait_any(shard: &Rc<Shard>, parts: &[SessionPart], wait: Duration) {
         .filter(|(_, g)| !g.is_empty())
         .map(|(s, g)| {
             let me = shard.clone();
-            glommio::spawn_local(async move { me.call(s, ShardOp::FetchWait { parts: g, wait_ms }).await })
+            glommio::spawn_local(async move {
+                me.call(s, ShardOp::FetchWait { parts: g, wait_ms }).await
+            })
         })
         .collect();
     if tasks.is_empty() {
@@ -203,26 +269,39 @@ async fn wait_any(shard: &Rc<Shard>, parts: &[SessionPart], wait: Duration) {
     .await
 }
 
-
 pub async fn handle(shard: &Rc<Shard>, req: &Request) -> Result<ResponseFrame, FrameError> {
     let body: FetchRequest = decode_body(req)?;
     let plan = match plan(shard, &body) {
         Ok(p) => p,
         Err(error) => {
-            let resp = FetchResponse::default().with_error_code(error).with_session_id(0);
+            let resp = FetchResponse::default()
+                .with_error_code(error)
+                .with_session_id(0);
             return encode_response(req.header.correlation_id, req.version, &resp);
         }
     };
-    let bytes_max = if body.max_bytes <= 0 { usize::MAX } else { body.max_bytes as usize };
+    let bytes_max = if body.max_bytes <= 0 {
+        usize::MAX
+    } else {
+        body.max_bytes as usize
+    };
     let wait_ms = (body.max_wait_ms.max(0) as u64).min(shard.config.fetch_wait_ms_max);
     let deadline = Instant::now() + Duration::from_millis(wait_ms);
     let min_bytes = body.min_bytes.max(0) as usize;
     let mut results = read_all(shard, &plan.parts, bytes_max).await;
     loop {
-        let total: usize = results.iter().map(|r| r.records.as_ref().map(|b| b.len()).unwrap_or(0)).sum();
+        let total: usize = results
+            .iter()
+            .map(|r| r.records.as_ref().map(|b| b.len()).unwrap_or(0))
+            .sum();
         let errors = results.iter().any(|r| r.error != code::NONE);
         let now = Instant::now();
-        if total >= min_bytes || errors || now >= deadline || shard.stopping.is_set() || plan.parts.is_empty() {
+        if total >= min_bytes
+            || errors
+            || now >= deadline
+            || shard.stopping.is_set()
+            || plan.parts.is_empty()
+        {
             break;
         }
         // Wait for growth past what was just seen, so a wake-up means new data.
@@ -230,7 +309,10 @@ pub async fn handle(shard: &Rc<Shard>, req: &Request) -> Result<ResponseFrame, F
             .parts
             .iter()
             .zip(&results)
-            .map(|(p, r)| SessionPart { offset: p.offset.max(r.high_watermark), ..p.clone() })
+            .map(|(p, r)| SessionPart {
+                offset: p.offset.max(r.high_watermark),
+                ..p.clone()
+            })
             .collect();
         wait_any(shard, &seen, deadline - now).await;
         results = read_all(shard, &plan.parts, bytes_max).await;
@@ -248,7 +330,10 @@ fn respond(
     let mut updates = Vec::new();
     for (p, r) in plan.parts.iter().zip(results) {
         let has_data = r.records.as_ref().is_some_and(|b| !b.is_empty());
-        let changed = r.error != code::NONE || has_data || r.high_watermark != p.last_hw || r.log_start != p.last_log_start;
+        let changed = r.error != code::NONE
+            || has_data
+            || r.high_watermark != p.last_hw
+            || r.log_start != p.last_log_start;
         if plan.incremental && !changed {
             continue;
         }
@@ -281,6 +366,8 @@ fn respond(
             }
         }
     }
-    let resp = FetchResponse::default().with_session_id(plan.session_id).with_responses(topics);
+    let resp = FetchResponse::default()
+        .with_session_id(plan.session_id)
+        .with_responses(topics);
     encode_response(req.header.correlation_id, req.version, &resp)
 }

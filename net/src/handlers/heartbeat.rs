@@ -8,11 +8,17 @@ use super::ApiSpec;
 use crate::frame::{decode_body, encode_response, FrameError, Request, ResponseFrame};
 use crate::shard::Shard;
 
-pub const SPEC: ApiSpec = ApiSpec { key: ApiKey::Heartbeat, min: 0, max: 4 };
+pub const SPEC: ApiSpec = ApiSpec {
+    key: ApiKey::Heartbeat,
+    min: 0,
+    max: 4,
+};
 
 pub fn handle(shard: &Rc<Shard>, req: &Request) -> Result<ResponseFrame, FrameError> {
     let body: HeartbeatRequest = decode_body(req)?;
-    let error = shard.groups.heartbeat(&body.group_id.0, body.generation_id, &body.member_id);
+    let error = shard
+        .groups
+        .heartbeat(&body.group_id.0, body.generation_id, &body.member_id);
     let resp = HeartbeatResponse::default().with_error_code(error);
     encode_response(req.header.correlation_id, req.version, &resp)
 }

@@ -11,15 +11,26 @@ use crate::errors::code;
 use crate::frame::{decode_body, encode_response, FrameError, Request, ResponseFrame};
 use crate::shard::Shard;
 
-pub const SPEC: ApiSpec = ApiSpec { key: ApiKey::InitProducerId, min: 0, max: 4 };
+pub const SPEC: ApiSpec = ApiSpec {
+    key: ApiKey::InitProducerId,
+    min: 0,
+    max: 4,
+};
 
 pub fn handle(shard: &Rc<Shard>, req: &Request) -> Result<ResponseFrame, FrameError> {
     let body: InitProducerIdRequest = decode_body(req)?;
-    let mut resp = InitProducerIdResponse::default().with_producer_id(ProducerId(-1)).with_producer_epoch(-1);
+    let mut resp = InitProducerIdResponse::default()
+        .with_producer_id(ProducerId(-1))
+        .with_producer_epoch(-1);
     if body.transactional_id.is_some() {
         resp = resp.with_error_code(code::TRANSACTIONAL_ID_AUTHORIZATION_FAILED);
-    } else if body.producer_id.0 >= 0 && body.producer_epoch >= 0 && body.producer_epoch < i16::MAX - 1 {
-        resp = resp.with_producer_id(body.producer_id).with_producer_epoch(body.producer_epoch + 1);
+    } else if body.producer_id.0 >= 0
+        && body.producer_epoch >= 0
+        && body.producer_epoch < i16::MAX - 1
+    {
+        resp = resp
+            .with_producer_id(body.producer_id)
+            .with_producer_epoch(body.producer_epoch + 1);
     } else {
         match shard.catalog.allocate_producer_id() {
             Ok(id) => resp = resp.with_producer_id(ProducerId(id)).with_producer_epoch(0),

@@ -12,7 +12,11 @@ use crate::frame::{decode_body, encode_response, FrameError, Request, ResponseFr
 use crate::groups::JoinRequest;
 use crate::shard::Shard;
 
-pub const SPEC: ApiSpec = ApiSpec { key: ApiKey::JoinGroup, min: 0, max: 6 };
+pub const SPEC: ApiSpec = ApiSpec {
+    key: ApiKey::JoinGroup,
+    min: 0,
+    max: 6,
+};
 
 pub async fn handle(shard: &Rc<Shard>, req: &Request) -> Result<ResponseFrame, FrameError> {
     let body: JoinGroupRequest = decode_body(req)?;
@@ -24,7 +28,11 @@ pub async fn handle(shard: &Rc<Shard>, req: &Request) -> Result<ResponseFrame, F
         session_timeout_ms: body.session_timeout_ms,
         rebalance_timeout_ms: body.rebalance_timeout_ms,
         protocol_type: body.protocol_type.to_string(),
-        protocols: body.protocols.iter().map(|p| (p.name.to_string(), p.metadata.clone())).collect(),
+        protocols: body
+            .protocols
+            .iter()
+            .map(|p| (p.name.to_string(), p.metadata.clone()))
+            .collect(),
     };
     let outcome = match shard.groups.join(join) {
         Ok(rx) => rx.await.map_err(|_| code::UNKNOWN_MEMBER_ID),
@@ -40,7 +48,11 @@ pub async fn handle(shard: &Rc<Shard>, req: &Request) -> Result<ResponseFrame, F
             .with_members(
                 o.members
                     .into_iter()
-                    .map(|(id, meta)| JoinGroupResponseMember::default().with_member_id(StrBytes::from_string(id)).with_metadata(meta))
+                    .map(|(id, meta)| {
+                        JoinGroupResponseMember::default()
+                            .with_member_id(StrBytes::from_string(id))
+                            .with_metadata(meta)
+                    })
                     .collect(),
             ),
         Err(error) => JoinGroupResponse::default()

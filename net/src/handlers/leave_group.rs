@@ -9,12 +9,20 @@ use super::ApiSpec;
 use crate::frame::{decode_body, encode_response, FrameError, Request, ResponseFrame};
 use crate::shard::Shard;
 
-pub const SPEC: ApiSpec = ApiSpec { key: ApiKey::LeaveGroup, min: 0, max: 4 };
+pub const SPEC: ApiSpec = ApiSpec {
+    key: ApiKey::LeaveGroup,
+    min: 0,
+    max: 4,
+};
 
 pub fn handle(shard: &Rc<Shard>, req: &Request) -> Result<ResponseFrame, FrameError> {
     let body: LeaveGroupRequest = decode_body(req)?;
     let resp = if req.version >= 3 {
-        let ids: Vec<String> = body.members.iter().map(|m| m.member_id.to_string()).collect();
+        let ids: Vec<String> = body
+            .members
+            .iter()
+            .map(|m| m.member_id.to_string())
+            .collect();
         let errors = shard.groups.leave(&body.group_id.0, &ids);
         let members = body
             .members
@@ -29,7 +37,9 @@ pub fn handle(shard: &Rc<Shard>, req: &Request) -> Result<ResponseFrame, FrameEr
             .collect();
         LeaveGroupResponse::default().with_members(members)
     } else {
-        let errors = shard.groups.leave(&body.group_id.0, &[body.member_id.to_string()]);
+        let errors = shard
+            .groups
+            .leave(&body.group_id.0, &[body.member_id.to_string()]);
         LeaveGroupResponse::default().with_error_code(errors.first().copied().unwrap_or(0))
     };
     encode_response(req.header.correlation_id, req.version, &resp)

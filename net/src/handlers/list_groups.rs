@@ -10,7 +10,11 @@ use super::ApiSpec;
 use crate::frame::{decode_body, encode_response, FrameError, Request, ResponseFrame};
 use crate::shard::Shard;
 
-pub const SPEC: ApiSpec = ApiSpec { key: ApiKey::ListGroups, min: 0, max: 4 };
+pub const SPEC: ApiSpec = ApiSpec {
+    key: ApiKey::ListGroups,
+    min: 0,
+    max: 4,
+};
 
 pub fn handle(shard: &Rc<Shard>, req: &Request) -> Result<ResponseFrame, FrameError> {
     let body: ListGroupsRequest = decode_body(req)?;
@@ -18,7 +22,13 @@ pub fn handle(shard: &Rc<Shard>, req: &Request) -> Result<ResponseFrame, FrameEr
         .groups
         .list()
         .into_iter()
-        .filter(|(_, state, _)| body.states_filter.is_empty() || body.states_filter.iter().any(|s| s.as_str() == state.name()))
+        .filter(|(_, state, _)| {
+            body.states_filter.is_empty()
+                || body
+                    .states_filter
+                    .iter()
+                    .any(|s| s.as_str() == state.name())
+        })
         .map(|(name, state, protocol_type)| {
             let g = ListedGroup::default()
                 .with_group_id(GroupId(StrBytes::from_string(name)))

@@ -3,7 +3,9 @@
 
 use std::rc::Rc;
 
-use kafka_protocol::messages::list_offsets_response::{ListOffsetsPartitionResponse, ListOffsetsTopicResponse};
+use kafka_protocol::messages::list_offsets_response::{
+    ListOffsetsPartitionResponse, ListOffsetsTopicResponse,
+};
 use kafka_protocol::messages::{ApiKey, ListOffsetsRequest, ListOffsetsResponse};
 
 use super::ApiSpec;
@@ -12,14 +14,21 @@ use crate::frame::{decode_body, encode_response, FrameError, Request, ResponseFr
 use crate::shard::{split_by_shard, Shard, ShardOp, ShardReply};
 use crate::store::{PartitionId, TopicPartition};
 
-pub const SPEC: ApiSpec = ApiSpec { key: ApiKey::ListOffsets, min: 1, max: 7 };
+pub const SPEC: ApiSpec = ApiSpec {
+    key: ApiKey::ListOffsets,
+    min: 1,
+    max: 7,
+};
 
 pub async fn handle(shard: &Rc<Shard>, req: &Request) -> Result<ResponseFrame, FrameError> {
     let body: ListOffsetsRequest = decode_body(req)?;
     let mut items = Vec::new();
     for t in &body.topics {
         for p in &t.partitions {
-            let tp = TopicPartition { topic: t.name.0.to_string(), partition: PartitionId(p.partition_index) };
+            let tp = TopicPartition {
+                topic: t.name.0.to_string(),
+                partition: PartitionId(p.partition_index),
+            };
             items.push((tp, p.timestamp));
         }
     }
@@ -29,7 +38,12 @@ pub async fn handle(shard: &Rc<Shard>, req: &Request) -> Result<ResponseFrame, F
     let mut positions = Vec::new();
     for (s, group) in groups {
         positions.push(group.iter().map(|(i, _, _)| *i).collect::<Vec<_>>());
-        calls.push((s, ShardOp::ListOffsets { parts: group.into_iter().map(|(_, tp, ts)| (tp, ts)).collect() }));
+        calls.push((
+            s,
+            ShardOp::ListOffsets {
+                parts: group.into_iter().map(|(_, tp, ts)| (tp, ts)).collect(),
+            },
+        ));
     }
     for (idx, reply) in positions.into_iter().zip(shard.call_all(calls).await) {
         if let ShardReply::Offsets(rs) = reply {
@@ -47,7 +61,8 @@ pub async fn handle(shard: &Rc<Shard>, req: &Request) -> Result<ResponseFrame, F
                 .partitions
                 .iter()
                 .map(|p| {
-                    let (error, offset, timestamp) = it.next().unwrap_or((code::UNKNOWN_SERVER_ERROR, -1, -1));
+                    let (error, offset, timestamp) =
+                        it.next().unwrap_or((code::UNKNOWN_SERVER_ERROR, -1, -1));
                     ListOffsetsPartitionResponse::default()
                         .with_partition_index(p.partition_index)
                         .with_error_code(error)
@@ -56,7 +71,9 @@ pub async fn handle(shard: &Rc<Shard>, req: &Request) -> Result<ResponseFrame, F
                         .with_leader_epoch(if req.version >= 4 { 0 } else { -1 })
                 })
                 .collect();
-            ListOffsetsTopicResponse::default().with_name(t.name.clone()).with_partitions(partitions)
+            ListOffsetsTopicResponse::default()
+                .with_name(t.name.clone())
+                .with_partitions(partitions)
         })
         .collect();
     let resp = ListOffsetsResponse::default().with_topics(topics);

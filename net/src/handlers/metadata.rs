@@ -16,7 +16,11 @@ use crate::errors::code;
 use crate::frame::{decode_body, encode_response, FrameError, Request, ResponseFrame};
 use crate::shard::Shard;
 
-pub const SPEC: ApiSpec = ApiSpec { key: ApiKey::Metadata, min: 0, max: 12 };
+pub const SPEC: ApiSpec = ApiSpec {
+    key: ApiKey::Metadata,
+    min: 0,
+    max: 12,
+};
 
 fn topic_entry(meta: &TopicMeta, node: i32) -> MetadataResponseTopic {
     let partitions = (0..meta.partitions)
@@ -50,12 +54,18 @@ pub fn lookup_or_create(shard: &Shard, name: &str, allow_create: bool) -> Result
         return Err(code::UNKNOWN_TOPIC_OR_PARTITION);
     }
     let partitions = shard.config.topic_defaults.partitions;
-    match shard.catalog.create(name, partitions, BTreeMap::new(), false) {
+    match shard
+        .catalog
+        .create(name, partitions, BTreeMap::new(), false)
+    {
         Ok(meta) => {
             tracing::info!(topic = name, partitions, "auto-created topic");
             Ok(meta)
         }
-        Err(CatalogError::Exists(_)) => shard.catalog.get(name).ok_or(code::UNKNOWN_TOPIC_OR_PARTITION),
+        Err(CatalogError::Exists(_)) => shard
+            .catalog
+            .get(name)
+            .ok_or(code::UNKNOWN_TOPIC_OR_PARTITION),
         Err(CatalogError::InvalidName(_)) => Err(code::INVALID_TOPIC_EXCEPTION),
         Err(e) => {
             tracing::error!(topic = name, error = %e, "auto-creating topic failed");
@@ -78,7 +88,11 @@ pub async fn handle(shard: &Rc<Shard>, req: &Request) -> Result<ResponseFrame, F
                     Err(e) => error_entry(name, e),
                 },
                 None => {
-                    let found = shard.catalog.list().into_iter().find(|m| Uuid::from_bytes(m.topic_id) == t.topic_id);
+                    let found = shard
+                        .catalog
+                        .list()
+                        .into_iter()
+                        .find(|m| Uuid::from_bytes(m.topic_id) == t.topic_id);
                     match found {
                         Some(meta) => topic_entry(&meta, node),
                         None => MetadataResponseTopic::default()
@@ -88,7 +102,12 @@ pub async fn handle(shard: &Rc<Shard>, req: &Request) -> Result<ResponseFrame, F
                 }
             })
             .collect(),
-        _ => shard.catalog.list().iter().map(|m| topic_entry(m, node)).collect(),
+        _ => shard
+            .catalog
+            .list()
+            .iter()
+            .map(|m| topic_entry(m, node))
+            .collect(),
     };
     let broker = MetadataResponseBroker::default()
         .with_node_id(BrokerId(node))

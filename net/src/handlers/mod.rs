@@ -14,22 +14,22 @@ pub mod alter_configs;
 pub mod api_versions;
 pub mod create_partitions;
 pub mod create_topics;
-pub mod find_coordinator;
-pub mod join_group;
-pub mod sync_group;
-pub mod heartbeat;
-pub mod leave_group;
-pub mod offset_commit;
-pub mod offset_fetch;
-pub mod describe_groups;
-pub mod list_groups;
 pub mod delete_topics;
 pub mod describe_configs;
+pub mod describe_groups;
 pub mod fetch;
+pub mod find_coordinator;
+pub mod heartbeat;
 pub mod init_producer_id;
+pub mod join_group;
+pub mod leave_group;
+pub mod list_groups;
 pub mod list_offsets;
 pub mod metadata;
+pub mod offset_commit;
+pub mod offset_fetch;
 pub mod produce;
+pub mod sync_group;
 
 /// An API this broker implements, and the versions it implements.
 #[derive(Debug, Clone, Copy)]
@@ -76,12 +76,17 @@ pub fn spec(key: ApiKey) -> Option<&'static ApiSpec> {
 
 /// Runs one request. `Ok(None)` means no response is sent (acks=0 produce).
 pub async fn dispatch(shard: Rc<Shard>, req: Request) -> Result<Option<ResponseFrame>, FrameError> {
-    let supported = spec(req.api_key).map(|s| s.supports(req.version)).unwrap_or(false);
+    let supported = spec(req.api_key)
+        .map(|s| s.supports(req.version))
+        .unwrap_or(false);
     if !supported {
         if req.api_key == ApiKey::ApiVersions {
             return api_versions::unsupported(&req).map(Some);
         }
-        return Err(FrameError::Unsupported { api: req.api_key, version: req.version });
+        return Err(FrameError::Unsupported {
+            api: req.api_key,
+            version: req.version,
+        });
     }
     tracing::debug!(api = ?req.api_key, version = req.version, shard = shard.id,
         client_id = req.header.client_id.as_deref().unwrap_or(""), "request");
@@ -97,7 +102,9 @@ pub async fn dispatch(shard: Rc<Shard>, req: Request) -> Result<Option<ResponseF
         ApiKey::CreatePartitions => create_partitions::handle(&shard, &req).map(Some),
         ApiKey::DescribeConfigs => describe_configs::handle(&shard, &req).map(Some),
         ApiKey::AlterConfigs => alter_configs::handle(&shard, &req).await.map(Some),
-        ApiKey::IncrementalAlterConfigs => alter_configs::handle_incremental(&shard, &req).await.map(Some),
+        ApiKey::IncrementalAlterConfigs => alter_configs::handle_incremental(&shard, &req)
+            .await
+            .map(Some),
         ApiKey::FindCoordinator => find_coordinator::handle(&shard, &req).map(Some),
         ApiKey::JoinGroup => join_group::handle(&shard, &req).await.map(Some),
         ApiKey::SyncGroup => sync_group::handle(&shard, &req).await.map(Some),
@@ -107,6 +114,9 @@ pub async fn dispatch(shard: Rc<Shard>, req: Request) -> Result<Option<ResponseF
         ApiKey::OffsetFetch => offset_fetch::handle(&shard, &req).map(Some),
         ApiKey::DescribeGroups => describe_groups::handle(&shard, &req).map(Some),
         ApiKey::ListGroups => list_groups::handle(&shard, &req).map(Some),
-        other => Err(FrameError::Unsupported { api: other, version: req.version }),
+        other => Err(FrameError::Unsupported {
+            api: other,
+            version: req.version,
+        }),
     }
 }

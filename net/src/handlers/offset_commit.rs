@@ -3,7 +3,9 @@
 
 use std::rc::Rc;
 
-use kafka_protocol::messages::offset_commit_response::{OffsetCommitResponsePartition, OffsetCommitResponseTopic};
+use kafka_protocol::messages::offset_commit_response::{
+    OffsetCommitResponsePartition, OffsetCommitResponseTopic,
+};
 use kafka_protocol::messages::{ApiKey, OffsetCommitRequest, OffsetCommitResponse};
 
 use super::ApiSpec;
@@ -11,12 +13,19 @@ use crate::errors::code;
 use crate::frame::{decode_body, encode_response, FrameError, Request, ResponseFrame};
 use crate::shard::Shard;
 
-pub const SPEC: ApiSpec = ApiSpec { key: ApiKey::OffsetCommit, min: 2, max: 8 };
+pub const SPEC: ApiSpec = ApiSpec {
+    key: ApiKey::OffsetCommit,
+    min: 2,
+    max: 8,
+};
 
 pub fn handle(shard: &Rc<Shard>, req: &Request) -> Result<ResponseFrame, FrameError> {
     let body: OffsetCommitRequest = decode_body(req)?;
     let group = body.group_id.0.to_string();
-    let membership = shard.groups.check_commit(&group, body.generation_id_or_member_epoch, &body.member_id);
+    let membership =
+        shard
+            .groups
+            .check_commit(&group, body.generation_id_or_member_epoch, &body.member_id);
     let topics = body
         .topics
         .iter()
@@ -32,12 +41,22 @@ pub fn handle(shard: &Rc<Shard>, req: &Request) -> Result<ResponseFrame, FrameEr
                         code::UNKNOWN_TOPIC_OR_PARTITION
                     } else {
                         let meta = p.committed_metadata.as_ref().map(|m| m.to_string());
-                        shard.groups.commit(&group, &t.name.0, p.partition_index, p.committed_offset, meta)
+                        shard.groups.commit(
+                            &group,
+                            &t.name.0,
+                            p.partition_index,
+                            p.committed_offset,
+                            meta,
+                        )
                     };
-                    OffsetCommitResponsePartition::default().with_partition_index(p.partition_index).with_error_code(error)
+                    OffsetCommitResponsePartition::default()
+                        .with_partition_index(p.partition_index)
+                        .with_error_code(error)
                 })
                 .collect();
-            OffsetCommitResponseTopic::default().with_name(t.name.clone()).with_partitions(partitions)
+            OffsetCommitResponseTopic::default()
+                .with_name(t.name.clone())
+                .with_partitions(partitions)
         })
         .collect();
     let resp = OffsetCommitResponse::default().with_topics(topics);

@@ -13,7 +13,11 @@ use crate::frame::{decode_body, encode_response, FrameError, Request, ResponseFr
 use crate::shard::{split_by_shard, ProducePartResult, Shard, ShardOp, ShardReply};
 use crate::store::{PartitionId, TopicPartition};
 
-pub const SPEC: ApiSpec = ApiSpec { key: ApiKey::Produce, min: 3, max: 9 };
+pub const SPEC: ApiSpec = ApiSpec {
+    key: ApiKey::Produce,
+    min: 3,
+    max: 9,
+};
 
 pub async fn handle(shard: &Rc<Shard>, req: &Request) -> Result<Option<ResponseFrame>, FrameError> {
     let body: ProduceRequest = decode_body(req)?;
@@ -24,15 +28,27 @@ pub async fn handle(shard: &Rc<Shard>, req: &Request) -> Result<Option<ResponseF
         let mut parts = Vec::with_capacity(t.partition_data.len());
         for p in &t.partition_data {
             parts.push(p.index);
-            let tp = TopicPartition { topic: t.name.0.to_string(), partition: PartitionId(p.index) };
+            let tp = TopicPartition {
+                topic: t.name.0.to_string(),
+                partition: PartitionId(p.index),
+            };
             items.push((tp, p.records.clone().unwrap_or_default()));
         }
         shape.push((t.name.clone(), parts));
     }
     let n = items.len();
-    let mut results = vec![ProducePartResult { error: code::UNKNOWN_SERVER_ERROR, base_offset: -1, log_start: -1 }; n];
-    if !matches!(acks, 0 | 1 | -1) {
-        results.iter_mut().for_each(|r| r.error = code::INVALID_REQUIRED_ACKS);
+    let mut results = vec![
+        ProducePartResult {
+            error: code::UNKNOWN_SERVER_ERROR,
+            base_offset: -1,
+            log_start: -1
+        };
+        n
+    ];
+    if !(-1..=1).contains(&acks) {
+        results
+            .iter_mut()
+            .for_each(|r| r.error = code::INVALID_REQUIRED_ACKS);
     } else {
         let groups = split_by_shard(shard.count, items);
         let mut calls = Vec::with_capacity(groups.len());
@@ -85,7 +101,9 @@ pub async fn handle(shard: &Rc<Shard>, req: &Request) -> Result<Option<ResponseF
                         .with_log_start_offset(r.log_start)
                 })
                 .collect();
-            TopicProduceResponse::default().with_name(name).with_partition_responses(partition_responses)
+            TopicProduceResponse::default()
+                .with_name(name)
+                .with_partition_responses(partition_responses)
         })
         .collect();
     let resp = ProduceResponse::default().with_responses(responses);

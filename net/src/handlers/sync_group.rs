@@ -9,18 +9,33 @@ use crate::errors::code;
 use crate::frame::{decode_body, encode_response, FrameError, Request, ResponseFrame};
 use crate::shard::Shard;
 
-pub const SPEC: ApiSpec = ApiSpec { key: ApiKey::SyncGroup, min: 0, max: 4 };
+pub const SPEC: ApiSpec = ApiSpec {
+    key: ApiKey::SyncGroup,
+    min: 0,
+    max: 4,
+};
 
 pub async fn handle(shard: &Rc<Shard>, req: &Request) -> Result<ResponseFrame, FrameError> {
     let body: SyncGroupRequest = decode_body(req)?;
-    let assignments = body.assignments.iter().map(|a| (a.member_id.to_string(), a.assignment.clone())).collect();
-    let outcome = match shard.groups.sync(&body.group_id.0, body.generation_id, &body.member_id, assignments) {
+    let assignments = body
+        .assignments
+        .iter()
+        .map(|a| (a.member_id.to_string(), a.assignment.clone()))
+        .collect();
+    let outcome = match shard.groups.sync(
+        &body.group_id.0,
+        body.generation_id,
+        &body.member_id,
+        assignments,
+    ) {
         Ok(Ok(o)) => Ok(o),
         Ok(Err(rx)) => rx.await.map_err(|_| code::REBALANCE_IN_PROGRESS),
         Err(e) => Err(e),
     };
     let resp = match outcome {
-        Ok(o) => SyncGroupResponse::default().with_error_code(o.error).with_assignment(o.assignment),
+        Ok(o) => SyncGroupResponse::default()
+            .with_error_code(o.error)
+            .with_assignment(o.assignment),
         Err(error) => SyncGroupResponse::default().with_error_code(error),
     };
     encode_response(req.header.correlation_id, req.version, &resp)

@@ -21,23 +21,41 @@ impl Broker {
 
     pub fn start_with(data_dir: &Path, extra: &[&str]) -> Broker {
         let mut cmd = Command::new(env!("CARGO_BIN_EXE_sluice"));
-        cmd.args(["serve", "--listen", "127.0.0.1:0", "--admin-listen", "127.0.0.1:0", "--cores", "0-1", "--no-pin"])
-            .arg("--data-dir")
-            .arg(data_dir)
-            .args(extra)
-            .env("RUST_LOG", std::env::var("SLUICE_TEST_LOG").unwrap_or_else(|_| "warn".into()))
-            .stdout(Stdio::piped())
-            .stderr(Stdio::inherit());
+        cmd.args([
+            "serve",
+            "--listen",
+            "127.0.0.1:0",
+            "--admin-listen",
+            "127.0.0.1:0",
+            "--cores",
+            "0-1",
+            "--no-pin",
+        ])
+        .arg("--data-dir")
+        .arg(data_dir)
+        .args(extra)
+        .env(
+            "RUST_LOG",
+            std::env::var("SLUICE_TEST_LOG").unwrap_or_else(|_| "warn".into()),
+        )
+        .stdout(Stdio::piped())
+        .stderr(Stdio::inherit());
         let mut child = cmd.spawn().expect("spawn sluice");
         let stdout = child.stdout.take().expect("stdout");
         let mut line = String::new();
-        BufReader::new(stdout).read_line(&mut line).expect("read the listening line");
+        BufReader::new(stdout)
+            .read_line(&mut line)
+            .expect("read the listening line");
         let addr = line
             .split_whitespace()
             .nth(3)
             .unwrap_or_else(|| panic!("unexpected first line from sluice: {line:?}"))
             .to_string();
-        Broker { child: Some(child), addr, data_dir: data_dir.to_path_buf() }
+        Broker {
+            child: Some(child),
+            addr,
+            data_dir: data_dir.to_path_buf(),
+        }
     }
 
     /// SIGTERM, then wait for the exit.
