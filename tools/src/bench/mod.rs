@@ -111,7 +111,7 @@ pub struct Scenario {
     #[arg(long, default_value = "100")]
     pub message_size: String,
     /// A batch is sent when it would grow past this many bytes.
-    #[arg(long, default_value_t = 256 * 1024)]
+    #[arg(long, default_value_t = 60 * 1024)]
     pub batch_bytes: usize,
     /// With --rate: longest time a batch waits for more messages.
     #[arg(long, default_value_t = 0.0)]

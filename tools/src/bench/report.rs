@@ -185,11 +185,12 @@ pub fn progress_line(t_s: f64, samples: &[Sample], control: &Control) -> String 
     for x in samples {
         let _ = write!(
             s,
-            " {}: {:>12} msgs/s {:>9.1} MB/s p99 {:>9} err {}",
+            " {}: {:>12} msgs/s {:>9.1} MB/s p99 {:>8} (so far {:>8}) err {}",
             role_name(x.role),
             thousands(x.msgs_per_s as u64),
             x.mb_per_s,
             micros(x.p99_us),
+            micros(x.p99_so_far_us),
             x.errors
         );
     }

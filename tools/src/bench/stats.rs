@@ -162,7 +162,10 @@ pub struct Sample {
     pub role: Role,
     pub msgs_per_s: f64,
     pub mb_per_s: f64,
+    /// p99 of this second.
     pub p99_us: f64,
+    /// p99 of the run so far.
+    pub p99_so_far_us: f64,
     pub errors: u64,
 }
 
@@ -189,6 +192,8 @@ pub struct Collector {
     pub measured_from_ns: Option<u64>,
     /// Interval histograms per role, for the histogram log: (start_ns, role, histogram).
     pub intervals: Vec<(u64, u64, Role, Histogram<u64>)>,
+    /// Everything recorded so far, per role (for the progress line).
+    so_far: Vec<(Role, Histogram<u64>)>,
 }
 
 impl Collector {
@@ -214,6 +219,7 @@ impl Collector {
             warmup_end_ns: started_ns + warmup_ns,
             measured_from_ns,
             intervals: Vec::new(),
+            so_far: Vec::new(),
         }
     }
 
@@ -251,17 +257,26 @@ impl Collector {
             self.measured_from_ns = Some(now);
         }
         let t_s = (now - self.started_ns) as f64 / 1e9;
-        let samples: Vec<Sample> = per_role
-            .iter()
-            .map(|(role, m, b, e, h)| Sample {
+        let mut samples = Vec::with_capacity(per_role.len());
+        for (role, m, b, e, h) in &per_role {
+            let i = match self.so_far.iter().position(|(r, _)| r == role) {
+                Some(i) => i,
+                None => {
+                    self.so_far.push((*role, new_histogram()));
+                    self.so_far.len() - 1
+                }
+            };
+            let _ = self.so_far[i].1.add(h);
+            samples.push(Sample {
                 t_s,
                 role: *role,
                 msgs_per_s: *m as f64 / secs,
                 mb_per_s: *b as f64 / secs / 1e6,
                 p99_us: Percentiles::of(h).p99,
+                p99_so_far_us: Percentiles::of(&self.so_far[i].1).p99,
                 errors: *e,
-            })
-            .collect();
+            });
+        }
         for (role, _, _, _, h) in per_role {
             self.intervals.push((
                 self.last_tick_ns - self.started_ns,
