@@ -4,6 +4,8 @@
 
 use bytes::{BufMut, Bytes, BytesMut};
 use kafka_protocol::messages::{ApiKey, RequestHeader, ResponseHeader};
+
+use crate::store::BatchSlice;
 use kafka_protocol::protocol::{Decodable, Encodable, HeaderVersion};
 
 /// Why a frame could not be read or parsed. Each closes the connection.
@@ -90,14 +92,113 @@ pub fn decode_body<T: Decodable>(req: &Request) -> Result<T, FrameError> {
 #[derive(Debug)]
 pub enum Chunk {
     Owned(Bytes),
+    /// Stored batch bytes as the engine handed them out, written without a copy.
+    Batch(BatchSlice),
 }
 
 impl Chunk {
     pub fn as_slice(&self) -> &[u8] {
         match self {
             Chunk::Owned(b) => b,
+            Chunk::Batch(b) => b,
         }
     }
+}
+
+/// Stand-in bytes for spliced records: never read, only recognised by address. Untouched
+/// pages of a zeroed static cost no memory.
+static SPLICE_MARKER: [u8; SPLICE_BYTES_MAX] = [0; SPLICE_BYTES_MAX];
+/// Largest records field that is spliced instead of copied.
+pub const SPLICE_BYTES_MAX: usize = 64 << 20;
+
+/// Bytes standing in for `len` bytes of records that [`encode_response_spliced`] splices.
+pub fn splice_marker(len: usize) -> Option<Bytes> {
+    (len <= SPLICE_BYTES_MAX).then(|| Bytes::from_static(&SPLICE_MARKER[..len]))
+}
+
+/// An encoding buffer that, instead of copying a marker's bytes, notes where it goes.
+struct SpliceBuf {
+    buf: BytesMut,
+    /// Offsets in `buf` where the next spliced records go, in encoding order.
+    at: Vec<usize>,
+}
+
+// SAFETY: every method delegates to `BytesMut`'s implementation, which upholds the
+// `BufMut` contract; `put_slice` either delegates or writes nothing.
+unsafe impl BufMut for SpliceBuf {
+    fn remaining_mut(&self) -> usize {
+        self.buf.remaining_mut()
+    }
+    unsafe fn advance_mut(&mut self, cnt: usize) {
+        // SAFETY: the caller's promise (cnt bytes initialised) is passed on unchanged.
+        unsafe { self.buf.advance_mut(cnt) }
+    }
+    fn chunk_mut(&mut self) -> &mut bytes::buf::UninitSlice {
+        self.buf.chunk_mut()
+    }
+    fn put_slice(&mut self, src: &[u8]) {
+        let marker = SPLICE_MARKER.as_ptr_range();
+        if !src.is_empty() && marker.contains(&src.as_ptr()) {
+            self.at.push(self.buf.len());
+        } else {
+            self.buf.put_slice(src);
+        }
+    }
+}
+
+impl kafka_protocol::protocol::buf::ByteBufMut for SpliceBuf {
+    fn offset(&self) -> usize {
+        self.buf.len()
+    }
+    fn seek(&mut self, offset: usize) {
+        self.buf.resize(offset, 0);
+    }
+    fn range(&mut self, r: std::ops::Range<usize>) -> &mut [u8] {
+        &mut self.buf[r]
+    }
+}
+
+/// Encodes a response whose records fields hold [`splice_marker`]s, putting `splices`
+/// (one list per marker, in encoding order) in their place without copying them.
+pub fn encode_response_spliced<R: Encodable + HeaderVersion>(
+    correlation_id: i32,
+    version: i16,
+    body: &R,
+    splices: Vec<Vec<BatchSlice>>,
+) -> Result<ResponseFrame, FrameError> {
+    let mut out = SpliceBuf {
+        buf: BytesMut::with_capacity(1024),
+        at: Vec::with_capacity(splices.len()),
+    };
+    out.buf.put_i32(0);
+    ResponseHeader::default()
+        .with_correlation_id(correlation_id)
+        .encode(&mut out, R::header_version(version))
+        .map_err(|e| FrameError::Encode(e.to_string()))?;
+    body.encode(&mut out, version).map_err(|e| {
+        FrameError::Encode(format!("{} v{version}: {e}", std::any::type_name::<R>()))
+    })?;
+    if out.at.len() != splices.len() {
+        return Err(FrameError::Encode(format!(
+            "{} splice points for {} record sets",
+            out.at.len(),
+            splices.len()
+        )));
+    }
+    let spliced: usize = splices.iter().flatten().map(|s| s.len()).sum();
+    let len = i32::try_from(out.buf.len() - 4 + spliced)
+        .map_err(|_| FrameError::Encode("response over 2 GiB".into()))?;
+    out.buf[0..4].copy_from_slice(&len.to_be_bytes());
+    let mut prefix = out.buf.freeze();
+    let mut chunks = Vec::with_capacity(2 * splices.len() + 1);
+    let mut taken = 0;
+    for (at, slices) in out.at.into_iter().zip(splices) {
+        chunks.push(Chunk::Owned(prefix.split_to(at - taken)));
+        taken = at;
+        chunks.extend(slices.into_iter().map(Chunk::Batch));
+    }
+    chunks.push(Chunk::Owned(prefix));
+    Ok(ResponseFrame { chunks })
 }
 
 /// A whole response frame (length prefix included), as chunks to write in order.

@@ -22,8 +22,8 @@ use crate::config::ServerConfig;
 use crate::errors::code;
 use crate::groups::Groups;
 use crate::store::{
-    AppendError, LeaderEpoch, LogManager, Offset, PartitionId, PartitionLog, ReadError, ReadLimits,
-    TopicPartition,
+    AppendError, BatchSlice, LeaderEpoch, LogManager, Offset, PartitionId, PartitionLog, ReadError,
+    ReadLimits, TopicPartition,
 };
 
 /// The shard that owns a partition: one pure function of the partition and the shard count.
@@ -369,7 +369,31 @@ impl Shard {
         }
     }
 
+    /// Reads for another shard: the batches are copied into owned bytes to cross threads.
     async fn fetch_read(&self, parts: &[FetchPart], bytes_max: usize) -> Vec<FetchPartResult> {
+        self.fetch_read_local(parts, bytes_max)
+            .await
+            .into_iter()
+            .map(|(mut r, slices, bytes)| {
+                if bytes > 0 {
+                    let mut buf = BytesMut::with_capacity(bytes);
+                    for s in &slices {
+                        buf.extend_from_slice(s);
+                    }
+                    r.records = Some(buf.freeze());
+                }
+                r
+            })
+            .collect()
+    }
+
+    /// Reads partitions this shard owns: each answer with the engine's batch slices (not
+    /// copied) and their byte count.
+    pub async fn fetch_read_local(
+        &self,
+        parts: &[FetchPart],
+        bytes_max: usize,
+    ) -> Vec<(FetchPartResult, Vec<BatchSlice>, usize)> {
         let mut left = bytes_max;
         let mut any_data = false;
         let mut out = Vec::with_capacity(parts.len());
@@ -377,12 +401,13 @@ impl Shard {
             let log = match self.log_for(&p.tp).await {
                 Ok(log) => log,
                 Err(error) => {
-                    out.push(FetchPartResult {
+                    let r = FetchPartResult {
                         error,
                         high_watermark: -1,
                         log_start: -1,
                         records: None,
-                    });
+                    };
+                    out.push((r, Vec::new(), 0));
                     continue;
                 }
             };
@@ -394,6 +419,8 @@ impl Shard {
                 log_start,
                 records: None,
             };
+            let mut slices = Vec::new();
+            let mut bytes = 0;
             if p.offset < log_start || p.offset > hw {
                 r.error = code::OFFSET_OUT_OF_RANGE;
             } else if p.offset < hw && (left > 0 || !any_data) {
@@ -407,12 +434,8 @@ impl Shard {
                         if batches.bytes > 0 {
                             any_data = true;
                             left = left.saturating_sub(batches.bytes);
-                            // Copy (for now): the mesh needs owned, Send bytes.
-                            let mut buf = BytesMut::with_capacity(batches.bytes);
-                            for s in &batches.slices {
-                                buf.extend_from_slice(s);
-                            }
-                            r.records = Some(buf.freeze());
+                            bytes = batches.bytes;
+                            slices = batches.slices;
                         }
                     }
                     Err(ReadError::OffsetOutOfRange { .. }) => r.error = code::OFFSET_OUT_OF_RANGE,
@@ -422,7 +445,7 @@ impl Shard {
                     }
                 }
             }
-            out.push(r);
+            out.push((r, slices, bytes));
         }
         out
     }

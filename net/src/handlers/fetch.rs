@@ -13,8 +13,12 @@ use kafka_protocol::protocol::StrBytes;
 
 use super::ApiSpec;
 use crate::errors::code;
-use crate::frame::{decode_body, encode_response, FrameError, Request, ResponseFrame};
+use crate::frame::{
+    decode_body, encode_response, encode_response_spliced, splice_marker, FrameError, Request,
+    ResponseFrame,
+};
 use crate::shard::{owner, FetchPart, FetchPartResult, Shard, ShardOp, ShardReply};
+use crate::store::BatchSlice;
 use crate::store::{PartitionId, TopicPartition};
 
 pub const SPEC: ApiSpec = ApiSpec {
@@ -174,12 +178,16 @@ fn plan(shard: &Shard, body: &FetchRequest) -> Result<Plan, i16> {
     })
 }
 
+/// A partition's answer: remote records arrive owned (they crossed the mesh), local ones
+/// as the engine's slices, spliced into the response without a copy.
+type PartOut = (FetchPartResult, Vec<BatchSlice>);
+
+fn records_len(r: &PartOut) -> usize {
+    r.0.records.as_ref().map(|b| b.len()).unwrap_or(0) + r.1.iter().map(|s| s.len()).sum::<usize>()
+}
+
 /// One read round across every shard; results in plan order.
-async fn read_all(
-    shard: &Rc<Shard>,
-    parts: &[SessionPart],
-    bytes_max: usize,
-) -> Vec<FetchPartResult> {
+async fn read_all(shard: &Rc<Shard>, parts: &[SessionPart], bytes_max: usize) -> Vec<PartOut> {
     let mut per: Vec<Vec<(usize, FetchPart)>> = (0..shard.count).map(|_| Vec::new()).collect();
     for (i, p) in parts.iter().enumerate() {
         let s = owner(&p.tp.topic, p.tp.partition.0, shard.count);
@@ -192,29 +200,49 @@ async fn read_all(
             },
         ));
     }
-    let mut calls = Vec::new();
-    let mut positions = Vec::new();
-    for (s, group) in per.into_iter().enumerate().filter(|(_, g)| !g.is_empty()) {
-        positions.push(group.iter().map(|(i, _)| *i).collect::<Vec<_>>());
-        calls.push((
-            s,
-            ShardOp::FetchRead {
-                parts: group.into_iter().map(|(_, p)| p).collect(),
-                bytes_max,
+    let mut out: Vec<PartOut> = vec![
+        (
+            FetchPartResult {
+                error: code::NOT_LEADER_OR_FOLLOWER,
+                ..Default::default()
             },
-        ));
-    }
-    let mut out = vec![
-        FetchPartResult {
-            error: code::NOT_LEADER_OR_FOLLOWER,
-            ..Default::default()
-        };
+            Vec::new()
+        );
         parts.len()
     ];
-    for (idx, reply) in positions.into_iter().zip(shard.call_all(calls).await) {
-        if let ShardReply::Fetch(rs) = reply {
+    let local = std::mem::take(&mut per[shard.id]);
+    // Other shards read in parallel while this one reads its own partitions.
+    let remote: Vec<_> = per
+        .into_iter()
+        .enumerate()
+        .filter(|(_, g)| !g.is_empty())
+        .map(|(s, group)| {
+            let idx: Vec<usize> = group.iter().map(|(i, _)| *i).collect();
+            let op = ShardOp::FetchRead {
+                parts: group.into_iter().map(|(_, p)| p).collect(),
+                bytes_max,
+            };
+            let me = shard.clone();
+            (
+                idx,
+                glommio::spawn_local(async move { me.call(s, op).await }),
+            )
+        })
+        .collect();
+    if !local.is_empty() {
+        let idx: Vec<usize> = local.iter().map(|(i, _)| *i).collect();
+        let local_parts: Vec<FetchPart> = local.into_iter().map(|(_, p)| p).collect();
+        for (i, (r, slices, _)) in idx
+            .into_iter()
+            .zip(shard.fetch_read_local(&local_parts, bytes_max).await)
+        {
+            out[i] = (r, slices);
+        }
+    }
+    for (idx, task) in remote {
+        if let ShardReply::Fetch(rs) = task.await {
             for (i, r) in idx.into_iter().zip(rs) {
-                out[i] = r;
+                out[i] = (r, Vec::new());
             }
         }
     }
@@ -223,7 +251,7 @@ async fn read_all(
     let mut left = bytes_max;
     let mut kept_any = false;
     for r in out.iter_mut() {
-        let n = r.records.as_ref().map(|b| b.len()).unwrap_or(0);
+        let n = records_len(r);
         if n == 0 {
             continue;
         }
@@ -231,7 +259,8 @@ async fn read_all(
             left = left.saturating_sub(n);
             kept_any = true;
         } else {
-            r.records = None;
+            r.0.records = None;
+            r.1.clear();
         }
     }
     out
@@ -290,11 +319,8 @@ pub async fn handle(shard: &Rc<Shard>, req: &Request) -> Result<ResponseFrame, F
     let min_bytes = body.min_bytes.max(0) as usize;
     let mut results = read_all(shard, &plan.parts, bytes_max).await;
     loop {
-        let total: usize = results
-            .iter()
-            .map(|r| r.records.as_ref().map(|b| b.len()).unwrap_or(0))
-            .sum();
-        let errors = results.iter().any(|r| r.error != code::NONE);
+        let total: usize = results.iter().map(records_len).sum();
+        let errors = results.iter().any(|r| r.0.error != code::NONE);
         let now = Instant::now();
         if total >= min_bytes
             || errors
@@ -310,7 +336,7 @@ pub async fn handle(shard: &Rc<Shard>, req: &Request) -> Result<ResponseFrame, F
             .iter()
             .zip(&results)
             .map(|(p, r)| SessionPart {
-                offset: p.offset.max(r.high_watermark),
+                offset: p.offset.max(r.0.high_watermark),
                 ..p.clone()
             })
             .collect();
@@ -324,12 +350,14 @@ fn respond(
     shard: &Rc<Shard>,
     req: &Request,
     plan: Plan,
-    results: Vec<FetchPartResult>,
+    results: Vec<PartOut>,
 ) -> Result<ResponseFrame, FrameError> {
     let mut topics: Vec<FetchableTopicResponse> = Vec::new();
     let mut updates = Vec::new();
-    for (p, r) in plan.parts.iter().zip(results) {
-        let has_data = r.records.as_ref().is_some_and(|b| !b.is_empty());
+    let mut splices = Vec::new();
+    for (p, (r, slices)) in plan.parts.iter().zip(results) {
+        let spliced: usize = slices.iter().map(|s| s.len()).sum();
+        let has_data = spliced > 0 || r.records.as_ref().is_some_and(|b| !b.is_empty());
         let changed = r.error != code::NONE
             || has_data
             || r.high_watermark != p.last_hw
@@ -338,6 +366,17 @@ fn respond(
             continue;
         }
         updates.push((p.tp.clone(), r.high_watermark, r.log_start));
+        let records = if spliced == 0 {
+            r.records.unwrap_or_default()
+        } else if let Some(marker) = splice_marker(spliced) {
+            splices.push(slices);
+            marker
+        } else {
+            // Too large to splice: copy (bounded by the fetch's byte limits).
+            let mut buf = bytes::BytesMut::with_capacity(spliced);
+            slices.iter().for_each(|s| buf.extend_from_slice(s));
+            buf.freeze()
+        };
         let data = PartitionData::default()
             .with_partition_index(p.tp.partition.0)
             .with_error_code(r.error)
@@ -345,7 +384,7 @@ fn respond(
             .with_last_stable_offset(r.high_watermark)
             .with_log_start_offset(r.log_start)
             .with_aborted_transactions(None)
-            .with_records(Some(r.records.unwrap_or_default()));
+            .with_records(Some(records));
         match topics.last_mut() {
             Some(t) if t.topic.0.as_str() == p.tp.topic => t.partitions.push(data),
             _ => topics.push(
@@ -369,5 +408,9 @@ fn respond(
     let resp = FetchResponse::default()
         .with_session_id(plan.session_id)
         .with_responses(topics);
-    encode_response(req.header.correlation_id, req.version, &resp)
+    if splices.is_empty() {
+        encode_response(req.header.correlation_id, req.version, &resp)
+    } else {
+        encode_response_spliced(req.header.correlation_id, req.version, &resp, splices)
+    }
 }
