@@ -262,6 +262,43 @@ async fn shard_main(args: ShardArgs) -> Result<(), String> {
         })
     };
     watcher.detach();
+    {
+        // Retention: delete whole segments past retention.ms / retention.bytes.
+        let s = shard.clone();
+        let interval = Duration::from_millis(shard.config.retention_check_interval_ms.max(1));
+        glommio::spawn_local(async move {
+            loop {
+                let stopped = futures_lite::future::or(
+                    async {
+                        glommio::timer::sleep(interval).await;
+                        false
+                    },
+                    async {
+                        s.stopping.wait().await;
+                        true
+                    },
+                )
+                .await;
+                if stopped {
+                    break;
+                }
+                let now_ms = std::time::SystemTime::now()
+                    .duration_since(std::time::UNIX_EPOCH)
+                    .map(|d| d.as_millis() as u64)
+                    .unwrap_or(0);
+                let outcome = s.logs.enforce_retention(now_ms).await;
+                if outcome.segments_deleted > 0 {
+                    tracing::info!(
+                        shard = s.id,
+                        segments = outcome.segments_deleted,
+                        bytes = outcome.bytes_deleted,
+                        "retention"
+                    );
+                }
+            }
+        })
+        .detach();
+    }
     if shard.id == 0 {
         // Group sessions and rebalance deadlines are checked on one shard.
         let groups = shard.groups.clone();

@@ -83,6 +83,10 @@ pub enum ShardOp {
     DeleteRecords {
         parts: Vec<(TopicPartition, i64)>,
     },
+    /// End offset of each (partition, leader epoch).
+    EpochEnds {
+        parts: Vec<(TopicPartition, i32)>,
+    },
     DeleteTopic {
         name: String,
         partitions: i32,
@@ -295,6 +299,7 @@ impl Shard {
             ShardOp::DeleteRecords { parts } => {
                 ShardReply::Offsets(self.delete_records(&parts).await)
             }
+            ShardOp::EpochEnds { parts } => ShardReply::Offsets(self.epoch_ends(&parts).await),
             ShardOp::DeleteTopic { name, partitions } => {
                 self.delete_topic(&name, partitions).await;
                 ShardReply::Done
@@ -509,6 +514,21 @@ impl Shard {
                     tracing::error!(shard = self.id, error = %e, "offset lookup failed");
                     (code::KAFKA_STORAGE_ERROR, -1, -1)
                 }
+            });
+        }
+        out
+    }
+
+    /// (error, end offset, epoch) per partition: where `epoch` ended, -1/-1 if unknown.
+    async fn epoch_ends(&self, parts: &[(TopicPartition, i32)]) -> Vec<(i16, i64, i64)> {
+        let mut out = Vec::with_capacity(parts.len());
+        for (tp, epoch) in parts {
+            out.push(match self.log_for(tp).await {
+                Err(e) => (e, -1, -1),
+                Ok(log) => match log.end_offset_for_epoch(LeaderEpoch(*epoch)) {
+                    Some((e, o)) => (code::NONE, o.0, e.0 as i64),
+                    None => (code::NONE, -1, -1),
+                },
             });
         }
         out

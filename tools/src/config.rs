@@ -20,6 +20,7 @@ pub struct FileConfig {
     pub admin_listen: Option<String>,
     pub node_id: Option<i32>,
     pub cluster_id: Option<String>,
+    pub retention_check_interval_ms: Option<u64>,
     #[serde(default)]
     pub network: NetworkConfig,
     #[serde(default)]
@@ -232,6 +233,12 @@ pub fn settings(file: FileConfig, o: Overrides) -> Result<Settings> {
             bail!("node_id: {id} is negative");
         }
         server.node_id = id;
+    }
+    if let Some(ms) = file.retention_check_interval_ms {
+        if ms == 0 {
+            bail!("retention_check_interval_ms: must be at least 1");
+        }
+        server.retention_check_interval_ms = ms;
     }
     if let Some(c) = file.cluster_id {
         server.cluster_id = c;

@@ -338,3 +338,47 @@ fn client_that_leaves_mid_response_does_not_hurt_others() {
     assert_serving(&b);
     assert_eq!(latest_offset(&b, "big"), 80);
 }
+
+// Plain-API checks over the same raw client (no rdkafka API for these).
+
+#[test]
+fn delete_records_moves_the_log_start_and_epochs_answer() {
+    use kafka_protocol::messages::{
+        delete_records_request, offset_for_leader_epoch_request, DeleteRecordsRequest,
+        DeleteRecordsResponse, OffsetForLeaderEpochRequest, OffsetForLeaderEpochResponse,
+    };
+    let dir = tempfile::tempdir().unwrap();
+    let b = Broker::start(dir.path());
+    topic_with_partition(&b, "dr");
+    let mut s = connect(&b);
+    for _ in 0..5 {
+        assert_eq!(produce(&mut s, "dr", batch(&[b"a", b"b"]).freeze()), 0);
+    }
+    let req = DeleteRecordsRequest::default()
+        .with_timeout_ms(10_000)
+        .with_topics(vec![delete_records_request::DeleteRecordsTopic::default()
+            .with_name(TopicName(StrBytes::from_static_str("dr")))
+            .with_partitions(vec![
+                delete_records_request::DeleteRecordsPartition::default()
+                    .with_partition_index(0)
+                    .with_offset(4),
+            ])]);
+    let r: DeleteRecordsResponse = call(&mut s, ApiKey::DeleteRecords, 2, &req);
+    let p = &r.topics[0].partitions[0];
+    assert_eq!((p.error_code, p.low_watermark), (0, 4));
+    let req = OffsetForLeaderEpochRequest::default()
+        .with_replica_id(kafka_protocol::messages::BrokerId(-1))
+        .with_topics(vec![
+            offset_for_leader_epoch_request::OffsetForLeaderTopic::default()
+                .with_topic(TopicName(StrBytes::from_static_str("dr")))
+                .with_partitions(vec![
+                    offset_for_leader_epoch_request::OffsetForLeaderPartition::default()
+                        .with_partition(0)
+                        .with_current_leader_epoch(-1)
+                        .with_leader_epoch(0),
+                ]),
+        ]);
+    let r: OffsetForLeaderEpochResponse = call(&mut s, ApiKey::OffsetForLeaderEpoch, 4, &req);
+    let e = &r.topics[0].partitions[0];
+    assert_eq!((e.error_code, e.leader_epoch, e.end_offset), (0, 0, 10));
+}

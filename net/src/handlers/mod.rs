@@ -14,7 +14,9 @@ pub mod alter_configs;
 pub mod api_versions;
 pub mod create_partitions;
 pub mod create_topics;
+pub mod delete_records;
 pub mod delete_topics;
+pub mod describe_cluster;
 pub mod describe_configs;
 pub mod describe_groups;
 pub mod fetch;
@@ -28,6 +30,7 @@ pub mod list_offsets;
 pub mod metadata;
 pub mod offset_commit;
 pub mod offset_fetch;
+pub mod offset_for_leader_epoch;
 pub mod produce;
 pub mod sync_group;
 
@@ -55,6 +58,9 @@ pub const APIS: &[ApiSpec] = &[
     create_topics::SPEC,
     delete_topics::SPEC,
     init_producer_id::SPEC,
+    delete_records::SPEC,
+    describe_cluster::SPEC,
+    offset_for_leader_epoch::SPEC,
     create_partitions::SPEC,
     describe_configs::SPEC,
     alter_configs::SPEC,
@@ -99,6 +105,11 @@ pub async fn dispatch(shard: Rc<Shard>, req: Request) -> Result<Option<ResponseF
         ApiKey::CreateTopics => create_topics::handle(&shard, &req).await.map(Some),
         ApiKey::DeleteTopics => delete_topics::handle(&shard, &req).await.map(Some),
         ApiKey::InitProducerId => init_producer_id::handle(&shard, &req).map(Some),
+        ApiKey::DeleteRecords => delete_records::handle(&shard, &req).await.map(Some),
+        ApiKey::DescribeCluster => describe_cluster::handle(&shard, &req).map(Some),
+        ApiKey::OffsetForLeaderEpoch => offset_for_leader_epoch::handle(&shard, &req)
+            .await
+            .map(Some),
         ApiKey::CreatePartitions => create_partitions::handle(&shard, &req).map(Some),
         ApiKey::DescribeConfigs => describe_configs::handle(&shard, &req).map(Some),
         ApiKey::AlterConfigs => alter_configs::handle(&shard, &req).await.map(Some),
