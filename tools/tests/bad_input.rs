@@ -382,3 +382,56 @@ fn delete_records_moves_the_log_start_and_epochs_answer() {
     let e = &r.topics[0].partitions[0];
     assert_eq!((e.error_code, e.leader_epoch, e.end_offset), (0, 0, 10));
 }
+
+#[test]
+fn incremental_fetch_session_answers_only_what_changed() {
+    use kafka_protocol::messages::{fetch_request, FetchResponse};
+    let dir = tempfile::tempdir().unwrap();
+    let b = Broker::start(dir.path());
+    topic_with_partition(&b, "sess");
+    let mut s = connect(&b);
+    assert_eq!(produce(&mut s, "sess", batch(&[b"one"]).freeze()), 0);
+    let fetch = |session_id: i32, epoch: i32, offset: Option<i64>| {
+        let partitions = offset
+            .map(|o| {
+                vec![fetch_request::FetchTopic::default()
+                    .with_topic(TopicName(StrBytes::from_static_str("sess")))
+                    .with_partitions(vec![fetch_request::FetchPartition::default()
+                        .with_partition(0)
+                        .with_fetch_offset(o)
+                        .with_partition_max_bytes(1 << 20)])]
+            })
+            .unwrap_or_default();
+        FetchRequest::default()
+            .with_replica_id(kafka_protocol::messages::BrokerId(-1))
+            .with_max_wait_ms(0)
+            .with_min_bytes(0)
+            .with_max_bytes(1 << 20)
+            .with_session_id(session_id)
+            .with_session_epoch(epoch)
+            .with_topics(partitions)
+    };
+    let mut c = connect(&b);
+    // Full fetch that opens a session.
+    let r: FetchResponse = call(&mut c, ApiKey::Fetch, 11, &fetch(0, 0, Some(0)));
+    assert_eq!(r.error_code, 0);
+    assert_ne!(r.session_id, 0);
+    let id = r.session_id;
+    let p = &r.responses[0].partitions[0];
+    assert_eq!(p.high_watermark, 1);
+    assert!(!p.records.as_ref().unwrap().is_empty());
+    // Incremental, at the end: nothing changed, nothing listed.
+    let r: FetchResponse = call(&mut c, ApiKey::Fetch, 11, &fetch(id, 1, Some(1)));
+    assert_eq!((r.error_code, r.session_id), (0, id));
+    assert!(r.responses.is_empty(), "{:?}", r.responses);
+    // New data: the partition comes back without being named again.
+    assert_eq!(produce(&mut s, "sess", batch(&[b"two"]).freeze()), 0);
+    let r: FetchResponse = call(&mut c, ApiKey::Fetch, 11, &fetch(id, 2, None));
+    assert_eq!(r.responses.len(), 1);
+    assert_eq!(r.responses[0].partitions[0].high_watermark, 2);
+    // A wrong epoch is refused; an unknown session too.
+    let r: FetchResponse = call(&mut c, ApiKey::Fetch, 11, &fetch(id, 7, None));
+    assert_eq!(r.error_code, 71, "INVALID_FETCH_SESSION_EPOCH");
+    let r: FetchResponse = call(&mut c, ApiKey::Fetch, 11, &fetch(id + 1_000_000, 1, None));
+    assert_eq!(r.error_code, 70, "FETCH_SESSION_ID_NOT_FOUND");
+}

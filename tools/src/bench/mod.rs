@@ -134,7 +134,7 @@ pub struct Scenario {
     #[arg(long, conflicts_with = "duration")]
     pub messages: Option<u64>,
     /// Seconds to run after warm-up (default 10 when --messages is not given; consume
-    /// without either reads up to the end offsets it found at the start).
+    /// without a duration reads up to the end offsets it found at the start).
     #[arg(long)]
     pub duration: Option<f64>,
     /// Seconds at the start that are not measured.

@@ -122,7 +122,9 @@ pub fn run(workload: Workload, sc: &Scenario, bootstrap: &str) -> Result<Report>
         let (start, until) = match workload {
             Workload::Consume => {
                 let start = offsets(&routing, OffsetSpec::Earliest)?;
-                let until = if sc.messages.is_some() || duration_s.is_some() {
+                // Without a duration the run ends at the end offsets found at the start (or
+                // earlier, at --messages).
+                let until = if duration_s.is_some() {
                     Until::Stop
                 } else {
                     Until::Offsets(before.clone())
