@@ -29,7 +29,16 @@ pub async fn handle(shard: &Rc<Shard>, req: &Request) -> Result<ResponseFrame, F
         assignments,
     ) {
         Ok(Ok(o)) => Ok(o),
-        Ok(Err(rx)) => rx.await.map_err(|_| code::REBALANCE_IN_PROGRESS),
+        Ok(Err(rx)) => {
+            futures_lite::future::or(
+                async { rx.await.map_err(|_| code::REBALANCE_IN_PROGRESS) },
+                async {
+                    shard.stopping.wait().await;
+                    Err(code::COORDINATOR_NOT_AVAILABLE)
+                },
+            )
+            .await
+        }
         Err(e) => Err(e),
     };
     let resp = match outcome {
