@@ -99,6 +99,8 @@ pub async fn write_atomic(dir: &Path, name: &str, bytes: &[u8]) -> Result<(), Lo
 
 /// Makes directory entries (new, renamed, removed files) durable.
 pub async fn sync_dir(dir: &Path) -> Result<(), LogError> {
+    // glommio opens directories relative to no directory at all: give it an absolute path.
+    let dir = &std::path::absolute(dir).map_err(|e| io_err(dir, e))?;
     let d = glommio::io::Directory::open(dir)
         .await
         .map_err(|e| glommio_err(dir, e))?;

@@ -511,6 +511,7 @@ impl PartitionLog {
         shard: Rc<ShardResources>,
     ) -> Result<PartitionLog, LogError> {
         config.validate().map_err(LogError::InvalidConfig)?;
+        let dir = std::path::absolute(&dir).map_err(|e| LogError::io(dir.display(), e))?;
         let state = recovery::recover(dir, tp, config, &shard.config).await?;
         let end = state.next_offset.0;
         let log = PartitionLog {

@@ -36,6 +36,7 @@ impl LogManager {
     ) -> Result<LogManager, LogError> {
         shard.validate().map_err(LogError::InvalidConfig)?;
         std::fs::create_dir_all(data_dir).map_err(|e| files::io_err(data_dir, e))?;
+        let data_dir = &std::path::absolute(data_dir).map_err(|e| files::io_err(data_dir, e))?;
         files::check_direct_io(data_dir).await?;
         let manager = LogManager {
             data_dir: data_dir.to_path_buf(),
@@ -97,11 +98,32 @@ impl LogManager {
         }
         let dir = self.data_dir.join(tp.dir_name());
         if dir.exists() {
-            return Err(LogError::AlreadyExists(tp.to_string()));
+            // An empty directory is what a create that failed midway leaves behind;
+            // anything else is a partition this shard does not own or has not opened.
+            let empty = std::fs::read_dir(&dir)
+                .map_err(|e| files::io_err(&dir, e))?
+                .next()
+                .is_none();
+            if !empty {
+                return Err(LogError::AlreadyExists(tp.to_string()));
+            }
+            tracing::warn!(partition = %tp, "reusing the empty directory of an earlier failed create");
+        } else {
+            std::fs::create_dir(&dir).map_err(|e| files::io_err(&dir, e))?;
         }
-        std::fs::create_dir(&dir).map_err(|e| files::io_err(&dir, e))?;
-        files::sync_dir(&self.data_dir).await?;
-        let log = PartitionLog::open(dir, tp.clone(), config, self.shard.clone()).await?;
+        let opened = async {
+            files::sync_dir(&self.data_dir).await?;
+            PartitionLog::open(dir.clone(), tp.clone(), config, self.shard.clone()).await
+        }
+        .await;
+        let log = match opened {
+            Ok(log) => log,
+            Err(e) => {
+                // Leave nothing behind that would make the next attempt fail differently.
+                let _ = std::fs::remove_dir_all(&dir);
+                return Err(e);
+            }
+        };
         // A create racing with another create of the same partition: the first one wins.
         if self.logs.borrow().contains_key(&tp) {
             let _ = log.close().await;

@@ -771,3 +771,37 @@ fn segment_age_counts_from_its_first_batch_across_restarts() {
         );
     });
 }
+
+/// The README's default data dir is relative (`./sluice-data`): creating, syncing and
+/// reopening partitions must work with a relative data dir too.
+#[test]
+fn relative_data_dirs_work() {
+    let dir = test_dir();
+    let cwd = std::env::current_dir().unwrap().canonicalize().unwrap();
+    let target = dir.path().canonicalize().unwrap();
+    let common = cwd
+        .ancestors()
+        .find(|a| target.starts_with(a))
+        .unwrap()
+        .to_path_buf();
+    let ups = cwd.strip_prefix(&common).unwrap().components().count();
+    let mut relative = std::path::PathBuf::new();
+    for _ in 0..ups {
+        relative.push("..");
+    }
+    relative.push(target.strip_prefix(&common).unwrap());
+    relative.push("data");
+    assert!(relative.is_relative());
+    let r2 = relative.clone();
+    run(move || async move {
+        let (m, log) = open_log(&r2, small_config(), small_shard()).await;
+        log.append(&simple_batch(1, 10, 0), LeaderEpoch(0))
+            .await
+            .unwrap();
+        m.close_all().await.unwrap();
+    });
+    run(move || async move {
+        let (_m, log) = open_log(&relative, small_config(), small_shard()).await;
+        assert_eq!(log.log_end_offset(), Offset(1));
+    });
+}
