@@ -204,6 +204,23 @@ fn produce_counts_match_end_offsets_and_consume_reads_them_all() {
     let c = bench(&broker, dir.path(), "consume", &consume_args);
     assert_eq!(total(&c, "consume")["messages"], 20000, "{c}");
 
+    // A quota smaller than the topic stops the consumers at exactly that count.
+    let q = bench(
+        &broker,
+        dir.path(),
+        "consume-quota",
+        &[
+            "consume",
+            "--topic",
+            "bench-pc",
+            "--consumers",
+            "2",
+            "--messages",
+            "5000",
+        ],
+    );
+    assert_eq!(total(&q, "consume")["messages"], 5000, "{q}");
+
     // An independent client reads the same messages: keys are the 8-byte sequence numbers,
     // values 50..=150 bytes.
     let seen = rdkafka_read(&broker.addr, "bench-pc", 3, 20000);

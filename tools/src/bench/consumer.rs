@@ -164,7 +164,7 @@ async fn fetch_loop(
             bail!("fetch failed with error {}", resp.error_code);
         }
         let received_ns = now_ns();
-        let mut got = 0u64;
+        let (mut got, mut got_bytes) = (0u64, 0u64);
         for t in resp.responses {
             for p in t.partitions {
                 let s = states
@@ -189,10 +189,21 @@ async fn fetch_loop(
                 let (n, bytes) =
                     consume_records(&records, &mut s.offset, cfg.stamped, received_ns, &stats)?;
                 got += n;
-                stats.add(n, bytes);
+                got_bytes += bytes;
             }
         }
-        control.add_consumed(got);
+        // With a shared --messages quota, count only up to it (a fetch may bring more).
+        let before = control.add_consumed(got);
+        let counted = match cfg.messages_max {
+            Some(m) => got.min(m.saturating_sub(before)),
+            None => got,
+        };
+        let counted_bytes = if got == 0 {
+            0
+        } else {
+            (got_bytes as u128 * counted as u128 / got as u128) as u64
+        };
+        stats.add(counted, counted_bytes);
         if !cfg.stamped && got > 0 {
             // Consume-only runs report the fetch round trip as their latency.
             stats.record(|h| {

@@ -201,8 +201,9 @@ impl Control {
     pub fn acked(&self) -> u64 {
         self.acked.load(Ordering::Acquire)
     }
-    pub fn add_consumed(&self, n: u64) {
-        self.consumed.fetch_add(n, Ordering::Relaxed);
+    /// Adds `n`; returns the count before.
+    pub fn add_consumed(&self, n: u64) -> u64 {
+        self.consumed.fetch_add(n, Ordering::Relaxed)
     }
     pub fn consumed(&self) -> u64 {
         self.consumed.load(Ordering::Relaxed)
