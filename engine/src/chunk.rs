@@ -107,7 +107,7 @@ impl OpenChunk {
     }
 
     /// Turns the appended batches into an immutable chunk and leaves `self` ready for the
-    /// next appends (in a buffer of `capacity`, or the current one if not smaller),
+    /// next appends in a buffer of `capacity` (the current one when it has that size),
     /// starting with the partial last block. A chunk filled less than a quarter is copied
     /// into an exact-size buffer so small flushes do not pin whole chunks in the tail
     /// cache; a fuller one is handed over as is.
@@ -121,14 +121,15 @@ impl OpenChunk {
             bytes[..self.len].copy_from_slice(&self.buf.as_bytes()[..self.len]);
             bytes[self.len..].fill(0);
             let from = (block_pos - self.file_pos) as usize;
-            if align_up(capacity as u64) as usize >= self.buf.len() {
+            let wanted = align_up(capacity.max(tail_len + 1) as u64) as usize;
+            if wanted == self.buf.len() {
                 self.buf.as_bytes_mut().copy_within(from..self.len, 0);
             } else {
-                // Shrink: an idle log keeps only a small buffer.
-                let mut small = glommio::allocate_dma_buffer(align_up(capacity as u64) as usize);
-                small.as_bytes_mut()[..tail_len]
+                // Resize: an idle log shrinks to a small buffer, a large batch grows it.
+                let mut next = glommio::allocate_dma_buffer(wanted);
+                next.as_bytes_mut()[..tail_len]
                     .copy_from_slice(&self.buf.as_bytes()[from..self.len]);
-                self.buf = small;
+                self.buf = next;
             }
             exact
         } else {

@@ -109,6 +109,12 @@ pub async fn sync_dir(dir: &Path) -> Result<(), LogError> {
     Ok(())
 }
 
+/// Cuts `file` to `len` bytes and makes the new size durable.
+pub async fn truncate_synced(file: &DmaFile, path: &Path, len: u64) -> Result<(), LogError> {
+    file.truncate(len).await.map_err(|e| glommio_err(path, e))?;
+    file.fdatasync().await.map_err(|e| glommio_err(path, e))
+}
+
 /// Removes a file, treating "already gone" as success.
 pub fn remove_if_exists(path: &Path) -> Result<(), LogError> {
     match std::fs::remove_file(path) {

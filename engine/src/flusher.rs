@@ -316,12 +316,7 @@ async fn finalize_segment(shared: &Rc<LogShared>, base: Offset) -> Result<(), Lo
         file.fdatasync()
             .await
             .map_err(|e| files::glommio_io(&path, e))?;
-        file.truncate(size)
-            .await
-            .map_err(|e| files::glommio_io(&path, e))?;
-        file.fdatasync()
-            .await
-            .map_err(|e| files::glommio_io(&path, e))?;
+        files::truncate_synced(file, &path, size).await?;
     }
     let indexes = shared.state.borrow().segments[&base].index_bytes(size, end);
     segment::write_index_files(&dir, base, indexes).await?;

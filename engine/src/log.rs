@@ -1167,12 +1167,7 @@ impl PartitionLog {
         remove_segments(&dir, victims).await?;
         if let Some((file, seg_base, cut_pos)) = cut_segment {
             let path = dir.join(segment::log_name(seg_base));
-            file.truncate(cut_pos)
-                .await
-                .map_err(|e| files::glommio_io(&path, e))?;
-            file.fdatasync()
-                .await
-                .map_err(|e| files::glommio_io(&path, e))?;
+            files::truncate_synced(&file, &path, cut_pos).await?;
             let indexes = self
                 .shared
                 .state

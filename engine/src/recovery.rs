@@ -208,12 +208,7 @@ async fn open_segment(
             );
         }
         if seg.size < file_len {
-            file.truncate(seg.size)
-                .await
-                .map_err(|e| files::glommio_io(&path, e))?;
-            file.fdatasync()
-                .await
-                .map_err(|e| files::glommio_io(&path, e))?;
+            files::truncate_synced(&file, &path, seg.size).await?;
         }
     }
     seg.written_size = seg.size;

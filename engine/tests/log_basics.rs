@@ -805,3 +805,42 @@ fn relative_data_dirs_work() {
         assert_eq!(log.log_end_offset(), Offset(1));
     });
 }
+
+/// A batch far larger than the open chunk, right after a small one (the chunk then holds
+/// less than a block of its own): the chunk grows to take it.
+#[test]
+fn batches_larger_than_the_open_chunk_are_taken() {
+    let dir = test_dir();
+    let path = dir.path().to_path_buf();
+    run(move || async move {
+        let shard = sluice_engine::ShardConfig {
+            write_chunk_bytes: 1 << 20,
+            ..sluice_engine::ShardConfig::default()
+        };
+        let config = LogConfig {
+            max_message_bytes: 4 << 20,
+            segment_bytes_max: 1 << 30,
+            ..LogConfig::default()
+        };
+        let (m, log) = open_log(&path, config, shard).await;
+        let mut end = 0;
+        for (count, size) in [
+            (1, 100),
+            (4, 60_000),
+            (1, 10),
+            (3, 300_000),
+            (1, 5),
+            (2, 900_000),
+        ] {
+            let info = log
+                .append(&tagged_batch(1, count, size, 0), LeaderEpoch(0))
+                .await
+                .unwrap();
+            end = info.last_offset.0 + 1;
+        }
+        log.wait_written(Offset(end)).await.unwrap();
+        let all = read_all(&log, Offset(0), 1 << 20).await;
+        assert_eq!(batch_ranges(&all).len(), 6);
+        m.close_all().await.unwrap();
+    });
+}

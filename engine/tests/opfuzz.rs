@@ -116,10 +116,15 @@ async fn sequence(seed: u64, dir: std::path::PathBuf) {
                 let mut sent = Vec::new();
                 for _ in 0..n {
                     let count = 1 + rng.below(5) as usize;
+                    // Now and then a batch larger than a whole write chunk.
+                    let value_bytes = match rng.below(20) {
+                        0 => 4000 + rng.below(9000),
+                        _ => rng.below(700),
+                    };
                     let b = tagged_batch(
                         rng.next(),
                         count,
-                        rng.below(700) as usize,
+                        value_bytes as usize,
                         rng.below(1 << 20) as i64,
                     );
                     records.extend_from_slice(&b);
