@@ -114,8 +114,8 @@ pub(crate) struct LogState {
     pub(crate) open: OpenChunk,
     pub(crate) pending: VecDeque<Rc<SealedChunk>>,
     pub(crate) pending_bytes: usize,
-    /// Capacity of the next open chunk: doubles while chunks fill up, halves on idle
-    /// flushes, within [`chunk_min`, `chunk_max`].
+    /// Capacity of the next open chunk: doubles while chunks fill up, halves when one is
+    /// flushed less than a quarter full, within [`chunk_min`, `chunk_max`].
     pub(crate) chunk_capacity: usize,
     pub(crate) chunk_min: usize,
     pub(crate) chunk_max: usize,
@@ -246,14 +246,17 @@ impl LogState {
         self.pending_bytes + self.open.capacity()
     }
 
-    /// Seals the open chunk (if it holds batches) into the pending queue; the log is
-    /// idle enough for the flusher to catch up, so the next buffer may be smaller.
+    /// Seals the open chunk (if it holds batches) into the pending queue; when it was
+    /// mostly empty the log is idle, and the next buffer is smaller.
     /// Returns the bytes queued.
     pub(crate) fn seal_open(&mut self) -> usize {
         if !self.open.has_batches() {
             return 0;
         }
-        self.chunk_capacity = (self.chunk_capacity / 2).max(self.chunk_min);
+        // Shrink only when the log is really idle: a chunk sealed less than a quarter full.
+        if self.open.len * 4 < self.open.capacity() {
+            self.chunk_capacity = (self.chunk_capacity / 2).max(self.chunk_min);
+        }
         let sealed = Rc::new(self.open.seal(self.chunk_capacity));
         self.queue(sealed)
     }
