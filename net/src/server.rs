@@ -235,7 +235,40 @@ struct ShardArgs {
     ready: Ready,
 }
 
+/// Counts a shard out of `draining` however it ends; a shard that panics also stops the
+/// others (its partitions are gone, so the process exits non-zero for a supervisor to
+/// restart it, instead of serving part of the data or hanging at shutdown).
+struct ShardExit {
+    draining: Arc<AtomicUsize>,
+    stop: Arc<AtomicBool>,
+    counted: bool,
+}
+
+impl ShardExit {
+    fn drained(&mut self) {
+        if !self.counted {
+            self.counted = true;
+            self.draining.fetch_sub(1, Ordering::SeqCst);
+        }
+    }
+}
+
+impl Drop for ShardExit {
+    fn drop(&mut self) {
+        if std::thread::panicking() {
+            tracing::error!("a shard panicked: stopping the broker");
+            self.stop.store(true, Ordering::SeqCst);
+        }
+        self.drained();
+    }
+}
+
 async fn shard_main(args: ShardArgs) -> Result<(), String> {
+    let mut exit = ShardExit {
+        draining: args.draining.clone(),
+        stop: args.stop.clone(),
+        counted: false,
+    };
     // SAFETY: `fd` is a listening socket bound in `bind_listeners`, owned by nobody else;
     // ownership passes to this listener.
     let listener = unsafe { TcpListener::from_raw_fd(args.fd) };
@@ -317,7 +350,7 @@ async fn shard_main(args: ShardArgs) -> Result<(), String> {
         glommio::timer::sleep(Duration::from_millis(10)).await;
     }
     // Keep serving other shards' calls until every shard has drained its connections.
-    args.draining.fetch_sub(1, Ordering::SeqCst);
+    exit.drained();
     while args.draining.load(Ordering::SeqCst) > 0 {
         glommio::timer::sleep(Duration::from_millis(10)).await;
     }
