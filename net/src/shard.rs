@@ -157,6 +157,11 @@ pub struct Shard {
     pub stopping: LocalFlag,
     pub connections: Cell<usize>,
     pub fetch_sessions: RefCell<crate::handlers::fetch::Sessions>,
+    /// Appends run one produce request at a time, in arrival order (a FIFO semaphore), so
+    /// pipelined produce requests for one partition are appended in request order even
+    /// when one of them waits (log creation, a full write buffer). Waits for durability
+    /// happen outside it and overlap.
+    append_order: glommio::sync::Semaphore,
 }
 
 impl std::fmt::Debug for Shard {
@@ -211,6 +216,7 @@ impl Shard {
             stopping: LocalFlag::default(),
             connections: Cell::new(0),
             fetch_sessions: RefCell::new(sessions),
+            append_order: glommio::sync::Semaphore::new(1),
         }
     }
 
@@ -328,8 +334,12 @@ impl Shard {
         // Phase 1: append everything (validation, offsets); phase 2: wait for durability,
         // so the waits of all partitions overlap.
         let mut appended = Vec::with_capacity(parts.len());
-        for (tp, records) in &parts {
-            appended.push(self.append_one(tp, records).await);
+        {
+            // The semaphore is never closed, so the permit is always granted.
+            let _turn = self.append_order.acquire_permit(1).await;
+            for (tp, records) in &parts {
+                appended.push(self.append_one(tp, records).await);
+            }
         }
         let mut out = Vec::with_capacity(appended.len());
         for a in appended {

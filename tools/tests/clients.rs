@@ -168,7 +168,11 @@ fn produce_and_consume_with_every_acks_and_compression() {
                 let last = seen.insert(m.key().unwrap().to_vec(), (m.partition(), i));
                 if let Some((p, j)) = last {
                     assert_eq!(p, m.partition());
-                    assert!(j < i);
+                    assert!(
+                        j < i,
+                        "{acks}/{codec}: key {:?} had {j} before {i}",
+                        m.key()
+                    );
                 }
             }
             n += msgs.len();
