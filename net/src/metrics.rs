@@ -1,8 +1,10 @@
 //! Process-wide counters, read by the admin endpoint. Relaxed atomics: each is a plain
 //! count, no ordering between them is relied on.
 
+use std::collections::BTreeMap;
 use std::fmt::Write;
 use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Mutex;
 use std::time::Duration;
 
 /// Highest API key counted separately (keys above share the last slot).
@@ -35,6 +37,88 @@ static BYTES_OUT: AtomicU64 = AtomicU64::new(0);
 static CONNECTIONS_OPEN: AtomicU64 = AtomicU64::new(0);
 static CONNECTIONS_TOTAL: AtomicU64 = AtomicU64::new(0);
 static BAD_FRAMES: AtomicU64 = AtomicU64::new(0);
+
+/// One partition's log as its shard last published it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PartitionStat {
+    pub topic: String,
+    pub partition: i32,
+    pub log_start_offset: i64,
+    pub log_end_offset: i64,
+    /// What consumers can read (written to the segment files).
+    pub high_watermark: i64,
+    pub size_bytes: u64,
+    pub segments: usize,
+}
+
+/// A shard's memory, as last published.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct ShardStat {
+    pub tail_cache_bytes: usize,
+    pub write_pending_bytes: usize,
+}
+
+/// Per-shard snapshots, replaced whole by each shard's publisher (a shard's state is not
+/// `Send`, so the admin thread reads these copies instead).
+static PARTITIONS: Mutex<BTreeMap<usize, (ShardStat, Vec<PartitionStat>)>> =
+    Mutex::new(BTreeMap::new());
+
+/// Replaces shard `shard`'s published partition and memory figures.
+pub fn publish_shard(shard: usize, stat: ShardStat, partitions: Vec<PartitionStat>) {
+    if let Ok(mut map) = PARTITIONS.lock() {
+        map.insert(shard, (stat, partitions));
+    }
+}
+
+/// A per-partition gauge: how to read its value.
+type Gauge = fn(&PartitionStat) -> String;
+
+fn render_partitions(out: &mut String) {
+    let Ok(map) = PARTITIONS.lock() else { return };
+    let gauges: [(&str, Gauge); 5] = [
+        ("sluice_partition_log_start_offset", |p| {
+            p.log_start_offset.to_string()
+        }),
+        ("sluice_partition_log_end_offset", |p| {
+            p.log_end_offset.to_string()
+        }),
+        ("sluice_partition_high_watermark", |p| {
+            p.high_watermark.to_string()
+        }),
+        ("sluice_partition_size_bytes", |p| p.size_bytes.to_string()),
+        ("sluice_partition_segments", |p| p.segments.to_string()),
+    ];
+    for (name, value) in gauges {
+        let _ = writeln!(out, "# TYPE {name} gauge");
+        for (shard, (_, partitions)) in map.iter() {
+            for p in partitions {
+                let _ = writeln!(
+                    out,
+                    "{name}{{topic=\"{}\",partition=\"{}\",shard=\"{shard}\"}} {}",
+                    p.topic,
+                    p.partition,
+                    value(p)
+                );
+            }
+        }
+    }
+    let _ = writeln!(out, "# TYPE sluice_shard_tail_cache_bytes gauge");
+    for (shard, (stat, _)) in map.iter() {
+        let _ = writeln!(
+            out,
+            "sluice_shard_tail_cache_bytes{{shard=\"{shard}\"}} {}",
+            stat.tail_cache_bytes
+        );
+    }
+    let _ = writeln!(out, "# TYPE sluice_shard_write_pending_bytes gauge");
+    for (shard, (stat, _)) in map.iter() {
+        let _ = writeln!(
+            out,
+            "sluice_shard_write_pending_bytes{{shard=\"{shard}\"}} {}",
+            stat.write_pending_bytes
+        );
+    }
+}
 
 pub fn request(api_key: i16, latency: Duration, error: bool) {
     let s = &APIS[(api_key.max(0) as usize).min(API_KEYS_MAX)];
@@ -139,5 +223,6 @@ pub fn render() -> String {
         "# TYPE sluice_bad_frames_total counter\nsluice_bad_frames_total {}",
         BAD_FRAMES.load(Ordering::Relaxed)
     );
+    render_partitions(&mut out);
     out
 }

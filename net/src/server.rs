@@ -263,6 +263,36 @@ impl Drop for ShardExit {
     }
 }
 
+/// How often each shard publishes its partitions' figures for /metrics.
+const METRICS_PUBLISH_INTERVAL_MS: u64 = 1000;
+
+/// Copies this shard's partition and memory figures to where /metrics reads them.
+fn publish_metrics(shard: &Shard) {
+    let partitions = shard
+        .logs
+        .partitions()
+        .into_iter()
+        .filter_map(|tp| {
+            let log = shard.logs.get(&tp)?;
+            Some(crate::metrics::PartitionStat {
+                log_start_offset: log.log_start_offset().0,
+                log_end_offset: log.log_end_offset().0,
+                high_watermark: log.written_end_offset().0,
+                size_bytes: log.size_bytes(),
+                segments: log.segment_count(),
+                partition: tp.partition.0,
+                topic: tp.topic,
+            })
+        })
+        .collect();
+    let resources = shard.logs.shard();
+    let stat = crate::metrics::ShardStat {
+        tail_cache_bytes: resources.cache_bytes(),
+        write_pending_bytes: resources.pending_bytes(),
+    };
+    crate::metrics::publish_shard(shard.id, stat, partitions);
+}
+
 async fn shard_main(args: ShardArgs) -> Result<(), String> {
     let mut exit = ShardExit {
         draining: args.draining.clone(),
@@ -295,6 +325,32 @@ async fn shard_main(args: ShardArgs) -> Result<(), String> {
         })
     };
     watcher.detach();
+    {
+        // Per-partition figures for /metrics: the admin thread cannot read shard state, so
+        // each shard publishes a copy.
+        let s = shard.clone();
+        glommio::spawn_local(async move {
+            loop {
+                publish_metrics(&s);
+                let stopped = futures_lite::future::or(
+                    async {
+                        glommio::timer::sleep(Duration::from_millis(METRICS_PUBLISH_INTERVAL_MS))
+                            .await;
+                        false
+                    },
+                    async {
+                        s.stopping.wait().await;
+                        true
+                    },
+                )
+                .await;
+                if stopped {
+                    break;
+                }
+            }
+        })
+        .detach();
+    }
     {
         // Retention: delete whole segments past retention.ms / retention.bytes.
         let s = shard.clone();

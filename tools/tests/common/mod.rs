@@ -10,6 +10,8 @@ use std::process::{Child, Command, ExitStatus, Stdio};
 pub struct Broker {
     child: Option<Child>,
     pub addr: String,
+    /// The admin HTTP endpoint (/metrics, /health).
+    pub admin_addr: String,
     pub data_dir: PathBuf,
 }
 
@@ -51,9 +53,16 @@ impl Broker {
             .nth(3)
             .unwrap_or_else(|| panic!("unexpected first line from sluice: {line:?}"))
             .to_string();
+        // "... (admin HOST:PORT, N shards, ...)"
+        let admin_addr = line
+            .split_whitespace()
+            .nth(5)
+            .map(|a| a.trim_end_matches(',').to_string())
+            .unwrap_or_else(|| panic!("no admin address in {line:?}"));
         Broker {
             child: Some(child),
             addr,
+            admin_addr,
             data_dir: data_dir.to_path_buf(),
         }
     }
