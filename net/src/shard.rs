@@ -590,6 +590,31 @@ impl Shard {
 pub type ShardItems<T> = Vec<(usize, TopicPartition, T)>;
 
 /// Groups partitions by owning shard, keeping each item's position in the request.
+/// Runs `op` on each owning shard's share of `items` (in parallel, each shard once) and
+/// returns the `(error, offset, offset-or-epoch)` answers in `items` order; an item whose
+/// shard gave no answer gets UNKNOWN_SERVER_ERROR.
+pub async fn offsets_by_shard<T>(
+    shard: &Rc<Shard>,
+    items: Vec<(TopicPartition, T)>,
+    op: impl Fn(Vec<(TopicPartition, T)>) -> ShardOp,
+) -> Vec<(i16, i64, i64)> {
+    let mut results = vec![(code::UNKNOWN_SERVER_ERROR, -1i64, -1i64); items.len()];
+    let mut calls = Vec::new();
+    let mut positions = Vec::new();
+    for (s, group) in split_by_shard(shard.count, items) {
+        positions.push(group.iter().map(|(i, _, _)| *i).collect::<Vec<_>>());
+        calls.push((s, op(group.into_iter().map(|(_, tp, t)| (tp, t)).collect())));
+    }
+    for (idx, reply) in positions.into_iter().zip(shard.call_all(calls).await) {
+        if let ShardReply::Offsets(rs) = reply {
+            for (i, r) in idx.into_iter().zip(rs) {
+                results[i] = r;
+            }
+        }
+    }
+    results
+}
+
 pub fn split_by_shard<T>(
     count: usize,
     items: Vec<(TopicPartition, T)>,

@@ -11,7 +11,7 @@ use kafka_protocol::messages::{ApiKey, ListOffsetsRequest, ListOffsetsResponse};
 use super::ApiSpec;
 use crate::errors::code;
 use crate::frame::{decode_body, encode_response, FrameError, Request, ResponseFrame};
-use crate::shard::{split_by_shard, Shard, ShardOp, ShardReply};
+use crate::shard::{offsets_by_shard, Shard, ShardOp};
 use crate::store::{PartitionId, TopicPartition};
 
 pub const SPEC: ApiSpec = ApiSpec {
@@ -32,26 +32,7 @@ pub async fn handle(shard: &Rc<Shard>, req: &Request) -> Result<ResponseFrame, F
             items.push((tp, p.timestamp));
         }
     }
-    let mut results = vec![(code::UNKNOWN_SERVER_ERROR, -1i64, -1i64); items.len()];
-    let groups = split_by_shard(shard.count, items);
-    let mut calls = Vec::new();
-    let mut positions = Vec::new();
-    for (s, group) in groups {
-        positions.push(group.iter().map(|(i, _, _)| *i).collect::<Vec<_>>());
-        calls.push((
-            s,
-            ShardOp::ListOffsets {
-                parts: group.into_iter().map(|(_, tp, ts)| (tp, ts)).collect(),
-            },
-        ));
-    }
-    for (idx, reply) in positions.into_iter().zip(shard.call_all(calls).await) {
-        if let ShardReply::Offsets(rs) = reply {
-            for (i, r) in idx.into_iter().zip(rs) {
-                results[i] = r;
-            }
-        }
-    }
+    let results = offsets_by_shard(shard, items, |parts| ShardOp::ListOffsets { parts }).await;
     let mut it = results.into_iter();
     let topics = body
         .topics
