@@ -22,7 +22,7 @@ use glommio::sync::Semaphore;
 use crate::batch::{self, BatchHeader, BatchIter};
 use crate::checkpoint::Checkpoint;
 use crate::chunk::{BatchSlice, OpenChunk, SealedChunk, Window};
-use crate::config::{FlushPolicy, LogConfig, TimestampType};
+use crate::config::{FlushPolicy, LogConfig, ShardConfig, TimestampType};
 use crate::epochs::EpochCache;
 use crate::error::{AppendError, LogError, ReadError};
 use crate::files::{self, align_down, align_up, now_ms};
@@ -165,6 +165,7 @@ impl LogState {
         tp: TopicPartition,
         config: LogConfig,
         recovered: Recovered,
+        shard: &ShardConfig,
     ) -> Self {
         let Recovered {
             segments,
@@ -190,9 +191,9 @@ impl LogState {
             open,
             pending: VecDeque::new(),
             pending_bytes: 0,
-            chunk_capacity: CHUNK_MIN_BYTES,
-            chunk_max: CHUNK_MIN_BYTES,
-            chunk_min: CHUNK_MIN_BYTES,
+            chunk_capacity: shard.write_chunk_bytes.min(CHUNK_MIN_BYTES),
+            chunk_min: shard.write_chunk_bytes.min(CHUNK_MIN_BYTES),
+            chunk_max: shard.write_chunk_bytes,
             recent: VecDeque::new(),
             writing_segment: Some(active_base),
             synced_point: (active_base, active_size, next_offset),

@@ -114,11 +114,7 @@ pub(crate) async fn recover(
         producers,
         epochs,
     };
-    let mut state = LogState::new(dir, tp, config, recovered);
-    state.chunk_max = shard.write_chunk_bytes;
-    state.chunk_min = shard.write_chunk_bytes.min(crate::log::CHUNK_MIN_BYTES);
-    state.chunk_capacity = state.chunk_min;
-    Ok(state)
+    Ok(LogState::new(dir, tp, config, recovered, shard))
 }
 
 /// Segment base offsets found in `dir`, ascending; leftovers of interrupted writes
