@@ -72,6 +72,8 @@ pub fn publish_shard(shard: usize, stat: ShardStat, partitions: Vec<PartitionSta
 
 /// A per-partition gauge: how to read its value.
 type Gauge = fn(&PartitionStat) -> String;
+/// A per-shard gauge: how to read its value.
+type ShardGauge = fn(&ShardStat) -> usize;
 
 fn render_partitions(out: &mut String) {
     let Ok(map) = PARTITIONS.lock() else { return };
@@ -102,21 +104,17 @@ fn render_partitions(out: &mut String) {
             }
         }
     }
-    let _ = writeln!(out, "# TYPE sluice_shard_tail_cache_bytes gauge");
-    for (shard, (stat, _)) in map.iter() {
-        let _ = writeln!(
-            out,
-            "sluice_shard_tail_cache_bytes{{shard=\"{shard}\"}} {}",
-            stat.tail_cache_bytes
-        );
-    }
-    let _ = writeln!(out, "# TYPE sluice_shard_write_pending_bytes gauge");
-    for (shard, (stat, _)) in map.iter() {
-        let _ = writeln!(
-            out,
-            "sluice_shard_write_pending_bytes{{shard=\"{shard}\"}} {}",
-            stat.write_pending_bytes
-        );
+    let shard_gauges: [(&str, ShardGauge); 2] = [
+        ("sluice_shard_tail_cache_bytes", |s| s.tail_cache_bytes),
+        ("sluice_shard_write_pending_bytes", |s| {
+            s.write_pending_bytes
+        }),
+    ];
+    for (name, value) in shard_gauges {
+        let _ = writeln!(out, "# TYPE {name} gauge");
+        for (shard, (stat, _)) in map.iter() {
+            let _ = writeln!(out, "{name}{{shard=\"{shard}\"}} {}", value(stat));
+        }
     }
 }
 

@@ -194,6 +194,21 @@ fn append_error_code(e: &AppendError) -> i16 {
 }
 
 impl Shard {
+    /// Waits for a group answer (`answer`), unless the broker starts stopping first:
+    /// then COORDINATOR_NOT_AVAILABLE, so clients move on instead of waiting out a
+    /// rebalance. A dropped answer becomes `dropped`.
+    pub async fn group_answer<T, E>(
+        &self,
+        answer: impl std::future::Future<Output = Result<T, E>>,
+        dropped: i16,
+    ) -> Result<T, i16> {
+        futures_lite::future::or(async { answer.await.map_err(|_| dropped) }, async {
+            self.stopping.wait().await;
+            Err(code::COORDINATOR_NOT_AVAILABLE)
+        })
+        .await
+    }
+
     pub fn new(
         id: usize,
         count: usize,

@@ -36,16 +36,7 @@ pub async fn handle(shard: &Rc<Shard>, req: &Request) -> Result<ResponseFrame, F
     };
     let outcome = match shard.groups.join(join) {
         // A stopping broker does not wait for the rebalance to finish.
-        Ok(rx) => {
-            futures_lite::future::or(
-                async { rx.await.map_err(|_| code::UNKNOWN_MEMBER_ID) },
-                async {
-                    shard.stopping.wait().await;
-                    Err(code::COORDINATOR_NOT_AVAILABLE)
-                },
-            )
-            .await
-        }
+        Ok(rx) => shard.group_answer(rx, code::UNKNOWN_MEMBER_ID).await,
         Err(e) => Err(e),
     };
     let resp = match outcome {

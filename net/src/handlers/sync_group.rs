@@ -29,16 +29,7 @@ pub async fn handle(shard: &Rc<Shard>, req: &Request) -> Result<ResponseFrame, F
         assignments,
     ) {
         Ok(Ok(o)) => Ok(o),
-        Ok(Err(rx)) => {
-            futures_lite::future::or(
-                async { rx.await.map_err(|_| code::REBALANCE_IN_PROGRESS) },
-                async {
-                    shard.stopping.wait().await;
-                    Err(code::COORDINATOR_NOT_AVAILABLE)
-                },
-            )
-            .await
-        }
+        Ok(Err(rx)) => shard.group_answer(rx, code::REBALANCE_IN_PROGRESS).await,
         Err(e) => Err(e),
     };
     let resp = match outcome {
