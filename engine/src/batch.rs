@@ -393,33 +393,73 @@ fn get_varlong(bytes: &[u8]) -> Option<(i64, usize)> {
     None
 }
 
-/// Timestamps and offsets of the records of an uncompressed batch, in order; `None` when
-/// the batch is compressed or its records are malformed. Used only off the hot path
-/// (timestamp lookups), never on append or fetch.
-pub fn record_timestamps(batch: &[u8]) -> Option<Vec<(Offset, i64)>> {
+/// One record of an uncompressed batch, borrowed from the batch's bytes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct RecordView<'a> {
+    pub offset: Offset,
+    pub timestamp_ms: i64,
+    /// `None` is a null key (not an empty one).
+    pub key: Option<&'a [u8]>,
+    /// `None` is a null value: a tombstone in a compacted log.
+    pub value: Option<&'a [u8]>,
+}
+
+/// The records of an uncompressed batch, in order; `None` when the batch is compressed
+/// or its records are malformed. Off the hot path only (timestamp lookups, loading
+/// internal topics), never on append or fetch.
+pub fn records(batch: &[u8]) -> Option<Vec<RecordView<'_>>> {
     let header = parse_header(batch).ok()?;
     if header.compression() != 0 || batch.len() < header.total_bytes() {
         return None;
     }
-    // A record takes at least 7 bytes: never trust the count for the allocation.
-    let mut out =
-        Vec::with_capacity((header.record_count.get().max(0) as usize).min(batch.len() / 7));
-    let mut pos = HEADER_BYTES;
     let end = header.total_bytes();
+    // A record takes at least 7 bytes: never trust the count for the allocation.
+    let mut out = Vec::with_capacity((header.record_count.get().max(0) as usize).min(end / 7));
+    let mut pos = HEADER_BYTES;
     for _ in 0..header.record_count.get() {
         let (length, n) = get_varlong(batch.get(pos..end)?)?;
         let body_start = pos + n;
         let body_end = body_start.checked_add(usize::try_from(length).ok()?)?;
-        let body = batch.get(body_start..body_end.min(end))?;
-        let (ts_delta, n1) = get_varlong(body.get(1..)?)?;
-        let (offset_delta, _) = get_varlong(body.get(1 + n1..)?)?;
-        out.push((
-            header.base_offset().plus(offset_delta),
-            header.base_timestamp.get() + ts_delta,
-        ));
+        let body = batch.get(body_start..body_end)?;
+        // attributes (1 byte), then the deltas, the key and the value.
+        let mut at = 1;
+        let (ts_delta, n) = get_varlong(body.get(at..)?)?;
+        at += n;
+        let (offset_delta, n) = get_varlong(body.get(at..)?)?;
+        at += n;
+        let (key, n) = get_bytes(body.get(at..)?)?;
+        at += n;
+        let (value, _) = get_bytes(body.get(at..)?)?;
+        out.push(RecordView {
+            offset: header.base_offset().plus(offset_delta),
+            timestamp_ms: header.base_timestamp.get() + ts_delta,
+            key,
+            value,
+        });
         pos = body_end;
     }
     Some(out)
+}
+
+/// A varint-length-prefixed byte string (-1: null); returns it and the bytes it used.
+fn get_bytes(bytes: &[u8]) -> Option<(Option<&[u8]>, usize)> {
+    let (len, n) = get_varlong(bytes)?;
+    if len < 0 {
+        return Some((None, n));
+    }
+    let end = n.checked_add(usize::try_from(len).ok()?)?;
+    Some((Some(bytes.get(n..end)?), end))
+}
+
+/// Timestamps and offsets of the records of an uncompressed batch, in order; `None` when
+/// the batch is compressed or its records are malformed.
+pub fn record_timestamps(batch: &[u8]) -> Option<Vec<(Offset, i64)>> {
+    Some(
+        records(batch)?
+            .into_iter()
+            .map(|r| (r.offset, r.timestamp_ms))
+            .collect(),
+    )
 }
 
 #[cfg(test)]
@@ -504,6 +544,35 @@ mod tests {
             validate(&batch, 1 << 20),
             Err(BatchError::BadRecordCount { .. })
         ));
+    }
+
+    #[test]
+    fn records_are_decoded_with_keys_and_null_values() {
+        let mut b = BatchBuilder::new(500);
+        b.push(&Record {
+            key: Some(b"k1"),
+            value: Some(b"v1"),
+            timestamp_ms: 500,
+            ..Record::default()
+        });
+        b.push(&Record {
+            key: Some(b"k2"),
+            value: None,
+            headers: &[("h", b"x")],
+            timestamp_ms: 507,
+        });
+        let mut batch = b.build();
+        stamp(&mut batch, Offset(40), LeaderEpoch(0));
+        let got = records(&batch).expect("uncompressed");
+        assert_eq!(got.len(), 2);
+        assert_eq!(
+            (got[0].offset, got[0].key, got[0].value),
+            (Offset(40), Some(&b"k1"[..]), Some(&b"v1"[..]))
+        );
+        assert_eq!(
+            (got[1].offset, got[1].timestamp_ms, got[1].value),
+            (Offset(41), 507, None)
+        );
     }
 
     #[test]
