@@ -1,10 +1,11 @@
-//! `sluice`: the one binary. `serve` runs a broker.
+//! `sluice`: the one binary. `serve` runs a broker; `bench` and `group` are its tools.
 //!
 //! Only this crate reads configuration files, flags, signals and the environment; the
 //! libraries take plain config structs.
 
 mod bench;
 mod config;
+mod group;
 
 use std::io::Write;
 use std::path::PathBuf;
@@ -29,6 +30,8 @@ enum Command {
     Serve(ServeArgs),
     /// The load generator: produce, consume, e2e, compare.
     Bench(bench::BenchArgs),
+    /// Consumer groups: list, describe (lag), reset-offsets, delete.
+    Group(group::GroupArgs),
 }
 
 #[derive(Debug, clap::Args)]
@@ -68,6 +71,7 @@ fn main() {
     let result = match cli.command {
         Command::Serve(args) => serve(args),
         Command::Bench(args) => bench::main(args),
+        Command::Group(args) => group::main(args),
     };
     if let Err(e) = result {
         eprintln!("sluice: {e:#}");

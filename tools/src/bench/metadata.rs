@@ -1,6 +1,6 @@
-//! Control plane of the bench: topic lookup and creation, leader routing from Metadata, and
-//! partition end offsets (ListOffsets) for the count check. Blocking calls, run before and
-//! after the data-plane executors.
+//! Control plane of the bench (and of `sluice group`): topic lookup and creation, leader
+//! routing from Metadata, broker lists, and partition offsets (ListOffsets: earliest, latest,
+//! by timestamp). Blocking calls, run before and after the data-plane executors.
 
 use std::collections::BTreeMap;
 use std::time::{Duration, Instant};
@@ -108,6 +108,23 @@ fn routing_of(resp: &MetadataResponse, topic: &str) -> Result<Option<Routing>> {
     }))
 }
 
+/// The routing of an existing topic; an error names it when it is missing or leaderless.
+pub fn lookup(conn: &mut AdminConn, topic: &str) -> Result<Routing> {
+    routing_of(&metadata(conn, topic)?, topic)?
+        .ok_or_else(|| anyhow!("topic {topic} does not exist (or a partition has no leader)"))
+}
+
+/// Every broker of the cluster as (node id, `host:port`).
+pub fn brokers(conn: &mut AdminConn) -> Result<Vec<(i32, String)>> {
+    let resp: MetadataResponse =
+        conn.send(&MetadataRequest::default().with_topics(Some(vec![])))?;
+    Ok(resp
+        .brokers
+        .iter()
+        .map(|b| (b.node_id.0, format!("{}:{}", b.host.as_str(), b.port)))
+        .collect())
+}
+
 /// Looks the topic up and creates it if missing; waits until every partition has a leader.
 pub fn ensure_topic(bootstrap: &str, spec: &TopicSpec, create: bool) -> Result<Routing> {
     let mut conn = AdminConn::connect(bootstrap)?;
@@ -167,6 +184,9 @@ pub fn ensure_topic(bootstrap: &str, spec: &TopicSpec, create: bool) -> Result<R
 pub enum OffsetSpec {
     Earliest,
     Latest,
+    /// The first offset whose timestamp is at or after this (ms since the epoch); -1 for a
+    /// partition with no such record.
+    AtMs(i64),
 }
 
 /// Offsets of every partition (indexed by partition id), asked of each leader.
@@ -174,12 +194,15 @@ pub fn offsets(routing: &Routing, which: OffsetSpec) -> Result<Vec<i64>> {
     let timestamp = match which {
         OffsetSpec::Earliest => -2,
         OffsetSpec::Latest => -1,
+        OffsetSpec::AtMs(ms) if ms >= 0 => ms,
+        OffsetSpec::AtMs(ms) => bail!("timestamp {ms} ms is before 1970"),
     };
     let mut by_leader: BTreeMap<i32, Vec<i32>> = BTreeMap::new();
     for (p, &l) in routing.leaders.iter().enumerate() {
         by_leader.entry(l).or_default().push(p as i32);
     }
     let mut out = vec![-1i64; routing.partitions()];
+    let mut answered = vec![false; routing.partitions()];
     for (leader, parts) in by_leader {
         let addr = routing
             .brokers
@@ -219,10 +242,12 @@ pub fn offsets(routing: &Routing, which: OffsetSpec) -> Result<Vec<i64>> {
                     )
                 })?;
                 out[i] = p.offset;
+                answered[i] = true;
             }
         }
     }
-    if let Some(p) = out.iter().position(|&o| o < 0) {
+    let by_time = matches!(which, OffsetSpec::AtMs(_));
+    if let Some(p) = (0..out.len()).find(|&p| !answered[p] || (out[p] < 0 && !by_time)) {
         bail!("ListOffsets gave no offset for partition {p}");
     }
     Ok(out)

@@ -15,13 +15,13 @@
 mod compare;
 mod consumer;
 mod encoder;
-mod metadata;
+pub(crate) mod metadata;
 mod producer;
 mod rate;
 mod report;
 mod run;
 mod stats;
-mod wire;
+pub(crate) mod wire;
 
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};

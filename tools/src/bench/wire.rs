@@ -1,10 +1,15 @@
-//! Kafka framing for the bench client: request encoding through `kafka-protocol`, version
-//! negotiation from ApiVersions, a blocking client for the control plane (metadata, topic
-//! creation, offsets) and async frame reads for the data plane (glommio sockets).
+//! Kafka framing shared by `sluice bench` and `sluice group`: request encoding through
+//! `kafka-protocol`, version negotiation from ApiVersions, a blocking client for control-plane
+//! calls (metadata, topics, offsets, groups) and async frame reads for the data plane
+//! (glommio sockets).
+//!
+//! Invariants: a response frame is never longer than [`FRAME_BYTES_MAX`]; a request goes out
+//! at the highest version both sides speak ([`our_range`] ∩ the broker's ApiVersions), so
+//! callers that build version-dependent bodies ask [`AdminConn::version`] first.
 
 use std::collections::HashMap;
 use std::io::{Read, Write};
-use std::net::TcpStream;
+use std::net::{TcpStream, ToSocketAddrs};
 use std::time::Duration;
 
 use anyhow::{anyhow, bail, Context, Result};
@@ -15,8 +20,12 @@ use kafka_protocol::messages::{
 };
 use kafka_protocol::protocol::{Decodable, Encodable, HeaderVersion, Request, StrBytes};
 
-/// The client id on every request.
+/// The client id on the bench's requests.
 pub const CLIENT_ID: &str = "sluice-bench";
+/// How long a blocking connect may take.
+const CONNECT_TIMEOUT_MS: u64 = 10_000;
+/// How long a blocking call waits for its answer (JoinGroup may wait for a rebalance).
+const CALL_TIMEOUT_MS: u64 = 30_000;
 /// Largest response frame accepted (a fetch answer can be large).
 pub const FRAME_BYTES_MAX: usize = 256 << 20;
 
@@ -29,6 +38,19 @@ pub fn our_range(key: ApiKey) -> (i16, i16) {
         ApiKey::ListOffsets => (1, 7),
         ApiKey::CreateTopics => (2, 7),
         ApiKey::ApiVersions => (0, 3),
+        // Groups: up to the versions whose bodies the callers build (FindCoordinator v4
+        // batches keys, OffsetFetch v8 batches groups, LeaveGroup v3 lists members).
+        ApiKey::FindCoordinator => (0, 4),
+        ApiKey::JoinGroup => (1, 7),
+        ApiKey::SyncGroup => (0, 5),
+        ApiKey::Heartbeat => (0, 4),
+        ApiKey::LeaveGroup => (0, 5),
+        ApiKey::OffsetCommit => (2, 8),
+        ApiKey::OffsetFetch => (2, 7),
+        ApiKey::ListGroups => (0, 4),
+        ApiKey::DescribeGroups => (0, 5),
+        ApiKey::DeleteGroups => (0, 2),
+        ApiKey::OffsetDelete => (0, 0),
         _ => (0, 0),
     }
 }
@@ -43,10 +65,12 @@ impl Versions {
     /// Highest version both sides speak.
     pub fn pick(&self, key: ApiKey) -> Result<i16> {
         let (lo, hi) = our_range(key);
-        let (blo, bhi) = *self
-            .ranges
-            .get(&(key as i16))
-            .ok_or_else(|| anyhow!("broker does not support {key:?}"))?;
+        let (blo, bhi) = *self.ranges.get(&(key as i16)).ok_or_else(|| {
+            anyhow!(
+                "the broker does not support {key:?} (API key {})",
+                key as i16
+            )
+        })?;
         let v = hi.min(bhi);
         if v < lo.max(blo) {
             bail!("no common version for {key:?}: we speak {lo}..={hi}, the broker {blo}..={bhi}");
@@ -55,9 +79,20 @@ impl Versions {
     }
 }
 
-/// Encodes one request frame (size, header, body) onto `buf`.
+/// Encodes one request frame (size, header, body) onto `buf`, as the bench.
 pub fn encode_request<R: Request>(
     buf: &mut Vec<u8>,
+    version: i16,
+    correlation_id: i32,
+    body: &R,
+) -> Result<()> {
+    encode_request_as(buf, CLIENT_ID, version, correlation_id, body)
+}
+
+/// Encodes one request frame (size, header, body) onto `buf` with this client id.
+pub fn encode_request_as<R: Request>(
+    buf: &mut Vec<u8>,
+    client_id: &'static str,
     version: i16,
     correlation_id: i32,
     body: &R,
@@ -68,7 +103,7 @@ pub fn encode_request<R: Request>(
         .with_request_api_key(R::KEY)
         .with_request_api_version(version)
         .with_correlation_id(correlation_id)
-        .with_client_id(Some(StrBytes::from_static_str(CLIENT_ID)));
+        .with_client_id(Some(StrBytes::from_static_str(client_id)));
     header.encode(buf, R::header_version(version))?;
     body.encode(buf, version)?;
     let size = i32::try_from(buf.len() - start - 4)?;
@@ -131,6 +166,7 @@ pub async fn read_frame_within<S: AsyncRead + Unpin>(
 #[derive(Debug)]
 pub struct AdminConn {
     stream: TcpStream,
+    client_id: &'static str,
     correlation: i32,
     pub versions: Versions,
     scratch: Vec<u8>,
@@ -138,11 +174,17 @@ pub struct AdminConn {
 
 impl AdminConn {
     pub fn connect(addr: &str) -> Result<AdminConn> {
-        let stream = TcpStream::connect(addr).with_context(|| format!("connecting to {addr}"))?;
+        AdminConn::connect_as(addr, CLIENT_ID)
+    }
+
+    /// Connects (bounded by a timeout), then asks for the broker's API versions.
+    pub fn connect_as(addr: &str, client_id: &'static str) -> Result<AdminConn> {
+        let stream = connect_timeout(addr)?;
         stream.set_nodelay(true)?;
-        stream.set_read_timeout(Some(Duration::from_secs(30)))?;
+        stream.set_read_timeout(Some(Duration::from_millis(CALL_TIMEOUT_MS)))?;
         let mut conn = AdminConn {
             stream,
+            client_id,
             correlation: 0,
             versions: Versions::default(),
             scratch: Vec::new(),
@@ -167,10 +209,21 @@ impl AdminConn {
         self.call(req, version)
     }
 
+    /// The version `send` would use for `key` (for bodies whose fields depend on it).
+    pub fn version(&self, key: ApiKey) -> Result<i16> {
+        self.versions.pick(key)
+    }
+
     pub fn call<R: Request>(&mut self, req: &R, version: i16) -> Result<R::Response> {
         self.correlation += 1;
         self.scratch.clear();
-        encode_request(&mut self.scratch, version, self.correlation, req)?;
+        encode_request_as(
+            &mut self.scratch,
+            self.client_id,
+            version,
+            self.correlation,
+            req,
+        )?;
         self.stream.write_all(&self.scratch)?;
         let mut size = [0u8; 4];
         self.stream.read_exact(&mut size)?;
@@ -186,5 +239,32 @@ impl AdminConn {
             bail!("correlation id {corr}, expected {}", self.correlation);
         }
         Ok(resp)
+    }
+}
+
+/// `TcpStream::connect` with [`CONNECT_TIMEOUT_MS`] per resolved address.
+fn connect_timeout(addr: &str) -> Result<TcpStream> {
+    let addrs: Vec<_> = addr
+        .to_socket_addrs()
+        .with_context(|| format!("resolving {addr} (expected HOST:PORT)"))?
+        .collect();
+    let mut last = None;
+    for a in &addrs {
+        match TcpStream::connect_timeout(a, Duration::from_millis(CONNECT_TIMEOUT_MS)) {
+            Ok(s) => return Ok(s),
+            Err(e) => last = Some(e),
+        }
+    }
+    match last {
+        Some(e) => Err(anyhow!(e).context(format!("connecting to {addr}"))),
+        None => bail!("{addr} resolves to no address"),
+    }
+}
+
+/// A Kafka error code as its name and number, e.g. `GroupIdNotFound (69)`.
+pub fn error_name(code: i16) -> String {
+    match kafka_protocol::ResponseError::try_from_code(code) {
+        Some(e) => format!("{e} ({code})"),
+        None => "None (0)".to_string(),
     }
 }

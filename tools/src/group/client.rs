@@ -1,0 +1,332 @@
+//! The blocking admin calls behind `sluice group`: coordinator lookup (retried while the
+//! coordinator is not available), ListGroups on every broker, DescribeGroups, OffsetFetch,
+//! OffsetCommit, DeleteGroups, OffsetDelete, and log offsets through the bench's metadata
+//! module. Every call is bounded: a few attempts, each with the connection's read timeout.
+
+use std::collections::BTreeMap;
+use std::time::Duration;
+
+use anyhow::{anyhow, bail, Context, Result};
+use kafka_protocol::messages::describe_groups_response::DescribedGroup;
+use kafka_protocol::messages::offset_delete_request::{
+    OffsetDeleteRequestPartition, OffsetDeleteRequestTopic,
+};
+use kafka_protocol::messages::{
+    ApiKey, DeleteGroupsRequest, DescribeGroupsRequest, FindCoordinatorResponse, ListGroupsRequest,
+    OffsetDeleteRequest,
+};
+
+use super::proto::{self, code, Committed};
+use crate::bench::metadata::{self, OffsetSpec};
+use crate::bench::wire::{error_name, AdminConn};
+
+/// The client id on the group tool's requests.
+const CLIENT_ID: &str = "sluice-group";
+/// Attempts at a coordinator call while the answer says "not available / not me / loading".
+const COORDINATOR_ATTEMPTS_MAX: u32 = 6;
+/// First back-off between attempts; doubles each time (0.1 + 0.2 + … ≈ 3 s in all).
+const BACKOFF_MS_FIRST: u64 = 100;
+
+/// A group as DescribeGroups shows it (members' assignments still encoded).
+#[derive(Debug, Clone)]
+pub struct GroupState {
+    pub state: String,
+    pub protocol_type: String,
+    pub protocol: String,
+    pub members: Vec<MemberState>,
+}
+
+#[derive(Debug, Clone)]
+pub struct MemberState {
+    pub member_id: String,
+    pub group_instance_id: Option<String>,
+    pub client_id: String,
+    pub host: String,
+    pub assignment: Vec<(String, Vec<i32>)>,
+}
+
+impl GroupState {
+    /// Whether the coordinator knows the group at all (Kafka answers `Dead` otherwise).
+    pub fn exists(&self) -> bool {
+        self.state != "Dead"
+    }
+}
+
+/// A group as ListGroups shows it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Listed {
+    pub group: String,
+    pub protocol_type: String,
+    pub state: String,
+}
+
+/// Log start and end offsets of a topic, by partition id.
+#[derive(Debug, Clone)]
+pub struct LogOffsets {
+    pub start: Vec<i64>,
+    pub end: Vec<i64>,
+}
+
+#[derive(Debug)]
+pub struct Client {
+    conn: AdminConn,
+}
+
+impl Client {
+    pub fn connect(bootstrap: &str) -> Result<Client> {
+        let conn = AdminConn::connect_as(bootstrap, CLIENT_ID)
+            .with_context(|| format!("--bootstrap {bootstrap}"))?;
+        Ok(Client { conn })
+    }
+
+    /// Runs `call` against the group's coordinator; an answer with a coordinator error (or a
+    /// coordinator that cannot be found yet) is retried with back-off, a bounded number of
+    /// times. Other error codes come back as `Ok(Err(code))` for the caller to explain.
+    fn at_coordinator<T>(
+        &mut self,
+        group: &str,
+        what: &str,
+        mut call: impl FnMut(&mut AdminConn) -> Result<Result<T, i16>>,
+    ) -> Result<Result<T, i16>> {
+        let mut last = code::COORDINATOR_NOT_AVAILABLE;
+        for attempt in 0..COORDINATOR_ATTEMPTS_MAX {
+            if attempt > 0 {
+                // Control plane only: back-off between attempts of an operator command.
+                std::thread::sleep(Duration::from_millis(BACKOFF_MS_FIRST << (attempt - 1)));
+            }
+            let addr = match self.find_coordinator(group)? {
+                Ok(addr) => addr,
+                Err(e) if proto::coordinator_retriable(e) => {
+                    tracing::debug!(group, error = e, "coordinator not available yet");
+                    last = e;
+                    continue;
+                }
+                Err(e) => bail!("FindCoordinator for group {group}: {}", error_name(e)),
+            };
+            let mut conn = AdminConn::connect_as(&addr, CLIENT_ID)
+                .with_context(|| format!("connecting to the coordinator of group {group}"))?;
+            match call(&mut conn).with_context(|| format!("{what} for group {group}"))? {
+                Err(e) if proto::coordinator_retriable(e) => {
+                    tracing::debug!(group, error = e, "coordinator answered retriable error");
+                    last = e;
+                }
+                other => return Ok(other),
+            }
+        }
+        bail!(
+            "{what} for group {group}: the coordinator is not available after \
+             {COORDINATOR_ATTEMPTS_MAX} attempts (last error {})",
+            error_name(last)
+        )
+    }
+
+    fn find_coordinator(&mut self, group: &str) -> Result<Result<String, i16>> {
+        let version = self.conn.version(ApiKey::FindCoordinator)?;
+        let req = proto::find_coordinator_request(version, group);
+        let resp: FindCoordinatorResponse = self.conn.call(&req, version)?;
+        proto::coordinator_of(version, &resp)
+    }
+
+    /// Every group of every broker, sorted by name.
+    pub fn list(&mut self) -> Result<Vec<Listed>> {
+        let brokers = metadata::brokers(&mut self.conn)?;
+        let mut groups: BTreeMap<String, Listed> = BTreeMap::new();
+        for (id, addr) in &brokers {
+            let mut conn = AdminConn::connect_as(addr, CLIENT_ID)
+                .with_context(|| format!("connecting to broker {id}"))?;
+            let resp = conn.send(&ListGroupsRequest::default())?;
+            if resp.error_code != code::NONE {
+                bail!(
+                    "ListGroups on broker {id} ({addr}): {}",
+                    error_name(resp.error_code)
+                );
+            }
+            for g in resp.groups {
+                let name = g.group_id.0.to_string();
+                groups.entry(name.clone()).or_insert(Listed {
+                    group: name,
+                    protocol_type: g.protocol_type.to_string(),
+                    state: g.group_state.to_string(),
+                });
+            }
+        }
+        // ListGroups before v4 carries no state: ask each group's coordinator.
+        for g in groups.values_mut().filter(|g| g.state.is_empty()) {
+            g.state = self.describe(&g.group)?.state;
+        }
+        Ok(groups.into_values().collect())
+    }
+
+    /// DescribeGroups of one group.
+    pub fn describe(&mut self, group: &str) -> Result<GroupState> {
+        let answer = self.at_coordinator(group, "DescribeGroups", |conn| {
+            let resp = conn.send(
+                &DescribeGroupsRequest::default().with_groups(vec![proto::group_id(group)]),
+            )?;
+            let g = resp
+                .groups
+                .into_iter()
+                .find(|g| g.group_id.0.as_str() == group)
+                .ok_or_else(|| anyhow!("DescribeGroups answered without group {group}"))?;
+            Ok(match g.error_code {
+                code::NONE => Ok(group_state(g)?),
+                code::GROUP_ID_NOT_FOUND => Ok(GroupState {
+                    state: "Dead".into(),
+                    protocol_type: String::new(),
+                    protocol: String::new(),
+                    members: Vec::new(),
+                }),
+                e => Err(e),
+            })
+        })?;
+        answer.map_err(|e| anyhow!("DescribeGroups for group {group}: {}", error_name(e)))
+    }
+
+    /// Committed offsets of the group: of every partition it committed (`None`), or of these.
+    pub fn committed(
+        &mut self,
+        group: &str,
+        topics: Option<&[(String, Vec<i32>)]>,
+    ) -> Result<Vec<Committed>> {
+        let answer = self.at_coordinator(group, "OffsetFetch", |conn| {
+            let resp = conn.send(&proto::offset_fetch_request(group, topics))?;
+            Ok(proto::committed_of(&resp))
+        })?;
+        answer.map_err(|e| anyhow!("OffsetFetch for group {group}: {}", error_name(e)))
+    }
+
+    /// Commits `offsets` from outside the group (generation -1, no member id), as Kafka's
+    /// tool does; the coordinator accepts it only while the group has no members.
+    pub fn commit(&mut self, group: &str, offsets: &[(String, i32, i64)]) -> Result<()> {
+        let answer = self.at_coordinator(group, "OffsetCommit", |conn| {
+            let resp = conn.send(&proto::offset_commit_request(group, -1, "", offsets))?;
+            Ok(match proto::commit_error(&resp) {
+                None => Ok(()),
+                Some((_, _, e)) if proto::coordinator_retriable(e) => Err(e),
+                Some((t, p, e)) => {
+                    return Err(anyhow!(
+                        "partition {t}:{p}: {}{}",
+                        error_name(e),
+                        active_hint(e)
+                    ))
+                }
+            })
+        })?;
+        answer.map_err(|e| anyhow!("OffsetCommit for group {group}: {}", error_name(e)))
+    }
+
+    /// DeleteGroups of one group; `Err(code)` when the coordinator refused (not empty, not
+    /// found).
+    pub fn delete_group(&mut self, group: &str) -> Result<Result<(), i16>> {
+        self.at_coordinator(group, "DeleteGroups", |conn| {
+            let resp = conn.send(
+                &DeleteGroupsRequest::default().with_groups_names(vec![proto::group_id(group)]),
+            )?;
+            let r = resp
+                .results
+                .iter()
+                .find(|r| r.group_id.0.as_str() == group)
+                .ok_or_else(|| anyhow!("DeleteGroups answered without group {group}"))?;
+            Ok(if r.error_code == code::NONE {
+                Ok(())
+            } else {
+                Err(r.error_code)
+            })
+        })
+    }
+
+    /// OffsetDelete of `partitions` of `topic`; per-partition refusals come back as
+    /// (partition, code).
+    pub fn delete_offsets(
+        &mut self,
+        group: &str,
+        topic: &str,
+        partitions: &[i32],
+    ) -> Result<Result<Vec<(i32, i16)>, i16>> {
+        self.at_coordinator(group, "OffsetDelete", |conn| {
+            let req = OffsetDeleteRequest::default()
+                .with_group_id(proto::group_id(group))
+                .with_topics(vec![OffsetDeleteRequestTopic::default()
+                    .with_name(proto::topic_name(topic))
+                    .with_partitions(
+                        partitions
+                            .iter()
+                            .map(|&p| {
+                                OffsetDeleteRequestPartition::default().with_partition_index(p)
+                            })
+                            .collect(),
+                    )]);
+            let resp = conn.send(&req)?;
+            if resp.error_code != code::NONE {
+                return Ok(Err(resp.error_code));
+            }
+            Ok(Ok(resp
+                .topics
+                .iter()
+                .flat_map(|t| t.partitions.iter())
+                .filter(|p| p.error_code != code::NONE)
+                .map(|p| (p.partition_index, p.error_code))
+                .collect()))
+        })
+    }
+
+    /// Log start and end offsets of every partition of `topic`; `None` when it does not exist.
+    pub fn log_offsets(&mut self, topic: &str) -> Result<Option<LogOffsets>> {
+        let routing = match metadata::lookup(&mut self.conn, topic) {
+            Ok(r) => r,
+            Err(e) => {
+                tracing::debug!(topic, error = %e, "no log offsets");
+                return Ok(None);
+            }
+        };
+        Ok(Some(LogOffsets {
+            start: metadata::offsets(&routing, OffsetSpec::Earliest)?,
+            end: metadata::offsets(&routing, OffsetSpec::Latest)?,
+        }))
+    }
+
+    /// The first offset at or after `ms` per partition of `topic` (-1 where none is).
+    pub fn offsets_at(&mut self, topic: &str, ms: i64) -> Result<Vec<i64>> {
+        let routing = metadata::lookup(&mut self.conn, topic)?;
+        metadata::offsets(&routing, OffsetSpec::AtMs(ms))
+    }
+}
+
+/// What an operator should do about a refused commit.
+fn active_hint(code: i16) -> &'static str {
+    match code {
+        code::REBALANCE_IN_PROGRESS | code::UNKNOWN_MEMBER_ID | code::ILLEGAL_GENERATION => {
+            " (the group has active members; stop its consumers first)"
+        }
+        _ => "",
+    }
+}
+
+fn group_state(g: DescribedGroup) -> Result<GroupState> {
+    let consumer = g.protocol_type.as_str() == proto::PROTOCOL_TYPE;
+    let members = g
+        .members
+        .into_iter()
+        .map(|m| {
+            let assignment = if consumer {
+                proto::decode_assignment(&m.member_assignment)
+                    .with_context(|| format!("member {}", m.member_id.as_str()))?
+            } else {
+                Vec::new()
+            };
+            Ok(MemberState {
+                member_id: m.member_id.to_string(),
+                group_instance_id: m.group_instance_id.map(|s| s.to_string()),
+                client_id: m.client_id.to_string(),
+                host: m.client_host.to_string(),
+                assignment,
+            })
+        })
+        .collect::<Result<Vec<_>>>()?;
+    Ok(GroupState {
+        state: g.group_state.to_string(),
+        protocol_type: g.protocol_type.to_string(),
+        protocol: g.protocol_data.to_string(),
+        members,
+    })
+}
