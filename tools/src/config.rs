@@ -8,6 +8,7 @@ use std::path::{Path, PathBuf};
 use anyhow::{anyhow, bail, Context, Result};
 use serde::Deserialize;
 use sluice_net::{FlushSetting, ServerConfig, TopicDefaults};
+use sluice_tuning::{CoreSpec, CpuSet, HostCpus, Placement, PlacementConfig, SysRoot};
 
 #[derive(Debug, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -15,7 +16,8 @@ pub struct FileConfig {
     pub listen: Option<String>,
     pub advertised: Option<String>,
     pub data_dir: Option<PathBuf>,
-    pub cores: Option<String>,
+    /// The old name of `placement.cores`, still accepted (not both).
+    pub cores: Option<toml::Value>,
     pub pin_cores: Option<bool>,
     pub admin_listen: Option<String>,
     pub node_id: Option<i32>,
@@ -27,6 +29,17 @@ pub struct FileConfig {
     pub topic_defaults: TopicDefaultsConfig,
     #[serde(default)]
     pub shard: ShardBoundsConfig,
+    #[serde(default)]
+    pub placement: PlacementFileConfig,
+}
+
+/// `[placement]`: which CPUs run shards and which are kept free.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PlacementFileConfig {
+    /// `"all"`, a count, or a CPU list; parsed by `placement` so errors name the key.
+    pub cores: Option<toml::Value>,
+    pub reserved_cores: Option<String>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -67,6 +80,11 @@ pub struct TopicDefaultsConfig {
     pub flush_bytes: Option<u64>,
 }
 
+/// `data_dir` when neither the file nor `--data-dir` sets it.
+pub const DATA_DIR_DEFAULT: &str = "./sluice-data";
+/// `network.connections_max_per_shard` when the file does not set it (as in `sluice-net`).
+pub const CONNECTIONS_MAX_PER_SHARD_DEFAULT: u64 = 4096;
+
 /// Values given on the command line; each overrides the file.
 #[derive(Debug, Default)]
 pub struct Overrides {
@@ -99,37 +117,72 @@ fn resolve(key: &str, value: &str) -> Result<SocketAddr> {
         .ok_or_else(|| anyhow!("{key}: {value:?} resolves to no address"))
 }
 
-/// Parses a core list: `all`, or comma-separated CPUs and ranges (`0-3,6`).
-pub fn parse_cores(key: &str, value: &str) -> Result<Vec<usize>> {
-    let online = std::thread::available_parallelism()
-        .map(|n| n.get())
-        .unwrap_or(1);
-    if value.trim() == "all" {
-        return Ok((0..online).collect());
+/// The `cores` setting in force and the key it came from: the flag, else
+/// `placement.cores`, else the old top-level `cores` (setting both in the file is an error).
+fn core_spec(file: &FileConfig, flag: Option<&str>) -> Result<(CoreSpec, &'static str)> {
+    if let Some(flag) = flag {
+        let spec = CoreSpec::parse(flag).map_err(|e| anyhow!("--cores: {e}"))?;
+        return Ok((spec, "--cores"));
     }
-    let mut cores = Vec::new();
-    for part in value.split(',').map(str::trim).filter(|p| !p.is_empty()) {
-        let bad = || anyhow!("{key}: {part:?} is not a CPU number or range (like 0-3)");
-        match part.split_once('-') {
-            Some((a, b)) => {
-                let (a, b): (usize, usize) = (
-                    a.trim().parse().map_err(|_| bad())?,
-                    b.trim().parse().map_err(|_| bad())?,
-                );
-                if a > b {
-                    return Err(bad());
-                }
-                cores.extend(a..=b);
-            }
-            None => cores.push(part.parse().map_err(|_| bad())?),
+    let (value, field) = match (&file.placement.cores, &file.cores) {
+        (Some(_), Some(_)) => bail!(
+            "cores and placement.cores are both set; keep placement.cores (top-level cores is its old name)"
+        ),
+        (Some(v), None) => (v, "placement.cores"),
+        (None, Some(v)) => (v, "cores"),
+        (None, None) => return Ok((CoreSpec::All, "placement.cores")),
+    };
+    let spec = match value {
+        toml::Value::Integer(n) => CoreSpec::count(*n).map_err(|e| anyhow!("{field}: {e}"))?,
+        toml::Value::String(s) => CoreSpec::parse(s).map_err(|e| anyhow!("{field}: {e}"))?,
+        other => {
+            bail!("{field}: {other} is not \"all\", a core count or a CPU list such as \"2-15\"")
+        }
+    };
+    Ok((spec, field))
+}
+
+/// `placement.reserved_cores`: a CPU list, or empty / `none`.
+fn reserved_cores(file: &FileConfig) -> Result<CpuSet> {
+    match file.placement.reserved_cores.as_deref().map(str::trim) {
+        None | Some("") | Some("none") => Ok(CpuSet::new()),
+        Some(list) => {
+            CpuSet::parse_list(list).map_err(|e| anyhow!("placement.reserved_cores: {e}"))
         }
     }
-    if cores.is_empty() {
-        bail!("{key}: no CPUs listed");
-    }
-    cores.sort_unstable();
-    cores.dedup();
-    Ok(cores)
+}
+
+/// The host's CPUs; if `/sys` cannot be read (some containers), the CPUs this process
+/// sees, numbered from 0.
+pub fn host_cpus(root: &SysRoot) -> HostCpus {
+    HostCpus::read(root).unwrap_or_else(|e| {
+        let n = std::thread::available_parallelism().map_or(1, |n| n.get());
+        tracing::warn!(error = %e, cpus = n, "online CPUs unknown; assuming 0..{n}");
+        let all: CpuSet = (0..n).collect();
+        HostCpus {
+            online: all.clone(),
+            allowed: all,
+        }
+    })
+}
+
+/// Resolves `[placement]` (and the `cores` alias or `--cores`) against `host`. The outer
+/// error is a config mistake; the inner one a placement this host cannot run.
+pub fn placement(
+    file: &FileConfig,
+    cores_flag: Option<&str>,
+    pinned: bool,
+    host: &HostCpus,
+) -> Result<Result<Placement, sluice_tuning::PlacementError>> {
+    let (spec, field) = core_spec(file, cores_flag)?;
+    let reserved = reserved_cores(file)?;
+    let config = PlacementConfig {
+        cores: &spec,
+        cores_field: field,
+        reserved: &reserved,
+        pinned,
+    };
+    Ok(sluice_tuning::resolve(&config, host))
 }
 
 fn limit(key: &str, v: Option<i64>, default: Option<u64>) -> Result<Option<u64>> {
@@ -192,6 +245,13 @@ fn positive(key: &str, v: Option<u64>, default: usize) -> Result<usize> {
 
 /// Merges defaults, the file and the flags (in that order of precedence, lowest first).
 pub fn settings(file: FileConfig, o: Overrides) -> Result<Settings> {
+    let pinned = file.pin_cores.unwrap_or(true) && !o.no_pin;
+    let placement = placement(
+        &file,
+        o.cores.as_deref(),
+        pinned,
+        &host_cpus(&SysRoot::host()),
+    )??;
     let listen_s = o
         .listen
         .or(file.listen)
@@ -200,11 +260,8 @@ pub fn settings(file: FileConfig, o: Overrides) -> Result<Settings> {
     let data_dir = o
         .data_dir
         .or(file.data_dir)
-        .unwrap_or_else(|| PathBuf::from("./sluice-data"));
-    let cores = match o.cores.or(file.cores) {
-        Some(c) => parse_cores("cores", &c)?,
-        None => parse_cores("cores", "all")?,
-    };
+        .unwrap_or_else(|| PathBuf::from(DATA_DIR_DEFAULT));
+    let cores = placement.shard_cores.to_vec();
     let admin_s = o
         .admin_listen
         .or(file.admin_listen)
@@ -227,7 +284,7 @@ pub fn settings(file: FileConfig, o: Overrides) -> Result<Settings> {
             .to_string();
         server.advertised_port = port;
     }
-    server.pin_cores = file.pin_cores.unwrap_or(true) && !o.no_pin;
+    server.pin_cores = pinned;
     if let Some(id) = file.node_id {
         if id < 0 {
             bail!("node_id: {id} is negative");
@@ -352,10 +409,107 @@ mod tests {
         assert_eq!(s.server.cores, vec![0]);
     }
 
+    fn host(online: &str) -> HostCpus {
+        let set = CpuSet::parse_list(online).unwrap();
+        HostCpus {
+            online: set.clone(),
+            allowed: set,
+        }
+    }
+
+    fn cores_of(toml_text: &str, flag: Option<&str>, pinned: bool) -> Result<String, String> {
+        let f: FileConfig = toml::from_str(toml_text).map_err(|e| e.to_string())?;
+        match placement(&f, flag, pinned, &host("0-7")) {
+            Ok(Ok(p)) => Ok(format!("{} / {}", p.shard_cores, p.reserved_cores)),
+            Ok(Err(e)) => Err(e.to_string()),
+            Err(e) => Err(e.to_string()),
+        }
+    }
+
     #[test]
-    fn core_lists() {
-        assert_eq!(parse_cores("cores", "0-2,5").unwrap(), vec![0, 1, 2, 5]);
-        assert!(parse_cores("cores", "2-1").is_err());
-        assert!(parse_cores("cores", "x").is_err());
+    fn defaults_match_the_server() {
+        let addr = "127.0.0.1:1".parse().unwrap();
+        let server = ServerConfig::new(addr, PathBuf::new(), vec![0]);
+        assert_eq!(
+            server.connections_max_per_shard as u64,
+            CONNECTIONS_MAX_PER_SHARD_DEFAULT
+        );
+    }
+
+    #[test]
+    fn placement_forms() {
+        let ok = |t: &str| cores_of(t, None, true).unwrap();
+        assert_eq!(ok(""), "0-7 / none");
+        assert_eq!(
+            ok("[placement]\ncores = \"all\"\nreserved_cores = \"0-1\""),
+            "2-7 / 0-1"
+        );
+        assert_eq!(
+            ok("[placement]\ncores = 3\nreserved_cores = \"0\""),
+            "1-3 / 0"
+        );
+        assert_eq!(ok("[placement]\ncores = \"2-5\""), "2-5 / none");
+        assert_eq!(ok("[placement]\ncores = \"1,3,5-7\""), "1,3,5-7 / none");
+        // The old top-level key and the flag still work; the flag wins.
+        assert_eq!(ok("cores = \"0-1\""), "0-1 / none");
+        assert_eq!(ok("cores = 2"), "0-1 / none");
+        assert_eq!(
+            cores_of("cores = \"0-1\"", Some("4"), true).unwrap(),
+            "4 / none"
+        );
+        assert_eq!(
+            cores_of("[placement]\nreserved_cores = \"0\"", Some("all"), true).unwrap(),
+            "1-7 / 0"
+        );
+        // Unpinned shards (tests, shared machines): a list only sets the shard count.
+        assert_eq!(
+            cores_of("cores = \"0-9\"", None, false).unwrap(),
+            "0-9 / none"
+        );
+    }
+
+    #[test]
+    fn placement_errors_name_the_field() {
+        let err = |t: &str, flag: Option<&str>| cores_of(t, flag, true).unwrap_err();
+        assert!(err("[placement]\ncores = \"x\"", None).contains("placement.cores"));
+        assert!(err("[placement]\ncores = 0", None).contains("placement.cores"));
+        assert!(err("[placement]\nreserved_cores = \"3-1\"", None).contains("reserved_cores"));
+        assert!(err("[placement]\nbogus = 1", None).contains("bogus"));
+        assert_eq!(
+            err("[placement]\ncores = \"6-9\"", None),
+            "placement.cores: CPU 8-9 not online (online: 0-7)"
+        );
+        assert_eq!(
+            err("cores = \"9\"", None),
+            "cores: CPU 9 not online (online: 0-7)"
+        );
+        assert_eq!(
+            err("", Some("12")),
+            "--cores: CPU 12 not online (online: 0-7)"
+        );
+        assert!(err("", Some("1-x")).starts_with("--cores: "));
+        assert_eq!(
+            err(
+                "[placement]\ncores = \"0-3\"\nreserved_cores = \"3-4\"",
+                None
+            ),
+            "placement.cores: CPU 3 also in placement.reserved_cores"
+        );
+        assert_eq!(
+            err("[placement]\ncores = 9", None),
+            "placement.cores: 9 cores asked, only 8 usable CPUs are not reserved (0-7)"
+        );
+        assert!(err("[placement]\nreserved_cores = \"0-7\"", None).contains("leaves no CPU"));
+        assert!(err("[placement]\nreserved_cores = \"8\"", None)
+            .starts_with("placement.reserved_cores: CPU 8 not online"));
+        assert!(err("cores = 1\n[placement]\ncores = 1", None).contains("both set"));
+        assert_eq!(
+            err("[placement]\ncores = true", None),
+            "placement.cores: true is not \"all\", a core count or a CPU list such as \"2-15\""
+        );
+        assert_eq!(
+            err("[placement]\ncores = \"x\"", None),
+            "placement.cores: \"x\" is not a CPU number or range (like 2-15)"
+        );
     }
 }

@@ -1,4 +1,4 @@
-//! `sluice`: the one binary. `serve` runs a broker; `bench` and `group` are its tools.
+//! `sluice`: the one binary. `serve` runs a broker; `bench`, `group` and `tune` are its tools.
 //!
 //! Only this crate reads configuration files, flags, signals and the environment; the
 //! libraries take plain config structs.
@@ -6,6 +6,7 @@
 mod bench;
 mod config;
 mod group;
+mod tune;
 
 use std::io::Write;
 use std::path::PathBuf;
@@ -32,6 +33,8 @@ enum Command {
     Bench(bench::BenchArgs),
     /// Consumer groups: list, describe (lag), reset-offsets, delete.
     Group(group::GroupArgs),
+    /// Check the host against a tuning profile, or apply the profile.
+    Tune(tune::TuneArgs),
 }
 
 #[derive(Debug, clap::Args)]
@@ -72,6 +75,11 @@ fn main() {
         Command::Serve(args) => serve(args),
         Command::Bench(args) => bench::main(args),
         Command::Group(args) => group::main(args),
+        Command::Tune(args) => match tune::main(args) {
+            Ok(0) => Ok(()),
+            Ok(code) => std::process::exit(code),
+            Err(e) => Err(e),
+        },
     };
     if let Err(e) = result {
         eprintln!("sluice: {e:#}");

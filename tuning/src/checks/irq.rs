@@ -177,7 +177,7 @@ pub(super) fn irqbalance(ctx: &CheckContext<'_>) -> Check {
             Severity::Recommended,
             true,
             current,
-            left_as_is(ctx),
+            "either (no interrupts steered to reserved cores)",
             why,
         );
     }

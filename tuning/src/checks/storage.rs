@@ -151,7 +151,11 @@ pub(super) fn direct_io(ctx: &CheckContext<'_>) -> Check {
             name,
             Severity::Required,
             true,
-            format!("works in {}{at}", dir.display()),
+            if at.is_empty() {
+                format!("works in {}", dir.display())
+            } else {
+                format!("works{at}")
+            },
             rec,
             why,
         ),

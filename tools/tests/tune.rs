@@ -1,0 +1,288 @@
+//! `sluice tune`: `check` on this machine (read-only: it must report every item, and its exit
+//! status must follow the required checks), and `apply` only ever against fake trees.
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+
+/// Every item `sluice tune check` reports, in order.
+const ALL_CHECKS: &[&str] = &[
+    "placement.cores",
+    "kernel.io_uring_disabled",
+    "kernel.version",
+    "rlimit.memlock",
+    "rlimit.nofile",
+    "fs.nr_open",
+    "fs.aio-max-nr",
+    "vm.swappiness",
+    "transparent_hugepage.enabled",
+    "transparent_hugepage.defrag",
+    "cpu.governor",
+    "clocksource",
+    "data_dir.filesystem",
+    "data_dir.o_direct",
+    "data_device.scheduler",
+    "data_device.nomerges",
+    "irq.nic_affinity",
+    "irqbalance",
+    "init.systemd",
+];
+
+fn tmp(name: &str) -> PathBuf {
+    let dir = Path::new(env!("CARGO_TARGET_TMPDIR")).join(format!("tune-{name}"));
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).unwrap();
+    dir
+}
+
+fn sluice(args: &[&str]) -> Output {
+    Command::new(env!("CARGO_BIN_EXE_sluice"))
+        .args(args)
+        .env("RUST_LOG", "warn")
+        .output()
+        .expect("run sluice")
+}
+
+fn text(b: &[u8]) -> String {
+    String::from_utf8_lossy(b).into_owned()
+}
+
+fn check_json(args: &[&str]) -> (i32, serde_json::Value) {
+    let out = sluice(args);
+    let doc: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap_or_else(|e| {
+        panic!(
+            "not JSON ({e}): {}\n{}",
+            text(&out.stdout),
+            text(&out.stderr)
+        )
+    });
+    (out.status.code().expect("exit code"), doc)
+}
+
+#[test]
+fn check_on_this_machine_reports_every_item() {
+    let data = tmp("host").join("data");
+    std::fs::create_dir_all(&data).unwrap();
+    let swappiness = std::fs::read_to_string("/proc/sys/vm/swappiness").ok();
+    let (code, doc) = check_json(&[
+        "tune",
+        "check",
+        "--json",
+        "--data-dir",
+        data.to_str().unwrap(),
+    ]);
+    let checks = doc["checks"].as_array().expect("checks");
+    let names: Vec<&str> = checks.iter().map(|c| c["name"].as_str().unwrap()).collect();
+    assert_eq!(names, ALL_CHECKS);
+    let mut failed = 0;
+    for c in checks {
+        for field in ["current", "recommended", "why"] {
+            assert!(
+                !c[field].as_str().unwrap().is_empty(),
+                "{field} empty in {c}"
+            );
+        }
+        let severity = c["severity"].as_str().unwrap();
+        let status = c["status"].as_str().unwrap();
+        assert!(["required", "recommended"].contains(&severity), "{c}");
+        assert!(["ok", "warn", "fail", "unknown"].contains(&status), "{c}");
+        if severity == "required" && status == "fail" {
+            failed += 1;
+        }
+    }
+    assert_eq!(doc["required_failures"], failed);
+    assert_eq!(code, if failed > 0 { 2 } else { 0 }, "{doc:#}");
+    assert_eq!(doc["profile"], "dedicated-nvme");
+    // The data dir is a real ext4/xfs directory here: the probe ran and cleaned up.
+    let probe = checks
+        .iter()
+        .find(|c| c["name"] == "data_dir.o_direct")
+        .unwrap();
+    assert_eq!(probe["status"], "ok", "{probe}");
+    assert_eq!(
+        std::fs::read_dir(&data).unwrap().count(),
+        0,
+        "the probe left a file"
+    );
+    // Read-only: nothing of the host changed.
+    assert_eq!(
+        std::fs::read_to_string("/proc/sys/vm/swappiness").ok(),
+        swappiness
+    );
+}
+
+#[test]
+fn check_text_names_every_item_and_the_summary() {
+    let data = tmp("text");
+    let out = sluice(&[
+        "tune",
+        "check",
+        "--profile",
+        "shared-host",
+        "--data-dir",
+        data.to_str().unwrap(),
+    ]);
+    let stdout = text(&out.stdout);
+    for name in ALL_CHECKS {
+        assert!(
+            stdout.contains(&format!("] {name} (")),
+            "{name} missing:\n{stdout}"
+        );
+    }
+    assert!(stdout.contains("19 checks: "), "{stdout}");
+    assert!(stdout.contains("profile shared-host"), "{stdout}");
+}
+
+#[test]
+fn invalid_placement_fails_check_with_the_field_named() {
+    let dir = tmp("placement");
+    let config = dir.join("sluice.toml");
+    std::fs::write(&config, "[placement]\ncores = \"0-999\"\n").unwrap();
+    let (code, doc) = check_json(&[
+        "tune",
+        "check",
+        "--json",
+        "--config",
+        config.to_str().unwrap(),
+        "--data-dir",
+        dir.to_str().unwrap(),
+    ]);
+    assert_eq!(code, 2, "{doc:#}");
+    let c = &doc["checks"][0];
+    assert_eq!(c["name"], "placement.cores");
+    assert_eq!(c["status"], "fail");
+    assert!(
+        c["current"]
+            .as_str()
+            .unwrap()
+            .starts_with("placement.cores: CPU "),
+        "{c}"
+    );
+    // A config that does not parse is a usage error (1), not a check result.
+    std::fs::write(&config, "[placement]\ncores = \"x\"\n").unwrap();
+    let out = sluice(&["tune", "check", "--config", config.to_str().unwrap()]);
+    assert_eq!(out.status.code(), Some(1));
+    assert!(text(&out.stderr).contains("cores"), "{}", text(&out.stderr));
+}
+
+#[test]
+fn unknown_profile_is_refused_and_profile_files_load() {
+    let out = sluice(&["tune", "check", "--profile", "no-such-profile"]);
+    assert_eq!(out.status.code(), Some(1));
+    let err = text(&out.stderr);
+    assert!(
+        err.contains("no-such-profile") && err.contains("dedicated-nvme"),
+        "{err}"
+    );
+    let dir = tmp("profile");
+    let file = dir.join("mine.toml");
+    std::fs::write(&file, "description = \"mine\"\nvm_swappiness = 200\n").unwrap();
+    let (_, doc) = check_json(&[
+        "tune",
+        "check",
+        "--json",
+        "--profile",
+        file.to_str().unwrap(),
+        "--data-dir",
+        dir.to_str().unwrap(),
+    ]);
+    let swap = doc["checks"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|c| c["name"] == "vm.swappiness")
+        .unwrap();
+    assert_eq!(swap["recommended"], "200 or less");
+    std::fs::write(&file, "description = \"mine\"\nswapiness = 1\n").unwrap();
+    let out = sluice(&["tune", "check", "--profile", file.to_str().unwrap()]);
+    assert_eq!(out.status.code(), Some(1));
+    assert!(
+        text(&out.stderr).contains("swapiness"),
+        "{}",
+        text(&out.stderr)
+    );
+}
+
+/// A small fake tree: two CPUs, swappiness 60, THP always.
+fn fake_root(name: &str) -> PathBuf {
+    let root = tmp(name).join("root");
+    let put = |abs: &str, body: &str| {
+        let p = root.join(abs.trim_start_matches('/'));
+        std::fs::create_dir_all(p.parent().unwrap()).unwrap();
+        std::fs::write(p, body).unwrap();
+    };
+    put("/sys/devices/system/cpu/online", "0-1\n");
+    put("/proc/sys/vm/swappiness", "60\n");
+    put("/proc/sys/fs/aio-max-nr", "65536\n");
+    put(
+        "/sys/kernel/mm/transparent_hugepage/enabled",
+        "[always] madvise never\n",
+    );
+    root
+}
+
+#[test]
+fn apply_dry_run_on_a_fake_tree_prints_and_writes_nothing() {
+    let root = fake_root("dry");
+    let data = root.parent().unwrap().join("data");
+    std::fs::create_dir_all(&data).unwrap();
+    let args = |dry: bool| {
+        let mut a = vec![
+            "tune",
+            "apply",
+            "--profile",
+            "shared-host",
+            "--root",
+            root.to_str().unwrap(),
+            "--data-dir",
+            data.to_str().unwrap(),
+        ];
+        if dry {
+            a.push("--dry-run");
+        }
+        a.into_iter().map(String::from).collect::<Vec<_>>()
+    };
+    let run = |dry| {
+        let a = args(dry);
+        sluice(&a.iter().map(String::as_str).collect::<Vec<_>>())
+    };
+    let out = run(true);
+    let stdout = text(&out.stdout);
+    assert_eq!(out.status.code(), Some(0), "{stdout}{}", text(&out.stderr));
+    for line in [
+        "vm.swappiness: 60 -> 10 (dry run: not written)",
+        "fs.aio-max-nr: 65536 -> 1048576 (dry run: not written)",
+        "transparent_hugepage.enabled: always -> madvise (dry run: not written)",
+    ] {
+        assert!(
+            stdout.lines().any(|l| l == line),
+            "missing {line:?}:\n{stdout}"
+        );
+    }
+    let swap = root.join("proc/sys/vm/swappiness");
+    assert_eq!(std::fs::read_to_string(&swap).unwrap(), "60\n");
+    // The same without --dry-run writes them, and says so.
+    let out = run(false);
+    let stdout = text(&out.stdout);
+    assert_eq!(out.status.code(), Some(0), "{stdout}");
+    assert!(
+        stdout.lines().any(|l| l == "vm.swappiness: 60 -> 10"),
+        "{stdout}"
+    );
+    assert_eq!(std::fs::read_to_string(&swap).unwrap(), "10");
+    assert_eq!(
+        std::fs::read_to_string(root.join("sys/kernel/mm/transparent_hugepage/enabled")).unwrap(),
+        "madvise"
+    );
+    // JSON: every step with its action.
+    let mut a = args(true);
+    a.push("--json".into());
+    let (code, doc) = check_json(&a.iter().map(String::as_str).collect::<Vec<_>>());
+    assert_eq!(code, 0);
+    let swap = doc["changes"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|c| c["key"] == "vm.swappiness")
+        .unwrap();
+    assert_eq!(swap["action"], "unchanged");
+}
