@@ -437,6 +437,29 @@ mod tests {
     }
 
     #[test]
+    fn sample_production_config_is_valid() {
+        let text = include_str!("../../deploy/sluice.toml");
+        let f: FileConfig = toml::from_str(text).unwrap();
+        let p = placement(&f, None, true, &host("0-15")).unwrap().unwrap();
+        assert_eq!(p.shard_cores.to_string(), "1-15");
+        assert_eq!(p.reserved_cores.to_string(), "0");
+        // Every value passes validation; `--cores 1 --no-pin` keeps this independent of the
+        // CPUs of the machine running the test.
+        let o = Overrides {
+            cores: Some("1".into()),
+            no_pin: true,
+            ..Overrides::default()
+        };
+        let s = settings(toml::from_str(text).unwrap(), o).unwrap();
+        assert_eq!(s.server.data_dir, PathBuf::from("/var/lib/sluice/data"));
+        assert_eq!(s.server.advertised_host, "broker-1.example.internal");
+        assert_eq!(s.server.node_id, 1);
+        assert!(matches!(s.server.topic_defaults.flush, FlushSetting::Fsync));
+        assert!(!s.server.topic_defaults.auto_create);
+        assert_eq!(s.server.shard.tail_cache_bytes_max, 256 << 20);
+    }
+
+    #[test]
     fn placement_forms() {
         let ok = |t: &str| cores_of(t, None, true).unwrap();
         assert_eq!(ok(""), "0-7 / none");

@@ -165,6 +165,34 @@ fn invalid_placement_fails_check_with_the_field_named() {
 }
 
 #[test]
+fn check_reads_the_placement_of_the_sample_production_config() {
+    let dir = tmp("sample");
+    let config = concat!(env!("CARGO_MANIFEST_DIR"), "/../deploy/sluice.toml");
+    // --data-dir: the sample's /var/lib/sluice/data is not this test's to probe.
+    let (_, doc) = check_json(&[
+        "tune",
+        "check",
+        "--json",
+        "--config",
+        config,
+        "--data-dir",
+        dir.to_str().unwrap(),
+    ]);
+    let placement = &doc["checks"][0];
+    assert_eq!(placement["name"], "placement.cores");
+    let current = placement["current"].as_str().unwrap();
+    // The sample reserves CPU 0; on a one-CPU machine nothing is left, and check says so.
+    if placement["status"] == "ok" {
+        assert!(
+            current.ends_with("reserved 0") && !current.starts_with("shards on 0"),
+            "{current}"
+        );
+    } else {
+        assert!(current.contains("leaves no CPU for shards"), "{current}");
+    }
+}
+
+#[test]
 fn unknown_profile_is_refused_and_profile_files_load() {
     let out = sluice(&["tune", "check", "--profile", "no-such-profile"]);
     assert_eq!(out.status.code(), Some(1));
