@@ -314,3 +314,83 @@ fn apply_dry_run_on_a_fake_tree_prints_and_writes_nothing() {
         .unwrap();
     assert_eq!(swap["action"], "unchanged");
 }
+
+/// Starts `sluice serve` with `config`; returns its first stdout line, or its exit status and
+/// stderr if it stopped instead.
+fn serve_first_line(config: &Path, data: &Path, extra: &[&str]) -> Result<String, (i32, String)> {
+    use std::io::{BufRead, BufReader, Read};
+    let mut child = Command::new(env!("CARGO_BIN_EXE_sluice"))
+        .args([
+            "serve",
+            "--listen",
+            "127.0.0.1:0",
+            "--admin-listen",
+            "127.0.0.1:0",
+        ])
+        .arg("--config")
+        .arg(config)
+        .arg("--data-dir")
+        .arg(data)
+        .args(extra)
+        .env("RUST_LOG", "warn")
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .expect("spawn sluice");
+    let mut line = String::new();
+    BufReader::new(child.stdout.take().unwrap())
+        .read_line(&mut line)
+        .unwrap();
+    if line.is_empty() {
+        let status = child.wait().unwrap();
+        let mut err = String::new();
+        child
+            .stderr
+            .take()
+            .unwrap()
+            .read_to_string(&mut err)
+            .unwrap();
+        return Err((status.code().unwrap_or(-1), err));
+    }
+    // SAFETY: plain kill(2) on our own child's pid.
+    unsafe {
+        libc::kill(child.id() as i32, libc::SIGTERM);
+    }
+    assert!(child.wait().unwrap().success());
+    Ok(line)
+}
+
+#[test]
+fn serve_runs_the_configured_placement_and_refuses_a_bad_one() {
+    let dir = tmp("serve");
+    let config = dir.join("sluice.toml");
+    // A count of one core, unpinned (as tests run): one shard.
+    std::fs::write(&config, "pin_cores = false\n[placement]\ncores = 1\n").unwrap();
+    let line = serve_first_line(&config, &dir.join("data"), &[]).unwrap();
+    assert!(line.contains(", 1 shards,"), "{line}");
+    // Pinned to CPUs this machine does not have: start-up stops, naming the key.
+    std::fs::write(&config, "[placement]\ncores = \"0,4000\"\n").unwrap();
+    let (code, err) = serve_first_line(&config, &dir.join("data"), &[]).unwrap_err();
+    assert_eq!(code, 1, "{err}");
+    assert!(
+        err.contains("placement.cores: CPU 4000 not online"),
+        "{err}"
+    );
+    // The old top-level key and the flag still work (the flag wins).
+    std::fs::write(&config, "cores = \"0\"\n").unwrap();
+    let line =
+        serve_first_line(&config, &dir.join("data"), &["--no-pin", "--cores", "0-1"]).unwrap();
+    assert!(line.contains(", 2 shards,"), "{line}");
+    // Reserved cores overlapping a listed one are refused, pinned or not.
+    std::fs::write(
+        &config,
+        "[placement]\ncores = \"0-1\"\nreserved_cores = \"1\"\n",
+    )
+    .unwrap();
+    let (code, err) = serve_first_line(&config, &dir.join("data"), &["--no-pin"]).unwrap_err();
+    assert_eq!(code, 1, "{err}");
+    assert!(
+        err.contains("placement.cores: CPU 1 also in placement.reserved_cores"),
+        "{err}"
+    );
+}
