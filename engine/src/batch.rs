@@ -103,6 +103,8 @@ pub enum BatchError {
     TooLarge { size: usize, max: usize },
     #[error("an empty records field carries no batch")]
     Empty,
+    #[error("record {index} of the batch is malformed")]
+    MalformedRecord { index: i32 },
 }
 
 /// Reads the header of the batch at the start of `bytes` without checking it.
@@ -243,6 +245,136 @@ impl<'a> Iterator for BatchIter<'a> {
             }
         }
     }
+}
+
+/// One stored record of an uncompressed batch, borrowed from the batch bytes.
+#[derive(Debug, Clone, Copy)]
+pub struct RecordView<'a> {
+    /// The whole record as stored: length varint, then the body.
+    pub bytes: &'a [u8],
+    pub offset_delta: i64,
+    pub timestamp_delta: i64,
+    /// `None`: a keyless record.
+    pub key: Option<&'a [u8]>,
+    /// A null value: a tombstone in a compacted log.
+    pub value_is_null: bool,
+    /// The value bytes (`None`: null).
+    pub value: Option<&'a [u8]>,
+}
+
+/// Walks the records of an uncompressed batch; yields an error (then stops) at the first
+/// malformed record. Never reads past the batch, never trusts the record count for memory.
+#[derive(Debug)]
+pub struct RecordIter<'a> {
+    batch: &'a [u8],
+    pos: usize,
+    end: usize,
+    index: i32,
+    count: i32,
+}
+
+impl<'a> RecordIter<'a> {
+    /// `batch` must be a whole, framed batch whose header is `header` and which is not
+    /// compressed (the caller checks [`BatchHeader::compression`]).
+    pub fn new(batch: &'a [u8], header: &BatchHeader) -> Self {
+        RecordIter {
+            batch,
+            pos: HEADER_BYTES,
+            end: header.total_bytes().min(batch.len()),
+            index: 0,
+            count: header.record_count.get().max(0),
+        }
+    }
+
+    fn parse(&self) -> Option<(RecordView<'a>, usize)> {
+        let rest = self.batch.get(self.pos..self.end)?;
+        let (length, n) = get_varlong(rest)?;
+        let body_end = n.checked_add(usize::try_from(length).ok()?)?;
+        let body = rest.get(n..body_end)?;
+        let mut at = 1; // attributes
+        let (timestamp_delta, used) = get_varlong(body.get(at..)?)?;
+        at += used;
+        let (offset_delta, used) = get_varlong(body.get(at..)?)?;
+        at += used;
+        let (key_len, used) = get_varlong(body.get(at..)?)?;
+        at += used;
+        let key = if key_len < 0 {
+            None
+        } else {
+            let k = body.get(at..at.checked_add(usize::try_from(key_len).ok()?)?)?;
+            at += k.len();
+            Some(k)
+        };
+        let (value_len, used) = get_varlong(body.get(at..)?)?;
+        at += used;
+        let value = if value_len < 0 {
+            None
+        } else {
+            Some(body.get(at..at.checked_add(usize::try_from(value_len).ok()?)?)?)
+        };
+        let view = RecordView {
+            value,
+            bytes: &rest[..body_end],
+            offset_delta,
+            timestamp_delta,
+            key,
+            value_is_null: value_len < 0,
+        };
+        Some((view, body_end))
+    }
+}
+
+impl<'a> Iterator for RecordIter<'a> {
+    type Item = Result<RecordView<'a>, BatchError>;
+
+    fn next(&mut self) -> Option<Self::Item> {
+        if self.index >= self.count {
+            return None;
+        }
+        let index = self.index;
+        match self.parse() {
+            Some((view, used)) => {
+                self.pos += used;
+                self.index += 1;
+                Some(Ok(view))
+            }
+            None => {
+                self.index = self.count;
+                Some(Err(BatchError::MalformedRecord { index }))
+            }
+        }
+    }
+}
+
+/// Re-encodes a stored batch keeping only `records` (stored bytes of some of its own
+/// records, in order). Base offset, last offset delta, base timestamp, producer fields and
+/// sequence stay, so retained records keep their offsets and the batch its offset range;
+/// record count, length, max timestamp (CreateTime: the largest kept) and CRC32C are
+/// computed again. No records gives a header-only batch with compression bits cleared.
+pub fn rebuild(batch: &[u8], header: &BatchHeader, records: &[RecordView<'_>]) -> Vec<u8> {
+    let body: usize = records.iter().map(|r| r.bytes.len()).sum();
+    let mut out = Vec::with_capacity(HEADER_BYTES + body);
+    out.extend_from_slice(&batch[..HEADER_BYTES]);
+    for r in records {
+        out.extend_from_slice(r.bytes);
+    }
+    let log_append_time = header.attributes.get() & TIMESTAMP_TYPE_FLAG != 0;
+    if let Ok((h, _)) = BatchHeader::mut_from_prefix(&mut out) {
+        h.batch_length
+            .set((HEADER_BYTES + body - LOG_OVERHEAD_BYTES) as i32);
+        h.record_count.set(records.len() as i32);
+        if records.is_empty() {
+            h.attributes.set(h.attributes.get() & !COMPRESSION_MASK);
+        }
+        if !log_append_time {
+            let base = h.base_timestamp.get();
+            let max = records.iter().map(|r| base + r.timestamp_delta).max();
+            h.max_timestamp.set(max.unwrap_or(base));
+        }
+    }
+    let crc = crc32c::crc32c(&out[CRC_START..]);
+    out[17..21].copy_from_slice(&crc.to_be_bytes());
+    out
 }
 
 /// One record for [`BatchBuilder`].
@@ -467,6 +599,65 @@ mod tests {
     use super::*;
 
     #[test]
+    fn records_are_walked_and_rebuilt_with_their_offsets() {
+        let mut b = BatchBuilder::new(1_000);
+        for (i, (k, v)) in [
+            (Some(&b"a"[..]), Some(&b"1"[..])),
+            (None, Some(b"2")),
+            (Some(b"c"), None),
+        ]
+        .into_iter()
+        .enumerate()
+        {
+            b.push(&Record {
+                key: k,
+                value: v,
+                timestamp_ms: 1_000 + 10 * i as i64,
+                ..Record::default()
+            });
+        }
+        let mut batch = b.build();
+        stamp(&mut batch, Offset(40), LeaderEpoch(1));
+        let header = validate(&batch, 1 << 20).expect("valid");
+        let records: Vec<RecordView> = RecordIter::new(&batch, &header)
+            .collect::<Result<_, _>>()
+            .expect("well formed");
+        assert_eq!(records.len(), 3);
+        assert_eq!(records[0].key, Some(&b"a"[..]));
+        assert_eq!(records[1].key, None);
+        assert!(records[2].value_is_null);
+        assert_eq!(records[2].offset_delta, 2);
+        let kept = [records[0], records[2]];
+        let rebuilt = rebuild(&batch, &header, &kept);
+        let h = check_framing(&rebuilt).expect("framed");
+        verify_crc(&h, &rebuilt).expect("crc recomputed");
+        assert_eq!(h.record_count.get(), 2);
+        assert_eq!(h.last_offset(), Offset(42), "offset range kept");
+        assert_eq!(h.max_timestamp.get(), 1_020);
+        let offsets: Vec<i64> = RecordIter::new(&rebuilt, &h)
+            .map(|r| r.expect("ok").offset_delta)
+            .collect();
+        assert_eq!(offsets, vec![0, 2]);
+        let empty = rebuild(&batch, &header, &[]);
+        let h = check_framing(&empty).expect("framed");
+        verify_crc(&h, &empty).expect("crc");
+        assert_eq!((h.record_count.get(), h.total_bytes()), (0, HEADER_BYTES));
+        assert_eq!(h.last_offset(), Offset(42));
+    }
+
+    #[test]
+    fn malformed_records_are_an_error_not_a_panic() {
+        let batch = simple_batch(3, 10, 0);
+        let header = validate(&batch, 1 << 20).expect("valid");
+        for cut in HEADER_BYTES..batch.len() {
+            let mut h = header;
+            h.batch_length.set((cut - LOG_OVERHEAD_BYTES) as i32);
+            let got: Vec<_> = RecordIter::new(&batch[..cut], &h).collect();
+            assert!(got.iter().any(|r| r.is_err()), "cut at {cut}");
+        }
+    }
+
+    #[test]
     fn built_batch_validates() {
         let batch = simple_batch(10, 100, 1_000);
         let header = validate(&batch, 1 << 20).expect("valid");
@@ -614,6 +805,9 @@ mod tests {
             let _ = validate(&bytes, 1 << 20);
             let _ = BatchIter::new(&bytes).count();
             let _ = record_timestamps(&bytes);
+            if let Ok(h) = parse_header(&bytes) {
+                let _ = RecordIter::new(&bytes, &h).count();
+            }
         }
     }
 }

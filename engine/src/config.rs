@@ -21,6 +21,64 @@ pub enum TimestampType {
     LogAppendTime,
 }
 
+/// What happens to old data (Kafka's `cleanup.policy`): `delete` removes whole segments by
+/// `retention.ms` / `retention.bytes`; `compact` keeps the latest record of every key;
+/// both may apply.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum CleanupPolicy {
+    #[default]
+    Delete,
+    Compact,
+    /// `compact,delete` (or `delete,compact`).
+    CompactDelete,
+}
+
+impl CleanupPolicy {
+    /// Parses Kafka's comma-separated list (`delete`, `compact`, `compact,delete`,
+    /// `delete,compact`); the error names the bad value.
+    pub fn parse(value: &str) -> Result<Self, String> {
+        let mut delete = false;
+        let mut compact = false;
+        for part in value.split(',').map(str::trim) {
+            match part {
+                "delete" if !delete => delete = true,
+                "compact" if !compact => compact = true,
+                _ => {
+                    return Err(format!(
+                        "cleanup.policy {value:?} is not delete, compact or compact,delete"
+                    ))
+                }
+            }
+        }
+        Ok(match (compact, delete) {
+            (true, true) => CleanupPolicy::CompactDelete,
+            (true, false) => CleanupPolicy::Compact,
+            _ => CleanupPolicy::Delete,
+        })
+    }
+
+    pub fn compacts(self) -> bool {
+        matches!(self, CleanupPolicy::Compact | CleanupPolicy::CompactDelete)
+    }
+
+    pub fn deletes(self) -> bool {
+        matches!(self, CleanupPolicy::Delete | CleanupPolicy::CompactDelete)
+    }
+
+    /// Kafka's spelling.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            CleanupPolicy::Delete => "delete",
+            CleanupPolicy::Compact => "compact",
+            CleanupPolicy::CompactDelete => "compact,delete",
+        }
+    }
+}
+
+/// `min.cleanable.dirty.ratio` in parts per million (0 ..= 1_000_000): a fraction kept as an
+/// integer so configs stay `Eq`.
+pub const RATIO_PPM_ONE: u32 = 1_000_000;
+
 /// Per-partition settings; every one can change while the log is open
 /// ([`crate::PartitionLog::set_config`]).
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -47,6 +105,19 @@ pub struct LogConfig {
     pub timestamp_before_max_ms: Option<u64>,
     /// `message.timestamp.after.max.ms`: refuse CreateTime batches further in the future.
     pub timestamp_after_max_ms: Option<u64>,
+    /// `cleanup.policy`.
+    pub cleanup_policy: CleanupPolicy,
+    /// `delete.retention.ms`: how long a tombstone survives after its segment was first
+    /// cleaned.
+    pub delete_retention_ms: u64,
+    /// `min.compaction.lag.ms`: a segment whose newest record is younger is not cleaned.
+    pub min_compaction_lag_ms: u64,
+    /// `max.compaction.lag.ms`: a dirty segment whose first record is older is cleaned
+    /// even below the dirty ratio.
+    pub max_compaction_lag_ms: u64,
+    /// `min.cleanable.dirty.ratio`, in parts per million: clean when the bytes not yet
+    /// cleaned reach this share of the cleanable bytes.
+    pub min_cleanable_dirty_ratio_ppm: u32,
 }
 
 impl Default for LogConfig {
@@ -66,6 +137,11 @@ impl Default for LogConfig {
             timestamp_type: TimestampType::CreateTime,
             timestamp_before_max_ms: None,
             timestamp_after_max_ms: None,
+            cleanup_policy: CleanupPolicy::Delete,
+            delete_retention_ms: 86_400_000,
+            min_compaction_lag_ms: 0,
+            max_compaction_lag_ms: i64::MAX as u64,
+            min_cleanable_dirty_ratio_ppm: RATIO_PPM_ONE / 2,
         }
     }
 }
@@ -101,6 +177,36 @@ impl LogConfig {
                 return Err("flush.ms and flush.bytes must be positive".into());
             }
         }
+        self.validate_compaction()
+    }
+
+    fn validate_compaction(&self) -> Result<(), String> {
+        // Kafka's bounds: every lag and retention fits a Java long.
+        let long_max = i64::MAX as u64;
+        for (name, v) in [
+            ("delete.retention.ms", self.delete_retention_ms),
+            ("min.compaction.lag.ms", self.min_compaction_lag_ms),
+            ("max.compaction.lag.ms", self.max_compaction_lag_ms),
+        ] {
+            if v > long_max {
+                return Err(format!("{name} {v} is larger than {long_max}"));
+            }
+        }
+        if self.max_compaction_lag_ms == 0 {
+            return Err("max.compaction.lag.ms must be positive".into());
+        }
+        if self.min_compaction_lag_ms > self.max_compaction_lag_ms {
+            return Err(format!(
+                "min.compaction.lag.ms {} must not exceed max.compaction.lag.ms {}",
+                self.min_compaction_lag_ms, self.max_compaction_lag_ms
+            ));
+        }
+        if self.min_cleanable_dirty_ratio_ppm > RATIO_PPM_ONE {
+            return Err(format!(
+                "min.cleanable.dirty.ratio {} must be between 0 and 1",
+                f64::from(self.min_cleanable_dirty_ratio_ppm) / f64::from(RATIO_PPM_ONE)
+            ));
+        }
         Ok(())
     }
 }
@@ -122,6 +228,9 @@ pub struct ShardConfig {
     pub checkpoint_interval_ms: u64,
     /// Direct writes one log keeps in flight at once.
     pub write_depth_max: usize,
+    /// Memory of the compaction key map (128-bit key hash + offset per entry, 24 bytes);
+    /// one compaction runs at a time per shard. A full map cleans the prefix it covers.
+    pub compaction_map_bytes_max: usize,
 }
 
 impl Default for ShardConfig {
@@ -133,6 +242,7 @@ impl Default for ShardConfig {
             write_chunk_bytes: 1 << 20,
             checkpoint_interval_ms: 60_000,
             write_depth_max: 4,
+            compaction_map_bytes_max: 16 << 20,
         }
     }
 }
@@ -155,6 +265,12 @@ impl ShardConfig {
             return Err(format!(
                 "write_depth_max {} must be between 1 and 64",
                 self.write_depth_max
+            ));
+        }
+        if self.compaction_map_bytes_max < 4096 || self.compaction_map_bytes_max > 1 << 30 {
+            return Err(format!(
+                "compaction_map_bytes_max {} must be between 4096 and 1 GiB",
+                self.compaction_map_bytes_max
             ));
         }
         if self.write_buffer_bytes_max < 2 * self.write_chunk_bytes {

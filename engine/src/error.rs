@@ -41,6 +41,9 @@ pub enum AppendError {
     /// (Kafka: UNKNOWN_PRODUCER_ID).
     #[error("producer {0} is unknown to this partition")]
     UnknownProducerId(i64),
+    /// A record without a key sent to a compacted log (Kafka: INVALID_RECORD).
+    #[error("record {record_index} has no key, which a compacted topic requires")]
+    KeylessRecord { record_index: u32 },
     /// The log failed an I/O operation and is offline (Kafka: KAFKA_STORAGE_ERROR).
     #[error("storage error: {0}")]
     Io(String),

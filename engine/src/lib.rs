@@ -2,7 +2,7 @@
 //!
 //! What it owns: the segment files of every partition a shard owns, their sparse offset
 //! and time indexes, recovery checkpoints, the in-memory tail of recently written data,
-//! and retention.
+//! retention and compaction.
 //!
 //! Invariants:
 //! - One shard owns a log; logs are `!Send` and all their state is borrowed only between
@@ -17,11 +17,17 @@
 //!   written data, so what a consumer reads survives a crash of the process; appends are
 //!   acknowledged after [`PartitionLog::wait_durable`].
 //! - Recovery never panics on file content: it keeps the longest valid prefix.
-//! - Memory is bounded per shard (tail cache) and per log (write buffer).
+//! - Memory is bounded per shard (tail cache, one compaction key map) and per log (write
+//!   buffer).
+//! - Compaction rewrites only closed, finalized segments; a rewritten segment keeps its
+//!   base offset and last batch (so its end offset), retained records keep their offsets,
+//!   and a crash at any step of the swap leaves the old or the new segment whole.
 
 pub mod batch;
 mod checkpoint;
 mod chunk;
+mod cleaner;
+mod compact;
 pub mod config;
 mod epochs;
 pub mod error;
@@ -38,7 +44,8 @@ pub mod types;
 pub mod watch;
 
 pub use chunk::BatchSlice;
-pub use config::{FlushPolicy, LogConfig, ShardConfig, TimestampType};
+pub use cleaner::CompactionOutcome;
+pub use config::{CleanupPolicy, FlushPolicy, LogConfig, ShardConfig, TimestampType};
 pub use error::{AppendError, LogError, ReadError};
 pub use files::check_direct_io;
 pub use log::{AppendInfo, PartitionLog, ReadBatches, ReadLimits, RetentionOutcome};

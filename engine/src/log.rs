@@ -22,6 +22,7 @@ use glommio::sync::Semaphore;
 use crate::batch::{self, BatchHeader, BatchIter};
 use crate::checkpoint::Checkpoint;
 use crate::chunk::{BatchSlice, OpenChunk, SealedChunk, Window};
+use crate::compact::CleanerState;
 use crate::config::{FlushPolicy, LogConfig, ShardConfig, TimestampType};
 use crate::epochs::EpochCache;
 use crate::error::{AppendError, LogError, ReadError};
@@ -79,7 +80,7 @@ pub struct RetentionOutcome {
 /// A cheap handle to a partition log; every clone is the same log.
 #[derive(Debug, Clone)]
 pub struct PartitionLog {
-    shared: Rc<LogShared>,
+    pub(crate) shared: Rc<LogShared>,
 }
 
 #[derive(Debug)]
@@ -144,6 +145,11 @@ pub(crate) struct LogState {
     pub(crate) frozen: Option<&'static str>,
     pub(crate) failed: Option<String>,
     pub(crate) closing: bool,
+    /// What compaction has cleaned (`cleaner.checkpoint`); changed only by the cleaner.
+    pub(crate) cleaner: CleanerState,
+    /// The segment whose files a compaction swap is renaming: its indexes are not loaded
+    /// from disk meanwhile (reads scan it from its start).
+    pub(crate) swapping: Option<Offset>,
 }
 
 /// What recovery found on disk, to build a [`LogState`] from.
@@ -155,6 +161,7 @@ pub(crate) struct Recovered {
     pub(crate) checkpoint: Checkpoint,
     pub(crate) producers: ProducerState,
     pub(crate) epochs: EpochCache,
+    pub(crate) cleaner: CleanerState,
 }
 
 impl LogState {
@@ -174,6 +181,7 @@ impl LogState {
             checkpoint,
             producers,
             epochs,
+            cleaner,
         } = recovered;
         let next_offset = open.end_offset;
         let (active_base, active_size) = segments
@@ -211,6 +219,8 @@ impl LogState {
             frozen: None,
             failed: None,
             closing: false,
+            cleaner,
+            swapping: None,
         }
     }
 
@@ -600,6 +610,12 @@ impl PartitionLog {
         st.segments.values().filter(|s| s.indexes_loaded).count()
     }
 
+    /// Base offset of the active segment (the one appends go to; compaction never
+    /// rewrites it).
+    pub fn active_segment_base(&self) -> Offset {
+        self.shared.state.borrow().active().base
+    }
+
     pub fn segment_count(&self) -> usize {
         self.shared.state.borrow().segments.len()
     }
@@ -613,8 +629,15 @@ impl PartitionLog {
         records: &[u8],
         leader_epoch: LeaderEpoch,
     ) -> Result<AppendInfo, AppendError> {
-        let max = self.shared.state.borrow().config.max_message_bytes as usize;
+        let (max, compacted) = {
+            let st = self.shared.state.borrow();
+            let c = &st.config;
+            (c.max_message_bytes as usize, c.cleanup_policy.compacts())
+        };
         let headers = validate_all(records, max)?;
+        if compacted {
+            check_keys(records, &headers)?;
+        }
         let buffer_max = self.shared.shard.config.write_buffer_bytes_max;
         loop {
             let wait = {
@@ -900,6 +923,8 @@ impl PartitionLog {
             let interval = st.config.index_interval_bytes;
             let dir = st.dir.clone();
             match st.segments.get(&base) {
+                // Its index files are being replaced: reads scan from the start instead.
+                Some(_) if st.swapping == Some(base) => return Ok(()),
                 Some(seg) if !seg.indexes_loaded => {
                     // What loading needs, so no borrow is held across the reads.
                     let shape = Segment {
@@ -1025,11 +1050,15 @@ impl PartitionLog {
     }
 
     /// Deletes closed segments past `retention.ms` (by their newest timestamp) or beyond
-    /// `retention.bytes` (oldest first). The active segment is never deleted.
+    /// `retention.bytes` (oldest first). The active segment is never deleted. A log whose
+    /// `cleanup.policy` lacks `delete` keeps everything (compaction bounds it).
     pub async fn enforce_retention(&self, now_ms: u64) -> Result<RetentionOutcome, LogError> {
         let _permit = self.shared.io_lock.acquire_permit(1).await;
         let (dir, victims, checkpoint) = {
             let mut st = self.shared.state.borrow_mut();
+            if !st.config.cleanup_policy.deletes() {
+                return Ok(RetentionOutcome::default());
+            }
             let mut excess = match st.config.retention_bytes {
                 Some(max) => {
                     (st.segments.values().map(|s| s.size).sum::<u64>()).saturating_sub(max)
@@ -1268,6 +1297,25 @@ fn validate_all(
         pos += header.total_bytes();
     }
     Ok(out)
+}
+
+/// A compacted log refuses keyless records (as Kafka does). Records of compressed batches
+/// are not decompressed here, so only uncompressed batches are checked.
+fn check_keys(records: &[u8], headers: &[(usize, BatchHeader)]) -> Result<(), AppendError> {
+    for (start, header) in headers {
+        if header.compression() != 0 || header.is_control() {
+            continue;
+        }
+        let bytes = &records[*start..start + header.total_bytes()];
+        for (i, record) in batch::RecordIter::new(bytes, header).enumerate() {
+            if record.map_err(AppendError::InvalidRecord)?.key.is_none() {
+                return Err(AppendError::KeylessRecord {
+                    record_index: i as u32,
+                });
+            }
+        }
+    }
+    Ok(())
 }
 
 /// Removes leading segments (never the last) while `pred(segment, next_base)` holds.

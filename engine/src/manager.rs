@@ -1,5 +1,6 @@
 //! The log manager of one shard: opens the partitions this shard owns under the data
-//! dir at start, creates and deletes partitions, runs retention, closes everything.
+//! dir at start, creates and deletes partitions, runs retention and compaction, closes
+//! everything.
 //! Partition directories are `<topic>-<partition>`, as Kafka names them; a deleted
 //! partition's directory is first renamed to `<name>.<nanos>-delete` so a crash midway
 //! never resurrects it.
@@ -170,6 +171,32 @@ impl LogManager {
             }
         }
         total
+    }
+
+    /// Runs a compaction pass on every log whose policy includes `compact` (each decides
+    /// whether it is due); a log that fails is logged and skipped. Returns the segments
+    /// rewritten and the bytes they shrank by.
+    pub async fn compact(&self, now_ms: u64) -> (usize, u64) {
+        let logs: Vec<PartitionLog> = self
+            .logs
+            .borrow()
+            .values()
+            .filter(|l| l.config().cleanup_policy.compacts())
+            .cloned()
+            .collect();
+        let (mut segments, mut bytes) = (0, 0);
+        for log in logs {
+            match log.compact(now_ms).await {
+                Ok(o) => {
+                    segments += o.segments_rewritten;
+                    bytes += o.bytes_before.saturating_sub(o.bytes_after);
+                }
+                Err(e) => {
+                    tracing::error!(partition = %log.topic_partition(), error = %e, "compaction failed")
+                }
+            }
+        }
+        (segments, bytes)
     }
 
     /// Closes every log (writes, syncs, checkpoints); returns the first error.

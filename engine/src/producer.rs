@@ -145,6 +145,15 @@ impl ProducerState {
         }
     }
 
+    /// The last offset of the newest batch of `producer_id` (compaction keeps that batch,
+    /// even emptied, so the producer's sequence survives a replay of the log).
+    pub fn last_offset(&self, producer_id: i64) -> Option<Offset> {
+        self.producers
+            .get(&producer_id)
+            .and_then(|p| p.batches.back())
+            .map(|b| b.last_offset)
+    }
+
     /// Forgets batches at or after `end` (after the log was truncated there).
     pub fn truncate_to(&mut self, end: Offset) {
         self.producers.retain(|_, p| {

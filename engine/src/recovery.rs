@@ -9,6 +9,7 @@ use std::rc::Rc;
 
 use crate::checkpoint::Checkpoint;
 use crate::chunk::OpenChunk;
+use crate::compact::CleanerState;
 use crate::config::{LogConfig, ShardConfig};
 use crate::epochs::EpochCache;
 use crate::error::LogError;
@@ -106,6 +107,12 @@ pub(crate) async fn recover(
     });
     producers.drop_before(log_start);
     epochs.truncate_to(next_offset);
+    let mut cleaner = CleanerState::read(&dir).await?;
+    // Only closed segments are ever clean; forget segments that are gone.
+    cleaner.cleaned_end = cleaner.cleaned_end.min(last_base);
+    cleaner
+        .segments
+        .retain(|b, _| *b != last_base && segments.contains_key(b));
     let recovered = Recovered {
         segments,
         log_start,
@@ -113,12 +120,13 @@ pub(crate) async fn recover(
         checkpoint,
         producers,
         epochs,
+        cleaner,
     };
     Ok(LogState::new(dir, tp, config, recovered, shard))
 }
 
 /// Segment base offsets found in `dir`, ascending; leftovers of interrupted writes
-/// (`*.tmp`) and indexes without a segment are removed.
+/// (`*.tmp`, a compaction's `*.cleaned`) and indexes without a segment are removed.
 fn list_segments(dir: &Path) -> Result<Vec<Offset>, LogError> {
     let mut bases = Vec::new();
     let mut others = Vec::new();
@@ -137,7 +145,7 @@ fn list_segments(dir: &Path) -> Result<Vec<Offset>, LogError> {
             .strip_suffix(".index")
             .or_else(|| name.strip_suffix(".timeindex"));
         let orphan_index = stem.is_some_and(|s| !bases.iter().any(|b| format!("{:020}", b.0) == s));
-        if name.ends_with(".tmp") || orphan_index {
+        if name.ends_with(".tmp") || name.ends_with(".cleaned") || orphan_index {
             files::remove_if_exists(&dir.join(&name))?;
         }
     }
@@ -190,6 +198,11 @@ async fn open_segment(
             &mut seg,
             file_len,
             config.index_interval_bytes,
+            // Closed segments may have been compacted (gaps between batches).
+            match next_base {
+                Some(_) => segment::Continuity::Increasing,
+                None => segment::Continuity::Contiguous,
+            },
             on_batch,
         )
         .await?;

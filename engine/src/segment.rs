@@ -191,6 +191,7 @@ impl Segment {
             &mut rebuilt,
             self.size,
             index_interval_bytes,
+            Continuity::Increasing,
             &mut |_| {},
         )
         .await?;
@@ -219,6 +220,15 @@ pub struct ScanOutcome {
     pub stopped_by: Option<String>,
 }
 
+/// How a scan checks the offsets of consecutive batches.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Continuity {
+    /// Each batch starts where the previous one ended (a segment as appended).
+    Contiguous,
+    /// Offsets only increase: a closed segment that compaction may have rewritten.
+    Increasing,
+}
+
 /// Scans `segment` from `segment.size` (the end of what is trusted) to the end of the
 /// file, checking framing, CRC and offset continuity of each batch, and notes every valid
 /// batch into the segment. Stops at the first batch that fails; never panics on content.
@@ -228,6 +238,7 @@ pub async fn scan(
     segment: &mut Segment,
     file_len: u64,
     index_interval_bytes: u32,
+    continuity: Continuity,
     on_batch: &mut dyn FnMut(&BatchHeader),
 ) -> Result<ScanOutcome, LogError> {
     let mut outcome = ScanOutcome {
@@ -251,7 +262,11 @@ pub async fn scan(
         let mut iter = BatchIter::new(bytes);
         let mut stop = None;
         for (at, header, batch_bytes) in iter.by_ref() {
-            if header.base_offset() != segment.end_offset {
+            let in_order = match continuity {
+                Continuity::Contiguous => header.base_offset() == segment.end_offset,
+                Continuity::Increasing => header.base_offset() >= segment.end_offset,
+            };
+            if !in_order {
                 stop = Some(format!(
                     "batch at position {} has base offset {} where {} was expected",
                     pos + at as u64,

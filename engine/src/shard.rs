@@ -24,6 +24,9 @@ pub struct ShardResources {
     pending_bytes: Cell<usize>,
     /// Bytes of pending buffers released so far: advances on every write.
     freed: OffsetWatch,
+    /// One compaction at a time per shard, so one key map (`compaction_map_bytes_max`)
+    /// bounds the memory compaction takes.
+    pub(crate) compaction_slot: glommio::sync::Semaphore,
 }
 
 impl ShardResources {
@@ -34,6 +37,7 @@ impl ShardResources {
             cache_bytes: Cell::new(0),
             pending_bytes: Cell::new(0),
             freed: OffsetWatch::new(0),
+            compaction_slot: glommio::sync::Semaphore::new(1),
         })
     }
 

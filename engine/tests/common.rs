@@ -40,6 +40,7 @@ pub fn small_shard() -> ShardConfig {
         write_chunk_bytes: 8192,
         checkpoint_interval_ms: 60_000,
         write_depth_max: 3,
+        compaction_map_bytes_max: 1 << 20,
     }
 }
 

@@ -12,7 +12,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::config::{FlushSetting, TopicDefaults};
 use crate::store::{FlushPolicy, LogConfig};
-use sluice_engine::TimestampType;
+use sluice_engine::{CleanupPolicy, TimestampType};
 
 const CATALOG_FILE: &str = "sluice-topics.json";
 /// Kafka's limit on topic name length.
@@ -80,6 +80,10 @@ pub const TOPIC_CONFIG_KEYS: &[&str] = &[
     "flush.ms",
     "flush.bytes",
     "cleanup.policy",
+    "delete.retention.ms",
+    "min.compaction.lag.ms",
+    "max.compaction.lag.ms",
+    "min.cleanable.dirty.ratio",
     "message.timestamp.type",
     "message.timestamp.before.max.ms",
     "message.timestamp.after.max.ms",
@@ -293,6 +297,16 @@ fn parse_u64(key: &str, v: &str) -> Result<u64, CatalogError> {
     })
 }
 
+/// A fraction between 0 and 1, in parts per million.
+fn parse_ratio_ppm(key: &str, v: &str) -> Result<u32, CatalogError> {
+    match v.trim().parse::<f64>() {
+        Ok(r) if (0.0..=1.0).contains(&r) => Ok((r * 1e6).round() as u32),
+        _ => Err(CatalogError::InvalidConfig(format!(
+            "{key}: {v:?} is not a number between 0 and 1"
+        ))),
+    }
+}
+
 fn parse_limit(key: &str, v: &str) -> Result<Option<u64>, CatalogError> {
     if v.trim() == "-1" {
         return Ok(None);
@@ -362,12 +376,12 @@ pub fn log_config(
                 })?
             }
             "cleanup.policy" => {
-                if v != "delete" {
-                    return Err(CatalogError::InvalidConfig(format!(
-                        "{k}: only \"delete\" is supported, not {v:?}"
-                    )));
-                }
+                c.cleanup_policy = CleanupPolicy::parse(v).map_err(CatalogError::InvalidConfig)?
             }
+            "delete.retention.ms" => c.delete_retention_ms = parse_u64(k, v)?,
+            "min.compaction.lag.ms" => c.min_compaction_lag_ms = parse_u64(k, v)?,
+            "max.compaction.lag.ms" => c.max_compaction_lag_ms = parse_u64(k, v)?,
+            "min.cleanable.dirty.ratio" => c.min_cleanable_dirty_ratio_ppm = parse_ratio_ppm(k, v)?,
             "message.timestamp.type" => {
                 c.timestamp_type = match v.as_str() {
                     "CreateTime" => TimestampType::CreateTime,
@@ -442,7 +456,14 @@ pub fn effective_configs(
         ("flush.policy", policy.to_string()),
         ("flush.ms", ms.to_string()),
         ("flush.bytes", bytes.to_string()),
-        ("cleanup.policy", "delete".to_string()),
+        ("cleanup.policy", c.cleanup_policy.as_str().to_string()),
+        ("delete.retention.ms", c.delete_retention_ms.to_string()),
+        ("min.compaction.lag.ms", c.min_compaction_lag_ms.to_string()),
+        ("max.compaction.lag.ms", c.max_compaction_lag_ms.to_string()),
+        (
+            "min.cleanable.dirty.ratio",
+            (f64::from(c.min_cleanable_dirty_ratio_ppm) / 1e6).to_string(),
+        ),
         (
             "message.timestamp.type",
             match c.timestamp_type {

@@ -352,7 +352,8 @@ async fn shard_main(args: ShardArgs) -> Result<(), String> {
         .detach();
     }
     {
-        // Retention: delete whole segments past retention.ms / retention.bytes.
+        // Retention: delete whole segments past retention.ms / retention.bytes; then
+        // compaction of the logs whose cleanup.policy includes compact.
         let s = shard.clone();
         let interval = Duration::from_millis(shard.config.retention_check_interval_ms.max(1));
         glommio::spawn_local(async move {
@@ -383,6 +384,10 @@ async fn shard_main(args: ShardArgs) -> Result<(), String> {
                         bytes = outcome.bytes_deleted,
                         "retention"
                     );
+                }
+                let (segments, bytes) = s.logs.compact(now_ms).await;
+                if segments > 0 {
+                    tracing::info!(shard = s.id, segments, bytes, "compaction");
                 }
             }
         })

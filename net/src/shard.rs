@@ -182,6 +182,8 @@ fn append_error_code(e: &AppendError) -> i16 {
     match e {
         AppendError::Corrupt(_) => code::CORRUPT_MESSAGE,
         AppendError::InvalidRecord(_) => code::INVALID_RECORD,
+        // Kafka: "Compacted topic cannot accept message without key".
+        AppendError::KeylessRecord { .. } => code::INVALID_RECORD,
         AppendError::TooLarge { .. } => code::MESSAGE_TOO_LARGE,
         AppendError::InvalidTimestamp { .. } => code::INVALID_TIMESTAMP,
         // Closing or frozen: a retriable "not here now".

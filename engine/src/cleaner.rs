@@ -1,0 +1,681 @@
+//! Log compaction I/O: deciding a log is due, building the key map over its dirty
+//! segments, rewriting closed segments into `<base>.log.cleaned` (+ `.index.cleaned`,
+//! `.timeindex.cleaned`), and swapping them in.
+//!
+//! Invariants:
+//! - Only finalized segments are cleaned, never the active one (nor one still being
+//!   finalized), so the flusher's files and the recovery checkpoint (which points into the
+//!   active segment) are never touched. Closed segments are immutable, so they are read
+//!   and rewritten without the log's `io_lock`; only the swap takes it, briefly.
+//! - A rewritten segment keeps its base offset, its last batch (emptied when none of its
+//!   records stay) and so its end offset: segments stay contiguous in offsets, which is
+//!   what recovery checks. Retained records keep their offsets (batches keep their base
+//!   offset and last offset delta).
+//! - The swap, under `io_lock`: the new segment (already durable under its `.cleaned`
+//!   name) replaces the old one in memory first, with the cached chunks of that segment
+//!   dropped (positions changed); then the old index files are removed (dir fsync), the
+//!   `.log.cleaned` is renamed over the `.log` (the commit point, dir fsync), and the index
+//!   files are renamed into place (dir fsync). A crash at any point leaves the old or the
+//!   new segment whole: recovery deletes `*.cleaned` and rebuilds missing indexes. While
+//!   a swap runs, its segment's indexes are never loaded from disk (reads scan it).
+//! - Readers that took a view of the old segment keep reading the old file (its
+//!   descriptor outlives the rename), so no reader sees a half-swapped segment.
+//! - Memory: one key map per shard at a time (`compaction_map_bytes_max`); reads and
+//!   writes are staged in buffers of about [`IO_BYTES`] (or one larger batch).
+
+use std::path::{Path, PathBuf};
+use std::rc::Rc;
+
+use glommio::io::{DmaFile, ReadResult};
+
+use crate::batch::{self, BatchHeader, BatchIter};
+use crate::compact::{self, CleanedSegment, CleanerState, Filtered, OffsetMap, RetainRule};
+use crate::error::LogError;
+use crate::files::{self, align_down, align_up};
+use crate::log::{LogShared, PartitionLog};
+use crate::producer::ProducerState;
+use crate::segment::{self, Segment};
+use crate::types::Offset;
+
+/// Bytes per direct read and write of a segment rewrite.
+const IO_BYTES: u64 = 1 << 20;
+
+/// What one compaction pass did.
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+pub struct CompactionOutcome {
+    /// A pass ran (the log was due: dirty ratio, max lag or expired tombstones).
+    pub ran: bool,
+    /// Segments replaced by a smaller rewrite.
+    pub segments_rewritten: usize,
+    /// Bytes of the segments the pass looked at, before and after.
+    pub bytes_before: u64,
+    pub bytes_after: u64,
+    /// Offsets below this now hold at most one record per key (opaque batches aside).
+    pub cleaned_end: Offset,
+}
+
+/// A closed segment the pass may clean.
+#[derive(Debug, Clone)]
+struct Cleanable {
+    base: Offset,
+    end_offset: Offset,
+    size: u64,
+    created_ms: u64,
+    file: Rc<DmaFile>,
+}
+
+/// Everything a pass needs, taken out of the log state in one borrow.
+#[derive(Debug)]
+struct Plan {
+    dir: PathBuf,
+    segments: Vec<Cleanable>,
+    cleaner: CleanerState,
+    /// Where the dirty section starts (the cleaner's end, at least the log start).
+    dirty_from: Offset,
+    clean_bytes: u64,
+    dirty_bytes: u64,
+    producers: ProducerState,
+    index_interval_bytes: u32,
+    delete_retention_ms: u64,
+    max_compaction_lag_ms: u64,
+    ratio_ppm: u32,
+}
+
+impl PartitionLog {
+    /// One compaction pass (Kafka's log cleaner) if the log's policy includes `compact`
+    /// and it is due at `now_ms`: the dirty ratio reaches `min.cleanable.dirty.ratio`,
+    /// `max.compaction.lag.ms` has passed for its first dirty record, or a cleaned
+    /// segment holds tombstones past `delete.retention.ms`. Keeps the latest record of
+    /// every key (and tombstones until they expire) in the closed segments older than
+    /// `min.compaction.lag.ms`; keys in the active segment are not considered.
+    pub async fn compact(&self, now_ms: u64) -> Result<CompactionOutcome, LogError> {
+        let shared = &self.shared;
+        let _slot = shared
+            .shard
+            .compaction_slot
+            .acquire_permit(1)
+            .await
+            .map_err(|e| LogError::Offline(e.to_string()))?;
+        let Some(plan) = plan(shared, now_ms) else {
+            return Ok(CompactionOutcome::default());
+        };
+        let tombstones_due = tombstones_due(&plan, now_ms);
+        let due = compact::dirty_enough(plan.clean_bytes, plan.dirty_bytes, plan.ratio_ppm)
+            || tombstones_due
+            || lag_forced(&plan, now_ms).await?;
+        if !due {
+            return Ok(CompactionOutcome {
+                cleaned_end: plan.dirty_from,
+                ..CompactionOutcome::default()
+            });
+        }
+        let map_bytes = shared.shard.config.compaction_map_bytes_max;
+        let (map, map_end) = build_map(&plan, map_bytes).await?;
+        if map_end == plan.dirty_from && plan.dirty_bytes > 0 && !tombstones_due {
+            tracing::error!(partition = %self.topic_partition(), map_bytes, "compaction map cannot hold one batch's keys; raise compaction_map_bytes_max");
+            return Ok(CompactionOutcome::default());
+        }
+        run_pass(shared, &plan, &map, map_end, now_ms).await
+    }
+}
+
+/// Rewrites the cleanable segments below `map_end`, swaps each in, records the new clean
+/// point. Stops (leaving the cleaner state as it was) when the log changed underneath.
+async fn run_pass(
+    shared: &Rc<LogShared>,
+    plan: &Plan,
+    map: &OffsetMap,
+    map_end: Offset,
+    now_ms: u64,
+) -> Result<CompactionOutcome, LogError> {
+    let mut outcome = CompactionOutcome {
+        ran: true,
+        cleaned_end: map_end,
+        ..CompactionOutcome::default()
+    };
+    let mut cleaner = plan.cleaner.clone();
+    for seg in plan.segments.iter().filter(|s| s.base < map_end) {
+        let first = cleaner.segments.get(&seg.base).copied();
+        let rule = RetainRule {
+            map,
+            map_end,
+            tombstones_expired: first.is_some_and(|c| {
+                now_ms >= c.first_cleaned_ms.saturating_add(plan.delete_retention_ms)
+            }),
+        };
+        let rewrite = rewrite_segment(plan, seg, &rule).await?;
+        outcome.bytes_before += seg.size;
+        outcome.bytes_after += rewrite.new.as_ref().map_or(seg.size, |n| n.segment.size);
+        if let Some(new) = rewrite.new {
+            if !swap(shared, &plan.dir, seg, new).await? {
+                tracing::info!(segment = %seg.base, "log changed during compaction; pass abandoned");
+                outcome.cleaned_end = plan.dirty_from;
+                return Ok(outcome);
+            }
+            outcome.segments_rewritten += 1;
+        }
+        // Tombstones count delete.retention.ms from the first time their whole segment
+        // was cleaned; a segment the map covers only in part is not cleaned yet.
+        if seg.end_offset <= map_end {
+            let entry = cleaner.segments.entry(seg.base).or_insert(CleanedSegment {
+                first_cleaned_ms: now_ms,
+                tombstones: false,
+            });
+            entry.tombstones = rewrite.tombstones > 0;
+        }
+        glommio::yield_if_needed().await;
+    }
+    finish_pass(shared, plan, cleaner, map_end).await?;
+    tracing::info!(
+        segments = outcome.segments_rewritten,
+        bytes_before = outcome.bytes_before,
+        bytes_after = outcome.bytes_after,
+        cleaned_end = %map_end,
+        "compaction pass"
+    );
+    Ok(outcome)
+}
+
+/// Records the new clean point (under `io_lock`, so a truncation cannot interleave).
+async fn finish_pass(
+    shared: &Rc<LogShared>,
+    plan: &Plan,
+    mut cleaner: CleanerState,
+    map_end: Offset,
+) -> Result<(), LogError> {
+    let _permit = shared
+        .io_lock
+        .acquire_permit(1)
+        .await
+        .map_err(|e| LogError::Offline(e.to_string()))?;
+    {
+        let st = shared.state.borrow();
+        let active = st.segments.keys().next_back().copied().unwrap_or(map_end);
+        cleaner.cleaned_end = cleaner.cleaned_end.max(map_end).min(active);
+        cleaner.segments.retain(|b, _| st.segments.contains_key(b));
+    }
+    cleaner.write(&plan.dir).await?;
+    shared.state.borrow_mut().cleaner = cleaner;
+    Ok(())
+}
+
+/// The pass's inputs, or `None` when the log does not compact or has nothing closed.
+fn plan(shared: &LogShared, now_ms: u64) -> Option<Plan> {
+    let st = shared.state.borrow();
+    let config = &st.config;
+    if !config.cleanup_policy.compacts() || st.closing || st.failed.is_some() {
+        return None;
+    }
+    let recent_after = now_ms.saturating_sub(config.min_compaction_lag_ms) as i64;
+    let last = *st.segments.keys().next_back()?;
+    let mut segments = Vec::new();
+    for seg in st.segments.values() {
+        // A prefix of closed, finalized segments older than min.compaction.lag.ms.
+        let too_recent = config.min_compaction_lag_ms > 0 && seg.max_timestamp > recent_after;
+        if seg.base == last || !seg.finalized || too_recent {
+            break;
+        }
+        let Some(file) = seg.file.clone().filter(|_| seg.size > 0) else {
+            continue;
+        };
+        segments.push(Cleanable {
+            base: seg.base,
+            end_offset: seg.end_offset,
+            size: seg.size,
+            created_ms: seg.created_ms,
+            file,
+        });
+    }
+    if segments.is_empty() {
+        return None;
+    }
+    let dirty_from = st.cleaner.cleaned_end.max(st.log_start);
+    let (clean, dirty): (Vec<&Cleanable>, Vec<&Cleanable>) =
+        segments.iter().partition(|s| s.end_offset <= dirty_from);
+    Some(Plan {
+        dir: st.dir.clone(),
+        clean_bytes: clean.iter().map(|s| s.size).sum(),
+        dirty_bytes: dirty.iter().map(|s| s.size).sum(),
+        segments,
+        cleaner: st.cleaner.clone(),
+        dirty_from,
+        producers: st.producers.clone(),
+        index_interval_bytes: config.index_interval_bytes,
+        delete_retention_ms: config.delete_retention_ms,
+        max_compaction_lag_ms: config.max_compaction_lag_ms,
+        ratio_ppm: config.min_cleanable_dirty_ratio_ppm,
+    })
+}
+
+/// A cleanable segment kept tombstones whose `delete.retention.ms` has passed.
+fn tombstones_due(plan: &Plan, now_ms: u64) -> bool {
+    plan.segments.iter().any(|s| {
+        plan.cleaner.segments.get(&s.base).is_some_and(|c| {
+            c.tombstones && now_ms >= c.first_cleaned_ms.saturating_add(plan.delete_retention_ms)
+        })
+    })
+}
+
+/// `max.compaction.lag.ms` has passed since the first dirty record's timestamp.
+async fn lag_forced(plan: &Plan, now_ms: u64) -> Result<bool, LogError> {
+    if plan.max_compaction_lag_ms >= i64::MAX as u64 || plan.dirty_bytes == 0 {
+        return Ok(false);
+    }
+    let Some(first_dirty) = plan
+        .segments
+        .iter()
+        .find(|s| s.end_offset > plan.dirty_from)
+    else {
+        return Ok(false);
+    };
+    let path = plan.dir.join(segment::log_name(first_dirty.base));
+    let read = first_dirty
+        .file
+        .read_at_aligned(0, files::BLOCK_BYTES as usize)
+        .await
+        .map_err(|e| files::glommio_io(&path, e))?;
+    let first_ms = batch::parse_header(&read)
+        .map(|h| h.base_timestamp.get())
+        .ok()
+        .filter(|ts| *ts >= 0)
+        .map_or(first_dirty.created_ms, |ts| ts as u64);
+    Ok(now_ms.saturating_sub(first_ms) > plan.max_compaction_lag_ms)
+}
+
+/// Maps the keys of the dirty section, segment by segment, until the map is full.
+/// Returns the map and the offset it covers up to.
+async fn build_map(plan: &Plan, map_bytes: usize) -> Result<(OffsetMap, Offset), LogError> {
+    let mut map = OffsetMap::with_bytes(map_bytes);
+    let mut map_end = plan.dirty_from;
+    for seg in plan
+        .segments
+        .iter()
+        .filter(|s| s.end_offset > plan.dirty_from)
+    {
+        let path = plan.dir.join(segment::log_name(seg.base));
+        let mut reader = SegmentReader::new(&seg.file, &path, seg.size);
+        while let Some(run) = reader.next().await? {
+            for (_, header, bytes) in BatchIter::new(run.bytes()) {
+                if header.next_offset() <= plan.dirty_from {
+                    continue;
+                }
+                let keys = match compact::is_opaque(&header) {
+                    true => 0,
+                    false => header.record_count.get().max(0) as usize,
+                };
+                if !map.has_room(keys) {
+                    return Ok((map, map_end));
+                }
+                if let Err(e) = compact::map_batch(&mut map, &header, bytes) {
+                    tracing::warn!(segment = %path.display(), offset = %header.base_offset(), error = %e, "batch with malformed records is kept whole");
+                }
+                map_end = header.next_offset();
+            }
+            glommio::yield_if_needed().await;
+        }
+        map_end = map_end.max(seg.end_offset);
+    }
+    Ok((map, map_end))
+}
+
+/// A rewritten segment, durable under its `.cleaned` names.
+#[derive(Debug)]
+struct NewSegment {
+    segment: Segment,
+    file: Rc<DmaFile>,
+}
+
+#[derive(Debug)]
+struct Rewrite {
+    /// `None`: nothing would change, nothing was written.
+    new: Option<NewSegment>,
+    /// Tombstones the segment holds after the rewrite.
+    tombstones: u64,
+}
+
+fn cleaned_name(name: &str) -> String {
+    format!("{name}.cleaned")
+}
+
+/// Filters every batch of `seg` by `rule` into `<base>.log.cleaned` and writes its
+/// indexes beside it. An emptied batch stays (header only) when it is the segment's
+/// last, which keeps the segment's end offset, or its producer's newest, which keeps
+/// the producer's sequence across a replay (Kafka's rule).
+async fn rewrite_segment(
+    plan: &Plan,
+    seg: &Cleanable,
+    rule: &RetainRule<'_>,
+) -> Result<Rewrite, LogError> {
+    let path = plan.dir.join(segment::log_name(seg.base));
+    let out_path = plan.dir.join(cleaned_name(&segment::log_name(seg.base)));
+    files::remove_if_exists(&out_path)?;
+    let mut writer = SegmentWriter::new(
+        files::open_rw(&out_path, true).await?,
+        &out_path,
+        Segment::new(seg.base, seg.created_ms),
+        plan.index_interval_bytes,
+    );
+    let mut reader = SegmentReader::new(&seg.file, &path, seg.size);
+    let (mut changed, mut tombstones) = (false, 0u64);
+    while let Some(run) = reader.next().await? {
+        for (_, header, bytes) in BatchIter::new(run.bytes()) {
+            match compact::filter_batch(rule, &header, bytes) {
+                Filtered::Whole { tombstones: t } => {
+                    tombstones += u64::from(t);
+                    writer.push(&header, bytes);
+                }
+                Filtered::Rebuilt {
+                    bytes,
+                    tombstones: t,
+                } => {
+                    tombstones += u64::from(t);
+                    changed = true;
+                    writer.push_owned(bytes)?;
+                }
+                Filtered::Empty { header_only } => {
+                    changed = true;
+                    let last_of_segment = header.next_offset() == seg.end_offset;
+                    let last_of_producer = header.producer_id.get() >= 0
+                        && plan.producers.last_offset(header.producer_id.get())
+                            == Some(header.last_offset());
+                    if last_of_segment || last_of_producer {
+                        writer.push_owned(header_only)?;
+                    }
+                }
+            }
+        }
+        writer.write_full_blocks().await?;
+        glommio::yield_if_needed().await;
+    }
+    if !changed {
+        writer.discard().await?;
+        return Ok(Rewrite {
+            new: None,
+            tombstones,
+        });
+    }
+    let new = writer.finish(seg.end_offset).await?;
+    let indexes = new
+        .segment
+        .index_bytes(new.segment.size, new.segment.end_offset);
+    files::write_atomic(
+        &plan.dir,
+        &cleaned_name(&segment::index_name(seg.base)),
+        &indexes.0,
+    )
+    .await?;
+    files::write_atomic(
+        &plan.dir,
+        &cleaned_name(&segment::time_index_name(seg.base)),
+        &indexes.1,
+    )
+    .await?;
+    Ok(Rewrite {
+        new: Some(new),
+        tombstones,
+    })
+}
+
+fn remove_cleaned(dir: &Path, base: Offset) -> Result<(), LogError> {
+    for name in [
+        segment::log_name(base),
+        segment::index_name(base),
+        segment::time_index_name(base),
+    ] {
+        files::remove_if_exists(&dir.join(cleaned_name(&name)))?;
+    }
+    Ok(())
+}
+
+/// Puts the rewritten segment in place of `old` (see the module header for the order).
+/// `Ok(false)` when `old` is no longer the log's segment (retention, truncation, close).
+async fn swap(
+    shared: &Rc<LogShared>,
+    dir: &Path,
+    old: &Cleanable,
+    new: NewSegment,
+) -> Result<bool, LogError> {
+    let _permit = shared
+        .io_lock
+        .acquire_permit(1)
+        .await
+        .map_err(|e| LogError::Offline(e.to_string()))?;
+    let current = {
+        let st = shared.state.borrow();
+        let last = st.segments.keys().next_back().copied();
+        let same = st.segments.get(&old.base).is_some_and(|s| {
+            s.finalized && s.file.as_ref().is_some_and(|f| Rc::ptr_eq(f, &old.file))
+        });
+        same && !st.closing && st.failed.is_none() && last != Some(old.base)
+    };
+    if !current {
+        drop(new.segment);
+        if let Ok(file) = Rc::try_unwrap(new.file) {
+            let _ = file.close().await;
+        }
+        remove_cleaned(dir, old.base)?;
+        return Ok(false);
+    }
+    let replaced = {
+        let mut st = shared.state.borrow_mut();
+        st.recent.retain(|c| c.segment_base != old.base);
+        st.swapping = Some(old.base);
+        let replaced = st.segments.insert(old.base, new.segment);
+        st.touch_indexes(old.base);
+        replaced
+    };
+    let renamed = rename_into_place(dir, old.base, &new.file).await;
+    shared.state.borrow_mut().swapping = None;
+    if let Some(file) = replaced
+        .and_then(|s| s.file)
+        .and_then(|f| Rc::try_unwrap(f).ok())
+    {
+        let _ = file.close().await;
+    }
+    renamed.map(|()| true)
+}
+
+/// The file steps of a swap: old indexes out, new log in (commit point), new indexes in;
+/// each followed by a directory fsync so the steps reach the disk in this order.
+async fn rename_into_place(dir: &Path, base: Offset, log: &DmaFile) -> Result<(), LogError> {
+    let names = [segment::index_name(base), segment::time_index_name(base)];
+    for name in &names {
+        files::remove_if_exists(&dir.join(name))?;
+    }
+    files::sync_dir(dir).await?;
+    let target = dir.join(segment::log_name(base));
+    log.rename(&target)
+        .await
+        .map_err(|e| files::glommio_io(&target, e))?;
+    files::sync_dir(dir).await?;
+    for name in &names {
+        let from = dir.join(cleaned_name(name));
+        std::fs::rename(&from, dir.join(name)).map_err(|e| files::io_err(&from, e))?;
+    }
+    files::sync_dir(dir).await
+}
+
+/// Reads a closed segment as runs of whole batches.
+struct SegmentReader<'a> {
+    file: &'a DmaFile,
+    path: &'a Path,
+    pos: u64,
+    size: u64,
+}
+
+/// Whole batches from one read: `read[skip..skip + len]`.
+struct Run {
+    read: ReadResult,
+    skip: usize,
+    len: usize,
+}
+
+impl Run {
+    fn bytes(&self) -> &[u8] {
+        &self.read[self.skip..self.skip + self.len]
+    }
+}
+
+impl<'a> SegmentReader<'a> {
+    fn new(file: &'a DmaFile, path: &'a Path, size: u64) -> Self {
+        SegmentReader {
+            file,
+            path,
+            pos: 0,
+            size,
+        }
+    }
+
+    /// The next run of whole batches; `None` at the segment's end. A closed segment was
+    /// verified when it was written or recovered, so a batch that does not parse here is
+    /// an error, never skipped.
+    async fn next(&mut self) -> Result<Option<Run>, LogError> {
+        if self.pos >= self.size {
+            return Ok(None);
+        }
+        let start = align_down(self.pos);
+        let skip = (self.pos - start) as usize;
+        let mut want = IO_BYTES;
+        loop {
+            let len = align_up((self.pos - start + want).min(self.size - start));
+            let read = self
+                .file
+                .read_at_aligned(start, len as usize)
+                .await
+                .map_err(|e| files::glommio_io(self.path, e))?;
+            let end = read.len().min((self.size - start) as usize);
+            let bytes = read.get(skip..end).unwrap_or_default();
+            let mut iter = BatchIter::new(bytes);
+            let whole = iter.by_ref().count();
+            let used = iter.position();
+            if whole > 0 {
+                self.pos += used as u64;
+                return Ok(Some(Run {
+                    read,
+                    skip,
+                    len: used,
+                }));
+            }
+            match iter.remainder_error() {
+                Some(batch::BatchError::Truncated { needed, .. })
+                    if *needed as u64 > want && self.pos + *needed as u64 <= self.size =>
+                {
+                    want = *needed as u64;
+                }
+                other => {
+                    return Err(files::io_err(
+                        self.path,
+                        std::io::Error::other(format!(
+                            "unreadable batch at position {} during compaction: {other:?}",
+                            self.pos
+                        )),
+                    ))
+                }
+            }
+        }
+    }
+}
+
+/// Writes a segment rewrite: batches are staged, whole blocks written with direct I/O,
+/// the indexes built as they go (the same bookkeeping appends and recovery use).
+struct SegmentWriter {
+    file: DmaFile,
+    path: PathBuf,
+    segment: Segment,
+    interval: u32,
+    staged: Vec<u8>,
+    /// File position of `staged[0]` (block aligned).
+    staged_pos: u64,
+}
+
+impl SegmentWriter {
+    fn new(file: DmaFile, path: &Path, segment: Segment, interval: u32) -> Self {
+        SegmentWriter {
+            file,
+            path: path.to_path_buf(),
+            segment,
+            interval,
+            staged: Vec::with_capacity(IO_BYTES as usize * 2),
+            staged_pos: 0,
+        }
+    }
+
+    fn push(&mut self, header: &BatchHeader, bytes: &[u8]) {
+        let position = self.staged_pos + self.staged.len() as u64;
+        self.segment.note_batch(position, header, self.interval);
+        self.staged.extend_from_slice(bytes);
+    }
+
+    fn push_owned(&mut self, bytes: Vec<u8>) -> Result<(), LogError> {
+        let header = batch::check_framing(&bytes).map_err(|e| {
+            files::io_err(
+                &self.path,
+                std::io::Error::other(format!("rebuilt batch: {e}")),
+            )
+        })?;
+        self.push(&header, &bytes);
+        Ok(())
+    }
+
+    async fn write_at(&mut self, bytes: usize) -> Result<(), LogError> {
+        let mut buf = glommio::allocate_dma_buffer(bytes);
+        let have = self.staged.len().min(bytes);
+        buf.as_bytes_mut()[..have].copy_from_slice(&self.staged[..have]);
+        buf.as_bytes_mut()[have..].fill(0);
+        let written = self
+            .file
+            .write_at(buf, self.staged_pos)
+            .await
+            .map_err(|e| files::glommio_io(&self.path, e))?;
+        if written < bytes {
+            return Err(files::io_err(
+                &self.path,
+                std::io::Error::other(format!("short write: {written} of {bytes} bytes")),
+            ));
+        }
+        self.staged.drain(..have);
+        self.staged_pos += bytes as u64;
+        Ok(())
+    }
+
+    /// Writes the staged whole blocks once there are enough of them.
+    async fn write_full_blocks(&mut self) -> Result<(), LogError> {
+        if (self.staged.len() as u64) < IO_BYTES {
+            return Ok(());
+        }
+        let blocks = align_down(self.staged.len() as u64) as usize;
+        self.write_at(blocks).await
+    }
+
+    /// Writes the rest (the last block zero padded), cuts the file to its size, syncs.
+    async fn finish(mut self, end_offset: Offset) -> Result<NewSegment, LogError> {
+        if self.segment.end_offset != end_offset {
+            return Err(files::io_err(
+                &self.path,
+                std::io::Error::other(format!(
+                    "rewrite ends at offset {} instead of {end_offset}",
+                    self.segment.end_offset
+                )),
+            ));
+        }
+        let size = self.staged_pos + self.staged.len() as u64;
+        if !self.staged.is_empty() {
+            let padded = align_up(self.staged.len() as u64) as usize;
+            self.write_at(padded).await?;
+        }
+        files::truncate_synced(&self.file, &self.path, size).await?;
+        let mut segment = self.segment;
+        segment.seal_time_index();
+        segment.written_size = size;
+        segment.allocated_bytes = size;
+        segment.finalized = true;
+        let file = Rc::new(self.file);
+        segment.file = Some(file.clone());
+        Ok(NewSegment { segment, file })
+    }
+
+    async fn discard(self) -> Result<(), LogError> {
+        let _ = self.file.close().await;
+        files::remove_if_exists(&self.path)
+    }
+}

@@ -1,0 +1,433 @@
+//! Log compaction's pure parts: key hashing, the fixed-size key → latest offset map (Kafka's
+//! dedupe buffer), the rule that decides which records a cleaned segment keeps, batch
+//! filtering, the decision whether a log is due, and the cleaner checkpoint format.
+//! The I/O (reading segments, writing `.cleaned` files, the swap) is in `cleaner.rs`.
+//!
+//! Invariants:
+//! - The map holds at most `len_max` keys (90% of its slots); its memory is fixed when it
+//!   is built. Keys are reduced to 128-bit hashes: two keys sharing one would make the
+//!   older key's latest record look superseded (probability about n²/2¹²⁹).
+//! - A record is dropped only when its offset is below the map's end and a newer record
+//!   of its key (below the map's end) exists, when it has no key, or when it is a
+//!   tombstone whose segment was first cleaned `delete.retention.ms` ago or longer.
+//! - Compressed, transactional and control batches are opaque: kept whole, their keys not
+//!   mapped (records are not decompressed here).
+
+use std::collections::BTreeMap;
+use std::hash::Hasher;
+use std::path::Path;
+
+use crate::batch::{self, BatchHeader, RecordIter, RecordView};
+use crate::error::LogError;
+use crate::files;
+use crate::types::Offset;
+
+/// A key's 128-bit hash: two SipHash-1-3 runs with different prefixes. Never all zero
+/// (that marks an empty slot). Only ever held in memory, so it need not be stable across
+/// builds.
+pub(crate) fn key_hash(key: &[u8]) -> (u64, u64) {
+    let half = |salt: u8| {
+        let mut h = std::hash::DefaultHasher::new();
+        h.write_u8(salt);
+        h.write(key);
+        h.finish()
+    };
+    match (half(0), half(1)) {
+        (0, 0) => (0, 1),
+        pair => pair,
+    }
+}
+
+#[derive(Debug, Clone, Copy, Default)]
+struct Slot {
+    hash: (u64, u64),
+    offset: i64,
+}
+
+/// Bytes one map entry takes.
+pub(crate) const MAP_SLOT_BYTES: usize = std::mem::size_of::<Slot>();
+
+/// Key hash → latest offset, open addressing with linear probing, fixed size.
+#[derive(Debug)]
+pub(crate) struct OffsetMap {
+    slots: Vec<Slot>,
+    len: usize,
+    len_max: usize,
+}
+
+impl OffsetMap {
+    /// A map in `bytes_max` bytes (at least a few slots).
+    pub(crate) fn with_bytes(bytes_max: usize) -> Self {
+        let slots = (bytes_max / MAP_SLOT_BYTES).max(4);
+        OffsetMap {
+            slots: vec![Slot::default(); slots],
+            len: 0,
+            // Linear probing stays short below 90% load (Kafka's default load factor).
+            len_max: slots * 9 / 10,
+        }
+    }
+
+    #[cfg(test)]
+    pub(crate) fn len(&self) -> usize {
+        self.len
+    }
+
+    /// Whether `n` more keys surely fit.
+    pub(crate) fn has_room(&self, n: usize) -> bool {
+        self.len + n <= self.len_max
+    }
+
+    fn probe(&self, hash: (u64, u64)) -> usize {
+        let n = self.slots.len();
+        let mut i = (hash.0 % n as u64) as usize;
+        // Terminates: the map is never full (len ≤ 90% of slots).
+        loop {
+            let s = &self.slots[i];
+            if s.hash == hash || s.hash == (0, 0) {
+                return i;
+            }
+            i = (i + 1) % n;
+        }
+    }
+
+    /// Records `offset` for `hash`, keeping the larger offset. The caller checks
+    /// [`Self::has_room`] first.
+    pub(crate) fn put(&mut self, hash: (u64, u64), offset: i64) {
+        let i = self.probe(hash);
+        let s = &mut self.slots[i];
+        if s.hash == (0, 0) {
+            debug_assert!(self.len < self.len_max);
+            s.hash = hash;
+            s.offset = offset;
+            self.len += 1;
+        } else {
+            s.offset = s.offset.max(offset);
+        }
+    }
+
+    pub(crate) fn get(&self, hash: (u64, u64)) -> Option<i64> {
+        let s = &self.slots[self.probe(hash)];
+        (s.hash == hash).then_some(s.offset)
+    }
+}
+
+/// A batch whose records the cleaner neither maps nor filters.
+pub(crate) fn is_opaque(header: &BatchHeader) -> bool {
+    header.compression() != 0 || header.is_control() || header.is_transactional()
+}
+
+/// Adds the keys of one stored batch to the map. `Err` when its records are malformed
+/// (the batch is then treated as opaque when segments are rewritten).
+pub(crate) fn map_batch(
+    map: &mut OffsetMap,
+    header: &BatchHeader,
+    bytes: &[u8],
+) -> Result<(), batch::BatchError> {
+    if is_opaque(header) {
+        return Ok(());
+    }
+    let base = header.base_offset().0;
+    for record in RecordIter::new(bytes, header) {
+        let record = record?;
+        if let Some(key) = record.key {
+            map.put(key_hash(key), base + record.offset_delta);
+        }
+    }
+    Ok(())
+}
+
+/// What a segment rewrite needs to decide about each record.
+#[derive(Debug)]
+pub(crate) struct RetainRule<'a> {
+    pub(crate) map: &'a OffsetMap,
+    /// Records at or past this offset were not mapped: kept.
+    pub(crate) map_end: Offset,
+    /// The segment was first cleaned `delete.retention.ms` ago or longer: its tombstones go.
+    pub(crate) tombstones_expired: bool,
+}
+
+impl RetainRule<'_> {
+    fn keeps(&self, record: &RecordView<'_>, offset: i64) -> bool {
+        if offset >= self.map_end.0 {
+            return true;
+        }
+        // Kafka's cleaner drops keyless records of a compacted log (appends refuse them).
+        let Some(key) = record.key else { return false };
+        if self
+            .map
+            .get(key_hash(key))
+            .is_some_and(|latest| latest > offset)
+        {
+            return false;
+        }
+        !(record.value_is_null && self.tombstones_expired)
+    }
+}
+
+/// One batch after filtering.
+#[derive(Debug)]
+pub(crate) enum Filtered {
+    /// Every record stays: the stored bytes are kept as they are.
+    Whole { tombstones: u32 },
+    /// Some records stay: the batch re-encoded with them.
+    Rebuilt { bytes: Vec<u8>, tombstones: u32 },
+    /// No record stays. `header_only` is the batch with no records (kept when the offsets
+    /// or producer state it carries must survive).
+    Empty { header_only: Vec<u8> },
+}
+
+/// Filters one stored batch. Malformed records make the batch opaque (kept whole).
+pub(crate) fn filter_batch(rule: &RetainRule<'_>, header: &BatchHeader, bytes: &[u8]) -> Filtered {
+    if is_opaque(header) || header.base_offset() >= rule.map_end {
+        return Filtered::Whole { tombstones: 0 };
+    }
+    let base = header.base_offset().0;
+    let mut kept: Vec<RecordView<'_>> = Vec::new();
+    let mut total = 0usize;
+    for record in RecordIter::new(bytes, header) {
+        let Ok(record) = record else {
+            return Filtered::Whole { tombstones: 0 };
+        };
+        total += 1;
+        if rule.keeps(&record, base + record.offset_delta) {
+            kept.push(record);
+        }
+    }
+    let tombstones = kept.iter().filter(|r| r.value_is_null).count() as u32;
+    if kept.len() == total {
+        Filtered::Whole { tombstones }
+    } else if kept.is_empty() {
+        Filtered::Empty {
+            header_only: batch::rebuild(bytes, header, &[]),
+        }
+    } else {
+        Filtered::Rebuilt {
+            bytes: batch::rebuild(bytes, header, &kept),
+            tombstones,
+        }
+    }
+}
+
+/// Whether a log's dirty bytes are enough to clean: `dirty / (clean + dirty)` reaches
+/// `ratio_ppm` (parts per million). Empty dirty sections never are.
+pub(crate) fn dirty_enough(clean_bytes: u64, dirty_bytes: u64, ratio_ppm: u32) -> bool {
+    let total = u128::from(clean_bytes) + u128::from(dirty_bytes);
+    dirty_bytes > 0
+        && u128::from(dirty_bytes) * u128::from(crate::config::RATIO_PPM_ONE)
+            >= u128::from(ratio_ppm) * total
+}
+
+/// When a cleaned segment was first cleaned, and whether it kept tombstones then.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct CleanedSegment {
+    pub(crate) first_cleaned_ms: u64,
+    pub(crate) tombstones: bool,
+}
+
+/// What the cleaner knows of a log (`cleaner.checkpoint`): offsets below `cleaned_end`
+/// hold at most one record per key (opaque batches aside); per segment, when it was
+/// first cleaned (tombstones count `delete.retention.ms` from then).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub(crate) struct CleanerState {
+    pub(crate) cleaned_end: Offset,
+    pub(crate) segments: BTreeMap<Offset, CleanedSegment>,
+}
+
+pub(crate) const CLEANER_FILE: &str = "cleaner.checkpoint";
+const CLEANER_MAGIC: &[u8; 4] = b"SLCL";
+const CLEANER_VERSION: u32 = 1;
+const CLEANER_ENTRY_BYTES: usize = 17;
+
+impl CleanerState {
+    /// Format (big-endian): magic `SLCL`, version u32, cleaned_end i64, count u32, then
+    /// per segment base i64, first_cleaned_ms u64, tombstones u8; CRC32C of all before.
+    pub(crate) fn encode(&self) -> Vec<u8> {
+        let mut out = Vec::with_capacity(24 + self.segments.len() * CLEANER_ENTRY_BYTES);
+        out.extend_from_slice(CLEANER_MAGIC);
+        out.extend_from_slice(&CLEANER_VERSION.to_be_bytes());
+        out.extend_from_slice(&self.cleaned_end.0.to_be_bytes());
+        out.extend_from_slice(&(self.segments.len() as u32).to_be_bytes());
+        for (base, c) in &self.segments {
+            out.extend_from_slice(&base.0.to_be_bytes());
+            out.extend_from_slice(&c.first_cleaned_ms.to_be_bytes());
+            out.push(u8::from(c.tombstones));
+        }
+        let crc = crc32c::crc32c(&out);
+        out.extend_from_slice(&crc.to_be_bytes());
+        out
+    }
+
+    /// `None` for anything but an intact file of this version.
+    pub(crate) fn decode(bytes: &[u8]) -> Option<CleanerState> {
+        let (body, crc) = bytes.split_at_checked(bytes.len().checked_sub(4)?)?;
+        if crc32c::crc32c(body) != u32::from_be_bytes(crc.try_into().ok()?) {
+            return None;
+        }
+        let u32_at = |i: usize| Some(u32::from_be_bytes(body.get(i..i + 4)?.try_into().ok()?));
+        let u64_at = |i: usize| Some(u64::from_be_bytes(body.get(i..i + 8)?.try_into().ok()?));
+        if body.get(..4)? != CLEANER_MAGIC || u32_at(4)? != CLEANER_VERSION {
+            return None;
+        }
+        let cleaned_end = Offset(i64::try_from(u64_at(8)?).ok()?);
+        let count = u32_at(16)? as usize;
+        if body.len() != 20 + count.checked_mul(CLEANER_ENTRY_BYTES)? {
+            return None;
+        }
+        let mut segments = BTreeMap::new();
+        for i in 0..count {
+            let at = 20 + i * CLEANER_ENTRY_BYTES;
+            let base = Offset(i64::try_from(u64_at(at)?).ok()?);
+            let cleaned = CleanedSegment {
+                first_cleaned_ms: u64_at(at + 8)?,
+                tombstones: *body.get(at + 16)? != 0,
+            };
+            segments.insert(base, cleaned);
+        }
+        Some(CleanerState {
+            cleaned_end,
+            segments,
+        })
+    }
+
+    /// The state in `dir`; a missing or damaged file means nothing is known to be clean
+    /// (the next pass cleans everything again, which is safe).
+    pub(crate) async fn read(dir: &Path) -> Result<CleanerState, LogError> {
+        let bytes = files::read_small(&dir.join(CLEANER_FILE)).await?;
+        Ok(match bytes {
+            None => CleanerState::default(),
+            Some(b) => CleanerState::decode(&b).unwrap_or_else(|| {
+                tracing::warn!(dir = %dir.display(), "cleaner checkpoint is damaged; the log will be cleaned again");
+                CleanerState::default()
+            }),
+        })
+    }
+
+    pub(crate) async fn write(&self, dir: &Path) -> Result<(), LogError> {
+        files::write_atomic(dir, CLEANER_FILE, &self.encode()).await
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::batch::{stamp, validate, BatchBuilder, Record};
+    use crate::types::LeaderEpoch;
+
+    fn keyed_batch(base: i64, records: &[(Option<&str>, Option<&str>)]) -> Vec<u8> {
+        let mut b = BatchBuilder::new(0);
+        for (k, v) in records {
+            b.push(&Record {
+                key: k.map(str::as_bytes),
+                value: v.map(str::as_bytes),
+                ..Record::default()
+            });
+        }
+        let mut bytes = b.build();
+        stamp(&mut bytes, Offset(base), LeaderEpoch(0));
+        bytes
+    }
+
+    #[test]
+    fn map_keeps_the_latest_offset_and_bounds_its_size() {
+        let mut map = OffsetMap::with_bytes(100 * MAP_SLOT_BYTES);
+        assert!(map.has_room(90) && !map.has_room(91));
+        for i in 0..90i64 {
+            map.put(key_hash(format!("k{}", i % 30).as_bytes()), i);
+        }
+        assert_eq!(map.len(), 30);
+        assert_eq!(map.get(key_hash(b"k0")), Some(60));
+        assert_eq!(map.get(key_hash(b"k29")), Some(89));
+        assert_eq!(map.get(key_hash(b"absent")), None);
+        map.put(key_hash(b"k0"), 5);
+        assert_eq!(
+            map.get(key_hash(b"k0")),
+            Some(60),
+            "an older offset never wins"
+        );
+    }
+
+    #[test]
+    fn filter_keeps_latest_values_and_tombstones_until_expired() {
+        let mut map = OffsetMap::with_bytes(4096);
+        let older = keyed_batch(
+            0,
+            &[
+                (Some("a"), Some("1")),
+                (Some("b"), Some("1")),
+                (None, Some("x")),
+            ],
+        );
+        let newer = keyed_batch(3, &[(Some("a"), Some("2")), (Some("b"), None)]);
+        for b in [&older, &newer] {
+            let h = validate(b, 1 << 20).expect("valid");
+            map_batch(&mut map, &h, b).expect("mapped");
+        }
+        let mut rule = RetainRule {
+            map: &map,
+            map_end: Offset(5),
+            tombstones_expired: false,
+        };
+        let h = validate(&older, 1 << 20).expect("valid");
+        assert!(matches!(
+            filter_batch(&rule, &h, &older),
+            Filtered::Empty { .. }
+        ));
+        let h = validate(&newer, 1 << 20).expect("valid");
+        assert!(matches!(
+            filter_batch(&rule, &h, &newer),
+            Filtered::Whole { tombstones: 1 }
+        ));
+        rule.tombstones_expired = true;
+        let Filtered::Rebuilt { bytes, tombstones } = filter_batch(&rule, &h, &newer) else {
+            panic!("the tombstone goes once expired");
+        };
+        assert_eq!(tombstones, 0);
+        let rebuilt = validate(&bytes, 1 << 20);
+        assert!(
+            rebuilt.is_err(),
+            "count 1 with delta 1 is not a producer batch"
+        );
+        let h2 = batch::check_framing(&bytes).expect("framed");
+        assert_eq!((h2.record_count.get(), h2.last_offset()), (1, Offset(4)));
+        // Records at or past the map's end are never touched.
+        rule.map_end = Offset(0);
+        let h = validate(&older, 1 << 20).expect("valid");
+        assert!(matches!(
+            filter_batch(&rule, &h, &older),
+            Filtered::Whole { .. }
+        ));
+    }
+
+    #[test]
+    fn dirty_ratio_gates_cleaning() {
+        assert!(!dirty_enough(100, 0, 0));
+        assert!(dirty_enough(100, 100, 500_000));
+        assert!(!dirty_enough(101, 100, 500_000));
+        assert!(dirty_enough(0, 1, 1_000_000));
+        assert!(dirty_enough(u64::MAX, u64::MAX, 500_000));
+    }
+
+    #[test]
+    fn cleaner_state_round_trips_and_rejects_damage() {
+        let mut s = CleanerState {
+            cleaned_end: Offset(1234),
+            ..CleanerState::default()
+        };
+        s.segments.insert(
+            Offset(0),
+            CleanedSegment {
+                first_cleaned_ms: 99,
+                tombstones: true,
+            },
+        );
+        let bytes = s.encode();
+        assert_eq!(CleanerState::decode(&bytes), Some(s));
+        for i in 0..bytes.len() {
+            let mut bad = bytes.clone();
+            bad[i] ^= 4;
+            assert_eq!(CleanerState::decode(&bad), None, "flip at {i}");
+        }
+        assert_eq!(CleanerState::decode(&bytes[..10]), None);
+        assert_eq!(CleanerState::decode(&[]), None);
+    }
+}

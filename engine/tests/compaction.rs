@@ -1,0 +1,790 @@
+//! Log compaction (`cleanup.policy=compact`): the latest record of every key survives
+//! with its offset, tombstones go after `delete.retention.ms`, the active segment is never
+//! touched, the dirty ratio and lags gate passes, reopening and a crash at every step of
+//! the segment swap give the old or the new segment, and random sequences of appends,
+//! passes and reopens match a model. Time is passed in explicitly (`now_ms`).
+
+mod common;
+
+use std::collections::BTreeMap;
+use std::path::Path;
+
+use common::*;
+use sluice_engine::batch::{self, BatchBuilder, BatchIter, Record, RecordIter};
+use sluice_engine::{
+    AppendError, CleanupPolicy, LeaderEpoch, LogConfig, Offset, PartitionLog, ShardConfig,
+};
+
+/// One record as the test sees it: offset, key, value (None: tombstone).
+type Rec = (i64, Option<Vec<u8>>, Option<Vec<u8>>);
+
+const T0: u64 = 1_700_000_000_000;
+const DAY_MS: u64 = 86_400_000;
+
+fn compact_config() -> LogConfig {
+    LogConfig {
+        segment_bytes_max: 16 * 1024,
+        index_interval_bytes: 512,
+        retention_ms: None,
+        cleanup_policy: CleanupPolicy::Compact,
+        min_cleanable_dirty_ratio_ppm: 0,
+        ..LogConfig::default()
+    }
+}
+
+fn shard_with_map(bytes: usize) -> ShardConfig {
+    ShardConfig {
+        compaction_map_bytes_max: bytes,
+        ..small_shard()
+    }
+}
+
+/// A batch of keyed records (value `None`: tombstone), timestamps `ts`.
+fn keyed_batch(records: &[(&[u8], Option<&[u8]>)], ts: i64) -> Vec<u8> {
+    let mut b = BatchBuilder::new(ts);
+    for (k, v) in records {
+        b.push(&Record {
+            key: Some(k),
+            value: *v,
+            timestamp_ms: ts,
+            ..Record::default()
+        });
+    }
+    b.build()
+}
+
+/// Appends and waits until written; returns the records with their offsets.
+async fn append(log: &PartitionLog, records: &[(&[u8], Option<&[u8]>)], ts: i64) -> Vec<Rec> {
+    let info = log
+        .append(&keyed_batch(records, ts), LeaderEpoch(0))
+        .await
+        .expect("append");
+    log.wait_written(info.last_offset.plus(1))
+        .await
+        .expect("written");
+    records
+        .iter()
+        .enumerate()
+        .map(|(i, (k, v))| {
+            (
+                info.base_offset.0 + i as i64,
+                Some(k.to_vec()),
+                v.map(<[u8]>::to_vec),
+            )
+        })
+        .collect()
+}
+
+/// Appends `versions` rounds of one record per key for `keys` keys (100-byte values that
+/// name key and version). Returns every record appended.
+async fn write_versions(log: &PartitionLog, keys: usize, versions: usize, ts: i64) -> Vec<Rec> {
+    let mut all = Vec::new();
+    for v in 0..versions {
+        for chunk in (0..keys).collect::<Vec<_>>().chunks(10) {
+            let owned: Vec<(Vec<u8>, Vec<u8>)> = chunk
+                .iter()
+                .map(|k| {
+                    let mut value = format!("k{k}=v{v}:").into_bytes();
+                    value.resize(100, b'.');
+                    (format!("k{k}").into_bytes(), value)
+                })
+                .collect();
+            let records: Vec<(&[u8], Option<&[u8]>)> = owned
+                .iter()
+                .map(|(k, v)| (k.as_slice(), Some(v.as_slice())))
+                .collect();
+            all.extend(append(log, &records, ts).await);
+        }
+    }
+    all
+}
+
+/// Every record readable from the log start, checking CRCs and batch framing.
+async fn visible(log: &PartitionLog) -> Vec<Rec> {
+    let bytes = read_all(log, log.log_start_offset(), 8192).await;
+    let mut out = Vec::new();
+    let mut iter = BatchIter::new(&bytes);
+    for (_, header, b) in iter.by_ref() {
+        batch::verify_crc(&header, b).expect("every stored batch keeps a valid CRC");
+        if header.compression() != 0 {
+            out.push((header.base_offset().0, None, Some(b.to_vec())));
+            continue;
+        }
+        for r in RecordIter::new(b, &header) {
+            let r = r.expect("records parse");
+            out.push((
+                header.base_offset().0 + r.offset_delta,
+                r.key.map(<[u8]>::to_vec),
+                r.value.map(<[u8]>::to_vec),
+            ));
+        }
+    }
+    assert_eq!(iter.position(), bytes.len(), "whole batches only");
+    out
+}
+
+/// What compaction must leave: below `clean_end` the latest record of each key
+/// (tombstones too unless `drop_tombstones`), every record at or after it.
+fn expected(all: &[Rec], clean_end: i64, drop_tombstones: bool) -> Vec<Rec> {
+    let mut latest: BTreeMap<&Option<Vec<u8>>, i64> = BTreeMap::new();
+    for (o, k, _) in all.iter().filter(|r| r.0 < clean_end) {
+        latest.insert(k, *o);
+    }
+    all.iter()
+        .filter(|(o, k, v)| {
+            *o >= clean_end || (latest.get(k) == Some(o) && !(drop_tombstones && v.is_none()))
+        })
+        .cloned()
+        .collect()
+}
+
+fn assert_strictly_increasing(recs: &[Rec]) {
+    assert!(
+        recs.windows(2).all(|w| w[0].0 < w[1].0),
+        "offsets strictly increase"
+    );
+}
+
+#[test]
+fn latest_value_of_every_key_survives_with_its_offset() {
+    let dir = test_dir();
+    let path = dir.path().to_path_buf();
+    run(move || async move {
+        let (m, log) = open_log(&path, compact_config(), small_shard()).await;
+        let all = write_versions(&log, 20, 30, T0 as i64).await;
+        let before = log.size_bytes();
+        let active = log.active_segment_base().0;
+        assert!(log.segment_count() > 3, "several closed segments");
+        let active_before: Vec<Rec> = visible(&log)
+            .await
+            .into_iter()
+            .filter(|r| r.0 >= active)
+            .collect();
+        let outcome = log.compact(T0).await.expect("compact");
+        assert!(outcome.ran && outcome.segments_rewritten > 0, "{outcome:?}");
+        assert_eq!(outcome.cleaned_end.0, active);
+        let got = visible(&log).await;
+        assert_strictly_increasing(&got);
+        assert_eq!(got, expected(&all, active, false));
+        let active_after: Vec<Rec> = got.iter().filter(|r| r.0 >= active).cloned().collect();
+        assert_eq!(active_after, active_before, "active segment untouched");
+        assert!(
+            log.size_bytes() < before / 2,
+            "{} of {before}",
+            log.size_bytes()
+        );
+        // The latest value of every key is readable from its own offset.
+        for (o, k, v) in expected(&all, active, false)
+            .iter()
+            .filter(|r| r.0 < active)
+        {
+            let r = log
+                .read(
+                    Offset(*o),
+                    sluice_engine::ReadLimits {
+                        max_bytes: 1,
+                        max_offset: Offset(i64::MAX),
+                        min_one_batch: true,
+                    },
+                )
+                .await
+                .expect("read");
+            let bytes: Vec<u8> = r.slices.iter().flat_map(|s| s.to_vec()).collect();
+            let (_, h, b) = BatchIter::new(&bytes).next().expect("a batch");
+            let found = RecordIter::new(b, &h)
+                .map(|r| r.expect("parse"))
+                .find(|r| h.base_offset().0 + r.offset_delta == *o)
+                .expect("the record at its offset");
+            assert_eq!(found.key.map(<[u8]>::to_vec), *k);
+            assert_eq!(found.value.map(<[u8]>::to_vec), *v);
+        }
+        // Appends go on at the log end.
+        let next = log.log_end_offset().0;
+        let more = append(&log, &[(b"k0", Some(b"after"))], T0 as i64).await;
+        assert_eq!(more[0].0, next);
+        m.close_all().await.expect("close");
+    });
+}
+
+#[test]
+fn tombstones_stay_until_delete_retention_passed_since_first_cleaning() {
+    let dir = test_dir();
+    let path = dir.path().to_path_buf();
+    run(move || async move {
+        let (m, log) = open_log(&path, compact_config(), small_shard()).await;
+        let mut all = append(&log, &[(b"gone", Some(b"1")), (b"kept", Some(b"1"))], 0).await;
+        all.extend(append(&log, &[(b"gone", None)], 0).await);
+        // Roll past the tombstone's segment with other keys.
+        all.extend(write_versions(&log, 20, 10, T0 as i64).await);
+        let active = log.active_segment_base().0;
+        let tombstone = all[2].0;
+        assert!(tombstone < active);
+
+        assert!(log.compact(T0).await.expect("compact").ran);
+        let got = visible(&log).await;
+        assert_eq!(got, expected(&all, active, false));
+        assert!(
+            got.iter().any(|r| r.0 == tombstone && r.2.is_none()),
+            "tombstone kept"
+        );
+        assert!(
+            !got.iter().any(|r| r.0 == all[0].0),
+            "older value of the key gone"
+        );
+
+        // Not yet: nothing is dirty and the tombstone is younger than delete.retention.ms.
+        let early = log.compact(T0 + DAY_MS - 1).await.expect("compact");
+        assert!(!early.ran, "{early:?}");
+        assert!(visible(&log).await.iter().any(|r| r.0 == tombstone));
+
+        let late = log.compact(T0 + DAY_MS).await.expect("compact");
+        assert!(late.ran, "{late:?}");
+        let got = visible(&log).await;
+        assert_strictly_increasing(&got);
+        assert_eq!(got, expected(&all, active, true));
+        assert!(
+            !got.iter().any(|r| r.1.as_deref() == Some(b"gone")),
+            "no trace of the key"
+        );
+        assert!(got.iter().any(|r| r.1.as_deref() == Some(b"kept")));
+        m.close_all().await.expect("close");
+    });
+}
+
+/// A batch marked gzip-compressed (its record bytes are the test's own; the engine
+/// never decompresses).
+fn compressed_batch(key: &[u8]) -> Vec<u8> {
+    let mut b = keyed_batch(&[(key, Some(b"in a compressed batch"))], T0 as i64);
+    b[22] |= 1; // attributes low byte: gzip
+    let crc = crc32c::crc32c(&b[21..]);
+    b[17..21].copy_from_slice(&crc.to_be_bytes());
+    b
+}
+
+#[test]
+fn compressed_batches_are_kept_whole_and_their_keys_not_mapped() {
+    let dir = test_dir();
+    let path = dir.path().to_path_buf();
+    run(move || async move {
+        let (m, log) = open_log(&path, compact_config(), small_shard()).await;
+        let old = append(
+            &log,
+            &[(b"z1", Some(b"older than the compressed batch"))],
+            0,
+        )
+        .await;
+        let info = log
+            .append(&compressed_batch(b"z1"), LeaderEpoch(0))
+            .await
+            .expect("compressed append is not checked for keys");
+        let compressed_at = info.base_offset.0;
+        let mut all = write_versions(&log, 20, 10, T0 as i64).await;
+        let active = log.active_segment_base().0;
+        log.wait_written(log.log_end_offset())
+            .await
+            .expect("written");
+        let stored_before = read_all(&log, Offset(compressed_at), 1).await;
+        assert!(log.compact(T0).await.expect("compact").ran);
+        let got = visible(&log).await;
+        assert_strictly_increasing(&got);
+        // The compressed batch is there byte for byte.
+        let stored_after = read_all(&log, Offset(compressed_at), 1).await;
+        let first = |b: &[u8]| {
+            let (_, h, bytes) = BatchIter::new(b).next().expect("batch");
+            (h.base_offset(), bytes.to_vec())
+        };
+        assert_eq!(first(&stored_after), first(&stored_before));
+        // Its key is unknown to the cleaner, so the older z1 (uncompressed) stays too.
+        assert!(got.iter().any(|r| r.0 == old[0].0));
+        // Everything else compacted as usual.
+        all.retain(|r| r.0 >= compressed_at);
+        let rest: Vec<Rec> = got.into_iter().filter(|r| r.0 > compressed_at).collect();
+        assert_eq!(rest, expected(&all[..], active, false));
+        m.close_all().await.expect("close");
+    });
+}
+
+#[test]
+fn compacted_logs_refuse_keyless_records() {
+    let dir = test_dir();
+    let path = dir.path().to_path_buf();
+    run(move || async move {
+        let (m, log) = open_log(&path, compact_config(), small_shard()).await;
+        let mut b = BatchBuilder::new(0);
+        b.push(&Record {
+            key: Some(b"k"),
+            value: Some(b"v"),
+            ..Record::default()
+        });
+        b.push(&Record {
+            key: None,
+            value: Some(b"no key"),
+            ..Record::default()
+        });
+        let keyless = b.build();
+        let err = log.append(&keyless, LeaderEpoch(0)).await.unwrap_err();
+        assert!(
+            matches!(err, AppendError::KeylessRecord { record_index: 1 }),
+            "{err:?}"
+        );
+        assert_eq!(log.log_end_offset(), Offset(0), "nothing appended");
+        // The same batch is fine once the topic deletes instead.
+        log.set_config(LogConfig {
+            cleanup_policy: CleanupPolicy::Delete,
+            ..compact_config()
+        })
+        .expect("config");
+        log.append(&keyless, LeaderEpoch(0))
+            .await
+            .expect("delete policy takes it");
+        m.close_all().await.expect("close");
+    });
+}
+
+/// Appends batches of ten records (keys cycling through 400) until the log has rolled
+/// `rolls` more segments.
+async fn write_until_rolls(log: &PartitionLog, rolls: usize, ts: i64) -> Vec<Rec> {
+    let target = log.segment_count() + rolls;
+    let mut all = Vec::new();
+    let mut n = 0usize;
+    while log.segment_count() < target {
+        let owned: Vec<(Vec<u8>, Vec<u8>)> = (0..10)
+            .map(|i| {
+                let k = (n + i) % 400;
+                (format!("k{k}").into_bytes(), vec![b'v'; 100])
+            })
+            .collect();
+        n += 10;
+        let records: Vec<(&[u8], Option<&[u8]>)> = owned
+            .iter()
+            .map(|(k, v)| (k.as_slice(), Some(v.as_slice())))
+            .collect();
+        all.extend(append(log, &records, ts).await);
+    }
+    all
+}
+
+#[test]
+fn dirty_ratio_and_lags_gate_passes() {
+    let dir = test_dir();
+    let path = dir.path().to_path_buf();
+    run(move || async move {
+        let config = LogConfig {
+            min_cleanable_dirty_ratio_ppm: 500_000,
+            ..compact_config()
+        };
+        let (m, log) = open_log(&path, config.clone(), small_shard()).await;
+        // Three segments of distinct keys: all dirty, then all clean (nothing to drop).
+        write_until_rolls(&log, 3, T0 as i64).await;
+        assert!(
+            log.compact(T0).await.expect("compact").ran,
+            "all dirty at first"
+        );
+        // One more closed segment: a quarter of the cleanable bytes are dirty.
+        write_until_rolls(&log, 1, T0 as i64).await;
+        let small = log.compact(T0).await.expect("compact");
+        assert!(!small.ran, "dirty ratio not reached: {small:?}");
+        // Five more: well over half.
+        write_until_rolls(&log, 5, T0 as i64).await;
+        assert!(log.compact(T0).await.expect("compact").ran);
+
+        // min.compaction.lag.ms holds back segments with recent records.
+        log.set_config(LogConfig {
+            min_compaction_lag_ms: 1_000,
+            min_cleanable_dirty_ratio_ppm: 0,
+            ..config.clone()
+        })
+        .expect("config");
+        write_until_rolls(&log, 2, T0 as i64).await;
+        let lagging = log.compact(T0 + 500).await.expect("compact");
+        assert!(!lagging.ran, "{lagging:?}");
+        assert!(log.compact(T0 + 1_000).await.expect("compact").ran);
+
+        // max.compaction.lag.ms forces a pass the ratio (1.0: never) would not allow.
+        log.set_config(LogConfig {
+            min_cleanable_dirty_ratio_ppm: 1_000_000,
+            max_compaction_lag_ms: 60_000,
+            ..config.clone()
+        })
+        .expect("config");
+        write_until_rolls(&log, 1, T0 as i64).await;
+        assert!(!log.compact(T0 + 60_000).await.expect("compact").ran);
+        assert!(log.compact(T0 + 60_001).await.expect("compact").ran);
+
+        // A delete-only log is never compacted.
+        log.set_config(LogConfig {
+            cleanup_policy: CleanupPolicy::Delete,
+            ..compact_config()
+        })
+        .expect("config");
+        write_until_rolls(&log, 2, T0 as i64).await;
+        assert!(!log.compact(T0).await.expect("compact").ran);
+        m.close_all().await.expect("close");
+    });
+}
+
+#[test]
+fn compact_only_logs_are_not_deleted_by_retention() {
+    let dir = test_dir();
+    let path = dir.path().to_path_buf();
+    run(move || async move {
+        let config = LogConfig {
+            retention_ms: Some(1),
+            retention_bytes: Some(1),
+            ..compact_config()
+        };
+        let (m, log) = open_log(&path, config.clone(), small_shard()).await;
+        write_versions(&log, 20, 10, 1).await;
+        let segments = log.segment_count();
+        let outcome = log.enforce_retention(T0).await.expect("retention");
+        assert_eq!(outcome.segments_deleted, 0);
+        assert_eq!(log.segment_count(), segments);
+        log.set_config(LogConfig {
+            cleanup_policy: CleanupPolicy::CompactDelete,
+            ..config
+        })
+        .expect("config");
+        assert!(
+            log.enforce_retention(T0)
+                .await
+                .expect("retention")
+                .segments_deleted
+                > 0
+        );
+        m.close_all().await.expect("close");
+    });
+}
+
+#[test]
+fn a_full_map_cleans_the_prefix_it_covers_and_the_rest_next_time() {
+    let dir = test_dir();
+    let path = dir.path().to_path_buf();
+    run(move || async move {
+        // About 150 keys fit; 400 keys do not.
+        let (m, log) = open_log(&path, compact_config(), shard_with_map(4096)).await;
+        let all = write_versions(&log, 400, 5, T0 as i64).await;
+        let active = log.active_segment_base().0;
+        let first = log.compact(T0).await.expect("compact");
+        assert!(first.ran && first.cleaned_end.0 < active, "{first:?}");
+        let got = visible(&log).await;
+        assert_strictly_increasing(&got);
+        // Nothing newer than the covered prefix was dropped.
+        let covered = first.cleaned_end.0;
+        for r in all.iter().filter(|r| r.0 >= covered) {
+            assert!(got.contains(r), "record at {} kept", r.0);
+        }
+        let mut passes = 1;
+        while log.compact(T0).await.expect("compact").cleaned_end.0 < active {
+            passes += 1;
+            assert!(passes < 50, "every pass makes progress");
+        }
+        assert_eq!(visible(&log).await, expected(&all, active, false));
+        m.close_all().await.expect("close");
+    });
+}
+
+#[test]
+fn reopen_after_compaction_keeps_contents_and_clean_state() {
+    let dir = test_dir();
+    let path = dir.path().to_path_buf();
+    run(move || async move {
+        let (m, log) = open_log(&path, compact_config(), small_shard()).await;
+        write_versions(&log, 20, 30, T0 as i64).await;
+        assert!(log.compact(T0).await.expect("compact").ran);
+        let got = visible(&log).await;
+        let end = log.log_end_offset();
+        m.close_all().await.expect("close");
+
+        let (m, log) = open_log(&path, compact_config(), small_shard()).await;
+        assert_eq!(log.log_end_offset(), end);
+        assert_eq!(visible(&log).await, got);
+        let again = log.compact(T0).await.expect("compact");
+        assert!(
+            !again.ran,
+            "the clean point survived the restart: {again:?}"
+        );
+        let next = append(&log, &[(b"k1", Some(b"new"))], T0 as i64).await;
+        assert_eq!(next[0].0, end.0);
+        m.close_all().await.expect("close");
+    });
+}
+
+/// Files of a partition directory: name → bytes.
+type Files = BTreeMap<String, Vec<u8>>;
+
+/// Files of the partition directory, by name.
+fn snapshot(dir: &Path) -> Files {
+    std::fs::read_dir(dir)
+        .expect("dir")
+        .map(|e| {
+            let e = e.expect("entry");
+            let name = e.file_name().to_string_lossy().into_owned();
+            (name, std::fs::read(e.path()).expect("read"))
+        })
+        .collect()
+}
+
+fn restore(dir: &Path, files: &Files) {
+    let _ = std::fs::remove_dir_all(dir);
+    std::fs::create_dir_all(dir).expect("dir");
+    for (name, bytes) in files {
+        std::fs::write(dir.join(name), bytes).expect("write");
+    }
+}
+
+#[test]
+fn a_crash_at_every_step_of_the_swap_leaves_the_old_or_the_new_segment() {
+    let dir = test_dir();
+    let path = dir.path().to_path_buf();
+    let part = path.join("t-0");
+    // Before and after one compaction, as files.
+    let (before, after, old_recs, new_recs) = {
+        let path = path.clone();
+        let part = part.clone();
+        run(move || async move {
+            let (m, log) = open_log(&path, compact_config(), small_shard()).await;
+            write_versions(&log, 20, 30, T0 as i64).await;
+            let old_recs = visible(&log).await;
+            m.close_all().await.expect("close");
+            let before = snapshot(&part);
+            let (m, log) = open_log(&path, compact_config(), small_shard()).await;
+            assert!(log.compact(T0).await.expect("compact").ran);
+            let new_recs = visible(&log).await;
+            m.close_all().await.expect("close");
+            (before, snapshot(&part), old_recs, new_recs)
+        })
+    };
+    let seg = "00000000000000000000";
+    let (log, index, time) = (
+        format!("{seg}.log"),
+        format!("{seg}.index"),
+        format!("{seg}.timeindex"),
+    );
+    assert_ne!(before[&log], after[&log], "the first segment was rewritten");
+    let seg_end = {
+        let next = before
+            .keys()
+            .filter_map(|n| n.strip_suffix(".log"))
+            .filter_map(|n| n.parse::<i64>().ok())
+            .filter(|b| *b > 0)
+            .min()
+            .expect("a second segment");
+        next
+    };
+    // The content with only the first segment old or new.
+    let old_everywhere = old_recs.clone();
+    let new_first: Vec<Rec> = new_recs
+        .iter()
+        .filter(|r| r.0 < seg_end)
+        .chain(old_recs.iter().filter(|r| r.0 >= seg_end))
+        .cloned()
+        .collect();
+    let cleaned = |files: &mut Files| {
+        for name in [&log, &index, &time] {
+            files.insert(format!("{name}.cleaned"), after[name].clone());
+        }
+    };
+    let mut states: Vec<(&str, Files, &Vec<Rec>)> = Vec::new();
+    // 1. The rewrite is written beside the old segment.
+    let mut s = before.clone();
+    cleaned(&mut s);
+    states.push(("cleaned files written", s.clone(), &old_everywhere));
+    // 1b. A torn rewrite.
+    let mut torn = s.clone();
+    let half = after[&log].len() / 2;
+    torn.insert(format!("{log}.cleaned"), after[&log][..half].to_vec());
+    states.push(("cleaned log torn", torn, &old_everywhere));
+    // 2. The old indexes are removed.
+    s.remove(&index);
+    s.remove(&time);
+    states.push(("old indexes removed", s.clone(), &old_everywhere));
+    // 3. The new log is renamed over the old one.
+    s.insert(log.clone(), after[&log].clone());
+    s.remove(&format!("{log}.cleaned"));
+    states.push(("log renamed", s.clone(), &new_first));
+    // 4. One index renamed, then both.
+    s.insert(index.clone(), after[&index].clone());
+    s.remove(&format!("{index}.cleaned"));
+    states.push(("offset index renamed", s.clone(), &new_first));
+    s.insert(time.clone(), after[&time].clone());
+    s.remove(&format!("{time}.cleaned"));
+    states.push(("swap done, cleaner checkpoint old", s, &new_first));
+
+    for (step, files, want) in states {
+        restore(&part, &files);
+        let path = path.clone();
+        let part = part.clone();
+        let want = want.clone();
+        let new_recs = new_recs.clone();
+        run(move || async move {
+            let (m, log) = open_log(&path, compact_config(), small_shard()).await;
+            let got = visible(&log).await;
+            assert_eq!(got, want, "crash after: {step}");
+            let left: Vec<String> = std::fs::read_dir(&part)
+                .expect("dir")
+                .map(|e| e.expect("entry").file_name().to_string_lossy().into_owned())
+                .filter(|n| n.ends_with(".cleaned"))
+                .collect();
+            assert!(left.is_empty(), "{step}: leftovers {left:?}");
+            // Reads from the middle use the (rebuilt) indexes.
+            for r in want.iter().step_by(37) {
+                let bytes = read_all(&log, Offset(r.0), 4096).await;
+                let (_, h, _) = BatchIter::new(&bytes).next().expect("batch");
+                assert!(
+                    h.base_offset().0 <= r.0 && r.0 <= h.last_offset().0,
+                    "{step}"
+                );
+            }
+            // And compaction finishes the job.
+            log.compact(T0).await.expect("compact");
+            assert_eq!(visible(&log).await, new_recs, "{step}: compacted again");
+            m.close_all().await.expect("close");
+        });
+    }
+}
+
+/// xorshift64*: small and deterministic.
+struct Rng(u64);
+
+impl Rng {
+    fn next(&mut self) -> u64 {
+        self.0 ^= self.0 >> 12;
+        self.0 ^= self.0 << 25;
+        self.0 ^= self.0 >> 27;
+        self.0.wrapping_mul(0x2545_f491_4f6c_dd1d)
+    }
+
+    fn below(&mut self, n: u64) -> u64 {
+        self.next() % n.max(1)
+    }
+}
+
+/// The safety property: for every key, the last record the log shows is the last one
+/// appended, or nothing when that was a tombstone; every record shown was appended at
+/// that offset; offsets increase.
+fn check_against_model(model: &[Rec], got: &[Rec], seed: u64, step: usize) {
+    assert!(
+        got.windows(2).all(|w| w[0].0 < w[1].0),
+        "seed {seed} step {step}: offsets increase"
+    );
+    let by_offset: BTreeMap<i64, &Rec> = model.iter().map(|r| (r.0, r)).collect();
+    for r in got {
+        assert_eq!(
+            by_offset.get(&r.0).copied(),
+            Some(r),
+            "seed {seed} step {step}: record at {} as appended",
+            r.0
+        );
+    }
+    let mut last_model: BTreeMap<&Option<Vec<u8>>, &Rec> = BTreeMap::new();
+    for r in model {
+        last_model.insert(&r.1, r);
+    }
+    let mut last_got: BTreeMap<&Option<Vec<u8>>, &Rec> = BTreeMap::new();
+    for r in got {
+        last_got.insert(&r.1, r);
+    }
+    for (key, want) in &last_model {
+        match last_got.get(key) {
+            Some(got) => assert_eq!(got, want, "seed {seed} step {step}: latest of {key:?}"),
+            None => assert!(
+                want.2.is_none(),
+                "seed {seed} step {step}: key {key:?} lost its latest value"
+            ),
+        }
+    }
+}
+
+async fn random_sequence(seed: u64, dir: std::path::PathBuf) {
+    eprintln!("compaction fuzz seed {seed}");
+    let mut rng = Rng(seed | 1);
+    let shard = shard_with_map(if rng.below(2) == 0 { 4096 } else { 1 << 20 });
+    let config = LogConfig {
+        min_cleanable_dirty_ratio_ppm: (rng.below(3) * 400_000) as u32,
+        delete_retention_ms: 1 + rng.below(5_000),
+        ..compact_config()
+    };
+    let (mut manager, mut log) = open_log(&dir, config.clone(), shard.clone()).await;
+    let mut model: Vec<Rec> = Vec::new();
+    let mut now = T0;
+    for step in 0..120 {
+        match rng.below(100) {
+            0..=64 => {
+                let n = 1 + rng.below(12) as usize;
+                let owned: Vec<(Vec<u8>, Option<Vec<u8>>)> = (0..n)
+                    .map(|_| {
+                        let key = format!("key{}", rng.below(60)).into_bytes();
+                        let value = (rng.below(10) != 0).then(|| {
+                            let mut v = format!("{step}:{}", rng.next()).into_bytes();
+                            v.resize(20 + rng.below(300) as usize, b'~');
+                            v
+                        });
+                        (key, value)
+                    })
+                    .collect();
+                let records: Vec<(&[u8], Option<&[u8]>)> = owned
+                    .iter()
+                    .map(|(k, v)| (k.as_slice(), v.as_deref()))
+                    .collect();
+                model.extend(append(&log, &records, now as i64).await);
+            }
+            65..=89 => {
+                now += rng.below(3_000);
+                log.compact(now)
+                    .await
+                    .unwrap_or_else(|e| panic!("seed {seed} step {step}: compact: {e}"));
+                check_against_model(&model, &visible(&log).await, seed, step);
+            }
+            _ => {
+                manager.close_all().await.expect("close");
+                let (m, l) = open_log(&dir, config.clone(), shard.clone()).await;
+                manager = m;
+                log = l;
+                check_against_model(&model, &visible(&log).await, seed, step);
+            }
+        }
+    }
+    // Final passes with no ratio gate until the map has covered every closed segment:
+    // then closed segments hold each key once.
+    log.set_config(LogConfig {
+        min_cleanable_dirty_ratio_ppm: 0,
+        ..config
+    })
+    .expect("config");
+    let active = log.active_segment_base().0;
+    let mut passes = 0;
+    while log.compact(now).await.expect("compact").cleaned_end.0 < active {
+        passes += 1;
+        assert!(passes < 100, "seed {seed}: passes make progress");
+    }
+    let got = visible(&log).await;
+    check_against_model(&model, &got, seed, usize::MAX);
+    let mut seen = std::collections::BTreeSet::new();
+    for r in got.iter().filter(|r| r.0 < active) {
+        assert!(
+            seen.insert(&r.1),
+            "seed {seed}: key {:?} twice in closed segments",
+            r.1
+        );
+    }
+    manager.close_all().await.expect("close");
+}
+
+#[test]
+fn random_appends_passes_and_reopens_match_the_model() {
+    let seeds: Vec<u64> = match std::env::var("SLUICE_COMPACTION_SEED") {
+        Ok(s) => vec![s.parse().expect("seed is a u64")],
+        Err(_) => {
+            let now = std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .map(|d| d.as_nanos() as u64)
+                .unwrap_or(1);
+            (0..4).map(|i| now.wrapping_add(i * 0x9e37_79b9)).collect()
+        }
+    };
+    for seed in seeds {
+        let dir = test_dir();
+        let path = dir.path().to_path_buf();
+        run(move || random_sequence(seed, path));
+    }
+}
