@@ -247,19 +247,24 @@ impl<'a> Iterator for BatchIter<'a> {
     }
 }
 
-/// One stored record of an uncompressed batch, borrowed from the batch bytes.
+/// One stored record of an uncompressed batch as the cleaner sees it: its stored bytes
+/// and deltas, borrowed from the batch bytes.
 #[derive(Debug, Clone, Copy)]
-pub struct RecordView<'a> {
+pub struct StoredRecord<'a> {
     /// The whole record as stored: length varint, then the body.
     pub bytes: &'a [u8],
     pub offset_delta: i64,
     pub timestamp_delta: i64,
     /// `None`: a keyless record.
     pub key: Option<&'a [u8]>,
-    /// A null value: a tombstone in a compacted log.
-    pub value_is_null: bool,
-    /// The value bytes (`None`: null).
+    /// `None`: a null value (a tombstone in a compacted log).
     pub value: Option<&'a [u8]>,
+}
+
+impl StoredRecord<'_> {
+    pub fn is_tombstone(&self) -> bool {
+        self.value.is_none()
+    }
 }
 
 /// Walks the records of an uncompressed batch; yields an error (then stops) at the first
@@ -286,46 +291,33 @@ impl<'a> RecordIter<'a> {
         }
     }
 
-    fn parse(&self) -> Option<(RecordView<'a>, usize)> {
+    fn parse(&self) -> Option<(StoredRecord<'a>, usize)> {
         let rest = self.batch.get(self.pos..self.end)?;
         let (length, n) = get_varlong(rest)?;
         let body_end = n.checked_add(usize::try_from(length).ok()?)?;
         let body = rest.get(n..body_end)?;
-        let mut at = 1; // attributes
+        // attributes (1 byte), then the deltas, the key and the value.
+        let mut at = 1;
         let (timestamp_delta, used) = get_varlong(body.get(at..)?)?;
         at += used;
         let (offset_delta, used) = get_varlong(body.get(at..)?)?;
         at += used;
-        let (key_len, used) = get_varlong(body.get(at..)?)?;
+        let (key, used) = get_bytes(body.get(at..)?)?;
         at += used;
-        let key = if key_len < 0 {
-            None
-        } else {
-            let k = body.get(at..at.checked_add(usize::try_from(key_len).ok()?)?)?;
-            at += k.len();
-            Some(k)
-        };
-        let (value_len, used) = get_varlong(body.get(at..)?)?;
-        at += used;
-        let value = if value_len < 0 {
-            None
-        } else {
-            Some(body.get(at..at.checked_add(usize::try_from(value_len).ok()?)?)?)
-        };
-        let view = RecordView {
-            value,
+        let (value, _) = get_bytes(body.get(at..)?)?;
+        let record = StoredRecord {
             bytes: &rest[..body_end],
             offset_delta,
             timestamp_delta,
             key,
-            value_is_null: value_len < 0,
+            value,
         };
-        Some((view, body_end))
+        Some((record, body_end))
     }
 }
 
 impl<'a> Iterator for RecordIter<'a> {
-    type Item = Result<RecordView<'a>, BatchError>;
+    type Item = Result<StoredRecord<'a>, BatchError>;
 
     fn next(&mut self) -> Option<Self::Item> {
         if self.index >= self.count {
@@ -351,7 +343,7 @@ impl<'a> Iterator for RecordIter<'a> {
 /// sequence stay, so retained records keep their offsets and the batch its offset range;
 /// record count, length, max timestamp (CreateTime: the largest kept) and CRC32C are
 /// computed again. No records gives a header-only batch with compression bits cleared.
-pub fn rebuild(batch: &[u8], header: &BatchHeader, records: &[RecordView<'_>]) -> Vec<u8> {
+pub fn rebuild(batch: &[u8], header: &BatchHeader, records: &[StoredRecord<'_>]) -> Vec<u8> {
     let body: usize = records.iter().map(|r| r.bytes.len()).sum();
     let mut out = Vec::with_capacity(HEADER_BYTES + body);
     out.extend_from_slice(&batch[..HEADER_BYTES]);
@@ -544,33 +536,16 @@ pub fn records(batch: &[u8]) -> Option<Vec<RecordView<'_>>> {
     if header.compression() != 0 || batch.len() < header.total_bytes() {
         return None;
     }
-    let end = header.total_bytes();
-    // A record takes at least 7 bytes: never trust the count for the allocation.
-    let mut out = Vec::with_capacity((header.record_count.get().max(0) as usize).min(end / 7));
-    let mut pos = HEADER_BYTES;
-    for _ in 0..header.record_count.get() {
-        let (length, n) = get_varlong(batch.get(pos..end)?)?;
-        let body_start = pos + n;
-        let body_end = body_start.checked_add(usize::try_from(length).ok()?)?;
-        let body = batch.get(body_start..body_end)?;
-        // attributes (1 byte), then the deltas, the key and the value.
-        let mut at = 1;
-        let (ts_delta, n) = get_varlong(body.get(at..)?)?;
-        at += n;
-        let (offset_delta, n) = get_varlong(body.get(at..)?)?;
-        at += n;
-        let (key, n) = get_bytes(body.get(at..)?)?;
-        at += n;
-        let (value, _) = get_bytes(body.get(at..)?)?;
-        out.push(RecordView {
-            offset: header.base_offset().plus(offset_delta),
-            timestamp_ms: header.base_timestamp.get() + ts_delta,
-            key,
-            value,
-        });
-        pos = body_end;
-    }
-    Some(out)
+    RecordIter::new(batch, &header)
+        .map(|r| {
+            r.ok().map(|r| RecordView {
+                offset: header.base_offset().plus(r.offset_delta),
+                timestamp_ms: header.base_timestamp.get() + r.timestamp_delta,
+                key: r.key,
+                value: r.value,
+            })
+        })
+        .collect()
 }
 
 /// A varint-length-prefixed byte string (-1: null); returns it and the bytes it used.
@@ -619,13 +594,13 @@ mod tests {
         let mut batch = b.build();
         stamp(&mut batch, Offset(40), LeaderEpoch(1));
         let header = validate(&batch, 1 << 20).expect("valid");
-        let records: Vec<RecordView> = RecordIter::new(&batch, &header)
+        let records: Vec<StoredRecord> = RecordIter::new(&batch, &header)
             .collect::<Result<_, _>>()
             .expect("well formed");
         assert_eq!(records.len(), 3);
         assert_eq!(records[0].key, Some(&b"a"[..]));
         assert_eq!(records[1].key, None);
-        assert!(records[2].value_is_null);
+        assert!(records[2].is_tombstone());
         assert_eq!(records[2].offset_delta, 2);
         let kept = [records[0], records[2]];
         let rebuilt = rebuild(&batch, &header, &kept);

@@ -17,7 +17,7 @@ use std::collections::BTreeMap;
 use std::hash::Hasher;
 use std::path::Path;
 
-use crate::batch::{self, BatchHeader, RecordIter, RecordView};
+use crate::batch::{self, BatchHeader, RecordIter, StoredRecord};
 use crate::error::LogError;
 use crate::files;
 use crate::types::Offset;
@@ -147,7 +147,7 @@ pub(crate) struct RetainRule<'a> {
 }
 
 impl RetainRule<'_> {
-    fn keeps(&self, record: &RecordView<'_>, offset: i64) -> bool {
+    fn keeps(&self, record: &StoredRecord<'_>, offset: i64) -> bool {
         if offset >= self.map_end.0 {
             return true;
         }
@@ -160,7 +160,7 @@ impl RetainRule<'_> {
         {
             return false;
         }
-        !(record.value_is_null && self.tombstones_expired)
+        !(record.is_tombstone() && self.tombstones_expired)
     }
 }
 
@@ -182,7 +182,7 @@ pub(crate) fn filter_batch(rule: &RetainRule<'_>, header: &BatchHeader, bytes: &
         return Filtered::Whole { tombstones: 0 };
     }
     let base = header.base_offset().0;
-    let mut kept: Vec<RecordView<'_>> = Vec::new();
+    let mut kept: Vec<StoredRecord<'_>> = Vec::new();
     let mut total = 0usize;
     for record in RecordIter::new(bytes, header) {
         let Ok(record) = record else {
@@ -193,7 +193,7 @@ pub(crate) fn filter_batch(rule: &RetainRule<'_>, header: &BatchHeader, bytes: &
             kept.push(record);
         }
     }
-    let tombstones = kept.iter().filter(|r| r.value_is_null).count() as u32;
+    let tombstones = kept.iter().filter(|r| r.is_tombstone()).count() as u32;
     if kept.len() == total {
         Filtered::Whole { tombstones }
     } else if kept.is_empty() {
