@@ -328,3 +328,134 @@ fn fixed_rate_acks_all_fsync_and_acks_zero_runs_count_right() {
     );
     assert_eq!(r["check"]["acknowledged"], 4000, "{r}");
 }
+
+/// `sluice group describe GROUP --json` through the binary.
+fn describe_group(broker: &Broker, group: &str) -> Value {
+    let out = Command::new(env!("CARGO_BIN_EXE_sluice"))
+        .args([
+            "group",
+            "describe",
+            group,
+            "--json",
+            "--bootstrap",
+            &broker.addr,
+        ])
+        .env("RUST_LOG", "warn")
+        .output()
+        .expect("run sluice group");
+    assert!(
+        out.status.success(),
+        "describe {group}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    serde_json::from_slice(&out.stdout).expect("describe json")
+}
+
+fn actor_messages(report: &Value, role_prefix: &str) -> Vec<u64> {
+    report["actors"]
+        .as_array()
+        .expect("actors")
+        .iter()
+        .filter(|a| {
+            a["name"]
+                .as_str()
+                .is_some_and(|n| n.starts_with(role_prefix))
+        })
+        .map(|a| a["messages"].as_u64().expect("messages"))
+        .collect()
+}
+
+#[test]
+fn a_group_of_bench_consumers_reads_every_message_once_and_commits() {
+    let dir = tempdir("bench-group");
+    let broker = Broker::start(&dir.path().join("data"));
+    let produce = |name: &str, n: &str| {
+        let r = bench(
+            &broker,
+            dir.path(),
+            name,
+            &[
+                "produce",
+                "--topic",
+                "bench-grp",
+                "--partitions",
+                "3",
+                "--producers",
+                "2",
+                "--messages",
+                n,
+                "--batch-bytes",
+                "16384",
+            ],
+        );
+        assert_eq!(r["check"]["ok"], true, "{r}");
+    };
+    let consume = |name: &str| {
+        bench(
+            &broker,
+            dir.path(),
+            name,
+            &[
+                "consume",
+                "--topic",
+                "bench-grp",
+                "--consumers",
+                "2",
+                "--group",
+                "bench-g",
+            ],
+        )
+    };
+    produce("p1", "20000");
+    let c = consume("c1");
+    assert_eq!(total(&c, "consume")["messages"], 20000, "{c}");
+    let per_actor = actor_messages(&c, "consumer-");
+    assert_eq!(per_actor.len(), 2, "{c}");
+    assert_eq!(per_actor.iter().sum::<u64>(), 20000);
+    // Range over 3 partitions: both members had partitions to read.
+    assert!(per_actor.iter().all(|&m| m > 0), "{per_actor:?}");
+
+    // The final commits cover everything: the members left, nothing lags.
+    let d = describe_group(&broker, "bench-g");
+    assert_eq!(d["state"], "Empty", "{d}");
+    assert_eq!(d["total_lag"], 0, "{d}");
+    let parts = d["partitions"].as_array().expect("partitions");
+    assert_eq!(parts.len(), 3, "{d}");
+    let committed: i64 = parts.iter().map(|p| p["committed"].as_i64().unwrap()).sum();
+    assert_eq!(committed, 20000);
+
+    // The group resumes at its commits: nothing again, then exactly what came since.
+    let again = consume("c2");
+    assert_eq!(total(&again, "consume")["messages"], 0, "{again}");
+    produce("p2", "5000");
+    let more = consume("c3");
+    assert_eq!(total(&more, "consume")["messages"], 5000, "{more}");
+    assert_eq!(describe_group(&broker, "bench-g")["total_lag"], 0);
+
+    // e2e with a (fresh) group: every acknowledged message is received exactly once.
+    let e = bench(
+        &broker,
+        dir.path(),
+        "e2e-group",
+        &[
+            "e2e",
+            "--topic",
+            "bench-grp-e2e",
+            "--partitions",
+            "2",
+            "--producers",
+            "1",
+            "--consumers",
+            "2",
+            "--group",
+            "bench-e2e-g",
+            "--messages",
+            "10000",
+            "--batch-bytes",
+            "16384",
+        ],
+    );
+    assert_eq!(e["check"]["ok"], true, "{e}");
+    assert_eq!(e["consumed_all"], 10000, "{e}");
+    assert_eq!(total(&e, "consume")["messages"], 10000);
+}

@@ -1,10 +1,14 @@
-//! Consumer actors. Each actor owns a fixed set of partitions (pinned assignment: partition
-//! `p` goes to consumer `p % consumers`) and runs one fetch loop per leader it reads from,
+//! Consumer actors. Without `--group` each actor owns a fixed set of partitions (pinned
+//! assignment: partition `p` goes to consumer `p % consumers`); with it, each actor is a
+//! member of the consumer group (`group.rs`) and reads what the group assigns it, one
+//! generation at a time. Either way it runs one fetch loop per leader it reads from,
 //! one fetch in flight per connection, as Kafka consumers do. Record batches are walked in
 //! place (no copy) for uncompressed data; compressed batches are decoded by `kafka-protocol`.
 //! In end-to-end runs each value's first 8 bytes hold its send time on the bench clock.
 
+use std::cell::Cell;
 use std::collections::BTreeMap;
+use std::rc::Rc;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -18,6 +22,7 @@ use kafka_protocol::protocol::StrBytes;
 use kafka_protocol::records::RecordBatchDecoder;
 
 use super::encoder::{get_varint, BATCH_HEADER_BYTES};
+use super::group::{GroupConfig, GroupProgress};
 use super::metadata::Routing;
 use super::stats::{now_ns, ActorStats, LATENCY_NS_MAX};
 use super::wire::{decode_response, encode_request, read_frame_within};
@@ -52,29 +57,22 @@ pub struct ConsumerConfig {
     pub partition_fetch_bytes_max: i32,
     /// Shared quota over all consumers.
     pub messages_max: Option<u64>,
+    /// Consumer-group mode: `partitions` is unused, the group assigns them.
+    pub group: Option<GroupConfig>,
 }
 
-/// Runs one consumer actor: a fetch loop per leader, all on this executor.
+/// Runs one consumer actor: a fetch loop per leader, all on this executor (or a group
+/// member that runs them for each generation's assignment).
 pub async fn run(cfg: ConsumerConfig, stats: Arc<ActorStats>, control: Arc<Control>) -> Result<()> {
-    let mut by_leader: BTreeMap<String, Vec<i32>> = BTreeMap::new();
-    for &p in &cfg.partitions {
-        by_leader
-            .entry(cfg.routing.leader_addr(p as usize)?.to_string())
-            .or_default()
-            .push(p);
+    if let Some(g) = cfg.group.clone() {
+        return super::group::run(cfg, g, stats, control).await;
     }
-    let tasks: Vec<_> = by_leader
-        .into_iter()
-        .map(|(addr, parts)| {
-            glommio::spawn_local(fetch_loop(
-                addr,
-                parts,
-                cfg.clone(),
-                stats.clone(),
-                control.clone(),
-            ))
-        })
+    let parts: Vec<(i32, i64)> = cfg
+        .partitions
+        .iter()
+        .map(|&p| (p, cfg.start[p as usize]))
         .collect();
+    let tasks = spawn_fetch_loops(&cfg, &parts, None, &stats, &control)?;
     let mut result = Ok(());
     for t in tasks {
         if let Err(e) = t.await {
@@ -82,6 +80,48 @@ pub async fn run(cfg: ConsumerConfig, stats: Arc<ActorStats>, control: Arc<Contr
         }
     }
     result
+}
+
+/// A fetch loop's tie to the group generation it reads for: it stops when the generation is
+/// revoked, publishes its positions (the offsets the member commits), and raises `failed`
+/// when it ends with an error (the member then collects it).
+#[derive(Debug, Clone)]
+pub struct GenerationLink {
+    pub revoked: Rc<Cell<bool>>,
+    pub failed: Rc<Cell<bool>>,
+    pub progress: Arc<GroupProgress>,
+}
+
+/// Spawns one fetch loop per leader of `parts` (partition, start offset) on this executor.
+pub fn spawn_fetch_loops(
+    cfg: &ConsumerConfig,
+    parts: &[(i32, i64)],
+    link: Option<GenerationLink>,
+    stats: &Arc<ActorStats>,
+    control: &Arc<Control>,
+) -> Result<Vec<glommio::Task<Result<()>>>> {
+    let mut by_leader: BTreeMap<String, Vec<(i32, i64)>> = BTreeMap::new();
+    for &(p, start) in parts {
+        by_leader
+            .entry(cfg.routing.leader_addr(p as usize)?.to_string())
+            .or_default()
+            .push((p, start));
+    }
+    Ok(by_leader
+        .into_iter()
+        .map(|(addr, parts)| {
+            let (cfg, link, stats, control) =
+                (cfg.clone(), link.clone(), stats.clone(), control.clone());
+            glommio::spawn_local(async move {
+                let failed = link.as_ref().map(|l| l.failed.clone());
+                let r = fetch_loop(addr, parts, cfg, link, stats, control).await;
+                if let (Err(_), Some(f)) = (&r, failed) {
+                    f.set(true);
+                }
+                r
+            })
+        })
+        .collect())
 }
 
 struct PartitionState {
@@ -92,8 +132,9 @@ struct PartitionState {
 
 async fn fetch_loop(
     addr: String,
-    parts: Vec<i32>,
+    parts: Vec<(i32, i64)>,
     cfg: ConsumerConfig,
+    link: Option<GenerationLink>,
     stats: Arc<ActorStats>,
     control: Arc<Control>,
 ) -> Result<()> {
@@ -105,9 +146,9 @@ async fn fetch_loop(
         .map_err(|e| anyhow!("setting TCP_NODELAY: {e}"))?;
     let mut states: Vec<PartitionState> = parts
         .iter()
-        .map(|&p| PartitionState {
+        .map(|&(p, start)| PartitionState {
             partition: p,
-            offset: cfg.start[p as usize],
+            offset: start,
             target: match &cfg.until {
                 Until::Offsets(o) => Some(o[p as usize]),
                 _ => None,
@@ -118,7 +159,7 @@ async fn fetch_loop(
     let mut out = Vec::new();
     let mut correlation = 0i32;
     loop {
-        if done(&states, &cfg, &control) {
+        if link.as_ref().is_some_and(|l| l.revoked.get()) || done(&states, &cfg, &control) {
             return Ok(());
         }
         let partitions: Vec<FetchPartition> = states
@@ -190,6 +231,11 @@ async fn fetch_loop(
                     consume_records(&records, &mut s.offset, cfg.stamped, received_ns, &stats)?;
                 got += n;
                 got_bytes += bytes;
+            }
+        }
+        if let Some(l) = &link {
+            for s in &states {
+                l.progress.set_position(s.partition, s.offset);
             }
         }
         // With a shared --messages quota, count only up to it (a fetch may bring more).

@@ -8,6 +8,7 @@
 //!
 //! Modules: `wire` (framing, versions, blocking admin client), `encoder` (record batches
 //! built in place), `metadata` (topics, routing, offsets), `producer` / `consumer` (actors),
+//! `group` (consumer-group members for `--group`),
 //! `rate` (fixed-rate schedule), `stats` (live counters and histograms), `run` (one scenario
 //! end to end, including e2e and the count check), `report` (table, JSON, HDR log, HTML),
 //! `compare` (A B A B against several brokers).
@@ -15,6 +16,7 @@
 mod compare;
 mod consumer;
 mod encoder;
+mod group;
 pub(crate) mod metadata;
 mod producer;
 mod rate;
@@ -107,6 +109,10 @@ pub struct Scenario {
     /// Consumer actors (partitions are split among them).
     #[arg(long, default_value_t = 1)]
     pub consumers: usize,
+    /// Consume as members of this consumer group (JoinGroup/SyncGroup, range assignment,
+    /// committed offsets) instead of reading pinned partitions; consume and e2e only.
+    #[arg(long, value_name = "NAME")]
+    pub group: Option<String>,
     /// Value size in bytes, or a range MIN-MAX (uniform).
     #[arg(long, default_value = "100")]
     pub message_size: String,

@@ -12,11 +12,12 @@ use kafka_protocol::messages::ApiKey;
 
 use super::consumer::{self, ConsumerConfig, Until};
 use super::encoder::RequestTemplate;
-use super::metadata::{ensure_topic, offsets, OffsetSpec, TopicSpec};
+use super::group::{GroupConfig, GroupProgress, GroupVersions};
+use super::metadata::{ensure_topic, offsets, OffsetSpec, Routing, TopicSpec};
 use super::producer::{self, KeyMode, ProducerConfig};
 use super::report::{self, CountCheck, Report};
 use super::stats::{now_ns, ActorStats, Collector, Role};
-use super::wire::AdminConn;
+use super::wire::{AdminConn, Versions};
 use super::{Control, Scenario, Workload};
 
 /// Seconds a run lasts when neither --messages nor --duration is given.
@@ -63,6 +64,9 @@ enum ActorPlan {
 pub fn run(workload: Workload, sc: &Scenario, bootstrap: &str) -> Result<Report> {
     let (size_min, size_max) = parse_size(&sc.message_size)?;
     validate(sc, size_max)?;
+    if sc.group.is_some() && workload == Workload::Produce {
+        bail!("--group is for consume and e2e runs (produce has no consumers)");
+    }
     let spec = TopicSpec {
         name: sc.topic.clone(),
         partitions: sc.partitions,
@@ -141,6 +145,12 @@ pub fn run(workload: Workload, sc: &Scenario, bootstrap: &str) -> Result<Report>
                 routing.partitions()
             );
         }
+        let group = match &sc.group {
+            Some(name) => Some(group_config(
+                bootstrap, name, consumers, &versions, &routing,
+            )?),
+            None => None,
+        };
         for i in 0..consumers {
             let partitions = (0..routing.partitions() as i32)
                 .filter(|p| *p as usize % consumers == i)
@@ -160,6 +170,7 @@ pub fn run(workload: Workload, sc: &Scenario, bootstrap: &str) -> Result<Report>
                 } else {
                     None
                 },
+                group: group.clone(),
             };
             plans.push(ActorPlan::Consumer(cfg));
             names.push((format!("consumer-{i}"), Role::Consume));
@@ -356,6 +367,34 @@ fn producer_partitions(i: usize, producers: usize, partitions: usize, keys: KeyM
 /// Actor `i`'s share of `total`.
 fn share(total: u64, i: usize, n: usize) -> u64 {
     total / n as u64 + u64::from((i as u64) < total % n as u64)
+}
+
+/// Group mode: the coordinator (found once, here) and the versions every member uses.
+fn group_config(
+    bootstrap: &str,
+    name: &str,
+    members: usize,
+    versions: &Versions,
+    routing: &Routing,
+) -> Result<GroupConfig> {
+    if name.is_empty() {
+        bail!("--group: the group name is empty");
+    }
+    let coordinator = crate::group::client::Client::connect(bootstrap)?.coordinator(name)?;
+    Ok(GroupConfig {
+        group_id: name.to_string(),
+        coordinator,
+        members_expected: members,
+        versions: GroupVersions {
+            join: versions.pick(ApiKey::JoinGroup)?,
+            sync: versions.pick(ApiKey::SyncGroup)?,
+            heartbeat: versions.pick(ApiKey::Heartbeat)?,
+            leave: versions.pick(ApiKey::LeaveGroup)?,
+            commit: versions.pick(ApiKey::OffsetCommit)?,
+            fetch_offsets: versions.pick(ApiKey::OffsetFetch)?,
+        },
+        progress: Arc::new(GroupProgress::new(routing.partitions())),
+    })
 }
 
 fn validate(sc: &Scenario, size_max: usize) -> Result<()> {

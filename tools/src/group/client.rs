@@ -120,6 +120,26 @@ impl Client {
         )
     }
 
+    /// The coordinator's `host:port`, asked again with back-off while it is not available.
+    pub fn coordinator(&mut self, group: &str) -> Result<String> {
+        let mut last = code::COORDINATOR_NOT_AVAILABLE;
+        for attempt in 0..COORDINATOR_ATTEMPTS_MAX {
+            if attempt > 0 {
+                std::thread::sleep(Duration::from_millis(BACKOFF_MS_FIRST << (attempt - 1)));
+            }
+            match self.find_coordinator(group)? {
+                Ok(addr) => return Ok(addr),
+                Err(e) if proto::coordinator_retriable(e) => last = e,
+                Err(e) => bail!("FindCoordinator for group {group}: {}", error_name(e)),
+            }
+        }
+        bail!(
+            "no coordinator for group {group} after {COORDINATOR_ATTEMPTS_MAX} attempts (last \
+             error {})",
+            error_name(last)
+        )
+    }
+
     fn find_coordinator(&mut self, group: &str) -> Result<Result<String, i16>> {
         let version = self.conn.version(ApiKey::FindCoordinator)?;
         let req = proto::find_coordinator_request(version, group);

@@ -12,10 +12,8 @@
 //! `client` (the blocking calls), `describe` (description and list model and rendering),
 //! `reset` (plan), `timefmt` (RFC 3339 and ISO 8601 durations), `table` (text tables).
 
-mod client;
+pub(crate) mod client;
 mod describe;
-// The encoders and the range assignor serve the bench's group members (next change).
-#[allow(dead_code)]
 pub(crate) mod proto;
 mod reset;
 mod table;
