@@ -629,7 +629,10 @@ mod tests {
             .with_metadata(proto::encode_subscription(&topics).unwrap())
     }
 
-    fn decoded(a: &[SyncGroupRequestAssignment]) -> Vec<(String, Vec<(String, Vec<i32>)>)> {
+    /// (member id, its (topic, partitions) list).
+    type Decoded = Vec<(String, Vec<(String, Vec<i32>)>)>;
+
+    fn decoded(a: &[SyncGroupRequestAssignment]) -> Decoded {
         a.iter()
             .map(|x| {
                 (
