@@ -132,13 +132,7 @@ fn core_spec(file: &FileConfig, flag: Option<&str>) -> Result<(CoreSpec, &'stati
         (None, Some(v)) => (v, "cores"),
         (None, None) => return Ok((CoreSpec::All, "placement.cores")),
     };
-    let spec = match value {
-        toml::Value::Integer(n) => CoreSpec::count(*n).map_err(|e| anyhow!("{field}: {e}"))?,
-        toml::Value::String(s) => CoreSpec::parse(s).map_err(|e| anyhow!("{field}: {e}"))?,
-        other => {
-            bail!("{field}: {other} is not \"all\", a core count or a CPU list such as \"2-15\"")
-        }
-    };
+    let spec = CoreSpec::from_toml(value).map_err(|e| anyhow!("{field}: {e}"))?;
     Ok((spec, field))
 }
 

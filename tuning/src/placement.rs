@@ -8,9 +8,6 @@
 
 use std::fmt;
 
-use serde::de::{self, Deserializer, Visitor};
-use serde::Deserialize;
-
 use crate::cpuset::{CpuListError, CpuSet, CPU_MAX};
 use crate::sysroot::SysRoot;
 
@@ -35,6 +32,17 @@ impl CoreSpec {
         CpuSet::parse_list(text).map(CoreSpec::List)
     }
 
+    /// The TOML forms: a string (`"all"`, `"2-15"`) or an integer (a count).
+    pub fn from_toml(value: &toml::Value) -> Result<CoreSpec, String> {
+        match value {
+            toml::Value::Integer(n) => CoreSpec::count(*n),
+            toml::Value::String(s) => CoreSpec::parse(s).map_err(|e| e.to_string()),
+            other => Err(format!(
+                "{other} is not \"all\", a core count or a CPU list such as \"2-15\""
+            )),
+        }
+    }
+
     /// A core count; zero and more than `CPU_MAX + 1` are refused.
     pub fn count(n: i64) -> Result<CoreSpec, String> {
         match usize::try_from(n) {
@@ -54,45 +62,6 @@ impl fmt::Display for CoreSpec {
             CoreSpec::Count(n) => write!(f, "{n}"),
             CoreSpec::List(set) => write!(f, "{set}"),
         }
-    }
-}
-
-/// Accepts a TOML string (`"all"`, `"2-15"`) or integer (a count).
-impl<'de> Deserialize<'de> for CoreSpec {
-    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<CoreSpec, D::Error> {
-        struct Spec;
-        impl Visitor<'_> for Spec {
-            type Value = CoreSpec;
-            fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-                f.write_str("\"all\", a core count, or a CPU list such as \"2-15\" or \"1,3,5-7\"")
-            }
-            fn visit_i64<E: de::Error>(self, v: i64) -> Result<CoreSpec, E> {
-                CoreSpec::count(v).map_err(E::custom)
-            }
-            fn visit_u64<E: de::Error>(self, v: u64) -> Result<CoreSpec, E> {
-                CoreSpec::count(i64::try_from(v).unwrap_or(i64::MAX)).map_err(E::custom)
-            }
-            fn visit_str<E: de::Error>(self, v: &str) -> Result<CoreSpec, E> {
-                CoreSpec::parse(v).map_err(E::custom)
-            }
-        }
-        d.deserialize_any(Spec)
-    }
-}
-
-/// A CPU list setting (`reserved_cores`) read from TOML.
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
-pub struct CpuList(pub CpuSet);
-
-impl<'de> Deserialize<'de> for CpuList {
-    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<CpuList, D::Error> {
-        let text = String::deserialize(d)?;
-        if text.trim().is_empty() || text.trim() == "none" {
-            return Ok(CpuList(CpuSet::new()));
-        }
-        CpuSet::parse_list(&text)
-            .map(CpuList)
-            .map_err(de::Error::custom)
     }
 }
 
@@ -361,29 +330,22 @@ mod tests {
 
     #[test]
     fn toml_forms() {
-        #[derive(Debug, Deserialize)]
-        struct T {
-            cores: CoreSpec,
-            reserved_cores: Option<CpuList>,
-        }
-        let t: T = toml::from_str("cores = 4").unwrap();
-        assert_eq!(t.cores, CoreSpec::Count(4));
-        let t: T = toml::from_str("cores = \"all\"\nreserved_cores = \"0-1\"").unwrap();
-        assert_eq!(t.cores, CoreSpec::All);
-        assert_eq!(t.reserved_cores.unwrap().0.to_string(), "0-1");
-        let t: T = toml::from_str("cores = \"1,3,5-7\"").unwrap();
-        assert_eq!(t.cores.to_string(), "1,3,5-7");
-        for bad in [
-            "cores = 0",
-            "cores = -1",
-            "cores = \"7-2\"",
-            "cores = \"x\"",
-            "cores = 1.5",
-        ] {
-            let err = toml::from_str::<T>(bad).unwrap_err().to_string();
-            assert!(err.contains("cores"), "{bad}: {err}");
-        }
-        let err = toml::from_str::<T>("cores = 1\nreserved_cores = \"a\"").unwrap_err();
-        assert!(err.to_string().contains("reserved_cores"), "{err}");
+        let spec = |t: &str| {
+            let v: toml::Table = toml::from_str(t).unwrap();
+            CoreSpec::from_toml(&v["cores"])
+        };
+        assert_eq!(spec("cores = 4"), Ok(CoreSpec::Count(4)));
+        assert_eq!(spec("cores = \"all\""), Ok(CoreSpec::All));
+        assert_eq!(spec("cores = \"1,3,5-7\"").unwrap().to_string(), "1,3,5-7");
+        assert_eq!(spec("cores = \"4\"").unwrap().to_string(), "4");
+        assert!(spec("cores = 0").unwrap_err().contains("between 1 and"));
+        assert!(spec("cores = -1").is_err());
+        assert!(spec("cores = \"7-2\"").unwrap_err().contains("backwards"));
+        assert!(spec("cores = \"x\"")
+            .unwrap_err()
+            .contains("not a CPU number"));
+        assert!(spec("cores = 1.5")
+            .unwrap_err()
+            .contains("1.5 is not \"all\""));
     }
 }
