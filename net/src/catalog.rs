@@ -172,6 +172,20 @@ impl Catalog {
         Ok(meta)
     }
 
+    /// Creates an internal topic unless it exists; returns its partition count (an
+    /// existing topic keeps its own).
+    pub fn ensure_topic(
+        &self,
+        name: &str,
+        partitions: i32,
+        configs: BTreeMap<String, String>,
+    ) -> Result<i32, CatalogError> {
+        if let Some(n) = self.partition_count(name) {
+            return Ok(n);
+        }
+        Ok(self.create(name, partitions, configs, false)?.partitions)
+    }
+
     pub fn delete(&self, name: &str) -> Result<TopicMeta, CatalogError> {
         let mut data = self.lock();
         let meta = data

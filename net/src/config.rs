@@ -73,6 +73,8 @@ pub struct ServerConfig {
     /// Fetch sessions one shard keeps (`max.incremental.fetch.session.cache.slots`).
     pub fetch_sessions_max_per_shard: usize,
     pub topic_defaults: TopicDefaults,
+    /// The group coordinator (`[groups]`).
+    pub groups: crate::groups::GroupsConfig,
     /// How often each shard applies retention (`log.retention.check.interval.ms`).
     pub retention_check_interval_ms: u64,
     /// Memory and write bounds of each shard's storage.
@@ -99,6 +101,7 @@ impl ServerConfig {
             fetch_wait_ms_max: 30_000,
             fetch_sessions_max_per_shard: 1000,
             topic_defaults: TopicDefaults::default(),
+            groups: crate::groups::GroupsConfig::default(),
             retention_check_interval_ms: 300_000,
             shard: crate::store::ShardConfig::default(),
         }

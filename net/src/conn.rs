@@ -42,10 +42,10 @@ async fn read_frame<R: futures_lite::AsyncRead + Unpin>(
 
 /// Serves one connection until the client closes it, it errs, idles out, or the shard stops.
 pub async fn serve(shard: Rc<Shard>, stream: TcpStream) {
-    let peer = stream
-        .peer_addr()
+    let peer_addr = stream.peer_addr().ok();
+    let peer = peer_addr
         .map(|a| a.to_string())
-        .unwrap_or_else(|_| "?".into());
+        .unwrap_or_else(|| "?".into());
     let _ = stream.set_nodelay(true);
     let (mut reader, mut writer) = futures_lite::io::split(stream);
     let (tx, rx) = local_channel::new_bounded::<Pending>(shard.config.inflight_requests_max.max(1));
@@ -118,7 +118,10 @@ pub async fn serve(shard: Rc<Shard>, stream: TcpStream) {
             }
         };
         let req = match frame::parse_request(frame) {
-            Ok(r) => r,
+            Ok(mut r) => {
+                r.peer_ip = peer_addr.map(|a| a.ip());
+                r
+            }
             Err(e) => {
                 crate::metrics::bad_frame();
                 tracing::warn!(shard = shard.id, peer = %peer, error = %e, "bad request, closing connection");

@@ -36,5 +36,12 @@ pub mod code {
     pub const INVALID_PRODUCER_EPOCH: i16 = 47;
     pub const TRANSACTIONAL_ID_AUTHORIZATION_FAILED: i16 = 53;
     pub const UNKNOWN_PRODUCER_ID: i16 = 59;
+    pub const COORDINATOR_LOAD_IN_PROGRESS: i16 = 14;
+    pub const OFFSET_METADATA_TOO_LARGE: i16 = 12;
+    pub const INVALID_COMMIT_OFFSET_SIZE: i16 = 28;
+    pub const NON_EMPTY_GROUP: i16 = 68;
+    pub const GROUP_MAX_SIZE_REACHED: i16 = 81;
+    pub const FENCED_INSTANCE_ID: i16 = 82;
+    pub const GROUP_SUBSCRIBED_TO_TOPIC: i16 = 86;
     pub const UNKNOWN_SERVER_ERROR: i16 = -1;
 }

@@ -55,6 +55,8 @@ pub struct Request {
     pub version: i16,
     pub header: RequestHeader,
     pub body: Bytes,
+    /// The client's address (group members' `client_host`); set by the connection.
+    pub peer_ip: Option<std::net::IpAddr>,
 }
 
 /// Reads the API key and version, then the header (whose version depends on them).
@@ -75,6 +77,7 @@ pub fn parse_request(mut frame: Bytes) -> Result<Request, FrameError> {
         version,
         header,
         body: frame,
+        peer_ip: None,
     })
 }
 

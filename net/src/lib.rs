@@ -26,4 +26,5 @@ pub mod shard;
 pub mod store;
 
 pub use config::{FlushSetting, ServerConfig, TopicDefaults};
+pub use groups::GroupsConfig;
 pub use server::{start, Server, ServerError, StopHandle};

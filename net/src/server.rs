@@ -18,7 +18,7 @@ use glommio::{ExecutorJoinHandle, LocalExecutorBuilder, Placement};
 
 use crate::catalog::{Catalog, CatalogError};
 use crate::config::ServerConfig;
-use crate::groups::Groups;
+use crate::groups::{self, Groups};
 use crate::shard::{owner, Shard, ShardCall};
 use crate::store::{LogManager, TopicPartition};
 
@@ -45,7 +45,6 @@ pub struct Server {
 }
 
 /// How often group sessions and rebalance deadlines are checked.
-const GROUP_SWEEP_INTERVAL_MS: u64 = 250;
 
 type Ready = mpsc::Sender<Result<(), String>>;
 
@@ -107,7 +106,12 @@ pub fn start(mut config: ServerConfig) -> Result<Server, ServerError> {
         config.advertised_port = local_addr.port();
     }
     let config = Arc::new(config);
-    let groups = Arc::new(Groups::new());
+    let offsets_partitions = catalog.ensure_topic(
+        groups::OFFSETS_TOPIC,
+        config.groups.offsets_partitions,
+        groups::offsets_topic_configs(),
+    )?;
+    let groups = Arc::new(Groups::new(config.groups.clone(), offsets_partitions));
     let stop = Arc::new(AtomicBool::new(false));
     let draining = Arc::new(AtomicUsize::new(count));
     let mesh: Option<MeshBuilder<ShardCall, Full>> =
@@ -393,18 +397,8 @@ async fn shard_main(args: ShardArgs) -> Result<(), String> {
         })
         .detach();
     }
-    if shard.id == 0 {
-        // Group sessions and rebalance deadlines are checked on one shard.
-        let groups = shard.groups.clone();
-        let s = shard.clone();
-        glommio::spawn_local(async move {
-            while !s.stopping.is_set() {
-                glommio::timer::sleep(Duration::from_millis(GROUP_SWEEP_INTERVAL_MS)).await;
-                groups.expire(std::time::Instant::now());
-            }
-        })
-        .detach();
-    }
+    // The coordinator partitions this shard owns: load them, then sweep them.
+    glommio::spawn_local(groups::persist::run(shard.clone())).detach();
     accept_loop(&shard, &listener).await;
     drop(listener);
     while shard.connections.get() > 0 {

@@ -1,5 +1,6 @@
 //! The storage seam: everything `net` takes from `sluice-engine`, in one place.
 
+pub use sluice_engine::batch::{records as batch_records, BatchBuilder, BatchIter, Record};
 pub use sluice_engine::{
     AppendError, AppendInfo, BatchSlice, FlushPolicy, LeaderEpoch, LogConfig, LogError, LogManager,
     Offset, PartitionId, PartitionLog, ReadBatches, ReadError, ReadLimits, ShardConfig,

@@ -7,7 +7,7 @@ use std::path::{Path, PathBuf};
 
 use anyhow::{anyhow, bail, Context, Result};
 use serde::Deserialize;
-use sluice_net::{FlushSetting, ServerConfig, TopicDefaults};
+use sluice_net::{FlushSetting, GroupsConfig, ServerConfig, TopicDefaults};
 use sluice_tuning::{CoreSpec, CpuSet, HostCpus, Placement, PlacementConfig, SysRoot};
 
 #[derive(Debug, Default, Deserialize)]
@@ -31,6 +31,8 @@ pub struct FileConfig {
     pub shard: ShardBoundsConfig,
     #[serde(default)]
     pub placement: PlacementFileConfig,
+    #[serde(default)]
+    pub groups: GroupsFileConfig,
 }
 
 /// `[placement]`: which CPUs run shards and which are kept free.
@@ -40,6 +42,21 @@ pub struct PlacementFileConfig {
     /// `"all"`, a count, or a CPU list; parsed by `placement` so errors name the key.
     pub cores: Option<toml::Value>,
     pub reserved_cores: Option<String>,
+}
+
+/// `[groups]`: the consumer group coordinator.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct GroupsFileConfig {
+    pub offsets_topic_partitions: Option<u32>,
+    pub offsets_retention_minutes: Option<u64>,
+    pub offsets_retention_check_interval_ms: Option<u64>,
+    pub session_timeout_ms_min: Option<u32>,
+    pub session_timeout_ms_max: Option<u32>,
+    pub members_per_group_max: Option<u64>,
+    pub groups_max: Option<u64>,
+    pub offsets_max: Option<u64>,
+    pub offset_metadata_bytes_max: Option<u64>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -358,10 +375,65 @@ pub fn settings(file: FileConfig, o: Overrides) -> Result<Settings> {
         b.checkpoint_interval_ms,
         sc.checkpoint_interval_ms as usize,
     )? as u64;
+    server.groups = groups_config(&file.groups)?;
     Ok(Settings {
         server,
         admin_listen,
     })
+}
+
+fn groups_config(g: &GroupsFileConfig) -> Result<GroupsConfig> {
+    let d = GroupsConfig::default();
+    let partitions = positive(
+        "groups.offsets_topic_partitions",
+        g.offsets_topic_partitions.map(u64::from),
+        d.offsets_partitions as usize,
+    )?;
+    if partitions > 10_000 {
+        bail!("groups.offsets_topic_partitions: {partitions} is above 10000");
+    }
+    let retention_minutes = positive(
+        "groups.offsets_retention_minutes",
+        g.offsets_retention_minutes,
+        (d.offsets_retention_ms / 60_000) as usize,
+    )? as i64;
+    let c = GroupsConfig {
+        offsets_partitions: partitions as i32,
+        offsets_retention_ms: retention_minutes.saturating_mul(60_000),
+        offsets_retention_check_interval_ms: positive(
+            "groups.offsets_retention_check_interval_ms",
+            g.offsets_retention_check_interval_ms,
+            d.offsets_retention_check_interval_ms as usize,
+        )? as u64,
+        session_timeout_ms_min: g
+            .session_timeout_ms_min
+            .map_or(d.session_timeout_ms_min, |v| v.min(i32::MAX as u32) as i32),
+        session_timeout_ms_max: g
+            .session_timeout_ms_max
+            .map_or(d.session_timeout_ms_max, |v| v.min(i32::MAX as u32) as i32),
+        members_per_group_max: positive(
+            "groups.members_per_group_max",
+            g.members_per_group_max,
+            d.members_per_group_max,
+        )?,
+        groups_max: positive("groups.groups_max", g.groups_max, d.groups_max)?,
+        offsets_max: positive("groups.offsets_max", g.offsets_max, d.offsets_max)?,
+        offset_metadata_bytes_max: g.offset_metadata_bytes_max.map_or(
+            Ok(d.offset_metadata_bytes_max),
+            |v| {
+                usize::try_from(v)
+                    .map_err(|_| anyhow!("groups.offset_metadata_bytes_max: {v} is too large"))
+            },
+        )?,
+    };
+    if c.session_timeout_ms_min > c.session_timeout_ms_max {
+        bail!(
+            "groups.session_timeout_ms_min: {} is above groups.session_timeout_ms_max ({})",
+            c.session_timeout_ms_min,
+            c.session_timeout_ms_max
+        );
+    }
+    Ok(c)
 }
 
 #[cfg(test)]
@@ -375,6 +447,32 @@ mod tests {
         assert!(err.to_string().contains("bogus_key"), "{err}");
         let err = toml::from_str::<FileConfig>("[network]\nnope = 1\n").unwrap_err();
         assert!(err.to_string().contains("nope"), "{err}");
+    }
+
+    #[test]
+    fn groups_section_is_read_and_checked() {
+        let f: FileConfig = toml::from_str(
+            "[groups]\noffsets_topic_partitions = 3\noffsets_retention_minutes = 2\nsession_timeout_ms_min = 1000\n",
+        )
+        .unwrap();
+        let g = groups_config(&f.groups).unwrap();
+        assert_eq!(
+            (
+                g.offsets_partitions,
+                g.offsets_retention_ms,
+                g.session_timeout_ms_min
+            ),
+            (3, 120_000, 1000)
+        );
+        let f: FileConfig = toml::from_str("[groups]\noffsets_topic_partitions = 0\n").unwrap();
+        let err = groups_config(&f.groups).unwrap_err().to_string();
+        assert!(err.contains("groups.offsets_topic_partitions"), "{err}");
+        let f: FileConfig = toml::from_str(
+            "[groups]\nsession_timeout_ms_min = 9000\nsession_timeout_ms_max = 8000\n",
+        )
+        .unwrap();
+        let err = groups_config(&f.groups).unwrap_err().to_string();
+        assert!(err.contains("session_timeout_ms_min"), "{err}");
     }
 
     #[test]

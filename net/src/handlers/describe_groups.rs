@@ -13,7 +13,7 @@ use crate::shard::Shard;
 pub const SPEC: ApiSpec = ApiSpec {
     key: ApiKey::DescribeGroups,
     min: 0,
-    max: 4,
+    max: 5,
 };
 
 pub fn handle(shard: &Rc<Shard>, req: &Request) -> Result<ResponseFrame, FrameError> {
@@ -24,8 +24,9 @@ pub fn handle(shard: &Rc<Shard>, req: &Request) -> Result<ResponseFrame, FrameEr
         .map(|g| {
             let d = DescribedGroup::default().with_group_id(g.clone());
             match shard.groups.describe(&g.0) {
-                None => d.with_group_state(StrBytes::from_static_str("Dead")),
-                Some(v) => d
+                Err(e) => d.with_error_code(e),
+                Ok(None) => d.with_group_state(StrBytes::from_static_str("Dead")),
+                Ok(Some(v)) => d
                     .with_group_state(StrBytes::from_static_str(v.state.name()))
                     .with_protocol_type(StrBytes::from_string(v.protocol_type))
                     .with_protocol_data(StrBytes::from_string(v.protocol_name))
@@ -35,6 +36,9 @@ pub fn handle(shard: &Rc<Shard>, req: &Request) -> Result<ResponseFrame, FrameEr
                             .map(|m| {
                                 DescribedGroupMember::default()
                                     .with_member_id(StrBytes::from_string(m.member_id))
+                                    .with_group_instance_id(
+                                        m.group_instance_id.map(StrBytes::from_string),
+                                    )
                                     .with_client_id(StrBytes::from_string(m.client_id))
                                     .with_client_host(StrBytes::from_string(m.client_host))
                                     .with_member_metadata(m.metadata)

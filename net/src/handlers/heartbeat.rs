@@ -16,9 +16,12 @@ pub const SPEC: ApiSpec = ApiSpec {
 
 pub fn handle(shard: &Rc<Shard>, req: &Request) -> Result<ResponseFrame, FrameError> {
     let body: HeartbeatRequest = decode_body(req)?;
-    let error = shard
-        .groups
-        .heartbeat(&body.group_id.0, body.generation_id, &body.member_id);
+    let error = shard.groups.heartbeat(
+        &body.group_id.0,
+        body.generation_id,
+        &body.member_id,
+        body.group_instance_id.as_deref(),
+    );
     let resp = HeartbeatResponse::default().with_error_code(error);
     encode_response(req.header.correlation_id, req.version, &resp)
 }

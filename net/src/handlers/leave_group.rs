@@ -1,4 +1,5 @@
-//! LeaveGroup: one member (v0–v2) or several (v3+) leave; the rest rebalance.
+//! LeaveGroup: one member (v0–v2) or several, by member or instance id (v3+); the rest
+//! rebalance.
 
 use std::rc::Rc;
 
@@ -12,35 +13,44 @@ use crate::shard::Shard;
 pub const SPEC: ApiSpec = ApiSpec {
     key: ApiKey::LeaveGroup,
     min: 0,
-    max: 4,
+    max: 5,
 };
 
 pub fn handle(shard: &Rc<Shard>, req: &Request) -> Result<ResponseFrame, FrameError> {
     let body: LeaveGroupRequest = decode_body(req)?;
     let resp = if req.version >= 3 {
-        let ids: Vec<String> = body
+        let members: Vec<(String, Option<String>)> = body
             .members
             .iter()
-            .map(|m| m.member_id.to_string())
-            .collect();
-        let errors = shard.groups.leave(&body.group_id.0, &ids);
-        let members = body
-            .members
-            .iter()
-            .zip(errors)
-            .map(|(m, e)| {
-                MemberResponse::default()
-                    .with_member_id(m.member_id.clone())
-                    .with_group_instance_id(m.group_instance_id.clone())
-                    .with_error_code(e)
+            .map(|m| {
+                let instance = m.group_instance_id.as_ref().map(|s| s.to_string());
+                (m.member_id.to_string(), instance)
             })
             .collect();
-        LeaveGroupResponse::default().with_members(members)
+        match shard.groups.leave(&body.group_id.0, &members) {
+            Ok(errors) => {
+                let members = body
+                    .members
+                    .iter()
+                    .zip(errors)
+                    .map(|(m, e)| {
+                        MemberResponse::default()
+                            .with_member_id(m.member_id.clone())
+                            .with_group_instance_id(m.group_instance_id.clone())
+                            .with_error_code(e)
+                    })
+                    .collect();
+                LeaveGroupResponse::default().with_members(members)
+            }
+            Err(e) => LeaveGroupResponse::default().with_error_code(e),
+        }
     } else {
-        let errors = shard
-            .groups
-            .leave(&body.group_id.0, &[body.member_id.to_string()]);
-        LeaveGroupResponse::default().with_error_code(errors.first().copied().unwrap_or(0))
+        let member = [(body.member_id.to_string(), None)];
+        let error = match shard.groups.leave(&body.group_id.0, &member) {
+            Ok(errors) => errors.first().copied().unwrap_or(0),
+            Err(e) => e,
+        };
+        LeaveGroupResponse::default().with_error_code(error)
     };
     encode_response(req.header.correlation_id, req.version, &resp)
 }

@@ -14,6 +14,7 @@ pub mod alter_configs;
 pub mod api_versions;
 pub mod create_partitions;
 pub mod create_topics;
+pub mod delete_groups;
 pub mod delete_records;
 pub mod delete_topics;
 pub mod describe_cluster;
@@ -29,6 +30,7 @@ pub mod list_groups;
 pub mod list_offsets;
 pub mod metadata;
 pub mod offset_commit;
+pub mod offset_delete;
 pub mod offset_fetch;
 pub mod offset_for_leader_epoch;
 pub mod produce;
@@ -73,6 +75,8 @@ pub const APIS: &[ApiSpec] = &[
     offset_commit::SPEC,
     offset_fetch::SPEC,
     describe_groups::SPEC,
+    delete_groups::SPEC,
+    offset_delete::SPEC,
     list_groups::SPEC,
 ];
 
@@ -121,10 +125,12 @@ pub async fn dispatch(shard: Rc<Shard>, req: Request) -> Result<Option<ResponseF
         ApiKey::SyncGroup => sync_group::handle(&shard, &req).await.map(Some),
         ApiKey::Heartbeat => heartbeat::handle(&shard, &req).map(Some),
         ApiKey::LeaveGroup => leave_group::handle(&shard, &req).map(Some),
-        ApiKey::OffsetCommit => offset_commit::handle(&shard, &req).map(Some),
+        ApiKey::OffsetCommit => offset_commit::handle(&shard, &req).await.map(Some),
         ApiKey::OffsetFetch => offset_fetch::handle(&shard, &req).map(Some),
         ApiKey::DescribeGroups => describe_groups::handle(&shard, &req).map(Some),
         ApiKey::ListGroups => list_groups::handle(&shard, &req).map(Some),
+        ApiKey::DeleteGroups => delete_groups::handle(&shard, &req).await.map(Some),
+        ApiKey::OffsetDelete => offset_delete::handle(&shard, &req).await.map(Some),
         other => Err(FrameError::Unsupported {
             api: other,
             version: req.version,

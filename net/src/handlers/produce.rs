@@ -10,6 +10,7 @@ use kafka_protocol::messages::{ApiKey, ProduceRequest, ProduceResponse};
 use super::ApiSpec;
 use crate::errors::code;
 use crate::frame::{decode_body, encode_response, FrameError, Request, ResponseFrame};
+use crate::groups::OFFSETS_TOPIC;
 use crate::shard::{split_by_shard, ProducePartResult, Shard, ShardOp, ShardReply};
 use crate::store::{PartitionId, TopicPartition};
 
@@ -57,6 +58,15 @@ pub async fn handle(shard: &Rc<Shard>, req: &Request) -> Result<Option<ResponseF
             let mut idx = Vec::with_capacity(group.len());
             let mut parts = Vec::with_capacity(group.len());
             for (i, tp, data) in group {
+                if tp.topic == OFFSETS_TOPIC {
+                    // Only the group coordinator writes there.
+                    tracing::warn!(
+                        client_id = req.header.client_id.as_deref().unwrap_or(""),
+                        "produce to the internal offsets topic refused"
+                    );
+                    results[i].error = code::INVALID_TOPIC_EXCEPTION;
+                    continue;
+                }
                 idx.push(i);
                 parts.push((tp, data));
             }

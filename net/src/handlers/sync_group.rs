@@ -3,6 +3,7 @@
 use std::rc::Rc;
 
 use kafka_protocol::messages::{ApiKey, SyncGroupRequest, SyncGroupResponse};
+use kafka_protocol::protocol::StrBytes;
 
 use super::ApiSpec;
 use crate::errors::code;
@@ -12,7 +13,7 @@ use crate::shard::Shard;
 pub const SPEC: ApiSpec = ApiSpec {
     key: ApiKey::SyncGroup,
     min: 0,
-    max: 4,
+    max: 5,
 };
 
 pub async fn handle(shard: &Rc<Shard>, req: &Request) -> Result<ResponseFrame, FrameError> {
@@ -25,7 +26,8 @@ pub async fn handle(shard: &Rc<Shard>, req: &Request) -> Result<ResponseFrame, F
     let outcome = match shard.groups.sync(
         &body.group_id.0,
         body.generation_id,
-        &body.member_id,
+        (&body.member_id, body.group_instance_id.as_deref()),
+        (body.protocol_type.as_deref(), body.protocol_name.as_deref()),
         assignments,
     ) {
         Ok(Ok(o)) => Ok(o),
@@ -35,6 +37,8 @@ pub async fn handle(shard: &Rc<Shard>, req: &Request) -> Result<ResponseFrame, F
     let resp = match outcome {
         Ok(o) => SyncGroupResponse::default()
             .with_error_code(o.error)
+            .with_protocol_type(o.protocol_type.map(StrBytes::from_string))
+            .with_protocol_name(o.protocol_name.map(StrBytes::from_string))
             .with_assignment(o.assignment),
         Err(error) => SyncGroupResponse::default().with_error_code(error),
     };

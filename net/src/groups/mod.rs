@@ -1,0 +1,756 @@
+//! The classic consumer group coordinator, with committed offsets and group membership
+//! kept in the internal, compacted topic `__consumer_offsets`.
+//!
+//! Ownership: a group belongs to one partition of the offsets topic (Kafka's function:
+//! `abs(java_hash(group_id)) % partitions`), and that partition's coordinator state
+//! ([`Part`]: the groups and their committed offsets) is owned by the shard that owns
+//! the partition's log. That shard loads it from the log at start, runs its session and
+//! expiry sweeps, and writes its group-metadata records. Requests arriving on other
+//! shards read and change the state under the partition's mutex (never held across an
+//! `.await`) and append their records through the owner.
+//!
+//! Invariants:
+//! - A commit is answered only after its records are durable in the offsets topic, and
+//!   becomes visible (OffsetFetch) only then: state follows the log, never leads it.
+//!   Each stored offset remembers the log offset it came from, so completions that
+//!   finish out of order never let an older commit overwrite a newer one.
+//! - Until its partition is loaded, a group's requests get COORDINATOR_LOAD_IN_PROGRESS
+//!   (clients retry); nothing answers from a half-loaded partition.
+//! - Group metadata (members, generation, assignments) is recorded after each completed
+//!   rebalance and when a group empties, within one sweep interval; after a restart the
+//!   members find their generation and assignment again (static members keep them).
+//! - Offsets of a group without members expire `offsets_retention_ms` after the later of
+//!   their commit and the group emptying (KIP-211); expiry and deletion write
+//!   tombstones, and an empty group with no offsets left is forgotten.
+//! - Bounded: groups, members per group and stored offsets (`GroupsConfig`).
+
+mod group;
+pub mod persist;
+pub mod records;
+
+use std::collections::{BTreeMap, HashMap};
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::{Mutex, MutexGuard};
+use std::time::Instant;
+
+use bytes::Bytes;
+use futures_channel::oneshot;
+
+use group::Group;
+pub use group::{
+    GroupState, GroupView, JoinOutcome, JoinReply, JoinRequest, MemberView, SyncOutcome,
+};
+use records::{CommitValue, GroupValue, OffsetsRecord};
+
+use crate::errors::code;
+
+/// The internal topic holding committed offsets and group metadata.
+pub const OFFSETS_TOPIC: &str = "__consumer_offsets";
+
+/// Topic configs of `__consumer_offsets` when this broker creates it.
+pub fn offsets_topic_configs() -> BTreeMap<String, String> {
+    [
+        // Never deleted by time or size; expiry writes tombstones instead.
+        // COMPACTION-PENDING: becomes cleanup.policy=compact once the engine compacts.
+        ("retention.ms", "-1"),
+        // Kafka's offsets.topic.segment.bytes: small segments compact sooner.
+        ("segment.bytes", "104857600"),
+    ]
+    .into_iter()
+    .map(|(k, v)| (k.to_string(), v.to_string()))
+    .collect()
+}
+
+/// Coordinator settings (the `[groups]` config section).
+#[derive(Debug, Clone)]
+pub struct GroupsConfig {
+    /// Partitions of `__consumer_offsets` when it is first created (Kafka:
+    /// offsets.topic.num.partitions). An existing topic keeps its count.
+    pub offsets_partitions: i32,
+    /// Offsets of a group with no members expire this long after the later of their
+    /// commit and the group emptying (Kafka: offsets.retention.minutes).
+    pub offsets_retention_ms: i64,
+    /// How often expired offsets are looked for.
+    pub offsets_retention_check_interval_ms: u64,
+    /// Bounds on a member's session timeout (group.min/max.session.timeout.ms).
+    pub session_timeout_ms_min: i32,
+    pub session_timeout_ms_max: i32,
+    /// Members per group (group.max.size).
+    pub members_per_group_max: usize,
+    /// Groups kept at once.
+    pub groups_max: usize,
+    /// Committed offsets kept at once (all groups).
+    pub offsets_max: usize,
+    /// Bytes of commit metadata per partition (offset.metadata.max.bytes).
+    pub offset_metadata_bytes_max: usize,
+}
+
+impl Default for GroupsConfig {
+    fn default() -> Self {
+        GroupsConfig {
+            offsets_partitions: 50,
+            offsets_retention_ms: 7 * 24 * 3600 * 1000,
+            offsets_retention_check_interval_ms: 600_000,
+            session_timeout_ms_min: 6_000,
+            session_timeout_ms_max: 1_800_000,
+            members_per_group_max: 1_000,
+            groups_max: 100_000,
+            offsets_max: 1_000_000,
+            offset_metadata_bytes_max: 4096,
+        }
+    }
+}
+
+/// A committed offset and the offsets-topic position it was read from or written to.
+#[derive(Debug, Clone)]
+struct Stored {
+    value: CommitValue,
+    log_offset: i64,
+}
+
+/// (topic, partition) → committed offset, per group.
+type GroupOffsets = BTreeMap<(String, i32), Stored>;
+
+/// The coordinator state of one offsets-topic partition.
+#[derive(Debug, Default)]
+struct Part {
+    loaded: bool,
+    groups: HashMap<String, Group>,
+    offsets: HashMap<String, GroupOffsets>,
+}
+
+/// What a loader read from one offsets partition, applied in log order.
+#[derive(Debug, Default)]
+pub struct Loaded {
+    groups: HashMap<String, GroupValue>,
+    offsets: HashMap<String, GroupOffsets>,
+    pub records: u64,
+    pub skipped: u64,
+}
+
+impl Loaded {
+    pub fn apply(&mut self, record: Option<OffsetsRecord>, log_offset: i64) {
+        self.records += 1;
+        match record {
+            None => self.skipped += 1,
+            Some(OffsetsRecord::Commit {
+                group,
+                topic,
+                partition,
+                value: Some(value),
+            }) => {
+                let stored = Stored { value, log_offset };
+                self.offsets
+                    .entry(group)
+                    .or_default()
+                    .insert((topic, partition), stored);
+            }
+            Some(OffsetsRecord::Commit {
+                group,
+                topic,
+                partition,
+                value: None,
+            }) => {
+                if let Some(o) = self.offsets.get_mut(&group) {
+                    o.remove(&(topic, partition));
+                    if o.is_empty() {
+                        self.offsets.remove(&group);
+                    }
+                }
+            }
+            Some(OffsetsRecord::Group {
+                group,
+                value: Some(v),
+            }) => {
+                self.groups.insert(group, v);
+            }
+            Some(OffsetsRecord::Group { group, value: None }) => {
+                self.groups.remove(&group);
+            }
+        }
+    }
+}
+
+/// Records to append to one offsets partition: (key, value or tombstone).
+pub type OffsetsRecords = Vec<(Bytes, Option<Bytes>)>;
+
+/// All coordinator partitions of this broker.
+#[derive(Debug)]
+pub struct Groups {
+    config: GroupsConfig,
+    parts: Vec<Mutex<Part>>,
+    member_seq: AtomicU64,
+    groups_count: AtomicUsize,
+    offsets_count: AtomicUsize,
+}
+
+fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
+    // Every change under these locks is completed before the lock is released, so a
+    // poisoned lock still holds consistent state.
+    m.lock().unwrap_or_else(|p| p.into_inner())
+}
+
+/// Wall-clock milliseconds (commit timestamps, state timestamps, expiry).
+pub fn now_ms() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_millis() as i64)
+        .unwrap_or(0)
+}
+
+/// Java's `String.hashCode`, so a group maps to the same offsets partition as in Kafka.
+fn java_hash(s: &str) -> i32 {
+    s.encode_utf16()
+        .fold(0i32, |h, c| h.wrapping_mul(31).wrapping_add(i32::from(c)))
+}
+
+impl Groups {
+    /// `partitions` is the offsets topic's partition count (existing or new).
+    pub fn new(config: GroupsConfig, partitions: i32) -> Groups {
+        let seed = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map(|d| d.as_nanos() as u64)
+            .unwrap_or(1);
+        Groups {
+            config,
+            parts: (0..partitions.max(1)).map(|_| Mutex::default()).collect(),
+            member_seq: AtomicU64::new(seed),
+            groups_count: AtomicUsize::new(0),
+            offsets_count: AtomicUsize::new(0),
+        }
+    }
+
+    pub fn config(&self) -> &GroupsConfig {
+        &self.config
+    }
+
+    pub fn partition_count(&self) -> usize {
+        self.parts.len()
+    }
+
+    /// The offsets partition a group belongs to.
+    pub fn partition_of(&self, group_id: &str) -> usize {
+        ((java_hash(group_id) & 0x7fff_ffff) as usize) % self.parts.len()
+    }
+
+    /// The group's partition state, once loaded.
+    fn part(&self, group_id: &str) -> Result<MutexGuard<'_, Part>, i16> {
+        let part = lock(&self.parts[self.partition_of(group_id)]);
+        if part.loaded {
+            Ok(part)
+        } else {
+            Err(code::COORDINATOR_LOAD_IN_PROGRESS)
+        }
+    }
+
+    fn fresh_member_id(&self, client_id: &str) -> String {
+        let n = self.member_seq.fetch_add(1, Ordering::Relaxed);
+        let prefix = if client_id.is_empty() {
+            "member"
+        } else {
+            client_id
+        };
+        format!("{prefix}-{n:016x}")
+    }
+
+    /// Installs what the loader read; the partition then serves requests.
+    pub fn install(&self, partition: usize, loaded: Loaded) {
+        let now = Instant::now();
+        let mut part = lock(&self.parts[partition]);
+        let groups: HashMap<String, Group> = loaded
+            .groups
+            .into_iter()
+            .map(|(id, v)| (id, Group::restore(v, now)))
+            .collect();
+        self.groups_count.fetch_add(groups.len(), Ordering::Relaxed);
+        let offsets: usize = loaded.offsets.values().map(BTreeMap::len).sum();
+        self.offsets_count.fetch_add(offsets, Ordering::Relaxed);
+        part.groups = groups;
+        part.offsets = loaded.offsets;
+        part.loaded = true;
+    }
+
+    /// Forgets a partition's state (its shard is stopping).
+    pub fn unload(&self, partition: usize) {
+        let mut part = lock(&self.parts[partition]);
+        part.loaded = false;
+        let offsets: usize = part.offsets.values().map(BTreeMap::len).sum();
+        self.groups_count
+            .fetch_sub(part.groups.len(), Ordering::Relaxed);
+        self.offsets_count.fetch_sub(offsets, Ordering::Relaxed);
+        part.groups.clear();
+        part.offsets.clear();
+    }
+
+    /// Registers a JoinGroup.
+    pub fn join(&self, req: JoinRequest) -> Result<JoinReply, i16> {
+        if req.group_id.is_empty() {
+            return Err(code::INVALID_GROUP_ID);
+        }
+        let c = &self.config;
+        if !(c.session_timeout_ms_min..=c.session_timeout_ms_max).contains(&req.session_timeout_ms)
+        {
+            return Err(code::INVALID_SESSION_TIMEOUT);
+        }
+        if req.protocols.is_empty() || req.protocol_type.is_empty() {
+            return Err(code::INCONSISTENT_GROUP_PROTOCOL);
+        }
+        let fresh = self.fresh_member_id(&req.client_id);
+        let mut part = self.part(&req.group_id)?;
+        if !part.groups.contains_key(&req.group_id) {
+            if self.groups_count.load(Ordering::Relaxed) >= c.groups_max {
+                tracing::warn!(group = %req.group_id, "group limit reached; join refused");
+                return Err(code::COORDINATOR_NOT_AVAILABLE);
+            }
+            self.groups_count.fetch_add(1, Ordering::Relaxed);
+            part.groups
+                .insert(req.group_id.clone(), Group::new(now_ms()));
+        }
+        let group = part
+            .groups
+            .get_mut(&req.group_id)
+            .ok_or(code::COORDINATOR_NOT_AVAILABLE)?;
+        group.join(
+            &req,
+            fresh,
+            c.members_per_group_max,
+            Instant::now(),
+            now_ms(),
+        )
+    }
+
+    /// A SyncGroup; see [`Group::sync`].
+    pub fn sync(
+        &self,
+        group_id: &str,
+        generation: i32,
+        member: (&str, Option<&str>),
+        protocol: (Option<&str>, Option<&str>),
+        assignments: Vec<(String, Bytes)>,
+    ) -> Result<Result<SyncOutcome, oneshot::Receiver<SyncOutcome>>, i16> {
+        let mut part = self.part(group_id)?;
+        let group = part
+            .groups
+            .get_mut(group_id)
+            .ok_or(code::UNKNOWN_MEMBER_ID)?;
+        let (member_id, instance) = member;
+        group.sync(
+            generation,
+            member_id,
+            instance,
+            protocol,
+            assignments,
+            Instant::now(),
+            now_ms(),
+        )
+    }
+
+    pub fn heartbeat(
+        &self,
+        group_id: &str,
+        generation: i32,
+        member_id: &str,
+        instance: Option<&str>,
+    ) -> i16 {
+        let mut part = match self.part(group_id) {
+            Ok(p) => p,
+            Err(e) => return e,
+        };
+        match part.groups.get_mut(group_id) {
+            Some(g) => g.heartbeat(generation, member_id, instance, Instant::now()),
+            None => code::UNKNOWN_MEMBER_ID,
+        }
+    }
+
+    /// Members leave, each by (member id, instance id); an error code per member.
+    pub fn leave(
+        &self,
+        group_id: &str,
+        members: &[(String, Option<String>)],
+    ) -> Result<Vec<i16>, i16> {
+        let mut part = self.part(group_id)?;
+        let Some(group) = part.groups.get_mut(group_id) else {
+            return Ok(members.iter().map(|_| code::UNKNOWN_MEMBER_ID).collect());
+        };
+        let (now, ms) = (Instant::now(), now_ms());
+        Ok(members
+            .iter()
+            .map(|(id, instance)| group.leave(id, instance.as_deref(), now, ms))
+            .collect())
+    }
+
+    /// Whether an offset commit may go ahead (see [`Group::check_commit`]).
+    pub fn check_commit(
+        &self,
+        group_id: &str,
+        generation: i32,
+        member_id: &str,
+        instance: Option<&str>,
+    ) -> i16 {
+        if group_id.is_empty() {
+            return code::INVALID_GROUP_ID;
+        }
+        let part = match self.part(group_id) {
+            Ok(p) => p,
+            Err(e) => return e,
+        };
+        match part.groups.get(group_id) {
+            Some(g) => g.check_commit(generation, member_id, instance),
+            None if generation < 0 => code::NONE,
+            None => code::ILLEGAL_GENERATION,
+        }
+    }
+
+    /// Room for `new_keys` more stored offsets?
+    pub fn has_room_for(&self, new_keys: usize) -> bool {
+        self.offsets_count.load(Ordering::Relaxed) + new_keys <= self.config.offsets_max
+    }
+
+    /// Makes commits visible once durable: `items[i]` was written at `base + i`.
+    pub fn apply_commits(&self, group_id: &str, items: Vec<(String, i32, CommitValue)>, base: i64) {
+        let mut part = lock(&self.parts[self.partition_of(group_id)]);
+        let offsets = part.offsets.entry(group_id.to_string()).or_default();
+        let mut added = 0;
+        for (i, (topic, partition, value)) in items.into_iter().enumerate() {
+            let log_offset = base + i as i64;
+            match offsets.get_mut(&(topic.clone(), partition)) {
+                Some(s) if s.log_offset > log_offset => {}
+                Some(s) => *s = Stored { value, log_offset },
+                None => {
+                    added += 1;
+                    offsets.insert((topic, partition), Stored { value, log_offset });
+                }
+            }
+        }
+        self.offsets_count.fetch_add(added, Ordering::Relaxed);
+    }
+
+    /// Stored offsets of a group for a topic partition.
+    pub fn committed(
+        &self,
+        group_id: &str,
+        topic: &str,
+        partition: i32,
+    ) -> Result<Option<CommitValue>, i16> {
+        let part = self.part(group_id)?;
+        Ok(part
+            .offsets
+            .get(group_id)
+            .and_then(|o| o.get(&(topic.to_string(), partition)))
+            .map(|s| s.value.clone()))
+    }
+
+    /// Every stored offset of a group, by topic and partition.
+    pub fn committed_all(&self, group_id: &str) -> Result<Vec<(String, i32, CommitValue)>, i16> {
+        let part = self.part(group_id)?;
+        Ok(part
+            .offsets
+            .get(group_id)
+            .map(|o| {
+                o.iter()
+                    .map(|((t, p), s)| (t.clone(), *p, s.value.clone()))
+                    .collect()
+            })
+            .unwrap_or_default())
+    }
+
+    /// A group's state and members; a group known only by its offsets is Empty.
+    pub fn describe(&self, group_id: &str) -> Result<Option<GroupView>, i16> {
+        let part = self.part(group_id)?;
+        Ok(match part.groups.get(group_id) {
+            Some(g) => Some(g.view()),
+            None if part.offsets.contains_key(group_id) => Some(GroupView {
+                state: GroupState::Empty,
+                protocol_type: String::new(),
+                protocol_name: String::new(),
+                members: Vec::new(),
+            }),
+            None => None,
+        })
+    }
+
+    /// Every group of every loaded partition: (id, state, protocol type).
+    pub fn list(&self) -> Vec<(String, GroupState, String)> {
+        let mut out = Vec::new();
+        for part in &self.parts {
+            let part = lock(part);
+            for (id, g) in &part.groups {
+                out.push((
+                    id.clone(),
+                    g.state,
+                    g.protocol_type.clone().unwrap_or_default(),
+                ));
+            }
+            for id in part.offsets.keys() {
+                if !part.groups.contains_key(id) {
+                    out.push((id.clone(), GroupState::Empty, String::new()));
+                }
+            }
+        }
+        out.sort_by(|a, b| a.0.cmp(&b.0));
+        out
+    }
+
+    /// DeleteGroups, first half: the tombstones to write, if the group may be deleted.
+    pub fn prepare_delete(&self, group_id: &str) -> Result<OffsetsRecords, i16> {
+        let part = self.part(group_id)?;
+        let group = part.groups.get(group_id);
+        let offsets = part.offsets.get(group_id);
+        if group.is_none() && offsets.is_none() {
+            return Err(code::GROUP_ID_NOT_FOUND);
+        }
+        if group.is_some_and(|g| !g.is_empty()) {
+            return Err(code::NON_EMPTY_GROUP);
+        }
+        let mut out: OffsetsRecords = vec![(records::group_key(group_id), None)];
+        for (t, p) in offsets.into_iter().flat_map(BTreeMap::keys) {
+            out.push((records::commit_key(group_id, t, *p), None));
+        }
+        Ok(out)
+    }
+
+    /// DeleteGroups, second half (the tombstones are durable).
+    pub fn finish_delete(&self, group_id: &str) {
+        let mut part = lock(&self.parts[self.partition_of(group_id)]);
+        if part.groups.get(group_id).is_some_and(Group::is_empty) {
+            part.groups.remove(group_id);
+            self.groups_count.fetch_sub(1, Ordering::Relaxed);
+        }
+        if let Some(o) = part.offsets.remove(group_id) {
+            self.offsets_count.fetch_sub(o.len(), Ordering::Relaxed);
+        }
+    }
+
+    /// OffsetDelete, first half: an error per (topic, partition) and the tombstones for
+    /// those that may be deleted (not subscribed to by a live member).
+    #[allow(clippy::type_complexity)]
+    pub fn prepare_offset_delete(
+        &self,
+        group_id: &str,
+        wanted: &[(String, Vec<i32>)],
+    ) -> Result<(Vec<Vec<i16>>, OffsetsRecords), i16> {
+        let part = self.part(group_id)?;
+        let group = part.groups.get(group_id);
+        if group.is_none() && !part.offsets.contains_key(group_id) {
+            return Err(code::GROUP_ID_NOT_FOUND);
+        }
+        let subscribed = match group {
+            Some(g) if !g.is_empty() => match g.subscribed_topics() {
+                Some(t) => t,
+                None => return Err(code::NON_EMPTY_GROUP),
+            },
+            _ => Vec::new(),
+        };
+        let mut errors = Vec::with_capacity(wanted.len());
+        let mut tombstones = Vec::new();
+        for (topic, partitions) in wanted {
+            let busy = subscribed.iter().any(|t| t == topic);
+            errors.push(
+                partitions
+                    .iter()
+                    .map(|p| {
+                        if busy {
+                            code::GROUP_SUBSCRIBED_TO_TOPIC
+                        } else {
+                            tombstones.push((records::commit_key(group_id, topic, *p), None));
+                            code::NONE
+                        }
+                    })
+                    .collect(),
+            );
+        }
+        Ok((errors, tombstones))
+    }
+
+    /// OffsetDelete, second half.
+    pub fn finish_offset_delete(&self, group_id: &str, deleted: &[(String, i32)]) {
+        let mut part = lock(&self.parts[self.partition_of(group_id)]);
+        let mut removed = 0;
+        if let Some(o) = part.offsets.get_mut(group_id) {
+            for key in deleted {
+                removed += usize::from(o.remove(key).is_some());
+            }
+            if o.is_empty() {
+                part.offsets.remove(group_id);
+            }
+        }
+        self.offsets_count.fetch_sub(removed, Ordering::Relaxed);
+    }
+
+    /// One sweep of a partition (by its owning shard): expires silent members and
+    /// overdue rebalances, and returns the group-metadata records to write for groups
+    /// whose membership changed, and — when `expire_offsets` — tombstones for expired
+    /// offsets (removed from memory now). Empty groups with nothing left are forgotten.
+    /// Also returns the ids of the groups whose metadata it wrote, for [`mark_dirty`]
+    /// should the write fail.
+    ///
+    /// [`mark_dirty`]: Groups::mark_dirty
+    pub fn sweep(&self, partition: usize, expire_offsets: bool) -> (OffsetsRecords, Vec<String>) {
+        let (now, ms) = (Instant::now(), now_ms());
+        let retention = self.config.offsets_retention_ms;
+        let mut part = lock(&self.parts[partition]);
+        if !part.loaded {
+            return (Vec::new(), Vec::new());
+        }
+        let Part {
+            groups, offsets, ..
+        } = &mut *part;
+        let mut out = OffsetsRecords::new();
+        for (id, g) in groups.iter_mut() {
+            for m in g.expire(now, ms) {
+                tracing::info!(group = %id, member = %m, "member session expired");
+            }
+        }
+        if expire_offsets {
+            let mut removed = 0;
+            for (id, o) in offsets.iter_mut() {
+                let empty_since = match groups.get(id) {
+                    Some(g) if !g.is_empty() => continue,
+                    Some(g) => g.state_since_ms,
+                    None => i64::MIN,
+                };
+                o.retain(|(t, p), s| {
+                    let keep = s
+                        .value
+                        .commit_timestamp_ms
+                        .max(empty_since)
+                        .saturating_add(retention)
+                        > ms;
+                    if !keep {
+                        out.push((records::commit_key(id, t, *p), None));
+                        removed += 1;
+                    }
+                    keep
+                });
+            }
+            if removed > 0 {
+                tracing::info!(
+                    partition,
+                    offsets = removed,
+                    "expired committed offsets of empty groups"
+                );
+            }
+            offsets.retain(|_, o| !o.is_empty());
+            self.offsets_count.fetch_sub(removed, Ordering::Relaxed);
+        }
+        let mut forgotten = 0;
+        let mut written = Vec::new();
+        groups.retain(|id, g| {
+            let gone = g.is_empty() && !offsets.contains_key(id);
+            if gone {
+                out.push((records::group_key(id), None));
+                forgotten += 1;
+            } else if g.dirty {
+                g.dirty = false;
+                written.push(id.clone());
+                out.push((
+                    records::group_key(id),
+                    Some(records::group_value(&g.snapshot())),
+                ));
+            }
+            !gone
+        });
+        self.groups_count.fetch_sub(forgotten, Ordering::Relaxed);
+        (out, written)
+    }
+
+    /// A failed write of `sweep`'s group records: mark the groups to be written again.
+    pub fn mark_dirty(&self, partition: usize, group_ids: &[String]) {
+        let mut part = lock(&self.parts[partition]);
+        for id in group_ids {
+            if let Some(g) = part.groups.get_mut(id) {
+                g.dirty = true;
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn partitions_follow_kafkas_function() {
+        // Java: "a".hashCode() == 97, "hello".hashCode() == 99162322,
+        // "polygenelubricants".hashCode() == Integer.MIN_VALUE (Utils.abs masks it to 0).
+        assert_eq!(java_hash("a"), 97);
+        assert_eq!(java_hash("hello"), 99_162_322);
+        let g = Groups::new(GroupsConfig::default(), 50);
+        assert_eq!(g.partition_of("hello"), 99_162_322 % 50);
+        assert_eq!(g.partition_of(""), 0);
+        assert_eq!(java_hash("polygenelubricants"), i32::MIN);
+        assert_eq!(g.partition_of("polygenelubricants"), 0);
+    }
+
+    #[test]
+    fn requests_wait_for_the_partition_to_load() {
+        let g = Groups::new(GroupsConfig::default(), 4);
+        assert_eq!(
+            g.check_commit("g", -1, "", None),
+            code::COORDINATOR_LOAD_IN_PROGRESS
+        );
+        g.install(g.partition_of("g"), Loaded::default());
+        assert_eq!(g.check_commit("g", -1, "", None), code::NONE);
+    }
+
+    fn commit(offset: i64, ts: i64) -> CommitValue {
+        CommitValue {
+            offset,
+            leader_epoch: -1,
+            metadata: String::new(),
+            commit_timestamp_ms: ts,
+        }
+    }
+
+    #[test]
+    fn later_log_offsets_win_and_deletes_write_tombstones() {
+        let g = Groups::new(GroupsConfig::default(), 1);
+        g.install(0, Loaded::default());
+        g.apply_commits("g", vec![("t".into(), 0, commit(10, 1))], 5);
+        g.apply_commits("g", vec![("t".into(), 0, commit(7, 1))], 3);
+        assert_eq!(g.committed("g", "t", 0).unwrap().unwrap().offset, 10);
+        let tombs = g.prepare_delete("g").unwrap();
+        assert_eq!(tombs.len(), 2);
+        assert!(tombs.iter().all(|(_, v)| v.is_none()));
+        g.finish_delete("g");
+        assert!(g.committed("g", "t", 0).unwrap().is_none());
+        assert_eq!(g.prepare_delete("g").unwrap_err(), code::GROUP_ID_NOT_FOUND);
+    }
+
+    #[test]
+    fn offsets_of_empty_groups_expire_after_retention() {
+        let config = GroupsConfig {
+            offsets_retention_ms: 1_000,
+            ..GroupsConfig::default()
+        };
+        let g = Groups::new(config, 1);
+        g.install(0, Loaded::default());
+        let old = now_ms() - 5_000;
+        g.apply_commits("old", vec![("t".into(), 0, commit(1, old))], 0);
+        g.apply_commits("new", vec![("t".into(), 0, commit(1, now_ms()))], 1);
+        let (out, _) = g.sweep(0, true);
+        assert_eq!(out.len(), 1, "{out:?}");
+        assert!(g.committed("old", "t", 0).unwrap().is_none());
+        assert!(g.committed("new", "t", 0).unwrap().is_some());
+    }
+
+    #[test]
+    fn loader_applies_records_in_order() {
+        let mut l = Loaded::default();
+        let key = records::commit_key("g", "t", 1);
+        let v = |o| records::commit_value(&commit(o, 0));
+        l.apply(records::decode(&key, Some(&v(5))), 0);
+        l.apply(records::decode(&key, Some(&v(9))), 1);
+        l.apply(
+            records::decode(&records::commit_key("g", "t", 2), Some(&v(3))),
+            2,
+        );
+        l.apply(records::decode(&records::commit_key("g", "t", 2), None), 3);
+        l.apply(None, 4);
+        let g = Groups::new(GroupsConfig::default(), 1);
+        g.install(0, l);
+        assert_eq!(g.committed("g", "t", 1).unwrap().unwrap().offset, 9);
+        assert!(g.committed("g", "t", 2).unwrap().is_none());
+        assert_eq!(g.committed_all("g").unwrap().len(), 1);
+    }
+}

@@ -1,0 +1,202 @@
+//! The coordinator's I/O on `__consumer_offsets`: appending its records through the
+//! partition's owner, loading a partition at start, and the per-shard sweep loop.
+
+use std::rc::Rc;
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+
+use super::records;
+use super::{now_ms, Loaded, OffsetsRecords, OFFSETS_TOPIC};
+use crate::errors::code;
+use crate::shard::{Shard, ShardOp, ShardReply};
+use crate::store::{batch_records, BatchBuilder, BatchIter, ReadLimits, Record, TopicPartition};
+
+/// How often a shard sweeps its coordinator partitions (sessions, rebalance deadlines,
+/// group metadata writes).
+pub const SWEEP_INTERVAL_MS: u64 = 250;
+/// How long to wait before loading a partition again after a failure.
+const LOAD_RETRY_MS: u64 = 5_000;
+/// Bytes read per step while loading.
+const LOAD_READ_BYTES: usize = 1 << 20;
+
+pub fn offsets_tp(partition: usize) -> TopicPartition {
+    TopicPartition::new(OFFSETS_TOPIC, partition as i32)
+}
+
+/// Appends records to an offsets partition through its owner and waits until they are
+/// durable; the base offset they got, or the error code for the client.
+pub async fn append(
+    shard: &Rc<Shard>,
+    partition: usize,
+    recs: &OffsetsRecords,
+) -> Result<i64, i16> {
+    let ts = now_ms();
+    let mut builder = BatchBuilder::new(ts);
+    for (key, value) in recs {
+        builder.push(&Record {
+            key: Some(key),
+            value: value.as_deref(),
+            headers: &[],
+            timestamp_ms: ts,
+        });
+    }
+    let batch = Bytes::from(builder.build());
+    let tp = offsets_tp(partition);
+    let owner = shard.owner_of(&tp);
+    let reply = shard
+        .call(
+            owner,
+            ShardOp::Produce {
+                acks: -1,
+                parts: vec![(tp, batch)],
+            },
+        )
+        .await;
+    let result = match reply {
+        ShardReply::Produce(r) => r.first().copied(),
+        _ => None,
+    };
+    match result {
+        Some(r) if r.error == code::NONE => Ok(r.base_offset),
+        Some(r) => {
+            tracing::warn!(
+                partition,
+                error = r.error,
+                "writing to the offsets topic failed"
+            );
+            // Kafka's mapping of storage errors for the group APIs.
+            Err(match r.error {
+                code::MESSAGE_TOO_LARGE => code::INVALID_COMMIT_OFFSET_SIZE,
+                code::NOT_LEADER_OR_FOLLOWER | code::KAFKA_STORAGE_ERROR => code::NOT_COORDINATOR,
+                _ => code::COORDINATOR_NOT_AVAILABLE,
+            })
+        }
+        None => Err(code::COORDINATOR_NOT_AVAILABLE),
+    }
+}
+
+/// Reads an offsets partition this shard owns from its start.
+async fn load(shard: &Rc<Shard>, partition: usize) -> Result<Loaded, String> {
+    let tp = offsets_tp(partition);
+    let log = shard
+        .log_for(&tp)
+        .await
+        .map_err(|e| format!("opening the log: error code {e}"))?;
+    let mut loaded = Loaded::default();
+    let end = log.written_end_offset();
+    let mut from = log.log_start_offset();
+    while from < end {
+        let limits = ReadLimits {
+            max_bytes: LOAD_READ_BYTES,
+            max_offset: end,
+            min_one_batch: true,
+        };
+        let read = log.read(from, limits).await.map_err(|e| e.to_string())?;
+        let before = from;
+        for slice in &read.slices {
+            for (_, header, bytes) in BatchIter::new(slice) {
+                from = header.next_offset();
+                let Some(recs) = batch_records(bytes) else {
+                    // Only the coordinator writes here, uncompressed; anything else is
+                    // not ours to interpret.
+                    tracing::warn!(
+                        partition,
+                        offset = header.base_offset().0,
+                        "skipping an unreadable batch in the offsets topic"
+                    );
+                    loaded.skipped += 1;
+                    continue;
+                };
+                for r in recs {
+                    let decoded = r.key.and_then(|k| records::decode(k, r.value));
+                    loaded.apply(decoded, r.offset.0);
+                }
+            }
+        }
+        if from <= before {
+            break;
+        }
+    }
+    Ok(loaded)
+}
+
+fn describe_loaded(l: &Loaded) -> String {
+    format!("{} records, {} skipped", l.records, l.skipped)
+}
+
+/// The coordinator work of one shard, for the offsets partitions it owns: load them,
+/// then sweep until the shard stops.
+pub async fn run(shard: Rc<Shard>) {
+    let groups = shard.groups.clone();
+    let owned: Vec<usize> = (0..groups.partition_count())
+        .filter(|p| shard.owner_of(&offsets_tp(*p)) == shard.id)
+        .collect();
+    let mut unloaded = owned.clone();
+    let mut next_load = Instant::now();
+    let expiry_every = Duration::from_millis(groups.config().offsets_retention_check_interval_ms);
+    let mut next_expiry = Instant::now() + expiry_every;
+    loop {
+        if !unloaded.is_empty() && Instant::now() >= next_load {
+            unloaded = load_all(&shard, unloaded).await;
+            next_load = Instant::now() + Duration::from_millis(LOAD_RETRY_MS);
+        }
+        if shard.stopping.is_set() {
+            break;
+        }
+        let expire = Instant::now() >= next_expiry;
+        if expire {
+            next_expiry = Instant::now() + expiry_every;
+        }
+        for &p in &owned {
+            let (recs, written) = groups.sweep(p, expire);
+            if recs.is_empty() {
+                continue;
+            }
+            if append(&shard, p, &recs).await.is_err() {
+                // Tombstones of expired offsets are not retried: the next expiry pass
+                // finds whatever a restart brought back.
+                groups.mark_dirty(p, &written);
+            }
+        }
+        let stopped = futures_lite::future::or(
+            async {
+                glommio::timer::sleep(Duration::from_millis(SWEEP_INTERVAL_MS)).await;
+                false
+            },
+            async {
+                shard.stopping.wait().await;
+                true
+            },
+        )
+        .await;
+        if stopped {
+            break;
+        }
+    }
+}
+
+/// Loads the given partitions; returns those that failed (to be tried again).
+async fn load_all(shard: &Rc<Shard>, partitions: Vec<usize>) -> Vec<usize> {
+    let mut failed = Vec::new();
+    for p in partitions {
+        let started = Instant::now();
+        match load(shard, p).await {
+            Ok(loaded) => {
+                tracing::debug!(
+                    shard = shard.id,
+                    partition = p,
+                    took_ms = started.elapsed().as_millis() as u64,
+                    "{}",
+                    describe_loaded(&loaded)
+                );
+                shard.groups.install(p, loaded);
+            }
+            Err(e) => {
+                tracing::error!(shard = shard.id, partition = p, error = %e, "loading an offsets partition failed; its groups answer COORDINATOR_LOAD_IN_PROGRESS until it loads");
+                failed.push(p);
+            }
+        }
+    }
+    failed
+}
