@@ -398,7 +398,7 @@ async fn shard_main(args: ShardArgs) -> Result<(), String> {
         .detach();
     }
     // The coordinator partitions this shard owns: load them, then sweep them.
-    glommio::spawn_local(groups::persist::run(shard.clone())).detach();
+    let coordinator = glommio::spawn_local(groups::persist::run(shard.clone()));
     accept_loop(&shard, &listener).await;
     drop(listener);
     while shard.connections.get() > 0 {
@@ -409,6 +409,8 @@ async fn shard_main(args: ShardArgs) -> Result<(), String> {
     while args.draining.load(Ordering::SeqCst) > 0 {
         glommio::timer::sleep(Duration::from_millis(10)).await;
     }
+    // Its last group-metadata writes land before the logs close.
+    coordinator.await;
     shard
         .logs
         .close_all()

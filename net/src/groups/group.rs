@@ -369,8 +369,15 @@ impl Group {
         self.members.insert(fresh_id.clone(), member);
         self.dirty = true;
         tracing::info!(old = %old_id, new = %fresh_id, "static member rejoined");
-        if self.state == GroupState::Stable && unchanged && !was_leader {
-            return JoinReply::Now(self.current_join_outcome(&fresh_id));
+        if self.state == GroupState::Stable && unchanged {
+            let mut outcome = self.current_join_outcome(&fresh_id);
+            // As Kafka does: a returning leader is told the old leader id, so it does
+            // not compute an assignment that a stable group would never hand out.
+            if was_leader {
+                outcome.leader = old_id.to_string();
+                outcome.members = Vec::new();
+            }
+            return JoinReply::Now(outcome);
         }
         let (tx, rx) = oneshot::channel();
         if let Some(m) = self.members.get_mut(&fresh_id) {

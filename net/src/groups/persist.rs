@@ -174,6 +174,18 @@ pub async fn run(shard: Rc<Shard>) {
             break;
         }
     }
+    // Membership changed since the last sweep is written before the shard stops, so a
+    // restart finds every completed rebalance.
+    for &p in &owned {
+        let (recs, _) = groups.sweep(p, false);
+        if !recs.is_empty() && append(&shard, p, &recs).await.is_err() {
+            tracing::warn!(
+                shard = shard.id,
+                partition = p,
+                "group metadata not written at shutdown; members rejoin after the restart"
+            );
+        }
+    }
 }
 
 /// Loads the given partitions; returns those that failed (to be tried again).
