@@ -44,8 +44,6 @@ pub struct Server {
     handles: Vec<ExecutorJoinHandle<Result<(), String>>>,
 }
 
-/// How often group sessions and rebalance deadlines are checked.
-
 type Ready = mpsc::Sender<Result<(), String>>;
 
 fn runtime_hint(err: &str) -> String {
