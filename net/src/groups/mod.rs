@@ -50,9 +50,8 @@ pub const OFFSETS_TOPIC: &str = "__consumer_offsets";
 /// Topic configs of `__consumer_offsets` when this broker creates it.
 pub fn offsets_topic_configs() -> BTreeMap<String, String> {
     [
-        // Never deleted by time or size; expiry writes tombstones instead.
-        // COMPACTION-PENDING: becomes cleanup.policy=compact once the engine compacts.
-        ("retention.ms", "-1"),
+        // Keeps the latest record of every key; expiry and deletion write tombstones.
+        ("cleanup.policy", "compact"),
         // Kafka's offsets.topic.segment.bytes: small segments compact sooner.
         ("segment.bytes", "104857600"),
     ]
