@@ -51,7 +51,8 @@ struct ServeArgs {
     /// Directory holding the partition logs (default ./sluice-data).
     #[arg(long, value_name = "DIR")]
     data_dir: Option<PathBuf>,
-    /// CPUs that run a shard each: `all`, or a list like `0-3,6` (default: all online).
+    /// CPUs that run a shard each: `all`, or a list like `0-3,6`; overrides
+    /// `placement.cores` (default: every online CPU not in `placement.reserved_cores`).
     #[arg(long, value_name = "LIST")]
     cores: Option<String>,
     /// Address of the admin HTTP endpoint (/metrics, /health; default 127.0.0.1:9644).
