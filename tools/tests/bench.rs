@@ -329,8 +329,8 @@ fn fixed_rate_acks_all_fsync_and_acks_zero_runs_count_right() {
     assert_eq!(r["check"]["acknowledged"], 4000, "{r}");
 }
 
-/// `sluice group describe GROUP --json` through the binary.
-fn describe_group(broker: &Broker, group: &str) -> Value {
+/// `sluice group describe GROUP --json` through the binary; the error when it fails.
+fn try_describe_group(broker: &Broker, group: &str) -> Result<Value, String> {
     let out = Command::new(env!("CARGO_BIN_EXE_sluice"))
         .args([
             "group",
@@ -343,12 +343,14 @@ fn describe_group(broker: &Broker, group: &str) -> Value {
         .env("RUST_LOG", "warn")
         .output()
         .expect("run sluice group");
-    assert!(
-        out.status.success(),
-        "describe {group}: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    serde_json::from_slice(&out.stdout).expect("describe json")
+    if !out.status.success() {
+        return Err(String::from_utf8_lossy(&out.stderr).into_owned());
+    }
+    Ok(serde_json::from_slice(&out.stdout).expect("describe json"))
+}
+
+fn describe_group(broker: &Broker, group: &str) -> Value {
+    try_describe_group(broker, group).unwrap_or_else(|e| panic!("describe {group}: {e}"))
 }
 
 fn actor_messages(report: &Value, role_prefix: &str) -> Vec<u64> {
@@ -458,4 +460,184 @@ fn a_group_of_bench_consumers_reads_every_message_once_and_commits() {
     assert_eq!(e["check"]["ok"], true, "{e}");
     assert_eq!(e["consumed_all"], 10000, "{e}");
     assert_eq!(total(&e, "consume")["messages"], 10000);
+}
+
+/// Polls `describe` until `ok` holds for it (bounded by a hang guard, not a timing).
+fn wait_for_group(broker: &Broker, group: &str, what: &str, ok: impl Fn(&Value) -> bool) -> Value {
+    let started = std::time::Instant::now();
+    loop {
+        // Before its first member joins the group does not exist yet.
+        let d = try_describe_group(broker, group);
+        if let Some(d) = d.as_ref().ok().filter(|d| ok(d)) {
+            return d.clone();
+        }
+        assert!(
+            started.elapsed() < Duration::from_secs(60),
+            "group {group} never {what}: {d:?}"
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
+
+/// Members of a described group as (client id, partitions assigned).
+fn members_of(d: &Value) -> Vec<(String, usize)> {
+    let mut v: Vec<(String, usize)> = d["members"]
+        .as_array()
+        .expect("members")
+        .iter()
+        .map(|m| {
+            let parts = m["assignment"]
+                .as_array()
+                .expect("assignment")
+                .iter()
+                .map(|a| a["partitions"].as_array().expect("partitions").len())
+                .sum();
+            (
+                m["client_id"].as_str().expect("client id").to_string(),
+                parts,
+            )
+        })
+        .collect();
+    v.sort();
+    v
+}
+
+#[test]
+fn bench_group_members_rejoin_when_another_member_comes_and_goes() {
+    let dir = tempdir("bench-rebalance");
+    let broker = Broker::start(&dir.path().join("data"));
+    let produce = |name: &str| {
+        let r = bench(
+            &broker,
+            dir.path(),
+            name,
+            &[
+                "produce",
+                "--topic",
+                "bench-reb",
+                "--partitions",
+                "3",
+                "--messages",
+                "6000",
+                "--batch-bytes",
+                "16384",
+            ],
+        );
+        assert_eq!(r["check"]["ok"], true, "{r}");
+    };
+    produce("p1");
+    // Two bench members with a long duration; SIGINT ends the run below.
+    let json = dir.path().join("reb.json");
+    let mut child = Command::new(env!("CARGO_BIN_EXE_sluice"))
+        .args([
+            "bench",
+            "consume",
+            "--topic",
+            "bench-reb",
+            "--consumers",
+            "2",
+            "--group",
+            "reb",
+            "--duration",
+            "600",
+            "--bootstrap",
+            &broker.addr,
+            "--cores",
+            "0-1",
+            "--no-pin",
+            "--quiet",
+        ])
+        .arg("--json")
+        .arg(&json)
+        .env("RUST_LOG", "warn")
+        .spawn()
+        .expect("start sluice bench");
+    let settled = |members: usize| {
+        move |d: &Value| {
+            d["state"] == "Stable"
+                && members_of(d).len() == members
+                && members_of(d).iter().map(|m| m.1).sum::<usize>() == 3
+                && d["partitions"].as_array().is_some_and(|ps| {
+                    // Everything read and committed (no lag, and no partition uncommitted).
+                    ps.len() == 3 && ps.iter().all(|p| p["lag"] == 0)
+                })
+        }
+    };
+    wait_for_group(
+        &broker,
+        "reb",
+        "settled with the bench's 2 members",
+        settled(2),
+    );
+
+    // A third member (rdkafka) joins: the bench members rejoin and give up a partition.
+    let rdk: BaseConsumer = ClientConfig::new()
+        .set("bootstrap.servers", &broker.addr)
+        .set("group.id", "reb")
+        .set("client.id", "rdk")
+        .set("enable.auto.commit", "false")
+        .set("partition.assignment.strategy", "range")
+        .create()
+        .expect("rdkafka consumer");
+    rdk.subscribe(&["bench-reb"]).expect("subscribe");
+    let started = std::time::Instant::now();
+    while rdk.assignment().map(|a| a.count()).unwrap_or(0) == 0 {
+        assert!(
+            started.elapsed() < Duration::from_secs(60),
+            "rdkafka never assigned"
+        );
+        let _ = rdk.poll(Duration::from_millis(50));
+    }
+    let d = describe_group(&broker, "reb");
+    assert_eq!(
+        members_of(&d),
+        vec![
+            ("rdk".to_string(), 1),
+            ("sluice-bench".to_string(), 1),
+            ("sluice-bench".to_string(), 1)
+        ],
+        "{d}"
+    );
+    // It leaves: the bench members rejoin again and take all three partitions back.
+    rdk.unsubscribe();
+    let started = std::time::Instant::now();
+    while rdk.assignment().map(|a| a.count()).unwrap_or(0) > 0 {
+        assert!(
+            started.elapsed() < Duration::from_secs(60),
+            "rdkafka never revoked"
+        );
+        let _ = rdk.poll(Duration::from_millis(50));
+    }
+    // librdkafka's close can block after leaving (see clients.rs); leak the handle.
+    std::mem::forget(rdk);
+    wait_for_group(&broker, "reb", "back to the bench's 2 members", settled(2));
+
+    // New messages are read by the bench members and committed.
+    produce("p2");
+    wait_for_group(&broker, "reb", "caught up with the new messages", |d| {
+        settled(2)(d)
+            && d["partitions"].as_array().is_some_and(|ps| {
+                ps.iter()
+                    .map(|p| p["committed"].as_i64().unwrap_or(0))
+                    .sum::<i64>()
+                    == 12000
+            })
+    });
+
+    // SIGINT ends the run early but cleanly: report written, members committed and left.
+    // SAFETY: plain kill(2) on our own child's pid.
+    unsafe {
+        libc::kill(child.id() as i32, libc::SIGINT);
+    }
+    let status = child.wait().expect("wait for sluice bench");
+    assert!(status.success(), "sluice bench exited with {status}");
+    let report: Value =
+        serde_json::from_slice(&std::fs::read(&json).expect("report")).expect("report json");
+    // Every message once: the rdkafka member read nothing (it started at the bench
+    // members' commits), and the bench members had committed all they read before each
+    // rebalance.
+    assert_eq!(total(&report, "consume")["messages"], 12000, "{report}");
+    let d = describe_group(&broker, "reb");
+    assert_eq!(d["state"], "Empty", "{d}");
+    assert_eq!(d["total_lag"], 0, "{d}");
 }

@@ -14,8 +14,9 @@
 //!   `members_expected` members joined (at most [`GROUP_FORM_MS_MAX`]), so a run does not
 //!   start with a rebalance that would re-read uncommitted progress.
 //! - No member leaves before every member of the run made its final commit (bounded by
-//!   [`FINAL_BARRIER_MS_MAX`]): a departure starts a rebalance, and a coordinator may refuse
-//!   commits while one is in progress (sluice does today).
+//!   [`FINAL_BARRIER_MS_MAX`]): a departure starts a rebalance, and some coordinators refuse
+//!   commits while one is in progress (Kafka and sluice take them from the current
+//!   generation).
 //! - Everything here is control plane, once per heartbeat or commit interval; the fetch
 //!   loops (the data path) are the pinned mode's, unchanged.
 
@@ -63,6 +64,8 @@ const TICK_MS: u64 = 20;
 const ANSWER_SLACK_MS: u64 = 10_000;
 /// JoinGroup rounds (MEMBER_ID_REQUIRED, UNKNOWN_MEMBER_ID, rebalances) before giving up.
 const JOIN_ATTEMPTS_MAX: u32 = 20;
+/// Pause before asking a loading coordinator again.
+const JOIN_RETRY_MS: u64 = 200;
 
 /// Group mode of the consumers of one run.
 #[derive(Debug, Clone)]
@@ -257,6 +260,13 @@ impl Member {
                 }
                 code::REBALANCE_IN_PROGRESS => {
                     last = resp.error_code;
+                    continue;
+                }
+                // A coordinator still loading its groups (sluice reads them back from
+                // __consumer_offsets at start): ask again shortly.
+                e if proto::coordinator_retriable(e) => {
+                    last = e;
+                    glommio::timer::sleep(Duration::from_millis(JOIN_RETRY_MS)).await;
                     continue;
                 }
                 e => bail!("JoinGroup to group {}: {}", g.group_id, error_name(e)),

@@ -2,8 +2,8 @@
 //! executors with their actors, the statistics loop, the control plane after (the count
 //! check), then the report.
 
-use std::sync::atomic::Ordering;
-use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, OnceLock};
 use std::time::Duration;
 
 use anyhow::{anyhow, bail, Context, Result};
@@ -32,6 +32,20 @@ const POLL_MS: u64 = 20;
 const FETCH_WAIT_MS: i32 = 100;
 const FETCH_BYTES_MAX: i32 = 64 << 20;
 const PARTITION_FETCH_BYTES_MAX: i32 = 16 << 20;
+
+/// Set by SIGINT or SIGTERM: the run ends as if its duration was up (actors stop, group
+/// members commit and leave, the report is written). Registered once per process.
+fn interrupted() -> Result<&'static Arc<AtomicBool>> {
+    static FLAG: OnceLock<Arc<AtomicBool>> = OnceLock::new();
+    if let Some(f) = FLAG.get() {
+        return Ok(f);
+    }
+    let flag = Arc::new(AtomicBool::new(false));
+    for sig in [signal_hook::consts::SIGINT, signal_hook::consts::SIGTERM] {
+        signal_hook::flag::register(sig, flag.clone()).context("installing signal handlers")?;
+    }
+    Ok(FLAG.get_or_init(|| flag))
+}
 
 /// Runs the scenario against its first bootstrap address and prints/writes the report.
 pub fn run_and_report(workload: Workload, sc: &Scenario) -> Result<Report> {
@@ -190,6 +204,7 @@ pub fn run(workload: Workload, sc: &Scenario, bootstrap: &str) -> Result<Report>
     let started = now_ns();
     let warmup_ns = (sc.warmup * 1e9) as u64;
     let mut collector = Collector::new(stats.clone(), started, warmup_ns);
+    interrupted()?;
     let handles = spawn_executors(&cores, !sc.no_pin, plans, &stats, &control)?;
 
     let deadline = duration_s.map(|d| started + warmup_ns + (d * 1e9) as u64);
@@ -210,7 +225,7 @@ pub fn run(workload: Workload, sc: &Scenario, bootstrap: &str) -> Result<Report>
             }
             next_tick += 1_000_000_000;
         }
-        if deadline.is_some_and(|d| now >= d) {
+        if deadline.is_some_and(|d| now >= d) || interrupted()?.load(Ordering::Relaxed) {
             control.stop.store(true, Ordering::Relaxed);
             if workload != Workload::E2e {
                 control.stop_consumers.store(true, Ordering::Relaxed);
