@@ -152,6 +152,17 @@ mod tests {
         assert_eq!(CpuSet::new().to_string(), "none");
     }
 
+    proptest::proptest! {
+        /// Printing then parsing any set gives the set back, with runs as ranges.
+        #[test]
+        fn list_round_trips(cpus in proptest::collection::btree_set(0..=CPU_MAX, 1..64)) {
+            let set: CpuSet = cpus.iter().copied().collect();
+            let text = set.to_string();
+            proptest::prop_assert_eq!(CpuSet::parse_list(&text), Ok(set.clone()));
+            proptest::prop_assert!(text.split(',').count() <= set.len());
+        }
+    }
+
     #[test]
     fn errors() {
         assert_eq!(

@@ -556,6 +556,29 @@ fn apply_refuses_values_the_knob_does_not_offer() {
 }
 
 #[test]
+fn virtio_nic_interrupts_come_from_the_parent_pci_device() {
+    // As on a KVM guest: eth0's device is virtio2, whose PCI parent holds the MSI vectors.
+    let f = Fake::empty("virtio");
+    f.mkdir("/sys/devices/pci0000:00/0000:00:03.0/virtio2");
+    for irq in ["37", "38", "39"] {
+        f.mkdir(&format!(
+            "/sys/devices/pci0000:00/0000:00:03.0/msi_irqs/{irq}"
+        ));
+        f.put(&format!("/proc/irq/{irq}/smp_affinity_list"), "0-1\n");
+    }
+    f.mkdir("/sys/class/net/eth0");
+    std::os::unix::fs::symlink(
+        "../../../devices/pci0000:00/0000:00:03.0/virtio2",
+        f.root.path("/sys/class/net/eth0/device"),
+    )
+    .unwrap();
+    let irqs = sluice_tuning::checks::nic_irqs(&f.root);
+    let found: Vec<(u32, &str)> = irqs.iter().map(|i| (i.irq, i.iface.as_str())).collect();
+    assert_eq!(found, vec![(37, "eth0"), (38, "eth0"), (39, "eth0")]);
+    assert!(irqs.iter().all(|i| i.affinity == Ok(cpus("0-1"))));
+}
+
+#[test]
 fn sysroot_writes_never_create_files() {
     let f = Fake::empty("nocreate");
     assert!(f.root.write("/proc/sys/vm/swappiness", "1").is_err());
