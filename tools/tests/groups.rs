@@ -72,6 +72,14 @@ fn produce(b: &Broker, topic: &str, n: usize) {
     p.flush(HANG_GUARD).unwrap();
 }
 
+/// A broker with one fresh topic.
+fn broker_with_topic(topic: &str, partitions: i32) -> (tempfile::TempDir, Broker) {
+    let dir = tmp();
+    let b = Broker::start(dir.path());
+    create_topic(&b, topic, partitions);
+    (dir, b)
+}
+
 /// Records every revocation the client sees.
 #[derive(Default, Clone)]
 struct Revocations(Arc<Mutex<Vec<(String, i32)>>>);
@@ -100,6 +108,20 @@ fn consumer(b: &Broker, group: &str, extra: &[(&str, &str)]) -> BaseConsumer<Rev
         c.set(*k, *v);
     }
     c.create_with_context(Revocations::default()).unwrap()
+}
+
+/// A consumer that subscribed and holds every partition of the topic.
+fn sole_member(
+    b: &Broker,
+    group: &str,
+    topic: &str,
+    partitions: usize,
+    extra: &[(&str, &str)],
+) -> BaseConsumer<Revocations> {
+    let c = consumer(b, group, extra);
+    c.subscribe(&[topic]).unwrap();
+    poll_until(&[&c], "alone in the group", |s| s[0].len() == partitions);
+    c
 }
 
 fn assigned(c: &BaseConsumer<Revocations>) -> BTreeSet<i32> {
@@ -145,12 +167,8 @@ fn leave(c: BaseConsumer<Revocations>) {
 
 #[test]
 fn two_members_split_partitions_and_one_takes_over_when_the_other_leaves() {
-    let dir = tmp();
-    let b = Broker::start(dir.path());
-    create_topic(&b, "split", 4);
-    let a = consumer(&b, "g-split", &[]);
-    a.subscribe(&["split"]).unwrap();
-    poll_until(&[&a], "a alone", |s| s[0].len() == 4);
+    let (_dir, b) = broker_with_topic("split", 4);
+    let a = sole_member(&b, "g-split", "split", 4, &[]);
     let c = consumer(&b, "g-split", &[]);
     c.subscribe(&["split"]).unwrap();
     poll_until(&[&a, &c], "split", |s| {
@@ -162,13 +180,9 @@ fn two_members_split_partitions_and_one_takes_over_when_the_other_leaves() {
 
 #[test]
 fn cooperative_sticky_rebalance_keeps_unmoved_partitions() {
-    let dir = tmp();
-    let b = Broker::start(dir.path());
-    create_topic(&b, "coop", 6);
+    let (_dir, b) = broker_with_topic("coop", 6);
     let strategy = [("partition.assignment.strategy", "cooperative-sticky")];
-    let a = consumer(&b, "g-coop", &strategy);
-    a.subscribe(&["coop"]).unwrap();
-    poll_until(&[&a], "a alone", |s| s[0].len() == 6);
+    let a = sole_member(&b, "g-coop", "coop", 6, &strategy);
     let before = assigned(&a);
     let c = consumer(&b, "g-coop", &strategy);
     c.subscribe(&["coop"]).unwrap();
@@ -287,12 +301,8 @@ fn describe_members(addr: &str, group: &str) -> usize {
 
 #[test]
 fn a_member_that_stops_heartbeating_is_evicted_after_its_session_timeout() {
-    let dir = tmp();
-    let b = Broker::start(dir.path());
-    create_topic(&b, "evict", 4);
-    let a = consumer(&b, "g-evict", &[]);
-    a.subscribe(&["evict"]).unwrap();
-    poll_until(&[&a], "a alone", |s| s[0].len() == 4);
+    let (_dir, b) = broker_with_topic("evict", 4);
+    let a = sole_member(&b, "g-evict", "evict", 4, &[]);
     // A raw member joins and syncs (the rdkafka member leads and assigns), then goes
     // silent without leaving, as a killed process would.
     let addr = b.addr.clone();
@@ -350,9 +360,7 @@ fn fetch_committed(addr: &str, group: &str, topic: &str) -> i64 {
 
 #[test]
 fn a_stale_generations_commit_is_refused() {
-    let dir = tmp();
-    let b = Broker::start(dir.path());
-    create_topic(&b, "stale", 1);
+    let (_dir, b) = broker_with_topic("stale", 1);
     let mut s = raw::connect(&b.addr);
     let first = raw_join(&mut s, "g-stale", "", None, "stale");
     raw_sync(&mut s, "g-stale", &first, None, vec![]);
@@ -536,9 +544,7 @@ fn offsets_committed_before_a_restart_are_there_after_it() {
 
 #[test]
 fn deleting_groups_needs_them_empty_and_removes_their_offsets() {
-    let dir = tmp();
-    let b = Broker::start(dir.path());
-    create_topic(&b, "del", 1);
+    let (_dir, b) = broker_with_topic("del", 1);
     let mut s = raw::connect(&b.addr);
     // A commit from outside any group (generation -1), as admin tools do.
     let r: OffsetCommitResponse = call(
