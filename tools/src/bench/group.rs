@@ -52,6 +52,9 @@ const SESSION_TIMEOUT_MS: i32 = 10_000;
 const REBALANCE_TIMEOUT_MS: i32 = 30_000;
 /// Heartbeat interval (well under a third of the session timeout, as Kafka advises).
 const HEARTBEAT_INTERVAL_MS: u64 = 500;
+/// Heartbeat interval of a member with nothing assigned (the group is still forming): it
+/// has nothing else to do, and the sooner it sees the rebalance the sooner reading starts.
+const IDLE_HEARTBEAT_INTERVAL_MS: u64 = 100;
 /// How often a member commits its positions while reading (and once at the end).
 const COMMIT_INTERVAL_MS: u64 = 1_000;
 /// How long the leader waits for all of the run's members before assigning to those there.
@@ -392,7 +395,12 @@ impl Member {
         };
         let tasks = spawn_fetch_loops(cfg, parts, Some(link.clone()), stats, control)?;
         let mut tasks = Some(tasks);
-        let mut next_heartbeat = Instant::now() + Duration::from_millis(HEARTBEAT_INTERVAL_MS);
+        let heartbeat_every = Duration::from_millis(if parts.is_empty() {
+            IDLE_HEARTBEAT_INTERVAL_MS
+        } else {
+            HEARTBEAT_INTERVAL_MS
+        });
+        let mut next_heartbeat = Instant::now() + heartbeat_every;
         let mut next_commit = Instant::now() + Duration::from_millis(COMMIT_INTERVAL_MS);
         loop {
             glommio::timer::sleep(Duration::from_millis(TICK_MS)).await;
@@ -413,7 +421,7 @@ impl Member {
             let mut rejoin = self.waiting_for_members
                 && self.started.elapsed() >= Duration::from_millis(GROUP_FORM_MS_MAX);
             if now >= next_heartbeat {
-                next_heartbeat = now + Duration::from_millis(HEARTBEAT_INTERVAL_MS);
+                next_heartbeat = now + heartbeat_every;
                 rejoin |= self.heartbeat(g).await?;
             }
             if !rejoin && now >= next_commit {
