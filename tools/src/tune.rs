@@ -8,7 +8,9 @@ use anyhow::{Context, Result};
 use clap::{Args, Subcommand};
 use serde_json::json;
 use sluice_tuning::apply::{apply, plan};
-use sluice_tuning::{profile, run_all, CheckContext, Outcome, Report, Rlimits, Status, SysRoot};
+use sluice_tuning::{
+    profile, run_all, CheckContext, Identity, Outcome, Report, Rlimits, Status, SysRoot,
+};
 
 use crate::config;
 
@@ -69,6 +71,7 @@ struct Inputs {
     data_dir: PathBuf,
     placement: Result<sluice_tuning::Placement, sluice_tuning::PlacementError>,
     limits: Rlimits,
+    identity: Identity,
     connections_max_per_shard: u64,
 }
 
@@ -98,6 +101,7 @@ impl Inputs {
             data_dir,
             placement,
             limits: Rlimits::current().context("reading this process's rlimits")?,
+            identity: Identity::current(),
             connections_max_per_shard: connections,
         })
     }
@@ -110,6 +114,7 @@ impl Inputs {
             data_dir: &self.data_dir,
             placement: &self.placement,
             limits: self.limits,
+            identity: self.identity.clone(),
             connections_max_per_shard: self.connections_max_per_shard,
         }
     }

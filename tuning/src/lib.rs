@@ -29,7 +29,7 @@ pub mod sysroot;
 
 pub use apply::{Action, Outcome};
 pub use check::{Check, Report, Severity, Status};
-pub use checks::{run_all, CheckContext, Limit, Rlimits};
+pub use checks::{run_all, CheckContext, Identity, Limit, Rlimits};
 pub use cpuset::{CpuListError, CpuSet};
 pub use placement::{resolve, CoreSpec, HostCpus, Placement, PlacementConfig, PlacementError};
 pub use profile::{Profile, ProfileError};

@@ -8,8 +8,8 @@ use std::path::{Path, PathBuf};
 use sluice_tuning::apply::{apply, plan};
 use sluice_tuning::checks::probe_direct_io;
 use sluice_tuning::{
-    profile, run_all, CheckContext, CpuSet, Limit, Placement, PlacementError, Profile, Report,
-    Rlimits, Status, SysRoot,
+    profile, run_all, CheckContext, CpuSet, Identity, Limit, Placement, PlacementError, Profile,
+    Report, Rlimits, Status, SysRoot,
 };
 
 struct Fake {
@@ -185,8 +185,17 @@ fn report(
         data_dir: &f.data,
         placement,
         limits,
+        identity: user(),
         connections_max_per_shard: 4096,
     })
+}
+
+/// The broker's user: not root, in its own group only.
+fn user() -> Identity {
+    Identity {
+        euid: 1000,
+        gids: vec![1000],
+    }
 }
 
 fn by_name(r: &Report) -> BTreeMap<&'static str, (Status, String)> {
@@ -336,14 +345,39 @@ fn limits_between_minimum_and_recommended_warn() {
 }
 
 #[test]
-fn io_uring_restricted_to_a_group_fails() {
+fn io_uring_restricted_to_a_group_fails_unless_the_user_is_in_it() {
     let f = Fake::tuned("uring1");
     f.put("/proc/sys/kernel/io_uring_disabled", "1\n");
-    let r = report(&f, &dedicated(), &placement("1-3", "0"), UNLIMITED);
+    f.put("/proc/sys/kernel/io_uring_group", "27\n");
+    let profile = dedicated();
+    let p = placement("1-3", "0");
+    let status = |identity: Identity| {
+        let r = run_all(&CheckContext {
+            identity,
+            ..ctx(&f, &profile, &p, UNLIMITED)
+        });
+        by_name(&r)["kernel.io_uring_disabled"].clone()
+    };
+    let (st, current) = status(user());
+    assert_eq!(st, Status::Fail, "{current}");
+    assert!(current.contains("group 27"), "{current}");
+    let member = Identity {
+        euid: 1000,
+        gids: vec![27, 1000],
+    };
+    assert_eq!(status(member).0, Status::Ok);
+    let root = Identity {
+        euid: 0,
+        gids: vec![0],
+    };
+    assert_eq!(status(root).0, Status::Ok);
+    // 2: off for everyone, root included.
+    f.put("/proc/sys/kernel/io_uring_disabled", "2\n");
+    let r = report(&f, &profile, &p, UNLIMITED);
     assert_eq!(by_name(&r)["kernel.io_uring_disabled"].0, Status::Fail);
     // Kernels before 6.6 have no switch at all: io_uring is on.
     std::fs::remove_file(f.root.path("/proc/sys/kernel/io_uring_disabled")).unwrap();
-    let r = report(&f, &dedicated(), &placement("1-3", "0"), UNLIMITED);
+    let r = report(&f, &profile, &p, UNLIMITED);
     assert_eq!(by_name(&r)["kernel.io_uring_disabled"].0, Status::Ok);
 }
 
@@ -391,6 +425,7 @@ fn missing_data_dir_is_probed_at_its_parent() {
         data_dir: &missing,
         placement: &p,
         limits: UNLIMITED,
+        identity: user(),
         connections_max_per_shard: 1,
     });
     let m = by_name(&r);
@@ -598,6 +633,7 @@ fn ctx<'a>(
         data_dir: &f.data,
         placement,
         limits,
+        identity: user(),
         connections_max_per_shard: 4096,
     }
 }

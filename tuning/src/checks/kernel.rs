@@ -1,7 +1,7 @@
 //! Kernel checks: io_uring, the kernel version, sysctls, transparent huge pages, CPU
 //! frequency governor, clocksource.
 
-use super::{left_as_is, read_u64, CheckContext};
+use super::{left_as_is, read_u64, CheckContext, Identity};
 use crate::check::{Check, Severity, Status};
 use crate::sysroot::{bracketed, choices};
 
@@ -9,6 +9,7 @@ use crate::sysroot::{bracketed, choices};
 pub const KERNEL_MIN: (u32, u32) = (5, 8);
 
 pub(super) const IO_URING_DISABLED: &str = "/proc/sys/kernel/io_uring_disabled";
+const IO_URING_GROUP: &str = "/proc/sys/kernel/io_uring_group";
 pub(super) const SWAPPINESS: &str = "/proc/sys/vm/swappiness";
 pub(super) const AIO_MAX_NR: &str = "/proc/sys/fs/aio-max-nr";
 pub(super) const NR_OPEN: &str = "/proc/sys/fs/nr_open";
@@ -24,16 +25,7 @@ pub(super) fn io_uring(ctx: &CheckContext<'_>) -> Check {
     let rec = "0 (io_uring allowed)";
     match ctx.root.read(IO_URING_DISABLED) {
         Ok(v) if v == "0" => Check::judged(name, Severity::Required, true, v, rec, why),
-        Ok(v) if v == "1" => Check::judged(
-            name,
-            Severity::Required,
-            false,
-            "1 (only root and members of kernel.io_uring_group)",
-            rec,
-            format!(
-                "{why}; the broker's user must be allowed (sysctl -w kernel.io_uring_disabled=0)"
-            ),
-        ),
+        Ok(v) if v == "1" => group_only(ctx, rec, why),
         Ok(v) => Check::judged(
             name,
             Severity::Required,
@@ -59,6 +51,36 @@ pub(super) fn io_uring(ctx: &CheckContext<'_>) -> Check {
             why,
         ),
     }
+}
+
+/// `kernel.io_uring_disabled = 1`: io_uring is allowed to processes with CAP_SYS_ADMIN
+/// (taken here as euid 0) and to members of `kernel.io_uring_group`. The check runs with
+/// the broker's identity (the unit's `ExecStartPre`), so it judges that identity.
+fn group_only(ctx: &CheckContext<'_>, rec: &str, why: &str) -> Check {
+    let name = "kernel.io_uring_disabled";
+    let group = ctx
+        .root
+        .read(IO_URING_GROUP)
+        .ok()
+        .and_then(|g| g.parse::<i64>().ok())
+        .and_then(|g| u32::try_from(g).ok());
+    let id = &ctx.identity;
+    let allowed = io_uring_permitted(group, id);
+    let group_text = group.map_or("no group".to_string(), |g| format!("group {g}"));
+    let current = format!(
+        "1 (only CAP_SYS_ADMIN and kernel.io_uring_group: {group_text}; this process: uid {}, groups {:?})",
+        id.euid, id.gids
+    );
+    let why = format!(
+        "{why}; the broker's user must be root or in kernel.io_uring_group \
+         (or sysctl -w kernel.io_uring_disabled=0)"
+    );
+    Check::judged(name, Severity::Required, allowed, current, rec, why)
+}
+
+/// Whether a process may create io_uring instances under `io_uring_disabled = 1`.
+pub fn io_uring_permitted(group: Option<u32>, id: &Identity) -> bool {
+    id.euid == 0 || group.is_some_and(|g| id.gids.contains(&g))
 }
 
 /// `6.1.0-18-amd64` → (6, 1).
@@ -284,6 +306,22 @@ pub(super) fn clocksource(ctx: &CheckContext<'_>) -> Check {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn io_uring_group_membership() {
+        let user = Identity {
+            euid: 1000,
+            gids: vec![1000, 27],
+        };
+        assert!(io_uring_permitted(Some(27), &user));
+        assert!(!io_uring_permitted(Some(5), &user));
+        assert!(!io_uring_permitted(None, &user));
+        let root = Identity {
+            euid: 0,
+            gids: vec![0],
+        };
+        assert!(io_uring_permitted(None, &root));
+    }
 
     #[test]
     fn kernel_versions() {

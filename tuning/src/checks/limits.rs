@@ -75,6 +75,39 @@ fn soft_limit(resource: libc::__rlimit_resource_t) -> std::io::Result<Limit> {
     })
 }
 
+/// Who the process is, for permission decisions (io_uring under `io_uring_disabled = 1`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Identity {
+    pub euid: u32,
+    /// The effective group and the supplementary groups.
+    pub gids: Vec<u32>,
+}
+
+/// Supplementary groups read (Linux's NGROUPS_MAX).
+const GROUPS_MAX: usize = 65536;
+
+impl Identity {
+    /// This process's.
+    pub fn current() -> Identity {
+        // SAFETY: geteuid and getegid only return the caller's ids.
+        let (euid, egid) = unsafe { (libc::geteuid(), libc::getegid()) };
+        let mut gids = vec![egid];
+        // SAFETY: a zero size asks only for the count; the pointer is not written.
+        let n = unsafe { libc::getgroups(0, std::ptr::null_mut()) };
+        if let Ok(n) = usize::try_from(n) {
+            let mut buf = vec![0 as libc::gid_t; n.min(GROUPS_MAX)];
+            // SAFETY: `buf` holds `buf.len()` gids and outlives the call.
+            let got = unsafe { libc::getgroups(buf.len() as libc::c_int, buf.as_mut_ptr()) };
+            if let Ok(got) = usize::try_from(got) {
+                gids.extend(buf.into_iter().take(got));
+            }
+        }
+        gids.sort_unstable();
+        gids.dedup();
+        Identity { euid, gids }
+    }
+}
+
 /// Locked memory a broker with `shards` shards needs.
 pub fn memlock_bytes_needed(shards: usize) -> u64 {
     shards as u64 * (IO_MEMORY_BYTES_PER_SHARD + RING_BYTES_PER_SHARD)

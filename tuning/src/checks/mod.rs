@@ -12,7 +12,7 @@ use std::path::Path;
 
 pub(crate) use irq::{affinity_path as irq_affinity_path, irqbalance_running};
 pub use irq::{nic_irqs, NicIrq};
-pub use limits::{memlock_bytes_needed, nofile_needed, Limit, Rlimits};
+pub use limits::{memlock_bytes_needed, nofile_needed, Identity, Limit, Rlimits};
 pub use storage::{data_device_queue, probe_direct_io, DirectIoProbe};
 
 use crate::check::{Check, Report, Severity};
@@ -33,6 +33,8 @@ pub struct CheckContext<'a> {
     pub placement: &'a Result<Placement, PlacementError>,
     /// This process's soft limits (a broker started the same way inherits them).
     pub limits: Rlimits,
+    /// This process's user and groups (judged for io_uring access).
+    pub identity: Identity,
     /// `network.connections_max_per_shard` of the config: sizes the open-file need.
     pub connections_max_per_shard: u64,
 }
