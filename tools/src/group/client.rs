@@ -22,10 +22,35 @@ use crate::bench::wire::{error_name, AdminConn};
 
 /// The client id on the group tool's requests.
 const CLIENT_ID: &str = "sluice-group";
-/// Attempts at a coordinator call while the answer says "not available / not me / loading".
-const COORDINATOR_ATTEMPTS_MAX: u32 = 6;
-/// First back-off between attempts; doubles each time (0.1 + 0.2 + … ≈ 3 s in all).
-const BACKOFF_MS_FIRST: u64 = 100;
+/// How coordinator calls are retried while the answer says "not available / not me /
+/// loading".
+#[derive(Debug, Clone, Copy)]
+pub struct Retry {
+    pub attempts_max: u32,
+    /// Back-off before the second attempt; doubles each time.
+    pub backoff_ms_first: u64,
+}
+
+impl Default for Retry {
+    /// Six attempts, 0.1 + 0.2 + … + 1.6 ≈ 3 s of back-off in all.
+    fn default() -> Retry {
+        Retry {
+            attempts_max: 6,
+            backoff_ms_first: 100,
+        }
+    }
+}
+
+impl Retry {
+    fn pause_before(&self, attempt: u32) {
+        if attempt > 0 {
+            // Control plane only: back-off between attempts of an operator command.
+            std::thread::sleep(Duration::from_millis(
+                self.backoff_ms_first << (attempt - 1).min(16),
+            ));
+        }
+    }
+}
 
 /// A group as DescribeGroups shows it (members' assignments still encoded).
 #[derive(Debug, Clone)]
@@ -70,13 +95,17 @@ pub struct LogOffsets {
 #[derive(Debug)]
 pub struct Client {
     conn: AdminConn,
+    retry: Retry,
 }
 
 impl Client {
     pub fn connect(bootstrap: &str) -> Result<Client> {
         let conn = AdminConn::connect_as(bootstrap, CLIENT_ID)
             .with_context(|| format!("--bootstrap {bootstrap}"))?;
-        Ok(Client { conn })
+        Ok(Client {
+            conn,
+            retry: Retry::default(),
+        })
     }
 
     /// Runs `call` against the group's coordinator; an answer with a coordinator error (or a
@@ -89,11 +118,8 @@ impl Client {
         mut call: impl FnMut(&mut AdminConn) -> Result<Result<T, i16>>,
     ) -> Result<Result<T, i16>> {
         let mut last = code::COORDINATOR_NOT_AVAILABLE;
-        for attempt in 0..COORDINATOR_ATTEMPTS_MAX {
-            if attempt > 0 {
-                // Control plane only: back-off between attempts of an operator command.
-                std::thread::sleep(Duration::from_millis(BACKOFF_MS_FIRST << (attempt - 1)));
-            }
+        for attempt in 0..self.retry.attempts_max {
+            self.retry.pause_before(attempt);
             let addr = match self.find_coordinator(group)? {
                 Ok(addr) => addr,
                 Err(e) if proto::coordinator_retriable(e) => {
@@ -115,7 +141,8 @@ impl Client {
         }
         bail!(
             "{what} for group {group}: the coordinator is not available after \
-             {COORDINATOR_ATTEMPTS_MAX} attempts (last error {})",
+             {} attempts (last error {})",
+            self.retry.attempts_max,
             error_name(last)
         )
     }
@@ -123,10 +150,8 @@ impl Client {
     /// The coordinator's `host:port`, asked again with back-off while it is not available.
     pub fn coordinator(&mut self, group: &str) -> Result<String> {
         let mut last = code::COORDINATOR_NOT_AVAILABLE;
-        for attempt in 0..COORDINATOR_ATTEMPTS_MAX {
-            if attempt > 0 {
-                std::thread::sleep(Duration::from_millis(BACKOFF_MS_FIRST << (attempt - 1)));
-            }
+        for attempt in 0..self.retry.attempts_max {
+            self.retry.pause_before(attempt);
             match self.find_coordinator(group)? {
                 Ok(addr) => return Ok(addr),
                 Err(e) if proto::coordinator_retriable(e) => last = e,
@@ -134,8 +159,8 @@ impl Client {
             }
         }
         bail!(
-            "no coordinator for group {group} after {COORDINATOR_ATTEMPTS_MAX} attempts (last \
-             error {})",
+            "no coordinator for group {group} after {} attempts (last error {})",
+            self.retry.attempts_max,
             error_name(last)
         )
     }
@@ -349,4 +374,122 @@ fn group_state(g: DescribedGroup) -> Result<GroupState> {
         protocol: g.protocol_data.to_string(),
         members,
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use std::io::{Read, Write};
+    use std::net::{TcpListener, TcpStream};
+    use std::sync::atomic::{AtomicUsize, Ordering};
+    use std::sync::Arc;
+
+    use bytes::{Bytes, BytesMut};
+    use kafka_protocol::messages::api_versions_response::ApiVersion;
+    use kafka_protocol::messages::{
+        ApiVersionsResponse, DescribeGroupsResponse, RequestHeader, ResponseHeader,
+    };
+    use kafka_protocol::protocol::{Decodable, Encodable, StrBytes};
+
+    use super::*;
+
+    /// A stand-in broker for the retry path (a real one is unavailable only while it loads):
+    /// FindCoordinator answers COORDINATOR_NOT_AVAILABLE `unavailable` times, then names
+    /// itself; DescribeGroups answers an Empty group. Returns its address and the number of
+    /// FindCoordinator calls so far.
+    fn fake_broker(unavailable: usize) -> (String, Arc<AtomicUsize>) {
+        let listener = TcpListener::bind("127.0.0.1:0").expect("bind");
+        let port = listener.local_addr().expect("addr").port();
+        let finds = Arc::new(AtomicUsize::new(0));
+        let counter = finds.clone();
+        std::thread::spawn(move || {
+            for conn in listener.incoming() {
+                let Ok(conn) = conn else { return };
+                let counter = counter.clone();
+                std::thread::spawn(move || serve(conn, port, unavailable, &counter));
+            }
+        });
+        (format!("127.0.0.1:{port}"), finds)
+    }
+
+    fn serve(mut conn: TcpStream, port: u16, unavailable: usize, finds: &AtomicUsize) {
+        loop {
+            let mut size = [0u8; 4];
+            if conn.read_exact(&mut size).is_err() {
+                return;
+            }
+            let mut buf = vec![0u8; i32::from_be_bytes(size) as usize];
+            conn.read_exact(&mut buf).expect("request");
+            let key = ApiKey::try_from(i16::from_be_bytes([buf[0], buf[1]])).expect("key");
+            let version = i16::from_be_bytes([buf[2], buf[3]]);
+            let mut frame = Bytes::from(buf);
+            let header =
+                RequestHeader::decode(&mut frame, key.request_header_version(version)).unwrap();
+            let mut out = BytesMut::new();
+            ResponseHeader::default()
+                .with_correlation_id(header.correlation_id)
+                .encode(&mut out, key.response_header_version(version))
+                .unwrap();
+            match key {
+                ApiKey::ApiVersions => ApiVersionsResponse::default()
+                    .with_api_keys(vec![
+                        ApiVersion::default()
+                            .with_api_key(ApiKey::FindCoordinator as i16)
+                            .with_max_version(3),
+                        ApiVersion::default()
+                            .with_api_key(ApiKey::DescribeGroups as i16)
+                            .with_max_version(4),
+                    ])
+                    .encode(&mut out, version),
+                ApiKey::FindCoordinator => {
+                    let resp = if finds.fetch_add(1, Ordering::SeqCst) < unavailable {
+                        FindCoordinatorResponse::default()
+                            .with_error_code(code::COORDINATOR_NOT_AVAILABLE)
+                    } else {
+                        FindCoordinatorResponse::default()
+                            .with_host(StrBytes::from_static_str("127.0.0.1"))
+                            .with_port(i32::from(port))
+                    };
+                    resp.encode(&mut out, version)
+                }
+                ApiKey::DescribeGroups => DescribeGroupsResponse::default()
+                    .with_groups(vec![DescribedGroup::default()
+                        .with_group_id(proto::group_id("g"))
+                        .with_group_state(StrBytes::from_static_str("Empty"))])
+                    .encode(&mut out, version),
+                _ => return,
+            }
+            .expect("encode");
+            conn.write_all(&(out.len() as i32).to_be_bytes()).unwrap();
+            conn.write_all(&out).unwrap();
+        }
+    }
+
+    #[test]
+    fn an_unavailable_coordinator_is_asked_again_then_used() {
+        let (addr, finds) = fake_broker(2);
+        let mut c = Client::connect(&addr).unwrap();
+        c.retry.backoff_ms_first = 1;
+        let g = c.describe("g").unwrap();
+        assert_eq!(g.state, "Empty");
+        assert_eq!(finds.load(Ordering::SeqCst), 3);
+    }
+
+    #[test]
+    fn a_coordinator_that_stays_unavailable_is_a_clear_error() {
+        let (addr, finds) = fake_broker(usize::MAX);
+        let mut c = Client::connect(&addr).unwrap();
+        c.retry = Retry {
+            attempts_max: 3,
+            backoff_ms_first: 1,
+        };
+        let e = format!("{:#}", c.describe("g").unwrap_err());
+        assert!(e.contains("not available after 3 attempts"), "{e}");
+        assert!(e.contains("CoordinatorNotAvailable (15)"), "{e}");
+        assert_eq!(finds.load(Ordering::SeqCst), 3);
+        let e = format!("{:#}", c.coordinator("g").unwrap_err());
+        assert!(
+            e.contains("no coordinator for group g after 3 attempts"),
+            "{e}"
+        );
+    }
 }
