@@ -8,7 +8,7 @@ use anyhow::{bail, Result};
 
 use super::report::{self, Report};
 use super::run;
-use super::CompareArgs;
+use super::{CompareArgs, Scenario};
 
 pub fn compare(args: &CompareArgs) -> Result<()> {
     let targets = &args.scenario.bootstrap;
@@ -22,7 +22,7 @@ pub fn compare(args: &CompareArgs) -> Result<()> {
     for round in 0..args.rounds {
         for (i, t) in targets.iter().enumerate() {
             eprintln!("compare: round {} of {}, {t}", round + 1, args.rounds);
-            let r = run::run(args.workload, &args.scenario, t)?;
+            let r = run::run(args.workload, &round_scenario(&args.scenario, round), t)?;
             print!("{}", report::table(&r));
             if let Some(c) = &r.check {
                 if !c.ok {
@@ -40,6 +40,17 @@ pub fn compare(args: &CompareArgs) -> Result<()> {
 }
 
 /// Per target: mean msgs/s and MB/s, median p50/p99 over rounds, ratio to the first target.
+/// The scenario of one round: with `--group NAME` each round gets its own group
+/// (`NAME-1`, `NAME-2`, …), since a group resumes at its commits and a later consume round
+/// would otherwise find nothing left to read.
+fn round_scenario(sc: &Scenario, round: usize) -> Scenario {
+    let mut sc = sc.clone();
+    if let Some(g) = &mut sc.group {
+        *g = format!("{g}-{}", round + 1);
+    }
+    sc
+}
+
 fn side_by_side(targets: &[String], results: &[Vec<Report>]) -> String {
     let mut s = String::new();
     let roles: Vec<_> = results[0]
@@ -87,4 +98,26 @@ fn median(mut v: Vec<f64>) -> f64 {
     }
     v.sort_by(f64::total_cmp);
     v[v.len() / 2]
+}
+
+#[cfg(test)]
+mod tests {
+    use clap::Parser;
+
+    use super::*;
+
+    #[derive(Debug, Parser)]
+    struct Flags {
+        #[command(flatten)]
+        scenario: Scenario,
+    }
+
+    #[test]
+    fn each_round_has_its_own_group() {
+        let sc = Flags::parse_from(["bench", "--group", "g"]).scenario;
+        assert_eq!(round_scenario(&sc, 0).group.as_deref(), Some("g-1"));
+        assert_eq!(round_scenario(&sc, 1).group.as_deref(), Some("g-2"));
+        let pinned = Flags::parse_from(["bench"]).scenario;
+        assert_eq!(round_scenario(&pinned, 1).group, None);
+    }
 }
