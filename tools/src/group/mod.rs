@@ -380,3 +380,105 @@ fn refusal_hint(e: i16) -> &'static str {
         _ => "",
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use clap::Parser;
+
+    use super::*;
+
+    #[derive(Debug, Parser)]
+    struct Flags {
+        #[command(flatten)]
+        group: GroupArgs,
+    }
+
+    fn parse(args: &[&str]) -> Result<GroupArgs, clap::Error> {
+        Flags::try_parse_from(std::iter::once("group").chain(args.iter().copied())).map(|f| f.group)
+    }
+
+    fn reset(args: &[&str]) -> ResetArgs {
+        match parse(args).expect("parses").command {
+            GroupCommand::ResetOffsets(r) => r,
+            other => panic!("{other:?}"),
+        }
+    }
+
+    #[test]
+    fn reset_flags_need_one_scope_and_one_spec() {
+        let r = reset(&[
+            "reset-offsets",
+            "g",
+            "--topic",
+            "t:1",
+            "--topic",
+            "u",
+            "--shift-by",
+            "-5",
+        ]);
+        assert_eq!(r.topic, vec!["t:1", "u"]);
+        assert_eq!(r.spec().unwrap(), ResetTo::ShiftBy(-5));
+        assert!(!r.execute);
+        let r = reset(&[
+            "reset-offsets",
+            "g",
+            "--all-topics",
+            "--to-datetime",
+            "1970-01-01T00:00:01Z",
+        ]);
+        assert_eq!(r.spec().unwrap(), ResetTo::TimestampMs(1000));
+        let r = reset(&[
+            "reset-offsets",
+            "g",
+            "--all-topics",
+            "--by-duration",
+            "PT1H",
+            "--execute",
+        ]);
+        assert!(r.execute);
+        match r.spec().unwrap() {
+            ResetTo::TimestampMs(ms) => assert!(ms > 0 && ms <= now_ms() - 3_600_000),
+            other => panic!("{other:?}"),
+        }
+        let e = reset(&["reset-offsets", "g", "--all-topics", "--to-offset", "7"]).spec();
+        assert_eq!(e.unwrap(), ResetTo::Offset(7));
+        for bad in [
+            &["reset-offsets", "g", "--topic", "t"][..],
+            &["reset-offsets", "g", "--to-latest"],
+            &[
+                "reset-offsets",
+                "g",
+                "--topic",
+                "t",
+                "--all-topics",
+                "--to-latest",
+            ],
+            &[
+                "reset-offsets",
+                "g",
+                "--topic",
+                "t",
+                "--to-latest",
+                "--to-earliest",
+            ],
+            &[
+                "reset-offsets",
+                "g",
+                "--topic",
+                "t",
+                "--to-latest",
+                "--dry-run",
+                "--execute",
+            ],
+            &["reset-offsets", "g", "--topic", "t", "--to-offset", "-1"],
+            &["delete"],
+        ] {
+            assert!(parse(bad).is_err(), "{bad:?} parsed");
+        }
+        assert_eq!(parse(&["list"]).unwrap().bootstrap, "127.0.0.1:9092");
+        assert_eq!(
+            parse(&["list", "--bootstrap", "h:1"]).unwrap().bootstrap,
+            "h:1"
+        );
+    }
+}
