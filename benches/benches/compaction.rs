@@ -86,7 +86,9 @@ async fn fill(path: &Path, keys: usize) {
             });
         }
         n += RECORDS_PER_BATCH;
-        log.append(&b.build(), LeaderEpoch(0)).await.expect("append");
+        log.append(&b.build(), LeaderEpoch(0))
+            .await
+            .expect("append");
     }
     m.close_all().await.expect("close");
 }

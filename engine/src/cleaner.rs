@@ -11,13 +11,14 @@
 //!   records stay) and so its end offset: segments stay contiguous in offsets, which is
 //!   what recovery checks. Retained records keep their offsets (batches keep their base
 //!   offset and last offset delta).
-//! - The swap, under `io_lock`: the new segment (already durable under its `.cleaned`
-//!   name) replaces the old one in memory first, with the cached chunks of that segment
-//!   dropped (positions changed); then the old index files are removed (dir fsync), the
-//!   `.log.cleaned` is renamed over the `.log` (the commit point, dir fsync), and the index
-//!   files are renamed into place (dir fsync). A crash at any point leaves the old or the
-//!   new segment whole: recovery deletes `*.cleaned` and rebuilds missing indexes. While
-//!   a swap runs, its segment's indexes are never loaded from disk (reads scan it).
+//! - The swap of a pass's rewritten segments, under `io_lock`: the new segments (already
+//!   durable under their `.cleaned` names) replace the old ones in memory first, with the
+//!   cached chunks of those segments dropped (positions changed); then the old index files
+//!   are removed (dir fsync), each `.log.cleaned` is renamed over its `.log` (a segment's
+//!   commit point; dir fsync), and the index files are renamed into place (dir fsync). A
+//!   crash at any point leaves each segment old or new, whole: recovery deletes
+//!   `*.cleaned` and rebuilds missing indexes. While a swap runs, its segments' indexes are
+//!   never loaded from disk (reads scan them).
 //! - Readers that took a view of the old segment keep reading the old file (its
 //!   descriptor outlives the rename), so no reader sees a half-swapped segment.
 //! - Memory: one key map per shard at a time (`compaction_map_bytes_max`); reads and
@@ -134,6 +135,7 @@ async fn run_pass(
         ..CompactionOutcome::default()
     };
     let mut cleaner = plan.cleaner.clone();
+    let mut rewritten = Vec::new();
     for seg in plan.segments.iter().filter(|s| s.base < map_end) {
         let first = cleaner.segments.get(&seg.base).copied();
         let rule = RetainRule {
@@ -146,14 +148,7 @@ async fn run_pass(
         let rewrite = rewrite_segment(plan, seg, &rule).await?;
         outcome.bytes_before += seg.size;
         outcome.bytes_after += rewrite.new.as_ref().map_or(seg.size, |n| n.segment.size);
-        if let Some(new) = rewrite.new {
-            if !swap(shared, &plan.dir, seg, new).await? {
-                tracing::info!(segment = %seg.base, "log changed during compaction; pass abandoned");
-                outcome.cleaned_end = plan.dirty_from;
-                return Ok(outcome);
-            }
-            outcome.segments_rewritten += 1;
-        }
+        rewritten.extend(rewrite.new.map(|new| (seg, new)));
         // Tombstones count delete.retention.ms from the first time their whole segment
         // was cleaned; a segment the map covers only in part is not cleaned yet.
         if seg.end_offset <= map_end {
@@ -164,6 +159,13 @@ async fn run_pass(
             entry.tombstones = rewrite.tombstones > 0;
         }
         glommio::yield_if_needed().await;
+    }
+    let wanted = rewritten.len();
+    outcome.segments_rewritten = swap(shared, &plan.dir, rewritten).await?;
+    if outcome.segments_rewritten < wanted {
+        tracing::info!("log changed during compaction; clean point not advanced");
+        outcome.cleaned_end = plan.dirty_from;
+        return Ok(outcome);
     }
     finish_pass(shared, plan, cleaner, map_end).await?;
     tracing::info!(
@@ -395,21 +397,16 @@ async fn rewrite_segment(
         });
     }
     let new = writer.finish(seg.end_offset).await?;
-    let indexes = new
+    let (index, time) = new
         .segment
         .index_bytes(new.segment.size, new.segment.end_offset);
-    files::write_atomic(
-        &plan.dir,
-        &cleaned_name(&segment::index_name(seg.base)),
-        &indexes.0,
-    )
-    .await?;
-    files::write_atomic(
-        &plan.dir,
-        &cleaned_name(&segment::time_index_name(seg.base)),
-        &indexes.1,
-    )
-    .await?;
+    for (name, bytes) in [
+        (segment::index_name(seg.base), index),
+        (segment::time_index_name(seg.base), time),
+    ] {
+        // Synced, not renamed: the swap's directory fsyncs order the renames.
+        files::write_synced(&plan.dir.join(cleaned_name(&name)), &bytes).await?;
+    }
     Ok(Rewrite {
         new: Some(new),
         tombstones,
@@ -427,70 +424,92 @@ fn remove_cleaned(dir: &Path, base: Offset) -> Result<(), LogError> {
     Ok(())
 }
 
-/// Puts the rewritten segment in place of `old` (see the module header for the order).
-/// `Ok(false)` when `old` is no longer the log's segment (retention, truncation, close).
+/// Puts the rewritten segments in place of the old ones (see the module header for the
+/// order), all under one `io_lock` hold so the directory is synced three times per pass.
+/// A segment that is no longer the log's (retention, truncation, close) is skipped and
+/// its rewrite deleted. Returns how many were swapped.
 async fn swap(
     shared: &Rc<LogShared>,
     dir: &Path,
-    old: &Cleanable,
-    new: NewSegment,
-) -> Result<bool, LogError> {
+    rewritten: Vec<(&Cleanable, NewSegment)>,
+) -> Result<usize, LogError> {
+    if rewritten.is_empty() {
+        return Ok(0);
+    }
     let _permit = shared
         .io_lock
         .acquire_permit(1)
         .await
         .map_err(|e| LogError::Offline(e.to_string()))?;
-    let current = {
+    let (current, stale): (Vec<_>, Vec<_>) = {
         let st = shared.state.borrow();
         let last = st.segments.keys().next_back().copied();
-        let same = st.segments.get(&old.base).is_some_and(|s| {
-            s.finalized && s.file.as_ref().is_some_and(|f| Rc::ptr_eq(f, &old.file))
-        });
-        same && !st.closing && st.failed.is_none() && last != Some(old.base)
+        let usable = !st.closing && st.failed.is_none();
+        rewritten.into_iter().partition(|(old, _)| {
+            let same = st.segments.get(&old.base).is_some_and(|s| {
+                s.finalized && s.file.as_ref().is_some_and(|f| Rc::ptr_eq(f, &old.file))
+            });
+            usable && same && last != Some(old.base)
+        })
     };
-    if !current {
+    for (old, new) in stale {
         drop(new.segment);
         if let Ok(file) = Rc::try_unwrap(new.file) {
             let _ = file.close().await;
         }
         remove_cleaned(dir, old.base)?;
-        return Ok(false);
     }
-    let replaced = {
-        let mut st = shared.state.borrow_mut();
-        st.recent.retain(|c| c.segment_base != old.base);
-        st.swapping = Some(old.base);
-        let replaced = st.segments.insert(old.base, new.segment);
-        st.touch_indexes(old.base);
-        replaced
-    };
-    let renamed = rename_into_place(dir, old.base, &new.file).await;
-    shared.state.borrow_mut().swapping = None;
-    if let Some(file) = replaced
-        .and_then(|s| s.file)
-        .and_then(|f| Rc::try_unwrap(f).ok())
+    let bases: Vec<Offset> = current.iter().map(|(old, _)| old.base).collect();
+    let mut files = Vec::with_capacity(current.len());
+    let mut replaced = Vec::with_capacity(current.len());
     {
-        let _ = file.close().await;
+        let mut st = shared.state.borrow_mut();
+        st.swapping = bases.clone();
+        for (old, new) in current {
+            st.recent.retain(|c| c.segment_base != old.base);
+            replaced.extend(st.segments.insert(old.base, new.segment));
+            st.touch_indexes(old.base);
+            files.push(new.file);
+        }
     }
-    renamed.map(|()| true)
+    let renamed = rename_into_place(dir, &bases, &files).await;
+    shared.state.borrow_mut().swapping.clear();
+    drop(files);
+    for file in replaced.into_iter().filter_map(|s| s.file) {
+        if let Ok(file) = Rc::try_unwrap(file) {
+            let _ = file.close().await;
+        }
+    }
+    renamed.map(|()| bases.len())
 }
 
-/// The file steps of a swap: old indexes out, new log in (commit point), new indexes in;
-/// each followed by a directory fsync so the steps reach the disk in this order.
-async fn rename_into_place(dir: &Path, base: Offset, log: &DmaFile) -> Result<(), LogError> {
-    let names = [segment::index_name(base), segment::time_index_name(base)];
-    for name in &names {
-        files::remove_if_exists(&dir.join(name))?;
+/// The file steps of a swap: old indexes out, new logs in (each rename a commit point),
+/// new indexes in; each step followed by a directory fsync so they reach the disk in
+/// this order.
+async fn rename_into_place(
+    dir: &Path,
+    bases: &[Offset],
+    logs: &[Rc<DmaFile>],
+) -> Result<(), LogError> {
+    let index_names = |base: Offset| [segment::index_name(base), segment::time_index_name(base)];
+    for base in bases {
+        for name in index_names(*base) {
+            files::remove_if_exists(&dir.join(name))?;
+        }
     }
     files::sync_dir(dir).await?;
-    let target = dir.join(segment::log_name(base));
-    log.rename(&target)
-        .await
-        .map_err(|e| files::glommio_io(&target, e))?;
+    for (base, log) in bases.iter().zip(logs) {
+        let target = dir.join(segment::log_name(*base));
+        log.rename(&target)
+            .await
+            .map_err(|e| files::glommio_io(&target, e))?;
+    }
     files::sync_dir(dir).await?;
-    for name in &names {
-        let from = dir.join(cleaned_name(name));
-        std::fs::rename(&from, dir.join(name)).map_err(|e| files::io_err(&from, e))?;
+    for base in bases {
+        for name in index_names(*base) {
+            let from = dir.join(cleaned_name(&name));
+            std::fs::rename(&from, dir.join(&name)).map_err(|e| files::io_err(&from, e))?;
+        }
     }
     files::sync_dir(dir).await
 }

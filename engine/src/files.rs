@@ -97,6 +97,36 @@ pub async fn write_atomic(dir: &Path, name: &str, bytes: &[u8]) -> Result<(), Lo
     sync_dir(dir).await
 }
 
+/// Writes `bytes` to a new file at `path` (replacing any) and fdatasyncs it; no rename,
+/// no directory sync (the caller orders those).
+pub async fn write_synced(path: &Path, bytes: &[u8]) -> Result<(), LogError> {
+    let file = OpenOptions::new()
+        .write(true)
+        .create(true)
+        .truncate(true)
+        .dma_open(path)
+        .await
+        .map_err(|e| glommio_err(path, e))?;
+    if !bytes.is_empty() {
+        let mut buf = glommio::allocate_dma_buffer(align_up(bytes.len() as u64) as usize);
+        buf.as_bytes_mut().fill(0);
+        buf.as_bytes_mut()[..bytes.len()].copy_from_slice(bytes);
+        let written = file
+            .write_at(buf, 0)
+            .await
+            .map_err(|e| glommio_err(path, e))?;
+        if written < bytes.len() {
+            return Err(io_err(path, std::io::Error::other("short write")));
+        }
+    }
+    file.truncate(bytes.len() as u64)
+        .await
+        .map_err(|e| glommio_err(path, e))?;
+    file.fdatasync().await.map_err(|e| glommio_err(path, e))?;
+    let _ = file.close().await;
+    Ok(())
+}
+
 /// Makes directory entries (new, renamed, removed files) durable.
 pub async fn sync_dir(dir: &Path) -> Result<(), LogError> {
     // glommio opens directories relative to no directory at all: give it an absolute path.

@@ -147,9 +147,9 @@ pub(crate) struct LogState {
     pub(crate) closing: bool,
     /// What compaction has cleaned (`cleaner.checkpoint`); changed only by the cleaner.
     pub(crate) cleaner: CleanerState,
-    /// The segment whose files a compaction swap is renaming: its indexes are not loaded
-    /// from disk meanwhile (reads scan it from its start).
-    pub(crate) swapping: Option<Offset>,
+    /// Segments whose files a compaction swap is renaming: their indexes are not loaded
+    /// from disk meanwhile (reads scan them from their start).
+    pub(crate) swapping: Vec<Offset>,
 }
 
 /// What recovery found on disk, to build a [`LogState`] from.
@@ -220,7 +220,7 @@ impl LogState {
             failed: None,
             closing: false,
             cleaner,
-            swapping: None,
+            swapping: Vec::new(),
         }
     }
 
@@ -924,7 +924,7 @@ impl PartitionLog {
             let dir = st.dir.clone();
             match st.segments.get(&base) {
                 // Its index files are being replaced: reads scan from the start instead.
-                Some(_) if st.swapping == Some(base) => return Ok(()),
+                Some(_) if st.swapping.contains(&base) => return Ok(()),
                 Some(seg) if !seg.indexes_loaded => {
                     // What loading needs, so no borrow is held across the reads.
                     let shape = Segment {

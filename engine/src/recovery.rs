@@ -198,10 +198,11 @@ async fn open_segment(
             &mut seg,
             file_len,
             config.index_interval_bytes,
-            // Closed segments may have been compacted (gaps between batches).
-            match next_base {
-                Some(_) => segment::Continuity::Increasing,
-                None => segment::Continuity::Contiguous,
+            // Closed segments may have been compacted (gaps between batches); in a compacted
+            // log even the last one may be (after a truncation into it).
+            match next_base.is_some() || config.cleanup_policy.compacts() {
+                true => segment::Continuity::Increasing,
+                false => segment::Continuity::Contiguous,
             },
             on_batch,
         )
