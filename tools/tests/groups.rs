@@ -38,6 +38,7 @@ const HANG_GUARD: Duration = Duration::from_secs(90);
 const ILLEGAL_GENERATION: i16 = 22;
 const FENCED_INSTANCE_ID: i16 = 82;
 const MEMBER_ID_REQUIRED: i16 = 79;
+const COORDINATOR_LOAD_IN_PROGRESS: i16 = 14;
 
 fn tmp() -> tempfile::TempDir {
     tempfile::Builder::new()
@@ -358,9 +359,29 @@ fn fetch_committed(addr: &str, group: &str, topic: &str) -> i64 {
     r.topics[0].partitions[0].committed_offset
 }
 
+/// Waits until the group's coordinator partition is loaded (a fresh broker answers
+/// COORDINATOR_LOAD_IN_PROGRESS until then, which clients retry).
+fn wait_loaded(addr: &str, group: &str) {
+    let mut s = raw::connect(addr);
+    let started = Instant::now();
+    loop {
+        let req = OffsetFetchRequest::default()
+            .with_group_id(GroupId(StrBytes::from_string(group.into())))
+            .with_topics(None);
+        let r: OffsetFetchResponse = call(&mut s, ApiKey::OffsetFetch, 7, &req);
+        if r.error_code != COORDINATOR_LOAD_IN_PROGRESS {
+            assert_eq!(r.error_code, 0);
+            return;
+        }
+        assert!(started.elapsed() < HANG_GUARD, "{group} never loaded");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
 #[test]
 fn a_stale_generations_commit_is_refused() {
     let (_dir, b) = broker_with_topic("stale", 1);
+    wait_loaded(&b.addr, "g-stale");
     let mut s = raw::connect(&b.addr);
     let first = raw_join(&mut s, "g-stale", "", None, "stale");
     raw_sync(&mut s, "g-stale", &first, None, vec![]);
@@ -408,6 +429,7 @@ fn a_static_member_restarts_into_its_place_without_a_rebalance() {
     let dir = tmp();
     let mut b = Broker::start(dir.path());
     create_topic(&b, "static", 1);
+    wait_loaded(&b.addr, "g-static");
     let mut s = raw::connect(&b.addr);
     let first = raw_join(&mut s, "g-static", "", Some("instance-1"), "static");
     let mine = Bytes::from_static(b"my-assignment");
@@ -443,23 +465,14 @@ fn a_static_member_restarts_into_its_place_without_a_rebalance() {
     // with the same generation is still good.
     b.stop();
     let b = Broker::start(dir.path());
-    let mut s3 = raw::connect(&b.addr);
-    let started = Instant::now();
-    loop {
-        let hb = HeartbeatRequest::default()
-            .with_group_id(GroupId(StrBytes::from_static_str("g-static")))
-            .with_generation_id(again.generation_id)
-            .with_member_id(again.member_id.clone())
-            .with_group_instance_id(Some(StrBytes::from_static_str("instance-1")));
-        let r: HeartbeatResponse = call(&mut s3, ApiKey::Heartbeat, 4, &hb);
-        // COORDINATOR_LOAD_IN_PROGRESS while the offsets topic loads.
-        if r.error_code != 14 {
-            assert_eq!(r.error_code, 0, "heartbeat after the restart");
-            break;
-        }
-        assert!(started.elapsed() < HANG_GUARD);
-        std::thread::sleep(Duration::from_millis(50));
-    }
+    wait_loaded(&b.addr, "g-static");
+    let hb = HeartbeatRequest::default()
+        .with_group_id(GroupId(StrBytes::from_static_str("g-static")))
+        .with_generation_id(again.generation_id)
+        .with_member_id(again.member_id.clone())
+        .with_group_instance_id(Some(StrBytes::from_static_str("instance-1")));
+    let r: HeartbeatResponse = call(&mut raw::connect(&b.addr), ApiKey::Heartbeat, 4, &hb);
+    assert_eq!(r.error_code, 0, "heartbeat after the restart");
 }
 
 #[test]
@@ -545,6 +558,8 @@ fn offsets_committed_before_a_restart_are_there_after_it() {
 #[test]
 fn deleting_groups_needs_them_empty_and_removes_their_offsets() {
     let (_dir, b) = broker_with_topic("del", 1);
+    wait_loaded(&b.addr, "g-del");
+    wait_loaded(&b.addr, "g-active");
     let mut s = raw::connect(&b.addr);
     // A commit from outside any group (generation -1), as admin tools do.
     let r: OffsetCommitResponse = call(
