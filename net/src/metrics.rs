@@ -37,6 +37,50 @@ static BYTES_OUT: AtomicU64 = AtomicU64::new(0);
 static CONNECTIONS_OPEN: AtomicU64 = AtomicU64::new(0);
 static CONNECTIONS_TOTAL: AtomicU64 = AtomicU64::new(0);
 static BAD_FRAMES: AtomicU64 = AtomicU64::new(0);
+static GROUP_REBALANCES: AtomicU64 = AtomicU64::new(0);
+static GROUP_MEMBERS_EXPIRED: AtomicU64 = AtomicU64::new(0);
+static OFFSET_COMMITS: AtomicU64 = AtomicU64::new(0);
+
+/// The consumer groups of one shard's coordinator partitions, as last published.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct GroupStat {
+    /// Groups per state, in `GROUP_STATES` order.
+    pub by_state: [u64; 4],
+    pub members: u64,
+    pub committed_offsets: u64,
+}
+
+/// State names of `GroupStat::by_state`, as Kafka names them.
+pub const GROUP_STATES: [&str; 4] = [
+    "Empty",
+    "PreparingRebalance",
+    "CompletingRebalance",
+    "Stable",
+];
+
+static GROUPS: Mutex<BTreeMap<usize, GroupStat>> = Mutex::new(BTreeMap::new());
+
+/// Replaces shard `shard`'s published group figures.
+pub fn publish_groups(shard: usize, stat: GroupStat) {
+    if let Ok(mut map) = GROUPS.lock() {
+        map.insert(shard, stat);
+    }
+}
+
+/// A rebalance completed with members (a new generation).
+pub fn group_rebalanced() {
+    GROUP_REBALANCES.fetch_add(1, Ordering::Relaxed);
+}
+
+/// A member was removed for missing its session timeout.
+pub fn group_member_expired() {
+    GROUP_MEMBERS_EXPIRED.fetch_add(1, Ordering::Relaxed);
+}
+
+/// Partitions' offsets committed (durable).
+pub fn offsets_committed(n: usize) {
+    OFFSET_COMMITS.fetch_add(n as u64, Ordering::Relaxed);
+}
 
 /// One partition's log as its shard last published it.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -222,5 +266,43 @@ pub fn render() -> String {
         BAD_FRAMES.load(Ordering::Relaxed)
     );
     render_partitions(&mut out);
+    render_groups(&mut out);
     out
+}
+
+fn render_groups(out: &mut String) {
+    for (name, counter) in [
+        ("sluice_group_rebalances_total", &GROUP_REBALANCES),
+        ("sluice_group_members_expired_total", &GROUP_MEMBERS_EXPIRED),
+        ("sluice_offset_commits_total", &OFFSET_COMMITS),
+    ] {
+        let _ = writeln!(
+            out,
+            "# TYPE {name} counter\n{name} {}",
+            counter.load(Ordering::Relaxed)
+        );
+    }
+    let Ok(map) = GROUPS.lock() else { return };
+    let mut total = GroupStat::default();
+    for s in map.values() {
+        for (t, v) in total.by_state.iter_mut().zip(s.by_state) {
+            *t += v;
+        }
+        total.members += s.members;
+        total.committed_offsets += s.committed_offsets;
+    }
+    let _ = writeln!(out, "# TYPE sluice_groups gauge");
+    for (state, n) in GROUP_STATES.iter().zip(total.by_state) {
+        let _ = writeln!(out, "sluice_groups{{state=\"{state}\"}} {n}");
+    }
+    let _ = writeln!(
+        out,
+        "# TYPE sluice_group_members gauge\nsluice_group_members {}",
+        total.members
+    );
+    let _ = writeln!(
+        out,
+        "# TYPE sluice_group_committed_offsets gauge\nsluice_group_committed_offsets {}",
+        total.committed_offsets
+    );
 }

@@ -10,7 +10,7 @@ use std::time::{Duration, Instant};
 
 use bytes::{BufMut, Bytes, BytesMut};
 use common::raw::{self, call};
-use common::Broker;
+use common::{http_get, Broker};
 use futures_executor::block_on;
 use kafka_protocol::messages::join_group_request::JoinGroupRequestProtocol;
 use kafka_protocol::messages::offset_commit_request::{
@@ -177,6 +177,24 @@ fn two_members_split_partitions_and_one_takes_over_when_the_other_leaves() {
     });
     leave(c);
     poll_until(&[&a], "take over", |s| s[0].len() == 4);
+    // /metrics counts the three rebalances and shows one stable group of one member
+    // (the gauges are published about once a second).
+    let started = Instant::now();
+    loop {
+        let m = http_get(&b.admin_addr, "/metrics");
+        let value = |name: &str| -> u64 {
+            m.lines()
+                .find(|l| l.starts_with(name))
+                .and_then(|l| l.rsplit(' ').next()?.parse().ok())
+                .unwrap_or(0)
+        };
+        if value("sluice_groups{state=\"Stable\"}") == 1 && value("sluice_group_members ") == 1 {
+            assert!(value("sluice_group_rebalances_total") >= 3, "{m}");
+            break;
+        }
+        assert!(started.elapsed() < HANG_GUARD, "{m}");
+        std::thread::sleep(Duration::from_millis(100));
+    }
 }
 
 #[test]

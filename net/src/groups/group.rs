@@ -32,6 +32,11 @@ pub enum GroupState {
 }
 
 impl GroupState {
+    /// Position in `metrics::GROUP_STATES`.
+    pub fn index(self) -> usize {
+        self as usize
+    }
+
     pub fn name(self) -> &'static str {
         match self {
             GroupState::Empty => "Empty",
@@ -201,6 +206,11 @@ impl Group {
             state_since_ms: now_ms,
             dirty: false,
         }
+    }
+
+    /// Members that joined (not counting ids handed out with MEMBER_ID_REQUIRED).
+    pub fn live_members(&self) -> usize {
+        self.members.len()
     }
 
     pub fn member_count(&self) -> usize {
@@ -471,6 +481,7 @@ impl Group {
             self.leader = self.members.keys().next().cloned();
         }
         self.set_state(GroupState::CompletingRebalance, now_ms);
+        crate::metrics::group_rebalanced();
         let ids: Vec<String> = self.members.keys().cloned().collect();
         for id in ids {
             let outcome = self.current_join_outcome(&id);
@@ -680,6 +691,7 @@ impl Group {
             .map(|(id, _)| id.clone())
             .collect();
         for m in &expired {
+            crate::metrics::group_member_expired();
             self.remove_member(m, now, now_ms);
         }
         if self.rebalance_deadline.is_some_and(|d| now >= d) {

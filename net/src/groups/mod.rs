@@ -656,6 +656,25 @@ impl Groups {
         (out, written)
     }
 
+    /// Groups by state, members and stored offsets of some partitions (for /metrics).
+    pub fn stats(&self, partitions: &[usize]) -> crate::metrics::GroupStat {
+        let mut stat = crate::metrics::GroupStat::default();
+        for &p in partitions {
+            let part = lock(&self.parts[p]);
+            for g in part.groups.values() {
+                stat.by_state[g.state.index()] += 1;
+                stat.members += g.live_members() as u64;
+            }
+            let simple = part
+                .offsets
+                .keys()
+                .filter(|id| !part.groups.contains_key(*id));
+            stat.by_state[GroupState::Empty.index()] += simple.count() as u64;
+            stat.committed_offsets += part.offsets.values().map(|o| o.len() as u64).sum::<u64>();
+        }
+        stat
+    }
+
     /// A failed write of `sweep`'s group records: mark the groups to be written again.
     pub fn mark_dirty(&self, partition: usize, group_ids: &[String]) {
         let mut part = lock(&self.parts[partition]);

@@ -15,6 +15,8 @@ use crate::store::{batch_records, BatchBuilder, BatchIter, ReadLimits, Record, T
 /// How often a shard sweeps its coordinator partitions (sessions, rebalance deadlines,
 /// group metadata writes).
 pub const SWEEP_INTERVAL_MS: u64 = 250;
+/// Group gauges are published every this many sweeps (about once a second).
+const SWEEPS_PER_PUBLISH: u64 = 4;
 /// How long to wait before loading a partition again after a failure.
 const LOAD_RETRY_MS: u64 = 5_000;
 /// Bytes read per step while loading.
@@ -136,6 +138,7 @@ pub async fn run(shard: Rc<Shard>) {
     let mut next_load = Instant::now();
     let expiry_every = Duration::from_millis(groups.config().offsets_retention_check_interval_ms);
     let mut next_expiry = Instant::now() + expiry_every;
+    let mut sweeps: u64 = 0;
     loop {
         if !unloaded.is_empty() && Instant::now() >= next_load {
             unloaded = load_all(&shard, unloaded).await;
@@ -147,6 +150,10 @@ pub async fn run(shard: Rc<Shard>) {
         let expire = Instant::now() >= next_expiry;
         if expire {
             next_expiry = Instant::now() + expiry_every;
+        }
+        sweeps += 1;
+        if sweeps % SWEEPS_PER_PUBLISH == 0 {
+            crate::metrics::publish_groups(shard.id, groups.stats(&owned));
         }
         for &p in &owned {
             let (recs, written) = groups.sweep(p, expire);

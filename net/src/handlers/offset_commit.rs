@@ -119,6 +119,7 @@ async fn write(shard: &Rc<Shard>, group: &str, items: Vec<(String, i32, CommitVa
         .collect();
     match persist::append(shard, groups.partition_of(group), &recs).await {
         Ok(base) => {
+            crate::metrics::offsets_committed(items.len());
             groups.apply_commits(group, items, base);
             code::NONE
         }
