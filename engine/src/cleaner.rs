@@ -11,13 +11,17 @@
 //!   records stay) and so its end offset: segments stay contiguous in offsets, which is
 //!   what recovery checks. Retained records keep their offsets (batches keep their base
 //!   offset and last offset delta).
-//! - The swap of a pass's rewritten segments, under `io_lock`: the new segments (already
-//!   durable under their `.cleaned` names) replace the old ones in memory first, with the
-//!   cached chunks of those segments dropped (positions changed); then the old index files
-//!   are removed (dir fsync), each `.log.cleaned` is renamed over its `.log` (a segment's
-//!   commit point; dir fsync), and the index files are renamed into place (dir fsync). A
-//!   crash at any point leaves each segment old or new, whole: recovery deletes
-//!   `*.cleaned` and rebuilds missing indexes. While a swap runs, its segments' indexes are
+//! - Consecutive small cleaned segments are merged into one (up to `segment.bytes`), so a
+//!   compacted log's segment count stays bounded.
+//! - The swap of a pass's rewrites, under `io_lock`: the new segments (already durable
+//!   under their `.cleaned` names) replace the old ones in memory first, with the cached
+//!   chunks of those segments dropped (positions changed); then, each step followed by a
+//!   directory fsync: merged rewrites are renamed to `<base>.log.swap` (a merge's commit
+//!   point); old index files and merged-away segments are removed; each rewrite is renamed
+//!   to `<base>.log` (a single segment's commit point); index files are renamed in.
+//!   Recovery finishes a `.swap` (removes the segments it covers, renames it), deletes
+//!   `*.cleaned` and rebuilds missing indexes, so a crash at any point leaves each segment
+//!   (or merged group) old or new, whole. While a swap runs, its segments' indexes are
 //!   never loaded from disk (reads scan them).
 //! - Readers that took a view of the old segment keep reading the old file (its
 //!   descriptor outlives the rename), so no reader sees a half-swapped segment.
@@ -77,6 +81,7 @@ struct Plan {
     dirty_bytes: u64,
     producers: ProducerState,
     index_interval_bytes: u32,
+    segment_bytes_max: u64,
     delete_retention_ms: u64,
     max_compaction_lag_ms: u64,
     ratio_ppm: u32,
@@ -136,28 +141,40 @@ async fn run_pass(
     };
     let mut cleaner = plan.cleaner.clone();
     let mut rewritten = Vec::new();
-    for seg in plan.segments.iter().filter(|s| s.base < map_end) {
-        let first = cleaner.segments.get(&seg.base).copied();
+    let covered: Vec<&Cleanable> = plan.segments.iter().filter(|s| s.base < map_end).collect();
+    for group in group_segments(plan, &covered, map_end, now_ms) {
+        let first = cleaner.segments.get(&group[0].base).copied();
         let rule = RetainRule {
             map,
             map_end,
-            tombstones_expired: first.is_some_and(|c| {
-                now_ms >= c.first_cleaned_ms.saturating_add(plan.delete_retention_ms)
-            }),
+            // Only segments without live tombstones are merged (see `group_segments`).
+            tombstones_expired: group.len() > 1
+                || first.is_some_and(|c| {
+                    now_ms >= c.first_cleaned_ms.saturating_add(plan.delete_retention_ms)
+                }),
         };
-        let rewrite = rewrite_segment(plan, seg, &rule).await?;
-        outcome.bytes_before += seg.size;
-        outcome.bytes_after += rewrite.new.as_ref().map_or(seg.size, |n| n.segment.size);
-        rewritten.extend(rewrite.new.map(|new| (seg, new)));
+        let rewrite = rewrite_segments(plan, &group, &rule).await?;
+        let size: u64 = group.iter().map(|s| s.size).sum();
+        outcome.bytes_before += size;
+        outcome.bytes_after += rewrite.new.as_ref().map_or(size, |n| n.segment.size);
         // Tombstones count delete.retention.ms from the first time their whole segment
-        // was cleaned; a segment the map covers only in part is not cleaned yet.
-        if seg.end_offset <= map_end {
-            let entry = cleaner.segments.entry(seg.base).or_insert(CleanedSegment {
-                first_cleaned_ms: now_ms,
-                tombstones: false,
-            });
-            entry.tombstones = rewrite.tombstones > 0;
+        // was cleaned; a segment the map covers only in part is not cleaned yet. A merged
+        // segment takes the latest of its members' times.
+        if group.iter().all(|s| s.end_offset <= map_end) {
+            let first_cleaned_ms = group
+                .iter()
+                .filter_map(|s| cleaner.segments.remove(&s.base))
+                .map(|c| c.first_cleaned_ms)
+                .max()
+                .filter(|_| first.is_some())
+                .unwrap_or(now_ms);
+            let cleaned = CleanedSegment {
+                first_cleaned_ms,
+                tombstones: rewrite.tombstones > 0,
+            };
+            cleaner.segments.insert(group[0].base, cleaned);
         }
+        rewritten.extend(rewrite.new.map(|new| (group, new)));
         glommio::yield_if_needed().await;
     }
     let wanted = rewritten.len();
@@ -176,6 +193,44 @@ async fn run_pass(
         "compaction pass"
     );
     Ok(outcome)
+}
+
+/// Splits the segments of a pass into groups rewritten as one segment each (Kafka's
+/// grouping by size): consecutive segments whose bytes before cleaning sum to at most
+/// `segment.bytes` and whose offsets fit one segment's relative index merge, provided
+/// each was cleaned before, lies wholly below `map_end` and holds no tombstones that must
+/// outlive this pass (so merged segments never mix tombstone deadlines). Freshly dirty
+/// segments stand alone; once cleaned they merge in a later pass, which keeps the segment
+/// count of a compacted log bounded.
+fn group_segments<'a>(
+    plan: &Plan,
+    covered: &[&'a Cleanable],
+    map_end: Offset,
+    now_ms: u64,
+) -> Vec<Vec<&'a Cleanable>> {
+    let mergeable = |s: &Cleanable| {
+        s.end_offset <= map_end
+            && plan.cleaner.segments.get(&s.base).is_some_and(|c| {
+                !c.tombstones
+                    || now_ms >= c.first_cleaned_ms.saturating_add(plan.delete_retention_ms)
+            })
+    };
+    let mut groups: Vec<Vec<&Cleanable>> = Vec::new();
+    for seg in covered {
+        let joins = groups.last().is_some_and(|g| {
+            let bytes: u64 = g.iter().map(|s| s.size).sum::<u64>() + seg.size;
+            let span = seg.end_offset.0 - g[0].base.0;
+            mergeable(seg)
+                && g.iter().all(|s| mergeable(s))
+                && bytes <= plan.segment_bytes_max
+                && span < i64::from(i32::MAX)
+        });
+        match (joins, groups.last_mut()) {
+            (true, Some(g)) => g.push(seg),
+            _ => groups.push(vec![seg]),
+        }
+    }
+    groups
 }
 
 /// Records the new clean point (under `io_lock`, so a truncation cannot interleave).
@@ -243,6 +298,7 @@ fn plan(shared: &LogShared, now_ms: u64) -> Option<Plan> {
         dirty_from,
         producers: st.producers.clone(),
         index_interval_bytes: config.index_interval_bytes,
+        segment_bytes_max: config.segment_bytes_max,
         delete_retention_ms: config.delete_retention_ms,
         max_compaction_lag_ms: config.max_compaction_lag_ms,
         ratio_ppm: config.min_cleanable_dirty_ratio_ppm,
@@ -339,55 +395,66 @@ fn cleaned_name(name: &str) -> String {
     format!("{name}.cleaned")
 }
 
-/// Filters every batch of `seg` by `rule` into `<base>.log.cleaned` and writes its
-/// indexes beside it. An emptied batch stays (header only) when it is the segment's
-/// last, which keeps the segment's end offset, or its producer's newest, which keeps
-/// the producer's sequence across a replay (Kafka's rule).
-async fn rewrite_segment(
+/// Filters every batch of a group of segments by `rule` into one `<base>.log.cleaned`
+/// (the base of the first) and writes its indexes beside it. An emptied batch stays
+/// (header only) when it is the group's last, which keeps the end offset, or its
+/// producer's newest, which keeps the producer's sequence across a replay (Kafka's rule).
+async fn rewrite_segments(
     plan: &Plan,
-    seg: &Cleanable,
+    group: &[&Cleanable],
     rule: &RetainRule<'_>,
 ) -> Result<Rewrite, LogError> {
-    let path = plan.dir.join(segment::log_name(seg.base));
-    let out_path = plan.dir.join(cleaned_name(&segment::log_name(seg.base)));
+    let (first, end_offset) = match (group.first(), group.last()) {
+        (Some(f), Some(l)) => (*f, l.end_offset),
+        _ => {
+            return Ok(Rewrite {
+                new: None,
+                tombstones: 0,
+            })
+        }
+    };
+    let out_path = plan.dir.join(cleaned_name(&segment::log_name(first.base)));
     files::remove_if_exists(&out_path)?;
     let mut writer = SegmentWriter::new(
         files::open_rw(&out_path, true).await?,
         &out_path,
-        Segment::new(seg.base, seg.created_ms),
+        Segment::new(first.base, first.created_ms),
         plan.index_interval_bytes,
     );
-    let mut reader = SegmentReader::new(&seg.file, &path, seg.size);
-    let (mut changed, mut tombstones) = (false, 0u64);
-    while let Some(run) = reader.next().await? {
-        for (_, header, bytes) in BatchIter::new(run.bytes()) {
-            match compact::filter_batch(rule, &header, bytes) {
-                Filtered::Whole { tombstones: t } => {
-                    tombstones += u64::from(t);
-                    writer.push(&header, bytes);
-                }
-                Filtered::Rebuilt {
-                    bytes,
-                    tombstones: t,
-                } => {
-                    tombstones += u64::from(t);
-                    changed = true;
-                    writer.push_owned(bytes)?;
-                }
-                Filtered::Empty { header_only } => {
-                    changed = true;
-                    let last_of_segment = header.next_offset() == seg.end_offset;
-                    let last_of_producer = header.producer_id.get() >= 0
-                        && plan.producers.last_offset(header.producer_id.get())
-                            == Some(header.last_offset());
-                    if last_of_segment || last_of_producer {
-                        writer.push_owned(header_only)?;
+    let (mut changed, mut tombstones) = (group.len() > 1, 0u64);
+    for seg in group {
+        let path = plan.dir.join(segment::log_name(seg.base));
+        let mut reader = SegmentReader::new(&seg.file, &path, seg.size);
+        while let Some(run) = reader.next().await? {
+            for (_, header, bytes) in BatchIter::new(run.bytes()) {
+                match compact::filter_batch(rule, &header, bytes) {
+                    Filtered::Whole { tombstones: t } => {
+                        tombstones += u64::from(t);
+                        writer.push(&header, bytes);
+                    }
+                    Filtered::Rebuilt {
+                        bytes,
+                        tombstones: t,
+                    } => {
+                        tombstones += u64::from(t);
+                        changed = true;
+                        writer.push_owned(bytes)?;
+                    }
+                    Filtered::Empty { header_only } => {
+                        changed = true;
+                        let last_of_group = header.next_offset() == end_offset;
+                        let last_of_producer = header.producer_id.get() >= 0
+                            && plan.producers.last_offset(header.producer_id.get())
+                                == Some(header.last_offset());
+                        if last_of_group || last_of_producer {
+                            writer.push_owned(header_only)?;
+                        }
                     }
                 }
             }
+            writer.write_full_blocks().await?;
+            glommio::yield_if_needed().await;
         }
-        writer.write_full_blocks().await?;
-        glommio::yield_if_needed().await;
     }
     if !changed {
         writer.discard().await?;
@@ -396,13 +463,13 @@ async fn rewrite_segment(
             tombstones,
         });
     }
-    let new = writer.finish(seg.end_offset).await?;
+    let new = writer.finish(end_offset).await?;
     let (index, time) = new
         .segment
         .index_bytes(new.segment.size, new.segment.end_offset);
     for (name, bytes) in [
-        (segment::index_name(seg.base), index),
-        (segment::time_index_name(seg.base), time),
+        (segment::index_name(first.base), index),
+        (segment::time_index_name(first.base), time),
     ] {
         // Synced, not renamed: the swap's directory fsyncs order the renames.
         files::write_synced(&plan.dir.join(cleaned_name(&name)), &bytes).await?;
@@ -424,14 +491,20 @@ fn remove_cleaned(dir: &Path, base: Offset) -> Result<(), LogError> {
     Ok(())
 }
 
+/// A merged segment's name between its commit and its final rename: recovery finishes
+/// such a swap (removes the segments it covers, renames it to `<base>.log`).
+pub(crate) fn swap_name(base: Offset) -> String {
+    format!("{}.swap", segment::log_name(base))
+}
+
 /// Puts the rewritten segments in place of the old ones (see the module header for the
-/// order), all under one `io_lock` hold so the directory is synced three times per pass.
-/// A segment that is no longer the log's (retention, truncation, close) is skipped and
-/// its rewrite deleted. Returns how many were swapped.
+/// order), all under one `io_lock` hold so the directory is synced four times per pass.
+/// A group any of whose segments is no longer the log's (retention, truncation, close)
+/// is skipped and its rewrite deleted. Returns how many groups were swapped.
 async fn swap(
     shared: &Rc<LogShared>,
     dir: &Path,
-    rewritten: Vec<(&Cleanable, NewSegment)>,
+    rewritten: Vec<(Vec<&Cleanable>, NewSegment)>,
 ) -> Result<usize, LogError> {
     if rewritten.is_empty() {
         return Ok(0);
@@ -445,73 +518,156 @@ async fn swap(
         let st = shared.state.borrow();
         let last = st.segments.keys().next_back().copied();
         let usable = !st.closing && st.failed.is_none();
-        rewritten.into_iter().partition(|(old, _)| {
-            let same = st.segments.get(&old.base).is_some_and(|s| {
-                s.finalized && s.file.as_ref().is_some_and(|f| Rc::ptr_eq(f, &old.file))
-            });
-            usable && same && last != Some(old.base)
+        rewritten.into_iter().partition(|(group, _)| {
+            usable
+                && group.iter().all(|old| {
+                    let same = st.segments.get(&old.base).is_some_and(|s| {
+                        s.finalized && s.file.as_ref().is_some_and(|f| Rc::ptr_eq(f, &old.file))
+                    });
+                    same && last != Some(old.base)
+                })
         })
     };
-    for (old, new) in stale {
+    for (group, new) in stale {
         drop(new.segment);
         if let Ok(file) = Rc::try_unwrap(new.file) {
             let _ = file.close().await;
         }
-        remove_cleaned(dir, old.base)?;
+        remove_cleaned(dir, group[0].base)?;
     }
-    let bases: Vec<Offset> = current.iter().map(|(old, _)| old.base).collect();
-    let mut files = Vec::with_capacity(current.len());
-    let mut replaced = Vec::with_capacity(current.len());
+    let swaps: Vec<Swap> = current
+        .iter()
+        .map(|(group, new)| Swap {
+            bases: group.iter().map(|s| s.base).collect(),
+            file: new.file.clone(),
+        })
+        .collect();
+    let mut replaced = Vec::new();
     {
         let mut st = shared.state.borrow_mut();
-        st.swapping = bases.clone();
-        for (old, new) in current {
-            st.recent.retain(|c| c.segment_base != old.base);
-            replaced.extend(st.segments.insert(old.base, new.segment));
-            st.touch_indexes(old.base);
-            files.push(new.file);
+        st.swapping = swaps.iter().flat_map(|s| s.bases.iter().copied()).collect();
+        for (group, new) in current {
+            for old in &group {
+                st.recent.retain(|c| c.segment_base != old.base);
+                replaced.extend(st.segments.remove(&old.base));
+            }
+            st.segments.insert(group[0].base, new.segment);
+            st.touch_indexes(group[0].base);
         }
     }
-    let renamed = rename_into_place(dir, &bases, &files).await;
+    let renamed = rename_into_place(dir, &swaps).await;
     shared.state.borrow_mut().swapping.clear();
-    drop(files);
+    let count = swaps.len();
+    drop(swaps);
     for file in replaced.into_iter().filter_map(|s| s.file) {
         if let Ok(file) = Rc::try_unwrap(file) {
             let _ = file.close().await;
         }
     }
-    renamed.map(|()| bases.len())
+    renamed.map(|()| count)
 }
 
-/// The file steps of a swap: old indexes out, new logs in (each rename a commit point),
-/// new indexes in; each step followed by a directory fsync so they reach the disk in
-/// this order.
-async fn rename_into_place(
-    dir: &Path,
-    bases: &[Offset],
-    logs: &[Rc<DmaFile>],
-) -> Result<(), LogError> {
+/// One rewrite to put in place: the bases of the segments it replaces (the first is its
+/// own) and its file (open under the `.cleaned` name).
+struct Swap {
+    bases: Vec<Offset>,
+    file: Rc<DmaFile>,
+}
+
+/// The file steps of a swap, each followed by a directory fsync so they reach the disk
+/// in this order: merged rewrites renamed to `.swap` (their commit point); old indexes and
+/// the merged-away segments removed; rewrites renamed to `<base>.log` (a single
+/// segment's commit point); new indexes renamed in.
+async fn rename_into_place(dir: &Path, swaps: &[Swap]) -> Result<(), LogError> {
     let index_names = |base: Offset| [segment::index_name(base), segment::time_index_name(base)];
-    for base in bases {
-        for name in index_names(*base) {
-            files::remove_if_exists(&dir.join(name))?;
-        }
-    }
-    files::sync_dir(dir).await?;
-    for (base, log) in bases.iter().zip(logs) {
-        let target = dir.join(segment::log_name(*base));
-        log.rename(&target)
+    for s in swaps.iter().filter(|s| s.bases.len() > 1) {
+        let target = dir.join(swap_name(s.bases[0]));
+        s.file
+            .rename(&target)
             .await
             .map_err(|e| files::glommio_io(&target, e))?;
     }
     files::sync_dir(dir).await?;
-    for base in bases {
-        for name in index_names(*base) {
+    for s in swaps {
+        for (i, base) in s.bases.iter().enumerate() {
+            for name in index_names(*base) {
+                files::remove_if_exists(&dir.join(name))?;
+            }
+            if i > 0 {
+                files::remove_if_exists(&dir.join(segment::log_name(*base)))?;
+            }
+        }
+    }
+    files::sync_dir(dir).await?;
+    for s in swaps {
+        let target = dir.join(segment::log_name(s.bases[0]));
+        s.file
+            .rename(&target)
+            .await
+            .map_err(|e| files::glommio_io(&target, e))?;
+    }
+    files::sync_dir(dir).await?;
+    for s in swaps {
+        for name in index_names(s.bases[0]) {
             let from = dir.join(cleaned_name(&name));
             std::fs::rename(&from, dir.join(&name)).map_err(|e| files::io_err(&from, e))?;
         }
     }
     files::sync_dir(dir).await
+}
+
+/// Finishes a merge a crash interrupted after its commit: every `<base>.log.swap` in
+/// `dir` replaces the segments whose base offsets it covers and becomes `<base>.log`
+/// (its indexes are rebuilt later). Called by recovery before it lists segments.
+pub(crate) async fn finish_interrupted_swaps(dir: &Path) -> Result<(), LogError> {
+    let mut swaps = Vec::new();
+    for entry in std::fs::read_dir(dir).map_err(|e| files::io_err(dir, e))? {
+        let name = entry
+            .map_err(|e| files::io_err(dir, e))?
+            .file_name()
+            .to_string_lossy()
+            .into_owned();
+        if let Some(base) = name.strip_suffix(".swap").and_then(segment::parse_log_name) {
+            swaps.push(base);
+        }
+    }
+    for base in swaps {
+        let path = dir.join(swap_name(base));
+        let file = files::open_rw(&path, false).await?;
+        let len = file
+            .file_size()
+            .await
+            .map_err(|e| files::glommio_io(&path, e))?;
+        let mut merged = Segment::new(base, files::now_ms());
+        // The file was synced before its rename: a clean scan finds where it ends.
+        let scanned = segment::scan(
+            &file,
+            &path,
+            &mut merged,
+            len,
+            u32::MAX,
+            segment::Continuity::Increasing,
+            &mut |_| {},
+        )
+        .await?;
+        let _ = file.close().await;
+        if let Some(reason) = scanned.stopped_by {
+            tracing::warn!(file = %path.display(), %reason, "interrupted compaction swap is damaged; keeping its valid prefix");
+        }
+        for covered in std::fs::read_dir(dir)
+            .map_err(|e| files::io_err(dir, e))?
+            .filter_map(|e| segment::parse_log_name(&e.ok()?.file_name().to_string_lossy()))
+            .filter(|b| *b >= base && *b < merged.end_offset)
+        {
+            Segment::remove_files(dir, covered)?;
+        }
+        files::sync_dir(dir).await?;
+        let target = dir.join(segment::log_name(base));
+        std::fs::rename(&path, &target).map_err(|e| files::io_err(&path, e))?;
+        files::sync_dir(dir).await?;
+        tracing::warn!(segment = %target.display(), "finished a compaction swap a crash interrupted");
+    }
+    Ok(())
 }
 
 /// Reads a closed segment as runs of whole batches.

@@ -27,6 +27,7 @@ pub(crate) async fn recover(
 ) -> Result<LogState, LogError> {
     std::fs::create_dir_all(&dir).map_err(|e| files::io_err(&dir, e))?;
     let checkpoint = Checkpoint::read(&dir).await?;
+    crate::cleaner::finish_interrupted_swaps(&dir).await?;
     let bases = list_segments(&dir)?;
     // Producer state: the snapshot taken with the checkpoint, then every batch scanned
     // after it. Without a usable snapshot only the scanned batches are known.

@@ -788,3 +788,138 @@ fn random_appends_passes_and_reopens_match_the_model() {
         run(move || random_sequence(seed, path));
     }
 }
+
+#[test]
+fn cleaned_segments_merge_so_a_compacted_log_keeps_few_segments() {
+    let dir = test_dir();
+    let path = dir.path().to_path_buf();
+    run(move || async move {
+        let (m, log) = open_log(&path, compact_config(), small_shard()).await;
+        let mut all = Vec::new();
+        let mut rolls = 0;
+        for _ in 0..12 {
+            let before = log.segment_count();
+            all.extend(write_versions(&log, 20, 10, T0 as i64).await);
+            rolls += log.segment_count() - before;
+            log.compact(T0).await.expect("compact");
+            assert!(log.segment_count() <= 5, "{} segments", log.segment_count());
+        }
+        assert!(rolls > 12, "the log rolled {rolls} times");
+        let active = log.active_segment_base().0;
+        let got = visible(&log).await;
+        assert_strictly_increasing(&got);
+        assert_eq!(got, expected(&all, active, false));
+        m.close_all().await.expect("close");
+        let (m, log) = open_log(&path, compact_config(), small_shard()).await;
+        assert_eq!(visible(&log).await, got, "merged segments reopen");
+        m.close_all().await.expect("close");
+    });
+}
+
+#[test]
+fn a_crash_during_a_merge_leaves_the_old_segments_or_the_merged_one() {
+    let dir = test_dir();
+    let path = dir.path().to_path_buf();
+    let part = path.join("t-0");
+    // Before and after a pass that merges cleaned segments.
+    let (before, after, old_recs, new_recs) = {
+        let path = path.clone();
+        let part = part.clone();
+        run(move || async move {
+            let (m, log) = open_log(&path, compact_config(), small_shard()).await;
+            write_versions(&log, 20, 30, T0 as i64).await;
+            assert!(log.compact(T0).await.expect("compact").ran);
+            write_versions(&log, 20, 10, T0 as i64).await;
+            let old_recs = visible(&log).await;
+            m.close_all().await.expect("close");
+            let before = snapshot(&part);
+            let (m, log) = open_log(&path, compact_config(), small_shard()).await;
+            assert!(log.compact(T0).await.expect("compact").ran);
+            let new_recs = visible(&log).await;
+            m.close_all().await.expect("close");
+            (before, snapshot(&part), old_recs, new_recs)
+        })
+    };
+    let bases = |files: &Files| -> Vec<i64> {
+        files
+            .keys()
+            .filter_map(|n| n.strip_suffix(".log")?.parse().ok())
+            .collect()
+    };
+    let (old_bases, new_bases) = (bases(&before), bases(&after));
+    // The merged group: the old segments below the second new one.
+    let group_end = new_bases[1];
+    let group: Vec<i64> = old_bases
+        .iter()
+        .copied()
+        .filter(|b| *b < group_end)
+        .collect();
+    assert!(
+        group.len() > 1,
+        "a merge happened: {old_bases:?} -> {new_bases:?}"
+    );
+    let name = |b: i64, ext: &str| format!("{b:020}.{ext}");
+    let want: Vec<Rec> = new_recs
+        .iter()
+        .filter(|r| r.0 < group_end)
+        .chain(old_recs.iter().filter(|r| r.0 >= group_end))
+        .cloned()
+        .collect();
+    // 1. The merged rewrite is committed under its .swap name beside the old segments.
+    let mut s = before.clone();
+    s.insert(
+        format!("{}.swap", name(0, "log")),
+        after[&name(0, "log")].clone(),
+    );
+    for ext in ["index", "timeindex"] {
+        s.insert(
+            format!("{}.cleaned", name(0, ext)),
+            after[&name(0, ext)].clone(),
+        );
+    }
+    let mut states = vec![("merge committed", s.clone())];
+    // 2. Old indexes and the merged-away segments removed.
+    for b in &group {
+        s.remove(&name(*b, "index"));
+        s.remove(&name(*b, "timeindex"));
+        if *b > 0 {
+            s.remove(&name(*b, "log"));
+        }
+    }
+    states.push(("merged-away segments removed", s.clone()));
+    // 3. The merged segment renamed into place, indexes not yet.
+    let merged = s
+        .remove(&format!("{}.swap", name(0, "log")))
+        .expect("swap file");
+    s.insert(name(0, "log"), merged);
+    states.push(("merged segment renamed", s));
+
+    for (step, files) in states {
+        restore(&part, &files);
+        let path = path.clone();
+        let part = part.clone();
+        let want = want.clone();
+        run(move || async move {
+            let (m, log) = open_log(&path, compact_config(), small_shard()).await;
+            assert_eq!(visible(&log).await, want, "crash after: {step}");
+            let left: Vec<String> = std::fs::read_dir(&part)
+                .expect("dir")
+                .map(|e| e.expect("entry").file_name().to_string_lossy().into_owned())
+                .filter(|n| n.ends_with(".cleaned") || n.ends_with(".swap"))
+                .collect();
+            assert!(left.is_empty(), "{step}: leftovers {left:?}");
+            for r in want.iter().step_by(23) {
+                let bytes = read_all(&log, Offset(r.0), 4096).await;
+                let (_, h, _) = BatchIter::new(&bytes).next().expect("batch");
+                assert!(
+                    h.base_offset().0 <= r.0 && r.0 <= h.last_offset().0,
+                    "{step}"
+                );
+            }
+            let next = log.log_end_offset();
+            let more = append(&log, &[(b"k0", Some(b"after the crash"))], T0 as i64).await;
+            assert_eq!(more[0].0, next.0, "{step}");
+            m.close_all().await.expect("close");
+        });
+    }
+}
