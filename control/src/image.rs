@@ -169,6 +169,17 @@ impl MetadataImage {
             .map(String::as_str)
     }
 
+    /// Every config set on one resource (keys not set take their defaults).
+    pub fn configs_of(
+        &self,
+        resource: ConfigResource,
+        name: &str,
+    ) -> Option<&BTreeMap<String, String>> {
+        self.configs
+            .get(&(resource, name.to_owned()))
+            .map(|m| m.as_ref())
+    }
+
     /// `unclean.leader.election.enable` of a topic (topic config, then cluster, else false).
     pub fn unclean_election_enabled(&self, topic: &str) -> bool {
         self.config(ConfigResource::Topic, topic, UNCLEAN_LEADER_ELECTION)
@@ -373,14 +384,29 @@ impl MetadataImage {
             .topics
             .get(&c.topic_id)
             .ok_or_else(|| ImageError::UnknownTopic(c.topic_id.to_string()))?;
-        let old =
-            topic
-                .partitions
-                .get(&c.partition)
-                .ok_or_else(|| ImageError::UnknownPartition {
+        let next_index = PartitionIndex(topic.partitions.len() as i32);
+        let created;
+        let old = match topic.partitions.get(&c.partition) {
+            Some(old) => old,
+            // A change naming the next partition with its replicas adds that partition
+            // (CreatePartitions), starting from leader epoch 0.
+            None if c.partition == next_index && c.replicas.is_some() => {
+                created = PartitionState {
+                    replicas: Vec::new(),
+                    leader: c.leader,
+                    leader_epoch: LeaderEpoch(0),
+                    isr: Vec::new(),
+                    elr: Vec::new(),
+                };
+                &created
+            }
+            None => {
+                return Err(ImageError::UnknownPartition {
                     topic: topic.name.clone(),
                     partition: c.partition.0,
-                })?;
+                })
+            }
+        };
         let leader_changed = c.leader != old.leader;
         if c.leader_epoch < old.leader_epoch
             || (leader_changed && c.leader_epoch == old.leader_epoch)

@@ -48,8 +48,10 @@ pub mod active;
 pub mod controller;
 pub mod election;
 pub mod image;
+pub mod node;
 pub mod placement;
 pub mod records;
+pub mod rpc;
 pub mod sim;
 pub mod storage;
 pub mod tcp;
@@ -82,7 +84,9 @@ pub use election::{
     ElectionKind,
 };
 pub use image::{BrokerInfo, ImageError, MetadataImage, PartitionState, TopicImage};
-pub use placement::{create_topic_record, place_replicas, PlacementBroker, PlacementError};
+pub use placement::{
+    add_partitions_records, create_topic_record, place_replicas, PlacementBroker, PlacementError,
+};
 pub use records::{
     ConfigResource, DecodeError, Listener, PartitionAssignment, PartitionChange, Record,
 };

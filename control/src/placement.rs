@@ -142,3 +142,46 @@ pub fn create_topic_record(
         partitions,
     })
 }
+
+/// The records that raise `topic` to `count` partitions: each new partition placed like
+/// a new topic's (racks first, leaders rotating on from the partitions that exist), with
+/// the replication factor of the topic's first partition.
+pub fn add_partitions_records(
+    image: &crate::image::MetadataImage,
+    topic: &crate::image::TopicImage,
+    count: usize,
+) -> Result<Vec<crate::records::Record>, PlacementError> {
+    use crate::records::{PartitionChange, Record};
+    use crate::types::{LeaderEpoch, PartitionIndex};
+    let current = topic.partitions.len();
+    let rf = topic
+        .partitions
+        .values()
+        .next()
+        .map_or(1, |p| p.replicas.len().max(1));
+    let live: Vec<PlacementBroker> = image
+        .brokers()
+        .filter(|b| !b.fenced)
+        .map(|b| PlacementBroker {
+            id: b.id,
+            rack: b.rack.clone(),
+        })
+        .collect();
+    let existing: usize = image.topics().map(|t| t.partitions.len()).sum();
+    let placed = place_replicas(&live, count.saturating_sub(current), rf, existing)?;
+    Ok(placed
+        .into_iter()
+        .enumerate()
+        .map(|(i, replicas)| {
+            Record::PartitionChange(PartitionChange {
+                topic_id: topic.id,
+                partition: PartitionIndex((current + i) as i32),
+                leader: replicas.first().copied(),
+                leader_epoch: LeaderEpoch(0),
+                isr: replicas.clone(),
+                eligible_leaders: Vec::new(),
+                replicas: Some(replicas),
+            })
+        })
+        .collect())
+}

@@ -20,7 +20,9 @@
 
 use std::cell::RefCell;
 use std::collections::BTreeMap;
+use std::future::Future;
 use std::net::SocketAddr;
+use std::pin::Pin;
 use std::rc::Rc;
 use std::time::{Duration, Instant};
 
@@ -275,6 +277,10 @@ async fn peer_writer(
     }
 }
 
+/// Serves a broker request connection (see `rpc`): the stream and the bytes read after
+/// the magic.
+pub type RpcHandler = Rc<dyn Fn(TcpStream, Vec<u8>) -> Pin<Box<dyn Future<Output = ()>>>>;
+
 /// Accepts peer connections on `listener` and feeds their messages into `inbox`.
 pub async fn serve(
     listener: TcpListener,
@@ -282,12 +288,23 @@ pub async fn serve(
     inbox: Rc<LocalSender<Event>>,
     config: TcpConfig,
 ) {
+    serve_with_rpc(listener, me, inbox, config, None).await
+}
+
+/// `serve`, and connections that open with `rpc::RPC_MAGIC` go to `rpc`.
+pub async fn serve_with_rpc(
+    listener: TcpListener,
+    me: NodeId,
+    inbox: Rc<LocalSender<Event>>,
+    config: TcpConfig,
+    rpc: Option<RpcHandler>,
+) {
     loop {
         match listener.accept().await {
             Ok(stream) => {
                 let inbox = Rc::clone(&inbox);
-                glommio::spawn_local(read_peer(stream, me, inbox, config.message_bytes_max))
-                    .detach();
+                let max = config.message_bytes_max;
+                glommio::spawn_local(read_peer(stream, me, inbox, max, rpc.clone())).detach();
             }
             Err(e) => {
                 tracing::warn!(error = %e, "controller listener accept failed");
@@ -297,7 +314,13 @@ pub async fn serve(
     }
 }
 
-async fn read_peer(mut stream: TcpStream, me: NodeId, inbox: Rc<LocalSender<Event>>, max: usize) {
+async fn read_peer(
+    mut stream: TcpStream,
+    me: NodeId,
+    inbox: Rc<LocalSender<Event>>,
+    max: usize,
+    mut rpc: Option<RpcHandler>,
+) {
     let mut buf = Vec::new();
     let mut chunk = vec![0u8; 64 << 10];
     loop {
@@ -306,6 +329,19 @@ async fn read_peer(mut stream: TcpStream, me: NodeId, inbox: Rc<LocalSender<Even
             Ok(n) => n,
         };
         buf.extend_from_slice(&chunk[..n]);
+        if let Some(handler) = rpc.take() {
+            let magic = crate::rpc::RPC_MAGIC;
+            let head = buf.len().min(magic.len());
+            if buf[..head] == magic[..head] {
+                if buf.len() < magic.len() {
+                    rpc = Some(handler);
+                    continue;
+                }
+                buf.drain(..magic.len());
+                handler(stream, buf).await;
+                return;
+            }
+        }
         let mut used = 0;
         loop {
             match decode_frame(&buf[used..], max) {
@@ -354,9 +390,31 @@ pub fn inbox(config: &TcpConfig) -> (Rc<LocalSender<Event>>, LocalReceiver<Event
 /// persist must stop) or when the inbox closes.
 pub async fn run_loop(
     ctl: Rc<RefCell<Controller>>,
+    transport: TcpTransport,
+    inbox: LocalReceiver<Event>,
+    tick_ms: u64,
+) -> Result<(), ControllerError> {
+    run_loop_with(ctl, transport, inbox, tick_ms, &mut ()).await
+}
+
+/// What the node running a controller does inside its loop (both run with the loop's
+/// borrow of the controller, so they must not await).
+pub trait LoopHooks {
+    /// On every tick, before the ready is handled (propose here: it goes out at once).
+    fn on_tick(&mut self, _ctl: &mut Controller) {}
+    /// After every event's readies were handled (publish the image here).
+    fn after_ready(&mut self, _ctl: &Controller) {}
+}
+
+impl LoopHooks for () {}
+
+/// `run_loop` with hooks.
+pub async fn run_loop_with(
+    ctl: Rc<RefCell<Controller>>,
     mut transport: TcpTransport,
     inbox: LocalReceiver<Event>,
     tick_ms: u64,
+    hooks: &mut dyn LoopHooks,
 ) -> Result<(), ControllerError> {
     let tick = Duration::from_millis(tick_ms);
     let mut next_tick = Instant::now() + tick;
@@ -381,10 +439,12 @@ pub async fn run_loop(
                     c.tick();
                     // One tick per interval; after a stall, resume from now (no burst).
                     next_tick = (next_tick + tick).max(Instant::now());
+                    hooks.on_tick(&mut c);
                 }
             }
             transport.apply_feedback(&mut c);
             while c.on_ready(&mut transport)? {}
+            hooks.after_ready(&c);
         }
         glommio::yield_if_needed().await;
     }

@@ -1,4 +1,5 @@
-//! The admin HTTP endpoint: `GET /metrics` (Prometheus text) and `GET /health`.
+//! The admin HTTP endpoint: `GET /metrics` (Prometheus text), `GET /health` and
+//! `GET /cluster` (this node's view of the cluster as JSON, for `sluice cluster status`).
 //! Control plane, on its own thread with blocking I/O; one request per connection,
 //! request heads bounded to `REQUEST_HEAD_BYTES_MAX`.
 
@@ -46,6 +47,10 @@ fn serve(mut s: TcpStream) -> std::io::Result<()> {
     let (status, body) = match path {
         "/metrics" => ("200 OK", crate::metrics::render()),
         "/health" => ("200 OK", "ok\n".to_string()),
+        "/cluster" => match crate::cluster::current() {
+            Some(view) => ("200 OK", crate::cluster::status_json(&view)),
+            None => ("503 Service Unavailable", "no broker running\n".to_string()),
+        },
         _ => ("404 Not Found", "not found\n".to_string()),
     };
     write!(

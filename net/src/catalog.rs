@@ -1,4 +1,6 @@
-//! The topic catalog: which topics exist, their partition counts, ids and configs.
+//! The topic catalog: which topics exist, their partition counts, ids and configs — this
+//! broker's copy of the metadata image's topics (`sync_from`; only `cluster.rs` writes
+//! them), read by the storage side (log configs, partition counts) — and producer-id blocks.
 //!
 //! Control plane, shared by all shards behind one mutex (never held across an `.await`,
 //! never taken per record). Persisted as JSON in `<data-dir>/sluice-topics.json`, written
@@ -56,6 +58,19 @@ struct CatalogData {
     producer_ids_reserved_end: i64,
     #[serde(skip)]
     producer_id_next: i64,
+    /// Set once the topics are a copy of the metadata log's image (the controller owns
+    /// them); a file without it predates the quorum and its topics are imported once.
+    #[serde(default)]
+    from_metadata_log: bool,
+}
+
+/// What a broker must do to its logs after the topics changed (`Catalog::sync_from`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum TopicChange {
+    /// The topic is gone (or was recreated under a new id): delete its partition logs.
+    Deleted { name: String, partitions: i32 },
+    /// The topic's configs changed: apply them to its open logs.
+    Configs { name: String },
 }
 
 /// Producer ids reserved (persisted) at a time, so most allocations do not write the file.
@@ -110,6 +125,54 @@ impl Catalog {
             data: Mutex::new(data),
             defaults,
         })
+    }
+
+    /// Whether the topics are a copy of the metadata image (see `from_metadata_log`).
+    pub fn from_metadata_log(&self) -> bool {
+        self.lock().from_metadata_log
+    }
+
+    /// Producer ids start at `floor` at least (each broker of a cluster hands out ids from
+    /// its own range, so two brokers never give one id to two producers).
+    pub fn set_producer_id_floor(&self, floor: i64) {
+        let mut data = self.lock();
+        data.producer_id_next = data.producer_id_next.max(floor);
+    }
+
+    /// Replaces the topics with `topics` (the metadata image's), persists them if anything
+    /// changed, and says what the logs must follow.
+    pub fn sync_from(&self, topics: Vec<TopicMeta>) -> Result<Vec<TopicChange>, CatalogError> {
+        let mut data = self.lock();
+        let next: BTreeMap<String, TopicMeta> =
+            topics.into_iter().map(|t| (t.name.clone(), t)).collect();
+        let mut changes = Vec::new();
+        for (name, old) in &data.topics {
+            match next.get(name) {
+                Some(new) if new.topic_id == old.topic_id => {
+                    if new.configs != old.configs {
+                        changes.push(TopicChange::Configs { name: name.clone() });
+                    }
+                }
+                _ => changes.push(TopicChange::Deleted {
+                    name: name.clone(),
+                    partitions: old.partitions,
+                }),
+            }
+        }
+        let same = data.from_metadata_log
+            && data.topics.len() == next.len()
+            && data.topics.iter().zip(&next).all(|((_, a), (_, b))| {
+                a.name == b.name
+                    && a.partitions == b.partitions
+                    && a.topic_id == b.topic_id
+                    && a.configs == b.configs
+            });
+        if !same {
+            data.topics = next;
+            data.from_metadata_log = true;
+            self.persist(&data)?;
+        }
+        Ok(changes)
     }
 
     /// A producer id never handed out before, by this or an earlier run.
@@ -184,62 +247,6 @@ impl Catalog {
             return Ok(n);
         }
         Ok(self.create(name, partitions, configs, false)?.partitions)
-    }
-
-    pub fn delete(&self, name: &str) -> Result<TopicMeta, CatalogError> {
-        let mut data = self.lock();
-        let meta = data
-            .topics
-            .remove(name)
-            .ok_or_else(|| CatalogError::Unknown(name.to_string()))?;
-        self.persist(&data)?;
-        Ok(meta)
-    }
-
-    /// Raises a topic's partition count.
-    pub fn add_partitions(
-        &self,
-        name: &str,
-        count: i32,
-        validate_only: bool,
-    ) -> Result<TopicMeta, CatalogError> {
-        let mut data = self.lock();
-        let meta = data
-            .topics
-            .get_mut(name)
-            .ok_or_else(|| CatalogError::Unknown(name.to_string()))?;
-        if count <= meta.partitions || count > PARTITIONS_PER_TOPIC_MAX {
-            return Err(CatalogError::InvalidPartitions(count));
-        }
-        if validate_only {
-            return Ok(meta.clone());
-        }
-        meta.partitions = count;
-        let out = meta.clone();
-        self.persist(&data)?;
-        Ok(out)
-    }
-
-    /// Replaces a topic's configs (after validating them).
-    pub fn set_configs(
-        &self,
-        name: &str,
-        configs: BTreeMap<String, String>,
-        validate_only: bool,
-    ) -> Result<TopicMeta, CatalogError> {
-        log_config(&self.defaults, &configs)?;
-        let mut data = self.lock();
-        let meta = data
-            .topics
-            .get_mut(name)
-            .ok_or_else(|| CatalogError::Unknown(name.to_string()))?;
-        if validate_only {
-            return Ok(meta.clone());
-        }
-        meta.configs = configs;
-        let out = meta.clone();
-        self.persist(&data)?;
-        Ok(out)
     }
 
     /// The log config of a topic: defaults overridden by the topic's configs.

@@ -44,6 +44,57 @@ impl Default for TopicDefaults {
     }
 }
 
+/// Which parts of a node run.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Roles {
+    /// Registers with the controller and leads partitions.
+    pub broker: bool,
+    /// A voter of the controller quorum.
+    pub controller: bool,
+}
+
+/// The node's place in the cluster (`[cluster]` in the config file).
+#[derive(Debug, Clone)]
+pub struct ClusterConfig {
+    pub roles: Roles,
+    /// Every controller: raft id (≥ 1) and quorum address. Empty: a quorum of one, this
+    /// node, listening on `controller_listen` (default 127.0.0.1 with a free port).
+    pub quorum: Vec<(u64, SocketAddr)>,
+    /// Address the controller listens on; default: its own entry in `quorum`.
+    pub controller_listen: Option<SocketAddr>,
+    /// `broker.rack`.
+    pub rack: Option<String>,
+    /// `broker.session.timeout.ms`: a broker silent this long is fenced.
+    pub broker_session_timeout_ms: u64,
+    /// `broker.heartbeat.interval.ms`.
+    pub broker_heartbeat_interval_ms: u64,
+    /// Length of one raft tick (election after 10–20 ticks, heartbeats every 2).
+    pub controller_tick_ms: u64,
+    /// `default.replication.factor`: for auto-created topics and CreateTopics with -1.
+    pub default_replication_factor: i16,
+    /// `auto.leader.rebalance.enable`.
+    pub auto_leader_rebalance: bool,
+}
+
+impl Default for ClusterConfig {
+    fn default() -> Self {
+        ClusterConfig {
+            roles: Roles {
+                broker: true,
+                controller: true,
+            },
+            quorum: Vec::new(),
+            controller_listen: None,
+            rack: None,
+            broker_session_timeout_ms: 9_000,
+            broker_heartbeat_interval_ms: 1_000,
+            controller_tick_ms: 50,
+            default_replication_factor: 1,
+            auto_leader_rebalance: true,
+        }
+    }
+}
+
 /// Everything the server needs to start.
 #[derive(Debug, Clone)]
 pub struct ServerConfig {
@@ -79,6 +130,7 @@ pub struct ServerConfig {
     pub retention_check_interval_ms: u64,
     /// Memory and write bounds of each shard's storage.
     pub shard: crate::store::ShardConfig,
+    pub cluster: ClusterConfig,
 }
 
 impl ServerConfig {
@@ -91,7 +143,7 @@ impl ServerConfig {
             data_dir,
             cores,
             pin_cores: true,
-            node_id: 0,
+            node_id: 1,
             cluster_id: "sluice-cluster".to_string(),
             request_bytes_max: 100 * 1024 * 1024,
             inflight_requests_max: 64,
@@ -104,6 +156,7 @@ impl ServerConfig {
             groups: crate::groups::GroupsConfig::default(),
             retention_check_interval_ms: 300_000,
             shard: crate::store::ShardConfig::default(),
+            cluster: ClusterConfig::default(),
         }
     }
 }

@@ -14,6 +14,7 @@
 
 pub mod admin;
 pub mod catalog;
+pub mod cluster;
 pub mod config;
 mod conn;
 pub mod errors;
@@ -25,6 +26,6 @@ mod server;
 pub mod shard;
 pub mod store;
 
-pub use config::{FlushSetting, ServerConfig, TopicDefaults};
+pub use config::{ClusterConfig, FlushSetting, Roles, ServerConfig, TopicDefaults};
 pub use groups::GroupsConfig;
 pub use server::{start, Server, ServerError, StopHandle};

@@ -16,10 +16,13 @@ use glommio::channels::channel_mesh::{Full, MeshBuilder};
 use glommio::net::TcpListener;
 use glommio::{ExecutorJoinHandle, LocalExecutorBuilder, Placement};
 
-use crate::catalog::{Catalog, CatalogError};
+use sluice_control::NodeId;
+
+use crate::catalog::{Catalog, CatalogError, TopicChange};
+use crate::cluster::{BrokerState, ClusterView, ControlArgs, ShardImage};
 use crate::config::ServerConfig;
 use crate::groups::{self, Groups};
-use crate::shard::{owner, Shard, ShardCall};
+use crate::shard::{owner, Shard, ShardCall, ShardOp};
 use crate::store::{LogManager, TopicPartition};
 
 /// Why the server could not start or stopped with an error.
@@ -99,23 +102,59 @@ pub fn start(mut config: ServerConfig) -> Result<Server, ServerError> {
         &config.data_dir,
         config.topic_defaults.clone(),
     )?);
-    let (local_addr, fds) = bind_listeners(config.listen, count)?;
-    if config.advertised_port == 0 {
-        config.advertised_port = local_addr.port();
-    }
-    let config = Arc::new(config);
+    // Each broker hands out producer ids from its own range (ids never collide).
+    catalog.set_producer_id_floor(i64::from(config.node_id.max(0)) << 32);
     let offsets_partitions = catalog.ensure_topic(
         groups::OFFSETS_TOPIC,
         config.groups.offsets_partitions,
         groups::offsets_topic_configs(),
     )?;
+    let (controllers, quorum_fd) = bind_quorum(&config)?;
+    // The offsets topic must be in the metadata log too (created there by the first
+    // broker that asks; the others find it).
+    let view = ClusterView::new(
+        config.node_id,
+        controllers,
+        catalog.clone(),
+        &[groups::OFFSETS_TOPIC],
+    );
+    let (local_addr, fds) = bind_listeners(config.listen, count)?;
+    if config.advertised_port == 0 {
+        config.advertised_port = local_addr.port();
+    }
+    let config = Arc::new(config);
     let groups = Arc::new(Groups::new(config.groups.clone(), offsets_partitions));
     let stop = Arc::new(AtomicBool::new(false));
     let draining = Arc::new(AtomicUsize::new(count));
     let mesh: Option<MeshBuilder<ShardCall, Full>> =
         (count > 1).then(|| MeshBuilder::full(count, config.mesh_channel_depth_max.max(1)));
     let (ready_tx, ready_rx) = mpsc::channel();
-    let mut handles = Vec::with_capacity(count);
+    let mut handles = Vec::with_capacity(count + 1);
+    // The control thread first: a quorum of one registers its broker and imports its
+    // topics before the shards start (the group coordinator loads its partitions at
+    // start, and only the leader of a partition may open it).
+    let control = ControlArgs {
+        view: view.clone(),
+        config: config.clone(),
+        listener: quorum_fd,
+        stop: stop.clone(),
+    };
+    match LocalExecutorBuilder::new(Placement::Unbound)
+        .name("control")
+        .spawn(move || crate::cluster::control_main(control))
+    {
+        Ok(h) => handles.push(h),
+        Err(e) => return Err(ServerError::Runtime(runtime_hint(&e.to_string()))),
+    }
+    if let Err(e) = wait_single_node_ready(&config, &view, &stop) {
+        stop.store(true, Ordering::SeqCst);
+        let cause = handles.into_iter().find_map(|h| match h.join() {
+            Ok(Err(e)) => Some(e),
+            Err(e) => Some(runtime_hint(&e.to_string())),
+            Ok(Ok(())) => None,
+        });
+        return Err(cause.map(ServerError::Runtime).unwrap_or(e));
+    }
     let mut spawn_error = None;
     for (i, fd) in fds.into_iter().enumerate() {
         let cpu = config.cores.get(i).copied().unwrap_or(0);
@@ -131,6 +170,7 @@ pub fn start(mut config: ServerConfig) -> Result<Server, ServerError> {
             catalog: catalog.clone(),
             groups: groups.clone(),
             mesh: mesh.clone(),
+            view: view.clone(),
             stop: stop.clone(),
             draining: draining.clone(),
             ready: ready_tx.clone(),
@@ -178,6 +218,72 @@ pub fn start(mut config: ServerConfig) -> Result<Server, ServerError> {
         }
     }
     Ok(server)
+}
+
+/// How long a quorum of one may take to elect itself, register its broker and import a
+/// pre-quorum data dir before start-up gives up.
+const SINGLE_NODE_READY_TIMEOUT: Duration = Duration::from_secs(60);
+
+/// A node that is the whole quorum (the default) starts serving only once its broker is
+/// active and its topics are in the metadata log, so the first request finds them. Nodes
+/// of a larger quorum start at once: their peers may not be up yet.
+fn wait_single_node_ready(
+    config: &ServerConfig,
+    view: &ClusterView,
+    stop: &AtomicBool,
+) -> Result<(), ServerError> {
+    let roles = config.cluster.roles;
+    let single = roles.controller && roles.broker && view.controllers.len() == 1;
+    if !single {
+        return Ok(());
+    }
+    let deadline = std::time::Instant::now() + SINGLE_NODE_READY_TIMEOUT;
+    loop {
+        let active = matches!(view.broker_state(), BrokerState::Active(_));
+        if active && !view.importing() {
+            return Ok(());
+        }
+        if stop.load(Ordering::SeqCst) {
+            return Err(ServerError::Runtime(
+                "the control thread stopped during start-up".into(),
+            ));
+        }
+        if std::time::Instant::now() >= deadline {
+            return Err(ServerError::Runtime(format!(
+                "the controller did not register this broker within {SINGLE_NODE_READY_TIMEOUT:?}"
+            )));
+        }
+        std::thread::sleep(Duration::from_millis(2));
+    }
+}
+
+/// Every controller's raft id and quorum address.
+type Controllers = Vec<(NodeId, SocketAddr)>;
+
+/// The controllers' addresses, and this node's bound quorum listener if it is one. With
+/// no quorum configured the node is a quorum of one on `controller_listen` (default:
+/// 127.0.0.1 with a free port, so single-node brokers never collide).
+fn bind_quorum(config: &ServerConfig) -> Result<(Controllers, Option<RawFd>), ServerError> {
+    let c = &config.cluster;
+    let me = NodeId(config.node_id.max(0) as u64);
+    let mut controllers: Vec<(NodeId, SocketAddr)> =
+        c.quorum.iter().map(|(id, a)| (NodeId(*id), *a)).collect();
+    if !c.roles.controller {
+        return Ok((controllers, None));
+    }
+    let own = controllers
+        .iter()
+        .find(|(id, _)| *id == me)
+        .map(|(_, a)| *a);
+    let addr = c
+        .controller_listen
+        .or(own)
+        .unwrap_or_else(|| SocketAddr::from(([127, 0, 0, 1], 0)));
+    let (bound, mut fds) = bind_listeners(addr, 1)?;
+    if controllers.is_empty() {
+        controllers.push((me, bound));
+    }
+    Ok((controllers, fds.pop()))
 }
 
 /// Stops a running server from any thread.
@@ -232,6 +338,7 @@ struct ShardArgs {
     catalog: Arc<Catalog>,
     groups: Arc<Groups>,
     mesh: Option<MeshBuilder<ShardCall, Full>>,
+    view: Arc<ClusterView>,
     stop: Arc<AtomicBool>,
     draining: Arc<AtomicUsize>,
     ready: Ready,
@@ -397,6 +504,20 @@ async fn shard_main(args: ShardArgs) -> Result<(), String> {
     }
     // The coordinator partitions this shard owns: load them, then sweep them.
     let coordinator = glommio::spawn_local(groups::persist::run(shard.clone()));
+    if shard.id == 0 {
+        // Logs follow the metadata image: topics deleted or reconfigured through the
+        // controller (by any broker) are applied on every shard.
+        let s = shard.clone();
+        glommio::spawn_local(async move {
+            while !s.stopping.is_set() {
+                glommio::timer::sleep(Duration::from_millis(LOG_WORK_INTERVAL_MS)).await;
+                for change in s.cluster.view.take_log_work() {
+                    apply_topic_change(&s, change).await;
+                }
+            }
+        })
+        .detach();
+    }
     accept_loop(&shard, &listener).await;
     drop(listener);
     while shard.connections.get() > 0 {
@@ -416,6 +537,24 @@ async fn shard_main(args: ShardArgs) -> Result<(), String> {
         .map_err(|e| format!("shard {}: closing logs: {e}", shard.id))?;
     tracing::info!(shard = shard.id, "shard stopped");
     Ok(())
+}
+
+/// How often shard 0 looks for topic changes from the metadata image.
+const LOG_WORK_INTERVAL_MS: u64 = 10;
+
+async fn apply_topic_change(shard: &Rc<Shard>, change: TopicChange) {
+    let op = || match &change {
+        TopicChange::Deleted { name, partitions } => ShardOp::DeleteTopic {
+            name: name.clone(),
+            partitions: *partitions,
+        },
+        TopicChange::Configs { name } => ShardOp::ApplyConfig {
+            topic: name.clone(),
+        },
+    };
+    let calls = (0..shard.count).map(|s| (s, op())).collect();
+    shard.call_all(calls).await;
+    tracing::info!(change = ?change, "applied metadata change to the logs");
 }
 
 async fn open_shard(args: &ShardArgs) -> Result<Rc<Shard>, String> {
@@ -455,6 +594,7 @@ async fn open_shard(args: &ShardArgs) -> Result<Rc<Shard>, String> {
         args.groups.clone(),
         logs,
         senders,
+        ShardImage::new(args.view.clone()),
     ));
     if let Some(mut receivers) = receivers {
         for (_, rx) in receivers.streams() {

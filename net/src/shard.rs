@@ -153,6 +153,8 @@ pub struct Shard {
     pub catalog: Arc<Catalog>,
     pub groups: Arc<Groups>,
     pub logs: LogManager,
+    /// This shard's copy of the metadata image (leaders, replicas, ISR).
+    pub cluster: crate::cluster::ShardImage,
     senders: Option<Senders<ShardCall>>,
     pub stopping: LocalFlag,
     pub connections: Cell<usize>,
@@ -211,6 +213,9 @@ impl Shard {
         .await
     }
 
+    // One caller (server::open_shard) builds shards from the parts it opened; a struct
+    // of parameters would only restate this list.
+    #[allow(clippy::too_many_arguments)]
     pub fn new(
         id: usize,
         count: usize,
@@ -219,6 +224,7 @@ impl Shard {
         groups: Arc<Groups>,
         logs: LogManager,
         senders: Option<Senders<ShardCall>>,
+        cluster: crate::cluster::ShardImage,
     ) -> Shard {
         let sessions =
             crate::handlers::fetch::Sessions::new(config.fetch_sessions_max_per_shard, id);
@@ -229,6 +235,7 @@ impl Shard {
             catalog,
             groups,
             logs,
+            cluster,
             senders,
             stopping: LocalFlag::default(),
             connections: Cell::new(0),
@@ -285,6 +292,7 @@ impl Shard {
     /// The log of a partition this shard owns, created on first use if the topic has it.
     pub async fn log_for(&self, tp: &TopicPartition) -> Result<PartitionLog, i16> {
         if let Some(log) = self.logs.get(tp) {
+            self.check_leader(tp)?;
             return Ok(log);
         }
         match self.catalog.partition_count(&tp.topic) {
@@ -294,6 +302,7 @@ impl Shard {
         if self.owner_of(tp) != self.id {
             return Err(code::NOT_LEADER_OR_FOLLOWER);
         }
+        self.check_leader(tp)?;
         let config = self.catalog.log_config_for(&tp.topic);
         match self.logs.create(tp.clone(), config).await {
             Ok(log) => Ok(log),
@@ -302,6 +311,16 @@ impl Shard {
                 tracing::error!(shard = self.id, topic = %tp.topic, partition = tp.partition.0, error = %e, "creating partition log failed");
                 code::KAFKA_STORAGE_ERROR
             }),
+        }
+    }
+
+    /// NOT_LEADER_OR_FOLLOWER unless the image names this broker the partition's leader
+    /// (clients then refresh their metadata).
+    fn check_leader(&self, tp: &TopicPartition) -> Result<(), i16> {
+        if self.cluster.leads(&tp.topic, tp.partition.0) {
+            Ok(())
+        } else {
+            Err(code::NOT_LEADER_OR_FOLLOWER)
         }
     }
 

@@ -7,7 +7,7 @@ use std::path::{Path, PathBuf};
 
 use anyhow::{anyhow, bail, Context, Result};
 use serde::Deserialize;
-use sluice_net::{FlushSetting, GroupsConfig, ServerConfig, TopicDefaults};
+use sluice_net::{FlushSetting, GroupsConfig, Roles, ServerConfig, TopicDefaults};
 use sluice_tuning::{CoreSpec, CpuSet, HostCpus, Placement, PlacementConfig, SysRoot};
 
 #[derive(Debug, Default, Deserialize)]
@@ -33,6 +33,8 @@ pub struct FileConfig {
     pub placement: PlacementFileConfig,
     #[serde(default)]
     pub groups: GroupsFileConfig,
+    #[serde(default)]
+    pub cluster: ClusterFileConfig,
 }
 
 /// `[placement]`: which CPUs run shards and which are kept free.
@@ -57,6 +59,22 @@ pub struct GroupsFileConfig {
     pub groups_max: Option<u64>,
     pub offsets_max: Option<u64>,
     pub offset_metadata_bytes_max: Option<u64>,
+}
+
+/// `[cluster]`: the node's place in the cluster.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ClusterFileConfig {
+    pub node_id: Option<i32>,
+    pub roles: Option<String>,
+    pub controller_quorum: Option<String>,
+    pub controller_listen: Option<String>,
+    pub rack: Option<String>,
+    pub broker_session_timeout_ms: Option<u64>,
+    pub broker_heartbeat_interval_ms: Option<u64>,
+    pub controller_tick_ms: Option<u64>,
+    pub default_replication_factor: Option<i16>,
+    pub auto_leader_rebalance: Option<bool>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -111,6 +129,19 @@ pub struct Overrides {
     pub cores: Option<String>,
     pub admin_listen: Option<String>,
     pub no_pin: bool,
+    pub cluster: ClusterOverrides,
+}
+
+/// Flags of the `[cluster]` section.
+#[derive(Debug, Default)]
+pub struct ClusterOverrides {
+    pub node_id: Option<i32>,
+    pub roles: Option<String>,
+    pub controller_quorum: Option<String>,
+    pub controller_listen: Option<String>,
+    pub rack: Option<String>,
+    pub broker_session_timeout_ms: Option<u64>,
+    pub broker_heartbeat_interval_ms: Option<u64>,
 }
 
 /// The settings `serve` runs with.
@@ -254,6 +285,140 @@ fn positive(key: &str, v: Option<u64>, default: usize) -> Result<usize> {
     }
 }
 
+/// Parses `ID@HOST:PORT,...`: distinct raft ids (≥ 1) and their quorum addresses.
+pub fn parse_quorum(key: &str, value: &str) -> Result<Vec<(u64, SocketAddr)>> {
+    let mut out: Vec<(u64, SocketAddr)> = Vec::new();
+    for part in value.split(',').map(str::trim).filter(|p| !p.is_empty()) {
+        let (id, addr) = part
+            .split_once('@')
+            .ok_or_else(|| anyhow!("{key}: {part:?} is not ID@HOST:PORT"))?;
+        let id: u64 = id
+            .trim()
+            .parse()
+            .map_err(|_| anyhow!("{key}: {id:?} in {part:?} is not a node id"))?;
+        if id == 0 {
+            bail!("{key}: node ids start at 1 ({part:?})");
+        }
+        if out.iter().any(|(i, _)| *i == id) {
+            bail!("{key}: node {id} is listed twice");
+        }
+        out.push((id, resolve(key, addr.trim())?));
+    }
+    if out.is_empty() {
+        bail!("{key}: no controllers listed");
+    }
+    Ok(out)
+}
+
+/// Parses `broker,controller` (either or both).
+pub fn parse_roles(key: &str, value: &str) -> Result<Roles> {
+    let mut roles = Roles {
+        broker: false,
+        controller: false,
+    };
+    for r in value.split(',').map(str::trim).filter(|r| !r.is_empty()) {
+        match r {
+            "broker" => roles.broker = true,
+            "controller" => roles.controller = true,
+            other => bail!("{key}: {other:?} is not \"broker\" or \"controller\""),
+        }
+    }
+    if !roles.broker && !roles.controller {
+        bail!("{key}: no role given");
+    }
+    Ok(roles)
+}
+
+/// The `[cluster]` section and its flags.
+fn cluster(
+    server: &mut ServerConfig,
+    top_node_id: Option<i32>,
+    f: &ClusterFileConfig,
+    o: &ClusterOverrides,
+) -> Result<()> {
+    if let (Some(a), Some(b)) = (top_node_id, f.node_id) {
+        if a != b {
+            bail!("node_id: {a} at the top level but cluster.node_id is {b}");
+        }
+    }
+    if let Some(id) = o.node_id.or(f.node_id).or(top_node_id) {
+        if id < 0 {
+            bail!("cluster.node_id: {id} is negative");
+        }
+        server.node_id = id;
+    }
+    let c = &mut server.cluster;
+    if let Some(r) = o.roles.as_deref().or(f.roles.as_deref()) {
+        c.roles = parse_roles("cluster.roles", r)?;
+    }
+    if let Some(q) = o
+        .controller_quorum
+        .as_deref()
+        .or(f.controller_quorum.as_deref())
+    {
+        c.quorum = parse_quorum("cluster.controller_quorum", q)?;
+    }
+    if let Some(l) = o
+        .controller_listen
+        .as_deref()
+        .or(f.controller_listen.as_deref())
+    {
+        c.controller_listen = Some(resolve("cluster.controller_listen", l)?);
+    }
+    if let Some(rack) = o.rack.clone().or(f.rack.clone()) {
+        if rack.trim().is_empty() {
+            bail!("cluster.rack: empty");
+        }
+        c.rack = Some(rack);
+    }
+    c.broker_session_timeout_ms = positive(
+        "cluster.broker_session_timeout_ms",
+        o.broker_session_timeout_ms.or(f.broker_session_timeout_ms),
+        c.broker_session_timeout_ms as usize,
+    )? as u64;
+    c.broker_heartbeat_interval_ms = positive(
+        "cluster.broker_heartbeat_interval_ms",
+        o.broker_heartbeat_interval_ms
+            .or(f.broker_heartbeat_interval_ms),
+        c.broker_heartbeat_interval_ms as usize,
+    )? as u64;
+    if c.broker_heartbeat_interval_ms >= c.broker_session_timeout_ms {
+        bail!(
+            "cluster.broker_heartbeat_interval_ms: {} is not below broker_session_timeout_ms {}",
+            c.broker_heartbeat_interval_ms,
+            c.broker_session_timeout_ms
+        );
+    }
+    c.controller_tick_ms = positive(
+        "cluster.controller_tick_ms",
+        f.controller_tick_ms,
+        c.controller_tick_ms as usize,
+    )? as u64;
+    if let Some(rf) = f.default_replication_factor {
+        if rf < 1 {
+            bail!("cluster.default_replication_factor: {rf} is under 1");
+        }
+        c.default_replication_factor = rf;
+    }
+    if let Some(b) = f.auto_leader_rebalance {
+        c.auto_leader_rebalance = b;
+    }
+    let me = u64::try_from(server.node_id).unwrap_or(0);
+    if c.roles.controller {
+        if me == 0 {
+            bail!(
+                "cluster.node_id: a controller needs a node id of 1 or more (raft ids start at 1)"
+            );
+        }
+        if !c.quorum.is_empty() && !c.quorum.iter().any(|(id, _)| *id == me) {
+            bail!("cluster.controller_quorum: this node ({me}) has the controller role but is not in the quorum");
+        }
+    } else if c.quorum.is_empty() {
+        bail!("cluster.controller_quorum: a node without the controller role needs the quorum to reach");
+    }
+    Ok(())
+}
+
 /// Merges defaults, the file and the flags (in that order of precedence, lowest first).
 pub fn settings(file: FileConfig, o: Overrides) -> Result<Settings> {
     let pinned = file.pin_cores.unwrap_or(true) && !o.no_pin;
@@ -279,6 +444,7 @@ pub fn settings(file: FileConfig, o: Overrides) -> Result<Settings> {
         .unwrap_or_else(|| "127.0.0.1:9644".into());
     let admin_listen = resolve("admin_listen", &admin_s)?;
     let mut server = ServerConfig::new(listen, data_dir, cores);
+    cluster(&mut server, file.node_id, &file.cluster, &o.cluster)?;
     if let Some(adv) = o.advertised.or(file.advertised) {
         let (host, port) = adv
             .rsplit_once(':')
@@ -296,12 +462,6 @@ pub fn settings(file: FileConfig, o: Overrides) -> Result<Settings> {
         server.advertised_port = port;
     }
     server.pin_cores = pinned;
-    if let Some(id) = file.node_id {
-        if id < 0 {
-            bail!("node_id: {id} is negative");
-        }
-        server.node_id = id;
-    }
     if let Some(ms) = file.retention_check_interval_ms {
         if ms == 0 {
             bail!("retention_check_interval_ms: must be at least 1");
@@ -580,6 +740,60 @@ mod tests {
         assert_eq!(
             cores_of("cores = \"0-9\"", None, false).unwrap(),
             "0-9 / none"
+        );
+    }
+
+    #[test]
+    fn cluster_section_and_flags() {
+        let f: FileConfig = toml::from_str(
+            "[cluster]\nnode_id = 2\nroles = \"broker,controller\"\ncontroller_quorum = \"1@127.0.0.1:9093,2@127.0.0.1:9094\"\nrack = \"a\"\n",
+        )
+        .unwrap();
+        let s = settings(f, Overrides::default()).unwrap();
+        assert_eq!(s.server.node_id, 2);
+        assert_eq!(s.server.cluster.quorum.len(), 2);
+        assert_eq!(s.server.cluster.rack.as_deref(), Some("a"));
+        let o = Overrides {
+            cluster: ClusterOverrides {
+                node_id: Some(3),
+                controller_quorum: Some("1@127.0.0.1:9093".into()),
+                ..ClusterOverrides::default()
+            },
+            ..Overrides::default()
+        };
+        let err = settings(FileConfig::default(), o).unwrap_err();
+        assert!(err.to_string().contains("not in the quorum"), "{err}");
+        for (q, want) in [
+            ("x@127.0.0.1:1", "not a node id"),
+            ("0@127.0.0.1:1", "start at 1"),
+            ("1@127.0.0.1:1,1@127.0.0.1:2", "twice"),
+            ("127.0.0.1:1", "ID@HOST:PORT"),
+        ] {
+            let err = parse_quorum("cluster.controller_quorum", q).unwrap_err();
+            assert!(err.to_string().contains(want), "{q}: {err}");
+        }
+        assert!(parse_roles("cluster.roles", "broker,gardener").is_err());
+        let o = Overrides {
+            cluster: ClusterOverrides {
+                roles: Some("broker".into()),
+                ..ClusterOverrides::default()
+            },
+            ..Overrides::default()
+        };
+        let err = settings(FileConfig::default(), o).unwrap_err();
+        assert!(err.to_string().contains("controller_quorum"), "{err}");
+        let o = Overrides {
+            cluster: ClusterOverrides {
+                broker_session_timeout_ms: Some(100),
+                broker_heartbeat_interval_ms: Some(200),
+                ..ClusterOverrides::default()
+            },
+            ..Overrides::default()
+        };
+        let err = settings(FileConfig::default(), o).unwrap_err();
+        assert!(
+            err.to_string().contains("broker_heartbeat_interval_ms"),
+            "{err}"
         );
     }
 

@@ -61,6 +61,27 @@ struct ServeArgs {
     /// Do not pin shards to their CPUs (for tests and shared machines).
     #[arg(long)]
     no_pin: bool,
+    /// This node's id: its broker id, and its raft id if it is a controller (default 1).
+    #[arg(long, value_name = "N")]
+    node_id: Option<i32>,
+    /// What this node runs: `broker`, `controller` or `broker,controller` (the default).
+    #[arg(long, value_name = "LIST")]
+    roles: Option<String>,
+    /// Every controller: `1@HOST:PORT,2@HOST:PORT,3@HOST:PORT` (default: this node alone).
+    #[arg(long, value_name = "ID@HOST:PORT,...")]
+    controller_quorum: Option<String>,
+    /// Address the controller listens on (default: its own quorum entry).
+    #[arg(long, value_name = "HOST:PORT")]
+    controller_listen: Option<String>,
+    /// This broker's rack (replicas of a partition are spread across racks).
+    #[arg(long, value_name = "NAME")]
+    rack: Option<String>,
+    /// A broker whose heartbeats stop this long is fenced (default 9000).
+    #[arg(long, value_name = "MS")]
+    broker_session_timeout_ms: Option<u64>,
+    /// How often the broker heartbeats to the controller (default 1000).
+    #[arg(long, value_name = "MS")]
+    broker_heartbeat_interval_ms: Option<u64>,
 }
 
 fn main() {
@@ -100,6 +121,15 @@ fn serve(args: ServeArgs) -> Result<()> {
         cores: args.cores,
         admin_listen: args.admin_listen,
         no_pin: args.no_pin,
+        cluster: config::ClusterOverrides {
+            node_id: args.node_id,
+            roles: args.roles,
+            controller_quorum: args.controller_quorum,
+            controller_listen: args.controller_listen,
+            rack: args.rack,
+            broker_session_timeout_ms: args.broker_session_timeout_ms,
+            broker_heartbeat_interval_ms: args.broker_heartbeat_interval_ms,
+        },
     };
     let settings = config::settings(file, overrides)?;
     let shards = settings.server.cores.len();

@@ -1,6 +1,6 @@
 //! AlterConfigs (replace a topic's configs) and IncrementalAlterConfigs (set, delete,
-//! append, subtract single keys). Validated, persisted in the catalog, then applied live
-//! on every shard that owns a partition of the topic.
+//! append, subtract single keys). Validated here, recorded in the metadata log by the
+//! controller, then applied live on every shard that owns a partition of the topic.
 
 use std::collections::BTreeMap;
 use std::rc::Rc;
@@ -11,9 +11,13 @@ use kafka_protocol::messages::{
 };
 use kafka_protocol::protocol::StrBytes;
 
+use sluice_control::rpc::Request as ControllerRequest;
+
 use super::create_topics::catalog_error_code;
 use super::describe_configs::RESOURCE_TOPIC;
 use super::ApiSpec;
+use crate::catalog::log_config;
+use crate::cluster::{change_metadata, CONTROLLER_REQUEST_TIMEOUT};
 use crate::errors::code;
 use crate::frame::{decode_body, encode_response, FrameError, Request, ResponseFrame};
 use crate::shard::{Shard, ShardOp};
@@ -32,33 +36,61 @@ pub const INCREMENTAL_SPEC: ApiSpec = ApiSpec {
 const OP_SET: i8 = 0;
 const OP_DELETE: i8 = 1;
 
-/// Stores `configs` for `topic` and applies them on every shard: (error, message).
+/// Validates `configs` (the topic's full new set), has the controller record the keys
+/// that differ, then applies them on this broker's shards at once (other brokers apply
+/// them when their image shows the change): (error, message).
 async fn apply(
     shard: &Rc<Shard>,
     topic: &str,
     configs: BTreeMap<String, String>,
     validate_only: bool,
 ) -> (i16, Option<String>) {
-    match shard.catalog.set_configs(topic, configs, validate_only) {
-        Ok(_) => {
-            if !validate_only {
-                let calls = (0..shard.count)
-                    .map(|s| {
-                        (
-                            s,
-                            ShardOp::ApplyConfig {
-                                topic: topic.to_string(),
-                            },
-                        )
-                    })
-                    .collect();
-                shard.call_all(calls).await;
-                tracing::info!(topic, "topic configs changed");
-            }
-            (code::NONE, None)
-        }
-        Err(e) => (catalog_error_code(&e), Some(e.to_string())),
+    let Some(current) = shard.catalog.get(topic) else {
+        return (
+            code::UNKNOWN_TOPIC_OR_PARTITION,
+            Some(format!("topic {topic} does not exist")),
+        );
+    };
+    if let Err(e) = log_config(&shard.catalog.defaults, &configs) {
+        return (catalog_error_code(&e), Some(e.to_string()));
     }
+    let mut changes: Vec<(String, Option<String>)> = current
+        .configs
+        .keys()
+        .filter(|k| !configs.contains_key(*k))
+        .map(|k| (k.clone(), None))
+        .collect();
+    changes.extend(
+        configs
+            .iter()
+            .filter(|(k, v)| current.configs.get(*k) != Some(*v))
+            .map(|(k, v)| (k.clone(), Some(v.clone()))),
+    );
+    if validate_only || changes.is_empty() {
+        return (code::NONE, None);
+    }
+    let req = ControllerRequest::SetConfigs {
+        topic: topic.to_string(),
+        configs: changes,
+    };
+    if let Err((error, message)) =
+        change_metadata(&shard.cluster, &req, CONTROLLER_REQUEST_TIMEOUT).await
+    {
+        return (error, Some(message));
+    }
+    let calls = (0..shard.count)
+        .map(|s| {
+            (
+                s,
+                ShardOp::ApplyConfig {
+                    topic: topic.to_string(),
+                },
+            )
+        })
+        .collect();
+    shard.call_all(calls).await;
+    tracing::info!(topic, "topic configs changed");
+    (code::NONE, None)
 }
 
 pub async fn handle(shard: &Rc<Shard>, req: &Request) -> Result<ResponseFrame, FrameError> {

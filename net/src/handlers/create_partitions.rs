@@ -1,5 +1,5 @@
-//! CreatePartitions: raises a topic's partition count; the new partitions' logs are created
-//! by their shards on first use.
+//! CreatePartitions: the controller places the new partitions (as for a new topic); their
+//! logs are created by their leaders' shards on first use.
 
 use std::rc::Rc;
 
@@ -7,8 +7,10 @@ use kafka_protocol::messages::create_partitions_response::CreatePartitionsTopicR
 use kafka_protocol::messages::{ApiKey, CreatePartitionsRequest, CreatePartitionsResponse};
 use kafka_protocol::protocol::StrBytes;
 
-use super::create_topics::catalog_error_code;
+use sluice_control::rpc::Request as ControllerRequest;
+
 use super::ApiSpec;
+use crate::cluster::{change_metadata, CONTROLLER_REQUEST_TIMEOUT};
 use crate::errors::code;
 use crate::frame::{decode_body, encode_response, FrameError, Request, ResponseFrame};
 use crate::shard::Shard;
@@ -19,34 +21,37 @@ pub const SPEC: ApiSpec = ApiSpec {
     max: 3,
 };
 
-pub fn handle(shard: &Rc<Shard>, req: &Request) -> Result<ResponseFrame, FrameError> {
+pub async fn handle(shard: &Rc<Shard>, req: &Request) -> Result<ResponseFrame, FrameError> {
     let body: CreatePartitionsRequest = decode_body(req)?;
-    let results = body
-        .topics
-        .iter()
-        .map(|t| {
-            let r = CreatePartitionsTopicResult::default().with_name(t.name.clone());
-            if t.assignments.as_ref().is_some_and(|a| !a.is_empty()) {
-                return r
-                    .with_error_code(code::INVALID_REQUEST)
+    let mut results = Vec::with_capacity(body.topics.len());
+    for t in &body.topics {
+        let r = CreatePartitionsTopicResult::default().with_name(t.name.clone());
+        if t.assignments.as_ref().is_some_and(|a| !a.is_empty()) {
+            results.push(
+                r.with_error_code(code::INVALID_REQUEST)
                     .with_error_message(Some(StrBytes::from_static_str(
                         "manual replica assignment is not supported",
-                    )));
-            }
-            match shard
-                .catalog
-                .add_partitions(&t.name.0, t.count, body.validate_only)
-            {
+                    ))),
+            );
+            continue;
+        }
+        let ask = ControllerRequest::CreatePartitions {
+            name: t.name.0.to_string(),
+            count: t.count,
+            validate_only: body.validate_only,
+        };
+        results.push(
+            match change_metadata(&shard.cluster, &ask, CONTROLLER_REQUEST_TIMEOUT).await {
                 Ok(_) => {
                     tracing::info!(topic = %t.name.0.as_str(), count = t.count, "partitions added");
                     r
                 }
-                Err(e) => r
-                    .with_error_code(catalog_error_code(&e))
-                    .with_error_message(Some(StrBytes::from_string(e.to_string()))),
-            }
-        })
-        .collect();
+                Err((error, message)) => r
+                    .with_error_code(error)
+                    .with_error_message(Some(StrBytes::from_string(message))),
+            },
+        );
+    }
     let resp = CreatePartitionsResponse::default().with_results(results);
     encode_response(req.header.correlation_id, req.version, &resp)
 }

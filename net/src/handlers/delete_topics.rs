@@ -1,5 +1,5 @@
-//! DeleteTopics: removed from the catalog first (so no new work finds them), then every
-//! shard deletes the partition logs it owns.
+//! DeleteTopics: removed from the metadata log by the controller first (so no new work
+//! finds them), then every shard deletes the partition logs it owns.
 
 use std::rc::Rc;
 
@@ -8,8 +8,11 @@ use kafka_protocol::messages::{ApiKey, DeleteTopicsRequest, DeleteTopicsResponse
 use kafka_protocol::protocol::StrBytes;
 use uuid::Uuid;
 
-use super::create_topics::catalog_error_code;
+use sluice_control::rpc::Request as ControllerRequest;
+
 use super::ApiSpec;
+use crate::cluster::{change_metadata, CONTROLLER_REQUEST_TIMEOUT};
+use crate::errors::code;
 use crate::frame::{decode_body, encode_response, FrameError, Request, ResponseFrame};
 use crate::shard::{Shard, ShardOp};
 
@@ -18,6 +21,40 @@ pub const SPEC: ApiSpec = ApiSpec {
     min: 1,
     max: 6,
 };
+
+/// Deletes one topic through the controller, then this broker's logs of it at once (other
+/// brokers delete theirs when their image shows the deletion).
+async fn delete(shard: &Rc<Shard>, name: String) -> DeletableTopicResult {
+    let result = DeletableTopicResult::default()
+        .with_name(Some(TopicName(StrBytes::from_string(name.clone()))));
+    let before = shard.cluster.image();
+    let Some(topic) = before.topic_by_name(&name) else {
+        return result.with_error_code(code::UNKNOWN_TOPIC_OR_PARTITION);
+    };
+    let req = ControllerRequest::DeleteTopic { name: name.clone() };
+    match change_metadata(&shard.cluster, &req, CONTROLLER_REQUEST_TIMEOUT).await {
+        Ok(_) => {
+            let partitions = topic.partitions.len() as i32;
+            let calls = (0..shard.count)
+                .map(|s| {
+                    (
+                        s,
+                        ShardOp::DeleteTopic {
+                            name: name.clone(),
+                            partitions,
+                        },
+                    )
+                })
+                .collect();
+            shard.call_all(calls).await;
+            tracing::info!(topic = %name, "deleted topic");
+            result.with_topic_id(Uuid::from_u128(topic.id.0))
+        }
+        Err((error, message)) => result
+            .with_error_code(error)
+            .with_error_message(Some(StrBytes::from_string(message))),
+    }
+}
 
 pub async fn handle(shard: &Rc<Shard>, req: &Request) -> Result<ResponseFrame, FrameError> {
     let body: DeleteTopicsRequest = decode_body(req)?;
@@ -32,12 +69,10 @@ pub async fn handle(shard: &Rc<Shard>, req: &Request) -> Result<ResponseFrame, F
     let mut responses = Vec::with_capacity(names.len());
     for (name, id) in names {
         let name = name.or_else(|| {
-            shard
-                .catalog
-                .list()
-                .into_iter()
-                .find(|m| Uuid::from_bytes(m.topic_id) == id)
-                .map(|m| m.name)
+            let image = shard.cluster.image();
+            image
+                .topic(sluice_control::TopicId(id.as_u128()))
+                .map(|t| t.name.clone())
         });
         let Some(name) = name else {
             responses.push(
@@ -47,32 +82,7 @@ pub async fn handle(shard: &Rc<Shard>, req: &Request) -> Result<ResponseFrame, F
             );
             continue;
         };
-        let mut result = DeletableTopicResult::default()
-            .with_name(Some(TopicName(StrBytes::from_string(name.clone()))));
-        match shard.catalog.delete(&name) {
-            Ok(meta) => {
-                let calls = (0..shard.count)
-                    .map(|s| {
-                        (
-                            s,
-                            ShardOp::DeleteTopic {
-                                name: name.clone(),
-                                partitions: meta.partitions,
-                            },
-                        )
-                    })
-                    .collect();
-                shard.call_all(calls).await;
-                tracing::info!(topic = %name, "deleted topic");
-                result = result.with_topic_id(Uuid::from_bytes(meta.topic_id));
-            }
-            Err(e) => {
-                result = result
-                    .with_error_code(catalog_error_code(&e))
-                    .with_error_message(Some(StrBytes::from_string(e.to_string())));
-            }
-        }
-        responses.push(result);
+        responses.push(delete(shard, name).await);
     }
     let resp = DeleteTopicsResponse::default().with_responses(responses);
     encode_response(req.header.correlation_id, req.version, &resp)

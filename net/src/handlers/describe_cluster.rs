@@ -1,4 +1,4 @@
-//! DescribeCluster: this one broker, which is also the controller.
+//! DescribeCluster: every live broker from the metadata image, and the active controller.
 
 use std::rc::Rc;
 
@@ -6,6 +6,7 @@ use kafka_protocol::messages::describe_cluster_response::DescribeClusterBroker;
 use kafka_protocol::messages::{ApiKey, BrokerId, DescribeClusterRequest, DescribeClusterResponse};
 use kafka_protocol::protocol::StrBytes;
 
+use super::metadata::controller_id;
 use super::ApiSpec;
 use crate::frame::{decode_body, encode_response, FrameError, Request, ResponseFrame};
 use crate::shard::Shard;
@@ -18,14 +19,24 @@ pub const SPEC: ApiSpec = ApiSpec {
 
 pub fn handle(shard: &Rc<Shard>, req: &Request) -> Result<ResponseFrame, FrameError> {
     let _body: DescribeClusterRequest = decode_body(req)?;
-    let node = BrokerId(shard.config.node_id);
-    let broker = DescribeClusterBroker::default()
-        .with_broker_id(node)
-        .with_host(StrBytes::from_string(shard.config.advertised_host.clone()))
-        .with_port(shard.config.advertised_port as i32);
+    let image = shard.cluster.image();
+    let brokers = image
+        .brokers()
+        .filter(|b| !b.fenced)
+        .filter_map(|b| {
+            let l = b.listeners.first()?;
+            Some(
+                DescribeClusterBroker::default()
+                    .with_broker_id(BrokerId(b.id.0))
+                    .with_host(StrBytes::from_string(l.host.clone()))
+                    .with_port(i32::from(l.port))
+                    .with_rack(b.rack.clone().map(StrBytes::from_string)),
+            )
+        })
+        .collect();
     let resp = DescribeClusterResponse::default()
         .with_cluster_id(StrBytes::from_string(shard.config.cluster_id.clone()))
-        .with_controller_id(node)
-        .with_brokers(vec![broker]);
+        .with_controller_id(controller_id(shard))
+        .with_brokers(brokers);
     encode_response(req.header.correlation_id, req.version, &resp)
 }

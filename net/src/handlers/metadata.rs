@@ -1,6 +1,7 @@
-//! Metadata: brokers (this one), topics and partitions, with auto topic creation.
+//! Metadata: every live broker, each partition's leader, replicas and ISR from the
+//! metadata image, and the active controller. Unknown topics are created through the
+//! controller when auto-creation is allowed.
 
-use std::collections::BTreeMap;
 use std::rc::Rc;
 
 use kafka_protocol::messages::metadata_response::{
@@ -8,10 +9,13 @@ use kafka_protocol::messages::metadata_response::{
 };
 use kafka_protocol::messages::{ApiKey, BrokerId, MetadataRequest, MetadataResponse, TopicName};
 use kafka_protocol::protocol::StrBytes;
+use sluice_control::rpc::Request as ControllerRequest;
+use sluice_control::{MetadataImage, TopicImage};
 use uuid::Uuid;
 
 use super::ApiSpec;
-use crate::catalog::{CatalogError, TopicMeta};
+use crate::catalog::validate_topic_name;
+use crate::cluster::{change_metadata, CONTROLLER_REQUEST_TIMEOUT};
 use crate::errors::code;
 use crate::frame::{decode_body, encode_response, FrameError, Request, ResponseFrame};
 use crate::shard::Shard;
@@ -22,20 +26,41 @@ pub const SPEC: ApiSpec = ApiSpec {
     max: 12,
 };
 
-fn topic_entry(meta: &TopicMeta, node: i32) -> MetadataResponseTopic {
-    let partitions = (0..meta.partitions)
-        .map(|p| {
+fn ids(list: &[sluice_control::BrokerId]) -> Vec<BrokerId> {
+    list.iter().map(|b| BrokerId(b.0)).collect()
+}
+
+/// One topic as the image has it. A partition without a leader says
+/// LEADER_NOT_AVAILABLE; replicas on fenced brokers are listed as offline.
+pub fn topic_entry(image: &MetadataImage, t: &TopicImage) -> MetadataResponseTopic {
+    let partitions = t
+        .partitions
+        .iter()
+        .map(|(i, p)| {
+            let offline: Vec<_> = p
+                .replicas
+                .iter()
+                .copied()
+                .filter(|r| !image.is_live(*r))
+                .collect();
+            let error = if p.leader.is_some() {
+                code::NONE
+            } else {
+                code::LEADER_NOT_AVAILABLE
+            };
             MetadataResponsePartition::default()
-                .with_partition_index(p)
-                .with_leader_id(BrokerId(node))
-                .with_leader_epoch(0)
-                .with_replica_nodes(vec![BrokerId(node)])
-                .with_isr_nodes(vec![BrokerId(node)])
+                .with_error_code(error)
+                .with_partition_index(i.0)
+                .with_leader_id(BrokerId(p.leader.map_or(-1, |l| l.0)))
+                .with_leader_epoch(p.leader_epoch.0)
+                .with_replica_nodes(ids(&p.replicas))
+                .with_isr_nodes(ids(&p.isr))
+                .with_offline_replicas(ids(&offline))
         })
         .collect();
     MetadataResponseTopic::default()
-        .with_name(Some(TopicName(StrBytes::from_string(meta.name.clone()))))
-        .with_topic_id(Uuid::from_bytes(meta.topic_id))
+        .with_name(Some(TopicName(StrBytes::from_string(t.name.clone()))))
+        .with_topic_id(Uuid::from_u128(t.id.0))
         .with_partitions(partitions)
 }
 
@@ -45,78 +70,116 @@ fn error_entry(name: &str, error: i16) -> MetadataResponseTopic {
         .with_name(Some(TopicName(StrBytes::from_string(name.to_string()))))
 }
 
-/// Looks a topic up, creating it with the broker defaults when allowed.
-pub fn lookup_or_create(shard: &Shard, name: &str, allow_create: bool) -> Result<TopicMeta, i16> {
-    if let Some(meta) = shard.catalog.get(name) {
-        return Ok(meta);
-    }
-    if !allow_create || !shard.config.topic_defaults.auto_create {
-        return Err(code::UNKNOWN_TOPIC_OR_PARTITION);
-    }
-    let partitions = shard.config.topic_defaults.partitions;
-    match shard
-        .catalog
-        .create(name, partitions, BTreeMap::new(), false)
-    {
-        Ok(meta) => {
-            tracing::info!(topic = name, partitions, "auto-created topic");
-            Ok(meta)
+/// Creates `name` through the controller with the broker defaults; the image this shard
+/// holds has it once this returns `Ok`.
+pub async fn auto_create(shard: &Shard, name: &str) -> Result<(), i16> {
+    validate_topic_name(name).map_err(|_| code::INVALID_TOPIC_EXCEPTION)?;
+    let cluster = &shard.config.cluster;
+    let req = ControllerRequest::CreateTopic {
+        name: name.to_string(),
+        partitions: shard.config.topic_defaults.partitions,
+        replication_factor: cluster.default_replication_factor,
+        configs: Vec::new(),
+        topic_id: None,
+        validate_only: false,
+    };
+    match change_metadata(&shard.cluster, &req, CONTROLLER_REQUEST_TIMEOUT).await {
+        Ok(_) => {
+            tracing::info!(topic = name, "auto-created topic");
+            Ok(())
         }
-        Err(CatalogError::Exists(_)) => shard
-            .catalog
-            .get(name)
-            .ok_or(code::UNKNOWN_TOPIC_OR_PARTITION),
-        Err(CatalogError::InvalidName(_)) => Err(code::INVALID_TOPIC_EXCEPTION),
-        Err(e) => {
-            tracing::error!(topic = name, error = %e, "auto-creating topic failed");
-            Err(code::UNKNOWN_SERVER_ERROR)
+        Err((code::TOPIC_ALREADY_EXISTS, _)) => Ok(()),
+        Err((error, message)) => {
+            tracing::warn!(topic = name, error, %message, "auto-creating topic failed");
+            Err(error)
         }
     }
 }
 
+/// Looks a topic up, creating it with the broker defaults when allowed.
+async fn lookup_or_create(shard: &Shard, name: &str, allow_create: bool) -> MetadataResponseTopic {
+    let image = shard.cluster.image();
+    if let Some(t) = image.topic_by_name(name) {
+        return topic_entry(&image, t);
+    }
+    if !allow_create || !shard.config.topic_defaults.auto_create {
+        return error_entry(name, code::UNKNOWN_TOPIC_OR_PARTITION);
+    }
+    match auto_create(shard, name).await {
+        Ok(()) => {
+            let image = shard.cluster.image();
+            match image.topic_by_name(name) {
+                Some(t) => topic_entry(&image, t),
+                // Created by another broker's request and not here yet: the client retries.
+                None => error_entry(name, code::LEADER_NOT_AVAILABLE),
+            }
+        }
+        Err(e) => error_entry(name, e),
+    }
+}
+
+fn brokers(image: &MetadataImage) -> Vec<MetadataResponseBroker> {
+    image
+        .brokers()
+        .filter(|b| !b.fenced)
+        .filter_map(|b| {
+            let l = b.listeners.first()?;
+            Some(
+                MetadataResponseBroker::default()
+                    .with_node_id(BrokerId(b.id.0))
+                    .with_host(StrBytes::from_string(l.host.clone()))
+                    .with_port(i32::from(l.port))
+                    .with_rack(b.rack.clone().map(StrBytes::from_string)),
+            )
+        })
+        .collect()
+}
+
+/// The active controller's id as clients see it (-1 if none is known).
+pub fn controller_id(shard: &Shard) -> BrokerId {
+    BrokerId(
+        shard
+            .cluster
+            .view
+            .quorum()
+            .leader
+            .map_or(-1, |l| i32::try_from(l.0).unwrap_or(-1)),
+    )
+}
+
 pub async fn handle(shard: &Rc<Shard>, req: &Request) -> Result<ResponseFrame, FrameError> {
     let body: MetadataRequest = decode_body(req)?;
-    let node = shard.config.node_id;
     // v0 cannot say "no auto-create"; an empty v0 list means every topic.
     let allow_create = body.allow_auto_topic_creation || req.version < 4;
     let topics = match body.topics {
-        Some(list) if !(req.version == 0 && list.is_empty()) => list
-            .iter()
-            .map(|t| match &t.name {
-                Some(name) => match lookup_or_create(shard, name, allow_create) {
-                    Ok(meta) => topic_entry(&meta, node),
-                    Err(e) => error_entry(name, e),
-                },
-                None => {
-                    let found = shard
-                        .catalog
-                        .list()
-                        .into_iter()
-                        .find(|m| Uuid::from_bytes(m.topic_id) == t.topic_id);
-                    match found {
-                        Some(meta) => topic_entry(&meta, node),
-                        None => MetadataResponseTopic::default()
-                            .with_error_code(code::UNKNOWN_TOPIC_OR_PARTITION)
-                            .with_topic_id(t.topic_id),
+        Some(list) if !(req.version == 0 && list.is_empty()) => {
+            let mut out = Vec::with_capacity(list.len());
+            for t in &list {
+                out.push(match &t.name {
+                    Some(name) => lookup_or_create(shard, name, allow_create).await,
+                    None => {
+                        let image = shard.cluster.image();
+                        match image.topic(sluice_control::TopicId(t.topic_id.as_u128())) {
+                            Some(found) => topic_entry(&image, found),
+                            None => MetadataResponseTopic::default()
+                                .with_error_code(code::UNKNOWN_TOPIC_OR_PARTITION)
+                                .with_topic_id(t.topic_id),
+                        }
                     }
-                }
-            })
-            .collect(),
-        _ => shard
-            .catalog
-            .list()
-            .iter()
-            .map(|m| topic_entry(m, node))
-            .collect(),
+                });
+            }
+            out
+        }
+        _ => {
+            let image = shard.cluster.image();
+            image.topics().map(|t| topic_entry(&image, t)).collect()
+        }
     };
-    let broker = MetadataResponseBroker::default()
-        .with_node_id(BrokerId(node))
-        .with_host(StrBytes::from_string(shard.config.advertised_host.clone()))
-        .with_port(shard.config.advertised_port as i32);
+    let image = shard.cluster.image();
     let resp = MetadataResponse::default()
-        .with_brokers(vec![broker])
+        .with_brokers(brokers(&image))
         .with_cluster_id(Some(StrBytes::from_string(shard.config.cluster_id.clone())))
-        .with_controller_id(BrokerId(node))
+        .with_controller_id(controller_id(shard))
         .with_topics(topics);
     encode_response(req.header.correlation_id, req.version, &resp)
 }

@@ -114,7 +114,7 @@ pub async fn dispatch(shard: Rc<Shard>, req: Request) -> Result<Option<ResponseF
         ApiKey::OffsetForLeaderEpoch => offset_for_leader_epoch::handle(&shard, &req)
             .await
             .map(Some),
-        ApiKey::CreatePartitions => create_partitions::handle(&shard, &req).map(Some),
+        ApiKey::CreatePartitions => create_partitions::handle(&shard, &req).await.map(Some),
         ApiKey::DescribeConfigs => describe_configs::handle(&shard, &req).map(Some),
         ApiKey::AlterConfigs => alter_configs::handle(&shard, &req).await.map(Some),
         ApiKey::IncrementalAlterConfigs => alter_configs::handle_incremental(&shard, &req)

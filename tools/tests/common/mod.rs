@@ -96,6 +96,46 @@ impl Broker {
     }
 }
 
+impl Broker {
+    /// SIGKILL (a crash): nothing is flushed or closed.
+    pub fn kill(&mut self) {
+        if let Some(mut c) = self.child.take() {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+
+    pub fn is_running(&self) -> bool {
+        self.child.is_some()
+    }
+
+    /// `GET path` on the admin endpoint; the body.
+    pub fn admin_get(&self, path: &str) -> std::io::Result<String> {
+        use std::io::{Read, Write};
+        let mut s = std::net::TcpStream::connect(&self.admin_addr)?;
+        s.set_read_timeout(Some(std::time::Duration::from_secs(30)))?;
+        write!(
+            s,
+            "GET {path} HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n"
+        )?;
+        let mut out = String::new();
+        s.read_to_string(&mut out)?;
+        Ok(out
+            .split_once("\r\n\r\n")
+            .map(|(_, body)| body.to_string())
+            .unwrap_or_default())
+    }
+}
+
+/// A port that was free a moment ago (for addresses that must be known before a process
+/// starts, such as a controller quorum).
+pub fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .map(|a| a.port())
+        .expect("a free port")
+}
+
 impl Drop for Broker {
     fn drop(&mut self) {
         if let Some(mut c) = self.child.take() {

@@ -1,0 +1,529 @@
+//! A controller node: everything one quorum member runs on its executor — the
+//! `Controller` and its loop (`tcp::run_loop_with`), the raft transport to its peers, the
+//! quorum listener (raft frames and broker requests, `rpc`), the active controller's
+//! broker duties (`BrokerControl`, polled on every tick) and the answers to broker
+//! requests (registration, heartbeats, topic and config changes, image fetches).
+//!
+//! Decisions are made only on the active controller, from its latest image; a request that
+//! changes metadata is answered once its records are applied there (`Reply::Done` names
+//! the offset the asker waits for in its own image). A node that is not the active
+//! controller answers `NotLeader` with the leader it knows of.
+
+use std::cell::RefCell;
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::rc::Rc;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use futures_lite::AsyncWriteExt;
+use glommio::channels::local_channel::LocalSender;
+use glommio::net::{TcpListener, TcpStream};
+
+use crate::active::{BrokerControl, BrokerControlConfig};
+use crate::controller::{Bootstrap, Controller, ControllerConfig, ControllerError};
+use crate::image::MetadataImage;
+use crate::placement::{add_partitions_records, create_topic_record};
+use crate::records::{ConfigResource, Record};
+use crate::rpc::{self, ErrorKind, QuorumStatus, Reply, Request};
+use crate::tcp::{self, Event, LoopHooks, TcpConfig, TcpTransport};
+use crate::types::{MetadataOffset, Millis, NodeId, Term, TopicId};
+
+/// Bound on partitions per topic (as the broker's catalog), so one request cannot ask for
+/// unbounded work.
+pub const PARTITIONS_PER_TOPIC_MAX: i32 = 10_000;
+/// Longest a `FetchImage` waits for a change.
+const FETCH_IMAGE_WAIT_MS_MAX: u32 = 30_000;
+/// How often a waiting request looks at the applied offset again.
+const APPLY_POLL: Duration = Duration::from_millis(1);
+
+/// What one controller node runs with.
+#[derive(Debug, Clone)]
+pub struct NodeConfig {
+    pub id: NodeId,
+    /// Where the raft log, hard state and snapshots live.
+    pub dir: PathBuf,
+    /// Every voter and its quorum address (this node's own entry included).
+    pub quorum: Vec<(NodeId, SocketAddr)>,
+    /// Length of one raft tick.
+    pub tick_ms: u64,
+    pub broker: BrokerControlConfig,
+    pub tcp: TcpConfig,
+    /// Longest a request waits for its records to be applied.
+    pub commit_timeout_ms: u64,
+}
+
+/// Called with the controller after every change of its image or quorum view.
+pub type Publish = Box<dyn FnMut(&Controller)>;
+
+struct NodeState {
+    ctl: Rc<RefCell<Controller>>,
+    /// The commit index this node had persisted when it started: an image older than
+    /// this misses records it once had applied (raft replays them after the start), so
+    /// it is neither published nor served.
+    startup_commit: u64,
+    brokers: RefCell<BrokerControl>,
+    inbox: Rc<LocalSender<Event>>,
+    started: Instant,
+    commit_timeout: Duration,
+}
+
+impl NodeState {
+    fn now(&self) -> Millis {
+        Millis(self.started.elapsed().as_millis() as u64)
+    }
+}
+
+/// The quorum as `ctl` sees it.
+pub fn quorum_status(ctl: &Controller) -> QuorumStatus {
+    QuorumStatus {
+        node: ctl.id().0,
+        leader: ctl.leader(),
+        term: ctl.term(),
+        commit_index: ctl.commit_index(),
+        applied_index: ctl.applied_index(),
+        voters: ctl.voters(),
+    }
+}
+
+struct Hooks {
+    state: Rc<NodeState>,
+    publish: Publish,
+    /// (image offset, leader, term, commit) last published.
+    published: (MetadataOffset, Option<NodeId>, Term, u64),
+}
+
+impl LoopHooks for Hooks {
+    fn on_tick(&mut self, ctl: &mut Controller) {
+        let now = self.state.now();
+        match self.state.brokers.borrow_mut().poll(ctl, now) {
+            Ok(records) => {
+                for r in &records {
+                    tracing::info!(record = r.kind(), "controller proposed");
+                }
+            }
+            Err(e) => tracing::warn!(error = %e, "broker duties failed to propose"),
+        }
+    }
+
+    fn after_ready(&mut self, ctl: &Controller) {
+        if ctl.image().offset().0 < self.state.startup_commit {
+            return;
+        }
+        let now = (
+            ctl.image().offset(),
+            ctl.leader(),
+            ctl.term(),
+            ctl.commit_index(),
+        );
+        if now != self.published {
+            if now.1 != self.published.1 {
+                tracing::info!(node = ctl.id().0, leader = ?now.1.map(|l| l.0), term = now.2.0, "controller leader changed");
+            }
+            self.published = now;
+            (self.publish)(ctl);
+        }
+    }
+}
+
+/// Opens the controller in `config.dir` and runs the node on the current executor until
+/// `stop` resolves or the controller fails (a controller that cannot persist must stop).
+pub async fn run(
+    config: NodeConfig,
+    listener: TcpListener,
+    publish: Publish,
+    stop: impl std::future::Future<Output = ()>,
+) -> Result<(), ControllerError> {
+    let voters: Vec<NodeId> = config.quorum.iter().map(|(id, _)| *id).collect();
+    let ctl_config = ControllerConfig::new(config.id);
+    let mut ctl = Controller::open(&config.dir, ctl_config, &Bootstrap::Voters(voters.clone()))?;
+    if voters == [config.id] && !ctl.is_leader() {
+        // A quorum of one needs no election timeout: lead at once (fast single-node start).
+        ctl.campaign()?;
+    }
+    let startup_commit = ctl.commit_index();
+    let ctl = Rc::new(RefCell::new(ctl));
+    let mut transport = TcpTransport::new(config.tcp.clone());
+    for (id, addr) in &config.quorum {
+        if *id != config.id {
+            transport.add_peer(*id, *addr);
+        }
+    }
+    let (inbox_tx, inbox_rx) = tcp::inbox(&config.tcp);
+    let state = Rc::new(NodeState {
+        ctl: Rc::clone(&ctl),
+        startup_commit,
+        brokers: RefCell::new(BrokerControl::new(config.broker.clone())),
+        inbox: Rc::clone(&inbox_tx),
+        started: Instant::now(),
+        commit_timeout: Duration::from_millis(config.commit_timeout_ms.max(1)),
+    });
+    let handler: tcp::RpcHandler = {
+        let state = Rc::clone(&state);
+        Rc::new(move |stream, buf| Box::pin(serve_requests(Rc::clone(&state), stream, buf)))
+    };
+    let server = glommio::spawn_local(tcp::serve_with_rpc(
+        listener,
+        config.id,
+        Rc::clone(&inbox_tx),
+        config.tcp.clone(),
+        Some(handler),
+    ))
+    .detach();
+    let mut hooks = Hooks {
+        state: Rc::clone(&state),
+        publish,
+        published: (MetadataOffset(0), None, Term(0), 0),
+    };
+    // The image recovered from disk is published at once if it is complete.
+    hooks.after_ready(&ctl.borrow());
+    let result = futures_lite::future::or(
+        tcp::run_loop_with(ctl, transport, inbox_rx, config.tick_ms, &mut hooks),
+        async {
+            stop.await;
+            Ok(())
+        },
+    )
+    .await;
+    server.cancel();
+    result
+}
+
+async fn serve_requests(state: Rc<NodeState>, mut stream: TcpStream, mut buf: Vec<u8>) {
+    loop {
+        let body = match rpc::read_frame(&mut stream, &mut buf).await {
+            Ok(Some(b)) => b,
+            Ok(None) => return,
+            Err(e) => {
+                tracing::warn!(error = %e, "bad broker request; closing the connection");
+                return;
+            }
+        };
+        let reply = match Request::decode(&body) {
+            Ok(r) => handle(&state, r).await,
+            Err(e) => {
+                tracing::warn!(error = %e, "undecodable broker request");
+                Reply::Error {
+                    kind: ErrorKind::InvalidRequest,
+                    message: e.to_string(),
+                }
+            }
+        };
+        if stream
+            .write_all(&rpc::frame(&reply.encode()))
+            .await
+            .is_err()
+        {
+            return;
+        }
+    }
+}
+
+fn refuse(kind: ErrorKind, message: impl Into<String>) -> Reply {
+    Reply::Error {
+        kind,
+        message: message.into(),
+    }
+}
+
+fn controller_error(e: ControllerError) -> Reply {
+    match e {
+        ControllerError::NotLeader { leader } => Reply::NotLeader { leader },
+        other => refuse(ErrorKind::Internal, other.to_string()),
+    }
+}
+
+async fn handle(state: &Rc<NodeState>, req: Request) -> Reply {
+    match req {
+        Request::FetchImage { have, wait_ms } => return fetch_image(state, have, wait_ms).await,
+        Request::Status => return Reply::Status(quorum_status(&state.ctl.borrow())),
+        _ => {}
+    }
+    {
+        let c = state.ctl.borrow();
+        if !c.is_leader() {
+            return Reply::NotLeader { leader: c.leader() };
+        }
+    }
+    match req {
+        Request::Register {
+            broker,
+            rack,
+            listeners,
+        } => {
+            let proposed = {
+                let mut c = state.ctl.borrow_mut();
+                let epoch = state.brokers.borrow_mut().register(
+                    &mut c,
+                    broker,
+                    rack.clone(),
+                    listeners,
+                    state.now(),
+                );
+                epoch.map(|e| (e, c.term(), c.last_index()))
+            };
+            match proposed {
+                Ok((epoch, term, target)) => {
+                    tracing::info!(broker = broker.0, epoch = epoch.0, rack = ?rack, "broker registering");
+                    match wait_applied(state, term, target).await {
+                        Reply::Done { .. } => Reply::Registered { epoch },
+                        other => other,
+                    }
+                }
+                Err(e) => controller_error(e),
+            }
+        }
+        Request::Heartbeat { broker, epoch } => {
+            let c = state.ctl.borrow();
+            let answer = state
+                .brokers
+                .borrow_mut()
+                .heartbeat(&c, broker, epoch, state.now());
+            Reply::Heartbeat {
+                state: answer,
+                quorum: quorum_status(&c),
+            }
+        }
+        Request::CreateTopic {
+            name,
+            partitions,
+            replication_factor,
+            configs,
+            topic_id,
+            validate_only,
+        } => {
+            let image = state.ctl.borrow().image();
+            let spec = TopicSpec {
+                name: &name,
+                partitions,
+                replication_factor,
+                configs: &configs,
+                topic_id,
+            };
+            match create_topic_records(&image, &spec) {
+                Ok(_) if validate_only => Reply::Done {
+                    offset: image.offset(),
+                },
+                Ok(records) => commit(state, &records).await,
+                Err(reply) => reply,
+            }
+        }
+        Request::DeleteTopic { name } => {
+            let image = state.ctl.borrow().image();
+            match image.topic_by_name(&name) {
+                Some(t) => commit(state, &[Record::DeleteTopic { topic_id: t.id }]).await,
+                None => refuse(
+                    ErrorKind::UnknownTopic,
+                    format!("topic {name} does not exist"),
+                ),
+            }
+        }
+        Request::CreatePartitions {
+            name,
+            count,
+            validate_only,
+        } => {
+            let image = state.ctl.borrow().image();
+            match add_partitions(&image, &name, count) {
+                Ok(_) if validate_only => Reply::Done {
+                    offset: image.offset(),
+                },
+                Ok(records) => commit(state, &records).await,
+                Err(reply) => reply,
+            }
+        }
+        Request::SetConfigs { topic, configs } => {
+            let image = state.ctl.borrow().image();
+            if image.topic_by_name(&topic).is_none() {
+                return refuse(
+                    ErrorKind::UnknownTopic,
+                    format!("topic {topic} does not exist"),
+                );
+            }
+            let records: Vec<Record> = configs
+                .into_iter()
+                .map(|(key, value)| Record::ConfigChange {
+                    resource: ConfigResource::Topic,
+                    resource_name: topic.clone(),
+                    key,
+                    value,
+                })
+                .collect();
+            commit(state, &records).await
+        }
+        Request::ElectLeaders => {
+            let image = state.ctl.borrow().image();
+            let records = crate::election::preferred_leader_records(&image);
+            if records.is_empty() {
+                return Reply::Done {
+                    offset: image.offset(),
+                };
+            }
+            commit(state, &records).await
+        }
+        Request::FetchImage { .. } | Request::Status => {
+            refuse(ErrorKind::Internal, "answered above")
+        }
+    }
+}
+
+/// A topic to create, as asked.
+struct TopicSpec<'a> {
+    name: &'a str,
+    partitions: i32,
+    replication_factor: i16,
+    configs: &'a [(String, String)],
+    topic_id: Option<TopicId>,
+}
+
+fn create_topic_records(image: &MetadataImage, spec: &TopicSpec<'_>) -> Result<Vec<Record>, Reply> {
+    let name = spec.name;
+    if name.is_empty() || name.len() > 249 {
+        return Err(refuse(
+            ErrorKind::InvalidTopic,
+            format!("bad topic name {name:?}"),
+        ));
+    }
+    if image.topic_by_name(name).is_some() {
+        return Err(refuse(
+            ErrorKind::TopicExists,
+            format!("topic {name} already exists"),
+        ));
+    }
+    if !(1..=PARTITIONS_PER_TOPIC_MAX).contains(&spec.partitions) {
+        return Err(refuse(
+            ErrorKind::InvalidPartitions,
+            format!(
+                "partition count {} is not within 1..={PARTITIONS_PER_TOPIC_MAX}",
+                spec.partitions
+            ),
+        ));
+    }
+    if spec.replication_factor < 1 {
+        return Err(refuse(
+            ErrorKind::InvalidReplicationFactor,
+            format!("replication factor {} is below 1", spec.replication_factor),
+        ));
+    }
+    let id = spec.topic_id.unwrap_or_else(|| new_topic_id(image, name));
+    let create = create_topic_record(
+        image,
+        name,
+        id,
+        spec.partitions as usize,
+        spec.replication_factor as usize,
+    )
+    .map_err(|e| refuse(ErrorKind::InvalidReplicationFactor, e.to_string()))?;
+    let mut records = vec![create];
+    records.extend(spec.configs.iter().map(|(k, v)| Record::ConfigChange {
+        resource: ConfigResource::Topic,
+        resource_name: name.to_owned(),
+        key: k.clone(),
+        value: Some(v.clone()),
+    }));
+    Ok(records)
+}
+
+fn add_partitions(image: &MetadataImage, name: &str, count: i32) -> Result<Vec<Record>, Reply> {
+    let Some(topic) = image.topic_by_name(name) else {
+        return Err(refuse(
+            ErrorKind::UnknownTopic,
+            format!("topic {name} does not exist"),
+        ));
+    };
+    let current = topic.partitions.len();
+    if count <= current as i32 || count > PARTITIONS_PER_TOPIC_MAX {
+        return Err(refuse(
+            ErrorKind::InvalidPartitions,
+            format!("topic {name} has {current} partitions; {count} is not more (or is above {PARTITIONS_PER_TOPIC_MAX})"),
+        ));
+    }
+    add_partitions_records(image, topic, count as usize)
+        .map_err(|e| refuse(ErrorKind::InvalidReplicationFactor, e.to_string()))
+}
+
+/// A fresh topic id: a hash of the name, the clock and the process's random hasher keys,
+/// never 0 and never one the image already has.
+fn new_topic_id(image: &MetadataImage, name: &str) -> TopicId {
+    use std::hash::{BuildHasher, Hasher};
+    let keys = std::collections::hash_map::RandomState::new();
+    let nanos = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_nanos())
+        .unwrap_or(0);
+    let mut salt = 0u64;
+    loop {
+        let half = |k: u64| {
+            let mut h = keys.build_hasher();
+            h.write(name.as_bytes());
+            h.write_u128(nanos);
+            h.write_u64(k);
+            h.write_u64(salt);
+            h.finish() as u128
+        };
+        let id = TopicId((half(1) << 64) | half(2));
+        if id.0 != 0 && image.topic(id).is_none() {
+            return id;
+        }
+        salt += 1;
+    }
+}
+
+/// Proposes `records` and waits until they are applied.
+async fn commit(state: &NodeState, records: &[Record]) -> Reply {
+    let (term, target) = {
+        let mut c = state.ctl.borrow_mut();
+        for r in records {
+            if let Err(e) = c.propose(r) {
+                return controller_error(e);
+            }
+        }
+        (c.term(), c.last_index())
+    };
+    wait_applied(state, term, target).await
+}
+
+/// Waits until the image reaches `target`, proposed in `term`. If the term moved on, the
+/// entries may have been replaced by a new leader's: the asker retries.
+async fn wait_applied(state: &NodeState, term: Term, target: u64) -> Reply {
+    // Handle the proposal's ready now rather than at the next tick.
+    let _ = state.inbox.try_send(Event::Kick);
+    let deadline = Instant::now() + state.commit_timeout;
+    loop {
+        {
+            let c = state.ctl.borrow();
+            if c.term() != term {
+                return refuse(ErrorKind::Timeout, "controller leadership changed; retry");
+            }
+            if c.image().offset().0 >= target {
+                return Reply::Done {
+                    offset: MetadataOffset(target),
+                };
+            }
+        }
+        if Instant::now() >= deadline {
+            return refuse(ErrorKind::Timeout, "metadata change not committed in time");
+        }
+        glommio::timer::sleep(APPLY_POLL).await;
+    }
+}
+
+/// The image once it is newer than `have`, or an empty answer after `wait_ms`.
+async fn fetch_image(state: &NodeState, have: MetadataOffset, wait_ms: u32) -> Reply {
+    let deadline =
+        Instant::now() + Duration::from_millis(u64::from(wait_ms.min(FETCH_IMAGE_WAIT_MS_MAX)));
+    loop {
+        let image: Arc<MetadataImage> = state.ctl.borrow().image();
+        if image.offset() > have && image.offset().0 >= state.startup_commit {
+            return Reply::Image {
+                snapshot: image.encode_snapshot(),
+            };
+        }
+        if Instant::now() >= deadline {
+            return Reply::Image {
+                snapshot: Vec::new(),
+            };
+        }
+        glommio::timer::sleep(Duration::from_millis(2)).await;
+    }
+}

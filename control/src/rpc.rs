@@ -1,0 +1,761 @@
+//! Broker-to-controller requests on the controller's own TCP port.
+//!
+//! Brokers register, heartbeat, follow the metadata image and hand over admin work
+//! (create/delete topics, add partitions, change configs, elect preferred leaders) to the
+//! active controller with these requests. They share the quorum port with raft traffic:
+//! a connection that starts with [`RPC_MAGIC`] carries requests (one answer per request,
+//! in order); any other connection carries raft frames (`tcp.rs`). Using the controller's
+//! channel (not Kafka's BrokerRegistration/BrokerHeartbeat APIs on the Kafka listener)
+//! means a broker needs only the quorum list to reach the controller, before any broker
+//! listener is known from metadata.
+//!
+//! Framing: `len u32 LE | crc32c u32 LE | body`, `len` bounded by `RPC_FRAME_BYTES_MAX`.
+//! Bodies are a kind byte followed by fixed-width little-endian integers and
+//! length-prefixed strings; every count and length is checked against the bytes left, so
+//! any input decodes to a value or an `RpcError`, never a panic.
+
+use std::time::Duration;
+
+use futures_lite::{AsyncReadExt, AsyncWriteExt};
+
+use crate::active::HeartbeatReply;
+use crate::records::Listener;
+use crate::types::{BrokerEpoch, BrokerId, MetadataOffset, NodeId, Term, TopicId};
+
+/// First bytes of a request connection (raft frames never start with these: as a raft
+/// frame length they would exceed any bound).
+pub const RPC_MAGIC: [u8; 4] = *b"SLRQ";
+/// Largest request or answer frame (an image snapshot is the largest).
+pub const RPC_FRAME_BYTES_MAX: usize = 64 << 20;
+const HEADER_BYTES: usize = 8;
+
+/// What a broker asks the active controller.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Request {
+    Register {
+        broker: BrokerId,
+        rack: Option<String>,
+        listeners: Vec<Listener>,
+    },
+    Heartbeat {
+        broker: BrokerId,
+        epoch: BrokerEpoch,
+    },
+    CreateTopic {
+        name: String,
+        partitions: i32,
+        replication_factor: i16,
+        configs: Vec<(String, String)>,
+        /// Keep this id (importing a topic a single node had before the quorum existed).
+        topic_id: Option<TopicId>,
+        validate_only: bool,
+    },
+    DeleteTopic {
+        name: String,
+    },
+    CreatePartitions {
+        name: String,
+        count: i32,
+        validate_only: bool,
+    },
+    /// Sets (`Some`) or removes (`None`) single topic config keys.
+    SetConfigs {
+        topic: String,
+        configs: Vec<(String, Option<String>)>,
+    },
+    /// Moves leadership back to each partition's preferred replica where it can.
+    ElectLeaders,
+    /// The image, once it is newer than `have` (waits up to `wait_ms` for a change).
+    FetchImage {
+        have: MetadataOffset,
+        wait_ms: u32,
+    },
+    Status,
+}
+
+/// Why the controller refused a request.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ErrorKind {
+    TopicExists,
+    UnknownTopic,
+    InvalidTopic,
+    InvalidPartitions,
+    InvalidReplicationFactor,
+    InvalidRequest,
+    /// Not committed in time (or leadership changed meanwhile): retry.
+    Timeout,
+    Internal,
+}
+
+/// The quorum as one controller sees it.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct QuorumStatus {
+    pub node: u64,
+    pub leader: Option<NodeId>,
+    pub term: Term,
+    pub commit_index: u64,
+    pub applied_index: u64,
+    pub voters: Vec<NodeId>,
+}
+
+/// The controller's answer.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Reply {
+    /// This controller is not the active one; try `leader` (if known).
+    NotLeader {
+        leader: Option<NodeId>,
+    },
+    Error {
+        kind: ErrorKind,
+        message: String,
+    },
+    Registered {
+        epoch: BrokerEpoch,
+    },
+    Heartbeat {
+        state: HeartbeatReply,
+        quorum: QuorumStatus,
+    },
+    /// Done; the image reflects it from `offset` on.
+    Done {
+        offset: MetadataOffset,
+    },
+    /// An encoded image snapshot (`MetadataImage::encode_snapshot`), empty if unchanged.
+    Image {
+        snapshot: Vec<u8>,
+    },
+    Status(QuorumStatus),
+}
+
+/// Why a request or answer could not be exchanged.
+#[derive(Debug, thiserror::Error)]
+pub enum RpcError {
+    #[error("controller connection: {0}")]
+    Io(#[from] std::io::Error),
+    #[error("frame of {len} bytes exceeds the {max} byte bound")]
+    TooLarge { len: usize, max: usize },
+    #[error("frame checksum mismatch")]
+    Checksum,
+    #[error("bad message: {0}")]
+    Decode(&'static str),
+    #[error("no answer within {0:?}")]
+    Timeout(Duration),
+}
+
+struct Enc(Vec<u8>);
+
+impl Enc {
+    fn u8(&mut self, v: u8) {
+        self.0.push(v);
+    }
+    fn i16(&mut self, v: i16) {
+        self.0.extend_from_slice(&v.to_le_bytes());
+    }
+    fn i32(&mut self, v: i32) {
+        self.0.extend_from_slice(&v.to_le_bytes());
+    }
+    fn u32(&mut self, v: u32) {
+        self.0.extend_from_slice(&v.to_le_bytes());
+    }
+    fn u64(&mut self, v: u64) {
+        self.0.extend_from_slice(&v.to_le_bytes());
+    }
+    fn bytes(&mut self, v: &[u8]) {
+        self.u32(v.len() as u32);
+        self.0.extend_from_slice(v);
+    }
+    fn str(&mut self, v: &str) {
+        self.bytes(v.as_bytes());
+    }
+    fn opt_str(&mut self, v: Option<&str>) {
+        match v {
+            Some(s) => {
+                self.u8(1);
+                self.str(s);
+            }
+            None => self.u8(0),
+        }
+    }
+    fn node(&mut self, v: Option<NodeId>) {
+        self.u64(v.map_or(0, |n| n.0));
+    }
+    fn quorum(&mut self, q: &QuorumStatus) {
+        self.u64(q.node);
+        self.node(q.leader);
+        self.u64(q.term.0);
+        self.u64(q.commit_index);
+        self.u64(q.applied_index);
+        self.u32(q.voters.len() as u32);
+        for v in &q.voters {
+            self.u64(v.0);
+        }
+    }
+}
+
+struct Dec<'a> {
+    buf: &'a [u8],
+}
+
+const SHORT: RpcError = RpcError::Decode("message ends early");
+
+impl<'a> Dec<'a> {
+    fn take(&mut self, n: usize) -> Result<&'a [u8], RpcError> {
+        if n > self.buf.len() {
+            return Err(SHORT);
+        }
+        let (head, rest) = self.buf.split_at(n);
+        self.buf = rest;
+        Ok(head)
+    }
+    fn array<const N: usize>(&mut self) -> Result<[u8; N], RpcError> {
+        let mut a = [0u8; N];
+        a.copy_from_slice(self.take(N)?);
+        Ok(a)
+    }
+    fn u8(&mut self) -> Result<u8, RpcError> {
+        Ok(self.array::<1>()?[0])
+    }
+    fn bool(&mut self) -> Result<bool, RpcError> {
+        Ok(self.u8()? != 0)
+    }
+    fn i16(&mut self) -> Result<i16, RpcError> {
+        Ok(i16::from_le_bytes(self.array()?))
+    }
+    fn i32(&mut self) -> Result<i32, RpcError> {
+        Ok(i32::from_le_bytes(self.array()?))
+    }
+    fn u32(&mut self) -> Result<u32, RpcError> {
+        Ok(u32::from_le_bytes(self.array()?))
+    }
+    fn u64(&mut self) -> Result<u64, RpcError> {
+        Ok(u64::from_le_bytes(self.array()?))
+    }
+    fn bytes(&mut self) -> Result<&'a [u8], RpcError> {
+        let n = self.u32()? as usize;
+        self.take(n)
+    }
+    fn str(&mut self) -> Result<String, RpcError> {
+        String::from_utf8(self.bytes()?.to_vec()).map_err(|_| RpcError::Decode("string not utf-8"))
+    }
+    fn opt_str(&mut self) -> Result<Option<String>, RpcError> {
+        match self.u8()? {
+            0 => Ok(None),
+            _ => self.str().map(Some),
+        }
+    }
+    /// A count of items each at least `min_bytes` long: bounded by the bytes left.
+    fn count(&mut self, min_bytes: usize) -> Result<usize, RpcError> {
+        let n = self.u32()? as usize;
+        if n.saturating_mul(min_bytes) > self.buf.len() {
+            return Err(RpcError::Decode("count exceeds the message"));
+        }
+        Ok(n)
+    }
+    fn node(&mut self) -> Result<Option<NodeId>, RpcError> {
+        let n = self.u64()?;
+        Ok((n != 0).then_some(NodeId(n)))
+    }
+    fn quorum(&mut self) -> Result<QuorumStatus, RpcError> {
+        let node = self.u64()?;
+        let leader = self.node()?;
+        let term = Term(self.u64()?);
+        let commit_index = self.u64()?;
+        let applied_index = self.u64()?;
+        let n = self.count(8)?;
+        let voters = (0..n)
+            .map(|_| self.u64().map(NodeId))
+            .collect::<Result<_, _>>()?;
+        Ok(QuorumStatus {
+            node,
+            leader,
+            term,
+            commit_index,
+            applied_index,
+            voters,
+        })
+    }
+    fn end(&self) -> Result<(), RpcError> {
+        if self.buf.is_empty() {
+            Ok(())
+        } else {
+            Err(RpcError::Decode("trailing bytes"))
+        }
+    }
+}
+
+impl Request {
+    pub fn encode(&self) -> Vec<u8> {
+        let mut e = Enc(Vec::new());
+        match self {
+            Request::Register {
+                broker,
+                rack,
+                listeners,
+            } => {
+                e.u8(1);
+                e.i32(broker.0);
+                e.opt_str(rack.as_deref());
+                e.u32(listeners.len() as u32);
+                for l in listeners {
+                    e.str(&l.name);
+                    e.str(&l.host);
+                    e.0.extend_from_slice(&l.port.to_le_bytes());
+                }
+            }
+            Request::Heartbeat { broker, epoch } => {
+                e.u8(2);
+                e.i32(broker.0);
+                e.u64(epoch.0 as u64);
+            }
+            Request::CreateTopic {
+                name,
+                partitions,
+                replication_factor,
+                configs,
+                topic_id,
+                validate_only,
+            } => {
+                e.u8(3);
+                e.str(name);
+                e.i32(*partitions);
+                e.i16(*replication_factor);
+                e.u32(configs.len() as u32);
+                for (k, v) in configs {
+                    e.str(k);
+                    e.str(v);
+                }
+                match topic_id {
+                    Some(id) => {
+                        e.u8(1);
+                        e.0.extend_from_slice(&id.0.to_le_bytes());
+                    }
+                    None => e.u8(0),
+                }
+                e.u8(u8::from(*validate_only));
+            }
+            Request::DeleteTopic { name } => {
+                e.u8(4);
+                e.str(name);
+            }
+            Request::CreatePartitions {
+                name,
+                count,
+                validate_only,
+            } => {
+                e.u8(5);
+                e.str(name);
+                e.i32(*count);
+                e.u8(u8::from(*validate_only));
+            }
+            Request::SetConfigs { topic, configs } => {
+                e.u8(6);
+                e.str(topic);
+                e.u32(configs.len() as u32);
+                for (k, v) in configs {
+                    e.str(k);
+                    e.opt_str(v.as_deref());
+                }
+            }
+            Request::ElectLeaders => e.u8(7),
+            Request::FetchImage { have, wait_ms } => {
+                e.u8(8);
+                e.u64(have.0);
+                e.u32(*wait_ms);
+            }
+            Request::Status => e.u8(9),
+        }
+        e.0
+    }
+
+    pub fn decode(buf: &[u8]) -> Result<Request, RpcError> {
+        let mut d = Dec { buf };
+        let r = match d.u8()? {
+            1 => {
+                let broker = BrokerId(d.i32()?);
+                let rack = d.opt_str()?;
+                let n = d.count(10)?;
+                let mut listeners = Vec::with_capacity(n);
+                for _ in 0..n {
+                    let name = d.str()?;
+                    let host = d.str()?;
+                    let port = u16::from_le_bytes(d.array()?);
+                    listeners.push(Listener { name, host, port });
+                }
+                Request::Register {
+                    broker,
+                    rack,
+                    listeners,
+                }
+            }
+            2 => Request::Heartbeat {
+                broker: BrokerId(d.i32()?),
+                epoch: BrokerEpoch(d.u64()? as i64),
+            },
+            3 => {
+                let name = d.str()?;
+                let partitions = d.i32()?;
+                let replication_factor = d.i16()?;
+                let n = d.count(8)?;
+                let configs = (0..n)
+                    .map(|_| Ok((d.str()?, d.str()?)))
+                    .collect::<Result<_, RpcError>>()?;
+                let topic_id = match d.u8()? {
+                    0 => None,
+                    _ => Some(TopicId(u128::from_le_bytes(d.array()?))),
+                };
+                Request::CreateTopic {
+                    name,
+                    partitions,
+                    replication_factor,
+                    configs,
+                    topic_id,
+                    validate_only: d.bool()?,
+                }
+            }
+            4 => Request::DeleteTopic { name: d.str()? },
+            5 => Request::CreatePartitions {
+                name: d.str()?,
+                count: d.i32()?,
+                validate_only: d.bool()?,
+            },
+            6 => {
+                let topic = d.str()?;
+                let n = d.count(5)?;
+                let configs = (0..n)
+                    .map(|_| Ok((d.str()?, d.opt_str()?)))
+                    .collect::<Result<_, RpcError>>()?;
+                Request::SetConfigs { topic, configs }
+            }
+            7 => Request::ElectLeaders,
+            8 => Request::FetchImage {
+                have: MetadataOffset(d.u64()?),
+                wait_ms: d.u32()?,
+            },
+            9 => Request::Status,
+            _ => return Err(RpcError::Decode("unknown request kind")),
+        };
+        d.end()?;
+        Ok(r)
+    }
+}
+
+fn error_kind_code(k: ErrorKind) -> u8 {
+    match k {
+        ErrorKind::TopicExists => 1,
+        ErrorKind::UnknownTopic => 2,
+        ErrorKind::InvalidTopic => 3,
+        ErrorKind::InvalidPartitions => 4,
+        ErrorKind::InvalidReplicationFactor => 5,
+        ErrorKind::InvalidRequest => 6,
+        ErrorKind::Timeout => 7,
+        ErrorKind::Internal => 8,
+    }
+}
+
+fn error_kind_from(c: u8) -> Result<ErrorKind, RpcError> {
+    Ok(match c {
+        1 => ErrorKind::TopicExists,
+        2 => ErrorKind::UnknownTopic,
+        3 => ErrorKind::InvalidTopic,
+        4 => ErrorKind::InvalidPartitions,
+        5 => ErrorKind::InvalidReplicationFactor,
+        6 => ErrorKind::InvalidRequest,
+        7 => ErrorKind::Timeout,
+        8 => ErrorKind::Internal,
+        _ => return Err(RpcError::Decode("unknown error kind")),
+    })
+}
+
+impl Reply {
+    pub fn encode(&self) -> Vec<u8> {
+        let mut e = Enc(Vec::new());
+        match self {
+            Reply::NotLeader { leader } => {
+                e.u8(1);
+                e.node(*leader);
+            }
+            Reply::Error { kind, message } => {
+                e.u8(2);
+                e.u8(error_kind_code(*kind));
+                e.str(message);
+            }
+            Reply::Registered { epoch } => {
+                e.u8(3);
+                e.u64(epoch.0 as u64);
+            }
+            Reply::Heartbeat { state, quorum } => {
+                e.u8(4);
+                e.u8(match state {
+                    HeartbeatReply::Active => 0,
+                    HeartbeatReply::Fenced => 1,
+                    HeartbeatReply::RegisterAgain => 2,
+                });
+                e.quorum(quorum);
+            }
+            Reply::Done { offset } => {
+                e.u8(5);
+                e.u64(offset.0);
+            }
+            Reply::Image { snapshot } => {
+                e.u8(6);
+                e.bytes(snapshot);
+            }
+            Reply::Status(q) => {
+                e.u8(7);
+                e.quorum(q);
+            }
+        }
+        e.0
+    }
+
+    pub fn decode(buf: &[u8]) -> Result<Reply, RpcError> {
+        let mut d = Dec { buf };
+        let r = match d.u8()? {
+            1 => Reply::NotLeader { leader: d.node()? },
+            2 => Reply::Error {
+                kind: error_kind_from(d.u8()?)?,
+                message: d.str()?,
+            },
+            3 => Reply::Registered {
+                epoch: BrokerEpoch(d.u64()? as i64),
+            },
+            4 => {
+                let state = match d.u8()? {
+                    0 => HeartbeatReply::Active,
+                    1 => HeartbeatReply::Fenced,
+                    2 => HeartbeatReply::RegisterAgain,
+                    _ => return Err(RpcError::Decode("unknown heartbeat state")),
+                };
+                Reply::Heartbeat {
+                    state,
+                    quorum: d.quorum()?,
+                }
+            }
+            5 => Reply::Done {
+                offset: MetadataOffset(d.u64()?),
+            },
+            6 => Reply::Image {
+                snapshot: d.bytes()?.to_vec(),
+            },
+            7 => Reply::Status(d.quorum()?),
+            _ => return Err(RpcError::Decode("unknown reply kind")),
+        };
+        d.end()?;
+        Ok(r)
+    }
+}
+
+/// Frames a body: `len | crc32c | body`.
+pub fn frame(body: &[u8]) -> Vec<u8> {
+    let mut out = Vec::with_capacity(HEADER_BYTES + body.len());
+    out.extend_from_slice(&(body.len() as u32).to_le_bytes());
+    out.extend_from_slice(&crc32c::crc32c(body).to_le_bytes());
+    out.extend_from_slice(body);
+    out
+}
+
+/// The first complete frame's body in `buf` and the bytes it used; `None` if incomplete.
+pub fn unframe(buf: &[u8]) -> Result<Option<(&[u8], usize)>, RpcError> {
+    let Some(head) = buf.get(..HEADER_BYTES) else {
+        return Ok(None);
+    };
+    let len = u32::from_le_bytes([head[0], head[1], head[2], head[3]]) as usize;
+    let crc = u32::from_le_bytes([head[4], head[5], head[6], head[7]]);
+    if len > RPC_FRAME_BYTES_MAX {
+        return Err(RpcError::TooLarge {
+            len,
+            max: RPC_FRAME_BYTES_MAX,
+        });
+    }
+    let Some(body) = buf.get(HEADER_BYTES..HEADER_BYTES + len) else {
+        return Ok(None);
+    };
+    if crc32c::crc32c(body) != crc {
+        return Err(RpcError::Checksum);
+    }
+    Ok(Some((body, HEADER_BYTES + len)))
+}
+
+/// Reads one frame body from an async stream; `Ok(None)` on a clean end of stream.
+pub async fn read_frame<S: futures_lite::AsyncRead + Unpin>(
+    stream: &mut S,
+    buf: &mut Vec<u8>,
+) -> Result<Option<Vec<u8>>, RpcError> {
+    let mut chunk = [0u8; 16 << 10];
+    loop {
+        if let Some((body, used)) = unframe(buf)? {
+            let body = body.to_vec();
+            buf.drain(..used);
+            return Ok(Some(body));
+        }
+        let n = stream.read(&mut chunk).await?;
+        if n == 0 {
+            return if buf.is_empty() { Ok(None) } else { Err(SHORT) };
+        }
+        buf.extend_from_slice(&chunk[..n]);
+    }
+}
+
+/// One request to the controller at `addr` on a new connection (glommio), bounded by
+/// `timeout`.
+pub async fn call(
+    addr: std::net::SocketAddr,
+    request: &Request,
+    timeout: Duration,
+) -> Result<Reply, RpcError> {
+    let exchange = async {
+        let mut stream = glommio::net::TcpStream::connect(addr)
+            .await
+            .map_err(|e| RpcError::Io(std::io::Error::other(e.to_string())))?;
+        let _ = stream.set_nodelay(true);
+        let mut out = RPC_MAGIC.to_vec();
+        out.extend_from_slice(&frame(&request.encode()));
+        stream.write_all(&out).await?;
+        let mut buf = Vec::new();
+        match read_frame(&mut stream, &mut buf).await? {
+            Some(body) => Reply::decode(&body),
+            None => Err(SHORT),
+        }
+    };
+    futures_lite::future::or(exchange, async {
+        glommio::timer::sleep(timeout).await;
+        Err(RpcError::Timeout(timeout))
+    })
+    .await
+}
+
+/// One request with blocking std I/O (for threads outside glommio: the admin endpoint, the
+/// command-line tools).
+pub fn call_blocking(
+    addr: std::net::SocketAddr,
+    request: &Request,
+    timeout: Duration,
+) -> Result<Reply, RpcError> {
+    use std::io::{Read, Write};
+    let mut stream = std::net::TcpStream::connect_timeout(&addr, timeout)?;
+    stream.set_read_timeout(Some(timeout))?;
+    stream.set_write_timeout(Some(timeout))?;
+    let _ = stream.set_nodelay(true);
+    let mut out = RPC_MAGIC.to_vec();
+    out.extend_from_slice(&frame(&request.encode()));
+    stream.write_all(&out)?;
+    let mut buf = Vec::new();
+    let mut chunk = [0u8; 16 << 10];
+    loop {
+        if let Some((body, _)) = unframe(&buf)? {
+            return Reply::decode(body);
+        }
+        let n = stream.read(&mut chunk)?;
+        if n == 0 {
+            return Err(SHORT);
+        }
+        buf.extend_from_slice(&chunk[..n]);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn requests_and_replies_round_trip() {
+        let requests = vec![
+            Request::Register {
+                broker: BrokerId(3),
+                rack: Some("r1".into()),
+                listeners: vec![Listener {
+                    name: "PLAINTEXT".into(),
+                    host: "127.0.0.1".into(),
+                    port: 9092,
+                }],
+            },
+            Request::Heartbeat {
+                broker: BrokerId(1),
+                epoch: BrokerEpoch(42),
+            },
+            Request::CreateTopic {
+                name: "t".into(),
+                partitions: 3,
+                replication_factor: 2,
+                configs: vec![("retention.ms".into(), "1".into())],
+                topic_id: Some(TopicId(7)),
+                validate_only: true,
+            },
+            Request::DeleteTopic { name: "t".into() },
+            Request::CreatePartitions {
+                name: "t".into(),
+                count: 9,
+                validate_only: false,
+            },
+            Request::SetConfigs {
+                topic: "t".into(),
+                configs: vec![("a".into(), None), ("b".into(), Some("c".into()))],
+            },
+            Request::ElectLeaders,
+            Request::FetchImage {
+                have: MetadataOffset(5),
+                wait_ms: 100,
+            },
+            Request::Status,
+        ];
+        for r in requests {
+            assert_eq!(Request::decode(&r.encode()).unwrap(), r);
+        }
+        let q = QuorumStatus {
+            node: 2,
+            leader: Some(NodeId(1)),
+            term: Term(4),
+            commit_index: 10,
+            applied_index: 9,
+            voters: vec![NodeId(1), NodeId(2)],
+        };
+        let replies = vec![
+            Reply::NotLeader { leader: None },
+            Reply::Error {
+                kind: ErrorKind::TopicExists,
+                message: "x".into(),
+            },
+            Reply::Registered {
+                epoch: BrokerEpoch(9),
+            },
+            Reply::Heartbeat {
+                state: HeartbeatReply::Fenced,
+                quorum: q.clone(),
+            },
+            Reply::Done {
+                offset: MetadataOffset(3),
+            },
+            Reply::Image {
+                snapshot: vec![1, 2, 3],
+            },
+            Reply::Status(q),
+        ];
+        for r in replies {
+            assert_eq!(Reply::decode(&r.encode()).unwrap(), r);
+        }
+    }
+
+    #[test]
+    fn truncated_or_lying_bodies_are_errors() {
+        let body = Request::CreateTopic {
+            name: "topic".into(),
+            partitions: 1,
+            replication_factor: 1,
+            configs: vec![("k".into(), "v".into())],
+            topic_id: None,
+            validate_only: false,
+        }
+        .encode();
+        for cut in 0..body.len() {
+            assert!(Request::decode(&body[..cut]).is_err(), "cut at {cut}");
+        }
+        // A count far beyond the bytes present.
+        let lying = [6u8, 1, 0, 0, 0, b't', 0xff, 0xff, 0xff, 0x7f];
+        assert!(Request::decode(&lying).is_err());
+        let mut framed = frame(&body);
+        framed[9] ^= 1;
+        assert!(matches!(unframe(&framed), Err(RpcError::Checksum)));
+        let huge = [0xffu8, 0xff, 0xff, 0xff, 0, 0, 0, 0];
+        assert!(matches!(unframe(&huge), Err(RpcError::TooLarge { .. })));
+    }
+}

@@ -1,0 +1,654 @@
+//! The broker's side of the cluster: the metadata image this node serves from, its
+//! registration with the active controller, and the control thread that runs them (and
+//! the controller quorum member, when the node has the controller role).
+//!
+//! Ownership:
+//! - `ClusterView` (one per process, shared by every thread) owns the latest image
+//!   (`Arc<MetadataImage>`, swapped whole per version, never changed in place), the
+//!   quorum as last seen, and this broker's registration state. Only the control thread
+//!   publishes into it.
+//! - Each shard keeps its own `Arc` of the image (`ShardImage`) and swaps it when the
+//!   version moves: one atomic load per look-up, no lock on the data path.
+//! - The topic catalog (`catalog.rs`) is a copy of the image's topics, synced when the
+//!   image is published; what the logs must follow (deleted topics, changed configs) is
+//!   queued for shard 0 (`take_log_work`), which tells every shard.
+//!
+//! Invariants: an image is published only if its offset is not older than the current
+//! one; the catalog is synced before the new version becomes visible; every wait (for a
+//! controller answer, for the image to reach an offset) has a deadline.
+
+use std::cell::RefCell;
+use std::collections::BTreeMap;
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, RwLock};
+use std::time::{Duration, Instant};
+
+use sluice_control::rpc::{self, ErrorKind, QuorumStatus, Reply, Request};
+use sluice_control::{BrokerEpoch, BrokerId, HeartbeatReply, Listener, MetadataImage, NodeId};
+
+use crate::catalog::{Catalog, TopicChange, TopicMeta};
+use crate::config::ServerConfig;
+use crate::errors::code;
+
+/// Where this broker stands with the controller.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum BrokerState {
+    Unregistered,
+    Fenced(BrokerEpoch),
+    Active(BrokerEpoch),
+}
+
+/// The cluster as this node sees it (see the module docs).
+#[derive(Debug)]
+pub struct ClusterView {
+    pub node_id: i32,
+    /// Every controller and its quorum address.
+    pub controllers: Vec<(NodeId, SocketAddr)>,
+    image: RwLock<Arc<MetadataImage>>,
+    version: AtomicU64,
+    quorum: Mutex<QuorumStatus>,
+    broker: Mutex<BrokerState>,
+    /// Index into `controllers` of the one to ask next.
+    target: AtomicU64,
+    catalog: Arc<Catalog>,
+    log_work: Mutex<Vec<TopicChange>>,
+    /// Topics of a data dir from before the quorum (and internal topics this broker
+    /// created), still to be put into the metadata log.
+    import: Mutex<Vec<TopicMeta>>,
+    importing: AtomicBool,
+}
+
+/// Requests that wait on the controller give up after this long.
+pub const CONTROLLER_REQUEST_TIMEOUT: Duration = Duration::from_secs(30);
+/// Pause before asking again after a controller was unreachable or had no leader.
+const RETRY_PAUSE: Duration = Duration::from_millis(50);
+/// How long a broker that is not a controller waits in one image fetch.
+const IMAGE_FETCH_WAIT_MS: u32 = 5_000;
+/// Heartbeat interval while fenced (waiting to be unfenced).
+const FENCED_HEARTBEAT_INTERVAL: Duration = Duration::from_millis(20);
+/// Queued log work beyond this is dropped with a warning (a restart re-syncs).
+const LOG_WORK_MAX: usize = 100_000;
+
+static CURRENT: Mutex<Option<Arc<ClusterView>>> = Mutex::new(None);
+
+/// The view of the server running in this process (for the admin endpoint).
+pub fn current() -> Option<Arc<ClusterView>> {
+    CURRENT.lock().unwrap_or_else(|p| p.into_inner()).clone()
+}
+
+fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    // Every guarded value is replaced whole, so a poisoned lock still holds a valid one.
+    m.lock().unwrap_or_else(|p| p.into_inner())
+}
+
+impl ClusterView {
+    /// `required`: internal topics this broker created in its catalog, which must be in the
+    /// metadata log as well.
+    pub fn new(
+        node_id: i32,
+        controllers: Vec<(NodeId, SocketAddr)>,
+        catalog: Arc<Catalog>,
+        required: &[&str],
+    ) -> Arc<ClusterView> {
+        let from_log = catalog.from_metadata_log();
+        let legacy: Vec<TopicMeta> = catalog
+            .list()
+            .into_iter()
+            .filter(|t| !from_log || required.contains(&t.name.as_str()))
+            .collect();
+        let view = Arc::new(ClusterView {
+            node_id,
+            controllers,
+            image: RwLock::new(Arc::new(MetadataImage::empty())),
+            version: AtomicU64::new(0),
+            quorum: Mutex::new(QuorumStatus::default()),
+            broker: Mutex::new(BrokerState::Unregistered),
+            target: AtomicU64::new(0),
+            catalog,
+            log_work: Mutex::new(Vec::new()),
+            importing: AtomicBool::new(!legacy.is_empty()),
+            import: Mutex::new(legacy),
+        });
+        *lock(&CURRENT) = Some(view.clone());
+        view
+    }
+
+    /// The latest image.
+    pub fn image(&self) -> Arc<MetadataImage> {
+        self.image.read().unwrap_or_else(|p| p.into_inner()).clone()
+    }
+
+    /// The offset of the latest image.
+    pub fn version(&self) -> u64 {
+        self.version.load(Ordering::Acquire)
+    }
+
+    pub fn quorum(&self) -> QuorumStatus {
+        lock(&self.quorum).clone()
+    }
+
+    pub fn set_quorum(&self, q: QuorumStatus) {
+        if let Some(leader) = q.leader {
+            self.point_at(leader);
+        }
+        *lock(&self.quorum) = q;
+    }
+
+    pub fn broker_state(&self) -> BrokerState {
+        *lock(&self.broker)
+    }
+
+    fn set_broker_state(&self, s: BrokerState) {
+        let mut b = lock(&self.broker);
+        if *b != s {
+            tracing::info!(node = self.node_id, state = ?s, "broker state");
+        }
+        *b = s;
+    }
+
+    /// Whether legacy topics are still being imported into the metadata log.
+    pub fn importing(&self) -> bool {
+        self.importing.load(Ordering::Acquire)
+    }
+
+    /// Publishes `image` (if not older than the current one): syncs the catalog first, so
+    /// a shard that sees the new version finds the topics in the catalog too.
+    pub fn publish(&self, image: Arc<MetadataImage>) {
+        if image.offset().0 < self.version() {
+            return;
+        }
+        if !self.importing() {
+            self.sync_catalog(&image);
+        }
+        let offset = image.offset().0;
+        *self.image.write().unwrap_or_else(|p| p.into_inner()) = image;
+        self.version.store(offset, Ordering::Release);
+    }
+
+    fn sync_catalog(&self, image: &MetadataImage) {
+        let topics = image
+            .topics()
+            .map(|t| TopicMeta {
+                name: t.name.clone(),
+                partitions: t.partitions.len() as i32,
+                topic_id: t.id.0.to_be_bytes(),
+                configs: image
+                    .configs_of(sluice_control::ConfigResource::Topic, &t.name)
+                    .cloned()
+                    .unwrap_or_default(),
+            })
+            .collect();
+        match self.catalog.sync_from(topics) {
+            Ok(changes) if !changes.is_empty() => {
+                let mut work = lock(&self.log_work);
+                if work.len() + changes.len() > LOG_WORK_MAX {
+                    tracing::warn!("log work queue full; changes apply after a restart");
+                } else {
+                    work.extend(changes);
+                }
+            }
+            Ok(_) => {}
+            Err(e) => tracing::error!(error = %e, "syncing the topic catalog from metadata failed"),
+        }
+    }
+
+    /// What the logs must follow since the last call (shard 0 drains it).
+    pub fn take_log_work(&self) -> Vec<TopicChange> {
+        std::mem::take(&mut *lock(&self.log_work))
+    }
+
+    /// The controller to ask next.
+    pub fn controller_addr(&self) -> SocketAddr {
+        let n = self.controllers.len().max(1) as u64;
+        let i = (self.target.load(Ordering::Relaxed) % n) as usize;
+        self.controllers
+            .get(i)
+            .map(|(_, a)| *a)
+            .unwrap_or_else(|| SocketAddr::from(([127, 0, 0, 1], 0)))
+    }
+
+    /// Asks `leader` next (if it is a known controller).
+    pub fn point_at(&self, leader: NodeId) {
+        if let Some(i) = self.controllers.iter().position(|(id, _)| *id == leader) {
+            self.target.store(i as u64, Ordering::Relaxed);
+        }
+    }
+
+    /// Asks the next controller in the list (the current one did not answer).
+    pub fn rotate(&self) {
+        self.target.fetch_add(1, Ordering::Relaxed);
+    }
+}
+
+/// A shard's own handle on the image: swapped when the published version moves.
+#[derive(Debug)]
+pub struct ShardImage {
+    pub view: Arc<ClusterView>,
+    cached: RefCell<(u64, Arc<MetadataImage>)>,
+}
+
+impl ShardImage {
+    pub fn new(view: Arc<ClusterView>) -> ShardImage {
+        let image = view.image();
+        ShardImage {
+            cached: RefCell::new((image.offset().0, image)),
+            view,
+        }
+    }
+
+    /// The current image (this shard's copy of the `Arc`).
+    pub fn image(&self) -> Arc<MetadataImage> {
+        let version = self.view.version();
+        let mut cached = self.cached.borrow_mut();
+        if cached.0 != version {
+            let image = self.view.image();
+            *cached = (image.offset().0, image);
+        }
+        cached.1.clone()
+    }
+
+    /// Whether this broker leads `topic`-`partition` in the current image.
+    pub fn leads(&self, topic: &str, partition: i32) -> bool {
+        let me = BrokerId(self.view.node_id);
+        let version = self.view.version();
+        let mut cached = self.cached.borrow_mut();
+        if cached.0 != version {
+            let image = self.view.image();
+            *cached = (image.offset().0, image);
+        }
+        cached
+            .1
+            .topic_by_name(topic)
+            .and_then(|t| t.partitions.get(&sluice_control::PartitionIndex(partition)))
+            .is_some_and(|p| p.leader == Some(me))
+    }
+
+    /// Waits (polling, bounded by `timeout`) until the image reaches `offset`.
+    pub async fn wait_for(&self, offset: u64, timeout: Duration) -> bool {
+        let deadline = Instant::now() + timeout;
+        while self.view.version() < offset {
+            if Instant::now() >= deadline {
+                return false;
+            }
+            glommio::timer::sleep(Duration::from_millis(1)).await;
+        }
+        true
+    }
+}
+
+/// The Kafka error code for a controller refusal.
+pub fn error_code(kind: ErrorKind) -> i16 {
+    match kind {
+        ErrorKind::TopicExists => code::TOPIC_ALREADY_EXISTS,
+        ErrorKind::UnknownTopic => code::UNKNOWN_TOPIC_OR_PARTITION,
+        ErrorKind::InvalidTopic => code::INVALID_TOPIC_EXCEPTION,
+        ErrorKind::InvalidPartitions => code::INVALID_PARTITIONS,
+        ErrorKind::InvalidReplicationFactor => code::INVALID_REPLICATION_FACTOR,
+        ErrorKind::InvalidRequest => code::INVALID_REQUEST,
+        ErrorKind::Timeout => code::REQUEST_TIMED_OUT,
+        ErrorKind::Internal => code::UNKNOWN_SERVER_ERROR,
+    }
+}
+
+/// Sends `req` to the active controller (following `NotLeader` answers, trying the next
+/// controller when one does not answer) until it answers or `timeout` passes.
+pub async fn ask_controller(
+    view: &ClusterView,
+    req: &Request,
+    timeout: Duration,
+) -> Result<Reply, (i16, String)> {
+    let deadline = Instant::now() + timeout;
+    loop {
+        let left = deadline.saturating_duration_since(Instant::now());
+        if left.is_zero() {
+            return Err((
+                code::REQUEST_TIMED_OUT,
+                "no active controller answered in time".into(),
+            ));
+        }
+        match rpc::call(view.controller_addr(), req, left).await {
+            Ok(Reply::NotLeader { leader: Some(l) }) if view.controllers.len() > 1 => {
+                view.point_at(l);
+                glommio::timer::sleep(Duration::from_millis(5)).await;
+            }
+            Ok(Reply::NotLeader { .. }) => {
+                view.rotate();
+                glommio::timer::sleep(RETRY_PAUSE).await;
+            }
+            Ok(reply) => return Ok(reply),
+            Err(e) => {
+                tracing::debug!(error = %e, "controller request failed; trying the next one");
+                view.rotate();
+                glommio::timer::sleep(RETRY_PAUSE).await;
+            }
+        }
+    }
+}
+
+/// Asks the controller for a metadata change and waits until this shard's image has it.
+/// `Ok(offset)` or `(error code, message)`.
+pub async fn change_metadata(
+    image: &ShardImage,
+    req: &Request,
+    timeout: Duration,
+) -> Result<u64, (i16, String)> {
+    match ask_controller(&image.view, req, timeout).await? {
+        Reply::Done { offset } => {
+            if image.wait_for(offset.0, timeout).await {
+                Ok(offset.0)
+            } else {
+                Err((
+                    code::REQUEST_TIMED_OUT,
+                    format!("metadata offset {} not reached in time", offset.0),
+                ))
+            }
+        }
+        Reply::Error { kind, message } => Err((error_code(kind), message)),
+        other => Err((
+            code::UNKNOWN_SERVER_ERROR,
+            format!("unexpected controller answer {other:?}"),
+        )),
+    }
+}
+
+/// Everything the control thread needs.
+pub(crate) struct ControlArgs {
+    pub view: Arc<ClusterView>,
+    pub config: Arc<ServerConfig>,
+    /// The quorum listener (bound by `server::start`), when this node is a controller.
+    pub listener: Option<std::os::fd::RawFd>,
+    pub stop: Arc<AtomicBool>,
+}
+
+/// The control thread: the controller quorum member (controller role), the broker's
+/// registration and heartbeats (broker role), and for a broker that is not a controller,
+/// the image fetched from the quorum.
+pub(crate) async fn control_main(args: ControlArgs) -> Result<(), String> {
+    let stop = args.stop.clone();
+    let stopped = move || {
+        let stop = stop.clone();
+        async move {
+            while !stop.load(Ordering::SeqCst) {
+                glommio::timer::sleep(Duration::from_millis(50)).await;
+            }
+        }
+    };
+    let cluster = &args.config.cluster;
+    let mut tasks = Vec::new();
+    if cluster.roles.broker {
+        tasks.push(
+            glommio::spawn_local(broker_agent(
+                args.view.clone(),
+                args.config.clone(),
+                args.stop.clone(),
+            ))
+            .detach(),
+        );
+    }
+    let result = match args.listener {
+        Some(fd) => {
+            use std::os::fd::FromRawFd;
+            // SAFETY: `fd` is the quorum listener bound by `server::start`, owned by nobody
+            // else; ownership passes to this listener.
+            let listener = unsafe { glommio::net::TcpListener::from_raw_fd(fd) };
+            let node = node_config(&args);
+            let view = args.view.clone();
+            let publish: sluice_control::node::Publish = Box::new(move |ctl| {
+                view.publish(ctl.image());
+                view.set_quorum(sluice_control::node::quorum_status(ctl));
+            });
+            sluice_control::node::run(node, listener, publish, stopped())
+                .await
+                .map_err(|e| format!("controller stopped: {e}"))
+        }
+        None => {
+            tasks.push(
+                glommio::spawn_local(follow_image(args.view.clone(), args.stop.clone())).detach(),
+            );
+            stopped().await;
+            Ok(())
+        }
+    };
+    for t in tasks {
+        t.cancel();
+    }
+    if let Err(e) = &result {
+        tracing::error!(error = %e, "control thread failed: stopping the broker");
+        args.stop.store(true, Ordering::SeqCst);
+    }
+    result
+}
+
+fn node_config(args: &ControlArgs) -> sluice_control::node::NodeConfig {
+    let c = &args.config.cluster;
+    sluice_control::node::NodeConfig {
+        id: NodeId(args.config.node_id as u64),
+        dir: args.config.data_dir.join(METADATA_DIR),
+        quorum: args.view.controllers.clone(),
+        tick_ms: c.controller_tick_ms.max(1),
+        broker: sluice_control::BrokerControlConfig {
+            session_timeout_ms: c.broker_session_timeout_ms,
+            auto_leader_rebalance: c.auto_leader_rebalance,
+        },
+        tcp: sluice_control::tcp::TcpConfig::default(),
+        commit_timeout_ms: CONTROLLER_REQUEST_TIMEOUT.as_millis() as u64,
+    }
+}
+
+/// The controller's files, inside the data dir (not a partition directory name).
+pub const METADATA_DIR: &str = "__cluster_metadata";
+
+/// Registers this broker, then heartbeats every `broker_heartbeat_interval_ms`; registers
+/// again when the controller asks; imports legacy topics once active.
+async fn broker_agent(view: Arc<ClusterView>, config: Arc<ServerConfig>, stop: Arc<AtomicBool>) {
+    let interval = Duration::from_millis(config.cluster.broker_heartbeat_interval_ms.max(1));
+    let timeout = interval.max(Duration::from_millis(500)) * 2;
+    let me = BrokerId(config.node_id);
+    let register = Request::Register {
+        broker: me,
+        rack: config.cluster.rack.clone(),
+        listeners: vec![Listener {
+            name: "PLAINTEXT".into(),
+            host: config.advertised_host.clone(),
+            port: config.advertised_port,
+        }],
+    };
+    while !stop.load(Ordering::SeqCst) {
+        let state = view.broker_state();
+        let req = match state {
+            BrokerState::Unregistered => register.clone(),
+            BrokerState::Fenced(epoch) | BrokerState::Active(epoch) => {
+                Request::Heartbeat { broker: me, epoch }
+            }
+        };
+        match rpc::call(view.controller_addr(), &req, timeout).await {
+            Ok(Reply::Registered { epoch }) => {
+                view.set_broker_state(BrokerState::Fenced(epoch));
+                continue;
+            }
+            Ok(Reply::Heartbeat { state: hb, quorum }) => {
+                view.set_quorum(quorum);
+                let epoch = match state {
+                    BrokerState::Fenced(e) | BrokerState::Active(e) => e,
+                    BrokerState::Unregistered => continue,
+                };
+                match hb {
+                    HeartbeatReply::Active => view.set_broker_state(BrokerState::Active(epoch)),
+                    HeartbeatReply::Fenced => view.set_broker_state(BrokerState::Fenced(epoch)),
+                    HeartbeatReply::RegisterAgain => {
+                        view.set_broker_state(BrokerState::Unregistered);
+                        continue;
+                    }
+                }
+                if hb == HeartbeatReply::Active && view.importing() {
+                    import_legacy_topics(&view, &config).await;
+                }
+            }
+            Ok(Reply::NotLeader { leader }) => {
+                match leader {
+                    Some(l) if view.controllers.len() > 1 => view.point_at(l),
+                    _ => view.rotate(),
+                }
+                glommio::timer::sleep(RETRY_PAUSE).await;
+                continue;
+            }
+            Ok(other) => {
+                tracing::warn!(answer = ?other, "unexpected controller answer to a heartbeat")
+            }
+            Err(e) => {
+                tracing::debug!(error = %e, "controller unreachable; trying the next one");
+                view.rotate();
+                glommio::timer::sleep(RETRY_PAUSE).await;
+                continue;
+            }
+        }
+        // A fenced broker asks again soon: it is unfenced on the controller's next tick.
+        let pause = match view.broker_state() {
+            BrokerState::Active(_) => interval,
+            _ => interval.min(FENCED_HEARTBEAT_INTERVAL),
+        };
+        glommio::timer::sleep(pause).await;
+    }
+}
+
+/// Creates the topics a data dir held before the quorum existed (same ids, partition
+/// counts and configs), once; then the catalog follows the image.
+async fn import_legacy_topics(view: &Arc<ClusterView>, config: &ServerConfig) {
+    let topics = lock(&view.import).clone();
+    let mut left = Vec::new();
+    for t in topics {
+        let req = Request::CreateTopic {
+            name: t.name.clone(),
+            partitions: t.partitions,
+            replication_factor: 1,
+            configs: t
+                .configs
+                .iter()
+                .map(|(k, v)| (k.clone(), v.clone()))
+                .collect(),
+            topic_id: Some(sluice_control::TopicId(u128::from_be_bytes(t.topic_id))),
+            validate_only: false,
+        };
+        match ask_controller(view, &req, CONTROLLER_REQUEST_TIMEOUT).await {
+            Ok(Reply::Done { .. }) => {
+                tracing::info!(topic = %t.name, partitions = t.partitions, "imported topic into the metadata log")
+            }
+            Ok(Reply::Error {
+                kind: ErrorKind::TopicExists,
+                ..
+            }) => {}
+            other => {
+                tracing::warn!(topic = %t.name, answer = ?other, "importing topic failed; retrying");
+                left.push(t);
+            }
+        }
+    }
+    let done = left.is_empty();
+    *lock(&view.import) = left;
+    if done {
+        // Wait until the imports are in this node's image, then let the catalog follow it.
+        let deadline = Instant::now() + CONTROLLER_REQUEST_TIMEOUT;
+        while Instant::now() < deadline {
+            let image = view.image();
+            if view
+                .catalog
+                .list()
+                .iter()
+                .all(|t| image.topic_by_name(&t.name).is_some())
+            {
+                break;
+            }
+            glommio::timer::sleep(Duration::from_millis(2)).await;
+        }
+        view.importing.store(false, Ordering::Release);
+        view.sync_catalog(&view.image());
+        let _ = config;
+    }
+}
+
+/// A broker that is not a controller follows the image by long-polling the quorum.
+async fn follow_image(view: Arc<ClusterView>, stop: Arc<AtomicBool>) {
+    let timeout = Duration::from_millis(u64::from(IMAGE_FETCH_WAIT_MS) + 5_000);
+    while !stop.load(Ordering::SeqCst) {
+        let req = Request::FetchImage {
+            have: sluice_control::MetadataOffset(view.version()),
+            wait_ms: IMAGE_FETCH_WAIT_MS,
+        };
+        match rpc::call(view.controller_addr(), &req, timeout).await {
+            Ok(Reply::Image { snapshot }) if snapshot.is_empty() => {}
+            Ok(Reply::Image { snapshot }) => match MetadataImage::decode_snapshot(&snapshot) {
+                Ok(image) => view.publish(Arc::new(image)),
+                Err(e) => {
+                    tracing::warn!(error = %e, "bad image from the controller");
+                    view.rotate();
+                    glommio::timer::sleep(RETRY_PAUSE).await;
+                }
+            },
+            other => {
+                tracing::debug!(answer = ?other.map(|_| ()), "image fetch failed; trying the next controller");
+                view.rotate();
+                glommio::timer::sleep(RETRY_PAUSE).await;
+            }
+        }
+    }
+}
+
+/// `/cluster` on the admin endpoint: brokers, quorum, partition health, as JSON.
+pub fn status_json(view: &ClusterView) -> String {
+    let image = view.image();
+    let q = view.quorum();
+    let brokers: Vec<serde_json::Value> = image
+        .brokers()
+        .map(|b| {
+            let listener = b.listeners.first();
+            serde_json::json!({
+                "id": b.id.0,
+                "epoch": b.epoch.0,
+                "rack": b.rack,
+                "fenced": b.fenced,
+                "host": listener.map(|l| l.host.clone()),
+                "port": listener.map(|l| l.port),
+            })
+        })
+        .collect();
+    let names = |it: &mut dyn Iterator<
+        Item = (&sluice_control::TopicImage, sluice_control::PartitionIndex),
+    >| {
+        it.map(|(t, p)| format!("{}-{}", t.name, p.0))
+            .collect::<Vec<_>>()
+    };
+    let under = names(&mut image.under_replicated());
+    let offline = names(&mut image.offline());
+    let mut leaders: BTreeMap<i32, usize> = BTreeMap::new();
+    for (_, _, p) in image.partitions() {
+        if let Some(l) = p.leader {
+            *leaders.entry(l.0).or_default() += 1;
+        }
+    }
+    let state = match view.broker_state() {
+        BrokerState::Unregistered => "unregistered",
+        BrokerState::Fenced(_) => "fenced",
+        BrokerState::Active(_) => "active",
+    };
+    serde_json::json!({
+        "node_id": view.node_id,
+        "broker_state": state,
+        "controller": {
+            "leader": q.leader.map(|l| l.0),
+            "term": q.term.0,
+            "commit_index": q.commit_index,
+            "applied_index": q.applied_index,
+            "voters": q.voters.iter().map(|v| v.0).collect::<Vec<_>>(),
+            "seen_by": q.node,
+        },
+        "metadata_offset": image.offset().0,
+        "brokers": brokers,
+        "topics": image.topics().count(),
+        "partitions": image.partitions().count(),
+        "leaders_per_broker": leaders,
+        "under_replicated": under,
+        "offline": offline,
+    })
+    .to_string()
+}

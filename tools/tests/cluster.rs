@@ -1,0 +1,446 @@
+//! A 3-node cluster of real `sluice serve` processes on 127.0.0.1 (each broker and
+//! controller, racks r1..r3), driven with librdkafka and raw Kafka requests: rack-aware
+//! placement, forwarding to the controller, NOT_LEADER_OR_FOLLOWER, controller failover,
+//! broker fencing and rejoining. Waits are on observed state with a hang guard only; the
+//! durations printed are figures for the report, never checked.
+
+mod common;
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::io::{Read, Write};
+use std::net::TcpStream;
+use std::path::PathBuf;
+use std::time::{Duration, Instant};
+
+use bytes::{BufMut, Bytes, BytesMut};
+use common::{free_port, Broker};
+use futures_executor::block_on;
+use kafka_protocol::messages::create_topics_request::CreatableTopic;
+use kafka_protocol::messages::list_offsets_request::{ListOffsetsPartition, ListOffsetsTopic};
+use kafka_protocol::messages::{
+    ApiKey, CreateTopicsRequest, CreateTopicsResponse, ListOffsetsRequest, ListOffsetsResponse,
+    RequestHeader, ResponseHeader, TopicName,
+};
+use kafka_protocol::protocol::{Decodable, Encodable, HeaderVersion, StrBytes};
+use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, TopicReplication};
+use rdkafka::client::DefaultClientContext;
+use rdkafka::config::ClientConfig;
+use rdkafka::consumer::{BaseConsumer, Consumer};
+use rdkafka::producer::{BaseProducer, BaseRecord, Producer};
+
+/// A guard against hangs only.
+const HANG_GUARD: Duration = Duration::from_secs(60);
+const SESSION_TIMEOUT_MS: u64 = 3_000;
+const NODES: usize = 3;
+const NOT_LEADER_OR_FOLLOWER: i16 = 6;
+
+struct Cluster {
+    root: PathBuf,
+    quorum: String,
+    nodes: Vec<Option<Broker>>,
+}
+
+impl Cluster {
+    fn start(name: &str) -> Cluster {
+        let root = PathBuf::from(env!("CARGO_TARGET_TMPDIR"))
+            .join(format!("cluster-{name}-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&root);
+        let quorum = (1..=NODES)
+            .map(|i| format!("{i}@127.0.0.1:{}", free_port()))
+            .collect::<Vec<_>>()
+            .join(",");
+        let mut c = Cluster {
+            root,
+            quorum,
+            nodes: (0..NODES).map(|_| None).collect(),
+        };
+        for id in 1..=NODES {
+            c.start_node(id);
+        }
+        c.wait("three active brokers and a controller leader", || {
+            let s = c.status(1)?;
+            let live = s["brokers"]
+                .as_array()?
+                .iter()
+                .filter(|b| b["fenced"] == false)
+                .count();
+            (live == NODES && !s["controller"]["leader"].is_null()).then_some(())
+        });
+        c
+    }
+
+    fn start_node(&mut self, id: usize) {
+        let dir = self.root.join(format!("node{id}"));
+        std::fs::create_dir_all(&dir).unwrap();
+        let args = [
+            "--node-id".to_string(),
+            id.to_string(),
+            "--controller-quorum".into(),
+            self.quorum.clone(),
+            "--rack".into(),
+            format!("r{id}"),
+            "--broker-session-timeout-ms".into(),
+            SESSION_TIMEOUT_MS.to_string(),
+            "--broker-heartbeat-interval-ms".into(),
+            "200".into(),
+        ];
+        let args: Vec<&str> = args.iter().map(String::as_str).collect();
+        self.nodes[id - 1] = Some(Broker::start_with(&dir, &args));
+    }
+
+    fn node(&self, id: usize) -> &Broker {
+        self.nodes[id - 1].as_ref().expect("node running")
+    }
+
+    fn kill(&mut self, id: usize) {
+        if let Some(mut b) = self.nodes[id - 1].take() {
+            b.kill();
+        }
+    }
+
+    fn live(&self) -> Vec<usize> {
+        (1..=NODES)
+            .filter(|i| self.nodes[i - 1].is_some())
+            .collect()
+    }
+
+    /// `/cluster` of node `id`, if it answers.
+    fn status(&self, id: usize) -> Option<serde_json::Value> {
+        let body = self.nodes[id - 1].as_ref()?.admin_get("/cluster").ok()?;
+        serde_json::from_str(&body).ok()
+    }
+
+    fn controller_leader(&self, id: usize) -> Option<usize> {
+        self.status(id)?["controller"]["leader"]
+            .as_u64()
+            .map(|l| l as usize)
+    }
+
+    fn wait<T>(&self, what: &str, mut f: impl FnMut() -> Option<T>) -> T {
+        let deadline = Instant::now() + HANG_GUARD;
+        loop {
+            if let Some(v) = f() {
+                return v;
+            }
+            assert!(Instant::now() < deadline, "timed out waiting for {what}");
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+}
+
+impl Drop for Cluster {
+    fn drop(&mut self) {
+        for n in &mut self.nodes {
+            if let Some(mut b) = n.take() {
+                b.kill();
+            }
+        }
+        let _ = std::fs::remove_dir_all(&self.root);
+    }
+}
+
+/// One partition as Metadata reports it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+struct Part {
+    leader: i32,
+    replicas: Vec<i32>,
+    isr: Vec<i32>,
+}
+
+/// Metadata of `topic` from the broker at `addr`: the live broker ids and its partitions.
+fn metadata(addr: &str, topic: &str) -> Option<(BTreeSet<i32>, BTreeMap<i32, Part>)> {
+    let c: BaseConsumer = ClientConfig::new()
+        .set("bootstrap.servers", addr)
+        .set("group.id", "cluster-test")
+        .create()
+        .ok()?;
+    let md = c
+        .fetch_metadata(Some(topic), Duration::from_secs(10))
+        .ok()?;
+    let brokers = md.brokers().iter().map(|b| b.id()).collect();
+    let t = md.topics().first()?;
+    if t.error().is_some() {
+        return None;
+    }
+    let parts = t
+        .partitions()
+        .iter()
+        .map(|p| {
+            (
+                p.id(),
+                Part {
+                    leader: p.leader(),
+                    replicas: p.replicas().to_vec(),
+                    isr: p.isr().to_vec(),
+                },
+            )
+        })
+        .collect();
+    Some((brokers, parts))
+}
+
+fn create_topic(addr: &str, name: &str, partitions: i32, rf: i32) {
+    let admin: AdminClient<DefaultClientContext> = ClientConfig::new()
+        .set("bootstrap.servers", addr)
+        .create()
+        .expect("admin");
+    let topic = NewTopic::new(name, partitions, TopicReplication::Fixed(rf));
+    let opts = AdminOptions::new().operation_timeout(Some(Duration::from_secs(30)));
+    let r = block_on(admin.create_topics([&topic], &opts)).expect("create_topics");
+    assert!(r.iter().all(|x| x.is_ok()), "{r:?}");
+}
+
+fn frame<T: Encodable + HeaderVersion>(key: ApiKey, version: i16, body: &T) -> Vec<u8> {
+    let mut buf = BytesMut::new();
+    buf.put_i32(0);
+    RequestHeader::default()
+        .with_request_api_key(key as i16)
+        .with_request_api_version(version)
+        .with_correlation_id(11)
+        .with_client_id(Some(StrBytes::from_static_str("cluster-test")))
+        .encode(&mut buf, key.request_header_version(version))
+        .unwrap();
+    body.encode(&mut buf, version).unwrap();
+    let len = (buf.len() - 4) as i32;
+    buf[0..4].copy_from_slice(&len.to_be_bytes());
+    buf.to_vec()
+}
+
+fn call<Req: Encodable + HeaderVersion, Resp: Decodable + HeaderVersion>(
+    addr: &str,
+    key: ApiKey,
+    version: i16,
+    req: &Req,
+) -> Resp {
+    let mut s = TcpStream::connect(addr).expect("connect");
+    s.set_read_timeout(Some(HANG_GUARD)).unwrap();
+    s.write_all(&frame(key, version, req)).unwrap();
+    let mut len = [0u8; 4];
+    s.read_exact(&mut len).unwrap();
+    let mut body = vec![0u8; i32::from_be_bytes(len) as usize];
+    s.read_exact(&mut body).unwrap();
+    let mut body = Bytes::from(body);
+    let header = ResponseHeader::decode(&mut body, Resp::header_version(version)).unwrap();
+    assert_eq!(header.correlation_id, 11);
+    Resp::decode(&mut body, version).unwrap()
+}
+
+/// ListOffsets (latest) for one partition, straight to the broker at `addr`: its error.
+fn list_offsets_error(addr: &str, topic: &str, partition: i32) -> i16 {
+    let req = ListOffsetsRequest::default()
+        .with_replica_id(kafka_protocol::messages::BrokerId(-1))
+        .with_topics(vec![ListOffsetsTopic::default()
+            .with_name(TopicName(StrBytes::from_string(topic.to_string())))
+            .with_partitions(vec![ListOffsetsPartition::default()
+                .with_partition_index(partition)
+                .with_timestamp(-1)])]);
+    let r: ListOffsetsResponse = call(addr, ApiKey::ListOffsets, 5, &req);
+    r.topics[0].partitions[0].error_code
+}
+
+/// CreateTopics straight to the broker at `addr` (not necessarily the controller).
+fn create_topic_raw(addr: &str, name: &str, partitions: i32, rf: i16) -> i16 {
+    let req = CreateTopicsRequest::default()
+        .with_timeout_ms(30_000)
+        .with_topics(vec![CreatableTopic::default()
+            .with_name(TopicName(StrBytes::from_string(name.to_string())))
+            .with_num_partitions(partitions)
+            .with_replication_factor(rf)]);
+    let r: CreateTopicsResponse = call(addr, ApiKey::CreateTopics, 5, &req);
+    r.topics[0].error_code
+}
+
+fn rack_of(broker: i32) -> String {
+    format!("r{broker}")
+}
+
+#[test]
+fn placement_by_rack_forwarding_not_leader_and_controller_failover() {
+    let mut c = Cluster::start("failover");
+    let leader = c.wait("a controller leader", || c.controller_leader(1));
+    let other = c.live().into_iter().find(|i| *i != leader).unwrap();
+
+    // Replication factor 3 across 3 racks: one replica per rack; leaders spread.
+    create_topic(&c.node(other).addr, "racked", 6, 3);
+    let (brokers, parts) = c.wait("metadata of racked", || {
+        metadata(&c.node(other).addr, "racked")
+    });
+    assert_eq!(brokers, BTreeSet::from([1, 2, 3]));
+    assert_eq!(parts.len(), 6);
+    let mut leads: BTreeMap<i32, usize> = BTreeMap::new();
+    for (i, p) in &parts {
+        let racks: BTreeSet<String> = p.replicas.iter().map(|b| rack_of(*b)).collect();
+        assert_eq!(racks.len(), 3, "partition {i}: {p:?}");
+        assert_eq!(p.leader, p.replicas[0], "partition {i}: preferred leader");
+        assert_eq!(p.isr.len(), 3, "partition {i}: {p:?}");
+        *leads.entry(p.leader).or_default() += 1;
+    }
+    assert_eq!(leads, BTreeMap::from([(1, 2), (2, 2), (3, 2)]), "{parts:?}");
+
+    // Requests reaching a broker that does not lead the partition: NOT_LEADER_OR_FOLLOWER.
+    let (p0, part0) = parts.iter().next().map(|(i, p)| (*i, p.clone())).unwrap();
+    let follower = part0.replicas[1] as usize;
+    assert_eq!(
+        list_offsets_error(&c.node(follower).addr, "racked", p0),
+        NOT_LEADER_OR_FOLLOWER
+    );
+    assert_eq!(
+        list_offsets_error(&c.node(part0.leader as usize).addr, "racked", p0),
+        0
+    );
+
+    // CreateTopics sent to a broker that is not the controller is carried out by it.
+    let t0 = Instant::now();
+    assert_eq!(create_topic_raw(&c.node(other).addr, "forwarded", 3, 2), 0);
+    let created_ms = t0.elapsed().as_millis();
+    let third = c
+        .live()
+        .into_iter()
+        .find(|i| *i != other && *i != leader)
+        .unwrap();
+    // Propagation: how long until the third broker's Metadata shows the new topic.
+    c.wait("forwarded topic on every broker", || {
+        metadata(&c.node(third).addr, "forwarded")
+    });
+    let propagated_ms = t0.elapsed().as_millis();
+    eprintln!("figure: create topic via a non-controller broker answered in {created_ms} ms; visible on a third broker after {propagated_ms} ms");
+
+    // Kill the active controller: a new one is elected and metadata is intact.
+    let term_before = c.status(other).unwrap()["controller"]["term"]
+        .as_u64()
+        .unwrap();
+    let t0 = Instant::now();
+    c.kill(leader);
+    let new_leader = c.wait("a new controller leader", || {
+        let s = c.status(other)?;
+        let l = s["controller"]["leader"].as_u64()? as usize;
+        let term = s["controller"]["term"].as_u64()?;
+        (l != leader && term > term_before).then_some(l)
+    });
+    eprintln!(
+        "figure: controller failover (kill -9 of the leader to a new leader seen) {} ms",
+        t0.elapsed().as_millis()
+    );
+    assert_ne!(new_leader, leader);
+    let (_, after) = c.wait("metadata after failover", || {
+        metadata(&c.node(other).addr, "racked")
+    });
+    assert_eq!(after.len(), 6);
+    for (i, p) in &after {
+        assert_eq!(p.replicas, parts[i].replicas, "partition {i}");
+    }
+    // The new controller fences the dead one once its session expires, and carries out
+    // changes (placing replicas on live brokers only).
+    c.wait("the old controller's broker fenced", || {
+        let s = c.status(other)?;
+        let b = s["brokers"]
+            .as_array()?
+            .iter()
+            .find(|b| b["id"] == leader as u64)?
+            .clone();
+        (b["fenced"] == true).then_some(())
+    });
+    assert_eq!(
+        create_topic_raw(&c.node(other).addr, "after-failover", 2, 2),
+        0
+    );
+    let (_, fresh) = c.wait("topic created after failover", || {
+        metadata(&c.node(other).addr, "after-failover")
+    });
+    assert_eq!(fresh.len(), 2);
+    for p in fresh.values() {
+        assert!(
+            !p.replicas.contains(&(leader as i32)),
+            "{p:?}: replica on a dead broker"
+        );
+    }
+}
+
+#[test]
+fn killed_broker_is_fenced_its_leaderships_move_and_it_rejoins() {
+    let mut c = Cluster::start("fencing");
+    let leader = c.wait("a controller leader", || c.controller_leader(1));
+    let victim = c.live().into_iter().find(|i| *i != leader).unwrap();
+    let survivor = leader;
+    let v = victim as i32;
+    create_topic(&c.node(survivor).addr, "moving", 6, 3);
+    create_topic(&c.node(survivor).addr, "single", 3, 1);
+    let (_, before) = c.wait("metadata of moving", || {
+        metadata(&c.node(survivor).addr, "moving")
+    });
+    let (_, singles) = c.wait("metadata of single", || {
+        metadata(&c.node(survivor).addr, "single")
+    });
+    let led: Vec<i32> = before
+        .iter()
+        .filter(|(_, p)| p.leader == v)
+        .map(|(i, _)| *i)
+        .collect();
+    assert!(!led.is_empty(), "{before:?}");
+    let alone: Vec<i32> = singles
+        .iter()
+        .filter(|(_, p)| p.leader == v)
+        .map(|(i, _)| *i)
+        .collect();
+    assert!(!alone.is_empty(), "{singles:?}");
+
+    let t0 = Instant::now();
+    c.kill(victim);
+    let moved = c.wait("the victim's partitions led by live ISR members", || {
+        let (brokers, parts) = metadata(&c.node(survivor).addr, "moving")?;
+        let done = !brokers.contains(&v)
+            && parts
+                .values()
+                .all(|p| p.leader != v && p.leader >= 0 && !p.isr.contains(&v));
+        done.then_some(parts)
+    });
+    eprintln!(
+        "figure: leaderships moved off a killed broker after {} ms (session timeout {SESSION_TIMEOUT_MS} ms)",
+        t0.elapsed().as_millis()
+    );
+    for i in &led {
+        let p = &moved[i];
+        assert!(before[i].isr.contains(&p.leader), "{i}: {p:?}");
+    }
+    let status = c.status(survivor).unwrap();
+    let fenced = status["brokers"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|b| b["id"] == victim as u64)
+        .map(|b| b["fenced"] == true);
+    assert_eq!(fenced, Some(true), "{status}");
+    assert!(!status["under_replicated"].as_array().unwrap().is_empty());
+    // Partitions whose only replica died have no leader (never an unclean election).
+    let (_, offline) = metadata(&c.node(survivor).addr, "single").unwrap();
+    for i in &alone {
+        assert_eq!(offline[i].leader, -1, "{i}: {:?}", offline[i]);
+    }
+
+    // Producing to a moved partition works against the new leader.
+    let p: BaseProducer = ClientConfig::new()
+        .set("bootstrap.servers", &c.node(survivor).addr)
+        .set("message.timeout.ms", "30000")
+        .create()
+        .unwrap();
+    for i in &led {
+        p.send(
+            BaseRecord::<str, str>::to("moving")
+                .partition(*i)
+                .payload("x"),
+        )
+        .map_err(|(e, _)| e)
+        .unwrap();
+    }
+    p.flush(HANG_GUARD).expect("delivered to the new leaders");
+
+    // Restart: it registers again, is unfenced, and leads again what only it can lead.
+    c.start_node(victim);
+    c.wait("the victim unfenced and listed again", || {
+        let (brokers, parts) = metadata(&c.node(survivor).addr, "single")?;
+        let back = brokers.contains(&v) && alone.iter().all(|i| parts[i].leader == v);
+        back.then_some(())
+    });
+    let status = c.status(victim).unwrap();
+    assert_eq!(status["broker_state"], "active", "{status}");
+}
