@@ -1,5 +1,6 @@
 //! The admin HTTP endpoint: `GET /metrics` (Prometheus text), `GET /health` and
-//! `GET /cluster` (this node's view of the cluster as JSON, for `sluice cluster status`).
+//! `GET /cluster` (this node's view of the cluster as JSON, for `sluice cluster status`),
+//! `POST /cluster/elect-leaders` (preferred-leader election through the active controller).
 //! Control plane, on its own thread with blocking I/O; one request per connection,
 //! request heads bounded to `REQUEST_HEAD_BYTES_MAX`.
 
@@ -49,6 +50,13 @@ fn serve(mut s: TcpStream) -> std::io::Result<()> {
         "/health" => ("200 OK", "ok\n".to_string()),
         "/cluster" => match crate::cluster::current() {
             Some(view) => ("200 OK", crate::cluster::status_json(&view)),
+            None => ("503 Service Unavailable", "no broker running\n".to_string()),
+        },
+        "/cluster/elect-leaders" => match crate::cluster::current() {
+            Some(view) => match crate::cluster::elect_leaders_blocking(&view) {
+                Ok(body) => ("200 OK", body),
+                Err(e) => ("503 Service Unavailable", format!("{e}\n")),
+            },
             None => ("503 Service Unavailable", "no broker running\n".to_string()),
         },
         _ => ("404 Not Found", "not found\n".to_string()),

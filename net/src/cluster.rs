@@ -652,3 +652,53 @@ pub fn status_json(view: &ClusterView) -> String {
     })
     .to_string()
 }
+
+/// Partitions led by someone other than their preferred (first) replica.
+fn not_preferred(image: &MetadataImage) -> usize {
+    image
+        .partitions()
+        .filter(|(_, _, p)| p.leader.is_some() && p.leader != p.replicas.first().copied())
+        .count()
+}
+
+/// `/cluster/elect-leaders` on the admin endpoint (a blocking thread): asks the active
+/// controller to move leadership to preferred replicas, waits until this node's image has
+/// the result, and says how many partitions were off their preferred leader before and
+/// after (JSON).
+pub fn elect_leaders_blocking(view: &ClusterView) -> Result<String, String> {
+    let before = not_preferred(&view.image());
+    let deadline = Instant::now() + CONTROLLER_REQUEST_TIMEOUT;
+    let offset = loop {
+        if Instant::now() >= deadline {
+            return Err("no active controller answered in time".into());
+        }
+        match rpc::call_blocking(
+            view.controller_addr(),
+            &Request::ElectLeaders,
+            CONTROLLER_REQUEST_TIMEOUT,
+        ) {
+            Ok(Reply::Done { offset }) => break offset.0,
+            Ok(Reply::NotLeader { leader: Some(l) }) if view.controllers.len() > 1 => {
+                view.point_at(l)
+            }
+            Ok(Reply::Error { message, .. }) => return Err(message),
+            Ok(_) | Err(_) => {
+                view.rotate();
+                std::thread::sleep(RETRY_PAUSE);
+            }
+        }
+    };
+    while view.version() < offset {
+        if Instant::now() >= deadline {
+            return Err(format!("metadata offset {offset} not reached in time"));
+        }
+        std::thread::sleep(Duration::from_millis(2));
+    }
+    let after = not_preferred(&view.image());
+    Ok(serde_json::json!({
+        "metadata_offset": offset,
+        "not_preferred_before": before,
+        "not_preferred_after": after,
+    })
+    .to_string())
+}

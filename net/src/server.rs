@@ -217,7 +217,33 @@ pub fn start(mut config: ServerConfig) -> Result<Server, ServerError> {
             }
         }
     }
+    if single_node(&config, &view) {
+        wait_coordinator_loaded(&groups);
+    }
     Ok(server)
+}
+
+/// A node that is its whole cluster leads every offsets partition: start-up waits (a
+/// bounded time) until the group coordinator has loaded them, so the first group request
+/// finds its group instead of COORDINATOR_LOAD_IN_PROGRESS.
+fn wait_coordinator_loaded(groups: &Groups) {
+    let deadline = std::time::Instant::now() + SINGLE_NODE_READY_TIMEOUT;
+    while groups.loaded_count() < groups.partition_count() {
+        if std::time::Instant::now() >= deadline {
+            tracing::warn!(
+                loaded = groups.loaded_count(),
+                partitions = groups.partition_count(),
+                "serving before every offsets partition is loaded"
+            );
+            return;
+        }
+        std::thread::sleep(Duration::from_millis(2));
+    }
+}
+
+fn single_node(config: &ServerConfig, view: &ClusterView) -> bool {
+    let roles = config.cluster.roles;
+    roles.controller && roles.broker && view.controllers.len() == 1
 }
 
 /// How long a quorum of one may take to elect itself, register its broker and import a
@@ -232,9 +258,7 @@ fn wait_single_node_ready(
     view: &ClusterView,
     stop: &AtomicBool,
 ) -> Result<(), ServerError> {
-    let roles = config.cluster.roles;
-    let single = roles.controller && roles.broker && view.controllers.len() == 1;
-    if !single {
+    if !single_node(config, view) {
         return Ok(());
     }
     let deadline = std::time::Instant::now() + SINGLE_NODE_READY_TIMEOUT;

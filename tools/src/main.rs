@@ -1,9 +1,11 @@
-//! `sluice`: the one binary. `serve` runs a broker; `bench`, `group` and `tune` are its tools.
+//! `sluice`: the one binary. `serve` runs a broker; `bench`, `group`, `cluster` and `tune`
+//! are its tools.
 //!
 //! Only this crate reads configuration files, flags, signals and the environment; the
 //! libraries take plain config structs.
 
 mod bench;
+mod cluster;
 mod config;
 mod group;
 mod tune;
@@ -33,6 +35,8 @@ enum Command {
     Bench(bench::BenchArgs),
     /// Consumer groups: list, describe (lag), reset-offsets, delete.
     Group(group::GroupArgs),
+    /// The cluster: status (brokers, controller, partition health), elect-leaders.
+    Cluster(cluster::ClusterArgs),
     /// Check the host against a tuning profile, or apply the profile.
     Tune(tune::TuneArgs),
 }
@@ -97,6 +101,7 @@ fn main() {
         Command::Serve(args) => serve(args),
         Command::Bench(args) => bench::main(args),
         Command::Group(args) => group::main(args),
+        Command::Cluster(args) => cluster::main(args),
         Command::Tune(args) => match tune::main(args) {
             Ok(0) => Ok(()),
             Ok(code) => std::process::exit(code),

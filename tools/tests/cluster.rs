@@ -443,4 +443,38 @@ fn killed_broker_is_fenced_its_leaderships_move_and_it_rejoins() {
     });
     let status = c.status(victim).unwrap();
     assert_eq!(status["broker_state"], "active", "{status}");
+
+    // The command-line view of the same, from any broker.
+    let out = sluice(&["cluster", "status", "--admin", &c.node(survivor).admin_addr]);
+    assert!(
+        out.contains(&format!("controller leader {leader}")),
+        "{out}"
+    );
+    let victim_line = out
+        .lines()
+        .find(|l| l.contains(&format!("r{victim}")))
+        .unwrap_or_else(|| panic!("no line for broker {victim}: {out}"));
+    assert!(victim_line.contains("active"), "{out}");
+    assert!(out.contains("under-replicated partitions ("), "{out}");
+    let out = sluice(&[
+        "cluster",
+        "elect-leaders",
+        "--admin",
+        &c.node(victim).admin_addr,
+    ]);
+    assert!(out.contains("not led by their preferred replica"), "{out}");
+}
+
+/// Runs the `sluice` binary; its stdout (it must exit 0).
+fn sluice(args: &[&str]) -> String {
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_sluice"))
+        .args(args)
+        .output()
+        .expect("run sluice");
+    assert!(
+        out.status.success(),
+        "sluice {args:?}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout).into_owned()
 }

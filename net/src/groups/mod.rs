@@ -230,6 +230,11 @@ impl Groups {
         self.parts.len()
     }
 
+    /// Offsets partitions whose state is loaded (start-up waits for them on a single node).
+    pub fn loaded_count(&self) -> usize {
+        self.parts.iter().filter(|p| lock(p).loaded).count()
+    }
+
     /// The offsets partition a group belongs to.
     pub fn partition_of(&self, group_id: &str) -> usize {
         ((java_hash(group_id) & 0x7fff_ffff) as usize) % self.parts.len()

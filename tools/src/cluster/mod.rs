@@ -1,0 +1,192 @@
+//! `sluice cluster`: the cluster as one broker's admin endpoint sees it (`GET /cluster`),
+//! and preferred-leader election through the active controller
+//! (`POST /cluster/elect-leaders`). Any broker answers; its view comes from its metadata
+//! image and its last exchange with the controller quorum.
+
+use std::io::{Read, Write};
+use std::net::{TcpStream, ToSocketAddrs};
+use std::time::Duration;
+
+use anyhow::{anyhow, bail, Context, Result};
+use serde_json::Value;
+
+/// Bound on one admin request (elect-leaders waits for the controller).
+const REQUEST_TIMEOUT: Duration = Duration::from_secs(40);
+/// Bound on an admin answer's size.
+const RESPONSE_BYTES_MAX: u64 = 16 << 20;
+
+#[derive(Debug, clap::Args)]
+pub struct ClusterArgs {
+    #[command(subcommand)]
+    command: ClusterCommand,
+}
+
+#[derive(Debug, clap::Subcommand)]
+enum ClusterCommand {
+    /// Brokers (rack, fenced or not), the controller leader, raft term and commit index,
+    /// under-replicated and offline partitions.
+    Status {
+        /// Admin endpoint of any broker.
+        #[arg(long, default_value = "127.0.0.1:9644", value_name = "HOST:PORT")]
+        admin: String,
+        /// Print the broker's JSON as it is.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Move leadership to each partition's preferred replica where it is alive and in the
+    /// ISR.
+    ElectLeaders {
+        /// Admin endpoint of any broker.
+        #[arg(long, default_value = "127.0.0.1:9644", value_name = "HOST:PORT")]
+        admin: String,
+    },
+}
+
+pub fn main(args: ClusterArgs) -> Result<()> {
+    match args.command {
+        ClusterCommand::Status { admin, json } => {
+            let body = request(&admin, "GET", "/cluster")?;
+            if json {
+                println!("{body}");
+                return Ok(());
+            }
+            let v: Value = serde_json::from_str(&body).context("the /cluster answer")?;
+            print!("{}", render_status(&v));
+            Ok(())
+        }
+        ClusterCommand::ElectLeaders { admin } => {
+            let body = request(&admin, "POST", "/cluster/elect-leaders")?;
+            let v: Value = serde_json::from_str(&body).context("the elect-leaders answer")?;
+            println!(
+                "partitions not led by their preferred replica: {} before, {} after (metadata offset {})",
+                v["not_preferred_before"], v["not_preferred_after"], v["metadata_offset"]
+            );
+            Ok(())
+        }
+    }
+}
+
+/// One HTTP/1.1 request to the admin endpoint; the body of a 200 answer.
+fn request(admin: &str, method: &str, path: &str) -> Result<String> {
+    let addr = admin
+        .to_socket_addrs()
+        .with_context(|| format!("--admin: {admin:?} is not HOST:PORT"))?
+        .next()
+        .ok_or_else(|| anyhow!("--admin: {admin:?} resolves to no address"))?;
+    let mut s = TcpStream::connect_timeout(&addr, REQUEST_TIMEOUT)
+        .with_context(|| format!("connecting to the admin endpoint {admin}"))?;
+    s.set_read_timeout(Some(REQUEST_TIMEOUT))?;
+    s.set_write_timeout(Some(REQUEST_TIMEOUT))?;
+    write!(
+        s,
+        "{method} {path} HTTP/1.1\r\nHost: {admin}\r\nContent-Length: 0\r\nConnection: close\r\n\r\n"
+    )?;
+    let mut raw = String::new();
+    s.take(RESPONSE_BYTES_MAX)
+        .read_to_string(&mut raw)
+        .with_context(|| format!("reading the answer of {admin}{path}"))?;
+    let (head, body) = raw
+        .split_once("\r\n\r\n")
+        .ok_or_else(|| anyhow!("{admin}{path}: not an HTTP answer"))?;
+    let status = head.lines().next().unwrap_or("");
+    if !status.contains(" 200 ") {
+        bail!("{admin}{path}: {status}: {}", body.trim());
+    }
+    Ok(body.to_string())
+}
+
+fn list(v: &Value) -> String {
+    match v.as_array() {
+        Some(a) if a.is_empty() => "none".to_string(),
+        Some(a) => a
+            .iter()
+            .map(|x| x.as_str().map_or_else(|| x.to_string(), str::to_string))
+            .collect::<Vec<_>>()
+            .join(" "),
+        None => "?".to_string(),
+    }
+}
+
+/// The `/cluster` JSON as text.
+pub fn render_status(v: &Value) -> String {
+    let c = &v["controller"];
+    let leader = c["leader"]
+        .as_u64()
+        .map_or("none".to_string(), |l| l.to_string());
+    let mut out = format!(
+        "controller leader {leader}, term {}, commit index {} (voters {}; as seen by node {})\n",
+        c["term"],
+        c["commit_index"],
+        list(&c["voters"]),
+        v["node_id"]
+    );
+    out.push_str(&format!(
+        "metadata offset {}, {} topics, {} partitions\n\nbrokers:\n",
+        v["metadata_offset"], v["topics"], v["partitions"]
+    ));
+    out.push_str(&format!(
+        "  {:>4}  {:<12} {:<8} {:>7}  {}\n",
+        "ID", "RACK", "STATE", "LEADS", "ADDRESS"
+    ));
+    for b in v["brokers"].as_array().map(Vec::as_slice).unwrap_or(&[]) {
+        let id = b["id"].as_i64().unwrap_or(-1);
+        let leads = v["leaders_per_broker"][id.to_string()]
+            .as_u64()
+            .unwrap_or(0);
+        let state = if b["fenced"] == true {
+            "fenced"
+        } else {
+            "active"
+        };
+        out.push_str(&format!(
+            "  {:>4}  {:<12} {:<8} {:>7}  {}:{}\n",
+            id,
+            b["rack"].as_str().unwrap_or("-"),
+            state,
+            leads,
+            b["host"].as_str().unwrap_or("?"),
+            b["port"]
+        ));
+    }
+    let count = |k: &str| v[k].as_array().map_or(0, Vec::len);
+    out.push_str(&format!(
+        "\nunder-replicated partitions ({}): {}\noffline partitions ({}): {}\n",
+        count("under_replicated"),
+        list(&v["under_replicated"]),
+        count("offline"),
+        list(&v["offline"])
+    ));
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn status_renders_every_part() {
+        let v: Value = serde_json::from_str(
+            r#"{"node_id":2,"broker_state":"active","controller":{"leader":1,"term":4,"commit_index":57,"applied_index":57,"voters":[1,2,3],"seen_by":2},
+            "metadata_offset":57,"brokers":[{"id":1,"epoch":3,"rack":"r1","fenced":false,"host":"h1","port":9092},{"id":3,"epoch":9,"rack":null,"fenced":true,"host":"h3","port":9094}],
+            "topics":1,"partitions":2,"leaders_per_broker":{"1":2},"under_replicated":["t-0"],"offline":[]}"#,
+        )
+        .unwrap();
+        let text = render_status(&v);
+        assert!(
+            text.contains("controller leader 1, term 4, commit index 57"),
+            "{text}"
+        );
+        assert!(text.contains("voters 1 2 3"), "{text}");
+        assert!(text.contains("r1"), "{text}");
+        assert!(
+            text.lines()
+                .any(|l| l.contains(" 3 ") && l.contains("fenced")),
+            "{text}"
+        );
+        assert!(
+            text.contains("under-replicated partitions (1): t-0"),
+            "{text}"
+        );
+        assert!(text.contains("offline partitions (0): none"), "{text}");
+    }
+}
