@@ -251,6 +251,22 @@ impl ShardImage {
     /// Whether this broker leads `topic`-`partition` in the current image.
     pub fn leads(&self, topic: &str, partition: i32) -> bool {
         let me = BrokerId(self.view.node_id);
+        self.with_partition(topic, partition, |p| p.leader == Some(me))
+            .unwrap_or(false)
+    }
+
+    /// The partition's leader epoch in the current image (stamped into appended batches).
+    pub fn leader_epoch(&self, topic: &str, partition: i32) -> i32 {
+        self.with_partition(topic, partition, |p| p.leader_epoch.0)
+            .unwrap_or(0)
+    }
+
+    fn with_partition<T>(
+        &self,
+        topic: &str,
+        partition: i32,
+        f: impl FnOnce(&sluice_control::PartitionState) -> T,
+    ) -> Option<T> {
         let version = self.view.version();
         let mut cached = self.cached.borrow_mut();
         if cached.0 != version {
@@ -261,7 +277,7 @@ impl ShardImage {
             .1
             .topic_by_name(topic)
             .and_then(|t| t.partitions.get(&sluice_control::PartitionIndex(partition)))
-            .is_some_and(|p| p.leader == Some(me))
+            .map(f)
     }
 
     /// Waits (polling, bounded by `timeout`) until the image reaches `offset`.

@@ -175,11 +175,6 @@ impl std::fmt::Debug for Shard {
     }
 }
 
-fn leader_epoch() -> LeaderEpoch {
-    // Single node: the leader never changes.
-    LeaderEpoch(0)
-}
-
 fn append_error_code(e: &AppendError) -> i16 {
     match e {
         AppendError::Corrupt(_) => code::CORRUPT_MESSAGE,
@@ -406,7 +401,8 @@ impl Shard {
         let log = self.log_for(tp).await?;
         // Idempotence (sequence checks, duplicates answered with their first offsets) is
         // the engine's: its producer state is per log and survives restarts.
-        let result = log.append(records, leader_epoch()).await;
+        let epoch = LeaderEpoch(self.cluster.leader_epoch(&tp.topic, tp.partition.0));
+        let result = log.append(records, epoch).await;
         match result {
             Ok(info) => Ok((log, info.base_offset.0, Offset(info.last_offset.0 + 1))),
             Err(AppendError::Io(e)) => {

@@ -250,6 +250,19 @@ fn create_topic_raw(addr: &str, name: &str, partitions: i32, rf: i16) -> i16 {
     r.topics[0].error_code
 }
 
+/// Whether the broker at `addr` lists `topic` in Metadata (raw request, no auto-create).
+fn knows_topic(addr: &str, topic: &str) -> bool {
+    use kafka_protocol::messages::metadata_request::MetadataRequestTopic;
+    use kafka_protocol::messages::{MetadataRequest, MetadataResponse};
+    let req = MetadataRequest::default()
+        .with_allow_auto_topic_creation(false)
+        .with_topics(Some(vec![MetadataRequestTopic::default().with_name(Some(
+            TopicName(StrBytes::from_string(topic.to_string())),
+        ))]));
+    let r: MetadataResponse = call(addr, ApiKey::Metadata, 9, &req);
+    r.topics.first().is_some_and(|t| t.error_code == 0)
+}
+
 fn rack_of(broker: i32) -> String {
     format!("r{broker}")
 }
@@ -289,21 +302,67 @@ fn placement_by_rack_forwarding_not_leader_and_controller_failover() {
         0
     );
 
-    // CreateTopics sent to a broker that is not the controller is carried out by it.
-    let t0 = Instant::now();
+    // CreateTopics sent to a broker that is not the controller is carried out by it, and
+    // the third broker lists the topic too.
     assert_eq!(create_topic_raw(&c.node(other).addr, "forwarded", 3, 2), 0);
-    let created_ms = t0.elapsed().as_millis();
     let third = c
         .live()
         .into_iter()
         .find(|i| *i != other && *i != leader)
         .unwrap();
-    // Propagation: how long until the third broker's Metadata shows the new topic.
-    c.wait("forwarded topic on every broker", || {
+    let (_, forwarded) = c.wait("forwarded topic on every broker", || {
         metadata(&c.node(third).addr, "forwarded")
     });
-    let propagated_ms = t0.elapsed().as_millis();
-    eprintln!("figure: create topic via a non-controller broker answered in {created_ms} ms; visible on a third broker after {propagated_ms} ms");
+    assert!(
+        forwarded.values().all(|p| p.replicas.len() == 2),
+        "{forwarded:?}"
+    );
+
+    // Figures: metadata propagation (a topic created through one broker, until the other
+    // two list it) and the time to create 1,000 partitions (one CreateTopics).
+    let mut spread_us: Vec<u128> = Vec::new();
+    for n in 0..10 {
+        let name = format!("spread-{n}");
+        let t0 = Instant::now();
+        assert_eq!(create_topic_raw(&c.node(other).addr, &name, 1, 1), 0);
+        let answered_us = t0.elapsed().as_micros();
+        for b in [leader, third] {
+            // Polled back to back (not the 20 ms of `wait`): this is the figure.
+            while !knows_topic(&c.node(b).addr, &name) {
+                assert!(t0.elapsed() < HANG_GUARD, "{name} never reached broker {b}");
+            }
+        }
+        spread_us.push(t0.elapsed().as_micros() - answered_us);
+    }
+    spread_us.sort_unstable();
+    eprintln!(
+        "figure: metadata propagation, CreateTopics answered by one broker until both others list the topic: median {} us, max {} us (10 topics)",
+        spread_us[spread_us.len() / 2],
+        spread_us[spread_us.len() - 1]
+    );
+    let t0 = Instant::now();
+    assert_eq!(
+        create_topic_raw(&c.node(other).addr, "thousand", 1000, 3),
+        0
+    );
+    let created_ms = t0.elapsed().as_millis();
+    c.wait("1000 partitions everywhere", || {
+        [leader, third]
+            .into_iter()
+            .all(|b| knows_topic(&c.node(b).addr, "thousand"))
+            .then_some(())
+    });
+    eprintln!(
+        "figure: 1000 partitions (rf 3) created in {created_ms} ms, listed by every broker after {} ms",
+        t0.elapsed().as_millis()
+    );
+    let (_, thousand) = metadata(&c.node(third).addr, "thousand").unwrap();
+    assert_eq!(thousand.len(), 1000);
+    let mut per_broker: BTreeMap<i32, usize> = BTreeMap::new();
+    for p in thousand.values() {
+        *per_broker.entry(p.leader).or_default() += 1;
+    }
+    assert_eq!(per_broker.len(), 3, "{per_broker:?}");
 
     // Kill the active controller: a new one is elected and metadata is intact.
     let term_before = c.status(other).unwrap()["controller"]["term"]
@@ -477,4 +536,72 @@ fn sluice(args: &[&str]) -> String {
         String::from_utf8_lossy(&out.stderr)
     );
     String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+#[test]
+fn roles_a_broker_only_node_follows_and_a_controller_only_node_leads_nothing() {
+    let root = PathBuf::from(env!("CARGO_TARGET_TMPDIR"))
+        .join(format!("cluster-roles-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&root);
+    let quorum = format!("1@127.0.0.1:{},3@127.0.0.1:{}", free_port(), free_port());
+    let start = |id: usize, roles: &str| {
+        let dir = root.join(format!("node{id}"));
+        std::fs::create_dir_all(&dir).unwrap();
+        let id = id.to_string();
+        Broker::start_with(
+            &dir,
+            &[
+                "--node-id",
+                &id,
+                "--roles",
+                roles,
+                "--controller-quorum",
+                &quorum,
+            ],
+        )
+    };
+    let both = start(1, "broker,controller");
+    let broker_only = start(2, "broker");
+    let controller_only = start(3, "controller");
+    let deadline = Instant::now() + HANG_GUARD;
+    // Every node lists brokers 1 and 2 (3 has no broker role), whichever node is asked.
+    for b in [&both, &broker_only, &controller_only] {
+        loop {
+            assert!(
+                Instant::now() < deadline,
+                "brokers never listed by {}",
+                b.addr
+            );
+            let body = b.admin_get("/cluster").unwrap_or_default();
+            let v: serde_json::Value = serde_json::from_str(&body).unwrap_or_default();
+            let live: BTreeSet<u64> = v["brokers"]
+                .as_array()
+                .map(|a| {
+                    a.iter()
+                        .filter(|b| b["fenced"] == false)
+                        .filter_map(|b| b["id"].as_u64())
+                        .collect()
+                })
+                .unwrap_or_default();
+            if live == BTreeSet::from([1, 2]) {
+                break;
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+    // A topic created through the broker-only node is placed on the two brokers, and that
+    // node's image (fetched from the quorum) has it.
+    assert_eq!(create_topic_raw(&broker_only.addr, "roles", 4, 2), 0);
+    let (brokers, parts) = metadata(&broker_only.addr, "roles").expect("metadata");
+    assert_eq!(brokers, BTreeSet::from([1, 2]));
+    for p in parts.values() {
+        assert_eq!(
+            p.replicas.iter().copied().collect::<BTreeSet<_>>(),
+            BTreeSet::from([1, 2]),
+            "{p:?}"
+        );
+    }
+    assert_eq!(create_topic_raw(&controller_only.addr, "roles", 1, 1), 36);
+    drop((both, broker_only, controller_only));
+    let _ = std::fs::remove_dir_all(&root);
 }

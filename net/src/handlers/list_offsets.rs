@@ -49,7 +49,11 @@ pub async fn handle(shard: &Rc<Shard>, req: &Request) -> Result<ResponseFrame, F
                         .with_error_code(error)
                         .with_offset(offset)
                         .with_timestamp(timestamp)
-                        .with_leader_epoch(if req.version >= 4 { 0 } else { -1 })
+                        .with_leader_epoch(if req.version >= 4 {
+                            shard.cluster.leader_epoch(&t.name.0, p.partition_index)
+                        } else {
+                            -1
+                        })
                 })
                 .collect();
             ListOffsetsTopicResponse::default()
