@@ -105,6 +105,8 @@ pub enum BatchError {
     Empty,
     #[error("record {index} of the batch is malformed")]
     MalformedRecord { index: i32 },
+    #[error("batch records cannot be decompressed: {0}")]
+    Decompress(String),
 }
 
 /// Reads the header of the batch at the start of `bytes` without checking it.
@@ -291,6 +293,17 @@ impl<'a> RecordIter<'a> {
         }
     }
 
+    /// Walks `count` records laid out in `records` (a decompressed records section).
+    pub fn from_records(records: &'a [u8], count: i32) -> Self {
+        RecordIter {
+            batch: records,
+            pos: 0,
+            end: records.len(),
+            index: 0,
+            count: count.max(0),
+        }
+    }
+
     fn parse(&self) -> Option<(StoredRecord<'a>, usize)> {
         let rest = self.batch.get(self.pos..self.end)?;
         let (length, n) = get_varlong(rest)?;
@@ -338,11 +351,11 @@ impl<'a> Iterator for RecordIter<'a> {
     }
 }
 
-/// Re-encodes a stored batch keeping only `records` (stored bytes of some of its own
-/// records, in order). Base offset, last offset delta, base timestamp, producer fields and
-/// sequence stay, so retained records keep their offsets and the batch its offset range;
-/// record count, length, max timestamp (CreateTime: the largest kept) and CRC32C are
-/// computed again. No records gives a header-only batch with compression bits cleared.
+/// Re-encodes a stored batch keeping only `records` (some of its own records, in order,
+/// decompressed if it was compressed). Base offset, last offset delta, base timestamp,
+/// producer fields and sequence stay, so retained records keep their offsets and the batch
+/// its offset range; record count, length, max timestamp (CreateTime: the largest kept)
+/// and CRC32C are computed again. The result is uncompressed.
 pub fn rebuild(batch: &[u8], header: &BatchHeader, records: &[StoredRecord<'_>]) -> Vec<u8> {
     let body: usize = records.iter().map(|r| r.bytes.len()).sum();
     let mut out = Vec::with_capacity(HEADER_BYTES + body);
@@ -355,9 +368,7 @@ pub fn rebuild(batch: &[u8], header: &BatchHeader, records: &[StoredRecord<'_>])
         h.batch_length
             .set((HEADER_BYTES + body - LOG_OVERHEAD_BYTES) as i32);
         h.record_count.set(records.len() as i32);
-        if records.is_empty() {
-            h.attributes.set(h.attributes.get() & !COMPRESSION_MASK);
-        }
+        h.attributes.set(h.attributes.get() & !COMPRESSION_MASK);
         if !log_append_time {
             let base = h.base_timestamp.get();
             let max = records.iter().map(|r| base + r.timestamp_delta).max();

@@ -10,9 +10,12 @@
 //! - A record is dropped only when its offset is below the map's end and a newer record
 //!   of its key (below the map's end) exists, when it has no key, or when it is a
 //!   tombstone whose segment was first cleaned `delete.retention.ms` ago or longer.
-//! - Compressed, transactional and control batches are opaque: kept whole, their keys not
-//!   mapped (records are not decompressed here).
+//! - Compressed batches are decompressed (bounded): their keys are mapped and their records
+//!   filtered like any other; one that loses records is written back uncompressed.
+//!   Transactional and control batches (and batches whose records do not decode) are
+//!   opaque: kept whole, their keys not mapped.
 
+use std::borrow::Cow;
 use std::collections::BTreeMap;
 use std::hash::Hasher;
 use std::path::Path;
@@ -113,22 +116,39 @@ impl OffsetMap {
 
 /// A batch whose records the cleaner neither maps nor filters.
 pub(crate) fn is_opaque(header: &BatchHeader) -> bool {
-    header.compression() != 0 || header.is_control() || header.is_transactional()
+    header.is_control() || header.is_transactional()
 }
 
-/// Adds the keys of one stored batch to the map. `Err` when its records are malformed
+/// The records section of a stored batch, decompressed if need be. `Err` names why it
+/// cannot be read (the batch is then opaque).
+pub(crate) fn record_section<'a>(
+    header: &BatchHeader,
+    bytes: &'a [u8],
+) -> Result<Cow<'a, [u8]>, String> {
+    let section = bytes
+        .get(batch::HEADER_BYTES..header.total_bytes())
+        .ok_or("batch shorter than its length")?;
+    match header.compression() {
+        0 => Ok(Cow::Borrowed(section)),
+        codec => crate::codec::decompress(codec, section, crate::codec::DECOMPRESSED_BYTES_MAX)
+            .map(Cow::Owned),
+    }
+}
+
+/// Adds the keys of one stored batch to the map. `Err` when its records cannot be read
 /// (the batch is then treated as opaque when segments are rewritten).
 pub(crate) fn map_batch(
     map: &mut OffsetMap,
     header: &BatchHeader,
     bytes: &[u8],
-) -> Result<(), batch::BatchError> {
+) -> Result<(), String> {
     if is_opaque(header) {
         return Ok(());
     }
     let base = header.base_offset().0;
-    for record in RecordIter::new(bytes, header) {
-        let record = record?;
+    let section = record_section(header, bytes)?;
+    for record in RecordIter::from_records(&section, header.record_count.get()) {
+        let record = record.map_err(|e| e.to_string())?;
         if let Some(key) = record.key {
             map.put(key_hash(key), base + record.offset_delta);
         }
@@ -176,15 +196,19 @@ pub(crate) enum Filtered {
     Empty { header_only: Vec<u8> },
 }
 
-/// Filters one stored batch. Malformed records make the batch opaque (kept whole).
+/// Filters one stored batch. Records that cannot be read make the batch opaque (kept
+/// whole).
 pub(crate) fn filter_batch(rule: &RetainRule<'_>, header: &BatchHeader, bytes: &[u8]) -> Filtered {
     if is_opaque(header) || header.base_offset() >= rule.map_end {
         return Filtered::Whole { tombstones: 0 };
     }
+    let Ok(section) = record_section(header, bytes) else {
+        return Filtered::Whole { tombstones: 0 };
+    };
     let base = header.base_offset().0;
     let mut kept: Vec<StoredRecord<'_>> = Vec::new();
     let mut total = 0usize;
-    for record in RecordIter::new(bytes, header) {
+    for record in RecordIter::from_records(&section, header.record_count.get()) {
         let Ok(record) = record else {
             return Filtered::Whole { tombstones: 0 };
         };

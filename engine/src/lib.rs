@@ -27,6 +27,7 @@ pub mod batch;
 mod checkpoint;
 mod chunk;
 mod cleaner;
+mod codec;
 mod compact;
 pub mod config;
 mod epochs;

@@ -1299,15 +1299,18 @@ fn validate_all(
     Ok(out)
 }
 
-/// A compacted log refuses keyless records (as Kafka does). Records of compressed batches
-/// are not decompressed here, so only uncompressed batches are checked.
+/// A compacted log refuses keyless records (as Kafka does); compressed batches are
+/// decompressed (bounded) to check them.
 fn check_keys(records: &[u8], headers: &[(usize, BatchHeader)]) -> Result<(), AppendError> {
     for (start, header) in headers {
-        if header.compression() != 0 || header.is_control() {
+        if header.is_control() {
             continue;
         }
         let bytes = &records[*start..start + header.total_bytes()];
-        for (i, record) in batch::RecordIter::new(bytes, header).enumerate() {
+        let section = crate::compact::record_section(header, bytes)
+            .map_err(|e| AppendError::Corrupt(batch::BatchError::Decompress(e)))?;
+        let iter = batch::RecordIter::from_records(&section, header.record_count.get());
+        for (i, record) in iter.enumerate() {
             if record.map_err(AppendError::InvalidRecord)?.key.is_none() {
                 return Err(AppendError::KeylessRecord {
                     record_index: i as u32,

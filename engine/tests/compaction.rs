@@ -106,11 +106,8 @@ async fn visible(log: &PartitionLog) -> Vec<Rec> {
     let mut iter = BatchIter::new(&bytes);
     for (_, header, b) in iter.by_ref() {
         batch::verify_crc(&header, b).expect("every stored batch keeps a valid CRC");
-        if header.compression() != 0 {
-            out.push((header.base_offset().0, None, Some(b.to_vec())));
-            continue;
-        }
-        for r in RecordIter::new(b, &header) {
+        let section = decompressed(&header, b);
+        for r in RecordIter::from_records(&section, header.record_count.get()) {
             let r = r.expect("records parse");
             out.push((
                 header.base_offset().0 + r.offset_delta,
@@ -121,6 +118,87 @@ async fn visible(log: &PartitionLog) -> Vec<Rec> {
     }
     assert_eq!(iter.position(), bytes.len(), "whole batches only");
     out
+}
+
+/// The records section of a stored batch, decompressed (the test's codecs: gzip, lz4).
+fn decompressed(header: &batch::BatchHeader, b: &[u8]) -> Vec<u8> {
+    use std::io::Read;
+    let section = &b[batch::HEADER_BYTES..];
+    let mut out = Vec::new();
+    match header.compression() {
+        0 => out.extend_from_slice(section),
+        1 => {
+            flate2::read::GzDecoder::new(section)
+                .read_to_end(&mut out)
+                .expect("gzip");
+        }
+        3 => {
+            lz4::Decoder::new(section)
+                .expect("lz4")
+                .read_to_end(&mut out)
+                .expect("lz4");
+        }
+        other => panic!("codec {other} not used here"),
+    }
+    out
+}
+
+/// A batch whose records section is compressed with `codec` (1 gzip, 3 lz4).
+fn compress(batch_bytes: Vec<u8>, codec: u8) -> Vec<u8> {
+    use std::io::Write;
+    let section = &batch_bytes[batch::HEADER_BYTES..];
+    let compressed = match codec {
+        1 => {
+            let mut e = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::fast());
+            e.write_all(section).expect("gzip");
+            e.finish().expect("gzip")
+        }
+        3 => {
+            let mut e = lz4::EncoderBuilder::new().build(Vec::new()).expect("lz4");
+            e.write_all(section).expect("lz4");
+            let (out, r) = e.finish();
+            r.expect("lz4");
+            out
+        }
+        other => panic!("codec {other} not used here"),
+    };
+    let mut out = batch_bytes[..batch::HEADER_BYTES].to_vec();
+    out.extend_from_slice(&compressed);
+    let length = (out.len() - 12) as i32;
+    out[8..12].copy_from_slice(&length.to_be_bytes());
+    out[22] |= codec; // attributes, low byte
+    let crc = crc32c::crc32c(&out[21..]);
+    out[17..21].copy_from_slice(&crc.to_be_bytes());
+    out
+}
+
+/// Appends a compressed batch and waits until written; returns its records.
+async fn append_compressed(
+    log: &PartitionLog,
+    records: &[(&[u8], Option<&[u8]>)],
+    codec: u8,
+) -> Vec<Rec> {
+    let info = log
+        .append(
+            &compress(keyed_batch(records, T0 as i64), codec),
+            LeaderEpoch(0),
+        )
+        .await
+        .expect("append");
+    log.wait_written(info.last_offset.plus(1))
+        .await
+        .expect("written");
+    records
+        .iter()
+        .enumerate()
+        .map(|(i, (k, v))| {
+            (
+                info.base_offset.0 + i as i64,
+                Some(k.to_vec()),
+                v.map(<[u8]>::to_vec),
+            )
+        })
+        .collect()
 }
 
 /// What compaction must leave: below `clean_end` the latest record of each key
@@ -251,55 +329,75 @@ fn tombstones_stay_until_delete_retention_passed_since_first_cleaning() {
     });
 }
 
-/// A batch marked gzip-compressed (its record bytes are the test's own; the engine
-/// never decompresses).
-fn compressed_batch(key: &[u8]) -> Vec<u8> {
-    let mut b = keyed_batch(&[(key, Some(b"in a compressed batch"))], T0 as i64);
-    b[22] |= 1; // attributes low byte: gzip
-    let crc = crc32c::crc32c(&b[21..]);
-    b[17..21].copy_from_slice(&crc.to_be_bytes());
-    b
+/// The stored batch holding `offset`.
+async fn stored_batch(log: &PartitionLog, offset: i64) -> (batch::BatchHeader, Vec<u8>) {
+    let bytes = read_all(log, Offset(offset), 1).await;
+    let (_, h, b) = BatchIter::new(&bytes).next().expect("batch");
+    (h, b.to_vec())
 }
 
 #[test]
-fn compressed_batches_are_kept_whole_and_their_keys_not_mapped() {
+fn compressed_batches_are_decompressed_filtered_and_kept_whole_when_all_live() {
     let dir = test_dir();
     let path = dir.path().to_path_buf();
     run(move || async move {
         let (m, log) = open_log(&path, compact_config(), small_shard()).await;
-        let old = append(
-            &log,
-            &[(b"z1", Some(b"older than the compressed batch"))],
-            0,
-        )
-        .await;
-        let info = log
-            .append(&compressed_batch(b"z1"), LeaderEpoch(0))
-            .await
-            .expect("compressed append is not checked for keys");
-        let compressed_at = info.base_offset.0;
-        let mut all = write_versions(&log, 20, 10, T0 as i64).await;
+        let mut all = append(&log, &[(b"z1", Some(b"v0"))], T0 as i64).await;
+        let mixed = append_compressed(&log, &[(b"z1", Some(b"v1")), (b"z2", Some(b"v1"))], 1).await;
+        let whole = append_compressed(&log, &[(b"z3", Some(b"v1")), (b"z4", None)], 3).await;
+        all.extend(mixed.clone());
+        all.extend(whole.clone());
+        all.extend(append_compressed(&log, &[(b"z2", Some(b"v2"))], 1).await);
+        all.extend(write_versions(&log, 20, 10, T0 as i64).await);
         let active = log.active_segment_base().0;
-        log.wait_written(log.log_end_offset())
-            .await
-            .expect("written");
-        let stored_before = read_all(&log, Offset(compressed_at), 1).await;
+        let (_, whole_before) = stored_batch(&log, whole[0].0).await;
+
         assert!(log.compact(T0).await.expect("compact").ran);
         let got = visible(&log).await;
         assert_strictly_increasing(&got);
-        // The compressed batch is there byte for byte.
-        let stored_after = read_all(&log, Offset(compressed_at), 1).await;
-        let first = |b: &[u8]| {
-            let (_, h, bytes) = BatchIter::new(b).next().expect("batch");
-            (h.base_offset(), bytes.to_vec())
+        assert_eq!(got, expected(&all, active, false));
+        // The gzip batch lost z2: its z1 stays at its offset in an uncompressed batch.
+        let (h, _) = stored_batch(&log, mixed[0].0).await;
+        assert_eq!((h.compression(), h.record_count.get()), (0, 1));
+        assert_eq!(
+            (h.base_offset().0, h.last_offset().0),
+            (mixed[0].0, mixed[1].0)
+        );
+        // The lz4 batch kept every record: byte for byte, still compressed.
+        let (h, whole_after) = stored_batch(&log, whole[0].0).await;
+        assert_eq!(h.compression(), 3);
+        assert_eq!(whole_after, whole_before);
+
+        // Its tombstone expires like any other: the batch is then rewritten.
+        assert!(log.compact(T0 + DAY_MS).await.expect("compact").ran);
+        let got = visible(&log).await;
+        assert_eq!(got, expected(&all, active, true));
+        let (h, _) = stored_batch(&log, whole[0].0).await;
+        assert_eq!((h.compression(), h.record_count.get()), (0, 1));
+
+        // A keyless record inside a compressed batch is found and refused.
+        let keyless = {
+            let mut b = BatchBuilder::new(0);
+            b.push(&Record {
+                key: None,
+                value: Some(b"no key"),
+                ..Record::default()
+            });
+            compress(b.build(), 1)
         };
-        assert_eq!(first(&stored_after), first(&stored_before));
-        // Its key is unknown to the cleaner, so the older z1 (uncompressed) stays too.
-        assert!(got.iter().any(|r| r.0 == old[0].0));
-        // Everything else compacted as usual.
-        all.retain(|r| r.0 >= compressed_at);
-        let rest: Vec<Rec> = got.into_iter().filter(|r| r.0 > compressed_at).collect();
-        assert_eq!(rest, expected(&all[..], active, false));
+        let err = log.append(&keyless, LeaderEpoch(0)).await.unwrap_err();
+        assert!(
+            matches!(err, AppendError::KeylessRecord { record_index: 0 }),
+            "{err:?}"
+        );
+        // And a batch whose compressed records do not decode is corrupt.
+        let mut garbage = compress(keyed_batch(&[(b"k", Some(b"v"))], 0), 1);
+        let at = garbage.len() - 8;
+        garbage[at] ^= 0xff;
+        let crc = crc32c::crc32c(&garbage[21..]);
+        garbage[17..21].copy_from_slice(&crc.to_be_bytes());
+        let err = log.append(&garbage, LeaderEpoch(0)).await.unwrap_err();
+        assert!(matches!(err, AppendError::Corrupt(_)), "{err:?}");
         m.close_all().await.expect("close");
     });
 }
@@ -726,7 +824,12 @@ async fn random_sequence(seed: u64, dir: std::path::PathBuf) {
                     .iter()
                     .map(|(k, v)| (k.as_slice(), v.as_deref()))
                     .collect();
-                model.extend(append(&log, &records, now as i64).await);
+                let appended = match rng.below(4) {
+                    0 => append_compressed(&log, &records, 1).await,
+                    1 => append_compressed(&log, &records, 3).await,
+                    _ => append(&log, &records, now as i64).await,
+                };
+                model.extend(appended);
             }
             65..=89 => {
                 now += rng.below(3_000);

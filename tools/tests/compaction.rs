@@ -1,6 +1,6 @@
 //! A compacted topic through a real broker and real clients (librdkafka): many versions of
-//! a few keys shrink to about the latest of each once the broker's maintenance loop has
-//! compacted the closed segments; a fresh consumer from the beginning sees the latest
+//! a few keys (uncompressed, lz4, snappy) shrink to about the latest of each once the
+//! broker's maintenance loop has compacted the closed segments; a fresh consumer from the beginning sees the latest
 //! value of every key and never an older value after a newer one; keyless records are
 //! refused with INVALID_RECORD; DescribeConfigs shows the compaction settings.
 
@@ -91,23 +91,29 @@ fn compacted_topic_keeps_the_latest_value_of_every_key() {
     assert_eq!(entry("min.cleanable.dirty.ratio"), "0.1");
     assert_eq!(entry("delete.retention.ms"), "3600000");
 
-    let producer: BaseProducer = ClientConfig::new()
-        .set("bootstrap.servers", &broker.addr)
-        .set("linger.ms", "2")
-        .set("batch.num.messages", "20")
-        .create()
-        .expect("producer");
-    for version in 0..VERSIONS {
-        for key in 0..KEYS {
-            let k = format!("key{key}");
-            let v = value(key, version);
-            producer
-                .send(BaseRecord::to(topic).partition(0).key(&k).payload(&v))
-                .expect("queue");
-            producer.poll(Duration::ZERO);
+    // Versions in three runs: uncompressed, lz4, snappy (each flushed before the next,
+    // so versions stay in order).
+    let runs = [(0, 80, "none"), (80, 150, "lz4"), (150, VERSIONS, "snappy")];
+    for (from, to, codec) in runs {
+        let producer: BaseProducer = ClientConfig::new()
+            .set("bootstrap.servers", &broker.addr)
+            .set("linger.ms", "2")
+            .set("batch.num.messages", "20")
+            .set("compression.type", codec)
+            .create()
+            .expect("producer");
+        for version in from..to {
+            for key in 0..KEYS {
+                let k = format!("key{key}");
+                let v = value(key, version);
+                producer
+                    .send(BaseRecord::to(topic).partition(0).key(&k).payload(&v))
+                    .expect("queue");
+                producer.poll(Duration::ZERO);
+            }
         }
+        producer.flush(HANG_GUARD).expect("flush");
     }
-    producer.flush(HANG_GUARD).expect("flush");
 
     // A keyless record is refused.
     let keyless: BaseProducer<_> = ClientConfig::new()
