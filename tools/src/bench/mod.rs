@@ -119,6 +119,10 @@ pub struct Scenario {
     /// A batch is sent when it would grow past this many bytes.
     #[arg(long, default_value_t = 60 * 1024)]
     pub batch_bytes: usize,
+    /// A Produce request (one batch per partition of a broker) is sent before one more batch
+    /// would take it past this many bytes.
+    #[arg(long, default_value_t = 1024 * 1024)]
+    pub request_bytes: usize,
     /// With --rate: longest time a batch waits for more messages.
     #[arg(long, default_value_t = 0.0)]
     pub linger_ms: f64,

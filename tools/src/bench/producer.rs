@@ -1,9 +1,21 @@
-//! Producer actors. One actor runs on one executor with its own connection to each leader it
-//! writes to. The writer side fills one reusable `BatchRequest` per partition and sends it
-//! when it reaches `--batch-bytes` (or `--linger-ms` in fixed-rate mode); up to
-//! `--max-in-flight` requests are pipelined per connection. A reader task per connection
-//! matches responses (Kafka answers in order per connection), counts acknowledged messages
-//! and records their latency.
+//! Producer actors. One actor runs on one executor with one connection to each leader it
+//! writes to. Each connection owns one reusable `ProduceFrame`: a Produce request that
+//! carries a batch for each of several partitions led by that broker, as real clients send.
+//! A partition's batch closes when it would grow past `--batch-bytes`; the request goes out
+//! when it holds a batch of every partition the actor writes on that connection, when one
+//! more batch would take it past `--request-bytes`, or in fixed-rate mode at `--linger-ms`
+//! (at once without linger). Up to `--max-in-flight` requests are pipelined per connection.
+//! A reader task per connection matches responses (Kafka answers in order per connection),
+//! counts acknowledged messages per partition and records each message's latency.
+//!
+//! Without keys the actor fills one partition at a time (sticky, in connection order), so
+//! batches are written straight into the request; with keys each partition's batch fills in
+//! its own buffer and is copied into the request when it closes.
+//!
+//! Latency of a message: from its send call (in fixed-rate mode its intended send time, so a
+//! stalled broker cannot hide behind a slowed sender) to its request's acknowledgement.
+//! A batch keeps its first and last send times and its messages are counted linearly between
+//! them (`record_linear`), which is exact in fixed-rate mode and needs no per-message state.
 
 use std::cell::RefCell;
 use std::collections::VecDeque;
@@ -18,10 +30,10 @@ use glommio::net::TcpStream;
 use glommio::sync::Semaphore;
 use kafka_protocol::messages::ProduceResponse;
 
-use super::encoder::{BatchRequest, Compression, RequestTemplate};
+use super::encoder::{ProduceFrame, RequestTemplate, Section, SECTION_HEAD_BYTES};
 use super::metadata::Routing;
 use super::rate::RateSchedule;
-use super::stats::{now_ns, record_spread, wall_ms, ActorStats};
+use super::stats::{now_ns, record_linear, wall_ms, ActorStats};
 use super::wire::{correlation_of, decode_response, read_frame_within};
 use super::Control;
 
@@ -44,6 +56,8 @@ pub struct ProducerConfig {
     pub message_bytes_min: usize,
     pub message_bytes_max: usize,
     pub batch_bytes: usize,
+    /// A request is sent before one more batch would take it past this.
+    pub request_bytes: usize,
     pub linger_ns: u64,
     pub max_in_flight: usize,
     pub template: RequestTemplate,
@@ -57,32 +71,56 @@ pub struct ProducerConfig {
     pub seed: u64,
 }
 
-/// A request on the wire, waiting for its response.
-#[derive(Debug)]
-struct InFlight {
-    correlation_id: i32,
+/// One partition's batch inside a request: what its acknowledgement counts and records.
+#[derive(Debug, Clone, Copy)]
+struct BatchMeta {
     partition: i32,
     messages: u64,
     bytes: u64,
+    /// Send times of the batch's first and last message.
     first_ns: u64,
     last_ns: u64,
 }
 
-/// One connection: the write half stays with the actor, the read half runs in a task.
+/// A request on the wire, waiting for its response; its batches are the next `batches`
+/// entries of the connection's batch queue.
+#[derive(Debug)]
+struct InFlight {
+    correlation_id: i32,
+    batches: usize,
+}
+
+/// What a connection's reader task shares with the writer (queues keep their capacity, so
+/// nothing is allocated per request).
+#[derive(Default)]
+struct Pipeline {
+    requests: VecDeque<InFlight>,
+    batches: VecDeque<BatchMeta>,
+}
+
+/// One connection: the write half and the request being built stay with the actor, the read
+/// half runs in a task.
 struct Conn {
     writer: WriteHalf<TcpStream>,
     permits: Rc<Semaphore>,
-    inflight: Rc<RefCell<VecDeque<InFlight>>>,
+    pipeline: Rc<RefCell<Pipeline>>,
     failure: Rc<RefCell<Option<anyhow::Error>>>,
     _reader: glommio::Task<()>,
     next_correlation: i32,
+    frame: ProduceFrame,
+    /// Closed batches in `frame`, in order.
+    pending: Vec<BatchMeta>,
+    /// Partitions of this actor led by this connection's broker.
+    partitions: usize,
 }
 
 /// A partition's open batch.
 struct Slot {
     partition: i32,
     conn: usize,
-    req: BatchRequest,
+    /// With keys: the batch fills here and is copied into the request when it closes.
+    /// Without: it is written straight at the end of the connection's request.
+    own: Option<(Vec<u8>, Option<Section>)>,
     open: bool,
     first_ns: u64,
     last_ns: u64,
@@ -101,9 +139,12 @@ struct Producer {
     stats: Arc<ActorStats>,
     control: Arc<Control>,
     conns: Vec<Conn>,
+    /// Ordered by connection, so the sticky walk fills one request at a time.
     slots: Vec<Slot>,
     /// Slot index by partition id (keyed mode routes by partition).
     slot_of: Vec<usize>,
+    /// Compression scratch of keyed batches.
+    scratch: Vec<u8>,
     rng: fastrand::Rng,
 }
 
@@ -118,7 +159,6 @@ impl Producer {
         }
         let mut addrs: Vec<String> = Vec::new();
         let mut slots = Vec::new();
-        let mut slot_of = vec![usize::MAX; cfg.routing.partitions()];
         for &p in &cfg.partitions {
             let addr = cfg.routing.leader_addr(p as usize)?.to_string();
             let conn = match addrs.iter().position(|a| *a == addr) {
@@ -128,19 +168,26 @@ impl Producer {
                     addrs.len() - 1
                 }
             };
-            slot_of[p as usize] = slots.len();
+            let own = (cfg.keys != KeyMode::None)
+                .then(|| (Vec::with_capacity(cfg.batch_bytes + 256), None));
             slots.push(Slot {
                 partition: p,
                 conn,
-                req: BatchRequest::new(cfg.batch_bytes),
+                own,
                 open: false,
                 first_ns: 0,
                 last_ns: 0,
             });
         }
+        slots.sort_by_key(|s| (s.conn, s.partition));
+        let mut slot_of = vec![usize::MAX; cfg.routing.partitions()];
+        for (i, s) in slots.iter().enumerate() {
+            slot_of[s.partition as usize] = i;
+        }
         let mut conns = Vec::new();
-        for addr in &addrs {
-            conns.push(open_conn(addr, &cfg, &stats, &control).await?);
+        for (i, addr) in addrs.iter().enumerate() {
+            let partitions = slots.iter().filter(|s| s.conn == i).count();
+            conns.push(open_conn(addr, partitions, &cfg, &stats, &control).await?);
         }
         let rng = fastrand::Rng::with_seed(cfg.seed);
         Ok(Producer {
@@ -150,11 +197,12 @@ impl Producer {
             conns,
             slots,
             slot_of,
+            scratch: Vec::new(),
             rng,
         })
     }
 
-    /// The writer loop: fill batches, send them, until the quota, the deadline or a stop.
+    /// The writer loop: fill batches, send requests, until the quota, the deadline or a stop.
     async fn produce(&mut self) -> Result<()> {
         let schedule = self.cfg.rate.map(|r| RateSchedule::new(now_ns(), r));
         let quota = self.cfg.messages_max.unwrap_or(u64::MAX);
@@ -167,7 +215,7 @@ impl Producer {
         const CHUNK: u64 = 256;
         while sent < quota && !self.control.stopping() {
             self.check_readers()?;
-            let now = now_ns();
+            let mut now = now_ns();
             let due = match &schedule {
                 Some(s) => s.due_by(now).min(quota) - sent,
                 None => CHUNK.min(quota - sent),
@@ -183,7 +231,7 @@ impl Producer {
                 continue;
             }
             for _ in 0..due {
-                let intended = schedule.as_ref().map_or(now, |s| s.intended_ns(sent));
+                let send_ns = schedule.as_ref().map_or(now, |s| s.intended_ns(sent));
                 let key: Option<&[u8]> = match self.cfg.keys {
                     KeyMode::None => None,
                     KeyMode::Random => {
@@ -212,22 +260,16 @@ impl Producer {
                 } else {
                     self.rng.usize(size_min..=size_max)
                 };
-                let slot = &mut self.slots[si];
-                if !slot.open {
-                    slot.req
-                        .reset(&self.cfg.template, slot.partition, wall_ms());
-                    slot.open = true;
-                    slot.first_ns = intended;
-                }
-                slot.last_ns = intended;
-                let stamp = self.cfg.stamp.then_some(intended);
-                slot.req.push(key, &payload[..size], stamp);
+                let stamp = self.cfg.stamp.then_some(send_ns);
+                let batch_len = self.append(si, key, &payload[..size], stamp, send_ns)?;
                 sent += 1;
-                if slot.req.len() + size_max + 32 > self.cfg.batch_bytes {
-                    self.send(si).await?;
+                if batch_len + size_max + 32 > self.cfg.batch_bytes {
+                    self.close_batch(si).await?;
                     if key.is_none() {
                         sticky = (sticky + 1) % self.slots.len();
                     }
+                    // Sending may have waited for a permit: later messages are sent later.
+                    now = now_ns();
                 }
             }
             if schedule.is_some() {
@@ -242,6 +284,100 @@ impl Producer {
         self.flush_all().await
     }
 
+    /// Appends one record to slot `si`'s batch (opening it if needed); returns the batch's
+    /// bytes so far.
+    fn append(
+        &mut self,
+        si: usize,
+        key: Option<&[u8]>,
+        value: &[u8],
+        stamp: Option<u64>,
+        send_ns: u64,
+    ) -> Result<usize> {
+        let compression = self.cfg.template.compression;
+        let slot = &mut self.slots[si];
+        let frame = &mut self.conns[slot.conn].frame;
+        if !slot.open {
+            match &mut slot.own {
+                Some((buf, section)) => {
+                    buf.clear();
+                    *section = Some(Section::open(buf, slot.partition, compression, wall_ms()));
+                }
+                None => frame.open(slot.partition, wall_ms())?,
+            }
+            slot.open = true;
+            slot.first_ns = send_ns;
+        }
+        slot.last_ns = send_ns;
+        match &mut slot.own {
+            Some((buf, Some(section))) => {
+                section.push(buf, key, value, stamp);
+                Ok(section.len(buf))
+            }
+            Some((_, None)) => bail!("partition {} has no open batch", slot.partition),
+            None => {
+                frame.push(key, value, stamp)?;
+                Ok(frame.open_len())
+            }
+        }
+    }
+
+    /// Closes slot `si`'s batch into its connection's request and sends the request when it
+    /// is full.
+    async fn close_batch(&mut self, si: usize) -> Result<()> {
+        let ci = self.slots[si].conn;
+        let partition = self.slots[si].partition;
+        // A partition appears once per request: a second batch waits for the next one. (Only
+        // keyed batches can get there; a sticky walk closes each partition once per round.)
+        if self.slots[si].own.is_some()
+            && self.conns[ci]
+                .pending
+                .iter()
+                .any(|b| b.partition == partition)
+        {
+            self.send(ci).await?;
+        }
+        self.close_into_frame(si)?;
+        let conn = &self.conns[ci];
+        let one_more = self.cfg.batch_bytes + SECTION_HEAD_BYTES;
+        if conn.pending.len() >= conn.partitions
+            || conn.frame.len() + one_more > self.cfg.request_bytes
+        {
+            self.send(ci).await?;
+        }
+        Ok(())
+    }
+
+    /// Closes slot `si`'s open batch (if any) into its connection's request, unsent.
+    fn close_into_frame(&mut self, si: usize) -> Result<()> {
+        let compression = self.cfg.template.compression;
+        let slot = &mut self.slots[si];
+        if !slot.open {
+            return Ok(());
+        }
+        let conn = &mut self.conns[slot.conn];
+        let (messages, bytes) = match &mut slot.own {
+            Some((buf, section)) => {
+                let Some(s) = section.take() else {
+                    bail!("partition {} has no open batch", slot.partition);
+                };
+                s.close(buf, compression, &mut self.scratch)?;
+                conn.frame.append_closed(buf)?;
+                (s.count() as u64, s.payload_bytes())
+            }
+            None => conn.frame.close()?,
+        };
+        slot.open = false;
+        conn.pending.push(BatchMeta {
+            partition: slot.partition,
+            messages,
+            bytes,
+            first_ns: slot.first_ns,
+            last_ns: slot.last_ns,
+        });
+        Ok(())
+    }
+
     fn check_readers(&self) -> Result<()> {
         for c in &self.conns {
             if let Some(e) = c.failure.borrow_mut().take() {
@@ -251,36 +387,69 @@ impl Producer {
         Ok(())
     }
 
-    fn earliest_linger_deadline(&self) -> Option<u64> {
-        self.slots
+    /// When the oldest unsent message of connection `ci` was sent.
+    fn oldest_unsent(&self, ci: usize) -> Option<u64> {
+        let open = self
+            .slots
             .iter()
-            .filter(|s| s.open)
-            .map(|s| s.first_ns + self.cfg.linger_ns)
-            .min()
+            .filter(|s| s.open && s.conn == ci)
+            .map(|s| s.first_ns);
+        let closed = self.conns[ci].pending.iter().map(|b| b.first_ns);
+        open.chain(closed).min()
     }
 
+    fn earliest_linger_deadline(&self) -> Option<u64> {
+        (0..self.conns.len())
+            .filter_map(|ci| self.oldest_unsent(ci))
+            .min()
+            .map(|t| t + self.cfg.linger_ns)
+    }
+
+    /// Sends every request whose oldest message has waited `--linger-ms`.
     async fn flush_expired(&mut self, now: u64) -> Result<()> {
-        for i in 0..self.slots.len() {
-            if self.slots[i].open && self.slots[i].first_ns + self.cfg.linger_ns <= now {
-                self.send(i).await?;
+        for ci in 0..self.conns.len() {
+            if self
+                .oldest_unsent(ci)
+                .is_some_and(|t| t + self.cfg.linger_ns <= now)
+            {
+                self.flush_conn(ci).await?;
             }
         }
         Ok(())
     }
 
     async fn flush_all(&mut self) -> Result<()> {
-        for i in 0..self.slots.len() {
-            if self.slots[i].open {
-                self.send(i).await?;
-            }
+        for ci in 0..self.conns.len() {
+            self.flush_conn(ci).await?;
         }
         Ok(())
     }
 
-    /// Finishes slot `si`'s batch and writes it, waiting for an in-flight permit first.
-    async fn send(&mut self, si: usize) -> Result<()> {
-        let slot = &mut self.slots[si];
-        let conn = &mut self.conns[slot.conn];
+    /// Closes every open batch of connection `ci` into its request and sends it.
+    async fn flush_conn(&mut self, ci: usize) -> Result<()> {
+        for si in 0..self.slots.len() {
+            if self.slots[si].conn == ci && self.slots[si].open {
+                if self.slots[si].own.is_some()
+                    && self.conns[ci]
+                        .pending
+                        .iter()
+                        .any(|b| b.partition == self.slots[si].partition)
+                {
+                    self.send(ci).await?;
+                }
+                self.close_into_frame(si)?;
+            }
+        }
+        self.send(ci).await
+    }
+
+    /// Writes connection `ci`'s request (its closed batches), waiting for an in-flight permit
+    /// first. Nothing to send is not an error.
+    async fn send(&mut self, ci: usize) -> Result<()> {
+        let conn = &mut self.conns[ci];
+        if conn.pending.is_empty() {
+            return Ok(());
+        }
         if conn.permits.acquire(1).await.is_err() {
             return Err(conn
                 .failure
@@ -288,37 +457,36 @@ impl Producer {
                 .take()
                 .unwrap_or_else(|| anyhow!("connection closed")));
         }
+        debug_assert_eq!(conn.frame.batches(), conn.pending.len());
         let correlation_id = conn.next_correlation;
         conn.next_correlation = conn.next_correlation.wrapping_add(1);
-        let messages = slot.req.count() as u64;
-        let bytes = slot.req.payload_bytes();
-        let compression: Compression = self.cfg.template.compression;
-        let frame = slot.req.finish(compression, correlation_id)?;
+        let frame = conn.frame.finish(correlation_id)?;
         let acks = self.cfg.template.acks;
         if acks != 0 {
-            conn.inflight.borrow_mut().push_back(InFlight {
+            let mut pipe = conn.pipeline.borrow_mut();
+            pipe.requests.push_back(InFlight {
                 correlation_id,
-                partition: slot.partition,
-                messages,
-                bytes,
-                first_ns: slot.first_ns,
-                last_ns: slot.last_ns,
+                batches: conn.pending.len(),
             });
+            pipe.batches.extend(conn.pending.iter().copied());
         }
         conn.writer
             .write_all(frame)
             .await
             .context("writing a produce request")?;
-        slot.open = false;
+        conn.frame.reset();
         if acks == 0 {
             // Nothing comes back: a message counts as sent once it is on the socket.
             let now = now_ns();
-            self.control.add_acked(messages);
-            self.stats.add(messages, bytes);
-            let (f, l) = (slot.first_ns, slot.last_ns);
-            self.stats.record(|h| record_spread(h, f, l, messages, now));
+            for b in &conn.pending {
+                self.control.add_acked(b.messages);
+                self.stats.add(b.messages, b.bytes);
+                self.stats
+                    .record(|h| record_linear(h, b.first_ns, b.last_ns, b.messages, now));
+            }
             conn.permits.signal(1);
         }
+        conn.pending.clear();
         Ok(())
     }
 
@@ -340,6 +508,7 @@ impl Producer {
 
 async fn open_conn(
     addr: &str,
+    partitions: usize,
     cfg: &ProducerConfig,
     stats: &Arc<ActorStats>,
     control: &Arc<Control>,
@@ -352,12 +521,15 @@ async fn open_conn(
         .map_err(|e| anyhow!("setting TCP_NODELAY: {e}"))?;
     let (reader, writer) = futures_lite::io::split(stream);
     let permits = Rc::new(Semaphore::new(cfg.max_in_flight as u64));
-    let inflight = Rc::new(RefCell::new(VecDeque::with_capacity(cfg.max_in_flight)));
+    let pipeline = Rc::new(RefCell::new(Pipeline {
+        requests: VecDeque::with_capacity(cfg.max_in_flight),
+        batches: VecDeque::with_capacity(cfg.max_in_flight * partitions),
+    }));
     let failure = Rc::new(RefCell::new(None));
     let task = glommio::spawn_local(read_loop(
         reader,
         permits.clone(),
-        inflight.clone(),
+        pipeline.clone(),
         failure.clone(),
         stats.clone(),
         control.clone(),
@@ -369,10 +541,13 @@ async fn open_conn(
     Ok(Conn {
         writer,
         permits,
-        inflight,
+        pipeline,
         failure,
         _reader: task,
         next_correlation: 1,
+        frame: ProduceFrame::new(cfg.template.clone(), cfg.request_bytes),
+        pending: Vec::with_capacity(partitions),
+        partitions,
     })
 }
 
@@ -386,7 +561,7 @@ fn response_wait(timeout_ms: i32) -> Duration {
 async fn read_loop(
     mut reader: ReadHalf<TcpStream>,
     permits: Rc<Semaphore>,
-    inflight: Rc<RefCell<VecDeque<InFlight>>>,
+    pipeline: Rc<RefCell<Pipeline>>,
     failure: Rc<RefCell<Option<anyhow::Error>>>,
     stats: Arc<ActorStats>,
     control: Arc<Control>,
@@ -395,7 +570,7 @@ async fn read_loop(
     if let Err(e) = read_responses(
         &mut reader,
         &permits,
-        &inflight,
+        &pipeline,
         &stats,
         &control,
         version,
@@ -411,7 +586,7 @@ async fn read_loop(
 async fn read_responses(
     reader: &mut ReadHalf<TcpStream>,
     permits: &Semaphore,
-    inflight: &RefCell<VecDeque<InFlight>>,
+    pipeline: &RefCell<Pipeline>,
     stats: &ActorStats,
     control: &Control,
     version: i16,
@@ -419,7 +594,7 @@ async fn read_responses(
 ) -> Result<()> {
     loop {
         let Some(frame) = read_frame_within(reader, wait).await else {
-            if inflight.borrow().is_empty() {
+            if pipeline.borrow().requests.is_empty() {
                 continue;
             }
             bail!("no produce response within {} ms", wait.as_millis());
@@ -427,7 +602,8 @@ async fn read_responses(
         let frame = frame?;
         let now = now_ns();
         let corr = correlation_of(&frame)?;
-        let Some(req) = inflight.borrow_mut().pop_front() else {
+        let mut pipe = pipeline.borrow_mut();
+        let Some(req) = pipe.requests.pop_front() else {
             bail!("response {corr} with nothing in flight");
         };
         if corr != req.correlation_id {
@@ -437,20 +613,30 @@ async fn read_responses(
             );
         }
         let (_, resp) = decode_response::<ProduceResponse>(frame, version)?;
-        let error = resp
-            .responses
-            .iter()
-            .flat_map(|t| t.partition_responses.iter())
-            .find(|p| p.index == req.partition)
-            .map_or(-1, |p| p.error_code);
-        if error == 0 {
-            stats.add(req.messages, req.bytes);
-            stats.record(|h| record_spread(h, req.first_ns, req.last_ns, req.messages, now));
-            control.add_acked(req.messages);
-        } else {
-            stats.error(req.messages);
-            tracing::debug!(partition = req.partition, error, "produce error");
+        if pipe.batches.len() < req.batches {
+            bail!(
+                "response {corr}: {} batches recorded, {} sent",
+                pipe.batches.len(),
+                req.batches
+            );
         }
+        for b in pipe.batches.drain(..req.batches) {
+            let error = resp
+                .responses
+                .iter()
+                .flat_map(|t| t.partition_responses.iter())
+                .find(|p| p.index == b.partition)
+                .map_or(-1, |p| p.error_code);
+            if error == 0 {
+                stats.add(b.messages, b.bytes);
+                stats.record(|h| record_linear(h, b.first_ns, b.last_ns, b.messages, now));
+                control.add_acked(b.messages);
+            } else {
+                stats.error(b.messages);
+                tracing::debug!(partition = b.partition, error, "produce error");
+            }
+        }
+        drop(pipe);
         permits.signal(1);
     }
 }

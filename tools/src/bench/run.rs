@@ -123,6 +123,7 @@ pub fn run(workload: Workload, sc: &Scenario, bootstrap: &str) -> Result<Report>
                 message_bytes_min: size_min,
                 message_bytes_max: size_max,
                 batch_bytes: sc.batch_bytes,
+                request_bytes: sc.request_bytes,
                 linger_ns: (sc.linger_ms * 1e6) as u64,
                 max_in_flight: sc.max_in_flight,
                 template: template.clone(),
@@ -425,6 +426,13 @@ fn validate(sc: &Scenario, size_max: usize) -> Result<()> {
     if sc.batch_bytes < size_max + 256 {
         bail!(
             "--batch-bytes {} cannot hold a {size_max}-byte message",
+            sc.batch_bytes
+        );
+    }
+    if sc.request_bytes < sc.batch_bytes + 1024 {
+        bail!(
+            "--request-bytes {} cannot hold one --batch-bytes {} batch and the request header",
+            sc.request_bytes,
             sc.batch_bytes
         );
     }

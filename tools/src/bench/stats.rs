@@ -101,27 +101,45 @@ impl ActorStats {
     }
 }
 
-/// Records `count` messages whose intended send times run evenly from `first_ns` to
-/// `last_ns`, all acknowledged at `ack_ns`. At most 64 histogram updates per call, so a
-/// batch of thousands of messages costs the same as one of 64.
-pub fn record_spread(h: &mut Histogram<u64>, first_ns: u64, last_ns: u64, count: u64, ack_ns: u64) {
-    const STEPS_MAX: u64 = 64;
+/// Records the latency of each of `count` messages whose send times run evenly from
+/// `first_ns` to `last_ns` (message `i` at `first + floor(span * i / (count - 1))`), all
+/// acknowledged at `ack_ns`. The histogram ends up exactly as if every message were recorded
+/// on its own, but each call costs one update per histogram bucket the latencies touch
+/// (bounded by both `count` and the span's buckets), not one per message: latency falls as
+/// `i` grows, so the messages of one bucket are a run of indexes found by arithmetic.
+pub fn record_linear(h: &mut Histogram<u64>, first_ns: u64, last_ns: u64, count: u64, ack_ns: u64) {
     if count == 0 {
         return;
     }
-    let steps = count.min(STEPS_MAX);
+    let latency = |t: u64| ack_ns.saturating_sub(t).clamp(1, LATENCY_NS_MAX);
     let span = last_ns.saturating_sub(first_ns);
-    for k in 0..steps {
-        let lo = k * count / steps;
-        let hi = (k + 1) * count / steps;
-        let mid = (lo + hi - 1) / 2;
-        let at = if count > 1 {
-            first_ns + (span as u128 * mid as u128 / (count - 1) as u128) as u64
+    if count == 1 || span == 0 {
+        let _ = h.record_n(latency(first_ns), count);
+        return;
+    }
+    let steps = u128::from(count - 1);
+    let send_ns = |i: u64| first_ns + (u128::from(span) * u128::from(i) / steps) as u64;
+    let mut i = 0u64;
+    while i < count {
+        let v = latency(send_ns(i));
+        // Messages sent up to `ack - low` share v's bucket; the rest are in lower ones.
+        let low = h.lowest_equivalent(v);
+        let end = if v <= 1 || low == 0 {
+            count
         } else {
-            first_ns
+            // First index sent after `ack - low`: send_ns(j) > x ⇔ span*j/steps ≥ x-first+1
+            // ⇔ j ≥ ceil((x-first+1) * steps / span).
+            let x = ack_ns.saturating_sub(low);
+            if x < first_ns {
+                i + 1
+            } else {
+                let need = u128::from(x - first_ns + 1) * steps;
+                let j = need.div_ceil(u128::from(span));
+                (j.min(u128::from(count)) as u64).max(i + 1)
+            }
         };
-        let latency = ack_ns.saturating_sub(at).clamp(1, LATENCY_NS_MAX);
-        let _ = h.record_n(latency, hi - lo);
+        let _ = h.record_n(v, end - i);
+        i = end;
     }
 }
 
@@ -316,22 +334,45 @@ mod tests {
         assert_eq!(Percentiles::of(&new_histogram()), Percentiles::default());
     }
 
-    #[test]
-    fn spread_records_every_message_once() {
+    /// Records one message at a time: what `record_linear` must equal.
+    fn record_each(first_ns: u64, last_ns: u64, count: u64, ack_ns: u64) -> Histogram<u64> {
         let mut h = new_histogram();
-        record_spread(&mut h, 1_000, 2_000, 1_000, 10_000);
-        assert_eq!(h.len(), 1_000);
-        // Oldest message waited ~9 µs, newest ~8 µs.
-        assert!(
-            h.max() <= 9_010 && h.min() >= 7_990,
-            "{} {}",
-            h.min(),
-            h.max()
-        );
-        let mut one = new_histogram();
-        record_spread(&mut one, 5, 5, 1, 105);
-        assert_eq!(one.len(), 1);
-        assert_eq!(one.max(), 100);
+        for i in 0..count {
+            let t = if count > 1 {
+                first_ns + ((last_ns - first_ns) as u128 * i as u128 / (count - 1) as u128) as u64
+            } else {
+                first_ns
+            };
+            h.record(ack_ns.saturating_sub(t).clamp(1, LATENCY_NS_MAX))
+                .unwrap();
+        }
+        h
+    }
+
+    fn buckets(h: &Histogram<u64>) -> Vec<(u64, u64)> {
+        h.iter_recorded()
+            .map(|v| (v.value_iterated_to(), v.count_at_value()))
+            .collect()
+    }
+
+    #[test]
+    fn linear_recording_equals_one_record_per_message() {
+        let cases: &[(u64, u64, u64, u64)] = &[
+            (1_000, 2_000, 1_000, 10_000),        // a dense batch, µs latencies
+            (0, 5_000_000, 600, 6_000_000),       // a 5 ms rate-mode batch
+            (7, 7, 1, 107),                       // one message
+            (50, 50, 300, 1_000_000),             // all sent at once
+            (0, 999_999, 7, 1_000_000),           // sparse: fewer messages than buckets
+            (1_000, 9_000_000, 4_321, 5_000_000), // some sent after the ack: clamped to 1 ns
+            (0, 3_000_000_000, 100_000, 10_000_000_000), // seconds, many messages
+        ];
+        for &(first, last, count, ack) in cases {
+            let mut h = new_histogram();
+            record_linear(&mut h, first, last, count, ack);
+            let want = record_each(first, last, count, ack);
+            assert_eq!(h.len(), count, "{first} {last} {count} {ack}");
+            assert_eq!(buckets(&h), buckets(&want), "{first} {last} {count} {ack}");
+        }
     }
 
     #[test]
