@@ -399,6 +399,10 @@ impl Drop for ShardExit {
 /// How often each shard publishes its partitions' figures for /metrics.
 const METRICS_PUBLISH_INTERVAL_MS: u64 = 1000;
 
+/// CPU shares of the retention and compaction task queue (the default queue, where
+/// requests run, has 1000).
+const MAINTENANCE_SHARES: usize = 100;
+
 /// Copies this shard's partition and memory figures to where /metrics reads them.
 fn publish_metrics(shard: &Shard) {
     let partitions = shard
@@ -489,7 +493,7 @@ async fn shard_main(args: ShardArgs) -> Result<(), String> {
         // compaction of the logs whose cleanup.policy includes compact.
         let s = shard.clone();
         let interval = Duration::from_millis(shard.config.retention_check_interval_ms.max(1));
-        glommio::spawn_local(async move {
+        let maintenance = async move {
             loop {
                 let stopped = futures_lite::future::or(
                     async {
@@ -523,8 +527,22 @@ async fn shard_main(args: ShardArgs) -> Result<(), String> {
                     tracing::info!(shard = s.id, segments, bytes, "compaction");
                 }
             }
-        })
-        .detach();
+        };
+        // Background work runs in its own low-share task queue: when the shard is busy,
+        // produce and fetch get the CPU first (compaction yields between reads).
+        let queue = glommio::executor().create_task_queue(
+            glommio::Shares::Static(MAINTENANCE_SHARES),
+            glommio::Latency::NotImportant,
+            "maintenance",
+        );
+        match glommio::spawn_local_into(maintenance, queue) {
+            Ok(task) => {
+                task.detach();
+            }
+            Err(e) => {
+                tracing::error!(shard = shard.id, error = %e, "retention and compaction task did not start")
+            }
+        }
     }
     // The coordinator partitions this shard owns: load them, then sweep them.
     let coordinator = glommio::spawn_local(groups::persist::run(shard.clone()));

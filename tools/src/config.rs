@@ -86,6 +86,7 @@ pub struct ShardBoundsConfig {
     pub write_chunk_bytes: Option<u64>,
     pub write_depth_max: Option<u64>,
     pub checkpoint_interval_ms: Option<u64>,
+    pub compaction_map_bytes_max: Option<u64>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -535,6 +536,11 @@ pub fn settings(file: FileConfig, o: Overrides) -> Result<Settings> {
         b.checkpoint_interval_ms,
         sc.checkpoint_interval_ms as usize,
     )? as u64;
+    sc.compaction_map_bytes_max = positive(
+        "shard.compaction_map_bytes_max",
+        b.compaction_map_bytes_max,
+        sc.compaction_map_bytes_max,
+    )?;
     server.groups = groups_config(&file.groups)?;
     Ok(Settings {
         server,
