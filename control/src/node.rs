@@ -34,6 +34,11 @@ use crate::types::{MetadataOffset, Millis, NodeId, Term, TopicId};
 pub const PARTITIONS_PER_TOPIC_MAX: i32 = 10_000;
 /// Longest a `FetchImage` waits for a change.
 const FETCH_IMAGE_WAIT_MS_MAX: u32 = 30_000;
+/// Broker request connections served at once; more are closed on accept (brokers
+/// reconnect: each request is one short connection).
+pub const RPC_CONNECTIONS_MAX: usize = 1024;
+/// A broker request connection that sends nothing for this long is closed.
+const RPC_IDLE_MAX: Duration = Duration::from_secs(60);
 /// How often a waiting request looks at the applied offset again.
 const APPLY_POLL: Duration = Duration::from_millis(1);
 
@@ -66,6 +71,8 @@ struct NodeState {
     inbox: Rc<LocalSender<Event>>,
     started: Instant,
     commit_timeout: Duration,
+    /// Broker request connections open now (bounded by `RPC_CONNECTIONS_MAX`).
+    rpc_connections: std::cell::Cell<usize>,
 }
 
 impl NodeState {
@@ -157,6 +164,7 @@ pub async fn run(
         inbox: Rc::clone(&inbox_tx),
         started: Instant::now(),
         commit_timeout: Duration::from_millis(config.commit_timeout_ms.max(1)),
+        rpc_connections: std::cell::Cell::new(0),
     });
     let handler: tcp::RpcHandler = {
         let state = Rc::clone(&state);
@@ -189,9 +197,34 @@ pub async fn run(
     result
 }
 
-async fn serve_requests(state: Rc<NodeState>, mut stream: TcpStream, mut buf: Vec<u8>) {
+async fn serve_requests(state: Rc<NodeState>, stream: TcpStream, buf: Vec<u8>) {
+    let open = state.rpc_connections.get();
+    if open >= RPC_CONNECTIONS_MAX {
+        tracing::warn!(
+            max = RPC_CONNECTIONS_MAX,
+            "too many broker connections; closing one"
+        );
+        return;
+    }
+    state.rpc_connections.set(open + 1);
+    answer_requests(&state, stream, buf).await;
+    state.rpc_connections.set(state.rpc_connections.get() - 1);
+}
+
+async fn answer_requests(state: &Rc<NodeState>, mut stream: TcpStream, mut buf: Vec<u8>) {
     loop {
-        let body = match rpc::read_frame(&mut stream, &mut buf).await {
+        let read = futures_lite::future::or(
+            async { Some(rpc::read_frame(&mut stream, &mut buf).await) },
+            async {
+                glommio::timer::sleep(RPC_IDLE_MAX).await;
+                None
+            },
+        )
+        .await;
+        let Some(read) = read else {
+            return; // idle: the slot goes to someone else
+        };
+        let body = match read {
             Ok(Some(b)) => b,
             Ok(None) => return,
             Err(e) => {
@@ -200,7 +233,7 @@ async fn serve_requests(state: Rc<NodeState>, mut stream: TcpStream, mut buf: Ve
             }
         };
         let reply = match Request::decode(&body) {
-            Ok(r) => handle(&state, r).await,
+            Ok(r) => handle(state, r).await,
             Err(e) => {
                 tracing::warn!(error = %e, "undecodable broker request");
                 Reply::Error {

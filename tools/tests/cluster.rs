@@ -22,7 +22,10 @@ use kafka_protocol::messages::{
     RequestHeader, ResponseHeader, TopicName,
 };
 use kafka_protocol::protocol::{Decodable, Encodable, HeaderVersion, StrBytes};
-use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, TopicReplication};
+use rdkafka::admin::{
+    AdminClient, AdminOptions, AlterConfig, NewPartitions, NewTopic, ResourceSpecifier,
+    TopicReplication,
+};
 use rdkafka::client::DefaultClientContext;
 use rdkafka::config::ClientConfig;
 use rdkafka::consumer::{BaseConsumer, Consumer};
@@ -177,6 +180,13 @@ fn metadata(addr: &str, topic: &str) -> Option<(BTreeSet<i32>, BTreeMap<i32, Par
         })
         .collect();
     Some((brokers, parts))
+}
+
+fn admin_of(addr: &str) -> AdminClient<DefaultClientContext> {
+    ClientConfig::new()
+        .set("bootstrap.servers", addr)
+        .create()
+        .expect("admin")
 }
 
 fn create_topic(addr: &str, name: &str, partitions: i32, rf: i32) {
@@ -602,6 +612,46 @@ fn roles_a_broker_only_node_follows_and_a_controller_only_node_leads_nothing() {
         );
     }
     assert_eq!(create_topic_raw(&controller_only.addr, "roles", 1, 1), 36);
+
+    // Partitions added, configs changed and the topic deleted through the controller-only
+    // node reach the other nodes' images.
+    let admin: AdminClient<DefaultClientContext> = ClientConfig::new()
+        .set("bootstrap.servers", &controller_only.addr)
+        .create()
+        .expect("admin");
+    let opts = AdminOptions::new().operation_timeout(Some(Duration::from_secs(30)));
+    let r = block_on(admin.create_partitions(&[NewPartitions::new("roles", 6)], &opts)).unwrap();
+    assert!(r.iter().all(|x| x.is_ok()), "{r:?}");
+    let mut alter = AlterConfig::new(ResourceSpecifier::Topic("roles"));
+    alter = alter.set("retention.ms", "123456");
+    let r = block_on(admin.alter_configs([&alter], &opts)).unwrap();
+    assert!(r.iter().all(|x| x.is_ok()), "{r:?}");
+    let wait_for = |what: &str, f: &dyn Fn() -> bool| {
+        let deadline = Instant::now() + HANG_GUARD;
+        while !f() {
+            assert!(Instant::now() < deadline, "timed out waiting for {what}");
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    };
+    wait_for("6 partitions on the broker-only node", &|| {
+        metadata(&broker_only.addr, "roles").is_some_and(|(_, p)| p.len() == 6)
+    });
+    wait_for("the config on the broker-only node", &|| {
+        let r = block_on(
+            admin_of(&broker_only.addr)
+                .describe_configs(&[ResourceSpecifier::Topic("roles")], &AdminOptions::new()),
+        );
+        r.ok()
+            .and_then(|v| v.into_iter().next())
+            .and_then(|x| x.ok())
+            .and_then(|c| c.get("retention.ms").and_then(|e| e.value.clone()))
+            .is_some_and(|v| v == "123456")
+    });
+    let r = block_on(admin.delete_topics(&["roles"], &opts)).unwrap();
+    assert!(r.iter().all(|x| x.is_ok()), "{r:?}");
+    wait_for("the topic gone from the broker-only node", &|| {
+        !knows_topic(&broker_only.addr, "roles")
+    });
     drop((both, broker_only, controller_only));
     let _ = std::fs::remove_dir_all(&root);
 }
