@@ -655,3 +655,60 @@ fn roles_a_broker_only_node_follows_and_a_controller_only_node_leads_nothing() {
     drop((both, broker_only, controller_only));
     let _ = std::fs::remove_dir_all(&root);
 }
+
+#[test]
+fn a_data_dir_from_before_the_quorum_keeps_its_topics() {
+    let dir = PathBuf::from(env!("CARGO_TARGET_TMPDIR"))
+        .join(format!("cluster-legacy-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).unwrap();
+    // The catalog as a broker without a quorum wrote it (no `from_metadata_log`).
+    let id: Vec<u8> = (1..=16).collect();
+    let catalog = serde_json::json!({
+        "topics": {
+            "legacy": {
+                "name": "legacy",
+                "partitions": 2,
+                "topic_id": id,
+                "configs": {"retention.ms": "4242"}
+            }
+        },
+        "producer_ids_reserved_end": 1000
+    });
+    std::fs::write(dir.join("sluice-topics.json"), catalog.to_string()).unwrap();
+    let mut b = Broker::start(&dir);
+    let check = |b: &Broker| {
+        let (_, parts) = metadata(&b.addr, "legacy").expect("legacy listed");
+        assert_eq!(parts.len(), 2);
+        assert!(parts.values().all(|p| p.leader == 1), "{parts:?}");
+        let c: BaseConsumer = ClientConfig::new()
+            .set("bootstrap.servers", &b.addr)
+            .create()
+            .unwrap();
+        let md = c
+            .fetch_metadata(Some("legacy"), Duration::from_secs(10))
+            .unwrap();
+        assert_eq!(md.topics()[0].partitions().len(), 2);
+        let r = block_on(
+            admin_of(&b.addr)
+                .describe_configs(&[ResourceSpecifier::Topic("legacy")], &AdminOptions::new()),
+        )
+        .unwrap();
+        let config = r.into_iter().next().unwrap().unwrap();
+        assert_eq!(
+            config.get("retention.ms").and_then(|e| e.value.clone()),
+            Some("4242".to_string())
+        );
+    };
+    check(&b);
+    // Once imported, the metadata log owns it: a restart finds it there.
+    assert!(b.stop().success());
+    let saved: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(dir.join("sluice-topics.json")).unwrap()).unwrap();
+    assert_eq!(saved["from_metadata_log"], true);
+    assert_eq!(saved["topics"]["legacy"]["topic_id"], serde_json::json!(id));
+    let b = Broker::start(&dir);
+    check(&b);
+    drop(b);
+    let _ = std::fs::remove_dir_all(&dir);
+}
