@@ -193,7 +193,14 @@ impl BrokerLiveness {
             .brokers()
             .filter(|b| !b.fenced)
             .filter(|b| {
-                let last = self.last_heartbeat.get(&b.id).copied().unwrap_or(since);
+                // A heartbeat from before this node became active (an earlier stint as
+                // leader) counts as `since`: every session starts afresh on takeover.
+                let last = self
+                    .last_heartbeat
+                    .get(&b.id)
+                    .copied()
+                    .unwrap_or(since)
+                    .max(since);
                 now.0.saturating_sub(last.0) >= self.session_timeout_ms
             })
             .map(|b| b.id)
@@ -223,4 +230,39 @@ pub fn preferred_leader_records(image: &MetadataImage) -> Vec<Record> {
         }
     }
     out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::types::{BrokerEpoch, MetadataOffset};
+
+    #[test]
+    fn a_heartbeat_from_an_earlier_leadership_does_not_expire_a_session_on_takeover() {
+        let b = BrokerId(2);
+        let epoch = BrokerEpoch(5);
+        let image = MetadataImage::empty()
+            .apply(
+                MetadataOffset(1),
+                &Record::RegisterBroker {
+                    broker: b,
+                    epoch,
+                    rack: None,
+                    listeners: Vec::new(),
+                },
+            )
+            .and_then(|i| {
+                i.apply(
+                    MetadataOffset(2),
+                    &Record::UnfenceBroker { broker: b, epoch },
+                )
+            })
+            .unwrap();
+        let mut live = BrokerLiveness::new(1_000);
+        // Heard while this node led before; then it lost and regained leadership.
+        live.heartbeat(b, Millis(100));
+        let since = Millis(50_000);
+        assert!(live.expired(&image, Millis(50_500), since).is_empty());
+        assert_eq!(live.expired(&image, Millis(51_000), since), vec![b]);
+    }
 }

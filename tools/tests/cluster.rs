@@ -257,6 +257,12 @@ fn create_topic_raw(addr: &str, name: &str, partitions: i32, rf: i16) -> i16 {
             .with_num_partitions(partitions)
             .with_replication_factor(rf)]);
     let r: CreateTopicsResponse = call(addr, ApiKey::CreateTopics, 5, &req);
+    if r.topics[0].error_code != 0 {
+        eprintln!(
+            "CreateTopics {name} via {addr}: error {} {:?}",
+            r.topics[0].error_code, r.topics[0].error_message
+        );
+    }
     r.topics[0].error_code
 }
 
@@ -409,10 +415,18 @@ fn placement_by_rack_forwarding_not_leader_and_controller_failover() {
             .clone();
         (b["fenced"] == true).then_some(())
     });
-    assert_eq!(
-        create_topic_raw(&c.node(other).addr, "after-failover", 2, 2),
-        0
-    );
+    // REQUEST_TIMED_OUT is retriable (a request that met the leadership change): retry
+    // as clients do.
+    let created = c.wait("a topic created after failover", || match create_topic_raw(
+        &c.node(other).addr,
+        "after-failover",
+        2,
+        2,
+    ) {
+        7 => None,
+        code => Some(code),
+    });
+    assert_eq!(created, 0);
     let (_, fresh) = c.wait("topic created after failover", || {
         metadata(&c.node(other).addr, "after-failover")
     });
