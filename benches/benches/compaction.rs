@@ -51,10 +51,8 @@ async fn open(path: &Path) -> (LogManager, PartitionLog) {
         min_cleanable_dirty_ratio_ppm: 0,
         ..LogConfig::default()
     };
-    let shard = ShardConfig {
-        compaction_map_bytes_max: 64 << 20,
-        ..ShardConfig::default()
-    };
+    // The default 16 MiB key map: room for about 600k keys.
+    let shard = ShardConfig::default();
     let cfg = config.clone();
     let m = LogManager::open(path, shard, |_| true, move |_| cfg.clone())
         .await

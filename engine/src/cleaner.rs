@@ -272,8 +272,10 @@ fn plan(shared: &LogShared, now_ms: u64) -> Option<Plan> {
         if seg.base == last || !seg.finalized || too_recent {
             break;
         }
+        // Cleanable segments stay a gap-free prefix, so merged groups cover exactly the
+        // segments they replace.
         let Some(file) = seg.file.clone().filter(|_| seg.size > 0) else {
-            continue;
+            break;
         };
         segments.push(Cleanable {
             base: seg.base,
@@ -670,13 +672,18 @@ pub(crate) async fn finish_interrupted_swaps(dir: &Path) -> Result<(), LogError>
     Ok(())
 }
 
-/// Reads a closed segment as runs of whole batches.
+/// Reads a closed segment as runs of whole batches, with the next window's read in
+/// flight while the caller works on the current one.
 struct SegmentReader<'a> {
-    file: &'a DmaFile,
+    file: Rc<DmaFile>,
     path: &'a Path,
     pos: u64,
     size: u64,
+    /// The read of the window after the last run: (position, length, its task).
+    ahead: Option<(u64, usize, ReadAhead)>,
 }
+
+type ReadAhead = glommio::task::JoinHandle<Result<ReadResult, glommio::GlommioError<()>>>;
 
 /// Whole batches from one read: `read[skip..skip + len]`.
 struct Run {
@@ -692,13 +699,46 @@ impl Run {
 }
 
 impl<'a> SegmentReader<'a> {
-    fn new(file: &'a DmaFile, path: &'a Path, size: u64) -> Self {
+    fn new(file: &Rc<DmaFile>, path: &'a Path, size: u64) -> Self {
         SegmentReader {
-            file,
+            file: file.clone(),
             path,
             pos: 0,
             size,
+            ahead: None,
         }
+    }
+
+    /// Where the window holding `pos` starts and how long it is (`want` bytes past `pos`).
+    fn window(&self, want: u64) -> (u64, usize) {
+        let start = align_down(self.pos);
+        let len = align_up((self.pos - start + want).min(self.size - start));
+        (start, len as usize)
+    }
+
+    async fn read(&mut self, start: u64, len: usize) -> Result<ReadResult, LogError> {
+        let ahead = self.ahead.take();
+        let result = match ahead {
+            Some((s, l, task)) if (s, l) == (start, len) => task.await.unwrap_or_else(|| {
+                Err(glommio::GlommioError::IoError(std::io::Error::other(
+                    "read-ahead task was cancelled",
+                )))
+            }),
+            _ => self.file.read_at_aligned(start, len).await,
+        };
+        result.map_err(|e| files::glommio_io(self.path, e))
+    }
+
+    /// Starts reading the window after the current position.
+    fn read_ahead(&mut self) {
+        if self.pos >= self.size {
+            return;
+        }
+        let (start, len) = self.window(IO_BYTES);
+        let file = self.file.clone();
+        let task =
+            glommio::spawn_local(async move { file.read_at_aligned(start, len).await }).detach();
+        self.ahead = Some((start, len, task));
     }
 
     /// The next run of whole batches; `None` at the segment's end. A closed segment was
@@ -708,16 +748,11 @@ impl<'a> SegmentReader<'a> {
         if self.pos >= self.size {
             return Ok(None);
         }
-        let start = align_down(self.pos);
-        let skip = (self.pos - start) as usize;
+        let skip = (self.pos - align_down(self.pos)) as usize;
         let mut want = IO_BYTES;
         loop {
-            let len = align_up((self.pos - start + want).min(self.size - start));
-            let read = self
-                .file
-                .read_at_aligned(start, len as usize)
-                .await
-                .map_err(|e| files::glommio_io(self.path, e))?;
+            let (start, len) = self.window(want);
+            let read = self.read(start, len).await?;
             let end = read.len().min((self.size - start) as usize);
             let bytes = read.get(skip..end).unwrap_or_default();
             let mut iter = BatchIter::new(bytes);
@@ -725,6 +760,7 @@ impl<'a> SegmentReader<'a> {
             let used = iter.position();
             if whole > 0 {
                 self.pos += used as u64;
+                self.read_ahead();
                 return Ok(Some(Run {
                     read,
                     skip,
