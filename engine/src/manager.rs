@@ -134,6 +134,38 @@ impl LogManager {
         Ok(log)
     }
 
+    /// Closes a partition (written, synced, checkpointed) and forgets it, keeping its
+    /// files: another shard opens it next (a live move).
+    pub async fn release(&self, tp: &TopicPartition) -> Result<(), LogError> {
+        let log = self
+            .logs
+            .borrow_mut()
+            .remove(tp)
+            .ok_or_else(|| LogError::UnknownPartition(tp.to_string()))?;
+        log.close().await
+    }
+
+    /// Opens an existing partition directory (recovering it) as one of this shard's logs:
+    /// the other half of `release`.
+    pub async fn adopt(
+        &self,
+        tp: TopicPartition,
+        config: LogConfig,
+    ) -> Result<PartitionLog, LogError> {
+        if let Some(log) = self.get(&tp) {
+            return Ok(log);
+        }
+        let dir = self.data_dir.join(tp.dir_name());
+        let log = PartitionLog::open(dir, tp.clone(), config, self.shard.clone()).await?;
+        if let Some(existing) = self.get(&tp) {
+            // Opened twice at once: keep the first.
+            let _ = log.close().await;
+            return Ok(existing);
+        }
+        self.logs.borrow_mut().insert(tp, log.clone());
+        Ok(log)
+    }
+
     /// Closes the partition and removes its files.
     pub async fn delete(&self, tp: &TopicPartition) -> Result<(), LogError> {
         let log = self

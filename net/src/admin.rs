@@ -1,6 +1,8 @@
-//! The admin HTTP endpoint: `GET /metrics` (Prometheus text), `GET /health` and
+//! The admin HTTP endpoint: `GET /metrics` (Prometheus text), `GET /health`,
 //! `GET /cluster` (this node's view of the cluster as JSON, for `sluice cluster status`),
-//! `POST /cluster/elect-leaders` (preferred-leader election through the active controller).
+//! `POST /cluster/elect-leaders` (preferred-leader election through the active controller),
+//! `GET /placement` (the partition → core map with traffic, JSON) and
+//! `POST /partition/move?topic=T&partition=P&core=N` (a live move; answers when done).
 //! Control plane, on its own thread with blocking I/O; one request per connection,
 //! request heads bounded to `REQUEST_HEAD_BYTES_MAX`.
 
@@ -44,26 +46,135 @@ fn serve(mut s: TcpStream) -> std::io::Result<()> {
         head.extend_from_slice(&buf[..n]);
     }
     let line = String::from_utf8_lossy(&head);
-    let path = line.split_whitespace().nth(1).unwrap_or("");
-    let (status, body) = match path {
-        "/metrics" => ("200 OK", crate::metrics::render()),
-        "/health" => ("200 OK", "ok\n".to_string()),
-        "/cluster" => match crate::cluster::current() {
-            Some(view) => ("200 OK", crate::cluster::status_json(&view)),
-            None => ("503 Service Unavailable", "no broker running\n".to_string()),
+    let mut words = line.split_whitespace();
+    let method = words.next().unwrap_or("");
+    let target = words.next().unwrap_or("");
+    let (path, query) = target.split_once('?').unwrap_or((target, ""));
+    let (status, kind, body) = match (method, path) {
+        (_, "/metrics") => ("200 OK", TEXT, crate::metrics::render()),
+        (_, "/health") => ("200 OK", TEXT, "ok\n".to_string()),
+        (_, "/cluster") => match crate::cluster::current() {
+            Some(view) => ("200 OK", TEXT, crate::cluster::status_json(&view)),
+            None => (
+                "503 Service Unavailable",
+                TEXT,
+                "no broker running\n".to_string(),
+            ),
         },
-        "/cluster/elect-leaders" => match crate::cluster::current() {
+        (_, "/cluster/elect-leaders") => match crate::cluster::current() {
             Some(view) => match crate::cluster::elect_leaders_blocking(&view) {
-                Ok(body) => ("200 OK", body),
-                Err(e) => ("503 Service Unavailable", format!("{e}\n")),
+                Ok(body) => ("200 OK", TEXT, body),
+                Err(e) => ("503 Service Unavailable", TEXT, format!("{e}\n")),
             },
-            None => ("503 Service Unavailable", "no broker running\n".to_string()),
+            None => (
+                "503 Service Unavailable",
+                TEXT,
+                "no broker running\n".to_string(),
+            ),
         },
-        _ => ("404 Not Found", "not found\n".to_string()),
+        ("GET", "/placement") => placement(),
+        ("POST", "/partition/move") => partition_move(query),
+        (_, "/partition/move") => ("405 Method Not Allowed", TEXT, "use POST\n".to_string()),
+        _ => ("404 Not Found", TEXT, "not found\n".to_string()),
     };
     write!(
         s,
-        "HTTP/1.1 {status}\r\nContent-Type: text/plain; version=0.0.4\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
+        "HTTP/1.1 {status}\r\nContent-Type: {kind}\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
         body.len()
     )
+}
+
+const TEXT: &str = "text/plain; version=0.0.4";
+const JSON: &str = "application/json";
+
+type Answer = (&'static str, &'static str, String);
+
+fn placement() -> Answer {
+    match crate::moves::report() {
+        Some(r) => match serde_json::to_string_pretty(&r) {
+            Ok(body) => ("200 OK", JSON, body + "\n"),
+            Err(e) => ("500 Internal Server Error", TEXT, format!("{e}\n")),
+        },
+        None => (
+            "503 Service Unavailable",
+            TEXT,
+            "the broker is not running\n".into(),
+        ),
+    }
+}
+
+/// `topic=T&partition=P&core=N`: each present and well formed, or a 400 naming it.
+fn move_args(query: &str) -> Result<(String, i32, usize), String> {
+    let get = |key: &str| {
+        query
+            .split('&')
+            .filter_map(|kv| kv.split_once('='))
+            .find(|(k, _)| *k == key)
+            .map(|(_, v)| v.to_string())
+            .ok_or_else(|| format!("missing query parameter {key}"))
+    };
+    let topic = get("topic")?;
+    crate::catalog::validate_topic_name(&topic).map_err(|e| format!("topic: {e}"))?;
+    let partition = get("partition")?
+        .parse()
+        .map_err(|_| "partition: not a partition number".to_string())?;
+    let core = get("core")?
+        .parse()
+        .map_err(|_| "core: not a CPU number".to_string())?;
+    Ok((topic, partition, core))
+}
+
+fn partition_move(query: &str) -> Answer {
+    let (topic, partition, core) = match move_args(query) {
+        Ok(a) => a,
+        Err(e) => {
+            tracing::info!(error = %e, "bad partition move request");
+            return ("400 Bad Request", JSON, json_message("error", &e));
+        }
+    };
+    use crate::moves::MoveError;
+    match crate::moves::request_move(&topic, partition, core) {
+        Ok(m) => ("200 OK", JSON, json_message("result", &m)),
+        Err(e) => {
+            let status = match e {
+                MoveError::NotFound(_) => "404 Not Found",
+                MoveError::Refused(_) => "409 Conflict",
+                MoveError::NotRunning | MoveError::Busy => "503 Service Unavailable",
+                MoveError::Failed(_) => "500 Internal Server Error",
+            };
+            (status, JSON, json_message("error", &e.to_string()))
+        }
+    }
+}
+
+fn json_message(key: &str, message: &str) -> String {
+    let mut map = serde_json::Map::new();
+    map.insert(key.into(), serde_json::Value::String(message.into()));
+    serde_json::Value::Object(map).to_string() + "\n"
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn move_arguments_are_checked() {
+        assert_eq!(
+            move_args("topic=a&partition=3&core=2"),
+            Ok(("a".to_string(), 3, 2))
+        );
+        assert_eq!(
+            move_args("topic=a&core=2").unwrap_err(),
+            "missing query parameter partition"
+        );
+        assert!(move_args("topic=a&partition=x&core=2")
+            .unwrap_err()
+            .starts_with("partition:"));
+        assert!(move_args("topic=a&partition=1&core=-1")
+            .unwrap_err()
+            .starts_with("core:"));
+        assert!(move_args("topic=a%20b&partition=1&core=1")
+            .unwrap_err()
+            .starts_with("topic:"));
+    }
 }

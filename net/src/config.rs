@@ -131,6 +131,11 @@ pub struct ServerConfig {
     /// Memory and write bounds of each shard's storage.
     pub shard: crate::store::ShardConfig,
     pub cluster: ClusterConfig,
+    /// How partitions are placed on shards: the policy and the pins (`[placement]`).
+    pub placement: crate::placement::PlacementSettings,
+    /// Memory each shard registers with io_uring for DMA buffers (glommio's `io_memory`);
+    /// `None`: glommio's default (10 MiB).
+    pub io_memory_bytes: Option<usize>,
 }
 
 impl ServerConfig {
@@ -157,6 +162,8 @@ impl ServerConfig {
             retention_check_interval_ms: 300_000,
             shard: crate::store::ShardConfig::default(),
             cluster: ClusterConfig::default(),
+            placement: crate::placement::PlacementSettings::default(),
+            io_memory_bytes: None,
         }
     }
 }

@@ -5,8 +5,10 @@
 //! partition work to the owning shard over a bounded channel mesh.
 //!
 //! Invariants:
-//! - a partition's log is only touched by its owning shard ([`shard::owner`], a pure
-//!   function of topic, partition and shard count);
+//! - a partition's log is only touched by its owning shard, the one the placement table
+//!   names ([`placement`]; [`Shard::owner_of`](shard::Shard::owner_of)); every shard
+//!   routes by the same table, and a live move closes the log on one shard before the
+//!   other opens it;
 //! - responses on a connection leave in request order; at most `inflight_requests_max`
 //!   requests per connection are in flight;
 //! - every queue, buffer and connection count is bounded by a `*_max` setting;
@@ -22,6 +24,8 @@ pub mod frame;
 pub mod groups;
 pub mod handlers;
 pub mod metrics;
+pub mod moves;
+pub mod placement;
 mod server;
 pub mod shard;
 pub mod store;

@@ -93,11 +93,28 @@ pub struct PartitionStat {
     pub high_watermark: i64,
     pub size_bytes: u64,
     pub segments: usize,
+    pub traffic: TrafficStat,
+}
+
+/// A partition's traffic on its shard: totals since it came to the shard, and rates over
+/// the shard's last publishing interval.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct TrafficStat {
+    pub bytes_in_total: u64,
+    pub bytes_out_total: u64,
+    pub produce_requests_total: u64,
+    pub fetch_requests_total: u64,
+    pub bytes_in_per_s: u64,
+    pub bytes_out_per_s: u64,
+    pub produce_requests_per_s: u64,
+    pub fetch_requests_per_s: u64,
 }
 
 /// A shard's memory, as last published.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct ShardStat {
+    /// Partitions with an open log on the shard.
+    pub partitions: usize,
     pub tail_cache_bytes: usize,
     pub write_pending_bytes: usize,
 }
@@ -112,6 +129,17 @@ pub fn publish_shard(shard: usize, stat: ShardStat, partitions: Vec<PartitionSta
     if let Ok(mut map) = PARTITIONS.lock() {
         map.insert(shard, (stat, partitions));
     }
+}
+
+/// Every published partition's traffic, by (topic, partition).
+pub fn partition_traffic() -> std::collections::HashMap<(String, i32), TrafficStat> {
+    let Ok(map) = PARTITIONS.lock() else {
+        return Default::default();
+    };
+    map.values()
+        .flat_map(|(_, ps)| ps.iter())
+        .map(|p| ((p.topic.clone(), p.partition), p.traffic))
+        .collect()
 }
 
 /// A per-partition gauge: how to read its value.
@@ -134,8 +162,26 @@ fn render_partitions(out: &mut String) {
         ("sluice_partition_size_bytes", |p| p.size_bytes.to_string()),
         ("sluice_partition_segments", |p| p.segments.to_string()),
     ];
-    for (name, value) in gauges {
-        let _ = writeln!(out, "# TYPE {name} gauge");
+    let counters: [(&str, Gauge); 4] = [
+        ("sluice_partition_bytes_in_total", |p| {
+            p.traffic.bytes_in_total.to_string()
+        }),
+        ("sluice_partition_bytes_out_total", |p| {
+            p.traffic.bytes_out_total.to_string()
+        }),
+        ("sluice_partition_produce_requests_total", |p| {
+            p.traffic.produce_requests_total.to_string()
+        }),
+        ("sluice_partition_fetch_requests_total", |p| {
+            p.traffic.fetch_requests_total.to_string()
+        }),
+    ];
+    let typed = gauges
+        .into_iter()
+        .map(|g| ("gauge", g))
+        .chain(counters.into_iter().map(|c| ("counter", c)));
+    for (kind, (name, value)) in typed {
+        let _ = writeln!(out, "# TYPE {name} {kind}");
         for (shard, (_, partitions)) in map.iter() {
             for p in partitions {
                 let _ = writeln!(
@@ -148,7 +194,8 @@ fn render_partitions(out: &mut String) {
             }
         }
     }
-    let shard_gauges: [(&str, ShardGauge); 2] = [
+    let shard_gauges: [(&str, ShardGauge); 3] = [
+        ("sluice_shard_partitions", |s| s.partitions),
         ("sluice_shard_tail_cache_bytes", |s| s.tail_cache_bytes),
         ("sluice_shard_write_pending_bytes", |s| {
             s.write_pending_bytes

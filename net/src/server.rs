@@ -4,6 +4,7 @@
 //! starts (SO_REUSEPORT, one per shard, same port), so a bad address fails start-up with a
 //! clear error and an ephemeral port (`:0`) is the same for every shard.
 
+use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::os::fd::{FromRawFd, IntoRawFd, RawFd};
 use std::rc::Rc;
@@ -22,7 +23,9 @@ use crate::catalog::{Catalog, CatalogError, TopicChange};
 use crate::cluster::{BrokerState, ClusterView, ControlArgs, ShardImage};
 use crate::config::ServerConfig;
 use crate::groups::{self, Groups};
-use crate::shard::{owner, Shard, ShardCall, ShardOp};
+use crate::moves::{self, MoveQueue};
+use crate::placement::{hash_owner, PlacementError, PlacementTable};
+use crate::shard::{Shard, ShardCall, ShardOp, ShardShared, Traffic};
 use crate::store::{LogManager, TopicPartition};
 
 /// Why the server could not start or stopped with an error.
@@ -35,6 +38,8 @@ pub enum ServerError {
     },
     #[error("topic catalog: {0}")]
     Catalog(#[from] CatalogError),
+    #[error("{0}")]
+    Placement(#[from] PlacementError),
     #[error("{0}")]
     Runtime(String),
 }
@@ -124,6 +129,8 @@ pub fn start(mut config: ServerConfig) -> Result<Server, ServerError> {
     }
     let config = Arc::new(config);
     let groups = Arc::new(Groups::new(config.groups.clone(), offsets_partitions));
+    let placement = Arc::new(open_placement(&config, &catalog, count)?);
+    let move_queue = std::cell::Cell::new(Some(moves::register(placement.clone())));
     let stop = Arc::new(AtomicBool::new(false));
     let draining = Arc::new(AtomicUsize::new(count));
     let mesh: Option<MeshBuilder<ShardCall, Full>> =
@@ -158,7 +165,7 @@ pub fn start(mut config: ServerConfig) -> Result<Server, ServerError> {
     let mut spawn_error = None;
     for (i, fd) in fds.into_iter().enumerate() {
         let cpu = config.cores.get(i).copied().unwrap_or(0);
-        let placement = if config.pin_cores {
+        let pin = if config.pin_cores {
             Placement::Fixed(cpu)
         } else {
             Placement::Unbound
@@ -169,16 +176,21 @@ pub fn start(mut config: ServerConfig) -> Result<Server, ServerError> {
             config: config.clone(),
             catalog: catalog.clone(),
             groups: groups.clone(),
+            placement: placement.clone(),
+            // Shard 0 runs the mover (`i` is the shard id: mesh peers are numbered in
+            // executor creation order, which is this loop's).
+            moves: if i == 0 { move_queue.take() } else { None },
             mesh: mesh.clone(),
             view: view.clone(),
             stop: stop.clone(),
             draining: draining.clone(),
             ready: ready_tx.clone(),
         };
-        match LocalExecutorBuilder::new(placement)
-            .name(&format!("shard{i}"))
-            .spawn(move || shard_main(args))
-        {
+        let mut builder = LocalExecutorBuilder::new(pin).name(&format!("shard{i}"));
+        if let Some(bytes) = config.io_memory_bytes {
+            builder = builder.io_memory(bytes);
+        }
+        match builder.spawn(move || shard_main(args)) {
             Ok(h) => handles.push(h),
             Err(e) => {
                 spawn_error = Some(runtime_hint(&e.to_string()));
@@ -310,6 +322,22 @@ fn bind_quorum(config: &ServerConfig) -> Result<(Controllers, Option<RawFd>), Se
     Ok((controllers, fds.pop()))
 }
 
+/// The placement table for `count` shards on `config.cores` (the CPU labels even when
+/// unpinned, so a core list change maps the same way).
+fn open_placement(
+    config: &ServerConfig,
+    catalog: &Catalog,
+    count: usize,
+) -> Result<PlacementTable, PlacementError> {
+    let mut cpus: Vec<usize> = config.cores.iter().copied().take(count).collect();
+    if cpus.is_empty() {
+        cpus.push(0);
+    }
+    PlacementTable::open(&config.data_dir, cpus, config.placement.clone(), |topic| {
+        catalog.partition_count(topic)
+    })
+}
+
 /// Stops a running server from any thread.
 #[derive(Debug, Clone)]
 pub struct StopHandle(Arc<AtomicBool>);
@@ -361,6 +389,8 @@ struct ShardArgs {
     config: Arc<ServerConfig>,
     catalog: Arc<Catalog>,
     groups: Arc<Groups>,
+    placement: Arc<PlacementTable>,
+    moves: Option<MoveQueue>,
     mesh: Option<MeshBuilder<ShardCall, Full>>,
     view: Arc<ClusterView>,
     stop: Arc<AtomicBool>,
@@ -403,14 +433,43 @@ const METRICS_PUBLISH_INTERVAL_MS: u64 = 1000;
 /// requests run, has 1000).
 const MAINTENANCE_SHARES: usize = 100;
 
-/// Copies this shard's partition and memory figures to where /metrics reads them.
-fn publish_metrics(shard: &Shard) {
-    let partitions = shard
+/// Places the partitions of topics nobody used yet (created, grown), so the placement
+/// report shows every partition within a publishing interval of its creation.
+fn place_new_topics(shard: &Shard) {
+    let snap = shard.placement.snapshot().1;
+    for t in shard.catalog.list() {
+        if snap.placed(&t.name) < t.partitions.max(0) as usize {
+            shard.placement.place(&t.name, t.partitions, 0);
+        }
+    }
+}
+
+/// Copies this shard's partition, traffic and memory figures to where /metrics and the
+/// placement report read them; rates are over `interval_s` since `before` (the counters
+/// at the last publish, replaced).
+fn publish_metrics(shard: &Shard, before: &mut HashMap<TopicPartition, Traffic>, interval_s: u64) {
+    let now = shard.traffic.borrow().clone();
+    let per_s = |new: u64, old: u64| new.saturating_sub(old) / interval_s.max(1);
+    let mut shard_bytes_in_per_s = 0;
+    let partitions: Vec<_> = shard
         .logs
         .partitions()
         .into_iter()
         .filter_map(|tp| {
             let log = shard.logs.get(&tp)?;
+            let t = now.get(&tp).copied().unwrap_or_default();
+            let b = before.get(&tp).copied().unwrap_or_default();
+            let traffic = crate::metrics::TrafficStat {
+                bytes_in_total: t.bytes_in,
+                bytes_out_total: t.bytes_out,
+                produce_requests_total: t.produce_requests,
+                fetch_requests_total: t.fetch_requests,
+                bytes_in_per_s: per_s(t.bytes_in, b.bytes_in),
+                bytes_out_per_s: per_s(t.bytes_out, b.bytes_out),
+                produce_requests_per_s: per_s(t.produce_requests, b.produce_requests),
+                fetch_requests_per_s: per_s(t.fetch_requests, b.fetch_requests),
+            };
+            shard_bytes_in_per_s += traffic.bytes_in_per_s;
             Some(crate::metrics::PartitionStat {
                 log_start_offset: log.log_start_offset().0,
                 log_end_offset: log.log_end_offset().0,
@@ -419,18 +478,25 @@ fn publish_metrics(shard: &Shard) {
                 segments: log.segment_count(),
                 partition: tp.partition.0,
                 topic: tp.topic,
+                traffic,
             })
         })
         .collect();
+    *before = now;
+    shard.placement.publish_rate(shard.id, shard_bytes_in_per_s);
+    if shard.id == 0 {
+        place_new_topics(shard);
+    }
     let resources = shard.logs.shard();
     let stat = crate::metrics::ShardStat {
+        partitions: partitions.len(),
         tail_cache_bytes: resources.cache_bytes(),
         write_pending_bytes: resources.pending_bytes(),
     };
     crate::metrics::publish_shard(shard.id, stat, partitions);
 }
 
-async fn shard_main(args: ShardArgs) -> Result<(), String> {
+async fn shard_main(mut args: ShardArgs) -> Result<(), String> {
     let mut exit = ShardExit {
         draining: args.draining.clone(),
         stop: args.stop.clone(),
@@ -467,8 +533,9 @@ async fn shard_main(args: ShardArgs) -> Result<(), String> {
         // each shard publishes a copy.
         let s = shard.clone();
         glommio::spawn_local(async move {
+            let mut before = HashMap::new();
             loop {
-                publish_metrics(&s);
+                publish_metrics(&s, &mut before, METRICS_PUBLISH_INTERVAL_MS / 1000);
                 let stopped = futures_lite::future::or(
                     async {
                         glommio::timer::sleep(Duration::from_millis(METRICS_PUBLISH_INTERVAL_MS))
@@ -544,6 +611,9 @@ async fn shard_main(args: ShardArgs) -> Result<(), String> {
             }
         }
     }
+    if let Some(queue) = args.moves.take() {
+        glommio::spawn_local(moves::run_mover(shard.clone(), queue)).detach();
+    }
     // The coordinator partitions this shard owns: load them, then sweep them.
     let coordinator = glommio::spawn_local(groups::persist::run(shard.clone()));
     if shard.id == 0 {
@@ -596,6 +666,10 @@ async fn apply_topic_change(shard: &Rc<Shard>, change: TopicChange) {
     };
     let calls = (0..shard.count).map(|s| (s, op())).collect();
     shard.call_all(calls).await;
+    if let TopicChange::Deleted { name, .. } = &change {
+        // A topic created again under the name is placed anew.
+        shard.placement.forget_topic(name);
+    }
     tracing::info!(change = ?change, "applied metadata change to the logs");
 }
 
@@ -611,8 +685,20 @@ async fn open_shard(args: &ShardArgs) -> Result<Rc<Shard>, String> {
         None => (None, None),
     };
     let id = senders.as_ref().map(|s| s.peer_id()).unwrap_or(0);
-    let count = args.count;
-    let owns = move |tp: &TopicPartition| owner(&tp.topic, tp.partition.0, count) == id;
+    let owns = {
+        let (table, catalog) = (args.placement.clone(), args.catalog.clone());
+        move |tp: &TopicPartition| {
+            let placed = table.snapshot().1.owner(&tp.topic, tp.partition.0);
+            let owner = placed.or_else(|| {
+                let n = catalog.partition_count(&tp.topic)?;
+                (tp.partition.0 < n).then(|| table.place(&tp.topic, n, tp.partition.0))
+            });
+            // A directory of a partition the catalog does not know: its hash shard, as
+            // before placement existed.
+            owner.unwrap_or_else(|| hash_owner(&tp.topic, tp.partition.0, table.shard_count()))
+                == id
+        }
+    };
     let catalog = args.catalog.clone();
     let config_for = move |topic: &str| catalog.log_config_for(topic);
     let logs = LogManager::open(
@@ -628,16 +714,14 @@ async fn open_shard(args: &ShardArgs) -> Result<Rc<Shard>, String> {
             args.config.data_dir.display()
         )
     })?;
-    let shard = Rc::new(Shard::new(
-        id,
-        count,
-        args.config.clone(),
-        args.catalog.clone(),
-        args.groups.clone(),
-        logs,
-        senders,
-        ShardImage::new(args.view.clone()),
-    ));
+    let shared = ShardShared {
+        config: args.config.clone(),
+        catalog: args.catalog.clone(),
+        groups: args.groups.clone(),
+        placement: args.placement.clone(),
+    };
+    let image = ShardImage::new(args.view.clone());
+    let shard = Rc::new(Shard::new(id, args.count, shared, logs, senders, image));
     if let Some(mut receivers) = receivers {
         for (_, rx) in receivers.streams() {
             let shard = shard.clone();

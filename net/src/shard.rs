@@ -6,6 +6,7 @@
 //! back on a one-shot channel. Nothing is ever sent to self.
 
 use std::cell::{Cell, RefCell};
+use std::collections::HashMap;
 use std::future::Future;
 use std::pin::Pin;
 use std::rc::Rc;
@@ -21,21 +22,11 @@ use crate::catalog::Catalog;
 use crate::config::ServerConfig;
 use crate::errors::code;
 use crate::groups::Groups;
+use crate::placement::{hash_owner, PlacementTable, Snapshot};
 use crate::store::{
     AppendError, BatchSlice, LeaderEpoch, LogManager, Offset, PartitionId, PartitionLog, ReadError,
     ReadLimits, TopicPartition,
 };
-
-/// The shard that owns a partition: one pure function of the partition and the shard count.
-pub fn owner(topic: &str, partition: i32, shard_count: usize) -> usize {
-    // FNV-1a: stable across processes and releases (unlike std's SipHash keys).
-    let mut h: u64 = 0xcbf2_9ce4_8422_2325;
-    for b in topic.bytes().chain(partition.to_be_bytes()) {
-        h ^= b as u64;
-        h = h.wrapping_mul(0x0000_0100_0000_01b3);
-    }
-    (h % shard_count.max(1) as u64) as usize
-}
 
 /// One partition of a fetch, as asked of its shard.
 #[derive(Debug, Clone)]
@@ -94,6 +85,15 @@ pub enum ShardOp {
     ApplyConfig {
         topic: String,
     },
+    /// The first half of a live move: stop appends, drain, close the log (this shard
+    /// owns it until the table flips).
+    MoveOut {
+        tp: TopicPartition,
+    },
+    /// The second half: open the log this shard now owns.
+    MoveIn {
+        tp: TopicPartition,
+    },
 }
 
 /// The answer to a [`ShardOp`].
@@ -104,6 +104,8 @@ pub enum ShardReply {
     /// (error, offset, timestamp) per partition.
     Offsets(Vec<(i16, i64, i64)>),
     Done,
+    /// An operation that failed, with the reason (for the operator).
+    Failed(String),
     /// The other shard could not be reached (it is stopping).
     Unreachable,
 }
@@ -164,7 +166,36 @@ pub struct Shard {
     /// when one of them waits (log creation, a full write buffer). Waits for durability
     /// happen outside it and overlap.
     append_order: glommio::sync::Semaphore,
+    /// Where partitions live; `placement_cache` is this shard's copy of its snapshot,
+    /// refreshed when the table's version moves.
+    pub placement: Arc<PlacementTable>,
+    placement_cache: RefCell<(u64, Arc<Snapshot>)>,
+    /// Traffic of the partitions this shard owns (entries go with the partition).
+    pub traffic: RefCell<HashMap<TopicPartition, Traffic>>,
 }
+
+/// What every shard shares: settings, the topic catalog, the group coordinator's
+/// broker-wide state, and the placement table.
+#[derive(Debug, Clone)]
+pub struct ShardShared {
+    pub config: Arc<ServerConfig>,
+    pub catalog: Arc<Catalog>,
+    pub groups: Arc<Groups>,
+    pub placement: Arc<PlacementTable>,
+}
+
+/// Counters of one partition on its owning shard, published with /metrics.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Traffic {
+    pub bytes_in: u64,
+    pub bytes_out: u64,
+    pub produce_requests: u64,
+    pub fetch_requests: u64,
+}
+
+/// Longest a request waits for a moving partition to land before it is routed anyway
+/// (and answered NOT_LEADER_OR_FOLLOWER, which clients retry).
+const MOVE_WAIT_MS_MAX: u64 = 30_000;
 
 impl std::fmt::Debug for Shard {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -214,13 +245,17 @@ impl Shard {
     pub fn new(
         id: usize,
         count: usize,
-        config: Arc<ServerConfig>,
-        catalog: Arc<Catalog>,
-        groups: Arc<Groups>,
+        shared: ShardShared,
         logs: LogManager,
         senders: Option<Senders<ShardCall>>,
         cluster: crate::cluster::ShardImage,
     ) -> Shard {
+        let ShardShared {
+            config,
+            catalog,
+            groups,
+            placement,
+        } = shared;
         let sessions =
             crate::handlers::fetch::Sessions::new(config.fetch_sessions_max_per_shard, id);
         Shard {
@@ -236,11 +271,80 @@ impl Shard {
             connections: Cell::new(0),
             fetch_sessions: RefCell::new(sessions),
             append_order: glommio::sync::Semaphore::new(1),
+            placement_cache: RefCell::new(placement.snapshot()),
+            placement,
+            traffic: RefCell::new(HashMap::new()),
         }
     }
 
+    /// The shard owning a partition: its place in the table; a partition of a known topic
+    /// not placed yet is placed now (its whole topic, by the policy). A partition the
+    /// catalog does not have goes to its hash shard, which answers that it is unknown.
     pub fn owner_of(&self, tp: &TopicPartition) -> usize {
-        owner(&tp.topic, tp.partition.0, self.count)
+        if let Some(s) = self.placed(tp) {
+            return s;
+        }
+        match self.catalog.partition_count(&tp.topic) {
+            Some(n) if tp.partition.0 >= 0 && tp.partition.0 < n => {
+                self.placement.place(&tp.topic, n, tp.partition.0)
+            }
+            _ => hash_owner(&tp.topic, tp.partition.0, self.count),
+        }
+    }
+
+    /// The table's answer, from this shard's cached snapshot while its version holds.
+    fn placed(&self, tp: &TopicPartition) -> Option<usize> {
+        let version = self.placement.version();
+        {
+            let cache = self.placement_cache.borrow();
+            if cache.0 == version {
+                return cache.1.owner(&tp.topic, tp.partition.0);
+            }
+        }
+        let fresh = self.placement.snapshot();
+        let owner = fresh.1.owner(&tp.topic, tp.partition.0);
+        *self.placement_cache.borrow_mut() = fresh;
+        owner
+    }
+
+    /// Waits until none of `tps` is being moved (bounded by `MOVE_WAIT_MS_MAX`), so a
+    /// request is routed to the partition's new shard instead of failing on the old one.
+    pub async fn wait_not_moving<'a>(&self, tps: impl Iterator<Item = &'a TopicPartition> + Clone) {
+        let moving = |s: &Self| {
+            let snap = s.placement.snapshot().1;
+            snap.any_moving()
+                && tps
+                    .clone()
+                    .any(|tp| snap.is_moving(&tp.topic, tp.partition.0))
+        };
+        let quiet = {
+            // The common case: nothing moves anywhere, decided from the cached snapshot.
+            self.placed_version_current() && !self.placement_cache.borrow().1.any_moving()
+        };
+        if quiet {
+            return;
+        }
+        let mut waited_ms = 0;
+        while moving(self) && waited_ms < MOVE_WAIT_MS_MAX && !self.stopping.is_set() {
+            glommio::timer::sleep(Duration::from_millis(1)).await;
+            waited_ms += 1;
+        }
+    }
+
+    fn placed_version_current(&self) -> bool {
+        self.placement_cache.borrow().0 == self.placement.version()
+    }
+
+    fn count_traffic(&self, tp: &TopicPartition, f: impl FnOnce(&mut Traffic)) {
+        let mut traffic = self.traffic.borrow_mut();
+        match traffic.get_mut(tp) {
+            Some(t) => f(t),
+            None => {
+                let mut t = Traffic::default();
+                f(&mut t);
+                traffic.insert(tp.clone(), t);
+            }
+        }
     }
 
     /// Runs `op` on `shard`: directly when it is this one, over the mesh otherwise.
@@ -293,6 +397,19 @@ impl Shard {
         match self.catalog.partition_count(&tp.topic) {
             Some(n) if tp.partition.0 >= 0 && tp.partition.0 < n => {}
             _ => return Err(code::UNKNOWN_TOPIC_OR_PARTITION),
+        }
+        if self
+            .placement
+            .snapshot()
+            .1
+            .is_moving(&tp.topic, tp.partition.0)
+        {
+            // Closed here for a move: wait for it to land, then the caller goes elsewhere.
+            self.wait_not_moving(std::iter::once(tp)).await;
+            return match self.logs.get(tp) {
+                Some(log) => Ok(log),
+                None => Err(code::NOT_LEADER_OR_FOLLOWER),
+            };
         }
         if self.owner_of(tp) != self.id {
             return Err(code::NOT_LEADER_OR_FOLLOWER);
@@ -354,6 +471,54 @@ impl Shard {
                 }
                 ShardReply::Done
             }
+            ShardOp::MoveOut { tp } => self.move_out(&tp).await,
+            ShardOp::MoveIn { tp } => self.move_in(&tp).await,
+        }
+    }
+
+    /// Stops appends to `tp` (the table marks it moving, so new ones wait), waits for the
+    /// appends before it (the FIFO append turn), and closes the log: written, synced and
+    /// checkpointed, idempotent producer state included.
+    async fn move_out(&self, tp: &TopicPartition) -> ShardReply {
+        let _turn = self.append_order.acquire_permit(1).await;
+        let Some(log) = self.logs.get(tp) else {
+            // Never opened here (no traffic yet): nothing to close.
+            return ShardReply::Done;
+        };
+        match self.logs.release(tp).await {
+            Ok(()) => {
+                self.traffic.borrow_mut().remove(tp);
+                tracing::info!(shard = self.id, partition = %tp, end = log.log_end_offset().0, "partition closed for a move");
+                ShardReply::Done
+            }
+            Err(e) => {
+                tracing::error!(shard = self.id, partition = %tp, error = %e, "closing a partition for a move failed");
+                ShardReply::Failed(format!("closing {tp} on shard {}: {e}", self.id))
+            }
+        }
+    }
+
+    /// Opens a moved partition's log on this shard (recovery trusts its checkpoint).
+    async fn move_in(&self, tp: &TopicPartition) -> ShardReply {
+        if self.logs.get(tp).is_some() {
+            return ShardReply::Done;
+        }
+        let config = self.catalog.log_config_for(&tp.topic);
+        let result = if self.logs.data_dir().join(tp.dir_name()).exists() {
+            self.logs.adopt(tp.clone(), config).await
+        } else {
+            // Never written: it is created on first use.
+            return ShardReply::Done;
+        };
+        match result {
+            Ok(log) => {
+                tracing::info!(shard = self.id, partition = %tp, end = log.log_end_offset().0, "partition opened after a move");
+                ShardReply::Done
+            }
+            Err(e) => {
+                tracing::error!(shard = self.id, partition = %tp, error = %e, "opening a moved partition failed");
+                ShardReply::Failed(format!("opening {tp} on shard {}: {e}", self.id))
+            }
         }
     }
 
@@ -399,6 +564,10 @@ impl Shard {
         records: &Bytes,
     ) -> Result<(PartitionLog, i64, Offset), i16> {
         let log = self.log_for(tp).await?;
+        self.count_traffic(tp, |t| {
+            t.bytes_in += records.len() as u64;
+            t.produce_requests += 1;
+        });
         // Idempotence (sequence checks, duplicates answered with their first offsets) is
         // the engine's: its producer state is per log and survives restarts.
         let epoch = LeaderEpoch(self.cluster.leader_epoch(&tp.topic, tp.partition.0));
@@ -478,6 +647,10 @@ impl Shard {
                 };
                 match log.read(Offset(p.offset), limits).await {
                     Ok(batches) => {
+                        self.count_traffic(&p.tp, |t| {
+                            t.bytes_out += batches.bytes as u64;
+                            t.fetch_requests += 1;
+                        });
                         if batches.bytes > 0 {
                             any_data = true;
                             left = left.saturating_sub(batches.bytes);
@@ -621,7 +794,6 @@ impl Shard {
 /// Items of one shard: (position in the request, partition, payload).
 pub type ShardItems<T> = Vec<(usize, TopicPartition, T)>;
 
-/// Groups partitions by owning shard, keeping each item's position in the request.
 /// Runs `op` on each owning shard's share of `items` (in parallel, each shard once) and
 /// returns the `(error, offset, offset-or-epoch)` answers in `items` order; an item whose
 /// shard gave no answer gets UNKNOWN_SERVER_ERROR.
@@ -633,7 +805,8 @@ pub async fn offsets_by_shard<T>(
     let mut results = vec![(code::UNKNOWN_SERVER_ERROR, -1i64, -1i64); items.len()];
     let mut calls = Vec::new();
     let mut positions = Vec::new();
-    for (s, group) in split_by_shard(shard.count, items) {
+    shard.wait_not_moving(items.iter().map(|(tp, _)| tp)).await;
+    for (s, group) in split_by_shard(shard, items) {
         positions.push(group.iter().map(|(i, _, _)| *i).collect::<Vec<_>>());
         calls.push((s, op(group.into_iter().map(|(_, tp, t)| (tp, t)).collect())));
     }
@@ -647,33 +820,20 @@ pub async fn offsets_by_shard<T>(
     results
 }
 
+/// Groups partitions by owning shard (the placement table), keeping each item's position
+/// in the request.
 pub fn split_by_shard<T>(
-    count: usize,
+    shard: &Shard,
     items: Vec<(TopicPartition, T)>,
 ) -> Vec<(usize, ShardItems<T>)> {
-    let mut per: Vec<Vec<(usize, TopicPartition, T)>> = (0..count).map(|_| Vec::new()).collect();
+    let mut per: Vec<Vec<(usize, TopicPartition, T)>> =
+        (0..shard.count).map(|_| Vec::new()).collect();
     for (i, (tp, t)) in items.into_iter().enumerate() {
-        let s = owner(&tp.topic, tp.partition.0, count);
+        let s = shard.owner_of(&tp).min(shard.count - 1);
         per[s].push((i, tp, t));
     }
     per.into_iter()
         .enumerate()
         .filter(|(_, v)| !v.is_empty())
         .collect()
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn owner_is_stable_and_in_range() {
-        for n in 1..8 {
-            for p in 0..100 {
-                let s = owner("topic", p, n);
-                assert!(s < n);
-                assert_eq!(s, owner("topic", p, n));
-            }
-        }
-    }
 }

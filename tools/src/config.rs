@@ -7,6 +7,7 @@ use std::path::{Path, PathBuf};
 
 use anyhow::{anyhow, bail, Context, Result};
 use serde::Deserialize;
+use sluice_net::placement::{PartitionPolicy, Pin, PlacementSettings};
 use sluice_net::{FlushSetting, GroupsConfig, Roles, ServerConfig, TopicDefaults};
 use sluice_tuning::{CoreSpec, CpuSet, HostCpus, Placement, PlacementConfig, SysRoot};
 
@@ -44,6 +45,22 @@ pub struct PlacementFileConfig {
     /// `"all"`, a count, or a CPU list; parsed by `placement` so errors name the key.
     pub cores: Option<toml::Value>,
     pub reserved_cores: Option<String>,
+    /// `hash` or `balanced`: how partitions not placed yet choose their core.
+    pub partition_policy: Option<String>,
+    /// Explicit placements (`[[placement.pins]]`).
+    #[serde(default)]
+    pub pins: Vec<PinFileConfig>,
+}
+
+/// `[[placement.pins]]`: a topic's partitions (all, one, or a range) on one CPU.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PinFileConfig {
+    pub topic: String,
+    /// `"3"`, `"0-7"`; absent: every partition of the topic.
+    pub partitions: Option<String>,
+    /// The CPU (one of `placement.cores`).
+    pub core: usize,
 }
 
 /// `[groups]`: the consumer group coordinator.
@@ -87,6 +104,7 @@ pub struct ShardBoundsConfig {
     pub write_depth_max: Option<u64>,
     pub checkpoint_interval_ms: Option<u64>,
     pub compaction_map_bytes_max: Option<u64>,
+    pub io_memory_bytes: Option<u64>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -541,11 +559,50 @@ pub fn settings(file: FileConfig, o: Overrides) -> Result<Settings> {
         b.compaction_map_bytes_max,
         sc.compaction_map_bytes_max,
     )?;
+    if b.io_memory_bytes.is_some() {
+        server.io_memory_bytes = Some(positive("shard.io_memory_bytes", b.io_memory_bytes, 0)?);
+    }
     server.groups = groups_config(&file.groups)?;
+    server.placement = placement_settings(&file.placement)?;
     Ok(Settings {
         server,
         admin_listen,
     })
+}
+
+/// `placement.partition_policy` and `placement.pins`; that pinned CPUs run a shard is
+/// checked at start-up, against the core list in force.
+fn placement_settings(p: &PlacementFileConfig) -> Result<PlacementSettings> {
+    let policy = match p.partition_policy.as_deref() {
+        None => PartitionPolicy::default(),
+        Some(s) => PartitionPolicy::parse(s).ok_or_else(|| {
+            anyhow!("placement.partition_policy: {s:?} is neither \"hash\" nor \"balanced\"")
+        })?,
+    };
+    let mut pins = Vec::with_capacity(p.pins.len());
+    for (i, pin) in p.pins.iter().enumerate() {
+        sluice_net::catalog::validate_topic_name(&pin.topic)
+            .map_err(|e| anyhow!("placement.pins[{i}].topic: {e}"))?;
+        let (first, last) = match pin.partitions.as_deref().map(str::trim) {
+            None | Some("all") => (0, i32::MAX),
+            Some(range) => parse_partition_range(range).ok_or_else(|| {
+                anyhow!("placement.pins[{i}].partitions: {range:?} is not N or N-M (0 ≤ N ≤ M)")
+            })?,
+        };
+        pins.push(Pin {
+            topic: pin.topic.clone(),
+            first,
+            last,
+            cpu: pin.core,
+        });
+    }
+    Ok(PlacementSettings { policy, pins })
+}
+
+fn parse_partition_range(s: &str) -> Option<(i32, i32)> {
+    let (a, b) = s.split_once('-').unwrap_or((s, s));
+    let (a, b): (i32, i32) = (a.trim().parse().ok()?, b.trim().parse().ok()?);
+    (0 <= a && a <= b).then_some((a, b))
 }
 
 fn groups_config(g: &GroupsFileConfig) -> Result<GroupsConfig> {
@@ -801,6 +858,46 @@ mod tests {
             err.to_string().contains("broker_heartbeat_interval_ms"),
             "{err}"
         );
+    }
+
+    #[test]
+    fn partition_policy_and_pins() {
+        let parse = |t: &str| {
+            let f: FileConfig = toml::from_str(t).map_err(|e| e.to_string())?;
+            placement_settings(&f.placement).map_err(|e| e.to_string())
+        };
+        let p = parse(
+            "[placement]\npartition_policy = \"balanced\"\n\
+             [[placement.pins]]\ntopic = \"orders\"\npartitions = \"0-3\"\ncore = 1\n\
+             [[placement.pins]]\ntopic = \"audit\"\ncore = 0\n\
+             [[placement.pins]]\ntopic = \"one\"\npartitions = \"5\"\ncore = 2\n",
+        )
+        .unwrap();
+        assert_eq!(p.policy, PartitionPolicy::Balanced);
+        let ranges: Vec<_> = p
+            .pins
+            .iter()
+            .map(|p| (p.topic.as_str(), p.first, p.last, p.cpu))
+            .collect();
+        assert_eq!(
+            ranges,
+            vec![
+                ("orders", 0, 3, 1),
+                ("audit", 0, i32::MAX, 0),
+                ("one", 5, 5, 2)
+            ]
+        );
+        assert_eq!(parse("").unwrap().policy, PartitionPolicy::Hash);
+        let err = |t: &str| parse(t).unwrap_err();
+        assert!(err("[placement]\npartition_policy = \"rr\"")
+            .starts_with("placement.partition_policy: "));
+        assert!(
+            err("[[placement.pins]]\ntopic = \"a\"\npartitions = \"3-1\"\ncore = 0")
+                .starts_with("placement.pins[0].partitions: ")
+        );
+        assert!(err("[[placement.pins]]\ntopic = \"a b\"\ncore = 0")
+            .starts_with("placement.pins[0].topic: "));
+        assert!(err("[[placement.pins]]\ntopic = \"a\"").contains("core"));
     }
 
     #[test]

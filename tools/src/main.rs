@@ -8,6 +8,7 @@ mod bench;
 mod cluster;
 mod config;
 mod group;
+mod placement;
 mod tune;
 
 use std::io::Write;
@@ -35,10 +36,14 @@ enum Command {
     Bench(bench::BenchArgs),
     /// Consumer groups: list, describe (lag), reset-offsets, delete.
     Group(group::GroupArgs),
-    /// The cluster: status (brokers, controller, partition health), elect-leaders.
+    /// The cluster: status (brokers, controller, partition health), elect-leaders,
+    /// placement (the partition → core map).
     Cluster(cluster::ClusterArgs),
     /// Check the host against a tuning profile, or apply the profile.
     Tune(tune::TuneArgs),
+    /// Partitions: move a live partition to another core.
+    #[command(subcommand)]
+    Partition(placement::PartitionCommand),
 }
 
 #[derive(Debug, clap::Args)]
@@ -59,7 +64,8 @@ struct ServeArgs {
     /// `placement.cores` (default: every online CPU not in `placement.reserved_cores`).
     #[arg(long, value_name = "LIST")]
     cores: Option<String>,
-    /// Address of the admin HTTP endpoint (/metrics, /health; default 127.0.0.1:9644).
+    /// Address of the admin HTTP endpoint (/metrics, /health, /placement, /partition/move;
+    /// default 127.0.0.1:9644).
     #[arg(long, value_name = "HOST:PORT")]
     admin_listen: Option<String>,
     /// Do not pin shards to their CPUs (for tests and shared machines).
@@ -102,6 +108,7 @@ fn main() {
         Command::Bench(args) => bench::main(args),
         Command::Group(args) => group::main(args),
         Command::Cluster(args) => cluster::main(args),
+        Command::Partition(command) => placement::partition(command),
         Command::Tune(args) => match tune::main(args) {
             Ok(0) => Ok(()),
             Ok(code) => std::process::exit(code),

@@ -17,7 +17,7 @@ use crate::frame::{
     decode_body, encode_response, encode_response_spliced, splice_marker, FrameError, Request,
     ResponseFrame,
 };
-use crate::shard::{owner, FetchPart, FetchPartResult, Shard, ShardOp, ShardReply};
+use crate::shard::{FetchPart, FetchPartResult, Shard, ShardOp, ShardReply};
 use crate::store::BatchSlice;
 use crate::store::{PartitionId, TopicPartition};
 
@@ -188,9 +188,10 @@ fn records_len(r: &PartOut) -> usize {
 
 /// One read round across every shard; results in plan order.
 async fn read_all(shard: &Rc<Shard>, parts: &[SessionPart], bytes_max: usize) -> Vec<PartOut> {
+    shard.wait_not_moving(parts.iter().map(|p| &p.tp)).await;
     let mut per: Vec<Vec<(usize, FetchPart)>> = (0..shard.count).map(|_| Vec::new()).collect();
     for (i, p) in parts.iter().enumerate() {
-        let s = owner(&p.tp.topic, p.tp.partition.0, shard.count);
+        let s = shard.owner_of(&p.tp);
         per[s].push((
             i,
             FetchPart {
@@ -270,7 +271,7 @@ async fn read_all(shard: &Rc<Shard>, parts: &[SessionPart], bytes_max: usize) ->
 async fn wait_any(shard: &Rc<Shard>, parts: &[SessionPart], wait: Duration) {
     let mut per: Vec<Vec<(TopicPartition, i64)>> = (0..shard.count).map(|_| Vec::new()).collect();
     for p in parts {
-        per[owner(&p.tp.topic, p.tp.partition.0, shard.count)].push((p.tp.clone(), p.offset));
+        per[shard.owner_of(&p.tp)].push((p.tp.clone(), p.offset));
     }
     let wait_ms = wait.as_millis() as u64;
     let mut tasks: Vec<_> = per

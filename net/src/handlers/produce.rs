@@ -51,7 +51,8 @@ pub async fn handle(shard: &Rc<Shard>, req: &Request) -> Result<Option<ResponseF
             .iter_mut()
             .for_each(|r| r.error = code::INVALID_REQUIRED_ACKS);
     } else {
-        let groups = split_by_shard(shard.count, items);
+        shard.wait_not_moving(items.iter().map(|(tp, _)| tp)).await;
+        let groups = split_by_shard(shard, items);
         let mut calls = Vec::with_capacity(groups.len());
         let mut positions = Vec::with_capacity(groups.len());
         for (s, group) in groups {

@@ -40,10 +40,14 @@ enum ClusterCommand {
         #[arg(long, default_value = "127.0.0.1:9644", value_name = "HOST:PORT")]
         admin: String,
     },
+    /// The partition → core map of one broker, with per-core partitions, bytes in and out
+    /// and request rates (its admin endpoint's GET /placement).
+    Placement(crate::placement::PlacementArgs),
 }
 
 pub fn main(args: ClusterArgs) -> Result<()> {
     match args.command {
+        ClusterCommand::Placement(args) => crate::placement::show(args),
         ClusterCommand::Status { admin, json } => {
             let body = request(&admin, "GET", "/cluster")?;
             if json {

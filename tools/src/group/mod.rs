@@ -16,7 +16,7 @@ pub(crate) mod client;
 mod describe;
 pub(crate) mod proto;
 mod reset;
-mod table;
+pub(crate) mod table;
 mod timefmt;
 
 use std::collections::HashMap;

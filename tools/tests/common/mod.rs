@@ -40,6 +40,11 @@ impl Broker {
     }
 
     pub fn start_with(data_dir: &Path, extra: &[&str]) -> Broker {
+        Broker::start_on_cores(data_dir, "0-1", extra)
+    }
+
+    /// Starts a broker with one shard per CPU of `cores` (unpinned, so any labels do).
+    pub fn start_on_cores(data_dir: &Path, cores: &str, extra: &[&str]) -> Broker {
         let mut cmd = Command::new(env!("CARGO_BIN_EXE_sluice"));
         cmd.args([
             "serve",
@@ -48,7 +53,7 @@ impl Broker {
             "--admin-listen",
             "127.0.0.1:0",
             "--cores",
-            "0-1",
+            cores,
             "--no-pin",
         ])
         .arg("--data-dir")
