@@ -9,7 +9,8 @@
 //!   awaits, never across one.
 //! - Batches are stored verbatim as the producer encoded them (record batch v2); only the
 //!   base offset and partition leader epoch are written into the header, and the CRC does
-//!   not cover them.
+//!   not cover them. The one exception is compaction: a batch that loses records is
+//!   re-encoded (uncompressed) with the rest, keeping its offsets, with a new CRC32C.
 //! - All segment I/O is direct (O_DIRECT through glommio DMA files): buffers, positions
 //!   and lengths are 4 KiB aligned; the partial last block of a segment is kept in memory
 //!   and rewritten whole, never appended to on disk.
