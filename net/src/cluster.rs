@@ -554,6 +554,18 @@ async fn import_legacy_topics(view: &Arc<ClusterView>, config: &ServerConfig) {
                 kind: ErrorKind::TopicExists,
                 ..
             }) => {}
+            // Refused for good (a name or count the controller will never accept): the
+            // topic stays out of the metadata log, its logs unused; say so once.
+            Ok(Reply::Error {
+                kind:
+                    kind @ (ErrorKind::InvalidTopic
+                    | ErrorKind::InvalidPartitions
+                    | ErrorKind::InvalidReplicationFactor
+                    | ErrorKind::InvalidRequest),
+                message,
+            }) => {
+                tracing::error!(topic = %t.name, ?kind, %message, "topic from before the quorum cannot be imported");
+            }
             other => {
                 tracing::warn!(topic = %t.name, answer = ?other, "importing topic failed; retrying");
                 left.push(t);

@@ -135,16 +135,26 @@ fn brokers(image: &MetadataImage) -> Vec<MetadataResponseBroker> {
         .collect()
 }
 
-/// The active controller's id as clients see it (-1 if none is known).
+/// The controller id clients are given: the active controller when it is also a live
+/// broker, else this broker (or another live one). Clients send admin requests there, and
+/// every broker carries them out through the active controller; a controller-only node
+/// has no Kafka listener clients could use (KRaft answers the same way).
 pub fn controller_id(shard: &Shard) -> BrokerId {
-    BrokerId(
-        shard
-            .cluster
-            .view
-            .quorum()
-            .leader
-            .map_or(-1, |l| i32::try_from(l.0).unwrap_or(-1)),
-    )
+    let image = shard.cluster.image();
+    let live = |id: i32| image.is_live(sluice_control::BrokerId(id));
+    let leader = shard
+        .cluster
+        .view
+        .quorum()
+        .leader
+        .and_then(|l| i32::try_from(l.0).ok());
+    let me = shard.config.node_id;
+    let id = leader
+        .filter(|l| live(*l))
+        .or_else(|| live(me).then_some(me))
+        .or_else(|| image.brokers().find(|b| !b.fenced).map(|b| b.id.0))
+        .unwrap_or(-1);
+    BrokerId(id)
 }
 
 pub async fn handle(shard: &Rc<Shard>, req: &Request) -> Result<ResponseFrame, FrameError> {
