@@ -557,7 +557,15 @@ async fn swap(
             st.touch_indexes(group[0].base);
         }
     }
-    let renamed = rename_into_place(dir, &swaps).await;
+    // Index loads that started before `swapping` was set finish first.
+    let gate = shared
+        .index_gate
+        .acquire_permit(crate::log::INDEX_LOADS_MAX as u64)
+        .await;
+    let renamed = match gate {
+        Ok(_all) => rename_into_place(dir, &swaps).await,
+        Err(e) => Err(LogError::Offline(e.to_string())),
+    };
     shared.state.borrow_mut().swapping.clear();
     let count = swaps.len();
     drop(swaps);

@@ -93,6 +93,9 @@ pub(crate) struct LogShared {
     /// Raised to 1 when the flusher has exited.
     pub(crate) flusher_done: OffsetWatch,
     pub(crate) io_lock: Semaphore,
+    /// Loads of index files in flight hold one permit each; a compaction swap takes all
+    /// of them before it removes or renames index files.
+    pub(crate) index_gate: Semaphore,
 }
 
 /// A written chunk as a log sees it: its own range, and the chunk if still cached.
@@ -537,6 +540,7 @@ impl PartitionLog {
                 flusher_wake: Signal::default(),
                 flusher_done: OffsetWatch::new(0),
                 io_lock: Semaphore::new(1),
+                index_gate: Semaphore::new(INDEX_LOADS_MAX as u64),
             }),
         };
         let shared = log.shared.clone();
@@ -918,10 +922,28 @@ impl PartitionLog {
 
     /// Loads the indexes of segment `base` if they are on disk only.
     async fn ensure_indexes(&self, base: Offset) -> Result<(), LogError> {
-        let (dir, interval, segment) = {
+        {
             let mut st = self.shared.state.borrow_mut();
-            let interval = st.config.index_interval_bytes;
-            let dir = st.dir.clone();
+            match st.segments.get(&base) {
+                Some(seg) if seg.indexes_loaded && seg.finalized => {
+                    st.touch_indexes(base);
+                    return Ok(());
+                }
+                Some(seg) if !seg.indexes_loaded => {}
+                _ => return Ok(()),
+            }
+        }
+        // Index files are read (and maybe rebuilt) by path: a compaction swap waits for
+        // loads in flight before it removes or replaces them (glommio cannot open a file
+        // that is unlinked under it).
+        let _load = self
+            .shared
+            .index_gate
+            .acquire_permit(1)
+            .await
+            .map_err(|e| LogError::Offline(e.to_string()))?;
+        let (dir, interval, segment) = {
+            let st = self.shared.state.borrow();
             match st.segments.get(&base) {
                 // Its index files are being replaced: reads scan from the start instead.
                 Some(_) if st.swapping.contains(&base) => return Ok(()),
@@ -933,18 +955,22 @@ impl PartitionLog {
                         end_offset: seg.end_offset,
                         ..Segment::new(seg.base, seg.created_ms)
                     };
-                    (dir, interval, shape)
-                }
-                Some(seg) if seg.finalized => {
-                    st.touch_indexes(base);
-                    return Ok(());
+                    (st.dir.clone(), st.config.index_interval_bytes, shape)
                 }
                 _ => return Ok(()),
             }
         };
         let (index, time) = segment.load_indexes(&dir, interval).await?;
         let mut st = self.shared.state.borrow_mut();
-        if let Some(seg) = st.segments.get_mut(&base).filter(|s| !s.indexes_loaded) {
+        let same_file = |s: &Segment| match (&s.file, &segment.file) {
+            (Some(a), Some(b)) => Rc::ptr_eq(a, b),
+            _ => false,
+        };
+        if let Some(seg) = st
+            .segments
+            .get_mut(&base)
+            .filter(|s| !s.indexes_loaded && same_file(s))
+        {
             seg.index = index;
             seg.time_index = time;
             seg.indexes_loaded = true;
@@ -1248,6 +1274,9 @@ impl PartitionLog {
 
 /// Smallest DMA buffer appends are copied into: what an idle log holds.
 pub(crate) const CHUNK_MIN_BYTES: usize = 64 << 10;
+
+/// Index loads from disk one log runs at once.
+pub(crate) const INDEX_LOADS_MAX: usize = 64;
 
 /// Closed segments of one log whose indexes stay in memory (the active one always does).
 pub(crate) const LOADED_INDEXES_MAX: usize = 4;

@@ -1026,3 +1026,118 @@ fn a_crash_during_a_merge_leaves_the_old_segments_or_the_merged_one() {
         });
     }
 }
+
+#[test]
+fn compaction_runs_alongside_appends_and_reads() {
+    let dir = test_dir();
+    let path = dir.path().to_path_buf();
+    run(move || async move {
+        use std::cell::{Cell, RefCell};
+        use std::rc::Rc;
+        let (m, log) = open_log(&path, compact_config(), small_shard()).await;
+        let model: Rc<RefCell<Vec<Rec>>> = Rc::default();
+        let done = Rc::new(Cell::new(false));
+        let (passes, reads) = (Rc::new(Cell::new(0u64)), Rc::new(Cell::new(0u64)));
+        let appender = {
+            let (log, model, done) = (log.clone(), model.clone(), done.clone());
+            let (passes, reads) = (passes.clone(), reads.clone());
+            glommio::spawn_local(async move {
+                for i in 0..400usize {
+                    if i % 50 == 49 {
+                        // Let a compaction pass and some reads happen between appends (a
+                        // condition, waited for with a generous bound).
+                        let (p, r) = (passes.get(), reads.get());
+                        for _ in 0..20_000 {
+                            if passes.get() > p && reads.get() > r {
+                                break;
+                            }
+                            glommio::timer::sleep(std::time::Duration::from_millis(1)).await;
+                        }
+                        assert!(passes.get() > p && reads.get() > r, "no pass or read ran");
+                    }
+                    let owned: Vec<(Vec<u8>, Vec<u8>)> = (0..10)
+                        .map(|j| {
+                            let k = format!("k{}", (i * 7 + j) % 30).into_bytes();
+                            let mut v = format!("{i}:{j}:").into_bytes();
+                            v.resize(100, b'-');
+                            (k, v)
+                        })
+                        .collect();
+                    let records: Vec<(&[u8], Option<&[u8]>)> = owned
+                        .iter()
+                        .map(|(k, v)| (k.as_slice(), Some(v.as_slice())))
+                        .collect();
+                    let info = log
+                        .append(&keyed_batch(&records, T0 as i64), LeaderEpoch(0))
+                        .await
+                        .expect("append");
+                    model.borrow_mut().extend(
+                        owned
+                            .into_iter()
+                            .enumerate()
+                            .map(|(n, (k, v))| (info.base_offset.0 + n as i64, Some(k), Some(v))),
+                    );
+                    glommio::yield_if_needed().await;
+                }
+                done.set(true);
+            })
+        };
+        let reader = {
+            let (log, model, done, reads) =
+                (log.clone(), model.clone(), done.clone(), reads.clone());
+            glommio::spawn_local(async move {
+                let mut rng = Rng(0x5eed);
+                while !done.get() {
+                    let (start, end) = (log.log_start_offset().0, log.written_end_offset().0);
+                    if end > start {
+                        let from = start + rng.below((end - start) as u64) as i64;
+                        let r = log
+                            .read(
+                                Offset(from),
+                                sluice_engine::ReadLimits {
+                                    max_bytes: 4096,
+                                    max_offset: Offset(i64::MAX),
+                                    min_one_batch: true,
+                                },
+                            )
+                            .await
+                            .expect("read during compaction");
+                        let bytes: Vec<u8> = r.slices.iter().flat_map(|s| s.to_vec()).collect();
+                        let model = model.borrow();
+                        let mut iter = BatchIter::new(&bytes);
+                        for (_, h, b) in iter.by_ref() {
+                            batch::verify_crc(&h, b).expect("whole, valid batches");
+                            for r in RecordIter::new(b, &h) {
+                                let r = r.expect("records parse");
+                                let o = h.base_offset().0 + r.offset_delta;
+                                let want = &model[o as usize];
+                                assert_eq!(want.0, o);
+                                assert_eq!(r.key.map(<[u8]>::to_vec), want.1, "key at {o}");
+                                assert_eq!(r.value.map(<[u8]>::to_vec), want.2, "value at {o}");
+                            }
+                        }
+                        assert_eq!(iter.position(), bytes.len(), "no torn batch");
+                        reads.set(reads.get() + 1);
+                    }
+                    glommio::timer::sleep(std::time::Duration::from_millis(1)).await;
+                }
+            })
+        };
+        while !done.get() {
+            if log.compact(T0).await.expect("compact").segments_rewritten > 0 {
+                passes.set(passes.get() + 1);
+            }
+            glommio::timer::sleep(std::time::Duration::from_millis(2)).await;
+        }
+        appender.await;
+        reader.await;
+        log.wait_written(log.log_end_offset())
+            .await
+            .expect("written");
+        let active = log.active_segment_base().0;
+        while log.compact(T0).await.expect("compact").cleaned_end.0 < active {}
+        let model = model.borrow().clone();
+        assert_eq!(visible(&log).await, expected(&model, active, false));
+        m.close_all().await.expect("close");
+    });
+}
