@@ -1070,7 +1070,7 @@ impl PartitionLog {
             st.checkpoint.log_start = offset;
             (st.dir.clone(), victims, st.checkpoint)
         };
-        remove_segments(&dir, victims).await?;
+        remove_segments(&self.shared, &dir, victims).await?;
         checkpoint.write(&dir).await?;
         Ok(offset)
     }
@@ -1118,7 +1118,7 @@ impl PartitionLog {
             segments_deleted: victims.len(),
             bytes_deleted: victims.iter().map(|s| s.size).sum(),
         };
-        remove_segments(&dir, victims).await?;
+        remove_segments(&self.shared, &dir, victims).await?;
         checkpoint.write(&dir).await?;
         tracing::info!(
             segments = outcome.segments_deleted,
@@ -1223,7 +1223,7 @@ impl PartitionLog {
         };
         let (checkpoint, snapshot, epochs) = checkpoint;
         epochs.write(&dir).await?;
-        remove_segments(&dir, victims).await?;
+        remove_segments(&self.shared, &dir, victims).await?;
         if let Some((file, seg_base, cut_pos)) = cut_segment {
             let path = dir.join(segment::log_name(seg_base));
             files::truncate_synced(&file, &path, cut_pos).await?;
@@ -1371,10 +1371,21 @@ fn take_segments_while(
     victims
 }
 
-async fn remove_segments(dir: &Path, victims: Vec<Segment>) -> Result<(), LogError> {
+/// Deletes the files of segments already taken out of the state; index loads in flight
+/// (which open index files by path) finish first.
+async fn remove_segments(
+    shared: &LogShared,
+    dir: &Path,
+    victims: Vec<Segment>,
+) -> Result<(), LogError> {
     if victims.is_empty() {
         return Ok(());
     }
+    let _all = shared
+        .index_gate
+        .acquire_permit(INDEX_LOADS_MAX as u64)
+        .await
+        .map_err(|e| LogError::Offline(e.to_string()))?;
     for seg in victims {
         Segment::remove_files(dir, seg.base)?;
         if let Some(file) = seg.file.and_then(|f| Rc::try_unwrap(f).ok()) {
