@@ -136,6 +136,10 @@ pub struct ServerConfig {
     /// Memory each shard registers with io_uring for DMA buffers (glommio's `io_memory`);
     /// `None`: glommio's default (10 MiB).
     pub io_memory_bytes: Option<usize>,
+    /// CPU shares of each shard's produce and fetch task queues (glommio's default queue,
+    /// for everything else, has 1000; maintenance has 100).
+    pub produce_shares: usize,
+    pub fetch_shares: usize,
 }
 
 impl ServerConfig {
@@ -164,6 +168,8 @@ impl ServerConfig {
             cluster: ClusterConfig::default(),
             placement: crate::placement::PlacementSettings::default(),
             io_memory_bytes: None,
+            produce_shares: 1000,
+            fetch_shares: 1000,
         }
     }
 }

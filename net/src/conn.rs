@@ -13,7 +13,7 @@ use glommio::task::JoinHandle;
 
 use crate::frame::{self, FrameError, ResponseFrame};
 use crate::handlers;
-use crate::shard::Shard;
+use crate::shard::{Shard, Work};
 
 type Pending = JoinHandle<Result<Option<ResponseFrame>, FrameError>>;
 
@@ -129,14 +129,20 @@ pub async fn serve(shard: Rc<Shard>, stream: TcpStream) {
             }
         };
         let s = shard.clone();
-        let task = glommio::spawn_local(async move {
-            let started = std::time::Instant::now();
-            let key = req.api_key as i16;
-            let r = handlers::dispatch(s, req).await;
-            crate::metrics::request(key, started.elapsed(), r.is_err());
-            r
-        })
-        .detach();
+        let work = match req.api_key as i16 {
+            0 => Work::Produce,
+            1 => Work::Fetch,
+            _ => Work::Other,
+        };
+        let task = shard
+            .spawn(work, async move {
+                let started = std::time::Instant::now();
+                let key = req.api_key as i16;
+                let r = handlers::dispatch(s, req).await;
+                crate::metrics::request(key, started.elapsed(), r.is_err());
+                r
+            })
+            .detach();
         if tx.send(task).await.is_err() {
             // The writer stopped (write error or a request that closes the connection).
             break;

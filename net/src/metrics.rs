@@ -116,7 +116,18 @@ pub struct ShardStat {
     /// Partitions with an open log on the shard.
     pub partitions: usize,
     pub tail_cache_bytes: usize,
+    /// Per task queue (`produce`, `fetch`): times run and CPU time used, since start.
+    pub queues: [QueueStat; 2],
     pub write_pending_bytes: usize,
+}
+
+/// One task queue of a shard, as last published.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct QueueStat {
+    pub name: &'static str,
+    /// Times the scheduler ran the queue.
+    pub selected: u64,
+    pub runtime_us: u64,
 }
 
 /// Per-shard snapshots, replaced whole by each shard's publisher (a shard's state is not
@@ -205,6 +216,26 @@ fn render_partitions(out: &mut String) {
         let _ = writeln!(out, "# TYPE {name} gauge");
         for (shard, (stat, _)) in map.iter() {
             let _ = writeln!(out, "{name}{{shard=\"{shard}\"}} {}", value(stat));
+        }
+    }
+    let _ = writeln!(out, "# TYPE sluice_shard_task_queue_runs_total counter");
+    let _ = writeln!(
+        out,
+        "# TYPE sluice_shard_task_queue_runtime_seconds_total counter"
+    );
+    for (shard, (stat, _)) in map.iter() {
+        for q in stat.queues.iter().filter(|q| !q.name.is_empty()) {
+            let labels = format!("shard=\"{shard}\",queue=\"{}\"", q.name);
+            let _ = writeln!(
+                out,
+                "sluice_shard_task_queue_runs_total{{{labels}}} {}",
+                q.selected
+            );
+            let _ = writeln!(
+                out,
+                "sluice_shard_task_queue_runtime_seconds_total{{{labels}}} {}",
+                q.runtime_us as f64 / 1e6
+            );
         }
     }
 }

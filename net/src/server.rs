@@ -490,6 +490,7 @@ fn publish_metrics(shard: &Shard, before: &mut HashMap<TopicPartition, Traffic>,
     let resources = shard.logs.shard();
     let stat = crate::metrics::ShardStat {
         partitions: partitions.len(),
+        queues: shard.queue_stats(),
         tail_cache_bytes: resources.cache_bytes(),
         write_pending_bytes: resources.pending_bytes(),
     };
@@ -727,12 +728,14 @@ async fn open_shard(args: &ShardArgs) -> Result<Rc<Shard>, String> {
             let shard = shard.clone();
             glommio::spawn_local(async move {
                 while let Some(call) = rx.recv().await {
-                    let shard = shard.clone();
-                    glommio::spawn_local(async move {
-                        let reply = shard.execute(call.op).await;
-                        let _ = call.reply.send(reply);
-                    })
-                    .detach();
+                    let s = shard.clone();
+                    let work = call.op.work();
+                    shard
+                        .spawn(work, async move {
+                            let reply = s.execute(call.op).await;
+                            let _ = call.reply.send(reply);
+                        })
+                        .detach();
                 }
             })
             .detach();

@@ -96,6 +96,17 @@ pub enum ShardOp {
     },
 }
 
+impl ShardOp {
+    /// The task queue this operation runs in on the receiving shard.
+    pub fn work(&self) -> Work {
+        match self {
+            ShardOp::Produce { .. } => Work::Produce,
+            ShardOp::FetchRead { .. } | ShardOp::FetchWait { .. } => Work::Fetch,
+            _ => Work::Other,
+        }
+    }
+}
+
 /// The answer to a [`ShardOp`].
 #[derive(Debug)]
 pub enum ShardReply {
@@ -172,6 +183,7 @@ pub struct Shard {
     placement_cache: RefCell<(u64, Arc<Snapshot>)>,
     /// Traffic of the partitions this shard owns (entries go with the partition).
     pub traffic: RefCell<HashMap<TopicPartition, Traffic>>,
+    queues: Queues,
 }
 
 /// What every shard shares: settings, the topic catalog, the group coordinator's
@@ -182,6 +194,41 @@ pub struct ShardShared {
     pub catalog: Arc<Catalog>,
     pub groups: Arc<Groups>,
     pub placement: Arc<PlacementTable>,
+}
+
+/// What a task does, for the task queue it runs in.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Work {
+    /// Produce requests and the appends other shards ask for.
+    Produce,
+    /// Fetch requests, reads and long-poll waits other shards ask for.
+    Fetch,
+    /// Everything else (metadata, groups, admin APIs): glommio's default queue.
+    Other,
+}
+
+/// This shard's task queues for produce and fetch work, each with its CPU shares
+/// (`shard.produce_shares`, `shard.fetch_shares`), so neither starves the other when the
+/// shard is saturated. Latency-sensitive: both are `Latency::Matters` (10 ms).
+#[derive(Debug)]
+struct Queues {
+    produce: glommio::TaskQueueHandle,
+    fetch: glommio::TaskQueueHandle,
+}
+
+impl Queues {
+    /// Must run on the shard's executor.
+    fn new(config: &ServerConfig) -> Queues {
+        let make = |shares: usize, name: &str| {
+            let latency = glommio::Latency::Matters(Duration::from_millis(10));
+            let shares = glommio::Shares::Static(shares.max(1));
+            glommio::executor().create_task_queue(shares, latency, name)
+        };
+        Queues {
+            produce: make(config.produce_shares, "produce"),
+            fetch: make(config.fetch_shares, "fetch"),
+        }
+    }
 }
 
 /// Counters of one partition on its owning shard, published with /metrics.
@@ -258,6 +305,7 @@ impl Shard {
         } = shared;
         let sessions =
             crate::handlers::fetch::Sessions::new(config.fetch_sessions_max_per_shard, id);
+        let config_for_queues = config.clone();
         Shard {
             id,
             count,
@@ -274,6 +322,61 @@ impl Shard {
             placement_cache: RefCell::new(placement.snapshot()),
             placement,
             traffic: RefCell::new(HashMap::new()),
+            queues: Queues::new(&config_for_queues),
+        }
+    }
+
+    /// Tasks run and CPU time of the produce and fetch queues, for /metrics.
+    pub fn queue_stats(&self) -> [crate::metrics::QueueStat; 2] {
+        let stat = |name: &'static str, q: glommio::TaskQueueHandle| match glommio::executor()
+            .task_queue_stats(q)
+        {
+            Ok(s) => crate::metrics::QueueStat {
+                name,
+                selected: s.queue_selected(),
+                runtime_us: s.runtime().as_micros().min(u64::MAX as u128) as u64,
+            },
+            Err(_) => crate::metrics::QueueStat::default(),
+        };
+        [
+            stat("produce", self.queues.produce),
+            stat("fetch", self.queues.fetch),
+        ]
+    }
+
+    /// Spawns `fut` in the task queue for `work` (the default queue if that one could not
+    /// be made).
+    pub fn spawn<T: 'static>(
+        &self,
+        work: Work,
+        fut: impl Future<Output = T> + 'static,
+    ) -> glommio::Task<T> {
+        let queue = match work {
+            Work::Produce => self.queues.produce,
+            Work::Fetch => self.queues.fetch,
+            Work::Other => return glommio::spawn_local(fut),
+        };
+        // Fails only for a queue that was removed, which this shard never does; the
+        // future waits in `slot` so that even then it runs, in the default queue.
+        let slot = Rc::new(RefCell::new(Some(fut)));
+        let inner = slot.clone();
+        let queued = async move {
+            let fut = inner.borrow_mut().take();
+            match fut {
+                Some(f) => f.await,
+                None => futures_lite::future::pending().await,
+            }
+        };
+        match glommio::spawn_local_into(queued, queue) {
+            Ok(task) => task,
+            Err(e) => {
+                tracing::error!(shard = self.id, error = %e, "task queue unavailable, using the default");
+                let fut = slot.borrow_mut().take();
+                match fut {
+                    Some(f) => glommio::spawn_local(f),
+                    None => glommio::spawn_local(futures_lite::future::pending()),
+                }
+            }
         }
     }
 

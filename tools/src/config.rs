@@ -105,6 +105,8 @@ pub struct ShardBoundsConfig {
     pub checkpoint_interval_ms: Option<u64>,
     pub compaction_map_bytes_max: Option<u64>,
     pub io_memory_bytes: Option<u64>,
+    pub produce_shares: Option<u64>,
+    pub fetch_shares: Option<u64>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -563,6 +565,12 @@ pub fn settings(file: FileConfig, o: Overrides) -> Result<Settings> {
         server.io_memory_bytes = Some(positive("shard.io_memory_bytes", b.io_memory_bytes, 0)?);
     }
     server.groups = groups_config(&file.groups)?;
+    server.produce_shares = positive(
+        "shard.produce_shares",
+        b.produce_shares,
+        server.produce_shares,
+    )?;
+    server.fetch_shares = positive("shard.fetch_shares", b.fetch_shares, server.fetch_shares)?;
     server.placement = placement_settings(&file.placement)?;
     Ok(Settings {
         server,
@@ -858,6 +866,17 @@ mod tests {
             err.to_string().contains("broker_heartbeat_interval_ms"),
             "{err}"
         );
+    }
+
+    #[test]
+    fn task_queue_shares() {
+        let f: FileConfig =
+            toml::from_str("[shard]\nproduce_shares = 300\nfetch_shares = 700\n").unwrap();
+        let s = settings(f, Overrides::default()).unwrap();
+        assert_eq!((s.server.produce_shares, s.server.fetch_shares), (300, 700));
+        let f: FileConfig = toml::from_str("[shard]\nfetch_shares = 0\n").unwrap();
+        let err = settings(f, Overrides::default()).unwrap_err().to_string();
+        assert!(err.starts_with("shard.fetch_shares: "), "{err}");
     }
 
     #[test]

@@ -418,6 +418,19 @@ fn a_live_move_under_an_idempotent_producer_loses_and_reorders_nothing() {
         assert!(started.elapsed() < HANG_GUARD, "no {series} in /metrics");
         std::thread::sleep(Duration::from_millis(100));
     }
+    // Produce and fetch ran in their own task queues.
+    let metrics = sluice_metrics(&b);
+    for queue in ["produce", "fetch"] {
+        let tasks: u64 = metrics
+            .lines()
+            .filter(|l| {
+                l.starts_with("sluice_shard_task_queue_runs_total")
+                    && l.contains(&format!("queue=\"{queue}\""))
+            })
+            .filter_map(|l| l.rsplit(' ').next()?.parse::<u64>().ok())
+            .sum();
+        assert!(tasks > 0, "the {queue} queue never ran: {metrics}");
+    }
 }
 
 fn sluice_metrics(b: &Broker) -> String {
