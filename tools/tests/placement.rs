@@ -6,7 +6,6 @@
 mod common;
 
 use std::collections::BTreeMap;
-use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::Arc;
@@ -27,12 +26,12 @@ use sluice_net::placement::hash_owner;
 /// A guard against hangs only: no test decides anything from how long something took.
 const HANG_GUARD: Duration = Duration::from_secs(90);
 
-fn test_dir(name: &str) -> PathBuf {
-    let dir = Path::new(env!("CARGO_TARGET_TMPDIR"))
-        .join(format!("placement-{name}-{}", std::process::id()));
-    let _ = std::fs::remove_dir_all(&dir);
-    std::fs::create_dir_all(&dir).unwrap();
-    dir
+/// A temporary directory under the target dir, removed when dropped.
+fn test_dir(name: &str) -> tempfile::TempDir {
+    tempfile::Builder::new()
+        .prefix(&format!("placement-{name}-"))
+        .tempdir_in(env!("CARGO_TARGET_TMPDIR"))
+        .expect("temporary directory")
 }
 
 fn create_topic(b: &Broker, name: &str, partitions: i32) {
@@ -114,8 +113,9 @@ fn move_partition(b: &Broker, tp: &str, core: usize) -> String {
 
 #[test]
 fn hash_placement_is_the_stable_function_and_survives_restarts_and_core_changes() {
-    let dir = test_dir("restart");
-    let mut b = Broker::start_on_cores(&dir, "0-2", &[]);
+    let tmp = test_dir("restart");
+    let dir = tmp.path();
+    let mut b = Broker::start_on_cores(dir, "0-2", &[]);
     create_topic(&b, "spread", 12);
     let first = cpus_of(&b, &[("spread", 12)]);
     for ((_, p), cpu) in &first {
@@ -135,15 +135,15 @@ fn hash_placement_is_the_stable_function_and_survives_restarts_and_core_changes(
     assert!(b.stop().success());
 
     // Same cores: the same map.
-    let mut b = Broker::start_on_cores(&dir, "0-2", &[]);
+    let mut b = Broker::start_on_cores(dir, "0-2", &[]);
     assert_eq!(cpus_of(&b, &[("spread", 12)]), placed);
     assert!(b.stop().success());
     // A superset, in another order: every partition stays on its CPU.
-    let mut b = Broker::start_on_cores(&dir, "3,2,1,0", &[]);
+    let mut b = Broker::start_on_cores(dir, "3,2,1,0", &[]);
     assert_eq!(cpus_of(&b, &[("spread", 12)]), placed);
     assert!(b.stop().success());
     // The same count on other CPUs: by position (the file now lists 3,2,1,0).
-    let mut b = Broker::start_on_cores(&dir, "7,6,5,4", &[]);
+    let mut b = Broker::start_on_cores(dir, "7,6,5,4", &[]);
     let shifted: BTreeMap<_, _> = placed.iter().map(|(k, cpu)| (k.clone(), cpu + 4)).collect();
     assert_eq!(cpus_of(&b, &[("spread", 12)]), shifted);
     assert!(b.stop().success());
@@ -172,7 +172,8 @@ fn hash_placement_is_the_stable_function_and_survives_restarts_and_core_changes(
 
 #[test]
 fn balanced_policy_and_pins() {
-    let dir = test_dir("balanced");
+    let tmp = test_dir("balanced");
+    let dir = tmp.path();
     let config = dir.join("sluice.toml");
     std::fs::write(
         &config,
@@ -324,8 +325,9 @@ fn read_all(addr: &str, topic: &str, p: i32, count: usize, stop: &AtomicBool) ->
 fn a_live_move_under_an_idempotent_producer_loses_and_reorders_nothing() {
     const MESSAGES: usize = 30_000;
     const MOVES: usize = 6;
-    let dir = test_dir("live-move");
-    let b = Broker::start_on_cores(&dir, "0-1", &[]);
+    let tmp = test_dir("live-move");
+    let dir = tmp.path();
+    let b = Broker::start_on_cores(dir, "0-1", &[]);
     create_topic(&b, "live", 2);
     let start_cpu = cpus_of(&b, &[("live", 2)])[&("live".to_string(), 0)] as usize;
 
@@ -431,6 +433,64 @@ fn a_live_move_under_an_idempotent_producer_loses_and_reorders_nothing() {
             .sum();
         assert!(tasks > 0, "the {queue} queue never ran: {metrics}");
     }
+}
+
+#[test]
+fn a_long_poll_on_a_moving_partition_wakes_and_goes_to_the_new_core() {
+    use kafka_protocol::messages::fetch_request::{FetchPartition, FetchTopic};
+    use kafka_protocol::messages::{ApiKey, BrokerId, FetchRequest, FetchResponse, TopicName};
+    use kafka_protocol::protocol::StrBytes;
+    let tmp = test_dir("long-poll");
+    let dir = tmp.path();
+    let config = dir.join("sluice.toml");
+    std::fs::write(&config, "[network]\nfetch_wait_ms_max = 600000\n").unwrap();
+    let b = Broker::start_on_cores(
+        &dir.join("data"),
+        "0-1",
+        &["--config", config.to_str().unwrap()],
+    );
+    create_topic(&b, "lp", 1);
+    let mut cpu = cpus_of(&b, &[("lp", 1)])[&("lp".to_string(), 0)] as usize;
+    // A fetch of an empty partition that waits up to ten minutes for a message.
+    let addr = b.addr.clone();
+    let fetch = std::thread::spawn(move || {
+        let mut s = common::raw::connect(&addr);
+        s.set_read_timeout(Some(HANG_GUARD)).unwrap();
+        let req = FetchRequest::default()
+            .with_replica_id(BrokerId(-1))
+            .with_max_wait_ms(600_000)
+            .with_min_bytes(1)
+            .with_max_bytes(1 << 20)
+            .with_topics(vec![FetchTopic::default()
+                .with_topic(TopicName(StrBytes::from_static_str("lp")))
+                .with_partitions(vec![FetchPartition::default()
+                    .with_partition(0)
+                    .with_fetch_offset(0)
+                    .with_partition_max_bytes(1 << 20)])]);
+        let r: FetchResponse = common::raw::call(&mut s, ApiKey::Fetch, 11, &req);
+        let p = &r.responses[0].partitions[0];
+        (p.error_code, p.records.as_ref().map_or(0, |r| r.len()))
+    });
+    // The partition moves while the fetch waits on its old core; the message produced
+    // after the move lands on the new core, and the fetch must see it there.
+    cpu = 1 - cpu;
+    move_partition(&b, "lp/0", cpu);
+    let producer: BaseProducer = ClientConfig::new()
+        .set("bootstrap.servers", &b.addr)
+        .create()
+        .expect("producer");
+    producer
+        .send(
+            BaseRecord::<str, str>::to("lp")
+                .partition(0)
+                .payload("after the move"),
+        )
+        .map_err(|(e, _)| e)
+        .expect("send");
+    producer.flush(HANG_GUARD).expect("flush");
+    let (error, bytes) = fetch.join().expect("the long poll answered");
+    assert_eq!(error, 0);
+    assert!(bytes > 0, "the long poll answered without the message");
 }
 
 fn sluice_metrics(b: &Broker) -> String {
