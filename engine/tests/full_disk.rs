@@ -38,7 +38,16 @@ impl Mounted {
 
 impl Drop for Mounted {
     fn drop(&mut self) {
-        let _ = Command::new("umount").arg(&self.dir).status();
+        let unmounted = Command::new("umount")
+            .arg(&self.dir)
+            .status()
+            .map(|s| s.success())
+            .unwrap_or(false);
+        if !unmounted {
+            // Still busy (a file the log held closes later): detach it now, so no test
+            // run leaves a mount behind; the kernel frees it once it is idle.
+            let _ = Command::new("umount").arg("-l").arg(&self.dir).status();
+        }
         let _ = std::fs::remove_file(&self.image);
     }
 }

@@ -726,3 +726,98 @@ fn a_data_dir_from_before_the_quorum_keeps_its_topics() {
     drop(b);
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+/// The node id FindCoordinator names for a group at `addr`, once it names one.
+fn find_coordinator(addr: &str, group: &str) -> Option<i32> {
+    let mut s = common::raw::connect(addr);
+    let req = kafka_protocol::messages::FindCoordinatorRequest::default()
+        .with_key(StrBytes::from_string(group.into()));
+    let r: kafka_protocol::messages::FindCoordinatorResponse =
+        common::raw::call(&mut s, ApiKey::FindCoordinator, 3, &req);
+    (r.error_code == 0).then_some(r.node_id.0)
+}
+
+/// OffsetFetch's group-level error for `group` at `addr`.
+fn offset_fetch_error(addr: &str, group: &str) -> i16 {
+    let mut s = common::raw::connect(addr);
+    let req = kafka_protocol::messages::OffsetFetchRequest::default()
+        .with_group_id(kafka_protocol::messages::GroupId(StrBytes::from_string(
+            group.into(),
+        )))
+        .with_topics(None);
+    let r: kafka_protocol::messages::OffsetFetchResponse =
+        common::raw::call(&mut s, ApiKey::OffsetFetch, 7, &req);
+    r.error_code
+}
+
+#[test]
+fn a_group_is_coordinated_by_the_leader_of_its_offsets_partition() {
+    const NOT_COORDINATOR: i16 = 16;
+    let c = Cluster::start("groups");
+    let any = c.live()[0];
+    create_topic(&c.node(any).addr, "grouped", 3, 1);
+    let group = "g-cluster";
+    // Every broker names the same coordinator, the one that answers for the group; the
+    // others send clients back to FindCoordinator.
+    let coordinator = c.wait("a coordinator", || {
+        find_coordinator(&c.node(any).addr, group)
+    });
+    for id in c.live() {
+        assert_eq!(find_coordinator(&c.node(id).addr, group), Some(coordinator));
+    }
+    c.wait("the coordinator loaded", || {
+        (offset_fetch_error(&c.node(coordinator as usize).addr, group) == 0).then_some(())
+    });
+    for id in c.live().into_iter().filter(|i| *i != coordinator as usize) {
+        assert_eq!(offset_fetch_error(&c.node(id).addr, group), NOT_COORDINATOR);
+    }
+    // A real client finds it, consumes and commits.
+    let bootstrap = c
+        .live()
+        .iter()
+        .map(|i| c.node(*i).addr.clone())
+        .collect::<Vec<_>>()
+        .join(",");
+    let p: BaseProducer = ClientConfig::new()
+        .set("bootstrap.servers", &bootstrap)
+        .create()
+        .unwrap();
+    for i in 0..300 {
+        let v = i.to_string();
+        p.send(BaseRecord::<str, str>::to("grouped").key(&v).payload(&v))
+            .map_err(|(e, _)| e)
+            .unwrap();
+    }
+    p.flush(HANG_GUARD).unwrap();
+    let consumer: BaseConsumer = ClientConfig::new()
+        .set("bootstrap.servers", &bootstrap)
+        .set("group.id", group)
+        .set("enable.auto.commit", "false")
+        .set("auto.offset.reset", "earliest")
+        .create()
+        .unwrap();
+    consumer.subscribe(&["grouped"]).unwrap();
+    let mut read = 0;
+    let started = Instant::now();
+    while read < 300 {
+        assert!(started.elapsed() < HANG_GUARD, "read {read}");
+        if let Some(m) = consumer.poll(Duration::from_millis(50)) {
+            m.unwrap();
+            read += 1;
+        }
+    }
+    consumer
+        .commit_consumer_state(rdkafka::consumer::CommitMode::Sync)
+        .unwrap();
+    let committed: i64 = consumer
+        .committed(HANG_GUARD)
+        .unwrap()
+        .elements()
+        .iter()
+        .map(|e| match e.offset() {
+            rdkafka::Offset::Offset(o) => o,
+            _ => 0,
+        })
+        .sum();
+    assert_eq!(committed, 300);
+}

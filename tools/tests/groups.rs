@@ -627,4 +627,27 @@ fn clients_cannot_write_the_offsets_topic() {
         Some(rdkafka::types::RDKafkaErrorCode::InvalidTopic),
         "{err}"
     );
+    // Nor delete it, nor change its partition count (groups map onto it).
+    let admin: AdminClient<DefaultClientContext> = ClientConfig::new()
+        .set("bootstrap.servers", &b.addr)
+        .create()
+        .unwrap();
+    let opts = AdminOptions::new();
+    let deleted = block_on(admin.delete_topics(&["__consumer_offsets"], &opts)).unwrap();
+    assert!(
+        matches!(
+            &deleted[0],
+            Err((_, rdkafka::types::RDKafkaErrorCode::InvalidTopic))
+        ),
+        "{deleted:?}"
+    );
+    let grown = rdkafka::admin::NewPartitions::new("__consumer_offsets", 60);
+    let grown = block_on(admin.create_partitions(&[grown], &opts)).unwrap();
+    assert!(
+        matches!(
+            &grown[0],
+            Err((_, rdkafka::types::RDKafkaErrorCode::InvalidPartitions))
+        ),
+        "{grown:?}"
+    );
 }

@@ -228,6 +228,13 @@ impl Group {
         }
     }
 
+    /// This broker stops coordinating the group: whoever waits is told NOT_COORDINATOR.
+    pub fn abandon(&mut self) {
+        for m in self.members.values_mut() {
+            m.fail_waiters(code::NOT_COORDINATOR);
+        }
+    }
+
     /// Handles a JoinGroup (limits and protocol checks are the caller's).
     pub fn join(
         &mut self,

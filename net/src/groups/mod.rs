@@ -113,10 +113,22 @@ struct Stored {
 /// (topic, partition) → committed offset, per group.
 type GroupOffsets = BTreeMap<(String, i32), Stored>;
 
+/// Whether this broker coordinates a partition's groups.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+enum Residency {
+    /// Another broker leads the offsets partition (or none does yet): NOT_COORDINATOR,
+    /// and clients look the coordinator up again.
+    #[default]
+    Elsewhere,
+    /// This broker leads it and is reading it: COORDINATOR_LOAD_IN_PROGRESS.
+    Loading,
+    Loaded,
+}
+
 /// The coordinator state of one offsets-topic partition.
 #[derive(Debug, Default)]
 struct Part {
-    loaded: bool,
+    residency: Residency,
     groups: HashMap<String, Group>,
     offsets: HashMap<String, GroupOffsets>,
 }
@@ -232,7 +244,10 @@ impl Groups {
 
     /// Offsets partitions whose state is loaded (start-up waits for them on a single node).
     pub fn loaded_count(&self) -> usize {
-        self.parts.iter().filter(|p| lock(p).loaded).count()
+        self.parts
+            .iter()
+            .filter(|p| lock(p).residency == Residency::Loaded)
+            .count()
     }
 
     /// The offsets partition a group belongs to.
@@ -243,10 +258,23 @@ impl Groups {
     /// The group's partition state, once loaded.
     fn part(&self, group_id: &str) -> Result<MutexGuard<'_, Part>, i16> {
         let part = lock(&self.parts[self.partition_of(group_id)]);
-        if part.loaded {
-            Ok(part)
-        } else {
-            Err(code::COORDINATOR_LOAD_IN_PROGRESS)
+        match part.residency {
+            Residency::Loaded => Ok(part),
+            Residency::Loading => Err(code::COORDINATOR_LOAD_IN_PROGRESS),
+            Residency::Elsewhere => Err(code::NOT_COORDINATOR),
+        }
+    }
+
+    /// Whether a partition's state is loaded or being loaded here.
+    pub fn is_resident(&self, partition: usize) -> bool {
+        lock(&self.parts[partition]).residency != Residency::Elsewhere
+    }
+
+    /// This broker took the partition on: its groups wait for the load.
+    pub fn begin_load(&self, partition: usize) {
+        let mut part = lock(&self.parts[partition]);
+        if part.residency == Residency::Elsewhere {
+            part.residency = Residency::Loading;
         }
     }
 
@@ -274,13 +302,17 @@ impl Groups {
         self.offsets_count.fetch_add(offsets, Ordering::Relaxed);
         part.groups = groups;
         part.offsets = loaded.offsets;
-        part.loaded = true;
+        part.residency = Residency::Loaded;
     }
 
-    /// Forgets a partition's state (its shard is stopping).
+    /// Forgets a partition's state: another broker leads it now. Waiting members are
+    /// told NOT_COORDINATOR, so they find the new coordinator.
     pub fn unload(&self, partition: usize) {
         let mut part = lock(&self.parts[partition]);
-        part.loaded = false;
+        part.residency = Residency::Elsewhere;
+        for g in part.groups.values_mut() {
+            g.abandon();
+        }
         let offsets: usize = part.offsets.values().map(BTreeMap::len).sum();
         self.groups_count
             .fetch_sub(part.groups.len(), Ordering::Relaxed);
@@ -596,7 +628,7 @@ impl Groups {
         let (now, ms) = (Instant::now(), now_ms());
         let retention = self.config.offsets_retention_ms;
         let mut part = lock(&self.parts[partition]);
-        if !part.loaded {
+        if part.residency != Residency::Loaded {
             return (Vec::new(), Vec::new());
         }
         let Part {
@@ -709,14 +741,21 @@ mod tests {
     }
 
     #[test]
-    fn requests_wait_for_the_partition_to_load() {
+    fn requests_follow_the_partitions_residency() {
         let g = Groups::new(GroupsConfig::default(), 4);
+        let p = g.partition_of("g");
+        assert_eq!(g.check_commit("g", -1, "", None), code::NOT_COORDINATOR);
+        g.begin_load(p);
         assert_eq!(
             g.check_commit("g", -1, "", None),
             code::COORDINATOR_LOAD_IN_PROGRESS
         );
-        g.install(g.partition_of("g"), Loaded::default());
+        g.install(p, Loaded::default());
         assert_eq!(g.check_commit("g", -1, "", None), code::NONE);
+        g.apply_commits("g", vec![("t".into(), 0, commit(1, 0))], 0);
+        g.unload(p);
+        assert_eq!(g.check_commit("g", -1, "", None), code::NOT_COORDINATOR);
+        assert_eq!(g.stats(&[p]).committed_offsets, 0, "state forgotten");
     }
 
     fn commit(offset: i64, ts: i64) -> CommitValue {

@@ -134,14 +134,18 @@ pub async fn run(shard: Rc<Shard>) {
     let owned: Vec<usize> = (0..groups.partition_count())
         .filter(|p| shard.owner_of(&offsets_tp(*p)) == shard.id)
         .collect();
-    let mut unloaded = owned.clone();
+    // Partitions being loaded here (led by this broker, not yet installed).
+    let mut pending: Vec<usize> = Vec::new();
     let mut next_load = Instant::now();
     let expiry_every = Duration::from_millis(groups.config().offsets_retention_check_interval_ms);
     let mut next_expiry = Instant::now() + expiry_every;
     let mut sweeps: u64 = 0;
     loop {
-        if !unloaded.is_empty() && Instant::now() >= next_load {
-            unloaded = load_all(&shard, unloaded).await;
+        if follow_leadership(&shard, &owned, &mut pending) {
+            next_load = Instant::now();
+        }
+        if !pending.is_empty() && Instant::now() >= next_load {
+            pending = load_all(&shard, pending).await;
             next_load = Instant::now() + Duration::from_millis(LOAD_RETRY_MS);
         }
         if shard.stopping.is_set() {
@@ -195,12 +199,39 @@ pub async fn run(shard: Rc<Shard>) {
     }
 }
 
+/// Takes on the offsets partitions this broker has come to lead (adding them to
+/// `pending`) and forgets those another broker leads now; true when any was taken on.
+fn follow_leadership(shard: &Rc<Shard>, owned: &[usize], pending: &mut Vec<usize>) -> bool {
+    let groups = &shard.groups;
+    let mut took = false;
+    for &p in owned {
+        let leads = shard.cluster.leads(OFFSETS_TOPIC, p as i32);
+        let resident = groups.is_resident(p);
+        if leads && !resident {
+            groups.begin_load(p);
+            pending.push(p);
+            took = true;
+        } else if !leads && resident {
+            tracing::info!(
+                shard = shard.id,
+                partition = p,
+                "another broker coordinates this offsets partition now"
+            );
+            pending.retain(|q| *q != p);
+            groups.unload(p);
+        }
+    }
+    took
+}
+
 /// Loads the given partitions; returns those that failed (to be tried again).
 async fn load_all(shard: &Rc<Shard>, partitions: Vec<usize>) -> Vec<usize> {
     let mut failed = Vec::new();
     for p in partitions {
         let started = Instant::now();
         match load(shard, p).await {
+            // Leadership may have moved while the log was read.
+            Ok(_) if !shard.groups.is_resident(p) => {}
             Ok(loaded) => {
                 tracing::debug!(
                     shard = shard.id,

@@ -26,6 +26,17 @@ pub async fn handle(shard: &Rc<Shard>, req: &Request) -> Result<ResponseFrame, F
     let mut results = Vec::with_capacity(body.topics.len());
     for t in &body.topics {
         let r = CreatePartitionsTopicResult::default().with_name(t.name.clone());
+        if t.name.0.as_str() == crate::groups::OFFSETS_TOPIC {
+            // A group's partition is a function of the count: changing it would strand
+            // every group's committed offsets.
+            results.push(
+                r.with_error_code(code::INVALID_PARTITIONS)
+                    .with_error_message(Some(StrBytes::from_static_str(
+                        "__consumer_offsets keeps its partition count",
+                    ))),
+            );
+            continue;
+        }
         if t.assignments.as_ref().is_some_and(|a| !a.is_empty()) {
             results.push(
                 r.with_error_code(code::INVALID_REQUEST)

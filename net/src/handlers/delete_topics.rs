@@ -27,6 +27,14 @@ pub const SPEC: ApiSpec = ApiSpec {
 async fn delete(shard: &Rc<Shard>, name: String) -> DeletableTopicResult {
     let result = DeletableTopicResult::default()
         .with_name(Some(TopicName(StrBytes::from_string(name.clone()))));
+    if name == crate::groups::OFFSETS_TOPIC {
+        tracing::warn!(topic = %name, "deleting the internal offsets topic refused");
+        return result
+            .with_error_code(code::INVALID_TOPIC_EXCEPTION)
+            .with_error_message(Some(StrBytes::from_static_str(
+                "__consumer_offsets is internal: deleting it would lose every committed offset",
+            )));
+    }
     let before = shard.cluster.image();
     let Some(topic) = before.topic_by_name(&name) else {
         return result.with_error_code(code::UNKNOWN_TOPIC_OR_PARTITION);

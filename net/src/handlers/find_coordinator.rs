@@ -1,15 +1,19 @@
-//! FindCoordinator: this node coordinates every group (single node). Transaction
-//! coordinators are not offered (no transactions).
+//! FindCoordinator: a group's coordinator is the broker leading its partition of
+//! `__consumer_offsets` in the metadata image (none yet, or a fenced one:
+//! COORDINATOR_NOT_AVAILABLE, which clients retry). Transaction coordinators are not
+//! offered (no transactions).
 
 use std::rc::Rc;
 
 use kafka_protocol::messages::find_coordinator_response::Coordinator;
 use kafka_protocol::messages::{ApiKey, BrokerId, FindCoordinatorRequest, FindCoordinatorResponse};
 use kafka_protocol::protocol::StrBytes;
+use sluice_control::PartitionIndex;
 
 use super::ApiSpec;
 use crate::errors::code;
 use crate::frame::{decode_body, encode_response, FrameError, Request, ResponseFrame};
+use crate::groups::OFFSETS_TOPIC;
 use crate::shard::Shard;
 
 pub const SPEC: ApiSpec = ApiSpec {
@@ -21,42 +25,61 @@ pub const SPEC: ApiSpec = ApiSpec {
 /// Key type of a consumer group (1 is a transactional id).
 const KEY_TYPE_GROUP: i8 = 0;
 
+/// The coordinating broker of a key: (node id, host, port).
+fn coordinator(shard: &Shard, key: &str, key_type: i8) -> Result<(i32, String, i32), i16> {
+    if key_type != KEY_TYPE_GROUP {
+        return Err(code::COORDINATOR_NOT_AVAILABLE);
+    }
+    let partition = shard.groups.partition_of(key) as i32;
+    let image = shard.cluster.image();
+    let leader = image
+        .topic_by_name(OFFSETS_TOPIC)
+        .and_then(|t| t.partitions.get(&PartitionIndex(partition)))
+        .and_then(|p| p.leader)
+        .ok_or(code::COORDINATOR_NOT_AVAILABLE)?;
+    let broker = image
+        .broker(leader)
+        .filter(|b| !b.fenced)
+        .ok_or(code::COORDINATOR_NOT_AVAILABLE)?;
+    let listener = broker
+        .listeners
+        .first()
+        .ok_or(code::COORDINATOR_NOT_AVAILABLE)?;
+    Ok((broker.id.0, listener.host.clone(), i32::from(listener.port)))
+}
+
 pub fn handle(shard: &Rc<Shard>, req: &Request) -> Result<ResponseFrame, FrameError> {
     let body: FindCoordinatorRequest = decode_body(req)?;
-    let node = BrokerId(shard.config.node_id);
-    let host = StrBytes::from_string(shard.config.advertised_host.clone());
-    let port = shard.config.advertised_port as i32;
-    let error = if body.key_type == KEY_TYPE_GROUP {
-        code::NONE
-    } else {
-        code::COORDINATOR_NOT_AVAILABLE
-    };
     let resp = if req.version >= 4 {
         let coordinators = body
             .coordinator_keys
             .iter()
             .map(|k| {
-                let c = Coordinator::default()
-                    .with_key(k.clone())
-                    .with_error_code(error);
-                if error == code::NONE {
-                    c.with_node_id(node).with_host(host.clone()).with_port(port)
-                } else {
-                    c.with_node_id(BrokerId(-1)).with_port(-1)
+                let c = Coordinator::default().with_key(k.clone());
+                match coordinator(shard, k, body.key_type) {
+                    Ok((id, host, port)) => c
+                        .with_node_id(BrokerId(id))
+                        .with_host(StrBytes::from_string(host))
+                        .with_port(port),
+                    Err(e) => c
+                        .with_error_code(e)
+                        .with_node_id(BrokerId(-1))
+                        .with_port(-1),
                 }
             })
             .collect();
         FindCoordinatorResponse::default().with_coordinators(coordinators)
-    } else if error == code::NONE {
-        FindCoordinatorResponse::default()
-            .with_node_id(node)
-            .with_host(host)
-            .with_port(port)
     } else {
-        FindCoordinatorResponse::default()
-            .with_error_code(error)
-            .with_node_id(BrokerId(-1))
-            .with_port(-1)
+        match coordinator(shard, &body.key, body.key_type) {
+            Ok((id, host, port)) => FindCoordinatorResponse::default()
+                .with_node_id(BrokerId(id))
+                .with_host(StrBytes::from_string(host))
+                .with_port(port),
+            Err(e) => FindCoordinatorResponse::default()
+                .with_error_code(e)
+                .with_node_id(BrokerId(-1))
+                .with_port(-1),
+        }
     };
     encode_response(req.header.correlation_id, req.version, &resp)
 }

@@ -61,6 +61,7 @@ pub fn topic_entry(image: &MetadataImage, t: &TopicImage) -> MetadataResponseTop
     MetadataResponseTopic::default()
         .with_name(Some(TopicName(StrBytes::from_string(t.name.clone()))))
         .with_topic_id(Uuid::from_u128(t.id.0))
+        .with_is_internal(t.name == crate::groups::OFFSETS_TOPIC)
         .with_partitions(partitions)
 }
 
