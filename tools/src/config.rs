@@ -94,7 +94,7 @@ pub struct ClusterFileConfig {
     pub auto_leader_rebalance: Option<bool>,
 }
 
-#[derive(Debug, Default, Deserialize)]
+#[derive(Debug, Default, Clone, Copy, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct ShardBoundsConfig {
     pub tail_cache_bytes_max: Option<u64>,
@@ -105,6 +105,8 @@ pub struct ShardBoundsConfig {
     pub checkpoint_interval_ms: Option<u64>,
     pub compaction_map_bytes_max: Option<u64>,
     pub io_memory_bytes: Option<u64>,
+    /// One number for a shard's storage memory; the bounds not set are derived from it.
+    pub memory_bytes_max: Option<u64>,
     pub produce_shares: Option<u64>,
     pub fetch_shares: Option<u64>,
 }
@@ -524,7 +526,7 @@ pub fn settings(file: FileConfig, o: Overrides) -> Result<Settings> {
         .map(|v| v as usize)
         .unwrap_or(server.fetch_sessions_max_per_shard);
     server.topic_defaults = topic_defaults(&file.topic_defaults)?;
-    let b = &file.shard;
+    let b = &memory_budget(&file.shard)?;
     let sc = &mut server.shard;
     sc.tail_cache_bytes_max = positive(
         "shard.tail_cache_bytes_max",
@@ -576,6 +578,52 @@ pub fn settings(file: FileConfig, o: Overrides) -> Result<Settings> {
         server,
         admin_listen,
     })
+}
+
+/// glommio's DMA memory per shard when `io_memory_bytes` is not set.
+const GLOMMIO_IO_MEMORY_BYTES: u64 = 10 << 20;
+
+/// `shard.memory_bytes_max`: the bounds on a shard's storage memory (tail cache, unwritten
+/// appends, compaction key map, DMA memory) must fit in it. Bounds left unset are derived
+/// from it — half for the tail cache, a quarter for unwritten appends, a sixteenth (at most
+/// 16 MiB) for the compaction map — and a total over it is refused, naming every part.
+/// Request memory is bounded apart from it (`network.*`).
+fn memory_budget(b: &ShardBoundsConfig) -> Result<ShardBoundsConfig> {
+    let mut out = *b;
+    let Some(budget) = b.memory_bytes_max else {
+        return Ok(out);
+    };
+    let io = b.io_memory_bytes.unwrap_or(GLOMMIO_IO_MEMORY_BYTES);
+    let usable = budget.saturating_sub(io);
+    out.tail_cache_bytes_max = b.tail_cache_bytes_max.or(Some(usable / 2));
+    out.shard_write_buffer_bytes_max = b.shard_write_buffer_bytes_max.or(Some(usable / 4));
+    out.compaction_map_bytes_max = b
+        .compaction_map_bytes_max
+        .or(Some((usable / 16).clamp(4096, 16 << 20)));
+    let parts = [
+        ("shard.tail_cache_bytes_max", out.tail_cache_bytes_max),
+        (
+            "shard.shard_write_buffer_bytes_max",
+            out.shard_write_buffer_bytes_max,
+        ),
+        (
+            "shard.compaction_map_bytes_max",
+            out.compaction_map_bytes_max,
+        ),
+        ("shard.io_memory_bytes", Some(io)),
+    ];
+    let total: u64 = parts.iter().filter_map(|(_, v)| *v).sum();
+    if total > budget || usable == 0 {
+        let listed: Vec<String> = parts
+            .iter()
+            .map(|(k, v)| format!("{k} = {}", v.unwrap_or(0)))
+            .collect();
+        bail!(
+            "shard.memory_bytes_max: {budget} is less than the shard's storage memory, {total} ({})",
+            listed.join(", ")
+        );
+    }
+    Ok(out)
 }
 
 /// `placement.partition_policy` and `placement.pins`; that pinned CPUs run a shard is
@@ -678,6 +726,36 @@ mod tests {
         assert!(err.to_string().contains("bogus_key"), "{err}");
         let err = toml::from_str::<FileConfig>("[network]\nnope = 1\n").unwrap_err();
         assert!(err.to_string().contains("nope"), "{err}");
+    }
+
+    #[test]
+    fn memory_budget_derives_unset_bounds_and_refuses_overcommit() {
+        let parse = |t: &str| toml::from_str::<FileConfig>(t).unwrap();
+        let f = parse("[shard]\nmemory_bytes_max = 1073741824\n");
+        let s = settings(f, Overrides::default()).unwrap();
+        let usable = (1u64 << 30) - GLOMMIO_IO_MEMORY_BYTES;
+        assert_eq!(s.server.shard.tail_cache_bytes_max as u64, usable / 2);
+        assert_eq!(
+            s.server.shard.shard_write_buffer_bytes_max as u64,
+            usable / 4
+        );
+        assert_eq!(s.server.shard.compaction_map_bytes_max, 16 << 20);
+        // Set bounds are kept, and must fit.
+        let f = parse("[shard]\nmemory_bytes_max = 1073741824\ntail_cache_bytes_max = 1048576\n");
+        let s = settings(f, Overrides::default()).unwrap();
+        assert_eq!(s.server.shard.tail_cache_bytes_max, 1 << 20);
+        let f = parse("[shard]\nmemory_bytes_max = 67108864\ntail_cache_bytes_max = 67108864\n");
+        let err = settings(f, Overrides::default()).unwrap_err().to_string();
+        assert!(
+            err.contains("shard.memory_bytes_max")
+                && err.contains("shard.tail_cache_bytes_max = 67108864"),
+            "{err}"
+        );
+        let f = parse("[shard]\nmemory_bytes_max = 1024\n");
+        assert!(
+            settings(f, Overrides::default()).is_err(),
+            "smaller than the DMA memory"
+        );
     }
 
     #[test]
