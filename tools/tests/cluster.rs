@@ -7,19 +7,16 @@
 mod common;
 
 use std::collections::{BTreeMap, BTreeSet};
-use std::io::{Read, Write};
-use std::net::TcpStream;
 use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
-use bytes::{BufMut, Bytes, BytesMut};
 use common::{free_port, Broker};
 use futures_executor::block_on;
 use kafka_protocol::messages::create_topics_request::CreatableTopic;
 use kafka_protocol::messages::list_offsets_request::{ListOffsetsPartition, ListOffsetsTopic};
 use kafka_protocol::messages::{
     ApiKey, CreateTopicsRequest, CreateTopicsResponse, ListOffsetsRequest, ListOffsetsResponse,
-    RequestHeader, ResponseHeader, TopicName,
+    TopicName,
 };
 use kafka_protocol::protocol::{Decodable, Encodable, HeaderVersion, StrBytes};
 use rdkafka::admin::{
@@ -200,39 +197,14 @@ fn create_topic(addr: &str, name: &str, partitions: i32, rf: i32) {
     assert!(r.iter().all(|x| x.is_ok()), "{r:?}");
 }
 
-fn frame<T: Encodable + HeaderVersion>(key: ApiKey, version: i16, body: &T) -> Vec<u8> {
-    let mut buf = BytesMut::new();
-    buf.put_i32(0);
-    RequestHeader::default()
-        .with_request_api_key(key as i16)
-        .with_request_api_version(version)
-        .with_correlation_id(11)
-        .with_client_id(Some(StrBytes::from_static_str("cluster-test")))
-        .encode(&mut buf, key.request_header_version(version))
-        .unwrap();
-    body.encode(&mut buf, version).unwrap();
-    let len = (buf.len() - 4) as i32;
-    buf[0..4].copy_from_slice(&len.to_be_bytes());
-    buf.to_vec()
-}
-
+/// One raw request on a fresh connection to `addr`.
 fn call<Req: Encodable + HeaderVersion, Resp: Decodable + HeaderVersion>(
     addr: &str,
     key: ApiKey,
     version: i16,
     req: &Req,
 ) -> Resp {
-    let mut s = TcpStream::connect(addr).expect("connect");
-    s.set_read_timeout(Some(HANG_GUARD)).unwrap();
-    s.write_all(&frame(key, version, req)).unwrap();
-    let mut len = [0u8; 4];
-    s.read_exact(&mut len).unwrap();
-    let mut body = vec![0u8; i32::from_be_bytes(len) as usize];
-    s.read_exact(&mut body).unwrap();
-    let mut body = Bytes::from(body);
-    let header = ResponseHeader::decode(&mut body, Resp::header_version(version)).unwrap();
-    assert_eq!(header.correlation_id, 11);
-    Resp::decode(&mut body, version).unwrap()
+    common::raw::call(&mut common::raw::connect(addr), key, version, req)
 }
 
 /// ListOffsets (latest) for one partition, straight to the broker at `addr`: its error.
@@ -729,24 +701,21 @@ fn a_data_dir_from_before_the_quorum_keeps_its_topics() {
 
 /// The node id FindCoordinator names for a group at `addr`, once it names one.
 fn find_coordinator(addr: &str, group: &str) -> Option<i32> {
-    let mut s = common::raw::connect(addr);
     let req = kafka_protocol::messages::FindCoordinatorRequest::default()
         .with_key(StrBytes::from_string(group.into()));
     let r: kafka_protocol::messages::FindCoordinatorResponse =
-        common::raw::call(&mut s, ApiKey::FindCoordinator, 3, &req);
+        call(addr, ApiKey::FindCoordinator, 3, &req);
     (r.error_code == 0).then_some(r.node_id.0)
 }
 
 /// OffsetFetch's group-level error for `group` at `addr`.
 fn offset_fetch_error(addr: &str, group: &str) -> i16 {
-    let mut s = common::raw::connect(addr);
     let req = kafka_protocol::messages::OffsetFetchRequest::default()
         .with_group_id(kafka_protocol::messages::GroupId(StrBytes::from_string(
             group.into(),
         )))
         .with_topics(None);
-    let r: kafka_protocol::messages::OffsetFetchResponse =
-        common::raw::call(&mut s, ApiKey::OffsetFetch, 7, &req);
+    let r: kafka_protocol::messages::OffsetFetchResponse = call(addr, ApiKey::OffsetFetch, 7, &req);
     r.error_code
 }
 
