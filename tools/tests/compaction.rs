@@ -7,11 +7,9 @@
 mod common;
 
 use std::collections::BTreeMap;
-use std::io::{Read, Write};
-use std::net::TcpStream;
 use std::time::{Duration, Instant};
 
-use common::Broker;
+use common::{http_get, Broker};
 use futures_executor::block_on;
 use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, ResourceSpecifier, TopicReplication};
 use rdkafka::client::DefaultClientContext;
@@ -28,19 +26,6 @@ const HANG_GUARD: Duration = Duration::from_secs(90);
 const KEYS: usize = 5;
 const VERSIONS: usize = 200;
 const VALUE_BYTES: usize = 100;
-
-fn http_get(addr: &str, path: &str) -> String {
-    let mut s = TcpStream::connect(addr).expect("connect admin");
-    s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
-    write!(
-        s,
-        "GET {path} HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n"
-    )
-    .unwrap();
-    let mut body = String::new();
-    s.read_to_string(&mut body).expect("read admin answer");
-    body
-}
 
 /// A per-partition gauge of `topic` partition 0, if published yet.
 fn gauge(metrics: &str, name: &str, topic: &str) -> Option<i64> {
