@@ -448,6 +448,11 @@ impl Groups {
     /// Makes commits visible once durable: `items[i]` was written at `base + i`.
     pub fn apply_commits(&self, group_id: &str, items: Vec<(String, i32, CommitValue)>, base: i64) {
         let mut part = lock(&self.parts[self.partition_of(group_id)]);
+        if part.residency != Residency::Loaded {
+            // Leadership moved while the records were written: the new coordinator
+            // reads them from the log; nothing here may serve them.
+            return;
+        }
         let offsets = part.offsets.entry(group_id.to_string()).or_default();
         let mut added = 0;
         for (i, (topic, partition, value)) in items.into_iter().enumerate() {
