@@ -60,6 +60,10 @@ pub(crate) async fn flusher_loop(shared: Rc<LogShared>) {
             }
         }
     }
+    // Closed (or failed): nothing more will be written, so whoever still waits for more
+    // is answered now (a failure reset them already; resetting again is harmless).
+    shared.written.reset(shared.written.get());
+    shared.synced.reset(shared.synced.get());
     shared.flusher_done.advance(1);
 }
 

@@ -678,15 +678,38 @@ impl PartitionLog {
 
     /// Resolves once every offset below `end` is in the segment files.
     pub async fn wait_written(&self, end: Offset) -> Result<(), LogError> {
+        if let Some(e) = self.ended_before(&self.shared.written, end) {
+            return e;
+        }
         self.shared.flusher_wake.notify();
         let result = self.shared.written.wait_for(end.0).await;
         self.wait_outcome(result)
+    }
+
+    /// A wait on a log whose flusher has stopped (closed, or failed) can never be
+    /// satisfied beyond what is already there: its answer now, so no waiter that comes
+    /// after the close hangs (the close itself fails the waiters it finds).
+    fn ended_before(
+        &self,
+        watch: &crate::watch::OffsetWatch,
+        end: Offset,
+    ) -> Option<Result<(), LogError>> {
+        if self.shared.flusher_done.get() < 1 {
+            return None;
+        }
+        if watch.get() >= end.0 {
+            return Some(Ok(()));
+        }
+        Some(self.wait_outcome(Err(crate::watch::WatchReset)))
     }
 
     /// Resolves once every offset below `end` is covered by fdatasync.
     pub async fn wait_synced(&self, end: Offset) -> Result<(), LogError> {
         if self.shared.synced.get() >= end.0 {
             return Ok(());
+        }
+        if let Some(e) = self.ended_before(&self.shared.synced, end) {
+            return e;
         }
         self.shared.state.borrow_mut().sync_requested = true;
         self.shared.flusher_wake.notify();

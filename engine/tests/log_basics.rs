@@ -5,7 +5,7 @@ mod common;
 use common::*;
 use sluice_engine::batch::simple_batch;
 use sluice_engine::{
-    AppendError, FlushPolicy, LeaderEpoch, LogConfig, Offset, ReadError, ReadLimits,
+    AppendError, FlushPolicy, LeaderEpoch, LogConfig, LogError, Offset, ReadError, ReadLimits,
 };
 
 fn limits(max_bytes: usize) -> ReadLimits {
@@ -842,5 +842,35 @@ fn batches_larger_than_the_open_chunk_are_taken() {
         let all = read_all(&log, Offset(0), 1 << 20).await;
         assert_eq!(batch_ranges(&all).len(), 6);
         m.close_all().await.unwrap();
+    });
+}
+
+#[test]
+fn waits_on_a_closed_log_end_instead_of_hanging() {
+    let dir = test_dir();
+    let path = dir.path().to_path_buf();
+    run(move || async move {
+        let (_m, log) = open_log(&path, small_config(), small_shard()).await;
+        log.append(&tagged_batch(1, 2, 100, 0), LeaderEpoch(0))
+            .await
+            .unwrap();
+        // A waiter for data that will never come, waiting when the log closes.
+        let waiting = {
+            let log = log.clone();
+            glommio::spawn_local(async move { log.wait_written(Offset(10)).await })
+        };
+        glommio::yield_if_needed().await;
+        log.close().await.unwrap();
+        assert!(matches!(waiting.await, Err(LogError::Reset)));
+        // Waits that start after the close: what is written is there, the rest never is.
+        log.wait_written(Offset(2)).await.unwrap();
+        assert!(matches!(
+            log.wait_written(Offset(3)).await,
+            Err(LogError::Reset)
+        ));
+        assert!(matches!(
+            log.wait_synced(Offset(3)).await,
+            Err(LogError::Reset)
+        ));
     });
 }
