@@ -127,16 +127,26 @@ struct Member {
     sync_waiter: Option<oneshot::Sender<SyncOutcome>>,
 }
 
+/// A JoinGroup's (session, rebalance) timeouts; the rebalance timeout is at least the
+/// session timeout (JoinGroup v0 has none of its own).
+fn timeouts(req: &JoinRequest) -> (Duration, Duration) {
+    let session_ms = req.session_timeout_ms.max(0) as u64;
+    let rebalance_ms = req.rebalance_timeout_ms.max(req.session_timeout_ms).max(0) as u64;
+    (
+        Duration::from_millis(session_ms),
+        Duration::from_millis(rebalance_ms),
+    )
+}
+
 impl Member {
     fn new(req: &JoinRequest, now: Instant) -> Member {
+        let (session_timeout, rebalance_timeout) = timeouts(req);
         Member {
             client_id: req.client_id.clone(),
             client_host: req.client_host.clone(),
             instance_id: req.group_instance_id.clone(),
-            session_timeout: Duration::from_millis(req.session_timeout_ms.max(0) as u64),
-            rebalance_timeout: Duration::from_millis(
-                req.rebalance_timeout_ms.max(req.session_timeout_ms).max(0) as u64,
-            ),
+            session_timeout,
+            rebalance_timeout,
             protocols: req.protocols.clone(),
             assignment: Bytes::new(),
             last_seen: now,
@@ -340,10 +350,7 @@ impl Group {
             return JoinReply::Now(self.current_join_outcome(&req.member_id));
         }
         member.protocols = req.protocols.clone();
-        member.session_timeout = Duration::from_millis(req.session_timeout_ms.max(0) as u64);
-        member.rebalance_timeout = Duration::from_millis(
-            req.rebalance_timeout_ms.max(req.session_timeout_ms).max(0) as u64,
-        );
+        (member.session_timeout, member.rebalance_timeout) = timeouts(req);
         let (tx, rx) = oneshot::channel();
         if let Some(old) = member.join_waiter.replace(tx) {
             let _ = old.send(JoinOutcome {
