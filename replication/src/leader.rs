@@ -1,0 +1,378 @@
+//! The leader's bookkeeping for one partition: how far each follower has durably copied
+//! the log, the high watermark that follows from it, and when a follower should leave or
+//! rejoin the in-sync replica set.
+//!
+//! Pure state and decisions on an explicit clock (`now_ms`); the shard owning the partition
+//! feeds it follower fetches and its own durable end, advances the high watermark it
+//! computes, and sends the ISR changes it proposes to the controller.
+//!
+//! Invariants:
+//! - The ISR used here is the image's (the committed one). A shrink counts only once the
+//!   controller has applied it, so while it is pending the removed follower still holds back
+//!   the high watermark (Kafka's "maximal ISR"); an expansion is proposed only for a
+//!   follower that already holds everything below the high watermark, so admitting it never
+//!   moves the high watermark back.
+//! - A follower's end is the offset it last fetched from: it asks for the next offset only
+//!   once what it has is durable on its side, so counting it never counts bytes a follower
+//!   crash could lose.
+//! - The high watermark needs every ISR member's end and at least
+//!   `min(min.insync.replicas, replicas)` members (KIP-966); otherwise it does not move.
+
+use std::collections::BTreeMap;
+
+/// A broker id (the image's `BrokerId.0`).
+pub type Broker = i32;
+
+/// What the leader knows of one follower.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct FollowerProgress {
+    /// The offset the follower last fetched from (its durable log end); -1 before its first
+    /// fetch in this leadership.
+    pub end: i64,
+    /// When it last fetched.
+    pub last_fetch_ms: u64,
+    /// The leader's written end at that fetch.
+    pub last_fetch_leader_end: i64,
+    /// When it last held everything the leader had (Kafka's `lastCaughtUpTimeMs`).
+    pub last_caught_up_ms: u64,
+}
+
+/// A change of the ISR the leader wants the controller to make.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct IsrChange {
+    pub isr: Vec<Broker>,
+    /// Followers leaving, with how long each had not caught up (ms).
+    pub shrunk: Vec<(Broker, u64)>,
+    /// Followers joining.
+    pub expanded: Vec<Broker>,
+}
+
+/// Why a follower fetch is not counted.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum FetchRefused {
+    /// The fetching broker is not a replica of the partition.
+    NotReplica,
+}
+
+/// The leader's state for one partition during one leadership (one leader epoch).
+#[derive(Debug, Clone)]
+pub struct LeaderState {
+    me: Broker,
+    leader_epoch: i32,
+    replicas: Vec<Broker>,
+    isr: Vec<Broker>,
+    min_isr: usize,
+    /// The leader's log end when this leadership began: a follower joins the ISR only once
+    /// it holds at least this much (everything of earlier epochs).
+    epoch_start: i64,
+    followers: BTreeMap<Broker, FollowerProgress>,
+    /// An ISR change sent to the controller and not yet in the image: (isr, sent at).
+    pending: Option<(Vec<Broker>, u64)>,
+}
+
+/// How long a sent ISR change may stay unanswered before it is proposed again.
+pub const PENDING_ISR_CHANGE_MS_MAX: u64 = 5_000;
+
+impl LeaderState {
+    /// A new leadership at `leader_epoch`, beginning at the leader's log end `log_end`.
+    /// Followers start caught up as of `now_ms` (Kafka does the same), so none is dropped
+    /// from the ISR before it had `replica.lag.time.max.ms` to fetch.
+    pub fn new(
+        me: Broker,
+        leader_epoch: i32,
+        replicas: Vec<Broker>,
+        isr: Vec<Broker>,
+        min_isr: usize,
+        log_end: i64,
+        now_ms: u64,
+    ) -> LeaderState {
+        let followers = replicas
+            .iter()
+            .filter(|r| **r != me)
+            .map(|r| {
+                let p = FollowerProgress {
+                    end: -1,
+                    last_fetch_ms: now_ms,
+                    last_fetch_leader_end: -1,
+                    last_caught_up_ms: now_ms,
+                };
+                (*r, p)
+            })
+            .collect();
+        LeaderState {
+            me,
+            leader_epoch,
+            replicas,
+            isr,
+            min_isr,
+            epoch_start: log_end,
+            followers,
+            pending: None,
+        }
+    }
+
+    pub fn leader_epoch(&self) -> i32 {
+        self.leader_epoch
+    }
+
+    pub fn isr(&self) -> &[Broker] {
+        &self.isr
+    }
+
+    pub fn replicas(&self) -> &[Broker] {
+        &self.replicas
+    }
+
+    /// Progress of every follower (for status and metrics).
+    pub fn followers(&self) -> &BTreeMap<Broker, FollowerProgress> {
+        &self.followers
+    }
+
+    /// The ISR size an acks=all write needs: `min.insync.replicas`, but never more than
+    /// there are replicas (a topic configured beyond its replication factor stays usable).
+    pub fn isr_needed(&self) -> usize {
+        self.min_isr.clamp(1, self.replicas.len().max(1))
+    }
+
+    /// Whether an acks=all write may be accepted now (else NOT_ENOUGH_REPLICAS).
+    pub fn enough_in_sync(&self) -> bool {
+        self.isr.len() >= self.isr_needed()
+    }
+
+    /// The image changed within this leadership (same epoch): new ISR, replicas or
+    /// `min.insync.replicas`. A pending change the image now shows is done.
+    pub fn update(&mut self, replicas: Vec<Broker>, isr: Vec<Broker>, min_isr: usize, now_ms: u64) {
+        if self
+            .pending
+            .as_ref()
+            .is_some_and(|(p, _)| same_set(p, &isr))
+        {
+            self.pending = None;
+        }
+        for r in &replicas {
+            if *r != self.me && !self.followers.contains_key(r) {
+                let p = FollowerProgress {
+                    end: -1,
+                    last_fetch_ms: now_ms,
+                    last_fetch_leader_end: -1,
+                    last_caught_up_ms: now_ms,
+                };
+                self.followers.insert(*r, p);
+            }
+        }
+        self.followers.retain(|b, _| replicas.contains(b));
+        self.replicas = replicas;
+        self.isr = isr;
+        self.min_isr = min_isr;
+    }
+
+    /// A follower fetched from `fetch_offset` while the leader's written end was
+    /// `leader_end`.
+    pub fn on_fetch(
+        &mut self,
+        follower: Broker,
+        fetch_offset: i64,
+        leader_end: i64,
+        now_ms: u64,
+    ) -> Result<(), FetchRefused> {
+        let p = self
+            .followers
+            .get_mut(&follower)
+            .ok_or(FetchRefused::NotReplica)?;
+        // Kafka's rule: caught up now if it asks for everything the leader has; caught up
+        // as of its previous fetch if it now holds what the leader had then.
+        if fetch_offset >= leader_end {
+            p.last_caught_up_ms = now_ms;
+        } else if p.last_fetch_leader_end >= 0 && fetch_offset >= p.last_fetch_leader_end {
+            p.last_caught_up_ms = p.last_caught_up_ms.max(p.last_fetch_ms);
+        }
+        p.end = fetch_offset.min(leader_end);
+        p.last_fetch_ms = now_ms;
+        p.last_fetch_leader_end = leader_end;
+        Ok(())
+    }
+
+    /// The high watermark the ISR allows given the leader's durable end, or `None` when it
+    /// must not move (a member has not fetched yet, or too few are in sync).
+    pub fn high_watermark(&self, leader_durable_end: i64) -> Option<i64> {
+        if self.isr.len() < self.isr_needed() {
+            return None;
+        }
+        let mut hw = leader_durable_end;
+        for b in &self.isr {
+            if *b == self.me {
+                continue;
+            }
+            let end = self.followers.get(b).map_or(-1, |p| p.end);
+            if end < 0 {
+                return None;
+            }
+            hw = hw.min(end);
+        }
+        Some(hw)
+    }
+
+    /// The ISR change to propose now, if any (and none is pending): followers that have not
+    /// caught up for longer than `lag_max_ms` leave; followers out of the ISR that hold
+    /// everything below the high watermark and this leadership's start join.
+    pub fn isr_change(&self, hw: i64, now_ms: u64, lag_max_ms: u64) -> Option<IsrChange> {
+        if let Some((_, sent)) = &self.pending {
+            if now_ms.saturating_sub(*sent) < PENDING_ISR_CHANGE_MS_MAX {
+                return None;
+            }
+        }
+        let mut shrunk = Vec::new();
+        let mut expanded = Vec::new();
+        for (b, p) in &self.followers {
+            let lag_ms = now_ms.saturating_sub(p.last_caught_up_ms);
+            let in_isr = self.isr.contains(b);
+            if in_isr && lag_ms > lag_max_ms {
+                shrunk.push((*b, lag_ms));
+            } else if !in_isr && p.end >= 0 && p.end >= hw && p.end >= self.epoch_start {
+                expanded.push(*b);
+            }
+        }
+        if shrunk.is_empty() && expanded.is_empty() {
+            return None;
+        }
+        let isr: Vec<Broker> = self
+            .replicas
+            .iter()
+            .copied()
+            .filter(|r| {
+                *r == self.me
+                    || (self.isr.contains(r) && !shrunk.iter().any(|(b, _)| b == r))
+                    || expanded.contains(r)
+            })
+            .collect();
+        Some(IsrChange {
+            isr,
+            shrunk,
+            expanded,
+        })
+    }
+
+    /// Notes that `isr` was sent to the controller at `now_ms`.
+    pub fn mark_pending(&mut self, isr: Vec<Broker>, now_ms: u64) {
+        self.pending = Some((isr, now_ms));
+    }
+
+    /// The controller refused or did not answer: propose again on the next check.
+    pub fn clear_pending(&mut self) {
+        self.pending = None;
+    }
+}
+
+fn same_set(a: &[Broker], b: &[Broker]) -> bool {
+    a.len() == b.len() && a.iter().all(|x| b.contains(x))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn three(isr: Vec<Broker>, min_isr: usize) -> LeaderState {
+        LeaderState::new(1, 5, vec![1, 2, 3], isr, min_isr, 100, 0)
+    }
+
+    #[test]
+    fn high_watermark_waits_for_every_isr_member() {
+        let mut l = three(vec![1, 2, 3], 2);
+        assert_eq!(l.high_watermark(120), None, "no follower fetched yet");
+        l.on_fetch(2, 110, 120, 1).unwrap();
+        assert_eq!(l.high_watermark(120), None, "3 has not fetched");
+        l.on_fetch(3, 105, 120, 1).unwrap();
+        assert_eq!(l.high_watermark(120), Some(105));
+        l.on_fetch(3, 120, 120, 2).unwrap();
+        assert_eq!(l.high_watermark(120), Some(110));
+        // The leader's own durable end bounds it (fsync policy: synced < written).
+        assert_eq!(l.high_watermark(108), Some(108));
+    }
+
+    #[test]
+    fn a_follower_out_of_the_isr_does_not_hold_the_high_watermark() {
+        let mut l = three(vec![1, 2], 2);
+        l.on_fetch(2, 130, 130, 1).unwrap();
+        assert_eq!(l.high_watermark(130), Some(130));
+        l.on_fetch(3, 0, 130, 1).unwrap();
+        assert_eq!(l.high_watermark(130), Some(130));
+    }
+
+    #[test]
+    fn below_min_isr_the_high_watermark_stops() {
+        let l = three(vec![1], 2);
+        assert_eq!(l.high_watermark(130), None);
+        assert!(!l.enough_in_sync());
+        // min.insync.replicas beyond the replication factor is capped by it.
+        let single = LeaderState::new(1, 0, vec![1], vec![1], 3, 0, 0);
+        assert_eq!(single.high_watermark(7), Some(7));
+        assert!(single.enough_in_sync());
+    }
+
+    #[test]
+    fn fetch_from_a_non_replica_is_refused() {
+        let mut l = three(vec![1, 2, 3], 2);
+        assert_eq!(l.on_fetch(9, 0, 0, 0), Err(FetchRefused::NotReplica));
+    }
+
+    #[test]
+    fn a_lagging_follower_is_proposed_for_removal_after_the_lag_limit() {
+        let mut l = three(vec![1, 2, 3], 2);
+        // 2 keeps up; 3 fetches but never reaches the leader's end.
+        for t in 1..=40u64 {
+            let leader_end = 100 + t as i64 * 10;
+            l.on_fetch(2, leader_end, leader_end, t * 1000).unwrap();
+            l.on_fetch(3, 100, leader_end, t * 1000).unwrap();
+        }
+        let hw = l.high_watermark(500).unwrap();
+        let change = l.isr_change(hw, 40_000, 30_000).expect("3 lags for 40 s");
+        assert_eq!(change.isr, vec![1, 2]);
+        assert_eq!(change.shrunk.len(), 1);
+        assert_eq!(change.shrunk[0].0, 3);
+        assert!(l.isr_change(hw, 20_000, 30_000).is_none());
+    }
+
+    #[test]
+    fn a_follower_that_keeps_up_with_the_previous_fetch_stays_in_sync() {
+        let mut l = three(vec![1, 2], 2);
+        // Each fetch holds what the leader had at the previous one: caught up as of then.
+        let mut leader_end = 100;
+        for t in 1..=100u64 {
+            let previous = leader_end;
+            leader_end += 10;
+            l.on_fetch(2, previous, leader_end, t * 1000).unwrap();
+        }
+        assert!(l.isr_change(0, 100_000, 30_000).is_none());
+    }
+
+    #[test]
+    fn a_caught_up_follower_is_proposed_for_the_isr_once_past_the_epoch_start() {
+        let mut l = three(vec![1, 2], 2);
+        l.on_fetch(2, 150, 150, 1).unwrap();
+        l.on_fetch(3, 90, 150, 1).unwrap();
+        let hw = l.high_watermark(150).unwrap();
+        assert!(l.isr_change(hw, 2, 30_000).is_none(), "3 is behind");
+        l.on_fetch(3, 150, 150, 3).unwrap();
+        let change = l.isr_change(hw, 3, 30_000).expect("3 caught up");
+        assert_eq!(change.isr, vec![1, 2, 3]);
+        assert_eq!(change.expanded, vec![3]);
+        // Pending until the image shows it, or until the pending limit passes.
+        l.mark_pending(change.isr.clone(), 3);
+        assert!(l.isr_change(hw, 4, 30_000).is_none());
+        assert!(l
+            .isr_change(hw, 4 + PENDING_ISR_CHANGE_MS_MAX, 30_000)
+            .is_some());
+        l.update(vec![1, 2, 3], vec![1, 2, 3], 2, 5);
+        assert!(l.isr_change(hw, 6, 30_000).is_none());
+    }
+
+    #[test]
+    fn a_follower_behind_the_epoch_start_does_not_join() {
+        // Leadership began at 100; the follower holds 80 while the high watermark is 50.
+        let mut l = LeaderState::new(1, 5, vec![1, 2], vec![1], 1, 100, 0);
+        l.on_fetch(2, 80, 120, 1).unwrap();
+        assert!(l.isr_change(50, 2, 30_000).is_none());
+        l.on_fetch(2, 100, 120, 2).unwrap();
+        assert!(l.isr_change(50, 3, 30_000).is_some());
+    }
+}
