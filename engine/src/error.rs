@@ -47,6 +47,12 @@ pub enum AppendError {
     /// The log failed an I/O operation and is offline (Kafka: KAFKA_STORAGE_ERROR).
     #[error("storage error: {0}")]
     Io(String),
+    /// A replicated batch does not continue the follower's log where it must: the first
+    /// batch at the log end, each next one where the previous ended (Kafka's
+    /// UnexpectedAppendOffsetException). The fetcher asked from a different offset than
+    /// it appends at, or the leader answered out of order; nothing was appended.
+    #[error("replicated batch starts at offset {got}, expected {expected}")]
+    UnexpectedOffset { expected: Offset, got: Offset },
 }
 
 impl From<BatchError> for AppendError {

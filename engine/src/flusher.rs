@@ -351,6 +351,9 @@ async fn finalize_segment(shared: &Rc<LogShared>, base: Offset) -> Result<(), Lo
         (st.checkpoint, st.producers_written.encode(end))
     };
     let (checkpoint, snapshot) = checkpoint;
+    // Recovery does not scan what a checkpoint covers, so the epochs of those batches
+    // must be in the epoch file before the checkpoint is.
+    write_epochs_if_changed(shared).await?;
     files::write_atomic(&dir, crate::producer::SNAPSHOT_FILE, &snapshot).await?;
     checkpoint.write(&dir).await
 }
@@ -386,11 +389,14 @@ async fn write_checkpoint(shared: &Rc<LogShared>) -> Result<(), LogError> {
     if let Some(indexes) = indexes {
         segment::write_index_files(&dir, checkpoint.segment_base, indexes).await?;
     }
+    write_epochs_if_changed(shared).await?;
     files::write_atomic(&dir, crate::producer::SNAPSHOT_FILE, &snapshot).await?;
     checkpoint.write(&dir).await
 }
 
-/// Rewrites the leader epoch file after an epoch began.
+/// Rewrites the leader epoch file after an epoch began. Entries may run ahead of the
+/// segment files (recovery forgets those past the recovered end), never behind a
+/// checkpoint.
 async fn write_epochs_if_changed(shared: &Rc<LogShared>) -> Result<(), LogError> {
     let (dir, epochs) = {
         let mut st = shared.state.borrow_mut();

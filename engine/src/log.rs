@@ -451,6 +451,77 @@ impl LogState {
         Ok((info, queued))
     }
 
+    /// Where each replicated batch must start: the log end for the first, the previous
+    /// batch's end after it; a compacted log may skip ahead (offsets the leader's
+    /// compaction removed), within the offset range one segment's index can address.
+    fn check_replica_offsets(&self, headers: &[(usize, BatchHeader)]) -> Result<(), AppendError> {
+        let gaps_allowed = self.config.cleanup_policy.compacts();
+        let mut expected = self.next_offset;
+        for (_, header) in headers {
+            let got = header.base_offset();
+            let skip = got.0.checked_sub(expected.0).unwrap_or(-1);
+            let fits = skip == 0 || (gaps_allowed && (1..=REPLICA_GAP_MAX).contains(&skip));
+            if !fits {
+                return Err(AppendError::UnexpectedOffset { expected, got });
+            }
+            expected = header.next_offset();
+        }
+        Ok(())
+    }
+
+    /// Copies a leader's stored batches in unchanged (offsets and epochs kept); the
+    /// segment, index, epoch cache and producer state see them as they would an append.
+    fn append_replica_batches(
+        &mut self,
+        records: &[u8],
+        headers: &[(usize, BatchHeader)],
+    ) -> Result<(AppendInfo, usize), AppendError> {
+        self.check_replica_offsets(headers)?;
+        let now = now_ms();
+        let mut queued = 0;
+        let first = headers
+            .first()
+            .map_or(self.next_offset, |(_, h)| h.base_offset());
+        let mut info = AppendInfo {
+            base_offset: first,
+            last_offset: first.plus(-1),
+            max_timestamp: -1,
+            record_count: 0,
+            batch_count: headers.len() as u32,
+            log_start_offset: self.log_start,
+            duplicate: false,
+            log_append_time_ms: None,
+        };
+        for (start, header) in headers {
+            let total = header.total_bytes();
+            // Offsets skipped by a compacted leader must stay addressable (u32) from the
+            // segment's base.
+            let active = self.active();
+            let far = header.last_offset().0 - active.base.0 > REPLICA_GAP_MAX;
+            if self.needs_roll(total as u64, now) || (far && active.size > 0) {
+                queued += self.roll();
+            }
+            if self.open.remaining() < total {
+                queued += self.seal_full(total);
+            }
+            let (base, next) = (header.base_offset(), header.next_offset());
+            let position = self.open.end_pos();
+            self.open.push(&records[*start..start + total], next);
+            let interval = self.config.index_interval_bytes;
+            self.active_mut().note_batch(position, header, interval);
+            self.epochs_dirty |= self.epochs.observe(header.leader_epoch(), base);
+            if let Some(pb) = ProducerBatch::from_header(header, base) {
+                self.producers.apply(pb);
+                self.producer_pending.push_back(pb);
+            }
+            self.next_offset = next;
+            info.last_offset = header.last_offset();
+            info.max_timestamp = info.max_timestamp.max(header.max_timestamp.get());
+            info.record_count += header.record_count.get().max(0) as u32;
+        }
+        Ok((info, queued))
+    }
+
     pub(crate) fn sync_due(&self, written_end: i64, synced_end: i64, now: u64) -> bool {
         if written_end <= synced_end {
             return false;
@@ -642,6 +713,43 @@ impl PartitionLog {
         if compacted {
             check_keys(records, &headers)?;
         }
+        self.wait_for_room().await?;
+        let (info, queued) =
+            self.shared
+                .state
+                .borrow_mut()
+                .append_batches(records, &headers, leader_epoch)?;
+        self.shared.shard.pending_changed(queued, 0);
+        self.shared.flusher_wake.notify();
+        Ok(info)
+    }
+
+    /// A follower's append: batches exactly as the leader stored them (base offsets and
+    /// partition leader epochs kept, never stamped again), all or nothing. The first batch
+    /// must start at the log end and each next one where the previous ended (a compacted
+    /// log may skip offsets compaction removed on the leader, but never go back), else
+    /// [`AppendError::UnexpectedOffset`]. Framing and CRC32C are checked; the size limit,
+    /// timestamps, keys and producer sequences are not: the leader checked them when it
+    /// took the batches, and a follower mirrors it. The epoch cache notes each batch's
+    /// epoch at its base offset and idempotent producer state follows the batches, so
+    /// this log can answer OffsetForLeaderEpoch and deduplicate if it becomes leader.
+    /// Waits only when the write buffer is full, like [`Self::append`].
+    pub async fn append_replica(&self, records: &[u8]) -> Result<AppendInfo, AppendError> {
+        let headers = validate_replica(records)?;
+        self.wait_for_room().await?;
+        let (info, queued) = self
+            .shared
+            .state
+            .borrow_mut()
+            .append_replica_batches(records, &headers)?;
+        self.shared.shard.pending_changed(queued, 0);
+        self.shared.flusher_wake.notify();
+        Ok(info)
+    }
+
+    /// Waits until this log's and the shard's write buffers have room; refuses when the
+    /// log failed, is frozen (truncation, reset) or is closing.
+    async fn wait_for_room(&self) -> Result<(), AppendError> {
         let buffer_max = self.shared.shard.config.write_buffer_bytes_max;
         loop {
             let wait = {
@@ -663,17 +771,9 @@ impl PartitionLog {
                     self.shared.flusher_wake.notify();
                     let _ = w.await;
                 }
-                None => break,
+                None => return Ok(()),
             }
         }
-        let (info, queued) =
-            self.shared
-                .state
-                .borrow_mut()
-                .append_batches(records, &headers, leader_epoch)?;
-        self.shared.shard.pending_changed(queued, 0);
-        self.shared.flusher_wake.notify();
-        Ok(info)
     }
 
     /// Resolves once every offset below `end` is in the segment files.
@@ -1274,6 +1374,97 @@ impl PartitionLog {
         Ok(new_end_recovered)
     }
 
+    /// Drops every segment and restarts the log empty at `offset` (Kafka's
+    /// `truncateFullyAndStartAt`): for a follower whose log ends below the leader's log
+    /// start, which can no longer continue it. Epochs, producer state and the clean point
+    /// go with the segments. Appends are refused while it runs; waiters get
+    /// [`LogError::Reset`]. Returns the new log end (`offset`).
+    ///
+    /// Crash safety: segment files are removed first (directory synced), then the epoch
+    /// file, producer snapshot and clean point are emptied, and the recovery checkpoint
+    /// naming the empty log at `offset` is written last, the commit point. A crash before
+    /// it leaves a shorter log of the same batches (at worst empty at an older offset),
+    /// which the follower resets again when the leader refuses its fetch offset.
+    pub async fn reset_to(&self, offset: Offset) -> Result<Offset, LogError> {
+        if offset < Offset::ZERO {
+            return Err(LogError::OffsetOutOfRange {
+                requested: offset,
+                low: Offset::ZERO,
+                high: Offset(i64::MAX),
+            });
+        }
+        {
+            let mut st = self.shared.state.borrow_mut();
+            if st.frozen.is_some() || st.closing {
+                return Err(LogError::Reset);
+            }
+            st.frozen = Some("resetting");
+        }
+        let result = self.reset_frozen(offset).await;
+        let mut st = self.shared.state.borrow_mut();
+        st.frozen = None;
+        if let Err(e) = &result {
+            // The files are between the old log and the new one: take the log offline
+            // (a restart recovers whichever the disk holds).
+            st.failed.get_or_insert_with(|| e.to_string());
+        }
+        result
+    }
+
+    async fn reset_frozen(&self, offset: Offset) -> Result<Offset, LogError> {
+        let leo = self.log_end_offset();
+        self.wait_written(leo).await?;
+        let _permit = self.shared.io_lock.acquire_permit(1).await;
+        let shard_config = self.shared.shard.config.clone();
+        // As recovery sizes the open chunk of a log it opens.
+        let chunk_bytes = shard_config.write_chunk_bytes.min(CHUNK_MIN_BYTES);
+        let empty = Recovered {
+            segments: BTreeMap::from([(offset, Segment::new(offset, now_ms()))]),
+            log_start: offset,
+            open: OpenChunk::new(offset, 0, &[], chunk_bytes, offset),
+            checkpoint: Checkpoint {
+                log_start: offset,
+                segment_base: offset,
+                position: 0,
+                next_offset: offset,
+            },
+            producers: ProducerState::default(),
+            epochs: EpochCache::default(),
+            cleaner: CleanerState::default(),
+        };
+        let (dir, checkpoint, old) = {
+            let mut st = self.shared.state.borrow_mut();
+            let mut fresh = LogState::new(
+                st.dir.clone(),
+                st.tp.clone(),
+                st.config.clone(),
+                empty,
+                &shard_config,
+            );
+            // A close or a failure that came while this waited stays in force.
+            fresh.frozen = st.frozen;
+            fresh.closing = st.closing;
+            fresh.failed = st.failed.clone();
+            let old = std::mem::replace(&mut *st, fresh);
+            (st.dir.clone(), st.checkpoint, old)
+        };
+        // Everything was written before the swap (appends are refused while frozen), so
+        // nothing of the old state is queued; give back whatever it still counted.
+        debug_assert_eq!(old.pending_bytes, 0);
+        self.shared.shard.pending_changed(0, old.pending_bytes);
+        self.shared.written.reset(offset.0);
+        self.shared.synced.reset(offset.0);
+        let victims: Vec<Segment> = old.segments.into_values().collect();
+        remove_segments(&self.shared, &dir, victims).await?;
+        EpochCache::default().write(&dir).await?;
+        let snapshot = ProducerState::default().encode(offset);
+        files::write_atomic(&dir, crate::producer::SNAPSHOT_FILE, &snapshot).await?;
+        CleanerState::default().write(&dir).await?;
+        checkpoint.write(&dir).await?;
+        tracing::warn!(partition = %self.topic_partition(), %offset, "log reset: every segment dropped, restarting empty");
+        Ok(offset)
+    }
+
     /// Writes and syncs everything, records a clean checkpoint, stops the flusher. Later
     /// appends are refused.
     pub async fn close(&self) -> Result<(), LogError> {
@@ -1303,6 +1494,10 @@ pub(crate) const INDEX_LOADS_MAX: usize = 64;
 
 /// Closed segments of one log whose indexes stay in memory (the active one always does).
 pub(crate) const LOADED_INDEXES_MAX: usize = 4;
+
+/// The largest offset skip a replicated batch of a compacted log may make: offsets within
+/// one segment are addressed relative to its base as `u32`.
+const REPLICA_GAP_MAX: i64 = i32::MAX as i64;
 
 /// Bytes read per direct read on the fetch path.
 const READ_WINDOW_BYTES: u64 = 1 << 20;
@@ -1347,6 +1542,34 @@ fn validate_all(
         let header = batch::validate(&records[pos..], max_message_bytes)?;
         out.push((pos, header));
         pos += header.total_bytes();
+    }
+    Ok(out)
+}
+
+/// Checks the batches a leader sent a follower: framing, CRC32C, and record counts that fit
+/// the offset range (compaction on the leader may have emptied batches, keeping their
+/// range, so fewer records than offsets is allowed). No size limit: the leader applied it.
+fn validate_replica(records: &[u8]) -> Result<Vec<(usize, BatchHeader)>, AppendError> {
+    if records.is_empty() {
+        return Err(AppendError::Corrupt(batch::BatchError::Empty));
+    }
+    let mut out = Vec::with_capacity(4);
+    let mut pos = 0;
+    while pos < records.len() {
+        let header = batch::check_framing(&records[pos..])?;
+        let total = header.total_bytes();
+        batch::verify_crc(&header, &records[pos..pos + total])?;
+        let (count, delta) = (header.record_count.get(), header.last_offset_delta.get());
+        if count < 0 || delta < 0 || i64::from(count) > i64::from(delta) + 1 {
+            return Err(AppendError::InvalidRecord(
+                batch::BatchError::BadRecordCount {
+                    count,
+                    last_offset_delta: delta,
+                },
+            ));
+        }
+        out.push((pos, header));
+        pos += total;
     }
     Ok(out)
 }

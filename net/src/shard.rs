@@ -267,6 +267,8 @@ fn append_error_code(e: &AppendError) -> i16 {
         AppendError::InvalidProducerEpoch { .. } => code::INVALID_PRODUCER_EPOCH,
         AppendError::UnknownProducerId(_) => code::UNKNOWN_PRODUCER_ID,
         AppendError::Io(_) => code::KAFKA_STORAGE_ERROR,
+        // Only follower appends (`append_replica`) refuse this way; a produce never does.
+        AppendError::UnexpectedOffset { .. } => code::UNKNOWN_SERVER_ERROR,
     }
 }
 
