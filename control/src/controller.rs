@@ -242,14 +242,31 @@ impl Controller {
         Arc::clone(&self.image)
     }
 
+    /// Whether this node is the active controller: the raft leader and still a voter (a
+    /// leader whose own removal was applied only hands leadership over).
     pub fn is_leader(&self) -> bool {
-        self.node.raft.state == StateRole::Leader
+        self.node.raft.state == StateRole::Leader && self.is_voter()
     }
 
-    /// The leader this node knows of.
+    /// Whether this node is one of the current voters.
+    pub fn is_voter(&self) -> bool {
+        self.node.raft.prs().conf().voters().contains(self.id.0)
+    }
+
+    /// The leader this node knows of (never itself once it was removed from the voters).
     pub fn leader(&self) -> Option<NodeId> {
         let l = self.node.raft.leader_id;
+        if l == self.id.0 && !self.is_voter() {
+            return None;
+        }
         (l != raft::INVALID_ID).then_some(NodeId(l))
+    }
+
+    /// Whether a membership change was proposed and not yet applied (or a joint
+    /// configuration is not left yet): raft takes one change at a time.
+    pub fn membership_change_pending(&self) -> bool {
+        let raft = &self.node.raft;
+        raft.has_pending_conf() || !raft.prs().conf().to_conf_state().voters_outgoing.is_empty()
     }
 
     pub fn term(&self) -> Term {
@@ -338,6 +355,35 @@ impl Controller {
     /// Advances raft's logical clock by one tick.
     pub fn tick(&mut self) {
         self.node.tick();
+        self.hand_over_if_removed();
+    }
+
+    /// A leader whose removal from the voters was applied hands leadership to the voter
+    /// with the longest log (raft-rs keeps such a leader leading otherwise). Retried on
+    /// every tick until a transfer is under way: raft aborts one that does not finish
+    /// within an election timeout.
+    fn hand_over_if_removed(&mut self) {
+        let raft = &self.node.raft;
+        if raft.state != StateRole::Leader || self.is_voter() || raft.lead_transferee.is_some() {
+            return;
+        }
+        let target = raft
+            .prs()
+            .conf()
+            .voters()
+            .ids()
+            .iter()
+            .filter_map(|id| raft.prs().get(id).map(|p| (p.matched, id)))
+            .max()
+            .map(|(_, id)| id);
+        if let Some(target) = target {
+            tracing::info!(
+                node = self.id.0,
+                to = target,
+                "removed from the voters: handing controller leadership over"
+            );
+            self.node.transfer_leader(target);
+        }
     }
 
     /// Starts an election now (used to hand leadership over or in tests).
@@ -473,6 +519,13 @@ impl Controller {
                 EntryType::EntryConfChange | EntryType::EntryConfChangeV2 => {
                     let cc = decode_conf_change(&e)?;
                     let conf_state = self.node.apply_conf_change(&cc)?;
+                    tracing::info!(
+                        node = self.id.0,
+                        index = e.index,
+                        voters = ?conf_state.voters,
+                        learners = ?conf_state.learners,
+                        "controller membership changed"
+                    );
                     self.pending_apply_state = Some(ApplyState {
                         applied: e.index,
                         conf_state,

@@ -10,7 +10,9 @@ use std::collections::BTreeMap;
 use std::sync::Arc;
 
 use crate::records::{ConfigResource, Listener, PartitionAssignment, PartitionChange, Record};
-use crate::types::{BrokerEpoch, BrokerId, LeaderEpoch, MetadataOffset, PartitionIndex, TopicId};
+use crate::types::{
+    BrokerEpoch, BrokerId, LeaderEpoch, MetadataOffset, NodeId, PartitionIndex, TopicId,
+};
 
 /// Topic config: `unclean.leader.election.enable` (default false).
 pub const UNCLEAN_LEADER_ELECTION: &str = "unclean.leader.election.enable";
@@ -84,6 +86,8 @@ pub enum ImageError {
         partition: i32,
         reason: String,
     },
+    #[error("invalid controller: {0}")]
+    InvalidController(String),
     #[error("leader epoch of {topic}-{partition} would go from {current} to {got}")]
     LeaderEpochRegression {
         topic: String,
@@ -101,6 +105,9 @@ pub struct MetadataImage {
     topics: BTreeMap<TopicId, Arc<TopicImage>>,
     names: BTreeMap<String, TopicId>,
     configs: BTreeMap<(ConfigResource, String), Arc<BTreeMap<String, String>>>,
+    /// Quorum addresses of controllers added by a membership change (`host`, `port`);
+    /// founding controllers are known from every node's configured quorum instead.
+    controllers: BTreeMap<NodeId, (String, u16)>,
 }
 
 impl MetadataImage {
@@ -195,6 +202,13 @@ impl MetadataImage {
             .unwrap_or(1)
     }
 
+    /// Controllers added by membership changes, with their quorum address (`host`, `port`).
+    pub fn controllers(&self) -> impl Iterator<Item = (NodeId, &str, u16)> {
+        self.controllers
+            .iter()
+            .map(|(id, (host, port))| (*id, host.as_str(), *port))
+    }
+
     /// Applies the record at `offset` (which must be after this image's offset) and returns
     /// the new image. `self` is unchanged either way.
     pub fn apply(&self, offset: MetadataOffset, record: &Record) -> Result<Self, ImageError> {
@@ -241,7 +255,27 @@ impl MetadataImage {
                 value,
             } => self.change_config(*resource, resource_name, key, value.as_deref()),
             Record::DeleteTopic { topic_id } => self.delete_topic(*topic_id),
+            Record::RegisterController {
+                controller,
+                host,
+                port,
+            } => self.register_controller(*controller, host, *port),
+            Record::UnregisterController { controller } => {
+                self.controllers.remove(controller);
+                Ok(())
+            }
         }
+    }
+
+    fn register_controller(&mut self, id: NodeId, host: &str, port: u16) -> Result<(), ImageError> {
+        if id.0 == 0 || host.is_empty() || port == 0 {
+            return Err(ImageError::InvalidController(format!(
+                "controller {} at {host:?}:{port}",
+                id.0
+            )));
+        }
+        self.controllers.insert(id, (host.to_owned(), port));
+        Ok(())
     }
 
     fn register(
@@ -526,6 +560,13 @@ impl MetadataImage {
                     value: Some(v.clone()),
                 });
             }
+        }
+        for (id, (host, port)) in &self.controllers {
+            out.push(Record::RegisterController {
+                controller: *id,
+                host: host.clone(),
+                port: *port,
+            });
         }
         out
     }

@@ -8,8 +8,19 @@
 //! changes metadata is answered once its records are applied there (`Reply::Done` names
 //! the offset the asker waits for in its own image). A node that is not the active
 //! controller answers `NotLeader` with the leader it knows of.
+//!
+//! Membership: `AddController` writes the new controller's address into the metadata log
+//! (`RegisterController`) and then proposes it as a voter (ConfChangeV2); `RemoveController`
+//! proposes the removal and then `UnregisterController`. One change at a time (a second is
+//! refused with `MembershipBusy` until the first is applied); the last voter, an unknown
+//! id, a duplicate voter or address are refused. Every node's raft peers are its
+//! configured quorum plus the controllers its image names, re-read whenever the image
+//! moves. A node whose directory is empty asks the configured quorum whether it is already
+//! a voter: if a running controller answers with voters that do not include it, it starts
+//! as a joiner (`Bootstrap::Join`, no vote, no campaign) and waits to be added.
 
-use std::cell::RefCell;
+use std::cell::{Cell, RefCell};
+use std::collections::BTreeMap;
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::rc::Rc;
@@ -41,6 +52,9 @@ pub const RPC_CONNECTIONS_MAX: usize = 1024;
 const RPC_IDLE_MAX: Duration = Duration::from_secs(60);
 /// How often a waiting request looks at the applied offset again.
 const APPLY_POLL: Duration = Duration::from_millis(1);
+/// How long a starting node with an empty directory waits for each configured controller
+/// to say whether it is already a voter.
+const JOIN_PROBE_TIMEOUT: Duration = Duration::from_millis(500);
 
 /// What one controller node runs with.
 #[derive(Debug, Clone)]
@@ -72,7 +86,12 @@ struct NodeState {
     started: Instant,
     commit_timeout: Duration,
     /// Broker request connections open now (bounded by `RPC_CONNECTIONS_MAX`).
-    rpc_connections: std::cell::Cell<usize>,
+    rpc_connections: Cell<usize>,
+    /// Every controller's quorum address this node knows (configured quorum, then the
+    /// image's controller records); written by the loop's hooks only.
+    addresses: RefCell<BTreeMap<NodeId, SocketAddr>>,
+    /// A membership request is being carried out (one at a time).
+    membership_busy: Cell<bool>,
 }
 
 impl NodeState {
@@ -98,6 +117,42 @@ struct Hooks {
     publish: Publish,
     /// (image offset, leader, term, commit) last published.
     published: (MetadataOffset, Option<NodeId>, Term, u64),
+    /// The configured quorum (addresses the image does not override).
+    configured: Vec<(NodeId, SocketAddr)>,
+    /// Image offset the peers were last synced at.
+    peers_at: Option<MetadataOffset>,
+}
+
+/// The address book: the configured quorum, overridden and extended by the controllers
+/// the image names (unresolvable hosts are logged and left out).
+fn addresses_of(
+    configured: &[(NodeId, SocketAddr)],
+    image: &MetadataImage,
+) -> BTreeMap<NodeId, SocketAddr> {
+    let mut book: BTreeMap<NodeId, SocketAddr> = configured.iter().copied().collect();
+    for (id, host, port) in image.controllers() {
+        match resolve(host, port) {
+            Some(addr) => {
+                book.insert(id, addr);
+            }
+            None => tracing::warn!(
+                controller = id.0,
+                host,
+                port,
+                "controller address does not resolve"
+            ),
+        }
+    }
+    book
+}
+
+/// `host:port` as a socket address (an IP literal, else a name lookup).
+pub fn resolve(host: &str, port: u16) -> Option<SocketAddr> {
+    use std::net::ToSocketAddrs;
+    if let Ok(ip) = host.parse::<std::net::IpAddr>() {
+        return Some(SocketAddr::new(ip, port));
+    }
+    (host, port).to_socket_addrs().ok()?.next()
 }
 
 impl LoopHooks for Hooks {
@@ -131,6 +186,23 @@ impl LoopHooks for Hooks {
             (self.publish)(ctl);
         }
     }
+
+    fn sync_peers(&mut self, ctl: &Controller, transport: &mut TcpTransport) {
+        let image = ctl.image();
+        if self.peers_at == Some(image.offset()) {
+            return;
+        }
+        self.peers_at = Some(image.offset());
+        let book = addresses_of(&self.configured, &image);
+        let mut known = self.state.addresses.borrow_mut();
+        for (id, addr) in &book {
+            if *id != ctl.id() && known.get(id) != Some(addr) {
+                tracing::info!(node = ctl.id().0, peer = id.0, %addr, "controller peer address");
+                transport.add_peer(*id, *addr);
+            }
+        }
+        *known = book;
+    }
 }
 
 /// Opens the controller in `config.dir` and runs the node on the current executor until
@@ -141,10 +213,10 @@ pub async fn run(
     publish: Publish,
     stop: impl std::future::Future<Output = ()>,
 ) -> Result<(), ControllerError> {
-    let voters: Vec<NodeId> = config.quorum.iter().map(|(id, _)| *id).collect();
+    let bootstrap = bootstrap_for(&config).await;
     let ctl_config = ControllerConfig::new(config.id);
-    let mut ctl = Controller::open(&config.dir, ctl_config, &Bootstrap::Voters(voters.clone()))?;
-    if voters == [config.id] && !ctl.is_leader() {
+    let mut ctl = Controller::open(&config.dir, ctl_config, &bootstrap)?;
+    if ctl.voters() == [config.id] && !ctl.is_leader() {
         // A quorum of one needs no election timeout: lead at once (fast single-node start).
         ctl.campaign()?;
     }
@@ -164,7 +236,9 @@ pub async fn run(
         inbox: Rc::clone(&inbox_tx),
         started: Instant::now(),
         commit_timeout: Duration::from_millis(config.commit_timeout_ms.max(1)),
-        rpc_connections: std::cell::Cell::new(0),
+        rpc_connections: Cell::new(0),
+        addresses: RefCell::new(config.quorum.iter().copied().collect()),
+        membership_busy: Cell::new(false),
     });
     let handler: tcp::RpcHandler = {
         let state = Rc::clone(&state);
@@ -182,6 +256,8 @@ pub async fn run(
         state: Rc::clone(&state),
         publish,
         published: (MetadataOffset(0), None, Term(0), 0),
+        configured: config.quorum.clone(),
+        peers_at: None,
     };
     // The image recovered from disk is published at once if it is complete.
     hooks.after_ready(&ctl.borrow());
@@ -195,6 +271,37 @@ pub async fn run(
     .await;
     server.cancel();
     result
+}
+
+/// How this node's storage starts if its directory is empty: as a founding voter of the
+/// configured quorum, unless a configured controller that answers already runs a quorum
+/// without this node — then it joins (waits, without voting, to be added).
+async fn bootstrap_for(config: &NodeConfig) -> Bootstrap {
+    let founders: Vec<NodeId> = config.quorum.iter().map(|(id, _)| *id).collect();
+    let fresh = std::fs::read_dir(&config.dir)
+        .map(|mut d| d.next().is_none())
+        .unwrap_or(true);
+    if !fresh {
+        return Bootstrap::Voters(founders);
+    }
+    for (id, addr) in config.quorum.iter().filter(|(id, _)| *id != config.id) {
+        match rpc::call(*addr, &Request::Status, JOIN_PROBE_TIMEOUT).await {
+            Ok(Reply::Status(q)) if !q.voters.is_empty() => {
+                if q.voters.contains(&config.id) {
+                    break;
+                }
+                tracing::info!(
+                    node = config.id.0,
+                    asked = id.0,
+                    voters = ?q.voters,
+                    "not a voter of the running quorum: starting as a joiner, waiting to be added"
+                );
+                return Bootstrap::Join;
+            }
+            _ => {}
+        }
+    }
+    Bootstrap::Voters(founders)
 }
 
 async fn serve_requests(state: Rc<NodeState>, stream: TcpStream, buf: Vec<u8>) {
@@ -394,9 +501,155 @@ async fn handle(state: &Rc<NodeState>, req: Request) -> Reply {
             }
             commit(state, &records).await
         }
+        Request::AddController { id, host, port } => add_controller(state, id, &host, port).await,
+        Request::RemoveController { id } => remove_controller(state, id).await,
         Request::FetchImage { .. } | Request::Status => {
             refuse(ErrorKind::Internal, "answered above")
         }
+    }
+}
+
+/// Holds the one membership slot; frees it when the request ends (or is dropped).
+struct MembershipSlot<'a>(&'a Cell<bool>);
+
+impl<'a> MembershipSlot<'a> {
+    fn take(busy: &'a Cell<bool>) -> Option<Self> {
+        (!busy.replace(true)).then_some(Self(busy))
+    }
+}
+
+impl Drop for MembershipSlot<'_> {
+    fn drop(&mut self) {
+        self.0.set(false);
+    }
+}
+
+fn busy() -> Reply {
+    refuse(
+        ErrorKind::MembershipBusy,
+        "another controller membership change is in progress; retry when it is applied",
+    )
+}
+
+/// Why adding `id` at `addr` cannot be done now (`None`: it can).
+fn check_add(
+    ctl: &Controller,
+    book: &BTreeMap<NodeId, SocketAddr>,
+    id: NodeId,
+    addr: Option<SocketAddr>,
+) -> Option<Reply> {
+    let invalid = |m: String| Some(refuse(ErrorKind::InvalidMembership, m));
+    let voters = ctl.voters();
+    if id.0 == 0 {
+        return invalid("controller id 0 is not valid (ids start at 1)".into());
+    }
+    if voters.contains(&id) {
+        return invalid(format!("controller {} is already a voter", id.0));
+    }
+    let Some(addr) = addr else {
+        return invalid(format!("controller {} address does not resolve", id.0));
+    };
+    if addr.port() == 0 {
+        return invalid(format!("controller {} address {addr} has port 0", id.0));
+    }
+    let taken = voters.iter().find(|v| book.get(v) == Some(&addr)).copied();
+    if let Some(other) = taken {
+        return invalid(format!(
+            "address {addr} is already controller {}'s",
+            other.0
+        ));
+    }
+    ctl.membership_change_pending().then(busy)
+}
+
+/// Adds controller `id` (quorum address `host:port`) as a voter: its address record, then
+/// the membership change; answered once the change is applied here.
+async fn add_controller(state: &Rc<NodeState>, id: NodeId, host: &str, port: u16) -> Reply {
+    let Some(_slot) = MembershipSlot::take(&state.membership_busy) else {
+        return busy();
+    };
+    let addr = resolve(host, port);
+    {
+        let mut c = state.ctl.borrow_mut();
+        if let Some(refusal) = check_add(&c, &state.addresses.borrow(), id, addr) {
+            tracing::info!(controller = id.0, host, port, answer = ?refusal, "add controller refused");
+            return refusal;
+        }
+        let record = Record::RegisterController {
+            controller: id,
+            host: host.to_owned(),
+            port,
+        };
+        if let Err(e) = c.propose(&record).and_then(|()| c.propose_add_voter(id)) {
+            return controller_error(e);
+        }
+        tracing::info!(controller = id.0, host, port, "adding controller");
+    }
+    wait_membership(state, |c| c.voters().contains(&id)).await
+}
+
+/// Removes controller `id` from the voters, then its address record; answered once the
+/// removal is applied here (a removed leader hands leadership over on its next tick).
+async fn remove_controller(state: &Rc<NodeState>, id: NodeId) -> Reply {
+    let Some(_slot) = MembershipSlot::take(&state.membership_busy) else {
+        return busy();
+    };
+    {
+        let mut c = state.ctl.borrow_mut();
+        let voters = c.voters();
+        let refusal = if !voters.contains(&id) {
+            Some(refuse(
+                ErrorKind::InvalidMembership,
+                format!("controller {} is not a voter (voters: {voters:?})", id.0),
+            ))
+        } else if voters.len() == 1 {
+            Some(refuse(
+                ErrorKind::InvalidMembership,
+                format!(
+                    "controller {} is the last voter; the quorum cannot be empty",
+                    id.0
+                ),
+            ))
+        } else if c.membership_change_pending() {
+            Some(busy())
+        } else {
+            None
+        };
+        if let Some(refusal) = refusal {
+            tracing::info!(controller = id.0, answer = ?refusal, "remove controller refused");
+            return refusal;
+        }
+        let record = Record::UnregisterController { controller: id };
+        if let Err(e) = c.propose_remove_node(id).and_then(|()| c.propose(&record)) {
+            return controller_error(e);
+        }
+        tracing::info!(controller = id.0, "removing controller");
+    }
+    wait_membership(state, |c| !c.voters().contains(&id)).await
+}
+
+/// Waits until this node's applied configuration satisfies `done` (a membership change
+/// applies on every node, leader or not, so a leadership change meanwhile does not matter).
+async fn wait_membership(state: &NodeState, done: impl Fn(&Controller) -> bool) -> Reply {
+    let _ = state.inbox.try_send(Event::Kick);
+    let deadline = Instant::now() + state.commit_timeout;
+    loop {
+        {
+            let c = state.ctl.borrow();
+            if done(&c) {
+                tracing::info!(voters = ?c.voters(), "controller membership change applied");
+                return Reply::Done {
+                    offset: c.image().offset(),
+                };
+            }
+        }
+        if Instant::now() >= deadline {
+            return refuse(
+                ErrorKind::Timeout,
+                "membership change not applied in time; see `sluice cluster status`",
+            );
+        }
+        glommio::timer::sleep(APPLY_POLL).await;
     }
 }
 

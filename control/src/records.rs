@@ -7,7 +7,7 @@
 use flatbuffers::{FlatBufferBuilder, WIPOffset};
 
 use crate::generated::sluice::metadata as fb;
-use crate::types::{BrokerEpoch, BrokerId, LeaderEpoch, PartitionIndex, TopicId};
+use crate::types::{BrokerEpoch, BrokerId, LeaderEpoch, NodeId, PartitionIndex, TopicId};
 
 /// A named network endpoint a broker serves on.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -67,6 +67,16 @@ pub enum Record {
     },
     DeleteTopic {
         topic_id: TopicId,
+    },
+    /// A controller's quorum address (written before the change that adds it as a voter).
+    RegisterController {
+        controller: NodeId,
+        host: String,
+        port: u16,
+    },
+    /// A controller that left the voters.
+    UnregisterController {
+        controller: NodeId,
     },
 }
 
@@ -138,6 +148,8 @@ impl Record {
             Record::PartitionChange(_) => "PartitionChange",
             Record::ConfigChange { .. } => "ConfigChange",
             Record::DeleteTopic { .. } => "DeleteTopic",
+            Record::RegisterController { .. } => "RegisterController",
+            Record::UnregisterController { .. } => "UnregisterController",
         }
     }
 
@@ -281,6 +293,26 @@ impl Record {
                 );
                 (fb::Record::DeleteTopic, t.as_union_value())
             }
+            Record::RegisterController {
+                controller,
+                host,
+                port,
+            } => {
+                let args = fb::RegisterControllerArgs {
+                    controller_id: controller.0,
+                    host: Some(fbb.create_string(host)),
+                    port: *port,
+                };
+                let t = fb::RegisterController::create(fbb, &args);
+                (fb::Record::RegisterController, t.as_union_value())
+            }
+            Record::UnregisterController { controller } => {
+                let args = fb::UnregisterControllerArgs {
+                    controller_id: controller.0,
+                };
+                let t = fb::UnregisterController::create(fbb, &args);
+                (fb::Record::UnregisterController, t.as_union_value())
+            }
         }
     }
 
@@ -382,6 +414,20 @@ impl Record {
                 let r = root.record_as_delete_topic().ok_or(unknown)?;
                 Record::DeleteTopic {
                     topic_id: topic_id(r.topic_id().ok_or(DecodeError::Missing("topic_id"))?),
+                }
+            }
+            fb::Record::RegisterController => {
+                let r = root.record_as_register_controller().ok_or(unknown)?;
+                Record::RegisterController {
+                    controller: NodeId(r.controller_id()),
+                    host: r.host().ok_or(DecodeError::Missing("host"))?.to_owned(),
+                    port: r.port(),
+                }
+            }
+            fb::Record::UnregisterController => {
+                let r = root.record_as_unregister_controller().ok_or(unknown)?;
+                Record::UnregisterController {
+                    controller: NodeId(r.controller_id()),
                 }
             }
             _ => return Err(unknown),

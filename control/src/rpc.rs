@@ -1,8 +1,8 @@
 //! Broker-to-controller requests on the controller's own TCP port.
 //!
 //! Brokers register, heartbeat, follow the metadata image and hand over admin work
-//! (create/delete topics, add partitions, change configs, elect preferred leaders) to the
-//! active controller with these requests. They share the quorum port with raft traffic:
+//! (create/delete topics, add partitions, change configs, elect preferred leaders, add or
+//! remove a controller) to the active controller with these requests. They share the quorum port with raft traffic:
 //! a connection that starts with [`RPC_MAGIC`] carries requests (one answer per request,
 //! in order); any other connection carries raft frames (`tcp.rs`). Using the controller's
 //! channel (not Kafka's BrokerRegistration/BrokerHeartbeat APIs on the Kafka listener)
@@ -71,6 +71,18 @@ pub enum Request {
         wait_ms: u32,
     },
     Status,
+    /// Adds controller `id`, reachable on its quorum address `host:port`, as a voter.
+    /// Answered once the change is applied on the active controller.
+    AddController {
+        id: NodeId,
+        host: String,
+        port: u16,
+    },
+    /// Removes controller `id` from the voters (the active controller itself included: it
+    /// hands leadership over). Answered once the change is applied.
+    RemoveController {
+        id: NodeId,
+    },
 }
 
 /// Why the controller refused a request.
@@ -85,6 +97,11 @@ pub enum ErrorKind {
     /// Not committed in time (or leadership changed meanwhile): retry.
     Timeout,
     Internal,
+    /// A membership change that can never apply: a duplicate voter or address, an
+    /// unknown controller, the last voter.
+    InvalidMembership,
+    /// Another membership change is under way (raft takes one at a time): retry later.
+    MembershipBusy,
 }
 
 /// The quorum as one controller sees it.
@@ -363,6 +380,16 @@ impl Request {
                 e.u32(*wait_ms);
             }
             Request::Status => e.u8(9),
+            Request::AddController { id, host, port } => {
+                e.u8(10);
+                e.u64(id.0);
+                e.str(host);
+                e.0.extend_from_slice(&port.to_le_bytes());
+            }
+            Request::RemoveController { id } => {
+                e.u8(11);
+                e.u64(id.0);
+            }
         }
         e.0
     }
@@ -432,6 +459,14 @@ impl Request {
                 wait_ms: d.u32()?,
             },
             9 => Request::Status,
+            10 => Request::AddController {
+                id: NodeId(d.u64()?),
+                host: d.str()?,
+                port: u16::from_le_bytes(d.array()?),
+            },
+            11 => Request::RemoveController {
+                id: NodeId(d.u64()?),
+            },
             _ => return Err(RpcError::Decode("unknown request kind")),
         };
         d.end()?;
@@ -449,6 +484,8 @@ fn error_kind_code(k: ErrorKind) -> u8 {
         ErrorKind::InvalidRequest => 6,
         ErrorKind::Timeout => 7,
         ErrorKind::Internal => 8,
+        ErrorKind::InvalidMembership => 9,
+        ErrorKind::MembershipBusy => 10,
     }
 }
 
@@ -462,6 +499,8 @@ fn error_kind_from(c: u8) -> Result<ErrorKind, RpcError> {
         6 => ErrorKind::InvalidRequest,
         7 => ErrorKind::Timeout,
         8 => ErrorKind::Internal,
+        9 => ErrorKind::InvalidMembership,
+        10 => ErrorKind::MembershipBusy,
         _ => return Err(RpcError::Decode("unknown error kind")),
     })
 }
@@ -697,6 +736,12 @@ mod tests {
                 wait_ms: 100,
             },
             Request::Status,
+            Request::AddController {
+                id: NodeId(4),
+                host: "10.0.0.4".into(),
+                port: 9093,
+            },
+            Request::RemoveController { id: NodeId(2) },
         ];
         for r in requests {
             assert_eq!(Request::decode(&r.encode()).unwrap(), r);
@@ -714,6 +759,14 @@ mod tests {
             Reply::Error {
                 kind: ErrorKind::TopicExists,
                 message: "x".into(),
+            },
+            Reply::Error {
+                kind: ErrorKind::InvalidMembership,
+                message: "last voter".into(),
+            },
+            Reply::Error {
+                kind: ErrorKind::MembershipBusy,
+                message: "busy".into(),
             },
             Reply::Registered {
                 epoch: BrokerEpoch(9),

@@ -404,6 +404,8 @@ pub trait LoopHooks {
     fn on_tick(&mut self, _ctl: &mut Controller) {}
     /// After every event's readies were handled (publish the image here).
     fn after_ready(&mut self, _ctl: &Controller) {}
+    /// After `after_ready`: add or re-point raft peers (e.g. controllers the image names).
+    fn sync_peers(&mut self, _ctl: &Controller, _transport: &mut TcpTransport) {}
 }
 
 impl LoopHooks for () {}
@@ -445,6 +447,7 @@ pub async fn run_loop_with(
             transport.apply_feedback(&mut c);
             while c.on_ready(&mut transport)? {}
             hooks.after_ready(&c);
+            hooks.sync_peers(&c, &mut transport);
         }
         glommio::yield_if_needed().await;
     }

@@ -4,8 +4,8 @@ use proptest::prelude::*;
 use sluice_control::{
     elect_leader, fence_broker, place_replicas, unfence_broker, BrokerEpoch, BrokerId,
     BrokerLiveness, ConfigResource, ElectionKind, ImageError, LeaderEpoch, MetadataImage,
-    MetadataOffset, Millis, PartitionAssignment, PartitionChange, PartitionIndex, PlacementBroker,
-    Record, TopicId,
+    MetadataOffset, Millis, NodeId, PartitionAssignment, PartitionChange, PartitionIndex,
+    PlacementBroker, Record, TopicId,
 };
 
 fn register(id: i32, rack: &str) -> Record {
@@ -552,6 +552,16 @@ fn arb_record() -> impl Strategy<Value = Record> {
         }),
         (0u128..3).prop_map(|t| Record::DeleteTopic {
             topic_id: TopicId(t)
+        }),
+        (0u64..4, "[a-z]{0,3}", 0u16..3).prop_map(|(id, host, port)| {
+            Record::RegisterController {
+                controller: NodeId(id),
+                host,
+                port,
+            }
+        }),
+        (0u64..4).prop_map(|id| Record::UnregisterController {
+            controller: NodeId(id)
         }),
     ]
 }

@@ -2,7 +2,7 @@
 
 use proptest::prelude::*;
 use sluice_control::{
-    BrokerEpoch, BrokerId, ConfigResource, LeaderEpoch, Listener, PartitionAssignment,
+    BrokerEpoch, BrokerId, ConfigResource, LeaderEpoch, Listener, NodeId, PartitionAssignment,
     PartitionChange, PartitionIndex, Record, TopicId,
 };
 
@@ -97,6 +97,16 @@ fn record() -> impl Strategy<Value = Record> {
             }),
         any::<u128>().prop_map(|id| Record::DeleteTopic {
             topic_id: TopicId(id)
+        }),
+        (any::<u64>(), "[a-z0-9.]{0,20}", any::<u16>()).prop_map(|(id, host, port)| {
+            Record::RegisterController {
+                controller: NodeId(id),
+                host,
+                port,
+            }
+        }),
+        any::<u64>().prop_map(|id| Record::UnregisterController {
+            controller: NodeId(id)
         }),
     ]
 }

@@ -304,6 +304,8 @@ pub fn error_code(kind: ErrorKind) -> i16 {
         ErrorKind::InvalidRequest => code::INVALID_REQUEST,
         ErrorKind::Timeout => code::REQUEST_TIMED_OUT,
         ErrorKind::Internal => code::UNKNOWN_SERVER_ERROR,
+        ErrorKind::InvalidMembership => code::INVALID_REQUEST,
+        ErrorKind::MembershipBusy => code::REQUEST_TIMED_OUT,
     }
 }
 

@@ -101,10 +101,10 @@ impl ::flatbuffers::SimpleToVerifyInSlice for ConfigResource {}
 #[deprecated(since = "2.0.0", note = "Use associated constants instead. This will no longer be generated in 2021.")]
 pub const ENUM_MIN_RECORD: u8 = 0;
 #[deprecated(since = "2.0.0", note = "Use associated constants instead. This will no longer be generated in 2021.")]
-pub const ENUM_MAX_RECORD: u8 = 7;
+pub const ENUM_MAX_RECORD: u8 = 9;
 #[deprecated(since = "2.0.0", note = "Use associated constants instead. This will no longer be generated in 2021.")]
 #[allow(non_camel_case_types)]
-pub const ENUM_VALUES_RECORD: [Record; 8] = [
+pub const ENUM_VALUES_RECORD: [Record; 10] = [
   Record::NONE,
   Record::RegisterBroker,
   Record::FenceBroker,
@@ -113,6 +113,8 @@ pub const ENUM_VALUES_RECORD: [Record; 8] = [
   Record::PartitionChange,
   Record::ConfigChange,
   Record::DeleteTopic,
+  Record::RegisterController,
+  Record::UnregisterController,
 ];
 
 #[derive(Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Default)]
@@ -128,9 +130,11 @@ impl Record {
   pub const PartitionChange: Self = Self(5);
   pub const ConfigChange: Self = Self(6);
   pub const DeleteTopic: Self = Self(7);
+  pub const RegisterController: Self = Self(8);
+  pub const UnregisterController: Self = Self(9);
 
   pub const ENUM_MIN: u8 = 0;
-  pub const ENUM_MAX: u8 = 7;
+  pub const ENUM_MAX: u8 = 9;
   pub const ENUM_VALUES: &'static [Self] = &[
     Self::NONE,
     Self::RegisterBroker,
@@ -140,6 +144,8 @@ impl Record {
     Self::PartitionChange,
     Self::ConfigChange,
     Self::DeleteTopic,
+    Self::RegisterController,
+    Self::UnregisterController,
   ];
   /// Returns the variant's name or "" if unknown.
   pub fn variant_name(self) -> Option<&'static str> {
@@ -152,6 +158,8 @@ impl Record {
       Self::PartitionChange => Some("PartitionChange"),
       Self::ConfigChange => Some("ConfigChange"),
       Self::DeleteTopic => Some("DeleteTopic"),
+      Self::RegisterController => Some("RegisterController"),
+      Self::UnregisterController => Some("UnregisterController"),
       _ => None,
     }
   }
@@ -1573,6 +1581,232 @@ impl ::core::fmt::Debug for DeleteTopic<'_> {
       ds.finish()
   }
 }
+pub enum RegisterControllerOffset {}
+#[derive(Copy, Clone, PartialEq)]
+
+pub struct RegisterController<'a> {
+  pub _tab: ::flatbuffers::Table<'a>,
+}
+
+impl<'a> ::flatbuffers::Follow<'a> for RegisterController<'a> {
+  type Inner = RegisterController<'a>;
+  #[inline]
+  unsafe fn follow(buf: &'a [u8], loc: usize) -> Self::Inner {
+    Self { _tab: unsafe { ::flatbuffers::Table::new(buf, loc) } }
+  }
+}
+
+impl<'a> RegisterController<'a> {
+  pub const VT_CONTROLLER_ID: ::flatbuffers::VOffsetT = 4;
+  pub const VT_HOST: ::flatbuffers::VOffsetT = 6;
+  pub const VT_PORT: ::flatbuffers::VOffsetT = 8;
+
+  #[inline]
+  pub unsafe fn init_from_table(table: ::flatbuffers::Table<'a>) -> Self {
+    RegisterController { _tab: table }
+  }
+  #[allow(unused_mut)]
+  pub fn create<'bldr: 'args, 'args: 'mut_bldr, 'mut_bldr, A: ::flatbuffers::Allocator + 'bldr>(
+    _fbb: &'mut_bldr mut ::flatbuffers::FlatBufferBuilder<'bldr, A>,
+    args: &'args RegisterControllerArgs<'args>
+  ) -> ::flatbuffers::WIPOffset<RegisterController<'bldr>> {
+    let mut builder = RegisterControllerBuilder::new(_fbb);
+    builder.add_controller_id(args.controller_id);
+    if let Some(x) = args.host { builder.add_host(x); }
+    builder.add_port(args.port);
+    builder.finish()
+  }
+
+
+  #[inline]
+  pub fn controller_id(&self) -> u64 {
+    // Safety:
+    // Created from valid Table for this object
+    // which contains a valid value in this slot
+    unsafe { self._tab.get::<u64>(RegisterController::VT_CONTROLLER_ID, Some(0)).unwrap()}
+  }
+  #[inline]
+  pub fn host(&self) -> Option<&'a str> {
+    // Safety:
+    // Created from valid Table for this object
+    // which contains a valid value in this slot
+    unsafe { self._tab.get::<::flatbuffers::ForwardsUOffset<&str>>(RegisterController::VT_HOST, None)}
+  }
+  #[inline]
+  pub fn port(&self) -> u16 {
+    // Safety:
+    // Created from valid Table for this object
+    // which contains a valid value in this slot
+    unsafe { self._tab.get::<u16>(RegisterController::VT_PORT, Some(0)).unwrap()}
+  }
+}
+
+impl ::flatbuffers::Verifiable for RegisterController<'_> {
+  #[inline]
+  fn run_verifier(
+    v: &mut ::flatbuffers::Verifier, pos: usize
+  ) -> Result<(), ::flatbuffers::InvalidFlatbuffer> {
+    v.visit_table(pos)?
+     .visit_field::<u64>("controller_id", Self::VT_CONTROLLER_ID, false)?
+     .visit_field::<::flatbuffers::ForwardsUOffset<&str>>("host", Self::VT_HOST, false)?
+     .visit_field::<u16>("port", Self::VT_PORT, false)?
+     .finish();
+    Ok(())
+  }
+}
+pub struct RegisterControllerArgs<'a> {
+    pub controller_id: u64,
+    pub host: Option<::flatbuffers::WIPOffset<&'a str>>,
+    pub port: u16,
+}
+impl<'a> Default for RegisterControllerArgs<'a> {
+  #[inline]
+  fn default() -> Self {
+    RegisterControllerArgs {
+      controller_id: 0,
+      host: None,
+      port: 0,
+    }
+  }
+}
+
+pub struct RegisterControllerBuilder<'a: 'b, 'b, A: ::flatbuffers::Allocator + 'a> {
+  fbb_: &'b mut ::flatbuffers::FlatBufferBuilder<'a, A>,
+  start_: ::flatbuffers::WIPOffset<::flatbuffers::TableUnfinishedWIPOffset>,
+}
+impl<'a: 'b, 'b, A: ::flatbuffers::Allocator + 'a> RegisterControllerBuilder<'a, 'b, A> {
+  #[inline]
+  pub fn add_controller_id(&mut self, controller_id: u64) {
+    self.fbb_.push_slot::<u64>(RegisterController::VT_CONTROLLER_ID, controller_id, 0);
+  }
+  #[inline]
+  pub fn add_host(&mut self, host: ::flatbuffers::WIPOffset<&'b  str>) {
+    self.fbb_.push_slot_always::<::flatbuffers::WIPOffset<_>>(RegisterController::VT_HOST, host);
+  }
+  #[inline]
+  pub fn add_port(&mut self, port: u16) {
+    self.fbb_.push_slot::<u16>(RegisterController::VT_PORT, port, 0);
+  }
+  #[inline]
+  pub fn new(_fbb: &'b mut ::flatbuffers::FlatBufferBuilder<'a, A>) -> RegisterControllerBuilder<'a, 'b, A> {
+    let start = _fbb.start_table();
+    RegisterControllerBuilder {
+      fbb_: _fbb,
+      start_: start,
+    }
+  }
+  #[inline]
+  pub fn finish(self) -> ::flatbuffers::WIPOffset<RegisterController<'a>> {
+    let o = self.fbb_.end_table(self.start_);
+    ::flatbuffers::WIPOffset::new(o.value())
+  }
+}
+
+impl ::core::fmt::Debug for RegisterController<'_> {
+  fn fmt(&self, f: &mut ::core::fmt::Formatter<'_>) -> ::core::fmt::Result {
+    let mut ds = f.debug_struct("RegisterController");
+      ds.field("controller_id", &self.controller_id());
+      ds.field("host", &self.host());
+      ds.field("port", &self.port());
+      ds.finish()
+  }
+}
+pub enum UnregisterControllerOffset {}
+#[derive(Copy, Clone, PartialEq)]
+
+pub struct UnregisterController<'a> {
+  pub _tab: ::flatbuffers::Table<'a>,
+}
+
+impl<'a> ::flatbuffers::Follow<'a> for UnregisterController<'a> {
+  type Inner = UnregisterController<'a>;
+  #[inline]
+  unsafe fn follow(buf: &'a [u8], loc: usize) -> Self::Inner {
+    Self { _tab: unsafe { ::flatbuffers::Table::new(buf, loc) } }
+  }
+}
+
+impl<'a> UnregisterController<'a> {
+  pub const VT_CONTROLLER_ID: ::flatbuffers::VOffsetT = 4;
+
+  #[inline]
+  pub unsafe fn init_from_table(table: ::flatbuffers::Table<'a>) -> Self {
+    UnregisterController { _tab: table }
+  }
+  #[allow(unused_mut)]
+  pub fn create<'bldr: 'args, 'args: 'mut_bldr, 'mut_bldr, A: ::flatbuffers::Allocator + 'bldr>(
+    _fbb: &'mut_bldr mut ::flatbuffers::FlatBufferBuilder<'bldr, A>,
+    args: &'args UnregisterControllerArgs
+  ) -> ::flatbuffers::WIPOffset<UnregisterController<'bldr>> {
+    let mut builder = UnregisterControllerBuilder::new(_fbb);
+    builder.add_controller_id(args.controller_id);
+    builder.finish()
+  }
+
+
+  #[inline]
+  pub fn controller_id(&self) -> u64 {
+    // Safety:
+    // Created from valid Table for this object
+    // which contains a valid value in this slot
+    unsafe { self._tab.get::<u64>(UnregisterController::VT_CONTROLLER_ID, Some(0)).unwrap()}
+  }
+}
+
+impl ::flatbuffers::Verifiable for UnregisterController<'_> {
+  #[inline]
+  fn run_verifier(
+    v: &mut ::flatbuffers::Verifier, pos: usize
+  ) -> Result<(), ::flatbuffers::InvalidFlatbuffer> {
+    v.visit_table(pos)?
+     .visit_field::<u64>("controller_id", Self::VT_CONTROLLER_ID, false)?
+     .finish();
+    Ok(())
+  }
+}
+pub struct UnregisterControllerArgs {
+    pub controller_id: u64,
+}
+impl<'a> Default for UnregisterControllerArgs {
+  #[inline]
+  fn default() -> Self {
+    UnregisterControllerArgs {
+      controller_id: 0,
+    }
+  }
+}
+
+pub struct UnregisterControllerBuilder<'a: 'b, 'b, A: ::flatbuffers::Allocator + 'a> {
+  fbb_: &'b mut ::flatbuffers::FlatBufferBuilder<'a, A>,
+  start_: ::flatbuffers::WIPOffset<::flatbuffers::TableUnfinishedWIPOffset>,
+}
+impl<'a: 'b, 'b, A: ::flatbuffers::Allocator + 'a> UnregisterControllerBuilder<'a, 'b, A> {
+  #[inline]
+  pub fn add_controller_id(&mut self, controller_id: u64) {
+    self.fbb_.push_slot::<u64>(UnregisterController::VT_CONTROLLER_ID, controller_id, 0);
+  }
+  #[inline]
+  pub fn new(_fbb: &'b mut ::flatbuffers::FlatBufferBuilder<'a, A>) -> UnregisterControllerBuilder<'a, 'b, A> {
+    let start = _fbb.start_table();
+    UnregisterControllerBuilder {
+      fbb_: _fbb,
+      start_: start,
+    }
+  }
+  #[inline]
+  pub fn finish(self) -> ::flatbuffers::WIPOffset<UnregisterController<'a>> {
+    let o = self.fbb_.end_table(self.start_);
+    ::flatbuffers::WIPOffset::new(o.value())
+  }
+}
+
+impl ::core::fmt::Debug for UnregisterController<'_> {
+  fn fmt(&self, f: &mut ::core::fmt::Formatter<'_>) -> ::core::fmt::Result {
+    let mut ds = f.debug_struct("UnregisterController");
+      ds.field("controller_id", &self.controller_id());
+      ds.finish()
+  }
+}
 pub enum MetadataRecordOffset {}
 #[derive(Copy, Clone, PartialEq)]
 
@@ -1727,6 +1961,36 @@ impl<'a> MetadataRecord<'a> {
     }
   }
 
+  #[inline]
+  #[allow(non_snake_case)]
+  pub fn record_as_register_controller(&self) -> Option<RegisterController<'a>> {
+    if self.record_type() == Record::RegisterController {
+      self.record().map(|t| {
+       // Safety:
+       // Created from a valid Table for this object
+       // Which contains a valid union in this slot
+       unsafe { RegisterController::init_from_table(t) }
+     })
+    } else {
+      None
+    }
+  }
+
+  #[inline]
+  #[allow(non_snake_case)]
+  pub fn record_as_unregister_controller(&self) -> Option<UnregisterController<'a>> {
+    if self.record_type() == Record::UnregisterController {
+      self.record().map(|t| {
+       // Safety:
+       // Created from a valid Table for this object
+       // Which contains a valid union in this slot
+       unsafe { UnregisterController::init_from_table(t) }
+     })
+    } else {
+      None
+    }
+  }
+
 }
 
 impl ::flatbuffers::Verifiable for MetadataRecord<'_> {
@@ -1744,6 +2008,8 @@ impl ::flatbuffers::Verifiable for MetadataRecord<'_> {
           Record::PartitionChange => v.verify_union_variant::<::flatbuffers::ForwardsUOffset<PartitionChange>>("Record::PartitionChange", pos),
           Record::ConfigChange => v.verify_union_variant::<::flatbuffers::ForwardsUOffset<ConfigChange>>("Record::ConfigChange", pos),
           Record::DeleteTopic => v.verify_union_variant::<::flatbuffers::ForwardsUOffset<DeleteTopic>>("Record::DeleteTopic", pos),
+          Record::RegisterController => v.verify_union_variant::<::flatbuffers::ForwardsUOffset<RegisterController>>("Record::RegisterController", pos),
+          Record::UnregisterController => v.verify_union_variant::<::flatbuffers::ForwardsUOffset<UnregisterController>>("Record::UnregisterController", pos),
           _ => Ok(()),
         }
      })?
@@ -1842,6 +2108,20 @@ impl ::core::fmt::Debug for MetadataRecord<'_> {
         },
         Record::DeleteTopic => {
           if let Some(x) = self.record_as_delete_topic() {
+            ds.field("record", &x)
+          } else {
+            ds.field("record", &"InvalidFlatbuffer: Union discriminant does not match value.")
+          }
+        },
+        Record::RegisterController => {
+          if let Some(x) = self.record_as_register_controller() {
+            ds.field("record", &x)
+          } else {
+            ds.field("record", &"InvalidFlatbuffer: Union discriminant does not match value.")
+          }
+        },
+        Record::UnregisterController => {
+          if let Some(x) = self.record_as_unregister_controller() {
             ds.field("record", &x)
           } else {
             ds.field("record", &"InvalidFlatbuffer: Union discriminant does not match value.")
