@@ -5,12 +5,22 @@
 //!
 //! Heartbeats live in memory on the active controller (as in KRaft): a node that becomes
 //! leader starts every broker's session afresh from that moment, so a failover never
-//! fences a live broker.
+//! fences a live broker. So does the set of brokers in controlled shutdown: they are not
+//! unfenced, elected or added to an ISR until they register again (a stopping broker also
+//! stops heartbeating, so a new active controller that never saw its shutdown does not
+//! unfence it either).
+//!
+//! Decisions are made from the image one at a time: nothing is decided while an earlier
+//! proposal (this module's, an ISR change's, a shutdown's) is not yet applied, so no
+//! decision overwrites a partition state that a proposal in flight is changing.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 
 use crate::controller::{Controller, ControllerError};
-use crate::election::{fence_broker, preferred_leader_records, unfence_broker, BrokerLiveness};
+use crate::election::{
+    controlled_shutdown_records, fence_broker, preferred_leader_records_except, unfence_broker,
+    BrokerLiveness,
+};
 use crate::records::{Listener, Record};
 use crate::types::{BrokerEpoch, BrokerId, Millis};
 
@@ -53,6 +63,8 @@ pub struct BrokerControl {
     active_since: Option<Millis>,
     /// Proposals in flight: the log index that must be applied before re-deciding.
     in_flight_until: u64,
+    /// Brokers in controlled shutdown (until they register again).
+    shutting_down: BTreeSet<BrokerId>,
 }
 
 impl BrokerControl {
@@ -62,7 +74,51 @@ impl BrokerControl {
             config,
             active_since: None,
             in_flight_until: 0,
+            shutting_down: BTreeSet::new(),
         }
+    }
+
+    /// Brokers in controlled shutdown.
+    pub fn shutting_down(&self) -> &BTreeSet<BrokerId> {
+        &self.shutting_down
+    }
+
+    /// The log index every proposal so far reaches: decide again only once the image has
+    /// applied it.
+    pub fn in_flight_until(&self) -> u64 {
+        self.in_flight_until
+    }
+
+    /// Notes a proposal made outside `poll` (an ISR change), so `poll` waits for it.
+    pub fn proposed_until(&mut self, index: u64) {
+        self.in_flight_until = self.in_flight_until.max(index);
+    }
+
+    /// Controlled shutdown of `broker` (registered with `epoch`): proposes
+    /// `controlled_shutdown_records` and remembers it as shutting down. Returns what it
+    /// proposed (empty: nothing to move). `Err(Some(registered))` on a stale epoch,
+    /// `Err(None)` for an unknown broker.
+    pub fn shutdown(
+        &mut self,
+        ctl: &mut Controller,
+        broker: BrokerId,
+        epoch: BrokerEpoch,
+    ) -> Result<Result<Vec<Record>, Option<BrokerEpoch>>, ControllerError> {
+        let image = ctl.image();
+        match image.broker(broker) {
+            None => return Ok(Err(None)),
+            Some(b) if b.epoch != epoch => return Ok(Err(Some(b.epoch))),
+            Some(_) => {}
+        }
+        self.shutting_down.insert(broker);
+        let records = controlled_shutdown_records(&image, broker, &self.shutting_down);
+        for r in &records {
+            ctl.propose(r)?;
+        }
+        if !records.is_empty() {
+            self.proposed_until(ctl.last_index());
+        }
+        Ok(Ok(records))
     }
 
     /// Registers (or re-registers) a broker; returns the epoch it must heartbeat with.
@@ -82,6 +138,7 @@ impl BrokerControl {
         for r in fence_broker(&image, broker) {
             ctl.propose(&r)?;
         }
+        self.shutting_down.remove(&broker);
         let from_log = i64::try_from(ctl.last_index() + 1).unwrap_or(i64::MAX);
         let epoch = BrokerEpoch(from_log.max(previous.saturating_add(1)));
         ctl.propose(&Record::RegisterBroker {
@@ -144,17 +201,19 @@ impl BrokerControl {
                 .map(|b| (b.id, self.liveness.alive(b.id, now)))
                 .collect();
             for (b, _) in recent.into_iter().filter(|(_, alive)| *alive) {
-                records.extend(unfence_broker(&image, b));
+                if !self.shutting_down.contains(&b) {
+                    records.extend(unfence_broker(&image, b));
+                }
             }
         }
         if records.is_empty() && self.config.auto_leader_rebalance {
-            records = preferred_leader_records(&image);
+            records = preferred_leader_records_except(&image, &self.shutting_down);
         }
         for r in &records {
             ctl.propose(r)?;
         }
         if !records.is_empty() {
-            self.in_flight_until = ctl.last_index();
+            self.proposed_until(ctl.last_index());
         }
         Ok(records)
     }

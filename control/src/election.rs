@@ -7,7 +7,7 @@
 //! `unclean.leader.election.enable` — any live replica. Otherwise the partition has no
 //! leader.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 
 use crate::image::{MetadataImage, PartitionState, TopicImage};
 use crate::records::{PartitionChange, Record};
@@ -50,12 +50,14 @@ pub fn elect_leader(
 /// The partition state after `gone` leaves the ISR (fenced or shut down): it leaves the
 /// ISR unless it is the last member (as in Kafka, the ISR never becomes empty, so the last
 /// in-sync replica stays known), goes to the ELR when the ISR drops below
-/// `min_isr`, and leadership moves per `elect_leader`. `None` when nothing changes.
+/// `min_isr`, and leadership moves per `elect_leader` among the brokers `live` accepts.
+/// `None` when nothing changes.
 fn without_broker(
     t: &TopicImage,
     p: &PartitionState,
     gone: BrokerId,
     image: &MetadataImage,
+    election: Election<'_>,
 ) -> Option<PartitionState> {
     let in_isr = p.isr.contains(&gone);
     if !in_isr && p.leader != Some(gone) {
@@ -69,14 +71,24 @@ fn without_broker(
         }
     }
     if p.leader == Some(gone) {
-        let live = |b: BrokerId| b != gone && image.is_live(b);
-        let elected = elect_leader(&next, image.unclean_election_enabled(&t.name), live);
+        let live = |b: BrokerId| b != gone && image.is_live(b) && !election.excluded.contains(&b);
+        let unclean = election.unclean_allowed && image.unclean_election_enabled(&t.name);
+        let elected = elect_leader(&next, unclean, live);
         set_leader(&mut next, elected);
     }
     (next != *p).then_some(next)
 }
 
-fn set_leader(s: &mut PartitionState, elected: Option<(BrokerId, ElectionKind)>) {
+/// How `without_broker` may pick a new leader.
+#[derive(Clone, Copy)]
+struct Election<'a> {
+    /// Brokers that may not lead even if live (shutting down).
+    excluded: &'a BTreeSet<BrokerId>,
+    /// Whether the topic's `unclean.leader.election.enable` is honoured at all.
+    unclean_allowed: bool,
+}
+
+pub(crate) fn set_leader(s: &mut PartitionState, elected: Option<(BrokerId, ElectionKind)>) {
     let new_leader = elected.map(|(b, _)| b);
     if new_leader != s.leader {
         s.leader_epoch = LeaderEpoch(s.leader_epoch.0 + 1);
@@ -89,7 +101,11 @@ fn set_leader(s: &mut PartitionState, elected: Option<(BrokerId, ElectionKind)>)
     }
 }
 
-fn change(t: &TopicImage, idx: crate::types::PartitionIndex, s: PartitionState) -> Record {
+pub(crate) fn change(
+    t: &TopicImage,
+    idx: crate::types::PartitionIndex,
+    s: PartitionState,
+) -> Record {
     Record::PartitionChange(PartitionChange {
         topic_id: t.id,
         partition: idx,
@@ -115,12 +131,58 @@ pub fn fence_broker(image: &MetadataImage, broker: BrokerId) -> Vec<Record> {
             epoch: info.epoch,
         });
     }
+    let election = Election {
+        excluded: &BTreeSet::new(),
+        unclean_allowed: true,
+    };
     for t in image.topics() {
         for (idx, p) in &t.partitions {
-            if let Some(next) = without_broker(t, p, broker, image) {
+            if let Some(next) = without_broker(t, p, broker, image, election) {
                 out.push(change(t, *idx, next));
             }
         }
+    }
+    out
+}
+
+/// Controlled shutdown of `broker` (KIP-966 / Kafka's controlled shutdown): every
+/// partition it leads gets a new leader from the ISR (then ELR) among live brokers not
+/// `shutting_down`, and it leaves every ISR (joining the ELR where the ISR drops below
+/// min ISR). A partition with no other eligible leader keeps `broker` as leader (moving
+/// it would take the partition offline while its only in-sync copy is still serving; a
+/// single node therefore moves nothing); unclean elections never happen here. Once it
+/// leads nothing, a `FenceBroker` closes the list, so no image shows a fenced leader.
+/// Empty when nothing changes.
+pub fn controlled_shutdown_records(
+    image: &MetadataImage,
+    broker: BrokerId,
+    shutting_down: &BTreeSet<BrokerId>,
+) -> Vec<Record> {
+    let Some(info) = image.broker(broker) else {
+        return Vec::new();
+    };
+    let election = Election {
+        excluded: shutting_down,
+        unclean_allowed: false,
+    };
+    let mut out = Vec::new();
+    let mut still_leads = false;
+    for t in image.topics() {
+        for (idx, p) in &t.partitions {
+            match without_broker(t, p, broker, image, election) {
+                Some(next) if p.leader == Some(broker) && next.leader.is_none() => {
+                    still_leads = true
+                }
+                Some(next) => out.push(change(t, *idx, next)),
+                None => still_leads |= p.leader == Some(broker),
+            }
+        }
+    }
+    if !still_leads && !info.fenced {
+        out.push(Record::FenceBroker {
+            broker,
+            epoch: info.epoch,
+        });
     }
     out
 }
@@ -212,6 +274,15 @@ impl BrokerLiveness {
 /// replica (the first) is live and in sync but does not lead. Run automatically when a
 /// broker is unfenced, and on request (`sluice cluster elect-leaders`).
 pub fn preferred_leader_records(image: &MetadataImage) -> Vec<Record> {
+    preferred_leader_records_except(image, &BTreeSet::new())
+}
+
+/// `preferred_leader_records`, leaving out partitions whose preferred replica is in
+/// `excluded` (brokers shutting down).
+pub fn preferred_leader_records_except(
+    image: &MetadataImage,
+    excluded: &BTreeSet<BrokerId>,
+) -> Vec<Record> {
     let mut out = Vec::new();
     for t in image.topics() {
         for (idx, p) in &t.partitions {
@@ -221,6 +292,7 @@ pub fn preferred_leader_records(image: &MetadataImage) -> Vec<Record> {
             if p.leader == Some(preferred)
                 || !p.isr.contains(&preferred)
                 || !image.is_live(preferred)
+                || excluded.contains(&preferred)
             {
                 continue;
             }

@@ -13,7 +13,12 @@
 //!   leaders; leader election from the ISR, then eligible leader replicas (KIP-966), then
 //!   — only when the topic enables it — unclean; broker liveness on an explicit clock.
 //! - **The active controller's broker duties** (`active`): registration, heartbeats,
-//!   fencing on session expiry, unfencing, automatic preferred-leader election.
+//!   fencing on session expiry, unfencing, automatic preferred-leader election, controlled
+//!   shutdown (leadership moved off a stopping broker, which stays fenced until it
+//!   registers again).
+//! - **ISR changes** (`isr`): a partition leader's AlterPartition checked against the image
+//!   (current leader and epochs, ISR within the replicas, added members eligible) and the
+//!   ELR kept per KIP-966.
 //! - **The controller** (`controller`, `storage`, `transport`): a raft-rs `RawNode`
 //!   driven from one loop, its log and hard state on disk (`storage`), messages through
 //!   the `Transport` trait; membership changes (ConfChangeV2: voters, learners).
@@ -48,6 +53,7 @@ pub mod active;
 pub mod controller;
 pub mod election;
 pub mod image;
+pub mod isr;
 pub mod node;
 pub mod placement;
 pub mod records;
@@ -80,10 +86,11 @@ pub use controller::{
     Controller, ControllerConfig, ControllerError, ControllerStats, ControllerStatus,
 };
 pub use election::{
-    elect_leader, fence_broker, preferred_leader_records, unfence_broker, BrokerLiveness,
-    ElectionKind,
+    controlled_shutdown_records, elect_leader, fence_broker, preferred_leader_records,
+    preferred_leader_records_except, unfence_broker, BrokerLiveness, ElectionKind,
 };
 pub use image::{BrokerInfo, ImageError, MetadataImage, PartitionState, TopicImage};
+pub use isr::{alter_partition, IsrChange, IsrRefusal};
 pub use placement::{
     add_partitions_records, create_topic_record, place_replicas, PlacementBroker, PlacementError,
 };

@@ -7,7 +7,9 @@
 //! Decisions are made only on the active controller, from its latest image; a request that
 //! changes metadata is answered once its records are applied there (`Reply::Done` names
 //! the offset the asker waits for in its own image). A node that is not the active
-//! controller answers `NotLeader` with the leader it knows of.
+//! controller answers `NotLeader` with the leader it knows of. ISR changes and controlled
+//! shutdowns are decided only once every earlier decision is applied (`settled`), so a
+//! decision never overwrites a partition state that another proposal is changing.
 //!
 //! Membership: `AddController` writes the new controller's address into the metadata log
 //! (`RegisterController`) and then proposes it as a voter (ConfChangeV2); `RemoveController`
@@ -34,11 +36,14 @@ use glommio::net::{TcpListener, TcpStream};
 use crate::active::{BrokerControl, BrokerControlConfig};
 use crate::controller::{Bootstrap, Controller, ControllerConfig, ControllerError};
 use crate::image::MetadataImage;
+use crate::isr::{IsrChange, IsrRefusal};
 use crate::placement::{add_partitions_records, create_topic_record};
 use crate::records::{ConfigResource, Record};
 use crate::rpc::{self, ErrorKind, QuorumStatus, Reply, Request};
 use crate::tcp::{self, Event, LoopHooks, TcpConfig, TcpTransport};
-use crate::types::{MetadataOffset, Millis, NodeId, Term, TopicId};
+use crate::types::{
+    BrokerEpoch, BrokerId, MetadataOffset, Millis, NodeId, PartitionIndex, Term, TopicId,
+};
 
 /// Bound on partitions per topic (as the broker's catalog), so one request cannot ask for
 /// unbounded work.
@@ -493,7 +498,10 @@ async fn handle(state: &Rc<NodeState>, req: Request) -> Reply {
         }
         Request::ElectLeaders => {
             let image = state.ctl.borrow().image();
-            let records = crate::election::preferred_leader_records(&image);
+            let records = crate::election::preferred_leader_records_except(
+                &image,
+                state.brokers.borrow().shutting_down(),
+            );
             if records.is_empty() {
                 return Reply::Done {
                     offset: image.offset(),
@@ -503,8 +511,142 @@ async fn handle(state: &Rc<NodeState>, req: Request) -> Reply {
         }
         Request::AddController { id, host, port } => add_controller(state, id, &host, port).await,
         Request::RemoveController { id } => remove_controller(state, id).await,
+        Request::AlterPartition {
+            broker,
+            broker_epoch,
+            topic,
+            partition,
+            leader_epoch,
+            isr,
+        } => {
+            let change = IsrChange {
+                broker,
+                broker_epoch,
+                topic: &topic,
+                partition: PartitionIndex(partition),
+                leader_epoch,
+                isr: &isr,
+            };
+            alter_partition(state, &change).await
+        }
+        Request::ShutdownBroker { broker, epoch } => shutdown_broker(state, broker, epoch).await,
         Request::FetchImage { .. } | Request::Status => {
             refuse(ErrorKind::Internal, "answered above")
+        }
+    }
+}
+
+/// Waits (bounded by the commit timeout) until every decision proposed so far is applied,
+/// so the next one is made from an image that has them. `false` if it timed out.
+async fn settled(state: &NodeState) -> bool {
+    let deadline = Instant::now() + state.commit_timeout;
+    loop {
+        let until = state.brokers.borrow().in_flight_until();
+        if state.ctl.borrow().image().offset().0 >= until {
+            return true;
+        }
+        if Instant::now() >= deadline {
+            return false;
+        }
+        glommio::timer::sleep(APPLY_POLL).await;
+    }
+}
+
+/// The rpc error kind for an ISR change refusal.
+fn isr_refusal_kind(r: &IsrRefusal) -> ErrorKind {
+    match r {
+        IsrRefusal::UnknownBroker(_) | IsrRefusal::StaleBrokerEpoch { .. } => {
+            ErrorKind::StaleBrokerEpoch
+        }
+        IsrRefusal::UnknownTopic(_) | IsrRefusal::UnknownPartition { .. } => {
+            ErrorKind::UnknownTopic
+        }
+        IsrRefusal::FencedLeaderEpoch { .. } | IsrRefusal::NotLeader { .. } => {
+            ErrorKind::FencedLeaderEpoch
+        }
+        IsrRefusal::ControllerBehind { .. } => ErrorKind::Timeout,
+        IsrRefusal::InvalidIsr { .. } => ErrorKind::InvalidRequest,
+        IsrRefusal::IneligibleReplica { .. } => ErrorKind::IneligibleReplica,
+    }
+}
+
+/// `AlterPartition`: decided from an image holding every earlier decision, proposed
+/// without an await in between (nothing else decides meanwhile), answered once applied.
+async fn alter_partition(state: &NodeState, change: &IsrChange<'_>) -> Reply {
+    if !settled(state).await {
+        return refuse(
+            ErrorKind::Timeout,
+            "earlier metadata changes not applied in time",
+        );
+    }
+    let (image, decided) = {
+        let image = state.ctl.borrow().image();
+        let shutting = state.brokers.borrow();
+        let decided = crate::isr::alter_partition(&image, change, shutting.shutting_down());
+        (image, decided)
+    };
+    let record = match decided {
+        Ok(None) => {
+            return Reply::Done {
+                offset: image.offset(),
+            }
+        }
+        Ok(Some(record)) => record,
+        Err(r) => {
+            tracing::warn!(broker = change.broker.0, topic = change.topic, partition = change.partition.0, reason = %r, "isr change refused");
+            return refuse(isr_refusal_kind(&r), r.to_string());
+        }
+    };
+    tracing::info!(broker = change.broker.0, topic = change.topic, partition = change.partition.0, isr = ?change.isr.iter().map(|b| b.0).collect::<Vec<_>>(), "isr change");
+    let (term, target) = {
+        let mut c = state.ctl.borrow_mut();
+        if let Err(e) = c.propose(&record) {
+            return controller_error(e);
+        }
+        (c.term(), c.last_index())
+    };
+    state.brokers.borrow_mut().proposed_until(target);
+    wait_applied(state, term, target).await
+}
+
+/// `ShutdownBroker`: leadership moves off the broker, it leaves every ISR and stays fenced
+/// until it registers again (`BrokerControl::shutdown`); answered once applied.
+async fn shutdown_broker(state: &NodeState, broker: BrokerId, epoch: BrokerEpoch) -> Reply {
+    if !settled(state).await {
+        return refuse(
+            ErrorKind::Timeout,
+            "earlier metadata changes not applied in time",
+        );
+    }
+    let proposed = {
+        let mut c = state.ctl.borrow_mut();
+        let outcome = state.brokers.borrow_mut().shutdown(&mut c, broker, epoch);
+        outcome.map(|r| (r, c.image().offset(), c.term(), c.last_index()))
+    };
+    match proposed {
+        Err(e) => controller_error(e),
+        Ok((Err(registered), _, _, _)) => {
+            let message = match registered {
+                Some(e) => format!(
+                    "broker {broker} is registered with epoch {}, not {}",
+                    e.0, epoch.0
+                ),
+                None => format!("broker {broker} is not registered"),
+            };
+            tracing::warn!(broker = broker.0, %message, "controlled shutdown refused");
+            refuse(ErrorKind::StaleBrokerEpoch, message)
+        }
+        Ok((Ok(records), offset, _, _)) if records.is_empty() => {
+            tracing::info!(broker = broker.0, "controlled shutdown: nothing to move");
+            Reply::Done { offset }
+        }
+        Ok((Ok(records), _, term, target)) => {
+            tracing::info!(
+                broker = broker.0,
+                records = records.len(),
+                "controlled shutdown"
+            );
+            wait_applied(state, term, target).await
         }
     }
 }

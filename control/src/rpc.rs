@@ -2,7 +2,9 @@
 //!
 //! Brokers register, heartbeat, follow the metadata image and hand over admin work
 //! (create/delete topics, add partitions, change configs, elect preferred leaders, add or
-//! remove a controller) to the active controller with these requests. They share the quorum port with raft traffic:
+//! remove a controller) to the active controller with these requests; partition leaders
+//! change their ISR (`AlterPartition`) and a stopping broker hands its leaderships over
+//! (`ShutdownBroker`). They share the quorum port with raft traffic:
 //! a connection that starts with [`RPC_MAGIC`] carries requests (one answer per request,
 //! in order); any other connection carries raft frames (`tcp.rs`). Using the controller's
 //! channel (not Kafka's BrokerRegistration/BrokerHeartbeat APIs on the Kafka listener)
@@ -20,7 +22,7 @@ use futures_lite::{AsyncReadExt, AsyncWriteExt};
 
 use crate::active::HeartbeatReply;
 use crate::records::Listener;
-use crate::types::{BrokerEpoch, BrokerId, MetadataOffset, NodeId, Term, TopicId};
+use crate::types::{BrokerEpoch, BrokerId, LeaderEpoch, MetadataOffset, NodeId, Term, TopicId};
 
 /// First bytes of a request connection (raft frames never start with these: as a raft
 /// frame length they would exceed any bound).
@@ -83,6 +85,22 @@ pub enum Request {
     RemoveController {
         id: NodeId,
     },
+    /// The leader of `topic`-`partition` at `leader_epoch` sets its ISR (shrink or expand;
+    /// the leader and its epoch stay). Answered `Done` once applied.
+    AlterPartition {
+        broker: BrokerId,
+        broker_epoch: BrokerEpoch,
+        topic: String,
+        partition: i32,
+        leader_epoch: LeaderEpoch,
+        isr: Vec<BrokerId>,
+    },
+    /// Controlled shutdown: move leadership off `broker` and take it out of every ISR; it
+    /// is not unfenced again until it registers anew. Answered `Done` once applied.
+    ShutdownBroker {
+        broker: BrokerId,
+        epoch: BrokerEpoch,
+    },
 }
 
 /// Why the controller refused a request.
@@ -102,6 +120,14 @@ pub enum ErrorKind {
     InvalidMembership,
     /// Another membership change is under way (raft takes one at a time): retry later.
     MembershipBusy,
+    /// `AlterPartition` from a broker that does not lead the partition at that leader
+    /// epoch (an old leader, or an epoch the controller has moved past).
+    FencedLeaderEpoch,
+    /// `AlterPartition` adds a replica that may not join the ISR (unregistered, fenced or
+    /// shutting down).
+    IneligibleReplica,
+    /// The broker epoch is not the one the broker is registered with: register again.
+    StaleBrokerEpoch,
 }
 
 /// The quorum as one controller sees it.
@@ -390,6 +416,30 @@ impl Request {
                 e.u8(11);
                 e.u64(id.0);
             }
+            Request::AlterPartition {
+                broker,
+                broker_epoch,
+                topic,
+                partition,
+                leader_epoch,
+                isr,
+            } => {
+                e.u8(12);
+                e.i32(broker.0);
+                e.u64(broker_epoch.0 as u64);
+                e.str(topic);
+                e.i32(*partition);
+                e.i32(leader_epoch.0);
+                e.u32(isr.len() as u32);
+                for b in isr {
+                    e.i32(b.0);
+                }
+            }
+            Request::ShutdownBroker { broker, epoch } => {
+                e.u8(13);
+                e.i32(broker.0);
+                e.u64(epoch.0 as u64);
+            }
         }
         e.0
     }
@@ -467,6 +517,29 @@ impl Request {
             11 => Request::RemoveController {
                 id: NodeId(d.u64()?),
             },
+            12 => {
+                let broker = BrokerId(d.i32()?);
+                let broker_epoch = BrokerEpoch(d.u64()? as i64);
+                let topic = d.str()?;
+                let partition = d.i32()?;
+                let leader_epoch = LeaderEpoch(d.i32()?);
+                let n = d.count(4)?;
+                let isr = (0..n)
+                    .map(|_| d.i32().map(BrokerId))
+                    .collect::<Result<_, _>>()?;
+                Request::AlterPartition {
+                    broker,
+                    broker_epoch,
+                    topic,
+                    partition,
+                    leader_epoch,
+                    isr,
+                }
+            }
+            13 => Request::ShutdownBroker {
+                broker: BrokerId(d.i32()?),
+                epoch: BrokerEpoch(d.u64()? as i64),
+            },
             _ => return Err(RpcError::Decode("unknown request kind")),
         };
         d.end()?;
@@ -486,6 +559,9 @@ fn error_kind_code(k: ErrorKind) -> u8 {
         ErrorKind::Internal => 8,
         ErrorKind::InvalidMembership => 9,
         ErrorKind::MembershipBusy => 10,
+        ErrorKind::FencedLeaderEpoch => 11,
+        ErrorKind::IneligibleReplica => 12,
+        ErrorKind::StaleBrokerEpoch => 13,
     }
 }
 
@@ -501,6 +577,9 @@ fn error_kind_from(c: u8) -> Result<ErrorKind, RpcError> {
         8 => ErrorKind::Internal,
         9 => ErrorKind::InvalidMembership,
         10 => ErrorKind::MembershipBusy,
+        11 => ErrorKind::FencedLeaderEpoch,
+        12 => ErrorKind::IneligibleReplica,
+        13 => ErrorKind::StaleBrokerEpoch,
         _ => return Err(RpcError::Decode("unknown error kind")),
     })
 }
@@ -742,6 +821,26 @@ mod tests {
                 port: 9093,
             },
             Request::RemoveController { id: NodeId(2) },
+            Request::AlterPartition {
+                broker: BrokerId(2),
+                broker_epoch: BrokerEpoch(77),
+                topic: "orders".into(),
+                partition: 4,
+                leader_epoch: LeaderEpoch(3),
+                isr: vec![BrokerId(2), BrokerId(1), BrokerId(3)],
+            },
+            Request::AlterPartition {
+                broker: BrokerId(0),
+                broker_epoch: BrokerEpoch(1),
+                topic: String::new(),
+                partition: 0,
+                leader_epoch: LeaderEpoch(0),
+                isr: Vec::new(),
+            },
+            Request::ShutdownBroker {
+                broker: BrokerId(3),
+                epoch: BrokerEpoch(12),
+            },
         ];
         for r in requests {
             assert_eq!(Request::decode(&r.encode()).unwrap(), r);
@@ -782,6 +881,18 @@ mod tests {
                 snapshot: vec![1, 2, 3],
             },
             Reply::Status(q),
+            Reply::Error {
+                kind: ErrorKind::FencedLeaderEpoch,
+                message: "old leader".into(),
+            },
+            Reply::Error {
+                kind: ErrorKind::IneligibleReplica,
+                message: "fenced".into(),
+            },
+            Reply::Error {
+                kind: ErrorKind::StaleBrokerEpoch,
+                message: "register again".into(),
+            },
         ];
         for r in replies {
             assert_eq!(Reply::decode(&r.encode()).unwrap(), r);
@@ -808,6 +919,35 @@ mod tests {
         let mut framed = frame(&body);
         framed[9] ^= 1;
         assert!(matches!(unframe(&framed), Err(RpcError::Checksum)));
+        let alter = Request::AlterPartition {
+            broker: BrokerId(1),
+            broker_epoch: BrokerEpoch(5),
+            topic: "t".into(),
+            partition: 0,
+            leader_epoch: LeaderEpoch(2),
+            isr: vec![BrokerId(1), BrokerId(2)],
+        }
+        .encode();
+        for cut in 0..alter.len() {
+            assert!(Request::decode(&alter[..cut]).is_err(), "cut at {cut}");
+        }
+        // An ISR count far beyond the bytes present is refused before allocating.
+        let mut lying_isr = alter[..alter.len() - 12].to_vec();
+        lying_isr.extend_from_slice(&u32::MAX.to_le_bytes());
+        assert!(matches!(
+            Request::decode(&lying_isr),
+            Err(RpcError::Decode("count exceeds the message"))
+        ));
+        let mut shutdown = Request::ShutdownBroker {
+            broker: BrokerId(1),
+            epoch: BrokerEpoch(5),
+        }
+        .encode();
+        shutdown.push(0);
+        assert!(matches!(
+            Request::decode(&shutdown),
+            Err(RpcError::Decode("trailing bytes"))
+        ));
         let huge = [0xffu8, 0xff, 0xff, 0xff, 0, 0, 0, 0];
         assert!(matches!(unframe(&huge), Err(RpcError::TooLarge { .. })));
     }

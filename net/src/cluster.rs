@@ -306,6 +306,9 @@ pub fn error_code(kind: ErrorKind) -> i16 {
         ErrorKind::Internal => code::UNKNOWN_SERVER_ERROR,
         ErrorKind::InvalidMembership => code::INVALID_REQUEST,
         ErrorKind::MembershipBusy => code::REQUEST_TIMED_OUT,
+        ErrorKind::FencedLeaderEpoch => code::FENCED_LEADER_EPOCH,
+        ErrorKind::IneligibleReplica => code::INELIGIBLE_REPLICA,
+        ErrorKind::StaleBrokerEpoch => code::STALE_BROKER_EPOCH,
     }
 }
 
