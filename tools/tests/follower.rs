@@ -1,0 +1,357 @@
+//! The follower side of replication against a real broker: `sluice serve` (single node)
+//! plays the leader of an RF=1 topic that an rdkafka idempotent producer writes to; this
+//! process runs `sluice_replication::Fetchers` on a glommio executor with its own
+//! `LogManager`, following that partition. The follower's log must end up byte-identical
+//! to the leader's (same offsets, epochs, batches), keep following new appends, and cut a
+//! diverged suffix (batches of a leader epoch the leader never had) before fetching again.
+
+mod common;
+
+use std::sync::mpsc;
+use std::time::Duration;
+
+use common::{raw, Broker};
+use kafka_protocol::messages::metadata_request::MetadataRequestTopic;
+use kafka_protocol::messages::{ApiKey, MetadataRequest, MetadataResponse, TopicName};
+use kafka_protocol::protocol::StrBytes;
+use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, TopicReplication};
+use rdkafka::client::DefaultClientContext;
+use rdkafka::config::ClientConfig;
+use rdkafka::producer::{BaseProducer, BaseRecord, Producer};
+use sluice_engine::batch::{self, BatchIter};
+use sluice_engine::watch::OffsetWatch;
+use sluice_engine::{
+    LeaderEpoch, LogConfig, LogManager, Offset, PartitionLog, ReadLimits, ShardConfig,
+    TopicPartition,
+};
+use sluice_replication::{FetcherConfig, Fetchers, Followed, LeaderAddr};
+
+/// Bound on every wait for a condition (never a timing the test decides on).
+const HANG_GUARD: Duration = Duration::from_secs(90);
+const TOPIC: &str = "replicated";
+/// This process's broker id as a follower.
+const FOLLOWER_ID: i32 = 7;
+
+fn test_dir() -> tempfile::TempDir {
+    tempfile::tempdir_in(env!("CARGO_TARGET_TMPDIR")).expect("temp dir")
+}
+
+fn create_topic(b: &Broker) {
+    let admin: AdminClient<DefaultClientContext> = ClientConfig::new()
+        .set("bootstrap.servers", &b.addr)
+        .create()
+        .expect("admin");
+    let t = NewTopic::new(TOPIC, 1, TopicReplication::Fixed(1));
+    let r = futures_executor::block_on(admin.create_topics([&t], &AdminOptions::new()))
+        .expect("create_topics");
+    assert!(r[0].is_ok(), "create {TOPIC}: {:?}", r[0]);
+}
+
+/// Produces `count` records (values tagged `tag`) with an idempotent acks=all producer.
+fn produce(b: &Broker, tag: &str, count: usize) {
+    let p: BaseProducer = ClientConfig::new()
+        .set("bootstrap.servers", &b.addr)
+        .set("enable.idempotence", "true")
+        .set("acks", "all")
+        .set("linger.ms", "2")
+        .set("batch.num.messages", "50")
+        .set("message.timeout.ms", "60000")
+        .create()
+        .expect("producer");
+    for i in 0..count {
+        let value = format!("{tag}-{i:06}-{}", "x".repeat(80));
+        let key = format!("k{}", i % 17);
+        loop {
+            match p.send(BaseRecord::to(TOPIC).key(&key).payload(&value)) {
+                Ok(()) => break,
+                Err((e, _)) => {
+                    assert!(
+                        e.rdkafka_error_code() == Some(rdkafka::types::RDKafkaErrorCode::QueueFull),
+                        "send: {e}"
+                    );
+                    p.poll(Duration::from_millis(10));
+                }
+            }
+        }
+        p.poll(Duration::ZERO);
+    }
+    p.flush(HANG_GUARD).expect("flush");
+}
+
+/// The partition's leader id and leader epoch from Metadata v9.
+fn leader_of(b: &Broker) -> (i32, i32) {
+    let mut s = raw::connect(&b.addr);
+    let req = MetadataRequest::default().with_topics(Some(vec![MetadataRequestTopic::default()
+        .with_name(Some(TopicName(StrBytes::from_static_str(TOPIC))))]));
+    let resp: MetadataResponse = raw::call(&mut s, ApiKey::Metadata, 9, &req);
+    let p = &resp.topics[0].partitions[0];
+    assert_eq!(p.error_code, 0, "metadata of {TOPIC}");
+    (p.leader_id.0, p.leader_epoch)
+}
+
+fn all_limits() -> ReadLimits {
+    ReadLimits {
+        max_bytes: 1 << 20,
+        max_offset: Offset(i64::MAX),
+        min_one_batch: true,
+    }
+}
+
+/// Every stored byte of the log, read back whole batches at a time.
+async fn read_all(log: &PartitionLog) -> Vec<u8> {
+    let mut out = Vec::new();
+    let mut cursor = log.log_start_offset();
+    loop {
+        let r = log.read(cursor, all_limits()).await.expect("read");
+        if r.slices.is_empty() {
+            return out;
+        }
+        for s in &r.slices {
+            out.extend_from_slice(s);
+        }
+        cursor = BatchIter::new(&out)
+            .last()
+            .expect("batches")
+            .1
+            .next_offset();
+    }
+}
+
+/// (base offset, last offset, leader epoch) of each stored batch, CRCs checked.
+fn layout(bytes: &[u8]) -> Vec<(i64, i64, i32)> {
+    BatchIter::new(bytes)
+        .map(|(_, h, b)| {
+            batch::verify_crc(&h, b).expect("stored batches keep their CRC");
+            (h.base_offset().0, h.last_offset().0, h.leader_epoch().0)
+        })
+        .collect()
+}
+
+/// (log end, high watermark, lags) once reached, or what the follower was doing.
+type Progress = Result<(i64, i64, Vec<i64>), String>;
+/// The log's answers to OffsetForLeaderEpoch for epochs 0..=16.
+type Epochs = Vec<Option<(i32, i64)>>;
+
+/// What the test thread asks of the follower's executor.
+enum Command {
+    /// Wait until the log end and the follower high watermark reach the offset; answer
+    /// (log end, high watermark, lags).
+    WaitFor(i64, mpsc::Sender<Progress>),
+    /// Stop fetching, append a batch of `epoch` at the log end that the leader never
+    /// had, then follow again with new fetchers (which must truncate first); answer the
+    /// log end after the diverged append.
+    Diverge(i32, mpsc::Sender<i64>),
+    /// Stop fetching and close; answer the stored bytes and the epoch answers for 0..=16.
+    Finish(mpsc::Sender<(Vec<u8>, Epochs)>),
+}
+
+fn epoch_answers(log: &PartitionLog) -> Epochs {
+    (0..=16)
+        .map(|e| {
+            log.end_offset_for_epoch(LeaderEpoch(e))
+                .map(|(e, o)| (e.0, o.0))
+        })
+        .collect()
+}
+
+async fn wait_for(
+    log: &PartitionLog,
+    hw: &OffsetWatch,
+    fetchers: &Fetchers,
+    target: i64,
+) -> Progress {
+    let deadline = std::time::Instant::now() + HANG_GUARD;
+    loop {
+        let end = log.log_end_offset().0;
+        if end >= target && hw.get() >= target {
+            let lags = fetchers.lag().into_iter().map(|(_, l)| l).collect();
+            return Ok((end, hw.get(), lags));
+        }
+        if std::time::Instant::now() > deadline {
+            return Err(format!(
+                "follower at end {end}, hw {} after {HANG_GUARD:?}; waiting for {target}; status {:?}",
+                hw.get(),
+                fetchers.status()
+            ));
+        }
+        glommio::timer::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+/// The follower: a log manager on `dir` and fetchers following the broker at `port`.
+fn follower(
+    dir: std::path::PathBuf,
+    port: u16,
+    leader: (i32, i32),
+    commands: mpsc::Receiver<Command>,
+) -> glommio::ExecutorJoinHandle<()> {
+    glommio::LocalExecutorBuilder::new(glommio::Placement::Unbound)
+        .spawn(move || async move {
+            let tp = TopicPartition::new(TOPIC, 0);
+            let manager = LogManager::open(
+                &dir,
+                ShardConfig::default(),
+                |_| true,
+                |_| LogConfig::default(),
+            )
+            .await
+            .expect("follower log manager");
+            let log = manager
+                .create(tp.clone(), LogConfig::default())
+                .await
+                .expect("follower log");
+            let hw = OffsetWatch::new(0);
+            let followed = Followed {
+                tp,
+                log: log.clone(),
+                leader: LeaderAddr {
+                    id: leader.0,
+                    host: "127.0.0.1".into(),
+                    port,
+                },
+                leader_epoch: leader.1,
+                hw: hw.clone(),
+            };
+            let config = FetcherConfig {
+                // Small answers, so following takes many fetches and appends.
+                partition_bytes_max: 16 << 10,
+                response_bytes_max: 64 << 10,
+                ..FetcherConfig::default()
+            };
+            let mut fetchers = Fetchers::new(FOLLOWER_ID, config.clone());
+            fetchers.assign(vec![followed.clone()]);
+            loop {
+                let command = match commands.try_recv() {
+                    Ok(c) => c,
+                    Err(mpsc::TryRecvError::Empty) => {
+                        glommio::timer::sleep(Duration::from_millis(10)).await;
+                        continue;
+                    }
+                    Err(mpsc::TryRecvError::Disconnected) => break,
+                };
+                match command {
+                    Command::WaitFor(target, reply) => {
+                        let _ = reply.send(wait_for(&log, &hw, &fetchers, target).await);
+                    }
+                    Command::Diverge(epoch, reply) => {
+                        fetchers.stop().await;
+                        let end = log.log_end_offset().0;
+                        let mut diverged = batch::simple_batch(3, 50, 0);
+                        batch::stamp(&mut diverged, Offset(end), LeaderEpoch(epoch));
+                        log.append_replica(&diverged)
+                            .await
+                            .expect("diverged append");
+                        log.wait_durable(Offset(end + 3)).await.expect("durable");
+                        let _ = reply.send(log.log_end_offset().0);
+                        fetchers = Fetchers::new(FOLLOWER_ID, config.clone());
+                        fetchers.assign(vec![followed.clone()]);
+                    }
+                    Command::Finish(reply) => {
+                        fetchers.stop().await;
+                        let bytes = read_all(&log).await;
+                        let epochs = epoch_answers(&log);
+                        manager.close_all().await.expect("close follower logs");
+                        let _ = reply.send((bytes, epochs));
+                        break;
+                    }
+                }
+            }
+        })
+        .expect("follower executor")
+}
+
+/// The leader's partition as its files hold it, after the broker stopped.
+fn leader_log(data_dir: std::path::PathBuf) -> (Vec<u8>, Epochs) {
+    glommio::LocalExecutorBuilder::new(glommio::Placement::Unbound)
+        .spawn(move || async move {
+            let tp = TopicPartition::new(TOPIC, 0);
+            let wanted = tp.clone();
+            let manager = LogManager::open(
+                &data_dir,
+                ShardConfig::default(),
+                move |t| *t == wanted,
+                |_| LogConfig::default(),
+            )
+            .await
+            .expect("leader's logs");
+            let log = manager.get(&tp).expect("the leader's partition directory");
+            let out = (read_all(&log).await, epoch_answers(&log));
+            manager.close_all().await.expect("close");
+            out
+        })
+        .expect("executor")
+        .join()
+        .expect("join")
+}
+
+fn ask<T>(tx: &mpsc::Sender<Command>, make: impl FnOnce(mpsc::Sender<T>) -> Command) -> T {
+    let (reply, answer) = mpsc::channel();
+    tx.send(make(reply)).expect("follower running");
+    answer
+        .recv_timeout(HANG_GUARD * 2)
+        .expect("follower answers")
+}
+
+#[test]
+fn a_follower_copies_the_leaders_log_keeps_up_and_cuts_a_diverged_suffix() {
+    let broker_dir = test_dir();
+    let follower_dir = test_dir();
+    let mut b = Broker::start(broker_dir.path());
+    create_topic(&b);
+    produce(&b, "first", 3_000);
+    let leader = leader_of(&b);
+    let port: u16 = b
+        .addr
+        .rsplit_once(':')
+        .and_then(|(_, p)| p.parse().ok())
+        .expect("broker port");
+
+    let (tx, rx) = mpsc::channel();
+    let executor = follower(follower_dir.path().to_path_buf(), port, leader, rx);
+
+    // Catch up with what was produced before following began.
+    let (end, hw, lags) = ask(&tx, |r| Command::WaitFor(3_000, r)).expect("caught up");
+    assert_eq!((end, hw), (3_000, 3_000));
+    assert_eq!(lags, vec![0]);
+
+    // Keep following while the producer goes on.
+    produce(&b, "second", 2_000);
+    let (end, hw, _) = ask(&tx, |r| Command::WaitFor(5_000, r)).expect("followed");
+    assert_eq!((end, hw), (5_000, 5_000));
+
+    // A suffix of an epoch the leader never had (as left by a deposed leader) is cut
+    // before fetching resumes; the leader's records after it arrive in its place.
+    let diverged_end = ask(&tx, |r| Command::Diverge(leader.1 + 5, r));
+    assert_eq!(diverged_end, 5_003);
+    produce(&b, "third", 1_000);
+    let (end, hw, _) = ask(&tx, |r| Command::WaitFor(6_000, r)).expect("followed again");
+    assert_eq!((end, hw), (6_000, 6_000));
+
+    let (copy, copy_epochs) = ask(&tx, Command::Finish);
+    executor.join().expect("follower executor ends");
+    assert_eq!(b.stop().code(), Some(0));
+    let (original, original_epochs) = leader_log(broker_dir.path().to_path_buf());
+
+    let layout_copy = layout(&copy);
+    assert_eq!(layout_copy.first().map(|l| l.0), Some(0));
+    assert_eq!(layout_copy.last().map(|l| l.1), Some(5_999));
+    assert!(
+        layout_copy.iter().all(|l| l.2 == leader.1),
+        "every batch carries the leader's epoch {}: {:?}",
+        leader.1,
+        layout_copy
+            .iter()
+            .map(|l| l.2)
+            .collect::<std::collections::BTreeSet<_>>()
+    );
+    assert_eq!(
+        layout_copy,
+        layout(&original),
+        "same batches at the same offsets"
+    );
+    assert!(
+        copy == original,
+        "the follower's log is byte-identical to the leader's"
+    );
+    assert_eq!(copy_epochs, original_epochs);
+}
