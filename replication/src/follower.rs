@@ -42,8 +42,9 @@ use sluice_engine::{AppendError, LeaderEpoch, Offset, PartitionLog, TopicPartiti
 
 use crate::client::{ClientConfig, ClientError, KafkaConn};
 use crate::partition::{
-    classify, code, out_of_range_action, reconnect_backoff_ms, truncation_point, whole_batches_len,
-    Answer, OutOfRangeAction, OwnLog, Phase, Resume, Truncation,
+    classify, code, log_start_to_follow, out_of_range_action, reconnect_backoff_ms,
+    restart_inside_first_batch, truncation_point, whole_batches_len, Answer, OutOfRangeAction,
+    OwnLog, Phase, Resume, Truncation,
 };
 
 /// Fetch v12: `replica_id` in the body, `last_fetched_epoch` and diverging epochs
@@ -236,6 +237,16 @@ struct Plan {
 struct Session {
     conn: Option<KafkaConn>,
     failures: u32,
+    /// Fetches sent, for the rotation of partitions.
+    rounds: usize,
+}
+
+/// What one partition's fetch answer left to do once its batches are durable.
+#[derive(Debug, Clone, Copy)]
+struct Fetched {
+    end: i64,
+    leader_hw: i64,
+    leader_start: i64,
 }
 
 type Key = (String, i32);
@@ -578,7 +589,8 @@ impl Fetchers {
         } else if !plan.truncate.is_empty() {
             self.truncate(conn, plan.truncate).await
         } else {
-            self.fetch(conn, plan.fetch).await
+            session.rounds = session.rounds.wrapping_add(1);
+            self.fetch(conn, plan.fetch, session.rounds).await
         };
         match result {
             Ok(()) if session.failures > 0 => {
@@ -748,15 +760,37 @@ impl Fetchers {
 
     /// One Fetch for every partition that fetches; appends the answers, then waits until
     /// they are durable, then advances the high watermarks.
-    async fn fetch(&self, conn: &mut KafkaConn, works: Vec<Work>) -> Result<(), ClientError> {
+    /// The partitions are rotated by `round`: a leader gives a batch above the per-partition
+    /// limit only to the first partition with data (KIP-74), so no partition may stay
+    /// behind the others for good.
+    async fn fetch(
+        &self,
+        conn: &mut KafkaConn,
+        mut works: Vec<Work>,
+        round: usize,
+    ) -> Result<(), ClientError> {
         let partition_bytes = self.config.partition_bytes_max as i32;
-        let mut topics: BTreeMap<String, Vec<FetchPartition>> = BTreeMap::new();
+        if !works.is_empty() {
+            let by = round % works.len();
+            works.rotate_left(by);
+        }
+        // Topics in the order their first partition comes (a map by name would undo the
+        // rotation).
+        let mut topics: Vec<(String, Vec<FetchPartition>)> = Vec::new();
         let mut sent = Vec::with_capacity(works.len());
         for w in works {
             let log = &w.followed.log;
             let offset = log.log_end_offset().0;
             let last_epoch = log.latest_epoch().map_or(-1, |e| e.0);
-            topics.entry(w.followed.tp.topic.clone()).or_default().push(
+            let topic = &w.followed.tp.topic;
+            let at = match topics.iter().position(|(t, _)| t == topic) {
+                Some(i) => i,
+                None => {
+                    topics.push((topic.clone(), Vec::new()));
+                    topics.len() - 1
+                }
+            };
+            topics[at].1.push(
                 FetchPartition::default()
                     .with_partition(w.followed.tp.partition.0)
                     .with_current_leader_epoch(w.followed.leader_epoch)
@@ -812,9 +846,15 @@ impl Fetchers {
             }
         }
         // The next fetch offset must be durable here before the leader sees it.
-        for (w, (end, leader_hw)) in appended {
+        for (w, done) in appended {
+            let Fetched {
+                end,
+                leader_hw,
+                leader_start,
+            } = done;
             match w.followed.log.wait_durable(Offset(end)).await {
                 Ok(()) if self.is_current(&w) => {
+                    self.follow_log_start(&w, leader_start).await;
                     set_hw(&w.followed, leader_hw.min(end));
                     self.with_part(&w, |p| p.lag = (leader_hw - end).max(0));
                 }
@@ -828,15 +868,15 @@ impl Fetchers {
         Ok(())
     }
 
-    /// Applies one partition's fetch answer under its lock; `Some((new end, leader high
-    /// watermark))` when the partition fetched (records appended or none new).
+    /// Applies one partition's fetch answer under its lock; `Some` when the partition
+    /// fetched (records appended, or none new).
     async fn apply_fetch_answer(
         &self,
         w: &Work,
         sent_offset: i64,
         last_epoch: i32,
         answer: PartitionData,
-    ) -> Option<(i64, i64)> {
+    ) -> Option<Fetched> {
         let _permit = w.lock.acquire_permit(1).await.ok()?;
         if !self.is_current(w) {
             return None;
@@ -859,7 +899,11 @@ impl Fetchers {
                     n => self.append(w, &records[..n]).await?,
                 };
                 self.clear_error(w);
-                Some((end, answer.high_watermark))
+                Some(Fetched {
+                    end,
+                    leader_hw: answer.high_watermark,
+                    leader_start: answer.log_start_offset,
+                })
             }
             Answer::Diverging { epoch, end_offset } => {
                 let (offset, next) = match self.truncation_target(w, last_epoch, epoch, end_offset)
@@ -892,7 +936,17 @@ impl Fetchers {
     /// sending the partition back to truncation) on a refusal.
     async fn append(&self, w: &Work, batches: &[u8]) -> Option<i64> {
         let f = &w.followed;
-        match f.log.append_replica(batches).await {
+        let mut result = f.log.append_replica(batches).await;
+        if let Err(AppendError::UnexpectedOffset { .. }) = &result {
+            if let Some(base) = self.restart_point(f, batches) {
+                tracing::info!(partition = %f.tp, base, "leader's log starts inside its first batch; the empty follower log restarts at the batch's base");
+                result = match f.log.reset_to(Offset(base)).await {
+                    Ok(_) => f.log.append_replica(batches).await,
+                    Err(e) => Err(AppendError::Io(e.to_string())),
+                };
+            }
+        }
+        match result {
             Ok(info) => Some(info.last_offset.0 + 1),
             Err(AppendError::UnexpectedOffset { expected, got }) => {
                 tracing::warn!(partition = %f.tp, leader = f.leader.id, %expected, %got, "leader's batches do not continue the follower log; truncating again");
@@ -909,6 +963,37 @@ impl Fetchers {
                 self.pause(w, Resume::Truncate);
                 None
             }
+        }
+    }
+
+    /// Where an empty log must restart to take `batches` (see
+    /// [`restart_inside_first_batch`]).
+    fn restart_point(&self, f: &Followed, batches: &[u8]) -> Option<i64> {
+        let first = sluice_engine::batch::parse_header(batches).ok()?;
+        restart_inside_first_batch(
+            f.log.log_start_offset().0,
+            f.log.log_end_offset().0,
+            first.base_offset().0,
+            first.last_offset().0,
+        )
+    }
+
+    /// Moves the follower's log start up to the leader's (its retention or DeleteRecords
+    /// removed what is below), once that much is written here.
+    async fn follow_log_start(&self, w: &Work, leader_start: i64) {
+        let Ok(_permit) = w.lock.acquire_permit(1).await else {
+            return;
+        };
+        let log = &w.followed.log;
+        let own = (log.log_start_offset().0, log.written_end_offset().0);
+        let Some(start) = log_start_to_follow(own.0, own.1, leader_start) else {
+            return;
+        };
+        if !self.is_current(w) {
+            return;
+        }
+        if let Err(e) = log.delete_records_before(Offset(start)).await {
+            tracing::warn!(partition = %w.followed.tp, start, error = %e, "follower could not move its log start to the leader's");
         }
     }
 

@@ -160,6 +160,26 @@ pub fn out_of_range_action(own_end: i64, leader_start: i64, leader_end: i64) -> 
     }
 }
 
+/// Kafka's exception to "the first batch starts at the log end": an empty follower log
+/// (start = end) whose first answered batch starts before its end but reaches it, which
+/// happens when the leader's log start fell inside a batch (DeleteRecords). The log
+/// restarts at that batch's base; `None` when the refusal stands.
+pub fn restart_inside_first_batch(
+    log_start: i64,
+    log_end: i64,
+    first_base: i64,
+    first_last: i64,
+) -> Option<i64> {
+    (log_start == log_end && first_base < log_end && first_last >= log_end).then_some(first_base)
+}
+
+/// The log start a follower takes from the leader's answer: the leader's when it moved
+/// past the follower's own (retention, DeleteRecords) and lies within what the follower
+/// has written.
+pub fn log_start_to_follow(own_start: i64, own_written_end: i64, leader_start: i64) -> Option<i64> {
+    (leader_start > own_start && leader_start <= own_written_end).then_some(leader_start)
+}
+
 /// How long to wait before reconnect attempt `attempt` (1 for the first retry):
 /// `base_ms` doubling per attempt, at most `max_ms`.
 pub fn reconnect_backoff_ms(base_ms: u64, max_ms: u64, attempt: u32) -> u64 {
@@ -269,6 +289,28 @@ mod tests {
             OutOfRangeAction::TruncateTo(200)
         );
         assert_eq!(out_of_range_action(150, 100, 200), OutOfRangeAction::Fetch);
+    }
+
+    #[test]
+    fn an_empty_log_restarts_inside_the_leaders_first_batch() {
+        // Leader start 1200 inside batch 1190..=1209; the follower reset to 1200.
+        assert_eq!(
+            restart_inside_first_batch(1200, 1200, 1190, 1209),
+            Some(1190)
+        );
+        // Not empty, or the batch ends before the log end, or starts at it: refused.
+        assert_eq!(restart_inside_first_batch(0, 1200, 1190, 1209), None);
+        assert_eq!(restart_inside_first_batch(1200, 1200, 1190, 1199), None);
+        assert_eq!(restart_inside_first_batch(1200, 1200, 1200, 1209), None);
+    }
+
+    #[test]
+    fn the_log_start_follows_the_leaders_within_what_is_written() {
+        assert_eq!(log_start_to_follow(0, 500, 300), Some(300));
+        assert_eq!(log_start_to_follow(0, 500, 500), Some(500));
+        assert_eq!(log_start_to_follow(0, 500, 501), None);
+        assert_eq!(log_start_to_follow(300, 500, 300), None);
+        assert_eq!(log_start_to_follow(300, 500, 100), None);
     }
 
     #[test]

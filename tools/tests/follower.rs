@@ -10,7 +10,7 @@ mod common;
 use std::sync::mpsc;
 use std::time::Duration;
 
-use common::{raw, Broker};
+use common::{free_port, raw, Broker};
 use kafka_protocol::messages::metadata_request::MetadataRequestTopic;
 use kafka_protocol::messages::{ApiKey, MetadataRequest, MetadataResponse, TopicName};
 use kafka_protocol::protocol::StrBytes;
@@ -18,6 +18,7 @@ use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, TopicReplication};
 use rdkafka::client::DefaultClientContext;
 use rdkafka::config::ClientConfig;
 use rdkafka::producer::{BaseProducer, BaseRecord, Producer};
+use rdkafka::TopicPartitionList;
 use sluice_engine::batch::{self, BatchIter};
 use sluice_engine::watch::OffsetWatch;
 use sluice_engine::{
@@ -31,6 +32,16 @@ const HANG_GUARD: Duration = Duration::from_secs(90);
 const TOPIC: &str = "replicated";
 /// This process's broker id as a follower.
 const FOLLOWER_ID: i32 = 7;
+
+/// The fetchers' log lines, shown with a failing test's output
+/// (`SLUICE_TEST_LOG=info` for more).
+fn init_logs() {
+    let filter = std::env::var("SLUICE_TEST_LOG").unwrap_or_else(|_| "warn".into());
+    let _ = tracing_subscriber::fmt()
+        .with_env_filter(tracing_subscriber::EnvFilter::new(filter))
+        .with_test_writer()
+        .try_init();
+}
 
 fn test_dir() -> tempfile::TempDir {
     tempfile::tempdir_in(env!("CARGO_TARGET_TMPDIR")).expect("temp dir")
@@ -131,6 +142,8 @@ fn layout(bytes: &[u8]) -> Vec<(i64, i64, i32)> {
 type Progress = Result<(i64, i64, Vec<i64>), String>;
 /// The log's answers to OffsetForLeaderEpoch for epochs 0..=16.
 type Epochs = Vec<Option<(i32, i64)>>;
+/// A log's stored bytes, epoch answers and log start offset.
+type Contents = (Vec<u8>, Epochs, i64);
 
 /// What the test thread asks of the follower's executor.
 enum Command {
@@ -141,8 +154,10 @@ enum Command {
     /// had, then follow again with new fetchers (which must truncate first); answer the
     /// log end after the diverged append.
     Diverge(i32, mpsc::Sender<i64>),
-    /// Stop fetching and close; answer the stored bytes and the epoch answers for 0..=16.
-    Finish(mpsc::Sender<(Vec<u8>, Epochs)>),
+    /// Follow the same leader at this leader epoch (a restarted leader may have a new one).
+    Follow(i32, mpsc::Sender<()>),
+    /// Stop fetching and close; answer the log's contents.
+    Finish(mpsc::Sender<Contents>),
 }
 
 fn epoch_answers(log: &PartitionLog) -> Epochs {
@@ -246,12 +261,23 @@ fn follower(
                         fetchers = Fetchers::new(FOLLOWER_ID, config.clone());
                         fetchers.assign(vec![followed.clone()]);
                     }
+                    Command::Follow(epoch, reply) => {
+                        let f = Followed {
+                            leader_epoch: epoch,
+                            ..followed.clone()
+                        };
+                        fetchers.assign(vec![f]);
+                        let _ = reply.send(());
+                    }
                     Command::Finish(reply) => {
                         fetchers.stop().await;
-                        let bytes = read_all(&log).await;
-                        let epochs = epoch_answers(&log);
+                        let contents = (
+                            read_all(&log).await,
+                            epoch_answers(&log),
+                            log.log_start_offset().0,
+                        );
                         manager.close_all().await.expect("close follower logs");
-                        let _ = reply.send((bytes, epochs));
+                        let _ = reply.send(contents);
                         break;
                     }
                 }
@@ -261,7 +287,7 @@ fn follower(
 }
 
 /// The leader's partition as its files hold it, after the broker stopped.
-fn leader_log(data_dir: std::path::PathBuf) -> (Vec<u8>, Epochs) {
+fn leader_log(data_dir: std::path::PathBuf) -> Contents {
     glommio::LocalExecutorBuilder::new(glommio::Placement::Unbound)
         .spawn(move || async move {
             let tp = TopicPartition::new(TOPIC, 0);
@@ -275,7 +301,11 @@ fn leader_log(data_dir: std::path::PathBuf) -> (Vec<u8>, Epochs) {
             .await
             .expect("leader's logs");
             let log = manager.get(&tp).expect("the leader's partition directory");
-            let out = (read_all(&log).await, epoch_answers(&log));
+            let out = (
+                read_all(&log).await,
+                epoch_answers(&log),
+                log.log_start_offset().0,
+            );
             manager.close_all().await.expect("close");
             out
         })
@@ -294,6 +324,7 @@ fn ask<T>(tx: &mpsc::Sender<Command>, make: impl FnOnce(mpsc::Sender<T>) -> Comm
 
 #[test]
 fn a_follower_copies_the_leaders_log_keeps_up_and_cuts_a_diverged_suffix() {
+    init_logs();
     let broker_dir = test_dir();
     let follower_dir = test_dir();
     let mut b = Broker::start(broker_dir.path());
@@ -327,10 +358,11 @@ fn a_follower_copies_the_leaders_log_keeps_up_and_cuts_a_diverged_suffix() {
     let (end, hw, _) = ask(&tx, |r| Command::WaitFor(6_000, r)).expect("followed again");
     assert_eq!((end, hw), (6_000, 6_000));
 
-    let (copy, copy_epochs) = ask(&tx, Command::Finish);
+    let (copy, copy_epochs, copy_start) = ask(&tx, Command::Finish);
     executor.join().expect("follower executor ends");
     assert_eq!(b.stop().code(), Some(0));
-    let (original, original_epochs) = leader_log(broker_dir.path().to_path_buf());
+    let (original, original_epochs, original_start) = leader_log(broker_dir.path().to_path_buf());
+    assert_eq!((copy_start, original_start), (0, 0));
 
     let layout_copy = layout(&copy);
     assert_eq!(layout_copy.first().map(|l| l.0), Some(0));
@@ -344,6 +376,82 @@ fn a_follower_copies_the_leaders_log_keeps_up_and_cuts_a_diverged_suffix() {
             .map(|l| l.2)
             .collect::<std::collections::BTreeSet<_>>()
     );
+    assert_eq!(
+        layout_copy,
+        layout(&original),
+        "same batches at the same offsets"
+    );
+    assert!(
+        copy == original,
+        "the follower's log is byte-identical to the leader's"
+    );
+    assert_eq!(copy_epochs, original_epochs);
+}
+
+/// A follower whose log ends below the leader's log start (DeleteRecords moved it, inside
+/// a batch) restarts its log there and copies the rest; it rides out a restart of the
+/// leader (reconnecting to the same address) and keeps following.
+#[test]
+fn a_follower_below_the_leaders_start_restarts_there_and_survives_a_leader_restart() {
+    init_logs();
+    let broker_dir = test_dir();
+    let follower_dir = test_dir();
+    let port = free_port();
+    let listen = format!("127.0.0.1:{port}");
+    let mut b = Broker::start_at(broker_dir.path(), &listen, "0-1", &[]);
+    create_topic(&b);
+    produce(&b, "first", 2_000);
+    let admin: AdminClient<DefaultClientContext> = ClientConfig::new()
+        .set("bootstrap.servers", &b.addr)
+        .create()
+        .expect("admin");
+    let mut before = TopicPartitionList::new();
+    before
+        .add_partition_offset(TOPIC, 0, rdkafka::Offset::Offset(1_203))
+        .unwrap();
+    let deleted = futures_executor::block_on(admin.delete_records(&before, &AdminOptions::new()))
+        .expect("delete_records");
+    let low = deleted.elements()[0].offset();
+    assert_eq!(
+        low,
+        rdkafka::Offset::Offset(1_203),
+        "{:?}",
+        deleted.elements()[0].error()
+    );
+    drop(admin);
+
+    let leader = leader_of(&b);
+    let (tx, rx) = mpsc::channel();
+    let executor = follower(follower_dir.path().to_path_buf(), port, leader, rx);
+    let (end, hw, _) = ask(&tx, |r| Command::WaitFor(2_000, r)).expect("caught up");
+    assert_eq!((end, hw), (2_000, 2_000));
+
+    // The leader goes away and comes back on the same address.
+    assert_eq!(b.stop().code(), Some(0));
+    let mut b = Broker::start_at(broker_dir.path(), &listen, "0-1", &[]);
+    let leader_after = leader_of(&b);
+    assert_eq!(leader_after.0, leader.0);
+    ask(&tx, |r| Command::Follow(leader_after.1, r));
+    produce(&b, "second", 1_000);
+    let (end, hw, _) = ask(&tx, |r| Command::WaitFor(3_000, r)).expect("followed after restart");
+    assert_eq!((end, hw), (3_000, 3_000));
+
+    let (copy, copy_epochs, copy_start) = ask(&tx, Command::Finish);
+    executor.join().expect("follower executor ends");
+    assert_eq!(b.stop().code(), Some(0));
+    let (original, original_epochs, original_start) = leader_log(broker_dir.path().to_path_buf());
+    assert_eq!(
+        (copy_start, original_start),
+        (1_203, 1_203),
+        "the follower's log start follows the leader's"
+    );
+    let layout_copy = layout(&copy);
+    let first = layout_copy.first().copied().expect("batches");
+    assert!(
+        first.0 <= 1_203 && first.1 >= 1_203,
+        "the copy starts with the batch holding the leader's log start: {first:?}"
+    );
+    assert_eq!(layout_copy.last().map(|l| l.1), Some(2_999));
     assert_eq!(
         layout_copy,
         layout(&original),

@@ -45,11 +45,17 @@ impl Broker {
 
     /// Starts a broker with one shard per CPU of `cores` (unpinned, so any labels do).
     pub fn start_on_cores(data_dir: &Path, cores: &str, extra: &[&str]) -> Broker {
+        Broker::start_at(data_dir, "127.0.0.1:0", cores, extra)
+    }
+
+    /// Like [`Broker::start_on_cores`], with the Kafka listener on `listen` (a fixed port,
+    /// so a restarted broker is found where it was).
+    pub fn start_at(data_dir: &Path, listen: &str, cores: &str, extra: &[&str]) -> Broker {
         let mut cmd = Command::new(env!("CARGO_BIN_EXE_sluice"));
         cmd.args([
             "serve",
             "--listen",
-            "127.0.0.1:0",
+            listen,
             "--admin-listen",
             "127.0.0.1:0",
             "--cores",
