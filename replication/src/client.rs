@@ -208,6 +208,120 @@ mod tests {
         Bytes::from(out)
     }
 
+    /// A listener on 127.0.0.1 whose one connection gets `answer` (after the request is
+    /// read) and is then held open until the client is done.
+    fn fake_broker(answer: Vec<u8>) -> (u16, std::thread::JoinHandle<()>) {
+        use std::io::{Read, Write};
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let port = listener.local_addr().unwrap().port();
+        let thread = std::thread::spawn(move || {
+            let (mut s, _) = listener.accept().unwrap();
+            let mut size = [0u8; 4];
+            s.read_exact(&mut size).unwrap();
+            let mut request = vec![0u8; i32::from_be_bytes(size) as usize];
+            s.read_exact(&mut request).unwrap();
+            s.write_all(&answer).unwrap();
+            // Hold the connection until the client closes it.
+            let _ = s.read(&mut [0u8; 1]);
+        });
+        (port, thread)
+    }
+
+    fn config(request_timeout_ms: u64) -> ClientConfig {
+        ClientConfig {
+            client_id: "test".into(),
+            connect_timeout_ms: 5_000,
+            request_timeout_ms,
+            frame_bytes_max: 1 << 20,
+        }
+    }
+
+    /// Calls a fake broker that answers `answer`; the call's outcome.
+    fn call_fake(answer: Vec<u8>, request_timeout_ms: u64) -> Result<FetchResponse, ClientError> {
+        let (port, broker) = fake_broker(answer);
+        let result = glommio::LocalExecutorBuilder::new(glommio::Placement::Unbound)
+            .spawn(move || async move {
+                let mut conn = KafkaConn::connect("127.0.0.1", port, config(request_timeout_ms))
+                    .await
+                    .expect("connect");
+                conn.call(&FetchRequest::default(), 12).await
+            })
+            .unwrap()
+            .join()
+            .unwrap();
+        broker.join().unwrap();
+        result
+    }
+
+    fn framed(body: &[u8]) -> Vec<u8> {
+        let mut out = (body.len() as i32).to_be_bytes().to_vec();
+        out.extend_from_slice(body);
+        out
+    }
+
+    #[test]
+    fn a_real_socket_answer_is_decoded() {
+        let body = answer(1, 12, &FetchResponse::default().with_session_id(9));
+        let resp = call_fake(framed(&body), 30_000).expect("answered");
+        assert_eq!(resp.session_id, 9);
+    }
+
+    #[test]
+    fn oversized_negative_and_foreign_answers_are_refused() {
+        let huge = (2_000_000_000i32).to_be_bytes().to_vec();
+        assert!(matches!(
+            call_fake(huge, 30_000),
+            Err(ClientError::TooLarge {
+                size: 2_000_000_000,
+                ..
+            })
+        ));
+        let negative = (-4i32).to_be_bytes().to_vec();
+        assert!(matches!(
+            call_fake(negative, 30_000),
+            Err(ClientError::TooLarge { size: -4, .. })
+        ));
+        let other = answer(42, 12, &FetchResponse::default());
+        assert!(matches!(
+            call_fake(framed(&other), 30_000),
+            Err(ClientError::Correlation {
+                expected: 1,
+                got: 42
+            })
+        ));
+    }
+
+    #[test]
+    fn a_silent_broker_times_out_and_a_closed_port_fails_to_connect() {
+        // Half an answer, then silence: the call gives up at its timeout.
+        let partial = 100i32.to_be_bytes().to_vec();
+        assert!(matches!(
+            call_fake(partial, 200),
+            Err(ClientError::Timeout {
+                what: "request",
+                ms: 200
+            })
+        ));
+        let port = std::net::TcpListener::bind("127.0.0.1:0")
+            .unwrap()
+            .local_addr()
+            .unwrap()
+            .port();
+        let refused = glommio::LocalExecutorBuilder::new(glommio::Placement::Unbound)
+            .spawn(move || async move {
+                KafkaConn::connect("127.0.0.1", port, config(1_000))
+                    .await
+                    .map(|_| ())
+            })
+            .unwrap()
+            .join()
+            .unwrap();
+        assert!(
+            matches!(refused, Err(ClientError::Connect { .. })),
+            "{refused:?}"
+        );
+    }
+
     #[test]
     fn answers_are_checked_for_their_correlation_id() {
         let resp = FetchResponse::default().with_throttle_time_ms(3);
