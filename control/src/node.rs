@@ -13,7 +13,10 @@
 //!
 //! Membership: `AddController` writes the new controller's address into the metadata log
 //! (`RegisterController`) and then proposes it as a voter (ConfChangeV2); `RemoveController`
-//! proposes the removal and then `UnregisterController`. One change at a time (a second is
+//! takes it out of the voters: a controller that is also a registered broker becomes a
+//! learner (it still receives the log, so its broker's image stays current, but counts for
+//! no quorum and never campaigns), any other leaves the configuration and its address is
+//! dropped (`UnregisterController`). One change at a time (a second is
 //! refused with `MembershipBusy` until the first is applied); the last voter, an unknown
 //! id, a duplicate voter or address are refused. Every node's raft peers are its
 //! configured quorum plus the controllers its image names, re-read whenever the image
@@ -761,11 +764,25 @@ async fn remove_controller(state: &Rc<NodeState>, id: NodeId) -> Reply {
             tracing::info!(controller = id.0, answer = ?refusal, "remove controller refused");
             return refusal;
         }
-        let record = Record::UnregisterController { controller: id };
-        if let Err(e) = c.propose_remove_node(id).and_then(|()| c.propose(&record)) {
+        // A controller that is also a registered broker stays a learner: its broker keeps
+        // following the metadata log (its image comes from its own controller).
+        let also_broker = i32::try_from(id.0)
+            .ok()
+            .is_some_and(|b| c.image().broker(BrokerId(b)).is_some());
+        let proposed = if also_broker {
+            c.propose_add_learner(id)
+        } else {
+            let record = Record::UnregisterController { controller: id };
+            c.propose_remove_node(id).and_then(|()| c.propose(&record))
+        };
+        if let Err(e) = proposed {
             return controller_error(e);
         }
-        tracing::info!(controller = id.0, "removing controller");
+        tracing::info!(
+            controller = id.0,
+            learner = also_broker,
+            "removing controller from the voters"
+        );
     }
     wait_membership(state, |c| !c.voters().contains(&id)).await
 }

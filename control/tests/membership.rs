@@ -237,3 +237,48 @@ fn one_membership_change_at_a_time() -> TestResult {
     assert!(!n.membership_change_pending(), "seed {seed}");
     Ok(())
 }
+
+#[test]
+fn a_leader_demoted_to_learner_hands_over_and_keeps_following_the_log() -> TestResult {
+    for seed in SEEDS {
+        let dir = tempfile::tempdir()?;
+        let mut c = SimCluster::new(dir.path(), 3, seed)?;
+        commit(&mut c, 1, &nodes(&[1, 2, 3]))?;
+        let old = c.elect()?.ok_or(format!("seed {seed}: no leader"))?;
+        c.net.set_drop_per_mille(LOSS_PER_MILLE);
+        let left: Vec<NodeId> = nodes(&[1, 2, 3])
+            .into_iter()
+            .filter(|n| *n != old)
+            .collect();
+        change_membership(
+            &mut c,
+            &left,
+            |n| n.propose_add_learner(old),
+            voters_are(left.clone()),
+        )?;
+        let handed_over = c.run_until(|c| c.leader().is_some_and(|l| l != old))?;
+        assert!(
+            handed_over,
+            "seed {seed}: no new leader after demoting {old}"
+        );
+        // The learner still receives what the new quorum commits.
+        commit(&mut c, 2, &nodes(&[1, 2, 3]))?;
+        let learner = c.node(old).ok_or("gone")?;
+        assert!(!learner.is_leader(), "seed {seed}");
+        assert!(learner.learners().contains(&old), "seed {seed}");
+        // ...and does not count: with the other voter cut off nothing commits.
+        c.net.heal();
+        let new = c.leader().ok_or("no leader")?;
+        let other = *left.iter().find(|n| **n != new).ok_or("none")?;
+        c.net.isolate(other);
+        c.node_mut(new).ok_or("gone")?.propose(&register(3))?;
+        for _ in 0..50 {
+            c.tick()?;
+        }
+        assert!(
+            !has_broker(&c, new, 3),
+            "seed {seed}: a learner made a quorum"
+        );
+    }
+    Ok(())
+}

@@ -1,6 +1,9 @@
 //! The admin HTTP endpoint: `GET /metrics` (Prometheus text), `GET /health`,
 //! `GET /cluster` (this node's view of the cluster as JSON, for `sluice cluster status`),
 //! `POST /cluster/elect-leaders` (preferred-leader election through the active controller),
+//! `POST /cluster/controllers/add?id=N&address=HOST:PORT` and
+//! `POST /cluster/controllers/remove?id=N` (controller membership changes, answered once
+//! applied by the active controller),
 //! `GET /placement` (the partition → core map with traffic, JSON) and
 //! `POST /partition/move?topic=T&partition=P&core=N` (a live move; answers when done).
 //! Control plane, on its own thread with blocking I/O; one request per connection,
@@ -72,6 +75,11 @@ fn serve(mut s: TcpStream) -> std::io::Result<()> {
                 "no broker running\n".to_string(),
             ),
         },
+        ("POST", "/cluster/controllers/add") => change_controllers(query, true),
+        ("POST", "/cluster/controllers/remove") => change_controllers(query, false),
+        (_, "/cluster/controllers/add" | "/cluster/controllers/remove") => {
+            ("405 Method Not Allowed", TEXT, "use POST\n".to_string())
+        }
         ("GET", "/placement") => placement(),
         ("POST", "/partition/move") => partition_move(query),
         (_, "/partition/move") => ("405 Method Not Allowed", TEXT, "use POST\n".to_string()),
@@ -147,6 +155,77 @@ fn partition_move(query: &str) -> Answer {
     }
 }
 
+/// The value of `key` in a query string, or an error naming it.
+fn query_arg(query: &str, key: &str) -> Result<String, String> {
+    query
+        .split('&')
+        .filter_map(|kv| kv.split_once('='))
+        .find(|(k, _)| *k == key)
+        .map(|(_, v)| v.to_string())
+        .ok_or_else(|| format!("missing query parameter {key}"))
+}
+
+/// `id=N` (a controller id, at least 1) and, when adding, `address=HOST:PORT`.
+fn controller_args(query: &str, add: bool) -> Result<sluice_control::rpc::Request, String> {
+    use sluice_control::rpc::Request;
+    let id: u64 = query_arg(query, "id")?
+        .parse()
+        .ok()
+        .filter(|id| *id >= 1)
+        .ok_or_else(|| "id: not a controller id (an integer, at least 1)".to_string())?;
+    let id = sluice_control::NodeId(id);
+    if !add {
+        return Ok(Request::RemoveController { id });
+    }
+    let address = query_arg(query, "address")?;
+    let (host, port) = address
+        .rsplit_once(':')
+        .ok_or_else(|| format!("address: {address:?} is not HOST:PORT"))?;
+    let port: u16 = port
+        .parse()
+        .ok()
+        .filter(|p| *p != 0)
+        .ok_or_else(|| format!("address: {port:?} is not a port (1-65535)"))?;
+    let host = host.trim_start_matches('[').trim_end_matches(']');
+    if host.is_empty() {
+        return Err(format!("address: {address:?} has no host"));
+    }
+    Ok(Request::AddController {
+        id,
+        host: host.to_string(),
+        port,
+    })
+}
+
+fn change_controllers(query: &str, add: bool) -> Answer {
+    let req = match controller_args(query, add) {
+        Ok(r) => r,
+        Err(e) => {
+            tracing::info!(error = %e, "bad controller membership request");
+            return ("400 Bad Request", JSON, json_message("error", &e));
+        }
+    };
+    let Some(view) = crate::cluster::current() else {
+        return (
+            "503 Service Unavailable",
+            TEXT,
+            "no node running\n".to_string(),
+        );
+    };
+    use crate::cluster::MembershipError;
+    match crate::cluster::change_controllers_blocking(&view, &req) {
+        Ok(body) => ("200 OK", JSON, body + "\n"),
+        Err(MembershipError::Invalid(e)) => {
+            tracing::info!(error = %e, "controller membership change refused");
+            ("409 Conflict", JSON, json_message("error", &e))
+        }
+        Err(MembershipError::Unavailable(e)) => {
+            tracing::warn!(error = %e, "controller membership change not done");
+            ("503 Service Unavailable", JSON, json_message("error", &e))
+        }
+    }
+}
+
 fn json_message(key: &str, message: &str) -> String {
     let mut map = serde_json::Map::new();
     map.insert(key.into(), serde_json::Value::String(message.into()));
@@ -156,6 +235,47 @@ fn json_message(key: &str, message: &str) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn controller_arguments_are_checked() {
+        use sluice_control::rpc::Request;
+        use sluice_control::NodeId;
+        assert_eq!(
+            controller_args("id=4&address=10.0.0.4:9093", true),
+            Ok(Request::AddController {
+                id: NodeId(4),
+                host: "10.0.0.4".into(),
+                port: 9093
+            })
+        );
+        assert_eq!(
+            controller_args("id=2", false),
+            Ok(Request::RemoveController { id: NodeId(2) })
+        );
+        assert_eq!(
+            controller_args("address=a:1", true).unwrap_err(),
+            "missing query parameter id"
+        );
+        assert!(controller_args("id=0", false)
+            .unwrap_err()
+            .starts_with("id:"));
+        assert!(controller_args("id=x", false)
+            .unwrap_err()
+            .starts_with("id:"));
+        assert_eq!(
+            controller_args("id=4", true).unwrap_err(),
+            "missing query parameter address"
+        );
+        for bad in ["h", "h:0", "h:70000", ":9093"] {
+            let q = format!("id=4&address={bad}");
+            assert!(
+                controller_args(&q, true)
+                    .unwrap_err()
+                    .starts_with("address:"),
+                "{bad}"
+            );
+        }
+    }
 
     #[test]
     fn move_arguments_are_checked() {

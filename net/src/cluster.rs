@@ -43,15 +43,20 @@ pub enum BrokerState {
 #[derive(Debug)]
 pub struct ClusterView {
     pub node_id: i32,
-    /// Every controller and its quorum address.
-    pub controllers: Vec<(NodeId, SocketAddr)>,
+    /// The controllers configured at start (`controller_quorum`).
+    configured: Vec<(NodeId, SocketAddr)>,
+    /// Every controller and its quorum address: the configured ones, overridden and
+    /// extended by those the image names (added by membership changes); replaced whole
+    /// when an image moves it.
+    controllers: Mutex<Vec<(NodeId, SocketAddr)>>,
     image: RwLock<Arc<MetadataImage>>,
     version: AtomicU64,
     quorum: Mutex<QuorumStatus>,
     broker: Mutex<BrokerState>,
     /// Index into `controllers` of the one to ask next.
     target: AtomicU64,
-    catalog: Arc<Catalog>,
+    /// `None` on a controller-only node: it opens no logs, so nothing follows the image.
+    catalog: Option<Arc<Catalog>>,
     log_work: Mutex<Vec<TopicChange>>,
     /// Topics of a data dir from before the quorum (and internal topics this broker
     /// created), still to be put into the metadata log.
@@ -88,18 +93,24 @@ impl ClusterView {
     pub fn new(
         node_id: i32,
         controllers: Vec<(NodeId, SocketAddr)>,
-        catalog: Arc<Catalog>,
+        catalog: Option<Arc<Catalog>>,
         required: &[&str],
     ) -> Arc<ClusterView> {
-        let from_log = catalog.from_metadata_log();
-        let legacy: Vec<TopicMeta> = catalog
-            .list()
-            .into_iter()
-            .filter(|t| !from_log || required.contains(&t.name.as_str()))
-            .collect();
+        let legacy: Vec<TopicMeta> = match &catalog {
+            Some(catalog) => {
+                let from_log = catalog.from_metadata_log();
+                catalog
+                    .list()
+                    .into_iter()
+                    .filter(|t| !from_log || required.contains(&t.name.as_str()))
+                    .collect()
+            }
+            None => Vec::new(),
+        };
         let view = Arc::new(ClusterView {
             node_id,
-            controllers,
+            configured: controllers.clone(),
+            controllers: Mutex::new(controllers),
             image: RwLock::new(Arc::new(MetadataImage::empty())),
             version: AtomicU64::new(0),
             quorum: Mutex::new(QuorumStatus::default()),
@@ -161,12 +172,38 @@ impl ClusterView {
         if !self.importing() {
             self.sync_catalog(&image);
         }
+        self.learn_controllers(&image);
         let offset = image.offset().0;
         *self.image.write().unwrap_or_else(|p| p.into_inner()) = image;
         self.version.store(offset, Ordering::Release);
     }
 
+    /// Every controller this node can reach (configured, then from the image).
+    pub fn controllers(&self) -> Vec<(NodeId, SocketAddr)> {
+        lock(&self.controllers).clone()
+    }
+
+    /// The address book follows the image's controller records: a controller added by a
+    /// membership change becomes reachable, one re-pointed moves.
+    fn learn_controllers(&self, image: &MetadataImage) {
+        let mut book: BTreeMap<NodeId, SocketAddr> = self.configured.iter().copied().collect();
+        for (id, host, port) in image.controllers() {
+            if let Some(addr) = sluice_control::node::resolve(host, port) {
+                book.insert(id, addr);
+            }
+        }
+        let book: Vec<(NodeId, SocketAddr)> = book.into_iter().collect();
+        let mut current = lock(&self.controllers);
+        if *current != book {
+            tracing::info!(controllers = ?book, "controller addresses");
+            *current = book;
+        }
+    }
+
     fn sync_catalog(&self, image: &MetadataImage) {
+        let Some(catalog) = &self.catalog else {
+            return;
+        };
         let topics = image
             .topics()
             .map(|t| TopicMeta {
@@ -179,7 +216,7 @@ impl ClusterView {
                     .unwrap_or_default(),
             })
             .collect();
-        match self.catalog.sync_from(topics) {
+        match catalog.sync_from(topics) {
             Ok(changes) if !changes.is_empty() => {
                 let mut work = lock(&self.log_work);
                 if work.len() + changes.len() > LOG_WORK_MAX {
@@ -200,17 +237,24 @@ impl ClusterView {
 
     /// The controller to ask next.
     pub fn controller_addr(&self) -> SocketAddr {
-        let n = self.controllers.len().max(1) as u64;
+        let controllers = lock(&self.controllers);
+        let n = controllers.len().max(1) as u64;
         let i = (self.target.load(Ordering::Relaxed) % n) as usize;
-        self.controllers
+        controllers
             .get(i)
             .map(|(_, a)| *a)
             .unwrap_or_else(|| SocketAddr::from(([127, 0, 0, 1], 0)))
     }
 
+    /// How many controllers this node knows.
+    pub fn controller_count(&self) -> usize {
+        lock(&self.controllers).len()
+    }
+
     /// Asks `leader` next (if it is a known controller).
     pub fn point_at(&self, leader: NodeId) {
-        if let Some(i) = self.controllers.iter().position(|(id, _)| *id == leader) {
+        let controllers = lock(&self.controllers);
+        if let Some(i) = controllers.iter().position(|(id, _)| *id == leader) {
             self.target.store(i as u64, Ordering::Relaxed);
         }
     }
@@ -329,7 +373,7 @@ pub async fn ask_controller(
             ));
         }
         match rpc::call(view.controller_addr(), req, left).await {
-            Ok(Reply::NotLeader { leader: Some(l) }) if view.controllers.len() > 1 => {
+            Ok(Reply::NotLeader { leader: Some(l) }) if view.controller_count() > 1 => {
                 view.point_at(l);
                 glommio::timer::sleep(Duration::from_millis(5)).await;
             }
@@ -446,7 +490,7 @@ fn node_config(args: &ControlArgs) -> sluice_control::node::NodeConfig {
     sluice_control::node::NodeConfig {
         id: NodeId(args.config.node_id as u64),
         dir: args.config.data_dir.join(METADATA_DIR),
-        quorum: args.view.controllers.clone(),
+        quorum: args.view.configured.clone(),
         tick_ms: c.controller_tick_ms.max(1),
         broker: sluice_control::BrokerControlConfig {
             session_timeout_ms: c.broker_session_timeout_ms,
@@ -508,7 +552,7 @@ async fn broker_agent(view: Arc<ClusterView>, config: Arc<ServerConfig>, stop: A
             }
             Ok(Reply::NotLeader { leader }) => {
                 match leader {
-                    Some(l) if view.controllers.len() > 1 => view.point_at(l),
+                    Some(l) if view.controller_count() > 1 => view.point_at(l),
                     _ => view.rotate(),
                 }
                 glommio::timer::sleep(RETRY_PAUSE).await;
@@ -586,8 +630,8 @@ async fn import_legacy_topics(view: &Arc<ClusterView>, config: &ServerConfig) {
             let image = view.image();
             if view
                 .catalog
-                .list()
                 .iter()
+                .flat_map(|c| c.list())
                 .all(|t| image.topic_by_name(&t.name).is_some())
             {
                 break;
@@ -674,6 +718,11 @@ pub fn status_json(view: &ClusterView) -> String {
             "applied_index": q.applied_index,
             "voters": q.voters.iter().map(|v| v.0).collect::<Vec<_>>(),
             "seen_by": q.node,
+            "addresses": view
+                .controllers()
+                .iter()
+                .map(|(id, a)| (id.0.to_string(), a.to_string()))
+                .collect::<BTreeMap<_, _>>(),
         },
         "metadata_offset": image.offset().0,
         "brokers": brokers,
@@ -694,6 +743,81 @@ fn not_preferred(image: &MetadataImage) -> usize {
         .count()
 }
 
+/// Sends `req` to the active controller from a blocking thread (the admin endpoint),
+/// following `NotLeader` answers and trying the next controller when one does not answer,
+/// until an answer or `CONTROLLER_REQUEST_TIMEOUT`.
+fn ask_controller_blocking(view: &ClusterView, req: &Request) -> Result<Reply, String> {
+    let deadline = Instant::now() + CONTROLLER_REQUEST_TIMEOUT;
+    loop {
+        let left = deadline.saturating_duration_since(Instant::now());
+        if left.is_zero() {
+            return Err("no active controller answered in time".into());
+        }
+        match rpc::call_blocking(view.controller_addr(), req, left) {
+            Ok(Reply::NotLeader { leader: Some(l) }) if view.controller_count() > 1 => {
+                view.point_at(l);
+                std::thread::sleep(Duration::from_millis(5));
+            }
+            Ok(Reply::NotLeader { .. }) | Err(_) => {
+                view.rotate();
+                std::thread::sleep(RETRY_PAUSE);
+            }
+            Ok(reply) => return Ok(reply),
+        }
+    }
+}
+
+/// Why a membership change through the admin endpoint failed.
+#[derive(Debug)]
+pub enum MembershipError {
+    /// Can never apply as asked (duplicate, unknown, last voter, bad argument).
+    Invalid(String),
+    /// Another change is under way, or no controller answered in time: retry.
+    Unavailable(String),
+}
+
+/// `/cluster/controllers/add` and `/remove` on the admin endpoint (a blocking thread):
+/// asks the active controller for the change, answered once it is applied there; the
+/// answer (JSON) names the voters this node then sees.
+pub fn change_controllers_blocking(
+    view: &ClusterView,
+    req: &Request,
+) -> Result<String, MembershipError> {
+    match ask_controller_blocking(view, req).map_err(MembershipError::Unavailable)? {
+        Reply::Done { offset } => {
+            let deadline = Instant::now() + CONTROLLER_REQUEST_TIMEOUT;
+            let quorum = loop {
+                // Heartbeats and the controller's own publication refresh the quorum.
+                match rpc::call_blocking(view.controller_addr(), &Request::Status, RETRY_PAUSE * 20)
+                {
+                    Ok(Reply::Status(q)) => break Some(q),
+                    _ if Instant::now() >= deadline => break None,
+                    _ => {
+                        view.rotate();
+                        std::thread::sleep(RETRY_PAUSE);
+                    }
+                }
+            };
+            let voters: Vec<u64> = quorum
+                .map(|q| q.voters.iter().map(|v| v.0).collect())
+                .unwrap_or_default();
+            Ok(serde_json::json!({
+                "metadata_offset": offset.0,
+                "voters": voters,
+            })
+            .to_string())
+        }
+        Reply::Error {
+            kind: ErrorKind::InvalidMembership,
+            message,
+        } => Err(MembershipError::Invalid(message)),
+        Reply::Error { message, .. } => Err(MembershipError::Unavailable(message)),
+        other => Err(MembershipError::Unavailable(format!(
+            "unexpected controller answer {other:?}"
+        ))),
+    }
+}
+
 /// `/cluster/elect-leaders` on the admin endpoint (a blocking thread): asks the active
 /// controller to move leadership to preferred replicas, waits until this node's image has
 /// the result, and says how many partitions were off their preferred leader before and
@@ -711,7 +835,7 @@ pub fn elect_leaders_blocking(view: &ClusterView) -> Result<String, String> {
             CONTROLLER_REQUEST_TIMEOUT,
         ) {
             Ok(Reply::Done { offset }) => break offset.0,
-            Ok(Reply::NotLeader { leader: Some(l) }) if view.controllers.len() > 1 => {
+            Ok(Reply::NotLeader { leader: Some(l) }) if view.controller_count() > 1 => {
                 view.point_at(l)
             }
             Ok(Reply::Error { message, .. }) => return Err(message),

@@ -44,10 +44,12 @@ pub enum ServerError {
     Runtime(String),
 }
 
-/// A running broker.
+/// A running node: a broker's shards (and its control thread), or only the controller.
 #[derive(Debug)]
 pub struct Server {
     local_addr: SocketAddr,
+    /// False on a controller-only node: no Kafka listener, `local_addr` is its quorum port.
+    serves_kafka: bool,
     stop: Arc<AtomicBool>,
     handles: Vec<ExecutorJoinHandle<Result<(), String>>>,
 }
@@ -100,8 +102,12 @@ fn bind_listeners(addr: SocketAddr, count: usize) -> Result<(SocketAddr, Vec<Raw
     Ok((bound, fds))
 }
 
-/// Starts every shard and returns once all of them are accepting.
+/// Starts every shard and returns once all of them are accepting. A node without the
+/// broker role starts only its controller (`start_controller_only`).
 pub fn start(mut config: ServerConfig) -> Result<Server, ServerError> {
+    if !config.cluster.roles.broker {
+        return start_controller_only(config);
+    }
     let count = config.cores.len().max(1);
     let catalog = Arc::new(Catalog::open(
         &config.data_dir,
@@ -120,7 +126,7 @@ pub fn start(mut config: ServerConfig) -> Result<Server, ServerError> {
     let view = ClusterView::new(
         config.node_id,
         controllers,
-        catalog.clone(),
+        Some(catalog.clone()),
         &[groups::OFFSETS_TOPIC],
     );
     let (local_addr, fds) = bind_listeners(config.listen, count)?;
@@ -201,6 +207,7 @@ pub fn start(mut config: ServerConfig) -> Result<Server, ServerError> {
     drop(ready_tx);
     let server = Server {
         local_addr,
+        serves_kafka: true,
         stop,
         handles,
     };
@@ -235,6 +242,45 @@ pub fn start(mut config: ServerConfig) -> Result<Server, ServerError> {
     Ok(server)
 }
 
+/// A controller-only node: the control thread with the quorum member, nothing else — no
+/// shards, no Kafka listener, no topic catalog, no partition logs (its data dir holds
+/// only `__cluster_metadata/`). The admin endpoint (started by the caller) still serves
+/// /metrics, /health and /cluster.
+fn start_controller_only(config: ServerConfig) -> Result<Server, ServerError> {
+    let (controllers, quorum_fd) = bind_quorum(&config)?;
+    let Some(fd) = quorum_fd else {
+        return Err(ServerError::Runtime(
+            "a node must have the broker role, the controller role or both".into(),
+        ));
+    };
+    // SAFETY: `fd` was just bound by `bind_quorum`; only its address is read here.
+    let quorum_addr = unsafe { std::os::fd::BorrowedFd::borrow_raw(fd) };
+    let local_addr = socket2::SockRef::from(&quorum_addr)
+        .local_addr()
+        .ok()
+        .and_then(|a| a.as_socket())
+        .unwrap_or_else(|| SocketAddr::from(([0, 0, 0, 0], 0)));
+    let view = ClusterView::new(config.node_id, controllers, None, &[]);
+    let stop = Arc::new(AtomicBool::new(false));
+    let control = ControlArgs {
+        view,
+        config: Arc::new(config),
+        listener: Some(fd),
+        stop: stop.clone(),
+    };
+    let handle = LocalExecutorBuilder::new(Placement::Unbound)
+        .name("control")
+        .spawn(move || crate::cluster::control_main(control))
+        .map_err(|e| ServerError::Runtime(runtime_hint(&e.to_string())))?;
+    tracing::info!(quorum = %local_addr, "controller-only node: no Kafka listener, no shards");
+    Ok(Server {
+        local_addr,
+        serves_kafka: false,
+        stop,
+        handles: vec![handle],
+    })
+}
+
 /// A node that is its whole cluster leads every offsets partition: start-up waits (a
 /// bounded time) until the group coordinator has loaded them, so the first group request
 /// finds its group instead of COORDINATOR_LOAD_IN_PROGRESS.
@@ -255,7 +301,7 @@ fn wait_coordinator_loaded(groups: &Groups) {
 
 fn single_node(config: &ServerConfig, view: &ClusterView) -> bool {
     let roles = config.cluster.roles;
-    roles.controller && roles.broker && view.controllers.len() == 1
+    roles.controller && roles.broker && view.controller_count() == 1
 }
 
 /// How long a quorum of one may take to elect itself, register its broker and import a
@@ -353,9 +399,15 @@ impl Server {
         StopHandle(self.stop.clone())
     }
 
-    /// The address the listeners are bound to (the real port when `:0` was asked for).
+    /// The address the Kafka listeners are bound to (the real port when `:0` was asked
+    /// for); on a controller-only node, its quorum listener.
     pub fn local_addr(&self) -> SocketAddr {
         self.local_addr
+    }
+
+    /// Whether this node serves Kafka clients (has the broker role).
+    pub fn serves_kafka(&self) -> bool {
+        self.serves_kafka
     }
 
     /// Asks every shard to stop accepting, finish in-flight requests and close its logs.

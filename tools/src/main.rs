@@ -154,13 +154,23 @@ fn serve(args: ServeArgs) -> Result<()> {
         signal_hook::consts::SIGINT,
     ])
     .context("installing signal handlers")?;
-    // The first line on stdout says where the broker listens (tests and scripts read it).
-    println!(
-        "sluice listening on {} (admin {}, {shards} shards, data {})",
-        server.local_addr(),
-        admin,
-        data_dir.display()
-    );
+    // The first line on stdout says where the broker listens (tests and scripts read it);
+    // a controller-only node has no Kafka listener and names its quorum address instead.
+    if server.serves_kafka() {
+        println!(
+            "sluice listening on {} (admin {}, {shards} shards, data {})",
+            server.local_addr(),
+            admin,
+            data_dir.display()
+        );
+    } else {
+        println!(
+            "sluice controller on {} (admin {}, no Kafka listener, data {})",
+            server.local_addr(),
+            admin,
+            data_dir.display()
+        );
+    }
     let _ = std::io::stdout().flush();
     let handle = signals.handle();
     let stopper = std::thread::spawn({

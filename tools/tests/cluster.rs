@@ -597,12 +597,21 @@ fn roles_a_broker_only_node_follows_and_a_controller_only_node_leads_nothing() {
             "{p:?}"
         );
     }
-    assert_eq!(create_topic_raw(&controller_only.addr, "roles", 1, 1), 36);
+    assert_eq!(create_topic_raw(&both.addr, "roles", 1, 1), 36);
+    // The controller-only node serves no Kafka clients: its first line names its quorum
+    // address, and nothing but the metadata log is in its data dir.
+    assert_eq!(controller_only.addr, quorum.split(',').nth(1).unwrap()[2..]);
+    let entries: Vec<_> = std::fs::read_dir(root.join("node3"))
+        .unwrap()
+        .filter_map(|e| e.ok().map(|e| e.file_name()))
+        .collect();
+    assert_eq!(entries, ["__cluster_metadata"], "controller-only data dir");
 
-    // Partitions added, configs changed and the topic deleted through the controller-only
-    // node reach the other nodes' images.
+    // Partitions added, configs changed and the topic deleted through the node that is
+    // broker and controller reach the broker-only node's image (the quorum leader is
+    // node 1 or 3, so the change may be forwarded to the controller-only node).
     let admin: AdminClient<DefaultClientContext> = ClientConfig::new()
-        .set("bootstrap.servers", &controller_only.addr)
+        .set("bootstrap.servers", &both.addr)
         .create()
         .expect("admin");
     let opts = AdminOptions::new().operation_timeout(Some(Duration::from_secs(30)));

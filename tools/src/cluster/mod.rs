@@ -1,7 +1,8 @@
-//! `sluice cluster`: the cluster as one broker's admin endpoint sees it (`GET /cluster`),
-//! and preferred-leader election through the active controller
-//! (`POST /cluster/elect-leaders`). Any broker answers; its view comes from its metadata
-//! image and its last exchange with the controller quorum.
+//! `sluice cluster`: the cluster as one node's admin endpoint sees it (`GET /cluster`),
+//! preferred-leader election through the active controller (`POST /cluster/elect-leaders`)
+//! and controller membership changes (`POST /cluster/controllers/add`, `/remove`). Any
+//! node answers; its view comes from its metadata image and its last exchange with the
+//! controller quorum.
 
 use std::io::{Read, Write};
 use std::net::{TcpStream, ToSocketAddrs};
@@ -40,6 +41,27 @@ enum ClusterCommand {
         #[arg(long, default_value = "127.0.0.1:9644", value_name = "HOST:PORT")]
         admin: String,
     },
+    /// Add a controller to the quorum as a voter: `ID@HOST:PORT`, its quorum address. Start
+    /// it first (`--roles controller` or `broker,controller`, with a `--controller-quorum`
+    /// that lists it); it waits as a non-voter until this applies.
+    AddController {
+        /// The new controller: `ID@HOST:PORT`.
+        #[arg(value_name = "ID@HOST:PORT")]
+        controller: String,
+        /// Admin endpoint of any node.
+        #[arg(long, default_value = "127.0.0.1:9644", value_name = "HOST:PORT")]
+        admin: String,
+    },
+    /// Remove a controller from the quorum's voters (the active one included: it hands
+    /// leadership to another voter). Stop the removed node afterwards.
+    RemoveController {
+        /// The controller's id.
+        #[arg(value_name = "ID")]
+        id: u64,
+        /// Admin endpoint of any node.
+        #[arg(long, default_value = "127.0.0.1:9644", value_name = "HOST:PORT")]
+        admin: String,
+    },
     /// The partition → core map of one broker, with per-core partitions, bytes in and out
     /// and request rates (its admin endpoint's GET /placement).
     Placement(crate::placement::PlacementArgs),
@@ -58,6 +80,17 @@ pub fn main(args: ClusterArgs) -> Result<()> {
             print!("{}", render_status(&v));
             Ok(())
         }
+        ClusterCommand::AddController { controller, admin } => {
+            let (id, address) = parse_controller(&controller)?;
+            let path = format!("/cluster/controllers/add?id={id}&address={address}");
+            let body = request(&admin, "POST", &path)?;
+            print_membership(&format!("controller {id} ({address}) added"), &body)
+        }
+        ClusterCommand::RemoveController { id, admin } => {
+            let path = format!("/cluster/controllers/remove?id={id}");
+            let body = request(&admin, "POST", &path)?;
+            print_membership(&format!("controller {id} removed"), &body)
+        }
         ClusterCommand::ElectLeaders { admin } => {
             let body = request(&admin, "POST", "/cluster/elect-leaders")?;
             let v: Value = serde_json::from_str(&body).context("the elect-leaders answer")?;
@@ -68,6 +101,39 @@ pub fn main(args: ClusterArgs) -> Result<()> {
             Ok(())
         }
     }
+}
+
+/// `ID@HOST:PORT` as the id and `HOST:PORT` (checked, so the request names the
+/// mistake before anything is sent).
+fn parse_controller(s: &str) -> Result<(u64, String)> {
+    let (id, address) = s
+        .split_once('@')
+        .ok_or_else(|| anyhow!("{s:?} is not ID@HOST:PORT"))?;
+    let id: u64 =
+        id.parse().ok().filter(|id| *id >= 1).ok_or_else(|| {
+            anyhow!("{s:?}: controller id {id:?} is not an integer of at least 1")
+        })?;
+    let (host, port) = address
+        .rsplit_once(':')
+        .ok_or_else(|| anyhow!("{s:?}: {address:?} is not HOST:PORT"))?;
+    if host.is_empty() || host.contains(['&', '?', ' ', '#']) {
+        bail!("{s:?}: bad host {host:?}");
+    }
+    port.parse::<u16>()
+        .ok()
+        .filter(|p| *p != 0)
+        .ok_or_else(|| anyhow!("{s:?}: {port:?} is not a port (1-65535)"))?;
+    Ok((id, address.to_string()))
+}
+
+fn print_membership(what: &str, body: &str) -> Result<()> {
+    let v: Value = serde_json::from_str(body).context("the membership answer")?;
+    println!(
+        "{what}; voters now {} (metadata offset {})",
+        list(&v["voters"]),
+        v["metadata_offset"]
+    );
+    Ok(())
 }
 
 /// One HTTP/1.1 request to the admin endpoint; the body of a 200 answer.
@@ -124,6 +190,13 @@ pub fn render_status(v: &Value) -> String {
         list(&c["voters"]),
         v["node_id"]
     );
+    if let Some(addresses) = c["addresses"].as_object().filter(|a| !a.is_empty()) {
+        let known: Vec<String> = addresses
+            .iter()
+            .map(|(id, a)| format!("{id}={}", a.as_str().unwrap_or("?")))
+            .collect();
+        out.push_str(&format!("controller addresses: {}\n", known.join(" ")));
+    }
     out.push_str(&format!(
         "metadata offset {}, {} topics, {} partitions\n\nbrokers:\n",
         v["metadata_offset"], v["topics"], v["partitions"]
@@ -168,9 +241,20 @@ mod tests {
     use super::*;
 
     #[test]
+    fn controller_arguments_are_checked() {
+        assert_eq!(
+            parse_controller("4@10.0.0.4:9093").unwrap(),
+            (4, "10.0.0.4:9093".to_string())
+        );
+        for bad in ["4", "x@h:1", "0@h:1", "4@h", "4@h:0", "4@:9093", "4@h&x:1"] {
+            assert!(parse_controller(bad).is_err(), "{bad}");
+        }
+    }
+
+    #[test]
     fn status_renders_every_part() {
         let v: Value = serde_json::from_str(
-            r#"{"node_id":2,"broker_state":"active","controller":{"leader":1,"term":4,"commit_index":57,"applied_index":57,"voters":[1,2,3],"seen_by":2},
+            r#"{"node_id":2,"broker_state":"active","controller":{"leader":1,"term":4,"commit_index":57,"applied_index":57,"voters":[1,2,3],"seen_by":2,"addresses":{"1":"h1:9093","4":"h4:9093"}},
             "metadata_offset":57,"brokers":[{"id":1,"epoch":3,"rack":"r1","fenced":false,"host":"h1","port":9092},{"id":3,"epoch":9,"rack":null,"fenced":true,"host":"h3","port":9094}],
             "topics":1,"partitions":2,"leaders_per_broker":{"1":2},"under_replicated":["t-0"],"offline":[]}"#,
         )
@@ -181,6 +265,10 @@ mod tests {
             "{text}"
         );
         assert!(text.contains("voters 1 2 3"), "{text}");
+        assert!(
+            text.contains("controller addresses: 1=h1:9093 4=h4:9093"),
+            "{text}"
+        );
         assert!(text.contains("r1"), "{text}");
         assert!(
             text.lines()

@@ -1,0 +1,261 @@
+//! Controller membership with real `sluice serve` processes on 127.0.0.1: three nodes
+//! (broker and controller each) grow to four controllers with a controller-only node
+//! that joins as a non-voter and is added with `sluice cluster add-controller`, then
+//! shrink back to three by removing the active controller with `sluice cluster
+//! remove-controller` (it hands leadership over). Metadata stays intact on every broker
+//! throughout; brokers learn the new controller's address; refusals name their reason; the
+//! controller-only node has no Kafka listener and no partition logs. Waits are on observed
+//! state with a hang guard only; the durations printed are figures, never checked.
+
+mod common;
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
+
+use common::{free_port, Broker};
+use futures_executor::block_on;
+use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, TopicReplication};
+use rdkafka::client::DefaultClientContext;
+use rdkafka::config::ClientConfig;
+use rdkafka::consumer::{BaseConsumer, Consumer};
+
+/// A guard against hangs only.
+const HANG_GUARD: Duration = Duration::from_secs(60);
+
+fn wait<T>(what: &str, mut f: impl FnMut() -> Option<T>) -> T {
+    let deadline = Instant::now() + HANG_GUARD;
+    loop {
+        if let Some(v) = f() {
+            return v;
+        }
+        assert!(Instant::now() < deadline, "timed out waiting for {what}");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+fn status(node: &Broker) -> Option<serde_json::Value> {
+    serde_json::from_str(&node.admin_get("/cluster").ok()?).ok()
+}
+
+fn voters(s: &serde_json::Value) -> Vec<u64> {
+    s["controller"]["voters"]
+        .as_array()
+        .map(|a| a.iter().filter_map(|v| v.as_u64()).collect())
+        .unwrap_or_default()
+}
+
+/// Each partition of `topic` as the broker at `addr` reports it: replicas (sorted).
+fn replicas(addr: &str, topic: &str) -> Option<BTreeMap<i32, BTreeSet<i32>>> {
+    let c: BaseConsumer = ClientConfig::new()
+        .set("bootstrap.servers", addr)
+        .create()
+        .ok()?;
+    let md = c
+        .fetch_metadata(Some(topic), Duration::from_secs(10))
+        .ok()?;
+    let t = md.topics().first()?;
+    if t.error().is_some() || t.partitions().is_empty() {
+        return None;
+    }
+    Some(
+        t.partitions()
+            .iter()
+            .map(|p| (p.id(), p.replicas().iter().copied().collect()))
+            .collect(),
+    )
+}
+
+fn create_topic(addr: &str, name: &str, partitions: i32, rf: i32) {
+    let admin: AdminClient<DefaultClientContext> = ClientConfig::new()
+        .set("bootstrap.servers", addr)
+        .create()
+        .expect("admin");
+    let topic = NewTopic::new(name, partitions, TopicReplication::Fixed(rf));
+    let opts = AdminOptions::new().operation_timeout(Some(Duration::from_secs(30)));
+    let r = block_on(admin.create_topics([&topic], &opts)).expect("create_topics");
+    assert!(r.iter().all(|x| x.is_ok()), "{r:?}");
+}
+
+/// Runs `sluice ARGS`: (exit success, stdout, stderr).
+fn sluice(args: &[&str]) -> (bool, String, String) {
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_sluice"))
+        .args(args)
+        .output()
+        .expect("run sluice");
+    (
+        out.status.success(),
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
+fn start(root: &Path, id: u64, roles: &str, quorum: &str) -> Broker {
+    let dir = root.join(format!("node{id}"));
+    std::fs::create_dir_all(&dir).unwrap();
+    let id = id.to_string();
+    let rack = format!("r{id}");
+    Broker::start_with(
+        &dir,
+        &[
+            "--node-id",
+            &id,
+            "--roles",
+            roles,
+            "--controller-quorum",
+            quorum,
+            "--rack",
+            &rack,
+            "--broker-heartbeat-interval-ms",
+            "200",
+        ],
+    )
+}
+
+#[test]
+fn controllers_grow_to_four_and_shrink_back_by_removing_the_leader() {
+    let root = PathBuf::from(env!("CARGO_TARGET_TMPDIR"))
+        .join(format!("quorum-membership-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&root);
+    let ports: Vec<u16> = (0..4).map(|_| free_port()).collect();
+    let entry = |i: usize| format!("{}@127.0.0.1:{}", i + 1, ports[i]);
+    let q3 = (0..3).map(entry).collect::<Vec<_>>().join(",");
+    let q4 = format!("{q3},{}", entry(3));
+    let mut nodes: BTreeMap<u64, Broker> = BTreeMap::new();
+    for id in 1..=3 {
+        nodes.insert(id, start(&root, id, "broker,controller", &q3));
+    }
+    wait("three active brokers and a controller leader", || {
+        let s = status(&nodes[&1])?;
+        let live = s["brokers"]
+            .as_array()?
+            .iter()
+            .filter(|b| b["fenced"] == false)
+            .count();
+        (live == 3 && !s["controller"]["leader"].is_null()).then_some(())
+    });
+    create_topic(&nodes[&1].addr, "intact", 3, 3);
+    let before = wait("the topic on every broker", || {
+        let first = replicas(&nodes[&1].addr, "intact")?;
+        nodes
+            .values()
+            .all(|n| replicas(&n.addr, "intact").as_ref() == Some(&first))
+            .then_some(first)
+    });
+    let intact_everywhere = |nodes: &BTreeMap<u64, Broker>, brokers: &[u64]| {
+        for id in brokers {
+            let got = wait(&format!("metadata of node {id}"), || {
+                replicas(&nodes[id].addr, "intact")
+            });
+            assert_eq!(got, before, "node {id}: partitions of 'intact' changed");
+        }
+    };
+
+    // A controller-only node whose quorum lists it but which is no voter yet: it starts
+    // as a joiner, with no Kafka listener (the first line names its quorum address).
+    let four = start(&root, 4, "controller", &q4);
+    assert_eq!(four.addr, format!("127.0.0.1:{}", ports[3]), "first line");
+    let s4 = wait("node 4's admin endpoint", || status(&four));
+    assert!(!voters(&s4).contains(&4), "a joiner is no voter: {s4}");
+    assert!(four.admin_get("/health").unwrap().contains("ok"));
+    assert!(four.admin_get("/metrics").is_ok());
+
+    // Refusals name their reason and change nothing.
+    let admin1 = nodes[&1].admin_addr.clone();
+    let (ok, _, err) = sluice(&["cluster", "remove-controller", "9", "--admin", &admin1]);
+    assert!(!ok && err.contains("not a voter"), "{err}");
+    let (ok, _, err) = sluice(&[
+        "cluster",
+        "add-controller",
+        "4@127.0.0.1:0",
+        "--admin",
+        &admin1,
+    ]);
+    assert!(!ok && err.contains("port"), "{err}");
+
+    // Grow to four.
+    let started = Instant::now();
+    let target = entry(3);
+    let (ok, out, err) = sluice(&["cluster", "add-controller", &target, "--admin", &admin1]);
+    assert!(ok, "add-controller: {err}");
+    assert!(out.contains("voters now 1 2 3 4"), "{out}");
+    let offset_then = status(&nodes[&1]).map(|s| s["metadata_offset"].clone());
+    wait("node 4 a voter with the metadata image", || {
+        let s = status(&four)?;
+        (voters(&s) == [1, 2, 3, 4] && s["topics"].as_u64()? >= 1).then_some(())
+    });
+    println!(
+        "figure: controller 4 added and caught up in {:?} (metadata offset {offset_then:?})",
+        started.elapsed()
+    );
+    for id in 1..=3 {
+        wait(&format!("node {id} knowing controller 4's address"), || {
+            let s = status(&nodes[&id])?;
+            (s["controller"]["addresses"]["4"].as_str()? == format!("127.0.0.1:{}", ports[3]))
+                .then_some(())
+        });
+    }
+    let (ok, _, err) = sluice(&["cluster", "add-controller", &target, "--admin", &admin1]);
+    assert!(!ok && err.contains("already a voter"), "{err}");
+    intact_everywhere(&nodes, &[1, 2, 3]);
+
+    // Shrink back to three by removing the active controller.
+    let leader = wait("a controller leader", || {
+        status(&nodes[&1])?["controller"]["leader"].as_u64()
+    });
+    let asked = nodes
+        .keys()
+        .copied()
+        .find(|id| *id != leader)
+        .expect("another node");
+    let started = Instant::now();
+    let (ok, out, err) = sluice(&[
+        "cluster",
+        "remove-controller",
+        &leader.to_string(),
+        "--admin",
+        &nodes[&asked].admin_addr,
+    ]);
+    assert!(ok, "remove-controller {leader}: {err}");
+    let left: Vec<u64> = (1..=4).filter(|id| *id != leader).collect();
+    let new_leader = wait("a new controller leader without the removed one", || {
+        let s = status(&nodes[&asked])?;
+        let l = s["controller"]["leader"].as_u64()?;
+        (l != leader && voters(&s) == left).then_some(l)
+    });
+    println!(
+        "figure: controller {leader} removed, {new_leader} leads after {:?} s ({})",
+        started.elapsed().as_secs_f64(),
+        out.trim()
+    );
+    for n in nodes.values().chain([&four]) {
+        wait("every node seeing the three voters", || {
+            (voters(&status(n)?) == left).then_some(())
+        });
+    }
+
+    // Metadata intact, and the quorum of three still takes changes that reach every
+    // broker — the removed one included (a broker that was a controller stays a learner).
+    intact_everywhere(&nodes, &[1, 2, 3]);
+    let survivor = left.iter().find(|id| **id <= 3).copied().expect("a broker");
+    create_topic(&nodes[&survivor].addr, "after", 2, 3);
+    for id in 1..=3 {
+        wait(&format!("topic 'after' on node {id}"), || {
+            replicas(&nodes[&id].addr, "after")
+        });
+    }
+    // The controller-only node holds the metadata log and nothing else.
+    let entries: BTreeSet<String> = std::fs::read_dir(root.join("node4"))
+        .unwrap()
+        .filter_map(|e| e.ok())
+        .map(|e| e.file_name().to_string_lossy().into_owned())
+        .collect();
+    assert_eq!(
+        entries,
+        BTreeSet::from(["__cluster_metadata".to_string()]),
+        "a controller-only node opened more than its metadata log"
+    );
+    drop(four);
+    drop(nodes);
+    let _ = std::fs::remove_dir_all(&root);
+}
