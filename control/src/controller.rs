@@ -262,6 +262,15 @@ impl Controller {
         (l != raft::INVALID_ID).then_some(NodeId(l))
     }
 
+    /// How far the leader knows `node`'s log matches its own (`None`: not a member, or
+    /// this node is not the leader).
+    pub fn matched(&self, node: NodeId) -> Option<u64> {
+        if self.node.raft.state != StateRole::Leader {
+            return None;
+        }
+        self.node.raft.prs().get(node.0).map(|p| p.matched)
+    }
+
     /// Whether a membership change was proposed and not yet applied (or a joint
     /// configuration is not left yet): raft takes one change at a time.
     pub fn membership_change_pending(&self) -> bool {

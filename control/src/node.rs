@@ -11,18 +11,20 @@
 //! shutdowns are decided only once every earlier decision is applied (`settled`), so a
 //! decision never overwrites a partition state that another proposal is changing.
 //!
-//! Membership: `AddController` writes the new controller's address into the metadata log
-//! (`RegisterController`) and then proposes it as a voter (ConfChangeV2); `RemoveController`
-//! takes it out of the voters: a controller that is also a registered broker becomes a
-//! learner (it still receives the log, so its broker's image stays current, but counts for
-//! no quorum and never campaigns), any other leaves the configuration and its address is
-//! dropped (`UnregisterController`). One change at a time (a second is
-//! refused with `MembershipBusy` until the first is applied); the last voter, an unknown
-//! id, a duplicate voter or address are refused. Every node's raft peers are its
-//! configured quorum plus the controllers its image names, re-read whenever the image
-//! moves. A node whose directory is empty asks the configured quorum whether it is already
-//! a voter: if a running controller answers with voters that do not include it, it starts
-//! as a joiner (`Bootstrap::Join`, no vote, no campaign) and waits to be added.
+//! Membership: `AddController` goes learner first — the new controller's address into the
+//! metadata log (`RegisterController`) and a learner change (ConfChangeV2); once the
+//! learner's log reached the commit index, the change that makes it a voter — so a
+//! controller that is not running never weakens the quorum. `RemoveController` takes a voter
+//! out: one that is also a registered broker becomes a learner (it still receives the log,
+//! so its broker's image stays current, but counts for no quorum and never campaigns); any
+//! other voter, or a learner, leaves the configuration and its address is dropped
+//! (`UnregisterController`). One change at a time (a second is refused with
+//! `MembershipBusy` until the first is applied); the last voter, an unknown id, a duplicate
+//! voter or address are refused. Every node's raft peers are its configured quorum plus the
+//! controllers its image names, re-read whenever the image moves. A node whose directory is
+//! empty asks the configured quorum whether it is already a voter: if a running controller
+//! answers with voters that do not include it, it starts as a joiner (`Bootstrap::Join`, no
+//! vote, no campaign) and waits to be added.
 
 use std::cell::{Cell, RefCell};
 use std::collections::BTreeMap;
@@ -60,6 +62,10 @@ pub const RPC_CONNECTIONS_MAX: usize = 1024;
 const RPC_IDLE_MAX: Duration = Duration::from_secs(60);
 /// How often a waiting request looks at the applied offset again.
 const APPLY_POLL: Duration = Duration::from_millis(1);
+/// Longest a controller being added may take, as a learner, to catch up with the log
+/// before it is made a voter (a metadata log is small; a node that takes longer is
+/// probably not running or unreachable).
+const CATCH_UP_TIMEOUT: Duration = Duration::from_secs(10);
 /// How long a starting node with an empty directory waits for each configured controller
 /// to say whether it is already a voter.
 const JOIN_PROBE_TIMEOUT: Duration = Duration::from_millis(500);
@@ -707,8 +713,11 @@ fn check_add(
     ctl.membership_change_pending().then(busy)
 }
 
-/// Adds controller `id` (quorum address `host:port`) as a voter: its address record, then
-/// the membership change; answered once the change is applied here.
+/// Adds controller `id` (quorum address `host:port`) as a voter, learner first (as etcd
+/// and KIP-853 do): its address record and a learner change; once the learner's log has
+/// caught up with the commit index, the change that makes it a voter. A controller that
+/// never catches up (not running, a wrong address) is left a learner, which counts for no
+/// quorum, and the answer says so. Answered once the last change is applied here.
 async fn add_controller(state: &Rc<NodeState>, id: NodeId, host: &str, port: u16) -> Reply {
     let Some(_slot) = MembershipSlot::take(&state.membership_busy) else {
         return busy();
@@ -725,29 +734,94 @@ async fn add_controller(state: &Rc<NodeState>, id: NodeId, host: &str, port: u16
             host: host.to_owned(),
             port,
         };
-        if let Err(e) = c.propose(&record).and_then(|()| c.propose_add_voter(id)) {
+        if let Err(e) = c.propose(&record).and_then(|()| c.propose_add_learner(id)) {
             return controller_error(e);
         }
-        tracing::info!(controller = id.0, host, port, "adding controller");
+        tracing::info!(
+            controller = id.0,
+            host,
+            port,
+            "adding controller: learner first"
+        );
+    }
+    match wait_membership(state, |c| c.learners().contains(&id)).await {
+        Reply::Done { .. } => {}
+        other => return other,
+    }
+    if let Some(refusal) = wait_caught_up(state, id).await {
+        return refusal;
+    }
+    {
+        let mut c = state.ctl.borrow_mut();
+        if c.membership_change_pending() {
+            return busy();
+        }
+        if let Err(e) = c.propose_add_voter(id) {
+            return controller_error(e);
+        }
+        tracing::info!(controller = id.0, "controller caught up: making it a voter");
     }
     wait_membership(state, |c| c.voters().contains(&id)).await
 }
 
-/// Removes controller `id` from the voters, then its address record; answered once the
-/// removal is applied here (a removed leader hands leadership over on its next tick).
+/// Waits (at most `CATCH_UP_TIMEOUT`) until the leader has seen learner `id`'s log reach
+/// the commit index as it was when the wait began; `Some(refusal)` if it did not.
+async fn wait_caught_up(state: &NodeState, id: NodeId) -> Option<Reply> {
+    let target = state.ctl.borrow().commit_index();
+    let deadline = Instant::now() + CATCH_UP_TIMEOUT.min(state.commit_timeout);
+    loop {
+        {
+            let c = state.ctl.borrow();
+            if !c.is_leader() {
+                return Some(Reply::NotLeader { leader: c.leader() });
+            }
+            if c.matched(id).is_some_and(|m| m >= target) {
+                return None;
+            }
+        }
+        if Instant::now() >= deadline {
+            tracing::warn!(
+                controller = id.0,
+                "controller did not catch up; left a learner"
+            );
+            return Some(refuse(
+                ErrorKind::Timeout,
+                format!(
+                    "controller {} was added as a learner but did not catch up within {:?} \
+                     (is it running and reachable at its address?); it is not a voter: run \
+                     add-controller again once it runs, or remove-controller {} to drop it",
+                    id.0, CATCH_UP_TIMEOUT, id.0
+                ),
+            ));
+        }
+        glommio::timer::sleep(APPLY_POLL * 5).await;
+    }
+}
+
+/// Removes controller `id` from the voters (to a learner if it is also a broker; else
+/// entirely, then its address record) or a learner from the configuration; answered once
+/// the change is applied here (a removed leader hands leadership over on its next tick).
 async fn remove_controller(state: &Rc<NodeState>, id: NodeId) -> Reply {
     let Some(_slot) = MembershipSlot::take(&state.membership_busy) else {
         return busy();
     };
-    {
+    let keep_learner = {
         let mut c = state.ctl.borrow_mut();
         let voters = c.voters();
-        let refusal = if !voters.contains(&id) {
+        let learner = c.learners().contains(&id);
+        // A voter that is also a registered broker stays a learner: its broker keeps
+        // following the metadata log (its image comes from its own controller). Removing
+        // a learner drops it entirely.
+        let keep_learner = !learner
+            && i32::try_from(id.0)
+                .ok()
+                .is_some_and(|b| c.image().broker(BrokerId(b)).is_some());
+        let refusal = if !voters.contains(&id) && !learner {
             Some(refuse(
                 ErrorKind::InvalidMembership,
                 format!("controller {} is not a voter (voters: {voters:?})", id.0),
             ))
-        } else if voters.len() == 1 {
+        } else if voters == [id] {
             Some(refuse(
                 ErrorKind::InvalidMembership,
                 format!(
@@ -764,12 +838,7 @@ async fn remove_controller(state: &Rc<NodeState>, id: NodeId) -> Reply {
             tracing::info!(controller = id.0, answer = ?refusal, "remove controller refused");
             return refusal;
         }
-        // A controller that is also a registered broker stays a learner: its broker keeps
-        // following the metadata log (its image comes from its own controller).
-        let also_broker = i32::try_from(id.0)
-            .ok()
-            .is_some_and(|b| c.image().broker(BrokerId(b)).is_some());
-        let proposed = if also_broker {
+        let proposed = if keep_learner {
             c.propose_add_learner(id)
         } else {
             let record = Record::UnregisterController { controller: id };
@@ -778,13 +847,13 @@ async fn remove_controller(state: &Rc<NodeState>, id: NodeId) -> Reply {
         if let Err(e) = proposed {
             return controller_error(e);
         }
-        tracing::info!(
-            controller = id.0,
-            learner = also_broker,
-            "removing controller from the voters"
-        );
-    }
-    wait_membership(state, |c| !c.voters().contains(&id)).await
+        tracing::info!(controller = id.0, keep_learner, "removing controller");
+        keep_learner
+    };
+    wait_membership(state, |c| {
+        !c.voters().contains(&id) && (keep_learner || !c.learners().contains(&id))
+    })
+    .await
 }
 
 /// Waits until this node's applied configuration satisfies `done` (a membership change

@@ -282,3 +282,61 @@ fn a_leader_demoted_to_learner_hands_over_and_keeps_following_the_log() -> TestR
     }
     Ok(())
 }
+
+#[test]
+fn a_learner_that_cannot_catch_up_does_not_weaken_the_quorum() -> TestResult {
+    for seed in SEEDS {
+        let dir = tempfile::tempdir()?;
+        let mut c = SimCluster::new(dir.path(), 3, seed)?;
+        for id in 1..=5 {
+            commit(&mut c, id, &nodes(&[1, 2, 3]))?;
+        }
+        let leader = c.elect()?.ok_or(format!("seed {seed}: no leader"))?;
+        // Node 4 is added as a learner while it cannot be reached.
+        c.start(NodeId(4), &Bootstrap::Join)?;
+        c.net.isolate(NodeId(4));
+        c.node_mut(leader)
+            .ok_or("gone")?
+            .propose_add_learner(NodeId(4))?;
+        let applied = c.run_until(|c| {
+            c.node(leader)
+                .is_some_and(|n| n.learners().contains(&NodeId(4)))
+        })?;
+        assert!(applied, "seed {seed}: learner change not applied");
+        let commit_index = c.node(leader).ok_or("gone")?.commit_index();
+        let matched = c.node(leader).ok_or("gone")?.matched(NodeId(4));
+        assert!(
+            matched.is_some_and(|m| m < commit_index),
+            "seed {seed}: an unreachable learner counted as caught up: {matched:?}"
+        );
+        // A learner is not counted: one voter down, the other two still commit.
+        let down = nodes(&[1, 2, 3])
+            .into_iter()
+            .find(|n| *n != leader)
+            .ok_or("none")?;
+        c.stop(down);
+        let up: Vec<NodeId> = nodes(&[1, 2, 3])
+            .into_iter()
+            .filter(|n| *n != down)
+            .collect();
+        commit(&mut c, 6, &up)?;
+        c.restart(down)?;
+        // Reachable again: it catches up, then it can be promoted.
+        c.net.heal();
+        let caught_up = c.run_until(|c| {
+            c.leader()
+                .and_then(|l| c.node(l))
+                .is_some_and(|n| n.matched(NodeId(4)) >= Some(n.commit_index()))
+        })?;
+        assert!(caught_up, "seed {seed}: the learner never caught up");
+        let all = nodes(&[1, 2, 3, 4]);
+        change_membership(
+            &mut c,
+            &all,
+            |n| n.propose_add_voter(NodeId(4)),
+            voters_are(all.clone()),
+        )?;
+        assert!(has_broker(&c, NodeId(4), 6), "seed {seed}");
+    }
+    Ok(())
+}

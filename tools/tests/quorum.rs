@@ -2,7 +2,8 @@
 //! (broker and controller each) grow to four controllers with a controller-only node
 //! that joins as a non-voter and is added with `sluice cluster add-controller`, then
 //! shrink back to three by removing the active controller with `sluice cluster
-//! remove-controller` (it hands leadership over). Metadata stays intact on every broker
+//! remove-controller` (it hands leadership over). A controller that is not running is
+//! added only as a learner (it never catches up) and is dropped again. Metadata stays intact on every broker
 //! throughout; brokers learn the new controller's address; refusals name their reason; the
 //! controller-only node has no Kafka listener and no partition logs. Waits are on observed
 //! state with a hang guard only; the durations printed are figures, never checked.
@@ -197,6 +198,15 @@ fn controllers_grow_to_four_and_shrink_back_by_removing_the_leader() {
     }
     let (ok, _, err) = sluice(&["cluster", "add-controller", &target, "--admin", &admin1]);
     assert!(!ok && err.contains("already a voter"), "{err}");
+    // A controller that is not running is added as a learner only: it never catches up,
+    // is never made a voter, and can be dropped again.
+    let ghost = format!("5@127.0.0.1:{}", free_port());
+    let (ok, _, err) = sluice(&["cluster", "add-controller", &ghost, "--admin", &admin1]);
+    assert!(!ok && err.contains("did not catch up"), "{err}");
+    assert_eq!(voters(&status(&nodes[&1]).expect("status")), [1, 2, 3, 4]);
+    let (ok, out, err) = sluice(&["cluster", "remove-controller", "5", "--admin", &admin1]);
+    assert!(ok, "remove-controller 5: {err}");
+    assert!(out.contains("voters now 1 2 3 4"), "{out}");
     intact_everywhere(&nodes, &[1, 2, 3]);
 
     // Shrink back to three by removing the active controller.
