@@ -23,17 +23,24 @@ fn main() {
     if args.len() < 4 {
         usage();
     }
-    let Some((host, port)) = args[0].rsplit_once(':') else { usage() };
+    let Some((host, port)) = args[0].rsplit_once(':') else {
+        usage()
+    };
     let port: u16 = port.parse().unwrap_or_else(|_| usage());
     let partition: i32 = args[2].parse().unwrap_or_else(|_| usage());
-    let epoch: i32 = args.get(4).map_or(0, |e| e.parse().unwrap_or_else(|_| usage()));
+    let epoch: i32 = args
+        .get(4)
+        .map_or(0, |e| e.parse().unwrap_or_else(|_| usage()));
     let (host, topic, dir) = (host.to_string(), args[1].clone(), args[3].clone());
     let outcome = glommio::LocalExecutorBuilder::new(glommio::Placement::Unbound)
         .spawn(move || async move {
             let tp = TopicPartition::new(topic, partition);
-            let manager = LogManager::open(dir.as_ref(), ShardConfig::default(), |_| false, |_| {
-                LogConfig::default()
-            })
+            let manager = LogManager::open(
+                dir.as_ref(),
+                ShardConfig::default(),
+                |_| false,
+                |_| LogConfig::default(),
+            )
             .await
             .map_err(|e| format!("opening {dir}: {e}"))?;
             let log = manager
