@@ -248,6 +248,12 @@ impl Controller {
         self.node.raft.state == StateRole::Leader && self.is_voter()
     }
 
+    /// Whether this node is in the configuration (a voter or a learner), so it receives
+    /// the metadata log.
+    pub fn is_member(&self) -> bool {
+        self.is_voter() || self.node.raft.prs().conf().learners().contains(&self.id.0)
+    }
+
     /// Whether this node is one of the current voters.
     pub fn is_voter(&self) -> bool {
         self.node.raft.prs().conf().voters().contains(self.id.0)

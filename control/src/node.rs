@@ -129,8 +129,10 @@ pub fn quorum_status(ctl: &Controller) -> QuorumStatus {
 struct Hooks {
     state: Rc<NodeState>,
     publish: Publish,
-    /// (image offset, leader, term, commit) last published.
-    published: (MetadataOffset, Option<NodeId>, Term, u64),
+    /// (image offset, leader, term, commit) last published; `None` before the first
+    /// publication (which always happens, even for an empty image: the broker learns
+    /// whether this controller is a member from it).
+    published: Option<(MetadataOffset, Option<NodeId>, Term, u64)>,
     /// The configured quorum (addresses the image does not override).
     configured: Vec<(NodeId, SocketAddr)>,
     /// Image offset the peers were last synced at.
@@ -192,11 +194,11 @@ impl LoopHooks for Hooks {
             ctl.term(),
             ctl.commit_index(),
         );
-        if now != self.published {
-            if now.1 != self.published.1 {
+        if self.published != Some(now) {
+            if self.published.map(|p| p.1) != Some(now.1) {
                 tracing::info!(node = ctl.id().0, leader = ?now.1.map(|l| l.0), term = now.2.0, "controller leader changed");
             }
-            self.published = now;
+            self.published = Some(now);
             (self.publish)(ctl);
         }
     }
@@ -269,7 +271,7 @@ pub async fn run(
     let mut hooks = Hooks {
         state: Rc::clone(&state),
         publish,
-        published: (MetadataOffset(0), None, Term(0), 0),
+        published: None,
         configured: config.quorum.clone(),
         peers_at: None,
     };

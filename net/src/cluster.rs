@@ -20,7 +20,7 @@
 use std::cell::RefCell;
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicU8, Ordering};
 use std::sync::{Arc, Mutex, RwLock};
 use std::time::{Duration, Instant};
 
@@ -62,6 +62,9 @@ pub struct ClusterView {
     /// created), still to be put into the metadata log.
     import: Mutex<Vec<TopicMeta>>,
     importing: AtomicBool,
+    /// Whether this node's own controller receives the metadata log (a voter or learner,
+    /// so its images are current): `MEMBER_UNKNOWN` until it first publishes.
+    controller_member: AtomicU8,
 }
 
 /// Requests that wait on the controller give up after this long.
@@ -70,6 +73,11 @@ pub const CONTROLLER_REQUEST_TIMEOUT: Duration = Duration::from_secs(30);
 const RETRY_PAUSE: Duration = Duration::from_millis(50);
 /// How long a broker that is not a controller waits in one image fetch.
 const IMAGE_FETCH_WAIT_MS: u32 = 5_000;
+const MEMBER_UNKNOWN: u8 = 0;
+const MEMBER_YES: u8 = 1;
+const MEMBER_NO: u8 = 2;
+/// How often a broker whose own controller follows the log checks that it still does.
+const MEMBER_CHECK_INTERVAL: Duration = Duration::from_millis(100);
 /// Heartbeat interval while fenced (waiting to be unfenced).
 const FENCED_HEARTBEAT_INTERVAL: Duration = Duration::from_millis(20);
 /// Queued log work beyond this is dropped with a warning (a restart re-syncs).
@@ -119,6 +127,7 @@ impl ClusterView {
             catalog,
             log_work: Mutex::new(Vec::new()),
             importing: AtomicBool::new(!legacy.is_empty()),
+            controller_member: AtomicU8::new(MEMBER_UNKNOWN),
             import: Mutex::new(legacy),
         });
         *lock(&CURRENT) = Some(view.clone());
@@ -176,6 +185,25 @@ impl ClusterView {
         let offset = image.offset().0;
         *self.image.write().unwrap_or_else(|p| p.into_inner()) = image;
         self.version.store(offset, Ordering::Release);
+    }
+
+    /// Says whether this node's own controller receives the metadata log.
+    pub fn set_controller_member(&self, member: bool) {
+        let state = if member { MEMBER_YES } else { MEMBER_NO };
+        if self.controller_member.swap(state, Ordering::AcqRel) != state {
+            tracing::info!(
+                member,
+                "whether this node's controller receives the metadata log"
+            );
+        }
+    }
+
+    /// The broker must fetch images from the quorum: its own controller published and is
+    /// not in the configuration (not added yet, or removed). Before the first publication
+    /// it is not known, and a restarted node must not take an image from a peer that may
+    /// lag behind what it had.
+    fn own_controller_outside(&self) -> bool {
+        self.controller_member.load(Ordering::Acquire) == MEMBER_NO
     }
 
     /// Every controller this node can reach (configured, then from the image).
@@ -460,16 +488,24 @@ pub(crate) async fn control_main(args: ControlArgs) -> Result<(), String> {
             let node = node_config(&args);
             let view = args.view.clone();
             let publish: sluice_control::node::Publish = Box::new(move |ctl| {
+                view.set_controller_member(ctl.is_member());
                 view.publish(ctl.image());
                 view.set_quorum(sluice_control::node::quorum_status(ctl));
             });
+            if cluster.roles.broker {
+                // A controller waiting to be added (or removed) gets no log: meanwhile its
+                // broker follows the image from the quorum, as a broker-only node does.
+                let follow = follow_image(args.view.clone(), args.stop.clone(), true);
+                tasks.push(glommio::spawn_local(follow).detach());
+            }
             sluice_control::node::run(node, listener, publish, stopped())
                 .await
                 .map_err(|e| format!("controller stopped: {e}"))
         }
         None => {
             tasks.push(
-                glommio::spawn_local(follow_image(args.view.clone(), args.stop.clone())).detach(),
+                glommio::spawn_local(follow_image(args.view.clone(), args.stop.clone(), false))
+                    .detach(),
             );
             stopped().await;
             Ok(())
@@ -644,10 +680,15 @@ async fn import_legacy_topics(view: &Arc<ClusterView>, config: &ServerConfig) {
     }
 }
 
-/// A broker that is not a controller follows the image by long-polling the quorum.
-async fn follow_image(view: Arc<ClusterView>, stop: Arc<AtomicBool>) {
+/// A broker that is not a controller follows the image by long-polling the quorum; with
+/// `unless_member`, only while this node's own controller is not in the configuration.
+async fn follow_image(view: Arc<ClusterView>, stop: Arc<AtomicBool>, unless_member: bool) {
     let timeout = Duration::from_millis(u64::from(IMAGE_FETCH_WAIT_MS) + 5_000);
     while !stop.load(Ordering::SeqCst) {
+        if unless_member && !view.own_controller_outside() {
+            glommio::timer::sleep(MEMBER_CHECK_INTERVAL).await;
+            continue;
+        }
         let req = Request::FetchImage {
             have: sluice_control::MetadataOffset(view.version()),
             wait_ms: IMAGE_FETCH_WAIT_MS,

@@ -3,7 +3,8 @@
 //! that joins as a non-voter and is added with `sluice cluster add-controller`, then
 //! shrink back to three by removing the active controller with `sluice cluster
 //! remove-controller` (it hands leadership over). A controller that is not running is
-//! added only as a learner (it never catches up) and is dropped again. Metadata stays intact on every broker
+//! added only as a learner (it never catches up) and is dropped again; a node that is
+//! broker and controller joins the same way, its broker following the image meanwhile. Metadata stays intact on every broker
 //! throughout; brokers learn the new controller's address; refusals name their reason; the
 //! controller-only node has no Kafka listener and no partition logs. Waits are on observed
 //! state with a hang guard only; the durations printed are figures, never checked.
@@ -118,7 +119,7 @@ fn controllers_grow_to_four_and_shrink_back_by_removing_the_leader() {
     let root = PathBuf::from(env!("CARGO_TARGET_TMPDIR"))
         .join(format!("quorum-membership-{}", std::process::id()));
     let _ = std::fs::remove_dir_all(&root);
-    let ports: Vec<u16> = (0..4).map(|_| free_port()).collect();
+    let ports: Vec<u16> = (0..5).map(|_| free_port()).collect();
     let entry = |i: usize| format!("{}@127.0.0.1:{}", i + 1, ports[i]);
     let q3 = (0..3).map(entry).collect::<Vec<_>>().join(",");
     let q4 = format!("{q3},{}", entry(3));
@@ -254,6 +255,44 @@ fn controllers_grow_to_four_and_shrink_back_by_removing_the_leader() {
             replicas(&nodes[&id].addr, "after")
         });
     }
+    // A broker-and-controller node that joins: before it is added its broker follows the
+    // image from the quorum (its own controller gets no log yet); then it becomes a voter.
+    let q5 = format!("{q4},5@127.0.0.1:{}", ports[4]);
+    let five = start(&root, 5, "broker,controller", &q5);
+    wait(
+        "node 5's broker serving the topic before it is a voter",
+        || {
+            let s = status(&five)?;
+            (!voters(&s).contains(&5)).then_some(())?;
+            (replicas(&five.addr, "intact")? == before).then_some(())
+        },
+    );
+    let (ok, out, err) = sluice(&[
+        "cluster",
+        "add-controller",
+        &format!("5@127.0.0.1:{}", ports[4]),
+        "--admin",
+        &five.admin_addr,
+    ]);
+    assert!(ok, "add-controller 5: {err}");
+    let mut with_five = left.clone();
+    with_five.push(5);
+    assert!(
+        out.contains(&format!(
+            "voters now {}",
+            with_five
+                .iter()
+                .map(u64::to_string)
+                .collect::<Vec<_>>()
+                .join(" ")
+        )),
+        "{out}"
+    );
+    create_topic(&five.addr, "last", 1, 1);
+    for n in nodes.values().chain([&five]) {
+        wait("topic 'last' everywhere", || replicas(&n.addr, "last"));
+    }
+
     // The controller-only node holds the metadata log and nothing else.
     let entries: BTreeSet<String> = std::fs::read_dir(root.join("node4"))
         .unwrap()
@@ -265,7 +304,7 @@ fn controllers_grow_to_four_and_shrink_back_by_removing_the_leader() {
         BTreeSet::from(["__cluster_metadata".to_string()]),
         "a controller-only node opened more than its metadata log"
     );
-    drop(four);
+    drop((four, five));
     drop(nodes);
     let _ = std::fs::remove_dir_all(&root);
 }
