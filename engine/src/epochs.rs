@@ -36,16 +36,21 @@ impl EpochCache {
     }
 
     /// Kafka's `endOffsetFor`: the largest epoch ≤ `requested` and the offset where it
-    /// ended (the next epoch's start, or `log_end` for the latest); `None` when no epoch
-    /// that old is known.
+    /// ended (the next epoch's start, or `log_end` for the latest). An epoch older than
+    /// every known one ended where the first known one began, answered with the requested
+    /// epoch (as Kafka does: a follower whose log holds only newer epochs then truncates
+    /// to that start). `None` when no epoch is known, or for a negative (undefined) one.
     pub fn end_offset_for(
         &self,
         requested: LeaderEpoch,
         log_end: Offset,
     ) -> Option<(LeaderEpoch, Offset)> {
+        if requested.0 < 0 {
+            return None;
+        }
         let i = self.entries.partition_point(|(e, _)| *e <= requested);
         if i == 0 {
-            return None;
+            return self.entries.first().map(|(_, start)| (requested, *start));
         }
         let epoch = self.entries[i - 1].0;
         let end = self.entries.get(i).map_or(log_end, |(_, start)| *start);
@@ -117,7 +122,11 @@ mod tests {
         assert!(!c.observe(LeaderEpoch(1), Offset(5)));
         assert!(c.observe(LeaderEpoch(3), Offset(10)));
         assert!(!c.observe(LeaderEpoch(2), Offset(12)));
-        assert_eq!(c.end_offset_for(LeaderEpoch(0), Offset(20)), None);
+        assert_eq!(
+            c.end_offset_for(LeaderEpoch(0), Offset(20)),
+            Some((LeaderEpoch(0), Offset(0)))
+        );
+        assert_eq!(c.end_offset_for(LeaderEpoch(-1), Offset(20)), None);
         assert_eq!(
             c.end_offset_for(LeaderEpoch(1), Offset(20)),
             Some((LeaderEpoch(1), Offset(10)))

@@ -342,4 +342,81 @@ mod tests {
         negative[8..12].copy_from_slice(&(-5i32).to_be_bytes());
         assert_eq!(whole_batches_len(&negative), 0);
     }
+
+    /// A log as the epoch of each offset (epochs never decrease along it).
+    type ModelLog = Vec<i32>;
+
+    /// OffsetForLeaderEpoch against a model log, as the engine's epoch cache answers: the
+    /// largest epoch ≤ `epoch` it holds and where that epoch ended; an epoch older than
+    /// all it holds ended where its log begins.
+    fn model_end_for(log: &ModelLog, epoch: i32) -> Option<(i32, i64)> {
+        if log.is_empty() {
+            return None;
+        }
+        let Some(held) = log.iter().copied().filter(|e| *e <= epoch).max() else {
+            return Some((epoch, 0));
+        };
+        let end = log.iter().position(|e| *e > held).unwrap_or(log.len());
+        Some((held, end as i64))
+    }
+
+    /// Two replicas taking turns leading: each new epoch's leader appends `runs[i].1`
+    /// records to its own log, then the other replica holds a prefix (of `runs[i].2` per
+    /// mille) of the leader's log, as correct replication leaves it. Returns the last
+    /// leader's log and the other replica's (which may have diverged).
+    fn history(runs: &[(bool, usize, u16)]) -> (ModelLog, ModelLog) {
+        let mut logs: [ModelLog; 2] = [Vec::new(), Vec::new()];
+        let mut leader = 0;
+        for (epoch, (switch, appended, copied)) in runs.iter().enumerate() {
+            if *switch {
+                leader = 1 - leader;
+            }
+            logs[leader].extend(std::iter::repeat_n(epoch as i32 + 1, *appended));
+            let copy = logs[leader].len() * usize::from(*copied) / 1000;
+            logs[1 - leader] = logs[leader][..copy].to_vec();
+        }
+        // The last leader appends once more while the other was away; the other may have
+        // led an epoch of its own before (its suffix is the divergence).
+        let other = logs[1 - leader].clone();
+        (logs[leader].clone(), other)
+    }
+
+    proptest::proptest! {
+        /// Whatever the history, the follower ends with exactly the longest prefix it
+        /// shares with the leader (same epoch at every offset), in a bounded number of
+        /// OffsetForLeaderEpoch rounds.
+        #[test]
+        fn truncation_finds_the_exact_divergence_point(
+            runs in proptest::collection::vec((proptest::bool::ANY, 0usize..6, 0u16..=1000), 1..12),
+            diverged in proptest::collection::vec(0usize..4, 0..3),
+        ) {
+            let (leader, mut follower) = history(&runs);
+            // A deposed leader's own epochs the new leader never saw, above all of its.
+            let top = leader.iter().chain(&follower).copied().max().unwrap_or(0);
+            for (i, n) in diverged.iter().enumerate() {
+                follower.extend(std::iter::repeat_n(top + 10 + i as i32, *n));
+            }
+            let common = leader
+                .iter()
+                .zip(&follower)
+                .take_while(|(a, b)| a == b)
+                .count();
+            let mut rounds = 0;
+            while let Some(&asked) = follower.last() {
+                rounds += 1;
+                proptest::prop_assert!(rounds <= 64, "no convergence: {leader:?} {follower:?}");
+                let (epoch, end) = model_end_for(&leader, asked).unwrap_or((-1, -1));
+                let own = OwnLog { asked_epoch: asked, end: follower.len() as i64, high_watermark: 0 };
+                let snapshot = follower.clone();
+                let t = truncation_point(epoch, end, own, |e| model_end_for(&snapshot, e));
+                let (Truncation::Done(to) | Truncation::Again(to)) = t;
+                proptest::prop_assert!(to >= 0 && to <= follower.len() as i64);
+                follower.truncate(to as usize);
+                if let Truncation::Done(_) = t {
+                    break;
+                }
+            }
+            proptest::prop_assert_eq!(follower.len(), common, "leader {:?}", leader);
+        }
+    }
 }
