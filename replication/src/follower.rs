@@ -440,13 +440,14 @@ impl Fetchers {
         self.stopping.get() > 0
     }
 
-    /// What the task of `leader` should ask for now.
-    fn plan(&self, leader: i32, now: u64) -> Plan {
+    /// What the task of `leader` should ask for now (partitions led from that very
+    /// address: a task retired for an old address plans nothing new).
+    fn plan(&self, leader: &LeaderAddr, now: u64) -> Plan {
         let mut plan = Plan::default();
         let mut inner = self.inner.borrow_mut();
         let Inner { parts, locks, .. } = &mut *inner;
         for (tp, part) in parts.iter_mut() {
-            if part.followed.leader.id != leader {
+            if part.followed.leader != *leader {
                 continue;
             }
             part.phase = part.phase.at(now);
@@ -558,7 +559,7 @@ impl Fetchers {
     /// else fetch; or wait when nothing is due.
     async fn step(&self, leader: &LeaderAddr, session: &mut Session, wake: &Signal) {
         let now = now_ms();
-        let plan = self.plan(leader.id, now);
+        let plan = self.plan(leader, now);
         if plan.out_of_range.is_empty() && plan.truncate.is_empty() && plan.fetch.is_empty() {
             let ms = plan
                 .wake_at_ms
