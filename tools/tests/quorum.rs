@@ -4,7 +4,8 @@
 //! shrink back to three by removing the active controller with `sluice cluster
 //! remove-controller` (it hands leadership over). A controller that is not running is
 //! added only as a learner (it never catches up) and is dropped again; a node that is
-//! broker and controller joins the same way, its broker following the image meanwhile. Metadata stays intact on every broker
+//! broker and controller joins the same way, its broker following the image meanwhile;
+//! finally the controller-only node is removed and its address forgotten. Metadata stays intact on every broker
 //! throughout; brokers learn the new controller's address; refusals name their reason; the
 //! controller-only node has no Kafka listener and no partition logs. Waits are on observed
 //! state with a hang guard only; the durations printed are figures, never checked.
@@ -292,6 +293,34 @@ fn controllers_grow_to_four_and_shrink_back_by_removing_the_leader() {
     for n in nodes.values().chain([&five]) {
         wait("topic 'last' everywhere", || replicas(&n.addr, "last"));
     }
+
+    // The controller-only node leaves the quorum entirely: its address is dropped from
+    // every node's image, and the quorum it leaves still takes changes.
+    let admin5 = five.admin_addr.clone();
+    let (ok, out, err) = sluice(&["cluster", "remove-controller", "4", "--admin", &admin5]);
+    assert!(ok, "remove-controller 4: {err}");
+    let last: Vec<u64> = with_five.iter().copied().filter(|id| *id != 4).collect();
+    wait("three voters without 4", || {
+        (voters(&status(&five)?) == last).then_some(())
+    });
+    println!("figure: {}", out.trim());
+    for id in 1..=3 {
+        wait(
+            &format!("node {id} forgetting controller 4's address"),
+            || {
+                let s = status(&nodes[&id])?;
+                s["controller"]["addresses"]
+                    .get("4")
+                    .is_none()
+                    .then_some(())
+            },
+        );
+    }
+    create_topic(&nodes[&3].addr, "final", 1, 1);
+    for n in nodes.values().chain([&five]) {
+        wait("topic 'final' everywhere", || replicas(&n.addr, "final"));
+    }
+    intact_everywhere(&nodes, &[1, 2, 3]);
 
     // The controller-only node holds the metadata log and nothing else.
     let entries: BTreeSet<String> = std::fs::read_dir(root.join("node4"))
