@@ -138,8 +138,8 @@ fn layout(bytes: &[u8]) -> Vec<(i64, i64, i32)> {
         .collect()
 }
 
-/// (log end, high watermark, lags) once reached, or what the follower was doing.
-type Progress = Result<(i64, i64, Vec<i64>), String>;
+/// (log end, high watermark, lags, synced end) once reached, or what the follower was doing.
+type Progress = Result<(i64, i64, Vec<i64>, i64), String>;
 /// The log's answers to OffsetForLeaderEpoch for epochs 0..=16.
 type Epochs = Vec<Option<(i32, i64)>>;
 /// A log's stored bytes, epoch answers and log start offset.
@@ -180,7 +180,7 @@ async fn wait_for(
         let end = log.log_end_offset().0;
         if end >= target && hw.get() >= target {
             let lags = fetchers.lag().into_iter().map(|(_, l)| l).collect();
-            return Ok((end, hw.get(), lags));
+            return Ok((end, hw.get(), lags, log.synced_end_offset().0));
         }
         if std::time::Instant::now() > deadline {
             return Err(format!(
@@ -193,26 +193,29 @@ async fn wait_for(
     }
 }
 
-/// The follower: a log manager on `dir` and fetchers following the broker at `port`.
+/// The follower: a log manager on `dir` and fetchers following the broker at `port`,
+/// into a log with `config`.
 fn follower(
     dir: std::path::PathBuf,
     port: u16,
     leader: (i32, i32),
+    config: LogConfig,
     commands: mpsc::Receiver<Command>,
 ) -> glommio::ExecutorJoinHandle<()> {
     glommio::LocalExecutorBuilder::new(glommio::Placement::Unbound)
         .spawn(move || async move {
             let tp = TopicPartition::new(TOPIC, 0);
+            let log_config = config.clone();
             let manager = LogManager::open(
                 &dir,
                 ShardConfig::default(),
                 |_| true,
-                |_| LogConfig::default(),
+                move |_| log_config.clone(),
             )
             .await
             .expect("follower log manager");
             let log = manager
-                .create(tp.clone(), LogConfig::default())
+                .create(tp.clone(), config)
                 .await
                 .expect("follower log");
             let hw = OffsetWatch::new(0);
@@ -338,16 +341,22 @@ fn a_follower_copies_the_leaders_log_keeps_up_and_cuts_a_diverged_suffix() {
         .expect("broker port");
 
     let (tx, rx) = mpsc::channel();
-    let executor = follower(follower_dir.path().to_path_buf(), port, leader, rx);
+    let executor = follower(
+        follower_dir.path().to_path_buf(),
+        port,
+        leader,
+        LogConfig::default(),
+        rx,
+    );
 
     // Catch up with what was produced before following began.
-    let (end, hw, lags) = ask(&tx, |r| Command::WaitFor(3_000, r)).expect("caught up");
+    let (end, hw, lags, _) = ask(&tx, |r| Command::WaitFor(3_000, r)).expect("caught up");
     assert_eq!((end, hw), (3_000, 3_000));
     assert_eq!(lags, vec![0]);
 
     // Keep following while the producer goes on.
     produce(&b, "second", 2_000);
-    let (end, hw, _) = ask(&tx, |r| Command::WaitFor(5_000, r)).expect("followed");
+    let (end, hw, _, _) = ask(&tx, |r| Command::WaitFor(5_000, r)).expect("followed");
     assert_eq!((end, hw), (5_000, 5_000));
 
     // A suffix of an epoch the leader never had (as left by a deposed leader) is cut
@@ -355,7 +364,7 @@ fn a_follower_copies_the_leaders_log_keeps_up_and_cuts_a_diverged_suffix() {
     let diverged_end = ask(&tx, |r| Command::Diverge(leader.1 + 5, r));
     assert_eq!(diverged_end, 5_003);
     produce(&b, "third", 1_000);
-    let (end, hw, _) = ask(&tx, |r| Command::WaitFor(6_000, r)).expect("followed again");
+    let (end, hw, _, _) = ask(&tx, |r| Command::WaitFor(6_000, r)).expect("followed again");
     assert_eq!((end, hw), (6_000, 6_000));
 
     let (copy, copy_epochs, copy_start) = ask(&tx, Command::Finish);
@@ -422,9 +431,15 @@ fn a_follower_below_the_leaders_start_restarts_there_and_survives_a_leader_resta
 
     let leader = leader_of(&b);
     let (tx, rx) = mpsc::channel();
-    let executor = follower(follower_dir.path().to_path_buf(), port, leader, rx);
-    let (end, hw, _) = ask(&tx, |r| Command::WaitFor(2_000, r)).expect("caught up");
-    assert_eq!((end, hw), (2_000, 2_000));
+    // Under flush.policy=fsync the follower asks for more only once what it has is
+    // synced, so its high watermark never passes its synced end.
+    let fsync = LogConfig {
+        flush: sluice_engine::FlushPolicy::Fsync,
+        ..LogConfig::default()
+    };
+    let executor = follower(follower_dir.path().to_path_buf(), port, leader, fsync, rx);
+    let (end, hw, _, synced) = ask(&tx, |r| Command::WaitFor(2_000, r)).expect("caught up");
+    assert_eq!((end, hw, synced), (2_000, 2_000, 2_000));
 
     // The leader goes away and comes back on the same address.
     assert_eq!(b.stop().code(), Some(0));
@@ -433,8 +448,9 @@ fn a_follower_below_the_leaders_start_restarts_there_and_survives_a_leader_resta
     assert_eq!(leader_after.0, leader.0);
     ask(&tx, |r| Command::Follow(leader_after.1, r));
     produce(&b, "second", 1_000);
-    let (end, hw, _) = ask(&tx, |r| Command::WaitFor(3_000, r)).expect("followed after restart");
-    assert_eq!((end, hw), (3_000, 3_000));
+    let (end, hw, _, synced) =
+        ask(&tx, |r| Command::WaitFor(3_000, r)).expect("followed after restart");
+    assert_eq!((end, hw, synced), (3_000, 3_000, 3_000));
 
     let (copy, copy_epochs, copy_start) = ask(&tx, Command::Finish);
     executor.join().expect("follower executor ends");
