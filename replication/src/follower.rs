@@ -266,17 +266,15 @@ fn topic_name(topic: &str) -> TopicName {
     TopicName(StrBytes::from_string(topic.to_string()))
 }
 
-/// Sets the follower high watermark, within the log's bounds; it may move back (a new
-/// leader's high watermark can trail the old one's, and truncation cuts it).
-fn set_hw(f: &Followed, value: i64) {
+/// Advances the follower high watermark to `value`, within the log's bounds. It moves
+/// back only when the log is cut below it ([`Fetchers::truncate_log`]): a new leader's
+/// high watermark may trail the one the follower learned before, but everything below
+/// that one was committed, and waiters on the watch are not failed for nothing.
+fn advance_hw(f: &Followed, value: i64) {
     let value = value
         .min(f.log.log_end_offset().0)
         .max(f.log.log_start_offset().0);
-    if value >= f.hw.get() {
-        f.hw.advance(value);
-    } else {
-        f.hw.reset(value);
-    }
+    f.hw.advance(value);
 }
 
 impl Fetchers {
@@ -856,7 +854,7 @@ impl Fetchers {
             match w.followed.log.wait_durable(Offset(end)).await {
                 Ok(()) if self.is_current(&w) => {
                     self.follow_log_start(&w, leader_start).await;
-                    set_hw(&w.followed, leader_hw.min(end));
+                    advance_hw(&w.followed, leader_hw.min(end));
                     self.with_part(&w, |p| p.lag = (leader_hw - end).max(0));
                 }
                 Ok(()) => {}
@@ -942,7 +940,12 @@ impl Fetchers {
             if let Some(base) = self.restart_point(f, batches) {
                 tracing::info!(partition = %f.tp, base, "leader's log starts inside its first batch; the empty follower log restarts at the batch's base");
                 result = match f.log.reset_to(Offset(base)).await {
-                    Ok(_) => f.log.append_replica(batches).await,
+                    Ok(_) => {
+                        if f.hw.get() > base {
+                            f.hw.reset(base);
+                        }
+                        f.log.append_replica(batches).await
+                    }
                     Err(e) => Err(AppendError::Io(e.to_string())),
                 };
             }
@@ -1033,7 +1036,7 @@ impl Fetchers {
             OutOfRangeAction::ResetTo(offset) => match f.log.reset_to(Offset(offset)).await {
                 Ok(_) => {
                     tracing::warn!(partition = %f.tp, leader = f.leader.id, own_end, leader_start = start, "follower log ended below the leader's log start; restarted it empty there");
-                    set_hw(f, offset);
+                    advance_hw(f, offset);
                     Ok(())
                 }
                 Err(e) => {
