@@ -12,7 +12,8 @@
 //!   with Kafka's rules).
 //! - The fetch offset the leader sees is durable here: after appending an answer's batches,
 //!   the task waits for `wait_durable(new end)` (synced under `fsync`) before it asks again.
-//! - The follower high watermark is `min(leader's high watermark, own end)`.
+//! - The follower high watermark is `min(leader's high watermark, own end)`; it moves back
+//!   only when the log is cut below it.
 //! - Log operations of a partition (append, truncate, reset) run one at a time under the
 //!   partition's lock, and only while the assignment that planned them is current: an
 //!   answer from a leader the partition no longer follows is dropped.
