@@ -124,6 +124,7 @@ pub fn quorum_status(ctl: &Controller) -> QuorumStatus {
         commit_index: ctl.commit_index(),
         applied_index: ctl.applied_index(),
         voters: ctl.voters(),
+        learners: ctl.learners(),
     }
 }
 

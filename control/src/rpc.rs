@@ -139,6 +139,9 @@ pub struct QuorumStatus {
     pub commit_index: u64,
     pub applied_index: u64,
     pub voters: Vec<NodeId>,
+    /// Members that receive the log without voting (controllers being added, removed
+    /// controllers kept for their broker).
+    pub learners: Vec<NodeId>,
 }
 
 /// The controller's answer.
@@ -228,9 +231,11 @@ impl Enc {
         self.u64(q.term.0);
         self.u64(q.commit_index);
         self.u64(q.applied_index);
-        self.u32(q.voters.len() as u32);
-        for v in &q.voters {
-            self.u64(v.0);
+        for ids in [&q.voters, &q.learners] {
+            self.u32(ids.len() as u32);
+            for v in ids {
+                self.u64(v.0);
+            }
         }
     }
 }
@@ -304,10 +309,8 @@ impl<'a> Dec<'a> {
         let term = Term(self.u64()?);
         let commit_index = self.u64()?;
         let applied_index = self.u64()?;
-        let n = self.count(8)?;
-        let voters = (0..n)
-            .map(|_| self.u64().map(NodeId))
-            .collect::<Result<_, _>>()?;
+        let voters = self.node_ids()?;
+        let learners = self.node_ids()?;
         Ok(QuorumStatus {
             node,
             leader,
@@ -315,7 +318,12 @@ impl<'a> Dec<'a> {
             commit_index,
             applied_index,
             voters,
+            learners,
         })
+    }
+    fn node_ids(&mut self) -> Result<Vec<NodeId>, RpcError> {
+        let n = self.count(8)?;
+        (0..n).map(|_| self.u64().map(NodeId)).collect()
     }
     fn end(&self) -> Result<(), RpcError> {
         if self.buf.is_empty() {
@@ -852,6 +860,7 @@ mod tests {
             commit_index: 10,
             applied_index: 9,
             voters: vec![NodeId(1), NodeId(2)],
+            learners: vec![NodeId(5)],
         };
         let replies = vec![
             Reply::NotLeader { leader: None },

@@ -758,6 +758,7 @@ pub fn status_json(view: &ClusterView) -> String {
             "commit_index": q.commit_index,
             "applied_index": q.applied_index,
             "voters": q.voters.iter().map(|v| v.0).collect::<Vec<_>>(),
+            "learners": q.learners.iter().map(|v| v.0).collect::<Vec<_>>(),
             "seen_by": q.node,
             "addresses": view
                 .controllers()

@@ -3,7 +3,8 @@
 //! that joins as a non-voter and is added with `sluice cluster add-controller`, then
 //! shrink back to three by removing the active controller with `sluice cluster
 //! remove-controller` (it hands leadership over). A controller that is not running is
-//! added only as a learner (it never catches up) and is dropped again; a node that is
+//! added only as a learner (it never catches up; meanwhile another change is refused) and
+//! is dropped again; a node that is
 //! broker and controller joins the same way, its broker following the image meanwhile;
 //! finally the controller-only node is removed and its address forgotten. Metadata stays intact on every broker
 //! throughout; brokers learn the new controller's address; refusals name their reason; the
@@ -202,8 +203,22 @@ fn controllers_grow_to_four_and_shrink_back_by_removing_the_leader() {
     assert!(!ok && err.contains("already a voter"), "{err}");
     // A controller that is not running is added as a learner only: it never catches up,
     // is never made a voter, and can be dropped again.
+    // While that add waits for it, a second change is refused: one at a time.
     let ghost = format!("5@127.0.0.1:{}", free_port());
-    let (ok, _, err) = sluice(&["cluster", "add-controller", &ghost, "--admin", &admin1]);
+    let pending = std::thread::spawn({
+        let admin1 = admin1.clone();
+        move || sluice(&["cluster", "add-controller", &ghost, "--admin", &admin1])
+    });
+    // (Asked through another node's admin endpoint: each serves one request at a time.)
+    wait("controller 5 a learner", || {
+        let s = status(&nodes[&2])?;
+        let learners = s["controller"]["learners"].as_array()?.clone();
+        learners.iter().any(|v| v.as_u64() == Some(5)).then_some(())
+    });
+    let admin2 = nodes[&2].admin_addr.clone();
+    let (ok, _, err) = sluice(&["cluster", "remove-controller", "2", "--admin", &admin2]);
+    assert!(!ok && err.contains("in progress"), "{err}");
+    let (ok, _, err) = pending.join().expect("add-controller thread");
     assert!(!ok && err.contains("did not catch up"), "{err}");
     assert_eq!(voters(&status(&nodes[&1]).expect("status")), [1, 2, 3, 4]);
     let (ok, out, err) = sluice(&["cluster", "remove-controller", "5", "--admin", &admin1]);

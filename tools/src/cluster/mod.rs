@@ -190,6 +190,12 @@ pub fn render_status(v: &Value) -> String {
         list(&c["voters"]),
         v["node_id"]
     );
+    if c["learners"].as_array().is_some_and(|a| !a.is_empty()) {
+        out.push_str(&format!(
+            "controller learners (no vote): {}\n",
+            list(&c["learners"])
+        ));
+    }
     if let Some(addresses) = c["addresses"].as_object().filter(|a| !a.is_empty()) {
         let known: Vec<String> = addresses
             .iter()
@@ -254,7 +260,7 @@ mod tests {
     #[test]
     fn status_renders_every_part() {
         let v: Value = serde_json::from_str(
-            r#"{"node_id":2,"broker_state":"active","controller":{"leader":1,"term":4,"commit_index":57,"applied_index":57,"voters":[1,2,3],"seen_by":2,"addresses":{"1":"h1:9093","4":"h4:9093"}},
+            r#"{"node_id":2,"broker_state":"active","controller":{"leader":1,"term":4,"commit_index":57,"applied_index":57,"voters":[1,2,3],"learners":[5],"seen_by":2,"addresses":{"1":"h1:9093","4":"h4:9093"}},
             "metadata_offset":57,"brokers":[{"id":1,"epoch":3,"rack":"r1","fenced":false,"host":"h1","port":9092},{"id":3,"epoch":9,"rack":null,"fenced":true,"host":"h3","port":9094}],
             "topics":1,"partitions":2,"leaders_per_broker":{"1":2},"under_replicated":["t-0"],"offline":[]}"#,
         )
@@ -265,6 +271,7 @@ mod tests {
             "{text}"
         );
         assert!(text.contains("voters 1 2 3"), "{text}");
+        assert!(text.contains("controller learners (no vote): 5"), "{text}");
         assert!(
             text.contains("controller addresses: 1=h1:9093 4=h4:9093"),
             "{text}"
