@@ -345,7 +345,47 @@ pub fn render() -> String {
     );
     render_partitions(&mut out);
     render_groups(&mut out);
+    render_quorum(&mut out);
     out
+}
+
+/// The controller quorum as this node last saw it (from its own controller, or from the
+/// active controller's heartbeat answers on a broker-only node).
+fn render_quorum(out: &mut String) {
+    let Some(view) = crate::cluster::current() else {
+        return;
+    };
+    let q = view.quorum();
+    let leader = q.leader.map_or(0, |l| l.0);
+    let gauges = [
+        (
+            "sluice_controller_leader",
+            "raft id of the active controller (0: none known)",
+            leader,
+        ),
+        ("sluice_controller_term", "raft term", q.term.0),
+        (
+            "sluice_controller_commit_index",
+            "raft commit index",
+            q.commit_index,
+        ),
+        (
+            "sluice_controller_voters",
+            "controllers that vote",
+            q.voters.len() as u64,
+        ),
+        (
+            "sluice_controller_learners",
+            "controllers receiving the log without a vote",
+            q.learners.len() as u64,
+        ),
+    ];
+    for (name, help, value) in gauges {
+        let _ = writeln!(
+            out,
+            "# HELP {name} {help}\n# TYPE {name} gauge\n{name} {value}"
+        );
+    }
 }
 
 fn render_groups(out: &mut String) {

@@ -188,6 +188,11 @@ fn controllers_grow_to_four_and_shrink_back_by_removing_the_leader() {
         let s = status(&four)?;
         (voters(&s) == [1, 2, 3, 4] && s["topics"].as_u64()? >= 1).then_some(())
     });
+    let metrics = four.admin_get("/metrics").expect("metrics of node 4");
+    assert!(
+        metrics.contains("sluice_controller_voters 4\n"),
+        "node 4's metrics: {metrics}"
+    );
     println!(
         "figure: controller 4 added and caught up in {:?} (metadata offset {offset_then:?})",
         started.elapsed()
