@@ -1,6 +1,7 @@
 //! Controller membership changes over the in-memory test network: adding a voter that
 //! starts empty, removing a follower, removing the leader (it hands leadership over), all
-//! under seeded message loss; a removed controller no longer counts for the quorum; one
+//! under seeded message loss; a removed controller no longer counts for the quorum; an
+//! added controller restarts from its files as a voter; one
 //! change at a time. Deterministic: a logical clock, pinned election timeouts, seeded
 //! drops; every assertion names the seed.
 
@@ -355,6 +356,37 @@ fn a_learner_that_cannot_catch_up_does_not_weaken_the_quorum() -> TestResult {
             voters_are(all.clone()),
         )?;
         assert!(has_broker(&c, NodeId(4), 6), "seed {seed}");
+    }
+    Ok(())
+}
+
+#[test]
+fn an_added_controller_restarts_from_its_files_as_a_voter() -> TestResult {
+    for seed in SEEDS {
+        let dir = tempfile::tempdir()?;
+        let mut c = SimCluster::new(dir.path(), 3, seed)?;
+        commit(&mut c, 1, &nodes(&[1, 2, 3]))?;
+        c.start(NodeId(4), &Bootstrap::Join)?;
+        let all = nodes(&[1, 2, 3, 4]);
+        change_membership(
+            &mut c,
+            &all,
+            |n| n.propose_add_voter(NodeId(4)),
+            voters_are(all.clone()),
+        )?;
+        commit(&mut c, 2, &all)?;
+        c.stop(NodeId(4));
+        commit(&mut c, 3, &nodes(&[1, 2, 3]))?;
+        // Restarted with the founders' bootstrap: its files decide, not the list.
+        c.restart(NodeId(4))?;
+        let back = c.node(NodeId(4)).ok_or("gone")?;
+        assert_eq!(
+            back.voters(),
+            all,
+            "seed {seed}: membership lost at restart"
+        );
+        commit(&mut c, 4, &all)?;
+        assert!(has_broker(&c, NodeId(4), 3), "seed {seed}");
     }
     Ok(())
 }
