@@ -236,17 +236,29 @@ impl Catalog {
     }
 
     /// Creates an internal topic unless it exists; returns its partition count (an
-    /// existing topic keeps its own).
+    /// existing topic keeps its own). Its id comes from `cluster_id` and the name, so every
+    /// broker of a cluster makes the same topic: the first to put it into the metadata log
+    /// wins and the others find theirs identical (a different id would make them delete
+    /// and re-create its partitions, racing the replicas being opened).
     pub fn ensure_topic(
         &self,
         name: &str,
         partitions: i32,
         configs: BTreeMap<String, String>,
+        cluster_id: &str,
     ) -> Result<i32, CatalogError> {
         if let Some(n) = self.partition_count(name) {
             return Ok(n);
         }
-        Ok(self.create(name, partitions, configs, false)?.partitions)
+        let mut meta = self.create(name, partitions, configs, true)?;
+        meta.topic_id = internal_topic_id(cluster_id, name);
+        let mut data = self.lock();
+        if let Some(t) = data.topics.get(name) {
+            return Ok(t.partitions);
+        }
+        data.topics.insert(name.to_string(), meta.clone());
+        self.persist(&data)?;
+        Ok(meta.partitions)
     }
 
     /// The log config of a topic: defaults overridden by the topic's configs.
@@ -278,6 +290,20 @@ impl Catalog {
         }
         Ok(())
     }
+}
+
+/// The id of an internal topic: FNV-1a (128-bit) of the cluster id and the name.
+fn internal_topic_id(cluster_id: &str, name: &str) -> [u8; 16] {
+    let mut h: u128 = 0x6c62_272e_07bb_0142_62b8_2175_6295_c58d;
+    for b in cluster_id.bytes().chain([0]).chain(name.bytes()) {
+        h ^= b as u128;
+        h = h.wrapping_mul(0x0000_0000_0100_0000_0000_0000_0000_013B);
+    }
+    let mut id = h.to_be_bytes();
+    if id == [0; 16] {
+        id[15] = 1;
+    }
+    id
 }
 
 fn new_topic_id(name: &str) -> [u8; 16] {

@@ -65,6 +65,8 @@ pub struct ClusterView {
     /// Whether this node's own controller receives the metadata log (a voter or learner,
     /// so its images are current): `MEMBER_UNKNOWN` until it first publishes.
     controller_member: AtomicU8,
+    /// When this node started (the offsets topic's creation waits on it).
+    started: Instant,
 }
 
 /// Requests that wait on the controller give up after this long.
@@ -129,6 +131,7 @@ impl ClusterView {
             importing: AtomicBool::new(!legacy.is_empty()),
             controller_member: AtomicU8::new(MEMBER_UNKNOWN),
             import: Mutex::new(legacy),
+            started: Instant::now(),
         });
         *lock(&CURRENT) = Some(view.clone());
         view
@@ -331,6 +334,35 @@ impl ShardImage {
     pub fn leader_epoch(&self, topic: &str, partition: i32) -> i32 {
         self.with_partition(topic, partition, |p| p.leader_epoch.0)
             .unwrap_or(0)
+    }
+
+    /// KIP-392: for a consumer in `client_rack` fetching a partition this broker leads
+    /// from another rack, an in-sync, unfenced replica in the consumer's rack to read from.
+    pub fn preferred_read_replica(
+        &self,
+        topic: &str,
+        partition: i32,
+        client_rack: &str,
+    ) -> Option<i32> {
+        let image = self.image();
+        let me = BrokerId(self.view.node_id);
+        let rack_of = |b: BrokerId| image.broker(b).and_then(|i| i.rack.clone());
+        if client_rack.is_empty() || rack_of(me).as_deref() == Some(client_rack) {
+            return None;
+        }
+        let p = image
+            .topic_by_name(topic)?
+            .partitions
+            .get(&sluice_control::PartitionIndex(partition))?;
+        if p.leader != Some(me) {
+            return None;
+        }
+        p.isr
+            .iter()
+            .copied()
+            .filter(|b| *b != me && image.is_live(*b))
+            .find(|b| rack_of(*b).as_deref() == Some(client_rack))
+            .map(|b| b.0)
     }
 
     fn with_partition<T>(
@@ -619,10 +651,21 @@ async fn import_legacy_topics(view: &Arc<ClusterView>, config: &ServerConfig) {
     let topics = lock(&view.import).clone();
     let mut left = Vec::new();
     for t in topics {
+        let replication_factor = if t.name == crate::groups::OFFSETS_TOPIC {
+            match offsets_replication_factor(view, config) {
+                Some(rf) => rf,
+                None => {
+                    left.push(t);
+                    continue;
+                }
+            }
+        } else {
+            1
+        };
         let req = Request::CreateTopic {
             name: t.name.clone(),
             partitions: t.partitions,
-            replication_factor: 1,
+            replication_factor,
             configs: t
                 .configs
                 .iter()
@@ -676,8 +719,39 @@ async fn import_legacy_topics(view: &Arc<ClusterView>, config: &ServerConfig) {
         }
         view.importing.store(false, Ordering::Release);
         view.sync_catalog(&view.image());
-        let _ = config;
     }
+}
+
+/// How long a new cluster waits for brokers to register before it creates the offsets
+/// topic with fewer replicas than it could have.
+const OFFSETS_TOPIC_BROKERS_WAIT: Duration = Duration::from_secs(30);
+
+/// The replication factor to create `__consumer_offsets` with: the configured one, capped
+/// by the unfenced brokers registered now. `None` (ask again later) while fewer brokers
+/// than controllers (capped by the configured factor) have registered and the wait has
+/// not run out: a new cluster's brokers start together, and the topic keeps its replicas
+/// for good. A topic the image already has needs no decision (1: the controller answers
+/// that it exists).
+fn offsets_replication_factor(view: &ClusterView, config: &ServerConfig) -> Option<i16> {
+    let image = view.image();
+    if image.topic_by_name(crate::groups::OFFSETS_TOPIC).is_some() {
+        return Some(1);
+    }
+    let wanted = config.groups.offsets_replication_factor.max(1) as usize;
+    // Registered brokers count, fenced or not: a broker is unfenced moments after it
+    // registers.
+    let live = image.brokers().count().max(1);
+    let expected = wanted.min(view.controllers().len().max(1));
+    if live < expected && view.started.elapsed() < OFFSETS_TOPIC_BROKERS_WAIT {
+        return None;
+    }
+    let rf = wanted.min(live) as i16;
+    tracing::info!(
+        replication_factor = rf,
+        brokers = live,
+        "creating the offsets topic"
+    );
+    Some(rf)
 }
 
 /// A broker that is not a controller follows the image by long-polling the quorum; with
@@ -900,4 +974,31 @@ pub fn elect_leaders_blocking(view: &ClusterView) -> Result<String, String> {
         "not_preferred_after": after,
     })
     .to_string())
+}
+
+/// Asks the controller to set the ISR of a partition this broker leads at
+/// `leader_epoch`, and waits until this shard's image shows the change.
+pub async fn alter_isr(
+    image: &ShardImage,
+    tp: &crate::store::TopicPartition,
+    leader_epoch: i32,
+    isr: &[i32],
+) -> Result<(), (i16, String)> {
+    let broker_epoch = match image.view.broker_state() {
+        BrokerState::Active(e) | BrokerState::Fenced(e) => e,
+        BrokerState::Unregistered => {
+            return Err((code::NOT_LEADER_OR_FOLLOWER, "not registered".into()));
+        }
+    };
+    let req = Request::AlterPartition {
+        broker: BrokerId(image.view.node_id),
+        broker_epoch,
+        topic: tp.topic.clone(),
+        partition: tp.partition.0,
+        leader_epoch: sluice_control::LeaderEpoch(leader_epoch),
+        isr: isr.iter().map(|b| BrokerId(*b)).collect(),
+    };
+    change_metadata(image, &req, CONTROLLER_REQUEST_TIMEOUT)
+        .await
+        .map(|_| ())
 }

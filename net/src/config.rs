@@ -74,6 +74,9 @@ pub struct ClusterConfig {
     pub default_replication_factor: i16,
     /// `auto.leader.rebalance.enable`.
     pub auto_leader_rebalance: bool,
+    /// `replica.lag.time.max.ms`: a follower that has not caught up for this long leaves
+    /// the ISR.
+    pub replica_lag_time_max_ms: u64,
 }
 
 impl Default for ClusterConfig {
@@ -91,6 +94,7 @@ impl Default for ClusterConfig {
             controller_tick_ms: 50,
             default_replication_factor: 1,
             auto_leader_rebalance: true,
+            replica_lag_time_max_ms: 30_000,
         }
     }
 }

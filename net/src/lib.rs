@@ -26,6 +26,7 @@ pub mod handlers;
 pub mod metrics;
 pub mod moves;
 pub mod placement;
+pub mod replicas;
 mod server;
 pub mod shard;
 pub mod store;

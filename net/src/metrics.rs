@@ -119,6 +119,11 @@ pub struct ShardStat {
     /// Per task queue (`produce`, `fetch`): times run and CPU time used, since start.
     pub queues: [QueueStat; 2],
     pub write_pending_bytes: usize,
+    /// Partitions the shard leads whose ISR lacks a replica.
+    pub under_replicated: usize,
+    /// ISR changes this shard's leaders made, since start.
+    pub isr_shrinks: u64,
+    pub isr_expands: u64,
 }
 
 /// One task queue of a shard, as last published.
@@ -217,6 +222,28 @@ fn render_partitions(out: &mut String) {
         for (shard, (stat, _)) in map.iter() {
             let _ = writeln!(out, "{name}{{shard=\"{shard}\"}} {}", value(stat));
         }
+    }
+    let sum = |f: fn(&ShardStat) -> u64| map.values().map(|(s, _)| f(s)).sum::<u64>();
+    let replication: [(&str, &str, u64); 3] = [
+        (
+            "sluice_under_replicated_partitions",
+            "gauge",
+            sum(|s| s.under_replicated as u64),
+        ),
+        (
+            "sluice_isr_shrinks_total",
+            "counter",
+            sum(|s| s.isr_shrinks),
+        ),
+        (
+            "sluice_isr_expands_total",
+            "counter",
+            sum(|s| s.isr_expands),
+        ),
+    ];
+    for (name, kind, value) in replication {
+        let _ = writeln!(out, "# TYPE {name} {kind}");
+        let _ = writeln!(out, "{name} {value}");
     }
     let _ = writeln!(out, "# TYPE sluice_shard_task_queue_runs_total counter");
     let _ = writeln!(

@@ -119,6 +119,7 @@ pub fn start(mut config: ServerConfig) -> Result<Server, ServerError> {
         groups::OFFSETS_TOPIC,
         config.groups.offsets_partitions,
         groups::offsets_topic_configs(),
+        &config.cluster_id,
     )?;
     let (controllers, quorum_fd) = bind_quorum(&config)?;
     // The offsets topic must be in the metadata log too (created there by the first
@@ -525,7 +526,7 @@ fn publish_metrics(shard: &Shard, before: &mut HashMap<TopicPartition, Traffic>,
             Some(crate::metrics::PartitionStat {
                 log_start_offset: log.log_start_offset().0,
                 log_end_offset: log.log_end_offset().0,
-                high_watermark: log.written_end_offset().0,
+                high_watermark: shard.high_watermark(&tp, &log),
                 size_bytes: log.size_bytes(),
                 segments: log.segment_count(),
                 partition: tp.partition.0,
@@ -545,6 +546,9 @@ fn publish_metrics(shard: &Shard, before: &mut HashMap<TopicPartition, Traffic>,
         queues: shard.queue_stats(),
         tail_cache_bytes: resources.cache_bytes(),
         write_pending_bytes: resources.pending_bytes(),
+        under_replicated: shard.replicas.under_replicated(),
+        isr_shrinks: shard.replicas.counters().isr_shrinks,
+        isr_expands: shard.replicas.counters().isr_expands,
     };
     crate::metrics::publish_shard(shard.id, stat, partitions);
 }
@@ -667,6 +671,8 @@ async fn shard_main(mut args: ShardArgs) -> Result<(), String> {
     if let Some(queue) = args.moves.take() {
         glommio::spawn_local(moves::run_mover(shard.clone(), queue)).detach();
     }
+    // Replicated partitions follow the metadata image (roles, high watermarks, ISR).
+    let replication = glommio::spawn_local(crate::replicas::run(shard.clone()));
     // The coordinator partitions this shard owns: load them, then sweep them.
     let coordinator = glommio::spawn_local(groups::persist::run(shard.clone()));
     if shard.id == 0 {
@@ -693,8 +699,10 @@ async fn shard_main(mut args: ShardArgs) -> Result<(), String> {
     while args.draining.load(Ordering::SeqCst) > 0 {
         glommio::timer::sleep(Duration::from_millis(10)).await;
     }
-    // Its last group-metadata writes land before the logs close.
+    // Its last group-metadata writes land before the logs close, and the follower
+    // fetchers stop appending.
     coordinator.await;
+    replication.await;
     shard
         .logs
         .close_all()

@@ -34,6 +34,18 @@ pub struct FetchPart {
     pub tp: TopicPartition,
     pub offset: i64,
     pub partition_bytes_max: usize,
+    /// The leader epoch the fetcher knows (-1: none; not checked).
+    pub current_leader_epoch: i32,
+}
+
+/// Who reads in a fetch.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Reader {
+    /// A follower replicating (its broker id): reads up to the written end.
+    Follower(i32),
+    /// A consumer: reads below the high watermark; `from_follower` when it may be served
+    /// by a follower replica (Fetch v11+, KIP-392), else only by the leader.
+    Consumer { from_follower: bool },
 }
 
 /// One partition of a fetch, as answered.
@@ -58,15 +70,19 @@ pub struct ProducePartResult {
 pub enum ShardOp {
     Produce {
         acks: i16,
+        /// How long acks=all waits for the ISR (the request's `timeout_ms`).
+        timeout_ms: u64,
         parts: Vec<(TopicPartition, Bytes)>,
     },
     FetchRead {
         parts: Vec<FetchPart>,
         bytes_max: usize,
+        reader: Reader,
     },
     FetchWait {
         parts: Vec<(TopicPartition, i64)>,
         wait_ms: u64,
+        reader: Reader,
     },
     ListOffsets {
         parts: Vec<(TopicPartition, i64)>,
@@ -172,11 +188,15 @@ pub struct Shard {
     pub stopping: LocalFlag,
     pub connections: Cell<usize>,
     pub fetch_sessions: RefCell<crate::handlers::fetch::Sessions>,
+    /// The replicated partitions this shard owns (roles, high watermarks).
+    pub replicas: crate::replicas::Replicas,
     /// Appends run one produce request at a time, in arrival order (a FIFO semaphore), so
     /// pipelined produce requests for one partition are appended in request order even
     /// when one of them waits (log creation, a full write buffer). Waits for durability
     /// happen outside it and overlap.
     append_order: glommio::sync::Semaphore,
+    /// Log creations run one at a time (see `open_or_create_log`).
+    create_order: glommio::sync::Semaphore,
     /// Where partitions live; `placement_cache` is this shard's copy of its snapshot,
     /// refreshed when the table's version moves.
     pub placement: Arc<PlacementTable>,
@@ -320,7 +340,9 @@ impl Shard {
             stopping: LocalFlag::default(),
             connections: Cell::new(0),
             fetch_sessions: RefCell::new(sessions),
+            replicas: crate::replicas::Replicas::default(),
             append_order: glommio::sync::Semaphore::new(1),
+            create_order: glommio::sync::Semaphore::new(1),
             placement_cache: RefCell::new(placement.snapshot()),
             placement,
             traffic: RefCell::new(HashMap::new()),
@@ -520,15 +542,30 @@ impl Shard {
             return Err(code::NOT_LEADER_OR_FOLLOWER);
         }
         self.check_leader(tp)?;
+        self.open_or_create_log(tp).await
+    }
+
+    /// The partition's log on this shard, created if it does not exist yet. Creations run
+    /// one at a time (a request and the replication loop may both want a new partition),
+    /// so a second caller finds the first one's log instead of a half-made directory.
+    pub async fn open_or_create_log(&self, tp: &TopicPartition) -> Result<PartitionLog, i16> {
+        let _turn = self.create_order.acquire_permit(1).await;
+        if let Some(log) = self.logs.get(tp) {
+            return Ok(log);
+        }
         let config = self.catalog.log_config_for(&tp.topic);
-        match self.logs.create(tp.clone(), config).await {
-            Ok(log) => Ok(log),
-            // Another task created it while this one waited.
-            Err(e) => self.logs.get(tp).ok_or_else(|| {
+        self.logs.create(tp.clone(), config).await.map_err(|e| match e {
+            // Its directory is still being removed (the topic was deleted or replaced
+            // under the same name a moment ago): retriable.
+            crate::store::LogError::AlreadyExists(_) => {
+                tracing::warn!(shard = self.id, topic = %tp.topic, partition = tp.partition.0, "partition directory still in use; the client retries");
+                code::NOT_LEADER_OR_FOLLOWER
+            }
+            e => {
                 tracing::error!(shard = self.id, topic = %tp.topic, partition = tp.partition.0, error = %e, "creating partition log failed");
                 code::KAFKA_STORAGE_ERROR
-            }),
-        }
+            }
+        })
     }
 
     /// NOT_LEADER_OR_FOLLOWER unless the image names this broker the partition's leader
@@ -544,14 +581,22 @@ impl Shard {
     /// Executes an operation on this shard (the owner of every partition it names).
     pub async fn execute(&self, op: ShardOp) -> ShardReply {
         match op {
-            ShardOp::Produce { acks, parts } => {
-                ShardReply::Produce(self.produce(acks, parts).await)
-            }
-            ShardOp::FetchRead { parts, bytes_max } => {
-                ShardReply::Fetch(self.fetch_read(&parts, bytes_max).await)
-            }
-            ShardOp::FetchWait { parts, wait_ms } => {
-                self.fetch_wait(&parts, wait_ms).await;
+            ShardOp::Produce {
+                acks,
+                timeout_ms,
+                parts,
+            } => ShardReply::Produce(self.produce(acks, timeout_ms, parts).await),
+            ShardOp::FetchRead {
+                parts,
+                bytes_max,
+                reader,
+            } => ShardReply::Fetch(self.fetch_read(&parts, bytes_max, reader).await),
+            ShardOp::FetchWait {
+                parts,
+                wait_ms,
+                reader,
+            } => {
+                self.fetch_wait(&parts, wait_ms, reader).await;
                 ShardReply::Done
             }
             ShardOp::ListOffsets { parts } => ShardReply::Offsets(self.list_offsets(&parts).await),
@@ -630,6 +675,7 @@ impl Shard {
     async fn produce(
         &self,
         acks: i16,
+        timeout_ms: u64,
         parts: Vec<(TopicPartition, Bytes)>,
     ) -> Vec<ProducePartResult> {
         // Phase 1: append everything (validation, offsets); phase 2: wait for durability,
@@ -639,26 +685,74 @@ impl Shard {
             // The semaphore is never closed, so the permit is always granted.
             let _turn = self.append_order.acquire_permit(1).await;
             for (tp, records) in &parts {
-                appended.push(self.append_one(tp, records).await);
+                appended.push(self.append_one(tp, records, acks).await);
             }
         }
         let mut out = Vec::with_capacity(appended.len());
-        for a in appended {
-            out.push(match a {
-                Err(error) => ProducePartResult { error, base_offset: -1, log_start: -1 },
-                Ok((log, base_offset, end)) => {
-                    let durable = if acks == 0 { Ok(()) } else { log.wait_durable(end).await };
-                    match durable {
-                        Ok(()) => ProducePartResult { error: code::NONE, base_offset, log_start: log.log_start_offset().0 },
-                        Err(e) => {
-                            tracing::error!(shard = self.id, error = %e, "waiting for durability failed");
-                            ProducePartResult { error: code::KAFKA_STORAGE_ERROR, base_offset: -1, log_start: -1 }
-                        }
-                    }
-                }
+        for (a, (tp, _)) in appended.into_iter().zip(&parts) {
+            let r = match a {
+                Err(error) => Err(error),
+                Ok((log, base_offset, end)) => self
+                    .wait_acked(tp, &log, acks, end, timeout_ms)
+                    .await
+                    .map(|()| (base_offset, log.log_start_offset().0)),
+            };
+            out.push(match r {
+                Ok((base_offset, log_start)) => ProducePartResult {
+                    error: code::NONE,
+                    base_offset,
+                    log_start,
+                },
+                Err(error) => ProducePartResult {
+                    error,
+                    base_offset: -1,
+                    log_start: -1,
+                },
             });
         }
         out
+    }
+
+    /// What the producer's `acks` waits for: nothing (0), this broker's durable copy (1),
+    /// or the high watermark passing the batch (all), bounded by `timeout_ms`.
+    async fn wait_acked(
+        &self,
+        tp: &TopicPartition,
+        log: &PartitionLog,
+        acks: i16,
+        end: Offset,
+        timeout_ms: u64,
+    ) -> Result<(), i16> {
+        if acks == 0 {
+            return Ok(());
+        }
+        if let Err(e) = log.wait_durable(end).await {
+            tracing::error!(shard = self.id, partition = %tp, error = %e, "waiting for durability failed");
+            return Err(code::KAFKA_STORAGE_ERROR);
+        }
+        let Some(replica) = self.replicas.get(tp) else {
+            return Ok(());
+        };
+        // This broker's copy is durable: that may be what the high watermark waited for.
+        replica.update_hw();
+        if acks != -1 || replica.hw.get() >= end.0 {
+            return Ok(());
+        }
+        let wait = replica.hw.wait_for(end.0);
+        let timeout = glommio::timer::sleep(Duration::from_millis(timeout_ms.max(1)));
+        let stopping = self.stopping.wait();
+        match futures_lite::future::or(async { Some(wait.await) }, async {
+            futures_lite::future::or(timeout, stopping).await;
+            None
+        })
+        .await
+        {
+            Some(Ok(())) => Ok(()),
+            // The leadership ended while waiting: the client retries on the new leader.
+            Some(Err(_)) => Err(code::NOT_LEADER_OR_FOLLOWER),
+            None if !replica.enough_in_sync() => Err(code::NOT_ENOUGH_REPLICAS_AFTER_APPEND),
+            None => Err(code::REQUEST_TIMED_OUT),
+        }
     }
 
     /// Appends one partition's records: the log, the base offset and the end offset to
@@ -667,8 +761,13 @@ impl Shard {
         &self,
         tp: &TopicPartition,
         records: &Bytes,
+        acks: i16,
     ) -> Result<(PartitionLog, i64, Offset), i16> {
         let log = self.log_for(tp).await?;
+        if acks == -1 && self.replicas.get(tp).is_some_and(|r| !r.enough_in_sync()) {
+            tracing::info!(shard = self.id, partition = %tp, "acks=all produce refused: too few in-sync replicas");
+            return Err(code::NOT_ENOUGH_REPLICAS);
+        }
         self.count_traffic(tp, |t| {
             t.bytes_in += records.len() as u64;
             t.produce_requests += 1;
@@ -691,8 +790,13 @@ impl Shard {
     }
 
     /// Reads for another shard: the batches are copied into owned bytes to cross threads.
-    async fn fetch_read(&self, parts: &[FetchPart], bytes_max: usize) -> Vec<FetchPartResult> {
-        self.fetch_read_local(parts, bytes_max)
+    async fn fetch_read(
+        &self,
+        parts: &[FetchPart],
+        bytes_max: usize,
+        reader: Reader,
+    ) -> Vec<FetchPartResult> {
+        self.fetch_read_local(parts, bytes_max, reader)
             .await
             .into_iter()
             .map(|(mut r, slices, bytes)| {
@@ -708,19 +812,91 @@ impl Shard {
             .collect()
     }
 
+    /// The high watermark of a partition this shard owns: its replica's, or for a
+    /// partition with one replica, its written end.
+    pub fn high_watermark(&self, tp: &TopicPartition, log: &PartitionLog) -> i64 {
+        match self.replicas.get(tp) {
+            Some(r) => r.hw.get(),
+            None => log.written_end_offset().0,
+        }
+    }
+
+    /// FENCED_LEADER_EPOCH / UNKNOWN_LEADER_EPOCH when the client's epoch (≥ 0) is older /
+    /// newer than the image's.
+    pub fn check_leader_epoch(&self, tp: &TopicPartition, epoch: i32) -> Result<(), i16> {
+        if epoch < 0 {
+            return Ok(());
+        }
+        let current = self.cluster.leader_epoch(&tp.topic, tp.partition.0);
+        match epoch.cmp(&current) {
+            std::cmp::Ordering::Less => Err(code::FENCED_LEADER_EPOCH),
+            std::cmp::Ordering::Greater => Err(code::UNKNOWN_LEADER_EPOCH),
+            std::cmp::Ordering::Equal => Ok(()),
+        }
+    }
+
+    /// The log a fetch reads: the leader's; a follower's own copy for a consumer that may
+    /// read from followers.
+    async fn log_for_read(&self, tp: &TopicPartition, reader: Reader) -> Result<PartitionLog, i16> {
+        if let Reader::Consumer {
+            from_follower: true,
+        } = reader
+        {
+            if let Some(r) = self.replicas.get(tp).filter(|r| !r.is_leader()) {
+                return Ok(r.log.clone());
+            }
+        }
+        self.log_for(tp).await
+    }
+
+    /// Where a fetch of `p` may read up to, and the high watermark to answer with. A
+    /// follower reads up to the written end and its fetch offset counts as its durable
+    /// end; a consumer reads below the high watermark (a follower's own, on a follower).
+    fn fetch_bounds(
+        &self,
+        p: &FetchPart,
+        log: &PartitionLog,
+        reader: Reader,
+    ) -> Result<(i64, i64), i16> {
+        self.check_leader_epoch(&p.tp, p.current_leader_epoch)?;
+        match (self.replicas.get(&p.tp), reader) {
+            (Some(r), Reader::Follower(id)) => {
+                // Only a fetch within the log says how far the follower holds it: one
+                // past the end has diverged (it is answered OFFSET_OUT_OF_RANGE and
+                // truncates first).
+                let within =
+                    p.offset >= log.log_start_offset().0 && p.offset <= log.written_end_offset().0;
+                if within {
+                    r.on_follower_fetch(id, p.offset, crate::replicas::now_ms())?;
+                }
+                Ok((log.written_end_offset().0, r.hw.get()))
+            }
+            (Some(r), Reader::Consumer { .. }) => Ok((r.hw.get(), r.hw.get())),
+            (None, _) => {
+                let hw = log.written_end_offset().0;
+                Ok((hw, hw))
+            }
+        }
+    }
+
     /// Reads partitions this shard owns: each answer with the engine's batch slices (not
     /// copied) and their byte count.
     pub async fn fetch_read_local(
         &self,
         parts: &[FetchPart],
         bytes_max: usize,
+        reader: Reader,
     ) -> Vec<(FetchPartResult, Vec<BatchSlice>, usize)> {
         let mut left = bytes_max;
         let mut any_data = false;
         let mut out = Vec::with_capacity(parts.len());
         for p in parts {
-            let log = match self.log_for(&p.tp).await {
-                Ok(log) => log,
+            let bounds = match self.log_for_read(&p.tp, reader).await {
+                Ok(log) => self.fetch_bounds(p, &log, reader).map(|b| (log, b)),
+                Err(error) => Err(error),
+            };
+            let (log, (upper, hw)) = match bounds {
+                Ok(b) => b,
                 Err(error) => {
                     let r = FetchPartResult {
                         error,
@@ -732,7 +908,6 @@ impl Shard {
                     continue;
                 }
             };
-            let hw = log.written_end_offset().0;
             let log_start = log.log_start_offset().0;
             let mut r = FetchPartResult {
                 error: code::NONE,
@@ -742,12 +917,15 @@ impl Shard {
             };
             let mut slices = Vec::new();
             let mut bytes = 0;
-            if p.offset < log_start || p.offset > hw {
+            // Past the high watermark but within the log is not out of range: a consumer
+            // that read from an earlier leader may be ahead of this one's high watermark
+            // until the followers report.
+            if p.offset < log_start || p.offset > upper.max(log.written_end_offset().0) {
                 r.error = code::OFFSET_OUT_OF_RANGE;
-            } else if p.offset < hw && (left > 0 || !any_data) {
+            } else if p.offset < upper && (left > 0 || !any_data) {
                 let limits = ReadLimits {
                     max_bytes: p.partition_bytes_max.min(left),
-                    max_offset: Offset(hw),
+                    max_offset: Offset(upper),
                     min_one_batch: !any_data,
                 };
                 match log.read(Offset(p.offset), limits).await {
@@ -775,22 +953,36 @@ impl Shard {
         out
     }
 
-    /// Returns once any named partition has data past its offset, the wait is over, or the
-    /// shard is stopping.
-    async fn fetch_wait(&self, parts: &[(TopicPartition, i64)], wait_ms: u64) {
+    /// Returns once any named partition has data past its offset (written data for a
+    /// follower, the high watermark for a consumer), the wait is over, or the shard is
+    /// stopping.
+    async fn fetch_wait(&self, parts: &[(TopicPartition, i64)], wait_ms: u64, reader: Reader) {
         let mut waits: Vec<Pin<Box<dyn Future<Output = ()> + '_>>> =
             Vec::with_capacity(parts.len() + 2);
         for (tp, offset) in parts {
-            let Ok(log) = self.log_for(tp).await else {
+            let Ok(log) = self.log_for_read(tp, reader).await else {
                 return;
             };
-            if log.written_end_offset().0 > *offset {
-                return;
-            }
             let end = Offset(offset + 1);
-            waits.push(Box::pin(async move {
-                let _ = log.wait_written(end).await;
-            }));
+            match self.replicas.get(tp) {
+                Some(r) if matches!(reader, Reader::Consumer { .. }) => {
+                    if r.hw.get() > *offset {
+                        return;
+                    }
+                    let wait = r.hw.wait_for(end.0);
+                    waits.push(Box::pin(async move {
+                        let _ = wait.await;
+                    }));
+                }
+                _ => {
+                    if log.written_end_offset().0 > *offset {
+                        return;
+                    }
+                    waits.push(Box::pin(async move {
+                        let _ = log.wait_written(end).await;
+                    }));
+                }
+            }
         }
         waits.push(Box::pin(glommio::timer::sleep(Duration::from_millis(
             wait_ms,
@@ -819,7 +1011,7 @@ impl Shard {
             };
             let r = match *ts {
                 -2 => Ok(Some((log.log_start_offset(), -1))),
-                -1 => Ok(Some((log.written_end_offset(), -1))),
+                -1 => Ok(Some((Offset(self.high_watermark(tp, &log)), -1))),
                 -3 => log.max_timestamp().await,
                 t if t >= 0 => log.offset_for_timestamp(t).await,
                 _ => {
@@ -864,7 +1056,7 @@ impl Shard {
                     continue;
                 }
             };
-            let hw = log.written_end_offset().0;
+            let hw = self.high_watermark(tp, &log);
             let target = if *offset == -1 { hw } else { *offset };
             if target < 0 || target > hw {
                 out.push((code::OFFSET_OUT_OF_RANGE, -1, -1));

@@ -68,6 +68,7 @@ pub struct PinFileConfig {
 #[serde(deny_unknown_fields)]
 pub struct GroupsFileConfig {
     pub offsets_topic_partitions: Option<u32>,
+    pub offsets_topic_replication_factor: Option<u16>,
     pub offsets_retention_minutes: Option<u64>,
     pub offsets_retention_check_interval_ms: Option<u64>,
     pub session_timeout_ms_min: Option<u32>,
@@ -92,6 +93,7 @@ pub struct ClusterFileConfig {
     pub controller_tick_ms: Option<u64>,
     pub default_replication_factor: Option<i16>,
     pub auto_leader_rebalance: Option<bool>,
+    pub replica_lag_time_max_ms: Option<u64>,
 }
 
 #[derive(Debug, Default, Clone, Copy, Deserialize)]
@@ -426,6 +428,11 @@ fn cluster(
     if let Some(b) = f.auto_leader_rebalance {
         c.auto_leader_rebalance = b;
     }
+    c.replica_lag_time_max_ms = positive(
+        "cluster.replica_lag_time_max_ms",
+        f.replica_lag_time_max_ms,
+        c.replica_lag_time_max_ms as usize,
+    )? as u64;
     let me = u64::try_from(server.node_id).unwrap_or(0);
     if c.roles.controller {
         if me == 0 {
@@ -676,8 +683,17 @@ fn groups_config(g: &GroupsFileConfig) -> Result<GroupsConfig> {
         g.offsets_retention_minutes,
         (d.offsets_retention_ms / 60_000) as usize,
     )? as i64;
+    let replication_factor = positive(
+        "groups.offsets_topic_replication_factor",
+        g.offsets_topic_replication_factor.map(u64::from),
+        d.offsets_replication_factor as usize,
+    )?;
+    if replication_factor > 16 {
+        bail!("groups.offsets_topic_replication_factor: {replication_factor} is above 16");
+    }
     let c = GroupsConfig {
         offsets_partitions: partitions as i32,
+        offsets_replication_factor: replication_factor as i16,
         offsets_retention_ms: retention_minutes.saturating_mul(60_000),
         offsets_retention_check_interval_ms: positive(
             "groups.offsets_retention_check_interval_ms",

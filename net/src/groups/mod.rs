@@ -69,6 +69,9 @@ pub struct GroupsConfig {
     /// Partitions of `__consumer_offsets` when it is first created (Kafka:
     /// offsets.topic.num.partitions). An existing topic keeps its count.
     pub offsets_partitions: i32,
+    /// Replicas of each `__consumer_offsets` partition when it is first created
+    /// (offsets.topic.replication.factor), capped by the brokers registered then.
+    pub offsets_replication_factor: i16,
     /// Offsets of a group with no members expire this long after the later of their
     /// commit and the group emptying (Kafka: offsets.retention.minutes).
     pub offsets_retention_ms: i64,
@@ -91,6 +94,7 @@ impl Default for GroupsConfig {
     fn default() -> Self {
         GroupsConfig {
             offsets_partitions: 50,
+            offsets_replication_factor: 3,
             offsets_retention_ms: 7 * 24 * 3600 * 1000,
             offsets_retention_check_interval_ms: 600_000,
             session_timeout_ms_min: 6_000,

@@ -51,6 +51,8 @@ pub async fn append(
             owner,
             ShardOp::Produce {
                 acks: -1,
+                // Kafka's `offsets.commit.timeout.ms`.
+                timeout_ms: 5_000,
                 parts: vec![(tp, batch)],
             },
         )

@@ -17,7 +17,7 @@ use crate::frame::{
     decode_body, encode_response, encode_response_spliced, splice_marker, FrameError, Request,
     ResponseFrame,
 };
-use crate::shard::{FetchPart, FetchPartResult, Shard, ShardOp, ShardReply};
+use crate::shard::{FetchPart, FetchPartResult, Reader, Shard, ShardOp, ShardReply};
 use crate::store::BatchSlice;
 use crate::store::{PartitionId, TopicPartition};
 
@@ -35,6 +35,7 @@ struct SessionPart {
     tp: TopicPartition,
     offset: i64,
     partition_bytes_max: usize,
+    current_leader_epoch: i32,
     last_hw: i64,
     last_log_start: i64,
 }
@@ -123,6 +124,7 @@ fn plan(shard: &Shard, body: &FetchRequest) -> Result<Plan, i16> {
                 },
                 offset: p.fetch_offset,
                 partition_bytes_max: p.partition_max_bytes.max(0) as usize,
+                current_leader_epoch: p.current_leader_epoch,
                 last_hw: -1,
                 last_log_start: -1,
             })
@@ -167,6 +169,7 @@ fn plan(shard: &Shard, body: &FetchRequest) -> Result<Plan, i16> {
             Some(p) => {
                 p.offset = r.offset;
                 p.partition_bytes_max = r.partition_bytes_max;
+                p.current_leader_epoch = r.current_leader_epoch;
             }
             None => session.parts.push(r),
         }
@@ -187,7 +190,12 @@ fn records_len(r: &PartOut) -> usize {
 }
 
 /// One read round across every shard; results in plan order.
-async fn read_all(shard: &Rc<Shard>, parts: &[SessionPart], bytes_max: usize) -> Vec<PartOut> {
+async fn read_all(
+    shard: &Rc<Shard>,
+    parts: &[SessionPart],
+    bytes_max: usize,
+    reader: Reader,
+) -> Vec<PartOut> {
     shard.wait_not_moving(parts.iter().map(|p| &p.tp)).await;
     let mut per: Vec<Vec<(usize, FetchPart)>> = (0..shard.count).map(|_| Vec::new()).collect();
     for (i, p) in parts.iter().enumerate() {
@@ -198,6 +206,7 @@ async fn read_all(shard: &Rc<Shard>, parts: &[SessionPart], bytes_max: usize) ->
                 tp: p.tp.clone(),
                 offset: p.offset,
                 partition_bytes_max: p.partition_bytes_max,
+                current_leader_epoch: p.current_leader_epoch,
             },
         ));
     }
@@ -222,6 +231,7 @@ async fn read_all(shard: &Rc<Shard>, parts: &[SessionPart], bytes_max: usize) ->
             let op = ShardOp::FetchRead {
                 parts: group.into_iter().map(|(_, p)| p).collect(),
                 bytes_max,
+                reader,
             };
             let me = shard.clone();
             (
@@ -233,10 +243,11 @@ async fn read_all(shard: &Rc<Shard>, parts: &[SessionPart], bytes_max: usize) ->
     if !local.is_empty() {
         let idx: Vec<usize> = local.iter().map(|(i, _)| *i).collect();
         let local_parts: Vec<FetchPart> = local.into_iter().map(|(_, p)| p).collect();
-        for (i, (r, slices, _)) in idx
-            .into_iter()
-            .zip(shard.fetch_read_local(&local_parts, bytes_max).await)
-        {
+        for (i, (r, slices, _)) in idx.into_iter().zip(
+            shard
+                .fetch_read_local(&local_parts, bytes_max, reader)
+                .await,
+        ) {
             out[i] = (r, slices);
         }
     }
@@ -268,7 +279,7 @@ async fn read_all(shard: &Rc<Shard>, parts: &[SessionPart], bytes_max: usize) ->
 }
 
 /// Waits until any shard reports new data for the plan, or `wait` passes.
-async fn wait_any(shard: &Rc<Shard>, parts: &[SessionPart], wait: Duration) {
+async fn wait_any(shard: &Rc<Shard>, parts: &[SessionPart], wait: Duration, reader: Reader) {
     let mut per: Vec<Vec<(TopicPartition, i64)>> = (0..shard.count).map(|_| Vec::new()).collect();
     for p in parts {
         per[shard.owner_of(&p.tp)].push((p.tp.clone(), p.offset));
@@ -281,7 +292,12 @@ async fn wait_any(shard: &Rc<Shard>, parts: &[SessionPart], wait: Duration) {
         .map(|(s, g)| {
             let me = shard.clone();
             glommio::spawn_local(async move {
-                me.call(s, ShardOp::FetchWait { parts: g, wait_ms }).await
+                let op = ShardOp::FetchWait {
+                    parts: g,
+                    wait_ms,
+                    reader,
+                };
+                me.call(s, op).await
             })
         })
         .collect();
@@ -318,7 +334,16 @@ pub async fn handle(shard: &Rc<Shard>, req: &Request) -> Result<ResponseFrame, F
     let wait_ms = (body.max_wait_ms.max(0) as u64).min(shard.config.fetch_wait_ms_max);
     let deadline = Instant::now() + Duration::from_millis(wait_ms);
     let min_bytes = body.min_bytes.max(0) as usize;
-    let mut results = read_all(shard, &plan.parts, bytes_max).await;
+    // A follower fetching as a replica sends its broker id; consumers send -1, and from
+    // v11 on may be served by a follower (KIP-392).
+    let reader = if body.replica_id.0 >= 0 {
+        Reader::Follower(body.replica_id.0)
+    } else {
+        Reader::Consumer {
+            from_follower: req.version >= 11,
+        }
+    };
+    let mut results = read_all(shard, &plan.parts, bytes_max, reader).await;
     loop {
         let total: usize = results.iter().map(records_len).sum();
         let errors = results.iter().any(|r| r.0.error != code::NONE);
@@ -331,20 +356,60 @@ pub async fn handle(shard: &Rc<Shard>, req: &Request) -> Result<ResponseFrame, F
         {
             break;
         }
-        // Wait for growth past what was just seen, so a wake-up means new data.
+        // Wait for growth past what was just seen, so a wake-up means new data. A
+        // follower waits for data past its own fetch offset (it reads beyond the high
+        // watermark).
         let seen: Vec<SessionPart> = plan
             .parts
             .iter()
             .zip(&results)
             .map(|(p, r)| SessionPart {
-                offset: p.offset.max(r.0.high_watermark),
+                offset: if let Reader::Follower(_) = reader {
+                    p.offset
+                } else {
+                    p.offset.max(r.0.high_watermark)
+                },
                 ..p.clone()
             })
             .collect();
-        wait_any(shard, &seen, deadline - now).await;
-        results = read_all(shard, &plan.parts, bytes_max).await;
+        wait_any(shard, &seen, deadline - now, reader).await;
+        results = read_all(shard, &plan.parts, bytes_max, reader).await;
     }
-    respond(shard, req, plan, results)
+    let preferred = preferred_replicas(shard, &body, &plan, reader, &mut results);
+    respond(shard, req, plan, results, &preferred)
+}
+
+/// KIP-392: a v11+ consumer in another rack than this leader is pointed at an in-sync
+/// replica in its own rack (`preferred_read_replica`), with no records in this answer.
+/// -1 where there is none.
+fn preferred_replicas(
+    shard: &Shard,
+    body: &FetchRequest,
+    plan: &Plan,
+    reader: Reader,
+    results: &mut [PartOut],
+) -> Vec<i32> {
+    let mut out = vec![-1; plan.parts.len()];
+    let rack = body.rack_id.as_str();
+    if rack.is_empty()
+        || reader
+            != (Reader::Consumer {
+                from_follower: true,
+            })
+    {
+        return out;
+    }
+    for (i, p) in plan.parts.iter().enumerate() {
+        if let Some(b) = shard
+            .cluster
+            .preferred_read_replica(&p.tp.topic, p.tp.partition.0, rack)
+        {
+            out[i] = b;
+            results[i].0.records = None;
+            results[i].1.clear();
+        }
+    }
+    out
 }
 
 fn respond(
@@ -352,17 +417,19 @@ fn respond(
     req: &Request,
     plan: Plan,
     results: Vec<PartOut>,
+    preferred: &[i32],
 ) -> Result<ResponseFrame, FrameError> {
     let mut topics: Vec<FetchableTopicResponse> = Vec::new();
     let mut updates = Vec::new();
     let mut splices = Vec::new();
-    for (p, (r, slices)) in plan.parts.iter().zip(results) {
+    for ((p, (r, slices)), preferred) in plan.parts.iter().zip(results).zip(preferred) {
         let spliced: usize = slices.iter().map(|s| s.len()).sum();
         let has_data = spliced > 0 || r.records.as_ref().is_some_and(|b| !b.is_empty());
         let changed = r.error != code::NONE
             || has_data
             || r.high_watermark != p.last_hw
-            || r.log_start != p.last_log_start;
+            || r.log_start != p.last_log_start
+            || *preferred >= 0;
         if plan.incremental && !changed {
             continue;
         }
@@ -385,6 +452,7 @@ fn respond(
             .with_last_stable_offset(r.high_watermark)
             .with_log_start_offset(r.log_start)
             .with_aborted_transactions(None)
+            .with_preferred_read_replica(kafka_protocol::messages::BrokerId(*preferred))
             .with_records(Some(records));
         match topics.last_mut() {
             Some(t) if t.topic.0.as_str() == p.tp.topic => t.partitions.push(data),

@@ -42,8 +42,12 @@ pub async fn handle(shard: &Rc<Shard>, req: &Request) -> Result<ResponseFrame, F
                 .partitions
                 .iter()
                 .map(|p| {
-                    let (error, offset, timestamp) =
+                    let (mut error, mut offset, mut timestamp) =
                         it.next().unwrap_or((code::UNKNOWN_SERVER_ERROR, -1, -1));
+                    let tp = TopicPartition::new(t.name.0.as_str(), p.partition_index);
+                    if let Err(e) = shard.check_leader_epoch(&tp, p.current_leader_epoch) {
+                        (error, offset, timestamp) = (e, -1, -1);
+                    }
                     ListOffsetsPartitionResponse::default()
                         .with_partition_index(p.partition_index)
                         .with_error_code(error)

@@ -42,8 +42,12 @@ pub async fn handle(shard: &Rc<Shard>, req: &Request) -> Result<ResponseFrame, F
                 .partitions
                 .iter()
                 .map(|p| {
-                    let (error, end, epoch) =
+                    let (mut error, mut end, mut epoch) =
                         it.next().unwrap_or((code::UNKNOWN_SERVER_ERROR, -1, -1));
+                    let tp = TopicPartition::new(t.topic.0.as_str(), p.partition);
+                    if let Err(e) = shard.check_leader_epoch(&tp, p.current_leader_epoch) {
+                        (error, end, epoch) = (e, -1, -1);
+                    }
                     EpochEndOffset::default()
                         .with_partition(p.partition)
                         .with_error_code(error)

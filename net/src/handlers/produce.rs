@@ -72,7 +72,14 @@ pub async fn handle(shard: &Rc<Shard>, req: &Request) -> Result<Option<ResponseF
                 parts.push((tp, data));
             }
             positions.push(idx);
-            calls.push((s, ShardOp::Produce { acks, parts }));
+            calls.push((
+                s,
+                ShardOp::Produce {
+                    acks,
+                    timeout_ms: body.timeout_ms.max(0) as u64,
+                    parts,
+                },
+            ));
         }
         for (idx, reply) in positions.into_iter().zip(shard.call_all(calls).await) {
             match reply {
