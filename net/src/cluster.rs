@@ -682,6 +682,16 @@ async fn import_legacy_topics(view: &Arc<ClusterView>, config: &ServerConfig) {
                 kind: ErrorKind::TopicExists,
                 ..
             }) => {}
+            // The offsets topic asked for more replicas than the controller counts live
+            // brokers (a broker was fenced between this node's look and the
+            // controller's): decide again on the next heartbeat.
+            Ok(Reply::Error {
+                kind: ErrorKind::InvalidReplicationFactor,
+                message,
+            }) if t.name == crate::groups::OFFSETS_TOPIC => {
+                tracing::info!(%message, "offsets topic not created yet; retrying");
+                left.push(t);
+            }
             // Refused for good (a name or count the controller will never accept): the
             // topic stays out of the metadata log, its logs unused; say so once.
             Ok(Reply::Error {
@@ -738,9 +748,8 @@ fn offsets_replication_factor(view: &ClusterView, config: &ServerConfig) -> Opti
         return Some(1);
     }
     let wanted = config.groups.offsets_replication_factor.max(1) as usize;
-    // Registered brokers count, fenced or not: a broker is unfenced moments after it
-    // registers.
-    let live = image.brokers().count().max(1);
+    // Unfenced brokers: the controller places replicas on those only.
+    let live = image.brokers().filter(|b| !b.fenced).count().max(1);
     let expected = wanted.min(view.controllers().len().max(1));
     if live < expected && view.started.elapsed() < OFFSETS_TOPIC_BROKERS_WAIT {
         return None;
