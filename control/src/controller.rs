@@ -76,6 +76,8 @@ pub enum ControllerError {
     NotLeader { leader: Option<NodeId> },
     #[error("protobuf: {0}")]
     Protobuf(#[from] protobuf::ProtobufError),
+    #[error("the leader cannot remove itself; demote it to a learner first")]
+    RemoveSelf,
 }
 
 /// Counters for metrics and tests.
@@ -455,8 +457,14 @@ impl Controller {
         v
     }
 
-    /// Proposes removing `node` from the quorum.
+    /// Proposes removing `node` from the quorum. The leader cannot remove itself outright
+    /// (raft-rs 0.7 panics in `maybe_commit` when a leader's own progress is gone): it
+    /// demotes itself to a learner (`propose_add_learner`), hands leadership over, and the
+    /// next leader removes it.
     pub fn propose_remove_node(&mut self, node: NodeId) -> Result<(), ControllerError> {
+        if node == self.id {
+            return Err(ControllerError::RemoveSelf);
+        }
         self.propose_conf_change(single_change(ConfChangeType::RemoveNode, node))
     }
 

@@ -18,9 +18,10 @@
 //! out: one that is also a registered broker becomes a learner (it still receives the log,
 //! so its broker's image stays current, but counts for no quorum and never campaigns); any
 //! other voter, or a learner, leaves the configuration and its address is dropped
-//! (`UnregisterController`). One change at a time (a second is refused with
-//! `MembershipBusy` until the first is applied); the last voter, an unknown id, a duplicate
-//! voter or address are refused. Every node's raft peers are its configured quorum plus the
+//! (`UnregisterController`); the active controller removing itself demotes itself to a
+//! learner, hands leadership over and asks the next leader to remove it. One change at a
+//! time (a second is refused with `MembershipBusy` until the first is applied); the last
+//! voter, an unknown id, a duplicate voter or address are refused. Every node's raft peers are its configured quorum plus the
 //! controllers its image names, re-read whenever the image moves. A node whose directory is
 //! empty asks the configured quorum whether it is already a voter: if a running controller
 //! answers with voters that do not include it, it starts as a joiner (`Bootstrap::Join`, no
@@ -808,7 +809,7 @@ async fn remove_controller(state: &Rc<NodeState>, id: NodeId) -> Reply {
     let Some(_slot) = MembershipSlot::take(&state.membership_busy) else {
         return busy();
     };
-    let keep_learner = {
+    let (keep_learner, demote) = {
         let mut c = state.ctl.borrow_mut();
         let voters = c.voters();
         let learner = c.learners().contains(&id);
@@ -841,7 +842,10 @@ async fn remove_controller(state: &Rc<NodeState>, id: NodeId) -> Reply {
             tracing::info!(controller = id.0, answer = ?refusal, "remove controller refused");
             return refusal;
         }
-        let proposed = if keep_learner {
+        // The leader never removes itself outright (see `propose_remove_node`): it
+        // becomes a learner, hands over, and asks the next leader to remove it.
+        let demote = keep_learner || id == c.id();
+        let proposed = if demote {
             c.propose_add_learner(id)
         } else {
             let record = Record::UnregisterController { controller: id };
@@ -851,12 +855,51 @@ async fn remove_controller(state: &Rc<NodeState>, id: NodeId) -> Reply {
             return controller_error(e);
         }
         tracing::info!(controller = id.0, keep_learner, "removing controller");
-        keep_learner
+        (keep_learner, demote)
     };
-    wait_membership(state, |c| {
-        !c.voters().contains(&id) && (keep_learner || !c.learners().contains(&id))
+    let applied = wait_membership(state, |c| {
+        !c.voters().contains(&id) && (demote || !c.learners().contains(&id))
     })
-    .await
+    .await;
+    if keep_learner || !demote || !matches!(applied, Reply::Done { .. }) {
+        return applied;
+    }
+    remove_self_through_next_leader(state, id).await
+}
+
+/// This node, a leader just demoted to learner, asks the leader after it to remove it
+/// from the configuration (and drop its address); answers with that leader's answer.
+async fn remove_self_through_next_leader(state: &NodeState, id: NodeId) -> Reply {
+    let deadline = Instant::now() + state.commit_timeout;
+    loop {
+        let left = deadline.saturating_duration_since(Instant::now());
+        if left.is_zero() {
+            return refuse(
+                ErrorKind::Timeout,
+                format!(
+                    "controller {} is a learner now, but no new leader removed it in time; \
+                     run remove-controller {} again",
+                    id.0, id.0
+                ),
+            );
+        }
+        let next = {
+            let c = state.ctl.borrow();
+            c.leader()
+                .filter(|l| *l != id)
+                .and_then(|l| state.addresses.borrow().get(&l).copied())
+        };
+        if let Some(addr) = next {
+            match rpc::call(addr, &Request::RemoveController { id }, left).await {
+                Ok(reply @ Reply::Done { .. }) => return reply,
+                Ok(Reply::Error { kind, message }) if kind != ErrorKind::MembershipBusy => {
+                    return Reply::Error { kind, message };
+                }
+                other => tracing::debug!(answer = ?other, "removing this controller: retrying"),
+            }
+        }
+        glommio::timer::sleep(APPLY_POLL * 20).await;
+    }
 }
 
 /// Waits until this node's applied configuration satisfies `done` (a membership change
@@ -1025,12 +1068,21 @@ async fn wait_applied(state: &NodeState, term: Term, target: u64) -> Reply {
     }
 }
 
-/// The image once it is newer than `have`, or an empty answer after `wait_ms`.
+/// The image once it is newer than `have`, or an empty answer after `wait_ms`;
+/// `NotLeader` from a node outside the configuration.
 async fn fetch_image(state: &NodeState, have: MetadataOffset, wait_ms: u32) -> Reply {
     let deadline =
         Instant::now() + Duration::from_millis(u64::from(wait_ms.min(FETCH_IMAGE_WAIT_MS_MAX)));
     loop {
-        let image: Arc<MetadataImage> = state.ctl.borrow().image();
+        let image: Arc<MetadataImage> = {
+            let c = state.ctl.borrow();
+            // A controller outside the configuration (not added yet, or removed) gets no
+            // log: its image may be stale for ever, so the asker must try another.
+            if !c.is_member() {
+                return Reply::NotLeader { leader: c.leader() };
+            }
+            c.image()
+        };
         if image.offset() > have && image.offset().0 >= state.startup_commit {
             return Reply::Image {
                 snapshot: image.encode_snapshot(),

@@ -6,7 +6,7 @@
 //! drops; every assertion names the seed.
 
 use sluice_control::sim::SimCluster;
-use sluice_control::{Bootstrap, BrokerEpoch, BrokerId, NodeId, Record};
+use sluice_control::{Bootstrap, BrokerEpoch, BrokerId, ControllerError, NodeId, Record};
 
 type TestResult = Result<(), Box<dyn std::error::Error>>;
 
@@ -163,7 +163,13 @@ fn a_removed_leader_hands_over_and_a_new_leader_commits() -> TestResult {
         let old = c.elect()?.ok_or(format!("seed {seed}: no leader"))?;
         let term_before = c.node(old).ok_or("gone")?.term();
         c.net.set_drop_per_mille(LOSS_PER_MILLE);
-        c.node_mut(old).ok_or("gone")?.propose_remove_node(old)?;
+        // A leader cannot remove itself outright (raft-rs would lose its own progress):
+        // it demotes itself to a learner, hands over, and the next leader removes it.
+        let refused = c.node_mut(old).ok_or("gone")?.propose_remove_node(old);
+        assert!(
+            matches!(refused, Err(ControllerError::RemoveSelf)),
+            "seed {seed}: {refused:?}"
+        );
         let left: Vec<NodeId> = nodes(&[1, 2, 3])
             .into_iter()
             .filter(|n| *n != old)
@@ -171,7 +177,13 @@ fn a_removed_leader_hands_over_and_a_new_leader_commits() -> TestResult {
         change_membership(
             &mut c,
             &left,
-            |n| n.propose_remove_node(old),
+            |n| {
+                if n.id() == old {
+                    n.propose_add_learner(old)
+                } else {
+                    n.propose_remove_node(old)
+                }
+            },
             voters_are(left.clone()),
         )?;
         let handed_over = c.run_until(|c| c.leader().is_some_and(|l| l != old))?;
@@ -179,6 +191,12 @@ fn a_removed_leader_hands_over_and_a_new_leader_commits() -> TestResult {
             handed_over,
             "seed {seed}: no new leader after removing {old}"
         );
+        change_membership(
+            &mut c,
+            &left,
+            |n| n.propose_remove_node(old),
+            |n| !n.learners().contains(&old) && !n.voters().contains(&old),
+        )?;
         let removed = c.node(old).ok_or("gone")?;
         assert!(!removed.is_leader(), "seed {seed}: {old} still leads");
         assert!(!removed.voters().contains(&old), "seed {seed}");
