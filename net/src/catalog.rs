@@ -104,6 +104,8 @@ pub const TOPIC_CONFIG_KEYS: &[&str] = &[
     "message.timestamp.after.max.ms",
     "index.interval.bytes",
     "preallocate",
+    "min.insync.replicas",
+    "unclean.leader.election.enable",
 ];
 
 impl Catalog {
@@ -442,6 +444,21 @@ pub fn log_config(
             }
             "message.timestamp.before.max.ms" => c.timestamp_before_max_ms = parse_limit(k, v)?,
             "message.timestamp.after.max.ms" => c.timestamp_after_max_ms = parse_limit(k, v)?,
+            // Replication settings, read by the controller and the leader from the image;
+            // checked here so a bad value is refused when it is set.
+            "min.insync.replicas" => {
+                if !(1..=i16::MAX as u64).contains(&parse_u64(k, v)?) {
+                    return Err(CatalogError::InvalidConfig(format!(
+                        "{k}: {v} is not between 1 and {}",
+                        i16::MAX
+                    )));
+                }
+            }
+            "unclean.leader.election.enable" => {
+                v.parse::<bool>().map_err(|_| {
+                    CatalogError::InvalidConfig(format!("{k}: {v:?} is not true or false"))
+                })?;
+            }
             _ => {
                 return Err(CatalogError::InvalidConfig(format!(
                     "unknown topic config {k:?}"
@@ -527,6 +544,8 @@ pub fn effective_configs(
             "message.timestamp.after.max.ms",
             opt(c.timestamp_after_max_ms),
         ),
+        ("min.insync.replicas", "1".to_string()),
+        ("unclean.leader.election.enable", "false".to_string()),
     ];
     values
         .into_iter()

@@ -26,7 +26,9 @@ use rdkafka::admin::{
 use rdkafka::client::DefaultClientContext;
 use rdkafka::config::ClientConfig;
 use rdkafka::consumer::{BaseConsumer, Consumer};
-use rdkafka::producer::{BaseProducer, BaseRecord, Producer};
+use rdkafka::error::RDKafkaErrorCode;
+use rdkafka::producer::{BaseProducer, BaseRecord, FutureProducer, FutureRecord, Producer};
+use rdkafka::Message;
 
 /// A guard against hangs only.
 const HANG_GUARD: Duration = Duration::from_secs(60);
@@ -209,6 +211,19 @@ fn call<Req: Encodable + HeaderVersion, Resp: Decodable + HeaderVersion>(
 
 /// ListOffsets (latest) for one partition, straight to the broker at `addr`: its error.
 fn list_offsets_error(addr: &str, topic: &str, partition: i32) -> i16 {
+    list_offsets_latest(addr, topic, partition).error_code
+}
+
+/// The high watermark of partition 0 of `topic` (ListOffsets latest) at `addr`.
+fn list_offsets_end(addr: &str, topic: &str) -> i64 {
+    list_offsets_latest(addr, topic, 0).offset
+}
+
+fn list_offsets_latest(
+    addr: &str,
+    topic: &str,
+    partition: i32,
+) -> kafka_protocol::messages::list_offsets_response::ListOffsetsPartitionResponse {
     let req = ListOffsetsRequest::default()
         .with_replica_id(kafka_protocol::messages::BrokerId(-1))
         .with_topics(vec![ListOffsetsTopic::default()
@@ -216,8 +231,8 @@ fn list_offsets_error(addr: &str, topic: &str, partition: i32) -> i16 {
             .with_partitions(vec![ListOffsetsPartition::default()
                 .with_partition_index(partition)
                 .with_timestamp(-1)])]);
-    let r: ListOffsetsResponse = call(addr, ApiKey::ListOffsets, 5, &req);
-    r.topics[0].partitions[0].error_code
+    let mut r: ListOffsetsResponse = call(addr, ApiKey::ListOffsets, 5, &req);
+    r.topics.remove(0).partitions.remove(0)
 }
 
 /// CreateTopics straight to the broker at `addr` (not necessarily the controller).
@@ -798,4 +813,136 @@ fn a_group_is_coordinated_by_the_leader_of_its_offsets_partition() {
         })
         .sum();
     assert_eq!(committed, 300);
+}
+
+/// `name`'s value in a Prometheus text page for the series whose labels contain `labels`.
+fn metric(page: &str, name: &str, labels: &str) -> Option<f64> {
+    page.lines()
+        .filter(|l| l.starts_with(name) && l.contains(labels))
+        .find_map(|l| l.rsplit(' ').next()?.parse().ok())
+}
+
+/// Produces `n` messages with acks=all and no retries; the delivery errors, in order.
+fn produce_acks_all(bootstrap: &str, topic: &str, n: usize) -> Vec<Option<RDKafkaErrorCode>> {
+    let p: FutureProducer = ClientConfig::new()
+        .set("bootstrap.servers", bootstrap)
+        .set("acks", "all")
+        .set("retries", "0")
+        .set("enable.idempotence", "false")
+        .set("message.timeout.ms", "20000")
+        .create()
+        .unwrap();
+    let sends: Vec<_> = (0..n)
+        .map(|i| {
+            let v = format!("m{i}");
+            p.send_result(FutureRecord::<str, str>::to(topic).partition(0).payload(&v))
+                .map_err(|(e, _)| e)
+                .unwrap()
+        })
+        .collect();
+    sends
+        .into_iter()
+        .map(|f| match block_on(f) {
+            Ok(Ok(_)) => None,
+            Ok(Err((e, _))) => Some(e.rdkafka_error_code().unwrap_or(RDKafkaErrorCode::Fail)),
+            Err(_) => Some(RDKafkaErrorCode::Fail),
+        })
+        .collect()
+}
+
+#[test]
+fn replicated_writes_need_the_isr_and_a_consumer_reads_from_its_rack() {
+    let mut c = Cluster::start("replicated");
+    let any = c.live()[0];
+    let admin = admin_of(&c.node(any).addr);
+    let topic = NewTopic::new("rep", 1, TopicReplication::Fixed(3)).set("min.insync.replicas", "3");
+    let opts = AdminOptions::new().operation_timeout(Some(Duration::from_secs(30)));
+    let r = block_on(admin.create_topics([&topic], &opts)).unwrap();
+    assert!(r.iter().all(|x| x.is_ok()), "{r:?}");
+    let bootstrap = c
+        .live()
+        .iter()
+        .map(|i| c.node(*i).addr.clone())
+        .collect::<Vec<_>>()
+        .join(",");
+    // With every replica in sync, acks=all writes are acknowledged.
+    let started = Instant::now();
+    let errors = produce_acks_all(&bootstrap, "rep", 200);
+    assert!(errors.iter().all(Option::is_none), "{errors:?}");
+    println!("figure: 200 acks=all writes, RF=3: {:?}", started.elapsed());
+    let (_, parts) = metadata(&bootstrap, "rep").unwrap();
+    let leader = parts[&0].leader;
+    let follower = (1..=NODES as i32).find(|b| *b != leader).unwrap();
+
+    // A consumer in a follower's rack is pointed there (KIP-392) and reads everything.
+    let consumer: BaseConsumer = ClientConfig::new()
+        .set("bootstrap.servers", &bootstrap)
+        .set("group.id", "rack-reader")
+        .set("client.rack", rack_of(follower))
+        .set("enable.auto.commit", "false")
+        .create()
+        .unwrap();
+    let mut tpl = rdkafka::TopicPartitionList::new();
+    tpl.add_partition_offset("rep", 0, rdkafka::Offset::Beginning)
+        .unwrap();
+    consumer.assign(&tpl).unwrap();
+    let mut read = Vec::new();
+    let deadline = Instant::now() + HANG_GUARD;
+    while read.len() < 200 {
+        assert!(Instant::now() < deadline, "read {}", read.len());
+        if let Some(m) = consumer.poll(Duration::from_millis(50)) {
+            let m = m.unwrap();
+            read.push(String::from_utf8(m.payload().unwrap().to_vec()).unwrap());
+        }
+    }
+    let expected: Vec<String> = (0..200).map(|i| format!("m{i}")).collect();
+    assert_eq!(read, expected);
+    let follower_node = c.node(follower as usize);
+    c.wait("the follower served the consumer", || {
+        let page = follower_node.admin_get("/metrics").ok()?;
+        let out = metric(
+            &page,
+            "sluice_partition_bytes_out_total",
+            "topic=\"rep\",partition=\"0\"",
+        )?;
+        (out > 0.0).then_some(())
+    });
+    drop(consumer);
+
+    // One replica gone: the ISR drops below min.insync.replicas=3, so acks=all is refused
+    // with NOT_ENOUGH_REPLICAS and nothing is appended; the leader reports the partition
+    // under-replicated.
+    c.kill(follower as usize);
+    c.wait("the ISR without the killed follower", || {
+        let (_, parts) = metadata(&c.node(leader as usize).addr, "rep")?;
+        (parts[&0].isr.len() == 2 && !parts[&0].isr.contains(&follower)).then_some(())
+    });
+    let end_before = list_offsets_end(&c.node(leader as usize).addr, "rep");
+    let errors = produce_acks_all(&c.node(leader as usize).addr, "rep", 5);
+    assert!(
+        errors
+            .iter()
+            .all(|e| *e == Some(RDKafkaErrorCode::NotEnoughReplicas)),
+        "{errors:?}"
+    );
+    assert_eq!(
+        list_offsets_end(&c.node(leader as usize).addr, "rep"),
+        end_before
+    );
+    let page = c.node(leader as usize).admin_get("/metrics").unwrap();
+    assert!(
+        metric(&page, "sluice_under_replicated_partitions", "").unwrap_or(0.0) >= 1.0,
+        "{page}"
+    );
+
+    // It returns, catches up and rejoins the ISR; writes are acknowledged again.
+    c.start_node(follower as usize);
+    c.wait("the follower back in the ISR", || {
+        let (_, parts) = metadata(&c.node(leader as usize).addr, "rep")?;
+        (parts[&0].isr.len() == 3).then_some(())
+    });
+    let errors = produce_acks_all(&bootstrap, "rep", 50);
+    assert!(errors.iter().all(Option::is_none), "{errors:?}");
+    let page = c.node(leader as usize).admin_get("/metrics").unwrap();
+    assert!(metric(&page, "sluice_isr_expands_total", "").unwrap_or(0.0) >= 1.0);
 }
