@@ -24,7 +24,12 @@ pub(crate) async fn flusher_loop(shared: Rc<LogShared>) {
     loop {
         let (timer, closing) = {
             let st = shared.state.borrow();
-            let timer = st.next_timer(shared.shard.config.checkpoint_interval_ms, now_ms());
+            let timer = st.next_timer(
+                shared.shard.config.checkpoint_interval_ms,
+                now_ms(),
+                shared.written.get(),
+                shared.synced.get(),
+            );
             (timer, st.closing)
         };
         if !closing {

@@ -541,11 +541,26 @@ impl LogState {
     }
 
     /// How long the flusher may sleep before a timed sync or checkpoint is due.
-    pub(crate) fn next_timer(&self, checkpoint_interval_ms: u64, now: u64) -> Duration {
-        let mut ms = checkpoint_interval_ms
-            .saturating_sub(now.saturating_sub(self.last_checkpoint_ms))
-            .max(1);
-        if let FlushPolicy::Interval { interval_ms, .. } = self.config.flush {
+    /// How long the flusher may sleep before a sync or a checkpoint falls due. Only
+    /// pending work has a deadline: an idle log (everything synced and checkpointed)
+    /// sleeps a whole checkpoint interval, or until an append wakes it, instead of
+    /// waking every millisecond on a deadline that passed with nothing to do.
+    pub(crate) fn next_timer(
+        &self,
+        checkpoint_interval_ms: u64,
+        now: u64,
+        written_end: i64,
+        synced_end: i64,
+    ) -> Duration {
+        let unsynced = written_end > synced_end;
+        let uncheckpointed = unsynced || self.synced_point.2 > self.checkpoint.next_offset;
+        let mut ms = checkpoint_interval_ms.max(1);
+        if uncheckpointed {
+            ms = checkpoint_interval_ms
+                .saturating_sub(now.saturating_sub(self.last_checkpoint_ms))
+                .max(1);
+        }
+        if let (true, FlushPolicy::Interval { interval_ms, .. }) = (unsynced, self.config.flush) {
             ms = ms.min(
                 interval_ms
                     .saturating_sub(now.saturating_sub(self.last_sync_ms))

@@ -397,7 +397,7 @@ fn update_role(shard: &Shard, r: &Rc<Replica>, w: &Wanted, me: i32, now: u64) {
 }
 
 /// How often the shard looks for a new image version.
-const RECONCILE_INTERVAL_MS: u64 = 5;
+const RECONCILE_INTERVAL_MS: u64 = 10;
 /// How often leaders recompute high watermarks and look for ISR changes.
 const ISR_CHECK_INTERVAL_MS: u64 = 100;
 

@@ -199,10 +199,7 @@ impl Future for FlagWait<'_> {
                 id
             }
         };
-        self.flag
-            .wakers
-            .borrow_mut()
-            .insert(id, cx.waker().clone());
+        self.flag.wakers.borrow_mut().insert(id, cx.waker().clone());
         Poll::Pending
     }
 }

@@ -929,11 +929,11 @@ fn replicated_writes_need_the_isr_and_a_consumer_reads_from_its_rack() {
         list_offsets_end(&c.node(leader as usize).addr, "rep"),
         end_before
     );
-    let page = c.node(leader as usize).admin_get("/metrics").unwrap();
-    assert!(
-        metric(&page, "sluice_under_replicated_partitions", "").unwrap_or(0.0) >= 1.0,
-        "{page}"
-    );
+    let leader_node = c.node(leader as usize);
+    c.wait("the leader's metrics reporting it under-replicated", || {
+        let page = leader_node.admin_get("/metrics").ok()?;
+        (metric(&page, "sluice_under_replicated_partitions", "")? >= 1.0).then_some(())
+    });
 
     // It returns, catches up and rejoins the ISR; writes are acknowledged again.
     c.start_node(follower as usize);
@@ -943,6 +943,9 @@ fn replicated_writes_need_the_isr_and_a_consumer_reads_from_its_rack() {
     });
     let errors = produce_acks_all(&bootstrap, "rep", 50);
     assert!(errors.iter().all(Option::is_none), "{errors:?}");
-    let page = c.node(leader as usize).admin_get("/metrics").unwrap();
-    assert!(metric(&page, "sluice_isr_expands_total", "").unwrap_or(0.0) >= 1.0);
+    let leader_node = c.node(leader as usize);
+    c.wait("the leader's metrics counting the ISR expansion", || {
+        let page = leader_node.admin_get("/metrics").ok()?;
+        (metric(&page, "sluice_isr_expands_total", "")? >= 1.0).then_some(())
+    });
 }
