@@ -24,8 +24,8 @@ use super::{Control, Scenario, Workload};
 const DEFAULT_DURATION_S: f64 = 10.0;
 /// How long consumers of an e2e run may take to catch up once the producers stopped.
 const E2E_DRAIN_MS_MAX: u64 = 10_000;
-/// How long end offsets may take to reflect an acks=0 run.
-const ACKS0_SETTLE_MS_MAX: u64 = 10_000;
+/// How long end offsets (high watermarks) may take to reflect an acks=0 or acks=1 run.
+const COUNT_SETTLE_MS_MAX: u64 = 10_000;
 /// How often the main thread looks at the actors between ticks.
 const POLL_MS: u64 = 20;
 /// Fetch limits.
@@ -261,10 +261,12 @@ pub fn run(workload: Workload, sc: &Scenario, bootstrap: &str) -> Result<Report>
             Ok(after.iter().zip(&before).map(|(a, b)| a - b).sum())
         };
         let mut growth = growth_now()?;
-        if sc.acks == super::Acks::None {
-            // With acks=0 nothing tells us the broker has appended what we wrote; give it a
-            // bounded time to get there.
-            let deadline = now_ns() + ACKS0_SETTLE_MS_MAX * 1_000_000;
+        if sc.acks != super::Acks::All {
+            // ListOffsets answers the high watermark. With acks=0 nothing tells us the
+            // broker has appended what we wrote, and with acks=1 a replicated partition's
+            // high watermark passes the last writes only once the followers have them;
+            // give it a bounded time to get there.
+            let deadline = now_ns() + COUNT_SETTLE_MS_MAX * 1_000_000;
             while growth < acknowledged as i64 && now_ns() < deadline {
                 std::thread::sleep(Duration::from_millis(POLL_MS));
                 growth = growth_now()?;
