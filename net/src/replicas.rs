@@ -62,7 +62,7 @@ impl Replica {
         }
     }
 
-    /// Whether this broker leads the partition at `epoch` (any epoch if `None`).
+    /// Whether this broker leads the partition (in the image this shard last followed).
     pub fn is_leader(&self) -> bool {
         matches!(&*self.role.borrow(), Role::Leader(_))
     }
@@ -274,7 +274,7 @@ pub async fn reconcile(shard: &Rc<Shard>) -> bool {
         keep.push(w.tp.clone());
         let existing = shard.replicas.get(&w.tp);
         match existing {
-            Some(r) => update_role(shard, &r, &w, me, now),
+            Some(r) => update_role(&r, &w, me, now),
             None => {
                 let Ok(log) = shard.open_or_create_log(&w.tp).await else {
                     continue;
@@ -366,7 +366,7 @@ fn log_role(tp: &TopicPartition, role: &Role) {
     }
 }
 
-fn update_role(shard: &Shard, r: &Rc<Replica>, w: &Wanted, me: i32, now: u64) {
+fn update_role(r: &Rc<Replica>, w: &Wanted, me: i32, now: u64) {
     let same_leadership = {
         let role = r.role.borrow();
         match &*role {
@@ -393,7 +393,6 @@ fn update_role(shard: &Shard, r: &Rc<Replica>, w: &Wanted, me: i32, now: u64) {
     log_role(&w.tp, &role);
     *r.role.borrow_mut() = role;
     r.update_hw();
-    let _ = shard;
 }
 
 /// How often the shard looks for a new image version.
