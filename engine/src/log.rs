@@ -835,12 +835,25 @@ impl PartitionLog {
     /// What an acknowledgement waits for: synced under [`FlushPolicy::Fsync`], written
     /// otherwise.
     pub async fn wait_durable(&self, end: Offset) -> Result<(), LogError> {
-        let fsync = self.shared.state.borrow().config.flush == FlushPolicy::Fsync;
-        if fsync {
+        if self.durable_is_synced() {
             self.wait_synced(end).await
         } else {
             self.wait_written(end).await
         }
+    }
+
+    /// The end of what counts as durable, by the same rule as [`Self::wait_durable`]:
+    /// synced under [`FlushPolicy::Fsync`], written otherwise.
+    pub fn durable_end_offset(&self) -> Offset {
+        if self.durable_is_synced() {
+            self.synced_end_offset()
+        } else {
+            self.written_end_offset()
+        }
+    }
+
+    fn durable_is_synced(&self) -> bool {
+        self.shared.state.borrow().config.flush == FlushPolicy::Fsync
     }
 
     fn wait_outcome(&self, result: Result<(), crate::watch::WatchReset>) -> Result<(), LogError> {

@@ -25,7 +25,7 @@ use sluice_replication::{
 
 use crate::errors::code;
 use crate::shard::Shard;
-use crate::store::{FlushPolicy, PartitionId, PartitionLog, TopicPartition};
+use crate::store::{PartitionId, PartitionLog, TopicPartition};
 use sluice_engine::watch::OffsetWatch;
 
 /// What this broker is for one replicated partition.
@@ -75,15 +75,10 @@ impl Replica {
         }
     }
 
-    /// The leader's own durable end: synced under the fsync policy, written otherwise.
-    pub fn durable_end(&self) -> i64 {
-        durable_end(&self.log)
-    }
-
     /// Recomputes the high watermark from the ISR's durable ends; true if it moved.
     pub fn update_hw(&self) -> bool {
         let next = match &*self.role.borrow() {
-            Role::Leader(l) => l.high_watermark(self.durable_end()),
+            Role::Leader(l) => l.high_watermark(self.log.durable_end_offset().0),
             Role::Follower { .. } => None,
         };
         match next {
@@ -138,14 +133,6 @@ impl Replica {
             } => Some((*l, *leader_epoch)),
             _ => None,
         }
-    }
-}
-
-fn durable_end(log: &PartitionLog) -> i64 {
-    if log.config().flush == FlushPolicy::Fsync {
-        log.synced_end_offset().0
-    } else {
-        log.written_end_offset().0
     }
 }
 
