@@ -377,6 +377,37 @@ async fn answer_requests(state: &Rc<NodeState>, mut stream: TcpStream, mut buf: 
     }
 }
 
+/// The records that take `topic`'s configs from what `image` holds to what a SetConfigs
+/// asks: each key that changes, plus (with `replace`) the removal of every key not named.
+fn config_records(
+    image: &MetadataImage,
+    topic: &str,
+    configs: Vec<(String, Option<String>)>,
+    replace: bool,
+) -> Vec<Record> {
+    let current = image
+        .configs_of(ConfigResource::Topic, topic)
+        .cloned()
+        .unwrap_or_default();
+    let mut changes: BTreeMap<String, Option<String>> = BTreeMap::new();
+    if replace {
+        for key in current.keys() {
+            changes.insert(key.clone(), None);
+        }
+    }
+    changes.extend(configs);
+    changes
+        .into_iter()
+        .filter(|(key, value)| current.get(key) != value.as_ref())
+        .map(|(key, value)| Record::ConfigChange {
+            resource: ConfigResource::Topic,
+            resource_name: topic.to_string(),
+            key,
+            value,
+        })
+        .collect()
+}
+
 fn refuse(kind: ErrorKind, message: impl Into<String>) -> Reply {
     Reply::Error {
         kind,
@@ -490,7 +521,11 @@ async fn handle(state: &Rc<NodeState>, req: Request) -> Reply {
                 Err(reply) => reply,
             }
         }
-        Request::SetConfigs { topic, configs } => {
+        Request::SetConfigs {
+            topic,
+            configs,
+            replace,
+        } => {
             let image = state.ctl.borrow().image();
             if image.topic_by_name(&topic).is_none() {
                 return refuse(
@@ -498,15 +533,12 @@ async fn handle(state: &Rc<NodeState>, req: Request) -> Reply {
                     format!("topic {topic} does not exist"),
                 );
             }
-            let records: Vec<Record> = configs
-                .into_iter()
-                .map(|(key, value)| Record::ConfigChange {
-                    resource: ConfigResource::Topic,
-                    resource_name: topic.clone(),
-                    key,
-                    value,
-                })
-                .collect();
+            let records = config_records(&image, &topic, configs, replace);
+            if records.is_empty() {
+                return Reply::Done {
+                    offset: image.offset(),
+                };
+            }
             commit(state, &records).await
         }
         Request::ElectLeaders => {
@@ -1094,5 +1126,81 @@ async fn fetch_image(state: &NodeState, have: MetadataOffset, wait_ms: u32) -> R
             };
         }
         glommio::timer::sleep(Duration::from_millis(2)).await;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::records::PartitionAssignment;
+    use crate::types::{
+        BrokerEpoch, BrokerId, LeaderEpoch, MetadataOffset, PartitionIndex, TopicId,
+    };
+
+    fn image_with_configs(configs: &[(&str, &str)]) -> MetadataImage {
+        let mut records = vec![
+            Record::RegisterBroker {
+                broker: BrokerId(1),
+                epoch: BrokerEpoch(1),
+                rack: None,
+                listeners: vec![],
+            },
+            Record::CreateTopic {
+                name: "t".into(),
+                topic_id: TopicId(7),
+                partitions: vec![PartitionAssignment {
+                    partition: PartitionIndex(0),
+                    replicas: vec![BrokerId(1)],
+                    leader: Some(BrokerId(1)),
+                    leader_epoch: LeaderEpoch(0),
+                    isr: vec![BrokerId(1)],
+                }],
+            },
+        ];
+        records.extend(configs.iter().map(|(k, v)| Record::ConfigChange {
+            resource: ConfigResource::Topic,
+            resource_name: "t".into(),
+            key: (*k).into(),
+            value: Some((*v).into()),
+        }));
+        let mut image = MetadataImage::empty();
+        for (i, r) in records.iter().enumerate() {
+            image = image.apply(MetadataOffset(i as u64 + 1), r).unwrap();
+        }
+        image
+    }
+
+    fn keys(records: &[Record]) -> Vec<(String, Option<String>)> {
+        records
+            .iter()
+            .map(|r| match r {
+                Record::ConfigChange { key, value, .. } => (key.clone(), value.clone()),
+                other => panic!("not a config change: {other:?}"),
+            })
+            .collect()
+    }
+
+    #[test]
+    fn a_replace_removes_the_keys_it_does_not_name_and_skips_unchanged_ones() {
+        let image = image_with_configs(&[("retention.ms", "1"), ("segment.bytes", "2")]);
+        let asked = vec![
+            ("segment.bytes".to_string(), Some("2".to_string())),
+            ("cleanup.policy".to_string(), Some("delete".to_string())),
+        ];
+        assert_eq!(
+            keys(&config_records(&image, "t", asked.clone(), true)),
+            [
+                ("cleanup.policy".to_string(), Some("delete".to_string())),
+                ("retention.ms".to_string(), None),
+            ]
+        );
+        // Without replace only the named keys change.
+        assert_eq!(
+            keys(&config_records(&image, "t", asked, false)),
+            [("cleanup.policy".to_string(), Some("delete".to_string()))]
+        );
+        // Removing a key that is not set changes nothing.
+        let none = vec![("flush.ms".to_string(), None)];
+        assert!(config_records(&image, "t", none, false).is_empty());
     }
 }

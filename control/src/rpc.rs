@@ -60,10 +60,13 @@ pub enum Request {
         count: i32,
         validate_only: bool,
     },
-    /// Sets (`Some`) or removes (`None`) single topic config keys.
+    /// Sets (`Some`) or removes (`None`) topic config keys. With `replace` the topic's
+    /// configs become exactly the keys set here: the controller removes the others, from
+    /// its own image (a broker's image may lag behind it).
     SetConfigs {
         topic: String,
         configs: Vec<(String, Option<String>)>,
+        replace: bool,
     },
     /// Moves leadership back to each partition's preferred replica where it can.
     ElectLeaders,
@@ -398,7 +401,11 @@ impl Request {
                 e.i32(*count);
                 e.u8(u8::from(*validate_only));
             }
-            Request::SetConfigs { topic, configs } => {
+            Request::SetConfigs {
+                topic,
+                configs,
+                replace,
+            } => {
                 e.u8(6);
                 e.str(topic);
                 e.u32(configs.len() as u32);
@@ -406,6 +413,7 @@ impl Request {
                     e.str(k);
                     e.opt_str(v.as_deref());
                 }
+                e.u8(u8::from(*replace));
             }
             Request::ElectLeaders => e.u8(7),
             Request::FetchImage { have, wait_ms } => {
@@ -509,7 +517,11 @@ impl Request {
                 let configs = (0..n)
                     .map(|_| Ok((d.str()?, d.opt_str()?)))
                     .collect::<Result<_, RpcError>>()?;
-                Request::SetConfigs { topic, configs }
+                Request::SetConfigs {
+                    topic,
+                    configs,
+                    replace: d.u8()? != 0,
+                }
             }
             7 => Request::ElectLeaders,
             8 => Request::FetchImage {
@@ -816,6 +828,7 @@ mod tests {
             Request::SetConfigs {
                 topic: "t".into(),
                 configs: vec![("a".into(), None), ("b".into(), Some("c".into()))],
+                replace: true,
             },
             Request::ElectLeaders,
             Request::FetchImage {

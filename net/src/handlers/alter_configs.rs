@@ -6,8 +6,9 @@ use std::collections::BTreeMap;
 use std::rc::Rc;
 
 use kafka_protocol::messages::{
-    alter_configs_response, incremental_alter_configs_response, AlterConfigsRequest,
-    AlterConfigsResponse, ApiKey, IncrementalAlterConfigsRequest, IncrementalAlterConfigsResponse,
+    alter_configs_response, incremental_alter_configs_request, incremental_alter_configs_response,
+    AlterConfigsRequest, AlterConfigsResponse, ApiKey, IncrementalAlterConfigsRequest,
+    IncrementalAlterConfigsResponse,
 };
 use kafka_protocol::protocol::StrBytes;
 
@@ -36,42 +37,66 @@ pub const INCREMENTAL_SPEC: ApiSpec = ApiSpec {
 const OP_SET: i8 = 0;
 const OP_DELETE: i8 = 1;
 
-/// Validates `configs` (the topic's full new set), has the controller record the keys
-/// that differ, then applies them on this broker's shards at once (other brokers apply
-/// them when their image shows the change): (error, message).
+/// What one alteration asks of a topic's configs.
+enum Change {
+    /// AlterConfigs: the topic's configs become exactly these.
+    Replace(BTreeMap<String, String>),
+    /// IncrementalAlterConfigs: set (`Some`) or remove (`None`) single keys.
+    Keys(Vec<(String, Option<String>)>),
+}
+
+/// Validates the change, has the controller record it, then applies it on this broker's
+/// shards at once (other brokers apply it when their image shows it): (error, message).
+///
+/// Whether the topic exists and which keys a replace removes are the controller's to
+/// decide, from its own image: this broker's may lag behind it (a topic created or
+/// altered through another broker a moment ago).
 async fn apply(
     shard: &Rc<Shard>,
     topic: &str,
-    configs: BTreeMap<String, String>,
+    change: Change,
     validate_only: bool,
 ) -> (i16, Option<String>) {
-    let Some(current) = shard.catalog.get(topic) else {
-        return (
-            code::UNKNOWN_TOPIC_OR_PARTITION,
-            Some(format!("topic {topic} does not exist")),
-        );
+    let known = shard.catalog.get(topic);
+    let resulting = match &change {
+        Change::Replace(configs) => configs.clone(),
+        Change::Keys(keys) => {
+            let mut configs = known
+                .as_ref()
+                .map(|m| m.configs.clone())
+                .unwrap_or_default();
+            for (k, v) in keys {
+                match v {
+                    Some(v) => configs.insert(k.clone(), v.clone()),
+                    None => configs.remove(k),
+                };
+            }
+            configs
+        }
     };
-    if let Err(e) = log_config(&shard.catalog.defaults, &configs) {
+    if let Err(e) = log_config(&shard.catalog.defaults, &resulting) {
         return (catalog_error_code(&e), Some(e.to_string()));
     }
-    let mut changes: Vec<(String, Option<String>)> = current
-        .configs
-        .keys()
-        .filter(|k| !configs.contains_key(*k))
-        .map(|k| (k.clone(), None))
-        .collect();
-    changes.extend(
-        configs
-            .iter()
-            .filter(|(k, v)| current.configs.get(*k) != Some(*v))
-            .map(|(k, v)| (k.clone(), Some(v.clone()))),
-    );
-    if validate_only || changes.is_empty() {
-        return (code::NONE, None);
+    if validate_only {
+        return match known {
+            Some(_) => (code::NONE, None),
+            None => (
+                code::UNKNOWN_TOPIC_OR_PARTITION,
+                Some(format!("topic {topic} does not exist")),
+            ),
+        };
     }
+    let (configs, replace) = match change {
+        Change::Replace(configs) => (
+            configs.into_iter().map(|(k, v)| (k, Some(v))).collect(),
+            true,
+        ),
+        Change::Keys(keys) => (keys, false),
+    };
     let req = ControllerRequest::SetConfigs {
         topic: topic.to_string(),
-        configs: changes,
+        configs,
+        replace,
     };
     if let Err((error, message)) =
         change_metadata(&shard.cluster, &req, CONTROLLER_REQUEST_TIMEOUT).await
@@ -112,7 +137,13 @@ pub async fn handle(shard: &Rc<Shard>, req: &Request) -> Result<ResponseFrame, F
                         .map(|v| (c.name.to_string(), v.to_string()))
                 })
                 .collect();
-            apply(shard, &r.resource_name, configs, body.validate_only).await
+            apply(
+                shard,
+                &r.resource_name,
+                Change::Replace(configs),
+                body.validate_only,
+            )
+            .await
         };
         responses.push(
             alter_configs_response::AlterConfigsResourceResponse::default()
@@ -139,31 +170,16 @@ pub async fn handle_incremental(
                 Some("only topic configs can be altered".to_string()),
             )
         } else {
-            match shard.catalog.get(&r.resource_name) {
-                None => (code::UNKNOWN_TOPIC_OR_PARTITION, None),
-                Some(meta) => {
-                    let mut configs = meta.configs.clone();
-                    let mut bad = None;
-                    for c in &r.configs {
-                        match (c.config_operation, &c.value) {
-                            (OP_SET, Some(v)) => {
-                                configs.insert(c.name.to_string(), v.to_string());
-                            }
-                            (OP_DELETE, _) => {
-                                configs.remove(c.name.as_str());
-                            }
-                            _ => {
-                                bad = Some(format!(
-                                    "operation {} on {} is not supported",
-                                    c.config_operation, c.name
-                                ))
-                            }
-                        }
-                    }
-                    match bad {
-                        Some(m) => (code::INVALID_CONFIG, Some(m)),
-                        None => apply(shard, &r.resource_name, configs, body.validate_only).await,
-                    }
+            match incremental_keys(&r.configs) {
+                Err(m) => (code::INVALID_CONFIG, Some(m)),
+                Ok(keys) => {
+                    apply(
+                        shard,
+                        &r.resource_name,
+                        Change::Keys(keys),
+                        body.validate_only,
+                    )
+                    .await
                 }
             }
         };
@@ -177,4 +193,21 @@ pub async fn handle_incremental(
     }
     let resp = IncrementalAlterConfigsResponse::default().with_responses(responses);
     encode_response(req.header.correlation_id, req.version, &resp)
+}
+
+/// IncrementalAlterConfigs operations as key changes: SET and DELETE (APPEND and SUBTRACT
+/// apply to list configs, which no topic config here is).
+fn incremental_keys(
+    ops: &[incremental_alter_configs_request::AlterableConfig],
+) -> Result<Vec<(String, Option<String>)>, String> {
+    ops.iter()
+        .map(|c| match (c.config_operation, &c.value) {
+            (OP_SET, Some(v)) => Ok((c.name.to_string(), Some(v.to_string()))),
+            (OP_DELETE, _) => Ok((c.name.to_string(), None)),
+            _ => Err(format!(
+                "operation {} on {} is not supported",
+                c.config_operation, c.name
+            )),
+        })
+        .collect()
 }
