@@ -637,6 +637,11 @@ async fn alter_partition(state: &NodeState, change: &IsrChange<'_>) -> Reply {
             }
         }
         Ok(Some(record)) => record,
+        Err(r @ IsrRefusal::IneligibleReplica { .. }) => {
+            // A follower fenced or shutting down: routine while a broker stops or restarts.
+            tracing::info!(broker = change.broker.0, topic = change.topic, partition = change.partition.0, reason = %r, "isr change refused");
+            return refuse(isr_refusal_kind(&r), r.to_string());
+        }
         Err(r) => {
             tracing::warn!(broker = change.broker.0, topic = change.topic, partition = change.partition.0, reason = %r, "isr change refused");
             return refuse(isr_refusal_kind(&r), r.to_string());

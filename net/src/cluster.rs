@@ -67,7 +67,17 @@ pub struct ClusterView {
     controller_member: AtomicU8,
     /// When this node started (the offsets topic's creation waits on it).
     started: Instant,
+    /// Controlled shutdown: `SHUTDOWN_*` (asked by `StopHandle::stop`, done by the broker
+    /// agent on the control thread).
+    shutdown: AtomicU8,
 }
+
+/// No controlled shutdown asked for.
+const SHUTDOWN_NONE: u8 = 0;
+/// Asked for: the broker agent hands leaderships over and stops heartbeating.
+const SHUTDOWN_ASKED: u8 = 1;
+/// Finished (or given up): the server may stop.
+const SHUTDOWN_DONE: u8 = 2;
 
 /// Requests that wait on the controller give up after this long.
 pub const CONTROLLER_REQUEST_TIMEOUT: Duration = Duration::from_secs(30);
@@ -130,6 +140,7 @@ impl ClusterView {
             log_work: Mutex::new(Vec::new()),
             importing: AtomicBool::new(!legacy.is_empty()),
             controller_member: AtomicU8::new(MEMBER_UNKNOWN),
+            shutdown: AtomicU8::new(SHUTDOWN_NONE),
             import: Mutex::new(legacy),
             started: Instant::now(),
         });
@@ -168,6 +179,25 @@ impl ClusterView {
             tracing::info!(node = self.node_id, state = ?s, "broker state");
         }
         *b = s;
+    }
+
+    /// Asks the broker agent for a controlled shutdown (see `controlled_shutdown`).
+    pub fn request_shutdown(&self) {
+        let _ = self.shutdown.compare_exchange(
+            SHUTDOWN_NONE,
+            SHUTDOWN_ASKED,
+            Ordering::SeqCst,
+            Ordering::SeqCst,
+        );
+    }
+
+    fn shutdown_asked(&self) -> bool {
+        self.shutdown.load(Ordering::SeqCst) != SHUTDOWN_NONE
+    }
+
+    /// Whether the controlled shutdown is over (the server may stop).
+    pub fn shutdown_done(&self) -> bool {
+        self.shutdown.load(Ordering::SeqCst) == SHUTDOWN_DONE
     }
 
     /// Whether legacy topics are still being imported into the metadata log.
@@ -588,6 +618,14 @@ async fn broker_agent(view: Arc<ClusterView>, config: Arc<ServerConfig>, stop: A
         }],
     };
     while !stop.load(Ordering::SeqCst) {
+        if view.shutdown_asked() {
+            // From here on no heartbeat and no registration: a broker shutting down must
+            // not be unfenced (its leaderships moved away for good).
+            let timeout = Duration::from_millis(config.cluster.controlled_shutdown_timeout_ms);
+            controlled_shutdown(&view, me, timeout).await;
+            view.shutdown.store(SHUTDOWN_DONE, Ordering::SeqCst);
+            return;
+        }
         let state = view.broker_state();
         let req = match state {
             BrokerState::Unregistered => register.clone(),
@@ -641,8 +679,101 @@ async fn broker_agent(view: Arc<ClusterView>, config: Arc<ServerConfig>, stop: A
             BrokerState::Active(_) => interval,
             _ => interval.min(FENCED_HEARTBEAT_INTERVAL),
         };
-        glommio::timer::sleep(pause).await;
+        pause_unless_shutdown(&view, pause).await;
     }
+}
+
+/// Sleeps `pause`, waking early when a controlled shutdown is asked for.
+async fn pause_unless_shutdown(view: &ClusterView, pause: Duration) {
+    let deadline = Instant::now() + pause;
+    while !view.shutdown_asked() {
+        let left = deadline.saturating_duration_since(Instant::now());
+        if left.is_zero() {
+            return;
+        }
+        glommio::timer::sleep(left.min(SHUTDOWN_POLL)).await;
+    }
+}
+
+/// How often a pausing broker agent looks for a controlled shutdown request.
+const SHUTDOWN_POLL: Duration = Duration::from_millis(5);
+/// Partitions named one by one in the controlled shutdown's log lines (the rest counted).
+const SHUTDOWN_LOG_PARTITIONS_MAX: usize = 20;
+
+/// Controlled shutdown: asks the active controller to move this broker's leaderships to
+/// other in-sync replicas and take it out of every ISR (`Request::ShutdownBroker`), waits
+/// (all bounded by `timeout`) until this node's image has the change, and logs what moved
+/// and what stayed (partitions with no other in-sync replica). A controller that cannot
+/// be reached or refuses gets a WARN; the broker stops anyway.
+pub async fn controlled_shutdown(view: &ClusterView, me: BrokerId, timeout: Duration) {
+    let epoch = match view.broker_state() {
+        BrokerState::Fenced(e) | BrokerState::Active(e) => e,
+        BrokerState::Unregistered => {
+            tracing::info!("controlled shutdown: not registered, nothing to hand over");
+            return;
+        }
+    };
+    let started = Instant::now();
+    let before = view.image();
+    let req = Request::ShutdownBroker { broker: me, epoch };
+    let offset = match ask_controller(view, &req, timeout).await {
+        Ok(Reply::Done { offset }) => offset.0,
+        Ok(Reply::Error { kind, message }) => {
+            tracing::warn!(?kind, %message, "controlled shutdown refused by the controller; stopping anyway");
+            return;
+        }
+        Ok(other) => {
+            tracing::warn!(answer = ?other, "unexpected controller answer to a controlled shutdown; stopping anyway");
+            return;
+        }
+        Err((_, message)) => {
+            tracing::warn!(%message, timeout_ms = timeout.as_millis() as u64, "controlled shutdown: no controller answered; stopping without handing leaderships over");
+            return;
+        }
+    };
+    while view.version() < offset {
+        if started.elapsed() >= timeout {
+            tracing::warn!(
+                offset,
+                "controlled shutdown: the image did not reach the change in time; stopping anyway"
+            );
+            return;
+        }
+        glommio::timer::sleep(Duration::from_millis(1)).await;
+    }
+    log_handover(&before, &view.image(), me, started.elapsed());
+}
+
+/// Logs which partitions this broker led before the controlled shutdown and who leads
+/// them now.
+fn log_handover(before: &MetadataImage, after: &MetadataImage, me: BrokerId, took: Duration) {
+    let mut moved = Vec::new();
+    let mut kept = Vec::new();
+    for (t, idx, p) in before.partitions() {
+        if p.leader != Some(me) {
+            continue;
+        }
+        let now = after
+            .topic(t.id)
+            .and_then(|t| t.partitions.get(&idx))
+            .and_then(|p| p.leader);
+        let name = format!("{}-{}", t.name, idx.0);
+        match now {
+            Some(l) if l != me => moved.push(format!("{name}->{l}")),
+            _ => kept.push(name),
+        }
+    }
+    let (moved_count, kept_count) = (moved.len(), kept.len());
+    moved.truncate(SHUTDOWN_LOG_PARTITIONS_MAX);
+    kept.truncate(SHUTDOWN_LOG_PARTITIONS_MAX);
+    tracing::info!(
+        moved = moved_count,
+        kept = kept_count,
+        took_ms = took.as_millis() as u64,
+        leaders = %moved.join(" "),
+        no_other_in_sync_replica = %kept.join(" "),
+        "controlled shutdown: leaderships handed over"
+    );
 }
 
 /// Creates the topics a data dir held before the quorum existed (same ids, partition
@@ -821,6 +952,32 @@ pub fn status_json(view: &ClusterView) -> String {
     };
     let under = names(&mut image.under_replicated());
     let offline = names(&mut image.offline());
+    let under_detail: Vec<serde_json::Value> = image
+        .under_replicated()
+        .filter_map(|(t, idx)| {
+            let p = t.partitions.get(&idx)?;
+            Some(serde_json::json!({
+                "partition": format!("{}-{}", t.name, idx.0),
+                "leader": p.leader.map(|l| l.0),
+                "isr": ids(&p.isr),
+                "missing": ids(&missing_replicas(p)),
+            }))
+        })
+        .collect();
+    let offline_detail: Vec<serde_json::Value> = image
+        .offline()
+        .filter_map(|(t, idx)| {
+            let p = t.partitions.get(&idx)?;
+            Some(serde_json::json!({
+                "partition": format!("{}-{}", t.name, idx.0),
+                "leader": p.leader.map(|l| l.0),
+                "isr": ids(&p.isr),
+                "elr": ids(&p.elr),
+                "waits_for": ids(&waits_for(p)),
+                "unclean_election": image.unclean_election_enabled(&t.name),
+            }))
+        })
+        .collect();
     let mut leaders: BTreeMap<i32, usize> = BTreeMap::new();
     for (_, _, p) in image.partitions() {
         if let Some(l) = p.leader {
@@ -856,8 +1013,35 @@ pub fn status_json(view: &ClusterView) -> String {
         "leaders_per_broker": leaders,
         "under_replicated": under,
         "offline": offline,
+        "under_replicated_partitions": under_detail,
+        "offline_partitions": offline_detail,
     })
     .to_string()
+}
+
+fn ids(brokers: &[BrokerId]) -> Vec<i32> {
+    brokers.iter().map(|b| b.0).collect()
+}
+
+/// Replicas of an under-replicated partition that are not in its ISR.
+fn missing_replicas(p: &sluice_control::PartitionState) -> Vec<BrokerId> {
+    p.replicas
+        .iter()
+        .copied()
+        .filter(|r| !p.isr.contains(r))
+        .collect()
+}
+
+/// The brokers an offline partition waits for: its ISR and ELR members (in replica order),
+/// the replicas that hold every committed record; any of them coming back (registered and
+/// unfenced) is elected. An unclean election could pick another replica, but only where
+/// the topic allows it.
+fn waits_for(p: &sluice_control::PartitionState) -> Vec<BrokerId> {
+    p.replicas
+        .iter()
+        .copied()
+        .filter(|r| p.isr.contains(r) || p.elr.contains(r))
+        .collect()
 }
 
 /// Partitions led by someone other than their preferred (first) replica.

@@ -68,6 +68,9 @@ pub struct ClusterConfig {
     pub broker_session_timeout_ms: u64,
     /// `broker.heartbeat.interval.ms`.
     pub broker_heartbeat_interval_ms: u64,
+    /// Longest a stopping broker waits for the controller to move its leaderships away
+    /// (controlled shutdown) before it stops anyway; 0 skips the controlled shutdown.
+    pub controlled_shutdown_timeout_ms: u64,
     /// Length of one raft tick (election after 10–20 ticks, heartbeats every 2).
     pub controller_tick_ms: u64,
     /// `default.replication.factor`: for auto-created topics and CreateTopics with -1.
@@ -91,6 +94,7 @@ impl Default for ClusterConfig {
             rack: None,
             broker_session_timeout_ms: 9_000,
             broker_heartbeat_interval_ms: 1_000,
+            controlled_shutdown_timeout_ms: 30_000,
             controller_tick_ms: 50,
             default_replication_factor: 1,
             auto_leader_rebalance: true,

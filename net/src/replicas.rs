@@ -453,6 +453,11 @@ async fn propose_isr(shard: &Rc<Shard>, r: &Rc<Replica>, change: IsrChange, lead
             c.isr_shrinks += u64::from(!change.shrunk.is_empty());
             c.isr_expands += u64::from(!change.expanded.is_empty());
         }),
+        Err((error, message)) if error == code::INELIGIBLE_REPLICA => {
+            // The follower is fenced or shutting down: expected while a broker stops or
+            // restarts, and proposed again only while it keeps fetching.
+            tracing::info!(topic = %r.tp.topic, partition = r.tp.partition.0, %message, "ISR expansion refused: follower not eligible yet");
+        }
         Err((error, message)) => {
             // Proposed again once the pending time has passed (or the image changed).
             tracing::warn!(topic = %r.tp.topic, partition = r.tp.partition.0, error, %message, "ISR change refused");

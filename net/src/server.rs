@@ -52,6 +52,9 @@ pub struct Server {
     serves_kafka: bool,
     stop: Arc<AtomicBool>,
     handles: Vec<ExecutorJoinHandle<Result<(), String>>>,
+    /// This node's cluster view when it has the broker role (controlled shutdown).
+    broker: Option<Arc<ClusterView>>,
+    controlled_shutdown_timeout: Duration,
 }
 
 type Ready = mpsc::Sender<Result<(), String>>;
@@ -211,6 +214,10 @@ pub fn start(mut config: ServerConfig) -> Result<Server, ServerError> {
         serves_kafka: true,
         stop,
         handles,
+        broker: config.cluster.roles.broker.then(|| view.clone()),
+        controlled_shutdown_timeout: Duration::from_millis(
+            config.cluster.controlled_shutdown_timeout_ms,
+        ),
     };
     if let Some(e) = spawn_error {
         server.stop();
@@ -279,6 +286,8 @@ fn start_controller_only(config: ServerConfig) -> Result<Server, ServerError> {
         serves_kafka: false,
         stop,
         handles: vec![handle],
+        broker: None,
+        controlled_shutdown_timeout: Duration::ZERO,
     })
 }
 
@@ -387,17 +396,52 @@ fn open_placement(
 
 /// Stops a running server from any thread.
 #[derive(Debug, Clone)]
-pub struct StopHandle(Arc<AtomicBool>);
+pub struct StopHandle {
+    stop: Arc<AtomicBool>,
+    /// The cluster view of a node with the broker role: it hands its leaderships over
+    /// before it stops.
+    broker: Option<Arc<ClusterView>>,
+    controlled_shutdown_timeout: Duration,
+}
+
+/// Beyond the controlled shutdown's own timeout, how long `StopHandle::stop` waits for the
+/// control thread to report it done (a hung control thread must not keep the broker up).
+const CONTROLLED_SHUTDOWN_GRACE: Duration = Duration::from_secs(5);
 
 impl StopHandle {
+    /// Controlled shutdown first (blocking, bounded by `controlled_shutdown_timeout_ms`
+    /// plus a grace): the control thread asks the controller to move this broker's
+    /// leaderships away and waits until its image shows it (`cluster::controlled_shutdown`);
+    /// then every shard stops accepting, finishes in-flight requests and closes its logs.
     pub fn stop(&self) {
-        self.0.store(true, Ordering::SeqCst);
+        if let Some(view) = self
+            .broker
+            .as_ref()
+            .filter(|_| !self.controlled_shutdown_timeout.is_zero())
+        {
+            view.request_shutdown();
+            let deadline = std::time::Instant::now()
+                + self.controlled_shutdown_timeout
+                + CONTROLLED_SHUTDOWN_GRACE;
+            while !view.shutdown_done() && !self.stop.load(Ordering::SeqCst) {
+                if std::time::Instant::now() >= deadline {
+                    tracing::warn!("controlled shutdown did not finish in time; stopping anyway");
+                    break;
+                }
+                std::thread::sleep(Duration::from_millis(2));
+            }
+        }
+        self.stop.store(true, Ordering::SeqCst);
     }
 }
 
 impl Server {
     pub fn stop_handle(&self) -> StopHandle {
-        StopHandle(self.stop.clone())
+        StopHandle {
+            stop: self.stop.clone(),
+            broker: self.broker.clone(),
+            controlled_shutdown_timeout: self.controlled_shutdown_timeout,
+        }
     }
 
     /// The address the Kafka listeners are bound to (the real port when `:0` was asked
@@ -411,7 +455,8 @@ impl Server {
         self.serves_kafka
     }
 
-    /// Asks every shard to stop accepting, finish in-flight requests and close its logs.
+    /// Asks every shard to stop accepting, finish in-flight requests and close its logs, at
+    /// once (no controlled shutdown: `stop_handle().stop()` does one first).
     pub fn stop(&self) {
         self.stop.store(true, Ordering::SeqCst);
     }

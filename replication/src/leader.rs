@@ -214,7 +214,8 @@ impl LeaderState {
 
     /// The ISR change to propose now, if any (and none is pending): followers that have not
     /// caught up for longer than `lag_max_ms` leave; followers out of the ISR that hold
-    /// everything below the high watermark and this leadership's start join.
+    /// everything below the high watermark and this leadership's start, and were caught
+    /// up within `lag_max_ms`, join.
     pub fn isr_change(&self, hw: i64, now_ms: u64, lag_max_ms: u64) -> Option<IsrChange> {
         if let Some((_, sent)) = &self.pending {
             if now_ms.saturating_sub(*sent) < PENDING_ISR_CHANGE_MS_MAX {
@@ -228,7 +229,14 @@ impl LeaderState {
             let in_isr = self.isr.contains(b);
             if in_isr && lag_ms > lag_max_ms {
                 shrunk.push((*b, lag_ms));
-            } else if !in_isr && p.end >= 0 && p.end >= hw && p.end >= self.epoch_start {
+            } else if !in_isr
+                && lag_ms <= lag_max_ms
+                && p.end >= 0
+                && p.end >= hw
+                && p.end >= self.epoch_start
+            {
+                // Caught up recently, not only once: a follower that stopped fetching
+                // (killed, stopping) looks caught up forever on an idle partition.
                 expanded.push(*b);
             }
         }
@@ -364,6 +372,19 @@ mod tests {
             .is_some());
         l.update(vec![1, 2, 3], vec![1, 2, 3], 2, 5);
         assert!(l.isr_change(hw, 6, 30_000).is_none());
+    }
+
+    #[test]
+    fn a_follower_that_stopped_fetching_is_not_proposed_for_the_isr() {
+        let mut l = three(vec![1, 2], 2);
+        l.on_fetch(2, 150, 150, 1).unwrap();
+        l.on_fetch(3, 150, 150, 1).unwrap();
+        let hw = l.high_watermark(150).unwrap();
+        assert!(l.isr_change(hw, 1 + 30_000, 30_000).is_some());
+        // 2 goes on fetching; 3 sent nothing since: it is gone, however complete its copy
+        // looked.
+        l.on_fetch(2, 150, 150, 2 + 30_000).unwrap();
+        assert!(l.isr_change(hw, 2 + 30_000, 30_000).is_none());
     }
 
     #[test]

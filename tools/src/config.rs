@@ -90,6 +90,7 @@ pub struct ClusterFileConfig {
     pub rack: Option<String>,
     pub broker_session_timeout_ms: Option<u64>,
     pub broker_heartbeat_interval_ms: Option<u64>,
+    pub controlled_shutdown_timeout_ms: Option<u64>,
     pub controller_tick_ms: Option<u64>,
     pub default_replication_factor: Option<i16>,
     pub auto_leader_rebalance: Option<bool>,
@@ -144,6 +145,8 @@ pub struct TopicDefaultsConfig {
 pub const DATA_DIR_DEFAULT: &str = "./sluice-data";
 /// `network.connections_max_per_shard` when the file does not set it (as in `sluice-net`).
 pub const CONNECTIONS_MAX_PER_SHARD_DEFAULT: u64 = 4096;
+/// Bound on `cluster.controlled_shutdown_timeout_ms` (an hour: a stop must end).
+const CONTROLLED_SHUTDOWN_TIMEOUT_MS_MAX: u64 = 3_600_000;
 
 /// Values given on the command line; each overrides the file.
 #[derive(Debug, Default)]
@@ -167,6 +170,7 @@ pub struct ClusterOverrides {
     pub rack: Option<String>,
     pub broker_session_timeout_ms: Option<u64>,
     pub broker_heartbeat_interval_ms: Option<u64>,
+    pub controlled_shutdown_timeout_ms: Option<u64>,
 }
 
 /// The settings `serve` runs with.
@@ -413,6 +417,17 @@ fn cluster(
             c.broker_heartbeat_interval_ms,
             c.broker_session_timeout_ms
         );
+    }
+    if let Some(ms) = o
+        .controlled_shutdown_timeout_ms
+        .or(f.controlled_shutdown_timeout_ms)
+    {
+        if ms > CONTROLLED_SHUTDOWN_TIMEOUT_MS_MAX {
+            bail!(
+                "cluster.controlled_shutdown_timeout_ms: {ms} is above {CONTROLLED_SHUTDOWN_TIMEOUT_MS_MAX}"
+            );
+        }
+        c.controlled_shutdown_timeout_ms = ms;
     }
     c.controller_tick_ms = positive(
         "cluster.controller_tick_ms",
@@ -811,6 +826,22 @@ mod tests {
         );
         let err = toml::from_str::<FileConfig>("node_id = \"x\"\n").unwrap_err();
         assert!(err.to_string().contains("node_id"), "{err}");
+    }
+
+    #[test]
+    fn controlled_shutdown_timeout_is_bounded_and_zero_turns_it_off() {
+        let f: FileConfig =
+            toml::from_str("[cluster]\ncontrolled_shutdown_timeout_ms = 3600001\n").unwrap();
+        let err = settings(f, Overrides::default()).unwrap_err();
+        assert!(
+            err.to_string()
+                .contains("cluster.controlled_shutdown_timeout_ms: 3600001 is above"),
+            "{err}"
+        );
+        let f: FileConfig =
+            toml::from_str("[cluster]\ncontrolled_shutdown_timeout_ms = 0\n").unwrap();
+        let s = settings(f, Overrides::default()).unwrap();
+        assert_eq!(s.server.cluster.controlled_shutdown_timeout_ms, 0);
     }
 
     #[test]

@@ -92,6 +92,10 @@ struct ServeArgs {
     /// How often the broker heartbeats to the controller (default 1000).
     #[arg(long, value_name = "MS")]
     broker_heartbeat_interval_ms: Option<u64>,
+    /// On SIGTERM, wait this long at most for the controller to move this broker's
+    /// leaderships away before stopping (default 30000; 0: stop at once).
+    #[arg(long, value_name = "MS")]
+    controlled_shutdown_timeout_ms: Option<u64>,
 }
 
 fn main() {
@@ -141,6 +145,7 @@ fn serve(args: ServeArgs) -> Result<()> {
             rack: args.rack,
             broker_session_timeout_ms: args.broker_session_timeout_ms,
             broker_heartbeat_interval_ms: args.broker_heartbeat_interval_ms,
+            controlled_shutdown_timeout_ms: args.controlled_shutdown_timeout_ms,
         },
     };
     let settings = config::settings(file, overrides)?;
@@ -179,7 +184,7 @@ fn serve(args: ServeArgs) -> Result<()> {
             if let Some(sig) = signals.forever().next() {
                 tracing::info!(
                     signal = sig,
-                    "stopping: no new connections, finishing in-flight requests"
+                    "stopping: leaderships handed over first (controlled shutdown), then no new connections, finishing in-flight requests"
                 );
                 stop();
             }

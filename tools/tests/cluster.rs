@@ -40,10 +40,16 @@ struct Cluster {
     root: PathBuf,
     quorum: String,
     nodes: Vec<Option<Broker>>,
+    session_timeout_ms: u64,
 }
 
 impl Cluster {
     fn start(name: &str) -> Cluster {
+        Cluster::start_with_session(name, SESSION_TIMEOUT_MS)
+    }
+
+    /// Three nodes whose brokers are fenced after `session_timeout_ms` without heartbeats.
+    fn start_with_session(name: &str, session_timeout_ms: u64) -> Cluster {
         let root = PathBuf::from(env!("CARGO_TARGET_TMPDIR"))
             .join(format!("cluster-{name}-{}", std::process::id()));
         let _ = std::fs::remove_dir_all(&root);
@@ -55,6 +61,7 @@ impl Cluster {
             root,
             quorum,
             nodes: (0..NODES).map(|_| None).collect(),
+            session_timeout_ms,
         };
         for id in 1..=NODES {
             c.start_node(id);
@@ -82,7 +89,7 @@ impl Cluster {
             "--rack".into(),
             format!("r{id}"),
             "--broker-session-timeout-ms".into(),
-            SESSION_TIMEOUT_MS.to_string(),
+            self.session_timeout_ms.to_string(),
             "--broker-heartbeat-interval-ms".into(),
             "200".into(),
         ];
@@ -97,6 +104,14 @@ impl Cluster {
     fn kill(&mut self, id: usize) {
         if let Some(mut b) = self.nodes[id - 1].take() {
             b.kill();
+        }
+    }
+
+    /// SIGTERM (controlled shutdown), then wait for the exit: it must be clean.
+    fn stop(&mut self, id: usize) {
+        if let Some(mut b) = self.nodes[id - 1].take() {
+            let status = b.stop();
+            assert!(status.success(), "node {id} stopped with {status}");
         }
     }
 
@@ -491,6 +506,17 @@ fn killed_broker_is_fenced_its_leaderships_move_and_it_rejoins() {
     let (_, offline) = metadata(&c.node(survivor).addr, "single").unwrap();
     for i in &alone {
         assert_eq!(offline[i].leader, -1, "{i}: {:?}", offline[i]);
+    }
+    // The status says which broker each of them waits for (it holds every committed
+    // record: the last member of the ISR).
+    let out = sluice(&["cluster", "status", "--admin", &c.node(survivor).admin_addr]);
+    for i in &alone {
+        assert!(
+            out.contains(&format!(
+                "  single-{i}  waits for broker {victim}  (isr {victim}; "
+            )),
+            "{out}"
+        );
     }
 
     // Producing to a moved partition works against the new leader.
@@ -956,4 +982,59 @@ fn replicated_writes_need_the_isr_and_a_consumer_reads_from_its_rack() {
         let page = leader_node.admin_get("/metrics").ok()?;
         (metric(&page, "sluice_isr_expands_total", "")? >= 1.0).then_some(())
     });
+}
+
+#[test]
+fn sigterm_hands_leaderships_over_before_the_broker_stops() {
+    // Fencing by missed heartbeats would take ten minutes here: whatever moves within the
+    // hang guard was moved by the controlled shutdown.
+    let mut c = Cluster::start_with_session("shutdown", 600_000);
+    let admin = admin_of(&c.node(1).addr);
+    let opts = AdminOptions::new().operation_timeout(Some(Duration::from_secs(30)));
+    let topics = [NewTopic::new("cs", 3, TopicReplication::Fixed(3))];
+    let r = block_on(admin.create_topics(&topics, &opts)).unwrap();
+    assert!(r.iter().all(|x| x.is_ok()), "{r:?}");
+    let bootstrap = (1..=NODES)
+        .map(|i| c.node(i).addr.clone())
+        .collect::<Vec<_>>()
+        .join(",");
+    let errors = produce_acks_all(&bootstrap, "cs", 100);
+    assert!(errors.iter().all(Option::is_none), "{errors:?}");
+    let full_isr = |c: &Cluster, asked: usize| {
+        let (_, parts) = metadata(&c.node(asked).addr, "cs")?;
+        parts
+            .values()
+            .all(|p| p.isr.len() == NODES)
+            .then_some(parts)
+    };
+    let parts = c.wait("cs fully in sync", || full_isr(&c, 1));
+    let victim = parts[&0].leader as usize;
+    let other = (1..=NODES).find(|i| *i != victim).unwrap();
+    c.stop(victim);
+    // Every cs partition is led by another broker and the victim left every ISR.
+    c.wait(
+        "the victim's leaderships moved and it left the ISRs",
+        || {
+            let (_, parts) = metadata(&c.node(other).addr, "cs")?;
+            parts
+                .values()
+                .all(|p| {
+                    p.leader != victim as i32 && p.leader >= 0 && !p.isr.contains(&(victim as i32))
+                })
+                .then_some(())
+        },
+    );
+    let errors = produce_acks_all(&bootstrap, "cs", 50);
+    assert!(errors.iter().all(Option::is_none), "{errors:?}");
+    // The status names the replica each cs partition misses.
+    let out = sluice(&["cluster", "status", "--admin", &c.node(other).admin_addr]);
+    assert!(
+        out.lines()
+            .any(|l| l.starts_with("  cs-0  leader ") && l.ends_with(&format!("missing {victim}"))),
+        "{out}"
+    );
+
+    // It comes back: registered, caught up, in every ISR again.
+    c.start_node(victim);
+    c.wait("the victim back in every cs ISR", || full_isr(&c, other));
 }

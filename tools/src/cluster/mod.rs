@@ -233,13 +233,58 @@ pub fn render_status(v: &Value) -> String {
     }
     let count = |k: &str| v[k].as_array().map_or(0, Vec::len);
     out.push_str(&format!(
-        "\nunder-replicated partitions ({}): {}\noffline partitions ({}): {}\n",
+        "\nunder-replicated partitions ({}): {}\n",
         count("under_replicated"),
         list(&v["under_replicated"]),
+    ));
+    for p in details(&v["under_replicated_partitions"]) {
+        out.push_str(&format!(
+            "  {}  leader {}  isr {}  missing {}\n",
+            p["partition"].as_str().unwrap_or("?"),
+            p["leader"]
+                .as_i64()
+                .map_or("none".to_string(), |l| l.to_string()),
+            list(&p["isr"]),
+            list(&p["missing"]),
+        ));
+    }
+    out.push_str(&format!(
+        "offline partitions ({}): {}\n",
         count("offline"),
         list(&v["offline"])
     ));
+    for p in details(&v["offline_partitions"]) {
+        out.push_str(&format!(
+            "  {}  {}  (isr {}; elr {})\n",
+            p["partition"].as_str().unwrap_or("?"),
+            waiting(p),
+            list(&p["isr"]),
+            list(&p["elr"]),
+        ));
+    }
     out
+}
+
+fn details(v: &Value) -> &[Value] {
+    v.as_array().map(Vec::as_slice).unwrap_or(&[])
+}
+
+/// What an offline partition waits for, in words.
+fn waiting(p: &Value) -> String {
+    let brokers = details(&p["waits_for"]);
+    let unclean = if p["unclean_election"] == true {
+        " (or any replica: unclean election is enabled)"
+    } else {
+        ""
+    };
+    match brokers {
+        [] => format!("waits for no broker that holds all committed data{unclean}"),
+        [one] => format!("waits for broker {one}{unclean}"),
+        _ => format!(
+            "waits for any of brokers {}{unclean}",
+            list(&p["waits_for"])
+        ),
+    }
 }
 
 #[cfg(test)]
@@ -262,7 +307,8 @@ mod tests {
         let v: Value = serde_json::from_str(
             r#"{"node_id":2,"broker_state":"active","controller":{"leader":1,"term":4,"commit_index":57,"applied_index":57,"voters":[1,2,3],"learners":[5],"seen_by":2,"addresses":{"1":"h1:9093","4":"h4:9093"}},
             "metadata_offset":57,"brokers":[{"id":1,"epoch":3,"rack":"r1","fenced":false,"host":"h1","port":9092},{"id":3,"epoch":9,"rack":null,"fenced":true,"host":"h3","port":9094}],
-            "topics":1,"partitions":2,"leaders_per_broker":{"1":2},"under_replicated":["t-0"],"offline":[]}"#,
+            "topics":1,"partitions":2,"leaders_per_broker":{"1":2},"under_replicated":["t-0"],"offline":[],
+            "under_replicated_partitions":[{"partition":"t-0","leader":1,"isr":[1,2],"missing":[3]}],"offline_partitions":[]}"#,
         )
         .unwrap();
         let text = render_status(&v);
@@ -287,5 +333,40 @@ mod tests {
             "{text}"
         );
         assert!(text.contains("offline partitions (0): none"), "{text}");
+        assert!(
+            text.contains("  t-0  leader 1  isr 1 2  missing 3\n"),
+            "{text}"
+        );
+    }
+
+    #[test]
+    fn offline_partitions_say_which_brokers_they_wait_for() {
+        let v: Value = serde_json::from_str(
+            r#"{"node_id":1,"controller":{"leader":1,"voters":[1]},"brokers":[],
+            "under_replicated":["t-1","t-2","t-3"],"offline":["t-1","t-2","t-3"],
+            "under_replicated_partitions":[],
+            "offline_partitions":[
+              {"partition":"t-1","leader":null,"isr":[2],"elr":[],"waits_for":[2],"unclean_election":false},
+              {"partition":"t-2","leader":null,"isr":[3],"elr":[1,2],"waits_for":[1,2,3],"unclean_election":false},
+              {"partition":"t-3","leader":null,"isr":[],"elr":[],"waits_for":[],"unclean_election":true}]}"#,
+        )
+        .unwrap();
+        let text = render_status(&v);
+        assert!(
+            text.contains("offline partitions (3): t-1 t-2 t-3"),
+            "{text}"
+        );
+        assert!(
+            text.contains("  t-1  waits for broker 2  (isr 2; elr none)"),
+            "{text}"
+        );
+        assert!(
+            text.contains("  t-2  waits for any of brokers 1 2 3  (isr 3; elr 1 2)"),
+            "{text}"
+        );
+        assert!(
+            text.contains("t-3  waits for no broker that holds all committed data (or any replica: unclean election is enabled)"),
+            "{text}"
+        );
     }
 }
