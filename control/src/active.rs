@@ -121,6 +121,32 @@ impl BrokerControl {
         Ok(Ok(records))
     }
 
+    /// `broker` (registered with `epoch`) stopped serving after its controlled shutdown:
+    /// proposes `fence_broker` (fenced now; what it alone held goes offline, waiting for it).
+    /// Returns what it proposed; errors as [`Self::shutdown`].
+    pub fn stopped(
+        &mut self,
+        ctl: &mut Controller,
+        broker: BrokerId,
+        epoch: BrokerEpoch,
+    ) -> Result<Result<Vec<Record>, Option<BrokerEpoch>>, ControllerError> {
+        let image = ctl.image();
+        match image.broker(broker) {
+            None => return Ok(Err(None)),
+            Some(b) if b.epoch != epoch => return Ok(Err(Some(b.epoch))),
+            Some(_) => {}
+        }
+        self.shutting_down.insert(broker);
+        let records = fence_broker(&image, broker);
+        for r in &records {
+            ctl.propose(r)?;
+        }
+        if !records.is_empty() {
+            self.proposed_until(ctl.last_index());
+        }
+        Ok(Ok(records))
+    }
+
     /// Registers (or re-registers) a broker; returns the epoch it must heartbeat with.
     /// Epochs come from the log position, so they grow across controller failovers.
     pub fn register(

@@ -575,6 +575,7 @@ async fn handle(state: &Rc<NodeState>, req: Request) -> Reply {
             alter_partition(state, &change).await
         }
         Request::ShutdownBroker { broker, epoch } => shutdown_broker(state, broker, epoch).await,
+        Request::BrokerStopped { broker, epoch } => stopped_broker(state, broker, epoch).await,
         Request::FetchImage { .. } | Request::Status => {
             refuse(ErrorKind::Internal, "answered above")
         }
@@ -659,6 +660,48 @@ async fn alter_partition(state: &NodeState, change: &IsrChange<'_>) -> Reply {
     wait_applied(state, term, target).await
 }
 
+/// `BrokerStopped`: the broker is fenced at once (`BrokerControl::stopped`); answered once
+/// applied.
+async fn stopped_broker(state: &NodeState, broker: BrokerId, epoch: BrokerEpoch) -> Reply {
+    if !settled(state).await {
+        return refuse(
+            ErrorKind::Timeout,
+            "earlier metadata changes not applied in time",
+        );
+    }
+    let proposed = {
+        let mut c = state.ctl.borrow_mut();
+        let outcome = state.brokers.borrow_mut().stopped(&mut c, broker, epoch);
+        outcome.map(|r| (r, c.image().offset(), c.term(), c.last_index()))
+    };
+    match proposed {
+        Err(e) => controller_error(e),
+        Ok((Err(registered), _, _, _)) => stale_broker(broker, epoch, registered),
+        Ok((Ok(records), offset, _, _)) if records.is_empty() => Reply::Done { offset },
+        Ok((Ok(records), _, term, target)) => {
+            tracing::info!(
+                broker = broker.0,
+                records = records.len(),
+                "broker stopped: fenced"
+            );
+            wait_applied(state, term, target).await
+        }
+    }
+}
+
+/// The refusal of a shutdown request from a broker not registered with `epoch`.
+fn stale_broker(broker: BrokerId, epoch: BrokerEpoch, registered: Option<BrokerEpoch>) -> Reply {
+    let message = match registered {
+        Some(e) => format!(
+            "broker {broker} is registered with epoch {}, not {}",
+            e.0, epoch.0
+        ),
+        None => format!("broker {broker} is not registered"),
+    };
+    tracing::warn!(broker = broker.0, %message, "controlled shutdown refused");
+    refuse(ErrorKind::StaleBrokerEpoch, message)
+}
+
 /// `ShutdownBroker`: leadership moves off the broker, it leaves every ISR and stays fenced
 /// until it registers again (`BrokerControl::shutdown`); answered once applied.
 async fn shutdown_broker(state: &NodeState, broker: BrokerId, epoch: BrokerEpoch) -> Reply {
@@ -675,17 +718,7 @@ async fn shutdown_broker(state: &NodeState, broker: BrokerId, epoch: BrokerEpoch
     };
     match proposed {
         Err(e) => controller_error(e),
-        Ok((Err(registered), _, _, _)) => {
-            let message = match registered {
-                Some(e) => format!(
-                    "broker {broker} is registered with epoch {}, not {}",
-                    e.0, epoch.0
-                ),
-                None => format!("broker {broker} is not registered"),
-            };
-            tracing::warn!(broker = broker.0, %message, "controlled shutdown refused");
-            refuse(ErrorKind::StaleBrokerEpoch, message)
-        }
+        Ok((Err(registered), _, _, _)) => stale_broker(broker, epoch, registered),
         Ok((Ok(records), offset, _, _)) if records.is_empty() => {
             tracing::info!(broker = broker.0, "controlled shutdown: nothing to move");
             Reply::Done { offset }

@@ -4,7 +4,7 @@
 //! (create/delete topics, add partitions, change configs, elect preferred leaders, add or
 //! remove a controller) to the active controller with these requests; partition leaders
 //! change their ISR (`AlterPartition`) and a stopping broker hands its leaderships over
-//! (`ShutdownBroker`). They share the quorum port with raft traffic:
+//! (`ShutdownBroker`, then `BrokerStopped`). They share the quorum port with raft traffic:
 //! a connection that starts with [`RPC_MAGIC`] carries requests (one answer per request,
 //! in order); any other connection carries raft frames (`tcp.rs`). Using the controller's
 //! channel (not Kafka's BrokerRegistration/BrokerHeartbeat APIs on the Kafka listener)
@@ -101,6 +101,12 @@ pub enum Request {
     /// Controlled shutdown: move leadership off `broker` and take it out of every ISR; it
     /// is not unfenced again until it registers anew. Answered `Done` once applied.
     ShutdownBroker {
+        broker: BrokerId,
+        epoch: BrokerEpoch,
+    },
+    /// The broker (after its controlled shutdown) has stopped serving: fence it now, so
+    /// what only it held is offline at once instead of after the session timeout.
+    BrokerStopped {
         broker: BrokerId,
         epoch: BrokerEpoch,
     },
@@ -456,6 +462,11 @@ impl Request {
                 e.i32(broker.0);
                 e.u64(epoch.0 as u64);
             }
+            Request::BrokerStopped { broker, epoch } => {
+                e.u8(14);
+                e.i32(broker.0);
+                e.u64(epoch.0 as u64);
+            }
         }
         e.0
     }
@@ -557,6 +568,10 @@ impl Request {
                 }
             }
             13 => Request::ShutdownBroker {
+                broker: BrokerId(d.i32()?),
+                epoch: BrokerEpoch(d.u64()? as i64),
+            },
+            14 => Request::BrokerStopped {
                 broker: BrokerId(d.i32()?),
                 epoch: BrokerEpoch(d.u64()? as i64),
             },
@@ -859,6 +874,10 @@ mod tests {
                 isr: Vec::new(),
             },
             Request::ShutdownBroker {
+                broker: BrokerId(3),
+                epoch: BrokerEpoch(12),
+            },
+            Request::BrokerStopped {
                 broker: BrokerId(3),
                 epoch: BrokerEpoch(12),
             },

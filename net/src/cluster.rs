@@ -744,6 +744,38 @@ pub async fn controlled_shutdown(view: &ClusterView, me: BrokerId, timeout: Dura
     log_handover(&before, &view.image(), me, started.elapsed());
 }
 
+/// The end of a controlled shutdown, once the shards no longer serve: tells the active
+/// controller this broker is gone (`Request::BrokerStopped`), so the partitions only it
+/// held go offline at once, waiting for it, instead of after the session timeout. Blocking
+/// (the control thread has stopped), bounded by `timeout`; a failure is logged, and the
+/// session timeout fences the broker as after a crash.
+pub fn report_stopped(view: &ClusterView, timeout: Duration) {
+    if !view.shutdown_done() {
+        return;
+    }
+    let epoch = match view.broker_state() {
+        BrokerState::Fenced(e) | BrokerState::Active(e) => e,
+        BrokerState::Unregistered => return,
+    };
+    let me = BrokerId(view.node_id);
+    let own = NodeId(view.node_id as u64);
+    if view.controllers().iter().all(|(id, _)| *id == own) {
+        // Its own controller stopped with it: nobody is left to tell (a single node).
+        return;
+    }
+    match ask_controller_blocking(view, &Request::BrokerStopped { broker: me, epoch }, timeout) {
+        Ok(Reply::Done { .. }) => {
+            tracing::info!("reported stopped: partitions no other in-sync replica holds are offline until this broker returns");
+        }
+        Ok(other) => {
+            tracing::warn!(answer = ?other, "the controller did not take the stop report; the session timeout fences this broker")
+        }
+        Err(message) => {
+            tracing::warn!(%message, "no controller took the stop report; the session timeout fences this broker")
+        }
+    }
+}
+
 /// Logs which partitions this broker led before the controlled shutdown and who leads
 /// them now.
 fn log_handover(before: &MetadataImage, after: &MetadataImage, me: BrokerId, took: Duration) {
@@ -1055,8 +1087,12 @@ fn not_preferred(image: &MetadataImage) -> usize {
 /// Sends `req` to the active controller from a blocking thread (the admin endpoint),
 /// following `NotLeader` answers and trying the next controller when one does not answer,
 /// until an answer or `CONTROLLER_REQUEST_TIMEOUT`.
-fn ask_controller_blocking(view: &ClusterView, req: &Request) -> Result<Reply, String> {
-    let deadline = Instant::now() + CONTROLLER_REQUEST_TIMEOUT;
+fn ask_controller_blocking(
+    view: &ClusterView,
+    req: &Request,
+    timeout: Duration,
+) -> Result<Reply, String> {
+    let deadline = Instant::now() + timeout;
     loop {
         let left = deadline.saturating_duration_since(Instant::now());
         if left.is_zero() {
@@ -1092,7 +1128,9 @@ pub fn change_controllers_blocking(
     view: &ClusterView,
     req: &Request,
 ) -> Result<String, MembershipError> {
-    match ask_controller_blocking(view, req).map_err(MembershipError::Unavailable)? {
+    match ask_controller_blocking(view, req, CONTROLLER_REQUEST_TIMEOUT)
+        .map_err(MembershipError::Unavailable)?
+    {
         Reply::Done { offset } => {
             let deadline = Instant::now() + CONTROLLER_REQUEST_TIMEOUT;
             let quorum = loop {

@@ -404,6 +404,9 @@ pub struct StopHandle {
     controlled_shutdown_timeout: Duration,
 }
 
+/// Longest the stop report after a controlled shutdown may take (`Server::join`).
+const STOP_REPORT_TIMEOUT: Duration = Duration::from_secs(5);
+
 /// Beyond the controlled shutdown's own timeout, how long `StopHandle::stop` waits for the
 /// control thread to report it done (a hung control thread must not keep the broker up).
 const CONTROLLED_SHUTDOWN_GRACE: Duration = Duration::from_secs(5);
@@ -461,7 +464,8 @@ impl Server {
         self.stop.store(true, Ordering::SeqCst);
     }
 
-    /// Waits for every shard to finish.
+    /// Waits for every shard to finish; after a controlled shutdown, then reports the
+    /// broker stopped to the controller (`cluster::report_stopped`).
     pub fn join(self) -> Result<(), ServerError> {
         let mut first = None;
         for h in self.handles {
@@ -473,6 +477,12 @@ impl Server {
             if let Err(e) = r {
                 first.get_or_insert(e);
             }
+        }
+        if let Some(view) = &self.broker {
+            crate::cluster::report_stopped(
+                view,
+                self.controlled_shutdown_timeout.min(STOP_REPORT_TIMEOUT),
+            );
         }
         match first {
             Some(e) => Err(ServerError::Runtime(e)),

@@ -991,7 +991,10 @@ fn sigterm_hands_leaderships_over_before_the_broker_stops() {
     let mut c = Cluster::start_with_session("shutdown", 600_000);
     let admin = admin_of(&c.node(1).addr);
     let opts = AdminOptions::new().operation_timeout(Some(Duration::from_secs(30)));
-    let topics = [NewTopic::new("cs", 3, TopicReplication::Fixed(3))];
+    let topics = [
+        NewTopic::new("cs", 3, TopicReplication::Fixed(3)),
+        NewTopic::new("solo", 3, TopicReplication::Fixed(1)),
+    ];
     let r = block_on(admin.create_topics(&topics, &opts)).unwrap();
     assert!(r.iter().all(|x| x.is_ok()), "{r:?}");
     let bootstrap = (1..=NODES)
@@ -1010,6 +1013,12 @@ fn sigterm_hands_leaderships_over_before_the_broker_stops() {
     let parts = c.wait("cs fully in sync", || full_isr(&c, 1));
     let victim = parts[&0].leader as usize;
     let other = (1..=NODES).find(|i| *i != victim).unwrap();
+    let (_, solo) = metadata(&c.node(other).addr, "solo").unwrap();
+    let stranded = solo
+        .iter()
+        .find(|(_, p)| p.replicas == [victim as i32])
+        .map(|(i, _)| *i)
+        .expect("a solo partition on the victim (leaders are balanced)");
     c.stop(victim);
     // Every cs partition is led by another broker and the victim left every ISR.
     c.wait(
@@ -1034,7 +1043,23 @@ fn sigterm_hands_leaderships_over_before_the_broker_stops() {
         "{out}"
     );
 
-    // It comes back: registered, caught up, in every ISR again.
+    // The solo partition had no other replica: it led until the victim stopped, and then
+    // (told by the stopped broker, not by a session timeout) is offline, waiting for it.
+    c.wait("the stranded partition offline", || {
+        let (_, parts) = metadata(&c.node(other).addr, "solo")?;
+        (parts[&stranded].leader == -1).then_some(())
+    });
+    let out = sluice(&["cluster", "status", "--admin", &c.node(other).admin_addr]);
+    assert!(
+        out.contains(&format!("  solo-{stranded}  waits for broker {victim}  ")),
+        "{out}"
+    );
+
+    // It comes back: registered, caught up, in every ISR again, leading what only it has.
     c.start_node(victim);
     c.wait("the victim back in every cs ISR", || full_isr(&c, other));
+    c.wait("the stranded partition led by the victim again", || {
+        let (_, parts) = metadata(&c.node(other).addr, "solo")?;
+        (parts[&stranded].leader == victim as i32).then_some(())
+    });
 }
