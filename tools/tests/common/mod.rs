@@ -3,6 +3,7 @@
 
 #![allow(dead_code)]
 
+pub mod cluster;
 pub mod raw;
 
 /// One HTTP GET against the admin endpoint; the whole answer (status line, headers, body).
@@ -45,19 +46,31 @@ impl Broker {
 
     /// Starts a broker with one shard per CPU of `cores` (unpinned, so any labels do).
     pub fn start_on_cores(data_dir: &Path, cores: &str, extra: &[&str]) -> Broker {
-        Broker::start_at(data_dir, "127.0.0.1:0", cores, extra)
+        Broker::launch(data_dir, "127.0.0.1:0", "127.0.0.1:0", cores, extra)
     }
 
     /// Like [`Broker::start_on_cores`], with the Kafka listener on `listen` (a fixed port,
     /// so a restarted broker is found where it was).
     pub fn start_at(data_dir: &Path, listen: &str, cores: &str, extra: &[&str]) -> Broker {
+        Broker::launch(data_dir, listen, "127.0.0.1:0", cores, extra)
+    }
+
+    /// Starts a broker listening on `listen` (Kafka) and `admin_listen` (admin HTTP): fixed
+    /// addresses let a restarted broker come back where clients knew it.
+    pub fn launch(
+        data_dir: &Path,
+        listen: &str,
+        admin_listen: &str,
+        cores: &str,
+        extra: &[&str],
+    ) -> Broker {
         let mut cmd = Command::new(env!("CARGO_BIN_EXE_sluice"));
         cmd.args([
             "serve",
             "--listen",
             listen,
             "--admin-listen",
-            "127.0.0.1:0",
+            admin_listen,
             "--cores",
             cores,
             "--no-pin",
@@ -113,6 +126,41 @@ impl Broker {
         if let Some(mut c) = self.child.take() {
             let _ = c.kill();
             let _ = c.wait();
+        }
+    }
+
+    /// The process id, while it runs.
+    pub fn pid(&self) -> Option<u32> {
+        self.child.as_ref().map(Child::id)
+    }
+
+    /// Sends `signal` (SIGSTOP, SIGCONT, ...) to the running process.
+    pub fn signal(&self, signal: i32) {
+        let pid = self.pid().expect("running") as i32;
+        // SAFETY: plain kill(2) on our own child's pid, which we have not reaped yet.
+        let rc = unsafe { libc::kill(pid, signal) };
+        assert_eq!(rc, 0, "kill({pid}, {signal}) failed");
+    }
+
+    /// SIGTERM, then wait at most `guard` for the exit (a hang guard: past it the process is
+    /// killed and `None` returned).
+    pub fn stop_within(&mut self, guard: std::time::Duration) -> Option<ExitStatus> {
+        let mut child = self.child.take().expect("running");
+        // SAFETY: plain kill(2) on our own child's pid.
+        unsafe {
+            libc::kill(child.id() as i32, libc::SIGTERM);
+        }
+        let deadline = std::time::Instant::now() + guard;
+        loop {
+            if let Ok(Some(status)) = child.try_wait() {
+                return Some(status);
+            }
+            if std::time::Instant::now() >= deadline {
+                let _ = child.kill();
+                let _ = child.wait();
+                return None;
+            }
+            std::thread::sleep(std::time::Duration::from_millis(20));
         }
     }
 

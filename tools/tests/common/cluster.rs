@@ -1,0 +1,280 @@
+//! A cluster of real `sluice serve` processes on 127.0.0.1: every node broker and
+//! controller, node `i` in rack `r{i}`, two unpinned shards each. Each node keeps its Kafka
+//! and admin ports across restarts, so clients that knew it find it again after a crash or
+//! a rolling restart. Waits are on observed state, bounded by a hang guard only.
+
+#![allow(dead_code)]
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::path::PathBuf;
+use std::process::ExitStatus;
+use std::time::{Duration, Instant};
+
+use super::{free_port, Broker};
+
+/// How a cluster's nodes are configured.
+#[derive(Debug, Clone)]
+pub struct ClusterSpec {
+    pub nodes: usize,
+    pub session_timeout_ms: u64,
+    pub heartbeat_interval_ms: u64,
+    /// The `[cluster]` table's extra lines (e.g. `replica_lag_time_max_ms = 2000`), written
+    /// into each node's config file.
+    pub cluster_toml: String,
+}
+
+impl Default for ClusterSpec {
+    fn default() -> ClusterSpec {
+        ClusterSpec {
+            nodes: 3,
+            session_timeout_ms: 3_000,
+            heartbeat_interval_ms: 200,
+            cluster_toml: String::new(),
+        }
+    }
+}
+
+/// One node's fixed addresses.
+#[derive(Debug, Clone)]
+struct NodePorts {
+    kafka: u16,
+    admin: u16,
+}
+
+pub struct Cluster {
+    pub root: PathBuf,
+    pub spec: ClusterSpec,
+    quorum: String,
+    ports: Vec<NodePorts>,
+    nodes: Vec<Option<Broker>>,
+}
+
+/// One partition as Metadata reports it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Part {
+    pub leader: i32,
+    pub replicas: Vec<i32>,
+    pub isr: Vec<i32>,
+}
+
+impl Cluster {
+    /// Starts every node and waits (up to `guard`) until all are unfenced brokers and the
+    /// quorum has a leader.
+    pub fn start(name: &str, spec: ClusterSpec, guard: Duration) -> Cluster {
+        let root = PathBuf::from(env!("CARGO_TARGET_TMPDIR"))
+            .join(format!("cluster-{name}-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&root);
+        let quorum = (1..=spec.nodes)
+            .map(|i| format!("{i}@127.0.0.1:{}", free_port()))
+            .collect::<Vec<_>>()
+            .join(",");
+        let ports = (0..spec.nodes)
+            .map(|_| NodePorts {
+                kafka: free_port(),
+                admin: free_port(),
+            })
+            .collect();
+        let mut c = Cluster {
+            root,
+            quorum,
+            ports,
+            nodes: (0..spec.nodes).map(|_| None).collect(),
+            spec,
+        };
+        for id in c.ids() {
+            c.start_node(id);
+        }
+        c.wait_all_active(guard);
+        c
+    }
+
+    pub fn ids(&self) -> Vec<usize> {
+        (1..=self.spec.nodes).collect()
+    }
+
+    /// Starts node `id` (again) on its data dir and ports.
+    pub fn start_node(&mut self, id: usize) {
+        assert!(self.nodes[id - 1].is_none(), "node {id} already runs");
+        let dir = self.root.join(format!("node{id}"));
+        std::fs::create_dir_all(&dir).unwrap();
+        let config = dir.join("sluice.toml");
+        std::fs::write(&config, format!("[cluster]\n{}\n", self.spec.cluster_toml)).unwrap();
+        let args = [
+            "--config".to_string(),
+            config.display().to_string(),
+            "--node-id".into(),
+            id.to_string(),
+            "--controller-quorum".into(),
+            self.quorum.clone(),
+            "--rack".into(),
+            format!("r{id}"),
+            "--broker-session-timeout-ms".into(),
+            self.spec.session_timeout_ms.to_string(),
+            "--broker-heartbeat-interval-ms".into(),
+            self.spec.heartbeat_interval_ms.to_string(),
+        ];
+        let args: Vec<&str> = args.iter().map(String::as_str).collect();
+        let p = &self.ports[id - 1];
+        self.nodes[id - 1] = Some(Broker::launch(
+            &dir.join("data"),
+            &format!("127.0.0.1:{}", p.kafka),
+            &format!("127.0.0.1:{}", p.admin),
+            "0-1",
+            &args,
+        ));
+    }
+
+    pub fn node(&self, id: usize) -> &Broker {
+        self.nodes[id - 1].as_ref().expect("node running")
+    }
+
+    pub fn is_running(&self, id: usize) -> bool {
+        self.nodes[id - 1].is_some()
+    }
+
+    /// The Kafka address of node `id` (the same across restarts).
+    pub fn addr(&self, id: usize) -> String {
+        format!("127.0.0.1:{}", self.ports[id - 1].kafka)
+    }
+
+    pub fn admin_addr(&self, id: usize) -> String {
+        format!("127.0.0.1:{}", self.ports[id - 1].admin)
+    }
+
+    /// Every node's Kafka address, for `bootstrap.servers`.
+    pub fn bootstrap(&self) -> String {
+        self.ids()
+            .iter()
+            .map(|i| self.addr(*i))
+            .collect::<Vec<_>>()
+            .join(",")
+    }
+
+    /// SIGKILL (a crash) and reap.
+    pub fn kill(&mut self, id: usize) {
+        if let Some(mut b) = self.nodes[id - 1].take() {
+            b.kill();
+        }
+    }
+
+    /// SIGTERM and wait for the exit, at most `guard`.
+    pub fn stop(&mut self, id: usize, guard: Duration) -> Option<ExitStatus> {
+        let mut b = self.nodes[id - 1].take().expect("node running");
+        b.stop_within(guard)
+    }
+
+    /// Sends `signal` (SIGSTOP, SIGCONT) to node `id`.
+    pub fn signal(&self, id: usize, signal: i32) {
+        self.node(id).signal(signal);
+    }
+
+    /// `/cluster` of node `id`, if it answers.
+    pub fn status(&self, id: usize) -> Option<serde_json::Value> {
+        let body = self.nodes[id - 1].as_ref()?.admin_get("/cluster").ok()?;
+        serde_json::from_str(&body).ok()
+    }
+
+    pub fn controller_leader(&self, id: usize) -> Option<usize> {
+        self.status(id)?["controller"]["leader"]
+            .as_u64()
+            .map(|l| l as usize)
+    }
+
+    /// Polls `f` every 20 ms until it gives a value; panics naming `what` after `guard`.
+    pub fn wait<T>(&self, what: &str, guard: Duration, mut f: impl FnMut() -> Option<T>) -> T {
+        wait_for(what, guard, &mut f)
+    }
+
+    /// Until every node is an unfenced broker and the quorum has a leader (seen by the
+    /// first running node).
+    pub fn wait_all_active(&self, guard: Duration) {
+        let asked = self.ids().into_iter().find(|i| self.is_running(*i));
+        let asked = asked.expect("a running node");
+        let nodes = self.spec.nodes;
+        self.wait("every broker active and a controller leader", guard, || {
+            let s = self.status(asked)?;
+            let live = s["brokers"]
+                .as_array()?
+                .iter()
+                .filter(|b| b["fenced"] == false)
+                .count();
+            (live == nodes && !s["controller"]["leader"].is_null()).then_some(())
+        });
+    }
+
+    /// Metadata of `topic` from node `id`: the live broker ids and its partitions.
+    pub fn metadata(&self, id: usize, topic: &str) -> Option<(BTreeSet<i32>, BTreeMap<i32, Part>)> {
+        if !self.is_running(id) {
+            return None;
+        }
+        metadata(&self.addr(id), topic)
+    }
+}
+
+impl Drop for Cluster {
+    fn drop(&mut self) {
+        for n in &mut self.nodes {
+            if let Some(mut b) = n.take() {
+                b.kill();
+            }
+        }
+        let _ = std::fs::remove_dir_all(&self.root);
+    }
+}
+
+/// Polls `f` every 20 ms until it gives a value; panics naming `what` after `guard`.
+pub fn wait_for<T>(what: &str, guard: Duration, f: &mut dyn FnMut() -> Option<T>) -> T {
+    let deadline = Instant::now() + guard;
+    loop {
+        if let Some(v) = f() {
+            return v;
+        }
+        assert!(Instant::now() < deadline, "timed out waiting for {what}");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+/// Metadata (v9, raw) of `topic` from the broker at `addr` and no other, so the answer is
+/// that broker's view; `None` if it does not answer within 5 s or does not know the topic.
+pub fn metadata(addr: &str, topic: &str) -> Option<(BTreeSet<i32>, BTreeMap<i32, Part>)> {
+    use kafka_protocol::messages::metadata_request::MetadataRequestTopic;
+    use kafka_protocol::messages::{
+        ApiKey, MetadataRequest, MetadataResponse, ResponseHeader, TopicName,
+    };
+    use kafka_protocol::protocol::{Decodable, HeaderVersion, StrBytes};
+    use std::io::Write;
+    const VERSION: i16 = 9;
+    let timeout = Duration::from_secs(5);
+    let sock_addr = addr.parse().ok()?;
+    let mut s = std::net::TcpStream::connect_timeout(&sock_addr, timeout).ok()?;
+    s.set_read_timeout(Some(timeout)).ok()?;
+    s.set_write_timeout(Some(timeout)).ok()?;
+    let req = MetadataRequest::default()
+        .with_allow_auto_topic_creation(false)
+        .with_topics(Some(vec![MetadataRequestTopic::default().with_name(Some(
+            TopicName(StrBytes::from_string(topic.to_string())),
+        ))]));
+    s.write_all(&super::raw::frame(ApiKey::Metadata, VERSION, 7, &req))
+        .ok()?;
+    let mut body = super::raw::read_frame(&mut s)?;
+    ResponseHeader::decode(&mut body, MetadataResponse::header_version(VERSION)).ok()?;
+    let r = MetadataResponse::decode(&mut body, VERSION).ok()?;
+    let brokers = r.brokers.iter().map(|b| b.node_id.0).collect();
+    let t = r.topics.first()?;
+    if t.error_code != 0 {
+        return None;
+    }
+    let parts = t
+        .partitions
+        .iter()
+        .map(|p| {
+            let part = Part {
+                leader: p.leader_id.0,
+                replicas: p.replica_nodes.iter().map(|b| b.0).collect(),
+                isr: p.isr_nodes.iter().map(|b| b.0).collect(),
+            };
+            (p.partition_index, part)
+        })
+        .collect();
+    Some((brokers, parts))
+}
