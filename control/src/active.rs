@@ -89,6 +89,19 @@ impl BrokerControl {
         self.in_flight_until
     }
 
+    /// When this controller became the active one (`now` if just now). On becoming it, the
+    /// decisions wait (`in_flight_until`) until every entry in its log is applied: entries
+    /// of the previous leader may not be in its image yet, and a decision made from an
+    /// image without them is refused when applied (an epoch that would go backwards).
+    pub fn leading_since(&mut self, ctl: &Controller, now: Millis) -> Millis {
+        if let Some(since) = self.active_since {
+            return since;
+        }
+        self.active_since = Some(now);
+        self.proposed_until(ctl.last_index());
+        now
+    }
+
     /// Notes a proposal made outside `poll` (an ISR change), so `poll` waits for it.
     pub fn proposed_until(&mut self, index: u64) {
         self.in_flight_until = self.in_flight_until.max(index);
@@ -173,6 +186,9 @@ impl BrokerControl {
             rack,
             listeners,
         })?;
+        // Until these apply, `poll` must not decide from an image where the old
+        // incarnation is still registered (it would fence an epoch that is gone).
+        self.proposed_until(ctl.last_index());
         self.liveness.heartbeat(broker, now);
         Ok(epoch)
     }
@@ -211,7 +227,7 @@ impl BrokerControl {
             self.active_since = None;
             return Ok(Vec::new());
         }
-        let since = *self.active_since.get_or_insert(now);
+        let since = self.leading_since(ctl, now);
         let image = ctl.image();
         if image.offset().0 < self.in_flight_until {
             return Ok(Vec::new());

@@ -434,6 +434,15 @@ async fn handle(state: &Rc<NodeState>, req: Request) -> Reply {
             return Reply::NotLeader { leader: c.leader() };
         }
     }
+    // Every decision below is made from the image: it must hold what is already in the log
+    // (a new leader's predecessor's entries, this leader's own proposals). Heartbeats only
+    // record liveness.
+    if !matches!(req, Request::Heartbeat { .. }) && !settled(state).await {
+        return refuse(
+            ErrorKind::Timeout,
+            "earlier metadata changes not applied in time",
+        );
+    }
     match req {
         Request::Register {
             broker,
@@ -585,6 +594,12 @@ async fn handle(state: &Rc<NodeState>, req: Request) -> Reply {
 /// Waits (bounded by the commit timeout) until every decision proposed so far is applied,
 /// so the next one is made from an image that has them. `false` if it timed out.
 async fn settled(state: &NodeState) -> bool {
+    {
+        let ctl = state.ctl.borrow();
+        if ctl.is_leader() {
+            state.brokers.borrow_mut().leading_since(&ctl, state.now());
+        }
+    }
     let deadline = Instant::now() + state.commit_timeout;
     loop {
         let until = state.brokers.borrow().in_flight_until();
@@ -1110,6 +1125,9 @@ async fn commit(state: &NodeState, records: &[Record]) -> Reply {
         }
         (c.term(), c.last_index())
     };
+    // The next decision waits for these (`settled`): two creates of one name decided from
+    // the same image would both pass the checks.
+    state.brokers.borrow_mut().proposed_until(target);
     wait_applied(state, term, target).await
 }
 
