@@ -438,10 +438,10 @@ fn check_read_back(topic: &str, acked: &[Ack], read: &BTreeMap<i32, Vec<(i64, u6
     let mut offset_unknown = 0;
     for a in acked {
         if a.offset < 0 {
-            // librdkafka acknowledges an idempotent retry that the leader refused as older
-            // than the batches it remembers (OUT_OF_ORDER_SEQUENCE_NUMBER below the
-            // acknowledged sequence: written before) without learning its offset: it must
-            // be in the partition, once (the order check above rules out a second copy).
+            // librdkafka's implicit acknowledgement: a request whose answer it never got
+            // (its broker closed the connection while stopping) is acknowledged without an
+            // offset once a later request of the same idempotent producer succeeds. It
+            // must be in the partition, once (the order check above rules out a copy).
             offset_unknown += 1;
             if !seqs.get(&a.partition).is_some_and(|s| s.contains(&a.seq)) {
                 wrong.push(format!(
