@@ -53,6 +53,15 @@ pub enum HeartbeatReply {
     RegisterAgain,
 }
 
+/// The steps of a broker's controlled shutdown, as the controller carries them out.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Leaving {
+    /// It asks to stop: its leaderships move, it leaves every ISR.
+    Shutdown,
+    /// It no longer serves: it is fenced.
+    Stopped,
+}
+
 /// The active controller's broker bookkeeping. Call `poll` regularly (e.g. every tick)
 /// with the current time; it proposes through the controller only while it leads.
 #[derive(Debug)]
@@ -107,15 +116,18 @@ impl BrokerControl {
         self.in_flight_until = self.in_flight_until.max(index);
     }
 
-    /// Controlled shutdown of `broker` (registered with `epoch`): proposes
-    /// `controlled_shutdown_records` and remembers it as shutting down. Returns what it
-    /// proposed (empty: nothing to move). `Err(Some(registered))` on a stale epoch,
-    /// `Err(None)` for an unknown broker.
-    pub fn shutdown(
+    /// A broker leaving (registered with `epoch`): for [`Leaving::Shutdown`] proposes
+    /// `controlled_shutdown_records`, for [`Leaving::Stopped`] `fence_broker` (fenced now;
+    /// what it alone held goes offline, waiting for it); either way it is remembered as
+    /// shutting down until it registers again. Returns what it proposed (empty: nothing
+    /// to change). `Err(Some(registered))` on a stale epoch, `Err(None)` for an unknown
+    /// broker.
+    pub fn leave(
         &mut self,
         ctl: &mut Controller,
         broker: BrokerId,
         epoch: BrokerEpoch,
+        step: Leaving,
     ) -> Result<Result<Vec<Record>, Option<BrokerEpoch>>, ControllerError> {
         let image = ctl.image();
         match image.broker(broker) {
@@ -124,33 +136,10 @@ impl BrokerControl {
             Some(_) => {}
         }
         self.shutting_down.insert(broker);
-        let records = controlled_shutdown_records(&image, broker, &self.shutting_down);
-        for r in &records {
-            ctl.propose(r)?;
-        }
-        if !records.is_empty() {
-            self.proposed_until(ctl.last_index());
-        }
-        Ok(Ok(records))
-    }
-
-    /// `broker` (registered with `epoch`) stopped serving after its controlled shutdown:
-    /// proposes `fence_broker` (fenced now; what it alone held goes offline, waiting for it).
-    /// Returns what it proposed; errors as [`Self::shutdown`].
-    pub fn stopped(
-        &mut self,
-        ctl: &mut Controller,
-        broker: BrokerId,
-        epoch: BrokerEpoch,
-    ) -> Result<Result<Vec<Record>, Option<BrokerEpoch>>, ControllerError> {
-        let image = ctl.image();
-        match image.broker(broker) {
-            None => return Ok(Err(None)),
-            Some(b) if b.epoch != epoch => return Ok(Err(Some(b.epoch))),
-            Some(_) => {}
-        }
-        self.shutting_down.insert(broker);
-        let records = fence_broker(&image, broker);
+        let records = match step {
+            Leaving::Shutdown => controlled_shutdown_records(&image, broker, &self.shutting_down),
+            Leaving::Stopped => fence_broker(&image, broker),
+        };
         for r in &records {
             ctl.propose(r)?;
         }

@@ -80,7 +80,7 @@ pub mod types;
 #[path = "generated/metadata_generated.rs"]
 mod generated;
 
-pub use active::{BrokerControl, BrokerControlConfig, HeartbeatReply};
+pub use active::{BrokerControl, BrokerControlConfig, HeartbeatReply, Leaving};
 pub use controller::Bootstrap;
 pub use controller::{
     Controller, ControllerConfig, ControllerError, ControllerStats, ControllerStatus,

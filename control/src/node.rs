@@ -39,7 +39,7 @@ use futures_lite::AsyncWriteExt;
 use glommio::channels::local_channel::LocalSender;
 use glommio::net::{TcpListener, TcpStream};
 
-use crate::active::{BrokerControl, BrokerControlConfig};
+use crate::active::{BrokerControl, BrokerControlConfig, Leaving};
 use crate::controller::{Bootstrap, Controller, ControllerConfig, ControllerError};
 use crate::image::MetadataImage;
 use crate::isr::{IsrChange, IsrRefusal};
@@ -583,8 +583,12 @@ async fn handle(state: &Rc<NodeState>, req: Request) -> Reply {
             };
             alter_partition(state, &change).await
         }
-        Request::ShutdownBroker { broker, epoch } => shutdown_broker(state, broker, epoch).await,
-        Request::BrokerStopped { broker, epoch } => stopped_broker(state, broker, epoch).await,
+        Request::ShutdownBroker { broker, epoch } => {
+            leaving_broker(state, broker, epoch, Leaving::Shutdown).await
+        }
+        Request::BrokerStopped { broker, epoch } => {
+            leaving_broker(state, broker, epoch, Leaving::Stopped).await
+        }
         Request::FetchImage { .. } | Request::Status => {
             refuse(ErrorKind::Internal, "answered above")
         }
@@ -675,29 +679,40 @@ async fn alter_partition(state: &NodeState, change: &IsrChange<'_>) -> Reply {
     wait_applied(state, term, target).await
 }
 
-/// `BrokerStopped`: the broker is fenced at once (`BrokerControl::stopped`); answered once
-/// applied.
-async fn stopped_broker(state: &NodeState, broker: BrokerId, epoch: BrokerEpoch) -> Reply {
-    if !settled(state).await {
-        return refuse(
-            ErrorKind::Timeout,
-            "earlier metadata changes not applied in time",
-        );
-    }
+/// `ShutdownBroker` (leadership moves off the broker, it leaves every ISR and stays fenced
+/// until it registers again) and `BrokerStopped` (it is fenced at once), through
+/// `BrokerControl::leave`; answered once applied.
+async fn leaving_broker(
+    state: &NodeState,
+    broker: BrokerId,
+    epoch: BrokerEpoch,
+    step: Leaving,
+) -> Reply {
     let proposed = {
         let mut c = state.ctl.borrow_mut();
-        let outcome = state.brokers.borrow_mut().stopped(&mut c, broker, epoch);
+        let outcome = state
+            .brokers
+            .borrow_mut()
+            .leave(&mut c, broker, epoch, step);
         outcome.map(|r| (r, c.image().offset(), c.term(), c.last_index()))
     };
     match proposed {
         Err(e) => controller_error(e),
         Ok((Err(registered), _, _, _)) => stale_broker(broker, epoch, registered),
-        Ok((Ok(records), offset, _, _)) if records.is_empty() => Reply::Done { offset },
+        Ok((Ok(records), offset, _, _)) if records.is_empty() => {
+            tracing::info!(
+                broker = broker.0,
+                ?step,
+                "broker leaving: nothing to change"
+            );
+            Reply::Done { offset }
+        }
         Ok((Ok(records), _, term, target)) => {
             tracing::info!(
                 broker = broker.0,
+                ?step,
                 records = records.len(),
-                "broker stopped: fenced"
+                "broker leaving"
             );
             wait_applied(state, term, target).await
         }
@@ -715,38 +730,6 @@ fn stale_broker(broker: BrokerId, epoch: BrokerEpoch, registered: Option<BrokerE
     };
     tracing::warn!(broker = broker.0, %message, "controlled shutdown refused");
     refuse(ErrorKind::StaleBrokerEpoch, message)
-}
-
-/// `ShutdownBroker`: leadership moves off the broker, it leaves every ISR and stays fenced
-/// until it registers again (`BrokerControl::shutdown`); answered once applied.
-async fn shutdown_broker(state: &NodeState, broker: BrokerId, epoch: BrokerEpoch) -> Reply {
-    if !settled(state).await {
-        return refuse(
-            ErrorKind::Timeout,
-            "earlier metadata changes not applied in time",
-        );
-    }
-    let proposed = {
-        let mut c = state.ctl.borrow_mut();
-        let outcome = state.brokers.borrow_mut().shutdown(&mut c, broker, epoch);
-        outcome.map(|r| (r, c.image().offset(), c.term(), c.last_index()))
-    };
-    match proposed {
-        Err(e) => controller_error(e),
-        Ok((Err(registered), _, _, _)) => stale_broker(broker, epoch, registered),
-        Ok((Ok(records), offset, _, _)) if records.is_empty() => {
-            tracing::info!(broker = broker.0, "controlled shutdown: nothing to move");
-            Reply::Done { offset }
-        }
-        Ok((Ok(records), _, term, target)) => {
-            tracing::info!(
-                broker = broker.0,
-                records = records.len(),
-                "controlled shutdown"
-            );
-            wait_applied(state, term, target).await
-        }
-    }
 }
 
 /// Holds the one membership slot; frees it when the request ends (or is dropped).

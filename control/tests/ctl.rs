@@ -10,8 +10,8 @@ use std::collections::BTreeSet;
 use sluice_control::sim::SimCluster;
 use sluice_control::{
     alter_partition, create_topic_record, BrokerControl, BrokerControlConfig, BrokerEpoch,
-    BrokerId, ConfigResource, HeartbeatReply, IsrChange, IsrRefusal, MetadataImage, Millis,
-    PartitionIndex, PartitionState, Record, TopicId,
+    BrokerId, ConfigResource, HeartbeatReply, IsrChange, IsrRefusal, Leaving, MetadataImage,
+    Millis, PartitionIndex, PartitionState, Record, TopicId,
 };
 
 type TestResult = Result<(), Box<dyn std::error::Error>>;
@@ -269,13 +269,18 @@ fn controlled_shutdown_moves_leadership_and_the_broker_stays_fenced_until_it_reg
     // A stale epoch is refused and changes nothing.
     let l = w.c.leader().ok_or("no leader")?;
     let ctl = w.c.node_mut(l).ok_or("gone")?;
-    let stale = w.bc.shutdown(ctl, one, BrokerEpoch(w.epochs[0].1 .0 - 1))?;
+    let stale = w.bc.leave(
+        ctl,
+        one,
+        BrokerEpoch(w.epochs[0].1 .0 - 1),
+        Leaving::Shutdown,
+    )?;
     assert_eq!(stale, Err(Some(w.epochs[0].1)));
     assert!(w.bc.shutting_down().is_empty());
 
     let ctl = w.c.node_mut(l).ok_or("gone")?;
     let records =
-        w.bc.shutdown(ctl, one, w.epochs[0].1)?
+        w.bc.leave(ctl, one, w.epochs[0].1, Leaving::Shutdown)?
             .map_err(|e| format!("{e:?}"))?;
     assert!(matches!(records.last(), Some(Record::FenceBroker { broker, .. }) if *broker == one));
     w.c.settle()?;
@@ -346,7 +351,7 @@ fn controlled_shutdown_keeps_partitions_with_no_other_in_sync_replica() -> TestR
     let l = w.c.leader().ok_or("no leader")?;
     let ctl = w.c.node_mut(l).ok_or("gone")?;
     let records =
-        w.bc.shutdown(ctl, one, w.epochs[0].1)?
+        w.bc.leave(ctl, one, w.epochs[0].1, Leaving::Shutdown)?
             .map_err(|e| format!("{e:?}"))?;
     assert!(!records
         .iter()

@@ -984,32 +984,22 @@ pub fn status_json(view: &ClusterView) -> String {
     };
     let under = names(&mut image.under_replicated());
     let offline = names(&mut image.offline());
-    let under_detail: Vec<serde_json::Value> = image
-        .under_replicated()
-        .filter_map(|(t, idx)| {
-            let p = t.partitions.get(&idx)?;
-            Some(serde_json::json!({
-                "partition": format!("{}-{}", t.name, idx.0),
-                "leader": p.leader.map(|l| l.0),
-                "isr": ids(&p.isr),
-                "missing": ids(&missing_replicas(p)),
-            }))
+    let under_detail = details(&mut image.under_replicated(), |_, p| {
+        serde_json::json!({
+            "leader": p.leader.map(|l| l.0),
+            "isr": ids(&p.isr),
+            "missing": ids(&missing_replicas(p)),
         })
-        .collect();
-    let offline_detail: Vec<serde_json::Value> = image
-        .offline()
-        .filter_map(|(t, idx)| {
-            let p = t.partitions.get(&idx)?;
-            Some(serde_json::json!({
-                "partition": format!("{}-{}", t.name, idx.0),
-                "leader": p.leader.map(|l| l.0),
-                "isr": ids(&p.isr),
-                "elr": ids(&p.elr),
-                "waits_for": ids(&waits_for(p)),
-                "unclean_election": image.unclean_election_enabled(&t.name),
-            }))
+    });
+    let offline_detail = details(&mut image.offline(), |t, p| {
+        serde_json::json!({
+            "leader": p.leader.map(|l| l.0),
+            "isr": ids(&p.isr),
+            "elr": ids(&p.elr),
+            "waits_for": ids(&waits_for(p)),
+            "unclean_election": image.unclean_election_enabled(&t.name),
         })
-        .collect();
+    });
     let mut leaders: BTreeMap<i32, usize> = BTreeMap::new();
     for (_, _, p) in image.partitions() {
         if let Some(l) = p.leader {
@@ -1049,6 +1039,22 @@ pub fn status_json(view: &ClusterView) -> String {
         "offline_partitions": offline_detail,
     })
     .to_string()
+}
+
+/// One JSON object per listed partition: `"partition": "topic-N"` plus what `fields` gives.
+fn details(
+    partitions: &mut dyn Iterator<
+        Item = (&sluice_control::TopicImage, sluice_control::PartitionIndex),
+    >,
+    fields: impl Fn(&sluice_control::TopicImage, &sluice_control::PartitionState) -> serde_json::Value,
+) -> Vec<serde_json::Value> {
+    partitions
+        .filter_map(|(t, idx)| {
+            let mut v = fields(t, t.partitions.get(&idx)?);
+            v["partition"] = serde_json::json!(format!("{}-{}", t.name, idx.0));
+            Some(v)
+        })
+        .collect()
 }
 
 fn ids(brokers: &[BrokerId]) -> Vec<i32> {

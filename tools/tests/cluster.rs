@@ -10,7 +10,7 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
-use common::{free_port, Broker};
+use common::{free_port, sluice, Broker};
 use futures_executor::block_on;
 use kafka_protocol::messages::create_topics_request::CreatableTopic;
 use kafka_protocol::messages::list_offsets_request::{ListOffsetsPartition, ListOffsetsTopic};
@@ -565,20 +565,6 @@ fn killed_broker_is_fenced_its_leaderships_move_and_it_rejoins() {
         &c.node(victim).admin_addr,
     ]);
     assert!(out.contains("not led by their preferred replica"), "{out}");
-}
-
-/// Runs the `sluice` binary; its stdout (it must exit 0).
-fn sluice(args: &[&str]) -> String {
-    let out = std::process::Command::new(env!("CARGO_BIN_EXE_sluice"))
-        .args(args)
-        .output()
-        .expect("run sluice");
-    assert!(
-        out.status.success(),
-        "sluice {args:?}: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    String::from_utf8_lossy(&out.stdout).into_owned()
 }
 
 #[test]

@@ -21,6 +21,7 @@ use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
 use common::cluster::{Cluster, ClusterSpec, Part};
+use common::sluice;
 use futures_executor::block_on;
 use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, TopicReplication};
 use rdkafka::client::{ClientContext, DefaultClientContext};
@@ -851,18 +852,4 @@ fn a_diverged_old_leader_truncates_its_uncommitted_suffix_on_return() {
         diverged.len(),
         under_old[&0].len()
     );
-}
-
-/// Runs the `sluice` binary; its stdout (it must exit 0).
-fn sluice(args: &[&str]) -> String {
-    let out = std::process::Command::new(env!("CARGO_BIN_EXE_sluice"))
-        .args(args)
-        .output()
-        .expect("run sluice");
-    assert!(
-        out.status.success(),
-        "sluice {args:?}: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    String::from_utf8_lossy(&out.stdout).into_owned()
 }

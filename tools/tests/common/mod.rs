@@ -188,6 +188,20 @@ impl Broker {
 
 /// A port that was free a moment ago (for addresses that must be known before a process
 /// starts, such as a controller quorum).
+/// Runs the `sluice` binary with `args`; its stdout (it must exit 0).
+pub fn sluice(args: &[&str]) -> String {
+    let out = Command::new(env!("CARGO_BIN_EXE_sluice"))
+        .args(args)
+        .output()
+        .expect("run sluice");
+    assert!(
+        out.status.success(),
+        "sluice {args:?}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
 pub fn free_port() -> u16 {
     std::net::TcpListener::bind("127.0.0.1:0")
         .and_then(|l| l.local_addr())
