@@ -130,7 +130,12 @@ struct Acks {
     errors: Mutex<Vec<String>>,
     /// A fatal producer error (librdkafka gives up on the idempotent producer).
     fatal: Mutex<Option<String>>,
+    /// The latest client errors (transient ones: a broker gone), for a timeout's message.
+    recent: Mutex<std::collections::VecDeque<String>>,
 }
+
+/// Client errors kept for a timeout's message.
+const RECENT_ERRORS_MAX: usize = 10;
 
 impl Acks {
     fn count(&self) -> usize {
@@ -167,6 +172,11 @@ impl ClientContext for AckContext {
             let mut fatal = self.0.fatal.lock().unwrap();
             fatal.get_or_insert_with(|| format!("{error}: {reason}"));
         }
+        let mut recent = self.0.recent.lock().unwrap();
+        if recent.len() == RECENT_ERRORS_MAX {
+            recent.pop_front();
+        }
+        recent.push_back(format!("{error}: {reason}"));
     }
 }
 
@@ -269,10 +279,19 @@ impl Load {
 
     /// Waits until `n` more messages than `from` are acknowledged.
     fn wait_acked(&self, what: &str, from: usize, n: usize) {
-        common::cluster::wait_for(what, HANG_GUARD, &mut || {
+        let deadline = Instant::now() + HANG_GUARD;
+        while self.acks.count() < from + n {
             self.acks.assert_not_fatal();
-            (self.acks.count() >= from + n).then_some(())
-        });
+            assert!(
+                Instant::now() < deadline,
+                "timed out waiting for {what}: {} acknowledged, {} wanted; failed deliveries {:?}; latest client errors {:#?}",
+                self.acks.count(),
+                from + n,
+                self.acks.errors.lock().unwrap(),
+                self.acks.recent.lock().unwrap()
+            );
+            std::thread::sleep(Duration::from_millis(20));
+        }
     }
 
     /// Stops sending, waits for every outstanding delivery report; the messages sent.
