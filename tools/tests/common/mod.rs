@@ -25,6 +25,33 @@ pub fn http_get(addr: &str, path: &str) -> String {
 use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, ExitStatus, Stdio};
+use std::time::Duration;
+
+/// How long a starting broker may take to print its listening line (it does so once every
+/// shard is up). A hang guard only: a debug broker on a loaded 2-core machine starts in
+/// well under a second to a few seconds.
+const LAUNCH_GUARD: Duration = Duration::from_secs(120);
+
+/// The first line `child` prints on stdout, read on a helper thread so a broker that
+/// hangs while starting is noticed after [`LAUNCH_GUARD`] instead of blocking the test.
+fn listening_line(child: &mut Child) -> Result<String, String> {
+    let stdout = child.stdout.take().expect("stdout");
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        let mut line = String::new();
+        let read = BufReader::new(stdout).read_line(&mut line).map(|_| line);
+        let _ = tx.send(read);
+    });
+    match rx.recv_timeout(LAUNCH_GUARD) {
+        Ok(Ok(line)) if !line.is_empty() => Ok(line),
+        Ok(Ok(_)) => Err(format!("it exited first ({:?})", child.try_wait())),
+        Ok(Err(e)) => Err(format!("reading its stdout: {e}")),
+        Err(_) => Err(format!(
+            "no listening line within {} s (a hang while starting)",
+            LAUNCH_GUARD.as_secs()
+        )),
+    }
+}
 
 pub struct Broker {
     child: Option<Child>,
@@ -85,11 +112,16 @@ impl Broker {
         .stdout(Stdio::piped())
         .stderr(Stdio::inherit());
         let mut child = cmd.spawn().expect("spawn sluice");
-        let stdout = child.stdout.take().expect("stdout");
-        let mut line = String::new();
-        BufReader::new(stdout)
-            .read_line(&mut line)
-            .expect("read the listening line");
+        let line = match listening_line(&mut child) {
+            Ok(line) => line,
+            Err(why) => {
+                // A broker that never comes up must fail its test, not hang it (and the
+                // rest of the binary) forever; it is killed so it leaves no stray process.
+                let _ = child.kill();
+                let _ = child.wait();
+                panic!("sluice on {listen} did not start: {why}");
+            }
+        };
         let addr = line
             .split_whitespace()
             .nth(3)
