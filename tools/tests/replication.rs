@@ -370,13 +370,22 @@ fn read_all(
     let mut targets = BTreeMap::new();
     let mut tpl = TopicPartitionList::new();
     for (p, end) in ends {
-        let high =
-            common::cluster::wait_for(&format!("{topic}-{p} watermarks"), HANG_GUARD, &mut || {
-                consumer
-                    .fetch_watermarks(topic, *p, Duration::from_secs(5))
-                    .ok()
-            })
-            .1;
+        // The last refusal goes into the hang guard's message: a broker that keeps
+        // answering ListOffsets with an error says which.
+        let last_error = std::cell::RefCell::new(None);
+        let what = || {
+            format!(
+                "{topic}-{p} watermarks (last error {:?})",
+                last_error.borrow()
+            )
+        };
+        let high = common::cluster::wait_for_named(what, HANG_GUARD, &mut || {
+            consumer
+                .fetch_watermarks(topic, *p, Duration::from_secs(5))
+                .map_err(|e| *last_error.borrow_mut() = Some(e))
+                .ok()
+        })
+        .1;
         targets.insert(*p, high.max(*end));
         tpl.add_partition_offset(topic, *p, Offset::Beginning)
             .unwrap();

@@ -224,12 +224,26 @@ impl Drop for Cluster {
 
 /// Polls `f` every 20 ms until it gives a value; panics naming `what` after `guard`.
 pub fn wait_for<T>(what: &str, guard: Duration, f: &mut dyn FnMut() -> Option<T>) -> T {
+    wait_for_named(|| what.to_string(), guard, f)
+}
+
+/// [`wait_for`] whose description is made when the guard fires (so it can say what `f`
+/// last saw).
+pub fn wait_for_named<T>(
+    what: impl Fn() -> String,
+    guard: Duration,
+    f: &mut dyn FnMut() -> Option<T>,
+) -> T {
     let deadline = Instant::now() + guard;
     loop {
         if let Some(v) = f() {
             return v;
         }
-        assert!(Instant::now() < deadline, "timed out waiting for {what}");
+        assert!(
+            Instant::now() < deadline,
+            "timed out waiting for {}",
+            what()
+        );
         std::thread::sleep(Duration::from_millis(20));
     }
 }

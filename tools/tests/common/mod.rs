@@ -234,7 +234,38 @@ pub fn sluice(args: &[&str]) -> String {
     String::from_utf8_lossy(&out.stdout).into_owned()
 }
 
+/// A port on 127.0.0.1 that nothing listens on now, for a broker that must keep its
+/// address across restarts (fixed ports, quorum addresses).
 pub fn free_port() -> u16 {
+    use std::sync::atomic::{AtomicU32, Ordering};
+    // A port the kernel handed out for 127.0.0.1:0 lies in the ephemeral range, where any
+    // outgoing connection on the machine may take it as its source port before the broker
+    // binds it (or binds it again after a restart): "Address already in use". Ports below
+    // that range are never taken that way; each test process walks its own stretch of
+    // them (by pid) and skips any that something already listens on.
+    static NEXT: AtomicU32 = AtomicU32::new(0);
+    let low = ephemeral_low().unwrap_or(0);
+    if low < 4096 {
+        return kernel_port();
+    }
+    let window = low / 2; // [low / 2, low)
+    let start = std::process::id() % window;
+    for _ in 0..window {
+        let port = (low / 2 + (start + NEXT.fetch_add(1, Ordering::Relaxed)) % window) as u16;
+        if std::net::TcpListener::bind(("127.0.0.1", port)).is_ok() {
+            return port;
+        }
+    }
+    kernel_port()
+}
+
+/// The first port of the kernel's ephemeral range (`ip_local_port_range`).
+fn ephemeral_low() -> Option<u32> {
+    let range = std::fs::read_to_string("/proc/sys/net/ipv4/ip_local_port_range").ok()?;
+    range.split_whitespace().next()?.parse().ok()
+}
+
+fn kernel_port() -> u16 {
     std::net::TcpListener::bind("127.0.0.1:0")
         .and_then(|l| l.local_addr())
         .map(|a| a.port())
