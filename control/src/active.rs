@@ -204,9 +204,9 @@ impl BrokerControl {
         }
     }
 
-    /// Fences expired brokers, unfences fenced brokers that heartbeat within the session,
-    /// and (if enabled) moves leadership back to preferred replicas. Returns what it
-    /// proposed.
+    /// Fences one expired broker, or else unfences one fenced broker that heartbeats within
+    /// the session, or else (if enabled) moves leadership back to preferred replicas.
+    /// Returns what it proposed.
     pub fn poll(
         &mut self,
         ctl: &mut Controller,
@@ -221,9 +221,18 @@ impl BrokerControl {
         if image.offset().0 < self.in_flight_until {
             return Ok(Vec::new());
         }
+        // One broker per pass: each broker's records are decided from `image`, so two
+        // brokers decided together would both elect a leader for the same partition at
+        // the same next epoch, and every node rejects the second change when applying it
+        // (seen after all three brokers restarted at once: three rejected PartitionChange
+        // records, and partitions led by a broker the image had just moved away from).
+        // The next pass runs once these are applied and decides the next broker.
         let mut records = Vec::new();
         for b in self.liveness.expired(&image, now, since) {
-            records.extend(fence_broker(&image, b));
+            records = fence_broker(&image, b);
+            if !records.is_empty() {
+                break;
+            }
         }
         if records.is_empty() {
             let recent: BTreeMap<BrokerId, bool> = image
@@ -233,7 +242,10 @@ impl BrokerControl {
                 .collect();
             for (b, _) in recent.into_iter().filter(|(_, alive)| *alive) {
                 if !self.shutting_down.contains(&b) {
-                    records.extend(unfence_broker(&image, b));
+                    records = unfence_broker(&image, b);
+                    if !records.is_empty() {
+                        break;
+                    }
                 }
             }
         }
