@@ -541,6 +541,29 @@ const METRICS_PUBLISH_INTERVAL_MS: u64 = 1000;
 /// requests run, has 1000).
 const MAINTENANCE_SHARES: usize = 100;
 
+/// Longest a shard waits for the node's first metadata image before it accepts clients.
+const FIRST_IMAGE_WAIT: Duration = Duration::from_secs(10);
+
+/// Clients are answered from the metadata image: before the first one is published (the
+/// node's controller replayed its log, or the quorum answered), every topic would look
+/// unknown, and a client told "unknown topic" may not ask again for minutes. So accepting
+/// waits for it (the kernel queues connections meanwhile), bounded: a broker whose
+/// controllers are all down still serves what it can after `FIRST_IMAGE_WAIT`.
+async fn wait_first_image(shard: &Shard) {
+    let deadline = std::time::Instant::now() + FIRST_IMAGE_WAIT;
+    while shard.cluster.view.version() == 0 && !shard.stopping.is_set() {
+        if std::time::Instant::now() >= deadline {
+            tracing::warn!(
+                shard = shard.id,
+                wait_s = FIRST_IMAGE_WAIT.as_secs(),
+                "no metadata image yet; accepting clients anyway"
+            );
+            return;
+        }
+        glommio::timer::sleep(Duration::from_millis(5)).await;
+    }
+}
+
 /// Places the partitions of topics nobody used yet (created, grown), so the placement
 /// report shows every partition within a publishing interval of its creation.
 fn place_new_topics(shard: &Shard) {
@@ -860,6 +883,7 @@ async fn open_shard(args: &ShardArgs) -> Result<Rc<Shard>, String> {
 }
 
 async fn accept_loop(shard: &Rc<Shard>, listener: &TcpListener) {
+    wait_first_image(shard).await;
     loop {
         let accepted = futures_lite::future::or(async { Some(listener.accept().await) }, async {
             shard.stopping.wait().await;

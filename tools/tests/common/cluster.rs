@@ -192,6 +192,19 @@ impl Cluster {
         let asked = asked.expect("a running node");
         let nodes = self.spec.nodes;
         self.wait("every broker active and a controller leader", guard, || {
+            // Each node's own registration first: after a restart, an image from before
+            // it (every broker unfenced) would pass the check below on its own.
+            let registered = self
+                .ids()
+                .into_iter()
+                .filter(|i| self.is_running(*i))
+                .all(|i| {
+                    self.status(i)
+                        .is_some_and(|s| s["broker_state"] == "active")
+                });
+            if !registered {
+                return None;
+            }
             let s = self.status(asked)?;
             let live = s["brokers"]
                 .as_array()?
