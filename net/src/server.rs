@@ -541,6 +541,9 @@ const METRICS_PUBLISH_INTERVAL_MS: u64 = 1000;
 /// requests run, has 1000).
 const MAINTENANCE_SHARES: usize = 100;
 
+/// Period of the timer that keeps a starting shard's ring from sleeping unbounded.
+const STARTUP_TICK_MS: u64 = 20;
+
 /// Longest a shard waits for the node's first metadata image before it accepts clients.
 const FIRST_IMAGE_WAIT: Duration = Duration::from_secs(10);
 
@@ -641,7 +644,23 @@ async fn shard_main(mut args: ShardArgs) -> Result<(), String> {
     // ownership passes to this listener.
     let listener = unsafe { TcpListener::from_raw_fd(args.fd) };
     let ready = args.ready.clone();
-    let shard = match open_shard(&args).await {
+    // glommio can miss a wake-up from another thread while its ring sleeps with no timer
+    // armed (seen once in about a dozen test-cluster restarts: a shard parked in
+    // io_uring_enter during start-up for minutes). A ticking timer bounds every sleep
+    // until the shard's own periodic tasks run (the stop watcher below ticks from then on).
+    let starting = Rc::new(std::cell::Cell::new(true));
+    {
+        let starting = starting.clone();
+        glommio::spawn_local(async move {
+            while starting.get() {
+                glommio::timer::sleep(Duration::from_millis(STARTUP_TICK_MS)).await;
+            }
+        })
+        .detach();
+    }
+    let opened = open_shard(&args).await;
+    starting.set(false);
+    let shard = match opened {
         Ok(s) => s,
         Err(e) => {
             let _ = ready.send(Err(e.clone()));
