@@ -420,18 +420,29 @@ fn a_live_move_under_an_idempotent_producer_loses_and_reorders_nothing() {
         assert!(started.elapsed() < HANG_GUARD, "no {series} in /metrics");
         std::thread::sleep(Duration::from_millis(100));
     }
-    // Produce and fetch ran in their own task queues.
-    let metrics = sluice_metrics(&b);
-    for queue in ["produce", "fetch"] {
-        let tasks: u64 = metrics
+    // Produce and fetch ran in their own task queues (each shard publishes its counters
+    // every second, on its own schedule: wait for them).
+    let runs = |metrics: &str, queue: &str| -> u64 {
+        metrics
             .lines()
             .filter(|l| {
                 l.starts_with("sluice_shard_task_queue_runs_total")
                     && l.contains(&format!("queue=\"{queue}\""))
             })
             .filter_map(|l| l.rsplit(' ').next()?.parse::<u64>().ok())
-            .sum();
-        assert!(tasks > 0, "the {queue} queue never ran: {metrics}");
+            .sum()
+    };
+    let started = Instant::now();
+    loop {
+        let metrics = sluice_metrics(&b);
+        if ["produce", "fetch"].iter().all(|q| runs(&metrics, q) > 0) {
+            break;
+        }
+        assert!(
+            started.elapsed() < HANG_GUARD,
+            "the produce or fetch queue never ran: {metrics}"
+        );
+        std::thread::sleep(Duration::from_millis(100));
     }
 }
 
