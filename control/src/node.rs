@@ -635,15 +635,10 @@ fn isr_refusal_kind(r: &IsrRefusal) -> ErrorKind {
     }
 }
 
-/// `AlterPartition`: decided from an image holding every earlier decision, proposed
-/// without an await in between (nothing else decides meanwhile), answered once applied.
+/// `AlterPartition`: decided from an image holding every earlier decision (`handle` waited
+/// for it), proposed without an await in between (nothing else decides meanwhile),
+/// answered once applied.
 async fn alter_partition(state: &NodeState, change: &IsrChange<'_>) -> Reply {
-    if !settled(state).await {
-        return refuse(
-            ErrorKind::Timeout,
-            "earlier metadata changes not applied in time",
-        );
-    }
     let (image, decided) = {
         let image = state.ctl.borrow().image();
         let shutting = state.brokers.borrow();
