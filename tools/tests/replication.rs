@@ -747,33 +747,32 @@ fn with_fsync_every_acknowledged_message_survives_all_brokers_killed_at_once() {
 
 /// A plain producer (acks=1, not idempotent, no retries): what the leader alone accepted.
 fn produce_acks_1(bootstrap: &str, topic: &str, seqs: std::ops::Range<u64>) -> Vec<Ack> {
-    let acks = Arc::new(Acks::default());
-    let p: BaseProducer<AckContext> = ClientConfig::new()
+    let config = ClientConfig::new()
         .set("bootstrap.servers", bootstrap)
         .set("acks", "1")
         .set("enable.idempotence", "false")
         .set("retries", "0")
         .set("linger.ms", "0")
-        .create_with_context(AckContext(acks.clone()))
-        .expect("acks=1 producer");
-    for seq in seqs {
-        p.send(
-            BaseRecord::<(), [u8]>::to(topic)
-                .partition(0)
-                .payload(&payload(seq)),
-        )
-        .map_err(|(e, _)| e)
-        .expect("send");
-    }
-    p.flush(HANG_GUARD).expect("acks=1 flush");
-    assert_eq!(acks.failed.load(Ordering::SeqCst), 0, "{:?}", acks.errors);
-    acks.snapshot()
+        .clone();
+    produce_to_partition_0(config, topic, seqs, HANG_GUARD)
 }
 
 /// Idempotent acks=all writes of `seqs` to partition 0; all must be acknowledged.
 fn produce_acks_all(bootstrap: &str, topic: &str, seqs: std::ops::Range<u64>) -> Vec<Ack> {
+    let flush = Duration::from_millis(MESSAGE_TIMEOUT_MS + 10_000);
+    produce_to_partition_0(idempotent_config(bootstrap), topic, seqs, flush)
+}
+
+/// Sends `seqs` to partition 0 with a producer of `config`, waits up to `flush` for every
+/// delivery report; all must succeed. The acknowledgements.
+fn produce_to_partition_0(
+    config: ClientConfig,
+    topic: &str,
+    seqs: std::ops::Range<u64>,
+    flush: Duration,
+) -> Vec<Ack> {
     let acks = Arc::new(Acks::default());
-    let p: BaseProducer<AckContext> = idempotent_config(bootstrap)
+    let p: BaseProducer<AckContext> = config
         .create_with_context(AckContext(acks.clone()))
         .expect("producer");
     let n = seqs.end - seqs.start;
@@ -787,8 +786,7 @@ fn produce_acks_all(bootstrap: &str, topic: &str, seqs: std::ops::Range<u64>) ->
         .expect("send");
         p.poll(Duration::ZERO);
     }
-    p.flush(Duration::from_millis(MESSAGE_TIMEOUT_MS + 10_000))
-        .expect("flush");
+    p.flush(flush).expect("flush");
     assert_no_failures(&acks, n);
     acks.snapshot()
 }
