@@ -97,7 +97,8 @@ pub struct LogConfig {
     pub retention_bytes: Option<u64>,
     /// `flush.policy`.
     pub flush: FlushPolicy,
-    /// `preallocate`: reserve a new segment's blocks up front.
+    /// `preallocate`: reserve a segment's blocks ahead of its writes, extending the file
+    /// over them (cut back to the data when the segment or the log closes).
     pub preallocate: bool,
     /// `message.timestamp.type`.
     pub timestamp_type: TimestampType,

@@ -99,6 +99,7 @@ async fn flush_cycle(shared: &Rc<LogShared>) -> Result<bool, LogError> {
         write_epochs_if_changed(shared).await?;
         sync_active(shared).await?;
         write_checkpoint(shared).await?;
+        trim_active(shared).await?;
         return Ok(false);
     }
     if checkpoint_due {
@@ -214,11 +215,17 @@ async fn prepare_segment(
     };
     shared.state.borrow_mut().writing_segment = Some(chunk.segment_base);
     if preallocate && chunk.end_pos() > allocated {
-        // Reserve the next steps of the segment, so writes rarely allocate blocks.
-        // Best effort: not every filesystem can reserve space.
+        // Reserve the next steps of the segment and extend the file over them, so writes
+        // rarely allocate blocks and never extend the file. An extending direct write
+        // takes the inode's exclusive lock (ext4, XFS): io_uring cannot issue it without
+        // blocking, so it hands it to an io-wq worker that waits out each write (measured:
+        // 1 KiB produce 0.87M msgs/s with the file's size kept, 1.07M extended ahead).
+        // The file is longer than its data until the segment closes (`finalize_segment`)
+        // or the log does (`trim_active`); recovery reads the zeros after the data as the
+        // clean end of the segment. Best effort: not every filesystem can reserve space.
         let target = align_up(chunk.end_pos() + PREALLOCATE_STEP_BYTES)
             .min(align_up(segment_bytes_max).max(chunk.end_pos()));
-        if let Err(e) = file.pre_allocate(target, true).await {
+        if let Err(e) = file.pre_allocate(target, false).await {
             tracing::debug!(error = %e, "preallocation not available");
         }
         if let Some(seg) = shared
@@ -231,6 +238,34 @@ async fn prepare_segment(
         }
     }
     Ok(file)
+}
+
+/// At close, cuts the segment being written back to its data, so a cleanly closed log
+/// leaves no preallocated zeros in its files for tools that read them.
+async fn trim_active(shared: &Rc<LogShared>) -> Result<(), LogError> {
+    let trim = {
+        let st = shared.state.borrow();
+        st.writing_segment.and_then(|base| {
+            let seg = st.segments.get(&base)?;
+            let file = seg.file.clone()?;
+            (seg.allocated_bytes > seg.written_size).then(|| {
+                (
+                    st.dir.join(segment::log_name(base)),
+                    file,
+                    seg.written_size,
+                    base,
+                )
+            })
+        })
+    };
+    let Some((path, file, size, base)) = trim else {
+        return Ok(());
+    };
+    files::truncate_synced(&file, &path, size).await?;
+    if let Some(seg) = shared.state.borrow_mut().segments.get_mut(&base) {
+        seg.allocated_bytes = size;
+    }
+    Ok(())
 }
 
 /// Space reserved ahead of the write position when `preallocate` is on.

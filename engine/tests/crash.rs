@@ -218,3 +218,88 @@ fn damaged_index_and_checkpoint_files_are_rebuilt() {
         );
     });
 }
+
+/// Each segment file's size and where its last batch ends.
+fn files_and_data_lens(part: &Path) -> Vec<(u64, usize)> {
+    let mut names: Vec<_> = std::fs::read_dir(part)
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .filter(|p| p.extension().is_some_and(|x| x == "log"))
+        .collect();
+    names.sort();
+    names
+        .iter()
+        .map(|p| {
+            let bytes = std::fs::read(p).unwrap();
+            let mut end = 0;
+            for (start, header, b) in sluice_engine::batch::BatchIter::new(&bytes) {
+                if header.total_bytes() == 0 || b.len() != header.total_bytes() {
+                    break;
+                }
+                end = start + b.len();
+            }
+            (bytes.len() as u64, end)
+        })
+        .collect()
+}
+
+#[test]
+fn a_preallocated_segment_is_extended_ahead_and_cut_back_to_its_data() {
+    // Written segments are extended over their reserved space (so direct writes never
+    // extend the file); a crash leaves those zeros, a clean close does not.
+    let dir = test_dir();
+    let path = dir.path().to_path_buf();
+    let part = path.join("t-0");
+    let config = || sluice_engine::LogConfig {
+        segment_bytes_max: 1 << 20,
+        preallocate: true,
+        ..small_config()
+    };
+    // Current timestamps: the reopened segment must not be old enough to roll.
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_millis() as i64;
+    let p2 = path.clone();
+    let written = run(move || async move {
+        let (_m, log) = open_log(&p2, config(), small_shard()).await;
+        for i in 0..40u64 {
+            log.append(&tagged_batch(i, 3, 100, now), LeaderEpoch(1))
+                .await
+                .unwrap();
+        }
+        log.wait_written(Offset(120)).await.unwrap();
+        read_all(&log, Offset(0), 5000).await
+        // Dropped without close: the process "dies" here.
+    });
+    let [(file_len, data_len)] = files_and_data_lens(&part)[..] else {
+        panic!("one segment");
+    };
+    assert!(
+        data_len > 0 && file_len >= 1 << 20,
+        "file {file_len} extended past data {data_len}"
+    );
+
+    let p3 = path.clone();
+    run(move || async move {
+        let (m, log) = open_log(&p3, config(), small_shard()).await;
+        assert_eq!(log.log_end_offset(), Offset(120));
+        assert_eq!(read_all(&log, Offset(0), 5000).await, written);
+        let info = log
+            .append(&tagged_batch(99, 2, 100, now), LeaderEpoch(2))
+            .await
+            .unwrap();
+        assert_eq!(info.base_offset, Offset(120));
+        log.wait_written(Offset(122)).await.unwrap();
+        m.close_all().await.unwrap();
+    });
+    let [(file_len, data_len)] = files_and_data_lens(&part)[..] else {
+        panic!("still one segment");
+    };
+    assert!(data_len > 15_000, "the reopened segment took the append");
+    assert_eq!(
+        file_len, data_len as u64,
+        "a clean close cuts the file to its data"
+    );
+    assert_reopens_to(&path, Offset(122));
+}
