@@ -35,9 +35,21 @@ async fn read_frame<R: futures_lite::AsyncRead + Unpin>(
         Err(e) => return Err(e.into()),
     }
     let len = frame::check_length(i32::from_be_bytes(len), max)?;
-    let mut body = vec![0u8; len];
-    reader.read_exact(&mut body).await?;
-    Ok(Some(Bytes::from(body)))
+    let mut body = crate::frame_pool::FrameBuf::new(len);
+    reader.read_exact(body.as_mut_slice()).await?;
+    Ok(Some(body.into_bytes()))
+}
+
+/// Serves `stream` on this shard, whose connection slot was taken for it, and gives the
+/// slot back when the connection ends.
+pub fn spawn(shard: Rc<Shard>, stream: TcpStream) {
+    crate::metrics::connection_opened();
+    glommio::spawn_local(async move {
+        serve(shard.clone(), stream).await;
+        shard.connections.release(shard.id);
+        crate::metrics::connection_closed();
+    })
+    .detach();
 }
 
 /// Serves one connection until the client closes it, it errs, idles out, or the shard stops.

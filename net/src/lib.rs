@@ -21,6 +21,7 @@ pub mod config;
 mod conn;
 pub mod errors;
 pub mod frame;
+mod frame_pool;
 pub mod groups;
 pub mod handlers;
 pub mod metrics;

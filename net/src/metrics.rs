@@ -124,6 +124,8 @@ pub struct ShardStat {
     /// ISR changes this shard's leaders made, since start.
     pub isr_shrinks: u64,
     pub isr_expands: u64,
+    /// Client connections the shard serves (or is being handed).
+    pub connections: usize,
 }
 
 /// One task queue of a shard, as last published.
@@ -210,8 +212,9 @@ fn render_partitions(out: &mut String) {
             }
         }
     }
-    let shard_gauges: [(&str, ShardGauge); 3] = [
+    let shard_gauges: [(&str, ShardGauge); 4] = [
         ("sluice_shard_partitions", |s| s.partitions),
+        ("sluice_shard_connections", |s| s.connections),
         ("sluice_shard_tail_cache_bytes", |s| s.tail_cache_bytes),
         ("sluice_shard_write_pending_bytes", |s| {
             s.write_pending_bytes

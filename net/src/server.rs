@@ -25,7 +25,7 @@ use crate::config::ServerConfig;
 use crate::groups::{self, Groups};
 use crate::moves::{self, MoveQueue};
 use crate::placement::{hash_owner, PlacementError, PlacementTable};
-use crate::shard::{Shard, ShardCall, ShardOp, ShardShared, Traffic};
+use crate::shard::{ConnectionCounts, Shard, ShardCall, ShardOp, ShardReply, ShardShared, Traffic};
 use crate::store::{LogManager, TopicPartition};
 
 /// Why the server could not start or stopped with an error.
@@ -140,6 +140,7 @@ pub fn start(mut config: ServerConfig) -> Result<Server, ServerError> {
     let config = Arc::new(config);
     let groups = Arc::new(Groups::new(config.groups.clone(), offsets_partitions));
     let placement = Arc::new(open_placement(&config, &catalog, count)?);
+    let connections = Arc::new(ConnectionCounts::new(count));
     let move_queue = std::cell::Cell::new(Some(moves::register(placement.clone())));
     let stop = Arc::new(AtomicBool::new(false));
     let draining = Arc::new(AtomicUsize::new(count));
@@ -187,6 +188,7 @@ pub fn start(mut config: ServerConfig) -> Result<Server, ServerError> {
             catalog: catalog.clone(),
             groups: groups.clone(),
             placement: placement.clone(),
+            connections: connections.clone(),
             // Shard 0 runs the mover (`i` is the shard id: mesh peers are numbered in
             // executor creation order, which is this loop's).
             moves: if i == 0 { move_queue.take() } else { None },
@@ -498,6 +500,7 @@ struct ShardArgs {
     catalog: Arc<Catalog>,
     groups: Arc<Groups>,
     placement: Arc<PlacementTable>,
+    connections: Arc<ConnectionCounts>,
     moves: Option<MoveQueue>,
     mesh: Option<MeshBuilder<ShardCall, Full>>,
     view: Arc<ClusterView>,
@@ -630,6 +633,7 @@ fn publish_metrics(shard: &Shard, before: &mut HashMap<TopicPartition, Traffic>,
         under_replicated: shard.replicas.under_replicated(),
         isr_shrinks: shard.replicas.counters().isr_shrinks,
         isr_expands: shard.replicas.counters().isr_expands,
+        connections: shard.connections.get(shard.id),
     };
     crate::metrics::publish_shard(shard.id, stat, partitions);
 }
@@ -788,7 +792,7 @@ async fn shard_main(mut args: ShardArgs) -> Result<(), String> {
     }
     accept_loop(&shard, &listener).await;
     drop(listener);
-    while shard.connections.get() > 0 {
+    while shard.connections.get(shard.id) > 0 {
         glommio::timer::sleep(Duration::from_millis(10)).await;
     }
     // Keep serving other shards' calls until every shard has drained its connections.
@@ -877,6 +881,7 @@ async fn open_shard(args: &ShardArgs) -> Result<Rc<Shard>, String> {
         catalog: args.catalog.clone(),
         groups: args.groups.clone(),
         placement: args.placement.clone(),
+        connections: args.connections.clone(),
     };
     let image = ShardImage::new(args.view.clone());
     let shard = Rc::new(Shard::new(id, args.count, shared, logs, senders, image));
@@ -919,23 +924,52 @@ async fn accept_loop(shard: &Rc<Shard>, listener: &TcpListener) {
                 continue;
             }
         };
-        if shard.connections.get() >= shard.config.connections_max_per_shard {
+        let target = shard.connections.target_for(shard.id);
+        let max = shard.config.connections_max_per_shard;
+        if !shard.connections.reserve(target, max) {
             tracing::warn!(
-                shard = shard.id,
-                max = shard.config.connections_max_per_shard,
+                shard = target,
+                max,
                 "connection limit reached, closing new connection"
             );
             drop(stream);
             continue;
         }
-        shard.connections.set(shard.connections.get() + 1);
-        let s = shard.clone();
-        crate::metrics::connection_opened();
-        glommio::spawn_local(async move {
-            crate::conn::serve(s.clone(), stream).await;
-            s.connections.set(s.connections.get() - 1);
-            crate::metrics::connection_closed();
-        })
-        .detach();
+        if target == shard.id {
+            crate::conn::spawn(shard.clone(), stream);
+        } else {
+            hand_off(shard, target, stream);
+        }
     }
+}
+
+/// Sends an accepted connection to shard `target` (its slot already taken) without
+/// holding up this shard's accept loop; a failed hand-off closes it and frees the slot.
+fn hand_off(shard: &Rc<Shard>, target: usize, stream: glommio::net::TcpStream) {
+    use std::os::fd::{AsRawFd, BorrowedFd};
+    // glommio's stream has no into_raw_fd: keep a duplicate of the descriptor and close
+    // this executor's (the socket lives on through the duplicate).
+    // SAFETY: `stream` owns this open descriptor and outlives the borrow.
+    let borrowed = unsafe { BorrowedFd::borrow_raw(stream.as_raw_fd()) };
+    let duplicate = borrowed.try_clone_to_owned();
+    drop(stream);
+    let socket = match duplicate {
+        Ok(fd) => fd,
+        Err(e) => {
+            tracing::warn!(shard = shard.id, to = target, error = %e, "could not hand a connection over, closing it");
+            shard.connections.release(target);
+            return;
+        }
+    };
+    let s = shard.clone();
+    glommio::spawn_local(async move {
+        match s.call(target, ShardOp::Adopt { socket }).await {
+            ShardReply::Done => {}
+            other => {
+                tracing::warn!(shard = s.id, to = target, reply = ?other, "connection hand-off failed, closed");
+                s.connections.release(target);
+            }
+        }
+    })
+    .detach();
 }

@@ -93,3 +93,49 @@ fn metrics_report_requests_and_partition_offsets() {
     assert!(metrics.contains("sluice_shard_tail_cache_bytes{shard=\"0\"}"));
     assert!(metrics.contains("sluice_connections "));
 }
+
+/// One shard's `sluice_shard_connections` gauge.
+fn shard_connections(metrics: &str, shard: usize) -> Option<usize> {
+    let prefix = format!("sluice_shard_connections{{shard=\"{shard}\"}} ");
+    metrics
+        .lines()
+        .find_map(|l| l.strip_prefix(&prefix)?.parse().ok())
+}
+
+#[test]
+fn new_connections_go_to_the_shard_with_the_fewest() {
+    use common::raw;
+    use kafka_protocol::messages::{ApiKey, ApiVersionsRequest, ApiVersionsResponse};
+
+    // Where SO_REUSEPORT's hash puts a connection is chance; the broker moves each new one
+    // to the shard serving the fewest, so ten connections opened one after another end up
+    // five per shard whatever the hash did (by chance alone: 1 in 4). Each is answered
+    // where it landed.
+    let dir = tempfile::tempdir_in(env!("CARGO_TARGET_TMPDIR")).unwrap();
+    let broker = Broker::start_on_cores(dir.path(), "0-1", &[]);
+    let conns: Vec<_> = (0..10)
+        .map(|_| {
+            let mut s = raw::connect(&broker.addr);
+            let r: ApiVersionsResponse = raw::call(
+                &mut s,
+                ApiKey::ApiVersions,
+                3,
+                &ApiVersionsRequest::default(),
+            );
+            assert_eq!(r.error_code, 0);
+            s
+        })
+        .collect();
+    // Each shard publishes its gauge about once a second.
+    let mut metrics = String::new();
+    for _ in 0..100 {
+        metrics = http_get(&broker.admin_addr, "/metrics");
+        if shard_connections(&metrics, 0) == Some(5) && shard_connections(&metrics, 1) == Some(5) {
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    assert_eq!(shard_connections(&metrics, 0), Some(5), "{metrics}");
+    assert_eq!(shard_connections(&metrics, 1), Some(5), "{metrics}");
+    drop(conns);
+}
