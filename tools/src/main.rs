@@ -126,6 +126,7 @@ fn main() {
 }
 
 fn serve(args: ServeArgs) -> Result<()> {
+    keep_freed_memory();
     let file = match &args.config {
         Some(path) => config::load_file(path)?,
         None => config::FileConfig::default(),
@@ -196,6 +197,31 @@ fn serve(args: ServeArgs) -> Result<()> {
     result?;
     tracing::info!("stopped");
     Ok(())
+}
+
+/// Makes glibc's malloc keep memory the broker frees instead of handing it back to the
+/// kernel. Appends are copied into megabyte DMA buffers that live from append to tail-cache
+/// eviction, and requests arrive in megabyte frames; by default glibc maps or trims such
+/// sizes on every free, so each new buffer cost page faults, page zeroing and the TLB
+/// shootdowns of unmapping (0.2-0.6M minor faults in a 6 s run of 1 KiB produce). Fixed
+/// thresholds (which also stop glibc from moving them) reuse the memory: 0.12M faults,
+/// 0.86-1.06 against 1.28-1.32 CPU-seconds per GB, 1.00-1.20M against 0.87-0.96M msgs/s.
+/// What the process keeps is bounded by its peak use, which the shard memory bounds
+/// (`[shard]`) and request bounds (`[network]`) already cap.
+fn keep_freed_memory() {
+    #[cfg(target_env = "gnu")]
+    {
+        /// Allocations above this are mapped on their own (and unmapped when freed);
+        /// 32 MiB is glibc's largest, well above any buffer the broker allocates often.
+        const MMAP_THRESHOLD_BYTES: libc::c_int = 32 << 20;
+        /// Free memory at the top of a heap above this goes back to the kernel.
+        const TRIM_THRESHOLD_BYTES: libc::c_int = 1 << 30;
+        // SAFETY: mallopt only changes allocator parameters; called before the shards start.
+        unsafe {
+            libc::mallopt(libc::M_MMAP_THRESHOLD, MMAP_THRESHOLD_BYTES);
+            libc::mallopt(libc::M_TRIM_THRESHOLD, TRIM_THRESHOLD_BYTES);
+        }
+    }
 }
 
 fn server_stopper(server: &sluice_net::Server) -> impl FnOnce() + Send + 'static {
