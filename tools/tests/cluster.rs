@@ -10,6 +10,7 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
+use common::cluster::{metadata, Cluster, ClusterSpec};
 use common::{free_port, sluice, Broker};
 use futures_executor::block_on;
 use kafka_protocol::messages::create_topics_request::CreatableTopic;
@@ -36,164 +37,28 @@ const SESSION_TIMEOUT_MS: u64 = 3_000;
 const NODES: usize = 3;
 const NOT_LEADER_OR_FOLLOWER: i16 = 6;
 
-struct Cluster {
-    root: PathBuf,
-    quorum: String,
-    nodes: Vec<Option<Broker>>,
-    session_timeout_ms: u64,
+/// The shared harness's cluster of `NODES` nodes, fenced after `SESSION_TIMEOUT_MS`.
+fn start(name: &str) -> Cluster {
+    start_with_session(name, SESSION_TIMEOUT_MS)
 }
 
-impl Cluster {
-    fn start(name: &str) -> Cluster {
-        Cluster::start_with_session(name, SESSION_TIMEOUT_MS)
-    }
-
-    /// Three nodes whose brokers are fenced after `session_timeout_ms` without heartbeats.
-    fn start_with_session(name: &str, session_timeout_ms: u64) -> Cluster {
-        let root = PathBuf::from(env!("CARGO_TARGET_TMPDIR"))
-            .join(format!("cluster-{name}-{}", std::process::id()));
-        let _ = std::fs::remove_dir_all(&root);
-        let quorum = (1..=NODES)
-            .map(|i| format!("{i}@127.0.0.1:{}", free_port()))
-            .collect::<Vec<_>>()
-            .join(",");
-        let mut c = Cluster {
-            root,
-            quorum,
-            nodes: (0..NODES).map(|_| None).collect(),
-            session_timeout_ms,
-        };
-        for id in 1..=NODES {
-            c.start_node(id);
-        }
-        c.wait("three active brokers and a controller leader", || {
-            let s = c.status(1)?;
-            let live = s["brokers"]
-                .as_array()?
-                .iter()
-                .filter(|b| b["fenced"] == false)
-                .count();
-            (live == NODES && !s["controller"]["leader"].is_null()).then_some(())
-        });
-        c
-    }
-
-    fn start_node(&mut self, id: usize) {
-        let dir = self.root.join(format!("node{id}"));
-        std::fs::create_dir_all(&dir).unwrap();
-        let args = [
-            "--node-id".to_string(),
-            id.to_string(),
-            "--controller-quorum".into(),
-            self.quorum.clone(),
-            "--rack".into(),
-            format!("r{id}"),
-            "--broker-session-timeout-ms".into(),
-            self.session_timeout_ms.to_string(),
-            "--broker-heartbeat-interval-ms".into(),
-            "200".into(),
-        ];
-        let args: Vec<&str> = args.iter().map(String::as_str).collect();
-        self.nodes[id - 1] = Some(Broker::start_with(&dir, &args));
-    }
-
-    fn node(&self, id: usize) -> &Broker {
-        self.nodes[id - 1].as_ref().expect("node running")
-    }
-
-    fn kill(&mut self, id: usize) {
-        if let Some(mut b) = self.nodes[id - 1].take() {
-            b.kill();
-        }
-    }
-
-    /// SIGTERM (controlled shutdown), then wait for the exit: it must be clean.
-    fn stop(&mut self, id: usize) {
-        if let Some(mut b) = self.nodes[id - 1].take() {
-            let status = b.stop();
-            assert!(status.success(), "node {id} stopped with {status}");
-        }
-    }
-
-    fn live(&self) -> Vec<usize> {
-        (1..=NODES)
-            .filter(|i| self.nodes[i - 1].is_some())
-            .collect()
-    }
-
-    /// `/cluster` of node `id`, if it answers.
-    fn status(&self, id: usize) -> Option<serde_json::Value> {
-        let body = self.nodes[id - 1].as_ref()?.admin_get("/cluster").ok()?;
-        serde_json::from_str(&body).ok()
-    }
-
-    fn controller_leader(&self, id: usize) -> Option<usize> {
-        self.status(id)?["controller"]["leader"]
-            .as_u64()
-            .map(|l| l as usize)
-    }
-
-    fn wait<T>(&self, what: &str, mut f: impl FnMut() -> Option<T>) -> T {
-        let deadline = Instant::now() + HANG_GUARD;
-        loop {
-            if let Some(v) = f() {
-                return v;
-            }
-            assert!(Instant::now() < deadline, "timed out waiting for {what}");
-            std::thread::sleep(Duration::from_millis(20));
-        }
-    }
+/// Three nodes whose brokers are fenced after `session_timeout_ms` without heartbeats.
+fn start_with_session(name: &str, session_timeout_ms: u64) -> Cluster {
+    let spec = ClusterSpec {
+        nodes: NODES,
+        session_timeout_ms,
+        ..ClusterSpec::default()
+    };
+    Cluster::start(name, spec, HANG_GUARD)
 }
 
-impl Drop for Cluster {
-    fn drop(&mut self) {
-        for n in &mut self.nodes {
-            if let Some(mut b) = n.take() {
-                b.kill();
-            }
-        }
-        let _ = std::fs::remove_dir_all(&self.root);
-    }
-}
-
-/// One partition as Metadata reports it.
-#[derive(Debug, Clone, PartialEq, Eq)]
-struct Part {
-    leader: i32,
-    replicas: Vec<i32>,
-    isr: Vec<i32>,
-}
-
-/// Metadata of `topic` from the broker at `addr`: the live broker ids and its partitions.
-fn metadata(addr: &str, topic: &str) -> Option<(BTreeSet<i32>, BTreeMap<i32, Part>)> {
-    let c: BaseConsumer = ClientConfig::new()
-        .set("bootstrap.servers", addr)
-        .set("group.id", "cluster-test")
-        .create()
-        .ok()?;
-    let md = c
-        .fetch_metadata(Some(topic), Duration::from_secs(10))
-        .ok()?;
-    let brokers = md.brokers().iter().map(|b| b.id()).collect();
-    let t = md.topics().first()?;
-    if t.error().is_some() {
-        return None;
-    }
-    let parts = t
-        .partitions()
-        .iter()
-        .map(|p| {
-            (
-                p.id(),
-                Part {
-                    leader: p.leader(),
-                    replicas: p.replicas().to_vec(),
-                    isr: p.isr().to_vec(),
-                },
-            )
-        })
-        .collect();
-    Some((brokers, parts))
+/// SIGTERM (controlled shutdown), then wait for the exit: it must be clean.
+fn stop_clean(c: &mut Cluster, id: usize) {
+    let status = c.stop(id, HANG_GUARD);
+    assert!(
+        status.is_some_and(|s| s.success()),
+        "node {id} stopped with {status:?}"
+    );
 }
 
 fn admin_of(addr: &str) -> AdminClient<DefaultClientContext> {
@@ -287,13 +152,13 @@ fn rack_of(broker: i32) -> String {
 
 #[test]
 fn placement_by_rack_forwarding_not_leader_and_controller_failover() {
-    let mut c = Cluster::start("failover");
-    let leader = c.wait("a controller leader", || c.controller_leader(1));
+    let mut c = start("failover");
+    let leader = c.wait("a controller leader", HANG_GUARD, || c.controller_leader(1));
     let other = c.live().into_iter().find(|i| *i != leader).unwrap();
 
     // Replication factor 3 across 3 racks: one replica per rack; leaders spread.
     create_topic(&c.node(other).addr, "racked", 6, 3);
-    let (brokers, parts) = c.wait("metadata of racked", || {
+    let (brokers, parts) = c.wait("metadata of racked", HANG_GUARD, || {
         metadata(&c.node(other).addr, "racked")
     });
     assert_eq!(brokers, BTreeSet::from([1, 2, 3]));
@@ -328,7 +193,7 @@ fn placement_by_rack_forwarding_not_leader_and_controller_failover() {
         .into_iter()
         .find(|i| *i != other && *i != leader)
         .unwrap();
-    let (_, forwarded) = c.wait("forwarded topic on every broker", || {
+    let (_, forwarded) = c.wait("forwarded topic on every broker", HANG_GUARD, || {
         metadata(&c.node(third).addr, "forwarded")
     });
     assert!(
@@ -364,7 +229,7 @@ fn placement_by_rack_forwarding_not_leader_and_controller_failover() {
         0
     );
     let created_ms = t0.elapsed().as_millis();
-    c.wait("1000 partitions everywhere", || {
+    c.wait("1000 partitions everywhere", HANG_GUARD, || {
         [leader, third]
             .into_iter()
             .all(|b| knows_topic(&c.node(b).addr, "thousand"))
@@ -388,7 +253,7 @@ fn placement_by_rack_forwarding_not_leader_and_controller_failover() {
         .unwrap();
     let t0 = Instant::now();
     c.kill(leader);
-    let new_leader = c.wait("a new controller leader", || {
+    let new_leader = c.wait("a new controller leader", HANG_GUARD, || {
         let s = c.status(other)?;
         let l = s["controller"]["leader"].as_u64()? as usize;
         let term = s["controller"]["term"].as_u64()?;
@@ -399,7 +264,7 @@ fn placement_by_rack_forwarding_not_leader_and_controller_failover() {
         t0.elapsed().as_millis()
     );
     assert_ne!(new_leader, leader);
-    let (_, after) = c.wait("metadata after failover", || {
+    let (_, after) = c.wait("metadata after failover", HANG_GUARD, || {
         metadata(&c.node(other).addr, "racked")
     });
     assert_eq!(after.len(), 6);
@@ -408,7 +273,7 @@ fn placement_by_rack_forwarding_not_leader_and_controller_failover() {
     }
     // The new controller fences the dead one once its session expires, and carries out
     // changes (placing replicas on live brokers only).
-    c.wait("the old controller's broker fenced", || {
+    c.wait("the old controller's broker fenced", HANG_GUARD, || {
         let s = c.status(other)?;
         let b = s["brokers"]
             .as_array()?
@@ -421,21 +286,20 @@ fn placement_by_rack_forwarding_not_leader_and_controller_failover() {
     // as clients do.
     // A timed-out attempt may still be carried out: a retry then finds the topic there.
     let mut timed_out = false;
-    let created = c.wait("a topic created after failover", || match create_topic_raw(
-        &c.node(other).addr,
-        "after-failover",
-        2,
-        2,
-    ) {
-        7 => {
-            timed_out = true;
-            None
-        }
-        36 if timed_out => Some(0),
-        code => Some(code),
-    });
+    let created = c.wait(
+        "a topic created after failover",
+        HANG_GUARD,
+        || match create_topic_raw(&c.node(other).addr, "after-failover", 2, 2) {
+            7 => {
+                timed_out = true;
+                None
+            }
+            36 if timed_out => Some(0),
+            code => Some(code),
+        },
+    );
     assert_eq!(created, 0);
-    let (_, fresh) = c.wait("topic created after failover", || {
+    let (_, fresh) = c.wait("topic created after failover", HANG_GUARD, || {
         metadata(&c.node(other).addr, "after-failover")
     });
     assert_eq!(fresh.len(), 2);
@@ -449,17 +313,17 @@ fn placement_by_rack_forwarding_not_leader_and_controller_failover() {
 
 #[test]
 fn killed_broker_is_fenced_its_leaderships_move_and_it_rejoins() {
-    let mut c = Cluster::start("fencing");
-    let leader = c.wait("a controller leader", || c.controller_leader(1));
+    let mut c = start("fencing");
+    let leader = c.wait("a controller leader", HANG_GUARD, || c.controller_leader(1));
     let victim = c.live().into_iter().find(|i| *i != leader).unwrap();
     let survivor = leader;
     let v = victim as i32;
     create_topic(&c.node(survivor).addr, "moving", 6, 3);
     create_topic(&c.node(survivor).addr, "single", 3, 1);
-    let (_, before) = c.wait("metadata of moving", || {
+    let (_, before) = c.wait("metadata of moving", HANG_GUARD, || {
         metadata(&c.node(survivor).addr, "moving")
     });
-    let (_, singles) = c.wait("metadata of single", || {
+    let (_, singles) = c.wait("metadata of single", HANG_GUARD, || {
         metadata(&c.node(survivor).addr, "single")
     });
     let led: Vec<i32> = before
@@ -477,14 +341,18 @@ fn killed_broker_is_fenced_its_leaderships_move_and_it_rejoins() {
 
     let t0 = Instant::now();
     c.kill(victim);
-    let moved = c.wait("the victim's partitions led by live ISR members", || {
-        let (brokers, parts) = metadata(&c.node(survivor).addr, "moving")?;
-        let done = !brokers.contains(&v)
-            && parts
-                .values()
-                .all(|p| p.leader != v && p.leader >= 0 && !p.isr.contains(&v));
-        done.then_some(parts)
-    });
+    let moved = c.wait(
+        "the victim's partitions led by live ISR members",
+        HANG_GUARD,
+        || {
+            let (brokers, parts) = metadata(&c.node(survivor).addr, "moving")?;
+            let done = !brokers.contains(&v)
+                && parts
+                    .values()
+                    .all(|p| p.leader != v && p.leader >= 0 && !p.isr.contains(&v));
+            done.then_some(parts)
+        },
+    );
     eprintln!(
         "figure: leaderships moved off a killed broker after {} ms (session timeout {SESSION_TIMEOUT_MS} ms)",
         t0.elapsed().as_millis()
@@ -502,10 +370,18 @@ fn killed_broker_is_fenced_its_leaderships_move_and_it_rejoins() {
         .map(|b| b["fenced"] == true);
     assert_eq!(fenced, Some(true), "{status}");
     assert!(!status["under_replicated"].as_array().unwrap().is_empty());
-    // Partitions whose only replica died have no leader (never an unclean election).
-    let (_, offline) = metadata(&c.node(survivor).addr, "single").unwrap();
+    // Partitions whose only replica died have no leader (never an unclean election). The
+    // fencing's partition changes may reach the survivor's image a moment apart.
+    let offline = c.wait("the victim's RF=1 partitions offline", HANG_GUARD, || {
+        let (_, parts) = metadata(&c.node(survivor).addr, "single")?;
+        alone
+            .iter()
+            .all(|i| parts[i].leader == -1 || parts[i].isr != [v])
+            .then_some(parts)
+    });
     for i in &alone {
         assert_eq!(offline[i].leader, -1, "{i}: {:?}", offline[i]);
+        assert_eq!(offline[i].isr, [v], "{i}: {:?}", offline[i]);
     }
     // The status says which broker each of them waits for (it holds every committed
     // record: the last member of the ISR).
@@ -538,13 +414,15 @@ fn killed_broker_is_fenced_its_leaderships_move_and_it_rejoins() {
 
     // Restart: it registers again, is unfenced, and leads again what only it can lead.
     c.start_node(victim);
-    c.wait("the victim unfenced and listed again", || {
+    c.wait("the victim unfenced and listed again", HANG_GUARD, || {
         let (brokers, parts) = metadata(&c.node(survivor).addr, "single")?;
         let back = brokers.contains(&v) && alone.iter().all(|i| parts[i].leader == v);
         back.then_some(())
     });
-    let status = c.status(victim).unwrap();
-    assert_eq!(status["broker_state"], "active", "{status}");
+    // Its own view catches up a moment after the survivor's (it replays the metadata log).
+    c.wait("the victim's own registration active", HANG_GUARD, || {
+        (c.status(victim)?["broker_state"] == "active").then_some(())
+    });
 
     // The command-line view of the same, from any broker.
     let out = sluice(&["cluster", "status", "--admin", &c.node(survivor).admin_addr]);
@@ -766,19 +644,19 @@ fn offset_fetch_error(addr: &str, group: &str) -> i16 {
 #[test]
 fn a_group_is_coordinated_by_the_leader_of_its_offsets_partition() {
     const NOT_COORDINATOR: i16 = 16;
-    let c = Cluster::start("groups");
+    let c = start("groups");
     let any = c.live()[0];
     create_topic(&c.node(any).addr, "grouped", 3, 1);
     let group = "g-cluster";
     // Every broker names the same coordinator, the one that answers for the group; the
     // others send clients back to FindCoordinator.
-    let coordinator = c.wait("a coordinator", || {
+    let coordinator = c.wait("a coordinator", HANG_GUARD, || {
         find_coordinator(&c.node(any).addr, group)
     });
     for id in c.live() {
         assert_eq!(find_coordinator(&c.node(id).addr, group), Some(coordinator));
     }
-    c.wait("the coordinator loaded", || {
+    c.wait("the coordinator loaded", HANG_GUARD, || {
         (offset_fetch_error(&c.node(coordinator as usize).addr, group) == 0).then_some(())
     });
     for id in c.live().into_iter().filter(|i| *i != coordinator as usize) {
@@ -872,7 +750,7 @@ fn produce_acks_all(bootstrap: &str, topic: &str, n: usize) -> Vec<Option<RDKafk
 
 #[test]
 fn replicated_writes_need_the_isr_and_a_consumer_reads_from_its_rack() {
-    let mut c = Cluster::start("replicated");
+    let mut c = start("replicated");
     let any = c.live()[0];
     let admin = admin_of(&c.node(any).addr);
     let topic = NewTopic::new("rep", 1, TopicReplication::Fixed(3)).set("min.insync.replicas", "3");
@@ -890,7 +768,7 @@ fn replicated_writes_need_the_isr_and_a_consumer_reads_from_its_rack() {
     let errors = produce_acks_all(&bootstrap, "rep", 200);
     assert!(errors.iter().all(Option::is_none), "{errors:?}");
     println!("figure: 200 acks=all writes, RF=3: {:?}", started.elapsed());
-    let (_, parts) = metadata(&bootstrap, "rep").unwrap();
+    let (_, parts) = c.metadata(any, "rep").unwrap();
     let leader = parts[&0].leader;
     let follower = (1..=NODES as i32).find(|b| *b != leader).unwrap();
 
@@ -918,7 +796,7 @@ fn replicated_writes_need_the_isr_and_a_consumer_reads_from_its_rack() {
     let expected: Vec<String> = (0..200).map(|i| format!("m{i}")).collect();
     assert_eq!(read, expected);
     let follower_node = c.node(follower as usize);
-    c.wait("the follower served the consumer", || {
+    c.wait("the follower served the consumer", HANG_GUARD, || {
         let page = follower_node.admin_get("/metrics").ok()?;
         let out = metric(
             &page,
@@ -933,7 +811,7 @@ fn replicated_writes_need_the_isr_and_a_consumer_reads_from_its_rack() {
     // with NOT_ENOUGH_REPLICAS and nothing is appended; the leader reports the partition
     // under-replicated.
     c.kill(follower as usize);
-    c.wait("the ISR without the killed follower", || {
+    c.wait("the ISR without the killed follower", HANG_GUARD, || {
         let (_, parts) = metadata(&c.node(leader as usize).addr, "rep")?;
         (parts[&0].isr.len() == 2 && !parts[&0].isr.contains(&follower)).then_some(())
     });
@@ -950,31 +828,39 @@ fn replicated_writes_need_the_isr_and_a_consumer_reads_from_its_rack() {
         end_before
     );
     let leader_node = c.node(leader as usize);
-    c.wait("the leader's metrics reporting it under-replicated", || {
-        let page = leader_node.admin_get("/metrics").ok()?;
-        (metric(&page, "sluice_under_replicated_partitions", "")? >= 1.0).then_some(())
-    });
+    c.wait(
+        "the leader's metrics reporting it under-replicated",
+        HANG_GUARD,
+        || {
+            let page = leader_node.admin_get("/metrics").ok()?;
+            (metric(&page, "sluice_under_replicated_partitions", "")? >= 1.0).then_some(())
+        },
+    );
 
     // It returns, catches up and rejoins the ISR; writes are acknowledged again.
     c.start_node(follower as usize);
-    c.wait("the follower back in the ISR", || {
+    c.wait("the follower back in the ISR", HANG_GUARD, || {
         let (_, parts) = metadata(&c.node(leader as usize).addr, "rep")?;
         (parts[&0].isr.len() == 3).then_some(())
     });
     let errors = produce_acks_all(&bootstrap, "rep", 50);
     assert!(errors.iter().all(Option::is_none), "{errors:?}");
     let leader_node = c.node(leader as usize);
-    c.wait("the leader's metrics counting the ISR expansion", || {
-        let page = leader_node.admin_get("/metrics").ok()?;
-        (metric(&page, "sluice_isr_expands_total", "")? >= 1.0).then_some(())
-    });
+    c.wait(
+        "the leader's metrics counting the ISR expansion",
+        HANG_GUARD,
+        || {
+            let page = leader_node.admin_get("/metrics").ok()?;
+            (metric(&page, "sluice_isr_expands_total", "")? >= 1.0).then_some(())
+        },
+    );
 }
 
 #[test]
 fn sigterm_hands_leaderships_over_before_the_broker_stops() {
     // Fencing by missed heartbeats would take ten minutes here: whatever moves within the
     // hang guard was moved by the controlled shutdown.
-    let mut c = Cluster::start_with_session("shutdown", 600_000);
+    let mut c = start_with_session("shutdown", 600_000);
     let admin = admin_of(&c.node(1).addr);
     let opts = AdminOptions::new().operation_timeout(Some(Duration::from_secs(30)));
     let topics = [
@@ -996,7 +882,7 @@ fn sigterm_hands_leaderships_over_before_the_broker_stops() {
             .all(|p| p.isr.len() == NODES)
             .then_some(parts)
     };
-    let parts = c.wait("cs fully in sync", || full_isr(&c, 1));
+    let parts = c.wait("cs fully in sync", HANG_GUARD, || full_isr(&c, 1));
     let victim = parts[&0].leader as usize;
     let other = (1..=NODES).find(|i| *i != victim).unwrap();
     let (_, solo) = metadata(&c.node(other).addr, "solo").unwrap();
@@ -1005,10 +891,11 @@ fn sigterm_hands_leaderships_over_before_the_broker_stops() {
         .find(|(_, p)| p.replicas == [victim as i32])
         .map(|(i, _)| *i)
         .expect("a solo partition on the victim (leaders are balanced)");
-    c.stop(victim);
+    stop_clean(&mut c, victim);
     // Every cs partition is led by another broker and the victim left every ISR.
     c.wait(
         "the victim's leaderships moved and it left the ISRs",
+        HANG_GUARD,
         || {
             let (_, parts) = metadata(&c.node(other).addr, "cs")?;
             parts
@@ -1031,7 +918,7 @@ fn sigterm_hands_leaderships_over_before_the_broker_stops() {
 
     // The solo partition had no other replica: it led until the victim stopped, and then
     // (told by the stopped broker, not by a session timeout) is offline, waiting for it.
-    c.wait("the stranded partition offline", || {
+    c.wait("the stranded partition offline", HANG_GUARD, || {
         let (_, parts) = metadata(&c.node(other).addr, "solo")?;
         (parts[&stranded].leader == -1).then_some(())
     });
@@ -1043,9 +930,15 @@ fn sigterm_hands_leaderships_over_before_the_broker_stops() {
 
     // It comes back: registered, caught up, in every ISR again, leading what only it has.
     c.start_node(victim);
-    c.wait("the victim back in every cs ISR", || full_isr(&c, other));
-    c.wait("the stranded partition led by the victim again", || {
-        let (_, parts) = metadata(&c.node(other).addr, "solo")?;
-        (parts[&stranded].leader == victim as i32).then_some(())
+    c.wait("the victim back in every cs ISR", HANG_GUARD, || {
+        full_isr(&c, other)
     });
+    c.wait(
+        "the stranded partition led by the victim again",
+        HANG_GUARD,
+        || {
+            let (_, parts) = metadata(&c.node(other).addr, "solo")?;
+            (parts[&stranded].leader == victim as i32).then_some(())
+        },
+    );
 }

@@ -132,6 +132,14 @@ impl Cluster {
         self.nodes[id - 1].is_some()
     }
 
+    /// The nodes running now.
+    pub fn live(&self) -> Vec<usize> {
+        self.ids()
+            .into_iter()
+            .filter(|i| self.is_running(*i))
+            .collect()
+    }
+
     /// The Kafka address of node `id` (the same across restarts).
     pub fn addr(&self, id: usize) -> String {
         format!("127.0.0.1:{}", self.ports[id - 1].kafka)
