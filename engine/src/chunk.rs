@@ -328,3 +328,86 @@ impl Window {
         Some(BatchSlice { inner })
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::files::BLOCK_BYTES;
+
+    const BLOCK: usize = BLOCK_BYTES as usize;
+
+    /// DMA buffers come from the executor's allocator.
+    fn on_executor(f: impl FnOnce()) {
+        glommio::LocalExecutorBuilder::new(glommio::Placement::Unbound)
+            .make()
+            .expect("executor")
+            .run(async { f() });
+    }
+
+    /// Writes a sealed chunk into `file` as the flusher does: its whole blocks at its
+    /// position, so a rewritten partial block replaces the old one.
+    fn write(file: &mut Vec<u8>, chunk: &SealedChunk) {
+        let pos = chunk.file_pos as usize;
+        let bytes = &chunk.buf.as_bytes()[..align_up(chunk.len as u64) as usize];
+        if file.len() < pos + bytes.len() {
+            file.resize(pos + bytes.len(), 0);
+        }
+        file[pos..pos + bytes.len()].copy_from_slice(bytes);
+    }
+
+    #[test]
+    fn a_batch_straddling_a_full_cut_is_done_with_the_next_chunk() {
+        on_executor(|| {
+            let mut open = OpenChunk::new(Offset(0), 0, &[], 2 * BLOCK, Offset(0));
+            open.push(&vec![1; BLOCK / 2], Offset(1));
+            open.push(&vec![2; BLOCK], Offset(2)); // straddles the first block boundary
+            let first = open.seal_full(2 * BLOCK);
+            assert!(first.aligned_end);
+            assert_eq!((first.len, first.own_end), (BLOCK, BLOCK / 2));
+            assert_eq!(first.end_offset, Offset(1), "only the whole batch is done");
+            open.push(&[3; 100], Offset(3));
+            let second = open.seal(2 * BLOCK);
+            assert_eq!(second.file_pos, BLOCK as u64);
+            assert_eq!(second.first_offset, Offset(1));
+            assert_eq!(second.end_offset, Offset(3));
+            // Its own range is the batch after the straddling one's tail.
+            assert_eq!(second.own_start, BLOCK / 2);
+            assert_eq!(second.own_end, BLOCK / 2 + 100);
+        });
+    }
+
+    #[test]
+    fn full_cuts_and_seals_lay_the_batches_out_contiguously() {
+        on_executor(|| {
+            let capacity = 4 * BLOCK;
+            let mut open = OpenChunk::new(Offset(0), 0, &[], capacity, Offset(0));
+            let (mut expected, mut file) = (Vec::new(), Vec::new());
+            let mut done = Offset(0);
+            for i in 0..60u8 {
+                let batch = vec![i + 1; 700 + 97 * usize::from(i)];
+                // As the log appends: a chunk without room is cut at its last block;
+                // the flusher seals what is open now and then.
+                let sealed = if open.remaining() < batch.len() {
+                    Some(open.seal_full(capacity.max(batch.len() + BLOCK)))
+                } else if i % 7 == 3 {
+                    Some(open.seal(capacity))
+                } else {
+                    None
+                };
+                if let Some(chunk) = sealed {
+                    assert_eq!(chunk.first_offset, done, "no offsets skipped");
+                    assert!(chunk.end_offset >= done);
+                    done = chunk.end_offset;
+                    write(&mut file, &chunk);
+                }
+                expected.extend_from_slice(&batch);
+                open.push(&batch, Offset(i64::from(i) + 1));
+            }
+            let last = open.seal(capacity);
+            assert_eq!((last.first_offset, last.end_offset), (done, Offset(60)));
+            write(&mut file, &last);
+            assert_eq!(&file[..expected.len()], &expected[..]);
+            assert!(file[expected.len()..].iter().all(|b| *b == 0));
+        });
+    }
+}
