@@ -126,8 +126,9 @@ pub struct Scenario {
     /// With --rate: longest time a batch waits for more messages.
     #[arg(long, default_value_t = 0.0)]
     pub linger_ms: f64,
-    /// Produce requests in flight per connection.
-    #[arg(long, default_value_t = 8)]
+    /// Produce requests in flight per connection. Enough to cover a loaded broker's
+    /// acknowledgement time at full rate (librdkafka does not bound it by default).
+    #[arg(long, default_value_t = 16)]
     pub max_in_flight: usize,
     /// Acknowledgements: 0, 1 or all.
     #[arg(long, value_enum, default_value = "1")]
