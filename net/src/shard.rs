@@ -358,6 +358,9 @@ pub enum Work {
 struct Queues {
     produce: glommio::TaskQueueHandle,
     fetch: glommio::TaskQueueHandle,
+    /// (runs, runtime µs) of each so far: glommio's stats reset on every read, and the
+    /// metrics built from them are counters.
+    totals: Cell<[(u64, u64); 2]>,
 }
 
 impl Queues {
@@ -371,6 +374,7 @@ impl Queues {
         Queues {
             produce: make(config.produce_shares, "produce"),
             fetch: make(config.fetch_shares, "fetch"),
+            totals: Cell::new([(0, 0); 2]),
         }
     }
 }
@@ -475,22 +479,25 @@ impl Shard {
         }
     }
 
-    /// Tasks run and CPU time of the produce and fetch queues, for /metrics.
+    /// Tasks run and CPU time of the produce and fetch queues since the shard started,
+    /// for /metrics (counters).
     pub fn queue_stats(&self) -> [crate::metrics::QueueStat; 2] {
-        let stat = |name: &'static str, q: glommio::TaskQueueHandle| match glommio::executor()
-            .task_queue_stats(q)
-        {
-            Ok(s) => crate::metrics::QueueStat {
-                name,
-                selected: s.queue_selected(),
-                runtime_us: s.runtime().as_micros().min(u64::MAX as u128) as u64,
-            },
-            Err(_) => crate::metrics::QueueStat::default(),
+        let handles = [self.queues.produce, self.queues.fetch];
+        let mut totals = self.queues.totals.get();
+        for (total, q) in totals.iter_mut().zip(handles) {
+            // glommio hands out what accrued since the previous read and resets it.
+            if let Ok(s) = glommio::executor().task_queue_stats(q) {
+                total.0 += s.queue_selected();
+                total.1 += s.runtime().as_micros().min(u128::from(u64::MAX)) as u64;
+            }
+        }
+        self.queues.totals.set(totals);
+        let stat = |name, (selected, runtime_us): (u64, u64)| crate::metrics::QueueStat {
+            name,
+            selected,
+            runtime_us,
         };
-        [
-            stat("produce", self.queues.produce),
-            stat("fetch", self.queues.fetch),
-        ]
+        [stat("produce", totals[0]), stat("fetch", totals[1])]
     }
 
     /// Spawns `fut` in the task queue for `work` (the default queue if that one could not

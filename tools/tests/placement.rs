@@ -444,6 +444,14 @@ fn a_live_move_under_an_idempotent_producer_loses_and_reorders_nothing() {
         );
         std::thread::sleep(Duration::from_millis(100));
     }
+    // They are counters: with the traffic over, later publications never show less.
+    let seen = runs(&sluice_metrics(&b), "produce");
+    std::thread::sleep(Duration::from_millis(2500));
+    let later = sluice_metrics(&b);
+    assert!(
+        runs(&later, "produce") >= seen,
+        "the produce queue's runs went back from {seen}: {later}"
+    );
 }
 
 #[test]
