@@ -547,27 +547,44 @@ const MAINTENANCE_SHARES: usize = 100;
 /// Period of the timer that keeps a starting shard's ring from sleeping unbounded.
 const STARTUP_TICK_MS: u64 = 20;
 
-/// Longest a shard waits for the node's first metadata image before it accepts clients.
-const FIRST_IMAGE_WAIT: Duration = Duration::from_secs(10);
+/// How often a shard still waiting to accept clients says so.
+const SERVING_WAIT_WARN_INTERVAL: Duration = Duration::from_secs(10);
 
-/// Clients are answered from the metadata image: before the first one is published (the
-/// node's controller replayed its log, or the quorum answered), every topic would look
-/// unknown, and a client told "unknown topic" may not ask again for minutes. So accepting
-/// waits for it (the kernel queues connections meanwhile), bounded: a broker whose
-/// controllers are all down still serves what it can after `FIRST_IMAGE_WAIT`.
-async fn wait_first_image(shard: &Shard) {
-    let deadline = std::time::Instant::now() + FIRST_IMAGE_WAIT;
-    while shard.cluster.view.version() == 0 && !shard.stopping.is_set() {
-        if std::time::Instant::now() >= deadline {
+/// Clients are answered from the metadata image, so a shard accepts only once that image
+/// shows this broker registered (the registration it holds now, not one replayed from
+/// before a restart) and unfenced, with its listener. Before that a Metadata answer would
+/// list no broker at all on a fresh cluster (librdkafka: `Local: Partial response`), or
+/// not this one, and call every topic unknown before the first image (a client told
+/// "unknown topic" may not ask again for minutes). Kafka's brokers likewise open their
+/// request processing only after their initial unfencing. The kernel queues connections
+/// meanwhile; a broker that cannot reach its controllers keeps waiting and says so.
+async fn wait_serving(shard: &Shard) {
+    let started = std::time::Instant::now();
+    let mut warn_at = started + SERVING_WAIT_WARN_INTERVAL;
+    while !serving_ready(shard) && !shard.stopping.is_set() {
+        if std::time::Instant::now() >= warn_at {
+            warn_at += SERVING_WAIT_WARN_INTERVAL;
             tracing::warn!(
                 shard = shard.id,
-                wait_s = FIRST_IMAGE_WAIT.as_secs(),
-                "no metadata image yet; accepting clients anyway"
+                waited_s = started.elapsed().as_secs(),
+                state = ?shard.cluster.view.broker_state(),
+                "not registered and unfenced in the metadata image yet; not accepting clients"
             );
-            return;
         }
         glommio::timer::sleep(Duration::from_millis(5)).await;
     }
+}
+
+/// Whether this node's image shows this broker as the controller last answered it:
+/// active, under the epoch of its current registration, with a listener.
+fn serving_ready(shard: &Shard) -> bool {
+    let BrokerState::Active(epoch) = shard.cluster.view.broker_state() else {
+        return false;
+    };
+    let image = shard.cluster.image();
+    image
+        .broker(sluice_control::BrokerId(shard.config.node_id))
+        .is_some_and(|b| b.epoch == epoch && !b.fenced && !b.listeners.is_empty())
 }
 
 /// Places the partitions of topics nobody used yet (created, grown), so the placement
@@ -907,7 +924,7 @@ async fn open_shard(args: &ShardArgs) -> Result<Rc<Shard>, String> {
 }
 
 async fn accept_loop(shard: &Rc<Shard>, listener: &TcpListener) {
-    wait_first_image(shard).await;
+    wait_serving(shard).await;
     loop {
         let accepted = futures_lite::future::or(async { Some(listener.accept().await) }, async {
             shard.stopping.wait().await;
