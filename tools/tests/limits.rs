@@ -191,6 +191,51 @@ fn connections_past_the_per_address_and_total_bounds_are_closed_at_once() {
     check_connection_bound(&total, 2, "total");
 }
 
+#[test]
+fn a_request_larger_than_the_whole_budget_is_still_served() {
+    // A 1 MiB budget per shard and a 2.5 MiB message: its request goes alone, read into a
+    // buffer that grows as it arrives, and comes back byte for byte.
+    let (_dir, b) = start(
+        "[network]\nqueued_request_bytes_max = 1048576\nsocket_request_max_bytes = 8388608\n\
+         [topic_defaults]\nmax_message_bytes = 4194304\n",
+    );
+    let payload: Vec<u8> = (0..(5usize << 19)).map(|i| (i * 7 % 251) as u8).collect();
+    let producer: FutureProducer = ClientConfig::new()
+        .set("bootstrap.servers", &b.addr)
+        .set("message.max.bytes", "4000000")
+        .create()
+        .expect("producer");
+    let r = block_on(producer.send(
+        FutureRecord::<(), _>::to("large").payload(&payload),
+        Duration::from_secs(30),
+    ));
+    assert!(r.is_ok(), "{r:?}");
+    let consumer: BaseConsumer = ClientConfig::new()
+        .set("bootstrap.servers", &b.addr)
+        .set("group.id", "large-readers")
+        .set("fetch.max.bytes", "8000000")
+        .set("max.partition.fetch.bytes", "8000000")
+        .set("receive.message.max.bytes", "9000000")
+        .create()
+        .expect("consumer");
+    let mut tpl = TopicPartitionList::new();
+    tpl.add_partition_offset("large", 0, Offset::Beginning)
+        .unwrap();
+    consumer.assign(&tpl).unwrap();
+    let got = wait_for("the large message back", GUARD, &mut || match consumer
+        .poll(Duration::from_millis(100))
+    {
+        Some(Ok(m)) => Some(m.payload().unwrap_or_default().to_vec()),
+        _ => None,
+    });
+    assert!(
+        got == payload,
+        "{} bytes back, not the {} sent",
+        got.len(),
+        payload.len()
+    );
+}
+
 /// Zeros the stalled senders send (their frames never complete, so never parse).
 static ZEROS: [u8; 256 << 10] = [0; 256 << 10];
 
