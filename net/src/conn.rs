@@ -148,10 +148,6 @@ pub async fn serve(shard: Rc<Shard>, stream: TcpStream) {
                 Some(r) => r,
                 None => Err(FrameError::Encode("request task cancelled".into())),
             };
-            writer_activity.touch();
-            writer_activity
-                .busy
-                .set(writer_activity.busy.get().saturating_sub(1));
             match outcome {
                 Ok(Some(resp)) => {
                     crate::metrics::bytes_out(resp.bytes());
@@ -168,6 +164,12 @@ pub async fn serve(shard: Rc<Shard>, stream: TcpStream) {
                     return false;
                 }
             }
+            // Answered and written: the connection is idle from here if nothing else is
+            // in flight (a long response being written does not count as idle).
+            writer_activity.touch();
+            writer_activity
+                .busy
+                .set(writer_activity.busy.get().saturating_sub(1));
         }
         let _ = writer.flush().await;
         let _ = writer.close().await;
