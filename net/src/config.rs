@@ -103,6 +103,21 @@ impl Default for ClusterConfig {
     }
 }
 
+/// `max.connections` by default: Kafka's is unbounded; 16384 keeps a many-core broker
+/// (4096 per shard) within a file descriptor budget an operator can plan for.
+pub const CONNECTIONS_MAX_DEFAULT: usize = 16_384;
+
+/// `max.connections.per.ip` by default (Kafka's is unbounded): a quarter of the total, so
+/// one address — one host, or a NAT gateway in front of many — cannot take every
+/// connection and lock other clients out, while a host running hundreds or a few
+/// thousand clients (each holds one connection per broker) behind one address still fits.
+pub const CONNECTIONS_MAX_PER_IP_DEFAULT: usize = CONNECTIONS_MAX_DEFAULT / 4;
+
+/// `queued.max.request.bytes` per shard by default (Kafka's is unbounded): room for two
+/// requests of the largest default size (`socket.request.max.bytes`, 100 MiB) plus many
+/// ordinary ones, so a shard's request memory stays near 256 MiB whatever clients send.
+pub const QUEUED_REQUEST_BYTES_MAX_DEFAULT: usize = 256 << 20;
+
 /// Everything the server needs to start.
 #[derive(Debug, Clone)]
 pub struct ServerConfig {
@@ -123,6 +138,14 @@ pub struct ServerConfig {
     pub inflight_requests_max: usize,
     /// Open connections one shard keeps; more are closed on accept.
     pub connections_max_per_shard: usize,
+    /// Open client connections in all (`max.connections`); more are closed on accept.
+    pub connections_max: usize,
+    /// Open connections from one client address (`max.connections.per.ip`); more are
+    /// closed on accept.
+    pub connections_max_per_ip: usize,
+    /// Bytes of requests being read or not yet answered, per shard
+    /// (`queued.max.request.bytes`); at the bound a shard stops reading new frames.
+    pub queued_request_bytes_max: usize,
     /// A connection that sends nothing for this long is closed (`connections.max.idle.ms`).
     pub connection_idle_ms_max: u64,
     /// Depth of each shard-to-shard channel.
@@ -165,6 +188,9 @@ impl ServerConfig {
             request_bytes_max: 100 * 1024 * 1024,
             inflight_requests_max: 64,
             connections_max_per_shard: 4096,
+            connections_max: CONNECTIONS_MAX_DEFAULT,
+            connections_max_per_ip: CONNECTIONS_MAX_PER_IP_DEFAULT,
+            queued_request_bytes_max: QUEUED_REQUEST_BYTES_MAX_DEFAULT,
             connection_idle_ms_max: 600_000,
             mesh_channel_depth_max: 1024,
             fetch_wait_ms_max: 30_000,

@@ -1,9 +1,14 @@
 //! One client connection: a reader that parses frames and starts a task per request, and a
 //! writer that awaits those tasks in request order and writes their responses. At most
 //! `inflight_requests_max` requests are in flight; past that the reader stops reading.
+//! Each frame first takes its length from the shard's request byte budget
+//! (`queued.max.request.bytes`, see `request_bytes.rs`) and holds it until its request is
+//! answered; a shard at its bound stops reading the next frame. A connection with nothing
+//! in flight and no bytes arriving for `connections.max.idle.ms` is closed.
 
+use std::cell::Cell;
 use std::rc::Rc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use futures_lite::{AsyncReadExt, AsyncWriteExt};
@@ -12,41 +17,110 @@ use glommio::net::TcpStream;
 use glommio::task::JoinHandle;
 
 use crate::frame::{self, FrameError, ResponseFrame};
+use crate::frame_pool::FrameBuf;
 use crate::handlers;
-use crate::shard::{Shard, Work};
+use crate::request_bytes::{RequestPermit, ALWAYS_ADMITTED_BYTES_MAX};
+use crate::shard::{ConnectionSlot, Shard, Work};
 
 type Pending = JoinHandle<Result<Option<ResponseFrame>, FrameError>>;
 
 enum ReadOutcome {
-    Frame(Bytes),
+    Frame(Bytes, RequestPermit),
     Closed,
     Idle,
     Stopping,
 }
 
+/// What the idle timeout looks at: when bytes last arrived or a response left, and how
+/// many requests are in flight (or waiting for the request budget, which is the broker's
+/// doing, not the client's).
+struct Activity {
+    last: Cell<Instant>,
+    busy: Cell<usize>,
+}
+
+impl Activity {
+    fn touch(&self) {
+        self.last.set(Instant::now());
+    }
+}
+
+/// Counts as busy while it lives.
+struct Busy<'a>(&'a Activity);
+
+impl<'a> Busy<'a> {
+    fn new(a: &'a Activity) -> Self {
+        a.busy.set(a.busy.get() + 1);
+        Busy(a)
+    }
+}
+
+impl Drop for Busy<'_> {
+    fn drop(&mut self) {
+        self.0.busy.set(self.0.busy.get() - 1);
+    }
+}
+
+/// Resolves once the connection has had nothing in flight and no traffic for `idle`.
+async fn idle_for(activity: &Activity, idle: Duration) {
+    loop {
+        let since = activity.last.get().elapsed();
+        if activity.busy.get() == 0 && since >= idle {
+            return;
+        }
+        let wait = if activity.busy.get() > 0 {
+            idle
+        } else {
+            idle - since
+        };
+        glommio::timer::sleep(wait).await;
+    }
+}
+
+/// Reads one frame: its length, room for it in the shard's request budget (waiting while
+/// the shard is at its bound), then its bytes as they arrive. `Ok(None)`: the client
+/// closed the connection between frames.
 async fn read_frame<R: futures_lite::AsyncRead + Unpin>(
     reader: &mut R,
-    max: usize,
-) -> Result<Option<Bytes>, FrameError> {
+    shard: &Shard,
+    activity: &Activity,
+) -> Result<Option<(Bytes, RequestPermit)>, FrameError> {
     let mut len = [0u8; 4];
     match reader.read_exact(&mut len).await {
         Ok(()) => {}
         Err(e) if e.kind() == std::io::ErrorKind::UnexpectedEof => return Ok(None),
         Err(e) => return Err(e.into()),
     }
-    let len = frame::check_length(i32::from_be_bytes(len), max)?;
-    let mut body = crate::frame_pool::FrameBuf::new(len);
-    reader.read_exact(body.as_mut_slice()).await?;
-    Ok(Some(body.into_bytes()))
+    activity.touch();
+    let len = frame::check_length(i32::from_be_bytes(len), shard.config.request_bytes_max)?;
+    let budget = &shard.request_bytes;
+    let permit = if len <= ALWAYS_ADMITTED_BYTES_MAX && activity.busy.get() == 0 {
+        budget.admit(len)
+    } else if let Some(p) = budget.try_acquire(len) {
+        p
+    } else {
+        let _waiting = Busy::new(activity);
+        budget.acquire(len).await
+    };
+    let mut body = FrameBuf::new(len);
+    while !body.is_complete() {
+        let n = reader.read(body.unfilled()).await?;
+        if n == 0 {
+            return Err(std::io::Error::from(std::io::ErrorKind::UnexpectedEof).into());
+        }
+        body.advance(n);
+        activity.touch();
+    }
+    Ok(Some((body.into_bytes(), permit)))
 }
 
-/// Serves `stream` on this shard, whose connection slot was taken for it, and gives the
-/// slot back when the connection ends.
-pub fn spawn(shard: Rc<Shard>, stream: TcpStream) {
+/// Serves `stream` on this shard, whose connection place `slot` was taken for it, and
+/// gives the place back when the connection ends.
+pub fn spawn(shard: Rc<Shard>, stream: TcpStream, slot: ConnectionSlot) {
     crate::metrics::connection_opened();
     glommio::spawn_local(async move {
-        serve(shard.clone(), stream).await;
-        shard.connections.release(shard.id);
+        serve(shard, stream).await;
+        drop(slot);
         crate::metrics::connection_closed();
     })
     .detach();
@@ -63,6 +137,11 @@ pub async fn serve(shard: Rc<Shard>, stream: TcpStream) {
     let (tx, rx) = local_channel::new_bounded::<Pending>(shard.config.inflight_requests_max.max(1));
     let writer_shard = shard.clone();
     let peer_w = peer.clone();
+    let activity = Rc::new(Activity {
+        last: Cell::new(Instant::now()),
+        busy: Cell::new(0),
+    });
+    let writer_activity = activity.clone();
     let write_task = glommio::spawn_local(async move {
         while let Some(pending) = rx.recv().await {
             let outcome = match pending.await {
@@ -85,6 +164,12 @@ pub async fn serve(shard: Rc<Shard>, stream: TcpStream) {
                     return false;
                 }
             }
+            // Answered and written: the connection is idle from here if nothing else is
+            // in flight (a long response being written does not count as idle).
+            writer_activity.touch();
+            writer_activity
+                .busy
+                .set(writer_activity.busy.get().saturating_sub(1));
         }
         let _ = writer.flush().await;
         let _ = writer.close().await;
@@ -94,15 +179,15 @@ pub async fn serve(shard: Rc<Shard>, stream: TcpStream) {
     loop {
         let outcome = futures_lite::future::or(
             async {
-                match read_frame(&mut reader, shard.config.request_bytes_max).await {
-                    Ok(Some(f)) => Ok(ReadOutcome::Frame(f)),
+                match read_frame(&mut reader, &shard, &activity).await {
+                    Ok(Some((f, permit))) => Ok(ReadOutcome::Frame(f, permit)),
                     Ok(None) => Ok(ReadOutcome::Closed),
                     Err(e) => Err(e),
                 }
             },
             futures_lite::future::or(
                 async {
-                    glommio::timer::sleep(idle).await;
+                    idle_for(&activity, idle).await;
                     Ok(ReadOutcome::Idle)
                 },
                 async {
@@ -112,17 +197,29 @@ pub async fn serve(shard: Rc<Shard>, stream: TcpStream) {
             ),
         )
         .await;
-        let frame = match outcome {
-            Ok(ReadOutcome::Frame(f)) => {
+        let (frame, permit) = match outcome {
+            Ok(ReadOutcome::Frame(f, permit)) => {
                 crate::metrics::bytes_in(f.len() + 4);
-                f
+                (f, permit)
             }
             Ok(ReadOutcome::Closed) => break,
             Ok(ReadOutcome::Idle) => {
-                tracing::info!(shard = shard.id, peer = %peer, "closing idle connection");
+                crate::metrics::connection_idle_closed();
+                tracing::debug!(shard = shard.id, peer = %peer, idle_ms = idle.as_millis() as u64, "closing idle connection");
                 break;
             }
             Ok(ReadOutcome::Stopping) => break,
+            // A client that goes away mid-request (a stalled sender giving up, a crash)
+            // sent nothing malformed.
+            Err(FrameError::Io(e))
+                if matches!(
+                    e.kind(),
+                    std::io::ErrorKind::UnexpectedEof | std::io::ErrorKind::ConnectionReset
+                ) =>
+            {
+                tracing::debug!(shard = shard.id, peer = %peer, error = %e, "client closed the connection mid-request");
+                break;
+            }
             Err(e) => {
                 crate::metrics::bad_frame();
                 tracing::warn!(shard = shard.id, peer = %peer, error = %e, "bad frame, closing connection");
@@ -148,6 +245,8 @@ pub async fn serve(shard: Rc<Shard>, stream: TcpStream) {
         };
         let task = shard
             .spawn(work, async move {
+                // The request's bytes count against the shard's budget until it is answered.
+                let _permit = permit;
                 let started = std::time::Instant::now();
                 let key = req.api_key as i16;
                 let r = handlers::dispatch(s, req).await;
@@ -155,6 +254,7 @@ pub async fn serve(shard: Rc<Shard>, stream: TcpStream) {
                 r
             })
             .detach();
+        activity.busy.set(activity.busy.get() + 1);
         if tx.send(task).await.is_err() {
             // The writer stopped (write error or a request that closes the connection).
             break;

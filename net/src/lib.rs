@@ -28,6 +28,7 @@ pub mod metrics;
 pub mod moves;
 pub mod placement;
 pub mod replicas;
+mod request_bytes;
 mod server;
 pub mod shard;
 pub mod store;

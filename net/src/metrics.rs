@@ -3,7 +3,7 @@
 
 use std::collections::BTreeMap;
 use std::fmt::Write;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
 use std::sync::Mutex;
 use std::time::Duration;
 
@@ -37,6 +37,14 @@ static BYTES_OUT: AtomicU64 = AtomicU64::new(0);
 static CONNECTIONS_OPEN: AtomicU64 = AtomicU64::new(0);
 static CONNECTIONS_TOTAL: AtomicU64 = AtomicU64::new(0);
 static BAD_FRAMES: AtomicU64 = AtomicU64::new(0);
+/// Bytes of requests being read or not answered, every shard (`queued.max.request.bytes`).
+static REQUEST_BYTES_QUEUED: AtomicI64 = AtomicI64::new(0);
+/// Frames that waited for room in their shard's request byte budget.
+static REQUEST_READS_PAUSED: AtomicU64 = AtomicU64::new(0);
+/// Connections closed on accept, by the bound that refused them (per shard, total, per
+/// address), in `ConnectionRefusal` order.
+static CONNECTIONS_REFUSED: [AtomicU64; 3] = [ZERO, ZERO, ZERO];
+static CONNECTIONS_IDLE_CLOSED: AtomicU64 = AtomicU64::new(0);
 static GROUP_REBALANCES: AtomicU64 = AtomicU64::new(0);
 static GROUP_MEMBERS_EXPIRED: AtomicU64 = AtomicU64::new(0);
 static OFFSET_COMMITS: AtomicU64 = AtomicU64::new(0);
@@ -301,6 +309,22 @@ pub fn connection_closed() {
 pub fn bad_frame() {
     BAD_FRAMES.fetch_add(1, Ordering::Relaxed);
 }
+/// Request bytes taken (`delta > 0`) or given back on a shard's budget.
+pub fn request_bytes_queued(delta: i64) {
+    REQUEST_BYTES_QUEUED.fetch_add(delta, Ordering::Relaxed);
+}
+/// A connection stopped reading until its shard's request budget has room.
+pub fn request_read_paused() {
+    REQUEST_READS_PAUSED.fetch_add(1, Ordering::Relaxed);
+}
+/// A new connection was closed at once: `reason` is 0 per shard, 1 total, 2 per address.
+pub fn connection_refused(reason: usize) {
+    CONNECTIONS_REFUSED[reason.min(2)].fetch_add(1, Ordering::Relaxed);
+}
+/// A connection was closed for being idle (`connections.max.idle.ms`).
+pub fn connection_idle_closed() {
+    CONNECTIONS_IDLE_CLOSED.fetch_add(1, Ordering::Relaxed);
+}
 
 fn api_name(key: usize) -> String {
     kafka_protocol::messages::ApiKey::try_from(key as i16)
@@ -373,10 +397,48 @@ pub fn render() -> String {
         "# TYPE sluice_bad_frames_total counter\nsluice_bad_frames_total {}",
         BAD_FRAMES.load(Ordering::Relaxed)
     );
+    render_bounds(&mut out);
     render_partitions(&mut out);
     render_groups(&mut out);
     render_quorum(&mut out);
     out
+}
+
+/// The connection and request bounds at work.
+fn render_bounds(out: &mut String) {
+    let _ = writeln!(
+        out,
+        "# HELP sluice_request_bytes_queued bytes of requests being read or not yet answered (queued.max.request.bytes per shard)\n\
+         # TYPE sluice_request_bytes_queued gauge\nsluice_request_bytes_queued {}",
+        REQUEST_BYTES_QUEUED.load(Ordering::Relaxed).max(0)
+    );
+    let _ = writeln!(
+        out,
+        "# HELP sluice_request_reads_paused_total frames that waited for room in their shard's request byte budget\n\
+         # TYPE sluice_request_reads_paused_total counter\nsluice_request_reads_paused_total {}",
+        REQUEST_READS_PAUSED.load(Ordering::Relaxed)
+    );
+    let _ = writeln!(
+        out,
+        "# HELP sluice_connections_refused_total connections closed on accept, by the bound that refused them\n\
+         # TYPE sluice_connections_refused_total counter"
+    );
+    for (limit, n) in ["per_shard", "total", "per_ip"]
+        .iter()
+        .zip(&CONNECTIONS_REFUSED)
+    {
+        let _ = writeln!(
+            out,
+            "sluice_connections_refused_total{{limit=\"{limit}\"}} {}",
+            n.load(Ordering::Relaxed)
+        );
+    }
+    let _ = writeln!(
+        out,
+        "# HELP sluice_connections_idle_closed_total connections closed after connections.max.idle.ms without traffic\n\
+         # TYPE sluice_connections_idle_closed_total counter\nsluice_connections_idle_closed_total {}",
+        CONNECTIONS_IDLE_CLOSED.load(Ordering::Relaxed)
+    );
 }
 
 /// The controller quorum as this node last saw it (from its own controller, or from the

@@ -547,27 +547,44 @@ const MAINTENANCE_SHARES: usize = 100;
 /// Period of the timer that keeps a starting shard's ring from sleeping unbounded.
 const STARTUP_TICK_MS: u64 = 20;
 
-/// Longest a shard waits for the node's first metadata image before it accepts clients.
-const FIRST_IMAGE_WAIT: Duration = Duration::from_secs(10);
+/// How often a shard still waiting to accept clients says so.
+const SERVING_WAIT_WARN_INTERVAL: Duration = Duration::from_secs(10);
 
-/// Clients are answered from the metadata image: before the first one is published (the
-/// node's controller replayed its log, or the quorum answered), every topic would look
-/// unknown, and a client told "unknown topic" may not ask again for minutes. So accepting
-/// waits for it (the kernel queues connections meanwhile), bounded: a broker whose
-/// controllers are all down still serves what it can after `FIRST_IMAGE_WAIT`.
-async fn wait_first_image(shard: &Shard) {
-    let deadline = std::time::Instant::now() + FIRST_IMAGE_WAIT;
-    while shard.cluster.view.version() == 0 && !shard.stopping.is_set() {
-        if std::time::Instant::now() >= deadline {
+/// Clients are answered from the metadata image, so a shard accepts only once that image
+/// shows this broker registered (the registration it holds now, not one replayed from
+/// before a restart) and unfenced, with its listener. Before that a Metadata answer would
+/// list no broker at all on a fresh cluster (librdkafka: `Local: Partial response`), or
+/// not this one, and call every topic unknown before the first image (a client told
+/// "unknown topic" may not ask again for minutes). Kafka's brokers likewise open their
+/// request processing only after their initial unfencing. The kernel queues connections
+/// meanwhile; a broker that cannot reach its controllers keeps waiting and says so.
+async fn wait_serving(shard: &Shard) {
+    let started = std::time::Instant::now();
+    let mut warn_at = started + SERVING_WAIT_WARN_INTERVAL;
+    while !serving_ready(shard) && !shard.stopping.is_set() {
+        if std::time::Instant::now() >= warn_at {
+            warn_at += SERVING_WAIT_WARN_INTERVAL;
             tracing::warn!(
                 shard = shard.id,
-                wait_s = FIRST_IMAGE_WAIT.as_secs(),
-                "no metadata image yet; accepting clients anyway"
+                waited_s = started.elapsed().as_secs(),
+                state = ?shard.cluster.view.broker_state(),
+                "not registered and unfenced in the metadata image yet; not accepting clients"
             );
-            return;
         }
         glommio::timer::sleep(Duration::from_millis(5)).await;
     }
+}
+
+/// Whether this node's image shows this broker as the controller last answered it:
+/// active, under the epoch of its current registration, with a listener.
+fn serving_ready(shard: &Shard) -> bool {
+    let BrokerState::Active(epoch) = shard.cluster.view.broker_state() else {
+        return false;
+    };
+    let image = shard.cluster.image();
+    image
+        .broker(sluice_control::BrokerId(shard.config.node_id))
+        .is_some_and(|b| b.epoch == epoch && !b.fenced && !b.listeners.is_empty())
 }
 
 /// Places the partitions of topics nobody used yet (created, grown), so the placement
@@ -907,7 +924,13 @@ async fn open_shard(args: &ShardArgs) -> Result<Rc<Shard>, String> {
 }
 
 async fn accept_loop(shard: &Rc<Shard>, listener: &TcpListener) {
-    wait_first_image(shard).await;
+    wait_serving(shard).await;
+    let limits = crate::shard::ConnectionLimits {
+        per_shard_max: shard.config.connections_max_per_shard,
+        total_max: shard.config.connections_max,
+        per_ip_max: shard.config.connections_max_per_ip,
+    };
+    let mut refused_log = RefusedLog::new();
     loop {
         let accepted = futures_lite::future::or(async { Some(listener.accept().await) }, async {
             shard.stopping.wait().await;
@@ -924,29 +947,81 @@ async fn accept_loop(shard: &Rc<Shard>, listener: &TcpListener) {
                 continue;
             }
         };
-        let target = shard.connections.target_for(shard.id);
-        let max = shard.config.connections_max_per_shard;
-        if !shard.connections.reserve(target, max) {
-            tracing::warn!(
-                shard = target,
-                max,
-                "connection limit reached, closing new connection"
-            );
-            drop(stream);
+        let Ok(peer) = stream.peer_addr() else {
+            // Reset before we got to it: nothing to serve.
             continue;
-        }
+        };
+        let target = shard.connections.target_for(shard.id);
+        let slot = match shard.connections.reserve(target, peer.ip(), limits) {
+            Ok(slot) => slot,
+            Err(refusal) => {
+                crate::metrics::connection_refused(refusal as usize);
+                refused_log.note(shard, refusal, peer, limits);
+                drop(stream);
+                continue;
+            }
+        };
         if target == shard.id {
-            crate::conn::spawn(shard.clone(), stream);
+            crate::conn::spawn(shard.clone(), stream, slot);
         } else {
-            hand_off(shard, target, stream);
+            hand_off(shard, stream, slot);
         }
     }
 }
 
-/// Sends an accepted connection to shard `target` (its slot already taken) without
-/// holding up this shard's accept loop; a failed hand-off closes it and frees the slot.
-fn hand_off(shard: &Rc<Shard>, target: usize, stream: glommio::net::TcpStream) {
+/// How often a shard logs the connections it refused (one line per interval, with the
+/// count since the last), so a connection flood cannot flood the log.
+const REFUSED_LOG_INTERVAL: Duration = Duration::from_secs(10);
+
+/// The refused-connection log line of one shard's accept loop, rate-limited.
+struct RefusedLog {
+    next_at: std::time::Instant,
+    suppressed: u64,
+}
+
+impl RefusedLog {
+    fn new() -> Self {
+        RefusedLog {
+            next_at: std::time::Instant::now(),
+            suppressed: 0,
+        }
+    }
+
+    fn note(
+        &mut self,
+        shard: &Shard,
+        refusal: crate::shard::ConnectionRefusal,
+        peer: SocketAddr,
+        limits: crate::shard::ConnectionLimits,
+    ) {
+        let now = std::time::Instant::now();
+        if now < self.next_at {
+            self.suppressed += 1;
+            return;
+        }
+        self.next_at = now + REFUSED_LOG_INTERVAL;
+        tracing::warn!(
+            shard = shard.id,
+            %peer,
+            limit = refusal.as_str(),
+            per_shard_max = limits.per_shard_max,
+            total_max = limits.total_max,
+            per_ip_max = limits.per_ip_max,
+            refused_since_last_line = std::mem::take(&mut self.suppressed),
+            "connection limit reached, closing new connection"
+        );
+    }
+}
+
+/// Sends an accepted connection to the shard its `slot` was taken on without holding up
+/// this shard's accept loop; a failed hand-off closes it and frees the slot.
+fn hand_off(
+    shard: &Rc<Shard>,
+    stream: glommio::net::TcpStream,
+    slot: crate::shard::ConnectionSlot,
+) {
     use std::os::fd::{AsRawFd, BorrowedFd};
+    let target = slot.shard();
     // glommio's stream has no into_raw_fd: keep a duplicate of the descriptor and close
     // this executor's (the socket lives on through the duplicate).
     // SAFETY: `stream` owns this open descriptor and outlives the borrow.
@@ -957,17 +1032,16 @@ fn hand_off(shard: &Rc<Shard>, target: usize, stream: glommio::net::TcpStream) {
         Ok(fd) => fd,
         Err(e) => {
             tracing::warn!(shard = shard.id, to = target, error = %e, "could not hand a connection over, closing it");
-            shard.connections.release(target);
             return;
         }
     };
     let s = shard.clone();
     glommio::spawn_local(async move {
-        match s.call(target, ShardOp::Adopt { socket }).await {
+        // On failure the operation, and the slot in it, are dropped: the place is freed.
+        match s.call(target, ShardOp::Adopt { socket, slot }).await {
             ShardReply::Done => {}
             other => {
                 tracing::warn!(shard = s.id, to = target, reply = ?other, "connection hand-off failed, closed");
-                s.connections.release(target);
             }
         }
     })

@@ -120,6 +120,9 @@ pub struct NetworkConfig {
     pub socket_request_max_bytes: Option<u64>,
     pub inflight_requests_max: Option<u32>,
     pub connections_max_per_shard: Option<u32>,
+    pub connections_max: Option<u32>,
+    pub connections_max_per_ip: Option<u32>,
+    pub queued_request_bytes_max: Option<u64>,
     pub connection_idle_ms_max: Option<u64>,
     pub mesh_channel_depth_max: Option<u32>,
     pub fetch_wait_ms_max: Option<u64>,
@@ -532,6 +535,28 @@ pub fn settings(file: FileConfig, o: Overrides) -> Result<Settings> {
         n.connections_max_per_shard.map(u64::from),
         server.connections_max_per_shard,
     )?;
+    server.connections_max = positive(
+        "network.connections_max",
+        n.connections_max.map(u64::from),
+        server.connections_max,
+    )?;
+    server.connections_max_per_ip = positive(
+        "network.connections_max_per_ip",
+        n.connections_max_per_ip.map(u64::from),
+        server.connections_max_per_ip,
+    )?;
+    server.queued_request_bytes_max = positive(
+        "network.queued_request_bytes_max",
+        n.queued_request_bytes_max,
+        server.queued_request_bytes_max,
+    )?;
+    if server.queued_request_bytes_max < server.request_bytes_max.min(1 << 20) {
+        bail!(
+            "network.queued_request_bytes_max: {} is below 1 MiB (or socket_request_max_bytes, {}, if that is smaller): one ordinary request must fit",
+            server.queued_request_bytes_max,
+            server.request_bytes_max
+        );
+    }
     server.connection_idle_ms_max = positive(
         "network.connection_idle_ms_max",
         n.connection_idle_ms_max,
@@ -813,6 +838,57 @@ mod tests {
         .unwrap();
         let err = groups_config(&f.groups).unwrap_err().to_string();
         assert!(err.contains("session_timeout_ms_min"), "{err}");
+    }
+
+    #[test]
+    fn connection_and_request_bounds_are_read_and_checked() {
+        let parse = |t: &str| toml::from_str::<FileConfig>(t).unwrap();
+        let f = parse(
+            "[network]\nconnections_max = 100\nconnections_max_per_ip = 10\nqueued_request_bytes_max = 33554432\nconnection_idle_ms_max = 500\n",
+        );
+        let s = settings(f, Overrides::default()).unwrap().server;
+        assert_eq!(
+            (
+                s.connections_max,
+                s.connections_max_per_ip,
+                s.queued_request_bytes_max,
+                s.connection_idle_ms_max
+            ),
+            (100, 10, 32 << 20, 500)
+        );
+        let s = settings(parse(""), Overrides::default()).unwrap().server;
+        assert_eq!(
+            (
+                s.connections_max,
+                s.connections_max_per_ip,
+                s.queued_request_bytes_max
+            ),
+            (16_384, 4096, 256 << 20)
+        );
+        for (line, key) in [
+            ("connections_max = 0", "network.connections_max"),
+            (
+                "connections_max_per_ip = 0",
+                "network.connections_max_per_ip",
+            ),
+            (
+                "queued_request_bytes_max = 0",
+                "network.queued_request_bytes_max",
+            ),
+            (
+                "queued_request_bytes_max = 1000",
+                "network.queued_request_bytes_max",
+            ),
+            (
+                "connection_idle_ms_max = 0",
+                "network.connection_idle_ms_max",
+            ),
+        ] {
+            let err = settings(parse(&format!("[network]\n{line}\n")), Overrides::default())
+                .unwrap_err()
+                .to_string();
+            assert!(err.contains(key), "{line}: {err}");
+        }
     }
 
     #[test]

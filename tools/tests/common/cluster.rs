@@ -61,6 +61,14 @@ impl Cluster {
     /// Starts every node and waits (up to `guard`) until all are unfenced brokers and the
     /// quorum has a leader.
     pub fn start(name: &str, spec: ClusterSpec, guard: Duration) -> Cluster {
+        let c = Cluster::launch(name, spec);
+        c.wait_all_active(guard);
+        c
+    }
+
+    /// Starts every node and returns as soon as each has printed its listening line
+    /// (before any has registered, so clients can ask it while the cluster forms).
+    pub fn launch(name: &str, spec: ClusterSpec) -> Cluster {
         let root = PathBuf::from(env!("CARGO_TARGET_TMPDIR"))
             .join(format!("cluster-{name}-{}", std::process::id()));
         let _ = std::fs::remove_dir_all(&root);
@@ -84,7 +92,6 @@ impl Cluster {
         for id in c.ids() {
             c.start_node(id);
         }
-        c.wait_all_active(guard);
         c
     }
 
