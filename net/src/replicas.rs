@@ -448,6 +448,15 @@ async fn propose_isr(shard: &Rc<Shard>, r: &Rc<Replica>, change: IsrChange, lead
         tracing::info!(topic = %r.tp.topic, partition = r.tp.partition.0, follower = b, isr = ?change.isr, "expanding ISR: follower caught up");
     }
     let result = crate::cluster::alter_isr(&shard.cluster, &r.tp, leader_epoch, &change.isr).await;
+    if result.is_err() {
+        // Refused: the ISR stays the image's, and the high watermark stops waiting for the
+        // members the change would have added (Kafka reverts its maximal ISR the same way).
+        if let Role::Leader(l) = &mut *r.role.borrow_mut() {
+            if l.leader_epoch() == leader_epoch {
+                l.pending_refused();
+            }
+        }
+    }
     match result {
         Ok(()) => shard.replicas.count(|c| {
             c.isr_shrinks += u64::from(!change.shrunk.is_empty());
