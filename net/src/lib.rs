@@ -30,6 +30,7 @@ pub mod placement;
 pub mod replicas;
 mod server;
 pub mod shard;
+pub mod shutdown;
 pub mod store;
 
 pub use config::{ClusterConfig, FlushSetting, Roles, ServerConfig, TopicDefaults};
