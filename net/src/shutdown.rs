@@ -23,17 +23,17 @@ use std::time::{Duration, Instant};
 /// takes as long as the slowest write to a client.
 pub const CONNECTIONS_DRAIN_MAX: Duration = Duration::from_secs(5);
 /// The other shards draining theirs (they forward requests to this one meanwhile).
-pub const PEERS_DRAIN_MAX: Duration = Duration::from_secs(5);
+pub const PEERS_DRAIN_MAX: Duration = Duration::from_secs(3);
 /// The group coordinator's last group-metadata writes.
 pub const COORDINATOR_STOP_MAX: Duration = Duration::from_secs(3);
 /// The follower fetchers ending (calls in flight are abandoned; appends finish).
 pub const REPLICATION_STOP_MAX: Duration = Duration::from_secs(3);
 /// Closing the logs (flushing the in-memory tails).
-pub const LOGS_CLOSE_MAX: Duration = Duration::from_secs(10);
+pub const LOGS_CLOSE_MAX: Duration = Duration::from_secs(8);
 /// The whole stop, from the shards being told to stop until every executor has ended and
-/// the stop report is sent: above the sum of the step bounds (26 s) and the stop report
+/// the stop report is sent: above the sum of the step bounds (22 s) and the stop report
 /// (5 s), so only a step that could not be bounded trips it.
-pub const STOP_MAX: Duration = Duration::from_secs(40);
+pub const STOP_MAX: Duration = Duration::from_secs(30);
 
 /// Where each executor of the node is in its stop, for the watchdog's report.
 #[derive(Debug, Default)]
