@@ -642,3 +642,82 @@ fn five_rolling_restarts_under_load_exit_in_time_lose_nothing_and_skip_nothing()
         commit_errors.iter().take(10).map(|(_, e)| e).collect::<Vec<_>>()
     );
 }
+
+/// A client that asks for much more than it reads (64 fetches of 1 MiB pipelined, none of
+/// the answers read) leaves the broker's writer blocked on a full socket for good. SIGTERM
+/// must still end the broker within its bound (issue #26: a broker logged "no new
+/// connections, finishing in-flight requests" and never exited): the connections step is
+/// left behind after its bound, the logs close, and the process exits 0. Before the bounded
+/// stop the shard waited for that connection forever.
+#[test]
+fn sigterm_ends_a_broker_whose_client_stopped_reading() {
+    use kafka_protocol::messages::{fetch_request, ApiKey, BrokerId, FetchRequest, TopicName};
+    use kafka_protocol::protocol::StrBytes;
+    use std::io::Write;
+
+    const STALL_TOPIC: &str = "stalled-reader";
+    const MESSAGE_BYTES: usize = 100 << 10;
+    const MESSAGES: usize = 40;
+    const FETCHES: i32 = 64;
+    let dir = tempfile::tempdir().unwrap();
+    let mut broker =
+        common::Broker::start_with(dir.path(), &["--controlled-shutdown-timeout-ms", "10000"]);
+    let producer: rdkafka::producer::BaseProducer = ClientConfig::new()
+        .set("bootstrap.servers", &broker.addr)
+        .set("acks", "1")
+        .create()
+        .expect("producer");
+    let value = vec![b'x'; MESSAGE_BYTES];
+    for _ in 0..MESSAGES {
+        producer
+            .send(
+                BaseRecord::<(), [u8]>::to(STALL_TOPIC)
+                    .partition(0)
+                    .payload(&value),
+            )
+            .map_err(|(e, _)| e)
+            .expect("queued");
+    }
+    producer.flush(HANG_GUARD).expect("4 MB written");
+
+    let mut s = common::raw::connect(&broker.addr);
+    let fetch = FetchRequest::default()
+        .with_replica_id(BrokerId(-1))
+        .with_max_wait_ms(0)
+        .with_min_bytes(0)
+        .with_max_bytes(1 << 20)
+        .with_topics(vec![fetch_request::FetchTopic::default()
+            .with_topic(TopicName(StrBytes::from_static_str(STALL_TOPIC)))
+            .with_partitions(vec![fetch_request::FetchPartition::default()
+                .with_partition(0)
+                .with_fetch_offset(0)
+                .with_partition_max_bytes(1 << 20)])]);
+    for id in 0..FETCHES {
+        s.write_all(&common::raw::frame(ApiKey::Fetch, 4, id, &fetch))
+            .expect("send a fetch");
+    }
+    // The broker has answered some (its writer took them): the rest, 60 MiB and more,
+    // cannot fit in the socket buffers of a client that reads nothing.
+    let bytes_out = || {
+        let m = broker.admin_get("/metrics").ok()?;
+        m.lines()
+            .find_map(|l| l.strip_prefix("sluice_bytes_out_total "))?
+            .trim()
+            .parse::<u64>()
+            .ok()
+    };
+    wait_for("the broker writing fetch answers", HANG_GUARD, &mut || {
+        bytes_out().filter(|b| *b >= 2 << 20)
+    });
+    let started = Instant::now();
+    let status = broker.stop_within(EXIT_BOUND);
+    assert!(
+        status.is_some_and(|s| s.success()),
+        "the broker did not exit 0 within {EXIT_BOUND:?} of SIGTERM with a client that stopped reading: {status:?}"
+    );
+    eprintln!(
+        "figure: exit {} ms after SIGTERM with a client that stopped reading (connections drain bound 5 s)",
+        started.elapsed().as_millis()
+    );
+    drop(s);
+}
