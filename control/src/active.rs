@@ -8,7 +8,11 @@
 //! fences a live broker. So does the set of brokers in controlled shutdown: they are not
 //! unfenced, elected or added to an ISR until they register again (a stopping broker also
 //! stops heartbeating, so a new active controller that never saw its shutdown does not
-//! unfence it either).
+//! unfence it either). The set remembers the broker epoch each broker left with and counts
+//! a broker only while the image still has it registered with that epoch: a broker that
+//! registered again through another controller (this one was not active meanwhile) is
+//! back, even though this controller never saw the registration (before, a controller
+//! that became active again kept a restarted broker fenced and out of every ISR for good).
 //!
 //! Decisions are made from the image one at a time: nothing is decided while an earlier
 //! proposal (this module's, an ISR change's, a shutdown's) is not yet applied, so no
@@ -21,6 +25,7 @@ use crate::election::{
     controlled_shutdown_records, fence_broker, preferred_leader_records_except, unfence_broker,
     BrokerLiveness,
 };
+use crate::image::MetadataImage;
 use crate::records::{Listener, Record};
 use crate::types::{BrokerEpoch, BrokerId, Millis};
 
@@ -72,8 +77,9 @@ pub struct BrokerControl {
     active_since: Option<Millis>,
     /// Proposals in flight: the log index that must be applied before re-deciding.
     in_flight_until: u64,
-    /// Brokers in controlled shutdown (until they register again).
-    shutting_down: BTreeSet<BrokerId>,
+    /// Brokers in controlled shutdown, with the broker epoch they left with (until they
+    /// register again, here or through another controller).
+    shutting_down: BTreeMap<BrokerId, BrokerEpoch>,
 }
 
 impl BrokerControl {
@@ -83,13 +89,18 @@ impl BrokerControl {
             config,
             active_since: None,
             in_flight_until: 0,
-            shutting_down: BTreeSet::new(),
+            shutting_down: BTreeMap::new(),
         }
     }
 
-    /// Brokers in controlled shutdown.
-    pub fn shutting_down(&self) -> &BTreeSet<BrokerId> {
-        &self.shutting_down
+    /// Brokers in controlled shutdown as of `image`: those it still has registered with
+    /// the epoch they left with (a new epoch means the broker registered again).
+    pub fn shutting_down(&self, image: &MetadataImage) -> BTreeSet<BrokerId> {
+        self.shutting_down
+            .iter()
+            .filter(|(b, e)| image.broker(**b).is_some_and(|info| info.epoch == **e))
+            .map(|(b, _)| *b)
+            .collect()
     }
 
     /// The log index every proposal so far reaches: decide again only once the image has
@@ -135,9 +146,11 @@ impl BrokerControl {
             Some(b) if b.epoch != epoch => return Ok(Err(Some(b.epoch))),
             Some(_) => {}
         }
-        self.shutting_down.insert(broker);
+        self.shutting_down.insert(broker, epoch);
         let records = match step {
-            Leaving::Shutdown => controlled_shutdown_records(&image, broker, &self.shutting_down),
+            Leaving::Shutdown => {
+                controlled_shutdown_records(&image, broker, &self.shutting_down(&image))
+            }
             Leaving::Stopped => fence_broker(&image, broker),
         };
         for r in &records {
@@ -234,6 +247,10 @@ impl BrokerControl {
                 break;
             }
         }
+        // Brokers that registered again (through any controller) are no longer leaving.
+        self.shutting_down
+            .retain(|b, e| image.broker(*b).is_some_and(|info| info.epoch == *e));
+        let shutting_down = self.shutting_down(&image);
         if records.is_empty() {
             let recent: BTreeMap<BrokerId, bool> = image
                 .brokers()
@@ -241,7 +258,7 @@ impl BrokerControl {
                 .map(|b| (b.id, self.liveness.alive(b.id, now)))
                 .collect();
             for (b, _) in recent.into_iter().filter(|(_, alive)| *alive) {
-                if !self.shutting_down.contains(&b) {
+                if !shutting_down.contains(&b) {
                     records = unfence_broker(&image, b);
                     if !records.is_empty() {
                         break;
@@ -250,7 +267,7 @@ impl BrokerControl {
             }
         }
         if records.is_empty() && self.config.auto_leader_rebalance {
-            records = preferred_leader_records_except(&image, &self.shutting_down);
+            records = preferred_leader_records_except(&image, &shutting_down);
         }
         for r in &records {
             ctl.propose(r)?;

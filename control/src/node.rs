@@ -554,7 +554,7 @@ async fn handle(state: &Rc<NodeState>, req: Request) -> Reply {
             let image = state.ctl.borrow().image();
             let records = crate::election::preferred_leader_records_except(
                 &image,
-                state.brokers.borrow().shutting_down(),
+                &state.brokers.borrow().shutting_down(&image),
             );
             if records.is_empty() {
                 return Reply::Done {
@@ -642,7 +642,7 @@ async fn alter_partition(state: &NodeState, change: &IsrChange<'_>) -> Reply {
     let (image, decided) = {
         let image = state.ctl.borrow().image();
         let shutting = state.brokers.borrow();
-        let decided = crate::isr::alter_partition(&image, change, shutting.shutting_down());
+        let decided = crate::isr::alter_partition(&image, change, &shutting.shutting_down(&image));
         (image, decided)
     };
     let record = match decided {

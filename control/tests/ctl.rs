@@ -90,7 +90,7 @@ impl World {
             leader_epoch: p.leader_epoch,
             isr,
         };
-        match alter_partition(&image, &req, self.bc.shutting_down()) {
+        match alter_partition(&image, &req, &self.bc.shutting_down(&image)) {
             Ok(Some(record)) => {
                 self.c.propose(&record)?;
                 Ok(Ok(()))
@@ -276,7 +276,7 @@ fn controlled_shutdown_moves_leadership_and_the_broker_stays_fenced_until_it_reg
         Leaving::Shutdown,
     )?;
     assert_eq!(stale, Err(Some(w.epochs[0].1)));
-    assert!(w.bc.shutting_down().is_empty());
+    assert!(w.bc.shutting_down(&*w.image()?).is_empty());
 
     let ctl = w.c.node_mut(l).ok_or("gone")?;
     let records =
@@ -322,8 +322,49 @@ fn controlled_shutdown_moves_leadership_and_the_broker_stays_fenced_until_it_reg
     let epoch = w.bc.register(ctl, one, Some("a".into()), vec![], w.now)?;
     w.epochs[0] = (one, epoch);
     w.c.settle()?;
-    assert!(w.bc.shutting_down().is_empty());
+    assert!(w.bc.shutting_down(&*w.image()?).is_empty());
     w.run_until(&ALL, |i| i.is_live(one))?;
+    Ok(())
+}
+
+/// A rolling restart where the active controller changes while a broker is down (issue
+/// #26): broker 1 leaves through controller A, registers again through controller B (A is
+/// not active then), and A becomes active again. A must see from the image that broker 1
+/// is back: it is unfenced, may join an ISR and lead again. Before the fix A kept broker 1
+/// in its in-memory shutting-down set, so it stayed fenced and out of every ISR for good.
+#[test]
+fn a_broker_that_registered_again_through_another_controller_is_not_still_leaving() -> TestResult {
+    let (mut w, _dir) = setup("ctl-reregister", 2)?;
+    let one = BrokerId(1);
+    let l = w.c.leader().ok_or("no leader")?;
+    let ctl = w.c.node_mut(l).ok_or("gone")?;
+    w.bc.leave(ctl, one, w.epochs[0].1, Leaving::Shutdown)?
+        .map_err(|e| format!("{e:?}"))?;
+    w.c.settle()?;
+    assert!(w.bc.shutting_down(&*w.image()?).contains(&one));
+    let two_three = [BrokerId(2), BrokerId(3)];
+    w.run_until(&two_three, |i| {
+        !i.is_live(one) && i.partitions().all(|(_, _, p)| !p.isr.contains(&one))
+    })?;
+
+    // Another controller (B) takes the registration of the restarted broker: A's state
+    // never sees it.
+    let mut b = BrokerControl::new(BrokerControlConfig::default());
+    let l = w.c.leader().ok_or("no leader")?;
+    let ctl = w.c.node_mut(l).ok_or("gone")?;
+    let epoch = b.register(ctl, one, Some("a".into()), vec![], w.now)?;
+    w.epochs[0] = (one, epoch);
+    w.c.settle()?;
+    assert!(w.bc.shutting_down(&*w.image()?).is_empty());
+
+    // A is active again: the broker is unfenced on its heartbeats and joins an ISR.
+    w.run_until(&ALL, |i| i.is_live(one))?;
+    let image = w.image()?;
+    let p = partition(&image, 0);
+    let mut isr = p.isr.clone();
+    isr.push(one);
+    assert_eq!(w.alter(0, &isr)?, Ok(()));
+    w.run_until(&ALL, |i| partition(i, 0).isr.contains(&one))?;
     Ok(())
 }
 

@@ -177,6 +177,11 @@ pub async fn serve(shard: Rc<Shard>, stream: TcpStream) {
     });
     let idle = Duration::from_millis(shard.config.connection_idle_ms_max);
     loop {
+        // A client that keeps requests queued would keep the read below ready forever (it
+        // is polled first): a stopping shard takes no new request either way.
+        if shard.stopping.is_set() {
+            break;
+        }
         let outcome = futures_lite::future::or(
             async {
                 match read_frame(&mut reader, &shard, &activity).await {

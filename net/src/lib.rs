@@ -31,6 +31,7 @@ pub mod replicas;
 mod request_bytes;
 mod server;
 pub mod shard;
+pub mod shutdown;
 pub mod store;
 
 pub use config::{ClusterConfig, FlushSetting, Roles, ServerConfig, TopicDefaults};

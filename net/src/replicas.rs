@@ -67,6 +67,14 @@ impl Replica {
         matches!(&*self.role.borrow(), Role::Leader(_))
     }
 
+    /// The leader epoch of the leadership this broker holds now (`None`: it follows).
+    pub fn leader_epoch(&self) -> Option<i32> {
+        match &*self.role.borrow() {
+            Role::Leader(l) => Some(l.leader_epoch()),
+            Role::Follower { .. } => None,
+        }
+    }
+
     /// acks=all may be accepted: this broker leads and enough replicas are in sync.
     pub fn enough_in_sync(&self) -> bool {
         match &*self.role.borrow() {
@@ -134,6 +142,26 @@ impl Replica {
             _ => None,
         }
     }
+}
+
+/// The leader epoch a produce to a partition is stamped with: for a replicated partition
+/// (`role_epoch` is `Some`), the epoch of the leadership this broker holds, and only while
+/// the image names the same one; otherwise NOT_LEADER_OR_FOLLOWER (the client asks for
+/// metadata and retries). A partition with one replica takes the image's epoch.
+pub fn append_epoch(role_epoch: Option<Option<i32>>, image_epoch: i32) -> Result<i32, i16> {
+    match role_epoch {
+        None => Ok(image_epoch),
+        Some(Some(e)) if e == image_epoch => Ok(e),
+        // Following, or the image moved on (an election this broker's role has not
+        // caught up with, either way).
+        Some(_) => Err(code::NOT_LEADER_OR_FOLLOWER),
+    }
+}
+
+/// Whether `r` is still led by this broker in the leadership of `epoch` (a produce
+/// appended in it may be acknowledged).
+pub fn still_leading(r: &Replica, epoch: crate::store::LeaderEpoch) -> bool {
+    r.leader_epoch() == Some(epoch.0)
 }
 
 /// Counters for /metrics.
@@ -448,6 +476,15 @@ async fn propose_isr(shard: &Rc<Shard>, r: &Rc<Replica>, change: IsrChange, lead
         tracing::info!(topic = %r.tp.topic, partition = r.tp.partition.0, follower = b, isr = ?change.isr, "expanding ISR: follower caught up");
     }
     let result = crate::cluster::alter_isr(&shard.cluster, &r.tp, leader_epoch, &change.isr).await;
+    if result.is_err() {
+        // Refused: the ISR stays the image's, and the high watermark stops waiting for the
+        // members the change would have added (Kafka reverts its maximal ISR the same way).
+        if let Role::Leader(l) = &mut *r.role.borrow_mut() {
+            if l.leader_epoch() == leader_epoch {
+                l.pending_refused();
+            }
+        }
+    }
     match result {
         Ok(()) => shard.replicas.count(|c| {
             c.isr_shrinks += u64::from(!change.shrunk.is_empty());
@@ -462,5 +499,29 @@ async fn propose_isr(shard: &Rc<Shard>, r: &Rc<Replica>, change: IsrChange, lead
             // Proposed again once the pending time has passed (or the image changed).
             tracing::warn!(topic = %r.tp.topic, partition = r.tp.partition.0, error, %message, "ISR change refused");
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_produce_is_stamped_with_the_leadership_this_broker_holds_or_refused() {
+        // One replica: the image's epoch.
+        assert_eq!(append_epoch(None, 4), Ok(4));
+        // Leading in the image's epoch.
+        assert_eq!(append_epoch(Some(Some(4)), 4), Ok(4));
+        // The image names a newer epoch (another leader, or this broker again before its
+        // role switched): stamping it would claim an epoch this broker never wrote in.
+        assert_eq!(
+            append_epoch(Some(Some(4)), 5),
+            Err(code::NOT_LEADER_OR_FOLLOWER)
+        );
+        // Elected in the image, still following here: the fetcher may still append.
+        assert_eq!(
+            append_epoch(Some(None), 5),
+            Err(code::NOT_LEADER_OR_FOLLOWER)
+        );
     }
 }

@@ -26,6 +26,7 @@ use crate::groups::{self, Groups};
 use crate::moves::{self, MoveQueue};
 use crate::placement::{hash_owner, PlacementError, PlacementTable};
 use crate::shard::{ConnectionCounts, Shard, ShardCall, ShardOp, ShardReply, ShardShared, Traffic};
+use crate::shutdown::{self, StopSteps};
 use crate::store::{LogManager, TopicPartition};
 
 /// Why the server could not start or stopped with an error.
@@ -55,6 +56,8 @@ pub struct Server {
     /// This node's cluster view when it has the broker role (controlled shutdown).
     broker: Option<Arc<ClusterView>>,
     controlled_shutdown_timeout: Duration,
+    /// Where each executor is in its stop (`shutdown`), watched from outside them.
+    steps: Arc<StopSteps>,
 }
 
 type Ready = mpsc::Sender<Result<(), String>>;
@@ -143,6 +146,7 @@ pub fn start(mut config: ServerConfig) -> Result<Server, ServerError> {
     let connections = Arc::new(ConnectionCounts::new(count));
     let move_queue = std::cell::Cell::new(Some(moves::register(placement.clone())));
     let stop = Arc::new(AtomicBool::new(false));
+    let steps = StopSteps::new();
     let draining = Arc::new(AtomicUsize::new(count));
     let mesh: Option<MeshBuilder<ShardCall, Full>> =
         (count > 1).then(|| MeshBuilder::full(count, config.mesh_channel_depth_max.max(1)));
@@ -197,6 +201,7 @@ pub fn start(mut config: ServerConfig) -> Result<Server, ServerError> {
             stop: stop.clone(),
             draining: draining.clone(),
             ready: ready_tx.clone(),
+            steps: steps.clone(),
         };
         let mut builder = LocalExecutorBuilder::new(pin).name(&format!("shard{i}"));
         if let Some(bytes) = config.io_memory_bytes {
@@ -211,6 +216,7 @@ pub fn start(mut config: ServerConfig) -> Result<Server, ServerError> {
         }
     }
     drop(ready_tx);
+    shutdown::watchdog(stop.clone(), steps.clone());
     let server = Server {
         local_addr,
         serves_kafka: true,
@@ -220,6 +226,7 @@ pub fn start(mut config: ServerConfig) -> Result<Server, ServerError> {
         controlled_shutdown_timeout: Duration::from_millis(
             config.cluster.controlled_shutdown_timeout_ms,
         ),
+        steps,
     };
     if let Some(e) = spawn_error {
         server.stop();
@@ -283,6 +290,8 @@ fn start_controller_only(config: ServerConfig) -> Result<Server, ServerError> {
         .spawn(move || crate::cluster::control_main(control))
         .map_err(|e| ServerError::Runtime(runtime_hint(&e.to_string())))?;
     tracing::info!(quorum = %local_addr, "controller-only node: no Kafka listener, no shards");
+    let steps = StopSteps::new();
+    shutdown::watchdog(stop.clone(), steps.clone());
     Ok(Server {
         local_addr,
         serves_kafka: false,
@@ -290,6 +299,7 @@ fn start_controller_only(config: ServerConfig) -> Result<Server, ServerError> {
         handles: vec![handle],
         broker: None,
         controlled_shutdown_timeout: Duration::ZERO,
+        steps,
     })
 }
 
@@ -470,22 +480,37 @@ impl Server {
     /// broker stopped to the controller (`cluster::report_stopped`).
     pub fn join(self) -> Result<(), ServerError> {
         let mut first = None;
-        for h in self.handles {
+        // The control thread first (index 0), then the shards in creation order; each
+        // shard names its own stop steps once it reaches them.
+        let names: Vec<String> = (0..self.handles.len())
+            .map(|i| match i {
+                0 => "control".to_string(),
+                i => format!("shard{}", i - 1),
+            })
+            .collect();
+        for name in &names {
+            self.steps.enter(name, "running");
+        }
+        for (h, name) in self.handles.into_iter().zip(&names) {
             let r = match h.join() {
                 Ok(Ok(())) => Ok(()),
                 Ok(Err(e)) => Err(e),
                 Err(e) => Err(runtime_hint(&e.to_string())),
             };
+            self.steps.leave(name);
             if let Err(e) = r {
                 first.get_or_insert(e);
             }
         }
         if let Some(view) = &self.broker {
+            self.steps.enter("node", "stop report");
             crate::cluster::report_stopped(
                 view,
                 self.controlled_shutdown_timeout.min(STOP_REPORT_TIMEOUT),
             );
+            self.steps.leave("node");
         }
+        self.steps.finished();
         match first {
             Some(e) => Err(ServerError::Runtime(e)),
             None => Ok(()),
@@ -507,6 +532,7 @@ struct ShardArgs {
     stop: Arc<AtomicBool>,
     draining: Arc<AtomicUsize>,
     ready: Ready,
+    steps: Arc<StopSteps>,
 }
 
 /// Counts a shard out of `draining` however it ends; a shard that panics also stops the
@@ -809,25 +835,91 @@ async fn shard_main(mut args: ShardArgs) -> Result<(), String> {
     }
     accept_loop(&shard, &listener).await;
     drop(listener);
-    while shard.connections.get(shard.id) > 0 {
-        glommio::timer::sleep(Duration::from_millis(10)).await;
+    stop_shard(&shard, &args, &mut exit, coordinator, replication).await
+}
+
+/// The shard's bounded stop (`shutdown`): its connections finish their in-flight requests
+/// (every wait ends when the shard stops), the other shards drain theirs, the coordinator
+/// and the follower fetchers stop, the logs close. A step past its bound is left behind
+/// (connections and tasks still running end with the executor: their clients see a
+/// closed connection and retry elsewhere).
+async fn stop_shard(
+    shard: &Rc<Shard>,
+    args: &ShardArgs,
+    exit: &mut ShardExit,
+    coordinator: glommio::Task<()>,
+    replication: glommio::Task<()>,
+) -> Result<(), String> {
+    let who = format!("shard{}", shard.id);
+    let steps = &args.steps;
+    let started = std::time::Instant::now();
+    let drained = async {
+        while shard.connections.get(shard.id) > 0 {
+            glommio::timer::sleep(Duration::from_millis(10)).await;
+        }
+    };
+    let open = shard.connections.get(shard.id);
+    if shutdown::step(
+        steps,
+        &who,
+        "connections",
+        shutdown::CONNECTIONS_DRAIN_MAX,
+        drained,
+    )
+    .await
+    .is_none()
+    {
+        tracing::warn!(
+            shard = shard.id,
+            open_at_stop = open,
+            open_now = shard.connections.get(shard.id),
+            "connections still open after the drain bound: they close with the shard"
+        );
     }
     // Keep serving other shards' calls until every shard has drained its connections.
     exit.drained();
-    while args.draining.load(Ordering::SeqCst) > 0 {
-        glommio::timer::sleep(Duration::from_millis(10)).await;
-    }
+    let peers = async {
+        while args.draining.load(Ordering::SeqCst) > 0 {
+            glommio::timer::sleep(Duration::from_millis(10)).await;
+        }
+    };
+    shutdown::step(steps, &who, "peers", shutdown::PEERS_DRAIN_MAX, peers).await;
     // Its last group-metadata writes land before the logs close, and the follower
     // fetchers stop appending.
-    coordinator.await;
-    replication.await;
-    shard
-        .logs
-        .close_all()
-        .await
-        .map_err(|e| format!("shard {}: closing logs: {e}", shard.id))?;
-    tracing::info!(shard = shard.id, "shard stopped");
-    Ok(())
+    shutdown::step(
+        steps,
+        &who,
+        "coordinator",
+        shutdown::COORDINATOR_STOP_MAX,
+        coordinator,
+    )
+    .await;
+    shutdown::step(
+        steps,
+        &who,
+        "replication",
+        shutdown::REPLICATION_STOP_MAX,
+        replication,
+    )
+    .await;
+    let closed = shutdown::step(
+        steps,
+        &who,
+        "logs",
+        shutdown::LOGS_CLOSE_MAX,
+        shard.logs.close_all(),
+    )
+    .await;
+    steps.enter(&who, "ending");
+    tracing::info!(
+        shard = shard.id,
+        took_ms = started.elapsed().as_millis() as u64,
+        "shard stopped"
+    );
+    match closed {
+        Some(Err(e)) => Err(format!("shard {}: closing logs: {e}", shard.id)),
+        _ => Ok(()),
+    }
 }
 
 /// How often shard 0 looks for topic changes from the metadata image.

@@ -934,8 +934,8 @@ impl Shard {
         for (a, (tp, _)) in appended.into_iter().zip(&parts) {
             let r = match a {
                 Err(error) => Err(error),
-                Ok((log, base_offset, end)) => self
-                    .wait_acked(tp, &log, acks, end, timeout_ms)
+                Ok((log, base_offset, end, epoch)) => self
+                    .wait_acked(tp, &log, acks, (end, epoch), timeout_ms)
                     .await
                     .map(|()| (base_offset, log.log_start_offset().0)),
             };
@@ -956,13 +956,19 @@ impl Shard {
     }
 
     /// What the producer's `acks` waits for: nothing (0), this broker's durable copy (1),
-    /// or the high watermark passing the batch (all), bounded by `timeout_ms`.
+    /// or the high watermark passing the batch (all), bounded by `timeout_ms`. `end` and
+    /// `epoch`: where the batch ends and the leadership it was appended under; the
+    /// answer is NOT_LEADER_OR_FOLLOWER once that leadership is over, whatever the high
+    /// watermark says (after the switch to follower the high watermark is the new
+    /// leader's, whose log may hold other records at these offsets: this broker's copy
+    /// of the batch is an uncommitted suffix it truncates, and acknowledging it would
+    /// lose it).
     async fn wait_acked(
         &self,
         tp: &TopicPartition,
         log: &PartitionLog,
         acks: i16,
-        end: Offset,
+        (end, epoch): (Offset, LeaderEpoch),
         timeout_ms: u64,
     ) -> Result<(), i16> {
         if acks == 0 {
@@ -975,6 +981,11 @@ impl Shard {
         let Some(replica) = self.replicas.get(tp) else {
             return Ok(());
         };
+        let same_leadership =
+            |r: &crate::replicas::Replica| crate::replicas::still_leading(r, epoch);
+        if !same_leadership(&replica) {
+            return Err(code::NOT_LEADER_OR_FOLLOWER);
+        }
         // This broker's copy is durable: that may be what the high watermark waited for.
         replica.update_hw();
         if acks != -1 || replica.hw.get() >= end.0 {
@@ -989,9 +1000,10 @@ impl Shard {
         })
         .await
         {
-            Some(Ok(())) => Ok(()),
+            // The high watermark passed the batch within the leadership it was written in.
+            Some(Ok(())) if same_leadership(&replica) => Ok(()),
             // The leadership ended while waiting: the client retries on the new leader.
-            Some(Err(_)) => Err(code::NOT_LEADER_OR_FOLLOWER),
+            Some(_) => Err(code::NOT_LEADER_OR_FOLLOWER),
             None if !replica.enough_in_sync() => Err(code::NOT_ENOUGH_REPLICAS_AFTER_APPEND),
             None => Err(code::REQUEST_TIMED_OUT),
         }
@@ -1004,8 +1016,17 @@ impl Shard {
         tp: &TopicPartition,
         records: &Bytes,
         acks: i16,
-    ) -> Result<(PartitionLog, i64, Offset), i16> {
+    ) -> Result<(PartitionLog, i64, Offset, LeaderEpoch), i16> {
         let log = self.log_for(tp).await?;
+        // The epoch the batch is stamped with is the leadership this broker holds now,
+        // checked with no await before the append: the image alone may already name a
+        // newer epoch this broker does not lead in (a controlled shutdown moving it away,
+        // or leading again before the replication loop switched the role). A batch stamped
+        // with an epoch its writer never led in makes a later truncation keep it
+        // (its epoch matches the real leader's), and the replicas diverge.
+        let image_epoch = self.cluster.leader_epoch(&tp.topic, tp.partition.0);
+        let role_epoch = self.replicas.get(tp).map(|r| r.leader_epoch());
+        let epoch = LeaderEpoch(crate::replicas::append_epoch(role_epoch, image_epoch)?);
         if acks == -1 && self.replicas.get(tp).is_some_and(|r| !r.enough_in_sync()) {
             tracing::info!(shard = self.id, partition = %tp, "acks=all produce refused: too few in-sync replicas");
             return Err(code::NOT_ENOUGH_REPLICAS);
@@ -1016,10 +1037,14 @@ impl Shard {
         });
         // Idempotence (sequence checks, duplicates answered with their first offsets) is
         // the engine's: its producer state is per log and survives restarts.
-        let epoch = LeaderEpoch(self.cluster.leader_epoch(&tp.topic, tp.partition.0));
         let result = log.append(records, epoch).await;
         match result {
-            Ok(info) => Ok((log, info.base_offset.0, Offset(info.last_offset.0 + 1))),
+            Ok(info) => Ok((
+                log,
+                info.base_offset.0,
+                Offset(info.last_offset.0 + 1),
+                epoch,
+            )),
             Err(AppendError::Io(e)) => {
                 tracing::error!(shard = self.id, topic = %tp.topic, partition = tp.partition.0, error = %e, "append failed");
                 Err(code::KAFKA_STORAGE_ERROR)

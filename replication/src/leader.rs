@@ -7,11 +7,15 @@
 //! computes, and sends the ISR changes it proposes to the controller.
 //!
 //! Invariants:
-//! - The ISR used here is the image's (the committed one). A shrink counts only once the
-//!   controller has applied it, so while it is pending the removed follower still holds back
-//!   the high watermark (Kafka's "maximal ISR"); an expansion is proposed only for a
-//!   follower that already holds everything below the high watermark, so admitting it never
-//!   moves the high watermark back.
+//! - The high watermark waits for Kafka's "maximal ISR": the image's (committed) ISR and
+//!   any member a pending change adds. A shrink counts only once the controller has
+//!   applied it, so while it is pending the removed follower still holds back the high
+//!   watermark; an expansion is proposed only for a follower that already holds everything
+//!   below the high watermark, and from then on the high watermark waits for it too, so
+//!   once the controller admits it every ISR member holds everything below the high
+//!   watermark (without that, the high watermark moved past a joining follower while its
+//!   expansion was in flight, and a new leader elected from that ISR lacked committed
+//!   records).
 //! - A follower's end is the offset it last fetched from: it asks for the next offset only
 //!   once what it has is durable on its side, so counting it never counts bytes a follower
 //!   crash could lose.
@@ -199,7 +203,12 @@ impl LeaderState {
             return None;
         }
         let mut hw = leader_durable_end;
-        for b in &self.isr {
+        let joining = self
+            .pending
+            .iter()
+            .flat_map(|(isr, _)| isr.iter())
+            .filter(|b| !self.isr.contains(b));
+        for b in self.isr.iter().chain(joining) {
             if *b == self.me {
                 continue;
             }
@@ -268,6 +277,15 @@ impl LeaderState {
     /// The controller refused or did not answer: propose again on the next check.
     pub fn clear_pending(&mut self) {
         self.pending = None;
+    }
+
+    /// The controller refused the pending change: the high watermark stops waiting for
+    /// the members it would have added, and the change is proposed again only after the
+    /// pending time (a refusal lasts a while: a follower fenced or shutting down).
+    pub fn pending_refused(&mut self) {
+        if let Some((isr, _)) = &mut self.pending {
+            isr.clone_from(&self.isr);
+        }
     }
 }
 
@@ -372,6 +390,34 @@ mod tests {
             .is_some());
         l.update(vec![1, 2, 3], vec![1, 2, 3], 2, 5);
         assert!(l.isr_change(hw, 6, 30_000).is_none());
+    }
+
+    #[test]
+    fn the_high_watermark_waits_for_a_follower_whose_expansion_is_pending() {
+        let mut l = three(vec![1, 2], 2);
+        l.on_fetch(2, 150, 150, 1).unwrap();
+        l.on_fetch(3, 150, 150, 1).unwrap();
+        let hw = l.high_watermark(150).unwrap();
+        let change = l.isr_change(hw, 2, 30_000).expect("3 caught up");
+        l.mark_pending(change.isr.clone(), 2);
+        // The leader and 2 move on while the controller decides; 3 has not fetched again.
+        l.on_fetch(2, 200, 200, 3).unwrap();
+        assert_eq!(
+            l.high_watermark(200),
+            Some(150),
+            "3 may be in the ISR any moment: nothing it lacks may count as committed"
+        );
+        // Refused: it stops waiting for 3 (and proposes again only after the pending time).
+        let mut refused = l.clone();
+        refused.pending_refused();
+        assert_eq!(refused.high_watermark(200), Some(200));
+        assert!(refused.isr_change(150, 4, 30_000).is_none());
+        l.on_fetch(3, 200, 200, 4).unwrap();
+        assert_eq!(l.high_watermark(200), Some(200));
+        // Applied: 3 is a member like any other.
+        l.update(vec![1, 2, 3], vec![1, 2, 3], 2, 5);
+        l.on_fetch(2, 260, 260, 6).unwrap();
+        assert_eq!(l.high_watermark(260), Some(200));
     }
 
     #[test]

@@ -88,7 +88,12 @@ async fn load(shard: &Rc<Shard>, partition: usize) -> Result<Loaded, String> {
         .await
         .map_err(|e| format!("opening the log: error code {e}"))?;
     let mut loaded = Loaded::default();
-    let end = log.written_end_offset();
+    // Everything the log holds, the last records the follower fetcher appended before the
+    // leadership came here included (they may still be in flight to the disk).
+    let end = log.log_end_offset();
+    log.wait_written(end)
+        .await
+        .map_err(|e| format!("waiting for the log's end to be written: {e}"))?;
     let mut from = log.log_start_offset();
     while from < end {
         let limits = ReadLimits {
@@ -207,7 +212,15 @@ fn follow_leadership(shard: &Rc<Shard>, owned: &[usize], pending: &mut Vec<usize
     let groups = &shard.groups;
     let mut took = false;
     for &p in owned {
-        let leads = shard.cluster.leads(OFFSETS_TOPIC, p as i32);
+        // Leading in the image and, for a replicated partition, in the replica's role: the
+        // switch stops the follower fetcher, so the load that follows reads every record
+        // it appended (loading on the image alone could start while the fetcher was still
+        // appending the previous coordinator's last commits, and miss them).
+        let leads = shard.cluster.leads(OFFSETS_TOPIC, p as i32)
+            && shard
+                .replicas
+                .get(&offsets_tp(p))
+                .is_none_or(|r| r.is_leader());
         let resident = groups.is_resident(p);
         if leads && !resident {
             groups.begin_load(p);
