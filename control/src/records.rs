@@ -35,6 +35,21 @@ pub enum ConfigResource {
     Cluster,
 }
 
+/// Verifier bounds for a record buffer of `len` bytes. The defaults (a million tables,
+/// 2 GiB apparent size) would let a small buffer whose offsets point at the same table again
+/// and again cost far more to verify and decode than its length. A record we write has
+/// every table, string and vector once; only vtables are shared (the builder deduplicates
+/// them), so its apparent size is a small multiple of its length, and every table takes at
+/// least 4 bytes.
+fn verifier_options(len: usize) -> flatbuffers::VerifierOptions {
+    flatbuffers::VerifierOptions {
+        max_depth: 16,
+        max_tables: len / 4 + 1,
+        max_apparent_size: len.saturating_mul(8),
+        ..Default::default()
+    }
+}
+
 /// One metadata log record. See `schema/metadata.fbs` for the meaning of each field.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Record {
@@ -322,8 +337,8 @@ impl Record {
         if buf.len() < 8 || !fb::metadata_record_buffer_has_identifier(buf) {
             return Err(DecodeError::Identifier);
         }
-        let root =
-            fb::root_as_metadata_record(buf).map_err(|e| DecodeError::Invalid(e.to_string()))?;
+        let root = fb::root_as_metadata_record_with_opts(&verifier_options(buf.len()), buf)
+            .map_err(|e| DecodeError::Invalid(e.to_string()))?;
         let ty = root.record_type();
         let unknown = DecodeError::UnknownType(ty.0);
         let record = match ty {

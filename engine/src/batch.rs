@@ -58,14 +58,19 @@ impl BatchHeader {
         Offset(self.base_offset.get())
     }
 
-    /// The offset of the batch's last record.
+    /// The offset of the batch's last record. Saturates: a header read from a damaged
+    /// file or a peer may carry any base offset, and arithmetic on it must not panic.
     pub fn last_offset(&self) -> Offset {
-        Offset(self.base_offset.get() + i64::from(self.last_offset_delta.get()))
+        Offset(
+            self.base_offset
+                .get()
+                .saturating_add(i64::from(self.last_offset_delta.get())),
+        )
     }
 
-    /// Offset after the batch: the next batch's base offset.
+    /// Offset after the batch: the next batch's base offset (saturating, as above).
     pub fn next_offset(&self) -> Offset {
-        self.last_offset().plus(1)
+        Offset(self.last_offset().0.saturating_add(1))
     }
 
     pub fn leader_epoch(&self) -> LeaderEpoch {
@@ -351,6 +356,17 @@ impl<'a> Iterator for RecordIter<'a> {
     }
 }
 
+/// The records section of the whole batch `bytes` whose header is `header`: borrowed when
+/// uncompressed, else decompressed into at most 64 MiB (a decompression bomb is an error,
+/// never an allocation past that). The one public way in to the engine's codecs, for
+/// checks at the codec boundary (fuzzing).
+pub fn records_section<'a>(
+    header: &BatchHeader,
+    bytes: &'a [u8],
+) -> Result<std::borrow::Cow<'a, [u8]>, BatchError> {
+    crate::compact::record_section(header, bytes).map_err(BatchError::Decompress)
+}
+
 /// Re-encodes a stored batch keeping only `records` (some of its own records, in order,
 /// decompressed if it was compressed). Base offset, last offset delta, base timestamp,
 /// producer fields and sequence stay, so retained records keep their offsets and the batch
@@ -549,9 +565,10 @@ pub fn records(batch: &[u8]) -> Option<Vec<RecordView<'_>>> {
     }
     RecordIter::new(batch, &header)
         .map(|r| {
+            // Deltas are any varlong the producer wrote: add without overflow.
             r.ok().map(|r| RecordView {
-                offset: header.base_offset().plus(r.offset_delta),
-                timestamp_ms: header.base_timestamp.get() + r.timestamp_delta,
+                offset: Offset(header.base_offset.get().wrapping_add(r.offset_delta)),
+                timestamp_ms: header.base_timestamp.get().wrapping_add(r.timestamp_delta),
                 key: r.key,
                 value: r.value,
             })
@@ -709,6 +726,19 @@ mod tests {
             validate(&batch, 20),
             Err(BatchError::TooLarge { .. })
         ));
+    }
+
+    #[test]
+    fn offsets_and_deltas_near_the_ends_of_i64_do_not_overflow() {
+        let mut b = simple_batch(3, 4, 1_000);
+        stamp(&mut b, Offset(i64::MAX - 1), LeaderEpoch(0));
+        let header = parse_header(&b).unwrap();
+        assert_eq!(header.last_offset(), Offset(i64::MAX));
+        assert_eq!(header.next_offset(), Offset(i64::MAX));
+        // Records whose offsets run past i64::MAX wrap rather than panic (a damaged file or
+        // a producer's deltas can say anything; nothing here trusts them for memory).
+        let offsets: Vec<i64> = records(&b).unwrap().iter().map(|r| r.offset.0).collect();
+        assert_eq!(offsets, vec![i64::MAX - 1, i64::MAX, i64::MIN]);
     }
 
     #[test]

@@ -160,7 +160,13 @@ pub async fn serve(shard: Rc<Shard>, stream: TcpStream) {
                 }
                 Ok(None) => {}
                 Err(e) => {
-                    tracing::warn!(shard = writer_shard.id, peer = %peer_w, error = %e, "closing connection");
+                    if let Some(suppressed) = bad_input_log_permit() {
+                        tracing::warn!(shard = writer_shard.id, peer = %peer_w, error = %e, suppressed, "closing connection");
+                    }
+                    // Shut the socket for writing now: the client sees the close at once,
+                    // rather than when the reader next wakes (it may wait for a request
+                    // the client will not send before it has this one's answer).
+                    let _ = writer.close().await;
                     return false;
                 }
             }
@@ -227,7 +233,9 @@ pub async fn serve(shard: Rc<Shard>, stream: TcpStream) {
             }
             Err(e) => {
                 crate::metrics::bad_frame();
-                tracing::warn!(shard = shard.id, peer = %peer, error = %e, "bad frame, closing connection");
+                if let Some(suppressed) = bad_input_log_permit() {
+                    tracing::warn!(shard = shard.id, peer = %peer, error = %e, suppressed, "bad frame, closing connection");
+                }
                 break;
             }
         };
@@ -238,7 +246,9 @@ pub async fn serve(shard: Rc<Shard>, stream: TcpStream) {
             }
             Err(e) => {
                 crate::metrics::bad_frame();
-                tracing::warn!(shard = shard.id, peer = %peer, error = %e, "bad request, closing connection");
+                if let Some(suppressed) = bad_input_log_permit() {
+                    tracing::warn!(shard = shard.id, peer = %peer, error = %e, suppressed, "bad request, closing connection");
+                }
                 break;
             }
         };
@@ -267,4 +277,67 @@ pub async fn serve(shard: Rc<Shard>, stream: TcpStream) {
     }
     drop(tx);
     let _ = write_task.await;
+}
+
+/// Lines about bad input (malformed frames, refused requests) each shard logs per second at
+/// most: a client flooding bad frames must not fill the disk with logs. Lines past the
+/// bound are counted, and the count goes out with the next line let through.
+const BAD_INPUT_LOG_LINES_PER_SEC_MAX: u32 = 10;
+
+/// A one-second window of bad-input log lines (one per shard: shards are threads).
+#[derive(Debug)]
+struct LogLimiter {
+    window_start: std::time::Instant,
+    lines: u32,
+    suppressed: u64,
+}
+
+impl LogLimiter {
+    /// `Some(lines suppressed since the last one let through)` if a line may go out now.
+    fn permit(&mut self, now: std::time::Instant) -> Option<u64> {
+        if now.duration_since(self.window_start) >= Duration::from_secs(1) {
+            self.window_start = now;
+            self.lines = 0;
+        }
+        if self.lines >= BAD_INPUT_LOG_LINES_PER_SEC_MAX {
+            self.suppressed += 1;
+            return None;
+        }
+        self.lines += 1;
+        Some(std::mem::take(&mut self.suppressed))
+    }
+}
+
+thread_local! {
+    static BAD_INPUT_LOG: std::cell::RefCell<LogLimiter> = std::cell::RefCell::new(LogLimiter {
+        window_start: std::time::Instant::now(),
+        lines: 0,
+        suppressed: 0,
+    });
+}
+
+/// Whether this shard may log a bad-input line now (see [`BAD_INPUT_LOG_LINES_PER_SEC_MAX`]).
+fn bad_input_log_permit() -> Option<u64> {
+    BAD_INPUT_LOG.with(|l| l.borrow_mut().permit(std::time::Instant::now()))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn bad_input_lines_are_limited_per_second_and_the_rest_counted() {
+        let t0 = std::time::Instant::now();
+        let mut l = LogLimiter {
+            window_start: t0,
+            lines: 0,
+            suppressed: 0,
+        };
+        let max = BAD_INPUT_LOG_LINES_PER_SEC_MAX as usize;
+        let let_through = (0..max + 25).filter(|_| l.permit(t0).is_some()).count();
+        assert_eq!(let_through, max);
+        // The next window's first line carries the count of those suppressed.
+        assert_eq!(l.permit(t0 + Duration::from_millis(1_000)), Some(25));
+        assert_eq!(l.permit(t0 + Duration::from_millis(1_001)), Some(0));
+    }
 }

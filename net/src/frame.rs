@@ -81,14 +81,161 @@ pub fn parse_request(mut frame: Bytes) -> Result<Request, FrameError> {
     })
 }
 
-/// Decodes a request body of type `T`, which must use all of the bytes.
+/// Decodes a request body of type `T`, which must use all of the bytes: bytes left over
+/// mean the client and the broker disagree about the layout, and nothing decoded from it
+/// can be trusted. Memory is bounded by the body's length: the codec (the patched
+/// kafka-protocol, `net/vendor/kafka-protocol/PATCHES.md`) never reserves room for more
+/// elements than there are bytes left.
 pub fn decode_body<T: Decodable>(req: &Request) -> Result<T, FrameError> {
     let mut body = req.body.clone();
-    T::decode(&mut body, req.version).map_err(|e| FrameError::BadBody {
+    let bad = |reason: String| FrameError::BadBody {
         api: req.api_key,
         version: req.version,
-        reason: e.to_string(),
-    })
+        reason,
+    };
+    let value = T::decode(&mut body, req.version).map_err(|e| bad(e.to_string()))?;
+    if !body.is_empty() {
+        return Err(bad(format!("{} bytes after the body", body.len())));
+    }
+    Ok(value)
+}
+
+/// Lists every API this broker decodes a body for, with its request type, once for
+/// [`decode_frame`] and [`samples::request_frame`], so that the two cannot drift apart.
+/// (ApiVersions is not here: its handler never decodes the body.)
+macro_rules! served_requests {
+    ($($key:ident => $ty:ident),* $(,)?) => {
+        /// Parses a whole frame (length prefix excluded) and decodes its body as its
+        /// handler would, for every API and version this broker serves; the value is
+        /// dropped. For fuzzing and tests of the codec boundary: touches no broker state.
+        pub fn decode_frame(frame: Bytes) -> Result<(), FrameError> {
+            use kafka_protocol::messages as m;
+            let req = parse_request(frame)?;
+            let served = crate::handlers::spec(req.api_key).is_some_and(|s| s.supports(req.version));
+            match req.api_key {
+                _ if !served => Err(FrameError::Unsupported { api: req.api_key, version: req.version }),
+                ApiKey::ApiVersions => Ok(()),
+                $(ApiKey::$key => decode_body::<m::$ty>(&req).map(drop),)*
+                other => Err(FrameError::Unsupported { api: other, version: req.version }),
+            }
+        }
+
+        pub mod samples {
+            //! Valid request frames (length prefix excluded) for every served API and
+            //! version: seeds for fuzzing and the base of the extreme-field tests. The
+            //! main arrays of Produce, Fetch, Metadata and ListOffsets hold one element
+            //! so that their nested counts and lengths are on the wire too.
+            use bytes::{Bytes, BytesMut};
+            use kafka_protocol::messages::{self as m, ApiKey, RequestHeader};
+            use kafka_protocol::protocol::{Encodable, StrBytes};
+
+            fn encode<T: Encodable>(key: ApiKey, version: i16, correlation_id: i32, body: &T) -> Option<Bytes> {
+                let mut f = BytesMut::new();
+                RequestHeader::default()
+                    .with_request_api_key(key as i16)
+                    .with_request_api_version(version)
+                    .with_correlation_id(correlation_id)
+                    .with_client_id(Some(StrBytes::from_static_str("sample")))
+                    .encode(&mut f, key.request_header_version(version))
+                    .ok()?;
+                body.encode(&mut f, version).ok()?;
+                Some(f.freeze())
+            }
+
+            /// A valid request for `key` at `version`; `None` if this broker does not
+            /// serve it.
+            pub fn request_frame(key: ApiKey, version: i16, correlation_id: i32) -> Option<Bytes> {
+                if !crate::handlers::spec(key).is_some_and(|s| s.supports(version)) {
+                    return None;
+                }
+                // The filled samples come first; the table's arms for the same keys
+                // are then unreachable, which is the intent.
+                #[allow(unreachable_patterns)]
+                match key {
+                    ApiKey::ApiVersions => encode(key, version, correlation_id, &m::ApiVersionsRequest::default()
+                        .with_client_software_name(StrBytes::from_static_str("sample"))
+                        .with_client_software_version(StrBytes::from_static_str("1"))),
+                    ApiKey::Produce => encode(key, version, correlation_id, &filled::produce()),
+                    ApiKey::Fetch => encode(key, version, correlation_id, &filled::fetch()),
+                    ApiKey::Metadata => encode(key, version, correlation_id, &filled::metadata()),
+                    ApiKey::ListOffsets => encode(key, version, correlation_id, &filled::list_offsets()),
+                    $(ApiKey::$key => encode(key, version, correlation_id, &m::$ty::default()),)*
+                    _ => None,
+                }
+            }
+
+            mod filled {
+                use kafka_protocol::messages::{self as m, TopicName};
+                use kafka_protocol::protocol::StrBytes;
+
+                fn topic() -> TopicName {
+                    TopicName(StrBytes::from_static_str("t"))
+                }
+
+                pub fn produce() -> m::ProduceRequest {
+                    let records = sluice_engine::batch::simple_batch(2, 3, 1_000);
+                    m::ProduceRequest::default().with_acks(1).with_timeout_ms(1_000).with_topic_data(vec![
+                        m::produce_request::TopicProduceData::default()
+                            .with_name(topic())
+                            .with_partition_data(vec![m::produce_request::PartitionProduceData::default()
+                                .with_records(Some(records.into()))]),
+                    ])
+                }
+
+                pub fn fetch() -> m::FetchRequest {
+                    m::FetchRequest::default().with_max_wait_ms(0).with_max_bytes(1 << 20).with_topics(vec![
+                        m::fetch_request::FetchTopic::default()
+                            .with_topic(topic())
+                            .with_partitions(vec![m::fetch_request::FetchPartition::default()
+                                .with_partition_max_bytes(1 << 20)]),
+                    ])
+                }
+
+                pub fn metadata() -> m::MetadataRequest {
+                    m::MetadataRequest::default().with_topics(Some(vec![
+                        m::metadata_request::MetadataRequestTopic::default().with_name(Some(topic())),
+                    ]))
+                }
+
+                pub fn list_offsets() -> m::ListOffsetsRequest {
+                    m::ListOffsetsRequest::default().with_topics(vec![
+                        m::list_offsets_request::ListOffsetsTopic::default()
+                            .with_name(topic())
+                            .with_partitions(vec![m::list_offsets_request::ListOffsetsPartition::default()
+                                .with_timestamp(-1)]),
+                    ])
+                }
+            }
+        }
+    };
+}
+
+served_requests! {
+    Produce => ProduceRequest,
+    Fetch => FetchRequest,
+    ListOffsets => ListOffsetsRequest,
+    Metadata => MetadataRequest,
+    CreateTopics => CreateTopicsRequest,
+    DeleteTopics => DeleteTopicsRequest,
+    InitProducerId => InitProducerIdRequest,
+    DeleteRecords => DeleteRecordsRequest,
+    DescribeCluster => DescribeClusterRequest,
+    OffsetForLeaderEpoch => OffsetForLeaderEpochRequest,
+    CreatePartitions => CreatePartitionsRequest,
+    DescribeConfigs => DescribeConfigsRequest,
+    AlterConfigs => AlterConfigsRequest,
+    IncrementalAlterConfigs => IncrementalAlterConfigsRequest,
+    FindCoordinator => FindCoordinatorRequest,
+    JoinGroup => JoinGroupRequest,
+    SyncGroup => SyncGroupRequest,
+    Heartbeat => HeartbeatRequest,
+    LeaveGroup => LeaveGroupRequest,
+    OffsetCommit => OffsetCommitRequest,
+    OffsetFetch => OffsetFetchRequest,
+    DescribeGroups => DescribeGroupsRequest,
+    DeleteGroups => DeleteGroupsRequest,
+    OffsetDelete => OffsetDeleteRequest,
+    ListGroups => ListGroupsRequest,
 }
 
 /// A piece of a response.
@@ -249,6 +396,80 @@ mod tests {
         assert!(check_length(3, 100).is_err());
         assert!(check_length(101, 100).is_err());
         assert_eq!(check_length(100, 100).ok(), Some(100));
+    }
+
+    /// A Fetch v4 frame: header, then replica id, max wait, min bytes, max bytes,
+    /// isolation level, and a topics array whose count is `topics`, with nothing after it.
+    fn fetch_claiming(topics: i32) -> Bytes {
+        let mut f = BytesMut::new();
+        f.put_i16(ApiKey::Fetch as i16);
+        f.put_i16(4);
+        f.put_i32(7); // correlation id
+        f.put_i16(4);
+        f.put_slice(b"fuzz");
+        f.put_i32(-1);
+        f.put_i32(500);
+        f.put_i32(1);
+        f.put_i32(1 << 20);
+        f.put_i8(0);
+        f.put_i32(topics);
+        f.freeze()
+    }
+
+    #[test]
+    fn a_billion_entry_array_is_an_error_not_an_abort() {
+        // Before the kafka-protocol patch this reserved 62 GB and the process aborted.
+        let frame = fetch_claiming(1_000_000_000);
+        assert!(frame.len() < 64, "{} bytes", frame.len());
+        let err = decode_frame(frame).expect_err("a truncated topics array");
+        assert!(matches!(err, FrameError::BadBody { .. }), "{err}");
+        assert!(decode_frame(fetch_claiming(i32::MAX)).is_err());
+        assert!(decode_frame(fetch_claiming(-2)).is_err());
+    }
+
+    #[test]
+    fn a_huge_compact_count_or_length_is_an_error() {
+        // Metadata v9 is flexible: a topics compact array of u32::MAX - 1 entries, then
+        // (in a second frame) a client id... a compact string claiming 4 GiB.
+        for tail in [
+            &[0xff, 0xff, 0xff, 0xff, 0x0f][..],
+            &[0x02, 0xff, 0xff, 0xff, 0xff, 0x0f],
+        ] {
+            let mut f = BytesMut::new();
+            f.put_i16(ApiKey::Metadata as i16);
+            f.put_i16(9);
+            f.put_i32(1);
+            f.put_i16(-1); // client id: null
+            f.put_u8(0); // header tagged fields
+            f.put_slice(tail);
+            assert!(decode_frame(f.freeze()).is_err());
+        }
+    }
+
+    #[test]
+    fn bytes_after_the_body_are_refused() {
+        let mut f = BytesMut::from(&fetch_claiming(0)[..]);
+        // Fetch v4 ends with the topics array; a complete empty one decodes.
+        assert!(decode_frame(f.clone().freeze()).is_ok());
+        f.put_u8(0);
+        let err = decode_frame(f.freeze()).expect_err("a trailing byte");
+        assert!(err.to_string().contains("1 bytes after the body"), "{err}");
+    }
+
+    #[test]
+    fn every_served_api_and_version_has_a_sample_that_decodes() {
+        let mut n = 0;
+        for spec in crate::handlers::APIS {
+            for version in spec.min..=spec.max {
+                let f = samples::request_frame(spec.key, version, 1)
+                    .unwrap_or_else(|| panic!("no sample for {:?} v{version}", spec.key));
+                let r = decode_frame(f);
+                assert!(r.is_ok(), "{:?} v{version}: {r:?}", spec.key);
+                n += 1;
+            }
+        }
+        assert!(n > 50, "{n} samples");
+        assert!(samples::request_frame(ApiKey::Fetch, 99, 1).is_none());
     }
 
     #[test]
