@@ -296,6 +296,12 @@ fn a_shard_panic_under_load_ends_the_process_and_a_restart_keeps_every_acknowled
     assert_eq!(code, 200, "failpoint refused: {body}");
     let exit = broker.wait_exit();
     let exited = Instant::now();
+    // Restart at once, as the service manager would; the load (still aimed at the dead
+    // broker's port) stops meanwhile.
+    let restarted = Proc::launch(dir.path(), None);
+    let listening = Instant::now();
+    wait_serving(&restarted.addr);
+    let serving = Instant::now();
     stop.store(true, Ordering::SeqCst);
     let sent = load.join().unwrap();
     assert_eq!(
@@ -315,12 +321,8 @@ fn a_shard_panic_under_load_ends_the_process_and_a_restart_keeps_every_acknowled
         "the ERROR line names the thread and the panic: {}",
         errors[0]
     );
-    // Restart on the same data dir: everything acknowledged is there.
+    // Everything acknowledged is there after the restart on the same data dir.
     let acked = acked.0.lock().unwrap().clone();
-    let restarted = Proc::launch(dir.path(), None);
-    let listening = Instant::now();
-    wait_serving(&restarted.addr);
-    let serving = Instant::now();
     eprintln!(
         "injected panic -> exit {} ms, exit -> listening {} ms, listening -> serving {} ms: panic -> serving again {} ms ({} sent, {} acknowledged)",
         exited.duration_since(injected).as_millis(),
