@@ -460,6 +460,47 @@ fn fetches_across_shards_dropped_mid_flight_leave_every_shard_alive() {
             );
         }
     }
+    // Long polls over every shard answered by an append on one of them: the waits on the
+    // other shard are dropped while that shard still holds them and answers later (at its
+    // wait's end), the path of the cross-shard read whose waiter was dropped.
+    let mut ends = [100i64; 4];
+    for round in 0..120usize {
+        let p = round % 4;
+        let mut s = common::raw::connect(&broker.addr);
+        let req = FetchRequest::default()
+            .with_replica_id(kafka_protocol::messages::BrokerId(-1))
+            .with_max_wait_ms(300)
+            .with_min_bytes(1)
+            .with_max_bytes(1 << 20)
+            .with_topics(vec![FetchTopic::default()
+                .with_topic(TopicName(StrBytes::from_static_str(topic)))
+                .with_partitions(
+                    (0..4)
+                        .map(|q| {
+                            FetchPartition::default()
+                                .with_partition(q as i32)
+                                .with_fetch_offset(ends[q])
+                                .with_partition_max_bytes(1 << 20)
+                        })
+                        .collect(),
+                )]);
+        s.write_all(&common::raw::frame(ApiKey::Fetch, 11, 1, &req))
+            .unwrap();
+        producer
+            .send(
+                BaseRecord::to(topic)
+                    .key("k")
+                    .payload("woken")
+                    .partition(p as i32),
+            )
+            .expect("queue");
+        producer.flush(HANG_GUARD).expect("flush");
+        ends[p] += 1;
+        assert!(
+            common::raw::read_frame(&mut s).is_some(),
+            "round {round}: no fetch answer"
+        );
+    }
     // Every shard still answers: new connections are spread over both.
     for _ in 0..8 {
         let mut s = common::raw::connect(&broker.addr);
@@ -471,7 +512,7 @@ fn fetches_across_shards_dropped_mid_flight_leave_every_shard_alive() {
         );
     }
     let stored = read_everything(&broker.addr, topic, 4);
-    assert_eq!(stored.len(), 400);
+    assert_eq!(stored.len(), 400 + 120);
     assert!(
         broker.child.try_wait().unwrap().is_none(),
         "the broker still runs"
