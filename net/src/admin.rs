@@ -477,6 +477,39 @@ mod tests {
     }
 
     #[test]
+    fn request_heads_are_parsed_and_checked() {
+        let head = parse_head(b"GET /metrics HTTP/1.1\r\nHost: x\r\n\r\n").unwrap();
+        assert_eq!(
+            (head.method.as_str(), head.target.as_str()),
+            ("GET", "/metrics")
+        );
+        assert!(!head.origin && head.content_length.is_none());
+        let head = parse_head(b"POST /a HTTP/1.1\r\norigin: http://x\r\nContent-Length: 3\r\n\r\n")
+            .unwrap();
+        assert!(head.origin);
+        assert_eq!(head.content_length, Some(3));
+        assert_eq!(answer(&head).0, "403 Forbidden");
+        let body = parse_head(b"POST /a HTTP/1.1\r\nContent-Length: 3\r\n\r\n").unwrap();
+        assert_eq!(answer(&body).0, "413 Content Too Large");
+        for bad in [
+            &b"GET\r\n\r\n"[..],
+            b"GET metrics HTTP/1.1\r\n\r\n",
+            b"GET /m HTTP/1.1\r\nno colon\r\n\r\n",
+            b"GET /m HTTP/1.1\r\nContent-Length: x\r\n\r\n",
+            b"GET /m HTTP/1.1\r\nContent-Length: 1\r\nContent-Length: 2\r\n\r\n",
+            b"\xff\xfe /m HTTP/1.1\r\n\r\n",
+        ] {
+            assert_eq!(parse_head(bad), Err(Refusal::Malformed), "{bad:?}");
+        }
+        assert_eq!(route("DELETE", "/metrics", "").0, "405 Method Not Allowed");
+        assert_eq!(
+            route("GET", "/partition/move", "").0,
+            "405 Method Not Allowed"
+        );
+        assert_eq!(route("GET", "/nope", "").0, "404 Not Found");
+    }
+
+    #[test]
     fn move_arguments_are_checked() {
         assert_eq!(
             move_args("topic=a&partition=3&core=2"),

@@ -226,6 +226,14 @@ struct Waiting {
     calls: RefCell<HashMap<u64, oneshot::Sender<ShardReply>>>,
 }
 
+impl Waiting {
+    /// Hands an answer to its caller if it still waits; `false` when it is gone.
+    fn deliver(&self, answer: ShardAnswer) -> bool {
+        let waiter = self.calls.borrow_mut().remove(&answer.call_id);
+        waiter.is_some_and(|tx| tx.send(answer.reply).is_ok())
+    }
+}
+
 /// Removes a call from [`Waiting`] when its caller stops waiting (answered or dropped),
 /// so a late answer finds nothing and is dropped.
 struct WaitingGuard<'a> {
@@ -304,6 +312,34 @@ impl Drop for FlagWait<'_> {
         if let Some(id) = self.id {
             self.flag.wakers.borrow_mut().remove(&id);
         }
+    }
+}
+
+#[cfg(test)]
+mod waiting_tests {
+    use super::*;
+
+    #[test]
+    fn an_answer_reaches_a_waiting_caller_and_a_late_one_is_dropped() {
+        let waiting = Waiting::default();
+        let (tx, mut rx) = oneshot::channel();
+        waiting.calls.borrow_mut().insert(1, tx);
+        let answer = |call_id| ShardAnswer {
+            call_id,
+            reply: ShardReply::Done,
+        };
+        assert!(waiting.deliver(answer(1)));
+        assert!(matches!(rx.try_recv(), Ok(Some(ShardReply::Done))));
+        // A caller that stopped waiting (its future dropped) leaves no entry behind, and
+        // its answer, arriving later, goes nowhere.
+        let (tx, _rx) = oneshot::channel();
+        waiting.calls.borrow_mut().insert(2, tx);
+        drop(WaitingGuard {
+            waiting: &waiting,
+            id: 2,
+        });
+        assert!(waiting.calls.borrow().is_empty());
+        assert!(!waiting.deliver(answer(2)));
     }
 }
 
@@ -697,10 +733,7 @@ impl Shard {
     /// Hands an answer that came back over the mesh to its waiting caller, if it still
     /// waits (on this shard's thread: the caller's waker never leaves it).
     pub fn answer_arrived(&self, answer: ShardAnswer) {
-        let waiter = self.waiting.calls.borrow_mut().remove(&answer.call_id);
-        if let Some(tx) = waiter {
-            let _ = tx.send(answer.reply);
-        }
+        self.waiting.deliver(answer);
     }
 
     /// Runs one call per shard, all at once, and returns the replies in input order.
