@@ -41,6 +41,8 @@ struct Slot {
     /// Failpoints waiting for the shard's heartbeat task.
     panic: AtomicBool,
     stall_ms: AtomicU64,
+    /// Stalls reported since start.
+    stalls: AtomicU64,
 }
 
 #[derive(Debug)]
@@ -136,6 +138,7 @@ pub fn register(shards: usize, stall_warn_ms: u64) -> std::io::Result<()> {
                 reported: AtomicBool::new(false),
                 panic: AtomicBool::new(false),
                 stall_ms: AtomicU64::new(0),
+                stalls: AtomicU64::new(0),
             })
             .collect(),
         failpoints,
@@ -169,6 +172,7 @@ fn watch_loop(watch: &Watch) {
             let now_stuck = stuck.iter().find(|(s, _, _)| *s == shard);
             match now_stuck {
                 Some((_, age, api)) if !slot.reported.swap(true, Ordering::Relaxed) => {
+                    slot.stalls.fetch_add(1, Ordering::Relaxed);
                     tracing::warn!(
                         shard,
                         stuck_ms = age,
@@ -232,6 +236,30 @@ pub fn note_request(api_key: i16) {
 /// Marks the calling shard stopped (it is not stuck, it is gone on purpose).
 pub fn stopped() {
     with_slot(|_, slot, _| slot.beat_ms.store(STOPPED, Ordering::Relaxed));
+}
+
+/// `/metrics` lines: stalls reported per shard, and how old each running shard's last
+/// heartbeat is.
+pub fn render_metrics(out: &mut String) {
+    use std::fmt::Write;
+    let Some(watch) = current() else { return };
+    let now = watch.now_ms();
+    let _ = writeln!(out, "# TYPE sluice_shard_stalls_total counter");
+    for (shard, slot) in watch.slots.iter().enumerate() {
+        let n = slot.stalls.load(Ordering::Relaxed);
+        let _ = writeln!(out, "sluice_shard_stalls_total{{shard=\"{shard}\"}} {n}");
+    }
+    let _ = writeln!(out, "# TYPE sluice_shard_heartbeat_age_seconds gauge");
+    for (shard, slot) in watch.slots.iter().enumerate() {
+        let beat = slot.beat_ms.load(Ordering::Relaxed);
+        if beat != STOPPED {
+            let age = now.saturating_sub(beat) as f64 / 1e3;
+            let _ = writeln!(
+                out,
+                "sluice_shard_heartbeat_age_seconds{{shard=\"{shard}\"}} {age}"
+            );
+        }
+    }
 }
 
 /// `/health`: `Ok` when every running shard's reactor runs, else what is stuck.
@@ -318,6 +346,7 @@ mod tests {
                     reported: AtomicBool::new(false),
                     panic: AtomicBool::new(false),
                     stall_ms: AtomicU64::new(0),
+                    stalls: AtomicU64::new(0),
                 })
                 .collect(),
             failpoints: false,

@@ -379,6 +379,13 @@ fn a_blocked_shard_makes_health_unhealthy_until_it_runs_again() {
         assert!(started.elapsed() < HANG_GUARD, "/health never recovered");
         std::thread::sleep(Duration::from_millis(20));
     }
+    let (_, metrics) = admin_call(&broker.admin, "GET", "/metrics").unwrap();
+    let stalls: u64 = metrics
+        .lines()
+        .find_map(|l| l.strip_prefix("sluice_shard_stalls_total{shard=\"0\"} "))
+        .and_then(|v| v.parse().ok())
+        .unwrap_or_else(|| panic!("no stall counter for shard 0 in /metrics:\n{metrics}"));
+    assert!(stalls >= 1, "the stall is counted");
     let warned = broker.stderr_lines().iter().any(|l| {
         l.contains("WARN") && l.contains("shard reactor stalled") && l.contains("shard=0")
     });
