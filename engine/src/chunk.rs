@@ -23,7 +23,7 @@ use std::rc::Rc;
 
 use glommio::io::{DmaBuffer, ReadResult};
 
-use crate::files::{align_down, align_up};
+use crate::files::{align_down, align_up, dma_buffer};
 use crate::types::Offset;
 
 /// The chunk appends are copied into; owned by one log, mutable.
@@ -57,7 +57,7 @@ impl OpenChunk {
     ) -> Self {
         debug_assert_eq!(file_pos % crate::files::BLOCK_BYTES, 0);
         let capacity = align_up(capacity.max(prefix.len() + 1) as u64) as usize;
-        let mut buf = glommio::allocate_dma_buffer(capacity);
+        let mut buf = dma_buffer(capacity);
         buf.as_bytes_mut()[..prefix.len()].copy_from_slice(prefix);
         OpenChunk {
             buf,
@@ -106,17 +106,32 @@ impl OpenChunk {
         (block_pos, &self.buf.as_bytes()[from..self.len])
     }
 
+    /// Moves the bytes into a buffer of at least `capacity` (block aligned), for a batch
+    /// that does not fit a chunk holding none of its own yet: there is nothing to seal,
+    /// so the chunk grows in place.
+    fn grow(&mut self, capacity: usize) {
+        let wanted = align_up(capacity.max(self.len + 1) as u64) as usize;
+        if wanted <= self.buf.len() {
+            return;
+        }
+        let mut next = dma_buffer(wanted);
+        next.as_bytes_mut()[..self.len].copy_from_slice(&self.buf.as_bytes()[..self.len]);
+        self.buf = next;
+    }
+
     /// Turns the appended batches into an immutable chunk and leaves `self` ready for the
     /// next appends in a buffer of `capacity` (the current one when it has that size),
     /// starting with the partial last block. A chunk filled less than a quarter is copied
     /// into an exact-size buffer so small flushes do not pin whole chunks in the tail
-    /// cache; a fuller one is handed over as is.
+    /// cache; a fuller one is handed over as is. Only a chunk with batches of its own is
+    /// sealed (an empty one has nothing to write, and may hold no bytes at all).
     pub fn seal(&mut self, capacity: usize) -> SealedChunk {
+        assert!(self.has_batches(), "sealing a chunk without batches");
         let sealed_len = align_up(self.len as u64) as usize;
         let (block_pos, tail) = self.tail_block();
         let tail_len = tail.len();
         let buf = if self.len * 4 <= self.buf.len() {
-            let mut exact = glommio::allocate_dma_buffer(sealed_len);
+            let mut exact = dma_buffer(sealed_len);
             let bytes = exact.as_bytes_mut();
             bytes[..self.len].copy_from_slice(&self.buf.as_bytes()[..self.len]);
             bytes[self.len..].fill(0);
@@ -126,14 +141,14 @@ impl OpenChunk {
                 self.buf.as_bytes_mut().copy_within(from..self.len, 0);
             } else {
                 // Resize: an idle log shrinks to a small buffer, a large batch grows it.
-                let mut next = glommio::allocate_dma_buffer(wanted);
+                let mut next = dma_buffer(wanted);
                 next.as_bytes_mut()[..tail_len]
                     .copy_from_slice(&self.buf.as_bytes()[from..self.len]);
                 self.buf = next;
             }
             exact
         } else {
-            let mut next = glommio::allocate_dma_buffer(align_up(capacity as u64) as usize);
+            let mut next = dma_buffer(align_up(capacity as u64) as usize);
             next.as_bytes_mut()[..tail_len].copy_from_slice(tail);
             let mut full = std::mem::replace(&mut self.buf, next);
             full.as_bytes_mut()[self.len..sealed_len].fill(0);
@@ -159,13 +174,19 @@ impl OpenChunk {
         sealed
     }
 
-    /// Seals a chunk that has no room for the next batch, at its last block boundary,
-    /// so its write ends block aligned and cannot overlap the next chunk's. Falls back
-    /// to [`Self::seal`] when the chunk holds less than a block of its own.
-    pub fn seal_full(&mut self, capacity: usize) -> SealedChunk {
+    /// Makes room for a batch that does not fit: seals the chunk at its last block
+    /// boundary, so its write ends block aligned and cannot overlap the next chunk's, and
+    /// leaves `self` with at least `capacity` bytes. Falls back to [`Self::seal`] when
+    /// the chunk holds less than a block of its own. A chunk with no batches of its own
+    /// (fresh, just rolled, or just sealed) is not sealed but grown: `None`.
+    pub fn seal_full(&mut self, capacity: usize) -> Option<SealedChunk> {
+        if !self.has_batches() {
+            self.grow(capacity);
+            return None;
+        }
         let cut = align_down(self.len as u64) as usize;
         if cut <= self.own_start {
-            return self.seal(capacity);
+            return Some(self.seal(capacity));
         }
         // Whole batches before the cut stay; the rest (and a straddling batch) move on.
         let whole = self.batches.partition_point(|(_, end, _)| *end <= cut);
@@ -178,8 +199,7 @@ impl OpenChunk {
             n => self.batches[n - 1].2,
         };
         let moved = self.len - cut;
-        let mut next =
-            glommio::allocate_dma_buffer(align_up(capacity.max(moved + 1) as u64) as usize);
+        let mut next = dma_buffer(align_up(capacity.max(moved + 1) as u64) as usize);
         next.as_bytes_mut()[..moved].copy_from_slice(&self.buf.as_bytes()[cut..self.len]);
         let mut full = std::mem::replace(&mut self.buf, next);
         full.trim_to_size(cut);
@@ -211,7 +231,7 @@ impl OpenChunk {
         self.file_pos += cut as u64;
         self.len = moved;
         self.first_offset = end_offset;
-        sealed
+        Some(sealed)
     }
 }
 
@@ -361,7 +381,7 @@ mod tests {
             let mut open = OpenChunk::new(Offset(0), 0, &[], 2 * BLOCK, Offset(0));
             open.push(&vec![1; BLOCK / 2], Offset(1));
             open.push(&vec![2; BLOCK], Offset(2)); // straddles the first block boundary
-            let first = open.seal_full(2 * BLOCK);
+            let first = open.seal_full(2 * BLOCK).expect("sealed");
             assert!(first.aligned_end);
             assert_eq!((first.len, first.own_end), (BLOCK, BLOCK / 2));
             assert_eq!(first.end_offset, Offset(1), "only the whole batch is done");
@@ -377,6 +397,40 @@ mod tests {
     }
 
     #[test]
+    fn a_chunk_without_batches_grows_instead_of_sealing() {
+        on_executor(|| {
+            // Fresh (nothing at all), and after a seal that left a partial block.
+            for prefix in [&[][..], &[7u8; 100][..]] {
+                let mut open = OpenChunk::new(Offset(0), 0, prefix, BLOCK, Offset(0));
+                let batch = vec![1u8; 3 * BLOCK];
+                assert!(open.remaining() < batch.len());
+                assert!(
+                    open.seal_full(batch.len() + BLOCK).is_none(),
+                    "nothing sealed"
+                );
+                assert!(open.remaining() >= batch.len());
+                assert_eq!(open.own_start, prefix.len());
+                open.push(&batch, Offset(1));
+                let sealed = open.seal(BLOCK);
+                assert_eq!(&sealed.buf.as_bytes()[..prefix.len()], prefix);
+                assert_eq!(sealed.bytes()[prefix.len()..], batch[..]);
+                assert_eq!(
+                    (sealed.first_offset, sealed.end_offset),
+                    (Offset(0), Offset(1))
+                );
+            }
+        });
+    }
+
+    #[test]
+    #[should_panic(expected = "zero-length DMA buffer")]
+    fn a_zero_length_dma_buffer_is_refused_every_time() {
+        on_executor(|| {
+            crate::files::dma_buffer(0);
+        });
+    }
+
+    #[test]
     fn full_cuts_and_seals_lay_the_batches_out_contiguously() {
         on_executor(|| {
             let capacity = 4 * BLOCK;
@@ -388,7 +442,7 @@ mod tests {
                 // As the log appends: a chunk without room is cut at its last block;
                 // the flusher seals what is open now and then.
                 let sealed = if open.remaining() < batch.len() {
-                    Some(open.seal_full(capacity.max(batch.len() + BLOCK)))
+                    open.seal_full(capacity.max(batch.len() + BLOCK))
                 } else if i % 7 == 3 {
                     Some(open.seal(capacity))
                 } else {

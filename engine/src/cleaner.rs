@@ -837,7 +837,7 @@ impl SegmentWriter {
     }
 
     async fn write_at(&mut self, bytes: usize) -> Result<(), LogError> {
-        let mut buf = glommio::allocate_dma_buffer(bytes);
+        let mut buf = files::dma_buffer(bytes);
         let have = self.staged.len().min(bytes);
         buf.as_bytes_mut()[..have].copy_from_slice(&self.staged[..have]);
         buf.as_bytes_mut()[have..].fill(0);

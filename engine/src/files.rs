@@ -18,6 +18,15 @@ pub fn align_up(v: u64) -> u64 {
     (v + BLOCK_BYTES - 1) & !(BLOCK_BYTES - 1)
 }
 
+/// A DMA buffer of `bytes` (> 0). glommio takes buffers from its io_uring pool and,
+/// once that is used up (a busy shard), from the system allocator, which refuses a
+/// zero-length one with a panic; a zero-length request is always a bug in the caller,
+/// so it fails here every time, not only when the pool happens to be full.
+pub fn dma_buffer(bytes: usize) -> glommio::io::DmaBuffer {
+    assert!(bytes > 0, "zero-length DMA buffer requested");
+    glommio::allocate_dma_buffer(bytes)
+}
+
 pub fn io_err(path: &Path, e: impl Into<std::io::Error>) -> LogError {
     LogError::io(path.display(), e)
 }
@@ -75,7 +84,7 @@ pub async fn write_atomic(dir: &Path, name: &str, bytes: &[u8]) -> Result<(), Lo
         .await
         .map_err(|e| glommio_err(&tmp, e))?;
     if !bytes.is_empty() {
-        let mut buf = glommio::allocate_dma_buffer(align_up(bytes.len() as u64) as usize);
+        let mut buf = dma_buffer(align_up(bytes.len() as u64) as usize);
         buf.as_bytes_mut().fill(0);
         buf.as_bytes_mut()[..bytes.len()].copy_from_slice(bytes);
         let written = file
@@ -108,7 +117,7 @@ pub async fn write_synced(path: &Path, bytes: &[u8]) -> Result<(), LogError> {
         .await
         .map_err(|e| glommio_err(path, e))?;
     if !bytes.is_empty() {
-        let mut buf = glommio::allocate_dma_buffer(align_up(bytes.len() as u64) as usize);
+        let mut buf = dma_buffer(align_up(bytes.len() as u64) as usize);
         buf.as_bytes_mut().fill(0);
         buf.as_bytes_mut()[..bytes.len()].copy_from_slice(bytes);
         let written = file

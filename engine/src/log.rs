@@ -275,14 +275,19 @@ impl LogState {
         self.queue(sealed)
     }
 
-    /// Seals a full open chunk; the log is busy, so the next buffer may be larger.
+    /// Makes room in the open chunk for a batch of `batch_bytes` that does not fit:
+    /// seals it (the log is busy, so the next buffer may be larger), or grows it when it
+    /// holds no batch yet (fresh, rolled or just flushed: a batch larger than the whole
+    /// chunk). Returns the bytes queued.
     fn seal_full(&mut self, batch_bytes: usize) -> usize {
         self.chunk_capacity = (self.chunk_capacity * 2).min(self.chunk_max);
         let capacity = self
             .chunk_capacity
             .max(batch_bytes + files::BLOCK_BYTES as usize);
-        let sealed = Rc::new(self.open.seal_full(capacity));
-        self.queue(sealed)
+        match self.open.seal_full(capacity) {
+            Some(sealed) => self.queue(Rc::new(sealed)),
+            None => 0,
+        }
     }
 
     fn queue(&mut self, sealed: Rc<SealedChunk>) -> usize {

@@ -123,3 +123,32 @@ pub fn batch_ranges(bytes: &[u8]) -> Vec<(i64, i64)> {
 pub fn test_dir() -> tempfile::TempDir {
     tempfile::tempdir_in(env!("CARGO_TARGET_TMPDIR")).expect("temp dir")
 }
+
+/// The smallest io_uring buffer pool glommio allows (64 KiB). A busy broker's pool is
+/// often used up, so its DMA allocations come from the system allocator, where a
+/// zero-length buffer is refused; tests run with a small pool to take that path too.
+pub const IO_MEMORY_MIN_BYTES: usize = 64 << 10;
+
+/// Like [`run`], on an executor whose io_uring buffer pool is `io_memory_bytes`.
+pub fn run_with_io_memory<F, Fut>(io_memory_bytes: usize, f: F) -> Fut::Output
+where
+    F: FnOnce() -> Fut + Send + 'static,
+    Fut: Future + 'static,
+    Fut::Output: Send + 'static,
+{
+    LocalExecutorBuilder::new(Placement::Unbound)
+        .io_memory(io_memory_bytes)
+        .spawn(f)
+        .expect("executor starts")
+        .join()
+        .expect("executor joins")
+}
+
+/// Holds every block of a [`IO_MEMORY_MIN_BYTES`] io_uring buffer pool (its allocator
+/// keeps metadata inside, so one pool-sized buffer would not fit), so every later DMA
+/// allocation takes the system allocator's path.
+pub fn exhaust_io_pool() -> Vec<glommio::io::DmaBuffer> {
+    (0..IO_MEMORY_MIN_BYTES / 4096)
+        .map(|_| glommio::allocate_dma_buffer(4096))
+        .collect()
+}

@@ -1,6 +1,9 @@
 //! Random operation sequences against the log (append, read, truncate, delete-records,
-//! retention, close-and-reopen, segment rolls), checked against a simple in-memory model.
-//! Each sequence prints its seed; rerun one with `SLUICE_OPFUZZ_SEED=<seed>`.
+//! retention, close-and-reopen, segment rolls by size and age, idle periods that shrink
+//! the write chunk), checked against a simple in-memory model. Batch sizes run from a few
+//! bytes to `max.message.bytes`, and large batches come on a fresh log, right after a
+//! roll, after an idle period and after a reopen. Each sequence prints its seed; rerun
+//! one with `SLUICE_OPFUZZ_SEED=<seed>`, run more with `SLUICE_OPFUZZ_SEEDS=<n>`.
 
 mod common;
 
@@ -42,14 +45,70 @@ impl Model {
     }
 }
 
-fn config() -> LogConfig {
+/// The log configuration of one sequence, drawn from its seed: tiny segments
+/// (`segment.bytes` at its 16 KiB floor) or larger ones, `segment.ms` from 1 ms (every
+/// append after a pause rolls) to a week, `max.message.bytes` from 16 KiB to Kafka's
+/// default (so batches larger than a whole write chunk, and than the shrunk chunk of an
+/// idle log, are common).
+fn config(rng: &mut Rng) -> LogConfig {
     LogConfig {
-        segment_bytes_max: 16 * 1024,
+        segment_bytes_max: [16 * 1024, 16 * 1024, 64 * 1024, 1 << 20][rng.below(4) as usize],
+        segment_ms_max: [1, 5, 7 * 24 * 3600 * 1000][rng.below(3) as usize],
+        max_message_bytes: [16 * 1024, 64 * 1024, 256 * 1024, 1_048_588][rng.below(4) as usize],
         index_interval_bytes: 300,
         retention_bytes: None,
         retention_ms: None,
         ..LogConfig::default()
     }
+}
+
+/// A batch of 1..=3 records whose size is drawn from a few bytes up to
+/// `max.message.bytes`: mostly small, now and then larger than a write chunk, and now
+/// and then close to the largest the log accepts.
+fn random_batch(rng: &mut Rng, max_message_bytes: usize) -> (usize, Vec<u8>) {
+    let count = 1 + rng.below(3) as usize;
+    let total = match rng.below(20) {
+        0..=5 => rng.below(40) as usize,
+        6..=12 => rng.below(1500) as usize,
+        13..=16 => 4000 + rng.below(60_000) as usize,
+        _ => max_message_bytes / 2 + rng.below(max_message_bytes as u64 / 2) as usize,
+    };
+    let tag = rng.next();
+    let ts = rng.below(1 << 20) as i64;
+    let mut value_bytes = (total / count).min(max_message_bytes);
+    loop {
+        let b = tagged_batch(tag, count, value_bytes, ts);
+        if b.len() <= max_message_bytes {
+            return (count, b);
+        }
+        value_bytes -= (b.len() - max_message_bytes)
+            .div_ceil(count)
+            .min(value_bytes);
+    }
+}
+
+/// Appends one producer request of `batches` and records it in the model.
+async fn append(log: &PartitionLog, model: &mut Model, batches: Vec<(usize, Vec<u8>)>, at: &str) {
+    let records: Vec<u8> = batches.iter().flat_map(|(_, b)| b.clone()).collect();
+    let info = log
+        .append(&records, LeaderEpoch(1))
+        .await
+        .unwrap_or_else(|e| panic!("{at}: append: {e}"));
+    assert_eq!(info.base_offset.0, model.next_offset(), "{at}");
+    for (count, b) in batches {
+        let base = model.next_offset();
+        model.batches.push((base, base + count as i64 - 1, b));
+    }
+}
+
+/// A batch of at least half of `max.message.bytes` (always larger than a write chunk).
+fn large_batch(rng: &mut Rng, max_message_bytes: usize) -> (usize, Vec<u8>) {
+    let value = max_message_bytes / 2 + rng.below(max_message_bytes as u64 / 2) as usize;
+    let mut b = tagged_batch(rng.next(), 1, value, 7);
+    if b.len() > max_message_bytes {
+        b = tagged_batch(rng.next(), 1, value - (b.len() - max_message_bytes), 7);
+    }
+    (1, b)
 }
 
 async fn check_read(log: &PartitionLog, model: &Model, from: i64, max_bytes: usize, seed: u64) {
@@ -106,42 +165,60 @@ async fn check_read(log: &PartitionLog, model: &Model, from: i64, max_bytes: usi
 async fn sequence(seed: u64, dir: std::path::PathBuf) {
     eprintln!("opfuzz seed {seed}");
     let mut rng = Rng(seed | 1);
+    // Every DMA allocation of the sequence takes the system allocator's path, as on a
+    // busy broker whose io_uring pool is used up (where a zero-length buffer panics).
+    let _pool = exhaust_io_pool();
+    let cfg = config(&mut rng);
+    let max = cfg.max_message_bytes as usize;
     let mut model = Model::default();
-    let (mut manager, mut log) = open_log(&dir, config(), small_shard()).await;
+    let (mut manager, mut log) = open_log(&dir, cfg.clone(), small_shard()).await;
+    // A fresh log's first append is now and then larger than its whole chunk.
+    if rng.below(2) == 0 {
+        let b = large_batch(&mut rng, max);
+        append(&log, &mut model, vec![b], &format!("seed {seed} first")).await;
+    }
     for step in 0..160 {
+        let at = format!("seed {seed} step {step}");
         match rng.below(100) {
-            0..=44 => {
+            0..=39 => {
                 let n = 1 + rng.below(3) as usize;
-                let mut records = Vec::new();
-                let mut sent = Vec::new();
-                for _ in 0..n {
-                    let count = 1 + rng.below(5) as usize;
-                    // Now and then a batch larger than a whole write chunk.
-                    let value_bytes = match rng.below(20) {
-                        0 => 4000 + rng.below(9000),
-                        _ => rng.below(700),
-                    };
-                    let b = tagged_batch(
-                        rng.next(),
-                        count,
-                        value_bytes as usize,
-                        rng.below(1 << 20) as i64,
-                    );
-                    records.extend_from_slice(&b);
-                    sent.push((count, b));
-                }
-                let info = log.append(&records, LeaderEpoch(1)).await.unwrap();
-                assert_eq!(
-                    info.base_offset.0,
-                    model.next_offset(),
-                    "seed {seed} step {step}"
-                );
-                for (count, b) in sent {
-                    let base = model.next_offset();
-                    model.batches.push((base, base + count as i64 - 1, b));
-                }
+                let batches = (0..n).map(|_| random_batch(&mut rng, max)).collect();
+                append(&log, &mut model, batches, &at).await;
             }
-            45..=69 => {
+            40..=43 => {
+                // An idle period: tiny appends each written on its own, so each flush
+                // seals a nearly empty chunk and the log's chunk shrinks; then a large
+                // batch meets the small chunk.
+                for _ in 0..1 + rng.below(6) {
+                    let b = tagged_batch(rng.next(), 1, rng.below(20) as usize, 5);
+                    append(&log, &mut model, vec![(1, b)], &at).await;
+                    log.wait_written(Offset(model.next_offset())).await.unwrap();
+                }
+                let b = large_batch(&mut rng, max);
+                append(&log, &mut model, vec![b], &at).await;
+            }
+            44..=47 => {
+                // A roll by age, then a large batch as the new segment's first.
+                let rolled = LogConfig {
+                    segment_ms_max: 1,
+                    ..cfg.clone()
+                };
+                log.set_config(rolled).unwrap();
+                // Time passing, not synchronisation: the segment must be older than 1 ms.
+                glommio::timer::sleep(std::time::Duration::from_millis(2)).await;
+                let active = log.active_segment_base();
+                let base = model.next_offset();
+                let b = large_batch(&mut rng, max);
+                append(&log, &mut model, vec![b], &at).await;
+                log.set_config(cfg.clone()).unwrap();
+                // An active segment with data rolls: the large batch opens the new one.
+                let now_active = log.active_segment_base();
+                assert!(
+                    now_active == active || now_active.0 == base,
+                    "{at}: the new segment starts at {now_active:?}, not at the batch ({base})"
+                );
+            }
+            48..=69 => {
                 log.wait_written(Offset(model.next_offset())).await.unwrap();
                 let span = (model.next_offset() - model.log_start + 1) as u64;
                 let from = model.log_start + rng.below(span) as i64;
@@ -160,43 +237,38 @@ async fn sequence(seed: u64, dir: std::path::PathBuf) {
                     }
                     None => model.next_offset(),
                 };
-                assert_eq!(
-                    end.0, expected,
-                    "seed {seed} step {step}: truncate to {target}"
-                );
+                assert_eq!(end.0, expected, "{at}: truncate to {target}");
                 // A log start inside the removed batch moves back to the new end.
                 model.log_start = model.log_start.min(end.0);
-                assert_eq!(
-                    log.log_start_offset().0,
-                    model.log_start,
-                    "seed {seed} step {step}"
-                );
+                assert_eq!(log.log_start_offset().0, model.log_start, "{at}");
             }
             78..=84 => {
                 log.wait_written(Offset(model.next_offset())).await.unwrap();
                 let span = (model.next_offset() - model.log_start + 1) as u64;
                 let target = model.log_start + rng.below(span) as i64;
                 let start = log.delete_records_before(Offset(target)).await.unwrap();
-                assert_eq!(start.0, target.max(model.log_start), "seed {seed}");
+                assert_eq!(start.0, target.max(model.log_start), "{at}");
                 model.log_start = start.0;
                 let keep_from = model
                     .holding(model.log_start)
                     .unwrap_or(model.batches.len());
                 model.batches.drain(..keep_from);
             }
-            85..=91 => {
+            85..=90 => {
                 log.wait_written(Offset(model.next_offset())).await.unwrap();
-                let mut c = config();
-                c.retention_bytes = Some(20 * 1024);
-                log.set_config(c).unwrap();
+                let retained = LogConfig {
+                    retention_bytes: Some(20 * 1024),
+                    ..cfg.clone()
+                };
+                log.set_config(retained).unwrap();
                 log.enforce_retention(0).await.unwrap();
-                log.set_config(config()).unwrap();
+                log.set_config(cfg.clone()).unwrap();
                 let start = log.log_start_offset().0;
-                assert!(start >= model.log_start, "seed {seed}: log start went back");
+                assert!(start >= model.log_start, "{at}: log start went back");
                 assert!(
                     start == model.next_offset()
                         || model.batches.iter().any(|b| b.0 <= start && start <= b.1),
-                    "seed {seed}: log start {start} is not in a batch"
+                    "{at}: log start {start} is not in a batch"
                 );
                 model.log_start = start;
                 let keep_from = model.holding(start).unwrap_or(model.batches.len());
@@ -204,19 +276,24 @@ async fn sequence(seed: u64, dir: std::path::PathBuf) {
             }
             _ => {
                 manager.close_all().await.unwrap();
-                let (m, l) = open_log(&dir, config(), small_shard()).await;
+                let (m, l) = open_log(&dir, cfg.clone(), small_shard()).await;
                 manager = m;
                 log = l;
                 assert_eq!(
                     log.log_end_offset().0,
                     model.next_offset(),
-                    "seed {seed}: reopen end"
+                    "{at}: reopen end"
                 );
                 assert_eq!(
                     log.log_start_offset().0,
                     model.log_start,
-                    "seed {seed}: reopen start"
+                    "{at}: reopen start"
                 );
+                // The reopened log's first append is now and then a large one.
+                if rng.below(2) == 0 {
+                    let b = large_batch(&mut rng, max);
+                    append(&log, &mut model, vec![b], &at).await;
+                }
             }
         }
     }
@@ -230,23 +307,29 @@ async fn sequence(seed: u64, dir: std::path::PathBuf) {
     manager.close_all().await.unwrap();
 }
 
+/// Seeds to run: `SLUICE_OPFUZZ_SEED=<seed>` replays one; otherwise
+/// `SLUICE_OPFUZZ_SEEDS=<n>` (default 6) seeds drawn from the clock.
+fn seeds() -> Vec<u64> {
+    if let Ok(s) = std::env::var("SLUICE_OPFUZZ_SEED") {
+        return vec![s.parse().expect("SLUICE_OPFUZZ_SEED is a u64")];
+    }
+    let n: u64 = std::env::var("SLUICE_OPFUZZ_SEEDS")
+        .map(|s| s.parse().expect("SLUICE_OPFUZZ_SEEDS is a count"))
+        .unwrap_or(6);
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_nanos() as u64)
+        .unwrap_or(1);
+    (0..n)
+        .map(|i| now.wrapping_add(i.wrapping_mul(0x9e37_79b9_7f4a_7c15)))
+        .collect()
+}
+
 #[test]
 fn random_operation_sequences_match_the_model() {
-    let seeds: Vec<u64> = match std::env::var("SLUICE_OPFUZZ_SEED") {
-        Ok(s) => vec![s.parse().expect("seed is a u64")],
-        Err(_) => {
-            let now = std::time::SystemTime::now()
-                .duration_since(std::time::UNIX_EPOCH)
-                .map(|d| d.as_nanos() as u64)
-                .unwrap_or(1);
-            (0..6u64)
-                .map(|i| now.wrapping_add(i.wrapping_mul(0x9e37_79b9_7f4a_7c15)))
-                .collect()
-        }
-    };
-    for seed in seeds {
+    for seed in seeds() {
         let dir = test_dir();
         let path = dir.path().to_path_buf();
-        run(move || sequence(seed, path));
+        run_with_io_memory(IO_MEMORY_MIN_BYTES, move || sequence(seed, path));
     }
 }

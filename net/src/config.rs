@@ -150,6 +150,9 @@ pub struct ServerConfig {
     pub connection_idle_ms_max: u64,
     /// Depth of each shard-to-shard channel.
     pub mesh_channel_depth_max: usize,
+    /// `shard.stall_warn_ms`: a shard whose task queues have not run for this long is
+    /// logged (WARN) and makes `/health` answer 503 until it runs again.
+    pub stall_warn_ms: u64,
     /// Upper bound on a fetch's `max_wait_ms`.
     pub fetch_wait_ms_max: u64,
     /// Fetch sessions one shard keeps (`max.incremental.fetch.session.cache.slots`).
@@ -193,6 +196,7 @@ impl ServerConfig {
             queued_request_bytes_max: QUEUED_REQUEST_BYTES_MAX_DEFAULT,
             connection_idle_ms_max: 600_000,
             mesh_channel_depth_max: 1024,
+            stall_warn_ms: 5000,
             fetch_wait_ms_max: 30_000,
             fetch_sessions_max_per_shard: 1000,
             topic_defaults: TopicDefaults::default(),

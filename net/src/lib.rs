@@ -12,7 +12,10 @@
 //! - responses on a connection leave in request order; at most `inflight_requests_max`
 //!   requests per connection are in flight;
 //! - every queue, buffer and connection count is bounded by a `*_max` setting;
-//! - bad input closes the connection or gets an error answer, with a log line, never a panic.
+//! - bad input closes the connection or gets an error answer, with a log line, never a panic;
+//! - a panic on any broker thread ends the process ([`fatal`]); a shard whose reactor
+//!   stops running its task queues is reported by `/health` ([`watchdog`]);
+//! - no glommio task's waker is woken or dropped on another thread (see [`shard`]).
 
 pub mod admin;
 pub mod catalog;
@@ -20,6 +23,7 @@ pub mod cluster;
 pub mod config;
 mod conn;
 pub mod errors;
+pub mod fatal;
 pub mod frame;
 mod frame_pool;
 pub mod groups;
@@ -33,6 +37,7 @@ mod server;
 pub mod shard;
 pub mod shutdown;
 pub mod store;
+pub mod watchdog;
 
 pub use config::{ClusterConfig, FlushSetting, Roles, ServerConfig, TopicDefaults};
 pub use groups::GroupsConfig;

@@ -401,6 +401,7 @@ pub fn render() -> String {
     render_partitions(&mut out);
     render_groups(&mut out);
     render_quorum(&mut out);
+    crate::watchdog::render_metrics(&mut out);
     out
 }
 

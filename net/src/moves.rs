@@ -1,7 +1,8 @@
 //! Live partition moves and the placement report, as the admin endpoint asks for them.
 //!
 //! Owns: the bridge from the admin thread (blocking) to shard 0's mover task (a bounded
-//! channel), the move protocol, and the placement report (`GET /placement`).
+//! std channel the mover polls: a glommio task's waker must never be woken from another
+//! thread, see `shard.rs`), the move protocol, and the placement report (`GET /placement`).
 //!
 //! A move, one at a time per broker: the table marks the partition moving (routing on
 //! every shard waits), the source shard takes its FIFO append turn (so appends before it
@@ -20,7 +21,6 @@ use std::sync::mpsc;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use futures_channel::mpsc as fmpsc;
 use serde::Serialize;
 
 use crate::groups::OFFSETS_TOPIC;
@@ -32,6 +32,8 @@ use crate::store::{PartitionId, TopicPartition};
 const MOVES_QUEUED_MAX: usize = 8;
 /// How long the admin thread waits for a move's answer.
 const MOVE_ANSWER_WAIT: Duration = Duration::from_secs(120);
+/// How often the mover looks for a queued move (moves are rare, operator-driven).
+const MOVE_POLL_INTERVAL: Duration = Duration::from_millis(50);
 
 /// Why a move was refused or failed; each maps to an HTTP status.
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
@@ -57,7 +59,7 @@ struct MoveRequest {
 
 struct Control {
     table: Arc<PlacementTable>,
-    moves: fmpsc::Sender<MoveRequest>,
+    moves: mpsc::SyncSender<MoveRequest>,
 }
 
 /// The running broker's placement, for the admin thread (one broker per process).
@@ -66,7 +68,7 @@ static CONTROL: Mutex<Option<Control>> = Mutex::new(None);
 /// Makes `table` and the mover reachable from the admin endpoint; returns the receiving
 /// end for shard 0's mover task.
 pub(crate) fn register(table: Arc<PlacementTable>) -> MoveQueue {
-    let (tx, rx) = fmpsc::channel(MOVES_QUEUED_MAX);
+    let (tx, rx) = mpsc::sync_channel(MOVES_QUEUED_MAX);
     if let Ok(mut c) = CONTROL.lock() {
         *c = Some(Control { table, moves: tx });
     }
@@ -74,7 +76,7 @@ pub(crate) fn register(table: Arc<PlacementTable>) -> MoveQueue {
 }
 
 /// The mover's end of the queue.
-pub(crate) struct MoveQueue(fmpsc::Receiver<MoveRequest>);
+pub(crate) struct MoveQueue(mpsc::Receiver<MoveRequest>);
 
 impl std::fmt::Debug for MoveQueue {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -95,12 +97,9 @@ pub fn request_move(topic: &str, partition: i32, cpu: usize) -> Result<String, M
             cpu,
             reply: tx,
         };
-        control.moves.try_send(request).map_err(|e| {
-            if e.is_full() {
-                MoveError::Busy
-            } else {
-                MoveError::NotRunning
-            }
+        control.moves.try_send(request).map_err(|e| match e {
+            mpsc::TrySendError::Full(_) => MoveError::Busy,
+            mpsc::TrySendError::Disconnected(_) => MoveError::NotRunning,
         })?;
     }
     rx.recv_timeout(MOVE_ANSWER_WAIT)
@@ -109,17 +108,29 @@ pub fn request_move(topic: &str, partition: i32, cpu: usize) -> Result<String, M
 
 /// Shard 0's mover: one move at a time until the broker stops.
 pub(crate) async fn run_mover(shard: Rc<Shard>, queue: MoveQueue) {
-    let mut rx = queue.0;
+    let rx = queue.0;
     loop {
-        let next = futures_lite::future::or(
-            async { futures_lite::StreamExt::next(&mut rx).await },
-            async {
-                shard.stopping.wait().await;
-                None
-            },
-        )
-        .await;
-        let Some(req) = next else { return };
+        let req = match rx.try_recv() {
+            Ok(req) => req,
+            Err(mpsc::TryRecvError::Disconnected) => return,
+            Err(mpsc::TryRecvError::Empty) => {
+                let stopped = futures_lite::future::or(
+                    async {
+                        glommio::timer::sleep(MOVE_POLL_INTERVAL).await;
+                        false
+                    },
+                    async {
+                        shard.stopping.wait().await;
+                        true
+                    },
+                )
+                .await;
+                if stopped {
+                    return;
+                }
+                continue;
+            }
+        };
         let result = move_partition(&shard, &req.topic, req.partition, req.cpu).await;
         match &result {
             Ok(m) => {

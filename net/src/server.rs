@@ -111,6 +111,8 @@ fn bind_listeners(addr: SocketAddr, count: usize) -> Result<(SocketAddr, Vec<Raw
 /// Starts every shard and returns once all of them are accepting. A node without the
 /// broker role starts only its controller (`start_controller_only`).
 pub fn start(mut config: ServerConfig) -> Result<Server, ServerError> {
+    // A broker thread that panics ends the process (see `fatal`), in tests too.
+    crate::fatal::install_panic_exit(crate::fatal::PanicScope::BrokerThreads);
     if !config.cluster.roles.broker {
         return start_controller_only(config);
     }
@@ -141,6 +143,8 @@ pub fn start(mut config: ServerConfig) -> Result<Server, ServerError> {
         config.advertised_port = local_addr.port();
     }
     let config = Arc::new(config);
+    crate::watchdog::register(count, config.stall_warn_ms)
+        .map_err(|e| ServerError::Runtime(format!("starting the stall watchdog: {e}")))?;
     let groups = Arc::new(Groups::new(config.groups.clone(), offsets_partitions));
     let placement = Arc::new(open_placement(&config, &catalog, count)?);
     let connections = Arc::new(ConnectionCounts::new(count));
@@ -148,8 +152,13 @@ pub fn start(mut config: ServerConfig) -> Result<Server, ServerError> {
     let stop = Arc::new(AtomicBool::new(false));
     let steps = StopSteps::new();
     let draining = Arc::new(AtomicUsize::new(count));
-    let mesh: Option<MeshBuilder<ShardCall, Full>> =
-        (count > 1).then(|| MeshBuilder::full(count, config.mesh_channel_depth_max.max(1)));
+    let mesh: Option<Mesh> = (count > 1).then(|| {
+        let depth = config.mesh_channel_depth_max.max(1);
+        (
+            MeshBuilder::full(count, depth),
+            MeshBuilder::full(count, depth),
+        )
+    });
     let (ready_tx, ready_rx) = mpsc::channel();
     let mut handles = Vec::with_capacity(count + 1);
     // The control thread first: a quorum of one registers its broker and imports its
@@ -163,8 +172,10 @@ pub fn start(mut config: ServerConfig) -> Result<Server, ServerError> {
     };
     match LocalExecutorBuilder::new(Placement::Unbound)
         .name("control")
-        .spawn(move || crate::cluster::control_main(control))
-    {
+        .spawn(move || {
+            crate::fatal::mark_broker_thread();
+            crate::cluster::control_main(control)
+        }) {
         Ok(h) => handles.push(h),
         Err(e) => return Err(ServerError::Runtime(runtime_hint(&e.to_string()))),
     }
@@ -287,7 +298,10 @@ fn start_controller_only(config: ServerConfig) -> Result<Server, ServerError> {
     };
     let handle = LocalExecutorBuilder::new(Placement::Unbound)
         .name("control")
-        .spawn(move || crate::cluster::control_main(control))
+        .spawn(move || {
+            crate::fatal::mark_broker_thread();
+            crate::cluster::control_main(control)
+        })
         .map_err(|e| ServerError::Runtime(runtime_hint(&e.to_string())))?;
     tracing::info!(quorum = %local_addr, "controller-only node: no Kafka listener, no shards");
     let steps = StopSteps::new();
@@ -518,6 +532,13 @@ impl Server {
     }
 }
 
+/// The shard mesh: calls one way, their answers back (see `shard.rs`: no task waker
+/// crosses threads).
+type Mesh = (
+    MeshBuilder<ShardCall, Full>,
+    MeshBuilder<crate::shard::ShardAnswer, Full>,
+);
+
 struct ShardArgs {
     fd: RawFd,
     count: usize,
@@ -527,7 +548,7 @@ struct ShardArgs {
     placement: Arc<PlacementTable>,
     connections: Arc<ConnectionCounts>,
     moves: Option<MoveQueue>,
-    mesh: Option<MeshBuilder<ShardCall, Full>>,
+    mesh: Option<Mesh>,
     view: Arc<ClusterView>,
     stop: Arc<AtomicBool>,
     draining: Arc<AtomicUsize>,
@@ -555,6 +576,7 @@ impl ShardExit {
 
 impl Drop for ShardExit {
     fn drop(&mut self) {
+        crate::watchdog::stopped();
         if std::thread::panicking() {
             tracing::error!("a shard panicked: stopping the broker");
             self.stop.store(true, Ordering::SeqCst);
@@ -682,6 +704,7 @@ fn publish_metrics(shard: &Shard, before: &mut HashMap<TopicPartition, Traffic>,
 }
 
 async fn shard_main(mut args: ShardArgs) -> Result<(), String> {
+    crate::fatal::mark_broker_thread();
     let mut exit = ShardExit {
         draining: args.draining.clone(),
         stop: args.stop.clone(),
@@ -716,6 +739,33 @@ async fn shard_main(mut args: ShardArgs) -> Result<(), String> {
     };
     let _ = ready.send(Ok(()));
     tracing::info!(shard = shard.id, "shard accepting");
+    crate::watchdog::attach(shard.id);
+    {
+        // The stall watchdog's heartbeat: it runs only when the reactor gets to its task
+        // queues (see `watchdog`).
+        let s = shard.clone();
+        let interval = crate::watchdog::beat_interval(shard.config.stall_warn_ms);
+        glommio::spawn_local(async move {
+            loop {
+                crate::watchdog::beat();
+                let stopped = futures_lite::future::or(
+                    async {
+                        glommio::timer::sleep(interval).await;
+                        false
+                    },
+                    async {
+                        s.stopping.wait().await;
+                        true
+                    },
+                )
+                .await;
+                if stopped {
+                    break;
+                }
+            }
+        })
+        .detach();
+    }
     let watcher = {
         let shard = shard.clone();
         let stop = args.stop.clone();
@@ -946,16 +996,15 @@ async fn apply_topic_change(shard: &Rc<Shard>, change: TopicChange) {
 
 async fn open_shard(args: &ShardArgs) -> Result<Rc<Shard>, String> {
     let (senders, receivers) = match args.mesh.clone() {
-        Some(m) => {
-            let (s, r) = m
-                .join()
-                .await
-                .map_err(|_| "joining the shard mesh failed".to_string())?;
-            (Some(s), Some(r))
+        Some((calls, answers)) => {
+            let joined = "joining the shard mesh failed";
+            let (s, r) = calls.join().await.map_err(|_| joined.to_string())?;
+            let (sa, ra) = answers.join().await.map_err(|_| joined.to_string())?;
+            (Some((s, sa)), Some((r, ra)))
         }
         None => (None, None),
     };
-    let id = senders.as_ref().map(|s| s.peer_id()).unwrap_or(0);
+    let id = senders.as_ref().map(|s| s.0.peer_id()).unwrap_or(0);
     let owns = {
         let (table, catalog) = (args.placement.clone(), args.catalog.clone());
         move |tp: &TopicPartition| {
@@ -994,19 +1043,27 @@ async fn open_shard(args: &ShardArgs) -> Result<Rc<Shard>, String> {
     };
     let image = ShardImage::new(args.view.clone());
     let shard = Rc::new(Shard::new(id, args.count, shared, logs, senders, image));
-    if let Some(mut receivers) = receivers {
-        for (_, rx) in receivers.streams() {
+    if let Some((mut calls, mut answers)) = receivers {
+        for (from, rx) in calls.streams() {
             let shard = shard.clone();
             glommio::spawn_local(async move {
                 while let Some(call) = rx.recv().await {
                     let s = shard.clone();
                     let work = call.op.work();
                     shard
-                        .spawn(work, async move {
-                            let reply = s.execute(call.op).await;
-                            let _ = call.reply.send(reply);
-                        })
+                        .spawn(work, async move { s.serve_call(from, call).await })
                         .detach();
+                }
+            })
+            .detach();
+        }
+        // Answers only move into local one-shots, so this never waits on anything but
+        // the channel: the answer mesh always drains.
+        for (_, rx) in answers.streams() {
+            let shard = shard.clone();
+            glommio::spawn_local(async move {
+                while let Some(answer) = rx.recv().await {
+                    shard.answer_arrived(answer);
                 }
             })
             .detach();

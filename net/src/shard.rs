@@ -2,8 +2,17 @@
 //! other shards (or its own connections) ask of it.
 //!
 //! Invariant: a partition log is touched only by the shard `owner()` names. Work for the
-//! local shard runs directly; work for another shard crosses the bounded mesh and comes
-//! back on a one-shot channel. Nothing is ever sent to self.
+//! local shard runs directly; work for another shard crosses the bounded call mesh and
+//! its answer comes back over the answer mesh, to the caller's own waiting table. Nothing
+//! is ever sent to self.
+//!
+//! Invariant: no task's `Waker` crosses threads. glommio's task wakers are not safe to
+//! wake or drop on another executor (their reference count races with the owner's, and
+//! a shard died of `Waker invariant broken` in `drop_task` when a cross-shard read's
+//! waiter was dropped while the other shard answered through a `futures` one-shot).
+//! glommio's mesh channels keep wakers on their own executor and signal the peer through
+//! its notifier, so calls and answers both cross only through them; the one-shots that
+//! complete a waiting call are filled on the caller's own shard.
 
 use std::cell::{Cell, RefCell};
 use std::collections::HashMap;
@@ -293,11 +302,47 @@ impl ConnectionCounts {
     }
 }
 
-/// A request crossing the mesh.
+/// A request crossing the mesh; the answer goes back to the shard it came from, under
+/// its `call_id`.
 #[derive(Debug)]
 pub struct ShardCall {
     pub op: ShardOp,
-    pub reply: oneshot::Sender<ShardReply>,
+    pub call_id: u64,
+}
+
+/// The answer to a [`ShardCall`], crossing the answer mesh back to the caller.
+#[derive(Debug)]
+pub struct ShardAnswer {
+    pub call_id: u64,
+    pub reply: ShardReply,
+}
+
+/// The calls this shard waits on, by id; filled on this shard only.
+#[derive(Debug, Default)]
+struct Waiting {
+    next_id: Cell<u64>,
+    calls: RefCell<HashMap<u64, oneshot::Sender<ShardReply>>>,
+}
+
+impl Waiting {
+    /// Hands an answer to its caller if it still waits; `false` when it is gone.
+    fn deliver(&self, answer: ShardAnswer) -> bool {
+        let waiter = self.calls.borrow_mut().remove(&answer.call_id);
+        waiter.is_some_and(|tx| tx.send(answer.reply).is_ok())
+    }
+}
+
+/// Removes a call from [`Waiting`] when its caller stops waiting (answered or dropped),
+/// so a late answer finds nothing and is dropped.
+struct WaitingGuard<'a> {
+    waiting: &'a Waiting,
+    id: u64,
+}
+
+impl Drop for WaitingGuard<'_> {
+    fn drop(&mut self) {
+        self.waiting.calls.borrow_mut().remove(&self.id);
+    }
 }
 
 /// A one-shot, many-waiter flag for this shard (stopping).
@@ -369,6 +414,34 @@ impl Drop for FlagWait<'_> {
 }
 
 #[cfg(test)]
+mod waiting_tests {
+    use super::*;
+
+    #[test]
+    fn an_answer_reaches_a_waiting_caller_and_a_late_one_is_dropped() {
+        let waiting = Waiting::default();
+        let (tx, mut rx) = oneshot::channel();
+        waiting.calls.borrow_mut().insert(1, tx);
+        let answer = |call_id| ShardAnswer {
+            call_id,
+            reply: ShardReply::Done,
+        };
+        assert!(waiting.deliver(answer(1)));
+        assert!(matches!(rx.try_recv(), Ok(Some(ShardReply::Done))));
+        // A caller that stopped waiting (its future dropped) leaves no entry behind, and
+        // its answer, arriving later, goes nowhere.
+        let (tx, _rx) = oneshot::channel();
+        waiting.calls.borrow_mut().insert(2, tx);
+        drop(WaitingGuard {
+            waiting: &waiting,
+            id: 2,
+        });
+        assert!(waiting.calls.borrow().is_empty());
+        assert!(!waiting.deliver(answer(2)));
+    }
+}
+
+#[cfg(test)]
 mod flag_tests {
     use super::*;
 
@@ -404,6 +477,9 @@ pub struct Shard {
     /// This shard's copy of the metadata image (leaders, replicas, ISR).
     pub cluster: crate::cluster::ShardImage,
     senders: Option<Senders<ShardCall>>,
+    /// The answer mesh: answers to other shards' calls go back through it.
+    answers: Option<Senders<ShardAnswer>>,
+    waiting: Waiting,
     pub stopping: LocalFlag,
     /// Every shard's open connections (this shard writes its own slot and takes others'
     /// for connections it routes to them).
@@ -544,9 +620,13 @@ impl Shard {
         count: usize,
         shared: ShardShared,
         logs: LogManager,
-        senders: Option<Senders<ShardCall>>,
+        mesh: Option<(Senders<ShardCall>, Senders<ShardAnswer>)>,
         cluster: crate::cluster::ShardImage,
     ) -> Shard {
+        let (senders, answers) = match mesh {
+            Some((s, a)) => (Some(s), Some(a)),
+            None => (None, None),
+        };
         let ShardShared {
             config,
             catalog,
@@ -568,6 +648,8 @@ impl Shard {
             logs,
             cluster,
             senders,
+            answers,
+            waiting: Waiting::default(),
             stopping: LocalFlag::default(),
             connections,
             fetch_sessions: RefCell::new(sessions),
@@ -717,9 +799,16 @@ impl Shard {
         let Some(senders) = &self.senders else {
             return ShardReply::Unreachable;
         };
+        let call_id = self.waiting.next_id.get();
+        self.waiting.next_id.set(call_id.wrapping_add(1));
         let (tx, rx) = oneshot::channel();
+        self.waiting.calls.borrow_mut().insert(call_id, tx);
+        let _guard = WaitingGuard {
+            waiting: &self.waiting,
+            id: call_id,
+        };
         if senders
-            .send_to(shard, ShardCall { op, reply: tx })
+            .send_to(shard, ShardCall { op, call_id })
             .await
             .is_err()
         {
@@ -727,6 +816,27 @@ impl Shard {
             return ShardReply::Unreachable;
         }
         rx.await.unwrap_or(ShardReply::Unreachable)
+    }
+
+    /// Runs a call that arrived from shard `from` and sends its answer back.
+    pub async fn serve_call(self: &Rc<Self>, from: usize, call: ShardCall) {
+        let reply = self.execute(call.op).await;
+        let Some(answers) = &self.answers else {
+            return;
+        };
+        let answer = ShardAnswer {
+            call_id: call.call_id,
+            reply,
+        };
+        if answers.send_to(from, answer).await.is_err() {
+            tracing::warn!(shard = self.id, to = from, "mesh answer send failed");
+        }
+    }
+
+    /// Hands an answer that came back over the mesh to its waiting caller, if it still
+    /// waits (on this shard's thread: the caller's waker never leaves it).
+    pub fn answer_arrived(&self, answer: ShardAnswer) {
+        self.waiting.deliver(answer);
     }
 
     /// Runs one call per shard, all at once, and returns the replies in input order.

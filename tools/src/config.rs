@@ -112,6 +112,8 @@ pub struct ShardBoundsConfig {
     pub memory_bytes_max: Option<u64>,
     pub produce_shares: Option<u64>,
     pub fetch_shares: Option<u64>,
+    /// A shard whose task queues have not run this long is reported (WARN, /health 503).
+    pub stall_warn_ms: Option<u64>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -620,6 +622,11 @@ pub fn settings(file: FileConfig, o: Overrides) -> Result<Settings> {
         server.produce_shares,
     )?;
     server.fetch_shares = positive("shard.fetch_shares", b.fetch_shares, server.fetch_shares)?;
+    server.stall_warn_ms = positive(
+        "shard.stall_warn_ms",
+        file.shard.stall_warn_ms,
+        server.stall_warn_ms as usize,
+    )? as u64;
     server.placement = placement_settings(&file.placement)?;
     Ok(Settings {
         server,
@@ -1075,6 +1082,14 @@ mod tests {
             toml::from_str("[shard]\nproduce_shares = 300\nfetch_shares = 700\n").unwrap();
         let s = settings(f, Overrides::default()).unwrap();
         assert_eq!((s.server.produce_shares, s.server.fetch_shares), (300, 700));
+        let f: FileConfig = toml::from_str("[shard]\nstall_warn_ms = 750\n").unwrap();
+        assert_eq!(
+            settings(f, Overrides::default())
+                .unwrap()
+                .server
+                .stall_warn_ms,
+            750
+        );
         let f: FileConfig = toml::from_str("[shard]\nfetch_shares = 0\n").unwrap();
         let err = settings(f, Overrides::default()).unwrap_err().to_string();
         assert!(err.starts_with("shard.fetch_shares: "), "{err}");

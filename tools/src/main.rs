@@ -105,6 +105,9 @@ fn main() {
                 .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),
         )
         .with_writer(std::io::stderr)
+        // Colours only on a terminal: a service manager's journal or a pipe gets plain
+        // lines it can search.
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
         .init();
     let cli = Cli::parse();
     let result = match cli.command {
@@ -126,6 +129,9 @@ fn main() {
 }
 
 fn serve(args: ServeArgs) -> Result<()> {
+    // Every thread of this process is the broker's: a panic anywhere logs one ERROR line
+    // and exits non-zero, for the service manager to restart the broker.
+    sluice_net::fatal::install_panic_exit(sluice_net::fatal::PanicScope::Process);
     keep_freed_memory();
     let file = match &args.config {
         Some(path) => config::load_file(path)?,

@@ -86,6 +86,7 @@ pub fn spec(key: ApiKey) -> Option<&'static ApiSpec> {
 
 /// Runs one request. `Ok(None)` means no response is sent (acks=0 produce).
 pub async fn dispatch(shard: Rc<Shard>, req: Request) -> Result<Option<ResponseFrame>, FrameError> {
+    crate::watchdog::note_request(req.api_key as i16);
     let supported = spec(req.api_key)
         .map(|s| s.supports(req.version))
         .unwrap_or(false);
