@@ -21,7 +21,9 @@
 //!   ALWAYS_ADMITTED_BYTES_MAX`.
 //! - Bytes go back exactly once, when the [`RequestPermit`] drops.
 //! - Any waiting frame that fits is admitted (not strictly first come): a large frame
-//!   waiting for room never holds up small ones.
+//!   waiting for room never holds up small ones. A release hands its room to the waiters
+//!   it admits (smallest first) and wakes only those, so a drain of n waiting frames costs
+//!   n wake-ups, not n²; a waiter handed room that ends before it runs passes it on.
 
 use std::cell::{Cell, RefCell};
 use std::collections::BTreeMap;
@@ -40,9 +42,17 @@ pub struct RequestBytes {
     max: usize,
     used: Cell<usize>,
     next_id: Cell<u64>,
-    /// Frames waiting for room, by (bytes needed, arrival), so a release wakes exactly
-    /// those that may now fit.
-    waiters: RefCell<BTreeMap<(usize, u64), Waker>>,
+    /// Frames waiting for room, by (bytes needed, arrival): a release hands room to the
+    /// smallest first, for as many as fit, and wakes only those.
+    waiters: RefCell<BTreeMap<(usize, u64), Rc<Wait>>>,
+}
+
+/// One waiting frame's place: its waker, and whether a release has already taken its
+/// room for it (handed over, so that no other frame takes that room before it runs).
+#[derive(Debug)]
+struct Wait {
+    waker: RefCell<Waker>,
+    granted: Cell<bool>,
 }
 
 impl RequestBytes {
@@ -71,9 +81,13 @@ impl RequestBytes {
         len.min(self.max)
     }
 
-    fn take(self: &Rc<Self>, bytes: usize) -> RequestPermit {
+    fn charge(&self, bytes: usize) {
         self.used.set(self.used.get() + bytes);
         crate::metrics::request_bytes_queued(bytes as i64);
+    }
+
+    fn take(self: &Rc<Self>, bytes: usize) -> RequestPermit {
+        self.charge(bytes);
         RequestPermit {
             budget: self.clone(),
             bytes,
@@ -97,26 +111,34 @@ impl RequestBytes {
         Acquire {
             budget: self.clone(),
             need: self.need(len),
-            id: None,
+            wait: None,
         }
     }
 
     fn release(&self, bytes: usize) {
         self.used.set(self.used.get() - bytes);
         crate::metrics::request_bytes_queued(-(bytes as i64));
-        let free = self.max.saturating_sub(self.used.get());
-        // Wake every waiter that may fit now; each checks again when polled (the first
-        // to run may take the room) and registers again if it does not fit.
-        let woken: Vec<Waker> = {
+        // Hand the room to the waiters that fit, smallest first, taking it for them now:
+        // each woken waiter is sure to proceed, so a release wakes only the frames it
+        // admits (waking every waiter that might fit made a drain of n waiters cost n²
+        // polls, most of them finding the room gone and waiting again).
+        let mut woken = Vec::new();
+        {
             let mut waiters = self.waiters.borrow_mut();
-            let fit: Vec<(usize, u64)> = waiters
-                .range(..=(free, u64::MAX))
-                .map(|(k, _)| *k)
-                .collect();
-            fit.iter().filter_map(|k| waiters.remove(k)).collect()
-        };
+            while let Some(entry) = waiters.first_entry() {
+                let need = entry.key().0;
+                if self.used.get() + need > self.max {
+                    // Waiters are ordered by need: no later one fits either.
+                    break;
+                }
+                let wait = entry.remove();
+                self.charge(need);
+                wait.granted.set(true);
+                woken.push(wait);
+            }
+        }
         for w in woken {
-            w.wake();
+            w.waker.borrow().wake_by_ref();
         }
     }
 }
@@ -140,12 +162,14 @@ impl Drop for RequestPermit {
     }
 }
 
-/// The future of [`RequestBytes::acquire`]; dropping it withdraws the wait.
+/// The future of [`RequestBytes::acquire`]; dropping it withdraws the wait (and gives back
+/// room already handed to it, to the next waiters).
 #[derive(Debug)]
 pub struct Acquire {
     budget: Rc<RequestBytes>,
     need: usize,
-    id: Option<u64>,
+    /// The place in the queue, once registered: `(id, wait)`.
+    wait: Option<(u64, Rc<Wait>)>,
 }
 
 impl Future for Acquire {
@@ -154,35 +178,49 @@ impl Future for Acquire {
     fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<RequestPermit> {
         let need = self.need;
         let budget = self.budget.clone();
-        if let Some(id) = self.id {
-            budget.waiters.borrow_mut().remove(&(need, id));
-        }
-        if budget.used.get() + need <= budget.max {
-            self.id = None;
-            return Poll::Ready(budget.take(need));
-        }
-        let id = match self.id {
-            Some(id) => id,
+        match &self.wait {
+            Some((_, wait)) if wait.granted.get() => {
+                // A release already charged the room to the budget for this frame.
+                self.wait = None;
+                Poll::Ready(RequestPermit {
+                    budget,
+                    bytes: need,
+                })
+            }
+            Some((_, wait)) => {
+                let mut waker = wait.waker.borrow_mut();
+                if !waker.will_wake(cx.waker()) {
+                    *waker = cx.waker().clone();
+                }
+                Poll::Pending
+            }
+            None if budget.used.get() + need <= budget.max => Poll::Ready(budget.take(need)),
             None => {
                 crate::metrics::request_read_paused();
                 let id = budget.next_id.get();
                 budget.next_id.set(id + 1);
-                self.id = Some(id);
-                id
+                let wait = Rc::new(Wait {
+                    waker: RefCell::new(cx.waker().clone()),
+                    granted: Cell::new(false),
+                });
+                budget.waiters.borrow_mut().insert((need, id), wait.clone());
+                self.wait = Some((id, wait));
+                Poll::Pending
             }
-        };
-        budget
-            .waiters
-            .borrow_mut()
-            .insert((need, id), cx.waker().clone());
-        Poll::Pending
+        }
     }
 }
 
 impl Drop for Acquire {
     fn drop(&mut self) {
-        if let Some(id) = self.id {
-            self.budget.waiters.borrow_mut().remove(&(self.need, id));
+        if let Some((id, wait)) = self.wait.take() {
+            if wait.granted.get() {
+                // Woken with room taken for it but never ran (its connection ended):
+                // the room goes on to the next waiters, or it would be lost to them.
+                self.budget.release(self.need);
+            } else {
+                self.budget.waiters.borrow_mut().remove(&(self.need, id));
+            }
         }
     }
 }
@@ -245,6 +283,140 @@ mod tests {
         drop(w);
         assert_eq!(b.waiting(), 0);
         drop(full);
+        assert_eq!(b.used(), 0);
+    }
+
+    use std::sync::atomic::{AtomicUsize, Ordering};
+    use std::sync::Arc;
+    use std::task::Wake;
+
+    /// Counts the wake-ups of the wakers made from it.
+    struct Count(AtomicUsize);
+
+    impl Wake for Count {
+        fn wake(self: Arc<Self>) {
+            self.wake_by_ref();
+        }
+        fn wake_by_ref(self: &Arc<Self>) {
+            self.0.fetch_add(1, Ordering::Relaxed);
+        }
+    }
+
+    fn counted() -> (Arc<Count>, Waker) {
+        let c = Arc::new(Count(AtomicUsize::new(0)));
+        (c.clone(), Waker::from(c))
+    }
+
+    fn woken(c: &Count) -> usize {
+        c.0.load(Ordering::Relaxed)
+    }
+
+    #[test]
+    fn a_release_wakes_only_the_waiters_it_admits_and_hands_them_the_room() {
+        let b = RequestBytes::new(100);
+        let held: Vec<_> = (0..10).map(|_| b.try_acquire(10).expect("room")).collect();
+        let mut waits: Vec<_> = (0..50)
+            .map(|_| (Box::pin(b.acquire(10)), counted()))
+            .collect();
+        for (w, (_, waker)) in &mut waits {
+            let mut cx = Context::from_waker(waker);
+            assert!(w.as_mut().poll(&mut cx).is_pending());
+        }
+        assert_eq!(b.waiting(), 50);
+        let mut held = held.into_iter();
+        drop(held.next());
+        // One frame's room came back: exactly one waiter (the first) is woken, and the
+        // room is already charged for it, so a newcomer cannot take it first.
+        let wakes: Vec<usize> = waits.iter().map(|(_, (c, _))| woken(c)).collect();
+        assert_eq!(wakes.iter().sum::<usize>(), 1);
+        assert_eq!(wakes[0], 1);
+        assert_eq!((b.used(), b.waiting()), (100, 49));
+        assert!(b.try_acquire(10).is_none());
+        // The waiters are drained one release each, with one wake-up each in all.
+        let mut admitted = Vec::new();
+        for (i, (w, (_, waker))) in waits.iter_mut().enumerate() {
+            let mut cx = Context::from_waker(waker);
+            match w.as_mut().poll(&mut cx) {
+                Poll::Ready(p) => admitted.push(p),
+                Poll::Pending => panic!("waiter {i} was woken without room"),
+            }
+            // Its frame is answered (or its connection ends): the next one gets the room.
+            drop(admitted.pop());
+        }
+        let total: usize = waits.iter().map(|(_, (c, _))| woken(c)).sum();
+        assert_eq!(total, 50, "one wake-up per admitted waiter");
+        assert_eq!(b.waiting(), 0);
+        drop(held);
+        assert_eq!(b.used(), 0);
+    }
+
+    #[test]
+    fn room_handed_to_a_waiter_that_ends_before_it_runs_goes_to_the_next() {
+        let b = RequestBytes::new(10);
+        let full = b.try_acquire(10).expect("room");
+        let (mut first, (_, w1)) = (Box::pin(b.acquire(10)), counted());
+        let (mut second, (c2, w2)) = (Box::pin(b.acquire(10)), counted());
+        assert!(first
+            .as_mut()
+            .poll(&mut Context::from_waker(&w1))
+            .is_pending());
+        assert!(second
+            .as_mut()
+            .poll(&mut Context::from_waker(&w2))
+            .is_pending());
+        drop(full);
+        assert_eq!(
+            (b.used(), woken(&c2)),
+            (10, 0),
+            "the room went to the first"
+        );
+        // Its connection closes before its reader runs again.
+        drop(first);
+        assert_eq!(woken(&c2), 1, "the room is passed on");
+        match second.as_mut().poll(&mut Context::from_waker(&w2)) {
+            Poll::Ready(p) => {
+                assert_eq!((p.bytes(), b.used()), (10, 10));
+                drop(p);
+            }
+            Poll::Pending => panic!("the second waiter did not get the room"),
+        }
+        drop(second);
+        assert_eq!((b.used(), b.waiting()), (0, 0));
+    }
+
+    #[test]
+    fn a_release_hands_room_to_the_smallest_waiters_that_fit() {
+        let b = RequestBytes::new(100);
+        let full = b.try_acquire(100).expect("room");
+        let mut big = Box::pin(b.acquire(80));
+        let mut small = Box::pin(b.acquire(30));
+        let mut small2 = Box::pin(b.acquire(30));
+        let (cb, wb) = counted();
+        let (_, ws) = counted();
+        assert!(big
+            .as_mut()
+            .poll(&mut Context::from_waker(&wb))
+            .is_pending());
+        assert!(small
+            .as_mut()
+            .poll(&mut Context::from_waker(&ws))
+            .is_pending());
+        assert!(small2
+            .as_mut()
+            .poll(&mut Context::from_waker(&ws))
+            .is_pending());
+        drop(full);
+        // 30 + 30 fit in 100; 80 more would not: the big frame is not woken.
+        assert_eq!((b.used(), b.waiting(), woken(&cb)), (60, 1, 0));
+        let cx = &mut Context::from_waker(&ws);
+        let (Poll::Ready(p1), Poll::Ready(p2)) =
+            (small.as_mut().poll(cx), small2.as_mut().poll(cx))
+        else {
+            panic!("the small frames were handed room");
+        };
+        drop((p1, p2));
+        assert_eq!((b.used(), woken(&cb)), (80, 1));
+        drop(big);
         assert_eq!(b.used(), 0);
     }
 }
