@@ -114,17 +114,7 @@ pub(crate) async fn run_mover(shard: Rc<Shard>, queue: MoveQueue) {
             Ok(req) => req,
             Err(mpsc::TryRecvError::Disconnected) => return,
             Err(mpsc::TryRecvError::Empty) => {
-                let stopped = futures_lite::future::or(
-                    async {
-                        glommio::timer::sleep(MOVE_POLL_INTERVAL).await;
-                        false
-                    },
-                    async {
-                        shard.stopping.wait().await;
-                        true
-                    },
-                )
-                .await;
+                let stopped = shard.sleep_or_stop(MOVE_POLL_INTERVAL).await;
                 if stopped {
                     return;
                 }

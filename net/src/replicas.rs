@@ -428,13 +428,9 @@ pub async fn run(shard: Rc<Shard>) {
             since_check_ms = 0;
             check_leaders(&shard);
         }
-        futures_lite::future::or(
-            glommio::timer::sleep(Duration::from_millis(RECONCILE_INTERVAL_MS)),
-            async {
-                shard.stopping.wait().await;
-            },
-        )
-        .await;
+        shard
+            .sleep_or_stop(Duration::from_millis(RECONCILE_INTERVAL_MS))
+            .await;
     }
     // No follower appends once this returns: the shard closes its logs next.
     fetchers.stop().await;

@@ -775,18 +775,9 @@ async fn shard_main(mut args: ShardArgs) -> Result<(), String> {
             let mut before = HashMap::new();
             loop {
                 publish_metrics(&s, &mut before, METRICS_PUBLISH_INTERVAL_MS / 1000);
-                let stopped = futures_lite::future::or(
-                    async {
-                        glommio::timer::sleep(Duration::from_millis(METRICS_PUBLISH_INTERVAL_MS))
-                            .await;
-                        false
-                    },
-                    async {
-                        s.stopping.wait().await;
-                        true
-                    },
-                )
-                .await;
+                let stopped = s
+                    .sleep_or_stop(Duration::from_millis(METRICS_PUBLISH_INTERVAL_MS))
+                    .await;
                 if stopped {
                     break;
                 }
@@ -801,17 +792,7 @@ async fn shard_main(mut args: ShardArgs) -> Result<(), String> {
         let interval = Duration::from_millis(shard.config.retention_check_interval_ms.max(1));
         let maintenance = async move {
             loop {
-                let stopped = futures_lite::future::or(
-                    async {
-                        glommio::timer::sleep(interval).await;
-                        false
-                    },
-                    async {
-                        s.stopping.wait().await;
-                        true
-                    },
-                )
-                .await;
+                let stopped = s.sleep_or_stop(interval).await;
                 if stopped {
                     break;
                 }

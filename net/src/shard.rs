@@ -597,6 +597,23 @@ fn append_error_code(e: &AppendError) -> i16 {
 }
 
 impl Shard {
+    /// Sleeps for `d` unless the shard starts stopping first; `true` when it is stopping.
+    /// The one way background loops (metrics, retention, the coordinator's sweep, the
+    /// mover, replication) wait between rounds, so each ends as soon as the stop begins.
+    pub async fn sleep_or_stop(&self, d: Duration) -> bool {
+        futures_lite::future::or(
+            async {
+                glommio::timer::sleep(d).await;
+                false
+            },
+            async {
+                self.stopping.wait().await;
+                true
+            },
+        )
+        .await
+    }
+
     /// Waits for a group answer (`answer`), unless the broker starts stopping first:
     /// then COORDINATOR_NOT_AVAILABLE, so clients move on instead of waiting out a
     /// rebalance. A dropped answer becomes `dropped`.

@@ -177,17 +177,9 @@ pub async fn run(shard: Rc<Shard>) {
                 groups.mark_dirty(p, &written);
             }
         }
-        let stopped = futures_lite::future::or(
-            async {
-                glommio::timer::sleep(Duration::from_millis(SWEEP_INTERVAL_MS)).await;
-                false
-            },
-            async {
-                shard.stopping.wait().await;
-                true
-            },
-        )
-        .await;
+        let stopped = shard
+            .sleep_or_stop(Duration::from_millis(SWEEP_INTERVAL_MS))
+            .await;
         if stopped {
             break;
         }
