@@ -229,12 +229,7 @@ impl Replicas {
 }
 
 /// Milliseconds since the epoch (the ISR clock).
-pub fn now_ms() -> u64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| d.as_millis() as u64)
-        .unwrap_or(0)
-}
+pub use sluice_engine::now_ms;
 
 /// What the image asks of one partition on this shard.
 struct Wanted {

@@ -23,7 +23,7 @@
 use std::cell::{Cell, RefCell};
 use std::collections::BTreeMap;
 use std::rc::{Rc, Weak};
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::Duration;
 
 use glommio::sync::Semaphore;
 use glommio::task::JoinHandle;
@@ -256,12 +256,7 @@ fn key_of(tp: &TopicPartition) -> Key {
     (tp.topic.clone(), tp.partition.0)
 }
 
-fn now_ms() -> u64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map(|d| d.as_millis() as u64)
-        .unwrap_or(0)
-}
+use sluice_engine::now_ms;
 
 fn topic_name(topic: &str) -> TopicName {
     TopicName(StrBytes::from_string(topic.to_string()))

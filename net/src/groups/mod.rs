@@ -209,11 +209,9 @@ fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
 }
 
 /// Wall-clock milliseconds (commit timestamps, state timestamps, expiry).
+/// Kafka's timestamps are `i64`; milliseconds since 1970 fit in one for 292 million years.
 pub fn now_ms() -> i64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| d.as_millis() as i64)
-        .unwrap_or(0)
+    sluice_engine::now_ms() as i64
 }
 
 /// Java's `String.hashCode`, so a group maps to the same offsets partition as in Kafka.

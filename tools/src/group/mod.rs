@@ -189,9 +189,7 @@ impl ResetArgs {
 }
 
 fn now_ms() -> i64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map_or(0, |d| d.as_millis() as i64)
+    sluice_net::groups::now_ms()
 }
 
 fn reset_offsets(bootstrap: &str, args: &ResetArgs) -> Result<()> {
