@@ -125,21 +125,10 @@ fn frames(buf: &[u8]) -> (Vec<(u8, &[u8])>, usize) {
     (out, pos)
 }
 
-fn sync_dir(dir: &Path) -> Result<(), StorageError> {
-    File::open(dir)
-        .and_then(|d| d.sync_all())
-        .map_err(io("fsync dir", dir))
-}
-
 /// Writes `bytes` to `dir/name` atomically and durably.
 fn write_atomic(dir: &Path, name: &str, bytes: &[u8]) -> Result<(), StorageError> {
-    let tmp = dir.join(format!("{name}.tmp"));
     let path = dir.join(name);
-    let mut f = File::create(&tmp).map_err(io("create", &tmp))?;
-    f.write_all(bytes).map_err(io("write", &tmp))?;
-    f.sync_all().map_err(io("fsync", &tmp))?;
-    fs::rename(&tmp, &path).map_err(io("rename", &path))?;
-    sync_dir(dir)
+    sluice_engine::write_file_atomic(&path, bytes).map_err(io("write atomically", &path))
 }
 
 fn encode_apply_state(a: &ApplyState) -> Result<Vec<u8>, StorageError> {

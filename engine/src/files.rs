@@ -167,6 +167,28 @@ pub fn glommio_io(path: &Path, e: glommio::GlommioError<()>) -> LogError {
     glommio_err(path, e)
 }
 
+/// Replaces the small file at `path` with `bytes` atomically and durably, with blocking
+/// `std::fs` calls (for threads that are not shards: the control thread, start-up, the
+/// admin thread): write `<path>.tmp`, fsync it, rename it over `path`, fsync the
+/// directory. A crash leaves the old file or the new one, never a mix. Shards use the
+/// DMA version above.
+pub fn write_file_atomic(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
+    use std::io::Write;
+    let mut tmp_name = path.as_os_str().to_owned();
+    tmp_name.push(".tmp");
+    let tmp = PathBuf::from(tmp_name);
+    {
+        let mut f = std::fs::File::create(&tmp)?;
+        f.write_all(bytes)?;
+        f.sync_all()?;
+    }
+    std::fs::rename(&tmp, path)?;
+    match path.parent() {
+        Some(dir) if !dir.as_os_str().is_empty() => std::fs::File::open(dir)?.sync_all(),
+        _ => Ok(()),
+    }
+}
+
 /// Milliseconds since the Unix epoch.
 pub fn now_ms() -> u64 {
     std::time::SystemTime::now()
@@ -223,4 +245,23 @@ pub async fn check_direct_io(dir: &Path) -> Result<(), LogError> {
         },
         other => other,
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn an_atomic_write_replaces_the_whole_file_and_leaves_no_temporary() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("state.json");
+        write_file_atomic(&path, b"a longer first version").unwrap();
+        write_file_atomic(&path, b"second").unwrap();
+        assert_eq!(std::fs::read(&path).unwrap(), b"second");
+        let names: Vec<_> = std::fs::read_dir(dir.path())
+            .unwrap()
+            .map(|e| e.unwrap().file_name())
+            .collect();
+        assert_eq!(names, vec![std::ffi::OsString::from("state.json")]);
+    }
 }

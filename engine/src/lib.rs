@@ -53,6 +53,7 @@ pub use files::check_direct_io;
 /// Wall-clock milliseconds since the Unix epoch: the one clock every crate reads for
 /// timestamps, expiry and lag (0 if the clock is before 1970).
 pub use files::now_ms;
+pub use files::write_file_atomic;
 pub use log::{AppendInfo, PartitionLog, ReadBatches, ReadLimits, RetentionOutcome};
 pub use manager::LogManager;
 pub use shard::ShardResources;

@@ -279,17 +279,7 @@ impl Catalog {
     fn persist(&self, data: &CatalogData) -> Result<(), CatalogError> {
         let bytes =
             serde_json::to_vec_pretty(data).map_err(|e| CatalogError::Corrupt(e.to_string()))?;
-        let tmp = self.path.with_extension("json.tmp");
-        {
-            use std::io::Write;
-            let mut f = std::fs::File::create(&tmp)?;
-            f.write_all(&bytes)?;
-            f.sync_all()?;
-        }
-        std::fs::rename(&tmp, &self.path)?;
-        if let Some(dir) = self.path.parent() {
-            std::fs::File::open(dir)?.sync_all()?;
-        }
+        sluice_engine::write_file_atomic(&self.path, &bytes)?;
         Ok(())
     }
 }
