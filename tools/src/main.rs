@@ -4,6 +4,7 @@
 //! Only this crate reads configuration files, flags, signals and the environment; the
 //! libraries take plain config structs.
 
+mod admin_client;
 mod bench;
 mod cluster;
 mod config;

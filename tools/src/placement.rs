@@ -2,8 +2,6 @@
 //! endpoint (`GET /placement`, `POST /partition/move`). Blocking, one HTTP/1.1 request
 //! per call, every read and write bounded by a timeout and the answer by a size.
 
-use std::io::{Read, Write};
-use std::net::{TcpStream, ToSocketAddrs};
 use std::time::Duration;
 
 use anyhow::{anyhow, bail, Context, Result};
@@ -11,8 +9,6 @@ use serde_json::Value;
 
 use crate::group::table;
 
-/// Largest admin answer read.
-const ANSWER_BYTES_MAX: u64 = 64 << 20;
 /// How long a move may take before the CLI gives up waiting (the broker goes on).
 const MOVE_WAIT: Duration = Duration::from_secs(130);
 const READ_WAIT: Duration = Duration::from_secs(10);
@@ -94,36 +90,8 @@ fn parse_partition(s: &str) -> Result<(&str, i32)> {
     Ok((topic, p))
 }
 
-/// One HTTP request; the body of a 200 answer, else an error with the broker's message.
 fn call(admin: &str, method: &str, path: &str, wait: Duration) -> Result<String> {
-    let addr = admin
-        .to_socket_addrs()
-        .with_context(|| format!("--admin: {admin:?} is not HOST:PORT"))?
-        .next()
-        .ok_or_else(|| anyhow!("--admin: {admin:?} resolves to no address"))?;
-    let mut s = TcpStream::connect_timeout(&addr, READ_WAIT)
-        .with_context(|| format!("connecting to the admin endpoint {addr}"))?;
-    s.set_read_timeout(Some(wait))?;
-    s.set_write_timeout(Some(READ_WAIT))?;
-    write!(
-        s,
-        "{method} {path} HTTP/1.1\r\nHost: {admin}\r\nContent-Length: 0\r\nConnection: close\r\n\r\n"
-    )?;
-    let mut raw = Vec::new();
-    s.take(ANSWER_BYTES_MAX)
-        .read_to_end(&mut raw)
-        .with_context(|| format!("reading the answer of {addr}"))?;
-    let text = String::from_utf8_lossy(&raw);
-    let (head, body) = text
-        .split_once("\r\n\r\n")
-        .ok_or_else(|| anyhow!("{addr}: not an HTTP answer"))?;
-    let status = head.split_whitespace().nth(1).unwrap_or("");
-    if status != "200" {
-        let v: Value = serde_json::from_str(body).unwrap_or(Value::Null);
-        let msg = v["error"].as_str().unwrap_or(body.trim());
-        bail!("{method} {path}: {} ({status})", msg);
-    }
-    Ok(body.to_string())
+    crate::admin_client::call(admin, method, path, wait)
 }
 
 fn num(v: &Value, key: &str) -> u64 {

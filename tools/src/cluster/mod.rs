@@ -4,8 +4,6 @@
 //! node answers; its view comes from its metadata image and its last exchange with the
 //! controller quorum.
 
-use std::io::{Read, Write};
-use std::net::{TcpStream, ToSocketAddrs};
 use std::time::Duration;
 
 use anyhow::{anyhow, bail, Context, Result};
@@ -13,8 +11,6 @@ use serde_json::Value;
 
 /// Bound on one admin request (elect-leaders waits for the controller).
 const REQUEST_TIMEOUT: Duration = Duration::from_secs(40);
-/// Bound on an admin answer's size.
-const RESPONSE_BYTES_MAX: u64 = 16 << 20;
 
 #[derive(Debug, clap::Args)]
 pub struct ClusterArgs {
@@ -136,33 +132,10 @@ fn print_membership(what: &str, body: &str) -> Result<()> {
     Ok(())
 }
 
-/// One HTTP/1.1 request to the admin endpoint; the body of a 200 answer.
+/// One request to the admin endpoint (elect-leaders and membership changes wait for the
+/// controller, so the answer may take up to `REQUEST_TIMEOUT`).
 fn request(admin: &str, method: &str, path: &str) -> Result<String> {
-    let addr = admin
-        .to_socket_addrs()
-        .with_context(|| format!("--admin: {admin:?} is not HOST:PORT"))?
-        .next()
-        .ok_or_else(|| anyhow!("--admin: {admin:?} resolves to no address"))?;
-    let mut s = TcpStream::connect_timeout(&addr, REQUEST_TIMEOUT)
-        .with_context(|| format!("connecting to the admin endpoint {admin}"))?;
-    s.set_read_timeout(Some(REQUEST_TIMEOUT))?;
-    s.set_write_timeout(Some(REQUEST_TIMEOUT))?;
-    write!(
-        s,
-        "{method} {path} HTTP/1.1\r\nHost: {admin}\r\nContent-Length: 0\r\nConnection: close\r\n\r\n"
-    )?;
-    let mut raw = String::new();
-    s.take(RESPONSE_BYTES_MAX)
-        .read_to_string(&mut raw)
-        .with_context(|| format!("reading the answer of {admin}{path}"))?;
-    let (head, body) = raw
-        .split_once("\r\n\r\n")
-        .ok_or_else(|| anyhow!("{admin}{path}: not an HTTP answer"))?;
-    let status = head.lines().next().unwrap_or("");
-    if !status.contains(" 200 ") {
-        bail!("{admin}{path}: {status}: {}", body.trim());
-    }
-    Ok(body.to_string())
+    crate::admin_client::call(admin, method, path, REQUEST_TIMEOUT)
 }
 
 fn list(v: &Value) -> String {
