@@ -139,21 +139,7 @@ impl Drop for Proc {
 
 /// One admin HTTP request; (status code, body).
 fn admin_call(addr: &str, method: &str, path: &str) -> std::io::Result<(u16, String)> {
-    let mut s = std::net::TcpStream::connect(addr)?;
-    s.set_read_timeout(Some(HANG_GUARD))?;
-    write!(
-        s,
-        "{method} {path} HTTP/1.1\r\nHost: x\r\nContent-Length: 0\r\nConnection: close\r\n\r\n"
-    )?;
-    let mut out = String::new();
-    s.read_to_string(&mut out)?;
-    let code = out
-        .split_whitespace()
-        .nth(1)
-        .and_then(|c| c.parse().ok())
-        .unwrap_or(0);
-    let body = out.split_once("\r\n\r\n").map(|(_, b)| b.to_string());
-    Ok((code, body.unwrap_or_default()))
+    common::admin_call(addr, method, path, HANG_GUARD)
 }
 
 fn create_topic(addr: &str, name: &str, partitions: i32) {

@@ -202,20 +202,34 @@ impl Broker {
 
     /// `GET path` on the admin endpoint; the body.
     pub fn admin_get(&self, path: &str) -> std::io::Result<String> {
-        use std::io::{Read, Write};
-        let mut s = std::net::TcpStream::connect(&self.admin_addr)?;
-        s.set_read_timeout(Some(std::time::Duration::from_secs(30)))?;
-        write!(
-            s,
-            "GET {path} HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n"
-        )?;
-        let mut out = String::new();
-        s.read_to_string(&mut out)?;
-        Ok(out
-            .split_once("\r\n\r\n")
-            .map(|(_, body)| body.to_string())
-            .unwrap_or_default())
+        admin_call(&self.admin_addr, "GET", path, Duration::from_secs(30)).map(|(_, body)| body)
     }
+}
+
+/// One request without a body to the admin endpoint at `addr`, its answer read within
+/// `read_timeout`: (status code, 0 when the answer is not HTTP; body).
+pub fn admin_call(
+    addr: &str,
+    method: &str,
+    path: &str,
+    read_timeout: Duration,
+) -> std::io::Result<(u16, String)> {
+    use std::io::{Read, Write};
+    let mut s = std::net::TcpStream::connect(addr)?;
+    s.set_read_timeout(Some(read_timeout))?;
+    write!(
+        s,
+        "{method} {path} HTTP/1.1\r\nHost: x\r\nContent-Length: 0\r\nConnection: close\r\n\r\n"
+    )?;
+    let mut out = String::new();
+    s.read_to_string(&mut out)?;
+    let code = out
+        .split_whitespace()
+        .nth(1)
+        .and_then(|c| c.parse().ok())
+        .unwrap_or(0);
+    let body = out.split_once("\r\n\r\n").map(|(_, b)| b.to_string());
+    Ok((code, body.unwrap_or_default()))
 }
 
 /// A port that was free a moment ago (for addresses that must be known before a process
