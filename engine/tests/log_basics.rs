@@ -772,7 +772,7 @@ fn segment_age_counts_from_its_first_batch_across_restarts() {
     });
 }
 
-/// The README's default data dir is relative (`./sluice-data`): creating, syncing and
+/// The default data dir is relative (`./sluice-data`): creating, syncing and
 /// reopening partitions must work with a relative data dir too.
 #[test]
 fn relative_data_dirs_work() {

@@ -200,7 +200,7 @@ fn apply_cmd(a: &ApplyArgs) -> Result<i32> {
             .any(|o| matches!(o, Outcome::Changed { .. }));
         if changed {
             println!(
-                "these changes last until reboot; to keep them, see \"Run on a bare-metal host\" in the README"
+                "these changes last until reboot; to keep them, see \"Run on a bare-metal host\" in docs/operations.md"
             );
         }
     }

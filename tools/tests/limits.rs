@@ -7,7 +7,7 @@
 //! The slow-sender test runs at a tenth of the default sizes (`socket.request.max.bytes`
 //! 10 MiB, `queued.max.request.bytes` 25.6 MiB per shard) so that it stays light on a
 //! shared machine; `SLUICE_ABUSE_FULL=1` runs it at the defaults (100 MiB requests, 256 MiB
-//! per shard: 10 GiB offered by the stalled senders) for the figure in the README.
+//! per shard: 10 GiB offered by the stalled senders) for the figure in docs/benchmarks.md.
 
 mod common;
 
