@@ -83,3 +83,43 @@ pub fn bench_dir(default: &str) -> PathBuf {
         .map(PathBuf::from)
         .unwrap_or_else(|| PathBuf::from(default))
 }
+
+/// A fresh temporary directory under [`bench_dir`] (given the bench's
+/// `CARGO_TARGET_TMPDIR`); removed when dropped.
+pub fn temp_dir(default: &str) -> tempfile::TempDir {
+    tempfile::tempdir_in(bench_dir(default)).expect("bench dir")
+}
+
+/// Runs `f` on a fresh glommio executor at `placement` with 64 MiB of io_uring buffers.
+pub fn on_executor<F, Fut, T>(placement: glommio::Placement, f: F) -> T
+where
+    F: FnOnce() -> Fut + Send + 'static,
+    Fut: std::future::Future<Output = T> + 'static,
+    T: Send + 'static,
+{
+    glommio::LocalExecutorBuilder::new(placement)
+        .io_memory(64 << 20)
+        .spawn(f)
+        .expect("executor")
+        .join()
+        .expect("join")
+}
+
+/// Opens the data dir at `path` and the one partition `bench-0` in it (created with
+/// `config` if it is not there yet).
+pub async fn open_bench_log(
+    path: &std::path::Path,
+    config: sluice_engine::LogConfig,
+    shard: sluice_engine::ShardConfig,
+) -> (sluice_engine::LogManager, sluice_engine::PartitionLog) {
+    let cfg = config.clone();
+    let m = sluice_engine::LogManager::open(path, shard, |_| true, move |_| cfg.clone())
+        .await
+        .expect("manager");
+    let tp = sluice_engine::TopicPartition::new("bench", 0);
+    let log = match m.get(&tp) {
+        Some(log) => log,
+        None => m.create(tp, config).await.expect("create"),
+    };
+    (m, log)
+}

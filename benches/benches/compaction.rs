@@ -10,12 +10,10 @@ use std::time::{Duration, Instant};
 
 use criterion::{criterion_group, Criterion, Throughput};
 use glommio::io::{DmaFile, OpenOptions};
-use glommio::{LocalExecutorBuilder, Placement};
-use sluice_benches::{bench_dir, print_summary, record};
+use glommio::Placement;
+use sluice_benches::{open_bench_log, print_summary, record, temp_dir};
 use sluice_engine::batch::{BatchBuilder, Record};
-use sluice_engine::{
-    CleanupPolicy, LeaderEpoch, LogConfig, LogManager, PartitionLog, ShardConfig, TopicPartition,
-};
+use sluice_engine::{CleanupPolicy, LeaderEpoch, LogConfig, LogManager, PartitionLog, ShardConfig};
 
 const LOG_BYTES: u64 = 32 << 20;
 const SEGMENT_BYTES: u64 = 4 << 20;
@@ -23,24 +21,19 @@ const VALUE_BYTES: usize = 100;
 const RECORDS_PER_BATCH: usize = 20;
 const T0: u64 = 1_700_000_000_000;
 
+/// Unbound: the development machine is shared; the figures are ratios to a baseline
+/// measured on the same executor.
 fn on_executor<F, Fut, T>(f: F) -> T
 where
     F: FnOnce() -> Fut + Send + 'static,
     Fut: std::future::Future<Output = T> + 'static,
     T: Send + 'static,
 {
-    // Unbound: the development machine is shared; the figures are ratios to a baseline
-    // measured on the same executor.
-    LocalExecutorBuilder::new(Placement::Unbound)
-        .io_memory(64 << 20)
-        .spawn(f)
-        .expect("executor")
-        .join()
-        .expect("join")
+    sluice_benches::on_executor(Placement::Unbound, f)
 }
 
 fn dir() -> tempfile::TempDir {
-    tempfile::tempdir_in(bench_dir(env!("CARGO_TARGET_TMPDIR"))).expect("bench dir")
+    temp_dir(env!("CARGO_TARGET_TMPDIR"))
 }
 
 async fn open(path: &Path) -> (LogManager, PartitionLog) {
@@ -52,17 +45,7 @@ async fn open(path: &Path) -> (LogManager, PartitionLog) {
         ..LogConfig::default()
     };
     // The default 16 MiB key map: room for about 600k keys.
-    let shard = ShardConfig::default();
-    let cfg = config.clone();
-    let m = LogManager::open(path, shard, |_| true, move |_| cfg.clone())
-        .await
-        .expect("manager");
-    let tp = TopicPartition::new("bench", 0);
-    let log = match m.get(&tp) {
-        Some(log) => log,
-        None => m.create(tp, config).await.expect("create"),
-    };
-    (m, log)
+    open_bench_log(path, config, ShardConfig::default()).await
 }
 
 /// Fills a log with records cycling through `keys` keys.

@@ -7,12 +7,11 @@ use std::time::{Duration, Instant};
 
 use criterion::{criterion_group, Criterion, Throughput};
 use glommio::io::{DmaFile, OpenOptions};
-use glommio::{LocalExecutorBuilder, Placement};
-use sluice_benches::{bench_dir, print_summary, record};
+use glommio::Placement;
+use sluice_benches::{open_bench_log, print_summary, record, temp_dir};
 use sluice_engine::batch::{BatchBuilder, Record};
 use sluice_engine::{
     FlushPolicy, LeaderEpoch, LogConfig, LogManager, Offset, PartitionLog, ReadLimits, ShardConfig,
-    TopicPartition,
 };
 
 const RECORD_BYTES: usize = 1024;
@@ -44,16 +43,11 @@ where
     Fut: std::future::Future<Output = T> + 'static,
     T: Send + 'static,
 {
-    LocalExecutorBuilder::new(Placement::Fixed(0))
-        .io_memory(64 << 20)
-        .spawn(f)
-        .expect("executor")
-        .join()
-        .expect("join")
+    sluice_benches::on_executor(Placement::Fixed(0), f)
 }
 
 fn dir() -> tempfile::TempDir {
-    tempfile::tempdir_in(bench_dir(env!("CARGO_TARGET_TMPDIR"))).expect("bench dir")
+    temp_dir(env!("CARGO_TARGET_TMPDIR"))
 }
 
 /// Raw baseline: the same bytes written sequentially in `write_bytes` direct writes,
@@ -112,16 +106,7 @@ async fn open(path: &std::path::Path, flush: FlushPolicy) -> (LogManager, Partit
         tail_cache_bytes_max: 64 << 20,
         ..ShardConfig::default()
     };
-    let cfg = config.clone();
-    let m = LogManager::open(path, shard, |_| true, move |_| cfg.clone())
-        .await
-        .expect("manager");
-    let tp = TopicPartition::new("bench", 0);
-    let log = match m.get(&tp) {
-        Some(log) => log,
-        None => m.create(tp, config).await.expect("create"),
-    };
-    (m, log)
+    open_bench_log(path, config, shard).await
 }
 
 /// Appends `total` bytes of batches with `appenders` concurrent appenders; with the

@@ -2,89 +2,23 @@
 //! heartbeats on an explicit clock, fencing after `broker.session.timeout.ms`, unfencing,
 //! preferred-leader election, and a controller failover that fences nobody.
 
-use sluice_control::sim::SimCluster;
+mod common;
+
+use common::{TestResult, World, ALL, TICK_MS};
 use sluice_control::{
     create_topic_record, BrokerControl, BrokerControlConfig, BrokerEpoch, BrokerId, HeartbeatReply,
-    MetadataImage, Millis, NodeId, PartitionChange, Record, TopicId,
+    MetadataImage, NodeId, PartitionChange, Record, TopicId,
 };
-
-type TestResult = Result<(), Box<dyn std::error::Error>>;
-
-const TICK_MS: u64 = 100;
-
-struct World {
-    c: SimCluster,
-    bc: BrokerControl,
-    now: Millis,
-    epochs: Vec<(BrokerId, BrokerEpoch)>,
-}
-
-impl World {
-    fn leader_image(&self) -> Result<std::sync::Arc<MetadataImage>, String> {
-        let l = self.c.leader().ok_or("no leader")?;
-        Ok(self.c.node(l).ok_or("leader down")?.image())
-    }
-
-    /// One step of time: heartbeats from `beating`, the active controller's poll, a tick.
-    fn step(&mut self, beating: &[BrokerId]) -> Result<(), Box<dyn std::error::Error>> {
-        self.now = Millis(self.now.0 + TICK_MS);
-        if let Some(l) = self.c.leader() {
-            let ctl = self.c.node_mut(l).ok_or("leader down")?;
-            for (b, e) in &self.epochs {
-                if beating.contains(b) {
-                    let reply = self.bc.heartbeat(ctl, *b, *e, self.now);
-                    assert_ne!(reply, HeartbeatReply::RegisterAgain, "broker {b}");
-                }
-            }
-            self.bc.poll(ctl, self.now)?;
-        }
-        self.c.tick()?;
-        Ok(())
-    }
-
-    fn run_until(
-        &mut self,
-        beating: &[BrokerId],
-        done: impl Fn(&MetadataImage) -> bool,
-    ) -> Result<Millis, Box<dyn std::error::Error>> {
-        let start = self.now;
-        for _ in 0..1_000 {
-            if self.leader_image().is_ok_and(|i| done(&i)) {
-                return Ok(Millis(self.now.0 - start.0));
-            }
-            self.step(beating)?;
-        }
-        Err("condition never held".into())
-    }
-}
 
 /// Three controllers, brokers 1..3 on racks a..c registered and unfenced, and topic
 /// `t` (id 77) with 6 partitions of replication factor 3.
 fn setup(dir: &std::path::Path) -> Result<World, Box<dyn std::error::Error>> {
-    let mut c = SimCluster::new(dir, 3, 5)?;
-    let leader = c.elect()?.ok_or("no leader")?;
-    let mut bc = BrokerControl::new(BrokerControlConfig::default());
-    let mut epochs = Vec::new();
-    for (id, rack) in [(1, "a"), (2, "b"), (3, "c")] {
-        let ctl = c.node_mut(leader).ok_or("gone")?;
-        let e = bc.register(ctl, BrokerId(id), Some(rack.into()), vec![], Millis(0))?;
-        epochs.push((BrokerId(id), e));
-        c.settle()?;
-    }
-    let mut w = World {
-        c,
-        bc,
-        now: Millis(0),
-        epochs,
-    };
-    w.run_until(&ALL, |i| ALL.iter().all(|b| i.is_live(*b)))?;
-    let create = create_topic_record(&*w.leader_image()?, "t", TopicId(77), 6, 3)?;
+    let mut w = World::start(dir, 5)?;
+    let create = create_topic_record(&*w.image()?, "t", TopicId(77), 6, 3)?;
     w.c.propose(&create)?;
     w.run_until(&ALL, |i| i.topic(TopicId(77)).is_some())?;
     Ok(w)
 }
-
-const ALL: [BrokerId; 3] = [BrokerId(1), BrokerId(2), BrokerId(3)];
 
 #[test]
 fn fencing_unfencing_and_preferred_leaders() -> TestResult {
@@ -99,7 +33,7 @@ fn fencing_unfencing_and_preferred_leaders() -> TestResult {
         took.0 >= 9_000 - TICK_MS && took.0 <= 9_000 + 3 * TICK_MS,
         "fenced after {took:?}"
     );
-    let image = w.leader_image()?;
+    let image = w.image()?;
     let t = image.topic(TopicId(77)).ok_or("topic")?;
     for p in t.partitions.values() {
         let l = p.leader.ok_or("leaderless")?;
@@ -109,7 +43,7 @@ fn fencing_unfencing_and_preferred_leaders() -> TestResult {
 
     // It comes back: unfenced; once back in the ISR, preferred leaders return.
     w.run_until(&all, |i| i.is_live(BrokerId(1)))?;
-    let image = w.leader_image()?;
+    let image = w.image()?;
     let t = image.topic(TopicId(77)).ok_or("topic")?.clone();
     for (idx, p) in &t.partitions {
         let mut isr = p.isr.clone();
@@ -138,7 +72,7 @@ fn fencing_unfencing_and_preferred_leaders() -> TestResult {
     w.c.net.isolate(old);
     w.bc = BrokerControl::new(BrokerControlConfig::default());
     w.run_until(&all, |_| false).ok();
-    let image = w.leader_image()?;
+    let image = w.image()?;
     assert_ne!(w.c.leader(), Some(old));
     for b in all {
         assert!(image.is_live(b), "broker {b} fenced by the failover");
@@ -156,7 +90,7 @@ fn a_restarted_broker_loses_its_leaderships_until_it_is_back() -> TestResult {
             .filter(|(_, _, p)| p.leader == Some(BrokerId(1)))
             .count()
     };
-    assert_eq!(led_by_1(&*w.leader_image()?), 2);
+    assert_eq!(led_by_1(&*w.image()?), 2);
     // Broker 1 restarts and registers again with a new epoch.
     let l = w.c.leader().ok_or("no leader")?;
     let ctl = w.c.node_mut(l).ok_or("gone")?;
@@ -164,7 +98,7 @@ fn a_restarted_broker_loses_its_leaderships_until_it_is_back() -> TestResult {
         w.bc.register(ctl, BrokerId(1), Some("a".into()), vec![], w.now)?;
     w.epochs[0] = (BrokerId(1), epoch);
     w.c.settle()?;
-    let image = w.leader_image()?;
+    let image = w.image()?;
     assert_eq!(
         image.broker(BrokerId(1)).map(|b| (b.epoch, b.fenced)),
         Some((epoch, true))

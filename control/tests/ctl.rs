@@ -7,71 +7,18 @@
 
 use std::collections::BTreeSet;
 
-use sluice_control::sim::SimCluster;
+mod common;
+
+use common::{TestResult, World, ALL, TICK_MS};
 use sluice_control::{
     alter_partition, create_topic_record, BrokerControl, BrokerControlConfig, BrokerEpoch,
-    BrokerId, ConfigResource, HeartbeatReply, IsrChange, IsrRefusal, Leaving, MetadataImage,
-    Millis, PartitionIndex, PartitionState, Record, TopicId,
+    BrokerId, ConfigResource, IsrChange, IsrRefusal, Leaving, MetadataImage, PartitionIndex,
+    PartitionState, Record, TopicId,
 };
 
-type TestResult = Result<(), Box<dyn std::error::Error>>;
-
-const TICK_MS: u64 = 100;
 const T: TopicId = TopicId(77);
-const ALL: [BrokerId; 3] = [BrokerId(1), BrokerId(2), BrokerId(3)];
-
-struct World {
-    c: SimCluster,
-    bc: BrokerControl,
-    now: Millis,
-    epochs: Vec<(BrokerId, BrokerEpoch)>,
-}
 
 impl World {
-    fn image(&self) -> Result<std::sync::Arc<MetadataImage>, String> {
-        let l = self.c.leader().ok_or("no leader")?;
-        Ok(self.c.node(l).ok_or("leader down")?.image())
-    }
-
-    fn epoch(&self, b: BrokerId) -> BrokerEpoch {
-        self.epochs
-            .iter()
-            .find(|(id, _)| *id == b)
-            .map(|e| e.1)
-            .unwrap_or(BrokerEpoch(-1))
-    }
-
-    /// One step of time: heartbeats from `beating`, the active controller's poll, a tick.
-    fn step(&mut self, beating: &[BrokerId]) -> TestResult {
-        self.now = Millis(self.now.0 + TICK_MS);
-        if let Some(l) = self.c.leader() {
-            let ctl = self.c.node_mut(l).ok_or("leader down")?;
-            for (b, e) in &self.epochs {
-                if beating.contains(b) {
-                    let reply = self.bc.heartbeat(ctl, *b, *e, self.now);
-                    assert_ne!(reply, HeartbeatReply::RegisterAgain, "broker {b}");
-                }
-            }
-            self.bc.poll(ctl, self.now)?;
-        }
-        self.c.tick()?;
-        Ok(())
-    }
-
-    fn run_until(
-        &mut self,
-        beating: &[BrokerId],
-        done: impl Fn(&MetadataImage) -> bool,
-    ) -> TestResult {
-        for _ in 0..1_000 {
-            if self.image().is_ok_and(|i| done(&i)) {
-                return Ok(());
-            }
-            self.step(beating)?;
-        }
-        Err("condition never held".into())
-    }
-
     /// The leader of partition `idx` asks for `isr` (as `AlterPartition` does); the record
     /// is proposed and applied when accepted.
     fn alter(
@@ -114,23 +61,7 @@ fn setup(
     let dir = tempfile::Builder::new()
         .prefix(name)
         .tempdir_in(env!("CARGO_TARGET_TMPDIR"))?;
-    let mut c = SimCluster::new(dir.path(), 3, 11)?;
-    let leader = c.elect()?.ok_or("no leader")?;
-    let mut bc = BrokerControl::new(BrokerControlConfig::default());
-    let mut epochs = Vec::new();
-    for (id, rack) in [(1, "a"), (2, "b"), (3, "c")] {
-        let ctl = c.node_mut(leader).ok_or("gone")?;
-        let e = bc.register(ctl, BrokerId(id), Some(rack.into()), vec![], Millis(0))?;
-        epochs.push((BrokerId(id), e));
-        c.settle()?;
-    }
-    let mut w = World {
-        c,
-        bc,
-        now: Millis(0),
-        epochs,
-    };
-    w.run_until(&ALL, |i| ALL.iter().all(|b| i.is_live(*b)))?;
+    let mut w = World::start(dir.path(), 11)?;
     let create = create_topic_record(&*w.image()?, "t", T, 6, 3)?;
     w.c.propose(&create)?;
     w.c.propose(&Record::ConfigChange {

@@ -3,21 +3,13 @@
 //! metadata offset hold equal images, and a record any node applied is never lost.
 //! Then liveness: once healed, every node converges on one image.
 
+mod common;
+
 use std::collections::BTreeSet;
 
+use common::{register, TestResult};
 use sluice_control::sim::{SimCluster, SimRng};
-use sluice_control::{BrokerEpoch, BrokerId, MetadataImage, NodeId, Record};
-
-type TestResult = Result<(), Box<dyn std::error::Error>>;
-
-fn register(id: i32) -> Record {
-    Record::RegisterBroker {
-        broker: BrokerId(id),
-        epoch: BrokerEpoch(1),
-        rack: None,
-        listeners: vec![],
-    }
-}
+use sluice_control::{BrokerId, MetadataImage, NodeId};
 
 fn check_safety(
     c: &SimCluster,

@@ -1,5 +1,7 @@
 //! Metadata image: validation, snapshots; placement and election decisions.
 
+mod common;
+
 use proptest::prelude::*;
 use sluice_control::{
     elect_leader, fence_broker, place_replicas, unfence_broker, BrokerEpoch, BrokerId,
@@ -370,18 +372,8 @@ fn three_racks_one_replica_each() -> Result<(), Box<dyn std::error::Error>> {
     Ok(())
 }
 
-/// Deterministic runs: a fixed seed unless `PROPTEST_RNG_SEED` names another (failures
-/// print the minimal input and are saved in the `.proptest-regressions` file).
-fn config() -> ProptestConfig {
-    let mut c = ProptestConfig::default();
-    if matches!(c.rng_seed, proptest::test_runner::RngSeed::Random) {
-        c.rng_seed = proptest::test_runner::RngSeed::Fixed(0x51_1ce);
-    }
-    c
-}
-
 proptest! {
-    #![proptest_config(config())]
+    #![proptest_config(common::proptest_config())]
 
     #[test]
     fn placement_spreads_racks_and_balances_leaders(
@@ -567,7 +559,7 @@ fn arb_record() -> impl Strategy<Value = Record> {
 }
 
 proptest! {
-    #![proptest_config(config())]
+    #![proptest_config(common::proptest_config())]
 
     /// Random record sequences: apply never panics, a rejected record leaves the image
     /// as it was, every image keeps the invariants, fencing decisions always apply, and

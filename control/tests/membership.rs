@@ -5,10 +5,11 @@
 //! change at a time. Deterministic: a logical clock, pinned election timeouts, seeded
 //! drops; every assertion names the seed.
 
-use sluice_control::sim::SimCluster;
-use sluice_control::{Bootstrap, BrokerEpoch, BrokerId, ControllerError, NodeId, Record};
+mod common;
 
-type TestResult = Result<(), Box<dyn std::error::Error>>;
+use common::{nodes, register, TestResult};
+use sluice_control::sim::SimCluster;
+use sluice_control::{Bootstrap, BrokerId, ControllerError, NodeId};
 
 const SEEDS: [u64; 4] = [3, 11, 42, 0xfeed];
 /// Each message is lost with this probability (per mille) in the lossy tests.
@@ -16,22 +17,28 @@ const LOSS_PER_MILLE: u64 = 150;
 /// Proposals retried this often before a test gives up (a leader change loses them).
 const ATTEMPTS_MAX: usize = 10;
 
-fn register(id: i32) -> Record {
-    Record::RegisterBroker {
-        broker: BrokerId(id),
-        epoch: BrokerEpoch(1),
-        rack: None,
-        listeners: vec![],
-    }
-}
-
-fn nodes(ids: &[u64]) -> Vec<NodeId> {
-    ids.iter().copied().map(NodeId).collect()
-}
-
 fn has_broker(c: &SimCluster, at: NodeId, id: i32) -> bool {
     c.node(at)
         .is_some_and(|n| n.image().broker(BrokerId(id)).is_some())
+}
+
+/// With the voter of `voters` other than `leader` cut off, a proposal on `leader` (broker
+/// 3's registration) is not committed within 50 ticks: the two voters are both needed.
+fn assert_nothing_commits_with_one_voter_cut_off(
+    c: &mut SimCluster,
+    leader: NodeId,
+    voters: &[NodeId],
+    what: &str,
+) -> TestResult {
+    let seed = c.seed();
+    let other = *voters.iter().find(|n| **n != leader).ok_or("none")?;
+    c.net.isolate(other);
+    c.node_mut(leader).ok_or("gone")?.propose(&register(3))?;
+    for _ in 0..50 {
+        c.tick()?;
+    }
+    assert!(!has_broker(c, leader, 3), "seed {seed}: {what}");
+    Ok(())
 }
 
 /// Commits `register(id)` through whichever node leads, retrying lost proposals, until
@@ -217,16 +224,12 @@ fn a_removed_leader_hands_over_and_a_new_leader_commits() -> TestResult {
         assert_eq!(c.node(new).ok_or("gone")?.term(), term, "seed {seed}");
         assert!(!c.node(old).ok_or("gone")?.is_leader(), "seed {seed}");
         // Two voters left: both are needed, the removed node does not help.
-        let other = *left.iter().find(|n| **n != new).ok_or("none")?;
-        c.net.isolate(other);
-        c.node_mut(new).ok_or("gone")?.propose(&register(3))?;
-        for _ in 0..50 {
-            c.tick()?;
-        }
-        assert!(
-            !has_broker(&c, new, 3),
-            "seed {seed}: committed without a quorum of the remaining voters"
-        );
+        assert_nothing_commits_with_one_voter_cut_off(
+            &mut c,
+            new,
+            &left,
+            "committed without a quorum of the remaining voters",
+        )?;
     }
     Ok(())
 }
@@ -288,16 +291,12 @@ fn a_leader_demoted_to_learner_hands_over_and_keeps_following_the_log() -> TestR
         // ...and does not count: with the other voter cut off nothing commits.
         c.net.heal();
         let new = c.leader().ok_or("no leader")?;
-        let other = *left.iter().find(|n| **n != new).ok_or("none")?;
-        c.net.isolate(other);
-        c.node_mut(new).ok_or("gone")?.propose(&register(3))?;
-        for _ in 0..50 {
-            c.tick()?;
-        }
-        assert!(
-            !has_broker(&c, new, 3),
-            "seed {seed}: a learner made a quorum"
-        );
+        assert_nothing_commits_with_one_voter_cut_off(
+            &mut c,
+            new,
+            &left,
+            "a learner made a quorum",
+        )?;
     }
     Ok(())
 }

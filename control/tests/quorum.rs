@@ -3,13 +3,14 @@
 //! Deterministic: a logical clock, pinned election timeouts, seeded message drops; every
 //! assertion names the seed.
 
+mod common;
+
+use common::{nodes, TestResult};
 use sluice_control::sim::SimCluster;
 use sluice_control::{
     fence_broker, Bootstrap, BrokerEpoch, BrokerId, BrokerLiveness, ControllerError, LeaderEpoch,
     MetadataImage, Millis, NodeId, PartitionAssignment, PartitionIndex, Record, TopicId,
 };
-
-type TestResult = Result<(), Box<dyn std::error::Error>>;
 
 const SEEDS: [u64; 4] = [1, 7, 42, 0xdead_beef];
 
@@ -20,10 +21,6 @@ fn register(id: i32, epoch: i64) -> Record {
         rack: Some(format!("rack-{id}")),
         listeners: vec![],
     }
-}
-
-fn nodes(ids: &[u64]) -> Vec<NodeId> {
-    ids.iter().copied().map(NodeId).collect()
 }
 
 /// Proposes on the leader and waits until `ids` applied it; returns the commit index.

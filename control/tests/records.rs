@@ -1,5 +1,7 @@
 //! Flatbuffers record codec: round trips (property-tested) and hostile bytes.
 
+mod common;
+
 use proptest::prelude::*;
 use sluice_control::{
     BrokerEpoch, BrokerId, ConfigResource, LeaderEpoch, Listener, NodeId, PartitionAssignment,
@@ -111,18 +113,8 @@ fn record() -> impl Strategy<Value = Record> {
     ]
 }
 
-/// Deterministic runs: a fixed seed unless `PROPTEST_RNG_SEED` names another (failures
-/// print the minimal input and are saved in the `.proptest-regressions` file).
-fn config() -> ProptestConfig {
-    let mut c = ProptestConfig::default();
-    if matches!(c.rng_seed, proptest::test_runner::RngSeed::Random) {
-        c.rng_seed = proptest::test_runner::RngSeed::Fixed(0x51_1ce);
-    }
-    c
-}
-
 proptest! {
-    #![proptest_config(config())]
+    #![proptest_config(common::proptest_config())]
 
     #[test]
     fn round_trip(r in record()) {

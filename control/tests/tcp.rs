@@ -2,12 +2,15 @@
 //! and restarted from its files catches up through reconnecting peers. Waits are on
 //! observed state, bounded only as a hang guard.
 
+mod common;
+
 use std::cell::RefCell;
 use std::net::SocketAddr;
 use std::path::Path;
 use std::rc::Rc;
 use std::time::{Duration, Instant};
 
+use common::{register, TestResult};
 use glommio::net::TcpListener;
 use glommio::task::JoinHandle;
 use glommio::LocalExecutorBuilder;
@@ -15,11 +18,7 @@ use raft::eraftpb::{Message, MessageType};
 use sluice_control::tcp::{
     decode_frame, encode_frame, inbox, run_loop, serve, Event, FrameError, TcpConfig, TcpTransport,
 };
-use sluice_control::{
-    Bootstrap, BrokerEpoch, BrokerId, Controller, ControllerConfig, NodeId, Record,
-};
-
-type TestResult = Result<(), Box<dyn std::error::Error>>;
+use sluice_control::{Bootstrap, BrokerId, Controller, ControllerConfig, NodeId, Record};
 
 const HANG_GUARD: Duration = Duration::from_secs(30);
 
@@ -100,15 +99,6 @@ fn propose(nodes: &[Option<Node>], r: &Record) -> Result<(), Box<dyn std::error:
     n.ctl.borrow_mut().propose(r)?;
     let _ = n.inbox.try_send(Event::Kick);
     Ok(())
-}
-
-fn register(id: i32) -> Record {
-    Record::RegisterBroker {
-        broker: BrokerId(id),
-        epoch: BrokerEpoch(1),
-        rack: None,
-        listeners: vec![],
-    }
 }
 
 fn has_broker(n: &Option<Node>, b: i32) -> bool {

@@ -1,13 +1,16 @@
 //! Shared helpers for the engine's integration tests.
 #![allow(dead_code)]
 
+use std::cell::Cell;
 use std::future::Future;
 use std::path::Path;
+use std::rc::Rc;
 
 use glommio::{LocalExecutorBuilder, Placement};
 use sluice_engine::batch::{self, BatchBuilder, Record};
 use sluice_engine::{
-    LogConfig, LogManager, Offset, PartitionLog, ReadLimits, ShardConfig, TopicPartition,
+    LeaderEpoch, LogConfig, LogManager, Offset, PartitionLog, ReadLimits, ShardConfig,
+    TopicPartition,
 };
 
 /// Runs `f` on a fresh unpinned glommio executor (tests run in parallel on few cores).
@@ -78,20 +81,22 @@ pub fn tagged_batch(tag: u64, count: usize, value_bytes: usize, ts: i64) -> Vec<
     b.build()
 }
 
+/// Read limits of `max_bytes`, no offset limit, at least one whole batch.
+pub fn read_limits(max_bytes: usize) -> ReadLimits {
+    ReadLimits {
+        max_bytes,
+        max_offset: Offset(i64::MAX),
+        min_one_batch: true,
+    }
+}
+
 /// All bytes readable from `from`, read in steps of `step_bytes`.
 pub async fn read_all(log: &PartitionLog, from: Offset, step_bytes: usize) -> Vec<u8> {
     let mut out = Vec::new();
     let mut cursor = from;
     loop {
         let r = log
-            .read(
-                cursor,
-                ReadLimits {
-                    max_bytes: step_bytes,
-                    max_offset: Offset(i64::MAX),
-                    min_one_batch: true,
-                },
-            )
+            .read(cursor, read_limits(step_bytes))
             .await
             .expect("read");
         if r.slices.is_empty() {
@@ -151,4 +156,92 @@ pub fn exhaust_io_pool() -> Vec<glommio::io::DmaBuffer> {
     (0..IO_MEMORY_MIN_BYTES / 4096)
         .map(|_| glommio::allocate_dma_buffer(4096))
         .collect()
+}
+
+/// xorshift64*: small and deterministic, for seeded random tests.
+#[derive(Debug)]
+pub struct Rng(pub u64);
+
+impl Rng {
+    pub fn next(&mut self) -> u64 {
+        self.0 ^= self.0 >> 12;
+        self.0 ^= self.0 << 25;
+        self.0 ^= self.0 >> 27;
+        self.0.wrapping_mul(0x2545_f491_4f6c_dd1d)
+    }
+
+    pub fn below(&mut self, n: u64) -> u64 {
+        self.next() % n.max(1)
+    }
+}
+
+/// How [`assert_write_budget_holds`] appends: as a leader (`append`) or as a follower
+/// storing a leader's batches (`append_replica`).
+#[derive(Debug, Clone, Copy)]
+pub enum AppendPath {
+    Produce,
+    Replica,
+}
+
+/// Eight logs of `topic` append 200 batches of 16 records each at once through `path`; the
+/// bytes waiting to be written never pass the shard's write budget (512 KiB here) plus one
+/// chunk sealed by each log's last append, and are all written at the end.
+pub async fn assert_write_budget_holds(data_dir: &Path, topic: &str, path: AppendPath) {
+    const LOGS: i32 = 8;
+    const BATCHES: i64 = 200;
+    const RECORDS: usize = 16;
+    let shard = ShardConfig {
+        write_chunk_bytes: 64 << 10,
+        write_buffer_bytes_max: 256 << 10,
+        shard_write_buffer_bytes_max: 512 << 10,
+        ..ShardConfig::default()
+    };
+    let cfg = LogConfig {
+        segment_bytes_max: 1 << 30,
+        ..LogConfig::default()
+    };
+    let c2 = cfg.clone();
+    let m = Rc::new(
+        LogManager::open(data_dir, shard, |_| true, move |_| c2.clone())
+            .await
+            .unwrap(),
+    );
+    let peak = Rc::new(Cell::new(0usize));
+    let mut tasks = Vec::new();
+    for p in 0..LOGS {
+        let log = m
+            .create(TopicPartition::new(topic, p), cfg.clone())
+            .await
+            .unwrap();
+        let (m, peak) = (m.clone(), peak.clone());
+        tasks.push(glommio::spawn_local(async move {
+            for i in 0..BATCHES {
+                let mut b = tagged_batch(p as u64, RECORDS, 1000, 0);
+                match path {
+                    AppendPath::Produce => {
+                        log.append(&b, LeaderEpoch(0)).await.unwrap();
+                    }
+                    AppendPath::Replica => {
+                        batch::stamp(&mut b, Offset(i * RECORDS as i64), LeaderEpoch(1));
+                        log.append_replica(&b).await.unwrap();
+                    }
+                }
+                peak.set(peak.get().max(m.shard().pending_bytes()));
+            }
+            log.wait_written(log.log_end_offset()).await.unwrap();
+            assert_eq!(log.log_end_offset(), Offset(BATCHES * RECORDS as i64));
+        }));
+    }
+    for t in tasks {
+        t.await;
+    }
+    // The budget, plus at most one chunk sealed by each log's last append.
+    assert!(
+        peak.get() <= (512 << 10) + 8 * (64 << 10) + 8 * 20_000,
+        "peak {}",
+        peak.get()
+    );
+    assert!(peak.get() > 0);
+    assert_eq!(m.shard().pending_bytes(), 0);
+    m.close_all().await.unwrap();
 }

@@ -55,10 +55,17 @@ fn keyed_batch(records: &[(&[u8], Option<&[u8]>)], ts: i64) -> Vec<u8> {
 
 /// Appends and waits until written; returns the records with their offsets.
 async fn append(log: &PartitionLog, records: &[(&[u8], Option<&[u8]>)], ts: i64) -> Vec<Rec> {
-    let info = log
-        .append(&keyed_batch(records, ts), LeaderEpoch(0))
-        .await
-        .expect("append");
+    append_batch(log, &keyed_batch(records, ts), records).await
+}
+
+/// Appends `bytes`, a batch holding `records`, and waits until written; returns the
+/// records with their offsets.
+async fn append_batch(
+    log: &PartitionLog,
+    bytes: &[u8],
+    records: &[(&[u8], Option<&[u8]>)],
+) -> Vec<Rec> {
+    let info = log.append(bytes, LeaderEpoch(0)).await.expect("append");
     log.wait_written(info.last_offset.plus(1))
         .await
         .expect("written");
@@ -178,27 +185,8 @@ async fn append_compressed(
     records: &[(&[u8], Option<&[u8]>)],
     codec: u8,
 ) -> Vec<Rec> {
-    let info = log
-        .append(
-            &compress(keyed_batch(records, T0 as i64), codec),
-            LeaderEpoch(0),
-        )
-        .await
-        .expect("append");
-    log.wait_written(info.last_offset.plus(1))
-        .await
-        .expect("written");
-    records
-        .iter()
-        .enumerate()
-        .map(|(i, (k, v))| {
-            (
-                info.base_offset.0 + i as i64,
-                Some(k.to_vec()),
-                v.map(<[u8]>::to_vec),
-            )
-        })
-        .collect()
+    let bytes = compress(keyed_batch(records, T0 as i64), codec);
+    append_batch(log, &bytes, records).await
 }
 
 /// What compaction must leave: below `clean_end` the latest record of each key
@@ -256,17 +244,7 @@ fn latest_value_of_every_key_survives_with_its_offset() {
             .iter()
             .filter(|r| r.0 < active)
         {
-            let r = log
-                .read(
-                    Offset(*o),
-                    sluice_engine::ReadLimits {
-                        max_bytes: 1,
-                        max_offset: Offset(i64::MAX),
-                        min_one_batch: true,
-                    },
-                )
-                .await
-                .expect("read");
+            let r = log.read(Offset(*o), read_limits(1)).await.expect("read");
             let bytes: Vec<u8> = r.slices.iter().flat_map(|s| s.to_vec()).collect();
             let (_, h, b) = BatchIter::new(&bytes).next().expect("a batch");
             let found = RecordIter::new(b, &h)
@@ -741,22 +719,6 @@ fn a_crash_at_every_step_of_the_swap_leaves_the_old_or_the_new_segment() {
     }
 }
 
-/// xorshift64*: small and deterministic.
-struct Rng(u64);
-
-impl Rng {
-    fn next(&mut self) -> u64 {
-        self.0 ^= self.0 >> 12;
-        self.0 ^= self.0 << 25;
-        self.0 ^= self.0 >> 27;
-        self.0.wrapping_mul(0x2545_f491_4f6c_dd1d)
-    }
-
-    fn below(&mut self, n: u64) -> u64 {
-        self.next() % n.max(1)
-    }
-}
-
 /// The safety property: for every key, the last record the log shows is the last one
 /// appended, or nothing when that was a tombstone; every record shown was appended at
 /// that offset; offsets increase.
@@ -1092,14 +1054,7 @@ fn compaction_runs_alongside_appends_and_reads() {
                     if end > start {
                         let from = start + rng.below((end - start) as u64) as i64;
                         let r = log
-                            .read(
-                                Offset(from),
-                                sluice_engine::ReadLimits {
-                                    max_bytes: 4096,
-                                    max_offset: Offset(i64::MAX),
-                                    min_one_batch: true,
-                                },
-                            )
+                            .read(Offset(from), read_limits(4096))
                             .await
                             .expect("read during compaction");
                         let bytes: Vec<u8> = r.slices.iter().flat_map(|s| s.to_vec()).collect();

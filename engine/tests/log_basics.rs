@@ -8,14 +8,6 @@ use sluice_engine::{
     AppendError, FlushPolicy, LeaderEpoch, LogConfig, LogError, Offset, ReadError, ReadLimits,
 };
 
-fn limits(max_bytes: usize) -> ReadLimits {
-    ReadLimits {
-        max_bytes,
-        max_offset: Offset(i64::MAX),
-        min_one_batch: true,
-    }
-}
-
 #[test]
 fn append_assigns_offsets_and_reads_back_verbatim() {
     let dir = test_dir();
@@ -45,7 +37,7 @@ fn append_assigns_offsets_and_reads_back_verbatim() {
         assert_eq!(&first[21..], &expected[0][21..]);
         assert_eq!(&first[12..16], &4i32.to_be_bytes());
         // A read from the middle of a batch starts with that batch.
-        let r = log.read(Offset(31), limits(1)).await.unwrap();
+        let r = log.read(Offset(31), read_limits(1)).await.unwrap();
         let ranges = batch_ranges(&r.slices.iter().flat_map(|s| s.to_vec()).collect::<Vec<_>>());
         assert_eq!(
             ranges,
@@ -58,7 +50,7 @@ fn append_assigns_offsets_and_reads_back_verbatim() {
                 Offset(31),
                 ReadLimits {
                     min_one_batch: false,
-                    ..limits(1)
+                    ..read_limits(1)
                 },
             )
             .await
@@ -70,7 +62,7 @@ fn append_assigns_offsets_and_reads_back_verbatim() {
                 Offset(0),
                 ReadLimits {
                     max_offset: Offset(6),
-                    ..limits(1 << 20)
+                    ..read_limits(1 << 20)
                 },
             )
             .await
@@ -79,13 +71,13 @@ fn append_assigns_offsets_and_reads_back_verbatim() {
         assert_eq!(batch_ranges(&bytes), vec![(0, 2), (3, 5)]);
         // At the end: empty; past it: out of range.
         assert!(log
-            .read(Offset(60), limits(100))
+            .read(Offset(60), read_limits(100))
             .await
             .unwrap()
             .slices
             .is_empty());
         assert!(matches!(
-            log.read(Offset(61), limits(100)).await,
+            log.read(Offset(61), read_limits(100)).await,
             Err(ReadError::OffsetOutOfRange { .. })
         ));
         log.close().await.unwrap();
@@ -283,7 +275,7 @@ fn retention_and_delete_records_move_log_start() {
         let start = log.log_start_offset();
         assert!(start > Offset(0));
         assert!(matches!(
-            log.read(Offset(0), limits(100)).await,
+            log.read(Offset(0), read_limits(100)).await,
             Err(ReadError::OffsetOutOfRange { .. })
         ));
         let rest = read_all(&log, start, 1 << 20).await;
@@ -549,7 +541,7 @@ fn close_while_flushing_keeps_every_append_and_big_reads_work() {
         let mut cursor = Offset(0);
         let mut count = 0;
         while cursor < end {
-            let r = log.read(cursor, limits(1 << 20)).await.unwrap();
+            let r = log.read(cursor, read_limits(1 << 20)).await.unwrap();
             for s in &r.slices {
                 for (_, h, b) in sluice_engine::batch::BatchIter::new(s) {
                     sluice_engine::batch::verify_crc(&h, b).unwrap();
@@ -635,53 +627,7 @@ fn leader_epochs_answer_offset_for_leader_epoch_across_restart_and_truncation() 
 fn shard_write_budget_bounds_buffered_bytes_across_logs() {
     let dir = test_dir();
     let path = dir.path().to_path_buf();
-    run(move || async move {
-        let shard = sluice_engine::ShardConfig {
-            write_chunk_bytes: 64 << 10,
-            write_buffer_bytes_max: 256 << 10,
-            shard_write_buffer_bytes_max: 512 << 10,
-            ..sluice_engine::ShardConfig::default()
-        };
-        let cfg = LogConfig {
-            segment_bytes_max: 1 << 30,
-            ..LogConfig::default()
-        };
-        let c2 = cfg.clone();
-        let m = std::rc::Rc::new(
-            sluice_engine::LogManager::open(&path, shard, |_| true, move |_| c2.clone())
-                .await
-                .unwrap(),
-        );
-        let mut tasks = Vec::new();
-        let peak = std::rc::Rc::new(std::cell::Cell::new(0usize));
-        for p in 0..8 {
-            let log = m
-                .create(sluice_engine::TopicPartition::new("b", p), cfg.clone())
-                .await
-                .unwrap();
-            let (m, peak) = (m.clone(), peak.clone());
-            tasks.push(glommio::spawn_local(async move {
-                let batch = tagged_batch(p as u64, 16, 1000, 0);
-                for _ in 0..200 {
-                    log.append(&batch, LeaderEpoch(0)).await.unwrap();
-                    peak.set(peak.get().max(m.shard().pending_bytes()));
-                }
-                log.wait_written(log.log_end_offset()).await.unwrap();
-            }));
-        }
-        for t in tasks {
-            t.await;
-        }
-        // The budget, plus at most one chunk sealed by each log's last append.
-        assert!(
-            peak.get() <= (512 << 10) + 8 * (64 << 10) + 8 * 20_000,
-            "peak {}",
-            peak.get()
-        );
-        assert!(peak.get() > 0);
-        assert_eq!(m.shard().pending_bytes(), 0);
-        m.close_all().await.unwrap();
-    });
+    run(move || async move { assert_write_budget_holds(&path, "b", AppendPath::Produce).await });
 }
 
 #[test]

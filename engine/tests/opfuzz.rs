@@ -9,23 +9,7 @@ mod common;
 
 use common::*;
 use sluice_engine::batch::BatchIter;
-use sluice_engine::{LeaderEpoch, LogConfig, Offset, PartitionLog, ReadLimits};
-
-/// xorshift64*: small, deterministic, good enough to pick operations.
-struct Rng(u64);
-
-impl Rng {
-    fn next(&mut self) -> u64 {
-        self.0 ^= self.0 >> 12;
-        self.0 ^= self.0 << 25;
-        self.0 ^= self.0 >> 27;
-        self.0.wrapping_mul(0x2545_f491_4f6c_dd1d)
-    }
-
-    fn below(&mut self, n: u64) -> u64 {
-        self.next() % n.max(1)
-    }
-}
+use sluice_engine::{LeaderEpoch, LogConfig, Offset, PartitionLog};
 
 /// The model: every batch still in the log, as the producer sent it.
 #[derive(Default)]
@@ -113,14 +97,7 @@ fn large_batch(rng: &mut Rng, max_message_bytes: usize) -> (usize, Vec<u8>) {
 
 async fn check_read(log: &PartitionLog, model: &Model, from: i64, max_bytes: usize, seed: u64) {
     let r = log
-        .read(
-            Offset(from),
-            ReadLimits {
-                max_bytes,
-                max_offset: Offset(i64::MAX),
-                min_one_batch: true,
-            },
-        )
+        .read(Offset(from), read_limits(max_bytes))
         .await
         .unwrap_or_else(|e| panic!("seed {seed}: read {from}: {e}"));
     let bytes: Vec<u8> = r.slices.iter().flat_map(|s| s.to_vec()).collect();

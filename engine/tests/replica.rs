@@ -302,7 +302,7 @@ fn reset_restarts_the_log_empty_at_the_leaders_start() {
         assert_eq!(log.latest_epoch(), None);
         assert_eq!(log.end_offset_for_epoch(LeaderEpoch(1)), None);
         assert!(matches!(
-            log.read(Offset(0), all_limits()).await,
+            log.read(Offset(0), read_limits(1 << 20)).await,
             Err(ReadError::OffsetOutOfRange { .. })
         ));
         assert!(read_all(&log, Offset(1_000), 1 << 20).await.is_empty());
@@ -347,67 +347,11 @@ fn reset_restarts_the_log_empty_at_the_leaders_start() {
     });
 }
 
-fn all_limits() -> sluice_engine::ReadLimits {
-    sluice_engine::ReadLimits {
-        max_bytes: 1 << 20,
-        max_offset: Offset(i64::MAX),
-        min_one_batch: true,
-    }
-}
-
 /// Follower appends wait for room in the same write buffers as produce appends: many logs
 /// replicating at once stay within the shard's budget.
 #[test]
 fn replica_appends_are_bounded_by_the_write_budget() {
     let root = test_dir();
     let path = root.path().to_path_buf();
-    run(move || async move {
-        let shard = sluice_engine::ShardConfig {
-            write_chunk_bytes: 64 << 10,
-            write_buffer_bytes_max: 256 << 10,
-            shard_write_buffer_bytes_max: 512 << 10,
-            ..sluice_engine::ShardConfig::default()
-        };
-        let cfg = LogConfig {
-            segment_bytes_max: 1 << 30,
-            ..LogConfig::default()
-        };
-        let c2 = cfg.clone();
-        let m = std::rc::Rc::new(
-            sluice_engine::LogManager::open(&path, shard, |_| true, move |_| c2.clone())
-                .await
-                .unwrap(),
-        );
-        let peak = std::rc::Rc::new(std::cell::Cell::new(0usize));
-        let mut tasks = Vec::new();
-        for p in 0..8 {
-            let log = m
-                .create(sluice_engine::TopicPartition::new("r", p), cfg.clone())
-                .await
-                .unwrap();
-            let (m, peak) = (m.clone(), peak.clone());
-            tasks.push(glommio::spawn_local(async move {
-                for i in 0..200i64 {
-                    let mut b = tagged_batch(p as u64, 16, 1000, 0);
-                    batch::stamp(&mut b, Offset(i * 16), LeaderEpoch(1));
-                    log.append_replica(&b).await.unwrap();
-                    peak.set(peak.get().max(m.shard().pending_bytes()));
-                }
-                log.wait_written(log.log_end_offset()).await.unwrap();
-                assert_eq!(log.log_end_offset(), Offset(3_200));
-            }));
-        }
-        for t in tasks {
-            t.await;
-        }
-        // The budget, plus at most one chunk sealed by each log's last append.
-        assert!(
-            peak.get() <= (512 << 10) + 8 * (64 << 10) + 8 * 20_000,
-            "peak {}",
-            peak.get()
-        );
-        assert!(peak.get() > 0);
-        assert_eq!(m.shard().pending_bytes(), 0);
-        m.close_all().await.unwrap();
-    });
+    run(move || async move { assert_write_budget_holds(&path, "r", AppendPath::Replica).await });
 }

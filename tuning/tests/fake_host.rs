@@ -6,7 +6,7 @@ use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
 
 use sluice_tuning::apply::{apply, plan};
-use sluice_tuning::checks::probe_direct_io;
+use sluice_tuning::checks::{probe_direct_io, CHECK_NAMES};
 use sluice_tuning::{
     profile, run_all, CheckContext, CpuSet, Identity, Limit, Placement, PlacementError, Profile,
     Report, Rlimits, Status, SysRoot,
@@ -205,34 +205,12 @@ fn by_name(r: &Report) -> BTreeMap<&'static str, (Status, String)> {
         .collect()
 }
 
-const ALL_CHECKS: &[&str] = &[
-    "placement.cores",
-    "kernel.io_uring_disabled",
-    "kernel.version",
-    "rlimit.memlock",
-    "rlimit.nofile",
-    "fs.nr_open",
-    "fs.aio-max-nr",
-    "vm.swappiness",
-    "transparent_hugepage.enabled",
-    "transparent_hugepage.defrag",
-    "cpu.governor",
-    "clocksource",
-    "data_dir.filesystem",
-    "data_dir.o_direct",
-    "data_device.scheduler",
-    "data_device.nomerges",
-    "irq.nic_affinity",
-    "irqbalance",
-    "init.systemd",
-];
-
 #[test]
 fn tuned_host_passes_every_check() {
     let f = Fake::tuned("tuned");
     let r = report(&f, &dedicated(), &placement("1-3", "0"), UNLIMITED);
     let names: Vec<_> = r.checks.iter().map(|c| c.name).collect();
-    assert_eq!(names, ALL_CHECKS);
+    assert_eq!(names, CHECK_NAMES);
     for c in &r.checks {
         // The data dir is real: ext4/xfs here, but a developer's btrfs only warns.
         if c.name == "data_dir.filesystem" && c.status == Status::Warn {
@@ -386,7 +364,7 @@ fn unreadable_values_are_unknown_and_still_reported() {
     let f = Fake::empty("bare");
     let r = report(&f, &dedicated(), &placement("0", ""), UNLIMITED);
     let names: Vec<_> = r.checks.iter().map(|c| c.name).collect();
-    assert_eq!(names, ALL_CHECKS);
+    assert_eq!(names, CHECK_NAMES);
     let m = by_name(&r);
     for name in [
         "kernel.version",

@@ -60,6 +60,30 @@ impl CheckContext<'_> {
 }
 
 /// Runs every check, in report order.
+/// The name of every item [`run_all`] reports, in its order (what `sluice tune check`
+/// prints and what its tests expect).
+pub const CHECK_NAMES: &[&str] = &[
+    "placement.cores",
+    "kernel.io_uring_disabled",
+    "kernel.version",
+    "rlimit.memlock",
+    "rlimit.nofile",
+    "fs.nr_open",
+    "fs.aio-max-nr",
+    "vm.swappiness",
+    "transparent_hugepage.enabled",
+    "transparent_hugepage.defrag",
+    "cpu.governor",
+    "clocksource",
+    "data_dir.filesystem",
+    "data_dir.o_direct",
+    "data_device.scheduler",
+    "data_device.nomerges",
+    "irq.nic_affinity",
+    "irqbalance",
+    "init.systemd",
+];
+
 pub fn run_all(ctx: &CheckContext<'_>) -> Report {
     let checks = vec![
         placement(ctx),
