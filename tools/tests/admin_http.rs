@@ -22,14 +22,7 @@ fn raw(addr: &str, request: &[u8]) -> (u16, String) {
     let _ = s.write_all(request);
     let mut out = Vec::new();
     let _ = s.read_to_end(&mut out);
-    let out = String::from_utf8_lossy(&out).into_owned();
-    let code = out
-        .split_whitespace()
-        .nth(1)
-        .and_then(|c| c.parse().ok())
-        .unwrap_or(0);
-    let body = out.split_once("\r\n\r\n").map(|(_, b)| b.to_string());
-    (code, body.unwrap_or_default())
+    common::http_answer(&String::from_utf8_lossy(&out))
 }
 
 fn call(addr: &str, method: &str, path: &str, headers: &str) -> (u16, String) {

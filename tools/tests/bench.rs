@@ -2,7 +2,7 @@
 //! the binary, with their counts checked against the broker (end offsets) and against an
 //! independent client (rdkafka). Nothing here decides from timings.
 
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::Command;
 use std::time::Duration;
 
@@ -15,13 +15,10 @@ use rdkafka::message::Message;
 use rdkafka::{Offset, TopicPartitionList};
 use serde_json::Value;
 
-fn tempdir(name: &str) -> tempfile::TempDir {
-    let base = PathBuf::from(env!("CARGO_TARGET_TMPDIR"));
-    std::fs::create_dir_all(&base).expect("target tmpdir");
-    tempfile::Builder::new()
-        .prefix(name)
-        .tempdir_in(base)
-        .expect("tempdir")
+/// The run's count check passed and counted `messages` acknowledged.
+fn assert_all_counted(r: &Value, messages: u64) {
+    assert_eq!(r["check"]["acknowledged"], messages, "{r}");
+    assert_eq!(r["check"]["ok"], true, "{r}");
 }
 
 /// Runs `sluice bench <args> --json FILE` and returns the parsed report.
@@ -103,7 +100,7 @@ fn rdkafka_read(
 
 #[test]
 fn produce_counts_match_end_offsets_and_consume_reads_them_all() {
-    let dir = tempdir("bench-pc");
+    let dir = common::tempdir("bench-pc");
     let broker = Broker::start(&dir.path().join("data"));
     let args = [
         "--topic",
@@ -191,7 +188,7 @@ fn produce_counts_match_end_offsets_and_consume_reads_them_all() {
 
 #[test]
 fn e2e_consumers_read_everything_acknowledged() {
-    let dir = tempdir("bench-e2e");
+    let dir = common::tempdir("bench-e2e");
     let broker = Broker::start(&dir.path().join("data"));
     let r = bench(
         &broker,
@@ -213,15 +210,14 @@ fn e2e_consumers_read_everything_acknowledged() {
             "16384",
         ],
     );
-    assert_eq!(r["check"]["acknowledged"], 10000, "{r}");
-    assert_eq!(r["check"]["ok"], true);
+    assert_all_counted(&r, 10000);
     assert_eq!(r["consumed_all"], 10000, "{r}");
     assert_eq!(total(&r, "consume")["messages"], 10000);
 }
 
 #[test]
 fn every_codec_is_readable_by_rdkafka_and_by_the_bench() {
-    let dir = tempdir("bench-codecs");
+    let dir = common::tempdir("bench-codecs");
     let broker = Broker::start(&dir.path().join("data"));
     for codec in ["gzip", "snappy", "lz4", "zstd"] {
         let topic = format!("bench-{codec}");
@@ -262,7 +258,7 @@ fn every_codec_is_readable_by_rdkafka_and_by_the_bench() {
 
 #[test]
 fn fixed_rate_acks_all_fsync_and_acks_zero_runs_count_right() {
-    let dir = tempdir("bench-modes");
+    let dir = common::tempdir("bench-modes");
     let broker = Broker::start(&dir.path().join("data"));
     let r = bench(
         &broker,
@@ -284,8 +280,7 @@ fn fixed_rate_acks_all_fsync_and_acks_zero_runs_count_right() {
             "16384",
         ],
     );
-    assert_eq!(r["check"]["acknowledged"], 3000, "{r}");
-    assert_eq!(r["check"]["ok"], true);
+    assert_all_counted(&r, 3000);
     let r = bench(
         &broker,
         dir.path(),
@@ -306,8 +301,7 @@ fn fixed_rate_acks_all_fsync_and_acks_zero_runs_count_right() {
             "16384",
         ],
     );
-    assert_eq!(r["check"]["acknowledged"], 5000, "{r}");
-    assert_eq!(r["check"]["ok"], true);
+    assert_all_counted(&r, 5000);
     // acks=0: nothing is answered, so the count is what went onto the socket; the broker
     // still has to end up with all of it.
     let r = bench(
@@ -369,7 +363,7 @@ fn actor_messages(report: &Value, role_prefix: &str) -> Vec<u64> {
 
 #[test]
 fn a_group_of_bench_consumers_reads_every_message_once_and_commits() {
-    let dir = tempdir("bench-group");
+    let dir = common::tempdir("bench-group");
     let broker = Broker::start(&dir.path().join("data"));
     let produce = |name: &str, n: &str| {
         let r = bench(
@@ -504,7 +498,7 @@ fn members_of(d: &Value) -> Vec<(String, usize)> {
 
 #[test]
 fn bench_group_members_rejoin_when_another_member_comes_and_goes() {
-    let dir = tempdir("bench-rebalance");
+    let dir = common::tempdir("bench-rebalance");
     let broker = Broker::start(&dir.path().join("data"));
     let produce = |name: &str| {
         let r = bench(

@@ -8,6 +8,7 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use common::Broker;
+use common::HANG_GUARD;
 use futures_executor::block_on;
 use rdkafka::admin::{
     AdminClient, AdminOptions, AlterConfig, NewPartitions, NewTopic, ResourceSpecifier,
@@ -21,9 +22,6 @@ use rdkafka::message::{Header, Headers, Message, OwnedHeaders};
 use rdkafka::producer::{BaseProducer, BaseRecord, DeliveryResult, Producer, ProducerContext};
 use rdkafka::types::RDKafkaErrorCode;
 use rdkafka::{ClientContext, Offset, TopicPartitionList};
-
-/// A guard against hangs only: no test decides anything from how long something took.
-const HANG_GUARD: Duration = Duration::from_secs(60);
 
 /// A delivery report: (partition, offset) or the error.
 type Delivery = Result<(i32, i64), RDKafkaErrorCode>;
@@ -74,12 +72,7 @@ fn consumer(b: &Broker) -> BaseConsumer {
 }
 
 fn create_topic(b: &Broker, name: &str, partitions: i32, configs: &[(&str, &str)]) {
-    let mut t = NewTopic::new(name, partitions, TopicReplication::Fixed(1));
-    for (k, v) in configs {
-        t = t.set(k, v);
-    }
-    let r = block_on(admin(b).create_topics([&t], &AdminOptions::new())).expect("create_topics");
-    assert!(r[0].is_ok(), "create {name}: {:?}", r[0]);
+    common::create_topic_at(&b.addr, name, partitions, 1, configs);
 }
 
 fn flush_all<C: ProducerContext>(p: &BaseProducer<C>) {

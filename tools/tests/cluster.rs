@@ -11,7 +11,7 @@ use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
 use common::cluster::{metadata, Cluster, ClusterSpec};
-use common::{free_port, sluice, Broker};
+use common::{free_port, sluice, Broker, HANG_GUARD};
 use futures_executor::block_on;
 use kafka_protocol::messages::create_topics_request::CreatableTopic;
 use kafka_protocol::messages::list_offsets_request::{ListOffsetsPartition, ListOffsetsTopic};
@@ -31,8 +31,6 @@ use rdkafka::error::RDKafkaErrorCode;
 use rdkafka::producer::{BaseProducer, BaseRecord, FutureProducer, FutureRecord, Producer};
 use rdkafka::Message;
 
-/// A guard against hangs only.
-const HANG_GUARD: Duration = Duration::from_secs(60);
 const SESSION_TIMEOUT_MS: u64 = 3_000;
 const NODES: usize = 3;
 const NOT_LEADER_OR_FOLLOWER: i16 = 6;
@@ -69,14 +67,7 @@ fn admin_of(addr: &str) -> AdminClient<DefaultClientContext> {
 }
 
 fn create_topic(addr: &str, name: &str, partitions: i32, rf: i32) {
-    let admin: AdminClient<DefaultClientContext> = ClientConfig::new()
-        .set("bootstrap.servers", addr)
-        .create()
-        .expect("admin");
-    let topic = NewTopic::new(name, partitions, TopicReplication::Fixed(rf));
-    let opts = AdminOptions::new().operation_timeout(Some(Duration::from_secs(30)));
-    let r = block_on(admin.create_topics([&topic], &opts)).expect("create_topics");
-    assert!(r.iter().all(|x| x.is_ok()), "{r:?}");
+    common::create_topic_at(addr, name, partitions, rf, &[]);
 }
 
 /// One raw request on a fresh connection to `addr`.

@@ -9,7 +9,7 @@ mod common;
 use std::collections::BTreeMap;
 use std::time::{Duration, Instant};
 
-use common::{http_get, Broker};
+use common::{http_get, Broker, HANG_GUARD};
 use futures_executor::block_on;
 use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, ResourceSpecifier, TopicReplication};
 use rdkafka::client::DefaultClientContext;
@@ -21,8 +21,6 @@ use rdkafka::producer::{BaseProducer, BaseRecord, Producer};
 use rdkafka::types::RDKafkaErrorCode;
 use rdkafka::{Offset, TopicPartitionList};
 
-/// A guard against hangs only: no test decides anything from how long something took.
-const HANG_GUARD: Duration = Duration::from_secs(90);
 const KEYS: usize = 5;
 const VERSIONS: usize = 200;
 const VALUE_BYTES: usize = 100;

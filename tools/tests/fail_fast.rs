@@ -15,20 +15,16 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use futures_executor::block_on;
+use common::HANG_GUARD;
 use kafka_protocol::messages::fetch_request::{FetchPartition, FetchTopic};
 use kafka_protocol::messages::{ApiKey, ApiVersionsRequest, FetchRequest, TopicName};
 use kafka_protocol::protocol::StrBytes;
-use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, TopicReplication};
-use rdkafka::client::DefaultClientContext;
 use rdkafka::config::ClientConfig;
 use rdkafka::consumer::{BaseConsumer, Consumer};
 use rdkafka::message::Message;
 use rdkafka::producer::{BaseProducer, BaseRecord, DeliveryResult, Producer, ProducerContext};
 use rdkafka::{ClientContext, Offset, TopicPartitionList};
 
-/// Guards against hangs only: nothing here is decided by how long something took.
-const HANG_GUARD: Duration = Duration::from_secs(90);
 /// Exit status of a broker after a panic (`sluice_net::fatal::PANIC_EXIT_CODE`).
 const PANIC_EXIT_CODE: i32 = 70;
 
@@ -143,13 +139,7 @@ fn admin_call(addr: &str, method: &str, path: &str) -> std::io::Result<(u16, Str
 }
 
 fn create_topic(addr: &str, name: &str, partitions: i32) {
-    let admin: AdminClient<DefaultClientContext> = ClientConfig::new()
-        .set("bootstrap.servers", addr)
-        .create()
-        .expect("admin");
-    let t = NewTopic::new(name, partitions, TopicReplication::Fixed(1));
-    let r = block_on(admin.create_topics([&t], &AdminOptions::new())).expect("create_topics");
-    assert!(r[0].is_ok(), "create {name}: {:?}", r[0]);
+    common::create_topic_at(addr, name, partitions, 1, &[]);
 }
 
 /// Messages by (partition, offset): their payloads.

@@ -10,11 +10,11 @@ mod common;
 use std::sync::mpsc;
 use std::time::Duration;
 
-use common::{free_port, raw, Broker};
+use common::{free_port, raw, Broker, HANG_GUARD};
 use kafka_protocol::messages::metadata_request::MetadataRequestTopic;
 use kafka_protocol::messages::{ApiKey, MetadataRequest, MetadataResponse, TopicName};
 use kafka_protocol::protocol::StrBytes;
-use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, TopicReplication};
+use rdkafka::admin::{AdminClient, AdminOptions};
 use rdkafka::client::DefaultClientContext;
 use rdkafka::config::ClientConfig;
 use rdkafka::producer::{BaseProducer, BaseRecord, Producer};
@@ -27,8 +27,6 @@ use sluice_engine::{
 };
 use sluice_replication::{FetcherConfig, Fetchers, Followed, LeaderAddr};
 
-/// Bound on every wait for a condition (never a timing the test decides on).
-const HANG_GUARD: Duration = Duration::from_secs(90);
 const TOPIC: &str = "replicated";
 /// This process's broker id as a follower.
 const FOLLOWER_ID: i32 = 7;
@@ -43,19 +41,8 @@ fn init_logs() {
         .try_init();
 }
 
-fn test_dir() -> tempfile::TempDir {
-    tempfile::tempdir_in(env!("CARGO_TARGET_TMPDIR")).expect("temp dir")
-}
-
 fn create_topic(b: &Broker) {
-    let admin: AdminClient<DefaultClientContext> = ClientConfig::new()
-        .set("bootstrap.servers", &b.addr)
-        .create()
-        .expect("admin");
-    let t = NewTopic::new(TOPIC, 1, TopicReplication::Fixed(1));
-    let r = futures_executor::block_on(admin.create_topics([&t], &AdminOptions::new()))
-        .expect("create_topics");
-    assert!(r[0].is_ok(), "create {TOPIC}: {:?}", r[0]);
+    common::create_topic_at(&b.addr, TOPIC, 1, 1, &[]);
 }
 
 /// Produces `count` records (values tagged `tag`) with an idempotent acks=all producer.
@@ -328,8 +315,8 @@ fn ask<T>(tx: &mpsc::Sender<Command>, make: impl FnOnce(mpsc::Sender<T>) -> Comm
 #[test]
 fn a_follower_copies_the_leaders_log_keeps_up_and_cuts_a_diverged_suffix() {
     init_logs();
-    let broker_dir = test_dir();
-    let follower_dir = test_dir();
+    let broker_dir = common::tempdir("follower");
+    let follower_dir = common::tempdir("follower");
     let mut b = Broker::start(broker_dir.path());
     create_topic(&b);
     produce(&b, "first", 3_000);
@@ -403,8 +390,8 @@ fn a_follower_copies_the_leaders_log_keeps_up_and_cuts_a_diverged_suffix() {
 #[test]
 fn a_follower_below_the_leaders_start_restarts_there_and_survives_a_leader_restart() {
     init_logs();
-    let broker_dir = test_dir();
-    let follower_dir = test_dir();
+    let broker_dir = common::tempdir("follower");
+    let follower_dir = common::tempdir("follower");
     let port = free_port();
     let listen = format!("127.0.0.1:{port}");
     let mut b = Broker::start_at(broker_dir.path(), &listen, "0-1", &[]);

@@ -7,14 +7,11 @@
 mod common;
 
 use std::collections::BTreeMap;
-use std::path::PathBuf;
 use std::process::Command;
 use std::time::{Duration, Instant};
 
 use common::Broker;
-use futures_executor::block_on;
-use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, TopicReplication};
-use rdkafka::client::DefaultClientContext;
+use common::HANG_GUARD;
 use rdkafka::config::ClientConfig;
 use rdkafka::consumer::{BaseConsumer, CommitMode, Consumer};
 use rdkafka::message::Message;
@@ -22,20 +19,9 @@ use rdkafka::producer::{BaseProducer, BaseRecord, Producer};
 use rdkafka::{Offset, TopicPartitionList};
 use serde_json::Value;
 
-/// A guard against hangs only: no test decides anything from how long something took.
-const HANG_GUARD: Duration = Duration::from_secs(60);
 /// 2021-01-01T00:00:00Z: record `i` of each partition has this timestamp plus `i` seconds.
 const TS0_MS: i64 = 1_609_459_200_000;
 const PER_PARTITION: i64 = 10;
-
-fn tempdir(name: &str) -> tempfile::TempDir {
-    let base = PathBuf::from(env!("CARGO_TARGET_TMPDIR"));
-    std::fs::create_dir_all(&base).expect("target tmpdir");
-    tempfile::Builder::new()
-        .prefix(name)
-        .tempdir_in(base)
-        .expect("tempdir")
-}
 
 struct Out {
     ok: bool,
@@ -99,13 +85,7 @@ fn described_offsets(b: &Broker, g: &str) -> BTreeMap<(String, i64), Value> {
 }
 
 fn create_topic(b: &Broker, name: &str, partitions: i32) {
-    let admin: AdminClient<DefaultClientContext> = ClientConfig::new()
-        .set("bootstrap.servers", &b.addr)
-        .create()
-        .expect("admin");
-    let t = NewTopic::new(name, partitions, TopicReplication::Fixed(1));
-    let r = block_on(admin.create_topics([&t], &AdminOptions::new())).expect("create_topics");
-    assert!(r[0].is_ok(), "create {name}: {:?}", r[0]);
+    common::create_topic_at(&b.addr, name, partitions, 1, &[]);
 }
 
 /// `PER_PARTITION` records into each partition, one batch each, record `i` stamped
@@ -215,7 +195,7 @@ fn rdkafka_committed(b: &Broker, g: &str, topic: &str, partitions: i32) -> Vec<i
 
 #[test]
 fn describe_list_and_reset_offsets_with_a_live_group() {
-    let dir = tempdir("group-cli");
+    let dir = common::tempdir("group-cli");
     let b = Broker::start(&dir.path().join("data"));
     create_topic(&b, "orders", 3);
     produce(&b, "orders", 3);
@@ -439,7 +419,7 @@ fn describe_list_and_reset_offsets_with_a_live_group() {
 
 #[test]
 fn errors_name_the_problem_and_exit_non_zero() {
-    let dir = tempdir("group-cli-err");
+    let dir = common::tempdir("group-cli-err");
     let b = Broker::start(&dir.path().join("data"));
     create_topic(&b, "t", 2);
 
@@ -549,7 +529,7 @@ fn errors_name_the_problem_and_exit_non_zero() {
 
 #[test]
 fn delete_removes_a_topics_offsets_then_the_group() {
-    let dir = tempdir("group-cli-del");
+    let dir = common::tempdir("group-cli-del");
     let b = Broker::start(&dir.path().join("data"));
     create_topic(&b, "a", 1);
     create_topic(&b, "b", 2);

@@ -10,7 +10,7 @@ use std::time::{Duration, Instant};
 
 use bytes::{BufMut, Bytes, BytesMut};
 use common::raw::{self, call};
-use common::{http_get, Broker};
+use common::{http_get, Broker, HANG_GUARD};
 use futures_executor::block_on;
 use kafka_protocol::messages::join_group_request::JoinGroupRequestProtocol;
 use kafka_protocol::messages::offset_commit_request::{
@@ -25,36 +25,21 @@ use kafka_protocol::messages::{
     SyncGroupResponse, TopicName,
 };
 use kafka_protocol::protocol::StrBytes;
-use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, TopicReplication};
+use rdkafka::admin::{AdminClient, AdminOptions};
 use rdkafka::client::DefaultClientContext;
 use rdkafka::config::ClientConfig;
 use rdkafka::consumer::{BaseConsumer, Consumer, ConsumerContext, Rebalance};
 use rdkafka::producer::{BaseProducer, BaseRecord, Producer};
 use rdkafka::{ClientContext, Message, Offset, TopicPartitionList};
 
-/// Guard against a hang only; never a pass/fail timing.
-const HANG_GUARD: Duration = Duration::from_secs(90);
 /// Kafka error codes the tests expect.
 const ILLEGAL_GENERATION: i16 = 22;
 const FENCED_INSTANCE_ID: i16 = 82;
 const MEMBER_ID_REQUIRED: i16 = 79;
 const COORDINATOR_LOAD_IN_PROGRESS: i16 = 14;
 
-fn tmp() -> tempfile::TempDir {
-    tempfile::Builder::new()
-        .prefix("groups")
-        .tempdir_in(env!("CARGO_TARGET_TMPDIR"))
-        .unwrap()
-}
-
 fn create_topic(b: &Broker, name: &str, partitions: i32) {
-    let admin: AdminClient<DefaultClientContext> = ClientConfig::new()
-        .set("bootstrap.servers", &b.addr)
-        .create()
-        .unwrap();
-    let topic = NewTopic::new(name, partitions, TopicReplication::Fixed(1));
-    let r = block_on(admin.create_topics(&[topic], &AdminOptions::new())).unwrap();
-    r[0].as_ref().unwrap();
+    common::create_topic_at(&b.addr, name, partitions, 1, &[]);
 }
 
 /// Produces `n` keyed messages spread over the topic's partitions.
@@ -75,7 +60,7 @@ fn produce(b: &Broker, topic: &str, n: usize) {
 
 /// A broker with one fresh topic.
 fn broker_with_topic(topic: &str, partitions: i32) -> (tempfile::TempDir, Broker) {
-    let dir = tmp();
+    let dir = common::tempdir("groups");
     let b = Broker::start(dir.path());
     create_topic(&b, topic, partitions);
     (dir, b)
@@ -444,7 +429,7 @@ fn a_stale_generations_commit_is_refused() {
 
 #[test]
 fn a_static_member_restarts_into_its_place_without_a_rebalance() {
-    let dir = tmp();
+    let dir = common::tempdir("groups");
     let mut b = Broker::start(dir.path());
     create_topic(&b, "static", 1);
     wait_loaded(&b.addr, "g-static");
@@ -495,7 +480,7 @@ fn a_static_member_restarts_into_its_place_without_a_rebalance() {
 
 #[test]
 fn offsets_committed_before_a_restart_are_there_after_it() {
-    let dir = tmp();
+    let dir = common::tempdir("groups");
     let mut b = Broker::start(dir.path());
     create_topic(&b, "durable", 2);
     produce(&b, "durable", 100);
@@ -609,7 +594,7 @@ fn deleting_groups_needs_them_empty_and_removes_their_offsets() {
 
 #[test]
 fn clients_cannot_write_the_offsets_topic() {
-    let dir = tmp();
+    let dir = common::tempdir("groups");
     let b = Broker::start(dir.path());
     let p: rdkafka::producer::FutureProducer = ClientConfig::new()
         .set("bootstrap.servers", &b.addr)

@@ -17,8 +17,8 @@ use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
-use common::cluster::wait_for;
 use common::raw::{self, call, frame};
+use common::wait_for;
 use common::Broker;
 use futures_executor::block_on;
 use kafka_protocol::messages::fetch_request::{FetchPartition, FetchTopic};

@@ -11,6 +11,7 @@ use std::collections::BTreeSet;
 use std::time::Duration;
 
 use common::cluster::{Cluster, ClusterSpec};
+use common::HANG_GUARD;
 use futures_executor::block_on;
 use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, TopicReplication};
 use rdkafka::client::DefaultClientContext;
@@ -19,8 +20,6 @@ use rdkafka::consumer::{BaseConsumer, Consumer};
 use rdkafka::metadata::Metadata;
 use rdkafka::types::RDKafkaRespErr;
 
-/// A guard against hangs only.
-const HANG_GUARD: Duration = Duration::from_secs(60);
 /// How long librdkafka may take for one listing (it is asked as the node starts).
 const LIST_TIMEOUT: Duration = Duration::from_secs(30);
 

@@ -6,15 +6,12 @@
 mod common;
 
 use std::collections::BTreeMap;
-use std::process::{Command, Stdio};
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use common::Broker;
-use futures_executor::block_on;
-use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, TopicReplication};
-use rdkafka::client::DefaultClientContext;
+use common::HANG_GUARD;
+use common::{sluice_output, Broker};
 use rdkafka::config::ClientConfig;
 use rdkafka::consumer::{BaseConsumer, Consumer};
 use rdkafka::message::Message;
@@ -23,43 +20,20 @@ use rdkafka::{ClientContext, Offset, TopicPartitionList};
 use serde_json::Value;
 use sluice_net::placement::hash_owner;
 
-/// A guard against hangs only: no test decides anything from how long something took.
-const HANG_GUARD: Duration = Duration::from_secs(90);
-
 /// A temporary directory under the target dir, removed when dropped.
 fn test_dir(name: &str) -> tempfile::TempDir {
-    tempfile::Builder::new()
-        .prefix(&format!("placement-{name}-"))
-        .tempdir_in(env!("CARGO_TARGET_TMPDIR"))
-        .expect("temporary directory")
+    common::tempdir(&format!("placement-{name}-"))
 }
 
 fn create_topic(b: &Broker, name: &str, partitions: i32) {
-    let admin: AdminClient<DefaultClientContext> = ClientConfig::new()
-        .set("bootstrap.servers", &b.addr)
-        .create()
-        .expect("admin");
-    let t = NewTopic::new(name, partitions, TopicReplication::Fixed(1));
-    let r = block_on(admin.create_topics([&t], &AdminOptions::new())).expect("create_topics");
-    assert!(r[0].is_ok(), "create {name}: {:?}", r[0]);
+    common::create_topic_at(&b.addr, name, partitions, 1, &[]);
 }
 
 /// Runs the `sluice` binary; (success, stdout, stderr).
-fn sluice(args: &[&str]) -> (bool, String, String) {
-    let out = Command::new(env!("CARGO_BIN_EXE_sluice"))
-        .args(args)
-        .stdin(Stdio::null())
-        .output()
-        .expect("run sluice");
-    (
-        out.status.success(),
-        String::from_utf8_lossy(&out.stdout).into_owned(),
-        String::from_utf8_lossy(&out.stderr).into_owned(),
-    )
-}
 
 fn placement_json(b: &Broker) -> Value {
-    let (ok, out, err) = sluice(&["cluster", "placement", "--admin", &b.admin_addr, "--json"]);
+    let (ok, out, err) =
+        sluice_output(&["cluster", "placement", "--admin", &b.admin_addr, "--json"]);
     assert!(ok, "cluster placement failed: {err}");
     serde_json::from_str(&out).expect("placement JSON")
 }
@@ -98,7 +72,7 @@ fn cpus_of(b: &Broker, topics: &[(&str, i32)]) -> BTreeMap<(String, i64), u64> {
 
 fn move_partition(b: &Broker, tp: &str, core: usize) -> String {
     let core = core.to_string();
-    let (ok, out, err) = sluice(&[
+    let (ok, out, err) = sluice_output(&[
         "partition",
         "move",
         tp,
@@ -149,7 +123,7 @@ fn hash_placement_is_the_stable_function_and_survives_restarts_and_core_changes(
     assert!(b.stop().success());
 
     // Fewer cores, some gone: start-up stops and says what to do.
-    let (ok, _, err) = sluice(&[
+    let (ok, _, err) = sluice_output(&[
         "serve",
         "--listen",
         "127.0.0.1:0",
@@ -206,7 +180,7 @@ fn balanced_policy_and_pins() {
     );
     assert!(hi - lo <= 1, "uneven: {per_core:?}");
     // A pinned partition does not move live.
-    let (ok, _, err) = sluice(&[
+    let (ok, _, err) = sluice_output(&[
         "partition",
         "move",
         "pinned/0",
@@ -217,7 +191,7 @@ fn balanced_policy_and_pins() {
     ]);
     assert!(!ok && err.contains("pinned"), "{err}");
     // Bad moves are refused with the reason.
-    let (ok, _, err) = sluice(&[
+    let (ok, _, err) = sluice_output(&[
         "partition",
         "move",
         "even/0",
@@ -227,7 +201,7 @@ fn balanced_policy_and_pins() {
         &b.admin_addr,
     ]);
     assert!(!ok && err.contains("CPU 9 runs no shard"), "{err}");
-    let (ok, _, err) = sluice(&[
+    let (ok, _, err) = sluice_output(&[
         "partition",
         "move",
         "even/8",
@@ -239,7 +213,7 @@ fn balanced_policy_and_pins() {
     assert!(!ok && err.contains("404"), "{err}");
     // A pin to a CPU that runs no shard stops start-up, naming the key.
     drop(b);
-    let (ok, _, err) = sluice(&[
+    let (ok, _, err) = sluice_output(&[
         "serve",
         "--listen",
         "127.0.0.1:0",
@@ -411,7 +385,7 @@ fn a_live_move_under_an_idempotent_producer_loses_and_reorders_nothing() {
         .cloned()
         .unwrap();
     assert_eq!(p0["cpu"].as_u64(), Some(cpu as u64));
-    let (ok, text, _) = sluice(&["cluster", "placement", "--admin", &b.admin_addr]);
+    let (ok, text, _) = sluice_output(&["cluster", "placement", "--admin", &b.admin_addr]);
     assert!(ok && text.contains("live/0"), "{text}");
     // Each shard publishes its partitions' counters every second.
     let started = Instant::now();

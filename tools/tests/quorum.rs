@@ -17,25 +17,12 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
-use common::{free_port, Broker};
-use futures_executor::block_on;
-use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, TopicReplication};
-use rdkafka::client::DefaultClientContext;
+use common::{free_port, sluice_output, Broker, HANG_GUARD};
 use rdkafka::config::ClientConfig;
 use rdkafka::consumer::{BaseConsumer, Consumer};
 
-/// A guard against hangs only.
-const HANG_GUARD: Duration = Duration::from_secs(60);
-
 fn wait<T>(what: &str, mut f: impl FnMut() -> Option<T>) -> T {
-    let deadline = Instant::now() + HANG_GUARD;
-    loop {
-        if let Some(v) = f() {
-            return v;
-        }
-        assert!(Instant::now() < deadline, "timed out waiting for {what}");
-        std::thread::sleep(Duration::from_millis(20));
-    }
+    common::wait_for(what, HANG_GUARD, &mut f)
 }
 
 fn status(node: &Broker) -> Option<serde_json::Value> {
@@ -71,27 +58,7 @@ fn replicas(addr: &str, topic: &str) -> Option<BTreeMap<i32, BTreeSet<i32>>> {
 }
 
 fn create_topic(addr: &str, name: &str, partitions: i32, rf: i32) {
-    let admin: AdminClient<DefaultClientContext> = ClientConfig::new()
-        .set("bootstrap.servers", addr)
-        .create()
-        .expect("admin");
-    let topic = NewTopic::new(name, partitions, TopicReplication::Fixed(rf));
-    let opts = AdminOptions::new().operation_timeout(Some(Duration::from_secs(30)));
-    let r = block_on(admin.create_topics([&topic], &opts)).expect("create_topics");
-    assert!(r.iter().all(|x| x.is_ok()), "{r:?}");
-}
-
-/// Runs `sluice ARGS`: (exit success, stdout, stderr).
-fn sluice(args: &[&str]) -> (bool, String, String) {
-    let out = std::process::Command::new(env!("CARGO_BIN_EXE_sluice"))
-        .args(args)
-        .output()
-        .expect("run sluice");
-    (
-        out.status.success(),
-        String::from_utf8_lossy(&out.stdout).into_owned(),
-        String::from_utf8_lossy(&out.stderr).into_owned(),
-    )
+    common::create_topic_at(addr, name, partitions, rf, &[]);
 }
 
 fn start(root: &Path, id: u64, roles: &str, quorum: &str) -> Broker {
@@ -166,9 +133,9 @@ fn controllers_grow_to_four_and_shrink_back_by_removing_the_leader() {
 
     // Refusals name their reason and change nothing.
     let admin1 = nodes[&1].admin_addr.clone();
-    let (ok, _, err) = sluice(&["cluster", "remove-controller", "9", "--admin", &admin1]);
+    let (ok, _, err) = sluice_output(&["cluster", "remove-controller", "9", "--admin", &admin1]);
     assert!(!ok && err.contains("not a voter"), "{err}");
-    let (ok, _, err) = sluice(&[
+    let (ok, _, err) = sluice_output(&[
         "cluster",
         "add-controller",
         "4@127.0.0.1:0",
@@ -180,7 +147,7 @@ fn controllers_grow_to_four_and_shrink_back_by_removing_the_leader() {
     // Grow to four.
     let started = Instant::now();
     let target = entry(3);
-    let (ok, out, err) = sluice(&["cluster", "add-controller", &target, "--admin", &admin1]);
+    let (ok, out, err) = sluice_output(&["cluster", "add-controller", &target, "--admin", &admin1]);
     assert!(ok, "add-controller: {err}");
     assert!(out.contains("voters now 1 2 3 4"), "{out}");
     let offset_then = status(&nodes[&1]).map(|s| s["metadata_offset"].clone());
@@ -204,7 +171,7 @@ fn controllers_grow_to_four_and_shrink_back_by_removing_the_leader() {
                 .then_some(())
         });
     }
-    let (ok, _, err) = sluice(&["cluster", "add-controller", &target, "--admin", &admin1]);
+    let (ok, _, err) = sluice_output(&["cluster", "add-controller", &target, "--admin", &admin1]);
     assert!(!ok && err.contains("already a voter"), "{err}");
     // A controller that is not running is added as a learner only: it never catches up,
     // is never made a voter, and can be dropped again.
@@ -212,7 +179,7 @@ fn controllers_grow_to_four_and_shrink_back_by_removing_the_leader() {
     let ghost = format!("5@127.0.0.1:{}", free_port());
     let pending = std::thread::spawn({
         let admin1 = admin1.clone();
-        move || sluice(&["cluster", "add-controller", &ghost, "--admin", &admin1])
+        move || sluice_output(&["cluster", "add-controller", &ghost, "--admin", &admin1])
     });
     // (Asked through another node's admin endpoint: each serves one request at a time.)
     wait("controller 5 a learner", || {
@@ -221,12 +188,12 @@ fn controllers_grow_to_four_and_shrink_back_by_removing_the_leader() {
         learners.iter().any(|v| v.as_u64() == Some(5)).then_some(())
     });
     let admin2 = nodes[&2].admin_addr.clone();
-    let (ok, _, err) = sluice(&["cluster", "remove-controller", "2", "--admin", &admin2]);
+    let (ok, _, err) = sluice_output(&["cluster", "remove-controller", "2", "--admin", &admin2]);
     assert!(!ok && err.contains("in progress"), "{err}");
     let (ok, _, err) = pending.join().expect("add-controller thread");
     assert!(!ok && err.contains("did not catch up"), "{err}");
     assert_eq!(voters(&status(&nodes[&1]).expect("status")), [1, 2, 3, 4]);
-    let (ok, out, err) = sluice(&["cluster", "remove-controller", "5", "--admin", &admin1]);
+    let (ok, out, err) = sluice_output(&["cluster", "remove-controller", "5", "--admin", &admin1]);
     assert!(ok, "remove-controller 5: {err}");
     assert!(out.contains("voters now 1 2 3 4"), "{out}");
     intact_everywhere(&nodes, &[1, 2, 3]);
@@ -241,7 +208,7 @@ fn controllers_grow_to_four_and_shrink_back_by_removing_the_leader() {
         .find(|id| *id != leader)
         .expect("another node");
     let started = Instant::now();
-    let (ok, out, err) = sluice(&[
+    let (ok, out, err) = sluice_output(&[
         "cluster",
         "remove-controller",
         &leader.to_string(),
@@ -288,7 +255,7 @@ fn controllers_grow_to_four_and_shrink_back_by_removing_the_leader() {
             (replicas(&five.addr, "intact")? == before).then_some(())
         },
     );
-    let (ok, out, err) = sluice(&[
+    let (ok, out, err) = sluice_output(&[
         "cluster",
         "add-controller",
         &format!("5@127.0.0.1:{}", ports[4]),
@@ -317,7 +284,7 @@ fn controllers_grow_to_four_and_shrink_back_by_removing_the_leader() {
     // The controller-only node leaves the quorum entirely: its address is dropped from
     // every node's image, and the quorum it leaves still takes changes.
     let admin5 = five.admin_addr.clone();
-    let (ok, out, err) = sluice(&["cluster", "remove-controller", "4", "--admin", &admin5]);
+    let (ok, out, err) = sluice_output(&["cluster", "remove-controller", "4", "--admin", &admin5]);
     assert!(ok, "remove-controller 4: {err}");
     let last: Vec<u64> = with_five.iter().copied().filter(|id| *id != 4).collect();
     wait("three voters without 4", || {

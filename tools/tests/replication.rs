@@ -15,27 +15,22 @@
 mod common;
 
 use std::collections::BTreeMap;
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
+use common::acks::{parse_seq, payload, Ack, AckContext, Acks};
 use common::cluster::{Cluster, ClusterSpec, Part};
 use common::sluice;
-use futures_executor::block_on;
-use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, TopicReplication};
-use rdkafka::client::{ClientContext, DefaultClientContext};
+use common::HANG_GUARD;
 use rdkafka::config::ClientConfig;
 use rdkafka::consumer::{BaseConsumer, Consumer};
 use rdkafka::error::{KafkaError, RDKafkaErrorCode};
 use rdkafka::message::Message;
-use rdkafka::producer::{
-    BaseProducer, BaseRecord, DeliveryResult, Producer, ProducerContext, ThreadedProducer,
-};
+use rdkafka::producer::{BaseProducer, BaseRecord, Producer, ThreadedProducer};
 use rdkafka::{Offset, TopicPartitionList};
 
-/// A guard against hangs only: no wait decides anything by its duration.
-const HANG_GUARD: Duration = Duration::from_secs(60);
 /// Guard for a broker's SIGTERM exit (controlled shutdown waits, bounded, for the
 /// controller to move its leaderships).
 const STOP_GUARD: Duration = Duration::from_secs(90);
@@ -78,18 +73,9 @@ fn create_topic(
     partitions: i32,
     configs: &[(&str, &str)],
 ) -> BTreeMap<i32, Part> {
-    let admin: AdminClient<DefaultClientContext> = ClientConfig::new()
-        .set("bootstrap.servers", c.bootstrap())
-        .create()
-        .expect("admin client");
-    let mut new = NewTopic::new(topic, partitions, TopicReplication::Fixed(3))
-        .set("min.insync.replicas", "2");
-    for (k, v) in configs {
-        new = new.set(k, v);
-    }
-    let opts = AdminOptions::new().operation_timeout(Some(Duration::from_secs(30)));
-    let r = block_on(admin.create_topics([&new], &opts)).expect("create_topics");
-    assert!(r.iter().all(|x| x.is_ok()), "create {topic}: {r:?}");
+    let mut all = vec![("min.insync.replicas", "2")];
+    all.extend_from_slice(configs);
+    common::create_topic_at(&c.bootstrap(), topic, partitions, 3, &all);
     wait_in_sync(c, asked, topic, partitions as usize, 3)
 }
 
@@ -111,108 +97,6 @@ fn wait_in_sync(
             ok.then_some(parts)
         },
     )
-}
-
-/// One acknowledged message.
-#[derive(Debug, Clone, Copy)]
-struct Ack {
-    partition: i32,
-    offset: i64,
-    seq: u64,
-    at: Instant,
-}
-
-/// What the delivery reports said.
-#[derive(Default)]
-struct Acks {
-    acked: Mutex<Vec<Ack>>,
-    failed: AtomicU64,
-    errors: Mutex<Vec<String>>,
-    /// A fatal producer error (librdkafka gives up on the idempotent producer).
-    fatal: Mutex<Option<String>>,
-    /// The latest client errors (transient ones: a broker gone), for a timeout's message.
-    recent: Mutex<std::collections::VecDeque<String>>,
-}
-
-/// Client errors kept for a timeout's message.
-const RECENT_ERRORS_MAX: usize = 10;
-
-impl Acks {
-    fn count(&self) -> usize {
-        self.acked.lock().unwrap().len()
-    }
-
-    fn snapshot(&self) -> Vec<Ack> {
-        self.acked.lock().unwrap().clone()
-    }
-
-    /// Panics with the fatal error if the producer had one.
-    fn assert_not_fatal(&self) {
-        if let Some(f) = self.fatal.lock().unwrap().as_ref() {
-            panic!("the idempotent producer failed fatally: {f}");
-        }
-    }
-
-    fn note_error(&self, e: String) {
-        let mut errors = self.errors.lock().unwrap();
-        // Bounded: the first errors say what went wrong.
-        if errors.len() < 20 {
-            errors.push(e);
-        }
-    }
-}
-
-struct AckContext(Arc<Acks>);
-
-impl ClientContext for AckContext {
-    fn error(&self, error: KafkaError, reason: &str) {
-        // Fatal idempotence errors end the producer; transient ones (a broker gone) are
-        // part of these tests.
-        if error.rdkafka_error_code() == Some(RDKafkaErrorCode::Fatal) {
-            let mut fatal = self.0.fatal.lock().unwrap();
-            fatal.get_or_insert_with(|| format!("{error}: {reason}"));
-        }
-        let mut recent = self.0.recent.lock().unwrap();
-        if recent.len() == RECENT_ERRORS_MAX {
-            recent.pop_front();
-        }
-        recent.push_back(format!("{error}: {reason}"));
-    }
-}
-
-impl ProducerContext for AckContext {
-    type DeliveryOpaque = ();
-
-    fn delivery(&self, result: &DeliveryResult<'_>, _: ()) {
-        match result {
-            Ok(m) => {
-                let seq = m.payload().and_then(parse_seq).expect("our payload");
-                let ack = Ack {
-                    partition: m.partition(),
-                    offset: m.offset(),
-                    seq,
-                    at: Instant::now(),
-                };
-                self.0.acked.lock().unwrap().push(ack);
-            }
-            Err((e, m)) => {
-                self.0.failed.fetch_add(1, Ordering::SeqCst);
-                let seq = m.payload().and_then(parse_seq);
-                self.0
-                    .note_error(format!("seq {seq:?} partition {}: {e}", m.partition()));
-            }
-        }
-    }
-}
-
-fn payload(seq: u64) -> Vec<u8> {
-    let mut p = format!("{seq:012}").into_bytes();
-    p.resize(PAYLOAD_BYTES, b'.');
-    p
-}
-
-fn parse_seq(p: &[u8]) -> Option<u64> {
-    std::str::from_utf8(p.get(..12)?).ok()?.parse().ok()
 }
 
 /// The idempotent acks=all producer's settings.
@@ -322,7 +206,7 @@ fn send_retrying(
     partitions: i32,
     seq: u64,
 ) -> Result<(), KafkaError> {
-    let value = payload(seq);
+    let value = payload(seq, PAYLOAD_BYTES);
     let partition = (seq % partitions as u64) as i32;
     loop {
         let record = BaseRecord::<(), [u8]>::to(topic)
@@ -379,7 +263,7 @@ fn read_all(
                 last_error.borrow()
             )
         };
-        let high = common::cluster::wait_for_named(what, HANG_GUARD, &mut || {
+        let high = common::wait_for_named(what, HANG_GUARD, &mut || {
             consumer
                 .fetch_watermarks(topic, *p, Duration::from_secs(5))
                 .map_err(|e| *last_error.borrow_mut() = Some(e))
@@ -558,7 +442,7 @@ fn kill_9_of_the_leader_under_load_loses_no_acknowledged_message() {
     });
     eprintln!("{TOPIC}: broker {victim} killed; new leaders {moved:?}");
     // Production goes on, on the new leaders too.
-    common::cluster::wait_for("acks on the new leaders", HANG_GUARD, &mut || {
+    common::wait_for("acks on the new leaders", HANG_GUARD, &mut || {
         load.acks.assert_not_fatal();
         let acked = load.acks.snapshot();
         led.iter()
@@ -780,7 +664,7 @@ fn produce_to_partition_0(
         p.send(
             BaseRecord::<(), [u8]>::to(topic)
                 .partition(0)
-                .payload(&payload(seq)),
+                .payload(&payload(seq, PAYLOAD_BYTES)),
         )
         .map_err(|(e, _)| e)
         .expect("send");

@@ -4,28 +4,7 @@
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 
-/// Every item `sluice tune check` reports, in order.
-const ALL_CHECKS: &[&str] = &[
-    "placement.cores",
-    "kernel.io_uring_disabled",
-    "kernel.version",
-    "rlimit.memlock",
-    "rlimit.nofile",
-    "fs.nr_open",
-    "fs.aio-max-nr",
-    "vm.swappiness",
-    "transparent_hugepage.enabled",
-    "transparent_hugepage.defrag",
-    "cpu.governor",
-    "clocksource",
-    "data_dir.filesystem",
-    "data_dir.o_direct",
-    "data_device.scheduler",
-    "data_device.nomerges",
-    "irq.nic_affinity",
-    "irqbalance",
-    "init.systemd",
-];
+use sluice_tuning::checks::CHECK_NAMES;
 
 fn tmp(name: &str) -> PathBuf {
     let dir = Path::new(env!("CARGO_TARGET_TMPDIR")).join(format!("tune-{name}"));
@@ -72,7 +51,7 @@ fn check_on_this_machine_reports_every_item() {
     ]);
     let checks = doc["checks"].as_array().expect("checks");
     let names: Vec<&str> = checks.iter().map(|c| c["name"].as_str().unwrap()).collect();
-    assert_eq!(names, ALL_CHECKS);
+    assert_eq!(names, CHECK_NAMES);
     let mut failed = 0;
     for c in checks {
         for field in ["current", "recommended", "why"] {
@@ -122,7 +101,7 @@ fn check_text_names_every_item_and_the_summary() {
         data.to_str().unwrap(),
     ]);
     let stdout = text(&out.stdout);
-    for name in ALL_CHECKS {
+    for name in CHECK_NAMES {
         assert!(
             stdout.contains(&format!("] {name} (")),
             "{name} missing:\n{stdout}"

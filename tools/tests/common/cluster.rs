@@ -8,9 +8,12 @@
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::PathBuf;
 use std::process::ExitStatus;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
+// Also reachable here, where tests written before they moved to `common` look for them.
 use super::{free_port, Broker};
+#[allow(unused_imports)]
+pub use super::{wait_for, wait_for_named};
 
 /// How a cluster's nodes are configured.
 #[derive(Debug, Clone)]
@@ -247,32 +250,6 @@ impl Drop for Cluster {
             }
         }
         let _ = std::fs::remove_dir_all(&self.root);
-    }
-}
-
-/// Polls `f` every 20 ms until it gives a value; panics naming `what` after `guard`.
-pub fn wait_for<T>(what: &str, guard: Duration, f: &mut dyn FnMut() -> Option<T>) -> T {
-    wait_for_named(|| what.to_string(), guard, f)
-}
-
-/// [`wait_for`] whose description is made when the guard fires (so it can say what `f`
-/// last saw).
-pub fn wait_for_named<T>(
-    what: impl Fn() -> String,
-    guard: Duration,
-    f: &mut dyn FnMut() -> Option<T>,
-) -> T {
-    let deadline = Instant::now() + guard;
-    loop {
-        if let Some(v) = f() {
-            return v;
-        }
-        assert!(
-            Instant::now() < deadline,
-            "timed out waiting for {}",
-            what()
-        );
-        std::thread::sleep(Duration::from_millis(20));
     }
 }
 

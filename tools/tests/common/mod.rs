@@ -3,6 +3,7 @@
 
 #![allow(dead_code)]
 
+pub mod acks;
 pub mod cluster;
 pub mod raw;
 
@@ -25,7 +26,80 @@ pub fn http_get(addr: &str, path: &str) -> String {
 use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, ExitStatus, Stdio};
-use std::time::Duration;
+use std::time::{Duration, Instant};
+
+/// A guard against hangs only: how long a test waits for something it expects to happen
+/// (a leader elected, a message acknowledged, a process gone) before it fails saying what
+/// it waited for. Never a measure: nothing is decided from how long a wait took.
+pub const HANG_GUARD: Duration = Duration::from_secs(90);
+
+/// Polls `f` every 20 ms until it gives a value; panics naming `what` after `guard`.
+pub fn wait_for<T>(what: &str, guard: Duration, f: &mut dyn FnMut() -> Option<T>) -> T {
+    wait_for_named(|| what.to_string(), guard, f)
+}
+
+/// [`wait_for`] whose description is made when the guard fires (so it can say what `f`
+/// last saw).
+pub fn wait_for_named<T>(
+    what: impl Fn() -> String,
+    guard: Duration,
+    f: &mut dyn FnMut() -> Option<T>,
+) -> T {
+    let deadline = Instant::now() + guard;
+    loop {
+        if let Some(v) = f() {
+            return v;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "timed out waiting for {}",
+            what()
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+/// A fresh temporary directory named `prefix…` on the build's disk (`/tmp` may be tmpfs,
+/// which has no O_DIRECT); removed when dropped.
+pub fn tempdir(prefix: &str) -> tempfile::TempDir {
+    let base = PathBuf::from(env!("CARGO_TARGET_TMPDIR"));
+    std::fs::create_dir_all(&base).expect("target tmpdir");
+    tempfile::Builder::new()
+        .prefix(prefix)
+        .tempdir_in(base)
+        .expect("tempdir")
+}
+
+/// Creates topic `name` (`partitions` partitions of `replication_factor` replicas, with
+/// `configs`) through the broker at `bootstrap` with librdkafka's admin client; panics
+/// unless it was created.
+pub fn create_topic_at(
+    bootstrap: &str,
+    name: &str,
+    partitions: i32,
+    replication_factor: i32,
+    configs: &[(&str, &str)],
+) {
+    use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, TopicReplication};
+    use rdkafka::client::DefaultClientContext;
+    use rdkafka::config::ClientConfig;
+    let admin: AdminClient<DefaultClientContext> = ClientConfig::new()
+        .set("bootstrap.servers", bootstrap)
+        .create()
+        .expect("admin");
+    let mut topic = NewTopic::new(
+        name,
+        partitions,
+        TopicReplication::Fixed(replication_factor),
+    );
+    for (k, v) in configs {
+        topic = topic.set(k, v);
+    }
+    let opts = AdminOptions::new().operation_timeout(Some(Duration::from_secs(30)));
+    let r =
+        futures_executor::block_on(admin.create_topics([&topic], &opts)).expect("create_topics");
+    assert!(r.iter().all(|x| x.is_ok()), "create {name}: {r:?}");
+}
 
 /// How long a starting broker may take to print its listening line (it does so once every
 /// shard is up). A hang guard only: a debug broker on a loaded 2-core machine starts in
@@ -223,17 +297,34 @@ pub fn admin_call(
     )?;
     let mut out = String::new();
     s.read_to_string(&mut out)?;
+    Ok(http_answer(&out))
+}
+
+/// An HTTP answer's (status code, body); code 0 if there is no status line.
+pub fn http_answer(out: &str) -> (u16, String) {
     let code = out
         .split_whitespace()
         .nth(1)
         .and_then(|c| c.parse().ok())
         .unwrap_or(0);
     let body = out.split_once("\r\n\r\n").map(|(_, b)| b.to_string());
-    Ok((code, body.unwrap_or_default()))
+    (code, body.unwrap_or_default())
 }
 
-/// A port that was free a moment ago (for addresses that must be known before a process
-/// starts, such as a controller quorum).
+/// Runs `sluice ARGS` (stdin closed): whether it exited 0, its stdout and its stderr.
+pub fn sluice_output(args: &[&str]) -> (bool, String, String) {
+    let out = Command::new(env!("CARGO_BIN_EXE_sluice"))
+        .args(args)
+        .stdin(Stdio::null())
+        .output()
+        .expect("run sluice");
+    (
+        out.status.success(),
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
 /// Runs the `sluice` binary with `args`; its stdout (it must exit 0).
 pub fn sluice(args: &[&str]) -> String {
     let out = Command::new(env!("CARGO_BIN_EXE_sluice"))
