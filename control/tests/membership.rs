@@ -86,6 +86,18 @@ fn change_membership(
     Err(format!("seed {seed}: membership change never applied on {on:?}").into())
 }
 
+/// Adds controller 4 (started as a joiner) as a voter; the four voters.
+fn add_voter_4(c: &mut SimCluster) -> Result<Vec<NodeId>, Box<dyn std::error::Error>> {
+    let all = nodes(&[1, 2, 3, 4]);
+    change_membership(
+        c,
+        &all,
+        |n| n.propose_add_voter(NodeId(4)),
+        voters_are(all.clone()),
+    )?;
+    Ok(all)
+}
+
 fn voters_are(want: Vec<NodeId>) -> impl Fn(&sluice_control::Controller) -> bool {
     move |n| n.voters() == want
 }
@@ -103,13 +115,7 @@ fn a_joining_controller_becomes_a_voter_under_message_loss() -> TestResult {
         c.start(NodeId(4), &Bootstrap::Join)?;
         let joiner = c.node(NodeId(4)).ok_or("gone")?;
         assert!(joiner.voters().is_empty(), "seed {seed}: a joiner votes");
-        let all = nodes(&[1, 2, 3, 4]);
-        change_membership(
-            &mut c,
-            &all,
-            |n| n.propose_add_voter(NodeId(4)),
-            voters_are(all.clone()),
-        )?;
+        let all = add_voter_4(&mut c)?;
         commit(&mut c, 2, &all)?;
         c.net.heal();
         let target = c
@@ -347,13 +353,7 @@ fn a_learner_that_cannot_catch_up_does_not_weaken_the_quorum() -> TestResult {
                 .is_some_and(|n| n.matched(NodeId(4)) >= Some(n.commit_index()))
         })?;
         assert!(caught_up, "seed {seed}: the learner never caught up");
-        let all = nodes(&[1, 2, 3, 4]);
-        change_membership(
-            &mut c,
-            &all,
-            |n| n.propose_add_voter(NodeId(4)),
-            voters_are(all.clone()),
-        )?;
+        add_voter_4(&mut c)?;
         assert!(has_broker(&c, NodeId(4), 6), "seed {seed}");
     }
     Ok(())
@@ -366,13 +366,7 @@ fn an_added_controller_restarts_from_its_files_as_a_voter() -> TestResult {
         let mut c = SimCluster::new(dir.path(), 3, seed)?;
         commit(&mut c, 1, &nodes(&[1, 2, 3]))?;
         c.start(NodeId(4), &Bootstrap::Join)?;
-        let all = nodes(&[1, 2, 3, 4]);
-        change_membership(
-            &mut c,
-            &all,
-            |n| n.propose_add_voter(NodeId(4)),
-            voters_are(all.clone()),
-        )?;
+        let all = add_voter_4(&mut c)?;
         commit(&mut c, 2, &all)?;
         c.stop(NodeId(4));
         commit(&mut c, 3, &nodes(&[1, 2, 3]))?;

@@ -608,28 +608,68 @@ fn restore(dir: &Path, files: &Files) {
     }
 }
 
+/// The files of partition `t-0` under `path` and its visible records, before and after
+/// one compaction pass: first `rounds[0]` versions of 20 keys are written, then for each
+/// further round a pass runs and that many more versions are written.
+fn files_around_a_pass(
+    path: &Path,
+    rounds: &'static [usize],
+) -> (Files, Files, Vec<Rec>, Vec<Rec>) {
+    let path = path.to_path_buf();
+    run(move || async move {
+        let part = path.join("t-0");
+        let (m, log) = open_log(&path, compact_config(), small_shard()).await;
+        for (i, versions) in rounds.iter().enumerate() {
+            if i > 0 {
+                assert!(log.compact(T0).await.expect("compact").ran);
+            }
+            write_versions(&log, 20, *versions, T0 as i64).await;
+        }
+        let old_recs = visible(&log).await;
+        m.close_all().await.expect("close");
+        let before = snapshot(&part);
+        let (m, log) = open_log(&path, compact_config(), small_shard()).await;
+        assert!(log.compact(T0).await.expect("compact").ran);
+        let new_recs = visible(&log).await;
+        m.close_all().await.expect("close");
+        (before, snapshot(&part), old_recs, new_recs)
+    })
+}
+
+/// After a crash at `step` and a reopen: the log shows `want`, no `.cleaned` or `.swap`
+/// file is left in `part`, and reads from every `stride`th record use the (rebuilt)
+/// indexes to find its batch.
+async fn assert_recovered(
+    log: &PartitionLog,
+    part: &Path,
+    step: &str,
+    want: &[Rec],
+    stride: usize,
+) {
+    assert_eq!(visible(log).await, want, "crash after: {step}");
+    let left: Vec<String> = std::fs::read_dir(part)
+        .expect("dir")
+        .map(|e| e.expect("entry").file_name().to_string_lossy().into_owned())
+        .filter(|n| n.ends_with(".cleaned") || n.ends_with(".swap"))
+        .collect();
+    assert!(left.is_empty(), "{step}: leftovers {left:?}");
+    for r in want.iter().step_by(stride) {
+        let bytes = read_all(log, Offset(r.0), 4096).await;
+        let (_, h, _) = BatchIter::new(&bytes).next().expect("batch");
+        assert!(
+            h.base_offset().0 <= r.0 && r.0 <= h.last_offset().0,
+            "{step}"
+        );
+    }
+}
+
 #[test]
 fn a_crash_at_every_step_of_the_swap_leaves_the_old_or_the_new_segment() {
     let dir = test_dir();
     let path = dir.path().to_path_buf();
     let part = path.join("t-0");
     // Before and after one compaction, as files.
-    let (before, after, old_recs, new_recs) = {
-        let path = path.clone();
-        let part = part.clone();
-        run(move || async move {
-            let (m, log) = open_log(&path, compact_config(), small_shard()).await;
-            write_versions(&log, 20, 30, T0 as i64).await;
-            let old_recs = visible(&log).await;
-            m.close_all().await.expect("close");
-            let before = snapshot(&part);
-            let (m, log) = open_log(&path, compact_config(), small_shard()).await;
-            assert!(log.compact(T0).await.expect("compact").ran);
-            let new_recs = visible(&log).await;
-            m.close_all().await.expect("close");
-            (before, snapshot(&part), old_recs, new_recs)
-        })
-    };
+    let (before, after, old_recs, new_recs) = files_around_a_pass(&path, &[30]);
     let seg = "00000000000000000000";
     let (log, index, time) = (
         format!("{seg}.log"),
@@ -694,23 +734,7 @@ fn a_crash_at_every_step_of_the_swap_leaves_the_old_or_the_new_segment() {
         let new_recs = new_recs.clone();
         run(move || async move {
             let (m, log) = open_log(&path, compact_config(), small_shard()).await;
-            let got = visible(&log).await;
-            assert_eq!(got, want, "crash after: {step}");
-            let left: Vec<String> = std::fs::read_dir(&part)
-                .expect("dir")
-                .map(|e| e.expect("entry").file_name().to_string_lossy().into_owned())
-                .filter(|n| n.ends_with(".cleaned"))
-                .collect();
-            assert!(left.is_empty(), "{step}: leftovers {left:?}");
-            // Reads from the middle use the (rebuilt) indexes.
-            for r in want.iter().step_by(37) {
-                let bytes = read_all(&log, Offset(r.0), 4096).await;
-                let (_, h, _) = BatchIter::new(&bytes).next().expect("batch");
-                assert!(
-                    h.base_offset().0 <= r.0 && r.0 <= h.last_offset().0,
-                    "{step}"
-                );
-            }
+            assert_recovered(&log, &part, step, &want, 37).await;
             // And compaction finishes the job.
             log.compact(T0).await.expect("compact");
             assert_eq!(visible(&log).await, new_recs, "{step}: compacted again");
@@ -887,24 +911,7 @@ fn a_crash_during_a_merge_leaves_the_old_segments_or_the_merged_one() {
     let path = dir.path().to_path_buf();
     let part = path.join("t-0");
     // Before and after a pass that merges cleaned segments.
-    let (before, after, old_recs, new_recs) = {
-        let path = path.clone();
-        let part = part.clone();
-        run(move || async move {
-            let (m, log) = open_log(&path, compact_config(), small_shard()).await;
-            write_versions(&log, 20, 30, T0 as i64).await;
-            assert!(log.compact(T0).await.expect("compact").ran);
-            write_versions(&log, 20, 10, T0 as i64).await;
-            let old_recs = visible(&log).await;
-            m.close_all().await.expect("close");
-            let before = snapshot(&part);
-            let (m, log) = open_log(&path, compact_config(), small_shard()).await;
-            assert!(log.compact(T0).await.expect("compact").ran);
-            let new_recs = visible(&log).await;
-            m.close_all().await.expect("close");
-            (before, snapshot(&part), old_recs, new_recs)
-        })
-    };
+    let (before, after, old_recs, new_recs) = files_around_a_pass(&path, &[30, 10]);
     let bases = |files: &Files| -> Vec<i64> {
         files
             .keys()
@@ -966,21 +973,7 @@ fn a_crash_during_a_merge_leaves_the_old_segments_or_the_merged_one() {
         let want = want.clone();
         run(move || async move {
             let (m, log) = open_log(&path, compact_config(), small_shard()).await;
-            assert_eq!(visible(&log).await, want, "crash after: {step}");
-            let left: Vec<String> = std::fs::read_dir(&part)
-                .expect("dir")
-                .map(|e| e.expect("entry").file_name().to_string_lossy().into_owned())
-                .filter(|n| n.ends_with(".cleaned") || n.ends_with(".swap"))
-                .collect();
-            assert!(left.is_empty(), "{step}: leftovers {left:?}");
-            for r in want.iter().step_by(23) {
-                let bytes = read_all(&log, Offset(r.0), 4096).await;
-                let (_, h, _) = BatchIter::new(&bytes).next().expect("batch");
-                assert!(
-                    h.base_offset().0 <= r.0 && r.0 <= h.last_offset().0,
-                    "{step}"
-                );
-            }
+            assert_recovered(&log, &part, step, &want, 23).await;
             let next = log.log_end_offset();
             let more = append(&log, &[(b"k0", Some(b"after the crash"))], T0 as i64).await;
             assert_eq!(more[0].0, next.0, "{step}");
