@@ -799,7 +799,7 @@ async fn random_sequence(seed: u64, dir: std::path::PathBuf) {
                     .map(|_| {
                         let key = format!("key{}", rng.below(60)).into_bytes();
                         let value = (rng.below(10) != 0).then(|| {
-                            let mut v = format!("{step}:{}", rng.next()).into_bytes();
+                            let mut v = format!("{step}:{}", rng.next_u64()).into_bytes();
                             v.resize(20 + rng.below(300) as usize, b'~');
                             v
                         });

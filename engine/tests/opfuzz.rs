@@ -57,7 +57,7 @@ fn random_batch(rng: &mut Rng, max_message_bytes: usize) -> (usize, Vec<u8>) {
         13..=16 => 4000 + rng.below(60_000) as usize,
         _ => max_message_bytes / 2 + rng.below(max_message_bytes as u64 / 2) as usize,
     };
-    let tag = rng.next();
+    let tag = rng.next_u64();
     let ts = rng.below(1 << 20) as i64;
     let mut value_bytes = (total / count).min(max_message_bytes);
     loop {
@@ -88,9 +88,9 @@ async fn append(log: &PartitionLog, model: &mut Model, batches: Vec<(usize, Vec<
 /// A batch of at least half of `max.message.bytes` (always larger than a write chunk).
 fn large_batch(rng: &mut Rng, max_message_bytes: usize) -> (usize, Vec<u8>) {
     let value = max_message_bytes / 2 + rng.below(max_message_bytes as u64 / 2) as usize;
-    let mut b = tagged_batch(rng.next(), 1, value, 7);
+    let mut b = tagged_batch(rng.next_u64(), 1, value, 7);
     if b.len() > max_message_bytes {
-        b = tagged_batch(rng.next(), 1, value - (b.len() - max_message_bytes), 7);
+        b = tagged_batch(rng.next_u64(), 1, value - (b.len() - max_message_bytes), 7);
     }
     (1, b)
 }
@@ -167,7 +167,7 @@ async fn sequence(seed: u64, dir: std::path::PathBuf) {
                 // seals a nearly empty chunk and the log's chunk shrinks; then a large
                 // batch meets the small chunk.
                 for _ in 0..1 + rng.below(6) {
-                    let b = tagged_batch(rng.next(), 1, rng.below(20) as usize, 5);
+                    let b = tagged_batch(rng.next_u64(), 1, rng.below(20) as usize, 5);
                     append(&log, &mut model, vec![(1, b)], &at).await;
                     log.wait_written(Offset(model.next_offset())).await.unwrap();
                 }

@@ -11,7 +11,7 @@ use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
 use common::cluster::{metadata, Cluster, ClusterSpec};
-use common::{free_port, sluice, Broker, HANG_GUARD};
+use common::{free_port, metric, sluice, Broker, HANG_GUARD};
 use futures_executor::block_on;
 use kafka_protocol::messages::create_topics_request::CreatableTopic;
 use kafka_protocol::messages::list_offsets_request::{ListOffsetsPartition, ListOffsetsTopic};
@@ -705,12 +705,6 @@ fn a_group_is_coordinated_by_the_leader_of_its_offsets_partition() {
 }
 
 /// `name`'s value in a Prometheus text page for the series whose labels contain `labels`.
-fn metric(page: &str, name: &str, labels: &str) -> Option<f64> {
-    page.lines()
-        .filter(|l| l.starts_with(name) && l.contains(labels))
-        .find_map(|l| l.rsplit(' ').next()?.parse().ok())
-}
-
 /// Produces `n` messages with acks=all and no retries; the delivery errors, in order.
 fn produce_acks_all(bootstrap: &str, topic: &str, n: usize) -> Vec<Option<RDKafkaErrorCode>> {
     let p: FutureProducer = ClientConfig::new()
@@ -792,7 +786,7 @@ fn replicated_writes_need_the_isr_and_a_consumer_reads_from_its_rack() {
         let out = metric(
             &page,
             "sluice_partition_bytes_out_total",
-            "topic=\"rep\",partition=\"0\"",
+            &["topic=\"rep\"", "partition=\"0\""],
         )?;
         (out > 0.0).then_some(())
     });
@@ -824,7 +818,7 @@ fn replicated_writes_need_the_isr_and_a_consumer_reads_from_its_rack() {
         HANG_GUARD,
         || {
             let page = leader_node.admin_get("/metrics").ok()?;
-            (metric(&page, "sluice_under_replicated_partitions", "")? >= 1.0).then_some(())
+            (metric(&page, "sluice_under_replicated_partitions", &[])? >= 1.0).then_some(())
         },
     );
 
@@ -842,7 +836,7 @@ fn replicated_writes_need_the_isr_and_a_consumer_reads_from_its_rack() {
         HANG_GUARD,
         || {
             let page = leader_node.admin_get("/metrics").ok()?;
-            (metric(&page, "sluice_isr_expands_total", "")? >= 1.0).then_some(())
+            (metric(&page, "sluice_isr_expands_total", &[])? >= 1.0).then_some(())
         },
     );
 }

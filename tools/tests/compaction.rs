@@ -26,14 +26,6 @@ const VERSIONS: usize = 200;
 const VALUE_BYTES: usize = 100;
 
 /// A per-partition gauge of `topic` partition 0, if published yet.
-fn gauge(metrics: &str, name: &str, topic: &str) -> Option<i64> {
-    let label = format!("topic=\"{topic}\"");
-    metrics
-        .lines()
-        .filter(|l| l.starts_with(name) && l.contains(&label) && l.contains("partition=\"0\""))
-        .find_map(|l| l.rsplit(' ').next()?.parse::<i64>().ok())
-}
-
 fn value(key: usize, version: usize) -> String {
     let mut v = format!("key{key}:{version:05}:");
     v.extend(std::iter::repeat_n('.', VALUE_BYTES - v.len()));
@@ -123,7 +115,13 @@ fn compacted_topic_keeps_the_latest_value_of_every_key() {
     let started = Instant::now();
     loop {
         let metrics = http_get(&broker.admin_addr, "/metrics");
-        let size = gauge(&metrics, "sluice_partition_size_bytes", topic);
+        let topic_label = format!("topic=\"{topic}\"");
+        let size = common::metric(
+            &metrics,
+            "sluice_partition_size_bytes",
+            &[&topic_label, "partition=\"0\""],
+        )
+        .map(|v| v as i64);
         if size.is_some_and(|s| s < written / 3) {
             break;
         }

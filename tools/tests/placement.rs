@@ -29,8 +29,6 @@ fn create_topic(b: &Broker, name: &str, partitions: i32) {
     common::create_topic_at(&b.addr, name, partitions, 1, &[]);
 }
 
-/// Runs the `sluice` binary; (success, stdout, stderr).
-
 fn placement_json(b: &Broker) -> Value {
     let (ok, out, err) =
         sluice_output(&["cluster", "placement", "--admin", &b.admin_addr, "--json"]);
@@ -70,9 +68,10 @@ fn cpus_of(b: &Broker, topics: &[(&str, i32)]) -> BTreeMap<(String, i64), u64> {
     }
 }
 
-fn move_partition(b: &Broker, tp: &str, core: usize) -> String {
+/// `sluice partition move TP --core CORE`: (exit success, stdout, stderr).
+fn try_move(b: &Broker, tp: &str, core: usize) -> (bool, String, String) {
     let core = core.to_string();
-    let (ok, out, err) = sluice_output(&[
+    sluice_output(&[
         "partition",
         "move",
         tp,
@@ -80,7 +79,11 @@ fn move_partition(b: &Broker, tp: &str, core: usize) -> String {
         &core,
         "--admin",
         &b.admin_addr,
-    ]);
+    ])
+}
+
+fn move_partition(b: &Broker, tp: &str, core: usize) -> String {
+    let (ok, out, err) = try_move(b, tp, core);
     assert!(ok, "move {tp} to {core} failed: {err}");
     out
 }
@@ -180,36 +183,12 @@ fn balanced_policy_and_pins() {
     );
     assert!(hi - lo <= 1, "uneven: {per_core:?}");
     // A pinned partition does not move live.
-    let (ok, _, err) = sluice_output(&[
-        "partition",
-        "move",
-        "pinned/0",
-        "--core",
-        "2",
-        "--admin",
-        &b.admin_addr,
-    ]);
+    let (ok, _, err) = try_move(&b, "pinned/0", 2);
     assert!(!ok && err.contains("pinned"), "{err}");
     // Bad moves are refused with the reason.
-    let (ok, _, err) = sluice_output(&[
-        "partition",
-        "move",
-        "even/0",
-        "--core",
-        "9",
-        "--admin",
-        &b.admin_addr,
-    ]);
+    let (ok, _, err) = try_move(&b, "even/0", 9);
     assert!(!ok && err.contains("CPU 9 runs no shard"), "{err}");
-    let (ok, _, err) = sluice_output(&[
-        "partition",
-        "move",
-        "even/8",
-        "--core",
-        "0",
-        "--admin",
-        &b.admin_addr,
-    ]);
+    let (ok, _, err) = try_move(&b, "even/8", 0);
     assert!(!ok && err.contains("404"), "{err}");
     // A pin to a CPU that runs no shard stops start-up, naming the key.
     drop(b);
@@ -487,11 +466,5 @@ fn a_long_poll_on_a_moving_partition_wakes_and_goes_to_the_new_core() {
 }
 
 fn sluice_metrics(b: &Broker) -> String {
-    use std::io::{Read, Write};
-    let mut s = std::net::TcpStream::connect(&b.admin_addr).unwrap();
-    s.write_all(b"GET /metrics HTTP/1.1\r\nConnection: close\r\n\r\n")
-        .unwrap();
-    let mut out = String::new();
-    s.read_to_string(&mut out).unwrap();
-    out
+    b.admin_get("/metrics").expect("/metrics")
 }

@@ -311,6 +311,18 @@ pub fn http_answer(out: &str) -> (u16, String) {
     (code, body.unwrap_or_default())
 }
 
+/// The value of the first sample of metric `name` in a Prometheus text `page` whose labels
+/// contain each of `labels` (e.g. `topic="t"`); `None` if there is none.
+pub fn metric(page: &str, name: &str, labels: &[&str]) -> Option<f64> {
+    page.lines()
+        .filter(|l| {
+            l.strip_prefix(name)
+                .is_some_and(|rest| rest.starts_with(' ') || rest.starts_with('{'))
+        })
+        .filter(|l| labels.iter().all(|label| l.contains(label)))
+        .find_map(|l| l.rsplit(' ').next()?.parse().ok())
+}
+
 /// Runs `sluice ARGS` (stdin closed): whether it exited 0, its stdout and its stderr.
 pub fn sluice_output(args: &[&str]) -> (bool, String, String) {
     let out = Command::new(env!("CARGO_BIN_EXE_sluice"))
