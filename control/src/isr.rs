@@ -17,7 +17,7 @@ use std::collections::BTreeSet;
 use crate::election::change;
 use crate::image::{MetadataImage, PartitionState};
 use crate::records::Record;
-use crate::types::{BrokerEpoch, BrokerId, LeaderEpoch, PartitionIndex};
+use crate::types::{BrokerEpoch, BrokerId, LeaderEpoch, PartitionId};
 
 /// An ISR change as the leader asks for it.
 #[derive(Debug, Clone, Copy)]
@@ -25,7 +25,7 @@ pub struct IsrChange<'a> {
     pub broker: BrokerId,
     pub broker_epoch: BrokerEpoch,
     pub topic: &'a str,
-    pub partition: PartitionIndex,
+    pub partition: PartitionId,
     pub leader_epoch: LeaderEpoch,
     pub isr: &'a [BrokerId],
 }
@@ -252,7 +252,7 @@ mod tests {
             name: "t".into(),
             topic_id: T,
             partitions: vec![PartitionAssignment {
-                partition: PartitionIndex(0),
+                partition: PartitionId(0),
                 replicas: vec![BrokerId(1), BrokerId(2), BrokerId(3)],
                 leader: Some(BrokerId(1)),
                 leader_epoch: LeaderEpoch(5),
@@ -292,7 +292,7 @@ mod tests {
             broker: BrokerId(broker),
             broker_epoch: BrokerEpoch(10 + i64::from(broker)),
             topic: "t",
-            partition: PartitionIndex(0),
+            partition: PartitionId(0),
             leader_epoch: LeaderEpoch(epoch),
             isr: &isr,
         };
@@ -304,7 +304,7 @@ mod tests {
     }
 
     fn state(image: &MetadataImage) -> PartitionState {
-        image.topic(T).unwrap().partitions[&PartitionIndex(0)].clone()
+        image.topic(T).unwrap().partitions[&PartitionId(0)].clone()
     }
 
     #[test]
@@ -326,7 +326,7 @@ mod tests {
             broker: BrokerId(1),
             broker_epoch: BrokerEpoch(11),
             topic: "t",
-            partition: PartitionIndex(0),
+            partition: PartitionId(0),
             leader_epoch: LeaderEpoch(5),
             isr: &isr,
         };
@@ -389,7 +389,7 @@ mod tests {
             broker: BrokerId(1),
             broker_epoch: BrokerEpoch(3),
             topic: "t",
-            partition: PartitionIndex(0),
+            partition: PartitionId(0),
             leader_epoch: LeaderEpoch(5),
             isr: &isr,
         };
@@ -419,7 +419,7 @@ mod tests {
             Err(IsrRefusal::UnknownTopic(_))
         ));
         let no_partition = IsrChange {
-            partition: PartitionIndex(3),
+            partition: PartitionId(3),
             broker_epoch: BrokerEpoch(11),
             ..stale
         };
@@ -470,7 +470,7 @@ mod tests {
             broker: BrokerId(1),
             broker_epoch: BrokerEpoch(11),
             topic: "t",
-            partition: PartitionIndex(0),
+            partition: PartitionId(0),
             leader_epoch: LeaderEpoch(5),
             isr: &isr,
         };

@@ -11,7 +11,7 @@ use sluice_control::sim::SimCluster;
 use sluice_control::{
     alter_partition, create_topic_record, BrokerControl, BrokerControlConfig, BrokerEpoch,
     BrokerId, ConfigResource, HeartbeatReply, IsrChange, IsrRefusal, Leaving, MetadataImage,
-    Millis, PartitionIndex, PartitionState, Record, TopicId,
+    Millis, PartitionId, PartitionState, Record, TopicId,
 };
 
 type TestResult = Result<(), Box<dyn std::error::Error>>;
@@ -86,7 +86,7 @@ impl World {
             broker: leader,
             broker_epoch: self.epoch(leader),
             topic: "t",
-            partition: PartitionIndex(idx),
+            partition: PartitionId(idx),
             leader_epoch: p.leader_epoch,
             isr,
         };
@@ -102,7 +102,7 @@ impl World {
 }
 
 fn partition(image: &MetadataImage, idx: i32) -> PartitionState {
-    image.topic(T).expect("topic t").partitions[&PartitionIndex(idx)].clone()
+    image.topic(T).expect("topic t").partitions[&PartitionId(idx)].clone()
 }
 
 /// Three controllers (seeded), brokers 1..3 registered and unfenced, topic `t` with 6
@@ -181,7 +181,7 @@ fn isr_shrinks_and_expands_through_the_quorum_with_the_elr_per_kip_966() -> Test
         broker: others[0],
         broker_epoch: w.epoch(others[0]),
         topic: "t",
-        partition: PartitionIndex(0),
+        partition: PartitionId(0),
         leader_epoch: epoch,
         isr: &isr,
     };

@@ -6,7 +6,7 @@
 use sluice_control::sim::SimCluster;
 use sluice_control::{
     fence_broker, Bootstrap, BrokerEpoch, BrokerId, BrokerLiveness, ControllerError, LeaderEpoch,
-    MetadataImage, Millis, NodeId, PartitionAssignment, PartitionIndex, Record, TopicId,
+    MetadataImage, Millis, NodeId, PartitionAssignment, PartitionId, Record, TopicId,
 };
 
 type TestResult = Result<(), Box<dyn std::error::Error>>;
@@ -350,7 +350,7 @@ fn broker_fencing_through_the_quorum_moves_leaders_within_isr() -> TestResult {
             .map(|p| {
                 let replicas: Vec<BrokerId> = (0..3).map(|k| BrokerId((p + k) % 3 + 1)).collect();
                 PartitionAssignment {
-                    partition: PartitionIndex(p),
+                    partition: PartitionId(p),
                     leader: Some(replicas[0]),
                     leader_epoch: LeaderEpoch(0),
                     isr: replicas[..2].to_vec(),
@@ -393,11 +393,8 @@ fn broker_fencing_through_the_quorum_moves_leaders_within_isr() -> TestResult {
             assert!(!p.isr.contains(&BrokerId(1)));
         }
         // p2 (replicas 3,1,2; isr 3,1) keeps leader 3; p0 (1,2,3; isr 1,2) moves to 2.
-        assert_eq!(t.partitions[&PartitionIndex(0)].leader, Some(BrokerId(2)));
-        assert_eq!(
-            t.partitions[&PartitionIndex(0)].leader_epoch,
-            LeaderEpoch(1)
-        );
+        assert_eq!(t.partitions[&PartitionId(0)].leader, Some(BrokerId(2)));
+        assert_eq!(t.partitions[&PartitionId(0)].leader_epoch, LeaderEpoch(1));
     }
     Ok(())
 }

@@ -57,4 +57,4 @@ pub use files::write_file_atomic;
 pub use log::{AppendInfo, PartitionLog, ReadBatches, ReadLimits, RetentionOutcome};
 pub use manager::LogManager;
 pub use shard::ShardResources;
-pub use types::{LeaderEpoch, Offset, PartitionId, TopicPartition};
+pub use types::{BrokerId, LeaderEpoch, Offset, PartitionId, TopicPartition};

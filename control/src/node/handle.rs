@@ -17,7 +17,7 @@ use crate::isr::{IsrChange, IsrRefusal};
 use crate::records::{Listener, Record};
 use crate::rpc::{ErrorKind, Reply, Request};
 use crate::tcp::Event;
-use crate::types::{BrokerEpoch, BrokerId, MetadataOffset, PartitionIndex, Term};
+use crate::types::{BrokerEpoch, BrokerId, MetadataOffset, PartitionId, Term};
 
 pub(super) fn refuse(kind: ErrorKind, message: impl Into<String>) -> Reply {
     Reply::Error {
@@ -118,7 +118,7 @@ async fn decide(state: &Rc<NodeState>, req: Request) -> Reply {
                 broker,
                 broker_epoch,
                 topic: &topic,
-                partition: PartitionIndex(partition),
+                partition: PartitionId(partition),
                 leader_epoch,
                 isr: &isr,
             };

@@ -160,9 +160,7 @@ pub(super) fn new_topic_id(image: &MetadataImage, name: &str) -> TopicId {
 mod tests {
     use super::*;
     use crate::records::PartitionAssignment;
-    use crate::types::{
-        BrokerEpoch, BrokerId, LeaderEpoch, MetadataOffset, PartitionIndex, TopicId,
-    };
+    use crate::types::{BrokerEpoch, BrokerId, LeaderEpoch, MetadataOffset, PartitionId, TopicId};
 
     fn image_with_configs(configs: &[(&str, &str)]) -> MetadataImage {
         let mut records = vec![
@@ -176,7 +174,7 @@ mod tests {
                 name: "t".into(),
                 topic_id: TopicId(7),
                 partitions: vec![PartitionAssignment {
-                    partition: PartitionIndex(0),
+                    partition: PartitionId(0),
                     replicas: vec![BrokerId(1)],
                     leader: Some(BrokerId(1)),
                     leader_epoch: LeaderEpoch(0),
