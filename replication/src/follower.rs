@@ -120,10 +120,10 @@ impl Default for FetcherConfig {
 
 impl FetcherConfig {
     /// Checks the relations the fetchers rely on; the error names the setting.
-    pub fn validate(&self) -> Result<(), String> {
-        let int = |name: &str, v: usize| {
+    pub fn validate(&self) -> Result<(), FetcherConfigError> {
+        let int = |name: &'static str, v: usize| {
             if v == 0 || v > i32::MAX as usize {
-                Err(format!("{name} must be in 1..={}, not {v}", i32::MAX))
+                Err(FetcherConfigError::NotAnInt32 { name, value: v })
             } else {
                 Ok(())
             }
@@ -132,31 +132,59 @@ impl FetcherConfig {
         int("partition_bytes_max", self.partition_bytes_max)?;
         int("min_bytes", self.min_bytes)?;
         if self.wait_max_ms > i32::MAX as u64 {
-            return Err(format!("wait_max_ms {} is too large", self.wait_max_ms));
+            return Err(FetcherConfigError::WaitTooLong {
+                wait_max_ms: self.wait_max_ms,
+            });
         }
         if self.request_timeout_ms <= self.wait_max_ms {
-            return Err(format!(
-                "request_timeout_ms ({}) must be above wait_max_ms ({})",
-                self.request_timeout_ms, self.wait_max_ms
-            ));
+            return Err(FetcherConfigError::TimeoutBelowWait {
+                request_timeout_ms: self.request_timeout_ms,
+                wait_max_ms: self.wait_max_ms,
+            });
         }
         if self.backoff_ms == 0 || self.backoff_max_ms < self.backoff_ms {
-            return Err(format!(
-                "backoff_ms ({}) must be at least 1 and at most backoff_max_ms ({})",
-                self.backoff_ms, self.backoff_max_ms
-            ));
+            return Err(FetcherConfigError::Backoff {
+                backoff_ms: self.backoff_ms,
+                backoff_max_ms: self.backoff_max_ms,
+            });
         }
         if self.connect_timeout_ms == 0 {
-            return Err("connect_timeout_ms must be at least 1".into());
+            return Err(FetcherConfigError::ZeroConnectTimeout);
         }
         if self.frame_bytes_max < self.response_bytes_max {
-            return Err(format!(
-                "frame_bytes_max ({}) must be at least response_bytes_max ({})",
-                self.frame_bytes_max, self.response_bytes_max
-            ));
+            return Err(FetcherConfigError::FrameBelowResponse {
+                frame_bytes_max: self.frame_bytes_max,
+                response_bytes_max: self.response_bytes_max,
+            });
         }
         Ok(())
     }
+}
+
+/// Why a [`FetcherConfig`] is refused; each names the setting.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum FetcherConfigError {
+    #[error("{name} must be in 1..={}, not {value}", i32::MAX)]
+    NotAnInt32 { name: &'static str, value: usize },
+    #[error("wait_max_ms {wait_max_ms} is too large")]
+    WaitTooLong { wait_max_ms: u64 },
+    #[error("request_timeout_ms ({request_timeout_ms}) must be above wait_max_ms ({wait_max_ms})")]
+    TimeoutBelowWait {
+        request_timeout_ms: u64,
+        wait_max_ms: u64,
+    },
+    #[error("backoff_ms ({backoff_ms}) must be at least 1 and at most backoff_max_ms ({backoff_max_ms})")]
+    Backoff {
+        backoff_ms: u64,
+        backoff_max_ms: u64,
+    },
+    #[error("connect_timeout_ms must be at least 1")]
+    ZeroConnectTimeout,
+    #[error("frame_bytes_max ({frame_bytes_max}) must be at least response_bytes_max ({response_bytes_max})")]
+    FrameBelowResponse {
+        frame_bytes_max: usize,
+        response_bytes_max: usize,
+    },
 }
 
 /// A followed partition's state, for status pages and tests.
@@ -1151,10 +1179,10 @@ mod tests {
             },
         ];
         for (i, c) in bad.iter().enumerate() {
-            let e = c.validate().expect_err("refused");
+            let e = c.validate().expect_err("refused").to_string();
             assert!(!e.is_empty(), "{i}");
         }
-        let e = bad[0].validate().unwrap_err();
+        let e = bad[0].validate().unwrap_err().to_string();
         assert!(e.contains("request_timeout_ms"), "{e}");
     }
 }
