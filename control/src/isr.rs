@@ -117,7 +117,30 @@ pub fn alter_partition(
         isr: req.isr.to_vec(),
         ..p.clone()
     };
+    assert_isr_rules(&next);
     Ok(Some(change(topic, req.partition, next)))
+}
+
+/// The ISR rules a decided state keeps (the other side of `check_leader` and `check_isr`,
+/// which refuse a request that would break them): the ISR is not empty, is a subset of the
+/// replicas without duplicates, and holds the leader.
+pub(crate) fn assert_isr_rules(p: &PartitionState) {
+    assert!(!p.isr.is_empty(), "an empty ISR was decided: {p:?}");
+    for (i, m) in p.isr.iter().enumerate() {
+        assert!(
+            p.replicas.contains(m) && !p.isr[..i].contains(m),
+            "ISR {:?} is not a set of replicas {:?}",
+            p.isr,
+            p.replicas
+        );
+    }
+    if let Some(leader) = p.leader {
+        assert!(
+            p.isr.contains(&leader),
+            "leader {leader} is not in the decided ISR {:?}",
+            p.isr
+        );
+    }
 }
 
 /// The broker must be registered with exactly `epoch`.
@@ -305,6 +328,30 @@ mod tests {
 
     fn state(image: &MetadataImage) -> PartitionState {
         image.topic(T).unwrap().partitions[&PartitionId(0)].clone()
+    }
+
+    #[test]
+    #[should_panic(expected = "is not in the decided ISR")]
+    fn a_decided_isr_without_its_leader_panics() {
+        assert_isr_rules(&PartitionState {
+            replicas: ids(&[1, 2, 3]),
+            leader: Some(BrokerId(1)),
+            leader_epoch: LeaderEpoch(1),
+            isr: ids(&[2, 3]),
+            elr: Vec::new(),
+        });
+    }
+
+    #[test]
+    #[should_panic(expected = "is not a set of replicas")]
+    fn a_decided_isr_outside_the_replicas_panics() {
+        assert_isr_rules(&PartitionState {
+            replicas: ids(&[1, 2]),
+            leader: Some(BrokerId(1)),
+            leader_epoch: LeaderEpoch(1),
+            isr: ids(&[1, 4]),
+            elr: Vec::new(),
+        });
     }
 
     #[test]

@@ -295,10 +295,24 @@ fn topic_name(topic: &str) -> TopicName {
 /// high watermark may trail the one the follower learned before, but everything below
 /// that one was committed, and waiters on the watch are not failed for nothing.
 fn advance_hw(f: &Followed, value: Offset) {
-    let value = value
-        .min(f.log.log_end_offset())
-        .max(f.log.log_start_offset());
+    let end = f.log.log_end_offset();
+    let value = value.min(end).max(f.log.log_start_offset());
+    let before = Offset(f.hw.get());
     f.hw.advance(value.0);
+    check_hw_advance(before, Offset(f.hw.get()), end);
+}
+
+/// The high watermark rules around an advance: it never goes back, and it never passes
+/// the log end (what a consumer may read must be in this log).
+pub(crate) fn check_hw_advance(before: Offset, after: Offset, log_end: Offset) {
+    assert!(
+        after >= before,
+        "high watermark went back from {before} to {after}"
+    );
+    assert!(
+        after <= log_end,
+        "high watermark {after} is beyond the log end {log_end}"
+    );
 }
 
 impl Fetchers {
@@ -1152,6 +1166,24 @@ async fn run_source(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_high_watermark_may_stay_or_advance_within_the_log() {
+        check_hw_advance(Offset(5), Offset(5), Offset(9));
+        check_hw_advance(Offset(5), Offset(9), Offset(9));
+    }
+
+    #[test]
+    #[should_panic(expected = "high watermark went back")]
+    fn a_high_watermark_going_back_panics() {
+        check_hw_advance(Offset(5), Offset(4), Offset(9));
+    }
+
+    #[test]
+    #[should_panic(expected = "beyond the log end")]
+    fn a_high_watermark_beyond_the_log_end_panics() {
+        check_hw_advance(Offset(5), Offset(10), Offset(9));
+    }
 
     #[test]
     fn config_relations_are_checked() {

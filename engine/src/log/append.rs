@@ -7,7 +7,7 @@ use crate::config::TimestampType;
 use crate::error::AppendError;
 use crate::files::now_ms;
 use crate::producer::{ProducerBatch, ProducerState, Verdict};
-use crate::types::LeaderEpoch;
+use crate::types::{LeaderEpoch, Offset};
 
 impl LogState {
     /// Checks the idempotent producers' sequences of a request. `Some` when the whole
@@ -107,6 +107,9 @@ impl LogState {
             (self.config.timestamp_type == TimestampType::LogAppendTime).then_some(now as i64);
         let mut queued = 0;
         let base_offset = self.next_offset;
+        // No assertion that `epoch` is at least the log's latest: the epoch field of a
+        // stored batch is outside its CRC, so a flipped bit on disk can leave a latest epoch
+        // no leader ever had (engine/tests/crash.rs); the cache ignores older epochs.
         let mut info = AppendInfo {
             base_offset,
             last_offset: base_offset,
@@ -127,6 +130,7 @@ impl LogState {
             }
             let base = self.next_offset;
             let next = base.plus(i64::from(header.last_offset_delta.get()) + 1);
+            let next = log_end_after(self.next_offset, base, next, false);
             let position = self.open.end_pos();
             let stored = self.open.push(&records[*start..start + total], next);
             batch::stamp(stored, base, epoch);
@@ -140,7 +144,10 @@ impl LogState {
             }
             let interval = self.config.index_interval_bytes;
             self.active_mut().note_batch(position, &stamped, interval);
-            self.epochs_dirty |= self.epochs.observe(epoch, base);
+            if self.epochs.observe(epoch, base) {
+                self.epochs.assert_ordered();
+                self.epochs_dirty = true;
+            }
             if let Some(pb) = ProducerBatch::from_header(&stamped, base) {
                 self.producers.apply(pb);
                 self.producer_pending.push_back(pb);
@@ -150,6 +157,15 @@ impl LogState {
             info.max_timestamp = info.max_timestamp.max(stamped.max_timestamp.get());
             info.record_count += header.record_count.get() as u32;
         }
+        let assigned: i64 = headers
+            .iter()
+            .map(|(_, h)| i64::from(h.last_offset_delta.get()) + 1)
+            .sum();
+        assert_eq!(
+            self.next_offset,
+            base_offset.plus(assigned),
+            "an append of {assigned} offsets from {base_offset} must end the log there"
+        );
         Ok((info, queued))
     }
 
@@ -182,6 +198,7 @@ impl LogState {
         headers: &[(usize, BatchHeader)],
     ) -> Result<(AppendInfo, usize), AppendError> {
         self.check_replica_offsets(headers)?;
+        let gaps_allowed = self.config.cleanup_policy.compacts();
         let now = now_ms();
         let mut queued = 0;
         let first = headers
@@ -210,11 +227,15 @@ impl LogState {
                 queued += self.seal_full(total);
             }
             let (base, next) = (header.base_offset(), header.next_offset());
+            let next = log_end_after(self.next_offset, base, next, gaps_allowed);
             let position = self.open.end_pos();
             self.open.push(&records[*start..start + total], next);
             let interval = self.config.index_interval_bytes;
             self.active_mut().note_batch(position, header, interval);
-            self.epochs_dirty |= self.epochs.observe(header.leader_epoch(), base);
+            if self.epochs.observe(header.leader_epoch(), base) {
+                self.epochs.assert_ordered();
+                self.epochs_dirty = true;
+            }
             if let Some(pb) = ProducerBatch::from_header(header, base) {
                 self.producers.apply(pb);
                 self.producer_pending.push_back(pb);
@@ -224,6 +245,11 @@ impl LogState {
             info.max_timestamp = info.max_timestamp.max(header.max_timestamp.get());
             info.record_count += header.record_count.get().max(0) as u32;
         }
+        assert_eq!(
+            Some(self.next_offset),
+            headers.last().map(|(_, h)| h.next_offset()),
+            "a follower's append must end the log where its last batch ends"
+        );
         Ok((info, queued))
     }
 }
@@ -385,4 +411,52 @@ pub(super) fn check_keys(
         }
     }
     Ok(())
+}
+
+/// The log end after a batch `[base, next)` lands at log end `end`, with the paired
+/// checks an append relies on: the batch continues the log (a follower's compacted log
+/// may skip offsets the leader's compaction removed, never go back) and is not empty, so
+/// offsets only ever go forward and no two batches share one.
+pub(super) fn log_end_after(end: Offset, base: Offset, next: Offset, skip_allowed: bool) -> Offset {
+    assert!(
+        base == end || (skip_allowed && base > end),
+        "batch base offset {base} does not continue the log end {end}"
+    );
+    assert!(next > base, "batch [{base}, {next}) holds no offset");
+    next
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_batch_advances_the_log_end_to_its_end() {
+        assert_eq!(
+            log_end_after(Offset(10), Offset(10), Offset(15), false),
+            Offset(15)
+        );
+        assert_eq!(
+            log_end_after(Offset(10), Offset(12), Offset(15), true),
+            Offset(15)
+        );
+    }
+
+    #[test]
+    #[should_panic(expected = "does not continue the log end")]
+    fn an_append_that_leaves_a_hole_panics() {
+        log_end_after(Offset(10), Offset(11), Offset(15), false);
+    }
+
+    #[test]
+    #[should_panic(expected = "does not continue the log end")]
+    fn an_append_that_goes_back_panics_even_with_gaps_allowed() {
+        log_end_after(Offset(10), Offset(9), Offset(15), true);
+    }
+
+    #[test]
+    #[should_panic(expected = "holds no offset")]
+    fn an_empty_batch_panics() {
+        log_end_after(Offset(10), Offset(10), Offset(10), false);
+    }
 }

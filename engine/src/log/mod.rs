@@ -114,6 +114,30 @@ pub(crate) struct LogShared {
     pub(crate) index_gate: Semaphore,
 }
 
+impl LogShared {
+    /// Checks `log_start ≤ written_end ≤ log_end` and `synced_end ≤ written_end`, the
+    /// order readers and acknowledgements rely on; called after the flusher moves the
+    /// written or synced end (the other side of the appends that move the log end).
+    pub(crate) fn assert_offsets_ordered(&self) {
+        let st = self.state.borrow();
+        check_offset_order(
+            st.log_start,
+            Offset(self.synced.get()),
+            Offset(self.written.get()),
+            st.next_offset,
+        );
+    }
+}
+
+/// The offset order of a log (see [`LogShared::assert_offsets_ordered`]).
+pub(crate) fn check_offset_order(log_start: Offset, synced: Offset, written: Offset, end: Offset) {
+    assert!(
+        log_start <= written && synced <= written && written <= end,
+        "log offsets out of order: start {log_start}, synced end {synced}, written end \
+         {written}, log end {end}"
+    );
+}
+
 /// A written chunk as a log sees it: its own range, and the chunk if still cached.
 #[derive(Debug)]
 pub(crate) struct CachedRef {
@@ -317,3 +341,25 @@ pub(crate) const INDEX_LOADS_MAX: usize = 64;
 
 /// Closed segments of one log whose indexes stay in memory (the active one always does).
 pub(crate) const LOADED_INDEXES_MAX: usize = 4;
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn ordered_offsets_pass() {
+        check_offset_order(Offset(0), Offset(5), Offset(5), Offset(9));
+    }
+
+    #[test]
+    #[should_panic(expected = "log offsets out of order")]
+    fn a_written_end_beyond_the_log_end_panics() {
+        check_offset_order(Offset(0), Offset(5), Offset(10), Offset(9));
+    }
+
+    #[test]
+    #[should_panic(expected = "log offsets out of order")]
+    fn a_synced_end_beyond_the_written_end_panics() {
+        check_offset_order(Offset(0), Offset(6), Offset(5), Offset(9));
+    }
+}
