@@ -101,11 +101,7 @@ pub(crate) fn set_leader(s: &mut PartitionState, elected: Option<(BrokerId, Elec
     }
 }
 
-pub(crate) fn change(
-    t: &TopicImage,
-    idx: crate::types::PartitionIndex,
-    s: PartitionState,
-) -> Record {
+pub(crate) fn change(t: &TopicImage, idx: crate::types::PartitionId, s: PartitionState) -> Record {
     Record::PartitionChange(PartitionChange {
         topic_id: t.id,
         partition: idx,

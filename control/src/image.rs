@@ -11,7 +11,7 @@ use std::sync::Arc;
 
 use crate::records::{ConfigResource, Listener, PartitionAssignment, PartitionChange, Record};
 use crate::types::{
-    BrokerEpoch, BrokerId, LeaderEpoch, MetadataOffset, NodeId, PartitionIndex, TopicId,
+    BrokerEpoch, BrokerId, LeaderEpoch, MetadataOffset, NodeId, PartitionId, TopicId,
 };
 
 /// Topic config: `unclean.leader.election.enable` (default false).
@@ -48,7 +48,7 @@ pub struct PartitionState {
 pub struct TopicImage {
     pub name: String,
     pub id: TopicId,
-    pub partitions: BTreeMap<PartitionIndex, PartitionState>,
+    pub partitions: BTreeMap<PartitionId, PartitionState>,
 }
 
 /// Why a record does not apply to an image.
@@ -147,23 +147,21 @@ impl MetadataImage {
     }
 
     /// Partitions whose ISR is smaller than their replica set.
-    pub fn under_replicated(&self) -> impl Iterator<Item = (&TopicImage, PartitionIndex)> {
+    pub fn under_replicated(&self) -> impl Iterator<Item = (&TopicImage, PartitionId)> {
         self.partitions()
             .filter(|(_, _, p)| p.isr.len() < p.replicas.len())
             .map(|(t, i, _)| (t, i))
     }
 
     /// Partitions with no live leader.
-    pub fn offline(&self) -> impl Iterator<Item = (&TopicImage, PartitionIndex)> {
+    pub fn offline(&self) -> impl Iterator<Item = (&TopicImage, PartitionId)> {
         self.partitions()
             .filter(|(_, _, p)| !p.leader.is_some_and(|l| self.is_live(l)))
             .map(|(t, i, _)| (t, i))
     }
 
     /// Every partition of every topic.
-    pub fn partitions(
-        &self,
-    ) -> impl Iterator<Item = (&TopicImage, PartitionIndex, &PartitionState)> {
+    pub fn partitions(&self) -> impl Iterator<Item = (&TopicImage, PartitionId, &PartitionState)> {
         self.topics()
             .flat_map(|t| t.partitions.iter().map(move |(i, p)| (t, *i, p)))
     }
@@ -376,7 +374,7 @@ impl MetadataImage {
     fn check_partition(
         &self,
         topic: &str,
-        partition: PartitionIndex,
+        partition: PartitionId,
         s: &PartitionState,
     ) -> Result<(), ImageError> {
         let bad = |reason: String| ImageError::BadReplicas {
@@ -418,7 +416,7 @@ impl MetadataImage {
             .topics
             .get(&c.topic_id)
             .ok_or_else(|| ImageError::UnknownTopic(c.topic_id.to_string()))?;
-        let next_index = PartitionIndex(topic.partitions.len() as i32);
+        let next_index = PartitionId(topic.partitions.len() as i32);
         let created;
         let old = match topic.partitions.get(&c.partition) {
             Some(old) => old,

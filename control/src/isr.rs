@@ -17,7 +17,7 @@ use std::collections::BTreeSet;
 use crate::election::change;
 use crate::image::{MetadataImage, PartitionState};
 use crate::records::Record;
-use crate::types::{BrokerEpoch, BrokerId, LeaderEpoch, PartitionIndex};
+use crate::types::{BrokerEpoch, BrokerId, LeaderEpoch, PartitionId};
 
 /// An ISR change as the leader asks for it.
 #[derive(Debug, Clone, Copy)]
@@ -25,7 +25,7 @@ pub struct IsrChange<'a> {
     pub broker: BrokerId,
     pub broker_epoch: BrokerEpoch,
     pub topic: &'a str,
-    pub partition: PartitionIndex,
+    pub partition: PartitionId,
     pub leader_epoch: LeaderEpoch,
     pub isr: &'a [BrokerId],
 }
@@ -117,7 +117,30 @@ pub fn alter_partition(
         isr: req.isr.to_vec(),
         ..p.clone()
     };
+    assert_isr_rules(&next);
     Ok(Some(change(topic, req.partition, next)))
+}
+
+/// The ISR rules a decided state keeps (the other side of `check_leader` and `check_isr`,
+/// which refuse a request that would break them): the ISR is not empty, is a subset of the
+/// replicas without duplicates, and holds the leader.
+pub(crate) fn assert_isr_rules(p: &PartitionState) {
+    assert!(!p.isr.is_empty(), "an empty ISR was decided: {p:?}");
+    for (i, m) in p.isr.iter().enumerate() {
+        assert!(
+            p.replicas.contains(m) && !p.isr[..i].contains(m),
+            "ISR {:?} is not a set of replicas {:?}",
+            p.isr,
+            p.replicas
+        );
+    }
+    if let Some(leader) = p.leader {
+        assert!(
+            p.isr.contains(&leader),
+            "leader {leader} is not in the decided ISR {:?}",
+            p.isr
+        );
+    }
 }
 
 /// The broker must be registered with exactly `epoch`.
@@ -252,7 +275,7 @@ mod tests {
             name: "t".into(),
             topic_id: T,
             partitions: vec![PartitionAssignment {
-                partition: PartitionIndex(0),
+                partition: PartitionId(0),
                 replicas: vec![BrokerId(1), BrokerId(2), BrokerId(3)],
                 leader: Some(BrokerId(1)),
                 leader_epoch: LeaderEpoch(5),
@@ -292,7 +315,7 @@ mod tests {
             broker: BrokerId(broker),
             broker_epoch: BrokerEpoch(10 + i64::from(broker)),
             topic: "t",
-            partition: PartitionIndex(0),
+            partition: PartitionId(0),
             leader_epoch: LeaderEpoch(epoch),
             isr: &isr,
         };
@@ -304,7 +327,31 @@ mod tests {
     }
 
     fn state(image: &MetadataImage) -> PartitionState {
-        image.topic(T).unwrap().partitions[&PartitionIndex(0)].clone()
+        image.topic(T).unwrap().partitions[&PartitionId(0)].clone()
+    }
+
+    #[test]
+    #[should_panic(expected = "is not in the decided ISR")]
+    fn a_decided_isr_without_its_leader_panics() {
+        assert_isr_rules(&PartitionState {
+            replicas: ids(&[1, 2, 3]),
+            leader: Some(BrokerId(1)),
+            leader_epoch: LeaderEpoch(1),
+            isr: ids(&[2, 3]),
+            elr: Vec::new(),
+        });
+    }
+
+    #[test]
+    #[should_panic(expected = "is not a set of replicas")]
+    fn a_decided_isr_outside_the_replicas_panics() {
+        assert_isr_rules(&PartitionState {
+            replicas: ids(&[1, 2]),
+            leader: Some(BrokerId(1)),
+            leader_epoch: LeaderEpoch(1),
+            isr: ids(&[1, 4]),
+            elr: Vec::new(),
+        });
     }
 
     #[test]
@@ -326,7 +373,7 @@ mod tests {
             broker: BrokerId(1),
             broker_epoch: BrokerEpoch(11),
             topic: "t",
-            partition: PartitionIndex(0),
+            partition: PartitionId(0),
             leader_epoch: LeaderEpoch(5),
             isr: &isr,
         };
@@ -389,7 +436,7 @@ mod tests {
             broker: BrokerId(1),
             broker_epoch: BrokerEpoch(3),
             topic: "t",
-            partition: PartitionIndex(0),
+            partition: PartitionId(0),
             leader_epoch: LeaderEpoch(5),
             isr: &isr,
         };
@@ -419,7 +466,7 @@ mod tests {
             Err(IsrRefusal::UnknownTopic(_))
         ));
         let no_partition = IsrChange {
-            partition: PartitionIndex(3),
+            partition: PartitionId(3),
             broker_epoch: BrokerEpoch(11),
             ..stale
         };
@@ -470,7 +517,7 @@ mod tests {
             broker: BrokerId(1),
             broker_epoch: BrokerEpoch(11),
             topic: "t",
-            partition: PartitionIndex(0),
+            partition: PartitionId(0),
             leader_epoch: LeaderEpoch(5),
             isr: &isr,
         };

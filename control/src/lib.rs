@@ -100,6 +100,5 @@ pub use records::{
 pub use storage::{DiskStorage, StorageError};
 pub use transport::Transport;
 pub use types::{
-    BrokerEpoch, BrokerId, LeaderEpoch, MetadataOffset, Millis, NodeId, PartitionIndex, Term,
-    TopicId,
+    BrokerEpoch, BrokerId, LeaderEpoch, MetadataOffset, Millis, NodeId, PartitionId, Term, TopicId,
 };

@@ -113,7 +113,7 @@ pub fn create_topic_record(
     rf: usize,
 ) -> Result<crate::records::Record, PlacementError> {
     use crate::records::{PartitionAssignment, Record};
-    use crate::types::{LeaderEpoch, PartitionIndex};
+    use crate::types::{LeaderEpoch, PartitionId};
     let live: Vec<PlacementBroker> = image
         .brokers()
         .filter(|b| !b.fenced)
@@ -129,7 +129,7 @@ pub fn create_topic_record(
         .enumerate()
         .map(|(i, replicas)| PartitionAssignment {
             // Bound: partition counts are far below i32::MAX (the Kafka API limit).
-            partition: PartitionIndex(i as i32),
+            partition: PartitionId(i as i32),
             leader: replicas.first().copied(),
             leader_epoch: LeaderEpoch(0),
             isr: replicas.clone(),
@@ -152,7 +152,7 @@ pub fn add_partitions_records(
     count: usize,
 ) -> Result<Vec<crate::records::Record>, PlacementError> {
     use crate::records::{PartitionChange, Record};
-    use crate::types::{LeaderEpoch, PartitionIndex};
+    use crate::types::{LeaderEpoch, PartitionId};
     let current = topic.partitions.len();
     let rf = topic
         .partitions
@@ -175,7 +175,7 @@ pub fn add_partitions_records(
         .map(|(i, replicas)| {
             Record::PartitionChange(PartitionChange {
                 topic_id: topic.id,
-                partition: PartitionIndex((current + i) as i32),
+                partition: PartitionId((current + i) as i32),
                 leader: replicas.first().copied(),
                 leader_epoch: LeaderEpoch(0),
                 isr: replicas.clone(),

@@ -7,7 +7,7 @@
 use flatbuffers::{FlatBufferBuilder, WIPOffset};
 
 use crate::generated::sluice::metadata as fb;
-use crate::types::{BrokerEpoch, BrokerId, LeaderEpoch, NodeId, PartitionIndex, TopicId};
+use crate::types::{BrokerEpoch, BrokerId, LeaderEpoch, NodeId, PartitionId, TopicId};
 
 /// A named network endpoint a broker serves on.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -20,7 +20,7 @@ pub struct Listener {
 /// One partition as created: its replicas (first = preferred leader), leader and ISR.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct PartitionAssignment {
-    pub partition: PartitionIndex,
+    pub partition: PartitionId,
     pub replicas: Vec<BrokerId>,
     pub leader: Option<BrokerId>,
     pub leader_epoch: LeaderEpoch,
@@ -99,7 +99,7 @@ pub enum Record {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct PartitionChange {
     pub topic_id: TopicId,
-    pub partition: PartitionIndex,
+    pub partition: PartitionId,
     pub leader: Option<BrokerId>,
     pub leader_epoch: LeaderEpoch,
     pub isr: Vec<BrokerId>,
@@ -383,7 +383,7 @@ impl Record {
                     .map(|ps| {
                         ps.iter()
                             .map(|p| PartitionAssignment {
-                                partition: PartitionIndex(p.partition()),
+                                partition: PartitionId(p.partition()),
                                 replicas: ids_from(p.replicas()),
                                 leader: leader_from_wire(p.leader()),
                                 leader_epoch: LeaderEpoch(p.leader_epoch()),
@@ -402,7 +402,7 @@ impl Record {
                 let r = root.record_as_partition_change().ok_or(unknown)?;
                 Record::PartitionChange(PartitionChange {
                     topic_id: topic_id(r.topic_id().ok_or(DecodeError::Missing("topic_id"))?),
-                    partition: PartitionIndex(r.partition()),
+                    partition: PartitionId(r.partition()),
                     leader: leader_from_wire(r.leader()),
                     leader_epoch: LeaderEpoch(r.leader_epoch()),
                     isr: ids_from(r.isr()),

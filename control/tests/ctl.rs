@@ -12,7 +12,7 @@ mod common;
 use common::{TestResult, World, ALL, TICK_MS};
 use sluice_control::{
     alter_partition, create_topic_record, BrokerControl, BrokerControlConfig, BrokerEpoch,
-    BrokerId, ConfigResource, IsrChange, IsrRefusal, Leaving, MetadataImage, PartitionIndex,
+    BrokerId, ConfigResource, IsrChange, IsrRefusal, Leaving, MetadataImage, PartitionId,
     PartitionState, Record, TopicId,
 };
 
@@ -33,7 +33,7 @@ impl World {
             broker: leader,
             broker_epoch: self.epoch(leader),
             topic: "t",
-            partition: PartitionIndex(idx),
+            partition: PartitionId(idx),
             leader_epoch: p.leader_epoch,
             isr,
         };
@@ -49,7 +49,7 @@ impl World {
 }
 
 fn partition(image: &MetadataImage, idx: i32) -> PartitionState {
-    image.topic(T).expect("topic t").partitions[&PartitionIndex(idx)].clone()
+    image.topic(T).expect("topic t").partitions[&PartitionId(idx)].clone()
 }
 
 /// Three controllers (seeded), brokers 1..3 registered and unfenced, topic `t` with 6
@@ -112,7 +112,7 @@ fn isr_shrinks_and_expands_through_the_quorum_with_the_elr_per_kip_966() -> Test
         broker: others[0],
         broker_epoch: w.epoch(others[0]),
         topic: "t",
-        partition: PartitionIndex(0),
+        partition: PartitionId(0),
         leader_epoch: epoch,
         isr: &isr,
     };

@@ -6,7 +6,7 @@ use proptest::prelude::*;
 use sluice_control::{
     elect_leader, fence_broker, place_replicas, unfence_broker, BrokerEpoch, BrokerId,
     BrokerLiveness, ConfigResource, ElectionKind, ImageError, LeaderEpoch, MetadataImage,
-    MetadataOffset, Millis, NodeId, PartitionAssignment, PartitionChange, PartitionIndex,
+    MetadataOffset, Millis, NodeId, PartitionAssignment, PartitionChange, PartitionId,
     PlacementBroker, Record, TopicId,
 };
 
@@ -52,7 +52,7 @@ fn topic(name: &str, id: u128, parts: &[(&[i32], i32)]) -> Record {
             .iter()
             .enumerate()
             .map(|(i, (replicas, leader))| PartitionAssignment {
-                partition: PartitionIndex(i as i32),
+                partition: PartitionId(i as i32),
                 replicas: b(replicas),
                 leader: Some(BrokerId(*leader)),
                 leader_epoch: LeaderEpoch(0),
@@ -102,7 +102,7 @@ fn rejects_invalid_records() -> Result<(), ImageError> {
     let change = |leader: Option<i32>, epoch: i32, isr: &[i32]| {
         Record::PartitionChange(PartitionChange {
             topic_id: TopicId(1),
-            partition: PartitionIndex(0),
+            partition: PartitionId(0),
             leader: leader.map(BrokerId),
             leader_epoch: LeaderEpoch(epoch),
             isr: b(isr),
@@ -119,7 +119,7 @@ fn rejects_invalid_records() -> Result<(), ImageError> {
         Err(ImageError::UnknownTopic(_))
     ));
     let bad_part = Record::PartitionChange(PartitionChange {
-        partition: PartitionIndex(5),
+        partition: PartitionId(5),
         ..match change(Some(1), 0, &[1]) {
             Record::PartitionChange(c) => c,
             _ => unreachable!(),
@@ -224,7 +224,7 @@ fn fencing_moves_leaders_within_isr_only() -> Result<(), ImageError> {
         &image,
         &Record::PartitionChange(PartitionChange {
             topic_id: TopicId(1),
-            partition: PartitionIndex(0),
+            partition: PartitionId(0),
             leader: Some(BrokerId(1)),
             leader_epoch: LeaderEpoch(0),
             isr: b(&[1, 2]),
@@ -236,7 +236,7 @@ fn fencing_moves_leaders_within_isr_only() -> Result<(), ImageError> {
         &image,
         &Record::PartitionChange(PartitionChange {
             topic_id: TopicId(1),
-            partition: PartitionIndex(1),
+            partition: PartitionId(1),
             leader: Some(BrokerId(1)),
             leader_epoch: LeaderEpoch(0),
             isr: b(&[1]),
@@ -266,15 +266,15 @@ fn fencing_moves_leaders_within_isr_only() -> Result<(), ImageError> {
     let t = image
         .topic(TopicId(1))
         .ok_or(ImageError::UnknownTopic("t".into()))?;
-    let p0 = &t.partitions[&PartitionIndex(0)];
+    let p0 = &t.partitions[&PartitionId(0)];
     assert_eq!(
         (p0.leader, p0.leader_epoch, p0.isr.clone()),
         (Some(BrokerId(2)), LeaderEpoch(1), b(&[2]))
     );
     // p1: the only ISR member is gone and 4 is not in sync: no leader (no unclean election).
-    let p1 = &t.partitions[&PartitionIndex(1)];
+    let p1 = &t.partitions[&PartitionId(1)];
     assert_eq!((p1.leader, p1.isr.clone()), (None, b(&[1])));
-    let p2 = &t.partitions[&PartitionIndex(2)];
+    let p2 = &t.partitions[&PartitionId(2)];
     assert_eq!(
         (p2.leader, p2.leader_epoch, p2.isr.clone()),
         (Some(BrokerId(2)), LeaderEpoch(0), b(&[2]))
@@ -286,7 +286,7 @@ fn fencing_moves_leaders_within_isr_only() -> Result<(), ImageError> {
     let t = image
         .topic(TopicId(1))
         .ok_or(ImageError::UnknownTopic("t".into()))?;
-    let p1 = &t.partitions[&PartitionIndex(1)];
+    let p1 = &t.partitions[&PartitionId(1)];
     assert_eq!(
         (p1.leader, p1.leader_epoch),
         (Some(BrokerId(1)), LeaderEpoch(2))
@@ -302,7 +302,7 @@ fn unclean_election_only_when_enabled_and_elr_first() -> Result<(), ImageError> 
     let t = image
         .topic(TopicId(1))
         .ok_or(ImageError::UnknownTopic("t".into()))?;
-    let mut p = t.partitions[&PartitionIndex(0)].clone();
+    let mut p = t.partitions[&PartitionId(0)].clone();
     p.isr = b(&[1]);
     p.elr = b(&[3]);
     let only2 = |x: BrokerId| x == BrokerId(2);
@@ -340,7 +340,7 @@ fn min_isr_moves_fenced_replicas_to_elr() -> Result<(), ImageError> {
     let t = image
         .topic(TopicId(1))
         .ok_or(ImageError::UnknownTopic("t".into()))?;
-    let p = &t.partitions[&PartitionIndex(0)];
+    let p = &t.partitions[&PartitionId(0)];
     assert_eq!(
         (p.leader, p.isr.clone(), p.elr.clone()),
         (Some(BrokerId(2)), b(&[2, 3]), b(&[1]))
@@ -507,7 +507,7 @@ fn arb_record() -> impl Strategy<Value = Record> {
                     .into_iter()
                     .enumerate()
                     .map(|(i, (replicas, leader, isr))| PartitionAssignment {
-                        partition: PartitionIndex(i as i32),
+                        partition: PartitionId(i as i32),
                         replicas,
                         leader,
                         leader_epoch: LeaderEpoch(0),
@@ -526,7 +526,7 @@ fn arb_record() -> impl Strategy<Value = Record> {
             .prop_map(|(t, p, leader, e, isr, elr)| {
                 Record::PartitionChange(PartitionChange {
                     topic_id: TopicId(t),
-                    partition: PartitionIndex(p),
+                    partition: PartitionId(p),
                     leader,
                     leader_epoch: LeaderEpoch(e),
                     isr,

@@ -9,7 +9,7 @@ use common::{nodes, TestResult};
 use sluice_control::sim::SimCluster;
 use sluice_control::{
     fence_broker, Bootstrap, BrokerEpoch, BrokerId, BrokerLiveness, ControllerError, LeaderEpoch,
-    MetadataImage, Millis, NodeId, PartitionAssignment, PartitionIndex, Record, TopicId,
+    MetadataImage, Millis, NodeId, PartitionAssignment, PartitionId, Record, TopicId,
 };
 
 const SEEDS: [u64; 4] = [1, 7, 42, 0xdead_beef];
@@ -347,7 +347,7 @@ fn broker_fencing_through_the_quorum_moves_leaders_within_isr() -> TestResult {
             .map(|p| {
                 let replicas: Vec<BrokerId> = (0..3).map(|k| BrokerId((p + k) % 3 + 1)).collect();
                 PartitionAssignment {
-                    partition: PartitionIndex(p),
+                    partition: PartitionId(p),
                     leader: Some(replicas[0]),
                     leader_epoch: LeaderEpoch(0),
                     isr: replicas[..2].to_vec(),
@@ -390,11 +390,8 @@ fn broker_fencing_through_the_quorum_moves_leaders_within_isr() -> TestResult {
             assert!(!p.isr.contains(&BrokerId(1)));
         }
         // p2 (replicas 3,1,2; isr 3,1) keeps leader 3; p0 (1,2,3; isr 1,2) moves to 2.
-        assert_eq!(t.partitions[&PartitionIndex(0)].leader, Some(BrokerId(2)));
-        assert_eq!(
-            t.partitions[&PartitionIndex(0)].leader_epoch,
-            LeaderEpoch(1)
-        );
+        assert_eq!(t.partitions[&PartitionId(0)].leader, Some(BrokerId(2)));
+        assert_eq!(t.partitions[&PartitionId(0)].leader_epoch, LeaderEpoch(1));
     }
     Ok(())
 }

@@ -5,7 +5,7 @@ mod common;
 use proptest::prelude::*;
 use sluice_control::{
     BrokerEpoch, BrokerId, ConfigResource, LeaderEpoch, Listener, NodeId, PartitionAssignment,
-    PartitionChange, PartitionIndex, Record, TopicId,
+    PartitionChange, PartitionId, Record, TopicId,
 };
 
 fn ids() -> impl Strategy<Value = Vec<BrokerId>> {
@@ -53,7 +53,7 @@ fn record() -> impl Strategy<Value = Record> {
                     .into_iter()
                     .enumerate()
                     .map(|(i, (replicas, leader, epoch, isr))| PartitionAssignment {
-                        partition: PartitionIndex(i as i32),
+                        partition: PartitionId(i as i32),
                         replicas,
                         leader,
                         leader_epoch: LeaderEpoch(epoch),
@@ -73,7 +73,7 @@ fn record() -> impl Strategy<Value = Record> {
             .prop_map(|(id, p, leader, epoch, isr, elr, replicas)| {
                 Record::PartitionChange(PartitionChange {
                     topic_id: TopicId(id),
-                    partition: PartitionIndex(p),
+                    partition: PartitionId(p),
                     leader,
                     leader_epoch: LeaderEpoch(epoch),
                     isr,
@@ -142,7 +142,7 @@ proptest! {
 fn absent_leader_and_replicas_round_trip() {
     let r = Record::PartitionChange(PartitionChange {
         topic_id: TopicId(7),
-        partition: PartitionIndex(0),
+        partition: PartitionId(0),
         leader: None,
         leader_epoch: LeaderEpoch(3),
         isr: vec![BrokerId(1)],

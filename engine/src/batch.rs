@@ -111,7 +111,7 @@ pub enum BatchError {
     #[error("record {index} of the batch is malformed")]
     MalformedRecord { index: i32 },
     #[error("batch records cannot be decompressed: {0}")]
-    Decompress(String),
+    Decompress(crate::codec::DecompressError),
 }
 
 /// Reads the header of the batch at the start of `bytes` without checking it.

@@ -15,52 +15,77 @@ pub(crate) const DECOMPRESSED_BYTES_MAX: usize = 64 << 20;
 const SNAPPY_MAGIC: &[u8; 8] = b"\x82SNAPPY\x00";
 const SNAPPY_HEADER_BYTES: usize = 16;
 
+/// Why a records section cannot be read.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum DecompressError {
+    #[error("unknown compression codec {0}")]
+    UnknownCodec(u8),
+    #[error("decompresses to more than {max_bytes} bytes")]
+    TooLarge { max_bytes: usize },
+    /// The input ends inside the named part (a snappy header or block, the batch itself).
+    #[error("{0}")]
+    Truncated(&'static str),
+    /// The codec library refused the input (its message).
+    #[error("{0}")]
+    Codec(String),
+}
+
+fn codec_error(e: impl std::fmt::Display) -> DecompressError {
+    DecompressError::Codec(e.to_string())
+}
+
 /// The records section of a batch compressed with `codec` (1 gzip, 2 snappy, 3 lz4,
 /// 4 zstd), at most `max_bytes` long.
-pub(crate) fn decompress(codec: u8, data: &[u8], max_bytes: usize) -> Result<Vec<u8>, String> {
+pub(crate) fn decompress(
+    codec: u8,
+    data: &[u8],
+    max_bytes: usize,
+) -> Result<Vec<u8>, DecompressError> {
     let out = match codec {
         1 => read_bounded(flate2::read::GzDecoder::new(data), max_bytes),
         2 => snappy(data, max_bytes),
         3 => lz4::Decoder::new(data)
-            .map_err(|e| e.to_string())
+            .map_err(codec_error)
             .and_then(|d| read_bounded(d, max_bytes)),
         4 => zstd::stream::read::Decoder::new(data)
-            .map_err(|e| e.to_string())
+            .map_err(codec_error)
             .and_then(|d| read_bounded(d, max_bytes)),
-        other => Err(format!("unknown compression codec {other}")),
+        other => Err(DecompressError::UnknownCodec(other)),
     }?;
     Ok(out)
 }
 
-fn read_bounded(reader: impl Read, max_bytes: usize) -> Result<Vec<u8>, String> {
+fn read_bounded(reader: impl Read, max_bytes: usize) -> Result<Vec<u8>, DecompressError> {
     let mut out = Vec::new();
     reader
         .take(max_bytes as u64 + 1)
         .read_to_end(&mut out)
-        .map_err(|e| e.to_string())?;
+        .map_err(codec_error)?;
     if out.len() > max_bytes {
-        return Err(format!("decompresses to more than {max_bytes} bytes"));
+        return Err(DecompressError::TooLarge { max_bytes });
     }
     Ok(out)
 }
 
 /// Kafka's snappy: xerial framing (magic, version, compatible version, then blocks each
 /// prefixed by a big-endian u32 length), or a raw snappy block when the magic is absent.
-fn snappy(data: &[u8], max_bytes: usize) -> Result<Vec<u8>, String> {
+fn snappy(data: &[u8], max_bytes: usize) -> Result<Vec<u8>, DecompressError> {
     if !data.starts_with(SNAPPY_MAGIC) {
         return snappy_block(data, max_bytes, Vec::new());
     }
     let mut out = Vec::new();
     let mut rest = data
         .get(SNAPPY_HEADER_BYTES..)
-        .ok_or("truncated snappy header")?;
+        .ok_or(DecompressError::Truncated("truncated snappy header"))?;
     while !rest.is_empty() {
         let len_bytes: [u8; 4] = rest
             .get(..4)
             .and_then(|b| b.try_into().ok())
-            .ok_or("truncated snappy block length")?;
+            .ok_or(DecompressError::Truncated("truncated snappy block length"))?;
         let len = u32::from_be_bytes(len_bytes) as usize;
-        let block = rest.get(4..4 + len).ok_or("truncated snappy block")?;
+        let block = rest
+            .get(4..4 + len)
+            .ok_or(DecompressError::Truncated("truncated snappy block"))?;
         out = snappy_block(block, max_bytes, out)?;
         rest = &rest[4 + len..];
     }
@@ -68,16 +93,20 @@ fn snappy(data: &[u8], max_bytes: usize) -> Result<Vec<u8>, String> {
 }
 
 /// Appends one raw snappy block's contents to `out`.
-fn snappy_block(block: &[u8], max_bytes: usize, mut out: Vec<u8>) -> Result<Vec<u8>, String> {
-    let len = snap::raw::decompress_len(block).map_err(|e| e.to_string())?;
+fn snappy_block(
+    block: &[u8],
+    max_bytes: usize,
+    mut out: Vec<u8>,
+) -> Result<Vec<u8>, DecompressError> {
+    let len = snap::raw::decompress_len(block).map_err(codec_error)?;
     if out.len() + len > max_bytes {
-        return Err(format!("decompresses to more than {max_bytes} bytes"));
+        return Err(DecompressError::TooLarge { max_bytes });
     }
     let start = out.len();
     out.resize(start + len, 0);
     let n = snap::raw::Decoder::new()
         .decompress(block, &mut out[start..])
-        .map_err(|e| e.to_string())?;
+        .map_err(codec_error)?;
     out.truncate(start + n);
     Ok(out)
 }

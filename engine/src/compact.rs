@@ -20,7 +20,8 @@ use std::collections::BTreeMap;
 use std::hash::Hasher;
 use std::path::Path;
 
-use crate::batch::{self, BatchHeader, RecordIter, StoredRecord};
+use crate::batch::{self, BatchError, BatchHeader, RecordIter, StoredRecord};
+use crate::codec::DecompressError;
 use crate::error::LogError;
 use crate::files;
 use crate::types::Offset;
@@ -124,10 +125,10 @@ pub(crate) fn is_opaque(header: &BatchHeader) -> bool {
 pub(crate) fn record_section<'a>(
     header: &BatchHeader,
     bytes: &'a [u8],
-) -> Result<Cow<'a, [u8]>, String> {
+) -> Result<Cow<'a, [u8]>, DecompressError> {
     let section = bytes
         .get(batch::HEADER_BYTES..header.total_bytes())
-        .ok_or("batch shorter than its length")?;
+        .ok_or(DecompressError::Truncated("batch shorter than its length"))?;
     match header.compression() {
         0 => Ok(Cow::Borrowed(section)),
         codec => crate::codec::decompress(codec, section, crate::codec::DECOMPRESSED_BYTES_MAX)
@@ -141,14 +142,14 @@ pub(crate) fn map_batch(
     map: &mut OffsetMap,
     header: &BatchHeader,
     bytes: &[u8],
-) -> Result<(), String> {
+) -> Result<(), BatchError> {
     if is_opaque(header) {
         return Ok(());
     }
     let base = header.base_offset().0;
-    let section = record_section(header, bytes)?;
+    let section = record_section(header, bytes).map_err(BatchError::Decompress)?;
     for record in RecordIter::from_records(&section, header.record_count.get()) {
-        let record = record.map_err(|e| e.to_string())?;
+        let record = record?;
         if let Some(key) = record.key {
             map.put(key_hash(key), base + record.offset_delta);
         }

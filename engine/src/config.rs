@@ -36,7 +36,7 @@ pub enum CleanupPolicy {
 impl CleanupPolicy {
     /// Parses Kafka's comma-separated list (`delete`, `compact`, `compact,delete`,
     /// `delete,compact`); the error names the bad value.
-    pub fn parse(value: &str) -> Result<Self, String> {
+    pub fn parse(value: &str) -> Result<Self, ConfigError> {
         let mut delete = false;
         let mut compact = false;
         for part in value.split(',').map(str::trim) {
@@ -44,9 +44,9 @@ impl CleanupPolicy {
                 "delete" if !delete => delete = true,
                 "compact" if !compact => compact = true,
                 _ => {
-                    return Err(format!(
-                        "cleanup.policy {value:?} is not delete, compact or compact,delete"
-                    ))
+                    return Err(ConfigError::CleanupPolicy {
+                        value: value.to_owned(),
+                    })
                 }
             }
         }
@@ -149,39 +149,33 @@ impl Default for LogConfig {
 
 impl LogConfig {
     /// Checks the relationships the log relies on; the error names the field.
-    pub fn validate(&self) -> Result<(), String> {
+    pub fn validate(&self) -> Result<(), ConfigError> {
         // Positions in the index are u32, and a segment may exceed segment.bytes by one batch.
-        if self.segment_bytes_max < 1 << 14 || self.segment_bytes_max > 2 << 30 {
-            return Err(format!(
-                "segment.bytes {} must be between 16384 and 2147483648",
-                self.segment_bytes_max
-            ));
-        }
-        if self.segment_ms_max == 0 {
-            return Err("segment.ms must be positive".into());
-        }
-        if self.max_message_bytes < 64 || self.max_message_bytes > 1 << 30 {
-            return Err(format!(
-                "max.message.bytes {} must be between 64 and 1073741824",
-                self.max_message_bytes
-            ));
-        }
-        if self.index_interval_bytes == 0 {
-            return Err("index.interval.bytes must be positive".into());
-        }
+        within(
+            "segment.bytes",
+            self.segment_bytes_max,
+            (1 << 14, "16384"),
+            (2 << 30, "2147483648"),
+        )?;
+        positive("segment.ms", self.segment_ms_max)?;
+        within(
+            "max.message.bytes",
+            u64::from(self.max_message_bytes),
+            (64, "64"),
+            (1 << 30, "1073741824"),
+        )?;
+        positive("index.interval.bytes", u64::from(self.index_interval_bytes))?;
         if let FlushPolicy::Interval {
             interval_ms,
             bytes_max,
         } = self.flush
         {
-            if interval_ms == 0 || bytes_max == 0 {
-                return Err("flush.ms and flush.bytes must be positive".into());
-            }
+            positive("flush.ms and flush.bytes", interval_ms.min(bytes_max))?;
         }
         self.validate_compaction()
     }
 
-    fn validate_compaction(&self) -> Result<(), String> {
+    fn validate_compaction(&self) -> Result<(), ConfigError> {
         // Kafka's bounds: every lag and retention fits a Java long.
         let long_max = i64::MAX as u64;
         for (name, v) in [
@@ -190,23 +184,26 @@ impl LogConfig {
             ("max.compaction.lag.ms", self.max_compaction_lag_ms),
         ] {
             if v > long_max {
-                return Err(format!("{name} {v} is larger than {long_max}"));
+                return Err(ConfigError::TooLarge {
+                    name,
+                    value: v,
+                    max: long_max,
+                });
             }
         }
-        if self.max_compaction_lag_ms == 0 {
-            return Err("max.compaction.lag.ms must be positive".into());
-        }
+        positive("max.compaction.lag.ms", self.max_compaction_lag_ms)?;
         if self.min_compaction_lag_ms > self.max_compaction_lag_ms {
-            return Err(format!(
-                "min.compaction.lag.ms {} must not exceed max.compaction.lag.ms {}",
-                self.min_compaction_lag_ms, self.max_compaction_lag_ms
-            ));
+            return Err(ConfigError::Exceeds {
+                name: "min.compaction.lag.ms",
+                value: self.min_compaction_lag_ms,
+                limit_name: "max.compaction.lag.ms",
+                limit: self.max_compaction_lag_ms,
+            });
         }
         if self.min_cleanable_dirty_ratio_ppm > RATIO_PPM_ONE {
-            return Err(format!(
-                "min.cleanable.dirty.ratio {} must be between 0 and 1",
-                f64::from(self.min_cleanable_dirty_ratio_ppm) / f64::from(RATIO_PPM_ONE)
-            ));
+            return Err(ConfigError::DirtyRatio {
+                ppm: self.min_cleanable_dirty_ratio_ppm,
+            });
         }
         Ok(())
     }
@@ -249,37 +246,123 @@ impl Default for ShardConfig {
 }
 
 impl ShardConfig {
-    pub fn validate(&self) -> Result<(), String> {
-        if self.write_chunk_bytes < 4096 || self.write_chunk_bytes > 256 << 20 {
-            return Err(format!(
-                "write_chunk_bytes {} must be between 4096 and 256 MiB",
-                self.write_chunk_bytes
-            ));
-        }
-        if self.shard_write_buffer_bytes_max < self.write_buffer_bytes_max {
-            return Err(format!(
-                "shard_write_buffer_bytes_max {} must be at least write_buffer_bytes_max {}",
-                self.shard_write_buffer_bytes_max, self.write_buffer_bytes_max
-            ));
-        }
-        if self.write_depth_max == 0 || self.write_depth_max > 64 {
-            return Err(format!(
-                "write_depth_max {} must be between 1 and 64",
-                self.write_depth_max
-            ));
-        }
-        if self.compaction_map_bytes_max < 4096 || self.compaction_map_bytes_max > 1 << 30 {
-            return Err(format!(
-                "compaction_map_bytes_max {} must be between 4096 and 1 GiB",
-                self.compaction_map_bytes_max
-            ));
-        }
-        if self.write_buffer_bytes_max < 2 * self.write_chunk_bytes {
-            return Err(format!(
-                "write_buffer_bytes_max {} must be at least twice write_chunk_bytes {}",
-                self.write_buffer_bytes_max, self.write_chunk_bytes
-            ));
-        }
-        Ok(())
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        within(
+            "write_chunk_bytes",
+            self.write_chunk_bytes as u64,
+            (4096, "4096"),
+            (256 << 20, "256 MiB"),
+        )?;
+        at_least(
+            "shard_write_buffer_bytes_max",
+            self.shard_write_buffer_bytes_max,
+            ("", "write_buffer_bytes_max", self.write_buffer_bytes_max),
+            1,
+        )?;
+        within(
+            "write_depth_max",
+            self.write_depth_max as u64,
+            (1, "1"),
+            (64, "64"),
+        )?;
+        within(
+            "compaction_map_bytes_max",
+            self.compaction_map_bytes_max as u64,
+            (4096, "4096"),
+            (1 << 30, "1 GiB"),
+        )?;
+        at_least(
+            "write_buffer_bytes_max",
+            self.write_buffer_bytes_max,
+            ("twice ", "write_chunk_bytes", self.write_chunk_bytes),
+            2,
+        )
     }
+}
+
+/// Why a configuration is refused; each names the setting (Kafka's name where it has one).
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum ConfigError {
+    #[error("{name} {value} must be between {min} and {max}")]
+    OutOfRange {
+        name: &'static str,
+        value: u64,
+        min: &'static str,
+        max: &'static str,
+    },
+    #[error("{name} must be positive")]
+    NotPositive { name: &'static str },
+    #[error("{name} {value} is larger than {max}")]
+    TooLarge {
+        name: &'static str,
+        value: u64,
+        max: u64,
+    },
+    #[error("{name} {value} must not exceed {limit_name} {limit}")]
+    Exceeds {
+        name: &'static str,
+        value: u64,
+        limit_name: &'static str,
+        limit: u64,
+    },
+    #[error("{name} {value} must be at least {times}{other_name} {other}")]
+    BelowOther {
+        name: &'static str,
+        value: usize,
+        times: &'static str,
+        other_name: &'static str,
+        other: usize,
+    },
+    #[error("min.cleanable.dirty.ratio {} must be between 0 and 1", ratio(*.ppm))]
+    DirtyRatio { ppm: u32 },
+    #[error("cleanup.policy {value:?} is not delete, compact or compact,delete")]
+    CleanupPolicy { value: String },
+}
+
+fn ratio(ppm: u32) -> f64 {
+    f64::from(ppm) / f64::from(RATIO_PPM_ONE)
+}
+
+/// `value` within `[min, max]` (each bound with how the message writes it).
+fn within(
+    name: &'static str,
+    value: u64,
+    (min, min_text): (u64, &'static str),
+    (max, max_text): (u64, &'static str),
+) -> Result<(), ConfigError> {
+    if value < min || value > max {
+        return Err(ConfigError::OutOfRange {
+            name,
+            value,
+            min: min_text,
+            max: max_text,
+        });
+    }
+    Ok(())
+}
+
+fn positive(name: &'static str, value: u64) -> Result<(), ConfigError> {
+    if value == 0 {
+        return Err(ConfigError::NotPositive { name });
+    }
+    Ok(())
+}
+
+/// `value ≥ times × other`.
+fn at_least(
+    name: &'static str,
+    value: usize,
+    (times_text, other_name, other): (&'static str, &'static str, usize),
+    times: usize,
+) -> Result<(), ConfigError> {
+    if value < times * other {
+        return Err(ConfigError::BelowOther {
+            name,
+            value,
+            times: times_text,
+            other_name,
+            other,
+        });
+    }
+    Ok(())
 }

@@ -57,6 +57,18 @@ impl EpochCache {
         Some((epoch, end))
     }
 
+    /// Checks the invariant: epochs and their start offsets both strictly increase. Called
+    /// whenever an epoch is added (rare: once per leadership), so its cost is per epoch.
+    pub fn assert_ordered(&self) {
+        for w in self.entries.windows(2) {
+            let ((e0, s0), (e1, s1)) = (w[0], w[1]);
+            assert!(
+                e0 < e1 && s0 < s1,
+                "leader epochs out of order: epoch {e0} from {s0}, then epoch {e1} from {s1}"
+            );
+        }
+    }
+
     /// Forgets epochs that start at or after `end` (the log was truncated there).
     pub fn truncate_to(&mut self, end: Offset) {
         self.entries.retain(|(_, start)| *start < end);
@@ -113,6 +125,15 @@ impl EpochCache {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    #[should_panic(expected = "leader epochs out of order")]
+    fn an_epoch_starting_before_the_previous_one_panics() {
+        let c = EpochCache {
+            entries: vec![(LeaderEpoch(1), Offset(10)), (LeaderEpoch(2), Offset(10))],
+        };
+        c.assert_ordered();
+    }
 
     #[test]
     fn end_offsets_follow_kafka() {

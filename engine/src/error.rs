@@ -94,7 +94,9 @@ pub enum LogError {
     #[error("partition {0} does not exist")]
     UnknownPartition(String),
     #[error("invalid config: {0}")]
-    InvalidConfig(String),
+    InvalidConfig(#[from] crate::config::ConfigError),
+    #[error("invalid config: invalid partition name {0}")]
+    InvalidPartitionName(String),
     #[error("offset {requested} is outside [{low}, {high}]")]
     OffsetOutOfRange {
         requested: Offset,

@@ -305,6 +305,7 @@ fn complete_write(shared: &Rc<LogShared>, chunk: Rc<SealedChunk>) {
     let end = chunk.end_offset.0;
     shared.shard.cache_insert(chunk);
     shared.written.advance(end);
+    shared.assert_offsets_ordered();
 }
 
 /// fdatasync of the segment being written; advances the synced offset.
@@ -341,6 +342,7 @@ async fn sync_active(shared: &Rc<LogShared>) -> Result<(), LogError> {
         st.sync_requested = false;
     }
     shared.synced.advance(point.2 .0);
+    shared.assert_offsets_ordered();
     Ok(())
 }
 
@@ -379,6 +381,7 @@ async fn finalize_segment(shared: &Rc<LogShared>, base: Offset) -> Result<(), Lo
             .unwrap_or(end)
     };
     shared.synced.advance(end.0);
+    shared.assert_offsets_ordered();
     let checkpoint = {
         let mut st = shared.state.borrow_mut();
         st.checkpoint = Checkpoint {

@@ -47,7 +47,8 @@ pub mod watch;
 
 pub use chunk::BatchSlice;
 pub use cleaner::CompactionOutcome;
-pub use config::{CleanupPolicy, FlushPolicy, LogConfig, ShardConfig, TimestampType};
+pub use codec::DecompressError;
+pub use config::{CleanupPolicy, ConfigError, FlushPolicy, LogConfig, ShardConfig, TimestampType};
 pub use error::{AppendError, LogError, ReadError};
 pub use files::check_direct_io;
 /// Wall-clock milliseconds since the Unix epoch: the one clock every crate reads for
@@ -57,4 +58,4 @@ pub use files::write_file_atomic;
 pub use log::{AppendInfo, PartitionLog, ReadBatches, ReadLimits, RetentionOutcome};
 pub use manager::LogManager;
 pub use shard::ShardResources;
-pub use types::{LeaderEpoch, Offset, PartitionId, TopicPartition};
+pub use types::{BrokerId, LeaderEpoch, Offset, PartitionId, TopicPartition};

@@ -90,9 +90,7 @@ impl LogManager {
         config: LogConfig,
     ) -> Result<PartitionLog, LogError> {
         if !crate::types::is_valid_topic_name(&tp.topic) || tp.partition.0 < 0 {
-            return Err(LogError::InvalidConfig(format!(
-                "invalid partition name {tp}"
-            )));
+            return Err(LogError::InvalidPartitionName(tp.to_string()));
         }
         if self.logs.borrow().contains_key(&tp) {
             return Err(LogError::AlreadyExists(tp.to_string()));

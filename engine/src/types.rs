@@ -1,5 +1,9 @@
 //! Strong types at the engine boundary: offsets, epochs and partition names never travel as
 //! raw integers past the codec.
+//!
+//! These are the workspace's one set of newtypes for offsets, leader epochs, partition ids
+//! and broker ids: `sluice-control` re-exports them (it depends on this crate), and
+//! replication and net use them from either.
 
 use std::fmt;
 
@@ -22,13 +26,35 @@ impl fmt::Display for Offset {
     }
 }
 
-/// The partition leader epoch written into each stored batch header.
+/// A partition's leader epoch: increases with every leader change, and is written into
+/// each stored batch header.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Default)]
 pub struct LeaderEpoch(pub i32);
+
+impl fmt::Display for LeaderEpoch {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        self.0.fmt(f)
+    }
+}
 
 /// A partition index within a topic.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Default)]
 pub struct PartitionId(pub i32);
+
+/// A broker's node id (`node.id` / `broker.id`). Non-negative in valid records.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct BrokerId(pub i32);
+
+impl BrokerId {
+    /// The wire value meaning "no broker" (e.g. no leader).
+    pub const NONE: i32 = -1;
+}
+
+impl fmt::Display for BrokerId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        self.0.fmt(f)
+    }
+}
 
 impl fmt::Display for PartitionId {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {

@@ -415,7 +415,8 @@ pub fn log_config(
                 })?
             }
             "cleanup.policy" => {
-                c.cleanup_policy = CleanupPolicy::parse(v).map_err(CatalogError::InvalidConfig)?
+                c.cleanup_policy = CleanupPolicy::parse(v)
+                    .map_err(|e| CatalogError::InvalidConfig(e.to_string()))?
             }
             "delete.retention.ms" => c.delete_retention_ms = parse_u64(k, v)?,
             "min.compaction.lag.ms" => c.min_compaction_lag_ms = parse_u64(k, v)?,
@@ -457,7 +458,8 @@ pub fn log_config(
         }
     }
     let c = apply_flush(c, policy.as_deref(), flush_ms, flush_bytes);
-    c.validate().map_err(CatalogError::InvalidConfig)?;
+    c.validate()
+        .map_err(|e| CatalogError::InvalidConfig(e.to_string()))?;
     Ok(c)
 }
 

@@ -383,7 +383,7 @@ impl ShardImage {
         let p = image
             .topic_by_name(topic)?
             .partitions
-            .get(&sluice_control::PartitionIndex(partition))?;
+            .get(&sluice_control::PartitionId(partition))?;
         if p.leader != Some(me) {
             return None;
         }
@@ -410,7 +410,7 @@ impl ShardImage {
         cached
             .1
             .topic_by_name(topic)
-            .and_then(|t| t.partitions.get(&sluice_control::PartitionIndex(partition)))
+            .and_then(|t| t.partitions.get(&sluice_control::PartitionId(partition)))
             .map(f)
     }
 
@@ -977,7 +977,7 @@ pub fn status_json(view: &ClusterView) -> String {
         })
         .collect();
     let names = |it: &mut dyn Iterator<
-        Item = (&sluice_control::TopicImage, sluice_control::PartitionIndex),
+        Item = (&sluice_control::TopicImage, sluice_control::PartitionId),
     >| {
         it.map(|(t, p)| format!("{}-{}", t.name, p.0))
             .collect::<Vec<_>>()
@@ -1044,7 +1044,7 @@ pub fn status_json(view: &ClusterView) -> String {
 /// One JSON object per listed partition: `"partition": "topic-N"` plus what `fields` gives.
 fn details(
     partitions: &mut dyn Iterator<
-        Item = (&sluice_control::TopicImage, sluice_control::PartitionIndex),
+        Item = (&sluice_control::TopicImage, sluice_control::PartitionId),
     >,
     fields: impl Fn(&sluice_control::TopicImage, &sluice_control::PartitionState) -> serde_json::Value,
 ) -> Vec<serde_json::Value> {

@@ -120,10 +120,10 @@ impl Default for FetcherConfig {
 
 impl FetcherConfig {
     /// Checks the relations the fetchers rely on; the error names the setting.
-    pub fn validate(&self) -> Result<(), String> {
-        let int = |name: &str, v: usize| {
+    pub fn validate(&self) -> Result<(), FetcherConfigError> {
+        let int = |name: &'static str, v: usize| {
             if v == 0 || v > i32::MAX as usize {
-                Err(format!("{name} must be in 1..={}, not {v}", i32::MAX))
+                Err(FetcherConfigError::NotAnInt32 { name, value: v })
             } else {
                 Ok(())
             }
@@ -132,31 +132,59 @@ impl FetcherConfig {
         int("partition_bytes_max", self.partition_bytes_max)?;
         int("min_bytes", self.min_bytes)?;
         if self.wait_max_ms > i32::MAX as u64 {
-            return Err(format!("wait_max_ms {} is too large", self.wait_max_ms));
+            return Err(FetcherConfigError::WaitTooLong {
+                wait_max_ms: self.wait_max_ms,
+            });
         }
         if self.request_timeout_ms <= self.wait_max_ms {
-            return Err(format!(
-                "request_timeout_ms ({}) must be above wait_max_ms ({})",
-                self.request_timeout_ms, self.wait_max_ms
-            ));
+            return Err(FetcherConfigError::TimeoutBelowWait {
+                request_timeout_ms: self.request_timeout_ms,
+                wait_max_ms: self.wait_max_ms,
+            });
         }
         if self.backoff_ms == 0 || self.backoff_max_ms < self.backoff_ms {
-            return Err(format!(
-                "backoff_ms ({}) must be at least 1 and at most backoff_max_ms ({})",
-                self.backoff_ms, self.backoff_max_ms
-            ));
+            return Err(FetcherConfigError::Backoff {
+                backoff_ms: self.backoff_ms,
+                backoff_max_ms: self.backoff_max_ms,
+            });
         }
         if self.connect_timeout_ms == 0 {
-            return Err("connect_timeout_ms must be at least 1".into());
+            return Err(FetcherConfigError::ZeroConnectTimeout);
         }
         if self.frame_bytes_max < self.response_bytes_max {
-            return Err(format!(
-                "frame_bytes_max ({}) must be at least response_bytes_max ({})",
-                self.frame_bytes_max, self.response_bytes_max
-            ));
+            return Err(FetcherConfigError::FrameBelowResponse {
+                frame_bytes_max: self.frame_bytes_max,
+                response_bytes_max: self.response_bytes_max,
+            });
         }
         Ok(())
     }
+}
+
+/// Why a [`FetcherConfig`] is refused; each names the setting.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum FetcherConfigError {
+    #[error("{name} must be in 1..={}, not {value}", i32::MAX)]
+    NotAnInt32 { name: &'static str, value: usize },
+    #[error("wait_max_ms {wait_max_ms} is too large")]
+    WaitTooLong { wait_max_ms: u64 },
+    #[error("request_timeout_ms ({request_timeout_ms}) must be above wait_max_ms ({wait_max_ms})")]
+    TimeoutBelowWait {
+        request_timeout_ms: u64,
+        wait_max_ms: u64,
+    },
+    #[error("backoff_ms ({backoff_ms}) must be at least 1 and at most backoff_max_ms ({backoff_max_ms})")]
+    Backoff {
+        backoff_ms: u64,
+        backoff_max_ms: u64,
+    },
+    #[error("connect_timeout_ms must be at least 1")]
+    ZeroConnectTimeout,
+    #[error("frame_bytes_max ({frame_bytes_max}) must be at least response_bytes_max ({response_bytes_max})")]
+    FrameBelowResponse {
+        frame_bytes_max: usize,
+        response_bytes_max: usize,
+    },
 }
 
 /// A followed partition's state, for status pages and tests.
@@ -245,9 +273,9 @@ struct Session {
 /// What one partition's fetch answer left to do once its batches are durable.
 #[derive(Debug, Clone, Copy)]
 struct Fetched {
-    end: i64,
-    leader_hw: i64,
-    leader_start: i64,
+    end: Offset,
+    leader_hw: Offset,
+    leader_start: Offset,
 }
 
 type Key = (String, i32);
@@ -266,11 +294,25 @@ fn topic_name(topic: &str) -> TopicName {
 /// back only when the log is cut below it ([`Fetchers::truncate_log`]): a new leader's
 /// high watermark may trail the one the follower learned before, but everything below
 /// that one was committed, and waiters on the watch are not failed for nothing.
-fn advance_hw(f: &Followed, value: i64) {
-    let value = value
-        .min(f.log.log_end_offset().0)
-        .max(f.log.log_start_offset().0);
-    f.hw.advance(value);
+fn advance_hw(f: &Followed, value: Offset) {
+    let end = f.log.log_end_offset();
+    let value = value.min(end).max(f.log.log_start_offset());
+    let before = Offset(f.hw.get());
+    f.hw.advance(value.0);
+    check_hw_advance(before, Offset(f.hw.get()), end);
+}
+
+/// The high watermark rules around an advance: it never goes back, and it never passes
+/// the log end (what a consumer may read must be in this log).
+pub(crate) fn check_hw_advance(before: Offset, after: Offset, log_end: Offset) {
+    assert!(
+        after >= before,
+        "high watermark went back from {before} to {after}"
+    );
+    assert!(
+        after <= log_end,
+        "high watermark {after} is beyond the log end {log_end}"
+    );
 }
 
 impl Fetchers {
@@ -623,7 +665,7 @@ impl Fetchers {
         let mut asked = Vec::new();
         for w in works {
             match w.followed.log.latest_epoch() {
-                Some(epoch) => asked.push((w, epoch.0)),
+                Some(epoch) => asked.push((w, epoch)),
                 None => self.truncate_without_epochs(&w).await,
             }
         }
@@ -637,7 +679,7 @@ impl Fetchers {
                 OffsetForLeaderPartition::default()
                     .with_partition(f.tp.partition.0)
                     .with_current_leader_epoch(f.leader_epoch)
-                    .with_leader_epoch(*epoch),
+                    .with_leader_epoch(epoch.0),
             );
         }
         let request = OffsetForLeaderEpochRequest::default()
@@ -680,14 +722,14 @@ impl Fetchers {
         if !self.is_current(w) {
             return;
         }
-        let hw = w.followed.hw.get();
+        let hw = Offset(w.followed.hw.get());
         match self.truncate_log(w, hw).await {
             Ok(()) => self.set_phase(w, Phase::Fetch),
             Err(()) => self.pause(w, Resume::Truncate),
         }
     }
 
-    async fn apply_epoch_answer(&self, w: &Work, asked_epoch: i32, a: &EpochEndOffset) {
+    async fn apply_epoch_answer(&self, w: &Work, asked_epoch: LeaderEpoch, a: &EpochEndOffset) {
         let Ok(_permit) = w.lock.acquire_permit(1).await else {
             return;
         };
@@ -696,7 +738,8 @@ impl Fetchers {
         }
         match classify(a.error_code, (-1, -1)) {
             Answer::Data => {
-                let target = self.truncation_target(w, asked_epoch, a.leader_epoch, a.end_offset);
+                let (epoch, end) = (LeaderEpoch(a.leader_epoch), Offset(a.end_offset));
+                let target = self.truncation_target(w, asked_epoch, epoch, end);
                 let (offset, next) = match target {
                     Truncation::Done(o) => (o, Phase::Fetch),
                     Truncation::Again(o) => (o, Phase::Truncate),
@@ -717,30 +760,33 @@ impl Fetchers {
     }
 
     /// Where to truncate given the leader's answer for `asked_epoch` (Kafka's rules).
-    fn truncation_target(&self, w: &Work, asked_epoch: i32, epoch: i32, end: i64) -> Truncation {
+    fn truncation_target(
+        &self,
+        w: &Work,
+        asked_epoch: LeaderEpoch,
+        epoch: LeaderEpoch,
+        end: Offset,
+    ) -> Truncation {
         let log = &w.followed.log;
         let own = OwnLog {
             asked_epoch,
-            end: log.log_end_offset().0,
-            high_watermark: w.followed.hw.get(),
+            end: log.log_end_offset(),
+            high_watermark: Offset(w.followed.hw.get()),
         };
-        truncation_point(epoch, end, own, |e| {
-            log.end_offset_for_epoch(LeaderEpoch(e))
-                .map(|(e, o)| (e.0, o.0))
-        })
+        truncation_point(epoch, end, own, |e| log.end_offset_for_epoch(e))
     }
 
     /// Cuts the log at `offset` (nothing when it ends there already) and the high
     /// watermark with it. Called under the partition's lock.
-    async fn truncate_log(&self, w: &Work, offset: i64) -> Result<(), ()> {
+    async fn truncate_log(&self, w: &Work, offset: Offset) -> Result<(), ()> {
         let f = &w.followed;
-        let end = f.log.log_end_offset().0;
+        let end = f.log.log_end_offset();
         if offset >= end {
             return Ok(());
         }
-        match f.log.truncate_to(Offset(offset.max(0))).await {
+        match f.log.truncate_to(offset.max(Offset::ZERO)).await {
             Ok(new_end) => {
-                tracing::info!(partition = %f.tp, leader = f.leader.id, leader_epoch = f.leader_epoch, from = end, to = new_end.0, "follower truncated its log to where it agrees with the leader");
+                tracing::info!(partition = %f.tp, leader = f.leader.id, leader_epoch = f.leader_epoch, from = %end, to = %new_end, "follower truncated its log to where it agrees with the leader");
                 if f.hw.get() > new_end.0 {
                     f.hw.reset(new_end.0);
                 }
@@ -775,8 +821,8 @@ impl Fetchers {
         let mut sent = Vec::with_capacity(works.len());
         for w in works {
             let log = &w.followed.log;
-            let offset = log.log_end_offset().0;
-            let last_epoch = log.latest_epoch().map_or(-1, |e| e.0);
+            let offset = log.log_end_offset();
+            let last_epoch = log.latest_epoch().unwrap_or(LeaderEpoch(-1));
             let topic = &w.followed.tp.topic;
             let at = match topics.iter().position(|(t, _)| t == topic) {
                 Some(i) => i,
@@ -789,8 +835,8 @@ impl Fetchers {
                 FetchPartition::default()
                     .with_partition(w.followed.tp.partition.0)
                     .with_current_leader_epoch(w.followed.leader_epoch)
-                    .with_fetch_offset(offset)
-                    .with_last_fetched_epoch(last_epoch)
+                    .with_fetch_offset(offset.0)
+                    .with_last_fetched_epoch(last_epoch.0)
                     .with_log_start_offset(log.log_start_offset().0)
                     .with_partition_max_bytes(partition_bytes),
             );
@@ -847,11 +893,11 @@ impl Fetchers {
                 leader_hw,
                 leader_start,
             } = done;
-            match w.followed.log.wait_durable(Offset(end)).await {
+            match w.followed.log.wait_durable(end).await {
                 Ok(()) if self.is_current(&w) => {
                     self.follow_log_start(&w, leader_start).await;
                     advance_hw(&w.followed, leader_hw.min(end));
-                    self.with_part(&w, |p| p.lag = (leader_hw - end).max(0));
+                    self.with_part(&w, |p| p.lag = (leader_hw.0 - end.0).max(0));
                 }
                 Ok(()) => {}
                 Err(e) => {
@@ -868,8 +914,8 @@ impl Fetchers {
     async fn apply_fetch_answer(
         &self,
         w: &Work,
-        sent_offset: i64,
-        last_epoch: i32,
+        sent_offset: Offset,
+        last_epoch: LeaderEpoch,
         answer: PartitionData,
     ) -> Option<Fetched> {
         let _permit = w.lock.acquire_permit(1).await.ok()?;
@@ -884,7 +930,7 @@ impl Fetchers {
         match classify(answer.error_code, diverging) {
             Answer::Data => {
                 // Another operation moved the log since the request: ask again.
-                if log.log_end_offset().0 != sent_offset {
+                if log.log_end_offset() != sent_offset {
                     return None;
                 }
                 let records = answer.records.unwrap_or_default();
@@ -896,8 +942,8 @@ impl Fetchers {
                 self.clear_error(w);
                 Some(Fetched {
                     end,
-                    leader_hw: answer.high_watermark,
-                    leader_start: answer.log_start_offset,
+                    leader_hw: Offset(answer.high_watermark),
+                    leader_start: Offset(answer.log_start_offset),
                 })
             }
             Answer::Diverging { epoch, end_offset } => {
@@ -929,16 +975,16 @@ impl Fetchers {
 
     /// `append_replica` of whole batches; the new log end, or `None` after pausing (or
     /// sending the partition back to truncation) on a refusal.
-    async fn append(&self, w: &Work, batches: &[u8]) -> Option<i64> {
+    async fn append(&self, w: &Work, batches: &[u8]) -> Option<Offset> {
         let f = &w.followed;
         let mut result = f.log.append_replica(batches).await;
         if let Err(AppendError::UnexpectedOffset { .. }) = &result {
             if let Some(base) = self.restart_point(f, batches) {
-                tracing::info!(partition = %f.tp, base, "leader's log starts inside its first batch; the empty follower log restarts at the batch's base");
-                result = match f.log.reset_to(Offset(base)).await {
+                tracing::info!(partition = %f.tp, %base, "leader's log starts inside its first batch; the empty follower log restarts at the batch's base");
+                result = match f.log.reset_to(base).await {
                     Ok(_) => {
-                        if f.hw.get() > base {
-                            f.hw.reset(base);
+                        if f.hw.get() > base.0 {
+                            f.hw.reset(base.0);
                         }
                         f.log.append_replica(batches).await
                     }
@@ -947,7 +993,7 @@ impl Fetchers {
             }
         }
         match result {
-            Ok(info) => Some(info.last_offset.0 + 1),
+            Ok(info) => Some(info.last_offset.plus(1)),
             Err(AppendError::UnexpectedOffset { expected, got }) => {
                 tracing::warn!(partition = %f.tp, leader = f.leader.id, %expected, %got, "leader's batches do not continue the follower log; truncating again");
                 self.set_phase(w, Phase::Truncate);
@@ -968,32 +1014,32 @@ impl Fetchers {
 
     /// Where an empty log must restart to take `batches` (see
     /// [`restart_inside_first_batch`]).
-    fn restart_point(&self, f: &Followed, batches: &[u8]) -> Option<i64> {
+    fn restart_point(&self, f: &Followed, batches: &[u8]) -> Option<Offset> {
         let first = sluice_engine::batch::parse_header(batches).ok()?;
         restart_inside_first_batch(
-            f.log.log_start_offset().0,
-            f.log.log_end_offset().0,
-            first.base_offset().0,
-            first.last_offset().0,
+            f.log.log_start_offset(),
+            f.log.log_end_offset(),
+            first.base_offset(),
+            first.last_offset(),
         )
     }
 
     /// Moves the follower's log start up to the leader's (its retention or DeleteRecords
     /// removed what is below), once that much is written here.
-    async fn follow_log_start(&self, w: &Work, leader_start: i64) {
+    async fn follow_log_start(&self, w: &Work, leader_start: Offset) {
         let Ok(_permit) = w.lock.acquire_permit(1).await else {
             return;
         };
         let log = &w.followed.log;
-        let own = (log.log_start_offset().0, log.written_end_offset().0);
+        let own = (log.log_start_offset(), log.written_end_offset());
         let Some(start) = log_start_to_follow(own.0, own.1, leader_start) else {
             return;
         };
         if !self.is_current(w) {
             return;
         }
-        if let Err(e) = log.delete_records_before(Offset(start)).await {
-            tracing::warn!(partition = %w.followed.tp, start, error = %e, "follower could not move its log start to the leader's");
+        if let Err(e) = log.delete_records_before(start).await {
+            tracing::warn!(partition = %w.followed.tp, %start, error = %e, "follower could not move its log start to the leader's");
         }
     }
 
@@ -1009,7 +1055,9 @@ impl Fetchers {
         for w in works {
             let key = key_of(&w.followed.tp);
             match (starts.get(&key).copied(), ends.get(&key).copied()) {
-                (Some(Ok(start)), Some(Ok(end))) => self.fit_leader_range(&w, start, end).await,
+                (Some(Ok(start)), Some(Ok(end))) => {
+                    self.fit_leader_range(&w, Offset(start), Offset(end)).await
+                }
                 (Some(Err(e)), _) | (_, Some(Err(e))) => {
                     self.pause_on_error(&w, e, Resume::Truncate)
                 }
@@ -1019,7 +1067,7 @@ impl Fetchers {
         Ok(())
     }
 
-    async fn fit_leader_range(&self, w: &Work, start: i64, end: i64) {
+    async fn fit_leader_range(&self, w: &Work, start: Offset, end: Offset) {
         let Ok(_permit) = w.lock.acquire_permit(1).await else {
             return;
         };
@@ -1027,11 +1075,11 @@ impl Fetchers {
             return;
         }
         let f = &w.followed;
-        let own_end = f.log.log_end_offset().0;
+        let own_end = f.log.log_end_offset();
         let outcome = match out_of_range_action(own_end, start, end) {
-            OutOfRangeAction::ResetTo(offset) => match f.log.reset_to(Offset(offset)).await {
+            OutOfRangeAction::ResetTo(offset) => match f.log.reset_to(offset).await {
                 Ok(_) => {
-                    tracing::warn!(partition = %f.tp, leader = f.leader.id, own_end, leader_start = start, "follower log ended below the leader's log start; restarted it empty there");
+                    tracing::warn!(partition = %f.tp, leader = f.leader.id, %own_end, leader_start = %start, "follower log ended below the leader's log start; restarted it empty there");
                     advance_hw(f, offset);
                     Ok(())
                 }
@@ -1120,6 +1168,24 @@ mod tests {
     use super::*;
 
     #[test]
+    fn the_high_watermark_may_stay_or_advance_within_the_log() {
+        check_hw_advance(Offset(5), Offset(5), Offset(9));
+        check_hw_advance(Offset(5), Offset(9), Offset(9));
+    }
+
+    #[test]
+    #[should_panic(expected = "high watermark went back")]
+    fn a_high_watermark_going_back_panics() {
+        check_hw_advance(Offset(5), Offset(4), Offset(9));
+    }
+
+    #[test]
+    #[should_panic(expected = "beyond the log end")]
+    fn a_high_watermark_beyond_the_log_end_panics() {
+        check_hw_advance(Offset(5), Offset(10), Offset(9));
+    }
+
+    #[test]
     fn config_relations_are_checked() {
         assert_eq!(FetcherConfig::default().validate(), Ok(()));
         let bad = [
@@ -1145,10 +1211,10 @@ mod tests {
             },
         ];
         for (i, c) in bad.iter().enumerate() {
-            let e = c.validate().expect_err("refused");
+            let e = c.validate().expect_err("refused").to_string();
             assert!(!e.is_empty(), "{i}");
         }
-        let e = bad[0].validate().unwrap_err();
+        let e = bad[0].validate().unwrap_err().to_string();
         assert!(e.contains("request_timeout_ms"), "{e}");
     }
 }

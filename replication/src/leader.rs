@@ -218,6 +218,10 @@ impl LeaderState {
             }
             hw = hw.min(end);
         }
+        assert!(
+            hw <= leader_durable_end,
+            "high watermark {hw} beyond the leader's durable end {leader_durable_end}"
+        );
         Some(hw)
     }
 

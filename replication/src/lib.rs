@@ -20,5 +20,7 @@ pub mod follower;
 pub mod leader;
 pub mod partition;
 
-pub use follower::{FetcherConfig, Fetchers, Followed, FollowerStatus, LeaderAddr};
+pub use follower::{
+    FetcherConfig, FetcherConfigError, Fetchers, Followed, FollowerStatus, LeaderAddr,
+};
 pub use leader::{Broker, FetchRefused, FollowerProgress, IsrChange, LeaderState};

@@ -6,6 +6,8 @@
 //! epoch (every (re)assignment starts in [`Phase::Truncate`]); a paused partition resumes
 //! no later than its `until_ms`; a truncation never goes above the follower's own end.
 
+use sluice_engine::{LeaderEpoch, Offset};
+
 /// Kafka error codes a follower interprets in a leader's answers.
 pub mod code {
     pub const NONE: i16 = 0;
@@ -65,7 +67,10 @@ pub enum Answer {
     /// No error: append the records (if any).
     Data,
     /// Fetch v12+: the leader found the follower's log diverging; where the epoch ended.
-    Diverging { epoch: i32, end_offset: i64 },
+    Diverging {
+        epoch: LeaderEpoch,
+        end_offset: Offset,
+    },
     /// The fetch offset is outside the leader's log.
     OutOfRange,
     /// The leader does not lead at this epoch (FENCED_LEADER_EPOCH, UNKNOWN_LEADER_EPOCH,
@@ -80,8 +85,8 @@ pub enum Answer {
 pub fn classify(error_code: i16, diverging: (i32, i64)) -> Answer {
     match error_code {
         code::NONE if diverging.0 >= 0 && diverging.1 >= 0 => Answer::Diverging {
-            epoch: diverging.0,
-            end_offset: diverging.1,
+            epoch: LeaderEpoch(diverging.0),
+            end_offset: Offset(diverging.1),
         },
         code::NONE => Answer::Data,
         code::OFFSET_OUT_OF_RANGE => Answer::OutOfRange,
@@ -96,19 +101,19 @@ pub fn classify(error_code: i16, diverging: (i32, i64)) -> Answer {
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Truncation {
     /// Truncate here; the log agrees with the leader below it: fetch next.
-    Done(i64),
+    Done(Offset),
     /// Truncate here, then ask again with the (now older) latest epoch: the follower does
     /// not have the epoch the leader answered with.
-    Again(i64),
+    Again(Offset),
 }
 
 /// The follower's side of a truncation decision.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct OwnLog {
     /// The epoch the follower asked about (its latest).
-    pub asked_epoch: i32,
-    pub end: i64,
-    pub high_watermark: i64,
+    pub asked_epoch: LeaderEpoch,
+    pub end: Offset,
+    pub high_watermark: Offset,
 }
 
 /// Kafka's `getOffsetTruncationState`: the leader answered that its epoch
@@ -118,16 +123,17 @@ pub struct OwnLog {
 /// held; one without an epoch (-1 epoch, or a newer epoch than asked, which a correct
 /// leader never sends) to the leader's end.
 pub fn truncation_point(
-    leader_epoch: i32,
-    leader_end: i64,
+    leader_epoch: LeaderEpoch,
+    leader_end: Offset,
     own: OwnLog,
-    own_end_for: impl FnOnce(i32) -> Option<(i32, i64)>,
+    own_end_for: impl FnOnce(LeaderEpoch) -> Option<(LeaderEpoch, Offset)>,
 ) -> Truncation {
     let own_end = own.end;
-    if leader_end < 0 {
-        return Truncation::Done(own.high_watermark.clamp(0, own_end.max(0)));
+    if leader_end < Offset::ZERO {
+        let top = own_end.max(Offset::ZERO);
+        return Truncation::Done(own.high_watermark.clamp(Offset::ZERO, top));
     }
-    if leader_epoch < 0 || leader_epoch > own.asked_epoch {
+    if leader_epoch < LeaderEpoch(0) || leader_epoch > own.asked_epoch {
         return Truncation::Done(leader_end.min(own_end));
     }
     match own_end_for(leader_epoch) {
@@ -141,20 +147,24 @@ pub fn truncation_point(
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum OutOfRangeAction {
     /// The follower's end is below the leader's log start: restart the log empty there.
-    ResetTo(i64),
+    ResetTo(Offset),
     /// The follower's end is beyond the leader's end: cut back to it.
-    TruncateTo(i64),
+    TruncateTo(Offset),
     /// Inside the range after all (the leader's log moved meanwhile): fetch again.
     Fetch,
 }
 
 /// Kafka's `handleOutOfRangeError` for a follower whose log ends at `own_end`, against
 /// the leader's `[leader_start, leader_end]`.
-pub fn out_of_range_action(own_end: i64, leader_start: i64, leader_end: i64) -> OutOfRangeAction {
+pub fn out_of_range_action(
+    own_end: Offset,
+    leader_start: Offset,
+    leader_end: Offset,
+) -> OutOfRangeAction {
     if own_end < leader_start {
         OutOfRangeAction::ResetTo(leader_start)
     } else if own_end > leader_end {
-        OutOfRangeAction::TruncateTo(leader_end.max(0))
+        OutOfRangeAction::TruncateTo(leader_end.max(Offset::ZERO))
     } else {
         OutOfRangeAction::Fetch
     }
@@ -165,18 +175,22 @@ pub fn out_of_range_action(own_end: i64, leader_start: i64, leader_end: i64) -> 
 /// happens when the leader's log start fell inside a batch (DeleteRecords). The log
 /// restarts at that batch's base; `None` when the refusal stands.
 pub fn restart_inside_first_batch(
-    log_start: i64,
-    log_end: i64,
-    first_base: i64,
-    first_last: i64,
-) -> Option<i64> {
+    log_start: Offset,
+    log_end: Offset,
+    first_base: Offset,
+    first_last: Offset,
+) -> Option<Offset> {
     (log_start == log_end && first_base < log_end && first_last >= log_end).then_some(first_base)
 }
 
 /// The log start a follower takes from the leader's answer: the leader's when it moved
 /// past the follower's own (retention, DeleteRecords) and lies within what the follower
 /// has written.
-pub fn log_start_to_follow(own_start: i64, own_written_end: i64, leader_start: i64) -> Option<i64> {
+pub fn log_start_to_follow(
+    own_start: Offset,
+    own_written_end: Offset,
+    leader_start: Offset,
+) -> Option<Offset> {
     (leader_start > own_start && leader_start <= own_written_end).then_some(leader_start)
 }
 
@@ -209,6 +223,14 @@ pub fn whole_batches_len(records: &[u8]) -> usize {
 mod tests {
     use super::*;
 
+    fn o(n: i64) -> Offset {
+        Offset(n)
+    }
+
+    fn e(n: i32) -> LeaderEpoch {
+        LeaderEpoch(n)
+    }
+
     #[test]
     fn pauses_run_out_into_what_follows() {
         let p = Phase::Paused {
@@ -231,8 +253,8 @@ mod tests {
         assert_eq!(
             classify(0, (3, 120)),
             Answer::Diverging {
-                epoch: 3,
-                end_offset: 120
+                epoch: e(3),
+                end_offset: o(120)
             }
         );
         assert_eq!(classify(1, (-1, -1)), Answer::OutOfRange);
@@ -244,73 +266,94 @@ mod tests {
     }
 
     /// The follower's epochs: 1 from 0, 2 from 10, 4 from 20; log end 30.
-    fn own(epoch: i32) -> Option<(i32, i64)> {
+    fn own(epoch: LeaderEpoch) -> Option<(LeaderEpoch, Offset)> {
         let starts = [(1, 0), (2, 10), (4, 20)];
-        let i = starts.iter().rposition(|(e, _)| *e <= epoch)?;
+        let i = starts.iter().rposition(|(e, _)| *e <= epoch.0)?;
         let end = starts.get(i + 1).map_or(30, |(_, s)| *s);
-        Some((starts[i].0, end))
+        Some((e(starts[i].0), o(end)))
+    }
+
+    fn point(
+        epoch: i32,
+        end: i64,
+        own_log: OwnLog,
+        own_end_for: impl FnOnce(LeaderEpoch) -> Option<(LeaderEpoch, Offset)>,
+    ) -> Truncation {
+        truncation_point(e(epoch), o(end), own_log, own_end_for)
     }
 
     #[test]
     fn truncation_follows_kafkas_rules() {
         let at = |hw| OwnLog {
-            asked_epoch: 4,
-            end: 30,
-            high_watermark: hw,
+            asked_epoch: e(4),
+            end: o(30),
+            high_watermark: o(hw),
         };
         // Same latest epoch, leader longer: nothing to cut.
-        assert_eq!(truncation_point(4, 50, at(0), own), Truncation::Done(30));
+        assert_eq!(point(4, 50, at(0), own), Truncation::Done(o(30)));
         // Same epoch, leader ended it earlier: cut to the leader's end.
-        assert_eq!(truncation_point(4, 25, at(0), own), Truncation::Done(25));
+        assert_eq!(point(4, 25, at(0), own), Truncation::Done(o(25)));
         // The leader's epoch 2 ended at 12, ours at 20: cut to 12, done.
-        assert_eq!(truncation_point(2, 12, at(0), own), Truncation::Done(12));
+        assert_eq!(point(2, 12, at(0), own), Truncation::Done(o(12)));
         // The leader answers epoch 3, which we never had: cut to where our largest epoch
         // below it (2) ended, then ask again.
-        assert_eq!(truncation_point(3, 15, at(0), own), Truncation::Again(20));
+        assert_eq!(point(3, 15, at(0), own), Truncation::Again(o(20)));
         // We know no epoch that old: the leader's end.
-        assert_eq!(truncation_point(0, 5, at(0), |_| None), Truncation::Done(5));
+        assert_eq!(point(0, 5, at(0), |_| None), Truncation::Done(o(5)));
         // Undefined answers.
-        assert_eq!(truncation_point(-1, -1, at(7), own), Truncation::Done(7));
-        assert_eq!(truncation_point(-1, -1, at(70), own), Truncation::Done(30));
-        assert_eq!(truncation_point(-1, 9, at(0), own), Truncation::Done(9));
+        assert_eq!(point(-1, -1, at(7), own), Truncation::Done(o(7)));
+        assert_eq!(point(-1, -1, at(70), own), Truncation::Done(o(30)));
+        assert_eq!(point(-1, 9, at(0), own), Truncation::Done(o(9)));
         // An epoch newer than asked is not believed; never above the follower's end.
-        assert_eq!(truncation_point(9, 100, at(0), own), Truncation::Done(30));
-        assert_eq!(truncation_point(9, 10, at(0), own), Truncation::Done(10));
+        assert_eq!(point(9, 100, at(0), own), Truncation::Done(o(30)));
+        assert_eq!(point(9, 10, at(0), own), Truncation::Done(o(10)));
     }
 
     #[test]
     fn out_of_range_resets_below_the_start_and_truncates_beyond_the_end() {
         assert_eq!(
-            out_of_range_action(5, 100, 200),
-            OutOfRangeAction::ResetTo(100)
+            out_of_range_action(o(5), o(100), o(200)),
+            OutOfRangeAction::ResetTo(o(100))
         );
         assert_eq!(
-            out_of_range_action(250, 100, 200),
-            OutOfRangeAction::TruncateTo(200)
+            out_of_range_action(o(250), o(100), o(200)),
+            OutOfRangeAction::TruncateTo(o(200))
         );
-        assert_eq!(out_of_range_action(150, 100, 200), OutOfRangeAction::Fetch);
+        assert_eq!(
+            out_of_range_action(o(150), o(100), o(200)),
+            OutOfRangeAction::Fetch
+        );
     }
 
     #[test]
     fn an_empty_log_restarts_inside_the_leaders_first_batch() {
         // Leader start 1200 inside batch 1190..=1209; the follower reset to 1200.
         assert_eq!(
-            restart_inside_first_batch(1200, 1200, 1190, 1209),
-            Some(1190)
+            restart_inside_first_batch(o(1200), o(1200), o(1190), o(1209)),
+            Some(o(1190))
         );
         // Not empty, or the batch ends before the log end, or starts at it: refused.
-        assert_eq!(restart_inside_first_batch(0, 1200, 1190, 1209), None);
-        assert_eq!(restart_inside_first_batch(1200, 1200, 1190, 1199), None);
-        assert_eq!(restart_inside_first_batch(1200, 1200, 1200, 1209), None);
+        assert_eq!(
+            restart_inside_first_batch(o(0), o(1200), o(1190), o(1209)),
+            None
+        );
+        assert_eq!(
+            restart_inside_first_batch(o(1200), o(1200), o(1190), o(1199)),
+            None
+        );
+        assert_eq!(
+            restart_inside_first_batch(o(1200), o(1200), o(1200), o(1209)),
+            None
+        );
     }
 
     #[test]
     fn the_log_start_follows_the_leaders_within_what_is_written() {
-        assert_eq!(log_start_to_follow(0, 500, 300), Some(300));
-        assert_eq!(log_start_to_follow(0, 500, 500), Some(500));
-        assert_eq!(log_start_to_follow(0, 500, 501), None);
-        assert_eq!(log_start_to_follow(300, 500, 300), None);
-        assert_eq!(log_start_to_follow(300, 500, 100), None);
+        assert_eq!(log_start_to_follow(o(0), o(500), o(300)), Some(o(300)));
+        assert_eq!(log_start_to_follow(o(0), o(500), o(500)), Some(o(500)));
+        assert_eq!(log_start_to_follow(o(0), o(500), o(501)), None);
+        assert_eq!(log_start_to_follow(o(300), o(500), o(300)), None);
+        assert_eq!(log_start_to_follow(o(300), o(500), o(100)), None);
     }
 
     #[test]
@@ -349,15 +392,15 @@ mod tests {
     /// OffsetForLeaderEpoch against a model log, as the engine's epoch cache answers: the
     /// largest epoch ≤ `epoch` it holds and where that epoch ended; an epoch older than
     /// all it holds ended where its log begins.
-    fn model_end_for(log: &ModelLog, epoch: i32) -> Option<(i32, i64)> {
+    fn model_end_for(log: &ModelLog, epoch: LeaderEpoch) -> Option<(LeaderEpoch, Offset)> {
         if log.is_empty() {
             return None;
         }
-        let Some(held) = log.iter().copied().filter(|e| *e <= epoch).max() else {
-            return Some((epoch, 0));
+        let Some(held) = log.iter().copied().filter(|e| *e <= epoch.0).max() else {
+            return Some((epoch, o(0)));
         };
         let end = log.iter().position(|e| *e > held).unwrap_or(log.len());
-        Some((held, end as i64))
+        Some((e(held), o(end as i64)))
     }
 
     /// Two replicas taking turns leading: each new epoch's leader appends `runs[i].1`
@@ -405,13 +448,13 @@ mod tests {
             while let Some(&asked) = follower.last() {
                 rounds += 1;
                 proptest::prop_assert!(rounds <= 64, "no convergence: {leader:?} {follower:?}");
-                let (epoch, end) = model_end_for(&leader, asked).unwrap_or((-1, -1));
-                let own = OwnLog { asked_epoch: asked, end: follower.len() as i64, high_watermark: 0 };
+                let (epoch, end) = model_end_for(&leader, e(asked)).unwrap_or((e(-1), o(-1)));
+                let own = OwnLog { asked_epoch: e(asked), end: o(follower.len() as i64), high_watermark: o(0) };
                 let snapshot = follower.clone();
                 let t = truncation_point(epoch, end, own, |e| model_end_for(&snapshot, e));
                 let (Truncation::Done(to) | Truncation::Again(to)) = t;
-                proptest::prop_assert!(to >= 0 && to <= follower.len() as i64);
-                follower.truncate(to as usize);
+                proptest::prop_assert!(to.0 >= 0 && to.0 <= follower.len() as i64);
+                follower.truncate(to.0 as usize);
                 if let Truncation::Done(_) = t {
                     break;
                 }

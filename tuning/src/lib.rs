@@ -31,6 +31,8 @@ pub use apply::{Action, Outcome};
 pub use check::{Check, Report, Severity, Status};
 pub use checks::{run_all, CheckContext, Identity, Limit, Rlimits};
 pub use cpuset::{CpuListError, CpuSet};
-pub use placement::{resolve, CoreSpec, HostCpus, Placement, PlacementConfig, PlacementError};
+pub use placement::{
+    resolve, CoreSpec, CoreSpecError, HostCpus, Placement, PlacementConfig, PlacementError,
+};
 pub use profile::{Profile, ProfileError};
 pub use sysroot::SysRoot;

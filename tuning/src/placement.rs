@@ -33,26 +33,33 @@ impl CoreSpec {
     }
 
     /// The TOML forms: a string (`"all"`, `"2-15"`) or an integer (a count).
-    pub fn from_toml(value: &toml::Value) -> Result<CoreSpec, String> {
+    pub fn from_toml(value: &toml::Value) -> Result<CoreSpec, CoreSpecError> {
         match value {
             toml::Value::Integer(n) => CoreSpec::count(*n),
-            toml::Value::String(s) => CoreSpec::parse(s).map_err(|e| e.to_string()),
-            other => Err(format!(
-                "{other} is not \"all\", a core count or a CPU list such as \"2-15\""
-            )),
+            toml::Value::String(s) => Ok(CoreSpec::parse(s)?),
+            other => Err(CoreSpecError::NotASpec(other.to_string())),
         }
     }
 
     /// A core count; zero and more than `CPU_MAX + 1` are refused.
-    pub fn count(n: i64) -> Result<CoreSpec, String> {
+    pub fn count(n: i64) -> Result<CoreSpec, CoreSpecError> {
         match usize::try_from(n) {
             Ok(n) if (1..=CPU_MAX + 1).contains(&n) => Ok(CoreSpec::Count(n)),
-            _ => Err(format!(
-                "a core count must be between 1 and {}, not {n}",
-                CPU_MAX + 1
-            )),
+            _ => Err(CoreSpecError::Count(n)),
         }
     }
+}
+
+/// Why a `cores` setting is refused.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum CoreSpecError {
+    #[error("a core count must be between 1 and {max}, not {0}", max = CPU_MAX + 1)]
+    Count(i64),
+    #[error(transparent)]
+    List(#[from] CpuListError),
+    /// A TOML value of another kind (shown as TOML writes it).
+    #[error("{0} is not \"all\", a core count or a CPU list such as \"2-15\"")]
+    NotASpec(String),
 }
 
 impl fmt::Display for CoreSpec {
@@ -246,7 +253,7 @@ mod tests {
 
     fn run(cores: &str, reserved: &str, pinned: bool, h: &HostCpus) -> Result<String, String> {
         let spec = match cores.parse::<i64>() {
-            Ok(n) => CoreSpec::count(n)?,
+            Ok(n) => CoreSpec::count(n).map_err(|e| e.to_string())?,
             Err(_) => CoreSpec::parse(cores).map_err(|e| e.to_string())?,
         };
         let reserved = if reserved.is_empty() {
@@ -338,14 +345,22 @@ mod tests {
         assert_eq!(spec("cores = \"all\""), Ok(CoreSpec::All));
         assert_eq!(spec("cores = \"1,3,5-7\"").unwrap().to_string(), "1,3,5-7");
         assert_eq!(spec("cores = \"4\"").unwrap().to_string(), "4");
-        assert!(spec("cores = 0").unwrap_err().contains("between 1 and"));
+        assert!(spec("cores = 0")
+            .unwrap_err()
+            .to_string()
+            .contains("between 1 and"));
         assert!(spec("cores = -1").is_err());
-        assert!(spec("cores = \"7-2\"").unwrap_err().contains("backwards"));
+        assert!(spec("cores = \"7-2\"")
+            .unwrap_err()
+            .to_string()
+            .contains("backwards"));
         assert!(spec("cores = \"x\"")
             .unwrap_err()
+            .to_string()
             .contains("not a CPU number"));
         assert!(spec("cores = 1.5")
             .unwrap_err()
+            .to_string()
             .contains("1.5 is not \"all\""));
     }
 }

@@ -8,7 +8,7 @@ use std::rc::Rc;
 use kafka_protocol::messages::find_coordinator_response::Coordinator;
 use kafka_protocol::messages::{ApiKey, BrokerId, FindCoordinatorRequest, FindCoordinatorResponse};
 use kafka_protocol::protocol::StrBytes;
-use sluice_control::PartitionIndex;
+use sluice_control::PartitionId;
 
 use super::ApiSpec;
 use crate::errors::code;
@@ -34,7 +34,7 @@ fn coordinator(shard: &Shard, key: &str, key_type: i8) -> Result<(i32, String, i
     let image = shard.cluster.image();
     let leader = image
         .topic_by_name(OFFSETS_TOPIC)
-        .and_then(|t| t.partitions.get(&PartitionIndex(partition)))
+        .and_then(|t| t.partitions.get(&PartitionId(partition)))
         .and_then(|p| p.leader)
         .ok_or(code::COORDINATOR_NOT_AVAILABLE)?;
     let broker = image

@@ -1,0 +1,231 @@
+//! The records a topic or config change proposes: pure functions of the image and the
+//! request.
+
+use std::collections::BTreeMap;
+
+use super::handle::refuse;
+use super::PARTITIONS_PER_TOPIC_MAX;
+use crate::image::MetadataImage;
+use crate::placement::{add_partitions_records, create_topic_record};
+use crate::records::{ConfigResource, Record};
+use crate::rpc::{ErrorKind, Reply};
+use crate::types::TopicId;
+
+/// The records that take `topic`'s configs from what `image` holds to what a SetConfigs
+/// asks: each key that changes, plus (with `replace`) the removal of every key not named.
+pub(super) fn config_records(
+    image: &MetadataImage,
+    topic: &str,
+    configs: Vec<(String, Option<String>)>,
+    replace: bool,
+) -> Vec<Record> {
+    let current = image
+        .configs_of(ConfigResource::Topic, topic)
+        .cloned()
+        .unwrap_or_default();
+    let mut changes: BTreeMap<String, Option<String>> = BTreeMap::new();
+    if replace {
+        for key in current.keys() {
+            changes.insert(key.clone(), None);
+        }
+    }
+    changes.extend(configs);
+    changes
+        .into_iter()
+        .filter(|(key, value)| current.get(key) != value.as_ref())
+        .map(|(key, value)| Record::ConfigChange {
+            resource: ConfigResource::Topic,
+            resource_name: topic.to_string(),
+            key,
+            value,
+        })
+        .collect()
+}
+
+/// A topic to create, as asked.
+pub(super) struct TopicSpec<'a> {
+    pub(super) name: &'a str,
+    pub(super) partitions: i32,
+    pub(super) replication_factor: i16,
+    pub(super) configs: &'a [(String, String)],
+    pub(super) topic_id: Option<TopicId>,
+}
+
+pub(super) fn create_topic_records(
+    image: &MetadataImage,
+    spec: &TopicSpec<'_>,
+) -> Result<Vec<Record>, Reply> {
+    let name = spec.name;
+    if name.is_empty() || name.len() > 249 {
+        return Err(refuse(
+            ErrorKind::InvalidTopic,
+            format!("bad topic name {name:?}"),
+        ));
+    }
+    if image.topic_by_name(name).is_some() {
+        return Err(refuse(
+            ErrorKind::TopicExists,
+            format!("topic {name} already exists"),
+        ));
+    }
+    if !(1..=PARTITIONS_PER_TOPIC_MAX).contains(&spec.partitions) {
+        return Err(refuse(
+            ErrorKind::InvalidPartitions,
+            format!(
+                "partition count {} is not within 1..={PARTITIONS_PER_TOPIC_MAX}",
+                spec.partitions
+            ),
+        ));
+    }
+    if spec.replication_factor < 1 {
+        return Err(refuse(
+            ErrorKind::InvalidReplicationFactor,
+            format!("replication factor {} is below 1", spec.replication_factor),
+        ));
+    }
+    let id = spec.topic_id.unwrap_or_else(|| new_topic_id(image, name));
+    let create = create_topic_record(
+        image,
+        name,
+        id,
+        spec.partitions as usize,
+        spec.replication_factor as usize,
+    )
+    .map_err(|e| refuse(ErrorKind::InvalidReplicationFactor, e.to_string()))?;
+    let mut records = vec![create];
+    records.extend(spec.configs.iter().map(|(k, v)| Record::ConfigChange {
+        resource: ConfigResource::Topic,
+        resource_name: name.to_owned(),
+        key: k.clone(),
+        value: Some(v.clone()),
+    }));
+    Ok(records)
+}
+
+pub(super) fn add_partitions(
+    image: &MetadataImage,
+    name: &str,
+    count: i32,
+) -> Result<Vec<Record>, Reply> {
+    let Some(topic) = image.topic_by_name(name) else {
+        return Err(unknown_topic(name));
+    };
+    let current = topic.partitions.len();
+    if count <= current as i32 || count > PARTITIONS_PER_TOPIC_MAX {
+        return Err(refuse(
+            ErrorKind::InvalidPartitions,
+            format!("topic {name} has {current} partitions; {count} is not more (or is above {PARTITIONS_PER_TOPIC_MAX})"),
+        ));
+    }
+    add_partitions_records(image, topic, count as usize)
+        .map_err(|e| refuse(ErrorKind::InvalidReplicationFactor, e.to_string()))
+}
+
+/// The refusal for a topic the image does not have.
+pub(super) fn unknown_topic(name: &str) -> Reply {
+    refuse(
+        ErrorKind::UnknownTopic,
+        format!("topic {name} does not exist"),
+    )
+}
+
+/// A fresh topic id: a hash of the name, the clock and the process's random hasher keys,
+/// never 0 and never one the image already has.
+pub(super) fn new_topic_id(image: &MetadataImage, name: &str) -> TopicId {
+    use std::hash::{BuildHasher, Hasher};
+    let keys = std::collections::hash_map::RandomState::new();
+    let nanos = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_nanos())
+        .unwrap_or(0);
+    let mut salt = 0u64;
+    loop {
+        let half = |k: u64| {
+            let mut h = keys.build_hasher();
+            h.write(name.as_bytes());
+            h.write_u128(nanos);
+            h.write_u64(k);
+            h.write_u64(salt);
+            h.finish() as u128
+        };
+        let id = TopicId((half(1) << 64) | half(2));
+        if id.0 != 0 && image.topic(id).is_none() {
+            return id;
+        }
+        salt += 1;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::records::PartitionAssignment;
+    use crate::types::{BrokerEpoch, BrokerId, LeaderEpoch, MetadataOffset, PartitionId, TopicId};
+
+    fn image_with_configs(configs: &[(&str, &str)]) -> MetadataImage {
+        let mut records = vec![
+            Record::RegisterBroker {
+                broker: BrokerId(1),
+                epoch: BrokerEpoch(1),
+                rack: None,
+                listeners: vec![],
+            },
+            Record::CreateTopic {
+                name: "t".into(),
+                topic_id: TopicId(7),
+                partitions: vec![PartitionAssignment {
+                    partition: PartitionId(0),
+                    replicas: vec![BrokerId(1)],
+                    leader: Some(BrokerId(1)),
+                    leader_epoch: LeaderEpoch(0),
+                    isr: vec![BrokerId(1)],
+                }],
+            },
+        ];
+        records.extend(configs.iter().map(|(k, v)| Record::ConfigChange {
+            resource: ConfigResource::Topic,
+            resource_name: "t".into(),
+            key: (*k).into(),
+            value: Some((*v).into()),
+        }));
+        let mut image = MetadataImage::empty();
+        for (i, r) in records.iter().enumerate() {
+            image = image.apply(MetadataOffset(i as u64 + 1), r).unwrap();
+        }
+        image
+    }
+
+    fn keys(records: &[Record]) -> Vec<(String, Option<String>)> {
+        records
+            .iter()
+            .map(|r| match r {
+                Record::ConfigChange { key, value, .. } => (key.clone(), value.clone()),
+                other => panic!("not a config change: {other:?}"),
+            })
+            .collect()
+    }
+
+    #[test]
+    fn a_replace_removes_the_keys_it_does_not_name_and_skips_unchanged_ones() {
+        let image = image_with_configs(&[("retention.ms", "1"), ("segment.bytes", "2")]);
+        let asked = vec![
+            ("segment.bytes".to_string(), Some("2".to_string())),
+            ("cleanup.policy".to_string(), Some("delete".to_string())),
+        ];
+        assert_eq!(
+            keys(&config_records(&image, "t", asked.clone(), true)),
+            [
+                ("cleanup.policy".to_string(), Some("delete".to_string())),
+                ("retention.ms".to_string(), None),
+            ]
+        );
+        // Without replace only the named keys change.
+        assert_eq!(
+            keys(&config_records(&image, "t", asked, false)),
+            [("cleanup.policy".to_string(), Some("delete".to_string()))]
+        );
+        // Removing a key that is not set changes nothing.
+        let none = vec![("flush.ms".to_string(), None)];
+        assert!(config_records(&image, "t", none, false).is_empty());
+    }
+}
