@@ -323,6 +323,18 @@ impl Groups {
         part.offsets.clear();
     }
 
+    /// A group's membership record as it is now (generation, members, assignments), to
+    /// be made durable before SyncGroup answers; `None` if the group is not here.
+    pub fn membership_record(&self, group_id: &str) -> Result<Option<OffsetsRecords>, i16> {
+        let part = self.part(group_id)?;
+        Ok(part.groups.get(group_id).map(|g| {
+            vec![(
+                records::group_key(group_id),
+                Some(records::group_value(&g.snapshot())),
+            )]
+        }))
+    }
+
     /// Registers a JoinGroup.
     pub fn join(&self, req: JoinRequest) -> Result<JoinReply, i16> {
         if req.group_id.is_empty() {
