@@ -16,8 +16,10 @@
 //!   finish out of order never let an older commit overwrite a newer one.
 //! - Until its partition is loaded, a group's requests get COORDINATOR_LOAD_IN_PROGRESS
 //!   (clients retry); nothing answers from a half-loaded partition.
-//! - Group metadata (members, generation, assignments) is recorded after each completed
-//!   rebalance and when a group empties, within one sweep interval; after a restart the
+//! - Group metadata (members, generation, assignments) is durable before SyncGroup
+//!   answers (a coordinator taking over restores the generation the members hold, so
+//!   their commits are accepted), and is recorded by the sweep when membership changes
+//!   otherwise (a group empties), within one sweep interval; after a restart the
 //!   members find their generation and assignment again (static members keep them).
 //! - Offsets of a group without members expire `offsets_retention_ms` after the later of
 //!   their commit and the group emptying (KIP-211); expiry and deletion write
