@@ -16,8 +16,10 @@
 //!   finish out of order never let an older commit overwrite a newer one.
 //! - Until its partition is loaded, a group's requests get COORDINATOR_LOAD_IN_PROGRESS
 //!   (clients retry); nothing answers from a half-loaded partition.
-//! - Group metadata (members, generation, assignments) is recorded after each completed
-//!   rebalance and when a group empties, within one sweep interval; after a restart the
+//! - Group metadata (members, generation, assignments) is durable before SyncGroup
+//!   answers (a coordinator taking over restores the generation the members hold, so
+//!   their commits are accepted), and is recorded by the sweep when membership changes
+//!   otherwise (a group empties), within one sweep interval; after a restart the
 //!   members find their generation and assignment again (static members keep them).
 //! - Offsets of a group without members expire `offsets_retention_ms` after the later of
 //!   their commit and the group emptying (KIP-211); expiry and deletion write
@@ -321,6 +323,18 @@ impl Groups {
         self.offsets_count.fetch_sub(offsets, Ordering::Relaxed);
         part.groups.clear();
         part.offsets.clear();
+    }
+
+    /// A group's membership record as it is now (generation, members, assignments), to
+    /// be made durable before SyncGroup answers; `None` if the group is not here.
+    pub fn membership_record(&self, group_id: &str) -> Result<Option<OffsetsRecords>, i16> {
+        let part = self.part(group_id)?;
+        Ok(part.groups.get(group_id).map(|g| {
+            vec![(
+                records::group_key(group_id),
+                Some(records::group_value(&g.snapshot())),
+            )]
+        }))
     }
 
     /// Registers a JoinGroup.

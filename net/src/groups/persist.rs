@@ -80,6 +80,22 @@ pub async fn append(
     }
 }
 
+/// Makes a group's membership durable before SyncGroup answers, as Kafka stores the
+/// group then: a coordinator that takes the partition over after the answer restores the
+/// generation and assignments the members hold, so their heartbeats and commits (the last
+/// one before a member hands its partitions over included) are accepted. Without it, a
+/// coordinator lost within a sweep interval of a rebalance forgot the generation: commits
+/// were refused (ILLEGAL_GENERATION) and a partition's next owner started from an older
+/// commit, or with none yet from `auto.offset.reset` (the log end: a skip).
+pub async fn store_membership(shard: &Rc<Shard>, group_id: &str) -> Result<(), i16> {
+    let Some(recs) = shard.groups.membership_record(group_id)? else {
+        return Ok(());
+    };
+    append(shard, shard.groups.partition_of(group_id), &recs)
+        .await
+        .map(|_| ())
+}
+
 /// Reads an offsets partition this shard owns from its start.
 async fn load(shard: &Rc<Shard>, partition: usize) -> Result<Loaded, String> {
     let tp = offsets_tp(partition);

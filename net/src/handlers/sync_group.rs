@@ -8,6 +8,7 @@ use kafka_protocol::protocol::StrBytes;
 use super::ApiSpec;
 use crate::errors::code;
 use crate::frame::{decode_body, encode_response, FrameError, Request, ResponseFrame};
+use crate::groups::persist;
 use crate::shard::Shard;
 
 pub const SPEC: ApiSpec = ApiSpec {
@@ -33,6 +34,13 @@ pub async fn handle(shard: &Rc<Shard>, req: &Request) -> Result<ResponseFrame, F
         Ok(Ok(o)) => Ok(o),
         Ok(Err(rx)) => shard.group_answer(rx, code::REBALANCE_IN_PROGRESS).await,
         Err(e) => Err(e),
+    };
+    // Answered once the membership it hands out is durable (see `store_membership`).
+    let outcome = match outcome {
+        Ok(o) if o.error == code::NONE => persist::store_membership(shard, &body.group_id.0)
+            .await
+            .map(|()| o),
+        other => other,
     };
     let resp = match outcome {
         Ok(o) => SyncGroupResponse::default()
