@@ -90,6 +90,22 @@ pub fn temp_dir(default: &str) -> tempfile::TempDir {
     tempfile::tempdir_in(bench_dir(default)).expect("bench dir")
 }
 
+/// Runs `sample` `iters` times, each with a fresh [`temp_dir`] (removed after it), and
+/// returns the sum of the durations it measured: criterion's `iter_custom` for
+/// benchmarks whose every sample needs its own files.
+pub fn sum_of_samples(
+    iters: u64,
+    default: &str,
+    mut sample: impl FnMut(&std::path::Path) -> Duration,
+) -> Duration {
+    let mut total = Duration::ZERO;
+    for _ in 0..iters {
+        let dir = temp_dir(default);
+        total += sample(dir.path());
+    }
+    total
+}
+
 /// Runs `f` on a fresh glommio executor at `placement` with 64 MiB of io_uring buffers.
 pub fn on_executor<F, Fut, T>(placement: glommio::Placement, f: F) -> T
 where

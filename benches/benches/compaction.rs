@@ -11,7 +11,7 @@ use std::time::{Duration, Instant};
 use criterion::{criterion_group, Criterion, Throughput};
 use glommio::io::{DmaFile, OpenOptions};
 use glommio::Placement;
-use sluice_benches::{open_bench_log, print_summary, record, temp_dir};
+use sluice_benches::{open_bench_log, print_summary, record, sum_of_samples};
 use sluice_engine::batch::{BatchBuilder, Record};
 use sluice_engine::{CleanupPolicy, LeaderEpoch, LogConfig, LogManager, PartitionLog, ShardConfig};
 
@@ -32,8 +32,9 @@ where
     sluice_benches::on_executor(Placement::Unbound, f)
 }
 
-fn dir() -> tempfile::TempDir {
-    temp_dir(env!("CARGO_TARGET_TMPDIR"))
+/// [`sluice_benches::sum_of_samples`] in this bench's target temporary directory.
+fn samples(iters: u64, sample: impl FnMut(&Path) -> Duration) -> Duration {
+    sum_of_samples(iters, env!("CARGO_TARGET_TMPDIR"), sample)
 }
 
 async fn open(path: &Path) -> (LogManager, PartitionLog) {
@@ -144,10 +145,8 @@ fn bench_compaction(c: &mut Criterion) {
         let raw_name = format!("raw_read_write_{keys}_keys");
         g.bench_function(name.as_str(), |b| {
             b.iter_custom(|iters| {
-                let mut total = Duration::ZERO;
-                for _ in 0..iters {
-                    let d = dir();
-                    let path = d.path().to_path_buf();
+                samples(iters, |dir| {
+                    let path = dir.to_path_buf();
                     let p = path.clone();
                     on_executor(move || async move { fill(&p, keys).await });
                     let files = closed_segments(&path);
@@ -156,9 +155,8 @@ fn bench_compaction(c: &mut Criterion) {
                     let (t, before, after) = on_executor(move || compact_run(path));
                     record(&name, before, t);
                     println!("  {name}: {before} closed bytes -> {after}");
-                    total += t;
-                }
-                total
+                    t
+                })
             })
         });
     }

@@ -2,13 +2,14 @@
 //! and read throughput of 1 KiB records in 16 KiB batches, each next to a raw
 //! sequential `DmaFile` write of the same bytes (with fdatasync where the log syncs).
 
+use std::path::Path;
 use std::rc::Rc;
 use std::time::{Duration, Instant};
 
 use criterion::{criterion_group, Criterion, Throughput};
 use glommio::io::{DmaFile, OpenOptions};
 use glommio::Placement;
-use sluice_benches::{open_bench_log, print_summary, record, temp_dir};
+use sluice_benches::{open_bench_log, print_summary, record, sum_of_samples};
 use sluice_engine::batch::{BatchBuilder, Record};
 use sluice_engine::{
     FlushPolicy, LeaderEpoch, LogConfig, LogManager, Offset, PartitionLog, ReadLimits, ShardConfig,
@@ -46,8 +47,9 @@ where
     sluice_benches::on_executor(Placement::Fixed(0), f)
 }
 
-fn dir() -> tempfile::TempDir {
-    temp_dir(env!("CARGO_TARGET_TMPDIR"))
+/// [`sluice_benches::sum_of_samples`] in this bench's target temporary directory.
+fn samples(iters: u64, sample: impl FnMut(&Path) -> Duration) -> Duration {
+    sum_of_samples(iters, env!("CARGO_TARGET_TMPDIR"), sample)
 }
 
 /// Raw baseline: the same bytes written sequentially in `write_bytes` direct writes,
@@ -224,32 +226,26 @@ fn bench_append(c: &mut Criterion) {
     g.throughput(Throughput::Bytes(STREAM_BYTES));
     g.bench_function("raw_dma_write_1MiB", |b| {
         b.iter_custom(|iters| {
-            let mut total = Duration::ZERO;
-            for _ in 0..iters {
-                let d = dir();
-                let path = d.path().join("raw");
+            samples(iters, |dir| {
+                let path = dir.join("raw");
                 let t = on_executor(move || raw_write(path, STREAM_BYTES, CHUNK_BYTES, 0));
                 record("raw_dma_write_1MiB", STREAM_BYTES, t);
-                total += t;
-            }
-            total
+                t
+            })
         })
     });
     g.bench_function("log_append_no_fsync", |b| {
         b.iter_custom(|iters| {
-            let mut total = Duration::ZERO;
-            for _ in 0..iters {
-                let d = dir();
-                let path = d.path().to_path_buf();
+            samples(iters, |dir| {
+                let path = dir.to_path_buf();
                 let flush = FlushPolicy::Interval {
                     interval_ms: 1000,
                     bytes_max: 1 << 40,
                 };
                 let t = on_executor(move || append_run(path, STREAM_BYTES, 1, flush));
                 record("log_append_no_fsync", STREAM_BYTES, t);
-                total += t;
-            }
-            total
+                t
+            })
         })
     });
     g.finish();
@@ -263,32 +259,26 @@ fn bench_append(c: &mut Criterion) {
         let raw_name = format!("raw_write_fdatasync_x{appenders}");
         g.bench_function(raw_name.as_str(), |b| {
             b.iter_custom(|iters| {
-                let mut total = Duration::ZERO;
-                for _ in 0..iters {
-                    let d = dir();
-                    let path = d.path().join("raw");
+                samples(iters, |dir| {
+                    let path = dir.join("raw");
                     let write = batch().len().next_multiple_of(4096) * appenders;
                     let t = on_executor(move || raw_write(path, SYNC_BYTES, write, 1));
                     record(&raw_name, SYNC_BYTES, t);
-                    total += t;
-                }
-                total
+                    t
+                })
             })
         });
         let name = format!("log_append_fsync_x{appenders}");
         g.bench_function(name.as_str(), |b| {
             b.iter_custom(|iters| {
-                let mut total = Duration::ZERO;
-                for _ in 0..iters {
-                    let d = dir();
-                    let path = d.path().to_path_buf();
+                samples(iters, |dir| {
+                    let path = dir.to_path_buf();
                     let t = on_executor(move || {
                         append_run(path, SYNC_BYTES, appenders, FlushPolicy::Fsync)
                     });
                     record(&name, SYNC_BYTES, t);
-                    total += t;
-                }
-                total
+                    t
+                })
             })
         });
     }
@@ -303,16 +293,13 @@ fn bench_read(c: &mut Criterion) {
     g.throughput(Throughput::Bytes(STREAM_BYTES));
     g.bench_function("log_read_from_disk", |b| {
         b.iter_custom(|iters| {
-            let mut total = Duration::ZERO;
-            for _ in 0..iters {
-                let d = dir();
-                let path = d.path().to_path_buf();
+            samples(iters, |dir| {
+                let path = dir.to_path_buf();
                 let (t, bytes, raw) = on_executor(move || read_run(path, STREAM_BYTES));
                 record("log_read_from_disk", bytes, t);
                 record("raw_dma_read_1MiB", bytes, raw);
-                total += t;
-            }
-            total
+                t
+            })
         })
     });
     g.finish();

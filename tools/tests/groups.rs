@@ -167,14 +167,11 @@ fn two_members_split_partitions_and_one_takes_over_when_the_other_leaves() {
     let started = Instant::now();
     loop {
         let m = http_get(&b.admin_addr, "/metrics");
-        let value = |name: &str| -> u64 {
-            m.lines()
-                .find(|l| l.starts_with(name))
-                .and_then(|l| l.rsplit(' ').next()?.parse().ok())
-                .unwrap_or(0)
-        };
-        if value("sluice_groups{state=\"Stable\"}") == 1 && value("sluice_group_members ") == 1 {
-            assert!(value("sluice_group_rebalances_total") >= 3, "{m}");
+        let value = |name: &str, labels: &[&str]| common::metric(&m, name, labels).unwrap_or(0.0);
+        if value("sluice_groups", &["state=\"Stable\""]) == 1.0
+            && value("sluice_group_members", &[]) == 1.0
+        {
+            assert!(value("sluice_group_rebalances_total", &[]) >= 3.0, "{m}");
             break;
         }
         assert!(started.elapsed() < HANG_GUARD, "{m}");
