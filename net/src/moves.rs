@@ -283,18 +283,48 @@ fn check(reply: ShardReply) -> Result<(), MoveError> {
     }
 }
 
-/// One shard in the placement report.
-#[derive(Debug, Clone, Serialize, Default)]
-pub struct ShardReport {
-    pub shard: usize,
-    pub cpu: usize,
-    pub partitions: usize,
+/// Traffic of a partition, or summed over a shard's, in the placement report.
+#[derive(Debug, Clone, Copy, Serialize, Default, PartialEq, Eq)]
+pub struct TrafficReport {
     pub bytes_in_total: u64,
     pub bytes_out_total: u64,
     pub bytes_in_per_s: u64,
     pub bytes_out_per_s: u64,
     pub produce_requests_per_s: u64,
     pub fetch_requests_per_s: u64,
+}
+
+impl TrafficReport {
+    fn of(t: &crate::metrics::TrafficStat) -> TrafficReport {
+        TrafficReport {
+            bytes_in_total: t.bytes_in_total,
+            bytes_out_total: t.bytes_out_total,
+            bytes_in_per_s: t.bytes_in_per_s,
+            bytes_out_per_s: t.bytes_out_per_s,
+            produce_requests_per_s: t.produce_requests_per_s,
+            fetch_requests_per_s: t.fetch_requests_per_s,
+        }
+    }
+
+    fn add(&mut self, o: &TrafficReport) {
+        self.bytes_in_total += o.bytes_in_total;
+        self.bytes_out_total += o.bytes_out_total;
+        self.bytes_in_per_s += o.bytes_in_per_s;
+        self.bytes_out_per_s += o.bytes_out_per_s;
+        self.produce_requests_per_s += o.produce_requests_per_s;
+        self.fetch_requests_per_s += o.fetch_requests_per_s;
+    }
+}
+
+/// One shard in the placement report.
+#[derive(Debug, Clone, Serialize, Default)]
+pub struct ShardReport {
+    pub shard: usize,
+    pub cpu: usize,
+    pub partitions: usize,
+    /// Its partitions' traffic, summed (the JSON has the fields inline).
+    #[serde(flatten)]
+    pub traffic: TrafficReport,
 }
 
 /// One partition in the placement report.
@@ -305,12 +335,9 @@ pub struct PartitionReport {
     pub shard: usize,
     pub cpu: usize,
     pub moving: bool,
-    pub bytes_in_total: u64,
-    pub bytes_out_total: u64,
-    pub bytes_in_per_s: u64,
-    pub bytes_out_per_s: u64,
-    pub produce_requests_per_s: u64,
-    pub fetch_requests_per_s: u64,
+    /// The JSON has the fields inline.
+    #[serde(flatten)]
+    pub traffic: TrafficReport,
 }
 
 /// `GET /placement`: the partition → core map with traffic per partition and per core.
@@ -338,18 +365,13 @@ pub fn report() -> Option<PlacementReport> {
         .collect();
     let mut partitions = Vec::new();
     for (topic, partition, shard) in snap.entries() {
-        let t = stats
+        let traffic = stats
             .get(&(topic.clone(), partition))
-            .copied()
+            .map(TrafficReport::of)
             .unwrap_or_default();
         if let Some(s) = shards.get_mut(shard) {
             s.partitions += 1;
-            s.bytes_in_total += t.bytes_in_total;
-            s.bytes_out_total += t.bytes_out_total;
-            s.bytes_in_per_s += t.bytes_in_per_s;
-            s.bytes_out_per_s += t.bytes_out_per_s;
-            s.produce_requests_per_s += t.produce_requests_per_s;
-            s.fetch_requests_per_s += t.fetch_requests_per_s;
+            s.traffic.add(&traffic);
         }
         partitions.push(PartitionReport {
             moving: snap.is_moving(&topic, partition),
@@ -357,12 +379,7 @@ pub fn report() -> Option<PlacementReport> {
             topic,
             partition,
             shard,
-            bytes_in_total: t.bytes_in_total,
-            bytes_out_total: t.bytes_out_total,
-            bytes_in_per_s: t.bytes_in_per_s,
-            bytes_out_per_s: t.bytes_out_per_s,
-            produce_requests_per_s: t.produce_requests_per_s,
-            fetch_requests_per_s: t.fetch_requests_per_s,
+            traffic,
         });
     }
     Some(PlacementReport {
