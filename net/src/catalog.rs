@@ -5,10 +5,19 @@
 //! Control plane, shared by all shards behind one mutex (never held across an `.await`,
 //! never taken per record). Persisted as JSON in `<data-dir>/sluice-topics.json`, written
 //! to a temporary file, fsynced and renamed, so a crash leaves the old or the new catalog.
+//!
+//! What is written when: topic changes come from the control thread (`sync_from`) and at
+//! start-up, and are written before the mutex is released (off the request path; a
+//! shard's lookup may wait behind that write). Producer ids are handed out only below
+//! the end of a block already in the file (a restart starts past it, so no id is given
+//! twice); the next block is reserved on a shard's blocking thread when half the current
+//! one is used, so InitProducerId waits for a write only when a burst used the rest of a
+//! block first. Each write carries a sequence number, and one older than the file's is
+//! not written: the file never goes back.
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex};
 
 use serde::{Deserialize, Serialize};
 
@@ -58,6 +67,15 @@ struct CatalogData {
     producer_ids_reserved_end: i64,
     #[serde(skip)]
     producer_id_next: i64,
+    /// Ids below this are reserved in the file (`producer_ids_reserved_end` as written).
+    #[serde(skip)]
+    producer_ids_durable_end: i64,
+    /// A reservation of the next block is on its way to the file.
+    #[serde(skip)]
+    producer_ids_reserving: bool,
+    /// Sequence number of the last state serialized for the file.
+    #[serde(skip)]
+    write_seq: u64,
     /// Set once the topics are a copy of the metadata log's image (the controller owns
     /// them); a file without it predates the quorum and its topics are imported once.
     #[serde(default)]
@@ -75,12 +93,17 @@ pub enum TopicChange {
 
 /// Producer ids reserved (persisted) at a time, so most allocations do not write the file.
 const PRODUCER_ID_BLOCK: i64 = 1000;
+/// Reservations one InitProducerId makes at most before it gives up (each reserves a
+/// block, so more than one happens only when other shards take a block's ids meanwhile).
+const PRODUCER_ID_RESERVES_MAX: usize = 4;
 
 /// The shared topic catalog.
 #[derive(Debug)]
 pub struct Catalog {
     path: PathBuf,
     data: Mutex<CatalogData>,
+    /// Sequence number of the state in the file; held while writing (the write turn).
+    written_seq: Mutex<u64>,
     pub defaults: TopicDefaults,
 }
 
@@ -122,9 +145,11 @@ impl Catalog {
         };
         let mut data: CatalogData = data;
         data.producer_id_next = data.producer_ids_reserved_end;
+        data.producer_ids_durable_end = data.producer_ids_reserved_end;
         Ok(Catalog {
             path,
             data: Mutex::new(data),
+            written_seq: Mutex::new(0),
             defaults,
         })
     }
@@ -172,21 +197,81 @@ impl Catalog {
         if !same {
             data.topics = next;
             data.from_metadata_log = true;
-            self.persist(&data)?;
+            self.persist(&mut data)?;
         }
         Ok(changes)
     }
 
-    /// A producer id never handed out before, by this or an earlier run.
-    pub fn allocate_producer_id(&self) -> Result<i64, CatalogError> {
+    /// A producer id never handed out before, by this or an earlier run, from the ids
+    /// already reserved in the file; `None` when they are used up (reserve, then ask
+    /// again). `Some((id, true))`: half the block is used and no reservation is on its
+    /// way; the caller starts one ([`reserve_producer_ids`](Self::reserve_producer_ids)).
+    pub fn take_producer_id(&self) -> Option<(i64, bool)> {
         let mut data = self.lock();
-        if data.producer_id_next >= data.producer_ids_reserved_end {
-            data.producer_ids_reserved_end = data.producer_id_next + PRODUCER_ID_BLOCK;
-            self.persist(&data)?;
+        if data.producer_id_next >= data.producer_ids_durable_end {
+            return None;
         }
         let id = data.producer_id_next;
         data.producer_id_next += 1;
-        Ok(id)
+        let low = data.producer_ids_durable_end - data.producer_id_next <= PRODUCER_ID_BLOCK / 2;
+        let refill = low && !data.producer_ids_reserving;
+        if refill {
+            data.producer_ids_reserving = true;
+        }
+        Some((id, refill))
+    }
+
+    /// Reserves the next block of producer ids in the file (blocking: a file write),
+    /// unless more than half a block is reserved already.
+    pub fn reserve_producer_ids(&self) -> Result<(), CatalogError> {
+        let (seq, bytes, end) = {
+            let mut data = self.lock();
+            if data.producer_ids_durable_end - data.producer_id_next > PRODUCER_ID_BLOCK / 2 {
+                data.producer_ids_reserving = false;
+                return Ok(());
+            }
+            let from = data.producer_ids_reserved_end.max(data.producer_id_next);
+            data.producer_ids_reserved_end = from + PRODUCER_ID_BLOCK;
+            let end = data.producer_ids_reserved_end;
+            let (seq, bytes) = self.serialize(&mut data);
+            (seq, bytes, end)
+        };
+        let written = bytes.and_then(|b| self.write(seq, &b));
+        let mut data = self.lock();
+        data.producer_ids_reserving = false;
+        written?;
+        assert!(end <= data.producer_ids_reserved_end);
+        data.producer_ids_durable_end = data.producer_ids_durable_end.max(end);
+        Ok(())
+    }
+
+    /// A producer id never handed out before: reserved ahead on the shard's blocking
+    /// thread, so the request waits for the file only when the reserved ids ran out.
+    pub async fn allocate_producer_id(self: &Arc<Catalog>) -> Result<i64, CatalogError> {
+        for _ in 0..PRODUCER_ID_RESERVES_MAX {
+            let Some((id, refill)) = self.take_producer_id() else {
+                let catalog = self.clone();
+                glommio::executor()
+                    .spawn_blocking(move || catalog.reserve_producer_ids())
+                    .await?;
+                continue;
+            };
+            if refill {
+                let catalog = self.clone();
+                let reserve =
+                    glommio::executor().spawn_blocking(move || catalog.reserve_producer_ids());
+                glommio::spawn_local(async move {
+                    if let Err(e) = reserve.await {
+                        tracing::warn!(error = %e, "reserving producer ids ahead failed; retried when they run out");
+                    }
+                })
+                .detach();
+            }
+            return Ok(id);
+        }
+        Err(CatalogError::Io(std::io::Error::other(
+            "producer ids were used up faster than they could be reserved",
+        )))
     }
 
     fn lock(&self) -> std::sync::MutexGuard<'_, CatalogData> {
@@ -233,7 +318,7 @@ impl Catalog {
             return Ok(meta);
         }
         data.topics.insert(name.to_string(), meta.clone());
-        self.persist(&data)?;
+        self.persist(&mut data)?;
         Ok(meta)
     }
 
@@ -259,7 +344,7 @@ impl Catalog {
             return Ok(t.partitions);
         }
         data.topics.insert(name.to_string(), meta.clone());
-        self.persist(&data)?;
+        self.persist(&mut data)?;
         Ok(meta.partitions)
     }
 
@@ -276,10 +361,31 @@ impl Catalog {
             .unwrap_or_else(|_| log_config(&self.defaults, &BTreeMap::new()).unwrap_or_default())
     }
 
-    fn persist(&self, data: &CatalogData) -> Result<(), CatalogError> {
+    /// Writes `data` now, under its lock (the callers are the control thread and start-up).
+    fn persist(&self, data: &mut CatalogData) -> Result<(), CatalogError> {
+        let (seq, bytes) = self.serialize(data);
+        self.write(seq, &bytes?)?;
+        data.producer_ids_durable_end = data.producer_ids_reserved_end;
+        Ok(())
+    }
+
+    /// The file's bytes of `data`, numbered for [`write`](Self::write).
+    fn serialize(&self, data: &mut CatalogData) -> (u64, Result<Vec<u8>, CatalogError>) {
+        data.write_seq += 1;
         let bytes =
-            serde_json::to_vec_pretty(data).map_err(|e| CatalogError::Corrupt(e.to_string()))?;
-        sluice_engine::write_file_atomic(&self.path, &bytes)?;
+            serde_json::to_vec_pretty(data).map_err(|e| CatalogError::Corrupt(e.to_string()));
+        (data.write_seq, bytes)
+    }
+
+    /// Writes state `seq` unless a newer one is in the file already (it holds this one's
+    /// changes: each state is serialized from the one before, under the data lock).
+    fn write(&self, seq: u64, bytes: &[u8]) -> Result<(), CatalogError> {
+        let mut written = self.written_seq.lock().unwrap_or_else(|p| p.into_inner());
+        if seq <= *written {
+            return Ok(());
+        }
+        sluice_engine::write_file_atomic(&self.path, bytes)?;
+        *written = seq;
         Ok(())
     }
 }
@@ -546,4 +652,64 @@ pub fn effective_configs(
             (k.to_string(), set.cloned().unwrap_or(v), set.is_none())
         })
         .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn open(dir: &Path) -> Catalog {
+        Catalog::open(dir, TopicDefaults::default()).unwrap()
+    }
+
+    #[test]
+    fn producer_ids_come_from_blocks_in_the_file_and_a_restart_starts_past_them() {
+        let dir = tempfile::tempdir().unwrap();
+        let c = open(dir.path());
+        assert_eq!(c.take_producer_id(), None, "nothing reserved yet");
+        c.reserve_producer_ids().unwrap();
+        let mut refills = 0;
+        let mut last = -1;
+        for _ in 0..PRODUCER_ID_BLOCK {
+            let (id, refill) = c.take_producer_id().unwrap();
+            assert!(id > last);
+            last = id;
+            if refill {
+                refills += 1;
+                // As the shard's background reservation would.
+                c.reserve_producer_ids().unwrap();
+            }
+        }
+        assert_eq!(refills, 1, "one reservation ahead per half block");
+        let reserved = c.lock().producer_ids_reserved_end;
+        assert!(last < reserved);
+        drop(c);
+        let c = open(dir.path());
+        c.reserve_producer_ids().unwrap();
+        let (id, _) = c.take_producer_id().unwrap();
+        assert!(id >= reserved, "{id} was handed out before the restart");
+    }
+
+    #[test]
+    fn a_refill_is_asked_for_once_until_it_lands() {
+        let dir = tempfile::tempdir().unwrap();
+        let c = open(dir.path());
+        c.reserve_producer_ids().unwrap();
+        let refills: Vec<bool> = (0..PRODUCER_ID_BLOCK)
+            .map(|_| c.take_producer_id().unwrap().1)
+            .collect();
+        assert_eq!(refills.iter().filter(|r| **r).count(), 1);
+        assert_eq!(c.take_producer_id(), None, "the block is used up");
+    }
+
+    #[test]
+    fn an_older_state_is_never_written_over_a_newer_one() {
+        let dir = tempfile::tempdir().unwrap();
+        let c = open(dir.path());
+        let (old_seq, old_bytes) = c.serialize(&mut c.lock());
+        c.create("t", 1, BTreeMap::new(), false).unwrap();
+        c.write(old_seq, &old_bytes.unwrap()).unwrap();
+        drop(c);
+        assert!(open(dir.path()).get("t").is_some());
+    }
 }

@@ -2,7 +2,7 @@
 //! count, no ordering between them is relied on.
 
 use std::collections::BTreeMap;
-use std::fmt::Write;
+use std::fmt::{Display, Write};
 use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
 use std::sync::Mutex;
 use std::time::Duration;
@@ -253,8 +253,7 @@ fn render_partitions(out: &mut String) {
         ),
     ];
     for (name, kind, value) in replication {
-        let _ = writeln!(out, "# TYPE {name} {kind}");
-        let _ = writeln!(out, "{name} {value}");
+        single(out, name, kind, None, value);
     }
     let _ = writeln!(out, "# TYPE sluice_shard_task_queue_runs_total counter");
     let _ = writeln!(
@@ -372,31 +371,16 @@ pub fn render() -> String {
             "sluice_request_latency_seconds_count{{api=\"{api}\"}} {n}"
         );
     }
-    let _ = writeln!(
-        out,
-        "# TYPE sluice_bytes_in_total counter\nsluice_bytes_in_total {}",
-        BYTES_IN.load(Ordering::Relaxed)
-    );
-    let _ = writeln!(
-        out,
-        "# TYPE sluice_bytes_out_total counter\nsluice_bytes_out_total {}",
-        BYTES_OUT.load(Ordering::Relaxed)
-    );
-    let _ = writeln!(
-        out,
-        "# TYPE sluice_connections gauge\nsluice_connections {}",
-        CONNECTIONS_OPEN.load(Ordering::Relaxed)
-    );
-    let _ = writeln!(
-        out,
-        "# TYPE sluice_connections_total counter\nsluice_connections_total {}",
-        CONNECTIONS_TOTAL.load(Ordering::Relaxed)
-    );
-    let _ = writeln!(
-        out,
-        "# TYPE sluice_bad_frames_total counter\nsluice_bad_frames_total {}",
-        BAD_FRAMES.load(Ordering::Relaxed)
-    );
+    let globals = [
+        ("sluice_bytes_in_total", "counter", &BYTES_IN),
+        ("sluice_bytes_out_total", "counter", &BYTES_OUT),
+        ("sluice_connections", "gauge", &CONNECTIONS_OPEN),
+        ("sluice_connections_total", "counter", &CONNECTIONS_TOTAL),
+        ("sluice_bad_frames_total", "counter", &BAD_FRAMES),
+    ];
+    for (name, kind, value) in globals {
+        single(&mut out, name, kind, None, value.load(Ordering::Relaxed));
+    }
     render_bounds(&mut out);
     render_partitions(&mut out);
     render_groups(&mut out);
@@ -405,24 +389,43 @@ pub fn render() -> String {
     out
 }
 
+/// The `# HELP` (when given) and `# TYPE` lines of a metric.
+fn header(out: &mut String, name: &str, kind: &str, help: Option<&str>) {
+    if let Some(help) = help {
+        let _ = writeln!(out, "# HELP {name} {help}");
+    }
+    let _ = writeln!(out, "# TYPE {name} {kind}");
+}
+
+/// A metric of one sample without labels, with its header.
+fn single(out: &mut String, name: &str, kind: &str, help: Option<&str>, value: impl Display) {
+    header(out, name, kind, help);
+    let _ = writeln!(out, "{name} {value}");
+}
+
 /// The connection and request bounds at work.
 fn render_bounds(out: &mut String) {
-    let _ = writeln!(
+    single(
         out,
-        "# HELP sluice_request_bytes_queued bytes of requests being read or not yet answered (queued.max.request.bytes per shard)\n\
-         # TYPE sluice_request_bytes_queued gauge\nsluice_request_bytes_queued {}",
-        REQUEST_BYTES_QUEUED.load(Ordering::Relaxed).max(0)
+        "sluice_request_bytes_queued",
+        "gauge",
+        Some(
+            "bytes of requests being read or not yet answered (queued.max.request.bytes per shard)",
+        ),
+        REQUEST_BYTES_QUEUED.load(Ordering::Relaxed).max(0),
     );
-    let _ = writeln!(
+    single(
         out,
-        "# HELP sluice_request_reads_paused_total frames that waited for room in their shard's request byte budget\n\
-         # TYPE sluice_request_reads_paused_total counter\nsluice_request_reads_paused_total {}",
-        REQUEST_READS_PAUSED.load(Ordering::Relaxed)
+        "sluice_request_reads_paused_total",
+        "counter",
+        Some("frames that waited for room in their shard's request byte budget"),
+        REQUEST_READS_PAUSED.load(Ordering::Relaxed),
     );
-    let _ = writeln!(
+    header(
         out,
-        "# HELP sluice_connections_refused_total connections closed on accept, by the bound that refused them\n\
-         # TYPE sluice_connections_refused_total counter"
+        "sluice_connections_refused_total",
+        "counter",
+        Some("connections closed on accept, by the bound that refused them"),
     );
     for (limit, n) in ["per_shard", "total", "per_ip"]
         .iter()
@@ -434,11 +437,12 @@ fn render_bounds(out: &mut String) {
             n.load(Ordering::Relaxed)
         );
     }
-    let _ = writeln!(
+    single(
         out,
-        "# HELP sluice_connections_idle_closed_total connections closed after connections.max.idle.ms without traffic\n\
-         # TYPE sluice_connections_idle_closed_total counter\nsluice_connections_idle_closed_total {}",
-        CONNECTIONS_IDLE_CLOSED.load(Ordering::Relaxed)
+        "sluice_connections_idle_closed_total",
+        "counter",
+        Some("connections closed after connections.max.idle.ms without traffic"),
+        CONNECTIONS_IDLE_CLOSED.load(Ordering::Relaxed),
     );
 }
 
@@ -474,10 +478,7 @@ fn render_quorum(out: &mut String) {
         ),
     ];
     for (name, help, value) in gauges {
-        let _ = writeln!(
-            out,
-            "# HELP {name} {help}\n# TYPE {name} gauge\n{name} {value}"
-        );
+        single(out, name, "gauge", Some(help), value);
     }
 }
 
@@ -487,11 +488,7 @@ fn render_groups(out: &mut String) {
         ("sluice_group_members_expired_total", &GROUP_MEMBERS_EXPIRED),
         ("sluice_offset_commits_total", &OFFSET_COMMITS),
     ] {
-        let _ = writeln!(
-            out,
-            "# TYPE {name} counter\n{name} {}",
-            counter.load(Ordering::Relaxed)
-        );
+        single(out, name, "counter", None, counter.load(Ordering::Relaxed));
     }
     let Ok(map) = GROUPS.lock() else { return };
     let mut total = GroupStat::default();
@@ -506,14 +503,13 @@ fn render_groups(out: &mut String) {
     for (state, n) in GROUP_STATES.iter().zip(total.by_state) {
         let _ = writeln!(out, "sluice_groups{{state=\"{state}\"}} {n}");
     }
-    let _ = writeln!(
+    single(out, "sluice_group_members", "gauge", None, total.members);
+    let offsets = total.committed_offsets;
+    single(
         out,
-        "# TYPE sluice_group_members gauge\nsluice_group_members {}",
-        total.members
-    );
-    let _ = writeln!(
-        out,
-        "# TYPE sluice_group_committed_offsets gauge\nsluice_group_committed_offsets {}",
-        total.committed_offsets
+        "sluice_group_committed_offsets",
+        "gauge",
+        None,
+        offsets,
     );
 }

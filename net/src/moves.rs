@@ -1,25 +1,34 @@
 //! Live partition moves and the placement report, as the admin endpoint asks for them.
 //!
-//! Owns: the bridge from the admin thread (blocking) to shard 0's mover task (a bounded
-//! std channel the mover polls: a glommio task's waker must never be woken from another
-//! thread, see `shard.rs`), the move protocol, and the placement report (`GET /placement`).
+//! Owns: the bridge from the admin thread (blocking) to shard 0's mover task, the move
+//! protocol, and the placement report (`GET /placement`).
+//!
+//! The bridge is a bounded std channel plus a doorbell, a Unix socket pair: the admin
+//! thread queues a move and writes a byte; the mover awaits the byte on its own reactor
+//! (io_uring), so it sleeps until there is work, and no glommio waker is woken from
+//! another thread (see `shard.rs`).
 //!
 //! A move, one at a time per broker: the table marks the partition moving (routing on
 //! every shard waits), the source shard takes its FIFO append turn (so appends before it
 //! finish), closes the log (written, synced, checkpointed, producer state with it), the
-//! table flips (written to its file first), the target opens the log, the mark goes and
-//! the waiting requests go to the target. Requests already on their way to the source
-//! wait there for the move to land and are answered NOT_LEADER_OR_FOLLOWER, which clients
-//! retry on the same connection after a metadata refresh. If the target cannot open the
-//! log, the table flips back and the source opens it again.
+//! table flips and the mover waits until the flip is in the placement file, the target
+//! opens the log, the mark goes and the waiting requests go to the target. Requests
+//! already on their way to the source wait there for the move to land and are answered
+//! NOT_LEADER_OR_FOLLOWER, which clients retry on the same connection after a metadata
+//! refresh. If the flip cannot be written or the target cannot open the log, the table
+//! flips back (written too) and the source opens it again.
 //!
 //! Coordinator partitions (`__consumer_offsets`) do not move live: the coordinator's
 //! state for them lives on their shard (restart with a pin to move them).
 
+use std::io::Write;
+use std::os::unix::net::UnixStream;
 use std::rc::Rc;
 use std::sync::mpsc;
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, Weak};
 use std::time::Duration;
+
+use futures_lite::AsyncReadExt;
 
 use serde::Serialize;
 
@@ -32,8 +41,8 @@ use crate::store::{PartitionId, TopicPartition};
 const MOVES_QUEUED_MAX: usize = 8;
 /// How long the admin thread waits for a move's answer.
 const MOVE_ANSWER_WAIT: Duration = Duration::from_secs(120);
-/// How often the mover looks for a queued move (moves are rare, operator-driven).
-const MOVE_POLL_INTERVAL: Duration = Duration::from_millis(50);
+/// Doorbell bytes the mover reads at once (each queued move rings once).
+const DOORBELL_READ_BYTES: usize = MOVES_QUEUED_MAX;
 
 /// Why a move was refused or failed; each maps to an HTTP status.
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
@@ -58,25 +67,48 @@ struct MoveRequest {
 }
 
 struct Control {
-    table: Arc<PlacementTable>,
+    /// Weak: the table's last owners are the shards, so it is dropped (and its last
+    /// change written) when they stop.
+    table: Weak<PlacementTable>,
     moves: mpsc::SyncSender<MoveRequest>,
+    /// The admin side of the doorbell; non-blocking (a full socket already wakes the mover).
+    bell: UnixStream,
 }
 
 /// The running broker's placement, for the admin thread (one broker per process).
 static CONTROL: Mutex<Option<Control>> = Mutex::new(None);
 
 /// Makes `table` and the mover reachable from the admin endpoint; returns the receiving
-/// end for shard 0's mover task.
+/// end for shard 0's mover task. Without a doorbell (no socket pair could be made) the
+/// admin endpoint answers that no broker runs.
 pub(crate) fn register(table: Arc<PlacementTable>) -> MoveQueue {
     let (tx, rx) = mpsc::sync_channel(MOVES_QUEUED_MAX);
+    let pair = UnixStream::pair().and_then(|(bell, door)| {
+        bell.set_nonblocking(true)?;
+        Ok((bell, door))
+    });
+    let (bell, door) = match pair {
+        Ok(p) => (Some(p.0), Some(p.1)),
+        Err(e) => {
+            tracing::error!(error = %e, "no doorbell for the partition mover; live moves are off");
+            (None, None)
+        }
+    };
     if let Ok(mut c) = CONTROL.lock() {
-        *c = Some(Control { table, moves: tx });
+        *c = bell.map(|bell| Control {
+            table: Arc::downgrade(&table),
+            moves: tx,
+            bell,
+        });
     }
-    MoveQueue(rx)
+    MoveQueue { rx, door }
 }
 
-/// The mover's end of the queue.
-pub(crate) struct MoveQueue(mpsc::Receiver<MoveRequest>);
+/// The mover's end of the queue and of the doorbell.
+pub(crate) struct MoveQueue {
+    rx: mpsc::Receiver<MoveRequest>,
+    door: Option<UnixStream>,
+}
 
 impl std::fmt::Debug for MoveQueue {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -101,24 +133,45 @@ pub fn request_move(topic: &str, partition: i32, cpu: usize) -> Result<String, M
             mpsc::TrySendError::Full(_) => MoveError::Busy,
             mpsc::TrySendError::Disconnected(_) => MoveError::NotRunning,
         })?;
+        // After the send, so the mover that wakes finds the move. WouldBlock: bytes the
+        // mover has not read yet wake it anyway.
+        match control.bell.write(&[1]) {
+            Ok(_) => {}
+            Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {}
+            Err(_) => return Err(MoveError::NotRunning),
+        }
     }
     rx.recv_timeout(MOVE_ANSWER_WAIT)
         .unwrap_or_else(|_| Err(MoveError::Failed("no answer from the broker".into())))
 }
 
-/// Shard 0's mover: one move at a time until the broker stops.
+/// Shard 0's mover: one move at a time until the broker stops; asleep on the doorbell
+/// while none is queued.
 pub(crate) async fn run_mover(shard: Rc<Shard>, queue: MoveQueue) {
-    let rx = queue.0;
+    use std::os::fd::{FromRawFd, IntoRawFd};
+    let MoveQueue { rx, door } = queue;
+    let Some(door) = door else {
+        return;
+    };
+    // SAFETY: the descriptor is one end of a socket pair this queue owned, given up here.
+    let mut door = unsafe { glommio::net::UnixStream::from_raw_fd(door.into_raw_fd()) };
+    let mut rung = [0u8; DOORBELL_READ_BYTES];
     loop {
         let req = match rx.try_recv() {
             Ok(req) => req,
             Err(mpsc::TryRecvError::Disconnected) => return,
             Err(mpsc::TryRecvError::Empty) => {
-                let stopped = shard.sleep_or_stop(MOVE_POLL_INTERVAL).await;
-                if stopped {
-                    return;
+                // Both futures borrow only their own state; the one that loses is dropped.
+                let rang = async { Some(door.read(&mut rung).await) };
+                let stopped = async {
+                    shard.stopping.wait().await;
+                    None
+                };
+                match futures_lite::future::or(rang, stopped).await {
+                    Some(Ok(n)) if n > 0 => continue,
+                    // Stopping, or the admin side is gone (EOF, error): no more moves.
+                    _ => return,
                 }
-                continue;
             }
         };
         let result = move_partition(&shard, &req.topic, req.partition, req.cpu).await;
@@ -188,7 +241,8 @@ async fn move_partition(
     })
 }
 
-/// Close on `source`, flip the table, open on `target`; back to `source` if that fails.
+/// Close on `source`, flip the table and write it, open on `target`; back to `source` if
+/// the write or the opening fails.
 async fn flip(
     shard: &Rc<Shard>,
     table: &PlacementTable,
@@ -199,9 +253,17 @@ async fn flip(
     let op = ShardOp::MoveOut { tp: tp.clone() };
     check(shard.call(source, op).await)?;
     table.assign(&tp.topic, tp.partition.0, target);
-    let op = ShardOp::MoveIn { tp: tp.clone() };
-    if let Err(e) = check(shard.call(target, op).await) {
+    let moved = match table.persisted().await {
+        Ok(()) => check(shard.call(target, ShardOp::MoveIn { tp: tp.clone() }).await),
+        Err(e) => Err(MoveError::Failed(e.to_string())),
+    };
+    if let Err(e) = moved {
         table.assign(&tp.topic, tp.partition.0, source);
+        // The file held `source` unless the flip's write landed; either way `source` is
+        // written before the log opens there again.
+        if let Err(e) = table.persisted().await {
+            tracing::error!(%tp, error = %e, "placement file not written after a failed move; placement kept in memory");
+        }
         let back = ShardOp::MoveIn { tp: tp.clone() };
         let reopened = check(shard.call(source, back).await);
         return Err(MoveError::Failed(match reopened {
@@ -221,18 +283,48 @@ fn check(reply: ShardReply) -> Result<(), MoveError> {
     }
 }
 
-/// One shard in the placement report.
-#[derive(Debug, Clone, Serialize, Default)]
-pub struct ShardReport {
-    pub shard: usize,
-    pub cpu: usize,
-    pub partitions: usize,
+/// Traffic of a partition, or summed over a shard's, in the placement report.
+#[derive(Debug, Clone, Copy, Serialize, Default, PartialEq, Eq)]
+pub struct TrafficReport {
     pub bytes_in_total: u64,
     pub bytes_out_total: u64,
     pub bytes_in_per_s: u64,
     pub bytes_out_per_s: u64,
     pub produce_requests_per_s: u64,
     pub fetch_requests_per_s: u64,
+}
+
+impl TrafficReport {
+    fn of(t: &crate::metrics::TrafficStat) -> TrafficReport {
+        TrafficReport {
+            bytes_in_total: t.bytes_in_total,
+            bytes_out_total: t.bytes_out_total,
+            bytes_in_per_s: t.bytes_in_per_s,
+            bytes_out_per_s: t.bytes_out_per_s,
+            produce_requests_per_s: t.produce_requests_per_s,
+            fetch_requests_per_s: t.fetch_requests_per_s,
+        }
+    }
+
+    fn add(&mut self, o: &TrafficReport) {
+        self.bytes_in_total += o.bytes_in_total;
+        self.bytes_out_total += o.bytes_out_total;
+        self.bytes_in_per_s += o.bytes_in_per_s;
+        self.bytes_out_per_s += o.bytes_out_per_s;
+        self.produce_requests_per_s += o.produce_requests_per_s;
+        self.fetch_requests_per_s += o.fetch_requests_per_s;
+    }
+}
+
+/// One shard in the placement report.
+#[derive(Debug, Clone, Serialize, Default)]
+pub struct ShardReport {
+    pub shard: usize,
+    pub cpu: usize,
+    pub partitions: usize,
+    /// Its partitions' traffic, summed (the JSON has the fields inline).
+    #[serde(flatten)]
+    pub traffic: TrafficReport,
 }
 
 /// One partition in the placement report.
@@ -243,12 +335,9 @@ pub struct PartitionReport {
     pub shard: usize,
     pub cpu: usize,
     pub moving: bool,
-    pub bytes_in_total: u64,
-    pub bytes_out_total: u64,
-    pub bytes_in_per_s: u64,
-    pub bytes_out_per_s: u64,
-    pub produce_requests_per_s: u64,
-    pub fetch_requests_per_s: u64,
+    /// The JSON has the fields inline.
+    #[serde(flatten)]
+    pub traffic: TrafficReport,
 }
 
 /// `GET /placement`: the partition → core map with traffic per partition and per core.
@@ -261,7 +350,7 @@ pub struct PlacementReport {
 
 /// The running broker's placement report, or `None` when no broker runs.
 pub fn report() -> Option<PlacementReport> {
-    let table = CONTROL.lock().ok()?.as_ref()?.table.clone();
+    let table = CONTROL.lock().ok()?.as_ref()?.table.upgrade()?;
     let snap = table.snapshot().1;
     let stats = crate::metrics::partition_traffic();
     let mut shards: Vec<ShardReport> = table
@@ -276,18 +365,13 @@ pub fn report() -> Option<PlacementReport> {
         .collect();
     let mut partitions = Vec::new();
     for (topic, partition, shard) in snap.entries() {
-        let t = stats
+        let traffic = stats
             .get(&(topic.clone(), partition))
-            .copied()
+            .map(TrafficReport::of)
             .unwrap_or_default();
         if let Some(s) = shards.get_mut(shard) {
             s.partitions += 1;
-            s.bytes_in_total += t.bytes_in_total;
-            s.bytes_out_total += t.bytes_out_total;
-            s.bytes_in_per_s += t.bytes_in_per_s;
-            s.bytes_out_per_s += t.bytes_out_per_s;
-            s.produce_requests_per_s += t.produce_requests_per_s;
-            s.fetch_requests_per_s += t.fetch_requests_per_s;
+            s.traffic.add(&traffic);
         }
         partitions.push(PartitionReport {
             moving: snap.is_moving(&topic, partition),
@@ -295,12 +379,7 @@ pub fn report() -> Option<PlacementReport> {
             topic,
             partition,
             shard,
-            bytes_in_total: t.bytes_in_total,
-            bytes_out_total: t.bytes_out_total,
-            bytes_in_per_s: t.bytes_in_per_s,
-            bytes_out_per_s: t.bytes_out_per_s,
-            produce_requests_per_s: t.produce_requests_per_s,
-            fetch_requests_per_s: t.fetch_requests_per_s,
+            traffic,
         });
     }
     Some(PlacementReport {

@@ -1,29 +1,45 @@
 //! Partition placement: which shard owns each partition.
 //!
 //! Owns: the broker's one placement table (shared by every shard), its file
-//! `<data-dir>/sluice-placement.json`, the policy that places partitions not placed yet
-//! (`hash` or `balanced`), the pins from `[placement]`, and which partitions are moving.
+//! `<data-dir>/sluice-placement.json` and the thread that writes it, the policy that
+//! places partitions not placed yet (`hash` or `balanced`), the pins from `[placement]`,
+//! and which partitions are moving.
 //!
 //! Invariants:
 //! - A placed partition stays on its shard until a live move or a restart with different
 //!   pins; every shard routes by the same table, so a log has exactly one owner.
-//! - Every change is written to the file (tmp, fsync, rename, directory fsync) before it is
-//!   visible to the shards. A failed write is logged and the change kept in memory: logs
-//!   live in the one data dir, so a placement lost to a crash costs a different spread
-//!   after the restart, never data.
+//! - Routing reads memory only: a change is visible to the shards at once and handed to
+//!   the placement writer, a thread of its own that writes the file (tmp, fsync, rename,
+//!   directory fsync) off the request path. Its queue is one slot: a newer table replaces
+//!   one not written yet, so a burst of placements costs one write, and the file only
+//!   ever moves forward (each write is of a newer version than the file holds).
+//! - What is durable when: a change is in the file once [`PlacementTable::persisted`]
+//!   returns for it. A shard awaits that before it creates a partition's log (so the
+//!   first produce to a newly placed partition is acknowledged only after the placement
+//!   that put its log on this shard is in the file) and after opening the logs at
+//!   start-up; the mover awaits it after the flip and before the target opens the log (a
+//!   move that cannot be written is undone). Placements nothing opened a log for yet
+//!   (topics placed for the report) may be lost to a crash: they are placed again the
+//!   same way or, by `balanced`, by the load of that moment. The last change is written
+//!   when the table is dropped (the broker's shards have stopped).
+//! - A failed write is logged and the change kept in memory: logs live in the one data
+//!   dir, so a placement lost to a crash costs a different spread after the restart,
+//!   never data.
 //! - The file records each placement by shard index and CPU. At start-up a changed core
 //!   list is mapped when compatible (the old CPUs all still there: by CPU; the same count:
 //!   by index); otherwise start-up stops with a message saying what to do.
 //! - Reads are hot (every produce and fetch split): a shard compares one atomic version
 //!   with the snapshot it cached and looks up in it; the mutex is taken to place, move or
-//!   refresh the cache, and never held across an `.await`.
+//!   refresh the cache, never held across an `.await` or a file write.
 //! - Topics are placed whole (all partitions the catalog has, at first use), so a topic of
 //!   a thousand partitions costs one file write.
 
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Condvar, Mutex, MutexGuard};
+use std::thread::JoinHandle;
+use std::time::{Duration, Instant};
 
 use serde::{Deserialize, Serialize};
 
@@ -32,6 +48,9 @@ pub const FILE_NAME: &str = "sluice-placement.json";
 const FILE_VERSION: u32 = 1;
 /// Largest placement file read at start-up.
 const FILE_BYTES_MAX: u64 = 256 << 20;
+/// Longest [`PlacementTable::persisted`] waits for the write of its change (a disk that
+/// stopped answering); past it the caller goes on as after a failed write.
+const PERSIST_WAIT_MAX: Duration = Duration::from_secs(60);
 
 /// How partitions not placed yet choose their shard.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
@@ -85,6 +104,17 @@ pub enum PlacementError {
     File { path: PathBuf, reason: String },
     #[error("{0}")]
     IncompatibleCores(String),
+}
+
+/// Why a change is not known to be in the placement file.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum PersistError {
+    #[error("writing the placement file failed: {0}")]
+    Write(String),
+    #[error("the placement file was not written within {0:?}")]
+    TimedOut(Duration),
+    #[error("the placement writer has stopped")]
+    Stopped,
 }
 
 /// The shard of a partition by the `hash` policy: FNV-1a, stable across processes and
@@ -175,7 +205,6 @@ struct FileEntry {
 /// The broker's placement table.
 #[derive(Debug)]
 pub struct PlacementTable {
-    path: PathBuf,
     /// CPU of each shard (index = shard id).
     cpus: Vec<usize>,
     policy: PartitionPolicy,
@@ -184,6 +213,8 @@ pub struct PlacementTable {
     current: Mutex<Arc<Snapshot>>,
     /// Bytes/s appended on each shard, as its metrics publisher last measured.
     bytes_in_per_s: Vec<AtomicU64>,
+    /// Writes the file off the request path.
+    writer: Writer,
 }
 
 impl PlacementTable {
@@ -226,23 +257,35 @@ impl PlacementTable {
                 }
             }
         }
-        let table = PlacementTable {
-            path,
-            bytes_in_per_s: cpus.iter().map(|_| AtomicU64::new(0)).collect(),
-            cpus,
-            policy: settings.policy,
-            pins: settings.pins,
-            version: AtomicU64::new(1),
-            current: Mutex::new(Arc::new(Snapshot::default())),
-        };
         let mut snap = Snapshot {
             topics,
             moving: HashSet::new(),
         };
-        table.apply_pins(&mut snap);
-        table.persist(&snap);
-        *table.lock() = Arc::new(snap);
-        Ok(table)
+        apply_pins(&mut snap, &settings.pins, &cpus);
+        // Start-up writes the opened table itself: the shards open their logs by it next.
+        let first = write_file(&path, &cpus, &snap).map_err(|e| e.to_string());
+        if let Err(e) = &first {
+            tracing::error!(path = %path.display(), error = %e, "writing the placement file failed; placement kept in memory");
+        }
+        let writer = {
+            let (path, cpus) = (path.clone(), cpus.clone());
+            Writer::start(INITIAL_VERSION, first, move |snap| {
+                write_file(&path, &cpus, snap)
+            })
+        };
+        let writer = writer.map_err(|e| PlacementError::File {
+            path,
+            reason: format!("starting the placement writer: {e}"),
+        })?;
+        Ok(PlacementTable {
+            bytes_in_per_s: cpus.iter().map(|_| AtomicU64::new(0)).collect(),
+            cpus,
+            policy: settings.policy,
+            pins: settings.pins,
+            version: AtomicU64::new(INITIAL_VERSION),
+            current: Mutex::new(Arc::new(snap)),
+            writer,
+        })
     }
 
     pub fn shard_count(&self) -> usize {
@@ -279,6 +322,26 @@ impl PlacementTable {
         (self.version(), guard.clone())
     }
 
+    /// Waits until every change made so far is in the file (the flush barrier): on the
+    /// shard's blocking thread, so the shard's reactor keeps running meanwhile. Must run
+    /// on a glommio executor.
+    pub async fn persisted(&self) -> Result<(), PersistError> {
+        let target = self.writer.submitted();
+        if self.writer.durable() >= target {
+            return Ok(());
+        }
+        let shared = self.writer.shared.clone();
+        glommio::executor()
+            .spawn_blocking(move || shared.wait_durable(target, PERSIST_WAIT_MAX))
+            .await
+    }
+
+    /// [`persisted`](Self::persisted) for a thread that may block.
+    pub fn persisted_blocking(&self) -> Result<(), PersistError> {
+        let target = self.writer.submitted();
+        self.writer.shared.wait_durable(target, PERSIST_WAIT_MAX)
+    }
+
     /// Places every partition of `topic` below `count` that is not placed yet; returns the
     /// shard of `partition`.
     pub fn place(&self, topic: &str, count: i32, partition: i32) -> usize {
@@ -291,8 +354,7 @@ impl PlacementTable {
         let owner = snap
             .owner(topic, partition)
             .unwrap_or_else(|| hash_owner(topic, partition, self.shard_count()));
-        self.persist(&snap);
-        self.swap(&mut guard, snap);
+        self.swap(&mut guard, snap, Persist::Yes);
         owner
     }
 
@@ -306,10 +368,12 @@ impl PlacementTable {
         } else {
             snap.moving.remove(&key);
         }
-        self.swap(&mut guard, snap);
+        // Routing only: the file does not record moves in flight.
+        self.swap(&mut guard, snap, Persist::No);
     }
 
-    /// Puts a placed partition on `shard` (the flip of a move), written to the file first.
+    /// Puts a placed partition on `shard` (the flip of a move); the mover awaits
+    /// [`persisted`](Self::persisted) before the target opens the log.
     pub fn assign(&self, topic: &str, partition: i32, shard: usize) {
         let mut guard = self.lock();
         let mut snap = (**guard).clone();
@@ -320,8 +384,7 @@ impl PlacementTable {
         {
             *slot = shard;
         }
-        self.persist(&snap);
-        self.swap(&mut guard, snap);
+        self.swap(&mut guard, snap, Persist::Yes);
     }
 
     /// Forgets a deleted topic (a topic created again under the name is placed anew).
@@ -332,8 +395,7 @@ impl PlacementTable {
         }
         let mut snap = (**guard).clone();
         snap.topics.remove(topic);
-        self.persist(&snap);
-        self.swap(&mut guard, snap);
+        self.swap(&mut guard, snap, Persist::Yes);
     }
 
     /// Records the bytes/s shard `shard` appended over its last interval (read by the
@@ -344,15 +406,21 @@ impl PlacementTable {
         }
     }
 
-    fn lock(&self) -> std::sync::MutexGuard<'_, Arc<Snapshot>> {
+    fn lock(&self) -> MutexGuard<'_, Arc<Snapshot>> {
         // A panic while holding the lock leaves a whole snapshot behind (changes are
         // built on a copy and swapped in), so a poisoned lock is still consistent.
         self.current.lock().unwrap_or_else(|e| e.into_inner())
     }
 
-    fn swap(&self, guard: &mut std::sync::MutexGuard<'_, Arc<Snapshot>>, snap: Snapshot) {
-        **guard = Arc::new(snap);
-        self.version.fetch_add(1, Ordering::AcqRel);
+    /// Makes `snap` the table; a change of placements goes to the writer, under the lock,
+    /// so the writer gets versions in the order the shards saw them.
+    fn swap(&self, guard: &mut MutexGuard<'_, Arc<Snapshot>>, snap: Snapshot, persist: Persist) {
+        let snap = Arc::new(snap);
+        **guard = snap.clone();
+        let version = self.version.fetch_add(1, Ordering::AcqRel) + 1;
+        if persist == Persist::Yes {
+            self.writer.submit(version, snap);
+        }
     }
 
     fn place_into(&self, snap: &mut Snapshot, topic: &str, count: i32) {
@@ -385,43 +453,241 @@ impl PlacementTable {
                 .extend(new);
         }
     }
+}
 
-    /// Pins win over what the file says (the config is the operator's latest word).
-    fn apply_pins(&self, snap: &mut Snapshot) {
-        for (topic, shards) in snap.topics.iter_mut() {
-            for (p, shard) in shards.iter_mut().enumerate() {
-                if let Some(pin) = self.pin_of(topic, p as i32) {
-                    if let Some(s) = self.shard_of_cpu(pin.cpu) {
-                        *shard = s;
-                    }
-                }
+impl Drop for PlacementTable {
+    /// The last change goes to the file before the table is gone.
+    fn drop(&mut self) {
+        self.writer.stop();
+    }
+}
+
+/// Whether a change of the table goes to the file.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Persist {
+    Yes,
+    No,
+}
+
+/// The version of the table as opened (written by `open` itself).
+const INITIAL_VERSION: u64 = 1;
+
+/// Pins win over what the file says (the config is the operator's latest word).
+fn apply_pins(snap: &mut Snapshot, pins: &[Pin], cpus: &[usize]) {
+    for (topic, shards) in snap.topics.iter_mut() {
+        for (p, shard) in shards.iter_mut().enumerate() {
+            let pin = pins.iter().find(|pin| pin.covers(topic, p as i32));
+            if let Some(s) = pin.and_then(|pin| cpus.iter().position(|c| *c == pin.cpu)) {
+                *shard = s;
             }
         }
     }
+}
 
-    fn persist(&self, snap: &Snapshot) {
-        if let Err(e) = self.write_file(snap) {
-            tracing::error!(path = %self.path.display(), error = %e, "writing the placement file failed; placement kept in memory");
+/// Writes one version of the table (tmp, fsync, rename, directory fsync).
+fn write_file(path: &Path, cpus: &[usize], snap: &Snapshot) -> std::io::Result<()> {
+    let file = PlacementFile {
+        version: FILE_VERSION,
+        cpus: cpus.to_vec(),
+        partitions: snap
+            .entries()
+            .into_iter()
+            .map(|(topic, partition, shard)| FileEntry {
+                topic,
+                partition,
+                shard,
+                cpu: cpus.get(shard).copied().unwrap_or(shard),
+            })
+            .collect(),
+    };
+    let bytes = serde_json::to_vec_pretty(&file).map_err(std::io::Error::other)?;
+    sluice_engine::write_file_atomic(path, &bytes)
+}
+
+/// The placement writer: a thread of its own fed by a one-slot queue (a newer version
+/// replaces one not written yet), so writes coalesce and the queue is bounded by
+/// construction. Waiters block on its condition variable, never a shard's reactor.
+///
+/// Invariants: versions are submitted in increasing order; the file only moves forward
+/// (each write is of a newer version than the file holds); a waiter for version `v`
+/// returns `Ok` only once a version `>= v` is in the file.
+struct Writer {
+    shared: Arc<WriterShared>,
+    thread: Mutex<Option<JoinHandle<()>>>,
+}
+
+impl std::fmt::Debug for Writer {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let st = self.shared.lock();
+        f.debug_struct("Writer")
+            .field("submitted", &st.submitted)
+            .field("durable", &st.durable)
+            .finish()
+    }
+}
+
+struct WriterShared {
+    state: Mutex<WriterState>,
+    changed: Condvar,
+}
+
+#[derive(Debug, Default)]
+struct WriterState {
+    /// The newest version not written yet.
+    pending: Option<(u64, Arc<Snapshot>)>,
+    /// The newest version handed to the writer.
+    submitted: u64,
+    /// The version the file holds.
+    durable: u64,
+    /// The newest version whose write failed, and why.
+    failed: Option<(u64, String)>,
+    /// Writes done, failed ones too.
+    writes: u64,
+    /// Set by [`Writer::stop`]: write what is pending, then end.
+    stopping: bool,
+    /// The thread has ended.
+    stopped: bool,
+}
+
+impl Writer {
+    /// Starts the thread; `first` is the outcome of writing version `initial` (done by
+    /// the caller), `write` writes one version.
+    fn start(
+        initial: u64,
+        first: Result<(), String>,
+        write: impl FnMut(&Snapshot) -> std::io::Result<()> + Send + 'static,
+    ) -> std::io::Result<Writer> {
+        let mut state = WriterState {
+            submitted: initial,
+            ..WriterState::default()
+        };
+        match first {
+            Ok(()) => state.durable = initial,
+            Err(e) => state.failed = Some((initial, e)),
+        }
+        let shared = Arc::new(WriterShared {
+            state: Mutex::new(state),
+            changed: Condvar::new(),
+        });
+        let thread = {
+            let shared = shared.clone();
+            std::thread::Builder::new()
+                .name("placement-writer".into())
+                .spawn(move || {
+                    crate::fatal::mark_broker_thread();
+                    shared.run(write);
+                })?
+        };
+        Ok(Writer {
+            shared,
+            thread: Mutex::new(Some(thread)),
+        })
+    }
+
+    /// Hands `snap`, version `version`, to the thread; never waits for a write.
+    fn submit(&self, version: u64, snap: Arc<Snapshot>) {
+        let mut st = self.shared.lock();
+        assert!(
+            version > st.submitted,
+            "placement versions are submitted in order"
+        );
+        st.submitted = version;
+        st.pending = Some((version, snap));
+        drop(st);
+        self.shared.changed.notify_all();
+    }
+
+    fn submitted(&self) -> u64 {
+        self.shared.lock().submitted
+    }
+
+    fn durable(&self) -> u64 {
+        self.shared.lock().durable
+    }
+
+    /// Writes what is pending, then ends the thread and waits for it.
+    fn stop(&self) {
+        self.shared.lock().stopping = true;
+        self.shared.changed.notify_all();
+        let thread = self.thread.lock().unwrap_or_else(|e| e.into_inner()).take();
+        if let Some(t) = thread {
+            if t.join().is_err() {
+                tracing::error!("the placement writer panicked");
+            }
+        }
+    }
+}
+
+impl WriterShared {
+    fn lock(&self) -> MutexGuard<'_, WriterState> {
+        // Every change of the state is a few assignments; a poisoned lock is consistent.
+        self.state.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// The thread: the newest pending version, written; until stopped with none pending.
+    fn run(&self, mut write: impl FnMut(&Snapshot) -> std::io::Result<()>) {
+        loop {
+            let (version, snap) = {
+                let mut st = self.lock();
+                loop {
+                    if let Some(p) = st.pending.take() {
+                        break p;
+                    }
+                    if st.stopping {
+                        st.stopped = true;
+                        drop(st);
+                        self.changed.notify_all();
+                        return;
+                    }
+                    st = self.changed.wait(st).unwrap_or_else(|e| e.into_inner());
+                }
+            };
+            let result = write(&snap);
+            let mut st = self.lock();
+            assert!(
+                version > st.durable,
+                "the placement file never goes back to an older table"
+            );
+            st.writes += 1;
+            match result {
+                Ok(()) => st.durable = version,
+                Err(e) => {
+                    tracing::error!(error = %e, version, "writing the placement file failed; placement kept in memory");
+                    st.failed = Some((version, e.to_string()));
+                }
+            }
+            drop(st);
+            self.changed.notify_all();
         }
     }
 
-    fn write_file(&self, snap: &Snapshot) -> std::io::Result<()> {
-        let file = PlacementFile {
-            version: FILE_VERSION,
-            cpus: self.cpus.clone(),
-            partitions: snap
-                .entries()
-                .into_iter()
-                .map(|(topic, partition, shard)| FileEntry {
-                    topic,
-                    partition,
-                    shard,
-                    cpu: self.cpus.get(shard).copied().unwrap_or(shard),
-                })
-                .collect(),
-        };
-        let bytes = serde_json::to_vec_pretty(&file).map_err(std::io::Error::other)?;
-        sluice_engine::write_file_atomic(&self.path, &bytes)
+    /// Blocks until version `version` (or a newer one) is in the file, its write failed,
+    /// or `wait_max` passed.
+    fn wait_durable(&self, version: u64, wait_max: Duration) -> Result<(), PersistError> {
+        let deadline = Instant::now() + wait_max;
+        let mut st = self.lock();
+        loop {
+            if st.durable >= version {
+                return Ok(());
+            }
+            if let Some((failed, e)) = &st.failed {
+                if *failed >= version {
+                    return Err(PersistError::Write(e.clone()));
+                }
+            }
+            if st.stopped {
+                return Err(PersistError::Stopped);
+            }
+            let left = deadline.saturating_duration_since(Instant::now());
+            if left.is_zero() {
+                return Err(PersistError::TimedOut(wait_max));
+            }
+            st = self
+                .changed
+                .wait_timeout(st, left)
+                .unwrap_or_else(|e| e.into_inner())
+                .0;
+        }
     }
 }
 
@@ -680,5 +946,150 @@ mod tests {
             .unwrap_err()
             .to_string();
         assert!(err.contains("not a placement file"), "{err}");
+    }
+
+    #[test]
+    fn the_barrier_finds_placements_in_the_file_and_moving_marks_are_not_written() {
+        let dir = tempfile::tempdir().unwrap();
+        let t = table(dir.path(), vec![0, 1], PlacementSettings::default());
+        t.place("a", 8, 0);
+        t.persisted_blocking().unwrap();
+        let file = read_file(&dir.path().join(FILE_NAME)).unwrap().unwrap();
+        assert_eq!(file.partitions.len(), 8);
+        let submitted = t.writer.submitted();
+        t.set_moving("a", 1, true);
+        assert_eq!(t.writer.submitted(), submitted);
+        assert!(t.version() > submitted);
+        t.persisted_blocking().unwrap();
+        // On a shard: the async barrier, on the executor's blocking thread.
+        t.assign("a", 1, 1 - t.snapshot().1.owner("a", 1).unwrap());
+        let t = Arc::new(t);
+        let on_shard = t.clone();
+        glommio::LocalExecutorBuilder::new(glommio::Placement::Unbound)
+            .spawn(move || async move { on_shard.persisted().await })
+            .unwrap()
+            .join()
+            .unwrap()
+            .unwrap();
+        let file = read_file(&dir.path().join(FILE_NAME)).unwrap().unwrap();
+        let a1 = file.partitions.iter().find(|e| e.partition == 1).unwrap();
+        assert_eq!(Some(a1.shard), t.snapshot().1.owner("a", 1));
+    }
+
+    /// A snapshot with `n` topics: the writer tests tell versions apart by it.
+    fn snap(n: usize) -> Arc<Snapshot> {
+        let topics = (0..n).map(|i| (format!("t{i}"), vec![0])).collect();
+        Arc::new(Snapshot {
+            topics,
+            moving: HashSet::new(),
+        })
+    }
+
+    /// A writer whose writes announce the version they write (its topic count) on
+    /// `started`, then wait for their outcome on `go`; `done` counts finished writes.
+    struct Gated {
+        writer: Writer,
+        started: mpsc::Receiver<usize>,
+        go: mpsc::Sender<std::io::Result<()>>,
+        done: Arc<AtomicU64>,
+    }
+
+    use std::sync::mpsc;
+
+    fn gated() -> Gated {
+        let (started_tx, started) = mpsc::channel();
+        let (go, go_rx) = mpsc::channel::<std::io::Result<()>>();
+        let done = Arc::new(AtomicU64::new(0));
+        let finished = done.clone();
+        let writer = Writer::start(1, Ok(()), move |s: &Snapshot| {
+            started_tx.send(s.topics.len()).unwrap();
+            let r = go_rx.recv().unwrap();
+            finished.fetch_add(1, Ordering::SeqCst);
+            r
+        })
+        .unwrap();
+        Gated {
+            writer,
+            started,
+            go,
+            done,
+        }
+    }
+
+    #[test]
+    fn the_writer_coalesces_what_arrives_during_a_write() {
+        let g = gated();
+        g.writer.submit(2, snap(2));
+        assert_eq!(g.started.recv().unwrap(), 2);
+        for v in 3..=10 {
+            g.writer.submit(v, snap(v as usize));
+        }
+        g.go.send(Ok(())).unwrap();
+        // Versions 3 to 9 were replaced by 10 while 2 was being written.
+        assert_eq!(g.started.recv().unwrap(), 10);
+        g.go.send(Ok(())).unwrap();
+        g.writer.shared.wait_durable(10, PERSIST_WAIT_MAX).unwrap();
+        g.writer.stop();
+        assert_eq!(g.writer.shared.lock().writes, 2);
+        assert!(g.started.try_recv().is_err());
+    }
+
+    #[test]
+    fn the_file_never_goes_back_to_an_older_table() {
+        let (tx, written) = mpsc::channel();
+        let writer = Writer::start(1, Ok(()), move |s: &Snapshot| {
+            tx.send(s.topics.len()).unwrap();
+            Ok(())
+        })
+        .unwrap();
+        for v in 2..=200 {
+            writer.submit(v, snap(v as usize));
+        }
+        writer.stop();
+        let order: Vec<usize> = written.try_iter().collect();
+        assert!(order.windows(2).all(|w| w[0] < w[1]), "{order:?}");
+        assert_eq!(order.last(), Some(&200));
+        assert_eq!(writer.durable(), 200);
+    }
+
+    #[test]
+    fn the_barrier_waits_for_its_version_and_reports_a_failed_write() {
+        let g = gated();
+        g.writer.submit(2, snap(2));
+        assert_eq!(g.started.recv().unwrap(), 2);
+        let waiter = {
+            let (shared, done) = (g.writer.shared.clone(), g.done.clone());
+            std::thread::spawn(move || {
+                let r = shared.wait_durable(2, PERSIST_WAIT_MAX);
+                (r, done.load(Ordering::SeqCst))
+            })
+        };
+        g.go.send(Ok(())).unwrap();
+        // It returned after the write of version 2 finished, not before.
+        assert_eq!(waiter.join().unwrap(), (Ok(()), 1));
+        // Version 1 is older than the file: no wait.
+        assert_eq!(g.writer.shared.wait_durable(1, Duration::ZERO), Ok(()));
+        g.writer.submit(3, snap(3));
+        assert_eq!(g.started.recv().unwrap(), 3);
+        assert_eq!(
+            g.writer.shared.wait_durable(3, Duration::ZERO),
+            Err(PersistError::TimedOut(Duration::ZERO))
+        );
+        g.go.send(Err(std::io::Error::other("disk full"))).unwrap();
+        let failed = g.writer.shared.wait_durable(3, PERSIST_WAIT_MAX);
+        assert!(
+            matches!(&failed, Err(PersistError::Write(e)) if e.contains("disk full")),
+            "{failed:?}"
+        );
+        // The next change is written again, whole.
+        g.writer.submit(4, snap(4));
+        assert_eq!(g.started.recv().unwrap(), 4);
+        g.go.send(Ok(())).unwrap();
+        assert_eq!(g.writer.shared.wait_durable(4, PERSIST_WAIT_MAX), Ok(()));
+        g.writer.stop();
+        assert_eq!(
+            g.writer.shared.wait_durable(5, PERSIST_WAIT_MAX),
+            Err(PersistError::Stopped)
+        );
     }
 }

@@ -1003,6 +1003,8 @@ async fn open_shard(args: &ShardArgs) -> Result<Rc<Shard>, String> {
             args.config.data_dir.display()
         )
     })?;
+    // Placements made while opening the logs are in the file before they serve (logged).
+    let _ = args.placement.persisted().await;
     let shared = ShardShared {
         config: args.config.clone(),
         catalog: args.catalog.clone(),

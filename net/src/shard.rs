@@ -915,6 +915,10 @@ impl Shard {
         if let Some(log) = self.logs.get(tp) {
             return Ok(log);
         }
+        // The placement that put this log here is in the file first (see `placement`).
+        if let Err(e) = self.placement.persisted().await {
+            tracing::warn!(shard = self.id, %tp, error = %e, "creating the log on a placement not in its file");
+        }
         let config = self.catalog.log_config_for(&tp.topic);
         self.logs.create(tp.clone(), config).await.map_err(|e| match e {
             // Its directory is still being removed (the topic was deleted or replaced

@@ -319,6 +319,34 @@ fn positive(key: &str, v: Option<u64>, default: usize) -> Result<usize> {
     }
 }
 
+/// [`positive`], and at most `max`.
+fn positive_max(key: &str, v: Option<impl Into<u64>>, default: usize, max: usize) -> Result<usize> {
+    let v = positive(key, v.map(Into::into), default)?;
+    if v > max {
+        bail!("{key}: {v} is above {max}");
+    }
+    Ok(v)
+}
+
+/// Sets `*to` from `v` when it is given: at least 1, and fitting `T` (else an error naming
+/// `key`); unchanged when not given.
+fn set_positive<T: TryFrom<usize>>(key: &str, v: Option<impl Into<u64>>, to: &mut T) -> Result<()> {
+    let Some(v) = v else {
+        return Ok(());
+    };
+    let v = positive(key, Some(v.into()), 0)?;
+    *to = T::try_from(v).map_err(|_| anyhow!("{key}: {v} is too large"))?;
+    Ok(())
+}
+
+/// [`set_positive`] for each `field <- key`: `to.field` from `from.key`, named
+/// `section.key` in errors.
+macro_rules! set_positives {
+    ($section:literal, $from:expr => $to:expr, [$($field:ident <- $key:ident),* $(,)?]) => {
+        $(set_positive(concat!($section, ".", stringify!($key)), $from.$key, &mut $to.$field)?;)*
+    };
+}
+
 /// Parses `ID@HOST:PORT,...`: distinct raft ids (≥ 1) and their quorum addresses.
 pub fn parse_quorum(key: &str, value: &str) -> Result<Vec<(u64, SocketAddr)>> {
     let mut out: Vec<(u64, SocketAddr)> = Vec::new();
@@ -405,17 +433,17 @@ fn cluster(
         }
         c.rack = Some(rack);
     }
-    c.broker_session_timeout_ms = positive(
-        "cluster.broker_session_timeout_ms",
-        o.broker_session_timeout_ms.or(f.broker_session_timeout_ms),
-        c.broker_session_timeout_ms as usize,
-    )? as u64;
-    c.broker_heartbeat_interval_ms = positive(
-        "cluster.broker_heartbeat_interval_ms",
-        o.broker_heartbeat_interval_ms
+    let flagged = ClusterFileConfig {
+        broker_session_timeout_ms: o.broker_session_timeout_ms.or(f.broker_session_timeout_ms),
+        broker_heartbeat_interval_ms: o
+            .broker_heartbeat_interval_ms
             .or(f.broker_heartbeat_interval_ms),
-        c.broker_heartbeat_interval_ms as usize,
-    )? as u64;
+        ..ClusterFileConfig::default()
+    };
+    set_positives!("cluster", flagged => c, [
+        broker_session_timeout_ms <- broker_session_timeout_ms,
+        broker_heartbeat_interval_ms <- broker_heartbeat_interval_ms,
+    ]);
     if c.broker_heartbeat_interval_ms >= c.broker_session_timeout_ms {
         bail!(
             "cluster.broker_heartbeat_interval_ms: {} is not below broker_session_timeout_ms {}",
@@ -434,11 +462,7 @@ fn cluster(
         }
         c.controlled_shutdown_timeout_ms = ms;
     }
-    c.controller_tick_ms = positive(
-        "cluster.controller_tick_ms",
-        f.controller_tick_ms,
-        c.controller_tick_ms as usize,
-    )? as u64;
+    set_positives!("cluster", f => c, [controller_tick_ms <- controller_tick_ms]);
     if let Some(rf) = f.default_replication_factor {
         if rf < 1 {
             bail!("cluster.default_replication_factor: {rf} is under 1");
@@ -448,11 +472,7 @@ fn cluster(
     if let Some(b) = f.auto_leader_rebalance {
         c.auto_leader_rebalance = b;
     }
-    c.replica_lag_time_max_ms = positive(
-        "cluster.replica_lag_time_max_ms",
-        f.replica_lag_time_max_ms,
-        c.replica_lag_time_max_ms as usize,
-    )? as u64;
+    set_positives!("cluster", f => c, [replica_lag_time_max_ms <- replica_lag_time_max_ms]);
     let me = u64::try_from(server.node_id).unwrap_or(0);
     if c.roles.controller {
         if me == 0 {
@@ -522,36 +542,14 @@ pub fn settings(file: FileConfig, o: Overrides) -> Result<Settings> {
         server.cluster_id = c;
     }
     let n = &file.network;
-    server.request_bytes_max = positive(
-        "network.socket_request_max_bytes",
-        n.socket_request_max_bytes,
-        server.request_bytes_max,
-    )?;
-    server.inflight_requests_max = positive(
-        "network.inflight_requests_max",
-        n.inflight_requests_max.map(u64::from),
-        server.inflight_requests_max,
-    )?;
-    server.connections_max_per_shard = positive(
-        "network.connections_max_per_shard",
-        n.connections_max_per_shard.map(u64::from),
-        server.connections_max_per_shard,
-    )?;
-    server.connections_max = positive(
-        "network.connections_max",
-        n.connections_max.map(u64::from),
-        server.connections_max,
-    )?;
-    server.connections_max_per_ip = positive(
-        "network.connections_max_per_ip",
-        n.connections_max_per_ip.map(u64::from),
-        server.connections_max_per_ip,
-    )?;
-    server.queued_request_bytes_max = positive(
-        "network.queued_request_bytes_max",
-        n.queued_request_bytes_max,
-        server.queued_request_bytes_max,
-    )?;
+    set_positives!("network", n => server, [
+        request_bytes_max <- socket_request_max_bytes,
+        inflight_requests_max <- inflight_requests_max,
+        connections_max_per_shard <- connections_max_per_shard,
+        connections_max <- connections_max,
+        connections_max_per_ip <- connections_max_per_ip,
+        queued_request_bytes_max <- queued_request_bytes_max,
+    ]);
     if server.queued_request_bytes_max < server.request_bytes_max.min(1 << 20) {
         bail!(
             "network.queued_request_bytes_max: {} is below 1 MiB (or socket_request_max_bytes, {}, if that is smaller): one ordinary request must fit",
@@ -559,16 +557,10 @@ pub fn settings(file: FileConfig, o: Overrides) -> Result<Settings> {
             server.request_bytes_max
         );
     }
-    server.connection_idle_ms_max = positive(
-        "network.connection_idle_ms_max",
-        n.connection_idle_ms_max,
-        server.connection_idle_ms_max as usize,
-    )? as u64;
-    server.mesh_channel_depth_max = positive(
-        "network.mesh_channel_depth_max",
-        n.mesh_channel_depth_max.map(u64::from),
-        server.mesh_channel_depth_max,
-    )?;
+    set_positives!("network", n => server, [
+        connection_idle_ms_max <- connection_idle_ms_max,
+        mesh_channel_depth_max <- mesh_channel_depth_max,
+    ]);
     server.fetch_wait_ms_max = n.fetch_wait_ms_max.unwrap_or(server.fetch_wait_ms_max);
     server.fetch_sessions_max_per_shard = n
         .fetch_sessions_max_per_shard
@@ -577,56 +569,24 @@ pub fn settings(file: FileConfig, o: Overrides) -> Result<Settings> {
     server.topic_defaults = topic_defaults(&file.topic_defaults)?;
     let b = &memory_budget(&file.shard)?;
     let sc = &mut server.shard;
-    sc.tail_cache_bytes_max = positive(
-        "shard.tail_cache_bytes_max",
-        b.tail_cache_bytes_max,
-        sc.tail_cache_bytes_max,
-    )?;
-    sc.write_buffer_bytes_max = positive(
-        "shard.write_buffer_bytes_max",
-        b.write_buffer_bytes_max,
-        sc.write_buffer_bytes_max,
-    )?;
-    sc.shard_write_buffer_bytes_max = positive(
-        "shard.shard_write_buffer_bytes_max",
-        b.shard_write_buffer_bytes_max,
-        sc.shard_write_buffer_bytes_max,
-    )?;
-    sc.write_chunk_bytes = positive(
-        "shard.write_chunk_bytes",
-        b.write_chunk_bytes,
-        sc.write_chunk_bytes,
-    )?;
-    sc.write_depth_max = positive(
-        "shard.write_depth_max",
-        b.write_depth_max,
-        sc.write_depth_max,
-    )?;
-    sc.checkpoint_interval_ms = positive(
-        "shard.checkpoint_interval_ms",
-        b.checkpoint_interval_ms,
-        sc.checkpoint_interval_ms as usize,
-    )? as u64;
-    sc.compaction_map_bytes_max = positive(
-        "shard.compaction_map_bytes_max",
-        b.compaction_map_bytes_max,
-        sc.compaction_map_bytes_max,
-    )?;
+    set_positives!("shard", b => sc, [
+        tail_cache_bytes_max <- tail_cache_bytes_max,
+        write_buffer_bytes_max <- write_buffer_bytes_max,
+        shard_write_buffer_bytes_max <- shard_write_buffer_bytes_max,
+        write_chunk_bytes <- write_chunk_bytes,
+        write_depth_max <- write_depth_max,
+        checkpoint_interval_ms <- checkpoint_interval_ms,
+        compaction_map_bytes_max <- compaction_map_bytes_max,
+    ]);
     if b.io_memory_bytes.is_some() {
         server.io_memory_bytes = Some(positive("shard.io_memory_bytes", b.io_memory_bytes, 0)?);
     }
     server.groups = groups_config(&file.groups)?;
-    server.produce_shares = positive(
-        "shard.produce_shares",
-        b.produce_shares,
-        server.produce_shares,
-    )?;
-    server.fetch_shares = positive("shard.fetch_shares", b.fetch_shares, server.fetch_shares)?;
-    server.stall_warn_ms = positive(
-        "shard.stall_warn_ms",
-        file.shard.stall_warn_ms,
-        server.stall_warn_ms as usize,
-    )? as u64;
+    set_positives!("shard", b => server, [
+        produce_shares <- produce_shares,
+        fetch_shares <- fetch_shares,
+        stall_warn_ms <- stall_warn_ms,
+    ]);
     server.placement = placement_settings(&file.placement)?;
     Ok(Settings {
         server,
@@ -717,27 +677,23 @@ fn parse_partition_range(s: &str) -> Option<(i32, i32)> {
 
 fn groups_config(g: &GroupsFileConfig) -> Result<GroupsConfig> {
     let d = GroupsConfig::default();
-    let partitions = positive(
+    let partitions = positive_max(
         "groups.offsets_topic_partitions",
-        g.offsets_topic_partitions.map(u64::from),
+        g.offsets_topic_partitions,
         d.offsets_partitions as usize,
+        10_000,
     )?;
-    if partitions > 10_000 {
-        bail!("groups.offsets_topic_partitions: {partitions} is above 10000");
-    }
     let retention_minutes = positive(
         "groups.offsets_retention_minutes",
         g.offsets_retention_minutes,
         (d.offsets_retention_ms / 60_000) as usize,
     )? as i64;
-    let replication_factor = positive(
+    let replication_factor = positive_max(
         "groups.offsets_topic_replication_factor",
-        g.offsets_topic_replication_factor.map(u64::from),
+        g.offsets_topic_replication_factor,
         d.offsets_replication_factor as usize,
+        16,
     )?;
-    if replication_factor > 16 {
-        bail!("groups.offsets_topic_replication_factor: {replication_factor} is above 16");
-    }
     let c = GroupsConfig {
         offsets_partitions: partitions as i32,
         offsets_replication_factor: replication_factor as i16,

@@ -98,80 +98,59 @@ fn num(v: &Value, key: &str) -> u64 {
     v[key].as_u64().unwrap_or(0)
 }
 
+/// The traffic columns both tables end with: (field of the report, heading).
+const TRAFFIC: [(&str, &str); 6] = [
+    ("bytes_in_total", "BYTES-IN"),
+    ("bytes_out_total", "BYTES-OUT"),
+    ("bytes_in_per_s", "IN/S"),
+    ("bytes_out_per_s", "OUT/S"),
+    ("produce_requests_per_s", "PRODUCE/S"),
+    ("fetch_requests_per_s", "FETCH/S"),
+];
+
+/// A table of `entries` (an array of the report): the `first` headings and cells, then
+/// the traffic columns.
+fn traffic_table(entries: &Value, first: &[&str], cells: impl Fn(&Value) -> Vec<String>) -> String {
+    let headings: Vec<&str> = first
+        .iter()
+        .copied()
+        .chain(TRAFFIC.iter().map(|(_, h)| *h))
+        .collect();
+    let empty = Vec::new();
+    let rows: Vec<Vec<String>> = entries
+        .as_array()
+        .unwrap_or(&empty)
+        .iter()
+        .map(|e| {
+            let traffic = TRAFFIC.iter().map(|(key, _)| num(e, key).to_string());
+            cells(e).into_iter().chain(traffic).collect()
+        })
+        .collect();
+    table::render(&headings, &rows)
+}
+
 /// The report as two tables: per core, then per partition.
 fn render(report: &Value) -> String {
-    let empty = Vec::new();
-    let shards = report["shards"].as_array().unwrap_or(&empty);
-    let rows: Vec<Vec<String>> = shards
-        .iter()
-        .map(|s| {
-            vec![
-                num(s, "cpu").to_string(),
-                num(s, "shard").to_string(),
-                num(s, "partitions").to_string(),
-                num(s, "bytes_in_total").to_string(),
-                num(s, "bytes_out_total").to_string(),
-                num(s, "bytes_in_per_s").to_string(),
-                num(s, "bytes_out_per_s").to_string(),
-                num(s, "produce_requests_per_s").to_string(),
-                num(s, "fetch_requests_per_s").to_string(),
-            ]
-        })
-        .collect();
     let mut out = format!("policy: {}\n\n", report["policy"].as_str().unwrap_or("?"));
-    out += &table::render(
-        &[
-            "CORE",
-            "SHARD",
-            "PARTITIONS",
-            "BYTES-IN",
-            "BYTES-OUT",
-            "IN/S",
-            "OUT/S",
-            "PRODUCE/S",
-            "FETCH/S",
-        ],
-        &rows,
-    );
-    let partitions = report["partitions"].as_array().unwrap_or(&empty);
-    let rows: Vec<Vec<String>> = partitions
-        .iter()
-        .map(|p| {
-            let moving = if p["moving"].as_bool() == Some(true) {
-                " (moving)"
-            } else {
-                ""
-            };
-            vec![
-                format!(
-                    "{}/{}{moving}",
-                    p["topic"].as_str().unwrap_or("?"),
-                    num(p, "partition")
-                ),
-                num(p, "cpu").to_string(),
-                num(p, "bytes_in_total").to_string(),
-                num(p, "bytes_out_total").to_string(),
-                num(p, "bytes_in_per_s").to_string(),
-                num(p, "bytes_out_per_s").to_string(),
-                num(p, "produce_requests_per_s").to_string(),
-                num(p, "fetch_requests_per_s").to_string(),
-            ]
-        })
-        .collect();
+    out += &traffic_table(&report["shards"], &["CORE", "SHARD", "PARTITIONS"], |s| {
+        ["cpu", "shard", "partitions"]
+            .iter()
+            .map(|key| num(s, key).to_string())
+            .collect()
+    });
     out.push('\n');
-    out += &table::render(
-        &[
-            "PARTITION",
-            "CORE",
-            "BYTES-IN",
-            "BYTES-OUT",
-            "IN/S",
-            "OUT/S",
-            "PRODUCE/S",
-            "FETCH/S",
-        ],
-        &rows,
-    );
+    out += &traffic_table(&report["partitions"], &["PARTITION", "CORE"], |p| {
+        let moving = if p["moving"].as_bool() == Some(true) {
+            " (moving)"
+        } else {
+            ""
+        };
+        let topic = p["topic"].as_str().unwrap_or("?");
+        vec![
+            format!("{topic}/{}{moving}", num(p, "partition")),
+            num(p, "cpu").to_string(),
+        ]
+    });
     out
 }
 

@@ -593,12 +593,7 @@ impl Group {
         match self.state {
             GroupState::Empty | GroupState::PreparingRebalance => Err(code::REBALANCE_IN_PROGRESS),
             GroupState::Stable => {
-                let m = self
-                    .members
-                    .get_mut(member_id)
-                    .ok_or(code::UNKNOWN_MEMBER_ID)?;
-                m.last_seen = now;
-                let a = m.assignment.clone();
+                let a = self.seen(member_id, now)?.assignment.clone();
                 Ok(Ok(outcome(self, a)))
             }
             GroupState::CompletingRebalance if self.leader.as_deref() == Some(member_id) => {
@@ -617,25 +612,25 @@ impl Group {
                 for (w, a) in ready {
                     let _ = w.send(outcome(self, a));
                 }
-                let m = self
-                    .members
-                    .get_mut(member_id)
-                    .ok_or(code::UNKNOWN_MEMBER_ID)?;
-                m.last_seen = now;
-                let a = m.assignment.clone();
+                let a = self.seen(member_id, now)?.assignment.clone();
                 Ok(Ok(outcome(self, a)))
             }
             GroupState::CompletingRebalance => {
                 let (tx, rx) = oneshot::channel();
-                let m = self
-                    .members
-                    .get_mut(member_id)
-                    .ok_or(code::UNKNOWN_MEMBER_ID)?;
-                m.last_seen = now;
-                m.sync_waiter = Some(tx);
+                self.seen(member_id, now)?.sync_waiter = Some(tx);
                 Ok(Err(rx))
             }
         }
+    }
+
+    /// A member heard from now.
+    fn seen(&mut self, member_id: &str, now: Instant) -> Result<&mut Member, i16> {
+        let m = self
+            .members
+            .get_mut(member_id)
+            .ok_or(code::UNKNOWN_MEMBER_ID)?;
+        m.last_seen = now;
+        Ok(m)
     }
 
     pub fn heartbeat(
@@ -881,24 +876,51 @@ mod tests {
         }
     }
 
+    /// Joins with `req(member, instance, v4)`; `id` is the member id a new member gets.
+    fn join_as(
+        g: &mut Group,
+        member: &str,
+        instance: Option<&str>,
+        v4: bool,
+        id: &str,
+    ) -> Result<JoinReply, i16> {
+        g.join(
+            &req(member, instance, v4),
+            id.into(),
+            MAX,
+            Instant::now(),
+            0,
+        )
+    }
+
     fn join(g: &mut Group, member: &str, id: &str) -> JoinReply {
-        g.join(&req(member, None, false), id.into(), MAX, Instant::now(), 0)
-            .unwrap()
+        join_as(g, member, None, false, id).unwrap()
+    }
+
+    /// Syncs `member` (static as `instance`) at `generation`, handing out `assign` (a
+    /// leader's): its assignment now, or the receiver that gets it once the leader syncs.
+    fn sync(
+        g: &mut Group,
+        generation: i32,
+        member: &str,
+        instance: Option<&str>,
+        assign: Vec<(String, Bytes)>,
+    ) -> Result<SyncOutcome, oneshot::Receiver<SyncOutcome>> {
+        let protocol = (None, None);
+        g.sync(
+            generation,
+            member,
+            instance,
+            protocol,
+            assign,
+            Instant::now(),
+            0,
+        )
+        .unwrap()
     }
 
     fn sync_leader(g: &mut Group, o: &JoinOutcome) {
-        let r = g
-            .sync(
-                o.generation,
-                &o.member_id,
-                None,
-                (None, None),
-                vec![],
-                Instant::now(),
-                0,
-            )
-            .unwrap();
-        assert!(r.is_ok());
+        assert!(sync(g, o.generation, &o.member_id, None, vec![]).is_ok());
     }
 
     #[test]
@@ -960,35 +982,13 @@ mod tests {
         assert_eq!(a2.generation, a.generation + 1);
         assert_eq!(a2.leader, "a", "the leader stays");
         assert_eq!(a2.members.len(), 2);
-        let pending = g
-            .sync(
-                b.generation,
-                "b",
-                None,
-                (None, None),
-                vec![],
-                Instant::now(),
-                0,
-            )
-            .unwrap();
-        let mut rx = pending.err().unwrap();
+        let mut rx = sync(&mut g, b.generation, "b", None, vec![]).err().unwrap();
         assert_eq!(
             g.check_commit(b.generation, "b", None),
             code::REBALANCE_IN_PROGRESS
         );
         let assign = vec![("b".to_string(), Bytes::from_static(b"f"))];
-        g.sync(
-            a2.generation,
-            "a",
-            None,
-            (None, None),
-            assign,
-            Instant::now(),
-            0,
-        )
-        .unwrap()
-        .ok()
-        .unwrap();
+        sync(&mut g, a2.generation, "a", None, assign).ok().unwrap();
         assert_eq!(
             rx.try_recv().unwrap().unwrap().assignment,
             Bytes::from_static(b"f")
@@ -1003,102 +1003,40 @@ mod tests {
     #[test]
     fn member_id_required_then_accepted_and_expired_when_unused() {
         let mut g = Group::new(0);
-        let first = now_outcome(
-            g.join(&req("", None, true), "m1".into(), MAX, Instant::now(), 0)
-                .unwrap(),
-        );
+        let first = now_outcome(join_as(&mut g, "", None, true, "m1").unwrap());
         assert_eq!(first.error, code::MEMBER_ID_REQUIRED);
         assert_eq!(first.member_id, "m1");
-        let ok = now_outcome(
-            g.join(&req("m1", None, true), "x".into(), MAX, Instant::now(), 0)
-                .unwrap(),
-        );
+        let ok = now_outcome(join_as(&mut g, "m1", None, true, "x").unwrap());
         assert_eq!((ok.error, ok.member_id.as_str()), (0, "m1"));
         // An id handed out but never used is forgotten after the session timeout.
-        let _ = g.join(&req("", None, true), "m2".into(), MAX, Instant::now(), 0);
+        let _ = join_as(&mut g, "", None, true, "m2");
         g.expire(Instant::now() + Duration::from_secs(11), 0);
-        let err = g
-            .join(&req("m2", None, true), "x".into(), MAX, Instant::now(), 0)
-            .unwrap_err();
+        let err = join_as(&mut g, "m2", None, true, "x").unwrap_err();
         assert_eq!(err, code::UNKNOWN_MEMBER_ID);
     }
 
     #[test]
     fn static_member_rejoins_without_rebalance_and_old_id_is_fenced() {
         let mut g = Group::new(0);
-        let a = now_outcome(
-            g.join(
-                &req("", Some("ia"), true),
-                "a1".into(),
-                MAX,
-                Instant::now(),
-                0,
-            )
-            .unwrap(),
-        );
+        let a = now_outcome(join_as(&mut g, "", Some("ia"), true, "a1").unwrap());
         sync_leader(&mut g, &a);
-        let JoinReply::Later(mut b_rx) = g
-            .join(
-                &req("", Some("ib"), true),
-                "b1".into(),
-                MAX,
-                Instant::now(),
-                0,
-            )
-            .unwrap()
+        let JoinReply::Later(mut b_rx) = join_as(&mut g, "", Some("ib"), true, "b1").unwrap()
         else {
             panic!("b waits")
         };
-        let _ = now_outcome(
-            g.join(
-                &req("a1", Some("ia"), true),
-                "x".into(),
-                MAX,
-                Instant::now(),
-                0,
-            )
-            .unwrap(),
-        );
+        let _ = now_outcome(join_as(&mut g, "a1", Some("ia"), true, "x").unwrap());
         let b = b_rx.try_recv().unwrap().unwrap();
         let assign = vec![("b1".to_string(), Bytes::from_static(b"p1"))];
-        g.sync(
-            b.generation,
-            "a1",
-            Some("ia"),
-            (None, None),
-            assign,
-            Instant::now(),
-            0,
-        )
-        .unwrap()
-        .ok()
-        .unwrap();
+        sync(&mut g, b.generation, "a1", Some("ia"), assign)
+            .ok()
+            .unwrap();
         let generation = g.generation;
         // b restarts: same instance id, no member id.
-        let b2 = now_outcome(
-            g.join(
-                &req("", Some("ib"), true),
-                "b2".into(),
-                MAX,
-                Instant::now(),
-                0,
-            )
-            .unwrap(),
-        );
+        let b2 = now_outcome(join_as(&mut g, "", Some("ib"), true, "b2").unwrap());
         assert_eq!((b2.error, b2.generation), (0, generation), "no rebalance");
         assert_eq!(b2.member_id, "b2");
         assert_eq!(g.state, GroupState::Stable);
-        let s = g
-            .sync(
-                generation,
-                "b2",
-                Some("ib"),
-                (None, None),
-                vec![],
-                Instant::now(),
-                0,
-            )
-            .unwrap()
+        let s = sync(&mut g, generation, "b2", Some("ib"), vec![])
             .ok()
             .unwrap();
         assert_eq!(s.assignment, Bytes::from_static(b"p1"), "assignment kept");
@@ -1134,29 +1072,9 @@ mod tests {
     #[test]
     fn snapshot_restores_members_and_generation() {
         let mut g = Group::new(0);
-        let a = now_outcome(
-            g.join(
-                &req("", Some("ia"), false),
-                "a".into(),
-                MAX,
-                Instant::now(),
-                0,
-            )
-            .unwrap(),
-        );
+        let a = now_outcome(join_as(&mut g, "", Some("ia"), false, "a").unwrap());
         let assign = vec![("a".to_string(), Bytes::from_static(b"asg"))];
-        g.sync(
-            a.generation,
-            "a",
-            None,
-            (None, None),
-            assign,
-            Instant::now(),
-            5,
-        )
-        .unwrap()
-        .ok()
-        .unwrap();
+        sync(&mut g, a.generation, "a", None, assign).ok().unwrap();
         let r = Group::restore(g.snapshot(), Instant::now());
         assert_eq!((r.state, r.generation), (GroupState::Stable, g.generation));
         assert_eq!(r.view().members[0].assignment, Bytes::from_static(b"asg"));

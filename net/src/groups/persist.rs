@@ -1,5 +1,9 @@
 //! The coordinator's I/O on `__consumer_offsets`: appending its records through the
 //! partition's owner, loading a partition at start, and the per-shard sweep loop.
+//!
+//! Every write here is an append to that partition's log (the engine's asynchronous
+//! I/O, awaited), never a blocking `std::fs` call: a commit waits for its records to be
+//! durable without stopping the shard.
 
 use std::rc::Rc;
 use std::time::{Duration, Instant};

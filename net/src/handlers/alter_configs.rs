@@ -118,41 +118,71 @@ async fn apply(
     (code::NONE, None)
 }
 
-pub async fn handle(shard: &Rc<Shard>, req: &Request) -> Result<ResponseFrame, FrameError> {
-    let body: AlterConfigsRequest = decode_body(req)?;
-    let mut responses = Vec::with_capacity(body.resources.len());
-    for r in &body.resources {
-        let (error, message) = if r.resource_type != RESOURCE_TOPIC {
+/// One resource of either request: its type, its name and the change it asks for
+/// (`Err`: why it asks for none).
+type Resource<'a> = (i8, &'a StrBytes, Result<Change, String>);
+
+/// The per-resource answer of either API (the same fields in two generated types).
+trait ResourceAnswer {
+    fn new(error: i16, message: Option<StrBytes>, resource_type: i8, name: StrBytes) -> Self;
+}
+
+macro_rules! resource_answer {
+    ($($answer:ty),*) => {$(
+        impl ResourceAnswer for $answer {
+            fn new(error: i16, message: Option<StrBytes>, resource_type: i8, name: StrBytes) -> Self {
+                <$answer>::default()
+                    .with_error_code(error)
+                    .with_error_message(message)
+                    .with_resource_type(resource_type)
+                    .with_resource_name(name)
+            }
+        }
+    )*};
+}
+
+resource_answer!(
+    alter_configs_response::AlterConfigsResourceResponse,
+    incremental_alter_configs_response::AlterConfigsResourceResponse
+);
+
+/// Alters each resource in request order and answers each. Only topics are altered; a
+/// request that makes no change is INVALID_CONFIG.
+async fn alter_each<'a, R: ResourceAnswer>(
+    shard: &Rc<Shard>,
+    resources: impl Iterator<Item = Resource<'a>>,
+    validate_only: bool,
+) -> Vec<R> {
+    let mut out = Vec::with_capacity(resources.size_hint().0);
+    for (resource_type, name, change) in resources {
+        let (error, message) = if resource_type != RESOURCE_TOPIC {
             (
                 code::INVALID_REQUEST,
                 Some("only topic configs can be altered".to_string()),
             )
         } else {
-            let configs = r
-                .configs
-                .iter()
-                .filter_map(|c| {
-                    c.value
-                        .as_ref()
-                        .map(|v| (c.name.to_string(), v.to_string()))
-                })
-                .collect();
-            apply(
-                shard,
-                &r.resource_name,
-                Change::Replace(configs),
-                body.validate_only,
-            )
-            .await
+            match change {
+                Err(m) => (code::INVALID_CONFIG, Some(m)),
+                Ok(change) => apply(shard, name, change, validate_only).await,
+            }
         };
-        responses.push(
-            alter_configs_response::AlterConfigsResourceResponse::default()
-                .with_error_code(error)
-                .with_error_message(message.map(StrBytes::from_string))
-                .with_resource_type(r.resource_type)
-                .with_resource_name(r.resource_name.clone()),
-        );
+        let message = message.map(StrBytes::from_string);
+        out.push(R::new(error, message, resource_type, name.clone()));
     }
+    out
+}
+
+pub async fn handle(shard: &Rc<Shard>, req: &Request) -> Result<ResponseFrame, FrameError> {
+    let body: AlterConfigsRequest = decode_body(req)?;
+    let resources = body.resources.iter().map(|r| {
+        let set = r.configs.iter().filter_map(|c| {
+            let v = c.value.as_ref()?;
+            Some((c.name.to_string(), v.to_string()))
+        });
+        let change = Ok(Change::Replace(set.collect()));
+        (r.resource_type, &r.resource_name, change)
+    });
+    let responses = alter_each(shard, resources, body.validate_only).await;
     let resp = AlterConfigsResponse::default().with_responses(responses);
     encode_response(req.header.correlation_id, req.version, &resp)
 }
@@ -162,35 +192,11 @@ pub async fn handle_incremental(
     req: &Request,
 ) -> Result<ResponseFrame, FrameError> {
     let body: IncrementalAlterConfigsRequest = decode_body(req)?;
-    let mut responses = Vec::with_capacity(body.resources.len());
-    for r in &body.resources {
-        let (error, message) = if r.resource_type != RESOURCE_TOPIC {
-            (
-                code::INVALID_REQUEST,
-                Some("only topic configs can be altered".to_string()),
-            )
-        } else {
-            match incremental_keys(&r.configs) {
-                Err(m) => (code::INVALID_CONFIG, Some(m)),
-                Ok(keys) => {
-                    apply(
-                        shard,
-                        &r.resource_name,
-                        Change::Keys(keys),
-                        body.validate_only,
-                    )
-                    .await
-                }
-            }
-        };
-        responses.push(
-            incremental_alter_configs_response::AlterConfigsResourceResponse::default()
-                .with_error_code(error)
-                .with_error_message(message.map(StrBytes::from_string))
-                .with_resource_type(r.resource_type)
-                .with_resource_name(r.resource_name.clone()),
-        );
-    }
+    let resources = body.resources.iter().map(|r| {
+        let change = incremental_keys(&r.configs).map(Change::Keys);
+        (r.resource_type, &r.resource_name, change)
+    });
+    let responses = alter_each(shard, resources, body.validate_only).await;
     let resp = IncrementalAlterConfigsResponse::default().with_responses(responses);
     encode_response(req.header.correlation_id, req.version, &resp)
 }

@@ -17,7 +17,7 @@ pub const SPEC: ApiSpec = ApiSpec {
     max: 4,
 };
 
-pub fn handle(shard: &Rc<Shard>, req: &Request) -> Result<ResponseFrame, FrameError> {
+pub async fn handle(shard: &Rc<Shard>, req: &Request) -> Result<ResponseFrame, FrameError> {
     let body: InitProducerIdRequest = decode_body(req)?;
     let mut resp = InitProducerIdResponse::default()
         .with_producer_id(ProducerId(-1))
@@ -32,7 +32,7 @@ pub fn handle(shard: &Rc<Shard>, req: &Request) -> Result<ResponseFrame, FrameEr
             .with_producer_id(body.producer_id)
             .with_producer_epoch(body.producer_epoch + 1);
     } else {
-        match shard.catalog.allocate_producer_id() {
+        match shard.catalog.allocate_producer_id().await {
             Ok(id) => resp = resp.with_producer_id(ProducerId(id)).with_producer_epoch(0),
             Err(e) => {
                 tracing::error!(error = %e, "allocating a producer id failed");

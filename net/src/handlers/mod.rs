@@ -109,7 +109,7 @@ pub async fn dispatch(shard: Rc<Shard>, req: Request) -> Result<Option<ResponseF
         ApiKey::ListOffsets => list_offsets::handle(&shard, &req).await.map(Some),
         ApiKey::CreateTopics => create_topics::handle(&shard, &req).await.map(Some),
         ApiKey::DeleteTopics => delete_topics::handle(&shard, &req).await.map(Some),
-        ApiKey::InitProducerId => init_producer_id::handle(&shard, &req).map(Some),
+        ApiKey::InitProducerId => init_producer_id::handle(&shard, &req).await.map(Some),
         ApiKey::DeleteRecords => delete_records::handle(&shard, &req).await.map(Some),
         ApiKey::DescribeCluster => describe_cluster::handle(&shard, &req).map(Some),
         ApiKey::OffsetForLeaderEpoch => offset_for_leader_epoch::handle(&shard, &req)

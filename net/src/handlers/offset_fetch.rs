@@ -39,7 +39,7 @@ pub fn handle(shard: &Rc<Shard>, req: &Request) -> Result<ResponseFrame, FrameEr
                 });
                 let out = OffsetFetchResponseGroup::default().with_group_id(g.group_id.clone());
                 match fetch(&shard.groups, &g.group_id.0, wanted) {
-                    Ok(f) => out.with_topics(v8_topics(f)),
+                    Ok(f) => out.with_topics(topics(f)),
                     Err(e) => out.with_error_code(e),
                 }
             })
@@ -112,52 +112,50 @@ fn fetch(
     }
 }
 
-/// (offset, leader epoch, metadata) as answered; -1s when nothing is committed.
-fn answer(v: Option<CommitValue>) -> (i64, i32, StrBytes) {
-    match v {
-        Some(v) => (v.offset, v.leader_epoch, StrBytes::from_string(v.metadata)),
-        None => (-1, -1, StrBytes::from_static_str("")),
-    }
+/// The topic and partition entries of the answer before v8 and from v8: the same fields
+/// in two pairs of generated types.
+trait AnswerTopic: Sized {
+    type Partition;
+    /// A partition's entry: its committed value, or -1s when nothing is committed.
+    fn partition(index: i32, v: Option<CommitValue>) -> Self::Partition;
+    fn topic(name: String, partitions: Vec<Self::Partition>) -> Self;
 }
 
-fn topics(f: Fetched) -> Vec<OffsetFetchResponseTopic> {
-    f.into_iter()
-        .map(|(name, parts)| {
-            let partitions = parts
-                .into_iter()
-                .map(|(p, v)| {
-                    let (offset, epoch, meta) = answer(v);
-                    OffsetFetchResponsePartition::default()
-                        .with_partition_index(p)
-                        .with_committed_offset(offset)
-                        .with_committed_leader_epoch(epoch)
-                        .with_metadata(Some(meta))
-                })
-                .collect();
-            OffsetFetchResponseTopic::default()
-                .with_name(TopicName(StrBytes::from_string(name)))
-                .with_partitions(partitions)
-        })
-        .collect()
+macro_rules! answer_topic {
+    ($($topic:ty => $partition:ty),*) => {$(
+        impl AnswerTopic for $topic {
+            type Partition = $partition;
+            fn partition(index: i32, v: Option<CommitValue>) -> $partition {
+                let (offset, epoch, meta) = match v {
+                    Some(v) => (v.offset, v.leader_epoch, StrBytes::from_string(v.metadata)),
+                    None => (-1, -1, StrBytes::from_static_str("")),
+                };
+                <$partition>::default()
+                    .with_partition_index(index)
+                    .with_committed_offset(offset)
+                    .with_committed_leader_epoch(epoch)
+                    .with_metadata(Some(meta))
+            }
+            fn topic(name: String, partitions: Vec<$partition>) -> Self {
+                <$topic>::default()
+                    .with_name(TopicName(StrBytes::from_string(name)))
+                    .with_partitions(partitions)
+            }
+        }
+    )*};
 }
 
-fn v8_topics(f: Fetched) -> Vec<OffsetFetchResponseTopics> {
+answer_topic!(
+    OffsetFetchResponseTopic => OffsetFetchResponsePartition,
+    OffsetFetchResponseTopics => OffsetFetchResponsePartitions
+);
+
+/// A group's answer in the entries of the request's version.
+fn topics<T: AnswerTopic>(f: Fetched) -> Vec<T> {
     f.into_iter()
         .map(|(name, parts)| {
-            let partitions = parts
-                .into_iter()
-                .map(|(p, v)| {
-                    let (offset, epoch, meta) = answer(v);
-                    OffsetFetchResponsePartitions::default()
-                        .with_partition_index(p)
-                        .with_committed_offset(offset)
-                        .with_committed_leader_epoch(epoch)
-                        .with_metadata(Some(meta))
-                })
-                .collect();
-            OffsetFetchResponseTopics::default()
-                .with_name(TopicName(StrBytes::from_string(name)))
-                .with_partitions(partitions)
+            let partitions = parts.into_iter().map(|(p, v)| T::partition(p, v));
+            T::topic(name, partitions.collect())
         })
         .collect()
 }
