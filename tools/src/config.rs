@@ -1,6 +1,6 @@
-//! The TOML configuration file and how flags override it. Every key is documented in the
-//! README's "Configuration reference"; an unknown key or a bad value stops start-up with a
-//! message naming it.
+//! The TOML configuration file and how flags override it. Every key is documented in
+//! `docs/configuration.md`; an unknown key or a bad value stops start-up with a message
+//! naming it.
 
 use std::net::{SocketAddr, ToSocketAddrs};
 use std::path::{Path, PathBuf};
