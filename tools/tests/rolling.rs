@@ -443,12 +443,10 @@ fn five_rolling_restarts_under_load_exit_in_time_lose_nothing_and_skip_nothing()
         .collect();
     let load = Load::start(&c.bootstrap());
     load.wait_acked("acknowledgements before the restarts", 2_000);
-    // Every partition read by the group before the first restart: from here on, a message
-    // the group does not deliver above a partition's first delivery is a skip.
-    wait_for("the group reading every partition", HANG_GUARD, &mut || {
-        let delivered = group.delivered.lock().unwrap();
-        let read: BTreeSet<i32> = delivered.iter().map(|d| d.partition).collect();
-        (delivered.len() >= 1_000 && read.len() == PARTITIONS as usize).then_some(())
+    // The first restart comes soon after the group formed, as in the run 2: a
+    // coordinator lost before the group's first commits is when a lost generation skips.
+    wait_for("the group reading", HANG_GUARD, &mut || {
+        (group.delivered.lock().unwrap().len() >= 1_000).then_some(())
     });
 
     let mut restarts = Vec::new();
