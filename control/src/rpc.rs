@@ -284,6 +284,11 @@ impl<'a> Dec<'a> {
     fn u32(&mut self) -> Result<u32, RpcError> {
         Ok(u32::from_le_bytes(self.array()?))
     }
+    /// A broker id and its epoch, as `Enc` writes them for broker requests.
+    fn broker_and_epoch(&mut self) -> Result<(BrokerId, BrokerEpoch), RpcError> {
+        Ok((BrokerId(self.i32()?), BrokerEpoch(self.u64()? as i64)))
+    }
+
     fn u64(&mut self) -> Result<u64, RpcError> {
         Ok(u64::from_le_bytes(self.array()?))
     }
@@ -491,10 +496,10 @@ impl Request {
                     listeners,
                 }
             }
-            2 => Request::Heartbeat {
-                broker: BrokerId(d.i32()?),
-                epoch: BrokerEpoch(d.u64()? as i64),
-            },
+            2 => {
+                let (broker, epoch) = d.broker_and_epoch()?;
+                Request::Heartbeat { broker, epoch }
+            }
             3 => {
                 let name = d.str()?;
                 let partitions = d.i32()?;
@@ -567,14 +572,14 @@ impl Request {
                     isr,
                 }
             }
-            13 => Request::ShutdownBroker {
-                broker: BrokerId(d.i32()?),
-                epoch: BrokerEpoch(d.u64()? as i64),
-            },
-            14 => Request::BrokerStopped {
-                broker: BrokerId(d.i32()?),
-                epoch: BrokerEpoch(d.u64()? as i64),
-            },
+            13 => {
+                let (broker, epoch) = d.broker_and_epoch()?;
+                Request::ShutdownBroker { broker, epoch }
+            }
+            14 => {
+                let (broker, epoch) = d.broker_and_epoch()?;
+                Request::BrokerStopped { broker, epoch }
+            }
             _ => return Err(RpcError::Decode("unknown request kind")),
         };
         d.end()?;
