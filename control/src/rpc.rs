@@ -212,6 +212,11 @@ impl Enc {
     fn u32(&mut self, v: u32) {
         self.0.extend_from_slice(&v.to_le_bytes());
     }
+    /// A broker id and its epoch (`Dec::broker_and_epoch` reads them back).
+    fn broker_and_epoch(&mut self, broker: BrokerId, epoch: BrokerEpoch) {
+        self.i32(broker.0);
+        self.u64(epoch.0 as u64);
+    }
     fn u64(&mut self, v: u64) {
         self.0.extend_from_slice(&v.to_le_bytes());
     }
@@ -369,8 +374,7 @@ impl Request {
             }
             Request::Heartbeat { broker, epoch } => {
                 e.u8(2);
-                e.i32(broker.0);
-                e.u64(epoch.0 as u64);
+                e.broker_and_epoch(*broker, *epoch);
             }
             Request::CreateTopic {
                 name,
@@ -464,13 +468,11 @@ impl Request {
             }
             Request::ShutdownBroker { broker, epoch } => {
                 e.u8(13);
-                e.i32(broker.0);
-                e.u64(epoch.0 as u64);
+                e.broker_and_epoch(*broker, *epoch);
             }
             Request::BrokerStopped { broker, epoch } => {
                 e.u8(14);
-                e.i32(broker.0);
-                e.u64(epoch.0 as u64);
+                e.broker_and_epoch(*broker, *epoch);
             }
         }
         e.0
