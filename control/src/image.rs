@@ -129,6 +129,21 @@ impl MetadataImage {
         self.brokers.get(&id).map(|b| b.as_ref())
     }
 
+    /// The broker's registration if it holds exactly `epoch`; else the epoch it is
+    /// registered with (`None`: not registered). Records and requests that name a broker
+    /// epoch are both checked by this one rule.
+    pub fn broker_at_epoch(
+        &self,
+        id: BrokerId,
+        epoch: BrokerEpoch,
+    ) -> Result<&BrokerInfo, Option<BrokerEpoch>> {
+        let info = self.broker(id).ok_or(None)?;
+        if info.epoch != epoch {
+            return Err(Some(info.epoch));
+        }
+        Ok(info)
+    }
+
     /// Whether a broker is registered and not fenced.
     pub fn is_live(&self, id: BrokerId) -> bool {
         self.broker(id).is_some_and(|b| !b.fenced)
@@ -312,15 +327,17 @@ impl MetadataImage {
         epoch: BrokerEpoch,
         fenced: bool,
     ) -> Result<(), ImageError> {
-        let old = self.brokers.get(&id).ok_or(ImageError::UnknownBroker(id))?;
-        if old.epoch != epoch {
-            return Err(ImageError::StaleBrokerEpoch {
-                broker: id,
-                got: epoch.0,
-                registered: old.epoch.0,
-            });
-        }
-        let mut info = BrokerInfo::clone(old);
+        let old = self
+            .broker_at_epoch(id, epoch)
+            .map_err(|registered| match registered {
+                None => ImageError::UnknownBroker(id),
+                Some(r) => ImageError::StaleBrokerEpoch {
+                    broker: id,
+                    got: epoch.0,
+                    registered: r.0,
+                },
+            })?;
+        let mut info = old.clone();
         info.fenced = fenced;
         self.brokers.insert(id, Arc::new(info));
         Ok(())

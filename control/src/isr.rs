@@ -149,17 +149,15 @@ pub fn check_broker_epoch(
     broker: BrokerId,
     epoch: BrokerEpoch,
 ) -> Result<(), IsrRefusal> {
-    let info = image
-        .broker(broker)
-        .ok_or(IsrRefusal::UnknownBroker(broker))?;
-    if info.epoch != epoch {
-        return Err(IsrRefusal::StaleBrokerEpoch {
+    match image.broker_at_epoch(broker, epoch) {
+        Ok(_) => Ok(()),
+        Err(None) => Err(IsrRefusal::UnknownBroker(broker)),
+        Err(Some(registered)) => Err(IsrRefusal::StaleBrokerEpoch {
             broker,
             got: epoch.0,
-            registered: info.epoch.0,
-        });
+            registered: registered.0,
+        }),
     }
-    Ok(())
 }
 
 fn check_leader(p: &PartitionState, req: &IsrChange<'_>) -> Result<(), IsrRefusal> {

@@ -114,16 +114,7 @@ pub fn create_topic_record(
 ) -> Result<crate::records::Record, PlacementError> {
     use crate::records::{PartitionAssignment, Record};
     use crate::types::{LeaderEpoch, PartitionId};
-    let live: Vec<PlacementBroker> = image
-        .brokers()
-        .filter(|b| !b.fenced)
-        .map(|b| PlacementBroker {
-            id: b.id,
-            rack: b.rack.clone(),
-        })
-        .collect();
-    let existing: usize = image.topics().map(|t| t.partitions.len()).sum();
-    let placed = place_replicas(&live, partitions, rf, existing)?;
+    let placed = place_in_image(image, partitions, rf)?;
     let partitions = placed
         .into_iter()
         .enumerate()
@@ -143,6 +134,25 @@ pub fn create_topic_record(
     })
 }
 
+/// Replica sets for `partitions` new partitions of `rf` replicas over the image's unfenced
+/// brokers, leaders rotating on from the partitions the cluster already has.
+fn place_in_image(
+    image: &crate::image::MetadataImage,
+    partitions: usize,
+    rf: usize,
+) -> Result<Vec<Vec<BrokerId>>, PlacementError> {
+    let live: Vec<PlacementBroker> = image
+        .brokers()
+        .filter(|b| !b.fenced)
+        .map(|b| PlacementBroker {
+            id: b.id,
+            rack: b.rack.clone(),
+        })
+        .collect();
+    let existing: usize = image.topics().map(|t| t.partitions.len()).sum();
+    place_replicas(&live, partitions, rf, existing)
+}
+
 /// The records that raise `topic` to `count` partitions: each new partition placed like
 /// a new topic's (racks first, leaders rotating on from the partitions that exist), with
 /// the replication factor of the topic's first partition.
@@ -159,16 +169,7 @@ pub fn add_partitions_records(
         .values()
         .next()
         .map_or(1, |p| p.replicas.len().max(1));
-    let live: Vec<PlacementBroker> = image
-        .brokers()
-        .filter(|b| !b.fenced)
-        .map(|b| PlacementBroker {
-            id: b.id,
-            rack: b.rack.clone(),
-        })
-        .collect();
-    let existing: usize = image.topics().map(|t| t.partitions.len()).sum();
-    let placed = place_replicas(&live, count.saturating_sub(current), rf, existing)?;
+    let placed = place_in_image(image, count.saturating_sub(current), rf)?;
     Ok(placed
         .into_iter()
         .enumerate()

@@ -212,6 +212,11 @@ impl Enc {
     fn u32(&mut self, v: u32) {
         self.0.extend_from_slice(&v.to_le_bytes());
     }
+    /// A broker id and its epoch (`Dec::broker_and_epoch` reads them back).
+    fn broker_and_epoch(&mut self, broker: BrokerId, epoch: BrokerEpoch) {
+        self.i32(broker.0);
+        self.u64(epoch.0 as u64);
+    }
     fn u64(&mut self, v: u64) {
         self.0.extend_from_slice(&v.to_le_bytes());
     }
@@ -284,6 +289,11 @@ impl<'a> Dec<'a> {
     fn u32(&mut self) -> Result<u32, RpcError> {
         Ok(u32::from_le_bytes(self.array()?))
     }
+    /// A broker id and its epoch, as `Enc` writes them for broker requests.
+    fn broker_and_epoch(&mut self) -> Result<(BrokerId, BrokerEpoch), RpcError> {
+        Ok((BrokerId(self.i32()?), BrokerEpoch(self.u64()? as i64)))
+    }
+
     fn u64(&mut self) -> Result<u64, RpcError> {
         Ok(u64::from_le_bytes(self.array()?))
     }
@@ -364,8 +374,7 @@ impl Request {
             }
             Request::Heartbeat { broker, epoch } => {
                 e.u8(2);
-                e.i32(broker.0);
-                e.u64(epoch.0 as u64);
+                e.broker_and_epoch(*broker, *epoch);
             }
             Request::CreateTopic {
                 name,
@@ -459,13 +468,11 @@ impl Request {
             }
             Request::ShutdownBroker { broker, epoch } => {
                 e.u8(13);
-                e.i32(broker.0);
-                e.u64(epoch.0 as u64);
+                e.broker_and_epoch(*broker, *epoch);
             }
             Request::BrokerStopped { broker, epoch } => {
                 e.u8(14);
-                e.i32(broker.0);
-                e.u64(epoch.0 as u64);
+                e.broker_and_epoch(*broker, *epoch);
             }
         }
         e.0
@@ -491,10 +498,10 @@ impl Request {
                     listeners,
                 }
             }
-            2 => Request::Heartbeat {
-                broker: BrokerId(d.i32()?),
-                epoch: BrokerEpoch(d.u64()? as i64),
-            },
+            2 => {
+                let (broker, epoch) = d.broker_and_epoch()?;
+                Request::Heartbeat { broker, epoch }
+            }
             3 => {
                 let name = d.str()?;
                 let partitions = d.i32()?;
@@ -567,14 +574,14 @@ impl Request {
                     isr,
                 }
             }
-            13 => Request::ShutdownBroker {
-                broker: BrokerId(d.i32()?),
-                epoch: BrokerEpoch(d.u64()? as i64),
-            },
-            14 => Request::BrokerStopped {
-                broker: BrokerId(d.i32()?),
-                epoch: BrokerEpoch(d.u64()? as i64),
-            },
+            13 => {
+                let (broker, epoch) = d.broker_and_epoch()?;
+                Request::ShutdownBroker { broker, epoch }
+            }
+            14 => {
+                let (broker, epoch) = d.broker_and_epoch()?;
+                Request::BrokerStopped { broker, epoch }
+            }
             _ => return Err(RpcError::Decode("unknown request kind")),
         };
         d.end()?;

@@ -356,11 +356,7 @@ impl DiskStorage {
     /// the snapshot file, drops every entry, rewrites the log.
     pub fn install_snapshot(&mut self, snap: Snapshot) -> Result<(), StorageError> {
         let meta = snap.get_metadata().clone();
-        write_atomic(
-            &self.dir,
-            SNAPSHOT_FILE,
-            &frame(KIND_SNAPSHOT, &snap.write_to_bytes()?),
-        )?;
+        self.write_snapshot(&snap)?;
         self.snapshot = snap;
         self.entries.clear();
         self.hard_state.term = self.hard_state.term.max(meta.term);
@@ -397,14 +393,17 @@ impl DiskStorage {
             term,
             ..Default::default()
         });
-        write_atomic(
-            &self.dir,
-            SNAPSHOT_FILE,
-            &frame(KIND_SNAPSHOT, &snap.write_to_bytes()?),
-        )?;
+        self.write_snapshot(&snap)?;
         self.snapshot = snap;
         self.entries.retain(|e| e.index > index);
         self.rewrite_log()
+    }
+
+    /// Replaces the snapshot file (atomically) with `snap`.
+    fn write_snapshot(&self, snap: &Snapshot) -> Result<(), StorageError> {
+        let bytes = frame(KIND_SNAPSHOT, &snap.write_to_bytes()?);
+        write_atomic(&self.dir, SNAPSHOT_FILE, &bytes)?;
+        Ok(())
     }
 
     fn term_raw(&self, idx: u64) -> Option<u64> {

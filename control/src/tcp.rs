@@ -215,6 +215,18 @@ impl Transport for TcpTransport {
     }
 }
 
+/// The message a peer writer sends next: the one a failed write left, else the next in
+/// its queue; `None` once the queue is closed.
+async fn next_message(
+    pending: &mut Option<Message>,
+    rx: &LocalReceiver<Message>,
+) -> Option<Message> {
+    match pending.take() {
+        Some(m) => Some(m),
+        None => rx.recv().await,
+    }
+}
+
 async fn peer_writer(
     addr: SocketAddr,
     rx: LocalReceiver<Message>,
@@ -226,12 +238,8 @@ async fn peer_writer(
     let mut backoff = backoff_min;
     let mut pending: Option<Message> = None;
     loop {
-        let msg = match pending.take() {
-            Some(m) => m,
-            None => match rx.recv().await {
-                Some(m) => m,
-                None => return,
-            },
+        let Some(msg) = next_message(&mut pending, &rx).await else {
+            return;
         };
         let mut stream = match TcpStream::connect(addr).await {
             Ok(s) => s,
@@ -248,12 +256,8 @@ async fn peer_writer(
         pending = Some(msg);
         // Connected: write until the queue closes (return) or a write fails (reconnect).
         loop {
-            let msg = match pending.take() {
-                Some(m) => m,
-                None => match rx.recv().await {
-                    Some(m) => m,
-                    None => return,
-                },
+            let Some(msg) = next_message(&mut pending, &rx).await else {
+                return;
             };
             let frame = match encode_frame(&msg) {
                 Ok(f) if f.len() <= config.message_bytes_max + HEADER_BYTES => f,

@@ -591,11 +591,7 @@ struct Swap {
 async fn rename_into_place(dir: &Path, swaps: &[Swap]) -> Result<(), LogError> {
     let index_names = |base: Offset| [segment::index_name(base), segment::time_index_name(base)];
     for s in swaps.iter().filter(|s| s.bases.len() > 1) {
-        let target = dir.join(swap_name(s.bases[0]));
-        s.file
-            .rename(&target)
-            .await
-            .map_err(|e| files::glommio_io(&target, e))?;
+        files::rename_file(&s.file, &dir.join(swap_name(s.bases[0]))).await?;
     }
     files::sync_dir(dir).await?;
     for s in swaps {
@@ -610,11 +606,7 @@ async fn rename_into_place(dir: &Path, swaps: &[Swap]) -> Result<(), LogError> {
     }
     files::sync_dir(dir).await?;
     for s in swaps {
-        let target = dir.join(segment::log_name(s.bases[0]));
-        s.file
-            .rename(&target)
-            .await
-            .map_err(|e| files::glommio_io(&target, e))?;
+        files::rename_file(&s.file, &dir.join(segment::log_name(s.bases[0]))).await?;
     }
     files::sync_dir(dir).await?;
     for s in swaps {

@@ -76,32 +76,8 @@ pub async fn read_small(path: &Path) -> Result<Option<Vec<u8>>, LogError> {
 pub async fn write_atomic(dir: &Path, name: &str, bytes: &[u8]) -> Result<(), LogError> {
     let tmp: PathBuf = dir.join(format!("{name}.tmp"));
     let target = dir.join(name);
-    let file = OpenOptions::new()
-        .write(true)
-        .create(true)
-        .truncate(true)
-        .dma_open(&tmp)
-        .await
-        .map_err(|e| glommio_err(&tmp, e))?;
-    if !bytes.is_empty() {
-        let mut buf = dma_buffer(align_up(bytes.len() as u64) as usize);
-        buf.as_bytes_mut().fill(0);
-        buf.as_bytes_mut()[..bytes.len()].copy_from_slice(bytes);
-        let written = file
-            .write_at(buf, 0)
-            .await
-            .map_err(|e| glommio_err(&tmp, e))?;
-        if written < bytes.len() {
-            return Err(io_err(&tmp, std::io::Error::other("short write")));
-        }
-    }
-    file.truncate(bytes.len() as u64)
-        .await
-        .map_err(|e| glommio_err(&tmp, e))?;
-    file.fdatasync().await.map_err(|e| glommio_err(&tmp, e))?;
-    file.rename(&target)
-        .await
-        .map_err(|e| glommio_err(&target, e))?;
+    let file = create_synced(&tmp, bytes).await?;
+    rename_file(&file, &target).await?;
     let _ = file.close().await;
     sync_dir(dir).await
 }
@@ -109,6 +85,14 @@ pub async fn write_atomic(dir: &Path, name: &str, bytes: &[u8]) -> Result<(), Lo
 /// Writes `bytes` to a new file at `path` (replacing any) and fdatasyncs it; no rename,
 /// no directory sync (the caller orders those).
 pub async fn write_synced(path: &Path, bytes: &[u8]) -> Result<(), LogError> {
+    let file = create_synced(path, bytes).await?;
+    let _ = file.close().await;
+    Ok(())
+}
+
+/// Creates (or empties) the file at `path`, writes `bytes` and fdatasyncs it; the file is
+/// exactly `bytes` long. Returns it open.
+async fn create_synced(path: &Path, bytes: &[u8]) -> Result<DmaFile, LogError> {
     let file = OpenOptions::new()
         .write(true)
         .create(true)
@@ -132,8 +116,14 @@ pub async fn write_synced(path: &Path, bytes: &[u8]) -> Result<(), LogError> {
         .await
         .map_err(|e| glommio_err(path, e))?;
     file.fdatasync().await.map_err(|e| glommio_err(path, e))?;
-    let _ = file.close().await;
-    Ok(())
+    Ok(file)
+}
+
+/// Renames an open file to `target` (the directory sync is the caller's).
+pub async fn rename_file(file: &DmaFile, target: &Path) -> Result<(), LogError> {
+    file.rename(target)
+        .await
+        .map_err(|e| glommio_err(target, e))
 }
 
 /// Makes directory entries (new, renamed, removed files) durable.

@@ -25,7 +25,7 @@ use sluice_replication::{
 
 use crate::errors::code;
 use crate::shard::Shard;
-use crate::store::{PartitionId, PartitionLog, TopicPartition};
+use crate::store::{Offset, PartitionId, PartitionLog, TopicPartition};
 use sluice_engine::watch::OffsetWatch;
 
 /// What this broker is for one replicated partition.
@@ -70,7 +70,7 @@ impl Replica {
     /// The leader epoch of the leadership this broker holds now (`None`: it follows).
     pub fn leader_epoch(&self) -> Option<i32> {
         match &*self.role.borrow() {
-            Role::Leader(l) => Some(l.leader_epoch()),
+            Role::Leader(l) => Some(l.leader_epoch().0),
             Role::Follower { .. } => None,
         }
     }
@@ -86,7 +86,9 @@ impl Replica {
     /// Recomputes the high watermark from the ISR's durable ends; true if it moved.
     pub fn update_hw(&self) -> bool {
         let next = match &*self.role.borrow() {
-            Role::Leader(l) => l.high_watermark(self.log.durable_end_offset().0),
+            Role::Leader(l) => l
+                .high_watermark(self.log.durable_end_offset())
+                .map(|hw| hw.0),
             Role::Follower { .. } => None,
         };
         match next {
@@ -102,7 +104,7 @@ impl Replica {
     pub fn on_follower_fetch(&self, follower: i32, offset: i64, now_ms: u64) -> Result<(), i16> {
         let leader_end = self.log.written_end_offset().0;
         let counted = match &mut *self.role.borrow_mut() {
-            Role::Leader(l) => l.on_fetch(follower, offset, leader_end, now_ms),
+            Role::Leader(l) => l.on_fetch(follower, Offset(offset), Offset(leader_end), now_ms),
             Role::Follower { .. } => return Err(code::NOT_LEADER_OR_FOLLOWER),
         };
         match counted {
@@ -118,8 +120,8 @@ impl Replica {
     fn isr_change(&self, now_ms: u64, lag_max_ms: u64) -> Option<(IsrChange, i32)> {
         match &*self.role.borrow() {
             Role::Leader(l) => l
-                .isr_change(self.hw.get(), now_ms, lag_max_ms)
-                .map(|c| (c, l.leader_epoch())),
+                .isr_change(Offset(self.hw.get()), now_ms, lag_max_ms)
+                .map(|c| (c, l.leader_epoch().0)),
             Role::Follower { .. } => None,
         }
     }
@@ -350,11 +352,11 @@ fn new_role(w: &Wanted, me: i32, log: &PartitionLog, now: u64) -> Role {
     match w.state.leader {
         Some(l) if l.0 == me => Role::Leader(LeaderState::new(
             me,
-            w.state.leader_epoch.0,
+            w.state.leader_epoch,
             ids(&w.state.replicas),
             ids(&w.state.isr),
             w.min_isr,
-            log.log_end_offset().0,
+            log.log_end_offset(),
             now,
         )),
         leader => Role::Follower {
@@ -367,7 +369,7 @@ fn new_role(w: &Wanted, me: i32, log: &PartitionLog, now: u64) -> Role {
 fn log_role(tp: &TopicPartition, role: &Role) {
     match role {
         Role::Leader(l) => {
-            tracing::info!(partition = %tp, leader_epoch = l.leader_epoch(), isr = ?l.isr(), "leading")
+            tracing::info!(partition = %tp, leader_epoch = l.leader_epoch().0, isr = ?l.isr(), "leading")
         }
         Role::Follower {
             leader,
@@ -381,8 +383,7 @@ fn update_role(r: &Rc<Replica>, w: &Wanted, me: i32, now: u64) {
         let role = r.role.borrow();
         match &*role {
             Role::Leader(l) => {
-                w.state.leader.map(|b| b.0) == Some(me)
-                    && l.leader_epoch() == w.state.leader_epoch.0
+                w.state.leader.map(|b| b.0) == Some(me) && l.leader_epoch() == w.state.leader_epoch
             }
             Role::Follower {
                 leader,
@@ -471,7 +472,7 @@ async fn propose_isr(shard: &Rc<Shard>, r: &Rc<Replica>, change: IsrChange, lead
         // Refused: the ISR stays the image's, and the high watermark stops waiting for the
         // members the change would have added (Kafka reverts its maximal ISR the same way).
         if let Role::Leader(l) = &mut *r.role.borrow_mut() {
-            if l.leader_epoch() == leader_epoch {
+            if l.leader_epoch().0 == leader_epoch {
                 l.pending_refused();
             }
         }

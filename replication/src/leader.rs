@@ -24,6 +24,8 @@
 
 use std::collections::BTreeMap;
 
+use sluice_engine::{LeaderEpoch, Offset};
+
 /// A broker id (the image's `BrokerId.0`).
 pub type Broker = i32;
 
@@ -32,11 +34,11 @@ pub type Broker = i32;
 pub struct FollowerProgress {
     /// The offset the follower last fetched from (its durable log end); -1 before its first
     /// fetch in this leadership.
-    pub end: i64,
+    pub end: Offset,
     /// When it last fetched.
     pub last_fetch_ms: u64,
     /// The leader's written end at that fetch.
-    pub last_fetch_leader_end: i64,
+    pub last_fetch_leader_end: Offset,
     /// When it last held everything the leader had (Kafka's `lastCaughtUpTimeMs`).
     pub last_caught_up_ms: u64,
 }
@@ -62,17 +64,20 @@ pub enum FetchRefused {
 #[derive(Debug, Clone)]
 pub struct LeaderState {
     me: Broker,
-    leader_epoch: i32,
+    leader_epoch: LeaderEpoch,
     replicas: Vec<Broker>,
     isr: Vec<Broker>,
     min_isr: usize,
     /// The leader's log end when this leadership began: a follower joins the ISR only once
     /// it holds at least this much (everything of earlier epochs).
-    epoch_start: i64,
+    epoch_start: Offset,
     followers: BTreeMap<Broker, FollowerProgress>,
     /// An ISR change sent to the controller and not yet in the image: (isr, sent at).
     pending: Option<(Vec<Broker>, u64)>,
 }
+
+/// A follower's end before its first fetch in a leadership.
+const NOT_FETCHED: Offset = Offset(-1);
 
 /// How long a sent ISR change may stay unanswered before it is proposed again.
 pub const PENDING_ISR_CHANGE_MS_MAX: u64 = 5_000;
@@ -83,11 +88,11 @@ impl LeaderState {
     /// from the ISR before it had `replica.lag.time.max.ms` to fetch.
     pub fn new(
         me: Broker,
-        leader_epoch: i32,
+        leader_epoch: LeaderEpoch,
         replicas: Vec<Broker>,
         isr: Vec<Broker>,
         min_isr: usize,
-        log_end: i64,
+        log_end: Offset,
         now_ms: u64,
     ) -> LeaderState {
         let followers = replicas
@@ -95,9 +100,9 @@ impl LeaderState {
             .filter(|r| **r != me)
             .map(|r| {
                 let p = FollowerProgress {
-                    end: -1,
+                    end: NOT_FETCHED,
                     last_fetch_ms: now_ms,
-                    last_fetch_leader_end: -1,
+                    last_fetch_leader_end: NOT_FETCHED,
                     last_caught_up_ms: now_ms,
                 };
                 (*r, p)
@@ -115,7 +120,7 @@ impl LeaderState {
         }
     }
 
-    pub fn leader_epoch(&self) -> i32 {
+    pub fn leader_epoch(&self) -> LeaderEpoch {
         self.leader_epoch
     }
 
@@ -156,9 +161,9 @@ impl LeaderState {
         for r in &replicas {
             if *r != self.me && !self.followers.contains_key(r) {
                 let p = FollowerProgress {
-                    end: -1,
+                    end: NOT_FETCHED,
                     last_fetch_ms: now_ms,
-                    last_fetch_leader_end: -1,
+                    last_fetch_leader_end: NOT_FETCHED,
                     last_caught_up_ms: now_ms,
                 };
                 self.followers.insert(*r, p);
@@ -175,8 +180,8 @@ impl LeaderState {
     pub fn on_fetch(
         &mut self,
         follower: Broker,
-        fetch_offset: i64,
-        leader_end: i64,
+        fetch_offset: Offset,
+        leader_end: Offset,
         now_ms: u64,
     ) -> Result<(), FetchRefused> {
         let p = self
@@ -187,7 +192,8 @@ impl LeaderState {
         // as of its previous fetch if it now holds what the leader had then.
         if fetch_offset >= leader_end {
             p.last_caught_up_ms = now_ms;
-        } else if p.last_fetch_leader_end >= 0 && fetch_offset >= p.last_fetch_leader_end {
+        } else if p.last_fetch_leader_end >= Offset::ZERO && fetch_offset >= p.last_fetch_leader_end
+        {
             p.last_caught_up_ms = p.last_caught_up_ms.max(p.last_fetch_ms);
         }
         p.end = fetch_offset.min(leader_end);
@@ -198,7 +204,7 @@ impl LeaderState {
 
     /// The high watermark the ISR allows given the leader's durable end, or `None` when it
     /// must not move (a member has not fetched yet, or too few are in sync).
-    pub fn high_watermark(&self, leader_durable_end: i64) -> Option<i64> {
+    pub fn high_watermark(&self, leader_durable_end: Offset) -> Option<Offset> {
         if self.isr.len() < self.isr_needed() {
             return None;
         }
@@ -212,8 +218,8 @@ impl LeaderState {
             if *b == self.me {
                 continue;
             }
-            let end = self.followers.get(b).map_or(-1, |p| p.end);
-            if end < 0 {
+            let end = self.followers.get(b).map_or(NOT_FETCHED, |p| p.end);
+            if end < Offset::ZERO {
                 return None;
             }
             hw = hw.min(end);
@@ -229,7 +235,7 @@ impl LeaderState {
     /// caught up for longer than `lag_max_ms` leave; followers out of the ISR that hold
     /// everything below the high watermark and this leadership's start, and were caught
     /// up within `lag_max_ms`, join.
-    pub fn isr_change(&self, hw: i64, now_ms: u64, lag_max_ms: u64) -> Option<IsrChange> {
+    pub fn isr_change(&self, hw: Offset, now_ms: u64, lag_max_ms: u64) -> Option<IsrChange> {
         if let Some((_, sent)) = &self.pending {
             if now_ms.saturating_sub(*sent) < PENDING_ISR_CHANGE_MS_MAX {
                 return None;
@@ -244,7 +250,7 @@ impl LeaderState {
                 shrunk.push((*b, lag_ms));
             } else if !in_isr
                 && lag_ms <= lag_max_ms
-                && p.end >= 0
+                && p.end >= Offset::ZERO
                 && p.end >= hw
                 && p.end >= self.epoch_start
             {
@@ -301,48 +307,52 @@ fn same_set(a: &[Broker], b: &[Broker]) -> bool {
 mod tests {
     use super::*;
 
+    fn o(n: i64) -> Offset {
+        Offset(n)
+    }
+
     fn three(isr: Vec<Broker>, min_isr: usize) -> LeaderState {
-        LeaderState::new(1, 5, vec![1, 2, 3], isr, min_isr, 100, 0)
+        LeaderState::new(1, LeaderEpoch(5), vec![1, 2, 3], isr, min_isr, o(100), 0)
     }
 
     #[test]
     fn high_watermark_waits_for_every_isr_member() {
         let mut l = three(vec![1, 2, 3], 2);
-        assert_eq!(l.high_watermark(120), None, "no follower fetched yet");
-        l.on_fetch(2, 110, 120, 1).unwrap();
-        assert_eq!(l.high_watermark(120), None, "3 has not fetched");
-        l.on_fetch(3, 105, 120, 1).unwrap();
-        assert_eq!(l.high_watermark(120), Some(105));
-        l.on_fetch(3, 120, 120, 2).unwrap();
-        assert_eq!(l.high_watermark(120), Some(110));
+        assert_eq!(l.high_watermark(o(120)), None, "no follower fetched yet");
+        l.on_fetch(2, o(110), o(120), 1).unwrap();
+        assert_eq!(l.high_watermark(o(120)), None, "3 has not fetched");
+        l.on_fetch(3, o(105), o(120), 1).unwrap();
+        assert_eq!(l.high_watermark(o(120)), Some(o(105)));
+        l.on_fetch(3, o(120), o(120), 2).unwrap();
+        assert_eq!(l.high_watermark(o(120)), Some(o(110)));
         // The leader's own durable end bounds it (fsync policy: synced < written).
-        assert_eq!(l.high_watermark(108), Some(108));
+        assert_eq!(l.high_watermark(o(108)), Some(o(108)));
     }
 
     #[test]
     fn a_follower_out_of_the_isr_does_not_hold_the_high_watermark() {
         let mut l = three(vec![1, 2], 2);
-        l.on_fetch(2, 130, 130, 1).unwrap();
-        assert_eq!(l.high_watermark(130), Some(130));
-        l.on_fetch(3, 0, 130, 1).unwrap();
-        assert_eq!(l.high_watermark(130), Some(130));
+        l.on_fetch(2, o(130), o(130), 1).unwrap();
+        assert_eq!(l.high_watermark(o(130)), Some(o(130)));
+        l.on_fetch(3, o(0), o(130), 1).unwrap();
+        assert_eq!(l.high_watermark(o(130)), Some(o(130)));
     }
 
     #[test]
     fn below_min_isr_the_high_watermark_stops() {
         let l = three(vec![1], 2);
-        assert_eq!(l.high_watermark(130), None);
+        assert_eq!(l.high_watermark(o(130)), None);
         assert!(!l.enough_in_sync());
         // min.insync.replicas beyond the replication factor is capped by it.
-        let single = LeaderState::new(1, 0, vec![1], vec![1], 3, 0, 0);
-        assert_eq!(single.high_watermark(7), Some(7));
+        let single = LeaderState::new(1, LeaderEpoch(0), vec![1], vec![1], 3, o(0), 0);
+        assert_eq!(single.high_watermark(o(7)), Some(o(7)));
         assert!(single.enough_in_sync());
     }
 
     #[test]
     fn fetch_from_a_non_replica_is_refused() {
         let mut l = three(vec![1, 2, 3], 2);
-        assert_eq!(l.on_fetch(9, 0, 0, 0), Err(FetchRefused::NotReplica));
+        assert_eq!(l.on_fetch(9, o(0), o(0), 0), Err(FetchRefused::NotReplica));
     }
 
     #[test]
@@ -351,10 +361,11 @@ mod tests {
         // 2 keeps up; 3 fetches but never reaches the leader's end.
         for t in 1..=40u64 {
             let leader_end = 100 + t as i64 * 10;
-            l.on_fetch(2, leader_end, leader_end, t * 1000).unwrap();
-            l.on_fetch(3, 100, leader_end, t * 1000).unwrap();
+            l.on_fetch(2, o(leader_end), o(leader_end), t * 1000)
+                .unwrap();
+            l.on_fetch(3, o(100), o(leader_end), t * 1000).unwrap();
         }
-        let hw = l.high_watermark(500).unwrap();
+        let hw = l.high_watermark(o(500)).unwrap();
         let change = l.isr_change(hw, 40_000, 30_000).expect("3 lags for 40 s");
         assert_eq!(change.isr, vec![1, 2]);
         assert_eq!(change.shrunk.len(), 1);
@@ -370,19 +381,19 @@ mod tests {
         for t in 1..=100u64 {
             let previous = leader_end;
             leader_end += 10;
-            l.on_fetch(2, previous, leader_end, t * 1000).unwrap();
+            l.on_fetch(2, o(previous), o(leader_end), t * 1000).unwrap();
         }
-        assert!(l.isr_change(0, 100_000, 30_000).is_none());
+        assert!(l.isr_change(o(0), 100_000, 30_000).is_none());
     }
 
     #[test]
     fn a_caught_up_follower_is_proposed_for_the_isr_once_past_the_epoch_start() {
         let mut l = three(vec![1, 2], 2);
-        l.on_fetch(2, 150, 150, 1).unwrap();
-        l.on_fetch(3, 90, 150, 1).unwrap();
-        let hw = l.high_watermark(150).unwrap();
+        l.on_fetch(2, o(150), o(150), 1).unwrap();
+        l.on_fetch(3, o(90), o(150), 1).unwrap();
+        let hw = l.high_watermark(o(150)).unwrap();
         assert!(l.isr_change(hw, 2, 30_000).is_none(), "3 is behind");
-        l.on_fetch(3, 150, 150, 3).unwrap();
+        l.on_fetch(3, o(150), o(150), 3).unwrap();
         let change = l.isr_change(hw, 3, 30_000).expect("3 caught up");
         assert_eq!(change.isr, vec![1, 2, 3]);
         assert_eq!(change.expanded, vec![3]);
@@ -399,51 +410,51 @@ mod tests {
     #[test]
     fn the_high_watermark_waits_for_a_follower_whose_expansion_is_pending() {
         let mut l = three(vec![1, 2], 2);
-        l.on_fetch(2, 150, 150, 1).unwrap();
-        l.on_fetch(3, 150, 150, 1).unwrap();
-        let hw = l.high_watermark(150).unwrap();
+        l.on_fetch(2, o(150), o(150), 1).unwrap();
+        l.on_fetch(3, o(150), o(150), 1).unwrap();
+        let hw = l.high_watermark(o(150)).unwrap();
         let change = l.isr_change(hw, 2, 30_000).expect("3 caught up");
         l.mark_pending(change.isr.clone(), 2);
         // The leader and 2 move on while the controller decides; 3 has not fetched again.
-        l.on_fetch(2, 200, 200, 3).unwrap();
+        l.on_fetch(2, o(200), o(200), 3).unwrap();
         assert_eq!(
-            l.high_watermark(200),
-            Some(150),
+            l.high_watermark(o(200)),
+            Some(o(150)),
             "3 may be in the ISR any moment: nothing it lacks may count as committed"
         );
         // Refused: it stops waiting for 3 (and proposes again only after the pending time).
         let mut refused = l.clone();
         refused.pending_refused();
-        assert_eq!(refused.high_watermark(200), Some(200));
-        assert!(refused.isr_change(150, 4, 30_000).is_none());
-        l.on_fetch(3, 200, 200, 4).unwrap();
-        assert_eq!(l.high_watermark(200), Some(200));
+        assert_eq!(refused.high_watermark(o(200)), Some(o(200)));
+        assert!(refused.isr_change(o(150), 4, 30_000).is_none());
+        l.on_fetch(3, o(200), o(200), 4).unwrap();
+        assert_eq!(l.high_watermark(o(200)), Some(o(200)));
         // Applied: 3 is a member like any other.
         l.update(vec![1, 2, 3], vec![1, 2, 3], 2, 5);
-        l.on_fetch(2, 260, 260, 6).unwrap();
-        assert_eq!(l.high_watermark(260), Some(200));
+        l.on_fetch(2, o(260), o(260), 6).unwrap();
+        assert_eq!(l.high_watermark(o(260)), Some(o(200)));
     }
 
     #[test]
     fn a_follower_that_stopped_fetching_is_not_proposed_for_the_isr() {
         let mut l = three(vec![1, 2], 2);
-        l.on_fetch(2, 150, 150, 1).unwrap();
-        l.on_fetch(3, 150, 150, 1).unwrap();
-        let hw = l.high_watermark(150).unwrap();
+        l.on_fetch(2, o(150), o(150), 1).unwrap();
+        l.on_fetch(3, o(150), o(150), 1).unwrap();
+        let hw = l.high_watermark(o(150)).unwrap();
         assert!(l.isr_change(hw, 1 + 30_000, 30_000).is_some());
         // 2 goes on fetching; 3 sent nothing since: it is gone, however complete its copy
         // looked.
-        l.on_fetch(2, 150, 150, 2 + 30_000).unwrap();
+        l.on_fetch(2, o(150), o(150), 2 + 30_000).unwrap();
         assert!(l.isr_change(hw, 2 + 30_000, 30_000).is_none());
     }
 
     #[test]
     fn a_follower_behind_the_epoch_start_does_not_join() {
         // Leadership began at 100; the follower holds 80 while the high watermark is 50.
-        let mut l = LeaderState::new(1, 5, vec![1, 2], vec![1], 1, 100, 0);
-        l.on_fetch(2, 80, 120, 1).unwrap();
-        assert!(l.isr_change(50, 2, 30_000).is_none());
-        l.on_fetch(2, 100, 120, 2).unwrap();
-        assert!(l.isr_change(50, 3, 30_000).is_some());
+        let mut l = LeaderState::new(1, LeaderEpoch(5), vec![1, 2], vec![1], 1, o(100), 0);
+        l.on_fetch(2, o(80), o(120), 1).unwrap();
+        assert!(l.isr_change(o(50), 2, 30_000).is_none());
+        l.on_fetch(2, o(100), o(120), 2).unwrap();
+        assert!(l.isr_change(o(50), 3, 30_000).is_some());
     }
 }

@@ -242,7 +242,7 @@ fn device_queue(ctx: &CheckContext<'_>) -> Vec<Action> {
         Err(e) => {
             return vec![Action::NotChanged {
                 key: "data_device".into(),
-                why: e,
+                why: e.to_string(),
             }]
         }
     };
@@ -302,7 +302,10 @@ fn irq_affinity(ctx: &CheckContext<'_>) -> Vec<Action> {
                     old: set.to_string(),
                     new: reserved.to_string(),
                 },
-                Err(e) => Action::NotChanged { key, why: e },
+                Err(e) => Action::NotChanged {
+                    key,
+                    why: e.to_string(),
+                },
             }
         })
         .collect()

@@ -423,7 +423,7 @@ fn direct_io_probe_fails_where_o_direct_does() {
     let leftovers: Vec<_> = std::fs::read_dir(&f.data).unwrap().collect();
     assert!(leftovers.is_empty(), "the probe left {leftovers:?}");
     let gone = probe_direct_io(&f.data.join("absent"));
-    assert!(gone.outcome.unwrap_err().contains("creating"));
+    assert!(gone.outcome.unwrap_err().to_string().contains("creating"));
 }
 
 #[test]

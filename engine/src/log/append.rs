@@ -110,24 +110,10 @@ impl LogState {
         // No assertion that `epoch` is at least the log's latest: the epoch field of a
         // stored batch is outside its CRC, so a flipped bit on disk can leave a latest epoch
         // no leader ever had (engine/tests/crash.rs); the cache ignores older epochs.
-        let mut info = AppendInfo {
-            base_offset,
-            last_offset: base_offset,
-            max_timestamp: -1,
-            record_count: 0,
-            batch_count: headers.len() as u32,
-            log_start_offset: self.log_start,
-            duplicate: false,
-            log_append_time_ms: append_time,
-        };
+        let mut info = self.new_info(base_offset, base_offset, headers.len(), append_time);
         for (start, header) in headers {
             let total = header.total_bytes();
-            if self.needs_roll(total as u64, now) {
-                queued += self.roll();
-            }
-            if self.open.remaining() < total {
-                queued += self.seal_full(total);
-            }
+            queued += self.make_room(total, now, false);
             let base = self.next_offset;
             let next = base.plus(i64::from(header.last_offset_delta.get()) + 1);
             let next = log_end_after(self.next_offset, base, next, false);
@@ -142,17 +128,7 @@ impl LogState {
             if let Some(t) = append_time {
                 stamped.max_timestamp.set(t);
             }
-            let interval = self.config.index_interval_bytes;
-            self.active_mut().note_batch(position, &stamped, interval);
-            if self.epochs.observe(epoch, base) {
-                self.epochs.assert_ordered();
-                self.epochs_dirty = true;
-            }
-            if let Some(pb) = ProducerBatch::from_header(&stamped, base) {
-                self.producers.apply(pb);
-                self.producer_pending.push_back(pb);
-            }
-            self.next_offset = next;
+            self.note_stored(position, &stamped, epoch, next);
             info.last_offset = next.plus(-1);
             info.max_timestamp = info.max_timestamp.max(stamped.max_timestamp.get());
             info.record_count += header.record_count.get() as u32;
@@ -204,43 +180,19 @@ impl LogState {
         let first = headers
             .first()
             .map_or(self.next_offset, |(_, h)| h.base_offset());
-        let mut info = AppendInfo {
-            base_offset: first,
-            last_offset: first.plus(-1),
-            max_timestamp: -1,
-            record_count: 0,
-            batch_count: headers.len() as u32,
-            log_start_offset: self.log_start,
-            duplicate: false,
-            log_append_time_ms: None,
-        };
+        let mut info = self.new_info(first, first.plus(-1), headers.len(), None);
         for (start, header) in headers {
             let total = header.total_bytes();
             // Offsets skipped by a compacted leader must stay addressable (u32) from the
             // segment's base.
             let active = self.active();
             let far = header.last_offset().0 - active.base.0 > REPLICA_GAP_MAX;
-            if self.needs_roll(total as u64, now) || (far && active.size > 0) {
-                queued += self.roll();
-            }
-            if self.open.remaining() < total {
-                queued += self.seal_full(total);
-            }
+            queued += self.make_room(total, now, far && active.size > 0);
             let (base, next) = (header.base_offset(), header.next_offset());
             let next = log_end_after(self.next_offset, base, next, gaps_allowed);
             let position = self.open.end_pos();
             self.open.push(&records[*start..start + total], next);
-            let interval = self.config.index_interval_bytes;
-            self.active_mut().note_batch(position, header, interval);
-            if self.epochs.observe(header.leader_epoch(), base) {
-                self.epochs.assert_ordered();
-                self.epochs_dirty = true;
-            }
-            if let Some(pb) = ProducerBatch::from_header(header, base) {
-                self.producers.apply(pb);
-                self.producer_pending.push_back(pb);
-            }
-            self.next_offset = next;
+            self.note_stored(position, header, header.leader_epoch(), next);
             info.last_offset = header.last_offset();
             info.max_timestamp = info.max_timestamp.max(header.max_timestamp.get());
             info.record_count += header.record_count.get().max(0) as u32;
@@ -251,6 +203,62 @@ impl LogState {
             "a follower's append must end the log where its last batch ends"
         );
         Ok((info, queued))
+    }
+
+    /// What an append reports before its batches are counted in.
+    fn new_info(
+        &self,
+        base_offset: Offset,
+        last_offset: Offset,
+        batches: usize,
+        log_append_time_ms: Option<i64>,
+    ) -> AppendInfo {
+        AppendInfo {
+            base_offset,
+            last_offset,
+            max_timestamp: -1,
+            record_count: 0,
+            batch_count: batches as u32,
+            log_start_offset: self.log_start,
+            duplicate: false,
+            log_append_time_ms,
+        }
+    }
+
+    /// Rolls the segment when due (or when `force_roll`), then makes room in the open
+    /// chunk for a batch of `total` bytes. Returns the bytes queued for the flusher.
+    fn make_room(&mut self, total: usize, now: u64, force_roll: bool) -> usize {
+        let mut queued = 0;
+        if force_roll || self.needs_roll(total as u64, now) {
+            queued += self.roll();
+        }
+        if self.open.remaining() < total {
+            queued += self.seal_full(total);
+        }
+        queued
+    }
+
+    /// The active segment's index, the epoch cache and the producer state take a batch
+    /// just stored at `position` (its header as stored); the log end moves to `next`.
+    fn note_stored(
+        &mut self,
+        position: u64,
+        stored: &BatchHeader,
+        epoch: LeaderEpoch,
+        next: Offset,
+    ) {
+        let base = stored.base_offset();
+        let interval = self.config.index_interval_bytes;
+        self.active_mut().note_batch(position, stored, interval);
+        if self.epochs.observe(epoch, base) {
+            self.epochs.assert_ordered();
+            self.epochs_dirty = true;
+        }
+        if let Some(pb) = ProducerBatch::from_header(stored, base) {
+            self.producers.apply(pb);
+            self.producer_pending.push_back(pb);
+        }
+        self.next_offset = next;
     }
 }
 

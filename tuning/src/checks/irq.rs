@@ -4,7 +4,7 @@ use std::collections::BTreeMap;
 
 use super::{left_as_is, CheckContext};
 use crate::check::{Check, Severity};
-use crate::cpuset::CpuSet;
+use crate::cpuset::{CpuListError, CpuSet};
 use crate::sysroot::SysRoot;
 
 /// Interrupts listed per check line before "and N more".
@@ -19,7 +19,20 @@ pub struct NicIrq {
     pub irq: u32,
     pub iface: String,
     /// `/proc/irq/N/smp_affinity_list`, or why it could not be read.
-    pub affinity: Result<CpuSet, String>,
+    pub affinity: Result<CpuSet, AffinityError>,
+}
+
+/// Why an interrupt's affinity could not be read.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum AffinityError {
+    #[error("{0}")]
+    Unreadable(String),
+    #[error("{text:?}: {source}")]
+    BadList {
+        text: String,
+        #[source]
+        source: CpuListError,
+    },
 }
 
 /// `/proc/interrupts` as (irq number, device name) for numbered lines.
@@ -75,9 +88,11 @@ pub(crate) fn affinity_path(irq: u32) -> String {
     format!("/proc/irq/{irq}/smp_affinity_list")
 }
 
-fn affinity(root: &SysRoot, irq: u32) -> Result<CpuSet, String> {
-    let text = root.read(&affinity_path(irq)).map_err(|e| e.to_string())?;
-    CpuSet::parse_list(&text).map_err(|e| format!("{text:?}: {e}"))
+fn affinity(root: &SysRoot, irq: u32) -> Result<CpuSet, AffinityError> {
+    let text = root
+        .read(&affinity_path(irq))
+        .map_err(|e| AffinityError::Unreadable(e.to_string()))?;
+    CpuSet::parse_list(&text).map_err(|source| AffinityError::BadList { text, source })
 }
 
 fn describe(irqs: &[&NicIrq]) -> String {

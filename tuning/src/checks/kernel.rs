@@ -135,7 +135,7 @@ fn sysctl_bound(
         Ok(v) => v,
         Err(e) => {
             let rec = want.map_or_else(|| left_as_is(ctx), |w| w.to_string());
-            return Check::unknown(name, Severity::Recommended, e, rec, why);
+            return Check::unknown(name, Severity::Recommended, e.to_string(), rec, why);
         }
     };
     match want {

@@ -11,9 +11,9 @@ mod storage;
 use std::path::Path;
 
 pub(crate) use irq::{affinity_path as irq_affinity_path, irqbalance_running};
-pub use irq::{nic_irqs, NicIrq};
+pub use irq::{nic_irqs, AffinityError, NicIrq};
 pub use limits::{memlock_bytes_needed, nofile_needed, Identity, Limit, Rlimits};
-pub use storage::{data_device_queue, probe_direct_io, DirectIoProbe};
+pub use storage::{data_device_queue, probe_direct_io, DeviceError, DirectIoError, DirectIoProbe};
 
 use crate::check::{Check, Report, Severity};
 use crate::cpuset::CpuSet;
@@ -140,8 +140,18 @@ fn left_as_is(ctx: &CheckContext<'_>) -> String {
 }
 
 /// Reads a numeric kernel value.
-fn read_u64(root: &SysRoot, abs: &str) -> Result<u64, String> {
-    let text = root.read(abs).map_err(|e| format!("unreadable: {e}"))?;
-    text.parse()
-        .map_err(|_| format!("{text:?} is not a number"))
+fn read_u64(root: &SysRoot, abs: &str) -> Result<u64, KernelValueError> {
+    let text = root
+        .read(abs)
+        .map_err(|e| KernelValueError::Unreadable(e.to_string()))?;
+    text.parse().map_err(|_| KernelValueError::NotANumber(text))
+}
+
+/// Why a numeric kernel value could not be read.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum KernelValueError {
+    #[error("unreadable: {0}")]
+    Unreadable(String),
+    #[error("{0:?} is not a number")]
+    NotANumber(String),
 }

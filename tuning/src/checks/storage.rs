@@ -95,7 +95,42 @@ pub(super) fn filesystem(ctx: &CheckContext<'_>) -> Check {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct DirectIoProbe {
     pub dir: PathBuf,
-    pub outcome: Result<(), String>,
+    pub outcome: Result<(), DirectIoError>,
+}
+
+/// Why the O_DIRECT probe failed.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum DirectIoError {
+    #[error("open with O_DIRECT refused (EINVAL): the filesystem has no direct I/O")]
+    Unsupported,
+    #[error("creating {path}: {reason}")]
+    Create { path: String, reason: String },
+    #[error("direct write of {bytes} bytes: {reason}")]
+    Write { bytes: usize, reason: String },
+    #[error("direct read of {bytes} bytes: {reason}")]
+    Read { bytes: usize, reason: String },
+    #[error("the block read back differs from the one written")]
+    Mismatch,
+}
+
+/// Why the data dir's block device could not be found.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum DeviceError {
+    #[error("stat {dir}: {reason}")]
+    Stat { dir: String, reason: String },
+    #[error("no block device ({major}:{minor}: a virtual or network filesystem)")]
+    NoBlockDevice { major: u32, minor: u32 },
+    #[error("device {major}:{minor}: {link}: {reason}")]
+    Device {
+        major: u32,
+        minor: u32,
+        link: String,
+        reason: String,
+    },
+    #[error("root: {0}")]
+    Root(String),
+    #[error("{0} is outside the root")]
+    OutsideRoot(String),
 }
 
 /// Writes one aligned 4 KiB block with O_DIRECT into a fresh file in `dir`, reads it back,
@@ -110,7 +145,7 @@ pub fn probe_direct_io(dir: &Path) -> DirectIoProbe {
     }
 }
 
-fn write_read_block(path: &Path) -> Result<(), String> {
+fn write_read_block(path: &Path) -> Result<(), DirectIoError> {
     let file = OpenOptions::new()
         .read(true)
         .write(true)
@@ -119,22 +154,29 @@ fn write_read_block(path: &Path) -> Result<(), String> {
         .custom_flags(libc::O_DIRECT)
         .open(path)
         .map_err(|e| match e.raw_os_error() {
-            Some(libc::EINVAL) => {
-                "open with O_DIRECT refused (EINVAL): the filesystem has no direct I/O".to_string()
-            }
-            _ => format!("creating {}: {e}", path.display()),
+            Some(libc::EINVAL) => DirectIoError::Unsupported,
+            _ => DirectIoError::Create {
+                path: path.display().to_string(),
+                reason: e.to_string(),
+            },
         })?;
     let mut out = Box::new(Block([0; BLOCK_BYTES]));
     for (i, b) in out.0.iter_mut().enumerate() {
         *b = (i % 251) as u8;
     }
     file.write_all_at(&out.0, 0)
-        .map_err(|e| format!("direct write of {BLOCK_BYTES} bytes: {e}"))?;
+        .map_err(|e| DirectIoError::Write {
+            bytes: BLOCK_BYTES,
+            reason: e.to_string(),
+        })?;
     let mut back = Box::new(Block([0; BLOCK_BYTES]));
     file.read_exact_at(&mut back.0, 0)
-        .map_err(|e| format!("direct read of {BLOCK_BYTES} bytes: {e}"))?;
+        .map_err(|e| DirectIoError::Read {
+            bytes: BLOCK_BYTES,
+            reason: e.to_string(),
+        })?;
     if back.0 != out.0 {
-        return Err("the block read back differs from the one written".into());
+        return Err(DirectIoError::Mismatch);
     }
     Ok(())
 }
@@ -172,21 +214,25 @@ pub(super) fn direct_io(ctx: &CheckContext<'_>) -> Check {
 
 /// The data dir's block device: its name and the kernel path of its `queue/` directory
 /// (the whole disk's, for a partition).
-pub fn data_device_queue(root: &SysRoot, data_dir: &Path) -> Result<(String, String), String> {
+pub fn data_device_queue(root: &SysRoot, data_dir: &Path) -> Result<(String, String), DeviceError> {
     let dir = existing_dir(data_dir);
     let dev = std::fs::metadata(&dir)
-        .map_err(|e| format!("stat {}: {e}", dir.display()))?
+        .map_err(|e| DeviceError::Stat {
+            dir: dir.display().to_string(),
+            reason: e.to_string(),
+        })?
         .dev();
     let (major, minor) = (libc::major(dev), libc::minor(dev));
     if major == 0 {
-        return Err(format!(
-            "no block device ({major}:{minor}: a virtual or network filesystem)"
-        ));
+        return Err(DeviceError::NoBlockDevice { major, minor });
     }
     let link = root.path(&format!("/sys/dev/block/{major}:{minor}"));
-    let mut device = link
-        .canonicalize()
-        .map_err(|e| format!("device {major}:{minor}: {}: {e}", link.display()))?;
+    let mut device = link.canonicalize().map_err(|e| DeviceError::Device {
+        major,
+        minor,
+        link: link.display().to_string(),
+        reason: e.to_string(),
+    })?;
     if device.join("partition").exists() {
         device.pop();
     }
@@ -197,10 +243,10 @@ pub fn data_device_queue(root: &SysRoot, data_dir: &Path) -> Result<(String, Str
     let prefix = root
         .path("/")
         .canonicalize()
-        .map_err(|e| format!("root: {e}"))?;
+        .map_err(|e| DeviceError::Root(e.to_string()))?;
     let rel = device
         .strip_prefix(&prefix)
-        .map_err(|_| format!("{} is outside the root", device.display()))?;
+        .map_err(|_| DeviceError::OutsideRoot(device.display().to_string()))?;
     Ok((name, format!("/{}/queue", rel.display())))
 }
 
@@ -214,7 +260,7 @@ fn queue_check(
     let rec = want.clone().unwrap_or_else(|| left_as_is(ctx));
     let (dev, queue) = match data_device_queue(ctx.root, ctx.data_dir) {
         Ok(q) => q,
-        Err(e) => return Check::unknown(name, Severity::Recommended, e, rec, why),
+        Err(e) => return Check::unknown(name, Severity::Recommended, e.to_string(), rec, why),
     };
     let text = match ctx.root.read(&format!("{queue}/{file}")) {
         Ok(t) => t,
