@@ -29,7 +29,7 @@ use rdkafka::{ClientContext, Offset, TopicPartitionList};
 
 /// Guards against hangs only: nothing here is decided by how long something took.
 const HANG_GUARD: Duration = Duration::from_secs(90);
-/// Exit status of a broker after a panic (`sluice_net::fatal::PANIC_EXIT_CODE`).
+/// Exit status of a broker after a panic (`sluice_net::PANIC_EXIT_CODE`).
 const PANIC_EXIT_CODE: i32 = 70;
 
 /// A `sluice serve` process whose stderr is kept (line by line) for the checks.

@@ -21,7 +21,7 @@ use bytes::Bytes;
 use futures_channel::oneshot;
 
 use super::records::{GroupValue, MemberValue};
-use crate::errors::code;
+use crate::kafka::errors::code;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum GroupState {
@@ -495,7 +495,7 @@ impl Group {
             self.leader = self.members.keys().next().cloned();
         }
         self.set_state(GroupState::CompletingRebalance, now_ms);
-        crate::metrics::group_rebalanced();
+        crate::admin::metrics::group_rebalanced();
         let ids: Vec<String> = self.members.keys().cloned().collect();
         for id in ids {
             let outcome = self.current_join_outcome(&id);
@@ -705,7 +705,7 @@ impl Group {
             .map(|(id, _)| id.clone())
             .collect();
         for m in &expired {
-            crate::metrics::group_member_expired();
+            crate::admin::metrics::group_member_expired();
             self.remove_member(m, now, now_ms);
         }
         if self.rebalance_deadline.is_some_and(|d| now >= d) {

@@ -37,12 +37,10 @@ use bytes::Bytes;
 use futures_channel::oneshot;
 
 use group::Group;
-pub use group::{
-    GroupState, GroupView, JoinOutcome, JoinReply, JoinRequest, MemberView, SyncOutcome,
-};
+pub use group::{GroupState, GroupView, JoinReply, JoinRequest, SyncOutcome};
 use records::{CommitValue, GroupValue, OffsetsRecord};
 
-use crate::errors::code;
+use crate::kafka::errors::code;
 
 /// The internal topic holding committed offsets and group metadata.
 pub const OFFSETS_TOPIC: &str = "__consumer_offsets";
@@ -701,8 +699,8 @@ impl Groups {
     }
 
     /// Groups by state, members and stored offsets of some partitions (for /metrics).
-    pub fn stats(&self, partitions: &[usize]) -> crate::metrics::GroupStat {
-        let mut stat = crate::metrics::GroupStat::default();
+    pub fn stats(&self, partitions: &[usize]) -> crate::admin::metrics::GroupStat {
+        let mut stat = crate::admin::metrics::GroupStat::default();
         for &p in partitions {
             let part = lock(&self.parts[p]);
             for g in part.groups.values() {

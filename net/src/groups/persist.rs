@@ -8,8 +8,8 @@ use bytes::Bytes;
 
 use super::records;
 use super::{now_ms, Loaded, OffsetsRecords, OFFSETS_TOPIC};
-use crate::errors::code;
-use crate::shard::{Shard, ShardOp, ShardReply};
+use crate::broker::shard::{Shard, ShardOp, ShardReply};
+use crate::kafka::errors::code;
 use crate::store::{batch_records, BatchBuilder, BatchIter, ReadLimits, Record, TopicPartition};
 
 /// How often a shard sweeps its coordinator partitions (sessions, rebalance deadlines,
@@ -164,7 +164,7 @@ pub async fn run(shard: Rc<Shard>) {
         }
         sweeps += 1;
         if sweeps % SWEEPS_PER_PUBLISH == 0 {
-            crate::metrics::publish_groups(shard.id, groups.stats(&owned));
+            crate::admin::metrics::publish_groups(shard.id, groups.stats(&owned));
         }
         for &p in &owned {
             let (recs, written) = groups.sweep(p, expire);

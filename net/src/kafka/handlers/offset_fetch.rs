@@ -1,0 +1,163 @@
+//! OffsetFetch: committed offsets (with metadata and leader epoch) of one group
+//! (v1–v7) or several (v8); all of a group's offsets when no topics are named.
+
+use std::rc::Rc;
+
+use kafka_protocol::messages::offset_fetch_response::{
+    OffsetFetchResponseGroup, OffsetFetchResponsePartition, OffsetFetchResponsePartitions,
+    OffsetFetchResponseTopic, OffsetFetchResponseTopics,
+};
+use kafka_protocol::messages::{ApiKey, OffsetFetchRequest, OffsetFetchResponse, TopicName};
+use kafka_protocol::protocol::StrBytes;
+
+use super::ApiSpec;
+use crate::broker::shard::Shard;
+use crate::groups::records::CommitValue;
+use crate::groups::Groups;
+use crate::kafka::frame::{decode_body, encode_response, FrameError, Request, ResponseFrame};
+
+pub const SPEC: ApiSpec = ApiSpec {
+    key: ApiKey::OffsetFetch,
+    min: 1,
+    max: 8,
+};
+
+/// A group's answer: per topic, per partition, the committed value if any.
+type Fetched = Vec<(String, Vec<(i32, Option<CommitValue>)>)>;
+
+pub fn handle(shard: &Rc<Shard>, req: &Request) -> Result<ResponseFrame, FrameError> {
+    let body: OffsetFetchRequest = decode_body(req)?;
+    let resp = if req.version >= 8 {
+        let groups = body
+            .groups
+            .iter()
+            .map(|g| {
+                let wanted = g.topics.as_ref().map(|ts| {
+                    ts.iter()
+                        .map(|t| (t.name.0.to_string(), t.partition_indexes.clone()))
+                        .collect()
+                });
+                let out = OffsetFetchResponseGroup::default().with_group_id(g.group_id.clone());
+                match fetch(&shard.groups, &g.group_id.0, wanted) {
+                    Ok(f) => out.with_topics(v8_topics(f)),
+                    Err(e) => out.with_error_code(e),
+                }
+            })
+            .collect();
+        OffsetFetchResponse::default().with_groups(groups)
+    } else {
+        let wanted = body.topics.as_ref().map(|ts| {
+            ts.iter()
+                .map(|t| (t.name.0.to_string(), t.partition_indexes.clone()))
+                .collect()
+        });
+        match fetch(&shard.groups, &body.group_id.0, wanted) {
+            Ok(f) => OffsetFetchResponse::default().with_topics(topics(f)),
+            // v1 has no top-level error: each partition carries it.
+            Err(e) if req.version < 2 => {
+                let topics = body
+                    .topics
+                    .iter()
+                    .flatten()
+                    .map(|t| {
+                        let partitions = t
+                            .partition_indexes
+                            .iter()
+                            .map(|p| {
+                                OffsetFetchResponsePartition::default()
+                                    .with_partition_index(*p)
+                                    .with_committed_offset(-1)
+                                    .with_error_code(e)
+                            })
+                            .collect();
+                        OffsetFetchResponseTopic::default()
+                            .with_name(t.name.clone())
+                            .with_partitions(partitions)
+                    })
+                    .collect();
+                OffsetFetchResponse::default().with_topics(topics)
+            }
+            Err(e) => OffsetFetchResponse::default().with_error_code(e),
+        }
+    };
+    encode_response(req.header.correlation_id, req.version, &resp)
+}
+
+fn fetch(
+    groups: &Groups,
+    group: &str,
+    wanted: Option<Vec<(String, Vec<i32>)>>,
+) -> Result<Fetched, i16> {
+    match wanted {
+        Some(topics) => topics
+            .into_iter()
+            .map(|(name, parts)| {
+                let values = parts
+                    .into_iter()
+                    .map(|p| Ok((p, groups.committed(group, &name, p)?)))
+                    .collect::<Result<Vec<_>, i16>>()?;
+                Ok((name, values))
+            })
+            .collect(),
+        None => {
+            let mut all: Fetched = Vec::new();
+            for (t, p, v) in groups.committed_all(group)? {
+                match all.last_mut() {
+                    Some((name, ps)) if *name == t => ps.push((p, Some(v))),
+                    _ => all.push((t, vec![(p, Some(v))])),
+                }
+            }
+            Ok(all)
+        }
+    }
+}
+
+/// (offset, leader epoch, metadata) as answered; -1s when nothing is committed.
+fn answer(v: Option<CommitValue>) -> (i64, i32, StrBytes) {
+    match v {
+        Some(v) => (v.offset, v.leader_epoch, StrBytes::from_string(v.metadata)),
+        None => (-1, -1, StrBytes::from_static_str("")),
+    }
+}
+
+fn topics(f: Fetched) -> Vec<OffsetFetchResponseTopic> {
+    f.into_iter()
+        .map(|(name, parts)| {
+            let partitions = parts
+                .into_iter()
+                .map(|(p, v)| {
+                    let (offset, epoch, meta) = answer(v);
+                    OffsetFetchResponsePartition::default()
+                        .with_partition_index(p)
+                        .with_committed_offset(offset)
+                        .with_committed_leader_epoch(epoch)
+                        .with_metadata(Some(meta))
+                })
+                .collect();
+            OffsetFetchResponseTopic::default()
+                .with_name(TopicName(StrBytes::from_string(name)))
+                .with_partitions(partitions)
+        })
+        .collect()
+}
+
+fn v8_topics(f: Fetched) -> Vec<OffsetFetchResponseTopics> {
+    f.into_iter()
+        .map(|(name, parts)| {
+            let partitions = parts
+                .into_iter()
+                .map(|(p, v)| {
+                    let (offset, epoch, meta) = answer(v);
+                    OffsetFetchResponsePartitions::default()
+                        .with_partition_index(p)
+                        .with_committed_offset(offset)
+                        .with_committed_leader_epoch(epoch)
+                        .with_metadata(Some(meta))
+                })
+                .collect();
+            OffsetFetchResponseTopics::default()
+                .with_name(TopicName(StrBytes::from_string(name)))
+                .with_partitions(partitions)
+        })
+        .collect()
+}
