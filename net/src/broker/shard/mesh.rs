@@ -1,0 +1,211 @@
+//! The shard mesh's messages: the operations one shard asks of another (`ShardOp`),
+//! their answers (`ShardReply`), and the caller's table of calls waiting for an answer.
+//!
+//! Invariant: an answer is handed to its caller on the caller's own shard (`Waiting`),
+//! so no task waker crosses threads.
+
+use std::cell::{Cell, RefCell};
+use std::collections::HashMap;
+
+use bytes::Bytes;
+use futures_channel::oneshot;
+
+use super::{ConnectionSlot, Work};
+use crate::store::TopicPartition;
+
+/// One partition of a fetch, as asked of its shard.
+#[derive(Debug, Clone)]
+pub struct FetchPart {
+    pub tp: TopicPartition,
+    pub offset: i64,
+    pub partition_bytes_max: usize,
+    /// The leader epoch the fetcher knows (-1: none; not checked).
+    pub current_leader_epoch: i32,
+}
+
+/// Who reads in a fetch.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Reader {
+    /// A follower replicating (its broker id): reads up to the written end.
+    Follower(i32),
+    /// A consumer: reads below the high watermark; `from_follower` when it may be served
+    /// by a follower replica (Fetch v11+, KIP-392), else only by the leader.
+    Consumer { from_follower: bool },
+}
+
+/// One partition of a fetch, as answered.
+#[derive(Debug, Clone, Default)]
+pub struct FetchPartResult {
+    pub error: i16,
+    pub high_watermark: i64,
+    pub log_start: i64,
+    pub records: Option<Bytes>,
+}
+
+/// One partition of a produce, as answered.
+#[derive(Debug, Clone, Copy)]
+pub struct ProducePartResult {
+    pub error: i16,
+    pub base_offset: i64,
+    pub log_start: i64,
+}
+
+/// Work one shard asks of another.
+#[derive(Debug)]
+pub enum ShardOp {
+    Produce {
+        acks: i16,
+        /// How long acks=all waits for the ISR (the request's `timeout_ms`).
+        timeout_ms: u64,
+        parts: Vec<(TopicPartition, Bytes)>,
+    },
+    FetchRead {
+        parts: Vec<FetchPart>,
+        bytes_max: usize,
+        reader: Reader,
+    },
+    FetchWait {
+        parts: Vec<(TopicPartition, i64)>,
+        wait_ms: u64,
+        reader: Reader,
+    },
+    ListOffsets {
+        parts: Vec<(TopicPartition, i64)>,
+    },
+    DeleteRecords {
+        parts: Vec<(TopicPartition, i64)>,
+    },
+    /// End offset of each (partition, leader epoch).
+    EpochEnds {
+        parts: Vec<(TopicPartition, i32)>,
+    },
+    DeleteTopic {
+        name: String,
+        partitions: i32,
+    },
+    ApplyConfig {
+        topic: String,
+    },
+    /// The first half of a live move: stop appends, drain, close the log (this shard
+    /// owns it until the table flips).
+    MoveOut {
+        tp: TopicPartition,
+    },
+    /// The second half: open the log this shard now owns.
+    MoveIn {
+        tp: TopicPartition,
+    },
+    /// Serve a client connection another shard accepted (see [`ConnectionCounts`]); its
+    /// slot in the counts was already taken for this shard.
+    Adopt {
+        socket: std::os::fd::OwnedFd,
+        slot: ConnectionSlot,
+    },
+}
+
+impl ShardOp {
+    /// The task queue this operation runs in on the receiving shard.
+    pub fn work(&self) -> Work {
+        match self {
+            ShardOp::Produce { .. } => Work::Produce,
+            ShardOp::FetchRead { .. } | ShardOp::FetchWait { .. } => Work::Fetch,
+            ShardOp::Adopt { .. } => Work::Other,
+            _ => Work::Other,
+        }
+    }
+}
+
+/// The answer to a [`ShardOp`].
+#[derive(Debug)]
+pub enum ShardReply {
+    Produce(Vec<ProducePartResult>),
+    Fetch(Vec<FetchPartResult>),
+    /// (error, offset, timestamp) per partition.
+    Offsets(Vec<(i16, i64, i64)>),
+    Done,
+    /// An operation that failed, with the reason (for the operator).
+    Failed(String),
+    /// The other shard could not be reached (it is stopping).
+    Unreachable,
+}
+
+/// A request crossing the mesh; the answer goes back to the shard it came from, under
+/// its `call_id`.
+#[derive(Debug)]
+pub struct ShardCall {
+    pub op: ShardOp,
+    pub call_id: u64,
+}
+
+/// The answer to a [`ShardCall`], crossing the answer mesh back to the caller.
+#[derive(Debug)]
+pub struct ShardAnswer {
+    pub call_id: u64,
+    pub reply: ShardReply,
+}
+
+/// The calls this shard waits on, by id; filled on this shard only.
+#[derive(Debug, Default)]
+pub(super) struct Waiting {
+    next_id: Cell<u64>,
+    calls: RefCell<HashMap<u64, oneshot::Sender<ShardReply>>>,
+}
+
+impl Waiting {
+    /// Registers a call about to be sent: its id, where its answer arrives, and the guard
+    /// that removes it when the caller stops waiting.
+    pub(super) fn register(&self) -> (u64, oneshot::Receiver<ShardReply>, WaitingGuard<'_>) {
+        let id = self.next_id.get();
+        self.next_id.set(id.wrapping_add(1));
+        let (tx, rx) = oneshot::channel();
+        self.calls.borrow_mut().insert(id, tx);
+        (id, rx, WaitingGuard { waiting: self, id })
+    }
+
+    /// Hands an answer to its caller if it still waits; `false` when it is gone.
+    pub(super) fn deliver(&self, answer: ShardAnswer) -> bool {
+        let waiter = self.calls.borrow_mut().remove(&answer.call_id);
+        waiter.is_some_and(|tx| tx.send(answer.reply).is_ok())
+    }
+}
+
+/// Removes a call from [`Waiting`] when its caller stops waiting (answered or dropped),
+/// so a late answer finds nothing and is dropped.
+pub(super) struct WaitingGuard<'a> {
+    waiting: &'a Waiting,
+    id: u64,
+}
+
+impl Drop for WaitingGuard<'_> {
+    fn drop(&mut self) {
+        self.waiting.calls.borrow_mut().remove(&self.id);
+    }
+}
+
+#[cfg(test)]
+mod waiting_tests {
+    use super::*;
+
+    #[test]
+    fn an_answer_reaches_a_waiting_caller_and_a_late_one_is_dropped() {
+        let waiting = Waiting::default();
+        let (tx, mut rx) = oneshot::channel();
+        waiting.calls.borrow_mut().insert(1, tx);
+        let answer = |call_id| ShardAnswer {
+            call_id,
+            reply: ShardReply::Done,
+        };
+        assert!(waiting.deliver(answer(1)));
+        assert!(matches!(rx.try_recv(), Ok(Some(ShardReply::Done))));
+        // A caller that stopped waiting (its future dropped) leaves no entry behind, and
+        // its answer, arriving later, goes nowhere.
+        let (tx, _rx) = oneshot::channel();
+        waiting.calls.borrow_mut().insert(2, tx);
+        drop(WaitingGuard {
+            waiting: &waiting,
+            id: 2,
+        });
+        assert!(waiting.calls.borrow().is_empty());
+        assert!(!waiting.deliver(answer(2)));
+    }
+}
