@@ -24,7 +24,7 @@ use sluice_replication::{
 };
 
 use crate::broker::shard::Shard;
-use crate::kafka::errors::code;
+use crate::kafka::errors::{code, ErrorCode};
 use crate::store::{PartitionId, PartitionLog, TopicPartition};
 use sluice_engine::watch::OffsetWatch;
 
@@ -99,7 +99,12 @@ impl Replica {
     }
 
     /// A follower fetched from `offset`: its durable end is `offset`.
-    pub fn on_follower_fetch(&self, follower: i32, offset: i64, now_ms: u64) -> Result<(), i16> {
+    pub fn on_follower_fetch(
+        &self,
+        follower: i32,
+        offset: i64,
+        now_ms: u64,
+    ) -> Result<(), ErrorCode> {
         let leader_end = self.log.written_end_offset().0;
         let counted = match &mut *self.role.borrow_mut() {
             Role::Leader(l) => l.on_fetch(follower, offset, leader_end, now_ms),
@@ -148,7 +153,7 @@ impl Replica {
 /// (`role_epoch` is `Some`), the epoch of the leadership this broker holds, and only while
 /// the image names the same one; otherwise NOT_LEADER_OR_FOLLOWER (the client asks for
 /// metadata and retries). A partition with one replica takes the image's epoch.
-pub fn append_epoch(role_epoch: Option<Option<i32>>, image_epoch: i32) -> Result<i32, i16> {
+pub fn append_epoch(role_epoch: Option<Option<i32>>, image_epoch: i32) -> Result<i32, ErrorCode> {
     match role_epoch {
         None => Ok(image_epoch),
         Some(Some(e)) if e == image_epoch => Ok(e),
@@ -480,7 +485,7 @@ async fn propose_isr(shard: &Rc<Shard>, r: &Rc<Replica>, change: IsrChange, lead
         }
         Err((error, message)) => {
             // Proposed again once the pending time has passed (or the image changed).
-            tracing::warn!(topic = %r.tp.topic, partition = r.tp.partition.0, error, %message, "ISR change refused");
+            tracing::warn!(topic = %r.tp.topic, partition = r.tp.partition.0, error = error.0, %message, "ISR change refused");
         }
     }
 }

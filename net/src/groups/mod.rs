@@ -40,7 +40,7 @@ use group::Group;
 pub use group::{GroupState, GroupView, JoinReply, JoinRequest, SyncOutcome};
 use records::{CommitValue, GroupValue, OffsetsRecord};
 
-use crate::kafka::errors::code;
+use crate::kafka::errors::{code, ErrorCode};
 
 /// The internal topic holding committed offsets and group metadata.
 pub const OFFSETS_TOPIC: &str = "__consumer_offsets";
@@ -256,7 +256,7 @@ impl Groups {
     }
 
     /// The group's partition state, once loaded.
-    fn part(&self, group_id: &str) -> Result<MutexGuard<'_, Part>, i16> {
+    fn part(&self, group_id: &str) -> Result<MutexGuard<'_, Part>, ErrorCode> {
         let part = lock(&self.parts[self.partition_of(group_id)]);
         match part.residency {
             Residency::Loaded => Ok(part),
@@ -322,7 +322,7 @@ impl Groups {
     }
 
     /// Registers a JoinGroup.
-    pub fn join(&self, req: JoinRequest) -> Result<JoinReply, i16> {
+    pub fn join(&self, req: JoinRequest) -> Result<JoinReply, ErrorCode> {
         if req.group_id.is_empty() {
             return Err(code::INVALID_GROUP_ID);
         }
@@ -366,7 +366,7 @@ impl Groups {
         member: (&str, Option<&str>),
         protocol: (Option<&str>, Option<&str>),
         assignments: Vec<(String, Bytes)>,
-    ) -> Result<Result<SyncOutcome, oneshot::Receiver<SyncOutcome>>, i16> {
+    ) -> Result<Result<SyncOutcome, oneshot::Receiver<SyncOutcome>>, ErrorCode> {
         let mut part = self.part(group_id)?;
         let group = part
             .groups
@@ -390,7 +390,7 @@ impl Groups {
         generation: i32,
         member_id: &str,
         instance: Option<&str>,
-    ) -> i16 {
+    ) -> ErrorCode {
         let mut part = match self.part(group_id) {
             Ok(p) => p,
             Err(e) => return e,
@@ -406,7 +406,7 @@ impl Groups {
         &self,
         group_id: &str,
         members: &[(String, Option<String>)],
-    ) -> Result<Vec<i16>, i16> {
+    ) -> Result<Vec<ErrorCode>, ErrorCode> {
         let mut part = self.part(group_id)?;
         let Some(group) = part.groups.get_mut(group_id) else {
             return Ok(members.iter().map(|_| code::UNKNOWN_MEMBER_ID).collect());
@@ -425,7 +425,7 @@ impl Groups {
         generation: i32,
         member_id: &str,
         instance: Option<&str>,
-    ) -> i16 {
+    ) -> ErrorCode {
         if group_id.is_empty() {
             return code::INVALID_GROUP_ID;
         }
@@ -475,7 +475,7 @@ impl Groups {
         group_id: &str,
         topic: &str,
         partition: i32,
-    ) -> Result<Option<CommitValue>, i16> {
+    ) -> Result<Option<CommitValue>, ErrorCode> {
         let part = self.part(group_id)?;
         Ok(part
             .offsets
@@ -485,7 +485,10 @@ impl Groups {
     }
 
     /// Every stored offset of a group, by topic and partition.
-    pub fn committed_all(&self, group_id: &str) -> Result<Vec<(String, i32, CommitValue)>, i16> {
+    pub fn committed_all(
+        &self,
+        group_id: &str,
+    ) -> Result<Vec<(String, i32, CommitValue)>, ErrorCode> {
         let part = self.part(group_id)?;
         Ok(part
             .offsets
@@ -499,7 +502,7 @@ impl Groups {
     }
 
     /// A group's state and members; a group known only by its offsets is Empty.
-    pub fn describe(&self, group_id: &str) -> Result<Option<GroupView>, i16> {
+    pub fn describe(&self, group_id: &str) -> Result<Option<GroupView>, ErrorCode> {
         let part = self.part(group_id)?;
         Ok(match part.groups.get(group_id) {
             Some(g) => Some(g.view()),
@@ -536,7 +539,7 @@ impl Groups {
     }
 
     /// DeleteGroups, first half: the tombstones to write, if the group may be deleted.
-    pub fn prepare_delete(&self, group_id: &str) -> Result<OffsetsRecords, i16> {
+    pub fn prepare_delete(&self, group_id: &str) -> Result<OffsetsRecords, ErrorCode> {
         let part = self.part(group_id)?;
         let group = part.groups.get(group_id);
         let offsets = part.offsets.get(group_id);
@@ -572,7 +575,7 @@ impl Groups {
         &self,
         group_id: &str,
         wanted: &[(String, Vec<i32>)],
-    ) -> Result<(Vec<Vec<i16>>, OffsetsRecords), i16> {
+    ) -> Result<(Vec<Vec<ErrorCode>>, OffsetsRecords), ErrorCode> {
         let part = self.part(group_id)?;
         let group = part.groups.get(group_id);
         if group.is_none() && !part.offsets.contains_key(group_id) {

@@ -9,7 +9,7 @@ use bytes::Bytes;
 use super::records;
 use super::{now_ms, Loaded, OffsetsRecords, OFFSETS_TOPIC};
 use crate::broker::shard::{Shard, ShardOp, ShardReply};
-use crate::kafka::errors::code;
+use crate::kafka::errors::{code, ErrorCode};
 use crate::store::{batch_records, BatchBuilder, BatchIter, ReadLimits, Record, TopicPartition};
 
 /// How often a shard sweeps its coordinator partitions (sessions, rebalance deadlines,
@@ -32,7 +32,7 @@ pub async fn append(
     shard: &Rc<Shard>,
     partition: usize,
     recs: &OffsetsRecords,
-) -> Result<i64, i16> {
+) -> Result<i64, ErrorCode> {
     let ts = now_ms();
     let mut builder = BatchBuilder::new(ts);
     for (key, value) in recs {
@@ -66,7 +66,7 @@ pub async fn append(
         Some(r) => {
             tracing::warn!(
                 partition,
-                error = r.error,
+                error = r.error.0,
                 "writing to the offsets topic failed"
             );
             // Kafka's mapping of storage errors for the group APIs.

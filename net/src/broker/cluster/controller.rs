@@ -10,7 +10,7 @@ use sluice_control::rpc::{self, ErrorKind, Reply, Request};
 use sluice_control::BrokerId;
 
 use super::{BrokerState, ClusterView, ShardImage};
-use crate::kafka::errors::code;
+use crate::kafka::errors::{code, ErrorCode};
 
 /// Requests that wait on the controller give up after this long.
 pub const CONTROLLER_REQUEST_TIMEOUT: Duration = Duration::from_secs(30);
@@ -18,7 +18,7 @@ pub const CONTROLLER_REQUEST_TIMEOUT: Duration = Duration::from_secs(30);
 pub(super) const RETRY_PAUSE: Duration = Duration::from_millis(50);
 
 /// The Kafka error code for a controller refusal.
-pub fn error_code(kind: ErrorKind) -> i16 {
+pub fn error_code(kind: ErrorKind) -> ErrorCode {
     match kind {
         ErrorKind::TopicExists => code::TOPIC_ALREADY_EXISTS,
         ErrorKind::UnknownTopic => code::UNKNOWN_TOPIC_OR_PARTITION,
@@ -42,7 +42,7 @@ pub async fn ask_controller(
     view: &ClusterView,
     req: &Request,
     timeout: Duration,
-) -> Result<Reply, (i16, String)> {
+) -> Result<Reply, (ErrorCode, String)> {
     let deadline = Instant::now() + timeout;
     loop {
         let left = deadline.saturating_duration_since(Instant::now());
@@ -77,7 +77,7 @@ pub async fn change_metadata(
     image: &ShardImage,
     req: &Request,
     timeout: Duration,
-) -> Result<u64, (i16, String)> {
+) -> Result<u64, (ErrorCode, String)> {
     match ask_controller(&image.view, req, timeout).await? {
         Reply::Done { offset } => {
             if image.wait_for(offset.0, timeout).await {
@@ -104,7 +104,7 @@ pub async fn alter_isr(
     tp: &crate::store::TopicPartition,
     leader_epoch: i32,
     isr: &[i32],
-) -> Result<(), (i16, String)> {
+) -> Result<(), (ErrorCode, String)> {
     let broker_epoch = match image.view.broker_state() {
         BrokerState::Active(e) | BrokerState::Fenced(e) => e,
         BrokerState::Unregistered => {

@@ -9,7 +9,7 @@ use std::time::Duration;
 use bytes::BytesMut;
 
 use super::{FetchPart, FetchPartResult, Reader, Shard};
-use crate::kafka::errors::code;
+use crate::kafka::errors::{code, ErrorCode};
 use crate::store::{BatchSlice, Offset, PartitionLog, ReadError, ReadLimits, TopicPartition};
 
 impl Shard {
@@ -44,7 +44,7 @@ impl Shard {
         p: &FetchPart,
         log: &PartitionLog,
         reader: Reader,
-    ) -> Result<(i64, i64), i16> {
+    ) -> Result<(i64, i64), ErrorCode> {
         self.check_leader_epoch(&p.tp, p.current_leader_epoch)?;
         match (self.replicas.get(&p.tp), reader) {
             (Some(r), Reader::Follower(id)) => {

@@ -2,12 +2,12 @@
 //! and leader-epoch checks, the high watermark.
 
 use super::{Reader, Shard};
-use crate::kafka::errors::code;
+use crate::kafka::errors::{code, ErrorCode};
 use crate::store::{PartitionLog, TopicPartition};
 
 impl Shard {
     /// The log of a partition this shard owns, created on first use if the topic has it.
-    pub async fn log_for(&self, tp: &TopicPartition) -> Result<PartitionLog, i16> {
+    pub async fn log_for(&self, tp: &TopicPartition) -> Result<PartitionLog, ErrorCode> {
         if let Some(log) = self.logs.get(tp) {
             self.check_leader(tp)?;
             return Ok(log);
@@ -39,7 +39,7 @@ impl Shard {
     /// The partition's log on this shard, created if it does not exist yet. Creations run
     /// one at a time (a request and the replication loop may both want a new partition),
     /// so a second caller finds the first one's log instead of a half-made directory.
-    pub async fn open_or_create_log(&self, tp: &TopicPartition) -> Result<PartitionLog, i16> {
+    pub async fn open_or_create_log(&self, tp: &TopicPartition) -> Result<PartitionLog, ErrorCode> {
         let _turn = self.create_order.acquire_permit(1).await;
         if let Some(log) = self.logs.get(tp) {
             return Ok(log);
@@ -61,7 +61,7 @@ impl Shard {
 
     /// NOT_LEADER_OR_FOLLOWER unless the image names this broker the partition's leader
     /// (clients then refresh their metadata).
-    pub(super) fn check_leader(&self, tp: &TopicPartition) -> Result<(), i16> {
+    pub(super) fn check_leader(&self, tp: &TopicPartition) -> Result<(), ErrorCode> {
         if self.cluster.leads(&tp.topic, tp.partition.0) {
             Ok(())
         } else {
@@ -80,7 +80,7 @@ impl Shard {
 
     /// FENCED_LEADER_EPOCH / UNKNOWN_LEADER_EPOCH when the client's epoch (≥ 0) is older /
     /// newer than the image's.
-    pub fn check_leader_epoch(&self, tp: &TopicPartition, epoch: i32) -> Result<(), i16> {
+    pub fn check_leader_epoch(&self, tp: &TopicPartition, epoch: i32) -> Result<(), ErrorCode> {
         if epoch < 0 {
             return Ok(());
         }
@@ -98,7 +98,7 @@ impl Shard {
         &self,
         tp: &TopicPartition,
         reader: Reader,
-    ) -> Result<PartitionLog, i16> {
+    ) -> Result<PartitionLog, ErrorCode> {
         if let Reader::Consumer {
             from_follower: true,
         } = reader

@@ -11,7 +11,8 @@ use bytes::Bytes;
 use futures_channel::oneshot;
 
 use super::{ConnectionSlot, Work};
-use crate::store::TopicPartition;
+use crate::kafka::errors::ErrorCode;
+use crate::store::{LeaderEpoch, Offset, TopicPartition};
 
 /// One partition of a fetch, as asked of its shard.
 #[derive(Debug, Clone)]
@@ -36,7 +37,7 @@ pub enum Reader {
 /// One partition of a fetch, as answered.
 #[derive(Debug, Clone, Default)]
 pub struct FetchPartResult {
-    pub error: i16,
+    pub error: ErrorCode,
     pub high_watermark: i64,
     pub log_start: i64,
     pub records: Option<Bytes>,
@@ -45,7 +46,7 @@ pub struct FetchPartResult {
 /// One partition of a produce, as answered.
 #[derive(Debug, Clone, Copy)]
 pub struct ProducePartResult {
-    pub error: i16,
+    pub error: ErrorCode,
     pub base_offset: i64,
     pub log_start: i64,
 }
@@ -72,12 +73,13 @@ pub enum ShardOp {
     ListOffsets {
         parts: Vec<(TopicPartition, i64)>,
     },
+    /// Delete the records before each offset (-1: the high watermark).
     DeleteRecords {
-        parts: Vec<(TopicPartition, i64)>,
+        parts: Vec<(TopicPartition, Offset)>,
     },
     /// End offset of each (partition, leader epoch).
     EpochEnds {
-        parts: Vec<(TopicPartition, i32)>,
+        parts: Vec<(TopicPartition, LeaderEpoch)>,
     },
     DeleteTopic {
         name: String,
@@ -120,8 +122,9 @@ impl ShardOp {
 pub enum ShardReply {
     Produce(Vec<ProducePartResult>),
     Fetch(Vec<FetchPartResult>),
-    /// (error, offset, timestamp) per partition.
-    Offsets(Vec<(i16, i64, i64)>),
+    ListedOffsets(Vec<ListedOffset>),
+    EpochEnds(Vec<EpochEnd>),
+    DeletedRecords(Vec<DeletedRecords>),
     Done,
     /// An operation that failed, with the reason (for the operator).
     Failed(String),
@@ -207,5 +210,86 @@ mod waiting_tests {
         });
         assert!(waiting.calls.borrow().is_empty());
         assert!(!waiting.deliver(answer(2)));
+    }
+}
+
+/// One partition of a ListOffsets, as answered: the offset found and its record's
+/// timestamp (-1 each where there is none).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ListedOffset {
+    pub error: ErrorCode,
+    pub offset: Offset,
+    pub timestamp: i64,
+}
+
+/// One partition of an OffsetForLeaderEpoch, as answered: the epoch asked for (or the
+/// latest before it) and the offset where it ended (-1 each when unknown).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct EpochEnd {
+    pub error: ErrorCode,
+    pub epoch: LeaderEpoch,
+    pub end_offset: Offset,
+}
+
+/// One partition of a DeleteRecords, as answered: its log start offset after the deletion.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct DeletedRecords {
+    pub error: ErrorCode,
+    pub low_watermark: Offset,
+}
+
+/// The answer kinds the per-partition fan-out (`answers_by_shard`) collects: one answer per
+/// asked partition, from the reply variant of its kind.
+pub trait PartitionAnswer: Sized + Copy {
+    /// The answer for a partition that failed with `error`.
+    fn failed(error: ErrorCode) -> Self;
+    /// This kind's answers in `reply`; `None` when the reply is another kind (or a failure).
+    fn from_reply(reply: ShardReply) -> Option<Vec<Self>>;
+}
+
+impl PartitionAnswer for ListedOffset {
+    fn failed(error: ErrorCode) -> Self {
+        ListedOffset {
+            error,
+            offset: Offset(-1),
+            timestamp: -1,
+        }
+    }
+    fn from_reply(reply: ShardReply) -> Option<Vec<Self>> {
+        match reply {
+            ShardReply::ListedOffsets(v) => Some(v),
+            _ => None,
+        }
+    }
+}
+
+impl PartitionAnswer for EpochEnd {
+    fn failed(error: ErrorCode) -> Self {
+        EpochEnd {
+            error,
+            epoch: LeaderEpoch(-1),
+            end_offset: Offset(-1),
+        }
+    }
+    fn from_reply(reply: ShardReply) -> Option<Vec<Self>> {
+        match reply {
+            ShardReply::EpochEnds(v) => Some(v),
+            _ => None,
+        }
+    }
+}
+
+impl PartitionAnswer for DeletedRecords {
+    fn failed(error: ErrorCode) -> Self {
+        DeletedRecords {
+            error,
+            low_watermark: Offset(-1),
+        }
+    }
+    fn from_reply(reply: ShardReply) -> Option<Vec<Self>> {
+        match reply {
+            ShardReply::DeletedRecords(v) => Some(v),
+            _ => None,
+        }
     }
 }

@@ -49,17 +49,17 @@ pub(crate) use connections::{
 pub(crate) use local_flag::LocalFlag;
 use mesh::Waiting;
 pub(crate) use mesh::{
-    FetchPart, FetchPartResult, ProducePartResult, Reader, ShardAnswer, ShardCall, ShardOp,
-    ShardReply,
+    DeletedRecords, EpochEnd, FetchPart, FetchPartResult, ListedOffset, PartitionAnswer,
+    ProducePartResult, Reader, ShardAnswer, ShardCall, ShardOp, ShardReply,
 };
 use queues::Queues;
 pub(crate) use queues::Work;
-pub(crate) use routing::{offsets_by_shard, split_by_shard};
+pub(crate) use routing::{answers_by_shard, split_by_shard};
 
 use crate::broker::catalog::Catalog;
 use crate::broker::config::ServerConfig;
 use crate::groups::Groups;
-use crate::kafka::errors::code;
+use crate::kafka::errors::{code, ErrorCode};
 use crate::placement::{PlacementTable, Snapshot};
 use crate::store::{LogManager, TopicPartition};
 
@@ -155,8 +155,8 @@ impl Shard {
     pub async fn group_answer<T, E>(
         &self,
         answer: impl std::future::Future<Output = Result<T, E>>,
-        dropped: i16,
-    ) -> Result<T, i16> {
+        dropped: ErrorCode,
+    ) -> Result<T, ErrorCode> {
         futures_lite::future::or(async { answer.await.map_err(|_| dropped) }, async {
             self.stopping.wait().await;
             Err(code::COORDINATOR_NOT_AVAILABLE)
@@ -311,11 +311,13 @@ impl Shard {
                 self.fetch_wait(&parts, wait_ms, reader).await;
                 ShardReply::Done
             }
-            ShardOp::ListOffsets { parts } => ShardReply::Offsets(self.list_offsets(&parts).await),
-            ShardOp::DeleteRecords { parts } => {
-                ShardReply::Offsets(self.delete_records(&parts).await)
+            ShardOp::ListOffsets { parts } => {
+                ShardReply::ListedOffsets(self.list_offsets(&parts).await)
             }
-            ShardOp::EpochEnds { parts } => ShardReply::Offsets(self.epoch_ends(&parts).await),
+            ShardOp::DeleteRecords { parts } => {
+                ShardReply::DeletedRecords(self.delete_records(&parts).await)
+            }
+            ShardOp::EpochEnds { parts } => ShardReply::EpochEnds(self.epoch_ends(&parts).await),
             ShardOp::DeleteTopic { name, partitions } => {
                 self.delete_topic(&name, partitions).await;
                 ShardReply::Done

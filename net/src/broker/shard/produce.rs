@@ -5,10 +5,10 @@ use std::time::Duration;
 use bytes::Bytes;
 
 use super::{ProducePartResult, Shard};
-use crate::kafka::errors::code;
+use crate::kafka::errors::{code, ErrorCode};
 use crate::store::{AppendError, LeaderEpoch, Offset, PartitionLog, TopicPartition};
 
-pub(super) fn append_error_code(e: &AppendError) -> i16 {
+pub(super) fn append_error_code(e: &AppendError) -> ErrorCode {
     match e {
         AppendError::Corrupt(_) => code::CORRUPT_MESSAGE,
         AppendError::InvalidRecord(_) => code::INVALID_RECORD,
@@ -84,7 +84,7 @@ impl Shard {
         acks: i16,
         (end, epoch): (Offset, LeaderEpoch),
         timeout_ms: u64,
-    ) -> Result<(), i16> {
+    ) -> Result<(), ErrorCode> {
         if acks == 0 {
             return Ok(());
         }
@@ -130,7 +130,7 @@ impl Shard {
         tp: &TopicPartition,
         records: &Bytes,
         acks: i16,
-    ) -> Result<(PartitionLog, i64, Offset, LeaderEpoch), i16> {
+    ) -> Result<(PartitionLog, i64, Offset, LeaderEpoch), ErrorCode> {
         let log = self.log_for(tp).await?;
         // The epoch the batch is stamped with is the leadership this broker holds now,
         // checked with no await before the append: the image alone may already name a

@@ -5,7 +5,7 @@
 use std::rc::Rc;
 use std::time::Duration;
 
-use super::{Shard, ShardOp, ShardReply};
+use super::{PartitionAnswer, Shard, ShardOp};
 use crate::kafka::errors::code;
 use crate::placement::hash_owner;
 use crate::store::TopicPartition;
@@ -18,14 +18,14 @@ pub(super) const MOVE_WAIT_MS_MAX: u64 = 30_000;
 pub type ShardItems<T> = Vec<(usize, TopicPartition, T)>;
 
 /// Runs `op` on each owning shard's share of `items` (in parallel, each shard once) and
-/// returns the `(error, offset, offset-or-epoch)` answers in `items` order; an item whose
-/// shard gave no answer gets UNKNOWN_SERVER_ERROR.
-pub async fn offsets_by_shard<T>(
+/// returns one answer per item, in `items` order; an item whose shard gave no answer gets
+/// UNKNOWN_SERVER_ERROR.
+pub async fn answers_by_shard<T, A: PartitionAnswer>(
     shard: &Rc<Shard>,
     items: Vec<(TopicPartition, T)>,
     op: impl Fn(Vec<(TopicPartition, T)>) -> ShardOp,
-) -> Vec<(i16, i64, i64)> {
-    let mut results = vec![(code::UNKNOWN_SERVER_ERROR, -1i64, -1i64); items.len()];
+) -> Vec<A> {
+    let mut results = vec![A::failed(code::UNKNOWN_SERVER_ERROR); items.len()];
     let mut calls = Vec::new();
     let mut positions = Vec::new();
     shard.wait_not_moving(items.iter().map(|(tp, _)| tp)).await;
@@ -34,10 +34,11 @@ pub async fn offsets_by_shard<T>(
         calls.push((s, op(group.into_iter().map(|(_, tp, t)| (tp, t)).collect())));
     }
     for (idx, reply) in positions.into_iter().zip(shard.call_all(calls).await) {
-        if let ShardReply::Offsets(rs) = reply {
-            for (i, r) in idx.into_iter().zip(rs) {
-                results[i] = r;
-            }
+        for (i, r) in idx
+            .into_iter()
+            .zip(A::from_reply(reply).unwrap_or_default())
+        {
+            results[i] = r;
         }
     }
     results

@@ -20,7 +20,7 @@ use super::ApiSpec;
 use crate::broker::catalog::log_config;
 use crate::broker::cluster::{change_metadata, CONTROLLER_REQUEST_TIMEOUT};
 use crate::broker::shard::{Shard, ShardOp};
-use crate::kafka::errors::code;
+use crate::kafka::errors::{code, ErrorCode};
 use crate::kafka::frame::{decode_body, encode_response, FrameError, Request, ResponseFrame};
 
 pub const SPEC: ApiSpec = ApiSpec {
@@ -56,7 +56,7 @@ async fn apply(
     topic: &str,
     change: Change,
     validate_only: bool,
-) -> (i16, Option<String>) {
+) -> (ErrorCode, Option<String>) {
     let known = shard.catalog.get(topic);
     let resulting = match &change {
         Change::Replace(configs) => configs.clone(),
@@ -147,7 +147,7 @@ pub async fn handle(shard: &Rc<Shard>, req: &Request) -> Result<ResponseFrame, F
         };
         responses.push(
             alter_configs_response::AlterConfigsResourceResponse::default()
-                .with_error_code(error)
+                .with_error_code(error.into())
                 .with_error_message(message.map(StrBytes::from_string))
                 .with_resource_type(r.resource_type)
                 .with_resource_name(r.resource_name.clone()),
@@ -185,7 +185,7 @@ pub async fn handle_incremental(
         };
         responses.push(
             incremental_alter_configs_response::AlterConfigsResourceResponse::default()
-                .with_error_code(error)
+                .with_error_code(error.into())
                 .with_error_message(message.map(StrBytes::from_string))
                 .with_resource_type(r.resource_type)
                 .with_resource_name(r.resource_name.clone()),

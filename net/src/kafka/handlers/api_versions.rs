@@ -28,7 +28,7 @@ pub fn handle(req: &Request) -> Result<ResponseFrame, FrameError> {
     // The request body carries only the client's name and version (v3+); nothing in it
     // changes the answer, so a body that does not parse is not worth closing over.
     let resp = ApiVersionsResponse::default()
-        .with_error_code(code::NONE)
+        .with_error_code(code::NONE.into())
         .with_api_keys(table());
     encode_response(req.header.correlation_id, req.version, &resp)
 }
@@ -41,7 +41,7 @@ pub fn unsupported(req: &Request) -> Result<ResponseFrame, FrameError> {
         "ApiVersions version not supported, answering with v0"
     );
     let resp = ApiVersionsResponse::default()
-        .with_error_code(code::UNSUPPORTED_VERSION)
+        .with_error_code(code::UNSUPPORTED_VERSION.into())
         .with_api_keys(table());
     encode_response(req.header.correlation_id, 0, &resp)
 }

@@ -30,7 +30,7 @@ pub async fn handle(shard: &Rc<Shard>, req: &Request) -> Result<ResponseFrame, F
             // A group's partition is a function of the count: changing it would strand
             // every group's committed offsets.
             results.push(
-                r.with_error_code(code::INVALID_PARTITIONS)
+                r.with_error_code(code::INVALID_PARTITIONS.into())
                     .with_error_message(Some(StrBytes::from_static_str(
                         "__consumer_offsets keeps its partition count",
                     ))),
@@ -39,7 +39,7 @@ pub async fn handle(shard: &Rc<Shard>, req: &Request) -> Result<ResponseFrame, F
         }
         if t.assignments.as_ref().is_some_and(|a| !a.is_empty()) {
             results.push(
-                r.with_error_code(code::INVALID_REQUEST)
+                r.with_error_code(code::INVALID_REQUEST.into())
                     .with_error_message(Some(StrBytes::from_static_str(
                         "manual replica assignment is not supported",
                     ))),
@@ -58,7 +58,7 @@ pub async fn handle(shard: &Rc<Shard>, req: &Request) -> Result<ResponseFrame, F
                     r
                 }
                 Err((error, message)) => r
-                    .with_error_code(error)
+                    .with_error_code(error.into())
                     .with_error_message(Some(StrBytes::from_string(message))),
             },
         );

@@ -21,7 +21,7 @@ use crate::broker::catalog::{
 };
 use crate::broker::cluster::{change_metadata, CONTROLLER_REQUEST_TIMEOUT};
 use crate::broker::shard::Shard;
-use crate::kafka::errors::code;
+use crate::kafka::errors::{code, ErrorCode};
 use crate::kafka::frame::{decode_body, encode_response, FrameError, Request, ResponseFrame};
 
 pub const SPEC: ApiSpec = ApiSpec {
@@ -30,7 +30,7 @@ pub const SPEC: ApiSpec = ApiSpec {
     max: 7,
 };
 
-pub fn catalog_error_code(e: &CatalogError) -> i16 {
+pub fn catalog_error_code(e: &CatalogError) -> ErrorCode {
     match e {
         CatalogError::Exists(_) => code::TOPIC_ALREADY_EXISTS,
         CatalogError::Unknown(_) => code::UNKNOWN_TOPIC_OR_PARTITION,
@@ -48,7 +48,7 @@ fn validate(
     name: &str,
     partitions: i32,
     configs: &BTreeMap<String, String>,
-) -> Result<(), (i16, String)> {
+) -> Result<(), (ErrorCode, String)> {
     let check = validate_topic_name(name)
         .and_then(|_| {
             if (1..=PARTITIONS_PER_TOPIC_MAX).contains(&partitions) {
@@ -66,7 +66,7 @@ async fn create(
     shard: &Shard,
     t: &CreatableTopic,
     validate_only: bool,
-) -> Result<(), (i16, String)> {
+) -> Result<(), (ErrorCode, String)> {
     let name = t.name.0.to_string();
     let partitions = if t.num_partitions == -1 {
         shard.config.topic_defaults.partitions
@@ -160,7 +160,7 @@ pub async fn handle(shard: &Rc<Shard>, req: &Request) -> Result<ResponseFrame, F
                 tracing::info!(topic = %name, error = %message, "create topic refused");
                 topics.push(
                     result
-                        .with_error_code(error)
+                        .with_error_code(error.into())
                         .with_error_message(Some(StrBytes::from_string(message)))
                         .with_num_partitions(-1)
                         .with_replication_factor(-1),

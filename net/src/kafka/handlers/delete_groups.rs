@@ -9,7 +9,7 @@ use kafka_protocol::messages::{ApiKey, DeleteGroupsRequest, DeleteGroupsResponse
 use super::ApiSpec;
 use crate::broker::shard::Shard;
 use crate::groups::persist;
-use crate::kafka::errors::code;
+use crate::kafka::errors::{code, ErrorCode};
 use crate::kafka::frame::{decode_body, encode_response, FrameError, Request, ResponseFrame};
 
 pub const SPEC: ApiSpec = ApiSpec {
@@ -26,14 +26,14 @@ pub async fn handle(shard: &Rc<Shard>, req: &Request) -> Result<ResponseFrame, F
         results.push(
             DeletableGroupResult::default()
                 .with_group_id(name.clone())
-                .with_error_code(error),
+                .with_error_code(error.into()),
         );
     }
     let resp = DeleteGroupsResponse::default().with_results(results);
     encode_response(req.header.correlation_id, req.version, &resp)
 }
 
-async fn delete(shard: &Rc<Shard>, group: &str) -> i16 {
+async fn delete(shard: &Rc<Shard>, group: &str) -> ErrorCode {
     let groups = &shard.groups;
     let tombstones = match groups.prepare_delete(group) {
         Ok(t) => t,

@@ -7,11 +7,11 @@ use kafka_protocol::messages::delete_records_response::{
 };
 use kafka_protocol::messages::{ApiKey, DeleteRecordsRequest, DeleteRecordsResponse};
 
+use super::fan_out::ask_owners;
 use super::ApiSpec;
-use crate::broker::shard::{offsets_by_shard, Shard, ShardOp};
-use crate::kafka::errors::code;
+use crate::broker::shard::{DeletedRecords, Shard, ShardOp};
 use crate::kafka::frame::{decode_body, encode_response, FrameError, Request, ResponseFrame};
-use crate::store::{PartitionId, TopicPartition};
+use crate::store::Offset;
 
 pub const SPEC: ApiSpec = ApiSpec {
     key: ApiKey::DeleteRecords,
@@ -21,31 +21,28 @@ pub const SPEC: ApiSpec = ApiSpec {
 
 pub async fn handle(shard: &Rc<Shard>, req: &Request) -> Result<ResponseFrame, FrameError> {
     let body: DeleteRecordsRequest = decode_body(req)?;
-    let mut items = Vec::new();
-    for t in &body.topics {
-        for p in &t.partitions {
-            let tp = TopicPartition {
-                topic: t.name.0.to_string(),
-                partition: PartitionId(p.partition_index),
-            };
-            items.push((tp, p.offset));
-        }
-    }
-    let results = offsets_by_shard(shard, items, |parts| ShardOp::DeleteRecords { parts }).await;
-    let mut it = results.into_iter();
+    let answers: Vec<Vec<DeletedRecords>> = ask_owners(
+        shard,
+        &body.topics,
+        |t| (t.name.0.as_str(), &t.partitions[..]),
+        |p| (p.partition_index, Offset(p.offset)),
+        |parts| ShardOp::DeleteRecords { parts },
+    )
+    .await;
     let topics = body
         .topics
         .iter()
-        .map(|t| {
+        .zip(answers)
+        .map(|(t, answers)| {
             let partitions = t
                 .partitions
                 .iter()
-                .map(|p| {
-                    let (error, low, _) = it.next().unwrap_or((code::UNKNOWN_SERVER_ERROR, -1, -1));
+                .zip(answers)
+                .map(|(p, a)| {
                     DeleteRecordsPartitionResult::default()
                         .with_partition_index(p.partition_index)
-                        .with_error_code(error)
-                        .with_low_watermark(low)
+                        .with_error_code(a.error.into())
+                        .with_low_watermark(a.low_watermark.0)
                 })
                 .collect();
             DeleteRecordsTopicResult::default()

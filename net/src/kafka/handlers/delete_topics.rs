@@ -30,14 +30,14 @@ async fn delete(shard: &Rc<Shard>, name: String) -> DeletableTopicResult {
     if name == crate::groups::OFFSETS_TOPIC {
         tracing::warn!(topic = %name, "deleting the internal offsets topic refused");
         return result
-            .with_error_code(code::INVALID_TOPIC_EXCEPTION)
+            .with_error_code(code::INVALID_TOPIC_EXCEPTION.into())
             .with_error_message(Some(StrBytes::from_static_str(
                 "__consumer_offsets is internal: deleting it would lose every committed offset",
             )));
     }
     let before = shard.cluster.image();
     let Some(topic) = before.topic_by_name(&name) else {
-        return result.with_error_code(code::UNKNOWN_TOPIC_OR_PARTITION);
+        return result.with_error_code(code::UNKNOWN_TOPIC_OR_PARTITION.into());
     };
     let req = ControllerRequest::DeleteTopic { name: name.clone() };
     match change_metadata(&shard.cluster, &req, CONTROLLER_REQUEST_TIMEOUT).await {
@@ -59,7 +59,7 @@ async fn delete(shard: &Rc<Shard>, name: String) -> DeletableTopicResult {
             result.with_topic_id(Uuid::from_u128(topic.id.0))
         }
         Err((error, message)) => result
-            .with_error_code(error)
+            .with_error_code(error.into())
             .with_error_message(Some(StrBytes::from_string(message))),
     }
 }
@@ -86,7 +86,7 @@ pub async fn handle(shard: &Rc<Shard>, req: &Request) -> Result<ResponseFrame, F
             responses.push(
                 DeletableTopicResult::default()
                     .with_topic_id(id)
-                    .with_error_code(crate::kafka::errors::code::UNKNOWN_TOPIC_OR_PARTITION),
+                    .with_error_code(crate::kafka::errors::code::UNKNOWN_TOPIC_OR_PARTITION.into()),
             );
             continue;
         };

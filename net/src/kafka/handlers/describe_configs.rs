@@ -37,7 +37,7 @@ pub fn handle(shard: &Rc<Shard>, req: &Request) -> Result<ResponseFrame, FrameEr
                 .with_resource_name(r.resource_name.clone());
             match r.resource_type {
                 RESOURCE_TOPIC => match shard.catalog.get(&r.resource_name) {
-                    None => out.with_error_code(code::UNKNOWN_TOPIC_OR_PARTITION),
+                    None => out.with_error_code(code::UNKNOWN_TOPIC_OR_PARTITION.into()),
                     Some(meta) => {
                         let configs = effective_configs(&shard.catalog.defaults, &meta.configs)
                             .into_iter()
@@ -62,7 +62,7 @@ pub fn handle(shard: &Rc<Shard>, req: &Request) -> Result<ResponseFrame, FrameEr
                 },
                 RESOURCE_BROKER => out,
                 _ => out
-                    .with_error_code(code::INVALID_REQUEST)
+                    .with_error_code(code::INVALID_REQUEST.into())
                     .with_error_message(Some(StrBytes::from_static_str(
                         "only topic and broker resources are supported",
                     ))),

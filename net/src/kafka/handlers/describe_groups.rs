@@ -24,7 +24,7 @@ pub fn handle(shard: &Rc<Shard>, req: &Request) -> Result<ResponseFrame, FrameEr
         .map(|g| {
             let d = DescribedGroup::default().with_group_id(g.clone());
             match shard.groups.describe(&g.0) {
-                Err(e) => d.with_error_code(e),
+                Err(e) => d.with_error_code(e.into()),
                 Ok(None) => d.with_group_state(StrBytes::from_static_str("Dead")),
                 Ok(Some(v)) => d
                     .with_group_state(StrBytes::from_static_str(v.state.name()))

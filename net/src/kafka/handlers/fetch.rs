@@ -13,7 +13,7 @@ use kafka_protocol::protocol::StrBytes;
 
 use super::ApiSpec;
 use crate::broker::shard::{FetchPart, FetchPartResult, Reader, Shard, ShardOp, ShardReply};
-use crate::kafka::errors::code;
+use crate::kafka::errors::{code, ErrorCode};
 use crate::kafka::frame::{
     decode_body, encode_response, encode_response_spliced, splice_marker, FrameError, Request,
     ResponseFrame,
@@ -112,7 +112,7 @@ struct Plan {
     incremental: bool,
 }
 
-fn plan(shard: &Shard, body: &FetchRequest) -> Result<Plan, i16> {
+fn plan(shard: &Shard, body: &FetchRequest) -> Result<Plan, ErrorCode> {
     let requested: Vec<SessionPart> = body
         .topics
         .iter()
@@ -321,7 +321,7 @@ pub async fn handle(shard: &Rc<Shard>, req: &Request) -> Result<ResponseFrame, F
         Ok(p) => p,
         Err(error) => {
             let resp = FetchResponse::default()
-                .with_error_code(error)
+                .with_error_code(error.into())
                 .with_session_id(0);
             return encode_response(req.header.correlation_id, req.version, &resp);
         }
@@ -447,7 +447,7 @@ fn respond(
         };
         let data = PartitionData::default()
             .with_partition_index(p.tp.partition.0)
-            .with_error_code(r.error)
+            .with_error_code(r.error.into())
             .with_high_watermark(r.high_watermark)
             .with_last_stable_offset(r.high_watermark)
             .with_log_start_offset(r.log_start)

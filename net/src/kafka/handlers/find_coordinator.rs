@@ -13,7 +13,7 @@ use sluice_control::PartitionIndex;
 use super::ApiSpec;
 use crate::broker::shard::Shard;
 use crate::groups::OFFSETS_TOPIC;
-use crate::kafka::errors::code;
+use crate::kafka::errors::{code, ErrorCode};
 use crate::kafka::frame::{decode_body, encode_response, FrameError, Request, ResponseFrame};
 
 pub const SPEC: ApiSpec = ApiSpec {
@@ -26,7 +26,7 @@ pub const SPEC: ApiSpec = ApiSpec {
 const KEY_TYPE_GROUP: i8 = 0;
 
 /// The coordinating broker of a key: (node id, host, port).
-fn coordinator(shard: &Shard, key: &str, key_type: i8) -> Result<(i32, String, i32), i16> {
+fn coordinator(shard: &Shard, key: &str, key_type: i8) -> Result<(i32, String, i32), ErrorCode> {
     if key_type != KEY_TYPE_GROUP {
         return Err(code::COORDINATOR_NOT_AVAILABLE);
     }
@@ -62,7 +62,7 @@ pub fn handle(shard: &Rc<Shard>, req: &Request) -> Result<ResponseFrame, FrameEr
                         .with_host(StrBytes::from_string(host))
                         .with_port(port),
                     Err(e) => c
-                        .with_error_code(e)
+                        .with_error_code(e.into())
                         .with_node_id(BrokerId(-1))
                         .with_port(-1),
                 }
@@ -76,7 +76,7 @@ pub fn handle(shard: &Rc<Shard>, req: &Request) -> Result<ResponseFrame, FrameEr
                 .with_host(StrBytes::from_string(host))
                 .with_port(port),
             Err(e) => FindCoordinatorResponse::default()
-                .with_error_code(e)
+                .with_error_code(e.into())
                 .with_node_id(BrokerId(-1))
                 .with_port(-1),
         }

@@ -22,6 +22,6 @@ pub fn handle(shard: &Rc<Shard>, req: &Request) -> Result<ResponseFrame, FrameEr
         &body.member_id,
         body.group_instance_id.as_deref(),
     );
-    let resp = HeartbeatResponse::default().with_error_code(error);
+    let resp = HeartbeatResponse::default().with_error_code(error.into());
     encode_response(req.header.correlation_id, req.version, &resp)
 }

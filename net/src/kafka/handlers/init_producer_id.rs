@@ -23,7 +23,7 @@ pub fn handle(shard: &Rc<Shard>, req: &Request) -> Result<ResponseFrame, FrameEr
         .with_producer_id(ProducerId(-1))
         .with_producer_epoch(-1);
     if body.transactional_id.is_some() {
-        resp = resp.with_error_code(code::TRANSACTIONAL_ID_AUTHORIZATION_FAILED);
+        resp = resp.with_error_code(code::TRANSACTIONAL_ID_AUTHORIZATION_FAILED.into());
     } else if body.producer_id.0 >= 0
         && body.producer_epoch >= 0
         && body.producer_epoch < i16::MAX - 1
@@ -36,7 +36,7 @@ pub fn handle(shard: &Rc<Shard>, req: &Request) -> Result<ResponseFrame, FrameEr
             Ok(id) => resp = resp.with_producer_id(ProducerId(id)).with_producer_epoch(0),
             Err(e) => {
                 tracing::error!(error = %e, "allocating a producer id failed");
-                resp = resp.with_error_code(code::KAFKA_STORAGE_ERROR);
+                resp = resp.with_error_code(code::KAFKA_STORAGE_ERROR.into());
             }
         }
     }

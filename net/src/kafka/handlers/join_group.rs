@@ -55,7 +55,7 @@ pub async fn handle(shard: &Rc<Shard>, req: &Request) -> Result<ResponseFrame, F
     };
     let resp = match outcome {
         Ok(o) => JoinGroupResponse::default()
-            .with_error_code(o.error)
+            .with_error_code(o.error.into())
             .with_generation_id(o.generation)
             .with_protocol_type(o.protocol_type.map(StrBytes::from_string))
             .with_protocol_name(o.protocol_name.map(StrBytes::from_string))
@@ -73,7 +73,7 @@ pub async fn handle(shard: &Rc<Shard>, req: &Request) -> Result<ResponseFrame, F
                     .collect(),
             ),
         Err(error) => JoinGroupResponse::default()
-            .with_error_code(error)
+            .with_error_code(error.into())
             .with_generation_id(-1)
             .with_member_id(body.member_id.clone()),
     };

@@ -8,6 +8,7 @@ use kafka_protocol::messages::{ApiKey, LeaveGroupRequest, LeaveGroupResponse};
 
 use super::ApiSpec;
 use crate::broker::shard::Shard;
+use crate::kafka::errors::code;
 use crate::kafka::frame::{decode_body, encode_response, FrameError, Request, ResponseFrame};
 
 pub const SPEC: ApiSpec = ApiSpec {
@@ -37,20 +38,20 @@ pub fn handle(shard: &Rc<Shard>, req: &Request) -> Result<ResponseFrame, FrameEr
                         MemberResponse::default()
                             .with_member_id(m.member_id.clone())
                             .with_group_instance_id(m.group_instance_id.clone())
-                            .with_error_code(e)
+                            .with_error_code(e.into())
                     })
                     .collect();
                 LeaveGroupResponse::default().with_members(members)
             }
-            Err(e) => LeaveGroupResponse::default().with_error_code(e),
+            Err(e) => LeaveGroupResponse::default().with_error_code(e.into()),
         }
     } else {
         let member = [(body.member_id.to_string(), None)];
         let error = match shard.groups.leave(&body.group_id.0, &member) {
-            Ok(errors) => errors.first().copied().unwrap_or(0),
+            Ok(errors) => errors.first().copied().unwrap_or(code::NONE),
             Err(e) => e,
         };
-        LeaveGroupResponse::default().with_error_code(error)
+        LeaveGroupResponse::default().with_error_code(error.into())
     };
     encode_response(req.header.correlation_id, req.version, &resp)
 }

@@ -8,11 +8,11 @@ use kafka_protocol::messages::list_offsets_response::{
 };
 use kafka_protocol::messages::{ApiKey, ListOffsetsRequest, ListOffsetsResponse};
 
+use super::fan_out::ask_owners;
 use super::ApiSpec;
-use crate::broker::shard::{offsets_by_shard, Shard, ShardOp};
-use crate::kafka::errors::code;
+use crate::broker::shard::{ListedOffset, PartitionAnswer, Shard, ShardOp};
 use crate::kafka::frame::{decode_body, encode_response, FrameError, Request, ResponseFrame};
-use crate::store::{PartitionId, TopicPartition};
+use crate::store::TopicPartition;
 
 pub const SPEC: ApiSpec = ApiSpec {
     key: ApiKey::ListOffsets,
@@ -22,37 +22,33 @@ pub const SPEC: ApiSpec = ApiSpec {
 
 pub async fn handle(shard: &Rc<Shard>, req: &Request) -> Result<ResponseFrame, FrameError> {
     let body: ListOffsetsRequest = decode_body(req)?;
-    let mut items = Vec::new();
-    for t in &body.topics {
-        for p in &t.partitions {
-            let tp = TopicPartition {
-                topic: t.name.0.to_string(),
-                partition: PartitionId(p.partition_index),
-            };
-            items.push((tp, p.timestamp));
-        }
-    }
-    let results = offsets_by_shard(shard, items, |parts| ShardOp::ListOffsets { parts }).await;
-    let mut it = results.into_iter();
+    let answers: Vec<Vec<ListedOffset>> = ask_owners(
+        shard,
+        &body.topics,
+        |t| (t.name.0.as_str(), &t.partitions[..]),
+        |p| (p.partition_index, p.timestamp),
+        |parts| ShardOp::ListOffsets { parts },
+    )
+    .await;
     let topics = body
         .topics
         .iter()
-        .map(|t| {
+        .zip(answers)
+        .map(|(t, answers)| {
             let partitions = t
                 .partitions
                 .iter()
-                .map(|p| {
-                    let (mut error, mut offset, mut timestamp) =
-                        it.next().unwrap_or((code::UNKNOWN_SERVER_ERROR, -1, -1));
+                .zip(answers)
+                .map(|(p, mut a)| {
                     let tp = TopicPartition::new(t.name.0.as_str(), p.partition_index);
                     if let Err(e) = shard.check_leader_epoch(&tp, p.current_leader_epoch) {
-                        (error, offset, timestamp) = (e, -1, -1);
+                        a = ListedOffset::failed(e);
                     }
                     ListOffsetsPartitionResponse::default()
                         .with_partition_index(p.partition_index)
-                        .with_error_code(error)
-                        .with_offset(offset)
-                        .with_timestamp(timestamp)
+                        .with_error_code(a.error.into())
+                        .with_offset(a.offset.0)
+                        .with_timestamp(a.timestamp)
                         .with_leader_epoch(if req.version >= 4 {
                             shard.cluster.leader_epoch(&t.name.0, p.partition_index)
                         } else {

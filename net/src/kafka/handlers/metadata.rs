@@ -17,7 +17,7 @@ use super::ApiSpec;
 use crate::broker::catalog::validate_topic_name;
 use crate::broker::cluster::{change_metadata, CONTROLLER_REQUEST_TIMEOUT};
 use crate::broker::shard::Shard;
-use crate::kafka::errors::code;
+use crate::kafka::errors::{code, ErrorCode};
 use crate::kafka::frame::{decode_body, encode_response, FrameError, Request, ResponseFrame};
 
 pub const SPEC: ApiSpec = ApiSpec {
@@ -49,7 +49,7 @@ pub fn topic_entry(image: &MetadataImage, t: &TopicImage) -> MetadataResponseTop
                 code::LEADER_NOT_AVAILABLE
             };
             MetadataResponsePartition::default()
-                .with_error_code(error)
+                .with_error_code(error.into())
                 .with_partition_index(i.0)
                 .with_leader_id(BrokerId(p.leader.map_or(-1, |l| l.0)))
                 .with_leader_epoch(p.leader_epoch.0)
@@ -65,15 +65,15 @@ pub fn topic_entry(image: &MetadataImage, t: &TopicImage) -> MetadataResponseTop
         .with_partitions(partitions)
 }
 
-fn error_entry(name: &str, error: i16) -> MetadataResponseTopic {
+fn error_entry(name: &str, error: ErrorCode) -> MetadataResponseTopic {
     MetadataResponseTopic::default()
-        .with_error_code(error)
+        .with_error_code(error.into())
         .with_name(Some(TopicName(StrBytes::from_string(name.to_string()))))
 }
 
 /// Creates `name` through the controller with the broker defaults; the image this shard
 /// holds has it once this returns `Ok`.
-pub async fn auto_create(shard: &Shard, name: &str) -> Result<(), i16> {
+pub async fn auto_create(shard: &Shard, name: &str) -> Result<(), ErrorCode> {
     validate_topic_name(name).map_err(|_| code::INVALID_TOPIC_EXCEPTION)?;
     let cluster = &shard.config.cluster;
     let req = ControllerRequest::CreateTopic {
@@ -91,7 +91,7 @@ pub async fn auto_create(shard: &Shard, name: &str) -> Result<(), i16> {
         }
         Err((code::TOPIC_ALREADY_EXISTS, _)) => Ok(()),
         Err((error, message)) => {
-            tracing::warn!(topic = name, error, %message, "auto-creating topic failed");
+            tracing::warn!(topic = name, error = error.0, %message, "auto-creating topic failed");
             Err(error)
         }
     }
@@ -173,7 +173,7 @@ pub async fn handle(shard: &Rc<Shard>, req: &Request) -> Result<ResponseFrame, F
                         match image.topic(sluice_control::TopicId(t.topic_id.as_u128())) {
                             Some(found) => topic_entry(&image, found),
                             None => MetadataResponseTopic::default()
-                                .with_error_code(code::UNKNOWN_TOPIC_OR_PARTITION)
+                                .with_error_code(code::UNKNOWN_TOPIC_OR_PARTITION.into())
                                 .with_topic_id(t.topic_id),
                         }
                     }

@@ -13,7 +13,7 @@ use super::ApiSpec;
 use crate::broker::shard::Shard;
 use crate::groups::records::{self, CommitValue};
 use crate::groups::{now_ms, persist, OffsetsRecords};
-use crate::kafka::errors::code;
+use crate::kafka::errors::{code, ErrorCode};
 use crate::kafka::frame::{decode_body, encode_response, FrameError, Request, ResponseFrame};
 
 pub const SPEC: ApiSpec = ApiSpec {
@@ -35,7 +35,7 @@ pub async fn handle(shard: &Rc<Shard>, req: &Request) -> Result<ResponseFrame, F
     let metadata_max = groups.config().offset_metadata_bytes_max;
     let now = now_ms();
     // Errors per partition, in request order; NONE for the ones being written.
-    let mut errors: Vec<Vec<i16>> = Vec::with_capacity(body.topics.len());
+    let mut errors: Vec<Vec<ErrorCode>> = Vec::with_capacity(body.topics.len());
     let mut items: Vec<(String, i32, CommitValue)> = Vec::new();
     for t in &body.topics {
         let count = shard.catalog.partition_count(&t.name.0);
@@ -85,7 +85,7 @@ pub async fn handle(shard: &Rc<Shard>, req: &Request) -> Result<ResponseFrame, F
                 .map(|(p, e)| {
                     OffsetCommitResponsePartition::default()
                         .with_partition_index(p.partition_index)
-                        .with_error_code(e)
+                        .with_error_code(e.into())
                 })
                 .collect();
             OffsetCommitResponseTopic::default()
@@ -99,7 +99,11 @@ pub async fn handle(shard: &Rc<Shard>, req: &Request) -> Result<ResponseFrame, F
 
 /// Writes the commits to the group's offsets partition and, once durable, makes them
 /// visible; the error code for all of them otherwise.
-async fn write(shard: &Rc<Shard>, group: &str, items: Vec<(String, i32, CommitValue)>) -> i16 {
+async fn write(
+    shard: &Rc<Shard>,
+    group: &str,
+    items: Vec<(String, i32, CommitValue)>,
+) -> ErrorCode {
     if items.is_empty() {
         return code::NONE;
     }

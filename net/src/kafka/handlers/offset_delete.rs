@@ -35,7 +35,7 @@ pub async fn handle(shard: &Rc<Shard>, req: &Request) -> Result<ResponseFrame, F
     let (mut errors, tombstones) = match groups.prepare_offset_delete(&group, &wanted) {
         Ok(x) => x,
         Err(e) => {
-            let resp = OffsetDeleteResponse::default().with_error_code(e);
+            let resp = OffsetDeleteResponse::default().with_error_code(e.into());
             return encode_response(req.header.correlation_id, req.version, &resp);
         }
     };
@@ -71,7 +71,7 @@ pub async fn handle(shard: &Rc<Shard>, req: &Request) -> Result<ResponseFrame, F
                 .map(|(p, e)| {
                     OffsetDeleteResponsePartition::default()
                         .with_partition_index(p.partition_index)
-                        .with_error_code(e)
+                        .with_error_code(e.into())
                 })
                 .collect();
             OffsetDeleteResponseTopic::default()

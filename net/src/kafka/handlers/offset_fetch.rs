@@ -14,6 +14,7 @@ use super::ApiSpec;
 use crate::broker::shard::Shard;
 use crate::groups::records::CommitValue;
 use crate::groups::Groups;
+use crate::kafka::errors::ErrorCode;
 use crate::kafka::frame::{decode_body, encode_response, FrameError, Request, ResponseFrame};
 
 pub const SPEC: ApiSpec = ApiSpec {
@@ -40,7 +41,7 @@ pub fn handle(shard: &Rc<Shard>, req: &Request) -> Result<ResponseFrame, FrameEr
                 let out = OffsetFetchResponseGroup::default().with_group_id(g.group_id.clone());
                 match fetch(&shard.groups, &g.group_id.0, wanted) {
                     Ok(f) => out.with_topics(v8_topics(f)),
-                    Err(e) => out.with_error_code(e),
+                    Err(e) => out.with_error_code(e.into()),
                 }
             })
             .collect();
@@ -67,7 +68,7 @@ pub fn handle(shard: &Rc<Shard>, req: &Request) -> Result<ResponseFrame, FrameEr
                                 OffsetFetchResponsePartition::default()
                                     .with_partition_index(*p)
                                     .with_committed_offset(-1)
-                                    .with_error_code(e)
+                                    .with_error_code(e.into())
                             })
                             .collect();
                         OffsetFetchResponseTopic::default()
@@ -77,7 +78,7 @@ pub fn handle(shard: &Rc<Shard>, req: &Request) -> Result<ResponseFrame, FrameEr
                     .collect();
                 OffsetFetchResponse::default().with_topics(topics)
             }
-            Err(e) => OffsetFetchResponse::default().with_error_code(e),
+            Err(e) => OffsetFetchResponse::default().with_error_code(e.into()),
         }
     };
     encode_response(req.header.correlation_id, req.version, &resp)
@@ -87,7 +88,7 @@ fn fetch(
     groups: &Groups,
     group: &str,
     wanted: Option<Vec<(String, Vec<i32>)>>,
-) -> Result<Fetched, i16> {
+) -> Result<Fetched, ErrorCode> {
     match wanted {
         Some(topics) => topics
             .into_iter()
@@ -95,7 +96,7 @@ fn fetch(
                 let values = parts
                     .into_iter()
                     .map(|p| Ok((p, groups.committed(group, &name, p)?)))
-                    .collect::<Result<Vec<_>, i16>>()?;
+                    .collect::<Result<Vec<_>, ErrorCode>>()?;
                 Ok((name, values))
             })
             .collect(),

@@ -8,11 +8,11 @@ use kafka_protocol::messages::offset_for_leader_epoch_response::{
 };
 use kafka_protocol::messages::{ApiKey, OffsetForLeaderEpochRequest, OffsetForLeaderEpochResponse};
 
+use super::fan_out::ask_owners;
 use super::ApiSpec;
-use crate::broker::shard::{offsets_by_shard, Shard, ShardOp};
-use crate::kafka::errors::code;
+use crate::broker::shard::{EpochEnd, PartitionAnswer, Shard, ShardOp};
 use crate::kafka::frame::{decode_body, encode_response, FrameError, Request, ResponseFrame};
-use crate::store::{PartitionId, TopicPartition};
+use crate::store::{LeaderEpoch, TopicPartition};
 
 pub const SPEC: ApiSpec = ApiSpec {
     key: ApiKey::OffsetForLeaderEpoch,
@@ -22,37 +22,33 @@ pub const SPEC: ApiSpec = ApiSpec {
 
 pub async fn handle(shard: &Rc<Shard>, req: &Request) -> Result<ResponseFrame, FrameError> {
     let body: OffsetForLeaderEpochRequest = decode_body(req)?;
-    let mut items = Vec::new();
-    for t in &body.topics {
-        for p in &t.partitions {
-            let tp = TopicPartition {
-                topic: t.topic.0.to_string(),
-                partition: PartitionId(p.partition),
-            };
-            items.push((tp, p.leader_epoch));
-        }
-    }
-    let results = offsets_by_shard(shard, items, |parts| ShardOp::EpochEnds { parts }).await;
-    let mut it = results.into_iter();
+    let answers: Vec<Vec<EpochEnd>> = ask_owners(
+        shard,
+        &body.topics,
+        |t| (t.topic.0.as_str(), &t.partitions[..]),
+        |p| (p.partition, LeaderEpoch(p.leader_epoch)),
+        |parts| ShardOp::EpochEnds { parts },
+    )
+    .await;
     let topics = body
         .topics
         .iter()
-        .map(|t| {
+        .zip(answers)
+        .map(|(t, answers)| {
             let partitions = t
                 .partitions
                 .iter()
-                .map(|p| {
-                    let (mut error, mut end, mut epoch) =
-                        it.next().unwrap_or((code::UNKNOWN_SERVER_ERROR, -1, -1));
+                .zip(answers)
+                .map(|(p, mut a)| {
                     let tp = TopicPartition::new(t.topic.0.as_str(), p.partition);
                     if let Err(e) = shard.check_leader_epoch(&tp, p.current_leader_epoch) {
-                        (error, end, epoch) = (e, -1, -1);
+                        a = EpochEnd::failed(e);
                     }
                     EpochEndOffset::default()
                         .with_partition(p.partition)
-                        .with_error_code(error)
-                        .with_leader_epoch(epoch as i32)
-                        .with_end_offset(end)
+                        .with_error_code(a.error.into())
+                        .with_leader_epoch(a.epoch.0)
+                        .with_end_offset(a.end_offset.0)
                 })
                 .collect();
             OffsetForLeaderTopicResult::default()

@@ -113,7 +113,7 @@ pub async fn handle(shard: &Rc<Shard>, req: &Request) -> Result<Option<ResponseF
                     });
                     PartitionProduceResponse::default()
                         .with_index(index)
-                        .with_error_code(r.error)
+                        .with_error_code(r.error.into())
                         .with_base_offset(r.base_offset)
                         .with_log_append_time_ms(-1)
                         .with_log_start_offset(r.log_start)

@@ -36,11 +36,11 @@ pub async fn handle(shard: &Rc<Shard>, req: &Request) -> Result<ResponseFrame, F
     };
     let resp = match outcome {
         Ok(o) => SyncGroupResponse::default()
-            .with_error_code(o.error)
+            .with_error_code(o.error.into())
             .with_protocol_type(o.protocol_type.map(StrBytes::from_string))
             .with_protocol_name(o.protocol_name.map(StrBytes::from_string))
             .with_assignment(o.assignment),
-        Err(error) => SyncGroupResponse::default().with_error_code(error),
+        Err(error) => SyncGroupResponse::default().with_error_code(error.into()),
     };
     encode_response(req.header.correlation_id, req.version, &resp)
 }
