@@ -25,7 +25,7 @@ use sluice_replication::{
 
 use crate::broker::shard::Shard;
 use crate::kafka::errors::{code, ErrorCode};
-use crate::store::{PartitionId, PartitionLog, TopicPartition};
+use crate::store::{LeaderEpoch, PartitionId, PartitionLog, TopicPartition};
 use sluice_engine::watch::OffsetWatch;
 
 /// What this broker is for one replicated partition.
@@ -153,10 +153,13 @@ impl Replica {
 /// (`role_epoch` is `Some`), the epoch of the leadership this broker holds, and only while
 /// the image names the same one; otherwise NOT_LEADER_OR_FOLLOWER (the client asks for
 /// metadata and retries). A partition with one replica takes the image's epoch.
-pub fn append_epoch(role_epoch: Option<Option<i32>>, image_epoch: i32) -> Result<i32, ErrorCode> {
+pub fn append_epoch(
+    role_epoch: Option<Option<i32>>,
+    image_epoch: LeaderEpoch,
+) -> Result<LeaderEpoch, ErrorCode> {
     match role_epoch {
         None => Ok(image_epoch),
-        Some(Some(e)) if e == image_epoch => Ok(e),
+        Some(Some(e)) if e == image_epoch.0 => Ok(image_epoch),
         // Following, or the image moved on (an election this broker's role has not
         // caught up with, either way).
         Some(_) => Err(code::NOT_LEADER_OR_FOLLOWER),
@@ -497,18 +500,21 @@ mod tests {
     #[test]
     fn a_produce_is_stamped_with_the_leadership_this_broker_holds_or_refused() {
         // One replica: the image's epoch.
-        assert_eq!(append_epoch(None, 4), Ok(4));
+        assert_eq!(append_epoch(None, LeaderEpoch(4)), Ok(LeaderEpoch(4)));
         // Leading in the image's epoch.
-        assert_eq!(append_epoch(Some(Some(4)), 4), Ok(4));
+        assert_eq!(
+            append_epoch(Some(Some(4)), LeaderEpoch(4)),
+            Ok(LeaderEpoch(4))
+        );
         // The image names a newer epoch (another leader, or this broker again before its
         // role switched): stamping it would claim an epoch this broker never wrote in.
         assert_eq!(
-            append_epoch(Some(Some(4)), 5),
+            append_epoch(Some(Some(4)), LeaderEpoch(5)),
             Err(code::NOT_LEADER_OR_FOLLOWER)
         );
         // Elected in the image, still following here: the fetcher may still append.
         assert_eq!(
-            append_epoch(Some(None), 5),
+            append_epoch(Some(None), LeaderEpoch(5)),
             Err(code::NOT_LEADER_OR_FOLLOWER)
         );
     }

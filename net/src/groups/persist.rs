@@ -62,7 +62,7 @@ pub async fn append(
         _ => None,
     };
     match result {
-        Some(r) if r.error == code::NONE => Ok(r.base_offset),
+        Some(r) if r.error == code::NONE => Ok(r.base_offset.0),
         Some(r) => {
             tracing::warn!(
                 partition,

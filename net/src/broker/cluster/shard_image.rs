@@ -8,6 +8,7 @@ use std::time::{Duration, Instant};
 use sluice_control::{BrokerId, MetadataImage};
 
 use super::ClusterView;
+use crate::store::LeaderEpoch;
 
 /// A shard's own handle on the image: swapped when the published version moves.
 #[derive(Debug)]
@@ -44,9 +45,11 @@ impl ShardImage {
     }
 
     /// The partition's leader epoch in the current image (stamped into appended batches).
-    pub fn leader_epoch(&self, topic: &str, partition: i32) -> i32 {
-        self.with_partition(topic, partition, |p| p.leader_epoch.0)
-            .unwrap_or(0)
+    pub fn leader_epoch(&self, topic: &str, partition: i32) -> LeaderEpoch {
+        LeaderEpoch(
+            self.with_partition(topic, partition, |p| p.leader_epoch.0)
+                .unwrap_or(0),
+        )
     }
 
     /// KIP-392: for a consumer in `client_rack` fetching a partition this broker leads

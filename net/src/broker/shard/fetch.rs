@@ -44,7 +44,7 @@ impl Shard {
         p: &FetchPart,
         log: &PartitionLog,
         reader: Reader,
-    ) -> Result<(i64, i64), ErrorCode> {
+    ) -> Result<(Offset, Offset), ErrorCode> {
         self.check_leader_epoch(&p.tp, p.current_leader_epoch)?;
         match (self.replicas.get(&p.tp), reader) {
             (Some(r), Reader::Follower(id)) => {
@@ -52,15 +52,15 @@ impl Shard {
                 // past the end has diverged (it is answered OFFSET_OUT_OF_RANGE and
                 // truncates first).
                 let within =
-                    p.offset >= log.log_start_offset().0 && p.offset <= log.written_end_offset().0;
+                    p.offset >= log.log_start_offset() && p.offset <= log.written_end_offset();
                 if within {
-                    r.on_follower_fetch(id, p.offset, crate::broker::replicas::now_ms())?;
+                    r.on_follower_fetch(id, p.offset.0, crate::broker::replicas::now_ms())?;
                 }
-                Ok((log.written_end_offset().0, r.hw.get()))
+                Ok((log.written_end_offset(), Offset(r.hw.get())))
             }
-            (Some(r), Reader::Consumer { .. }) => Ok((r.hw.get(), r.hw.get())),
+            (Some(r), Reader::Consumer { .. }) => Ok((Offset(r.hw.get()), Offset(r.hw.get()))),
             (None, _) => {
-                let hw = log.written_end_offset().0;
+                let hw = log.written_end_offset();
                 Ok((hw, hw))
             }
         }
@@ -87,15 +87,15 @@ impl Shard {
                 Err(error) => {
                     let r = FetchPartResult {
                         error,
-                        high_watermark: -1,
-                        log_start: -1,
+                        high_watermark: Offset(-1),
+                        log_start: Offset(-1),
                         records: None,
                     };
                     out.push((r, Vec::new(), 0));
                     continue;
                 }
             };
-            let log_start = log.log_start_offset().0;
+            let log_start = log.log_start_offset();
             let mut r = FetchPartResult {
                 error: code::NONE,
                 high_watermark: hw,
@@ -107,15 +107,15 @@ impl Shard {
             // Past the high watermark but within the log is not out of range: a consumer
             // that read from an earlier leader may be ahead of this one's high watermark
             // until the followers report.
-            if p.offset < log_start || p.offset > upper.max(log.written_end_offset().0) {
+            if p.offset < log_start || p.offset > upper.max(log.written_end_offset()) {
                 r.error = code::OFFSET_OUT_OF_RANGE;
             } else if p.offset < upper && (left > 0 || !any_data) {
                 let limits = ReadLimits {
                     max_bytes: p.partition_bytes_max.min(left),
-                    max_offset: Offset(upper),
+                    max_offset: upper,
                     min_one_batch: !any_data,
                 };
-                match log.read(Offset(p.offset), limits).await {
+                match log.read(p.offset, limits).await {
                     Ok(batches) => {
                         self.count_traffic(&p.tp, |t| {
                             t.bytes_out += batches.bytes as u64;
@@ -145,7 +145,7 @@ impl Shard {
     /// stopping.
     pub(super) async fn fetch_wait(
         &self,
-        parts: &[(TopicPartition, i64)],
+        parts: &[(TopicPartition, Offset)],
         wait_ms: u64,
         reader: Reader,
     ) {
@@ -155,10 +155,10 @@ impl Shard {
             let Ok(log) = self.log_for_read(tp, reader).await else {
                 return;
             };
-            let end = Offset(offset + 1);
+            let end = Offset(offset.0 + 1);
             match self.replicas.get(tp) {
                 Some(r) if matches!(reader, Reader::Consumer { .. }) => {
-                    if r.hw.get() > *offset {
+                    if r.hw.get() > offset.0 {
                         return;
                     }
                     let wait = r.hw.wait_for(end.0);
@@ -167,7 +167,7 @@ impl Shard {
                     }));
                 }
                 _ => {
-                    if log.written_end_offset().0 > *offset {
+                    if log.written_end_offset() > *offset {
                         return;
                     }
                     waits.push(Box::pin(async move {

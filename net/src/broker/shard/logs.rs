@@ -3,7 +3,7 @@
 
 use super::{Reader, Shard};
 use crate::kafka::errors::{code, ErrorCode};
-use crate::store::{PartitionLog, TopicPartition};
+use crate::store::{LeaderEpoch, Offset, PartitionLog, TopicPartition};
 
 impl Shard {
     /// The log of a partition this shard owns, created on first use if the topic has it.
@@ -71,17 +71,21 @@ impl Shard {
 
     /// The high watermark of a partition this shard owns: its replica's, or for a
     /// partition with one replica, its written end.
-    pub fn high_watermark(&self, tp: &TopicPartition, log: &PartitionLog) -> i64 {
+    pub fn high_watermark(&self, tp: &TopicPartition, log: &PartitionLog) -> Offset {
         match self.replicas.get(tp) {
-            Some(r) => r.hw.get(),
-            None => log.written_end_offset().0,
+            Some(r) => Offset(r.hw.get()),
+            None => log.written_end_offset(),
         }
     }
 
     /// FENCED_LEADER_EPOCH / UNKNOWN_LEADER_EPOCH when the client's epoch (≥ 0) is older /
     /// newer than the image's.
-    pub fn check_leader_epoch(&self, tp: &TopicPartition, epoch: i32) -> Result<(), ErrorCode> {
-        if epoch < 0 {
+    pub fn check_leader_epoch(
+        &self,
+        tp: &TopicPartition,
+        epoch: LeaderEpoch,
+    ) -> Result<(), ErrorCode> {
+        if epoch.0 < 0 {
             return Ok(());
         }
         let current = self.cluster.leader_epoch(&tp.topic, tp.partition.0);

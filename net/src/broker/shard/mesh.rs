@@ -18,10 +18,10 @@ use crate::store::{LeaderEpoch, Offset, TopicPartition};
 #[derive(Debug, Clone)]
 pub struct FetchPart {
     pub tp: TopicPartition,
-    pub offset: i64,
+    pub offset: Offset,
     pub partition_bytes_max: usize,
     /// The leader epoch the fetcher knows (-1: none; not checked).
-    pub current_leader_epoch: i32,
+    pub current_leader_epoch: LeaderEpoch,
 }
 
 /// Who reads in a fetch.
@@ -38,8 +38,8 @@ pub enum Reader {
 #[derive(Debug, Clone, Default)]
 pub struct FetchPartResult {
     pub error: ErrorCode,
-    pub high_watermark: i64,
-    pub log_start: i64,
+    pub high_watermark: Offset,
+    pub log_start: Offset,
     pub records: Option<Bytes>,
 }
 
@@ -47,8 +47,8 @@ pub struct FetchPartResult {
 #[derive(Debug, Clone, Copy)]
 pub struct ProducePartResult {
     pub error: ErrorCode,
-    pub base_offset: i64,
-    pub log_start: i64,
+    pub base_offset: Offset,
+    pub log_start: Offset,
 }
 
 /// Work one shard asks of another.
@@ -66,7 +66,7 @@ pub enum ShardOp {
         reader: Reader,
     },
     FetchWait {
-        parts: Vec<(TopicPartition, i64)>,
+        parts: Vec<(TopicPartition, Offset)>,
         wait_ms: u64,
         reader: Reader,
     },

@@ -26,7 +26,7 @@ impl Shard {
             };
             let r = match *ts {
                 EARLIEST => Ok(Some((log.log_start_offset(), -1))),
-                LATEST => Ok(Some((Offset(self.high_watermark(tp, &log)), -1))),
+                LATEST => Ok(Some((self.high_watermark(tp, &log), -1))),
                 MAX_TIMESTAMP => log.max_timestamp().await,
                 t if t >= 0 => log.offset_for_timestamp(t).await,
                 _ => {
@@ -88,7 +88,7 @@ impl Shard {
                     continue;
                 }
             };
-            let hw = self.high_watermark(tp, &log);
+            let hw = self.high_watermark(tp, &log).0;
             let target = if offset.0 == -1 { hw } else { offset.0 };
             if target < 0 || target > hw {
                 out.push(DeletedRecords::failed(code::OFFSET_OUT_OF_RANGE));

@@ -51,7 +51,7 @@ impl Shard {
                 Ok((log, base_offset, end, epoch)) => self
                     .wait_acked(tp, &log, acks, (end, epoch), timeout_ms)
                     .await
-                    .map(|()| (base_offset, log.log_start_offset().0)),
+                    .map(|()| (base_offset, log.log_start_offset())),
             };
             out.push(match r {
                 Ok((base_offset, log_start)) => ProducePartResult {
@@ -61,8 +61,8 @@ impl Shard {
                 },
                 Err(error) => ProducePartResult {
                     error,
-                    base_offset: -1,
-                    log_start: -1,
+                    base_offset: Offset(-1),
+                    log_start: Offset(-1),
                 },
             });
         }
@@ -130,7 +130,7 @@ impl Shard {
         tp: &TopicPartition,
         records: &Bytes,
         acks: i16,
-    ) -> Result<(PartitionLog, i64, Offset, LeaderEpoch), ErrorCode> {
+    ) -> Result<(PartitionLog, Offset, Offset, LeaderEpoch), ErrorCode> {
         let log = self.log_for(tp).await?;
         // The epoch the batch is stamped with is the leadership this broker holds now,
         // checked with no await before the append: the image alone may already name a
@@ -140,10 +140,7 @@ impl Shard {
         // (its epoch matches the real leader's), and the replicas diverge.
         let image_epoch = self.cluster.leader_epoch(&tp.topic, tp.partition.0);
         let role_epoch = self.replicas.get(tp).map(|r| r.leader_epoch());
-        let epoch = LeaderEpoch(crate::broker::replicas::append_epoch(
-            role_epoch,
-            image_epoch,
-        )?);
+        let epoch = crate::broker::replicas::append_epoch(role_epoch, image_epoch)?;
         if acks == -1 && self.replicas.get(tp).is_some_and(|r| !r.enough_in_sync()) {
             tracing::info!(shard = self.id, partition = %tp, "acks=all produce refused: too few in-sync replicas");
             return Err(code::NOT_ENOUGH_REPLICAS);
@@ -156,12 +153,7 @@ impl Shard {
         // the engine's: its producer state is per log and survives restarts.
         let result = log.append(records, epoch).await;
         match result {
-            Ok(info) => Ok((
-                log,
-                info.base_offset.0,
-                Offset(info.last_offset.0 + 1),
-                epoch,
-            )),
+            Ok(info) => Ok((log, info.base_offset, Offset(info.last_offset.0 + 1), epoch)),
             Err(AppendError::Io(e)) => {
                 tracing::error!(shard = self.id, topic = %tp.topic, partition = tp.partition.0, error = %e, "append failed");
                 Err(code::KAFKA_STORAGE_ERROR)

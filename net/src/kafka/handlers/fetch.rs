@@ -19,7 +19,7 @@ use crate::kafka::frame::{
     ResponseFrame,
 };
 use crate::store::BatchSlice;
-use crate::store::{PartitionId, TopicPartition};
+use crate::store::{LeaderEpoch, Offset, PartitionId, TopicPartition};
 
 pub const SPEC: ApiSpec = ApiSpec {
     key: ApiKey::Fetch,
@@ -204,9 +204,9 @@ async fn read_all(
             i,
             FetchPart {
                 tp: p.tp.clone(),
-                offset: p.offset,
+                offset: Offset(p.offset),
                 partition_bytes_max: p.partition_bytes_max,
-                current_leader_epoch: p.current_leader_epoch,
+                current_leader_epoch: LeaderEpoch(p.current_leader_epoch),
             },
         ));
     }
@@ -280,9 +280,10 @@ async fn read_all(
 
 /// Waits until any shard reports new data for the plan, or `wait` passes.
 async fn wait_any(shard: &Rc<Shard>, parts: &[SessionPart], wait: Duration, reader: Reader) {
-    let mut per: Vec<Vec<(TopicPartition, i64)>> = (0..shard.count).map(|_| Vec::new()).collect();
+    let mut per: Vec<Vec<(TopicPartition, Offset)>> =
+        (0..shard.count).map(|_| Vec::new()).collect();
     for p in parts {
-        per[shard.owner_of(&p.tp)].push((p.tp.clone(), p.offset));
+        per[shard.owner_of(&p.tp)].push((p.tp.clone(), Offset(p.offset)));
     }
     let wait_ms = wait.as_millis() as u64;
     let mut tasks: Vec<_> = per
@@ -367,7 +368,7 @@ pub async fn handle(shard: &Rc<Shard>, req: &Request) -> Result<ResponseFrame, F
                 offset: if let Reader::Follower(_) = reader {
                     p.offset
                 } else {
-                    p.offset.max(r.0.high_watermark)
+                    p.offset.max(r.0.high_watermark.0)
                 },
                 ..p.clone()
             })
@@ -427,8 +428,8 @@ fn respond(
         let has_data = spliced > 0 || r.records.as_ref().is_some_and(|b| !b.is_empty());
         let changed = r.error != code::NONE
             || has_data
-            || r.high_watermark != p.last_hw
-            || r.log_start != p.last_log_start
+            || r.high_watermark.0 != p.last_hw
+            || r.log_start.0 != p.last_log_start
             || *preferred >= 0;
         if plan.incremental && !changed {
             continue;
@@ -448,9 +449,9 @@ fn respond(
         let data = PartitionData::default()
             .with_partition_index(p.tp.partition.0)
             .with_error_code(r.error.into())
-            .with_high_watermark(r.high_watermark)
-            .with_last_stable_offset(r.high_watermark)
-            .with_log_start_offset(r.log_start)
+            .with_high_watermark(r.high_watermark.0)
+            .with_last_stable_offset(r.high_watermark.0)
+            .with_log_start_offset(r.log_start.0)
             .with_aborted_transactions(None)
             .with_preferred_read_replica(kafka_protocol::messages::BrokerId(*preferred))
             .with_records(Some(records));
@@ -468,8 +469,8 @@ fn respond(
         if let Some(s) = sessions.sessions.get_mut(&plan.session_id) {
             for (tp, hw, ls) in updates {
                 if let Some(p) = s.parts.iter_mut().find(|p| p.tp == tp) {
-                    p.last_hw = hw;
-                    p.last_log_start = ls;
+                    p.last_hw = hw.0;
+                    p.last_log_start = ls.0;
                 }
             }
         }

@@ -12,7 +12,7 @@ use super::fan_out::ask_owners;
 use super::ApiSpec;
 use crate::broker::shard::{ListedOffset, PartitionAnswer, Shard, ShardOp};
 use crate::kafka::frame::{decode_body, encode_response, FrameError, Request, ResponseFrame};
-use crate::store::TopicPartition;
+use crate::store::{LeaderEpoch, TopicPartition};
 
 pub const SPEC: ApiSpec = ApiSpec {
     key: ApiKey::ListOffsets,
@@ -41,7 +41,9 @@ pub async fn handle(shard: &Rc<Shard>, req: &Request) -> Result<ResponseFrame, F
                 .zip(answers)
                 .map(|(p, mut a)| {
                     let tp = TopicPartition::new(t.name.0.as_str(), p.partition_index);
-                    if let Err(e) = shard.check_leader_epoch(&tp, p.current_leader_epoch) {
+                    if let Err(e) =
+                        shard.check_leader_epoch(&tp, LeaderEpoch(p.current_leader_epoch))
+                    {
                         a = ListedOffset::failed(e);
                     }
                     ListOffsetsPartitionResponse::default()
@@ -50,7 +52,7 @@ pub async fn handle(shard: &Rc<Shard>, req: &Request) -> Result<ResponseFrame, F
                         .with_offset(a.offset.0)
                         .with_timestamp(a.timestamp)
                         .with_leader_epoch(if req.version >= 4 {
-                            shard.cluster.leader_epoch(&t.name.0, p.partition_index)
+                            shard.cluster.leader_epoch(&t.name.0, p.partition_index).0
                         } else {
                             -1
                         })

@@ -41,7 +41,9 @@ pub async fn handle(shard: &Rc<Shard>, req: &Request) -> Result<ResponseFrame, F
                 .zip(answers)
                 .map(|(p, mut a)| {
                     let tp = TopicPartition::new(t.topic.0.as_str(), p.partition);
-                    if let Err(e) = shard.check_leader_epoch(&tp, p.current_leader_epoch) {
+                    if let Err(e) =
+                        shard.check_leader_epoch(&tp, LeaderEpoch(p.current_leader_epoch))
+                    {
                         a = EpochEnd::failed(e);
                     }
                     EpochEndOffset::default()

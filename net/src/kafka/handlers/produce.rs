@@ -12,7 +12,7 @@ use crate::broker::shard::{split_by_shard, ProducePartResult, Shard, ShardOp, Sh
 use crate::groups::OFFSETS_TOPIC;
 use crate::kafka::errors::code;
 use crate::kafka::frame::{decode_body, encode_response, FrameError, Request, ResponseFrame};
-use crate::store::{PartitionId, TopicPartition};
+use crate::store::{Offset, PartitionId, TopicPartition};
 
 pub const SPEC: ApiSpec = ApiSpec {
     key: ApiKey::Produce,
@@ -41,8 +41,8 @@ pub async fn handle(shard: &Rc<Shard>, req: &Request) -> Result<Option<ResponseF
     let mut results = vec![
         ProducePartResult {
             error: code::UNKNOWN_SERVER_ERROR,
-            base_offset: -1,
-            log_start: -1
+            base_offset: Offset(-1),
+            log_start: Offset(-1)
         };
         n
     ];
@@ -108,15 +108,15 @@ pub async fn handle(shard: &Rc<Shard>, req: &Request) -> Result<Option<ResponseF
                 .map(|index| {
                     let r = it.next().unwrap_or(ProducePartResult {
                         error: code::UNKNOWN_SERVER_ERROR,
-                        base_offset: -1,
-                        log_start: -1,
+                        base_offset: Offset(-1),
+                        log_start: Offset(-1),
                     });
                     PartitionProduceResponse::default()
                         .with_index(index)
                         .with_error_code(r.error.into())
-                        .with_base_offset(r.base_offset)
+                        .with_base_offset(r.base_offset.0)
                         .with_log_append_time_ms(-1)
-                        .with_log_start_offset(r.log_start)
+                        .with_log_start_offset(r.log_start.0)
                 })
                 .collect();
             TopicProduceResponse::default()
