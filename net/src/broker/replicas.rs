@@ -307,7 +307,7 @@ pub async fn reconcile(shard: &Rc<Shard>) -> bool {
     };
     for r in gone {
         r.hw.reset(r.hw.get());
-        tracing::info!(shard = shard.id, partition = %r.tp, "no longer a replica here");
+        tracing::info!(partition = %r.tp, "no longer a replica here");
     }
     if let Some(f) = shard.replicas.fetchers() {
         f.assign(followed(shard, &image));

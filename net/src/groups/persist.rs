@@ -190,7 +190,6 @@ pub async fn run(shard: Rc<Shard>) {
         let (recs, _) = groups.sweep(p, false);
         if !recs.is_empty() && append(&shard, p, &recs).await.is_err() {
             tracing::warn!(
-                shard = shard.id,
                 partition = p,
                 "group metadata not written at shutdown; members rejoin after the restart"
             );
@@ -220,7 +219,6 @@ fn follow_leadership(shard: &Rc<Shard>, owned: &[usize], pending: &mut Vec<usize
             took = true;
         } else if !leads && resident {
             tracing::info!(
-                shard = shard.id,
                 partition = p,
                 "another broker coordinates this offsets partition now"
             );
@@ -241,7 +239,6 @@ async fn load_all(shard: &Rc<Shard>, partitions: Vec<usize>) -> Vec<usize> {
             Ok(_) if !shard.groups.is_resident(p) => {}
             Ok(loaded) => {
                 tracing::debug!(
-                    shard = shard.id,
                     partition = p,
                     took_ms = started.elapsed().as_millis() as u64,
                     "{}",
@@ -250,7 +247,7 @@ async fn load_all(shard: &Rc<Shard>, partitions: Vec<usize>) -> Vec<usize> {
                 shard.groups.install(p, loaded);
             }
             Err(e) => {
-                tracing::error!(shard = shard.id, partition = p, error = %e, "loading an offsets partition failed; its groups answer COORDINATOR_LOAD_IN_PROGRESS until it loads");
+                tracing::error!(partition = p, error = %e, "loading an offsets partition failed; its groups answer COORDINATOR_LOAD_IN_PROGRESS until it loads");
                 failed.push(p);
             }
         }

@@ -15,6 +15,7 @@ use futures_lite::{AsyncReadExt, AsyncWriteExt};
 use glommio::channels::local_channel;
 use glommio::net::TcpStream;
 use glommio::task::JoinHandle;
+use tracing::Instrument;
 
 use crate::broker::shard::{ConnectionSlot, Shard, Work};
 use crate::kafka::frame::{self, FrameError, ResponseFrame};
@@ -118,69 +119,79 @@ async fn read_frame<R: futures_lite::AsyncRead + Unpin>(
 /// gives the place back when the connection ends.
 pub fn spawn(shard: Rc<Shard>, stream: TcpStream, slot: ConnectionSlot) {
     crate::admin::metrics::connection_opened();
-    glommio::spawn_local(async move {
-        serve(shard, stream).await;
-        drop(slot);
-        crate::admin::metrics::connection_closed();
-    })
+    // Every log line of the connection's tasks carries its peer, and its client id once
+    // the first request names it (inside the shard's span, see `server::startup`).
+    let peer = stream
+        .peer_addr()
+        .map(|a| a.to_string())
+        .unwrap_or_else(|_| "?".into());
+    let span = tracing::info_span!("conn", %peer, client_id = tracing::field::Empty);
+    glommio::spawn_local(
+        async move {
+            serve(shard, stream).await;
+            drop(slot);
+            crate::admin::metrics::connection_closed();
+        }
+        .instrument(span),
+    )
     .detach();
 }
 
 /// Serves one connection until the client closes it, it errs, idles out, or the shard stops.
 pub async fn serve(shard: Rc<Shard>, stream: TcpStream) {
     let peer_addr = stream.peer_addr().ok();
-    let peer = peer_addr
-        .map(|a| a.to_string())
-        .unwrap_or_else(|| "?".into());
+    let span = tracing::Span::current();
+    let mut client_id_known = false;
     let _ = stream.set_nodelay(true);
     let (mut reader, mut writer) = futures_lite::io::split(stream);
     let (tx, rx) = local_channel::new_bounded::<Pending>(shard.config.inflight_requests_max.max(1));
-    let writer_shard = shard.clone();
-    let peer_w = peer.clone();
     let activity = Rc::new(Activity {
         last: Cell::new(Instant::now()),
         busy: Cell::new(0),
     });
     let writer_activity = activity.clone();
-    let write_task = glommio::spawn_local(async move {
-        while let Some(pending) = rx.recv().await {
-            let outcome = match pending.await {
-                Some(r) => r,
-                None => Err(FrameError::Encode("request task cancelled".into())),
-            };
-            match outcome {
-                Ok(Some(resp)) => {
-                    crate::admin::metrics::bytes_out(resp.bytes());
-                    for chunk in &resp.chunks {
-                        if let Err(e) = writer.write_all(chunk.as_slice()).await {
-                            tracing::info!(shard = writer_shard.id, peer = %peer_w, error = %e, "client went away mid-response");
-                            return false;
+    let write_task = glommio::spawn_local(
+        async move {
+            while let Some(pending) = rx.recv().await {
+                let outcome = match pending.await {
+                    Some(r) => r,
+                    None => Err(FrameError::Encode("request task cancelled".into())),
+                };
+                match outcome {
+                    Ok(Some(resp)) => {
+                        crate::admin::metrics::bytes_out(resp.bytes());
+                        for chunk in &resp.chunks {
+                            if let Err(e) = writer.write_all(chunk.as_slice()).await {
+                                tracing::info!(error = %e, "client went away mid-response");
+                                return false;
+                            }
                         }
                     }
-                }
-                Ok(None) => {}
-                Err(e) => {
-                    if let Some(suppressed) = bad_input_log_permit() {
-                        tracing::warn!(shard = writer_shard.id, peer = %peer_w, error = %e, suppressed, "closing connection");
+                    Ok(None) => {}
+                    Err(e) => {
+                        if let Some(suppressed) = bad_input_log_permit() {
+                            tracing::warn!(error = %e, suppressed, "closing connection");
+                        }
+                        // Shut the socket for writing now: the client sees the close at once,
+                        // rather than when the reader next wakes (it may wait for a request
+                        // the client will not send before it has this one's answer).
+                        let _ = writer.close().await;
+                        return false;
                     }
-                    // Shut the socket for writing now: the client sees the close at once,
-                    // rather than when the reader next wakes (it may wait for a request
-                    // the client will not send before it has this one's answer).
-                    let _ = writer.close().await;
-                    return false;
                 }
+                // Answered and written: the connection is idle from here if nothing else is
+                // in flight (a long response being written does not count as idle).
+                writer_activity.touch();
+                writer_activity
+                    .busy
+                    .set(writer_activity.busy.get().saturating_sub(1));
             }
-            // Answered and written: the connection is idle from here if nothing else is
-            // in flight (a long response being written does not count as idle).
-            writer_activity.touch();
-            writer_activity
-                .busy
-                .set(writer_activity.busy.get().saturating_sub(1));
+            let _ = writer.flush().await;
+            let _ = writer.close().await;
+            true
         }
-        let _ = writer.flush().await;
-        let _ = writer.close().await;
-        true
-    });
+        .instrument(span.clone()),
+    );
     let idle = Duration::from_millis(shard.config.connection_idle_ms_max);
     loop {
         // A client that keeps requests queued would keep the read below ready forever (it
@@ -216,7 +227,7 @@ pub async fn serve(shard: Rc<Shard>, stream: TcpStream) {
             Ok(ReadOutcome::Closed) => break,
             Ok(ReadOutcome::Idle) => {
                 crate::admin::metrics::connection_idle_closed();
-                tracing::debug!(shard = shard.id, peer = %peer, idle_ms = idle.as_millis() as u64, "closing idle connection");
+                tracing::debug!(idle_ms = idle.as_millis() as u64, "closing idle connection");
                 break;
             }
             Ok(ReadOutcome::Stopping) => break,
@@ -228,13 +239,13 @@ pub async fn serve(shard: Rc<Shard>, stream: TcpStream) {
                     std::io::ErrorKind::UnexpectedEof | std::io::ErrorKind::ConnectionReset
                 ) =>
             {
-                tracing::debug!(shard = shard.id, peer = %peer, error = %e, "client closed the connection mid-request");
+                tracing::debug!(error = %e, "client closed the connection mid-request");
                 break;
             }
             Err(e) => {
                 crate::admin::metrics::bad_frame();
                 if let Some(suppressed) = bad_input_log_permit() {
-                    tracing::warn!(shard = shard.id, peer = %peer, error = %e, suppressed, "bad frame, closing connection");
+                    tracing::warn!(error = %e, suppressed, "bad frame, closing connection");
                 }
                 break;
             }
@@ -242,12 +253,16 @@ pub async fn serve(shard: Rc<Shard>, stream: TcpStream) {
         let req = match frame::parse_request(frame) {
             Ok(mut r) => {
                 r.peer_ip = peer_addr.map(|a| a.ip());
+                if !client_id_known {
+                    client_id_known = true;
+                    span.record("client_id", r.header.client_id.as_deref().unwrap_or(""));
+                }
                 r
             }
             Err(e) => {
                 crate::admin::metrics::bad_frame();
                 if let Some(suppressed) = bad_input_log_permit() {
-                    tracing::warn!(shard = shard.id, peer = %peer, error = %e, suppressed, "bad request, closing connection");
+                    tracing::warn!(error = %e, suppressed, "bad request, closing connection");
                 }
                 break;
             }
@@ -259,15 +274,19 @@ pub async fn serve(shard: Rc<Shard>, stream: TcpStream) {
             _ => Work::Other,
         };
         let task = shard
-            .spawn(work, async move {
-                // The request's bytes count against the shard's budget until it is answered.
-                let _permit = permit;
-                let started = std::time::Instant::now();
-                let key = req.api_key as i16;
-                let r = handlers::dispatch(s, req).await;
-                crate::admin::metrics::request(key, started.elapsed(), r.is_err());
-                r
-            })
+            .spawn(
+                work,
+                async move {
+                    // The request's bytes count against the shard's budget until it is answered.
+                    let _permit = permit;
+                    let started = std::time::Instant::now();
+                    let key = req.api_key as i16;
+                    let r = handlers::dispatch(s, req).await;
+                    crate::admin::metrics::request(key, started.elapsed(), r.is_err());
+                    r
+                }
+                .instrument(span.clone()),
+            )
             .detach();
         activity.busy.set(activity.busy.get() + 1);
         if tx.send(task).await.is_err() {

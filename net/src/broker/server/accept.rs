@@ -28,7 +28,6 @@ pub(super) async fn wait_serving(shard: &Shard) {
         if std::time::Instant::now() >= warn_at {
             warn_at += SERVING_WAIT_WARN_INTERVAL;
             tracing::warn!(
-                shard = shard.id,
                 waited_s = started.elapsed().as_secs(),
                 state = ?shard.cluster.view.broker_state(),
                 "not registered and unfenced in the metadata image yet; not accepting clients"
@@ -68,7 +67,7 @@ pub(super) async fn accept_loop(shard: &Rc<Shard>, listener: &TcpListener) {
             None => return,
             Some(Ok(s)) => s,
             Some(Err(e)) => {
-                tracing::warn!(shard = shard.id, error = %e, "accept failed");
+                tracing::warn!(error = %e, "accept failed");
                 // Out of descriptors and the like: back off instead of spinning.
                 glommio::timer::sleep(Duration::from_millis(10)).await;
                 continue;
@@ -83,7 +82,7 @@ pub(super) async fn accept_loop(shard: &Rc<Shard>, listener: &TcpListener) {
             Ok(slot) => slot,
             Err(refusal) => {
                 crate::admin::metrics::connection_refused(refusal as usize);
-                refused_log.note(shard, refusal, peer, limits);
+                refused_log.note(refusal, peer, limits);
                 drop(stream);
                 continue;
             }
@@ -116,7 +115,6 @@ impl RefusedLog {
 
     fn note(
         &mut self,
-        shard: &Shard,
         refusal: crate::broker::shard::ConnectionRefusal,
         peer: SocketAddr,
         limits: crate::broker::shard::ConnectionLimits,
@@ -128,7 +126,6 @@ impl RefusedLog {
         }
         self.next_at = now + REFUSED_LOG_INTERVAL;
         tracing::warn!(
-            shard = shard.id,
             %peer,
             limit = refusal.as_str(),
             per_shard_max = limits.per_shard_max,
@@ -158,7 +155,7 @@ pub(super) fn hand_off(
     let socket = match duplicate {
         Ok(fd) => fd,
         Err(e) => {
-            tracing::warn!(shard = shard.id, to = target, error = %e, "could not hand a connection over, closing it");
+            tracing::warn!(to = target, error = %e, "could not hand a connection over, closing it");
             return;
         }
     };
@@ -168,7 +165,7 @@ pub(super) fn hand_off(
         match s.call(target, ShardOp::Adopt { socket, slot }).await {
             ShardReply::Done => {}
             other => {
-                tracing::warn!(shard = s.id, to = target, reply = ?other, "connection hand-off failed, closed");
+                tracing::warn!(to = target, reply = ?other, "connection hand-off failed, closed");
             }
         }
     })

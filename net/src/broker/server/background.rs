@@ -172,7 +172,7 @@ pub(super) fn spawn_maintenance(shard: &Rc<Shard>) {
             task.detach();
         }
         Err(e) => {
-            tracing::error!(shard = shard.id, error = %e, "retention and compaction task did not start")
+            tracing::error!(error = %e, "retention and compaction task did not start")
         }
     }
 }
@@ -191,7 +191,6 @@ pub(super) async fn maintenance(shard: Rc<Shard>) {
         let outcome = shard.logs.enforce_retention(now_ms).await;
         if outcome.segments_deleted > 0 {
             tracing::info!(
-                shard = shard.id,
                 segments = outcome.segments_deleted,
                 bytes = outcome.bytes_deleted,
                 "retention"
@@ -199,7 +198,7 @@ pub(super) async fn maintenance(shard: Rc<Shard>) {
         }
         let (segments, bytes) = shard.logs.compact(now_ms).await;
         if segments > 0 {
-            tracing::info!(shard = shard.id, segments, bytes, "compaction");
+            tracing::info!(segments, bytes, "compaction");
         }
     }
 }

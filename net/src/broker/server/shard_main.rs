@@ -110,7 +110,7 @@ pub(super) async fn start_shard(args: &ShardArgs) -> Result<Rc<Shard>, String> {
         .ready
         .send(opened.as_ref().map(|_| ()).map_err(|e| e.clone()));
     let shard = opened?;
-    tracing::info!(shard = shard.id, "shard accepting");
+    tracing::info!("shard accepting");
     crate::broker::watchdog::attach(shard.id);
     Ok(shard)
 }
@@ -171,7 +171,6 @@ pub(super) async fn stop_shard(
     .is_none()
     {
         tracing::warn!(
-            shard = shard.id,
             open_at_stop = open,
             open_now = shard.connections.get(shard.id),
             "connections still open after the drain bound: they close with the shard"
@@ -213,7 +212,6 @@ pub(super) async fn stop_shard(
     .await;
     steps.enter(&who, "ending");
     tracing::info!(
-        shard = shard.id,
         took_ms = started.elapsed().as_millis() as u64,
         "shard stopped"
     );

@@ -163,7 +163,13 @@ pub fn start(mut config: ServerConfig) -> Result<Server, ServerError> {
         if let Some(bytes) = config.io_memory_bytes {
             builder = builder.io_memory(bytes);
         }
-        match builder.spawn(move || shard_main(args)) {
+        // Every log line of the shard's tasks carries its id: the span stays entered on the
+        // executor's thread for as long as the shard runs (its only tasks are this shard's).
+        let shard_task = move || async move {
+            let _span = tracing::info_span!("shard", shard = i).entered();
+            shard_main(args).await
+        };
+        match builder.spawn(shard_task) {
             Ok(h) => handles.push(h),
             Err(e) => {
                 spawn_error = Some(runtime_hint(&e.to_string()));

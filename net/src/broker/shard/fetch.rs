@@ -130,7 +130,7 @@ impl Shard {
                     }
                     Err(ReadError::OffsetOutOfRange { .. }) => r.error = code::OFFSET_OUT_OF_RANGE,
                     Err(e) => {
-                        tracing::error!(shard = self.id, error = %e, "read failed");
+                        tracing::error!(error = %e, "read failed");
                         r.error = code::KAFKA_STORAGE_ERROR;
                     }
                 }

@@ -17,11 +17,11 @@ impl Shard {
         match self.logs.release(tp).await {
             Ok(()) => {
                 self.traffic.borrow_mut().remove(tp);
-                tracing::info!(shard = self.id, partition = %tp, end = log.log_end_offset().0, "partition closed for a move");
+                tracing::info!(partition = %tp, end = log.log_end_offset().0, "partition closed for a move");
                 ShardReply::Done
             }
             Err(e) => {
-                tracing::error!(shard = self.id, partition = %tp, error = %e, "closing a partition for a move failed");
+                tracing::error!(partition = %tp, error = %e, "closing a partition for a move failed");
                 ShardReply::Failed(format!("closing {tp} on shard {}: {e}", self.id))
             }
         }
@@ -41,11 +41,11 @@ impl Shard {
         };
         match result {
             Ok(log) => {
-                tracing::info!(shard = self.id, partition = %tp, end = log.log_end_offset().0, "partition opened after a move");
+                tracing::info!(partition = %tp, end = log.log_end_offset().0, "partition opened after a move");
                 ShardReply::Done
             }
             Err(e) => {
-                tracing::error!(shard = self.id, partition = %tp, error = %e, "opening a moved partition failed");
+                tracing::error!(partition = %tp, error = %e, "opening a moved partition failed");
                 ShardReply::Failed(format!("opening {tp} on shard {}: {e}", self.id))
             }
         }
@@ -59,7 +59,7 @@ impl Shard {
             };
             if self.owner_of(&tp) == self.id && self.logs.get(&tp).is_some() {
                 if let Err(e) = self.logs.delete(&tp).await {
-                    tracing::error!(shard = self.id, topic = name, partition = p, error = %e, "deleting partition log failed");
+                    tracing::error!(topic = name, partition = p, error = %e, "deleting partition log failed");
                 }
             }
         }
@@ -72,7 +72,7 @@ impl Shard {
             if tp.topic == topic {
                 if let Some(log) = self.logs.get(&tp) {
                     if let Err(e) = log.set_config(config.clone()) {
-                        tracing::error!(shard = self.id, topic = %topic, error = %e, "applying topic config failed");
+                        tracing::error!(topic = %topic, error = %e, "applying topic config failed");
                     }
                 }
             }

@@ -49,11 +49,11 @@ impl Shard {
             // Its directory is still being removed (the topic was deleted or replaced
             // under the same name a moment ago): retriable.
             crate::store::LogError::AlreadyExists(_) => {
-                tracing::warn!(shard = self.id, topic = %tp.topic, partition = tp.partition.0, "partition directory still in use; the client retries");
+                tracing::warn!(topic = %tp.topic, partition = tp.partition.0, "partition directory still in use; the client retries");
                 code::NOT_LEADER_OR_FOLLOWER
             }
             e => {
-                tracing::error!(shard = self.id, topic = %tp.topic, partition = tp.partition.0, error = %e, "creating partition log failed");
+                tracing::error!(topic = %tp.topic, partition = tp.partition.0, error = %e, "creating partition log failed");
                 code::KAFKA_STORAGE_ERROR
             }
         })

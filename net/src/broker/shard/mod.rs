@@ -242,7 +242,7 @@ impl Shard {
             .await
             .is_err()
         {
-            tracing::warn!(shard = self.id, to = shard, "mesh send failed");
+            tracing::warn!(to = shard, "mesh send failed");
             return ShardReply::Unreachable;
         }
         rx.await.unwrap_or(ShardReply::Unreachable)
@@ -259,7 +259,7 @@ impl Shard {
             reply,
         };
         if answers.send_to(from, answer).await.is_err() {
-            tracing::warn!(shard = self.id, to = from, "mesh answer send failed");
+            tracing::warn!(to = from, "mesh answer send failed");
         }
     }
 

@@ -42,7 +42,7 @@ impl Shard {
                 },
                 Ok(None) => ListedOffset::failed(code::NONE),
                 Err(e) => {
-                    tracing::error!(shard = self.id, error = %e, "offset lookup failed");
+                    tracing::error!(error = %e, "offset lookup failed");
                     ListedOffset::failed(code::KAFKA_STORAGE_ERROR)
                 }
             });
@@ -100,7 +100,7 @@ impl Shard {
                     low_watermark,
                 },
                 Err(e) => {
-                    tracing::error!(shard = self.id, error = %e, "delete records failed");
+                    tracing::error!(error = %e, "delete records failed");
                     DeletedRecords::failed(code::KAFKA_STORAGE_ERROR)
                 }
             });

@@ -89,7 +89,7 @@ impl Shard {
             return Ok(());
         }
         if let Err(e) = log.wait_durable(end).await {
-            tracing::error!(shard = self.id, partition = %tp, error = %e, "waiting for durability failed");
+            tracing::error!(partition = %tp, error = %e, "waiting for durability failed");
             return Err(code::KAFKA_STORAGE_ERROR);
         }
         let Some(replica) = self.replicas.get(tp) else {
@@ -142,7 +142,7 @@ impl Shard {
         let role_epoch = self.replicas.get(tp).map(|r| r.leader_epoch());
         let epoch = crate::broker::replicas::append_epoch(role_epoch, image_epoch)?;
         if acks == -1 && self.replicas.get(tp).is_some_and(|r| !r.enough_in_sync()) {
-            tracing::info!(shard = self.id, partition = %tp, "acks=all produce refused: too few in-sync replicas");
+            tracing::info!(partition = %tp, "acks=all produce refused: too few in-sync replicas");
             return Err(code::NOT_ENOUGH_REPLICAS);
         }
         self.count_traffic(tp, |t| {
@@ -155,11 +155,11 @@ impl Shard {
         match result {
             Ok(info) => Ok((log, info.base_offset, Offset(info.last_offset.0 + 1), epoch)),
             Err(AppendError::Io(e)) => {
-                tracing::error!(shard = self.id, topic = %tp.topic, partition = tp.partition.0, error = %e, "append failed");
+                tracing::error!(topic = %tp.topic, partition = tp.partition.0, error = %e, "append failed");
                 Err(code::KAFKA_STORAGE_ERROR)
             }
             Err(e) => {
-                tracing::info!(shard = self.id, topic = %tp.topic, partition = tp.partition.0, error = %e, "produce rejected");
+                tracing::info!(topic = %tp.topic, partition = tp.partition.0, error = %e, "produce rejected");
                 Err(append_error_code(&e))
             }
         }

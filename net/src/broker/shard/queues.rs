@@ -96,7 +96,7 @@ impl Shard {
         match glommio::spawn_local_into(queued, queue) {
             Ok(task) => task,
             Err(e) => {
-                tracing::error!(shard = self.id, error = %e, "task queue unavailable, using the default");
+                tracing::error!(error = %e, "task queue unavailable, using the default");
                 let fut = slot.borrow_mut().take();
                 match fut {
                     Some(f) => glommio::spawn_local(f),

@@ -103,7 +103,7 @@ pub(crate) async fn dispatch(
             version: req.version,
         });
     }
-    tracing::debug!(api = ?req.api_key, version = req.version, shard = shard.id,
+    tracing::debug!(api = ?req.api_key, version = req.version,
         client_id = req.header.client_id.as_deref().unwrap_or(""), "request");
     match req.api_key {
         ApiKey::ApiVersions => api_versions::handle(&req).map(Some),
