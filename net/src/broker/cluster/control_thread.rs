@@ -27,12 +27,15 @@ pub(crate) struct ControlArgs {
     /// The quorum listener (bound by `server::start`), when this node is a controller.
     pub listener: Option<std::os::fd::RawFd>,
     pub stop: Arc<AtomicBool>,
+    /// The control thread's ends of the shards' version channels (`bell`).
+    pub ringers: Vec<glommio::channels::shared_channel::SharedSender<()>>,
 }
 
 /// The control thread: the controller quorum member (controller role), the broker's
 /// registration and heartbeats (broker role), and for a broker that is not a controller,
 /// the image fetched from the quorum.
-pub(crate) async fn control_main(args: ControlArgs) -> Result<(), String> {
+pub(crate) async fn control_main(mut args: ControlArgs) -> Result<(), String> {
+    super::bell::connect_ringers(std::mem::take(&mut args.ringers));
     let stop = args.stop.clone();
     let stopped = move || {
         let stop = stop.clone();
@@ -89,6 +92,7 @@ pub(crate) async fn control_main(args: ControlArgs) -> Result<(), String> {
     for t in tasks {
         t.cancel();
     }
+    super::bell::disconnect();
     if let Err(e) = &result {
         tracing::error!(error = %e, "control thread failed: stopping the broker");
         args.stop.store(true, Ordering::SeqCst);

@@ -45,15 +45,14 @@ pub async fn controlled_shutdown(view: &ClusterView, me: BrokerId, timeout: Dura
             return;
         }
     };
-    while view.version() < offset {
-        if started.elapsed() >= timeout {
-            tracing::warn!(
-                offset,
-                "controlled shutdown: the image did not reach the change in time; stopping anyway"
-            );
-            return;
-        }
-        glommio::timer::sleep(Duration::from_millis(1)).await;
+    let left = timeout.saturating_sub(started.elapsed());
+    let watch = super::bell::control_version();
+    if !super::bell::wait_until(&watch, view, offset, left).await {
+        tracing::warn!(
+            offset,
+            "controlled shutdown: the image did not reach the change in time; stopping anyway"
+        );
+        return;
     }
     log_handover(&before, &view.image(), me, started.elapsed());
 }

@@ -15,7 +15,8 @@
 //! - `agent`: the broker's registration and heartbeats;
 //! - `controlled_shutdown`: leaderships handed over before a stop, the stop report after;
 //! - `legacy_import`: topics from before the quorum put into the metadata log;
-//! - `status_json`: `/cluster` on the admin endpoint.
+//! - `status_json`: `/cluster` on the admin endpoint;
+//! - `bell`: wake-ups for a new image version, across threads without a waker crossing.
 //!
 //! The topic catalog (`catalog.rs`) is a copy of the image's topics, synced when the
 //! image is published; what the logs must follow (deleted topics, changed configs) is
@@ -26,6 +27,7 @@
 //! controller answer, for the image to reach an offset) has a deadline.
 
 mod agent;
+mod bell;
 mod control_thread;
 mod controlled_shutdown;
 mod controller;
@@ -35,6 +37,7 @@ mod shard_image;
 mod status_json;
 mod view;
 
+pub(crate) use bell::channels as version_channels;
 pub(crate) use control_thread::{control_main, ControlArgs};
 pub(crate) use controlled_shutdown::report_stopped;
 pub(crate) use controller::{alter_isr, change_metadata, CONTROLLER_REQUEST_TIMEOUT};

@@ -3,7 +3,10 @@
 
 use std::cell::RefCell;
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Duration;
+
+use glommio::channels::shared_channel::SharedReceiver;
+use sluice_engine::watch::OffsetWatch;
 
 use sluice_control::{BrokerId, MetadataImage};
 
@@ -15,14 +18,21 @@ use crate::store::LeaderEpoch;
 pub struct ShardImage {
     pub view: Arc<ClusterView>,
     cached: RefCell<(u64, Arc<MetadataImage>)>,
+    /// The published version as this shard last heard it (see `bell`).
+    version: OffsetWatch,
 }
 
 impl ShardImage {
-    pub fn new(view: Arc<ClusterView>) -> ShardImage {
+    /// On the shard's executor: `bell` is the shard's end of its channel from the control
+    /// thread, which rings it at every publication.
+    pub fn new(view: Arc<ClusterView>, bell: SharedReceiver<()>) -> ShardImage {
         let image = view.image();
+        let version = OffsetWatch::new(image.offset().0 as i64);
+        glommio::spawn_local(super::bell::listen(bell, view.clone(), version.clone())).detach();
         ShardImage {
             cached: RefCell::new((image.offset().0, image)),
             view,
+            version,
         }
     }
 
@@ -100,15 +110,9 @@ impl ShardImage {
             .map(f)
     }
 
-    /// Waits (polling, bounded by `timeout`) until the image reaches `offset`.
+    /// Waits (woken by the control thread's ring, bounded by `timeout`) until the image
+    /// reaches `offset`.
     pub async fn wait_for(&self, offset: u64, timeout: Duration) -> bool {
-        let deadline = Instant::now() + timeout;
-        while self.view.version() < offset {
-            if Instant::now() >= deadline {
-                return false;
-            }
-            glommio::timer::sleep(Duration::from_millis(1)).await;
-        }
-        true
+        super::bell::wait_until(&self.version, &self.view, offset, timeout).await
     }
 }

@@ -195,6 +195,7 @@ impl ClusterView {
         let offset = image.offset().0;
         *self.image.write().unwrap_or_else(|p| p.into_inner()) = image;
         self.version.store(offset, Ordering::Release);
+        super::bell::ring(offset);
     }
 
     /// Says whether this node's own controller receives the metadata log.

@@ -9,6 +9,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use glommio::channels::channel_mesh::{Full, MeshBuilder};
+use glommio::channels::shared_channel::SharedReceiver;
 use glommio::net::TcpListener;
 
 use super::accept::accept_loop;
@@ -47,6 +48,8 @@ pub(super) struct ShardArgs {
     pub(super) draining: Arc<AtomicUsize>,
     pub(super) ready: Ready,
     pub(super) steps: Arc<StopSteps>,
+    /// This shard's end of its version channel from the control thread (taken at open).
+    pub(super) bell: std::cell::Cell<Option<SharedReceiver<()>>>,
 }
 
 /// Counts a shard out of `draining` however it ends; a shard that panics also stops the
@@ -268,7 +271,11 @@ pub(super) async fn open_shard(args: &ShardArgs) -> Result<Rc<Shard>, String> {
         placement: args.placement.clone(),
         connections: args.connections.clone(),
     };
-    let image = ShardImage::new(args.view.clone());
+    let bell = args
+        .bell
+        .take()
+        .ok_or_else(|| format!("shard {id}: no version channel"))?;
+    let image = ShardImage::new(args.view.clone(), bell);
     let shard = Rc::new(Shard::new(id, args.count, shared, logs, senders, image));
     if let Some((mut calls, mut answers)) = receivers {
         for (from, rx) in calls.streams() {

@@ -94,6 +94,8 @@ pub fn start(mut config: ServerConfig) -> Result<Server, ServerError> {
     let placement = Arc::new(open_placement(&config, &catalog, count)?);
     let connections = Arc::new(ConnectionCounts::new(count));
     let move_queue = std::cell::Cell::new(Some(moves::register(placement.clone())));
+    let (ringers, bells) = crate::broker::cluster::version_channels(count);
+    let mut bells = bells.into_iter();
     let stop = Arc::new(AtomicBool::new(false));
     let steps = StopSteps::new();
     let draining = Arc::new(AtomicUsize::new(count));
@@ -114,6 +116,7 @@ pub fn start(mut config: ServerConfig) -> Result<Server, ServerError> {
         config: config.clone(),
         listener: quorum_fd,
         stop: stop.clone(),
+        ringers,
     };
     match LocalExecutorBuilder::new(Placement::Unbound)
         .name("control")
@@ -152,6 +155,7 @@ pub fn start(mut config: ServerConfig) -> Result<Server, ServerError> {
             // Shard 0 runs the mover (`i` is the shard id: mesh peers are numbered in
             // executor creation order, which is this loop's).
             moves: if i == 0 { move_queue.take() } else { None },
+            bell: std::cell::Cell::new(bells.next()),
             mesh: mesh.clone(),
             view: view.clone(),
             stop: stop.clone(),
@@ -246,6 +250,7 @@ pub(super) fn start_controller_only(config: ServerConfig) -> Result<Server, Serv
         config: Arc::new(config),
         listener: Some(fd),
         stop: stop.clone(),
+        ringers: Vec::new(),
     };
     let handle = LocalExecutorBuilder::new(Placement::Unbound)
         .name("control")
