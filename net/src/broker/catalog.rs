@@ -106,7 +106,7 @@ impl Catalog {
     }
 
     /// Whether the topics are a copy of the metadata image (see `from_metadata_log`).
-    pub fn from_metadata_log(&self) -> bool {
+    pub fn copies_metadata_log(&self) -> bool {
         self.lock().from_metadata_log
     }
 

@@ -95,7 +95,7 @@ impl ClusterView {
     ) -> Arc<ClusterView> {
         let legacy: Vec<TopicMeta> = match &catalog {
             Some(catalog) => {
-                let from_log = catalog.from_metadata_log();
+                let from_log = catalog.copies_metadata_log();
                 catalog
                     .list()
                     .into_iter()
