@@ -62,18 +62,7 @@ pub fn start(mut config: ServerConfig) -> Result<Server, ServerError> {
         return start_controller_only(config);
     }
     let count = config.cores.len().max(1);
-    let catalog = Arc::new(Catalog::open(
-        &config.data_dir,
-        config.topic_defaults.clone(),
-    )?);
-    // Each broker hands out producer ids from its own range (ids never collide).
-    catalog.set_producer_id_floor(i64::from(config.node_id.max(0)) << 32);
-    let offsets_partitions = catalog.ensure_topic(
-        groups::OFFSETS_TOPIC,
-        config.groups.offsets_partitions,
-        groups::offsets_topic_configs(),
-        &config.cluster_id,
-    )?;
+    let (catalog, offsets_partitions) = open_catalog(&config)?;
     let (controllers, quorum_fd) = bind_quorum(&config)?;
     // The offsets topic must be in the metadata log too (created there by the first
     // broker that asks; the others find it).
@@ -118,15 +107,7 @@ pub fn start(mut config: ServerConfig) -> Result<Server, ServerError> {
         stop: stop.clone(),
         ringers,
     };
-    match LocalExecutorBuilder::new(Placement::Unbound)
-        .name("control")
-        .spawn(move || {
-            crate::broker::fatal::mark_broker_thread();
-            crate::broker::cluster::control_main(control)
-        }) {
-        Ok(h) => handles.push(h),
-        Err(e) => return Err(ServerError::Runtime(runtime_hint(&e.to_string()))),
-    }
+    handles.push(spawn_control(control)?);
     if let Err(e) = wait_single_node_ready(&config, &view, &stop) {
         stop.store(true, Ordering::SeqCst);
         let cause = handles.into_iter().find_map(|h| match h.join() {
@@ -138,12 +119,6 @@ pub fn start(mut config: ServerConfig) -> Result<Server, ServerError> {
     }
     let mut spawn_error = None;
     for (i, fd) in fds.into_iter().enumerate() {
-        let cpu = config.cores.get(i).copied().unwrap_or(0);
-        let pin = if config.pin_cores {
-            Placement::Fixed(cpu)
-        } else {
-            Placement::Unbound
-        };
         let args = ShardArgs {
             fd,
             count,
@@ -163,20 +138,10 @@ pub fn start(mut config: ServerConfig) -> Result<Server, ServerError> {
             ready: ready_tx.clone(),
             steps: steps.clone(),
         };
-        let mut builder = LocalExecutorBuilder::new(pin).name(&format!("shard{i}"));
-        if let Some(bytes) = config.io_memory_bytes {
-            builder = builder.io_memory(bytes);
-        }
-        // Every log line of the shard's tasks carries its id: the span stays entered on the
-        // executor's thread for as long as the shard runs (its only tasks are this shard's).
-        let shard_task = move || async move {
-            let _span = tracing::info_span!("shard", shard = i).entered();
-            shard_main(args).await
-        };
-        match builder.spawn(shard_task) {
+        match spawn_shard(&config, i, args) {
             Ok(h) => handles.push(h),
             Err(e) => {
-                spawn_error = Some(runtime_hint(&e.to_string()));
+                spawn_error = Some(e);
                 break;
             }
         }
@@ -199,28 +164,92 @@ pub fn start(mut config: ServerConfig) -> Result<Server, ServerError> {
         let _ = server.join();
         return Err(ServerError::Runtime(e));
     }
-    for _ in 0..count {
-        match ready_rx.recv() {
-            Ok(Ok(())) => {}
-            Ok(Err(e)) => {
-                server.stop();
-                let _ = server.join();
-                return Err(ServerError::Runtime(e));
-            }
-            Err(_) => {
-                // A shard's executor died before it could say so: its join has the reason.
-                server.stop();
-                let e = server
-                    .join()
-                    .err()
-                    .map(|e| e.to_string())
-                    .unwrap_or_else(|| "a shard failed to start".into());
-                return Err(ServerError::Runtime(e));
-            }
-        }
-    }
+    let server = wait_shards_ready(server, &ready_rx, count)?;
     if single_node(&config, &view) {
         wait_coordinator_loaded(&groups);
+    }
+    Ok(server)
+}
+
+/// Opens the topic catalog and makes sure it has the offsets topic; its partition count.
+fn open_catalog(config: &ServerConfig) -> Result<(Arc<Catalog>, i32), ServerError> {
+    let catalog = Arc::new(Catalog::open(
+        &config.data_dir,
+        config.topic_defaults.clone(),
+    )?);
+    // Each broker hands out producer ids from its own range (ids never collide).
+    catalog.set_producer_id_floor(i64::from(config.node_id.max(0)) << 32);
+    let offsets_partitions = catalog.ensure_topic(
+        groups::OFFSETS_TOPIC,
+        config.groups.offsets_partitions,
+        groups::offsets_topic_configs(),
+        &config.cluster_id,
+    )?;
+    Ok((catalog, offsets_partitions))
+}
+
+/// Starts the control thread's executor.
+fn spawn_control(
+    control: ControlArgs,
+) -> Result<glommio::ExecutorJoinHandle<Result<(), String>>, ServerError> {
+    LocalExecutorBuilder::new(Placement::Unbound)
+        .name("control")
+        .spawn(move || {
+            crate::broker::fatal::mark_broker_thread();
+            crate::broker::cluster::control_main(control)
+        })
+        .map_err(|e| ServerError::Runtime(runtime_hint(&e.to_string())))
+}
+
+/// Starts shard `i`'s executor (pinned to its core when `pin_cores`).
+fn spawn_shard(
+    config: &ServerConfig,
+    i: usize,
+    args: ShardArgs,
+) -> Result<glommio::ExecutorJoinHandle<Result<(), String>>, String> {
+    let pin = if config.pin_cores {
+        Placement::Fixed(config.cores.get(i).copied().unwrap_or(0))
+    } else {
+        Placement::Unbound
+    };
+    let mut builder = LocalExecutorBuilder::new(pin).name(&format!("shard{i}"));
+    if let Some(bytes) = config.io_memory_bytes {
+        builder = builder.io_memory(bytes);
+    }
+    // Every log line of the shard's tasks carries its id: the span stays entered on the
+    // executor's thread for as long as the shard runs (its only tasks are this shard's).
+    let shard_task = move || async move {
+        let _span = tracing::info_span!("shard", shard = i).entered();
+        shard_main(args).await
+    };
+    builder
+        .spawn(shard_task)
+        .map_err(|e| runtime_hint(&e.to_string()))
+}
+
+/// Waits until each of the `count` shards says it started; on a failure, stops the
+/// server and returns why.
+fn wait_shards_ready(
+    server: Server,
+    ready: &mpsc::Receiver<Result<(), String>>,
+    count: usize,
+) -> Result<Server, ServerError> {
+    for _ in 0..count {
+        let failure = match ready.recv() {
+            Ok(Ok(())) => continue,
+            Ok(Err(e)) => Some(e),
+            // A shard's executor died before it could say so: its join has the reason.
+            Err(_) => None,
+        };
+        server.stop();
+        let joined = server.join();
+        let e = failure.unwrap_or_else(|| {
+            joined
+                .err()
+                .map(|e| e.to_string())
+                .unwrap_or_else(|| "a shard failed to start".into())
+        });
+        return Err(ServerError::Runtime(e));
     }
     Ok(server)
 }
@@ -252,13 +281,7 @@ pub(super) fn start_controller_only(config: ServerConfig) -> Result<Server, Serv
         stop: stop.clone(),
         ringers: Vec::new(),
     };
-    let handle = LocalExecutorBuilder::new(Placement::Unbound)
-        .name("control")
-        .spawn(move || {
-            crate::broker::fatal::mark_broker_thread();
-            crate::broker::cluster::control_main(control)
-        })
-        .map_err(|e| ServerError::Runtime(runtime_hint(&e.to_string())))?;
+    let handle = spawn_control(control)?;
     tracing::info!(quorum = %local_addr, "controller-only node: no Kafka listener, no shards");
     let steps = StopSteps::new();
     shutdown::watchdog(stop.clone(), steps.clone());
