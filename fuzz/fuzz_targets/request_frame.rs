@@ -6,5 +6,5 @@
 use libfuzzer_sys::fuzz_target;
 
 fuzz_target!(|data: &[u8]| {
-    let _ = sluice_net::frame::decode_frame(bytes::Bytes::copy_from_slice(data));
+    let _ = sluice_net::kafka::frame::decode_frame(bytes::Bytes::copy_from_slice(data));
 });

@@ -13,7 +13,7 @@ use sluice_control::records::Listener;
 use sluice_control::rpc::{Reply, Request};
 use sluice_control::{BrokerEpoch, BrokerId, MetadataImage, MetadataOffset, NodeId, Record};
 use sluice_engine::batch::{self, BatchBuilder};
-use sluice_net::frame::samples;
+use sluice_net::kafka::frame::samples;
 
 fn write(dir: &Path, target: &str, name: &str, bytes: &[u8]) -> std::io::Result<()> {
     let d = dir.join(target);
@@ -44,7 +44,7 @@ fn main() -> std::io::Result<()> {
             .nth(1)
             .unwrap_or_else(|| "fuzz/seeds".into()),
     );
-    for spec in sluice_net::handlers::APIS {
+    for spec in sluice_net::kafka::handlers::APIS {
         for version in spec.min..=spec.max {
             if let Some(f) = samples::request_frame(spec.key, version, 1) {
                 write(

@@ -1,44 +1,44 @@
-//! `sluice-net`: the Kafka wire protocol server.
+//! `sluice-net`: the broker above the engine — the Kafka wire protocol, the shards that
+//! own the partitions, this node's side of the cluster, and the admin endpoint.
 //!
-//! Owns: one glommio executor (shard) per configured core, each accepting on the shared
-//! listener (SO_REUSEPORT); framing; one handler per Kafka API (`handlers/`); routing of
-//! partition work to the owning shard over a bounded channel mesh.
+//! Map (one folder per job; each folder's `mod.rs` says more):
+//! - [`kafka`]: frames, connections, one file per Kafka API (`kafka/handlers/`, one
+//!   table), the Kafka error codes;
+//! - `broker`: start-up and stop (`server`, `shutdown`), shards and their channel mesh
+//!   (`shard`), the topic catalog, replicated partitions (`replicas`), the cluster view,
+//!   controller clients and control thread (`cluster`), the stall watchdog, the panic
+//!   exit, the settings;
+//! - `groups`: the group coordinator (membership, offsets, their records and persistence);
+//! - [`placement`]: which shard owns each partition (`table`), and live moves (`moves`);
+//! - [`admin`]: the admin HTTP endpoint and the process-wide metrics it serves;
+//! - `store`: everything taken from `sluice-engine`, in one place.
+//!
+//! Public: only what `tools` and the fuzz targets use, re-exported below; every other
+//! item is crate-internal (the folders are `pub(crate)`).
 //!
 //! Invariants:
 //! - a partition's log is only touched by its owning shard, the one the placement table
-//!   names ([`placement`]; [`Shard::owner_of`](shard::Shard::owner_of)); every shard
-//!   routes by the same table, and a live move closes the log on one shard before the
-//!   other opens it;
+//!   names; every shard routes by the same table, and a live move closes the log on one
+//!   shard before the other opens it;
 //! - responses on a connection leave in request order; at most `inflight_requests_max`
 //!   requests per connection are in flight;
 //! - every queue, buffer and connection count is bounded by a `*_max` setting;
 //! - bad input closes the connection or gets an error answer, with a log line, never a panic;
-//! - a panic on any broker thread ends the process ([`fatal`]); a shard whose reactor
-//!   stops running its task queues is reported by `/health` ([`watchdog`]);
-//! - no glommio task's waker is woken or dropped on another thread (see [`shard`]).
+//! - a panic on any broker thread ends the process (`broker::fatal`); a shard whose reactor
+//!   stops running its task queues is reported by `/health` (`broker::watchdog`);
+//! - no glommio task's waker is woken or dropped on another thread (`broker::shard`);
+//! - Kafka error codes are chosen in `kafka::errors` only; library errors below stay typed.
 
 pub mod admin;
-pub mod catalog;
-pub mod cluster;
-pub mod config;
-mod conn;
-pub mod errors;
-pub mod fatal;
-pub mod frame;
-mod frame_pool;
-pub mod groups;
-pub mod handlers;
-pub mod metrics;
-pub mod moves;
+pub(crate) mod broker;
+pub(crate) mod groups;
+pub mod kafka;
 pub mod placement;
-pub mod replicas;
-mod request_bytes;
-mod server;
-pub mod shard;
-pub mod shutdown;
-pub mod store;
-pub mod watchdog;
+pub(crate) mod store;
 
-pub use config::{ClusterConfig, FlushSetting, Roles, ServerConfig, TopicDefaults};
-pub use groups::GroupsConfig;
-pub use server::{start, Server, ServerError, StopHandle};
+pub use broker::catalog::validate_topic_name;
+pub use broker::config::{ClusterConfig, FlushSetting, Roles, ServerConfig, TopicDefaults};
+pub use broker::fatal::{install_panic_exit, PanicScope, PANIC_EXIT_CODE};
+pub use broker::server::{start, Server, ServerError, StopHandle};
+pub use broker::shutdown::STOP_MAX;
+pub use groups::{now_ms, GroupsConfig};

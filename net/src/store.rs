@@ -2,7 +2,6 @@
 
 pub use sluice_engine::batch::{records as batch_records, BatchBuilder, BatchIter, Record};
 pub use sluice_engine::{
-    AppendError, AppendInfo, BatchSlice, FlushPolicy, LeaderEpoch, LogConfig, LogError, LogManager,
-    Offset, PartitionId, PartitionLog, ReadBatches, ReadError, ReadLimits, ShardConfig,
-    TopicPartition,
+    AppendError, BatchSlice, FlushPolicy, LeaderEpoch, LogConfig, LogError, LogManager, Offset,
+    PartitionId, PartitionLog, ReadError, ReadLimits, ShardConfig, TopicPartition,
 };

@@ -651,7 +651,7 @@ fn placement_settings(p: &PlacementFileConfig) -> Result<PlacementSettings> {
     };
     let mut pins = Vec::with_capacity(p.pins.len());
     for (i, pin) in p.pins.iter().enumerate() {
-        sluice_net::catalog::validate_topic_name(&pin.topic)
+        sluice_net::validate_topic_name(&pin.topic)
             .map_err(|e| anyhow!("placement.pins[{i}].topic: {e}"))?;
         let (first, last) = match pin.partitions.as_deref().map(str::trim) {
             None | Some("all") => (0, i32::MAX),

@@ -132,7 +132,7 @@ fn main() {
 fn serve(args: ServeArgs) -> Result<()> {
     // Every thread of this process is the broker's: a panic anywhere logs one ERROR line
     // and exits non-zero, for the service manager to restart the broker.
-    sluice_net::fatal::install_panic_exit(sluice_net::fatal::PanicScope::Process);
+    sluice_net::install_panic_exit(sluice_net::PanicScope::Process);
     keep_freed_memory();
     let file = match &args.config {
         Some(path) => config::load_file(path)?,

@@ -3,7 +3,7 @@
 //! closed connection, the broker keeps serving, and its memory stays bounded.
 //!
 //! Fields are found without a schema: a valid request of each served (API key, version)
-//! is encoded (`sluice_net::frame::samples`), then at every position after the API key and
+//! is encoded (`sluice_net::kafka::frame::samples`), then at every position after the API key and
 //! version a 4-byte value (INT32 counts and lengths), a 2-byte value (INT16 string
 //! lengths) and a 5-byte unsigned varint in place of one byte (compact counts and lengths)
 //! are written. That covers every count and length field, and others besides; a mutation
@@ -22,8 +22,8 @@ use std::time::Duration;
 use common::raw::{self, call, read_frame};
 use common::Broker;
 use kafka_protocol::messages::{ApiKey, ApiVersionsRequest, ApiVersionsResponse};
-use sluice_net::frame::samples;
-use sluice_net::handlers::APIS;
+use sluice_net::kafka::frame::samples;
+use sluice_net::kafka::handlers::APIS;
 
 /// Resident memory the broker may reach at most while it is fed the mutated requests. A
 /// two-shard debug broker stays near 60 MiB here; a single count believed off the wire

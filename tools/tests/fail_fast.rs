@@ -25,7 +25,7 @@ use rdkafka::message::Message;
 use rdkafka::producer::{BaseProducer, BaseRecord, DeliveryResult, Producer, ProducerContext};
 use rdkafka::{ClientContext, Offset, TopicPartitionList};
 
-/// Exit status of a broker after a panic (`sluice_net::fatal::PANIC_EXIT_CODE`).
+/// Exit status of a broker after a panic (`sluice_net::PANIC_EXIT_CODE`).
 const PANIC_EXIT_CODE: i32 = 70;
 
 /// A `sluice serve` process whose stderr is kept (line by line) for the checks.

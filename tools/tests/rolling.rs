@@ -59,7 +59,7 @@ const MESSAGE_TIMEOUT_MS: u64 = 120_000;
 const CONTROLLED_SHUTDOWN_MS: u64 = 10_000;
 /// A broker must have exited this long after SIGTERM: its controlled shutdown bound plus
 /// the grace the broker gives the control thread (5 s) plus its bound on the rest of the
-/// stop (`sluice_net::shutdown::STOP_MAX`, 30 s), plus slack for a loaded machine. A
+/// stop (`sluice_net::STOP_MAX`, 30 s), plus slack for a loaded machine. A
 /// correctness bound (the broker never exited); brokers here exit in 1-3 s.
 const EXIT_BOUND: Duration = Duration::from_millis(CONTROLLED_SHUTDOWN_MS + 5_000 + 30_000 + 5_000);
 /// After a restart every ISR must be full again within this (the node stayed out

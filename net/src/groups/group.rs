@@ -21,7 +21,7 @@ use bytes::Bytes;
 use futures_channel::oneshot;
 
 use super::records::{GroupValue, MemberValue};
-use crate::errors::code;
+use crate::kafka::errors::{code, ErrorCode};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum GroupState {
@@ -50,7 +50,7 @@ impl GroupState {
 /// The answer to a JoinGroup.
 #[derive(Debug, Clone, Default)]
 pub struct JoinOutcome {
-    pub error: i16,
+    pub error: ErrorCode,
     pub generation: i32,
     pub protocol_type: Option<String>,
     pub protocol_name: Option<String>,
@@ -71,7 +71,7 @@ pub enum JoinReply {
 /// The answer to a SyncGroup.
 #[derive(Debug, Clone, Default)]
 pub struct SyncOutcome {
-    pub error: i16,
+    pub error: ErrorCode,
     pub protocol_type: Option<String>,
     pub protocol_name: Option<String>,
     pub assignment: Bytes,
@@ -156,7 +156,7 @@ impl Member {
     }
 
     /// Answers whatever this member is waiting for with `error` (it is gone or fenced).
-    fn fail_waiters(&mut self, error: i16) {
+    fn fail_waiters(&mut self, error: ErrorCode) {
         if let Some(w) = self.join_waiter.take() {
             let _ = w.send(JoinOutcome {
                 error,
@@ -253,7 +253,7 @@ impl Group {
         members_max: usize,
         now: Instant,
         now_ms: i64,
-    ) -> Result<JoinReply, i16> {
+    ) -> Result<JoinReply, ErrorCode> {
         if self.state != GroupState::Empty
             && self.protocol_type.as_deref() != Some(req.protocol_type.as_str())
         {
@@ -495,7 +495,7 @@ impl Group {
             self.leader = self.members.keys().next().cloned();
         }
         self.set_state(GroupState::CompletingRebalance, now_ms);
-        crate::metrics::group_rebalanced();
+        crate::admin::metrics::group_rebalanced();
         let ids: Vec<String> = self.members.keys().cloned().collect();
         for id in ids {
             let outcome = self.current_join_outcome(&id);
@@ -524,7 +524,7 @@ impl Group {
             .cloned()
     }
 
-    fn drop_member(&mut self, id: &str, error: i16) {
+    fn drop_member(&mut self, id: &str, error: ErrorCode) {
         if let Some(mut m) = self.members.remove(id) {
             m.fail_waiters(error);
             if let Some(instance) = m.instance_id {
@@ -551,7 +551,7 @@ impl Group {
     }
 
     /// The member's id is current for its instance id (when it gives one).
-    fn check_instance(&self, member_id: &str, instance_id: Option<&str>) -> Result<(), i16> {
+    fn check_instance(&self, member_id: &str, instance_id: Option<&str>) -> Result<(), ErrorCode> {
         match instance_id.and_then(|i| self.static_members.get(i)) {
             Some(id) if id != member_id => Err(code::FENCED_INSTANCE_ID),
             _ => Ok(()),
@@ -570,7 +570,7 @@ impl Group {
         assignments: Vec<(String, Bytes)>,
         now: Instant,
         now_ms: i64,
-    ) -> Result<Result<SyncOutcome, oneshot::Receiver<SyncOutcome>>, i16> {
+    ) -> Result<Result<SyncOutcome, oneshot::Receiver<SyncOutcome>>, ErrorCode> {
         self.check_instance(member_id, instance_id)?;
         if !self.members.contains_key(member_id) {
             return Err(code::UNKNOWN_MEMBER_ID);
@@ -624,7 +624,7 @@ impl Group {
     }
 
     /// A member heard from now.
-    fn seen(&mut self, member_id: &str, now: Instant) -> Result<&mut Member, i16> {
+    fn seen(&mut self, member_id: &str, now: Instant) -> Result<&mut Member, ErrorCode> {
         let m = self
             .members
             .get_mut(member_id)
@@ -639,7 +639,7 @@ impl Group {
         member_id: &str,
         instance_id: Option<&str>,
         now: Instant,
-    ) -> i16 {
+    ) -> ErrorCode {
         if let Err(e) = self.check_instance(member_id, instance_id) {
             return e;
         }
@@ -665,7 +665,7 @@ impl Group {
         instance_id: Option<&str>,
         now: Instant,
         now_ms: i64,
-    ) -> i16 {
+    ) -> ErrorCode {
         let id = match instance_id {
             Some(instance) => match self.static_members.get(instance) {
                 None => return code::UNKNOWN_MEMBER_ID,
@@ -700,7 +700,7 @@ impl Group {
             .map(|(id, _)| id.clone())
             .collect();
         for m in &expired {
-            crate::metrics::group_member_expired();
+            crate::admin::metrics::group_member_expired();
             self.remove_member(m, now, now_ms);
         }
         if self.rebalance_deadline.is_some_and(|d| now >= d) {
@@ -713,7 +713,12 @@ impl Group {
     /// member id is a commit from outside any group, allowed only while it is empty.
     /// Commits during PreparingRebalance are allowed (members commit what they consumed
     /// before rejoining); during CompletingRebalance they are not, as in Kafka.
-    pub fn check_commit(&self, generation: i32, member_id: &str, instance_id: Option<&str>) -> i16 {
+    pub fn check_commit(
+        &self,
+        generation: i32,
+        member_id: &str,
+        instance_id: Option<&str>,
+    ) -> ErrorCode {
         if generation < 0 && member_id.is_empty() && self.members.is_empty() {
             return code::NONE;
         }
@@ -883,7 +888,7 @@ mod tests {
         instance: Option<&str>,
         v4: bool,
         id: &str,
-    ) -> Result<JoinReply, i16> {
+    ) -> Result<JoinReply, ErrorCode> {
         g.join(
             &req(member, instance, v4),
             id.into(),
@@ -927,7 +932,7 @@ mod tests {
     fn one_member_joins_syncs_and_leaves() {
         let mut g = Group::new(0);
         let out = now_outcome(join(&mut g, "", "a"));
-        assert_eq!(out.error, 0);
+        assert_eq!(out.error, code::NONE);
         assert_eq!(out.leader, out.member_id);
         assert_eq!(out.members.len(), 1);
         let a = Bytes::from_static(b"assignment");
@@ -946,16 +951,23 @@ mod tests {
         assert!(g.dirty, "a completed rebalance is recorded");
         assert_eq!(
             g.heartbeat(out.generation, &out.member_id, None, Instant::now()),
-            0
+            code::NONE
         );
-        assert_eq!(g.check_commit(out.generation, &out.member_id, None), 0);
+        assert_eq!(
+            g.check_commit(out.generation, &out.member_id, None),
+            code::NONE
+        );
         assert_eq!(
             g.check_commit(out.generation - 1, &out.member_id, None),
             code::ILLEGAL_GENERATION
         );
-        assert_eq!(g.leave(&out.member_id, None, Instant::now(), 0), 0);
+        assert_eq!(g.leave(&out.member_id, None, Instant::now(), 0), code::NONE);
         assert_eq!(g.state, GroupState::Empty);
-        assert_eq!(g.check_commit(-1, "", None), 0, "simple commits once empty");
+        assert_eq!(
+            g.check_commit(-1, "", None),
+            code::NONE,
+            "simple commits once empty"
+        );
     }
 
     #[test]
@@ -973,7 +985,7 @@ mod tests {
         );
         assert_eq!(
             g.check_commit(a.generation, &a.member_id, None),
-            0,
+            code::NONE,
             "commit before rejoin"
         );
         let a2 = now_outcome(join(&mut g, "a", "unused"));
@@ -1007,7 +1019,7 @@ mod tests {
         assert_eq!(first.error, code::MEMBER_ID_REQUIRED);
         assert_eq!(first.member_id, "m1");
         let ok = now_outcome(join_as(&mut g, "m1", None, true, "x").unwrap());
-        assert_eq!((ok.error, ok.member_id.as_str()), (0, "m1"));
+        assert_eq!((ok.error, ok.member_id.as_str()), (code::NONE, "m1"));
         // An id handed out but never used is forgotten after the session timeout.
         let _ = join_as(&mut g, "", None, true, "m2");
         g.expire(Instant::now() + Duration::from_secs(11), 0);
@@ -1033,7 +1045,11 @@ mod tests {
         let generation = g.generation;
         // b restarts: same instance id, no member id.
         let b2 = now_outcome(join_as(&mut g, "", Some("ib"), true, "b2").unwrap());
-        assert_eq!((b2.error, b2.generation), (0, generation), "no rebalance");
+        assert_eq!(
+            (b2.error, b2.generation),
+            (code::NONE, generation),
+            "no rebalance"
+        );
         assert_eq!(b2.member_id, "b2");
         assert_eq!(g.state, GroupState::Stable);
         let s = sync(&mut g, generation, "b2", Some("ib"), vec![])
@@ -1079,7 +1095,7 @@ mod tests {
         assert_eq!((r.state, r.generation), (GroupState::Stable, g.generation));
         assert_eq!(r.view().members[0].assignment, Bytes::from_static(b"asg"));
         assert_eq!(r.view().members[0].group_instance_id.as_deref(), Some("ia"));
-        assert_eq!(r.check_commit(g.generation, "a", Some("ia")), 0);
+        assert_eq!(r.check_commit(g.generation, "a", Some("ia")), code::NONE);
     }
 
     #[test]

@@ -39,12 +39,10 @@ use bytes::Bytes;
 use futures_channel::oneshot;
 
 use group::Group;
-pub use group::{
-    GroupState, GroupView, JoinOutcome, JoinReply, JoinRequest, MemberView, SyncOutcome,
-};
+pub use group::{GroupState, GroupView, JoinReply, JoinRequest, SyncOutcome};
 use records::{CommitValue, GroupValue, OffsetsRecord};
 
-use crate::errors::code;
+use crate::kafka::errors::{code, ErrorCode};
 
 /// The internal topic holding committed offsets and group metadata.
 pub const OFFSETS_TOPIC: &str = "__consumer_offsets";
@@ -260,7 +258,7 @@ impl Groups {
     }
 
     /// The group's partition state, once loaded.
-    fn part(&self, group_id: &str) -> Result<MutexGuard<'_, Part>, i16> {
+    fn part(&self, group_id: &str) -> Result<MutexGuard<'_, Part>, ErrorCode> {
         let part = lock(&self.parts[self.partition_of(group_id)]);
         match part.residency {
             Residency::Loaded => Ok(part),
@@ -327,7 +325,7 @@ impl Groups {
 
     /// A group's membership record as it is now (generation, members, assignments), to
     /// be made durable before SyncGroup answers; `None` if the group is not here.
-    pub fn membership_record(&self, group_id: &str) -> Result<Option<OffsetsRecords>, i16> {
+    pub fn membership_record(&self, group_id: &str) -> Result<Option<OffsetsRecords>, ErrorCode> {
         let part = self.part(group_id)?;
         Ok(part.groups.get(group_id).map(|g| {
             vec![(
@@ -338,7 +336,7 @@ impl Groups {
     }
 
     /// Registers a JoinGroup.
-    pub fn join(&self, req: JoinRequest) -> Result<JoinReply, i16> {
+    pub fn join(&self, req: JoinRequest) -> Result<JoinReply, ErrorCode> {
         if req.group_id.is_empty() {
             return Err(code::INVALID_GROUP_ID);
         }
@@ -382,7 +380,7 @@ impl Groups {
         member: (&str, Option<&str>),
         protocol: (Option<&str>, Option<&str>),
         assignments: Vec<(String, Bytes)>,
-    ) -> Result<Result<SyncOutcome, oneshot::Receiver<SyncOutcome>>, i16> {
+    ) -> Result<Result<SyncOutcome, oneshot::Receiver<SyncOutcome>>, ErrorCode> {
         let mut part = self.part(group_id)?;
         let group = part
             .groups
@@ -406,7 +404,7 @@ impl Groups {
         generation: i32,
         member_id: &str,
         instance: Option<&str>,
-    ) -> i16 {
+    ) -> ErrorCode {
         let mut part = match self.part(group_id) {
             Ok(p) => p,
             Err(e) => return e,
@@ -422,7 +420,7 @@ impl Groups {
         &self,
         group_id: &str,
         members: &[(String, Option<String>)],
-    ) -> Result<Vec<i16>, i16> {
+    ) -> Result<Vec<ErrorCode>, ErrorCode> {
         let mut part = self.part(group_id)?;
         let Some(group) = part.groups.get_mut(group_id) else {
             return Ok(members.iter().map(|_| code::UNKNOWN_MEMBER_ID).collect());
@@ -441,7 +439,7 @@ impl Groups {
         generation: i32,
         member_id: &str,
         instance: Option<&str>,
-    ) -> i16 {
+    ) -> ErrorCode {
         if group_id.is_empty() {
             return code::INVALID_GROUP_ID;
         }
@@ -491,7 +489,7 @@ impl Groups {
         group_id: &str,
         topic: &str,
         partition: i32,
-    ) -> Result<Option<CommitValue>, i16> {
+    ) -> Result<Option<CommitValue>, ErrorCode> {
         let part = self.part(group_id)?;
         Ok(part
             .offsets
@@ -501,7 +499,10 @@ impl Groups {
     }
 
     /// Every stored offset of a group, by topic and partition.
-    pub fn committed_all(&self, group_id: &str) -> Result<Vec<(String, i32, CommitValue)>, i16> {
+    pub fn committed_all(
+        &self,
+        group_id: &str,
+    ) -> Result<Vec<(String, i32, CommitValue)>, ErrorCode> {
         let part = self.part(group_id)?;
         Ok(part
             .offsets
@@ -515,7 +516,7 @@ impl Groups {
     }
 
     /// A group's state and members; a group known only by its offsets is Empty.
-    pub fn describe(&self, group_id: &str) -> Result<Option<GroupView>, i16> {
+    pub fn describe(&self, group_id: &str) -> Result<Option<GroupView>, ErrorCode> {
         let part = self.part(group_id)?;
         Ok(match part.groups.get(group_id) {
             Some(g) => Some(g.view()),
@@ -552,7 +553,7 @@ impl Groups {
     }
 
     /// DeleteGroups, first half: the tombstones to write, if the group may be deleted.
-    pub fn prepare_delete(&self, group_id: &str) -> Result<OffsetsRecords, i16> {
+    pub fn prepare_delete(&self, group_id: &str) -> Result<OffsetsRecords, ErrorCode> {
         let part = self.part(group_id)?;
         let group = part.groups.get(group_id);
         let offsets = part.offsets.get(group_id);
@@ -588,7 +589,7 @@ impl Groups {
         &self,
         group_id: &str,
         wanted: &[(String, Vec<i32>)],
-    ) -> Result<(Vec<Vec<i16>>, OffsetsRecords), i16> {
+    ) -> Result<(Vec<Vec<ErrorCode>>, OffsetsRecords), ErrorCode> {
         let part = self.part(group_id)?;
         let group = part.groups.get(group_id);
         if group.is_none() && !part.offsets.contains_key(group_id) {
@@ -715,8 +716,8 @@ impl Groups {
     }
 
     /// Groups by state, members and stored offsets of some partitions (for /metrics).
-    pub fn stats(&self, partitions: &[usize]) -> crate::metrics::GroupStat {
-        let mut stat = crate::metrics::GroupStat::default();
+    pub fn stats(&self, partitions: &[usize]) -> crate::admin::metrics::GroupStat {
+        let mut stat = crate::admin::metrics::GroupStat::default();
         for &p in partitions {
             let part = lock(&self.parts[p]);
             for g in part.groups.values() {

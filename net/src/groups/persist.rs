@@ -12,8 +12,8 @@ use bytes::Bytes;
 
 use super::records;
 use super::{now_ms, Loaded, OffsetsRecords, OFFSETS_TOPIC};
-use crate::errors::code;
-use crate::shard::{Shard, ShardOp, ShardReply};
+use crate::broker::shard::{Shard, ShardOp, ShardReply};
+use crate::kafka::errors::{code, ErrorCode};
 use crate::store::{batch_records, BatchBuilder, BatchIter, ReadLimits, Record, TopicPartition};
 
 /// How often a shard sweeps its coordinator partitions (sessions, rebalance deadlines,
@@ -36,7 +36,7 @@ pub async fn append(
     shard: &Rc<Shard>,
     partition: usize,
     recs: &OffsetsRecords,
-) -> Result<i64, i16> {
+) -> Result<i64, ErrorCode> {
     let ts = now_ms();
     let mut builder = BatchBuilder::new(ts);
     for (key, value) in recs {
@@ -66,11 +66,11 @@ pub async fn append(
         _ => None,
     };
     match result {
-        Some(r) if r.error == code::NONE => Ok(r.base_offset),
+        Some(r) if r.error == code::NONE => Ok(r.base_offset.0),
         Some(r) => {
             tracing::warn!(
                 partition,
-                error = r.error,
+                error = r.error.0,
                 "writing to the offsets topic failed"
             );
             // Kafka's mapping of storage errors for the group APIs.
@@ -91,7 +91,7 @@ pub async fn append(
 /// coordinator lost within a sweep interval of a rebalance forgot the generation: commits
 /// were refused (ILLEGAL_GENERATION) and a partition's next owner started from an older
 /// commit, or with none yet from `auto.offset.reset` (the log end: a skip).
-pub async fn store_membership(shard: &Rc<Shard>, group_id: &str) -> Result<(), i16> {
+pub async fn store_membership(shard: &Rc<Shard>, group_id: &str) -> Result<(), ErrorCode> {
     let Some(recs) = shard.groups.membership_record(group_id)? else {
         return Ok(());
     };
@@ -184,7 +184,7 @@ pub async fn run(shard: Rc<Shard>) {
         }
         sweeps += 1;
         if sweeps % SWEEPS_PER_PUBLISH == 0 {
-            crate::metrics::publish_groups(shard.id, groups.stats(&owned));
+            crate::admin::metrics::publish_groups(shard.id, groups.stats(&owned));
         }
         for &p in &owned {
             let (recs, written) = groups.sweep(p, expire);
@@ -210,7 +210,6 @@ pub async fn run(shard: Rc<Shard>) {
         let (recs, _) = groups.sweep(p, false);
         if !recs.is_empty() && append(&shard, p, &recs).await.is_err() {
             tracing::warn!(
-                shard = shard.id,
                 partition = p,
                 "group metadata not written at shutdown; members rejoin after the restart"
             );
@@ -240,7 +239,6 @@ fn follow_leadership(shard: &Rc<Shard>, owned: &[usize], pending: &mut Vec<usize
             took = true;
         } else if !leads && resident {
             tracing::info!(
-                shard = shard.id,
                 partition = p,
                 "another broker coordinates this offsets partition now"
             );
@@ -261,7 +259,6 @@ async fn load_all(shard: &Rc<Shard>, partitions: Vec<usize>) -> Vec<usize> {
             Ok(_) if !shard.groups.is_resident(p) => {}
             Ok(loaded) => {
                 tracing::debug!(
-                    shard = shard.id,
                     partition = p,
                     took_ms = started.elapsed().as_millis() as u64,
                     "{}",
@@ -270,7 +267,7 @@ async fn load_all(shard: &Rc<Shard>, partitions: Vec<usize>) -> Vec<usize> {
                 shard.groups.install(p, loaded);
             }
             Err(e) => {
-                tracing::error!(shard = shard.id, partition = p, error = %e, "loading an offsets partition failed; its groups answer COORDINATOR_LOAD_IN_PROGRESS until it loads");
+                tracing::error!(partition = p, error = %e, "loading an offsets partition failed; its groups answer COORDINATOR_LOAD_IN_PROGRESS until it loads");
                 failed.push(p);
             }
         }

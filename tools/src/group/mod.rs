@@ -189,7 +189,7 @@ impl ResetArgs {
 }
 
 fn now_ms() -> i64 {
-    sluice_net::groups::now_ms()
+    sluice_net::now_ms()
 }
 
 fn reset_offsets(bootstrap: &str, args: &ResetArgs) -> Result<()> {

@@ -1,0 +1,81 @@
+//! Partition lifecycle operations: closing a log for a live move, opening it on the new
+//! shard, deleting a deleted topic's logs, applying a changed topic config.
+
+use super::{Shard, ShardReply};
+use crate::store::{PartitionId, TopicPartition};
+
+impl Shard {
+    /// Stops appends to `tp` (the table marks it moving, so new ones wait), waits for the
+    /// appends before it (the FIFO append turn), and closes the log: written, synced and
+    /// checkpointed, idempotent producer state included.
+    pub(super) async fn move_out(&self, tp: &TopicPartition) -> ShardReply {
+        let _turn = self.append_order.acquire_permit(1).await;
+        let Some(log) = self.logs.get(tp) else {
+            // Never opened here (no traffic yet): nothing to close.
+            return ShardReply::Done;
+        };
+        match self.logs.release(tp).await {
+            Ok(()) => {
+                self.traffic.borrow_mut().remove(tp);
+                tracing::info!(partition = %tp, end = log.log_end_offset().0, "partition closed for a move");
+                ShardReply::Done
+            }
+            Err(e) => {
+                tracing::error!(partition = %tp, error = %e, "closing a partition for a move failed");
+                ShardReply::Failed(format!("closing {tp} on shard {}: {e}", self.id))
+            }
+        }
+    }
+
+    /// Opens a moved partition's log on this shard (recovery trusts its checkpoint).
+    pub(super) async fn move_in(&self, tp: &TopicPartition) -> ShardReply {
+        if self.logs.get(tp).is_some() {
+            return ShardReply::Done;
+        }
+        let config = self.catalog.log_config_for(&tp.topic);
+        let result = if self.logs.data_dir().join(tp.dir_name()).exists() {
+            self.logs.adopt(tp.clone(), config).await
+        } else {
+            // Never written: it is created on first use.
+            return ShardReply::Done;
+        };
+        match result {
+            Ok(log) => {
+                tracing::info!(partition = %tp, end = log.log_end_offset().0, "partition opened after a move");
+                ShardReply::Done
+            }
+            Err(e) => {
+                tracing::error!(partition = %tp, error = %e, "opening a moved partition failed");
+                ShardReply::Failed(format!("opening {tp} on shard {}: {e}", self.id))
+            }
+        }
+    }
+
+    pub(super) async fn delete_topic(&self, name: &str, partitions: i32) {
+        for p in 0..partitions {
+            let tp = TopicPartition {
+                topic: name.to_string(),
+                partition: PartitionId(p),
+            };
+            if self.owner_of(&tp) == self.id && self.logs.get(&tp).is_some() {
+                if let Err(e) = self.logs.delete(&tp).await {
+                    tracing::error!(topic = name, partition = p, error = %e, "deleting partition log failed");
+                }
+            }
+        }
+    }
+
+    /// Gives the logs of `topic` this shard holds the topic's current config.
+    pub(super) fn apply_config(&self, topic: &str) {
+        let config = self.catalog.log_config_for(topic);
+        for tp in self.logs.partitions() {
+            if tp.topic == topic {
+                if let Some(log) = self.logs.get(&tp) {
+                    if let Err(e) = log.set_config(config.clone()) {
+                        tracing::error!(topic = %topic, error = %e, "applying topic config failed");
+                    }
+                }
+            }
+        }
+    }
+}

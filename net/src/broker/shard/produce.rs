@@ -1,0 +1,167 @@
+//! The produce executor: appends in arrival order, then the waits for `acks` overlapped.
+
+use std::time::Duration;
+
+use bytes::Bytes;
+
+use super::{ProducePartResult, Shard};
+use crate::kafka::errors::{code, ErrorCode};
+use crate::store::{AppendError, LeaderEpoch, Offset, PartitionLog, TopicPartition};
+
+pub(super) fn append_error_code(e: &AppendError) -> ErrorCode {
+    match e {
+        AppendError::Corrupt(_) => code::CORRUPT_MESSAGE,
+        AppendError::InvalidRecord(_) => code::INVALID_RECORD,
+        // Kafka: "Compacted topic cannot accept message without key".
+        AppendError::KeylessRecord { .. } => code::INVALID_RECORD,
+        AppendError::TooLarge { .. } => code::MESSAGE_TOO_LARGE,
+        AppendError::InvalidTimestamp { .. } => code::INVALID_TIMESTAMP,
+        // Closing or frozen: a retriable "not here now".
+        AppendError::Unavailable(_) => code::NOT_LEADER_OR_FOLLOWER,
+        AppendError::OutOfOrderSequence { .. } => code::OUT_OF_ORDER_SEQUENCE_NUMBER,
+        AppendError::InvalidProducerEpoch { .. } => code::INVALID_PRODUCER_EPOCH,
+        AppendError::UnknownProducerId(_) => code::UNKNOWN_PRODUCER_ID,
+        AppendError::Io(_) => code::KAFKA_STORAGE_ERROR,
+        // Only follower appends (`append_replica`) refuse this way; a produce never does.
+        AppendError::UnexpectedOffset { .. } => code::UNKNOWN_SERVER_ERROR,
+    }
+}
+
+impl Shard {
+    pub(super) async fn produce(
+        &self,
+        acks: i16,
+        timeout_ms: u64,
+        parts: Vec<(TopicPartition, Bytes)>,
+    ) -> Vec<ProducePartResult> {
+        // Phase 1: append everything (validation, offsets); phase 2: wait for durability,
+        // so the waits of all partitions overlap.
+        let mut appended = Vec::with_capacity(parts.len());
+        {
+            // The semaphore is never closed, so the permit is always granted.
+            let _turn = self.append_order.acquire_permit(1).await;
+            for (tp, records) in &parts {
+                appended.push(self.append_one(tp, records, acks).await);
+            }
+        }
+        let mut out = Vec::with_capacity(appended.len());
+        for (a, (tp, _)) in appended.into_iter().zip(&parts) {
+            let r = match a {
+                Err(error) => Err(error),
+                Ok((log, base_offset, end, epoch)) => self
+                    .wait_acked(tp, &log, acks, (end, epoch), timeout_ms)
+                    .await
+                    .map(|()| (base_offset, log.log_start_offset())),
+            };
+            out.push(match r {
+                Ok((base_offset, log_start)) => ProducePartResult {
+                    error: code::NONE,
+                    base_offset,
+                    log_start,
+                },
+                Err(error) => ProducePartResult {
+                    error,
+                    base_offset: Offset(-1),
+                    log_start: Offset(-1),
+                },
+            });
+        }
+        out
+    }
+
+    /// What the producer's `acks` waits for: nothing (0), this broker's durable copy (1),
+    /// or the high watermark passing the batch (all), bounded by `timeout_ms`. `end` and
+    /// `epoch`: where the batch ends and the leadership it was appended under; the
+    /// answer is NOT_LEADER_OR_FOLLOWER once that leadership is over, whatever the high
+    /// watermark says (after the switch to follower the high watermark is the new
+    /// leader's, whose log may hold other records at these offsets: this broker's copy
+    /// of the batch is an uncommitted suffix it truncates, and acknowledging it would
+    /// lose it).
+    pub(super) async fn wait_acked(
+        &self,
+        tp: &TopicPartition,
+        log: &PartitionLog,
+        acks: i16,
+        (end, epoch): (Offset, LeaderEpoch),
+        timeout_ms: u64,
+    ) -> Result<(), ErrorCode> {
+        if acks == 0 {
+            return Ok(());
+        }
+        if let Err(e) = log.wait_durable(end).await {
+            tracing::error!(partition = %tp, error = %e, "waiting for durability failed");
+            return Err(code::KAFKA_STORAGE_ERROR);
+        }
+        let Some(replica) = self.replicas.get(tp) else {
+            return Ok(());
+        };
+        let same_leadership =
+            |r: &crate::broker::replicas::Replica| crate::broker::replicas::still_leading(r, epoch);
+        if !same_leadership(&replica) {
+            return Err(code::NOT_LEADER_OR_FOLLOWER);
+        }
+        // This broker's copy is durable: that may be what the high watermark waited for.
+        replica.update_hw();
+        if acks != -1 || replica.hw.get() >= end.0 {
+            return Ok(());
+        }
+        let wait = replica.hw.wait_for(end.0);
+        let timeout = glommio::timer::sleep(Duration::from_millis(timeout_ms.max(1)));
+        let stopping = self.stopping.wait();
+        match futures_lite::future::or(async { Some(wait.await) }, async {
+            futures_lite::future::or(timeout, stopping).await;
+            None
+        })
+        .await
+        {
+            // The high watermark passed the batch within the leadership it was written in.
+            Some(Ok(())) if same_leadership(&replica) => Ok(()),
+            // The leadership ended while waiting: the client retries on the new leader.
+            Some(_) => Err(code::NOT_LEADER_OR_FOLLOWER),
+            None if !replica.enough_in_sync() => Err(code::NOT_ENOUGH_REPLICAS_AFTER_APPEND),
+            None => Err(code::REQUEST_TIMED_OUT),
+        }
+    }
+
+    /// Appends one partition's records: the log, the base offset and the end offset to
+    /// wait for.
+    pub(super) async fn append_one(
+        &self,
+        tp: &TopicPartition,
+        records: &Bytes,
+        acks: i16,
+    ) -> Result<(PartitionLog, Offset, Offset, LeaderEpoch), ErrorCode> {
+        let log = self.log_for(tp).await?;
+        // The epoch the batch is stamped with is the leadership this broker holds now,
+        // checked with no await before the append: the image alone may already name a
+        // newer epoch this broker does not lead in (a controlled shutdown moving it away,
+        // or leading again before the replication loop switched the role). A batch stamped
+        // with an epoch its writer never led in makes a later truncation keep it
+        // (its epoch matches the real leader's), and the replicas diverge.
+        let image_epoch = self.cluster.leader_epoch(&tp.topic, tp.partition.0);
+        let role_epoch = self.replicas.get(tp).map(|r| r.leader_epoch());
+        let epoch = crate::broker::replicas::append_epoch(role_epoch, image_epoch)?;
+        if acks == -1 && self.replicas.get(tp).is_some_and(|r| !r.enough_in_sync()) {
+            tracing::info!(partition = %tp, "acks=all produce refused: too few in-sync replicas");
+            return Err(code::NOT_ENOUGH_REPLICAS);
+        }
+        self.count_traffic(tp, |t| {
+            t.bytes_in += records.len() as u64;
+            t.produce_requests += 1;
+        });
+        // Idempotence (sequence checks, duplicates answered with their first offsets) is
+        // the engine's: its producer state is per log and survives restarts.
+        let result = log.append(records, epoch).await;
+        match result {
+            Ok(info) => Ok((log, info.base_offset, Offset(info.last_offset.0 + 1), epoch)),
+            Err(AppendError::Io(e)) => {
+                tracing::error!(topic = %tp.topic, partition = tp.partition.0, error = %e, "append failed");
+                Err(code::KAFKA_STORAGE_ERROR)
+            }
+            Err(e) => {
+                tracing::info!(topic = %tp.topic, partition = tp.partition.0, error = %e, "produce rejected");
+                Err(append_error_code(&e))
+            }
+        }
+    }
+}

@@ -1,0 +1,68 @@
+//! CreatePartitions: the controller places the new partitions (as for a new topic); their
+//! logs are created by their leaders' shards on first use.
+
+use std::rc::Rc;
+
+use kafka_protocol::messages::create_partitions_response::CreatePartitionsTopicResult;
+use kafka_protocol::messages::{ApiKey, CreatePartitionsRequest, CreatePartitionsResponse};
+use kafka_protocol::protocol::StrBytes;
+
+use sluice_control::rpc::Request as ControllerRequest;
+
+use super::ApiSpec;
+use crate::broker::cluster::{change_metadata, CONTROLLER_REQUEST_TIMEOUT};
+use crate::broker::shard::Shard;
+use crate::kafka::errors::code;
+use crate::kafka::frame::{decode_body, encode_response, FrameError, Request, ResponseFrame};
+
+pub const SPEC: ApiSpec = ApiSpec {
+    key: ApiKey::CreatePartitions,
+    min: 0,
+    max: 3,
+};
+
+pub async fn handle(shard: &Rc<Shard>, req: &Request) -> Result<ResponseFrame, FrameError> {
+    let body: CreatePartitionsRequest = decode_body(req)?;
+    let mut results = Vec::with_capacity(body.topics.len());
+    for t in &body.topics {
+        let r = CreatePartitionsTopicResult::default().with_name(t.name.clone());
+        if t.name.0.as_str() == crate::groups::OFFSETS_TOPIC {
+            // A group's partition is a function of the count: changing it would strand
+            // every group's committed offsets.
+            results.push(
+                r.with_error_code(code::INVALID_PARTITIONS.into())
+                    .with_error_message(Some(StrBytes::from_static_str(
+                        "__consumer_offsets keeps its partition count",
+                    ))),
+            );
+            continue;
+        }
+        if t.assignments.as_ref().is_some_and(|a| !a.is_empty()) {
+            results.push(
+                r.with_error_code(code::INVALID_REQUEST.into())
+                    .with_error_message(Some(StrBytes::from_static_str(
+                        "manual replica assignment is not supported",
+                    ))),
+            );
+            continue;
+        }
+        let ask = ControllerRequest::CreatePartitions {
+            name: t.name.0.to_string(),
+            count: t.count,
+            validate_only: body.validate_only,
+        };
+        results.push(
+            match change_metadata(&shard.cluster, &ask, CONTROLLER_REQUEST_TIMEOUT).await {
+                Ok(_) => {
+                    tracing::info!(topic = %t.name.0.as_str(), count = t.count, "partitions added");
+                    r
+                }
+                Err((error, message)) => r
+                    .with_error_code(error.into())
+                    .with_error_message(Some(StrBytes::from_string(message))),
+            },
+        );
+    }
+    let resp = CreatePartitionsResponse::default().with_results(results);
+    encode_response(req.header.correlation_id, req.version, &resp)
+}

@@ -1,0 +1,42 @@
+//! DescribeCluster: every live broker from the metadata image, and the active controller.
+
+use std::rc::Rc;
+
+use kafka_protocol::messages::describe_cluster_response::DescribeClusterBroker;
+use kafka_protocol::messages::{ApiKey, BrokerId, DescribeClusterRequest, DescribeClusterResponse};
+use kafka_protocol::protocol::StrBytes;
+
+use super::metadata::controller_id;
+use super::ApiSpec;
+use crate::broker::shard::Shard;
+use crate::kafka::frame::{decode_body, encode_response, FrameError, Request, ResponseFrame};
+
+pub const SPEC: ApiSpec = ApiSpec {
+    key: ApiKey::DescribeCluster,
+    min: 0,
+    max: 1,
+};
+
+pub fn handle(shard: &Rc<Shard>, req: &Request) -> Result<ResponseFrame, FrameError> {
+    let _body: DescribeClusterRequest = decode_body(req)?;
+    let image = shard.cluster.image();
+    let brokers = image
+        .brokers()
+        .filter(|b| !b.fenced)
+        .filter_map(|b| {
+            let l = b.listeners.first()?;
+            Some(
+                DescribeClusterBroker::default()
+                    .with_broker_id(BrokerId(b.id.0))
+                    .with_host(StrBytes::from_string(l.host.clone()))
+                    .with_port(i32::from(l.port))
+                    .with_rack(b.rack.clone().map(StrBytes::from_string)),
+            )
+        })
+        .collect();
+    let resp = DescribeClusterResponse::default()
+        .with_cluster_id(StrBytes::from_string(shard.config.cluster_id.clone()))
+        .with_controller_id(controller_id(shard))
+        .with_brokers(brokers);
+    encode_response(req.header.correlation_id, req.version, &resp)
+}

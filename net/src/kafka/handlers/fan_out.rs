@@ -1,0 +1,35 @@
+//! The per-partition fan-out shared by ListOffsets, OffsetForLeaderEpoch and
+//! DeleteRecords: every partition of the request asked of its owning shard (each shard
+//! once, in parallel), the answers handed back grouped as the request's topics are.
+
+use std::rc::Rc;
+
+use crate::broker::shard::{answers_by_shard, PartitionAnswer, Shard, ShardOp};
+use crate::store::TopicPartition;
+
+/// Asks each partition of `topics` (`partitions` gives a topic's name and partitions,
+/// `query` a partition's index and what is asked of it) of its owning shard with `op`;
+/// returns one answer per partition, `answers[topic][partition]` in request order.
+pub(crate) async fn ask_owners<T, P, Q, A: PartitionAnswer>(
+    shard: &Rc<Shard>,
+    topics: &[T],
+    partitions: impl Fn(&T) -> (&str, &[P]),
+    query: impl Fn(&P) -> (i32, Q),
+    op: impl Fn(Vec<(TopicPartition, Q)>) -> ShardOp,
+) -> Vec<Vec<A>> {
+    let mut items = Vec::new();
+    let mut counts = Vec::with_capacity(topics.len());
+    for t in topics {
+        let (name, ps) = partitions(t);
+        counts.push(ps.len());
+        for p in ps {
+            let (index, q) = query(p);
+            items.push((TopicPartition::new(name, index), q));
+        }
+    }
+    let mut answers = answers_by_shard(shard, items, op).await.into_iter();
+    counts
+        .into_iter()
+        .map(|n| answers.by_ref().take(n).collect())
+        .collect()
+}

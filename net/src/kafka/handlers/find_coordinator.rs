@@ -1,0 +1,85 @@
+//! FindCoordinator: a group's coordinator is the broker leading its partition of
+//! `__consumer_offsets` in the metadata image (none yet, or a fenced one:
+//! COORDINATOR_NOT_AVAILABLE, which clients retry). Transaction coordinators are not
+//! offered (no transactions).
+
+use std::rc::Rc;
+
+use kafka_protocol::messages::find_coordinator_response::Coordinator;
+use kafka_protocol::messages::{ApiKey, BrokerId, FindCoordinatorRequest, FindCoordinatorResponse};
+use kafka_protocol::protocol::StrBytes;
+use sluice_control::PartitionId;
+
+use super::ApiSpec;
+use crate::broker::shard::Shard;
+use crate::groups::OFFSETS_TOPIC;
+use crate::kafka::errors::{code, ErrorCode};
+use crate::kafka::frame::{decode_body, encode_response, FrameError, Request, ResponseFrame};
+
+pub const SPEC: ApiSpec = ApiSpec {
+    key: ApiKey::FindCoordinator,
+    min: 0,
+    max: 4,
+};
+
+/// Key type of a consumer group (1 is a transactional id).
+const KEY_TYPE_GROUP: i8 = 0;
+
+/// The coordinating broker of a key: (node id, host, port).
+fn coordinator(shard: &Shard, key: &str, key_type: i8) -> Result<(i32, String, i32), ErrorCode> {
+    if key_type != KEY_TYPE_GROUP {
+        return Err(code::COORDINATOR_NOT_AVAILABLE);
+    }
+    let partition = shard.groups.partition_of(key) as i32;
+    let image = shard.cluster.image();
+    let leader = image
+        .topic_by_name(OFFSETS_TOPIC)
+        .and_then(|t| t.partitions.get(&PartitionId(partition)))
+        .and_then(|p| p.leader)
+        .ok_or(code::COORDINATOR_NOT_AVAILABLE)?;
+    let broker = image
+        .broker(leader)
+        .filter(|b| !b.fenced)
+        .ok_or(code::COORDINATOR_NOT_AVAILABLE)?;
+    let listener = broker
+        .listeners
+        .first()
+        .ok_or(code::COORDINATOR_NOT_AVAILABLE)?;
+    Ok((broker.id.0, listener.host.clone(), i32::from(listener.port)))
+}
+
+pub fn handle(shard: &Rc<Shard>, req: &Request) -> Result<ResponseFrame, FrameError> {
+    let body: FindCoordinatorRequest = decode_body(req)?;
+    let resp = if req.version >= 4 {
+        let coordinators = body
+            .coordinator_keys
+            .iter()
+            .map(|k| {
+                let c = Coordinator::default().with_key(k.clone());
+                match coordinator(shard, k, body.key_type) {
+                    Ok((id, host, port)) => c
+                        .with_node_id(BrokerId(id))
+                        .with_host(StrBytes::from_string(host))
+                        .with_port(port),
+                    Err(e) => c
+                        .with_error_code(e.into())
+                        .with_node_id(BrokerId(-1))
+                        .with_port(-1),
+                }
+            })
+            .collect();
+        FindCoordinatorResponse::default().with_coordinators(coordinators)
+    } else {
+        match coordinator(shard, &body.key, body.key_type) {
+            Ok((id, host, port)) => FindCoordinatorResponse::default()
+                .with_node_id(BrokerId(id))
+                .with_host(StrBytes::from_string(host))
+                .with_port(port),
+            Err(e) => FindCoordinatorResponse::default()
+                .with_error_code(e.into())
+                .with_node_id(BrokerId(-1))
+                .with_port(-1),
+        }
+    };
+    encode_response(req.header.correlation_id, req.version, &resp)
+}

@@ -1,0 +1,44 @@
+//! InitProducerId: ids for idempotent producers (no transactions). Ids are unique across
+//! restarts (reserved in blocks in the catalog); a producer that sends its id and epoch
+//! back gets the epoch bumped (KIP-360).
+
+use std::rc::Rc;
+
+use kafka_protocol::messages::{ApiKey, InitProducerIdRequest, InitProducerIdResponse, ProducerId};
+
+use super::ApiSpec;
+use crate::broker::shard::Shard;
+use crate::kafka::errors::code;
+use crate::kafka::frame::{decode_body, encode_response, FrameError, Request, ResponseFrame};
+
+pub const SPEC: ApiSpec = ApiSpec {
+    key: ApiKey::InitProducerId,
+    min: 0,
+    max: 4,
+};
+
+pub async fn handle(shard: &Rc<Shard>, req: &Request) -> Result<ResponseFrame, FrameError> {
+    let body: InitProducerIdRequest = decode_body(req)?;
+    let mut resp = InitProducerIdResponse::default()
+        .with_producer_id(ProducerId(-1))
+        .with_producer_epoch(-1);
+    if body.transactional_id.is_some() {
+        resp = resp.with_error_code(code::TRANSACTIONAL_ID_AUTHORIZATION_FAILED.into());
+    } else if body.producer_id.0 >= 0
+        && body.producer_epoch >= 0
+        && body.producer_epoch < i16::MAX - 1
+    {
+        resp = resp
+            .with_producer_id(body.producer_id)
+            .with_producer_epoch(body.producer_epoch + 1);
+    } else {
+        match shard.catalog.allocate_producer_id().await {
+            Ok(id) => resp = resp.with_producer_id(ProducerId(id)).with_producer_epoch(0),
+            Err(e) => {
+                tracing::error!(error = %e, "allocating a producer id failed");
+                resp = resp.with_error_code(code::KAFKA_STORAGE_ERROR.into());
+            }
+        }
+    }
+    encode_response(req.header.correlation_id, req.version, &resp)
+}

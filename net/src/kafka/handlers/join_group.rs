@@ -1,0 +1,81 @@
+//! JoinGroup: waits until the rebalance completes (see `crate::groups`). v4+ new
+//! dynamic members first get MEMBER_ID_REQUIRED; v5+ carry `group.instance.id`.
+
+use std::rc::Rc;
+
+use kafka_protocol::messages::join_group_response::JoinGroupResponseMember;
+use kafka_protocol::messages::{ApiKey, JoinGroupRequest, JoinGroupResponse};
+use kafka_protocol::protocol::StrBytes;
+
+use super::ApiSpec;
+use crate::broker::shard::Shard;
+use crate::groups::{JoinReply, JoinRequest};
+use crate::kafka::errors::code;
+use crate::kafka::frame::{decode_body, encode_response, FrameError, Request, ResponseFrame};
+
+pub const SPEC: ApiSpec = ApiSpec {
+    key: ApiKey::JoinGroup,
+    min: 0,
+    max: 9,
+};
+
+/// Kafka's `client_host` form: `/` and the address.
+pub fn client_host(req: &Request) -> String {
+    req.peer_ip.map(|ip| format!("/{ip}")).unwrap_or_default()
+}
+
+pub async fn handle(shard: &Rc<Shard>, req: &Request) -> Result<ResponseFrame, FrameError> {
+    let body: JoinGroupRequest = decode_body(req)?;
+    let join = JoinRequest {
+        group_id: body.group_id.0.to_string(),
+        member_id: body.member_id.to_string(),
+        group_instance_id: body.group_instance_id.as_ref().map(|s| s.to_string()),
+        client_id: req.header.client_id.as_deref().unwrap_or("").to_string(),
+        client_host: client_host(req),
+        session_timeout_ms: body.session_timeout_ms,
+        // v0 has no rebalance timeout: Kafka uses the session timeout.
+        rebalance_timeout_ms: if req.version == 0 {
+            body.session_timeout_ms
+        } else {
+            body.rebalance_timeout_ms
+        },
+        protocol_type: body.protocol_type.to_string(),
+        protocols: body
+            .protocols
+            .iter()
+            .map(|p| (p.name.to_string(), p.metadata.clone()))
+            .collect(),
+        require_known_member_id: req.version >= 4,
+    };
+    let outcome = match shard.groups.join(join) {
+        Ok(JoinReply::Now(o)) => Ok(o),
+        // A stopping broker does not wait for the rebalance to finish.
+        Ok(JoinReply::Later(rx)) => shard.group_answer(rx, code::UNKNOWN_MEMBER_ID).await,
+        Err(e) => Err(e),
+    };
+    let resp = match outcome {
+        Ok(o) => JoinGroupResponse::default()
+            .with_error_code(o.error.into())
+            .with_generation_id(o.generation)
+            .with_protocol_type(o.protocol_type.map(StrBytes::from_string))
+            .with_protocol_name(o.protocol_name.map(StrBytes::from_string))
+            .with_leader(StrBytes::from_string(o.leader))
+            .with_member_id(StrBytes::from_string(o.member_id))
+            .with_members(
+                o.members
+                    .into_iter()
+                    .map(|(id, instance, meta)| {
+                        JoinGroupResponseMember::default()
+                            .with_member_id(StrBytes::from_string(id))
+                            .with_group_instance_id(instance.map(StrBytes::from_string))
+                            .with_metadata(meta)
+                    })
+                    .collect(),
+            ),
+        Err(error) => JoinGroupResponse::default()
+            .with_error_code(error.into())
+            .with_generation_id(-1)
+            .with_member_id(body.member_id.clone()),
+    };
+    encode_response(req.header.correlation_id, req.version, &resp)
+}

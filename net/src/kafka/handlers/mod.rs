@@ -1,0 +1,144 @@
+//! One module per Kafka API. Each declares its API key and the versions it implements in a
+//! `SPEC`; [`APIS`] lists them all (ApiVersions answers from it) and [`dispatch`] routes
+//! to them. A request for an API or version not in the table closes the connection, as
+//! Kafka does, except ApiVersions, which answers UNSUPPORTED_VERSION.
+
+use std::rc::Rc;
+
+use kafka_protocol::messages::ApiKey;
+
+use crate::broker::shard::Shard;
+use crate::kafka::frame::{FrameError, Request, ResponseFrame};
+
+pub(crate) mod alter_configs;
+pub(crate) mod api_versions;
+pub(crate) mod create_partitions;
+pub(crate) mod create_topics;
+pub(crate) mod delete_groups;
+pub(crate) mod delete_records;
+pub(crate) mod delete_topics;
+pub(crate) mod describe_cluster;
+pub(crate) mod describe_configs;
+pub(crate) mod describe_groups;
+pub(crate) mod fan_out;
+pub(crate) mod fetch;
+pub(crate) mod find_coordinator;
+pub(crate) mod heartbeat;
+pub(crate) mod init_producer_id;
+pub(crate) mod join_group;
+pub(crate) mod leave_group;
+pub(crate) mod list_groups;
+pub(crate) mod list_offsets;
+pub(crate) mod metadata;
+pub(crate) mod offset_commit;
+pub(crate) mod offset_delete;
+pub(crate) mod offset_fetch;
+pub(crate) mod offset_for_leader_epoch;
+pub(crate) mod produce;
+pub(crate) mod sync_group;
+
+/// An API this broker implements, and the versions it implements.
+#[derive(Debug, Clone, Copy)]
+pub struct ApiSpec {
+    pub key: ApiKey,
+    pub min: i16,
+    pub max: i16,
+}
+
+impl ApiSpec {
+    pub fn supports(&self, version: i16) -> bool {
+        (self.min..=self.max).contains(&version)
+    }
+}
+
+/// Every API served, in one table.
+pub const APIS: &[ApiSpec] = &[
+    produce::SPEC,
+    fetch::SPEC,
+    list_offsets::SPEC,
+    metadata::SPEC,
+    api_versions::SPEC,
+    create_topics::SPEC,
+    delete_topics::SPEC,
+    init_producer_id::SPEC,
+    delete_records::SPEC,
+    describe_cluster::SPEC,
+    offset_for_leader_epoch::SPEC,
+    create_partitions::SPEC,
+    describe_configs::SPEC,
+    alter_configs::SPEC,
+    alter_configs::INCREMENTAL_SPEC,
+    find_coordinator::SPEC,
+    join_group::SPEC,
+    sync_group::SPEC,
+    heartbeat::SPEC,
+    leave_group::SPEC,
+    offset_commit::SPEC,
+    offset_fetch::SPEC,
+    describe_groups::SPEC,
+    delete_groups::SPEC,
+    offset_delete::SPEC,
+    list_groups::SPEC,
+];
+
+pub(crate) fn spec(key: ApiKey) -> Option<&'static ApiSpec> {
+    APIS.iter().find(|s| s.key == key)
+}
+
+/// Runs one request. `Ok(None)` means no response is sent (acks=0 produce).
+pub(crate) async fn dispatch(
+    shard: Rc<Shard>,
+    req: Request,
+) -> Result<Option<ResponseFrame>, FrameError> {
+    crate::broker::watchdog::note_request(req.api_key as i16);
+    let supported = spec(req.api_key)
+        .map(|s| s.supports(req.version))
+        .unwrap_or(false);
+    if !supported {
+        if req.api_key == ApiKey::ApiVersions {
+            return api_versions::unsupported(&req).map(Some);
+        }
+        return Err(FrameError::Unsupported {
+            api: req.api_key,
+            version: req.version,
+        });
+    }
+    tracing::debug!(api = ?req.api_key, version = req.version,
+        client_id = req.header.client_id.as_deref().unwrap_or(""), "request");
+    match req.api_key {
+        ApiKey::ApiVersions => api_versions::handle(&req).map(Some),
+        ApiKey::Metadata => metadata::handle(&shard, &req).await.map(Some),
+        ApiKey::Produce => produce::handle(&shard, &req).await,
+        ApiKey::Fetch => fetch::handle(&shard, &req).await.map(Some),
+        ApiKey::ListOffsets => list_offsets::handle(&shard, &req).await.map(Some),
+        ApiKey::CreateTopics => create_topics::handle(&shard, &req).await.map(Some),
+        ApiKey::DeleteTopics => delete_topics::handle(&shard, &req).await.map(Some),
+        ApiKey::InitProducerId => init_producer_id::handle(&shard, &req).await.map(Some),
+        ApiKey::DeleteRecords => delete_records::handle(&shard, &req).await.map(Some),
+        ApiKey::DescribeCluster => describe_cluster::handle(&shard, &req).map(Some),
+        ApiKey::OffsetForLeaderEpoch => offset_for_leader_epoch::handle(&shard, &req)
+            .await
+            .map(Some),
+        ApiKey::CreatePartitions => create_partitions::handle(&shard, &req).await.map(Some),
+        ApiKey::DescribeConfigs => describe_configs::handle(&shard, &req).map(Some),
+        ApiKey::AlterConfigs => alter_configs::handle(&shard, &req).await.map(Some),
+        ApiKey::IncrementalAlterConfigs => alter_configs::handle_incremental(&shard, &req)
+            .await
+            .map(Some),
+        ApiKey::FindCoordinator => find_coordinator::handle(&shard, &req).map(Some),
+        ApiKey::JoinGroup => join_group::handle(&shard, &req).await.map(Some),
+        ApiKey::SyncGroup => sync_group::handle(&shard, &req).await.map(Some),
+        ApiKey::Heartbeat => heartbeat::handle(&shard, &req).map(Some),
+        ApiKey::LeaveGroup => leave_group::handle(&shard, &req).map(Some),
+        ApiKey::OffsetCommit => offset_commit::handle(&shard, &req).await.map(Some),
+        ApiKey::OffsetFetch => offset_fetch::handle(&shard, &req).map(Some),
+        ApiKey::DescribeGroups => describe_groups::handle(&shard, &req).map(Some),
+        ApiKey::ListGroups => list_groups::handle(&shard, &req).map(Some),
+        ApiKey::DeleteGroups => delete_groups::handle(&shard, &req).await.map(Some),
+        ApiKey::OffsetDelete => offset_delete::handle(&shard, &req).await.map(Some),
+        other => Err(FrameError::Unsupported {
+            api: other,
+            version: req.version,
+        }),
+    }
+}

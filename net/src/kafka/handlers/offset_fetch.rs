@@ -1,0 +1,162 @@
+//! OffsetFetch: committed offsets (with metadata and leader epoch) of one group
+//! (v1–v7) or several (v8); all of a group's offsets when no topics are named.
+
+use std::rc::Rc;
+
+use kafka_protocol::messages::offset_fetch_response::{
+    OffsetFetchResponseGroup, OffsetFetchResponsePartition, OffsetFetchResponsePartitions,
+    OffsetFetchResponseTopic, OffsetFetchResponseTopics,
+};
+use kafka_protocol::messages::{ApiKey, OffsetFetchRequest, OffsetFetchResponse, TopicName};
+use kafka_protocol::protocol::StrBytes;
+
+use super::ApiSpec;
+use crate::broker::shard::Shard;
+use crate::groups::records::CommitValue;
+use crate::groups::Groups;
+use crate::kafka::errors::ErrorCode;
+use crate::kafka::frame::{decode_body, encode_response, FrameError, Request, ResponseFrame};
+
+pub const SPEC: ApiSpec = ApiSpec {
+    key: ApiKey::OffsetFetch,
+    min: 1,
+    max: 8,
+};
+
+/// A group's answer: per topic, per partition, the committed value if any.
+type Fetched = Vec<(String, Vec<(i32, Option<CommitValue>)>)>;
+
+pub fn handle(shard: &Rc<Shard>, req: &Request) -> Result<ResponseFrame, FrameError> {
+    let body: OffsetFetchRequest = decode_body(req)?;
+    let resp = if req.version >= 8 {
+        let groups = body
+            .groups
+            .iter()
+            .map(|g| {
+                let wanted = g.topics.as_ref().map(|ts| {
+                    ts.iter()
+                        .map(|t| (t.name.0.to_string(), t.partition_indexes.clone()))
+                        .collect()
+                });
+                let out = OffsetFetchResponseGroup::default().with_group_id(g.group_id.clone());
+                match fetch(&shard.groups, &g.group_id.0, wanted) {
+                    Ok(f) => out.with_topics(topics(f)),
+                    Err(e) => out.with_error_code(e.into()),
+                }
+            })
+            .collect();
+        OffsetFetchResponse::default().with_groups(groups)
+    } else {
+        let wanted = body.topics.as_ref().map(|ts| {
+            ts.iter()
+                .map(|t| (t.name.0.to_string(), t.partition_indexes.clone()))
+                .collect()
+        });
+        match fetch(&shard.groups, &body.group_id.0, wanted) {
+            Ok(f) => OffsetFetchResponse::default().with_topics(topics(f)),
+            // v1 has no top-level error: each partition carries it.
+            Err(e) if req.version < 2 => {
+                let topics = body
+                    .topics
+                    .iter()
+                    .flatten()
+                    .map(|t| {
+                        let partitions = t
+                            .partition_indexes
+                            .iter()
+                            .map(|p| {
+                                OffsetFetchResponsePartition::default()
+                                    .with_partition_index(*p)
+                                    .with_committed_offset(-1)
+                                    .with_error_code(e.into())
+                            })
+                            .collect();
+                        OffsetFetchResponseTopic::default()
+                            .with_name(t.name.clone())
+                            .with_partitions(partitions)
+                    })
+                    .collect();
+                OffsetFetchResponse::default().with_topics(topics)
+            }
+            Err(e) => OffsetFetchResponse::default().with_error_code(e.into()),
+        }
+    };
+    encode_response(req.header.correlation_id, req.version, &resp)
+}
+
+fn fetch(
+    groups: &Groups,
+    group: &str,
+    wanted: Option<Vec<(String, Vec<i32>)>>,
+) -> Result<Fetched, ErrorCode> {
+    match wanted {
+        Some(topics) => topics
+            .into_iter()
+            .map(|(name, parts)| {
+                let values = parts
+                    .into_iter()
+                    .map(|p| Ok((p, groups.committed(group, &name, p)?)))
+                    .collect::<Result<Vec<_>, ErrorCode>>()?;
+                Ok((name, values))
+            })
+            .collect(),
+        None => {
+            let mut all: Fetched = Vec::new();
+            for (t, p, v) in groups.committed_all(group)? {
+                match all.last_mut() {
+                    Some((name, ps)) if *name == t => ps.push((p, Some(v))),
+                    _ => all.push((t, vec![(p, Some(v))])),
+                }
+            }
+            Ok(all)
+        }
+    }
+}
+
+/// The topic and partition entries of the answer before v8 and from v8: the same fields
+/// in two pairs of generated types.
+trait AnswerTopic: Sized {
+    type Partition;
+    /// A partition's entry: its committed value, or -1s when nothing is committed.
+    fn partition(index: i32, v: Option<CommitValue>) -> Self::Partition;
+    fn topic(name: String, partitions: Vec<Self::Partition>) -> Self;
+}
+
+macro_rules! answer_topic {
+    ($($topic:ty => $partition:ty),*) => {$(
+        impl AnswerTopic for $topic {
+            type Partition = $partition;
+            fn partition(index: i32, v: Option<CommitValue>) -> $partition {
+                let (offset, epoch, meta) = match v {
+                    Some(v) => (v.offset, v.leader_epoch, StrBytes::from_string(v.metadata)),
+                    None => (-1, -1, StrBytes::from_static_str("")),
+                };
+                <$partition>::default()
+                    .with_partition_index(index)
+                    .with_committed_offset(offset)
+                    .with_committed_leader_epoch(epoch)
+                    .with_metadata(Some(meta))
+            }
+            fn topic(name: String, partitions: Vec<$partition>) -> Self {
+                <$topic>::default()
+                    .with_name(TopicName(StrBytes::from_string(name)))
+                    .with_partitions(partitions)
+            }
+        }
+    )*};
+}
+
+answer_topic!(
+    OffsetFetchResponseTopic => OffsetFetchResponsePartition,
+    OffsetFetchResponseTopics => OffsetFetchResponsePartitions
+);
+
+/// A group's answer in the entries of the request's version.
+fn topics<T: AnswerTopic>(f: Fetched) -> Vec<T> {
+    f.into_iter()
+        .map(|(name, parts)| {
+            let partitions = parts.into_iter().map(|(p, v)| T::partition(p, v));
+            T::topic(name, partitions.collect())
+        })
+        .collect()
+}
