@@ -233,6 +233,9 @@ async fn move_partition(
     table.set_moving(topic, partition, true);
     let result = flip(shard, &table, &tp, source, target).await;
     table.set_moving(topic, partition, false);
+    // Requests waiting for the partition on any shard look at the table again.
+    let ended = (0..shard.count).map(|s| (s, ShardOp::MoveEnded)).collect();
+    shard.call_all(ended).await;
     result.map(|()| {
         format!(
             "moved {name} from CPU {} (shard {source}) to CPU {cpu} (shard {target})",

@@ -97,6 +97,9 @@ pub enum ShardOp {
     MoveIn {
         tp: TopicPartition,
     },
+    /// A live move ended (its partition is no longer marked moving): requests waiting for
+    /// it look at the table again (see `Shard::wait_not_moving`).
+    MoveEnded,
     /// Serve a client connection another shard accepted (see [`ConnectionCounts`]); its
     /// slot in the counts was already taken for this shard.
     Adopt {

@@ -95,6 +95,9 @@ pub struct Shard {
     /// refreshed when the table's version moves.
     pub placement: Arc<PlacementTable>,
     placement_cache: RefCell<(u64, Arc<Snapshot>)>,
+    /// Live moves this shard has been told ended (`ShardOp::MoveEnded`): requests waiting
+    /// for a moving partition wake on it instead of polling the table.
+    moves_ended: sluice_engine::watch::OffsetWatch,
     /// Traffic of the partitions this shard owns (entries go with the partition).
     pub traffic: RefCell<HashMap<TopicPartition, Traffic>>,
     queues: Queues,
@@ -209,6 +212,7 @@ impl Shard {
             append_order: glommio::sync::Semaphore::new(1),
             create_order: glommio::sync::Semaphore::new(1),
             placement_cache: RefCell::new(placement.snapshot()),
+            moves_ended: sluice_engine::watch::OffsetWatch::new(0),
             placement,
             traffic: RefCell::new(HashMap::new()),
             queues: Queues::new(&config_for_queues),
@@ -328,6 +332,10 @@ impl Shard {
             }
             ShardOp::MoveOut { tp } => self.move_out(&tp).await,
             ShardOp::MoveIn { tp } => self.move_in(&tp).await,
+            ShardOp::MoveEnded => {
+                self.moves_ended.advance(self.moves_ended.get() + 1);
+                ShardReply::Done
+            }
             ShardOp::Adopt { socket, slot } => {
                 use std::os::fd::{FromRawFd, IntoRawFd};
                 // SAFETY: the descriptor is an accepted TCP socket this message owned.

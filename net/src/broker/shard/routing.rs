@@ -110,11 +110,22 @@ impl Shard {
         if quiet {
             return;
         }
-        let mut waited_ms = 0;
-        while moving(self) && waited_ms < MOVE_WAIT_MS_MAX && !self.stopping.is_set() {
-            glommio::timer::sleep(Duration::from_millis(1)).await;
-            waited_ms += 1;
-        }
+        // The count is read before the table: a move that ends after this check sends its
+        // `MoveEnded` afterwards, so the wait below cannot miss it.
+        let until_landed = async {
+            loop {
+                let seen = self.moves_ended.get();
+                if !moving(self) {
+                    return;
+                }
+                let _ = self.moves_ended.wait_for(seen + 1).await;
+            }
+        };
+        let bound = glommio::timer::sleep(Duration::from_millis(MOVE_WAIT_MS_MAX));
+        futures_lite::future::or(until_landed, async {
+            futures_lite::future::or(bound, self.stopping.wait()).await;
+        })
+        .await;
     }
 
     pub(super) fn placed_version_current(&self) -> bool {
