@@ -2,12 +2,15 @@
 
 use std::rc::Rc;
 
+use kafka_protocol::messages::delete_records_request::{
+    DeleteRecordsPartition, DeleteRecordsTopic,
+};
 use kafka_protocol::messages::delete_records_response::{
     DeleteRecordsPartitionResult, DeleteRecordsTopicResult,
 };
 use kafka_protocol::messages::{ApiKey, DeleteRecordsRequest, DeleteRecordsResponse};
 
-use super::fan_out::ask_owners;
+use super::fan_out::{answer_topics, ask_owners};
 use super::ApiSpec;
 use crate::broker::shard::{DeletedRecords, Shard, ShardOp};
 use crate::kafka::frame::{decode_body, encode_response, FrameError, Request, ResponseFrame};
@@ -21,35 +24,33 @@ pub const SPEC: ApiSpec = ApiSpec {
 
 pub async fn handle(shard: &Rc<Shard>, req: &Request) -> Result<ResponseFrame, FrameError> {
     let body: DeleteRecordsRequest = decode_body(req)?;
+    fn partitions(t: &DeleteRecordsTopic) -> (&str, &[DeleteRecordsPartition]) {
+        (t.name.0.as_str(), &t.partitions[..])
+    }
     let answers: Vec<Vec<DeletedRecords>> = ask_owners(
         shard,
         &body.topics,
-        |t| (t.name.0.as_str(), &t.partitions[..]),
+        partitions,
         |p| (p.partition_index, Offset(p.offset)),
         |parts| ShardOp::DeleteRecords { parts },
     )
     .await;
-    let topics = body
-        .topics
-        .iter()
-        .zip(answers)
-        .map(|(t, answers)| {
-            let partitions = t
-                .partitions
-                .iter()
-                .zip(answers)
-                .map(|(p, a)| {
-                    DeleteRecordsPartitionResult::default()
-                        .with_partition_index(p.partition_index)
-                        .with_error_code(a.error.into())
-                        .with_low_watermark(a.low_watermark.0)
-                })
-                .collect();
+    let topics = answer_topics(
+        &body.topics,
+        answers,
+        partitions,
+        |_, p, a: DeletedRecords| {
+            DeleteRecordsPartitionResult::default()
+                .with_partition_index(p.partition_index)
+                .with_error_code(a.error.into())
+                .with_low_watermark(a.low_watermark.0)
+        },
+        |t, partitions| {
             DeleteRecordsTopicResult::default()
                 .with_name(t.name.clone())
                 .with_partitions(partitions)
-        })
-        .collect();
+        },
+    );
     let resp = DeleteRecordsResponse::default().with_topics(topics);
     encode_response(req.header.correlation_id, req.version, &resp)
 }

@@ -33,3 +33,28 @@ pub(crate) async fn ask_owners<T, P, Q, A: PartitionAnswer>(
         .map(|n| answers.by_ref().take(n).collect())
         .collect()
 }
+
+/// The answer's topics from `answers` (as [`ask_owners`] returned them, with the same
+/// `partitions`): `partition` builds one partition's result from the topic's name, the
+/// asked partition and its answer; `topic` wraps a topic's results. Request order is kept.
+pub(crate) fn answer_topics<T, P, A, PR, TR>(
+    topics: &[T],
+    answers: Vec<Vec<A>>,
+    partitions: impl Fn(&T) -> (&str, &[P]),
+    partition: impl Fn(&str, &P, A) -> PR,
+    topic: impl Fn(&T, Vec<PR>) -> TR,
+) -> Vec<TR> {
+    topics
+        .iter()
+        .zip(answers)
+        .map(|(t, answers)| {
+            let (name, ps) = partitions(t);
+            let results = ps
+                .iter()
+                .zip(answers)
+                .map(|(p, a)| partition(name, p, a))
+                .collect();
+            topic(t, results)
+        })
+        .collect()
+}

@@ -3,12 +3,13 @@
 
 use std::rc::Rc;
 
+use kafka_protocol::messages::list_offsets_request::{ListOffsetsPartition, ListOffsetsTopic};
 use kafka_protocol::messages::list_offsets_response::{
     ListOffsetsPartitionResponse, ListOffsetsTopicResponse,
 };
 use kafka_protocol::messages::{ApiKey, ListOffsetsRequest, ListOffsetsResponse};
 
-use super::fan_out::ask_owners;
+use super::fan_out::{answer_topics, ask_owners};
 use super::ApiSpec;
 use crate::broker::shard::{ListedOffset, PartitionAnswer, Shard, ShardOp};
 use crate::kafka::frame::{decode_body, encode_response, FrameError, Request, ResponseFrame};
@@ -22,47 +23,43 @@ pub const SPEC: ApiSpec = ApiSpec {
 
 pub async fn handle(shard: &Rc<Shard>, req: &Request) -> Result<ResponseFrame, FrameError> {
     let body: ListOffsetsRequest = decode_body(req)?;
+    fn partitions(t: &ListOffsetsTopic) -> (&str, &[ListOffsetsPartition]) {
+        (t.name.0.as_str(), &t.partitions[..])
+    }
     let answers: Vec<Vec<ListedOffset>> = ask_owners(
         shard,
         &body.topics,
-        |t| (t.name.0.as_str(), &t.partitions[..]),
+        partitions,
         |p| (p.partition_index, p.timestamp),
         |parts| ShardOp::ListOffsets { parts },
     )
     .await;
-    let topics = body
-        .topics
-        .iter()
-        .zip(answers)
-        .map(|(t, answers)| {
-            let partitions = t
-                .partitions
-                .iter()
-                .zip(answers)
-                .map(|(p, mut a)| {
-                    let tp = TopicPartition::new(t.name.0.as_str(), p.partition_index);
-                    if let Err(e) =
-                        shard.check_leader_epoch(&tp, LeaderEpoch(p.current_leader_epoch))
-                    {
-                        a = ListedOffset::failed(e);
-                    }
-                    ListOffsetsPartitionResponse::default()
-                        .with_partition_index(p.partition_index)
-                        .with_error_code(a.error.into())
-                        .with_offset(a.offset.0)
-                        .with_timestamp(a.timestamp)
-                        .with_leader_epoch(if req.version >= 4 {
-                            shard.cluster.leader_epoch(&t.name.0, p.partition_index).0
-                        } else {
-                            -1
-                        })
+    let topics = answer_topics(
+        &body.topics,
+        answers,
+        partitions,
+        |name, p, mut a: ListedOffset| {
+            let tp = TopicPartition::new(name, p.partition_index);
+            if let Err(e) = shard.check_leader_epoch(&tp, LeaderEpoch(p.current_leader_epoch)) {
+                a = ListedOffset::failed(e);
+            }
+            ListOffsetsPartitionResponse::default()
+                .with_partition_index(p.partition_index)
+                .with_error_code(a.error.into())
+                .with_offset(a.offset.0)
+                .with_timestamp(a.timestamp)
+                .with_leader_epoch(if req.version >= 4 {
+                    shard.cluster.leader_epoch(name, p.partition_index).0
+                } else {
+                    -1
                 })
-                .collect();
+        },
+        |t, partitions| {
             ListOffsetsTopicResponse::default()
                 .with_name(t.name.clone())
                 .with_partitions(partitions)
-        })
-        .collect();
+        },
+    );
     let resp = ListOffsetsResponse::default().with_topics(topics);
     encode_response(req.header.correlation_id, req.version, &resp)
 }

@@ -3,12 +3,15 @@
 
 use std::rc::Rc;
 
+use kafka_protocol::messages::offset_for_leader_epoch_request::{
+    OffsetForLeaderPartition, OffsetForLeaderTopic,
+};
 use kafka_protocol::messages::offset_for_leader_epoch_response::{
     EpochEndOffset, OffsetForLeaderTopicResult,
 };
 use kafka_protocol::messages::{ApiKey, OffsetForLeaderEpochRequest, OffsetForLeaderEpochResponse};
 
-use super::fan_out::ask_owners;
+use super::fan_out::{answer_topics, ask_owners};
 use super::ApiSpec;
 use crate::broker::shard::{EpochEnd, PartitionAnswer, Shard, ShardOp};
 use crate::kafka::frame::{decode_body, encode_response, FrameError, Request, ResponseFrame};
@@ -22,42 +25,38 @@ pub const SPEC: ApiSpec = ApiSpec {
 
 pub async fn handle(shard: &Rc<Shard>, req: &Request) -> Result<ResponseFrame, FrameError> {
     let body: OffsetForLeaderEpochRequest = decode_body(req)?;
+    fn partitions(t: &OffsetForLeaderTopic) -> (&str, &[OffsetForLeaderPartition]) {
+        (t.topic.0.as_str(), &t.partitions[..])
+    }
     let answers: Vec<Vec<EpochEnd>> = ask_owners(
         shard,
         &body.topics,
-        |t| (t.topic.0.as_str(), &t.partitions[..]),
+        partitions,
         |p| (p.partition, LeaderEpoch(p.leader_epoch)),
         |parts| ShardOp::EpochEnds { parts },
     )
     .await;
-    let topics = body
-        .topics
-        .iter()
-        .zip(answers)
-        .map(|(t, answers)| {
-            let partitions = t
-                .partitions
-                .iter()
-                .zip(answers)
-                .map(|(p, mut a)| {
-                    let tp = TopicPartition::new(t.topic.0.as_str(), p.partition);
-                    if let Err(e) =
-                        shard.check_leader_epoch(&tp, LeaderEpoch(p.current_leader_epoch))
-                    {
-                        a = EpochEnd::failed(e);
-                    }
-                    EpochEndOffset::default()
-                        .with_partition(p.partition)
-                        .with_error_code(a.error.into())
-                        .with_leader_epoch(a.epoch.0)
-                        .with_end_offset(a.end_offset.0)
-                })
-                .collect();
+    let topics = answer_topics(
+        &body.topics,
+        answers,
+        partitions,
+        |name, p, mut a: EpochEnd| {
+            let tp = TopicPartition::new(name, p.partition);
+            if let Err(e) = shard.check_leader_epoch(&tp, LeaderEpoch(p.current_leader_epoch)) {
+                a = EpochEnd::failed(e);
+            }
+            EpochEndOffset::default()
+                .with_partition(p.partition)
+                .with_error_code(a.error.into())
+                .with_leader_epoch(a.epoch.0)
+                .with_end_offset(a.end_offset.0)
+        },
+        |t, partitions| {
             OffsetForLeaderTopicResult::default()
                 .with_topic(t.topic.clone())
                 .with_partitions(partitions)
-        })
-        .collect();
+        },
+    );
     let resp = OffsetForLeaderEpochResponse::default().with_topics(topics);
     encode_response(req.header.correlation_id, req.version, &resp)
 }
