@@ -24,7 +24,9 @@ use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
+use common::acks::{parse_seq, payload, Ack, AckContext, Acks};
 use common::cluster::{wait_for, Cluster, ClusterSpec};
+use common::HANG_GUARD;
 use futures_executor::block_on;
 use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, TopicReplication};
 use rdkafka::client::{ClientContext, DefaultClientContext};
@@ -33,7 +35,7 @@ use rdkafka::consumer::{BaseConsumer, CommitMode, Consumer, ConsumerContext};
 use rdkafka::error::{KafkaError, KafkaResult, RDKafkaErrorCode};
 use rdkafka::message::Message;
 use rdkafka::producer::BaseRecord;
-use rdkafka::producer::{DeliveryResult, Producer, ProducerContext, ThreadedProducer};
+use rdkafka::producer::{Producer, ThreadedProducer};
 use rdkafka::{Offset, TopicPartitionList};
 
 const TOPIC: &str = "rolling";
@@ -69,70 +71,6 @@ const ISR_FULL_BOUND: Duration = Duration::from_secs(60);
 /// replicas in sync: leaderships move in milliseconds, clients retry within a second; 15 s
 /// leaves room for a loaded machine and still catches the 43 s stall.
 const ACK_GAP_MAX: Duration = Duration::from_secs(15);
-/// Hang guard for the waits that are not the bounds above.
-const HANG_GUARD: Duration = Duration::from_secs(90);
-
-fn payload(seq: u64) -> Vec<u8> {
-    let mut p = format!("{seq:012}").into_bytes();
-    p.resize(PAYLOAD_BYTES, b'.');
-    p
-}
-
-fn parse_seq(p: &[u8]) -> Option<u64> {
-    std::str::from_utf8(p.get(..12)?).ok()?.parse().ok()
-}
-
-/// One acknowledged message.
-#[derive(Debug, Clone, Copy)]
-struct Ack {
-    partition: i32,
-    offset: i64,
-    seq: u64,
-    at: Instant,
-}
-
-#[derive(Default)]
-struct Acks {
-    acked: Mutex<Vec<Ack>>,
-    failed: Mutex<Vec<String>>,
-    fatal: Mutex<Option<String>>,
-}
-
-struct AckContext(Arc<Acks>);
-
-impl ClientContext for AckContext {
-    fn error(&self, error: KafkaError, reason: &str) {
-        if error.rdkafka_error_code() == Some(RDKafkaErrorCode::Fatal) {
-            let mut fatal = self.0.fatal.lock().unwrap();
-            fatal.get_or_insert_with(|| format!("{error}: {reason}"));
-        }
-    }
-}
-
-impl ProducerContext for AckContext {
-    type DeliveryOpaque = ();
-
-    fn delivery(&self, result: &DeliveryResult<'_>, _: ()) {
-        match result {
-            Ok(m) => {
-                let seq = m.payload().and_then(parse_seq).expect("our payload");
-                self.0.acked.lock().unwrap().push(Ack {
-                    partition: m.partition(),
-                    offset: m.offset(),
-                    seq,
-                    at: Instant::now(),
-                });
-            }
-            Err((e, m)) => {
-                let mut failed = self.0.failed.lock().unwrap();
-                if failed.len() < 20 {
-                    failed.push(format!("partition {}: {e}", m.partition()));
-                }
-            }
-        }
-    }
-}
-
 /// The background producer: `RATE_PER_S` messages a second round-robin over the
 /// partitions (sequence numbers in the payload), until stopped.
 struct Load {
@@ -168,7 +106,7 @@ impl Load {
             while !stopping.load(Ordering::SeqCst) {
                 let due = started.elapsed().as_millis() as u64 * rate / 1000;
                 while seq < due && !stopping.load(Ordering::SeqCst) {
-                    let value = payload(seq);
+                    let value = payload(seq, PAYLOAD_BYTES);
                     let partition = (seq % PARTITIONS as u64) as i32;
                     let record = BaseRecord::<(), [u8]>::to(TOPIC)
                         .partition(partition)
@@ -201,15 +139,13 @@ impl Load {
     }
 
     fn count(&self) -> usize {
-        self.acks.acked.lock().unwrap().len()
+        self.acks.count()
     }
 
     fn wait_acked(&self, what: &str, n: usize) {
         let from = self.count();
         wait_for(what, HANG_GUARD, &mut || {
-            if let Some(f) = self.acks.fatal.lock().unwrap().as_ref() {
-                panic!("the idempotent producer failed fatally: {f}");
-            }
+            self.acks.assert_not_fatal();
             (self.count() >= from + n).then_some(())
         });
     }
@@ -224,12 +160,13 @@ impl Load {
             .expect("running")
             .join()
             .expect("producer");
-        if let Some(f) = self.acks.fatal.lock().unwrap().as_ref() {
-            panic!("the idempotent producer failed fatally: {f}");
-        }
+        self.acks.assert_not_fatal();
         assert!(flushed.is_ok(), "flush: {flushed:?}");
-        let failed = self.acks.failed.lock().unwrap().clone();
-        assert!(failed.is_empty(), "deliveries failed: {failed:#?}");
+        let failed = self.acks.errors.lock().unwrap().clone();
+        assert!(
+            self.acks.failed.load(Ordering::SeqCst) == 0,
+            "deliveries failed: {failed:#?}"
+        );
         let acked = self.acks.acked.lock().unwrap().clone();
         assert_eq!(acked.len() as u64, sent, "every sent message acknowledged");
         acked
