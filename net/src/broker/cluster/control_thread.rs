@@ -44,6 +44,8 @@ pub enum ControlError {
 pub(crate) async fn control_main(mut args: ControlArgs) -> Result<(), ControlError> {
     super::bell::connect_ringers(std::mem::take(&mut args.ringers));
     let stop = args.stop.clone();
+    // A poll, as the shards' stop watcher: `stop` is set from threads outside every
+    // executor, which cannot wake a glommio task without handing its waker across threads.
     let stopped = move || {
         let stop = stop.clone();
         async move {
