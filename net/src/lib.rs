@@ -37,8 +37,9 @@ pub mod placement;
 pub(crate) mod store;
 
 pub use broker::catalog::validate_topic_name;
+pub use broker::cluster::ControlError;
 pub use broker::config::{ClusterConfig, FlushSetting, Roles, ServerConfig, TopicDefaults};
 pub use broker::fatal::{install_panic_exit, PanicScope, PANIC_EXIT_CODE};
-pub use broker::server::{start, Server, ServerError, StopHandle};
+pub use broker::server::{start, ExecutorError, Server, ServerError, ShardError, StopHandle};
 pub use broker::shutdown::STOP_MAX;
 pub use groups::{now_ms, GroupsConfig};

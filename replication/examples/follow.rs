@@ -48,13 +48,17 @@ fn main() {
                 .await
                 .map_err(|e| format!("creating {tp} in {dir}: {e}"))?;
             let hw = OffsetWatch::new(0);
-            let fetchers = Fetchers::new(1_000, FetcherConfig::default());
+            let fetchers = Fetchers::new(sluice_engine::BrokerId(1_000), FetcherConfig::default());
             let started = Instant::now();
             fetchers.assign(vec![Followed {
                 tp: tp.clone(),
                 log: log.clone(),
-                leader: LeaderAddr { id: -1, host, port },
-                leader_epoch: epoch,
+                leader: LeaderAddr {
+                    id: sluice_engine::BrokerId(-1),
+                    host,
+                    port,
+                },
+                leader_epoch: sluice_engine::LeaderEpoch(epoch),
                 hw: hw.clone(),
             }]);
             // Done once caught up (lag 0, high watermark at the end) and quiet for a second.

@@ -35,11 +35,12 @@ use kafka_protocol::messages::offset_for_leader_epoch_request::{
 };
 use kafka_protocol::messages::offset_for_leader_epoch_response::EpochEndOffset;
 use kafka_protocol::messages::{
-    BrokerId, FetchRequest, ListOffsetsRequest, OffsetForLeaderEpochRequest, TopicName,
+    BrokerId as WireBrokerId, FetchRequest, ListOffsetsRequest, OffsetForLeaderEpochRequest,
+    TopicName,
 };
 use kafka_protocol::protocol::{Request, StrBytes};
 use sluice_engine::watch::{OffsetWatch, Signal};
-use sluice_engine::{AppendError, LeaderEpoch, Offset, PartitionLog, TopicPartition};
+use sluice_engine::{AppendError, BrokerId, LeaderEpoch, Offset, PartitionLog, TopicPartition};
 
 use crate::client::{ClientConfig, ClientError, KafkaConn};
 use crate::partition::{
@@ -61,7 +62,7 @@ const IDLE_WAIT_MS_MAX: u64 = 1_000;
 /// Where a partition's leader listens.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct LeaderAddr {
-    pub id: i32,
+    pub id: BrokerId,
     pub host: String,
     pub port: u16,
 }
@@ -72,7 +73,7 @@ pub struct Followed {
     pub tp: TopicPartition,
     pub log: PartitionLog,
     pub leader: LeaderAddr,
-    pub leader_epoch: i32,
+    pub leader_epoch: LeaderEpoch,
     /// The follower's high watermark: the fetcher advances it (and moves it back after a
     /// truncation or reset).
     pub hw: OffsetWatch,
@@ -191,8 +192,8 @@ pub enum FetcherConfigError {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct FollowerStatus {
     pub tp: TopicPartition,
-    pub leader: i32,
-    pub leader_epoch: i32,
+    pub leader: BrokerId,
+    pub leader_epoch: LeaderEpoch,
     /// `truncating`, `out_of_range`, `fetching` or `paused`.
     pub phase: &'static str,
     /// Leader's high watermark minus own end, from the last answer.
@@ -202,7 +203,7 @@ pub struct FollowerStatus {
 /// The follower fetchers of one shard.
 #[derive(Debug)]
 pub struct Fetchers {
-    me: i32,
+    me: BrokerId,
     config: FetcherConfig,
     inner: RefCell<Inner>,
     /// Raised to 1 by [`Fetchers::stop`]: waits and calls in flight end.
@@ -212,7 +213,7 @@ pub struct Fetchers {
 #[derive(Debug, Default)]
 struct Inner {
     parts: BTreeMap<TopicPartition, Part>,
-    sources: BTreeMap<i32, Source>,
+    sources: BTreeMap<BrokerId, Source>,
     /// Tasks of leaders no longer followed (or moved), until they end.
     retiring: Vec<Source>,
     /// One lock per partition log, kept while anyone holds it (so a task still working
@@ -318,7 +319,7 @@ pub(crate) fn check_hw_advance(before: Offset, after: Offset, log_end: Offset) {
 impl Fetchers {
     /// Fetchers for broker `me` (its id goes out as `replica_id`). Tasks are spawned into
     /// the task queue that calls [`Fetchers::assign`].
-    pub fn new(me: i32, config: FetcherConfig) -> Rc<Fetchers> {
+    pub fn new(me: BrokerId, config: FetcherConfig) -> Rc<Fetchers> {
         Rc::new(Fetchers {
             me,
             config,
@@ -362,12 +363,12 @@ impl Fetchers {
             next.insert(f.tp, part);
         }
         inner.parts = next;
-        let leaders: BTreeMap<i32, LeaderAddr> = inner
+        let leaders: BTreeMap<BrokerId, LeaderAddr> = inner
             .parts
             .values()
             .map(|p| (p.followed.leader.id, p.followed.leader.clone()))
             .collect();
-        let gone: Vec<i32> = inner
+        let gone: Vec<BrokerId> = inner
             .sources
             .iter()
             .filter(|(id, s)| leaders.get(id) != Some(&s.addr))
@@ -546,9 +547,9 @@ impl Fetchers {
                     | code::UNKNOWN_TOPIC_OR_PARTITION
             );
             if expected {
-                tracing::info!(partition = %f.tp, leader = f.leader.id, leader_epoch = f.leader_epoch, error_code = error, "leader refused the follower; waiting for a newer leader epoch");
+                tracing::info!(partition = %f.tp, leader = %f.leader.id, leader_epoch = %f.leader_epoch, error_code = error, "leader refused the follower; waiting for a newer leader epoch");
             } else {
-                tracing::warn!(partition = %f.tp, leader = f.leader.id, error_code = error, "leader answered the follower with an error; retrying after backoff");
+                tracing::warn!(partition = %f.tp, leader = %f.leader.id, error_code = error, "leader answered the follower with an error; retrying after backoff");
             }
         }
         self.pause(w, then);
@@ -631,7 +632,7 @@ impl Fetchers {
         };
         match result {
             Ok(()) if session.failures > 0 => {
-                tracing::info!(leader = leader.id, host = %leader.host, port = leader.port, failed_attempts = session.failures, "follower fetcher reached its leader again");
+                tracing::info!(leader = %leader.id, host = %leader.host, port = leader.port, failed_attempts = session.failures, "follower fetcher reached its leader again");
                 session.failures = 0;
             }
             Ok(()) => {}
@@ -648,9 +649,9 @@ impl Fetchers {
         }
         session.failures = session.failures.saturating_add(1);
         if session.failures == 1 {
-            tracing::warn!(leader = leader.id, host = %leader.host, port = leader.port, error = %e, "follower fetcher cannot reach its leader; retrying with backoff");
+            tracing::warn!(leader = %leader.id, host = %leader.host, port = leader.port, error = %e, "follower fetcher cannot reach its leader; retrying with backoff");
         } else {
-            tracing::debug!(leader = leader.id, attempt = session.failures, error = %e, "follower fetcher still cannot reach its leader");
+            tracing::debug!(leader = %leader.id, attempt = session.failures, error = %e, "follower fetcher still cannot reach its leader");
         }
         let ms = reconnect_backoff_ms(
             self.config.backoff_ms,
@@ -678,12 +679,12 @@ impl Fetchers {
             topics.entry(f.tp.topic.clone()).or_default().push(
                 OffsetForLeaderPartition::default()
                     .with_partition(f.tp.partition.0)
-                    .with_current_leader_epoch(f.leader_epoch)
+                    .with_current_leader_epoch(f.leader_epoch.0)
                     .with_leader_epoch(epoch.0),
             );
         }
         let request = OffsetForLeaderEpochRequest::default()
-            .with_replica_id(BrokerId(self.me))
+            .with_replica_id(WireBrokerId(self.me.0))
             .with_topics(
                 topics
                     .into_iter()
@@ -786,7 +787,7 @@ impl Fetchers {
         }
         match f.log.truncate_to(offset.max(Offset::ZERO)).await {
             Ok(new_end) => {
-                tracing::info!(partition = %f.tp, leader = f.leader.id, leader_epoch = f.leader_epoch, from = %end, to = %new_end, "follower truncated its log to where it agrees with the leader");
+                tracing::info!(partition = %f.tp, leader = %f.leader.id, leader_epoch = %f.leader_epoch, from = %end, to = %new_end, "follower truncated its log to where it agrees with the leader");
                 if f.hw.get() > new_end.0 {
                     f.hw.reset(new_end.0);
                 }
@@ -834,7 +835,7 @@ impl Fetchers {
             topics[at].1.push(
                 FetchPartition::default()
                     .with_partition(w.followed.tp.partition.0)
-                    .with_current_leader_epoch(w.followed.leader_epoch)
+                    .with_current_leader_epoch(w.followed.leader_epoch.0)
                     .with_fetch_offset(offset.0)
                     .with_last_fetched_epoch(last_epoch.0)
                     .with_log_start_offset(log.log_start_offset().0)
@@ -843,7 +844,7 @@ impl Fetchers {
             sent.push((w, offset, last_epoch));
         }
         let request = FetchRequest::default()
-            .with_replica_id(BrokerId(self.me))
+            .with_replica_id(WireBrokerId(self.me.0))
             .with_max_wait_ms(self.config.wait_max_ms as i32)
             .with_min_bytes(self.config.min_bytes as i32)
             .with_max_bytes(self.config.response_bytes_max as i32)
@@ -995,7 +996,7 @@ impl Fetchers {
         match result {
             Ok(info) => Some(info.last_offset.plus(1)),
             Err(AppendError::UnexpectedOffset { expected, got }) => {
-                tracing::warn!(partition = %f.tp, leader = f.leader.id, %expected, %got, "leader's batches do not continue the follower log; truncating again");
+                tracing::warn!(partition = %f.tp, leader = %f.leader.id, %expected, %got, "leader's batches do not continue the follower log; truncating again");
                 self.set_phase(w, Phase::Truncate);
                 None
             }
@@ -1005,7 +1006,7 @@ impl Fetchers {
                 None
             }
             Err(e) => {
-                tracing::warn!(partition = %f.tp, leader = f.leader.id, error = %e, "follower append refused; retrying after backoff");
+                tracing::warn!(partition = %f.tp, leader = %f.leader.id, error = %e, "follower append refused; retrying after backoff");
                 self.pause(w, Resume::Truncate);
                 None
             }
@@ -1079,7 +1080,7 @@ impl Fetchers {
         let outcome = match out_of_range_action(own_end, start, end) {
             OutOfRangeAction::ResetTo(offset) => match f.log.reset_to(offset).await {
                 Ok(_) => {
-                    tracing::warn!(partition = %f.tp, leader = f.leader.id, %own_end, leader_start = %start, "follower log ended below the leader's log start; restarted it empty there");
+                    tracing::warn!(partition = %f.tp, leader = %f.leader.id, %own_end, leader_start = %start, "follower log ended below the leader's log start; restarted it empty there");
                     advance_hw(f, offset);
                     Ok(())
                 }
@@ -1111,12 +1112,12 @@ impl Fetchers {
             topics.entry(f.tp.topic.clone()).or_default().push(
                 ListOffsetsPartition::default()
                     .with_partition_index(f.tp.partition.0)
-                    .with_current_leader_epoch(f.leader_epoch)
+                    .with_current_leader_epoch(f.leader_epoch.0)
                     .with_timestamp(timestamp),
             );
         }
         let request = ListOffsetsRequest::default()
-            .with_replica_id(BrokerId(self.me))
+            .with_replica_id(WireBrokerId(self.me.0))
             .with_isolation_level(0)
             .with_topics(
                 topics

@@ -24,10 +24,7 @@
 
 use std::collections::BTreeMap;
 
-use sluice_engine::{LeaderEpoch, Offset};
-
-/// A broker id (the image's `BrokerId.0`).
-pub type Broker = i32;
+use sluice_engine::{BrokerId, LeaderEpoch, Offset};
 
 /// What the leader knows of one follower.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -46,11 +43,11 @@ pub struct FollowerProgress {
 /// A change of the ISR the leader wants the controller to make.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct IsrChange {
-    pub isr: Vec<Broker>,
+    pub isr: Vec<BrokerId>,
     /// Followers leaving, with how long each had not caught up (ms).
-    pub shrunk: Vec<(Broker, u64)>,
+    pub shrunk: Vec<(BrokerId, u64)>,
     /// Followers joining.
-    pub expanded: Vec<Broker>,
+    pub expanded: Vec<BrokerId>,
 }
 
 /// Why a follower fetch is not counted.
@@ -63,17 +60,17 @@ pub enum FetchRefused {
 /// The leader's state for one partition during one leadership (one leader epoch).
 #[derive(Debug, Clone)]
 pub struct LeaderState {
-    me: Broker,
+    me: BrokerId,
     leader_epoch: LeaderEpoch,
-    replicas: Vec<Broker>,
-    isr: Vec<Broker>,
+    replicas: Vec<BrokerId>,
+    isr: Vec<BrokerId>,
     min_isr: usize,
     /// The leader's log end when this leadership began: a follower joins the ISR only once
     /// it holds at least this much (everything of earlier epochs).
     epoch_start: Offset,
-    followers: BTreeMap<Broker, FollowerProgress>,
+    followers: BTreeMap<BrokerId, FollowerProgress>,
     /// An ISR change sent to the controller and not yet in the image: (isr, sent at).
-    pending: Option<(Vec<Broker>, u64)>,
+    pending: Option<(Vec<BrokerId>, u64)>,
 }
 
 /// A follower's end before its first fetch in a leadership.
@@ -87,10 +84,10 @@ impl LeaderState {
     /// Followers start caught up as of `now_ms` (Kafka does the same), so none is dropped
     /// from the ISR before it had `replica.lag.time.max.ms` to fetch.
     pub fn new(
-        me: Broker,
+        me: BrokerId,
         leader_epoch: LeaderEpoch,
-        replicas: Vec<Broker>,
-        isr: Vec<Broker>,
+        replicas: Vec<BrokerId>,
+        isr: Vec<BrokerId>,
         min_isr: usize,
         log_end: Offset,
         now_ms: u64,
@@ -124,16 +121,16 @@ impl LeaderState {
         self.leader_epoch
     }
 
-    pub fn isr(&self) -> &[Broker] {
+    pub fn isr(&self) -> &[BrokerId] {
         &self.isr
     }
 
-    pub fn replicas(&self) -> &[Broker] {
+    pub fn replicas(&self) -> &[BrokerId] {
         &self.replicas
     }
 
     /// Progress of every follower (for status and metrics).
-    pub fn followers(&self) -> &BTreeMap<Broker, FollowerProgress> {
+    pub fn followers(&self) -> &BTreeMap<BrokerId, FollowerProgress> {
         &self.followers
     }
 
@@ -150,7 +147,13 @@ impl LeaderState {
 
     /// The image changed within this leadership (same epoch): new ISR, replicas or
     /// `min.insync.replicas`. A pending change the image now shows is done.
-    pub fn update(&mut self, replicas: Vec<Broker>, isr: Vec<Broker>, min_isr: usize, now_ms: u64) {
+    pub fn update(
+        &mut self,
+        replicas: Vec<BrokerId>,
+        isr: Vec<BrokerId>,
+        min_isr: usize,
+        now_ms: u64,
+    ) {
         if self
             .pending
             .as_ref()
@@ -179,7 +182,7 @@ impl LeaderState {
     /// `leader_end`.
     pub fn on_fetch(
         &mut self,
-        follower: Broker,
+        follower: BrokerId,
         fetch_offset: Offset,
         leader_end: Offset,
         now_ms: u64,
@@ -262,7 +265,7 @@ impl LeaderState {
         if shrunk.is_empty() && expanded.is_empty() {
             return None;
         }
-        let isr: Vec<Broker> = self
+        let isr: Vec<BrokerId> = self
             .replicas
             .iter()
             .copied()
@@ -280,7 +283,7 @@ impl LeaderState {
     }
 
     /// Notes that `isr` was sent to the controller at `now_ms`.
-    pub fn mark_pending(&mut self, isr: Vec<Broker>, now_ms: u64) {
+    pub fn mark_pending(&mut self, isr: Vec<BrokerId>, now_ms: u64) {
         self.pending = Some((isr, now_ms));
     }
 
@@ -299,7 +302,7 @@ impl LeaderState {
     }
 }
 
-fn same_set(a: &[Broker], b: &[Broker]) -> bool {
+fn same_set(a: &[BrokerId], b: &[BrokerId]) -> bool {
     a.len() == b.len() && a.iter().all(|x| b.contains(x))
 }
 
@@ -311,19 +314,31 @@ mod tests {
         Offset(n)
     }
 
-    fn three(isr: Vec<Broker>, min_isr: usize) -> LeaderState {
-        LeaderState::new(1, LeaderEpoch(5), vec![1, 2, 3], isr, min_isr, o(100), 0)
+    fn ids(v: &[i32]) -> Vec<BrokerId> {
+        v.iter().copied().map(BrokerId).collect()
+    }
+
+    fn three(isr: Vec<BrokerId>, min_isr: usize) -> LeaderState {
+        LeaderState::new(
+            BrokerId(1),
+            LeaderEpoch(5),
+            ids(&[1, 2, 3]),
+            isr,
+            min_isr,
+            o(100),
+            0,
+        )
     }
 
     #[test]
     fn high_watermark_waits_for_every_isr_member() {
-        let mut l = three(vec![1, 2, 3], 2);
+        let mut l = three(ids(&[1, 2, 3]), 2);
         assert_eq!(l.high_watermark(o(120)), None, "no follower fetched yet");
-        l.on_fetch(2, o(110), o(120), 1).unwrap();
+        l.on_fetch(BrokerId(2), o(110), o(120), 1).unwrap();
         assert_eq!(l.high_watermark(o(120)), None, "3 has not fetched");
-        l.on_fetch(3, o(105), o(120), 1).unwrap();
+        l.on_fetch(BrokerId(3), o(105), o(120), 1).unwrap();
         assert_eq!(l.high_watermark(o(120)), Some(o(105)));
-        l.on_fetch(3, o(120), o(120), 2).unwrap();
+        l.on_fetch(BrokerId(3), o(120), o(120), 2).unwrap();
         assert_eq!(l.high_watermark(o(120)), Some(o(110)));
         // The leader's own durable end bounds it (fsync policy: synced < written).
         assert_eq!(l.high_watermark(o(108)), Some(o(108)));
@@ -331,92 +346,105 @@ mod tests {
 
     #[test]
     fn a_follower_out_of_the_isr_does_not_hold_the_high_watermark() {
-        let mut l = three(vec![1, 2], 2);
-        l.on_fetch(2, o(130), o(130), 1).unwrap();
+        let mut l = three(ids(&[1, 2]), 2);
+        l.on_fetch(BrokerId(2), o(130), o(130), 1).unwrap();
         assert_eq!(l.high_watermark(o(130)), Some(o(130)));
-        l.on_fetch(3, o(0), o(130), 1).unwrap();
+        l.on_fetch(BrokerId(3), o(0), o(130), 1).unwrap();
         assert_eq!(l.high_watermark(o(130)), Some(o(130)));
     }
 
     #[test]
     fn below_min_isr_the_high_watermark_stops() {
-        let l = three(vec![1], 2);
+        let l = three(ids(&[1]), 2);
         assert_eq!(l.high_watermark(o(130)), None);
         assert!(!l.enough_in_sync());
         // min.insync.replicas beyond the replication factor is capped by it.
-        let single = LeaderState::new(1, LeaderEpoch(0), vec![1], vec![1], 3, o(0), 0);
+        let single = LeaderState::new(
+            BrokerId(1),
+            LeaderEpoch(0),
+            ids(&[1]),
+            ids(&[1]),
+            3,
+            o(0),
+            0,
+        );
         assert_eq!(single.high_watermark(o(7)), Some(o(7)));
         assert!(single.enough_in_sync());
     }
 
     #[test]
     fn fetch_from_a_non_replica_is_refused() {
-        let mut l = three(vec![1, 2, 3], 2);
-        assert_eq!(l.on_fetch(9, o(0), o(0), 0), Err(FetchRefused::NotReplica));
+        let mut l = three(ids(&[1, 2, 3]), 2);
+        assert_eq!(
+            l.on_fetch(BrokerId(9), o(0), o(0), 0),
+            Err(FetchRefused::NotReplica)
+        );
     }
 
     #[test]
     fn a_lagging_follower_is_proposed_for_removal_after_the_lag_limit() {
-        let mut l = three(vec![1, 2, 3], 2);
+        let mut l = three(ids(&[1, 2, 3]), 2);
         // 2 keeps up; 3 fetches but never reaches the leader's end.
         for t in 1..=40u64 {
             let leader_end = 100 + t as i64 * 10;
-            l.on_fetch(2, o(leader_end), o(leader_end), t * 1000)
+            l.on_fetch(BrokerId(2), o(leader_end), o(leader_end), t * 1000)
                 .unwrap();
-            l.on_fetch(3, o(100), o(leader_end), t * 1000).unwrap();
+            l.on_fetch(BrokerId(3), o(100), o(leader_end), t * 1000)
+                .unwrap();
         }
         let hw = l.high_watermark(o(500)).unwrap();
         let change = l.isr_change(hw, 40_000, 30_000).expect("3 lags for 40 s");
-        assert_eq!(change.isr, vec![1, 2]);
+        assert_eq!(change.isr, ids(&[1, 2]));
         assert_eq!(change.shrunk.len(), 1);
-        assert_eq!(change.shrunk[0].0, 3);
+        assert_eq!(change.shrunk[0].0, BrokerId(3));
         assert!(l.isr_change(hw, 20_000, 30_000).is_none());
     }
 
     #[test]
     fn a_follower_that_keeps_up_with_the_previous_fetch_stays_in_sync() {
-        let mut l = three(vec![1, 2], 2);
+        let mut l = three(ids(&[1, 2]), 2);
         // Each fetch holds what the leader had at the previous one: caught up as of then.
         let mut leader_end = 100;
         for t in 1..=100u64 {
             let previous = leader_end;
             leader_end += 10;
-            l.on_fetch(2, o(previous), o(leader_end), t * 1000).unwrap();
+            l.on_fetch(BrokerId(2), o(previous), o(leader_end), t * 1000)
+                .unwrap();
         }
         assert!(l.isr_change(o(0), 100_000, 30_000).is_none());
     }
 
     #[test]
     fn a_caught_up_follower_is_proposed_for_the_isr_once_past_the_epoch_start() {
-        let mut l = three(vec![1, 2], 2);
-        l.on_fetch(2, o(150), o(150), 1).unwrap();
-        l.on_fetch(3, o(90), o(150), 1).unwrap();
+        let mut l = three(ids(&[1, 2]), 2);
+        l.on_fetch(BrokerId(2), o(150), o(150), 1).unwrap();
+        l.on_fetch(BrokerId(3), o(90), o(150), 1).unwrap();
         let hw = l.high_watermark(o(150)).unwrap();
         assert!(l.isr_change(hw, 2, 30_000).is_none(), "3 is behind");
-        l.on_fetch(3, o(150), o(150), 3).unwrap();
+        l.on_fetch(BrokerId(3), o(150), o(150), 3).unwrap();
         let change = l.isr_change(hw, 3, 30_000).expect("3 caught up");
-        assert_eq!(change.isr, vec![1, 2, 3]);
-        assert_eq!(change.expanded, vec![3]);
+        assert_eq!(change.isr, ids(&[1, 2, 3]));
+        assert_eq!(change.expanded, ids(&[3]));
         // Pending until the image shows it, or until the pending limit passes.
         l.mark_pending(change.isr.clone(), 3);
         assert!(l.isr_change(hw, 4, 30_000).is_none());
         assert!(l
             .isr_change(hw, 4 + PENDING_ISR_CHANGE_MS_MAX, 30_000)
             .is_some());
-        l.update(vec![1, 2, 3], vec![1, 2, 3], 2, 5);
+        l.update(ids(&[1, 2, 3]), ids(&[1, 2, 3]), 2, 5);
         assert!(l.isr_change(hw, 6, 30_000).is_none());
     }
 
     #[test]
     fn the_high_watermark_waits_for_a_follower_whose_expansion_is_pending() {
-        let mut l = three(vec![1, 2], 2);
-        l.on_fetch(2, o(150), o(150), 1).unwrap();
-        l.on_fetch(3, o(150), o(150), 1).unwrap();
+        let mut l = three(ids(&[1, 2]), 2);
+        l.on_fetch(BrokerId(2), o(150), o(150), 1).unwrap();
+        l.on_fetch(BrokerId(3), o(150), o(150), 1).unwrap();
         let hw = l.high_watermark(o(150)).unwrap();
         let change = l.isr_change(hw, 2, 30_000).expect("3 caught up");
         l.mark_pending(change.isr.clone(), 2);
         // The leader and 2 move on while the controller decides; 3 has not fetched again.
-        l.on_fetch(2, o(200), o(200), 3).unwrap();
+        l.on_fetch(BrokerId(2), o(200), o(200), 3).unwrap();
         assert_eq!(
             l.high_watermark(o(200)),
             Some(o(150)),
@@ -427,34 +455,42 @@ mod tests {
         refused.pending_refused();
         assert_eq!(refused.high_watermark(o(200)), Some(o(200)));
         assert!(refused.isr_change(o(150), 4, 30_000).is_none());
-        l.on_fetch(3, o(200), o(200), 4).unwrap();
+        l.on_fetch(BrokerId(3), o(200), o(200), 4).unwrap();
         assert_eq!(l.high_watermark(o(200)), Some(o(200)));
         // Applied: 3 is a member like any other.
-        l.update(vec![1, 2, 3], vec![1, 2, 3], 2, 5);
-        l.on_fetch(2, o(260), o(260), 6).unwrap();
+        l.update(ids(&[1, 2, 3]), ids(&[1, 2, 3]), 2, 5);
+        l.on_fetch(BrokerId(2), o(260), o(260), 6).unwrap();
         assert_eq!(l.high_watermark(o(260)), Some(o(200)));
     }
 
     #[test]
     fn a_follower_that_stopped_fetching_is_not_proposed_for_the_isr() {
-        let mut l = three(vec![1, 2], 2);
-        l.on_fetch(2, o(150), o(150), 1).unwrap();
-        l.on_fetch(3, o(150), o(150), 1).unwrap();
+        let mut l = three(ids(&[1, 2]), 2);
+        l.on_fetch(BrokerId(2), o(150), o(150), 1).unwrap();
+        l.on_fetch(BrokerId(3), o(150), o(150), 1).unwrap();
         let hw = l.high_watermark(o(150)).unwrap();
         assert!(l.isr_change(hw, 1 + 30_000, 30_000).is_some());
         // 2 goes on fetching; 3 sent nothing since: it is gone, however complete its copy
         // looked.
-        l.on_fetch(2, o(150), o(150), 2 + 30_000).unwrap();
+        l.on_fetch(BrokerId(2), o(150), o(150), 2 + 30_000).unwrap();
         assert!(l.isr_change(hw, 2 + 30_000, 30_000).is_none());
     }
 
     #[test]
     fn a_follower_behind_the_epoch_start_does_not_join() {
         // Leadership began at 100; the follower holds 80 while the high watermark is 50.
-        let mut l = LeaderState::new(1, LeaderEpoch(5), vec![1, 2], vec![1], 1, o(100), 0);
-        l.on_fetch(2, o(80), o(120), 1).unwrap();
+        let mut l = LeaderState::new(
+            BrokerId(1),
+            LeaderEpoch(5),
+            ids(&[1, 2]),
+            ids(&[1]),
+            1,
+            o(100),
+            0,
+        );
+        l.on_fetch(BrokerId(2), o(80), o(120), 1).unwrap();
         assert!(l.isr_change(o(50), 2, 30_000).is_none());
-        l.on_fetch(2, o(100), o(120), 2).unwrap();
+        l.on_fetch(BrokerId(2), o(100), o(120), 2).unwrap();
         assert!(l.isr_change(o(50), 3, 30_000).is_some());
     }
 }

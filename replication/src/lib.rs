@@ -23,4 +23,4 @@ pub mod partition;
 pub use follower::{
     FetcherConfig, FetcherConfigError, Fetchers, Followed, FollowerStatus, LeaderAddr,
 };
-pub use leader::{Broker, FetchRefused, FollowerProgress, IsrChange, LeaderState};
+pub use leader::{FetchRefused, FollowerProgress, IsrChange, LeaderState};

@@ -210,11 +210,11 @@ fn follower(
                 tp,
                 log: log.clone(),
                 leader: LeaderAddr {
-                    id: leader.0,
+                    id: sluice_engine::BrokerId(leader.0),
                     host: "127.0.0.1".into(),
                     port,
                 },
-                leader_epoch: leader.1,
+                leader_epoch: sluice_engine::LeaderEpoch(leader.1),
                 hw: hw.clone(),
             };
             let config = FetcherConfig {
@@ -223,7 +223,7 @@ fn follower(
                 response_bytes_max: 64 << 10,
                 ..FetcherConfig::default()
             };
-            let mut fetchers = Fetchers::new(FOLLOWER_ID, config.clone());
+            let mut fetchers = Fetchers::new(sluice_engine::BrokerId(FOLLOWER_ID), config.clone());
             fetchers.assign(vec![followed.clone()]);
             loop {
                 let command = match commands.try_recv() {
@@ -248,12 +248,13 @@ fn follower(
                             .expect("diverged append");
                         log.wait_durable(Offset(end + 3)).await.expect("durable");
                         let _ = reply.send(log.log_end_offset().0);
-                        fetchers = Fetchers::new(FOLLOWER_ID, config.clone());
+                        fetchers =
+                            Fetchers::new(sluice_engine::BrokerId(FOLLOWER_ID), config.clone());
                         fetchers.assign(vec![followed.clone()]);
                     }
                     Command::Follow(epoch, reply) => {
                         let f = Followed {
-                            leader_epoch: epoch,
+                            leader_epoch: sluice_engine::LeaderEpoch(epoch),
                             ..followed.clone()
                         };
                         fetchers.assign(vec![f]);

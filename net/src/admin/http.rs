@@ -224,7 +224,7 @@ fn route(method: &str, path: &str, query: &str) -> Answer {
         ("GET", "/metrics") => ("200 OK", TEXT, crate::admin::metrics::render()),
         ("GET", "/health") => match crate::broker::watchdog::health() {
             Ok(()) => ("200 OK", TEXT, "ok\n".to_string()),
-            Err(stuck) => ("503 Service Unavailable", TEXT, stuck),
+            Err(stuck) => ("503 Service Unavailable", TEXT, stuck.to_string()),
         },
         ("GET", "/cluster") => match crate::broker::cluster::current() {
             Some(view) => ("200 OK", TEXT, crate::broker::cluster::status_json(&view)),
@@ -269,7 +269,7 @@ fn failpoint(path: &str, query: &str) -> Answer {
     use crate::broker::watchdog::FailpointError;
     let shard = match query_arg(query, "shard").and_then(|v| {
         v.parse::<usize>()
-            .map_err(|_| "shard: not a shard number".to_string())
+            .map_err(|_| BadQuery::invalid("shard", "not a shard number"))
     }) {
         Ok(s) => s,
         Err(e) => return ("400 Bad Request", TEXT, format!("{e}\n")),
@@ -277,9 +277,10 @@ fn failpoint(path: &str, query: &str) -> Answer {
     let result = if path == "/failpoint/panic" {
         crate::broker::watchdog::inject_panic(shard)
     } else {
-        match query_arg(query, "ms")
-            .and_then(|v| v.parse::<u64>().map_err(|_| "ms: not a number".to_string()))
-        {
+        match query_arg(query, "ms").and_then(|v| {
+            v.parse::<u64>()
+                .map_err(|_| BadQuery::invalid("ms", "not a number"))
+        }) {
             Ok(ms) => crate::broker::watchdog::inject_stall(shard, ms),
             Err(e) => return ("400 Bad Request", TEXT, format!("{e}\n")),
         }
@@ -311,23 +312,16 @@ fn placement() -> Answer {
 }
 
 /// `topic=T&partition=P&core=N`: each present and well formed, or a 400 naming it.
-fn move_args(query: &str) -> Result<(String, i32, usize), String> {
-    let get = |key: &str| {
-        query
-            .split('&')
-            .filter_map(|kv| kv.split_once('='))
-            .find(|(k, _)| *k == key)
-            .map(|(_, v)| v.to_string())
-            .ok_or_else(|| format!("missing query parameter {key}"))
-    };
-    let topic = get("topic")?;
-    crate::broker::catalog::validate_topic_name(&topic).map_err(|e| format!("topic: {e}"))?;
-    let partition = get("partition")?
+fn move_args(query: &str) -> Result<(String, i32, usize), BadQuery> {
+    let topic = query_arg(query, "topic")?;
+    crate::broker::catalog::validate_topic_name(&topic)
+        .map_err(|e| BadQuery::invalid("topic", e.to_string()))?;
+    let partition = query_arg(query, "partition")?
         .parse()
-        .map_err(|_| "partition: not a partition number".to_string())?;
-    let core = get("core")?
+        .map_err(|_| BadQuery::invalid("partition", "not a partition number"))?;
+    let core = query_arg(query, "core")?
         .parse()
-        .map_err(|_| "core: not a CPU number".to_string())?;
+        .map_err(|_| BadQuery::invalid("core", "not a CPU number"))?;
     Ok((topic, partition, core))
 }
 
@@ -336,7 +330,11 @@ fn partition_move(query: &str) -> Answer {
         Ok(a) => a,
         Err(e) => {
             tracing::info!(error = %e, "bad partition move request");
-            return ("400 Bad Request", JSON, json_message("error", &e));
+            return (
+                "400 Bad Request",
+                JSON,
+                json_message("error", &e.to_string()),
+            );
         }
     };
     use crate::placement::moves::MoveError;
@@ -354,24 +352,42 @@ fn partition_move(query: &str) -> Answer {
     }
 }
 
+/// A query parameter missing or malformed: the 400's message names the field.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+enum BadQuery {
+    #[error("missing query parameter {0}")]
+    Missing(&'static str),
+    #[error("{field}: {why}")]
+    Invalid { field: &'static str, why: String },
+}
+
+impl BadQuery {
+    fn invalid(field: &'static str, why: impl Into<String>) -> BadQuery {
+        BadQuery::Invalid {
+            field,
+            why: why.into(),
+        }
+    }
+}
+
 /// The value of `key` in a query string, or an error naming it.
-fn query_arg(query: &str, key: &str) -> Result<String, String> {
+fn query_arg(query: &str, key: &'static str) -> Result<String, BadQuery> {
     query
         .split('&')
         .filter_map(|kv| kv.split_once('='))
         .find(|(k, _)| *k == key)
         .map(|(_, v)| v.to_string())
-        .ok_or_else(|| format!("missing query parameter {key}"))
+        .ok_or(BadQuery::Missing(key))
 }
 
 /// `id=N` (a controller id, at least 1) and, when adding, `address=HOST:PORT`.
-fn controller_args(query: &str, add: bool) -> Result<sluice_control::rpc::Request, String> {
+fn controller_args(query: &str, add: bool) -> Result<sluice_control::rpc::Request, BadQuery> {
     use sluice_control::rpc::Request;
     let id: u64 = query_arg(query, "id")?
         .parse()
         .ok()
         .filter(|id| *id >= 1)
-        .ok_or_else(|| "id: not a controller id (an integer, at least 1)".to_string())?;
+        .ok_or_else(|| BadQuery::invalid("id", "not a controller id (an integer, at least 1)"))?;
     let id = sluice_control::NodeId(id);
     if !add {
         return Ok(Request::RemoveController { id });
@@ -379,15 +395,17 @@ fn controller_args(query: &str, add: bool) -> Result<sluice_control::rpc::Reques
     let address = query_arg(query, "address")?;
     let (host, port) = address
         .rsplit_once(':')
-        .ok_or_else(|| format!("address: {address:?} is not HOST:PORT"))?;
-    let port: u16 = port
-        .parse()
-        .ok()
-        .filter(|p| *p != 0)
-        .ok_or_else(|| format!("address: {port:?} is not a port (1-65535)"))?;
+        .ok_or_else(|| BadQuery::invalid("address", format!("{address:?} is not HOST:PORT")))?;
+    let port: u16 =
+        port.parse().ok().filter(|p| *p != 0).ok_or_else(|| {
+            BadQuery::invalid("address", format!("{port:?} is not a port (1-65535)"))
+        })?;
     let host = host.trim_start_matches('[').trim_end_matches(']');
     if host.is_empty() {
-        return Err(format!("address: {address:?} has no host"));
+        return Err(BadQuery::invalid(
+            "address",
+            format!("{address:?} has no host"),
+        ));
     }
     Ok(Request::AddController {
         id,
@@ -401,7 +419,11 @@ fn change_controllers(query: &str, add: bool) -> Answer {
         Ok(r) => r,
         Err(e) => {
             tracing::info!(error = %e, "bad controller membership request");
-            return ("400 Bad Request", JSON, json_message("error", &e));
+            return (
+                "400 Bad Request",
+                JSON,
+                json_message("error", &e.to_string()),
+            );
         }
     };
     let Some(view) = crate::broker::cluster::current() else {
@@ -453,16 +475,18 @@ mod tests {
         );
         assert_eq!(
             controller_args("address=a:1", true).unwrap_err(),
-            "missing query parameter id"
+            BadQuery::Missing("id")
         );
         assert!(controller_args("id=0", false)
             .unwrap_err()
+            .to_string()
             .starts_with("id:"));
         assert!(controller_args("id=x", false)
             .unwrap_err()
+            .to_string()
             .starts_with("id:"));
         assert_eq!(
-            controller_args("id=4", true).unwrap_err(),
+            controller_args("id=4", true).unwrap_err().to_string(),
             "missing query parameter address"
         );
         for bad in ["h", "h:0", "h:70000", ":9093"] {
@@ -470,6 +494,7 @@ mod tests {
             assert!(
                 controller_args(&q, true)
                     .unwrap_err()
+                    .to_string()
                     .starts_with("address:"),
                 "{bad}"
             );
@@ -516,17 +541,20 @@ mod tests {
             Ok(("a".to_string(), 3, 2))
         );
         assert_eq!(
-            move_args("topic=a&core=2").unwrap_err(),
+            move_args("topic=a&core=2").unwrap_err().to_string(),
             "missing query parameter partition"
         );
         assert!(move_args("topic=a&partition=x&core=2")
             .unwrap_err()
+            .to_string()
             .starts_with("partition:"));
         assert!(move_args("topic=a&partition=1&core=-1")
             .unwrap_err()
+            .to_string()
             .starts_with("core:"));
         assert!(move_args("topic=a%20b&partition=1&core=1")
             .unwrap_err()
+            .to_string()
             .starts_with("topic:"));
     }
 }

@@ -7,8 +7,10 @@
 //! to a temporary file, fsynced and renamed, so a crash leaves the old or the new catalog.
 //!
 //! What is written when: topic changes come from the control thread (`sync_from`) and at
-//! start-up, and are written before the mutex is released (off the request path; a
-//! shard's lookup may wait behind that write). Producer ids are handed out only below
+//! start-up. The state to write is taken under the mutex and written after it is
+//! released, before the caller goes on (a shard's lookup never waits behind a file write;
+//! it may see a topic a moment before the file has it, which a restart re-syncs from the
+//! metadata log). Producer ids are handed out only below
 //! the end of a block already in the file (a restart starts past it, so no id is given
 //! twice); the next block is reserved on a shard's blocking thread when half the current
 //! one is used, so InitProducerId waits for a write only when a burst used the rest of a
@@ -170,11 +172,14 @@ impl Catalog {
                     && a.topic_id == b.topic_id
                     && a.configs == b.configs
             });
-        if !same {
-            data.topics = next;
-            data.from_metadata_log = true;
-            self.persist(&mut data)?;
+        if same {
+            return Ok(changes);
         }
+        data.topics = next;
+        data.from_metadata_log = true;
+        let state = self.take_state(&mut data);
+        drop(data);
+        self.write_state(state)?;
         Ok(changes)
     }
 
@@ -200,7 +205,7 @@ impl Catalog {
     /// Reserves the next block of producer ids in the file (blocking: a file write),
     /// unless more than half a block is reserved already.
     pub fn reserve_producer_ids(&self) -> Result<(), CatalogError> {
-        let (seq, bytes, end) = {
+        let state = {
             let mut data = self.lock();
             if data.producer_ids_durable_end - data.producer_id_next > PRODUCER_ID_BLOCK / 2 {
                 data.producer_ids_reserving = false;
@@ -208,17 +213,11 @@ impl Catalog {
             }
             let from = data.producer_ids_reserved_end.max(data.producer_id_next);
             data.producer_ids_reserved_end = from + PRODUCER_ID_BLOCK;
-            let end = data.producer_ids_reserved_end;
-            let (seq, bytes) = self.serialize(&mut data);
-            (seq, bytes, end)
+            self.take_state(&mut data)
         };
-        let written = bytes.and_then(|b| self.write(seq, &b));
-        let mut data = self.lock();
-        data.producer_ids_reserving = false;
-        written?;
-        assert!(end <= data.producer_ids_reserved_end);
-        data.producer_ids_durable_end = data.producer_ids_durable_end.max(end);
-        Ok(())
+        let written = self.write_state(state);
+        self.lock().producer_ids_reserving = false;
+        written
     }
 
     /// A producer id never handed out before: reserved ahead on the shard's blocking
@@ -294,7 +293,9 @@ impl Catalog {
             return Ok(meta);
         }
         data.topics.insert(name.to_string(), meta.clone());
-        self.persist(&mut data)?;
+        let state = self.take_state(&mut data);
+        drop(data);
+        self.write_state(state)?;
         Ok(meta)
     }
 
@@ -320,7 +321,9 @@ impl Catalog {
             return Ok(t.partitions);
         }
         data.topics.insert(name.to_string(), meta.clone());
-        self.persist(&mut data)?;
+        let state = self.take_state(&mut data);
+        drop(data);
+        self.write_state(state)?;
         Ok(meta.partitions)
     }
 
@@ -337,11 +340,28 @@ impl Catalog {
             .unwrap_or_else(|_| log_config(&self.defaults, &BTreeMap::new()).unwrap_or_default())
     }
 
-    /// Writes `data` now, under its lock (the callers are the control thread and start-up).
-    fn persist(&self, data: &mut CatalogData) -> Result<(), CatalogError> {
+    /// The state to write, taken under the data lock; the caller releases the lock, then
+    /// [`write_state`](Self::write_state)s it.
+    fn take_state(&self, data: &mut CatalogData) -> TakenState {
         let (seq, bytes) = self.serialize(data);
-        self.write(seq, &bytes?)?;
-        data.producer_ids_durable_end = data.producer_ids_reserved_end;
+        TakenState {
+            seq,
+            bytes,
+            producer_ids_reserved_end: data.producer_ids_reserved_end,
+        }
+    }
+
+    /// Writes a taken state (without the data lock: lookups go on meanwhile) unless a
+    /// newer one is in the file already, then counts its producer-id reservation durable.
+    fn write_state(&self, state: TakenState) -> Result<(), CatalogError> {
+        self.write(state.seq, &state.bytes?)?;
+        let end = state.producer_ids_reserved_end;
+        let mut data = self.lock();
+        assert!(
+            end <= data.producer_ids_reserved_end,
+            "producer-id reservations only grow"
+        );
+        data.producer_ids_durable_end = data.producer_ids_durable_end.max(end);
         Ok(())
     }
 
@@ -364,6 +384,13 @@ impl Catalog {
         *written = seq;
         Ok(())
     }
+}
+
+/// A catalog state serialized under the data lock, to be written after it is released.
+struct TakenState {
+    seq: u64,
+    bytes: Result<Vec<u8>, CatalogError>,
+    producer_ids_reserved_end: i64,
 }
 
 /// The id of an internal topic: FNV-1a (128-bit) of the cluster id and the name.
@@ -687,5 +714,41 @@ mod tests {
         c.write(old_seq, &old_bytes.unwrap()).unwrap();
         drop(c);
         assert!(open(dir.path()).get("t").is_some());
+    }
+
+    #[test]
+    fn lookups_do_not_wait_behind_a_topic_change_being_written() {
+        let dir = tempfile::tempdir().unwrap();
+        let c = Arc::new(open(dir.path()));
+        // Another write holds the write turn: the change waits for it, not the lookups.
+        let turn = c.written_seq.lock().unwrap();
+        let meta = TopicMeta {
+            name: "t".into(),
+            partitions: 3,
+            topic_id: [1; 16],
+            configs: BTreeMap::new(),
+        };
+        let syncing = {
+            let c = c.clone();
+            std::thread::spawn(move || c.sync_from(vec![meta]))
+        };
+        // Were the file written under the data lock, this would never see the topic.
+        loop {
+            if let Ok(data) = c.data.try_lock() {
+                if data.topics.contains_key("t") {
+                    break;
+                }
+            }
+            std::thread::yield_now();
+        }
+        assert_eq!(c.partition_count("t"), Some(3));
+        drop(turn);
+        assert_eq!(syncing.join().unwrap().unwrap(), vec![]);
+        drop(c);
+        assert_eq!(
+            open(dir.path()).partition_count("t"),
+            Some(3),
+            "in the file"
+        );
     }
 }

@@ -34,8 +34,8 @@ pub enum Role {
     Leader(LeaderState),
     /// Following `leader` (none while the partition has no leader) at `leader_epoch`.
     Follower {
-        leader: Option<i32>,
-        leader_epoch: i32,
+        leader: Option<BrokerId>,
+        leader_epoch: LeaderEpoch,
     },
 }
 
@@ -103,7 +103,7 @@ impl Replica {
     /// A follower fetched from `offset`: its durable end is `offset`.
     pub fn on_follower_fetch(
         &self,
-        follower: i32,
+        follower: BrokerId,
         offset: i64,
         now_ms: u64,
     ) -> Result<(), ErrorCode> {
@@ -122,17 +122,17 @@ impl Replica {
     }
 
     /// The ISR change to propose now (leader only).
-    fn isr_change(&self, now_ms: u64, lag_max_ms: u64) -> Option<(IsrChange, i32)> {
+    fn isr_change(&self, now_ms: u64, lag_max_ms: u64) -> Option<(IsrChange, LeaderEpoch)> {
         match &*self.role.borrow() {
             Role::Leader(l) => l
                 .isr_change(Offset(self.hw.get()), now_ms, lag_max_ms)
-                .map(|c| (c, l.leader_epoch().0)),
+                .map(|c| (c, l.leader_epoch())),
             Role::Follower { .. } => None,
         }
     }
 
     /// (replicas, isr) while this broker leads.
-    pub fn leader_view(&self) -> Option<(Vec<i32>, Vec<i32>)> {
+    pub fn leader_view(&self) -> Option<(Vec<BrokerId>, Vec<BrokerId>)> {
         match &*self.role.borrow() {
             Role::Leader(l) => Some((l.replicas().to_vec(), l.isr().to_vec())),
             Role::Follower { .. } => None,
@@ -140,7 +140,7 @@ impl Replica {
     }
 
     /// The leader this broker follows, and its epoch.
-    pub fn following(&self) -> Option<(i32, i32)> {
+    pub fn following(&self) -> Option<(BrokerId, LeaderEpoch)> {
         match &*self.role.borrow() {
             Role::Follower {
                 leader: Some(l),
@@ -263,10 +263,6 @@ fn wanted(shard: &Shard, image: &MetadataImage) -> Vec<Wanted> {
     out
 }
 
-fn ids(v: &[BrokerId]) -> Vec<i32> {
-    v.iter().map(|b| b.0).collect()
-}
-
 /// Brings the shard's replicas in line with the current image: creates the logs of
 /// partitions it now holds, switches roles, updates leaders' ISR, drops partitions it no
 /// longer holds. Returns whether anything ran (the image had moved).
@@ -277,7 +273,7 @@ pub async fn reconcile(shard: &Rc<Shard>) -> bool {
         return false;
     }
     shard.replicas.seen_versions.set(versions);
-    let me = shard.config.node_id;
+    let me = BrokerId(shard.config.node_id);
     let now = now_ms();
     let wanted = wanted(shard, &image);
     let mut keep = Vec::with_capacity(wanted.len());
@@ -326,10 +322,10 @@ fn followed(shard: &Shard, image: &MetadataImage) -> Vec<Followed> {
             continue;
         };
         let listener = image
-            .broker(BrokerId(leader))
+            .broker(leader)
             .and_then(|b| b.listeners.first().cloned());
         let Some(l) = listener else {
-            tracing::warn!(partition = %r.tp, leader, "leader has no listener in the metadata image");
+            tracing::warn!(partition = %r.tp, %leader, "leader has no listener in the metadata image");
             continue;
         };
         out.push(Followed {
@@ -347,20 +343,20 @@ fn followed(shard: &Shard, image: &MetadataImage) -> Vec<Followed> {
     out
 }
 
-fn new_role(w: &Wanted, me: i32, log: &PartitionLog, now: u64) -> Role {
+fn new_role(w: &Wanted, me: BrokerId, log: &PartitionLog, now: u64) -> Role {
     match w.state.leader {
-        Some(l) if l.0 == me => Role::Leader(LeaderState::new(
+        Some(l) if l == me => Role::Leader(LeaderState::new(
             me,
             w.state.leader_epoch,
-            ids(&w.state.replicas),
-            ids(&w.state.isr),
+            w.state.replicas.clone(),
+            w.state.isr.clone(),
             w.min_isr,
             log.log_end_offset(),
             now,
         )),
         leader => Role::Follower {
-            leader: leader.map(|l| l.0),
-            leader_epoch: w.state.leader_epoch.0,
+            leader,
+            leader_epoch: w.state.leader_epoch,
         },
     }
 }
@@ -373,26 +369,31 @@ fn log_role(tp: &TopicPartition, role: &Role) {
         Role::Follower {
             leader,
             leader_epoch,
-        } => tracing::info!(partition = %tp, ?leader, leader_epoch, "following"),
+        } => tracing::info!(partition = %tp, ?leader, %leader_epoch, "following"),
     }
 }
 
-fn update_role(r: &Rc<Replica>, w: &Wanted, me: i32, now: u64) {
+fn update_role(r: &Rc<Replica>, w: &Wanted, me: BrokerId, now: u64) {
     let same_leadership = {
         let role = r.role.borrow();
         match &*role {
             Role::Leader(l) => {
-                w.state.leader.map(|b| b.0) == Some(me) && l.leader_epoch() == w.state.leader_epoch
+                w.state.leader == Some(me) && l.leader_epoch() == w.state.leader_epoch
             }
             Role::Follower {
                 leader,
                 leader_epoch,
-            } => *leader == w.state.leader.map(|b| b.0) && *leader_epoch == w.state.leader_epoch.0,
+            } => *leader == w.state.leader && *leader_epoch == w.state.leader_epoch,
         }
     };
     if same_leadership {
         if let Role::Leader(l) = &mut *r.role.borrow_mut() {
-            l.update(ids(&w.state.replicas), ids(&w.state.isr), w.min_isr, now);
+            l.update(
+                w.state.replicas.clone(),
+                w.state.isr.clone(),
+                w.min_isr,
+                now,
+            );
         }
         r.update_hw();
         return;
@@ -413,7 +414,7 @@ const ISR_CHECK_INTERVAL_MS: u64 = 100;
 /// The shard's replication loop: follows the image, keeps leaders' high watermarks moving
 /// with their own durable ends, and proposes ISR changes to the controller.
 pub async fn run(shard: Rc<Shard>) {
-    let fetchers = Fetchers::new(shard.config.node_id, FetcherConfig::default());
+    let fetchers = Fetchers::new(BrokerId(shard.config.node_id), FetcherConfig::default());
     *shard.replicas.fetchers.borrow_mut() = Some(fetchers.clone());
     let mut since_check_ms = 0;
     while !shard.stopping.is_set() {
@@ -439,10 +440,8 @@ fn check_leaders(shard: &Rc<Shard>) {
         r.update_hw();
         if let Some((mut change, epoch)) = r.isr_change(now, lag_max_ms) {
             // A fenced broker (restarted, not yet unfenced) may not join: wait for it.
-            let (eligible, waiting): (Vec<i32>, Vec<i32>) = change
-                .expanded
-                .iter()
-                .partition(|b| image.is_live(BrokerId(**b)));
+            let (eligible, waiting): (Vec<BrokerId>, Vec<BrokerId>) =
+                change.expanded.iter().partition(|b| image.is_live(**b));
             change.expanded = eligible;
             change.isr.retain(|b| !waiting.contains(b));
             if change.expanded.is_empty() && change.shrunk.is_empty() {
@@ -459,12 +458,17 @@ fn check_leaders(shard: &Rc<Shard>) {
 
 /// Sends an ISR change to the controller; logs shrinks at WARN (an operator must see
 /// them) and counts both kinds once applied.
-async fn propose_isr(shard: &Rc<Shard>, r: &Rc<Replica>, change: IsrChange, leader_epoch: i32) {
+async fn propose_isr(
+    shard: &Rc<Shard>,
+    r: &Rc<Replica>,
+    change: IsrChange,
+    leader_epoch: LeaderEpoch,
+) {
     for (b, lag_ms) in &change.shrunk {
-        tracing::warn!(topic = %r.tp.topic, partition = r.tp.partition.0, follower = b, lag_ms, isr = ?change.isr, "shrinking ISR: follower has not caught up");
+        tracing::warn!(topic = %r.tp.topic, partition = r.tp.partition.0, follower = %b, lag_ms, isr = ?change.isr, "shrinking ISR: follower has not caught up");
     }
     for b in &change.expanded {
-        tracing::info!(topic = %r.tp.topic, partition = r.tp.partition.0, follower = b, isr = ?change.isr, "expanding ISR: follower caught up");
+        tracing::info!(topic = %r.tp.topic, partition = r.tp.partition.0, follower = %b, isr = ?change.isr, "expanding ISR: follower caught up");
     }
     let result =
         crate::broker::cluster::alter_isr(&shard.cluster, &r.tp, leader_epoch, &change.isr).await;
@@ -472,7 +476,7 @@ async fn propose_isr(shard: &Rc<Shard>, r: &Rc<Replica>, change: IsrChange, lead
         // Refused: the ISR stays the image's, and the high watermark stops waiting for the
         // members the change would have added (Kafka reverts its maximal ISR the same way).
         if let Role::Leader(l) = &mut *r.role.borrow_mut() {
-            if l.leader_epoch().0 == leader_epoch {
+            if l.leader_epoch() == leader_epoch {
                 l.pending_refused();
             }
         }

@@ -262,8 +262,28 @@ pub fn render_metrics(out: &mut String) {
     }
 }
 
+/// The shards whose reactor is stuck: shard, stalled for (ms), last request's API key.
+/// Shown one line per shard, as `/health` answers.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{}", self.lines())]
+pub struct Stalled(pub Vec<(usize, u64, i32)>);
+
+impl Stalled {
+    fn lines(&self) -> String {
+        self.0
+            .iter()
+            .map(|(s, age, api)| {
+                format!(
+                    "shard {s} stalled for {age} ms (last request: {})\n",
+                    api_name(*api)
+                )
+            })
+            .collect()
+    }
+}
+
 /// `/health`: `Ok` when every running shard's reactor runs, else what is stuck.
-pub fn health() -> Result<(), String> {
+pub fn health() -> Result<(), Stalled> {
     let Some(watch) = current() else {
         return Ok(());
     };
@@ -271,15 +291,7 @@ pub fn health() -> Result<(), String> {
     if stuck.is_empty() {
         return Ok(());
     }
-    Err(stuck
-        .iter()
-        .map(|(s, age, api)| {
-            format!(
-                "shard {s} stalled for {age} ms (last request: {})\n",
-                api_name(*api)
-            )
-        })
-        .collect())
+    Err(Stalled(stuck))
 }
 
 /// Why a failpoint request was refused.

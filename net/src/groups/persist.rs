@@ -100,20 +100,26 @@ pub async fn store_membership(shard: &Rc<Shard>, group_id: &str) -> Result<(), E
         .map(|_| ())
 }
 
+/// Why an offsets partition could not be loaded (it is tried again).
+#[derive(Debug, thiserror::Error)]
+enum LoadError {
+    #[error("opening the log: error code {0}")]
+    Open(ErrorCode),
+    #[error("waiting for the log's end to be written: {0}")]
+    Written(#[source] sluice_engine::LogError),
+    #[error("{0}")]
+    Read(#[source] sluice_engine::ReadError),
+}
+
 /// Reads an offsets partition this shard owns from its start.
-async fn load(shard: &Rc<Shard>, partition: usize) -> Result<Loaded, String> {
+async fn load(shard: &Rc<Shard>, partition: usize) -> Result<Loaded, LoadError> {
     let tp = offsets_tp(partition);
-    let log = shard
-        .log_for(&tp)
-        .await
-        .map_err(|e| format!("opening the log: error code {e}"))?;
+    let log = shard.log_for(&tp).await.map_err(LoadError::Open)?;
     let mut loaded = Loaded::default();
     // Everything the log holds, the last records the follower fetcher appended before the
     // leadership came here included (they may still be in flight to the disk).
     let end = log.log_end_offset();
-    log.wait_written(end)
-        .await
-        .map_err(|e| format!("waiting for the log's end to be written: {e}"))?;
+    log.wait_written(end).await.map_err(LoadError::Written)?;
     let mut from = log.log_start_offset();
     while from < end {
         let limits = ReadLimits {
@@ -121,7 +127,7 @@ async fn load(shard: &Rc<Shard>, partition: usize) -> Result<Loaded, String> {
             max_offset: end,
             min_one_batch: true,
         };
-        let read = log.read(from, limits).await.map_err(|e| e.to_string())?;
+        let read = log.read(from, limits).await.map_err(LoadError::Read)?;
         let before = from;
         for slice in &read.slices {
             for (_, header, bytes) in BatchIter::new(slice) {

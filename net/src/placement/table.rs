@@ -110,12 +110,32 @@ pub enum PlacementError {
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum PersistError {
     #[error("writing the placement file failed: {0}")]
-    Write(String),
+    Write(WriteFailure),
     #[error("the placement file was not written within {0:?}")]
     TimedOut(Duration),
     #[error("the placement writer has stopped")]
     Stopped,
 }
+
+/// The I/O error of a failed placement file write, shared by every waiter on that
+/// version; equal when kind and message are (so `PersistError` stays comparable).
+#[derive(Debug, Clone, thiserror::Error)]
+#[error("{0}")]
+pub struct WriteFailure(Arc<std::io::Error>);
+
+impl WriteFailure {
+    fn new(e: std::io::Error) -> WriteFailure {
+        WriteFailure(Arc::new(e))
+    }
+}
+
+impl PartialEq for WriteFailure {
+    fn eq(&self, other: &WriteFailure) -> bool {
+        self.0.kind() == other.0.kind() && self.0.to_string() == other.0.to_string()
+    }
+}
+
+impl Eq for WriteFailure {}
 
 /// The shard of a partition by the `hash` policy: FNV-1a, stable across processes and
 /// releases (unlike std's SipHash keys).
@@ -263,7 +283,7 @@ impl PlacementTable {
         };
         apply_pins(&mut snap, &settings.pins, &cpus);
         // Start-up writes the opened table itself: the shards open their logs by it next.
-        let first = write_file(&path, &cpus, &snap).map_err(|e| e.to_string());
+        let first = write_file(&path, &cpus, &snap).map_err(WriteFailure::new);
         if let Err(e) = &first {
             tracing::error!(path = %path.display(), error = %e, "writing the placement file failed; placement kept in memory");
         }
@@ -541,7 +561,7 @@ struct WriterState {
     /// The version the file holds.
     durable: u64,
     /// The newest version whose write failed, and why.
-    failed: Option<(u64, String)>,
+    failed: Option<(u64, WriteFailure)>,
     /// Writes done, failed ones too.
     writes: u64,
     /// Set by [`Writer::stop`]: write what is pending, then end.
@@ -555,7 +575,7 @@ impl Writer {
     /// the caller), `write` writes one version.
     fn start(
         initial: u64,
-        first: Result<(), String>,
+        first: Result<(), WriteFailure>,
         write: impl FnMut(&Snapshot) -> std::io::Result<()> + Send + 'static,
     ) -> std::io::Result<Writer> {
         let mut state = WriterState {
@@ -654,7 +674,7 @@ impl WriterShared {
                 Ok(()) => st.durable = version,
                 Err(e) => {
                     tracing::error!(error = %e, version, "writing the placement file failed; placement kept in memory");
-                    st.failed = Some((version, e.to_string()));
+                    st.failed = Some((version, WriteFailure::new(e)));
                 }
             }
             drop(st);
@@ -1079,7 +1099,7 @@ mod tests {
         g.go.send(Err(std::io::Error::other("disk full"))).unwrap();
         let failed = g.writer.shared.wait_durable(3, PERSIST_WAIT_MAX);
         assert!(
-            matches!(&failed, Err(PersistError::Write(e)) if e.contains("disk full")),
+            matches!(&failed, Err(PersistError::Write(e)) if e.to_string().contains("disk full")),
             "{failed:?}"
         );
         // The next change is written again, whole.

@@ -10,7 +10,9 @@
 //!
 //! Invariant: a publication is followed by a ring of every connected channel, and each
 //! channel rings once as soon as it is connected, so a waiter that checked the version
-//! before its channel was connected still wakes.
+//! before its channel was connected still wakes. Other changes the shards wait for without
+//! a new version (the broker state, log work queued by the legacy import) ring too, after
+//! the change: the shard's count of rings (`rings`) moves past any value read before it.
 
 use std::cell::RefCell;
 use std::sync::Arc;
@@ -63,17 +65,19 @@ pub(super) fn control_version() -> OffsetWatch {
     CONTROL_VERSION.with(|w| w.clone())
 }
 
-/// On a shard: connects its channel and advances `watch` to the published version at each
-/// ring, until the control thread is gone.
+/// On a shard: connects its channel and, at each ring, advances `watch` to the published
+/// version and counts the ring in `rings`, until the control thread is gone.
 pub(super) async fn listen(
     receiver: SharedReceiver<()>,
     view: Arc<ClusterView>,
     watch: OffsetWatch,
+    rings: OffsetWatch,
 ) {
     let receiver = receiver.connect().await;
     watch.advance(view.version() as i64);
     while receiver.recv().await.is_some() {
         watch.advance(view.version() as i64);
+        rings.advance(rings.get() + 1);
     }
 }
 

@@ -31,12 +31,21 @@ pub(crate) struct ControlArgs {
     pub ringers: Vec<glommio::channels::shared_channel::SharedSender<()>>,
 }
 
+/// Why the control thread ended with an error (it stops the broker).
+#[derive(Debug, thiserror::Error)]
+pub enum ControlError {
+    #[error("controller stopped: {0}")]
+    ControllerStopped(#[from] sluice_control::ControllerError),
+}
+
 /// The control thread: the controller quorum member (controller role), the broker's
 /// registration and heartbeats (broker role), and for a broker that is not a controller,
 /// the image fetched from the quorum.
-pub(crate) async fn control_main(mut args: ControlArgs) -> Result<(), String> {
+pub(crate) async fn control_main(mut args: ControlArgs) -> Result<(), ControlError> {
     super::bell::connect_ringers(std::mem::take(&mut args.ringers));
     let stop = args.stop.clone();
+    // A poll, as the shards' stop watcher: `stop` is set from threads outside every
+    // executor, which cannot wake a glommio task without handing its waker across threads.
     let stopped = move || {
         let stop = stop.clone();
         async move {
@@ -78,7 +87,7 @@ pub(crate) async fn control_main(mut args: ControlArgs) -> Result<(), String> {
             }
             sluice_control::node::run(node, listener, publish, stopped())
                 .await
-                .map_err(|e| format!("controller stopped: {e}"))
+                .map_err(ControlError::ControllerStopped)
         }
         None => {
             tasks.push(

@@ -102,8 +102,8 @@ pub async fn change_metadata(
 pub async fn alter_isr(
     image: &ShardImage,
     tp: &crate::store::TopicPartition,
-    leader_epoch: i32,
-    isr: &[i32],
+    leader_epoch: sluice_control::LeaderEpoch,
+    isr: &[BrokerId],
 ) -> Result<(), (ErrorCode, String)> {
     let broker_epoch = match image.view.broker_state() {
         BrokerState::Active(e) | BrokerState::Fenced(e) => e,
@@ -116,8 +116,8 @@ pub async fn alter_isr(
         broker_epoch,
         topic: tp.topic.clone(),
         partition: tp.partition.0,
-        leader_epoch: sluice_control::LeaderEpoch(leader_epoch),
-        isr: isr.iter().map(|b| BrokerId(*b)).collect(),
+        leader_epoch,
+        isr: isr.to_vec(),
     };
     change_metadata(image, &req, CONTROLLER_REQUEST_TIMEOUT)
         .await

@@ -17,12 +17,12 @@ pub(super) fn ask_controller_blocking(
     view: &ClusterView,
     req: &Request,
     timeout: Duration,
-) -> Result<Reply, String> {
+) -> Result<Reply, NoControllerAnswer> {
     let deadline = Instant::now() + timeout;
     loop {
         let left = deadline.saturating_duration_since(Instant::now());
         if left.is_zero() {
-            return Err("no active controller answered in time".into());
+            return Err(NoControllerAnswer);
         }
         match rpc::call_blocking(view.controller_addr(), req, left) {
             Ok(Reply::NotLeader { leader: Some(l) }) if view.controller_count() > 1 => {
@@ -36,6 +36,24 @@ pub(super) fn ask_controller_blocking(
             Ok(reply) => return Ok(reply),
         }
     }
+}
+
+/// No controller answered a blocking request within its bound.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("no active controller answered in time")]
+pub struct NoControllerAnswer;
+
+/// Why a preferred-leader election through the admin endpoint failed.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum ElectError {
+    #[error(transparent)]
+    NoAnswer(#[from] NoControllerAnswer),
+    /// The controller refused, in its words.
+    #[error("{0}")]
+    Refused(String),
+    /// The election is committed at `offset`, but this node's image is not there yet.
+    #[error("metadata offset {0} not reached in time")]
+    NotReached(u64),
 }
 
 /// Why a membership change through the admin endpoint failed.
@@ -55,7 +73,7 @@ pub fn change_controllers_blocking(
     req: &Request,
 ) -> Result<String, MembershipError> {
     match ask_controller_blocking(view, req, CONTROLLER_REQUEST_TIMEOUT)
-        .map_err(MembershipError::Unavailable)?
+        .map_err(|e| MembershipError::Unavailable(e.to_string()))?
     {
         Reply::Done { offset } => {
             let deadline = Instant::now() + CONTROLLER_REQUEST_TIMEOUT;
@@ -95,12 +113,12 @@ pub fn change_controllers_blocking(
 /// controller to move leadership to preferred replicas, waits until this node's image has
 /// the result, and says how many partitions were off their preferred leader before and
 /// after (JSON).
-pub fn elect_leaders_blocking(view: &ClusterView) -> Result<String, String> {
+pub fn elect_leaders_blocking(view: &ClusterView) -> Result<String, ElectError> {
     let before = not_preferred(&view.image());
     let deadline = Instant::now() + CONTROLLER_REQUEST_TIMEOUT;
     let offset = loop {
         if Instant::now() >= deadline {
-            return Err("no active controller answered in time".into());
+            return Err(NoControllerAnswer.into());
         }
         match rpc::call_blocking(
             view.controller_addr(),
@@ -111,7 +129,7 @@ pub fn elect_leaders_blocking(view: &ClusterView) -> Result<String, String> {
             Ok(Reply::NotLeader { leader: Some(l) }) if view.controller_count() > 1 => {
                 view.point_at(l)
             }
-            Ok(Reply::Error { message, .. }) => return Err(message),
+            Ok(Reply::Error { message, .. }) => return Err(ElectError::Refused(message)),
             Ok(_) | Err(_) => {
                 view.rotate();
                 std::thread::sleep(RETRY_PAUSE);
@@ -120,7 +138,7 @@ pub fn elect_leaders_blocking(view: &ClusterView) -> Result<String, String> {
     };
     while view.version() < offset {
         if Instant::now() >= deadline {
-            return Err(format!("metadata offset {offset} not reached in time"));
+            return Err(ElectError::NotReached(offset));
         }
         std::thread::sleep(Duration::from_millis(2));
     }

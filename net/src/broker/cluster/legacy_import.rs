@@ -81,9 +81,12 @@ pub(super) async fn import_legacy_topics(view: &Arc<ClusterView>, config: &Serve
     let done = left.is_empty();
     *lock(&view.import) = left;
     if done {
-        // Wait until the imports are in this node's image, then let the catalog follow it.
+        // Wait until the imports are in this node's image (woken by each publication on
+        // this, the control thread), then let the catalog follow it.
         let deadline = Instant::now() + CONTROLLER_REQUEST_TIMEOUT;
-        while Instant::now() < deadline {
+        let published = super::bell::control_version();
+        loop {
+            let version = view.version();
             let image = view.image();
             if view
                 .catalog
@@ -93,10 +96,16 @@ pub(super) async fn import_legacy_topics(view: &Arc<ClusterView>, config: &Serve
             {
                 break;
             }
-            glommio::timer::sleep(Duration::from_millis(2)).await;
+            let left = deadline.saturating_duration_since(Instant::now());
+            if left.is_zero() {
+                break;
+            }
+            super::bell::wait_until(&published, view, version + 1, left).await;
         }
         view.importing.store(false, Ordering::Release);
         view.sync_catalog(&view.image());
+        // Shard 0 applies the log work this queued (`follow_log_work`).
+        super::bell::ring(view.version());
     }
 }
 

@@ -38,6 +38,7 @@ mod status_json;
 mod view;
 
 pub(crate) use bell::channels as version_channels;
+pub use control_thread::ControlError;
 pub(crate) use control_thread::{control_main, ControlArgs};
 pub(crate) use controlled_shutdown::report_stopped;
 pub(crate) use controller::{alter_isr, change_metadata, CONTROLLER_REQUEST_TIMEOUT};

@@ -20,6 +20,9 @@ pub struct ShardImage {
     cached: RefCell<(u64, Arc<MetadataImage>)>,
     /// The published version as this shard last heard it (see `bell`).
     version: OffsetWatch,
+    /// How many rings this shard has heard (see `bell`): moves after every publication
+    /// and every other change the control thread rings for.
+    rings: OffsetWatch,
 }
 
 impl ShardImage {
@@ -28,11 +31,14 @@ impl ShardImage {
     pub fn new(view: Arc<ClusterView>, bell: SharedReceiver<()>) -> ShardImage {
         let image = view.image();
         let version = OffsetWatch::new(image.offset().0 as i64);
-        glommio::spawn_local(super::bell::listen(bell, view.clone(), version.clone())).detach();
+        let rings = OffsetWatch::new(0);
+        let listen = super::bell::listen(bell, view.clone(), version.clone(), rings.clone());
+        glommio::spawn_local(listen).detach();
         ShardImage {
             cached: RefCell::new((image.offset().0, image)),
             view,
             version,
+            rings,
         }
     }
 
@@ -108,6 +114,18 @@ impl ShardImage {
             .topic_by_name(topic)
             .and_then(|t| t.partitions.get(&sluice_control::PartitionId(partition)))
             .map(f)
+    }
+
+    /// The rings heard so far: read it before looking at what the control thread changes,
+    /// then [`wait_ring_after`](Self::wait_ring_after) it to wake on the next change.
+    pub fn rings(&self) -> i64 {
+        self.rings.get()
+    }
+
+    /// Resolves once a ring after `seen` (a value of [`rings`](Self::rings)) is heard;
+    /// never, once the control thread is gone.
+    pub async fn wait_ring_after(&self, seen: i64) {
+        let _ = self.rings.wait_for(seen + 1).await;
     }
 
     /// Waits (woken by the control thread's ring, bounded by `timeout`) until the image

@@ -152,10 +152,17 @@ impl ClusterView {
 
     pub(super) fn set_broker_state(&self, s: BrokerState) {
         let mut b = lock(&self.broker);
-        if *b != s {
+        let changed = *b != s;
+        if changed {
             tracing::info!(node = self.node_id, state = ?s, "broker state");
         }
         *b = s;
+        drop(b);
+        if changed {
+            // Shards waiting to serve look at the state (on the control thread: the
+            // agent is the only caller).
+            super::bell::ring(self.version());
+        }
     }
 
     /// Asks the broker agent for a controlled shutdown (see `controlled_shutdown`).

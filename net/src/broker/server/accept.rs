@@ -23,17 +23,31 @@ pub(super) const SERVING_WAIT_WARN_INTERVAL: Duration = Duration::from_secs(10);
 /// meanwhile; a broker that cannot reach its controllers keeps waiting and says so.
 pub(super) async fn wait_serving(shard: &Shard) {
     let started = std::time::Instant::now();
-    let mut warn_at = started + SERVING_WAIT_WARN_INTERVAL;
-    while !serving_ready(shard) && !shard.stopping.is_set() {
-        if std::time::Instant::now() >= warn_at {
-            warn_at += SERVING_WAIT_WARN_INTERVAL;
+    loop {
+        // The control thread rings after each publication and each broker state change,
+        // so a change after this read moves the count past it.
+        let seen = shard.cluster.rings();
+        if serving_ready(shard) || shard.stopping.is_set() {
+            return;
+        }
+        let warn = glommio::timer::sleep(SERVING_WAIT_WARN_INTERVAL);
+        let changed = async {
+            futures_lite::future::or(shard.cluster.wait_ring_after(seen), shard.stopping.wait())
+                .await;
+            true
+        };
+        let rang = futures_lite::future::or(changed, async {
+            warn.await;
+            false
+        })
+        .await;
+        if !rang {
             tracing::warn!(
                 waited_s = started.elapsed().as_secs(),
                 state = ?shard.cluster.view.broker_state(),
                 "not registered and unfenced in the metadata image yet; not accepting clients"
             );
         }
-        glommio::timer::sleep(Duration::from_millis(5)).await;
     }
 }
 

@@ -94,9 +94,6 @@ pub(super) fn publish_metrics(
     crate::admin::metrics::publish_shard(shard.id, stat, partitions);
 }
 
-/// How often shard 0 looks for topic changes from the metadata image.
-pub(super) const LOG_WORK_INTERVAL_MS: u64 = 10;
-
 pub(super) async fn apply_topic_change(shard: &Rc<Shard>, change: TopicChange) {
     let op = || match &change {
         TopicChange::Deleted { name, partitions } => ShardOp::DeleteTopic {
@@ -134,9 +131,13 @@ pub(super) async fn watchdog_heartbeat(interval: Duration) {
     }
 }
 
-/// Sets the shard's `stopping` flag once the server's stop is asked for. The stop request
-/// comes from another thread; a short poll keeps this simple and costs nothing
-/// measurable.
+/// Sets the shard's `stopping` flag once the server's stop is asked for.
+///
+/// A poll, on purpose: `stop` is set from threads outside every executor (the caller of
+/// `Server::stop`, a signal handler, a panicking shard's `ShardExit`, the control thread).
+/// None of them holds a connected glommio shared-channel sender to this shard, and waking
+/// this task any other way would hand its waker to another thread, which the mesh rule
+/// forbids (see `broker::shard`). The 50 ms bound only delays the start of a stop.
 pub(super) async fn stop_watcher(shard: Rc<Shard>, stop: Arc<AtomicBool>) {
     while !stop.load(Ordering::SeqCst) {
         glommio::timer::sleep(Duration::from_millis(50)).await;
@@ -205,11 +206,16 @@ pub(super) async fn maintenance(shard: Rc<Shard>) {
 
 /// Shard 0: logs follow the metadata image — topics deleted or reconfigured through the
 /// controller (by any broker) are applied on every shard.
+///
+/// Log work is queued on the control thread before the ring that follows it (a
+/// publication, or the end of the legacy import): reading the ring count before taking
+/// the queue means work queued after the take rings past that count.
 pub(super) async fn follow_log_work(shard: Rc<Shard>) {
     while !shard.stopping.is_set() {
-        glommio::timer::sleep(Duration::from_millis(LOG_WORK_INTERVAL_MS)).await;
+        let seen = shard.cluster.rings();
         for change in shard.cluster.view.take_log_work() {
             apply_topic_change(&shard, change).await;
         }
+        futures_lite::future::or(shard.cluster.wait_ring_after(seen), shard.stopping.wait()).await;
     }
 }

@@ -40,8 +40,41 @@ pub enum ServerError {
     Catalog(#[from] CatalogError),
     #[error("{0}")]
     Placement(#[from] PlacementError),
+    /// A shard or the control thread ended with an error.
+    #[error("{0}")]
+    Executor(#[from] ExecutorError),
     #[error("{0}")]
     Runtime(String),
+}
+
+/// Why one shard could not start or stop cleanly (its `Ready` answer or its executor's
+/// result). `Clone` because the start-up failure goes both to `Ready` and to the join.
+#[derive(Debug, Clone, thiserror::Error)]
+pub enum ShardError {
+    #[error("joining the shard mesh failed")]
+    MeshJoin,
+    #[error("shard {shard}: opening logs in {}: {source}", dir.display())]
+    OpenLogs {
+        shard: usize,
+        dir: std::path::PathBuf,
+        source: Arc<sluice_engine::LogError>,
+    },
+    #[error("shard {shard}: no version channel")]
+    NoVersionChannel { shard: usize },
+    #[error("shard {shard}: closing logs: {source}")]
+    CloseLogs {
+        shard: usize,
+        source: Arc<sluice_engine::LogError>,
+    },
+}
+
+/// How one of the node's executors (the control thread or a shard) ended badly.
+#[derive(Debug, thiserror::Error)]
+pub enum ExecutorError {
+    #[error(transparent)]
+    Shard(#[from] ShardError),
+    #[error(transparent)]
+    Control(#[from] crate::broker::cluster::ControlError),
 }
 
 /// A running node: a broker's shards (and its control thread), or only the controller.
@@ -51,7 +84,7 @@ pub struct Server {
     /// False on a controller-only node: no Kafka listener, `local_addr` is its quorum port.
     serves_kafka: bool,
     stop: Arc<AtomicBool>,
-    handles: Vec<ExecutorJoinHandle<Result<(), String>>>,
+    handles: Vec<ExecutorJoinHandle<Result<(), ExecutorError>>>,
     /// This node's cluster view when it has the broker role (controlled shutdown).
     broker: Option<Arc<ClusterView>>,
     controlled_shutdown_timeout: Duration,
@@ -167,8 +200,8 @@ impl Server {
         for (h, name) in self.handles.into_iter().zip(&names) {
             let r = match h.join() {
                 Ok(Ok(())) => Ok(()),
-                Ok(Err(e)) => Err(e),
-                Err(e) => Err(runtime_hint(&e.to_string())),
+                Ok(Err(e)) => Err(ServerError::Executor(e)),
+                Err(e) => Err(ServerError::Runtime(runtime_hint(&e.to_string()))),
             };
             self.steps.leave(name);
             if let Err(e) = r {
@@ -185,7 +218,7 @@ impl Server {
         }
         self.steps.finished();
         match first {
-            Some(e) => Err(ServerError::Runtime(e)),
+            Some(e) => Err(e),
             None => Ok(()),
         }
     }

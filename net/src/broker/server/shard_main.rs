@@ -14,6 +14,7 @@ use glommio::net::TcpListener;
 
 use super::accept::accept_loop;
 use super::background;
+use super::{ExecutorError, ShardError};
 use crate::broker::catalog::Catalog;
 use crate::broker::cluster::{ClusterView, ShardImage};
 use crate::broker::config::ServerConfig;
@@ -24,7 +25,7 @@ use crate::placement::moves::{self, MoveQueue};
 use crate::placement::{hash_owner, PlacementTable};
 use crate::store::{LogManager, TopicPartition};
 
-pub(super) type Ready = mpsc::Sender<Result<(), String>>;
+pub(super) type Ready = mpsc::Sender<Result<(), ShardError>>;
 
 /// The shard mesh: calls one way, their answers back (see `shard.rs`: no task waker
 /// crosses threads).
@@ -82,7 +83,7 @@ impl Drop for ShardExit {
 }
 
 /// The body of one shard's executor: start, serve until the stop, stop.
-pub(super) async fn shard_main(mut args: ShardArgs) -> Result<(), String> {
+pub(super) async fn shard_main(mut args: ShardArgs) -> Result<(), ExecutorError> {
     crate::broker::fatal::mark_broker_thread();
     let mut exit = ShardExit {
         draining: args.draining.clone(),
@@ -96,11 +97,12 @@ pub(super) async fn shard_main(mut args: ShardArgs) -> Result<(), String> {
     let (coordinator, replication) = spawn_background(&shard, &mut args);
     accept_loop(&shard, &listener).await;
     drop(listener);
-    stop_shard(&shard, &args, &mut exit, coordinator, replication).await
+    stop_shard(&shard, &args, &mut exit, coordinator, replication).await?;
+    Ok(())
 }
 
 /// Opens the shard (logs, mesh) and says on `args.ready` whether it could.
-pub(super) async fn start_shard(args: &ShardArgs) -> Result<Rc<Shard>, String> {
+pub(super) async fn start_shard(args: &ShardArgs) -> Result<Rc<Shard>, ShardError> {
     // glommio can miss a wake-up from another thread while its ring sleeps with no timer
     // armed (seen once in about a dozen test-cluster restarts: a shard parked in
     // io_uring_enter during start-up for minutes). A ticking timer bounds every sleep
@@ -153,7 +155,7 @@ pub(super) async fn stop_shard(
     exit: &mut ShardExit,
     coordinator: glommio::Task<()>,
     replication: glommio::Task<()>,
-) -> Result<(), String> {
+) -> Result<(), ShardError> {
     let who = format!("shard{}", shard.id);
     let steps = &args.steps;
     let started = std::time::Instant::now();
@@ -219,17 +221,19 @@ pub(super) async fn stop_shard(
         "shard stopped"
     );
     match closed {
-        Some(Err(e)) => Err(format!("shard {}: closing logs: {e}", shard.id)),
+        Some(Err(e)) => Err(ShardError::CloseLogs {
+            shard: shard.id,
+            source: Arc::new(e),
+        }),
         _ => Ok(()),
     }
 }
 
-pub(super) async fn open_shard(args: &ShardArgs) -> Result<Rc<Shard>, String> {
+pub(super) async fn open_shard(args: &ShardArgs) -> Result<Rc<Shard>, ShardError> {
     let (senders, receivers) = match args.mesh.clone() {
         Some((calls, answers)) => {
-            let joined = "joining the shard mesh failed";
-            let (s, r) = calls.join().await.map_err(|_| joined.to_string())?;
-            let (sa, ra) = answers.join().await.map_err(|_| joined.to_string())?;
+            let (s, r) = calls.join().await.map_err(|_| ShardError::MeshJoin)?;
+            let (sa, ra) = answers.join().await.map_err(|_| ShardError::MeshJoin)?;
             (Some((s, sa)), Some((r, ra)))
         }
         None => (None, None),
@@ -258,11 +262,10 @@ pub(super) async fn open_shard(args: &ShardArgs) -> Result<Rc<Shard>, String> {
         config_for,
     )
     .await;
-    let logs = logs.map_err(|e| {
-        format!(
-            "shard {id}: opening logs in {}: {e}",
-            args.config.data_dir.display()
-        )
+    let logs = logs.map_err(|e| ShardError::OpenLogs {
+        shard: id,
+        dir: args.config.data_dir.clone(),
+        source: Arc::new(e),
     })?;
     // Placements made while opening the logs are in the file before they serve (logged).
     let _ = args.placement.persisted().await;
@@ -276,7 +279,7 @@ pub(super) async fn open_shard(args: &ShardArgs) -> Result<Rc<Shard>, String> {
     let bell = args
         .bell
         .take()
-        .ok_or_else(|| format!("shard {id}: no version channel"))?;
+        .ok_or(ShardError::NoVersionChannel { shard: id })?;
     let image = ShardImage::new(args.view.clone(), bell);
     let shard = Rc::new(Shard::new(id, args.count, shared, logs, senders, image));
     if let Some((mut calls, mut answers)) = receivers {

@@ -14,7 +14,7 @@ use glommio::{LocalExecutorBuilder, Placement};
 use sluice_control::NodeId;
 
 use super::shard_main::{shard_main, Mesh, ShardArgs};
-use super::{runtime_hint, Server, ServerError};
+use super::{runtime_hint, ExecutorError, Server, ServerError, ShardError};
 use crate::broker::catalog::Catalog;
 use crate::broker::cluster::{BrokerState, ClusterView, ControlArgs};
 use crate::broker::config::ServerConfig;
@@ -111,11 +111,11 @@ pub fn start(mut config: ServerConfig) -> Result<Server, ServerError> {
     if let Err(e) = wait_single_node_ready(&config, &view, &stop) {
         stop.store(true, Ordering::SeqCst);
         let cause = handles.into_iter().find_map(|h| match h.join() {
-            Ok(Err(e)) => Some(e),
-            Err(e) => Some(runtime_hint(&e.to_string())),
+            Ok(Err(e)) => Some(ServerError::Executor(e)),
+            Err(e) => Some(ServerError::Runtime(runtime_hint(&e.to_string()))),
             Ok(Ok(())) => None,
         });
-        return Err(cause.map(ServerError::Runtime).unwrap_or(e));
+        return Err(cause.unwrap_or(e));
     }
     let mut spawn_error = None;
     for (i, fd) in fds.into_iter().enumerate() {
@@ -162,7 +162,7 @@ pub fn start(mut config: ServerConfig) -> Result<Server, ServerError> {
     if let Some(e) = spawn_error {
         server.stop();
         let _ = server.join();
-        return Err(ServerError::Runtime(e));
+        return Err(e);
     }
     let server = wait_shards_ready(server, &ready_rx, count)?;
     if single_node(&config, &view) {
@@ -191,12 +191,16 @@ fn open_catalog(config: &ServerConfig) -> Result<(Arc<Catalog>, i32), ServerErro
 /// Starts the control thread's executor.
 fn spawn_control(
     control: ControlArgs,
-) -> Result<glommio::ExecutorJoinHandle<Result<(), String>>, ServerError> {
+) -> Result<glommio::ExecutorJoinHandle<Result<(), ExecutorError>>, ServerError> {
     LocalExecutorBuilder::new(Placement::Unbound)
         .name("control")
         .spawn(move || {
             crate::broker::fatal::mark_broker_thread();
-            crate::broker::cluster::control_main(control)
+            async move {
+                crate::broker::cluster::control_main(control)
+                    .await
+                    .map_err(ExecutorError::from)
+            }
         })
         .map_err(|e| ServerError::Runtime(runtime_hint(&e.to_string())))
 }
@@ -206,7 +210,7 @@ fn spawn_shard(
     config: &ServerConfig,
     i: usize,
     args: ShardArgs,
-) -> Result<glommio::ExecutorJoinHandle<Result<(), String>>, String> {
+) -> Result<glommio::ExecutorJoinHandle<Result<(), ExecutorError>>, ServerError> {
     let pin = if config.pin_cores {
         Placement::Fixed(config.cores.get(i).copied().unwrap_or(0))
     } else {
@@ -224,20 +228,20 @@ fn spawn_shard(
     };
     builder
         .spawn(shard_task)
-        .map_err(|e| runtime_hint(&e.to_string()))
+        .map_err(|e| ServerError::Runtime(runtime_hint(&e.to_string())))
 }
 
 /// Waits until each of the `count` shards says it started; on a failure, stops the
 /// server and returns why.
 fn wait_shards_ready(
     server: Server,
-    ready: &mpsc::Receiver<Result<(), String>>,
+    ready: &mpsc::Receiver<Result<(), ShardError>>,
     count: usize,
 ) -> Result<Server, ServerError> {
     for _ in 0..count {
         let failure = match ready.recv() {
             Ok(Ok(())) => continue,
-            Ok(Err(e)) => Some(e),
+            Ok(Err(e)) => Some(ServerError::Executor(e.into())),
             // A shard's executor died before it could say so: its join has the reason.
             Err(_) => None,
         };
@@ -246,10 +250,9 @@ fn wait_shards_ready(
         let e = failure.unwrap_or_else(|| {
             joined
                 .err()
-                .map(|e| e.to_string())
-                .unwrap_or_else(|| "a shard failed to start".into())
+                .unwrap_or_else(|| ServerError::Runtime("a shard failed to start".into()))
         });
-        return Err(ServerError::Runtime(e));
+        return Err(e);
     }
     Ok(server)
 }

@@ -54,7 +54,11 @@ impl Shard {
                 let within =
                     p.offset >= log.log_start_offset() && p.offset <= log.written_end_offset();
                 if within {
-                    r.on_follower_fetch(id, p.offset.0, crate::broker::replicas::now_ms())?;
+                    r.on_follower_fetch(
+                        sluice_engine::BrokerId(id),
+                        p.offset.0,
+                        crate::broker::replicas::now_ms(),
+                    )?;
                 }
                 Ok((log.written_end_offset(), Offset(r.hw.get())))
             }
