@@ -19,7 +19,7 @@
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, MutexGuard};
 
 use serde::{Deserialize, Serialize};
 
@@ -177,9 +177,7 @@ impl Catalog {
         }
         data.topics = next;
         data.from_metadata_log = true;
-        let state = self.take_state(&mut data);
-        drop(data);
-        self.write_state(state)?;
+        self.persist(data)?;
         Ok(changes)
     }
 
@@ -205,17 +203,14 @@ impl Catalog {
     /// Reserves the next block of producer ids in the file (blocking: a file write),
     /// unless more than half a block is reserved already.
     pub fn reserve_producer_ids(&self) -> Result<(), CatalogError> {
-        let state = {
-            let mut data = self.lock();
-            if data.producer_ids_durable_end - data.producer_id_next > PRODUCER_ID_BLOCK / 2 {
-                data.producer_ids_reserving = false;
-                return Ok(());
-            }
-            let from = data.producer_ids_reserved_end.max(data.producer_id_next);
-            data.producer_ids_reserved_end = from + PRODUCER_ID_BLOCK;
-            self.take_state(&mut data)
-        };
-        let written = self.write_state(state);
+        let mut data = self.lock();
+        if data.producer_ids_durable_end - data.producer_id_next > PRODUCER_ID_BLOCK / 2 {
+            data.producer_ids_reserving = false;
+            return Ok(());
+        }
+        let from = data.producer_ids_reserved_end.max(data.producer_id_next);
+        data.producer_ids_reserved_end = from + PRODUCER_ID_BLOCK;
+        let written = self.persist(data);
         self.lock().producer_ids_reserving = false;
         written
     }
@@ -249,7 +244,7 @@ impl Catalog {
         )))
     }
 
-    fn lock(&self) -> std::sync::MutexGuard<'_, CatalogData> {
+    fn lock(&self) -> MutexGuard<'_, CatalogData> {
         // A panic while holding the lock cannot leave the map half-changed (every change
         // is one insert or remove), so a poisoned lock is still usable.
         self.data.lock().unwrap_or_else(|p| p.into_inner())
@@ -293,9 +288,7 @@ impl Catalog {
             return Ok(meta);
         }
         data.topics.insert(name.to_string(), meta.clone());
-        let state = self.take_state(&mut data);
-        drop(data);
-        self.write_state(state)?;
+        self.persist(data)?;
         Ok(meta)
     }
 
@@ -321,9 +314,7 @@ impl Catalog {
             return Ok(t.partitions);
         }
         data.topics.insert(name.to_string(), meta.clone());
-        let state = self.take_state(&mut data);
-        drop(data);
-        self.write_state(state)?;
+        self.persist(data)?;
         Ok(meta.partitions)
     }
 
@@ -338,6 +329,14 @@ impl Catalog {
         // Stored configs were validated before they were stored.
         log_config(&self.defaults, &configs)
             .unwrap_or_else(|_| log_config(&self.defaults, &BTreeMap::new()).unwrap_or_default())
+    }
+
+    /// Writes the state `data` holds now: taken under the lock, which is released before
+    /// the file write (lookups go on meanwhile); returns once it is in the file.
+    fn persist(&self, mut data: MutexGuard<'_, CatalogData>) -> Result<(), CatalogError> {
+        let state = self.take_state(&mut data);
+        drop(data);
+        self.write_state(state)
     }
 
     /// The state to write, taken under the data lock; the caller releases the lock, then

@@ -202,6 +202,15 @@ pub struct Groups {
     offsets_count: AtomicUsize,
 }
 
+/// The group-metadata record of group `id` as it is now (`__consumer_offsets` key and
+/// value, Kafka's format).
+fn membership_entry(id: &str, g: &Group) -> (Bytes, Option<Bytes>) {
+    (
+        records::group_key(id),
+        Some(records::group_value(&g.snapshot())),
+    )
+}
+
 fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
     // Every change under these locks is completed before the lock is released, so a
     // poisoned lock still holds consistent state.
@@ -324,15 +333,15 @@ impl Groups {
     }
 
     /// A group's membership record as it is now (generation, members, assignments), to
-    /// be made durable before SyncGroup answers; `None` if the group is not here.
+    /// be made durable before SyncGroup answers; `None` if the group is not here. The
+    /// group stays dirty: appends from different shards may land in either order, and the
+    /// sweep's later write keeps the newest membership last in the log.
     pub fn membership_record(&self, group_id: &str) -> Result<Option<OffsetsRecords>, ErrorCode> {
         let part = self.part(group_id)?;
-        Ok(part.groups.get(group_id).map(|g| {
-            vec![(
-                records::group_key(group_id),
-                Some(records::group_value(&g.snapshot())),
-            )]
-        }))
+        Ok(part
+            .groups
+            .get(group_id)
+            .map(|g| vec![membership_entry(group_id, g)]))
     }
 
     /// Registers a JoinGroup.
@@ -704,10 +713,7 @@ impl Groups {
             } else if g.dirty {
                 g.dirty = false;
                 written.push(id.clone());
-                out.push((
-                    records::group_key(id),
-                    Some(records::group_value(&g.snapshot())),
-                ));
+                out.push(membership_entry(id, g));
             }
             !gone
         });

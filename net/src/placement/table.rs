@@ -562,8 +562,6 @@ struct WriterState {
     durable: u64,
     /// The newest version whose write failed, and why.
     failed: Option<(u64, WriteFailure)>,
-    /// Writes done, failed ones too.
-    writes: u64,
     /// Set by [`Writer::stop`]: write what is pending, then end.
     stopping: bool,
     /// The thread has ended.
@@ -669,7 +667,6 @@ impl WriterShared {
                 version > st.durable,
                 "the placement file never goes back to an older table"
             );
-            st.writes += 1;
             match result {
                 Ok(()) => st.durable = version,
                 Err(e) => {
@@ -1051,7 +1048,7 @@ mod tests {
         g.go.send(Ok(())).unwrap();
         g.writer.shared.wait_durable(10, PERSIST_WAIT_MAX).unwrap();
         g.writer.stop();
-        assert_eq!(g.writer.shared.lock().writes, 2);
+        assert_eq!(g.done.load(Ordering::SeqCst), 2);
         assert!(g.started.try_recv().is_err());
     }
 
