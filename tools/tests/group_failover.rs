@@ -14,7 +14,7 @@ mod common;
 use std::net::TcpStream;
 use std::time::{Duration, Instant};
 
-use bytes::{BufMut, Bytes, BytesMut};
+use bytes::Bytes;
 use common::cluster::{wait_for, Cluster, ClusterSpec};
 use common::raw::{self, call};
 use futures_executor::block_on;
@@ -44,17 +44,6 @@ fn group_id() -> GroupId {
     GroupId(StrBytes::from_static_str(GROUP))
 }
 
-/// ConsumerProtocolSubscription v0 of `TOPIC`.
-fn subscription() -> Bytes {
-    let mut m = BytesMut::new();
-    m.put_i16(0);
-    m.put_i32(1);
-    m.put_i16(TOPIC.len() as i16);
-    m.put_slice(TOPIC.as_bytes());
-    m.put_i32(-1);
-    m.freeze()
-}
-
 /// Joins as the only member (answering MEMBER_ID_REQUIRED).
 fn join(s: &mut TcpStream) -> JoinGroupResponse {
     let mut member = String::new();
@@ -67,7 +56,7 @@ fn join(s: &mut TcpStream) -> JoinGroupResponse {
             .with_protocol_type(StrBytes::from_static_str("consumer"))
             .with_protocols(vec![JoinGroupRequestProtocol::default()
                 .with_name(StrBytes::from_static_str("range"))
-                .with_metadata(subscription())]);
+                .with_metadata(raw::subscription(TOPIC))]);
         let r: JoinGroupResponse = call(s, ApiKey::JoinGroup, 7, &req);
         if r.error_code == MEMBER_ID_REQUIRED {
             member = r.member_id.to_string();

@@ -8,7 +8,7 @@ use std::collections::BTreeSet;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use bytes::{BufMut, Bytes, BytesMut};
+use bytes::Bytes;
 use common::raw::{self, call};
 use common::{http_get, Broker, HANG_GUARD};
 use futures_executor::block_on;
@@ -209,17 +209,6 @@ fn cooperative_sticky_rebalance_keeps_unmoved_partitions() {
     leave(a);
 }
 
-fn subscription(topic: &str) -> Bytes {
-    // ConsumerProtocolSubscription v0: version, topics, user data (null).
-    let mut m = BytesMut::new();
-    m.put_i16(0);
-    m.put_i32(1);
-    m.put_i16(topic.len() as i16);
-    m.put_slice(topic.as_bytes());
-    m.put_i32(-1);
-    m.freeze()
-}
-
 fn join_request(
     group: &str,
     member: &str,
@@ -235,7 +224,7 @@ fn join_request(
         .with_protocol_type(StrBytes::from_static_str("consumer"))
         .with_protocols(vec![JoinGroupRequestProtocol::default()
             .with_name(StrBytes::from_static_str("range"))
-            .with_metadata(subscription(topic))])
+            .with_metadata(raw::subscription(topic))])
 }
 
 /// Joins (answering MEMBER_ID_REQUIRED) and returns the final JoinGroup answer.

@@ -64,3 +64,15 @@ pub fn call<Req: Encodable + HeaderVersion, Resp: Decodable + HeaderVersion>(
     assert_eq!(header.correlation_id, 7);
     Resp::decode(&mut resp, version).unwrap()
 }
+
+/// A ConsumerProtocolSubscription v0 of one topic (version, topics, null user data): the
+/// metadata a consumer group member joins with.
+pub fn subscription(topic: &str) -> Bytes {
+    let mut m = BytesMut::new();
+    m.put_i16(0);
+    m.put_i32(1);
+    m.put_i16(topic.len() as i16);
+    m.put_slice(topic.as_bytes());
+    m.put_i32(-1);
+    m.freeze()
+}
