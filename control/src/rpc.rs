@@ -649,6 +649,7 @@ impl Reply {
                     HeartbeatReply::Active => 0,
                     HeartbeatReply::Fenced => 1,
                     HeartbeatReply::RegisterAgain => 2,
+                    HeartbeatReply::NotYetKnown => 3,
                 });
                 e.quorum(quorum);
             }
@@ -684,6 +685,7 @@ impl Reply {
                     0 => HeartbeatReply::Active,
                     1 => HeartbeatReply::Fenced,
                     2 => HeartbeatReply::RegisterAgain,
+                    3 => HeartbeatReply::NotYetKnown,
                     _ => return Err(RpcError::Decode("unknown heartbeat state")),
                 };
                 Reply::Heartbeat {
