@@ -429,6 +429,8 @@ pub struct BatchBuilder {
     base_timestamp: i64,
     max_timestamp: i64,
     producer: ProducerFields,
+    /// Batch attribute bits beyond compression: transactional, control.
+    flags: i16,
 }
 
 impl BatchBuilder {
@@ -441,11 +443,24 @@ impl BatchBuilder {
             base_timestamp: base_timestamp_ms,
             max_timestamp: base_timestamp_ms,
             producer: ProducerFields::NONE,
+            flags: 0,
         }
     }
 
     pub fn producer(mut self, producer: ProducerFields) -> Self {
         self.producer = producer;
+        self
+    }
+
+    /// Marks the batch as part of a transaction (its producer fields name the producer).
+    pub fn transactional(mut self) -> Self {
+        self.flags |= TRANSACTIONAL_FLAG;
+        self
+    }
+
+    /// Marks the batch as a control batch (a transaction marker; see `txn`).
+    pub fn control(mut self) -> Self {
+        self.flags |= CONTROL_FLAG;
         self
     }
 
@@ -482,7 +497,7 @@ impl BatchBuilder {
             partition_leader_epoch: I32::new(-1),
             magic: MAGIC_V2,
             crc: U32::new(0),
-            attributes: I16::new(0),
+            attributes: I16::new(self.flags),
             last_offset_delta: I32::new((self.count - 1).max(0)),
             base_timestamp: I64::new(self.base_timestamp),
             max_timestamp: I64::new(self.max_timestamp),

@@ -41,6 +41,22 @@ pub enum AppendError {
     /// (Kafka: UNKNOWN_PRODUCER_ID).
     #[error("producer {0} is unknown to this partition")]
     UnknownProducerId(i64),
+    /// A non-transactional write from a producer with an open transaction here
+    /// (Kafka: INVALID_TXN_STATE).
+    #[error("producer {producer_id} has an open transaction and wrote outside it")]
+    InvalidTxnState { producer_id: i64 },
+    /// A transaction marker from a coordinator older than the one that wrote the
+    /// producer's last marker (Kafka: TRANSACTION_COORDINATOR_FENCED).
+    #[error("producer {producer_id}: marker of coordinator epoch {coordinator_epoch}, older than {current}")]
+    CoordinatorFenced {
+        producer_id: i64,
+        coordinator_epoch: i32,
+        current: i32,
+    },
+    /// A control batch in a client's Produce: only a transaction coordinator writes
+    /// markers (Kafka: INVALID_RECORD).
+    #[error("control batches are written by the transaction coordinator, not produced")]
+    ControlBatch,
     /// A record without a key sent to a compacted log (Kafka: INVALID_RECORD).
     #[error("record {record_index} has no key, which a compacted topic requires")]
     KeylessRecord { record_index: u32 },

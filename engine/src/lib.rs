@@ -42,6 +42,7 @@ pub mod producer;
 mod recovery;
 mod segment;
 mod shard;
+pub mod txn;
 pub mod types;
 pub mod watch;
 

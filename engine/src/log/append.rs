@@ -6,7 +6,8 @@ use crate::batch::{self, BatchHeader};
 use crate::config::TimestampType;
 use crate::error::AppendError;
 use crate::files::now_ms;
-use crate::producer::{ProducerBatch, ProducerState, Verdict};
+use crate::producer::{ProducerBatch, ProducerEvent, ProducerState, Verdict};
+use crate::txn::Marker;
 use crate::types::{LeaderEpoch, Offset};
 
 impl LogState {
@@ -128,7 +129,8 @@ impl LogState {
             if let Some(t) = append_time {
                 stamped.max_timestamp.set(t);
             }
-            self.note_stored(position, &stamped, epoch, next);
+            let event = ProducerEvent::from_stored(&stamped, stored, base);
+            self.note_stored(position, &stamped, epoch, next, event);
             info.last_offset = next.plus(-1);
             info.max_timestamp = info.max_timestamp.max(stamped.max_timestamp.get());
             info.record_count += header.record_count.get() as u32;
@@ -191,8 +193,10 @@ impl LogState {
             let (base, next) = (header.base_offset(), header.next_offset());
             let next = log_end_after(self.next_offset, base, next, gaps_allowed);
             let position = self.open.end_pos();
-            self.open.push(&records[*start..start + total], next);
-            self.note_stored(position, header, header.leader_epoch(), next);
+            let bytes = &records[*start..start + total];
+            self.open.push(bytes, next);
+            let event = ProducerEvent::from_stored(header, bytes, base);
+            self.note_stored(position, header, header.leader_epoch(), next, event);
             info.last_offset = header.last_offset();
             info.max_timestamp = info.max_timestamp.max(header.max_timestamp.get());
             info.record_count += header.record_count.get().max(0) as u32;
@@ -238,14 +242,16 @@ impl LogState {
         queued
     }
 
-    /// The active segment's index, the epoch cache and the producer state take a batch
-    /// just stored at `position` (its header as stored); the log end moves to `next`.
+    /// The active segment's index, the epoch cache and the producer state (with the
+    /// batch's producer `event`) take a batch just stored at `position` (its header as
+    /// stored); the log end moves to `next`. A marker ends its producer's transaction.
     fn note_stored(
         &mut self,
         position: u64,
         stored: &BatchHeader,
         epoch: LeaderEpoch,
         next: Offset,
+        event: Option<ProducerEvent>,
     ) {
         let base = stored.base_offset();
         let interval = self.config.index_interval_bytes;
@@ -254,9 +260,11 @@ impl LogState {
             self.epochs.assert_ordered();
             self.epochs_dirty = true;
         }
-        if let Some(pb) = ProducerBatch::from_header(stored, base) {
-            self.producers.apply(pb);
-            self.producer_pending.push_back(pb);
+        if let Some(event) = event {
+            if let Some(done) = self.producers.apply_event(event) {
+                self.txns.complete(done);
+            }
+            self.producer_pending.push_back(event);
         }
         self.next_offset = next;
     }
@@ -278,6 +286,9 @@ impl PartitionLog {
             (c.max_message_bytes as usize, c.cleanup_policy.compacts())
         };
         let headers = validate_all(records, max)?;
+        if headers.iter().any(|(_, h)| h.is_control()) {
+            return Err(AppendError::ControlBatch);
+        }
         if compacted {
             check_keys(records, &headers)?;
         }
@@ -290,6 +301,51 @@ impl PartitionLog {
         self.shared.shard.pending_changed(queued, 0);
         self.shared.flusher_wake.notify();
         Ok(info)
+    }
+
+    /// Appends a transaction marker (the coordinator's WriteTxnMarkers, on the leader):
+    /// the producer's open transaction here ends, committed or aborted. Refused, appending
+    /// nothing, for a producer epoch or coordinator epoch older than the producer's last
+    /// (a fenced producer or a coordinator that lost its partition).
+    pub async fn append_marker(
+        &self,
+        marker: Marker,
+        leader_epoch: LeaderEpoch,
+    ) -> Result<AppendInfo, AppendError> {
+        let bytes = marker.to_batch(now_ms() as i64);
+        let headers = validate_all(&bytes, usize::MAX)?;
+        self.wait_for_room().await?;
+        let (info, queued) = {
+            let mut st = self.shared.state.borrow_mut();
+            st.producers.check_marker(&marker)?;
+            st.append_batches(&bytes, &headers, leader_epoch)?
+        };
+        self.shared.shard.pending_changed(queued, 0);
+        self.shared.flusher_wake.notify();
+        Ok(info)
+    }
+
+    /// The last stable offset under high watermark `hw`: a `read_committed` consumer reads
+    /// below it only (no open transaction and no undecided one starts below it).
+    pub fn last_stable_offset(&self, hw: Offset) -> Offset {
+        let mut st = self.shared.state.borrow_mut();
+        let first_open = st.producers.first_open();
+        st.txns.last_stable_offset(hw, first_open)
+    }
+
+    /// The aborted transactions a `read_committed` fetch of `[from, to)` must list (at
+    /// most `max`), in marker order.
+    pub fn aborted_transactions(
+        &self,
+        from: Offset,
+        to: Offset,
+        max: usize,
+    ) -> Vec<crate::txn::AbortedTxn> {
+        self.shared
+            .state
+            .borrow()
+            .txns
+            .aborted_between(from, to, max)
     }
 
     /// A follower's append: batches exactly as the leader stored them (base offsets and

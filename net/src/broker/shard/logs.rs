@@ -109,6 +109,7 @@ impl Shard {
     ) -> Result<PartitionLog, ErrorCode> {
         if let Reader::Consumer {
             from_follower: true,
+            ..
         } = reader
         {
             if let Some(r) = self.replicas.get(tp).filter(|r| !r.is_leader()) {

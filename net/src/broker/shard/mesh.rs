@@ -12,7 +12,7 @@ use futures_channel::oneshot;
 
 use super::{ConnectionSlot, Work};
 use crate::kafka::errors::ErrorCode;
-use crate::store::{LeaderEpoch, Offset, TopicPartition};
+use crate::store::{AbortedTxn, LeaderEpoch, Offset, TopicPartition};
 
 /// One partition of a fetch, as asked of its shard.
 #[derive(Debug, Clone)]
@@ -30,8 +30,13 @@ pub enum Reader {
     /// A follower replicating (its broker id): reads up to the written end.
     Follower(i32),
     /// A consumer: reads below the high watermark; `from_follower` when it may be served
-    /// by a follower replica (Fetch v11+, KIP-392), else only by the leader.
-    Consumer { from_follower: bool },
+    /// by a follower replica (Fetch v11+, KIP-392), else only by the leader;
+    /// `read_committed` (isolation level 1) reads below the last stable offset only and
+    /// is told the aborted transactions in what it reads.
+    Consumer {
+        from_follower: bool,
+        read_committed: bool,
+    },
 }
 
 /// One partition of a fetch, as answered.
@@ -39,8 +44,12 @@ pub enum Reader {
 pub struct FetchPartResult {
     pub error: ErrorCode,
     pub high_watermark: Offset,
+    /// The last stable offset (the high watermark when no transaction is undecided).
+    pub last_stable: Offset,
     pub log_start: Offset,
     pub records: Option<Bytes>,
+    /// For a `read_committed` reader: the aborted transactions overlapping the read.
+    pub aborted: Vec<AbortedTxn>,
 }
 
 /// One partition of a produce, as answered.
@@ -70,8 +79,10 @@ pub enum ShardOp {
         wait_ms: u64,
         reader: Reader,
     },
+    /// `read_committed`: "latest" is the last stable offset, not the high watermark.
     ListOffsets {
         parts: Vec<(TopicPartition, i64)>,
+        read_committed: bool,
     },
     /// Delete the records before each offset (-1: the high watermark).
     DeleteRecords {

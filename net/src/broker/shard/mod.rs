@@ -315,9 +315,10 @@ impl Shard {
                 self.fetch_wait(&parts, wait_ms, reader).await;
                 ShardReply::Done
             }
-            ShardOp::ListOffsets { parts } => {
-                ShardReply::ListedOffsets(self.list_offsets(&parts).await)
-            }
+            ShardOp::ListOffsets {
+                parts,
+                read_committed,
+            } => ShardReply::ListedOffsets(self.list_offsets(&parts, read_committed).await),
             ShardOp::DeleteRecords { parts } => {
                 ShardReply::DeletedRecords(self.delete_records(&parts).await)
             }

@@ -21,6 +21,9 @@ pub(super) fn append_error_code(e: &AppendError) -> ErrorCode {
         AppendError::OutOfOrderSequence { .. } => code::OUT_OF_ORDER_SEQUENCE_NUMBER,
         AppendError::InvalidProducerEpoch { .. } => code::INVALID_PRODUCER_EPOCH,
         AppendError::UnknownProducerId(_) => code::UNKNOWN_PRODUCER_ID,
+        AppendError::InvalidTxnState { .. } => code::INVALID_TXN_STATE,
+        AppendError::CoordinatorFenced { .. } => code::TRANSACTION_COORDINATOR_FENCED,
+        AppendError::ControlBatch => code::INVALID_RECORD,
         AppendError::Io(_) => code::KAFKA_STORAGE_ERROR,
         // Only follower appends (`append_replica`) refuse this way; a produce never does.
         AppendError::UnexpectedOffset { .. } => code::UNKNOWN_SERVER_ERROR,
