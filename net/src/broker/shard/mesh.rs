@@ -12,7 +12,7 @@ use futures_channel::oneshot;
 
 use super::{ConnectionSlot, Work};
 use crate::kafka::errors::ErrorCode;
-use crate::store::{AbortedTxn, LeaderEpoch, Offset, TopicPartition};
+use crate::store::{AbortedTxn, LeaderEpoch, Marker, Offset, TopicPartition};
 
 /// One partition of a fetch, as asked of its shard.
 #[derive(Debug, Clone)]
@@ -84,6 +84,10 @@ pub enum ShardOp {
         parts: Vec<(TopicPartition, i64)>,
         read_committed: bool,
     },
+    /// Write a transaction marker into each partition (WriteTxnMarkers).
+    WriteMarkers {
+        parts: Vec<(TopicPartition, Marker)>,
+    },
     /// Delete the records before each offset (-1: the high watermark).
     DeleteRecords {
         parts: Vec<(TopicPartition, Offset)>,
@@ -123,7 +127,7 @@ impl ShardOp {
     /// The task queue this operation runs in on the receiving shard.
     pub fn work(&self) -> Work {
         match self {
-            ShardOp::Produce { .. } => Work::Produce,
+            ShardOp::Produce { .. } | ShardOp::WriteMarkers { .. } => Work::Produce,
             ShardOp::FetchRead { .. } | ShardOp::FetchWait { .. } => Work::Fetch,
             ShardOp::Adopt { .. } => Work::Other,
             _ => Work::Other,
@@ -139,6 +143,7 @@ pub enum ShardReply {
     ListedOffsets(Vec<ListedOffset>),
     EpochEnds(Vec<EpochEnd>),
     DeletedRecords(Vec<DeletedRecords>),
+    MarkersWritten(Vec<MarkerWritten>),
     Done,
     /// An operation that failed, with the reason (for the operator).
     Failed(String),
@@ -250,6 +255,24 @@ pub struct EpochEnd {
 pub struct DeletedRecords {
     pub error: ErrorCode,
     pub low_watermark: Offset,
+}
+
+/// One partition of a WriteTxnMarkers, as answered.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct MarkerWritten {
+    pub error: ErrorCode,
+}
+
+impl PartitionAnswer for MarkerWritten {
+    fn failed(error: ErrorCode) -> Self {
+        MarkerWritten { error }
+    }
+    fn from_reply(reply: ShardReply) -> Option<Vec<Self>> {
+        match reply {
+            ShardReply::MarkersWritten(v) => Some(v),
+            _ => None,
+        }
+    }
 }
 
 /// The answer kinds the per-partition fan-out (`answers_by_shard`) collects: one answer per

@@ -49,8 +49,8 @@ pub(crate) use connections::{
 pub(crate) use local_flag::LocalFlag;
 use mesh::Waiting;
 pub(crate) use mesh::{
-    DeletedRecords, EpochEnd, FetchPart, FetchPartResult, ListedOffset, PartitionAnswer,
-    ProducePartResult, Reader, ShardAnswer, ShardCall, ShardOp, ShardReply,
+    DeletedRecords, EpochEnd, FetchPart, FetchPartResult, ListedOffset, MarkerWritten,
+    PartitionAnswer, ProducePartResult, Reader, ShardAnswer, ShardCall, ShardOp, ShardReply,
 };
 use queues::Queues;
 pub(crate) use queues::Work;
@@ -319,6 +319,9 @@ impl Shard {
                 parts,
                 read_committed,
             } => ShardReply::ListedOffsets(self.list_offsets(&parts, read_committed).await),
+            ShardOp::WriteMarkers { parts } => {
+                ShardReply::MarkersWritten(self.write_markers(&parts).await)
+            }
             ShardOp::DeleteRecords { parts } => {
                 ShardReply::DeletedRecords(self.delete_records(&parts).await)
             }

@@ -4,9 +4,13 @@ use std::time::Duration;
 
 use bytes::Bytes;
 
-use super::{ProducePartResult, Shard};
+use super::{MarkerWritten, ProducePartResult, Shard};
 use crate::kafka::errors::{code, ErrorCode};
-use crate::store::{AppendError, LeaderEpoch, Offset, PartitionLog, TopicPartition};
+use crate::store::{AppendError, LeaderEpoch, Marker, Offset, PartitionLog, TopicPartition};
+
+/// How long a marker write waits for the in-sync replicas (WriteTxnMarkers carries no
+/// timeout; Kafka's coordinator uses its request timeout, 30 s by default).
+const MARKER_ACK_TIMEOUT_MS: u64 = 30_000;
 
 pub(super) fn append_error_code(e: &AppendError) -> ErrorCode {
     match e {
@@ -70,6 +74,57 @@ impl Shard {
             });
         }
         out
+    }
+
+    /// Writes each transaction marker (WriteTxnMarkers) as the leader, acknowledged once
+    /// the in-sync replicas have it, as Kafka writes markers (acks=all). Appends in arrival
+    /// order with produce, then the waits overlap.
+    pub(super) async fn write_markers(
+        &self,
+        parts: &[(TopicPartition, Marker)],
+    ) -> Vec<MarkerWritten> {
+        let mut appended = Vec::with_capacity(parts.len());
+        {
+            let _turn = self.append_order.acquire_permit(1).await;
+            for (tp, marker) in parts {
+                appended.push(self.append_marker(tp, *marker).await);
+            }
+        }
+        let mut out = Vec::with_capacity(parts.len());
+        for (a, (tp, _)) in appended.into_iter().zip(parts) {
+            let error = match a {
+                Err(error) => error,
+                Ok((log, end, epoch)) => self
+                    .wait_acked(tp, &log, -1, (end, epoch), MARKER_ACK_TIMEOUT_MS)
+                    .await
+                    .err()
+                    .unwrap_or(code::NONE),
+            };
+            out.push(MarkerWritten { error });
+        }
+        out
+    }
+
+    /// Appends one marker under the leadership held now (see `append_one`).
+    async fn append_marker(
+        &self,
+        tp: &TopicPartition,
+        marker: Marker,
+    ) -> Result<(PartitionLog, Offset, LeaderEpoch), ErrorCode> {
+        let log = self.log_for(tp).await?;
+        let image_epoch = self.cluster.leader_epoch(&tp.topic, tp.partition.0);
+        let role_epoch = self.replicas.get(tp).map(|r| r.leader_epoch());
+        let epoch = crate::broker::replicas::append_epoch(role_epoch, image_epoch)?;
+        match log.append_marker(marker, epoch).await {
+            Ok(info) => {
+                tracing::debug!(partition = %tp, producer_id = marker.producer_id, kind = ?marker.kind, offset = %info.base_offset, "transaction marker written");
+                Ok((log, Offset(info.last_offset.0 + 1), epoch))
+            }
+            Err(e) => {
+                tracing::info!(partition = %tp, producer_id = marker.producer_id, error = %e, "transaction marker refused");
+                Err(append_error_code(&e))
+            }
+        }
     }
 
     /// What the producer's `acks` waits for: nothing (0), this broker's durable copy (1),

@@ -36,6 +36,7 @@ pub(crate) mod offset_fetch;
 pub(crate) mod offset_for_leader_epoch;
 pub(crate) mod produce;
 pub(crate) mod sync_group;
+pub(crate) mod write_txn_markers;
 
 /// An API this broker implements, and the versions it implements.
 #[derive(Debug, Clone, Copy)]
@@ -79,6 +80,7 @@ pub const APIS: &[ApiSpec] = &[
     delete_groups::SPEC,
     offset_delete::SPEC,
     list_groups::SPEC,
+    write_txn_markers::SPEC,
 ];
 
 pub(crate) fn spec(key: ApiKey) -> Option<&'static ApiSpec> {
@@ -136,6 +138,7 @@ pub(crate) async fn dispatch(
         ApiKey::ListGroups => list_groups::handle(&shard, &req).map(Some),
         ApiKey::DeleteGroups => delete_groups::handle(&shard, &req).await.map(Some),
         ApiKey::OffsetDelete => offset_delete::handle(&shard, &req).await.map(Some),
+        ApiKey::WriteTxnMarkers => write_txn_markers::handle(&shard, &req).await.map(Some),
         other => Err(FrameError::Unsupported {
             api: other,
             version: req.version,
