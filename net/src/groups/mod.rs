@@ -223,8 +223,9 @@ pub fn now_ms() -> i64 {
     sluice_engine::now_ms() as i64
 }
 
-/// Java's `String.hashCode`, so a group maps to the same offsets partition as in Kafka.
-fn java_hash(s: &str) -> i32 {
+/// Java's `String.hashCode`, so a group (or a transactional id) maps to the same partition
+/// of its internal topic as in Kafka.
+pub(crate) fn java_hash(s: &str) -> i32 {
     s.encode_utf16()
         .fold(0i32, |h, c| h.wrapping_mul(31).wrapping_add(i32::from(c)))
 }

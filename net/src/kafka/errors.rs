@@ -80,8 +80,12 @@ pub mod code {
     pub const OUT_OF_ORDER_SEQUENCE_NUMBER: ErrorCode = ErrorCode(45);
     pub const INVALID_PRODUCER_EPOCH: ErrorCode = ErrorCode(47);
     pub const INVALID_TXN_STATE: ErrorCode = ErrorCode(48);
+    pub const INVALID_PRODUCER_ID_MAPPING: ErrorCode = ErrorCode(49);
+    pub const INVALID_TRANSACTION_TIMEOUT: ErrorCode = ErrorCode(50);
+    pub const CONCURRENT_TRANSACTIONS: ErrorCode = ErrorCode(51);
     pub const TRANSACTION_COORDINATOR_FENCED: ErrorCode = ErrorCode(52);
-    pub const TRANSACTIONAL_ID_AUTHORIZATION_FAILED: ErrorCode = ErrorCode(53);
+    pub const OPERATION_NOT_ATTEMPTED: ErrorCode = ErrorCode(55);
+    pub const PRODUCER_FENCED: ErrorCode = ErrorCode(90);
     pub const UNKNOWN_PRODUCER_ID: ErrorCode = ErrorCode(59);
     pub const COORDINATOR_LOAD_IN_PROGRESS: ErrorCode = ErrorCode(14);
     pub const OFFSET_METADATA_TOO_LARGE: ErrorCode = ErrorCode(12);

@@ -248,6 +248,8 @@ served_requests! {
     OffsetDelete => OffsetDeleteRequest,
     ListGroups => ListGroupsRequest,
     WriteTxnMarkers => WriteTxnMarkersRequest,
+    AddPartitionsToTxn => AddPartitionsToTxnRequest,
+    EndTxn => EndTxnRequest,
 }
 
 /// A piece of a response.

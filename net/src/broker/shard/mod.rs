@@ -47,6 +47,7 @@ pub(crate) use connections::{
     ConnectionCounts, ConnectionLimits, ConnectionRefusal, ConnectionSlot,
 };
 pub(crate) use local_flag::LocalFlag;
+pub(crate) use logs::InternalReadError;
 use mesh::Waiting;
 pub(crate) use mesh::{
     DeletedRecords, EpochEnd, FetchPart, FetchPartResult, ListedOffset, MarkerWritten,
@@ -70,6 +71,8 @@ pub struct Shard {
     pub config: Arc<ServerConfig>,
     pub catalog: Arc<Catalog>,
     pub groups: Arc<Groups>,
+    /// The transaction coordinator's broker-wide state.
+    pub txns: Arc<crate::txn::Txns>,
     pub logs: LogManager,
     /// This shard's copy of the metadata image (leaders, replicas, ISR).
     pub cluster: crate::broker::cluster::ShardImage,
@@ -112,6 +115,7 @@ pub struct ShardShared {
     pub config: Arc<ServerConfig>,
     pub catalog: Arc<Catalog>,
     pub groups: Arc<Groups>,
+    pub txns: Arc<crate::txn::Txns>,
     pub placement: Arc<PlacementTable>,
     pub connections: Arc<ConnectionCounts>,
 }
@@ -186,6 +190,7 @@ impl Shard {
             config,
             catalog,
             groups,
+            txns,
             placement,
             connections,
         } = shared;
@@ -200,6 +205,7 @@ impl Shard {
             config,
             catalog,
             groups,
+            txns,
             logs,
             cluster,
             senders,

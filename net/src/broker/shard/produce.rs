@@ -4,9 +4,11 @@ use std::time::Duration;
 
 use bytes::Bytes;
 
-use super::{MarkerWritten, ProducePartResult, Shard};
+use super::{MarkerWritten, ProducePartResult, Shard, ShardOp, ShardReply};
 use crate::kafka::errors::{code, ErrorCode};
-use crate::store::{AppendError, LeaderEpoch, Marker, Offset, PartitionLog, TopicPartition};
+use crate::store::{
+    AppendError, BatchBuilder, LeaderEpoch, Marker, Offset, PartitionLog, Record, TopicPartition,
+};
 
 /// How long a marker write waits for the in-sync replicas (WriteTxnMarkers carries no
 /// timeout; Kafka's coordinator uses its request timeout, 30 s by default).
@@ -35,6 +37,43 @@ pub(super) fn append_error_code(e: &AppendError) -> ErrorCode {
 }
 
 impl Shard {
+    /// Appends a coordinator's records (key, value; a `None` value is a tombstone) to a
+    /// partition of an internal topic through its owning shard, acks=all within
+    /// `timeout_ms`: the base offset they got, or the produce error code.
+    pub async fn append_internal(
+        self: &std::rc::Rc<Self>,
+        tp: TopicPartition,
+        records: &[(Bytes, Option<Bytes>)],
+        timeout_ms: u64,
+    ) -> Result<i64, ErrorCode> {
+        let ts = crate::groups::now_ms();
+        let mut builder = BatchBuilder::new(ts);
+        for (key, value) in records {
+            builder.push(&Record {
+                key: Some(key),
+                value: value.as_deref(),
+                headers: &[],
+                timestamp_ms: ts,
+            });
+        }
+        let batch = Bytes::from(builder.build());
+        let owner = self.owner_of(&tp);
+        let op = ShardOp::Produce {
+            acks: -1,
+            timeout_ms,
+            parts: vec![(tp, batch)],
+        };
+        let result = match self.call(owner, op).await {
+            ShardReply::Produce(r) => r.first().copied(),
+            _ => None,
+        };
+        match result {
+            Some(r) if r.error == code::NONE => Ok(r.base_offset.0),
+            Some(r) => Err(r.error),
+            None => Err(code::COORDINATOR_NOT_AVAILABLE),
+        }
+    }
+
     pub(super) async fn produce(
         &self,
         acks: i16,

@@ -10,6 +10,7 @@ use kafka_protocol::messages::ApiKey;
 use crate::broker::shard::Shard;
 use crate::kafka::frame::{FrameError, Request, ResponseFrame};
 
+pub(crate) mod add_partitions_to_txn;
 pub(crate) mod alter_configs;
 pub(crate) mod api_versions;
 pub(crate) mod create_partitions;
@@ -20,6 +21,7 @@ pub(crate) mod delete_topics;
 pub(crate) mod describe_cluster;
 pub(crate) mod describe_configs;
 pub(crate) mod describe_groups;
+pub(crate) mod end_txn;
 pub(crate) mod fan_out;
 pub(crate) mod fetch;
 pub(crate) mod find_coordinator;
@@ -81,6 +83,8 @@ pub const APIS: &[ApiSpec] = &[
     offset_delete::SPEC,
     list_groups::SPEC,
     write_txn_markers::SPEC,
+    add_partitions_to_txn::SPEC,
+    end_txn::SPEC,
 ];
 
 pub(crate) fn spec(key: ApiKey) -> Option<&'static ApiSpec> {
@@ -139,6 +143,8 @@ pub(crate) async fn dispatch(
         ApiKey::DeleteGroups => delete_groups::handle(&shard, &req).await.map(Some),
         ApiKey::OffsetDelete => offset_delete::handle(&shard, &req).await.map(Some),
         ApiKey::WriteTxnMarkers => write_txn_markers::handle(&shard, &req).await.map(Some),
+        ApiKey::AddPartitionsToTxn => add_partitions_to_txn::handle(&shard, &req).await.map(Some),
+        ApiKey::EndTxn => end_txn::handle(&shard, &req).await.map(Some),
         other => Err(FrameError::Unsupported {
             api: other,
             version: req.version,
