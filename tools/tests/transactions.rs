@@ -12,6 +12,7 @@ use common::cluster::{Cluster, ClusterSpec};
 use common::{Broker, HANG_GUARD};
 use rdkafka::config::ClientConfig;
 use rdkafka::consumer::{BaseConsumer, Consumer};
+use rdkafka::error::KafkaError;
 use rdkafka::message::Message;
 use rdkafka::producer::{BaseProducer, BaseRecord, Producer};
 use rdkafka::{Offset, TopicPartitionList};
@@ -276,4 +277,93 @@ fn markers_reach_partition_leaders_on_every_broker_of_a_cluster() {
         read_all(&c.bootstrap(), "spread", 6, "read_committed"),
         once(&committed)
     );
+}
+
+/// Runs one logical transaction of `vals` to completion the way librdkafka asks
+/// applications to: a retriable commit error is retried, an abortable one aborts and the
+/// same records go again in a new transaction. Each logical transaction's records are
+/// then committed once, whatever failed in between.
+fn commit_once(p: &BaseProducer, topic: &str, partitions: i32, vals: &[String]) {
+    for _attempt in 0..20 {
+        p.begin_transaction().expect("begin");
+        send_all(p, topic, partitions, vals);
+        loop {
+            match p.commit_transaction(HANG_GUARD) {
+                Ok(()) => return,
+                Err(KafkaError::Transaction(e)) if e.is_retriable() => continue,
+                Err(KafkaError::Transaction(e)) if e.txn_requires_abort() => {
+                    p.flush(HANG_GUARD).ok();
+                    p.abort_transaction(HANG_GUARD).expect("abort");
+                    break;
+                }
+                Err(e) => panic!("commit: {e}"),
+            }
+        }
+    }
+    panic!("a transaction did not commit in 20 attempts");
+}
+
+/// The node coordinating `transactional_id` (FindCoordinator, key type 1, raw).
+fn coordinator_of(c: &Cluster, transactional_id: &str) -> usize {
+    use kafka_protocol::messages::{ApiKey, FindCoordinatorRequest, FindCoordinatorResponse};
+    use kafka_protocol::protocol::StrBytes;
+    c.wait("a transaction coordinator", HANG_GUARD, || {
+        let node = c.ids().into_iter().find(|i| c.is_running(*i))?;
+        let mut s = common::raw::connect(&c.addr(node));
+        let req = FindCoordinatorRequest::default()
+            .with_key(StrBytes::from_string(transactional_id.to_string()))
+            .with_key_type(1);
+        let r: FindCoordinatorResponse =
+            common::raw::call(&mut s, ApiKey::FindCoordinator, 3, &req);
+        (r.error_code == 0).then_some(r.node_id.0 as usize)
+    })
+}
+
+#[test]
+fn exactly_once_through_a_killed_coordinator_and_a_killed_partition_leader() {
+    let spec = ClusterSpec {
+        cluster_toml: format!("\n{TXN_TOML}"),
+        ..ClusterSpec::default()
+    };
+    let mut c = Cluster::launch("txn-failover", spec);
+    c.wait_all_active(HANG_GUARD);
+    common::create_topic_at(&c.bootstrap(), "eos", 6, 3, &[("min.insync.replicas", "2")]);
+    let p = txn_producer(&c.bootstrap(), "tx-eos", &[]);
+    let coordinator = coordinator_of(&c, "tx-eos");
+    let mut committed = Vec::new();
+    let mut killed = Vec::new();
+    for round in 0..24 {
+        match round {
+            // The coordinator dies between transactions' requests; it comes back later.
+            6 => {
+                c.kill(coordinator);
+                killed.push(coordinator);
+            }
+            12 => c.start_node(coordinator),
+            // Then a data partition's leader (another node, if the coordinator moved).
+            16 => {
+                let leader = c.wait("a leader of eos/0", HANG_GUARD, || {
+                    let node = c.ids().into_iter().find(|i| c.is_running(*i))?;
+                    let (_, parts) = c.metadata(node, "eos")?;
+                    parts.get(&0).map(|p| p.leader).filter(|l| *l > 0)
+                }) as usize;
+                c.kill(leader);
+                killed.push(leader);
+            }
+            20 => {
+                let last = *killed.last().unwrap();
+                c.start_node(last);
+            }
+            _ => {}
+        }
+        let batch = values(&format!("t{round}"), 12);
+        commit_once(&p, "eos", 6, &batch);
+        committed.push(batch);
+    }
+    c.wait_all_active(HANG_GUARD);
+    send_sentinels(&c.bootstrap(), "eos", 6);
+    let read = read_all(&c.bootstrap(), "eos", 6, "read_committed");
+    let twice: Vec<_> = read.iter().filter(|(_, n)| **n > 1).collect();
+    assert!(twice.is_empty(), "read twice: {twice:?}");
+    assert_eq!(read, once(&committed), "killed {killed:?}");
 }
