@@ -51,6 +51,10 @@ pub enum Request {
         /// Keep this id (importing a topic a single node had before the quorum existed).
         topic_id: Option<TopicId>,
         validate_only: bool,
+        /// Each partition's replicas as asked (CreateTopics' `assignments`, partition `i`
+        /// at index `i`); empty: the controller places them. `partitions` and
+        /// `replication_factor` are -1 when it is not empty, as Kafka asks.
+        assignment: Vec<Vec<BrokerId>>,
     },
     DeleteTopic {
         name: String,
@@ -59,6 +63,9 @@ pub enum Request {
         name: String,
         count: i32,
         validate_only: bool,
+        /// The new partitions' replicas as asked, in partition order; empty: placed by
+        /// the controller.
+        assignment: Vec<Vec<BrokerId>>,
     },
     /// Sets (`Some`) or removes (`None`) topic config keys. With `replace` the topic's
     /// configs become exactly the keys set here: the controller removes the others, from
@@ -121,6 +128,9 @@ pub enum ErrorKind {
     InvalidPartitions,
     InvalidReplicationFactor,
     InvalidRequest,
+    /// A manual replica assignment names an unknown broker, a broker twice, an empty
+    /// replica list, or replica counts that differ (Kafka's INVALID_REPLICA_ASSIGNMENT).
+    InvalidReplicaAssignment,
     /// Not committed in time (or leadership changed meanwhile): retry.
     Timeout,
     Internal,
@@ -239,6 +249,20 @@ impl Enc {
     fn node(&mut self, v: Option<NodeId>) {
         self.u64(v.map_or(0, |n| n.0));
     }
+    /// A manual replica assignment, written only when there is one: a controller that
+    /// predates it still reads every request without one.
+    fn assignment(&mut self, a: &[Vec<BrokerId>]) {
+        if a.is_empty() {
+            return;
+        }
+        self.u32(a.len() as u32);
+        for replicas in a {
+            self.u32(replicas.len() as u32);
+            for b in replicas {
+                self.i32(b.0);
+            }
+        }
+    }
     fn quorum(&mut self, q: &QuorumStatus) {
         self.u64(q.node);
         self.node(q.leader);
@@ -318,6 +342,19 @@ impl<'a> Dec<'a> {
         }
         Ok(n)
     }
+    /// What `Enc::assignment` wrote: nothing left means no assignment.
+    fn assignment(&mut self) -> Result<Vec<Vec<BrokerId>>, RpcError> {
+        if self.buf.is_empty() {
+            return Ok(Vec::new());
+        }
+        let n = self.count(4)?;
+        (0..n)
+            .map(|_| {
+                let m = self.count(4)?;
+                (0..m).map(|_| self.i32().map(BrokerId)).collect()
+            })
+            .collect()
+    }
     fn node(&mut self) -> Result<Option<NodeId>, RpcError> {
         let n = self.u64()?;
         Ok((n != 0).then_some(NodeId(n)))
@@ -383,6 +420,7 @@ impl Request {
                 configs,
                 topic_id,
                 validate_only,
+                assignment,
             } => {
                 e.u8(3);
                 e.str(name);
@@ -401,6 +439,7 @@ impl Request {
                     None => e.u8(0),
                 }
                 e.u8(u8::from(*validate_only));
+                e.assignment(assignment);
             }
             Request::DeleteTopic { name } => {
                 e.u8(4);
@@ -410,11 +449,13 @@ impl Request {
                 name,
                 count,
                 validate_only,
+                assignment,
             } => {
                 e.u8(5);
                 e.str(name);
                 e.i32(*count);
                 e.u8(u8::from(*validate_only));
+                e.assignment(assignment);
             }
             Request::SetConfigs {
                 topic,
@@ -521,6 +562,7 @@ impl Request {
                     configs,
                     topic_id,
                     validate_only: d.bool()?,
+                    assignment: d.assignment()?,
                 }
             }
             4 => Request::DeleteTopic { name: d.str()? },
@@ -528,6 +570,7 @@ impl Request {
                 name: d.str()?,
                 count: d.i32()?,
                 validate_only: d.bool()?,
+                assignment: d.assignment()?,
             },
             6 => {
                 let topic = d.str()?;
@@ -604,6 +647,7 @@ fn error_kind_code(k: ErrorKind) -> u8 {
         ErrorKind::FencedLeaderEpoch => 11,
         ErrorKind::IneligibleReplica => 12,
         ErrorKind::StaleBrokerEpoch => 13,
+        ErrorKind::InvalidReplicaAssignment => 14,
     }
 }
 
@@ -622,6 +666,7 @@ fn error_kind_from(c: u8) -> Result<ErrorKind, RpcError> {
         11 => ErrorKind::FencedLeaderEpoch,
         12 => ErrorKind::IneligibleReplica,
         13 => ErrorKind::StaleBrokerEpoch,
+        14 => ErrorKind::InvalidReplicaAssignment,
         _ => return Err(RpcError::Decode("unknown error kind")),
     })
 }
@@ -840,12 +885,29 @@ mod tests {
                 configs: vec![("retention.ms".into(), "1".into())],
                 topic_id: Some(TopicId(7)),
                 validate_only: true,
+                assignment: vec![],
+            },
+            Request::CreateTopic {
+                name: "m".into(),
+                partitions: -1,
+                replication_factor: -1,
+                configs: vec![],
+                topic_id: None,
+                validate_only: false,
+                assignment: vec![vec![BrokerId(1), BrokerId(2)], vec![BrokerId(2)]],
             },
             Request::DeleteTopic { name: "t".into() },
             Request::CreatePartitions {
                 name: "t".into(),
                 count: 9,
                 validate_only: false,
+                assignment: vec![],
+            },
+            Request::CreatePartitions {
+                name: "t".into(),
+                count: 10,
+                validate_only: true,
+                assignment: vec![vec![BrokerId(3)]],
             },
             Request::SetConfigs {
                 topic: "t".into(),
@@ -941,6 +1003,10 @@ mod tests {
                 kind: ErrorKind::StaleBrokerEpoch,
                 message: "register again".into(),
             },
+            Reply::Error {
+                kind: ErrorKind::InvalidReplicaAssignment,
+                message: "broker 9 is not registered".into(),
+            },
         ];
         for r in replies {
             assert_eq!(Reply::decode(&r.encode()).unwrap(), r);
@@ -956,6 +1022,7 @@ mod tests {
             configs: vec![("k".into(), "v".into())],
             topic_id: None,
             validate_only: false,
+            assignment: vec![],
         }
         .encode();
         for cut in 0..body.len() {

@@ -76,6 +76,7 @@ async fn decide(state: &Rc<NodeState>, req: Request) -> Reply {
             configs,
             topic_id,
             validate_only,
+            assignment,
         } => {
             let spec = TopicSpec {
                 name: &name,
@@ -83,6 +84,7 @@ async fn decide(state: &Rc<NodeState>, req: Request) -> Reply {
                 replication_factor,
                 configs: &configs,
                 topic_id,
+                assignment: &assignment,
             };
             let image = state.ctl.borrow().image();
             let decided = create_topic_records(&image, &spec);
@@ -93,9 +95,10 @@ async fn decide(state: &Rc<NodeState>, req: Request) -> Reply {
             name,
             count,
             validate_only,
+            assignment,
         } => {
             let image = state.ctl.borrow().image();
-            let decided = add_partitions(&image, &name, count);
+            let decided = add_partitions(&image, &name, count, &assignment);
             commit_decided(state, &image, decided, validate_only).await
         }
         Request::SetConfigs {
