@@ -1,18 +1,22 @@
-//! What Kafka's admin tooling expects, through rdkafka's AdminClient (and raw requests
-//! where rdkafka has no call): manual replica assignment on CreateTopics and
-//! CreatePartitions in a 3-node cluster.
+//! What Kafka's admin tooling and clients' own admin and produce tests expect, through
+//! rdkafka (and raw requests where rdkafka has no call): manual replica assignment on
+//! CreateTopics and CreatePartitions in a 3-node cluster; `compression.type` honoured by
+//! recompression; `segment.bytes` down to Kafka's floor.
 
 mod common;
 
 use std::time::Duration;
 
 use common::cluster::{Cluster, ClusterSpec};
-use common::HANG_GUARD;
+use common::{Broker, HANG_GUARD};
 use futures_executor::block_on;
 use rdkafka::admin::{AdminClient, AdminOptions, NewPartitions, NewTopic, TopicReplication};
 use rdkafka::client::DefaultClientContext;
 use rdkafka::config::ClientConfig;
+use rdkafka::consumer::{BaseConsumer, Consumer};
+use rdkafka::producer::{BaseProducer, BaseRecord, Producer};
 use rdkafka::types::RDKafkaErrorCode;
+use rdkafka::{Message, Offset, TopicPartitionList};
 
 fn admin(bootstrap: &str) -> AdminClient<DefaultClientContext> {
     ClientConfig::new()
@@ -105,4 +109,160 @@ fn replicas_assigned_by_hand_are_checked_and_kept() {
         "an unknown broker"
     );
     assert_eq!(replicas_of(&c, "manual", 4).len(), 4);
+}
+
+/// Creates a one-partition topic with `configs`; the topic's own result.
+fn create_with(
+    a: &AdminClient<DefaultClientContext>,
+    name: &str,
+    configs: &[(&str, &str)],
+) -> Result<(), RDKafkaErrorCode> {
+    let mut t = NewTopic::new(name, 1, TopicReplication::Fixed(1));
+    for (k, v) in configs {
+        t = t.set(k, v);
+    }
+    let mut r = block_on(a.create_topics([&t], &options())).unwrap();
+    r.remove(0).map(|_| ()).map_err(|(_, e)| e)
+}
+
+/// Produces `values` to partition 0 of `topic` compressed with `codec`, one batch each
+/// when `one_per_batch` (a flush after every send).
+fn produce(addr: &str, topic: &str, codec: &str, values: &[String], one_per_batch: bool) {
+    let p: BaseProducer = ClientConfig::new()
+        .set("bootstrap.servers", addr)
+        .set("compression.codec", codec)
+        .set("linger.ms", "5")
+        .create()
+        .unwrap();
+    for v in values {
+        p.send(
+            BaseRecord::<str, str>::to(topic)
+                .key("k")
+                .payload(v)
+                .partition(0),
+        )
+        .map_err(|(e, _)| e)
+        .unwrap();
+        if one_per_batch {
+            p.flush(HANG_GUARD).unwrap();
+        }
+    }
+    p.flush(HANG_GUARD).unwrap();
+}
+
+/// Reads `n` values of partition 0 of `topic` from the start.
+fn consume(addr: &str, topic: &str, n: usize) -> Vec<String> {
+    let c: BaseConsumer = ClientConfig::new()
+        .set("bootstrap.servers", addr)
+        .set("group.id", "admin-test")
+        .set("enable.auto.commit", "false")
+        .create()
+        .unwrap();
+    let mut tpl = TopicPartitionList::new();
+    tpl.add_partition_offset(topic, 0, Offset::Beginning)
+        .unwrap();
+    c.assign(&tpl).unwrap();
+    let started = std::time::Instant::now();
+    let mut out = Vec::new();
+    while out.len() < n {
+        assert!(started.elapsed() < HANG_GUARD, "read {} of {n}", out.len());
+        if let Some(m) = c.poll(Duration::from_millis(50)) {
+            let m = m.unwrap();
+            out.push(String::from_utf8(m.payload().unwrap().to_vec()).unwrap());
+        }
+    }
+    out
+}
+
+/// The segment files of partition 0 of `topic` under the broker's data dir.
+fn segments(b: &Broker, topic: &str) -> Vec<std::path::PathBuf> {
+    let mut found = Vec::new();
+    let mut dirs = vec![b.data_dir.clone()];
+    while let Some(d) = dirs.pop() {
+        for e in std::fs::read_dir(&d).unwrap().flatten() {
+            let path = e.path();
+            if path.is_dir() {
+                dirs.push(path);
+            } else if path.extension().is_some_and(|x| x == "log")
+                && path
+                    .parent()
+                    .and_then(|p| p.file_name())
+                    .is_some_and(|n| n == format!("{topic}-0").as_str())
+            {
+                found.push(path);
+            }
+        }
+    }
+    found.sort();
+    found
+}
+
+/// The codec bits of every batch stored in partition 0 of `topic`.
+fn stored_codecs(b: &Broker, topic: &str) -> Vec<u8> {
+    let mut codecs = Vec::new();
+    for path in segments(b, topic) {
+        let bytes = std::fs::read(path).unwrap();
+        let mut pos = 0;
+        while pos + 61 <= bytes.len() {
+            let length = i32::from_be_bytes(bytes[pos + 8..pos + 12].try_into().unwrap());
+            if length <= 0 {
+                break; // the zeros after the data
+            }
+            codecs.push(bytes[pos + 22] & 0x07);
+            pos += 12 + length as usize;
+        }
+    }
+    codecs
+}
+
+fn values(n: usize) -> Vec<String> {
+    (0..n).map(|i| format!("value-{i}-").repeat(30)).collect()
+}
+
+#[test]
+fn a_topics_compression_type_is_the_codec_its_batches_are_stored_with() {
+    let dir = common::tempdir("admin-codec");
+    let b = Broker::start(dir.path());
+    let a = admin(&b.addr);
+    let cases = [
+        ("gz", "gzip", "lz4", 1u8),
+        ("zs", "zstd", "none", 4),
+        ("sn", "snappy", "gzip", 2),
+        ("l4", "lz4", "zstd", 3),
+        ("plain", "uncompressed", "lz4", 0),
+        ("prod", "producer", "lz4", 3),
+    ];
+    for (topic, compression, sent_with, stored) in cases {
+        create_with(&a, topic, &[("compression.type", compression)]).unwrap();
+        let sent = values(20);
+        produce(&b.addr, topic, sent_with, &sent, false);
+        assert_eq!(consume(&b.addr, topic, sent.len()), sent, "{topic}");
+        let codecs = stored_codecs(&b, topic);
+        assert!(!codecs.is_empty(), "{topic}");
+        assert!(
+            codecs.iter().all(|c| *c == stored),
+            "{topic} ({compression}, sent as {sent_with}): stored {codecs:?}"
+        );
+    }
+    assert_eq!(
+        create_with(&a, "bad", &[("compression.type", "brotli")]),
+        Err(RDKafkaErrorCode::InvalidConfig)
+    );
+}
+
+#[test]
+fn segment_bytes_goes_down_to_kafkas_floor_of_14() {
+    let dir = common::tempdir("admin-tiny");
+    let b = Broker::start(dir.path());
+    let a = admin(&b.addr);
+    assert_eq!(
+        create_with(&a, "too-small", &[("segment.bytes", "13")]),
+        Err(RDKafkaErrorCode::InvalidConfig)
+    );
+    create_with(&a, "tiny", &[("segment.bytes", "14")]).unwrap();
+    let sent = values(8);
+    produce(&b.addr, "tiny", "none", &sent, true);
+    assert_eq!(consume(&b.addr, "tiny", sent.len()), sent);
+    // Every batch is larger than a segment may be: each one rolled a segment of its own.
+    assert_eq!(segments(&b, "tiny").len(), sent.len());
 }

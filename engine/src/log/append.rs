@@ -272,15 +272,26 @@ impl PartitionLog {
         records: &[u8],
         leader_epoch: LeaderEpoch,
     ) -> Result<AppendInfo, AppendError> {
-        let (max, compacted) = {
+        let (max, compacted, codec) = {
             let st = self.shared.state.borrow();
             let c = &st.config;
-            (c.max_message_bytes as usize, c.cleanup_policy.compacts())
+            (
+                c.max_message_bytes as usize,
+                c.cleanup_policy.compacts(),
+                c.compression.codec(),
+            )
         };
         let headers = validate_all(records, max)?;
         if compacted {
             check_keys(records, &headers)?;
         }
+        let recompressed = codec.and_then(|codec| recompress_all(records, &headers, codec));
+        let recompressed = recompressed.transpose()?;
+        let (records, headers) = match &recompressed {
+            // Kafka applies max.message.bytes to the batch as stored.
+            Some(stored) => (&stored[..], validate_all(stored, max)?),
+            None => (records, headers),
+        };
         self.wait_for_room().await?;
         let (info, queued) =
             self.shared
@@ -394,6 +405,32 @@ pub(super) fn validate_replica(records: &[u8]) -> Result<Vec<(usize, BatchHeader
         pos += total;
     }
     Ok(out)
+}
+
+/// The request's batches stored with `codec` (a topic's `compression.type`), or `None`
+/// when every batch already is (control batches stay as they are).
+fn recompress_all(
+    records: &[u8],
+    headers: &[(usize, BatchHeader)],
+    codec: u8,
+) -> Option<Result<Vec<u8>, AppendError>> {
+    let differs = |h: &BatchHeader| !h.is_control() && h.compression() != codec;
+    if !headers.iter().any(|(_, h)| differs(h)) {
+        return None;
+    }
+    let mut out = Vec::with_capacity(records.len());
+    for (start, header) in headers {
+        let bytes = &records[*start..start + header.total_bytes()];
+        if !differs(header) {
+            out.extend_from_slice(bytes);
+            continue;
+        }
+        match batch::recompress(bytes, header, codec) {
+            Ok(b) => out.extend_from_slice(&b),
+            Err(e) => return Some(Err(AppendError::Corrupt(e))),
+        }
+    }
+    Some(Ok(out))
 }
 
 /// A compacted log refuses keyless records (as Kafka does); compressed batches are
