@@ -266,3 +266,79 @@ fn segment_bytes_goes_down_to_kafkas_floor_of_14() {
     // Every batch is larger than a segment may be: each one rolled a segment of its own.
     assert_eq!(segments(&b, "tiny").len(), sent.len());
 }
+
+#[test]
+fn keyless_records_on_a_compacted_topic_are_listed_in_record_errors() {
+    use common::raw;
+    use kafka_protocol::messages::produce_request::{PartitionProduceData, TopicProduceData};
+    use kafka_protocol::messages::{ApiKey, ProduceRequest, ProduceResponse, TopicName};
+    use kafka_protocol::protocol::StrBytes;
+    use sluice_engine::batch::{BatchBuilder, Record};
+
+    let dir = common::tempdir("admin-kip467");
+    let b = Broker::start(dir.path());
+    create_with(&admin(&b.addr), "kc", &[("cleanup.policy", "compact")]).unwrap();
+    let mut batch = BatchBuilder::new(1_000);
+    for key in [Some(&b"k"[..]), None, Some(b"k2"), None] {
+        batch.push(&Record {
+            key,
+            value: Some(b"v"),
+            ..Record::default()
+        });
+    }
+    let req = ProduceRequest::default()
+        .with_acks(1)
+        .with_timeout_ms(10_000)
+        .with_topic_data(vec![TopicProduceData::default()
+            .with_name(TopicName(StrBytes::from_static_str("kc")))
+            .with_partition_data(vec![PartitionProduceData::default()
+                .with_index(0)
+                .with_records(Some(batch.build().into()))])]);
+    let mut s = raw::connect(&b.addr);
+    let r: ProduceResponse = raw::call(&mut s, ApiKey::Produce, 9, &req);
+    let p = &r.responses[0].partition_responses[0];
+    assert_eq!(p.error_code, 87, "INVALID_RECORD");
+    let listed: Vec<i32> = p.record_errors.iter().map(|e| e.batch_index).collect();
+    assert_eq!(listed, [1, 3]);
+    let why = p.record_errors[0].batch_index_error_message.as_deref();
+    assert_eq!(
+        why,
+        Some("Compacted topic cannot accept message without key in topic partition kc-0.")
+    );
+    let message = p.error_message.as_deref().unwrap_or_default();
+    assert!(
+        message.starts_with("One or more records have been rejected due to 2 record errors"),
+        "{message}"
+    );
+    // Nothing of the batch was appended.
+    let ok: Vec<String> = Vec::new();
+    assert_eq!(consume_available(&b.addr, "kc"), ok);
+}
+
+/// Whatever partition 0 of `topic` holds, read until a poll finds nothing more.
+fn consume_available(addr: &str, topic: &str) -> Vec<String> {
+    let c: BaseConsumer = ClientConfig::new()
+        .set("bootstrap.servers", addr)
+        .set("group.id", "admin-test")
+        .set("enable.auto.commit", "false")
+        .set("enable.partition.eof", "true")
+        .create()
+        .unwrap();
+    let mut tpl = TopicPartitionList::new();
+    tpl.add_partition_offset(topic, 0, Offset::Beginning)
+        .unwrap();
+    c.assign(&tpl).unwrap();
+    let started = std::time::Instant::now();
+    let mut out = Vec::new();
+    loop {
+        assert!(started.elapsed() < HANG_GUARD);
+        match c.poll(Duration::from_millis(50)) {
+            Some(Ok(m)) => {
+                out.push(String::from_utf8_lossy(m.payload().unwrap_or_default()).into_owned())
+            }
+            Some(Err(rdkafka::error::KafkaError::PartitionEOF(_))) => return out,
+            Some(Err(e)) => panic!("{e}"),
+            None => {}
+        }
+    }
+}

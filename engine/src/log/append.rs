@@ -447,12 +447,23 @@ pub(super) fn check_keys(
         let section = crate::compact::record_section(header, bytes)
             .map_err(|e| AppendError::Corrupt(batch::BatchError::Decompress(e)))?;
         let iter = batch::RecordIter::from_records(&section, header.record_count.get());
+        let mut record_indexes = Vec::new();
+        let mut count = 0u32;
         for (i, record) in iter.enumerate() {
             if record.map_err(AppendError::InvalidRecord)?.key.is_none() {
-                return Err(AppendError::KeylessRecord {
-                    record_index: i as u32,
-                });
+                count += 1;
+                if record_indexes.len() < crate::error::RECORD_ERRORS_MAX {
+                    record_indexes.push(i as u32);
+                }
             }
+        }
+        // As Kafka's LogValidator: every invalid record of the batch is named, and the
+        // first batch holding one refuses the request.
+        if count > 0 {
+            return Err(AppendError::KeylessRecords {
+                record_indexes,
+                count,
+            });
         }
     }
     Ok(())

@@ -62,7 +62,7 @@ pub async fn append(
         )
         .await;
     let result = match reply {
-        ShardReply::Produce(r) => r.first().copied(),
+        ShardReply::Produce(r) => r.into_iter().next(),
         _ => None,
     };
     match result {

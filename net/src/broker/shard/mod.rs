@@ -50,7 +50,7 @@ pub(crate) use local_flag::LocalFlag;
 use mesh::Waiting;
 pub(crate) use mesh::{
     DeletedRecords, EpochEnd, FetchPart, FetchPartResult, ListedOffset, PartitionAnswer,
-    ProducePartResult, Reader, ShardAnswer, ShardCall, ShardOp, ShardReply,
+    ProducePartResult, Reader, RecordErrors, ShardAnswer, ShardCall, ShardOp, ShardReply,
 };
 use queues::Queues;
 pub(crate) use queues::Work;
