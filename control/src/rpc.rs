@@ -21,6 +21,7 @@ use std::time::Duration;
 use futures_lite::{AsyncReadExt, AsyncWriteExt};
 
 use crate::active::HeartbeatReply;
+use crate::election::{ElectionOutcome, ElectionType};
 use crate::records::Listener;
 use crate::types::{BrokerEpoch, BrokerId, LeaderEpoch, MetadataOffset, NodeId, Term, TopicId};
 
@@ -77,6 +78,13 @@ pub enum Request {
     },
     /// Moves leadership back to each partition's preferred replica where it can.
     ElectLeaders,
+    /// Kafka's ElectLeaders: `election` for each named partition (`None`: every
+    /// partition, answering only those where an election was needed). Answered with
+    /// `Reply::Elected` once the changes are applied.
+    Elect {
+        election: ElectionType,
+        partitions: Option<Vec<(String, Vec<i32>)>>,
+    },
     /// The image, once it is newer than `have` (waits up to `wait_ms` for a change).
     FetchImage {
         have: MetadataOffset,
@@ -190,6 +198,20 @@ pub enum Reply {
         snapshot: Vec<u8>,
     },
     Status(QuorumStatus),
+    /// The outcome of each partition of an `Elect`; the image has the elections from
+    /// `offset` on.
+    Elected {
+        offset: MetadataOffset,
+        results: Vec<PartitionElection>,
+    },
+}
+
+/// One partition's answer to `Request::Elect`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PartitionElection {
+    pub topic: String,
+    pub partition: i32,
+    pub outcome: ElectionOutcome,
 }
 
 /// Why a request or answer could not be exchanged.
@@ -472,6 +494,30 @@ impl Request {
                 e.u8(u8::from(*replace));
             }
             Request::ElectLeaders => e.u8(7),
+            Request::Elect {
+                election,
+                partitions,
+            } => {
+                e.u8(15);
+                e.u8(match election {
+                    ElectionType::Preferred => 0,
+                    ElectionType::Unclean => 1,
+                });
+                match partitions {
+                    None => e.u8(0),
+                    Some(topics) => {
+                        e.u8(1);
+                        e.u32(topics.len() as u32);
+                        for (topic, ps) in topics {
+                            e.str(topic);
+                            e.u32(ps.len() as u32);
+                            for p in ps {
+                                e.i32(*p);
+                            }
+                        }
+                    }
+                }
+            }
             Request::FetchImage { have, wait_ms } => {
                 e.u8(8);
                 e.u64(have.0);
@@ -585,6 +631,32 @@ impl Request {
                 }
             }
             7 => Request::ElectLeaders,
+            15 => {
+                let election = match d.u8()? {
+                    0 => ElectionType::Preferred,
+                    1 => ElectionType::Unclean,
+                    _ => return Err(RpcError::Decode("unknown election type")),
+                };
+                let partitions = match d.u8()? {
+                    0 => None,
+                    _ => {
+                        let n = d.count(8)?;
+                        let topics = (0..n)
+                            .map(|_| {
+                                let topic = d.str()?;
+                                let m = d.count(4)?;
+                                let ps = (0..m).map(|_| d.i32()).collect::<Result<_, _>>()?;
+                                Ok((topic, ps))
+                            })
+                            .collect::<Result<_, RpcError>>()?;
+                        Some(topics)
+                    }
+                };
+                Request::Elect {
+                    election,
+                    partitions,
+                }
+            }
             8 => Request::FetchImage {
                 have: MetadataOffset(d.u64()?),
                 wait_ms: d.u32()?,
@@ -709,6 +781,22 @@ impl Reply {
                 e.u8(7);
                 e.quorum(q);
             }
+            Reply::Elected { offset, results } => {
+                e.u8(8);
+                e.u64(offset.0);
+                e.u32(results.len() as u32);
+                for r in results {
+                    e.str(&r.topic);
+                    e.i32(r.partition);
+                    e.u8(match r.outcome {
+                        ElectionOutcome::Elected => 0,
+                        ElectionOutcome::NotNeeded => 1,
+                        ElectionOutcome::PreferredNotAvailable => 2,
+                        ElectionOutcome::EligibleLeadersNotAvailable => 3,
+                        ElectionOutcome::UnknownPartition => 4,
+                    });
+                }
+            }
         }
         e.0
     }
@@ -743,6 +831,27 @@ impl Reply {
                 snapshot: d.bytes()?.to_vec(),
             },
             7 => Reply::Status(d.quorum()?),
+            8 => {
+                let offset = MetadataOffset(d.u64()?);
+                let n = d.count(9)?;
+                let results = (0..n)
+                    .map(|_| {
+                        Ok(PartitionElection {
+                            topic: d.str()?,
+                            partition: d.i32()?,
+                            outcome: match d.u8()? {
+                                0 => ElectionOutcome::Elected,
+                                1 => ElectionOutcome::NotNeeded,
+                                2 => ElectionOutcome::PreferredNotAvailable,
+                                3 => ElectionOutcome::EligibleLeadersNotAvailable,
+                                4 => ElectionOutcome::UnknownPartition,
+                                _ => return Err(RpcError::Decode("unknown election outcome")),
+                            },
+                        })
+                    })
+                    .collect::<Result<_, RpcError>>()?;
+                Reply::Elected { offset, results }
+            }
             _ => return Err(RpcError::Decode("unknown reply kind")),
         };
         d.end()?;
@@ -915,6 +1024,14 @@ mod tests {
                 replace: true,
             },
             Request::ElectLeaders,
+            Request::Elect {
+                election: ElectionType::Unclean,
+                partitions: Some(vec![("t".into(), vec![0, 2]), ("u".into(), vec![])]),
+            },
+            Request::Elect {
+                election: ElectionType::Preferred,
+                partitions: None,
+            },
             Request::FetchImage {
                 have: MetadataOffset(5),
                 wait_ms: 100,
@@ -1006,6 +1123,21 @@ mod tests {
             Reply::Error {
                 kind: ErrorKind::InvalidReplicaAssignment,
                 message: "broker 9 is not registered".into(),
+            },
+            Reply::Elected {
+                offset: MetadataOffset(12),
+                results: vec![
+                    PartitionElection {
+                        topic: "t".into(),
+                        partition: 1,
+                        outcome: ElectionOutcome::PreferredNotAvailable,
+                    },
+                    PartitionElection {
+                        topic: "t".into(),
+                        partition: 2,
+                        outcome: ElectionOutcome::Elected,
+                    },
+                ],
             },
         ];
         for r in replies {

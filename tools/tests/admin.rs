@@ -342,3 +342,136 @@ fn consume_available(addr: &str, topic: &str) -> Vec<String> {
         }
     }
 }
+
+/// One ElectLeaders request (raw: rdkafka has no call for it) to `addr`: the top-level
+/// error and each partition's (topic, partition, error).
+fn elect(
+    addr: &str,
+    version: i16,
+    election_type: i8,
+    partitions: Option<&[(&str, &[i32])]>,
+) -> (i16, Vec<(String, i32, i16)>) {
+    use common::raw;
+    use kafka_protocol::messages::elect_leaders_request::TopicPartitions;
+    use kafka_protocol::messages::{ApiKey, ElectLeadersRequest, ElectLeadersResponse, TopicName};
+    use kafka_protocol::protocol::StrBytes;
+    let req = ElectLeadersRequest::default()
+        .with_election_type(election_type)
+        .with_timeout_ms(30_000)
+        .with_topic_partitions(partitions.map(|ps| {
+            ps.iter()
+                .map(|(t, p)| {
+                    TopicPartitions::default()
+                        .with_topic(TopicName(StrBytes::from_string(t.to_string())))
+                        .with_partitions(p.to_vec())
+                })
+                .collect()
+        }));
+    let mut s = raw::connect(addr);
+    let r: ElectLeadersResponse = raw::call(&mut s, ApiKey::ElectLeaders, version, &req);
+    let results = r
+        .replica_election_results
+        .iter()
+        .flat_map(|t| {
+            t.partition_result
+                .iter()
+                .map(|p| (t.topic.0.to_string(), p.partition_id, p.error_code))
+        })
+        .collect();
+    (r.error_code, results)
+}
+
+const PREFERRED: i8 = 0;
+const UNCLEAN: i8 = 1;
+const UNKNOWN_TOPIC_OR_PARTITION: i16 = 3;
+const PREFERRED_LEADER_NOT_AVAILABLE: i16 = 80;
+const ELECTION_NOT_NEEDED: i16 = 84;
+
+/// Waits until node `from`'s metadata shows partition 0 of `topic` as `done` wants it.
+fn wait_partition(
+    c: &Cluster,
+    from: usize,
+    topic: &str,
+    what: &str,
+    done: impl Fn(&common::cluster::Part) -> bool,
+) {
+    c.wait(what, HANG_GUARD, || {
+        let (_, parts) = c.metadata(from, topic)?;
+        parts.get(&0).filter(|p| done(p)).map(|_| ())
+    });
+}
+
+#[test]
+fn elect_leaders_moves_leadership_to_the_preferred_replica_or_an_unclean_one_when_asked() {
+    let spec = ClusterSpec {
+        cluster_toml: "auto_leader_rebalance = false".into(),
+        ..ClusterSpec::default()
+    };
+    let mut c = Cluster::start("admin-elect", spec, HANG_GUARD);
+    let a = admin(&c.bootstrap());
+    create_assigned(&a, "el", &[&[1, 2, 3]]).unwrap();
+    create_assigned(&a, "un", &[&[3, 2]]).unwrap();
+    wait_partition(&c, 2, "el", "el led by 1", |p| p.leader == 1);
+
+    // Node 1 stops: leadership moves off it, and its return does not bring it back
+    // (automatic rebalancing is off).
+    c.stop(1, HANG_GUARD).expect("node 1 stopped");
+    wait_partition(&c, 2, "el", "el led elsewhere", |p| {
+        p.leader != 1 && p.leader >= 0
+    });
+    let el0: &[(&str, &[i32])] = &[("el", &[0])];
+    assert_eq!(
+        elect(&c.addr(2), 2, PREFERRED, Some(el0)),
+        (0, vec![("el".into(), 0, PREFERRED_LEADER_NOT_AVAILABLE)]),
+        "the preferred replica is down"
+    );
+    c.start_node(1);
+    wait_partition(&c, 2, "el", "1 back in the ISR", |p| p.isr.contains(&1));
+    assert_ne!(c.metadata(2, "el").unwrap().1[&0].leader, 1);
+    let asked: &[(&str, &[i32])] = &[("el", &[0, 7])];
+    assert_eq!(
+        elect(&c.addr(2), 1, PREFERRED, Some(asked)),
+        (
+            0,
+            vec![
+                ("el".into(), 0, 0),
+                ("el".into(), 7, UNKNOWN_TOPIC_OR_PARTITION)
+            ]
+        )
+    );
+    wait_partition(&c, 3, "el", "el led by 1 again", |p| p.leader == 1);
+    assert_eq!(
+        elect(&c.addr(3), 0, PREFERRED, Some(el0)).1,
+        [("el".into(), 0, ELECTION_NOT_NEEDED)]
+    );
+    // Every partition: only those that needed an election are answered.
+    let (error, all) = elect(&c.addr(3), 2, PREFERRED, None);
+    assert_eq!(error, 0);
+    assert!(all.iter().all(|(t, _, _)| t != "el"), "{all:?}");
+
+    // "un" (replicas 3, 2): node 2 freezes and leaves the ISR; node 3, the last in-sync
+    // replica, dies; node 2 comes back. No clean leader exists: only an UNCLEAN election
+    // gives the partition one, and only when asked.
+    c.signal(2, libc::SIGSTOP);
+    wait_partition(&c, 1, "un", "2 out of un's ISR", |p| p.isr == [3]);
+    c.kill(3);
+    c.signal(2, libc::SIGCONT);
+    wait_partition(&c, 1, "un", "un leaderless", |p| p.leader == -1);
+    let un0: &[(&str, &[i32])] = &[("un", &[0])];
+    assert_eq!(
+        elect(&c.addr(1), 2, PREFERRED, Some(un0)).1,
+        [("un".into(), 0, PREFERRED_LEADER_NOT_AVAILABLE)]
+    );
+    assert_eq!(
+        elect(&c.addr(1), 2, UNCLEAN, Some(un0)),
+        (0, vec![("un".into(), 0, 0)])
+    );
+    wait_partition(&c, 1, "un", "un led by 2", |p| {
+        p.leader == 2 && p.isr == [2]
+    });
+    assert_eq!(
+        elect(&c.addr(1), 2, UNCLEAN, Some(un0)).1,
+        [("un".into(), 0, ELECTION_NOT_NEEDED)],
+        "it has a leader now"
+    );
+}

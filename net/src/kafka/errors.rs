@@ -91,5 +91,8 @@ pub mod code {
     pub const GROUP_SUBSCRIBED_TO_TOPIC: ErrorCode = ErrorCode(86);
     pub const STALE_BROKER_EPOCH: ErrorCode = ErrorCode(77);
     pub const INELIGIBLE_REPLICA: ErrorCode = ErrorCode(107);
+    pub const PREFERRED_LEADER_NOT_AVAILABLE: ErrorCode = ErrorCode(80);
+    pub const ELIGIBLE_LEADERS_NOT_AVAILABLE: ErrorCode = ErrorCode(83);
+    pub const ELECTION_NOT_NEEDED: ErrorCode = ErrorCode(84);
     pub const UNKNOWN_SERVER_ERROR: ErrorCode = ErrorCode(-1);
 }

@@ -234,6 +234,7 @@ served_requests! {
     OffsetFetch => OffsetFetchRequest,
     DescribeGroups => DescribeGroupsRequest,
     DeleteGroups => DeleteGroupsRequest,
+    ElectLeaders => ElectLeadersRequest,
     OffsetDelete => OffsetDeleteRequest,
     ListGroups => ListGroupsRequest,
 }

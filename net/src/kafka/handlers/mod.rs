@@ -20,6 +20,7 @@ pub(crate) mod delete_topics;
 pub(crate) mod describe_cluster;
 pub(crate) mod describe_configs;
 pub(crate) mod describe_groups;
+pub(crate) mod elect_leaders;
 pub(crate) mod fan_out;
 pub(crate) mod fetch;
 pub(crate) mod find_coordinator;
@@ -77,6 +78,7 @@ pub const APIS: &[ApiSpec] = &[
     offset_fetch::SPEC,
     describe_groups::SPEC,
     delete_groups::SPEC,
+    elect_leaders::SPEC,
     offset_delete::SPEC,
     list_groups::SPEC,
 ];
@@ -135,6 +137,7 @@ pub(crate) async fn dispatch(
         ApiKey::DescribeGroups => describe_groups::handle(&shard, &req).map(Some),
         ApiKey::ListGroups => list_groups::handle(&shard, &req).map(Some),
         ApiKey::DeleteGroups => delete_groups::handle(&shard, &req).await.map(Some),
+        ApiKey::ElectLeaders => elect_leaders::handle(&shard, &req).await.map(Some),
         ApiKey::OffsetDelete => offset_delete::handle(&shard, &req).await.map(Some),
         other => Err(FrameError::Unsupported {
             api: other,
