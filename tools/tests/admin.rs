@@ -475,3 +475,116 @@ fn elect_leaders_moves_leadership_to_the_preferred_replica_or_an_unclean_one_whe
         "it has a leader now"
     );
 }
+
+const TOPIC: i8 = 2;
+const BROKER: i8 = 4;
+const SET: i8 = 0;
+const DELETE: i8 = 1;
+const APPEND: i8 = 2;
+const SUBTRACT: i8 = 3;
+const INVALID_CONFIG: i16 = 40;
+
+/// One IncrementalAlterConfigs (raw: rdkafka has no call for it) of one resource: its
+/// own error code and message.
+fn incremental_alter(
+    addr: &str,
+    resource_type: i8,
+    name: &str,
+    ops: &[(&str, i8, Option<&str>)],
+) -> (i16, Option<String>) {
+    use common::raw;
+    use kafka_protocol::messages::incremental_alter_configs_request::{
+        AlterConfigsResource, AlterableConfig,
+    };
+    use kafka_protocol::messages::{
+        ApiKey, IncrementalAlterConfigsRequest, IncrementalAlterConfigsResponse,
+    };
+    use kafka_protocol::protocol::StrBytes;
+    let configs = ops
+        .iter()
+        .map(|(k, op, v)| {
+            AlterableConfig::default()
+                .with_name(StrBytes::from_string(k.to_string()))
+                .with_config_operation(*op)
+                .with_value(v.map(|v| StrBytes::from_string(v.to_string())))
+        })
+        .collect();
+    let req = IncrementalAlterConfigsRequest::default().with_resources(vec![
+        AlterConfigsResource::default()
+            .with_resource_type(resource_type)
+            .with_resource_name(StrBytes::from_string(name.to_string()))
+            .with_configs(configs),
+    ]);
+    let mut s = raw::connect(addr);
+    let r: IncrementalAlterConfigsResponse =
+        raw::call(&mut s, ApiKey::IncrementalAlterConfigs, 1, &req);
+    let one = &r.responses[0];
+    (
+        one.error_code,
+        one.error_message.as_ref().map(|m| m.to_string()),
+    )
+}
+
+/// A topic's config `key` as rdkafka's DescribeConfigs reports it (checking the
+/// resource's own result: the future is Ok whatever it holds).
+fn topic_config(addr: &str, topic: &str, key: &str) -> Option<String> {
+    use rdkafka::admin::ResourceSpecifier;
+    let a = admin(addr);
+    let r = block_on(a.describe_configs([&ResourceSpecifier::Topic(topic)], &options())).unwrap();
+    let resource = r[0].as_ref().expect("the topic's own result");
+    resource.get(key).and_then(|e| e.value.clone())
+}
+
+#[test]
+fn incremental_alter_configs_appends_to_and_subtracts_from_list_configs() {
+    let dir = common::tempdir("admin-lists");
+    let b = Broker::start(dir.path());
+    create_with(&admin(&b.addr), "lists", &[]).unwrap();
+    let policy = "cleanup.policy";
+    assert_eq!(
+        incremental_alter(
+            &b.addr,
+            TOPIC,
+            "lists",
+            &[(policy, APPEND, Some("compact"))]
+        ),
+        (0, None)
+    );
+    assert_eq!(
+        topic_config(&b.addr, "lists", policy).as_deref(),
+        Some("delete,compact")
+    );
+    assert_eq!(
+        incremental_alter(
+            &b.addr,
+            TOPIC,
+            "lists",
+            &[(policy, SUBTRACT, Some("delete"))]
+        ),
+        (0, None)
+    );
+    assert_eq!(
+        topic_config(&b.addr, "lists", policy).as_deref(),
+        Some("compact")
+    );
+    let (error, message) = incremental_alter(
+        &b.addr,
+        TOPIC,
+        "lists",
+        &[("retention.ms", APPEND, Some("5"))],
+    );
+    assert_eq!(error, INVALID_CONFIG, "{message:?}");
+    assert_eq!(
+        topic_config(&b.addr, "lists", policy).as_deref(),
+        Some("compact")
+    );
+    assert_eq!(
+        incremental_alter(&b.addr, TOPIC, "lists", &[(policy, DELETE, None)]),
+        (0, None)
+    );
+    assert_eq!(
+        topic_config(&b.addr, "lists", policy).as_deref(),
+        Some("delete")
+    );
+    let _ = (SET, BROKER);
+}
