@@ -280,10 +280,14 @@ impl PartitionLog {
         records: &[u8],
         leader_epoch: LeaderEpoch,
     ) -> Result<AppendInfo, AppendError> {
-        let (max, compacted) = {
+        let (max, compacted, codec) = {
             let st = self.shared.state.borrow();
             let c = &st.config;
-            (c.max_message_bytes as usize, c.cleanup_policy.compacts())
+            (
+                c.max_message_bytes as usize,
+                c.cleanup_policy.compacts(),
+                c.compression.codec(),
+            )
         };
         let headers = validate_all(records, max)?;
         if headers.iter().any(|(_, h)| h.is_control()) {
@@ -292,6 +296,13 @@ impl PartitionLog {
         if compacted {
             check_keys(records, &headers)?;
         }
+        let recompressed = codec.and_then(|codec| recompress_all(records, &headers, codec));
+        let recompressed = recompressed.transpose()?;
+        let (records, headers) = match &recompressed {
+            // Kafka applies max.message.bytes to the batch as stored.
+            Some(stored) => (&stored[..], validate_all(stored, max)?),
+            None => (records, headers),
+        };
         self.wait_for_room().await?;
         let (info, queued) =
             self.shared
@@ -452,6 +463,32 @@ pub(super) fn validate_replica(records: &[u8]) -> Result<Vec<(usize, BatchHeader
     Ok(out)
 }
 
+/// The request's batches stored with `codec` (a topic's `compression.type`), or `None`
+/// when every batch already is (control batches stay as they are).
+fn recompress_all(
+    records: &[u8],
+    headers: &[(usize, BatchHeader)],
+    codec: u8,
+) -> Option<Result<Vec<u8>, AppendError>> {
+    let differs = |h: &BatchHeader| !h.is_control() && h.compression() != codec;
+    if !headers.iter().any(|(_, h)| differs(h)) {
+        return None;
+    }
+    let mut out = Vec::with_capacity(records.len());
+    for (start, header) in headers {
+        let bytes = &records[*start..start + header.total_bytes()];
+        if !differs(header) {
+            out.extend_from_slice(bytes);
+            continue;
+        }
+        match batch::recompress(bytes, header, codec) {
+            Ok(b) => out.extend_from_slice(&b),
+            Err(e) => return Some(Err(AppendError::Corrupt(e))),
+        }
+    }
+    Some(Ok(out))
+}
+
 /// A compacted log refuses keyless records (as Kafka does); compressed batches are
 /// decompressed (bounded) to check them.
 pub(super) fn check_keys(
@@ -466,12 +503,23 @@ pub(super) fn check_keys(
         let section = crate::compact::record_section(header, bytes)
             .map_err(|e| AppendError::Corrupt(batch::BatchError::Decompress(e)))?;
         let iter = batch::RecordIter::from_records(&section, header.record_count.get());
+        let mut record_indexes = Vec::new();
+        let mut count = 0u32;
         for (i, record) in iter.enumerate() {
             if record.map_err(AppendError::InvalidRecord)?.key.is_none() {
-                return Err(AppendError::KeylessRecord {
-                    record_index: i as u32,
-                });
+                count += 1;
+                if record_indexes.len() < crate::error::RECORD_ERRORS_MAX {
+                    record_indexes.push(i as u32);
+                }
             }
+        }
+        // As Kafka's LogValidator: every invalid record of the batch is named, and the
+        // first batch holding one refuses the request.
+        if count > 0 {
+            return Err(AppendError::KeylessRecords {
+                record_indexes,
+                count,
+            });
         }
     }
     Ok(())

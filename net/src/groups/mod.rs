@@ -651,7 +651,8 @@ impl Groups {
     /// One sweep of a partition (by its owning shard): expires silent members and
     /// overdue rebalances, and returns the group-metadata records to write for groups
     /// whose membership changed, and — when `expire_offsets` — tombstones for expired
-    /// offsets (removed from memory now). Empty groups with nothing left are forgotten.
+    /// offsets (removed from memory now) and for empty groups with nothing left, which it
+    /// forgets.
     /// Also returns the ids of the groups whose metadata it wrote, for [`mark_dirty`]
     /// should the write fail.
     ///
@@ -707,7 +708,11 @@ impl Groups {
         let mut forgotten = 0;
         let mut written = Vec::new();
         groups.retain(|id, g| {
-            let gone = g.is_empty() && !offsets.contains_key(id);
+            // As Kafka's offsets cleanup: an empty group without offsets is forgotten only
+            // by the expiry pass (every offsets.retention.check.interval.ms), so a group
+            // whose last member just left still exists for DescribeGroups and
+            // DeleteGroups (forgetting it on the next sweep answered GROUP_ID_NOT_FOUND).
+            let gone = expire_offsets && g.is_empty() && !offsets.contains_key(id);
             if gone {
                 out.push((records::group_key(id), None));
                 forgotten += 1;

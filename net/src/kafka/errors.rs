@@ -69,6 +69,7 @@ pub mod code {
     pub const TOPIC_ALREADY_EXISTS: ErrorCode = ErrorCode(36);
     pub const INVALID_PARTITIONS: ErrorCode = ErrorCode(37);
     pub const INVALID_REPLICATION_FACTOR: ErrorCode = ErrorCode(38);
+    pub const INVALID_REPLICA_ASSIGNMENT: ErrorCode = ErrorCode(39);
     pub const INVALID_REQUEST: ErrorCode = ErrorCode(42);
     pub const INVALID_CONFIG: ErrorCode = ErrorCode(40);
     pub const KAFKA_STORAGE_ERROR: ErrorCode = ErrorCode(56);
@@ -96,5 +97,8 @@ pub mod code {
     pub const GROUP_SUBSCRIBED_TO_TOPIC: ErrorCode = ErrorCode(86);
     pub const STALE_BROKER_EPOCH: ErrorCode = ErrorCode(77);
     pub const INELIGIBLE_REPLICA: ErrorCode = ErrorCode(107);
+    pub const PREFERRED_LEADER_NOT_AVAILABLE: ErrorCode = ErrorCode(80);
+    pub const ELIGIBLE_LEADERS_NOT_AVAILABLE: ErrorCode = ErrorCode(83);
+    pub const ELECTION_NOT_NEEDED: ErrorCode = ErrorCode(84);
     pub const UNKNOWN_SERVER_ERROR: ErrorCode = ErrorCode(-1);
 }

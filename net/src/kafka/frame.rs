@@ -245,6 +245,7 @@ served_requests! {
     OffsetFetch => OffsetFetchRequest,
     DescribeGroups => DescribeGroupsRequest,
     DeleteGroups => DeleteGroupsRequest,
+    ElectLeaders => ElectLeadersRequest,
     OffsetDelete => OffsetDeleteRequest,
     ListGroups => ListGroupsRequest,
     WriteTxnMarkers => WriteTxnMarkersRequest,

@@ -269,6 +269,7 @@ pub fn create_topic(shard: &Rc<Shard>) {
             partitions: config.partitions,
             replication_factor: rf,
             configs: super::txn_topic_configs().into_iter().collect(),
+            assignment: Vec::new(),
             topic_id: None,
             validate_only: false,
         };

@@ -53,11 +53,22 @@ pub struct FetchPartResult {
 }
 
 /// One partition of a produce, as answered.
-#[derive(Debug, Clone, Copy)]
+#[derive(Debug, Clone)]
 pub struct ProducePartResult {
     pub error: ErrorCode,
     pub base_offset: Offset,
     pub log_start: Offset,
+    /// Set when a batch was refused for some of its records (KIP-467).
+    pub record_errors: Option<Box<RecordErrors>>,
+}
+
+/// KIP-467: why a produce was refused, and which records of the batch were invalid.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct RecordErrors {
+    /// The partition's `error_message`.
+    pub message: String,
+    /// Each invalid record: its index in the batch and why.
+    pub records: Vec<(i32, String)>,
 }
 
 /// Work one shard asks of another.

@@ -51,7 +51,8 @@ pub(crate) use logs::InternalReadError;
 use mesh::Waiting;
 pub(crate) use mesh::{
     DeletedRecords, EpochEnd, FetchPart, FetchPartResult, ListedOffset, MarkerWritten,
-    PartitionAnswer, ProducePartResult, Reader, ShardAnswer, ShardCall, ShardOp, ShardReply,
+    PartitionAnswer, ProducePartResult, Reader, RecordErrors, ShardAnswer, ShardCall, ShardOp,
+    ShardReply,
 };
 use queues::Queues;
 pub(crate) use queues::Work;

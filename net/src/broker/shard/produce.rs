@@ -4,6 +4,7 @@ use std::time::Duration;
 
 use bytes::Bytes;
 
+use super::mesh::RecordErrors;
 use super::{MarkerWritten, ProducePartResult, Shard, ShardOp, ShardReply};
 use crate::kafka::errors::{code, ErrorCode};
 use crate::store::{
@@ -19,7 +20,7 @@ pub(super) fn append_error_code(e: &AppendError) -> ErrorCode {
         AppendError::Corrupt(_) => code::CORRUPT_MESSAGE,
         AppendError::InvalidRecord(_) => code::INVALID_RECORD,
         // Kafka: "Compacted topic cannot accept message without key".
-        AppendError::KeylessRecord { .. } => code::INVALID_RECORD,
+        AppendError::KeylessRecords { .. } => code::INVALID_RECORD,
         AppendError::TooLarge { .. } => code::MESSAGE_TOO_LARGE,
         AppendError::InvalidTimestamp { .. } => code::INVALID_TIMESTAMP,
         // Closing or frozen: a retriable "not here now".
@@ -34,6 +35,51 @@ pub(super) fn append_error_code(e: &AppendError) -> ErrorCode {
         // Only follower appends (`append_replica`) refuse this way; a produce never does.
         AppendError::UnexpectedOffset { .. } => code::UNKNOWN_SERVER_ERROR,
     }
+}
+
+/// Why one partition's produce was refused.
+pub(super) struct Refused {
+    code: ErrorCode,
+    record_errors: Option<Box<RecordErrors>>,
+}
+
+impl From<ErrorCode> for Refused {
+    fn from(code: ErrorCode) -> Refused {
+        Refused {
+            code,
+            record_errors: None,
+        }
+    }
+}
+
+/// KIP-467's answer to a batch refused for some of its records, with Kafka's messages
+/// (`LogValidator`): each record's reason, and the partition's message naming the count
+/// and the first three.
+fn record_errors(tp: &TopicPartition, e: &AppendError) -> Option<RecordErrors> {
+    let AppendError::KeylessRecords {
+        record_indexes,
+        count,
+    } = e
+    else {
+        return None;
+    };
+    let why = format!("Compacted topic cannot accept message without key in topic partition {tp}.");
+    let records: Vec<(i32, String)> = record_indexes
+        .iter()
+        .map(|i| (*i as i32, why.clone()))
+        .collect();
+    let first: Vec<String> = records
+        .iter()
+        .take(3)
+        .map(|(i, m)| format!("RecordError(batchIndex={i}, message='{m}')"))
+        .collect();
+    Some(RecordErrors {
+        message: format!(
+            "One or more records have been rejected due to {count} record errors in total, and only showing the first three errors at most: [{}]",
+            first.join(", ")
+        ),
+        records,
+    })
 }
 
 impl Shard {
@@ -64,7 +110,7 @@ impl Shard {
             parts: vec![(tp, batch)],
         };
         let result = match self.call(owner, op).await {
-            ShardReply::Produce(r) => r.first().copied(),
+            ShardReply::Produce(r) => r.into_iter().next(),
             _ => None,
         };
         match result {
@@ -93,22 +139,25 @@ impl Shard {
         let mut out = Vec::with_capacity(appended.len());
         for (a, (tp, _)) in appended.into_iter().zip(&parts) {
             let r = match a {
-                Err(error) => Err(error),
+                Err(refused) => Err(refused),
                 Ok((log, base_offset, end, epoch)) => self
                     .wait_acked(tp, &log, acks, (end, epoch), timeout_ms)
                     .await
-                    .map(|()| (base_offset, log.log_start_offset())),
+                    .map(|()| (base_offset, log.log_start_offset()))
+                    .map_err(Refused::from),
             };
             out.push(match r {
                 Ok((base_offset, log_start)) => ProducePartResult {
                     error: code::NONE,
                     base_offset,
                     log_start,
+                    record_errors: None,
                 },
-                Err(error) => ProducePartResult {
-                    error,
+                Err(refused) => ProducePartResult {
+                    error: refused.code,
                     base_offset: Offset(-1),
                     log_start: Offset(-1),
+                    record_errors: refused.record_errors,
                 },
             });
         }
@@ -227,7 +276,7 @@ impl Shard {
         tp: &TopicPartition,
         records: &Bytes,
         acks: i16,
-    ) -> Result<(PartitionLog, Offset, Offset, LeaderEpoch), ErrorCode> {
+    ) -> Result<(PartitionLog, Offset, Offset, LeaderEpoch), Refused> {
         let log = self.log_for(tp).await?;
         // The epoch the batch is stamped with is the leadership this broker holds now,
         // checked with no await before the append: the image alone may already name a
@@ -240,7 +289,7 @@ impl Shard {
         let epoch = crate::broker::replicas::append_epoch(role_epoch, image_epoch)?;
         if acks == -1 && self.replicas.get(tp).is_some_and(|r| !r.enough_in_sync()) {
             tracing::info!(partition = %tp, "acks=all produce refused: too few in-sync replicas");
-            return Err(code::NOT_ENOUGH_REPLICAS);
+            return Err(code::NOT_ENOUGH_REPLICAS.into());
         }
         self.count_traffic(tp, |t| {
             t.bytes_in += records.len() as u64;
@@ -253,11 +302,14 @@ impl Shard {
             Ok(info) => Ok((log, info.base_offset, Offset(info.last_offset.0 + 1), epoch)),
             Err(AppendError::Io(e)) => {
                 tracing::error!(topic = %tp.topic, partition = tp.partition.0, error = %e, "append failed");
-                Err(code::KAFKA_STORAGE_ERROR)
+                Err(code::KAFKA_STORAGE_ERROR.into())
             }
             Err(e) => {
                 tracing::info!(topic = %tp.topic, partition = tp.partition.0, error = %e, "produce rejected");
-                Err(append_error_code(&e))
+                Err(Refused {
+                    code: append_error_code(&e),
+                    record_errors: record_errors(tp, &e).map(Box::new),
+                })
             }
         }
     }

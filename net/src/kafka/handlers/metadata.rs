@@ -87,6 +87,7 @@ pub async fn auto_create(shard: &Shard, name: &str) -> Result<(), ErrorCode> {
         configs: Vec::new(),
         topic_id: None,
         validate_only: false,
+        assignment: Vec::new(),
     };
     match change_metadata(&shard.cluster, &req, CONTROLLER_REQUEST_TIMEOUT).await {
         Ok(_) => {

@@ -21,6 +21,7 @@ pub(crate) mod delete_topics;
 pub(crate) mod describe_cluster;
 pub(crate) mod describe_configs;
 pub(crate) mod describe_groups;
+pub(crate) mod elect_leaders;
 pub(crate) mod end_txn;
 pub(crate) mod fan_out;
 pub(crate) mod fetch;
@@ -80,6 +81,7 @@ pub const APIS: &[ApiSpec] = &[
     offset_fetch::SPEC,
     describe_groups::SPEC,
     delete_groups::SPEC,
+    elect_leaders::SPEC,
     offset_delete::SPEC,
     list_groups::SPEC,
     write_txn_markers::SPEC,
@@ -141,6 +143,7 @@ pub(crate) async fn dispatch(
         ApiKey::DescribeGroups => describe_groups::handle(&shard, &req).map(Some),
         ApiKey::ListGroups => list_groups::handle(&shard, &req).map(Some),
         ApiKey::DeleteGroups => delete_groups::handle(&shard, &req).await.map(Some),
+        ApiKey::ElectLeaders => elect_leaders::handle(&shard, &req).await.map(Some),
         ApiKey::OffsetDelete => offset_delete::handle(&shard, &req).await.map(Some),
         ApiKey::WriteTxnMarkers => write_txn_markers::handle(&shard, &req).await.map(Some),
         ApiKey::AddPartitionsToTxn => add_partitions_to_txn::handle(&shard, &req).await.map(Some),
