@@ -12,6 +12,8 @@ use crate::kafka::frame::{FrameError, Request, ResponseFrame};
 
 pub(crate) mod alter_configs;
 pub(crate) mod api_versions;
+pub(crate) mod consumer_group_describe;
+pub(crate) mod consumer_group_heartbeat;
 pub(crate) mod create_partitions;
 pub(crate) mod create_topics;
 pub(crate) mod delete_groups;
@@ -79,6 +81,8 @@ pub const APIS: &[ApiSpec] = &[
     delete_groups::SPEC,
     offset_delete::SPEC,
     list_groups::SPEC,
+    consumer_group_describe::SPEC,
+    consumer_group_heartbeat::SPEC,
 ];
 
 pub(crate) fn spec(key: ApiKey) -> Option<&'static ApiSpec> {
@@ -136,6 +140,10 @@ pub(crate) async fn dispatch(
         ApiKey::ListGroups => list_groups::handle(&shard, &req).map(Some),
         ApiKey::DeleteGroups => delete_groups::handle(&shard, &req).await.map(Some),
         ApiKey::OffsetDelete => offset_delete::handle(&shard, &req).await.map(Some),
+        ApiKey::ConsumerGroupDescribe => consumer_group_describe::handle(&shard, &req).map(Some),
+        ApiKey::ConsumerGroupHeartbeat => consumer_group_heartbeat::handle(&shard, &req)
+            .await
+            .map(Some),
         other => Err(FrameError::Unsupported {
             api: other,
             version: req.version,
