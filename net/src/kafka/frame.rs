@@ -236,6 +236,8 @@ served_requests! {
     DeleteGroups => DeleteGroupsRequest,
     OffsetDelete => OffsetDeleteRequest,
     ListGroups => ListGroupsRequest,
+    ConsumerGroupDescribe => ConsumerGroupDescribeRequest,
+    ConsumerGroupHeartbeat => ConsumerGroupHeartbeatRequest,
 }
 
 /// A piece of a response.
