@@ -220,6 +220,48 @@ fn a_third_member_takes_only_the_partitions_that_move() {
     }
     let (group_epoch, assignment_epoch, members) = epochs(&b.addr, "g-split");
     assert_eq!((group_epoch, assignment_epoch, members), (3, 3, 3));
+    // `sluice group describe` shows the protocol, the epochs and each member's partitions.
+    let out = common::sluice(&[
+        "group",
+        "describe",
+        "g-split",
+        "--bootstrap",
+        &b.addr,
+        "--json",
+    ]);
+    let desc: serde_json::Value = serde_json::from_str(&out).unwrap();
+    assert_eq!(desc["group_type"], "consumer");
+    assert_eq!(desc["protocol"], "uniform");
+    assert_eq!(
+        (
+            desc["group_epoch"].as_i64(),
+            desc["assignment_epoch"].as_i64()
+        ),
+        (Some(3), Some(3))
+    );
+    let shown: BTreeSet<(String, i32)> = desc["members"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .inspect(|m| assert_eq!(m["member_epoch"], 3, "{m}"))
+        .flat_map(|m| m["assignment"].as_array().unwrap().clone())
+        .flat_map(|a| {
+            let t = a["topic"].as_str().unwrap().to_string();
+            let ps: Vec<i64> = a["partitions"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .filter_map(|p| p.as_i64())
+                .collect();
+            ps.into_iter().map(move |p| (t.clone(), p as i32))
+        })
+        .collect();
+    assert_eq!(shown.len(), 6, "{desc}");
+    let text = common::sluice(&["group", "describe", "g-split", "--bootstrap", &b.addr]);
+    assert!(
+        text.contains("TYPE consumer  STATE Stable  ASSIGNOR uniform  GROUP-EPOCH 3"),
+        "{text}"
+    );
     leave(d);
     leave(c);
     leave(a);
