@@ -306,12 +306,12 @@ fn committed(c: &Member) -> BTreeMap<i32, i64> {
 fn a_leaving_members_partitions_resume_from_its_commits() {
     let (_dir, b) = broker("cg-leave");
     common::create_topic_at(&b.addr, "leave", 4, 1, &[]);
-    produce(&b, "leave", 4, 50);
     let a = member(&b, "g-leave", &[]);
     let c = member(&b, "g-leave", &[]);
     a.subscribe(&["leave"]).unwrap();
     c.subscribe(&["leave"]).unwrap();
     poll_until(&[&a, &c], "split", split_as(4, &[2, 2]));
+    produce(&b, "leave", 4, 50);
     let c_parts: BTreeSet<i32> = held(&c).into_iter().map(|(_, p)| p).collect();
     read_until(&c, "c reads from both its partitions", |first, n| {
         n >= 30 && first.len() == c_parts.len()
@@ -404,20 +404,46 @@ fn members_continue_from_their_commits_after_a_coordinator_restart() {
     let listen = format!("127.0.0.1:{}", common::free_port());
     let mut b = start(dir.path(), &listen);
     common::create_topic_at(&b.addr, "restart", 2, 1, &[]);
-    produce(&b, "restart", 2, 50);
     let a = member(&b, "g-restart", &[]);
     a.subscribe(&["restart"]).unwrap();
     poll_until(&[&a], "alone", split_as(2, &[2]));
+    // A member comes and goes first, so the epochs are ones a fresh join would not give.
+    let c = member(&b, "g-restart", &[]);
+    c.subscribe(&["restart"]).unwrap();
+    poll_until(&[&a, &c], "split", split_as(2, &[1, 1]));
+    leave(c);
+    poll_until(&[&a], "alone again", split_as(2, &[2]));
+    produce(&b, "restart", 2, 50);
     read_until(&a, "a reads 40 from both", |first, n| {
         n >= 40 && first.len() == 2
     });
     a.commit_consumer_state(CommitMode::Sync).unwrap();
     let commits = committed(&a);
     assert_eq!(commits.len(), 2);
-    b.stop();
+    let who = |d: &ConsumerGroupDescribeResponse| {
+        let g = &d.groups[0];
+        let m = g
+            .members
+            .first()
+            .map(|m| (m.member_id.to_string(), m.member_epoch));
+        (g.group_epoch, m)
+    };
+    let before = who(&describe(&b.addr, "g-restart"));
+    assert_eq!(before.0, 3, "{before:?}");
+    // Killed, not stopped: what the heartbeats were answered with was durable already.
+    b.kill();
     let b = start(dir.path(), &listen);
-    // The member carries on and reads every offset from its commits to the end, none
-    // before them; it is in the group at the end.
+    // The coordinator finds the group, the member and its epoch in `__consumer_offsets`.
+    let after = common::wait_for("the group loaded", HANG_GUARD, &mut || {
+        let d = describe(&b.addr, "g-restart");
+        (d.groups[0].error_code == 0).then(|| who(&d))
+    });
+    assert_eq!(
+        after, before,
+        "group epoch, member and member epoch restored"
+    );
+    // The member carries on, without rejoining, and reads every offset from its commits
+    // to the end, none before them.
     let mut read: BTreeSet<(i32, i64)> = BTreeSet::new();
     let started = Instant::now();
     loop {
@@ -432,7 +458,7 @@ fn members_continue_from_their_commits_after_a_coordinator_restart() {
         let done = commits
             .iter()
             .all(|(p, c)| (*c..50).all(|o| read.contains(&(*p, o))));
-        if done && describe(&b.addr, "g-restart").groups[0].members.len() == 1 {
+        if done && who(&describe(&b.addr, "g-restart")) == before {
             break;
         }
         assert!(

@@ -28,6 +28,7 @@
 
 pub mod assignor;
 pub mod consumer;
+pub mod consumer_records;
 mod group;
 pub mod persist;
 pub mod records;
@@ -157,6 +158,7 @@ struct Part {
 #[derive(Debug, Default)]
 pub struct Loaded {
     groups: HashMap<String, GroupValue>,
+    consumer: HashMap<String, consumer::StoredGroup>,
     offsets: HashMap<String, GroupOffsets>,
     pub records: u64,
     pub skipped: u64,
@@ -200,6 +202,15 @@ impl Loaded {
             }
             Some(OffsetsRecord::Group { group, value: None }) => {
                 self.groups.remove(&group);
+            }
+            Some(OffsetsRecord::Consumer {
+                group,
+                record: consumer_records::ConsumerRecord::Metadata(None),
+            }) => {
+                self.consumer.remove(&group);
+            }
+            Some(OffsetsRecord::Consumer { group, record }) => {
+                self.consumer.entry(group).or_default().apply(record);
             }
         }
     }
@@ -372,11 +383,19 @@ impl Groups {
             .into_iter()
             .map(|(id, v)| (id, Group::restore(v, now)))
             .collect();
-        self.groups_count.fetch_add(groups.len(), Ordering::Relaxed);
+        let ms = now_ms();
+        let consumer: HashMap<String, ConsumerGroup> = loaded
+            .consumer
+            .into_iter()
+            .filter(|(id, _)| !groups.contains_key(id))
+            .map(|(id, stored)| (id, ConsumerGroup::restore(stored, now, ms)))
+            .collect();
+        self.groups_count
+            .fetch_add(groups.len() + consumer.len(), Ordering::Relaxed);
         let offsets: usize = loaded.offsets.values().map(BTreeMap::len).sum();
         self.offsets_count.fetch_add(offsets, Ordering::Relaxed);
         part.groups = groups;
-        part.consumer = HashMap::new();
+        part.consumer = consumer;
         part.offsets = loaded.offsets;
         part.residency = Residency::Loaded;
     }
@@ -417,17 +436,39 @@ impl Groups {
         }
     }
 
-    /// A ConsumerGroupHeartbeat (validated by [`consumer::validate`]).
+    /// A ConsumerGroupHeartbeat (validated by [`consumer::validate`]): the answer, and the
+    /// records to make durable before it is sent.
     pub fn consumer_heartbeat(
         &self,
         group_id: &str,
         hb: &Heartbeat,
         topics: &dyn TopicSource,
+    ) -> (Result<HeartbeatOk, Refusal>, OffsetsRecords) {
+        let mut part = match self.part(group_id) {
+            Ok(p) => p,
+            Err(c) => {
+                return (
+                    Err(Refusal::new(c, "the coordinator is not ready")),
+                    Vec::new(),
+                )
+            }
+        };
+        let mut recs = OffsetsRecords::new();
+        let out = self.consumer_heartbeat_in(&mut part, group_id, hb, topics, &mut recs);
+        if let Some(g) = part.consumer.get_mut(group_id) {
+            recs.extend(g.records(group_id, false));
+        }
+        (out, recs)
+    }
+
+    fn consumer_heartbeat_in(
+        &self,
+        part: &mut Part,
+        group_id: &str,
+        hb: &Heartbeat,
+        topics: &dyn TopicSource,
+        recs: &mut OffsetsRecords,
     ) -> Result<HeartbeatOk, Refusal> {
-        let mut part = self
-            .part(group_id)
-            .map_err(|c| Refusal::new(c, "the coordinator is not ready"))?;
-        let part = &mut *part;
         if let Some(g) = part.groups.get(group_id) {
             if !g.is_empty() {
                 return Err(Refusal::new(
@@ -437,7 +478,7 @@ impl Groups {
             }
             // An empty classic group becomes a consumer group (its offsets stay).
             part.groups.remove(group_id);
-            part.tombstones.push(records::group_key(group_id));
+            recs.push((records::group_key(group_id), None));
             self.groups_count.fetch_sub(1, Ordering::Relaxed);
         }
         if !part.consumer.contains_key(group_id) {
@@ -539,6 +580,9 @@ impl Groups {
                 return Err(code::INCONSISTENT_GROUP_PROTOCOL);
             }
             part.consumer.remove(&req.group_id);
+            let tombstones = ConsumerGroup::deletion_records(&req.group_id);
+            part.tombstones
+                .extend(tombstones.into_iter().map(|(k, _)| k));
             self.groups_count.fetch_sub(1, Ordering::Relaxed);
         }
         if !part.groups.contains_key(&req.group_id) {
@@ -779,7 +823,10 @@ impl Groups {
         if group.is_some_and(|g| !g.is_empty()) || consumer.is_some_and(|g| !g.is_empty()) {
             return Err(code::NON_EMPTY_GROUP);
         }
-        let mut out: OffsetsRecords = vec![(records::group_key(group_id), None)];
+        let mut out: OffsetsRecords = match consumer {
+            Some(_) => ConsumerGroup::deletion_records(group_id),
+            None => vec![(records::group_key(group_id), None)],
+        };
         for (t, p) in offsets.into_iter().flat_map(BTreeMap::keys) {
             out.push((records::commit_key(group_id, t, *p), None));
         }
@@ -951,6 +998,14 @@ impl Groups {
         });
         consumer.retain(|id, g| {
             let gone = g.is_empty() && !offsets.contains_key(id);
+            // Rewritten here too: appends of heartbeats from different shards may land
+            // in either order, and this later write keeps the newest state last.
+            if g.is_unswept() {
+                out.extend(g.records(id, true));
+            }
+            if gone {
+                out.extend(ConsumerGroup::deletion_records(id));
+            }
             forgotten += usize::from(gone);
             !gone
         });

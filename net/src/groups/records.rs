@@ -7,6 +7,8 @@
 //!   leader, current_state_timestamp, members[member_id, group_instance_id, client_id,
 //!   client_host, rebalance_timeout, session_timeout, subscription, assignment]`.
 //!
+//! Records of consumer-protocol groups (key versions 3–8) are in `consumer_records.rs`.
+//!
 //! A null value is a tombstone: the offset or the group is gone. Strings are an i16
 //! length (-1: null) and UTF-8; byte strings an i32 length. Decoding never panics and
 //! never trusts a length beyond the bytes it has.
@@ -66,6 +68,11 @@ pub enum OffsetsRecord {
         group: String,
         /// `None`: the group was deleted.
         value: Option<GroupValue>,
+    },
+    /// One record of a consumer-protocol group (key versions 3–8).
+    Consumer {
+        group: String,
+        record: super::consumer_records::ConsumerRecord,
     },
 }
 
@@ -145,6 +152,8 @@ pub fn decode(key: &[u8], value: Option<&[u8]>) -> Option<OffsetsRecord> {
             };
             Some(OffsetsRecord::Group { group, value })
         }
+        v @ 3..=8 => super::consumer_records::decode(v, k.0, value)
+            .map(|(group, record)| OffsetsRecord::Consumer { group, record }),
         _ => None,
     }
 }

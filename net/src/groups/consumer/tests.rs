@@ -317,3 +317,61 @@ fn commits_and_fetches_follow_member_epochs() {
     assert_eq!(h.g.check_fetch(Some("a"), 2), code::STALE_MEMBER_EPOCH);
     assert_eq!(h.g.check_fetch(Some("x"), 1), code::UNKNOWN_MEMBER_ID);
 }
+
+/// Feeds records through the offsets-topic codec into a stored group, as the loader does.
+fn replay(stored: &mut StoredGroup, recs: &super::super::OffsetsRecords) {
+    for (k, v) in recs {
+        match super::super::records::decode(k, v.as_deref()) {
+            Some(super::super::records::OffsetsRecord::Consumer { group, record }) => {
+                assert_eq!(group, "g");
+                stored.apply(record);
+            }
+            other => panic!("not a consumer-group record: {other:?}"),
+        }
+    }
+}
+
+#[test]
+fn records_restore_epochs_assignments_and_targets() {
+    let mut h = Harness::new();
+    let mut stored = StoredGroup::default();
+    let mut s = join("s");
+    s.instance_id = Some("inst".into());
+    h.ok(s);
+    replay(&mut stored, &h.g.records("g", false));
+    h.ok(join("d"));
+    replay(&mut stored, &h.g.records("g", false));
+    let s = h.ok(beat("s", 1, &[0, 1, 2, 3, 4, 5]));
+    replay(&mut stored, &h.g.records("g", false));
+    // The sweep's records are the same changes again.
+    let swept = h.g.records("g", true);
+    assert!(!swept.is_empty());
+    assert!(h.g.records("g", true).is_empty() && h.g.records("g", false).is_empty());
+    // Restored mid-reconciliation: s still revoking, d waiting for the partitions.
+    let r = ConsumerGroup::restore(stored.clone(), h.now, 0);
+    assert_eq!(
+        (r.epoch, r.assignment_epoch),
+        (h.g.epoch, h.g.assignment_epoch)
+    );
+    for id in ["s", "d"] {
+        let (a, b) = (r.member(id).unwrap(), h.g.member(id).unwrap());
+        assert_eq!(
+            (a.epoch, a.state, &a.assigned, &a.revoking),
+            (b.epoch, b.state, &b.assigned, &b.revoking)
+        );
+        assert_eq!(r.target_of(id), h.g.target_of(id));
+        assert_eq!(a.instance_id, b.instance_id);
+    }
+    // The restored coordinator carries on where the old one was.
+    h.g = r;
+    let kept = parts(&s);
+    assert_eq!(h.ok(beat("s", 1, &kept)).member_epoch, 2);
+    let d = h.ok(beat("d", 2, &[]));
+    assert_eq!(parts(&d).len(), 3);
+    // A removed member's records are tombstoned.
+    h.ok(beat("d", LEAVE_EPOCH, &[]));
+    replay(&mut stored, &h.g.records("g", false));
+    assert!(!stored.members.contains_key("d") && !stored.current.contains_key("d"));
+    assert!(!stored.targets.contains_key("d"));
+    assert_eq!(stored.epoch, h.g.epoch);
+}

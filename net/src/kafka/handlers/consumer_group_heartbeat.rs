@@ -1,5 +1,6 @@
 //! ConsumerGroupHeartbeat (KIP-848): joins, heartbeats, reconciles and leaves a member of
-//! a consumer-protocol group in one API (see `crate::groups::consumer`). v0 lets the
+//! a consumer-protocol group in one API (see `crate::groups::consumer`). A heartbeat that
+//! changed the group is answered once its records are durable in `__consumer_offsets`. v0 lets the
 //! coordinator name a new member; v1 (KIP-1082) has the client name it.
 
 use std::rc::Rc;
@@ -16,6 +17,7 @@ use super::join_group::client_host;
 use super::ApiSpec;
 use crate::broker::shard::Shard;
 use crate::groups::consumer::{self, Heartbeat, Refusal};
+use crate::groups::persist;
 use crate::groups::subscription::TopicSource;
 use crate::kafka::errors::code;
 use crate::kafka::frame::{decode_body, encode_response, FrameError, Request, ResponseFrame};
@@ -78,18 +80,27 @@ pub async fn handle(shard: &Rc<Shard>, req: &Request) -> Result<ResponseFrame, F
     let body: ConsumerGroupHeartbeatRequest = decode_body(req)?;
     let group = body.group_id.0.to_string();
     let mut hb = decode(shard, req, &body);
-    let result = if group.is_empty() {
-        Err(Refusal::new(
-            code::INVALID_REQUEST,
-            "GroupId can't be empty.",
-        ))
+    let (result, recs) = if group.is_empty() {
+        let r = Refusal::new(code::INVALID_REQUEST, "GroupId can't be empty.");
+        (Err(r), Vec::new())
+    } else if let Err(r) = consumer::validate(&mut hb) {
+        (Err(r), Vec::new())
     } else {
-        consumer::validate(&mut hb).and_then(|()| {
-            let image = shard.cluster.image();
-            shard
-                .groups
-                .consumer_heartbeat(&group, &hb, &ImageTopics(&image))
-        })
+        let image = shard.cluster.image();
+        shard
+            .groups
+            .consumer_heartbeat(&group, &hb, &ImageTopics(&image))
+    };
+    // As Kafka: the answer goes out once what it reports is durable, so a coordinator
+    // that takes over (or this one after a restart) knows the epochs the member holds.
+    let result = if recs.is_empty() {
+        result
+    } else {
+        let partition = shard.groups.partition_of(&group);
+        match persist::append(shard, partition, &recs).await {
+            Ok(_) => result,
+            Err(e) => Err(Refusal::new(e, "writing the group's records failed")),
+        }
     };
     let resp = match result {
         Ok(ok) => ConsumerGroupHeartbeatResponse::default()
