@@ -9,10 +9,10 @@
 mod common;
 
 use std::collections::{BTreeMap, BTreeSet};
-use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use common::raw::{self, call};
+use common::revocations::Revocations;
 use common::{Broker, HANG_GUARD};
 use kafka_protocol::messages::join_group_request::JoinGroupRequestProtocol;
 use kafka_protocol::messages::{
@@ -23,9 +23,9 @@ use kafka_protocol::messages::{
 };
 use kafka_protocol::protocol::StrBytes;
 use rdkafka::config::ClientConfig;
-use rdkafka::consumer::{BaseConsumer, CommitMode, Consumer, ConsumerContext, Rebalance};
+use rdkafka::consumer::{BaseConsumer, CommitMode, Consumer};
 use rdkafka::producer::{BaseProducer, BaseRecord, Producer};
-use rdkafka::{ClientContext, Message, Offset};
+use rdkafka::{Message, Offset};
 
 const GROUP_ID_NOT_FOUND: i16 = 69;
 const INCONSISTENT_GROUP_PROTOCOL: i16 = 23;
@@ -75,22 +75,6 @@ fn produce(b: &Broker, topic: &str, partitions: i32, per: usize) {
         }
     }
     p.flush(HANG_GUARD).unwrap();
-}
-
-/// Records the partitions the client is told to give up.
-#[derive(Default, Clone)]
-struct Revocations(Arc<Mutex<Vec<(String, i32)>>>);
-
-impl ClientContext for Revocations {}
-impl ConsumerContext for Revocations {
-    fn pre_rebalance(&self, _: &BaseConsumer<Self>, r: &Rebalance<'_>) {
-        if let Rebalance::Revoke(tpl) = r {
-            let mut v = self.0.lock().unwrap();
-            for e in tpl.elements() {
-                v.push((e.topic().to_string(), e.partition()));
-            }
-        }
-    }
 }
 
 type Member = BaseConsumer<Revocations>;

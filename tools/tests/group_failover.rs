@@ -141,9 +141,9 @@ fn create_topic(c: &Cluster) {
     assert!(r.iter().all(|x| x.is_ok()), "create {TOPIC}: {r:?}");
 }
 
-#[test]
-fn a_member_keeps_its_generation_when_the_coordinator_fails_right_after_syncgroup() {
-    let mut c = Cluster::start("group-failover", ClusterSpec::default(), HANG_GUARD);
+/// A three-node cluster with the topic, and the node coordinating the group, loaded.
+fn cluster_with_coordinator(name: &str) -> (Cluster, usize) {
+    let c = Cluster::start(name, ClusterSpec::default(), HANG_GUARD);
     create_topic(&c);
     let old = wait_for("the group's coordinator", HANG_GUARD, &mut || {
         coordinator(&c.addr(1))
@@ -151,22 +151,33 @@ fn a_member_keeps_its_generation_when_the_coordinator_fails_right_after_syncgrou
     wait_for("the coordinator loaded", HANG_GUARD, &mut || {
         (offset_fetch_error(&c.addr(old)) == NONE).then_some(())
     });
-    let mut s = raw::connect(&c.addr(old));
-    let joined = join(&mut s);
-    let synced = sync(&mut s, &joined);
-    assert_eq!(synced.error_code, NONE, "sync");
-    // The member has its assignment: the coordinator dies now.
+    (c, old)
+}
+
+/// Kills coordinator `old` (SIGKILL); the node that coordinates the group next, loaded.
+fn fail_over(c: &mut Cluster, old: usize) -> usize {
     c.kill(old);
-    drop(s);
-    let started = Instant::now();
-    let new = wait_for("another node coordinating, loaded", HANG_GUARD, &mut || {
+    wait_for("another node coordinating, loaded", HANG_GUARD, &mut || {
         let n = c
             .live()
             .into_iter()
             .find_map(|n| coordinator(&c.addr(n)))
             .filter(|n| *n != old)?;
         (offset_fetch_error(&c.addr(n)) == NONE).then_some(n)
-    });
+    })
+}
+
+#[test]
+fn a_member_keeps_its_generation_when_the_coordinator_fails_right_after_syncgroup() {
+    let (mut c, old) = cluster_with_coordinator("group-failover");
+    let mut s = raw::connect(&c.addr(old));
+    let joined = join(&mut s);
+    let synced = sync(&mut s, &joined);
+    assert_eq!(synced.error_code, NONE, "sync");
+    // The member has its assignment: the coordinator dies now.
+    drop(s);
+    let started = Instant::now();
+    let new = fail_over(&mut c, old);
     eprintln!(
         "figure: node {new} coordinates {GROUP} {} ms after node {old} was killed",
         started.elapsed().as_millis()
@@ -218,14 +229,7 @@ fn commit_v9(s: &mut TcpStream, epoch: i32, offset: i64) -> i16 {
 
 #[test]
 fn a_consumer_protocol_member_keeps_its_epoch_when_the_coordinator_is_killed() {
-    let mut c = Cluster::start("cg-failover", ClusterSpec::default(), HANG_GUARD);
-    create_topic(&c);
-    let old = wait_for("the group's coordinator", HANG_GUARD, &mut || {
-        coordinator(&c.addr(1))
-    });
-    wait_for("the coordinator loaded", HANG_GUARD, &mut || {
-        (offset_fetch_error(&c.addr(old)) == NONE).then_some(())
-    });
+    let (mut c, old) = cluster_with_coordinator("cg-failover");
     let mut s = raw::connect(&c.addr(old));
     let joined = consumer_heartbeat(&mut s, 0, vec![]);
     assert_eq!(
@@ -239,16 +243,8 @@ fn a_consumer_protocol_member_keeps_its_epoch_when_the_coordinator_is_killed() {
     assert_eq!(commit_v9(&mut s, 1, 7), NONE);
     assert_eq!(commit_v9(&mut s, 0, 7), STALE_MEMBER_EPOCH);
     // The heartbeat was answered: the coordinator dies now.
-    c.kill(old);
     drop(s);
-    let new = wait_for("another node coordinating, loaded", HANG_GUARD, &mut || {
-        let n = c
-            .live()
-            .into_iter()
-            .find_map(|n| coordinator(&c.addr(n)))
-            .filter(|n| *n != old)?;
-        (offset_fetch_error(&c.addr(n)) == NONE).then_some(n)
-    });
+    let new = fail_over(&mut c, old);
     let mut s = raw::connect(&c.addr(new));
     let owned = TopicPartitions::default()
         .with_topic_id(topic_id)

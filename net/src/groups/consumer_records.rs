@@ -21,6 +21,7 @@ use bytes::{BufMut, Bytes, BytesMut};
 use sluice_control::TopicId;
 
 use super::assignor::Assignment;
+use super::records::Reader;
 
 pub const KEY_METADATA: i16 = 3;
 pub const KEY_PARTITION_METADATA: i16 = 4;
@@ -154,7 +155,7 @@ pub fn encode(group: &str, record: &ConsumerRecord) -> (Bytes, Option<Bytes>) {
 /// (group, record), or `None` for malformed bytes or an unknown value version.
 pub fn decode(version: i16, k: &[u8], value: Option<&[u8]>) -> Option<(String, ConsumerRecord)> {
     use ConsumerRecord as R;
-    let mut k = Fixed(k);
+    let mut k = Reader(k);
     let group = k.string()?;
     let member = match version {
         KEY_MEMBER_METADATA | KEY_TARGET_MEMBER | KEY_CURRENT_ASSIGNMENT => Some(k.string()?),
@@ -164,7 +165,7 @@ pub fn decode(version: i16, k: &[u8], value: Option<&[u8]>) -> Option<(String, C
     let mut v = match value {
         None => None,
         Some(bytes) => {
-            let mut r = Flex(bytes);
+            let mut r = Reader(bytes);
             if r.i16()? != VALUE_VERSION {
                 return None;
             }
@@ -173,11 +174,11 @@ pub fn decode(version: i16, k: &[u8], value: Option<&[u8]>) -> Option<(String, C
     };
     let v = v.as_mut();
     let record = match (version, member) {
-        (KEY_METADATA, None) => R::Metadata(read(v, Flex::i32)?),
-        (KEY_TARGET_METADATA, None) => R::TargetMetadata(read(v, Flex::i32)?),
+        (KEY_METADATA, None) => R::Metadata(read(v, Reader::i32)?),
+        (KEY_TARGET_METADATA, None) => R::TargetMetadata(read(v, Reader::i32)?),
         (KEY_PARTITION_METADATA, None) => R::PartitionMetadata(read(v, read_topics)?),
         (KEY_MEMBER_METADATA, Some(m)) => R::Member(m, read(v, read_member)?),
-        (KEY_TARGET_MEMBER, Some(m)) => R::TargetMember(m, read(v, Flex::assignment)?),
+        (KEY_TARGET_MEMBER, Some(m)) => R::TargetMember(m, read(v, Reader::assignment)?),
         (KEY_CURRENT_ASSIGNMENT, Some(m)) => R::Current(m, read(v, read_current)?),
         _ => return None,
     };
@@ -186,8 +187,8 @@ pub fn decode(version: i16, k: &[u8], value: Option<&[u8]>) -> Option<(String, C
 
 /// A value read with `f`: `Some(None)` for a tombstone, `None` when malformed.
 fn read<'a, T>(
-    v: Option<&mut Flex<'a>>,
-    f: impl FnOnce(&mut Flex<'a>) -> Option<T>,
+    v: Option<&mut Reader<'a>>,
+    f: impl FnOnce(&mut Reader<'a>) -> Option<T>,
 ) -> Option<Option<T>> {
     match v {
         None => Some(None),
@@ -195,19 +196,19 @@ fn read<'a, T>(
     }
 }
 
-fn read_topics(r: &mut Flex<'_>) -> Option<TopicsMeta> {
+fn read_topics(r: &mut Reader<'_>) -> Option<TopicsMeta> {
     let n = r.len()?;
     let mut out = TopicsMeta::new();
     for _ in 0..n {
         let id = TopicId(r.u128()?);
-        let name = r.string()?;
+        let name = r.compact()?;
         let count = r.i32()?;
         let racks = r.len()?;
         for _ in 0..racks {
             r.i32()?;
             let names = r.len()?;
             for _ in 0..names {
-                r.string()?;
+                r.compact()?;
             }
             r.tags()?;
         }
@@ -217,15 +218,15 @@ fn read_topics(r: &mut Flex<'_>) -> Option<TopicsMeta> {
     Some(out)
 }
 
-fn read_member(r: &mut Flex<'_>) -> Option<MemberMeta> {
-    let instance_id = r.nullable_string()?;
-    let rack_id = r.nullable_string()?;
-    let client_id = r.string()?;
-    let client_host = r.string()?;
+fn read_member(r: &mut Reader<'_>) -> Option<MemberMeta> {
+    let instance_id = r.compact_nullable()?;
+    let rack_id = r.compact_nullable()?;
+    let client_id = r.compact()?;
+    let client_host = r.compact()?;
     let n = r.len()?;
     let mut topic_names = Vec::with_capacity(n.min(r.0.len()));
     for _ in 0..n {
-        topic_names.push(r.string()?);
+        topic_names.push(r.compact()?);
     }
     Some(MemberMeta {
         instance_id,
@@ -233,13 +234,13 @@ fn read_member(r: &mut Flex<'_>) -> Option<MemberMeta> {
         client_id,
         client_host,
         topic_names,
-        regex: r.nullable_string()?,
+        regex: r.compact_nullable()?,
         rebalance_timeout_ms: r.i32()?,
-        assignor: r.nullable_string()?,
+        assignor: r.compact_nullable()?,
     })
 }
 
-fn read_current(r: &mut Flex<'_>) -> Option<CurrentValue> {
+fn read_current(r: &mut Reader<'_>) -> Option<CurrentValue> {
     Some(CurrentValue {
         epoch: r.i32()?,
         previous_epoch: r.i32()?,
@@ -293,40 +294,10 @@ fn put_assignment(b: &mut BytesMut, a: &Assignment) {
     }
 }
 
-/// A non-flexible key's reader.
-struct Fixed<'a>(&'a [u8]);
-
-impl Fixed<'_> {
-    fn string(&mut self) -> Option<String> {
-        let len = usize::try_from(i16::from_be_bytes(self.0.get(..2)?.try_into().ok()?)).ok()?;
-        let s = std::str::from_utf8(self.0.get(2..2 + len)?)
-            .ok()?
-            .to_string();
-        self.0 = &self.0[2 + len..];
-        Some(s)
-    }
-}
-
-/// A flexible value's reader.
-struct Flex<'a>(&'a [u8]);
-
-impl<'a> Flex<'a> {
-    fn take(&mut self, n: usize) -> Option<&'a [u8]> {
-        if self.0.len() < n {
-            return None;
-        }
-        let (head, rest) = self.0.split_at(n);
-        self.0 = rest;
-        Some(head)
-    }
+/// The flexible forms of the values (the fixed ones are `records.rs`'s).
+impl<'a> Reader<'a> {
     fn i8(&mut self) -> Option<i8> {
         Some(self.take(1)?[0] as i8)
-    }
-    fn i16(&mut self) -> Option<i16> {
-        Some(i16::from_be_bytes(self.take(2)?.try_into().ok()?))
-    }
-    fn i32(&mut self) -> Option<i32> {
-        Some(i32::from_be_bytes(self.take(4)?.try_into().ok()?))
     }
     fn u128(&mut self) -> Option<u128> {
         Some(u128::from_be_bytes(self.take(16)?.try_into().ok()?))
@@ -348,7 +319,7 @@ impl<'a> Flex<'a> {
         let n = usize::try_from(self.varint()?.checked_sub(1)?).ok()?;
         (n <= self.0.len()).then_some(n)
     }
-    fn nullable_string(&mut self) -> Option<Option<String>> {
+    fn compact_nullable(&mut self) -> Option<Option<String>> {
         let raw = self.varint()?;
         if raw == 0 {
             return Some(None);
@@ -356,8 +327,8 @@ impl<'a> Flex<'a> {
         let n = usize::try_from(raw - 1).ok()?;
         Some(Some(std::str::from_utf8(self.take(n)?).ok()?.to_string()))
     }
-    fn string(&mut self) -> Option<String> {
-        self.nullable_string()?
+    fn compact(&mut self) -> Option<String> {
+        self.compact_nullable()?
     }
     /// Skips a tagged-field section.
     fn tags(&mut self) -> Option<()> {
