@@ -106,18 +106,20 @@ fn offset_fetch_error(addr: &str) -> i16 {
     r.error_code
 }
 
-fn commit(s: &mut TcpStream, join: &JoinGroupResponse, offset: i64) -> i16 {
+/// OffsetCommit (of `version`) of partition 0 at `offset` by `member` at its generation
+/// (classic) or member epoch (consumer protocol, v9).
+fn commit_as(s: &mut TcpStream, member: &str, epoch: i32, offset: i64, version: i16) -> i16 {
     let req = OffsetCommitRequest::default()
         .with_group_id(group_id())
-        .with_generation_id_or_member_epoch(join.generation_id)
-        .with_member_id(join.member_id.clone())
+        .with_generation_id_or_member_epoch(epoch)
+        .with_member_id(StrBytes::from_string(member.to_string()))
         .with_topics(vec![OffsetCommitRequestTopic::default()
             .with_name(TopicName(StrBytes::from_static_str(TOPIC)))
             .with_partitions(vec![OffsetCommitRequestPartition::default()
                 .with_partition_index(0)
                 .with_committed_offset(offset)
                 .with_committed_leader_epoch(-1)])]);
-    let r: OffsetCommitResponse = call(s, ApiKey::OffsetCommit, 8, &req);
+    let r: OffsetCommitResponse = call(s, ApiKey::OffsetCommit, version, &req);
     r.topics[0].partitions[0].error_code
 }
 
@@ -183,7 +185,7 @@ fn a_member_keeps_its_generation_when_the_coordinator_fails_right_after_syncgrou
         started.elapsed().as_millis()
     );
     let mut s = raw::connect(&c.addr(new));
-    let committed = commit(&mut s, &joined, 42);
+    let committed = commit_as(&mut s, &joined.member_id, joined.generation_id, 42, 8);
     let beat = heartbeat(&mut s, &joined);
     assert_eq!(
         (committed, beat),
@@ -211,22 +213,6 @@ fn consumer_heartbeat(
     call(s, ApiKey::ConsumerGroupHeartbeat, 1, &req)
 }
 
-/// OffsetCommit v9 of partition 0 at `offset` by member `m1` at `epoch`.
-fn commit_v9(s: &mut TcpStream, epoch: i32, offset: i64) -> i16 {
-    let req = OffsetCommitRequest::default()
-        .with_group_id(group_id())
-        .with_generation_id_or_member_epoch(epoch)
-        .with_member_id(StrBytes::from_static_str("m1"))
-        .with_topics(vec![OffsetCommitRequestTopic::default()
-            .with_name(TopicName(StrBytes::from_static_str(TOPIC)))
-            .with_partitions(vec![OffsetCommitRequestPartition::default()
-                .with_partition_index(0)
-                .with_committed_offset(offset)
-                .with_committed_leader_epoch(-1)])]);
-    let r: OffsetCommitResponse = call(s, ApiKey::OffsetCommit, 9, &req);
-    r.topics[0].partitions[0].error_code
-}
-
 #[test]
 fn a_consumer_protocol_member_keeps_its_epoch_when_the_coordinator_is_killed() {
     let (mut c, old) = cluster_with_coordinator("cg-failover");
@@ -240,8 +226,8 @@ fn a_consumer_protocol_member_keeps_its_epoch_when_the_coordinator_is_killed() {
     let assignment = joined.assignment.expect("an assignment");
     let topic_id = assignment.topic_partitions[0].topic_id;
     assert_eq!(assignment.topic_partitions[0].partitions, vec![0]);
-    assert_eq!(commit_v9(&mut s, 1, 7), NONE);
-    assert_eq!(commit_v9(&mut s, 0, 7), STALE_MEMBER_EPOCH);
+    assert_eq!(commit_as(&mut s, "m1", 1, 7, 9), NONE);
+    assert_eq!(commit_as(&mut s, "m1", 0, 7, 9), STALE_MEMBER_EPOCH);
     // The heartbeat was answered: the coordinator dies now.
     drop(s);
     let new = fail_over(&mut c, old);
@@ -255,5 +241,9 @@ fn a_consumer_protocol_member_keeps_its_epoch_when_the_coordinator_is_killed() {
         (NONE, 1),
         "the member carries on at its epoch: {beat:?}"
     );
-    assert_eq!(commit_v9(&mut s, 1, 9), NONE, "its commit is accepted");
+    assert_eq!(
+        commit_as(&mut s, "m1", 1, 9, 9),
+        NONE,
+        "its commit is accepted"
+    );
 }
