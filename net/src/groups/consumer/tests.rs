@@ -375,3 +375,191 @@ fn records_restore_epochs_assignments_and_targets() {
     assert!(!stored.targets.contains_key("d"));
     assert_eq!(stored.epoch, h.g.epoch);
 }
+
+/// One simulated client: what it believes its epoch and partitions are, as librdkafka
+/// keeps them (it gives partitions up as soon as an assignment leaves them out).
+#[derive(Debug, Clone)]
+struct Client {
+    id: String,
+    instance: Option<String>,
+    epoch: i32,
+    owned: Assignment,
+    regex: bool,
+}
+
+/// A few steps of a xorshift generator: enough for choosing operations.
+struct Rng(u64);
+
+impl Rng {
+    fn below(&mut self, n: usize) -> usize {
+        self.0 ^= self.0 << 13;
+        self.0 ^= self.0 >> 7;
+        self.0 ^= self.0 << 17;
+        (self.0 % n as u64) as usize
+    }
+}
+
+fn client_beat(c: &Client) -> Heartbeat {
+    let mut hb = Heartbeat {
+        member_id: c.id.clone(),
+        member_epoch: c.epoch,
+        instance_id: c.instance.clone(),
+        rebalance_timeout_ms: -1,
+        owned: Some(
+            c.owned
+                .iter()
+                .map(|(t, ps)| (*t, ps.iter().copied().collect()))
+                .collect(),
+        ),
+        ..Heartbeat::default()
+    };
+    if c.epoch == 0 {
+        hb.rebalance_timeout_ms = 60_000;
+        hb.owned = Some(vec![]);
+        if c.regex {
+            hb.topic_names = Some(vec![]);
+            hb.regex = Some("t.*".into());
+        } else {
+            hb.topic_names = Some(vec!["t".into(), "t2".into()]);
+        }
+    }
+    hb
+}
+
+/// Sends the client's heartbeat and updates it from the answer as a client would.
+fn step(h: &mut Harness, c: &mut Client) {
+    match h.hb(client_beat(c)) {
+        Ok(ok) => {
+            c.epoch = ok.member_epoch;
+            if let Some(a) = ok.assignment {
+                c.owned = a;
+            }
+        }
+        Err(r) if [code::FENCED_MEMBER_EPOCH, code::UNKNOWN_MEMBER_ID].contains(&r.code) => {
+            c.epoch = 0;
+            c.owned.clear();
+        }
+        Err(r) => panic!("{c:?}: {r:?}"),
+    }
+}
+
+/// KIP-848's safety rule: no partition is held (assigned or still being revoked) by two
+/// members at once, and the clients never hold one another's partitions.
+fn assert_single_owners(h: &Harness, clients: &[Client], seed: u64) {
+    let mut seen: BTreeMap<(TopicId, i32), String> = BTreeMap::new();
+    for m in h.g.members() {
+        for (t, ps) in m.assigned.iter().chain(m.revoking.iter()) {
+            for p in ps {
+                if let Some(other) = seen.insert((*t, *p), m.member_id.clone()) {
+                    panic!("seed {seed}: {t:?}-{p} held by {other} and {}", m.member_id);
+                }
+            }
+        }
+    }
+    let mut held: BTreeMap<(TopicId, i32), &str> = BTreeMap::new();
+    for c in clients {
+        for (t, ps) in &c.owned {
+            for p in ps {
+                if let Some(other) = held.insert((*t, *p), &c.id) {
+                    panic!(
+                        "seed {seed}: clients {other} and {} both consume {t:?}-{p}",
+                        c.id
+                    );
+                }
+            }
+        }
+    }
+}
+
+#[test]
+fn random_membership_topic_changes_and_restarts_never_share_a_partition_and_converge() {
+    let seeds: Vec<u64> = match std::env::var("SLUICE_CG_SEED") {
+        Ok(s) => vec![s.parse().expect("SLUICE_CG_SEED is a number")],
+        Err(_) => (1..=40)
+            .map(|i| 0x9e37_79b9_7f4a_7c15u64.wrapping_mul(i))
+            .collect(),
+    };
+    for seed in seeds {
+        println!("seed {seed} (replay with SLUICE_CG_SEED={seed})");
+        let mut rng = Rng(seed | 1);
+        let mut h = Harness::new();
+        let mut clients: Vec<Client> = Vec::new();
+        let mut next = 0;
+        // What the offsets topic holds, replayed as the loader would.
+        let mut stored = StoredGroup::default();
+        for _ in 0..300 {
+            match rng.below(11) {
+                4 => {
+                    // The coordinator restarts from its records.
+                    h.g = ConsumerGroup::restore(stored.clone(), h.now, 0);
+                }
+                0 | 1 if clients.len() < 3 => {
+                    next += 1;
+                    let instance = (rng.below(2) == 0).then(|| format!("inst-{next}"));
+                    let regex = rng.below(3) == 0;
+                    let c = Client {
+                        id: format!("m{next}"),
+                        instance,
+                        epoch: 0,
+                        owned: Assignment::new(),
+                        regex,
+                    };
+                    clients.push(c);
+                }
+                2 if !clients.is_empty() => {
+                    // A member leaves (a static one for good, with -1 too).
+                    let mut c = clients.remove(rng.below(clients.len()));
+                    c.epoch = LEAVE_EPOCH;
+                    let _ = h.hb(client_beat(&c));
+                }
+                3 => {
+                    // The topics change: a second topic comes and goes, partitions grow.
+                    h.topics.version += 1;
+                    if h.topics.list.iter().any(|t| t.0 == "t2") {
+                        h.topics.list.retain(|t| t.0 != "t2");
+                    } else {
+                        h.topics
+                            .list
+                            .push(("t2".into(), TopicId(8), 1 + rng.below(4) as i32));
+                    }
+                    if rng.below(3) == 0 {
+                        h.topics.list[0].2 += 1;
+                    }
+                }
+                _ if !clients.is_empty() => {
+                    let i = rng.below(clients.len());
+                    let mut c = clients[i].clone();
+                    step(&mut h, &mut c);
+                    clients[i] = c;
+                }
+                _ => {}
+            }
+            replay(&mut stored, &h.g.records("g", false));
+            // A client that left gave its partitions up; the others are checked.
+            assert_single_owners(&h, &clients, seed);
+        }
+        // Honest heartbeats from everyone converge to the target, every partition of the
+        // subscribed topics held exactly once.
+        for _ in 0..20 {
+            for i in 0..clients.len() {
+                let mut c = clients[i].clone();
+                step(&mut h, &mut c);
+                clients[i] = c;
+                assert_single_owners(&h, &clients, seed);
+            }
+        }
+        if clients.is_empty() {
+            continue;
+        }
+        assert_eq!(h.g.state(), ConsumerState::Stable, "seed {seed}");
+        let total: usize = h.topics.list.iter().map(|t| t.2 as usize).sum();
+        let held: usize = clients
+            .iter()
+            .map(|c| c.owned.values().map(BTreeSet::len).sum::<usize>())
+            .sum();
+        assert_eq!(
+            held, total,
+            "seed {seed}: every partition consumed once: {clients:?}"
+        );
+    }
+}
