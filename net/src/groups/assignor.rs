@@ -178,25 +178,38 @@ fn fewest_eligible(members: &[Subscriber<'_>], count: &[usize], topic: TopicId) 
 
 /// Different subscriptions: moves one partition at a time from a member to an eligible
 /// one holding at least two fewer, until none can move. Each move lowers the sum of
-/// squared counts, so it ends; `moves_max` bounds it all the same.
+/// squared counts, so it ends; `moves_max` bounds it all the same. A step looks at one
+/// partition per (member, topic) — any of them would do — so it costs about members ×
+/// topics × subscribers, not partitions × members.
 fn balance(members: &[Subscriber<'_>], owners: &mut Owners, count: &mut [usize], moves_max: usize) {
+    let mut held: Vec<BTreeMap<TopicId, BTreeSet<i32>>> = vec![BTreeMap::new(); members.len()];
+    for (&(t, p), &o) in owners.iter() {
+        held[o].entry(t).or_default().insert(p);
+    }
     for _ in 0..moves_max {
-        let mut by_count: Vec<usize> = (0..members.len()).collect();
+        let least = count.iter().copied().min().unwrap_or(0);
+        let mut by_count: Vec<usize> = (0..members.len())
+            .filter(|&i| count[i] >= least + 2)
+            .collect();
         by_count.sort_by_key(|&i| (Reverse(count[i]), members[i].member_id));
         let found = by_count.iter().find_map(|&a| {
-            owners
-                .iter()
-                .filter(|(_, &o)| o == a)
-                .rev()
-                .find_map(|(tp, _)| {
-                    let b = fewest_eligible(members, count, tp.0)?;
-                    (count[b] + 1 < count[a]).then_some((*tp, a, b))
-                })
+            held[a].iter().find_map(|(t, ps)| {
+                let b = fewest_eligible(members, count, *t)?;
+                let p = *ps.iter().next_back()?;
+                (count[b] + 1 < count[a]).then_some((*t, p, a, b))
+            })
         });
-        let Some((tp, a, b)) = found else {
+        let Some((t, p, a, b)) = found else {
             return;
         };
-        owners.insert(tp, b);
+        owners.insert((t, p), b);
+        if let Some(ps) = held[a].get_mut(&t) {
+            ps.remove(&p);
+            if ps.is_empty() {
+                held[a].remove(&t);
+            }
+        }
+        held[b].entry(t).or_default().insert(p);
         count[a] -= 1;
         count[b] += 1;
     }
@@ -399,5 +412,35 @@ mod tests {
             .keys()
             .all(|(t, p)| *t == TopicId(1) && *p < 2));
         assert!(run("uniform", &[], &topics(1, 4), &before).is_empty());
+    }
+
+    #[test]
+    fn different_subscriptions_stay_balanced_and_cheap() {
+        // 100 members over 50 topics of 20 partitions; each member reads half the topics.
+        let parts = topics(50, 20);
+        let ids = ids(100);
+        let members: Vec<Subscriber<'_>> = ids
+            .iter()
+            .enumerate()
+            .map(|(i, id)| Subscriber {
+                member_id: id,
+                topics: (1..=50u128)
+                    .filter(|t| (*t as usize + i) % 2 == 0)
+                    .map(TopicId)
+                    .collect(),
+                previous: None,
+            })
+            .collect();
+        let started = std::time::Instant::now();
+        let out = assign("uniform", &members, &parts);
+        println!(
+            "figure: 100 members, 1000 partitions, two subscriptions: {:?}",
+            started.elapsed()
+        );
+        assert_eq!(owner_map(&out).len(), 1000);
+        assert!(spread(&out) <= 1, "{}", spread(&out));
+        for (m, s) in ids.iter().zip(&members) {
+            assert!(out[m].keys().all(|t| s.topics.contains(t)));
+        }
     }
 }
