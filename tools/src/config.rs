@@ -79,6 +79,8 @@ pub struct GroupsFileConfig {
     pub groups_max: Option<u64>,
     pub offsets_max: Option<u64>,
     pub offset_metadata_bytes_max: Option<u64>,
+    pub consumer_session_timeout_ms: Option<u32>,
+    pub consumer_heartbeat_interval_ms: Option<u32>,
 }
 
 /// `[transactions]`: the transaction coordinator.
@@ -737,7 +739,27 @@ fn groups_config(g: &GroupsFileConfig) -> Result<GroupsConfig> {
                     .map_err(|_| anyhow!("groups.offset_metadata_bytes_max: {v} is too large"))
             },
         )?,
+        consumer_session_timeout_ms: positive(
+            "groups.consumer_session_timeout_ms",
+            g.consumer_session_timeout_ms.map(u64::from),
+            d.consumer_session_timeout_ms as usize,
+        )?
+        .min(i32::MAX as usize) as i32,
+        consumer_heartbeat_interval_ms: positive(
+            "groups.consumer_heartbeat_interval_ms",
+            g.consumer_heartbeat_interval_ms.map(u64::from),
+            d.consumer_heartbeat_interval_ms as usize,
+        )?
+        .min(i32::MAX as usize) as i32,
     };
+    if c.consumer_heartbeat_interval_ms >= c.consumer_session_timeout_ms {
+        // Kafka: group.consumer.heartbeat.interval.ms must be below the session timeout.
+        bail!(
+            "groups.consumer_heartbeat_interval_ms: {} is not below groups.consumer_session_timeout_ms ({})",
+            c.consumer_heartbeat_interval_ms,
+            c.consumer_session_timeout_ms
+        );
+    }
     if c.session_timeout_ms_min > c.session_timeout_ms_max {
         bail!(
             "groups.session_timeout_ms_min: {} is above groups.session_timeout_ms_max ({})",

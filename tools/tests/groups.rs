@@ -5,11 +5,11 @@
 mod common;
 
 use std::collections::BTreeSet;
-use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use common::raw::{self, call};
+use common::revocations::Revocations;
 use common::{http_get, Broker, HANG_GUARD};
 use futures_executor::block_on;
 use kafka_protocol::messages::join_group_request::JoinGroupRequestProtocol;
@@ -28,9 +28,9 @@ use kafka_protocol::protocol::StrBytes;
 use rdkafka::admin::{AdminClient, AdminOptions};
 use rdkafka::client::DefaultClientContext;
 use rdkafka::config::ClientConfig;
-use rdkafka::consumer::{BaseConsumer, Consumer, ConsumerContext, Rebalance};
+use rdkafka::consumer::{BaseConsumer, Consumer};
 use rdkafka::producer::{BaseProducer, BaseRecord, Producer};
-use rdkafka::{ClientContext, Message, Offset, TopicPartitionList};
+use rdkafka::{Message, Offset, TopicPartitionList};
 
 /// Kafka error codes the tests expect.
 const ILLEGAL_GENERATION: i16 = 22;
@@ -64,22 +64,6 @@ fn broker_with_topic(topic: &str, partitions: i32) -> (tempfile::TempDir, Broker
     let b = Broker::start(dir.path());
     create_topic(&b, topic, partitions);
     (dir, b)
-}
-
-/// Records every revocation the client sees.
-#[derive(Default, Clone)]
-struct Revocations(Arc<Mutex<Vec<(String, i32)>>>);
-
-impl ClientContext for Revocations {}
-impl ConsumerContext for Revocations {
-    fn pre_rebalance(&self, _: &BaseConsumer<Self>, r: &Rebalance<'_>) {
-        if let Rebalance::Revoke(tpl) = r {
-            let mut v = self.0.lock().unwrap();
-            for e in tpl.elements() {
-                v.push((e.topic().to_string(), e.partition()));
-            }
-        }
-    }
 }
 
 fn consumer(b: &Broker, group: &str, extra: &[(&str, &str)]) -> BaseConsumer<Revocations> {

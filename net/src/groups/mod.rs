@@ -26,9 +26,13 @@
 //!   tombstones, and an empty group with no offsets left is forgotten.
 //! - Bounded: groups, members per group and stored offsets (`GroupsConfig`).
 
+pub mod assignor;
+pub mod consumer;
+pub mod consumer_records;
 mod group;
 pub mod persist;
 pub mod records;
+pub mod subscription;
 
 use std::collections::{BTreeMap, HashMap};
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
@@ -38,9 +42,11 @@ use std::time::Instant;
 use bytes::Bytes;
 use futures_channel::oneshot;
 
+use consumer::{ConsumerConfig, ConsumerGroup, Heartbeat, HeartbeatOk, Refusal};
 use group::Group;
 pub use group::{GroupState, GroupView, JoinReply, JoinRequest, SyncOutcome};
 use records::{CommitValue, GroupValue, OffsetsRecord};
+use subscription::TopicSource;
 
 use crate::kafka::errors::{code, ErrorCode};
 
@@ -88,6 +94,11 @@ pub struct GroupsConfig {
     pub offsets_max: usize,
     /// Bytes of commit metadata per partition (offset.metadata.max.bytes).
     pub offset_metadata_bytes_max: usize,
+    /// Session timeout of consumer-protocol members (group.consumer.session.timeout.ms).
+    pub consumer_session_timeout_ms: i32,
+    /// Heartbeat interval told to consumer-protocol members
+    /// (group.consumer.heartbeat.interval.ms).
+    pub consumer_heartbeat_interval_ms: i32,
 }
 
 impl Default for GroupsConfig {
@@ -103,6 +114,8 @@ impl Default for GroupsConfig {
             groups_max: 100_000,
             offsets_max: 1_000_000,
             offset_metadata_bytes_max: 4096,
+            consumer_session_timeout_ms: 45_000,
+            consumer_heartbeat_interval_ms: 5_000,
         }
     }
 }
@@ -134,13 +147,18 @@ enum Residency {
 struct Part {
     residency: Residency,
     groups: HashMap<String, Group>,
+    /// Groups of the consumer protocol (KIP-848); an id is in `groups` or here, never both.
+    consumer: HashMap<String, ConsumerGroup>,
     offsets: HashMap<String, GroupOffsets>,
+    /// Keys to tombstone at the next sweep (a classic group converted to a consumer group).
+    tombstones: Vec<Bytes>,
 }
 
 /// What a loader read from one offsets partition, applied in log order.
 #[derive(Debug, Default)]
 pub struct Loaded {
     groups: HashMap<String, GroupValue>,
+    consumer: HashMap<String, consumer::StoredGroup>,
     offsets: HashMap<String, GroupOffsets>,
     pub records: u64,
     pub skipped: u64,
@@ -185,12 +203,69 @@ impl Loaded {
             Some(OffsetsRecord::Group { group, value: None }) => {
                 self.groups.remove(&group);
             }
+            Some(OffsetsRecord::Consumer {
+                group,
+                record: consumer_records::ConsumerRecord::Metadata(None),
+            }) => {
+                self.consumer.remove(&group);
+            }
+            Some(OffsetsRecord::Consumer { group, record }) => {
+                self.consumer.entry(group).or_default().apply(record);
+            }
         }
     }
 }
 
 /// Records to append to one offsets partition: (key, value or tombstone).
 pub type OffsetsRecords = Vec<(Bytes, Option<Bytes>)>;
+
+/// The protocol a group speaks (ListGroups v5's group type).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum GroupKind {
+    Classic,
+    Consumer,
+}
+
+impl GroupKind {
+    pub fn name(self) -> &'static str {
+        match self {
+            GroupKind::Classic => "classic",
+            GroupKind::Consumer => "consumer",
+        }
+    }
+}
+
+/// A group as ListGroups shows it.
+#[derive(Debug, Clone)]
+pub struct Listed {
+    pub id: String,
+    pub state: &'static str,
+    pub protocol_type: String,
+    pub kind: GroupKind,
+}
+
+/// A consumer group as ConsumerGroupDescribe shows it: each member with its target.
+#[derive(Debug, Clone)]
+pub struct ConsumerView {
+    pub state: consumer::ConsumerState,
+    pub epoch: i32,
+    pub assignment_epoch: i32,
+    pub assignor: String,
+    pub members: Vec<(consumer::Member, assignor::Assignment)>,
+}
+
+/// Where a consumer group's state is counted among the classic states of /metrics:
+/// assigning as preparing, reconciling as completing a rebalance.
+fn consumer_state_index(s: consumer::ConsumerState) -> usize {
+    use consumer::ConsumerState as C;
+    match s {
+        C::Empty => GroupState::Empty,
+        C::Assigning => GroupState::PreparingRebalance,
+        C::Reconciling => GroupState::CompletingRebalance,
+        C::Stable => GroupState::Stable,
+    }
+    .index()
+}
 
 /// All coordinator partitions of this broker.
 #[derive(Debug)]
@@ -290,7 +365,7 @@ impl Groups {
         }
     }
 
-    fn fresh_member_id(&self, client_id: &str) -> String {
+    pub fn fresh_member_id(&self, client_id: &str) -> String {
         let n = self.member_seq.fetch_add(1, Ordering::Relaxed);
         let prefix = if client_id.is_empty() {
             "member"
@@ -309,10 +384,19 @@ impl Groups {
             .into_iter()
             .map(|(id, v)| (id, Group::restore(v, now)))
             .collect();
-        self.groups_count.fetch_add(groups.len(), Ordering::Relaxed);
+        let ms = now_ms();
+        let consumer: HashMap<String, ConsumerGroup> = loaded
+            .consumer
+            .into_iter()
+            .filter(|(id, _)| !groups.contains_key(id))
+            .map(|(id, stored)| (id, ConsumerGroup::restore(stored, now, ms)))
+            .collect();
+        self.groups_count
+            .fetch_add(groups.len() + consumer.len(), Ordering::Relaxed);
         let offsets: usize = loaded.offsets.values().map(BTreeMap::len).sum();
         self.offsets_count.fetch_add(offsets, Ordering::Relaxed);
         part.groups = groups;
+        part.consumer = consumer;
         part.offsets = loaded.offsets;
         part.residency = Residency::Loaded;
     }
@@ -327,9 +411,10 @@ impl Groups {
         }
         let offsets: usize = part.offsets.values().map(BTreeMap::len).sum();
         self.groups_count
-            .fetch_sub(part.groups.len(), Ordering::Relaxed);
+            .fetch_sub(part.groups.len() + part.consumer.len(), Ordering::Relaxed);
         self.offsets_count.fetch_sub(offsets, Ordering::Relaxed);
         part.groups.clear();
+        part.consumer.clear();
         part.offsets.clear();
     }
 
@@ -343,6 +428,134 @@ impl Groups {
             .groups
             .get(group_id)
             .map(|g| vec![membership_entry(group_id, g)]))
+    }
+
+    fn consumer_config(&self) -> ConsumerConfig {
+        ConsumerConfig {
+            heartbeat_interval_ms: self.config.consumer_heartbeat_interval_ms,
+            members_max: self.config.members_per_group_max,
+        }
+    }
+
+    /// A ConsumerGroupHeartbeat (validated by [`consumer::validate`]): the answer, and the
+    /// records to make durable before it is sent.
+    pub fn consumer_heartbeat(
+        &self,
+        group_id: &str,
+        hb: &Heartbeat,
+        topics: &dyn TopicSource,
+    ) -> (Result<HeartbeatOk, Refusal>, OffsetsRecords) {
+        let mut part = match self.part(group_id) {
+            Ok(p) => p,
+            Err(c) => {
+                return (
+                    Err(Refusal::new(c, "the coordinator is not ready")),
+                    Vec::new(),
+                )
+            }
+        };
+        let mut recs = OffsetsRecords::new();
+        let out = self.consumer_heartbeat_in(&mut part, group_id, hb, topics, &mut recs);
+        if let Some(g) = part.consumer.get_mut(group_id) {
+            recs.extend(g.records(group_id, false));
+        }
+        (out, recs)
+    }
+
+    fn consumer_heartbeat_in(
+        &self,
+        part: &mut Part,
+        group_id: &str,
+        hb: &Heartbeat,
+        topics: &dyn TopicSource,
+        recs: &mut OffsetsRecords,
+    ) -> Result<HeartbeatOk, Refusal> {
+        if let Some(g) = part.groups.get(group_id) {
+            if !g.is_empty() {
+                return Err(Refusal::new(
+                    code::GROUP_ID_NOT_FOUND,
+                    format!("Group {group_id} is not a consumer group."),
+                ));
+            }
+            // An empty classic group becomes a consumer group (its offsets stay).
+            part.groups.remove(group_id);
+            recs.push((records::group_key(group_id), None));
+            self.groups_count.fetch_sub(1, Ordering::Relaxed);
+        }
+        if !part.consumer.contains_key(group_id) {
+            if hb.member_epoch != 0 {
+                // Kafka 4.1+: UNKNOWN_MEMBER_ID, so the member rejoins (with epoch 0).
+                return Err(Refusal::new(
+                    code::UNKNOWN_MEMBER_ID,
+                    format!("consumer group {group_id} not found"),
+                ));
+            }
+            if self.groups_count.load(Ordering::Relaxed) >= self.config.groups_max {
+                tracing::warn!(group = %group_id, "group limit reached; join refused");
+                return Err(Refusal::new(
+                    code::COORDINATOR_NOT_AVAILABLE,
+                    "group limit reached",
+                ));
+            }
+            self.groups_count.fetch_add(1, Ordering::Relaxed);
+            part.consumer
+                .insert(group_id.to_string(), ConsumerGroup::new(now_ms()));
+        }
+        let g = part
+            .consumer
+            .get_mut(group_id)
+            .ok_or_else(|| Refusal::new(code::COORDINATOR_NOT_AVAILABLE, "group vanished"))?;
+        let out = g.heartbeat(
+            hb,
+            topics,
+            &self.consumer_config(),
+            Instant::now(),
+            now_ms(),
+        );
+        if g.is_empty() && g.epoch == 0 {
+            // Created by a join that was refused.
+            part.consumer.remove(group_id);
+            self.groups_count.fetch_sub(1, Ordering::Relaxed);
+        }
+        out
+    }
+
+    /// A consumer group as ConsumerGroupDescribe shows it: `Ok(None)` when no consumer
+    /// group has this id (a classic one may).
+    pub fn consumer_describe(&self, group_id: &str) -> Result<Option<ConsumerView>, ErrorCode> {
+        let part = self.part(group_id)?;
+        Ok(part.consumer.get(group_id).map(|g| ConsumerView {
+            state: g.state(),
+            epoch: g.epoch,
+            assignment_epoch: g.assignment_epoch,
+            assignor: g.assignor().to_string(),
+            members: g
+                .members()
+                .map(|m| {
+                    (
+                        m.clone(),
+                        g.target_of(&m.member_id).cloned().unwrap_or_default(),
+                    )
+                })
+                .collect(),
+        }))
+    }
+
+    /// Whether a classic group has this id (ConsumerGroupDescribe answers
+    /// GROUP_ID_NOT_FOUND for it).
+    pub fn is_classic(&self, group_id: &str) -> Result<bool, ErrorCode> {
+        Ok(self.part(group_id)?.groups.contains_key(group_id))
+    }
+
+    /// OffsetFetch v9+: whether this member may read a consumer group's offsets.
+    pub fn check_fetch(&self, group_id: &str, member_id: Option<&str>, epoch: i32) -> ErrorCode {
+        match self.part(group_id) {
+            Err(e) => e,
+            Ok(part) => part
+                .consumer
+                .get(group_id)
+                .map_or(code::NONE, |g| g.check_fetch(member_id, epoch)),
+        }
     }
 
     /// Registers a JoinGroup.
@@ -360,6 +573,19 @@ impl Groups {
         }
         let fresh = self.fresh_member_id(&req.client_id);
         let mut part = self.part(&req.group_id)?;
+        if let Some(g) = part.consumer.get(&req.group_id) {
+            // Kafka hosts classic members in a consumer group only with a migration
+            // policy; without one a non-empty consumer group refuses them, and an empty
+            // one becomes a classic group.
+            if !g.is_empty() {
+                return Err(code::INCONSISTENT_GROUP_PROTOCOL);
+            }
+            part.consumer.remove(&req.group_id);
+            let tombstones = ConsumerGroup::deletion_records(&req.group_id);
+            part.tombstones
+                .extend(tombstones.into_iter().map(|(k, _)| k));
+            self.groups_count.fetch_sub(1, Ordering::Relaxed);
+        }
         if !part.groups.contains_key(&req.group_id) {
             if self.groups_count.load(Ordering::Relaxed) >= c.groups_max {
                 tracing::warn!(group = %req.group_id, "group limit reached; join refused");
@@ -442,13 +668,15 @@ impl Groups {
             .collect())
     }
 
-    /// Whether an offset commit may go ahead (see [`Group::check_commit`]).
+    /// Whether an offset commit (of request `version`) may go ahead (see
+    /// [`Group::check_commit`] and [`ConsumerGroup::check_commit`]).
     pub fn check_commit(
         &self,
         group_id: &str,
         generation: i32,
         member_id: &str,
         instance: Option<&str>,
+        version: i16,
     ) -> ErrorCode {
         if group_id.is_empty() {
             return code::INVALID_GROUP_ID;
@@ -457,6 +685,9 @@ impl Groups {
             Ok(p) => p,
             Err(e) => return e,
         };
+        if let Some(g) = part.consumer.get(group_id) {
+            return g.check_commit(member_id, generation, version);
+        }
         match part.groups.get(group_id) {
             Some(g) => g.check_commit(generation, member_id, instance),
             None if generation < 0 => code::NONE,
@@ -526,8 +757,13 @@ impl Groups {
     }
 
     /// A group's state and members; a group known only by its offsets is Empty.
+    /// A consumer-protocol group is not described here: Kafka's DescribeGroups (v0–v5)
+    /// answers it as Dead.
     pub fn describe(&self, group_id: &str) -> Result<Option<GroupView>, ErrorCode> {
         let part = self.part(group_id)?;
+        if part.consumer.contains_key(group_id) {
+            return Ok(None);
+        }
         Ok(match part.groups.get(group_id) {
             Some(g) => Some(g.view()),
             None if part.offsets.contains_key(group_id) => Some(GroupView {
@@ -540,25 +776,39 @@ impl Groups {
         })
     }
 
-    /// Every group of every loaded partition: (id, state, protocol type).
-    pub fn list(&self) -> Vec<(String, GroupState, String)> {
+    /// Every group of every loaded partition.
+    pub fn list(&self) -> Vec<Listed> {
         let mut out = Vec::new();
         for part in &self.parts {
             let part = lock(part);
             for (id, g) in &part.groups {
-                out.push((
-                    id.clone(),
-                    g.state,
-                    g.protocol_type.clone().unwrap_or_default(),
-                ));
+                out.push(Listed {
+                    id: id.clone(),
+                    state: g.state.name(),
+                    protocol_type: g.protocol_type.clone().unwrap_or_default(),
+                    kind: GroupKind::Classic,
+                });
+            }
+            for (id, g) in &part.consumer {
+                out.push(Listed {
+                    id: id.clone(),
+                    state: g.state().name(),
+                    protocol_type: "consumer".to_string(),
+                    kind: GroupKind::Consumer,
+                });
             }
             for id in part.offsets.keys() {
-                if !part.groups.contains_key(id) {
-                    out.push((id.clone(), GroupState::Empty, String::new()));
+                if !part.groups.contains_key(id) && !part.consumer.contains_key(id) {
+                    out.push(Listed {
+                        id: id.clone(),
+                        state: GroupState::Empty.name(),
+                        protocol_type: String::new(),
+                        kind: GroupKind::Classic,
+                    });
                 }
             }
         }
-        out.sort_by(|a, b| a.0.cmp(&b.0));
+        out.sort_by(|a, b| a.id.cmp(&b.id));
         out
     }
 
@@ -566,14 +816,18 @@ impl Groups {
     pub fn prepare_delete(&self, group_id: &str) -> Result<OffsetsRecords, ErrorCode> {
         let part = self.part(group_id)?;
         let group = part.groups.get(group_id);
+        let consumer = part.consumer.get(group_id);
         let offsets = part.offsets.get(group_id);
-        if group.is_none() && offsets.is_none() {
+        if group.is_none() && consumer.is_none() && offsets.is_none() {
             return Err(code::GROUP_ID_NOT_FOUND);
         }
-        if group.is_some_and(|g| !g.is_empty()) {
+        if group.is_some_and(|g| !g.is_empty()) || consumer.is_some_and(|g| !g.is_empty()) {
             return Err(code::NON_EMPTY_GROUP);
         }
-        let mut out: OffsetsRecords = vec![(records::group_key(group_id), None)];
+        let mut out: OffsetsRecords = match consumer {
+            Some(_) => ConsumerGroup::deletion_records(group_id),
+            None => vec![(records::group_key(group_id), None)],
+        };
         for (t, p) in offsets.into_iter().flat_map(BTreeMap::keys) {
             out.push((records::commit_key(group_id, t, *p), None));
         }
@@ -585,6 +839,14 @@ impl Groups {
         let mut part = lock(&self.parts[self.partition_of(group_id)]);
         if part.groups.get(group_id).is_some_and(Group::is_empty) {
             part.groups.remove(group_id);
+            self.groups_count.fetch_sub(1, Ordering::Relaxed);
+        }
+        if part
+            .consumer
+            .get(group_id)
+            .is_some_and(ConsumerGroup::is_empty)
+        {
+            part.consumer.remove(group_id);
             self.groups_count.fetch_sub(1, Ordering::Relaxed);
         }
         if let Some(o) = part.offsets.remove(group_id) {
@@ -602,15 +864,19 @@ impl Groups {
     ) -> Result<(Vec<Vec<ErrorCode>>, OffsetsRecords), ErrorCode> {
         let part = self.part(group_id)?;
         let group = part.groups.get(group_id);
-        if group.is_none() && !part.offsets.contains_key(group_id) {
+        let consumer = part.consumer.get(group_id);
+        if group.is_none() && consumer.is_none() && !part.offsets.contains_key(group_id) {
             return Err(code::GROUP_ID_NOT_FOUND);
         }
-        let subscribed = match group {
-            Some(g) if !g.is_empty() => match g.subscribed_topics() {
-                Some(t) => t,
-                None => return Err(code::NON_EMPTY_GROUP),
+        let subscribed = match (group, consumer) {
+            (_, Some(c)) if !c.is_empty() => c.subscribed_names(),
+            (g, _) => match g {
+                Some(g) if !g.is_empty() => match g.subscribed_topics() {
+                    Some(t) => t,
+                    None => return Err(code::NON_EMPTY_GROUP),
+                },
+                _ => Vec::new(),
             },
-            _ => Vec::new(),
         };
         let mut errors = Vec::with_capacity(wanted.len());
         let mut tombstones = Vec::new();
@@ -665,21 +931,34 @@ impl Groups {
             return (Vec::new(), Vec::new());
         }
         let Part {
-            groups, offsets, ..
+            groups,
+            consumer,
+            offsets,
+            tombstones,
+            ..
         } = &mut *part;
-        let mut out = OffsetsRecords::new();
+        let mut out: OffsetsRecords = tombstones.drain(..).map(|k| (k, None)).collect();
         for (id, g) in groups.iter_mut() {
             for m in g.expire(now, ms) {
                 tracing::info!(group = %id, member = %m, "member session expired");
             }
         }
+        let session =
+            std::time::Duration::from_millis(self.config.consumer_session_timeout_ms.max(0) as u64);
+        for (id, g) in consumer.iter_mut() {
+            for m in g.expire(session, now, ms) {
+                tracing::info!(group = %id, member = %m, "consumer group member removed: session or rebalance timeout");
+            }
+        }
         if expire_offsets {
             let mut removed = 0;
             for (id, o) in offsets.iter_mut() {
-                let empty_since = match groups.get(id) {
-                    Some(g) if !g.is_empty() => continue,
-                    Some(g) => g.state_since_ms,
-                    None => i64::MIN,
+                let empty_since = match (groups.get(id), consumer.get(id)) {
+                    (Some(g), _) if !g.is_empty() => continue,
+                    (_, Some(g)) if !g.is_empty() => continue,
+                    (Some(g), _) => g.state_since_ms,
+                    (_, Some(g)) => g.state_since_ms,
+                    (None, None) => i64::MIN,
                 };
                 o.retain(|(t, p), s| {
                     let keep = s
@@ -723,6 +1002,19 @@ impl Groups {
             }
             !gone
         });
+        consumer.retain(|id, g| {
+            let gone = g.is_empty() && !offsets.contains_key(id);
+            // Rewritten here too: appends of heartbeats from different shards may land
+            // in either order, and this later write keeps the newest state last.
+            if g.is_unswept() {
+                out.extend(g.records(id, true));
+            }
+            if gone {
+                out.extend(ConsumerGroup::deletion_records(id));
+            }
+            forgotten += usize::from(gone);
+            !gone
+        });
         self.groups_count.fetch_sub(forgotten, Ordering::Relaxed);
         (out, written)
     }
@@ -736,10 +1028,14 @@ impl Groups {
                 stat.by_state[g.state.index()] += 1;
                 stat.members += g.live_members() as u64;
             }
+            for g in part.consumer.values() {
+                stat.by_state[consumer_state_index(g.state())] += 1;
+                stat.members += g.members().count() as u64;
+            }
             let simple = part
                 .offsets
                 .keys()
-                .filter(|id| !part.groups.contains_key(*id));
+                .filter(|id| !part.groups.contains_key(*id) && !part.consumer.contains_key(*id));
             stat.by_state[GroupState::Empty.index()] += simple.count() as u64;
             stat.committed_offsets += part.offsets.values().map(|o| o.len() as u64).sum::<u64>();
         }
@@ -778,17 +1074,17 @@ mod tests {
     fn requests_follow_the_partitions_residency() {
         let g = Groups::new(GroupsConfig::default(), 4);
         let p = g.partition_of("g");
-        assert_eq!(g.check_commit("g", -1, "", None), code::NOT_COORDINATOR);
+        assert_eq!(g.check_commit("g", -1, "", None, 8), code::NOT_COORDINATOR);
         g.begin_load(p);
         assert_eq!(
-            g.check_commit("g", -1, "", None),
+            g.check_commit("g", -1, "", None, 8),
             code::COORDINATOR_LOAD_IN_PROGRESS
         );
         g.install(p, Loaded::default());
-        assert_eq!(g.check_commit("g", -1, "", None), code::NONE);
+        assert_eq!(g.check_commit("g", -1, "", None, 8), code::NONE);
         g.apply_commits("g", vec![("t".into(), 0, commit(1, 0))], 0);
         g.unload(p);
-        assert_eq!(g.check_commit("g", -1, "", None), code::NOT_COORDINATOR);
+        assert_eq!(g.check_commit("g", -1, "", None, 8), code::NOT_COORDINATOR);
         assert_eq!(g.stats(&[p]).committed_offsets, 0, "state forgotten");
     }
 

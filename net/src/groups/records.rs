@@ -7,6 +7,8 @@
 //!   leader, current_state_timestamp, members[member_id, group_instance_id, client_id,
 //!   client_host, rebalance_timeout, session_timeout, subscription, assignment]`.
 //!
+//! Records of consumer-protocol groups (key versions 3–8) are in `consumer_records.rs`.
+//!
 //! A null value is a tombstone: the offset or the group is gone. Strings are an i16
 //! length (-1: null) and UTF-8; byte strings an i32 length. Decoding never panics and
 //! never trusts a length beyond the bytes it has.
@@ -66,6 +68,11 @@ pub enum OffsetsRecord {
         group: String,
         /// `None`: the group was deleted.
         value: Option<GroupValue>,
+    },
+    /// One record of a consumer-protocol group (key versions 3–8).
+    Consumer {
+        group: String,
+        record: super::consumer_records::ConsumerRecord,
     },
 }
 
@@ -145,6 +152,8 @@ pub fn decode(key: &[u8], value: Option<&[u8]>) -> Option<OffsetsRecord> {
             };
             Some(OffsetsRecord::Group { group, value })
         }
+        v @ 3..=8 => super::consumer_records::decode(v, k.0, value)
+            .map(|(group, record)| OffsetsRecord::Consumer { group, record }),
         _ => None,
     }
 }
@@ -218,10 +227,11 @@ fn put_byte_string(b: &mut BytesMut, bytes: &[u8]) {
     b.put_slice(bytes);
 }
 
-struct Reader<'a>(&'a [u8]);
+/// A bounded reader of record bytes (`consumer_records.rs` adds the flexible forms).
+pub(super) struct Reader<'a>(pub(super) &'a [u8]);
 
 impl<'a> Reader<'a> {
-    fn take(&mut self, n: usize) -> Option<&'a [u8]> {
+    pub(super) fn take(&mut self, n: usize) -> Option<&'a [u8]> {
         if self.0.len() < n {
             return None;
         }
@@ -229,16 +239,16 @@ impl<'a> Reader<'a> {
         self.0 = rest;
         Some(head)
     }
-    fn i16(&mut self) -> Option<i16> {
+    pub(super) fn i16(&mut self) -> Option<i16> {
         Some(i16::from_be_bytes(self.take(2)?.try_into().ok()?))
     }
-    fn i32(&mut self) -> Option<i32> {
+    pub(super) fn i32(&mut self) -> Option<i32> {
         Some(i32::from_be_bytes(self.take(4)?.try_into().ok()?))
     }
-    fn i64(&mut self) -> Option<i64> {
+    pub(super) fn i64(&mut self) -> Option<i64> {
         Some(i64::from_be_bytes(self.take(8)?.try_into().ok()?))
     }
-    fn nullable_string(&mut self) -> Option<Option<String>> {
+    pub(super) fn nullable_string(&mut self) -> Option<Option<String>> {
         let len = self.i16()?;
         if len < 0 {
             return Some(None);
@@ -246,10 +256,10 @@ impl<'a> Reader<'a> {
         let bytes = self.take(len as usize)?;
         Some(Some(String::from_utf8(bytes.to_vec()).ok()?))
     }
-    fn string(&mut self) -> Option<String> {
+    pub(super) fn string(&mut self) -> Option<String> {
         self.nullable_string()?
     }
-    fn byte_string(&mut self) -> Option<Bytes> {
+    pub(super) fn byte_string(&mut self) -> Option<Bytes> {
         let len = self.i32()?;
         if len < 0 {
             return Some(Bytes::new());

@@ -94,6 +94,11 @@ pub mod code {
     pub const NON_EMPTY_GROUP: ErrorCode = ErrorCode(68);
     pub const GROUP_MAX_SIZE_REACHED: ErrorCode = ErrorCode(81);
     pub const FENCED_INSTANCE_ID: ErrorCode = ErrorCode(82);
+    pub const FENCED_MEMBER_EPOCH: ErrorCode = ErrorCode(110);
+    pub const UNRELEASED_INSTANCE_ID: ErrorCode = ErrorCode(111);
+    pub const UNSUPPORTED_ASSIGNOR: ErrorCode = ErrorCode(112);
+    pub const STALE_MEMBER_EPOCH: ErrorCode = ErrorCode(113);
+    pub const INVALID_REGULAR_EXPRESSION: ErrorCode = ErrorCode(128);
     pub const GROUP_SUBSCRIBED_TO_TOPIC: ErrorCode = ErrorCode(86);
     pub const STALE_BROKER_EPOCH: ErrorCode = ErrorCode(77);
     pub const INELIGIBLE_REPLICA: ErrorCode = ErrorCode(107);

@@ -251,6 +251,8 @@ served_requests! {
     WriteTxnMarkers => WriteTxnMarkersRequest,
     AddPartitionsToTxn => AddPartitionsToTxnRequest,
     EndTxn => EndTxnRequest,
+    ConsumerGroupDescribe => ConsumerGroupDescribeRequest,
+    ConsumerGroupHeartbeat => ConsumerGroupHeartbeatRequest,
 }
 
 /// A piece of a response.

@@ -51,6 +51,7 @@ pub fn our_range(key: ApiKey) -> (i16, i16) {
         ApiKey::DescribeGroups => (0, 5),
         ApiKey::DeleteGroups => (0, 2),
         ApiKey::OffsetDelete => (0, 0),
+        ApiKey::ConsumerGroupDescribe => (0, 1),
         _ => (0, 0),
     }
 }

@@ -7,13 +7,14 @@ use std::collections::BTreeMap;
 use std::time::Duration;
 
 use anyhow::{anyhow, bail, Context, Result};
+use kafka_protocol::messages::consumer_group_describe_response;
 use kafka_protocol::messages::describe_groups_response::DescribedGroup;
 use kafka_protocol::messages::offset_delete_request::{
     OffsetDeleteRequestPartition, OffsetDeleteRequestTopic,
 };
 use kafka_protocol::messages::{
-    ApiKey, DeleteGroupsRequest, DescribeGroupsRequest, FindCoordinatorResponse, ListGroupsRequest,
-    OffsetDeleteRequest,
+    ApiKey, ConsumerGroupDescribeRequest, DeleteGroupsRequest, DescribeGroupsRequest,
+    FindCoordinatorResponse, ListGroupsRequest, OffsetDeleteRequest,
 };
 
 use super::proto::{self, code, Committed};
@@ -52,22 +53,28 @@ impl Retry {
     }
 }
 
-/// A group as DescribeGroups shows it (members' assignments still encoded).
-#[derive(Debug, Clone)]
+/// A group as DescribeGroups (classic) or ConsumerGroupDescribe (KIP-848) shows it.
+#[derive(Debug, Clone, Default)]
 pub struct GroupState {
     pub state: String,
     pub protocol_type: String,
+    /// The classic protocol's chosen assignor, or a consumer group's server assignor.
     pub protocol: String,
+    /// A consumer group's (group epoch, target assignment epoch); `None` for classic.
+    pub epochs: Option<(i32, i32)>,
     pub members: Vec<MemberState>,
 }
 
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, Default)]
 pub struct MemberState {
     pub member_id: String,
     pub group_instance_id: Option<String>,
     pub client_id: String,
     pub host: String,
     pub assignment: Vec<(String, Vec<i32>)>,
+    /// A consumer group member's epoch and target assignment.
+    pub member_epoch: Option<i32>,
+    pub target: Vec<(String, Vec<i32>)>,
 }
 
 impl GroupState {
@@ -217,14 +224,43 @@ impl Client {
                 code::NONE => Ok(group_state(g)?),
                 code::GROUP_ID_NOT_FOUND => Ok(GroupState {
                     state: "Dead".into(),
-                    protocol_type: String::new(),
-                    protocol: String::new(),
-                    members: Vec::new(),
+                    ..GroupState::default()
                 }),
                 e => Err(e),
             })
         })?;
-        answer.map_err(|e| anyhow!("DescribeGroups for group {group}: {}", error_name(e)))
+        let classic =
+            answer.map_err(|e| anyhow!("DescribeGroups for group {group}: {}", error_name(e)))?;
+        if classic.exists() {
+            return Ok(classic);
+        }
+        // Kafka's DescribeGroups answers a consumer-protocol group as Dead.
+        Ok(self.describe_consumer(group)?.unwrap_or(classic))
+    }
+
+    /// ConsumerGroupDescribe of one group; `None` when no consumer group has this id (or
+    /// the broker does not serve the API).
+    fn describe_consumer(&mut self, group: &str) -> Result<Option<GroupState>> {
+        if self.conn.version(ApiKey::ConsumerGroupDescribe).is_err() {
+            return Ok(None);
+        }
+        let answer = self.at_coordinator(group, "ConsumerGroupDescribe", |conn| {
+            let resp = conn.send(
+                &ConsumerGroupDescribeRequest::default()
+                    .with_group_ids(vec![proto::group_id(group)]),
+            )?;
+            let g = resp
+                .groups
+                .into_iter()
+                .find(|g| g.group_id.0.as_str() == group)
+                .ok_or_else(|| anyhow!("ConsumerGroupDescribe answered without group {group}"))?;
+            Ok(match g.error_code {
+                code::NONE => Ok(Some(consumer_group_state(g))),
+                code::GROUP_ID_NOT_FOUND => Ok(None),
+                e => Err(e),
+            })
+        })?;
+        answer.map_err(|e| anyhow!("ConsumerGroupDescribe for group {group}: {}", error_name(e)))
     }
 
     /// Committed offsets of the group: of every partition it committed (`None`), or of these.
@@ -365,6 +401,7 @@ fn group_state(g: DescribedGroup) -> Result<GroupState> {
                 client_id: m.client_id.to_string(),
                 host: m.client_host.to_string(),
                 assignment,
+                ..MemberState::default()
             })
         })
         .collect::<Result<Vec<_>>>()?;
@@ -372,8 +409,46 @@ fn group_state(g: DescribedGroup) -> Result<GroupState> {
         state: g.group_state.to_string(),
         protocol_type: g.protocol_type.to_string(),
         protocol: g.protocol_data.to_string(),
+        epochs: None,
         members,
     })
+}
+
+/// Topic names and partitions of a ConsumerGroupDescribe assignment, sorted.
+fn named_partitions(a: &consumer_group_describe_response::Assignment) -> Vec<(String, Vec<i32>)> {
+    let mut out: Vec<(String, Vec<i32>)> = a
+        .topic_partitions
+        .iter()
+        .map(|t| {
+            let mut ps = t.partitions.clone();
+            ps.sort_unstable();
+            (t.topic_name.0.to_string(), ps)
+        })
+        .collect();
+    out.sort();
+    out
+}
+
+fn consumer_group_state(g: consumer_group_describe_response::DescribedGroup) -> GroupState {
+    GroupState {
+        state: g.group_state.to_string(),
+        protocol_type: proto::PROTOCOL_TYPE.to_string(),
+        protocol: g.assignor_name.to_string(),
+        epochs: Some((g.group_epoch, g.assignment_epoch)),
+        members: g
+            .members
+            .iter()
+            .map(|m| MemberState {
+                member_id: m.member_id.to_string(),
+                group_instance_id: m.instance_id.as_ref().map(|s| s.to_string()),
+                client_id: m.client_id.to_string(),
+                host: m.client_host.to_string(),
+                assignment: named_partitions(&m.assignment),
+                member_epoch: Some(m.member_epoch),
+                target: named_partitions(&m.target_assignment),
+            })
+            .collect(),
+    }
 }
 
 #[cfg(test)]

@@ -13,9 +13,15 @@ use super::table::{self, opt};
 #[derive(Debug, Clone, Serialize)]
 pub struct Description {
     pub group: String,
+    /// `classic`, or `consumer` for the KIP-848 protocol.
+    pub group_type: String,
     pub state: String,
     pub protocol_type: String,
+    /// The classic protocol's assignor, or a consumer group's server assignor.
     pub protocol: String,
+    /// A consumer group's epoch and target assignment epoch.
+    pub group_epoch: Option<i32>,
+    pub assignment_epoch: Option<i32>,
     pub members: Vec<Member>,
     pub partitions: Vec<PartitionLag>,
     /// Sum of the lags that are known (partitions without a committed offset count 0).
@@ -29,6 +35,9 @@ pub struct Member {
     pub client_id: String,
     pub host: String,
     pub assignment: Vec<Assigned>,
+    /// A consumer group member's epoch and the assignment it is reconciling toward.
+    pub member_epoch: Option<i32>,
+    pub target_assignment: Option<Vec<Assigned>>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
@@ -107,9 +116,17 @@ pub fn build(
     };
     Description {
         group: group.to_string(),
+        group_type: if state.epochs.is_some() {
+            "consumer"
+        } else {
+            "classic"
+        }
+        .to_string(),
         state: shown_state,
         protocol_type: state.protocol_type.clone(),
         protocol: state.protocol.clone(),
+        group_epoch: state.epochs.map(|e| e.0),
+        assignment_epoch: state.epochs.map(|e| e.1),
         members: state
             .members
             .iter()
@@ -118,19 +135,23 @@ pub fn build(
                 group_instance_id: m.group_instance_id.clone(),
                 client_id: m.client_id.clone(),
                 host: m.host.clone(),
-                assignment: m
-                    .assignment
-                    .iter()
-                    .map(|(t, ps)| Assigned {
-                        topic: t.clone(),
-                        partitions: ps.clone(),
-                    })
-                    .collect(),
+                assignment: assigned(&m.assignment),
+                member_epoch: m.member_epoch,
+                target_assignment: m.member_epoch.map(|_| assigned(&m.target)),
             })
             .collect(),
         partitions,
         total_lag,
     }
+}
+
+fn assigned(a: &[(String, Vec<i32>)]) -> Vec<Assigned> {
+    a.iter()
+        .map(|(t, ps)| Assigned {
+            topic: t.clone(),
+            partitions: ps.clone(),
+        })
+        .collect()
 }
 
 /// `t:0,1 u:3`, or `-` for no partitions.
@@ -162,14 +183,26 @@ pub fn render(d: &Description) -> String {
         (t, "") => t.to_string(),
         (t, p) => format!("{t}/{p}"),
     };
-    let mut out = format!(
-        "GROUP {}  STATE {}  PROTOCOL {}  MEMBERS {}\n\n",
-        d.group,
-        d.state,
-        protocol,
-        d.members.len()
-    );
-    if !d.members.is_empty() {
+    let mut out = match (d.group_epoch, d.assignment_epoch) {
+        (Some(epoch), Some(target)) => format!(
+            "GROUP {}  TYPE consumer  STATE {}  ASSIGNOR {}  GROUP-EPOCH {epoch}  ASSIGNMENT-EPOCH {target}  MEMBERS {}\n\n",
+            d.group,
+            d.state,
+            dash_if_empty(&d.protocol),
+            d.members.len()
+        ),
+        _ => format!(
+            "GROUP {}  STATE {}  PROTOCOL {}  MEMBERS {}\n\n",
+            d.group,
+            d.state,
+            protocol,
+            d.members.len()
+        ),
+    };
+    if d.group_epoch.is_some() && !d.members.is_empty() {
+        out.push_str(&render_consumer_members(&d.members));
+        out.push('\n');
+    } else if !d.members.is_empty() {
         let rows: Vec<Vec<String>> = d
             .members
             .iter()
@@ -224,6 +257,36 @@ pub fn render(d: &Description) -> String {
     out
 }
 
+/// A consumer group's members: epochs, and the assignment next to its target.
+fn render_consumer_members(members: &[Member]) -> String {
+    let rows: Vec<Vec<String>> = members
+        .iter()
+        .map(|m| {
+            vec![
+                m.member_id.clone(),
+                m.group_instance_id.clone().unwrap_or_else(|| "-".into()),
+                m.member_epoch.map_or("-".into(), |e| e.to_string()),
+                dash_if_empty(&m.client_id),
+                dash_if_empty(&m.host),
+                assignment_cell(&m.assignment),
+                assignment_cell(m.target_assignment.as_deref().unwrap_or(&[])),
+            ]
+        })
+        .collect();
+    table::render(
+        &[
+            "MEMBER-ID",
+            "GROUP-INSTANCE-ID",
+            "MEMBER-EPOCH",
+            "CLIENT-ID",
+            "HOST",
+            "ASSIGNMENT",
+            "TARGET-ASSIGNMENT",
+        ],
+        &rows,
+    )
+}
+
 /// `sluice group list` as a table.
 pub fn render_list(groups: &[Listed]) -> String {
     let rows: Vec<Vec<String>> = groups
@@ -256,6 +319,7 @@ mod tests {
                     client_id: "app".into(),
                     host: "/127.0.0.1".into(),
                     assignment: vec![("t".into(), vec![0])],
+                    ..MemberState::default()
                 },
                 MemberState {
                     member_id: "m-2".into(),
@@ -263,8 +327,10 @@ mod tests {
                     client_id: "app".into(),
                     host: "/127.0.0.1".into(),
                     assignment: vec![("t".into(), vec![1, 2])],
+                    ..MemberState::default()
                 },
             ],
+            ..GroupState::default()
         }
     }
 
@@ -328,13 +394,41 @@ mod tests {
     fn offsets_only_group_shows_as_empty() {
         let dead = GroupState {
             state: "Dead".into(),
-            protocol_type: String::new(),
-            protocol: String::new(),
-            members: vec![],
+            ..GroupState::default()
         };
         let d = build("g", &dead, &[committed("t", 0, Some(1))], &HashMap::new());
         assert_eq!(d.state, "Empty");
         assert!(render(&d).contains("PROTOCOL -  MEMBERS 0"));
         assert_eq!(build("g", &dead, &[], &HashMap::new()).state, "Dead");
+    }
+
+    #[test]
+    fn consumer_groups_show_epochs_and_targets() {
+        let mut s = state();
+        s.state = "Reconciling".into();
+        s.protocol = "uniform".into();
+        s.epochs = Some((4, 4));
+        s.members[0].member_epoch = Some(4);
+        s.members[0].target = vec![("t".into(), vec![0])];
+        s.members[1].member_epoch = Some(3);
+        s.members[1].target = vec![("t".into(), vec![1])];
+        let d = build("g", &s, &[], &HashMap::new());
+        let text = render(&d);
+        assert!(
+            text.starts_with("GROUP g  TYPE consumer  STATE Reconciling  ASSIGNOR uniform  GROUP-EPOCH 4  ASSIGNMENT-EPOCH 4  MEMBERS 2\n"),
+            "{text}"
+        );
+        assert!(text.contains("MEMBER-EPOCH"), "{text}");
+        assert!(
+            text.contains("3             app        /127.0.0.1  t:1,2       t:1\n"),
+            "{text}"
+        );
+        let json = serde_json::to_value(&d).unwrap();
+        assert_eq!(json["group_type"], "consumer");
+        assert_eq!(json["members"][1]["member_epoch"], 3);
+        assert_eq!(
+            json["members"][1]["target_assignment"][0]["partitions"][0],
+            1
+        );
     }
 }

@@ -6,6 +6,7 @@
 pub mod acks;
 pub mod cluster;
 pub mod raw;
+pub mod revocations;
 
 /// One HTTP GET against the admin endpoint; the whole answer (status line, headers, body).
 pub fn http_get(addr: &str, path: &str) -> String {

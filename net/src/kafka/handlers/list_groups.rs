@@ -1,4 +1,5 @@
-//! ListGroups: every group this coordinator knows.
+//! ListGroups: every group this coordinator knows, filtered by state (v4+) and by type
+//! (v5+: `classic` or `consumer`); both filters compare without case, as Kafka's do.
 
 use std::rc::Rc;
 
@@ -13,8 +14,12 @@ use crate::kafka::frame::{decode_body, encode_response, FrameError, Request, Res
 pub const SPEC: ApiSpec = ApiSpec {
     key: ApiKey::ListGroups,
     min: 0,
-    max: 4,
+    max: 5,
 };
+
+fn wanted(filter: &[StrBytes], value: &str) -> bool {
+    filter.is_empty() || filter.iter().any(|s| s.eq_ignore_ascii_case(value))
+}
 
 pub fn handle(shard: &Rc<Shard>, req: &Request) -> Result<ResponseFrame, FrameError> {
     let body: ListGroupsRequest = decode_body(req)?;
@@ -22,21 +27,21 @@ pub fn handle(shard: &Rc<Shard>, req: &Request) -> Result<ResponseFrame, FrameEr
         .groups
         .list()
         .into_iter()
-        .filter(|(_, state, _)| {
-            body.states_filter.is_empty()
-                || body
-                    .states_filter
-                    .iter()
-                    .any(|s| s.as_str() == state.name())
-        })
-        .map(|(name, state, protocol_type)| {
-            let g = ListedGroup::default()
-                .with_group_id(GroupId(StrBytes::from_string(name)))
-                .with_protocol_type(StrBytes::from_string(protocol_type));
-            if req.version >= 4 {
-                g.with_group_state(StrBytes::from_static_str(state.name()))
+        .filter(|g| wanted(&body.states_filter, g.state))
+        .filter(|g| wanted(&body.types_filter, g.kind.name()))
+        .map(|g| {
+            let out = ListedGroup::default()
+                .with_group_id(GroupId(StrBytes::from_string(g.id)))
+                .with_protocol_type(StrBytes::from_string(g.protocol_type));
+            let out = if req.version >= 4 {
+                out.with_group_state(StrBytes::from_static_str(g.state))
             } else {
-                g
+                out
+            };
+            if req.version >= 5 {
+                out.with_group_type(StrBytes::from_static_str(g.kind.name()))
+            } else {
+                out
             }
         })
         .collect();

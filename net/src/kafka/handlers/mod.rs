@@ -13,6 +13,8 @@ use crate::kafka::frame::{FrameError, Request, ResponseFrame};
 pub(crate) mod add_partitions_to_txn;
 pub(crate) mod alter_configs;
 pub(crate) mod api_versions;
+pub(crate) mod consumer_group_describe;
+pub(crate) mod consumer_group_heartbeat;
 pub(crate) mod create_partitions;
 pub(crate) mod create_topics;
 pub(crate) mod delete_groups;
@@ -87,6 +89,8 @@ pub const APIS: &[ApiSpec] = &[
     write_txn_markers::SPEC,
     add_partitions_to_txn::SPEC,
     end_txn::SPEC,
+    consumer_group_describe::SPEC,
+    consumer_group_heartbeat::SPEC,
 ];
 
 pub(crate) fn spec(key: ApiKey) -> Option<&'static ApiSpec> {
@@ -148,6 +152,10 @@ pub(crate) async fn dispatch(
         ApiKey::WriteTxnMarkers => write_txn_markers::handle(&shard, &req).await.map(Some),
         ApiKey::AddPartitionsToTxn => add_partitions_to_txn::handle(&shard, &req).await.map(Some),
         ApiKey::EndTxn => end_txn::handle(&shard, &req).await.map(Some),
+        ApiKey::ConsumerGroupDescribe => consumer_group_describe::handle(&shard, &req).map(Some),
+        ApiKey::ConsumerGroupHeartbeat => consumer_group_heartbeat::handle(&shard, &req)
+            .await
+            .map(Some),
         other => Err(FrameError::Unsupported {
             api: other,
             version: req.version,

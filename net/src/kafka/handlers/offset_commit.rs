@@ -1,5 +1,7 @@
 //! OffsetCommit: from a current member of the group, or (generation -1) from a client
-//! outside any group while the group is empty. Answered once the commit is durable in
+//! outside any group while the group is empty. A consumer-protocol group checks the
+//! member epoch (v9+: STALE_MEMBER_EPOCH, UNKNOWN_MEMBER_ID; older versions from its
+//! members get UNSUPPORTED_VERSION, as in Kafka). Answered once the commit is durable in
 //! `__consumer_offsets`; visible to OffsetFetch from then on.
 
 use std::rc::Rc;
@@ -19,7 +21,7 @@ use crate::kafka::frame::{decode_body, encode_response, FrameError, Request, Res
 pub const SPEC: ApiSpec = ApiSpec {
     key: ApiKey::OffsetCommit,
     min: 2,
-    max: 8,
+    max: 9,
 };
 
 pub async fn handle(shard: &Rc<Shard>, req: &Request) -> Result<ResponseFrame, FrameError> {
@@ -31,6 +33,7 @@ pub async fn handle(shard: &Rc<Shard>, req: &Request) -> Result<ResponseFrame, F
         body.generation_id_or_member_epoch,
         &body.member_id,
         body.group_instance_id.as_deref(),
+        req.version,
     );
     let metadata_max = groups.config().offset_metadata_bytes_max;
     let now = now_ms();

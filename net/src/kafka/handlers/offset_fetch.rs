@@ -1,5 +1,7 @@
 //! OffsetFetch: committed offsets (with metadata and leader epoch) of one group
-//! (v1–v7) or several (v8); all of a group's offsets when no topics are named.
+//! (v1–v7) or several (v8+); all of a group's offsets when no topics are named. v9: a
+//! member of a consumer-protocol group must be at its current epoch (STALE_MEMBER_EPOCH,
+//! UNKNOWN_MEMBER_ID); a request without a member id reads as an admin.
 
 use std::rc::Rc;
 
@@ -20,7 +22,7 @@ use crate::kafka::frame::{decode_body, encode_response, FrameError, Request, Res
 pub const SPEC: ApiSpec = ApiSpec {
     key: ApiKey::OffsetFetch,
     min: 1,
-    max: 8,
+    max: 9,
 };
 
 /// A group's answer: per topic, per partition, the committed value if any.
@@ -39,6 +41,14 @@ pub fn handle(shard: &Rc<Shard>, req: &Request) -> Result<ResponseFrame, FrameEr
                         .collect()
                 });
                 let out = OffsetFetchResponseGroup::default().with_group_id(g.group_id.clone());
+                // v9: a consumer-protocol member reads at its current epoch.
+                let member =
+                    shard
+                        .groups
+                        .check_fetch(&g.group_id.0, g.member_id.as_deref(), g.member_epoch);
+                if req.version >= 9 && member != crate::kafka::errors::code::NONE {
+                    return out.with_error_code(member.into());
+                }
                 match fetch(&shard.groups, &g.group_id.0, wanted) {
                     Ok(f) => out.with_topics(topics(f)),
                     Err(e) => out.with_error_code(e.into()),

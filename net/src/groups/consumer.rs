@@ -1,0 +1,1106 @@
+//! One consumer group of the next-generation protocol (KIP-848, `group.protocol=consumer`):
+//! the coordinator assigns, members reconcile one heartbeat at a time.
+//!
+//! Epochs as in Kafka's `GroupMetadataManager`: the *group epoch* moves whenever the
+//! membership or a subscription (or the subscribed topics' metadata) changes; the *target
+//! assignment epoch* is the group epoch the target assignment was computed for (at the
+//! next heartbeat after a bump); each member's *member epoch* reaches the target epoch
+//! once it holds its target partitions. Reconciliation follows Kafka's
+//! `CurrentAssignmentBuilder`: a member first gives up the partitions it loses (state
+//! `UnrevokedPartitions`, epoch unchanged) and only when its heartbeat no longer lists
+//! them does it move on; a partition goes to its new owner only once no other member
+//! holds it (`UnreleasedPartitions` until then). `owners` keeps the epoch each owned
+//! partition is held at.
+//!
+//! Leaving: epoch −1 removes the member; −2 (a static member) keeps its place and
+//! partitions until its session expires or its instance id rejoins, which takes them back
+//! without a new assignment. A member silent for its session timeout is removed; one that
+//! has not revoked within its rebalance timeout is fenced (removed).
+//!
+//! Bounded: members (`members_max`), subscribed topic names per member, regex size and
+//! compiled size (`subscription.rs`).
+
+use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::time::{Duration, Instant};
+
+use regex::bytes::Regex;
+use sluice_control::TopicId;
+
+use super::assignor::{self, Assignment, Subscriber};
+use super::consumer_records::{self, ConsumerRecord, CurrentValue, MemberMeta};
+use super::subscription::{self, TopicSource};
+use crate::kafka::errors::{code, ErrorCode};
+
+/// A member leaves (dynamic members).
+pub const LEAVE_EPOCH: i32 = -1;
+/// A static member leaves for now, keeping its place until its session expires.
+pub const STATIC_LEAVE_EPOCH: i32 = -2;
+
+/// Coordinator settings this protocol uses.
+#[derive(Debug, Clone)]
+pub struct ConsumerConfig {
+    /// group.consumer.heartbeat.interval.ms
+    pub heartbeat_interval_ms: i32,
+    /// group.consumer.max.size
+    pub members_max: usize,
+}
+
+/// Where a member is in reconciling toward its target.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum MemberState {
+    Stable,
+    /// It must give up partitions first (its epoch waits).
+    UnrevokedPartitions,
+    /// Some of its target partitions are still held by others.
+    UnreleasedPartitions,
+}
+
+/// The group states of ConsumerGroupDescribe and ListGroups.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ConsumerState {
+    Empty,
+    Assigning,
+    Reconciling,
+    Stable,
+}
+
+impl ConsumerState {
+    pub fn name(self) -> &'static str {
+        match self {
+            ConsumerState::Empty => "Empty",
+            ConsumerState::Assigning => "Assigning",
+            ConsumerState::Reconciling => "Reconciling",
+            ConsumerState::Stable => "Stable",
+        }
+    }
+}
+
+/// A ConsumerGroupHeartbeat, decoded and bounded.
+#[derive(Debug, Clone, Default)]
+pub struct Heartbeat {
+    pub member_id: String,
+    pub member_epoch: i32,
+    pub instance_id: Option<String>,
+    pub rack_id: Option<String>,
+    /// -1: unchanged.
+    pub rebalance_timeout_ms: i32,
+    pub topic_names: Option<Vec<String>>,
+    pub regex: Option<String>,
+    /// `regex` compiled (by `subscription::compile`, when the request was validated).
+    pub compiled_regex: Option<Regex>,
+    pub assignor: Option<String>,
+    /// The partitions the member holds; `None` when it did not say.
+    pub owned: Option<Vec<(TopicId, Vec<i32>)>>,
+    pub client_id: String,
+    pub client_host: String,
+}
+
+/// A heartbeat's answer.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct HeartbeatOk {
+    pub member_id: String,
+    pub member_epoch: i32,
+    pub heartbeat_interval_ms: i32,
+    /// The member's assignment, when it changed or the request was a full one.
+    pub assignment: Option<Assignment>,
+}
+
+/// A refused request: Kafka's code and a message for the client and the log.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Refusal {
+    pub code: ErrorCode,
+    pub message: String,
+}
+
+impl Refusal {
+    pub fn new(code: ErrorCode, message: impl Into<String>) -> Refusal {
+        Refusal {
+            code,
+            message: message.into(),
+        }
+    }
+}
+
+/// One member.
+#[derive(Debug, Clone)]
+pub struct Member {
+    pub member_id: String,
+    pub instance_id: Option<String>,
+    pub rack_id: Option<String>,
+    pub client_id: String,
+    pub client_host: String,
+    pub epoch: i32,
+    pub previous_epoch: i32,
+    pub state: MemberState,
+    pub rebalance_timeout_ms: i32,
+    pub topic_names: Vec<String>,
+    pub regex: Option<String>,
+    compiled_regex: Option<Regex>,
+    pub assignor: Option<String>,
+    /// Partitions it holds (or is being given).
+    pub assigned: Assignment,
+    /// Partitions it must give up.
+    pub revoking: Assignment,
+    pub last_seen: Instant,
+    revoke_deadline: Option<Instant>,
+}
+
+impl Member {
+    fn new(member_id: String, now: Instant) -> Member {
+        Member {
+            member_id,
+            instance_id: None,
+            rack_id: None,
+            client_id: String::new(),
+            client_host: String::new(),
+            epoch: 0,
+            previous_epoch: 0,
+            state: MemberState::Stable,
+            rebalance_timeout_ms: 300_000,
+            topic_names: Vec::new(),
+            regex: None,
+            compiled_regex: None,
+            assignor: None,
+            assigned: Assignment::new(),
+            revoking: Assignment::new(),
+            last_seen: now,
+            revoke_deadline: None,
+        }
+    }
+
+    fn reconciled_to(&self, epoch: i32) -> bool {
+        self.state == MemberState::Stable && self.epoch == epoch
+    }
+}
+
+/// A consumer group. Owned by the coordinator partition its id hashes to.
+#[derive(Debug)]
+pub struct ConsumerGroup {
+    pub epoch: i32,
+    pub assignment_epoch: i32,
+    members: BTreeMap<String, Member>,
+    /// group.instance.id → member id.
+    statics: HashMap<String, String>,
+    /// Target assignment per member id.
+    target: BTreeMap<String, Assignment>,
+    /// Owned partitions and the epoch of the member that holds them.
+    owners: HashMap<(TopicId, i32), i32>,
+    /// The subscribed topics: id → (name, partition count).
+    subscribed: BTreeMap<TopicId, (String, i32)>,
+    /// The topic-metadata version `subscribed` was computed at.
+    metadata_version: Option<u64>,
+    /// Wall-clock ms since which the group is empty (offset expiry), or was created.
+    pub state_since_ms: i64,
+    /// What changed since the last heartbeat's write (`pending`) and since the last sweep
+    /// (`unswept`): the records to write (see `records`).
+    pending: Changes,
+    unswept: Changes,
+}
+
+/// The records a group owes the offsets topic: which of its parts changed.
+#[derive(Debug, Default, Clone)]
+struct Changes {
+    metadata: bool,
+    partition_metadata: bool,
+    target_metadata: bool,
+    members: BTreeSet<String>,
+    targets: BTreeSet<String>,
+    current: BTreeSet<String>,
+    /// Members removed: their three records are tombstoned.
+    removed: BTreeSet<String>,
+}
+
+impl Changes {
+    fn is_empty(&self) -> bool {
+        !self.metadata
+            && !self.partition_metadata
+            && !self.target_metadata
+            && self.members.is_empty()
+            && self.targets.is_empty()
+            && self.current.is_empty()
+            && self.removed.is_empty()
+    }
+}
+
+/// Which part of a group changed.
+#[derive(Debug, Clone, Copy)]
+enum Part<'a> {
+    Metadata,
+    PartitionMetadata,
+    TargetMetadata,
+    Member(&'a str),
+    Target(&'a str),
+    Current(&'a str),
+    Removed(&'a str),
+}
+
+impl ConsumerGroup {
+    pub fn new(now_ms: i64) -> ConsumerGroup {
+        ConsumerGroup {
+            epoch: 0,
+            assignment_epoch: 0,
+            members: BTreeMap::new(),
+            statics: HashMap::new(),
+            target: BTreeMap::new(),
+            owners: HashMap::new(),
+            subscribed: BTreeMap::new(),
+            metadata_version: None,
+            state_since_ms: now_ms,
+            pending: Changes::default(),
+            unswept: Changes::default(),
+        }
+    }
+
+    fn touch(&mut self, part: Part<'_>) {
+        for c in [&mut self.pending, &mut self.unswept] {
+            match part {
+                Part::Metadata => c.metadata = true,
+                Part::PartitionMetadata => c.partition_metadata = true,
+                Part::TargetMetadata => c.target_metadata = true,
+                Part::Member(id) => {
+                    c.removed.remove(id);
+                    c.members.insert(id.to_string());
+                }
+                Part::Target(id) => {
+                    c.removed.remove(id);
+                    c.targets.insert(id.to_string());
+                }
+                Part::Current(id) => {
+                    c.removed.remove(id);
+                    c.current.insert(id.to_string());
+                }
+                Part::Removed(id) => {
+                    c.members.remove(id);
+                    c.targets.remove(id);
+                    c.current.remove(id);
+                    c.removed.insert(id.to_string());
+                }
+            }
+        }
+    }
+
+    /// Whether the sweep has records to write.
+    pub fn is_unswept(&self) -> bool {
+        !self.unswept.is_empty()
+    }
+
+    /// The records for what changed since the last heartbeat's write (`sweep`: since the
+    /// last sweep), in Kafka's order: member metadata, subscribed topics, group epoch,
+    /// target assignment, current assignments, then removed members' tombstones.
+    pub fn records(&mut self, group_id: &str, sweep: bool) -> super::OffsetsRecords {
+        let changes = if sweep {
+            std::mem::take(&mut self.unswept)
+        } else {
+            std::mem::take(&mut self.pending)
+        };
+        use ConsumerRecord as R;
+        let mut out: Vec<ConsumerRecord> = Vec::new();
+        for id in &changes.members {
+            if let Some(m) = self.members.get(id) {
+                out.push(R::Member(id.clone(), Some(meta_of(m))));
+            }
+        }
+        if changes.partition_metadata {
+            out.push(R::PartitionMetadata(Some(self.subscribed.clone())));
+        }
+        if changes.metadata {
+            out.push(R::Metadata(Some(self.epoch)));
+        }
+        for id in &changes.targets {
+            if self.members.contains_key(id) {
+                let t = self.target.get(id).cloned().unwrap_or_default();
+                out.push(R::TargetMember(id.clone(), Some(t)));
+            }
+        }
+        if changes.target_metadata {
+            out.push(R::TargetMetadata(Some(self.assignment_epoch)));
+        }
+        for id in &changes.current {
+            if let Some(m) = self.members.get(id) {
+                out.push(R::Current(id.clone(), Some(current_of(m))));
+            }
+        }
+        for id in &changes.removed {
+            out.push(R::Current(id.clone(), None));
+            out.push(R::TargetMember(id.clone(), None));
+            out.push(R::Member(id.clone(), None));
+        }
+        out.iter()
+            .map(|r| consumer_records::encode(group_id, r))
+            .collect()
+    }
+
+    /// Tombstones for a deleted (empty) group, in Kafka's order.
+    pub fn deletion_records(group_id: &str) -> super::OffsetsRecords {
+        use ConsumerRecord as R;
+        [
+            R::TargetMetadata(None),
+            R::PartitionMetadata(None),
+            R::Metadata(None),
+        ]
+        .iter()
+        .map(|r| consumer_records::encode(group_id, r))
+        .collect()
+    }
+
+    /// A group as its records left it (a restart, or a coordinator taking over): members
+    /// keep their epochs, assignments and targets; their sessions start now.
+    pub fn restore(stored: StoredGroup, now: Instant, now_ms: i64) -> ConsumerGroup {
+        let mut g = ConsumerGroup::new(now_ms);
+        g.epoch = stored.epoch;
+        g.assignment_epoch = stored.assignment_epoch;
+        g.subscribed = stored.subscribed;
+        for (id, meta) in stored.members {
+            let mut m = Member::new(id.clone(), now);
+            let compiled = meta
+                .regex
+                .as_deref()
+                .and_then(|r| subscription::compile(r).ok());
+            m.instance_id = meta.instance_id;
+            m.rack_id = meta.rack_id;
+            m.client_id = meta.client_id;
+            m.client_host = meta.client_host;
+            m.topic_names = meta.topic_names;
+            m.regex = meta.regex.filter(|_| compiled.is_some());
+            m.compiled_regex = compiled;
+            m.rebalance_timeout_ms = meta.rebalance_timeout_ms;
+            m.assignor = meta.assignor;
+            if let Some(c) = stored.current.get(&id) {
+                m.epoch = c.epoch;
+                m.previous_epoch = c.previous_epoch;
+                m.state = match c.state {
+                    1 => MemberState::UnrevokedPartitions,
+                    2 => MemberState::UnreleasedPartitions,
+                    _ => MemberState::Stable,
+                };
+                m.assigned = c.assigned.clone();
+                m.revoking = c.revoking.clone();
+            }
+            if m.state == MemberState::UnrevokedPartitions {
+                m.revoke_deadline =
+                    Some(now + Duration::from_millis(m.rebalance_timeout_ms.max(0) as u64));
+            }
+            if let Some(instance) = &m.instance_id {
+                g.statics.insert(instance.clone(), id.clone());
+            }
+            if let Some(t) = stored.targets.get(&id) {
+                g.target.insert(id.clone(), t.clone());
+            }
+            g.members.insert(id.clone(), m);
+            g.add_owners(&id);
+        }
+        g
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.members.is_empty()
+    }
+
+    pub fn members(&self) -> impl Iterator<Item = &Member> {
+        self.members.values()
+    }
+
+    #[cfg(test)]
+    pub fn member(&self, id: &str) -> Option<&Member> {
+        self.members.get(id)
+    }
+
+    pub fn target_of(&self, id: &str) -> Option<&Assignment> {
+        self.target.get(id)
+    }
+
+    /// The subscribed topics by name (OffsetDelete refuses their offsets).
+    pub fn subscribed_names(&self) -> Vec<String> {
+        self.subscribed.values().map(|(n, _)| n.clone()).collect()
+    }
+
+    /// The assignor the members prefer: the most named, `uniform` when none is.
+    pub fn assignor(&self) -> &str {
+        let mut votes: BTreeMap<&str, usize> = BTreeMap::new();
+        for m in self.members.values() {
+            if let Some(a) = &m.assignor {
+                *votes.entry(a.as_str()).or_default() += 1;
+            }
+        }
+        votes
+            .into_iter()
+            .max_by(|a, b| a.1.cmp(&b.1).then(b.0.cmp(a.0)))
+            .map(|(name, _)| name)
+            .unwrap_or(assignor::ASSIGNORS[0])
+    }
+
+    pub fn state(&self) -> ConsumerState {
+        if self.members.is_empty() {
+            ConsumerState::Empty
+        } else if self.epoch > self.assignment_epoch {
+            ConsumerState::Assigning
+        } else if self
+            .members
+            .values()
+            .any(|m| !m.reconciled_to(self.assignment_epoch))
+        {
+            ConsumerState::Reconciling
+        } else {
+            ConsumerState::Stable
+        }
+    }
+
+    /// Handles one heartbeat (the request was validated by `validate`).
+    pub fn heartbeat(
+        &mut self,
+        hb: &Heartbeat,
+        topics: &dyn TopicSource,
+        config: &ConsumerConfig,
+        now: Instant,
+        now_ms: i64,
+    ) -> Result<HeartbeatOk, Refusal> {
+        if hb.member_epoch == LEAVE_EPOCH || hb.member_epoch == STATIC_LEAVE_EPOCH {
+            return self.leave(hb, now, now_ms);
+        }
+        let (mut member, new) = self.member_for(hb, config, now)?;
+        let before = member.clone();
+        let mut bump = new;
+        bump |= update_member(&mut member, hb);
+        member.last_seen = now;
+        let id = member.member_id.clone();
+        if new || meta_of(&member) != meta_of(&before) {
+            self.touch(Part::Member(&id));
+        }
+        self.members.insert(id.clone(), member);
+        if let Some(instance) = &hb.instance_id {
+            self.statics.insert(instance.clone(), id.clone());
+        }
+        if self.refresh_metadata(topics, bump) {
+            self.touch(Part::PartitionMetadata);
+            bump = true;
+        }
+        if bump {
+            self.epoch += 1;
+            self.touch(Part::Metadata);
+        }
+        if self.epoch > self.assignment_epoch {
+            self.compute_target();
+        }
+        self.reconcile(&id, hb.owned.as_deref(), now);
+        let member = &self.members[&id];
+        if new || current_of(member) != current_of(&before) {
+            self.touch(Part::Current(&id));
+        }
+        let member = &self.members[&id];
+        let full = hb.member_epoch == 0
+            || (hb.rebalance_timeout_ms != -1
+                && (hb.topic_names.is_some() || hb.regex.is_some())
+                && hb.owned.is_some());
+        let assignment =
+            (full || new || member.assigned != before.assigned).then(|| member.assigned.clone());
+        Ok(HeartbeatOk {
+            member_id: id,
+            member_epoch: member.epoch,
+            heartbeat_interval_ms: config.heartbeat_interval_ms,
+            assignment,
+        })
+    }
+
+    /// The member a heartbeat speaks for, created or replaced as Kafka does; true when new.
+    fn member_for(
+        &mut self,
+        hb: &Heartbeat,
+        config: &ConsumerConfig,
+        now: Instant,
+    ) -> Result<(Member, bool), Refusal> {
+        if let Some(instance) = &hb.instance_id {
+            let existing = self.statics.get(instance).cloned();
+            if hb.member_epoch == 0 {
+                match existing.and_then(|id| self.members.get(&id).cloned()) {
+                    Some(old) if old.member_id == hb.member_id => return Ok((old, false)),
+                    Some(old) if old.epoch != STATIC_LEAVE_EPOCH => {
+                        return Err(Refusal::new(
+                            code::UNRELEASED_INSTANCE_ID,
+                            format!(
+                                "static member {} with instance id {instance} cannot be replaced because it is still in use",
+                                old.member_id
+                            ),
+                        ));
+                    }
+                    Some(old) => return Ok((self.replace_static(old, &hb.member_id), false)),
+                    None => {}
+                }
+            } else {
+                let Some(old) = existing.and_then(|id| self.members.get(&id)) else {
+                    return Err(Refusal::new(
+                        code::UNKNOWN_MEMBER_ID,
+                        format!("instance id {instance} is unknown"),
+                    ));
+                };
+                if old.member_id != hb.member_id {
+                    return Err(Refusal::new(
+                        code::FENCED_INSTANCE_ID,
+                        format!("instance id {instance} belongs to member {}", old.member_id),
+                    ));
+                }
+            }
+        }
+        match self.members.get(&hb.member_id) {
+            Some(m) if hb.member_epoch == 0 => Ok((m.clone(), false)),
+            Some(m) => {
+                check_epoch(m, hb.member_epoch, hb.owned.as_deref())?;
+                Ok((m.clone(), false))
+            }
+            None if hb.member_epoch == 0 => {
+                if self.members.len() >= config.members_max {
+                    return Err(Refusal::new(
+                        code::GROUP_MAX_SIZE_REACHED,
+                        format!(
+                            "the group has reached its maximum size of {}",
+                            config.members_max
+                        ),
+                    ));
+                }
+                Ok((Member::new(hb.member_id.clone(), now), true))
+            }
+            None => Err(Refusal::new(
+                code::UNKNOWN_MEMBER_ID,
+                format!("member {} is not in the group", hb.member_id),
+            )),
+        }
+    }
+
+    /// A static member's new incarnation takes the old one's place, partitions and target.
+    fn replace_static(&mut self, old: Member, new_id: &str) -> Member {
+        self.members.remove(&old.member_id);
+        if let Some(t) = self.target.remove(&old.member_id) {
+            self.target.insert(new_id.to_string(), t);
+        }
+        self.touch(Part::Removed(&old.member_id));
+        for part in [
+            Part::Member(new_id),
+            Part::Target(new_id),
+            Part::Current(new_id),
+        ] {
+            self.touch(part);
+        }
+        Member {
+            member_id: new_id.to_string(),
+            epoch: 0,
+            previous_epoch: 0,
+            ..old
+        }
+    }
+
+    fn leave(&mut self, hb: &Heartbeat, now: Instant, now_ms: i64) -> Result<HeartbeatOk, Refusal> {
+        let id = match (&hb.instance_id, hb.member_epoch) {
+            (Some(instance), STATIC_LEAVE_EPOCH) => match self.statics.get(instance) {
+                Some(id) if *id != hb.member_id => {
+                    return Err(Refusal::new(
+                        code::FENCED_INSTANCE_ID,
+                        format!("instance id {instance} belongs to member {id}"),
+                    ))
+                }
+                Some(id) => id.clone(),
+                None => String::new(),
+            },
+            _ => hb.member_id.clone(),
+        };
+        let Some(member) = self.members.get_mut(&id) else {
+            return Err(Refusal::new(
+                code::UNKNOWN_MEMBER_ID,
+                format!("member {} is not in the group", hb.member_id),
+            ));
+        };
+        if hb.member_epoch == STATIC_LEAVE_EPOCH {
+            // Kept, partitions and all, until its session expires or it comes back.
+            member.epoch = STATIC_LEAVE_EPOCH;
+            member.last_seen = now;
+            self.touch(Part::Current(&id));
+        } else {
+            self.remove(&id, now_ms);
+        }
+        Ok(HeartbeatOk {
+            member_id: hb.member_id.clone(),
+            member_epoch: hb.member_epoch,
+            heartbeat_interval_ms: 0,
+            assignment: None,
+        })
+    }
+
+    /// Removes a member, frees its partitions and bumps the group epoch.
+    pub fn remove(&mut self, id: &str, now_ms: i64) {
+        let Some(m) = self.members.remove(id) else {
+            return;
+        };
+        self.drop_owners(&m);
+        self.target.remove(id);
+        if let Some(instance) = &m.instance_id {
+            if self.statics.get(instance).is_some_and(|s| s == id) {
+                self.statics.remove(instance);
+            }
+        }
+        self.epoch += 1;
+        self.touch(Part::Removed(id));
+        self.touch(Part::Metadata);
+        if self.members.is_empty() {
+            self.state_since_ms = now_ms;
+        }
+    }
+
+    fn drop_owners(&mut self, m: &Member) {
+        for (t, ps) in m.assigned.iter().chain(m.revoking.iter()) {
+            for p in ps {
+                self.owners.remove(&(*t, *p));
+            }
+        }
+    }
+
+    fn add_owners(&mut self, id: &str) {
+        let m = &self.members[id];
+        let epoch = m.epoch;
+        let held: Vec<(TopicId, i32)> = m
+            .assigned
+            .iter()
+            .chain(m.revoking.iter())
+            .flat_map(|(t, ps)| ps.iter().map(move |p| (*t, *p)))
+            .collect();
+        for tp in held {
+            self.owners.insert(tp, epoch);
+        }
+    }
+
+    /// Recomputes the subscribed topics when the metadata or a subscription changed;
+    /// true when they differ from before (the group epoch moves).
+    fn refresh_metadata(&mut self, topics: &dyn TopicSource, subscriptions_changed: bool) -> bool {
+        let version = topics.version();
+        if !subscriptions_changed && self.metadata_version == Some(version) {
+            return false;
+        }
+        self.metadata_version = Some(version);
+        let fresh = subscription::resolve(
+            self.members
+                .values()
+                .map(|m| (m.topic_names.as_slice(), m.compiled_regex.as_ref())),
+            topics,
+        );
+        if fresh == self.subscribed {
+            return false;
+        }
+        self.subscribed = fresh;
+        true
+    }
+
+    /// A new target assignment for the current group epoch.
+    fn compute_target(&mut self) {
+        let partitions: BTreeMap<TopicId, i32> =
+            self.subscribed.iter().map(|(t, (_, n))| (*t, *n)).collect();
+        let subscribers: Vec<Subscriber<'_>> = self
+            .members
+            .values()
+            .map(|m| Subscriber {
+                member_id: &m.member_id,
+                topics: self
+                    .subscribed
+                    .iter()
+                    .filter(|(_, (name, _))| {
+                        subscription::matches(&m.topic_names, m.compiled_regex.as_ref(), name)
+                    })
+                    .map(|(t, _)| *t)
+                    .collect(),
+                previous: self.target.get(&m.member_id),
+            })
+            .collect();
+        let target = assignor::assign(self.assignor(), &subscribers, &partitions);
+        let changed: Vec<String> = target
+            .iter()
+            .filter(|(id, t)| self.target.get(*id) != Some(*t))
+            .map(|(id, _)| id.clone())
+            .collect();
+        self.target = target;
+        self.assignment_epoch = self.epoch;
+        for id in &changed {
+            self.touch(Part::Target(id));
+        }
+        self.touch(Part::TargetMetadata);
+    }
+
+    /// Moves a member toward its target (Kafka's `CurrentAssignmentBuilder`).
+    fn reconcile(&mut self, id: &str, owned: Option<&[(TopicId, Vec<i32>)]>, now: Instant) {
+        let Some(m) = self.members.get(id) else {
+            return;
+        };
+        let target_epoch = self.assignment_epoch;
+        let next = match m.state {
+            MemberState::Stable if m.epoch == target_epoch => return,
+            MemberState::Stable | MemberState::UnreleasedPartitions => {
+                self.next_assignment(m, m.epoch, owned)
+            }
+            MemberState::UnrevokedPartitions => {
+                if owns_any(owned, &m.revoking) {
+                    return;
+                }
+                let mut m = m.clone();
+                m.revoking.clear();
+                self.next_assignment(&m, m.epoch + 1, owned)
+            }
+        };
+        let old = self.members[id].clone();
+        self.drop_owners(&old);
+        let mut next = next;
+        next.revoke_deadline = match (next.state, old.state) {
+            (MemberState::UnrevokedPartitions, MemberState::UnrevokedPartitions) => {
+                old.revoke_deadline
+            }
+            (MemberState::UnrevokedPartitions, _) => {
+                Some(now + Duration::from_millis(next.rebalance_timeout_ms.max(0) as u64))
+            }
+            _ => None,
+        };
+        self.members.insert(id.to_string(), next);
+        self.add_owners(id);
+    }
+
+    /// Kafka's `computeNextAssignment`: what the member keeps, gives up and gains.
+    fn next_assignment(
+        &self,
+        m: &Member,
+        epoch: i32,
+        owned: Option<&[(TopicId, Vec<i32>)]>,
+    ) -> Member {
+        let empty = Assignment::new();
+        let target = self.target.get(&m.member_id).unwrap_or(&empty);
+        let topics: BTreeSet<TopicId> = target.keys().chain(m.assigned.keys()).copied().collect();
+        let (mut assigned, mut revoking) = (Assignment::new(), Assignment::new());
+        let mut unreleased = false;
+        let none = BTreeSet::new();
+        for t in topics {
+            let want = target.get(&t).unwrap_or(&none);
+            let have = m.assigned.get(&t).unwrap_or(&none);
+            let mut keep: BTreeSet<i32> = have.intersection(want).copied().collect();
+            let lose: BTreeSet<i32> = have.difference(want).copied().collect();
+            for p in want.difference(have) {
+                if self.owners.contains_key(&(t, *p)) {
+                    unreleased = true;
+                } else {
+                    keep.insert(*p);
+                }
+            }
+            if !keep.is_empty() {
+                assigned.insert(t, keep);
+            }
+            if !lose.is_empty() {
+                revoking.insert(t, lose);
+            }
+        }
+        let mut next = m.clone();
+        next.previous_epoch = m.epoch;
+        if !revoking.is_empty() && owns_any(owned, &revoking) {
+            next.state = MemberState::UnrevokedPartitions;
+            next.epoch = epoch;
+            next.assigned = assigned;
+            next.revoking = revoking;
+        } else {
+            next.state = if unreleased {
+                MemberState::UnreleasedPartitions
+            } else {
+                MemberState::Stable
+            };
+            next.epoch = self.assignment_epoch;
+            next.assigned = assigned;
+            next.revoking = Assignment::new();
+        }
+        if next.epoch == m.epoch {
+            next.previous_epoch = m.previous_epoch;
+        }
+        next
+    }
+
+    /// Removes members whose session expired and fences those that did not revoke within
+    /// their rebalance timeout; their ids, for the log.
+    pub fn expire(&mut self, session_timeout: Duration, now: Instant, now_ms: i64) -> Vec<String> {
+        let gone: Vec<String> = self
+            .members
+            .values()
+            .filter(|m| {
+                now.saturating_duration_since(m.last_seen) > session_timeout
+                    || m.revoke_deadline.is_some_and(|d| now > d)
+            })
+            .map(|m| m.member_id.clone())
+            .collect();
+        for id in &gone {
+            self.remove(id, now_ms);
+        }
+        gone
+    }
+
+    /// Whether a commit (OffsetCommit) from this member at this epoch is accepted
+    /// (Kafka's `ConsumerGroup.validateOffsetCommit`).
+    pub fn check_commit(&self, member_id: &str, member_epoch: i32, version: i16) -> ErrorCode {
+        if member_epoch < 0 && self.members.is_empty() {
+            return code::NONE;
+        }
+        let Some(m) = self.members.get(member_id) else {
+            return code::UNKNOWN_MEMBER_ID;
+        };
+        if version < 9 {
+            return code::UNSUPPORTED_VERSION;
+        }
+        if m.epoch != member_epoch {
+            return code::STALE_MEMBER_EPOCH;
+        }
+        code::NONE
+    }
+
+    /// Whether this member may read the group's offsets (`validateOffsetFetch`): anyone
+    /// without a member id, else a member at its current epoch.
+    pub fn check_fetch(&self, member_id: Option<&str>, member_epoch: i32) -> ErrorCode {
+        let Some(id) = member_id else {
+            return code::NONE;
+        };
+        if member_epoch < 0 && id.is_empty() {
+            return code::NONE;
+        }
+        match self.members.get(id) {
+            None => code::UNKNOWN_MEMBER_ID,
+            Some(m) if m.epoch != member_epoch => code::STALE_MEMBER_EPOCH,
+            Some(_) => code::NONE,
+        }
+    }
+}
+
+/// Kafka's `throwIfMemberEpochIsInvalid`: a later epoch than ours, or an earlier one that
+/// is not the previous epoch with a subset of the assignment (a lost answer), is fenced.
+fn check_epoch(
+    m: &Member,
+    received: i32,
+    owned: Option<&[(TopicId, Vec<i32>)]>,
+) -> Result<(), Refusal> {
+    let fenced = || {
+        Refusal::new(
+            code::FENCED_MEMBER_EPOCH,
+            format!(
+                "member {} sent epoch {received}, the coordinator knows {}",
+                m.member_id, m.epoch
+            ),
+        )
+    };
+    if received > m.epoch {
+        return Err(fenced());
+    }
+    if received < m.epoch {
+        let subset = owned.is_some_and(|o| {
+            o.iter().all(|(t, ps)| {
+                ps.iter()
+                    .all(|p| m.assigned.get(t).is_some_and(|a| a.contains(p)))
+            })
+        });
+        if received != m.previous_epoch || !subset {
+            return Err(fenced());
+        }
+    }
+    Ok(())
+}
+
+/// What the member-metadata record holds of a member.
+fn meta_of(m: &Member) -> MemberMeta {
+    MemberMeta {
+        instance_id: m.instance_id.clone(),
+        rack_id: m.rack_id.clone(),
+        client_id: m.client_id.clone(),
+        client_host: m.client_host.clone(),
+        topic_names: m.topic_names.clone(),
+        regex: m.regex.clone(),
+        rebalance_timeout_ms: m.rebalance_timeout_ms,
+        assignor: m.assignor.clone(),
+    }
+}
+
+/// What the current-assignment record holds of a member (Kafka's state bytes).
+fn current_of(m: &Member) -> CurrentValue {
+    CurrentValue {
+        epoch: m.epoch,
+        previous_epoch: m.previous_epoch,
+        state: match m.state {
+            MemberState::Stable => 0,
+            MemberState::UnrevokedPartitions => 1,
+            MemberState::UnreleasedPartitions => 2,
+        },
+        assigned: m.assigned.clone(),
+        revoking: m.revoking.clone(),
+    }
+}
+
+/// A group as its records in the offsets topic describe it (the loader's result).
+#[derive(Debug, Clone, Default)]
+pub struct StoredGroup {
+    pub epoch: i32,
+    pub assignment_epoch: i32,
+    pub subscribed: consumer_records::TopicsMeta,
+    pub members: BTreeMap<String, MemberMeta>,
+    pub targets: BTreeMap<String, Assignment>,
+    pub current: BTreeMap<String, CurrentValue>,
+}
+
+impl StoredGroup {
+    /// Applies one record (tombstones remove; a group-metadata tombstone ends the group,
+    /// which the caller does).
+    pub fn apply(&mut self, record: ConsumerRecord) {
+        use ConsumerRecord as R;
+        match record {
+            R::Metadata(v) => self.epoch = v.unwrap_or(0),
+            R::PartitionMetadata(v) => self.subscribed = v.unwrap_or_default(),
+            R::TargetMetadata(v) => self.assignment_epoch = v.unwrap_or(0),
+            R::Member(id, Some(v)) => {
+                self.members.insert(id, v);
+            }
+            R::Member(id, None) => {
+                self.members.remove(&id);
+            }
+            R::TargetMember(id, Some(v)) => {
+                self.targets.insert(id, v);
+            }
+            R::TargetMember(id, None) => {
+                self.targets.remove(&id);
+            }
+            R::Current(id, Some(v)) => {
+                self.current.insert(id, v);
+            }
+            R::Current(id, None) => {
+                self.current.remove(&id);
+            }
+        }
+    }
+}
+
+/// Applies a heartbeat's fields to the member; true when its subscription changed.
+fn update_member(m: &mut Member, hb: &Heartbeat) -> bool {
+    let mut changed = false;
+    if hb.rebalance_timeout_ms != -1 {
+        m.rebalance_timeout_ms = hb.rebalance_timeout_ms;
+    }
+    if let Some(names) = &hb.topic_names {
+        let mut names = names.clone();
+        names.sort();
+        names.dedup();
+        changed |= names != m.topic_names;
+        m.topic_names = names;
+    }
+    if let Some(regex) = &hb.regex {
+        let regex = (!regex.is_empty()).then(|| regex.clone());
+        changed |= regex != m.regex;
+        m.regex = regex;
+        m.compiled_regex = hb.compiled_regex.clone().filter(|_| m.regex.is_some());
+    }
+    if let Some(a) = &hb.assignor {
+        changed |= m.assignor.as_deref() != Some(a.as_str());
+        m.assignor = Some(a.clone());
+    }
+    if hb.rack_id.is_some() {
+        m.rack_id = hb.rack_id.clone();
+    }
+    if hb.instance_id.is_some() {
+        m.instance_id = hb.instance_id.clone();
+    }
+    m.client_id = hb.client_id.clone();
+    m.client_host = hb.client_host.clone();
+    changed
+}
+
+/// Whether the member says it still holds any of `partitions` (it did not say: assume so).
+fn owns_any(owned: Option<&[(TopicId, Vec<i32>)]>, partitions: &Assignment) -> bool {
+    let Some(owned) = owned else {
+        return true;
+    };
+    owned.iter().any(|(t, ps)| {
+        partitions
+            .get(t)
+            .is_some_and(|r| ps.iter().any(|p| r.contains(p)))
+    })
+}
+
+/// Longest member id, instance id or rack id accepted (bytes).
+pub const ID_BYTES_MAX: usize = 255;
+/// Owned partitions a heartbeat may list.
+pub const OWNED_PARTITIONS_MAX: usize = 100_000;
+
+/// Kafka's `throwIfConsumerGroupHeartbeatRequestIsInvalid`, plus this broker's bounds;
+/// compiles the regex into `hb.compiled_regex`.
+pub fn validate(hb: &mut Heartbeat) -> Result<(), Refusal> {
+    let invalid = |m: &str| Err(Refusal::new(code::INVALID_REQUEST, m));
+    if hb.member_id.is_empty() {
+        return invalid("MemberId can't be empty.");
+    }
+    for (what, id) in [
+        ("MemberId", Some(&hb.member_id)),
+        ("InstanceId", hb.instance_id.as_ref()),
+        ("RackId", hb.rack_id.as_ref()),
+    ] {
+        match id {
+            Some(id) if id.is_empty() && what != "MemberId" => {
+                return invalid(&format!("{what} can't be empty."))
+            }
+            Some(id) if id.len() > ID_BYTES_MAX => {
+                return invalid(&format!("{what} is longer than {ID_BYTES_MAX} bytes."))
+            }
+            _ => {}
+        }
+    }
+    if hb.member_epoch < STATIC_LEAVE_EPOCH {
+        return invalid(&format!("MemberEpoch {} is invalid.", hb.member_epoch));
+    }
+    if hb.member_epoch == STATIC_LEAVE_EPOCH && hb.instance_id.is_none() {
+        return invalid("InstanceId can't be null when leaving as a static member.");
+    }
+    if hb.rebalance_timeout_ms < -1 {
+        return invalid("RebalanceTimeoutMs can't be negative.");
+    }
+    if hb.member_epoch == 0 {
+        if hb.rebalance_timeout_ms == -1 {
+            return invalid("RebalanceTimeoutMs must be provided in first request.");
+        }
+        if hb.topic_names.is_none() && hb.regex.is_none() {
+            return invalid(
+                "SubscribedTopicNames or SubscribedTopicRegex must be set in first request.",
+            );
+        }
+        if hb.owned.as_ref().is_some_and(|o| !o.is_empty()) {
+            return invalid("TopicPartitions must be empty when (re-)joining.");
+        }
+    }
+    if hb
+        .topic_names
+        .as_ref()
+        .is_some_and(|n| n.len() > subscription::SUBSCRIBED_TOPICS_MAX)
+    {
+        return invalid(&format!(
+            "more than {} subscribed topic names",
+            subscription::SUBSCRIBED_TOPICS_MAX
+        ));
+    }
+    let owned: usize = hb.owned.iter().flatten().map(|(_, ps)| ps.len()).sum();
+    if owned > OWNED_PARTITIONS_MAX {
+        return invalid(&format!(
+            "more than {OWNED_PARTITIONS_MAX} owned partitions"
+        ));
+    }
+    if let Some(a) = &hb.assignor {
+        if !assignor::ASSIGNORS.contains(&a.as_str()) {
+            return Err(Refusal::new(
+                code::UNSUPPORTED_ASSIGNOR,
+                format!(
+                    "ServerAssignor {a} is not supported. Supported assignors: {}.",
+                    assignor::ASSIGNORS.join(", ")
+                ),
+            ));
+        }
+    }
+    hb.compiled_regex = match hb.regex.as_deref() {
+        None | Some("") => None,
+        Some(r) => Some(subscription::compile(r).map_err(|e| {
+            Refusal::new(
+                code::INVALID_REGULAR_EXPRESSION,
+                format!("SubscribedTopicRegex is invalid: {e}"),
+            )
+        })?),
+    };
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests;
