@@ -45,6 +45,7 @@ static REQUEST_READS_PAUSED: AtomicU64 = AtomicU64::new(0);
 /// address), in `ConnectionRefusal` order.
 static CONNECTIONS_REFUSED: [AtomicU64; 3] = [ZERO, ZERO, ZERO];
 static CONNECTIONS_IDLE_CLOSED: AtomicU64 = AtomicU64::new(0);
+static TLS_HANDSHAKES_FAILED: AtomicU64 = AtomicU64::new(0);
 static GROUP_REBALANCES: AtomicU64 = AtomicU64::new(0);
 static GROUP_MEMBERS_EXPIRED: AtomicU64 = AtomicU64::new(0);
 static OFFSET_COMMITS: AtomicU64 = AtomicU64::new(0);
@@ -325,6 +326,11 @@ pub fn connection_idle_closed() {
     CONNECTIONS_IDLE_CLOSED.fetch_add(1, Ordering::Relaxed);
 }
 
+/// A TLS handshake failed or timed out (the connection was closed).
+pub fn tls_handshake_failed() {
+    TLS_HANDSHAKES_FAILED.fetch_add(1, Ordering::Relaxed);
+}
+
 fn api_name(key: usize) -> String {
     kafka_protocol::messages::ApiKey::try_from(key as i16)
         .map(|k| format!("{k:?}"))
@@ -443,6 +449,13 @@ fn render_bounds(out: &mut String) {
         "counter",
         Some("connections closed after connections.max.idle.ms without traffic"),
         CONNECTIONS_IDLE_CLOSED.load(Ordering::Relaxed),
+    );
+    single(
+        out,
+        "sluice_tls_handshakes_failed_total",
+        "counter",
+        Some("TLS handshakes that failed or timed out (untrusted or missing client certificates among them)"),
+        TLS_HANDSHAKES_FAILED.load(Ordering::Relaxed),
     );
 }
 

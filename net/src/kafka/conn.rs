@@ -22,6 +22,7 @@ use crate::kafka::frame::{self, FrameError, ResponseFrame};
 use crate::kafka::frame_pool::FrameBuf;
 use crate::kafka::handlers;
 use crate::kafka::request_bytes::{RequestPermit, ALWAYS_ADMITTED_BYTES_MAX};
+use crate::security::session::Session;
 
 type Pending = JoinHandle<Result<Option<ResponseFrame>, FrameError>>;
 
@@ -115,20 +116,62 @@ async fn read_frame<R: futures_lite::AsyncRead + Unpin>(
     Ok(Some((body.into_bytes(), permit)))
 }
 
-/// Serves `stream` on this shard, whose connection place `slot` was taken for it, and
-/// gives the place back when the connection ends.
-pub fn spawn(shard: Rc<Shard>, stream: TcpStream, slot: ConnectionSlot) {
+/// Longest a client may take over its TLS handshake before the connection is closed (a
+/// client that connects and sends nothing must not hold a connection place for the idle
+/// timeout's ten minutes).
+pub const TLS_HANDSHAKE_MS_MAX: u64 = 10_000;
+
+/// A client connection's byte stream: plain TCP, or TLS over it.
+pub(crate) trait ConnStream:
+    futures_lite::AsyncRead + futures_lite::AsyncWrite + Unpin + 'static
+{
+    /// Whether bytes written may wait in the stream until it is flushed (TLS records
+    /// rustls could not write at once); the plain socket writes straight through, so its
+    /// writer never pays for a flush.
+    const BUFFERS_WRITES: bool;
+}
+
+impl ConnStream for TcpStream {
+    const BUFFERS_WRITES: bool = false;
+}
+
+impl ConnStream for futures_rustls::server::TlsStream<TcpStream> {
+    const BUFFERS_WRITES: bool = true;
+}
+
+/// Serves `stream`, accepted on listener `listener`, on this shard, whose connection place
+/// `slot` was taken for it, and gives the place back when the connection ends. On a TLS
+/// listener the handshake runs first, here on the shard that serves the connection.
+pub fn spawn(shard: Rc<Shard>, stream: TcpStream, slot: ConnectionSlot, listener: usize) {
     crate::admin::metrics::connection_opened();
     // Every log line of the connection's tasks carries its peer, and its client id once
     // the first request names it (inside the shard's span, see `server::startup`).
-    let peer = stream
-        .peer_addr()
-        .map(|a| a.to_string())
-        .unwrap_or_else(|_| "?".into());
+    let peer_addr = stream.peer_addr().ok();
+    let peer = peer_addr.map_or_else(|| "?".to_string(), |a| a.to_string());
     let span = tracing::info_span!("conn", %peer, client_id = tracing::field::Empty);
+    let _ = stream.set_nodelay(true);
+    let protocol = shard.security.listener(listener).security_protocol;
     glommio::spawn_local(
         async move {
-            serve(shard, stream).await;
+            if protocol.tls() {
+                if let Some(tls) = handshake(&shard, stream).await {
+                    let principal = tls
+                        .get_ref()
+                        .1
+                        .peer_certificates()
+                        .and_then(|c| c.first())
+                        .and_then(crate::security::tls::principal_of);
+                    if let Some(p) = &principal {
+                        tracing::debug!(target: crate::security::AUTH_LOG_TARGET, principal = %p,
+                            listener = listener, "client authenticated by its TLS certificate");
+                    }
+                    let session = Rc::new(Session::new(listener, protocol, principal));
+                    serve(shard, tls, session, peer_addr).await;
+                }
+            } else {
+                let session = Rc::new(Session::new(listener, protocol, None));
+                serve(shard, stream, session, peer_addr).await;
+            }
             drop(slot);
             crate::admin::metrics::connection_closed();
         }
@@ -137,12 +180,43 @@ pub fn spawn(shard: Rc<Shard>, stream: TcpStream, slot: ConnectionSlot) {
     .detach();
 }
 
+/// The server side of a TLS handshake, bounded by [`TLS_HANDSHAKE_MS_MAX`]; `None` (and a
+/// rate-limited log line) when it fails.
+async fn handshake(
+    shard: &Shard,
+    stream: TcpStream,
+) -> Option<futures_rustls::server::TlsStream<TcpStream>> {
+    let Some(tls) = shard.security.tls.as_ref() else {
+        // Start-up refuses a TLS listener without [tls]; nothing to serve it with.
+        return None;
+    };
+    let accept = tls.acceptor().accept(stream);
+    let outcome = futures_lite::future::or(async { Some(accept.await) }, async {
+        glommio::timer::sleep(Duration::from_millis(TLS_HANDSHAKE_MS_MAX)).await;
+        None
+    })
+    .await;
+    let why = match outcome {
+        Some(Ok(s)) => return Some(s),
+        Some(Err(e)) => e.to_string(),
+        None => format!("no handshake within {TLS_HANDSHAKE_MS_MAX} ms"),
+    };
+    crate::admin::metrics::tls_handshake_failed();
+    if let Some(suppressed) = bad_input_log_permit() {
+        tracing::warn!(error = %why, suppressed, "TLS handshake failed, closing connection");
+    }
+    None
+}
+
 /// Serves one connection until the client closes it, it errs, idles out, or the shard stops.
-pub async fn serve(shard: Rc<Shard>, stream: TcpStream) {
-    let peer_addr = stream.peer_addr().ok();
+async fn serve<S: ConnStream>(
+    shard: Rc<Shard>,
+    stream: S,
+    session: Rc<Session>,
+    peer_addr: Option<std::net::SocketAddr>,
+) {
     let span = tracing::Span::current();
     let mut client_id_known = false;
-    let _ = stream.set_nodelay(true);
     let (mut reader, mut writer) = futures_lite::io::split(stream);
     let (tx, rx) = local_channel::new_bounded::<Pending>(shard.config.inflight_requests_max.max(1));
     let activity = Rc::new(Activity {
@@ -162,6 +236,14 @@ pub async fn serve(shard: Rc<Shard>, stream: TcpStream) {
                         crate::admin::metrics::bytes_out(resp.bytes());
                         for chunk in &resp.chunks {
                             if let Err(e) = writer.write_all(chunk.as_slice()).await {
+                                tracing::info!(error = %e, "client went away mid-response");
+                                return false;
+                            }
+                        }
+                        // Compiled out for plain TCP (see `ConnStream`); with TLS the
+                        // answer's last records leave now, not with the next answer.
+                        if S::BUFFERS_WRITES {
+                            if let Err(e) = writer.flush().await {
                                 tracing::info!(error = %e, "client went away mid-response");
                                 return false;
                             }
@@ -268,6 +350,7 @@ pub async fn serve(shard: Rc<Shard>, stream: TcpStream) {
             }
         };
         let s = shard.clone();
+        let session = session.clone();
         let work = match req.api_key as i16 {
             0 => Work::Produce,
             1 => Work::Fetch,
@@ -281,7 +364,7 @@ pub async fn serve(shard: Rc<Shard>, stream: TcpStream) {
                     let _permit = permit;
                     let started = std::time::Instant::now();
                     let key = req.api_key as i16;
-                    let r = handlers::dispatch(s, req).await;
+                    let r = handlers::dispatch(s, &session, req).await;
                     crate::admin::metrics::request(key, started.elapsed(), r.is_err());
                     r
                 }

@@ -32,11 +32,16 @@ pub(super) async fn broker_agent(
     let register = Request::Register {
         broker: me,
         rack: config.cluster.rack.clone(),
-        listeners: vec![Listener {
-            name: "PLAINTEXT".into(),
-            host: config.advertised_host.clone(),
-            port: config.advertised_port,
-        }],
+        // Every listener, PLAINTEXT first: followers fetch from a leader's first listener.
+        listeners: config
+            .all_listeners()
+            .into_iter()
+            .map(|l| Listener {
+                name: l.name,
+                host: l.advertised_host,
+                port: l.advertised_port,
+            })
+            .collect(),
     };
     while !stop.load(Ordering::SeqCst) {
         if view.shutdown_asked() {

@@ -9,6 +9,7 @@ use kafka_protocol::messages::ApiKey;
 
 use crate::broker::shard::Shard;
 use crate::kafka::frame::{FrameError, Request, ResponseFrame};
+use crate::security::session::Session;
 
 pub(crate) mod alter_configs;
 pub(crate) mod api_versions;
@@ -85,9 +86,12 @@ pub(crate) fn spec(key: ApiKey) -> Option<&'static ApiSpec> {
     APIS.iter().find(|s| s.key == key)
 }
 
-/// Runs one request. `Ok(None)` means no response is sent (acks=0 produce).
+/// Runs one request of the connection whose security state is `session` (its listener
+/// picks the addresses answers give). `Ok(None)` means no response is sent (acks=0
+/// produce).
 pub(crate) async fn dispatch(
     shard: Rc<Shard>,
+    session: &Session,
     req: Request,
 ) -> Result<Option<ResponseFrame>, FrameError> {
     crate::broker::watchdog::note_request(req.api_key as i16);
@@ -104,10 +108,11 @@ pub(crate) async fn dispatch(
         });
     }
     tracing::debug!(api = ?req.api_key, version = req.version,
-        client_id = req.header.client_id.as_deref().unwrap_or(""), "request");
+        client_id = req.header.client_id.as_deref().unwrap_or(""),
+        principal = %session.principal(), protocol = session.protocol.name(), "request");
     match req.api_key {
         ApiKey::ApiVersions => api_versions::handle(&req).map(Some),
-        ApiKey::Metadata => metadata::handle(&shard, &req).await.map(Some),
+        ApiKey::Metadata => metadata::handle(&shard, session, &req).await.map(Some),
         ApiKey::Produce => produce::handle(&shard, &req).await,
         ApiKey::Fetch => fetch::handle(&shard, &req).await.map(Some),
         ApiKey::ListOffsets => list_offsets::handle(&shard, &req).await.map(Some),
@@ -115,7 +120,7 @@ pub(crate) async fn dispatch(
         ApiKey::DeleteTopics => delete_topics::handle(&shard, &req).await.map(Some),
         ApiKey::InitProducerId => init_producer_id::handle(&shard, &req).await.map(Some),
         ApiKey::DeleteRecords => delete_records::handle(&shard, &req).await.map(Some),
-        ApiKey::DescribeCluster => describe_cluster::handle(&shard, &req).map(Some),
+        ApiKey::DescribeCluster => describe_cluster::handle(&shard, session, &req).map(Some),
         ApiKey::OffsetForLeaderEpoch => offset_for_leader_epoch::handle(&shard, &req)
             .await
             .map(Some),
@@ -125,7 +130,7 @@ pub(crate) async fn dispatch(
         ApiKey::IncrementalAlterConfigs => alter_configs::handle_incremental(&shard, &req)
             .await
             .map(Some),
-        ApiKey::FindCoordinator => find_coordinator::handle(&shard, &req).map(Some),
+        ApiKey::FindCoordinator => find_coordinator::handle(&shard, session, &req).map(Some),
         ApiKey::JoinGroup => join_group::handle(&shard, &req).await.map(Some),
         ApiKey::SyncGroup => sync_group::handle(&shard, &req).await.map(Some),
         ApiKey::Heartbeat => heartbeat::handle(&shard, &req).map(Some),

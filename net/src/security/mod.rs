@@ -1,0 +1,44 @@
+//! Who a client connection is, and how it proved it: the listeners and their security
+//! protocols (`listener`), TLS on SSL and SASL_SSL listeners (`tls`), and each
+//! connection's security state (`session`).
+//!
+//! Invariants:
+//! - a connection's listener is fixed when it is accepted and travels with it when another
+//!   shard adopts it; every answer naming brokers (Metadata, DescribeCluster,
+//!   FindCoordinator) uses that listener's advertised addresses;
+//! - TLS is terminated on the shard that serves the connection, after any hand-off, so
+//!   no decrypted byte crosses a thread;
+//! - certificates and keys are read from files only outside the shards (at start and on
+//!   `Server::reload_tls`); a shard only clones the current `Arc` of the TLS settings
+//!   when it accepts a connection; connections keep the settings they began with;
+//! - secrets (keys, passwords, SASL payloads) are never formatted into logs or errors.
+
+pub mod listener;
+pub(crate) mod session;
+pub mod tls;
+
+use std::sync::Arc;
+
+pub use listener::{ListenerConfig, SecurityProtocol, PLAINTEXT_LISTENER};
+
+/// The `tracing` target of authentication events (`RUST_LOG=sluice::auth=debug` shows
+/// each client's principal as it is established).
+pub const AUTH_LOG_TARGET: &str = "sluice::auth";
+
+/// The node's security settings as the shards use them, built once at start.
+#[derive(Debug)]
+pub struct Security {
+    /// Every Kafka listener: index 0 is `listen` (PLAINTEXT), then `[[listeners]]` in
+    /// file order. A connection names its listener by this index.
+    pub listeners: Vec<ListenerConfig>,
+    /// Present when some listener uses TLS.
+    pub tls: Option<Arc<tls::Tls>>,
+}
+
+impl Security {
+    /// The listener a connection was accepted on (index 0 if out of range, which the
+    /// accept loops never produce).
+    pub fn listener(&self, index: usize) -> &ListenerConfig {
+        self.listeners.get(index).unwrap_or(&self.listeners[0])
+    }
+}
