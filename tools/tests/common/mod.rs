@@ -6,6 +6,7 @@
 pub mod acks;
 pub mod cluster;
 pub mod raw;
+pub mod tls;
 
 /// One HTTP GET against the admin endpoint; the whole answer (status line, headers, body).
 pub fn http_get(addr: &str, path: &str) -> String {
@@ -165,6 +166,30 @@ impl Broker {
         cores: &str,
         extra: &[&str],
     ) -> Broker {
+        Broker::launch_with_log(data_dir, listen, admin_listen, cores, extra, None)
+    }
+
+    /// [`Broker::start_with`] with its log (stderr) written to `log` under the `RUST_LOG`
+    /// filter `filter`, for tests that check what the broker logged.
+    pub fn start_logged(data_dir: &Path, extra: &[&str], log: &Path, filter: &str) -> Broker {
+        Broker::launch_with_log(
+            data_dir,
+            "127.0.0.1:0",
+            "127.0.0.1:0",
+            "0-1",
+            extra,
+            Some((log, filter)),
+        )
+    }
+
+    fn launch_with_log(
+        data_dir: &Path,
+        listen: &str,
+        admin_listen: &str,
+        cores: &str,
+        extra: &[&str],
+        log: Option<(&Path, &str)>,
+    ) -> Broker {
         let mut cmd = Command::new(env!("CARGO_BIN_EXE_sluice"));
         cmd.args([
             "serve",
@@ -185,6 +210,10 @@ impl Broker {
         )
         .stdout(Stdio::piped())
         .stderr(Stdio::inherit());
+        if let Some((path, filter)) = log {
+            cmd.env("RUST_LOG", filter)
+                .stderr(std::fs::File::create(path).expect("broker log file"));
+        }
         let mut child = cmd.spawn().expect("spawn sluice");
         let line = match listening_line(&mut child) {
             Ok(line) => line,
