@@ -96,6 +96,7 @@ pub use placement::{
 };
 pub use records::{
     ConfigResource, DecodeError, Listener, PartitionAssignment, PartitionChange, Record,
+    ScramCredential, ScramMechanism, SCRAM_ITERATIONS_MAX, SCRAM_ITERATIONS_MIN,
 };
 pub use storage::{DiskStorage, StorageError};
 pub use transport::Transport;

@@ -21,7 +21,7 @@ use std::time::Duration;
 use futures_lite::{AsyncReadExt, AsyncWriteExt};
 
 use crate::active::HeartbeatReply;
-use crate::records::Listener;
+use crate::records::{Listener, ScramCredential, ScramMechanism};
 use crate::types::{BrokerEpoch, BrokerId, LeaderEpoch, MetadataOffset, NodeId, Term, TopicId};
 
 /// First bytes of a request connection (raft frames never start with these: as a raft
@@ -109,6 +109,13 @@ pub enum Request {
     BrokerStopped {
         broker: BrokerId,
         epoch: BrokerEpoch,
+    },
+    /// Sets (`Some`) or removes (`None`) `user`'s SCRAM credential for `mechanism`
+    /// (AlterUserScramCredentials). Salted keys only; never a password.
+    SetScram {
+        user: String,
+        mechanism: ScramMechanism,
+        credential: Option<ScramCredential>,
     },
 }
 
@@ -474,6 +481,25 @@ impl Request {
                 e.u8(14);
                 e.broker_and_epoch(*broker, *epoch);
             }
+            Request::SetScram {
+                user,
+                mechanism,
+                credential,
+            } => {
+                e.u8(15);
+                e.str(user);
+                e.u8(mechanism.kafka_id() as u8);
+                match credential {
+                    Some(c) => {
+                        e.u8(1);
+                        e.bytes(&c.salt);
+                        e.bytes(&c.stored_key);
+                        e.bytes(&c.server_key);
+                        e.i32(c.iterations);
+                    }
+                    None => e.u8(0),
+                }
+            }
         }
         e.0
     }
@@ -581,6 +607,25 @@ impl Request {
             14 => {
                 let (broker, epoch) = d.broker_and_epoch()?;
                 Request::BrokerStopped { broker, epoch }
+            }
+            15 => {
+                let user = d.str()?;
+                let mechanism = ScramMechanism::from_kafka_id(d.u8()? as i8)
+                    .ok_or(RpcError::Decode("unknown SCRAM mechanism"))?;
+                let credential = match d.u8()? {
+                    0 => None,
+                    _ => Some(ScramCredential {
+                        salt: d.bytes()?.to_vec(),
+                        stored_key: d.bytes()?.to_vec(),
+                        server_key: d.bytes()?.to_vec(),
+                        iterations: d.i32()?,
+                    }),
+                };
+                Request::SetScram {
+                    user,
+                    mechanism,
+                    credential,
+                }
             }
             _ => return Err(RpcError::Decode("unknown request kind")),
         };
@@ -853,6 +898,21 @@ mod tests {
                 replace: true,
             },
             Request::ElectLeaders,
+            Request::SetScram {
+                user: "alice".into(),
+                mechanism: ScramMechanism::Sha512,
+                credential: Some(ScramCredential {
+                    salt: vec![1, 2, 3],
+                    stored_key: vec![4; 64],
+                    server_key: vec![5; 64],
+                    iterations: 4096,
+                }),
+            },
+            Request::SetScram {
+                user: "bob".into(),
+                mechanism: ScramMechanism::Sha256,
+                credential: None,
+            },
             Request::FetchImage {
                 have: MetadataOffset(5),
                 wait_ms: 100,
