@@ -41,6 +41,19 @@ pub struct FileConfig {
     pub listeners: Vec<ListenerFileConfig>,
     /// `[tls]`: the certificate of SSL and SASL_SSL listeners.
     pub tls: Option<TlsFileConfig>,
+    /// `[auth]`: SASL on SASL_PLAINTEXT and SASL_SSL listeners.
+    #[serde(default)]
+    pub auth: AuthFileConfig,
+}
+
+/// `[auth]`.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AuthFileConfig {
+    /// PLAIN, SCRAM-SHA-256, SCRAM-SHA-512 (default: the two SCRAM ones).
+    pub sasl_mechanisms: Option<Vec<String>>,
+    /// KIP-368 `connections.max.reauth.ms` (default 0: sessions do not expire).
+    pub connections_max_reauth_ms: Option<u64>,
 }
 
 /// `[[listeners]]`: one Kafka listener.
@@ -548,6 +561,20 @@ pub fn settings(file: FileConfig, o: Overrides) -> Result<Settings> {
     }
     server.listeners = listeners(&file.listeners, server.listen)?;
     server.tls = tls(file.tls.as_ref())?;
+    server.auth = auth(&file.auth)?;
+    if server.auth.sasl_mechanisms.is_empty() {
+        if let Some((i, l)) = server
+            .listeners
+            .iter()
+            .enumerate()
+            .find(|(_, l)| l.security_protocol.sasl())
+        {
+            bail!(
+                "listeners[{i}].security_protocol: {} needs at least one auth.sasl_mechanisms entry",
+                l.security_protocol.name()
+            );
+        }
+    }
     if server.tls.is_none() {
         if let Some((i, l)) = server
             .listeners
@@ -698,6 +725,37 @@ fn listeners(
             advertised_port,
             security_protocol,
         });
+    }
+    Ok(out)
+}
+
+/// Longest `auth.connections_max_reauth_ms` (a day; Kafka sets none, but a session past a
+/// day is an operator's typo more often than a wish).
+const CONNECTIONS_MAX_REAUTH_MS_MAX: u64 = 86_400_000;
+
+/// `[auth]`: known mechanism names, each once; a bounded session lifetime.
+fn auth(f: &AuthFileConfig) -> Result<sluice_net::security::sasl::AuthSettings> {
+    use sluice_net::security::sasl::{AuthSettings, SaslMechanism};
+    let mut out = AuthSettings::default();
+    if let Some(names) = &f.sasl_mechanisms {
+        out.sasl_mechanisms.clear();
+        for (i, n) in names.iter().enumerate() {
+            let m = SaslMechanism::parse(n).ok_or_else(|| {
+                anyhow!(
+                    "auth.sasl_mechanisms[{i}]: {n:?} is not PLAIN, SCRAM-SHA-256 or SCRAM-SHA-512"
+                )
+            })?;
+            if out.sasl_mechanisms.contains(&m) {
+                bail!("auth.sasl_mechanisms[{i}]: {n:?} is listed twice");
+            }
+            out.sasl_mechanisms.push(m);
+        }
+    }
+    if let Some(ms) = f.connections_max_reauth_ms {
+        if ms > CONNECTIONS_MAX_REAUTH_MS_MAX {
+            bail!("auth.connections_max_reauth_ms: {ms} is above {CONNECTIONS_MAX_REAUTH_MS_MAX}");
+        }
+        out.connections_max_reauth_ms = ms;
     }
     Ok(out)
 }
@@ -1107,6 +1165,18 @@ mod tests {
         let two = "[[listeners]]\nname = \"X\"\nlisten = \"127.0.0.1:1\"\nsecurity_protocol = \"PLAINTEXT\"\n\
                    [[listeners]]\nname = \"x\"\nlisten = \"127.0.0.1:2\"\nsecurity_protocol = \"PLAINTEXT\"\n";
         assert!(run(two).unwrap_err().contains("listeners[1].name"));
+        for (body, named) in [
+            ("[auth]\nsasl_mechanisms = [\"GSSAPI\"]", "auth.sasl_mechanisms[0]"),
+            ("[auth]\nsasl_mechanisms = [\"PLAIN\", \"PLAIN\"]", "auth.sasl_mechanisms[1]"),
+            ("[auth]\nconnections_max_reauth_ms = 99999999999", "auth.connections_max_reauth_ms"),
+            (
+                "[auth]\nsasl_mechanisms = []\n[[listeners]]\nname = \"S\"\nlisten = \"127.0.0.1:1\"\nsecurity_protocol = \"SASL_PLAINTEXT\"",
+                "listeners[0].security_protocol",
+            ),
+        ] {
+            let e = run(body).unwrap_err();
+            assert!(e.contains(named), "{body:?}: {e}");
+        }
         for (body, named) in [
             ("key_file = \"/k\"", "tls.cert_file: missing"),
             ("cert_file = \"/c\"", "tls.key_file: missing"),

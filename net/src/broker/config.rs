@@ -179,6 +179,8 @@ pub struct ServerConfig {
     pub listeners: Vec<crate::security::ListenerConfig>,
     /// `[tls]`: needed when a listener is SSL or SASL_SSL.
     pub tls: Option<crate::security::tls::TlsSettings>,
+    /// `[auth]`: SASL mechanisms and session lifetime.
+    pub auth: crate::security::sasl::AuthSettings,
 }
 
 impl ServerConfig {
@@ -229,6 +231,7 @@ impl ServerConfig {
             fetch_shares: 1000,
             listeners: Vec::new(),
             tls: None,
+            auth: crate::security::sasl::AuthSettings::default(),
         }
     }
 }

@@ -22,6 +22,7 @@ use crate::kafka::frame::{self, FrameError, ResponseFrame};
 use crate::kafka::frame_pool::FrameBuf;
 use crate::kafka::handlers;
 use crate::kafka::request_bytes::{RequestPermit, ALWAYS_ADMITTED_BYTES_MAX};
+use crate::security::sasl::SASL_UNAUTHENTICATED_FRAME_BYTES_MAX;
 use crate::security::session::Session;
 
 type Pending = JoinHandle<Result<Option<ResponseFrame>, FrameError>>;
@@ -85,6 +86,7 @@ async fn idle_for(activity: &Activity, idle: Duration) {
 async fn read_frame<R: futures_lite::AsyncRead + Unpin>(
     reader: &mut R,
     shard: &Shard,
+    session: &Session,
     activity: &Activity,
 ) -> Result<Option<(Bytes, RequestPermit)>, FrameError> {
     let mut len = [0u8; 4];
@@ -94,7 +96,23 @@ async fn read_frame<R: futures_lite::AsyncRead + Unpin>(
         Err(e) => return Err(e.into()),
     }
     activity.touch();
-    let len = frame::check_length(i32::from_be_bytes(len), shard.config.request_bytes_max)?;
+    let len = i32::from_be_bytes(len);
+    // Plain and TLS listeners: `request_bytes_max`, as before. A client on a SASL listener
+    // that has not authenticated yet gets Kafka's smaller pre-authentication bound, and
+    // after SaslHandshake v0 its frames are bare tokens (shorter than any request header).
+    let len = if session.is_authenticated() {
+        frame::check_length(len, shard.config.request_bytes_max)?
+    } else if session.expects_raw_token() {
+        frame::check_raw_length(len, SASL_UNAUTHENTICATED_FRAME_BYTES_MAX)?
+    } else {
+        frame::check_length(
+            len,
+            shard
+                .config
+                .request_bytes_max
+                .min(SASL_UNAUTHENTICATED_FRAME_BYTES_MAX),
+        )?
+    };
     let budget = &shard.request_bytes;
     let permit = if len <= ALWAYS_ADMITTED_BYTES_MAX && activity.busy.get() == 0 {
         budget.admit(len)
@@ -165,11 +183,11 @@ pub fn spawn(shard: Rc<Shard>, stream: TcpStream, slot: ConnectionSlot, listener
                         tracing::debug!(target: crate::security::AUTH_LOG_TARGET, principal = %p,
                             listener = listener, "client authenticated by its TLS certificate");
                     }
-                    let session = Rc::new(Session::new(listener, protocol, principal));
+                    let session = Rc::new(Session::new(listener, protocol, peer_addr, principal));
                     serve(shard, tls, session, peer_addr).await;
                 }
             } else {
-                let session = Rc::new(Session::new(listener, protocol, None));
+                let session = Rc::new(Session::new(listener, protocol, peer_addr, None));
                 serve(shard, stream, session, peer_addr).await;
             }
             drop(slot);
@@ -283,7 +301,7 @@ async fn serve<S: ConnStream>(
         }
         let outcome = futures_lite::future::or(
             async {
-                match read_frame(&mut reader, &shard, &activity).await {
+                match read_frame(&mut reader, &shard, &session, &activity).await {
                     Ok(Some((f, permit))) => Ok(ReadOutcome::Frame(f, permit)),
                     Ok(None) => Ok(ReadOutcome::Closed),
                     Err(e) => Err(e),
@@ -332,6 +350,27 @@ async fn serve<S: ConnStream>(
                 break;
             }
         };
+        if session.expects_raw_token() {
+            // After SaslHandshake v0 the client's frames are bare SASL tokens, answered in
+            // kind. SASL is lock-step: the client sends its next frame only once it has this
+            // answer, so the exchange's state has moved on before that frame is read.
+            let (s, session) = (shard.clone(), session.clone());
+            let task = glommio::spawn_local(
+                async move {
+                    let _permit = permit;
+                    handlers::sasl_authenticate::raw_token(&s, &session, &frame)
+                        .await
+                        .map(Some)
+                }
+                .instrument(span.clone()),
+            )
+            .detach();
+            activity.busy.set(activity.busy.get() + 1);
+            if tx.send(task).await.is_err() {
+                break;
+            }
+            continue;
+        }
         let req = match frame::parse_request(frame) {
             Ok(mut r) => {
                 r.peer_ip = peer_addr.map(|a| a.ip());
@@ -386,22 +425,33 @@ async fn serve<S: ConnStream>(
 /// bound are counted, and the count goes out with the next line let through.
 const BAD_INPUT_LOG_LINES_PER_SEC_MAX: u32 = 10;
 
-/// A one-second window of bad-input log lines (one per shard: shards are threads).
+/// A one-second window of log lines of one kind (one per shard: shards are threads),
+/// at most `lines_max` a second.
 #[derive(Debug)]
-struct LogLimiter {
+pub(crate) struct LogLimiter {
     window_start: std::time::Instant,
     lines: u32,
     suppressed: u64,
+    lines_max: u32,
 }
 
 impl LogLimiter {
+    pub(crate) fn new(lines_max: u32) -> LogLimiter {
+        LogLimiter {
+            window_start: std::time::Instant::now(),
+            lines: 0,
+            suppressed: 0,
+            lines_max,
+        }
+    }
+
     /// `Some(lines suppressed since the last one let through)` if a line may go out now.
-    fn permit(&mut self, now: std::time::Instant) -> Option<u64> {
+    pub(crate) fn permit(&mut self, now: std::time::Instant) -> Option<u64> {
         if now.duration_since(self.window_start) >= Duration::from_secs(1) {
             self.window_start = now;
             self.lines = 0;
         }
-        if self.lines >= BAD_INPUT_LOG_LINES_PER_SEC_MAX {
+        if self.lines >= self.lines_max {
             self.suppressed += 1;
             return None;
         }
@@ -411,11 +461,8 @@ impl LogLimiter {
 }
 
 thread_local! {
-    static BAD_INPUT_LOG: std::cell::RefCell<LogLimiter> = std::cell::RefCell::new(LogLimiter {
-        window_start: std::time::Instant::now(),
-        lines: 0,
-        suppressed: 0,
-    });
+    static BAD_INPUT_LOG: std::cell::RefCell<LogLimiter> =
+        std::cell::RefCell::new(LogLimiter::new(BAD_INPUT_LOG_LINES_PER_SEC_MAX));
 }
 
 /// Whether this shard may log a bad-input line now (see [`BAD_INPUT_LOG_LINES_PER_SEC_MAX`]).
@@ -430,11 +477,8 @@ mod tests {
     #[test]
     fn bad_input_lines_are_limited_per_second_and_the_rest_counted() {
         let t0 = std::time::Instant::now();
-        let mut l = LogLimiter {
-            window_start: t0,
-            lines: 0,
-            suppressed: 0,
-        };
+        let mut l = LogLimiter::new(BAD_INPUT_LOG_LINES_PER_SEC_MAX);
+        l.window_start = t0;
         let max = BAD_INPUT_LOG_LINES_PER_SEC_MAX as usize;
         let let_through = (0..max + 25).filter(|_| l.permit(t0).is_some()).count();
         assert_eq!(let_through, max);

@@ -90,5 +90,11 @@ pub mod code {
     pub const GROUP_SUBSCRIBED_TO_TOPIC: ErrorCode = ErrorCode(86);
     pub const STALE_BROKER_EPOCH: ErrorCode = ErrorCode(77);
     pub const INELIGIBLE_REPLICA: ErrorCode = ErrorCode(107);
+    pub const UNSUPPORTED_SASL_MECHANISM: ErrorCode = ErrorCode(33);
+    pub const ILLEGAL_SASL_STATE: ErrorCode = ErrorCode(34);
+    pub const SASL_AUTHENTICATION_FAILED: ErrorCode = ErrorCode(58);
+    pub const RESOURCE_NOT_FOUND: ErrorCode = ErrorCode(91);
+    pub const DUPLICATE_RESOURCE: ErrorCode = ErrorCode(92);
+    pub const UNACCEPTABLE_CREDENTIAL: ErrorCode = ErrorCode(93);
     pub const UNKNOWN_SERVER_ERROR: ErrorCode = ErrorCode(-1);
 }

@@ -1,5 +1,6 @@
 //! Who a client connection is, and how it proved it: the listeners and their security
-//! protocols (`listener`), TLS on SSL and SASL_SSL listeners (`tls`), and each
+//! protocols (`listener`), TLS on SSL and SASL_SSL listeners (`tls`), SASL settings
+//! (`sasl`) and the SCRAM and PLAIN exchanges as pure functions (`scram`), and each
 //! connection's security state (`session`).
 //!
 //! Invariants:
@@ -11,9 +12,15 @@
 //! - certificates and keys are read from files only outside the shards (at start and on
 //!   `Server::reload_tls`); a shard only clones the current `Arc` of the TLS settings
 //!   when it accepts a connection; connections keep the settings they began with;
+//! - on a SASL listener a connection is served nothing but ApiVersions, SaslHandshake and
+//!   SaslAuthenticate until it has authenticated, and its frames are bounded by
+//!   `SASL_UNAUTHENTICATED_FRAME_BYTES_MAX` until then; an expired session
+//!   (`connections.max.reauth.ms`) is closed at its next request but a re-authentication;
 //! - secrets (keys, passwords, SASL payloads) are never formatted into logs or errors.
 
 pub mod listener;
+pub mod sasl;
+pub mod scram;
 pub(crate) mod session;
 pub mod tls;
 
@@ -33,6 +40,8 @@ pub struct Security {
     pub listeners: Vec<ListenerConfig>,
     /// Present when some listener uses TLS.
     pub tls: Option<Arc<tls::Tls>>,
+    /// SASL mechanisms and session lifetime of SASL listeners.
+    pub auth: sasl::AuthSettings,
 }
 
 impl Security {

@@ -94,13 +94,19 @@ fn security(config: &ServerConfig) -> Result<Security, ServerError> {
         (_, false) => None,
     };
     if let Some(l) = listeners.iter().find(|l| l.security_protocol.sasl()) {
-        return Err(ServerError::Runtime(format!(
-            "listener {}: security_protocol {} needs SASL, which this build does not serve yet",
-            l.name,
-            l.security_protocol.name()
-        )));
+        if config.auth.sasl_mechanisms.is_empty() {
+            return Err(ServerError::Runtime(format!(
+                "listener {}: security_protocol {} but auth.sasl_mechanisms is empty",
+                l.name,
+                l.security_protocol.name()
+            )));
+        }
     }
-    Ok(Security { listeners, tls })
+    Ok(Security {
+        listeners,
+        tls,
+        auth: config.auth.clone(),
+    })
 }
 
 /// Starts every shard and returns once all of them are accepting. A node without the

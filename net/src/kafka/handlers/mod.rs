@@ -12,6 +12,7 @@ use crate::kafka::frame::{FrameError, Request, ResponseFrame};
 use crate::security::session::Session;
 
 pub(crate) mod alter_configs;
+pub(crate) mod alter_user_scram_credentials;
 pub(crate) mod api_versions;
 pub(crate) mod create_partitions;
 pub(crate) mod create_topics;
@@ -21,6 +22,7 @@ pub(crate) mod delete_topics;
 pub(crate) mod describe_cluster;
 pub(crate) mod describe_configs;
 pub(crate) mod describe_groups;
+pub(crate) mod describe_user_scram_credentials;
 pub(crate) mod fan_out;
 pub(crate) mod fetch;
 pub(crate) mod find_coordinator;
@@ -36,6 +38,8 @@ pub(crate) mod offset_delete;
 pub(crate) mod offset_fetch;
 pub(crate) mod offset_for_leader_epoch;
 pub(crate) mod produce;
+pub(crate) mod sasl_authenticate;
+pub(crate) mod sasl_handshake;
 pub(crate) mod sync_group;
 
 /// An API this broker implements, and the versions it implements.
@@ -80,6 +84,10 @@ pub const APIS: &[ApiSpec] = &[
     delete_groups::SPEC,
     offset_delete::SPEC,
     list_groups::SPEC,
+    sasl_handshake::SPEC,
+    sasl_authenticate::SPEC,
+    describe_user_scram_credentials::SPEC,
+    alter_user_scram_credentials::SPEC,
 ];
 
 pub(crate) fn spec(key: ApiKey) -> Option<&'static ApiSpec> {
@@ -106,6 +114,13 @@ pub(crate) async fn dispatch(
             api: req.api_key,
             version: req.version,
         });
+    }
+    // On a SASL listener: nothing but the SASL exchange before authentication, and only a
+    // re-authentication once the session expired (both close the connection, as Kafka).
+    if session.protocol.sasl() {
+        if let Some(why) = session.refusal(req.api_key, std::time::Instant::now()) {
+            return Err(FrameError::Refused(format!("{:?}: {why}", req.api_key)));
+        }
     }
     tracing::debug!(api = ?req.api_key, version = req.version,
         client_id = req.header.client_id.as_deref().unwrap_or(""),
@@ -141,6 +156,16 @@ pub(crate) async fn dispatch(
         ApiKey::ListGroups => list_groups::handle(&shard, &req).map(Some),
         ApiKey::DeleteGroups => delete_groups::handle(&shard, &req).await.map(Some),
         ApiKey::OffsetDelete => offset_delete::handle(&shard, &req).await.map(Some),
+        ApiKey::SaslHandshake => sasl_handshake::handle(&shard, session, &req).map(Some),
+        ApiKey::SaslAuthenticate => sasl_authenticate::handle(&shard, session, &req)
+            .await
+            .map(Some),
+        ApiKey::DescribeUserScramCredentials => {
+            describe_user_scram_credentials::handle(&shard, &req).map(Some)
+        }
+        ApiKey::AlterUserScramCredentials => alter_user_scram_credentials::handle(&shard, &req)
+            .await
+            .map(Some),
         other => Err(FrameError::Unsupported {
             api: other,
             version: req.version,
