@@ -11,6 +11,7 @@ mod config;
 mod group;
 mod placement;
 mod tune;
+mod user;
 
 use std::io::Write;
 use std::path::PathBuf;
@@ -42,6 +43,8 @@ enum Command {
     Cluster(cluster::ClusterArgs),
     /// Check the host against a tuning profile, or apply the profile.
     Tune(tune::TuneArgs),
+    /// SCRAM users: add (online, or into a data dir before the first start), remove, list.
+    User(user::UserArgs),
     /// Partitions: move a live partition to another core.
     #[command(subcommand)]
     Partition(placement::PartitionCommand),
@@ -115,6 +118,7 @@ fn main() {
         Command::Serve(args) => serve(args),
         Command::Bench(args) => bench::main(args),
         Command::Group(args) => group::main(args),
+        Command::User(args) => user::main(args),
         Command::Cluster(args) => cluster::main(args),
         Command::Partition(command) => placement::partition(command),
         Command::Tune(args) => match tune::main(args) {

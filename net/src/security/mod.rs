@@ -18,6 +18,7 @@
 //!   (`connections.max.reauth.ms`) is closed at its next request but a re-authentication;
 //! - secrets (keys, passwords, SASL payloads) are never formatted into logs or errors.
 
+pub mod bootstrap;
 pub mod listener;
 pub mod sasl;
 pub mod scram;
@@ -27,6 +28,10 @@ pub mod tls;
 use std::sync::Arc;
 
 pub use listener::{ListenerConfig, SecurityProtocol, PLAINTEXT_LISTENER};
+/// The credential types of the metadata log, for `tools` (which has no `sluice-control`).
+pub use sluice_control::{
+    ScramCredential, ScramMechanism, SCRAM_ITERATIONS_MAX, SCRAM_ITERATIONS_MIN,
+};
 
 /// The `tracing` target of authentication events (`RUST_LOG=sluice::auth=debug` shows
 /// each client's principal as it is established).

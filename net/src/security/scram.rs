@@ -324,38 +324,44 @@ pub fn server_final(pending: &ScramPending, client_final: &[u8]) -> Result<Vec<u
     Ok(format!("v={}", b64.encode(server_signature)).into_bytes())
 }
 
+/// The client's side of SCRAM (for test clients and tools): the client-final message
+/// (gs2 header `n,,`) answering `server_first` for `password`, after a client-first-bare
+/// of `client_first_bare`. `None` if `server_first` lacks the nonce, salt or iterations.
+pub fn client_final(
+    m: ScramMechanism,
+    password: &[u8],
+    client_first_bare: &str,
+    server_first: &str,
+) -> Option<String> {
+    let b64 = base64::engine::general_purpose::STANDARD;
+    let (mut nonce, mut salt, mut iterations) = (None, None, None);
+    for a in server_first.split(',') {
+        match a.split_once('=') {
+            Some(("r", r)) => nonce = Some(r),
+            Some(("s", s)) => salt = b64.decode(s).ok(),
+            Some(("i", i)) => iterations = i.parse().ok(),
+            _ => {}
+        }
+    }
+    let (nonce, salt, iterations) = (nonce?, salt?, iterations?);
+    let salted = salted_password(m, password, &salt, iterations);
+    let client_key = mac(m, &salted, b"Client Key");
+    let stored_key = hash(m, &client_key);
+    let without_proof = format!("c={},r={nonce}", b64.encode("n,,"));
+    let auth = format!("{client_first_bare},{server_first},{without_proof}");
+    let sig = mac(m, &stored_key, auth.as_bytes());
+    let proof: Vec<u8> = client_key.iter().zip(&sig).map(|(a, b)| a ^ b).collect();
+    Some(format!("{without_proof},p={}", b64.encode(proof)))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
 
     const B64: base64::engine::GeneralPurpose = base64::engine::general_purpose::STANDARD;
 
-    /// A client's side of SCRAM, for the tests: its final message for `server_first`.
-    fn client_final(
-        m: ScramMechanism,
-        password: &[u8],
-        client_first_bare: &str,
-        server_first: &str,
-    ) -> String {
-        let mut nonce = "";
-        let mut salt = Vec::new();
-        let mut iterations = 0;
-        for a in server_first.split(',') {
-            match a.split_once('=') {
-                Some(("r", r)) => nonce = r,
-                Some(("s", s)) => salt = B64.decode(s).unwrap(),
-                Some(("i", i)) => iterations = i.parse().unwrap(),
-                _ => {}
-            }
-        }
-        let salted = salted_password(m, password, &salt, iterations);
-        let client_key = mac(m, &salted, b"Client Key");
-        let stored_key = hash(m, &client_key);
-        let without_proof = format!("c={},r={nonce}", B64.encode("n,,"));
-        let auth = format!("{client_first_bare},{server_first},{without_proof}");
-        let sig = mac(m, &stored_key, auth.as_bytes());
-        let proof: Vec<u8> = client_key.iter().zip(&sig).map(|(a, b)| a ^ b).collect();
-        format!("{without_proof},p={}", B64.encode(proof))
+    fn client_final(m: ScramMechanism, pw: &[u8], bare: &str, sf: &str) -> String {
+        super::client_final(m, pw, bare, sf).unwrap()
     }
 
     #[test]

@@ -70,6 +70,11 @@ impl Session {
         self.principal.borrow().clone()
     }
 
+    /// The client's address for log lines (`?` if unknown).
+    pub fn peer_text(&self) -> String {
+        self.peer.map_or_else(|| "?".to_string(), |a| a.to_string())
+    }
+
     pub fn is_authenticated(&self) -> bool {
         self.authenticated.get()
     }

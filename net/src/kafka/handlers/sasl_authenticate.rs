@@ -94,7 +94,7 @@ async fn outcome(
         crate::admin::metrics::sasl_authentication_failed();
         if let Some(suppressed) = failure_log_permit() {
             tracing::warn!(target: crate::security::AUTH_LOG_TARGET,
-                peer = ?session.peer, user = f.user.as_deref().unwrap_or("?"),
+                peer = %session.peer_text(), user = %f.user.as_deref().unwrap_or("?"),
                 error = %f.message, suppressed, "SASL authentication failed");
         }
         glommio::timer::sleep(Duration::from_millis(AUTH_FAILURE_DELAY_MS)).await;
@@ -115,7 +115,7 @@ fn finish(shard: &Shard, session: &Session, user: &str) -> Result<i64, Failure> 
     }
     crate::admin::metrics::sasl_authenticated();
     tracing::debug!(target: crate::security::AUTH_LOG_TARGET, principal = %session.principal(),
-        peer = ?session.peer, "client authenticated by SASL");
+        peer = %session.peer_text(), "client authenticated by SASL");
     Ok(i64::try_from(reauth_ms).unwrap_or(i64::MAX))
 }
 
