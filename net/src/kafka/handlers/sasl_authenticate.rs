@@ -51,6 +51,16 @@ pub async fn handle(
     req: &Request,
 ) -> Result<ResponseFrame, FrameError> {
     let body: SaslAuthenticateRequest = decode_body(req)?;
+    if !session.protocol.sasl() {
+        // Not a SASL listener: nothing to authenticate, as Kafka answers (not a failed
+        // login: neither delayed nor counted).
+        let resp = SaslAuthenticateResponse::default()
+            .with_error_code(code::ILLEGAL_SASL_STATE.into())
+            .with_error_message(Some(StrBytes::from_static_str(
+                "SaslAuthenticate on a listener without SASL",
+            )));
+        return encode_response(req.header.correlation_id, req.version, &resp);
+    }
     let resp = match outcome(shard, session, &body.auth_bytes).await {
         Ok((token, lifetime_ms)) => SaslAuthenticateResponse::default()
             .with_auth_bytes(Bytes::from(token))
