@@ -428,3 +428,45 @@ fn bad_sasl_input_gets_an_authentication_error_never_a_crash() {
     let page = common::http_get(&s.broker.admin_addr, "/health");
     assert!(page.contains("200"), "{page}");
 }
+
+/// SASL_SSL: the TLS handshake first, then SCRAM inside it.
+#[test]
+fn scram_over_tls_on_a_sasl_ssl_listener() {
+    use common::tls::{write_pair, Ca};
+    let tmp = common::tempdir("sasl-ssl");
+    let dir = tmp.path();
+    let ca = Ca::new("sasl-ssl CA");
+    let ca_file = ca.write(dir, "ca");
+    let (cert, key) = write_pair(dir, "server", &ca.leaf("broker", true));
+    let port = common::free_port();
+    let config = dir.join("sluice.toml");
+    std::fs::write(
+        &config,
+        format!(
+            "[[listeners]]\nname = \"SECURE\"\nlisten = \"127.0.0.1:{port}\"\n\
+             security_protocol = \"SASL_SSL\"\n[tls]\ncert_file = {cert:?}\nkey_file = {key:?}\n"
+        ),
+    )
+    .unwrap();
+    let broker = Broker::start_with(&dir.join("data"), &["--config", config.to_str().unwrap()]);
+    let f = password_file(dir, "frank", "frank-pw");
+    let (ok, out, err) = common::sluice_output(&[
+        "user",
+        "add",
+        "--user",
+        "frank",
+        "--password-file",
+        f.to_str().unwrap(),
+        "--bootstrap",
+        &broker.addr,
+    ]);
+    assert!(ok, "{out}\n{err}");
+    let addr = format!("127.0.0.1:{port}");
+    let mut c = sasl_client(&addr, "SCRAM-SHA-512", "frank", "frank-pw");
+    c.set("security.protocol", "sasl_ssl")
+        .set("ssl.ca.location", ca_file.to_str().unwrap());
+    produce(&c, "over-sasl-ssl", 4);
+    let mut wrong = c.clone();
+    wrong.set("sasl.password", "nope");
+    assert!(!metadata_ok(&wrong));
+}
