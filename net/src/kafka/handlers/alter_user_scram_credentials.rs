@@ -32,9 +32,15 @@ pub const ALTERATIONS_MAX: usize = 1000;
 /// One checked alteration: the user, the mechanism, the new credential or removal.
 type Alteration = (String, ScramMechanism, Option<ScramCredential>);
 
+/// A refusal: the Kafka error and its message.
+type Refusal = (ErrorCode, String);
+
+/// Each user's outcome, in request order.
+type Results = Vec<(String, Result<(), Refusal>)>;
+
 pub async fn handle(shard: &Shard, req: &Request) -> Result<ResponseFrame, FrameError> {
     let body: AlterUserScramCredentialsRequest = decode_body(req)?;
-    let mut results: Vec<(String, Result<(), (ErrorCode, String)>)> = Vec::new();
+    let mut results: Results = Vec::new();
     let mut todo: Vec<Alteration> = Vec::new();
     let names: Vec<&str> = body
         .deletions
@@ -123,10 +129,10 @@ pub async fn handle(shard: &Shard, req: &Request) -> Result<ResponseFrame, Frame
 
 /// A user's first result stands (a user named twice gets one DUPLICATE_RESOURCE result).
 fn record(
-    results: &mut Vec<(String, Result<(), (ErrorCode, String)>)>,
+    results: &mut Results,
     todo: &mut Vec<Alteration>,
     user: String,
-    checked: Result<(ScramMechanism, Option<ScramCredential>), (ErrorCode, String)>,
+    checked: Result<(ScramMechanism, Option<ScramCredential>), Refusal>,
 ) {
     if results.iter().any(|(u, _)| *u == user) {
         return;
@@ -145,7 +151,7 @@ fn check_common(
     mechanism: i8,
     times_named: usize,
     too_many: bool,
-) -> Result<ScramMechanism, (ErrorCode, String)> {
+) -> Result<ScramMechanism, Refusal> {
     if too_many {
         return Err((
             code::INVALID_REQUEST,
