@@ -13,7 +13,6 @@ use common::{raw, Broker};
 use kafka_protocol::messages::{ApiKey, ApiVersionsRequest, ApiVersionsResponse};
 use rdkafka::config::ClientConfig;
 use rdkafka::consumer::{BaseConsumer, Consumer};
-use rdkafka::producer::{BaseRecord, DefaultProducerContext, Producer, ThreadedProducer};
 use rdkafka::Message;
 
 /// A broker with an SSL listener whose certificate `ca` signed.
@@ -75,25 +74,8 @@ fn ssl_client(addr: &str, ca_file: &Path, cert: Option<&(PathBuf, PathBuf)>) -> 
     c
 }
 
-/// Whether a client with these settings gets the cluster's metadata (a refused handshake
-/// gives an error; the timeout only bounds the wait).
-fn metadata_ok(config: &ClientConfig) -> bool {
-    let consumer: BaseConsumer = config.create().expect("client");
-    consumer
-        .fetch_metadata(None, Duration::from_secs(3))
-        .is_ok()
-}
-
 fn round_trip(config: &ClientConfig, topic: &str, n: usize) {
-    let producer: ThreadedProducer<DefaultProducerContext> = config.create().expect("producer");
-    for i in 0..n {
-        let v = format!("{topic}-{i}");
-        producer
-            .send(BaseRecord::<(), String>::to(topic).payload(&v))
-            .map_err(|(e, _)| e)
-            .expect("enqueue");
-    }
-    producer.flush(common::HANG_GUARD).expect("flush over TLS");
+    common::produce_numbered(config, topic, n);
     let mut c = config.clone();
     c.set("group.id", format!("{topic}-group"))
         .set("auto.offset.reset", "earliest");
@@ -124,7 +106,7 @@ fn ssl_round_trip_and_a_client_trusting_another_ca_is_refused() {
     let other = Ca::new("another CA");
     let other_file = other.write(&s.dir, "other-ca");
     assert!(
-        !metadata_ok(&ssl_client(&s.ssl_addr, &other_file, None)),
+        !common::metadata_ok(&ssl_client(&s.ssl_addr, &other_file, None)),
         "a client that does not trust the broker's CA must not get through"
     );
     common::wait_for(
@@ -139,13 +121,13 @@ fn required_client_auth_refuses_a_client_without_a_certificate_and_names_the_pri
     let s = start("required");
     let ca_file = s.dir.join("ca.pem");
     assert!(
-        !metadata_ok(&ssl_client(&s.ssl_addr, &ca_file, None)),
+        !common::metadata_ok(&ssl_client(&s.ssl_addr, &ca_file, None)),
         "client_auth = required: no certificate, no connection"
     );
     let stranger = Ca::new("not the client CA");
     let stranger_pair = write_pair(&s.dir, "mallory", &stranger.leaf("mallory", false));
     assert!(
-        !metadata_ok(&ssl_client(&s.ssl_addr, &ca_file, Some(&stranger_pair))),
+        !common::metadata_ok(&ssl_client(&s.ssl_addr, &ca_file, Some(&stranger_pair))),
         "a certificate not signed by client_ca_file is refused"
     );
     let carol = write_pair(&s.dir, "carol", &s.ca.leaf("carol", false));

@@ -426,3 +426,29 @@ impl Drop for Broker {
         }
     }
 }
+
+/// Whether a client with these settings gets the cluster's metadata. For clients that must
+/// be refused (a failed TLS handshake or SASL login is an error): the 3 s only bounds the
+/// wait for the refusal, a client that gets in answers at once.
+pub fn metadata_ok(config: &rdkafka::config::ClientConfig) -> bool {
+    use rdkafka::consumer::{BaseConsumer, Consumer};
+    let consumer: BaseConsumer = config.create().expect("client");
+    consumer
+        .fetch_metadata(None, Duration::from_secs(3))
+        .is_ok()
+}
+
+/// Produces `<topic>-0` … `<topic>-<n-1>` with these client settings and waits until all
+/// are acknowledged.
+pub fn produce_numbered(config: &rdkafka::config::ClientConfig, topic: &str, n: usize) {
+    use rdkafka::producer::{BaseRecord, DefaultProducerContext, Producer, ThreadedProducer};
+    let producer: ThreadedProducer<DefaultProducerContext> = config.create().expect("producer");
+    for i in 0..n {
+        let v = format!("{topic}-{i}");
+        producer
+            .send(BaseRecord::<(), String>::to(topic).payload(&v))
+            .map_err(|(e, _)| e)
+            .expect("enqueue");
+    }
+    producer.flush(HANG_GUARD).expect("flush");
+}
