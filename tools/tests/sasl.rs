@@ -449,3 +449,57 @@ fn scram_over_tls_on_a_sasl_ssl_listener() {
     wrong.set("sasl.password", "nope");
     assert!(!common::metadata_ok(&wrong));
 }
+
+/// In a 3-node cluster every broker registers its SASL listener too, a client on any
+/// node's SASL listener is answered with every node's SASL endpoint, and a user added
+/// through one node logs in on every node (the credential is in the replicated metadata
+/// log).
+#[test]
+fn users_and_listeners_reach_every_node_of_a_cluster() {
+    use common::cluster::{Cluster, ClusterSpec};
+    let sasl_ports: Vec<u16> = (0..3).map(|_| common::free_port()).collect();
+    let spec = ClusterSpec {
+        node_toml: sasl_ports
+            .iter()
+            .map(|p| {
+                format!(
+                    "[[listeners]]\nname = \"SASL\"\nlisten = \"127.0.0.1:{p}\"\n\
+                     security_protocol = \"SASL_PLAINTEXT\"\n"
+                )
+            })
+            .collect(),
+        ..ClusterSpec::default()
+    };
+    let cluster = Cluster::start("sasl-users", spec, common::HANG_GUARD);
+    let tmp = common::tempdir("sasl-cluster");
+    let f = password_file(tmp.path(), "grace", "grace-pw");
+    let (ok, out, err) = common::sluice_output(&[
+        "user",
+        "add",
+        "--user",
+        "grace",
+        "--password-file",
+        f.to_str().unwrap(),
+        "--bootstrap",
+        &cluster.addr(1),
+    ]);
+    assert!(ok, "{out}\n{err}");
+    let mut want: Vec<i32> = sasl_ports.iter().map(|p| i32::from(*p)).collect();
+    want.sort();
+    for port in &sasl_ports {
+        let addr = format!("127.0.0.1:{port}");
+        let c = sasl_client(&addr, "SCRAM-SHA-512", "grace", "grace-pw");
+        let consumer: BaseConsumer = c.create().unwrap();
+        let ports = common::wait_for(
+            &format!("grace logged in on {addr} with every SASL endpoint listed"),
+            common::HANG_GUARD,
+            &mut || {
+                let m = consumer.fetch_metadata(None, Duration::from_secs(3)).ok()?;
+                let mut ports: Vec<i32> = m.brokers().iter().map(|b| b.port()).collect();
+                ports.sort();
+                (ports == want).then_some(ports)
+            },
+        );
+        assert_eq!(ports, want);
+    }
+}
