@@ -188,6 +188,16 @@ pub struct ScramPending {
     server_key: Vec<u8>,
 }
 
+impl ScramPending {
+    /// The client's part of the nonce (the server's nonce starts with it).
+    fn client_nonce(&self) -> &str {
+        self.client_first_bare
+            .split(',')
+            .find_map(|a| a.strip_prefix("r="))
+            .unwrap_or("")
+    }
+}
+
 impl std::fmt::Debug for ScramPending {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("ScramPending")
@@ -297,7 +307,15 @@ pub fn server_final(pending: &ScramPending, client_final: &[u8]) -> Result<Vec<u
     let nonce = r
         .strip_prefix("r=")
         .ok_or(SaslError::Malformed("nonce attribute"))?;
-    if nonce != pending.nonce {
+    // RFC 5802: the nonce the server sent. librdkafka before 2.6.1 (Debian's kcat has
+    // 2.0.2) prepends its own nonce to it once more (librdkafka#4895); Kafka 3.8.1–3.9
+    // accept that form, and so does Sluice — the server's random part is still checked
+    // whole, so a replayed exchange is still refused.
+    let client_nonce = pending.client_nonce();
+    let doubled = nonce
+        .strip_prefix(client_nonce)
+        .is_some_and(|rest| rest == pending.nonce);
+    if nonce != pending.nonce && !doubled {
         return Err(SaslError::Nonce);
     }
     let proof = b64
@@ -447,6 +465,35 @@ mod tests {
             server_final(&pending, b"c=biws,r=abcX,p=AAAA").unwrap_err(),
             SaslError::Nonce
         );
+        // The client nonce twice, then not the server's: still refused.
+        let forged = format!("c=biws,r=abcabc{}x,p=AAAA", &pending.nonce[3..]);
+        assert_eq!(
+            server_final(&pending, forged.as_bytes()).unwrap_err(),
+            SaslError::Nonce
+        );
+    }
+
+    /// librdkafka before 2.6.1 sends `r=<client nonce><server nonce>` (the client part
+    /// twice); its proof covers what it sent, and is accepted as Kafka 3.9 accepts it.
+    #[test]
+    fn old_librdkafka_doubled_client_nonce_is_accepted() {
+        let m = ScramMechanism::Sha256;
+        let cred = credential_from_password(m, b"pw", 4096).unwrap();
+        let bare = "n=k,r=cnonce";
+        let (sf, pending) = server_first(m, format!("n,,{bare}").as_bytes(), &cred).unwrap();
+        let sf = String::from_utf8(sf).unwrap();
+        let doubled_sf = sf.replacen("r=", "r=cnonce", 1);
+        // The client builds its final message (and proof) over the doubled nonce, but its
+        // AuthMessage holds the server-first message as the server sent it.
+        let fin = client_final(m, b"pw", bare, &doubled_sf);
+        let (without_proof, _) = fin.rsplit_once(",p=").unwrap();
+        let auth = format!("{bare},{sf},{without_proof}");
+        let salted = salted_password(m, b"pw", &cred.salt, cred.iterations);
+        let client_key = mac(m, &salted, b"Client Key");
+        let sig = mac(m, &hash(m, &client_key), auth.as_bytes());
+        let proof: Vec<u8> = client_key.iter().zip(&sig).map(|(a, b)| a ^ b).collect();
+        let fin = format!("{without_proof},p={}", B64.encode(proof));
+        assert!(server_final(&pending, fin.as_bytes()).is_ok());
     }
 
     #[test]
