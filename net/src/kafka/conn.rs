@@ -210,13 +210,19 @@ async fn handshake(
     };
     let accept = tls.acceptor().accept(stream);
     let outcome = futures_lite::future::or(async { Some(accept.await) }, async {
-        glommio::timer::sleep(Duration::from_millis(TLS_HANDSHAKE_MS_MAX)).await;
+        // A stopping shard does not wait for handshakes (its connection drain is shorter).
+        futures_lite::future::or(
+            glommio::timer::sleep(Duration::from_millis(TLS_HANDSHAKE_MS_MAX)),
+            shard.stopping.wait(),
+        )
+        .await;
         None
     })
     .await;
     let why = match outcome {
         Some(Ok(s)) => return Some(s),
         Some(Err(e)) => e.to_string(),
+        None if shard.stopping.is_set() => return None,
         None => format!("no handshake within {TLS_HANDSHAKE_MS_MAX} ms"),
     };
     crate::admin::metrics::tls_handshake_failed();
@@ -350,7 +356,7 @@ async fn serve<S: ConnStream>(
                 break;
             }
         };
-        if session.expects_raw_token() {
+        if !session.is_authenticated() && session.expects_raw_token() {
             // After SaslHandshake v0 the client's frames are bare SASL tokens, answered in
             // kind. SASL is lock-step: the client sends its next frame only once it has this
             // answer, so the exchange's state has moved on before that frame is read.
