@@ -9,7 +9,10 @@
 use std::collections::BTreeMap;
 use std::sync::Arc;
 
-use crate::records::{ConfigResource, Listener, PartitionAssignment, PartitionChange, Record};
+use crate::records::{
+    ConfigResource, Listener, PartitionAssignment, PartitionChange, Record, ScramCredential,
+    ScramMechanism,
+};
 use crate::types::{
     BrokerEpoch, BrokerId, LeaderEpoch, MetadataOffset, NodeId, PartitionId, TopicId,
 };
@@ -88,6 +91,14 @@ pub enum ImageError {
     },
     #[error("invalid controller: {0}")]
     InvalidController(String),
+    /// Names the user and what is wrong, never a key or the salt.
+    #[error("invalid SCRAM credential of user {user:?}: {reason}")]
+    InvalidCredential { user: String, reason: String },
+    #[error("user {user:?} has no {mechanism} credential")]
+    UnknownCredential {
+        user: String,
+        mechanism: &'static str,
+    },
     #[error("leader epoch of {topic}-{partition} would go from {current} to {got}")]
     LeaderEpochRegression {
         topic: String,
@@ -108,6 +119,8 @@ pub struct MetadataImage {
     /// Quorum addresses of controllers added by a membership change (`host`, `port`);
     /// founding controllers are known from every node's configured quorum instead.
     controllers: BTreeMap<NodeId, (String, u16)>,
+    /// SCRAM credentials by user and mechanism (salted keys only).
+    scram: BTreeMap<(String, ScramMechanism), Arc<ScramCredential>>,
 }
 
 impl MetadataImage {
@@ -222,6 +235,23 @@ impl MetadataImage {
             .map(|(id, (host, port))| (*id, host.as_str(), *port))
     }
 
+    /// `user`'s credential for `mechanism`.
+    pub fn scram_credential(
+        &self,
+        user: &str,
+        mechanism: ScramMechanism,
+    ) -> Option<&Arc<ScramCredential>> {
+        self.scram.get(&(user.to_owned(), mechanism))
+    }
+
+    /// Every user with a SCRAM credential, and the mechanism and iterations of each, in
+    /// user order.
+    pub fn scram_users(&self) -> impl Iterator<Item = (&str, ScramMechanism, i32)> {
+        self.scram
+            .iter()
+            .map(|((u, m), c)| (u.as_str(), *m, c.iterations))
+    }
+
     /// Applies the record at `offset` (which must be after this image's offset) and returns
     /// the new image. `self` is unchanged either way.
     pub fn apply(&self, offset: MetadataOffset, record: &Record) -> Result<Self, ImageError> {
@@ -276,6 +306,30 @@ impl MetadataImage {
             Record::UnregisterController { controller } => {
                 self.controllers.remove(controller);
                 Ok(())
+            }
+            Record::UserScramCredential {
+                user,
+                mechanism,
+                credential,
+            } => {
+                if let Some(reason) = credential.problem(user, *mechanism) {
+                    return Err(ImageError::InvalidCredential {
+                        user: user.clone(),
+                        reason,
+                    });
+                }
+                self.scram
+                    .insert((user.clone(), *mechanism), Arc::new(credential.clone()));
+                Ok(())
+            }
+            Record::RemoveUserScramCredential { user, mechanism } => {
+                match self.scram.remove(&(user.clone(), *mechanism)) {
+                    Some(_) => Ok(()),
+                    None => Err(ImageError::UnknownCredential {
+                        user: user.clone(),
+                        mechanism: mechanism.name(),
+                    }),
+                }
             }
         }
     }
@@ -581,6 +635,13 @@ impl MetadataImage {
                 controller: *id,
                 host: host.clone(),
                 port: *port,
+            });
+        }
+        for ((user, mechanism), credential) in &self.scram {
+            out.push(Record::UserScramCredential {
+                user: user.clone(),
+                mechanism: *mechanism,
+                credential: credential.as_ref().clone(),
             });
         }
         out

@@ -97,6 +97,8 @@ pub use placement::{
 };
 pub use records::{
     ConfigResource, DecodeError, Listener, PartitionAssignment, PartitionChange, Record,
+    ScramCredential, ScramMechanism, SCRAM_ITERATIONS_MAX, SCRAM_ITERATIONS_MIN,
+    SCRAM_SALT_BYTES_MAX, SCRAM_USER_BYTES_MAX,
 };
 pub use storage::{DiskStorage, StorageError};
 pub use transport::Transport;

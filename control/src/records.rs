@@ -35,6 +35,110 @@ pub enum ConfigResource {
     Cluster,
 }
 
+/// A SCRAM mechanism (RFC 5802 with the hash of RFC 7677), with Kafka's ids.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub enum ScramMechanism {
+    Sha256,
+    Sha512,
+}
+
+impl ScramMechanism {
+    pub const ALL: [ScramMechanism; 2] = [ScramMechanism::Sha256, ScramMechanism::Sha512];
+
+    /// Kafka's `ScramMechanism` id (DescribeUserScramCredentials, the metadata record).
+    pub fn kafka_id(self) -> i8 {
+        match self {
+            ScramMechanism::Sha256 => 1,
+            ScramMechanism::Sha512 => 2,
+        }
+    }
+
+    pub fn from_kafka_id(id: i8) -> Option<ScramMechanism> {
+        match id {
+            1 => Some(ScramMechanism::Sha256),
+            2 => Some(ScramMechanism::Sha512),
+            _ => None,
+        }
+    }
+
+    /// The SASL mechanism name (`SCRAM-SHA-256`).
+    pub fn name(self) -> &'static str {
+        match self {
+            ScramMechanism::Sha256 => "SCRAM-SHA-256",
+            ScramMechanism::Sha512 => "SCRAM-SHA-512",
+        }
+    }
+
+    pub fn from_name(name: &str) -> Option<ScramMechanism> {
+        ScramMechanism::ALL.into_iter().find(|m| m.name() == name)
+    }
+
+    /// Bytes of the hash, so of a stored or server key.
+    pub fn key_bytes(self) -> usize {
+        match self {
+            ScramMechanism::Sha256 => 32,
+            ScramMechanism::Sha512 => 64,
+        }
+    }
+}
+
+/// Fewest PBKDF2 iterations a SCRAM credential may have (RFC 7677 asks for at least 4096,
+/// Kafka's minimum too).
+pub const SCRAM_ITERATIONS_MIN: i32 = 4096;
+/// Most PBKDF2 iterations (Kafka's maximum): every login costs the broker this many.
+pub const SCRAM_ITERATIONS_MAX: i32 = 16384;
+/// Longest salt accepted.
+pub const SCRAM_SALT_BYTES_MAX: usize = 128;
+/// Longest user name accepted (it goes into every image and snapshot).
+pub const SCRAM_USER_BYTES_MAX: usize = 256;
+
+/// A user's salted SCRAM keys for one mechanism (never the password). `Debug` shows
+/// neither salt nor keys.
+#[derive(Clone, PartialEq, Eq)]
+pub struct ScramCredential {
+    pub salt: Vec<u8>,
+    pub stored_key: Vec<u8>,
+    pub server_key: Vec<u8>,
+    pub iterations: i32,
+}
+
+impl std::fmt::Debug for ScramCredential {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ScramCredential")
+            .field("iterations", &self.iterations)
+            .finish_non_exhaustive()
+    }
+}
+
+impl ScramCredential {
+    /// Why this credential cannot be stored for `user` and `mechanism`, if it cannot.
+    pub fn problem(&self, user: &str, mechanism: ScramMechanism) -> Option<String> {
+        if user.is_empty() || user.len() > SCRAM_USER_BYTES_MAX {
+            return Some(format!(
+                "user name of {} bytes (1 to {SCRAM_USER_BYTES_MAX})",
+                user.len()
+            ));
+        }
+        if !(SCRAM_ITERATIONS_MIN..=SCRAM_ITERATIONS_MAX).contains(&self.iterations) {
+            return Some(format!(
+                "{} iterations (from {SCRAM_ITERATIONS_MIN} to {SCRAM_ITERATIONS_MAX})",
+                self.iterations
+            ));
+        }
+        if self.salt.is_empty() || self.salt.len() > SCRAM_SALT_BYTES_MAX {
+            return Some(format!(
+                "salt of {} bytes (1 to {SCRAM_SALT_BYTES_MAX})",
+                self.salt.len()
+            ));
+        }
+        let n = mechanism.key_bytes();
+        if self.stored_key.len() != n || self.server_key.len() != n {
+            return Some(format!("keys of {} bytes expected", n));
+        }
+        None
+    }
+}
+
 /// Verifier bounds for a record buffer of `len` bytes. The defaults (a million tables,
 /// 2 GiB apparent size) would let a small buffer whose offsets point at the same table again
 /// and again cost far more to verify and decode than its length. A record we write has
@@ -93,6 +197,17 @@ pub enum Record {
     UnregisterController {
         controller: NodeId,
     },
+    /// Sets `user`'s credential for `mechanism`.
+    UserScramCredential {
+        user: String,
+        mechanism: ScramMechanism,
+        credential: ScramCredential,
+    },
+    /// Removes `user`'s credential for `mechanism`.
+    RemoveUserScramCredential {
+        user: String,
+        mechanism: ScramMechanism,
+    },
 }
 
 /// The full new state of one partition's leadership (not a delta).
@@ -121,6 +236,8 @@ pub enum DecodeError {
     Missing(&'static str),
     #[error("unknown config resource {0}")]
     UnknownResource(i8),
+    #[error("unknown SCRAM mechanism {0}")]
+    UnknownMechanism(i8),
 }
 
 fn uuid(id: TopicId) -> fb::Uuid {
@@ -165,6 +282,8 @@ impl Record {
             Record::DeleteTopic { .. } => "DeleteTopic",
             Record::RegisterController { .. } => "RegisterController",
             Record::UnregisterController { .. } => "UnregisterController",
+            Record::UserScramCredential { .. } => "UserScramCredential",
+            Record::RemoveUserScramCredential { .. } => "RemoveUserScramCredential",
         }
     }
 
@@ -328,6 +447,30 @@ impl Record {
                 let t = fb::UnregisterController::create(fbb, &args);
                 (fb::Record::UnregisterController, t.as_union_value())
             }
+            Record::UserScramCredential {
+                user,
+                mechanism,
+                credential,
+            } => {
+                let args = fb::UserScramCredentialArgs {
+                    name: Some(fbb.create_string(user)),
+                    mechanism: mechanism.kafka_id(),
+                    salt: Some(fbb.create_vector(&credential.salt)),
+                    stored_key: Some(fbb.create_vector(&credential.stored_key)),
+                    server_key: Some(fbb.create_vector(&credential.server_key)),
+                    iterations: credential.iterations,
+                };
+                let t = fb::UserScramCredential::create(fbb, &args);
+                (fb::Record::UserScramCredential, t.as_union_value())
+            }
+            Record::RemoveUserScramCredential { user, mechanism } => {
+                let args = fb::RemoveUserScramCredentialArgs {
+                    name: Some(fbb.create_string(user)),
+                    mechanism: mechanism.kafka_id(),
+                };
+                let t = fb::RemoveUserScramCredential::create(fbb, &args);
+                (fb::Record::RemoveUserScramCredential, t.as_union_value())
+            }
         }
     }
 
@@ -443,6 +586,33 @@ impl Record {
                 let r = root.record_as_unregister_controller().ok_or(unknown)?;
                 Record::UnregisterController {
                     controller: NodeId(r.controller_id()),
+                }
+            }
+            fb::Record::UserScramCredential => {
+                let r = root.record_as_user_scram_credential().ok_or(unknown)?;
+                let bytes = |v: Option<flatbuffers::Vector<'_, u8>>| {
+                    v.map(|v| v.bytes().to_vec()).unwrap_or_default()
+                };
+                Record::UserScramCredential {
+                    user: r.name().ok_or(DecodeError::Missing("name"))?.to_owned(),
+                    mechanism: ScramMechanism::from_kafka_id(r.mechanism())
+                        .ok_or(DecodeError::UnknownMechanism(r.mechanism()))?,
+                    credential: ScramCredential {
+                        salt: bytes(r.salt()),
+                        stored_key: bytes(r.stored_key()),
+                        server_key: bytes(r.server_key()),
+                        iterations: r.iterations(),
+                    },
+                }
+            }
+            fb::Record::RemoveUserScramCredential => {
+                let r = root
+                    .record_as_remove_user_scram_credential()
+                    .ok_or(unknown)?;
+                Record::RemoveUserScramCredential {
+                    user: r.name().ok_or(DecodeError::Missing("name"))?.to_owned(),
+                    mechanism: ScramMechanism::from_kafka_id(r.mechanism())
+                        .ok_or(DecodeError::UnknownMechanism(r.mechanism()))?,
                 }
             }
             _ => return Err(unknown),

@@ -22,7 +22,7 @@ use futures_lite::{AsyncReadExt, AsyncWriteExt};
 
 use crate::active::HeartbeatReply;
 use crate::election::{ElectionOutcome, ElectionType};
-use crate::records::Listener;
+use crate::records::{Listener, ScramCredential, ScramMechanism};
 use crate::types::{BrokerEpoch, BrokerId, LeaderEpoch, MetadataOffset, NodeId, Term, TopicId};
 
 /// First bytes of a request connection (raft frames never start with these: as a raft
@@ -124,6 +124,13 @@ pub enum Request {
     BrokerStopped {
         broker: BrokerId,
         epoch: BrokerEpoch,
+    },
+    /// Sets (`Some`) or removes (`None`) `user`'s SCRAM credential for `mechanism`
+    /// (AlterUserScramCredentials). Salted keys only; never a password.
+    SetScram {
+        user: String,
+        mechanism: ScramMechanism,
+        credential: Option<ScramCredential>,
     },
 }
 
@@ -561,6 +568,26 @@ impl Request {
                 e.u8(14);
                 e.broker_and_epoch(*broker, *epoch);
             }
+            Request::SetScram {
+                user,
+                mechanism,
+                credential,
+            } => {
+                // 16-31 are kept for the admin requests merged beside this one.
+                e.u8(32);
+                e.str(user);
+                e.u8(mechanism.kafka_id() as u8);
+                match credential {
+                    Some(c) => {
+                        e.u8(1);
+                        e.bytes(&c.salt);
+                        e.bytes(&c.stored_key);
+                        e.bytes(&c.server_key);
+                        e.i32(c.iterations);
+                    }
+                    None => e.u8(0),
+                }
+            }
         }
         e.0
     }
@@ -696,6 +723,25 @@ impl Request {
             14 => {
                 let (broker, epoch) = d.broker_and_epoch()?;
                 Request::BrokerStopped { broker, epoch }
+            }
+            32 => {
+                let user = d.str()?;
+                let mechanism = ScramMechanism::from_kafka_id(d.u8()? as i8)
+                    .ok_or(RpcError::Decode("unknown SCRAM mechanism"))?;
+                let credential = match d.u8()? {
+                    0 => None,
+                    _ => Some(ScramCredential {
+                        salt: d.bytes()?.to_vec(),
+                        stored_key: d.bytes()?.to_vec(),
+                        server_key: d.bytes()?.to_vec(),
+                        iterations: d.i32()?,
+                    }),
+                };
+                Request::SetScram {
+                    user,
+                    mechanism,
+                    credential,
+                }
             }
             _ => return Err(RpcError::Decode("unknown request kind")),
         };
@@ -1033,6 +1079,21 @@ mod tests {
             Request::Elect {
                 election: ElectionType::Preferred,
                 partitions: None,
+            },
+            Request::SetScram {
+                user: "alice".into(),
+                mechanism: ScramMechanism::Sha512,
+                credential: Some(ScramCredential {
+                    salt: vec![1, 2, 3],
+                    stored_key: vec![4; 64],
+                    server_key: vec![5; 64],
+                    iterations: 4096,
+                }),
+            },
+            Request::SetScram {
+                user: "bob".into(),
+                mechanism: ScramMechanism::Sha256,
+                credential: None,
             },
             Request::FetchImage {
                 have: MetadataOffset(5),

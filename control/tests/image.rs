@@ -7,7 +7,7 @@ use sluice_control::{
     elect_leader, fence_broker, place_replicas, unfence_broker, BrokerEpoch, BrokerId,
     BrokerLiveness, ConfigResource, ElectionKind, ImageError, LeaderEpoch, MetadataImage,
     MetadataOffset, Millis, NodeId, PartitionAssignment, PartitionChange, PartitionId,
-    PlacementBroker, Record, TopicId,
+    PlacementBroker, Record, ScramCredential, ScramMechanism, TopicId,
 };
 
 fn register(id: i32, rack: &str) -> Record {
@@ -179,6 +179,77 @@ fn rejects_invalid_records() -> Result<(), ImageError> {
         image.apply(image.offset(), &unfence(1)),
         Err(ImageError::OffsetRegression { .. })
     ));
+    Ok(())
+}
+
+fn credential(iterations: i32, key_bytes: usize) -> ScramCredential {
+    ScramCredential {
+        salt: vec![7; 16],
+        stored_key: vec![1; key_bytes],
+        server_key: vec![2; key_bytes],
+        iterations,
+    }
+}
+
+#[test]
+fn scram_credentials_are_validated_replaced_removed_and_snapshotted(
+) -> Result<(), Box<dyn std::error::Error>> {
+    let set = |user: &str, m: ScramMechanism, c: ScramCredential| Record::UserScramCredential {
+        user: user.into(),
+        mechanism: m,
+        credential: c,
+    };
+    let image = build(&[
+        set("alice", ScramMechanism::Sha256, credential(4096, 32)),
+        set("alice", ScramMechanism::Sha512, credential(8192, 64)),
+        set("bob", ScramMechanism::Sha512, credential(4096, 64)),
+    ])?;
+    let users: Vec<_> = image.scram_users().collect();
+    assert_eq!(
+        users,
+        [
+            ("alice", ScramMechanism::Sha256, 4096),
+            ("alice", ScramMechanism::Sha512, 8192),
+            ("bob", ScramMechanism::Sha512, 4096)
+        ]
+    );
+    // A snapshot carries them (and an image without any still reads as before).
+    let back = MetadataImage::decode_snapshot(&image.encode_snapshot())?;
+    assert_eq!(back, image);
+    // Too few iterations, keys of the other hash's size, an empty user: refused.
+    for bad in [
+        set("carol", ScramMechanism::Sha256, credential(4095, 32)),
+        set("carol", ScramMechanism::Sha256, credential(4096, 64)),
+        set("", ScramMechanism::Sha256, credential(4096, 32)),
+    ] {
+        let e = apply(&image, &bad).unwrap_err();
+        assert!(matches!(e, ImageError::InvalidCredential { .. }), "{e}");
+        assert!(
+            !e.to_string().contains("[1, 1"),
+            "no key bytes in errors: {e}"
+        );
+    }
+    let removed = apply(
+        &image,
+        &Record::RemoveUserScramCredential {
+            user: "alice".into(),
+            mechanism: ScramMechanism::Sha256,
+        },
+    )?;
+    assert!(removed
+        .scram_credential("alice", ScramMechanism::Sha256)
+        .is_none());
+    assert!(removed
+        .scram_credential("alice", ScramMechanism::Sha512)
+        .is_some());
+    assert!(apply(
+        &removed,
+        &Record::RemoveUserScramCredential {
+            user: "alice".into(),
+            mechanism: ScramMechanism::Sha256,
+        },
+    )
+    .is_err());
     Ok(())
 }
 

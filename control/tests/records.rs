@@ -5,7 +5,7 @@ mod common;
 use proptest::prelude::*;
 use sluice_control::{
     BrokerEpoch, BrokerId, ConfigResource, LeaderEpoch, Listener, NodeId, PartitionAssignment,
-    PartitionChange, PartitionId, Record, TopicId,
+    PartitionChange, PartitionId, Record, ScramCredential, ScramMechanism, TopicId,
 };
 
 fn ids() -> impl Strategy<Value = Vec<BrokerId>> {
@@ -16,8 +16,36 @@ fn leader() -> impl Strategy<Value = Option<BrokerId>> {
     proptest::option::of((0i32..100).prop_map(BrokerId))
 }
 
+fn mechanism() -> impl Strategy<Value = ScramMechanism> {
+    prop_oneof![Just(ScramMechanism::Sha256), Just(ScramMechanism::Sha512)]
+}
+
 fn record() -> impl Strategy<Value = Record> {
     prop_oneof![
+        (
+            "[a-z0-9@.]{0,16}",
+            mechanism(),
+            proptest::collection::vec(any::<u8>(), 0..40),
+            proptest::collection::vec(any::<u8>(), 0..70),
+            proptest::collection::vec(any::<u8>(), 0..70),
+            any::<i32>()
+        )
+            .prop_map(
+                |(user, mechanism, salt, stored_key, server_key, iterations)| {
+                    Record::UserScramCredential {
+                        user,
+                        mechanism,
+                        credential: ScramCredential {
+                            salt,
+                            stored_key,
+                            server_key,
+                            iterations,
+                        },
+                    }
+                }
+            ),
+        ("[a-z0-9@.]{0,16}", mechanism())
+            .prop_map(|(user, mechanism)| Record::RemoveUserScramCredential { user, mechanism }),
         (
             0i32..1000,
             any::<i64>(),

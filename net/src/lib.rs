@@ -13,6 +13,8 @@
 //!   markers);
 //! - [`placement`]: which shard owns each partition (`table`), and live moves (`moves`);
 //! - [`admin`]: the admin HTTP endpoint and the process-wide metrics it serves;
+//! - [`security`]: listeners and their security protocols, TLS, each connection's
+//!   principal;
 //! - `store`: everything taken from `sluice-engine`, in one place.
 //!
 //! Public: only what `tools` and the fuzz targets use, re-exported below; every other
@@ -36,6 +38,7 @@ pub(crate) mod broker;
 pub(crate) mod groups;
 pub mod kafka;
 pub mod placement;
+pub mod security;
 pub(crate) mod store;
 pub(crate) mod txn;
 

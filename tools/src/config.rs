@@ -38,6 +38,47 @@ pub struct FileConfig {
     pub transactions: TransactionsFileConfig,
     #[serde(default)]
     pub cluster: ClusterFileConfig,
+    /// `[[listeners]]`: Kafka listeners besides `listen` (the PLAINTEXT one).
+    #[serde(default)]
+    pub listeners: Vec<ListenerFileConfig>,
+    /// `[tls]`: the certificate of SSL and SASL_SSL listeners.
+    pub tls: Option<TlsFileConfig>,
+    /// `[auth]`: SASL on SASL_PLAINTEXT and SASL_SSL listeners.
+    #[serde(default)]
+    pub auth: AuthFileConfig,
+}
+
+/// `[auth]`.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AuthFileConfig {
+    /// PLAIN, SCRAM-SHA-256, SCRAM-SHA-512 (default: the two SCRAM ones).
+    pub sasl_mechanisms: Option<Vec<String>>,
+    /// KIP-368 `connections.max.reauth.ms` (default 0: sessions do not expire).
+    pub connections_max_reauth_ms: Option<u64>,
+}
+
+/// `[[listeners]]`: one Kafka listener.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ListenerFileConfig {
+    pub name: Option<String>,
+    pub listen: Option<String>,
+    /// HOST:PORT given to clients (default: `listen`).
+    pub advertised: Option<String>,
+    /// PLAINTEXT | SSL | SASL_PLAINTEXT | SASL_SSL.
+    pub security_protocol: Option<String>,
+}
+
+/// `[tls]`.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TlsFileConfig {
+    pub cert_file: Option<PathBuf>,
+    pub key_file: Option<PathBuf>,
+    pub client_ca_file: Option<PathBuf>,
+    /// none | requested | required (default none).
+    pub client_auth: Option<String>,
 }
 
 /// `[placement]`: which CPUs run shards and which are kept free.
@@ -531,20 +572,36 @@ pub fn settings(file: FileConfig, o: Overrides) -> Result<Settings> {
     let mut server = ServerConfig::new(listen, data_dir, cores);
     cluster(&mut server, file.node_id, &file.cluster, &o.cluster)?;
     if let Some(adv) = o.advertised.or(file.advertised) {
-        let (host, port) = adv
-            .rsplit_once(':')
-            .ok_or_else(|| anyhow!("advertised: {adv:?} is not HOST:PORT"))?;
-        let port: u16 = port
-            .parse()
-            .map_err(|_| anyhow!("advertised: {port:?} is not a port"))?;
-        if host.is_empty() {
-            bail!("advertised: {adv:?} has no host");
+        (server.advertised_host, server.advertised_port) = parse_advertised("advertised", &adv)?;
+    }
+    server.listeners = listeners(&file.listeners, server.listen)?;
+    server.tls = tls(file.tls.as_ref())?;
+    server.auth = auth(&file.auth)?;
+    if server.auth.sasl_mechanisms.is_empty() {
+        if let Some((i, l)) = server
+            .listeners
+            .iter()
+            .enumerate()
+            .find(|(_, l)| l.security_protocol.sasl())
+        {
+            bail!(
+                "listeners[{i}].security_protocol: {} needs at least one auth.sasl_mechanisms entry",
+                l.security_protocol.name()
+            );
         }
-        server.advertised_host = host
-            .trim_start_matches('[')
-            .trim_end_matches(']')
-            .to_string();
-        server.advertised_port = port;
+    }
+    if server.tls.is_none() {
+        if let Some((i, l)) = server
+            .listeners
+            .iter()
+            .enumerate()
+            .find(|(_, l)| l.security_protocol.tls())
+        {
+            bail!(
+                "listeners[{i}].security_protocol: {} needs a [tls] section (cert_file, key_file)",
+                l.security_protocol.name()
+            );
+        }
     }
     server.pin_cores = pinned;
     if let Some(ms) = file.retention_check_interval_ms {
@@ -608,6 +665,144 @@ pub fn settings(file: FileConfig, o: Overrides) -> Result<Settings> {
         server,
         admin_listen,
     })
+}
+
+/// `HOST:PORT` as given to clients: the host as written (brackets of an IPv6 address
+/// dropped), the port a number.
+fn parse_advertised(key: &str, adv: &str) -> Result<(String, u16)> {
+    let (host, port) = adv
+        .rsplit_once(':')
+        .ok_or_else(|| anyhow!("{key}: {adv:?} is not HOST:PORT"))?;
+    let port: u16 = port
+        .parse()
+        .map_err(|_| anyhow!("{key}: {port:?} is not a port"))?;
+    if host.is_empty() {
+        bail!("{key}: {adv:?} has no host");
+    }
+    let host = host.trim_start_matches('[').trim_end_matches(']');
+    Ok((host.to_string(), port))
+}
+
+/// `[[listeners]]`, each field checked and named in errors (`listeners[1].listen`): a
+/// unique name other than PLAINTEXT (that is `listen`), an address no other listener
+/// binds, a known security protocol.
+fn listeners(
+    files: &[ListenerFileConfig],
+    primary: SocketAddr,
+) -> Result<Vec<sluice_net::security::ListenerConfig>> {
+    use sluice_net::security::{listener::name_problem, SecurityProtocol, PLAINTEXT_LISTENER};
+    let mut out: Vec<sluice_net::security::ListenerConfig> = Vec::with_capacity(files.len());
+    for (i, f) in files.iter().enumerate() {
+        let field = |k: &str| format!("listeners[{i}].{k}");
+        let name = f
+            .name
+            .clone()
+            .ok_or_else(|| anyhow!("{}: missing", field("name")))?;
+        if let Some(why) = name_problem(&name) {
+            bail!("{}: {why}", field("name"));
+        }
+        if name.eq_ignore_ascii_case(PLAINTEXT_LISTENER) {
+            bail!(
+                "{}: {PLAINTEXT_LISTENER} is the name of the `listen` listener",
+                field("name")
+            );
+        }
+        if out.iter().any(|l| l.name.eq_ignore_ascii_case(&name)) {
+            bail!("{}: {name:?} is used by another listener", field("name"));
+        }
+        let listen_s = f
+            .listen
+            .as_deref()
+            .ok_or_else(|| anyhow!("{}: missing", field("listen")))?;
+        let listen = resolve(&field("listen"), listen_s)?;
+        let clash =
+            |a: SocketAddr| a.port() != 0 && a.port() == listen.port() && a.ip() == listen.ip();
+        if clash(primary) || out.iter().any(|l| clash(l.listen)) {
+            bail!("{}: {listen} is bound by another listener", field("listen"));
+        }
+        let protocol_s = f
+            .security_protocol
+            .as_deref()
+            .ok_or_else(|| anyhow!("{}: missing", field("security_protocol")))?;
+        let security_protocol = SecurityProtocol::parse(protocol_s).ok_or_else(|| {
+            anyhow!(
+                "{}: {protocol_s:?} is not PLAINTEXT, SSL, SASL_PLAINTEXT or SASL_SSL",
+                field("security_protocol")
+            )
+        })?;
+        let (advertised_host, advertised_port) = match &f.advertised {
+            Some(adv) => parse_advertised(&field("advertised"), adv)?,
+            None => (listen.ip().to_string(), listen.port()),
+        };
+        out.push(sluice_net::security::ListenerConfig {
+            name,
+            listen,
+            advertised_host,
+            advertised_port,
+            security_protocol,
+        });
+    }
+    Ok(out)
+}
+
+/// Longest `auth.connections_max_reauth_ms` (a day; Kafka sets none, but a session past a
+/// day is an operator's typo more often than a wish).
+const CONNECTIONS_MAX_REAUTH_MS_MAX: u64 = 86_400_000;
+
+/// `[auth]`: known mechanism names, each once; a bounded session lifetime.
+fn auth(f: &AuthFileConfig) -> Result<sluice_net::security::sasl::AuthSettings> {
+    use sluice_net::security::sasl::{AuthSettings, SaslMechanism};
+    let mut out = AuthSettings::default();
+    if let Some(names) = &f.sasl_mechanisms {
+        out.sasl_mechanisms.clear();
+        for (i, n) in names.iter().enumerate() {
+            let m = SaslMechanism::parse(n).ok_or_else(|| {
+                anyhow!(
+                    "auth.sasl_mechanisms[{i}]: {n:?} is not PLAIN, SCRAM-SHA-256 or SCRAM-SHA-512"
+                )
+            })?;
+            if out.sasl_mechanisms.contains(&m) {
+                bail!("auth.sasl_mechanisms[{i}]: {n:?} is listed twice");
+            }
+            out.sasl_mechanisms.push(m);
+        }
+    }
+    if let Some(ms) = f.connections_max_reauth_ms {
+        if ms > CONNECTIONS_MAX_REAUTH_MS_MAX {
+            bail!("auth.connections_max_reauth_ms: {ms} is above {CONNECTIONS_MAX_REAUTH_MS_MAX}");
+        }
+        out.connections_max_reauth_ms = ms;
+    }
+    Ok(out)
+}
+
+/// `[tls]`: the certificate and key files, and how client certificates are asked for.
+fn tls(f: Option<&TlsFileConfig>) -> Result<Option<sluice_net::security::tls::TlsSettings>> {
+    use sluice_net::security::tls::{ClientAuth, TlsSettings};
+    let Some(f) = f else {
+        return Ok(None);
+    };
+    let cert_file = f
+        .cert_file
+        .clone()
+        .ok_or_else(|| anyhow!("tls.cert_file: missing"))?;
+    let key_file = f
+        .key_file
+        .clone()
+        .ok_or_else(|| anyhow!("tls.key_file: missing"))?;
+    let auth_s = f.client_auth.as_deref().unwrap_or("none");
+    let client_auth = ClientAuth::parse(auth_s).ok_or_else(|| {
+        anyhow!("tls.client_auth: {auth_s:?} is not \"none\", \"requested\" or \"required\"")
+    })?;
+    if client_auth != ClientAuth::None && f.client_ca_file.is_none() {
+        bail!("tls.client_ca_file: needed when tls.client_auth is {auth_s:?}");
+    }
+    Ok(Some(TlsSettings {
+        cert_file,
+        key_file,
+        client_ca_file: f.client_ca_file.clone(),
+        client_auth,
+    }))
 }
 
 /// glommio's DMA memory per shard when `io_memory_bytes` is not set.
@@ -1007,6 +1202,92 @@ mod tests {
             Ok(Ok(p)) => Ok(format!("{} / {}", p.shard_cores, p.reserved_cores)),
             Ok(Err(e)) => Err(e.to_string()),
             Err(e) => Err(e.to_string()),
+        }
+    }
+
+    #[test]
+    fn listeners_are_read_and_each_bad_field_named() {
+        let run = |t: &str| {
+            let f: FileConfig = toml::from_str(t).map_err(|e| e.to_string())?;
+            let o = Overrides {
+                cores: Some("0".into()),
+                no_pin: true,
+                ..Overrides::default()
+            };
+            settings(f, o).map_err(|e| e.to_string())
+        };
+        let ok = run(concat!(
+            "listen = \"127.0.0.1:9092\"\n",
+            "[[listeners]]\nname = \"SECURE\"\nlisten = \"127.0.0.1:9093\"\n",
+            "advertised = \"broker1.example.com:19093\"\nsecurity_protocol = \"SSL\"\n",
+            "[[listeners]]\nname = \"INTERNAL\"\nlisten = \"127.0.0.1:9094\"\n",
+            "security_protocol = \"PLAINTEXT\"\n",
+            "[tls]\ncert_file = \"/c.pem\"\nkey_file = \"/k.pem\"\n",
+            "client_ca_file = \"/ca.pem\"\nclient_auth = \"required\"\n",
+        ))
+        .unwrap();
+        let l = &ok.server.listeners;
+        assert_eq!(l.len(), 2);
+        assert_eq!(l[0].name, "SECURE");
+        assert_eq!(
+            (l[0].advertised_host.as_str(), l[0].advertised_port),
+            ("broker1.example.com", 19093)
+        );
+        assert_eq!(l[1].advertised_port, 9094);
+        let all = ok.server.all_listeners();
+        assert_eq!(all[0].name, "PLAINTEXT");
+        assert_eq!(all.len(), 3);
+        let tls = ok.server.tls.unwrap();
+        assert_eq!(
+            tls.client_auth,
+            sluice_net::security::tls::ClientAuth::Required
+        );
+
+        let listener = |body: &str| run(&format!("[[listeners]]\n{body}"));
+        for (body, named) in [
+            ("listen = \"127.0.0.1:1\"\nsecurity_protocol = \"SSL\"", "listeners[0].name: missing"),
+            ("name = \"A B\"\nlisten = \"127.0.0.1:1\"\nsecurity_protocol = \"SSL\"", "listeners[0].name"),
+            ("name = \"plaintext\"\nlisten = \"127.0.0.1:1\"\nsecurity_protocol = \"SSL\"", "listeners[0].name"),
+            ("name = \"X\"\nsecurity_protocol = \"SSL\"", "listeners[0].listen: missing"),
+            ("name = \"X\"\nlisten = \"nohost\"\nsecurity_protocol = \"SSL\"", "listeners[0].listen"),
+            ("name = \"X\"\nlisten = \"127.0.0.1:9092\"\nsecurity_protocol = \"SSL\"", "listeners[0].listen"),
+            ("name = \"X\"\nlisten = \"127.0.0.1:1\"\nsecurity_protocol = \"TLS\"", "listeners[0].security_protocol"),
+            ("name = \"X\"\nlisten = \"127.0.0.1:1\"\nsecurity_protocol = \"SSL\"\nadvertised = \"h:x\"", "listeners[0].advertised"),
+            // An SSL listener without [tls].
+            ("name = \"X\"\nlisten = \"127.0.0.1:1\"\nsecurity_protocol = \"SSL\"", "[tls]"),
+        ] {
+            let e = listener(body).unwrap_err();
+            assert!(e.contains(named), "{body:?}: {e}");
+        }
+        let two = "[[listeners]]\nname = \"X\"\nlisten = \"127.0.0.1:1\"\nsecurity_protocol = \"PLAINTEXT\"\n\
+                   [[listeners]]\nname = \"x\"\nlisten = \"127.0.0.1:2\"\nsecurity_protocol = \"PLAINTEXT\"\n";
+        assert!(run(two).unwrap_err().contains("listeners[1].name"));
+        for (body, named) in [
+            ("[auth]\nsasl_mechanisms = [\"GSSAPI\"]", "auth.sasl_mechanisms[0]"),
+            ("[auth]\nsasl_mechanisms = [\"PLAIN\", \"PLAIN\"]", "auth.sasl_mechanisms[1]"),
+            ("[auth]\nconnections_max_reauth_ms = 99999999999", "auth.connections_max_reauth_ms"),
+            (
+                "[auth]\nsasl_mechanisms = []\n[[listeners]]\nname = \"S\"\nlisten = \"127.0.0.1:1\"\nsecurity_protocol = \"SASL_PLAINTEXT\"",
+                "listeners[0].security_protocol",
+            ),
+        ] {
+            let e = run(body).unwrap_err();
+            assert!(e.contains(named), "{body:?}: {e}");
+        }
+        for (body, named) in [
+            ("key_file = \"/k\"", "tls.cert_file: missing"),
+            ("cert_file = \"/c\"", "tls.key_file: missing"),
+            (
+                "cert_file = \"/c\"\nkey_file = \"/k\"\nclient_auth = \"maybe\"",
+                "tls.client_auth",
+            ),
+            (
+                "cert_file = \"/c\"\nkey_file = \"/k\"\nclient_auth = \"requested\"",
+                "tls.client_ca_file",
+            ),
+        ] {
+            let e = run(&format!("[tls]\n{body}\n")).unwrap_err();
+            assert!(e.contains(named), "{body:?}: {e}");
         }
     }
 

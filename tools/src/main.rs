@@ -11,6 +11,7 @@ mod config;
 mod group;
 mod placement;
 mod tune;
+mod user;
 
 use std::io::Write;
 use std::path::PathBuf;
@@ -42,6 +43,8 @@ enum Command {
     Cluster(cluster::ClusterArgs),
     /// Check the host against a tuning profile, or apply the profile.
     Tune(tune::TuneArgs),
+    /// SCRAM users: add (online, or into a data dir before the first start), remove, list.
+    User(user::UserArgs),
     /// Partitions: move a live partition to another core.
     #[command(subcommand)]
     Partition(placement::PartitionCommand),
@@ -115,6 +118,7 @@ fn main() {
         Command::Serve(args) => serve(args),
         Command::Bench(args) => bench::main(args),
         Command::Group(args) => group::main(args),
+        Command::User(args) => user::main(args),
         Command::Cluster(args) => cluster::main(args),
         Command::Partition(command) => placement::partition(command),
         Command::Tune(args) => match tune::main(args) {
@@ -165,6 +169,7 @@ fn serve(args: ServeArgs) -> Result<()> {
     let mut signals = signal_hook::iterator::Signals::new([
         signal_hook::consts::SIGTERM,
         signal_hook::consts::SIGINT,
+        signal_hook::consts::SIGHUP,
     ])
     .context("installing signal handlers")?;
     // The first line on stdout says where the broker listens (tests and scripts read it);
@@ -188,13 +193,19 @@ fn serve(args: ServeArgs) -> Result<()> {
     let handle = signals.handle();
     let stopper = std::thread::spawn({
         let stop = server_stopper(&server);
+        let tls = server.tls();
         move || {
-            if let Some(sig) = signals.forever().next() {
+            for sig in signals.forever() {
+                if sig == signal_hook::consts::SIGHUP {
+                    reload_tls(tls.as_deref());
+                    continue;
+                }
                 tracing::info!(
                     signal = sig,
                     "stopping: leaderships handed over first (controlled shutdown), then no new connections, finishing in-flight requests"
                 );
                 stop();
+                break;
             }
         }
     });
@@ -204,6 +215,18 @@ fn serve(args: ServeArgs) -> Result<()> {
     result?;
     tracing::info!("stopped");
     Ok(())
+}
+
+/// SIGHUP: reads the TLS certificate, key and client CAs again. New connections use them;
+/// open connections keep theirs; on an error the files in force stay.
+fn reload_tls(tls: Option<&sluice_net::security::tls::Tls>) {
+    match tls.map(|t| t.reload()) {
+        None => tracing::info!("SIGHUP: no listener uses TLS, nothing to reload"),
+        Some(Ok(())) => tracing::info!("SIGHUP: TLS certificate and key reloaded"),
+        Some(Err(e)) => {
+            tracing::error!(error = %e, "SIGHUP: TLS reload failed, the certificate in force stays")
+        }
+    }
 }
 
 /// Makes glibc's malloc keep memory the broker frees instead of handing it back to the

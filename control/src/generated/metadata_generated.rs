@@ -101,10 +101,10 @@ impl ::flatbuffers::SimpleToVerifyInSlice for ConfigResource {}
 #[deprecated(since = "2.0.0", note = "Use associated constants instead. This will no longer be generated in 2021.")]
 pub const ENUM_MIN_RECORD: u8 = 0;
 #[deprecated(since = "2.0.0", note = "Use associated constants instead. This will no longer be generated in 2021.")]
-pub const ENUM_MAX_RECORD: u8 = 9;
+pub const ENUM_MAX_RECORD: u8 = 11;
 #[deprecated(since = "2.0.0", note = "Use associated constants instead. This will no longer be generated in 2021.")]
 #[allow(non_camel_case_types)]
-pub const ENUM_VALUES_RECORD: [Record; 10] = [
+pub const ENUM_VALUES_RECORD: [Record; 12] = [
   Record::NONE,
   Record::RegisterBroker,
   Record::FenceBroker,
@@ -115,6 +115,8 @@ pub const ENUM_VALUES_RECORD: [Record; 10] = [
   Record::DeleteTopic,
   Record::RegisterController,
   Record::UnregisterController,
+  Record::UserScramCredential,
+  Record::RemoveUserScramCredential,
 ];
 
 #[derive(Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Default)]
@@ -132,9 +134,11 @@ impl Record {
   pub const DeleteTopic: Self = Self(7);
   pub const RegisterController: Self = Self(8);
   pub const UnregisterController: Self = Self(9);
+  pub const UserScramCredential: Self = Self(10);
+  pub const RemoveUserScramCredential: Self = Self(11);
 
   pub const ENUM_MIN: u8 = 0;
-  pub const ENUM_MAX: u8 = 9;
+  pub const ENUM_MAX: u8 = 11;
   pub const ENUM_VALUES: &'static [Self] = &[
     Self::NONE,
     Self::RegisterBroker,
@@ -146,6 +150,8 @@ impl Record {
     Self::DeleteTopic,
     Self::RegisterController,
     Self::UnregisterController,
+    Self::UserScramCredential,
+    Self::RemoveUserScramCredential,
   ];
   /// Returns the variant's name or "" if unknown.
   pub fn variant_name(self) -> Option<&'static str> {
@@ -160,6 +166,8 @@ impl Record {
       Self::DeleteTopic => Some("DeleteTopic"),
       Self::RegisterController => Some("RegisterController"),
       Self::UnregisterController => Some("UnregisterController"),
+      Self::UserScramCredential => Some("UserScramCredential"),
+      Self::RemoveUserScramCredential => Some("RemoveUserScramCredential"),
       _ => None,
     }
   }
@@ -1807,6 +1815,300 @@ impl ::core::fmt::Debug for UnregisterController<'_> {
       ds.finish()
   }
 }
+pub enum UserScramCredentialOffset {}
+#[derive(Copy, Clone, PartialEq)]
+
+pub struct UserScramCredential<'a> {
+  pub _tab: ::flatbuffers::Table<'a>,
+}
+
+impl<'a> ::flatbuffers::Follow<'a> for UserScramCredential<'a> {
+  type Inner = UserScramCredential<'a>;
+  #[inline]
+  unsafe fn follow(buf: &'a [u8], loc: usize) -> Self::Inner {
+    Self { _tab: unsafe { ::flatbuffers::Table::new(buf, loc) } }
+  }
+}
+
+impl<'a> UserScramCredential<'a> {
+  pub const VT_NAME: ::flatbuffers::VOffsetT = 4;
+  pub const VT_MECHANISM: ::flatbuffers::VOffsetT = 6;
+  pub const VT_SALT: ::flatbuffers::VOffsetT = 8;
+  pub const VT_STORED_KEY: ::flatbuffers::VOffsetT = 10;
+  pub const VT_SERVER_KEY: ::flatbuffers::VOffsetT = 12;
+  pub const VT_ITERATIONS: ::flatbuffers::VOffsetT = 14;
+
+  #[inline]
+  pub unsafe fn init_from_table(table: ::flatbuffers::Table<'a>) -> Self {
+    UserScramCredential { _tab: table }
+  }
+  #[allow(unused_mut)]
+  pub fn create<'bldr: 'args, 'args: 'mut_bldr, 'mut_bldr, A: ::flatbuffers::Allocator + 'bldr>(
+    _fbb: &'mut_bldr mut ::flatbuffers::FlatBufferBuilder<'bldr, A>,
+    args: &'args UserScramCredentialArgs<'args>
+  ) -> ::flatbuffers::WIPOffset<UserScramCredential<'bldr>> {
+    let mut builder = UserScramCredentialBuilder::new(_fbb);
+    builder.add_iterations(args.iterations);
+    if let Some(x) = args.server_key { builder.add_server_key(x); }
+    if let Some(x) = args.stored_key { builder.add_stored_key(x); }
+    if let Some(x) = args.salt { builder.add_salt(x); }
+    if let Some(x) = args.name { builder.add_name(x); }
+    builder.add_mechanism(args.mechanism);
+    builder.finish()
+  }
+
+
+  #[inline]
+  pub fn name(&self) -> Option<&'a str> {
+    // Safety:
+    // Created from valid Table for this object
+    // which contains a valid value in this slot
+    unsafe { self._tab.get::<::flatbuffers::ForwardsUOffset<&str>>(UserScramCredential::VT_NAME, None)}
+  }
+  #[inline]
+  pub fn mechanism(&self) -> i8 {
+    // Safety:
+    // Created from valid Table for this object
+    // which contains a valid value in this slot
+    unsafe { self._tab.get::<i8>(UserScramCredential::VT_MECHANISM, Some(0)).unwrap()}
+  }
+  #[inline]
+  pub fn salt(&self) -> Option<::flatbuffers::Vector<'a, u8>> {
+    // Safety:
+    // Created from valid Table for this object
+    // which contains a valid value in this slot
+    unsafe { self._tab.get::<::flatbuffers::ForwardsUOffset<::flatbuffers::Vector<'a, u8>>>(UserScramCredential::VT_SALT, None)}
+  }
+  #[inline]
+  pub fn stored_key(&self) -> Option<::flatbuffers::Vector<'a, u8>> {
+    // Safety:
+    // Created from valid Table for this object
+    // which contains a valid value in this slot
+    unsafe { self._tab.get::<::flatbuffers::ForwardsUOffset<::flatbuffers::Vector<'a, u8>>>(UserScramCredential::VT_STORED_KEY, None)}
+  }
+  #[inline]
+  pub fn server_key(&self) -> Option<::flatbuffers::Vector<'a, u8>> {
+    // Safety:
+    // Created from valid Table for this object
+    // which contains a valid value in this slot
+    unsafe { self._tab.get::<::flatbuffers::ForwardsUOffset<::flatbuffers::Vector<'a, u8>>>(UserScramCredential::VT_SERVER_KEY, None)}
+  }
+  #[inline]
+  pub fn iterations(&self) -> i32 {
+    // Safety:
+    // Created from valid Table for this object
+    // which contains a valid value in this slot
+    unsafe { self._tab.get::<i32>(UserScramCredential::VT_ITERATIONS, Some(0)).unwrap()}
+  }
+}
+
+impl ::flatbuffers::Verifiable for UserScramCredential<'_> {
+  #[inline]
+  fn run_verifier(
+    v: &mut ::flatbuffers::Verifier, pos: usize
+  ) -> Result<(), ::flatbuffers::InvalidFlatbuffer> {
+    v.visit_table(pos)?
+     .visit_field::<::flatbuffers::ForwardsUOffset<&str>>("name", Self::VT_NAME, false)?
+     .visit_field::<i8>("mechanism", Self::VT_MECHANISM, false)?
+     .visit_field::<::flatbuffers::ForwardsUOffset<::flatbuffers::Vector<'_, u8>>>("salt", Self::VT_SALT, false)?
+     .visit_field::<::flatbuffers::ForwardsUOffset<::flatbuffers::Vector<'_, u8>>>("stored_key", Self::VT_STORED_KEY, false)?
+     .visit_field::<::flatbuffers::ForwardsUOffset<::flatbuffers::Vector<'_, u8>>>("server_key", Self::VT_SERVER_KEY, false)?
+     .visit_field::<i32>("iterations", Self::VT_ITERATIONS, false)?
+     .finish();
+    Ok(())
+  }
+}
+pub struct UserScramCredentialArgs<'a> {
+    pub name: Option<::flatbuffers::WIPOffset<&'a str>>,
+    pub mechanism: i8,
+    pub salt: Option<::flatbuffers::WIPOffset<::flatbuffers::Vector<'a, u8>>>,
+    pub stored_key: Option<::flatbuffers::WIPOffset<::flatbuffers::Vector<'a, u8>>>,
+    pub server_key: Option<::flatbuffers::WIPOffset<::flatbuffers::Vector<'a, u8>>>,
+    pub iterations: i32,
+}
+impl<'a> Default for UserScramCredentialArgs<'a> {
+  #[inline]
+  fn default() -> Self {
+    UserScramCredentialArgs {
+      name: None,
+      mechanism: 0,
+      salt: None,
+      stored_key: None,
+      server_key: None,
+      iterations: 0,
+    }
+  }
+}
+
+pub struct UserScramCredentialBuilder<'a: 'b, 'b, A: ::flatbuffers::Allocator + 'a> {
+  fbb_: &'b mut ::flatbuffers::FlatBufferBuilder<'a, A>,
+  start_: ::flatbuffers::WIPOffset<::flatbuffers::TableUnfinishedWIPOffset>,
+}
+impl<'a: 'b, 'b, A: ::flatbuffers::Allocator + 'a> UserScramCredentialBuilder<'a, 'b, A> {
+  #[inline]
+  pub fn add_name(&mut self, name: ::flatbuffers::WIPOffset<&'b  str>) {
+    self.fbb_.push_slot_always::<::flatbuffers::WIPOffset<_>>(UserScramCredential::VT_NAME, name);
+  }
+  #[inline]
+  pub fn add_mechanism(&mut self, mechanism: i8) {
+    self.fbb_.push_slot::<i8>(UserScramCredential::VT_MECHANISM, mechanism, 0);
+  }
+  #[inline]
+  pub fn add_salt(&mut self, salt: ::flatbuffers::WIPOffset<::flatbuffers::Vector<'b , u8>>) {
+    self.fbb_.push_slot_always::<::flatbuffers::WIPOffset<_>>(UserScramCredential::VT_SALT, salt);
+  }
+  #[inline]
+  pub fn add_stored_key(&mut self, stored_key: ::flatbuffers::WIPOffset<::flatbuffers::Vector<'b , u8>>) {
+    self.fbb_.push_slot_always::<::flatbuffers::WIPOffset<_>>(UserScramCredential::VT_STORED_KEY, stored_key);
+  }
+  #[inline]
+  pub fn add_server_key(&mut self, server_key: ::flatbuffers::WIPOffset<::flatbuffers::Vector<'b , u8>>) {
+    self.fbb_.push_slot_always::<::flatbuffers::WIPOffset<_>>(UserScramCredential::VT_SERVER_KEY, server_key);
+  }
+  #[inline]
+  pub fn add_iterations(&mut self, iterations: i32) {
+    self.fbb_.push_slot::<i32>(UserScramCredential::VT_ITERATIONS, iterations, 0);
+  }
+  #[inline]
+  pub fn new(_fbb: &'b mut ::flatbuffers::FlatBufferBuilder<'a, A>) -> UserScramCredentialBuilder<'a, 'b, A> {
+    let start = _fbb.start_table();
+    UserScramCredentialBuilder {
+      fbb_: _fbb,
+      start_: start,
+    }
+  }
+  #[inline]
+  pub fn finish(self) -> ::flatbuffers::WIPOffset<UserScramCredential<'a>> {
+    let o = self.fbb_.end_table(self.start_);
+    ::flatbuffers::WIPOffset::new(o.value())
+  }
+}
+
+impl ::core::fmt::Debug for UserScramCredential<'_> {
+  fn fmt(&self, f: &mut ::core::fmt::Formatter<'_>) -> ::core::fmt::Result {
+    let mut ds = f.debug_struct("UserScramCredential");
+      ds.field("name", &self.name());
+      ds.field("mechanism", &self.mechanism());
+      ds.field("salt", &self.salt());
+      ds.field("stored_key", &self.stored_key());
+      ds.field("server_key", &self.server_key());
+      ds.field("iterations", &self.iterations());
+      ds.finish()
+  }
+}
+pub enum RemoveUserScramCredentialOffset {}
+#[derive(Copy, Clone, PartialEq)]
+
+pub struct RemoveUserScramCredential<'a> {
+  pub _tab: ::flatbuffers::Table<'a>,
+}
+
+impl<'a> ::flatbuffers::Follow<'a> for RemoveUserScramCredential<'a> {
+  type Inner = RemoveUserScramCredential<'a>;
+  #[inline]
+  unsafe fn follow(buf: &'a [u8], loc: usize) -> Self::Inner {
+    Self { _tab: unsafe { ::flatbuffers::Table::new(buf, loc) } }
+  }
+}
+
+impl<'a> RemoveUserScramCredential<'a> {
+  pub const VT_NAME: ::flatbuffers::VOffsetT = 4;
+  pub const VT_MECHANISM: ::flatbuffers::VOffsetT = 6;
+
+  #[inline]
+  pub unsafe fn init_from_table(table: ::flatbuffers::Table<'a>) -> Self {
+    RemoveUserScramCredential { _tab: table }
+  }
+  #[allow(unused_mut)]
+  pub fn create<'bldr: 'args, 'args: 'mut_bldr, 'mut_bldr, A: ::flatbuffers::Allocator + 'bldr>(
+    _fbb: &'mut_bldr mut ::flatbuffers::FlatBufferBuilder<'bldr, A>,
+    args: &'args RemoveUserScramCredentialArgs<'args>
+  ) -> ::flatbuffers::WIPOffset<RemoveUserScramCredential<'bldr>> {
+    let mut builder = RemoveUserScramCredentialBuilder::new(_fbb);
+    if let Some(x) = args.name { builder.add_name(x); }
+    builder.add_mechanism(args.mechanism);
+    builder.finish()
+  }
+
+
+  #[inline]
+  pub fn name(&self) -> Option<&'a str> {
+    // Safety:
+    // Created from valid Table for this object
+    // which contains a valid value in this slot
+    unsafe { self._tab.get::<::flatbuffers::ForwardsUOffset<&str>>(RemoveUserScramCredential::VT_NAME, None)}
+  }
+  #[inline]
+  pub fn mechanism(&self) -> i8 {
+    // Safety:
+    // Created from valid Table for this object
+    // which contains a valid value in this slot
+    unsafe { self._tab.get::<i8>(RemoveUserScramCredential::VT_MECHANISM, Some(0)).unwrap()}
+  }
+}
+
+impl ::flatbuffers::Verifiable for RemoveUserScramCredential<'_> {
+  #[inline]
+  fn run_verifier(
+    v: &mut ::flatbuffers::Verifier, pos: usize
+  ) -> Result<(), ::flatbuffers::InvalidFlatbuffer> {
+    v.visit_table(pos)?
+     .visit_field::<::flatbuffers::ForwardsUOffset<&str>>("name", Self::VT_NAME, false)?
+     .visit_field::<i8>("mechanism", Self::VT_MECHANISM, false)?
+     .finish();
+    Ok(())
+  }
+}
+pub struct RemoveUserScramCredentialArgs<'a> {
+    pub name: Option<::flatbuffers::WIPOffset<&'a str>>,
+    pub mechanism: i8,
+}
+impl<'a> Default for RemoveUserScramCredentialArgs<'a> {
+  #[inline]
+  fn default() -> Self {
+    RemoveUserScramCredentialArgs {
+      name: None,
+      mechanism: 0,
+    }
+  }
+}
+
+pub struct RemoveUserScramCredentialBuilder<'a: 'b, 'b, A: ::flatbuffers::Allocator + 'a> {
+  fbb_: &'b mut ::flatbuffers::FlatBufferBuilder<'a, A>,
+  start_: ::flatbuffers::WIPOffset<::flatbuffers::TableUnfinishedWIPOffset>,
+}
+impl<'a: 'b, 'b, A: ::flatbuffers::Allocator + 'a> RemoveUserScramCredentialBuilder<'a, 'b, A> {
+  #[inline]
+  pub fn add_name(&mut self, name: ::flatbuffers::WIPOffset<&'b  str>) {
+    self.fbb_.push_slot_always::<::flatbuffers::WIPOffset<_>>(RemoveUserScramCredential::VT_NAME, name);
+  }
+  #[inline]
+  pub fn add_mechanism(&mut self, mechanism: i8) {
+    self.fbb_.push_slot::<i8>(RemoveUserScramCredential::VT_MECHANISM, mechanism, 0);
+  }
+  #[inline]
+  pub fn new(_fbb: &'b mut ::flatbuffers::FlatBufferBuilder<'a, A>) -> RemoveUserScramCredentialBuilder<'a, 'b, A> {
+    let start = _fbb.start_table();
+    RemoveUserScramCredentialBuilder {
+      fbb_: _fbb,
+      start_: start,
+    }
+  }
+  #[inline]
+  pub fn finish(self) -> ::flatbuffers::WIPOffset<RemoveUserScramCredential<'a>> {
+    let o = self.fbb_.end_table(self.start_);
+    ::flatbuffers::WIPOffset::new(o.value())
+  }
+}
+
+impl ::core::fmt::Debug for RemoveUserScramCredential<'_> {
+  fn fmt(&self, f: &mut ::core::fmt::Formatter<'_>) -> ::core::fmt::Result {
+    let mut ds = f.debug_struct("RemoveUserScramCredential");
+      ds.field("name", &self.name());
+      ds.field("mechanism", &self.mechanism());
+      ds.finish()
+  }
+}
 pub enum MetadataRecordOffset {}
 #[derive(Copy, Clone, PartialEq)]
 
@@ -1991,6 +2293,36 @@ impl<'a> MetadataRecord<'a> {
     }
   }
 
+  #[inline]
+  #[allow(non_snake_case)]
+  pub fn record_as_user_scram_credential(&self) -> Option<UserScramCredential<'a>> {
+    if self.record_type() == Record::UserScramCredential {
+      self.record().map(|t| {
+       // Safety:
+       // Created from a valid Table for this object
+       // Which contains a valid union in this slot
+       unsafe { UserScramCredential::init_from_table(t) }
+     })
+    } else {
+      None
+    }
+  }
+
+  #[inline]
+  #[allow(non_snake_case)]
+  pub fn record_as_remove_user_scram_credential(&self) -> Option<RemoveUserScramCredential<'a>> {
+    if self.record_type() == Record::RemoveUserScramCredential {
+      self.record().map(|t| {
+       // Safety:
+       // Created from a valid Table for this object
+       // Which contains a valid union in this slot
+       unsafe { RemoveUserScramCredential::init_from_table(t) }
+     })
+    } else {
+      None
+    }
+  }
+
 }
 
 impl ::flatbuffers::Verifiable for MetadataRecord<'_> {
@@ -2010,6 +2342,8 @@ impl ::flatbuffers::Verifiable for MetadataRecord<'_> {
           Record::DeleteTopic => v.verify_union_variant::<::flatbuffers::ForwardsUOffset<DeleteTopic>>("Record::DeleteTopic", pos),
           Record::RegisterController => v.verify_union_variant::<::flatbuffers::ForwardsUOffset<RegisterController>>("Record::RegisterController", pos),
           Record::UnregisterController => v.verify_union_variant::<::flatbuffers::ForwardsUOffset<UnregisterController>>("Record::UnregisterController", pos),
+          Record::UserScramCredential => v.verify_union_variant::<::flatbuffers::ForwardsUOffset<UserScramCredential>>("Record::UserScramCredential", pos),
+          Record::RemoveUserScramCredential => v.verify_union_variant::<::flatbuffers::ForwardsUOffset<RemoveUserScramCredential>>("Record::RemoveUserScramCredential", pos),
           _ => Ok(()),
         }
      })?
@@ -2122,6 +2456,20 @@ impl ::core::fmt::Debug for MetadataRecord<'_> {
         },
         Record::UnregisterController => {
           if let Some(x) = self.record_as_unregister_controller() {
+            ds.field("record", &x)
+          } else {
+            ds.field("record", &"InvalidFlatbuffer: Union discriminant does not match value.")
+          }
+        },
+        Record::UserScramCredential => {
+          if let Some(x) = self.record_as_user_scram_credential() {
+            ds.field("record", &x)
+          } else {
+            ds.field("record", &"InvalidFlatbuffer: Union discriminant does not match value.")
+          }
+        },
+        Record::RemoveUserScramCredential => {
+          if let Some(x) = self.record_as_remove_user_scram_credential() {
             ds.field("record", &x)
           } else {
             ds.field("record", &"InvalidFlatbuffer: Union discriminant does not match value.")

@@ -16,7 +16,7 @@ use crate::controller::ControllerError;
 use crate::election::{requested_election, ElectionKind, ElectionOutcome, ElectionType};
 use crate::image::MetadataImage;
 use crate::isr::{IsrChange, IsrRefusal};
-use crate::records::{Listener, Record};
+use crate::records::{Listener, Record, ScramCredential, ScramMechanism};
 use crate::rpc::{ErrorKind, PartitionElection, Reply, Request};
 use crate::tcp::Event;
 use crate::types::{BrokerEpoch, BrokerId, MetadataOffset, PartitionId, Term};
@@ -113,6 +113,11 @@ async fn decide(state: &Rc<NodeState>, req: Request) -> Reply {
             election,
             partitions,
         } => elect(state, election, partitions).await,
+        Request::SetScram {
+            user,
+            mechanism,
+            credential,
+        } => set_scram(state, user, mechanism, credential).await,
         Request::AddController { id, host, port } => add_controller(state, id, &host, port).await,
         Request::RemoveController { id } => remove_controller(state, id).await,
         Request::AlterPartition {
@@ -234,6 +239,35 @@ async fn set_configs(
     }
     let records = config_records(&image, topic, configs, replace);
     commit_changes(state, &image, &records).await
+}
+
+/// A user's SCRAM credential set or removed; removing one that is not there is done.
+async fn set_scram(
+    state: &NodeState,
+    user: String,
+    mechanism: ScramMechanism,
+    credential: Option<ScramCredential>,
+) -> Reply {
+    let image = state.ctl.borrow().image();
+    let record = match credential {
+        Some(credential) => {
+            if let Some(why) = credential.problem(&user, mechanism) {
+                return refuse(ErrorKind::InvalidRequest, why);
+            }
+            Record::UserScramCredential {
+                user,
+                mechanism,
+                credential,
+            }
+        }
+        None if image.scram_credential(&user, mechanism).is_none() => {
+            return Reply::Done {
+                offset: image.offset(),
+            }
+        }
+        None => Record::RemoveUserScramCredential { user, mechanism },
+    };
+    commit(state, &[record]).await
 }
 
 async fn elect_leaders(state: &NodeState) -> Reply {

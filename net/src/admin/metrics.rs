@@ -45,6 +45,9 @@ static REQUEST_READS_PAUSED: AtomicU64 = AtomicU64::new(0);
 /// address), in `ConnectionRefusal` order.
 static CONNECTIONS_REFUSED: [AtomicU64; 3] = [ZERO, ZERO, ZERO];
 static CONNECTIONS_IDLE_CLOSED: AtomicU64 = AtomicU64::new(0);
+static TLS_HANDSHAKES_FAILED: AtomicU64 = AtomicU64::new(0);
+static SASL_AUTHENTICATIONS: AtomicU64 = AtomicU64::new(0);
+static SASL_AUTHENTICATION_FAILURES: AtomicU64 = AtomicU64::new(0);
 static GROUP_REBALANCES: AtomicU64 = AtomicU64::new(0);
 static GROUP_MEMBERS_EXPIRED: AtomicU64 = AtomicU64::new(0);
 static OFFSET_COMMITS: AtomicU64 = AtomicU64::new(0);
@@ -325,6 +328,21 @@ pub fn connection_idle_closed() {
     CONNECTIONS_IDLE_CLOSED.fetch_add(1, Ordering::Relaxed);
 }
 
+/// A SASL authentication (or re-authentication) succeeded.
+pub fn sasl_authenticated() {
+    SASL_AUTHENTICATIONS.fetch_add(1, Ordering::Relaxed);
+}
+
+/// A SASL authentication failed (bad credentials, bad messages, unknown users).
+pub fn sasl_authentication_failed() {
+    SASL_AUTHENTICATION_FAILURES.fetch_add(1, Ordering::Relaxed);
+}
+
+/// A TLS handshake failed or timed out (the connection was closed).
+pub fn tls_handshake_failed() {
+    TLS_HANDSHAKES_FAILED.fetch_add(1, Ordering::Relaxed);
+}
+
 fn api_name(key: usize) -> String {
     kafka_protocol::messages::ApiKey::try_from(key as i16)
         .map(|k| format!("{k:?}"))
@@ -377,6 +395,16 @@ pub fn render() -> String {
         ("sluice_connections", "gauge", &CONNECTIONS_OPEN),
         ("sluice_connections_total", "counter", &CONNECTIONS_TOTAL),
         ("sluice_bad_frames_total", "counter", &BAD_FRAMES),
+        (
+            "sluice_sasl_authentications_total",
+            "counter",
+            &SASL_AUTHENTICATIONS,
+        ),
+        (
+            "sluice_sasl_authentication_failures_total",
+            "counter",
+            &SASL_AUTHENTICATION_FAILURES,
+        ),
     ];
     for (name, kind, value) in globals {
         single(&mut out, name, kind, None, value.load(Ordering::Relaxed));
@@ -443,6 +471,13 @@ fn render_bounds(out: &mut String) {
         "counter",
         Some("connections closed after connections.max.idle.ms without traffic"),
         CONNECTIONS_IDLE_CLOSED.load(Ordering::Relaxed),
+    );
+    single(
+        out,
+        "sluice_tls_handshakes_failed_total",
+        "counter",
+        Some("TLS handshakes that failed or timed out (untrusted or missing client certificates among them)"),
+        TLS_HANDSHAKES_FAILED.load(Ordering::Relaxed),
     );
 }
 

@@ -176,9 +176,30 @@ pub struct ServerConfig {
     /// for everything else, has 1000; maintenance has 100).
     pub produce_shares: usize,
     pub fetch_shares: usize,
+    /// Kafka listeners besides `listen` (which is always the one named PLAINTEXT), in
+    /// the order of `[[listeners]]`.
+    pub listeners: Vec<crate::security::ListenerConfig>,
+    /// `[tls]`: needed when a listener is SSL or SASL_SSL.
+    pub tls: Option<crate::security::tls::TlsSettings>,
+    /// `[auth]`: SASL mechanisms and session lifetime.
+    pub auth: crate::security::sasl::AuthSettings,
 }
 
 impl ServerConfig {
+    /// Every Kafka listener: `listen` as PLAINTEXT first, then `listeners`.
+    pub fn all_listeners(&self) -> Vec<crate::security::ListenerConfig> {
+        let primary = crate::security::ListenerConfig {
+            name: crate::security::PLAINTEXT_LISTENER.to_string(),
+            listen: self.listen,
+            advertised_host: self.advertised_host.clone(),
+            advertised_port: self.advertised_port,
+            security_protocol: crate::security::SecurityProtocol::Plaintext,
+        };
+        std::iter::once(primary)
+            .chain(self.listeners.iter().cloned())
+            .collect()
+    }
+
     /// Defaults from the issue: listen on 127.0.0.1:9092, data in ./sluice-data.
     pub fn new(listen: SocketAddr, data_dir: PathBuf, cores: Vec<usize>) -> Self {
         ServerConfig {
@@ -211,6 +232,9 @@ impl ServerConfig {
             io_memory_bytes: None,
             produce_shares: 1000,
             fetch_shares: 1000,
+            listeners: Vec::new(),
+            tls: None,
+            auth: crate::security::sasl::AuthSettings::default(),
         }
     }
 }

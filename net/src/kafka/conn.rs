@@ -22,6 +22,8 @@ use crate::kafka::frame::{self, FrameError, ResponseFrame};
 use crate::kafka::frame_pool::FrameBuf;
 use crate::kafka::handlers;
 use crate::kafka::request_bytes::{RequestPermit, ALWAYS_ADMITTED_BYTES_MAX};
+use crate::security::sasl::SASL_UNAUTHENTICATED_FRAME_BYTES_MAX;
+use crate::security::session::Session;
 
 type Pending = JoinHandle<Result<Option<ResponseFrame>, FrameError>>;
 
@@ -84,6 +86,7 @@ async fn idle_for(activity: &Activity, idle: Duration) {
 async fn read_frame<R: futures_lite::AsyncRead + Unpin>(
     reader: &mut R,
     shard: &Shard,
+    session: &Session,
     activity: &Activity,
 ) -> Result<Option<(Bytes, RequestPermit)>, FrameError> {
     let mut len = [0u8; 4];
@@ -93,7 +96,23 @@ async fn read_frame<R: futures_lite::AsyncRead + Unpin>(
         Err(e) => return Err(e.into()),
     }
     activity.touch();
-    let len = frame::check_length(i32::from_be_bytes(len), shard.config.request_bytes_max)?;
+    let len = i32::from_be_bytes(len);
+    // Plain and TLS listeners: `request_bytes_max`, as before. A client on a SASL listener
+    // that has not authenticated yet gets Kafka's smaller pre-authentication bound, and
+    // after SaslHandshake v0 its frames are bare tokens (shorter than any request header).
+    let len = if session.is_authenticated() {
+        frame::check_length(len, shard.config.request_bytes_max)?
+    } else if session.expects_raw_token() {
+        frame::check_raw_length(len, SASL_UNAUTHENTICATED_FRAME_BYTES_MAX)?
+    } else {
+        frame::check_length(
+            len,
+            shard
+                .config
+                .request_bytes_max
+                .min(SASL_UNAUTHENTICATED_FRAME_BYTES_MAX),
+        )?
+    };
     let budget = &shard.request_bytes;
     let permit = if len <= ALWAYS_ADMITTED_BYTES_MAX && activity.busy.get() == 0 {
         budget.admit(len)
@@ -115,20 +134,62 @@ async fn read_frame<R: futures_lite::AsyncRead + Unpin>(
     Ok(Some((body.into_bytes(), permit)))
 }
 
-/// Serves `stream` on this shard, whose connection place `slot` was taken for it, and
-/// gives the place back when the connection ends.
-pub fn spawn(shard: Rc<Shard>, stream: TcpStream, slot: ConnectionSlot) {
+/// Longest a client may take over its TLS handshake before the connection is closed (a
+/// client that connects and sends nothing must not hold a connection place for the idle
+/// timeout's ten minutes).
+pub const TLS_HANDSHAKE_MS_MAX: u64 = 10_000;
+
+/// A client connection's byte stream: plain TCP, or TLS over it.
+pub(crate) trait ConnStream:
+    futures_lite::AsyncRead + futures_lite::AsyncWrite + Unpin + 'static
+{
+    /// Whether bytes written may wait in the stream until it is flushed (TLS records
+    /// rustls could not write at once); the plain socket writes straight through, so its
+    /// writer never pays for a flush.
+    const BUFFERS_WRITES: bool;
+}
+
+impl ConnStream for TcpStream {
+    const BUFFERS_WRITES: bool = false;
+}
+
+impl ConnStream for futures_rustls::server::TlsStream<TcpStream> {
+    const BUFFERS_WRITES: bool = true;
+}
+
+/// Serves `stream`, accepted on listener `listener`, on this shard, whose connection place
+/// `slot` was taken for it, and gives the place back when the connection ends. On a TLS
+/// listener the handshake runs first, here on the shard that serves the connection.
+pub fn spawn(shard: Rc<Shard>, stream: TcpStream, slot: ConnectionSlot, listener: usize) {
     crate::admin::metrics::connection_opened();
     // Every log line of the connection's tasks carries its peer, and its client id once
     // the first request names it (inside the shard's span, see `server::startup`).
-    let peer = stream
-        .peer_addr()
-        .map(|a| a.to_string())
-        .unwrap_or_else(|_| "?".into());
+    let peer_addr = stream.peer_addr().ok();
+    let peer = peer_addr.map_or_else(|| "?".to_string(), |a| a.to_string());
     let span = tracing::info_span!("conn", %peer, client_id = tracing::field::Empty);
+    let _ = stream.set_nodelay(true);
+    let protocol = shard.security.listener(listener).security_protocol;
     glommio::spawn_local(
         async move {
-            serve(shard, stream).await;
+            if protocol.tls() {
+                if let Some(tls) = handshake(&shard, stream).await {
+                    let principal = tls
+                        .get_ref()
+                        .1
+                        .peer_certificates()
+                        .and_then(|c| c.first())
+                        .and_then(crate::security::tls::principal_of);
+                    if let Some(p) = &principal {
+                        tracing::debug!(target: crate::security::AUTH_LOG_TARGET, principal = %p,
+                            listener = listener, "client authenticated by its TLS certificate");
+                    }
+                    let session = Rc::new(Session::new(listener, protocol, peer_addr, principal));
+                    serve(shard, tls, session, peer_addr).await;
+                }
+            } else {
+                let session = Rc::new(Session::new(listener, protocol, peer_addr, None));
+                serve(shard, stream, session, peer_addr).await;
+            }
             drop(slot);
             crate::admin::metrics::connection_closed();
         }
@@ -137,12 +198,49 @@ pub fn spawn(shard: Rc<Shard>, stream: TcpStream, slot: ConnectionSlot) {
     .detach();
 }
 
+/// The server side of a TLS handshake, bounded by [`TLS_HANDSHAKE_MS_MAX`]; `None` (and a
+/// rate-limited log line) when it fails.
+async fn handshake(
+    shard: &Shard,
+    stream: TcpStream,
+) -> Option<futures_rustls::server::TlsStream<TcpStream>> {
+    let Some(tls) = shard.security.tls.as_ref() else {
+        // Start-up refuses a TLS listener without [tls]; nothing to serve it with.
+        return None;
+    };
+    let accept = tls.acceptor().accept(stream);
+    let outcome = futures_lite::future::or(async { Some(accept.await) }, async {
+        // A stopping shard does not wait for handshakes (its connection drain is shorter).
+        futures_lite::future::or(
+            glommio::timer::sleep(Duration::from_millis(TLS_HANDSHAKE_MS_MAX)),
+            shard.stopping.wait(),
+        )
+        .await;
+        None
+    })
+    .await;
+    let why = match outcome {
+        Some(Ok(s)) => return Some(s),
+        Some(Err(e)) => e.to_string(),
+        None if shard.stopping.is_set() => return None,
+        None => format!("no handshake within {TLS_HANDSHAKE_MS_MAX} ms"),
+    };
+    crate::admin::metrics::tls_handshake_failed();
+    if let Some(suppressed) = bad_input_log_permit() {
+        tracing::warn!(error = %why, suppressed, "TLS handshake failed, closing connection");
+    }
+    None
+}
+
 /// Serves one connection until the client closes it, it errs, idles out, or the shard stops.
-pub async fn serve(shard: Rc<Shard>, stream: TcpStream) {
-    let peer_addr = stream.peer_addr().ok();
+async fn serve<S: ConnStream>(
+    shard: Rc<Shard>,
+    stream: S,
+    session: Rc<Session>,
+    peer_addr: Option<std::net::SocketAddr>,
+) {
     let span = tracing::Span::current();
     let mut client_id_known = false;
-    let _ = stream.set_nodelay(true);
     let (mut reader, mut writer) = futures_lite::io::split(stream);
     let (tx, rx) = local_channel::new_bounded::<Pending>(shard.config.inflight_requests_max.max(1));
     let activity = Rc::new(Activity {
@@ -162,6 +260,14 @@ pub async fn serve(shard: Rc<Shard>, stream: TcpStream) {
                         crate::admin::metrics::bytes_out(resp.bytes());
                         for chunk in &resp.chunks {
                             if let Err(e) = writer.write_all(chunk.as_slice()).await {
+                                tracing::info!(error = %e, "client went away mid-response");
+                                return false;
+                            }
+                        }
+                        // Compiled out for plain TCP (see `ConnStream`); with TLS the
+                        // answer's last records leave now, not with the next answer.
+                        if S::BUFFERS_WRITES {
+                            if let Err(e) = writer.flush().await {
                                 tracing::info!(error = %e, "client went away mid-response");
                                 return false;
                             }
@@ -201,7 +307,7 @@ pub async fn serve(shard: Rc<Shard>, stream: TcpStream) {
         }
         let outcome = futures_lite::future::or(
             async {
-                match read_frame(&mut reader, &shard, &activity).await {
+                match read_frame(&mut reader, &shard, &session, &activity).await {
                     Ok(Some((f, permit))) => Ok(ReadOutcome::Frame(f, permit)),
                     Ok(None) => Ok(ReadOutcome::Closed),
                     Err(e) => Err(e),
@@ -250,6 +356,27 @@ pub async fn serve(shard: Rc<Shard>, stream: TcpStream) {
                 break;
             }
         };
+        if !session.is_authenticated() && session.expects_raw_token() {
+            // After SaslHandshake v0 the client's frames are bare SASL tokens, answered in
+            // kind. SASL is lock-step: the client sends its next frame only once it has this
+            // answer, so the exchange's state has moved on before that frame is read.
+            let (s, session) = (shard.clone(), session.clone());
+            let task = glommio::spawn_local(
+                async move {
+                    let _permit = permit;
+                    handlers::sasl_authenticate::raw_token(&s, &session, &frame)
+                        .await
+                        .map(Some)
+                }
+                .instrument(span.clone()),
+            )
+            .detach();
+            activity.busy.set(activity.busy.get() + 1);
+            if tx.send(task).await.is_err() {
+                break;
+            }
+            continue;
+        }
         let req = match frame::parse_request(frame) {
             Ok(mut r) => {
                 r.peer_ip = peer_addr.map(|a| a.ip());
@@ -268,6 +395,7 @@ pub async fn serve(shard: Rc<Shard>, stream: TcpStream) {
             }
         };
         let s = shard.clone();
+        let session = session.clone();
         let work = match req.api_key as i16 {
             0 => Work::Produce,
             1 => Work::Fetch,
@@ -281,7 +409,7 @@ pub async fn serve(shard: Rc<Shard>, stream: TcpStream) {
                     let _permit = permit;
                     let started = std::time::Instant::now();
                     let key = req.api_key as i16;
-                    let r = handlers::dispatch(s, req).await;
+                    let r = handlers::dispatch(s, &session, req).await;
                     crate::admin::metrics::request(key, started.elapsed(), r.is_err());
                     r
                 }
@@ -303,22 +431,33 @@ pub async fn serve(shard: Rc<Shard>, stream: TcpStream) {
 /// bound are counted, and the count goes out with the next line let through.
 const BAD_INPUT_LOG_LINES_PER_SEC_MAX: u32 = 10;
 
-/// A one-second window of bad-input log lines (one per shard: shards are threads).
+/// A one-second window of log lines of one kind (one per shard: shards are threads),
+/// at most `lines_max` a second.
 #[derive(Debug)]
-struct LogLimiter {
+pub(crate) struct LogLimiter {
     window_start: std::time::Instant,
     lines: u32,
     suppressed: u64,
+    lines_max: u32,
 }
 
 impl LogLimiter {
+    pub(crate) fn new(lines_max: u32) -> LogLimiter {
+        LogLimiter {
+            window_start: std::time::Instant::now(),
+            lines: 0,
+            suppressed: 0,
+            lines_max,
+        }
+    }
+
     /// `Some(lines suppressed since the last one let through)` if a line may go out now.
-    fn permit(&mut self, now: std::time::Instant) -> Option<u64> {
+    pub(crate) fn permit(&mut self, now: std::time::Instant) -> Option<u64> {
         if now.duration_since(self.window_start) >= Duration::from_secs(1) {
             self.window_start = now;
             self.lines = 0;
         }
-        if self.lines >= BAD_INPUT_LOG_LINES_PER_SEC_MAX {
+        if self.lines >= self.lines_max {
             self.suppressed += 1;
             return None;
         }
@@ -328,11 +467,8 @@ impl LogLimiter {
 }
 
 thread_local! {
-    static BAD_INPUT_LOG: std::cell::RefCell<LogLimiter> = std::cell::RefCell::new(LogLimiter {
-        window_start: std::time::Instant::now(),
-        lines: 0,
-        suppressed: 0,
-    });
+    static BAD_INPUT_LOG: std::cell::RefCell<LogLimiter> =
+        std::cell::RefCell::new(LogLimiter::new(BAD_INPUT_LOG_LINES_PER_SEC_MAX));
 }
 
 /// Whether this shard may log a bad-input line now (see [`BAD_INPUT_LOG_LINES_PER_SEC_MAX`]).
@@ -347,11 +483,8 @@ mod tests {
     #[test]
     fn bad_input_lines_are_limited_per_second_and_the_rest_counted() {
         let t0 = std::time::Instant::now();
-        let mut l = LogLimiter {
-            window_start: t0,
-            lines: 0,
-            suppressed: 0,
-        };
+        let mut l = LogLimiter::new(BAD_INPUT_LOG_LINES_PER_SEC_MAX);
+        l.window_start = t0;
         let max = BAD_INPUT_LOG_LINES_PER_SEC_MAX as usize;
         let let_through = (0..max + 25).filter(|_| l.permit(t0).is_some()).count();
         assert_eq!(let_through, max);

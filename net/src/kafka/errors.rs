@@ -105,5 +105,11 @@ pub mod code {
     pub const PREFERRED_LEADER_NOT_AVAILABLE: ErrorCode = ErrorCode(80);
     pub const ELIGIBLE_LEADERS_NOT_AVAILABLE: ErrorCode = ErrorCode(83);
     pub const ELECTION_NOT_NEEDED: ErrorCode = ErrorCode(84);
+    pub const UNSUPPORTED_SASL_MECHANISM: ErrorCode = ErrorCode(33);
+    pub const ILLEGAL_SASL_STATE: ErrorCode = ErrorCode(34);
+    pub const SASL_AUTHENTICATION_FAILED: ErrorCode = ErrorCode(58);
+    pub const RESOURCE_NOT_FOUND: ErrorCode = ErrorCode(91);
+    pub const DUPLICATE_RESOURCE: ErrorCode = ErrorCode(92);
+    pub const UNACCEPTABLE_CREDENTIAL: ErrorCode = ErrorCode(93);
     pub const UNKNOWN_SERVER_ERROR: ErrorCode = ErrorCode(-1);
 }

@@ -31,10 +31,24 @@ pub enum FrameError {
     Encode(String),
     #[error("i/o: {0}")]
     Io(#[from] std::io::Error),
+    /// A request this connection may not make (before SASL authentication, after its
+    /// session expired, a failed SASL v0 exchange): the connection is closed.
+    #[error("{0}")]
+    Refused(String),
 }
 
 /// Smallest valid frame: api key, api version, correlation id, client id length.
 pub const HEADER_BYTES_MIN: i32 = 10;
+
+/// Checks the length prefix of a bare SASL token frame (after SaslHandshake v0): 1 to
+/// `max` bytes.
+pub fn check_raw_length(len: i32, max: usize) -> Result<usize, FrameError> {
+    match usize::try_from(len) {
+        Ok(n) if n >= 1 && n <= max => Ok(n),
+        Ok(n) if n > max => Err(FrameError::TooLarge { len: n, max }),
+        _ => Err(FrameError::BadLength(len)),
+    }
+}
 
 /// Checks a frame's length prefix against the configured bound.
 pub fn check_length(len: i32, max: usize) -> Result<usize, FrameError> {
@@ -255,6 +269,10 @@ served_requests! {
     TxnOffsetCommit => TxnOffsetCommitRequest,
     ConsumerGroupDescribe => ConsumerGroupDescribeRequest,
     ConsumerGroupHeartbeat => ConsumerGroupHeartbeatRequest,
+    SaslHandshake => SaslHandshakeRequest,
+    SaslAuthenticate => SaslAuthenticateRequest,
+    DescribeUserScramCredentials => DescribeUserScramCredentialsRequest,
+    AlterUserScramCredentials => AlterUserScramCredentialsRequest,
 }
 
 /// A piece of a response.
@@ -379,6 +397,16 @@ pub struct ResponseFrame {
 impl ResponseFrame {
     pub fn bytes(&self) -> usize {
         self.chunks.iter().map(|c| c.as_slice().len()).sum()
+    }
+}
+
+/// A bare size-prefixed frame (a SASL token after SaslHandshake v0: no response header).
+pub fn raw_response(payload: &[u8]) -> ResponseFrame {
+    let mut buf = BytesMut::with_capacity(4 + payload.len());
+    buf.put_i32(payload.len() as i32);
+    buf.put_slice(payload);
+    ResponseFrame {
+        chunks: vec![Chunk::Owned(buf.freeze())],
     }
 }
 

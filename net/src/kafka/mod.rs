@@ -4,7 +4,8 @@
 //!   sample frames of every API use it);
 //! - `frame_pool`: receive buffers for large frames, reused per thread (`*_MAX` bound);
 //! - `request_bytes`: a shard's budget of request bytes (`queued.max.request.bytes`);
-//! - `conn`: one client connection (reader, in-order writer, in-flight bound);
+//! - `conn`: one client connection (reader, in-order writer, in-flight bound), over plain
+//!   TCP or TLS (handshake on the serving shard), with its security `Session`;
 //! - `handlers`: one file per Kafka API, all listed in one table (`handlers::APIS`);
 //! - `errors`: the Kafka error codes, chosen here and nowhere else.
 //!

@@ -15,7 +15,6 @@ use std::time::Duration;
 use anyhow::{anyhow, bail, Context, Result};
 use bytes::Bytes;
 use futures_lite::AsyncWriteExt;
-use glommio::net::TcpStream;
 use kafka_protocol::messages::fetch_request::{FetchPartition, FetchTopic};
 use kafka_protocol::messages::{BrokerId, FetchRequest, FetchResponse, TopicName};
 use kafka_protocol::protocol::StrBytes;
@@ -138,12 +137,7 @@ async fn fetch_loop(
     stats: Arc<ActorStats>,
     control: Arc<Control>,
 ) -> Result<()> {
-    let mut stream = TcpStream::connect(&addr)
-        .await
-        .map_err(|e| anyhow!("connecting to {addr}: {e}"))?;
-    stream
-        .set_nodelay(true)
-        .map_err(|e| anyhow!("setting TCP_NODELAY: {e}"))?;
+    let mut stream = super::tls::connect(&addr).await?;
     let mut states: Vec<PartitionState> = parts
         .iter()
         .map(|&(p, start)| PartitionState {
@@ -192,6 +186,7 @@ async fn fetch_loop(
             .write_all(&out)
             .await
             .context("writing a fetch request")?;
+        stream.flush().await.context("writing a fetch request")?;
         let wait =
             Duration::from_millis(u64::try_from(cfg.max_wait_ms).unwrap_or(0) + FETCH_SLACK_MS);
         let frame = read_frame_within(&mut stream, wait)

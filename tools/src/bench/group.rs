@@ -29,7 +29,6 @@ use std::time::{Duration, Instant};
 use anyhow::{anyhow, bail, Context, Result};
 use bytes::Bytes;
 use futures_lite::AsyncWriteExt;
-use glommio::net::TcpStream;
 use kafka_protocol::messages::join_group_request::JoinGroupRequestProtocol;
 use kafka_protocol::messages::join_group_response::JoinGroupResponseMember;
 use kafka_protocol::messages::leave_group_request::MemberIdentity;
@@ -154,7 +153,7 @@ pub async fn run(
 
 /// One request/answer connection to the coordinator.
 struct Coordinator {
-    stream: TcpStream,
+    stream: super::tls::Stream,
     correlation: i32,
     out: Vec<u8>,
 }
@@ -171,6 +170,10 @@ impl Coordinator {
         encode_request(&mut self.out, version, self.correlation, req)?;
         self.stream
             .write_all(&self.out)
+            .await
+            .context("writing to the group coordinator")?;
+        self.stream
+            .flush()
             .await
             .context("writing to the group coordinator")?;
         let wait = Duration::from_millis(wait_ms + ANSWER_SLACK_MS);
@@ -207,12 +210,9 @@ struct Member {
 
 impl Member {
     async fn connect(cfg: &ConsumerConfig, g: &GroupConfig) -> Result<Member> {
-        let stream = TcpStream::connect(&g.coordinator)
+        let stream = super::tls::connect(&g.coordinator)
             .await
-            .map_err(|e| anyhow!("connecting to the group coordinator {}: {e}", g.coordinator))?;
-        stream
-            .set_nodelay(true)
-            .map_err(|e| anyhow!("setting TCP_NODELAY: {e}"))?;
+            .with_context(|| format!("connecting to the group coordinator {}", g.coordinator))?;
         Ok(Member {
             conn: Coordinator {
                 stream,

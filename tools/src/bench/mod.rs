@@ -11,7 +11,7 @@
 //! `group` (consumer-group members for `--group`),
 //! `rate` (fixed-rate schedule), `stats` (live counters and histograms), `run` (one scenario
 //! end to end, including e2e and the count check), `report` (table, JSON, HDR log, HTML),
-//! `compare` (A B A B against several brokers).
+//! `compare` (A B A B against several brokers), `tls` (`ssl://` bootstraps).
 
 mod compare;
 mod consumer;
@@ -23,6 +23,7 @@ mod rate;
 mod report;
 mod run;
 mod stats;
+pub(crate) mod tls;
 pub(crate) mod wire;
 
 use std::path::PathBuf;
@@ -89,8 +90,12 @@ impl Acks {
 #[derive(Debug, Clone, Args, Serialize)]
 pub struct Scenario {
     /// Broker address(es) to bootstrap from; `compare` runs against each in turn.
+    /// `ssl://HOST:PORT` connects over TLS (trusting `--tls-ca`).
     #[arg(long, value_delimiter = ',', default_value = "127.0.0.1:9092")]
     pub bootstrap: Vec<String>,
+    /// PEM file of the CAs to trust for `ssl://` bootstraps.
+    #[arg(long, value_name = "FILE")]
+    pub tls_ca: Option<PathBuf>,
     /// Topic to use; created if missing.
     #[arg(long, default_value = "sluice-bench")]
     pub topic: String,

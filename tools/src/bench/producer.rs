@@ -23,10 +23,10 @@ use std::rc::Rc;
 use std::sync::Arc;
 use std::time::Duration;
 
+use super::tls::Stream;
 use anyhow::{anyhow, bail, Context, Result};
 use futures_lite::io::{ReadHalf, WriteHalf};
 use futures_lite::AsyncWriteExt;
-use glommio::net::TcpStream;
 use glommio::sync::Semaphore;
 use kafka_protocol::messages::ProduceResponse;
 
@@ -105,7 +105,7 @@ struct Pipeline {
 /// One connection: the write half and the request being built stay with the actor, the read
 /// half runs in a task.
 struct Conn {
-    writer: WriteHalf<TcpStream>,
+    writer: WriteHalf<Stream>,
     permits: Rc<Semaphore>,
     pipeline: Rc<RefCell<Pipeline>>,
     failure: Rc<RefCell<Option<anyhow::Error>>>,
@@ -482,6 +482,11 @@ impl Producer {
             .write_all(frame)
             .await
             .context("writing a produce request")?;
+        // TLS records leave on flush (a no-op on plain TCP).
+        conn.writer
+            .flush()
+            .await
+            .context("writing a produce request")?;
         conn.frame.reset();
         if acks == 0 {
             // Nothing comes back: a message counts as sent once it is on the socket.
@@ -521,12 +526,7 @@ async fn open_conn(
     stats: &Arc<ActorStats>,
     control: &Arc<Control>,
 ) -> Result<Conn> {
-    let stream = TcpStream::connect(addr)
-        .await
-        .map_err(|e| anyhow!("connecting to {addr}: {e}"))?;
-    stream
-        .set_nodelay(true)
-        .map_err(|e| anyhow!("setting TCP_NODELAY: {e}"))?;
+    let stream = super::tls::connect(addr).await?;
     let (reader, writer) = futures_lite::io::split(stream);
     let permits = Rc::new(Semaphore::new(cfg.max_in_flight as u64));
     let pipeline = Rc::new(RefCell::new(Pipeline {
@@ -567,7 +567,7 @@ fn response_wait(timeout_ms: i32) -> Duration {
 /// Reads produce responses in order; on any failure, records it and closes the permits so
 /// the writer stops waiting.
 async fn read_loop(
-    mut reader: ReadHalf<TcpStream>,
+    mut reader: ReadHalf<Stream>,
     permits: Rc<Semaphore>,
     pipeline: Rc<RefCell<Pipeline>>,
     failure: Rc<RefCell<Option<anyhow::Error>>>,
@@ -592,7 +592,7 @@ async fn read_loop(
 }
 
 async fn read_responses(
-    reader: &mut ReadHalf<TcpStream>,
+    reader: &mut ReadHalf<Stream>,
     permits: &Semaphore,
     pipeline: &RefCell<Pipeline>,
     stats: &ActorStats,

@@ -76,6 +76,7 @@ enum ActorPlan {
 }
 
 pub fn run(workload: Workload, sc: &Scenario, bootstrap: &str) -> Result<Report> {
+    let bootstrap = &super::tls::select(bootstrap, sc.tls_ca.as_deref())?;
     let (size_min, size_max) = parse_size(&sc.message_size)?;
     validate(sc, size_max)?;
     if sc.group.is_some() && workload == Workload::Produce {

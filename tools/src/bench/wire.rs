@@ -166,7 +166,7 @@ pub async fn read_frame_within<S: AsyncRead + Unpin>(
 /// A blocking connection for control-plane calls.
 #[derive(Debug)]
 pub struct AdminConn {
-    stream: TcpStream,
+    stream: super::tls::SyncStream,
     client_id: &'static str,
     correlation: i32,
     pub versions: Versions,
@@ -183,6 +183,7 @@ impl AdminConn {
         let stream = connect_timeout(addr)?;
         stream.set_nodelay(true)?;
         stream.set_read_timeout(Some(Duration::from_millis(CALL_TIMEOUT_MS)))?;
+        let stream = super::tls::wrap(stream, addr)?;
         let mut conn = AdminConn {
             stream,
             client_id,
@@ -226,6 +227,7 @@ impl AdminConn {
             req,
         )?;
         self.stream.write_all(&self.scratch)?;
+        self.stream.flush()?;
         let mut size = [0u8; 4];
         self.stream.read_exact(&mut size)?;
         let size = usize::try_from(i32::from_be_bytes(size))

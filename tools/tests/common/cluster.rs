@@ -24,6 +24,9 @@ pub struct ClusterSpec {
     /// The `[cluster]` table's extra lines (e.g. `replica_lag_time_max_ms = 2000`), written
     /// into each node's config file.
     pub cluster_toml: String,
+    /// Top-level lines of node `i`'s config file at index `i - 1` (e.g. its
+    /// `[[listeners]]`); none past the end.
+    pub node_toml: Vec<String>,
 }
 
 impl Default for ClusterSpec {
@@ -33,6 +36,7 @@ impl Default for ClusterSpec {
             session_timeout_ms: 3_000,
             heartbeat_interval_ms: 200,
             cluster_toml: String::new(),
+            node_toml: Vec::new(),
         }
     }
 }
@@ -108,7 +112,12 @@ impl Cluster {
         let dir = self.root.join(format!("node{id}"));
         std::fs::create_dir_all(&dir).unwrap();
         let config = dir.join("sluice.toml");
-        std::fs::write(&config, format!("[cluster]\n{}\n", self.spec.cluster_toml)).unwrap();
+        let node_toml = self.spec.node_toml.get(id - 1).map_or("", String::as_str);
+        std::fs::write(
+            &config,
+            format!("{node_toml}\n[cluster]\n{}\n", self.spec.cluster_toml),
+        )
+        .unwrap();
         let args = [
             "--config".to_string(),
             config.display().to_string(),

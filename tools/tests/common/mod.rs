@@ -7,6 +7,7 @@ pub mod acks;
 pub mod cluster;
 pub mod raw;
 pub mod revocations;
+pub mod tls;
 
 /// One HTTP GET against the admin endpoint; the whole answer (status line, headers, body).
 pub fn http_get(addr: &str, path: &str) -> String {
@@ -166,6 +167,30 @@ impl Broker {
         cores: &str,
         extra: &[&str],
     ) -> Broker {
+        Broker::launch_with_log(data_dir, listen, admin_listen, cores, extra, None)
+    }
+
+    /// [`Broker::start_with`] with its log (stderr) written to `log` under the `RUST_LOG`
+    /// filter `filter`, for tests that check what the broker logged.
+    pub fn start_logged(data_dir: &Path, extra: &[&str], log: &Path, filter: &str) -> Broker {
+        Broker::launch_with_log(
+            data_dir,
+            "127.0.0.1:0",
+            "127.0.0.1:0",
+            "0-1",
+            extra,
+            Some((log, filter)),
+        )
+    }
+
+    fn launch_with_log(
+        data_dir: &Path,
+        listen: &str,
+        admin_listen: &str,
+        cores: &str,
+        extra: &[&str],
+        log: Option<(&Path, &str)>,
+    ) -> Broker {
         let mut cmd = Command::new(env!("CARGO_BIN_EXE_sluice"));
         cmd.args([
             "serve",
@@ -186,6 +211,10 @@ impl Broker {
         )
         .stdout(Stdio::piped())
         .stderr(Stdio::inherit());
+        if let Some((path, filter)) = log {
+            cmd.env("RUST_LOG", filter)
+                .stderr(std::fs::File::create(path).expect("broker log file"));
+        }
         let mut child = cmd.spawn().expect("spawn sluice");
         let line = match listening_line(&mut child) {
             Ok(line) => line,
@@ -397,4 +426,30 @@ impl Drop for Broker {
             let _ = c.wait();
         }
     }
+}
+
+/// Whether a client with these settings gets the cluster's metadata. For clients that must
+/// be refused (a failed TLS handshake or SASL login is an error): the 3 s only bounds the
+/// wait for the refusal, a client that gets in answers at once.
+pub fn metadata_ok(config: &rdkafka::config::ClientConfig) -> bool {
+    use rdkafka::consumer::{BaseConsumer, Consumer};
+    let consumer: BaseConsumer = config.create().expect("client");
+    consumer
+        .fetch_metadata(None, Duration::from_secs(3))
+        .is_ok()
+}
+
+/// Produces `<topic>-0` … `<topic>-<n-1>` with these client settings and waits until all
+/// are acknowledged.
+pub fn produce_numbered(config: &rdkafka::config::ClientConfig, topic: &str, n: usize) {
+    use rdkafka::producer::{BaseRecord, DefaultProducerContext, Producer, ThreadedProducer};
+    let producer: ThreadedProducer<DefaultProducerContext> = config.create().expect("producer");
+    for i in 0..n {
+        let v = format!("{topic}-{i}");
+        producer
+            .send(BaseRecord::<(), String>::to(topic).payload(&v))
+            .map_err(|(e, _)| e)
+            .expect("enqueue");
+    }
+    producer.flush(HANG_GUARD).expect("flush");
 }

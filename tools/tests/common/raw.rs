@@ -43,7 +43,7 @@ pub fn frame<T: Encodable + HeaderVersion>(
     buf.to_vec()
 }
 
-pub fn read_frame(s: &mut TcpStream) -> Option<Bytes> {
+pub fn read_frame(s: &mut impl Read) -> Option<Bytes> {
     let mut len = [0u8; 4];
     s.read_exact(&mut len).ok()?;
     let mut body = vec![0u8; i32::from_be_bytes(len) as usize];
@@ -51,9 +51,9 @@ pub fn read_frame(s: &mut TcpStream) -> Option<Bytes> {
     Some(Bytes::from(body))
 }
 
-/// Sends one request and decodes its answer.
+/// Sends one request and decodes its answer (over TCP, or TLS as `common::tls` makes it).
 pub fn call<Req: Encodable + HeaderVersion, Resp: Decodable + HeaderVersion>(
-    s: &mut TcpStream,
+    s: &mut (impl Read + Write),
     key: ApiKey,
     version: i16,
     req: &Req,

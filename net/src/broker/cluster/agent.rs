@@ -32,12 +32,19 @@ pub(super) async fn broker_agent(
     let register = Request::Register {
         broker: me,
         rack: config.cluster.rack.clone(),
-        listeners: vec![Listener {
-            name: "PLAINTEXT".into(),
-            host: config.advertised_host.clone(),
-            port: config.advertised_port,
-        }],
+        // Every listener, PLAINTEXT first: followers fetch from a leader's first listener.
+        listeners: config
+            .all_listeners()
+            .into_iter()
+            .map(|l| Listener {
+                name: l.name,
+                host: l.advertised_host,
+                port: l.advertised_port,
+            })
+            .collect(),
     };
+    // Credentials written before the first start (`sluice user add --data-dir`).
+    let mut bootstrap_pending = true;
     while !stop.load(Ordering::SeqCst) {
         if view.shutdown_asked() {
             // From here on no heartbeat and no registration: a broker shutting down must
@@ -82,6 +89,9 @@ pub(super) async fn broker_agent(
                 if hb == HeartbeatReply::Active && view.importing() {
                     import_legacy_topics(&view, &config).await;
                 }
+                if hb == HeartbeatReply::Active && bootstrap_pending {
+                    bootstrap_pending = !store_bootstrap_credentials(&view, &config, timeout).await;
+                }
             }
             Ok(Reply::NotLeader { leader }) => {
                 match leader {
@@ -124,3 +134,46 @@ pub(super) async fn pause_unless_shutdown(view: &ClusterView, pause: Duration) {
 
 /// How often a pausing broker agent looks for a controlled shutdown request.
 pub(super) const SHUTDOWN_POLL: Duration = Duration::from_millis(5);
+
+/// Asks the controller to store each credential of the data dir's bootstrap file that the
+/// image lacks, then marks the file applied. `true` once there is nothing (more) to do;
+/// `false` to try again at the next heartbeat.
+async fn store_bootstrap_credentials(
+    view: &ClusterView,
+    config: &ServerConfig,
+    timeout: Duration,
+) -> bool {
+    use crate::security::bootstrap;
+    let credentials = match bootstrap::read(&config.data_dir) {
+        Ok(c) if c.is_empty() => return true,
+        Ok(c) => c,
+        Err(e) => {
+            tracing::error!(error = %e, "bootstrap credentials not stored");
+            return true;
+        }
+    };
+    let image = view.image();
+    for (user, mechanism, credential) in credentials {
+        if image.scram_credential(&user, mechanism).is_some() {
+            continue;
+        }
+        let req = Request::SetScram {
+            user: user.clone(),
+            mechanism,
+            credential: Some(credential),
+        };
+        match rpc::call(view.controller_addr(), &req, timeout).await {
+            Ok(Reply::Done { .. }) => {
+                tracing::info!(user = %user, mechanism = mechanism.name(), "bootstrap credential stored");
+            }
+            other => {
+                tracing::debug!(reply = ?other.map(|r| format!("{r:?}")), "bootstrap credential not stored yet");
+                return false;
+            }
+        }
+    }
+    if let Err(e) = bootstrap::mark_applied(&config.data_dir) {
+        tracing::warn!(error = %e, "bootstrap credentials stored but the file not marked applied");
+    }
+    true
+}

@@ -63,7 +63,8 @@ pub(super) fn serving_ready(shard: &Shard) -> bool {
         .is_some_and(|b| b.epoch == epoch && !b.fenced && !b.listeners.is_empty())
 }
 
-pub(super) async fn accept_loop(shard: &Rc<Shard>, listener: &TcpListener) {
+/// Accepts on one Kafka listener (`index` into `Security::listeners`) until the stop.
+pub(super) async fn accept_loop(shard: &Rc<Shard>, listener: &TcpListener, index: usize) {
     wait_serving(shard).await;
     let limits = crate::broker::shard::ConnectionLimits {
         per_shard_max: shard.config.connections_max_per_shard,
@@ -102,9 +103,9 @@ pub(super) async fn accept_loop(shard: &Rc<Shard>, listener: &TcpListener) {
             }
         };
         if target == shard.id {
-            crate::kafka::conn::spawn(shard.clone(), stream, slot);
+            crate::kafka::conn::spawn(shard.clone(), stream, slot, index);
         } else {
-            hand_off(shard, stream, slot);
+            hand_off(shard, stream, slot, index);
         }
     }
 }
@@ -157,6 +158,7 @@ pub(super) fn hand_off(
     shard: &Rc<Shard>,
     stream: glommio::net::TcpStream,
     slot: crate::broker::shard::ConnectionSlot,
+    listener: usize,
 ) {
     use std::os::fd::{AsRawFd, BorrowedFd};
     let target = slot.shard();
@@ -176,7 +178,17 @@ pub(super) fn hand_off(
     let s = shard.clone();
     glommio::spawn_local(async move {
         // On failure the operation, and the slot in it, are dropped: the place is freed.
-        match s.call(target, ShardOp::Adopt { socket, slot }).await {
+        match s
+            .call(
+                target,
+                ShardOp::Adopt {
+                    socket,
+                    slot,
+                    listener,
+                },
+            )
+            .await
+        {
             ShardReply::Done => {}
             other => {
                 tracing::warn!(to = target, reply = ?other, "connection hand-off failed, closed");

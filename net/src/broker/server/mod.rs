@@ -44,6 +44,8 @@ pub enum ServerError {
     #[error("{0}")]
     Executor(#[from] ExecutorError),
     #[error("{0}")]
+    Tls(#[from] crate::security::tls::TlsError),
+    #[error("{0}")]
     Runtime(String),
 }
 
@@ -83,6 +85,8 @@ pub struct Server {
     local_addr: SocketAddr,
     /// False on a controller-only node: no Kafka listener, `local_addr` is its quorum port.
     serves_kafka: bool,
+    /// The shards' listeners and TLS settings (a broker only).
+    security: Option<Arc<crate::security::Security>>,
     stop: Arc<AtomicBool>,
     handles: Vec<ExecutorJoinHandle<Result<(), ExecutorError>>>,
     /// This node's cluster view when it has the broker role (controlled shutdown).
@@ -169,6 +173,21 @@ impl Server {
     /// for); on a controller-only node, its quorum listener.
     pub fn local_addr(&self) -> SocketAddr {
         self.local_addr
+    }
+
+    /// Every Kafka listener as bound (advertised ports filled in); empty on a
+    /// controller-only node.
+    pub fn listeners(&self) -> Vec<crate::security::ListenerConfig> {
+        self.security
+            .as_ref()
+            .map(|s| s.listeners.clone())
+            .unwrap_or_default()
+    }
+
+    /// The TLS settings in force when a listener uses TLS: `Tls::reload` (on SIGHUP)
+    /// reads the certificate, key and client CAs again for new connections.
+    pub fn tls(&self) -> Option<Arc<crate::security::tls::Tls>> {
+        self.security.as_ref().and_then(|s| s.tls.clone())
     }
 
     /// Whether this node serves Kafka clients (has the broker role).

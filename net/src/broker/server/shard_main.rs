@@ -35,7 +35,9 @@ pub(super) type Mesh = (
 );
 
 pub(super) struct ShardArgs {
-    pub(super) fd: RawFd,
+    /// This shard's socket of each Kafka listener, in `Security::listeners` order.
+    pub(super) fds: Vec<RawFd>,
+    pub(super) security: Arc<crate::security::Security>,
     pub(super) count: usize,
     pub(super) config: Arc<ServerConfig>,
     pub(super) catalog: Arc<Catalog>,
@@ -91,13 +93,27 @@ pub(super) async fn shard_main(mut args: ShardArgs) -> Result<(), ExecutorError>
         stop: args.stop.clone(),
         counted: false,
     };
-    // SAFETY: `fd` is a listening socket bound in `bind_listeners`, owned by nobody else;
-    // ownership passes to this listener.
-    let listener = unsafe { TcpListener::from_raw_fd(args.fd) };
+    let listeners: Vec<TcpListener> = args
+        .fds
+        .iter()
+        // SAFETY: each fd is a listening socket bound in `bind_listeners`, owned by nobody
+        // else; ownership passes to this listener.
+        .map(|fd| unsafe { TcpListener::from_raw_fd(*fd) })
+        .collect();
     let shard = start_shard(&args).await?;
     let (coordinator, replication) = spawn_background(&shard, &mut args);
-    accept_loop(&shard, &listener).await;
-    drop(listener);
+    // One accept loop per listener; each ends when the shard stops.
+    let loops: Vec<_> = listeners
+        .into_iter()
+        .enumerate()
+        .map(|(index, listener)| {
+            let shard = shard.clone();
+            glommio::spawn_local(async move { accept_loop(&shard, &listener, index).await })
+        })
+        .collect();
+    for l in loops {
+        l.await;
+    }
     stop_shard(&shard, &args, &mut exit, coordinator, replication).await?;
     Ok(())
 }
@@ -279,6 +295,7 @@ pub(super) async fn open_shard(args: &ShardArgs) -> Result<Rc<Shard>, ShardError
         txns: args.txns.clone(),
         placement: args.placement.clone(),
         connections: args.connections.clone(),
+        security: args.security.clone(),
     };
     let bell = args
         .bell

@@ -23,6 +23,8 @@ use crate::broker::shutdown::{self, StopSteps};
 use crate::groups::{self, Groups};
 use crate::placement::moves;
 use crate::placement::{PlacementError, PlacementTable};
+use crate::security::tls::Tls;
+use crate::security::Security;
 
 pub(super) fn bind_listeners(
     addr: SocketAddr,
@@ -53,6 +55,60 @@ pub(super) fn bind_listeners(
     Ok((bound, fds))
 }
 
+/// Binds every Kafka listener (`count` sockets each) and fills in advertised ports left
+/// at 0 with the bound ones. Returns the PLAINTEXT listener's address and, per shard, its
+/// socket of each listener (in `ServerConfig::all_listeners` order).
+fn bind_kafka_listeners(
+    config: &mut ServerConfig,
+    count: usize,
+) -> Result<(SocketAddr, Vec<Vec<RawFd>>), ServerError> {
+    let (local_addr, primary) = bind_listeners(config.listen, count)?;
+    if config.advertised_port == 0 {
+        config.advertised_port = local_addr.port();
+    }
+    let mut per_shard: Vec<Vec<RawFd>> = primary.into_iter().map(|fd| vec![fd]).collect();
+    for l in &mut config.listeners {
+        let (bound, fds) = bind_listeners(l.listen, count)?;
+        if l.advertised_port == 0 {
+            l.advertised_port = bound.port();
+        }
+        tracing::info!(listener = %l.name, protocol = l.security_protocol.name(), addr = %bound, "listening");
+        for (shard, fd) in per_shard.iter_mut().zip(fds) {
+            shard.push(fd);
+        }
+    }
+    Ok((local_addr, per_shard))
+}
+
+/// The shards' security settings: the listeners as bound, TLS loaded if a listener needs it.
+fn security(config: &ServerConfig) -> Result<Security, ServerError> {
+    let listeners = config.all_listeners();
+    let needs_tls = listeners.iter().any(|l| l.security_protocol.tls());
+    let tls = match (&config.tls, needs_tls) {
+        (Some(settings), true) => Some(Arc::new(Tls::load(settings.clone())?)),
+        (None, true) => {
+            return Err(ServerError::Runtime(
+                "a listener's security_protocol is SSL or SASL_SSL but [tls] is not set".into(),
+            ))
+        }
+        (_, false) => None,
+    };
+    if let Some(l) = listeners.iter().find(|l| l.security_protocol.sasl()) {
+        if config.auth.sasl_mechanisms.is_empty() {
+            return Err(ServerError::Runtime(format!(
+                "listener {}: security_protocol {} but auth.sasl_mechanisms is empty",
+                l.name,
+                l.security_protocol.name()
+            )));
+        }
+    }
+    Ok(Security {
+        listeners,
+        tls,
+        auth: config.auth.clone(),
+    })
+}
+
 /// Starts every shard and returns once all of them are accepting. A node without the
 /// broker role starts only its controller (`start_controller_only`).
 pub fn start(mut config: ServerConfig) -> Result<Server, ServerError> {
@@ -72,10 +128,8 @@ pub fn start(mut config: ServerConfig) -> Result<Server, ServerError> {
         Some(catalog.clone()),
         &[groups::OFFSETS_TOPIC],
     );
-    let (local_addr, fds) = bind_listeners(config.listen, count)?;
-    if config.advertised_port == 0 {
-        config.advertised_port = local_addr.port();
-    }
+    let (local_addr, fds) = bind_kafka_listeners(&mut config, count)?;
+    let security = Arc::new(security(&config)?);
     let config = Arc::new(config);
     crate::broker::watchdog::register(count, config.stall_warn_ms)
         .map_err(|e| ServerError::Runtime(format!("starting the stall watchdog: {e}")))?;
@@ -119,9 +173,10 @@ pub fn start(mut config: ServerConfig) -> Result<Server, ServerError> {
         return Err(cause.unwrap_or(e));
     }
     let mut spawn_error = None;
-    for (i, fd) in fds.into_iter().enumerate() {
+    for (i, fds) in fds.into_iter().enumerate() {
         let args = ShardArgs {
-            fd,
+            fds,
+            security: security.clone(),
             count,
             config: config.clone(),
             catalog: catalog.clone(),
@@ -153,6 +208,7 @@ pub fn start(mut config: ServerConfig) -> Result<Server, ServerError> {
     let server = Server {
         local_addr,
         serves_kafka: true,
+        security: Some(security),
         stop,
         handles,
         broker: config.cluster.roles.broker.then(|| view.clone()),
@@ -293,6 +349,7 @@ pub(super) fn start_controller_only(config: ServerConfig) -> Result<Server, Serv
     Ok(Server {
         local_addr,
         serves_kafka: false,
+        security: None,
         stop,
         handles: vec![handle],
         broker: None,

@@ -131,6 +131,8 @@ pub enum ShardOp {
     Adopt {
         socket: std::os::fd::OwnedFd,
         slot: ConnectionSlot,
+        /// The listener it was accepted on (index into `Security::listeners`).
+        listener: usize,
     },
 }
 

@@ -107,6 +107,8 @@ pub struct Shard {
     queues: Queues,
     /// Bytes of requests being read or not yet answered (`queued.max.request.bytes`).
     pub request_bytes: Rc<crate::kafka::request_bytes::RequestBytes>,
+    /// The listeners (a connection names its own by index) and TLS settings.
+    pub security: Arc<crate::security::Security>,
 }
 
 /// What every shard shares: settings, the topic catalog, the group coordinator's
@@ -119,6 +121,7 @@ pub struct ShardShared {
     pub txns: Arc<crate::txn::Txns>,
     pub placement: Arc<PlacementTable>,
     pub connections: Arc<ConnectionCounts>,
+    pub security: Arc<crate::security::Security>,
 }
 
 /// Counters of one partition on its owning shard, published with /metrics.
@@ -194,6 +197,7 @@ impl Shard {
             txns,
             placement,
             connections,
+            security,
         } = shared;
         let sessions =
             crate::kafka::handlers::fetch::Sessions::new(config.fetch_sessions_max_per_shard, id);
@@ -224,6 +228,7 @@ impl Shard {
             traffic: RefCell::new(HashMap::new()),
             queues: Queues::new(&config_for_queues),
             request_bytes,
+            security,
         }
     }
 
@@ -347,11 +352,15 @@ impl Shard {
                 self.moves_ended.advance(self.moves_ended.get() + 1);
                 ShardReply::Done
             }
-            ShardOp::Adopt { socket, slot } => {
+            ShardOp::Adopt {
+                socket,
+                slot,
+                listener,
+            } => {
                 use std::os::fd::{FromRawFd, IntoRawFd};
                 // SAFETY: the descriptor is an accepted TCP socket this message owned.
                 let stream = unsafe { glommio::net::TcpStream::from_raw_fd(socket.into_raw_fd()) };
-                crate::kafka::conn::spawn(self.clone(), stream, slot);
+                crate::kafka::conn::spawn(self.clone(), stream, slot, listener);
                 ShardReply::Done
             }
         }

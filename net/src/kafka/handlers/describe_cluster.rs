@@ -1,4 +1,5 @@
-//! DescribeCluster: every live broker from the metadata image, and the active controller.
+//! DescribeCluster: every live broker from the metadata image (its endpoint on the
+//! client's listener), and the active controller.
 
 use std::rc::Rc;
 
@@ -6,10 +7,11 @@ use kafka_protocol::messages::describe_cluster_response::DescribeClusterBroker;
 use kafka_protocol::messages::{ApiKey, BrokerId, DescribeClusterRequest, DescribeClusterResponse};
 use kafka_protocol::protocol::StrBytes;
 
-use super::metadata::controller_id;
+use super::metadata::{controller_id, endpoint};
 use super::ApiSpec;
 use crate::broker::shard::Shard;
 use crate::kafka::frame::{decode_body, encode_response, FrameError, Request, ResponseFrame};
+use crate::security::session::Session;
 
 pub const SPEC: ApiSpec = ApiSpec {
     key: ApiKey::DescribeCluster,
@@ -17,14 +19,18 @@ pub const SPEC: ApiSpec = ApiSpec {
     max: 1,
 };
 
-pub fn handle(shard: &Rc<Shard>, req: &Request) -> Result<ResponseFrame, FrameError> {
+pub fn handle(
+    shard: &Rc<Shard>,
+    session: &Session,
+    req: &Request,
+) -> Result<ResponseFrame, FrameError> {
     let _body: DescribeClusterRequest = decode_body(req)?;
     let image = shard.cluster.image();
     let brokers = image
         .brokers()
         .filter(|b| !b.fenced)
         .filter_map(|b| {
-            let l = b.listeners.first()?;
+            let l = endpoint(shard, session, b)?;
             Some(
                 DescribeClusterBroker::default()
                     .with_broker_id(BrokerId(b.id.0))

@@ -16,6 +16,7 @@ use crate::broker::shard::Shard;
 use crate::groups::OFFSETS_TOPIC;
 use crate::kafka::errors::{code, ErrorCode};
 use crate::kafka::frame::{decode_body, encode_response, FrameError, Request, ResponseFrame};
+use crate::security::session::Session;
 
 pub const SPEC: ApiSpec = ApiSpec {
     key: ApiKey::FindCoordinator,
@@ -30,6 +31,7 @@ const KEY_TYPE_TRANSACTION: i8 = 1;
 /// The coordinating broker of a key: (node id, host, port).
 fn coordinator(
     shard: &Rc<Shard>,
+    session: &Session,
     key: &str,
     key_type: i8,
 ) -> Result<(i32, String, i32), ErrorCode> {
@@ -60,14 +62,16 @@ fn coordinator(
         .broker(leader)
         .filter(|b| !b.fenced)
         .ok_or(code::COORDINATOR_NOT_AVAILABLE)?;
-    let listener = broker
-        .listeners
-        .first()
-        .ok_or(code::COORDINATOR_NOT_AVAILABLE)?;
+    let listener =
+        super::metadata::endpoint(shard, session, broker).ok_or(code::COORDINATOR_NOT_AVAILABLE)?;
     Ok((broker.id.0, listener.host.clone(), i32::from(listener.port)))
 }
 
-pub fn handle(shard: &Rc<Shard>, req: &Request) -> Result<ResponseFrame, FrameError> {
+pub fn handle(
+    shard: &Rc<Shard>,
+    session: &Session,
+    req: &Request,
+) -> Result<ResponseFrame, FrameError> {
     let body: FindCoordinatorRequest = decode_body(req)?;
     let resp = if req.version >= 4 {
         let coordinators = body
@@ -75,7 +79,7 @@ pub fn handle(shard: &Rc<Shard>, req: &Request) -> Result<ResponseFrame, FrameEr
             .iter()
             .map(|k| {
                 let c = Coordinator::default().with_key(k.clone());
-                match coordinator(shard, k, body.key_type) {
+                match coordinator(shard, session, k, body.key_type) {
                     Ok((id, host, port)) => c
                         .with_node_id(BrokerId(id))
                         .with_host(StrBytes::from_string(host))
@@ -89,7 +93,7 @@ pub fn handle(shard: &Rc<Shard>, req: &Request) -> Result<ResponseFrame, FrameEr
             .collect();
         FindCoordinatorResponse::default().with_coordinators(coordinators)
     } else {
-        match coordinator(shard, &body.key, body.key_type) {
+        match coordinator(shard, session, &body.key, body.key_type) {
             Ok((id, host, port)) => FindCoordinatorResponse::default()
                 .with_node_id(BrokerId(id))
                 .with_host(StrBytes::from_string(host))

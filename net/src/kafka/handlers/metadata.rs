@@ -19,6 +19,7 @@ use crate::broker::cluster::{change_metadata, CONTROLLER_REQUEST_TIMEOUT};
 use crate::broker::shard::Shard;
 use crate::kafka::errors::{code, ErrorCode};
 use crate::kafka::frame::{decode_body, encode_response, FrameError, Request, ResponseFrame};
+use crate::security::session::Session;
 
 pub const SPEC: ApiSpec = ApiSpec {
     key: ApiKey::Metadata,
@@ -124,12 +125,24 @@ async fn lookup_or_create(shard: &Shard, name: &str, allow_create: bool) -> Meta
     }
 }
 
-fn brokers(image: &MetadataImage) -> Vec<MetadataResponseBroker> {
+/// Where a client of `session` reaches broker `b`: its endpoint registered under the name
+/// of the listener the client connected to (Kafka answers each client on its own
+/// listener; a broker without that listener is left out).
+pub(crate) fn endpoint<'a>(
+    shard: &Shard,
+    session: &Session,
+    b: &'a sluice_control::BrokerInfo,
+) -> Option<&'a sluice_control::Listener> {
+    let name = &shard.security.listener(session.listener).name;
+    b.listeners.iter().find(|l| &l.name == name)
+}
+
+fn brokers(shard: &Shard, session: &Session, image: &MetadataImage) -> Vec<MetadataResponseBroker> {
     image
         .brokers()
         .filter(|b| !b.fenced)
         .filter_map(|b| {
-            let l = b.listeners.first()?;
+            let l = endpoint(shard, session, b)?;
             Some(
                 MetadataResponseBroker::default()
                     .with_node_id(BrokerId(b.id.0))
@@ -163,7 +176,11 @@ pub fn controller_id(shard: &Shard) -> BrokerId {
     BrokerId(id)
 }
 
-pub async fn handle(shard: &Rc<Shard>, req: &Request) -> Result<ResponseFrame, FrameError> {
+pub async fn handle(
+    shard: &Rc<Shard>,
+    session: &Session,
+    req: &Request,
+) -> Result<ResponseFrame, FrameError> {
     let body: MetadataRequest = decode_body(req)?;
     // v0 cannot say "no auto-create"; an empty v0 list means every topic.
     let allow_create = body.allow_auto_topic_creation || req.version < 4;
@@ -193,7 +210,7 @@ pub async fn handle(shard: &Rc<Shard>, req: &Request) -> Result<ResponseFrame, F
     };
     let image = shard.cluster.image();
     let resp = MetadataResponse::default()
-        .with_brokers(brokers(&image))
+        .with_brokers(brokers(shard, session, &image))
         .with_cluster_id(Some(StrBytes::from_string(shard.config.cluster_id.clone())))
         .with_controller_id(controller_id(shard))
         .with_topics(topics);

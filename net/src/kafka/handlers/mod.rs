@@ -9,10 +9,12 @@ use kafka_protocol::messages::ApiKey;
 
 use crate::broker::shard::Shard;
 use crate::kafka::frame::{FrameError, Request, ResponseFrame};
+use crate::security::session::Session;
 
 pub(crate) mod add_offsets_to_txn;
 pub(crate) mod add_partitions_to_txn;
 pub(crate) mod alter_configs;
+pub(crate) mod alter_user_scram_credentials;
 pub(crate) mod api_versions;
 pub(crate) mod consumer_group_describe;
 pub(crate) mod consumer_group_heartbeat;
@@ -24,6 +26,7 @@ pub(crate) mod delete_topics;
 pub(crate) mod describe_cluster;
 pub(crate) mod describe_configs;
 pub(crate) mod describe_groups;
+pub(crate) mod describe_user_scram_credentials;
 pub(crate) mod elect_leaders;
 pub(crate) mod end_txn;
 pub(crate) mod fan_out;
@@ -41,6 +44,8 @@ pub(crate) mod offset_delete;
 pub(crate) mod offset_fetch;
 pub(crate) mod offset_for_leader_epoch;
 pub(crate) mod produce;
+pub(crate) mod sasl_authenticate;
+pub(crate) mod sasl_handshake;
 pub(crate) mod sync_group;
 pub(crate) mod txn_offset_commit;
 pub(crate) mod write_txn_markers;
@@ -95,15 +100,22 @@ pub const APIS: &[ApiSpec] = &[
     txn_offset_commit::SPEC,
     consumer_group_describe::SPEC,
     consumer_group_heartbeat::SPEC,
+    sasl_handshake::SPEC,
+    sasl_authenticate::SPEC,
+    describe_user_scram_credentials::SPEC,
+    alter_user_scram_credentials::SPEC,
 ];
 
 pub(crate) fn spec(key: ApiKey) -> Option<&'static ApiSpec> {
     APIS.iter().find(|s| s.key == key)
 }
 
-/// Runs one request. `Ok(None)` means no response is sent (acks=0 produce).
+/// Runs one request of the connection whose security state is `session` (its listener
+/// picks the addresses answers give). `Ok(None)` means no response is sent (acks=0
+/// produce).
 pub(crate) async fn dispatch(
     shard: Rc<Shard>,
+    session: &Session,
     req: Request,
 ) -> Result<Option<ResponseFrame>, FrameError> {
     crate::broker::watchdog::note_request(req.api_key as i16);
@@ -119,11 +131,19 @@ pub(crate) async fn dispatch(
             version: req.version,
         });
     }
+    // On a SASL listener: nothing but the SASL exchange before authentication, and only a
+    // re-authentication once the session expired (both close the connection, as Kafka).
+    if session.protocol.sasl() {
+        if let Some(why) = session.refusal(req.api_key, std::time::Instant::now()) {
+            return Err(FrameError::Refused(format!("{:?}: {why}", req.api_key)));
+        }
+    }
     tracing::debug!(api = ?req.api_key, version = req.version,
-        client_id = req.header.client_id.as_deref().unwrap_or(""), "request");
+        client_id = req.header.client_id.as_deref().unwrap_or(""),
+        principal = %session.principal(), protocol = session.protocol.name(), "request");
     match req.api_key {
         ApiKey::ApiVersions => api_versions::handle(&req).map(Some),
-        ApiKey::Metadata => metadata::handle(&shard, &req).await.map(Some),
+        ApiKey::Metadata => metadata::handle(&shard, session, &req).await.map(Some),
         ApiKey::Produce => produce::handle(&shard, &req).await,
         ApiKey::Fetch => fetch::handle(&shard, &req).await.map(Some),
         ApiKey::ListOffsets => list_offsets::handle(&shard, &req).await.map(Some),
@@ -131,7 +151,7 @@ pub(crate) async fn dispatch(
         ApiKey::DeleteTopics => delete_topics::handle(&shard, &req).await.map(Some),
         ApiKey::InitProducerId => init_producer_id::handle(&shard, &req).await.map(Some),
         ApiKey::DeleteRecords => delete_records::handle(&shard, &req).await.map(Some),
-        ApiKey::DescribeCluster => describe_cluster::handle(&shard, &req).map(Some),
+        ApiKey::DescribeCluster => describe_cluster::handle(&shard, session, &req).map(Some),
         ApiKey::OffsetForLeaderEpoch => offset_for_leader_epoch::handle(&shard, &req)
             .await
             .map(Some),
@@ -141,7 +161,7 @@ pub(crate) async fn dispatch(
         ApiKey::IncrementalAlterConfigs => alter_configs::handle_incremental(&shard, &req)
             .await
             .map(Some),
-        ApiKey::FindCoordinator => find_coordinator::handle(&shard, &req).map(Some),
+        ApiKey::FindCoordinator => find_coordinator::handle(&shard, session, &req).map(Some),
         ApiKey::JoinGroup => join_group::handle(&shard, &req).await.map(Some),
         ApiKey::SyncGroup => sync_group::handle(&shard, &req).await.map(Some),
         ApiKey::Heartbeat => heartbeat::handle(&shard, &req).map(Some),
@@ -160,6 +180,16 @@ pub(crate) async fn dispatch(
         ApiKey::TxnOffsetCommit => txn_offset_commit::handle(&shard, &req).await.map(Some),
         ApiKey::ConsumerGroupDescribe => consumer_group_describe::handle(&shard, &req).map(Some),
         ApiKey::ConsumerGroupHeartbeat => consumer_group_heartbeat::handle(&shard, &req)
+            .await
+            .map(Some),
+        ApiKey::SaslHandshake => sasl_handshake::handle(&shard, session, &req).map(Some),
+        ApiKey::SaslAuthenticate => sasl_authenticate::handle(&shard, session, &req)
+            .await
+            .map(Some),
+        ApiKey::DescribeUserScramCredentials => {
+            describe_user_scram_credentials::handle(&shard, &req).map(Some)
+        }
+        ApiKey::AlterUserScramCredentials => alter_user_scram_credentials::handle(&shard, &req)
             .await
             .map(Some),
         other => Err(FrameError::Unsupported {

@@ -1,0 +1,58 @@
+//! Who a client connection is, and how it proved it: the listeners and their security
+//! protocols (`listener`), TLS on SSL and SASL_SSL listeners (`tls`), SASL settings
+//! (`sasl`) and the SCRAM and PLAIN exchanges as pure functions (`scram`), and each
+//! connection's security state (`session`).
+//!
+//! Invariants:
+//! - a connection's listener is fixed when it is accepted and travels with it when another
+//!   shard adopts it; every answer naming brokers (Metadata, DescribeCluster,
+//!   FindCoordinator) uses that listener's advertised addresses;
+//! - TLS is terminated on the shard that serves the connection, after any hand-off, so
+//!   no decrypted byte crosses a thread;
+//! - certificates and keys are read from files only outside the shards (at start and on
+//!   `Server::reload_tls`); a shard only clones the current `Arc` of the TLS settings
+//!   when it accepts a connection; connections keep the settings they began with;
+//! - on a SASL listener a connection is served nothing but ApiVersions, SaslHandshake and
+//!   SaslAuthenticate until it has authenticated, and its frames are bounded by
+//!   `SASL_UNAUTHENTICATED_FRAME_BYTES_MAX` until then; an expired session
+//!   (`connections.max.reauth.ms`) is closed at its next request but a re-authentication;
+//! - secrets (keys, passwords, SASL payloads) are never formatted into logs or errors.
+
+pub mod bootstrap;
+pub mod listener;
+pub mod sasl;
+pub mod scram;
+pub(crate) mod session;
+pub mod tls;
+
+use std::sync::Arc;
+
+pub use listener::{ListenerConfig, SecurityProtocol, PLAINTEXT_LISTENER};
+/// The credential types of the metadata log, for `tools` (which has no `sluice-control`).
+pub use sluice_control::{
+    ScramCredential, ScramMechanism, SCRAM_ITERATIONS_MAX, SCRAM_ITERATIONS_MIN,
+};
+
+/// The `tracing` target of authentication events (`RUST_LOG=sluice::auth=debug` shows
+/// each client's principal as it is established).
+pub const AUTH_LOG_TARGET: &str = "sluice::auth";
+
+/// The node's security settings as the shards use them, built once at start.
+#[derive(Debug)]
+pub struct Security {
+    /// Every Kafka listener: index 0 is `listen` (PLAINTEXT), then `[[listeners]]` in
+    /// file order. A connection names its listener by this index.
+    pub listeners: Vec<ListenerConfig>,
+    /// Present when some listener uses TLS.
+    pub tls: Option<Arc<tls::Tls>>,
+    /// SASL mechanisms and session lifetime of SASL listeners.
+    pub auth: sasl::AuthSettings,
+}
+
+impl Security {
+    /// The listener a connection was accepted on (index 0 if out of range, which the
+    /// accept loops never produce).
+    pub fn listener(&self, index: usize) -> &ListenerConfig {
+        self.listeners.get(index).unwrap_or(&self.listeners[0])
+    }
+}

@@ -1,0 +1,262 @@
+//! TLS listeners with real clients: an SSL produce/consume round trip through librdkafka
+//! (OpenSSL), a client trusting another CA refused, `client_auth = "required"` refusing a
+//! client without a certificate and naming the principal of one with, and a SIGHUP
+//! certificate reload that keeps open connections. Certificates are made here (rcgen).
+
+mod common;
+
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use common::tls::{write_pair, Ca};
+use common::{raw, Broker};
+use kafka_protocol::messages::{ApiKey, ApiVersionsRequest, ApiVersionsResponse};
+use rdkafka::config::ClientConfig;
+use rdkafka::consumer::{BaseConsumer, Consumer};
+use rdkafka::Message;
+
+/// A broker with an SSL listener whose certificate `ca` signed.
+struct Secured {
+    _dir: tempfile::TempDir,
+    dir: PathBuf,
+    ca: Ca,
+    ssl_addr: String,
+    broker: Broker,
+    log: PathBuf,
+}
+
+fn start(client_auth: &str) -> Secured {
+    let tmp = common::tempdir("tls");
+    let dir = tmp.path().to_path_buf();
+    let ca = Ca::new("sluice test CA");
+    let ca_file = ca.write(&dir, "ca");
+    let (cert, key) = write_pair(&dir, "server", &ca.leaf("broker", true));
+    let port = common::free_port();
+    let config = dir.join("sluice.toml");
+    std::fs::write(
+        &config,
+        format!(
+            "[[listeners]]\nname = \"SSL\"\nlisten = \"127.0.0.1:{port}\"\nsecurity_protocol = \"SSL\"\n\
+             [tls]\ncert_file = {cert:?}\nkey_file = {key:?}\nclient_ca_file = {ca_file:?}\n\
+             client_auth = \"{client_auth}\"\n"
+        ),
+    )
+    .unwrap();
+    let log = dir.join("broker.log");
+    let broker = Broker::start_logged(
+        &dir.join("data"),
+        &["--config", config.to_str().unwrap()],
+        &log,
+        "warn,sluice::auth=debug",
+    );
+    Secured {
+        _dir: tmp,
+        dir,
+        ca,
+        ssl_addr: format!("127.0.0.1:{port}"),
+        broker,
+        log,
+    }
+}
+
+/// librdkafka settings for an SSL client trusting `ca_file`, with a client certificate
+/// when given.
+fn ssl_client(addr: &str, ca_file: &Path, cert: Option<&(PathBuf, PathBuf)>) -> ClientConfig {
+    let mut c = ClientConfig::new();
+    c.set("bootstrap.servers", addr)
+        .set("broker.address.family", "v4")
+        .set("security.protocol", "ssl")
+        .set("ssl.ca.location", ca_file.to_str().unwrap());
+    if let Some((cert, key)) = cert {
+        c.set("ssl.certificate.location", cert.to_str().unwrap())
+            .set("ssl.key.location", key.to_str().unwrap());
+    }
+    c
+}
+
+fn round_trip(config: &ClientConfig, topic: &str, n: usize) {
+    common::produce_numbered(config, topic, n);
+    let mut c = config.clone();
+    c.set("group.id", format!("{topic}-group"))
+        .set("auto.offset.reset", "earliest");
+    let consumer: BaseConsumer = c.create().expect("consumer");
+    consumer.subscribe(&[topic]).unwrap();
+    let mut got = Vec::new();
+    common::wait_for("the records back over TLS", common::HANG_GUARD, &mut || {
+        if let Some(Ok(m)) = consumer.poll(Duration::from_millis(100)) {
+            got.push(String::from_utf8_lossy(m.payload().unwrap_or_default()).to_string());
+        }
+        (got.len() == n).then_some(())
+    });
+    let want: Vec<String> = (0..n).map(|i| format!("{topic}-{i}")).collect();
+    assert_eq!(got, want);
+}
+
+fn handshakes_failed(s: &Secured) -> f64 {
+    let page = common::http_get(&s.broker.admin_addr, "/metrics");
+    common::metric(&page, "sluice_tls_handshakes_failed_total", &[]).unwrap_or(0.0)
+}
+
+#[test]
+fn ssl_round_trip_and_a_client_trusting_another_ca_is_refused() {
+    let s = start("none");
+    let ca_file = s.dir.join("ca.pem");
+    round_trip(&ssl_client(&s.ssl_addr, &ca_file, None), "over-tls", 20);
+
+    let other = Ca::new("another CA");
+    let other_file = other.write(&s.dir, "other-ca");
+    assert!(
+        !common::metadata_ok(&ssl_client(&s.ssl_addr, &other_file, None)),
+        "a client that does not trust the broker's CA must not get through"
+    );
+    common::wait_for(
+        "the refused handshake counted",
+        common::HANG_GUARD,
+        &mut || (handshakes_failed(&s) >= 1.0).then_some(()),
+    );
+}
+
+#[test]
+fn required_client_auth_refuses_a_client_without_a_certificate_and_names_the_principal() {
+    let s = start("required");
+    let ca_file = s.dir.join("ca.pem");
+    assert!(
+        !common::metadata_ok(&ssl_client(&s.ssl_addr, &ca_file, None)),
+        "client_auth = required: no certificate, no connection"
+    );
+    let stranger = Ca::new("not the client CA");
+    let stranger_pair = write_pair(&s.dir, "mallory", &stranger.leaf("mallory", false));
+    assert!(
+        !common::metadata_ok(&ssl_client(&s.ssl_addr, &ca_file, Some(&stranger_pair))),
+        "a certificate not signed by client_ca_file is refused"
+    );
+    let carol = write_pair(&s.dir, "carol", &s.ca.leaf("carol", false));
+    round_trip(&ssl_client(&s.ssl_addr, &ca_file, Some(&carol)), "mtls", 3);
+    let log = std::fs::read_to_string(&s.log).unwrap();
+    assert!(
+        log.contains("principal=User:CN=carol"),
+        "the mTLS principal is logged as Kafka forms it:\n{log}"
+    );
+    assert!(
+        !log.contains("mallory"),
+        "a refused client gets no principal"
+    );
+}
+
+fn api_versions_ok(stream: &mut (impl std::io::Read + std::io::Write)) -> bool {
+    let r: ApiVersionsResponse = raw::call(
+        stream,
+        ApiKey::ApiVersions,
+        0,
+        &ApiVersionsRequest::default(),
+    );
+    r.error_code == 0 && !r.api_keys.is_empty()
+}
+
+/// Whether a TLS handshake trusting `ca_pem` completes.
+fn handshake_ok(addr: &str, ca_pem: &str) -> bool {
+    let mut s = common::tls::connect(addr, ca_pem);
+    while s.conn.is_handshaking() {
+        if s.conn.complete_io(&mut s.sock).is_err() {
+            return false;
+        }
+    }
+    true
+}
+
+#[test]
+fn sighup_reloads_the_certificate_and_keeps_open_connections() {
+    let s = start("none");
+    let mut open = common::tls::connect(&s.ssl_addr, &s.ca.cert_pem);
+    assert!(api_versions_ok(&mut open));
+
+    // The operator rotates to a certificate from a new CA and sends SIGHUP.
+    let new_ca = Ca::new("rotated CA");
+    write_pair(&s.dir, "server", &new_ca.leaf("broker", true));
+    s.broker.signal(libc::SIGHUP);
+    common::wait_for(
+        "new connections on the new certificate",
+        common::HANG_GUARD,
+        &mut || handshake_ok(&s.ssl_addr, &new_ca.cert_pem).then_some(()),
+    );
+    assert!(
+        !handshake_ok(&s.ssl_addr, &s.ca.cert_pem),
+        "the old certificate is no longer served"
+    );
+    assert!(
+        api_versions_ok(&mut open),
+        "the connection opened before the reload still answers"
+    );
+    // A reload that fails (a key that does not fit) keeps the certificate in force.
+    std::fs::write(
+        s.dir.join("server.key"),
+        "-----BEGIN PRIVATE KEY-----\nAAAA\n-----END PRIVATE KEY-----\n",
+    )
+    .unwrap();
+    s.broker.signal(libc::SIGHUP);
+    common::wait_for("the failed reload logged", common::HANG_GUARD, &mut || {
+        std::fs::read_to_string(&s.log)
+            .ok()
+            .filter(|l| l.contains("TLS reload failed"))
+    });
+    assert!(handshake_ok(&s.ssl_addr, &new_ca.cert_pem));
+}
+
+/// `sluice bench compare` puts the TLS listener beside the plaintext one in one run, and
+/// every message produced over TLS is counted.
+#[test]
+fn bench_runs_over_tls_beside_plaintext() {
+    let s = start("none");
+    let ca_file = s.dir.join("ca.pem");
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_sluice"))
+        .args([
+            "bench",
+            "compare",
+            "produce",
+            "--rounds",
+            "1",
+            "--messages",
+            "3000",
+        ])
+        .args([
+            "--topic",
+            "bench-tls",
+            "--partitions",
+            "2",
+            "--cores",
+            "0",
+            "--no-pin",
+        ])
+        .arg("--bootstrap")
+        .arg(format!("{},ssl://{}", s.broker.addr, s.ssl_addr))
+        .arg("--tls-ca")
+        .arg(&ca_file)
+        .env("RUST_LOG", "warn")
+        .output()
+        .expect("run sluice bench");
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "bench failed\n{stdout}\n{stderr}");
+    assert!(
+        !stderr.contains("count check failed"),
+        "every message counted\n{stdout}\n{stderr}"
+    );
+    assert!(
+        stdout.contains(&format!("ssl://{}", s.ssl_addr)),
+        "{stdout}"
+    );
+    // Both runs wrote to the same topic: the end offsets hold all 6000.
+    let consumer: BaseConsumer = ClientConfig::new()
+        .set("bootstrap.servers", &s.broker.addr)
+        .create()
+        .unwrap();
+    let total: i64 = (0..2)
+        .map(|p| {
+            consumer
+                .fetch_watermarks("bench-tls", p, common::HANG_GUARD)
+                .expect("watermarks")
+                .1
+        })
+        .sum();
+    assert_eq!(total, 6000);
+}
