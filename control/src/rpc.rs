@@ -68,6 +68,11 @@ pub enum Request {
         configs: Vec<(String, Option<String>)>,
         replace: bool,
     },
+    /// Sets (`Some`) or removes (`None`) a consumer group's config keys.
+    SetGroupConfigs {
+        group: String,
+        configs: Vec<(String, Option<String>)>,
+    },
     /// Moves leadership back to each partition's preferred replica where it can.
     ElectLeaders,
     /// The image, once it is newer than `have` (waits up to `wait_ms` for a change).
@@ -430,6 +435,17 @@ impl Request {
                 }
                 e.u8(u8::from(*replace));
             }
+            Request::SetGroupConfigs { group, configs } => {
+                // Numbered apart from the others, so kinds added meanwhile elsewhere
+                // do not take the same number.
+                e.u8(40);
+                e.str(group);
+                e.u32(configs.len() as u32);
+                for (k, v) in configs {
+                    e.str(k);
+                    e.opt_str(v.as_deref());
+                }
+            }
             Request::ElectLeaders => e.u8(7),
             Request::FetchImage { have, wait_ms } => {
                 e.u8(8);
@@ -540,6 +556,14 @@ impl Request {
                     configs,
                     replace: d.u8()? != 0,
                 }
+            }
+            40 => {
+                let group = d.str()?;
+                let n = d.count(5)?;
+                let configs = (0..n)
+                    .map(|_| Ok((d.str()?, d.opt_str()?)))
+                    .collect::<Result<_, RpcError>>()?;
+                Request::SetGroupConfigs { group, configs }
             }
             7 => Request::ElectLeaders,
             8 => Request::FetchImage {
@@ -851,6 +875,10 @@ mod tests {
                 topic: "t".into(),
                 configs: vec![("a".into(), None), ("b".into(), Some("c".into()))],
                 replace: true,
+            },
+            Request::SetGroupConfigs {
+                group: "g".into(),
+                configs: vec![("consumer.session.timeout.ms".into(), Some("9000".into()))],
             },
             Request::ElectLeaders,
             Request::FetchImage {

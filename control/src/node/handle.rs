@@ -14,7 +14,7 @@ use crate::active::Leaving;
 use crate::controller::ControllerError;
 use crate::image::MetadataImage;
 use crate::isr::{IsrChange, IsrRefusal};
-use crate::records::{Listener, Record};
+use crate::records::{ConfigResource, Listener, Record};
 use crate::rpc::{ErrorKind, Reply, Request};
 use crate::tcp::Event;
 use crate::types::{BrokerEpoch, BrokerId, MetadataOffset, PartitionId, Term};
@@ -103,6 +103,9 @@ async fn decide(state: &Rc<NodeState>, req: Request) -> Reply {
             configs,
             replace,
         } => set_configs(state, &topic, configs, replace).await,
+        Request::SetGroupConfigs { group, configs } => {
+            set_group_configs(state, &group, configs).await
+        }
         Request::ElectLeaders => elect_leaders(state).await,
         Request::AddController { id, host, port } => add_controller(state, id, &host, port).await,
         Request::RemoveController { id } => remove_controller(state, id).await,
@@ -223,7 +226,19 @@ async fn set_configs(
     if image.topic_by_name(topic).is_none() {
         return unknown_topic(topic);
     }
-    let records = config_records(&image, topic, configs, replace);
+    let records = config_records(&image, ConfigResource::Topic, topic, configs, replace);
+    commit_changes(state, &image, &records).await
+}
+
+/// A consumer group's configs: any group id, whether or not the group exists yet (as in
+/// Kafka); keys and values were validated by the broker.
+async fn set_group_configs(
+    state: &NodeState,
+    group: &str,
+    configs: Vec<(String, Option<String>)>,
+) -> Reply {
+    let image = state.ctl.borrow().image();
+    let records = config_records(&image, ConfigResource::Group, group, configs, false);
     commit_changes(state, &image, &records).await
 }
 

@@ -39,6 +39,8 @@ pub const STATIC_LEAVE_EPOCH: i32 = -2;
 /// Coordinator settings this protocol uses.
 #[derive(Debug, Clone)]
 pub struct ConsumerConfig {
+    /// group.consumer.session.timeout.ms (or the group's consumer.session.timeout.ms)
+    pub session_timeout_ms: i32,
     /// group.consumer.heartbeat.interval.ms
     pub heartbeat_interval_ms: i32,
     /// group.consumer.max.size
@@ -189,6 +191,9 @@ pub struct ConsumerGroup {
     subscribed: BTreeMap<TopicId, (String, i32)>,
     /// The topic-metadata version `subscribed` was computed at.
     metadata_version: Option<u64>,
+    /// The session timeout its last heartbeat was given (its GROUP config, or the
+    /// broker's default); `None` until the first heartbeat after a load.
+    session_timeout_ms: Option<i32>,
     /// Wall-clock ms since which the group is empty (offset expiry), or was created.
     pub state_since_ms: i64,
     /// What changed since the last heartbeat's write (`pending`) and since the last sweep
@@ -245,6 +250,7 @@ impl ConsumerGroup {
             owners: HashMap::new(),
             subscribed: BTreeMap::new(),
             metadata_version: None,
+            session_timeout_ms: None,
             state_since_ms: now_ms,
             pending: Changes::default(),
             unswept: Changes::default(),
@@ -457,6 +463,7 @@ impl ConsumerGroup {
         if hb.member_epoch == LEAVE_EPOCH || hb.member_epoch == STATIC_LEAVE_EPOCH {
             return self.leave(hb, now, now_ms);
         }
+        self.session_timeout_ms = Some(config.session_timeout_ms);
         let (mut member, new) = self.member_for(hb, config, now)?;
         let before = member.clone();
         let mut bump = new;
@@ -811,9 +818,13 @@ impl ConsumerGroup {
         next
     }
 
-    /// Removes members whose session expired and fences those that did not revoke within
-    /// their rebalance timeout; their ids, for the log.
+    /// Removes members whose session expired (the group's own session timeout, else
+    /// `session_timeout`) and fences those that did not revoke within their rebalance
+    /// timeout; their ids, for the log.
     pub fn expire(&mut self, session_timeout: Duration, now: Instant, now_ms: i64) -> Vec<String> {
+        let session_timeout = self.session_timeout_ms.map_or(session_timeout, |ms| {
+            Duration::from_millis(ms.max(0) as u64)
+        });
         let gone: Vec<String> = self
             .members
             .values()

@@ -155,7 +155,18 @@ async fn alter_each<'a, R: ResourceAnswer>(
 ) -> Vec<R> {
     let mut out = Vec::with_capacity(resources.size_hint().0);
     for (resource_type, name, change) in resources {
-        let (error, message) = if resource_type != RESOURCE_TOPIC {
+        let (error, message) = if resource_type == super::group_configs::RESOURCE_GROUP {
+            match change {
+                Ok(Change::Keys(keys)) => {
+                    super::group_configs::alter(shard, name, keys, validate_only).await
+                }
+                Ok(Change::Replace(_)) => (
+                    code::INVALID_REQUEST,
+                    Some("group configs are altered with IncrementalAlterConfigs".into()),
+                ),
+                Err(m) => (code::INVALID_CONFIG, Some(m)),
+            }
+        } else if resource_type != RESOURCE_TOPIC {
             (
                 code::INVALID_REQUEST,
                 Some("only topic configs can be altered".to_string()),
