@@ -689,3 +689,52 @@ fn group_configs_set_the_heartbeat_interval_and_session_timeout() {
         "{r:?}"
     );
 }
+
+#[test]
+fn a_group_switches_protocols_once_empty_keeping_its_commits() {
+    let (_dir, b) = broker("cg-switch");
+    common::create_topic_at(&b.addr, "switch", 2, 1, &[]);
+    // A classic member reads and commits, then leaves.
+    let classic = member(&b, "g-switch", &[("group.protocol", "classic")]);
+    classic.subscribe(&["switch"]).unwrap();
+    poll_until(&[&classic], "classic member", split_as(2, &[2]));
+    produce(&b, "switch", 2, 20);
+    read_until(&classic, "classic reads", |first, n| {
+        n >= 10 && first.len() == 2
+    });
+    classic.commit_consumer_state(CommitMode::Sync).unwrap();
+    let commits = committed(&classic);
+    leave(classic);
+    // A consumer-protocol member takes the (now empty) group over and starts from them.
+    let next = member(&b, "g-switch", &[]);
+    next.subscribe(&["switch"]).unwrap();
+    let unfinished: BTreeSet<i32> = commits
+        .iter()
+        .filter(|(_, o)| **o < 20)
+        .map(|(p, _)| *p)
+        .collect();
+    let first = read_until(&next, "the consumer-protocol member reads", |first, _| {
+        unfinished.iter().all(|p| first.contains_key(p))
+    });
+    for p in &unfinished {
+        assert_eq!(
+            first.get(p),
+            commits.get(p),
+            "partition {p} resumed at the classic commit"
+        );
+    }
+    assert_eq!(epochs(&b.addr, "g-switch").2, 1, "a consumer group now");
+    next.commit_consumer_state(CommitMode::Sync).unwrap();
+    let commits = committed(&next);
+    leave(next);
+    // And back: a classic member once the consumer group is empty.
+    let back = member(&b, "g-switch", &[("group.protocol", "classic")]);
+    back.subscribe(&["switch"]).unwrap();
+    poll_until(&[&back], "classic again", split_as(2, &[2]));
+    assert_eq!(
+        committed(&back),
+        commits,
+        "the commits are the group's, whatever its protocol"
+    );
+    leave(back);
+}
