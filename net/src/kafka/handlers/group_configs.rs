@@ -22,6 +22,10 @@ use crate::kafka::errors::{code, ErrorCode};
 pub const RESOURCE_GROUP: i8 = 32;
 pub const SESSION_TIMEOUT_MS: &str = "consumer.session.timeout.ms";
 pub const HEARTBEAT_INTERVAL_MS: &str = "consumer.heartbeat.interval.ms";
+/// Longest group id configs may be set for: every broker's image holds them.
+pub const GROUP_ID_BYTES_MAX: usize = 255;
+/// Groups with configs set, at most (each is a resource in every broker's image).
+pub const GROUPS_WITH_CONFIGS_MAX: usize = 10_000;
 /// Kafka's config sources: a group's own value, a broker default.
 const SOURCE_GROUP: i8 = 8;
 const SOURCE_DEFAULT: i8 = 5;
@@ -50,8 +54,17 @@ fn check(
     keys: &[(String, Option<String>)],
     defaults: &GroupsConfig,
 ) -> Result<(), String> {
-    if group.is_empty() {
-        return Err("the group id is empty".into());
+    if group.is_empty() || group.len() > GROUP_ID_BYTES_MAX {
+        return Err(format!(
+            "the group id is empty or longer than {GROUP_ID_BYTES_MAX} bytes"
+        ));
+    }
+    if image.configs_of(ConfigResource::Group, group).is_none()
+        && image.config_resource_count(ConfigResource::Group) >= GROUPS_WITH_CONFIGS_MAX
+    {
+        return Err(format!(
+            "{GROUPS_WITH_CONFIGS_MAX} groups have configs set already; delete some first"
+        ));
     }
     let (mut session, mut interval) = effective(image, group, defaults);
     for (key, value) in keys {
@@ -156,11 +169,34 @@ mod tests {
         assert!(check(&image, "g", &set(HEARTBEAT_INTERVAL_MS, "1000"), &d).is_ok());
         assert!(check(&image, "g", &set("retention.ms", "1"), &d).is_err());
         assert!(check(&image, "", &set(HEARTBEAT_INTERVAL_MS, "1000"), &d).is_err());
+        let long = "g".repeat(GROUP_ID_BYTES_MAX + 1);
+        assert!(check(&image, &long, &set(HEARTBEAT_INTERVAL_MS, "1000"), &d).is_err());
         let both = vec![
             (SESSION_TIMEOUT_MS.to_string(), Some("8000".to_string())),
             (HEARTBEAT_INTERVAL_MS.to_string(), Some("7000".to_string())),
         ];
         assert!(check(&image, "g", &both, &d).is_ok());
         assert_eq!(effective(&image, "g", &d), (45_000, 5_000));
+    }
+
+    #[test]
+    fn set_group_configs_show_in_the_image_and_are_counted() {
+        let change = |group: &str, value: &str| sluice_control::Record::ConfigChange {
+            resource: ConfigResource::Group,
+            resource_name: group.to_string(),
+            key: HEARTBEAT_INTERVAL_MS.to_string(),
+            value: Some(value.to_string()),
+        };
+        let offset = |n| sluice_control::MetadataOffset(n);
+        let image = MetadataImage::empty()
+            .apply(offset(1), &change("a", "700"))
+            .unwrap()
+            .apply(offset(2), &change("b", "800"))
+            .unwrap();
+        assert_eq!(image.config_resource_count(ConfigResource::Group), 2);
+        assert_eq!(image.config_resource_count(ConfigResource::Topic), 0);
+        let d = GroupsConfig::default();
+        assert_eq!(effective(&image, "a", &d), (45_000, 700));
+        assert_eq!(effective(&image, "c", &d), (45_000, 5_000));
     }
 }
