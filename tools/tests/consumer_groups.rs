@@ -574,6 +574,19 @@ fn bad_heartbeats_get_kafka_error_codes_and_groups_do_not_collide() {
     // Still serving, and the member left cleanly.
     let r = send(&b.addr, &heartbeat(-1));
     assert_eq!((r.error_code, r.member_epoch), (0, -1));
+    // v0: the coordinator names a new member.
+    let v0 = heartbeat(0).with_member_id(StrBytes::from_static_str(""));
+    let r: ConsumerGroupHeartbeatResponse = call(
+        &mut raw::connect(&b.addr),
+        ApiKey::ConsumerGroupHeartbeat,
+        0,
+        &v0,
+    );
+    assert_eq!(r.error_code, 0, "{r:?}");
+    assert!(
+        r.member_id.as_deref().is_some_and(|id| !id.is_empty()),
+        "{r:?}"
+    );
 }
 
 #[test]
