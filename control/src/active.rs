@@ -56,6 +56,10 @@ pub enum HeartbeatReply {
     Fenced,
     /// Unknown broker or stale epoch: the broker must register again.
     RegisterAgain,
+    /// The broker's epoch is newer than this controller's image knows, and entries of its
+    /// log are not applied yet (a controller that just took over): its registration is
+    /// among them. No decision: keep the state you have and ask again soon.
+    NotYetKnown,
 }
 
 /// The steps of a broker's controlled shutdown, as the controller carries them out.
@@ -204,14 +208,28 @@ impl BrokerControl {
         now: Millis,
     ) -> HeartbeatReply {
         let image = ctl.image();
-        match image.broker(broker) {
-            Some(b) if b.epoch == epoch => {
+        let known = image.broker(broker).map(|b| (b.epoch, b.fenced));
+        match known {
+            Some((e, fenced)) if e == epoch => {
                 self.liveness.heartbeat(broker, now);
-                if b.fenced {
+                if fenced {
                     HeartbeatReply::Fenced
                 } else {
                     HeartbeatReply::Active
                 }
+            }
+            // Epochs only grow, and only a controller hands them out after the
+            // registration is applied, so a newer one than the image knows is in this log,
+            // not applied yet. Telling the broker to register again would fence the
+            // incarnation that is serving (see `register`) until the next unfence, and its
+            // Metadata answers would leave itself out meanwhile.
+            Some((e, _)) if e < epoch && image.offset().0 < ctl.last_index() => {
+                self.liveness.heartbeat(broker, now);
+                HeartbeatReply::NotYetKnown
+            }
+            None if image.offset().0 < ctl.last_index() => {
+                self.liveness.heartbeat(broker, now);
+                HeartbeatReply::NotYetKnown
             }
             _ => HeartbeatReply::RegisterAgain,
         }

@@ -266,6 +266,79 @@ impl BrokerLiveness {
     }
 }
 
+/// The elections Kafka's ElectLeaders asks for.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ElectionType {
+    /// Move leadership to the preferred replica (the first), if it is live and in sync.
+    Preferred,
+    /// Give a leaderless partition a leader: from the ISR, then the ELR, then — only
+    /// because it was asked, whatever the topic's `unclean.leader.election.enable` —
+    /// any live replica.
+    Unclean,
+}
+
+/// How one partition of an ElectLeaders request ends (Kafka's per-partition errors).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ElectionOutcome {
+    Elected,
+    /// PREFERRED and the preferred replica leads, or UNCLEAN and a leader exists.
+    NotNeeded,
+    /// PREFERRED, and the preferred replica is not live, not in sync, or shutting down.
+    PreferredNotAvailable,
+    /// UNCLEAN, and no replica is live.
+    EligibleLeadersNotAvailable,
+    UnknownPartition,
+}
+
+/// One partition's election as an ElectLeaders request asks it (Kafka's
+/// `ReplicationControlManager.electLeader`): the outcome, and when a leader was chosen
+/// the record that makes it so and how it was chosen. Brokers in `excluded` (shutting
+/// down) do not lead. The new leader is picked and the ISR and ELR follow it by the rules
+/// automatic election uses ([`elect_leader`], `set_leader`).
+pub fn requested_election(
+    image: &MetadataImage,
+    topic: &str,
+    partition: i32,
+    election: ElectionType,
+    excluded: &BTreeSet<BrokerId>,
+) -> (ElectionOutcome, Option<(Record, ElectionKind)>) {
+    let Some(t) = image.topic_by_name(topic) else {
+        return (ElectionOutcome::UnknownPartition, None);
+    };
+    let idx = crate::types::PartitionId(partition);
+    let Some(p) = t.partitions.get(&idx) else {
+        return (ElectionOutcome::UnknownPartition, None);
+    };
+    let live = |b: BrokerId| image.is_live(b) && !excluded.contains(&b);
+    let elected = match election {
+        ElectionType::Preferred => {
+            let preferred = p.replicas.first().copied();
+            if p.leader.is_some() && p.leader == preferred {
+                return (ElectionOutcome::NotNeeded, None);
+            }
+            match preferred.filter(|b| p.isr.contains(b) && live(*b)) {
+                Some(b) => (b, ElectionKind::Isr),
+                None => return (ElectionOutcome::PreferredNotAvailable, None),
+            }
+        }
+        ElectionType::Unclean => {
+            if p.leader.is_some() {
+                return (ElectionOutcome::NotNeeded, None);
+            }
+            match elect_leader(p, true, live) {
+                Some(e) => e,
+                None => return (ElectionOutcome::EligibleLeadersNotAvailable, None),
+            }
+        }
+    };
+    let mut next = p.clone();
+    set_leader(&mut next, Some(elected));
+    (
+        ElectionOutcome::Elected,
+        Some((change(t, idx, next), elected.1)),
+    )
+}
+
 /// Preferred-leader election: a `PartitionChange` for every partition whose preferred
 /// replica (the first) is live and in sync but does not lead. Run automatically when a
 /// broker is unfenced, and on request (`sluice cluster elect-leaders`).
@@ -303,7 +376,128 @@ pub fn preferred_leader_records_except(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::types::{BrokerEpoch, MetadataOffset};
+    use crate::records::PartitionAssignment;
+    use crate::types::{BrokerEpoch, MetadataOffset, PartitionId, TopicId};
+
+    /// Brokers 1..=3, all live but those in `fenced`; topic "t" with one partition as
+    /// given.
+    fn image_with(
+        replicas: &[i32],
+        leader: Option<i32>,
+        isr: &[i32],
+        fenced: &[i32],
+    ) -> MetadataImage {
+        let ids = |v: &[i32]| v.iter().map(|b| BrokerId(*b)).collect::<Vec<_>>();
+        let mut records = Vec::new();
+        for b in 1..=3 {
+            let (broker, epoch) = (BrokerId(b), BrokerEpoch(1));
+            records.push(Record::RegisterBroker {
+                broker,
+                epoch,
+                rack: None,
+                listeners: Vec::new(),
+            });
+            if !fenced.contains(&b) {
+                records.push(Record::UnfenceBroker { broker, epoch });
+            }
+        }
+        records.push(Record::CreateTopic {
+            name: "t".into(),
+            topic_id: TopicId(9),
+            partitions: vec![PartitionAssignment {
+                partition: PartitionId(0),
+                replicas: ids(replicas),
+                leader: leader.map(BrokerId),
+                leader_epoch: LeaderEpoch(3),
+                isr: ids(isr),
+            }],
+        });
+        let mut image = MetadataImage::empty();
+        for (i, r) in records.iter().enumerate() {
+            image = image.apply(MetadataOffset(i as u64 + 1), r).unwrap();
+        }
+        image
+    }
+
+    fn ask(
+        image: &MetadataImage,
+        partition: i32,
+        election: ElectionType,
+    ) -> (
+        ElectionOutcome,
+        Option<(BrokerId, Vec<BrokerId>, ElectionKind)>,
+    ) {
+        let (outcome, change) =
+            requested_election(image, "t", partition, election, &BTreeSet::new());
+        let change = change.map(|(r, kind)| match r {
+            Record::PartitionChange(c) => {
+                assert_eq!(c.leader_epoch, LeaderEpoch(4), "a new leader, a new epoch");
+                (c.leader.unwrap(), c.isr, kind)
+            }
+            other => panic!("{other:?}"),
+        });
+        (outcome, change)
+    }
+
+    #[test]
+    fn a_preferred_election_needs_the_preferred_replica_live_and_in_sync() {
+        let image = image_with(&[1, 2], Some(2), &[1, 2], &[]);
+        let (outcome, change) = ask(&image, 0, ElectionType::Preferred);
+        assert_eq!(outcome, ElectionOutcome::Elected);
+        assert_eq!(
+            change,
+            Some((
+                BrokerId(1),
+                vec![BrokerId(1), BrokerId(2)],
+                ElectionKind::Isr
+            ))
+        );
+        let led = image_with(&[1, 2], Some(1), &[1, 2], &[]);
+        assert_eq!(
+            ask(&led, 0, ElectionType::Preferred).0,
+            ElectionOutcome::NotNeeded
+        );
+        let out_of_sync = image_with(&[1, 2], Some(2), &[2], &[]);
+        assert_eq!(
+            ask(&out_of_sync, 0, ElectionType::Preferred).0,
+            ElectionOutcome::PreferredNotAvailable
+        );
+        let fenced = image_with(&[1, 2], Some(2), &[1, 2], &[1]);
+        assert_eq!(
+            ask(&fenced, 0, ElectionType::Preferred).0,
+            ElectionOutcome::PreferredNotAvailable
+        );
+        assert_eq!(
+            ask(&image, 1, ElectionType::Preferred).0,
+            ElectionOutcome::UnknownPartition
+        );
+    }
+
+    #[test]
+    fn an_unclean_election_prefers_the_isr_and_only_then_takes_any_live_replica() {
+        let led = image_with(&[1, 2], Some(1), &[1, 2], &[]);
+        assert_eq!(
+            ask(&led, 0, ElectionType::Unclean).0,
+            ElectionOutcome::NotNeeded
+        );
+        // Leaderless with a live in-sync replica: a clean choice.
+        let clean = image_with(&[1, 2], None, &[2], &[1]);
+        assert_eq!(
+            ask(&clean, 0, ElectionType::Unclean).1,
+            Some((BrokerId(2), vec![BrokerId(2)], ElectionKind::Isr))
+        );
+        // Only a replica outside the ISR is live: unclean, and it restarts the ISR.
+        let unclean = image_with(&[1, 2, 3], None, &[1], &[1, 3]);
+        assert_eq!(
+            ask(&unclean, 0, ElectionType::Unclean).1,
+            Some((BrokerId(2), vec![BrokerId(2)], ElectionKind::Unclean))
+        );
+        let nobody = image_with(&[1], None, &[1], &[1]);
+        assert_eq!(
+            ask(&nobody, 0, ElectionType::Unclean).0,
+            ElectionOutcome::EligibleLeadersNotAvailable
+        );
+    }
 
     #[test]
     fn a_heartbeat_from_an_earlier_leadership_does_not_expire_a_session_on_takeover() {

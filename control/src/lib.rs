@@ -87,7 +87,8 @@ pub use controller::{
 };
 pub use election::{
     controlled_shutdown_records, elect_leader, fence_broker, preferred_leader_records,
-    preferred_leader_records_except, unfence_broker, BrokerLiveness, ElectionKind,
+    preferred_leader_records_except, requested_election, unfence_broker, BrokerLiveness,
+    ElectionKind, ElectionOutcome, ElectionType,
 };
 pub use image::{BrokerInfo, ImageError, MetadataImage, PartitionState, TopicImage};
 pub use isr::{alter_partition, IsrChange, IsrRefusal};

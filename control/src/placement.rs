@@ -186,3 +186,162 @@ pub fn add_partitions_records(
         })
         .collect())
 }
+
+/// Why a manual replica assignment is refused: Kafka's INVALID_REPLICA_ASSIGNMENT cases,
+/// with its messages.
+#[derive(Debug, thiserror::Error, PartialEq, Eq)]
+pub enum AssignmentError {
+    #[error("The manual partition assignment includes an empty replica list.")]
+    EmptyReplicas,
+    #[error(
+        "The manual partition assignment includes broker {0}, but no such broker is registered."
+    )]
+    UnknownBroker(BrokerId),
+    #[error("The manual partition assignment includes the broker {0} more than once.")]
+    DuplicateBroker(BrokerId),
+    #[error("The manual partition assignment includes a partition with {got} replica(s), but this is not consistent with previous partitions, which have {want} replica(s).")]
+    InconsistentReplicas { got: usize, want: usize },
+    #[error("All brokers specified in the manual partition assignment for partition {0} are fenced or in controlled shutdown.")]
+    NoLiveReplica(i32),
+}
+
+/// One partition of a checked manual assignment: its replicas as asked and its first
+/// ISR, the replicas that are unfenced (in the asked order; the first leads).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ManualPartition {
+    pub replicas: Vec<BrokerId>,
+    pub isr: Vec<BrokerId>,
+}
+
+/// Checks a manual assignment as Kafka's controller does (`validateManualPartitionAssignment`):
+/// every list non-empty, of registered brokers, none twice, all of one length (`rf` when
+/// the topic already has one), and at least one unfenced replica per partition.
+/// `first_partition` numbers the partitions in messages.
+pub fn check_manual_assignment(
+    image: &crate::image::MetadataImage,
+    first_partition: i32,
+    assignment: &[Vec<BrokerId>],
+    rf: Option<usize>,
+) -> Result<Vec<ManualPartition>, AssignmentError> {
+    let mut want = rf;
+    let mut out = Vec::with_capacity(assignment.len());
+    for (i, replicas) in assignment.iter().enumerate() {
+        if replicas.is_empty() {
+            return Err(AssignmentError::EmptyReplicas);
+        }
+        let mut sorted = replicas.clone();
+        sorted.sort_unstable();
+        for (j, b) in sorted.iter().enumerate() {
+            if image.broker(*b).is_none() {
+                return Err(AssignmentError::UnknownBroker(*b));
+            }
+            if j > 0 && sorted[j - 1] == *b {
+                return Err(AssignmentError::DuplicateBroker(*b));
+            }
+        }
+        if let Some(want) = want.filter(|w| *w != replicas.len()) {
+            return Err(AssignmentError::InconsistentReplicas {
+                got: replicas.len(),
+                want,
+            });
+        }
+        want = Some(replicas.len());
+        let isr: Vec<BrokerId> = replicas
+            .iter()
+            .copied()
+            .filter(|b| image.broker(*b).is_some_and(|info| !info.fenced))
+            .collect();
+        if isr.is_empty() {
+            // Bound: the assignment's length is checked against the partition limit first.
+            return Err(AssignmentError::NoLiveReplica(first_partition + i as i32));
+        }
+        out.push(ManualPartition {
+            replicas: replicas.clone(),
+            isr,
+        });
+    }
+    Ok(out)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::image::MetadataImage;
+    use crate::records::Record;
+    use crate::types::{BrokerEpoch, MetadataOffset};
+
+    /// Brokers 1..=3 registered; 1 and 2 unfenced, 3 fenced.
+    fn image() -> MetadataImage {
+        let mut image = MetadataImage::empty();
+        let mut offset = 0;
+        for b in 1..=3 {
+            let (broker, epoch) = (BrokerId(b), BrokerEpoch(i64::from(b)));
+            let mut records = vec![Record::RegisterBroker {
+                broker,
+                epoch,
+                rack: None,
+                listeners: Vec::new(),
+            }];
+            if b < 3 {
+                records.push(Record::UnfenceBroker { broker, epoch });
+            }
+            for r in records {
+                offset += 1;
+                image = image.apply(MetadataOffset(offset), &r).unwrap();
+            }
+        }
+        image
+    }
+
+    fn ids(v: &[i32]) -> Vec<BrokerId> {
+        v.iter().map(|b| BrokerId(*b)).collect()
+    }
+
+    #[test]
+    fn a_manual_assignment_keeps_its_order_and_starts_with_its_live_replicas_in_sync() {
+        let got = check_manual_assignment(&image(), 0, &[ids(&[3, 2]), ids(&[1, 3])], None);
+        assert_eq!(
+            got.unwrap(),
+            [
+                ManualPartition {
+                    replicas: ids(&[3, 2]),
+                    isr: ids(&[2]),
+                },
+                ManualPartition {
+                    replicas: ids(&[1, 3]),
+                    isr: ids(&[1]),
+                },
+            ]
+        );
+    }
+
+    #[test]
+    fn a_manual_assignment_is_refused_as_kafka_refuses_it() {
+        let image = image();
+        let check = |a: &[&[i32]], rf| {
+            let a: Vec<Vec<BrokerId>> = a.iter().map(|r| ids(r)).collect();
+            check_manual_assignment(&image, 4, &a, rf).unwrap_err()
+        };
+        assert_eq!(check(&[&[]], None), AssignmentError::EmptyReplicas);
+        assert_eq!(
+            check(&[&[1, 7]], None),
+            AssignmentError::UnknownBroker(BrokerId(7))
+        );
+        assert_eq!(
+            check(&[&[2, 1, 2]], None),
+            AssignmentError::DuplicateBroker(BrokerId(2))
+        );
+        assert_eq!(
+            check(&[&[1, 2], &[1]], None),
+            AssignmentError::InconsistentReplicas { got: 1, want: 2 }
+        );
+        assert_eq!(
+            check(&[&[1]], Some(2)),
+            AssignmentError::InconsistentReplicas { got: 1, want: 2 }
+        );
+        assert_eq!(
+            check(&[&[1], &[3]], None),
+            AssignmentError::NoLiveReplica(5)
+        );
+    }
+}

@@ -21,6 +21,7 @@ use std::time::Duration;
 use futures_lite::{AsyncReadExt, AsyncWriteExt};
 
 use crate::active::HeartbeatReply;
+use crate::election::{ElectionOutcome, ElectionType};
 use crate::records::Listener;
 use crate::types::{BrokerEpoch, BrokerId, LeaderEpoch, MetadataOffset, NodeId, Term, TopicId};
 
@@ -51,6 +52,10 @@ pub enum Request {
         /// Keep this id (importing a topic a single node had before the quorum existed).
         topic_id: Option<TopicId>,
         validate_only: bool,
+        /// Each partition's replicas as asked (CreateTopics' `assignments`, partition `i`
+        /// at index `i`); empty: the controller places them. `partitions` and
+        /// `replication_factor` are -1 when it is not empty, as Kafka asks.
+        assignment: Vec<Vec<BrokerId>>,
     },
     DeleteTopic {
         name: String,
@@ -59,6 +64,9 @@ pub enum Request {
         name: String,
         count: i32,
         validate_only: bool,
+        /// The new partitions' replicas as asked, in partition order; empty: placed by
+        /// the controller.
+        assignment: Vec<Vec<BrokerId>>,
     },
     /// Sets (`Some`) or removes (`None`) topic config keys. With `replace` the topic's
     /// configs become exactly the keys set here: the controller removes the others, from
@@ -75,6 +83,13 @@ pub enum Request {
     },
     /// Moves leadership back to each partition's preferred replica where it can.
     ElectLeaders,
+    /// Kafka's ElectLeaders: `election` for each named partition (`None`: every
+    /// partition, answering only those where an election was needed). Answered with
+    /// `Reply::Elected` once the changes are applied.
+    Elect {
+        election: ElectionType,
+        partitions: Option<Vec<(String, Vec<i32>)>>,
+    },
     /// The image, once it is newer than `have` (waits up to `wait_ms` for a change).
     FetchImage {
         have: MetadataOffset,
@@ -126,6 +141,9 @@ pub enum ErrorKind {
     InvalidPartitions,
     InvalidReplicationFactor,
     InvalidRequest,
+    /// A manual replica assignment names an unknown broker, a broker twice, an empty
+    /// replica list, or replica counts that differ (Kafka's INVALID_REPLICA_ASSIGNMENT).
+    InvalidReplicaAssignment,
     /// Not committed in time (or leadership changed meanwhile): retry.
     Timeout,
     Internal,
@@ -185,6 +203,20 @@ pub enum Reply {
         snapshot: Vec<u8>,
     },
     Status(QuorumStatus),
+    /// The outcome of each partition of an `Elect`; the image has the elections from
+    /// `offset` on.
+    Elected {
+        offset: MetadataOffset,
+        results: Vec<PartitionElection>,
+    },
+}
+
+/// One partition's answer to `Request::Elect`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PartitionElection {
+    pub topic: String,
+    pub partition: i32,
+    pub outcome: ElectionOutcome,
 }
 
 /// Why a request or answer could not be exchanged.
@@ -243,6 +275,20 @@ impl Enc {
     }
     fn node(&mut self, v: Option<NodeId>) {
         self.u64(v.map_or(0, |n| n.0));
+    }
+    /// A manual replica assignment, written only when there is one: a controller that
+    /// predates it still reads every request without one.
+    fn assignment(&mut self, a: &[Vec<BrokerId>]) {
+        if a.is_empty() {
+            return;
+        }
+        self.u32(a.len() as u32);
+        for replicas in a {
+            self.u32(replicas.len() as u32);
+            for b in replicas {
+                self.i32(b.0);
+            }
+        }
     }
     fn quorum(&mut self, q: &QuorumStatus) {
         self.u64(q.node);
@@ -323,6 +369,19 @@ impl<'a> Dec<'a> {
         }
         Ok(n)
     }
+    /// What `Enc::assignment` wrote: nothing left means no assignment.
+    fn assignment(&mut self) -> Result<Vec<Vec<BrokerId>>, RpcError> {
+        if self.buf.is_empty() {
+            return Ok(Vec::new());
+        }
+        let n = self.count(4)?;
+        (0..n)
+            .map(|_| {
+                let m = self.count(4)?;
+                (0..m).map(|_| self.i32().map(BrokerId)).collect()
+            })
+            .collect()
+    }
     fn node(&mut self) -> Result<Option<NodeId>, RpcError> {
         let n = self.u64()?;
         Ok((n != 0).then_some(NodeId(n)))
@@ -388,6 +447,7 @@ impl Request {
                 configs,
                 topic_id,
                 validate_only,
+                assignment,
             } => {
                 e.u8(3);
                 e.str(name);
@@ -406,6 +466,7 @@ impl Request {
                     None => e.u8(0),
                 }
                 e.u8(u8::from(*validate_only));
+                e.assignment(assignment);
             }
             Request::DeleteTopic { name } => {
                 e.u8(4);
@@ -415,11 +476,13 @@ impl Request {
                 name,
                 count,
                 validate_only,
+                assignment,
             } => {
                 e.u8(5);
                 e.str(name);
                 e.i32(*count);
                 e.u8(u8::from(*validate_only));
+                e.assignment(assignment);
             }
             Request::SetConfigs {
                 topic,
@@ -447,6 +510,30 @@ impl Request {
                 }
             }
             Request::ElectLeaders => e.u8(7),
+            Request::Elect {
+                election,
+                partitions,
+            } => {
+                e.u8(15);
+                e.u8(match election {
+                    ElectionType::Preferred => 0,
+                    ElectionType::Unclean => 1,
+                });
+                match partitions {
+                    None => e.u8(0),
+                    Some(topics) => {
+                        e.u8(1);
+                        e.u32(topics.len() as u32);
+                        for (topic, ps) in topics {
+                            e.str(topic);
+                            e.u32(ps.len() as u32);
+                            for p in ps {
+                                e.i32(*p);
+                            }
+                        }
+                    }
+                }
+            }
             Request::FetchImage { have, wait_ms } => {
                 e.u8(8);
                 e.u64(have.0);
@@ -537,6 +624,7 @@ impl Request {
                     configs,
                     topic_id,
                     validate_only: d.bool()?,
+                    assignment: d.assignment()?,
                 }
             }
             4 => Request::DeleteTopic { name: d.str()? },
@@ -544,6 +632,7 @@ impl Request {
                 name: d.str()?,
                 count: d.i32()?,
                 validate_only: d.bool()?,
+                assignment: d.assignment()?,
             },
             6 => {
                 let topic = d.str()?;
@@ -566,6 +655,32 @@ impl Request {
                 Request::SetGroupConfigs { group, configs }
             }
             7 => Request::ElectLeaders,
+            15 => {
+                let election = match d.u8()? {
+                    0 => ElectionType::Preferred,
+                    1 => ElectionType::Unclean,
+                    _ => return Err(RpcError::Decode("unknown election type")),
+                };
+                let partitions = match d.u8()? {
+                    0 => None,
+                    _ => {
+                        let n = d.count(8)?;
+                        let topics = (0..n)
+                            .map(|_| {
+                                let topic = d.str()?;
+                                let m = d.count(4)?;
+                                let ps = (0..m).map(|_| d.i32()).collect::<Result<_, _>>()?;
+                                Ok((topic, ps))
+                            })
+                            .collect::<Result<_, RpcError>>()?;
+                        Some(topics)
+                    }
+                };
+                Request::Elect {
+                    election,
+                    partitions,
+                }
+            }
             8 => Request::FetchImage {
                 have: MetadataOffset(d.u64()?),
                 wait_ms: d.u32()?,
@@ -628,6 +743,7 @@ fn error_kind_code(k: ErrorKind) -> u8 {
         ErrorKind::FencedLeaderEpoch => 11,
         ErrorKind::IneligibleReplica => 12,
         ErrorKind::StaleBrokerEpoch => 13,
+        ErrorKind::InvalidReplicaAssignment => 14,
     }
 }
 
@@ -646,6 +762,7 @@ fn error_kind_from(c: u8) -> Result<ErrorKind, RpcError> {
         11 => ErrorKind::FencedLeaderEpoch,
         12 => ErrorKind::IneligibleReplica,
         13 => ErrorKind::StaleBrokerEpoch,
+        14 => ErrorKind::InvalidReplicaAssignment,
         _ => return Err(RpcError::Decode("unknown error kind")),
     })
 }
@@ -673,6 +790,7 @@ impl Reply {
                     HeartbeatReply::Active => 0,
                     HeartbeatReply::Fenced => 1,
                     HeartbeatReply::RegisterAgain => 2,
+                    HeartbeatReply::NotYetKnown => 3,
                 });
                 e.quorum(quorum);
             }
@@ -687,6 +805,22 @@ impl Reply {
             Reply::Status(q) => {
                 e.u8(7);
                 e.quorum(q);
+            }
+            Reply::Elected { offset, results } => {
+                e.u8(8);
+                e.u64(offset.0);
+                e.u32(results.len() as u32);
+                for r in results {
+                    e.str(&r.topic);
+                    e.i32(r.partition);
+                    e.u8(match r.outcome {
+                        ElectionOutcome::Elected => 0,
+                        ElectionOutcome::NotNeeded => 1,
+                        ElectionOutcome::PreferredNotAvailable => 2,
+                        ElectionOutcome::EligibleLeadersNotAvailable => 3,
+                        ElectionOutcome::UnknownPartition => 4,
+                    });
+                }
             }
         }
         e.0
@@ -708,6 +842,7 @@ impl Reply {
                     0 => HeartbeatReply::Active,
                     1 => HeartbeatReply::Fenced,
                     2 => HeartbeatReply::RegisterAgain,
+                    3 => HeartbeatReply::NotYetKnown,
                     _ => return Err(RpcError::Decode("unknown heartbeat state")),
                 };
                 Reply::Heartbeat {
@@ -722,6 +857,27 @@ impl Reply {
                 snapshot: d.bytes()?.to_vec(),
             },
             7 => Reply::Status(d.quorum()?),
+            8 => {
+                let offset = MetadataOffset(d.u64()?);
+                let n = d.count(9)?;
+                let results = (0..n)
+                    .map(|_| {
+                        Ok(PartitionElection {
+                            topic: d.str()?,
+                            partition: d.i32()?,
+                            outcome: match d.u8()? {
+                                0 => ElectionOutcome::Elected,
+                                1 => ElectionOutcome::NotNeeded,
+                                2 => ElectionOutcome::PreferredNotAvailable,
+                                3 => ElectionOutcome::EligibleLeadersNotAvailable,
+                                4 => ElectionOutcome::UnknownPartition,
+                                _ => return Err(RpcError::Decode("unknown election outcome")),
+                            },
+                        })
+                    })
+                    .collect::<Result<_, RpcError>>()?;
+                Reply::Elected { offset, results }
+            }
             _ => return Err(RpcError::Decode("unknown reply kind")),
         };
         d.end()?;
@@ -864,12 +1020,29 @@ mod tests {
                 configs: vec![("retention.ms".into(), "1".into())],
                 topic_id: Some(TopicId(7)),
                 validate_only: true,
+                assignment: vec![],
+            },
+            Request::CreateTopic {
+                name: "m".into(),
+                partitions: -1,
+                replication_factor: -1,
+                configs: vec![],
+                topic_id: None,
+                validate_only: false,
+                assignment: vec![vec![BrokerId(1), BrokerId(2)], vec![BrokerId(2)]],
             },
             Request::DeleteTopic { name: "t".into() },
             Request::CreatePartitions {
                 name: "t".into(),
                 count: 9,
                 validate_only: false,
+                assignment: vec![],
+            },
+            Request::CreatePartitions {
+                name: "t".into(),
+                count: 10,
+                validate_only: true,
+                assignment: vec![vec![BrokerId(3)]],
             },
             Request::SetConfigs {
                 topic: "t".into(),
@@ -881,6 +1054,14 @@ mod tests {
                 configs: vec![("consumer.session.timeout.ms".into(), Some("9000".into()))],
             },
             Request::ElectLeaders,
+            Request::Elect {
+                election: ElectionType::Unclean,
+                partitions: Some(vec![("t".into(), vec![0, 2]), ("u".into(), vec![])]),
+            },
+            Request::Elect {
+                election: ElectionType::Preferred,
+                partitions: None,
+            },
             Request::FetchImage {
                 have: MetadataOffset(5),
                 wait_ms: 100,
@@ -969,6 +1150,25 @@ mod tests {
                 kind: ErrorKind::StaleBrokerEpoch,
                 message: "register again".into(),
             },
+            Reply::Error {
+                kind: ErrorKind::InvalidReplicaAssignment,
+                message: "broker 9 is not registered".into(),
+            },
+            Reply::Elected {
+                offset: MetadataOffset(12),
+                results: vec![
+                    PartitionElection {
+                        topic: "t".into(),
+                        partition: 1,
+                        outcome: ElectionOutcome::PreferredNotAvailable,
+                    },
+                    PartitionElection {
+                        topic: "t".into(),
+                        partition: 2,
+                        outcome: ElectionOutcome::Elected,
+                    },
+                ],
+            },
         ];
         for r in replies {
             assert_eq!(Reply::decode(&r.encode()).unwrap(), r);
@@ -984,6 +1184,7 @@ mod tests {
             configs: vec![("k".into(), "v".into())],
             topic_id: None,
             validate_only: false,
+            assignment: vec![],
         }
         .encode();
         for cut in 0..body.len() {

@@ -140,3 +140,49 @@ fn brokers_fenced_and_unfenced_together_are_decided_one_at_a_time() -> TestResul
     }
     Ok(())
 }
+
+/// A heartbeat that reaches a controller whose image is behind its own log (a controller
+/// that just took over, before it applies the previous leader's last entries) may carry an
+/// epoch newer than that image knows. The broker is serving under that epoch: telling it
+/// to register again fences the serving incarnation until the next unfence, and its
+/// Metadata answers leave itself out meanwhile (seen once as `metadata_start`'s "node 3
+/// does not list itself" after a cluster restart). The controller answers "not yet known"
+/// instead, and decides once the registration is applied; a stale epoch is still refused.
+#[test]
+fn a_heartbeat_newer_than_the_image_is_not_told_to_register_again() -> TestResult {
+    let dir = tempfile::tempdir()?;
+    let mut w = setup(dir.path())?;
+    let one = BrokerId(1);
+    let old = w.epoch(one);
+    let l = w.c.leader().ok_or("no leader")?;
+    let ctl = w.c.node_mut(l).ok_or("gone")?;
+    let epoch = w.bc.register(ctl, one, Some("a".into()), vec![], w.now)?;
+    assert!(
+        ctl.image().offset().0 < ctl.last_index(),
+        "registration applied already"
+    );
+    assert_eq!(
+        w.bc.heartbeat(ctl, one, epoch, w.now),
+        HeartbeatReply::NotYetKnown
+    );
+    assert_eq!(
+        w.bc.heartbeat(ctl, one, BrokerEpoch(old.0 - 1), w.now),
+        HeartbeatReply::RegisterAgain,
+        "an epoch older than the image's is stale whatever is still to apply"
+    );
+    w.epochs[0] = (one, epoch);
+    w.c.settle()?;
+    let ctl = w.c.node_mut(l).ok_or("gone")?;
+    assert_eq!(ctl.image().offset().0, ctl.last_index());
+    assert_eq!(
+        w.bc.heartbeat(ctl, one, epoch, w.now),
+        HeartbeatReply::Fenced
+    );
+    assert_eq!(
+        w.bc.heartbeat(ctl, one, BrokerEpoch(epoch.0 + 1), w.now),
+        HeartbeatReply::RegisterAgain,
+        "an epoch no log entry holds once everything is applied"
+    );
+    w.run_until(&ALL, |i| i.is_live(one))?;
+    Ok(())
+}

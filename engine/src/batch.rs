@@ -112,6 +112,8 @@ pub enum BatchError {
     MalformedRecord { index: i32 },
     #[error("batch records cannot be decompressed: {0}")]
     Decompress(crate::codec::DecompressError),
+    #[error("batch records cannot be recompressed: {0}")]
+    Compress(crate::codec::CompressError),
 }
 
 /// Reads the header of the batch at the start of `bytes` without checking it.
@@ -396,6 +398,31 @@ pub fn rebuild(batch: &[u8], header: &BatchHeader, records: &[StoredRecord<'_>])
     out
 }
 
+/// The batch `batch` (header `header`) with its records section stored with `codec`
+/// instead (0: uncompressed): decompressed (bounded, as [`records_section`]) and
+/// compressed again. Every header field but the codec bits, the length and the CRC32C
+/// stays, so offsets, timestamps and producer fields are those the producer sent.
+pub fn recompress(batch: &[u8], header: &BatchHeader, codec: u8) -> Result<Vec<u8>, BatchError> {
+    let section = records_section(header, batch)?;
+    let body = crate::codec::compress(codec, &section).map_err(BatchError::Compress)?;
+    let mut out = Vec::with_capacity(HEADER_BYTES + body.len());
+    out.extend_from_slice(&batch[..HEADER_BYTES]);
+    out.extend_from_slice(&body);
+    let length =
+        i32::try_from(out.len() - LOG_OVERHEAD_BYTES).map_err(|_| BatchError::TooLarge {
+            size: out.len(),
+            max: i32::MAX as usize,
+        })?;
+    if let Ok((h, _)) = BatchHeader::mut_from_prefix(&mut out) {
+        h.batch_length.set(length);
+        h.attributes
+            .set((h.attributes.get() & !COMPRESSION_MASK) | i16::from(codec));
+    }
+    let crc = crc32c::crc32c(&out[CRC_START..]);
+    out[17..21].copy_from_slice(&crc.to_be_bytes());
+    Ok(out)
+}
+
 /// One record for [`BatchBuilder`].
 #[derive(Debug, Clone, Default)]
 pub struct Record<'a> {
@@ -429,6 +456,8 @@ pub struct BatchBuilder {
     base_timestamp: i64,
     max_timestamp: i64,
     producer: ProducerFields,
+    /// Batch attribute bits beyond compression: transactional, control.
+    flags: i16,
 }
 
 impl BatchBuilder {
@@ -441,11 +470,24 @@ impl BatchBuilder {
             base_timestamp: base_timestamp_ms,
             max_timestamp: base_timestamp_ms,
             producer: ProducerFields::NONE,
+            flags: 0,
         }
     }
 
     pub fn producer(mut self, producer: ProducerFields) -> Self {
         self.producer = producer;
+        self
+    }
+
+    /// Marks the batch as part of a transaction (its producer fields name the producer).
+    pub fn transactional(mut self) -> Self {
+        self.flags |= TRANSACTIONAL_FLAG;
+        self
+    }
+
+    /// Marks the batch as a control batch (a transaction marker; see `txn`).
+    pub fn control(mut self) -> Self {
+        self.flags |= CONTROL_FLAG;
         self
     }
 
@@ -482,7 +524,7 @@ impl BatchBuilder {
             partition_leader_epoch: I32::new(-1),
             magic: MAGIC_V2,
             crc: U32::new(0),
-            attributes: I16::new(0),
+            attributes: I16::new(self.flags),
             last_offset_delta: I32::new((self.count - 1).max(0)),
             base_timestamp: I64::new(self.base_timestamp),
             max_timestamp: I64::new(self.max_timestamp),
@@ -600,6 +642,31 @@ pub fn record_timestamps(batch: &[u8]) -> Option<Vec<(Offset, i64)>> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_recompressed_batch_is_valid_and_holds_the_same_records() {
+        let mut b = BatchBuilder::new(5_000);
+        for i in 0..50u32 {
+            let v = i.to_string().repeat(20);
+            b.push(&Record {
+                key: Some(b"k"),
+                value: Some(v.as_bytes()),
+                timestamp_ms: 5_000 + i64::from(i),
+                ..Record::default()
+            });
+        }
+        let plain = b.build();
+        let header = validate(&plain, 1 << 20).unwrap();
+        for codec in 1..=4u8 {
+            let packed = recompress(&plain, &header, codec).unwrap();
+            let h = validate(&packed, 1 << 20).expect("valid after recompression");
+            assert_eq!(h.compression(), codec);
+            assert!(packed.len() < plain.len(), "codec {codec}");
+            assert_eq!(h.max_timestamp.get(), header.max_timestamp.get());
+            // And back: the same bytes as the producer's uncompressed batch.
+            assert_eq!(recompress(&packed, &h, 0).unwrap(), plain, "codec {codec}");
+        }
+    }
 
     #[test]
     fn records_are_walked_and_rebuilt_with_their_offsets() {

@@ -649,7 +649,7 @@ pub(crate) async fn finish_interrupted_swaps(dir: &Path) -> Result<(), LogError>
             len,
             u32::MAX,
             segment::Continuity::Increasing,
-            &mut |_| {},
+            &mut |_, _| {},
         )
         .await?;
         let _ = file.close().await;

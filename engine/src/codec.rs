@@ -1,7 +1,9 @@
 //! Decompression of a record batch's records section (gzip, snappy as Kafka frames it,
-//! lz4 frames, zstd), used only off the hot path: by compaction and by the keyless-record
-//! check of compacted topics. Nothing is ever compressed here: compaction writes the
-//! records it keeps from a compressed batch uncompressed.
+//! lz4 frames, zstd), used only off the hot path: by compaction, by the keyless-record
+//! check of compacted topics, and by the recompression of batches a topic's
+//! `compression.type` stores with another codec — the one place records are compressed
+//! (as Kafka's clients frame each codec: xerial snappy, lz4 frames of independent 64 KiB
+//! blocks). Compaction writes the records it keeps from a compressed batch uncompressed.
 //!
 //! Invariant: output is bounded by the caller's `max_bytes` (a decompression bomb is an
 //! error, never an allocation); corrupt input is an error, never a panic.
@@ -53,6 +55,63 @@ pub(crate) fn decompress(
         other => Err(DecompressError::UnknownCodec(other)),
     }?;
     Ok(out)
+}
+
+/// Why records could not be compressed (the codec library's message).
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("compressing with codec {codec}: {message}")]
+pub struct CompressError {
+    pub codec: u8,
+    pub message: String,
+}
+
+/// Xerial snappy's block size (snappy-java's `SnappyOutputStream` default).
+const SNAPPY_BLOCK_BYTES: usize = 32 * 1024;
+
+/// `data` compressed with `codec` (1 gzip, 2 snappy, 3 lz4, 4 zstd) as Kafka's clients
+/// compress a records section; 0 copies it.
+pub(crate) fn compress(codec: u8, data: &[u8]) -> Result<Vec<u8>, CompressError> {
+    use std::io::Write;
+    let fail = |e: &dyn std::fmt::Display| CompressError {
+        codec,
+        message: e.to_string(),
+    };
+    match codec {
+        0 => Ok(data.to_vec()),
+        1 => {
+            let mut w = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::default());
+            w.write_all(data).map_err(|e| fail(&e))?;
+            w.finish().map_err(|e| fail(&e))
+        }
+        2 => {
+            let mut out = SNAPPY_MAGIC.to_vec();
+            out.extend_from_slice(&[0, 0, 0, 1, 0, 0, 0, 1]);
+            let mut encoder = snap::raw::Encoder::new();
+            for chunk in data.chunks(SNAPPY_BLOCK_BYTES) {
+                let block = encoder.compress_vec(chunk).map_err(|e| fail(&e))?;
+                out.extend_from_slice(&(block.len() as u32).to_be_bytes());
+                out.extend_from_slice(&block);
+            }
+            Ok(out)
+        }
+        3 => {
+            let mut w = lz4::EncoderBuilder::new()
+                .block_size(lz4::BlockSize::Max64KB)
+                .block_mode(lz4::BlockMode::Independent)
+                .checksum(lz4::ContentChecksum::NoChecksum)
+                .build(Vec::new())
+                .map_err(|e| fail(&e))?;
+            w.write_all(data).map_err(|e| fail(&e))?;
+            let (out, r) = w.finish();
+            r.map_err(|e| fail(&e))?;
+            Ok(out)
+        }
+        4 => zstd::stream::encode_all(data, 3).map_err(|e| fail(&e)),
+        other => Err(CompressError {
+            codec: other,
+            message: "unknown codec".to_string(),
+        }),
+    }
 }
 
 fn read_bounded(reader: impl Read, max_bytes: usize) -> Result<Vec<u8>, DecompressError> {
@@ -115,6 +174,27 @@ fn snappy_block(
 mod tests {
     use super::*;
     use std::io::Write;
+
+    #[test]
+    fn what_compress_writes_decompresses_to_the_same_bytes() {
+        let data: Vec<u8> = (0..100_000u32)
+            .flat_map(|i| (i % 97).to_be_bytes())
+            .collect();
+        for codec in 0..=4u8 {
+            let packed = compress(codec, &data).unwrap();
+            if codec == 0 {
+                assert_eq!(packed, data);
+                continue;
+            }
+            assert!(packed.len() < data.len(), "codec {codec}");
+            assert_eq!(
+                decompress(codec, &packed, data.len()).unwrap(),
+                data,
+                "codec {codec}"
+            );
+        }
+        assert!(compress(5, &data).is_err());
+    }
 
     fn sample() -> Vec<u8> {
         (0..5000u32).flat_map(|i| (i % 251).to_be_bytes()).collect()

@@ -21,6 +21,62 @@ pub enum TimestampType {
     LogAppendTime,
 }
 
+/// Kafka's `compression.type` of a topic: `producer` keeps each batch as the producer
+/// compressed it; any other value is the codec batches are stored with, a batch sent with
+/// another one being recompressed on append (as Kafka's `LogValidator` does).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum CompressionType {
+    #[default]
+    Producer,
+    Uncompressed,
+    Gzip,
+    Snappy,
+    Lz4,
+    Zstd,
+}
+
+impl CompressionType {
+    /// Kafka's names.
+    pub fn parse(value: &str) -> Result<Self, ConfigError> {
+        Ok(match value {
+            "producer" => CompressionType::Producer,
+            "uncompressed" => CompressionType::Uncompressed,
+            "gzip" => CompressionType::Gzip,
+            "snappy" => CompressionType::Snappy,
+            "lz4" => CompressionType::Lz4,
+            "zstd" => CompressionType::Zstd,
+            _ => {
+                return Err(ConfigError::CompressionType {
+                    value: value.to_owned(),
+                })
+            }
+        })
+    }
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            CompressionType::Producer => "producer",
+            CompressionType::Uncompressed => "uncompressed",
+            CompressionType::Gzip => "gzip",
+            CompressionType::Snappy => "snappy",
+            CompressionType::Lz4 => "lz4",
+            CompressionType::Zstd => "zstd",
+        }
+    }
+
+    /// The batch attribute's codec id batches are stored with; `None` for `producer`.
+    pub fn codec(self) -> Option<u8> {
+        match self {
+            CompressionType::Producer => None,
+            CompressionType::Uncompressed => Some(0),
+            CompressionType::Gzip => Some(1),
+            CompressionType::Snappy => Some(2),
+            CompressionType::Lz4 => Some(3),
+            CompressionType::Zstd => Some(4),
+        }
+    }
+}
+
 /// What happens to old data (Kafka's `cleanup.policy`): `delete` removes whole segments by
 /// `retention.ms` / `retention.bytes`; `compact` keeps the latest record of every key;
 /// both may apply.
@@ -106,6 +162,8 @@ pub struct LogConfig {
     pub timestamp_before_max_ms: Option<u64>,
     /// `message.timestamp.after.max.ms`: refuse CreateTime batches further in the future.
     pub timestamp_after_max_ms: Option<u64>,
+    /// `compression.type`.
+    pub compression: CompressionType,
     /// `cleanup.policy`.
     pub cleanup_policy: CleanupPolicy,
     /// `delete.retention.ms`: how long a tombstone survives after its segment was first
@@ -138,6 +196,7 @@ impl Default for LogConfig {
             timestamp_type: TimestampType::CreateTime,
             timestamp_before_max_ms: None,
             timestamp_after_max_ms: None,
+            compression: CompressionType::Producer,
             cleanup_policy: CleanupPolicy::Delete,
             delete_retention_ms: 86_400_000,
             min_compaction_lag_ms: 0,
@@ -147,14 +206,20 @@ impl Default for LogConfig {
     }
 }
 
+/// The smallest `segment.bytes`, Kafka's: the 14-byte overhead of a v0 record.
+pub const SEGMENT_BYTES_MIN: u64 = 14;
+
 impl LogConfig {
     /// Checks the relationships the log relies on; the error names the field.
     pub fn validate(&self) -> Result<(), ConfigError> {
         // Positions in the index are u32, and a segment may exceed segment.bytes by one batch.
+        // The floor is Kafka's (`LegacyRecord.RECORD_OVERHEAD_V0`): a segment smaller than a
+        // batch holds that one batch, and direct I/O pads its file's last block as it does
+        // for any segment, so no size breaks the 4 KiB alignment.
         within(
             "segment.bytes",
             self.segment_bytes_max,
-            (1 << 14, "16384"),
+            (SEGMENT_BYTES_MIN, "14"),
             (2 << 30, "2147483648"),
         )?;
         positive("segment.ms", self.segment_ms_max)?;
@@ -317,6 +382,8 @@ pub enum ConfigError {
     DirtyRatio { ppm: u32 },
     #[error("cleanup.policy {value:?} is not delete, compact or compact,delete")]
     CleanupPolicy { value: String },
+    #[error("compression.type {value:?} is not producer, uncompressed, gzip, snappy, lz4 or zstd")]
+    CompressionType { value: String },
 }
 
 fn ratio(ppm: u32) -> f64 {
@@ -365,4 +432,21 @@ fn at_least(
         });
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn segment_bytes_goes_down_to_kafkas_floor() {
+        let with = |segment_bytes_max| LogConfig {
+            segment_bytes_max,
+            ..LogConfig::default()
+        };
+        assert!(with(SEGMENT_BYTES_MIN).validate().is_ok());
+        assert!(with(100).validate().is_ok());
+        let refused = with(SEGMENT_BYTES_MIN - 1).validate().unwrap_err();
+        assert!(refused.to_string().contains("segment.bytes"), "{refused}");
+    }
 }

@@ -3,6 +3,10 @@
 use crate::batch::BatchError;
 use crate::types::Offset;
 
+/// The most invalid records one refusal lists (a 1 MiB batch may hold 100 000 records;
+/// the answer names the first ones and counts the rest).
+pub const RECORD_ERRORS_MAX: usize = 1024;
+
 /// Why an append was refused; nothing of the request was appended.
 #[derive(Debug, thiserror::Error)]
 pub enum AppendError {
@@ -41,9 +45,31 @@ pub enum AppendError {
     /// (Kafka: UNKNOWN_PRODUCER_ID).
     #[error("producer {0} is unknown to this partition")]
     UnknownProducerId(i64),
-    /// A record without a key sent to a compacted log (Kafka: INVALID_RECORD).
-    #[error("record {record_index} has no key, which a compacted topic requires")]
-    KeylessRecord { record_index: u32 },
+    /// A non-transactional write from a producer with an open transaction here
+    /// (Kafka: INVALID_TXN_STATE).
+    #[error("producer {producer_id} has an open transaction and wrote outside it")]
+    InvalidTxnState { producer_id: i64 },
+    /// A transaction marker from a coordinator older than the one that wrote the
+    /// producer's last marker (Kafka: TRANSACTION_COORDINATOR_FENCED).
+    #[error("producer {producer_id}: marker of coordinator epoch {coordinator_epoch}, older than {current}")]
+    CoordinatorFenced {
+        producer_id: i64,
+        coordinator_epoch: i32,
+        current: i32,
+    },
+    /// A control batch in a client's Produce: only a transaction coordinator writes
+    /// markers (Kafka: INVALID_RECORD).
+    #[error("control batches are written by the transaction coordinator, not produced")]
+    ControlBatch,
+    /// Records without a key sent to a compacted log (Kafka: INVALID_RECORD, each listed
+    /// in the answer's `record_errors`): the index in its batch of each keyless record of
+    /// the first batch holding one, at most [`RECORD_ERRORS_MAX`] of them, and how many
+    /// that batch holds in all.
+    #[error("{count} record(s) of a batch have no key, which a compacted topic requires (the first at index {})", record_indexes.first().copied().unwrap_or(0))]
+    KeylessRecords {
+        record_indexes: Vec<u32>,
+        count: u32,
+    },
     /// The log failed an I/O operation and is offline (Kafka: KAFKA_STORAGE_ERROR).
     #[error("storage error: {0}")]
     Io(String),

@@ -284,10 +284,10 @@ fn complete_write(shared: &Rc<LogShared>, chunk: Rc<SealedChunk>) {
         while st
             .producer_pending
             .front()
-            .is_some_and(|b| b.last_offset < chunk.end_offset)
+            .is_some_and(|b| b.last_offset() < chunk.end_offset)
         {
             if let Some(b) = st.producer_pending.pop_front() {
-                st.producers_written.apply(b);
+                st.producers_written.apply_event(b);
             }
         }
         if let Some(seg) = st.segments.get_mut(&chunk.segment_base) {
@@ -391,7 +391,10 @@ async fn finalize_segment(shared: &Rc<LogShared>, base: Offset) -> Result<(), Lo
             next_offset: end,
         };
         st.last_checkpoint_ms = now_ms();
-        (st.checkpoint, st.producers_written.encode(end))
+        (
+            st.checkpoint,
+            st.producers_written.encode(end, st.txns.aborted()),
+        )
     };
     let (checkpoint, snapshot) = checkpoint;
     // Recovery does not scan what a checkpoint covers, so the epochs of those batches
@@ -426,7 +429,8 @@ async fn write_checkpoint(shared: &Rc<LogShared>) -> Result<(), LogError> {
         st.last_checkpoint_ms = now_ms();
         let log_start = st.log_start;
         st.producers_written.drop_before(log_start);
-        let snapshot = st.producers_written.encode(next);
+        st.txns.drop_before(log_start);
+        let snapshot = st.producers_written.encode(next, st.txns.aborted());
         (st.dir.clone(), checkpoint, indexes, snapshot)
     };
     if let Some(indexes) = indexes {

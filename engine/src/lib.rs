@@ -42,13 +42,16 @@ pub mod producer;
 mod recovery;
 mod segment;
 mod shard;
+pub mod txn;
 pub mod types;
 pub mod watch;
 
 pub use chunk::BatchSlice;
 pub use cleaner::CompactionOutcome;
 pub use codec::DecompressError;
-pub use config::{CleanupPolicy, ConfigError, FlushPolicy, LogConfig, ShardConfig, TimestampType};
+pub use config::{
+    CleanupPolicy, CompressionType, ConfigError, FlushPolicy, LogConfig, ShardConfig, TimestampType,
+};
 pub use error::{AppendError, LogError, ReadError};
 pub use files::check_direct_io;
 /// Wall-clock milliseconds since the Unix epoch: the one clock every crate reads for

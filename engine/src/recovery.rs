@@ -15,8 +15,9 @@ use crate::epochs::EpochCache;
 use crate::error::LogError;
 use crate::files::{self, align_down, now_ms, BLOCK_BYTES};
 use crate::log::{LogState, Recovered};
-use crate::producer::{ProducerBatch, ProducerState};
+use crate::producer::{ProducerEvent, ProducerState};
 use crate::segment::{self, Segment};
+use crate::txn::TxnIndex;
 use crate::types::{Offset, TopicPartition};
 
 pub(crate) async fn recover(
@@ -29,8 +30,9 @@ pub(crate) async fn recover(
     let checkpoint = Checkpoint::read(&dir).await?;
     crate::cleaner::finish_interrupted_swaps(&dir).await?;
     let bases = list_segments(&dir)?;
-    // Producer state: the snapshot taken with the checkpoint, then every batch scanned
-    // after it. Without a usable snapshot only the scanned batches are known.
+    // Producer state and aborted transactions: the snapshot taken with the checkpoint,
+    // then every batch scanned after it. Without a usable snapshot only the scanned
+    // batches are known.
     let snapshot = match &checkpoint {
         Some(cp) => ProducerState::read_snapshot(&dir, cp.next_offset).await?,
         None => None,
@@ -39,13 +41,15 @@ pub(crate) async fn recover(
         (Some(_), Some(cp)) => cp.next_offset,
         _ => Offset::ZERO,
     };
-    let mut producers = snapshot.unwrap_or_default();
+    let (mut producers, aborted) = snapshot.unwrap_or_default();
+    let mut txns = TxnIndex::with_aborted(aborted);
     let mut epochs = EpochCache::read(&dir).await?;
-    let mut on_batch = |header: &crate::batch::BatchHeader| {
+    let mut on_batch = |header: &crate::batch::BatchHeader, bytes: &[u8]| {
         epochs.observe(header.leader_epoch(), header.base_offset());
         if header.base_offset() >= replay_from {
-            if let Some(pb) = ProducerBatch::from_header(header, header.base_offset()) {
-                producers.apply(pb);
+            let event = ProducerEvent::from_stored(header, bytes, header.base_offset());
+            if let Some(done) = event.and_then(|e| producers.apply_event(e)) {
+                txns.complete(done);
             }
         }
     };
@@ -107,6 +111,7 @@ pub(crate) async fn recover(
         next_offset: first_base,
     });
     producers.drop_before(log_start);
+    txns.drop_before(log_start);
     epochs.truncate_to(next_offset);
     let mut cleaner = CleanerState::read(&dir).await?;
     // Only closed segments are ever clean; forget segments that are gone.
@@ -120,6 +125,7 @@ pub(crate) async fn recover(
         open,
         checkpoint,
         producers,
+        txns,
         epochs,
         cleaner,
     };
@@ -161,7 +167,7 @@ async fn open_segment(
     next_base: Option<Offset>,
     checkpoint: Option<&Checkpoint>,
     config: &LogConfig,
-    on_batch: &mut dyn FnMut(&crate::batch::BatchHeader),
+    on_batch: &mut dyn FnMut(&crate::batch::BatchHeader, &[u8]),
 ) -> Result<Segment, LogError> {
     let path = dir.join(segment::log_name(base));
     let file = files::open_rw(&path, false).await?;

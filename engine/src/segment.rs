@@ -192,7 +192,7 @@ impl Segment {
             self.size,
             index_interval_bytes,
             Continuity::Increasing,
-            &mut |_| {},
+            &mut |_, _| {},
         )
         .await?;
         rebuilt.seal_time_index();
@@ -239,7 +239,7 @@ pub async fn scan(
     file_len: u64,
     index_interval_bytes: u32,
     continuity: Continuity,
-    on_batch: &mut dyn FnMut(&BatchHeader),
+    on_batch: &mut dyn FnMut(&BatchHeader, &[u8]),
 ) -> Result<ScanOutcome, LogError> {
     let mut outcome = ScanOutcome {
         batches: 0,
@@ -280,7 +280,7 @@ pub async fn scan(
                 break;
             }
             segment.note_batch(pos + at as u64, &header, index_interval_bytes);
-            on_batch(&header);
+            on_batch(&header, batch_bytes);
             outcome.batches += 1;
         }
         if stop.is_some() {

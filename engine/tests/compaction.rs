@@ -365,7 +365,7 @@ fn compressed_batches_are_decompressed_filtered_and_kept_whole_when_all_live() {
         };
         let err = log.append(&keyless, LeaderEpoch(0)).await.unwrap_err();
         assert!(
-            matches!(err, AppendError::KeylessRecord { record_index: 0 }),
+            matches!(&err, AppendError::KeylessRecords { record_indexes, count: 1 } if record_indexes == &[0]),
             "{err:?}"
         );
         // And a batch whose compressed records do not decode is corrupt.
@@ -400,7 +400,7 @@ fn compacted_logs_refuse_keyless_records() {
         let keyless = b.build();
         let err = log.append(&keyless, LeaderEpoch(0)).await.unwrap_err();
         assert!(
-            matches!(err, AppendError::KeylessRecord { record_index: 1 }),
+            matches!(&err, AppendError::KeylessRecords { record_indexes, count: 1 } if record_indexes == &[1]),
             "{err:?}"
         );
         assert_eq!(log.log_end_offset(), Offset(0), "nothing appended");

@@ -30,13 +30,14 @@ impl Model {
 }
 
 /// The log configuration of one sequence, drawn from its seed: tiny segments
-/// (`segment.bytes` at its 16 KiB floor) or larger ones, `segment.ms` from 1 ms (every
+/// (`segment.bytes` at Kafka's 14-byte floor, so every batch rolls one, or a few KiB,
+/// below a direct-I/O block) or larger ones, `segment.ms` from 1 ms (every
 /// append after a pause rolls) to a week, `max.message.bytes` from 16 KiB to Kafka's
 /// default (so batches larger than a whole write chunk, and than the shrunk chunk of an
 /// idle log, are common).
 fn config(rng: &mut Rng) -> LogConfig {
     LogConfig {
-        segment_bytes_max: [16 * 1024, 16 * 1024, 64 * 1024, 1 << 20][rng.below(4) as usize],
+        segment_bytes_max: [14, 3000, 16 * 1024, 64 * 1024, 1 << 20][rng.below(5) as usize],
         segment_ms_max: [1, 5, 7 * 24 * 3600 * 1000][rng.below(3) as usize],
         max_message_bytes: [16 * 1024, 64 * 1024, 256 * 1024, 1_048_588][rng.below(4) as usize],
         index_interval_bytes: 300,

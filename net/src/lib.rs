@@ -9,6 +9,8 @@
 //!   controller clients and control thread (`cluster`), the stall watchdog, the panic
 //!   exit, the settings;
 //! - `groups`: the group coordinator (membership, offsets, their records and persistence);
+//! - `txn`: the transaction coordinator (transactional ids' state in `__transaction_state`,
+//!   markers);
 //! - [`placement`]: which shard owns each partition (`table`), and live moves (`moves`);
 //! - [`admin`]: the admin HTTP endpoint and the process-wide metrics it serves;
 //! - `store`: everything taken from `sluice-engine`, in one place.
@@ -35,6 +37,7 @@ pub(crate) mod groups;
 pub mod kafka;
 pub mod placement;
 pub(crate) mod store;
+pub(crate) mod txn;
 
 pub use broker::catalog::validate_topic_name;
 pub use broker::cluster::ControlError;
@@ -43,3 +46,4 @@ pub use broker::fatal::{install_panic_exit, PanicScope, PANIC_EXIT_CODE};
 pub use broker::server::{start, ExecutorError, Server, ServerError, ShardError, StopHandle};
 pub use broker::shutdown::STOP_MAX;
 pub use groups::{now_ms, GroupsConfig};
+pub use txn::TxnConfig;

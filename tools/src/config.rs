@@ -8,7 +8,7 @@ use std::path::{Path, PathBuf};
 use anyhow::{anyhow, bail, Context, Result};
 use serde::Deserialize;
 use sluice_net::placement::{PartitionPolicy, Pin, PlacementSettings};
-use sluice_net::{FlushSetting, GroupsConfig, Roles, ServerConfig, TopicDefaults};
+use sluice_net::{FlushSetting, GroupsConfig, Roles, ServerConfig, TopicDefaults, TxnConfig};
 use sluice_tuning::{CoreSpec, CpuSet, HostCpus, Placement, PlacementConfig, SysRoot};
 
 #[derive(Debug, Default, Deserialize)]
@@ -34,6 +34,8 @@ pub struct FileConfig {
     pub placement: PlacementFileConfig,
     #[serde(default)]
     pub groups: GroupsFileConfig,
+    #[serde(default)]
+    pub transactions: TransactionsFileConfig,
     #[serde(default)]
     pub cluster: ClusterFileConfig,
 }
@@ -79,6 +81,17 @@ pub struct GroupsFileConfig {
     pub offset_metadata_bytes_max: Option<u64>,
     pub consumer_session_timeout_ms: Option<u32>,
     pub consumer_heartbeat_interval_ms: Option<u32>,
+}
+
+/// `[transactions]`: the transaction coordinator.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TransactionsFileConfig {
+    pub state_log_partitions: Option<u32>,
+    pub state_log_replication_factor: Option<u16>,
+    pub max_timeout_ms: Option<u32>,
+    pub abort_timed_out_check_interval_ms: Option<u64>,
+    pub transactional_ids_max: Option<u64>,
 }
 
 /// `[cluster]`: the node's place in the cluster.
@@ -584,6 +597,7 @@ pub fn settings(file: FileConfig, o: Overrides) -> Result<Settings> {
         server.io_memory_bytes = Some(positive("shard.io_memory_bytes", b.io_memory_bytes, 0)?);
     }
     server.groups = groups_config(&file.groups)?;
+    server.transactions = transactions_config(&file.transactions)?;
     set_positives!("shard", b => server, [
         produce_shares <- produce_shares,
         fetch_shares <- fetch_shares,
@@ -756,9 +770,70 @@ fn groups_config(g: &GroupsFileConfig) -> Result<GroupsConfig> {
     Ok(c)
 }
 
+fn transactions_config(t: &TransactionsFileConfig) -> Result<TxnConfig> {
+    let d = TxnConfig::default();
+    Ok(TxnConfig {
+        partitions: positive_max(
+            "transactions.state_log_partitions",
+            t.state_log_partitions,
+            d.partitions as usize,
+            10_000,
+        )? as i32,
+        replication_factor: positive_max(
+            "transactions.state_log_replication_factor",
+            t.state_log_replication_factor,
+            d.replication_factor as usize,
+            16,
+        )? as i16,
+        max_timeout_ms: positive_max(
+            "transactions.max_timeout_ms",
+            t.max_timeout_ms,
+            d.max_timeout_ms as usize,
+            i32::MAX as usize,
+        )? as i32,
+        abort_check_interval_ms: positive(
+            "transactions.abort_timed_out_check_interval_ms",
+            t.abort_timed_out_check_interval_ms,
+            d.abort_check_interval_ms as usize,
+        )? as u64,
+        txns_max: positive(
+            "transactions.transactional_ids_max",
+            t.transactional_ids_max,
+            d.txns_max,
+        )?,
+    })
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn transactions_section_is_read_and_checked() {
+        let f: FileConfig = toml::from_str(
+            "[transactions]\nstate_log_partitions = 4\nmax_timeout_ms = 60000\nabort_timed_out_check_interval_ms = 200\n",
+        )
+        .unwrap();
+        let t = transactions_config(&f.transactions).unwrap();
+        assert_eq!(
+            (t.partitions, t.max_timeout_ms, t.abort_check_interval_ms),
+            (4, 60_000, 200)
+        );
+        let f: FileConfig = toml::from_str("[transactions]\nstate_log_partitions = 0\n").unwrap();
+        let err = transactions_config(&f.transactions)
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("transactions.state_log_partitions"), "{err}");
+        let f: FileConfig =
+            toml::from_str("[transactions]\nstate_log_replication_factor = 99\n").unwrap();
+        let err = transactions_config(&f.transactions)
+            .unwrap_err()
+            .to_string();
+        assert!(
+            err.contains("transactions.state_log_replication_factor"),
+            "{err}"
+        );
+    }
 
     #[test]
     fn unknown_key_is_named() {

@@ -562,6 +562,44 @@ fn deleting_groups_needs_them_empty_and_removes_their_offsets() {
     assert_eq!(fetch_committed(&b.addr, "g-del", "del"), -1);
 }
 
+/// Deletes `group` through rdkafka's AdminClient; the group's own result.
+fn delete_group(
+    addr: &str,
+    group: &str,
+) -> Result<String, (String, rdkafka::types::RDKafkaErrorCode)> {
+    let admin: AdminClient<DefaultClientContext> = ClientConfig::new()
+        .set("bootstrap.servers", addr)
+        .create()
+        .unwrap();
+    let mut results = block_on(admin.delete_groups(&[group], &AdminOptions::new())).unwrap();
+    results.remove(0)
+}
+
+#[test]
+fn a_group_whose_members_all_left_can_be_deleted() {
+    let (_dir, b) = broker_with_topic("gone", 2);
+    produce(&b, "gone", 10);
+    let a = sole_member(&b, "g-gone", "gone", 2, &[]);
+    let c = consumer(&b, "g-gone", &[]);
+    c.subscribe(&["gone"]).unwrap();
+    poll_until(&[&a, &c], "split", |s| s[0].len() == 1 && s[1].len() == 1);
+    leave(a);
+    leave(c);
+    // Once /metrics shows the group without members, the coordinator has swept it at
+    // least once since both left: it must still be there to delete (no offsets were
+    // committed, so forgetting it on a sweep answered GROUP_ID_NOT_FOUND).
+    let started = Instant::now();
+    loop {
+        let m = http_get(&b.admin_addr, "/metrics");
+        if common::metric(&m, "sluice_group_members", &[]) == Some(0.0) {
+            break;
+        }
+        assert!(started.elapsed() < HANG_GUARD, "{m}");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    assert_eq!(delete_group(&b.addr, "g-gone"), Ok("g-gone".to_string()));
+}
+
 #[test]
 fn clients_cannot_write_the_offsets_topic() {
     let dir = common::tempdir("groups");

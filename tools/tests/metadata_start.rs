@@ -1,9 +1,16 @@
 //! A node of a cluster answers Metadata consistently from its first accepted connection:
-//! librdkafka lists the topics of each node of a 3-node cluster right after the node
-//! processes start (a fresh cluster, then the same cluster restarted with topics), and
-//! every answer is complete — the answering broker and every partition leader in the
-//! broker list, every topic with all its partitions — never `Local: Partial response`
-//! (no brokers and no topics) nor a topic missing partitions.
+//! right after the node processes start (a fresh cluster, then the same cluster restarted
+//! with topics), the first Metadata request on a raw connection to each node lists that
+//! node itself, and librdkafka bootstrapped from each node lists the topics completely —
+//! every partition leader in the broker list, every topic with all its partitions — never
+//! `Local: Partial response` (no brokers and no topics) nor a topic missing partitions.
+//!
+//! The self-listing is checked on the raw connection only: librdkafka sends an
+//! application's Metadata request to any broker it is connected to, and once the
+//! bootstrap node's first answer names the others it may ask one whose image has not yet
+//! applied the bootstrap node's unfencing (the last node to register is unfenced last).
+//! That answer is consistent (the node leads nothing in it) and briefly stale, as in
+//! Kafka, whose brokers apply metadata at their own pace.
 
 mod common;
 
@@ -23,8 +30,39 @@ use rdkafka::types::RDKafkaRespErr;
 /// How long librdkafka may take for one listing (it is asked as the node starts).
 const LIST_TIMEOUT: Duration = Duration::from_secs(30);
 
-/// All topics through librdkafka's metadata call, bootstrapped from `addr` alone.
-fn list(addr: &str) -> Result<Metadata, String> {
+/// The brokers (id, `host:port`) the first Metadata answer on a new raw connection to
+/// `addr` lists: that node's own view, whenever it starts accepting.
+fn first_raw_answer(addr: &str) -> Result<Vec<(i32, String)>, String> {
+    use kafka_protocol::messages::{ApiKey, MetadataRequest, MetadataResponse};
+    // The process may not have bound its port yet: connect until it has.
+    let started = std::time::Instant::now();
+    let mut s = loop {
+        match std::net::TcpStream::connect(addr) {
+            Ok(s) => break s,
+            Err(e) if started.elapsed() > LIST_TIMEOUT => return Err(e.to_string()),
+            Err(_) => std::thread::sleep(Duration::from_millis(20)),
+        }
+    };
+    s.set_read_timeout(Some(LIST_TIMEOUT))
+        .map_err(|e| e.to_string())?;
+    let req = MetadataRequest::default().with_topics(None);
+    let r: MetadataResponse = common::raw::call(&mut s, ApiKey::Metadata, 9, &req);
+    Ok(r.brokers
+        .iter()
+        .map(|b| (b.node_id.0, format!("{}:{}", b.host.as_str(), b.port)))
+        .collect())
+}
+
+/// The brokers of a raw first answer, and librdkafka's listing.
+type Answers = (Result<Vec<(i32, String)>, String>, Result<Metadata, String>);
+
+/// The raw first answer of `addr`, then all topics through librdkafka's metadata call,
+/// bootstrapped from `addr` alone.
+fn list(addr: &str) -> Answers {
+    (first_raw_answer(addr), list_rdkafka(addr))
+}
+
+fn list_rdkafka(addr: &str) -> Result<Metadata, String> {
     let consumer: BaseConsumer = ClientConfig::new()
         .set("bootstrap.servers", addr)
         .create()
@@ -34,8 +72,10 @@ fn list(addr: &str) -> Result<Metadata, String> {
         .map_err(|e| e.to_string())
 }
 
+type Listing = (usize, String, Answers);
+
 /// Lists from every node at once (each on its own thread, as the nodes start).
-fn list_all(c: &Cluster) -> Vec<(usize, String, Result<Metadata, String>)> {
+fn list_all(c: &Cluster) -> Vec<Listing> {
     let addrs: Vec<(usize, String)> = c.ids().into_iter().map(|i| (i, c.addr(i))).collect();
     let threads: Vec<_> = addrs
         .into_iter()
@@ -47,9 +87,9 @@ fn list_all(c: &Cluster) -> Vec<(usize, String, Result<Metadata, String>)> {
         .collect()
 }
 
-/// What is wrong with one node's answer (empty: nothing). `expected` names topics and
-/// their partition counts that must be there.
-fn problems(node: usize, addr: &str, md: &Metadata, expected: &[(&str, usize)]) -> Vec<String> {
+/// What is wrong with librdkafka's answer bootstrapped from one node (empty: nothing).
+/// `expected` names topics and their partition counts that must be there.
+fn problems(node: usize, md: &Metadata, expected: &[(&str, usize)]) -> Vec<String> {
     let mut out = Vec::new();
     let mut leaderless_partitions = Vec::new();
     let brokers: BTreeSet<i32> = md.brokers().iter().map(|b| b.id()).collect();
@@ -57,16 +97,6 @@ fn problems(node: usize, addr: &str, md: &Metadata, expected: &[(&str, usize)]) 
         if b.host().is_empty() || b.port() <= 0 {
             out.push(format!("broker {} listed without a listener", b.id()));
         }
-    }
-    let listeners: Vec<String> = md
-        .brokers()
-        .iter()
-        .map(|b| format!("{}:{}", b.host(), b.port()))
-        .collect();
-    if !listeners.iter().any(|l| l == addr) {
-        out.push(format!(
-            "node {node} ({addr}) does not list itself: {listeners:?}"
-        ));
     }
     for t in md.topics() {
         if let Some(e) = t.error() {
@@ -121,9 +151,16 @@ fn problems(node: usize, addr: &str, md: &Metadata, expected: &[(&str, usize)]) 
 }
 
 fn assert_complete(c: &Cluster, expected: &[(&str, usize)], when: &str) {
-    for (node, addr, answer) in list_all(c) {
+    for (node, addr, (raw, answer)) in list_all(c) {
+        let brokers = raw.unwrap_or_else(|e| panic!("{when}: node {node} raw: {e}"));
+        assert!(
+            brokers
+                .iter()
+                .any(|(id, at)| *id == node as i32 && *at == addr),
+            "{when}: node {node} ({addr}) does not list itself first: {brokers:?}"
+        );
         let md = answer.unwrap_or_else(|e| panic!("{when}: node {node} answered {e}"));
-        let wrong = problems(node, &addr, &md, expected);
+        let wrong = problems(node, &md, expected);
         assert!(
             wrong.is_empty(),
             "{when}: node {node}'s first Metadata answer: {wrong:#?}"

@@ -1,6 +1,7 @@
 //! One answer per broker request, decided on the active controller from its latest
 //! image, and the waits until the proposed records are applied.
 
+use std::collections::BTreeMap;
 use std::rc::Rc;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -12,10 +13,11 @@ use super::records::{
 use super::{quorum_status, NodeState, APPLY_POLL, FETCH_IMAGE_WAIT_MS_MAX};
 use crate::active::Leaving;
 use crate::controller::ControllerError;
+use crate::election::{requested_election, ElectionKind, ElectionOutcome, ElectionType};
 use crate::image::MetadataImage;
 use crate::isr::{IsrChange, IsrRefusal};
 use crate::records::{ConfigResource, Listener, Record};
-use crate::rpc::{ErrorKind, Reply, Request};
+use crate::rpc::{ErrorKind, PartitionElection, Reply, Request};
 use crate::tcp::Event;
 use crate::types::{BrokerEpoch, BrokerId, MetadataOffset, PartitionId, Term};
 
@@ -76,6 +78,7 @@ async fn decide(state: &Rc<NodeState>, req: Request) -> Reply {
             configs,
             topic_id,
             validate_only,
+            assignment,
         } => {
             let spec = TopicSpec {
                 name: &name,
@@ -83,6 +86,7 @@ async fn decide(state: &Rc<NodeState>, req: Request) -> Reply {
                 replication_factor,
                 configs: &configs,
                 topic_id,
+                assignment: &assignment,
             };
             let image = state.ctl.borrow().image();
             let decided = create_topic_records(&image, &spec);
@@ -93,9 +97,10 @@ async fn decide(state: &Rc<NodeState>, req: Request) -> Reply {
             name,
             count,
             validate_only,
+            assignment,
         } => {
             let image = state.ctl.borrow().image();
-            let decided = add_partitions(&image, &name, count);
+            let decided = add_partitions(&image, &name, count, &assignment);
             commit_decided(state, &image, decided, validate_only).await
         }
         Request::SetConfigs {
@@ -107,6 +112,10 @@ async fn decide(state: &Rc<NodeState>, req: Request) -> Reply {
             set_group_configs(state, &group, configs).await
         }
         Request::ElectLeaders => elect_leaders(state).await,
+        Request::Elect {
+            election,
+            partitions,
+        } => elect(state, election, partitions).await,
         Request::AddController { id, host, port } => add_controller(state, id, &host, port).await,
         Request::RemoveController { id } => remove_controller(state, id).await,
         Request::AlterPartition {
@@ -249,6 +258,65 @@ async fn elect_leaders(state: &NodeState) -> Reply {
         &state.brokers.borrow().shutting_down(&image),
     );
     commit_changes(state, &image, &records).await
+}
+
+/// Kafka's ElectLeaders: each asked partition's election decided from the latest image
+/// (duplicates once), committed together; every partition when none is named, answering
+/// only those that needed one (as Kafka does).
+async fn elect(
+    state: &NodeState,
+    election: ElectionType,
+    partitions: Option<Vec<(String, Vec<i32>)>>,
+) -> Reply {
+    let image = state.ctl.borrow().image();
+    let excluded = state.brokers.borrow().shutting_down(&image);
+    let every = partitions.is_none();
+    let asked: Vec<(String, i32)> = match partitions {
+        Some(topics) => topics
+            .into_iter()
+            .flat_map(|(t, ps)| ps.into_iter().map(move |p| (t.clone(), p)))
+            .collect(),
+        None => image
+            .topics()
+            .flat_map(|t| t.partitions.keys().map(|p| (t.name.clone(), p.0)))
+            .collect(),
+    };
+    let mut decided: BTreeMap<(String, i32), ElectionOutcome> = BTreeMap::new();
+    let mut records = Vec::new();
+    let mut results = Vec::with_capacity(asked.len());
+    for (topic, partition) in asked {
+        let key = (topic, partition);
+        let outcome = match decided.get(&key) {
+            Some(o) => *o,
+            None => {
+                let (o, change) = requested_election(&image, &key.0, key.1, election, &excluded);
+                if let Some((record, kind)) = change {
+                    if kind == ElectionKind::Unclean {
+                        tracing::warn!(topic = %key.0, partition = key.1, ?record,
+                            "unclean leader election, as asked: records the ISR held may be lost");
+                    } else {
+                        tracing::info!(topic = %key.0, partition = key.1, ?kind, ?election,
+                            "leader elected, as asked");
+                    }
+                    records.push(record);
+                }
+                decided.insert(key.clone(), o);
+                o
+            }
+        };
+        if every && outcome == ElectionOutcome::NotNeeded {
+            continue;
+        }
+        results.push(PartitionElection {
+            topic: key.0,
+            partition: key.1,
+            outcome,
+        });
+    }
+    match commit_changes(state, &image, &records).await {
+        Reply::Done { offset } => Reply::Elected { offset, results },
+        other => other,
+    }
 }
 
 /// Waits (bounded by the commit timeout) until every decision proposed so far is applied,

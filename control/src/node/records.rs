@@ -6,10 +6,12 @@ use std::collections::BTreeMap;
 use super::handle::refuse;
 use super::PARTITIONS_PER_TOPIC_MAX;
 use crate::image::MetadataImage;
-use crate::placement::{add_partitions_records, create_topic_record};
-use crate::records::{ConfigResource, Record};
+use crate::placement::{
+    add_partitions_records, check_manual_assignment, create_topic_record, ManualPartition,
+};
+use crate::records::{ConfigResource, PartitionAssignment, PartitionChange, Record};
 use crate::rpc::{ErrorKind, Reply};
-use crate::types::TopicId;
+use crate::types::{BrokerId, LeaderEpoch, PartitionId, TopicId};
 
 /// The records that take a topic's (or a group's) configs from what `image` holds to what
 /// a SetConfigs asks: each key that changes, plus (with `replace`) the removal of every
@@ -51,6 +53,8 @@ pub(super) struct TopicSpec<'a> {
     pub(super) replication_factor: i16,
     pub(super) configs: &'a [(String, String)],
     pub(super) topic_id: Option<TopicId>,
+    /// Each partition's replicas as asked; empty: placed here.
+    pub(super) assignment: &'a [Vec<BrokerId>],
 }
 
 pub(super) fn create_topic_records(
@@ -70,30 +74,39 @@ pub(super) fn create_topic_records(
             format!("topic {name} already exists"),
         ));
     }
-    if !(1..=PARTITIONS_PER_TOPIC_MAX).contains(&spec.partitions) {
+    let partitions = if spec.assignment.is_empty() {
+        spec.partitions
+    } else {
+        i32::try_from(spec.assignment.len()).unwrap_or(i32::MAX)
+    };
+    if !(1..=PARTITIONS_PER_TOPIC_MAX).contains(&partitions) {
         return Err(refuse(
             ErrorKind::InvalidPartitions,
-            format!(
-                "partition count {} is not within 1..={PARTITIONS_PER_TOPIC_MAX}",
-                spec.partitions
-            ),
-        ));
-    }
-    if spec.replication_factor < 1 {
-        return Err(refuse(
-            ErrorKind::InvalidReplicationFactor,
-            format!("replication factor {} is below 1", spec.replication_factor),
+            format!("partition count {partitions} is not within 1..={PARTITIONS_PER_TOPIC_MAX}"),
         ));
     }
     let id = spec.topic_id.unwrap_or_else(|| new_topic_id(image, name));
-    let create = create_topic_record(
-        image,
-        name,
-        id,
-        spec.partitions as usize,
-        spec.replication_factor as usize,
-    )
-    .map_err(|e| refuse(ErrorKind::InvalidReplicationFactor, e.to_string()))?;
+    let create = if spec.assignment.is_empty() {
+        placed_topic(image, spec, id)?
+    } else {
+        let checked = check_manual_assignment(image, 0, spec.assignment, None)
+            .map_err(|e| refuse(ErrorKind::InvalidReplicaAssignment, e.to_string()))?;
+        Record::CreateTopic {
+            name: name.to_owned(),
+            topic_id: id,
+            partitions: checked
+                .into_iter()
+                .enumerate()
+                .map(|(i, p)| PartitionAssignment {
+                    partition: PartitionId(i as i32),
+                    leader: p.isr.first().copied(),
+                    leader_epoch: LeaderEpoch(0),
+                    isr: p.isr,
+                    replicas: p.replicas,
+                })
+                .collect(),
+        }
+    };
     let mut records = vec![create];
     records.extend(spec.configs.iter().map(|(k, v)| Record::ConfigChange {
         resource: ConfigResource::Topic,
@@ -104,10 +117,29 @@ pub(super) fn create_topic_records(
     Ok(records)
 }
 
+/// The `CreateTopic` record of a topic whose replicas the controller places.
+fn placed_topic(image: &MetadataImage, spec: &TopicSpec<'_>, id: TopicId) -> Result<Record, Reply> {
+    if spec.replication_factor < 1 {
+        return Err(refuse(
+            ErrorKind::InvalidReplicationFactor,
+            format!("replication factor {} is below 1", spec.replication_factor),
+        ));
+    }
+    create_topic_record(
+        image,
+        spec.name,
+        id,
+        spec.partitions as usize,
+        spec.replication_factor as usize,
+    )
+    .map_err(|e| refuse(ErrorKind::InvalidReplicationFactor, e.to_string()))
+}
+
 pub(super) fn add_partitions(
     image: &MetadataImage,
     name: &str,
     count: i32,
+    assignment: &[Vec<BrokerId>],
 ) -> Result<Vec<Record>, Reply> {
     let Some(topic) = image.topic_by_name(name) else {
         return Err(unknown_topic(name));
@@ -119,8 +151,38 @@ pub(super) fn add_partitions(
             format!("topic {name} has {current} partitions; {count} is not more (or is above {PARTITIONS_PER_TOPIC_MAX})"),
         ));
     }
-    add_partitions_records(image, topic, count as usize)
-        .map_err(|e| refuse(ErrorKind::InvalidReplicationFactor, e.to_string()))
+    if assignment.is_empty() {
+        return add_partitions_records(image, topic, count as usize)
+            .map_err(|e| refuse(ErrorKind::InvalidReplicationFactor, e.to_string()));
+    }
+    let additional = count as usize - current;
+    if assignment.len() != additional {
+        return Err(refuse(
+            ErrorKind::InvalidReplicaAssignment,
+            format!(
+                "Attempted to add {additional} additional partition(s), but only {} assignment(s) were specified.",
+                assignment.len()
+            ),
+        ));
+    }
+    let rf = topic.partitions.values().next().map(|p| p.replicas.len());
+    let checked = check_manual_assignment(image, current as i32, assignment, rf)
+        .map_err(|e| refuse(ErrorKind::InvalidReplicaAssignment, e.to_string()))?;
+    Ok(checked
+        .into_iter()
+        .enumerate()
+        .map(|(i, ManualPartition { replicas, isr })| {
+            Record::PartitionChange(PartitionChange {
+                topic_id: topic.id,
+                partition: PartitionId((current + i) as i32),
+                leader: isr.first().copied(),
+                leader_epoch: LeaderEpoch(0),
+                isr,
+                eligible_leaders: Vec::new(),
+                replicas: Some(replicas),
+            })
+        })
+        .collect())
 }
 
 /// The refusal for a topic the image does not have.

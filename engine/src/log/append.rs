@@ -6,7 +6,8 @@ use crate::batch::{self, BatchHeader};
 use crate::config::TimestampType;
 use crate::error::AppendError;
 use crate::files::now_ms;
-use crate::producer::{ProducerBatch, ProducerState, Verdict};
+use crate::producer::{ProducerBatch, ProducerEvent, ProducerState, Verdict};
+use crate::txn::Marker;
 use crate::types::{LeaderEpoch, Offset};
 
 impl LogState {
@@ -128,7 +129,8 @@ impl LogState {
             if let Some(t) = append_time {
                 stamped.max_timestamp.set(t);
             }
-            self.note_stored(position, &stamped, epoch, next);
+            let event = ProducerEvent::from_stored(&stamped, stored, base);
+            self.note_stored(position, &stamped, epoch, next, event);
             info.last_offset = next.plus(-1);
             info.max_timestamp = info.max_timestamp.max(stamped.max_timestamp.get());
             info.record_count += header.record_count.get() as u32;
@@ -191,8 +193,10 @@ impl LogState {
             let (base, next) = (header.base_offset(), header.next_offset());
             let next = log_end_after(self.next_offset, base, next, gaps_allowed);
             let position = self.open.end_pos();
-            self.open.push(&records[*start..start + total], next);
-            self.note_stored(position, header, header.leader_epoch(), next);
+            let bytes = &records[*start..start + total];
+            self.open.push(bytes, next);
+            let event = ProducerEvent::from_stored(header, bytes, base);
+            self.note_stored(position, header, header.leader_epoch(), next, event);
             info.last_offset = header.last_offset();
             info.max_timestamp = info.max_timestamp.max(header.max_timestamp.get());
             info.record_count += header.record_count.get().max(0) as u32;
@@ -238,14 +242,16 @@ impl LogState {
         queued
     }
 
-    /// The active segment's index, the epoch cache and the producer state take a batch
-    /// just stored at `position` (its header as stored); the log end moves to `next`.
+    /// The active segment's index, the epoch cache and the producer state (with the
+    /// batch's producer `event`) take a batch just stored at `position` (its header as
+    /// stored); the log end moves to `next`. A marker ends its producer's transaction.
     fn note_stored(
         &mut self,
         position: u64,
         stored: &BatchHeader,
         epoch: LeaderEpoch,
         next: Offset,
+        event: Option<ProducerEvent>,
     ) {
         let base = stored.base_offset();
         let interval = self.config.index_interval_bytes;
@@ -254,9 +260,11 @@ impl LogState {
             self.epochs.assert_ordered();
             self.epochs_dirty = true;
         }
-        if let Some(pb) = ProducerBatch::from_header(stored, base) {
-            self.producers.apply(pb);
-            self.producer_pending.push_back(pb);
+        if let Some(event) = event {
+            if let Some(done) = self.producers.apply_event(event) {
+                self.txns.complete(done);
+            }
+            self.producer_pending.push_back(event);
         }
         self.next_offset = next;
     }
@@ -272,15 +280,29 @@ impl PartitionLog {
         records: &[u8],
         leader_epoch: LeaderEpoch,
     ) -> Result<AppendInfo, AppendError> {
-        let (max, compacted) = {
+        let (max, compacted, codec) = {
             let st = self.shared.state.borrow();
             let c = &st.config;
-            (c.max_message_bytes as usize, c.cleanup_policy.compacts())
+            (
+                c.max_message_bytes as usize,
+                c.cleanup_policy.compacts(),
+                c.compression.codec(),
+            )
         };
         let headers = validate_all(records, max)?;
+        if headers.iter().any(|(_, h)| h.is_control()) {
+            return Err(AppendError::ControlBatch);
+        }
         if compacted {
             check_keys(records, &headers)?;
         }
+        let recompressed = codec.and_then(|codec| recompress_all(records, &headers, codec));
+        let recompressed = recompressed.transpose()?;
+        let (records, headers) = match &recompressed {
+            // Kafka applies max.message.bytes to the batch as stored.
+            Some(stored) => (&stored[..], validate_all(stored, max)?),
+            None => (records, headers),
+        };
         self.wait_for_room().await?;
         let (info, queued) =
             self.shared
@@ -290,6 +312,51 @@ impl PartitionLog {
         self.shared.shard.pending_changed(queued, 0);
         self.shared.flusher_wake.notify();
         Ok(info)
+    }
+
+    /// Appends a transaction marker (the coordinator's WriteTxnMarkers, on the leader):
+    /// the producer's open transaction here ends, committed or aborted. Refused, appending
+    /// nothing, for a producer epoch or coordinator epoch older than the producer's last
+    /// (a fenced producer or a coordinator that lost its partition).
+    pub async fn append_marker(
+        &self,
+        marker: Marker,
+        leader_epoch: LeaderEpoch,
+    ) -> Result<AppendInfo, AppendError> {
+        let bytes = marker.to_batch(now_ms() as i64);
+        let headers = validate_all(&bytes, usize::MAX)?;
+        self.wait_for_room().await?;
+        let (info, queued) = {
+            let mut st = self.shared.state.borrow_mut();
+            st.producers.check_marker(&marker)?;
+            st.append_batches(&bytes, &headers, leader_epoch)?
+        };
+        self.shared.shard.pending_changed(queued, 0);
+        self.shared.flusher_wake.notify();
+        Ok(info)
+    }
+
+    /// The last stable offset under high watermark `hw`: a `read_committed` consumer reads
+    /// below it only (no open transaction and no undecided one starts below it).
+    pub fn last_stable_offset(&self, hw: Offset) -> Offset {
+        let mut st = self.shared.state.borrow_mut();
+        let first_open = st.producers.first_open();
+        st.txns.last_stable_offset(hw, first_open)
+    }
+
+    /// The aborted transactions a `read_committed` fetch of `[from, to)` must list (at
+    /// most `max`), in marker order.
+    pub fn aborted_transactions(
+        &self,
+        from: Offset,
+        to: Offset,
+        max: usize,
+    ) -> Vec<crate::txn::AbortedTxn> {
+        self.shared
+            .state
+            .borrow()
+            .txns
+            .aborted_between(from, to, max)
     }
 
     /// A follower's append: batches exactly as the leader stored them (base offsets and
@@ -396,6 +463,32 @@ pub(super) fn validate_replica(records: &[u8]) -> Result<Vec<(usize, BatchHeader
     Ok(out)
 }
 
+/// The request's batches stored with `codec` (a topic's `compression.type`), or `None`
+/// when every batch already is (control batches stay as they are).
+fn recompress_all(
+    records: &[u8],
+    headers: &[(usize, BatchHeader)],
+    codec: u8,
+) -> Option<Result<Vec<u8>, AppendError>> {
+    let differs = |h: &BatchHeader| !h.is_control() && h.compression() != codec;
+    if !headers.iter().any(|(_, h)| differs(h)) {
+        return None;
+    }
+    let mut out = Vec::with_capacity(records.len());
+    for (start, header) in headers {
+        let bytes = &records[*start..start + header.total_bytes()];
+        if !differs(header) {
+            out.extend_from_slice(bytes);
+            continue;
+        }
+        match batch::recompress(bytes, header, codec) {
+            Ok(b) => out.extend_from_slice(&b),
+            Err(e) => return Some(Err(AppendError::Corrupt(e))),
+        }
+    }
+    Some(Ok(out))
+}
+
 /// A compacted log refuses keyless records (as Kafka does); compressed batches are
 /// decompressed (bounded) to check them.
 pub(super) fn check_keys(
@@ -410,12 +503,23 @@ pub(super) fn check_keys(
         let section = crate::compact::record_section(header, bytes)
             .map_err(|e| AppendError::Corrupt(batch::BatchError::Decompress(e)))?;
         let iter = batch::RecordIter::from_records(&section, header.record_count.get());
+        let mut record_indexes = Vec::new();
+        let mut count = 0u32;
         for (i, record) in iter.enumerate() {
             if record.map_err(AppendError::InvalidRecord)?.key.is_none() {
-                return Err(AppendError::KeylessRecord {
-                    record_index: i as u32,
-                });
+                count += 1;
+                if record_indexes.len() < crate::error::RECORD_ERRORS_MAX {
+                    record_indexes.push(i as u32);
+                }
             }
+        }
+        // As Kafka's LogValidator: every invalid record of the batch is named, and the
+        // first batch holding one refuses the request.
+        if count > 0 {
+            return Err(AppendError::KeylessRecords {
+                record_indexes,
+                count,
+            });
         }
     }
     Ok(())

@@ -22,6 +22,7 @@ use crate::files::{self, now_ms};
 use crate::producer::ProducerState;
 use crate::recovery;
 use crate::segment::{self, Segment};
+use crate::txn::TxnIndex;
 use crate::types::{Offset, TopicPartition};
 
 impl PartitionLog {
@@ -254,6 +255,7 @@ impl PartitionLog {
                 next_offset: offset,
             },
             producers: ProducerState::default(),
+            txns: TxnIndex::default(),
             epochs: EpochCache::default(),
             cleaner: CleanerState::default(),
         };
@@ -282,7 +284,7 @@ impl PartitionLog {
         let victims: Vec<Segment> = old.segments.into_values().collect();
         remove_segments(&self.shared, &dir, victims).await?;
         EpochCache::default().write(&dir).await?;
-        let snapshot = ProducerState::default().encode(offset);
+        let snapshot = ProducerState::default().encode(offset, std::iter::empty());
         files::write_atomic(&dir, crate::producer::SNAPSHOT_FILE, &snapshot).await?;
         CleanerState::default().write(&dir).await?;
         checkpoint.write(&dir).await?;
@@ -347,6 +349,9 @@ impl LogState {
         };
         let mut producers = self.producers_written.clone();
         producers.truncate_to(new_end);
+        for (producer_id, first) in self.txns.reopened_by_cut(new_end) {
+            producers.reopen(producer_id, first);
+        }
         self.epochs.truncate_to(new_end);
         CutTail {
             dir: self.dir.clone(),
@@ -356,7 +361,7 @@ impl LogState {
             cut_segment: file.map(|f| (f, seg_base, cut_pos)),
             victims,
             checkpoint,
-            snapshot: producers.encode(new_end),
+            snapshot: producers.encode(new_end, self.txns.aborted()),
             epochs: self.epochs.clone(),
         }
     }

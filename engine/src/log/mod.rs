@@ -43,10 +43,11 @@ use crate::compact::CleanerState;
 use crate::config::LogConfig;
 use crate::epochs::EpochCache;
 use crate::error::LogError;
-use crate::producer::{ProducerBatch, ProducerState};
+use crate::producer::{ProducerEvent, ProducerState};
 use crate::recovery;
 use crate::segment::Segment;
 use crate::shard::ShardResources;
+use crate::txn::TxnIndex;
 use crate::types::{LeaderEpoch, Offset, TopicPartition};
 use crate::watch::{OffsetWatch, Signal};
 
@@ -183,8 +184,10 @@ pub(crate) struct LogState {
     pub(crate) epochs: EpochCache,
     /// `epochs` changed since the flusher last wrote its file.
     pub(crate) epochs_dirty: bool,
-    /// Producer batches appended but not yet written, in offset order.
-    pub(crate) producer_pending: VecDeque<ProducerBatch>,
+    /// Producer batches and markers appended but not yet written, in offset order.
+    pub(crate) producer_pending: VecDeque<ProducerEvent>,
+    /// Ended transactions not yet stable, and the aborted ones, as of the log end.
+    pub(crate) txns: TxnIndex,
     pub(crate) frozen: Option<&'static str>,
     pub(crate) failed: Option<String>,
     pub(crate) closing: bool,
@@ -203,6 +206,7 @@ pub(crate) struct Recovered {
     pub(crate) open: OpenChunk,
     pub(crate) checkpoint: Checkpoint,
     pub(crate) producers: ProducerState,
+    pub(crate) txns: TxnIndex,
     pub(crate) epochs: EpochCache,
     pub(crate) cleaner: CleanerState,
 }

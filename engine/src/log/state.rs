@@ -28,6 +28,7 @@ impl LogState {
             open,
             checkpoint,
             producers,
+            txns,
             epochs,
             cleaner,
         } = recovered;
@@ -61,6 +62,7 @@ impl LogState {
             producers_written: producers.clone(),
             producers,
             producer_pending: VecDeque::new(),
+            txns,
             loaded_indexes: VecDeque::new(),
             epochs,
             epochs_dirty: false,

@@ -25,7 +25,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::broker::config::{FlushSetting, TopicDefaults};
 use crate::store::{FlushPolicy, LogConfig};
-use sluice_engine::{CleanupPolicy, TimestampType};
+use sluice_engine::{CleanupPolicy, CompressionType, TimestampType};
 
 const CATALOG_FILE: &str = "sluice-topics.json";
 /// Kafka's limit on topic name length.
@@ -522,6 +522,10 @@ pub fn log_config(
                     CatalogError::InvalidConfig(format!("{k}: {v:?} is not true or false"))
                 })?
             }
+            "compression.type" => {
+                c.compression = CompressionType::parse(v)
+                    .map_err(|e| CatalogError::InvalidConfig(e.to_string()))?
+            }
             "cleanup.policy" => {
                 c.cleanup_policy = CleanupPolicy::parse(v)
                     .map_err(|e| CatalogError::InvalidConfig(e.to_string()))?
@@ -620,6 +624,7 @@ pub fn effective_configs(
         ("flush.policy", policy.to_string()),
         ("flush.ms", ms.to_string()),
         ("flush.bytes", bytes.to_string()),
+        ("compression.type", c.compression.as_str().to_string()),
         ("cleanup.policy", c.cleanup_policy.as_str().to_string()),
         ("delete.retention.ms", c.delete_retention_ms.to_string()),
         ("min.compaction.lag.ms", c.min_compaction_lag_ms.to_string()),

@@ -160,6 +160,8 @@ pub struct ServerConfig {
     pub topic_defaults: TopicDefaults,
     /// The group coordinator (`[groups]`).
     pub groups: crate::groups::GroupsConfig,
+    /// The transaction coordinator (`[transactions]`).
+    pub transactions: crate::txn::TxnConfig,
     /// How often each shard applies retention (`log.retention.check.interval.ms`).
     pub retention_check_interval_ms: u64,
     /// Memory and write bounds of each shard's storage.
@@ -201,6 +203,7 @@ impl ServerConfig {
             fetch_sessions_max_per_shard: 1000,
             topic_defaults: TopicDefaults::default(),
             groups: crate::groups::GroupsConfig::default(),
+            transactions: crate::txn::TxnConfig::default(),
             retention_check_interval_ms: 300_000,
             shard: crate::store::ShardConfig::default(),
             cluster: ClusterConfig::default(),

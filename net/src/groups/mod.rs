@@ -298,8 +298,9 @@ pub fn now_ms() -> i64 {
     sluice_engine::now_ms() as i64
 }
 
-/// Java's `String.hashCode`, so a group maps to the same offsets partition as in Kafka.
-fn java_hash(s: &str) -> i32 {
+/// Java's `String.hashCode`, so a group (or a transactional id) maps to the same partition
+/// of its internal topic as in Kafka.
+pub(crate) fn java_hash(s: &str) -> i32 {
     s.encode_utf16()
         .fold(0i32, |h, c| h.wrapping_mul(31).wrapping_add(i32::from(c)))
 }
@@ -917,7 +918,8 @@ impl Groups {
     /// One sweep of a partition (by its owning shard): expires silent members and
     /// overdue rebalances, and returns the group-metadata records to write for groups
     /// whose membership changed, and — when `expire_offsets` — tombstones for expired
-    /// offsets (removed from memory now). Empty groups with nothing left are forgotten.
+    /// offsets (removed from memory now) and for empty groups with nothing left, which it
+    /// forgets.
     /// Also returns the ids of the groups whose metadata it wrote, for [`mark_dirty`]
     /// should the write fail.
     ///
@@ -986,7 +988,11 @@ impl Groups {
         let mut forgotten = 0;
         let mut written = Vec::new();
         groups.retain(|id, g| {
-            let gone = g.is_empty() && !offsets.contains_key(id);
+            // As Kafka's offsets cleanup: an empty group without offsets is forgotten only
+            // by the expiry pass (every offsets.retention.check.interval.ms), so a group
+            // whose last member just left still exists for DescribeGroups and
+            // DeleteGroups (forgetting it on the next sweep answered GROUP_ID_NOT_FOUND).
+            let gone = expire_offsets && g.is_empty() && !offsets.contains_key(id);
             if gone {
                 out.push((records::group_key(id), None));
                 forgotten += 1;

@@ -8,13 +8,12 @@
 use std::rc::Rc;
 use std::time::{Duration, Instant};
 
-use bytes::Bytes;
-
 use super::records;
-use super::{now_ms, Loaded, OffsetsRecords, OFFSETS_TOPIC};
-use crate::broker::shard::{Shard, ShardOp, ShardReply};
+use super::{Loaded, OffsetsRecords, OFFSETS_TOPIC};
+use crate::broker::shard::InternalReadError;
+use crate::broker::shard::Shard;
 use crate::kafka::errors::{code, ErrorCode};
-use crate::store::{batch_records, BatchBuilder, BatchIter, ReadLimits, Record, TopicPartition};
+use crate::store::TopicPartition;
 
 /// How often a shard sweeps its coordinator partitions (sessions, rebalance deadlines,
 /// group metadata writes).
@@ -23,8 +22,6 @@ pub const SWEEP_INTERVAL_MS: u64 = 250;
 const SWEEPS_PER_PUBLISH: u64 = 4;
 /// How long to wait before loading a partition again after a failure.
 const LOAD_RETRY_MS: u64 = 5_000;
-/// Bytes read per step while loading.
-const LOAD_READ_BYTES: usize = 1 << 20;
 
 pub fn offsets_tp(partition: usize) -> TopicPartition {
     TopicPartition::new(OFFSETS_TOPIC, partition as i32)
@@ -37,51 +34,23 @@ pub async fn append(
     partition: usize,
     recs: &OffsetsRecords,
 ) -> Result<i64, ErrorCode> {
-    let ts = now_ms();
-    let mut builder = BatchBuilder::new(ts);
-    for (key, value) in recs {
-        builder.push(&Record {
-            key: Some(key),
-            value: value.as_deref(),
-            headers: &[],
-            timestamp_ms: ts,
-        });
-    }
-    let batch = Bytes::from(builder.build());
-    let tp = offsets_tp(partition);
-    let owner = shard.owner_of(&tp);
-    let reply = shard
-        .call(
-            owner,
-            ShardOp::Produce {
-                acks: -1,
-                // Kafka's `offsets.commit.timeout.ms`.
-                timeout_ms: 5_000,
-                parts: vec![(tp, batch)],
-            },
-        )
+    // Kafka's `offsets.commit.timeout.ms`.
+    let written = shard
+        .append_internal(offsets_tp(partition), recs, 5_000)
         .await;
-    let result = match reply {
-        ShardReply::Produce(r) => r.first().copied(),
-        _ => None,
-    };
-    match result {
-        Some(r) if r.error == code::NONE => Ok(r.base_offset.0),
-        Some(r) => {
-            tracing::warn!(
-                partition,
-                error = r.error.0,
-                "writing to the offsets topic failed"
-            );
-            // Kafka's mapping of storage errors for the group APIs.
-            Err(match r.error {
-                code::MESSAGE_TOO_LARGE => code::INVALID_COMMIT_OFFSET_SIZE,
-                code::NOT_LEADER_OR_FOLLOWER | code::KAFKA_STORAGE_ERROR => code::NOT_COORDINATOR,
-                _ => code::COORDINATOR_NOT_AVAILABLE,
-            })
+    written.map_err(|error| {
+        tracing::warn!(
+            partition,
+            error = error.0,
+            "writing to the offsets topic failed"
+        );
+        // Kafka's mapping of storage errors for the group APIs.
+        match error {
+            code::MESSAGE_TOO_LARGE => code::INVALID_COMMIT_OFFSET_SIZE,
+            code::NOT_LEADER_OR_FOLLOWER | code::KAFKA_STORAGE_ERROR => code::NOT_COORDINATOR,
+            _ => code::COORDINATOR_NOT_AVAILABLE,
         }
-        None => Err(code::COORDINATOR_NOT_AVAILABLE),
-    }
+    })
 }
 
 /// Makes a group's membership durable before SyncGroup answers, as Kafka stores the
@@ -100,59 +69,16 @@ pub async fn store_membership(shard: &Rc<Shard>, group_id: &str) -> Result<(), E
         .map(|_| ())
 }
 
-/// Why an offsets partition could not be loaded (it is tried again).
-#[derive(Debug, thiserror::Error)]
-enum LoadError {
-    #[error("opening the log: error code {0}")]
-    Open(ErrorCode),
-    #[error("waiting for the log's end to be written: {0}")]
-    Written(#[source] sluice_engine::LogError),
-    #[error("{0}")]
-    Read(#[source] sluice_engine::ReadError),
-}
-
 /// Reads an offsets partition this shard owns from its start.
-async fn load(shard: &Rc<Shard>, partition: usize) -> Result<Loaded, LoadError> {
-    let tp = offsets_tp(partition);
-    let log = shard.log_for(&tp).await.map_err(LoadError::Open)?;
+async fn load(shard: &Rc<Shard>, partition: usize) -> Result<Loaded, InternalReadError> {
     let mut loaded = Loaded::default();
-    // Everything the log holds, the last records the follower fetcher appended before the
-    // leadership came here included (they may still be in flight to the disk).
-    let end = log.log_end_offset();
-    log.wait_written(end).await.map_err(LoadError::Written)?;
-    let mut from = log.log_start_offset();
-    while from < end {
-        let limits = ReadLimits {
-            max_bytes: LOAD_READ_BYTES,
-            max_offset: end,
-            min_one_batch: true,
-        };
-        let read = log.read(from, limits).await.map_err(LoadError::Read)?;
-        let before = from;
-        for slice in &read.slices {
-            for (_, header, bytes) in BatchIter::new(slice) {
-                from = header.next_offset();
-                let Some(recs) = batch_records(bytes) else {
-                    // Only the coordinator writes here, uncompressed; anything else is
-                    // not ours to interpret.
-                    tracing::warn!(
-                        partition,
-                        offset = header.base_offset().0,
-                        "skipping an unreadable batch in the offsets topic"
-                    );
-                    loaded.skipped += 1;
-                    continue;
-                };
-                for r in recs {
-                    let decoded = r.key.and_then(|k| records::decode(k, r.value));
-                    loaded.apply(decoded, r.offset.0);
-                }
-            }
-        }
-        if from <= before {
-            break;
-        }
-    }
+    let skipped = shard
+        .read_internal(&offsets_tp(partition), &mut |key, value, offset| {
+            let decoded = key.and_then(|k| records::decode(k, value));
+            loaded.apply(decoded, offset);
+        })
+        .await?;
+    loaded.skipped += skipped;
     Ok(loaded)
 }
 

@@ -69,6 +69,7 @@ pub mod code {
     pub const TOPIC_ALREADY_EXISTS: ErrorCode = ErrorCode(36);
     pub const INVALID_PARTITIONS: ErrorCode = ErrorCode(37);
     pub const INVALID_REPLICATION_FACTOR: ErrorCode = ErrorCode(38);
+    pub const INVALID_REPLICA_ASSIGNMENT: ErrorCode = ErrorCode(39);
     pub const INVALID_REQUEST: ErrorCode = ErrorCode(42);
     pub const INVALID_CONFIG: ErrorCode = ErrorCode(40);
     pub const KAFKA_STORAGE_ERROR: ErrorCode = ErrorCode(56);
@@ -79,7 +80,13 @@ pub mod code {
     pub const INVALID_RECORD: ErrorCode = ErrorCode(87);
     pub const OUT_OF_ORDER_SEQUENCE_NUMBER: ErrorCode = ErrorCode(45);
     pub const INVALID_PRODUCER_EPOCH: ErrorCode = ErrorCode(47);
-    pub const TRANSACTIONAL_ID_AUTHORIZATION_FAILED: ErrorCode = ErrorCode(53);
+    pub const INVALID_TXN_STATE: ErrorCode = ErrorCode(48);
+    pub const INVALID_PRODUCER_ID_MAPPING: ErrorCode = ErrorCode(49);
+    pub const INVALID_TRANSACTION_TIMEOUT: ErrorCode = ErrorCode(50);
+    pub const CONCURRENT_TRANSACTIONS: ErrorCode = ErrorCode(51);
+    pub const TRANSACTION_COORDINATOR_FENCED: ErrorCode = ErrorCode(52);
+    pub const OPERATION_NOT_ATTEMPTED: ErrorCode = ErrorCode(55);
+    pub const PRODUCER_FENCED: ErrorCode = ErrorCode(90);
     pub const UNKNOWN_PRODUCER_ID: ErrorCode = ErrorCode(59);
     pub const COORDINATOR_LOAD_IN_PROGRESS: ErrorCode = ErrorCode(14);
     pub const OFFSET_METADATA_TOO_LARGE: ErrorCode = ErrorCode(12);
@@ -95,5 +102,8 @@ pub mod code {
     pub const GROUP_SUBSCRIBED_TO_TOPIC: ErrorCode = ErrorCode(86);
     pub const STALE_BROKER_EPOCH: ErrorCode = ErrorCode(77);
     pub const INELIGIBLE_REPLICA: ErrorCode = ErrorCode(107);
+    pub const PREFERRED_LEADER_NOT_AVAILABLE: ErrorCode = ErrorCode(80);
+    pub const ELIGIBLE_LEADERS_NOT_AVAILABLE: ErrorCode = ErrorCode(83);
+    pub const ELECTION_NOT_NEEDED: ErrorCode = ErrorCode(84);
     pub const UNKNOWN_SERVER_ERROR: ErrorCode = ErrorCode(-1);
 }

@@ -159,6 +159,7 @@ macro_rules! served_requests {
                     ApiKey::Fetch => encode(key, version, correlation_id, &filled::fetch()),
                     ApiKey::Metadata => encode(key, version, correlation_id, &filled::metadata()),
                     ApiKey::ListOffsets => encode(key, version, correlation_id, &filled::list_offsets()),
+                    ApiKey::WriteTxnMarkers => encode(key, version, correlation_id, &filled::write_txn_markers()),
                     $(ApiKey::$key => encode(key, version, correlation_id, &m::$ty::default()),)*
                     _ => None,
                 }
@@ -195,6 +196,16 @@ macro_rules! served_requests {
                     m::MetadataRequest::default().with_topics(Some(vec![
                         m::metadata_request::MetadataRequestTopic::default().with_name(Some(topic())),
                     ]))
+                }
+
+                pub fn write_txn_markers() -> m::WriteTxnMarkersRequest {
+                    m::WriteTxnMarkersRequest::default().with_markers(vec![
+                        m::write_txn_markers_request::WritableTxnMarker::default()
+                            .with_producer_id(m::ProducerId(1))
+                            .with_topics(vec![m::write_txn_markers_request::WritableTxnMarkerTopic::default()
+                                .with_name(topic())
+                                .with_partition_indexes(vec![0])]),
+                    ])
                 }
 
                 pub fn list_offsets() -> m::ListOffsetsRequest {
@@ -234,8 +245,12 @@ served_requests! {
     OffsetFetch => OffsetFetchRequest,
     DescribeGroups => DescribeGroupsRequest,
     DeleteGroups => DeleteGroupsRequest,
+    ElectLeaders => ElectLeadersRequest,
     OffsetDelete => OffsetDeleteRequest,
     ListGroups => ListGroupsRequest,
+    WriteTxnMarkers => WriteTxnMarkersRequest,
+    AddPartitionsToTxn => AddPartitionsToTxnRequest,
+    EndTxn => EndTxnRequest,
     ConsumerGroupDescribe => ConsumerGroupDescribeRequest,
     ConsumerGroupHeartbeat => ConsumerGroupHeartbeatRequest,
 }

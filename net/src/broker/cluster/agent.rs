@@ -72,6 +72,12 @@ pub(super) async fn broker_agent(
                         view.set_broker_state(BrokerState::Unregistered);
                         continue;
                     }
+                    // A controller that just took over has not applied our registration
+                    // yet: keep serving as we are and ask again soon.
+                    HeartbeatReply::NotYetKnown => {
+                        pause_unless_shutdown(&view, FENCED_HEARTBEAT_INTERVAL).await;
+                        continue;
+                    }
                 }
                 if hb == HeartbeatReply::Active && view.importing() {
                     import_legacy_topics(&view, &config).await;

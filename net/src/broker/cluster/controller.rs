@@ -26,6 +26,7 @@ pub fn error_code(kind: ErrorKind) -> ErrorCode {
         ErrorKind::InvalidPartitions => code::INVALID_PARTITIONS,
         ErrorKind::InvalidReplicationFactor => code::INVALID_REPLICATION_FACTOR,
         ErrorKind::InvalidRequest => code::INVALID_REQUEST,
+        ErrorKind::InvalidReplicaAssignment => code::INVALID_REPLICA_ASSIGNMENT,
         ErrorKind::Timeout => code::REQUEST_TIMED_OUT,
         ErrorKind::Internal => code::UNKNOWN_SERVER_ERROR,
         ErrorKind::InvalidMembership => code::INVALID_REQUEST,

@@ -41,6 +41,7 @@ pub(super) async fn import_legacy_topics(view: &Arc<ClusterView>, config: &Serve
                 .collect(),
             topic_id: Some(sluice_control::TopicId(u128::from_be_bytes(t.topic_id))),
             validate_only: false,
+            assignment: Vec::new(),
         };
         match ask_controller(view, &req, CONTROLLER_REQUEST_TIMEOUT).await {
             Ok(Reply::Done { .. }) => {

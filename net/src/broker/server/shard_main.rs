@@ -40,6 +40,7 @@ pub(super) struct ShardArgs {
     pub(super) config: Arc<ServerConfig>,
     pub(super) catalog: Arc<Catalog>,
     pub(super) groups: Arc<Groups>,
+    pub(super) txns: Arc<crate::txn::Txns>,
     pub(super) placement: Arc<PlacementTable>,
     pub(super) connections: Arc<ConnectionCounts>,
     pub(super) moves: Option<MoveQueue>,
@@ -138,6 +139,8 @@ pub(super) fn spawn_background(
     let replication = glommio::spawn_local(crate::broker::replicas::run(shard.clone()));
     // The coordinator partitions this shard owns: load them, then sweep them.
     let coordinator = glommio::spawn_local(groups::persist::run(shard.clone()));
+    // The transaction coordinator's partitions: follow, load, finish and time out.
+    glommio::spawn_local(crate::txn::persist::run(shard.clone())).detach();
     if shard.id == 0 {
         glommio::spawn_local(background::follow_log_work(shard.clone())).detach();
     }
@@ -273,6 +276,7 @@ pub(super) async fn open_shard(args: &ShardArgs) -> Result<Rc<Shard>, ShardError
         config: args.config.clone(),
         catalog: args.catalog.clone(),
         groups: args.groups.clone(),
+        txns: args.txns.clone(),
         placement: args.placement.clone(),
         connections: args.connections.clone(),
     };

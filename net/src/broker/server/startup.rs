@@ -80,6 +80,7 @@ pub fn start(mut config: ServerConfig) -> Result<Server, ServerError> {
     crate::broker::watchdog::register(count, config.stall_warn_ms)
         .map_err(|e| ServerError::Runtime(format!("starting the stall watchdog: {e}")))?;
     let groups = Arc::new(Groups::new(config.groups.clone(), offsets_partitions));
+    let txns = Arc::new(crate::txn::Txns::new(config.transactions.clone()));
     let placement = Arc::new(open_placement(&config, &catalog, count)?);
     let connections = Arc::new(ConnectionCounts::new(count));
     let move_queue = std::cell::Cell::new(Some(moves::register(placement.clone())));
@@ -125,6 +126,7 @@ pub fn start(mut config: ServerConfig) -> Result<Server, ServerError> {
             config: config.clone(),
             catalog: catalog.clone(),
             groups: groups.clone(),
+            txns: txns.clone(),
             placement: placement.clone(),
             connections: connections.clone(),
             // Shard 0 runs the mover (`i` is the shard id: mesh peers are numbered in

@@ -10,7 +10,9 @@ use bytes::BytesMut;
 
 use super::{FetchPart, FetchPartResult, Reader, Shard};
 use crate::kafka::errors::{code, ErrorCode};
-use crate::store::{BatchSlice, Offset, PartitionLog, ReadError, ReadLimits, TopicPartition};
+use crate::store::{
+    BatchSlice, Offset, PartitionLog, ReadError, ReadLimits, TopicPartition, ABORTED_TXNS_MAX,
+};
 
 impl Shard {
     /// Reads for another shard: the batches are copied into owned bytes to cross threads.
@@ -38,8 +40,25 @@ impl Shard {
 
     /// Where a fetch of `p` may read up to, and the high watermark to answer with. A
     /// follower reads up to the written end and its fetch offset counts as its durable
-    /// end; a consumer reads below the high watermark (a follower's own, on a follower).
+    /// end; a consumer reads below the high watermark (a follower's own, on a follower),
+    /// a `read_committed` one below the last stable offset.
     pub(super) fn fetch_bounds(
+        &self,
+        p: &FetchPart,
+        log: &PartitionLog,
+        reader: Reader,
+    ) -> Result<(Offset, Offset), ErrorCode> {
+        let (upper, hw) = self.fetch_bounds_uncommitted(p, log, reader)?;
+        match reader {
+            Reader::Consumer {
+                read_committed: true,
+                ..
+            } => Ok((log.last_stable_offset(hw), hw)),
+            _ => Ok((upper, hw)),
+        }
+    }
+
+    fn fetch_bounds_uncommitted(
         &self,
         p: &FetchPart,
         log: &PartitionLog,
@@ -92,19 +111,30 @@ impl Shard {
                     let r = FetchPartResult {
                         error,
                         high_watermark: Offset(-1),
+                        last_stable: Offset(-1),
                         log_start: Offset(-1),
                         records: None,
+                        aborted: Vec::new(),
                     };
                     out.push((r, Vec::new(), 0));
                     continue;
                 }
             };
             let log_start = log.log_start_offset();
+            let read_committed = matches!(
+                reader,
+                Reader::Consumer {
+                    read_committed: true,
+                    ..
+                }
+            );
             let mut r = FetchPartResult {
                 error: code::NONE,
                 high_watermark: hw,
+                last_stable: log.last_stable_offset(hw),
                 log_start,
                 records: None,
+                aborted: Vec::new(),
             };
             let mut slices = Vec::new();
             let mut bytes = 0;
@@ -130,6 +160,13 @@ impl Shard {
                             left = left.saturating_sub(batches.bytes);
                             bytes = batches.bytes;
                             slices = batches.slices;
+                            if read_committed {
+                                // Every aborted transaction the index holds fits (a
+                                // bounded list): a consumer told of fewer would deliver
+                                // aborted records.
+                                r.aborted =
+                                    log.aborted_transactions(p.offset, upper, ABORTED_TXNS_MAX);
+                            }
                         }
                     }
                     Err(ReadError::OffsetOutOfRange { .. }) => r.error = code::OFFSET_OUT_OF_RANGE,

@@ -3,7 +3,27 @@
 
 use super::{Reader, Shard};
 use crate::kafka::errors::{code, ErrorCode};
-use crate::store::{LeaderEpoch, Offset, PartitionLog, TopicPartition};
+use crate::store::{
+    batch_records, BatchIter, LeaderEpoch, Offset, PartitionLog, ReadLimits, TopicPartition,
+};
+
+/// Bytes read per step while a coordinator loads its partition.
+const INTERNAL_READ_BYTES: usize = 1 << 20;
+
+/// What a coordinator's loader is given for each record of its partition: key, value (a
+/// `None` value is a tombstone) and offset.
+pub type OnInternalRecord<'a> = &'a mut dyn FnMut(Option<&[u8]>, Option<&[u8]>, i64);
+
+/// Why a coordinator's partition could not be read (it is tried again).
+#[derive(Debug, thiserror::Error)]
+pub enum InternalReadError {
+    #[error("opening the log: error code {0}")]
+    Open(ErrorCode),
+    #[error("waiting for the log's end to be written: {0}")]
+    Written(#[source] sluice_engine::LogError),
+    #[error("{0}")]
+    Read(#[source] sluice_engine::ReadError),
+}
 
 impl Shard {
     /// The log of a partition this shard owns, created on first use if the topic has it.
@@ -109,6 +129,7 @@ impl Shard {
     ) -> Result<PartitionLog, ErrorCode> {
         if let Reader::Consumer {
             from_follower: true,
+            ..
         } = reader
         {
             if let Some(r) = self.replicas.get(tp).filter(|r| !r.is_leader()) {
@@ -116,5 +137,57 @@ impl Shard {
             }
         }
         self.log_for(tp).await
+    }
+
+    /// Reads a coordinator's internal partition, which this shard owns, from its start to
+    /// its end: `on_record(key, value, offset)` for every record (a `None` value is a
+    /// tombstone). Returns how many batches were skipped: only the coordinator writes
+    /// there, uncompressed, so anything else is not its to interpret (logged).
+    pub async fn read_internal(
+        &self,
+        tp: &TopicPartition,
+        on_record: OnInternalRecord<'_>,
+    ) -> Result<u64, InternalReadError> {
+        let log = self.log_for(tp).await.map_err(InternalReadError::Open)?;
+        // Everything the log holds, the last records the follower fetcher appended before
+        // the leadership came here included (they may still be in flight to the disk).
+        let end = log.log_end_offset();
+        log.wait_written(end)
+            .await
+            .map_err(InternalReadError::Written)?;
+        let mut from = log.log_start_offset();
+        let mut skipped = 0;
+        while from < end {
+            let limits = ReadLimits {
+                max_bytes: INTERNAL_READ_BYTES,
+                max_offset: end,
+                min_one_batch: true,
+            };
+            let read = log
+                .read(from, limits)
+                .await
+                .map_err(InternalReadError::Read)?;
+            let before = from;
+            for slice in &read.slices {
+                for (_, header, bytes) in BatchIter::new(slice) {
+                    from = header.next_offset();
+                    if header.is_control() {
+                        continue;
+                    }
+                    let Some(recs) = batch_records(bytes) else {
+                        tracing::warn!(partition = %tp, offset = header.base_offset().0, "skipping an unreadable batch in an internal topic");
+                        skipped += 1;
+                        continue;
+                    };
+                    for r in recs {
+                        on_record(r.key, r.value, r.offset.0);
+                    }
+                }
+            }
+            if from <= before {
+                break;
+            }
+        }
+        Ok(skipped)
     }
 }

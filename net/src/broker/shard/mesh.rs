@@ -12,7 +12,7 @@ use futures_channel::oneshot;
 
 use super::{ConnectionSlot, Work};
 use crate::kafka::errors::ErrorCode;
-use crate::store::{LeaderEpoch, Offset, TopicPartition};
+use crate::store::{AbortedTxn, LeaderEpoch, Marker, Offset, TopicPartition};
 
 /// One partition of a fetch, as asked of its shard.
 #[derive(Debug, Clone)]
@@ -30,8 +30,13 @@ pub enum Reader {
     /// A follower replicating (its broker id): reads up to the written end.
     Follower(i32),
     /// A consumer: reads below the high watermark; `from_follower` when it may be served
-    /// by a follower replica (Fetch v11+, KIP-392), else only by the leader.
-    Consumer { from_follower: bool },
+    /// by a follower replica (Fetch v11+, KIP-392), else only by the leader;
+    /// `read_committed` (isolation level 1) reads below the last stable offset only and
+    /// is told the aborted transactions in what it reads.
+    Consumer {
+        from_follower: bool,
+        read_committed: bool,
+    },
 }
 
 /// One partition of a fetch, as answered.
@@ -39,16 +44,31 @@ pub enum Reader {
 pub struct FetchPartResult {
     pub error: ErrorCode,
     pub high_watermark: Offset,
+    /// The last stable offset (the high watermark when no transaction is undecided).
+    pub last_stable: Offset,
     pub log_start: Offset,
     pub records: Option<Bytes>,
+    /// For a `read_committed` reader: the aborted transactions overlapping the read.
+    pub aborted: Vec<AbortedTxn>,
 }
 
 /// One partition of a produce, as answered.
-#[derive(Debug, Clone, Copy)]
+#[derive(Debug, Clone)]
 pub struct ProducePartResult {
     pub error: ErrorCode,
     pub base_offset: Offset,
     pub log_start: Offset,
+    /// Set when a batch was refused for some of its records (KIP-467).
+    pub record_errors: Option<Box<RecordErrors>>,
+}
+
+/// KIP-467: why a produce was refused, and which records of the batch were invalid.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct RecordErrors {
+    /// The partition's `error_message`.
+    pub message: String,
+    /// Each invalid record: its index in the batch and why.
+    pub records: Vec<(i32, String)>,
 }
 
 /// Work one shard asks of another.
@@ -70,8 +90,14 @@ pub enum ShardOp {
         wait_ms: u64,
         reader: Reader,
     },
+    /// `read_committed`: "latest" is the last stable offset, not the high watermark.
     ListOffsets {
         parts: Vec<(TopicPartition, i64)>,
+        read_committed: bool,
+    },
+    /// Write a transaction marker into each partition (WriteTxnMarkers).
+    WriteMarkers {
+        parts: Vec<(TopicPartition, Marker)>,
     },
     /// Delete the records before each offset (-1: the high watermark).
     DeleteRecords {
@@ -112,7 +138,7 @@ impl ShardOp {
     /// The task queue this operation runs in on the receiving shard.
     pub fn work(&self) -> Work {
         match self {
-            ShardOp::Produce { .. } => Work::Produce,
+            ShardOp::Produce { .. } | ShardOp::WriteMarkers { .. } => Work::Produce,
             ShardOp::FetchRead { .. } | ShardOp::FetchWait { .. } => Work::Fetch,
             ShardOp::Adopt { .. } => Work::Other,
             _ => Work::Other,
@@ -128,6 +154,7 @@ pub enum ShardReply {
     ListedOffsets(Vec<ListedOffset>),
     EpochEnds(Vec<EpochEnd>),
     DeletedRecords(Vec<DeletedRecords>),
+    MarkersWritten(Vec<MarkerWritten>),
     Done,
     /// An operation that failed, with the reason (for the operator).
     Failed(String),
@@ -239,6 +266,24 @@ pub struct EpochEnd {
 pub struct DeletedRecords {
     pub error: ErrorCode,
     pub low_watermark: Offset,
+}
+
+/// One partition of a WriteTxnMarkers, as answered.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct MarkerWritten {
+    pub error: ErrorCode,
+}
+
+impl PartitionAnswer for MarkerWritten {
+    fn failed(error: ErrorCode) -> Self {
+        MarkerWritten { error }
+    }
+    fn from_reply(reply: ShardReply) -> Option<Vec<Self>> {
+        match reply {
+            ShardReply::MarkersWritten(v) => Some(v),
+            _ => None,
+        }
+    }
 }
 
 /// The answer kinds the per-partition fan-out (`answers_by_shard`) collects: one answer per

@@ -47,10 +47,12 @@ pub(crate) use connections::{
     ConnectionCounts, ConnectionLimits, ConnectionRefusal, ConnectionSlot,
 };
 pub(crate) use local_flag::LocalFlag;
+pub(crate) use logs::InternalReadError;
 use mesh::Waiting;
 pub(crate) use mesh::{
-    DeletedRecords, EpochEnd, FetchPart, FetchPartResult, ListedOffset, PartitionAnswer,
-    ProducePartResult, Reader, ShardAnswer, ShardCall, ShardOp, ShardReply,
+    DeletedRecords, EpochEnd, FetchPart, FetchPartResult, ListedOffset, MarkerWritten,
+    PartitionAnswer, ProducePartResult, Reader, RecordErrors, ShardAnswer, ShardCall, ShardOp,
+    ShardReply,
 };
 use queues::Queues;
 pub(crate) use queues::Work;
@@ -70,6 +72,8 @@ pub struct Shard {
     pub config: Arc<ServerConfig>,
     pub catalog: Arc<Catalog>,
     pub groups: Arc<Groups>,
+    /// The transaction coordinator's broker-wide state.
+    pub txns: Arc<crate::txn::Txns>,
     pub logs: LogManager,
     /// This shard's copy of the metadata image (leaders, replicas, ISR).
     pub cluster: crate::broker::cluster::ShardImage,
@@ -112,6 +116,7 @@ pub struct ShardShared {
     pub config: Arc<ServerConfig>,
     pub catalog: Arc<Catalog>,
     pub groups: Arc<Groups>,
+    pub txns: Arc<crate::txn::Txns>,
     pub placement: Arc<PlacementTable>,
     pub connections: Arc<ConnectionCounts>,
 }
@@ -186,6 +191,7 @@ impl Shard {
             config,
             catalog,
             groups,
+            txns,
             placement,
             connections,
         } = shared;
@@ -200,6 +206,7 @@ impl Shard {
             config,
             catalog,
             groups,
+            txns,
             logs,
             cluster,
             senders,
@@ -315,8 +322,12 @@ impl Shard {
                 self.fetch_wait(&parts, wait_ms, reader).await;
                 ShardReply::Done
             }
-            ShardOp::ListOffsets { parts } => {
-                ShardReply::ListedOffsets(self.list_offsets(&parts).await)
+            ShardOp::ListOffsets {
+                parts,
+                read_committed,
+            } => ShardReply::ListedOffsets(self.list_offsets(&parts, read_committed).await),
+            ShardOp::WriteMarkers { parts } => {
+                ShardReply::MarkersWritten(self.write_markers(&parts).await)
             }
             ShardOp::DeleteRecords { parts } => {
                 ShardReply::DeletedRecords(self.delete_records(&parts).await)

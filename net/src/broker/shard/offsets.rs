@@ -12,9 +12,13 @@ const MAX_TIMESTAMP: i64 = -3;
 
 impl Shard {
     /// The offset each `(partition, timestamp)` asks for: the log start (-2), the high
-    /// watermark (-1), the record with the largest timestamp (-3), or the first record at
-    /// or after a timestamp (≥ 0).
-    pub(super) async fn list_offsets(&self, parts: &[(TopicPartition, i64)]) -> Vec<ListedOffset> {
+    /// watermark (-1; the last stable offset for `read_committed`), the record with the
+    /// largest timestamp (-3), or the first record at or after a timestamp (≥ 0).
+    pub(super) async fn list_offsets(
+        &self,
+        parts: &[(TopicPartition, i64)],
+        read_committed: bool,
+    ) -> Vec<ListedOffset> {
         let mut out = Vec::with_capacity(parts.len());
         for (tp, ts) in parts {
             let log = match self.log_for(tp).await {
@@ -26,6 +30,10 @@ impl Shard {
             };
             let r = match *ts {
                 EARLIEST => Ok(Some((log.log_start_offset(), -1))),
+                LATEST if read_committed => {
+                    let hw = self.high_watermark(tp, &log);
+                    Ok(Some((log.last_stable_offset(hw), -1)))
+                }
                 LATEST => Ok(Some((self.high_watermark(tp, &log), -1))),
                 MAX_TIMESTAMP => log.max_timestamp().await,
                 t if t >= 0 => log.offset_for_timestamp(t).await,

@@ -4,16 +4,23 @@ use std::time::Duration;
 
 use bytes::Bytes;
 
-use super::{ProducePartResult, Shard};
+use super::mesh::RecordErrors;
+use super::{MarkerWritten, ProducePartResult, Shard, ShardOp, ShardReply};
 use crate::kafka::errors::{code, ErrorCode};
-use crate::store::{AppendError, LeaderEpoch, Offset, PartitionLog, TopicPartition};
+use crate::store::{
+    AppendError, BatchBuilder, LeaderEpoch, Marker, Offset, PartitionLog, Record, TopicPartition,
+};
+
+/// How long a marker write waits for the in-sync replicas (WriteTxnMarkers carries no
+/// timeout; Kafka's coordinator uses its request timeout, 30 s by default).
+const MARKER_ACK_TIMEOUT_MS: u64 = 30_000;
 
 pub(super) fn append_error_code(e: &AppendError) -> ErrorCode {
     match e {
         AppendError::Corrupt(_) => code::CORRUPT_MESSAGE,
         AppendError::InvalidRecord(_) => code::INVALID_RECORD,
         // Kafka: "Compacted topic cannot accept message without key".
-        AppendError::KeylessRecord { .. } => code::INVALID_RECORD,
+        AppendError::KeylessRecords { .. } => code::INVALID_RECORD,
         AppendError::TooLarge { .. } => code::MESSAGE_TOO_LARGE,
         AppendError::InvalidTimestamp { .. } => code::INVALID_TIMESTAMP,
         // Closing or frozen: a retriable "not here now".
@@ -21,13 +28,98 @@ pub(super) fn append_error_code(e: &AppendError) -> ErrorCode {
         AppendError::OutOfOrderSequence { .. } => code::OUT_OF_ORDER_SEQUENCE_NUMBER,
         AppendError::InvalidProducerEpoch { .. } => code::INVALID_PRODUCER_EPOCH,
         AppendError::UnknownProducerId(_) => code::UNKNOWN_PRODUCER_ID,
+        AppendError::InvalidTxnState { .. } => code::INVALID_TXN_STATE,
+        AppendError::CoordinatorFenced { .. } => code::TRANSACTION_COORDINATOR_FENCED,
+        AppendError::ControlBatch => code::INVALID_RECORD,
         AppendError::Io(_) => code::KAFKA_STORAGE_ERROR,
         // Only follower appends (`append_replica`) refuse this way; a produce never does.
         AppendError::UnexpectedOffset { .. } => code::UNKNOWN_SERVER_ERROR,
     }
 }
 
+/// Why one partition's produce was refused.
+pub(super) struct Refused {
+    code: ErrorCode,
+    record_errors: Option<Box<RecordErrors>>,
+}
+
+impl From<ErrorCode> for Refused {
+    fn from(code: ErrorCode) -> Refused {
+        Refused {
+            code,
+            record_errors: None,
+        }
+    }
+}
+
+/// KIP-467's answer to a batch refused for some of its records, with Kafka's messages
+/// (`LogValidator`): each record's reason, and the partition's message naming the count
+/// and the first three.
+fn record_errors(tp: &TopicPartition, e: &AppendError) -> Option<RecordErrors> {
+    let AppendError::KeylessRecords {
+        record_indexes,
+        count,
+    } = e
+    else {
+        return None;
+    };
+    let why = format!("Compacted topic cannot accept message without key in topic partition {tp}.");
+    let records: Vec<(i32, String)> = record_indexes
+        .iter()
+        .map(|i| (*i as i32, why.clone()))
+        .collect();
+    let first: Vec<String> = records
+        .iter()
+        .take(3)
+        .map(|(i, m)| format!("RecordError(batchIndex={i}, message='{m}')"))
+        .collect();
+    Some(RecordErrors {
+        message: format!(
+            "One or more records have been rejected due to {count} record errors in total, and only showing the first three errors at most: [{}]",
+            first.join(", ")
+        ),
+        records,
+    })
+}
+
 impl Shard {
+    /// Appends a coordinator's records (key, value; a `None` value is a tombstone) to a
+    /// partition of an internal topic through its owning shard, acks=all within
+    /// `timeout_ms`: the base offset they got, or the produce error code.
+    pub async fn append_internal(
+        self: &std::rc::Rc<Self>,
+        tp: TopicPartition,
+        records: &[(Bytes, Option<Bytes>)],
+        timeout_ms: u64,
+    ) -> Result<i64, ErrorCode> {
+        let ts = crate::groups::now_ms();
+        let mut builder = BatchBuilder::new(ts);
+        for (key, value) in records {
+            builder.push(&Record {
+                key: Some(key),
+                value: value.as_deref(),
+                headers: &[],
+                timestamp_ms: ts,
+            });
+        }
+        let batch = Bytes::from(builder.build());
+        let owner = self.owner_of(&tp);
+        let op = ShardOp::Produce {
+            acks: -1,
+            timeout_ms,
+            parts: vec![(tp, batch)],
+        };
+        let result = match self.call(owner, op).await {
+            ShardReply::Produce(r) => r.into_iter().next(),
+            _ => None,
+        };
+        match result {
+            Some(r) if r.error == code::NONE => Ok(r.base_offset.0),
+            Some(r) => Err(r.error),
+            None => Err(code::COORDINATOR_NOT_AVAILABLE),
+        }
+    }
+
     pub(super) async fn produce(
         &self,
         acks: i16,
@@ -47,26 +139,80 @@ impl Shard {
         let mut out = Vec::with_capacity(appended.len());
         for (a, (tp, _)) in appended.into_iter().zip(&parts) {
             let r = match a {
-                Err(error) => Err(error),
+                Err(refused) => Err(refused),
                 Ok((log, base_offset, end, epoch)) => self
                     .wait_acked(tp, &log, acks, (end, epoch), timeout_ms)
                     .await
-                    .map(|()| (base_offset, log.log_start_offset())),
+                    .map(|()| (base_offset, log.log_start_offset()))
+                    .map_err(Refused::from),
             };
             out.push(match r {
                 Ok((base_offset, log_start)) => ProducePartResult {
                     error: code::NONE,
                     base_offset,
                     log_start,
+                    record_errors: None,
                 },
-                Err(error) => ProducePartResult {
-                    error,
+                Err(refused) => ProducePartResult {
+                    error: refused.code,
                     base_offset: Offset(-1),
                     log_start: Offset(-1),
+                    record_errors: refused.record_errors,
                 },
             });
         }
         out
+    }
+
+    /// Writes each transaction marker (WriteTxnMarkers) as the leader, acknowledged once
+    /// the in-sync replicas have it, as Kafka writes markers (acks=all). Appends in arrival
+    /// order with produce, then the waits overlap.
+    pub(super) async fn write_markers(
+        &self,
+        parts: &[(TopicPartition, Marker)],
+    ) -> Vec<MarkerWritten> {
+        let mut appended = Vec::with_capacity(parts.len());
+        {
+            let _turn = self.append_order.acquire_permit(1).await;
+            for (tp, marker) in parts {
+                appended.push(self.append_marker(tp, *marker).await);
+            }
+        }
+        let mut out = Vec::with_capacity(parts.len());
+        for (a, (tp, _)) in appended.into_iter().zip(parts) {
+            let error = match a {
+                Err(error) => error,
+                Ok((log, end, epoch)) => self
+                    .wait_acked(tp, &log, -1, (end, epoch), MARKER_ACK_TIMEOUT_MS)
+                    .await
+                    .err()
+                    .unwrap_or(code::NONE),
+            };
+            out.push(MarkerWritten { error });
+        }
+        out
+    }
+
+    /// Appends one marker under the leadership held now (see `append_one`).
+    async fn append_marker(
+        &self,
+        tp: &TopicPartition,
+        marker: Marker,
+    ) -> Result<(PartitionLog, Offset, LeaderEpoch), ErrorCode> {
+        let log = self.log_for(tp).await?;
+        let image_epoch = self.cluster.leader_epoch(&tp.topic, tp.partition.0);
+        let role_epoch = self.replicas.get(tp).map(|r| r.leader_epoch());
+        let epoch = crate::broker::replicas::append_epoch(role_epoch, image_epoch)?;
+        match log.append_marker(marker, epoch).await {
+            Ok(info) => {
+                tracing::debug!(partition = %tp, producer_id = marker.producer_id, kind = ?marker.kind, offset = %info.base_offset, "transaction marker written");
+                Ok((log, Offset(info.last_offset.0 + 1), epoch))
+            }
+            Err(e) => {
+                tracing::info!(partition = %tp, producer_id = marker.producer_id, error = %e, "transaction marker refused");
+                Err(append_error_code(&e))
+            }
+        }
     }
 
     /// What the producer's `acks` waits for: nothing (0), this broker's durable copy (1),
@@ -130,7 +276,7 @@ impl Shard {
         tp: &TopicPartition,
         records: &Bytes,
         acks: i16,
-    ) -> Result<(PartitionLog, Offset, Offset, LeaderEpoch), ErrorCode> {
+    ) -> Result<(PartitionLog, Offset, Offset, LeaderEpoch), Refused> {
         let log = self.log_for(tp).await?;
         // The epoch the batch is stamped with is the leadership this broker holds now,
         // checked with no await before the append: the image alone may already name a
@@ -143,7 +289,7 @@ impl Shard {
         let epoch = crate::broker::replicas::append_epoch(role_epoch, image_epoch)?;
         if acks == -1 && self.replicas.get(tp).is_some_and(|r| !r.enough_in_sync()) {
             tracing::info!(partition = %tp, "acks=all produce refused: too few in-sync replicas");
-            return Err(code::NOT_ENOUGH_REPLICAS);
+            return Err(code::NOT_ENOUGH_REPLICAS.into());
         }
         self.count_traffic(tp, |t| {
             t.bytes_in += records.len() as u64;
@@ -156,11 +302,14 @@ impl Shard {
             Ok(info) => Ok((log, info.base_offset, Offset(info.last_offset.0 + 1), epoch)),
             Err(AppendError::Io(e)) => {
                 tracing::error!(topic = %tp.topic, partition = tp.partition.0, error = %e, "append failed");
-                Err(code::KAFKA_STORAGE_ERROR)
+                Err(code::KAFKA_STORAGE_ERROR.into())
             }
             Err(e) => {
                 tracing::info!(topic = %tp.topic, partition = tp.partition.0, error = %e, "produce rejected");
-                Err(append_error_code(&e))
+                Err(Refused {
+                    code: append_error_code(&e),
+                    record_errors: record_errors(tp, &e).map(Box::new),
+                })
             }
         }
     }

@@ -1,5 +1,5 @@
 //! AlterConfigs (replace a topic's configs) and IncrementalAlterConfigs (set, delete,
-//! append, subtract single keys). Validated here, recorded in the metadata log by the
+//! append to and subtract from list configs, single keys). Validated here, recorded in the metadata log by the
 //! controller, then applied live on every shard that owns a partition of the topic.
 
 use std::collections::BTreeMap;
@@ -36,12 +36,96 @@ pub const INCREMENTAL_SPEC: ApiSpec = ApiSpec {
 
 const OP_SET: i8 = 0;
 const OP_DELETE: i8 = 1;
+const OP_APPEND: i8 = 2;
+const OP_SUBTRACT: i8 = 3;
+
+/// Topic configs whose value is a comma-separated list (Kafka's `ConfigDef.Type.LIST`),
+/// with Kafka's default: the only ones APPEND and SUBTRACT apply to.
+const LIST_CONFIGS: &[(&str, &str)] = &[("cleanup.policy", "delete")];
+
+/// One IncrementalAlterConfigs operation on one key.
+enum KeyOp {
+    Set(String),
+    Delete,
+    /// Add these list items (those not there yet) to the current list.
+    Append(String),
+    /// Remove these list items from the current list.
+    Subtract(String),
+}
 
 /// What one alteration asks of a topic's configs.
 enum Change {
     /// AlterConfigs: the topic's configs become exactly these.
     Replace(BTreeMap<String, String>),
-    /// IncrementalAlterConfigs: set (`Some`) or remove (`None`) single keys.
+    /// IncrementalAlterConfigs: one operation per key.
+    Keys(Vec<(String, KeyOp)>),
+}
+
+/// The value a list operation leaves (Kafka's `ConfigAdminManager`): the topic's own
+/// value, or Kafka's default when it has none, with the items appended (each once) or
+/// subtracted. `Err` for a key that is not a list.
+fn list_op(current: Option<&String>, key: &str, op: &KeyOp) -> Result<String, String> {
+    let Some((_, default)) = LIST_CONFIGS.iter().find(|(k, _)| *k == key) else {
+        let verb = if matches!(op, KeyOp::Append(_)) {
+            "append"
+        } else {
+            "subtract"
+        };
+        return Err(format!(
+            "Config value {verb} is not allowed for config key: {key}"
+        ));
+    };
+    let items = |v: &str| -> Vec<String> {
+        v.split(',')
+            .map(str::trim)
+            .filter(|i| !i.is_empty())
+            .map(str::to_string)
+            .collect()
+    };
+    let mut list = items(current.map_or(*default, String::as_str));
+    match op {
+        KeyOp::Append(v) => {
+            for item in items(v) {
+                if !list.contains(&item) {
+                    list.push(item);
+                }
+            }
+        }
+        KeyOp::Subtract(v) => {
+            let gone = items(v);
+            list.retain(|i| !gone.contains(i));
+        }
+        KeyOp::Set(_) | KeyOp::Delete => {}
+    }
+    Ok(list.join(","))
+}
+
+/// The key changes of an IncrementalAlterConfigs on `current` configs: set (`Some`) or
+/// removed (`None`), list operations resolved against the value each key has.
+fn resolve(
+    current: &BTreeMap<String, String>,
+    ops: Vec<(String, KeyOp)>,
+) -> Result<Vec<(String, Option<String>)>, String> {
+    let mut after = current.clone();
+    let mut out = Vec::with_capacity(ops.len());
+    for (key, op) in ops {
+        let value = match &op {
+            KeyOp::Set(v) => Some(v.clone()),
+            KeyOp::Delete => None,
+            KeyOp::Append(_) | KeyOp::Subtract(_) => Some(list_op(after.get(&key), &key, &op)?),
+        };
+        match &value {
+            Some(v) => after.insert(key.clone(), v.clone()),
+            None => after.remove(&key),
+        };
+        out.push((key, value));
+    }
+    Ok(out)
+}
+
+/// A change with its list operations resolved against the topic's configs.
+enum Resolved {
+    Replace(BTreeMap<String, String>),
     Keys(Vec<(String, Option<String>)>),
 }
 
@@ -58,13 +142,21 @@ async fn apply(
     validate_only: bool,
 ) -> (ErrorCode, Option<String>) {
     let known = shard.catalog.get(topic);
+    let current = known
+        .as_ref()
+        .map(|m| m.configs.clone())
+        .unwrap_or_default();
+    let change = match change {
+        Change::Keys(ops) => match resolve(&current, ops) {
+            Ok(keys) => Resolved::Keys(keys),
+            Err(message) => return (code::INVALID_CONFIG, Some(message)),
+        },
+        Change::Replace(configs) => Resolved::Replace(configs),
+    };
     let resulting = match &change {
-        Change::Replace(configs) => configs.clone(),
-        Change::Keys(keys) => {
-            let mut configs = known
-                .as_ref()
-                .map(|m| m.configs.clone())
-                .unwrap_or_default();
+        Resolved::Replace(configs) => configs.clone(),
+        Resolved::Keys(keys) => {
+            let mut configs = current;
             for (k, v) in keys {
                 match v {
                     Some(v) => configs.insert(k.clone(), v.clone()),
@@ -87,11 +179,11 @@ async fn apply(
         };
     }
     let (configs, replace) = match change {
-        Change::Replace(configs) => (
+        Resolved::Replace(configs) => (
             configs.into_iter().map(|(k, v)| (k, Some(v))).collect(),
             true,
         ),
-        Change::Keys(keys) => (keys, false),
+        Resolved::Keys(keys) => (keys, false),
     };
     let req = ControllerRequest::SetConfigs {
         topic: topic.to_string(),
@@ -157,8 +249,24 @@ async fn alter_each<'a, R: ResourceAnswer>(
     for (resource_type, name, change) in resources {
         let (error, message) = if resource_type == super::group_configs::RESOURCE_GROUP {
             match change {
-                Ok(Change::Keys(keys)) => {
-                    super::group_configs::alter(shard, name, keys, validate_only).await
+                Ok(Change::Keys(ops)) => {
+                    // Group configs are numbers: only SET and DELETE apply.
+                    let keys: Result<Vec<(String, Option<String>)>, String> = ops
+                        .into_iter()
+                        .map(|(k, op)| match op {
+                            KeyOp::Set(v) => Ok((k, Some(v))),
+                            KeyOp::Delete => Ok((k, None)),
+                            KeyOp::Append(_) | KeyOp::Subtract(_) => {
+                                Err(format!("{k} is not a list config"))
+                            }
+                        })
+                        .collect();
+                    match keys {
+                        Ok(keys) => {
+                            super::group_configs::alter(shard, name, keys, validate_only).await
+                        }
+                        Err(m) => (code::INVALID_CONFIG, Some(m)),
+                    }
                 }
                 Ok(Change::Replace(_)) => (
                     code::INVALID_REQUEST,
@@ -212,19 +320,73 @@ pub async fn handle_incremental(
     encode_response(req.header.correlation_id, req.version, &resp)
 }
 
-/// IncrementalAlterConfigs operations as key changes: SET and DELETE (APPEND and SUBTRACT
-/// apply to list configs, which no topic config here is).
+/// IncrementalAlterConfigs operations, one per key (Kafka refuses a key named twice).
+/// APPEND and SUBTRACT apply to list configs only (`cleanup.policy`).
 fn incremental_keys(
     ops: &[incremental_alter_configs_request::AlterableConfig],
-) -> Result<Vec<(String, Option<String>)>, String> {
+) -> Result<Vec<(String, KeyOp)>, String> {
+    let mut seen = std::collections::BTreeSet::new();
     ops.iter()
-        .map(|c| match (c.config_operation, &c.value) {
-            (OP_SET, Some(v)) => Ok((c.name.to_string(), Some(v.to_string()))),
-            (OP_DELETE, _) => Ok((c.name.to_string(), None)),
-            _ => Err(format!(
-                "operation {} on {} is not supported",
-                c.config_operation, c.name
-            )),
+        .map(|c| {
+            let key = c.name.to_string();
+            if !seen.insert(key.clone()) {
+                return Err(format!("Duplicate alterConfigs resource config {key}"));
+            }
+            let value = c.value.as_ref().map(|v| v.to_string());
+            let op = match (c.config_operation, value) {
+                (OP_SET, Some(v)) => KeyOp::Set(v),
+                (OP_DELETE, _) => KeyOp::Delete,
+                (OP_APPEND, Some(v)) => KeyOp::Append(v),
+                (OP_SUBTRACT, Some(v)) => KeyOp::Subtract(v),
+                (op, _) => {
+                    return Err(format!("operation {op} on {key} is not supported"));
+                }
+            };
+            Ok((key, op))
         })
         .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn configs(kv: &[(&str, &str)]) -> BTreeMap<String, String> {
+        kv.iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect()
+    }
+
+    #[test]
+    fn append_and_subtract_work_on_the_list_each_key_has() {
+        let key = |k: &str| k.to_string();
+        // No value of its own: Kafka's default list ("delete") is appended to.
+        let got = resolve(
+            &configs(&[]),
+            vec![(
+                key("cleanup.policy"),
+                KeyOp::Append("compact,delete".into()),
+            )],
+        );
+        assert_eq!(
+            got.unwrap(),
+            [(key("cleanup.policy"), Some("delete,compact".into()))]
+        );
+        let got = resolve(
+            &configs(&[("cleanup.policy", "compact,delete")]),
+            vec![(key("cleanup.policy"), KeyOp::Subtract("delete".into()))],
+        );
+        assert_eq!(
+            got.unwrap(),
+            [(key("cleanup.policy"), Some("compact".into()))]
+        );
+        let refused = resolve(
+            &configs(&[]),
+            vec![(key("retention.ms"), KeyOp::Append("5".into()))],
+        );
+        assert_eq!(
+            refused.unwrap_err(),
+            "Config value append is not allowed for config key: retention.ms"
+        );
+    }
 }

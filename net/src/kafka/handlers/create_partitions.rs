@@ -1,5 +1,8 @@
-//! CreatePartitions: the controller places the new partitions (as for a new topic); their
-//! logs are created by their leaders' shards on first use.
+//! CreatePartitions: the controller places the new partitions (as for a new topic) or
+//! checks the replicas the request assigns them (registered brokers, none twice, the
+//! topic's replication factor, one assignment per new partition: Kafka's
+//! INVALID_REPLICA_ASSIGNMENT otherwise); their logs are created by their leaders' shards
+//! on first use.
 
 use std::rc::Rc;
 
@@ -8,8 +11,10 @@ use kafka_protocol::messages::{ApiKey, CreatePartitionsRequest, CreatePartitions
 use kafka_protocol::protocol::StrBytes;
 
 use sluice_control::rpc::Request as ControllerRequest;
+use sluice_control::BrokerId;
 
 use super::ApiSpec;
+use crate::broker::catalog::PARTITIONS_PER_TOPIC_MAX;
 use crate::broker::cluster::{change_metadata, CONTROLLER_REQUEST_TIMEOUT};
 use crate::broker::shard::Shard;
 use crate::kafka::errors::code;
@@ -37,19 +42,26 @@ pub async fn handle(shard: &Rc<Shard>, req: &Request) -> Result<ResponseFrame, F
             );
             continue;
         }
-        if t.assignments.as_ref().is_some_and(|a| !a.is_empty()) {
+        if t.assignments.as_ref().map_or(0, Vec::len) > PARTITIONS_PER_TOPIC_MAX as usize {
             results.push(
-                r.with_error_code(code::INVALID_REQUEST.into())
-                    .with_error_message(Some(StrBytes::from_static_str(
-                        "manual replica assignment is not supported",
-                    ))),
+                r.with_error_code(code::INVALID_PARTITIONS.into())
+                    .with_error_message(Some(StrBytes::from_string(format!(
+                        "more than {PARTITIONS_PER_TOPIC_MAX} partitions assigned"
+                    )))),
             );
             continue;
         }
+        let assignment: Vec<Vec<BrokerId>> = t
+            .assignments
+            .iter()
+            .flatten()
+            .map(|a| a.broker_ids.iter().map(|b| BrokerId(b.0)).collect())
+            .collect();
         let ask = ControllerRequest::CreatePartitions {
             name: t.name.0.to_string(),
             count: t.count,
             validate_only: body.validate_only,
+            assignment,
         };
         results.push(
             match change_metadata(&shard.cluster, &ask, CONTROLLER_REQUEST_TIMEOUT).await {

@@ -1,6 +1,7 @@
-//! CreateTopics: checked here (name, partition count, configs), then placed and created
-//! by the active controller (replicas spread over racks, then brokers; leaders balanced);
-//! answered once this broker's image has the topic.
+//! CreateTopics: checked here (name, partition count, configs, the shape of a manual
+//! assignment), then placed and created by the active controller (replicas spread over
+//! racks, then brokers, leaders balanced; or as assigned, once the controller has checked
+//! the brokers); answered once this broker's image has the topic.
 
 use std::collections::BTreeMap;
 use std::rc::Rc;
@@ -15,6 +16,7 @@ use uuid::Uuid;
 
 use super::ApiSpec;
 use sluice_control::rpc::Request as ControllerRequest;
+use sluice_control::BrokerId;
 
 use crate::broker::catalog::{
     effective_configs, log_config, validate_topic_name, CatalogError, PARTITIONS_PER_TOPIC_MAX,
@@ -87,12 +89,12 @@ async fn create(
                 .map(|v| (c.name.to_string(), v.to_string()))
         })
         .collect();
-    if !t.assignments.is_empty() {
-        return Err((
-            code::INVALID_REQUEST,
-            "manual replica assignment is not supported".to_string(),
-        ));
-    }
+    let assignment = manual_assignment(t)?;
+    let partitions = if assignment.is_empty() {
+        partitions
+    } else {
+        assignment.len() as i32
+    };
     validate(shard, &name, partitions, &configs)?;
     let req = ControllerRequest::CreateTopic {
         name,
@@ -101,10 +103,63 @@ async fn create(
         configs: configs.into_iter().collect(),
         topic_id: None,
         validate_only,
+        assignment,
     };
     change_metadata(&shard.cluster, &req, CONTROLLER_REQUEST_TIMEOUT)
         .await
         .map(|_| ())
+}
+
+/// The replicas of each partition as the request assigns them, in partition order (empty
+/// when it assigns none), with Kafka's checks of the request's shape: no partition count or
+/// replication factor beside an assignment, partitions numbered 0, 1, … once each. The
+/// controller checks the brokers.
+fn manual_assignment(t: &CreatableTopic) -> Result<Vec<Vec<BrokerId>>, (ErrorCode, String)> {
+    if t.assignments.is_empty() {
+        return Ok(Vec::new());
+    }
+    if t.replication_factor != -1 {
+        return Err((
+            code::INVALID_REQUEST,
+            "A manual partition assignment was specified, but replication factor was not set to -1.".to_string(),
+        ));
+    }
+    if t.num_partitions != -1 {
+        return Err((
+            code::INVALID_REQUEST,
+            "A manual partition assignment was specified, but numPartitions was not set to -1."
+                .to_string(),
+        ));
+    }
+    if t.assignments.len() > PARTITIONS_PER_TOPIC_MAX as usize {
+        return Err((
+            code::INVALID_PARTITIONS,
+            format!(
+                "{} partitions assigned; at most {PARTITIONS_PER_TOPIC_MAX}",
+                t.assignments.len()
+            ),
+        ));
+    }
+    let mut by_index: BTreeMap<i32, Vec<BrokerId>> = BTreeMap::new();
+    for a in &t.assignments {
+        let replicas = a.broker_ids.iter().map(|b| BrokerId(b.0)).collect();
+        if by_index.insert(a.partition_index, replicas).is_some() {
+            return Err((
+                code::INVALID_REPLICA_ASSIGNMENT,
+                format!(
+                    "Found multiple manual partition assignments for partition {}",
+                    a.partition_index
+                ),
+            ));
+        }
+    }
+    if by_index.keys().copied().ne(0..by_index.len() as i32) {
+        return Err((
+            code::INVALID_REPLICA_ASSIGNMENT,
+            "partitions should be a consecutive 0-based integer sequence".to_string(),
+        ));
+    }
+    Ok(by_index.into_values().collect())
 }
 
 fn created(

@@ -7,7 +7,9 @@ use std::future::Future;
 use std::rc::Rc;
 use std::time::{Duration, Instant};
 
-use kafka_protocol::messages::fetch_response::{FetchableTopicResponse, PartitionData};
+use kafka_protocol::messages::fetch_response::{
+    AbortedTransaction, FetchableTopicResponse, PartitionData,
+};
 use kafka_protocol::messages::{ApiKey, FetchRequest, FetchResponse, TopicName};
 use kafka_protocol::protocol::StrBytes;
 
@@ -18,7 +20,7 @@ use crate::kafka::frame::{
     decode_body, encode_response, encode_response_spliced, splice_marker, FrameError, Request,
     ResponseFrame,
 };
-use crate::store::BatchSlice;
+use crate::store::{AbortedTxn, BatchSlice};
 use crate::store::{LeaderEpoch, Offset, PartitionId, TopicPartition};
 
 pub const SPEC: ApiSpec = ApiSpec {
@@ -342,6 +344,8 @@ pub async fn handle(shard: &Rc<Shard>, req: &Request) -> Result<ResponseFrame, F
     } else {
         Reader::Consumer {
             from_follower: req.version >= 11,
+            // Fetch v4 brought isolation levels; before it every read is uncommitted.
+            read_committed: req.version >= 4 && body.isolation_level == 1,
         }
     };
     let mut results = read_all(shard, &plan.parts, bytes_max, reader).await;
@@ -393,10 +397,13 @@ fn preferred_replicas(
     let mut out = vec![-1; plan.parts.len()];
     let rack = body.rack_id.as_str();
     if rack.is_empty()
-        || reader
-            != (Reader::Consumer {
+        || !matches!(
+            reader,
+            Reader::Consumer {
                 from_follower: true,
-            })
+                ..
+            }
+        )
     {
         return out;
     }
@@ -450,9 +457,9 @@ fn respond(
             .with_partition_index(p.tp.partition.0)
             .with_error_code(r.error.into())
             .with_high_watermark(r.high_watermark.0)
-            .with_last_stable_offset(r.high_watermark.0)
+            .with_last_stable_offset(r.last_stable.0)
             .with_log_start_offset(r.log_start.0)
-            .with_aborted_transactions(None)
+            .with_aborted_transactions(aborted_transactions(&r.aborted))
             .with_preferred_read_replica(kafka_protocol::messages::BrokerId(*preferred))
             .with_records(Some(records));
         match topics.last_mut() {
@@ -483,4 +490,22 @@ fn respond(
     } else {
         encode_response_spliced(req.header.correlation_id, req.version, &resp, splices)
     }
+}
+
+/// The aborted transactions of a `read_committed` answer (`None`: none, as Kafka encodes
+/// an empty list for readers of every isolation level).
+fn aborted_transactions(aborted: &[AbortedTxn]) -> Option<Vec<AbortedTransaction>> {
+    if aborted.is_empty() {
+        return None;
+    }
+    Some(
+        aborted
+            .iter()
+            .map(|t| {
+                AbortedTransaction::default()
+                    .with_producer_id(kafka_protocol::messages::ProducerId(t.producer_id))
+                    .with_first_offset(t.first_offset.0)
+            })
+            .collect(),
+    )
 }

@@ -1,7 +1,8 @@
 //! FindCoordinator: a group's coordinator is the broker leading its partition of
-//! `__consumer_offsets` in the metadata image (none yet, or a fenced one:
-//! COORDINATOR_NOT_AVAILABLE, which clients retry). Transaction coordinators are not
-//! offered (no transactions).
+//! `__consumer_offsets`, a transactional id's the one leading its partition of
+//! `__transaction_state`, in the metadata image (none yet, or a fenced one:
+//! COORDINATOR_NOT_AVAILABLE, which clients retry). The first transactional lookup has
+//! `__transaction_state` created, as Kafka does.
 
 use std::rc::Rc;
 
@@ -22,18 +23,36 @@ pub const SPEC: ApiSpec = ApiSpec {
     max: 4,
 };
 
-/// Key type of a consumer group (1 is a transactional id).
+/// Key types: a consumer group, a transactional id.
 const KEY_TYPE_GROUP: i8 = 0;
+const KEY_TYPE_TRANSACTION: i8 = 1;
 
 /// The coordinating broker of a key: (node id, host, port).
-fn coordinator(shard: &Shard, key: &str, key_type: i8) -> Result<(i32, String, i32), ErrorCode> {
-    if key_type != KEY_TYPE_GROUP {
-        return Err(code::COORDINATOR_NOT_AVAILABLE);
-    }
-    let partition = shard.groups.partition_of(key) as i32;
+fn coordinator(
+    shard: &Rc<Shard>,
+    key: &str,
+    key_type: i8,
+) -> Result<(i32, String, i32), ErrorCode> {
+    let (topic, partition) = match key_type {
+        KEY_TYPE_GROUP => (OFFSETS_TOPIC, shard.groups.partition_of(key) as i32),
+        KEY_TYPE_TRANSACTION => {
+            if key.is_empty() {
+                return Err(code::INVALID_REQUEST);
+            }
+            let Some(count) = crate::txn::persist::partition_count(shard) else {
+                crate::txn::coordinator::create_topic(shard);
+                return Err(code::COORDINATOR_NOT_AVAILABLE);
+            };
+            (
+                crate::txn::TXN_TOPIC,
+                crate::txn::partition_of(key, count) as i32,
+            )
+        }
+        _ => return Err(code::INVALID_REQUEST),
+    };
     let image = shard.cluster.image();
     let leader = image
-        .topic_by_name(OFFSETS_TOPIC)
+        .topic_by_name(topic)
         .and_then(|t| t.partitions.get(&PartitionId(partition)))
         .and_then(|p| p.leader)
         .ok_or(code::COORDINATOR_NOT_AVAILABLE)?;

@@ -1,6 +1,7 @@
-//! InitProducerId: ids for idempotent producers (no transactions). Ids are unique across
-//! restarts (reserved in blocks in the catalog); a producer that sends its id and epoch
-//! back gets the epoch bumped (KIP-360).
+//! InitProducerId: ids for idempotent producers, and for transactional ones through the
+//! transaction coordinator (`txn`). Ids are unique across restarts (reserved in blocks in
+//! the catalog); an idempotent producer that sends its id and epoch back gets the epoch
+//! bumped (KIP-360).
 
 use std::rc::Rc;
 
@@ -22,8 +23,34 @@ pub async fn handle(shard: &Rc<Shard>, req: &Request) -> Result<ResponseFrame, F
     let mut resp = InitProducerIdResponse::default()
         .with_producer_id(ProducerId(-1))
         .with_producer_epoch(-1);
-    if body.transactional_id.is_some() {
-        resp = resp.with_error_code(code::TRANSACTIONAL_ID_AUTHORIZATION_FAILED.into());
+    if let Some(id) = &body.transactional_id {
+        // v3+ say who the producer was (KIP-360); before, -1/-1.
+        let was = if req.version >= 3 {
+            (body.producer_id.0, body.producer_epoch)
+        } else {
+            (-1, -1)
+        };
+        let init = if id.is_empty() {
+            Err(code::INVALID_REQUEST)
+        } else {
+            crate::txn::coordinator::init_producer_id(
+                shard,
+                id.as_str(),
+                body.transaction_timeout_ms,
+                was,
+            )
+            .await
+        };
+        resp = match init {
+            Ok((pid, epoch)) => resp
+                .with_producer_id(ProducerId(pid))
+                .with_producer_epoch(epoch),
+            // PRODUCER_FENCED came with v4; older clients know INVALID_PRODUCER_EPOCH.
+            Err(code::PRODUCER_FENCED) if req.version < 4 => {
+                resp.with_error_code(code::INVALID_PRODUCER_EPOCH.into())
+            }
+            Err(e) => resp.with_error_code(e.into()),
+        };
     } else if body.producer_id.0 >= 0
         && body.producer_epoch >= 0
         && body.producer_epoch < i16::MAX - 1

@@ -31,7 +31,10 @@ pub async fn handle(shard: &Rc<Shard>, req: &Request) -> Result<ResponseFrame, F
         &body.topics,
         partitions,
         |p| (p.partition_index, p.timestamp),
-        |parts| ShardOp::ListOffsets { parts },
+        |parts| ShardOp::ListOffsets {
+            parts,
+            read_committed: body.isolation_level == 1,
+        },
     )
     .await;
     let topics = answer_topics(

@@ -31,7 +31,10 @@ fn ids(list: &[sluice_control::BrokerId]) -> Vec<BrokerId> {
 }
 
 /// One topic as the image has it. A partition without a leader says
-/// LEADER_NOT_AVAILABLE; replicas on fenced brokers are listed as offline.
+/// LEADER_NOT_AVAILABLE; replicas on fenced brokers are listed as offline. So does a
+/// partition whose leader is fenced: the image keeps a fenced leader that no other
+/// in-sync replica could replace (it comes back to it), and the broker list leaves fenced
+/// brokers out, so naming it would point clients at a broker the answer does not list.
 pub fn topic_entry(image: &MetadataImage, t: &TopicImage) -> MetadataResponseTopic {
     let partitions = t
         .partitions
@@ -43,7 +46,8 @@ pub fn topic_entry(image: &MetadataImage, t: &TopicImage) -> MetadataResponseTop
                 .copied()
                 .filter(|r| !image.is_live(*r))
                 .collect();
-            let error = if p.leader.is_some() {
+            let leader = p.leader.filter(|l| image.is_live(*l));
+            let error = if leader.is_some() {
                 code::NONE
             } else {
                 code::LEADER_NOT_AVAILABLE
@@ -51,7 +55,7 @@ pub fn topic_entry(image: &MetadataImage, t: &TopicImage) -> MetadataResponseTop
             MetadataResponsePartition::default()
                 .with_error_code(error.into())
                 .with_partition_index(i.0)
-                .with_leader_id(BrokerId(p.leader.map_or(-1, |l| l.0)))
+                .with_leader_id(BrokerId(leader.map_or(-1, |l| l.0)))
                 .with_leader_epoch(p.leader_epoch.0)
                 .with_replica_nodes(ids(&p.replicas))
                 .with_isr_nodes(ids(&p.isr))
@@ -61,7 +65,7 @@ pub fn topic_entry(image: &MetadataImage, t: &TopicImage) -> MetadataResponseTop
     MetadataResponseTopic::default()
         .with_name(Some(TopicName(StrBytes::from_string(t.name.clone()))))
         .with_topic_id(Uuid::from_u128(t.id.0))
-        .with_is_internal(t.name == crate::groups::OFFSETS_TOPIC)
+        .with_is_internal(t.name == crate::groups::OFFSETS_TOPIC || t.name == crate::txn::TXN_TOPIC)
         .with_partitions(partitions)
 }
 
@@ -83,6 +87,7 @@ pub async fn auto_create(shard: &Shard, name: &str) -> Result<(), ErrorCode> {
         configs: Vec::new(),
         topic_id: None,
         validate_only: false,
+        assignment: Vec::new(),
     };
     match change_metadata(&shard.cluster, &req, CONTROLLER_REQUEST_TIMEOUT).await {
         Ok(_) => {

@@ -10,6 +10,7 @@ use kafka_protocol::messages::ApiKey;
 use crate::broker::shard::Shard;
 use crate::kafka::frame::{FrameError, Request, ResponseFrame};
 
+pub(crate) mod add_partitions_to_txn;
 pub(crate) mod alter_configs;
 pub(crate) mod api_versions;
 pub(crate) mod consumer_group_describe;
@@ -22,6 +23,8 @@ pub(crate) mod delete_topics;
 pub(crate) mod describe_cluster;
 pub(crate) mod describe_configs;
 pub(crate) mod describe_groups;
+pub(crate) mod elect_leaders;
+pub(crate) mod end_txn;
 pub(crate) mod fan_out;
 pub(crate) mod fetch;
 pub(crate) mod find_coordinator;
@@ -39,6 +42,7 @@ pub(crate) mod offset_fetch;
 pub(crate) mod offset_for_leader_epoch;
 pub(crate) mod produce;
 pub(crate) mod sync_group;
+pub(crate) mod write_txn_markers;
 
 /// An API this broker implements, and the versions it implements.
 #[derive(Debug, Clone, Copy)]
@@ -80,8 +84,12 @@ pub const APIS: &[ApiSpec] = &[
     offset_fetch::SPEC,
     describe_groups::SPEC,
     delete_groups::SPEC,
+    elect_leaders::SPEC,
     offset_delete::SPEC,
     list_groups::SPEC,
+    write_txn_markers::SPEC,
+    add_partitions_to_txn::SPEC,
+    end_txn::SPEC,
     consumer_group_describe::SPEC,
     consumer_group_heartbeat::SPEC,
 ];
@@ -140,7 +148,11 @@ pub(crate) async fn dispatch(
         ApiKey::DescribeGroups => describe_groups::handle(&shard, &req).map(Some),
         ApiKey::ListGroups => list_groups::handle(&shard, &req).map(Some),
         ApiKey::DeleteGroups => delete_groups::handle(&shard, &req).await.map(Some),
+        ApiKey::ElectLeaders => elect_leaders::handle(&shard, &req).await.map(Some),
         ApiKey::OffsetDelete => offset_delete::handle(&shard, &req).await.map(Some),
+        ApiKey::WriteTxnMarkers => write_txn_markers::handle(&shard, &req).await.map(Some),
+        ApiKey::AddPartitionsToTxn => add_partitions_to_txn::handle(&shard, &req).await.map(Some),
+        ApiKey::EndTxn => end_txn::handle(&shard, &req).await.map(Some),
         ApiKey::ConsumerGroupDescribe => consumer_group_describe::handle(&shard, &req).map(Some),
         ApiKey::ConsumerGroupHeartbeat => consumer_group_heartbeat::handle(&shard, &req)
             .await

@@ -1,14 +1,21 @@
 //! Produce: split by owning shard, appended and made durable there, answered as one in
 //! request order. acks=1/all are answered once the engine reports the batch durable
-//! (written, or synced for `flush.policy=fsync` topics); acks=0 is never answered.
+//! (written, or synced for `flush.policy=fsync` topics); acks=0 is never answered. A batch
+//! refused for some of its records (keyless records on a compacted topic) lists them in
+//! `record_errors` (KIP-467, v8+) with INVALID_RECORD.
 
 use std::rc::Rc;
 
-use kafka_protocol::messages::produce_response::{PartitionProduceResponse, TopicProduceResponse};
+use kafka_protocol::messages::produce_response::{
+    BatchIndexAndErrorMessage, PartitionProduceResponse, TopicProduceResponse,
+};
 use kafka_protocol::messages::{ApiKey, ProduceRequest, ProduceResponse};
+use kafka_protocol::protocol::StrBytes;
 
 use super::ApiSpec;
-use crate::broker::shard::{split_by_shard, ProducePartResult, Shard, ShardOp, ShardReply};
+use crate::broker::shard::{
+    split_by_shard, ProducePartResult, RecordErrors, Shard, ShardOp, ShardReply,
+};
 use crate::groups::OFFSETS_TOPIC;
 use crate::kafka::errors::code;
 use crate::kafka::frame::{decode_body, encode_response, FrameError, Request, ResponseFrame};
@@ -42,7 +49,8 @@ pub async fn handle(shard: &Rc<Shard>, req: &Request) -> Result<Option<ResponseF
         ProducePartResult {
             error: code::UNKNOWN_SERVER_ERROR,
             base_offset: Offset(-1),
-            log_start: Offset(-1)
+            log_start: Offset(-1),
+            record_errors: None,
         };
         n
     ];
@@ -110,13 +118,18 @@ pub async fn handle(shard: &Rc<Shard>, req: &Request) -> Result<Option<ResponseF
                         error: code::UNKNOWN_SERVER_ERROR,
                         base_offset: Offset(-1),
                         log_start: Offset(-1),
+                        record_errors: None,
                     });
-                    PartitionProduceResponse::default()
+                    let answer = PartitionProduceResponse::default()
                         .with_index(index)
                         .with_error_code(r.error.into())
                         .with_base_offset(r.base_offset.0)
                         .with_log_append_time_ms(-1)
-                        .with_log_start_offset(r.log_start.0)
+                        .with_log_start_offset(r.log_start.0);
+                    match r.record_errors {
+                        Some(e) => with_record_errors(answer, *e),
+                        None => answer,
+                    }
                 })
                 .collect();
             TopicProduceResponse::default()
@@ -126,4 +139,24 @@ pub async fn handle(shard: &Rc<Shard>, req: &Request) -> Result<Option<ResponseF
         .collect();
     let resp = ProduceResponse::default().with_responses(responses);
     encode_response(req.header.correlation_id, req.version, &resp).map(Some)
+}
+
+/// KIP-467 (Produce v8+): the records of the batch that were invalid and why, and the
+/// partition's message. Older versions carry neither; their clients see the error code.
+fn with_record_errors(
+    answer: PartitionProduceResponse,
+    e: RecordErrors,
+) -> PartitionProduceResponse {
+    let records = e
+        .records
+        .into_iter()
+        .map(|(batch_index, message)| {
+            BatchIndexAndErrorMessage::default()
+                .with_batch_index(batch_index)
+                .with_batch_index_error_message(Some(StrBytes::from_string(message)))
+        })
+        .collect();
+    answer
+        .with_record_errors(records)
+        .with_error_message(Some(StrBytes::from_string(e.message)))
 }

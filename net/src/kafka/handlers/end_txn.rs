@@ -1,0 +1,36 @@
+//! EndTxn v0–3: commit or abort the producer's transaction at its coordinator. Answered
+//! once the decision is durable in `__transaction_state`; the markers follow.
+
+use std::rc::Rc;
+
+use kafka_protocol::messages::{ApiKey, EndTxnRequest, EndTxnResponse};
+
+use super::ApiSpec;
+use crate::broker::shard::Shard;
+use crate::kafka::errors::code;
+use crate::kafka::frame::{decode_body, encode_response, FrameError, Request, ResponseFrame};
+
+pub const SPEC: ApiSpec = ApiSpec {
+    key: ApiKey::EndTxn,
+    min: 0,
+    max: 3,
+};
+
+pub async fn handle(shard: &Rc<Shard>, req: &Request) -> Result<ResponseFrame, FrameError> {
+    let body: EndTxnRequest = decode_body(req)?;
+    let ended = crate::txn::coordinator::end_txn(
+        shard,
+        body.transactional_id.as_str(),
+        (body.producer_id.0, body.producer_epoch),
+        body.committed,
+    )
+    .await;
+    let error = match ended {
+        Ok(()) => code::NONE,
+        // PRODUCER_FENCED came with v2; older clients know INVALID_PRODUCER_EPOCH.
+        Err(code::PRODUCER_FENCED) if req.version < 2 => code::INVALID_PRODUCER_EPOCH,
+        Err(e) => e,
+    };
+    let resp = EndTxnResponse::default().with_error_code(error.into());
+    encode_response(req.header.correlation_id, req.version, &resp)
+}

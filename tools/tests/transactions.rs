@@ -1,0 +1,369 @@
+//! Kafka transactions end to end with librdkafka's transactional producer (#20): commits
+//! and aborts seen by `read_committed` and `read_uncommitted` consumers, a zombie producer
+//! fenced by its next incarnation, a transaction aborted at its timeout, a broker killed
+//! mid-transaction, and markers written across the brokers of a 3-node cluster.
+
+mod common;
+
+use std::collections::BTreeMap;
+use std::time::{Duration, Instant};
+
+use common::cluster::{Cluster, ClusterSpec};
+use common::{Broker, HANG_GUARD};
+use rdkafka::config::ClientConfig;
+use rdkafka::consumer::{BaseConsumer, Consumer};
+use rdkafka::error::KafkaError;
+use rdkafka::message::Message;
+use rdkafka::producer::{BaseProducer, BaseRecord, Producer};
+use rdkafka::{Offset, TopicPartitionList};
+
+/// The coordinator's settings for tests: few state partitions (they are created on the
+/// first transactional client), timeouts checked often.
+const TXN_TOML: &str =
+    "[transactions]\nstate_log_partitions = 4\nabort_timed_out_check_interval_ms = 100\n";
+
+fn broker(dir: &std::path::Path) -> Broker {
+    let config = dir.join("sluice.toml");
+    std::fs::write(&config, TXN_TOML).unwrap();
+    Broker::start_with(&dir.join("data"), &["--config", config.to_str().unwrap()])
+}
+
+fn txn_producer(bootstrap: &str, id: &str, extra: &[(&str, &str)]) -> BaseProducer {
+    let mut c = ClientConfig::new();
+    c.set("bootstrap.servers", bootstrap)
+        .set("transactional.id", id)
+        .set("linger.ms", "5");
+    for (k, v) in extra {
+        c.set(*k, *v);
+    }
+    let p: BaseProducer = c.create().expect("producer");
+    p.init_transactions(HANG_GUARD).expect("init_transactions");
+    p
+}
+
+/// Sends `values` to `topic` (partition by index) within the producer's open transaction.
+fn send_all(p: &BaseProducer, topic: &str, partitions: i32, values: &[String]) {
+    for (i, v) in values.iter().enumerate() {
+        let record = BaseRecord::<(), String>::to(topic)
+            .payload(v)
+            .partition(i as i32 % partitions);
+        p.send(record).map_err(|(e, _)| e).expect("send");
+        p.poll(Duration::ZERO);
+    }
+}
+
+fn values(prefix: &str, n: usize) -> Vec<String> {
+    (0..n).map(|i| format!("{prefix}-{i}")).collect()
+}
+
+/// A plain (non-transactional) "end" record in every partition, so a reader knows when it
+/// has read everything written before.
+fn send_sentinels(bootstrap: &str, topic: &str, partitions: i32) {
+    let p: BaseProducer = ClientConfig::new()
+        .set("bootstrap.servers", bootstrap)
+        .create()
+        .expect("producer");
+    for part in 0..partitions {
+        let payload = format!("end-{part}");
+        let record = BaseRecord::<(), String>::to(topic)
+            .payload(&payload)
+            .partition(part);
+        p.send(record).map_err(|(e, _)| e).expect("send");
+    }
+    p.flush(HANG_GUARD).expect("flush");
+}
+
+/// Every value a consumer with `isolation` reads from the start until it has seen the
+/// sentinel of every partition; each value with how often it came.
+fn read_all(
+    bootstrap: &str,
+    topic: &str,
+    partitions: i32,
+    isolation: &str,
+) -> BTreeMap<String, usize> {
+    let c: BaseConsumer = ClientConfig::new()
+        .set("bootstrap.servers", bootstrap)
+        .set("group.id", "transactions-unused")
+        .set("enable.auto.commit", "false")
+        .set("isolation.level", isolation)
+        .set("fetch.wait.max.ms", "100")
+        .create()
+        .expect("consumer");
+    let mut tpl = TopicPartitionList::new();
+    for p in 0..partitions {
+        tpl.add_partition_offset(topic, p, Offset::Beginning)
+            .unwrap();
+    }
+    c.assign(&tpl).unwrap();
+    let started = Instant::now();
+    let mut seen: BTreeMap<String, usize> = BTreeMap::new();
+    let mut ends = 0;
+    while ends < partitions {
+        assert!(
+            started.elapsed() < HANG_GUARD,
+            "{isolation}: read {seen:?}, {ends} of {partitions} sentinels"
+        );
+        if let Some(m) = c.poll(Duration::from_millis(100)) {
+            let m = m.expect("consume");
+            let v = String::from_utf8_lossy(m.payload().unwrap_or(b"")).into_owned();
+            if v.starts_with("end-") {
+                ends += 1;
+            } else {
+                *seen.entry(v).or_default() += 1;
+            }
+        }
+    }
+    seen
+}
+
+fn once(vs: &[Vec<String>]) -> BTreeMap<String, usize> {
+    vs.iter().flatten().map(|v| (v.clone(), 1)).collect()
+}
+
+#[test]
+fn committed_and_aborted_transactions_as_each_isolation_level_reads_them() {
+    let dir = common::tempdir("txn-basic");
+    let b = broker(dir.path());
+    common::create_topic_at(&b.addr, "orders", 3, 1, &[]);
+    let p = txn_producer(&b.addr, "tx-basic", &[]);
+    let (first, aborted, second) = (values("c1", 12), values("ab", 9), values("c2", 6));
+    p.begin_transaction().unwrap();
+    send_all(&p, "orders", 3, &first);
+    p.commit_transaction(HANG_GUARD).expect("commit");
+    p.begin_transaction().unwrap();
+    send_all(&p, "orders", 3, &aborted);
+    // A BaseProducer's delivery reports must be served before an abort (librdkafka).
+    p.flush(HANG_GUARD).expect("flush");
+    p.abort_transaction(HANG_GUARD).expect("abort");
+    p.begin_transaction().unwrap();
+    send_all(&p, "orders", 3, &second);
+    p.commit_transaction(HANG_GUARD).expect("commit");
+    send_sentinels(&b.addr, "orders", 3);
+    assert_eq!(
+        read_all(&b.addr, "orders", 3, "read_committed"),
+        once(&[first.clone(), second.clone()])
+    );
+    assert_eq!(
+        read_all(&b.addr, "orders", 3, "read_uncommitted"),
+        once(&[first, aborted, second])
+    );
+}
+
+#[test]
+fn a_new_incarnation_fences_the_old_producer_and_aborts_its_transaction() {
+    let dir = common::tempdir("txn-zombie");
+    let b = broker(dir.path());
+    common::create_topic_at(&b.addr, "zombie", 2, 1, &[]);
+    let old = txn_producer(&b.addr, "tx-zombie", &[]);
+    old.begin_transaction().unwrap();
+    let lost = values("zombie", 6);
+    send_all(&old, "zombie", 2, &lost);
+    old.flush(HANG_GUARD)
+        .expect("the zombie's records are written");
+    // The same transactional id starts again: the open transaction is aborted and the
+    // old producer fenced.
+    let new = txn_producer(&b.addr, "tx-zombie", &[]);
+    let late = old.commit_transaction(HANG_GUARD);
+    assert!(late.is_err(), "a fenced producer committed: {late:?}");
+    new.begin_transaction().unwrap();
+    let kept = values("new", 4);
+    send_all(&new, "zombie", 2, &kept);
+    new.commit_transaction(HANG_GUARD).expect("commit");
+    send_sentinels(&b.addr, "zombie", 2);
+    assert_eq!(
+        read_all(&b.addr, "zombie", 2, "read_committed"),
+        once(&[kept])
+    );
+}
+
+#[test]
+fn a_transaction_past_its_timeout_is_aborted_by_the_coordinator() {
+    let dir = common::tempdir("txn-timeout");
+    let b = broker(dir.path());
+    common::create_topic_at(&b.addr, "slow", 1, 1, &[]);
+    let p = txn_producer(&b.addr, "tx-slow", &[("transaction.timeout.ms", "1000")]);
+    p.begin_transaction().unwrap();
+    let open = values("slow", 3);
+    send_all(&p, "slow", 1, &open);
+    p.flush(HANG_GUARD).expect("flush");
+    // The coordinator aborts it (its marker makes the records stable): wait for that.
+    common::wait_for(
+        "the timed-out transaction to be aborted",
+        HANG_GUARD,
+        &mut || {
+            let stable = read_committed_end(&b.addr, "slow");
+            (stable > 0).then_some(())
+        },
+    );
+    let late = p.commit_transaction(HANG_GUARD);
+    assert!(late.is_err(), "a timed-out transaction committed: {late:?}");
+    send_sentinels(&b.addr, "slow", 1);
+    assert!(read_all(&b.addr, "slow", 1, "read_committed").is_empty());
+}
+
+/// The latest offset a `read_committed` reader is given for partition 0 (the LSO).
+fn read_committed_end(bootstrap: &str, topic: &str) -> i64 {
+    let c: BaseConsumer = ClientConfig::new()
+        .set("bootstrap.servers", bootstrap)
+        .set("isolation.level", "read_committed")
+        .create()
+        .expect("consumer");
+    c.fetch_watermarks(topic, 0, Duration::from_secs(10))
+        .map(|(_, high)| high)
+        .unwrap_or(-1)
+}
+
+#[test]
+fn a_broker_killed_mid_transaction_comes_back_and_the_next_incarnation_aborts_it() {
+    let dir = common::tempdir("txn-crash");
+    let mut b = broker(dir.path());
+    common::create_topic_at(&b.addr, "crash", 2, 1, &[]);
+    let p = txn_producer(&b.addr, "tx-crash", &[]);
+    let committed = values("before", 4);
+    p.begin_transaction().unwrap();
+    send_all(&p, "crash", 2, &committed);
+    p.commit_transaction(HANG_GUARD).expect("commit");
+    p.begin_transaction().unwrap();
+    let open = values("open", 4);
+    send_all(&p, "crash", 2, &open);
+    p.flush(HANG_GUARD).expect("flush");
+    b.kill();
+    drop(p);
+    let addr = b.addr.clone();
+    let config = dir.path().join("sluice.toml");
+    let b = Broker::start_at(
+        &dir.path().join("data"),
+        &addr,
+        "0-1",
+        &["--config", config.to_str().unwrap()],
+    );
+    let again = txn_producer(&b.addr, "tx-crash", &[]);
+    again.begin_transaction().unwrap();
+    let after = values("after", 4);
+    send_all(&again, "crash", 2, &after);
+    again.commit_transaction(HANG_GUARD).expect("commit");
+    send_sentinels(&b.addr, "crash", 2);
+    assert_eq!(
+        read_all(&b.addr, "crash", 2, "read_committed"),
+        once(&[committed, after])
+    );
+}
+
+#[test]
+fn markers_reach_partition_leaders_on_every_broker_of_a_cluster() {
+    let spec = ClusterSpec {
+        cluster_toml: format!("\n{TXN_TOML}"),
+        ..ClusterSpec::default()
+    };
+    let c = Cluster::launch("txn-cluster", spec);
+    c.wait_all_active(HANG_GUARD);
+    common::create_topic_at(&c.bootstrap(), "spread", 6, 3, &[]);
+    let p = txn_producer(&c.bootstrap(), "tx-spread", &[]);
+    let mut committed = Vec::new();
+    for round in 0..5 {
+        let batch = values(&format!("r{round}"), 12);
+        p.begin_transaction().unwrap();
+        send_all(&p, "spread", 6, &batch);
+        if round == 2 {
+            p.flush(HANG_GUARD).expect("flush");
+            p.abort_transaction(HANG_GUARD).expect("abort");
+        } else {
+            p.commit_transaction(HANG_GUARD).expect("commit");
+            committed.push(batch);
+        }
+    }
+    send_sentinels(&c.bootstrap(), "spread", 6);
+    assert_eq!(
+        read_all(&c.bootstrap(), "spread", 6, "read_committed"),
+        once(&committed)
+    );
+}
+
+/// Runs one logical transaction of `vals` to completion the way librdkafka asks
+/// applications to: a retriable commit error is retried, an abortable one aborts and the
+/// same records go again in a new transaction. Each logical transaction's records are
+/// then committed once, whatever failed in between.
+fn commit_once(p: &BaseProducer, topic: &str, partitions: i32, vals: &[String]) {
+    for _attempt in 0..20 {
+        p.begin_transaction().expect("begin");
+        send_all(p, topic, partitions, vals);
+        loop {
+            match p.commit_transaction(HANG_GUARD) {
+                Ok(()) => return,
+                Err(KafkaError::Transaction(e)) if e.is_retriable() => continue,
+                Err(KafkaError::Transaction(e)) if e.txn_requires_abort() => {
+                    p.flush(HANG_GUARD).ok();
+                    p.abort_transaction(HANG_GUARD).expect("abort");
+                    break;
+                }
+                Err(e) => panic!("commit: {e}"),
+            }
+        }
+    }
+    panic!("a transaction did not commit in 20 attempts");
+}
+
+/// The node coordinating `transactional_id` (FindCoordinator, key type 1, raw).
+fn coordinator_of(c: &Cluster, transactional_id: &str) -> usize {
+    use kafka_protocol::messages::{ApiKey, FindCoordinatorRequest, FindCoordinatorResponse};
+    use kafka_protocol::protocol::StrBytes;
+    c.wait("a transaction coordinator", HANG_GUARD, || {
+        let node = c.ids().into_iter().find(|i| c.is_running(*i))?;
+        let mut s = common::raw::connect(&c.addr(node));
+        let req = FindCoordinatorRequest::default()
+            .with_key(StrBytes::from_string(transactional_id.to_string()))
+            .with_key_type(1);
+        let r: FindCoordinatorResponse =
+            common::raw::call(&mut s, ApiKey::FindCoordinator, 3, &req);
+        (r.error_code == 0).then_some(r.node_id.0 as usize)
+    })
+}
+
+#[test]
+fn exactly_once_through_a_killed_coordinator_and_a_killed_partition_leader() {
+    let spec = ClusterSpec {
+        cluster_toml: format!("\n{TXN_TOML}"),
+        ..ClusterSpec::default()
+    };
+    let mut c = Cluster::launch("txn-failover", spec);
+    c.wait_all_active(HANG_GUARD);
+    common::create_topic_at(&c.bootstrap(), "eos", 6, 3, &[("min.insync.replicas", "2")]);
+    let p = txn_producer(&c.bootstrap(), "tx-eos", &[]);
+    let coordinator = coordinator_of(&c, "tx-eos");
+    let mut committed = Vec::new();
+    let mut killed = Vec::new();
+    for round in 0..24 {
+        match round {
+            // The coordinator dies between transactions' requests; it comes back later.
+            6 => {
+                c.kill(coordinator);
+                killed.push(coordinator);
+            }
+            12 => c.start_node(coordinator),
+            // Then a data partition's leader (another node, if the coordinator moved).
+            16 => {
+                let leader = c.wait("a leader of eos/0", HANG_GUARD, || {
+                    let node = c.ids().into_iter().find(|i| c.is_running(*i))?;
+                    let (_, parts) = c.metadata(node, "eos")?;
+                    parts.get(&0).map(|p| p.leader).filter(|l| *l > 0)
+                }) as usize;
+                c.kill(leader);
+                killed.push(leader);
+            }
+            20 => {
+                let last = *killed.last().unwrap();
+                c.start_node(last);
+            }
+            _ => {}
+        }
+        let batch = values(&format!("t{round}"), 12);
+        commit_once(&p, "eos", 6, &batch);
+        committed.push(batch);
+    }
+    c.wait_all_active(HANG_GUARD);
+    send_sentinels(&c.bootstrap(), "eos", 6);
+    let read = read_all(&c.bootstrap(), "eos", 6, "read_committed");
+    let twice: Vec<_> = read.iter().filter(|(_, n)| **n > 1).collect();
+    assert!(twice.is_empty(), "read twice: {twice:?}");
+    assert_eq!(read, once(&committed), "killed {killed:?}");
+}
