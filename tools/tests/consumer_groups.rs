@@ -621,6 +621,11 @@ fn join_to_target_figures_for_ten_members() {
 
 /// IncrementalAlterConfigs SET of one key of GROUP resource `group`: the resource's error.
 fn set_group_config(addr: &str, group: &str, key: &'static str, value: &str) -> i16 {
+    alter_group_config(addr, group, key, 0, value)
+}
+
+/// IncrementalAlterConfigs operation `op` (0 SET, 1 DELETE, 2 APPEND, 3 SUBTRACT).
+fn alter_group_config(addr: &str, group: &str, key: &'static str, op: i8, value: &str) -> i16 {
     use kafka_protocol::messages::incremental_alter_configs_request::{
         AlterConfigsResource, AlterableConfig,
     };
@@ -630,7 +635,7 @@ fn set_group_config(addr: &str, group: &str, key: &'static str, value: &str) -> 
             .with_resource_name(StrBytes::from_string(group.into()))
             .with_configs(vec![AlterableConfig::default()
                 .with_name(StrBytes::from_static_str(key))
-                .with_config_operation(0)
+                .with_config_operation(op)
                 .with_value(Some(StrBytes::from_string(value.into())))]),
     ]);
     let r: IncrementalAlterConfigsResponse = call(
@@ -662,6 +667,11 @@ fn group_configs_set_the_heartbeat_interval_and_session_timeout() {
     assert_eq!(
         set_group_config(&b.addr, "g-raw", "retention.ms", "1"),
         INVALID_CONFIG
+    );
+    assert_eq!(
+        alter_group_config(&b.addr, "g-raw", interval, 2, "1"),
+        INVALID_CONFIG,
+        "APPEND: not a list"
     );
     let ok = send(&b.addr, &heartbeat(0));
     assert_eq!(
