@@ -367,3 +367,122 @@ fn exactly_once_through_a_killed_coordinator_and_a_killed_partition_leader() {
     assert!(twice.is_empty(), "read twice: {twice:?}");
     assert_eq!(read, once(&committed), "killed {killed:?}");
 }
+
+/// A consumer of `group` reading `topic` read_committed, from the group's committed
+/// offsets (the start when none).
+fn group_consumer(bootstrap: &str, group: &str, topic: &str) -> BaseConsumer {
+    let c: BaseConsumer = ClientConfig::new()
+        .set("bootstrap.servers", bootstrap)
+        .set("group.id", group)
+        .set("enable.auto.commit", "false")
+        .set("auto.offset.reset", "earliest")
+        .set("isolation.level", "read_committed")
+        .set("fetch.wait.max.ms", "100")
+        .create()
+        .expect("consumer");
+    c.subscribe(&[topic]).expect("subscribe");
+    c
+}
+
+/// Polls `n` records from `c`: (partition, offset, value).
+fn poll_n(c: &BaseConsumer, n: usize) -> Vec<(i32, i64, String)> {
+    let started = Instant::now();
+    let mut out = Vec::new();
+    while out.len() < n {
+        assert!(
+            started.elapsed() < HANG_GUARD,
+            "polled {} of {n}",
+            out.len()
+        );
+        if let Some(m) = c.poll(Duration::from_millis(100)) {
+            let m = m.expect("consume");
+            let v = String::from_utf8_lossy(m.payload().unwrap_or(b"")).into_owned();
+            out.push((m.partition(), m.offset(), v));
+        }
+    }
+    out
+}
+
+/// Transforms `records` into `out` and commits the consumer's offsets past them in the
+/// same transaction; aborts instead when `abort`.
+fn transform(p: &BaseProducer, c: &BaseConsumer, records: &[(i32, i64, String)], abort: bool) {
+    p.begin_transaction().expect("begin");
+    let mut next: BTreeMap<i32, i64> = BTreeMap::new();
+    for (partition, offset, v) in records {
+        let out = format!("out:{v}");
+        let record = BaseRecord::<(), String>::to("ctp-out")
+            .payload(&out)
+            .partition(0);
+        p.send(record).map_err(|(e, _)| e).expect("send");
+        next.insert(*partition, offset + 1);
+    }
+    let mut tpl = TopicPartitionList::new();
+    for (partition, offset) in next {
+        tpl.add_partition_offset("ctp-in", partition, Offset::Offset(offset))
+            .unwrap();
+    }
+    let meta = c.group_metadata().expect("group metadata");
+    p.send_offsets_to_transaction(&tpl, &meta, HANG_GUARD)
+        .expect("send offsets");
+    p.flush(HANG_GUARD).expect("flush");
+    if abort {
+        p.abort_transaction(HANG_GUARD).expect("abort");
+    } else {
+        p.commit_transaction(HANG_GUARD).expect("commit");
+    }
+}
+
+#[test]
+fn consume_transform_produce_commits_offsets_with_the_output_exactly_once() {
+    let dir = common::tempdir("txn-ctp");
+    let mut b = broker(dir.path());
+    common::create_topic_at(&b.addr, "ctp-in", 2, 1, &[]);
+    common::create_topic_at(&b.addr, "ctp-out", 1, 1, &[]);
+    let input = values("in", 20);
+    send_plain(&b.addr, "ctp-in", 2, &input);
+    let p = txn_producer(&b.addr, "tx-ctp", &[]);
+    // Ten records transformed and committed with their offsets.
+    let c = group_consumer(&b.addr, "ctp", "ctp-in");
+    let first = poll_n(&c, 10);
+    transform(&p, &c, &first, false);
+    // The next five transformed, then aborted: neither the output nor the offsets count.
+    let second = poll_n(&c, 5);
+    transform(&p, &c, &second, true);
+    drop(c);
+    // The offsets live through a coordinator restart (loaded back from the log, the
+    // aborted ones dropped again).
+    let addr = b.addr.clone();
+    b.stop();
+    let config = dir.path().join("sluice.toml");
+    let b = Broker::start_at(
+        &dir.path().join("data"),
+        &addr,
+        "0-1",
+        &["--config", config.to_str().unwrap()],
+    );
+    drop(p);
+    let p = txn_producer(&b.addr, "tx-ctp", &[]);
+    // A new member resumes from the committed offsets: the aborted five come again.
+    let c = group_consumer(&b.addr, "ctp", "ctp-in");
+    let rest = poll_n(&c, 10);
+    transform(&p, &c, &rest, false);
+    send_sentinels(&b.addr, "ctp-out", 1);
+    let got = read_all(&b.addr, "ctp-out", 1, "read_committed");
+    let want: BTreeMap<String, usize> = input.iter().map(|v| (format!("out:{v}"), 1)).collect();
+    assert_eq!(got, want, "each input transformed once");
+}
+
+/// Plain records `vals` into `topic` (partition by index).
+fn send_plain(bootstrap: &str, topic: &str, partitions: i32, vals: &[String]) {
+    let p: BaseProducer = ClientConfig::new()
+        .set("bootstrap.servers", bootstrap)
+        .create()
+        .expect("producer");
+    for (i, v) in vals.iter().enumerate() {
+        let record = BaseRecord::<(), String>::to(topic)
+            .payload(v)
+            .partition(i as i32 % partitions);
+        p.send(record).map_err(|(e, _)| e).expect("send");
+    }
+    p.flush(HANG_GUARD).expect("flush");
+}

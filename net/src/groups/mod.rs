@@ -33,6 +33,7 @@ mod group;
 pub mod persist;
 pub mod records;
 pub mod subscription;
+mod txn_offsets;
 
 use std::collections::{BTreeMap, HashMap};
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
@@ -152,6 +153,8 @@ struct Part {
     offsets: HashMap<String, GroupOffsets>,
     /// Keys to tombstone at the next sweep (a classic group converted to a consumer group).
     tombstones: Vec<Bytes>,
+    /// Offsets committed in transactions not decided yet.
+    pending_txn: txn_offsets::PendingTxnOffsets,
 }
 
 /// What a loader read from one offsets partition, applied in log order.
@@ -160,11 +163,42 @@ pub struct Loaded {
     groups: HashMap<String, GroupValue>,
     consumer: HashMap<String, consumer::StoredGroup>,
     offsets: HashMap<String, GroupOffsets>,
+    pending_txn: txn_offsets::PendingTxnOffsets,
     pub records: u64,
     pub skipped: u64,
 }
 
 impl Loaded {
+    /// A record of a transaction (`producer_id`): an offset commit waits for the
+    /// producer's marker; anything else applies as written.
+    pub fn apply_transactional(
+        &mut self,
+        producer_id: i64,
+        record: Option<OffsetsRecord>,
+        log_offset: i64,
+    ) {
+        match record {
+            Some(OffsetsRecord::Commit {
+                group,
+                topic,
+                partition,
+                value: Some(value),
+            }) => {
+                self.records += 1;
+                let stored = Stored { value, log_offset };
+                self.pending_txn
+                    .add(producer_id, group, topic, partition, stored);
+            }
+            other => self.apply(other, log_offset),
+        }
+    }
+
+    /// A transaction marker: the producer's pending offsets are committed or dropped.
+    pub fn apply_marker(&mut self, producer_id: i64, commit: bool) {
+        self.pending_txn
+            .complete(producer_id, commit, &mut self.offsets);
+    }
+
     pub fn apply(&mut self, record: Option<OffsetsRecord>, log_offset: i64) {
         self.records += 1;
         match record {
@@ -398,6 +432,7 @@ impl Groups {
         part.groups = groups;
         part.consumer = consumer;
         part.offsets = loaded.offsets;
+        part.pending_txn = loaded.pending_txn;
         part.residency = Residency::Loaded;
     }
 
@@ -416,6 +451,7 @@ impl Groups {
         part.groups.clear();
         part.consumer.clear();
         part.offsets.clear();
+        part.pending_txn.clear();
     }
 
     /// A group's membership record as it is now (generation, members, assignments), to
@@ -696,6 +732,15 @@ impl Groups {
         }
     }
 
+    /// Whether this broker coordinates the group now (NOT_COORDINATOR,
+    /// COORDINATOR_LOAD_IN_PROGRESS otherwise).
+    pub fn coordinates(&self, group_id: &str) -> Result<(), ErrorCode> {
+        if group_id.is_empty() {
+            return Err(code::INVALID_GROUP_ID);
+        }
+        self.part(group_id).map(drop)
+    }
+
     /// Room for `new_keys` more stored offsets?
     pub fn has_room_for(&self, new_keys: usize) -> bool {
         self.offsets_count.load(Ordering::Relaxed) + new_keys <= self.config.offsets_max
@@ -722,6 +767,43 @@ impl Groups {
                 }
             }
         }
+        self.offsets_count.fetch_add(added, Ordering::Relaxed);
+    }
+
+    /// Offsets a transaction committed (TxnOffsetCommit), durable in the log from `base`
+    /// on: they wait for the transaction's marker in this partition.
+    pub fn apply_txn_commits(
+        &self,
+        group_id: &str,
+        producer_id: i64,
+        items: Vec<(String, i32, CommitValue)>,
+        base: i64,
+    ) {
+        let mut part = lock(&self.parts[self.partition_of(group_id)]);
+        if part.residency != Residency::Loaded {
+            return;
+        }
+        for (i, (topic, partition, value)) in items.into_iter().enumerate() {
+            let stored = Stored {
+                value,
+                log_offset: base + i as i64,
+            };
+            part.pending_txn
+                .add(producer_id, group_id.to_string(), topic, partition, stored);
+        }
+    }
+
+    /// A transaction marker written to offsets `partition`: the producer's pending
+    /// offsets there become visible (commit) or are dropped (abort).
+    pub fn complete_txn(&self, partition: usize, producer_id: i64, commit: bool) {
+        let mut part = lock(&self.parts[partition]);
+        if part.residency != Residency::Loaded {
+            return;
+        }
+        let part = &mut *part;
+        let added = part
+            .pending_txn
+            .complete(producer_id, commit, &mut part.offsets);
         self.offsets_count.fetch_add(added, Ordering::Relaxed);
     }
 

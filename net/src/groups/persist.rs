@@ -10,8 +10,8 @@ use std::time::{Duration, Instant};
 
 use super::records;
 use super::{Loaded, OffsetsRecords, OFFSETS_TOPIC};
-use crate::broker::shard::InternalReadError;
 use crate::broker::shard::Shard;
+use crate::broker::shard::{InternalReadError, InternalRecord};
 use crate::kafka::errors::{code, ErrorCode};
 use crate::store::TopicPartition;
 
@@ -34,9 +34,20 @@ pub async fn append(
     partition: usize,
     recs: &OffsetsRecords,
 ) -> Result<i64, ErrorCode> {
+    append_as(shard, partition, recs, None).await
+}
+
+/// [`append`], as producer `(id, epoch)`'s transactional records when given
+/// (TxnOffsetCommit).
+pub async fn append_as(
+    shard: &Rc<Shard>,
+    partition: usize,
+    recs: &OffsetsRecords,
+    transaction: Option<(i64, i16)>,
+) -> Result<i64, ErrorCode> {
     // Kafka's `offsets.commit.timeout.ms`.
     let written = shard
-        .append_internal(offsets_tp(partition), recs, 5_000)
+        .append_internal_as(offsets_tp(partition), recs, transaction, 5_000)
         .await;
     written.map_err(|error| {
         tracing::warn!(
@@ -73,9 +84,23 @@ pub async fn store_membership(shard: &Rc<Shard>, group_id: &str) -> Result<(), E
 async fn load(shard: &Rc<Shard>, partition: usize) -> Result<Loaded, InternalReadError> {
     let mut loaded = Loaded::default();
     let skipped = shard
-        .read_internal(&offsets_tp(partition), &mut |key, value, offset| {
-            let decoded = key.and_then(|k| records::decode(k, value));
-            loaded.apply(decoded, offset);
+        .read_internal(&offsets_tp(partition), &mut |r| match r {
+            InternalRecord::Record {
+                key,
+                value,
+                offset,
+                transaction,
+            } => {
+                let decoded = key.and_then(|k| records::decode(k, value));
+                match transaction {
+                    Some(producer_id) => loaded.apply_transactional(producer_id, decoded, offset),
+                    None => loaded.apply(decoded, offset),
+                }
+            }
+            InternalRecord::Marker {
+                producer_id,
+                commit,
+            } => loaded.apply_marker(producer_id, commit),
         })
         .await?;
     loaded.skipped += skipped;

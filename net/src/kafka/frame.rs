@@ -251,6 +251,8 @@ served_requests! {
     WriteTxnMarkers => WriteTxnMarkersRequest,
     AddPartitionsToTxn => AddPartitionsToTxnRequest,
     EndTxn => EndTxnRequest,
+    AddOffsetsToTxn => AddOffsetsToTxnRequest,
+    TxnOffsetCommit => TxnOffsetCommitRequest,
     ConsumerGroupDescribe => ConsumerGroupDescribeRequest,
     ConsumerGroupHeartbeat => ConsumerGroupHeartbeatRequest,
 }

@@ -9,7 +9,7 @@ use std::time::{Duration, Instant};
 
 use super::state::TxnMeta;
 use super::{coordinator, records, TXN_TOPIC};
-use crate::broker::shard::{InternalReadError, Shard};
+use crate::broker::shard::{InternalReadError, InternalRecord, Shard};
 use crate::kafka::errors::{code, ErrorCode};
 use crate::store::TopicPartition;
 
@@ -69,7 +69,10 @@ async fn load(
     let mut txns = HashMap::new();
     let mut unknown = 0u64;
     shard
-        .read_internal(&txn_tp(partition), &mut |key, value, _| {
+        .read_internal(&txn_tp(partition), &mut |r| {
+            let InternalRecord::Record { key, value, .. } = r else {
+                return;
+            };
             let Some(id) = key.and_then(records::decode_key) else {
                 unknown += 1;
                 return;

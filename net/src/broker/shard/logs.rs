@@ -4,15 +4,30 @@
 use super::{Reader, Shard};
 use crate::kafka::errors::{code, ErrorCode};
 use crate::store::{
-    batch_records, BatchIter, LeaderEpoch, Offset, PartitionLog, ReadLimits, TopicPartition,
+    batch_records, BatchIter, LeaderEpoch, Marker, MarkerKind, Offset, PartitionLog, ReadLimits,
+    TopicPartition,
 };
 
 /// Bytes read per step while a coordinator loads its partition.
 const INTERNAL_READ_BYTES: usize = 1 << 20;
 
-/// What a coordinator's loader is given for each record of its partition: key, value (a
-/// `None` value is a tombstone) and offset.
-pub type OnInternalRecord<'a> = &'a mut dyn FnMut(Option<&[u8]>, Option<&[u8]>, i64);
+/// What a coordinator's loader is given, in log order, from its partition.
+#[derive(Debug, Clone, Copy)]
+pub enum InternalRecord<'a> {
+    /// A record: key, value (`None`: a tombstone), offset, and the producer id of the
+    /// transaction it belongs to (`None`: written outside any transaction).
+    Record {
+        key: Option<&'a [u8]>,
+        value: Option<&'a [u8]>,
+        offset: i64,
+        transaction: Option<i64>,
+    },
+    /// A transaction marker: the producer's records before it are committed or aborted.
+    Marker { producer_id: i64, commit: bool },
+}
+
+/// A loader's callback.
+pub type OnInternalRecord<'a> = &'a mut dyn FnMut(InternalRecord<'_>);
 
 /// Why a coordinator's partition could not be read (it is tried again).
 #[derive(Debug, thiserror::Error)]
@@ -140,9 +155,9 @@ impl Shard {
     }
 
     /// Reads a coordinator's internal partition, which this shard owns, from its start to
-    /// its end: `on_record(key, value, offset)` for every record (a `None` value is a
-    /// tombstone). Returns how many batches were skipped: only the coordinator writes
-    /// there, uncompressed, so anything else is not its to interpret (logged).
+    /// its end: `on_record` for every record and transaction marker, in log order.
+    /// Returns how many batches were skipped: only the coordinators write there,
+    /// uncompressed, so anything else is not theirs to interpret (logged).
     pub async fn read_internal(
         &self,
         tp: &TopicPartition,
@@ -172,15 +187,27 @@ impl Shard {
                 for (_, header, bytes) in BatchIter::new(slice) {
                     from = header.next_offset();
                     if header.is_control() {
+                        if let Ok(m) = Marker::parse(&header, bytes) {
+                            on_record(InternalRecord::Marker {
+                                producer_id: m.producer_id,
+                                commit: m.kind == MarkerKind::Commit,
+                            });
+                        }
                         continue;
                     }
+                    let transaction = header.is_transactional().then(|| header.producer_id.get());
                     let Some(recs) = batch_records(bytes) else {
                         tracing::warn!(partition = %tp, offset = header.base_offset().0, "skipping an unreadable batch in an internal topic");
                         skipped += 1;
                         continue;
                     };
                     for r in recs {
-                        on_record(r.key, r.value, r.offset.0);
+                        on_record(InternalRecord::Record {
+                            key: r.key,
+                            value: r.value,
+                            offset: r.offset.0,
+                            transaction,
+                        });
                     }
                 }
             }

@@ -47,7 +47,7 @@ pub(crate) use connections::{
     ConnectionCounts, ConnectionLimits, ConnectionRefusal, ConnectionSlot,
 };
 pub(crate) use local_flag::LocalFlag;
-pub(crate) use logs::InternalReadError;
+pub(crate) use logs::{InternalReadError, InternalRecord};
 use mesh::Waiting;
 pub(crate) use mesh::{
     DeletedRecords, EpochEnd, FetchPart, FetchPartResult, ListedOffset, MarkerWritten,

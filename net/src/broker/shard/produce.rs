@@ -92,8 +92,30 @@ impl Shard {
         records: &[(Bytes, Option<Bytes>)],
         timeout_ms: u64,
     ) -> Result<i64, ErrorCode> {
+        self.append_internal_as(tp, records, None, timeout_ms).await
+    }
+
+    /// [`Self::append_internal`] as part of producer `(id, epoch)`'s transaction when
+    /// `transaction` is given (TxnOffsetCommit: Kafka writes those records with the
+    /// producer's id and epoch, no sequence, as a transactional batch).
+    pub async fn append_internal_as(
+        self: &std::rc::Rc<Self>,
+        tp: TopicPartition,
+        records: &[(Bytes, Option<Bytes>)],
+        transaction: Option<(i64, i16)>,
+        timeout_ms: u64,
+    ) -> Result<i64, ErrorCode> {
         let ts = crate::groups::now_ms();
         let mut builder = BatchBuilder::new(ts);
+        if let Some((producer_id, producer_epoch)) = transaction {
+            builder = builder
+                .producer(sluice_engine::batch::ProducerFields {
+                    producer_id,
+                    producer_epoch,
+                    base_sequence: -1,
+                })
+                .transactional();
+        }
         for (key, value) in records {
             builder.push(&Record {
                 key: Some(key),
@@ -179,7 +201,7 @@ impl Shard {
             }
         }
         let mut out = Vec::with_capacity(parts.len());
-        for (a, (tp, _)) in appended.into_iter().zip(parts) {
+        for (a, (tp, marker)) in appended.into_iter().zip(parts) {
             let error = match a {
                 Err(error) => error,
                 Ok((log, end, epoch)) => self
@@ -188,6 +210,13 @@ impl Shard {
                     .err()
                     .unwrap_or(code::NONE),
             };
+            if error == code::NONE && tp.topic == crate::groups::OFFSETS_TOPIC {
+                // Offsets the transaction committed (TxnOffsetCommit) become visible, or
+                // are dropped, once its marker is durable in their partition.
+                let commit = marker.kind == crate::store::MarkerKind::Commit;
+                self.groups
+                    .complete_txn(tp.partition.0 as usize, marker.producer_id, commit);
+            }
             out.push(MarkerWritten { error });
         }
         out

@@ -10,6 +10,7 @@ use kafka_protocol::messages::ApiKey;
 use crate::broker::shard::Shard;
 use crate::kafka::frame::{FrameError, Request, ResponseFrame};
 
+pub(crate) mod add_offsets_to_txn;
 pub(crate) mod add_partitions_to_txn;
 pub(crate) mod alter_configs;
 pub(crate) mod api_versions;
@@ -42,6 +43,7 @@ pub(crate) mod offset_fetch;
 pub(crate) mod offset_for_leader_epoch;
 pub(crate) mod produce;
 pub(crate) mod sync_group;
+pub(crate) mod txn_offset_commit;
 pub(crate) mod write_txn_markers;
 
 /// An API this broker implements, and the versions it implements.
@@ -90,6 +92,8 @@ pub const APIS: &[ApiSpec] = &[
     write_txn_markers::SPEC,
     add_partitions_to_txn::SPEC,
     end_txn::SPEC,
+    add_offsets_to_txn::SPEC,
+    txn_offset_commit::SPEC,
     consumer_group_describe::SPEC,
     consumer_group_heartbeat::SPEC,
 ];
@@ -153,6 +157,8 @@ pub(crate) async fn dispatch(
         ApiKey::WriteTxnMarkers => write_txn_markers::handle(&shard, &req).await.map(Some),
         ApiKey::AddPartitionsToTxn => add_partitions_to_txn::handle(&shard, &req).await.map(Some),
         ApiKey::EndTxn => end_txn::handle(&shard, &req).await.map(Some),
+        ApiKey::AddOffsetsToTxn => add_offsets_to_txn::handle(&shard, &req).await.map(Some),
+        ApiKey::TxnOffsetCommit => txn_offset_commit::handle(&shard, &req).await.map(Some),
         ApiKey::ConsumerGroupDescribe => consumer_group_describe::handle(&shard, &req).map(Some),
         ApiKey::ConsumerGroupHeartbeat => consumer_group_heartbeat::handle(&shard, &req)
             .await

@@ -1,0 +1,149 @@
+//! TxnOffsetCommit v0–3: a transactional producer commits a consumer group's offsets as
+//! part of its transaction (consume-transform-produce). The group coordinator writes them
+//! to `__consumer_offsets` as the producer's transactional records at once; they become
+//! visible to OffsetFetch only when the transaction's COMMIT marker lands there, and are
+//! dropped at ABORT (`groups::txn_offsets`). From v3 a group member's generation is
+//! checked as for OffsetCommit.
+
+use std::rc::Rc;
+
+use kafka_protocol::messages::txn_offset_commit_response::{
+    TxnOffsetCommitResponsePartition, TxnOffsetCommitResponseTopic,
+};
+use kafka_protocol::messages::{ApiKey, TxnOffsetCommitRequest, TxnOffsetCommitResponse};
+
+use super::ApiSpec;
+use crate::broker::shard::Shard;
+use crate::groups::records::{self, CommitValue};
+use crate::groups::{now_ms, persist, OffsetsRecords};
+use crate::kafka::errors::{code, ErrorCode};
+use crate::kafka::frame::{decode_body, encode_response, FrameError, Request, ResponseFrame};
+
+pub const SPEC: ApiSpec = ApiSpec {
+    key: ApiKey::TxnOffsetCommit,
+    min: 0,
+    max: 3,
+};
+
+pub async fn handle(shard: &Rc<Shard>, req: &Request) -> Result<ResponseFrame, FrameError> {
+    let body: TxnOffsetCommitRequest = decode_body(req)?;
+    let group = body.group_id.0.to_string();
+    let groups = &shard.groups;
+    let producer = (body.producer_id.0, body.producer_epoch);
+    let membership = if producer.0 < 0 || producer.1 < 0 {
+        code::INVALID_PRODUCER_ID_MAPPING
+    } else if req.version >= 3 && body.generation_id >= 0 {
+        // The member's generation (or, in a consumer-protocol group, its epoch).
+        groups.check_commit(
+            &group,
+            body.generation_id,
+            &body.member_id,
+            body.group_instance_id.as_deref(),
+            9,
+        )
+    } else {
+        groups.coordinates(&group).err().unwrap_or(code::NONE)
+    };
+    let metadata_max = groups.config().offset_metadata_bytes_max;
+    let now = now_ms();
+    let mut errors: Vec<Vec<ErrorCode>> = Vec::with_capacity(body.topics.len());
+    let mut items: Vec<(String, i32, CommitValue)> = Vec::new();
+    for t in &body.topics {
+        let count = shard.catalog.partition_count(&t.name.0);
+        let topic_errors = t
+            .partitions
+            .iter()
+            .map(|p| {
+                let metadata = p.committed_metadata.as_deref().unwrap_or("");
+                if membership != code::NONE {
+                    membership
+                } else if !count.is_some_and(|n| (0..n).contains(&p.partition_index)) {
+                    code::UNKNOWN_TOPIC_OR_PARTITION
+                } else if metadata.len() > metadata_max {
+                    code::OFFSET_METADATA_TOO_LARGE
+                } else {
+                    items.push((
+                        t.name.0.to_string(),
+                        p.partition_index,
+                        CommitValue {
+                            offset: p.committed_offset,
+                            leader_epoch: p.committed_leader_epoch,
+                            metadata: metadata.to_string(),
+                            commit_timestamp_ms: now,
+                        },
+                    ));
+                    code::NONE
+                }
+            })
+            .collect();
+        errors.push(topic_errors);
+    }
+    let written = write(shard, &group, producer, items).await;
+    if written != code::NONE {
+        errors
+            .iter_mut()
+            .flatten()
+            .filter(|e| **e == code::NONE)
+            .for_each(|e| *e = written);
+    }
+    let topics = body
+        .topics
+        .iter()
+        .zip(errors)
+        .map(|(t, errs)| {
+            let partitions = t
+                .partitions
+                .iter()
+                .zip(errs)
+                .map(|(p, e)| {
+                    TxnOffsetCommitResponsePartition::default()
+                        .with_partition_index(p.partition_index)
+                        .with_error_code(e.into())
+                })
+                .collect();
+            TxnOffsetCommitResponseTopic::default()
+                .with_name(t.name.clone())
+                .with_partitions(partitions)
+        })
+        .collect();
+    let resp = TxnOffsetCommitResponse::default().with_topics(topics);
+    encode_response(req.header.correlation_id, req.version, &resp)
+}
+
+/// Writes the commits as the producer's transactional records; once durable they wait
+/// for the transaction's marker. The error code for all of them otherwise.
+async fn write(
+    shard: &Rc<Shard>,
+    group: &str,
+    producer: (i64, i16),
+    items: Vec<(String, i32, CommitValue)>,
+) -> ErrorCode {
+    if items.is_empty() {
+        return code::NONE;
+    }
+    let groups = &shard.groups;
+    if !groups.has_room_for(items.len()) {
+        tracing::warn!(
+            group,
+            "committed offsets limit reached; transactional commit refused"
+        );
+        return code::COORDINATOR_NOT_AVAILABLE;
+    }
+    let recs: OffsetsRecords = items
+        .iter()
+        .map(|(t, p, v)| {
+            (
+                records::commit_key(group, t, *p),
+                Some(records::commit_value(v)),
+            )
+        })
+        .collect();
+    let partition = groups.partition_of(group);
+    match persist::append_as(shard, partition, &recs, Some(producer)).await {
+        Ok(base) => {
+            groups.apply_txn_commits(group, producer.0, items, base);
+            code::NONE
+        }
+        Err(e) => e,
+    }
+}
