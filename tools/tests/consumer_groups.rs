@@ -244,6 +244,10 @@ fn a_third_member_takes_only_the_partitions_that_move() {
         })
         .collect();
     assert_eq!(shown.len(), 6, "{desc}");
+    let listed = common::sluice(&["group", "list", "--bootstrap", &b.addr, "--json"]);
+    let listed: serde_json::Value = serde_json::from_str(&listed).unwrap();
+    assert_eq!(listed[0]["group_type"], "consumer", "{listed}");
+    assert_eq!(listed[0]["state"], "Stable", "{listed}");
     let text = common::sluice(&["group", "describe", "g-split", "--bootstrap", &b.addr]);
     assert!(
         text.contains("TYPE consumer  STATE Stable  ASSIGNOR uniform  GROUP-EPOCH 3"),
