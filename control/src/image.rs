@@ -202,6 +202,14 @@ impl MetadataImage {
             .map(String::as_str)
     }
 
+    /// How many resources of one kind have configs set.
+    pub fn config_resource_count(&self, resource: ConfigResource) -> usize {
+        self.configs
+            .range((resource, String::new())..)
+            .take_while(|((r, _), _)| *r == resource)
+            .count()
+    }
+
     /// Every config set on one resource (keys not set take their defaults).
     pub fn configs_of(
         &self,

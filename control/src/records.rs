@@ -33,6 +33,9 @@ pub enum ConfigResource {
     Topic,
     Broker,
     Cluster,
+    /// A consumer group's configs (Kafka's GROUP resource: `consumer.session.timeout.ms`,
+    /// `consumer.heartbeat.interval.ms`), by group id.
+    Group,
 }
 
 /// A SCRAM mechanism (RFC 5802 with the hash of RFC 7677), with Kafka's ids.
@@ -409,6 +412,7 @@ impl Record {
                         ConfigResource::Topic => fb::ConfigResource::Topic,
                         ConfigResource::Broker => fb::ConfigResource::Broker,
                         ConfigResource::Cluster => fb::ConfigResource::Cluster,
+                        ConfigResource::Group => fb::ConfigResource::Group,
                     },
                     resource_name: Some(fbb.create_string(resource_name)),
                     key: Some(fbb.create_string(key)),
@@ -559,6 +563,7 @@ impl Record {
                     fb::ConfigResource::Topic => ConfigResource::Topic,
                     fb::ConfigResource::Broker => ConfigResource::Broker,
                     fb::ConfigResource::Cluster => ConfigResource::Cluster,
+                    fb::ConfigResource::Group => ConfigResource::Group,
                     other => return Err(DecodeError::UnknownResource(other.0)),
                 };
                 Record::ConfigChange {

@@ -76,6 +76,11 @@ pub enum Request {
         configs: Vec<(String, Option<String>)>,
         replace: bool,
     },
+    /// Sets (`Some`) or removes (`None`) a consumer group's config keys.
+    SetGroupConfigs {
+        group: String,
+        configs: Vec<(String, Option<String>)>,
+    },
     /// Moves leadership back to each partition's preferred replica where it can.
     ElectLeaders,
     /// Kafka's ElectLeaders: `election` for each named partition (`None`: every
@@ -500,6 +505,17 @@ impl Request {
                 }
                 e.u8(u8::from(*replace));
             }
+            Request::SetGroupConfigs { group, configs } => {
+                // Numbered apart from the others, so kinds added meanwhile elsewhere
+                // do not take the same number.
+                e.u8(40);
+                e.str(group);
+                e.u32(configs.len() as u32);
+                for (k, v) in configs {
+                    e.str(k);
+                    e.opt_str(v.as_deref());
+                }
+            }
             Request::ElectLeaders => e.u8(7),
             Request::Elect {
                 election,
@@ -656,6 +672,14 @@ impl Request {
                     configs,
                     replace: d.u8()? != 0,
                 }
+            }
+            40 => {
+                let group = d.str()?;
+                let n = d.count(5)?;
+                let configs = (0..n)
+                    .map(|_| Ok((d.str()?, d.opt_str()?)))
+                    .collect::<Result<_, RpcError>>()?;
+                Request::SetGroupConfigs { group, configs }
             }
             7 => Request::ElectLeaders,
             15 => {
@@ -1070,6 +1094,10 @@ mod tests {
                 topic: "t".into(),
                 configs: vec![("a".into(), None), ("b".into(), Some("c".into()))],
                 replace: true,
+            },
+            Request::SetGroupConfigs {
+                group: "g".into(),
+                configs: vec![("consumer.session.timeout.ms".into(), Some("9000".into()))],
             },
             Request::ElectLeaders,
             Request::Elect {

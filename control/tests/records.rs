@@ -110,7 +110,7 @@ fn record() -> impl Strategy<Value = Record> {
                 })
             }),
         (
-            0u8..3,
+            0u8..4,
             "[a-z]{0,10}",
             "[a-z.]{1,30}",
             proptest::option::of("[ -~]{0,20}")
@@ -119,7 +119,8 @@ fn record() -> impl Strategy<Value = Record> {
                 resource: [
                     ConfigResource::Topic,
                     ConfigResource::Broker,
-                    ConfigResource::Cluster
+                    ConfigResource::Cluster,
+                    ConfigResource::Group
                 ][r as usize],
                 resource_name: name,
                 key,

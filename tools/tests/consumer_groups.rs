@@ -14,12 +14,14 @@ use std::time::{Duration, Instant};
 use common::raw::{self, call};
 use common::revocations::Revocations;
 use common::{Broker, HANG_GUARD};
+use kafka_protocol::messages::describe_configs_request::DescribeConfigsResource;
 use kafka_protocol::messages::join_group_request::JoinGroupRequestProtocol;
 use kafka_protocol::messages::{
     ApiKey, ConsumerGroupDescribeRequest, ConsumerGroupDescribeResponse,
-    ConsumerGroupHeartbeatRequest, ConsumerGroupHeartbeatResponse, DescribeGroupsRequest,
-    DescribeGroupsResponse, GroupId, JoinGroupRequest, JoinGroupResponse, ListGroupsRequest,
-    ListGroupsResponse, TopicName,
+    ConsumerGroupHeartbeatRequest, ConsumerGroupHeartbeatResponse, DescribeConfigsRequest,
+    DescribeConfigsResponse, DescribeGroupsRequest, DescribeGroupsResponse, GroupId,
+    IncrementalAlterConfigsRequest, IncrementalAlterConfigsResponse, JoinGroupRequest,
+    JoinGroupResponse, ListGroupsRequest, ListGroupsResponse, TopicName,
 };
 use kafka_protocol::protocol::StrBytes;
 use rdkafka::config::ClientConfig;
@@ -34,6 +36,7 @@ const FENCED_MEMBER_EPOCH: i16 = 110;
 const UNKNOWN_MEMBER_ID: i16 = 25;
 const UNSUPPORTED_ASSIGNOR: i16 = 112;
 const INVALID_REGULAR_EXPRESSION: i16 = 128;
+const INVALID_CONFIG: i16 = 40;
 
 const BROKER_CONFIG: &str =
     "[groups]\nconsumer_heartbeat_interval_ms = 250\nconsumer_session_timeout_ms = 6000\n";
@@ -241,6 +244,10 @@ fn a_third_member_takes_only_the_partitions_that_move() {
         })
         .collect();
     assert_eq!(shown.len(), 6, "{desc}");
+    let listed = common::sluice(&["group", "list", "--bootstrap", &b.addr, "--json"]);
+    let listed: serde_json::Value = serde_json::from_str(&listed).unwrap();
+    assert_eq!(listed[0]["group_type"], "consumer", "{listed}");
+    assert_eq!(listed[0]["state"], "Stable", "{listed}");
     let text = common::sluice(&["group", "describe", "g-split", "--bootstrap", &b.addr]);
     assert!(
         text.contains("TYPE consumer  STATE Stable  ASSIGNOR uniform  GROUP-EPOCH 3"),
@@ -571,6 +578,19 @@ fn bad_heartbeats_get_kafka_error_codes_and_groups_do_not_collide() {
     // Still serving, and the member left cleanly.
     let r = send(&b.addr, &heartbeat(-1));
     assert_eq!((r.error_code, r.member_epoch), (0, -1));
+    // v0: the coordinator names a new member.
+    let v0 = heartbeat(0).with_member_id(StrBytes::from_static_str(""));
+    let r: ConsumerGroupHeartbeatResponse = call(
+        &mut raw::connect(&b.addr),
+        ApiKey::ConsumerGroupHeartbeat,
+        0,
+        &v0,
+    );
+    assert_eq!(r.error_code, 0, "{r:?}");
+    assert!(
+        r.member_id.as_deref().is_some_and(|id| !id.is_empty()),
+        "{r:?}"
+    );
 }
 
 #[test]
@@ -601,4 +621,147 @@ fn join_to_target_figures_for_ten_members() {
     for m in members {
         leave(m);
     }
+}
+
+/// IncrementalAlterConfigs SET of one key of GROUP resource `group`: the resource's error.
+fn set_group_config(addr: &str, group: &str, key: &'static str, value: &str) -> i16 {
+    alter_group_config(addr, group, key, 0, value)
+}
+
+/// IncrementalAlterConfigs operation `op` (0 SET, 1 DELETE, 2 APPEND, 3 SUBTRACT).
+fn alter_group_config(addr: &str, group: &str, key: &'static str, op: i8, value: &str) -> i16 {
+    use kafka_protocol::messages::incremental_alter_configs_request::{
+        AlterConfigsResource, AlterableConfig,
+    };
+    let req = IncrementalAlterConfigsRequest::default().with_resources(vec![
+        AlterConfigsResource::default()
+            .with_resource_type(32)
+            .with_resource_name(StrBytes::from_string(group.into()))
+            .with_configs(vec![AlterableConfig::default()
+                .with_name(StrBytes::from_static_str(key))
+                .with_config_operation(op)
+                .with_value(Some(StrBytes::from_string(value.into())))]),
+    ]);
+    let r: IncrementalAlterConfigsResponse = call(
+        &mut raw::connect(addr),
+        ApiKey::IncrementalAlterConfigs,
+        1,
+        &req,
+    );
+    r.responses[0].error_code
+}
+
+#[test]
+fn group_configs_set_the_heartbeat_interval_and_session_timeout() {
+    let (_dir, b) = broker("cg-config");
+    common::create_topic_at(&b.addr, "raw", 2, 1, &[]);
+    let interval = "consumer.heartbeat.interval.ms";
+    let session = "consumer.session.timeout.ms";
+    assert_eq!(set_group_config(&b.addr, "g-raw", interval, "1234"), 0);
+    assert_eq!(set_group_config(&b.addr, "g-raw", session, "7000"), 0);
+    // Refused: not a number, not below the session timeout, not a group config.
+    assert_eq!(
+        set_group_config(&b.addr, "g-raw", interval, "soon"),
+        INVALID_CONFIG
+    );
+    assert_eq!(
+        set_group_config(&b.addr, "g-raw", interval, "7000"),
+        INVALID_CONFIG
+    );
+    assert_eq!(
+        set_group_config(&b.addr, "g-raw", "retention.ms", "1"),
+        INVALID_CONFIG
+    );
+    assert_eq!(
+        alter_group_config(&b.addr, "g-raw", interval, 2, "1"),
+        INVALID_CONFIG,
+        "APPEND: not a list"
+    );
+    let ok = send(&b.addr, &heartbeat(0));
+    assert_eq!(
+        (ok.error_code, ok.heartbeat_interval_ms),
+        (0, 1234),
+        "{ok:?}"
+    );
+    // Another group keeps the broker's default (250 ms here).
+    let other = send(
+        &b.addr,
+        &heartbeat(0).with_group_id(GroupId(StrBytes::from_static_str("g-other"))),
+    );
+    assert_eq!(other.heartbeat_interval_ms, 250);
+    let req =
+        DescribeConfigsRequest::default().with_resources(vec![DescribeConfigsResource::default()
+            .with_resource_type(32)
+            .with_resource_name(StrBytes::from_static_str("g-raw"))
+            .with_configuration_keys(None)]);
+    let r: DescribeConfigsResponse =
+        call(&mut raw::connect(&b.addr), ApiKey::DescribeConfigs, 4, &req);
+    let configs: BTreeMap<String, (String, i8)> = r.results[0]
+        .configs
+        .iter()
+        .map(|c| {
+            let v = c.value.as_deref().unwrap_or("").to_string();
+            (c.name.to_string(), (v, c.config_source))
+        })
+        .collect();
+    assert_eq!(r.results[0].error_code, 0, "{r:?}");
+    assert_eq!(
+        configs.get(interval),
+        Some(&("1234".to_string(), 8)),
+        "{r:?}"
+    );
+    assert_eq!(
+        configs.get(session),
+        Some(&("7000".to_string(), 8)),
+        "{r:?}"
+    );
+}
+
+#[test]
+fn a_group_switches_protocols_once_empty_keeping_its_commits() {
+    let (_dir, b) = broker("cg-switch");
+    common::create_topic_at(&b.addr, "switch", 2, 1, &[]);
+    // A classic member reads and commits, then leaves.
+    let classic = member(&b, "g-switch", &[("group.protocol", "classic")]);
+    classic.subscribe(&["switch"]).unwrap();
+    poll_until(&[&classic], "classic member", split_as(2, &[2]));
+    produce(&b, "switch", 2, 20);
+    read_until(&classic, "classic reads", |first, n| {
+        n >= 10 && first.len() == 2
+    });
+    classic.commit_consumer_state(CommitMode::Sync).unwrap();
+    let commits = committed(&classic);
+    leave(classic);
+    // A consumer-protocol member takes the (now empty) group over and starts from them.
+    let next = member(&b, "g-switch", &[]);
+    next.subscribe(&["switch"]).unwrap();
+    let unfinished: BTreeSet<i32> = commits
+        .iter()
+        .filter(|(_, o)| **o < 20)
+        .map(|(p, _)| *p)
+        .collect();
+    let first = read_until(&next, "the consumer-protocol member reads", |first, _| {
+        unfinished.iter().all(|p| first.contains_key(p))
+    });
+    for p in &unfinished {
+        assert_eq!(
+            first.get(p),
+            commits.get(p),
+            "partition {p} resumed at the classic commit"
+        );
+    }
+    assert_eq!(epochs(&b.addr, "g-switch").2, 1, "a consumer group now");
+    next.commit_consumer_state(CommitMode::Sync).unwrap();
+    let commits = committed(&next);
+    leave(next);
+    // And back: a classic member once the consumer group is empty.
+    let back = member(&b, "g-switch", &[("group.protocol", "classic")]);
+    back.subscribe(&["switch"]).unwrap();
+    poll_until(&[&back], "classic again", split_as(2, &[2]));
+    assert_eq!(
+        committed(&back),
+        commits,
+        "the commits are the group's, whatever its protocol"
+    );
+    leave(back);
 }

@@ -13,13 +13,14 @@ pub mod metadata {
 #[deprecated(since = "2.0.0", note = "Use associated constants instead. This will no longer be generated in 2021.")]
 pub const ENUM_MIN_CONFIG_RESOURCE: i8 = 0;
 #[deprecated(since = "2.0.0", note = "Use associated constants instead. This will no longer be generated in 2021.")]
-pub const ENUM_MAX_CONFIG_RESOURCE: i8 = 2;
+pub const ENUM_MAX_CONFIG_RESOURCE: i8 = 3;
 #[deprecated(since = "2.0.0", note = "Use associated constants instead. This will no longer be generated in 2021.")]
 #[allow(non_camel_case_types)]
-pub const ENUM_VALUES_CONFIG_RESOURCE: [ConfigResource; 3] = [
+pub const ENUM_VALUES_CONFIG_RESOURCE: [ConfigResource; 4] = [
   ConfigResource::Topic,
   ConfigResource::Broker,
   ConfigResource::Cluster,
+  ConfigResource::Group,
 ];
 
 #[derive(Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Default)]
@@ -30,13 +31,15 @@ impl ConfigResource {
   pub const Topic: Self = Self(0);
   pub const Broker: Self = Self(1);
   pub const Cluster: Self = Self(2);
+  pub const Group: Self = Self(3);
 
   pub const ENUM_MIN: i8 = 0;
-  pub const ENUM_MAX: i8 = 2;
+  pub const ENUM_MAX: i8 = 3;
   pub const ENUM_VALUES: &'static [Self] = &[
     Self::Topic,
     Self::Broker,
     Self::Cluster,
+    Self::Group,
   ];
   /// Returns the variant's name or "" if unknown.
   pub fn variant_name(self) -> Option<&'static str> {
@@ -44,6 +47,7 @@ impl ConfigResource {
       Self::Topic => Some("Topic"),
       Self::Broker => Some("Broker"),
       Self::Cluster => Some("Cluster"),
+      Self::Group => Some("Group"),
       _ => None,
     }
   }

@@ -16,7 +16,7 @@ use crate::controller::ControllerError;
 use crate::election::{requested_election, ElectionKind, ElectionOutcome, ElectionType};
 use crate::image::MetadataImage;
 use crate::isr::{IsrChange, IsrRefusal};
-use crate::records::{Listener, Record, ScramCredential, ScramMechanism};
+use crate::records::{ConfigResource, Listener, Record, ScramCredential, ScramMechanism};
 use crate::rpc::{ErrorKind, PartitionElection, Reply, Request};
 use crate::tcp::Event;
 use crate::types::{BrokerEpoch, BrokerId, MetadataOffset, PartitionId, Term};
@@ -108,6 +108,9 @@ async fn decide(state: &Rc<NodeState>, req: Request) -> Reply {
             configs,
             replace,
         } => set_configs(state, &topic, configs, replace).await,
+        Request::SetGroupConfigs { group, configs } => {
+            set_group_configs(state, &group, configs).await
+        }
         Request::ElectLeaders => elect_leaders(state).await,
         Request::Elect {
             election,
@@ -237,7 +240,19 @@ async fn set_configs(
     if image.topic_by_name(topic).is_none() {
         return unknown_topic(topic);
     }
-    let records = config_records(&image, topic, configs, replace);
+    let records = config_records(&image, ConfigResource::Topic, topic, configs, replace);
+    commit_changes(state, &image, &records).await
+}
+
+/// A consumer group's configs: any group id, whether or not the group exists yet (as in
+/// Kafka); keys and values were validated by the broker.
+async fn set_group_configs(
+    state: &NodeState,
+    group: &str,
+    configs: Vec<(String, Option<String>)>,
+) -> Reply {
+    let image = state.ctl.borrow().image();
+    let records = config_records(&image, ConfigResource::Group, group, configs, false);
     commit_changes(state, &image, &records).await
 }
 

@@ -13,16 +13,18 @@ use crate::records::{ConfigResource, PartitionAssignment, PartitionChange, Recor
 use crate::rpc::{ErrorKind, Reply};
 use crate::types::{BrokerId, LeaderEpoch, PartitionId, TopicId};
 
-/// The records that take `topic`'s configs from what `image` holds to what a SetConfigs
-/// asks: each key that changes, plus (with `replace`) the removal of every key not named.
+/// The records that take a topic's (or a group's) configs from what `image` holds to what
+/// a SetConfigs asks: each key that changes, plus (with `replace`) the removal of every
+/// key not named.
 pub(super) fn config_records(
     image: &MetadataImage,
+    resource: ConfigResource,
     topic: &str,
     configs: Vec<(String, Option<String>)>,
     replace: bool,
 ) -> Vec<Record> {
     let current = image
-        .configs_of(ConfigResource::Topic, topic)
+        .configs_of(resource, topic)
         .cloned()
         .unwrap_or_default();
     let mut changes: BTreeMap<String, Option<String>> = BTreeMap::new();
@@ -36,7 +38,7 @@ pub(super) fn config_records(
         .into_iter()
         .filter(|(key, value)| current.get(key) != value.as_ref())
         .map(|(key, value)| Record::ConfigChange {
-            resource: ConfigResource::Topic,
+            resource,
             resource_name: topic.to_string(),
             key,
             value,
@@ -275,7 +277,13 @@ mod tests {
             ("cleanup.policy".to_string(), Some("delete".to_string())),
         ];
         assert_eq!(
-            keys(&config_records(&image, "t", asked.clone(), true)),
+            keys(&config_records(
+                &image,
+                ConfigResource::Topic,
+                "t",
+                asked.clone(),
+                true
+            )),
             [
                 ("cleanup.policy".to_string(), Some("delete".to_string())),
                 ("retention.ms".to_string(), None),
@@ -283,11 +291,17 @@ mod tests {
         );
         // Without replace only the named keys change.
         assert_eq!(
-            keys(&config_records(&image, "t", asked, false)),
+            keys(&config_records(
+                &image,
+                ConfigResource::Topic,
+                "t",
+                asked,
+                false
+            )),
             [("cleanup.policy".to_string(), Some("delete".to_string()))]
         );
         // Removing a key that is not set changes nothing.
         let none = vec![("flush.ms".to_string(), None)];
-        assert!(config_records(&image, "t", none, false).is_empty());
+        assert!(config_records(&image, ConfigResource::Topic, "t", none, false).is_empty());
     }
 }

@@ -19,6 +19,10 @@
 //!
 //! Bounded: members (`members_max`), subscribed topic names per member, regex size and
 //! compiled size (`subscription.rs`).
+//!
+//! Beside it: `consumer/validate.rs` (the request's checks and bounds) and
+//! `consumer/durable.rs` (what changed, the records it owes `__consumer_offsets`, and the
+//! group restored from them).
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::time::{Duration, Instant};
@@ -27,7 +31,7 @@ use regex::bytes::Regex;
 use sluice_control::TopicId;
 
 use super::assignor::{self, Assignment, Subscriber};
-use super::consumer_records::{self, ConsumerRecord, CurrentValue, MemberMeta};
+
 use super::subscription::{self, TopicSource};
 use crate::kafka::errors::{code, ErrorCode};
 
@@ -39,6 +43,8 @@ pub const STATIC_LEAVE_EPOCH: i32 = -2;
 /// Coordinator settings this protocol uses.
 #[derive(Debug, Clone)]
 pub struct ConsumerConfig {
+    /// group.consumer.session.timeout.ms (or the group's consumer.session.timeout.ms)
+    pub session_timeout_ms: i32,
     /// group.consumer.heartbeat.interval.ms
     pub heartbeat_interval_ms: i32,
     /// group.consumer.max.size
@@ -189,49 +195,15 @@ pub struct ConsumerGroup {
     subscribed: BTreeMap<TopicId, (String, i32)>,
     /// The topic-metadata version `subscribed` was computed at.
     metadata_version: Option<u64>,
+    /// The session timeout its last heartbeat was given (its GROUP config, or the
+    /// broker's default); `None` until the first heartbeat after a load.
+    session_timeout_ms: Option<i32>,
     /// Wall-clock ms since which the group is empty (offset expiry), or was created.
     pub state_since_ms: i64,
     /// What changed since the last heartbeat's write (`pending`) and since the last sweep
     /// (`unswept`): the records to write (see `records`).
     pending: Changes,
     unswept: Changes,
-}
-
-/// The records a group owes the offsets topic: which of its parts changed.
-#[derive(Debug, Default, Clone)]
-struct Changes {
-    metadata: bool,
-    partition_metadata: bool,
-    target_metadata: bool,
-    members: BTreeSet<String>,
-    targets: BTreeSet<String>,
-    current: BTreeSet<String>,
-    /// Members removed: their three records are tombstoned.
-    removed: BTreeSet<String>,
-}
-
-impl Changes {
-    fn is_empty(&self) -> bool {
-        !self.metadata
-            && !self.partition_metadata
-            && !self.target_metadata
-            && self.members.is_empty()
-            && self.targets.is_empty()
-            && self.current.is_empty()
-            && self.removed.is_empty()
-    }
-}
-
-/// Which part of a group changed.
-#[derive(Debug, Clone, Copy)]
-enum Part<'a> {
-    Metadata,
-    PartitionMetadata,
-    TargetMetadata,
-    Member(&'a str),
-    Target(&'a str),
-    Current(&'a str),
-    Removed(&'a str),
 }
 
 impl ConsumerGroup {
@@ -245,151 +217,11 @@ impl ConsumerGroup {
             owners: HashMap::new(),
             subscribed: BTreeMap::new(),
             metadata_version: None,
+            session_timeout_ms: None,
             state_since_ms: now_ms,
             pending: Changes::default(),
             unswept: Changes::default(),
         }
-    }
-
-    fn touch(&mut self, part: Part<'_>) {
-        for c in [&mut self.pending, &mut self.unswept] {
-            match part {
-                Part::Metadata => c.metadata = true,
-                Part::PartitionMetadata => c.partition_metadata = true,
-                Part::TargetMetadata => c.target_metadata = true,
-                Part::Member(id) => {
-                    c.removed.remove(id);
-                    c.members.insert(id.to_string());
-                }
-                Part::Target(id) => {
-                    c.removed.remove(id);
-                    c.targets.insert(id.to_string());
-                }
-                Part::Current(id) => {
-                    c.removed.remove(id);
-                    c.current.insert(id.to_string());
-                }
-                Part::Removed(id) => {
-                    c.members.remove(id);
-                    c.targets.remove(id);
-                    c.current.remove(id);
-                    c.removed.insert(id.to_string());
-                }
-            }
-        }
-    }
-
-    /// Whether the sweep has records to write.
-    pub fn is_unswept(&self) -> bool {
-        !self.unswept.is_empty()
-    }
-
-    /// The records for what changed since the last heartbeat's write (`sweep`: since the
-    /// last sweep), in Kafka's order: member metadata, subscribed topics, group epoch,
-    /// target assignment, current assignments, then removed members' tombstones.
-    pub fn records(&mut self, group_id: &str, sweep: bool) -> super::OffsetsRecords {
-        let changes = if sweep {
-            std::mem::take(&mut self.unswept)
-        } else {
-            std::mem::take(&mut self.pending)
-        };
-        use ConsumerRecord as R;
-        let mut out: Vec<ConsumerRecord> = Vec::new();
-        for id in &changes.members {
-            if let Some(m) = self.members.get(id) {
-                out.push(R::Member(id.clone(), Some(meta_of(m))));
-            }
-        }
-        if changes.partition_metadata {
-            out.push(R::PartitionMetadata(Some(self.subscribed.clone())));
-        }
-        if changes.metadata {
-            out.push(R::Metadata(Some(self.epoch)));
-        }
-        for id in &changes.targets {
-            if self.members.contains_key(id) {
-                let t = self.target.get(id).cloned().unwrap_or_default();
-                out.push(R::TargetMember(id.clone(), Some(t)));
-            }
-        }
-        if changes.target_metadata {
-            out.push(R::TargetMetadata(Some(self.assignment_epoch)));
-        }
-        for id in &changes.current {
-            if let Some(m) = self.members.get(id) {
-                out.push(R::Current(id.clone(), Some(current_of(m))));
-            }
-        }
-        for id in &changes.removed {
-            out.push(R::Current(id.clone(), None));
-            out.push(R::TargetMember(id.clone(), None));
-            out.push(R::Member(id.clone(), None));
-        }
-        out.iter()
-            .map(|r| consumer_records::encode(group_id, r))
-            .collect()
-    }
-
-    /// Tombstones for a deleted (empty) group, in Kafka's order.
-    pub fn deletion_records(group_id: &str) -> super::OffsetsRecords {
-        use ConsumerRecord as R;
-        [
-            R::TargetMetadata(None),
-            R::PartitionMetadata(None),
-            R::Metadata(None),
-        ]
-        .iter()
-        .map(|r| consumer_records::encode(group_id, r))
-        .collect()
-    }
-
-    /// A group as its records left it (a restart, or a coordinator taking over): members
-    /// keep their epochs, assignments and targets; their sessions start now.
-    pub fn restore(stored: StoredGroup, now: Instant, now_ms: i64) -> ConsumerGroup {
-        let mut g = ConsumerGroup::new(now_ms);
-        g.epoch = stored.epoch;
-        g.assignment_epoch = stored.assignment_epoch;
-        g.subscribed = stored.subscribed;
-        for (id, meta) in stored.members {
-            let mut m = Member::new(id.clone(), now);
-            let compiled = meta
-                .regex
-                .as_deref()
-                .and_then(|r| subscription::compile(r).ok());
-            m.instance_id = meta.instance_id;
-            m.rack_id = meta.rack_id;
-            m.client_id = meta.client_id;
-            m.client_host = meta.client_host;
-            m.topic_names = meta.topic_names;
-            m.regex = meta.regex.filter(|_| compiled.is_some());
-            m.compiled_regex = compiled;
-            m.rebalance_timeout_ms = meta.rebalance_timeout_ms;
-            m.assignor = meta.assignor;
-            if let Some(c) = stored.current.get(&id) {
-                m.epoch = c.epoch;
-                m.previous_epoch = c.previous_epoch;
-                m.state = match c.state {
-                    1 => MemberState::UnrevokedPartitions,
-                    2 => MemberState::UnreleasedPartitions,
-                    _ => MemberState::Stable,
-                };
-                m.assigned = c.assigned.clone();
-                m.revoking = c.revoking.clone();
-            }
-            if m.state == MemberState::UnrevokedPartitions {
-                m.revoke_deadline =
-                    Some(now + Duration::from_millis(m.rebalance_timeout_ms.max(0) as u64));
-            }
-            if let Some(instance) = &m.instance_id {
-                g.statics.insert(instance.clone(), id.clone());
-            }
-            if let Some(t) = stored.targets.get(&id) {
-                g.target.insert(id.clone(), t.clone());
-            }
-            g.members.insert(id.clone(), m);
-            g.add_owners(&id);
-        }
-        g
     }
 
     pub fn is_empty(&self) -> bool {
@@ -457,6 +289,7 @@ impl ConsumerGroup {
         if hb.member_epoch == LEAVE_EPOCH || hb.member_epoch == STATIC_LEAVE_EPOCH {
             return self.leave(hb, now, now_ms);
         }
+        self.session_timeout_ms = Some(config.session_timeout_ms);
         let (mut member, new) = self.member_for(hb, config, now)?;
         let before = member.clone();
         let mut bump = new;
@@ -811,9 +644,13 @@ impl ConsumerGroup {
         next
     }
 
-    /// Removes members whose session expired and fences those that did not revoke within
-    /// their rebalance timeout; their ids, for the log.
+    /// Removes members whose session expired (the group's own session timeout, else
+    /// `session_timeout`) and fences those that did not revoke within their rebalance
+    /// timeout; their ids, for the log.
     pub fn expire(&mut self, session_timeout: Duration, now: Instant, now_ms: i64) -> Vec<String> {
+        let session_timeout = self.session_timeout_ms.map_or(session_timeout, |ms| {
+            Duration::from_millis(ms.max(0) as u64)
+        });
         let gone: Vec<String> = self
             .members
             .values()
@@ -897,77 +734,6 @@ fn check_epoch(
     Ok(())
 }
 
-/// What the member-metadata record holds of a member.
-fn meta_of(m: &Member) -> MemberMeta {
-    MemberMeta {
-        instance_id: m.instance_id.clone(),
-        rack_id: m.rack_id.clone(),
-        client_id: m.client_id.clone(),
-        client_host: m.client_host.clone(),
-        topic_names: m.topic_names.clone(),
-        regex: m.regex.clone(),
-        rebalance_timeout_ms: m.rebalance_timeout_ms,
-        assignor: m.assignor.clone(),
-    }
-}
-
-/// What the current-assignment record holds of a member (Kafka's state bytes).
-fn current_of(m: &Member) -> CurrentValue {
-    CurrentValue {
-        epoch: m.epoch,
-        previous_epoch: m.previous_epoch,
-        state: match m.state {
-            MemberState::Stable => 0,
-            MemberState::UnrevokedPartitions => 1,
-            MemberState::UnreleasedPartitions => 2,
-        },
-        assigned: m.assigned.clone(),
-        revoking: m.revoking.clone(),
-    }
-}
-
-/// A group as its records in the offsets topic describe it (the loader's result).
-#[derive(Debug, Clone, Default)]
-pub struct StoredGroup {
-    pub epoch: i32,
-    pub assignment_epoch: i32,
-    pub subscribed: consumer_records::TopicsMeta,
-    pub members: BTreeMap<String, MemberMeta>,
-    pub targets: BTreeMap<String, Assignment>,
-    pub current: BTreeMap<String, CurrentValue>,
-}
-
-impl StoredGroup {
-    /// Applies one record (tombstones remove; a group-metadata tombstone ends the group,
-    /// which the caller does).
-    pub fn apply(&mut self, record: ConsumerRecord) {
-        use ConsumerRecord as R;
-        match record {
-            R::Metadata(v) => self.epoch = v.unwrap_or(0),
-            R::PartitionMetadata(v) => self.subscribed = v.unwrap_or_default(),
-            R::TargetMetadata(v) => self.assignment_epoch = v.unwrap_or(0),
-            R::Member(id, Some(v)) => {
-                self.members.insert(id, v);
-            }
-            R::Member(id, None) => {
-                self.members.remove(&id);
-            }
-            R::TargetMember(id, Some(v)) => {
-                self.targets.insert(id, v);
-            }
-            R::TargetMember(id, None) => {
-                self.targets.remove(&id);
-            }
-            R::Current(id, Some(v)) => {
-                self.current.insert(id, v);
-            }
-            R::Current(id, None) => {
-                self.current.remove(&id);
-            }
-        }
-    }
-}
-
 /// Applies a heartbeat's fields to the member; true when its subscription changed.
 fn update_member(m: &mut Member, hb: &Heartbeat) -> bool {
     let mut changed = false;
@@ -1014,93 +780,14 @@ fn owns_any(owned: Option<&[(TopicId, Vec<i32>)]>, partitions: &Assignment) -> b
     })
 }
 
-/// Longest member id, instance id or rack id accepted (bytes).
-pub const ID_BYTES_MAX: usize = 255;
-/// Owned partitions a heartbeat may list.
-pub const OWNED_PARTITIONS_MAX: usize = 100_000;
+mod durable;
+mod validate;
 
-/// Kafka's `throwIfConsumerGroupHeartbeatRequestIsInvalid`, plus this broker's bounds;
-/// compiles the regex into `hb.compiled_regex`.
-pub fn validate(hb: &mut Heartbeat) -> Result<(), Refusal> {
-    let invalid = |m: &str| Err(Refusal::new(code::INVALID_REQUEST, m));
-    if hb.member_id.is_empty() {
-        return invalid("MemberId can't be empty.");
-    }
-    for (what, id) in [
-        ("MemberId", Some(&hb.member_id)),
-        ("InstanceId", hb.instance_id.as_ref()),
-        ("RackId", hb.rack_id.as_ref()),
-    ] {
-        match id {
-            Some(id) if id.is_empty() && what != "MemberId" => {
-                return invalid(&format!("{what} can't be empty."))
-            }
-            Some(id) if id.len() > ID_BYTES_MAX => {
-                return invalid(&format!("{what} is longer than {ID_BYTES_MAX} bytes."))
-            }
-            _ => {}
-        }
-    }
-    if hb.member_epoch < STATIC_LEAVE_EPOCH {
-        return invalid(&format!("MemberEpoch {} is invalid.", hb.member_epoch));
-    }
-    if hb.member_epoch == STATIC_LEAVE_EPOCH && hb.instance_id.is_none() {
-        return invalid("InstanceId can't be null when leaving as a static member.");
-    }
-    if hb.rebalance_timeout_ms < -1 {
-        return invalid("RebalanceTimeoutMs can't be negative.");
-    }
-    if hb.member_epoch == 0 {
-        if hb.rebalance_timeout_ms == -1 {
-            return invalid("RebalanceTimeoutMs must be provided in first request.");
-        }
-        if hb.topic_names.is_none() && hb.regex.is_none() {
-            return invalid(
-                "SubscribedTopicNames or SubscribedTopicRegex must be set in first request.",
-            );
-        }
-        if hb.owned.as_ref().is_some_and(|o| !o.is_empty()) {
-            return invalid("TopicPartitions must be empty when (re-)joining.");
-        }
-    }
-    if hb
-        .topic_names
-        .as_ref()
-        .is_some_and(|n| n.len() > subscription::SUBSCRIBED_TOPICS_MAX)
-    {
-        return invalid(&format!(
-            "more than {} subscribed topic names",
-            subscription::SUBSCRIBED_TOPICS_MAX
-        ));
-    }
-    let owned: usize = hb.owned.iter().flatten().map(|(_, ps)| ps.len()).sum();
-    if owned > OWNED_PARTITIONS_MAX {
-        return invalid(&format!(
-            "more than {OWNED_PARTITIONS_MAX} owned partitions"
-        ));
-    }
-    if let Some(a) = &hb.assignor {
-        if !assignor::ASSIGNORS.contains(&a.as_str()) {
-            return Err(Refusal::new(
-                code::UNSUPPORTED_ASSIGNOR,
-                format!(
-                    "ServerAssignor {a} is not supported. Supported assignors: {}.",
-                    assignor::ASSIGNORS.join(", ")
-                ),
-            ));
-        }
-    }
-    hb.compiled_regex = match hb.regex.as_deref() {
-        None | Some("") => None,
-        Some(r) => Some(subscription::compile(r).map_err(|e| {
-            Refusal::new(
-                code::INVALID_REGULAR_EXPRESSION,
-                format!("SubscribedTopicRegex is invalid: {e}"),
-            )
-        })?),
-    };
-    Ok(())
-}
+pub use durable::StoredGroup;
+use durable::{current_of, meta_of, Changes, Part};
+pub use validate::validate;
+#[cfg(test)]
+use validate::ID_BYTES_MAX;
 
 #[cfg(test)]
 mod tests;

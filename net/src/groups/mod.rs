@@ -466,20 +466,25 @@ impl Groups {
             .map(|g| vec![membership_entry(group_id, g)]))
     }
 
-    fn consumer_config(&self) -> ConsumerConfig {
+    /// The protocol's settings for a group whose (session timeout, heartbeat interval)
+    /// are `timing` (its GROUP configs, or the broker's defaults).
+    fn consumer_config(&self, timing: (i32, i32)) -> ConsumerConfig {
         ConsumerConfig {
-            heartbeat_interval_ms: self.config.consumer_heartbeat_interval_ms,
+            session_timeout_ms: timing.0,
+            heartbeat_interval_ms: timing.1,
             members_max: self.config.members_per_group_max,
         }
     }
 
-    /// A ConsumerGroupHeartbeat (validated by [`consumer::validate`]): the answer, and the
-    /// records to make durable before it is sent.
+    /// A ConsumerGroupHeartbeat (validated by [`consumer::validate`]) of a group whose
+    /// (session timeout, heartbeat interval) are `timing`: the answer, and the records to
+    /// make durable before it is sent.
     pub fn consumer_heartbeat(
         &self,
         group_id: &str,
         hb: &Heartbeat,
         topics: &dyn TopicSource,
+        timing: (i32, i32),
     ) -> (Result<HeartbeatOk, Refusal>, OffsetsRecords) {
         let mut part = match self.part(group_id) {
             Ok(p) => p,
@@ -491,7 +496,8 @@ impl Groups {
             }
         };
         let mut recs = OffsetsRecords::new();
-        let out = self.consumer_heartbeat_in(&mut part, group_id, hb, topics, &mut recs);
+        let config = self.consumer_config(timing);
+        let out = self.consumer_heartbeat_in(&mut part, group_id, hb, topics, &config, &mut recs);
         if let Some(g) = part.consumer.get_mut(group_id) {
             recs.extend(g.records(group_id, false));
         }
@@ -504,6 +510,7 @@ impl Groups {
         group_id: &str,
         hb: &Heartbeat,
         topics: &dyn TopicSource,
+        config: &ConsumerConfig,
         recs: &mut OffsetsRecords,
     ) -> Result<HeartbeatOk, Refusal> {
         if let Some(g) = part.groups.get(group_id) {
@@ -541,13 +548,7 @@ impl Groups {
             .consumer
             .get_mut(group_id)
             .ok_or_else(|| Refusal::new(code::COORDINATOR_NOT_AVAILABLE, "group vanished"))?;
-        let out = g.heartbeat(
-            hb,
-            topics,
-            &self.consumer_config(),
-            Instant::now(),
-            now_ms(),
-        );
+        let out = g.heartbeat(hb, topics, config, Instant::now(), now_ms());
         if g.is_empty() && g.epoch == 0 {
             // Created by a join that was refused.
             part.consumer.remove(group_id);

@@ -47,7 +47,7 @@ pub fn our_range(key: ApiKey) -> (i16, i16) {
         ApiKey::LeaveGroup => (0, 5),
         ApiKey::OffsetCommit => (2, 8),
         ApiKey::OffsetFetch => (2, 7),
-        ApiKey::ListGroups => (0, 4),
+        ApiKey::ListGroups => (0, 5),
         ApiKey::DescribeGroups => (0, 5),
         ApiKey::DeleteGroups => (0, 2),
         ApiKey::OffsetDelete => (0, 0),

@@ -90,6 +90,8 @@ pub struct Listed {
     pub group: String,
     pub protocol_type: String,
     pub state: String,
+    /// `classic` or `consumer` (KIP-848); empty from a broker before ListGroups v5.
+    pub group_type: String,
 }
 
 /// Log start and end offsets of a topic, by partition id.
@@ -199,6 +201,7 @@ impl Client {
                     group: name,
                     protocol_type: g.protocol_type.to_string(),
                     state: g.group_state.to_string(),
+                    group_type: g.group_type.to_string(),
                 });
             }
         }

@@ -296,10 +296,11 @@ pub fn render_list(groups: &[Listed]) -> String {
                 g.group.clone(),
                 dash_if_empty(&g.state),
                 dash_if_empty(&g.protocol_type),
+                dash_if_empty(&g.group_type),
             ]
         })
         .collect();
-    table::render(&["GROUP", "STATE", "PROTOCOL-TYPE"], &rows)
+    table::render(&["GROUP", "STATE", "PROTOCOL-TYPE", "TYPE"], &rows)
 }
 
 #[cfg(test)]

@@ -133,7 +133,10 @@ fn list(bootstrap: &str, json: bool) -> Result<()> {
     if json {
         let v: Vec<_> = groups
             .iter()
-            .map(|g| json!({"group": g.group, "state": g.state, "protocol_type": g.protocol_type}))
+            .map(|g| {
+                json!({"group": g.group, "state": g.state, "protocol_type": g.protocol_type,
+                    "group_type": g.group_type})
+            })
             .collect();
         println!("{}", serde_json::to_string_pretty(&v)?);
     } else {

@@ -30,6 +30,7 @@ fn topics() -> Topics {
 
 fn config() -> ConsumerConfig {
     ConsumerConfig {
+        session_timeout_ms: 45_000,
         heartbeat_interval_ms: 500,
         members_max: 3,
     }
@@ -562,4 +563,24 @@ fn random_membership_topic_changes_and_restarts_never_share_a_partition_and_conv
             "seed {seed}: every partition consumed once: {clients:?}"
         );
     }
+}
+
+#[test]
+fn a_groups_own_session_timeout_wins_over_the_brokers() {
+    let mut h = Harness::new();
+    let mut hb = join("a");
+    validate(&mut hb).unwrap();
+    let config = ConsumerConfig {
+        session_timeout_ms: 1_000,
+        ..config()
+    };
+    h.g.heartbeat(&hb, &h.topics, &config, h.now, 0).unwrap();
+    let broker_default = Duration::from_millis(45_000);
+    assert!(h
+        .g
+        .expire(broker_default, h.now + Duration::from_millis(900), 0)
+        .is_empty());
+    let gone =
+        h.g.expire(broker_default, h.now + Duration::from_millis(1_100), 0);
+    assert_eq!(gone, vec!["a".to_string()]);
 }

@@ -247,7 +247,34 @@ async fn alter_each<'a, R: ResourceAnswer>(
 ) -> Vec<R> {
     let mut out = Vec::with_capacity(resources.size_hint().0);
     for (resource_type, name, change) in resources {
-        let (error, message) = if resource_type != RESOURCE_TOPIC {
+        let (error, message) = if resource_type == super::group_configs::RESOURCE_GROUP {
+            match change {
+                Ok(Change::Keys(ops)) => {
+                    // Group configs are numbers: only SET and DELETE apply.
+                    let keys: Result<Vec<(String, Option<String>)>, String> = ops
+                        .into_iter()
+                        .map(|(k, op)| match op {
+                            KeyOp::Set(v) => Ok((k, Some(v))),
+                            KeyOp::Delete => Ok((k, None)),
+                            KeyOp::Append(_) | KeyOp::Subtract(_) => {
+                                Err(format!("{k} is not a list config"))
+                            }
+                        })
+                        .collect();
+                    match keys {
+                        Ok(keys) => {
+                            super::group_configs::alter(shard, name, keys, validate_only).await
+                        }
+                        Err(m) => (code::INVALID_CONFIG, Some(m)),
+                    }
+                }
+                Ok(Change::Replace(_)) => (
+                    code::INVALID_REQUEST,
+                    Some("group configs are altered with IncrementalAlterConfigs".into()),
+                ),
+                Err(m) => (code::INVALID_CONFIG, Some(m)),
+            }
+        } else if resource_type != RESOURCE_TOPIC {
             (
                 code::INVALID_REQUEST,
                 Some("only topic configs can be altered".to_string()),

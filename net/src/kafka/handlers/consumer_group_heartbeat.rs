@@ -13,6 +13,7 @@ use kafka_protocol::protocol::StrBytes;
 use sluice_control::{MetadataImage, TopicId};
 use uuid::Uuid;
 
+use super::group_configs;
 use super::join_group::client_host;
 use super::ApiSpec;
 use crate::broker::shard::Shard;
@@ -87,9 +88,10 @@ pub async fn handle(shard: &Rc<Shard>, req: &Request) -> Result<ResponseFrame, F
         (Err(r), Vec::new())
     } else {
         let image = shard.cluster.image();
+        let timing = group_configs::effective(&image, &group, shard.groups.config());
         shard
             .groups
-            .consumer_heartbeat(&group, &hb, &ImageTopics(&image))
+            .consumer_heartbeat(&group, &hb, &ImageTopics(&image), timing)
     };
     // As Kafka: the answer goes out once what it reports is durable, so a coordinator
     // that takes over (or this one after a restart) knows the epochs the member holds.

@@ -61,6 +61,13 @@ pub fn handle(shard: &Rc<Shard>, req: &Request) -> Result<ResponseFrame, FrameEr
                     }
                 },
                 RESOURCE_BROKER => out,
+                super::group_configs::RESOURCE_GROUP => {
+                    out.with_configs(super::group_configs::describe(
+                        shard,
+                        &r.resource_name,
+                        r.configuration_keys.as_deref(),
+                    ))
+                }
                 _ => out
                     .with_error_code(code::INVALID_REQUEST.into())
                     .with_error_message(Some(StrBytes::from_static_str(

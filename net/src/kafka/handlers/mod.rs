@@ -32,6 +32,7 @@ pub(crate) mod end_txn;
 pub(crate) mod fan_out;
 pub(crate) mod fetch;
 pub(crate) mod find_coordinator;
+pub(crate) mod group_configs;
 pub(crate) mod heartbeat;
 pub(crate) mod init_producer_id;
 pub(crate) mod join_group;
