@@ -8,7 +8,8 @@ use std::time::{Duration, Instant};
 
 use super::membership::{add_controller, remove_controller};
 use super::records::{
-    add_partitions, config_records, create_topic_records, unknown_topic, TopicSpec,
+    add_partitions, config_records, create_topic_records, resource_config_records, unknown_topic,
+    TopicSpec,
 };
 use super::{quorum_status, NodeState, APPLY_POLL, FETCH_IMAGE_WAIT_MS_MAX};
 use crate::active::Leaving;
@@ -16,7 +17,7 @@ use crate::controller::ControllerError;
 use crate::election::{requested_election, ElectionKind, ElectionOutcome, ElectionType};
 use crate::image::MetadataImage;
 use crate::isr::{IsrChange, IsrRefusal};
-use crate::records::{Listener, Record};
+use crate::records::{ConfigResource, Listener, Record};
 use crate::rpc::{ErrorKind, PartitionElection, Reply, Request};
 use crate::tcp::Event;
 use crate::types::{BrokerEpoch, BrokerId, MetadataOffset, PartitionId, Term};
@@ -108,6 +109,11 @@ async fn decide(state: &Rc<NodeState>, req: Request) -> Reply {
             configs,
             replace,
         } => set_configs(state, &topic, configs, replace).await,
+        Request::SetBrokerConfigs {
+            broker,
+            configs,
+            replace,
+        } => set_broker_configs(state, broker, configs, replace).await,
         Request::ElectLeaders => elect_leaders(state).await,
         Request::Elect {
             election,
@@ -233,6 +239,28 @@ async fn set_configs(
         return unknown_topic(topic);
     }
     let records = config_records(&image, topic, configs, replace);
+    commit_changes(state, &image, &records).await
+}
+
+/// Dynamic broker configs of `broker` (registered), or of the cluster default.
+async fn set_broker_configs(
+    state: &NodeState,
+    broker: Option<BrokerId>,
+    configs: Vec<(String, Option<String>)>,
+    replace: bool,
+) -> Reply {
+    let image = state.ctl.borrow().image();
+    let (resource, name) = match broker {
+        Some(b) if image.broker(b).is_none() => {
+            return refuse(
+                ErrorKind::InvalidRequest,
+                format!("broker {} is not registered", b.0),
+            )
+        }
+        Some(b) => (ConfigResource::Broker, b.0.to_string()),
+        None => (ConfigResource::Cluster, String::new()),
+    };
+    let records = resource_config_records(&image, resource, &name, configs, replace);
     commit_changes(state, &image, &records).await
 }
 

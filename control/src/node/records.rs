@@ -21,8 +21,19 @@ pub(super) fn config_records(
     configs: Vec<(String, Option<String>)>,
     replace: bool,
 ) -> Vec<Record> {
+    resource_config_records(image, ConfigResource::Topic, topic, configs, replace)
+}
+
+/// [`config_records`] for any config resource (a topic, a broker, the cluster default).
+pub(super) fn resource_config_records(
+    image: &MetadataImage,
+    resource: ConfigResource,
+    topic: &str,
+    configs: Vec<(String, Option<String>)>,
+    replace: bool,
+) -> Vec<Record> {
     let current = image
-        .configs_of(ConfigResource::Topic, topic)
+        .configs_of(resource, topic)
         .cloned()
         .unwrap_or_default();
     let mut changes: BTreeMap<String, Option<String>> = BTreeMap::new();
@@ -36,7 +47,7 @@ pub(super) fn config_records(
         .into_iter()
         .filter(|(key, value)| current.get(key) != value.as_ref())
         .map(|(key, value)| Record::ConfigChange {
-            resource: ConfigResource::Topic,
+            resource,
             resource_name: topic.to_string(),
             key,
             value,

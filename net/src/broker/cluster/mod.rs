@@ -49,4 +49,4 @@ pub(crate) use controller_blocking::{
 };
 pub(crate) use shard_image::ShardImage;
 pub(crate) use status_json::status_json;
-pub(crate) use view::{current, BrokerState, ClusterView};
+pub(crate) use view::{current, dynamic_broker_configs, BrokerState, ClusterView};
