@@ -150,25 +150,33 @@ fn produce(addr: &str, topic: &str, codec: &str, values: &[String], one_per_batc
     p.flush(HANG_GUARD).unwrap();
 }
 
-/// Reads `n` values of partition 0 of `topic` from the start.
-fn consume(addr: &str, topic: &str, n: usize) -> Vec<String> {
+/// A consumer of partition 0 of `topic` from its start (outside any group).
+fn reader(addr: &str, topic: &str) -> BaseConsumer {
     let c: BaseConsumer = ClientConfig::new()
         .set("bootstrap.servers", addr)
         .set("group.id", "admin-test")
         .set("enable.auto.commit", "false")
+        .set("enable.partition.eof", "true")
         .create()
         .unwrap();
     let mut tpl = TopicPartitionList::new();
     tpl.add_partition_offset(topic, 0, Offset::Beginning)
         .unwrap();
     c.assign(&tpl).unwrap();
+    c
+}
+
+/// Reads `n` values of partition 0 of `topic` from the start.
+fn consume(addr: &str, topic: &str, n: usize) -> Vec<String> {
+    let c = reader(addr, topic);
     let started = std::time::Instant::now();
     let mut out = Vec::new();
     while out.len() < n {
         assert!(started.elapsed() < HANG_GUARD, "read {} of {n}", out.len());
-        if let Some(m) = c.poll(Duration::from_millis(50)) {
-            let m = m.unwrap();
-            out.push(String::from_utf8(m.payload().unwrap().to_vec()).unwrap());
+        match c.poll(Duration::from_millis(50)) {
+            Some(Ok(m)) => out.push(String::from_utf8(m.payload().unwrap().to_vec()).unwrap()),
+            Some(Err(rdkafka::error::KafkaError::PartitionEOF(_))) | None => {}
+            Some(Err(e)) => panic!("{e}"),
         }
     }
     out
@@ -317,17 +325,7 @@ fn keyless_records_on_a_compacted_topic_are_listed_in_record_errors() {
 
 /// Whatever partition 0 of `topic` holds, read until a poll finds nothing more.
 fn consume_available(addr: &str, topic: &str) -> Vec<String> {
-    let c: BaseConsumer = ClientConfig::new()
-        .set("bootstrap.servers", addr)
-        .set("group.id", "admin-test")
-        .set("enable.auto.commit", "false")
-        .set("enable.partition.eof", "true")
-        .create()
-        .unwrap();
-    let mut tpl = TopicPartitionList::new();
-    tpl.add_partition_offset(topic, 0, Offset::Beginning)
-        .unwrap();
-    c.assign(&tpl).unwrap();
+    let c = reader(addr, topic);
     let started = std::time::Instant::now();
     let mut out = Vec::new();
     loop {

@@ -206,19 +206,24 @@ pub fn describe_topic(layers: &Layers<'_>, own: &BTreeMap<String, String>) -> Ve
                 });
             }
             synonyms.extend(lower_layers(k, layers, statics.get(k.name)?));
-            let first = synonyms.first()?.clone();
-            Some(Described {
-                name: k.name.to_string(),
-                value: first.value,
-                source: first.source,
-                read_only: false,
-                sensitive: false,
-                kind: k.kind,
-                doc: k.doc,
-                synonyms,
-            })
+            writable(k.name, k, synonyms)
         })
         .collect()
+}
+
+/// A settable config named `name` whose value comes from the first of `synonyms`.
+fn writable(name: &str, k: &TopicKey, synonyms: Vec<Synonym>) -> Option<Described> {
+    let first = synonyms.first()?.clone();
+    Some(Described {
+        name: name.to_string(),
+        value: first.value,
+        source: first.source,
+        read_only: false,
+        sensitive: false,
+        kind: k.kind,
+        doc: k.doc,
+        synonyms,
+    })
 }
 
 /// Every dynamic-capable broker config (the broker keys of the topic configs) as this
@@ -229,18 +234,7 @@ pub fn describe_broker_dynamic(layers: &Layers<'_>) -> Vec<Described> {
         .iter()
         .filter_map(|k| {
             let broker = k.broker?;
-            let synonyms = lower_layers(k, layers, statics.get(k.name)?);
-            let first = synonyms.first()?.clone();
-            Some(Described {
-                name: broker.to_string(),
-                value: first.value,
-                source: first.source,
-                read_only: false,
-                sensitive: false,
-                kind: k.kind,
-                doc: k.doc,
-                synonyms,
-            })
+            writable(broker, k, lower_layers(k, layers, statics.get(k.name)?))
         })
         .collect()
 }
@@ -250,22 +244,12 @@ pub fn describe_cluster_default(cluster: &BTreeMap<String, String>) -> Vec<Descr
     cluster
         .iter()
         .filter_map(|(name, value)| {
-            let k = by_broker_key(name)?;
             let synonym = Synonym {
                 name: name.clone(),
                 value: value.clone(),
                 source: Source::DynamicDefaultBroker,
             };
-            Some(Described {
-                name: name.clone(),
-                value: value.clone(),
-                source: Source::DynamicDefaultBroker,
-                read_only: false,
-                sensitive: false,
-                kind: k.kind,
-                doc: k.doc,
-                synonyms: vec![synonym],
-            })
+            writable(name, by_broker_key(name)?, vec![synonym])
         })
         .collect()
 }
