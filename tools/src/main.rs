@@ -10,6 +10,7 @@ mod cluster;
 mod config;
 mod group;
 mod placement;
+mod topic;
 mod tune;
 
 use std::io::Write;
@@ -37,6 +38,8 @@ enum Command {
     Bench(bench::BenchArgs),
     /// Consumer groups: list, describe (lag), reset-offsets, delete.
     Group(group::GroupArgs),
+    /// Topics: create, list, describe, alter-config, add-partitions, delete, produce, consume.
+    Topic(topic::TopicArgs),
     /// The cluster: status (brokers, controller, partition health), elect-leaders,
     /// placement (the partition → core map).
     Cluster(cluster::ClusterArgs),
@@ -115,6 +118,7 @@ fn main() {
         Command::Serve(args) => serve(args),
         Command::Bench(args) => bench::main(args),
         Command::Group(args) => group::main(args),
+        Command::Topic(args) => topic::main(args),
         Command::Cluster(args) => cluster::main(args),
         Command::Partition(command) => placement::partition(command),
         Command::Tune(args) => match tune::main(args) {
