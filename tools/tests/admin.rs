@@ -460,10 +460,19 @@ fn elect_leaders_moves_leadership_to_the_preferred_replica_or_an_unclean_one_whe
         elect(&c.addr(1), 2, PREFERRED, Some(un0)).1,
         [("un".into(), 0, PREFERRED_LEADER_NOT_AVAILABLE)]
     );
-    assert_eq!(
-        elect(&c.addr(1), 2, UNCLEAN, Some(un0)),
-        (0, vec![("un".into(), 0, 0)])
-    );
+    // Through the CLI (the same ElectLeaders request).
+    let cli = |addr: &str| {
+        common::sluice(&[
+            "cluster",
+            "elect-leaders",
+            "--unclean",
+            "--partition",
+            "un/0",
+            "--bootstrap",
+            addr,
+        ])
+    };
+    assert_eq!(cli(&c.addr(1)), "un/0: elected\n");
     wait_partition(&c, 1, "un", "un led by 2", |p| {
         p.leader == 2 && p.isr == [2]
     });
@@ -472,6 +481,7 @@ fn elect_leaders_moves_leadership_to_the_preferred_replica_or_an_unclean_one_whe
         [("un".into(), 0, ELECTION_NOT_NEEDED)],
         "it has a leader now"
     );
+    assert!(cli(&c.addr(2)).contains("ElectionNotNeeded (84)"));
 }
 
 const TOPIC: i8 = 2;

@@ -42,6 +42,7 @@ pub fn our_range(key: ApiKey) -> (i16, i16) {
         ApiKey::CreatePartitions => (0, 3),
         ApiKey::DescribeConfigs => (1, 4),
         ApiKey::IncrementalAlterConfigs => (0, 1),
+        ApiKey::ElectLeaders => (1, 2),
         ApiKey::ApiVersions => (0, 3),
         // Groups: up to the versions whose bodies the callers build (FindCoordinator v4
         // batches keys, OffsetFetch v8 batches groups, LeaveGroup v3 lists members).
