@@ -117,7 +117,7 @@ pub async fn handle(shard: &Rc<Shard>, req: &Request) -> Result<ResponseFrame, F
             );
         }
     };
-    let count: usize = asked.iter().flatten().map(|(_, ps)| ps.len()).sum();
+    let count: usize = asked.iter().flatten().map(|(_, ps)| ps.len().max(1)).sum();
     if count > ELECT_PARTITIONS_MAX {
         let message = format!("{count} partitions named; at most {ELECT_PARTITIONS_MAX}");
         tracing::info!(count, "ElectLeaders refused: too many partitions");
