@@ -1,6 +1,6 @@
 //! `sluice topic` against a real broker: create, list, describe (partitions, offsets,
 //! configs with sources), alter-config, add-partitions, produce from stdin, consume in
-//! each format, delete; `--json` where scripts read it.
+//! each format and as a group member, delete; `--json` where scripts read it.
 
 mod common;
 
@@ -114,6 +114,18 @@ fn a_topic_is_created_inspected_written_read_altered_and_deleted() {
     let hex = topic(&b, &["consume", "orders", "--format", "hex", "-n", "1"]);
     assert_eq!(hex.lines().count(), 1, "{hex}");
     assert!(topic(&b, &["consume", "orders", "--offset", "end"]).is_empty());
+
+    // As a group member: everything once, then nothing (the group committed its place).
+    let mut as_member: Vec<String> = topic(&b, &["consume", "orders", "--group", "g1"])
+        .lines()
+        .map(str::to_string)
+        .collect();
+    as_member.sort();
+    assert_eq!(as_member, read);
+    assert_eq!(topic(&b, &["consume", "orders", "--group", "g1"]), "");
+    let group = sluice(&["group", "--bootstrap", &b.addr, "describe", "g1", "--json"]);
+    let group: Value = serde_json::from_str(&group).unwrap();
+    assert_eq!(group["state"], "Empty", "{group}");
 
     assert_eq!(
         topic(

@@ -566,34 +566,12 @@ fn assign(
     cfg: &ConsumerConfig,
     full: bool,
 ) -> Result<Vec<SyncGroupRequestAssignment>> {
-    let topic = &cfg.routing.topic;
-    let mut subscribers = Vec::new();
-    for m in members {
-        let topics = proto::decode_subscription(&m.metadata)
-            .with_context(|| format!("subscription of member {}", m.member_id.as_str()))?;
-        if topics.contains(topic) {
-            subscribers.push(m.member_id.to_string());
-        }
-    }
     let partitions = if full {
         cfg.routing.partitions() as i32
     } else {
         0
     };
-    let ranges = proto::range_assign(&subscribers, partitions);
-    members
-        .iter()
-        .map(|m| {
-            let mine = subscribers
-                .iter()
-                .position(|s| s.as_str() == m.member_id.as_str())
-                .map(|i| vec![(topic.clone(), ranges[i].clone())])
-                .unwrap_or_default();
-            Ok(SyncGroupRequestAssignment::default()
-                .with_member_id(m.member_id.clone())
-                .with_assignment(proto::encode_assignment(&mine)?))
-        })
-        .collect()
+    proto::range_assignments(members, &cfg.routing.topic, partitions)
 }
 
 #[cfg(test)]

@@ -9,6 +9,7 @@ use bytes::{Buf, BufMut, Bytes, BytesMut};
 use kafka_protocol::messages::consumer_protocol_assignment::TopicPartition as AssignedTopic;
 use kafka_protocol::messages::find_coordinator_response::FindCoordinatorResponse;
 use kafka_protocol::messages::join_group_request::JoinGroupRequestProtocol;
+use kafka_protocol::messages::join_group_response::JoinGroupResponseMember;
 use kafka_protocol::messages::leave_group_request::MemberIdentity;
 use kafka_protocol::messages::offset_commit_request::{
     OffsetCommitRequestPartition, OffsetCommitRequestTopic,
@@ -316,6 +317,37 @@ pub fn leave_request(version: i16, group: &str, member_id: &str) -> LeaveGroupRe
     } else {
         req.with_member_id(id)
     }
+}
+
+/// The leader's SyncGroup assignments: `topic`'s `partitions` by range over the members
+/// that subscribe to it (nothing for members of other topics).
+pub fn range_assignments(
+    members: &[JoinGroupResponseMember],
+    topic: &str,
+    partitions: i32,
+) -> Result<Vec<SyncGroupRequestAssignment>> {
+    let mut subscribers = Vec::new();
+    for m in members {
+        let topics = decode_subscription(&m.metadata)
+            .map_err(|e| anyhow!("subscription of member {}: {e}", m.member_id.as_str()))?;
+        if topics.iter().any(|t| t == topic) {
+            subscribers.push(m.member_id.to_string());
+        }
+    }
+    let ranges = range_assign(&subscribers, partitions);
+    members
+        .iter()
+        .map(|m| {
+            let mine = subscribers
+                .iter()
+                .position(|s| s.as_str() == m.member_id.as_str())
+                .map(|i| vec![(topic.to_string(), ranges[i].clone())])
+                .unwrap_or_default();
+            Ok(SyncGroupRequestAssignment::default()
+                .with_member_id(m.member_id.clone())
+                .with_assignment(encode_assignment(&mine)?))
+        })
+        .collect()
 }
 
 #[cfg(test)]

@@ -4,9 +4,10 @@
 //! append, subtract), `add-partitions`, `delete`, `produce` (lines from stdin) and
 //! `consume` (from an offset, a timestamp or the end; text, JSON or hex), `--json` for
 //! scripts. Every call is bounded by the connection's timeouts; `consume` reads outside
-//! any group.
+//! any group, or with `--group` as a member of one (`member.rs`).
 
 mod client;
+mod member;
 
 use std::io::{BufRead, Write};
 
@@ -116,6 +117,10 @@ pub enum TopicCommand {
         num: Option<usize>,
         #[arg(long, value_enum, default_value_t = Format::Text)]
         format: Format,
+        /// Read as a member of this consumer group: its assigned partitions, from its
+        /// committed offsets (else from --offset / --timestamp), committing what was read.
+        #[arg(long, conflicts_with = "partition")]
+        group: Option<String>,
     },
 }
 
@@ -137,7 +142,12 @@ fn key_value(s: &str) -> Result<(String, String)> {
 
 pub fn main(args: TopicArgs) -> Result<()> {
     let mut c = Client::connect(&args.bootstrap)?;
-    let out = run(&mut c, args.command, &mut std::io::stdin().lock())?;
+    let out = run(
+        &mut c,
+        &args.bootstrap,
+        args.command,
+        &mut std::io::stdin().lock(),
+    )?;
     let mut stdout = std::io::stdout().lock();
     stdout.write_all(out.as_bytes())?;
     stdout.flush()?;
@@ -145,7 +155,12 @@ pub fn main(args: TopicArgs) -> Result<()> {
 }
 
 /// Runs one command; what it prints.
-fn run(c: &mut Client, command: TopicCommand, stdin: &mut dyn BufRead) -> Result<String> {
+fn run(
+    c: &mut Client,
+    bootstrap: &str,
+    command: TopicCommand,
+    stdin: &mut dyn BufRead,
+) -> Result<String> {
     match command {
         TopicCommand::Create {
             topic,
@@ -226,6 +241,7 @@ fn run(c: &mut Client, command: TopicCommand, stdin: &mut dyn BufRead) -> Result
             partition,
             num,
             format,
+            group,
         } => {
             let start = match timestamp {
                 Some(ms) => Start::At(ms),
@@ -235,7 +251,11 @@ fn run(c: &mut Client, command: TopicCommand, stdin: &mut dyn BufRead) -> Result
                     n => Start::Offset(n.parse().with_context(|| format!("--offset {n}"))?),
                 },
             };
-            consume(c, &topic, start, partition, num, format)
+            let read = Read { num, format };
+            match group {
+                Some(group) => consume_in_group(c, bootstrap, &group, &topic, start, read),
+                None => consume(c, &topic, start, partition, read).map(|(out, _)| out),
+            }
         }
     }
 }
@@ -459,16 +479,20 @@ enum Start {
     At(i64),
 }
 
-/// Reads each partition from its start to the high watermark it had when first asked
-/// (or until `num` records), in partition order.
-fn consume(
+/// How many records to print and how.
+#[derive(Debug, Clone, Copy)]
+struct Read {
+    num: Option<usize>,
+    format: Format,
+}
+
+/// Where each partition (or the one `only`) starts.
+fn start_offsets(
     c: &mut Client,
     topic: &str,
     start: Start,
     only: Option<i32>,
-    num: Option<usize>,
-    format: Format,
-) -> Result<String> {
+) -> Result<Vec<(i32, i64, i64)>> {
     let (starts, ends) = c.offsets(topic)?;
     let at = match start {
         Start::At(ms) => Some(c.offsets_at(topic, ms)?),
@@ -479,32 +503,94 @@ fn consume(
         Some(p) => bail!("topic {topic} has no partition {p}"),
         None => (0..ends.len() as i32).collect(),
     };
+    Ok(partitions
+        .into_iter()
+        .map(|p| {
+            let i = p as usize;
+            let from = match start {
+                Start::Beginning => starts[i],
+                Start::End => ends[i],
+                Start::Offset(o) => o.max(starts[i]),
+                Start::At(_) => at.as_ref().map_or(ends[i], |a| a[i]),
+            };
+            (p, from, ends[i])
+        })
+        .collect())
+}
+
+/// Reads each partition from where `start` says to the high watermark it had when first
+/// asked (or until `num` records), in partition order; what it prints and the next offset
+/// of each partition read.
+fn consume(
+    c: &mut Client,
+    topic: &str,
+    start: Start,
+    only: Option<i32>,
+    read: Read,
+) -> Result<(String, Vec<(i32, i64)>)> {
+    let ranges = start_offsets(c, topic, start, only)?;
+    read_ranges(c, topic, &ranges, read)
+}
+
+/// Reads `[from, end)` of each (partition, from, end).
+fn read_ranges(
+    c: &mut Client,
+    topic: &str,
+    ranges: &[(i32, i64, i64)],
+    read: Read,
+) -> Result<(String, Vec<(i32, i64)>)> {
     let mut out = String::new();
+    let mut positions = Vec::with_capacity(ranges.len());
     let mut printed = 0;
-    for p in partitions {
-        let i = p as usize;
-        let end = ends[i];
-        let mut next = match start {
-            Start::Beginning => starts[i],
-            Start::End => end,
-            Start::Offset(o) => o.max(starts[i]),
-            Start::At(_) => at.as_ref().map_or(end, |a| a[i]),
-        };
-        while next < end && num.is_none_or(|n| printed < n) {
+    for &(p, from, end) in ranges {
+        let mut next = from;
+        'partition: while next < end && read.num.is_none_or(|n| printed < n) {
             let (records, _) = c.fetch(topic, p, next)?;
             let Some(last) = records.last().map(|r| r.offset) else {
                 break;
             };
             for r in records {
-                if num.is_some_and(|n| printed >= n) || r.offset >= end {
-                    break;
+                if read.num.is_some_and(|n| printed >= n) || r.offset >= end {
+                    break 'partition;
                 }
-                out.push_str(&render(&r, format));
+                out.push_str(&render(&r, read.format));
                 printed += 1;
+                next = r.offset + 1;
             }
-            next = last + 1;
+            next = next.max(last + 1).min(end);
         }
+        positions.push((p, next));
     }
+    Ok((out, positions))
+}
+
+/// `consume --group`: joins, reads the assigned partitions from the group's committed
+/// offsets (`start` where none is), commits the positions reached and leaves.
+fn consume_in_group(
+    c: &mut Client,
+    bootstrap: &str,
+    group: &str,
+    topic: &str,
+    start: Start,
+    read: Read,
+) -> Result<String> {
+    let partitions = c.partition_count(topic)?;
+    let mut member = member::Member::join(bootstrap, group, topic, partitions as i32)?;
+    let committed = member.committed(topic)?;
+    let fallback = start_offsets(c, topic, start, None)?;
+    let ranges: Vec<(i32, i64, i64)> = committed
+        .iter()
+        .filter_map(|(p, at)| {
+            let &(_, from, end) = fallback.iter().find(|(q, _, _)| q == p)?;
+            Some((*p, at.unwrap_or(from), end))
+        })
+        .collect();
+    let (out, positions) = read_ranges(c, topic, &ranges, read)?;
+    let offsets: Vec<(String, i32, i64)> = positions
+        .into_iter()
+        .map(|(p, next)| (topic.to_string(), p, next))
+        .collect();
+    member.commit_and_leave(&offsets)?;
     Ok(out)
 }
 
