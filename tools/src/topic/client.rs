@@ -39,6 +39,13 @@ fn text(s: &str) -> StrBytes {
     StrBytes::from_string(s.to_string())
 }
 
+/// The one answer a request about one topic gets.
+fn only<'a, T>(answers: &'a [T], topic: &str) -> Result<&'a T> {
+    answers
+        .first()
+        .ok_or_else(|| anyhow!("no answer for topic {topic}"))
+}
+
 /// A Kafka error code as a `Result`, with what was being done.
 fn check(code: i16, message: Option<&StrBytes>, what: &str) -> Result<()> {
     if code == 0 {
@@ -134,10 +141,7 @@ impl Client {
                 .with_replication_factor(replication_factor)
                 .with_configs(configs)]);
         let resp = self.conn.send(&req).context("CreateTopics")?;
-        let t = resp
-            .topics
-            .first()
-            .ok_or_else(|| anyhow!("no answer for {topic}"))?;
+        let t = only(&resp.topics, topic)?;
         check(
             t.error_code,
             t.error_message.as_ref(),
@@ -204,10 +208,7 @@ impl Client {
                 .with_configuration_keys(None),
         ]);
         let resp = self.conn.send(&req).context("DescribeConfigs")?;
-        let r = resp
-            .results
-            .first()
-            .ok_or_else(|| anyhow!("no answer for {topic}"))?;
+        let r = only(&resp.results, topic)?;
         check(
             r.error_code,
             r.error_message.as_ref(),
@@ -247,10 +248,7 @@ impl Client {
                 .with_configs(configs),
         ]);
         let resp = self.conn.send(&req).context("IncrementalAlterConfigs")?;
-        let r = resp
-            .responses
-            .first()
-            .ok_or_else(|| anyhow!("no answer for {topic}"))?;
+        let r = only(&resp.responses, topic)?;
         check(
             r.error_code,
             r.error_message.as_ref(),
@@ -266,10 +264,7 @@ impl Client {
                 .with_count(count)
                 .with_assignments(None)]);
         let resp = self.conn.send(&req).context("CreatePartitions")?;
-        let r = resp
-            .results
-            .first()
-            .ok_or_else(|| anyhow!("no answer for {topic}"))?;
+        let r = only(&resp.results, topic)?;
         check(
             r.error_code,
             r.error_message.as_ref(),
@@ -288,10 +283,7 @@ impl Client {
             req.with_topic_names(vec![name(topic)])
         };
         let resp = self.conn.send(&req).context("DeleteTopics")?;
-        let r = resp
-            .responses
-            .first()
-            .ok_or_else(|| anyhow!("no answer for {topic}"))?;
+        let r = only(&resp.responses, topic)?;
         check(
             r.error_code,
             r.error_message.as_ref(),
