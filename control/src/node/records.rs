@@ -28,12 +28,12 @@ pub(super) fn config_records(
 pub(super) fn resource_config_records(
     image: &MetadataImage,
     resource: ConfigResource,
-    topic: &str,
+    name: &str,
     configs: Vec<(String, Option<String>)>,
     replace: bool,
 ) -> Vec<Record> {
     let current = image
-        .configs_of(resource, topic)
+        .configs_of(resource, name)
         .cloned()
         .unwrap_or_default();
     let mut changes: BTreeMap<String, Option<String>> = BTreeMap::new();
@@ -48,7 +48,7 @@ pub(super) fn resource_config_records(
         .filter(|(key, value)| current.get(key) != value.as_ref())
         .map(|(key, value)| Record::ConfigChange {
             resource,
-            resource_name: topic.to_string(),
+            resource_name: name.to_string(),
             key,
             value,
         })
