@@ -81,6 +81,14 @@ pub enum Request {
         group: String,
         configs: Vec<(String, Option<String>)>,
     },
+    /// Sets (`Some`) or removes (`None`) dynamic broker config keys of broker `broker`,
+    /// or of the cluster default when `None` (Kafka's BROKER resource with an empty
+    /// name). With `replace` the resource's keys become exactly those set here.
+    SetBrokerConfigs {
+        broker: Option<BrokerId>,
+        configs: Vec<(String, Option<String>)>,
+        replace: bool,
+    },
     /// Moves leadership back to each partition's preferred replica where it can.
     ElectLeaders,
     /// Kafka's ElectLeaders: `election` for each named partition (`None`: every
@@ -517,6 +525,26 @@ impl Request {
                 }
             }
             Request::ElectLeaders => e.u8(7),
+            Request::SetBrokerConfigs {
+                broker,
+                configs,
+                replace,
+            } => {
+                e.u8(16);
+                match broker {
+                    Some(b) => {
+                        e.u8(1);
+                        e.i32(b.0);
+                    }
+                    None => e.u8(0),
+                }
+                e.u32(configs.len() as u32);
+                for (k, v) in configs {
+                    e.str(k);
+                    e.opt_str(v.as_deref());
+                }
+                e.u8(u8::from(*replace));
+            }
             Request::Elect {
                 election,
                 partitions,
@@ -682,6 +710,21 @@ impl Request {
                 Request::SetGroupConfigs { group, configs }
             }
             7 => Request::ElectLeaders,
+            16 => {
+                let broker = match d.u8()? {
+                    0 => None,
+                    _ => Some(BrokerId(d.i32()?)),
+                };
+                let n = d.count(5)?;
+                let configs = (0..n)
+                    .map(|_| Ok((d.str()?, d.opt_str()?)))
+                    .collect::<Result<_, RpcError>>()?;
+                Request::SetBrokerConfigs {
+                    broker,
+                    configs,
+                    replace: d.bool()?,
+                }
+            }
             15 => {
                 let election = match d.u8()? {
                     0 => ElectionType::Preferred,
@@ -1100,6 +1143,16 @@ mod tests {
                 configs: vec![("consumer.session.timeout.ms".into(), Some("9000".into()))],
             },
             Request::ElectLeaders,
+            Request::SetBrokerConfigs {
+                broker: Some(BrokerId(2)),
+                configs: vec![("log.retention.ms".into(), Some("5".into()))],
+                replace: false,
+            },
+            Request::SetBrokerConfigs {
+                broker: None,
+                configs: vec![("log.segment.bytes".into(), None)],
+                replace: true,
+            },
             Request::Elect {
                 election: ElectionType::Unclean,
                 partitions: Some(vec![("t".into(), vec![0, 2]), ("u".into(), vec![])]),

@@ -109,6 +109,24 @@ fn main() -> std::io::Result<()> {
             epoch: BrokerEpoch(3),
         },
         Request::DeleteTopic { name: "t".into() },
+        Request::CreateTopic {
+            name: "t".into(),
+            partitions: -1,
+            replication_factor: -1,
+            configs: vec![],
+            topic_id: None,
+            validate_only: false,
+            assignment: vec![vec![BrokerId(1), BrokerId(2)]],
+        },
+        Request::Elect {
+            election: sluice_control::ElectionType::Unclean,
+            partitions: Some(vec![("t".into(), vec![0])]),
+        },
+        Request::SetBrokerConfigs {
+            broker: Some(BrokerId(1)),
+            configs: vec![("log.retention.ms".into(), Some("1000".into()))],
+            replace: false,
+        },
     ];
     for (i, r) in requests.iter().enumerate() {
         write(
@@ -127,6 +145,14 @@ fn main() -> std::io::Result<()> {
         },
         Reply::Done {
             offset: MetadataOffset(9),
+        },
+        Reply::Elected {
+            offset: MetadataOffset(10),
+            results: vec![sluice_control::rpc::PartitionElection {
+                topic: "t".into(),
+                partition: 0,
+                outcome: sluice_control::ElectionOutcome::Elected,
+            }],
         },
     ];
     for (i, r) in replies.iter().enumerate() {

@@ -10,6 +10,7 @@ mod cluster;
 mod config;
 mod group;
 mod placement;
+mod topic;
 mod tune;
 mod user;
 
@@ -38,6 +39,8 @@ enum Command {
     Bench(bench::BenchArgs),
     /// Consumer groups: list, describe (lag), reset-offsets, delete.
     Group(group::GroupArgs),
+    /// Topics: create, list, describe, alter-config, add-partitions, delete, produce, consume.
+    Topic(topic::TopicArgs),
     /// The cluster: status (brokers, controller, partition health), elect-leaders,
     /// placement (the partition → core map).
     Cluster(cluster::ClusterArgs),
@@ -119,6 +122,7 @@ fn main() {
         Command::Bench(args) => bench::main(args),
         Command::Group(args) => group::main(args),
         Command::User(args) => user::main(args),
+        Command::Topic(args) => topic::main(args),
         Command::Cluster(args) => cluster::main(args),
         Command::Partition(command) => placement::partition(command),
         Command::Tune(args) => match tune::main(args) {

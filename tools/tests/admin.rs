@@ -150,25 +150,33 @@ fn produce(addr: &str, topic: &str, codec: &str, values: &[String], one_per_batc
     p.flush(HANG_GUARD).unwrap();
 }
 
-/// Reads `n` values of partition 0 of `topic` from the start.
-fn consume(addr: &str, topic: &str, n: usize) -> Vec<String> {
+/// A consumer of partition 0 of `topic` from its start (outside any group).
+fn reader(addr: &str, topic: &str) -> BaseConsumer {
     let c: BaseConsumer = ClientConfig::new()
         .set("bootstrap.servers", addr)
         .set("group.id", "admin-test")
         .set("enable.auto.commit", "false")
+        .set("enable.partition.eof", "true")
         .create()
         .unwrap();
     let mut tpl = TopicPartitionList::new();
     tpl.add_partition_offset(topic, 0, Offset::Beginning)
         .unwrap();
     c.assign(&tpl).unwrap();
+    c
+}
+
+/// Reads `n` values of partition 0 of `topic` from the start.
+fn consume(addr: &str, topic: &str, n: usize) -> Vec<String> {
+    let c = reader(addr, topic);
     let started = std::time::Instant::now();
     let mut out = Vec::new();
     while out.len() < n {
         assert!(started.elapsed() < HANG_GUARD, "read {} of {n}", out.len());
-        if let Some(m) = c.poll(Duration::from_millis(50)) {
-            let m = m.unwrap();
-            out.push(String::from_utf8(m.payload().unwrap().to_vec()).unwrap());
+        match c.poll(Duration::from_millis(50)) {
+            Some(Ok(m)) => out.push(String::from_utf8(m.payload().unwrap().to_vec()).unwrap()),
+            Some(Err(rdkafka::error::KafkaError::PartitionEOF(_))) | None => {}
+            Some(Err(e)) => panic!("{e}"),
         }
     }
     out
@@ -317,17 +325,7 @@ fn keyless_records_on_a_compacted_topic_are_listed_in_record_errors() {
 
 /// Whatever partition 0 of `topic` holds, read until a poll finds nothing more.
 fn consume_available(addr: &str, topic: &str) -> Vec<String> {
-    let c: BaseConsumer = ClientConfig::new()
-        .set("bootstrap.servers", addr)
-        .set("group.id", "admin-test")
-        .set("enable.auto.commit", "false")
-        .set("enable.partition.eof", "true")
-        .create()
-        .unwrap();
-    let mut tpl = TopicPartitionList::new();
-    tpl.add_partition_offset(topic, 0, Offset::Beginning)
-        .unwrap();
-    c.assign(&tpl).unwrap();
+    let c = reader(addr, topic);
     let started = std::time::Instant::now();
     let mut out = Vec::new();
     loop {
@@ -462,10 +460,19 @@ fn elect_leaders_moves_leadership_to_the_preferred_replica_or_an_unclean_one_whe
         elect(&c.addr(1), 2, PREFERRED, Some(un0)).1,
         [("un".into(), 0, PREFERRED_LEADER_NOT_AVAILABLE)]
     );
-    assert_eq!(
-        elect(&c.addr(1), 2, UNCLEAN, Some(un0)),
-        (0, vec![("un".into(), 0, 0)])
-    );
+    // Through the CLI (the same ElectLeaders request).
+    let cli = |addr: &str| {
+        common::sluice(&[
+            "cluster",
+            "elect-leaders",
+            "--unclean",
+            "--partition",
+            "un/0",
+            "--bootstrap",
+            addr,
+        ])
+    };
+    assert_eq!(cli(&c.addr(1)), "un/0: elected\n");
     wait_partition(&c, 1, "un", "un led by 2", |p| {
         p.leader == 2 && p.isr == [2]
     });
@@ -474,6 +481,7 @@ fn elect_leaders_moves_leadership_to_the_preferred_replica_or_an_unclean_one_whe
         [("un".into(), 0, ELECTION_NOT_NEEDED)],
         "it has a leader now"
     );
+    assert!(cli(&c.addr(2)).contains("ElectionNotNeeded (84)"));
 }
 
 const TOPIC: i8 = 2;
@@ -587,4 +595,236 @@ fn incremental_alter_configs_appends_to_and_subtracts_from_list_configs() {
         Some("delete")
     );
     let _ = (SET, BROKER);
+}
+
+/// Kafka's config sources (DescribeConfigs).
+const SOURCE_TOPIC: i8 = 1;
+const SOURCE_DYNAMIC_BROKER: i8 = 2;
+const SOURCE_DYNAMIC_DEFAULT: i8 = 3;
+const SOURCE_DEFAULT: i8 = 5;
+const TYPE_LONG: i8 = 5;
+
+/// One config of a DescribeConfigs v4 answer (raw, with synonyms and documentation,
+/// which rdkafka does not show): value, source, type, read-only, documented, and its
+/// synonyms as (name, value, source).
+#[derive(Debug, Clone, PartialEq)]
+struct RawConfig {
+    value: String,
+    source: i8,
+    kind: i8,
+    read_only: bool,
+    documented: bool,
+    synonyms: Vec<(String, String, i8)>,
+}
+
+fn describe_raw(
+    addr: &str,
+    resource_type: i8,
+    name: &str,
+) -> Result<std::collections::BTreeMap<String, RawConfig>, i16> {
+    use common::raw;
+    use kafka_protocol::messages::describe_configs_request::DescribeConfigsResource;
+    use kafka_protocol::messages::{ApiKey, DescribeConfigsRequest, DescribeConfigsResponse};
+    use kafka_protocol::protocol::StrBytes;
+    let req = DescribeConfigsRequest::default()
+        .with_include_synonyms(true)
+        .with_include_documentation(true)
+        .with_resources(vec![DescribeConfigsResource::default()
+            .with_resource_type(resource_type)
+            .with_resource_name(StrBytes::from_string(name.to_string()))
+            .with_configuration_keys(None)]);
+    let mut s = raw::connect(addr);
+    let r: DescribeConfigsResponse = raw::call(&mut s, ApiKey::DescribeConfigs, 4, &req);
+    let one = &r.results[0];
+    if one.error_code != 0 {
+        return Err(one.error_code);
+    }
+    Ok(one
+        .configs
+        .iter()
+        .map(|c| {
+            let synonyms = c
+                .synonyms
+                .iter()
+                .map(|s| {
+                    let v = s.value.as_ref().map(|v| v.to_string()).unwrap_or_default();
+                    (s.name.to_string(), v, s.source)
+                })
+                .collect();
+            let config = RawConfig {
+                value: c.value.as_ref().map(|v| v.to_string()).unwrap_or_default(),
+                source: c.config_source,
+                kind: c.config_type,
+                read_only: c.read_only,
+                documented: c.documentation.as_ref().is_some_and(|d| !d.is_empty()),
+                synonyms,
+            };
+            (c.name.to_string(), config)
+        })
+        .collect())
+}
+
+#[test]
+fn dynamic_broker_configs_round_trip_with_sources_and_synonyms_and_apply_live() {
+    use rdkafka::admin::{ConfigSource, ResourceSpecifier};
+    let dir = common::tempdir("admin-broker-configs");
+    let b = Broker::start(dir.path());
+    let a = admin(&b.addr);
+    create_with(&a, "dyn", &[]).unwrap();
+    let week = "604800000";
+
+    // Through rdkafka: this broker's configs, its own result checked.
+    let described =
+        block_on(a.describe_configs([&ResourceSpecifier::Broker(1)], &options())).unwrap();
+    let broker = described[0].as_ref().expect("broker 1's own result");
+    let retention = broker.get("log.retention.ms").expect("log.retention.ms");
+    assert_eq!(
+        (retention.value.as_deref(), &retention.source),
+        (Some(week), &ConfigSource::Default)
+    );
+    assert!(!retention.is_read_only);
+    let node = broker.get("node.id").expect("node.id");
+    assert!(node.is_read_only);
+    assert_eq!(node.value.as_deref(), Some("1"));
+
+    // The cluster default, then this broker's own value: the topic follows the more
+    // specific, and says where its value comes from.
+    let key = "log.retention.ms";
+    assert_eq!(
+        incremental_alter(&b.addr, BROKER, "", &[(key, SET, Some("3000000"))]),
+        (0, None)
+    );
+    let topic = describe_raw(&b.addr, TOPIC, "dyn").unwrap();
+    let r = &topic["retention.ms"];
+    assert_eq!(
+        (r.value.as_str(), r.source, r.kind),
+        ("3000000", SOURCE_DYNAMIC_DEFAULT, TYPE_LONG)
+    );
+    assert!(r.documented && !r.read_only);
+    assert_eq!(
+        r.synonyms,
+        [
+            (
+                key.to_string(),
+                "3000000".to_string(),
+                SOURCE_DYNAMIC_DEFAULT
+            ),
+            (key.to_string(), week.to_string(), SOURCE_DEFAULT),
+        ]
+    );
+    assert_eq!(
+        incremental_alter(&b.addr, BROKER, "1", &[(key, SET, Some("2000000"))]),
+        (0, None)
+    );
+    let described =
+        block_on(a.describe_configs([&ResourceSpecifier::Broker(1)], &options())).unwrap();
+    let broker = described[0].as_ref().expect("broker 1's own result");
+    let retention = broker.get(key).unwrap();
+    assert_eq!(
+        (retention.value.as_deref(), &retention.source),
+        (Some("2000000"), &ConfigSource::DynamicBroker)
+    );
+    let cluster = describe_raw(&b.addr, BROKER, "").unwrap();
+    assert_eq!(
+        cluster.keys().collect::<Vec<_>>(),
+        [key],
+        "only what the default sets"
+    );
+    assert_eq!(cluster[key].source, SOURCE_DYNAMIC_DEFAULT);
+    let r = &describe_raw(&b.addr, TOPIC, "dyn").unwrap()["retention.ms"];
+    assert_eq!(
+        (r.value.as_str(), r.source),
+        ("2000000", SOURCE_DYNAMIC_BROKER)
+    );
+    assert_eq!(r.synonyms.len(), 3, "{r:?}");
+
+    // The topic's own value wins; deleting the broker's falls back to the default's.
+    assert_eq!(
+        incremental_alter(
+            &b.addr,
+            TOPIC,
+            "dyn",
+            &[("retention.ms", SET, Some("5000000"))]
+        ),
+        (0, None)
+    );
+    let r = &describe_raw(&b.addr, TOPIC, "dyn").unwrap()["retention.ms"];
+    assert_eq!(
+        (r.value.as_str(), r.source, r.synonyms.len()),
+        ("5000000", SOURCE_TOPIC, 4)
+    );
+    assert_eq!(
+        incremental_alter(&b.addr, TOPIC, "dyn", &[("retention.ms", DELETE, None)]),
+        (0, None)
+    );
+    assert_eq!(
+        incremental_alter(&b.addr, BROKER, "1", &[(key, DELETE, None)]),
+        (0, None)
+    );
+    let r = &describe_raw(&b.addr, TOPIC, "dyn").unwrap()["retention.ms"];
+    assert_eq!(
+        (r.value.as_str(), r.source),
+        ("3000000", SOURCE_DYNAMIC_DEFAULT)
+    );
+
+    // Keys Sluice does not honour are refused by name; the controller's keys only as
+    // the cluster default; bad values as their topic config refuses them.
+    let (error, message) = incremental_alter(
+        &b.addr,
+        BROKER,
+        "1",
+        &[("log.flush.scheduler.interval.ms", SET, Some("5"))],
+    );
+    assert_eq!(error, INVALID_CONFIG);
+    assert!(message
+        .unwrap_or_default()
+        .contains("log.flush.scheduler.interval.ms"));
+    assert_eq!(
+        incremental_alter(
+            &b.addr,
+            BROKER,
+            "1",
+            &[("min.insync.replicas", SET, Some("1"))]
+        )
+        .0,
+        INVALID_CONFIG
+    );
+    assert_eq!(
+        incremental_alter(
+            &b.addr,
+            BROKER,
+            "",
+            &[("log.segment.bytes", SET, Some("13"))]
+        )
+        .0,
+        INVALID_CONFIG
+    );
+    assert_eq!(
+        describe_raw(&b.addr, BROKER, "7"),
+        Err(42),
+        "another broker's id: INVALID_REQUEST"
+    );
+
+    // Applied live: with the cluster default's segment.bytes at 14, every batch rolls
+    // a segment of its own in the topic's open log.
+    assert_eq!(
+        incremental_alter(
+            &b.addr,
+            BROKER,
+            "",
+            &[("log.segment.bytes", SET, Some("14"))]
+        ),
+        (0, None)
+    );
+    let started = std::time::Instant::now();
+    let mut sent = 0;
+    while segments(&b, "dyn").len() < 3 {
+        assert!(
+            started.elapsed() < HANG_GUARD,
+            "{sent} batches, segments {:?}",
+            segments(&b, "dyn")
+        );
+        produce(&b.addr, "dyn", "none", &values(1), true);
+        sent += 1;
+    }
 }

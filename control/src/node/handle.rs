@@ -8,7 +8,7 @@ use std::time::{Duration, Instant};
 
 use super::membership::{add_controller, remove_controller};
 use super::records::{
-    add_partitions, config_records, create_topic_records, unknown_topic, TopicSpec,
+    add_partitions, create_topic_records, resource_config_records, unknown_topic, TopicSpec,
 };
 use super::{quorum_status, NodeState, APPLY_POLL, FETCH_IMAGE_WAIT_MS_MAX};
 use crate::active::Leaving;
@@ -111,6 +111,11 @@ async fn decide(state: &Rc<NodeState>, req: Request) -> Reply {
         Request::SetGroupConfigs { group, configs } => {
             set_group_configs(state, &group, configs).await
         }
+        Request::SetBrokerConfigs {
+            broker,
+            configs,
+            replace,
+        } => set_broker_configs(state, broker, configs, replace).await,
         Request::ElectLeaders => elect_leaders(state).await,
         Request::Elect {
             election,
@@ -240,7 +245,7 @@ async fn set_configs(
     if image.topic_by_name(topic).is_none() {
         return unknown_topic(topic);
     }
-    let records = config_records(&image, ConfigResource::Topic, topic, configs, replace);
+    let records = resource_config_records(&image, ConfigResource::Topic, topic, configs, replace);
     commit_changes(state, &image, &records).await
 }
 
@@ -252,7 +257,7 @@ async fn set_group_configs(
     configs: Vec<(String, Option<String>)>,
 ) -> Reply {
     let image = state.ctl.borrow().image();
-    let records = config_records(&image, ConfigResource::Group, group, configs, false);
+    let records = resource_config_records(&image, ConfigResource::Group, group, configs, false);
     commit_changes(state, &image, &records).await
 }
 
@@ -283,6 +288,28 @@ async fn set_scram(
         None => Record::RemoveUserScramCredential { user, mechanism },
     };
     commit(state, &[record]).await
+}
+
+/// Dynamic broker configs of `broker` (registered), or of the cluster default.
+async fn set_broker_configs(
+    state: &NodeState,
+    broker: Option<BrokerId>,
+    configs: Vec<(String, Option<String>)>,
+    replace: bool,
+) -> Reply {
+    let image = state.ctl.borrow().image();
+    let (resource, name) = match broker {
+        Some(b) if image.broker(b).is_none() => {
+            return refuse(
+                ErrorKind::InvalidRequest,
+                format!("broker {} is not registered", b.0),
+            )
+        }
+        Some(b) => (ConfigResource::Broker, b.0.to_string()),
+        None => (ConfigResource::Cluster, String::new()),
+    };
+    let records = resource_config_records(&image, resource, &name, configs, replace);
+    commit_changes(state, &image, &records).await
 }
 
 async fn elect_leaders(state: &NodeState) -> Reply {

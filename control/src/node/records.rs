@@ -13,18 +13,18 @@ use crate::records::{ConfigResource, PartitionAssignment, PartitionChange, Recor
 use crate::rpc::{ErrorKind, Reply};
 use crate::types::{BrokerId, LeaderEpoch, PartitionId, TopicId};
 
-/// The records that take a topic's (or a group's) configs from what `image` holds to what
-/// a SetConfigs asks: each key that changes, plus (with `replace`) the removal of every
-/// key not named.
-pub(super) fn config_records(
+/// The records that take a resource's configs (a topic's, a group's, a broker's, the
+/// cluster default's) from what `image` holds to what a request asks: each key that
+/// changes, plus (with `replace`) the removal of every key not named.
+pub(super) fn resource_config_records(
     image: &MetadataImage,
     resource: ConfigResource,
-    topic: &str,
+    name: &str,
     configs: Vec<(String, Option<String>)>,
     replace: bool,
 ) -> Vec<Record> {
     let current = image
-        .configs_of(resource, topic)
+        .configs_of(resource, name)
         .cloned()
         .unwrap_or_default();
     let mut changes: BTreeMap<String, Option<String>> = BTreeMap::new();
@@ -39,7 +39,7 @@ pub(super) fn config_records(
         .filter(|(key, value)| current.get(key) != value.as_ref())
         .map(|(key, value)| Record::ConfigChange {
             resource,
-            resource_name: topic.to_string(),
+            resource_name: name.to_string(),
             key,
             value,
         })
@@ -277,7 +277,7 @@ mod tests {
             ("cleanup.policy".to_string(), Some("delete".to_string())),
         ];
         assert_eq!(
-            keys(&config_records(
+            keys(&resource_config_records(
                 &image,
                 ConfigResource::Topic,
                 "t",
@@ -291,7 +291,7 @@ mod tests {
         );
         // Without replace only the named keys change.
         assert_eq!(
-            keys(&config_records(
+            keys(&resource_config_records(
                 &image,
                 ConfigResource::Topic,
                 "t",
@@ -302,6 +302,8 @@ mod tests {
         );
         // Removing a key that is not set changes nothing.
         let none = vec![("flush.ms".to_string(), None)];
-        assert!(config_records(&image, ConfigResource::Topic, "t", none, false).is_empty());
+        assert!(
+            resource_config_records(&image, ConfigResource::Topic, "t", none, false).is_empty()
+        );
     }
 }

@@ -41,6 +41,19 @@ pub struct TopicMeta {
     pub topic_id: [u8; 16],
     /// Only the configs set on this topic; defaults are not stored.
     pub configs: BTreeMap<String, String>,
+    /// The configs this broker's dynamic configs and the cluster's dynamic defaults set
+    /// for topics without their own value (topic key names; `config_keys::inherited`).
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub inherited: BTreeMap<String, String>,
+}
+
+impl TopicMeta {
+    /// The configs its log follows: the inherited ones under its own.
+    pub fn merged_configs(&self) -> BTreeMap<String, String> {
+        let mut merged = self.inherited.clone();
+        merged.extend(self.configs.iter().map(|(k, v)| (k.clone(), v.clone())));
+        merged
+    }
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -154,7 +167,7 @@ impl Catalog {
         for (name, old) in &data.topics {
             match next.get(name) {
                 Some(new) if new.topic_id == old.topic_id => {
-                    if new.configs != old.configs {
+                    if new.configs != old.configs || new.inherited != old.inherited {
                         changes.push(TopicChange::Configs { name: name.clone() });
                     }
                 }
@@ -171,6 +184,7 @@ impl Catalog {
                     && a.partitions == b.partitions
                     && a.topic_id == b.topic_id
                     && a.configs == b.configs
+                    && a.inherited == b.inherited
             });
         if same {
             return Ok(changes);
@@ -283,6 +297,7 @@ impl Catalog {
             partitions,
             topic_id: new_topic_id(name),
             configs,
+            inherited: BTreeMap::new(),
         };
         if validate_only {
             return Ok(meta);
@@ -324,7 +339,7 @@ impl Catalog {
             .lock()
             .topics
             .get(topic)
-            .map(|t| t.configs.clone())
+            .map(TopicMeta::merged_configs)
             .unwrap_or_default();
         // Stored configs were validated before they were stored.
         log_config(&self.defaults, &configs)
@@ -624,6 +639,8 @@ pub fn effective_configs(
         ("flush.policy", policy.to_string()),
         ("flush.ms", ms.to_string()),
         ("flush.bytes", bytes.to_string()),
+        ("index.interval.bytes", c.index_interval_bytes.to_string()),
+        ("preallocate", c.preallocate.to_string()),
         ("compression.type", c.compression.as_str().to_string()),
         ("cleanup.policy", c.cleanup_policy.as_str().to_string()),
         ("delete.retention.ms", c.delete_retention_ms.to_string()),
@@ -731,6 +748,7 @@ mod tests {
             partitions: 3,
             topic_id: [1; 16],
             configs: BTreeMap::new(),
+            inherited: BTreeMap::new(),
         };
         let syncing = {
             let c = c.clone();

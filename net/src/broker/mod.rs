@@ -23,6 +23,7 @@
 pub(crate) mod catalog;
 pub(crate) mod cluster;
 pub(crate) mod config;
+pub(crate) mod config_keys;
 pub(crate) mod fatal;
 pub(crate) mod replicas;
 pub(crate) mod server;

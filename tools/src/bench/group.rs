@@ -29,14 +29,9 @@ use std::time::{Duration, Instant};
 use anyhow::{anyhow, bail, Context, Result};
 use bytes::Bytes;
 use futures_lite::AsyncWriteExt;
-use kafka_protocol::messages::join_group_request::JoinGroupRequestProtocol;
 use kafka_protocol::messages::join_group_response::JoinGroupResponseMember;
-use kafka_protocol::messages::leave_group_request::MemberIdentity;
 use kafka_protocol::messages::sync_group_request::SyncGroupRequestAssignment;
-use kafka_protocol::messages::{
-    HeartbeatRequest, JoinGroupRequest, LeaveGroupRequest, OffsetCommitResponse,
-    OffsetFetchResponse, SyncGroupRequest,
-};
+use kafka_protocol::messages::{HeartbeatRequest, OffsetCommitResponse, OffsetFetchResponse};
 use kafka_protocol::protocol::{Request, StrBytes};
 
 use super::consumer::{spawn_fetch_loops, ConsumerConfig, GenerationLink, Until};
@@ -234,15 +229,13 @@ impl Member {
     async fn join(&mut self, cfg: &ConsumerConfig, g: &GroupConfig) -> Result<Vec<i32>> {
         let mut last = code::NONE;
         for _ in 0..JOIN_ATTEMPTS_MAX {
-            let req = JoinGroupRequest::default()
-                .with_group_id(proto::group_id(&g.group_id))
-                .with_session_timeout_ms(SESSION_TIMEOUT_MS)
-                .with_rebalance_timeout_ms(REBALANCE_TIMEOUT_MS)
-                .with_member_id(StrBytes::from_string(self.member_id.clone()))
-                .with_protocol_type(StrBytes::from_static_str(proto::PROTOCOL_TYPE))
-                .with_protocols(vec![JoinGroupRequestProtocol::default()
-                    .with_name(StrBytes::from_static_str(proto::RANGE_ASSIGNOR))
-                    .with_metadata(self.subscription.clone())]);
+            let req = proto::join_request(
+                &g.group_id,
+                &self.member_id,
+                self.subscription.clone(),
+                SESSION_TIMEOUT_MS,
+                REBALANCE_TIMEOUT_MS,
+            );
             let resp = self
                 .conn
                 .call(g.versions.join, &req, REBALANCE_TIMEOUT_MS as u64)
@@ -312,16 +305,13 @@ impl Member {
         g: &GroupConfig,
         assignments: Vec<SyncGroupRequestAssignment>,
     ) -> Result<Result<Bytes, i16>> {
-        let mut req = SyncGroupRequest::default()
-            .with_group_id(proto::group_id(&g.group_id))
-            .with_generation_id(self.generation)
-            .with_member_id(StrBytes::from_string(self.member_id.clone()))
-            .with_assignments(assignments);
-        if g.versions.sync >= 5 {
-            req = req
-                .with_protocol_type(Some(StrBytes::from_static_str(proto::PROTOCOL_TYPE)))
-                .with_protocol_name(Some(StrBytes::from_static_str(proto::RANGE_ASSIGNOR)));
-        }
+        let req = proto::sync_request(
+            g.versions.sync,
+            &g.group_id,
+            self.generation,
+            &self.member_id,
+            assignments,
+        );
         let resp = self
             .conn
             .call(g.versions.sync, &req, REBALANCE_TIMEOUT_MS as u64)
@@ -530,16 +520,7 @@ impl Member {
         if self.member_id.is_empty() {
             return Ok(());
         }
-        let id = StrBytes::from_string(self.member_id.clone());
-        let req = if g.versions.leave >= 3 {
-            LeaveGroupRequest::default()
-                .with_group_id(proto::group_id(&g.group_id))
-                .with_members(vec![MemberIdentity::default().with_member_id(id)])
-        } else {
-            LeaveGroupRequest::default()
-                .with_group_id(proto::group_id(&g.group_id))
-                .with_member_id(id)
-        };
+        let req = proto::leave_request(g.versions.leave, &g.group_id, &self.member_id);
         let resp = self
             .conn
             .call(g.versions.leave, &req, 0)
@@ -585,34 +566,12 @@ fn assign(
     cfg: &ConsumerConfig,
     full: bool,
 ) -> Result<Vec<SyncGroupRequestAssignment>> {
-    let topic = &cfg.routing.topic;
-    let mut subscribers = Vec::new();
-    for m in members {
-        let topics = proto::decode_subscription(&m.metadata)
-            .with_context(|| format!("subscription of member {}", m.member_id.as_str()))?;
-        if topics.contains(topic) {
-            subscribers.push(m.member_id.to_string());
-        }
-    }
     let partitions = if full {
         cfg.routing.partitions() as i32
     } else {
         0
     };
-    let ranges = proto::range_assign(&subscribers, partitions);
-    members
-        .iter()
-        .map(|m| {
-            let mine = subscribers
-                .iter()
-                .position(|s| s.as_str() == m.member_id.as_str())
-                .map(|i| vec![(topic.clone(), ranges[i].clone())])
-                .unwrap_or_default();
-            Ok(SyncGroupRequestAssignment::default()
-                .with_member_id(m.member_id.clone())
-                .with_assignment(proto::encode_assignment(&mine)?))
-        })
-        .collect()
+    proto::range_assignments(members, &cfg.routing.topic, partitions)
 }
 
 #[cfg(test)]

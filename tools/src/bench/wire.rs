@@ -37,6 +37,12 @@ pub fn our_range(key: ApiKey) -> (i16, i16) {
         ApiKey::Metadata => (1, 12),
         ApiKey::ListOffsets => (1, 7),
         ApiKey::CreateTopics => (2, 7),
+        // `sluice topic`'s admin calls.
+        ApiKey::DeleteTopics => (1, 6),
+        ApiKey::CreatePartitions => (0, 3),
+        ApiKey::DescribeConfigs => (1, 4),
+        ApiKey::IncrementalAlterConfigs => (0, 1),
+        ApiKey::ElectLeaders => (1, 2),
         ApiKey::ApiVersions => (0, 3),
         // Groups: up to the versions whose bodies the callers build (FindCoordinator v4
         // batches keys, OffsetFetch v8 batches groups, LeaveGroup v3 lists members).

@@ -4,6 +4,8 @@
 //! node answers; its view comes from its metadata image and its last exchange with the
 //! controller quorum.
 
+mod elect;
+
 use std::time::Duration;
 
 use anyhow::{anyhow, bail, Context, Result};
@@ -31,11 +33,23 @@ enum ClusterCommand {
         json: bool,
     },
     /// Move leadership to each partition's preferred replica where it is alive and in the
-    /// ISR.
+    /// ISR; with `--partition` or `--unclean`, Kafka's ElectLeaders for those partitions
+    /// through `--bootstrap`.
     ElectLeaders {
         /// Admin endpoint of any broker.
         #[arg(long, default_value = "127.0.0.1:9644", value_name = "HOST:PORT")]
         admin: String,
+        /// Only these partitions, `TOPIC/PARTITION` (repeatable; with `--unclean`, at
+        /// least one).
+        #[arg(long = "partition", value_name = "TOPIC/PARTITION")]
+        partitions: Vec<String>,
+        /// Give leaderless partitions a leader even outside the ISR and ELR (records the
+        /// old ISR acknowledged may be lost).
+        #[arg(long, requires = "partitions")]
+        unclean: bool,
+        /// A broker's Kafka listener, for `--partition` and `--unclean`.
+        #[arg(long, default_value = "127.0.0.1:9092", value_name = "HOST:PORT")]
+        bootstrap: String,
     },
     /// Add a controller to the quorum as a voter: `ID@HOST:PORT`, its quorum address. Start
     /// it first (`--roles controller` or `broker,controller`, with a `--controller-quorum`
@@ -87,7 +101,16 @@ pub fn main(args: ClusterArgs) -> Result<()> {
             let body = request(&admin, "POST", &path)?;
             print_membership(&format!("controller {id} removed"), &body)
         }
-        ClusterCommand::ElectLeaders { admin } => {
+        ClusterCommand::ElectLeaders {
+            partitions,
+            unclean,
+            bootstrap,
+            ..
+        } if !partitions.is_empty() => {
+            print!("{}", elect::run(&bootstrap, &partitions, unclean)?);
+            Ok(())
+        }
+        ClusterCommand::ElectLeaders { admin, .. } => {
             let body = request(&admin, "POST", "/cluster/elect-leaders")?;
             let v: Value = serde_json::from_str(&body).context("the elect-leaders answer")?;
             println!(

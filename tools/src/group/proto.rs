@@ -8,13 +8,18 @@ use anyhow::{anyhow, bail, Result};
 use bytes::{Buf, BufMut, Bytes, BytesMut};
 use kafka_protocol::messages::consumer_protocol_assignment::TopicPartition as AssignedTopic;
 use kafka_protocol::messages::find_coordinator_response::FindCoordinatorResponse;
+use kafka_protocol::messages::join_group_request::JoinGroupRequestProtocol;
+use kafka_protocol::messages::join_group_response::JoinGroupResponseMember;
+use kafka_protocol::messages::leave_group_request::MemberIdentity;
 use kafka_protocol::messages::offset_commit_request::{
     OffsetCommitRequestPartition, OffsetCommitRequestTopic,
 };
 use kafka_protocol::messages::offset_fetch_request::OffsetFetchRequestTopic;
+use kafka_protocol::messages::sync_group_request::SyncGroupRequestAssignment;
 use kafka_protocol::messages::{
     ConsumerProtocolAssignment, ConsumerProtocolSubscription, FindCoordinatorRequest, GroupId,
-    OffsetCommitRequest, OffsetCommitResponse, OffsetFetchRequest, OffsetFetchResponse, TopicName,
+    JoinGroupRequest, LeaveGroupRequest, OffsetCommitRequest, OffsetCommitResponse,
+    OffsetFetchRequest, OffsetFetchResponse, SyncGroupRequest, TopicName,
 };
 use kafka_protocol::protocol::{Decodable, Encodable, StrBytes};
 
@@ -262,6 +267,87 @@ pub fn range_assign(members: &[String], partitions: i32) -> Vec<Vec<i32>> {
         next += n;
     }
     out
+}
+
+/// A consumer's JoinGroup with the range assignor and its `subscription`.
+pub fn join_request(
+    group: &str,
+    member_id: &str,
+    subscription: Bytes,
+    session_timeout_ms: i32,
+    rebalance_timeout_ms: i32,
+) -> JoinGroupRequest {
+    JoinGroupRequest::default()
+        .with_group_id(group_id(group))
+        .with_session_timeout_ms(session_timeout_ms)
+        .with_rebalance_timeout_ms(rebalance_timeout_ms)
+        .with_member_id(StrBytes::from_string(member_id.to_string()))
+        .with_protocol_type(StrBytes::from_static_str(PROTOCOL_TYPE))
+        .with_protocols(vec![JoinGroupRequestProtocol::default()
+            .with_name(StrBytes::from_static_str(RANGE_ASSIGNOR))
+            .with_metadata(subscription)])
+}
+
+/// A SyncGroup at `version` (v5+ carry the protocol type and name).
+pub fn sync_request(
+    version: i16,
+    group: &str,
+    generation: i32,
+    member_id: &str,
+    assignments: Vec<SyncGroupRequestAssignment>,
+) -> SyncGroupRequest {
+    let req = SyncGroupRequest::default()
+        .with_group_id(group_id(group))
+        .with_generation_id(generation)
+        .with_member_id(StrBytes::from_string(member_id.to_string()))
+        .with_assignments(assignments);
+    if version < 5 {
+        return req;
+    }
+    req.with_protocol_type(Some(StrBytes::from_static_str(PROTOCOL_TYPE)))
+        .with_protocol_name(Some(StrBytes::from_static_str(RANGE_ASSIGNOR)))
+}
+
+/// A LeaveGroup at `version` (v3+ list the members).
+pub fn leave_request(version: i16, group: &str, member_id: &str) -> LeaveGroupRequest {
+    let id = StrBytes::from_string(member_id.to_string());
+    let req = LeaveGroupRequest::default().with_group_id(group_id(group));
+    if version >= 3 {
+        req.with_members(vec![MemberIdentity::default().with_member_id(id)])
+    } else {
+        req.with_member_id(id)
+    }
+}
+
+/// The leader's SyncGroup assignments: `topic`'s `partitions` by range over the members
+/// that subscribe to it (nothing for members of other topics).
+pub fn range_assignments(
+    members: &[JoinGroupResponseMember],
+    topic: &str,
+    partitions: i32,
+) -> Result<Vec<SyncGroupRequestAssignment>> {
+    let mut subscribers = Vec::new();
+    for m in members {
+        let topics = decode_subscription(&m.metadata)
+            .map_err(|e| anyhow!("subscription of member {}: {e}", m.member_id.as_str()))?;
+        if topics.iter().any(|t| t == topic) {
+            subscribers.push(m.member_id.to_string());
+        }
+    }
+    let ranges = range_assign(&subscribers, partitions);
+    members
+        .iter()
+        .map(|m| {
+            let mine = subscribers
+                .iter()
+                .position(|s| s.as_str() == m.member_id.as_str())
+                .map(|i| vec![(topic.to_string(), ranges[i].clone())])
+                .unwrap_or_default();
+            Ok(SyncGroupRequestAssignment::default()
+                .with_member_id(m.member_id.clone())
+                .with_assignment(encode_assignment(&mine)?))
+        })
+        .collect()
 }
 
 #[cfg(test)]

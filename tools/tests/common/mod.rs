@@ -367,6 +367,28 @@ pub fn sluice_output(args: &[&str]) -> (bool, String, String) {
     )
 }
 
+/// Runs `sluice ARGS` with `input` on its stdin: whether it exited 0, its stdout and its
+/// stderr.
+pub fn sluice_with_stdin(args: &[&str], input: &str) -> (bool, String, String) {
+    use std::io::Write;
+    let mut child = Command::new(env!("CARGO_BIN_EXE_sluice"))
+        .args(args)
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("run sluice");
+    let mut stdin = child.stdin.take().expect("stdin");
+    stdin.write_all(input.as_bytes()).expect("write stdin");
+    drop(stdin);
+    let out = child.wait_with_output().expect("sluice output");
+    (
+        out.status.success(),
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
 /// Runs the `sluice` binary with `args`; its stdout (it must exit 0).
 pub fn sluice(args: &[&str]) -> String {
     let out = Command::new(env!("CARGO_BIN_EXE_sluice"))

@@ -80,21 +80,31 @@ pub async fn change_metadata(
     timeout: Duration,
 ) -> Result<u64, (ErrorCode, String)> {
     match ask_controller(&image.view, req, timeout).await? {
-        Reply::Done { offset } => {
-            if image.wait_for(offset.0, timeout).await {
-                Ok(offset.0)
-            } else {
-                Err((
-                    code::REQUEST_TIMED_OUT,
-                    format!("metadata offset {} not reached in time", offset.0),
-                ))
-            }
-        }
+        Reply::Done { offset } => wait_applied(image, offset.0, timeout)
+            .await
+            .map(|()| offset.0),
         Reply::Error { kind, message } => Err((error_code(kind), message)),
         other => Err((
             code::UNKNOWN_SERVER_ERROR,
             format!("unexpected controller answer {other:?}"),
         )),
+    }
+}
+
+/// Waits until this shard's image has metadata offset `offset` (what the controller
+/// answered a change with).
+pub async fn wait_applied(
+    image: &ShardImage,
+    offset: u64,
+    timeout: Duration,
+) -> Result<(), (ErrorCode, String)> {
+    if image.wait_for(offset, timeout).await {
+        Ok(())
+    } else {
+        Err((
+            code::REQUEST_TIMED_OUT,
+            format!("metadata offset {offset} not reached in time"),
+        ))
     }
 }
 

@@ -42,11 +42,12 @@ pub use control_thread::ControlError;
 pub(crate) use control_thread::{control_main, ControlArgs};
 pub(crate) use controlled_shutdown::report_stopped;
 pub(crate) use controller::{
-    alter_isr, ask_controller, change_metadata, error_code, CONTROLLER_REQUEST_TIMEOUT,
+    alter_isr, ask_controller, change_metadata, error_code, wait_applied,
+    CONTROLLER_REQUEST_TIMEOUT,
 };
 pub(crate) use controller_blocking::{
     change_controllers_blocking, elect_leaders_blocking, MembershipError,
 };
 pub(crate) use shard_image::ShardImage;
 pub(crate) use status_json::status_json;
-pub(crate) use view::{current, BrokerState, ClusterView};
+pub(crate) use view::{current, dynamic_broker_configs, BrokerState, ClusterView};

@@ -250,6 +250,8 @@ impl ClusterView {
         let Some(catalog) = &self.catalog else {
             return;
         };
+        let (broker, cluster) = dynamic_broker_configs(image, self.node_id);
+        let inherited = crate::broker::config_keys::inherited(&broker, &cluster);
         let topics = image
             .topics()
             .map(|t| TopicMeta {
@@ -260,6 +262,7 @@ impl ClusterView {
                     .configs_of(sluice_control::ConfigResource::Topic, &t.name)
                     .cloned()
                     .unwrap_or_default(),
+                inherited: inherited.clone(),
             })
             .collect();
         match catalog.sync_from(topics) {
@@ -309,4 +312,23 @@ impl ClusterView {
     pub fn rotate(&self) {
         self.target.fetch_add(1, Ordering::Relaxed);
     }
+}
+
+/// The dynamic broker configs of broker `node_id` and the cluster's dynamic defaults, as
+/// the image holds them (broker key names).
+pub(crate) fn dynamic_broker_configs(
+    image: &MetadataImage,
+    node_id: i32,
+) -> (BTreeMap<String, String>, BTreeMap<String, String>) {
+    use sluice_control::ConfigResource;
+    let of = |resource, name: &str| {
+        image
+            .configs_of(resource, name)
+            .cloned()
+            .unwrap_or_default()
+    };
+    (
+        of(ConfigResource::Broker, &node_id.to_string()),
+        of(ConfigResource::Cluster, ""),
+    )
 }

@@ -1,5 +1,8 @@
-//! AlterConfigs (replace a topic's configs) and IncrementalAlterConfigs (set, delete,
-//! append to and subtract from list configs, single keys). Validated here, recorded in the metadata log by the
+//! AlterConfigs (replace a topic's or a broker's configs) and IncrementalAlterConfigs
+//! (set, delete, append to and subtract from list configs, single keys) on topics, on a
+//! broker (its dynamic configs) and on the cluster default (the BROKER resource named "").
+//! Broker keys are the broker synonyms of the topic configs Sluice honours
+//! (`log.retention.ms`, …); any other is refused by name. Validated here, recorded in the metadata log by the
 //! controller, then applied live on every shard that owns a partition of the topic.
 
 use std::collections::BTreeMap;
@@ -13,12 +16,14 @@ use kafka_protocol::messages::{
 use kafka_protocol::protocol::StrBytes;
 
 use sluice_control::rpc::Request as ControllerRequest;
+use sluice_control::BrokerId;
 
 use super::create_topics::catalog_error_code;
-use super::describe_configs::RESOURCE_TOPIC;
+use super::describe_configs::{RESOURCE_BROKER, RESOURCE_TOPIC};
 use super::ApiSpec;
 use crate::broker::catalog::log_config;
-use crate::broker::cluster::{change_metadata, CONTROLLER_REQUEST_TIMEOUT};
+use crate::broker::cluster::{change_metadata, dynamic_broker_configs, CONTROLLER_REQUEST_TIMEOUT};
+use crate::broker::config_keys;
 use crate::broker::shard::{Shard, ShardOp};
 use crate::kafka::errors::{code, ErrorCode};
 use crate::kafka::frame::{decode_body, encode_response, FrameError, Request, ResponseFrame};
@@ -41,7 +46,10 @@ const OP_SUBTRACT: i8 = 3;
 
 /// Topic configs whose value is a comma-separated list (Kafka's `ConfigDef.Type.LIST`),
 /// with Kafka's default: the only ones APPEND and SUBTRACT apply to.
-const LIST_CONFIGS: &[(&str, &str)] = &[("cleanup.policy", "delete")];
+const LIST_CONFIGS: &[(&str, &str)] = &[
+    ("cleanup.policy", "delete"),
+    ("log.cleanup.policy", "delete"),
+];
 
 /// One IncrementalAlterConfigs operation on one key.
 enum KeyOp {
@@ -210,6 +218,89 @@ async fn apply(
     (code::NONE, None)
 }
 
+/// Validates a change of dynamic broker configs (this or another registered broker's, or
+/// the cluster default's when `name` is empty), has the controller record it; every
+/// broker's logs follow when its image has it (`config_keys::inherited`).
+async fn apply_broker(
+    shard: &Rc<Shard>,
+    name: &str,
+    change: Change,
+    validate_only: bool,
+) -> (ErrorCode, Option<String>) {
+    let broker = match name {
+        "" => None,
+        id => match id.parse::<i32>() {
+            Ok(id) => Some(BrokerId(id)),
+            Err(_) => {
+                return (
+                    code::INVALID_REQUEST,
+                    Some(format!("broker resource name {id:?} is not a broker id")),
+                )
+            }
+        },
+    };
+    let image = shard.cluster.image();
+    let (own, cluster) = dynamic_broker_configs(&image, broker.map_or(-1, |b| b.0));
+    let current = if broker.is_some() { own } else { cluster };
+    let (configs, replace) = match change {
+        Change::Replace(configs) => (
+            configs.into_iter().map(|(k, v)| (k, Some(v))).collect(),
+            true,
+        ),
+        Change::Keys(ops) => match resolve(&current, ops) {
+            Ok(keys) => (keys, false),
+            Err(message) => return (code::INVALID_CONFIG, Some(message)),
+        },
+    };
+    for (key, value) in &configs {
+        if let Err(message) = check_broker_key(shard, broker.is_some(), key, value.as_deref()) {
+            return (code::INVALID_CONFIG, Some(message));
+        }
+    }
+    if validate_only {
+        return (code::NONE, None);
+    }
+    let req = ControllerRequest::SetBrokerConfigs {
+        broker,
+        configs,
+        replace,
+    };
+    if let Err((error, message)) =
+        change_metadata(&shard.cluster, &req, CONTROLLER_REQUEST_TIMEOUT).await
+    {
+        return (error, Some(message));
+    }
+    tracing::info!(broker = name, "dynamic broker configs changed");
+    (code::NONE, None)
+}
+
+/// A dynamic broker config key Sluice honours (refused by name otherwise), settable at
+/// this level, with a value its topic config accepts.
+fn check_broker_key(
+    shard: &Shard,
+    per_broker: bool,
+    key: &str,
+    value: Option<&str>,
+) -> Result<(), String> {
+    let Some(topic_key) = config_keys::by_broker_key(key) else {
+        return Err(format!(
+            "broker config {key} is not one Sluice honours dynamically"
+        ));
+    };
+    if per_broker && config_keys::CLUSTER_ONLY_KEYS.contains(&key) {
+        return Err(format!(
+            "{key} is set for the whole cluster only (the BROKER resource named \"\")"
+        ));
+    }
+    let Some(value) = value else {
+        return Ok(());
+    };
+    let one = BTreeMap::from([(topic_key.name.to_string(), value.to_string())]);
+    log_config(&shard.catalog.defaults, &one)
+        .map(drop)
+        .map_err(|e| format!("{key}: {e}"))
+}
+
 /// One resource of either request: its type, its name and the change it asks for
 /// (`Err`: why it asks for none).
 type Resource<'a> = (i8, &'a StrBytes, Result<Change, String>);
@@ -247,44 +338,21 @@ async fn alter_each<'a, R: ResourceAnswer>(
 ) -> Vec<R> {
     let mut out = Vec::with_capacity(resources.size_hint().0);
     for (resource_type, name, change) in resources {
-        let (error, message) = if resource_type == super::group_configs::RESOURCE_GROUP {
-            match change {
-                Ok(Change::Keys(ops)) => {
-                    // Group configs are numbers: only SET and DELETE apply.
-                    let keys: Result<Vec<(String, Option<String>)>, String> = ops
-                        .into_iter()
-                        .map(|(k, op)| match op {
-                            KeyOp::Set(v) => Ok((k, Some(v))),
-                            KeyOp::Delete => Ok((k, None)),
-                            KeyOp::Append(_) | KeyOp::Subtract(_) => {
-                                Err(format!("{k} is not a list config"))
-                            }
-                        })
-                        .collect();
-                    match keys {
-                        Ok(keys) => {
-                            super::group_configs::alter(shard, name, keys, validate_only).await
-                        }
-                        Err(m) => (code::INVALID_CONFIG, Some(m)),
-                    }
-                }
-                Ok(Change::Replace(_)) => (
-                    code::INVALID_REQUEST,
-                    Some("group configs are altered with IncrementalAlterConfigs".into()),
-                ),
-                Err(m) => (code::INVALID_CONFIG, Some(m)),
+        let (error, message) = match (resource_type, change) {
+            (RESOURCE_TOPIC | RESOURCE_BROKER, Err(m)) => (code::INVALID_CONFIG, Some(m)),
+            (RESOURCE_TOPIC, Ok(change)) => apply(shard, name, change, validate_only).await,
+            (RESOURCE_BROKER, Ok(change)) => apply_broker(shard, name, change, validate_only).await,
+            (super::group_configs::RESOURCE_GROUP, change) => {
+                alter_group(shard, name, change, validate_only).await
             }
-        } else if resource_type != RESOURCE_TOPIC {
-            (
+            _ => (
                 code::INVALID_REQUEST,
-                Some("only topic configs can be altered".to_string()),
-            )
-        } else {
-            match change {
-                Err(m) => (code::INVALID_CONFIG, Some(m)),
-                Ok(change) => apply(shard, name, change, validate_only).await,
-            }
+                Some("only topic, broker and group configs can be altered".to_string()),
+            ),
         };
+        if error != code::NONE {
+            tracing::info!(resource = %name.as_str(), ?message, "config change refused");
+        }
         let message = message.map(StrBytes::from_string);
         out.push(R::new(error.into(), message, resource_type, name.clone()));
     }
@@ -345,6 +413,39 @@ fn incremental_keys(
             Ok((key, op))
         })
         .collect()
+}
+
+/// A consumer group's configs (IncrementalAlterConfigs only): numbers, so SET and DELETE
+/// apply, APPEND and SUBTRACT do not.
+async fn alter_group(
+    shard: &Rc<Shard>,
+    name: &StrBytes,
+    change: Result<Change, String>,
+    validate_only: bool,
+) -> (ErrorCode, Option<String>) {
+    match change {
+        Ok(Change::Keys(ops)) => {
+            let keys: Result<Vec<(String, Option<String>)>, String> = ops
+                .into_iter()
+                .map(|(k, op)| match op {
+                    KeyOp::Set(v) => Ok((k, Some(v))),
+                    KeyOp::Delete => Ok((k, None)),
+                    KeyOp::Append(_) | KeyOp::Subtract(_) => {
+                        Err(format!("{k} is not a list config"))
+                    }
+                })
+                .collect();
+            match keys {
+                Ok(keys) => super::group_configs::alter(shard, name, keys, validate_only).await,
+                Err(m) => (code::INVALID_CONFIG, Some(m)),
+            }
+        }
+        Ok(Change::Replace(_)) => (
+            code::INVALID_REQUEST,
+            Some("group configs are altered with IncrementalAlterConfigs".into()),
+        ),
+        Err(m) => (code::INVALID_CONFIG, Some(m)),
+    }
 }
 
 #[cfg(test)]

@@ -13,6 +13,7 @@ use kafka_protocol::protocol::StrBytes;
 use sluice_control::rpc::Request as ControllerRequest;
 use sluice_control::BrokerId;
 
+use super::create_topics::check_replica_count;
 use super::ApiSpec;
 use crate::broker::catalog::PARTITIONS_PER_TOPIC_MAX;
 use crate::broker::cluster::{change_metadata, CONTROLLER_REQUEST_TIMEOUT};
@@ -48,6 +49,18 @@ pub async fn handle(shard: &Rc<Shard>, req: &Request) -> Result<ResponseFrame, F
                     .with_error_message(Some(StrBytes::from_string(format!(
                         "more than {PARTITIONS_PER_TOPIC_MAX} partitions assigned"
                     )))),
+            );
+            continue;
+        }
+        let too_long = t
+            .assignments
+            .iter()
+            .flatten()
+            .find_map(|a| check_replica_count(a.broker_ids.len()).err());
+        if let Some((error, message)) = too_long {
+            results.push(
+                r.with_error_code(error.into())
+                    .with_error_message(Some(StrBytes::from_string(message))),
             );
             continue;
         }

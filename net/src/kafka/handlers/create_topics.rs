@@ -142,6 +142,7 @@ fn manual_assignment(t: &CreatableTopic) -> Result<Vec<Vec<BrokerId>>, (ErrorCod
     }
     let mut by_index: BTreeMap<i32, Vec<BrokerId>> = BTreeMap::new();
     for a in &t.assignments {
+        check_replica_count(a.broker_ids.len())?;
         let replicas = a.broker_ids.iter().map(|b| BrokerId(b.0)).collect();
         if by_index.insert(a.partition_index, replicas).is_some() {
             return Err((
@@ -160,6 +161,20 @@ fn manual_assignment(t: &CreatableTopic) -> Result<Vec<Vec<BrokerId>>, (ErrorCod
         ));
     }
     Ok(by_index.into_values().collect())
+}
+
+/// Replicas one partition may be assigned: more than any cluster has brokers (a longer
+/// list repeats or invents one), refused before it travels to the controller.
+pub const REPLICAS_PER_PARTITION_MAX: usize = 1024;
+
+pub fn check_replica_count(n: usize) -> Result<(), (ErrorCode, String)> {
+    if n > REPLICAS_PER_PARTITION_MAX {
+        return Err((
+            code::INVALID_REPLICA_ASSIGNMENT,
+            format!("{n} replicas assigned to one partition; at most {REPLICAS_PER_PARTITION_MAX}"),
+        ));
+    }
+    Ok(())
 }
 
 fn created(

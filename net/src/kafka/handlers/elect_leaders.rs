@@ -15,7 +15,9 @@ use sluice_control::rpc::{PartitionElection, Reply, Request as ControllerRequest
 use sluice_control::{ElectionOutcome, ElectionType};
 
 use super::ApiSpec;
-use crate::broker::cluster::{ask_controller, error_code, CONTROLLER_REQUEST_TIMEOUT};
+use crate::broker::cluster::{
+    ask_controller, error_code, wait_applied, CONTROLLER_REQUEST_TIMEOUT,
+};
 use crate::broker::shard::Shard;
 use crate::kafka::errors::{code, ErrorCode};
 use crate::kafka::frame::{decode_body, encode_response, FrameError, Request, ResponseFrame};
@@ -115,7 +117,7 @@ pub async fn handle(shard: &Rc<Shard>, req: &Request) -> Result<ResponseFrame, F
             );
         }
     };
-    let count: usize = asked.iter().flatten().map(|(_, ps)| ps.len()).sum();
+    let count: usize = asked.iter().flatten().map(|(_, ps)| ps.len().max(1)).sum();
     if count > ELECT_PARTITIONS_MAX {
         let message = format!("{count} partitions named; at most {ELECT_PARTITIONS_MAX}");
         tracing::info!(count, "ElectLeaders refused: too many partitions");
@@ -154,18 +156,8 @@ async fn elect(
 ) -> Result<Vec<PartitionElection>, (ErrorCode, String)> {
     match ask_controller(&shard.cluster.view, ask, CONTROLLER_REQUEST_TIMEOUT).await? {
         Reply::Elected { offset, results } => {
-            if shard
-                .cluster
-                .wait_for(offset.0, CONTROLLER_REQUEST_TIMEOUT)
-                .await
-            {
-                Ok(results)
-            } else {
-                Err((
-                    code::REQUEST_TIMED_OUT,
-                    format!("metadata offset {} not reached in time", offset.0),
-                ))
-            }
+            wait_applied(&shard.cluster, offset.0, CONTROLLER_REQUEST_TIMEOUT).await?;
+            Ok(results)
         }
         Reply::Error { kind, message } => Err((error_code(kind), message)),
         other => Err((
