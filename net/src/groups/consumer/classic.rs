@@ -40,13 +40,7 @@ pub const CLASSIC_PROTOCOLS_MAX: usize = 16;
 /// Newest embedded consumer protocol version we decode (later ones only append fields).
 const CONSUMER_PROTOCOL_VERSION_MAX: i16 = 3;
 
-/// What a classic member joined with (Kafka's `ClassicMemberMetadata`).
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct ClassicMeta {
-    pub session_timeout_ms: i32,
-    /// (name, metadata) in the member's order of preference; never empty.
-    pub protocols: Vec<(String, Bytes)>,
-}
+pub use super::super::consumer_records::ClassicMeta;
 
 impl ClassicMeta {
     /// The protocol the member is answered with: its first.

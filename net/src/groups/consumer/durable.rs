@@ -194,6 +194,7 @@ impl ConsumerGroup {
             m.compiled_regex = compiled;
             m.rebalance_timeout_ms = meta.rebalance_timeout_ms;
             m.assignor = meta.assignor;
+            m.classic = meta.classic;
             if let Some(c) = stored.current.get(&id) {
                 m.epoch = c.epoch;
                 m.previous_epoch = c.previous_epoch;
@@ -233,6 +234,7 @@ pub(super) fn meta_of(m: &Member) -> MemberMeta {
         regex: m.regex.clone(),
         rebalance_timeout_ms: m.rebalance_timeout_ms,
         assignor: m.assignor.clone(),
+        classic: m.classic.clone(),
     }
 }
 
