@@ -406,7 +406,10 @@ fn classic_join(
             member_id,
             ..JoinOutcome::default()
         },
-        Err((e, _)) => return Err(e),
+        Err((e, member_id)) => {
+            tracing::info!(group = %req.group_id, member = %member_id, error = %e, "classic JoinGroup to a consumer group refused");
+            return Err(e);
+        }
     };
     Ok(JoinReply::Now(outcome))
 }
@@ -793,7 +796,20 @@ impl Groups {
                     self.config.consumer_session_timeout_ms,
                     self.config.consumer_heartbeat_interval_ms,
                 ));
-                return classic_join(g, &req, fresh, topics, &config);
+                let reply = classic_join(g, &req, fresh, topics, &config);
+                if reply.is_ok() && g.all_classic() {
+                    // A classic static member replaced the last consumer-protocol one
+                    // (Kafka's `validateOnlineDowngradeWithReplacedMemberId`); the sweep
+                    // writes the records.
+                    let mut recs = OffsetsRecords::new();
+                    self.maybe_downgrade(&mut part, &req.group_id, &mut recs);
+                    part.tombstones.extend(
+                        recs.into_iter()
+                            .filter(|(_, v)| v.is_none())
+                            .map(|(k, _)| k),
+                    );
+                }
+                return reply;
             }
             part.consumer.remove(&req.group_id);
             let tombstones = ConsumerGroup::deletion_records(&req.group_id);

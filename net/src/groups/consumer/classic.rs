@@ -17,7 +17,7 @@
 //! (`validate::OWNED_PARTITIONS_MAX`).
 
 use std::collections::BTreeSet;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use bytes::{Buf, BufMut, Bytes, BytesMut};
 use kafka_protocol::messages::consumer_protocol_assignment::TopicPartition as AssignedTopic;
@@ -373,6 +373,12 @@ impl ConsumerGroup {
         member.last_seen = now;
         let owned = by_id(&sub.owned, topics);
         let id = self.admit(member, &before, new, bump, topics, Some(&owned), now);
+        if let Some(m) = self.members.get_mut(&id) {
+            if m.state != MemberState::UnrevokedPartitions {
+                // It rejoined: no join timeout runs (a revocation's deadline does).
+                m.revoke_deadline = None;
+            }
+        }
         let m = &self.members[&id];
         Ok(ClassicJoined {
             member_id: id.clone(),
@@ -465,6 +471,12 @@ impl ConsumerGroup {
         let id = m.member_id.clone();
         if let Some(m) = self.members.get_mut(&id) {
             m.last_seen = now;
+            if rejoin {
+                // Kafka's join timeout: a member told to rejoin that does not within its
+                // rebalance timeout is removed (`expire`), heartbeats or not.
+                let timeout = Duration::from_millis(m.rebalance_timeout_ms.max(0) as u64);
+                m.revoke_deadline.get_or_insert(now + timeout);
+            }
         }
         if rejoin {
             code::REBALANCE_IN_PROGRESS
