@@ -815,7 +815,7 @@ mod classic;
 mod durable;
 mod validate;
 
-pub use classic::{ClassicJoin, ClassicMeta, PROTOCOL_TYPE};
+pub use classic::{ClassicMeta, PROTOCOL_TYPE};
 
 pub use durable::StoredGroup;
 use durable::{current_of, meta_of, Changes, Part};

@@ -373,24 +373,7 @@ fn classic_join(
     topics: &dyn TopicSource,
     config: &ConsumerConfig,
 ) -> Result<JoinReply, ErrorCode> {
-    let join = consumer::ClassicJoin {
-        member_id: req.member_id.clone(),
-        instance_id: req.group_instance_id.clone(),
-        client_id: req.client_id.clone(),
-        client_host: req.client_host.clone(),
-        session_timeout_ms: req.session_timeout_ms,
-        rebalance_timeout_ms: req.rebalance_timeout_ms,
-        protocol_type: req.protocol_type.clone(),
-        protocols: req.protocols.clone(),
-    };
-    let outcome = match g.classic_join(
-        &join,
-        fresh,
-        req.require_known_member_id,
-        topics,
-        config,
-        Instant::now(),
-    ) {
+    let outcome = match g.classic_join(req, fresh, topics, config, Instant::now()) {
         Ok(j) => JoinOutcome {
             error: code::NONE,
             generation: j.generation,

@@ -29,6 +29,7 @@ use sluice_control::TopicId;
 
 use super::super::records::{GroupValue, MemberValue};
 use super::super::subscription::{self, TopicSource};
+use super::super::JoinRequest;
 use super::validate::{ID_BYTES_MAX, OWNED_PARTITIONS_MAX};
 use super::{ConsumerConfig, ConsumerGroup, Member, MemberState};
 use crate::kafka::errors::{code, ErrorCode};
@@ -57,20 +58,6 @@ impl ClassicMeta {
             .map_or(0, |v| i16::from_be_bytes([v[0], v[1]]))
             .clamp(0, CONSUMER_PROTOCOL_VERSION_MAX)
     }
-}
-
-/// A JoinGroup of a classic member to a consumer group (checked by the caller for the
-/// group id, session timeout and protocol type).
-#[derive(Debug, Clone)]
-pub struct ClassicJoin {
-    pub member_id: String,
-    pub instance_id: Option<String>,
-    pub client_id: String,
-    pub client_host: String,
-    pub session_timeout_ms: i32,
-    pub rebalance_timeout_ms: i32,
-    pub protocol_type: String,
-    pub protocols: Vec<(String, Bytes)>,
 }
 
 /// The JoinGroup answer: the member's id, its epoch as the generation, the protocol.
@@ -154,7 +141,7 @@ pub fn encode_assignment(version: i16, assigned: &[(String, Vec<i32>)]) -> Bytes
 
 /// Checks a classic JoinGroup's protocols: Kafka's `throwIfClassicProtocolIsNotSupported`
 /// (the consumer protocol type, a protocol every classic member offers) and our bounds.
-fn check_protocols(g: &ConsumerGroup, join: &ClassicJoin) -> Result<Subscription, ErrorCode> {
+fn check_protocols(g: &ConsumerGroup, join: &JoinRequest) -> Result<Subscription, ErrorCode> {
     if join.protocol_type != PROTOCOL_TYPE
         || join.protocols.is_empty()
         || join.protocols.len() > CLASSIC_PROTOCOLS_MAX
@@ -308,9 +295,8 @@ impl ConsumerGroup {
     /// is the id a new member gets. `Err(MEMBER_ID_REQUIRED)` comes with that id.
     pub fn classic_join(
         &mut self,
-        join: &ClassicJoin,
+        join: &JoinRequest,
         fresh: String,
-        require_known_member_id: bool,
         topics: &dyn TopicSource,
         config: &ConsumerConfig,
         now: Instant,
@@ -323,17 +309,21 @@ impl ConsumerGroup {
         };
         let known = self.members.contains_key(&member_id)
             || join
-                .instance_id
+                .group_instance_id
                 .as_ref()
                 .is_some_and(|i| self.statics.contains_key(i));
         if !known && self.members.len() >= config.members_max {
             return Err((code::GROUP_MAX_SIZE_REACHED, member_id));
         }
         let sub = check_protocols(self, join).map_err(|e| (e, member_id.clone()))?;
-        if unknown && require_known_member_id && join.instance_id.is_none() {
+        if unknown && join.require_known_member_id && join.group_instance_id.is_none() {
             return Err((code::MEMBER_ID_REQUIRED, member_id));
         }
-        let (mut member, new) = match join.instance_id.as_ref().and_then(|i| self.statics.get(i)) {
+        let (mut member, new) = match join
+            .group_instance_id
+            .as_ref()
+            .and_then(|i| self.statics.get(i))
+        {
             Some(old_id) if *old_id == member_id => (self.members[old_id].clone(), false),
             // Kafka: a classic static member always takes its instance id's place.
             Some(old_id) => {
@@ -358,8 +348,8 @@ impl ConsumerGroup {
         if sub.rack.is_some() {
             member.rack_id = sub.rack.clone();
         }
-        if join.instance_id.is_some() {
-            member.instance_id = join.instance_id.clone();
+        if join.group_instance_id.is_some() {
+            member.instance_id = join.group_instance_id.clone();
         }
         if join.rebalance_timeout_ms > 0 {
             member.rebalance_timeout_ms = join.rebalance_timeout_ms;

@@ -1,4 +1,5 @@
 use super::*;
+use crate::groups::JoinRequest;
 use crate::kafka::errors::ErrorCode;
 
 struct Topics {
@@ -603,10 +604,11 @@ fn classic_subscription(owned: &[i32]) -> bytes::Bytes {
     b.freeze()
 }
 
-fn classic_join_of(id: &str, owned: &[i32]) -> ClassicJoin {
-    ClassicJoin {
+fn classic_join_of(id: &str, owned: &[i32]) -> JoinRequest {
+    JoinRequest {
+        group_id: "g".into(),
         member_id: id.into(),
-        instance_id: None,
+        group_instance_id: None,
         client_id: "c".into(),
         client_host: "/127.0.0.1".into(),
         session_timeout_ms: 10_000,
@@ -616,6 +618,7 @@ fn classic_join_of(id: &str, owned: &[i32]) -> ClassicJoin {
             ("range".into(), classic_subscription(owned)),
             ("roundrobin".into(), classic_subscription(owned)),
         ],
+        require_known_member_id: false,
     }
 }
 
@@ -660,22 +663,16 @@ fn a_classic_group_converts_hosts_its_classic_members_and_goes_back() {
     let c = h.ok(join("c"));
     assert_eq!((c.member_epoch, parts(&c)), (4, vec![]));
     let now = h.now;
-    assert_eq!(
-        h.g.classic_heartbeat("a", None, 3, now),
-        code::REBALANCE_IN_PROGRESS
-    );
-    assert_eq!(
-        h.g.classic_heartbeat("a", None, 2, now),
-        code::ILLEGAL_GENERATION
-    );
-    assert_eq!(
-        h.g.classic_heartbeat("x", None, 3, now),
-        code::UNKNOWN_MEMBER_ID
-    );
-    assert_eq!(
-        h.g.classic_heartbeat("c", None, 4, now),
-        code::UNKNOWN_MEMBER_ID
-    );
+    for (id, generation, want) in [
+        ("a", 3, code::REBALANCE_IN_PROGRESS),
+        ("a", 2, code::ILLEGAL_GENERATION),
+        ("x", 3, code::UNKNOWN_MEMBER_ID),
+        // A consumer-protocol member is no classic one.
+        ("c", 4, code::UNKNOWN_MEMBER_ID),
+    ] {
+        let got = h.g.classic_heartbeat(id, None, generation, now);
+        assert_eq!(got, want, "{id} at {generation}");
+    }
     assert_eq!(synced(&mut h, "a", 3), Err(code::REBALANCE_IN_PROGRESS));
     // Each classic member rejoins having given everything up (an eager protocol) and
     // is answered with its share at the new epoch.
@@ -684,7 +681,6 @@ fn a_classic_group_converts_hosts_its_classic_members_and_goes_back() {
             h.g.classic_join(
                 &classic_join_of(id, &[]),
                 "unused".into(),
-                true,
                 &h.topics,
                 &config(),
                 now,
@@ -728,30 +724,28 @@ fn classic_joins_get_kafkas_codes_and_a_silent_rejoin_is_removed() {
     h.g = ConsumerGroup::from_classic(&classic_group(), &h.topics, h.now).expect("converts");
     let now = h.now;
     let mut j = classic_join_of("", &[]);
+    j.require_known_member_id = true;
     let r =
-        h.g.classic_join(&j, "fresh".into(), true, &h.topics, &config(), now);
+        h.g.classic_join(&j, "fresh".into(), &h.topics, &config(), now);
     assert_eq!(r, Err((code::MEMBER_ID_REQUIRED, "fresh".to_string())));
     j.protocol_type = "connect".into();
     let r =
-        h.g.classic_join(&j, "fresh".into(), false, &h.topics, &config(), now);
+        h.g.classic_join(&j, "fresh".into(), &h.topics, &config(), now);
     assert_eq!(r.map_err(|e| e.0), Err(code::INCONSISTENT_GROUP_PROTOCOL));
     let mut j = classic_join_of("d", &[]);
     j.protocols = (0..=classic::CLASSIC_PROTOCOLS_MAX)
         .map(|i| (format!("p{i}"), classic_subscription(&[])))
         .collect();
-    let r =
-        h.g.classic_join(&j, "d".into(), false, &h.topics, &config(), now);
+    let r = h.g.classic_join(&j, "d".into(), &h.topics, &config(), now);
     assert_eq!(r.map_err(|e| e.0), Err(code::INCONSISTENT_GROUP_PROTOCOL));
     let mut j = classic_join_of("d", &[]);
     j.protocols[0].1 = bytes::Bytes::from_static(&[0, 0, 0xff]);
-    let r =
-        h.g.classic_join(&j, "d".into(), false, &h.topics, &config(), now);
+    let r = h.g.classic_join(&j, "d".into(), &h.topics, &config(), now);
     assert_eq!(r.map_err(|e| e.0), Err(code::INCONSISTENT_GROUP_PROTOCOL));
     // A third classic member joins (members_max is 3); a fourth finds the group full.
     h.g.classic_join(
         &classic_join_of("d", &[]),
         "d".into(),
-        false,
         &h.topics,
         &config(),
         now,
@@ -760,7 +754,6 @@ fn classic_joins_get_kafkas_codes_and_a_silent_rejoin_is_removed() {
     let r = h.g.classic_join(
         &classic_join_of("e", &[]),
         "e".into(),
-        false,
         &h.topics,
         &config(),
         now,
