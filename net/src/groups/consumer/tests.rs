@@ -781,3 +781,38 @@ fn classic_joins_get_kafkas_codes_and_a_silent_rejoin_is_removed() {
     assert_eq!(h.g.classic_leave("b", None, 0), code::NONE);
     assert_eq!(h.g.classic_leave("b", None, 0), code::UNKNOWN_MEMBER_ID);
 }
+
+#[test]
+fn hosted_classic_members_come_back_classic_after_a_restart() {
+    let mut h = Harness::new();
+    h.g = ConsumerGroup::from_classic(&classic_group(), &h.topics, h.now).expect("converts");
+    h.ok(join("c"));
+    let now = h.now;
+    h.g.classic_join(
+        &classic_join_of("a", &[]),
+        "a".into(),
+        &h.topics,
+        &config(),
+        now,
+    )
+    .unwrap();
+    let mut stored = StoredGroup::default();
+    replay(&mut stored, &h.g.records("g", true));
+    let back = ConsumerGroup::restore(stored, now, 0);
+    let (a, b) = (back.member("a").unwrap(), back.member("b").unwrap());
+    assert_eq!(a.classic, h.g.member("a").unwrap().classic);
+    assert_eq!(a.classic.as_ref().map(|c| c.protocols.len()), Some(2));
+    assert_eq!(
+        b.classic.as_ref().map(|c| c.session_timeout_ms),
+        Some(10_000)
+    );
+    assert!(back.member("c").unwrap().classic.is_none());
+    // They carry on as classic members: `a` at its epoch, `b` told to rejoin.
+    let mut h2 = Harness::new();
+    h2.g = back;
+    assert_eq!(h2.g.classic_heartbeat("a", None, 4, now), code::NONE);
+    assert_eq!(
+        h2.g.classic_heartbeat("b", None, 3, now),
+        code::REBALANCE_IN_PROGRESS
+    );
+}
