@@ -768,8 +768,9 @@ fn a_group_switches_protocols_once_empty_keeping_its_commits() {
     leave(back);
 }
 
-/// A classic-protocol member (librdkafka's own heartbeat every 250 ms).
-fn classic_member(b: &Broker, group: &str) -> Member {
+/// A classic-protocol member (librdkafka's own heartbeat every 250 ms) assigning with
+/// `strategy`.
+fn classic_member(b: &Broker, group: &str, strategy: &str) -> Member {
     member(
         b,
         group,
@@ -777,6 +778,7 @@ fn classic_member(b: &Broker, group: &str) -> Member {
             ("group.protocol", "classic"),
             ("heartbeat.interval.ms", "250"),
             ("session.timeout.ms", "6000"),
+            ("partition.assignment.strategy", strategy),
         ],
     )
 }
@@ -856,6 +858,18 @@ fn group_type(addr: &str, group: &str) -> String {
 
 #[test]
 fn a_rolling_conversion_keeps_commits_and_single_owners_both_ways() {
+    rolling_conversion("range,roundrobin");
+}
+
+#[test]
+fn a_rolling_conversion_of_cooperative_members_keeps_commits_and_single_owners() {
+    rolling_conversion("cooperative-sticky");
+}
+
+/// Classic members (assigning with `strategy`) are replaced one by one by
+/// consumer-protocol members, then back; every step settles with single owners and
+/// every record is read exactly once.
+fn rolling_conversion(strategy: &str) {
     const N: i32 = 4;
     const PER: usize = 10;
     let (_dir, b) = broker("cg-roll");
@@ -869,8 +883,8 @@ fn a_rolling_conversion_keeps_commits_and_single_owners_both_ways() {
         drain(members, seen, batches * PER * N as usize, what);
     };
     // Two classic members read and commit.
-    let a = classic_member(&b, group);
-    let c = classic_member(&b, group);
+    let a = classic_member(&b, group, strategy);
+    let c = classic_member(&b, group, strategy);
     a.subscribe(&["roll"]).unwrap();
     c.subscribe(&["roll"]).unwrap();
     settle(&[&a, &c], "classic split", N, &[2, 2]);
@@ -895,8 +909,8 @@ fn a_rolling_conversion_keeps_commits_and_single_owners_both_ways() {
     batch(&[&d, &e], &mut seen, "consumer members read");
     // And back: classic members join the consumer group; when the last
     // consumer-protocol member leaves, the group is classic again.
-    let f = classic_member(&b, group);
-    let g = classic_member(&b, group);
+    let f = classic_member(&b, group, strategy);
+    let g = classic_member(&b, group, strategy);
     f.subscribe(&["roll"]).unwrap();
     g.subscribe(&["roll"]).unwrap();
     settle(&[&d, &e, &f, &g], "four mixed members", N, &[1, 1, 1, 1]);
