@@ -148,6 +148,8 @@ pub struct Member {
     /// Partitions it must give up.
     pub revoking: Assignment,
     pub last_seen: Instant,
+    /// When the member is removed unless it gave up its partitions by then (its
+    /// rebalance timeout); for a classic member also the join and sync timeouts.
     revoke_deadline: Option<Instant>,
     /// Set for a member speaking the classic protocol (online migration, `classic.rs`).
     pub classic: Option<ClassicMeta>,

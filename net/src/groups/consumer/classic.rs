@@ -365,8 +365,10 @@ impl ConsumerGroup {
         let id = self.admit(member, &before, new, bump, topics, Some(&owned), now);
         if let Some(m) = self.members.get_mut(&id) {
             if m.state != MemberState::UnrevokedPartitions {
-                // It rejoined: no join timeout runs (a revocation's deadline does).
-                m.revoke_deadline = None;
+                // It rejoined, ending a join timeout; Kafka's sync timeout runs until its
+                // SyncGroup (a revocation's deadline runs on otherwise).
+                let timeout = Duration::from_millis(m.rebalance_timeout_ms.max(0) as u64);
+                m.revoke_deadline = Some(now + timeout);
             }
         }
         let m = &self.members[&id];
@@ -435,6 +437,9 @@ impl ConsumerGroup {
         let id = m.member_id.clone();
         if let Some(m) = self.members.get_mut(&id) {
             m.last_seen = now;
+            if m.state != MemberState::UnrevokedPartitions {
+                m.revoke_deadline = None;
+            }
         }
         Ok(out)
     }

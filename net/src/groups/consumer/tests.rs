@@ -777,9 +777,30 @@ fn classic_joins_get_kafkas_codes_and_a_silent_rejoin_is_removed() {
     // `d` was silent past its own session timeout (10 s, not the group's 45 s).
     let gone = h.g.expire(Duration::from_secs(45), later, 0);
     assert_eq!(gone, vec!["a".to_string(), "d".to_string()]);
-    // A classic member leaves by LeaveGroup; a consumer-protocol id is not one.
-    assert_eq!(h.g.classic_leave("b", None, 0), code::NONE);
-    assert_eq!(h.g.classic_leave("b", None, 0), code::UNKNOWN_MEMBER_ID);
+    // A member that joins and never syncs is removed after its rebalance timeout (a
+    // member that syncs is not: see the test above, where `a` and `b` outlive it).
+    let r = h.g.classic_join(
+        &classic_join_of("e", &[]),
+        "e".into(),
+        &h.topics,
+        &config(),
+        later,
+    );
+    assert!(r.is_ok(), "{r:?}");
+    let much_later = later + Duration::from_millis(20_001);
+    assert_eq!(
+        h.g.classic_heartbeat("b", None, 3, much_later),
+        code::REBALANCE_IN_PROGRESS
+    );
+    let gone = h.g.expire(Duration::from_secs(45), much_later, 0);
+    // `b`, told to rejoin at `later`, never did either.
+    assert_eq!(gone, vec!["b".to_string(), "e".to_string()]);
+    // A classic member leaves by LeaveGroup, once.
+    let f = classic_join_of("f", &[]);
+    h.g.classic_join(&f, "f".into(), &h.topics, &config(), much_later)
+        .unwrap();
+    assert_eq!(h.g.classic_leave("f", None, 0), code::NONE);
+    assert_eq!(h.g.classic_leave("f", None, 0), code::UNKNOWN_MEMBER_ID);
 }
 
 #[test]
