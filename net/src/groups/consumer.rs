@@ -297,6 +297,8 @@ impl ConsumerGroup {
         self.session_timeout_ms = Some(config.session_timeout_ms);
         let (mut member, new) = self.member_for(hb, config, now)?;
         let before = member.clone();
+        // It speaks the consumer protocol now, whatever it spoke before.
+        member.classic = None;
         let bump = new | update_member(&mut member, hb);
         member.last_seen = now;
         let id = self.admit(member, &before, new, bump, topics, hb.owned.as_deref(), now);
@@ -367,7 +369,8 @@ impl ConsumerGroup {
             if hb.member_epoch == 0 {
                 match existing.and_then(|id| self.members.get(&id).cloned()) {
                     Some(old) if old.member_id == hb.member_id => return Ok((old, false)),
-                    Some(old) if old.epoch != STATIC_LEAVE_EPOCH => {
+                    // Kafka: a classic incarnation is replaced at once (a rolling upgrade).
+                    Some(old) if old.epoch != STATIC_LEAVE_EPOCH && old.classic.is_none() => {
                         return Err(Refusal::new(
                             code::UNRELEASED_INSTANCE_ID,
                             format!(

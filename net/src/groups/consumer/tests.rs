@@ -837,3 +837,27 @@ fn hosted_classic_members_come_back_classic_after_a_restart() {
         code::REBALANCE_IN_PROGRESS
     );
 }
+
+#[test]
+fn a_static_classic_member_restarting_on_the_consumer_protocol_takes_its_place() {
+    use super::super::records::GroupValue;
+    let mut v: GroupValue = classic_group();
+    v.members[0].group_instance_id = Some("inst-a".into());
+    let mut h = Harness::new();
+    h.g = ConsumerGroup::from_classic(&v, &h.topics, h.now).expect("converts");
+    let mut hb = join("a2");
+    hb.instance_id = Some("inst-a".into());
+    let ok = h.ok(hb);
+    assert_eq!(ok.member_id, "a2");
+    assert!(
+        h.g.member("a").is_none(),
+        "the classic incarnation is replaced"
+    );
+    let m = h.g.member("a2").unwrap();
+    assert!(m.classic.is_none());
+    assert_eq!(
+        h.held("a2"),
+        vec![0, 1, 2],
+        "it keeps the old incarnation's partitions"
+    );
+}
