@@ -590,9 +590,10 @@ impl Groups {
         config: &ConsumerConfig,
         recs: &mut OffsetsRecords,
     ) -> Result<HeartbeatOk, Refusal> {
+        let mut replaced = None;
         if let Some(g) = part.groups.get(group_id) {
             if !g.is_empty() {
-                self.upgrade(part, group_id, topics, recs)?;
+                replaced = Some(self.upgrade(part, group_id, hb.member_epoch, topics, recs)?);
             } else {
                 // An empty classic group becomes a consumer group (its offsets stay).
                 part.groups.remove(group_id);
@@ -631,20 +632,36 @@ impl Groups {
         } else if out.is_ok() && hb.member_epoch == consumer::LEAVE_EPOCH {
             self.maybe_downgrade(part, group_id, recs);
         }
+        if let Some(mut old) = replaced {
+            if out.is_err() {
+                // As Kafka, which applies none of a refused heartbeat's records: the
+                // group stays classic.
+                part.consumer.remove(group_id);
+                recs.clear();
+                part.groups.insert(group_id.to_string(), old);
+                return out;
+            }
+            // Members waiting in a rebalance rejoin the consumer group.
+            old.fail_all_waiters(code::REBALANCE_IN_PROGRESS);
+            tracing::info!(group = %group_id, members = old.live_members(), "classic group upgraded to a consumer group");
+        }
         out
     }
 
-    /// A consumer-protocol member joins a non-empty classic group: with the migration
-    /// policy's leave, a group of the embedded consumer protocol within the size bound
-    /// becomes a consumer group hosting its classic members (Kafka's
+    /// A consumer-protocol member joins (epoch 0) a non-empty classic group: with the
+    /// migration policy's leave, a group of the embedded consumer protocol within the size
+    /// bound becomes a consumer group hosting its classic members (Kafka's
     /// `validateOnlineUpgrade` and `convertToConsumerGroup`); else GROUP_ID_NOT_FOUND.
+    /// Returns the classic group it replaced, for the caller to put back should the
+    /// heartbeat be refused.
     fn upgrade(
         &self,
         part: &mut Part,
         group_id: &str,
+        member_epoch: i32,
         topics: &dyn TopicSource,
         recs: &mut OffsetsRecords,
-    ) -> Result<(), Refusal> {
+    ) -> Result<Group, Refusal> {
         let refuse = |why: &str| {
             tracing::info!(group = %group_id, "classic group not upgraded to a consumer group: {why}");
             Err(Refusal::new(
@@ -652,9 +669,12 @@ impl Groups {
                 format!("Group {group_id} is not a consumer group."),
             ))
         };
-        let Some(g) = part.groups.get_mut(group_id) else {
-            return Ok(());
+        let Some(g) = part.groups.get(group_id) else {
+            return refuse("the group is gone");
         };
+        if member_epoch != 0 {
+            return refuse("only a joining member (epoch 0) converts a group");
+        }
         if !self.config.consumer_migration_policy.upgrade() {
             return refuse("the online upgrade is disabled");
         }
@@ -668,13 +688,13 @@ impl Groups {
         let Some(converted) = ConsumerGroup::from_classic(&g.snapshot(), topics, now) else {
             return refuse("a member's embedded consumer protocol is malformed");
         };
-        // Members waiting in a rebalance rejoin the consumer group.
-        g.fail_all_waiters(code::REBALANCE_IN_PROGRESS);
-        part.groups.remove(group_id);
+        let old = part
+            .groups
+            .remove(group_id)
+            .ok_or_else(|| Refusal::new(code::GROUP_ID_NOT_FOUND, "the group is gone"))?;
         recs.push((records::group_key(group_id), None));
-        tracing::info!(group = %group_id, members = converted.members().count(), "classic group upgraded to a consumer group");
         part.consumer.insert(group_id.to_string(), converted);
-        Ok(())
+        Ok(old)
     }
 
     /// A consumer group left with classic members only goes back to classic, with the
@@ -1373,6 +1393,117 @@ mod tests {
         g.unload(p);
         assert_eq!(g.check_commit("g", -1, "", None, 8), code::NOT_COORDINATOR);
         assert_eq!(g.stats(&[p]).committed_offsets, 0, "state forgotten");
+    }
+
+    struct OneTopic;
+
+    impl TopicSource for OneTopic {
+        fn version(&self) -> u64 {
+            1
+        }
+        fn topic(&self, name: &str) -> Option<(sluice_control::TopicId, i32)> {
+            (name == "t").then_some((sluice_control::TopicId(7), 4))
+        }
+        fn each(&self, f: &mut dyn FnMut(&str, sluice_control::TopicId, i32)) {
+            f("t", sluice_control::TopicId(7), 4);
+        }
+    }
+
+    /// A consumer protocol subscription (v0) to topic `t`.
+    fn subscription_to_t() -> Bytes {
+        Bytes::from_static(&[0, 0, 0, 0, 0, 1, 0, 1, b't', 0xff, 0xff, 0xff, 0xff])
+    }
+
+    /// A classic member's JoinGroup (v3: no member id required) to group `g`.
+    fn classic_join_to_g() -> JoinRequest {
+        JoinRequest {
+            group_id: "g".into(),
+            member_id: String::new(),
+            group_instance_id: None,
+            client_id: "c".into(),
+            client_host: String::new(),
+            session_timeout_ms: 10_000,
+            rebalance_timeout_ms: 10_000,
+            protocol_type: "consumer".into(),
+            protocols: vec![("range".into(), subscription_to_t())],
+            require_known_member_id: false,
+        }
+    }
+
+    #[test]
+    fn a_consumer_member_upgrades_a_classic_group_and_its_leave_downgrades_it() {
+        let g = Groups::new(GroupsConfig::default(), 1);
+        g.install(0, Loaded::default());
+        g.join(classic_join_to_g(), &OneTopic).unwrap();
+        let timing = (45_000, 5_000);
+        let hb = |epoch: i32| Heartbeat {
+            member_id: "n".into(),
+            member_epoch: epoch,
+            rebalance_timeout_ms: if epoch == 0 { 60_000 } else { -1 },
+            topic_names: (epoch == 0).then(|| vec!["t".into()]),
+            owned: (epoch == 0).then(Vec::new),
+            ..Heartbeat::default()
+        };
+        // Only a joining member converts.
+        let (r, recs) = g.consumer_heartbeat("g", &hb(3), &OneTopic, timing);
+        assert_eq!(r.unwrap_err().code, code::GROUP_ID_NOT_FOUND);
+        assert!(recs.is_empty());
+        assert!(g.is_classic("g").unwrap());
+        // A joining one does: the classic group's record is tombstoned and the consumer
+        // group written.
+        let (r, recs) = g.consumer_heartbeat("g", &hb(0), &OneTopic, timing);
+        let epoch = r.unwrap().member_epoch;
+        assert!(!g.is_classic("g").unwrap());
+        assert!(recs.contains(&(records::group_key("g"), None)));
+        assert_eq!(g.consumer_describe("g").unwrap().unwrap().members.len(), 2);
+        // The consumer member leaves: a classic group again, written as one.
+        let (r, recs) = g.consumer_heartbeat("g", &hb(consumer::LEAVE_EPOCH), &OneTopic, timing);
+        assert!(r.is_ok() && epoch > 0);
+        assert!(g.is_classic("g").unwrap());
+        assert!(g.consumer_describe("g").unwrap().is_none());
+        assert_eq!(
+            recs.last().map(|(k, _)| k.clone()),
+            Some(records::group_key("g"))
+        );
+        assert!(recs.last().is_some_and(|(_, v)| v.is_some()));
+    }
+
+    #[test]
+    fn the_migration_policy_gates_each_direction() {
+        for (policy, upgrades) in [
+            (MigrationPolicy::Disabled, false),
+            (MigrationPolicy::Downgrade, false),
+            (MigrationPolicy::Upgrade, true),
+        ] {
+            let config = GroupsConfig {
+                consumer_migration_policy: policy,
+                ..GroupsConfig::default()
+            };
+            let g = Groups::new(config, 1);
+            g.install(0, Loaded::default());
+            g.join(classic_join_to_g(), &OneTopic).unwrap();
+            let hb = Heartbeat {
+                member_id: "n".into(),
+                member_epoch: 0,
+                rebalance_timeout_ms: 60_000,
+                topic_names: Some(vec!["t".into()]),
+                owned: Some(Vec::new()),
+                ..Heartbeat::default()
+            };
+            let (r, _) = g.consumer_heartbeat("g", &hb, &OneTopic, (45_000, 5_000));
+            assert_eq!(r.is_ok(), upgrades, "{policy:?}");
+            assert_eq!(g.is_classic("g").unwrap(), !upgrades, "{policy:?}");
+            if upgrades {
+                let leave = Heartbeat {
+                    member_epoch: consumer::LEAVE_EPOCH,
+                    ..hb
+                };
+                g.consumer_heartbeat("g", &leave, &OneTopic, (45_000, 5_000))
+                    .0
+                    .unwrap();
+                assert!(!g.is_classic("g").unwrap(), "{policy:?} does not downgrade");
+            }
+        }
     }
 
     fn commit(offset: i64, ts: i64) -> CommitValue {
