@@ -1109,6 +1109,26 @@ mod tests {
     }
 
     #[test]
+    fn the_migration_policy_takes_kafkas_names() {
+        let policy = |toml: &str| {
+            let f: FileConfig = toml::from_str(toml).unwrap();
+            groups_config(&f.groups).map(|g| g.consumer_migration_policy)
+        };
+        assert_eq!(
+            policy("[groups]\n").unwrap(),
+            MigrationPolicy::Bidirectional
+        );
+        assert_eq!(
+            policy("[groups]\nconsumer_migration_policy = \"UPGRADE\"\n").unwrap(),
+            MigrationPolicy::Upgrade
+        );
+        let err = policy("[groups]\nconsumer_migration_policy = \"sideways\"\n")
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("groups.consumer_migration_policy"), "{err}");
+    }
+
+    #[test]
     fn connection_and_request_bounds_are_read_and_checked() {
         let parse = |t: &str| toml::from_str::<FileConfig>(t).unwrap();
         let f = parse(
