@@ -48,5 +48,5 @@ pub use broker::config::{ClusterConfig, FlushSetting, Roles, ServerConfig, Topic
 pub use broker::fatal::{install_panic_exit, PanicScope, PANIC_EXIT_CODE};
 pub use broker::server::{start, ExecutorError, Server, ServerError, ShardError, StopHandle};
 pub use broker::shutdown::STOP_MAX;
-pub use groups::{now_ms, GroupsConfig};
+pub use groups::{now_ms, GroupsConfig, MigrationPolicy};
 pub use txn::TxnConfig;

@@ -8,7 +8,9 @@ use std::path::{Path, PathBuf};
 use anyhow::{anyhow, bail, Context, Result};
 use serde::Deserialize;
 use sluice_net::placement::{PartitionPolicy, Pin, PlacementSettings};
-use sluice_net::{FlushSetting, GroupsConfig, Roles, ServerConfig, TopicDefaults, TxnConfig};
+use sluice_net::{
+    FlushSetting, GroupsConfig, MigrationPolicy, Roles, ServerConfig, TopicDefaults, TxnConfig,
+};
 use sluice_tuning::{CoreSpec, CpuSet, HostCpus, Placement, PlacementConfig, SysRoot};
 
 #[derive(Debug, Default, Deserialize)]
@@ -122,6 +124,8 @@ pub struct GroupsFileConfig {
     pub offset_metadata_bytes_max: Option<u64>,
     pub consumer_session_timeout_ms: Option<u32>,
     pub consumer_heartbeat_interval_ms: Option<u32>,
+    /// bidirectional | upgrade | downgrade | disabled (group.consumer.migration.policy)
+    pub consumer_migration_policy: Option<String>,
 }
 
 /// `[transactions]`: the transaction coordinator.
@@ -946,6 +950,15 @@ fn groups_config(g: &GroupsFileConfig) -> Result<GroupsConfig> {
             d.consumer_heartbeat_interval_ms as usize,
         )?
         .min(i32::MAX as usize) as i32,
+        consumer_migration_policy: match &g.consumer_migration_policy {
+            None => d.consumer_migration_policy,
+            Some(p) => MigrationPolicy::parse(p).ok_or_else(|| {
+                anyhow!(
+                    "groups.consumer_migration_policy: {p:?} is not one of {}",
+                    MigrationPolicy::NAMES.join(", ")
+                )
+            })?,
+        },
     };
     if c.consumer_heartbeat_interval_ms >= c.consumer_session_timeout_ms {
         // Kafka: group.consumer.heartbeat.interval.ms must be below the session timeout.
@@ -1093,6 +1106,26 @@ mod tests {
         .unwrap();
         let err = groups_config(&f.groups).unwrap_err().to_string();
         assert!(err.contains("session_timeout_ms_min"), "{err}");
+    }
+
+    #[test]
+    fn the_migration_policy_takes_kafkas_names() {
+        let policy = |toml: &str| {
+            let f: FileConfig = toml::from_str(toml).unwrap();
+            groups_config(&f.groups).map(|g| g.consumer_migration_policy)
+        };
+        assert_eq!(
+            policy("[groups]\n").unwrap(),
+            MigrationPolicy::Bidirectional
+        );
+        assert_eq!(
+            policy("[groups]\nconsumer_migration_policy = \"UPGRADE\"\n").unwrap(),
+            MigrationPolicy::Upgrade
+        );
+        let err = policy("[groups]\nconsumer_migration_policy = \"sideways\"\n")
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("groups.consumer_migration_policy"), "{err}");
     }
 
     #[test]

@@ -525,12 +525,13 @@ fn bad_heartbeats_get_kafka_error_codes_and_groups_do_not_collide() {
         assert_eq!(r.error_code, want, "{req:?} → {r:?}");
         assert!(r.error_message.is_some());
     }
-    // A classic member cannot join the (non-empty) consumer group...
+    // A classic member of another protocol type than the embedded consumer protocol
+    // cannot join the (non-empty) consumer group...
     let join = JoinGroupRequest::default()
         .with_group_id(GroupId(StrBytes::from_static_str("g-raw")))
         .with_session_timeout_ms(10_000)
         .with_rebalance_timeout_ms(10_000)
-        .with_protocol_type(StrBytes::from_static_str("consumer"))
+        .with_protocol_type(StrBytes::from_static_str("connect"))
         .with_protocols(vec![JoinGroupRequestProtocol::default()
             .with_name(StrBytes::from_static_str("range"))
             .with_metadata(raw::subscription("raw"))]);
@@ -567,7 +568,8 @@ fn bad_heartbeats_get_kafka_error_codes_and_groups_do_not_collide() {
         vec![("g-classic".into(), "classic".into())]
     );
     assert_eq!(list(&[]).len(), 2);
-    // A consumer heartbeat for the live classic group is GROUP_ID_NOT_FOUND.
+    // A consumer heartbeat for the live classic group of another protocol type is
+    // GROUP_ID_NOT_FOUND (only the embedded consumer protocol converts).
     let r = send(
         &b.addr,
         &heartbeat(0).with_group_id(GroupId(StrBytes::from_static_str("g-classic"))),
@@ -764,4 +766,181 @@ fn a_group_switches_protocols_once_empty_keeping_its_commits() {
         "the commits are the group's, whatever its protocol"
     );
     leave(back);
+}
+
+/// A classic-protocol member (librdkafka's own heartbeat every 250 ms) assigning with
+/// `strategy`.
+fn classic_member(b: &Broker, group: &str, strategy: &str) -> Member {
+    member(
+        b,
+        group,
+        &[
+            ("group.protocol", "classic"),
+            ("heartbeat.interval.ms", "250"),
+            ("session.timeout.ms", "6000"),
+            ("partition.assignment.strategy", strategy),
+        ],
+    )
+}
+
+/// Asserts no partition is held by two of `cs` now.
+fn assert_disjoint(cs: &[&Member], what: &str) {
+    let mut all = BTreeSet::new();
+    for c in cs {
+        for tp in held(c) {
+            assert!(all.insert(tp.clone()), "{what}: {tp:?} held twice");
+        }
+    }
+}
+
+/// Polls until the members hold the topic's `n` partitions split as `sizes`, checking at
+/// every step that no partition has two holders.
+fn settle(cs: &[&Member], what: &str, n: i32, sizes: &[usize]) {
+    let done = split_as(n, sizes);
+    let started = Instant::now();
+    loop {
+        for c in cs {
+            let _ = c.poll(Duration::ZERO);
+        }
+        assert_disjoint(cs, what);
+        let now: Vec<_> = cs.iter().map(|c| held(c)).collect();
+        if done(&now) {
+            return;
+        }
+        assert!(started.elapsed() < HANG_GUARD, "{what}: {now:?}");
+        std::thread::sleep(Duration::from_millis(10));
+    }
+}
+
+/// Reads with every member until `seen` holds `total` distinct records, counting each
+/// (partition, offset) read, then commits what each member read.
+fn drain(cs: &[&Member], seen: &mut BTreeMap<(i32, i64), usize>, total: usize, what: &str) {
+    let started = Instant::now();
+    while seen.len() < total {
+        assert!(
+            started.elapsed() < HANG_GUARD,
+            "{what}: read {} of {total}",
+            seen.len()
+        );
+        for c in cs {
+            if let Some(Ok(m)) = c.poll(Duration::from_millis(5)) {
+                *seen.entry((m.partition(), m.offset())).or_default() += 1;
+            }
+        }
+        assert_disjoint(cs, what);
+    }
+    for c in cs {
+        match c.commit_consumer_state(CommitMode::Sync) {
+            Ok(()) => {}
+            // A member that read nothing has nothing to commit.
+            Err(rdkafka::error::KafkaError::ConsumerCommit(
+                rdkafka::types::RDKafkaErrorCode::NoOffset,
+            )) => {}
+            Err(e) => panic!("{what}: commit: {e}"),
+        }
+    }
+}
+
+/// The group's type as ListGroups v5 tells it.
+fn group_type(addr: &str, group: &str) -> String {
+    let r: ListGroupsResponse = call(
+        &mut raw::connect(addr),
+        ApiKey::ListGroups,
+        5,
+        &ListGroupsRequest::default(),
+    );
+    r.groups
+        .iter()
+        .find(|g| g.group_id.0.as_str() == group)
+        .map(|g| g.group_type.to_string())
+        .unwrap_or_default()
+}
+
+#[test]
+fn a_rolling_conversion_keeps_commits_and_single_owners_both_ways() {
+    rolling_conversion("range,roundrobin");
+}
+
+#[test]
+fn a_rolling_conversion_of_cooperative_members_keeps_commits_and_single_owners() {
+    rolling_conversion("cooperative-sticky");
+}
+
+/// Classic members (assigning with `strategy`) are replaced one by one by
+/// consumer-protocol members, then back; every step settles with single owners and
+/// every record is read exactly once.
+fn rolling_conversion(strategy: &str) {
+    const N: i32 = 4;
+    const PER: usize = 10;
+    let (_dir, b) = broker("cg-roll");
+    common::create_topic_at(&b.addr, "roll", N, 1, &[]);
+    let group = "g-roll";
+    let mut seen = BTreeMap::new();
+    let mut batches = 0;
+    let mut batch = |members: &[&Member], seen: &mut BTreeMap<(i32, i64), usize>, what: &str| {
+        produce(&b, "roll", N, PER);
+        batches += 1;
+        drain(members, seen, batches * PER * N as usize, what);
+    };
+    // Two classic members read and commit.
+    let a = classic_member(&b, group, strategy);
+    let c = classic_member(&b, group, strategy);
+    a.subscribe(&["roll"]).unwrap();
+    c.subscribe(&["roll"]).unwrap();
+    settle(&[&a, &c], "classic split", N, &[2, 2]);
+    batch(&[&a, &c], &mut seen, "classic members read");
+    assert_eq!(group_type(&b.addr, group), "classic");
+    // The first is replaced by a consumer-protocol member: the group converts, the
+    // remaining classic member is hosted, and they split the partitions.
+    leave(a);
+    settle(&[&c], "the classic member alone", N, &[4]);
+    let d = member(&b, group, &[]);
+    d.subscribe(&["roll"]).unwrap();
+    settle(&[&c, &d], "classic and consumer members", N, &[2, 2]);
+    assert_eq!(group_type(&b.addr, group), "consumer");
+    // ConsumerGroupDescribe v1 tells the hosted classic member (type 0) from the
+    // consumer-protocol one (1).
+    let mut types: Vec<i8> = describe(&b.addr, group).groups[0]
+        .members
+        .iter()
+        .map(|m| m.member_type)
+        .collect();
+    types.sort();
+    assert_eq!(types, vec![0, 1]);
+    batch(&[&c, &d], &mut seen, "mixed members read");
+    // Then the second: a consumer group of consumer-protocol members.
+    leave(c);
+    settle(&[&d], "the consumer member alone", N, &[4]);
+    let e = member(&b, group, &[]);
+    e.subscribe(&["roll"]).unwrap();
+    settle(&[&d, &e], "consumer members", N, &[2, 2]);
+    batch(&[&d, &e], &mut seen, "consumer members read");
+    // And back: classic members join the consumer group; when the last
+    // consumer-protocol member leaves, the group is classic again.
+    let f = classic_member(&b, group, strategy);
+    let g = classic_member(&b, group, strategy);
+    f.subscribe(&["roll"]).unwrap();
+    g.subscribe(&["roll"]).unwrap();
+    settle(&[&d, &e, &f, &g], "four mixed members", N, &[1, 1, 1, 1]);
+    batch(&[&d, &e, &f, &g], &mut seen, "four mixed members read");
+    leave(d);
+    leave(e);
+    settle(&[&f, &g], "classic members again", N, &[2, 2]);
+    assert_eq!(group_type(&b.addr, group), "classic");
+    batch(&[&f, &g], &mut seen, "classic members read again");
+    // Every record was read exactly once: none skipped, none read again (everything
+    // read was committed before each change).
+    let twice: Vec<_> = seen.iter().filter(|(_, n)| **n != 1).collect();
+    assert!(twice.is_empty(), "read more than once: {twice:?}");
+    for p in 0..N {
+        let offsets: Vec<i64> = seen
+            .keys()
+            .filter(|(q, _)| *q == p)
+            .map(|(_, o)| *o)
+            .collect();
+        let want: Vec<i64> = (0..(batches * PER) as i64).collect();
+        assert_eq!(offsets, want, "partition {p}");
+    }
+    leave(f);
+    leave(g);
 }

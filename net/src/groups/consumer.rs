@@ -148,7 +148,11 @@ pub struct Member {
     /// Partitions it must give up.
     pub revoking: Assignment,
     pub last_seen: Instant,
+    /// When the member is removed unless it gave up its partitions by then (its
+    /// rebalance timeout); for a classic member also the join and sync timeouts.
     revoke_deadline: Option<Instant>,
+    /// Set for a member speaking the classic protocol (online migration, `classic.rs`).
+    pub classic: Option<ClassicMeta>,
 }
 
 impl Member {
@@ -171,6 +175,7 @@ impl Member {
             revoking: Assignment::new(),
             last_seen: now,
             revoke_deadline: None,
+            classic: None,
         }
     }
 
@@ -292,33 +297,11 @@ impl ConsumerGroup {
         self.session_timeout_ms = Some(config.session_timeout_ms);
         let (mut member, new) = self.member_for(hb, config, now)?;
         let before = member.clone();
-        let mut bump = new;
-        bump |= update_member(&mut member, hb);
+        // It speaks the consumer protocol now, whatever it spoke before.
+        member.classic = None;
+        let bump = new | update_member(&mut member, hb);
         member.last_seen = now;
-        let id = member.member_id.clone();
-        if new || meta_of(&member) != meta_of(&before) {
-            self.touch(Part::Member(&id));
-        }
-        self.members.insert(id.clone(), member);
-        if let Some(instance) = &hb.instance_id {
-            self.statics.insert(instance.clone(), id.clone());
-        }
-        if self.refresh_metadata(topics, bump) {
-            self.touch(Part::PartitionMetadata);
-            bump = true;
-        }
-        if bump {
-            self.epoch += 1;
-            self.touch(Part::Metadata);
-        }
-        if self.epoch > self.assignment_epoch {
-            self.compute_target();
-        }
-        self.reconcile(&id, hb.owned.as_deref(), now);
-        let member = &self.members[&id];
-        if new || current_of(member) != current_of(&before) {
-            self.touch(Part::Current(&id));
-        }
+        let id = self.admit(member, &before, new, bump, topics, hb.owned.as_deref(), now);
         let member = &self.members[&id];
         let full = hb.member_epoch == 0
             || (hb.rebalance_timeout_ms != -1
@@ -334,6 +317,46 @@ impl ConsumerGroup {
         })
     }
 
+    /// Puts a member changed by a request in place: a new group epoch and target when
+    /// the membership or subscriptions changed (`bump`), then its reconciliation toward
+    /// its target given what it says it holds (`owned`); its id.
+    #[allow(clippy::too_many_arguments)]
+    fn admit(
+        &mut self,
+        member: Member,
+        before: &Member,
+        new: bool,
+        mut bump: bool,
+        topics: &dyn TopicSource,
+        owned: Option<&[(TopicId, Vec<i32>)]>,
+        now: Instant,
+    ) -> String {
+        let id = member.member_id.clone();
+        if new || meta_of(&member) != meta_of(before) {
+            self.touch(Part::Member(&id));
+        }
+        if let Some(instance) = &member.instance_id {
+            self.statics.insert(instance.clone(), id.clone());
+        }
+        self.members.insert(id.clone(), member);
+        if self.refresh_metadata(topics, bump) {
+            self.touch(Part::PartitionMetadata);
+            bump = true;
+        }
+        if bump {
+            self.epoch += 1;
+            self.touch(Part::Metadata);
+        }
+        if self.epoch > self.assignment_epoch {
+            self.compute_target();
+        }
+        self.reconcile(&id, owned, now);
+        if new || current_of(&self.members[&id]) != current_of(before) {
+            self.touch(Part::Current(&id));
+        }
+        id
+    }
+
     /// The member a heartbeat speaks for, created or replaced as Kafka does; true when new.
     fn member_for(
         &mut self,
@@ -346,7 +369,8 @@ impl ConsumerGroup {
             if hb.member_epoch == 0 {
                 match existing.and_then(|id| self.members.get(&id).cloned()) {
                     Some(old) if old.member_id == hb.member_id => return Ok((old, false)),
-                    Some(old) if old.epoch != STATIC_LEAVE_EPOCH => {
+                    // Kafka: a classic incarnation is replaced at once (a rolling upgrade).
+                    Some(old) if old.epoch != STATIC_LEAVE_EPOCH && old.classic.is_none() => {
                         return Err(Refusal::new(
                             code::UNRELEASED_INSTANCE_ID,
                             format!(
@@ -655,6 +679,10 @@ impl ConsumerGroup {
             .members
             .values()
             .filter(|m| {
+                // A classic member keeps the session timeout it joined with.
+                let session_timeout = m.classic.as_ref().map_or(session_timeout, |c| {
+                    Duration::from_millis(c.session_timeout_ms.max(0) as u64)
+                });
                 now.saturating_duration_since(m.last_seen) > session_timeout
                     || m.revoke_deadline.is_some_and(|d| now > d)
             })
@@ -675,6 +703,14 @@ impl ConsumerGroup {
         let Some(m) = self.members.get(member_id) else {
             return code::UNKNOWN_MEMBER_ID;
         };
+        if m.classic.is_some() {
+            // A classic member commits with its generation, in any version.
+            return if m.epoch == member_epoch {
+                code::NONE
+            } else {
+                code::ILLEGAL_GENERATION
+            };
+        }
         if version < 9 {
             return code::UNSUPPORTED_VERSION;
         }
@@ -780,8 +816,11 @@ fn owns_any(owned: Option<&[(TopicId, Vec<i32>)]>, partitions: &Assignment) -> b
     })
 }
 
+mod classic;
 mod durable;
 mod validate;
+
+pub use classic::{ClassicMeta, PROTOCOL_TYPE};
 
 pub use durable::StoredGroup;
 use durable::{current_of, meta_of, Changes, Part};

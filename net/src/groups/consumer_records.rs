@@ -42,6 +42,16 @@ pub struct MemberMeta {
     pub regex: Option<String>,
     pub rebalance_timeout_ms: i32,
     pub assignor: Option<String>,
+    /// Set for a member speaking the classic protocol (tagged field 0).
+    pub classic: Option<ClassicMeta>,
+}
+
+/// What a classic-protocol member joined with (Kafka's `ClassicMemberMetadata`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ClassicMeta {
+    pub session_timeout_ms: i32,
+    /// (name, metadata) in the member's order of preference; never empty.
+    pub protocols: Vec<(String, Bytes)>,
 }
 
 /// Where a member stands (ConsumerGroupCurrentMemberAssignmentValue); `state` is Kafka's
@@ -83,13 +93,14 @@ pub fn key(version: i16, group: &str, member: Option<&str>) -> Bytes {
 /// The key and value of `record` of `group`.
 pub fn encode(group: &str, record: &ConsumerRecord) -> (Bytes, Option<Bytes>) {
     use ConsumerRecord as R;
-    let value = |f: &dyn Fn(&mut BytesMut)| {
+    let tagged = |f: &dyn Fn(&mut BytesMut), tags: &dyn Fn(&mut BytesMut)| {
         let mut b = BytesMut::with_capacity(64);
         b.put_i16(VALUE_VERSION);
         f(&mut b);
-        b.put_u8(0); // no tagged fields
+        tags(&mut b);
         Some(b.freeze())
     };
+    let value = |f: &dyn Fn(&mut BytesMut)| tagged(f, &|b| b.put_u8(0)); // no tagged fields
     match record {
         R::Metadata(v) => (
             key(KEY_METADATA, group, None),
@@ -113,7 +124,7 @@ pub fn encode(group: &str, record: &ConsumerRecord) -> (Bytes, Option<Bytes>) {
         R::Member(id, v) => (
             key(KEY_MEMBER_METADATA, group, Some(id)),
             v.as_ref().and_then(|m| {
-                value(&|b| {
+                let fields = |b: &mut BytesMut| {
                     put_compact_nullable(b, m.instance_id.as_deref());
                     put_compact_nullable(b, m.rack_id.as_deref());
                     put_compact(b, &m.client_id);
@@ -125,7 +136,8 @@ pub fn encode(group: &str, record: &ConsumerRecord) -> (Bytes, Option<Bytes>) {
                     put_compact_nullable(b, m.regex.as_deref());
                     b.put_i32(m.rebalance_timeout_ms);
                     put_compact_nullable(b, m.assignor.as_deref());
-                })
+                };
+                tagged(&fields, &|b| put_classic_tag(b, m.classic.as_ref()))
             }),
         ),
         R::TargetMetadata(v) => (
@@ -237,6 +249,62 @@ fn read_member(r: &mut Reader<'_>) -> Option<MemberMeta> {
         regex: r.compact_nullable()?,
         rebalance_timeout_ms: r.i32()?,
         assignor: r.compact_nullable()?,
+        classic: read_classic_tag(r)?,
+    })
+}
+
+/// The value's tagged fields: `ClassicMemberMetadata` as tag 0 when there is one.
+fn put_classic_tag(b: &mut BytesMut, classic: Option<&ClassicMeta>) {
+    let Some(c) = classic else {
+        b.put_u8(0);
+        return;
+    };
+    let mut body = BytesMut::with_capacity(64);
+    body.put_i32(c.session_timeout_ms);
+    put_len(&mut body, c.protocols.len());
+    for (name, metadata) in &c.protocols {
+        put_compact(&mut body, name);
+        put_len(&mut body, metadata.len());
+        body.put_slice(metadata);
+        body.put_u8(0);
+    }
+    body.put_u8(0);
+    put_varint(b, 1);
+    put_varint(b, 0);
+    put_varint(b, body.len() as u64);
+    b.put_slice(&body);
+}
+
+/// The member value's tagged-field section; `Some(None)` without tag 0.
+fn read_classic_tag(r: &mut Reader<'_>) -> Option<Option<ClassicMeta>> {
+    let mut classic = None;
+    let n = r.varint()?;
+    for _ in 0..n {
+        let tag = r.varint()?;
+        let size = usize::try_from(r.varint()?).ok()?;
+        let body = r.take(size)?;
+        if tag == 0 {
+            classic = Some(read_classic(&mut Reader(body))?);
+        }
+    }
+    Some(classic)
+}
+
+fn read_classic(r: &mut Reader<'_>) -> Option<ClassicMeta> {
+    let session_timeout_ms = r.i32()?;
+    let n = r.len()?;
+    let mut protocols = Vec::with_capacity(n.min(r.0.len()));
+    for _ in 0..n {
+        let name = r.compact()?;
+        let size = r.len()?;
+        let metadata = Bytes::copy_from_slice(r.take(size)?);
+        r.tags()?;
+        protocols.push((name, metadata));
+    }
+    r.tags()?;
+    Some(ClassicMeta {
+        session_timeout_ms,
+        protocols,
     })
 }
 
@@ -405,6 +473,27 @@ mod tests {
                 regex: Some("^x.*".into()),
                 rebalance_timeout_ms: 300_000,
                 assignor: Some("range".into()),
+                classic: None,
+            }),
+        ));
+        round_trip(R::Member(
+            "m2".into(),
+            Some(MemberMeta {
+                instance_id: None,
+                rack_id: Some("r".into()),
+                client_id: "c".into(),
+                client_host: "/127.0.0.1".into(),
+                topic_names: vec!["a".into()],
+                regex: None,
+                rebalance_timeout_ms: 30_000,
+                assignor: None,
+                classic: Some(ClassicMeta {
+                    session_timeout_ms: 6_000,
+                    protocols: vec![
+                        ("range".into(), Bytes::from_static(&[0, 1, 2])),
+                        ("roundrobin".into(), Bytes::new()),
+                    ],
+                }),
             }),
         ));
         round_trip(R::Member("m1".into(), None));

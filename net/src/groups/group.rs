@@ -240,9 +240,20 @@ impl Group {
 
     /// This broker stops coordinating the group: whoever waits is told NOT_COORDINATOR.
     pub fn abandon(&mut self) {
+        self.fail_all_waiters(code::NOT_COORDINATOR);
+    }
+
+    /// Whoever waits in a JoinGroup or SyncGroup is answered with `error`.
+    pub fn fail_all_waiters(&mut self, error: ErrorCode) {
         for m in self.members.values_mut() {
-            m.fail_waiters(code::NOT_COORDINATOR);
+            m.fail_waiters(error);
         }
+    }
+
+    /// A rebalance starts (a consumer group came back to classic): the members rejoin.
+    pub fn prepare_rebalance(&mut self, now: Instant, now_ms: i64) {
+        self.dirty = true;
+        self.start_rebalance(now, now_ms);
     }
 
     /// Handles a JoinGroup (limits and protocol checks are the caller's).

@@ -45,7 +45,7 @@ use futures_channel::oneshot;
 
 use consumer::{ConsumerConfig, ConsumerGroup, Heartbeat, HeartbeatOk, Refusal};
 use group::Group;
-pub use group::{GroupState, GroupView, JoinReply, JoinRequest, SyncOutcome};
+pub use group::{GroupState, GroupView, JoinOutcome, JoinReply, JoinRequest, SyncOutcome};
 use records::{CommitValue, GroupValue, OffsetsRecord};
 use subscription::TopicSource;
 
@@ -100,6 +100,50 @@ pub struct GroupsConfig {
     /// Heartbeat interval told to consumer-protocol members
     /// (group.consumer.heartbeat.interval.ms).
     pub consumer_heartbeat_interval_ms: i32,
+    /// Which online conversions between the protocols are allowed
+    /// (group.consumer.migration.policy).
+    pub consumer_migration_policy: MigrationPolicy,
+}
+
+/// Kafka's `group.consumer.migration.policy`: whether a non-empty classic group becomes a
+/// consumer group when a consumer-protocol member joins (upgrade), and whether a consumer
+/// group whose last consumer-protocol member left goes back to classic (downgrade).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum MigrationPolicy {
+    #[default]
+    Bidirectional,
+    Upgrade,
+    Downgrade,
+    Disabled,
+}
+
+impl MigrationPolicy {
+    pub const NAMES: [&'static str; 4] = ["bidirectional", "upgrade", "downgrade", "disabled"];
+
+    /// Kafka's names, case-insensitive as Kafka reads them.
+    pub fn parse(s: &str) -> Option<MigrationPolicy> {
+        match s.to_ascii_lowercase().as_str() {
+            "bidirectional" => Some(MigrationPolicy::Bidirectional),
+            "upgrade" => Some(MigrationPolicy::Upgrade),
+            "downgrade" => Some(MigrationPolicy::Downgrade),
+            "disabled" => Some(MigrationPolicy::Disabled),
+            _ => None,
+        }
+    }
+
+    pub fn upgrade(self) -> bool {
+        matches!(
+            self,
+            MigrationPolicy::Bidirectional | MigrationPolicy::Upgrade
+        )
+    }
+
+    pub fn downgrade(self) -> bool {
+        matches!(
+            self,
+            MigrationPolicy::Bidirectional | MigrationPolicy::Downgrade
+        )
+    }
 }
 
 impl Default for GroupsConfig {
@@ -117,6 +161,7 @@ impl Default for GroupsConfig {
             offset_metadata_bytes_max: 4096,
             consumer_session_timeout_ms: 45_000,
             consumer_heartbeat_interval_ms: 5_000,
+            consumer_migration_policy: MigrationPolicy::Bidirectional,
         }
     }
 }
@@ -320,6 +365,38 @@ fn membership_entry(id: &str, g: &Group) -> (Bytes, Option<Bytes>) {
     )
 }
 
+/// A classic member's JoinGroup to a non-empty consumer group, answered at once.
+fn classic_join(
+    g: &mut ConsumerGroup,
+    req: &JoinRequest,
+    fresh: String,
+    topics: &dyn TopicSource,
+    config: &ConsumerConfig,
+) -> Result<JoinReply, ErrorCode> {
+    let outcome = match g.classic_join(req, fresh, topics, config, Instant::now()) {
+        Ok(j) => JoinOutcome {
+            error: code::NONE,
+            generation: j.generation,
+            protocol_type: Some(consumer::PROTOCOL_TYPE.to_string()),
+            protocol_name: Some(j.protocol_name),
+            leader: String::new(),
+            member_id: j.member_id,
+            members: Vec::new(),
+        },
+        Err((code::MEMBER_ID_REQUIRED, member_id)) => JoinOutcome {
+            error: code::MEMBER_ID_REQUIRED,
+            generation: -1,
+            member_id,
+            ..JoinOutcome::default()
+        },
+        Err((e, member_id)) => {
+            tracing::info!(group = %req.group_id, member = %member_id, error = %e, "classic JoinGroup to a consumer group refused");
+            return Err(e);
+        }
+    };
+    Ok(JoinReply::Now(outcome))
+}
+
 fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
     // Every change under these locks is completed before the lock is released, so a
     // poisoned lock still holds consistent state.
@@ -513,17 +590,16 @@ impl Groups {
         config: &ConsumerConfig,
         recs: &mut OffsetsRecords,
     ) -> Result<HeartbeatOk, Refusal> {
+        let mut replaced = None;
         if let Some(g) = part.groups.get(group_id) {
             if !g.is_empty() {
-                return Err(Refusal::new(
-                    code::GROUP_ID_NOT_FOUND,
-                    format!("Group {group_id} is not a consumer group."),
-                ));
+                replaced = Some(self.upgrade(part, group_id, hb.member_epoch, topics, recs)?);
+            } else {
+                // An empty classic group becomes a consumer group (its offsets stay).
+                part.groups.remove(group_id);
+                recs.push((records::group_key(group_id), None));
+                self.groups_count.fetch_sub(1, Ordering::Relaxed);
             }
-            // An empty classic group becomes a consumer group (its offsets stay).
-            part.groups.remove(group_id);
-            recs.push((records::group_key(group_id), None));
-            self.groups_count.fetch_sub(1, Ordering::Relaxed);
         }
         if !part.consumer.contains_key(group_id) {
             if hb.member_epoch != 0 {
@@ -553,8 +629,112 @@ impl Groups {
             // Created by a join that was refused.
             part.consumer.remove(group_id);
             self.groups_count.fetch_sub(1, Ordering::Relaxed);
+        } else if out.is_ok() && hb.member_epoch == consumer::LEAVE_EPOCH {
+            self.maybe_downgrade(part, group_id, recs);
+        }
+        if let Some(mut old) = replaced {
+            if out.is_err() {
+                // As Kafka, which applies none of a refused heartbeat's records: the
+                // group stays classic.
+                part.consumer.remove(group_id);
+                recs.clear();
+                part.groups.insert(group_id.to_string(), old);
+                return out;
+            }
+            // Members waiting in a rebalance rejoin the consumer group.
+            old.fail_all_waiters(code::REBALANCE_IN_PROGRESS);
+            tracing::info!(group = %group_id, members = old.live_members(), "classic group upgraded to a consumer group");
         }
         out
+    }
+
+    /// A consumer-protocol member joins (epoch 0) a non-empty classic group: with the
+    /// migration policy's leave, a group of the embedded consumer protocol within the size
+    /// bound becomes a consumer group hosting its classic members (Kafka's
+    /// `validateOnlineUpgrade` and `convertToConsumerGroup`); else GROUP_ID_NOT_FOUND.
+    /// Returns the classic group it replaced, for the caller to put back should the
+    /// heartbeat be refused.
+    fn upgrade(
+        &self,
+        part: &mut Part,
+        group_id: &str,
+        member_epoch: i32,
+        topics: &dyn TopicSource,
+        recs: &mut OffsetsRecords,
+    ) -> Result<Group, Refusal> {
+        let refuse = |why: &str| {
+            tracing::info!(group = %group_id, "classic group not upgraded to a consumer group: {why}");
+            Err(Refusal::new(
+                code::GROUP_ID_NOT_FOUND,
+                format!("Group {group_id} is not a consumer group."),
+            ))
+        };
+        let Some(g) = part.groups.get(group_id) else {
+            return refuse("the group is gone");
+        };
+        if member_epoch != 0 {
+            return refuse("only a joining member (epoch 0) converts a group");
+        }
+        if !self.config.consumer_migration_policy.upgrade() {
+            return refuse("the online upgrade is disabled");
+        }
+        if g.protocol_type.as_deref() != Some(consumer::PROTOCOL_TYPE) {
+            return refuse("the group does not use the consumer embedded protocol");
+        }
+        if g.live_members() >= self.config.members_per_group_max {
+            return refuse("the group is at its maximum size");
+        }
+        let now = Instant::now();
+        let Some(converted) = ConsumerGroup::from_classic(&g.snapshot(), topics, now) else {
+            return refuse("a member's embedded consumer protocol is malformed");
+        };
+        let old = part
+            .groups
+            .remove(group_id)
+            .ok_or_else(|| Refusal::new(code::GROUP_ID_NOT_FOUND, "the group is gone"))?;
+        recs.push((records::group_key(group_id), None));
+        part.consumer.insert(group_id.to_string(), converted);
+        Ok(old)
+    }
+
+    /// A consumer group left with classic members only goes back to classic, with the
+    /// migration policy's leave (Kafka's `validateOnlineDowngradeWithFencedMember` and
+    /// `convertToClassicGroup`): the members keep their assignments and the group
+    /// rebalances. The consumer group's records are tombstoned in `recs`.
+    fn maybe_downgrade(&self, part: &mut Part, group_id: &str, recs: &mut OffsetsRecords) {
+        if !self.config.consumer_migration_policy.downgrade() {
+            return;
+        }
+        let Some(g) = part.consumer.get_mut(group_id) else {
+            return;
+        };
+        if !g.all_classic() || g.members().count() > self.config.members_per_group_max {
+            return;
+        }
+        let (now, ms) = (Instant::now(), now_ms());
+        let Some(value) = g.to_classic(ms) else {
+            tracing::info!(group = %group_id, "consumer group not downgraded: its members share no protocol");
+            return;
+        };
+        recs.extend(g.records(group_id, false));
+        recs.extend(g.tombstones(group_id));
+        part.consumer.remove(group_id);
+        let mut classic = Group::restore(value, now);
+        classic.prepare_rebalance(now, ms);
+        recs.push(membership_entry(group_id, &classic));
+        tracing::info!(group = %group_id, members = classic.live_members(), "consumer group downgraded to a classic group");
+        part.groups.insert(group_id.to_string(), classic);
+    }
+
+    /// The records a consumer group owes for changes made outside a heartbeat (a classic
+    /// member's JoinGroup), to be made durable before the answer.
+    pub fn consumer_records(&self, group_id: &str) -> Result<OffsetsRecords, ErrorCode> {
+        let mut part = self.part(group_id)?;
+        Ok(part
+            .consumer
+            .get_mut(group_id)
+            .map(|g| g.records(group_id, false))
+            .unwrap_or_default())
     }
 
     /// A consumer group as ConsumerGroupDescribe shows it: `Ok(None)` when no consumer
@@ -595,8 +775,9 @@ impl Groups {
         }
     }
 
-    /// Registers a JoinGroup.
-    pub fn join(&self, req: JoinRequest) -> Result<JoinReply, ErrorCode> {
+    /// Registers a JoinGroup; `topics` resolves the subscription of a classic member
+    /// joining a consumer group.
+    pub fn join(&self, req: JoinRequest, topics: &dyn TopicSource) -> Result<JoinReply, ErrorCode> {
         if req.group_id.is_empty() {
             return Err(code::INVALID_GROUP_ID);
         }
@@ -610,12 +791,28 @@ impl Groups {
         }
         let fresh = self.fresh_member_id(&req.client_id);
         let mut part = self.part(&req.group_id)?;
-        if let Some(g) = part.consumer.get(&req.group_id) {
-            // Kafka hosts classic members in a consumer group only with a migration
-            // policy; without one a non-empty consumer group refuses them, and an empty
-            // one becomes a classic group.
+        if let Some(g) = part.consumer.get_mut(&req.group_id) {
+            // As Kafka: a non-empty consumer group hosts classic members (online
+            // migration); an empty one becomes a classic group.
             if !g.is_empty() {
-                return Err(code::INCONSISTENT_GROUP_PROTOCOL);
+                let config = self.consumer_config((
+                    self.config.consumer_session_timeout_ms,
+                    self.config.consumer_heartbeat_interval_ms,
+                ));
+                let reply = classic_join(g, &req, fresh, topics, &config);
+                if reply.is_ok() && g.all_classic() {
+                    // A classic static member replaced the last consumer-protocol one
+                    // (Kafka's `validateOnlineDowngradeWithReplacedMemberId`); the sweep
+                    // writes the records.
+                    let mut recs = OffsetsRecords::new();
+                    self.maybe_downgrade(&mut part, &req.group_id, &mut recs);
+                    part.tombstones.extend(
+                        recs.into_iter()
+                            .filter(|(_, v)| v.is_none())
+                            .map(|(k, _)| k),
+                    );
+                }
+                return reply;
             }
             part.consumer.remove(&req.group_id);
             let tombstones = ConsumerGroup::deletion_records(&req.group_id);
@@ -655,11 +852,21 @@ impl Groups {
         assignments: Vec<(String, Bytes)>,
     ) -> Result<Result<SyncOutcome, oneshot::Receiver<SyncOutcome>>, ErrorCode> {
         let mut part = self.part(group_id)?;
+        let (member_id, instance) = member;
+        if let Some(g) = part.consumer.get_mut(group_id) {
+            let (name, assignment) =
+                g.classic_sync(member_id, instance, generation, protocol, Instant::now())?;
+            return Ok(Ok(SyncOutcome {
+                error: code::NONE,
+                protocol_type: Some(consumer::PROTOCOL_TYPE.to_string()),
+                protocol_name: Some(name),
+                assignment,
+            }));
+        }
         let group = part
             .groups
             .get_mut(group_id)
             .ok_or(code::UNKNOWN_MEMBER_ID)?;
-        let (member_id, instance) = member;
         group.sync(
             generation,
             member_id,
@@ -682,6 +889,9 @@ impl Groups {
             Ok(p) => p,
             Err(e) => return e,
         };
+        if let Some(g) = part.consumer.get_mut(group_id) {
+            return g.classic_heartbeat(member_id, instance, generation, Instant::now());
+        }
         match part.groups.get_mut(group_id) {
             Some(g) => g.heartbeat(generation, member_id, instance, Instant::now()),
             None => code::UNKNOWN_MEMBER_ID,
@@ -695,6 +905,13 @@ impl Groups {
         members: &[(String, Option<String>)],
     ) -> Result<Vec<ErrorCode>, ErrorCode> {
         let mut part = self.part(group_id)?;
+        if let Some(g) = part.consumer.get_mut(group_id) {
+            let ms = now_ms();
+            return Ok(members
+                .iter()
+                .map(|(id, instance)| g.classic_leave(id, instance.as_deref(), ms))
+                .collect());
+        }
         let Some(group) = part.groups.get_mut(group_id) else {
             return Ok(members.iter().map(|_| code::UNKNOWN_MEMBER_ID).collect());
         };
@@ -1013,24 +1230,31 @@ impl Groups {
         if part.residency != Residency::Loaded {
             return (Vec::new(), Vec::new());
         }
+        let mut out: OffsetsRecords = part.tombstones.drain(..).map(|k| (k, None)).collect();
+        let session =
+            std::time::Duration::from_millis(self.config.consumer_session_timeout_ms.max(0) as u64);
+        let mut fenced = Vec::new();
+        for (id, g) in part.consumer.iter_mut() {
+            let gone = g.expire(session, now, ms);
+            for m in &gone {
+                tracing::info!(group = %id, member = %m, "consumer group member removed: session or rebalance timeout");
+            }
+            if !gone.is_empty() && g.all_classic() {
+                fenced.push(id.clone());
+            }
+        }
+        for id in fenced {
+            self.maybe_downgrade(&mut part, &id, &mut out);
+        }
         let Part {
             groups,
             consumer,
             offsets,
-            tombstones,
             ..
         } = &mut *part;
-        let mut out: OffsetsRecords = tombstones.drain(..).map(|k| (k, None)).collect();
         for (id, g) in groups.iter_mut() {
             for m in g.expire(now, ms) {
                 tracing::info!(group = %id, member = %m, "member session expired");
-            }
-        }
-        let session =
-            std::time::Duration::from_millis(self.config.consumer_session_timeout_ms.max(0) as u64);
-        for (id, g) in consumer.iter_mut() {
-            for m in g.expire(session, now, ms) {
-                tracing::info!(group = %id, member = %m, "consumer group member removed: session or rebalance timeout");
             }
         }
         if expire_offsets {
@@ -1169,6 +1393,117 @@ mod tests {
         g.unload(p);
         assert_eq!(g.check_commit("g", -1, "", None, 8), code::NOT_COORDINATOR);
         assert_eq!(g.stats(&[p]).committed_offsets, 0, "state forgotten");
+    }
+
+    struct OneTopic;
+
+    impl TopicSource for OneTopic {
+        fn version(&self) -> u64 {
+            1
+        }
+        fn topic(&self, name: &str) -> Option<(sluice_control::TopicId, i32)> {
+            (name == "t").then_some((sluice_control::TopicId(7), 4))
+        }
+        fn each(&self, f: &mut dyn FnMut(&str, sluice_control::TopicId, i32)) {
+            f("t", sluice_control::TopicId(7), 4);
+        }
+    }
+
+    /// A consumer protocol subscription (v0) to topic `t`.
+    fn subscription_to_t() -> Bytes {
+        Bytes::from_static(&[0, 0, 0, 0, 0, 1, 0, 1, b't', 0xff, 0xff, 0xff, 0xff])
+    }
+
+    /// A classic member's JoinGroup (v3: no member id required) to group `g`.
+    fn classic_join_to_g() -> JoinRequest {
+        JoinRequest {
+            group_id: "g".into(),
+            member_id: String::new(),
+            group_instance_id: None,
+            client_id: "c".into(),
+            client_host: String::new(),
+            session_timeout_ms: 10_000,
+            rebalance_timeout_ms: 10_000,
+            protocol_type: "consumer".into(),
+            protocols: vec![("range".into(), subscription_to_t())],
+            require_known_member_id: false,
+        }
+    }
+
+    #[test]
+    fn a_consumer_member_upgrades_a_classic_group_and_its_leave_downgrades_it() {
+        let g = Groups::new(GroupsConfig::default(), 1);
+        g.install(0, Loaded::default());
+        g.join(classic_join_to_g(), &OneTopic).unwrap();
+        let timing = (45_000, 5_000);
+        let hb = |epoch: i32| Heartbeat {
+            member_id: "n".into(),
+            member_epoch: epoch,
+            rebalance_timeout_ms: if epoch == 0 { 60_000 } else { -1 },
+            topic_names: (epoch == 0).then(|| vec!["t".into()]),
+            owned: (epoch == 0).then(Vec::new),
+            ..Heartbeat::default()
+        };
+        // Only a joining member converts.
+        let (r, recs) = g.consumer_heartbeat("g", &hb(3), &OneTopic, timing);
+        assert_eq!(r.unwrap_err().code, code::GROUP_ID_NOT_FOUND);
+        assert!(recs.is_empty());
+        assert!(g.is_classic("g").unwrap());
+        // A joining one does: the classic group's record is tombstoned and the consumer
+        // group written.
+        let (r, recs) = g.consumer_heartbeat("g", &hb(0), &OneTopic, timing);
+        let epoch = r.unwrap().member_epoch;
+        assert!(!g.is_classic("g").unwrap());
+        assert!(recs.contains(&(records::group_key("g"), None)));
+        assert_eq!(g.consumer_describe("g").unwrap().unwrap().members.len(), 2);
+        // The consumer member leaves: a classic group again, written as one.
+        let (r, recs) = g.consumer_heartbeat("g", &hb(consumer::LEAVE_EPOCH), &OneTopic, timing);
+        assert!(r.is_ok() && epoch > 0);
+        assert!(g.is_classic("g").unwrap());
+        assert!(g.consumer_describe("g").unwrap().is_none());
+        assert_eq!(
+            recs.last().map(|(k, _)| k.clone()),
+            Some(records::group_key("g"))
+        );
+        assert!(recs.last().is_some_and(|(_, v)| v.is_some()));
+    }
+
+    #[test]
+    fn the_migration_policy_gates_each_direction() {
+        for (policy, upgrades) in [
+            (MigrationPolicy::Disabled, false),
+            (MigrationPolicy::Downgrade, false),
+            (MigrationPolicy::Upgrade, true),
+        ] {
+            let config = GroupsConfig {
+                consumer_migration_policy: policy,
+                ..GroupsConfig::default()
+            };
+            let g = Groups::new(config, 1);
+            g.install(0, Loaded::default());
+            g.join(classic_join_to_g(), &OneTopic).unwrap();
+            let hb = Heartbeat {
+                member_id: "n".into(),
+                member_epoch: 0,
+                rebalance_timeout_ms: 60_000,
+                topic_names: Some(vec!["t".into()]),
+                owned: Some(Vec::new()),
+                ..Heartbeat::default()
+            };
+            let (r, _) = g.consumer_heartbeat("g", &hb, &OneTopic, (45_000, 5_000));
+            assert_eq!(r.is_ok(), upgrades, "{policy:?}");
+            assert_eq!(g.is_classic("g").unwrap(), !upgrades, "{policy:?}");
+            if upgrades {
+                let leave = Heartbeat {
+                    member_epoch: consumer::LEAVE_EPOCH,
+                    ..hb
+                };
+                g.consumer_heartbeat("g", &leave, &OneTopic, (45_000, 5_000))
+                    .0
+                    .unwrap();
+                assert!(!g.is_classic("g").unwrap(), "{policy:?} does not downgrade");
+            }
+        }
     }
 
     fn commit(offset: i64, ts: i64) -> CommitValue {

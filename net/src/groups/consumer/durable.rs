@@ -77,6 +77,19 @@ impl ConsumerGroup {
         }
     }
 
+    /// Every part changed (a group converted from the classic protocol is written whole).
+    pub(super) fn touch_all(&mut self) {
+        let ids: Vec<String> = self.members.keys().cloned().collect();
+        for id in &ids {
+            self.touch(Part::Member(id));
+            self.touch(Part::Target(id));
+            self.touch(Part::Current(id));
+        }
+        self.touch(Part::PartitionMetadata);
+        self.touch(Part::Metadata);
+        self.touch(Part::TargetMetadata);
+    }
+
     /// Whether the sweep has records to write.
     pub fn is_unswept(&self) -> bool {
         !self.unswept.is_empty()
@@ -128,6 +141,24 @@ impl ConsumerGroup {
             .collect()
     }
 
+    /// Tombstones for every member's records and then the group's (a group going back to
+    /// the classic protocol; Kafka's `createGroupTombstoneRecords`).
+    pub fn tombstones(&self, group_id: &str) -> crate::groups::OffsetsRecords {
+        use ConsumerRecord as R;
+        let mut out: crate::groups::OffsetsRecords = Vec::new();
+        for id in self.members.keys() {
+            for r in [
+                R::Current(id.clone(), None),
+                R::TargetMember(id.clone(), None),
+                R::Member(id.clone(), None),
+            ] {
+                out.push(consumer_records::encode(group_id, &r));
+            }
+        }
+        out.extend(ConsumerGroup::deletion_records(group_id));
+        out
+    }
+
     /// Tombstones for a deleted (empty) group, in Kafka's order.
     pub fn deletion_records(group_id: &str) -> crate::groups::OffsetsRecords {
         use ConsumerRecord as R;
@@ -163,6 +194,7 @@ impl ConsumerGroup {
             m.compiled_regex = compiled;
             m.rebalance_timeout_ms = meta.rebalance_timeout_ms;
             m.assignor = meta.assignor;
+            m.classic = meta.classic;
             if let Some(c) = stored.current.get(&id) {
                 m.epoch = c.epoch;
                 m.previous_epoch = c.previous_epoch;
@@ -202,6 +234,7 @@ pub(super) fn meta_of(m: &Member) -> MemberMeta {
         regex: m.regex.clone(),
         rebalance_timeout_ms: m.rebalance_timeout_ms,
         assignor: m.assignor.clone(),
+        classic: m.classic.clone(),
     }
 }
 

@@ -1,4 +1,6 @@
 use super::*;
+use crate::groups::JoinRequest;
+use crate::kafka::errors::ErrorCode;
 
 struct Topics {
     version: u64,
@@ -583,4 +585,279 @@ fn a_groups_own_session_timeout_wins_over_the_brokers() {
     let gone =
         h.g.expire(broker_default, h.now + Duration::from_millis(1_100), 0);
     assert_eq!(gone, vec!["a".to_string()]);
+}
+
+/// The embedded consumer protocol subscription (v1) of a classic member to topic `t`,
+/// listing `owned` partitions.
+fn classic_subscription(owned: &[i32]) -> bytes::Bytes {
+    use kafka_protocol::messages::consumer_protocol_subscription::TopicPartition;
+    use kafka_protocol::messages::{ConsumerProtocolSubscription, TopicName};
+    use kafka_protocol::protocol::{Encodable, StrBytes};
+    let sub = ConsumerProtocolSubscription::default()
+        .with_topics(vec![StrBytes::from_static_str("t")])
+        .with_owned_partitions(vec![TopicPartition::default()
+            .with_topic(TopicName(StrBytes::from_static_str("t")))
+            .with_partitions(owned.to_vec())]);
+    let mut b = bytes::BytesMut::new();
+    bytes::BufMut::put_i16(&mut b, 1);
+    sub.encode(&mut b, 1).unwrap();
+    b.freeze()
+}
+
+fn classic_join_of(id: &str, owned: &[i32]) -> JoinRequest {
+    JoinRequest {
+        group_id: "g".into(),
+        member_id: id.into(),
+        group_instance_id: None,
+        client_id: "c".into(),
+        client_host: "/127.0.0.1".into(),
+        session_timeout_ms: 10_000,
+        rebalance_timeout_ms: 20_000,
+        protocol_type: PROTOCOL_TYPE.into(),
+        protocols: vec![
+            ("range".into(), classic_subscription(owned)),
+            ("roundrobin".into(), classic_subscription(owned)),
+        ],
+        require_known_member_id: false,
+    }
+}
+
+/// A classic group of members `a` (partitions 0–2) and `b` (3–5) at generation 3.
+fn classic_group() -> super::super::records::GroupValue {
+    use super::super::records::{GroupValue, MemberValue};
+    let member = |id: &str, ps: Vec<i32>| MemberValue {
+        member_id: id.into(),
+        group_instance_id: None,
+        client_id: "c".into(),
+        client_host: "/127.0.0.1".into(),
+        rebalance_timeout_ms: 20_000,
+        session_timeout_ms: 10_000,
+        subscription: classic_subscription(&[]),
+        assignment: classic::encode_assignment(0, &[("t".into(), ps)]),
+    };
+    GroupValue {
+        protocol_type: PROTOCOL_TYPE.into(),
+        generation: 3,
+        protocol: Some("range".into()),
+        leader: Some("a".into()),
+        state_timestamp_ms: 0,
+        members: vec![member("a", vec![0, 1, 2]), member("b", vec![3, 4, 5])],
+    }
+}
+
+fn synced(h: &mut Harness, id: &str, generation: i32) -> Result<Vec<i32>, ErrorCode> {
+    let (_, bytes) =
+        h.g.classic_sync(id, None, generation, (None, None), h.now)?;
+    let a = classic::decode_assignment(&bytes).expect("an assignment");
+    Ok(a.into_iter().flat_map(|(_, ps)| ps).collect())
+}
+
+#[test]
+fn a_classic_group_converts_hosts_its_classic_members_and_goes_back() {
+    let mut h = Harness::new();
+    h.g = ConsumerGroup::from_classic(&classic_group(), &h.topics, h.now).expect("converts");
+    assert_eq!((h.g.epoch, h.g.assignment_epoch), (3, 3));
+    assert_eq!((h.held("a"), h.held("b")), (vec![0, 1, 2], vec![3, 4, 5]));
+    // A consumer-protocol member joins: the group epoch moves, and it waits for the
+    // partitions the classic members still hold.
+    let c = h.ok(join("c"));
+    assert_eq!((c.member_epoch, parts(&c)), (4, vec![]));
+    let now = h.now;
+    for (id, generation, want) in [
+        ("a", 3, code::REBALANCE_IN_PROGRESS),
+        ("a", 2, code::ILLEGAL_GENERATION),
+        ("x", 3, code::UNKNOWN_MEMBER_ID),
+        // A consumer-protocol member is no classic one.
+        ("c", 4, code::UNKNOWN_MEMBER_ID),
+    ] {
+        let got = h.g.classic_heartbeat(id, None, generation, now);
+        assert_eq!(got, want, "{id} at {generation}");
+    }
+    assert_eq!(synced(&mut h, "a", 3), Err(code::REBALANCE_IN_PROGRESS));
+    // Each classic member rejoins having given everything up (an eager protocol) and
+    // is answered with its share at the new epoch.
+    for id in ["a", "b"] {
+        let j =
+            h.g.classic_join(
+                &classic_join_of(id, &[]),
+                "unused".into(),
+                &h.topics,
+                &config(),
+                now,
+            )
+            .unwrap();
+        assert_eq!((j.generation, j.protocol_name.as_str()), (4, "range"));
+        let got = synced(&mut h, id, 4).unwrap();
+        assert_eq!(got, h.held(id));
+        assert_eq!(got.len(), 2, "{id}");
+        assert_eq!(h.g.classic_heartbeat(id, None, 4, now), code::NONE);
+    }
+    let c = h.ok(beat("c", 4, &[]));
+    assert_eq!(parts(&c).len(), 2);
+    let mut all: Vec<i32> = ["a", "b", "c"].iter().flat_map(|id| h.held(id)).collect();
+    all.sort();
+    assert_eq!(all, vec![0, 1, 2, 3, 4, 5], "each partition once");
+    // Classic commits carry the generation, in any version.
+    assert_eq!(h.g.check_commit("a", 4, 8), code::NONE);
+    assert_eq!(h.g.check_commit("a", 3, 8), code::ILLEGAL_GENERATION);
+    // The last consumer-protocol member leaves: only classic members are left, and the
+    // classic group they make keeps their assignments at the group epoch.
+    assert!(!h.g.all_classic());
+    h.ok(beat("c", LEAVE_EPOCH, &[]));
+    assert!(h.g.all_classic());
+    let v = h.g.to_classic(0).expect("back to classic");
+    assert_eq!(
+        (v.generation, v.protocol.as_deref()),
+        (h.g.epoch, Some("range"))
+    );
+    for m in &v.members {
+        let a = classic::decode_assignment(&m.assignment).unwrap();
+        let ps: Vec<i32> = a.into_iter().flat_map(|(_, ps)| ps).collect();
+        assert_eq!(ps, h.held(&m.member_id));
+        assert_eq!(m.session_timeout_ms, 10_000);
+    }
+}
+
+#[test]
+fn classic_joins_get_kafkas_codes_and_a_silent_rejoin_is_removed() {
+    let mut h = Harness::new();
+    h.g = ConsumerGroup::from_classic(&classic_group(), &h.topics, h.now).expect("converts");
+    let now = h.now;
+    let mut j = classic_join_of("", &[]);
+    j.require_known_member_id = true;
+    let r =
+        h.g.classic_join(&j, "fresh".into(), &h.topics, &config(), now);
+    assert_eq!(r, Err((code::MEMBER_ID_REQUIRED, "fresh".to_string())));
+    j.protocol_type = "connect".into();
+    let r =
+        h.g.classic_join(&j, "fresh".into(), &h.topics, &config(), now);
+    assert_eq!(r.map_err(|e| e.0), Err(code::INCONSISTENT_GROUP_PROTOCOL));
+    let mut j = classic_join_of("d", &[]);
+    j.protocols = (0..=classic::CLASSIC_PROTOCOLS_MAX)
+        .map(|i| (format!("p{i}"), classic_subscription(&[])))
+        .collect();
+    let r = h.g.classic_join(&j, "d".into(), &h.topics, &config(), now);
+    assert_eq!(r.map_err(|e| e.0), Err(code::INCONSISTENT_GROUP_PROTOCOL));
+    let mut j = classic_join_of("d", &[]);
+    j.protocols[0].1 = bytes::Bytes::from_static(&[0, 0, 0xff]);
+    let r = h.g.classic_join(&j, "d".into(), &h.topics, &config(), now);
+    assert_eq!(r.map_err(|e| e.0), Err(code::INCONSISTENT_GROUP_PROTOCOL));
+    // A third classic member joins (members_max is 3); a fourth finds the group full.
+    h.g.classic_join(
+        &classic_join_of("d", &[]),
+        "d".into(),
+        &h.topics,
+        &config(),
+        now,
+    )
+    .unwrap();
+    let r = h.g.classic_join(
+        &classic_join_of("e", &[]),
+        "e".into(),
+        &h.topics,
+        &config(),
+        now,
+    );
+    assert_eq!(r.map_err(|e| e.0), Err(code::GROUP_MAX_SIZE_REACHED));
+    // `a` is told to rejoin and never does: its heartbeats do not keep it past its
+    // rebalance timeout (Kafka's join timeout).
+    assert_eq!(
+        h.g.classic_heartbeat("a", None, 3, now),
+        code::REBALANCE_IN_PROGRESS
+    );
+    let later = now + Duration::from_millis(20_001);
+    assert_eq!(
+        h.g.classic_heartbeat("a", None, 3, later),
+        code::REBALANCE_IN_PROGRESS
+    );
+    assert_eq!(
+        h.g.classic_heartbeat("b", None, 3, later),
+        code::REBALANCE_IN_PROGRESS
+    );
+    // `d` was silent past its own session timeout (10 s, not the group's 45 s).
+    let gone = h.g.expire(Duration::from_secs(45), later, 0);
+    assert_eq!(gone, vec!["a".to_string(), "d".to_string()]);
+    // A member that joins and never syncs is removed after its rebalance timeout (a
+    // member that syncs is not: see the test above, where `a` and `b` outlive it).
+    let r = h.g.classic_join(
+        &classic_join_of("e", &[]),
+        "e".into(),
+        &h.topics,
+        &config(),
+        later,
+    );
+    assert!(r.is_ok(), "{r:?}");
+    let much_later = later + Duration::from_millis(20_001);
+    assert_eq!(
+        h.g.classic_heartbeat("b", None, 3, much_later),
+        code::REBALANCE_IN_PROGRESS
+    );
+    let gone = h.g.expire(Duration::from_secs(45), much_later, 0);
+    // `b`, told to rejoin at `later`, never did either.
+    assert_eq!(gone, vec!["b".to_string(), "e".to_string()]);
+    // A classic member leaves by LeaveGroup, once.
+    let f = classic_join_of("f", &[]);
+    h.g.classic_join(&f, "f".into(), &h.topics, &config(), much_later)
+        .unwrap();
+    assert_eq!(h.g.classic_leave("f", None, 0), code::NONE);
+    assert_eq!(h.g.classic_leave("f", None, 0), code::UNKNOWN_MEMBER_ID);
+}
+
+#[test]
+fn hosted_classic_members_come_back_classic_after_a_restart() {
+    let mut h = Harness::new();
+    h.g = ConsumerGroup::from_classic(&classic_group(), &h.topics, h.now).expect("converts");
+    h.ok(join("c"));
+    let now = h.now;
+    h.g.classic_join(
+        &classic_join_of("a", &[]),
+        "a".into(),
+        &h.topics,
+        &config(),
+        now,
+    )
+    .unwrap();
+    let mut stored = StoredGroup::default();
+    replay(&mut stored, &h.g.records("g", true));
+    let back = ConsumerGroup::restore(stored, now, 0);
+    let (a, b) = (back.member("a").unwrap(), back.member("b").unwrap());
+    assert_eq!(a.classic, h.g.member("a").unwrap().classic);
+    assert_eq!(a.classic.as_ref().map(|c| c.protocols.len()), Some(2));
+    assert_eq!(
+        b.classic.as_ref().map(|c| c.session_timeout_ms),
+        Some(10_000)
+    );
+    assert!(back.member("c").unwrap().classic.is_none());
+    // They carry on as classic members: `a` at its epoch, `b` told to rejoin.
+    let mut h2 = Harness::new();
+    h2.g = back;
+    assert_eq!(h2.g.classic_heartbeat("a", None, 4, now), code::NONE);
+    assert_eq!(
+        h2.g.classic_heartbeat("b", None, 3, now),
+        code::REBALANCE_IN_PROGRESS
+    );
+}
+
+#[test]
+fn a_static_classic_member_restarting_on_the_consumer_protocol_takes_its_place() {
+    use super::super::records::GroupValue;
+    let mut v: GroupValue = classic_group();
+    v.members[0].group_instance_id = Some("inst-a".into());
+    let mut h = Harness::new();
+    h.g = ConsumerGroup::from_classic(&v, &h.topics, h.now).expect("converts");
+    let mut hb = join("a2");
+    hb.instance_id = Some("inst-a".into());
+    let ok = h.ok(hb);
+    assert_eq!(ok.member_id, "a2");
+    assert!(
+        h.g.member("a").is_none(),
+        "the classic incarnation is replaced"
+    );
+    let m = h.g.member("a2").unwrap();
+    assert!(m.classic.is_none());
+    assert_eq!(
+        h.held("a2"),
+        vec![0, 1, 2],
+        "it keeps the old incarnation's partitions"
+    );
 }

@@ -26,8 +26,10 @@ pub const SPEC: ApiSpec = ApiSpec {
     max: 1,
 };
 
-/// Kafka's `MemberType` (v1): 1 is a member of the consumer protocol.
+/// Kafka's `MemberType` (v1): 1 is a member of the consumer protocol, 0 a classic member
+/// hosted during an online conversion.
 const MEMBER_TYPE_CONSUMER: i8 = 1;
+const MEMBER_TYPE_CLASSIC: i8 = 0;
 
 fn assignment(image: &MetadataImage, a: &assignor::Assignment) -> Assignment {
     Assignment::default().with_topic_partitions(
@@ -60,7 +62,11 @@ fn member(image: &MetadataImage, m: &consumer::Member, target: &assignor::Assign
         .with_subscribed_topic_regex(m.regex.clone().map(StrBytes::from_string))
         .with_assignment(assignment(image, &m.assigned))
         .with_target_assignment(assignment(image, target))
-        .with_member_type(MEMBER_TYPE_CONSUMER)
+        .with_member_type(if m.classic.is_some() {
+            MEMBER_TYPE_CLASSIC
+        } else {
+            MEMBER_TYPE_CONSUMER
+        })
 }
 
 fn described(image: &MetadataImage, d: DescribedGroup, v: &ConsumerView) -> DescribedGroup {

@@ -7,9 +7,10 @@ use kafka_protocol::messages::join_group_response::JoinGroupResponseMember;
 use kafka_protocol::messages::{ApiKey, JoinGroupRequest, JoinGroupResponse};
 use kafka_protocol::protocol::StrBytes;
 
+use super::consumer_group_heartbeat::ImageTopics;
 use super::ApiSpec;
 use crate::broker::shard::Shard;
-use crate::groups::{JoinReply, JoinRequest};
+use crate::groups::{persist, JoinReply, JoinRequest};
 use crate::kafka::errors::code;
 use crate::kafka::frame::{decode_body, encode_response, FrameError, Request, ResponseFrame};
 
@@ -47,7 +48,15 @@ pub async fn handle(shard: &Rc<Shard>, req: &Request) -> Result<ResponseFrame, F
             .collect(),
         require_known_member_id: req.version >= 4,
     };
-    let outcome = match shard.groups.join(join) {
+    let group_id = join.group_id.clone();
+    let image = shard.cluster.image();
+    let joined = shard.groups.join(join, &ImageTopics(&image));
+    drop(image);
+    let outcome = match joined {
+        // A classic member of a consumer group: answered once its records are durable.
+        Ok(JoinReply::Now(o)) if o.error == code::NONE => {
+            persist_consumer(shard, &group_id).await.map(|()| o)
+        }
         Ok(JoinReply::Now(o)) => Ok(o),
         // A stopping broker does not wait for the rebalance to finish.
         Ok(JoinReply::Later(rx)) => shard.group_answer(rx, code::UNKNOWN_MEMBER_ID).await,
@@ -78,4 +87,18 @@ pub async fn handle(shard: &Rc<Shard>, req: &Request) -> Result<ResponseFrame, F
             .with_member_id(body.member_id.clone()),
     };
     encode_response(req.header.correlation_id, req.version, &resp)
+}
+
+/// Makes what a classic member's JoinGroup changed in a consumer group durable.
+async fn persist_consumer(
+    shard: &Rc<Shard>,
+    group_id: &str,
+) -> Result<(), crate::kafka::errors::ErrorCode> {
+    let recs = shard.groups.consumer_records(group_id)?;
+    if recs.is_empty() {
+        return Ok(());
+    }
+    persist::append(shard, shard.groups.partition_of(group_id), &recs)
+        .await
+        .map(|_| ())
 }
