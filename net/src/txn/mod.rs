@@ -44,17 +44,12 @@ pub const TXN_TOPIC: &str = "__transaction_state";
 /// one round of markers bounded).
 pub const TXN_PARTITIONS_MAX: usize = 10_000;
 
-/// Topic configs of `__transaction_state` when it is created.
+/// Topic configs of `__transaction_state` when it is created: those of
+/// `__consumer_offsets` (compacted, 100 MiB segments as Kafka's
+/// transaction.state.log.segment.bytes, not preallocated: small records over many
+/// partitions).
 pub fn txn_topic_configs() -> BTreeMap<String, String> {
-    [
-        ("cleanup.policy", "compact"),
-        // Kafka's transaction.state.log.segment.bytes.
-        ("segment.bytes", "104857600"),
-        ("preallocate", "false"),
-    ]
-    .into_iter()
-    .map(|(k, v)| (k.to_string(), v.to_string()))
-    .collect()
+    crate::groups::offsets_topic_configs()
 }
 
 /// Coordinator settings (the `[transactions]` config section).

@@ -68,7 +68,7 @@ pub async fn handle(shard: &Rc<Shard>, req: &Request) -> Result<ResponseFrame, F
         }
         errors.push(topic_errors);
     }
-    let written = write(shard, &group, items).await;
+    let written = write(shard, &group, items, None).await;
     if written != code::NONE {
         for e in errors.iter_mut().flatten() {
             if *e == code::NONE {
@@ -101,11 +101,14 @@ pub async fn handle(shard: &Rc<Shard>, req: &Request) -> Result<ResponseFrame, F
 }
 
 /// Writes the commits to the group's offsets partition and, once durable, makes them
-/// visible; the error code for all of them otherwise.
-async fn write(
+/// visible; the error code for all of them otherwise. As part of producer `(id, epoch)`'s
+/// transaction when `transaction` is given (TxnOffsetCommit): then, once durable, they
+/// wait for the transaction's marker instead.
+pub(crate) async fn write(
     shard: &Rc<Shard>,
     group: &str,
     items: Vec<(String, i32, CommitValue)>,
+    transaction: Option<(i64, i16)>,
 ) -> ErrorCode {
     if items.is_empty() {
         return code::NONE;
@@ -124,12 +127,19 @@ async fn write(
             )
         })
         .collect();
-    match persist::append(shard, groups.partition_of(group), &recs).await {
-        Ok(base) => {
-            crate::admin::metrics::offsets_committed(items.len());
-            groups.apply_commits(group, items, base);
-            code::NONE
-        }
+    let partition = groups.partition_of(group);
+    match persist::append_as(shard, partition, &recs, transaction).await {
+        Ok(base) => match transaction {
+            Some((producer_id, _)) => {
+                groups.apply_txn_commits(group, producer_id, items, base);
+                code::NONE
+            }
+            None => {
+                crate::admin::metrics::offsets_committed(items.len());
+                groups.apply_commits(group, items, base);
+                code::NONE
+            }
+        },
         Err(e) => e,
     }
 }

@@ -14,8 +14,8 @@ use kafka_protocol::messages::{ApiKey, TxnOffsetCommitRequest, TxnOffsetCommitRe
 
 use super::ApiSpec;
 use crate::broker::shard::Shard;
-use crate::groups::records::{self, CommitValue};
-use crate::groups::{now_ms, persist, OffsetsRecords};
+use crate::groups::now_ms;
+use crate::groups::records::CommitValue;
 use crate::kafka::errors::{code, ErrorCode};
 use crate::kafka::frame::{decode_body, encode_response, FrameError, Request, ResponseFrame};
 
@@ -78,7 +78,7 @@ pub async fn handle(shard: &Rc<Shard>, req: &Request) -> Result<ResponseFrame, F
             .collect();
         errors.push(topic_errors);
     }
-    let written = write(shard, &group, producer, items).await;
+    let written = super::offset_commit::write(shard, &group, items, Some(producer)).await;
     if written != code::NONE {
         errors
             .iter_mut()
@@ -108,42 +108,4 @@ pub async fn handle(shard: &Rc<Shard>, req: &Request) -> Result<ResponseFrame, F
         .collect();
     let resp = TxnOffsetCommitResponse::default().with_topics(topics);
     encode_response(req.header.correlation_id, req.version, &resp)
-}
-
-/// Writes the commits as the producer's transactional records; once durable they wait
-/// for the transaction's marker. The error code for all of them otherwise.
-async fn write(
-    shard: &Rc<Shard>,
-    group: &str,
-    producer: (i64, i16),
-    items: Vec<(String, i32, CommitValue)>,
-) -> ErrorCode {
-    if items.is_empty() {
-        return code::NONE;
-    }
-    let groups = &shard.groups;
-    if !groups.has_room_for(items.len()) {
-        tracing::warn!(
-            group,
-            "committed offsets limit reached; transactional commit refused"
-        );
-        return code::COORDINATOR_NOT_AVAILABLE;
-    }
-    let recs: OffsetsRecords = items
-        .iter()
-        .map(|(t, p, v)| {
-            (
-                records::commit_key(group, t, *p),
-                Some(records::commit_value(v)),
-            )
-        })
-        .collect();
-    let partition = groups.partition_of(group);
-    match persist::append_as(shard, partition, &recs, Some(producer)).await {
-        Ok(base) => {
-            groups.apply_txn_commits(group, producer.0, items, base);
-            code::NONE
-        }
-        Err(e) => e,
-    }
 }
