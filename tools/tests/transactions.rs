@@ -486,3 +486,63 @@ fn send_plain(bootstrap: &str, topic: &str, partitions: i32, vals: &[String]) {
     }
     p.flush(HANG_GUARD).expect("flush");
 }
+
+/// ListTransactions (v1) and DescribeTransactions (v0) of `id` at the broker, raw:
+/// (listed state, described state, described partitions, described error).
+fn admin_view(addr: &str, id: &str) -> (Option<String>, String, Vec<(String, i32)>, i16) {
+    use kafka_protocol::messages::{
+        ApiKey, DescribeTransactionsRequest, DescribeTransactionsResponse, ListTransactionsRequest,
+        ListTransactionsResponse, TransactionalId,
+    };
+    use kafka_protocol::protocol::StrBytes;
+    let mut s = common::raw::connect(addr);
+    let list: ListTransactionsResponse = common::raw::call(
+        &mut s,
+        ApiKey::ListTransactions,
+        1,
+        &ListTransactionsRequest::default().with_duration_filter(-1),
+    );
+    let listed = list
+        .transaction_states
+        .iter()
+        .find(|t| t.transactional_id.as_str() == id)
+        .map(|t| t.transaction_state.to_string());
+    let req = DescribeTransactionsRequest::default()
+        .with_transactional_ids(vec![TransactionalId(StrBytes::from_string(id.to_string()))]);
+    let d: DescribeTransactionsResponse =
+        common::raw::call(&mut s, ApiKey::DescribeTransactions, 0, &req);
+    let t = &d.transaction_states[0];
+    let parts = t
+        .topics
+        .iter()
+        .flat_map(|tp| tp.partitions.iter().map(|p| (tp.topic.0.to_string(), *p)))
+        .collect();
+    (listed, t.transaction_state.to_string(), parts, t.error_code)
+}
+
+#[test]
+fn open_and_finished_transactions_are_listed_and_described() {
+    let dir = common::tempdir("txn-admin");
+    let b = broker(dir.path());
+    common::create_topic_at(&b.addr, "listed", 2, 1, &[]);
+    let p = txn_producer(&b.addr, "tx-listed", &[]);
+    p.begin_transaction().unwrap();
+    send_all(&p, "listed", 2, &values("l", 4));
+    p.flush(HANG_GUARD).expect("flush");
+    let (listed, state, parts, error) = admin_view(&b.addr, "tx-listed");
+    assert_eq!(
+        (listed.as_deref(), state.as_str(), error),
+        (Some("Ongoing"), "Ongoing", 0)
+    );
+    assert_eq!(
+        parts,
+        vec![("listed".to_string(), 0), ("listed".to_string(), 1)]
+    );
+    p.commit_transaction(HANG_GUARD).expect("commit");
+    common::wait_for("the commit to complete", HANG_GUARD, &mut || {
+        let (_, state, parts, _) = admin_view(&b.addr, "tx-listed");
+        (state == "CompleteCommit" && parts.is_empty()).then_some(())
+    });
+    let (_, _, _, error) = admin_view(&b.addr, "tx-never");
+    assert_eq!(error, 105, "TRANSACTIONAL_ID_NOT_FOUND");
+}

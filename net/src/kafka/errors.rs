@@ -87,6 +87,7 @@ pub mod code {
     pub const TRANSACTION_COORDINATOR_FENCED: ErrorCode = ErrorCode(52);
     pub const OPERATION_NOT_ATTEMPTED: ErrorCode = ErrorCode(55);
     pub const PRODUCER_FENCED: ErrorCode = ErrorCode(90);
+    pub const TRANSACTIONAL_ID_NOT_FOUND: ErrorCode = ErrorCode(105);
     pub const UNKNOWN_PRODUCER_ID: ErrorCode = ErrorCode(59);
     pub const COORDINATOR_LOAD_IN_PROGRESS: ErrorCode = ErrorCode(14);
     pub const OFFSET_METADATA_TOO_LARGE: ErrorCode = ErrorCode(12);

@@ -267,6 +267,8 @@ served_requests! {
     EndTxn => EndTxnRequest,
     AddOffsetsToTxn => AddOffsetsToTxnRequest,
     TxnOffsetCommit => TxnOffsetCommitRequest,
+    DescribeTransactions => DescribeTransactionsRequest,
+    ListTransactions => ListTransactionsRequest,
     ConsumerGroupDescribe => ConsumerGroupDescribeRequest,
     ConsumerGroupHeartbeat => ConsumerGroupHeartbeatRequest,
     SaslHandshake => SaslHandshakeRequest,

@@ -233,6 +233,31 @@ impl Txns {
             .and_then(|p| p.txns.get(id).cloned())
     }
 
+    /// `id`'s state for DescribeTransactions: `Ok(None)` when the partition is coordinated
+    /// here and does not know the id.
+    pub fn describe(&self, partition: usize, id: &str) -> Result<Option<TxnMeta>, ErrorCode> {
+        let parts = self.lock();
+        let part = parts.get(&partition).ok_or(code::NOT_COORDINATOR)?;
+        match part.residency {
+            Residency::Loaded => Ok(part.txns.get(id).cloned()),
+            Residency::Loading => Err(code::COORDINATOR_LOAD_IN_PROGRESS),
+            Residency::Elsewhere => Err(code::NOT_COORDINATOR),
+        }
+    }
+
+    /// Every transactional id this broker coordinates, with its state (ListTransactions),
+    /// ordered by id.
+    pub fn list(&self) -> Vec<(String, TxnMeta)> {
+        let parts = self.lock();
+        let mut out: Vec<(String, TxnMeta)> = parts
+            .values()
+            .filter(|p| p.residency == Residency::Loaded)
+            .flat_map(|p| p.txns.iter().map(|(id, m)| (id.clone(), m.clone())))
+            .collect();
+        out.sort_by(|a, b| a.0.cmp(&b.0));
+        out
+    }
+
     pub fn is_resident(&self, partition: usize) -> bool {
         self.lock()
             .get(&partition)

@@ -26,6 +26,7 @@ pub(crate) mod delete_topics;
 pub(crate) mod describe_cluster;
 pub(crate) mod describe_configs;
 pub(crate) mod describe_groups;
+pub(crate) mod describe_transactions;
 pub(crate) mod describe_user_scram_credentials;
 pub(crate) mod elect_leaders;
 pub(crate) mod end_txn;
@@ -39,6 +40,7 @@ pub(crate) mod join_group;
 pub(crate) mod leave_group;
 pub(crate) mod list_groups;
 pub(crate) mod list_offsets;
+pub(crate) mod list_transactions;
 pub(crate) mod metadata;
 pub(crate) mod offset_commit;
 pub(crate) mod offset_delete;
@@ -99,6 +101,8 @@ pub const APIS: &[ApiSpec] = &[
     end_txn::SPEC,
     add_offsets_to_txn::SPEC,
     txn_offset_commit::SPEC,
+    describe_transactions::SPEC,
+    list_transactions::SPEC,
     consumer_group_describe::SPEC,
     consumer_group_heartbeat::SPEC,
     sasl_handshake::SPEC,
@@ -179,6 +183,8 @@ pub(crate) async fn dispatch(
         ApiKey::EndTxn => end_txn::handle(&shard, &req).await.map(Some),
         ApiKey::AddOffsetsToTxn => add_offsets_to_txn::handle(&shard, &req).await.map(Some),
         ApiKey::TxnOffsetCommit => txn_offset_commit::handle(&shard, &req).await.map(Some),
+        ApiKey::DescribeTransactions => describe_transactions::handle(&shard, &req).map(Some),
+        ApiKey::ListTransactions => list_transactions::handle(&shard, &req).map(Some),
         ApiKey::ConsumerGroupDescribe => consumer_group_describe::handle(&shard, &req).map(Some),
         ApiKey::ConsumerGroupHeartbeat => consumer_group_heartbeat::handle(&shard, &req)
             .await
