@@ -122,6 +122,19 @@ impl Default for Producer {
     }
 }
 
+/// One producer as DescribeProducers shows it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ProducerView {
+    pub producer_id: i64,
+    pub epoch: i16,
+    /// The last sequence written (-1: none remembered).
+    pub last_sequence: i32,
+    /// The epoch of the coordinator that wrote its last marker (-1: none).
+    pub coordinator_epoch: i32,
+    /// Where its open transaction began (`None`: none open).
+    pub txn_start: Option<Offset>,
+}
+
 /// What an idempotent batch is, against the state.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Verdict {
@@ -272,6 +285,21 @@ impl ProducerState {
             }
             ProducerEvent::Marker { marker, offset } => Some(self.apply_marker(marker, offset)),
         }
+    }
+
+    /// The producers known here, by id, at most `max` of them.
+    pub fn views(&self, max: usize) -> Vec<ProducerView> {
+        self.producers
+            .iter()
+            .take(max)
+            .map(|(id, p)| ProducerView {
+                producer_id: *id,
+                epoch: p.epoch,
+                last_sequence: p.batches.back().map_or(-1, |b| b.last_seq),
+                coordinator_epoch: p.coordinator_epoch,
+                txn_start: p.txn_first,
+            })
+            .collect()
     }
 
     /// The first offset of the earliest open transaction.

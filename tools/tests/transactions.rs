@@ -546,3 +546,67 @@ fn open_and_finished_transactions_are_listed_and_described() {
     let (_, _, _, error) = admin_view(&b.addr, "tx-never");
     assert_eq!(error, 105, "TRANSACTIONAL_ID_NOT_FOUND");
 }
+
+/// DescribeProducers (raw) of `topic`/`partition`: (producer id, epoch, open transaction's
+/// start offset) of each, or the partition's error.
+fn producers_of(addr: &str, topic: &str, partition: i32) -> Result<Vec<(i64, i32, i64)>, i16> {
+    use kafka_protocol::messages::describe_producers_request::TopicRequest;
+    use kafka_protocol::messages::{
+        ApiKey, DescribeProducersRequest, DescribeProducersResponse, TopicName,
+    };
+    use kafka_protocol::protocol::StrBytes;
+    let mut s = common::raw::connect(addr);
+    let req = DescribeProducersRequest::default().with_topics(vec![TopicRequest::default()
+        .with_name(TopicName(StrBytes::from_string(topic.to_string())))
+        .with_partition_indexes(vec![partition])]);
+    let r: DescribeProducersResponse =
+        common::raw::call(&mut s, ApiKey::DescribeProducers, 0, &req);
+    let p = &r.topics[0].partitions[0];
+    if p.error_code != 0 {
+        return Err(p.error_code);
+    }
+    Ok(p.active_producers
+        .iter()
+        .map(|a| {
+            (
+                a.producer_id.0,
+                a.producer_epoch,
+                a.current_txn_start_offset,
+            )
+        })
+        .collect())
+}
+
+#[test]
+fn describe_producers_shows_where_an_open_transaction_began() {
+    let dir = common::tempdir("txn-producers");
+    let b = broker(dir.path());
+    common::create_topic_at(&b.addr, "watched", 1, 1, &[]);
+    send_plain(&b.addr, "watched", 1, &values("plain", 3));
+    let p = txn_producer(&b.addr, "tx-watched", &[]);
+    p.begin_transaction().unwrap();
+    send_all(&p, "watched", 1, &values("open", 2));
+    p.flush(HANG_GUARD).expect("flush");
+    let open = producers_of(&b.addr, "watched", 0).expect("described");
+    let txn: Vec<_> = open.iter().filter(|(_, _, start)| *start >= 0).collect();
+    assert_eq!(txn.len(), 1, "{open:?}");
+    assert_eq!(
+        txn[0].2, 3,
+        "the transaction began after the three plain records"
+    );
+    p.commit_transaction(HANG_GUARD).expect("commit");
+    // The marker follows the commit's answer: wait for it to close the transaction.
+    common::wait_for(
+        "the marker to close the transaction",
+        HANG_GUARD,
+        &mut || {
+            let done = producers_of(&b.addr, "watched", 0).expect("described");
+            done.iter().all(|(_, _, start)| *start == -1).then_some(())
+        },
+    );
+    assert_eq!(
+        producers_of(&b.addr, "watched", 9),
+        Err(3),
+        "UNKNOWN_TOPIC_OR_PARTITION"
+    );
+}

@@ -344,6 +344,11 @@ impl PartitionLog {
         st.txns.last_stable_offset(hw, first_open)
     }
 
+    /// The producers this log knows (DescribeProducers), at most `max`.
+    pub fn producers(&self, max: usize) -> Vec<crate::producer::ProducerView> {
+        self.shared.state.borrow().producers.views(max)
+    }
+
     /// The aborted transactions a `read_committed` fetch of `[from, to)` must list (at
     /// most `max`), in marker order.
     pub fn aborted_transactions(

@@ -268,6 +268,7 @@ served_requests! {
     AddOffsetsToTxn => AddOffsetsToTxnRequest,
     TxnOffsetCommit => TxnOffsetCommitRequest,
     DescribeTransactions => DescribeTransactionsRequest,
+    DescribeProducers => DescribeProducersRequest,
     ListTransactions => ListTransactionsRequest,
     ConsumerGroupDescribe => ConsumerGroupDescribeRequest,
     ConsumerGroupHeartbeat => ConsumerGroupHeartbeatRequest,

@@ -95,6 +95,10 @@ pub enum ShardOp {
         parts: Vec<(TopicPartition, i64)>,
         read_committed: bool,
     },
+    /// The producers a partition's log knows (DescribeProducers).
+    DescribeProducers {
+        tp: TopicPartition,
+    },
     /// Write a transaction marker into each partition (WriteTxnMarkers).
     WriteMarkers {
         parts: Vec<(TopicPartition, Marker)>,
@@ -157,6 +161,8 @@ pub enum ShardReply {
     EpochEnds(Vec<EpochEnd>),
     DeletedRecords(Vec<DeletedRecords>),
     MarkersWritten(Vec<MarkerWritten>),
+    /// A partition's producers, or the error code for it.
+    Producers(Result<Vec<sluice_engine::producer::ProducerView>, ErrorCode>),
     Done,
     /// An operation that failed, with the reason (for the operator).
     Failed(String),

@@ -65,6 +65,10 @@ use crate::kafka::errors::{code, ErrorCode};
 use crate::placement::{PlacementTable, Snapshot};
 use crate::store::{LogManager, TopicPartition};
 
+/// Producers one partition's DescribeProducers answer lists at most (the producer state
+/// is per log and grows with the producers that wrote to it).
+pub const PRODUCERS_DESCRIBED_MAX: usize = 10_000;
+
 /// Per-shard state. Lives as long as the shard's executor.
 pub struct Shard {
     pub id: usize,
@@ -331,6 +335,11 @@ impl Shard {
                 parts,
                 read_committed,
             } => ShardReply::ListedOffsets(self.list_offsets(&parts, read_committed).await),
+            ShardOp::DescribeProducers { tp } => ShardReply::Producers(
+                self.log_for(&tp)
+                    .await
+                    .map(|log| log.producers(PRODUCERS_DESCRIBED_MAX)),
+            ),
             ShardOp::WriteMarkers { parts } => {
                 ShardReply::MarkersWritten(self.write_markers(&parts).await)
             }

@@ -26,6 +26,7 @@ pub(crate) mod delete_topics;
 pub(crate) mod describe_cluster;
 pub(crate) mod describe_configs;
 pub(crate) mod describe_groups;
+pub(crate) mod describe_producers;
 pub(crate) mod describe_transactions;
 pub(crate) mod describe_user_scram_credentials;
 pub(crate) mod elect_leaders;
@@ -102,6 +103,7 @@ pub const APIS: &[ApiSpec] = &[
     add_offsets_to_txn::SPEC,
     txn_offset_commit::SPEC,
     describe_transactions::SPEC,
+    describe_producers::SPEC,
     list_transactions::SPEC,
     consumer_group_describe::SPEC,
     consumer_group_heartbeat::SPEC,
@@ -184,6 +186,7 @@ pub(crate) async fn dispatch(
         ApiKey::AddOffsetsToTxn => add_offsets_to_txn::handle(&shard, &req).await.map(Some),
         ApiKey::TxnOffsetCommit => txn_offset_commit::handle(&shard, &req).await.map(Some),
         ApiKey::DescribeTransactions => describe_transactions::handle(&shard, &req).map(Some),
+        ApiKey::DescribeProducers => describe_producers::handle(&shard, &req).await.map(Some),
         ApiKey::ListTransactions => list_transactions::handle(&shard, &req).map(Some),
         ApiKey::ConsumerGroupDescribe => consumer_group_describe::handle(&shard, &req).map(Some),
         ApiKey::ConsumerGroupHeartbeat => consumer_group_heartbeat::handle(&shard, &req)
