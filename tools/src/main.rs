@@ -12,6 +12,7 @@ mod group;
 mod placement;
 mod topic;
 mod tune;
+mod txn;
 mod user;
 
 use std::io::Write;
@@ -48,6 +49,8 @@ enum Command {
     Tune(tune::TuneArgs),
     /// SCRAM users: add (online, or into a data dir before the first start), remove, list.
     User(user::UserArgs),
+    /// Transactions: list, describe, abort a hanging one.
+    Txn(txn::TxnArgs),
     /// Partitions: move a live partition to another core.
     #[command(subcommand)]
     Partition(placement::PartitionCommand),
@@ -122,6 +125,7 @@ fn main() {
         Command::Bench(args) => bench::main(args),
         Command::Group(args) => group::main(args),
         Command::User(args) => user::main(args),
+        Command::Txn(args) => txn::main(args),
         Command::Topic(args) => topic::main(args),
         Command::Cluster(args) => cluster::main(args),
         Command::Partition(command) => placement::partition(command),

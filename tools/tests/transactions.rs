@@ -610,3 +610,55 @@ fn describe_producers_shows_where_an_open_transaction_began() {
         "UNKNOWN_TOPIC_OR_PARTITION"
     );
 }
+
+#[test]
+fn sluice_txn_lists_describes_and_aborts_a_hanging_transaction() {
+    let dir = common::tempdir("txn-cli");
+    let b = broker(dir.path());
+    common::create_topic_at(&b.addr, "hang", 1, 1, &[]);
+    let p = txn_producer(&b.addr, "tx-hang", &[]);
+    p.begin_transaction().unwrap();
+    send_all(&p, "hang", 1, &values("stuck", 2));
+    p.flush(HANG_GUARD).expect("flush");
+    let listed = common::sluice(&["txn", "list", "--bootstrap", &b.addr]);
+    assert!(
+        listed
+            .lines()
+            .any(|l| l.contains("tx-hang") && l.contains("Ongoing")),
+        "{listed}"
+    );
+    let described = common::sluice(&[
+        "txn",
+        "describe",
+        "--bootstrap",
+        &b.addr,
+        "--transactional-id",
+        "tx-hang",
+        "--json",
+    ]);
+    let v: serde_json::Value = serde_json::from_str(&described).expect("json");
+    assert_eq!(v["state"], "Ongoing", "{described}");
+    assert_eq!(v["partitions"], serde_json::json!(["hang-0"]));
+    let producer_id = v["producer_id"].as_i64().expect("producer id").to_string();
+    // The transaction hangs (its producer is gone without ending it): the records after
+    // it stay invisible to read_committed readers until it is aborted by hand.
+    drop(p);
+    send_plain(&b.addr, "hang", 1, &values("after", 2));
+    assert_eq!(read_committed_end(&b.addr, "hang"), 0);
+    let out = common::sluice(&[
+        "txn",
+        "abort",
+        "--bootstrap",
+        &b.addr,
+        "--topic",
+        "hang",
+        "--partition",
+        "0",
+        "--producer-id",
+        &producer_id,
+    ]);
+    assert!(out.contains("aborted"), "{out}");
+    send_sentinels(&b.addr, "hang", 1);
+    let read = read_all(&b.addr, "hang", 1, "read_committed");
+    assert_eq!(read, once(&[values("after", 2)]), "only the plain records");
+}
