@@ -662,3 +662,56 @@ fn sluice_txn_lists_describes_and_aborts_a_hanging_transaction() {
     let read = read_all(&b.addr, "hang", 1, "read_committed");
     assert_eq!(read, once(&[values("after", 2)]), "only the plain records");
 }
+
+/// OffsetFetch v8 (raw) of `group`'s `topic`/0: (committed offset, partition error).
+fn fetch_offset(addr: &str, group: &str, topic: &str, require_stable: bool) -> (i64, i16) {
+    use kafka_protocol::messages::offset_fetch_request::{
+        OffsetFetchRequestGroup, OffsetFetchRequestTopics,
+    };
+    use kafka_protocol::messages::{
+        ApiKey, GroupId, OffsetFetchRequest, OffsetFetchResponse, TopicName,
+    };
+    use kafka_protocol::protocol::StrBytes;
+    let mut s = common::raw::connect(addr);
+    let req = OffsetFetchRequest::default()
+        .with_require_stable(require_stable)
+        .with_groups(vec![OffsetFetchRequestGroup::default()
+            .with_group_id(GroupId(StrBytes::from_string(group.to_string())))
+            .with_topics(Some(vec![OffsetFetchRequestTopics::default()
+                .with_name(TopicName(StrBytes::from_string(topic.to_string())))
+                .with_partition_indexes(vec![0])]))]);
+    let r: OffsetFetchResponse = common::raw::call(&mut s, ApiKey::OffsetFetch, 8, &req);
+    let g = &r.groups[0];
+    assert_eq!(g.error_code, 0, "OffsetFetch");
+    let p = &g.topics[0].partitions[0];
+    (p.committed_offset, p.error_code)
+}
+
+#[test]
+fn offsets_of_an_undecided_transaction_are_unstable_to_a_stable_fetch() {
+    let dir = common::tempdir("txn-stable");
+    let b = broker(dir.path());
+    common::create_topic_at(&b.addr, "stable", 1, 1, &[]);
+    let p = txn_producer(&b.addr, "tx-stable", &[]);
+    let c: BaseConsumer = ClientConfig::new()
+        .set("bootstrap.servers", &b.addr)
+        .set("group.id", "stable-g")
+        .create()
+        .expect("consumer");
+    p.begin_transaction().unwrap();
+    send_all(&p, "stable", 1, &values("s", 1));
+    let mut tpl = TopicPartitionList::new();
+    tpl.add_partition_offset("stable", 0, Offset::Offset(42))
+        .unwrap();
+    let meta = c.group_metadata().expect("group metadata");
+    p.send_offsets_to_transaction(&tpl, &meta, HANG_GUARD)
+        .expect("send offsets");
+    // UNSTABLE_OFFSET_COMMIT (88) to a client that asks for stable offsets; nothing yet
+    // to one that does not.
+    assert_eq!(fetch_offset(&b.addr, "stable-g", "stable", true), (-1, 88));
+    assert_eq!(fetch_offset(&b.addr, "stable-g", "stable", false), (-1, 0));
+    p.commit_transaction(HANG_GUARD).expect("commit");
+    common::wait_for("the committed offset", HANG_GUARD, &mut || {
+        (fetch_offset(&b.addr, "stable-g", "stable", true) == (42, 0)).then_some(())
+    });
+}

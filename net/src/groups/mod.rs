@@ -1024,6 +1024,13 @@ impl Groups {
         self.offsets_count.fetch_add(added, Ordering::Relaxed);
     }
 
+    /// Whether an undecided transaction holds an offset of the group's partition (an
+    /// OffsetFetch asking for stable offsets is told UNSTABLE_OFFSET_COMMIT).
+    pub fn has_pending_txn(&self, group_id: &str, topic: &str, partition: i32) -> bool {
+        self.part(group_id)
+            .is_ok_and(|p| p.pending_txn.holds(group_id, topic, partition))
+    }
+
     /// Stored offsets of a group for a topic partition.
     pub fn committed(
         &self,

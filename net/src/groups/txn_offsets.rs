@@ -63,6 +63,14 @@ impl PendingTxnOffsets {
         added
     }
 
+    /// Whether a transaction holds an undecided offset of this group's partition.
+    pub fn holds(&self, group: &str, topic: &str, partition: i32) -> bool {
+        self.by_producer
+            .values()
+            .flatten()
+            .any(|(g, t, p, _)| g == group && t == topic && *p == partition)
+    }
+
     pub fn clear(&mut self) {
         self.by_producer.clear();
     }
@@ -91,8 +99,9 @@ mod tests {
         let mut offsets: HashMap<String, GroupOffsets> = HashMap::new();
         pending.add(7, "g".into(), "t".into(), 0, stored(10, 100));
         pending.add(8, "g".into(), "t".into(), 1, stored(20, 101));
+        assert!(pending.holds("g", "t", 1) && !pending.holds("g", "t", 2));
         assert_eq!(pending.complete(8, false, &mut offsets), 0);
-        assert!(offsets.is_empty());
+        assert!(offsets.is_empty() && !pending.holds("g", "t", 1));
         assert_eq!(
             pending.complete(8, true, &mut offsets),
             0,

@@ -86,6 +86,7 @@ pub mod code {
     pub const CONCURRENT_TRANSACTIONS: ErrorCode = ErrorCode(51);
     pub const TRANSACTION_COORDINATOR_FENCED: ErrorCode = ErrorCode(52);
     pub const OPERATION_NOT_ATTEMPTED: ErrorCode = ErrorCode(55);
+    pub const UNSTABLE_OFFSET_COMMIT: ErrorCode = ErrorCode(88);
     pub const PRODUCER_FENCED: ErrorCode = ErrorCode(90);
     pub const TRANSACTIONAL_ID_NOT_FOUND: ErrorCode = ErrorCode(105);
     pub const UNKNOWN_PRODUCER_ID: ErrorCode = ErrorCode(59);

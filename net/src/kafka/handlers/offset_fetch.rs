@@ -16,7 +16,7 @@ use super::ApiSpec;
 use crate::broker::shard::Shard;
 use crate::groups::records::CommitValue;
 use crate::groups::Groups;
-use crate::kafka::errors::ErrorCode;
+use crate::kafka::errors::{code, ErrorCode};
 use crate::kafka::frame::{decode_body, encode_response, FrameError, Request, ResponseFrame};
 
 pub const SPEC: ApiSpec = ApiSpec {
@@ -25,8 +25,10 @@ pub const SPEC: ApiSpec = ApiSpec {
     max: 9,
 };
 
-/// A group's answer: per topic, per partition, the committed value if any.
-type Fetched = Vec<(String, Vec<(i32, Option<CommitValue>)>)>;
+/// A group's answer: per topic, per partition, the committed value if any and the
+/// partition's error (UNSTABLE_OFFSET_COMMIT while a transaction holds an undecided
+/// offset there and the client asked for stable offsets).
+type Fetched = Vec<(String, Vec<(i32, Option<CommitValue>, ErrorCode)>)>;
 
 pub fn handle(shard: &Rc<Shard>, req: &Request) -> Result<ResponseFrame, FrameError> {
     let body: OffsetFetchRequest = decode_body(req)?;
@@ -49,7 +51,7 @@ pub fn handle(shard: &Rc<Shard>, req: &Request) -> Result<ResponseFrame, FrameEr
                 if req.version >= 9 && member != crate::kafka::errors::code::NONE {
                     return out.with_error_code(member.into());
                 }
-                match fetch(&shard.groups, &g.group_id.0, wanted) {
+                match fetch(&shard.groups, &g.group_id.0, wanted, body.require_stable) {
                     Ok(f) => out.with_topics(topics(f)),
                     Err(e) => out.with_error_code(e.into()),
                 }
@@ -62,7 +64,7 @@ pub fn handle(shard: &Rc<Shard>, req: &Request) -> Result<ResponseFrame, FrameEr
                 .map(|t| (t.name.0.to_string(), t.partition_indexes.clone()))
                 .collect()
         });
-        match fetch(&shard.groups, &body.group_id.0, wanted) {
+        match fetch(&shard.groups, &body.group_id.0, wanted, body.require_stable) {
             Ok(f) => OffsetFetchResponse::default().with_topics(topics(f)),
             // v1 has no top-level error: each partition carries it.
             Err(e) if req.version < 2 => {
@@ -98,14 +100,24 @@ fn fetch(
     groups: &Groups,
     group: &str,
     wanted: Option<Vec<(String, Vec<i32>)>>,
+    require_stable: bool,
 ) -> Result<Fetched, ErrorCode> {
+    // Kafka answers an undecided partition with -1 and UNSTABLE_OFFSET_COMMIT (the
+    // client retries until the transaction's marker decides it).
+    let entry = |name: &str, p: i32, v: Option<CommitValue>| {
+        if require_stable && groups.has_pending_txn(group, name, p) {
+            (p, None, code::UNSTABLE_OFFSET_COMMIT)
+        } else {
+            (p, v, code::NONE)
+        }
+    };
     match wanted {
         Some(topics) => topics
             .into_iter()
             .map(|(name, parts)| {
                 let values = parts
                     .into_iter()
-                    .map(|p| Ok((p, groups.committed(group, &name, p)?)))
+                    .map(|p| Ok(entry(&name, p, groups.committed(group, &name, p)?)))
                     .collect::<Result<Vec<_>, ErrorCode>>()?;
                 Ok((name, values))
             })
@@ -113,9 +125,10 @@ fn fetch(
         None => {
             let mut all: Fetched = Vec::new();
             for (t, p, v) in groups.committed_all(group)? {
+                let e = entry(&t, p, Some(v));
                 match all.last_mut() {
-                    Some((name, ps)) if *name == t => ps.push((p, Some(v))),
-                    _ => all.push((t, vec![(p, Some(v))])),
+                    Some((name, ps)) if *name == t => ps.push(e),
+                    _ => all.push((t, vec![e])),
                 }
             }
             Ok(all)
@@ -128,7 +141,7 @@ fn fetch(
 trait AnswerTopic: Sized {
     type Partition;
     /// A partition's entry: its committed value, or -1s when nothing is committed.
-    fn partition(index: i32, v: Option<CommitValue>) -> Self::Partition;
+    fn partition(index: i32, v: Option<CommitValue>, error: ErrorCode) -> Self::Partition;
     fn topic(name: String, partitions: Vec<Self::Partition>) -> Self;
 }
 
@@ -136,12 +149,13 @@ macro_rules! answer_topic {
     ($($topic:ty => $partition:ty),*) => {$(
         impl AnswerTopic for $topic {
             type Partition = $partition;
-            fn partition(index: i32, v: Option<CommitValue>) -> $partition {
+            fn partition(index: i32, v: Option<CommitValue>, error: ErrorCode) -> $partition {
                 let (offset, epoch, meta) = match v {
                     Some(v) => (v.offset, v.leader_epoch, StrBytes::from_string(v.metadata)),
                     None => (-1, -1, StrBytes::from_static_str("")),
                 };
                 <$partition>::default()
+                    .with_error_code(error.into())
                     .with_partition_index(index)
                     .with_committed_offset(offset)
                     .with_committed_leader_epoch(epoch)
@@ -165,7 +179,7 @@ answer_topic!(
 fn topics<T: AnswerTopic>(f: Fetched) -> Vec<T> {
     f.into_iter()
         .map(|(name, parts)| {
-            let partitions = parts.into_iter().map(|(p, v)| T::partition(p, v));
+            let partitions = parts.into_iter().map(|(p, v, e)| T::partition(p, v, e));
             T::topic(name, partitions.collect())
         })
         .collect()
