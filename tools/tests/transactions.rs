@@ -147,6 +147,13 @@ fn committed_and_aborted_transactions_as_each_isolation_level_reads_them() {
         read_all(&b.addr, "orders", 3, "read_uncommitted"),
         once(&[first, aborted, second])
     );
+    // The coordinator counts what it finished.
+    common::wait_for("the transaction counters", HANG_GUARD, &mut || {
+        let page = b.admin_get("/metrics").ok()?;
+        let committed = common::metric(&page, "sluice_transactions_committed_total", &[])?;
+        let aborted = common::metric(&page, "sluice_transactions_aborted_total", &[])?;
+        (committed == 2.0 && aborted == 1.0).then_some(())
+    });
 }
 
 #[test]
@@ -197,6 +204,12 @@ fn a_transaction_past_its_timeout_is_aborted_by_the_coordinator() {
     );
     let late = p.commit_transaction(HANG_GUARD);
     assert!(late.is_err(), "a timed-out transaction committed: {late:?}");
+    let page = b.admin_get("/metrics").expect("metrics");
+    assert_eq!(
+        common::metric(&page, "sluice_transactions_timed_out_total", &[]),
+        Some(1.0),
+        "{page}"
+    );
     send_sentinels(&b.addr, "slow", 1);
     assert!(read_all(&b.addr, "slow", 1, "read_committed").is_empty());
 }

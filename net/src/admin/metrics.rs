@@ -51,6 +51,11 @@ static SASL_AUTHENTICATION_FAILURES: AtomicU64 = AtomicU64::new(0);
 static GROUP_REBALANCES: AtomicU64 = AtomicU64::new(0);
 static GROUP_MEMBERS_EXPIRED: AtomicU64 = AtomicU64::new(0);
 static OFFSET_COMMITS: AtomicU64 = AtomicU64::new(0);
+/// Transactions this broker's coordinator finished: committed, aborted (by the producer
+/// or a new incarnation), aborted at their timeout.
+static TXNS_COMMITTED: AtomicU64 = AtomicU64::new(0);
+static TXNS_ABORTED: AtomicU64 = AtomicU64::new(0);
+static TXNS_TIMED_OUT: AtomicU64 = AtomicU64::new(0);
 
 /// The consumer groups of one shard's coordinator partitions, as last published.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
@@ -93,6 +98,21 @@ pub fn offsets_committed(n: usize) {
     OFFSET_COMMITS.fetch_add(n as u64, Ordering::Relaxed);
 }
 
+/// A transaction this broker coordinates ended (its Complete state durable).
+pub fn transaction_completed(committed: bool) {
+    let counter = if committed {
+        &TXNS_COMMITTED
+    } else {
+        &TXNS_ABORTED
+    };
+    counter.fetch_add(1, Ordering::Relaxed);
+}
+
+/// An open transaction was aborted at its timeout (counted again when it completes).
+pub fn transaction_timed_out() {
+    TXNS_TIMED_OUT.fetch_add(1, Ordering::Relaxed);
+}
+
 /// One partition's log as its shard last published it.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct PartitionStat {
@@ -102,6 +122,8 @@ pub struct PartitionStat {
     pub log_end_offset: i64,
     /// What consumers can read (written to the segment files).
     pub high_watermark: i64,
+    /// What `read_committed` consumers can read (below open transactions).
+    pub last_stable_offset: i64,
     pub size_bytes: u64,
     pub segments: usize,
     pub traffic: TrafficStat,
@@ -178,7 +200,7 @@ type ShardGauge = fn(&ShardStat) -> usize;
 
 fn render_partitions(out: &mut String) {
     let Ok(map) = PARTITIONS.lock() else { return };
-    let gauges: [(&str, Gauge); 5] = [
+    let gauges: [(&str, Gauge); 6] = [
         ("sluice_partition_log_start_offset", |p| {
             p.log_start_offset.to_string()
         }),
@@ -187,6 +209,9 @@ fn render_partitions(out: &mut String) {
         }),
         ("sluice_partition_high_watermark", |p| {
             p.high_watermark.to_string()
+        }),
+        ("sluice_partition_last_stable_offset", |p| {
+            p.last_stable_offset.to_string()
         }),
         ("sluice_partition_size_bytes", |p| p.size_bytes.to_string()),
         ("sluice_partition_segments", |p| p.segments.to_string()),
@@ -522,6 +547,9 @@ fn render_groups(out: &mut String) {
         ("sluice_group_rebalances_total", &GROUP_REBALANCES),
         ("sluice_group_members_expired_total", &GROUP_MEMBERS_EXPIRED),
         ("sluice_offset_commits_total", &OFFSET_COMMITS),
+        ("sluice_transactions_committed_total", &TXNS_COMMITTED),
+        ("sluice_transactions_aborted_total", &TXNS_ABORTED),
+        ("sluice_transactions_timed_out_total", &TXNS_TIMED_OUT),
     ] {
         single(out, name, "counter", None, counter.load(Ordering::Relaxed));
     }

@@ -192,6 +192,7 @@ async fn finish(shard: Rc<Shard>, busy: Busy, prepared: TxnMeta) {
                 state = done.state.name(),
                 "transaction complete"
             );
+            crate::admin::metrics::transaction_completed(done.state == TxnState::CompleteCommit);
             busy.install(done);
         }
         Err(e) => {
@@ -234,6 +235,7 @@ pub async fn abort_timed_out(shard: &Rc<Shard>, partition: usize, id: &str) {
             timeout_ms = fenced.timeout_ms,
             "aborting a transaction past its timeout"
         );
+        crate::admin::metrics::transaction_timed_out();
         if let Err(e) = decide(shard, busy, fenced).await {
             tracing::warn!(
                 transactional_id = id,

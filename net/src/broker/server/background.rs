@@ -67,6 +67,7 @@ pub(super) fn publish_metrics(
                 log_start_offset: log.log_start_offset().0,
                 log_end_offset: log.log_end_offset().0,
                 high_watermark: shard.high_watermark(&tp, &log).0,
+                last_stable_offset: log.last_stable_offset(shard.high_watermark(&tp, &log)).0,
                 size_bytes: log.size_bytes(),
                 segments: log.segment_count(),
                 partition: tp.partition.0,
