@@ -728,3 +728,46 @@ fn offsets_of_an_undecided_transaction_are_unstable_to_a_stable_fetch() {
         (fetch_offset(&b.addr, "stable-g", "stable", true) == (42, 0)).then_some(())
     });
 }
+
+#[test]
+fn group_lag_against_the_last_stable_offset_for_read_committed_consumers() {
+    use rdkafka::consumer::CommitMode;
+    let dir = common::tempdir("txn-lag");
+    let b = broker(dir.path());
+    common::create_topic_at(&b.addr, "lagged", 1, 1, &[]);
+    send_plain(&b.addr, "lagged", 1, &values("done", 3));
+    let c: BaseConsumer = ClientConfig::new()
+        .set("bootstrap.servers", &b.addr)
+        .set("group.id", "lag-g")
+        .set("enable.auto.commit", "false")
+        .create()
+        .expect("consumer");
+    let mut tpl = TopicPartitionList::new();
+    tpl.add_partition_offset("lagged", 0, Offset::Offset(3))
+        .unwrap();
+    c.commit(&tpl, CommitMode::Sync).expect("commit");
+    let p = txn_producer(&b.addr, "tx-lag", &[]);
+    p.begin_transaction().unwrap();
+    send_all(&p, "lagged", 1, &values("open", 2));
+    p.flush(HANG_GUARD).expect("flush");
+    let lag = |extra: &[&str]| {
+        let mut args = vec![
+            "group",
+            "describe",
+            "lag-g",
+            "--bootstrap",
+            &b.addr,
+            "--json",
+        ];
+        args.extend_from_slice(extra);
+        let out = common::sluice(&args);
+        let v: serde_json::Value = serde_json::from_str(&out).expect("json");
+        v["total_lag"].as_i64().expect("total lag")
+    };
+    assert_eq!(lag(&[]), 2, "against the high watermark");
+    assert_eq!(
+        lag(&["--read-committed"]),
+        0,
+        "nothing committed to read yet"
+    );
+}

@@ -184,6 +184,8 @@ pub fn ensure_topic(bootstrap: &str, spec: &TopicSpec, create: bool) -> Result<R
 pub enum OffsetSpec {
     Earliest,
     Latest,
+    /// The last stable offset: the end a `read_committed` consumer reads to.
+    LatestStable,
     /// The first offset whose timestamp is at or after this (ms since the epoch); -1 for a
     /// partition with no such record.
     AtMs(i64),
@@ -193,7 +195,7 @@ pub enum OffsetSpec {
 pub fn offsets(routing: &Routing, which: OffsetSpec) -> Result<Vec<i64>> {
     let timestamp = match which {
         OffsetSpec::Earliest => -2,
-        OffsetSpec::Latest => -1,
+        OffsetSpec::Latest | OffsetSpec::LatestStable => -1,
         OffsetSpec::AtMs(ms) if ms >= 0 => ms,
         OffsetSpec::AtMs(ms) => bail!("timestamp {ms} ms is before 1970"),
     };
@@ -219,6 +221,7 @@ pub fn offsets(routing: &Routing, which: OffsetSpec) -> Result<Vec<i64>> {
             .collect();
         let req = ListOffsetsRequest::default()
             .with_replica_id(BrokerId(-1))
+            .with_isolation_level(i8::from(matches!(which, OffsetSpec::LatestStable)))
             .with_topics(vec![ListOffsetsTopic::default()
                 .with_name(topic_name(&routing.topic))
                 .with_partitions(partitions)]);

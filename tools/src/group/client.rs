@@ -356,6 +356,12 @@ impl Client {
 
     /// Log start and end offsets of every partition of `topic`; `None` when it does not exist.
     pub fn log_offsets(&mut self, topic: &str) -> Result<Option<LogOffsets>> {
+        self.log_offsets_to(topic, OffsetSpec::Latest)
+    }
+
+    /// [`Self::log_offsets`] with the end `end` asks for (the last stable offset, for the
+    /// lag of a group whose consumers read committed).
+    pub fn log_offsets_to(&mut self, topic: &str, end: OffsetSpec) -> Result<Option<LogOffsets>> {
         let routing = match metadata::lookup(&mut self.conn, topic) {
             Ok(r) => r,
             Err(e) => {
@@ -365,7 +371,7 @@ impl Client {
         };
         Ok(Some(LogOffsets {
             start: metadata::offsets(&routing, OffsetSpec::Earliest)?,
-            end: metadata::offsets(&routing, OffsetSpec::Latest)?,
+            end: metadata::offsets(&routing, end)?,
         }))
     }
 

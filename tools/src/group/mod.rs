@@ -58,6 +58,10 @@ pub enum GroupCommand {
         /// Print JSON instead of tables.
         #[arg(long)]
         json: bool,
+        /// Lag against each partition's last stable offset (for consumers with
+        /// isolation.level=read_committed) instead of its high watermark.
+        #[arg(long)]
+        read_committed: bool,
     },
     /// Plan (and with --execute commit) new offsets for a group without active members.
     ResetOffsets(ResetArgs),
@@ -119,7 +123,11 @@ pub struct ResetArgs {
 pub fn main(args: GroupArgs) -> Result<()> {
     match args.command {
         GroupCommand::List { json } => list(&args.bootstrap, json),
-        GroupCommand::Describe { group, json } => describe(&args.bootstrap, &group, json),
+        GroupCommand::Describe {
+            group,
+            json,
+            read_committed,
+        } => describe(&args.bootstrap, &group, json, read_committed),
         GroupCommand::ResetOffsets(r) => reset_offsets(&args.bootstrap, &r),
         GroupCommand::Delete { groups, topic } => match topic {
             Some(t) => delete_offsets(&args.bootstrap, &groups, &t),
@@ -145,7 +153,7 @@ fn list(bootstrap: &str, json: bool) -> Result<()> {
     Ok(())
 }
 
-fn describe(bootstrap: &str, group: &str, json: bool) -> Result<()> {
+fn describe(bootstrap: &str, group: &str, json: bool, read_committed: bool) -> Result<()> {
     let mut c = Client::connect(bootstrap)?;
     let state = c.describe(group)?;
     let committed = c.committed(group, None)?;
@@ -154,7 +162,12 @@ fn describe(bootstrap: &str, group: &str, json: bool) -> Result<()> {
     }
     let mut logs = HashMap::new();
     for t in describe::topics_of(&state, &committed) {
-        if let Some(l) = c.log_offsets(&t)? {
+        let end = if read_committed {
+            crate::bench::metadata::OffsetSpec::LatestStable
+        } else {
+            crate::bench::metadata::OffsetSpec::Latest
+        };
+        if let Some(l) = c.log_offsets_to(&t, end)? {
             logs.insert(t, l);
         }
     }
