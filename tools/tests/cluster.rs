@@ -166,15 +166,20 @@ fn placement_by_rack_forwarding_not_leader_and_controller_failover() {
 
     // Requests reaching a broker that does not lead the partition: NOT_LEADER_OR_FOLLOWER.
     let (p0, part0) = parts.iter().next().map(|(i, p)| (*i, p.clone())).unwrap();
+    // `other` listed the topic first; the follower and the leader apply the same metadata
+    // record on their own schedule, and until then answer UNKNOWN_TOPIC_OR_PARTITION.
     let follower = part0.replicas[1] as usize;
+    let leader_addr = c.node(part0.leader as usize).addr.clone();
+    for addr in [&c.node(follower).addr, &leader_addr] {
+        c.wait("the partition's replicas list the topic", HANG_GUARD, || {
+            knows_topic(addr, "racked").then_some(())
+        });
+    }
     assert_eq!(
         list_offsets_error(&c.node(follower).addr, "racked", p0),
         NOT_LEADER_OR_FOLLOWER
     );
-    assert_eq!(
-        list_offsets_error(&c.node(part0.leader as usize).addr, "racked", p0),
-        0
-    );
+    assert_eq!(list_offsets_error(&leader_addr, "racked", p0), 0);
 
     // CreateTopics sent to a broker that is not the controller is carried out by it, and
     // the third broker lists the topic too.
