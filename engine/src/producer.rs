@@ -302,6 +302,11 @@ impl ProducerState {
             .collect()
     }
 
+    /// Where `producer_id`'s open transaction here began, if it has one.
+    pub fn open_txn(&self, producer_id: i64) -> Option<Offset> {
+        self.producers.get(&producer_id).and_then(|p| p.txn_first)
+    }
+
     /// The first offset of the earliest open transaction.
     pub fn first_open(&self) -> Option<Offset> {
         self.open.first().map(|(first, _)| *first)

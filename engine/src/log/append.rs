@@ -344,6 +344,12 @@ impl PartitionLog {
         st.txns.last_stable_offset(hw, first_open)
     }
 
+    /// Where `producer_id`'s open transaction in this log began, if it has one (a
+    /// transactional write that would open one is verified first, KIP-890).
+    pub fn open_transaction(&self, producer_id: i64) -> Option<Offset> {
+        self.shared.state.borrow().producers.open_txn(producer_id)
+    }
+
     /// The producers this log knows (DescribeProducers), at most `max`.
     pub fn producers(&self, max: usize) -> Vec<crate::producer::ProducerView> {
         self.shared.state.borrow().producers.views(max)

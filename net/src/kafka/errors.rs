@@ -84,6 +84,8 @@ pub mod code {
     pub const INVALID_PRODUCER_ID_MAPPING: ErrorCode = ErrorCode(49);
     pub const INVALID_TRANSACTION_TIMEOUT: ErrorCode = ErrorCode(50);
     pub const CONCURRENT_TRANSACTIONS: ErrorCode = ErrorCode(51);
+    /// A transaction must be aborted (KIP-890: a write to a partition outside it).
+    pub const TRANSACTION_ABORTABLE: ErrorCode = ErrorCode(120);
     pub const TRANSACTION_COORDINATOR_FENCED: ErrorCode = ErrorCode(52);
     pub const OPERATION_NOT_ATTEMPTED: ErrorCode = ErrorCode(55);
     pub const UNSTABLE_OFFSET_COMMIT: ErrorCode = ErrorCode(88);

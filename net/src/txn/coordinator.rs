@@ -136,6 +136,38 @@ pub async fn add_partitions(
     Ok(())
 }
 
+/// AddPartitionsToTxn `verify_only` (KIP-890): whether each partition is in the ongoing
+/// transaction of `(producer_id, epoch)`, as Kafka's `handleVerifyPartitionsInTransaction`
+/// answers: NONE, or TRANSACTION_ABORTABLE for a partition outside it. Reads the state
+/// without starting a transition: the partition leader's guard covers the race with the
+/// transaction's end.
+pub fn verify_partitions(
+    shard: &Shard,
+    id: &str,
+    (producer_id, epoch): (i64, i16),
+    partitions: &[(String, i32)],
+) -> Result<Vec<ErrorCode>, ErrorCode> {
+    let p = coordinating_partition(shard, id)?;
+    let m = shard
+        .txns
+        .describe(p, id)?
+        .ok_or(code::INVALID_PRODUCER_ID_MAPPING)?;
+    m.check_producer(producer_id, epoch)?;
+    if m.state.is_preparing() || m.state == TxnState::PrepareEpochFence {
+        return Err(code::CONCURRENT_TRANSACTIONS);
+    }
+    Ok(partitions
+        .iter()
+        .map(|tp| {
+            if m.state == TxnState::Ongoing && m.partitions.contains(tp) {
+                code::NONE
+            } else {
+                code::TRANSACTION_ABORTABLE
+            }
+        })
+        .collect())
+}
+
 /// EndTxn: commit or abort the producer's open transaction. Answered once the decision
 /// is durable; the markers follow. A retry of a finished decision is answered again.
 pub async fn end_txn(

@@ -29,6 +29,7 @@ pub mod markers;
 pub mod persist;
 pub mod records;
 pub mod state;
+pub mod verify;
 
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::sync::{Arc, Mutex, MutexGuard};

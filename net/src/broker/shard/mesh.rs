@@ -60,6 +60,22 @@ pub struct ProducePartResult {
     pub log_start: Offset,
     /// Set when a batch was refused for some of its records (KIP-467).
     pub record_errors: Option<Box<RecordErrors>>,
+    /// Nothing was appended: the transactional write must first be verified with the
+    /// transaction coordinator, then sent again with this guard (`txn::verify`).
+    pub verify_guard: Option<u64>,
+}
+
+impl ProducePartResult {
+    /// A partition answered `error` with nothing appended.
+    pub fn failed(error: ErrorCode) -> ProducePartResult {
+        ProducePartResult {
+            error,
+            base_offset: Offset(-1),
+            log_start: Offset(-1),
+            record_errors: None,
+            verify_guard: None,
+        }
+    }
 }
 
 /// KIP-467: why a produce was refused, and which records of the batch were invalid.
@@ -79,6 +95,8 @@ pub enum ShardOp {
         /// How long acks=all waits for the ISR (the request's `timeout_ms`).
         timeout_ms: u64,
         parts: Vec<(TopicPartition, Bytes)>,
+        /// Set for a Produce with a transactional id (KIP-890 verification).
+        txn: Option<crate::txn::verify::TxnCheck>,
     },
     FetchRead {
         parts: Vec<FetchPart>,

@@ -97,6 +97,9 @@ pub struct Shard {
     /// when one of them waits (log creation, a full write buffer). Waits for durability
     /// happen outside it and overlap.
     append_order: glommio::sync::Semaphore,
+    /// Verification guards of transactional writes waiting for their coordinator's
+    /// answer (`txn::verify`), redeemed and cleared under `append_order`.
+    txn_guards: RefCell<crate::txn::verify::Guards>,
     /// Log creations run one at a time (see `open_or_create_log`).
     create_order: glommio::sync::Semaphore,
     /// Where partitions live; `placement_cache` is this shard's copy of its snapshot,
@@ -225,6 +228,7 @@ impl Shard {
             fetch_sessions: RefCell::new(sessions),
             replicas: crate::broker::replicas::Replicas::default(),
             append_order: glommio::sync::Semaphore::new(1),
+            txn_guards: RefCell::new(crate::txn::verify::Guards::default()),
             create_order: glommio::sync::Semaphore::new(1),
             placement_cache: RefCell::new(placement.snapshot()),
             moves_ended: sluice_engine::watch::OffsetWatch::new(0),
@@ -317,7 +321,8 @@ impl Shard {
                 acks,
                 timeout_ms,
                 parts,
-            } => ShardReply::Produce(self.produce(acks, timeout_ms, parts).await),
+                txn,
+            } => ShardReply::Produce(self.produce(acks, timeout_ms, parts, txn).await),
             ShardOp::FetchRead {
                 parts,
                 bytes_max,

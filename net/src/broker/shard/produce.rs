@@ -10,6 +10,7 @@ use crate::kafka::errors::{code, ErrorCode};
 use crate::store::{
     AppendError, BatchBuilder, LeaderEpoch, Marker, Offset, PartitionLog, Record, TopicPartition,
 };
+use crate::txn::verify::{transactional_producer, TxnCheck};
 
 /// How long a marker write waits for the in-sync replicas (WriteTxnMarkers carries no
 /// timeout; Kafka's coordinator uses its request timeout, 30 s by default).
@@ -41,6 +42,8 @@ pub(super) fn append_error_code(e: &AppendError) -> ErrorCode {
 pub(super) struct Refused {
     code: ErrorCode,
     record_errors: Option<Box<RecordErrors>>,
+    /// Not refused yet: to be verified with the transaction coordinator first.
+    verify_guard: Option<u64>,
 }
 
 impl From<ErrorCode> for Refused {
@@ -48,6 +51,7 @@ impl From<ErrorCode> for Refused {
         Refused {
             code,
             record_errors: None,
+            verify_guard: None,
         }
     }
 }
@@ -130,6 +134,7 @@ impl Shard {
             acks: -1,
             timeout_ms,
             parts: vec![(tp, batch)],
+            txn: None,
         };
         let result = match self.call(owner, op).await {
             ShardReply::Produce(r) => r.into_iter().next(),
@@ -147,6 +152,7 @@ impl Shard {
         acks: i16,
         timeout_ms: u64,
         parts: Vec<(TopicPartition, Bytes)>,
+        txn: Option<TxnCheck>,
     ) -> Vec<ProducePartResult> {
         // Phase 1: append everything (validation, offsets); phase 2: wait for durability,
         // so the waits of all partitions overlap.
@@ -155,7 +161,7 @@ impl Shard {
             // The semaphore is never closed, so the permit is always granted.
             let _turn = self.append_order.acquire_permit(1).await;
             for (tp, records) in &parts {
-                appended.push(self.append_one(tp, records, acks).await);
+                appended.push(self.append_one(tp, records, acks, txn.as_ref()).await);
             }
         }
         let mut out = Vec::with_capacity(appended.len());
@@ -174,12 +180,12 @@ impl Shard {
                     base_offset,
                     log_start,
                     record_errors: None,
+                    verify_guard: None,
                 },
                 Err(refused) => ProducePartResult {
-                    error: refused.code,
-                    base_offset: Offset(-1),
-                    log_start: Offset(-1),
                     record_errors: refused.record_errors,
+                    verify_guard: refused.verify_guard,
+                    ..ProducePartResult::failed(refused.code)
                 },
             });
         }
@@ -234,6 +240,7 @@ impl Shard {
         let epoch = crate::broker::replicas::append_epoch(role_epoch, image_epoch)?;
         match log.append_marker(marker, epoch).await {
             Ok(info) => {
+                self.txn_guards.borrow_mut().clear(tp, marker.producer_id);
                 tracing::debug!(partition = %tp, producer_id = marker.producer_id, kind = ?marker.kind, offset = %info.base_offset, "transaction marker written");
                 Ok((log, Offset(info.last_offset.0 + 1), epoch))
             }
@@ -305,6 +312,7 @@ impl Shard {
         tp: &TopicPartition,
         records: &Bytes,
         acks: i16,
+        txn: Option<&TxnCheck>,
     ) -> Result<(PartitionLog, Offset, Offset, LeaderEpoch), Refused> {
         let log = self.log_for(tp).await?;
         // The epoch the batch is stamped with is the leadership this broker holds now,
@@ -324,6 +332,9 @@ impl Shard {
             t.bytes_in += records.len() as u64;
             t.produce_requests += 1;
         });
+        if let Some(check) = txn {
+            self.gate_transactional_write(tp, &log, records, check)?;
+        }
         // Idempotence (sequence checks, duplicates answered with their first offsets) is
         // the engine's: its producer state is per log and survives restarts.
         let result = log.append(records, epoch).await;
@@ -338,8 +349,43 @@ impl Shard {
                 Err(Refused {
                     code: append_error_code(&e),
                     record_errors: record_errors(tp, &e).map(Box::new),
+                    verify_guard: None,
                 })
             }
         }
+    }
+    /// KIP-890 (`txn::verify`): a transactional batch that would open its producer's
+    /// transaction in `tp` passes only with the guard issued for it, still unused and not
+    /// cleared by a marker since; without one it gets a guard to verify with the
+    /// coordinator (first round) or is refused INVALID_TXN_STATE (second round). Runs
+    /// under the append order, so no marker falls between the check and the append.
+    fn gate_transactional_write(
+        &self,
+        tp: &TopicPartition,
+        log: &PartitionLog,
+        records: &Bytes,
+        check: &TxnCheck,
+    ) -> Result<(), Refused> {
+        let Some((producer_id, _)) = transactional_producer(records) else {
+            return Ok(());
+        };
+        if log.open_transaction(producer_id).is_some() {
+            return Ok(());
+        }
+        let mut guards = self.txn_guards.borrow_mut();
+        if let Some(guard) = check.guards.get(tp) {
+            if guards.redeem(tp, producer_id, *guard) {
+                return Ok(());
+            }
+        }
+        if check.last_round {
+            tracing::info!(partition = %tp, producer_id, "transactional write refused: its transaction ended while it was verified");
+            return Err(code::INVALID_TXN_STATE.into());
+        }
+        Err(Refused {
+            code: code::NONE,
+            record_errors: None,
+            verify_guard: Some(guards.issue(tp, producer_id)),
+        })
     }
 }

@@ -1,12 +1,14 @@
-//! AddPartitionsToTxn v0–3 (a producer's own request): partitions join its transaction
+//! AddPartitionsToTxn. v0–3 (a producer's own request): partitions join its transaction
 //! at the transaction coordinator. Every partition must exist: if one does not, it is
 //! answered UNKNOWN_TOPIC_OR_PARTITION, the others OPERATION_NOT_ATTEMPTED, and nothing is
-//! added (as Kafka does). The batched broker form (v4+, KIP-890) is not served.
+//! added (as Kafka does). v4 (KIP-890, between brokers): several transactions at once;
+//! `verify_only` asks whether partitions are in a transaction (`txn::verify`) without
+//! adding them.
 
 use std::rc::Rc;
 
 use kafka_protocol::messages::add_partitions_to_txn_response::{
-    AddPartitionsToTxnPartitionResult, AddPartitionsToTxnTopicResult,
+    AddPartitionsToTxnPartitionResult, AddPartitionsToTxnResult, AddPartitionsToTxnTopicResult,
 };
 use kafka_protocol::messages::{AddPartitionsToTxnRequest, AddPartitionsToTxnResponse, ApiKey};
 use sluice_control::PartitionId;
@@ -19,57 +21,40 @@ use crate::kafka::frame::{decode_body, encode_response, FrameError, Request, Res
 pub const SPEC: ApiSpec = ApiSpec {
     key: ApiKey::AddPartitionsToTxn,
     min: 0,
-    max: 3,
+    max: 4,
 };
+
+/// Transactions one batched (v4) request may carry.
+const TRANSACTIONS_MAX: usize = 1_000;
 
 pub async fn handle(shard: &Rc<Shard>, req: &Request) -> Result<ResponseFrame, FrameError> {
     let body: AddPartitionsToTxnRequest = decode_body(req)?;
+    if req.version >= 4 {
+        return handle_batched(shard, req, body).await;
+    }
     let asked: Vec<(String, i32)> = body
         .v3_and_below_topics
         .iter()
         .flat_map(|t| t.partitions.iter().map(|p| (t.name.0.to_string(), *p)))
         .collect();
-    let unknown: Vec<bool> = {
-        let image = shard.cluster.image();
-        asked
-            .iter()
-            .map(|(t, p)| {
-                image
-                    .topic_by_name(t)
-                    .is_none_or(|topic| !topic.partitions.contains_key(&PartitionId(*p)))
-            })
-            .collect()
-    };
-    let errors: Vec<ErrorCode> = if unknown.iter().any(|u| *u) {
-        unknown
-            .iter()
-            .map(|u| {
-                if *u {
-                    code::UNKNOWN_TOPIC_OR_PARTITION
-                } else {
-                    code::OPERATION_NOT_ATTEMPTED
-                }
-            })
-            .collect()
-    } else {
-        let added = crate::txn::coordinator::add_partitions(
-            shard,
-            body.v3_and_below_transactional_id.as_str(),
-            (
-                body.v3_and_below_producer_id.0,
-                body.v3_and_below_producer_epoch,
-            ),
-            asked.clone(),
-        )
-        .await;
-        let error = match added {
-            Ok(()) => code::NONE,
-            // PRODUCER_FENCED came with v2; older clients know INVALID_PRODUCER_EPOCH.
-            Err(code::PRODUCER_FENCED) if req.version < 2 => code::INVALID_PRODUCER_EPOCH,
-            Err(e) => e,
-        };
-        vec![error; asked.len()]
-    };
+    let producer = (
+        body.v3_and_below_producer_id.0,
+        body.v3_and_below_producer_epoch,
+    );
+    let errors: Vec<ErrorCode> = add(
+        shard,
+        body.v3_and_below_transactional_id.as_str(),
+        producer,
+        asked,
+    )
+    .await
+    .into_iter()
+    // PRODUCER_FENCED came with v2; older clients know INVALID_PRODUCER_EPOCH.
+    .map(|e| match e {
+        code::PRODUCER_FENCED if req.version < 2 => code::INVALID_PRODUCER_EPOCH,
+        e => e,
+    })
+    .collect();
     let mut errors = errors.into_iter();
     let topics = body
         .v3_and_below_topics
@@ -91,5 +76,105 @@ pub async fn handle(shard: &Rc<Shard>, req: &Request) -> Result<ResponseFrame, F
         })
         .collect();
     let resp = AddPartitionsToTxnResponse::default().with_results_by_topic_v3_and_below(topics);
+    encode_response(req.header.correlation_id, req.version, &resp)
+}
+
+/// Adds `asked` to the transaction of `id` if every partition exists: one error per
+/// partition (UNKNOWN_TOPIC_OR_PARTITION for missing ones and OPERATION_NOT_ATTEMPTED for
+/// the others, as Kafka answers).
+async fn add(
+    shard: &Rc<Shard>,
+    id: &str,
+    producer: (i64, i16),
+    asked: Vec<(String, i32)>,
+) -> Vec<ErrorCode> {
+    let unknown: Vec<bool> = {
+        let image = shard.cluster.image();
+        asked
+            .iter()
+            .map(|(t, p)| {
+                image
+                    .topic_by_name(t)
+                    .is_none_or(|topic| !topic.partitions.contains_key(&PartitionId(*p)))
+            })
+            .collect()
+    };
+    if unknown.iter().any(|u| *u) {
+        return unknown
+            .iter()
+            .map(|u| {
+                if *u {
+                    code::UNKNOWN_TOPIC_OR_PARTITION
+                } else {
+                    code::OPERATION_NOT_ATTEMPTED
+                }
+            })
+            .collect();
+    }
+    let n = asked.len();
+    let added = crate::txn::coordinator::add_partitions(shard, id, producer, asked).await;
+    vec![added.err().unwrap_or(code::NONE); n]
+}
+
+/// v4: each transaction's partitions verified (`verify_only`) or added.
+async fn handle_batched(
+    shard: &Rc<Shard>,
+    req: &Request,
+    body: AddPartitionsToTxnRequest,
+) -> Result<ResponseFrame, FrameError> {
+    let mut resp = AddPartitionsToTxnResponse::default();
+    if body.transactions.len() > TRANSACTIONS_MAX {
+        tracing::info!(
+            transactions = body.transactions.len(),
+            "AddPartitionsToTxn refused: too many transactions"
+        );
+        resp.error_code = code::INVALID_REQUEST.into();
+        return encode_response(req.header.correlation_id, req.version, &resp);
+    }
+    for t in &body.transactions {
+        let id = t.transactional_id.0.as_str();
+        let producer = (t.producer_id.0, t.producer_epoch);
+        let asked: Vec<(String, i32)> = t
+            .topics
+            .iter()
+            .flat_map(|topic| {
+                let name = topic.name.0.to_string();
+                topic.partitions.iter().map(move |p| (name.clone(), *p))
+            })
+            .collect();
+        let errors: Vec<ErrorCode> = if id.is_empty() {
+            vec![code::INVALID_REQUEST; asked.len()]
+        } else if t.verify_only {
+            crate::txn::coordinator::verify_partitions(shard, id, producer, &asked)
+                .unwrap_or_else(|e| vec![e; asked.len()])
+        } else {
+            add(shard, id, producer, asked).await
+        };
+        let mut errors = errors.into_iter();
+        let topic_results = t
+            .topics
+            .iter()
+            .map(|topic| {
+                let partitions = topic
+                    .partitions
+                    .iter()
+                    .zip(errors.by_ref())
+                    .map(|(p, e)| {
+                        AddPartitionsToTxnPartitionResult::default()
+                            .with_partition_index(*p)
+                            .with_partition_error_code(e.into())
+                    })
+                    .collect();
+                AddPartitionsToTxnTopicResult::default()
+                    .with_name(topic.name.clone())
+                    .with_results_by_partition(partitions)
+            })
+            .collect();
+        resp.results_by_transaction.push(
+            AddPartitionsToTxnResult::default()
+                .with_transactional_id(t.transactional_id.clone())
+                .with_topic_results(topic_results),
+        );
+    }
     encode_response(req.header.correlation_id, req.version, &resp)
 }

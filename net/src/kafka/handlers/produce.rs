@@ -4,7 +4,10 @@
 //! refused for some of its records (keyless records on a compacted topic) lists them in
 //! `record_errors` (KIP-467, v8+) with INVALID_RECORD.
 
+use std::collections::{BTreeSet, HashMap};
 use std::rc::Rc;
+
+use bytes::Bytes;
 
 use kafka_protocol::messages::produce_response::{
     BatchIndexAndErrorMessage, PartitionProduceResponse, TopicProduceResponse,
@@ -19,7 +22,8 @@ use crate::broker::shard::{
 use crate::groups::OFFSETS_TOPIC;
 use crate::kafka::errors::code;
 use crate::kafka::frame::{decode_body, encode_response, FrameError, Request, ResponseFrame};
-use crate::store::{Offset, PartitionId, TopicPartition};
+use crate::store::{PartitionId, TopicPartition};
+use crate::txn::verify::{produce_error, transactional_producer, verify, TxnCheck};
 
 pub const SPEC: ApiSpec = ApiSpec {
     key: ApiKey::Produce,
@@ -44,69 +48,31 @@ pub async fn handle(shard: &Rc<Shard>, req: &Request) -> Result<Option<ResponseF
         }
         shape.push((t.name.clone(), parts));
     }
-    let n = items.len();
-    let mut results = vec![
-        ProducePartResult {
-            error: code::UNKNOWN_SERVER_ERROR,
-            base_offset: Offset(-1),
-            log_start: Offset(-1),
-            record_errors: None,
-        };
-        n
-    ];
-    if !(-1..=1).contains(&acks) {
-        results
-            .iter_mut()
-            .for_each(|r| r.error = code::INVALID_REQUIRED_ACKS);
+    let mut results = if !(-1..=1).contains(&acks) {
+        vec![ProducePartResult::failed(code::INVALID_REQUIRED_ACKS); items.len()]
     } else {
         shard.wait_not_moving(items.iter().map(|(tp, _)| tp)).await;
-        let groups = split_by_shard(shard, items);
-        let mut calls = Vec::with_capacity(groups.len());
-        let mut positions = Vec::with_capacity(groups.len());
-        for (s, group) in groups {
-            let mut idx = Vec::with_capacity(group.len());
-            let mut parts = Vec::with_capacity(group.len());
-            for (i, tp, data) in group {
-                if tp.topic == OFFSETS_TOPIC {
-                    // Only the group coordinator writes there.
-                    tracing::warn!(
-                        client_id = req.header.client_id.as_deref().unwrap_or(""),
-                        "produce to the internal offsets topic refused"
-                    );
-                    results[i].error = code::INVALID_TOPIC_EXCEPTION;
-                    continue;
-                }
-                idx.push(i);
-                parts.push((tp, data));
-            }
-            positions.push(idx);
-            calls.push((
-                s,
-                ShardOp::Produce {
-                    acks,
-                    timeout_ms: body.timeout_ms.max(0) as u64,
-                    parts,
-                },
-            ));
-        }
-        for (idx, reply) in positions.into_iter().zip(shard.call_all(calls).await) {
-            match reply {
-                ShardReply::Produce(rs) => {
-                    for (i, r) in idx.into_iter().zip(rs) {
-                        results[i] = r;
-                    }
-                }
-                _ => {
-                    for i in idx {
-                        results[i].error = code::NOT_LEADER_OR_FOLLOWER;
-                    }
-                }
+        let timeout_ms = body.timeout_ms.max(0) as u64;
+        match &body.transactional_id {
+            None => append_all(shard, req, items, acks, timeout_ms, None).await,
+            Some(id) => {
+                // Kept for the partitions that are verified before they are appended.
+                let kept = items.clone();
+                let check = Some(TxnCheck::default());
+                let mut results = append_all(shard, req, items, acks, timeout_ms, check).await;
+                let limits = (acks, timeout_ms);
+                verify_and_append(shard, req, id.as_str(), &kept, &mut results, limits).await;
+                results
             }
         }
-    }
+    };
     if acks == 0 {
         return Ok(None);
     }
+    results
+        .iter_mut()
+        .filter(|r| r.verify_guard.is_some())
+        .for_each(|r| *r = ProducePartResult::failed(code::UNKNOWN_SERVER_ERROR));
     let mut it = results.into_iter();
     let responses = shape
         .into_iter()
@@ -114,12 +80,9 @@ pub async fn handle(shard: &Rc<Shard>, req: &Request) -> Result<Option<ResponseF
             let partition_responses = parts
                 .into_iter()
                 .map(|index| {
-                    let r = it.next().unwrap_or(ProducePartResult {
-                        error: code::UNKNOWN_SERVER_ERROR,
-                        base_offset: Offset(-1),
-                        log_start: Offset(-1),
-                        record_errors: None,
-                    });
+                    let r = it
+                        .next()
+                        .unwrap_or(ProducePartResult::failed(code::UNKNOWN_SERVER_ERROR));
                     let answer = PartitionProduceResponse::default()
                         .with_index(index)
                         .with_error_code(r.error.into())
@@ -139,6 +102,128 @@ pub async fn handle(shard: &Rc<Shard>, req: &Request) -> Result<Option<ResponseF
         .collect();
     let resp = ProduceResponse::default().with_responses(responses);
     encode_response(req.header.correlation_id, req.version, &resp).map(Some)
+}
+
+/// Appends each partition's records through its owning shard (internal topics refused):
+/// one answer per item, in order.
+async fn append_all(
+    shard: &Rc<Shard>,
+    req: &Request,
+    items: Vec<(TopicPartition, Bytes)>,
+    acks: i16,
+    timeout_ms: u64,
+    txn: Option<TxnCheck>,
+) -> Vec<ProducePartResult> {
+    let mut results = vec![ProducePartResult::failed(code::UNKNOWN_SERVER_ERROR); items.len()];
+    let groups = split_by_shard(shard, items);
+    let mut calls = Vec::with_capacity(groups.len());
+    let mut positions = Vec::with_capacity(groups.len());
+    for (s, group) in groups {
+        let mut idx = Vec::with_capacity(group.len());
+        let mut parts = Vec::with_capacity(group.len());
+        for (i, tp, data) in group {
+            if tp.topic == OFFSETS_TOPIC {
+                // Only the group coordinator writes there.
+                tracing::warn!(
+                    client_id = req.header.client_id.as_deref().unwrap_or(""),
+                    "produce to the internal offsets topic refused"
+                );
+                results[i].error = code::INVALID_TOPIC_EXCEPTION;
+                continue;
+            }
+            idx.push(i);
+            parts.push((tp, data));
+        }
+        positions.push(idx);
+        calls.push((
+            s,
+            ShardOp::Produce {
+                acks,
+                timeout_ms,
+                parts,
+                txn: txn.clone(),
+            },
+        ));
+    }
+    for (idx, reply) in positions.into_iter().zip(shard.call_all(calls).await) {
+        match reply {
+            ShardReply::Produce(rs) => {
+                for (i, r) in idx.into_iter().zip(rs) {
+                    results[i] = r;
+                }
+            }
+            _ => {
+                for i in idx {
+                    results[i].error = code::NOT_LEADER_OR_FOLLOWER;
+                }
+            }
+        }
+    }
+    results
+}
+
+/// KIP-890 (`txn::verify`): the partitions whose transactional write waits for
+/// verification are checked with the coordinator of `id`, and those in the transaction
+/// appended in a second round with their guards; the others get the coordinator's
+/// verdict as a Produce error.
+async fn verify_and_append(
+    shard: &Rc<Shard>,
+    req: &Request,
+    id: &str,
+    items: &[(TopicPartition, Bytes)],
+    results: &mut [ProducePartResult],
+    (acks, timeout_ms): (i16, u64),
+) {
+    let pending: Vec<usize> = (0..results.len())
+        .filter(|i| results[*i].verify_guard.is_some())
+        .collect();
+    if pending.is_empty() {
+        return;
+    }
+    let producers: BTreeSet<(i64, i16)> = pending
+        .iter()
+        .filter_map(|i| transactional_producer(&items[*i].1))
+        .collect();
+    let verdicts = match (producers.len(), producers.first()) {
+        (1, Some(producer)) => {
+            let partitions: Vec<(String, i32)> = pending
+                .iter()
+                .map(|i| (items[*i].0.topic.clone(), items[*i].0.partition.0))
+                .collect();
+            verify(shard, id, *producer, &partitions).await
+        }
+        // Kafka: transactional records of one request come from one producer.
+        _ => vec![code::INVALID_PRODUCER_ID_MAPPING; pending.len()],
+    };
+    let mut check = TxnCheck {
+        guards: HashMap::new(),
+        last_round: true,
+    };
+    let mut again = Vec::new();
+    for (i, verdict) in pending.iter().zip(verdicts) {
+        if verdict == code::NONE {
+            check
+                .guards
+                .insert(items[*i].0.clone(), results[*i].verify_guard.unwrap_or(0));
+            again.push(*i);
+        } else {
+            tracing::info!(
+                transactional_id = id,
+                partition = %items[*i].0,
+                verdict = i16::from(verdict),
+                "transactional write refused: the coordinator did not verify the partition"
+            );
+            results[*i] = ProducePartResult::failed(produce_error(verdict));
+        }
+    }
+    if again.is_empty() {
+        return;
+    }
+    let subset: Vec<(TopicPartition, Bytes)> = again.iter().map(|i| items[*i].clone()).collect();
+    let answers = append_all(shard, req, subset, acks, timeout_ms, Some(check)).await;
+    for (i, r) in again.into_iter().zip(answers) {
+        results[i] = r;
+    }
 }
 
 /// KIP-467 (Produce v8+): the records of the batch that were invalid and why, and the
