@@ -137,6 +137,9 @@ pub struct TransactionsFileConfig {
     pub max_timeout_ms: Option<u32>,
     pub abort_timed_out_check_interval_ms: Option<u64>,
     pub transactional_ids_max: Option<u64>,
+    /// The `transaction.version` feature level advertised: 2 lets clients use
+    /// transactions v2 (KIP-890 part 2), 1 keeps them on the earlier protocol.
+    pub transaction_version: Option<u16>,
 }
 
 /// `[cluster]`: the node's place in the cluster.
@@ -1009,6 +1012,11 @@ fn transactions_config(t: &TransactionsFileConfig) -> Result<TxnConfig> {
             t.transactional_ids_max,
             d.txns_max,
         )?,
+        transaction_version: match t.transaction_version {
+            None => d.transaction_version,
+            Some(v @ 1..=2) => v as i16,
+            Some(v) => bail!("transactions.transaction_version must be 1 or 2, not {v}"),
+        },
     })
 }
 
@@ -1032,6 +1040,18 @@ mod tests {
             .unwrap_err()
             .to_string();
         assert!(err.contains("transactions.state_log_partitions"), "{err}");
+        let f: FileConfig = toml::from_str("[transactions]\ntransaction_version = 3\n").unwrap();
+        let err = transactions_config(&f.transactions)
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("transactions.transaction_version"), "{err}");
+        let f: FileConfig = toml::from_str("[transactions]\ntransaction_version = 1\n").unwrap();
+        assert_eq!(
+            transactions_config(&f.transactions)
+                .unwrap()
+                .transaction_version,
+            1
+        );
         let f: FileConfig =
             toml::from_str("[transactions]\nstate_log_replication_factor = 99\n").unwrap();
         let err = transactions_config(&f.transactions)

@@ -100,11 +100,14 @@ async fn new_producer_id(shard: &Shard) -> Result<i64, ErrorCode> {
 
 /// AddPartitionsToTxn: the partitions join the producer's transaction (opening one if
 /// none is open). The caller checked that every partition exists.
+/// `v2`: added by a partition leader for a transactions v2 producer (KIP-890), which
+/// marks the transaction as v2.
 pub async fn add_partitions(
     shard: &Rc<Shard>,
     id: &str,
     (producer_id, epoch): (i64, i16),
     partitions: Vec<(String, i32)>,
+    v2: bool,
 ) -> Result<(), ErrorCode> {
     let p = coordinating_partition(shard, id)?;
     let (busy, next) = shard.txns.begin(p, id, |m| {
@@ -118,7 +121,10 @@ pub async fn add_partitions(
         if known {
             return Ok(None);
         }
-        let next = m.with_partitions(partitions, now_ms());
+        let mut next = m.with_partitions(partitions, now_ms());
+        if v2 {
+            next.client_version = 2;
+        }
         if next.partitions.len() > TXN_PARTITIONS_MAX {
             tracing::info!(
                 transactional_id = id,
@@ -170,13 +176,19 @@ pub fn verify_partitions(
 
 /// EndTxn: commit or abort the producer's open transaction. Answered once the decision
 /// is durable; the markers follow. A retry of a finished decision is answered again.
+/// With transactions v2 (`bump`, EndTxn v5+, KIP-890) the producer epoch is bumped as
+/// the transaction ends: the answer is the producer id and epoch to go on with.
 pub async fn end_txn(
     shard: &Rc<Shard>,
     id: &str,
     (producer_id, epoch): (i64, i16),
     commit: bool,
-) -> Result<(), ErrorCode> {
+    bump: bool,
+) -> Result<(i64, i16), ErrorCode> {
     let p = coordinating_partition(shard, id)?;
+    if bump {
+        return end_txn_bumped(shard, p, id, (producer_id, epoch), commit).await;
+    }
     let (busy, prepared) = shard.txns.begin(p, id, |m| {
         let m = m.ok_or(code::INVALID_PRODUCER_ID_MAPPING)?;
         m.check_producer(producer_id, epoch)?;
@@ -189,10 +201,78 @@ pub async fn end_txn(
             _ => Err(code::INVALID_TXN_STATE),
         }
     })?;
-    match prepared {
-        Some(prepared) => decide(shard, busy, prepared).await,
-        None => Ok(()),
+    if let Some(prepared) = prepared {
+        decide(shard, busy, prepared).await?;
     }
+    Ok((producer_id, epoch))
+}
+
+/// What a transactions v2 EndTxn does once it has looked at the state.
+enum EndV2 {
+    /// Decide with the epoch bumped (`true`: a used-up epoch, take a new producer id).
+    Decide(TxnMeta, bool),
+    /// A retry of the EndTxn that ended the transaction: answered again.
+    Answered((i64, i16)),
+}
+
+/// EndTxn v5+ (KIP-890 part 2). The epoch moves on with every transaction, so a delayed
+/// or duplicated EndTxn of an earlier transaction is either recognised as the retry it
+/// is (the transaction it ended is the last one) or fenced; it never ends a later one.
+async fn end_txn_bumped(
+    shard: &Rc<Shard>,
+    p: usize,
+    id: &str,
+    (producer_id, epoch): (i64, i16),
+    commit: bool,
+) -> Result<(i64, i16), ErrorCode> {
+    let (busy, step) = shard.txns.begin(p, id, |m| {
+        let m = m.ok_or(code::INVALID_PRODUCER_ID_MAPPING)?;
+        let outcome_matches = matches!(
+            (m.state, commit),
+            (TxnState::CompleteCommit, true) | (TxnState::CompleteAbort, false)
+        );
+        let deciding_same = matches!(
+            (m.state, commit),
+            (TxnState::PrepareCommit, true) | (TxnState::PrepareAbort, false)
+        );
+        if m.ended_by(producer_id, epoch) {
+            if outcome_matches {
+                return Ok(EndV2::Answered(m.handed_over()));
+            }
+            if deciding_same {
+                return Err(code::CONCURRENT_TRANSACTIONS);
+            }
+            // An EndTxn of a transaction that is over, meeting the next one.
+            return Err(code::PRODUCER_FENCED);
+        }
+        m.check_producer(producer_id, epoch)?;
+        let rotate = m.producer_epoch >= super::state::PRODUCER_EPOCH_MAX;
+        match (m.state, commit) {
+            (TxnState::Ongoing, _) => Ok(EndV2::Decide(m.clone(), rotate)),
+            // The producer cannot tell whether a failed write opened the transaction;
+            // an abort of one that was never opened ends it all the same.
+            (TxnState::Empty | TxnState::CompleteCommit | TxnState::CompleteAbort, false) => {
+                Ok(EndV2::Decide(m.clone(), rotate))
+            }
+            (TxnState::PrepareCommit | TxnState::PrepareAbort, _) => {
+                Err(code::CONCURRENT_TRANSACTIONS)
+            }
+            _ => Err(code::INVALID_TXN_STATE),
+        }
+    })?;
+    let (m, rotate) = match step {
+        EndV2::Answered(producer) => return Ok(producer),
+        EndV2::Decide(m, rotate) => (m, rotate),
+    };
+    let next_producer_id = if rotate {
+        new_producer_id(shard).await?
+    } else {
+        -1
+    };
+    let prepared = m.prepared_bumped(commit, now_ms(), next_producer_id);
+    let handed = prepared.handed_over();
+    decide(shard, busy, prepared).await?;
+    Ok(handed)
 }
 
 /// Writes a decided (prepared) state, then finishes the transaction in the background.

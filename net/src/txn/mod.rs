@@ -70,6 +70,10 @@ pub struct TxnConfig {
     pub abort_check_interval_ms: u64,
     /// Transactional ids kept by this broker at once.
     pub txns_max: usize,
+    /// The `transaction.version` feature level ApiVersions advertises: at 2, clients
+    /// that know it use transactions v2 (KIP-890 part 2: EndTxn v5 bumps the epoch,
+    /// leaders add partitions on Produce v12).
+    pub transaction_version: i16,
 }
 
 impl Default for TxnConfig {
@@ -80,6 +84,7 @@ impl Default for TxnConfig {
             max_timeout_ms: 900_000,
             abort_check_interval_ms: 10_000,
             txns_max: 100_000,
+            transaction_version: 2,
         }
     }
 }

@@ -88,6 +88,15 @@ pub struct TxnMeta {
     pub partitions: BTreeSet<(String, i32)>,
     pub start_ms: i64,
     pub last_update_ms: i64,
+    /// The client's transaction protocol: 2 for KIP-890 transactions v2 (the epoch is
+    /// bumped when each transaction ends; partitions are added by their leaders), else 0.
+    pub client_version: i16,
+    /// The producer id before the last rotation (-1: none), so a retried EndTxn of the
+    /// transaction that rotated it is recognised.
+    pub previous_producer_id: i64,
+    /// The producer id the transaction being ended hands over to, when its epoch is used
+    /// up (-1: none).
+    pub next_producer_id: i64,
 }
 
 /// The largest producer epoch handed out; past it a new producer id is taken.
@@ -105,6 +114,9 @@ impl TxnMeta {
             partitions: BTreeSet::new(),
             start_ms: -1,
             last_update_ms: now_ms,
+            client_version: 0,
+            previous_producer_id: -1,
+            next_producer_id: -1,
         }
     }
 
@@ -154,6 +166,30 @@ impl TxnMeta {
         next
     }
 
+    /// Transactions v2 (KIP-890): the transaction decided with the producer epoch bumped,
+    /// so its markers and this state fence every request and write of the transaction
+    /// that arrives late. When the epoch is used up, `next_producer_id` is where the
+    /// producer goes on (from the Complete state). Also ends an Empty or Complete state
+    /// (an abort of a transaction the producer could not tell was open).
+    pub fn prepared_bumped(&self, commit: bool, now_ms: i64, next_producer_id: i64) -> TxnMeta {
+        TxnMeta {
+            producer_epoch: self.producer_epoch.saturating_add(1),
+            last_producer_epoch: self.producer_epoch,
+            client_version: 2,
+            next_producer_id,
+            ..self.prepared(commit, now_ms)
+        }
+    }
+
+    /// Whether a transactions v2 EndTxn from `(producer_id, epoch)` is a retry of the one
+    /// that ended this transaction (its epoch, or its producer id, moved on since).
+    pub fn ended_by(&self, producer_id: i64, epoch: i16) -> bool {
+        let bumped = producer_id == self.producer_id
+            && i32::from(epoch) + 1 == i32::from(self.producer_epoch);
+        let rotated = producer_id == self.previous_producer_id && self.producer_epoch == 0;
+        self.client_version >= 2 && (bumped || rotated)
+    }
+
     /// The open transaction decided: PrepareCommit or PrepareAbort, same partitions.
     pub fn prepared(&self, commit: bool, now_ms: i64) -> TxnMeta {
         TxnMeta {
@@ -178,14 +214,15 @@ impl TxnMeta {
         }
     }
 
-    /// The markers are written: CompleteCommit or CompleteAbort, no partitions.
+    /// The markers are written: CompleteCommit or CompleteAbort, no partitions; a used-up
+    /// epoch hands over to the next producer id at epoch 0.
     pub fn completed(&self, now_ms: i64) -> TxnMeta {
         assert!(
             self.state.is_preparing(),
             "completing a transaction in state {}",
             self.state.name()
         );
-        TxnMeta {
+        let done = TxnMeta {
             state: if self.state == TxnState::PrepareCommit {
                 TxnState::CompleteCommit
             } else {
@@ -194,6 +231,27 @@ impl TxnMeta {
             partitions: BTreeSet::new(),
             last_update_ms: now_ms,
             ..self.clone()
+        };
+        if self.next_producer_id < 0 {
+            return done;
+        }
+        TxnMeta {
+            producer_id: self.next_producer_id,
+            producer_epoch: 0,
+            last_producer_epoch: -1,
+            previous_producer_id: self.producer_id,
+            next_producer_id: -1,
+            ..done
+        }
+    }
+
+    /// The producer a transactions v2 EndTxn answer hands back: the epoch after the
+    /// bump, or the next producer id at epoch 0.
+    pub fn handed_over(&self) -> (i64, i16) {
+        if self.next_producer_id >= 0 {
+            (self.next_producer_id, 0)
+        } else {
+            (self.producer_id, self.producer_epoch)
         }
     }
 
@@ -231,6 +289,44 @@ mod tests {
             ),
             (1, 0, 2_000)
         );
+    }
+
+    #[test]
+    fn a_v2_transaction_ends_with_the_epoch_bumped_and_knows_its_retry() {
+        let open = TxnMeta::new(9, 1_000, 0).with_partitions([("t".to_string(), 0)], 10);
+        let p = open.prepared_bumped(true, 20, -1);
+        assert_eq!(
+            (p.state, p.producer_epoch, p.client_version),
+            (TxnState::PrepareCommit, 1, 2)
+        );
+        assert_eq!(p.handed_over(), (9, 1));
+        let done = p.completed(30);
+        assert_eq!((done.producer_id, done.producer_epoch), (9, 1));
+        assert!(done.ended_by(9, 0), "the EndTxn that ended it, retried");
+        assert!(!done.ended_by(9, 1), "the producer's current epoch");
+        assert!(!open.ended_by(9, 0), "transactions v1 never bump");
+    }
+
+    #[test]
+    fn a_used_up_epoch_hands_over_to_the_next_producer_id() {
+        let mut open = TxnMeta::new(9, 1_000, 0).with_partitions([("t".to_string(), 0)], 10);
+        open.producer_epoch = PRODUCER_EPOCH_MAX;
+        let p = open.prepared_bumped(false, 20, 77);
+        // The markers fence the last epoch; the producer goes on as 77 at epoch 0.
+        assert_eq!((p.producer_id, p.producer_epoch), (9, i16::MAX));
+        assert_eq!(p.handed_over(), (77, 0));
+        let done = p.completed(30);
+        assert_eq!(
+            (
+                done.producer_id,
+                done.producer_epoch,
+                done.previous_producer_id
+            ),
+            (77, 0, 9)
+        );
+        assert_eq!(done.next_producer_id, -1);
+        assert!(done.ended_by(9, PRODUCER_EPOCH_MAX));
+        assert_eq!(done.handed_over(), (77, 0));
     }
 
     #[test]

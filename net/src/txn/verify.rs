@@ -9,7 +9,9 @@
 //!    transaction in the partition: it issues a guard for (partition, producer) and
 //!    appends nothing.
 //! 2. The Produce handler asks the coordinator: this broker's own state, or
-//!    AddPartitionsToTxn v4 `verify_only` on the coordinator's broker.
+//!    AddPartitionsToTxn v4 `verify_only` on the coordinator's broker. A transactions v2
+//!    producer (KIP-890 part 2, Produce v12) never adds partitions itself: the leader
+//!    asks the coordinator to add them instead (AddPartitionsToTxn v5).
 //! 3. A second round carries the guards of the verified partitions. The shard appends
 //!    only if the guard is still the one it issued: a marker written in between (the
 //!    transaction ended) clears it, and the write is refused INVALID_TXN_STATE.
@@ -112,12 +114,23 @@ pub fn transactional_producer(records: &[u8]) -> Option<(i64, i16)> {
     (h.is_transactional() && !h.is_control()).then(|| (h.producer_id.get(), h.producer_epoch.get()))
 }
 
-/// The coordinator's verdict as a Produce (v3–9) client is answered, as Kafka translates
-/// it: retriable coordinator errors become NOT_ENOUGH_REPLICAS (older clients retry it
-/// without refreshing metadata), a partition outside the transaction INVALID_TXN_STATE.
-pub fn produce_error(verdict: ErrorCode) -> ErrorCode {
+/// What a partition leader (or group coordinator) asks the transaction coordinator.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Ask {
+    /// Whether the partitions are in the ongoing transaction (KIP-890 part 1).
+    Verify,
+    /// Add them to it, for a transactions v2 producer that never sends
+    /// AddPartitionsToTxn itself (Produce v12, TxnOffsetCommit v5).
+    Add,
+}
+
+/// The coordinator's verdict as a Produce client is answered, as Kafka translates it:
+/// retriable coordinator errors become NOT_ENOUGH_REPLICAS (older clients retry it
+/// without refreshing metadata); a partition outside the transaction is
+/// INVALID_TXN_STATE before Produce v11 (TRANSACTION_ABORTABLE came with it).
+pub fn produce_error(verdict: ErrorCode, version: i16) -> ErrorCode {
     match verdict {
-        code::TRANSACTION_ABORTABLE => code::INVALID_TXN_STATE,
+        code::TRANSACTION_ABORTABLE if version < 11 => code::INVALID_TXN_STATE,
         code::CONCURRENT_TRANSACTIONS
         | code::COORDINATOR_LOAD_IN_PROGRESS
         | code::COORDINATOR_NOT_AVAILABLE
@@ -127,12 +140,13 @@ pub fn produce_error(verdict: ErrorCode) -> ErrorCode {
 }
 
 /// Asks the coordinator of `id` whether each partition is in the ongoing transaction of
-/// `producer`: one verdict per partition (NONE: it is).
+/// `producer` (or to add it, `Ask::Add`): one verdict per partition (NONE: it is).
 pub async fn verify(
     shard: &Rc<Shard>,
     id: &str,
     producer: (i64, i16),
     partitions: &[(String, i32)],
+    ask: Ask,
 ) -> Vec<ErrorCode> {
     let all = |e: ErrorCode| vec![e; partitions.len()];
     let Some(count) = partition_count(shard) else {
@@ -149,10 +163,16 @@ pub async fn verify(
         return all(code::COORDINATOR_NOT_AVAILABLE);
     };
     if leader == BrokerId(shard.config.node_id) {
-        return match super::coordinator::verify_partitions(shard, id, producer, partitions) {
-            Ok(verdicts) => verdicts,
-            Err(e) => all(e),
+        let local = match ask {
+            Ask::Verify => super::coordinator::verify_partitions(shard, id, producer, partitions),
+            Ask::Add => {
+                let asked = partitions.to_vec();
+                super::coordinator::add_partitions(shard, id, producer, asked, true)
+                    .await
+                    .map(|()| vec![code::NONE; partitions.len()])
+            }
         };
+        return local.unwrap_or_else(all);
     }
     let addr = shard
         .cluster
@@ -162,7 +182,7 @@ pub async fn verify(
     let Some(addr) = addr else {
         return all(code::COORDINATOR_NOT_AVAILABLE);
     };
-    match verify_remote(&addr, id, producer, partitions).await {
+    match verify_remote(&addr, id, producer, partitions, ask).await {
         Ok(verdicts) => verdicts,
         Err(e) => {
             tracing::info!(transactional_id = id, broker = leader.0, error = %e, "transaction verification could not reach the coordinator");
@@ -171,12 +191,14 @@ pub async fn verify(
     }
 }
 
-/// AddPartitionsToTxn v4 with `verify_only` to the coordinator's broker at `addr`.
+/// AddPartitionsToTxn to the coordinator's broker at `addr`: v4 `verify_only`, or v5
+/// adding for a transactions v2 producer.
 async fn verify_remote(
     (host, port): &(String, u16),
     id: &str,
     (producer_id, epoch): (i64, i16),
     partitions: &[(String, i32)],
+    ask: Ask,
 ) -> Result<Vec<ErrorCode>, sluice_replication::client::ClientError> {
     let config = ClientConfig {
         client_id: "sluice-transaction-verification".into(),
@@ -201,10 +223,11 @@ async fn verify_remote(
             .with_transactional_id(TransactionalId(StrBytes::from_string(id.to_string())))
             .with_producer_id(ProducerId(producer_id))
             .with_producer_epoch(epoch)
-            .with_verify_only(true)
+            .with_verify_only(ask == Ask::Verify)
             .with_topics(topics),
     ]);
-    let resp = conn.call(&req, 4).await?;
+    let version = if ask == Ask::Verify { 4 } else { 5 };
+    let resp = conn.call(&req, version).await?;
     if resp.error_code != 0 {
         return Ok(vec![ErrorCode(resp.error_code); partitions.len()]);
     }
@@ -279,13 +302,20 @@ mod tests {
     #[test]
     fn coordinator_verdicts_become_errors_old_producers_know() {
         assert_eq!(
-            produce_error(code::TRANSACTION_ABORTABLE),
+            produce_error(code::TRANSACTION_ABORTABLE, 9),
             code::INVALID_TXN_STATE
         );
         assert_eq!(
-            produce_error(code::CONCURRENT_TRANSACTIONS),
+            produce_error(code::TRANSACTION_ABORTABLE, 12),
+            code::TRANSACTION_ABORTABLE
+        );
+        assert_eq!(
+            produce_error(code::CONCURRENT_TRANSACTIONS, 12),
             code::NOT_ENOUGH_REPLICAS
         );
-        assert_eq!(produce_error(code::PRODUCER_FENCED), code::PRODUCER_FENCED);
+        assert_eq!(
+            produce_error(code::PRODUCER_FENCED, 9),
+            code::PRODUCER_FENCED
+        );
     }
 }

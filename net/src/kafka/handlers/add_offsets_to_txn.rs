@@ -29,6 +29,7 @@ pub async fn handle(shard: &Rc<Shard>, req: &Request) -> Result<ResponseFrame, F
             body.transactional_id.as_str(),
             (body.producer_id.0, body.producer_epoch),
             vec![(OFFSETS_TOPIC.to_string(), partition)],
+            false,
         )
         .await;
         match added {

@@ -1,9 +1,9 @@
 //! AddPartitionsToTxn. v0–3 (a producer's own request): partitions join its transaction
 //! at the transaction coordinator. Every partition must exist: if one does not, it is
 //! answered UNKNOWN_TOPIC_OR_PARTITION, the others OPERATION_NOT_ATTEMPTED, and nothing is
-//! added (as Kafka does). v4 (KIP-890, between brokers): several transactions at once;
+//! added (as Kafka does). v4–5 (KIP-890, between brokers): several transactions at once;
 //! `verify_only` asks whether partitions are in a transaction (`txn::verify`) without
-//! adding them.
+//! adding them; v5 adds for a transactions v2 producer (a Produce v12 at the leader).
 
 use std::rc::Rc;
 
@@ -21,7 +21,7 @@ use crate::kafka::frame::{decode_body, encode_response, FrameError, Request, Res
 pub const SPEC: ApiSpec = ApiSpec {
     key: ApiKey::AddPartitionsToTxn,
     min: 0,
-    max: 4,
+    max: 5,
 };
 
 /// Transactions one batched (v4) request may carry.
@@ -46,6 +46,7 @@ pub async fn handle(shard: &Rc<Shard>, req: &Request) -> Result<ResponseFrame, F
         body.v3_and_below_transactional_id.as_str(),
         producer,
         asked,
+        false,
     )
     .await
     .into_iter()
@@ -87,6 +88,7 @@ async fn add(
     id: &str,
     producer: (i64, i16),
     asked: Vec<(String, i32)>,
+    v2: bool,
 ) -> Vec<ErrorCode> {
     let unknown: Vec<bool> = {
         let image = shard.cluster.image();
@@ -112,7 +114,7 @@ async fn add(
             .collect();
     }
     let n = asked.len();
-    let added = crate::txn::coordinator::add_partitions(shard, id, producer, asked).await;
+    let added = crate::txn::coordinator::add_partitions(shard, id, producer, asked, v2).await;
     vec![added.err().unwrap_or(code::NONE); n]
 }
 
@@ -148,7 +150,7 @@ async fn handle_batched(
             crate::txn::coordinator::verify_partitions(shard, id, producer, &asked)
                 .unwrap_or_else(|e| vec![e; asked.len()])
         } else {
-            add(shard, id, producer, asked).await
+            add(shard, id, producer, asked, req.version >= 5).await
         };
         let mut errors = errors.into_iter();
         let topic_results = t

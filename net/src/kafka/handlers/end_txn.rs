@@ -1,9 +1,11 @@
-//! EndTxn v0–3: commit or abort the producer's transaction at its coordinator. Answered
-//! once the decision is durable in `__transaction_state`; the markers follow.
+//! EndTxn v0–5: commit or abort the producer's transaction at its coordinator. Answered
+//! once the decision is durable in `__transaction_state`; the markers follow. v5 is
+//! transactions v2 (KIP-890): the epoch is bumped as the transaction ends, and the
+//! answer carries the producer id and epoch to go on with.
 
 use std::rc::Rc;
 
-use kafka_protocol::messages::{ApiKey, EndTxnRequest, EndTxnResponse};
+use kafka_protocol::messages::{ApiKey, EndTxnRequest, EndTxnResponse, ProducerId};
 
 use super::ApiSpec;
 use crate::broker::shard::Shard;
@@ -13,7 +15,7 @@ use crate::kafka::frame::{decode_body, encode_response, FrameError, Request, Res
 pub const SPEC: ApiSpec = ApiSpec {
     key: ApiKey::EndTxn,
     min: 0,
-    max: 3,
+    max: 5,
 };
 
 pub async fn handle(shard: &Rc<Shard>, req: &Request) -> Result<ResponseFrame, FrameError> {
@@ -23,14 +25,18 @@ pub async fn handle(shard: &Rc<Shard>, req: &Request) -> Result<ResponseFrame, F
         body.transactional_id.as_str(),
         (body.producer_id.0, body.producer_epoch),
         body.committed,
+        req.version >= 5,
     )
     .await;
-    let error = match ended {
-        Ok(()) => code::NONE,
+    let (error, (producer_id, epoch)) = match ended {
+        Ok(producer) => (code::NONE, producer),
         // PRODUCER_FENCED came with v2; older clients know INVALID_PRODUCER_EPOCH.
-        Err(code::PRODUCER_FENCED) if req.version < 2 => code::INVALID_PRODUCER_EPOCH,
-        Err(e) => e,
+        Err(code::PRODUCER_FENCED) if req.version < 2 => (code::INVALID_PRODUCER_EPOCH, (-1, -1)),
+        Err(e) => (e, (-1, -1)),
     };
-    let resp = EndTxnResponse::default().with_error_code(error.into());
+    let resp = EndTxnResponse::default()
+        .with_error_code(error.into())
+        .with_producer_id(ProducerId(producer_id))
+        .with_producer_epoch(epoch);
     encode_response(req.header.correlation_id, req.version, &resp)
 }

@@ -149,7 +149,7 @@ pub(crate) async fn dispatch(
         client_id = req.header.client_id.as_deref().unwrap_or(""),
         principal = %session.principal(), protocol = session.protocol.name(), "request");
     match req.api_key {
-        ApiKey::ApiVersions => api_versions::handle(&req).map(Some),
+        ApiKey::ApiVersions => api_versions::handle(&shard, &req).map(Some),
         ApiKey::Metadata => metadata::handle(&shard, session, &req).await.map(Some),
         ApiKey::Produce => produce::handle(&shard, &req).await,
         ApiKey::Fetch => fetch::handle(&shard, &req).await.map(Some),

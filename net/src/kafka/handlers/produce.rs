@@ -2,7 +2,11 @@
 //! request order. acks=1/all are answered once the engine reports the batch durable
 //! (written, or synced for `flush.policy=fsync` topics); acks=0 is never answered. A batch
 //! refused for some of its records (keyless records on a compacted topic) lists them in
-//! `record_errors` (KIP-467, v8+) with INVALID_RECORD.
+//! `record_errors` (KIP-467, v8+) with INVALID_RECORD. A transactional write that would
+//! open its producer's transaction in a partition is first verified with the transaction
+//! coordinator (KIP-890 part 1), or, from v12 (transactions v2), the partition is added
+//! to the transaction by the leader (`txn::verify`). v10–11 answer with KIP-951's leader
+//! hints left empty; v13 (topic ids) is not served.
 
 use std::collections::{BTreeSet, HashMap};
 use std::rc::Rc;
@@ -23,12 +27,12 @@ use crate::groups::OFFSETS_TOPIC;
 use crate::kafka::errors::code;
 use crate::kafka::frame::{decode_body, encode_response, FrameError, Request, ResponseFrame};
 use crate::store::{PartitionId, TopicPartition};
-use crate::txn::verify::{produce_error, transactional_producer, verify, TxnCheck};
+use crate::txn::verify::{produce_error, transactional_producer, verify, Ask, TxnCheck};
 
 pub const SPEC: ApiSpec = ApiSpec {
     key: ApiKey::Produce,
     min: 3,
-    max: 9,
+    max: 12,
 };
 
 pub async fn handle(shard: &Rc<Shard>, req: &Request) -> Result<Option<ResponseFrame>, FrameError> {
@@ -190,7 +194,12 @@ async fn verify_and_append(
                 .iter()
                 .map(|i| (items[*i].0.topic.clone(), items[*i].0.partition.0))
                 .collect();
-            verify(shard, id, *producer, &partitions).await
+            let ask = if req.version >= 12 {
+                Ask::Add
+            } else {
+                Ask::Verify
+            };
+            verify(shard, id, *producer, &partitions, ask).await
         }
         // Kafka: transactional records of one request come from one producer.
         _ => vec![code::INVALID_PRODUCER_ID_MAPPING; pending.len()],
@@ -213,7 +222,7 @@ async fn verify_and_append(
                 verdict = i16::from(verdict),
                 "transactional write refused: the coordinator did not verify the partition"
             );
-            results[*i] = ProducePartResult::failed(produce_error(verdict));
+            results[*i] = ProducePartResult::failed(produce_error(verdict, req.version));
         }
     }
     if again.is_empty() {

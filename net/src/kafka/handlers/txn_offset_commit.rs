@@ -1,9 +1,11 @@
-//! TxnOffsetCommit v0–3: a transactional producer commits a consumer group's offsets as
+//! TxnOffsetCommit v0–5: a transactional producer commits a consumer group's offsets as
 //! part of its transaction (consume-transform-produce). The group coordinator writes them
 //! to `__consumer_offsets` as the producer's transactional records at once; they become
 //! visible to OffsetFetch only when the transaction's COMMIT marker lands there, and are
 //! dropped at ABORT (`groups::txn_offsets`). From v3 a group member's generation is
-//! checked as for OffsetCommit.
+//! checked as for OffsetCommit. From v4 the group's offsets partition must be in the
+//! transaction, verified with the transaction coordinator (KIP-890 part 1); v5
+//! (transactions v2) adds it there instead of AddOffsetsToTxn.
 
 use std::rc::Rc;
 
@@ -16,13 +18,15 @@ use super::ApiSpec;
 use crate::broker::shard::Shard;
 use crate::groups::now_ms;
 use crate::groups::records::CommitValue;
+use crate::groups::OFFSETS_TOPIC;
 use crate::kafka::errors::{code, ErrorCode};
 use crate::kafka::frame::{decode_body, encode_response, FrameError, Request, ResponseFrame};
+use crate::txn::verify::{verify, Ask};
 
 pub const SPEC: ApiSpec = ApiSpec {
     key: ApiKey::TxnOffsetCommit,
     min: 0,
-    max: 3,
+    max: 5,
 };
 
 pub async fn handle(shard: &Rc<Shard>, req: &Request) -> Result<ResponseFrame, FrameError> {
@@ -78,6 +82,17 @@ pub async fn handle(shard: &Rc<Shard>, req: &Request) -> Result<ResponseFrame, F
             .collect();
         errors.push(topic_errors);
     }
+    if req.version >= 4 && !items.is_empty() {
+        let in_txn = offsets_partition_in_txn(shard, &body, req.version).await;
+        if in_txn != code::NONE {
+            items.clear();
+            errors
+                .iter_mut()
+                .flatten()
+                .filter(|e| **e == code::NONE)
+                .for_each(|e| *e = in_txn);
+        }
+    }
     let written = super::offset_commit::write(shard, &group, items, Some(producer)).await;
     if written != code::NONE {
         errors
@@ -108,4 +123,39 @@ pub async fn handle(shard: &Rc<Shard>, req: &Request) -> Result<ResponseFrame, F
         .collect();
     let resp = TxnOffsetCommitResponse::default().with_topics(topics);
     encode_response(req.header.correlation_id, req.version, &resp)
+}
+
+/// KIP-890: the group's `__consumer_offsets` partition is verified to be in the producer's
+/// transaction (v4), or added to it (v5, transactions v2), before offsets are written as
+/// part of it. Errors as a TxnOffsetCommit client is answered.
+async fn offsets_partition_in_txn(
+    shard: &Rc<Shard>,
+    body: &TxnOffsetCommitRequest,
+    version: i16,
+) -> ErrorCode {
+    let partition = shard.groups.partition_of(&body.group_id.0) as i32;
+    let ask = if version >= 5 { Ask::Add } else { Ask::Verify };
+    let verdict = verify(
+        shard,
+        body.transactional_id.as_str(),
+        (body.producer_id.0, body.producer_epoch),
+        &[(OFFSETS_TOPIC.to_string(), partition)],
+        ask,
+    )
+    .await
+    .into_iter()
+    .next()
+    .unwrap_or(code::UNKNOWN_SERVER_ERROR);
+    if verdict != code::NONE {
+        tracing::info!(
+            transactional_id = body.transactional_id.as_str(),
+            group = body.group_id.0.as_str(),
+            verdict = i16::from(verdict),
+            "transactional offset commit refused: the offsets partition is not in the transaction"
+        );
+    }
+    match verdict {
+        code::TRANSACTION_ABORTABLE if version < 5 => code::INVALID_TXN_STATE,
+        v => v,
+    }
 }
