@@ -34,7 +34,9 @@ use std::rc::Rc;
 use glommio::io::{DmaFile, ReadResult};
 
 use crate::batch::{self, BatchHeader, BatchIter};
-use crate::compact::{self, CleanedSegment, CleanerState, Filtered, OffsetMap, RetainRule};
+use crate::compact::{
+    self, BatchKind, CleanedSegment, CleanerState, Filtered, OffsetMap, RetainRule, TxnView,
+};
 use crate::error::LogError;
 use crate::files::{self, align_down, align_up};
 use crate::log::{LogShared, PartitionLog};
@@ -80,6 +82,8 @@ struct Plan {
     clean_bytes: u64,
     dirty_bytes: u64,
     producers: ProducerState,
+    /// The aborted transactions whose records may lie in `segments`.
+    txns: TxnView,
     index_interval_bytes: u32,
     segment_bytes_max: u64,
     delete_retention_ms: u64,
@@ -152,6 +156,7 @@ async fn run_pass(
                 || first.is_some_and(|c| {
                     now_ms >= c.first_cleaned_ms.saturating_add(plan.delete_retention_ms)
                 }),
+            txns: &plan.txns,
         };
         let rewrite = rewrite_segments(plan, &group, &rule).await?;
         let size: u64 = group.iter().map(|s| s.size).sum();
@@ -265,11 +270,15 @@ fn plan(shared: &LogShared, now_ms: u64) -> Option<Plan> {
     }
     let recent_after = now_ms.saturating_sub(config.min_compaction_lag_ms) as i64;
     let last = *st.segments.keys().next_back()?;
+    // Kafka's cleaner stops at the first unstable offset: records of an undecided
+    // transaction are neither committed nor aborted yet.
+    let first_open = st.producers.first_open();
     let mut segments = Vec::new();
     for seg in st.segments.values() {
         // A prefix of closed, finalized segments older than min.compaction.lag.ms.
         let too_recent = config.min_compaction_lag_ms > 0 && seg.max_timestamp > recent_after;
-        if seg.base == last || !seg.finalized || too_recent {
+        let undecided = first_open.is_some_and(|first| seg.end_offset > first);
+        if seg.base == last || !seg.finalized || too_recent || undecided {
             break;
         }
         // Cleanable segments stay a gap-free prefix, so merged groups cover exactly the
@@ -288,6 +297,12 @@ fn plan(shared: &LogShared, now_ms: u64) -> Option<Plan> {
     if segments.is_empty() {
         return None;
     }
+    let range_end = segments.last().map_or(st.log_start, |s| s.end_offset);
+    let txns = TxnView::new(
+        st.txns
+            .aborted_between(st.log_start, range_end, crate::txn::ABORTED_TXNS_MAX),
+        st.txns.complete_from(),
+    );
     let dirty_from = st.cleaner.cleaned_end.max(st.log_start);
     let (clean, dirty): (Vec<&Cleanable>, Vec<&Cleanable>) =
         segments.iter().partition(|s| s.end_offset <= dirty_from);
@@ -299,6 +314,7 @@ fn plan(shared: &LogShared, now_ms: u64) -> Option<Plan> {
         cleaner: st.cleaner.clone(),
         dirty_from,
         producers: st.producers.clone(),
+        txns,
         index_interval_bytes: config.index_interval_bytes,
         segment_bytes_max: config.segment_bytes_max,
         delete_retention_ms: config.delete_retention_ms,
@@ -359,14 +375,14 @@ async fn build_map(plan: &Plan, map_bytes: usize) -> Result<(OffsetMap, Offset),
                 if header.next_offset() <= plan.dirty_from {
                     continue;
                 }
-                let keys = match compact::is_opaque(&header) {
-                    true => 0,
-                    false => header.record_count.get().max(0) as usize,
+                let keys = match compact::batch_kind(&header, &plan.txns) {
+                    BatchKind::Data => header.record_count.get().max(0) as usize,
+                    BatchKind::Aborted | BatchKind::Opaque => 0,
                 };
                 if !map.has_room(keys) {
                     return Ok((map, map_end));
                 }
-                if let Err(e) = compact::map_batch(&mut map, &header, bytes) {
+                if let Err(e) = compact::map_batch(&mut map, &header, bytes, &plan.txns) {
                     tracing::warn!(segment = %path.display(), offset = %header.base_offset(), error = %e, "batch with malformed records is kept whole");
                 }
                 map_end = header.next_offset();

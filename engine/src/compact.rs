@@ -12,11 +12,16 @@
 //!   tombstone whose segment was first cleaned `delete.retention.ms` ago or longer.
 //! - Compressed batches are decompressed (bounded): their keys are mapped and their records
 //!   filtered like any other; one that loses records is written back uncompressed.
-//!   Transactional and control batches (and batches whose records do not decode) are
-//!   opaque: kept whole, their keys not mapped.
+//! - Transactions, as Kafka's cleaner treats them: a pass never reaches the first open
+//!   transaction (`cleaner.rs` stops its segments there); records of a committed
+//!   transaction are mapped and filtered like any other; records of an aborted one are
+//!   never mapped and always dropped (an aborted value must not supersede a committed
+//!   one). Control batches (the markers) are kept whole, and so are transactional
+//!   batches below the point from which the bounded aborted-transaction index is known
+//!   complete, and batches whose records do not decode: those are opaque.
 
 use std::borrow::Cow;
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap};
 use std::hash::Hasher;
 use std::path::Path;
 
@@ -24,6 +29,7 @@ use crate::batch::{self, BatchError, BatchHeader, RecordIter, StoredRecord};
 use crate::codec::DecompressError;
 use crate::error::LogError;
 use crate::files;
+use crate::txn::AbortedTxn;
 use crate::types::Offset;
 
 /// A key's 128-bit hash: two SipHash-1-3 runs with different prefixes. Never all zero
@@ -115,9 +121,68 @@ impl OffsetMap {
     }
 }
 
-/// A batch whose records the cleaner neither maps nor filters.
-pub(crate) fn is_opaque(header: &BatchHeader) -> bool {
-    header.is_control() || header.is_transactional()
+/// The log's aborted transactions as a pass sees them.
+#[derive(Debug, Default)]
+pub(crate) struct TxnView {
+    /// Each producer's aborted transactions, (first offset, marker offset), by first.
+    aborted: HashMap<i64, Vec<(i64, i64)>>,
+    /// The aborted-transaction index is bounded and forgets its oldest entries when
+    /// full: below this offset a transactional batch cannot be told aborted or committed.
+    known_from: Offset,
+}
+
+impl TxnView {
+    pub(crate) fn new(aborted: impl IntoIterator<Item = AbortedTxn>, known_from: Offset) -> Self {
+        let mut by_producer: HashMap<i64, Vec<(i64, i64)>> = HashMap::new();
+        for t in aborted {
+            by_producer
+                .entry(t.producer_id)
+                .or_default()
+                .push((t.first_offset.0, t.last_offset.0));
+        }
+        by_producer.values_mut().for_each(|v| v.sort_unstable());
+        TxnView {
+            aborted: by_producer,
+            known_from,
+        }
+    }
+
+    fn is_aborted(&self, producer_id: i64, offset: i64) -> bool {
+        let Some(ranges) = self.aborted.get(&producer_id) else {
+            return false;
+        };
+        let after = ranges.partition_point(|(first, _)| *first <= offset);
+        after > 0 && ranges[after - 1].1 >= offset
+    }
+}
+
+/// What the cleaner may do with a batch's records.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum BatchKind {
+    /// Plain or committed records: mapped and filtered by key.
+    Data,
+    /// Records of an aborted transaction: never mapped, dropped.
+    Aborted,
+    /// Kept whole, keys not mapped: markers, and transactional batches the pass cannot
+    /// place.
+    Opaque,
+}
+
+pub(crate) fn batch_kind(header: &BatchHeader, txns: &TxnView) -> BatchKind {
+    if header.is_control() {
+        return BatchKind::Opaque;
+    }
+    if !header.is_transactional() {
+        return BatchKind::Data;
+    }
+    let base = header.base_offset();
+    if base < txns.known_from {
+        BatchKind::Opaque
+    } else if txns.is_aborted(header.producer_id.get(), base.0) {
+        BatchKind::Aborted
+    } else {
+        BatchKind::Data
+    }
 }
 
 /// The records section of a stored batch, decompressed if need be. `Err` names why it
@@ -142,8 +207,9 @@ pub(crate) fn map_batch(
     map: &mut OffsetMap,
     header: &BatchHeader,
     bytes: &[u8],
+    txns: &TxnView,
 ) -> Result<(), BatchError> {
-    if is_opaque(header) {
+    if batch_kind(header, txns) != BatchKind::Data {
         return Ok(());
     }
     let base = header.base_offset().0;
@@ -165,6 +231,7 @@ pub(crate) struct RetainRule<'a> {
     pub(crate) map_end: Offset,
     /// The segment was first cleaned `delete.retention.ms` ago or longer: its tombstones go.
     pub(crate) tombstones_expired: bool,
+    pub(crate) txns: &'a TxnView,
 }
 
 impl RetainRule<'_> {
@@ -200,8 +267,17 @@ pub(crate) enum Filtered {
 /// Filters one stored batch. Records that cannot be read make the batch opaque (kept
 /// whole).
 pub(crate) fn filter_batch(rule: &RetainRule<'_>, header: &BatchHeader, bytes: &[u8]) -> Filtered {
-    if is_opaque(header) || header.base_offset() >= rule.map_end {
+    if header.base_offset() >= rule.map_end {
         return Filtered::Whole { tombstones: 0 };
+    }
+    match batch_kind(header, rule.txns) {
+        BatchKind::Opaque => return Filtered::Whole { tombstones: 0 },
+        BatchKind::Aborted => {
+            return Filtered::Empty {
+                header_only: batch::rebuild(bytes, header, &[]),
+            }
+        }
+        BatchKind::Data => {}
     }
     let Ok(section) = record_section(header, bytes) else {
         return Filtered::Whole { tombstones: 0 };
@@ -385,12 +461,14 @@ mod tests {
         let newer = keyed_batch(3, &[(Some("a"), Some("2")), (Some("b"), None)]);
         for b in [&older, &newer] {
             let h = validate(b, 1 << 20).expect("valid");
-            map_batch(&mut map, &h, b).expect("mapped");
+            map_batch(&mut map, &h, b, &TxnView::default()).expect("mapped");
         }
+        let txns = TxnView::default();
         let mut rule = RetainRule {
             map: &map,
             map_end: Offset(5),
             tombstones_expired: false,
+            txns: &txns,
         };
         let h = validate(&older, 1 << 20).expect("valid");
         assert!(matches!(

@@ -233,6 +233,16 @@ impl TxnIndex {
         self.aborted.retain(|marker, _| *marker >= log_start);
     }
 
+    /// The offset from which the aborted transactions here are all known: the index is
+    /// bounded, and once full it may have forgotten transactions whose markers came
+    /// before its oldest entry.
+    pub fn complete_from(&self) -> Offset {
+        match self.aborted.first_key_value() {
+            Some((marker, _)) if self.aborted.len() >= ABORTED_TXNS_MAX => *marker,
+            _ => Offset(0),
+        }
+    }
+
     /// Every aborted transaction, in marker order (for the snapshot).
     pub fn aborted(&self) -> impl Iterator<Item = &AbortedTxn> {
         self.aborted.values()

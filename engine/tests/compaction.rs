@@ -1089,3 +1089,127 @@ fn compaction_runs_alongside_appends_and_reads() {
         m.close_all().await.expect("close");
     });
 }
+
+/// A transactional batch of keyed records from producer `pid` (epoch 0, sequence `seq`).
+fn txn_keyed_batch(pid: i64, seq: i32, records: &[(&[u8], &[u8])], ts: i64) -> Vec<u8> {
+    let mut b = BatchBuilder::new(ts)
+        .producer(batch::ProducerFields {
+            producer_id: pid,
+            producer_epoch: 0,
+            base_sequence: seq,
+        })
+        .transactional();
+    for (k, v) in records {
+        b.push(&Record {
+            key: Some(k),
+            value: Some(v),
+            timestamp_ms: ts,
+            ..Record::default()
+        });
+    }
+    b.build()
+}
+
+async fn end_txn(log: &PartitionLog, pid: i64, kind: sluice_engine::txn::MarkerKind) -> i64 {
+    let marker = sluice_engine::txn::Marker {
+        producer_id: pid,
+        producer_epoch: 0,
+        coordinator_epoch: 0,
+        kind,
+    };
+    let info = log
+        .append_marker(marker, LeaderEpoch(0))
+        .await
+        .expect("marker");
+    log.wait_written(info.last_offset.plus(1))
+        .await
+        .expect("written");
+    info.base_offset.0
+}
+
+/// The data records readable from the log start (markers left out): (offset, key, value).
+async fn data_records(log: &PartitionLog) -> Vec<(i64, String, String)> {
+    let bytes = read_all(log, log.log_start_offset(), 8192).await;
+    let mut out = Vec::new();
+    for (_, header, b) in BatchIter::new(&bytes) {
+        if header.is_control() {
+            continue;
+        }
+        for r in RecordIter::new(b, &header) {
+            let r = r.expect("records parse");
+            let text =
+                |b: Option<&[u8]>| String::from_utf8_lossy(b.unwrap_or_default()).to_string();
+            out.push((
+                header.base_offset().0 + r.offset_delta,
+                text(r.key),
+                text(r.value),
+            ));
+        }
+    }
+    out
+}
+
+#[test]
+fn aborted_records_are_dropped_committed_ones_compacted_and_open_ones_stop_the_pass() {
+    use sluice_engine::txn::MarkerKind::{Abort, Commit};
+    let dir = test_dir();
+    let path = dir.path().to_path_buf();
+    run(move || async move {
+        let (m, log) = open_log(&path, compact_config(), small_shard()).await;
+        let ts = T0 as i64;
+        append(&log, &[(b"a", Some(b"plain-a"))], ts).await;
+        // An aborted transaction rewrites `a` and adds `b`: neither may count.
+        let aborted = txn_keyed_batch(10, 0, &[(b"a", b"aborted-a"), (b"b", b"aborted-b")], ts);
+        log.append(&aborted, LeaderEpoch(0)).await.expect("append");
+        end_txn(&log, 10, Abort).await;
+        // A committed transaction writes `c`, superseded later by a plain record.
+        let committed =
+            txn_keyed_batch(11, 0, &[(b"c", b"committed-c"), (b"d", b"committed-d")], ts);
+        log.append(&committed, LeaderEpoch(0))
+            .await
+            .expect("append");
+        end_txn(&log, 11, Commit).await;
+        append(&log, &[(b"c", Some(b"plain-c"))], ts).await;
+        write_versions(&log, 20, 10, ts).await;
+        let outcome = log.compact(T0).await.expect("compact");
+        assert!(outcome.ran, "{outcome:?}");
+        let got = data_records(&log).await;
+        let value_of = |key: &str| -> Vec<String> {
+            got.iter()
+                .filter(|(_, k, _)| k == key)
+                .map(|(_, _, v)| v.clone())
+                .collect()
+        };
+        assert_eq!(
+            value_of("a"),
+            ["plain-a"],
+            "an aborted value supersedes nothing"
+        );
+        assert!(value_of("b").is_empty(), "aborted records are dropped");
+        assert_eq!(
+            value_of("c"),
+            ["plain-c"],
+            "committed records compact like any"
+        );
+        assert_eq!(value_of("d"), ["committed-d"]);
+        // A transaction still open holds the cleaner below its first offset.
+        let open = txn_keyed_batch(12, 0, &[(b"e", b"undecided")], ts);
+        let open_at = log.append(&open, LeaderEpoch(0)).await.expect("append");
+        write_versions(&log, 20, 10, ts).await;
+        let outcome = log.compact(T0).await.expect("compact");
+        assert!(
+            outcome.cleaned_end <= open_at.base_offset,
+            "{outcome:?} past the open transaction at {}",
+            open_at.base_offset
+        );
+        assert_eq!(
+            data_records(&log)
+                .await
+                .iter()
+                .filter(|r| r.1 == "e")
+                .count(),
+            1
+        );
+        m.close_all().await.expect("close");
+    });
+}
