@@ -2,6 +2,7 @@
 //! stable offset waits for open and undecided transactions, aborted transactions are
 //! listed for `read_committed` fetches, and all of it survives a clean restart, a crash
 //! (replayed from the segments), a truncation that cuts a marker away, and replication.
+//! Retention and DeleteRecords stop at the first open transaction.
 
 mod common;
 
@@ -10,7 +11,7 @@ use std::path::Path;
 use common::*;
 use sluice_engine::batch::{self, BatchBuilder, ProducerFields, Record};
 use sluice_engine::txn::{AbortedTxn, Marker, MarkerKind};
-use sluice_engine::{AppendError, LeaderEpoch, Offset, PartitionLog};
+use sluice_engine::{AppendError, LeaderEpoch, LogConfig, Offset, PartitionLog};
 
 const EPOCH: LeaderEpoch = LeaderEpoch(1);
 
@@ -243,4 +244,68 @@ fn copy_dir(from: &Path, to: &Path) {
             std::fs::copy(entry.path(), target).expect("copy");
         }
     }
+}
+
+#[test]
+fn retention_and_delete_records_stop_at_the_first_open_transaction() {
+    let dir = test_dir();
+    let path = dir.path().to_path_buf();
+    run(move || async move {
+        let config = LogConfig {
+            segment_bytes_max: 16 * 1024,
+            retention_ms: Some(1),
+            ..LogConfig::default()
+        };
+        let (m, log) = open_log(&path, config, small_shard()).await;
+        let fill = |n: usize| {
+            let log = &log;
+            async move {
+                for _ in 0..n {
+                    let plain = batch::simple_batch(10, 200, 1_000);
+                    log.append(&plain, EPOCH).await.expect("append");
+                }
+            }
+        };
+        fill(30).await;
+        let open = log
+            .append(&txn_batch(7, 0, 1), EPOCH)
+            .await
+            .expect("append");
+        fill(30).await;
+        let end = log.log_end_offset();
+        log.wait_durable(end).await.expect("durable");
+        assert!(log.segment_count() > 4, "several segments on each side");
+
+        // Every closed segment is past retention; only those before the open
+        // transaction's go.
+        let out = log.enforce_retention(1_000_000).await.expect("retention");
+        assert!(out.segments_deleted > 0, "{out:?}");
+        let start = log.log_start_offset();
+        assert!(
+            start <= open.base_offset,
+            "{start} past {}",
+            open.base_offset
+        );
+        let again = log.enforce_retention(1_000_000).await.expect("retention");
+        assert_eq!(
+            again.segments_deleted, 0,
+            "the open transaction holds the rest"
+        );
+
+        // DeleteRecords to the log end stops at the transaction's first offset.
+        let start = log.delete_records_before(end).await.expect("delete");
+        assert_eq!(start, open.base_offset);
+
+        // Once it ends, both go on.
+        log.append_marker(marker(7, MarkerKind::Commit), EPOCH)
+            .await
+            .expect("marker");
+        let end = log.log_end_offset();
+        log.wait_durable(end).await.expect("durable");
+        let out = log.enforce_retention(1_000_000).await.expect("retention");
+        assert!(out.segments_deleted > 0, "{out:?}");
+        let start = log.delete_records_before(end).await.expect("delete");
+        assert_eq!(start, end);
+        m.close_all().await.expect("close");
+    });
 }

@@ -27,10 +27,12 @@ use crate::types::{Offset, TopicPartition};
 
 impl PartitionLog {
     /// Makes `offset` the new log start: offsets below it are no longer readable and
-    /// whole segments below it are deleted (Kafka's DeleteRecords). Returns the new start.
+    /// whole segments below it are deleted (Kafka's DeleteRecords). Returns the new start:
+    /// never past the first open transaction, whose records its marker must still find
+    /// (a `read_committed` reader would otherwise miss which records it aborts).
     pub async fn delete_records_before(&self, offset: Offset) -> Result<Offset, LogError> {
         let _permit = self.shared.io_lock.acquire_permit(1).await;
-        let (dir, victims, checkpoint) = {
+        let (dir, victims, checkpoint, offset) = {
             let mut st = self.shared.state.borrow_mut();
             let high = self.written_end_offset();
             if offset < Offset::ZERO || offset > high {
@@ -40,6 +42,13 @@ impl PartitionLog {
                     high,
                 });
             }
+            let offset = match st.producers.first_open() {
+                Some(first) if offset > first => {
+                    tracing::info!(asked = %offset, open_transaction_at = %first, "delete-records stops at the first open transaction");
+                    first
+                }
+                _ => offset,
+            };
             if offset <= st.log_start {
                 return Ok(st.log_start);
             }
@@ -48,7 +57,7 @@ impl PartitionLog {
                 next_base <= offset && seg.finalized
             });
             st.checkpoint.log_start = offset;
-            (st.dir.clone(), victims, st.checkpoint)
+            (st.dir.clone(), victims, st.checkpoint, offset)
         };
         remove_segments(&self.shared, &dir, victims).await?;
         checkpoint.write(&dir).await?;
@@ -56,8 +65,10 @@ impl PartitionLog {
     }
 
     /// Deletes closed segments past `retention.ms` (by their newest timestamp) or beyond
-    /// `retention.bytes` (oldest first). The active segment is never deleted. A log whose
-    /// `cleanup.policy` lacks `delete` keeps everything (compaction bounds it).
+    /// `retention.bytes` (oldest first). The active segment is never deleted, nor the
+    /// segment where the first open transaction begins or any after it (a transaction
+    /// ends within its timeout). A log whose `cleanup.policy` lacks `delete` keeps
+    /// everything (compaction bounds it).
     pub async fn enforce_retention(&self, now_ms: u64) -> Result<RetentionOutcome, LogError> {
         let _permit = self.shared.io_lock.acquire_permit(1).await;
         let (dir, victims, checkpoint) = {
@@ -75,7 +86,11 @@ impl PartitionLog {
                 .config
                 .retention_ms
                 .map(|ms| now_ms.saturating_sub(ms) as i64);
-            let victims = take_segments_while(&mut st, |seg, _| {
+            let first_open = st.producers.first_open();
+            let victims = take_segments_while(&mut st, |seg, next_base| {
+                if first_open.is_some_and(|first| next_base > first) {
+                    return false;
+                }
                 let by_time =
                     expired_before.is_some_and(|t| seg.max_timestamp >= 0 && seg.max_timestamp < t);
                 let by_size = excess >= seg.size && seg.size > 0;
