@@ -110,7 +110,7 @@ pub async fn add_partitions(
     v2: bool,
 ) -> Result<(), ErrorCode> {
     let p = coordinating_partition(shard, id)?;
-    let (busy, next) = shard.txns.begin(p, id, |m| {
+    let decide = |m: Option<&TxnMeta>| {
         let m = m.ok_or(code::INVALID_PRODUCER_ID_MAPPING)?;
         m.check_producer(producer_id, epoch)?;
         if m.state.is_preparing() || m.state == TxnState::PrepareEpochFence {
@@ -121,7 +121,7 @@ pub async fn add_partitions(
         if known {
             return Ok(None);
         }
-        let mut next = m.with_partitions(partitions, now_ms());
+        let mut next = m.with_partitions(partitions.iter().cloned(), now_ms());
         if v2 {
             next.client_version = 2;
         }
@@ -134,12 +134,44 @@ pub async fn add_partitions(
             return Err(code::INVALID_REQUEST);
         }
         Ok(Some(next))
-    })?;
+    };
+    let (busy, next) = begin_after_finishing(shard, p, id, decide).await?;
     if let Some(next) = next {
         persist::write(shard, p, id, &next).await?;
         busy.install(next);
     }
     Ok(())
+}
+
+/// How long a request that meets its producer's previous transaction still being
+/// finished (markers, then the Complete state: about a millisecond here) waits for it
+/// before answering CONCURRENT_TRANSACTIONS. Clients retry that answer only after their
+/// backoff (librdkafka's retry.backoff.ms, 100 ms), which would otherwise cost every
+/// transaction that long.
+const FINISHING_WAIT_MS: u64 = 500;
+const FINISHING_POLL_MS: u64 = 1;
+
+/// [`Txns::begin`](super::Txns::begin), tried again while the id's previous transaction
+/// is being finished (`decide` answers CONCURRENT_TRANSACTIONS), for at most
+/// [`FINISHING_WAIT_MS`].
+async fn begin_after_finishing<T>(
+    shard: &Rc<Shard>,
+    p: usize,
+    id: &str,
+    decide: impl Fn(Option<&TxnMeta>) -> Result<T, ErrorCode>,
+) -> Result<(Busy, T), ErrorCode> {
+    let deadline = std::time::Instant::now() + std::time::Duration::from_millis(FINISHING_WAIT_MS);
+    loop {
+        match shard.txns.begin(p, id, &decide) {
+            Err(code::CONCURRENT_TRANSACTIONS) if std::time::Instant::now() < deadline => {
+                let pause = std::time::Duration::from_millis(FINISHING_POLL_MS);
+                if shard.sleep_or_stop(pause).await {
+                    return Err(code::CONCURRENT_TRANSACTIONS);
+                }
+            }
+            answer => return answer,
+        }
+    }
 }
 
 /// AddPartitionsToTxn `verify_only` (KIP-890): whether each partition is in the ongoing
