@@ -160,6 +160,9 @@ pub enum Request {
     },
 }
 
+/// Partitions named by topic: `(topic, partition indexes)`.
+pub type NamedPartitions = Vec<(String, Vec<i32>)>;
+
 /// Why the controller refused a request.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum ErrorKind {
@@ -456,7 +459,7 @@ impl<'a> Dec<'a> {
         (0..n).map(|_| self.i32().map(BrokerId)).collect()
     }
     /// What `Enc::opt_partitions` wrote.
-    fn opt_partitions(&mut self) -> Result<Option<Vec<(String, Vec<i32>)>>, RpcError> {
+    fn opt_partitions(&mut self) -> Result<Option<NamedPartitions>, RpcError> {
         if self.u8()? == 0 {
             return Ok(None);
         }
