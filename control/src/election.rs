@@ -109,7 +109,10 @@ pub(crate) fn change(t: &TopicImage, idx: crate::types::PartitionId, s: Partitio
         leader_epoch: s.leader_epoch,
         isr: s.isr,
         eligible_leaders: s.elr,
-        replicas: None,
+        // The whole state: a reassignment changes the replicas too.
+        replicas: Some(s.replicas),
+        adding_replicas: Some(s.adding_replicas),
+        removing_replicas: Some(s.removing_replicas),
     })
 }
 

@@ -44,6 +44,28 @@ pub struct PartitionState {
     /// KIP-966 eligible leader replicas: left the ISR while it was below
     /// `min.insync.replicas`, so still hold every committed record.
     pub elr: Vec<BrokerId>,
+    /// A reassignment under way (Kafka's `addingReplicas`): replicas joining, which
+    /// start as followers and catch up. Empty when none is.
+    pub adding_replicas: Vec<BrokerId>,
+    /// A reassignment under way (`removingReplicas`): replicas leaving once every target
+    /// replica is in sync. `replicas` lists the target first, then these.
+    pub removing_replicas: Vec<BrokerId>,
+}
+
+impl PartitionState {
+    /// Whether a reassignment is under way.
+    pub fn is_reassigning(&self) -> bool {
+        !self.adding_replicas.is_empty() || !self.removing_replicas.is_empty()
+    }
+
+    /// The replica set a reassignment moves to: the replicas less those leaving.
+    pub fn target_replicas(&self) -> Vec<BrokerId> {
+        self.replicas
+            .iter()
+            .copied()
+            .filter(|r| !self.removing_replicas.contains(r))
+            .collect()
+    }
 }
 
 /// One topic.
@@ -434,6 +456,8 @@ impl MetadataImage {
                 leader_epoch: p.leader_epoch,
                 isr: p.isr.clone(),
                 elr: Vec::new(),
+                adding_replicas: Vec::new(),
+                removing_replicas: Vec::new(),
             };
             self.check_partition(name, p.partition, &state)?;
             map.insert(p.partition, state);
@@ -482,6 +506,26 @@ impl MetadataImage {
         if let Some(r) = s.isr.iter().find(|r| s.elr.contains(r)) {
             return Err(bad(format!("{r} is in both isr and elr")));
         }
+        for (set, name) in [
+            (&s.adding_replicas, "adding"),
+            (&s.removing_replicas, "removing"),
+        ] {
+            for (i, r) in set.iter().enumerate() {
+                if !s.replicas.contains(r) || set[..i].contains(r) {
+                    return Err(bad(format!("{name} replica {r} not a distinct replica")));
+                }
+            }
+        }
+        if let Some(r) = s
+            .adding_replicas
+            .iter()
+            .find(|r| s.removing_replicas.contains(r))
+        {
+            return Err(bad(format!("{r} is both being added and removed")));
+        }
+        if s.removing_replicas.len() >= s.replicas.len() {
+            return Err(bad("every replica is being removed".into()));
+        }
         if let Some(l) = s.leader {
             if !s.isr.contains(&l) {
                 return Err(bad(format!("leader {l} not in isr")));
@@ -508,6 +552,8 @@ impl MetadataImage {
                     leader_epoch: LeaderEpoch(0),
                     isr: Vec::new(),
                     elr: Vec::new(),
+                    adding_replicas: Vec::new(),
+                    removing_replicas: Vec::new(),
                 };
                 &created
             }
@@ -535,6 +581,14 @@ impl MetadataImage {
             leader_epoch: c.leader_epoch,
             isr: c.isr.clone(),
             elr: c.eligible_leaders.clone(),
+            adding_replicas: c
+                .adding_replicas
+                .clone()
+                .unwrap_or_else(|| old.adding_replicas.clone()),
+            removing_replicas: c
+                .removing_replicas
+                .clone()
+                .unwrap_or_else(|| old.removing_replicas.clone()),
         };
         self.check_partition(&topic.name, c.partition, &state)?;
         let mut t = TopicImage::clone(topic);
@@ -616,7 +670,8 @@ impl MetadataImage {
                 topic_id: t.id,
                 partitions,
             });
-            for (i, p) in t.partitions.iter().filter(|(_, p)| !p.elr.is_empty()) {
+            let more = |p: &&PartitionState| !p.elr.is_empty() || p.is_reassigning();
+            for (i, p) in t.partitions.iter().filter(|(_, p)| more(p)) {
                 out.push(Record::PartitionChange(PartitionChange {
                     topic_id: t.id,
                     partition: *i,
@@ -625,6 +680,8 @@ impl MetadataImage {
                     isr: p.isr.clone(),
                     eligible_leaders: p.elr.clone(),
                     replicas: None,
+                    adding_replicas: Some(p.adding_replicas.clone()),
+                    removing_replicas: Some(p.removing_replicas.clone()),
                 }));
             }
         }

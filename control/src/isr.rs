@@ -4,7 +4,8 @@
 //! Invariants the decision keeps (the design note on replication, KIP-966):
 //! - Only the partition's current leader, at the current leader epoch and with its current
 //!   broker epoch, changes the ISR; the leader and its epoch stay (only leadership changes
-//!   bump the epoch).
+//!   bump the epoch), unless the change completes a reassignment that removes the leader
+//!   (`reassign::complete_if_ready`: it hands over to the first target replica in sync).
 //! - The new ISR is a subset of the replicas, without duplicates, containing the leader;
 //!   a member it adds is registered, unfenced and not shutting down.
 //! - ELR (KIP-966): members added to the ISR leave the ELR; once the ISR has at least
@@ -117,6 +118,9 @@ pub fn alter_partition(
         isr: req.isr.to_vec(),
         ..p.clone()
     };
+    // The ISR change that brings the last added replica in sync completes a reassignment.
+    let live = |b: BrokerId| image.is_live(b) && !shutting_down.contains(&b);
+    let next = crate::reassign::complete_if_ready(next, live);
     assert_isr_rules(&next);
     Ok(Some(change(topic, req.partition, next)))
 }
@@ -337,6 +341,8 @@ mod tests {
             leader_epoch: LeaderEpoch(1),
             isr: ids(&[2, 3]),
             elr: Vec::new(),
+            adding_replicas: Vec::new(),
+            removing_replicas: Vec::new(),
         });
     }
 
@@ -349,6 +355,8 @@ mod tests {
             leader_epoch: LeaderEpoch(1),
             isr: ids(&[1, 4]),
             elr: Vec::new(),
+            adding_replicas: Vec::new(),
+            removing_replicas: Vec::new(),
         });
     }
 

@@ -16,6 +16,9 @@
 //!   fencing on session expiry, unfencing, automatic preferred-leader election, controlled
 //!   shutdown (leadership moved off a stopping broker, which stays fenced until it
 //!   registers again).
+//! - **Partition reassignment** (`reassign`): Kafka's three stages (replicas added,
+//!   caught up, old ones removed), cancellation, completion with the ISR change that
+//!   allows it; the state in the metadata log (`adding_replicas`, `removing_replicas`).
 //! - **ISR changes** (`isr`): a partition leader's AlterPartition checked against the image
 //!   (current leader and epochs, ISR within the replicas, added members eligible) and the
 //!   ELR kept per KIP-966.
@@ -56,6 +59,7 @@ pub mod image;
 pub mod isr;
 pub mod node;
 pub mod placement;
+pub mod reassign;
 pub mod records;
 pub mod rpc;
 pub mod sim;
@@ -95,6 +99,7 @@ pub use isr::{alter_partition, IsrChange, IsrRefusal};
 pub use placement::{
     add_partitions_records, create_topic_record, place_replicas, PlacementBroker, PlacementError,
 };
+pub use reassign::{OngoingReassignment, ReassignRefusal, ReassignTarget};
 pub use records::{
     ConfigResource, DecodeError, Listener, PartitionAssignment, PartitionChange, Record,
     ScramCredential, ScramMechanism, SCRAM_ITERATIONS_MAX, SCRAM_ITERATIONS_MIN,

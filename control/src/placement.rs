@@ -182,6 +182,8 @@ pub fn add_partitions_records(
                 isr: replicas.clone(),
                 eligible_leaders: Vec::new(),
                 replicas: Some(replicas),
+                adding_replicas: None,
+                removing_replicas: None,
             })
         })
         .collect())

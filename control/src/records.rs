@@ -224,6 +224,10 @@ pub struct PartitionChange {
     pub eligible_leaders: Vec<BrokerId>,
     /// `None`: replicas unchanged.
     pub replicas: Option<Vec<BrokerId>>,
+    /// A reassignment's replicas joining (`None`: unchanged; empty: none).
+    pub adding_replicas: Option<Vec<BrokerId>>,
+    /// A reassignment's replicas leaving (`None`: unchanged; empty: none).
+    pub removing_replicas: Option<Vec<BrokerId>>,
 }
 
 /// Why bytes are not a metadata record.
@@ -397,6 +401,8 @@ impl Record {
                     isr: Some(ids(fbb, &c.isr)),
                     eligible_leaders: Some(ids(fbb, &c.eligible_leaders)),
                     replicas: c.replicas.as_deref().map(|r| ids(fbb, r)),
+                    adding_replicas: c.adding_replicas.as_deref().map(|r| ids(fbb, r)),
+                    removing_replicas: c.removing_replicas.as_deref().map(|r| ids(fbb, r)),
                 };
                 let t = fb::PartitionChange::create(fbb, &args);
                 (fb::Record::PartitionChange, t.as_union_value())
@@ -555,6 +561,8 @@ impl Record {
                     isr: ids_from(r.isr()),
                     eligible_leaders: ids_from(r.eligible_leaders()),
                     replicas: r.replicas().map(|v| ids_from(Some(v))),
+                    adding_replicas: r.adding_replicas().map(|v| ids_from(Some(v))),
+                    removing_replicas: r.removing_replicas().map(|v| ids_from(Some(v))),
                 })
             }
             fb::Record::ConfigChange => {

@@ -22,6 +22,7 @@ use futures_lite::{AsyncReadExt, AsyncWriteExt};
 
 use crate::active::HeartbeatReply;
 use crate::election::{ElectionOutcome, ElectionType};
+use crate::reassign::{OngoingReassignment, ReassignRefusal, ReassignTarget};
 use crate::records::{Listener, ScramCredential, ScramMechanism};
 use crate::types::{BrokerEpoch, BrokerId, LeaderEpoch, MetadataOffset, NodeId, Term, TopicId};
 
@@ -145,7 +146,22 @@ pub enum Request {
         mechanism: ScramMechanism,
         credential: Option<ScramCredential>,
     },
+    /// Kafka's AlterPartitionReassignments: each target decided in order (a `None`
+    /// replica list cancels). Answered with `Reply::Reassigned` once the changes are
+    /// applied. `allow_rf_change: false` refuses targets that change a replica count.
+    Reassign {
+        allow_rf_change: bool,
+        targets: Vec<ReassignTarget>,
+    },
+    /// Kafka's ListPartitionReassignments: the partitions being reassigned (`None`: all,
+    /// else among the named ones). Answered with `Reply::Reassignments`.
+    ListReassignments {
+        partitions: Option<Vec<(String, Vec<i32>)>>,
+    },
 }
+
+/// Partitions named by topic: `(topic, partition indexes)`.
+pub type NamedPartitions = Vec<(String, Vec<i32>)>;
 
 /// Why the controller refused a request.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -224,6 +240,24 @@ pub enum Reply {
         offset: MetadataOffset,
         results: Vec<PartitionElection>,
     },
+    /// The outcome of each partition of a `Reassign`, in request order; the image has the
+    /// changes from `offset` on.
+    Reassigned {
+        offset: MetadataOffset,
+        results: Vec<PartitionReassigned>,
+    },
+    /// The answer to `ListReassignments`.
+    Reassignments {
+        ongoing: Vec<OngoingReassignment>,
+    },
+}
+
+/// One partition's answer to `Request::Reassign`: `None` when done (or started).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PartitionReassigned {
+    pub topic: String,
+    pub partition: i32,
+    pub refusal: Option<ReassignRefusal>,
 }
 
 /// One partition's answer to `Request::Elect`.
@@ -302,6 +336,29 @@ impl Enc {
             self.u32(replicas.len() as u32);
             for b in replicas {
                 self.i32(b.0);
+            }
+        }
+    }
+    fn brokers(&mut self, v: &[BrokerId]) {
+        self.u32(v.len() as u32);
+        for b in v {
+            self.i32(b.0);
+        }
+    }
+    /// Named partitions (`(topic, partitions)`), or none (`None`: every one).
+    fn opt_partitions(&mut self, v: Option<&[(String, Vec<i32>)]>) {
+        match v {
+            None => self.u8(0),
+            Some(topics) => {
+                self.u8(1);
+                self.u32(topics.len() as u32);
+                for (topic, ps) in topics {
+                    self.str(topic);
+                    self.u32(ps.len() as u32);
+                    for p in ps {
+                        self.i32(*p);
+                    }
+                }
             }
         }
     }
@@ -396,6 +453,26 @@ impl<'a> Dec<'a> {
                 (0..m).map(|_| self.i32().map(BrokerId)).collect()
             })
             .collect()
+    }
+    fn brokers(&mut self) -> Result<Vec<BrokerId>, RpcError> {
+        let n = self.count(4)?;
+        (0..n).map(|_| self.i32().map(BrokerId)).collect()
+    }
+    /// What `Enc::opt_partitions` wrote.
+    fn opt_partitions(&mut self) -> Result<Option<NamedPartitions>, RpcError> {
+        if self.u8()? == 0 {
+            return Ok(None);
+        }
+        let n = self.count(8)?;
+        let topics = (0..n)
+            .map(|_| {
+                let topic = self.str()?;
+                let m = self.count(4)?;
+                let ps = (0..m).map(|_| self.i32()).collect::<Result<_, _>>()?;
+                Ok((topic, ps))
+            })
+            .collect::<Result<_, RpcError>>()?;
+        Ok(Some(topics))
     }
     fn node(&mut self) -> Result<Option<NodeId>, RpcError> {
         let n = self.u64()?;
@@ -554,20 +631,7 @@ impl Request {
                     ElectionType::Preferred => 0,
                     ElectionType::Unclean => 1,
                 });
-                match partitions {
-                    None => e.u8(0),
-                    Some(topics) => {
-                        e.u8(1);
-                        e.u32(topics.len() as u32);
-                        for (topic, ps) in topics {
-                            e.str(topic);
-                            e.u32(ps.len() as u32);
-                            for p in ps {
-                                e.i32(*p);
-                            }
-                        }
-                    }
-                }
+                e.opt_partitions(partitions.as_deref());
             }
             Request::FetchImage { have, wait_ms } => {
                 e.u8(8);
@@ -631,6 +695,30 @@ impl Request {
                     }
                     None => e.u8(0),
                 }
+            }
+            Request::Reassign {
+                allow_rf_change,
+                targets,
+            } => {
+                // 56 and 57: numbered apart from the kinds other admin requests take.
+                e.u8(56);
+                e.u8(u8::from(*allow_rf_change));
+                e.u32(targets.len() as u32);
+                for t in targets {
+                    e.str(&t.topic);
+                    e.i32(t.partition);
+                    match &t.replicas {
+                        None => e.u8(0),
+                        Some(r) => {
+                            e.u8(1);
+                            e.brokers(r);
+                        }
+                    }
+                }
+            }
+            Request::ListReassignments { partitions } => {
+                e.u8(57);
+                e.opt_partitions(partitions.as_deref());
             }
         }
         e.0
@@ -731,21 +819,7 @@ impl Request {
                     1 => ElectionType::Unclean,
                     _ => return Err(RpcError::Decode("unknown election type")),
                 };
-                let partitions = match d.u8()? {
-                    0 => None,
-                    _ => {
-                        let n = d.count(8)?;
-                        let topics = (0..n)
-                            .map(|_| {
-                                let topic = d.str()?;
-                                let m = d.count(4)?;
-                                let ps = (0..m).map(|_| d.i32()).collect::<Result<_, _>>()?;
-                                Ok((topic, ps))
-                            })
-                            .collect::<Result<_, RpcError>>()?;
-                        Some(topics)
-                    }
-                };
+                let partitions = d.opt_partitions()?;
                 Request::Elect {
                     election,
                     partitions,
@@ -810,6 +884,32 @@ impl Request {
                     credential,
                 }
             }
+            56 => {
+                let allow_rf_change = d.bool()?;
+                let n = d.count(9)?;
+                let targets = (0..n)
+                    .map(|_| {
+                        let topic = d.str()?;
+                        let partition = d.i32()?;
+                        let replicas = match d.u8()? {
+                            0 => None,
+                            _ => Some(d.brokers()?),
+                        };
+                        Ok(ReassignTarget {
+                            topic,
+                            partition,
+                            replicas,
+                        })
+                    })
+                    .collect::<Result<_, RpcError>>()?;
+                Request::Reassign {
+                    allow_rf_change,
+                    targets,
+                }
+            }
+            57 => Request::ListReassignments {
+                partitions: d.opt_partitions()?,
+            },
             _ => return Err(RpcError::Decode("unknown request kind")),
         };
         d.end()?;
@@ -854,6 +954,27 @@ fn error_kind_from(c: u8) -> Result<ErrorKind, RpcError> {
         14 => ErrorKind::InvalidReplicaAssignment,
         _ => return Err(RpcError::Decode("unknown error kind")),
     })
+}
+
+/// A reassignment refusal's kind on the wire (0 is none).
+fn refusal_code(r: &ReassignRefusal) -> u8 {
+    match r {
+        ReassignRefusal::UnknownTopicOrPartition(_) => 1,
+        ReassignRefusal::NoReassignmentInProgress => 2,
+        ReassignRefusal::InvalidReplicaAssignment(_) => 3,
+        ReassignRefusal::InvalidReplicationFactor(_) => 4,
+    }
+}
+
+fn refusal_from(kind: u8, message: String) -> Result<Option<ReassignRefusal>, RpcError> {
+    Ok(Some(match kind {
+        0 => return Ok(None),
+        1 => ReassignRefusal::UnknownTopicOrPartition(message),
+        2 => ReassignRefusal::NoReassignmentInProgress,
+        3 => ReassignRefusal::InvalidReplicaAssignment(message),
+        4 => ReassignRefusal::InvalidReplicationFactor(message),
+        _ => return Err(RpcError::Decode("unknown reassignment refusal")),
+    }))
 }
 
 impl Reply {
@@ -911,6 +1032,33 @@ impl Reply {
                     });
                 }
             }
+            Reply::Reassigned { offset, results } => {
+                // Numbered as the request kinds they answer (56, 57).
+                e.u8(56);
+                e.u64(offset.0);
+                e.u32(results.len() as u32);
+                for r in results {
+                    e.str(&r.topic);
+                    e.i32(r.partition);
+                    let (kind, message) = match &r.refusal {
+                        None => (0, String::new()),
+                        Some(refusal) => (refusal_code(refusal), refusal.to_string()),
+                    };
+                    e.u8(kind);
+                    e.str(&message);
+                }
+            }
+            Reply::Reassignments { ongoing } => {
+                e.u8(57);
+                e.u32(ongoing.len() as u32);
+                for o in ongoing {
+                    e.str(&o.topic);
+                    e.i32(o.partition);
+                    e.brokers(&o.replicas);
+                    e.brokers(&o.adding_replicas);
+                    e.brokers(&o.removing_replicas);
+                }
+            }
         }
         e.0
     }
@@ -966,6 +1114,39 @@ impl Reply {
                     })
                     .collect::<Result<_, RpcError>>()?;
                 Reply::Elected { offset, results }
+            }
+            56 => {
+                let offset = MetadataOffset(d.u64()?);
+                let n = d.count(13)?;
+                let results = (0..n)
+                    .map(|_| {
+                        let topic = d.str()?;
+                        let partition = d.i32()?;
+                        let kind = d.u8()?;
+                        let message = d.str()?;
+                        Ok(PartitionReassigned {
+                            topic,
+                            partition,
+                            refusal: refusal_from(kind, message)?,
+                        })
+                    })
+                    .collect::<Result<_, RpcError>>()?;
+                Reply::Reassigned { offset, results }
+            }
+            57 => {
+                let n = d.count(20)?;
+                let ongoing = (0..n)
+                    .map(|_| {
+                        Ok(OngoingReassignment {
+                            topic: d.str()?,
+                            partition: d.i32()?,
+                            replicas: d.brokers()?,
+                            adding_replicas: d.brokers()?,
+                            removing_replicas: d.brokers()?,
+                        })
+                    })
+                    .collect::<Result<_, RpcError>>()?;
+                Reply::Reassignments { ongoing }
             }
             _ => return Err(RpcError::Decode("unknown reply kind")),
         };
@@ -1161,6 +1342,25 @@ mod tests {
                 election: ElectionType::Preferred,
                 partitions: None,
             },
+            Request::Reassign {
+                allow_rf_change: false,
+                targets: vec![
+                    ReassignTarget {
+                        topic: "t".into(),
+                        partition: 1,
+                        replicas: Some(vec![BrokerId(2), BrokerId(3)]),
+                    },
+                    ReassignTarget {
+                        topic: "u".into(),
+                        partition: 0,
+                        replicas: None,
+                    },
+                ],
+            },
+            Request::ListReassignments { partitions: None },
+            Request::ListReassignments {
+                partitions: Some(vec![("t".into(), vec![1])]),
+            },
             Request::SetScram {
                 user: "alice".into(),
                 mechanism: ScramMechanism::Sha512,
@@ -1282,6 +1482,35 @@ mod tests {
                         outcome: ElectionOutcome::Elected,
                     },
                 ],
+            },
+            Reply::Reassigned {
+                offset: MetadataOffset(40),
+                results: vec![
+                    PartitionReassigned {
+                        topic: "t".into(),
+                        partition: 0,
+                        refusal: None,
+                    },
+                    PartitionReassigned {
+                        topic: "t".into(),
+                        partition: 1,
+                        refusal: Some(ReassignRefusal::NoReassignmentInProgress),
+                    },
+                    PartitionReassigned {
+                        topic: "t".into(),
+                        partition: 2,
+                        refusal: Some(ReassignRefusal::InvalidReplicaAssignment("dup".into())),
+                    },
+                ],
+            },
+            Reply::Reassignments {
+                ongoing: vec![OngoingReassignment {
+                    topic: "t".into(),
+                    partition: 3,
+                    replicas: vec![BrokerId(2), BrokerId(3), BrokerId(1)],
+                    adding_replicas: vec![BrokerId(3)],
+                    removing_replicas: vec![BrokerId(1)],
+                }],
             },
         ];
         for r in replies {

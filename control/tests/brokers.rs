@@ -56,6 +56,8 @@ fn fencing_unfencing_and_preferred_leaders() -> TestResult {
             isr,
             eligible_leaders: vec![],
             replicas: None,
+            adding_replicas: None,
+            removing_replicas: None,
         }))?;
     }
     w.run_until(&all, |i| {

@@ -108,6 +108,8 @@ fn rejects_invalid_records() -> Result<(), ImageError> {
             isr: b(isr),
             eligible_leaders: vec![],
             replicas: None,
+            adding_replicas: None,
+            removing_replicas: None,
         })
     };
     // Unknown topic and partition.
@@ -301,6 +303,8 @@ fn fencing_moves_leaders_within_isr_only() -> Result<(), ImageError> {
             isr: b(&[1, 2]),
             eligible_leaders: vec![],
             replicas: None,
+            adding_replicas: None,
+            removing_replicas: None,
         }),
     )?;
     image = apply(
@@ -313,6 +317,8 @@ fn fencing_moves_leaders_within_isr_only() -> Result<(), ImageError> {
             isr: b(&[1]),
             eligible_leaders: vec![],
             replicas: None,
+            adding_replicas: None,
+            removing_replicas: None,
         }),
     )?;
     // Broker 1 misses heartbeats for the session timeout (explicit clock).
@@ -524,6 +530,8 @@ fn create_topic_over_live_brokers_and_preferred_leader_returns(
                     isr,
                     eligible_leaders: p.elr.clone(),
                     replicas: None,
+                    adding_replicas: None,
+                    removing_replicas: None,
                 }),
             )?;
         }
@@ -603,6 +611,8 @@ fn arb_record() -> impl Strategy<Value = Record> {
                     isr,
                     eligible_leaders: elr,
                     replicas: None,
+                    adding_replicas: None,
+                    removing_replicas: None,
                 })
             }),
         ("[xy]", proptest::option::of("true|false|2")).prop_map(|(name, value)| {

@@ -96,19 +96,25 @@ fn record() -> impl Strategy<Value = Record> {
             any::<i32>(),
             ids(),
             ids(),
+            proptest::option::of(ids()),
+            proptest::option::of(ids()),
             proptest::option::of(ids())
         )
-            .prop_map(|(id, p, leader, epoch, isr, elr, replicas)| {
-                Record::PartitionChange(PartitionChange {
-                    topic_id: TopicId(id),
-                    partition: PartitionId(p),
-                    leader,
-                    leader_epoch: LeaderEpoch(epoch),
-                    isr,
-                    eligible_leaders: elr,
-                    replicas,
-                })
-            }),
+            .prop_map(
+                |(id, p, leader, epoch, isr, elr, replicas, adding, removing)| {
+                    Record::PartitionChange(PartitionChange {
+                        topic_id: TopicId(id),
+                        partition: PartitionId(p),
+                        leader,
+                        leader_epoch: LeaderEpoch(epoch),
+                        isr,
+                        eligible_leaders: elr,
+                        replicas,
+                        adding_replicas: adding,
+                        removing_replicas: removing,
+                    })
+                }
+            ),
         (
             0u8..4,
             "[a-z]{0,10}",
@@ -177,6 +183,8 @@ fn absent_leader_and_replicas_round_trip() {
         isr: vec![BrokerId(1)],
         eligible_leaders: vec![],
         replicas: None,
+        adding_replicas: None,
+        removing_replicas: None,
     });
     assert_eq!(Record::decode(&r.encode()), Ok(r));
 }

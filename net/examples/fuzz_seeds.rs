@@ -127,6 +127,24 @@ fn main() -> std::io::Result<()> {
             configs: vec![("log.retention.ms".into(), Some("1000".into()))],
             replace: false,
         },
+        Request::Reassign {
+            allow_rf_change: true,
+            targets: vec![
+                sluice_control::ReassignTarget {
+                    topic: "t".into(),
+                    partition: 0,
+                    replicas: Some(vec![BrokerId(2), BrokerId(3)]),
+                },
+                sluice_control::ReassignTarget {
+                    topic: "t".into(),
+                    partition: 1,
+                    replicas: None,
+                },
+            ],
+        },
+        Request::ListReassignments {
+            partitions: Some(vec![("t".into(), vec![0, 1])]),
+        },
     ];
     for (i, r) in requests.iter().enumerate() {
         write(
@@ -152,6 +170,23 @@ fn main() -> std::io::Result<()> {
                 topic: "t".into(),
                 partition: 0,
                 outcome: sluice_control::ElectionOutcome::Elected,
+            }],
+        },
+        Reply::Reassigned {
+            offset: MetadataOffset(11),
+            results: vec![sluice_control::rpc::PartitionReassigned {
+                topic: "t".into(),
+                partition: 0,
+                refusal: Some(sluice_control::ReassignRefusal::NoReassignmentInProgress),
+            }],
+        },
+        Reply::Reassignments {
+            ongoing: vec![sluice_control::OngoingReassignment {
+                topic: "t".into(),
+                partition: 0,
+                replicas: vec![BrokerId(2), BrokerId(3), BrokerId(1)],
+                adding_replicas: vec![BrokerId(3)],
+                removing_replicas: vec![BrokerId(1)],
             }],
         },
     ];

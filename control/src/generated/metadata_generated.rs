@@ -1175,6 +1175,8 @@ impl<'a> PartitionChange<'a> {
   pub const VT_ISR: ::flatbuffers::VOffsetT = 12;
   pub const VT_ELIGIBLE_LEADERS: ::flatbuffers::VOffsetT = 14;
   pub const VT_REPLICAS: ::flatbuffers::VOffsetT = 16;
+  pub const VT_ADDING_REPLICAS: ::flatbuffers::VOffsetT = 18;
+  pub const VT_REMOVING_REPLICAS: ::flatbuffers::VOffsetT = 20;
 
   #[inline]
   pub unsafe fn init_from_table(table: ::flatbuffers::Table<'a>) -> Self {
@@ -1186,6 +1188,8 @@ impl<'a> PartitionChange<'a> {
     args: &'args PartitionChangeArgs<'args>
   ) -> ::flatbuffers::WIPOffset<PartitionChange<'bldr>> {
     let mut builder = PartitionChangeBuilder::new(_fbb);
+    if let Some(x) = args.removing_replicas { builder.add_removing_replicas(x); }
+    if let Some(x) = args.adding_replicas { builder.add_adding_replicas(x); }
     if let Some(x) = args.replicas { builder.add_replicas(x); }
     if let Some(x) = args.eligible_leaders { builder.add_eligible_leaders(x); }
     if let Some(x) = args.isr { builder.add_isr(x); }
@@ -1246,6 +1250,20 @@ impl<'a> PartitionChange<'a> {
     // which contains a valid value in this slot
     unsafe { self._tab.get::<::flatbuffers::ForwardsUOffset<::flatbuffers::Vector<'a, i32>>>(PartitionChange::VT_REPLICAS, None)}
   }
+  #[inline]
+  pub fn adding_replicas(&self) -> Option<::flatbuffers::Vector<'a, i32>> {
+    // Safety:
+    // Created from valid Table for this object
+    // which contains a valid value in this slot
+    unsafe { self._tab.get::<::flatbuffers::ForwardsUOffset<::flatbuffers::Vector<'a, i32>>>(PartitionChange::VT_ADDING_REPLICAS, None)}
+  }
+  #[inline]
+  pub fn removing_replicas(&self) -> Option<::flatbuffers::Vector<'a, i32>> {
+    // Safety:
+    // Created from valid Table for this object
+    // which contains a valid value in this slot
+    unsafe { self._tab.get::<::flatbuffers::ForwardsUOffset<::flatbuffers::Vector<'a, i32>>>(PartitionChange::VT_REMOVING_REPLICAS, None)}
+  }
 }
 
 impl ::flatbuffers::Verifiable for PartitionChange<'_> {
@@ -1261,6 +1279,8 @@ impl ::flatbuffers::Verifiable for PartitionChange<'_> {
      .visit_field::<::flatbuffers::ForwardsUOffset<::flatbuffers::Vector<'_, i32>>>("isr", Self::VT_ISR, false)?
      .visit_field::<::flatbuffers::ForwardsUOffset<::flatbuffers::Vector<'_, i32>>>("eligible_leaders", Self::VT_ELIGIBLE_LEADERS, false)?
      .visit_field::<::flatbuffers::ForwardsUOffset<::flatbuffers::Vector<'_, i32>>>("replicas", Self::VT_REPLICAS, false)?
+     .visit_field::<::flatbuffers::ForwardsUOffset<::flatbuffers::Vector<'_, i32>>>("adding_replicas", Self::VT_ADDING_REPLICAS, false)?
+     .visit_field::<::flatbuffers::ForwardsUOffset<::flatbuffers::Vector<'_, i32>>>("removing_replicas", Self::VT_REMOVING_REPLICAS, false)?
      .finish();
     Ok(())
   }
@@ -1273,6 +1293,8 @@ pub struct PartitionChangeArgs<'a> {
     pub isr: Option<::flatbuffers::WIPOffset<::flatbuffers::Vector<'a, i32>>>,
     pub eligible_leaders: Option<::flatbuffers::WIPOffset<::flatbuffers::Vector<'a, i32>>>,
     pub replicas: Option<::flatbuffers::WIPOffset<::flatbuffers::Vector<'a, i32>>>,
+    pub adding_replicas: Option<::flatbuffers::WIPOffset<::flatbuffers::Vector<'a, i32>>>,
+    pub removing_replicas: Option<::flatbuffers::WIPOffset<::flatbuffers::Vector<'a, i32>>>,
 }
 impl<'a> Default for PartitionChangeArgs<'a> {
   #[inline]
@@ -1285,6 +1307,8 @@ impl<'a> Default for PartitionChangeArgs<'a> {
       isr: None,
       eligible_leaders: None,
       replicas: None,
+      adding_replicas: None,
+      removing_replicas: None,
     }
   }
 }
@@ -1323,6 +1347,14 @@ impl<'a: 'b, 'b, A: ::flatbuffers::Allocator + 'a> PartitionChangeBuilder<'a, 'b
     self.fbb_.push_slot_always::<::flatbuffers::WIPOffset<_>>(PartitionChange::VT_REPLICAS, replicas);
   }
   #[inline]
+  pub fn add_adding_replicas(&mut self, adding_replicas: ::flatbuffers::WIPOffset<::flatbuffers::Vector<'b , i32>>) {
+    self.fbb_.push_slot_always::<::flatbuffers::WIPOffset<_>>(PartitionChange::VT_ADDING_REPLICAS, adding_replicas);
+  }
+  #[inline]
+  pub fn add_removing_replicas(&mut self, removing_replicas: ::flatbuffers::WIPOffset<::flatbuffers::Vector<'b , i32>>) {
+    self.fbb_.push_slot_always::<::flatbuffers::WIPOffset<_>>(PartitionChange::VT_REMOVING_REPLICAS, removing_replicas);
+  }
+  #[inline]
   pub fn new(_fbb: &'b mut ::flatbuffers::FlatBufferBuilder<'a, A>) -> PartitionChangeBuilder<'a, 'b, A> {
     let start = _fbb.start_table();
     PartitionChangeBuilder {
@@ -1347,6 +1379,8 @@ impl ::core::fmt::Debug for PartitionChange<'_> {
       ds.field("isr", &self.isr());
       ds.field("eligible_leaders", &self.eligible_leaders());
       ds.field("replicas", &self.replicas());
+      ds.field("adding_replicas", &self.adding_replicas());
+      ds.field("removing_replicas", &self.removing_replicas());
       ds.finish()
   }
 }

@@ -16,8 +16,9 @@ use crate::controller::ControllerError;
 use crate::election::{requested_election, ElectionKind, ElectionOutcome, ElectionType};
 use crate::image::MetadataImage;
 use crate::isr::{IsrChange, IsrRefusal};
+use crate::reassign::ReassignTarget;
 use crate::records::{ConfigResource, Listener, Record, ScramCredential, ScramMechanism};
-use crate::rpc::{ErrorKind, PartitionElection, Reply, Request};
+use crate::rpc::{ErrorKind, PartitionElection, PartitionReassigned, Reply, Request};
 use crate::tcp::Event;
 use crate::types::{BrokerEpoch, BrokerId, MetadataOffset, PartitionId, Term};
 
@@ -126,6 +127,16 @@ async fn decide(state: &Rc<NodeState>, req: Request) -> Reply {
             mechanism,
             credential,
         } => set_scram(state, user, mechanism, credential).await,
+        Request::Reassign {
+            allow_rf_change,
+            targets,
+        } => reassign(state, allow_rf_change, &targets).await,
+        Request::ListReassignments { partitions } => {
+            let image = state.ctl.borrow().image();
+            Reply::Reassignments {
+                ongoing: crate::reassign::ongoing(&image, partitions.as_deref()),
+            }
+        }
         Request::AddController { id, host, port } => add_controller(state, id, &host, port).await,
         Request::RemoveController { id } => remove_controller(state, id).await,
         Request::AlterPartition {
@@ -376,6 +387,36 @@ async fn elect(
     }
     match commit_changes(state, &image, &records).await {
         Reply::Done { offset } => Reply::Elected { offset, results },
+        other => other,
+    }
+}
+
+/// Kafka's AlterPartitionReassignments: every target decided in order from the latest
+/// image (`reassign::reassign_all`), the changes committed together, each partition
+/// answered (a refused one logged, as Kafka logs it).
+async fn reassign(state: &NodeState, allow_rf_change: bool, targets: &[ReassignTarget]) -> Reply {
+    let image = state.ctl.borrow().image();
+    let excluded = state.brokers.borrow().shutting_down(&image);
+    let (records, outcomes) =
+        crate::reassign::reassign_all(&image, targets, allow_rf_change, &excluded);
+    let mut results = Vec::with_capacity(targets.len());
+    for (t, outcome) in targets.iter().zip(outcomes) {
+        match &outcome {
+            Ok(()) => {
+                tracing::info!(topic = %t.topic, partition = t.partition, replicas = ?t.replicas, "partition reassignment accepted")
+            }
+            Err(why) => {
+                tracing::info!(topic = %t.topic, partition = t.partition, replicas = ?t.replicas, %why, "partition reassignment refused")
+            }
+        }
+        results.push(PartitionReassigned {
+            topic: t.topic.clone(),
+            partition: t.partition,
+            refusal: outcome.err(),
+        });
+    }
+    match commit_changes(state, &image, &records).await {
+        Reply::Done { offset } => Reply::Reassigned { offset, results },
         other => other,
     }
 }

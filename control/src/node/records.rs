@@ -180,6 +180,8 @@ pub(super) fn add_partitions(
                 isr,
                 eligible_leaders: Vec::new(),
                 replicas: Some(replicas),
+                adding_replicas: None,
+                removing_replicas: None,
             })
         })
         .collect())

@@ -4,7 +4,9 @@
 //!
 //! Ownership: `Replicas` belongs to one shard; each `Replica` is touched only there. The
 //! roles follow the metadata image: `reconcile` runs on every image version the shard
-//! sees, so a leadership change reaches the data path within one poll interval.
+//! sees, so a leadership change reaches the data path within one poll interval. A
+//! reassignment's added replica is a follower like any other; a removed one stops
+//! following and its log is deleted.
 //!
 //! Invariants:
 //! - A partition with one replica has no `Replica`: its high watermark is its written end.
@@ -310,6 +312,8 @@ pub async fn reconcile(shard: &Rc<Shard>) -> bool {
     if let Some(f) = shard.replicas.fetchers() {
         f.assign(followed(shard, &image));
     }
+    // Only once nothing follows them: a reassignment that removed this broker.
+    shard.delete_removed_replicas(&image).await;
     true
 }
 

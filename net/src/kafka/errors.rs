@@ -109,6 +109,7 @@ pub mod code {
     pub const PREFERRED_LEADER_NOT_AVAILABLE: ErrorCode = ErrorCode(80);
     pub const ELIGIBLE_LEADERS_NOT_AVAILABLE: ErrorCode = ErrorCode(83);
     pub const ELECTION_NOT_NEEDED: ErrorCode = ErrorCode(84);
+    pub const NO_REASSIGNMENT_IN_PROGRESS: ErrorCode = ErrorCode(85);
     pub const UNSUPPORTED_SASL_MECHANISM: ErrorCode = ErrorCode(33);
     pub const ILLEGAL_SASL_STATE: ErrorCode = ErrorCode(34);
     pub const SASL_AUTHENTICATION_FAILED: ErrorCode = ErrorCode(58);

@@ -260,6 +260,8 @@ served_requests! {
     DescribeGroups => DescribeGroupsRequest,
     DeleteGroups => DeleteGroupsRequest,
     ElectLeaders => ElectLeadersRequest,
+    AlterPartitionReassignments => AlterPartitionReassignmentsRequest,
+    ListPartitionReassignments => ListPartitionReassignmentsRequest,
     OffsetDelete => OffsetDeleteRequest,
     ListGroups => ListGroupsRequest,
     WriteTxnMarkers => WriteTxnMarkersRequest,

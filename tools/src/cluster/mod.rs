@@ -2,9 +2,11 @@
 //! preferred-leader election through the active controller (`POST /cluster/elect-leaders`)
 //! and controller membership changes (`POST /cluster/controllers/add`, `/remove`). Any
 //! node answers; its view comes from its metadata image and its last exchange with the
-//! controller quorum.
+//! controller quorum. Partition reassignment (`reassign`, `reassignments`) and named
+//! elections go through a broker's Kafka listener instead.
 
 mod elect;
+mod reassign;
 
 use std::time::Duration;
 
@@ -48,6 +50,45 @@ enum ClusterCommand {
         #[arg(long, requires = "partitions")]
         unclean: bool,
         /// A broker's Kafka listener, for `--partition` and `--unclean`.
+        #[arg(long, default_value = "127.0.0.1:9092", value_name = "HOST:PORT")]
+        bootstrap: String,
+    },
+    /// Move a partition's replicas (Kafka's AlterPartitionReassignments): the new replicas
+    /// catch up as followers, then the replica set switches, leadership leaves a removed
+    /// replica and the removed ones delete their copy. `--cancel` reverts one under way.
+    Reassign {
+        #[arg(long)]
+        topic: String,
+        #[arg(long)]
+        partition: i32,
+        /// The new replicas, the first the preferred leader.
+        #[arg(
+            long,
+            value_name = "ID,ID,...",
+            required_unless_present = "cancel",
+            conflicts_with = "cancel"
+        )]
+        replicas: Option<String>,
+        /// Cancel the partition's reassignment: back to its original replicas.
+        #[arg(long)]
+        cancel: bool,
+        /// A broker's Kafka listener.
+        #[arg(long, default_value = "127.0.0.1:9092", value_name = "HOST:PORT")]
+        bootstrap: String,
+    },
+    /// Partitions being reassigned (Kafka's ListPartitionReassignments): replicas, those
+    /// being added and those being removed.
+    Reassignments {
+        /// Only this topic's partitions.
+        #[arg(long)]
+        topic: Option<String>,
+        /// Only these partitions of `--topic` (repeatable; none: all of them).
+        #[arg(long = "partition", requires = "topic")]
+        partitions: Vec<i32>,
+        /// One JSON array instead of a table.
+        #[arg(long)]
+        json: bool,
+        /// A broker's Kafka listener.
         #[arg(long, default_value = "127.0.0.1:9092", value_name = "HOST:PORT")]
         bootstrap: String,
     },
@@ -100,6 +141,39 @@ pub fn main(args: ClusterArgs) -> Result<()> {
             let path = format!("/cluster/controllers/remove?id={id}");
             let body = request(&admin, "POST", &path)?;
             print_membership(&format!("controller {id} removed"), &body)
+        }
+        ClusterCommand::Reassign {
+            topic,
+            partition,
+            replicas,
+            cancel: _,
+            bootstrap,
+        } => {
+            let replicas = replicas
+                .as_deref()
+                .map(reassign::parse_replicas)
+                .transpose()?;
+            let r = reassign::Reassign {
+                topic,
+                partition,
+                replicas,
+            };
+            print!("{}", reassign::run(&bootstrap, &r)?);
+            Ok(())
+        }
+        ClusterCommand::Reassignments {
+            topic,
+            partitions,
+            json,
+            bootstrap,
+        } => {
+            let ongoing = reassign::list(&bootstrap, topic.as_deref(), &partitions)?;
+            if json {
+                println!("{}", serde_json::to_string(&ongoing)?);
+            } else {
+                print!("{}", reassign::render(&ongoing));
+            }
+            Ok(())
         }
         ClusterCommand::ElectLeaders {
             partitions,

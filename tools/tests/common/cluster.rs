@@ -27,6 +27,9 @@ pub struct ClusterSpec {
     /// Top-level lines of node `i`'s config file at index `i - 1` (e.g. its
     /// `[[listeners]]`); none past the end.
     pub node_toml: Vec<String>,
+    /// Nodes `1..=controllers` are controllers (and brokers), the others brokers only;
+    /// 0: every node is a controller.
+    pub controllers: usize,
 }
 
 impl Default for ClusterSpec {
@@ -37,6 +40,7 @@ impl Default for ClusterSpec {
             heartbeat_interval_ms: 200,
             cluster_toml: String::new(),
             node_toml: Vec::new(),
+            controllers: 0,
         }
     }
 }
@@ -79,7 +83,11 @@ impl Cluster {
         let root = PathBuf::from(env!("CARGO_TARGET_TMPDIR"))
             .join(format!("cluster-{name}-{}", std::process::id()));
         let _ = std::fs::remove_dir_all(&root);
-        let quorum = (1..=spec.nodes)
+        let controllers = match spec.controllers {
+            0 => spec.nodes,
+            n => n.min(spec.nodes),
+        };
+        let quorum = (1..=controllers)
             .map(|i| format!("{i}@127.0.0.1:{}", free_port()))
             .collect::<Vec<_>>()
             .join(",");
@@ -118,7 +126,15 @@ impl Cluster {
             format!("{node_toml}\n[cluster]\n{}\n", self.spec.cluster_toml),
         )
         .unwrap();
+        let broker_only = self.spec.controllers != 0 && id > self.spec.controllers;
+        let roles = if broker_only {
+            "broker"
+        } else {
+            "broker,controller"
+        };
         let args = [
+            "--roles".to_string(),
+            roles.to_string(),
             "--config".to_string(),
             config.display().to_string(),
             "--node-id".into(),

@@ -5,6 +5,7 @@
 
 pub mod acks;
 pub mod cluster;
+pub mod load;
 pub mod raw;
 pub mod revocations;
 pub mod tls;
@@ -97,6 +98,25 @@ pub fn create_topic_at(
     for (k, v) in configs {
         topic = topic.set(k, v);
     }
+    let opts = AdminOptions::new().operation_timeout(Some(Duration::from_secs(30)));
+    let r =
+        futures_executor::block_on(admin.create_topics([&topic], &opts)).expect("create_topics");
+    assert!(r.iter().all(|x| x.is_ok()), "create {name}: {r:?}");
+}
+
+/// Creates topic `name` with each partition's replicas as given (partition `i` on
+/// `replicas[i]`, the first its preferred leader) through the broker at `bootstrap`;
+/// panics unless it was created.
+pub fn create_assigned_at(bootstrap: &str, name: &str, replicas: &[&[i32]]) {
+    use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, TopicReplication};
+    use rdkafka::client::DefaultClientContext;
+    use rdkafka::config::ClientConfig;
+    let admin: AdminClient<DefaultClientContext> = ClientConfig::new()
+        .set("bootstrap.servers", bootstrap)
+        .create()
+        .expect("admin");
+    let partitions = replicas.len() as i32;
+    let topic = NewTopic::new(name, partitions, TopicReplication::Variable(replicas));
     let opts = AdminOptions::new().operation_timeout(Some(Duration::from_secs(30)));
     let r =
         futures_executor::block_on(admin.create_topics([&topic], &opts)).expect("create_topics");

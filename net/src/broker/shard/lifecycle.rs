@@ -1,5 +1,8 @@
 //! Partition lifecycle operations: closing a log for a live move, opening it on the new
-//! shard, deleting a deleted topic's logs, applying a changed topic config.
+//! shard, deleting a deleted topic's logs and the logs of partitions a reassignment moved
+//! off this broker, applying a changed topic config.
+
+use sluice_control::{BrokerId, MetadataImage};
 
 use super::{Shard, ShardReply};
 use crate::store::{PartitionId, TopicPartition};
@@ -60,6 +63,36 @@ impl Shard {
             if self.owner_of(&tp) == self.id && self.logs.get(&tp).is_some() {
                 if let Err(e) = self.logs.delete(&tp).await {
                     tracing::error!(topic = name, partition = p, error = %e, "deleting partition log failed");
+                }
+            }
+        }
+    }
+
+    /// Deletes this shard's logs of partitions whose replicas in `image` no longer include
+    /// this broker (a reassignment removed it: Kafka's StopReplica with deletion). Topics
+    /// the image lacks are left to topic deletion. The caller has stopped following them.
+    pub(crate) async fn delete_removed_replicas(&self, image: &MetadataImage) {
+        let me = BrokerId(self.config.node_id);
+        for tp in self.logs.partitions() {
+            let removed = image
+                .topic_by_name(&tp.topic)
+                .and_then(|t| {
+                    t.partitions
+                        .get(&sluice_control::PartitionId(tp.partition.0))
+                })
+                .is_some_and(|p| !p.replicas.contains(&me));
+            if !removed {
+                continue;
+            }
+            // Appends already admitted finish first (the FIFO append turn, as a move).
+            let _turn = self.append_order.acquire_permit(1).await;
+            match self.logs.delete(&tp).await {
+                Ok(()) => {
+                    self.traffic.borrow_mut().remove(&tp);
+                    tracing::info!(partition = %tp, "partition reassigned away from this broker: local copy deleted");
+                }
+                Err(e) => {
+                    tracing::error!(partition = %tp, error = %e, "deleting a reassigned partition's log failed")
                 }
             }
         }

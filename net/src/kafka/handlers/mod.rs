@@ -14,6 +14,7 @@ use crate::security::session::Session;
 pub(crate) mod add_offsets_to_txn;
 pub(crate) mod add_partitions_to_txn;
 pub(crate) mod alter_configs;
+pub(crate) mod alter_partition_reassignments;
 pub(crate) mod alter_user_scram_credentials;
 pub(crate) mod api_versions;
 pub(crate) mod consumer_group_describe;
@@ -41,6 +42,7 @@ pub(crate) mod join_group;
 pub(crate) mod leave_group;
 pub(crate) mod list_groups;
 pub(crate) mod list_offsets;
+pub(crate) mod list_partition_reassignments;
 pub(crate) mod list_transactions;
 pub(crate) mod metadata;
 pub(crate) mod offset_commit;
@@ -95,6 +97,8 @@ pub const APIS: &[ApiSpec] = &[
     describe_groups::SPEC,
     delete_groups::SPEC,
     elect_leaders::SPEC,
+    alter_partition_reassignments::SPEC,
+    list_partition_reassignments::SPEC,
     offset_delete::SPEC,
     list_groups::SPEC,
     write_txn_markers::SPEC,
@@ -179,6 +183,12 @@ pub(crate) async fn dispatch(
         ApiKey::ListGroups => list_groups::handle(&shard, &req).map(Some),
         ApiKey::DeleteGroups => delete_groups::handle(&shard, &req).await.map(Some),
         ApiKey::ElectLeaders => elect_leaders::handle(&shard, &req).await.map(Some),
+        ApiKey::AlterPartitionReassignments => alter_partition_reassignments::handle(&shard, &req)
+            .await
+            .map(Some),
+        ApiKey::ListPartitionReassignments => list_partition_reassignments::handle(&shard, &req)
+            .await
+            .map(Some),
         ApiKey::OffsetDelete => offset_delete::handle(&shard, &req).await.map(Some),
         ApiKey::WriteTxnMarkers => write_txn_markers::handle(&shard, &req).await.map(Some),
         ApiKey::AddPartitionsToTxn => add_partitions_to_txn::handle(&shard, &req).await.map(Some),
