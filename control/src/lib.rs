@@ -49,6 +49,7 @@
 //! - Raft messages are never waited on: transports are bounded and drop (raft
 //!   retransmits), and report every snapshot's outcome and every failed send back.
 
+pub mod acl;
 pub mod active;
 pub mod controller;
 pub mod election;
