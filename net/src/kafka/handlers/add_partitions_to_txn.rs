@@ -15,6 +15,8 @@ use super::ApiSpec;
 use crate::broker::shard::Shard;
 use crate::kafka::errors::{code, ErrorCode};
 use crate::kafka::frame::{decode_body, encode_response, FrameError, Request, ResponseFrame};
+use crate::security::authz::Authz;
+use crate::security::AclOperation;
 
 pub const SPEC: ApiSpec = ApiSpec {
     key: ApiKey::AddPartitionsToTxn,
@@ -22,34 +24,45 @@ pub const SPEC: ApiSpec = ApiSpec {
     max: 3,
 };
 
-pub async fn handle(shard: &Rc<Shard>, req: &Request) -> Result<ResponseFrame, FrameError> {
+pub async fn handle(
+    shard: &Rc<Shard>,
+    authz: &Authz<'_>,
+    req: &Request,
+) -> Result<ResponseFrame, FrameError> {
     let body: AddPartitionsToTxnRequest = decode_body(req)?;
     let asked: Vec<(String, i32)> = body
         .v3_and_below_topics
         .iter()
         .flat_map(|t| t.partitions.iter().map(|p| (t.name.0.to_string(), *p)))
         .collect();
-    let unknown: Vec<bool> = {
+    // Kafka's checks: WRITE on the transactional id (every partition refused without
+    // it), WRITE on each topic (the others then not attempted, as for unknown ones).
+    let txn_id = body.v3_and_below_transactional_id.as_str();
+    let refused: Vec<Option<ErrorCode>> = {
         let image = shard.cluster.image();
+        let txn_allowed = authz.transactional_id(AclOperation::Write, txn_id);
         asked
             .iter()
             .map(|(t, p)| {
-                image
+                if !txn_allowed {
+                    Some(code::TRANSACTIONAL_ID_AUTHORIZATION_FAILED)
+                } else if !authz.topic(AclOperation::Write, t) {
+                    Some(code::TOPIC_AUTHORIZATION_FAILED)
+                } else if image
                     .topic_by_name(t)
                     .is_none_or(|topic| !topic.partitions.contains_key(&PartitionId(*p)))
+                {
+                    Some(code::UNKNOWN_TOPIC_OR_PARTITION)
+                } else {
+                    None
+                }
             })
             .collect()
     };
-    let errors: Vec<ErrorCode> = if unknown.iter().any(|u| *u) {
-        unknown
+    let errors: Vec<ErrorCode> = if refused.iter().any(Option::is_some) {
+        refused
             .iter()
-            .map(|u| {
-                if *u {
-                    code::UNKNOWN_TOPIC_OR_PARTITION
-                } else {
-                    code::OPERATION_NOT_ATTEMPTED
-                }
-            })
+            .map(|r| r.unwrap_or(code::OPERATION_NOT_ATTEMPTED))
             .collect()
     } else {
         let added = crate::txn::coordinator::add_partitions(

@@ -19,6 +19,8 @@ use crate::broker::shard::{
 use crate::groups::OFFSETS_TOPIC;
 use crate::kafka::errors::code;
 use crate::kafka::frame::{decode_body, encode_response, FrameError, Request, ResponseFrame};
+use crate::security::authz::Authz;
+use crate::security::AclOperation;
 use crate::store::{Offset, PartitionId, TopicPartition};
 
 pub const SPEC: ApiSpec = ApiSpec {
@@ -27,14 +29,33 @@ pub const SPEC: ApiSpec = ApiSpec {
     max: 9,
 };
 
-pub async fn handle(shard: &Rc<Shard>, req: &Request) -> Result<Option<ResponseFrame>, FrameError> {
+pub async fn handle(
+    shard: &Rc<Shard>,
+    authz: &Authz<'_>,
+    req: &Request,
+) -> Result<Option<ResponseFrame>, FrameError> {
     let body: ProduceRequest = decode_body(req)?;
     let acks = body.acks;
     let mut items = Vec::new();
+    // Kafka's checks: WRITE on the transactional id (every partition refused without
+    // it), WRITE on each topic.
+    let txn_refused = body
+        .transactional_id
+        .as_deref()
+        .is_some_and(|id| !authz.transactional_id(AclOperation::Write, id));
+    let mut refused = Vec::new();
     let mut shape = Vec::with_capacity(body.topic_data.len());
     for t in &body.topic_data {
         let mut parts = Vec::with_capacity(t.partition_data.len());
+        let why = if txn_refused {
+            Some(code::TRANSACTIONAL_ID_AUTHORIZATION_FAILED)
+        } else if !authz.topic(AclOperation::Write, &t.name) {
+            Some(code::TOPIC_AUTHORIZATION_FAILED)
+        } else {
+            None
+        };
         for p in &t.partition_data {
+            refused.push(why);
             parts.push(p.index);
             let tp = TopicPartition {
                 topic: t.name.0.to_string(),
@@ -67,6 +88,10 @@ pub async fn handle(shard: &Rc<Shard>, req: &Request) -> Result<Option<ResponseF
             let mut idx = Vec::with_capacity(group.len());
             let mut parts = Vec::with_capacity(group.len());
             for (i, tp, data) in group {
+                if let Some(why) = refused[i] {
+                    results[i].error = why;
+                    continue;
+                }
                 if tp.topic == OFFSETS_TOPIC {
                     // Only the group coordinator writes there.
                     tracing::warn!(
