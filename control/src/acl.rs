@@ -30,53 +30,64 @@ pub const CLUSTER_RESOURCE_NAME: &str = "kafka-cluster";
 /// The LITERAL name and host that match everything.
 pub const WILDCARD: &str = "*";
 
-/// Kafka's `ResourceType` (ids on the wire).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
-pub enum ResourceType {
-    Unknown,
-    Any,
-    Topic,
-    Group,
-    Cluster,
-    TransactionalId,
-    DelegationToken,
-    User,
+/// A Kafka enum of the ACL model: its variants with their wire ids and names. Unknown ids
+/// read as `Unknown` (Kafka's `fromCode`); names parse case-insensitively.
+macro_rules! kafka_enum {
+    ($(#[$doc:meta])* $name:ident { $($variant:ident = $id:literal $text:literal,)* }) => {
+        $(#[$doc])*
+        #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
+        pub enum $name {
+            $($variant,)*
+        }
+
+        impl $name {
+            const TABLE: &'static [($name, i8, &'static str)] = &[$(($name::$variant, $id, $text),)*];
+
+            pub fn from_id(id: i8) -> $name {
+                Self::TABLE
+                    .iter()
+                    .find(|t| t.1 == id)
+                    .map_or($name::Unknown, |t| t.0)
+            }
+            pub fn id(self) -> i8 {
+                Self::TABLE.iter().find(|t| t.0 == self).map_or(0, |t| t.1)
+            }
+            pub fn name(self) -> &'static str {
+                Self::TABLE
+                    .iter()
+                    .find(|t| t.0 == self)
+                    .map_or("UNKNOWN", |t| t.2)
+            }
+            /// Kafka's name, case and `-`/`_` ignored (`describe-configs`, `Prefixed`).
+            pub fn parse(name: &str) -> Option<$name> {
+                let squash = |s: &str| {
+                    s.chars()
+                        .filter(|c| *c != '_' && *c != '-')
+                        .collect::<String>()
+                        .to_ascii_uppercase()
+                };
+                let want = squash(name);
+                Self::TABLE.iter().find(|t| squash(t.2) == want).map(|t| t.0)
+            }
+        }
+    };
 }
 
-impl ResourceType {
-    const TABLE: [(ResourceType, i8, &'static str); 8] = [
-        (ResourceType::Unknown, 0, "UNKNOWN"),
-        (ResourceType::Any, 1, "ANY"),
-        (ResourceType::Topic, 2, "TOPIC"),
-        (ResourceType::Group, 3, "GROUP"),
-        (ResourceType::Cluster, 4, "CLUSTER"),
-        (ResourceType::TransactionalId, 5, "TRANSACTIONAL_ID"),
-        (ResourceType::DelegationToken, 6, "DELEGATION_TOKEN"),
-        (ResourceType::User, 7, "USER"),
-    ];
+kafka_enum!(
+    /// Kafka's `ResourceType` (ids on the wire).
+    ResourceType {
+        Unknown = 0 "UNKNOWN",
+        Any = 1 "ANY",
+        Topic = 2 "TOPIC",
+        Group = 3 "GROUP",
+        Cluster = 4 "CLUSTER",
+        TransactionalId = 5 "TRANSACTIONAL_ID",
+        DelegationToken = 6 "DELEGATION_TOKEN",
+        User = 7 "USER",
+    }
+);
 
-    /// Unknown ids read as `Unknown`, as Kafka's `ResourceType.fromCode` does.
-    pub fn from_id(id: i8) -> ResourceType {
-        Self::TABLE
-            .iter()
-            .find(|t| t.1 == id)
-            .map_or(ResourceType::Unknown, |t| t.0)
-    }
-    pub fn id(self) -> i8 {
-        Self::TABLE.iter().find(|t| t.0 == self).map_or(0, |t| t.1)
-    }
-    pub fn name(self) -> &'static str {
-        Self::TABLE
-            .iter()
-            .find(|t| t.0 == self)
-            .map_or("UNKNOWN", |t| t.2)
-    }
-    pub fn parse(name: &str) -> Option<ResourceType> {
-        Self::TABLE
-            .iter()
-            .find(|t| t.2.eq_ignore_ascii_case(name))
-            .map(|t| t.0)
-    }
+impl ResourceType {
     /// Whether a binding may name this type (the four the authorizer checks).
     fn storable(self) -> bool {
         matches!(
@@ -117,117 +128,40 @@ impl ResourceType {
     }
 }
 
-/// Kafka's `PatternType`.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
-pub enum PatternType {
-    Unknown,
-    /// Filters only: any pattern type, names compared exactly.
-    Any,
-    /// Filters only: the bindings that would apply to the named resource.
-    Match,
-    Literal,
-    Prefixed,
-}
+kafka_enum!(
+    /// Kafka's `PatternType` (`Any` and `Match` are for filters only: any pattern type
+    /// with names compared exactly, and the bindings that apply to the named resource).
+    PatternType {
+        Unknown = 0 "UNKNOWN",
+        Any = 1 "ANY",
+        Match = 2 "MATCH",
+        Literal = 3 "LITERAL",
+        Prefixed = 4 "PREFIXED",
+    }
+);
 
-impl PatternType {
-    const TABLE: [(PatternType, i8, &'static str); 5] = [
-        (PatternType::Unknown, 0, "UNKNOWN"),
-        (PatternType::Any, 1, "ANY"),
-        (PatternType::Match, 2, "MATCH"),
-        (PatternType::Literal, 3, "LITERAL"),
-        (PatternType::Prefixed, 4, "PREFIXED"),
-    ];
-    pub fn from_id(id: i8) -> PatternType {
-        Self::TABLE
-            .iter()
-            .find(|t| t.1 == id)
-            .map_or(PatternType::Unknown, |t| t.0)
+kafka_enum!(
+    /// Kafka's `AclOperation`.
+    AclOperation {
+        Unknown = 0 "UNKNOWN",
+        Any = 1 "ANY",
+        All = 2 "ALL",
+        Read = 3 "READ",
+        Write = 4 "WRITE",
+        Create = 5 "CREATE",
+        Delete = 6 "DELETE",
+        Alter = 7 "ALTER",
+        Describe = 8 "DESCRIBE",
+        ClusterAction = 9 "CLUSTER_ACTION",
+        DescribeConfigs = 10 "DESCRIBE_CONFIGS",
+        AlterConfigs = 11 "ALTER_CONFIGS",
+        IdempotentWrite = 12 "IDEMPOTENT_WRITE",
+        CreateTokens = 13 "CREATE_TOKENS",
+        DescribeTokens = 14 "DESCRIBE_TOKENS",
     }
-    pub fn id(self) -> i8 {
-        Self::TABLE.iter().find(|t| t.0 == self).map_or(0, |t| t.1)
-    }
-    pub fn name(self) -> &'static str {
-        Self::TABLE
-            .iter()
-            .find(|t| t.0 == self)
-            .map_or("UNKNOWN", |t| t.2)
-    }
-    pub fn parse(name: &str) -> Option<PatternType> {
-        Self::TABLE
-            .iter()
-            .find(|t| t.2.eq_ignore_ascii_case(name))
-            .map(|t| t.0)
-    }
-}
-
-/// Kafka's `AclOperation`.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
-pub enum AclOperation {
-    Unknown,
-    Any,
-    All,
-    Read,
-    Write,
-    Create,
-    Delete,
-    Alter,
-    Describe,
-    ClusterAction,
-    DescribeConfigs,
-    AlterConfigs,
-    IdempotentWrite,
-    CreateTokens,
-    DescribeTokens,
-}
+);
 
 impl AclOperation {
-    const TABLE: [(AclOperation, i8, &'static str); 15] = [
-        (AclOperation::Unknown, 0, "UNKNOWN"),
-        (AclOperation::Any, 1, "ANY"),
-        (AclOperation::All, 2, "ALL"),
-        (AclOperation::Read, 3, "READ"),
-        (AclOperation::Write, 4, "WRITE"),
-        (AclOperation::Create, 5, "CREATE"),
-        (AclOperation::Delete, 6, "DELETE"),
-        (AclOperation::Alter, 7, "ALTER"),
-        (AclOperation::Describe, 8, "DESCRIBE"),
-        (AclOperation::ClusterAction, 9, "CLUSTER_ACTION"),
-        (AclOperation::DescribeConfigs, 10, "DESCRIBE_CONFIGS"),
-        (AclOperation::AlterConfigs, 11, "ALTER_CONFIGS"),
-        (AclOperation::IdempotentWrite, 12, "IDEMPOTENT_WRITE"),
-        (AclOperation::CreateTokens, 13, "CREATE_TOKENS"),
-        (AclOperation::DescribeTokens, 14, "DESCRIBE_TOKENS"),
-    ];
-    pub fn from_id(id: i8) -> AclOperation {
-        Self::TABLE
-            .iter()
-            .find(|t| t.1 == id)
-            .map_or(AclOperation::Unknown, |t| t.0)
-    }
-    pub fn id(self) -> i8 {
-        Self::TABLE.iter().find(|t| t.0 == self).map_or(0, |t| t.1)
-    }
-    pub fn name(self) -> &'static str {
-        Self::TABLE
-            .iter()
-            .find(|t| t.0 == self)
-            .map_or("UNKNOWN", |t| t.2)
-    }
-    /// Kafka's names, case and `-`/`_` ignored (`describe-configs`, `DescribeConfigs`).
-    pub fn parse(name: &str) -> Option<AclOperation> {
-        let squash = |s: &str| {
-            s.chars()
-                .filter(|c| *c != '_' && *c != '-')
-                .collect::<String>()
-                .to_ascii_uppercase()
-        };
-        let want = squash(name);
-        Self::TABLE
-            .iter()
-            .find(|t| squash(t.2) == want)
-            .map(|t| t.0)
-    }
-
     /// Whether an ALLOW for `self` permits `asked` (Kafka: ALL permits everything; READ,
     /// WRITE, DELETE, ALTER permit DESCRIBE; ALTER_CONFIGS permits DESCRIBE_CONFIGS).
     fn allows(self, asked: AclOperation) -> bool {
@@ -239,44 +173,15 @@ impl AclOperation {
     }
 }
 
-/// Kafka's `AclPermissionType`.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
-pub enum AclPermission {
-    Unknown,
-    Any,
-    Deny,
-    Allow,
-}
-
-impl AclPermission {
-    const TABLE: [(AclPermission, i8, &'static str); 4] = [
-        (AclPermission::Unknown, 0, "UNKNOWN"),
-        (AclPermission::Any, 1, "ANY"),
-        (AclPermission::Deny, 2, "DENY"),
-        (AclPermission::Allow, 3, "ALLOW"),
-    ];
-    pub fn from_id(id: i8) -> AclPermission {
-        Self::TABLE
-            .iter()
-            .find(|t| t.1 == id)
-            .map_or(AclPermission::Unknown, |t| t.0)
+kafka_enum!(
+    /// Kafka's `AclPermissionType`.
+    AclPermission {
+        Unknown = 0 "UNKNOWN",
+        Any = 1 "ANY",
+        Deny = 2 "DENY",
+        Allow = 3 "ALLOW",
     }
-    pub fn id(self) -> i8 {
-        Self::TABLE.iter().find(|t| t.0 == self).map_or(0, |t| t.1)
-    }
-    pub fn name(self) -> &'static str {
-        Self::TABLE
-            .iter()
-            .find(|t| t.0 == self)
-            .map_or("UNKNOWN", |t| t.2)
-    }
-    pub fn parse(name: &str) -> Option<AclPermission> {
-        Self::TABLE
-            .iter()
-            .find(|t| t.2.eq_ignore_ascii_case(name))
-            .map(|t| t.0)
-    }
-}
+);
 
 /// One stored ACL (Kafka's `AclBinding`): a resource pattern and an entry.
 #[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash)]

@@ -622,3 +622,63 @@ fn acls_are_replicated_to_every_node_of_a_cluster() {
     let erin = erin.clone().set("acks", "all").clone();
     assert_eq!(produce(&erin, "shared"), Ok(()));
 }
+
+/// The narrower setup of docs/security.md: `User:ANONYMOUS` (the brokers' principal on
+/// each other's PLAINTEXT listener) is no super user and may only CLUSTER_ACTION from the
+/// brokers' address; replication still keeps every replica in sync.
+#[test]
+fn brokers_replicate_with_only_a_cluster_action_acl() {
+    let sasl_ports: Vec<u16> = (0..3).map(|_| common::free_port()).collect();
+    let spec = ClusterSpec {
+        node_toml: sasl_ports
+            .iter()
+            .map(|p| auth_toml(*p, AUTHORIZER))
+            .collect(),
+        ..ClusterSpec::default()
+    };
+    let mut c = Cluster::start("acl-narrow", spec, HANG_GUARD);
+    let tmp = common::tempdir("acl-narrow");
+    add_user(&c.addr(1), tmp.path(), "erin");
+    // Every write waits for all three replicas.
+    common::create_topic_at(&c.addr(1), "narrow", 1, 3, &[("min.insync.replicas", "3")]);
+    acl(
+        &c.addr(1),
+        &[
+            "add",
+            "--allow-principal",
+            "User:ANONYMOUS",
+            "--host",
+            "127.0.0.1",
+            "--operation",
+            "CLUSTER_ACTION",
+            "--cluster",
+        ],
+    );
+    acl(
+        &c.addr(1),
+        &[
+            "add",
+            "--allow-principal",
+            "User:erin",
+            "--operation",
+            "WRITE",
+            "--topic",
+            "narrow",
+        ],
+    );
+    // Each node again, one at a time, without User:ANONYMOUS among its super users.
+    let narrow = "authorizer = true\nsuper_users = [\"User:admin\"]\n";
+    c.spec.node_toml = sasl_ports.iter().map(|p| auth_toml(*p, narrow)).collect();
+    for id in c.ids() {
+        c.stop(id, HANG_GUARD);
+        c.start_node(id);
+        c.wait_all_active(HANG_GUARD);
+    }
+    let (ok, _, err) = sluice_at(&c.addr(1), &["acl", "list"]);
+    assert!(!ok && err.contains("ClusterAuthorizationFailed"), "{err}");
+    let erin = client(&format!("127.0.0.1:{}", sasl_ports[0]), "erin");
+    let erin = erin.clone().set("acks", "all").clone();
+    for _ in 0..3 {
+        assert_eq!(produce(&erin, "narrow"), Ok(()));
+    }
+}
