@@ -9,6 +9,7 @@
 use std::collections::BTreeMap;
 use std::sync::Arc;
 
+use crate::acl::{Acls, ACLS_MAX};
 use crate::records::{
     ConfigResource, Listener, PartitionAssignment, PartitionChange, Record, ScramCredential,
     ScramMechanism,
@@ -116,6 +117,9 @@ pub enum ImageError {
     /// Names the user and what is wrong, never a key or the salt.
     #[error("invalid SCRAM credential of user {user:?}: {reason}")]
     InvalidCredential { user: String, reason: String },
+    /// An ACL binding that cannot be stored or removed, and why.
+    #[error("ACL: {0}")]
+    InvalidAcl(String),
     #[error("user {user:?} has no {mechanism} credential")]
     UnknownCredential {
         user: String,
@@ -143,6 +147,8 @@ pub struct MetadataImage {
     controllers: BTreeMap<NodeId, (String, u16)>,
     /// SCRAM credentials by user and mechanism (salted keys only).
     scram: BTreeMap<(String, ScramMechanism), Arc<ScramCredential>>,
+    /// ACL bindings, indexed for the authorizer (shared until one changes).
+    acls: Arc<Acls>,
 }
 
 impl MetadataImage {
@@ -282,6 +288,11 @@ impl MetadataImage {
             .map(|((u, m), c)| (u.as_str(), *m, c.iterations))
     }
 
+    /// The cluster's ACL bindings.
+    pub fn acls(&self) -> &Acls {
+        &self.acls
+    }
+
     /// Applies the record at `offset` (which must be after this image's offset) and returns
     /// the new image. `self` is unchanged either way.
     pub fn apply(&self, offset: MetadataOffset, record: &Record) -> Result<Self, ImageError> {
@@ -350,6 +361,28 @@ impl MetadataImage {
                 }
                 self.scram
                     .insert((user.clone(), *mechanism), Arc::new(credential.clone()));
+                Ok(())
+            }
+            Record::AccessControlEntry { binding } => {
+                if let Some(reason) = binding.problem() {
+                    return Err(ImageError::InvalidAcl(reason));
+                }
+                if self.acls.contains(binding) {
+                    return Ok(());
+                }
+                if self.acls.len() >= ACLS_MAX {
+                    return Err(ImageError::InvalidAcl(format!(
+                        "the cluster holds {ACLS_MAX} ACLs already (acls_max)"
+                    )));
+                }
+                Arc::make_mut(&mut self.acls).insert(binding.clone());
+                Ok(())
+            }
+            Record::RemoveAccessControlEntry { binding } => {
+                if !self.acls.contains(binding) {
+                    return Err(ImageError::InvalidAcl(format!("no such ACL {binding:?}")));
+                }
+                Arc::make_mut(&mut self.acls).remove(binding);
                 Ok(())
             }
             Record::RemoveUserScramCredential { user, mechanism } => {
@@ -700,6 +733,11 @@ impl MetadataImage {
                 controller: *id,
                 host: host.clone(),
                 port: *port,
+            });
+        }
+        for binding in self.acls.iter() {
+            out.push(Record::AccessControlEntry {
+                binding: binding.clone(),
             });
         }
         for ((user, mechanism), credential) in &self.scram {

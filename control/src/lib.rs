@@ -7,6 +7,8 @@
 //!   eligible leader replicas), config change, topic deletion. Encoded as flatbuffers
 //!   (`schema/metadata.fbs`; the generated Rust in `src/generated/` is checked in and
 //!   regenerated with `schema/regen.sh`, so building never needs `flatc`).
+//! - **ACLs** (`acl`): Kafka's ACL model, the image's indexed set of bindings, filters, and
+//!   the authorizer's decision as pure functions (brokers ask it per request).
 //! - **The metadata image** (`image`): an immutable, versioned snapshot built by applying
 //!   records in log order. Brokers hand `Arc<MetadataImage>` to their shards.
 //! - **Decisions** (`placement`, `election`): rack-aware replica placement with balanced
@@ -52,6 +54,7 @@
 //! - Raft messages are never waited on: transports are bounded and drop (raft
 //!   retransmits), and report every snapshot's outcome and every failed send back.
 
+pub mod acl;
 pub mod active;
 pub mod controller;
 pub mod election;

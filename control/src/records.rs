@@ -6,6 +6,7 @@
 
 use flatbuffers::{FlatBufferBuilder, WIPOffset};
 
+use crate::acl::{AclBinding, AclOperation, AclPermission, PatternType, ResourceType};
 use crate::generated::sluice::metadata as fb;
 use crate::types::{BrokerEpoch, BrokerId, LeaderEpoch, NodeId, PartitionId, TopicId};
 
@@ -211,6 +212,14 @@ pub enum Record {
         user: String,
         mechanism: ScramMechanism,
     },
+    /// Adds an ACL binding (a binding already there stays one).
+    AccessControlEntry {
+        binding: AclBinding,
+    },
+    /// Removes an ACL binding.
+    RemoveAccessControlEntry {
+        binding: AclBinding,
+    },
 }
 
 /// The full new state of one partition's leadership (not a delta).
@@ -245,6 +254,26 @@ pub enum DecodeError {
     UnknownResource(i8),
     #[error("unknown SCRAM mechanism {0}")]
     UnknownMechanism(i8),
+}
+
+/// An ACL binding from a record's ids (resource type, pattern type, operation,
+/// permission) and strings (resource name, principal, host); unknown ids read as
+/// `Unknown` (the image refuses such a binding).
+fn acl_binding(ids: [i8; 4], strings: [Option<&str>; 3]) -> Result<AclBinding, DecodeError> {
+    let [name, principal, host] = strings;
+    Ok(AclBinding {
+        resource_type: ResourceType::from_id(ids[0]),
+        resource_name: name
+            .ok_or(DecodeError::Missing("resource_name"))?
+            .to_owned(),
+        pattern: PatternType::from_id(ids[1]),
+        principal: principal
+            .ok_or(DecodeError::Missing("principal"))?
+            .to_owned(),
+        host: host.ok_or(DecodeError::Missing("host"))?.to_owned(),
+        operation: AclOperation::from_id(ids[2]),
+        permission: AclPermission::from_id(ids[3]),
+    })
 }
 
 fn uuid(id: TopicId) -> fb::Uuid {
@@ -291,6 +320,8 @@ impl Record {
             Record::UnregisterController { .. } => "UnregisterController",
             Record::UserScramCredential { .. } => "UserScramCredential",
             Record::RemoveUserScramCredential { .. } => "RemoveUserScramCredential",
+            Record::AccessControlEntry { .. } => "AccessControlEntry",
+            Record::RemoveAccessControlEntry { .. } => "RemoveAccessControlEntry",
         }
     }
 
@@ -481,6 +512,32 @@ impl Record {
                 let t = fb::RemoveUserScramCredential::create(fbb, &args);
                 (fb::Record::RemoveUserScramCredential, t.as_union_value())
             }
+            Record::AccessControlEntry { binding: b } => {
+                let args = fb::AccessControlEntryArgs {
+                    resource_type: b.resource_type.id(),
+                    resource_name: Some(fbb.create_string(&b.resource_name)),
+                    pattern_type: b.pattern.id(),
+                    principal: Some(fbb.create_string(&b.principal)),
+                    host: Some(fbb.create_string(&b.host)),
+                    operation: b.operation.id(),
+                    permission_type: b.permission.id(),
+                };
+                let t = fb::AccessControlEntry::create(fbb, &args);
+                (fb::Record::AccessControlEntry, t.as_union_value())
+            }
+            Record::RemoveAccessControlEntry { binding: b } => {
+                let args = fb::RemoveAccessControlEntryArgs {
+                    resource_type: b.resource_type.id(),
+                    resource_name: Some(fbb.create_string(&b.resource_name)),
+                    pattern_type: b.pattern.id(),
+                    principal: Some(fbb.create_string(&b.principal)),
+                    host: Some(fbb.create_string(&b.host)),
+                    operation: b.operation.id(),
+                    permission_type: b.permission.id(),
+                };
+                let t = fb::RemoveAccessControlEntry::create(fbb, &args);
+                (fb::Record::RemoveAccessControlEntry, t.as_union_value())
+            }
         }
     }
 
@@ -627,6 +684,34 @@ impl Record {
                     mechanism: ScramMechanism::from_kafka_id(r.mechanism())
                         .ok_or(DecodeError::UnknownMechanism(r.mechanism()))?,
                 }
+            }
+            fb::Record::AccessControlEntry => {
+                let r = root.record_as_access_control_entry().ok_or(unknown)?;
+                let binding = acl_binding(
+                    [
+                        r.resource_type(),
+                        r.pattern_type(),
+                        r.operation(),
+                        r.permission_type(),
+                    ],
+                    [r.resource_name(), r.principal(), r.host()],
+                )?;
+                Record::AccessControlEntry { binding }
+            }
+            fb::Record::RemoveAccessControlEntry => {
+                let r = root
+                    .record_as_remove_access_control_entry()
+                    .ok_or(unknown)?;
+                let binding = acl_binding(
+                    [
+                        r.resource_type(),
+                        r.pattern_type(),
+                        r.operation(),
+                        r.permission_type(),
+                    ],
+                    [r.resource_name(), r.principal(), r.host()],
+                )?;
+                Record::RemoveAccessControlEntry { binding }
             }
             _ => return Err(unknown),
         };

@@ -20,6 +20,7 @@ use std::time::Duration;
 
 use futures_lite::{AsyncReadExt, AsyncWriteExt};
 
+use crate::acl::{AclBinding, AclFilter, AclOperation, AclPermission, PatternType, ResourceType};
 use crate::active::HeartbeatReply;
 use crate::election::{ElectionOutcome, ElectionType};
 use crate::reassign::{OngoingReassignment, ReassignRefusal, ReassignTarget};
@@ -139,6 +140,17 @@ pub enum Request {
         broker: BrokerId,
         epoch: BrokerEpoch,
     },
+    /// Adds ACL bindings (CreateAcls), each already checked by the broker; bindings the
+    /// image has already are done. Refused whole when the cluster would hold more than
+    /// `ACLS_MAX`. Answered `Done` once applied.
+    CreateAcls {
+        bindings: Vec<AclBinding>,
+    },
+    /// Removes every binding each filter selects in the controller's image (DeleteAcls).
+    /// Answered `AclsDeleted` with each filter's bindings, once applied.
+    DeleteAcls {
+        filters: Vec<AclFilter>,
+    },
     /// Sets (`Some`) or removes (`None`) `user`'s SCRAM credential for `mechanism`
     /// (AlterUserScramCredentials). Salted keys only; never a password.
     SetScram {
@@ -234,6 +246,12 @@ pub enum Reply {
         snapshot: Vec<u8>,
     },
     Status(QuorumStatus),
+    /// The bindings each filter of a `DeleteAcls` removed, in filter order; the image
+    /// lacks them from `offset` on.
+    AclsDeleted {
+        offset: MetadataOffset,
+        deleted: Vec<Vec<AclBinding>>,
+    },
     /// The outcome of each partition of an `Elect`; the image has the elections from
     /// `offset` on.
     Elected {
@@ -324,6 +342,24 @@ impl Enc {
     }
     fn node(&mut self, v: Option<NodeId>) {
         self.u64(v.map_or(0, |n| n.0));
+    }
+    fn acl_binding(&mut self, b: &AclBinding) {
+        self.u8(b.resource_type.id() as u8);
+        self.str(&b.resource_name);
+        self.u8(b.pattern.id() as u8);
+        self.str(&b.principal);
+        self.str(&b.host);
+        self.u8(b.operation.id() as u8);
+        self.u8(b.permission.id() as u8);
+    }
+    fn acl_filter(&mut self, f: &AclFilter) {
+        self.u8(f.resource_type.id() as u8);
+        self.opt_str(f.resource_name.as_deref());
+        self.u8(f.pattern.id() as u8);
+        self.opt_str(f.principal.as_deref());
+        self.opt_str(f.host.as_deref());
+        self.u8(f.operation.id() as u8);
+        self.u8(f.permission.id() as u8);
     }
     /// A manual replica assignment, written only when there is one: a controller that
     /// predates it still reads every request without one.
@@ -473,6 +509,28 @@ impl<'a> Dec<'a> {
             })
             .collect::<Result<_, RpcError>>()?;
         Ok(Some(topics))
+    }
+    fn acl_binding(&mut self) -> Result<AclBinding, RpcError> {
+        Ok(AclBinding {
+            resource_type: ResourceType::from_id(self.u8()? as i8),
+            resource_name: self.str()?,
+            pattern: PatternType::from_id(self.u8()? as i8),
+            principal: self.str()?,
+            host: self.str()?,
+            operation: AclOperation::from_id(self.u8()? as i8),
+            permission: AclPermission::from_id(self.u8()? as i8),
+        })
+    }
+    fn acl_filter(&mut self) -> Result<AclFilter, RpcError> {
+        Ok(AclFilter {
+            resource_type: ResourceType::from_id(self.u8()? as i8),
+            resource_name: self.opt_str()?,
+            pattern: PatternType::from_id(self.u8()? as i8),
+            principal: self.opt_str()?,
+            host: self.opt_str()?,
+            operation: AclOperation::from_id(self.u8()? as i8),
+            permission: AclPermission::from_id(self.u8()? as i8),
+        })
     }
     fn node(&mut self) -> Result<Option<NodeId>, RpcError> {
         let n = self.u64()?;
@@ -720,6 +778,20 @@ impl Request {
                 e.u8(57);
                 e.opt_partitions(partitions.as_deref());
             }
+            Request::CreateAcls { bindings } => {
+                e.u8(48);
+                e.u32(bindings.len() as u32);
+                for b in bindings {
+                    e.acl_binding(b);
+                }
+            }
+            Request::DeleteAcls { filters } => {
+                e.u8(49);
+                e.u32(filters.len() as u32);
+                for f in filters {
+                    e.acl_filter(f);
+                }
+            }
         }
         e.0
     }
@@ -910,6 +982,16 @@ impl Request {
             57 => Request::ListReassignments {
                 partitions: d.opt_partitions()?,
             },
+            48 => {
+                let n = d.count(19)?;
+                let bindings = (0..n).map(|_| d.acl_binding()).collect::<Result<_, _>>()?;
+                Request::CreateAcls { bindings }
+            }
+            49 => {
+                let n = d.count(7)?;
+                let filters = (0..n).map(|_| d.acl_filter()).collect::<Result<_, _>>()?;
+                Request::DeleteAcls { filters }
+            }
             _ => return Err(RpcError::Decode("unknown request kind")),
         };
         d.end()?;
@@ -1059,6 +1141,17 @@ impl Reply {
                     e.brokers(&o.removing_replicas);
                 }
             }
+            Reply::AclsDeleted { offset, deleted } => {
+                e.u8(48);
+                e.u64(offset.0);
+                e.u32(deleted.len() as u32);
+                for bindings in deleted {
+                    e.u32(bindings.len() as u32);
+                    for b in bindings {
+                        e.acl_binding(b);
+                    }
+                }
+            }
         }
         e.0
     }
@@ -1147,6 +1240,17 @@ impl Reply {
                     })
                     .collect::<Result<_, RpcError>>()?;
                 Reply::Reassignments { ongoing }
+            }
+            48 => {
+                let offset = MetadataOffset(d.u64()?);
+                let n = d.count(4)?;
+                let deleted = (0..n)
+                    .map(|_| {
+                        let m = d.count(19)?;
+                        (0..m).map(|_| d.acl_binding()).collect()
+                    })
+                    .collect::<Result<_, RpcError>>()?;
+                Reply::AclsDeleted { offset, deleted }
             }
             _ => return Err(RpcError::Decode("unknown reply kind")),
         };
@@ -1267,6 +1371,18 @@ pub fn call_blocking(
 mod tests {
     use super::*;
 
+    fn test_binding() -> AclBinding {
+        AclBinding {
+            resource_type: ResourceType::Topic,
+            resource_name: "payments".into(),
+            pattern: PatternType::Prefixed,
+            principal: "User:alice".into(),
+            host: "*".into(),
+            operation: AclOperation::Read,
+            permission: AclPermission::Allow,
+        }
+    }
+
     #[test]
     fn requests_and_replies_round_trip() {
         let requests = vec![
@@ -1375,6 +1491,20 @@ mod tests {
                 user: "bob".into(),
                 mechanism: ScramMechanism::Sha256,
                 credential: None,
+            },
+            Request::CreateAcls {
+                bindings: vec![test_binding()],
+            },
+            Request::DeleteAcls {
+                filters: vec![AclFilter {
+                    resource_type: ResourceType::Any,
+                    resource_name: None,
+                    pattern: PatternType::Match,
+                    principal: Some("User:a".into()),
+                    host: None,
+                    operation: AclOperation::Any,
+                    permission: AclPermission::Any,
+                }],
             },
             Request::FetchImage {
                 have: MetadataOffset(5),
@@ -1511,6 +1641,10 @@ mod tests {
                     adding_replicas: vec![BrokerId(3)],
                     removing_replicas: vec![BrokerId(1)],
                 }],
+            },
+            Reply::AclsDeleted {
+                offset: MetadataOffset(13),
+                deleted: vec![vec![test_binding()], vec![]],
             },
         ];
         for r in replies {

@@ -3,6 +3,7 @@
 mod common;
 
 use proptest::prelude::*;
+use sluice_control::acl::{AclBinding, AclOperation, AclPermission, PatternType, ResourceType};
 use sluice_control::{
     elect_leader, fence_broker, place_replicas, unfence_broker, BrokerEpoch, BrokerId,
     BrokerLiveness, ConfigResource, ElectionKind, ImageError, LeaderEpoch, MetadataImage,
@@ -252,6 +253,79 @@ fn scram_credentials_are_validated_replaced_removed_and_snapshotted(
         },
     )
     .is_err());
+    Ok(())
+}
+
+fn acl(name: &str, pattern: PatternType, op: AclOperation) -> AclBinding {
+    AclBinding {
+        resource_type: ResourceType::Topic,
+        resource_name: name.into(),
+        pattern,
+        principal: "User:alice".into(),
+        host: "*".into(),
+        operation: op,
+        permission: AclPermission::Allow,
+    }
+}
+
+#[test]
+fn acls_are_validated_added_removed_and_snapshotted() -> Result<(), Box<dyn std::error::Error>> {
+    let read = acl("pay", PatternType::Prefixed, AclOperation::Read);
+    let write = acl("t", PatternType::Literal, AclOperation::Write);
+    let mut rs = three_brokers();
+    for b in [&read, &write, &read] {
+        rs.push(Record::AccessControlEntry { binding: b.clone() });
+    }
+    let image = build(&rs)?;
+    assert_eq!(image.acls().len(), 2);
+    let bytes = image.encode_snapshot();
+    let back = MetadataImage::decode_snapshot(&bytes)?;
+    assert_eq!(
+        back.acls().iter().collect::<Vec<_>>(),
+        image.acls().iter().collect::<Vec<_>>()
+    );
+    let removed = apply(
+        &image,
+        &Record::RemoveAccessControlEntry {
+            binding: read.clone(),
+        },
+    )?;
+    assert_eq!(removed.acls().iter().collect::<Vec<_>>(), vec![&write]);
+    assert_eq!(image.acls().len(), 2, "the old image is unchanged");
+    // Removing what is not there, or adding what cannot be stored, is refused.
+    assert!(apply(
+        &removed,
+        &Record::RemoveAccessControlEntry { binding: read }
+    )
+    .is_err());
+    let bad = acl("x", PatternType::Match, AclOperation::Read);
+    assert!(apply(&removed, &Record::AccessControlEntry { binding: bad }).is_err());
+    let unknown_op = acl("x", PatternType::Literal, AclOperation::Any);
+    assert!(apply(
+        &removed,
+        &Record::AccessControlEntry {
+            binding: unknown_op
+        }
+    )
+    .is_err());
+    Ok(())
+}
+
+#[test]
+fn acls_are_bounded() -> Result<(), ImageError> {
+    let records: Vec<Record> = (0..sluice_control::acl::ACLS_MAX)
+        .map(|i| Record::AccessControlEntry {
+            binding: acl(&format!("t{i}"), PatternType::Literal, AclOperation::Read),
+        })
+        .collect();
+    let image = MetadataImage::from_records(MetadataOffset(1), &records)?;
+    let one_more = Record::AccessControlEntry {
+        binding: acl("over", PatternType::Literal, AclOperation::Read),
+    };
+    assert!(matches!(
+        apply(&image, &one_more),
+        Err(ImageError::InvalidAcl(_))
+    ));
     Ok(())
 }
 

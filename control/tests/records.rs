@@ -3,6 +3,7 @@
 mod common;
 
 use proptest::prelude::*;
+use sluice_control::acl::{AclBinding, AclOperation, AclPermission, PatternType, ResourceType};
 use sluice_control::{
     BrokerEpoch, BrokerId, ConfigResource, LeaderEpoch, Listener, NodeId, PartitionAssignment,
     PartitionChange, PartitionId, Record, ScramCredential, ScramMechanism, TopicId,
@@ -20,8 +21,33 @@ fn mechanism() -> impl Strategy<Value = ScramMechanism> {
     prop_oneof![Just(ScramMechanism::Sha256), Just(ScramMechanism::Sha512)]
 }
 
+fn acl_binding() -> impl Strategy<Value = AclBinding> {
+    (
+        any::<i8>(),
+        "[a-z*.-]{0,12}",
+        any::<i8>(),
+        "(User:)?[a-z*]{0,8}",
+        "(\\*|10\\.0\\.0\\.[0-9]|[a-z]{0,3})",
+        any::<i8>(),
+        any::<i8>(),
+    )
+        .prop_map(
+            |(kind, name, pattern, principal, host, op, perm)| AclBinding {
+                resource_type: ResourceType::from_id(kind),
+                resource_name: name,
+                pattern: PatternType::from_id(pattern),
+                principal,
+                host,
+                operation: AclOperation::from_id(op),
+                permission: AclPermission::from_id(perm),
+            },
+        )
+}
+
 fn record() -> impl Strategy<Value = Record> {
     prop_oneof![
+        acl_binding().prop_map(|binding| Record::AccessControlEntry { binding }),
+        acl_binding().prop_map(|binding| Record::RemoveAccessControlEntry { binding }),
         (
             "[a-z0-9@.]{0,16}",
             mechanism(),

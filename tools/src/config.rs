@@ -58,6 +58,12 @@ pub struct AuthFileConfig {
     pub sasl_mechanisms: Option<Vec<String>>,
     /// KIP-368 `connections.max.reauth.ms` (default 0: sessions do not expire).
     pub connections_max_reauth_ms: Option<u64>,
+    /// Check every request against the ACLs (default false).
+    pub authorizer: Option<bool>,
+    /// Kafka's `super.users`: principals allowed everything (`User:admin`).
+    pub super_users: Option<Vec<String>>,
+    /// Kafka's `allow.everyone.if.no.acl.found` (default false).
+    pub allow_everyone_if_no_acl_found: Option<bool>,
 }
 
 /// `[[listeners]]`: one Kafka listener.
@@ -780,7 +786,33 @@ fn auth(f: &AuthFileConfig) -> Result<sluice_net::security::sasl::AuthSettings> 
         }
         out.connections_max_reauth_ms = ms;
     }
+    out.authorizer = authorizer(f)?;
     Ok(out)
+}
+
+/// Most `auth.super_users` entries.
+const SUPER_USERS_MAX: usize = 1000;
+
+/// `[auth]`'s authorizer keys: each super user a `Type:name` principal.
+fn authorizer(f: &AuthFileConfig) -> Result<sluice_net::security::AuthorizerConfig> {
+    let super_users = f.super_users.clone().unwrap_or_default();
+    if super_users.len() > SUPER_USERS_MAX {
+        bail!(
+            "auth.super_users: {} entries, at most {SUPER_USERS_MAX}",
+            super_users.len()
+        );
+    }
+    for (i, p) in super_users.iter().enumerate() {
+        match p.split_once(':') {
+            Some((kind, name)) if !kind.is_empty() && !name.is_empty() => {}
+            _ => bail!("auth.super_users[{i}]: {p:?} is not a principal like \"User:admin\""),
+        }
+    }
+    Ok(sluice_net::security::AuthorizerConfig {
+        enabled: f.authorizer.unwrap_or(false),
+        super_users,
+        allow_everyone_if_no_acl_found: f.allow_everyone_if_no_acl_found.unwrap_or(false),
+    })
 }
 
 /// `[tls]`: the certificate and key files, and how client certificates are asked for.
@@ -1312,6 +1344,11 @@ mod tests {
             let e = listener(body).unwrap_err();
             assert!(e.contains(named), "{body:?}: {e}");
         }
+        let authz = run("[auth]\nauthorizer = true\nsuper_users = [\"User:admin\"]\n").unwrap();
+        let a = &authz.server.auth.authorizer;
+        assert!(a.enabled && !a.allow_everyone_if_no_acl_found);
+        assert_eq!(a.super_users, vec!["User:admin".to_string()]);
+        assert!(!run("").unwrap().server.auth.authorizer.enabled);
         let two = "[[listeners]]\nname = \"X\"\nlisten = \"127.0.0.1:1\"\nsecurity_protocol = \"PLAINTEXT\"\n\
                    [[listeners]]\nname = \"x\"\nlisten = \"127.0.0.1:2\"\nsecurity_protocol = \"PLAINTEXT\"\n";
         assert!(run(two).unwrap_err().contains("listeners[1].name"));
@@ -1319,6 +1356,8 @@ mod tests {
             ("[auth]\nsasl_mechanisms = [\"GSSAPI\"]", "auth.sasl_mechanisms[0]"),
             ("[auth]\nsasl_mechanisms = [\"PLAIN\", \"PLAIN\"]", "auth.sasl_mechanisms[1]"),
             ("[auth]\nconnections_max_reauth_ms = 99999999999", "auth.connections_max_reauth_ms"),
+            ("[auth]\nsuper_users = [\"admin\"]", "auth.super_users[0]"),
+            ("[auth]\nsuper_users = [\"User:a\", \"User:\"]", "auth.super_users[1]"),
             (
                 "[auth]\nsasl_mechanisms = []\n[[listeners]]\nname = \"S\"\nlisten = \"127.0.0.1:1\"\nsecurity_protocol = \"SASL_PLAINTEXT\"",
                 "listeners[0].security_protocol",

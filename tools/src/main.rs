@@ -4,6 +4,7 @@
 //! Only this crate reads configuration files, flags, signals and the environment; the
 //! libraries take plain config structs.
 
+mod acl;
 mod admin_client;
 mod bench;
 mod cluster;
@@ -49,6 +50,8 @@ enum Command {
     Tune(tune::TuneArgs),
     /// SCRAM users: add (online, or into a data dir before the first start), remove, list.
     User(user::UserArgs),
+    /// ACLs: add, remove, list (the authorizer's rules).
+    Acl(acl::AclArgs),
     /// Transactions: list, describe, abort a hanging one.
     Txn(txn::TxnArgs),
     /// Partitions: move a live partition to another core.
@@ -125,6 +128,7 @@ fn main() {
         Command::Bench(args) => bench::main(args),
         Command::Group(args) => group::main(args),
         Command::User(args) => user::main(args),
+        Command::Acl(args) => acl::main(args),
         Command::Txn(args) => txn::main(args),
         Command::Topic(args) => topic::main(args),
         Command::Cluster(args) => cluster::main(args),

@@ -105,10 +105,10 @@ impl ::flatbuffers::SimpleToVerifyInSlice for ConfigResource {}
 #[deprecated(since = "2.0.0", note = "Use associated constants instead. This will no longer be generated in 2021.")]
 pub const ENUM_MIN_RECORD: u8 = 0;
 #[deprecated(since = "2.0.0", note = "Use associated constants instead. This will no longer be generated in 2021.")]
-pub const ENUM_MAX_RECORD: u8 = 11;
+pub const ENUM_MAX_RECORD: u8 = 49;
 #[deprecated(since = "2.0.0", note = "Use associated constants instead. This will no longer be generated in 2021.")]
 #[allow(non_camel_case_types)]
-pub const ENUM_VALUES_RECORD: [Record; 12] = [
+pub const ENUM_VALUES_RECORD: [Record; 14] = [
   Record::NONE,
   Record::RegisterBroker,
   Record::FenceBroker,
@@ -121,6 +121,8 @@ pub const ENUM_VALUES_RECORD: [Record; 12] = [
   Record::UnregisterController,
   Record::UserScramCredential,
   Record::RemoveUserScramCredential,
+  Record::AccessControlEntry,
+  Record::RemoveAccessControlEntry,
 ];
 
 #[derive(Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Default)]
@@ -140,9 +142,11 @@ impl Record {
   pub const UnregisterController: Self = Self(9);
   pub const UserScramCredential: Self = Self(10);
   pub const RemoveUserScramCredential: Self = Self(11);
+  pub const AccessControlEntry: Self = Self(48);
+  pub const RemoveAccessControlEntry: Self = Self(49);
 
   pub const ENUM_MIN: u8 = 0;
-  pub const ENUM_MAX: u8 = 11;
+  pub const ENUM_MAX: u8 = 49;
   pub const ENUM_VALUES: &'static [Self] = &[
     Self::NONE,
     Self::RegisterBroker,
@@ -156,6 +160,8 @@ impl Record {
     Self::UnregisterController,
     Self::UserScramCredential,
     Self::RemoveUserScramCredential,
+    Self::AccessControlEntry,
+    Self::RemoveAccessControlEntry,
   ];
   /// Returns the variant's name or "" if unknown.
   pub fn variant_name(self) -> Option<&'static str> {
@@ -172,6 +178,8 @@ impl Record {
       Self::UnregisterController => Some("UnregisterController"),
       Self::UserScramCredential => Some("UserScramCredential"),
       Self::RemoveUserScramCredential => Some("RemoveUserScramCredential"),
+      Self::AccessControlEntry => Some("AccessControlEntry"),
+      Self::RemoveAccessControlEntry => Some("RemoveAccessControlEntry"),
       _ => None,
     }
   }
@@ -2147,6 +2155,402 @@ impl ::core::fmt::Debug for RemoveUserScramCredential<'_> {
       ds.finish()
   }
 }
+pub enum AccessControlEntryOffset {}
+#[derive(Copy, Clone, PartialEq)]
+
+pub struct AccessControlEntry<'a> {
+  pub _tab: ::flatbuffers::Table<'a>,
+}
+
+impl<'a> ::flatbuffers::Follow<'a> for AccessControlEntry<'a> {
+  type Inner = AccessControlEntry<'a>;
+  #[inline]
+  unsafe fn follow(buf: &'a [u8], loc: usize) -> Self::Inner {
+    Self { _tab: unsafe { ::flatbuffers::Table::new(buf, loc) } }
+  }
+}
+
+impl<'a> AccessControlEntry<'a> {
+  pub const VT_RESOURCE_TYPE: ::flatbuffers::VOffsetT = 4;
+  pub const VT_RESOURCE_NAME: ::flatbuffers::VOffsetT = 6;
+  pub const VT_PATTERN_TYPE: ::flatbuffers::VOffsetT = 8;
+  pub const VT_PRINCIPAL: ::flatbuffers::VOffsetT = 10;
+  pub const VT_HOST: ::flatbuffers::VOffsetT = 12;
+  pub const VT_OPERATION: ::flatbuffers::VOffsetT = 14;
+  pub const VT_PERMISSION_TYPE: ::flatbuffers::VOffsetT = 16;
+
+  #[inline]
+  pub unsafe fn init_from_table(table: ::flatbuffers::Table<'a>) -> Self {
+    AccessControlEntry { _tab: table }
+  }
+  #[allow(unused_mut)]
+  pub fn create<'bldr: 'args, 'args: 'mut_bldr, 'mut_bldr, A: ::flatbuffers::Allocator + 'bldr>(
+    _fbb: &'mut_bldr mut ::flatbuffers::FlatBufferBuilder<'bldr, A>,
+    args: &'args AccessControlEntryArgs<'args>
+  ) -> ::flatbuffers::WIPOffset<AccessControlEntry<'bldr>> {
+    let mut builder = AccessControlEntryBuilder::new(_fbb);
+    if let Some(x) = args.host { builder.add_host(x); }
+    if let Some(x) = args.principal { builder.add_principal(x); }
+    if let Some(x) = args.resource_name { builder.add_resource_name(x); }
+    builder.add_permission_type(args.permission_type);
+    builder.add_operation(args.operation);
+    builder.add_pattern_type(args.pattern_type);
+    builder.add_resource_type(args.resource_type);
+    builder.finish()
+  }
+
+
+  #[inline]
+  pub fn resource_type(&self) -> i8 {
+    // Safety:
+    // Created from valid Table for this object
+    // which contains a valid value in this slot
+    unsafe { self._tab.get::<i8>(AccessControlEntry::VT_RESOURCE_TYPE, Some(0)).unwrap()}
+  }
+  #[inline]
+  pub fn resource_name(&self) -> Option<&'a str> {
+    // Safety:
+    // Created from valid Table for this object
+    // which contains a valid value in this slot
+    unsafe { self._tab.get::<::flatbuffers::ForwardsUOffset<&str>>(AccessControlEntry::VT_RESOURCE_NAME, None)}
+  }
+  #[inline]
+  pub fn pattern_type(&self) -> i8 {
+    // Safety:
+    // Created from valid Table for this object
+    // which contains a valid value in this slot
+    unsafe { self._tab.get::<i8>(AccessControlEntry::VT_PATTERN_TYPE, Some(0)).unwrap()}
+  }
+  #[inline]
+  pub fn principal(&self) -> Option<&'a str> {
+    // Safety:
+    // Created from valid Table for this object
+    // which contains a valid value in this slot
+    unsafe { self._tab.get::<::flatbuffers::ForwardsUOffset<&str>>(AccessControlEntry::VT_PRINCIPAL, None)}
+  }
+  #[inline]
+  pub fn host(&self) -> Option<&'a str> {
+    // Safety:
+    // Created from valid Table for this object
+    // which contains a valid value in this slot
+    unsafe { self._tab.get::<::flatbuffers::ForwardsUOffset<&str>>(AccessControlEntry::VT_HOST, None)}
+  }
+  #[inline]
+  pub fn operation(&self) -> i8 {
+    // Safety:
+    // Created from valid Table for this object
+    // which contains a valid value in this slot
+    unsafe { self._tab.get::<i8>(AccessControlEntry::VT_OPERATION, Some(0)).unwrap()}
+  }
+  #[inline]
+  pub fn permission_type(&self) -> i8 {
+    // Safety:
+    // Created from valid Table for this object
+    // which contains a valid value in this slot
+    unsafe { self._tab.get::<i8>(AccessControlEntry::VT_PERMISSION_TYPE, Some(0)).unwrap()}
+  }
+}
+
+impl ::flatbuffers::Verifiable for AccessControlEntry<'_> {
+  #[inline]
+  fn run_verifier(
+    v: &mut ::flatbuffers::Verifier, pos: usize
+  ) -> Result<(), ::flatbuffers::InvalidFlatbuffer> {
+    v.visit_table(pos)?
+     .visit_field::<i8>("resource_type", Self::VT_RESOURCE_TYPE, false)?
+     .visit_field::<::flatbuffers::ForwardsUOffset<&str>>("resource_name", Self::VT_RESOURCE_NAME, false)?
+     .visit_field::<i8>("pattern_type", Self::VT_PATTERN_TYPE, false)?
+     .visit_field::<::flatbuffers::ForwardsUOffset<&str>>("principal", Self::VT_PRINCIPAL, false)?
+     .visit_field::<::flatbuffers::ForwardsUOffset<&str>>("host", Self::VT_HOST, false)?
+     .visit_field::<i8>("operation", Self::VT_OPERATION, false)?
+     .visit_field::<i8>("permission_type", Self::VT_PERMISSION_TYPE, false)?
+     .finish();
+    Ok(())
+  }
+}
+pub struct AccessControlEntryArgs<'a> {
+    pub resource_type: i8,
+    pub resource_name: Option<::flatbuffers::WIPOffset<&'a str>>,
+    pub pattern_type: i8,
+    pub principal: Option<::flatbuffers::WIPOffset<&'a str>>,
+    pub host: Option<::flatbuffers::WIPOffset<&'a str>>,
+    pub operation: i8,
+    pub permission_type: i8,
+}
+impl<'a> Default for AccessControlEntryArgs<'a> {
+  #[inline]
+  fn default() -> Self {
+    AccessControlEntryArgs {
+      resource_type: 0,
+      resource_name: None,
+      pattern_type: 0,
+      principal: None,
+      host: None,
+      operation: 0,
+      permission_type: 0,
+    }
+  }
+}
+
+pub struct AccessControlEntryBuilder<'a: 'b, 'b, A: ::flatbuffers::Allocator + 'a> {
+  fbb_: &'b mut ::flatbuffers::FlatBufferBuilder<'a, A>,
+  start_: ::flatbuffers::WIPOffset<::flatbuffers::TableUnfinishedWIPOffset>,
+}
+impl<'a: 'b, 'b, A: ::flatbuffers::Allocator + 'a> AccessControlEntryBuilder<'a, 'b, A> {
+  #[inline]
+  pub fn add_resource_type(&mut self, resource_type: i8) {
+    self.fbb_.push_slot::<i8>(AccessControlEntry::VT_RESOURCE_TYPE, resource_type, 0);
+  }
+  #[inline]
+  pub fn add_resource_name(&mut self, resource_name: ::flatbuffers::WIPOffset<&'b  str>) {
+    self.fbb_.push_slot_always::<::flatbuffers::WIPOffset<_>>(AccessControlEntry::VT_RESOURCE_NAME, resource_name);
+  }
+  #[inline]
+  pub fn add_pattern_type(&mut self, pattern_type: i8) {
+    self.fbb_.push_slot::<i8>(AccessControlEntry::VT_PATTERN_TYPE, pattern_type, 0);
+  }
+  #[inline]
+  pub fn add_principal(&mut self, principal: ::flatbuffers::WIPOffset<&'b  str>) {
+    self.fbb_.push_slot_always::<::flatbuffers::WIPOffset<_>>(AccessControlEntry::VT_PRINCIPAL, principal);
+  }
+  #[inline]
+  pub fn add_host(&mut self, host: ::flatbuffers::WIPOffset<&'b  str>) {
+    self.fbb_.push_slot_always::<::flatbuffers::WIPOffset<_>>(AccessControlEntry::VT_HOST, host);
+  }
+  #[inline]
+  pub fn add_operation(&mut self, operation: i8) {
+    self.fbb_.push_slot::<i8>(AccessControlEntry::VT_OPERATION, operation, 0);
+  }
+  #[inline]
+  pub fn add_permission_type(&mut self, permission_type: i8) {
+    self.fbb_.push_slot::<i8>(AccessControlEntry::VT_PERMISSION_TYPE, permission_type, 0);
+  }
+  #[inline]
+  pub fn new(_fbb: &'b mut ::flatbuffers::FlatBufferBuilder<'a, A>) -> AccessControlEntryBuilder<'a, 'b, A> {
+    let start = _fbb.start_table();
+    AccessControlEntryBuilder {
+      fbb_: _fbb,
+      start_: start,
+    }
+  }
+  #[inline]
+  pub fn finish(self) -> ::flatbuffers::WIPOffset<AccessControlEntry<'a>> {
+    let o = self.fbb_.end_table(self.start_);
+    ::flatbuffers::WIPOffset::new(o.value())
+  }
+}
+
+impl ::core::fmt::Debug for AccessControlEntry<'_> {
+  fn fmt(&self, f: &mut ::core::fmt::Formatter<'_>) -> ::core::fmt::Result {
+    let mut ds = f.debug_struct("AccessControlEntry");
+      ds.field("resource_type", &self.resource_type());
+      ds.field("resource_name", &self.resource_name());
+      ds.field("pattern_type", &self.pattern_type());
+      ds.field("principal", &self.principal());
+      ds.field("host", &self.host());
+      ds.field("operation", &self.operation());
+      ds.field("permission_type", &self.permission_type());
+      ds.finish()
+  }
+}
+pub enum RemoveAccessControlEntryOffset {}
+#[derive(Copy, Clone, PartialEq)]
+
+pub struct RemoveAccessControlEntry<'a> {
+  pub _tab: ::flatbuffers::Table<'a>,
+}
+
+impl<'a> ::flatbuffers::Follow<'a> for RemoveAccessControlEntry<'a> {
+  type Inner = RemoveAccessControlEntry<'a>;
+  #[inline]
+  unsafe fn follow(buf: &'a [u8], loc: usize) -> Self::Inner {
+    Self { _tab: unsafe { ::flatbuffers::Table::new(buf, loc) } }
+  }
+}
+
+impl<'a> RemoveAccessControlEntry<'a> {
+  pub const VT_RESOURCE_TYPE: ::flatbuffers::VOffsetT = 4;
+  pub const VT_RESOURCE_NAME: ::flatbuffers::VOffsetT = 6;
+  pub const VT_PATTERN_TYPE: ::flatbuffers::VOffsetT = 8;
+  pub const VT_PRINCIPAL: ::flatbuffers::VOffsetT = 10;
+  pub const VT_HOST: ::flatbuffers::VOffsetT = 12;
+  pub const VT_OPERATION: ::flatbuffers::VOffsetT = 14;
+  pub const VT_PERMISSION_TYPE: ::flatbuffers::VOffsetT = 16;
+
+  #[inline]
+  pub unsafe fn init_from_table(table: ::flatbuffers::Table<'a>) -> Self {
+    RemoveAccessControlEntry { _tab: table }
+  }
+  #[allow(unused_mut)]
+  pub fn create<'bldr: 'args, 'args: 'mut_bldr, 'mut_bldr, A: ::flatbuffers::Allocator + 'bldr>(
+    _fbb: &'mut_bldr mut ::flatbuffers::FlatBufferBuilder<'bldr, A>,
+    args: &'args RemoveAccessControlEntryArgs<'args>
+  ) -> ::flatbuffers::WIPOffset<RemoveAccessControlEntry<'bldr>> {
+    let mut builder = RemoveAccessControlEntryBuilder::new(_fbb);
+    if let Some(x) = args.host { builder.add_host(x); }
+    if let Some(x) = args.principal { builder.add_principal(x); }
+    if let Some(x) = args.resource_name { builder.add_resource_name(x); }
+    builder.add_permission_type(args.permission_type);
+    builder.add_operation(args.operation);
+    builder.add_pattern_type(args.pattern_type);
+    builder.add_resource_type(args.resource_type);
+    builder.finish()
+  }
+
+
+  #[inline]
+  pub fn resource_type(&self) -> i8 {
+    // Safety:
+    // Created from valid Table for this object
+    // which contains a valid value in this slot
+    unsafe { self._tab.get::<i8>(RemoveAccessControlEntry::VT_RESOURCE_TYPE, Some(0)).unwrap()}
+  }
+  #[inline]
+  pub fn resource_name(&self) -> Option<&'a str> {
+    // Safety:
+    // Created from valid Table for this object
+    // which contains a valid value in this slot
+    unsafe { self._tab.get::<::flatbuffers::ForwardsUOffset<&str>>(RemoveAccessControlEntry::VT_RESOURCE_NAME, None)}
+  }
+  #[inline]
+  pub fn pattern_type(&self) -> i8 {
+    // Safety:
+    // Created from valid Table for this object
+    // which contains a valid value in this slot
+    unsafe { self._tab.get::<i8>(RemoveAccessControlEntry::VT_PATTERN_TYPE, Some(0)).unwrap()}
+  }
+  #[inline]
+  pub fn principal(&self) -> Option<&'a str> {
+    // Safety:
+    // Created from valid Table for this object
+    // which contains a valid value in this slot
+    unsafe { self._tab.get::<::flatbuffers::ForwardsUOffset<&str>>(RemoveAccessControlEntry::VT_PRINCIPAL, None)}
+  }
+  #[inline]
+  pub fn host(&self) -> Option<&'a str> {
+    // Safety:
+    // Created from valid Table for this object
+    // which contains a valid value in this slot
+    unsafe { self._tab.get::<::flatbuffers::ForwardsUOffset<&str>>(RemoveAccessControlEntry::VT_HOST, None)}
+  }
+  #[inline]
+  pub fn operation(&self) -> i8 {
+    // Safety:
+    // Created from valid Table for this object
+    // which contains a valid value in this slot
+    unsafe { self._tab.get::<i8>(RemoveAccessControlEntry::VT_OPERATION, Some(0)).unwrap()}
+  }
+  #[inline]
+  pub fn permission_type(&self) -> i8 {
+    // Safety:
+    // Created from valid Table for this object
+    // which contains a valid value in this slot
+    unsafe { self._tab.get::<i8>(RemoveAccessControlEntry::VT_PERMISSION_TYPE, Some(0)).unwrap()}
+  }
+}
+
+impl ::flatbuffers::Verifiable for RemoveAccessControlEntry<'_> {
+  #[inline]
+  fn run_verifier(
+    v: &mut ::flatbuffers::Verifier, pos: usize
+  ) -> Result<(), ::flatbuffers::InvalidFlatbuffer> {
+    v.visit_table(pos)?
+     .visit_field::<i8>("resource_type", Self::VT_RESOURCE_TYPE, false)?
+     .visit_field::<::flatbuffers::ForwardsUOffset<&str>>("resource_name", Self::VT_RESOURCE_NAME, false)?
+     .visit_field::<i8>("pattern_type", Self::VT_PATTERN_TYPE, false)?
+     .visit_field::<::flatbuffers::ForwardsUOffset<&str>>("principal", Self::VT_PRINCIPAL, false)?
+     .visit_field::<::flatbuffers::ForwardsUOffset<&str>>("host", Self::VT_HOST, false)?
+     .visit_field::<i8>("operation", Self::VT_OPERATION, false)?
+     .visit_field::<i8>("permission_type", Self::VT_PERMISSION_TYPE, false)?
+     .finish();
+    Ok(())
+  }
+}
+pub struct RemoveAccessControlEntryArgs<'a> {
+    pub resource_type: i8,
+    pub resource_name: Option<::flatbuffers::WIPOffset<&'a str>>,
+    pub pattern_type: i8,
+    pub principal: Option<::flatbuffers::WIPOffset<&'a str>>,
+    pub host: Option<::flatbuffers::WIPOffset<&'a str>>,
+    pub operation: i8,
+    pub permission_type: i8,
+}
+impl<'a> Default for RemoveAccessControlEntryArgs<'a> {
+  #[inline]
+  fn default() -> Self {
+    RemoveAccessControlEntryArgs {
+      resource_type: 0,
+      resource_name: None,
+      pattern_type: 0,
+      principal: None,
+      host: None,
+      operation: 0,
+      permission_type: 0,
+    }
+  }
+}
+
+pub struct RemoveAccessControlEntryBuilder<'a: 'b, 'b, A: ::flatbuffers::Allocator + 'a> {
+  fbb_: &'b mut ::flatbuffers::FlatBufferBuilder<'a, A>,
+  start_: ::flatbuffers::WIPOffset<::flatbuffers::TableUnfinishedWIPOffset>,
+}
+impl<'a: 'b, 'b, A: ::flatbuffers::Allocator + 'a> RemoveAccessControlEntryBuilder<'a, 'b, A> {
+  #[inline]
+  pub fn add_resource_type(&mut self, resource_type: i8) {
+    self.fbb_.push_slot::<i8>(RemoveAccessControlEntry::VT_RESOURCE_TYPE, resource_type, 0);
+  }
+  #[inline]
+  pub fn add_resource_name(&mut self, resource_name: ::flatbuffers::WIPOffset<&'b  str>) {
+    self.fbb_.push_slot_always::<::flatbuffers::WIPOffset<_>>(RemoveAccessControlEntry::VT_RESOURCE_NAME, resource_name);
+  }
+  #[inline]
+  pub fn add_pattern_type(&mut self, pattern_type: i8) {
+    self.fbb_.push_slot::<i8>(RemoveAccessControlEntry::VT_PATTERN_TYPE, pattern_type, 0);
+  }
+  #[inline]
+  pub fn add_principal(&mut self, principal: ::flatbuffers::WIPOffset<&'b  str>) {
+    self.fbb_.push_slot_always::<::flatbuffers::WIPOffset<_>>(RemoveAccessControlEntry::VT_PRINCIPAL, principal);
+  }
+  #[inline]
+  pub fn add_host(&mut self, host: ::flatbuffers::WIPOffset<&'b  str>) {
+    self.fbb_.push_slot_always::<::flatbuffers::WIPOffset<_>>(RemoveAccessControlEntry::VT_HOST, host);
+  }
+  #[inline]
+  pub fn add_operation(&mut self, operation: i8) {
+    self.fbb_.push_slot::<i8>(RemoveAccessControlEntry::VT_OPERATION, operation, 0);
+  }
+  #[inline]
+  pub fn add_permission_type(&mut self, permission_type: i8) {
+    self.fbb_.push_slot::<i8>(RemoveAccessControlEntry::VT_PERMISSION_TYPE, permission_type, 0);
+  }
+  #[inline]
+  pub fn new(_fbb: &'b mut ::flatbuffers::FlatBufferBuilder<'a, A>) -> RemoveAccessControlEntryBuilder<'a, 'b, A> {
+    let start = _fbb.start_table();
+    RemoveAccessControlEntryBuilder {
+      fbb_: _fbb,
+      start_: start,
+    }
+  }
+  #[inline]
+  pub fn finish(self) -> ::flatbuffers::WIPOffset<RemoveAccessControlEntry<'a>> {
+    let o = self.fbb_.end_table(self.start_);
+    ::flatbuffers::WIPOffset::new(o.value())
+  }
+}
+
+impl ::core::fmt::Debug for RemoveAccessControlEntry<'_> {
+  fn fmt(&self, f: &mut ::core::fmt::Formatter<'_>) -> ::core::fmt::Result {
+    let mut ds = f.debug_struct("RemoveAccessControlEntry");
+      ds.field("resource_type", &self.resource_type());
+      ds.field("resource_name", &self.resource_name());
+      ds.field("pattern_type", &self.pattern_type());
+      ds.field("principal", &self.principal());
+      ds.field("host", &self.host());
+      ds.field("operation", &self.operation());
+      ds.field("permission_type", &self.permission_type());
+      ds.finish()
+  }
+}
 pub enum MetadataRecordOffset {}
 #[derive(Copy, Clone, PartialEq)]
 
@@ -2361,6 +2765,36 @@ impl<'a> MetadataRecord<'a> {
     }
   }
 
+  #[inline]
+  #[allow(non_snake_case)]
+  pub fn record_as_access_control_entry(&self) -> Option<AccessControlEntry<'a>> {
+    if self.record_type() == Record::AccessControlEntry {
+      self.record().map(|t| {
+       // Safety:
+       // Created from a valid Table for this object
+       // Which contains a valid union in this slot
+       unsafe { AccessControlEntry::init_from_table(t) }
+     })
+    } else {
+      None
+    }
+  }
+
+  #[inline]
+  #[allow(non_snake_case)]
+  pub fn record_as_remove_access_control_entry(&self) -> Option<RemoveAccessControlEntry<'a>> {
+    if self.record_type() == Record::RemoveAccessControlEntry {
+      self.record().map(|t| {
+       // Safety:
+       // Created from a valid Table for this object
+       // Which contains a valid union in this slot
+       unsafe { RemoveAccessControlEntry::init_from_table(t) }
+     })
+    } else {
+      None
+    }
+  }
+
 }
 
 impl ::flatbuffers::Verifiable for MetadataRecord<'_> {
@@ -2382,6 +2816,8 @@ impl ::flatbuffers::Verifiable for MetadataRecord<'_> {
           Record::UnregisterController => v.verify_union_variant::<::flatbuffers::ForwardsUOffset<UnregisterController>>("Record::UnregisterController", pos),
           Record::UserScramCredential => v.verify_union_variant::<::flatbuffers::ForwardsUOffset<UserScramCredential>>("Record::UserScramCredential", pos),
           Record::RemoveUserScramCredential => v.verify_union_variant::<::flatbuffers::ForwardsUOffset<RemoveUserScramCredential>>("Record::RemoveUserScramCredential", pos),
+          Record::AccessControlEntry => v.verify_union_variant::<::flatbuffers::ForwardsUOffset<AccessControlEntry>>("Record::AccessControlEntry", pos),
+          Record::RemoveAccessControlEntry => v.verify_union_variant::<::flatbuffers::ForwardsUOffset<RemoveAccessControlEntry>>("Record::RemoveAccessControlEntry", pos),
           _ => Ok(()),
         }
      })?
@@ -2508,6 +2944,20 @@ impl ::core::fmt::Debug for MetadataRecord<'_> {
         },
         Record::RemoveUserScramCredential => {
           if let Some(x) = self.record_as_remove_user_scram_credential() {
+            ds.field("record", &x)
+          } else {
+            ds.field("record", &"InvalidFlatbuffer: Union discriminant does not match value.")
+          }
+        },
+        Record::AccessControlEntry => {
+          if let Some(x) = self.record_as_access_control_entry() {
+            ds.field("record", &x)
+          } else {
+            ds.field("record", &"InvalidFlatbuffer: Union discriminant does not match value.")
+          }
+        },
+        Record::RemoveAccessControlEntry => {
+          if let Some(x) = self.record_as_remove_access_control_entry() {
             ds.field("record", &x)
           } else {
             ds.field("record", &"InvalidFlatbuffer: Union discriminant does not match value.")

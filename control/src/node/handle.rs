@@ -1,7 +1,7 @@
 //! One answer per broker request, decided on the active controller from its latest
 //! image, and the waits until the proposed records are applied.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::rc::Rc;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -11,6 +11,7 @@ use super::records::{
     add_partitions, create_topic_records, resource_config_records, unknown_topic, TopicSpec,
 };
 use super::{quorum_status, NodeState, APPLY_POLL, FETCH_IMAGE_WAIT_MS_MAX};
+use crate::acl::{AclBinding, AclFilter, ACLS_MAX};
 use crate::active::Leaving;
 use crate::controller::ControllerError;
 use crate::election::{requested_election, ElectionKind, ElectionOutcome, ElectionType};
@@ -137,6 +138,8 @@ async fn decide(state: &Rc<NodeState>, req: Request) -> Reply {
                 ongoing: crate::reassign::ongoing(&image, partitions.as_deref()),
             }
         }
+        Request::CreateAcls { bindings } => create_acls(state, bindings).await,
+        Request::DeleteAcls { filters } => delete_acls(state, &filters).await,
         Request::AddController { id, host, port } => add_controller(state, id, &host, port).await,
         Request::RemoveController { id } => remove_controller(state, id).await,
         Request::AlterPartition {
@@ -299,6 +302,73 @@ async fn set_scram(
         None => Record::RemoveUserScramCredential { user, mechanism },
     };
     commit(state, &[record]).await
+}
+
+/// New ACL bindings: those the image lacks are added, all or none (none when the cluster
+/// would hold more than `ACLS_MAX`).
+async fn create_acls(state: &NodeState, bindings: Vec<AclBinding>) -> Reply {
+    let image = state.ctl.borrow().image();
+    let mut fresh: Vec<AclBinding> = Vec::new();
+    for b in bindings {
+        if let Some(why) = b.problem() {
+            return refuse(ErrorKind::InvalidRequest, why);
+        }
+        if !image.acls().contains(&b) && !fresh.contains(&b) {
+            fresh.push(b);
+        }
+    }
+    if fresh.is_empty() {
+        return Reply::Done {
+            offset: image.offset(),
+        };
+    }
+    if image.acls().len() + fresh.len() > ACLS_MAX {
+        return refuse(
+            ErrorKind::InvalidRequest,
+            format!(
+                "{} more ACLs would exceed the cluster's {ACLS_MAX} (acls_max; {} stored)",
+                fresh.len(),
+                image.acls().len()
+            ),
+        );
+    }
+    let records: Vec<Record> = fresh
+        .into_iter()
+        .map(|binding| Record::AccessControlEntry { binding })
+        .collect();
+    commit(state, &records).await
+}
+
+/// Removes the bindings each filter selects; a binding two filters select is removed
+/// once and listed under the first.
+async fn delete_acls(state: &NodeState, filters: &[AclFilter]) -> Reply {
+    let image = state.ctl.borrow().image();
+    let mut taken: BTreeSet<&AclBinding> = BTreeSet::new();
+    let mut deleted: Vec<Vec<AclBinding>> = Vec::with_capacity(filters.len());
+    for f in filters {
+        let mine: Vec<AclBinding> = image
+            .acls()
+            .matching(f)
+            .filter(|b| taken.insert(*b))
+            .cloned()
+            .collect();
+        deleted.push(mine);
+    }
+    let records: Vec<Record> = deleted
+        .iter()
+        .flatten()
+        .map(|b| Record::RemoveAccessControlEntry { binding: b.clone() })
+        .collect();
+    if records.is_empty() {
+        return Reply::AclsDeleted {
+            offset: image.offset(),
+            deleted,
+        };
+    }
+    match commit(state, &records).await {
+        Reply::Done { offset } => Reply::AclsDeleted { offset, deleted },
+        other => other,
+    }
 }
 
 /// Dynamic broker configs of `broker` (registered), or of the cluster default.

@@ -111,6 +111,11 @@ pub mod code {
     pub const ELECTION_NOT_NEEDED: ErrorCode = ErrorCode(84);
     pub const NO_REASSIGNMENT_IN_PROGRESS: ErrorCode = ErrorCode(85);
     pub const UNSUPPORTED_SASL_MECHANISM: ErrorCode = ErrorCode(33);
+    pub const TOPIC_AUTHORIZATION_FAILED: ErrorCode = ErrorCode(29);
+    pub const GROUP_AUTHORIZATION_FAILED: ErrorCode = ErrorCode(30);
+    pub const CLUSTER_AUTHORIZATION_FAILED: ErrorCode = ErrorCode(31);
+    pub const TRANSACTIONAL_ID_AUTHORIZATION_FAILED: ErrorCode = ErrorCode(53);
+    pub const SECURITY_DISABLED: ErrorCode = ErrorCode(54);
     pub const ILLEGAL_SASL_STATE: ErrorCode = ErrorCode(34);
     pub const SASL_AUTHENTICATION_FAILED: ErrorCode = ErrorCode(58);
     pub const RESOURCE_NOT_FOUND: ErrorCode = ErrorCode(91);

@@ -278,6 +278,9 @@ served_requests! {
     SaslAuthenticate => SaslAuthenticateRequest,
     DescribeUserScramCredentials => DescribeUserScramCredentialsRequest,
     AlterUserScramCredentials => AlterUserScramCredentialsRequest,
+    DescribeAcls => DescribeAclsRequest,
+    CreateAcls => CreateAclsRequest,
+    DeleteAcls => DeleteAclsRequest,
 }
 
 /// A piece of a response.

@@ -16,8 +16,11 @@
 //!   SaslAuthenticate until it has authenticated, and its frames are bounded by
 //!   `SASL_UNAUTHENTICATED_FRAME_BYTES_MAX` until then; an expired session
 //!   (`connections.max.reauth.ms`) is closed at its next request but a re-authentication;
-//! - secrets (keys, passwords, SASL payloads) are never formatted into logs or errors.
+//! - secrets (keys, passwords, SASL payloads) are never formatted into logs or errors;
+//! - with `[auth] authorizer` on, every request is checked against the ACLs of the
+//!   shard's own metadata image (`authz`), as Kafka's authorizer checks each API.
 
+pub(crate) mod authz;
 pub mod bootstrap;
 pub mod listener;
 pub mod sasl;
@@ -29,6 +32,10 @@ use std::sync::Arc;
 
 pub use listener::{ListenerConfig, SecurityProtocol, PLAINTEXT_LISTENER};
 /// The credential types of the metadata log, for `tools` (which has no `sluice-control`).
+pub use sluice_control::acl::{
+    AclBinding, AclFilter, AclOperation, AclPermission, AuthorizerConfig, PatternType,
+    ResourceType, ACLS_MAX, CLUSTER_RESOURCE_NAME,
+};
 pub use sluice_control::{
     ScramCredential, ScramMechanism, SCRAM_ITERATIONS_MAX, SCRAM_ITERATIONS_MIN,
 };

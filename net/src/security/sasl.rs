@@ -40,6 +40,8 @@ pub struct AuthSettings {
     /// then a client must authenticate again on its connection or it is closed at its
     /// next request. 0: sessions do not expire.
     pub connections_max_reauth_ms: u64,
+    /// `authorizer`, `super_users`, `allow_everyone_if_no_acl_found`: ACL checks.
+    pub authorizer: sluice_control::acl::AuthorizerConfig,
 }
 
 impl Default for AuthSettings {
@@ -50,6 +52,7 @@ impl Default for AuthSettings {
                 SaslMechanism::Scram(ScramMechanism::Sha512),
             ],
             connections_max_reauth_ms: 0,
+            authorizer: sluice_control::acl::AuthorizerConfig::default(),
         }
     }
 }

@@ -58,6 +58,8 @@ pub fn our_range(key: ApiKey) -> (i16, i16) {
         ApiKey::DeleteGroups => (0, 2),
         ApiKey::OffsetDelete => (0, 0),
         ApiKey::ConsumerGroupDescribe => (0, 1),
+        // `sluice acl`.
+        ApiKey::CreateAcls | ApiKey::DescribeAcls | ApiKey::DeleteAcls => (1, 3),
         _ => (0, 0),
     }
 }

@@ -11,6 +11,8 @@ use crate::broker::shard::Shard;
 use crate::groups::OFFSETS_TOPIC;
 use crate::kafka::errors::code;
 use crate::kafka::frame::{decode_body, encode_response, FrameError, Request, ResponseFrame};
+use crate::security::authz::Authz;
+use crate::security::AclOperation;
 
 pub const SPEC: ApiSpec = ApiSpec {
     key: ApiKey::AddOffsetsToTxn,
@@ -18,9 +20,18 @@ pub const SPEC: ApiSpec = ApiSpec {
     max: 3,
 };
 
-pub async fn handle(shard: &Rc<Shard>, req: &Request) -> Result<ResponseFrame, FrameError> {
+pub async fn handle(
+    shard: &Rc<Shard>,
+    authz: &Authz<'_>,
+    req: &Request,
+) -> Result<ResponseFrame, FrameError> {
     let body: AddOffsetsToTxnRequest = decode_body(req)?;
-    let error = if body.group_id.0.is_empty() {
+    // Kafka's checks: WRITE on the transactional id, READ on the group.
+    let error = if !authz.transactional_id(AclOperation::Write, &body.transactional_id) {
+        code::TRANSACTIONAL_ID_AUTHORIZATION_FAILED
+    } else if !authz.group(AclOperation::Read, &body.group_id) {
+        code::GROUP_AUTHORIZATION_FAILED
+    } else if body.group_id.0.is_empty() {
         code::INVALID_GROUP_ID
     } else {
         let partition = shard.groups.partition_of(&body.group_id.0) as i32;

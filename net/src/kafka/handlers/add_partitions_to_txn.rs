@@ -17,6 +17,8 @@ use super::ApiSpec;
 use crate::broker::shard::Shard;
 use crate::kafka::errors::{code, ErrorCode};
 use crate::kafka::frame::{decode_body, encode_response, FrameError, Request, ResponseFrame};
+use crate::security::authz::Authz;
+use crate::security::AclOperation;
 
 pub const SPEC: ApiSpec = ApiSpec {
     key: ApiKey::AddPartitionsToTxn,
@@ -27,35 +29,64 @@ pub const SPEC: ApiSpec = ApiSpec {
 /// Transactions one batched (v4) request may carry.
 const TRANSACTIONS_MAX: usize = 1_000;
 
-pub async fn handle(shard: &Rc<Shard>, req: &Request) -> Result<ResponseFrame, FrameError> {
+pub async fn handle(
+    shard: &Rc<Shard>,
+    authz: &Authz<'_>,
+    req: &Request,
+) -> Result<ResponseFrame, FrameError> {
     let body: AddPartitionsToTxnRequest = decode_body(req)?;
     if req.version >= 4 {
-        return handle_batched(shard, req, body).await;
+        return handle_batched(shard, authz, req, body).await;
     }
     let asked: Vec<(String, i32)> = body
         .v3_and_below_topics
         .iter()
         .flat_map(|t| t.partitions.iter().map(|p| (t.name.0.to_string(), *p)))
         .collect();
-    let producer = (
-        body.v3_and_below_producer_id.0,
-        body.v3_and_below_producer_epoch,
-    );
-    let errors: Vec<ErrorCode> = add(
-        shard,
-        body.v3_and_below_transactional_id.as_str(),
-        producer,
-        asked,
-        false,
-    )
-    .await
-    .into_iter()
-    // PRODUCER_FENCED came with v2; older clients know INVALID_PRODUCER_EPOCH.
-    .map(|e| match e {
-        code::PRODUCER_FENCED if req.version < 2 => code::INVALID_PRODUCER_EPOCH,
-        e => e,
-    })
-    .collect();
+    // Kafka's checks: WRITE on the transactional id (every partition refused without
+    // it), WRITE on each topic (the others then not attempted, as for unknown ones).
+    let txn_id = body.v3_and_below_transactional_id.as_str();
+    let refused: Vec<Option<ErrorCode>> = {
+        let image = shard.cluster.image();
+        let txn_allowed = authz.transactional_id(AclOperation::Write, txn_id);
+        asked
+            .iter()
+            .map(|(t, p)| {
+                if !txn_allowed {
+                    Some(code::TRANSACTIONAL_ID_AUTHORIZATION_FAILED)
+                } else if !authz.topic(AclOperation::Write, t) {
+                    Some(code::TOPIC_AUTHORIZATION_FAILED)
+                } else if image
+                    .topic_by_name(t)
+                    .is_none_or(|topic| !topic.partitions.contains_key(&PartitionId(*p)))
+                {
+                    Some(code::UNKNOWN_TOPIC_OR_PARTITION)
+                } else {
+                    None
+                }
+            })
+            .collect()
+    };
+    let errors: Vec<ErrorCode> = if refused.iter().any(Option::is_some) {
+        refused
+            .iter()
+            .map(|r| r.unwrap_or(code::OPERATION_NOT_ATTEMPTED))
+            .collect()
+    } else {
+        let producer = (
+            body.v3_and_below_producer_id.0,
+            body.v3_and_below_producer_epoch,
+        );
+        add(shard, txn_id, producer, asked, false)
+            .await
+            .into_iter()
+            // PRODUCER_FENCED came with v2; older clients know INVALID_PRODUCER_EPOCH.
+            .map(|e| match e {
+                code::PRODUCER_FENCED if req.version < 2 => code::INVALID_PRODUCER_EPOCH,
+                e => e,
+            })
+            .collect()
+    };
     let mut errors = errors.into_iter();
     let topics = body
         .v3_and_below_topics
@@ -121,10 +152,16 @@ async fn add(
 /// v4: each transaction's partitions verified (`verify_only`) or added.
 async fn handle_batched(
     shard: &Rc<Shard>,
+    authz: &Authz<'_>,
     req: &Request,
     body: AddPartitionsToTxnRequest,
 ) -> Result<ResponseFrame, FrameError> {
     let mut resp = AddPartitionsToTxnResponse::default();
+    // Kafka's check: the batched form is for brokers, CLUSTER_ACTION on the cluster.
+    if !authz.cluster(AclOperation::ClusterAction) {
+        resp.error_code = code::CLUSTER_AUTHORIZATION_FAILED.into();
+        return encode_response(req.header.correlation_id, req.version, &resp);
+    }
     if body.transactions.len() > TRANSACTIONS_MAX {
         tracing::info!(
             transactions = body.transactions.len(),

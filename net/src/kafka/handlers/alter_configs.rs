@@ -19,7 +19,7 @@ use sluice_control::rpc::Request as ControllerRequest;
 use sluice_control::BrokerId;
 
 use super::create_topics::catalog_error_code;
-use super::describe_configs::{RESOURCE_BROKER, RESOURCE_TOPIC};
+use super::describe_configs::{config_refusal, RESOURCE_BROKER, RESOURCE_TOPIC};
 use super::ApiSpec;
 use crate::broker::catalog::log_config;
 use crate::broker::cluster::{change_metadata, dynamic_broker_configs, CONTROLLER_REQUEST_TIMEOUT};
@@ -27,6 +27,8 @@ use crate::broker::config_keys;
 use crate::broker::shard::{Shard, ShardOp};
 use crate::kafka::errors::{code, ErrorCode};
 use crate::kafka::frame::{decode_body, encode_response, FrameError, Request, ResponseFrame};
+use crate::security::authz::Authz;
+use crate::security::AclOperation;
 
 pub const SPEC: ApiSpec = ApiSpec {
     key: ApiKey::AlterConfigs,
@@ -333,16 +335,21 @@ resource_answer!(
 /// request that makes no change is INVALID_CONFIG.
 async fn alter_each<'a, R: ResourceAnswer>(
     shard: &Rc<Shard>,
+    authz: &Authz<'_>,
     resources: impl Iterator<Item = Resource<'a>>,
     validate_only: bool,
 ) -> Vec<R> {
     let mut out = Vec::with_capacity(resources.size_hint().0);
     for (resource_type, name, change) in resources {
-        let (error, message) = match (resource_type, change) {
-            (RESOURCE_TOPIC | RESOURCE_BROKER, Err(m)) => (code::INVALID_CONFIG, Some(m)),
-            (RESOURCE_TOPIC, Ok(change)) => apply(shard, name, change, validate_only).await,
-            (RESOURCE_BROKER, Ok(change)) => apply_broker(shard, name, change, validate_only).await,
-            (super::group_configs::RESOURCE_GROUP, change) => {
+        let refusal = config_refusal(authz, AclOperation::AlterConfigs, resource_type, name);
+        let (error, message) = match (refusal, resource_type, change) {
+            (Some((error, message)), _, _) => (error, Some(message)),
+            (None, RESOURCE_TOPIC | RESOURCE_BROKER, Err(m)) => (code::INVALID_CONFIG, Some(m)),
+            (None, RESOURCE_TOPIC, Ok(change)) => apply(shard, name, change, validate_only).await,
+            (None, RESOURCE_BROKER, Ok(change)) => {
+                apply_broker(shard, name, change, validate_only).await
+            }
+            (None, super::group_configs::RESOURCE_GROUP, change) => {
                 alter_group(shard, name, change, validate_only).await
             }
             _ => (
@@ -359,7 +366,11 @@ async fn alter_each<'a, R: ResourceAnswer>(
     out
 }
 
-pub async fn handle(shard: &Rc<Shard>, req: &Request) -> Result<ResponseFrame, FrameError> {
+pub async fn handle(
+    shard: &Rc<Shard>,
+    authz: &Authz<'_>,
+    req: &Request,
+) -> Result<ResponseFrame, FrameError> {
     let body: AlterConfigsRequest = decode_body(req)?;
     let resources = body.resources.iter().map(|r| {
         let set = r.configs.iter().filter_map(|c| {
@@ -369,13 +380,14 @@ pub async fn handle(shard: &Rc<Shard>, req: &Request) -> Result<ResponseFrame, F
         let change = Ok(Change::Replace(set.collect()));
         (r.resource_type, &r.resource_name, change)
     });
-    let responses = alter_each(shard, resources, body.validate_only).await;
+    let responses = alter_each(shard, authz, resources, body.validate_only).await;
     let resp = AlterConfigsResponse::default().with_responses(responses);
     encode_response(req.header.correlation_id, req.version, &resp)
 }
 
 pub async fn handle_incremental(
     shard: &Rc<Shard>,
+    authz: &Authz<'_>,
     req: &Request,
 ) -> Result<ResponseFrame, FrameError> {
     let body: IncrementalAlterConfigsRequest = decode_body(req)?;
@@ -383,7 +395,7 @@ pub async fn handle_incremental(
         let change = incremental_keys(&r.configs).map(Change::Keys);
         (r.resource_type, &r.resource_name, change)
     });
-    let responses = alter_each(shard, resources, body.validate_only).await;
+    let responses = alter_each(shard, authz, resources, body.validate_only).await;
     let resp = IncrementalAlterConfigsResponse::default().with_responses(responses);
     encode_response(req.header.correlation_id, req.version, &resp)
 }

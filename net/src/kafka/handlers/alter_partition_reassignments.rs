@@ -31,6 +31,8 @@ use crate::broker::cluster::{
 use crate::broker::shard::Shard;
 use crate::kafka::errors::{code, ErrorCode};
 use crate::kafka::frame::{decode_body, encode_response, FrameError, Request, ResponseFrame};
+use crate::security::authz::Authz;
+use crate::security::AclOperation;
 
 pub const SPEC: ApiSpec = ApiSpec {
     key: ApiKey::AlterPartitionReassignments,
@@ -110,7 +112,11 @@ fn check_bounds(targets: &[ReassignTarget]) -> Result<(), String> {
     Ok(())
 }
 
-pub async fn handle(shard: &Rc<Shard>, req: &Request) -> Result<ResponseFrame, FrameError> {
+pub async fn handle(
+    shard: &Rc<Shard>,
+    authz: &Authz<'_>,
+    req: &Request,
+) -> Result<ResponseFrame, FrameError> {
     let body: AlterPartitionReassignmentsRequest = decode_body(req)?;
     // v0 has no such field: a change of replica count is allowed, as Kafka allows it.
     let allow_rf_change = req.version == 0 || body.allow_replication_factor_change;
@@ -141,6 +147,18 @@ pub async fn handle(shard: &Rc<Shard>, req: &Request) -> Result<ResponseFrame, F
             })
             .collect()
     };
+    // Kafka's check: ALTER on the cluster.
+    if !authz.cluster(AclOperation::Alter) {
+        let message = "Cluster authorization failed.";
+        let results = each(code::CLUSTER_AUTHORIZATION_FAILED, message);
+        return answer(
+            req,
+            allow_rf_change,
+            code::CLUSTER_AUTHORIZATION_FAILED,
+            Some(message.to_owned()),
+            results,
+        );
+    }
     if let Err(message) = check_bounds(&targets) {
         tracing::info!(%message, "AlterPartitionReassignments refused");
         let results = each(code::INVALID_REQUEST, &message);

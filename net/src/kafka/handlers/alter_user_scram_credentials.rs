@@ -18,7 +18,9 @@ use crate::broker::cluster::{change_metadata, CONTROLLER_REQUEST_TIMEOUT};
 use crate::broker::shard::Shard;
 use crate::kafka::errors::{code, ErrorCode};
 use crate::kafka::frame::{decode_body, encode_response, FrameError, Request, ResponseFrame};
+use crate::security::authz::{Authz, AUTHORIZATION_FAILED};
 use crate::security::scram;
+use crate::security::AclOperation;
 
 pub const SPEC: ApiSpec = ApiSpec {
     key: ApiKey::AlterUserScramCredentials,
@@ -38,8 +40,14 @@ type Refusal = (ErrorCode, String);
 /// Each user's outcome, in request order.
 type Results = Vec<(String, Result<(), Refusal>)>;
 
-pub async fn handle(shard: &Shard, req: &Request) -> Result<ResponseFrame, FrameError> {
+pub async fn handle(
+    shard: &Shard,
+    authz: &Authz<'_>,
+    req: &Request,
+) -> Result<ResponseFrame, FrameError> {
     let body: AlterUserScramCredentialsRequest = decode_body(req)?;
+    // Kafka's check: ALTER on the cluster (every user refused without it).
+    let allowed = authz.cluster(AclOperation::Alter);
     let mut results: Results = Vec::new();
     let mut todo: Vec<Alteration> = Vec::new();
     let names: Vec<&str> = body
@@ -50,47 +58,62 @@ pub async fn handle(shard: &Shard, req: &Request) -> Result<ResponseFrame, Frame
         .collect();
     let count = |n: &str| names.iter().filter(|x| **x == n).count();
     let image = shard.cluster.image();
-    let too_many = names.len() > ALTERATIONS_MAX;
+    // What refuses every user at once: no authorization, or too many alterations.
+    let blanket: Option<Refusal> = if !allowed {
+        Some((
+            code::CLUSTER_AUTHORIZATION_FAILED,
+            AUTHORIZATION_FAILED.to_string(),
+        ))
+    } else if names.len() > ALTERATIONS_MAX {
+        Some((
+            code::INVALID_REQUEST,
+            format!("more than {ALTERATIONS_MAX} alterations in one request"),
+        ))
+    } else {
+        None
+    };
     for d in &body.deletions {
         let user = d.name.to_string();
-        let checked = check_common(&user, d.mechanism, count(&user), too_many).and_then(|m| {
-            match image.scram_credential(&user, m) {
-                Some(_) => Ok(m),
-                None => Err((
-                    code::RESOURCE_NOT_FOUND,
-                    format!(
-                        "attempt to delete a user credential that does not exist: {user} {}",
-                        m.name()
-                    ),
-                )),
-            }
-        });
+        let checked =
+            check_common(&user, d.mechanism, count(&user), blanket.as_ref()).and_then(|m| {
+                match image.scram_credential(&user, m) {
+                    Some(_) => Ok(m),
+                    None => Err((
+                        code::RESOURCE_NOT_FOUND,
+                        format!(
+                            "attempt to delete a user credential that does not exist: {user} {}",
+                            m.name()
+                        ),
+                    )),
+                }
+            });
         record(&mut results, &mut todo, user, checked.map(|m| (m, None)));
     }
     for u in &body.upsertions {
         let user = u.name.to_string();
-        let checked = check_common(&user, u.mechanism, count(&user), too_many).and_then(|m| {
-            if !(SCRAM_ITERATIONS_MIN..=SCRAM_ITERATIONS_MAX).contains(&u.iterations) {
-                return Err((
-                    code::UNACCEPTABLE_CREDENTIAL,
-                    format!(
-                        "iterations {} not in {SCRAM_ITERATIONS_MIN}..={SCRAM_ITERATIONS_MAX}",
-                        u.iterations
-                    ),
-                ));
-            }
-            if u.salt.is_empty()
-                || u.salt.len() > sluice_control::SCRAM_SALT_BYTES_MAX
-                || u.salted_password.len() != m.key_bytes()
-            {
-                return Err((
-                    code::UNACCEPTABLE_CREDENTIAL,
-                    "salt or salted password of the wrong length".to_string(),
-                ));
-            }
-            let c = scram::credential_from_salted(m, &u.salted_password, &u.salt, u.iterations);
-            Ok((m, Some(c)))
-        });
+        let checked =
+            check_common(&user, u.mechanism, count(&user), blanket.as_ref()).and_then(|m| {
+                if !(SCRAM_ITERATIONS_MIN..=SCRAM_ITERATIONS_MAX).contains(&u.iterations) {
+                    return Err((
+                        code::UNACCEPTABLE_CREDENTIAL,
+                        format!(
+                            "iterations {} not in {SCRAM_ITERATIONS_MIN}..={SCRAM_ITERATIONS_MAX}",
+                            u.iterations
+                        ),
+                    ));
+                }
+                if u.salt.is_empty()
+                    || u.salt.len() > sluice_control::SCRAM_SALT_BYTES_MAX
+                    || u.salted_password.len() != m.key_bytes()
+                {
+                    return Err((
+                        code::UNACCEPTABLE_CREDENTIAL,
+                        "salt or salted password of the wrong length".to_string(),
+                    ));
+                }
+                let c = scram::credential_from_salted(m, &u.salted_password, &u.salt, u.iterations);
+                Ok((m, Some(c)))
+            });
         record(&mut results, &mut todo, user, checked);
     }
     for (user, mechanism, credential) in todo {
@@ -150,13 +173,10 @@ fn check_common(
     user: &str,
     mechanism: i8,
     times_named: usize,
-    too_many: bool,
+    blanket: Option<&Refusal>,
 ) -> Result<ScramMechanism, Refusal> {
-    if too_many {
-        return Err((
-            code::INVALID_REQUEST,
-            format!("more than {ALTERATIONS_MAX} alterations in one request"),
-        ));
+    if let Some(refusal) = blanket {
+        return Err(refusal.clone());
     }
     if user.is_empty() || user.len() > sluice_control::SCRAM_USER_BYTES_MAX {
         return Err((

@@ -19,6 +19,8 @@ use crate::broker::shard::Shard;
 use crate::groups::{assignor, consumer, ConsumerView};
 use crate::kafka::errors::code;
 use crate::kafka::frame::{decode_body, encode_response, FrameError, Request, ResponseFrame};
+use crate::security::authz::Authz;
+use crate::security::{AclOperation, ResourceType};
 
 pub const SPEC: ApiSpec = ApiSpec {
     key: ApiKey::ConsumerGroupDescribe,
@@ -75,11 +77,13 @@ fn described(image: &MetadataImage, d: DescribedGroup, v: &ConsumerView) -> Desc
         .with_assignment_epoch(v.assignment_epoch)
         .with_assignor_name(StrBytes::from_string(v.assignor.clone()))
         .with_members(v.members.iter().map(|(m, t)| member(image, m, t)).collect())
-        // Kafka: no operations when not asked (ACLs are not applied to groups here).
-        .with_authorized_operations(i32::MIN)
 }
 
-pub fn handle(shard: &Rc<Shard>, req: &Request) -> Result<ResponseFrame, FrameError> {
+pub fn handle(
+    shard: &Rc<Shard>,
+    authz: &Authz<'_>,
+    req: &Request,
+) -> Result<ResponseFrame, FrameError> {
     let body: ConsumerGroupDescribeRequest = decode_body(req)?;
     let image = shard.cluster.image();
     let groups = body
@@ -87,6 +91,12 @@ pub fn handle(shard: &Rc<Shard>, req: &Request) -> Result<ResponseFrame, FrameEr
         .iter()
         .map(|g| {
             let d = DescribedGroup::default().with_group_id(g.clone());
+            // Kafka's check: DESCRIBE on the group.
+            if !authz.group(AclOperation::Describe, g) {
+                return d.with_error_code(code::GROUP_AUTHORIZATION_FAILED.into());
+            }
+            let asked = body.include_authorized_operations;
+            let d = d.with_authorized_operations(authz.operations(asked, ResourceType::Group, g));
             match shard.groups.consumer_describe(&g.0) {
                 Err(e) => d.with_error_code(e.into()),
                 Ok(Some(v)) => described(&image, d, &v),

@@ -22,6 +22,8 @@ use crate::groups::persist;
 use crate::groups::subscription::TopicSource;
 use crate::kafka::errors::code;
 use crate::kafka::frame::{decode_body, encode_response, FrameError, Request, ResponseFrame};
+use crate::security::authz::{Authz, AUTHORIZATION_FAILED};
+use crate::security::AclOperation;
 
 pub const SPEC: ApiSpec = ApiSpec {
     key: ApiKey::ConsumerGroupHeartbeat,
@@ -77,11 +79,19 @@ fn decode(shard: &Shard, req: &Request, body: &ConsumerGroupHeartbeatRequest) ->
     }
 }
 
-pub async fn handle(shard: &Rc<Shard>, req: &Request) -> Result<ResponseFrame, FrameError> {
+pub async fn handle(
+    shard: &Rc<Shard>,
+    authz: &Authz<'_>,
+    req: &Request,
+) -> Result<ResponseFrame, FrameError> {
     let body: ConsumerGroupHeartbeatRequest = decode_body(req)?;
     let group = body.group_id.0.to_string();
     let mut hb = decode(shard, req, &body);
-    let (result, recs) = if group.is_empty() {
+    let (result, recs) = if !authz.group(AclOperation::Read, &group) {
+        // Kafka's check: READ on the group.
+        let r = Refusal::new(code::GROUP_AUTHORIZATION_FAILED, AUTHORIZATION_FAILED);
+        (Err(r), Vec::new())
+    } else if group.is_empty() {
         let r = Refusal::new(code::INVALID_REQUEST, "GroupId can't be empty.");
         (Err(r), Vec::new())
     } else if let Err(r) = consumer::validate(&mut hb) {

@@ -20,6 +20,8 @@ use crate::broker::cluster::{change_metadata, CONTROLLER_REQUEST_TIMEOUT};
 use crate::broker::shard::Shard;
 use crate::kafka::errors::code;
 use crate::kafka::frame::{decode_body, encode_response, FrameError, Request, ResponseFrame};
+use crate::security::authz::{Authz, AUTHORIZATION_FAILED};
+use crate::security::AclOperation;
 
 pub const SPEC: ApiSpec = ApiSpec {
     key: ApiKey::CreatePartitions,
@@ -27,11 +29,23 @@ pub const SPEC: ApiSpec = ApiSpec {
     max: 3,
 };
 
-pub async fn handle(shard: &Rc<Shard>, req: &Request) -> Result<ResponseFrame, FrameError> {
+pub async fn handle(
+    shard: &Rc<Shard>,
+    authz: &Authz<'_>,
+    req: &Request,
+) -> Result<ResponseFrame, FrameError> {
     let body: CreatePartitionsRequest = decode_body(req)?;
     let mut results = Vec::with_capacity(body.topics.len());
     for t in &body.topics {
         let r = CreatePartitionsTopicResult::default().with_name(t.name.clone());
+        // Kafka's check: ALTER on the topic.
+        if !authz.topic(AclOperation::Alter, &t.name) {
+            results.push(
+                r.with_error_code(code::TOPIC_AUTHORIZATION_FAILED.into())
+                    .with_error_message(Some(StrBytes::from_static_str(AUTHORIZATION_FAILED))),
+            );
+            continue;
+        }
         if t.name.0.as_str() == crate::groups::OFFSETS_TOPIC {
             // A group's partition is a function of the count: changing it would strand
             // every group's committed offsets.

@@ -25,6 +25,8 @@ use crate::broker::cluster::{change_metadata, CONTROLLER_REQUEST_TIMEOUT};
 use crate::broker::shard::Shard;
 use crate::kafka::errors::{code, ErrorCode};
 use crate::kafka::frame::{decode_body, encode_response, FrameError, Request, ResponseFrame};
+use crate::security::authz::{Authz, AUTHORIZATION_FAILED};
+use crate::security::AclOperation;
 
 pub const SPEC: ApiSpec = ApiSpec {
     key: ApiKey::CreateTopics,
@@ -215,13 +217,27 @@ fn created(
         .with_configs(Some(described))
 }
 
-pub async fn handle(shard: &Rc<Shard>, req: &Request) -> Result<ResponseFrame, FrameError> {
+pub async fn handle(
+    shard: &Rc<Shard>,
+    authz: &Authz<'_>,
+    req: &Request,
+) -> Result<ResponseFrame, FrameError> {
     let body: CreateTopicsRequest = decode_body(req)?;
     let mut topics = Vec::with_capacity(body.topics.len());
+    // Kafka's check: CREATE on the cluster, or else on each topic.
+    let on_cluster = authz.cluster(AclOperation::Create);
     for t in &body.topics {
         let name = t.name.0.to_string();
         let result = CreatableTopicResult::default().with_name(t.name.clone());
-        match create(shard, t, body.validate_only).await {
+        let outcome = if on_cluster || authz.topic(AclOperation::Create, &name) {
+            create(shard, t, body.validate_only).await
+        } else {
+            Err((
+                code::TOPIC_AUTHORIZATION_FAILED,
+                AUTHORIZATION_FAILED.to_string(),
+            ))
+        };
+        match outcome {
             Ok(()) => {
                 tracing::info!(topic = %name, validate_only = body.validate_only, "created topic");
                 topics.push(created(shard, result, &name, t));

@@ -11,6 +11,8 @@ use crate::broker::shard::Shard;
 use crate::groups::persist;
 use crate::kafka::errors::{code, ErrorCode};
 use crate::kafka::frame::{decode_body, encode_response, FrameError, Request, ResponseFrame};
+use crate::security::authz::Authz;
+use crate::security::AclOperation;
 
 pub const SPEC: ApiSpec = ApiSpec {
     key: ApiKey::DeleteGroups,
@@ -18,11 +20,20 @@ pub const SPEC: ApiSpec = ApiSpec {
     max: 2,
 };
 
-pub async fn handle(shard: &Rc<Shard>, req: &Request) -> Result<ResponseFrame, FrameError> {
+pub async fn handle(
+    shard: &Rc<Shard>,
+    authz: &Authz<'_>,
+    req: &Request,
+) -> Result<ResponseFrame, FrameError> {
     let body: DeleteGroupsRequest = decode_body(req)?;
     let mut results = Vec::with_capacity(body.groups_names.len());
     for name in &body.groups_names {
-        let error = delete(shard, &name.0).await;
+        // Kafka's check: DELETE on the group.
+        let error = if authz.group(AclOperation::Delete, name) {
+            delete(shard, &name.0).await
+        } else {
+            code::GROUP_AUTHORIZATION_FAILED
+        };
         results.push(
             DeletableGroupResult::default()
                 .with_group_id(name.clone())

@@ -11,9 +11,11 @@ use kafka_protocol::messages::delete_records_response::{
 use kafka_protocol::messages::{ApiKey, DeleteRecordsRequest, DeleteRecordsResponse};
 
 use super::fan_out::{answer_topics, ask_owners};
-use super::ApiSpec;
+use super::{refuse_topic, ApiSpec};
 use crate::broker::shard::{DeletedRecords, Shard, ShardOp};
 use crate::kafka::frame::{decode_body, encode_response, FrameError, Request, ResponseFrame};
+use crate::security::authz::Authz;
+use crate::security::AclOperation;
 use crate::store::Offset;
 
 pub const SPEC: ApiSpec = ApiSpec {
@@ -22,7 +24,11 @@ pub const SPEC: ApiSpec = ApiSpec {
     max: 2,
 };
 
-pub async fn handle(shard: &Rc<Shard>, req: &Request) -> Result<ResponseFrame, FrameError> {
+pub async fn handle(
+    shard: &Rc<Shard>,
+    authz: &Authz<'_>,
+    req: &Request,
+) -> Result<ResponseFrame, FrameError> {
     let body: DeleteRecordsRequest = decode_body(req)?;
     fn partitions(t: &DeleteRecordsTopic) -> (&str, &[DeleteRecordsPartition]) {
         (t.name.0.as_str(), &t.partitions[..])
@@ -32,6 +38,7 @@ pub async fn handle(shard: &Rc<Shard>, req: &Request) -> Result<ResponseFrame, F
         &body.topics,
         partitions,
         |p| (p.partition_index, Offset(p.offset)),
+        |name| refuse_topic(authz, AclOperation::Delete, name),
         |parts| ShardOp::DeleteRecords { parts },
     )
     .await;

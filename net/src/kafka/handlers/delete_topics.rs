@@ -15,6 +15,8 @@ use crate::broker::cluster::{change_metadata, CONTROLLER_REQUEST_TIMEOUT};
 use crate::broker::shard::{Shard, ShardOp};
 use crate::kafka::errors::code;
 use crate::kafka::frame::{decode_body, encode_response, FrameError, Request, ResponseFrame};
+use crate::security::authz::{Authz, AUTHORIZATION_FAILED};
+use crate::security::AclOperation;
 
 pub const SPEC: ApiSpec = ApiSpec {
     key: ApiKey::DeleteTopics,
@@ -64,7 +66,11 @@ async fn delete(shard: &Rc<Shard>, name: String) -> DeletableTopicResult {
     }
 }
 
-pub async fn handle(shard: &Rc<Shard>, req: &Request) -> Result<ResponseFrame, FrameError> {
+pub async fn handle(
+    shard: &Rc<Shard>,
+    authz: &Authz<'_>,
+    req: &Request,
+) -> Result<ResponseFrame, FrameError> {
     let body: DeleteTopicsRequest = decode_body(req)?;
     let mut names: Vec<(Option<String>, Uuid)> = body
         .topic_names
@@ -90,6 +96,17 @@ pub async fn handle(shard: &Rc<Shard>, req: &Request) -> Result<ResponseFrame, F
             );
             continue;
         };
+        // Kafka's check: DELETE on the topic.
+        if !authz.topic(AclOperation::Delete, &name) {
+            responses.push(
+                DeletableTopicResult::default()
+                    .with_name(Some(TopicName(StrBytes::from_string(name))))
+                    .with_topic_id(id)
+                    .with_error_code(code::TOPIC_AUTHORIZATION_FAILED.into())
+                    .with_error_message(Some(StrBytes::from_static_str(AUTHORIZATION_FAILED))),
+            );
+            continue;
+        }
         responses.push(delete(shard, name).await);
     }
     let resp = DeleteTopicsResponse::default().with_responses(responses);

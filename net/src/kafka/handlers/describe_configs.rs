@@ -19,6 +19,8 @@ use crate::broker::config_keys::{self, ConfigType, Described, Layers};
 use crate::broker::shard::Shard;
 use crate::kafka::errors::{code, ErrorCode};
 use crate::kafka::frame::{decode_body, encode_response, FrameError, Request, ResponseFrame};
+use crate::security::authz::{Authz, AUTHORIZATION_FAILED};
+use crate::security::AclOperation;
 
 pub const SPEC: ApiSpec = ApiSpec {
     key: ApiKey::DescribeConfigs,
@@ -28,6 +30,7 @@ pub const SPEC: ApiSpec = ApiSpec {
 
 pub const RESOURCE_TOPIC: i8 = 2;
 pub const RESOURCE_BROKER: i8 = 4;
+pub const RESOURCE_BROKER_LOGGER: i8 = 8;
 
 /// What the request asks to include besides names and values.
 #[derive(Clone, Copy)]
@@ -36,7 +39,33 @@ struct Include {
     documentation: bool,
 }
 
-pub fn handle(shard: &Rc<Shard>, req: &Request) -> Result<ResponseFrame, FrameError> {
+/// The authorizer's refusal of `op` (DESCRIBE_CONFIGS or ALTER_CONFIGS) on a config
+/// resource, as Kafka checks it: a topic's on the topic, a broker's (or the cluster
+/// default's, or a broker logger's) on the cluster, a group's on the group.
+pub(crate) fn config_refusal(
+    authz: &Authz<'_>,
+    op: AclOperation,
+    resource_type: i8,
+    name: &str,
+) -> Option<(ErrorCode, String)> {
+    let (allowed, error) = match resource_type {
+        RESOURCE_TOPIC => (authz.topic(op, name), code::TOPIC_AUTHORIZATION_FAILED),
+        RESOURCE_BROKER | RESOURCE_BROKER_LOGGER => {
+            (authz.cluster(op), code::CLUSTER_AUTHORIZATION_FAILED)
+        }
+        super::group_configs::RESOURCE_GROUP => {
+            (authz.group(op, name), code::GROUP_AUTHORIZATION_FAILED)
+        }
+        _ => (true, code::NONE),
+    };
+    (!allowed).then(|| (error, AUTHORIZATION_FAILED.to_string()))
+}
+
+pub fn handle(
+    shard: &Rc<Shard>,
+    authz: &Authz<'_>,
+    req: &Request,
+) -> Result<ResponseFrame, FrameError> {
     let body: DescribeConfigsRequest = decode_body(req)?;
     let include = Include {
         synonyms: body.include_synonyms,
@@ -49,6 +78,17 @@ pub fn handle(shard: &Rc<Shard>, req: &Request) -> Result<ResponseFrame, FrameEr
             let out = DescribeConfigsResult::default()
                 .with_resource_type(r.resource_type)
                 .with_resource_name(r.resource_name.clone());
+            let refusal = config_refusal(
+                authz,
+                AclOperation::DescribeConfigs,
+                r.resource_type,
+                &r.resource_name,
+            );
+            if let Some((error, message)) = refusal {
+                return out
+                    .with_error_code(error.into())
+                    .with_error_message(Some(StrBytes::from_string(message)));
+            }
             if r.resource_type == super::group_configs::RESOURCE_GROUP {
                 return out.with_configs(super::group_configs::describe(
                     shard,

@@ -8,7 +8,10 @@ use kafka_protocol::protocol::StrBytes;
 
 use super::ApiSpec;
 use crate::broker::shard::Shard;
+use crate::kafka::errors::code;
 use crate::kafka::frame::{decode_body, encode_response, FrameError, Request, ResponseFrame};
+use crate::security::authz::Authz;
+use crate::security::{AclOperation, ResourceType};
 
 pub const SPEC: ApiSpec = ApiSpec {
     key: ApiKey::DescribeGroups,
@@ -16,13 +19,26 @@ pub const SPEC: ApiSpec = ApiSpec {
     max: 5,
 };
 
-pub fn handle(shard: &Rc<Shard>, req: &Request) -> Result<ResponseFrame, FrameError> {
+pub fn handle(
+    shard: &Rc<Shard>,
+    authz: &Authz<'_>,
+    req: &Request,
+) -> Result<ResponseFrame, FrameError> {
     let body: DescribeGroupsRequest = decode_body(req)?;
     let groups = body
         .groups
         .iter()
         .map(|g| {
             let d = DescribedGroup::default().with_group_id(g.clone());
+            // Kafka's check: DESCRIBE on the group.
+            if !authz.group(AclOperation::Describe, g) {
+                return d.with_error_code(code::GROUP_AUTHORIZATION_FAILED.into());
+            }
+            let d = d.with_authorized_operations(authz.operations(
+                body.include_authorized_operations,
+                ResourceType::Group,
+                g,
+            ));
             match shard.groups.describe(&g.0) {
                 Err(e) => d.with_error_code(e.into()),
                 Ok(None) => d.with_group_state(StrBytes::from_static_str("Dead")),

@@ -15,6 +15,8 @@ use super::ApiSpec;
 use crate::broker::shard::{Shard, ShardOp, ShardReply};
 use crate::kafka::errors::code;
 use crate::kafka::frame::{decode_body, encode_response, FrameError, Request, ResponseFrame};
+use crate::security::authz::Authz;
+use crate::security::AclOperation;
 use crate::store::TopicPartition;
 
 pub const SPEC: ApiSpec = ApiSpec {
@@ -23,13 +25,24 @@ pub const SPEC: ApiSpec = ApiSpec {
     max: 0,
 };
 
-pub async fn handle(shard: &Rc<Shard>, req: &Request) -> Result<ResponseFrame, FrameError> {
+pub async fn handle(
+    shard: &Rc<Shard>,
+    authz: &Authz<'_>,
+    req: &Request,
+) -> Result<ResponseFrame, FrameError> {
     let body: DescribeProducersRequest = decode_body(req)?;
     let mut topics = Vec::with_capacity(body.topics.len());
     for t in &body.topics {
         let mut partitions = Vec::with_capacity(t.partition_indexes.len());
+        // Kafka's check: READ on the topic.
+        let refused = super::refuse_topic(authz, AclOperation::Read, &t.name);
         for p in &t.partition_indexes {
-            partitions.push(describe(shard, TopicPartition::new(t.name.0.as_str(), *p)).await);
+            partitions.push(match refused {
+                Some(e) => PartitionResponse::default()
+                    .with_partition_index(*p)
+                    .with_error_code(e.into()),
+                None => describe(shard, TopicPartition::new(t.name.0.as_str(), *p)).await,
+            });
         }
         topics.push(
             TopicResponse::default()

@@ -15,6 +15,8 @@ use super::ApiSpec;
 use crate::broker::shard::Shard;
 use crate::kafka::errors::{code, ErrorCode};
 use crate::kafka::frame::{decode_body, encode_response, FrameError, Request, ResponseFrame};
+use crate::security::authz::Authz;
+use crate::security::AclOperation;
 use crate::txn::state::TxnMeta;
 
 pub const SPEC: ApiSpec = ApiSpec {
@@ -23,7 +25,11 @@ pub const SPEC: ApiSpec = ApiSpec {
     max: 0,
 };
 
-pub fn handle(shard: &Rc<Shard>, req: &Request) -> Result<ResponseFrame, FrameError> {
+pub fn handle(
+    shard: &Rc<Shard>,
+    authz: &Authz<'_>,
+    req: &Request,
+) -> Result<ResponseFrame, FrameError> {
     let body: DescribeTransactionsRequest = decode_body(req)?;
     let states = body
         .transactional_ids
@@ -33,6 +39,10 @@ pub fn handle(shard: &Rc<Shard>, req: &Request) -> Result<ResponseFrame, FrameEr
                 .with_transactional_id(id.clone())
                 .with_producer_id(ProducerId(-1))
                 .with_producer_epoch(-1);
+            // Kafka's check: DESCRIBE on the transactional id.
+            if !authz.transactional_id(AclOperation::Describe, id) {
+                return out.with_error_code(code::TRANSACTIONAL_ID_AUTHORIZATION_FAILED.into());
+            }
             match describe(shard, id.as_str()) {
                 Ok(m) => described(out, &m),
                 Err(e) => out.with_error_code(e.into()),

@@ -13,6 +13,8 @@ use super::ApiSpec;
 use crate::broker::shard::Shard;
 use crate::kafka::errors::code;
 use crate::kafka::frame::{decode_body, encode_response, FrameError, Request, ResponseFrame};
+use crate::security::authz::{Authz, AUTHORIZATION_FAILED};
+use crate::security::AclOperation;
 
 pub const SPEC: ApiSpec = ApiSpec {
     key: ApiKey::DescribeUserScramCredentials,
@@ -20,8 +22,19 @@ pub const SPEC: ApiSpec = ApiSpec {
     max: 0,
 };
 
-pub fn handle(shard: &Shard, req: &Request) -> Result<ResponseFrame, FrameError> {
+pub fn handle(
+    shard: &Shard,
+    authz: &Authz<'_>,
+    req: &Request,
+) -> Result<ResponseFrame, FrameError> {
     let body: DescribeUserScramCredentialsRequest = decode_body(req)?;
+    // Kafka's check: DESCRIBE on the cluster.
+    if !authz.cluster(AclOperation::Describe) {
+        let resp = DescribeUserScramCredentialsResponse::default()
+            .with_error_code(code::CLUSTER_AUTHORIZATION_FAILED.into())
+            .with_error_message(Some(StrBytes::from_static_str(AUTHORIZATION_FAILED)));
+        return encode_response(req.header.correlation_id, req.version, &resp);
+    }
     let image = shard.cluster.image();
     let mut users: Vec<(String, Vec<CredentialInfo>)> = Vec::new();
     for (user, m, iterations) in image.scram_users() {

@@ -21,6 +21,8 @@ use crate::broker::cluster::{
 use crate::broker::shard::Shard;
 use crate::kafka::errors::{code, ErrorCode};
 use crate::kafka::frame::{decode_body, encode_response, FrameError, Request, ResponseFrame};
+use crate::security::authz::{Authz, AUTHORIZATION_FAILED};
+use crate::security::AclOperation;
 
 pub const SPEC: ApiSpec = ApiSpec {
     key: ApiKey::ElectLeaders,
@@ -86,7 +88,11 @@ fn answer(
     encode_response(req.header.correlation_id, req.version, &resp)
 }
 
-pub async fn handle(shard: &Rc<Shard>, req: &Request) -> Result<ResponseFrame, FrameError> {
+pub async fn handle(
+    shard: &Rc<Shard>,
+    authz: &Authz<'_>,
+    req: &Request,
+) -> Result<ResponseFrame, FrameError> {
     let body: ElectLeadersRequest = decode_body(req)?;
     let asked: Option<Vec<(String, Vec<i32>)>> = body.topic_partitions.as_ref().map(|ts| {
         ts.iter()
@@ -101,6 +107,14 @@ pub async fn handle(shard: &Rc<Shard>, req: &Request) -> Result<ResponseFrame, F
             .map(|(t, p)| (t, p, error, Some(message.to_string())))
             .collect::<Vec<_>>()
     };
+    // Kafka's check: ALTER on the cluster.
+    if !authz.cluster(AclOperation::Alter) {
+        return answer(
+            req,
+            code::CLUSTER_AUTHORIZATION_FAILED,
+            each_asked(code::CLUSTER_AUTHORIZATION_FAILED, AUTHORIZATION_FAILED),
+        );
+    }
     let election = match (req.version, body.election_type) {
         (0, _) | (_, 0) => ElectionType::Preferred,
         (_, 1) => ElectionType::Unclean,

@@ -11,6 +11,8 @@ use super::ApiSpec;
 use crate::broker::shard::Shard;
 use crate::kafka::errors::code;
 use crate::kafka::frame::{decode_body, encode_response, FrameError, Request, ResponseFrame};
+use crate::security::authz::Authz;
+use crate::security::AclOperation;
 
 pub const SPEC: ApiSpec = ApiSpec {
     key: ApiKey::EndTxn,
@@ -18,16 +20,25 @@ pub const SPEC: ApiSpec = ApiSpec {
     max: 5,
 };
 
-pub async fn handle(shard: &Rc<Shard>, req: &Request) -> Result<ResponseFrame, FrameError> {
+pub async fn handle(
+    shard: &Rc<Shard>,
+    authz: &Authz<'_>,
+    req: &Request,
+) -> Result<ResponseFrame, FrameError> {
     let body: EndTxnRequest = decode_body(req)?;
-    let ended = crate::txn::coordinator::end_txn(
-        shard,
-        body.transactional_id.as_str(),
-        (body.producer_id.0, body.producer_epoch),
-        body.committed,
-        req.version >= 5,
-    )
-    .await;
+    // Kafka's check: WRITE on the transactional id.
+    let ended = if authz.transactional_id(AclOperation::Write, &body.transactional_id) {
+        crate::txn::coordinator::end_txn(
+            shard,
+            body.transactional_id.as_str(),
+            (body.producer_id.0, body.producer_epoch),
+            body.committed,
+            req.version >= 5,
+        )
+        .await
+    } else {
+        Err(code::TRANSACTIONAL_ID_AUTHORIZATION_FAILED)
+    };
     let (error, (producer_id, epoch)) = match ended {
         Ok(producer) => (code::NONE, producer),
         // PRODUCER_FENCED came with v2; older clients know INVALID_PRODUCER_EPOCH.

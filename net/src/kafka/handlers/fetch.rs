@@ -13,13 +13,15 @@ use kafka_protocol::messages::fetch_response::{
 use kafka_protocol::messages::{ApiKey, FetchRequest, FetchResponse, TopicName};
 use kafka_protocol::protocol::StrBytes;
 
-use super::ApiSpec;
+use super::{refuse_topic, ApiSpec};
 use crate::broker::shard::{FetchPart, FetchPartResult, Reader, Shard, ShardOp, ShardReply};
 use crate::kafka::errors::{code, ErrorCode};
 use crate::kafka::frame::{
     decode_body, encode_response, encode_response_spliced, splice_marker, FrameError, Request,
     ResponseFrame,
 };
+use crate::security::authz::Authz;
+use crate::security::AclOperation;
 use crate::store::{AbortedTxn, BatchSlice};
 use crate::store::{LeaderEpoch, Offset, PartitionId, TopicPartition};
 
@@ -191,16 +193,21 @@ fn records_len(r: &PartOut) -> usize {
     r.0.records.as_ref().map(|b| b.len()).unwrap_or(0) + r.1.iter().map(|s| s.len()).sum::<usize>()
 }
 
-/// One read round across every shard; results in plan order.
+/// One read round across every shard; results in plan order. A part `refused` names an
+/// error for (the authorizer's) is answered with it and not read.
 async fn read_all(
     shard: &Rc<Shard>,
     parts: &[SessionPart],
+    refused: &[Option<ErrorCode>],
     bytes_max: usize,
     reader: Reader,
 ) -> Vec<PartOut> {
     shard.wait_not_moving(parts.iter().map(|p| &p.tp)).await;
     let mut per: Vec<Vec<(usize, FetchPart)>> = (0..shard.count).map(|_| Vec::new()).collect();
     for (i, p) in parts.iter().enumerate() {
+        if refused.get(i).copied().flatten().is_some() {
+            continue;
+        }
         let s = shard.owner_of(&p.tp);
         per[s].push((
             i,
@@ -222,6 +229,11 @@ async fn read_all(
         );
         parts.len()
     ];
+    for (o, e) in out.iter_mut().zip(refused) {
+        if let Some(e) = e {
+            o.0.error = *e;
+        }
+    }
     let local = std::mem::take(&mut per[shard.id]);
     // Other shards read in parallel while this one reads its own partitions.
     let remote: Vec<_> = per
@@ -318,7 +330,11 @@ async fn wait_any(shard: &Rc<Shard>, parts: &[SessionPart], wait: Duration, read
     .await
 }
 
-pub async fn handle(shard: &Rc<Shard>, req: &Request) -> Result<ResponseFrame, FrameError> {
+pub async fn handle(
+    shard: &Rc<Shard>,
+    authz: &Authz<'_>,
+    req: &Request,
+) -> Result<ResponseFrame, FrameError> {
     let body: FetchRequest = decode_body(req)?;
     let plan = match plan(shard, &body) {
         Ok(p) => p,
@@ -348,10 +364,33 @@ pub async fn handle(shard: &Rc<Shard>, req: &Request) -> Result<ResponseFrame, F
             read_committed: req.version >= 4 && body.isolation_level == 1,
         }
     };
-    let mut results = read_all(shard, &plan.parts, bytes_max, reader).await;
+    // Kafka's checks: a follower's fetch needs CLUSTER_ACTION on the cluster (every
+    // partition TOPIC_AUTHORIZATION_FAILED without it), a consumer's READ on each topic.
+    let follower_refused =
+        matches!(reader, Reader::Follower(_)) && !authz.cluster(AclOperation::ClusterAction);
+    let refused: Vec<Option<ErrorCode>> = plan
+        .parts
+        .iter()
+        .map(|p| {
+            if follower_refused {
+                Some(code::TOPIC_AUTHORIZATION_FAILED)
+            } else if matches!(reader, Reader::Follower(_)) {
+                None
+            } else {
+                refuse_topic(authz, AclOperation::Read, &p.tp.topic)
+            }
+        })
+        .collect();
+    let mut results = read_all(shard, &plan.parts, &refused, bytes_max, reader).await;
     loop {
         let total: usize = results.iter().map(records_len).sum();
-        let errors = results.iter().any(|r| r.0.error != code::NONE);
+        // A refused partition ends no wait (Kafka long-polls the others), unless every
+        // one is refused.
+        let errors = results
+            .iter()
+            .zip(&refused)
+            .any(|(r, x)| x.is_none() && r.0.error != code::NONE)
+            || refused.iter().all(Option::is_some);
         let now = Instant::now();
         if total >= min_bytes
             || errors
@@ -378,7 +417,7 @@ pub async fn handle(shard: &Rc<Shard>, req: &Request) -> Result<ResponseFrame, F
             })
             .collect();
         wait_any(shard, &seen, deadline - now, reader).await;
-        results = read_all(shard, &plan.parts, bytes_max, reader).await;
+        results = read_all(shard, &plan.parts, &refused, bytes_max, reader).await;
     }
     let preferred = preferred_replicas(shard, &body, &plan, reader, &mut results);
     respond(shard, req, plan, results, &preferred)

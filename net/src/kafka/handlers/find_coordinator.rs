@@ -16,7 +16,9 @@ use crate::broker::shard::Shard;
 use crate::groups::OFFSETS_TOPIC;
 use crate::kafka::errors::{code, ErrorCode};
 use crate::kafka::frame::{decode_body, encode_response, FrameError, Request, ResponseFrame};
+use crate::security::authz::Authz;
 use crate::security::session::Session;
+use crate::security::AclOperation;
 
 pub const SPEC: ApiSpec = ApiSpec {
     key: ApiKey::FindCoordinator,
@@ -70,16 +72,27 @@ fn coordinator(
 pub fn handle(
     shard: &Rc<Shard>,
     session: &Session,
+    authz: &Authz<'_>,
     req: &Request,
 ) -> Result<ResponseFrame, FrameError> {
     let body: FindCoordinatorRequest = decode_body(req)?;
+    // Kafka's checks: DESCRIBE on the group or the transactional id.
+    let coordinator = |key: &str| match body.key_type {
+        KEY_TYPE_GROUP if !authz.group(AclOperation::Describe, key) => {
+            Err(code::GROUP_AUTHORIZATION_FAILED)
+        }
+        KEY_TYPE_TRANSACTION if !authz.transactional_id(AclOperation::Describe, key) => {
+            Err(code::TRANSACTIONAL_ID_AUTHORIZATION_FAILED)
+        }
+        _ => coordinator(shard, session, key, body.key_type),
+    };
     let resp = if req.version >= 4 {
         let coordinators = body
             .coordinator_keys
             .iter()
             .map(|k| {
                 let c = Coordinator::default().with_key(k.clone());
-                match coordinator(shard, session, k, body.key_type) {
+                match coordinator(k) {
                     Ok((id, host, port)) => c
                         .with_node_id(BrokerId(id))
                         .with_host(StrBytes::from_string(host))
@@ -93,7 +106,7 @@ pub fn handle(
             .collect();
         FindCoordinatorResponse::default().with_coordinators(coordinators)
     } else {
-        match coordinator(shard, session, &body.key, body.key_type) {
+        match coordinator(&body.key) {
             Ok((id, host, port)) => FindCoordinatorResponse::default()
                 .with_node_id(BrokerId(id))
                 .with_host(StrBytes::from_string(host))

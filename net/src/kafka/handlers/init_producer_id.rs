@@ -11,6 +11,8 @@ use super::ApiSpec;
 use crate::broker::shard::Shard;
 use crate::kafka::errors::code;
 use crate::kafka::frame::{decode_body, encode_response, FrameError, Request, ResponseFrame};
+use crate::security::authz::Authz;
+use crate::security::{AclOperation, ResourceType};
 
 pub const SPEC: ApiSpec = ApiSpec {
     key: ApiKey::InitProducerId,
@@ -18,7 +20,11 @@ pub const SPEC: ApiSpec = ApiSpec {
     max: 4,
 };
 
-pub async fn handle(shard: &Rc<Shard>, req: &Request) -> Result<ResponseFrame, FrameError> {
+pub async fn handle(
+    shard: &Rc<Shard>,
+    authz: &Authz<'_>,
+    req: &Request,
+) -> Result<ResponseFrame, FrameError> {
     let body: InitProducerIdRequest = decode_body(req)?;
     let mut resp = InitProducerIdResponse::default()
         .with_producer_id(ProducerId(-1))
@@ -30,8 +36,11 @@ pub async fn handle(shard: &Rc<Shard>, req: &Request) -> Result<ResponseFrame, F
         } else {
             (-1, -1)
         };
+        // Kafka's check: WRITE on the transactional id.
         let init = if id.is_empty() {
             Err(code::INVALID_REQUEST)
+        } else if !authz.transactional_id(AclOperation::Write, id) {
+            Err(code::TRANSACTIONAL_ID_AUTHORIZATION_FAILED)
         } else {
             crate::txn::coordinator::init_producer_id(
                 shard,
@@ -51,6 +60,12 @@ pub async fn handle(shard: &Rc<Shard>, req: &Request) -> Result<ResponseFrame, F
             }
             Err(e) => resp.with_error_code(e.into()),
         };
+    } else if !authz.cluster(AclOperation::IdempotentWrite)
+        && !authz.any(AclOperation::Write, ResourceType::Topic)
+    {
+        // Kafka's check for an idempotent producer: IDEMPOTENT_WRITE on the cluster, or
+        // WRITE on some topic.
+        resp = resp.with_error_code(code::CLUSTER_AUTHORIZATION_FAILED.into());
     } else if body.producer_id.0 >= 0
         && body.producer_epoch >= 0
         && body.producer_epoch < i16::MAX - 1

@@ -13,6 +13,8 @@ use crate::broker::shard::Shard;
 use crate::groups::{persist, JoinReply, JoinRequest};
 use crate::kafka::errors::code;
 use crate::kafka::frame::{decode_body, encode_response, FrameError, Request, ResponseFrame};
+use crate::security::authz::Authz;
+use crate::security::AclOperation;
 
 pub const SPEC: ApiSpec = ApiSpec {
     key: ApiKey::JoinGroup,
@@ -25,8 +27,19 @@ pub fn client_host(req: &Request) -> String {
     req.peer_ip.map(|ip| format!("/{ip}")).unwrap_or_default()
 }
 
-pub async fn handle(shard: &Rc<Shard>, req: &Request) -> Result<ResponseFrame, FrameError> {
+pub async fn handle(
+    shard: &Rc<Shard>,
+    authz: &Authz<'_>,
+    req: &Request,
+) -> Result<ResponseFrame, FrameError> {
     let body: JoinGroupRequest = decode_body(req)?;
+    // Kafka's check: READ on the group.
+    if !authz.group(AclOperation::Read, &body.group_id) {
+        let resp = JoinGroupResponse::default()
+            .with_error_code(code::GROUP_AUTHORIZATION_FAILED.into())
+            .with_generation_id(-1);
+        return encode_response(req.header.correlation_id, req.version, &resp);
+    }
     let join = JoinRequest {
         group_id: body.group_id.0.to_string(),
         member_id: body.member_id.to_string(),

@@ -10,6 +10,8 @@ use super::ApiSpec;
 use crate::broker::shard::Shard;
 use crate::kafka::errors::code;
 use crate::kafka::frame::{decode_body, encode_response, FrameError, Request, ResponseFrame};
+use crate::security::authz::Authz;
+use crate::security::AclOperation;
 
 pub const SPEC: ApiSpec = ApiSpec {
     key: ApiKey::LeaveGroup,
@@ -17,8 +19,18 @@ pub const SPEC: ApiSpec = ApiSpec {
     max: 5,
 };
 
-pub fn handle(shard: &Rc<Shard>, req: &Request) -> Result<ResponseFrame, FrameError> {
+pub fn handle(
+    shard: &Rc<Shard>,
+    authz: &Authz<'_>,
+    req: &Request,
+) -> Result<ResponseFrame, FrameError> {
     let body: LeaveGroupRequest = decode_body(req)?;
+    // Kafka's check: READ on the group.
+    if !authz.group(AclOperation::Read, &body.group_id) {
+        let resp =
+            LeaveGroupResponse::default().with_error_code(code::GROUP_AUTHORIZATION_FAILED.into());
+        return encode_response(req.header.correlation_id, req.version, &resp);
+    }
     let resp = if req.version >= 3 {
         let members: Vec<(String, Option<String>)> = body
             .members

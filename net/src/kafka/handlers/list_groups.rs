@@ -10,6 +10,8 @@ use kafka_protocol::protocol::StrBytes;
 use super::ApiSpec;
 use crate::broker::shard::Shard;
 use crate::kafka::frame::{decode_body, encode_response, FrameError, Request, ResponseFrame};
+use crate::security::authz::Authz;
+use crate::security::AclOperation;
 
 pub const SPEC: ApiSpec = ApiSpec {
     key: ApiKey::ListGroups,
@@ -21,14 +23,22 @@ fn wanted(filter: &[StrBytes], value: &str) -> bool {
     filter.is_empty() || filter.iter().any(|s| s.eq_ignore_ascii_case(value))
 }
 
-pub fn handle(shard: &Rc<Shard>, req: &Request) -> Result<ResponseFrame, FrameError> {
+pub fn handle(
+    shard: &Rc<Shard>,
+    authz: &Authz<'_>,
+    req: &Request,
+) -> Result<ResponseFrame, FrameError> {
     let body: ListGroupsRequest = decode_body(req)?;
+    let all = authz.cluster(AclOperation::Describe);
     let groups = shard
         .groups
         .list()
         .into_iter()
         .filter(|g| wanted(&body.states_filter, g.state))
         .filter(|g| wanted(&body.types_filter, g.kind.name()))
+        // Kafka's check: DESCRIBE on the cluster lists every group, else those the
+        // client may DESCRIBE.
+        .filter(|g| all || authz.group(AclOperation::Describe, &g.id))
         .map(|g| {
             let out = ListedGroup::default()
                 .with_group_id(GroupId(StrBytes::from_string(g.id)))

@@ -10,9 +10,12 @@ use kafka_protocol::messages::list_offsets_response::{
 use kafka_protocol::messages::{ApiKey, ListOffsetsRequest, ListOffsetsResponse};
 
 use super::fan_out::{answer_topics, ask_owners};
-use super::ApiSpec;
+use super::{refuse_topic, ApiSpec};
 use crate::broker::shard::{ListedOffset, PartitionAnswer, Shard, ShardOp};
+use crate::kafka::errors::code;
 use crate::kafka::frame::{decode_body, encode_response, FrameError, Request, ResponseFrame};
+use crate::security::authz::Authz;
+use crate::security::AclOperation;
 use crate::store::{LeaderEpoch, TopicPartition};
 
 pub const SPEC: ApiSpec = ApiSpec {
@@ -21,7 +24,11 @@ pub const SPEC: ApiSpec = ApiSpec {
     max: 7,
 };
 
-pub async fn handle(shard: &Rc<Shard>, req: &Request) -> Result<ResponseFrame, FrameError> {
+pub async fn handle(
+    shard: &Rc<Shard>,
+    authz: &Authz<'_>,
+    req: &Request,
+) -> Result<ResponseFrame, FrameError> {
     let body: ListOffsetsRequest = decode_body(req)?;
     fn partitions(t: &ListOffsetsTopic) -> (&str, &[ListOffsetsPartition]) {
         (t.name.0.as_str(), &t.partitions[..])
@@ -31,6 +38,16 @@ pub async fn handle(shard: &Rc<Shard>, req: &Request) -> Result<ResponseFrame, F
         &body.topics,
         partitions,
         |p| (p.partition_index, p.timestamp),
+        |name| {
+            // A follower's (replica id ≥ 0, for an out-of-range offset) needs
+            // CLUSTER_ACTION, as its Fetch does; a client's DESCRIBE on the topic.
+            if body.replica_id.0 >= 0 {
+                (!authz.cluster(AclOperation::ClusterAction))
+                    .then_some(code::CLUSTER_AUTHORIZATION_FAILED)
+            } else {
+                refuse_topic(authz, AclOperation::Describe, name)
+            }
+        },
         |parts| ShardOp::ListOffsets {
             parts,
             read_committed: body.isolation_level == 1,

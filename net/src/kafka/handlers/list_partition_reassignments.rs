@@ -26,6 +26,8 @@ use crate::broker::cluster::{ask_controller, error_code, CONTROLLER_REQUEST_TIME
 use crate::broker::shard::Shard;
 use crate::kafka::errors::{code, ErrorCode};
 use crate::kafka::frame::{decode_body, encode_response, FrameError, Request, ResponseFrame};
+use crate::security::authz::Authz;
+use crate::security::AclOperation;
 
 pub const SPEC: ApiSpec = ApiSpec {
     key: ApiKey::ListPartitionReassignments,
@@ -75,8 +77,22 @@ fn answer(
     encode_response(req.header.correlation_id, req.version, &resp)
 }
 
-pub async fn handle(shard: &Rc<Shard>, req: &Request) -> Result<ResponseFrame, FrameError> {
+pub async fn handle(
+    shard: &Rc<Shard>,
+    authz: &Authz<'_>,
+    req: &Request,
+) -> Result<ResponseFrame, FrameError> {
     let body: ListPartitionReassignmentsRequest = decode_body(req)?;
+    // Kafka's check: DESCRIBE on the cluster.
+    if !authz.cluster(AclOperation::Describe) {
+        let message = "Cluster authorization failed.".to_owned();
+        return answer(
+            req,
+            code::CLUSTER_AUTHORIZATION_FAILED,
+            Some(message),
+            Vec::new(),
+        );
+    }
     let partitions: Option<Vec<(String, Vec<i32>)>> = body.topics.as_ref().map(|ts| {
         ts.iter()
             .map(|t| (t.name.0.to_string(), t.partition_indexes.clone()))

@@ -13,6 +13,8 @@ use kafka_protocol::protocol::StrBytes;
 use super::ApiSpec;
 use crate::broker::shard::Shard;
 use crate::kafka::frame::{decode_body, encode_response, FrameError, Request, ResponseFrame};
+use crate::security::authz::Authz;
+use crate::security::AclOperation;
 use crate::txn::state::TxnState;
 
 pub const SPEC: ApiSpec = ApiSpec {
@@ -32,7 +34,11 @@ const STATES: [TxnState; 8] = [
     TxnState::PrepareEpochFence,
 ];
 
-pub fn handle(shard: &Rc<Shard>, req: &Request) -> Result<ResponseFrame, FrameError> {
+pub fn handle(
+    shard: &Rc<Shard>,
+    authz: &Authz<'_>,
+    req: &Request,
+) -> Result<ResponseFrame, FrameError> {
     let body: ListTransactionsRequest = decode_body(req)?;
     let unknown: Vec<StrBytes> = body
         .state_filters
@@ -58,6 +64,8 @@ pub fn handle(shard: &Rc<Shard>, req: &Request) -> Result<ResponseFrame, FrameEr
                     .producer_id_filters
                     .contains(&ProducerId(m.producer_id))
         })
+        // Kafka's check: only the transactional ids the client may DESCRIBE.
+        .filter(|(id, _)| authz.transactional_id(AclOperation::Describe, id))
         // v1: open for at least this long (only open transactions qualify).
         .filter(|(_, m)| {
             body.duration_filter < 0

@@ -19,7 +19,9 @@ use crate::broker::cluster::{change_metadata, CONTROLLER_REQUEST_TIMEOUT};
 use crate::broker::shard::Shard;
 use crate::kafka::errors::{code, ErrorCode};
 use crate::kafka::frame::{decode_body, encode_response, FrameError, Request, ResponseFrame};
+use crate::security::authz::{Authz, OPERATIONS_NOT_ASKED};
 use crate::security::session::Session;
+use crate::security::{AclOperation, ResourceType, CLUSTER_RESOURCE_NAME};
 
 pub const SPEC: ApiSpec = ApiSpec {
     key: ApiKey::Metadata,
@@ -103,14 +105,27 @@ pub async fn auto_create(shard: &Shard, name: &str) -> Result<(), ErrorCode> {
     }
 }
 
-/// Looks a topic up, creating it with the broker defaults when allowed.
-async fn lookup_or_create(shard: &Shard, name: &str, allow_create: bool) -> MetadataResponseTopic {
+/// Looks a topic up, creating it with the broker defaults when allowed. As Kafka: a topic
+/// the client may not DESCRIBE is TOPIC_AUTHORIZATION_FAILED whether it exists or not,
+/// and auto-creation needs CREATE on the cluster or the topic.
+async fn lookup_or_create(
+    shard: &Shard,
+    authz: &Authz<'_>,
+    name: &str,
+    allow_create: bool,
+) -> MetadataResponseTopic {
+    if !authz.topic(AclOperation::Describe, name) {
+        return error_entry(name, code::TOPIC_AUTHORIZATION_FAILED);
+    }
     let image = shard.cluster.image();
     if let Some(t) = image.topic_by_name(name) {
         return topic_entry(&image, t);
     }
     if !allow_create || !shard.config.topic_defaults.auto_create {
         return error_entry(name, code::UNKNOWN_TOPIC_OR_PARTITION);
+    }
+    if !authz.cluster(AclOperation::Create) && !authz.topic(AclOperation::Create, name) {
+        return error_entry(name, code::TOPIC_AUTHORIZATION_FAILED);
     }
     match auto_create(shard, name).await {
         Ok(()) => {
@@ -179,6 +194,7 @@ pub fn controller_id(shard: &Shard) -> BrokerId {
 pub async fn handle(
     shard: &Rc<Shard>,
     session: &Session,
+    authz: &Authz<'_>,
     req: &Request,
 ) -> Result<ResponseFrame, FrameError> {
     let body: MetadataRequest = decode_body(req)?;
@@ -189,10 +205,16 @@ pub async fn handle(
             let mut out = Vec::with_capacity(list.len());
             for t in &list {
                 out.push(match &t.name {
-                    Some(name) => lookup_or_create(shard, name, allow_create).await,
+                    Some(name) => lookup_or_create(shard, authz, name, allow_create).await,
                     None => {
                         let image = shard.cluster.image();
                         match image.topic(sluice_control::TopicId(t.topic_id.as_u128())) {
+                            // Topic ids are not secret (Kafka answers them so).
+                            Some(found) if !authz.topic(AclOperation::Describe, &found.name) => {
+                                MetadataResponseTopic::default()
+                                    .with_error_code(code::TOPIC_AUTHORIZATION_FAILED.into())
+                                    .with_topic_id(t.topic_id)
+                            }
                             Some(found) => topic_entry(&image, found),
                             None => MetadataResponseTopic::default()
                                 .with_error_code(code::UNKNOWN_TOPIC_OR_PARTITION.into())
@@ -203,13 +225,37 @@ pub async fn handle(
             }
             out
         }
+        // Every topic: those the client may not DESCRIBE are left out.
         _ => {
             let image = shard.cluster.image();
-            image.topics().map(|t| topic_entry(&image, t)).collect()
+            image
+                .topics()
+                .filter(|t| authz.topic(AclOperation::Describe, &t.name))
+                .map(|t| topic_entry(&image, t))
+                .collect()
         }
     };
+    let topics = topics
+        .into_iter()
+        .map(|t| {
+            let ops = match &t.name {
+                Some(name) if t.error_code == 0 => authz.operations(
+                    body.include_topic_authorized_operations,
+                    ResourceType::Topic,
+                    name,
+                ),
+                _ => OPERATIONS_NOT_ASKED,
+            };
+            t.with_topic_authorized_operations(ops)
+        })
+        .collect::<Vec<_>>();
     let image = shard.cluster.image();
     let resp = MetadataResponse::default()
+        .with_cluster_authorized_operations(authz.operations(
+            body.include_cluster_authorized_operations,
+            ResourceType::Cluster,
+            CLUSTER_RESOURCE_NAME,
+        ))
         .with_brokers(brokers(shard, session, &image))
         .with_cluster_id(Some(StrBytes::from_string(shard.config.cluster_id.clone())))
         .with_controller_id(controller_id(shard))

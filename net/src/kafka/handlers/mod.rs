@@ -8,8 +8,11 @@ use std::rc::Rc;
 use kafka_protocol::messages::ApiKey;
 
 use crate::broker::shard::Shard;
+use crate::kafka::errors::{code, ErrorCode};
 use crate::kafka::frame::{FrameError, Request, ResponseFrame};
+use crate::security::authz::Authz;
 use crate::security::session::Session;
+use crate::security::AclOperation;
 
 pub(crate) mod add_offsets_to_txn;
 pub(crate) mod add_partitions_to_txn;
@@ -19,11 +22,14 @@ pub(crate) mod alter_user_scram_credentials;
 pub(crate) mod api_versions;
 pub(crate) mod consumer_group_describe;
 pub(crate) mod consumer_group_heartbeat;
+pub(crate) mod create_acls;
 pub(crate) mod create_partitions;
 pub(crate) mod create_topics;
+pub(crate) mod delete_acls;
 pub(crate) mod delete_groups;
 pub(crate) mod delete_records;
 pub(crate) mod delete_topics;
+pub(crate) mod describe_acls;
 pub(crate) mod describe_cluster;
 pub(crate) mod describe_configs;
 pub(crate) mod describe_groups;
@@ -115,7 +121,15 @@ pub const APIS: &[ApiSpec] = &[
     sasl_authenticate::SPEC,
     describe_user_scram_credentials::SPEC,
     alter_user_scram_credentials::SPEC,
+    describe_acls::SPEC,
+    create_acls::SPEC,
+    delete_acls::SPEC,
 ];
+
+/// The authorizer's answer for `op` on topic `name`: TOPIC_AUTHORIZATION_FAILED if denied.
+pub(crate) fn refuse_topic(authz: &Authz<'_>, op: AclOperation, name: &str) -> Option<ErrorCode> {
+    (!authz.topic(op, name)).then_some(code::TOPIC_AUTHORIZATION_FAILED)
+}
 
 pub(crate) fn spec(key: ApiKey) -> Option<&'static ApiSpec> {
     APIS.iter().find(|s| s.key == key)
@@ -152,54 +166,65 @@ pub(crate) async fn dispatch(
     tracing::debug!(api = ?req.api_key, version = req.version,
         client_id = req.header.client_id.as_deref().unwrap_or(""),
         principal = %session.principal(), protocol = session.protocol.name(), "request");
+    // The authorizer's view of this request: principal, address, this shard's ACLs.
+    let authz = Authz::new(
+        &shard.security.auth.authorizer,
+        || shard.cluster.image(),
+        session,
+    );
+    let a = &authz;
     match req.api_key {
         ApiKey::ApiVersions => api_versions::handle(&shard, &req).map(Some),
-        ApiKey::Metadata => metadata::handle(&shard, session, &req).await.map(Some),
-        ApiKey::Produce => produce::handle(&shard, &req).await,
-        ApiKey::Fetch => fetch::handle(&shard, &req).await.map(Some),
-        ApiKey::ListOffsets => list_offsets::handle(&shard, &req).await.map(Some),
-        ApiKey::CreateTopics => create_topics::handle(&shard, &req).await.map(Some),
-        ApiKey::DeleteTopics => delete_topics::handle(&shard, &req).await.map(Some),
-        ApiKey::InitProducerId => init_producer_id::handle(&shard, &req).await.map(Some),
-        ApiKey::DeleteRecords => delete_records::handle(&shard, &req).await.map(Some),
-        ApiKey::DescribeCluster => describe_cluster::handle(&shard, session, &req).map(Some),
-        ApiKey::OffsetForLeaderEpoch => offset_for_leader_epoch::handle(&shard, &req)
+        ApiKey::Metadata => metadata::handle(&shard, session, a, &req).await.map(Some),
+        ApiKey::Produce => produce::handle(&shard, a, &req).await,
+        ApiKey::Fetch => fetch::handle(&shard, a, &req).await.map(Some),
+        ApiKey::ListOffsets => list_offsets::handle(&shard, a, &req).await.map(Some),
+        ApiKey::CreateTopics => create_topics::handle(&shard, a, &req).await.map(Some),
+        ApiKey::DeleteTopics => delete_topics::handle(&shard, a, &req).await.map(Some),
+        ApiKey::InitProducerId => init_producer_id::handle(&shard, a, &req).await.map(Some),
+        ApiKey::DeleteRecords => delete_records::handle(&shard, a, &req).await.map(Some),
+        ApiKey::DescribeCluster => describe_cluster::handle(&shard, session, a, &req).map(Some),
+        ApiKey::OffsetForLeaderEpoch => offset_for_leader_epoch::handle(&shard, a, &req)
             .await
             .map(Some),
-        ApiKey::CreatePartitions => create_partitions::handle(&shard, &req).await.map(Some),
-        ApiKey::DescribeConfigs => describe_configs::handle(&shard, &req).map(Some),
-        ApiKey::AlterConfigs => alter_configs::handle(&shard, &req).await.map(Some),
-        ApiKey::IncrementalAlterConfigs => alter_configs::handle_incremental(&shard, &req)
+        ApiKey::CreatePartitions => create_partitions::handle(&shard, a, &req).await.map(Some),
+        ApiKey::DescribeConfigs => describe_configs::handle(&shard, a, &req).map(Some),
+        ApiKey::AlterConfigs => alter_configs::handle(&shard, a, &req).await.map(Some),
+        ApiKey::IncrementalAlterConfigs => alter_configs::handle_incremental(&shard, a, &req)
             .await
             .map(Some),
-        ApiKey::FindCoordinator => find_coordinator::handle(&shard, session, &req).map(Some),
-        ApiKey::JoinGroup => join_group::handle(&shard, &req).await.map(Some),
-        ApiKey::SyncGroup => sync_group::handle(&shard, &req).await.map(Some),
-        ApiKey::Heartbeat => heartbeat::handle(&shard, &req).map(Some),
-        ApiKey::LeaveGroup => leave_group::handle(&shard, &req).map(Some),
-        ApiKey::OffsetCommit => offset_commit::handle(&shard, &req).await.map(Some),
-        ApiKey::OffsetFetch => offset_fetch::handle(&shard, &req).map(Some),
-        ApiKey::DescribeGroups => describe_groups::handle(&shard, &req).map(Some),
-        ApiKey::ListGroups => list_groups::handle(&shard, &req).map(Some),
-        ApiKey::DeleteGroups => delete_groups::handle(&shard, &req).await.map(Some),
-        ApiKey::ElectLeaders => elect_leaders::handle(&shard, &req).await.map(Some),
-        ApiKey::AlterPartitionReassignments => alter_partition_reassignments::handle(&shard, &req)
+        ApiKey::FindCoordinator => find_coordinator::handle(&shard, session, a, &req).map(Some),
+        ApiKey::JoinGroup => join_group::handle(&shard, a, &req).await.map(Some),
+        ApiKey::SyncGroup => sync_group::handle(&shard, a, &req).await.map(Some),
+        ApiKey::Heartbeat => heartbeat::handle(&shard, a, &req).map(Some),
+        ApiKey::LeaveGroup => leave_group::handle(&shard, a, &req).map(Some),
+        ApiKey::OffsetCommit => offset_commit::handle(&shard, a, &req).await.map(Some),
+        ApiKey::OffsetFetch => offset_fetch::handle(&shard, a, &req).map(Some),
+        ApiKey::DescribeGroups => describe_groups::handle(&shard, a, &req).map(Some),
+        ApiKey::ListGroups => list_groups::handle(&shard, a, &req).map(Some),
+        ApiKey::DeleteGroups => delete_groups::handle(&shard, a, &req).await.map(Some),
+        ApiKey::ElectLeaders => elect_leaders::handle(&shard, a, &req).await.map(Some),
+        ApiKey::AlterPartitionReassignments => {
+            alter_partition_reassignments::handle(&shard, a, &req)
+                .await
+                .map(Some)
+        }
+        ApiKey::ListPartitionReassignments => list_partition_reassignments::handle(&shard, a, &req)
             .await
             .map(Some),
-        ApiKey::ListPartitionReassignments => list_partition_reassignments::handle(&shard, &req)
+        ApiKey::OffsetDelete => offset_delete::handle(&shard, a, &req).await.map(Some),
+        ApiKey::WriteTxnMarkers => write_txn_markers::handle(&shard, a, &req).await.map(Some),
+        ApiKey::AddPartitionsToTxn => add_partitions_to_txn::handle(&shard, a, &req)
             .await
             .map(Some),
-        ApiKey::OffsetDelete => offset_delete::handle(&shard, &req).await.map(Some),
-        ApiKey::WriteTxnMarkers => write_txn_markers::handle(&shard, &req).await.map(Some),
-        ApiKey::AddPartitionsToTxn => add_partitions_to_txn::handle(&shard, &req).await.map(Some),
-        ApiKey::EndTxn => end_txn::handle(&shard, &req).await.map(Some),
-        ApiKey::AddOffsetsToTxn => add_offsets_to_txn::handle(&shard, &req).await.map(Some),
-        ApiKey::TxnOffsetCommit => txn_offset_commit::handle(&shard, &req).await.map(Some),
-        ApiKey::DescribeTransactions => describe_transactions::handle(&shard, &req).map(Some),
-        ApiKey::DescribeProducers => describe_producers::handle(&shard, &req).await.map(Some),
-        ApiKey::ListTransactions => list_transactions::handle(&shard, &req).map(Some),
-        ApiKey::ConsumerGroupDescribe => consumer_group_describe::handle(&shard, &req).map(Some),
-        ApiKey::ConsumerGroupHeartbeat => consumer_group_heartbeat::handle(&shard, &req)
+        ApiKey::EndTxn => end_txn::handle(&shard, a, &req).await.map(Some),
+        ApiKey::AddOffsetsToTxn => add_offsets_to_txn::handle(&shard, a, &req).await.map(Some),
+        ApiKey::TxnOffsetCommit => txn_offset_commit::handle(&shard, a, &req).await.map(Some),
+        ApiKey::DescribeTransactions => describe_transactions::handle(&shard, a, &req).map(Some),
+        ApiKey::DescribeProducers => describe_producers::handle(&shard, a, &req).await.map(Some),
+        ApiKey::ListTransactions => list_transactions::handle(&shard, a, &req).map(Some),
+        ApiKey::ConsumerGroupDescribe => consumer_group_describe::handle(&shard, a, &req).map(Some),
+        ApiKey::ConsumerGroupHeartbeat => consumer_group_heartbeat::handle(&shard, a, &req)
             .await
             .map(Some),
         ApiKey::SaslHandshake => sasl_handshake::handle(&shard, session, &req).map(Some),
@@ -207,11 +232,14 @@ pub(crate) async fn dispatch(
             .await
             .map(Some),
         ApiKey::DescribeUserScramCredentials => {
-            describe_user_scram_credentials::handle(&shard, &req).map(Some)
+            describe_user_scram_credentials::handle(&shard, a, &req).map(Some)
         }
-        ApiKey::AlterUserScramCredentials => alter_user_scram_credentials::handle(&shard, &req)
+        ApiKey::AlterUserScramCredentials => alter_user_scram_credentials::handle(&shard, a, &req)
             .await
             .map(Some),
+        ApiKey::DescribeAcls => describe_acls::handle(&shard, a, &req).map(Some),
+        ApiKey::CreateAcls => create_acls::handle(&shard, a, &req).await.map(Some),
+        ApiKey::DeleteAcls => delete_acls::handle(&shard, a, &req).await.map(Some),
         other => Err(FrameError::Unsupported {
             api: other,
             version: req.version,

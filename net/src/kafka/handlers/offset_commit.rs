@@ -11,12 +11,14 @@ use kafka_protocol::messages::offset_commit_response::{
 };
 use kafka_protocol::messages::{ApiKey, OffsetCommitRequest, OffsetCommitResponse};
 
-use super::ApiSpec;
+use super::{refuse_topic, ApiSpec};
 use crate::broker::shard::Shard;
 use crate::groups::records::{self, CommitValue};
 use crate::groups::{now_ms, persist, OffsetsRecords};
 use crate::kafka::errors::{code, ErrorCode};
 use crate::kafka::frame::{decode_body, encode_response, FrameError, Request, ResponseFrame};
+use crate::security::authz::Authz;
+use crate::security::AclOperation;
 
 pub const SPEC: ApiSpec = ApiSpec {
     key: ApiKey::OffsetCommit,
@@ -24,17 +26,27 @@ pub const SPEC: ApiSpec = ApiSpec {
     max: 9,
 };
 
-pub async fn handle(shard: &Rc<Shard>, req: &Request) -> Result<ResponseFrame, FrameError> {
+pub async fn handle(
+    shard: &Rc<Shard>,
+    authz: &Authz<'_>,
+    req: &Request,
+) -> Result<ResponseFrame, FrameError> {
     let body: OffsetCommitRequest = decode_body(req)?;
     let group = body.group_id.0.to_string();
     let groups = &shard.groups;
-    let membership = groups.check_commit(
-        &group,
-        body.generation_id_or_member_epoch,
-        &body.member_id,
-        body.group_instance_id.as_deref(),
-        req.version,
-    );
+    // Kafka's checks: READ on the group (every partition refused without it), READ on
+    // each topic.
+    let membership = if authz.group(AclOperation::Read, &group) {
+        groups.check_commit(
+            &group,
+            body.generation_id_or_member_epoch,
+            &body.member_id,
+            body.group_instance_id.as_deref(),
+            req.version,
+        )
+    } else {
+        code::GROUP_AUTHORIZATION_FAILED
+    };
     let metadata_max = groups.config().offset_metadata_bytes_max;
     let now = now_ms();
     // Errors per partition, in request order; NONE for the ones being written.
@@ -43,10 +55,13 @@ pub async fn handle(shard: &Rc<Shard>, req: &Request) -> Result<ResponseFrame, F
     for t in &body.topics {
         let count = shard.catalog.partition_count(&t.name.0);
         let mut topic_errors = Vec::with_capacity(t.partitions.len());
+        let topic_refused = refuse_topic(authz, AclOperation::Read, &t.name);
         for p in &t.partitions {
             let metadata = p.committed_metadata.as_deref().unwrap_or("");
             let error = if membership != code::NONE {
                 membership
+            } else if let Some(refused) = topic_refused {
+                refused
             } else if !count.is_some_and(|n| (0..n).contains(&p.partition_index)) {
                 code::UNKNOWN_TOPIC_OR_PARTITION
             } else if metadata.len() > metadata_max {

@@ -18,6 +18,8 @@ use crate::groups::records::CommitValue;
 use crate::groups::Groups;
 use crate::kafka::errors::{code, ErrorCode};
 use crate::kafka::frame::{decode_body, encode_response, FrameError, Request, ResponseFrame};
+use crate::security::authz::Authz;
+use crate::security::AclOperation;
 
 pub const SPEC: ApiSpec = ApiSpec {
     key: ApiKey::OffsetFetch,
@@ -30,8 +32,22 @@ pub const SPEC: ApiSpec = ApiSpec {
 /// offset there and the client asked for stable offsets).
 type Fetched = Vec<(String, Vec<(i32, Option<CommitValue>, ErrorCode)>)>;
 
-pub fn handle(shard: &Rc<Shard>, req: &Request) -> Result<ResponseFrame, FrameError> {
+pub fn handle(
+    shard: &Rc<Shard>,
+    authz: &Authz<'_>,
+    req: &Request,
+) -> Result<ResponseFrame, FrameError> {
     let body: OffsetFetchRequest = decode_body(req)?;
+    // Kafka's checks: DESCRIBE on the group; DESCRIBE on each topic (a named topic is
+    // answered TOPIC_AUTHORIZATION_FAILED, one of "every topic" is left out).
+    let fetch = |group: &str, wanted: Option<Vec<(String, Vec<i32>)>>, stable: bool| {
+        if !authz.group(AclOperation::Describe, group) {
+            return Err(code::GROUP_AUTHORIZATION_FAILED);
+        }
+        let named = wanted.is_some();
+        let fetched = fetch(&shard.groups, group, wanted, stable)?;
+        Ok(authorized_topics(authz, fetched, named))
+    };
     let resp = if req.version >= 8 {
         let groups = body
             .groups
@@ -51,7 +67,7 @@ pub fn handle(shard: &Rc<Shard>, req: &Request) -> Result<ResponseFrame, FrameEr
                 if req.version >= 9 && member != crate::kafka::errors::code::NONE {
                     return out.with_error_code(member.into());
                 }
-                match fetch(&shard.groups, &g.group_id.0, wanted, body.require_stable) {
+                match fetch(&g.group_id.0, wanted, body.require_stable) {
                     Ok(f) => out.with_topics(topics(f)),
                     Err(e) => out.with_error_code(e.into()),
                 }
@@ -64,7 +80,7 @@ pub fn handle(shard: &Rc<Shard>, req: &Request) -> Result<ResponseFrame, FrameEr
                 .map(|t| (t.name.0.to_string(), t.partition_indexes.clone()))
                 .collect()
         });
-        match fetch(&shard.groups, &body.group_id.0, wanted, body.require_stable) {
+        match fetch(&body.group_id.0, wanted, body.require_stable) {
             Ok(f) => OffsetFetchResponse::default().with_topics(topics(f)),
             // v1 has no top-level error: each partition carries it.
             Err(e) if req.version < 2 => {
@@ -94,6 +110,26 @@ pub fn handle(shard: &Rc<Shard>, req: &Request) -> Result<ResponseFrame, FrameEr
         }
     };
     encode_response(req.header.correlation_id, req.version, &resp)
+}
+
+/// `fetched` as the client may see it: topics it may not DESCRIBE refused when `named`,
+/// left out otherwise.
+fn authorized_topics(authz: &Authz<'_>, fetched: Fetched, named: bool) -> Fetched {
+    fetched
+        .into_iter()
+        .filter_map(|(name, parts)| {
+            if authz.topic(AclOperation::Describe, &name) {
+                return Some((name, parts));
+            }
+            named.then(|| {
+                let refused = parts
+                    .into_iter()
+                    .map(|(p, _, _)| (p, None, code::TOPIC_AUTHORIZATION_FAILED))
+                    .collect();
+                (name, refused)
+            })
+        })
+        .collect()
 }
 
 fn fetch(

@@ -12,9 +12,12 @@ use kafka_protocol::messages::offset_for_leader_epoch_response::{
 use kafka_protocol::messages::{ApiKey, OffsetForLeaderEpochRequest, OffsetForLeaderEpochResponse};
 
 use super::fan_out::{answer_topics, ask_owners};
-use super::ApiSpec;
+use super::{refuse_topic, ApiSpec};
 use crate::broker::shard::{EpochEnd, PartitionAnswer, Shard, ShardOp};
+use crate::kafka::errors::code;
 use crate::kafka::frame::{decode_body, encode_response, FrameError, Request, ResponseFrame};
+use crate::security::authz::Authz;
+use crate::security::AclOperation;
 use crate::store::{LeaderEpoch, TopicPartition};
 
 pub const SPEC: ApiSpec = ApiSpec {
@@ -23,7 +26,11 @@ pub const SPEC: ApiSpec = ApiSpec {
     max: 4,
 };
 
-pub async fn handle(shard: &Rc<Shard>, req: &Request) -> Result<ResponseFrame, FrameError> {
+pub async fn handle(
+    shard: &Rc<Shard>,
+    authz: &Authz<'_>,
+    req: &Request,
+) -> Result<ResponseFrame, FrameError> {
     let body: OffsetForLeaderEpochRequest = decode_body(req)?;
     fn partitions(t: &OffsetForLeaderTopic) -> (&str, &[OffsetForLeaderPartition]) {
         (t.topic.0.as_str(), &t.partitions[..])
@@ -33,6 +40,15 @@ pub async fn handle(shard: &Rc<Shard>, req: &Request) -> Result<ResponseFrame, F
         &body.topics,
         partitions,
         |p| (p.partition, LeaderEpoch(p.leader_epoch)),
+        |name| {
+            // A follower's (replica id ≥ 0) needs CLUSTER_ACTION, a client's DESCRIBE.
+            if body.replica_id.0 >= 0 {
+                (!authz.cluster(AclOperation::ClusterAction))
+                    .then_some(code::CLUSTER_AUTHORIZATION_FAILED)
+            } else {
+                refuse_topic(authz, AclOperation::Describe, name)
+            }
+        },
         |parts| ShardOp::EpochEnds { parts },
     )
     .await;

@@ -26,6 +26,8 @@ use crate::broker::shard::{
 use crate::groups::OFFSETS_TOPIC;
 use crate::kafka::errors::code;
 use crate::kafka::frame::{decode_body, encode_response, FrameError, Request, ResponseFrame};
+use crate::security::authz::Authz;
+use crate::security::AclOperation;
 use crate::store::{PartitionId, TopicPartition};
 use crate::txn::verify::{produce_error, transactional_producer, verify, Ask, TxnCheck};
 
@@ -35,14 +37,33 @@ pub const SPEC: ApiSpec = ApiSpec {
     max: 12,
 };
 
-pub async fn handle(shard: &Rc<Shard>, req: &Request) -> Result<Option<ResponseFrame>, FrameError> {
+pub async fn handle(
+    shard: &Rc<Shard>,
+    authz: &Authz<'_>,
+    req: &Request,
+) -> Result<Option<ResponseFrame>, FrameError> {
     let body: ProduceRequest = decode_body(req)?;
     let acks = body.acks;
     let mut items = Vec::new();
+    // Kafka's checks: WRITE on the transactional id (every partition refused without
+    // it), WRITE on each topic.
+    let txn_refused = body
+        .transactional_id
+        .as_deref()
+        .is_some_and(|id| !authz.transactional_id(AclOperation::Write, id));
+    let mut refused = Vec::new();
     let mut shape = Vec::with_capacity(body.topic_data.len());
     for t in &body.topic_data {
         let mut parts = Vec::with_capacity(t.partition_data.len());
+        let why = if txn_refused {
+            Some(code::TRANSACTIONAL_ID_AUTHORIZATION_FAILED)
+        } else if !authz.topic(AclOperation::Write, &t.name) {
+            Some(code::TOPIC_AUTHORIZATION_FAILED)
+        } else {
+            None
+        };
         for p in &t.partition_data {
+            refused.push(why);
             parts.push(p.index);
             let tp = TopicPartition {
                 topic: t.name.0.to_string(),
@@ -52,24 +73,41 @@ pub async fn handle(shard: &Rc<Shard>, req: &Request) -> Result<Option<ResponseF
         }
         shape.push((t.name.clone(), parts));
     }
-    let mut results = if !(-1..=1).contains(&acks) {
-        vec![ProducePartResult::failed(code::INVALID_REQUIRED_ACKS); items.len()]
+    let mut results = vec![ProducePartResult::failed(code::UNKNOWN_SERVER_ERROR); items.len()];
+    if !(-1..=1).contains(&acks) {
+        results
+            .iter_mut()
+            .for_each(|r| r.error = code::INVALID_REQUIRED_ACKS);
     } else {
         shard.wait_not_moving(items.iter().map(|(tp, _)| tp)).await;
         let timeout_ms = body.timeout_ms.max(0) as u64;
-        match &body.transactional_id {
-            None => append_all(shard, req, items, acks, timeout_ms, None).await,
-            Some(id) => {
-                // Kept for the partitions that are verified before they are appended.
-                let kept = items.clone();
-                let check = Some(TxnCheck::default());
-                let mut results = append_all(shard, req, items, acks, timeout_ms, check).await;
-                let limits = (acks, timeout_ms);
-                verify_and_append(shard, req, id.as_str(), &kept, &mut results, limits).await;
-                results
+        let mut allowed = Vec::with_capacity(items.len());
+        let mut allowed_at = Vec::with_capacity(items.len());
+        for (i, item) in items.into_iter().enumerate() {
+            match refused[i] {
+                Some(why) => results[i] = ProducePartResult::failed(why),
+                None => {
+                    allowed_at.push(i);
+                    allowed.push(item);
+                }
             }
         }
-    };
+        let answers = match &body.transactional_id {
+            None => append_all(shard, req, allowed, acks, timeout_ms, None).await,
+            Some(id) => {
+                // Kept for the partitions that are verified before they are appended.
+                let kept = allowed.clone();
+                let check = Some(TxnCheck::default());
+                let mut answers = append_all(shard, req, allowed, acks, timeout_ms, check).await;
+                let limits = (acks, timeout_ms);
+                verify_and_append(shard, req, id.as_str(), &kept, &mut answers, limits).await;
+                answers
+            }
+        };
+        for (i, answer) in allowed_at.into_iter().zip(answers) {
+            results[i] = answer;
+        }
+    }
     if acks == 0 {
         return Ok(None);
     }

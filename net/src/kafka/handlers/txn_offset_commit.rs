@@ -21,6 +21,8 @@ use crate::groups::records::CommitValue;
 use crate::groups::OFFSETS_TOPIC;
 use crate::kafka::errors::{code, ErrorCode};
 use crate::kafka::frame::{decode_body, encode_response, FrameError, Request, ResponseFrame};
+use crate::security::authz::Authz;
+use crate::security::AclOperation;
 use crate::txn::verify::{verify, Ask};
 
 pub const SPEC: ApiSpec = ApiSpec {
@@ -29,12 +31,22 @@ pub const SPEC: ApiSpec = ApiSpec {
     max: 5,
 };
 
-pub async fn handle(shard: &Rc<Shard>, req: &Request) -> Result<ResponseFrame, FrameError> {
+pub async fn handle(
+    shard: &Rc<Shard>,
+    authz: &Authz<'_>,
+    req: &Request,
+) -> Result<ResponseFrame, FrameError> {
     let body: TxnOffsetCommitRequest = decode_body(req)?;
     let group = body.group_id.0.to_string();
     let groups = &shard.groups;
     let producer = (body.producer_id.0, body.producer_epoch);
-    let membership = if producer.0 < 0 || producer.1 < 0 {
+    // Kafka's checks: WRITE on the transactional id, READ on the group, READ on each
+    // topic.
+    let membership = if !authz.transactional_id(AclOperation::Write, &body.transactional_id) {
+        code::TRANSACTIONAL_ID_AUTHORIZATION_FAILED
+    } else if !authz.group(AclOperation::Read, &group) {
+        code::GROUP_AUTHORIZATION_FAILED
+    } else if producer.0 < 0 || producer.1 < 0 {
         code::INVALID_PRODUCER_ID_MAPPING
     } else if req.version >= 3 && body.generation_id >= 0 {
         // The member's generation (or, in a consumer-protocol group, its epoch).
@@ -54,6 +66,7 @@ pub async fn handle(shard: &Rc<Shard>, req: &Request) -> Result<ResponseFrame, F
     let mut items: Vec<(String, i32, CommitValue)> = Vec::new();
     for t in &body.topics {
         let count = shard.catalog.partition_count(&t.name.0);
+        let topic_refused = super::refuse_topic(authz, AclOperation::Read, &t.name);
         let topic_errors = t
             .partitions
             .iter()
@@ -61,6 +74,8 @@ pub async fn handle(shard: &Rc<Shard>, req: &Request) -> Result<ResponseFrame, F
                 let metadata = p.committed_metadata.as_deref().unwrap_or("");
                 if membership != code::NONE {
                     membership
+                } else if let Some(refused) = topic_refused {
+                    refused
                 } else if !count.is_some_and(|n| (0..n).contains(&p.partition_index)) {
                     code::UNKNOWN_TOPIC_OR_PARTITION
                 } else if metadata.len() > metadata_max {

@@ -16,8 +16,10 @@ use kafka_protocol::messages::{ApiKey, WriteTxnMarkersRequest, WriteTxnMarkersRe
 use super::fan_out::{answer_topics, ask_owners};
 use super::ApiSpec;
 use crate::broker::shard::{MarkerWritten, Shard, ShardOp};
-use crate::kafka::errors::code;
+use crate::kafka::errors::{code, ErrorCode};
 use crate::kafka::frame::{decode_body, encode_response, FrameError, Request, ResponseFrame};
+use crate::security::authz::Authz;
+use crate::security::AclOperation;
 use crate::store::{Marker, MarkerKind};
 
 /// Kafka 4.x serves version 1 only (KIP-896 removed 0).
@@ -27,11 +29,18 @@ pub const SPEC: ApiSpec = ApiSpec {
     max: 1,
 };
 
-pub async fn handle(shard: &Rc<Shard>, req: &Request) -> Result<ResponseFrame, FrameError> {
+pub async fn handle(
+    shard: &Rc<Shard>,
+    authz: &Authz<'_>,
+    req: &Request,
+) -> Result<ResponseFrame, FrameError> {
     let body: WriteTxnMarkersRequest = decode_body(req)?;
+    // Only brokers write markers: CLUSTER_ACTION on the cluster (Kafka's check).
+    let refusal =
+        (!authz.cluster(AclOperation::ClusterAction)).then_some(code::CLUSTER_AUTHORIZATION_FAILED);
     let mut markers = Vec::with_capacity(body.markers.len());
     for m in &body.markers {
-        markers.push(write_one(shard, m).await);
+        markers.push(write_one(shard, m, refusal).await);
     }
     let resp = WriteTxnMarkersResponse::default().with_markers(markers);
     encode_response(req.header.correlation_id, req.version, &resp)
@@ -51,8 +60,13 @@ fn marker_of(m: &WritableTxnMarker) -> Option<Marker> {
     })
 }
 
-/// Writes one marker into its partitions (each asked of its owning shard).
-async fn write_one(shard: &Rc<Shard>, m: &WritableTxnMarker) -> WritableTxnMarkerResult {
+/// Writes one marker into its partitions (each asked of its owning shard); with a
+/// `refusal` (the authorizer's) every partition is answered with it.
+async fn write_one(
+    shard: &Rc<Shard>,
+    m: &WritableTxnMarker,
+    refusal: Option<ErrorCode>,
+) -> WritableTxnMarkerResult {
     fn partitions(t: &WritableTxnMarkerTopic) -> (&str, &[i32]) {
         (t.name.0.as_str(), &t.partition_indexes[..])
     }
@@ -63,6 +77,7 @@ async fn write_one(shard: &Rc<Shard>, m: &WritableTxnMarker) -> WritableTxnMarke
                 &m.topics,
                 partitions,
                 |p| (*p, marker),
+                |_| refusal,
                 |parts| ShardOp::WriteMarkers { parts },
             )
             .await
