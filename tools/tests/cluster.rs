@@ -171,9 +171,11 @@ fn placement_by_rack_forwarding_not_leader_and_controller_failover() {
     let follower = part0.replicas[1] as usize;
     let leader_addr = c.node(part0.leader as usize).addr.clone();
     for addr in [&c.node(follower).addr, &leader_addr] {
-        c.wait("the partition's replicas list the topic", HANG_GUARD, || {
-            knows_topic(addr, "racked").then_some(())
-        });
+        c.wait(
+            "the partition's replicas list the topic",
+            HANG_GUARD,
+            || knows_topic(addr, "racked").then_some(()),
+        );
     }
     assert_eq!(
         list_offsets_error(&c.node(follower).addr, "racked", p0),

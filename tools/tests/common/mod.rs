@@ -5,6 +5,7 @@
 
 pub mod acks;
 pub mod cluster;
+pub mod nemesis;
 pub mod raw;
 pub mod revocations;
 pub mod tls;
