@@ -62,6 +62,7 @@ pub fn run(spec: &RunSpec) -> Report {
     let history = nemesis.history.clone();
     let workload = Workload::start(&nemesis.net.bootstrap(), w.clone(), history.clone());
     workload.wait_progress("writes before the first fault", PROGRESS_ACKS, HANG_GUARD);
+    nemesis.net.wait_wired(HANG_GUARD);
     nemesis.run_schedule(&spec.schedule, partitions, |kind| {
         workload.wait_progress(&format!("writes after {kind}"), PROGRESS_ACKS, HANG_GUARD);
     });

@@ -165,6 +165,38 @@ impl Net {
         self.links.heal_all();
     }
 
+    /// Waits (at most `guard`) until the proxies carry what they are for: followers'
+    /// fetches (Kafka, node to node), the quorum's traffic (controller, node to node) and
+    /// the clients' (Kafka, client to node), so no traffic bypasses the faults.
+    pub fn wait_wired(&self, guard: std::time::Duration) {
+        let wanted = [
+            (Plane::Kafka, true),
+            (Plane::Controller, true),
+            (Plane::Kafka, false),
+        ];
+        crate::common::wait_for_named(
+            || {
+                format!(
+                    "traffic through every kind of proxy; open: {:?}",
+                    self.links.connections()
+                )
+            },
+            guard,
+            &mut || {
+                let open = self.links.connections();
+                let has = |plane: Plane, node_to_node: bool| {
+                    open.iter().any(|(p, from, to)| {
+                        *p == plane
+                            && matches!(to, End::Node(_))
+                            && matches!(from, End::Node(f) if End::Node(*f) != *to) == node_to_node
+                            && (node_to_node || *from == End::Client)
+                    })
+                };
+                wanted.iter().all(|(p, n)| has(*p, *n)).then_some(())
+            },
+        );
+    }
+
     /// The ports of the controller proxies (for a test's failure message).
     pub fn controller_ports(&self) -> Vec<Vec<u16>> {
         self.controller
