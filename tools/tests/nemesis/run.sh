@@ -20,7 +20,7 @@ export SLUICE_TEST_LOG=${SLUICE_TEST_LOG:-error}
 echo "nemesis: $minutes min of faults, seed $seed, log $log"
 status=0
 cargo test -p sluice --test nemesis a_seeded_fault_schedule -- --nocapture >"$log" 2>&1 || status=$?
-grep -E '^nemesis seed|^figure: nemesis|^\|' "$log" || true
+grep -E '^nemesis seed|^nemesis: the history|^figure: nemesis|^\|' "$log" || true
 if [ "$status" -ne 0 ]; then
     echo "nemesis: FAILED (exit $status); the end of $log:"
     tail -n 40 "$log"

@@ -59,6 +59,8 @@ pub struct Report {
     pub unavailable: BTreeMap<&'static str, Duration>,
     /// Reads of messages whose delivery outcome was unknown (allowed).
     pub indeterminate_reads: u64,
+    /// The first messages an anomaly was about (partition, id), for [`around`].
+    pub suspects: Vec<(i32, MsgId)>,
 }
 
 impl Report {
@@ -67,6 +69,12 @@ impl Report {
         e.0 += 1;
         if e.1.len() < EXAMPLES_MAX {
             e.1.push(example());
+        }
+    }
+
+    fn suspect(&mut self, partition: i32, id: MsgId) {
+        if self.suspects.len() < EXAMPLES_MAX {
+            self.suspects.push((partition, id));
         }
     }
 
@@ -354,6 +362,62 @@ fn check_commits(r: &mut Report, events: &[Event], log: &Log) {
             }
         }
     }
+}
+
+/// The history around `id` in `partition`, as text: every fault; every event of that
+/// partition from 3 s before the first event about `id` to 3 s after the last; the final
+/// log within 10 offsets of each place `id` is in it (for a failure's report).
+pub fn around(events: &[Event], partition: i32, id: MsgId) -> String {
+    let about = |op: &Op| match op {
+        Op::Send { id: i, .. } | Op::Ack { id: i, .. } | Op::Fail { id: i, .. } => *i == id,
+        Op::Read { id: i, .. } | Op::Final { id: Some(i), .. } => *i == id,
+        _ => false,
+    };
+    let times: Vec<Duration> = events
+        .iter()
+        .filter(|e| about(&e.op))
+        .map(|e| e.at)
+        .collect();
+    let (Some(first), Some(last)) = (times.first(), times.last()) else {
+        return format!("nothing about id {id}\n");
+    };
+    let (from, to) = (
+        first.saturating_sub(Duration::from_secs(3)),
+        *last + Duration::from_secs(3),
+    );
+    let places: Vec<i64> = events
+        .iter()
+        .filter_map(|e| match &e.op {
+            Op::Final {
+                partition: p,
+                offset,
+                id: Some(i),
+            } if *p == partition && *i == id => Some(*offset),
+            _ => None,
+        })
+        .collect();
+    let mut out = String::new();
+    for e in events {
+        let keep = match &e.op {
+            Op::FaultStart { .. } | Op::FaultEnd { .. } | Op::ProducerFatal { .. } => true,
+            Op::Final {
+                partition: p,
+                offset,
+                ..
+            } => *p == partition && places.iter().any(|o| (offset - o).abs() <= 10),
+            Op::Send { partition: p, .. }
+            | Op::Ack { partition: p, .. }
+            | Op::Fail { partition: p, .. }
+            | Op::Read { partition: p, .. }
+            | Op::Commit { partition: p, .. } => *p == partition && e.at >= from && e.at <= to,
+            Op::Assigned { .. } | Op::Revoked { .. } => e.at >= from && e.at <= to,
+            _ => false,
+        };
+        if keep {
+            out.push_str(&format!("{:>10.3} {:?}\n", e.at.as_secs_f64(), e.op));
+        }
+    }
+    out
 }
 
 /// The longest gap between consecutive acknowledgements (any partition), per fault kind:

@@ -147,7 +147,7 @@ impl Nemesis {
     /// Records the start of fault `kind` on `what` (before it is applied, so the time it
     /// takes to apply counts as the fault's).
     fn begin(&self, kind: &'static str, what: String) {
-        eprintln!("nemesis: {kind}: {what}");
+        eprintln!("nemesis: at {:?}: {kind}: {what}", self.history.elapsed());
         self.history.record(Op::FaultStart { kind, what });
     }
 

@@ -71,6 +71,17 @@ pub fn run(spec: &RunSpec) -> Report {
     let events = history.events();
     assert_eq!(history.dropped(), 0, "the history overflowed");
     let report = checker::check(&events);
+    if let Some((partition, id)) = report.suspects.first() {
+        // The history around the first anomaly, for its report (bounded: one partition,
+        // a few seconds).
+        let path = std::path::PathBuf::from(env!("CARGO_TARGET_TMPDIR"))
+            .join(format!("nemesis-{}-around-{id}.txt", spec.schedule.seed));
+        let _ = std::fs::write(&path, checker::around(&events, *partition, *id));
+        eprintln!(
+            "nemesis: the history around id {id} of p{partition}: {}",
+            path.display()
+        );
+    }
     eprintln!(
         "figure: nemesis seed {} ran {:?}, {} events, {} bytes through the proxies",
         spec.schedule.seed,
