@@ -400,6 +400,7 @@ pub fn around(events: &[Event], partition: i32, id: MsgId) -> String {
     for e in events {
         let keep = match &e.op {
             Op::FaultStart { .. } | Op::FaultEnd { .. } | Op::ProducerFatal { .. } => true,
+            Op::ClientLog { .. } => e.at >= from && e.at <= to,
             Op::Final {
                 partition: p,
                 offset,

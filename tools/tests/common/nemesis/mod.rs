@@ -82,8 +82,12 @@ pub fn run(spec: &RunSpec) -> Report {
             path.display()
         );
     }
+    let client_log = events
+        .iter()
+        .filter(|e| matches!(e.op, history::Op::ClientLog { .. }))
+        .count();
     eprintln!(
-        "figure: nemesis seed {} ran {:?}, {} events, {} bytes through the proxies",
+        "figure: nemesis seed {} ran {:?}, {} events ({client_log} producer idempotence log lines), {} bytes through the proxies",
         spec.schedule.seed,
         history.elapsed(),
         events.len(),

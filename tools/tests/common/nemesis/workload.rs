@@ -153,6 +153,7 @@ impl ProducerLoop {
             history: self.history.clone(),
             acked: self.acked.clone(),
             fatal: Mutex::new(None),
+            logged: AtomicU64::new(0),
         };
         let producer: ThreadedProducer<HistoryContext> =
             producer_config(&self.bootstrap, &self.spec)
@@ -219,7 +220,10 @@ fn producer_config(bootstrap: &str, spec: &WorkloadSpec) -> ClientConfig {
         .set("retry.backoff.max.ms", "500")
         .set("reconnect.backoff.max.ms", "500")
         .set("topic.metadata.refresh.interval.ms", "1000")
-        .set("linger.ms", "5");
+        .set("linger.ms", "5")
+        // Idempotence events (epoch bumps, drains) go into the history.
+        .set("debug", "eos")
+        .set_log_level(rdkafka::config::RDKafkaLogLevel::Debug);
     cfg
 }
 
@@ -228,9 +232,33 @@ struct HistoryContext {
     history: Arc<History>,
     acked: Arc<AtomicU64>,
     fatal: Mutex<Option<String>>,
+    logged: AtomicU64,
 }
 
+/// Idempotence log lines kept per producer client.
+const CLIENT_LOG_LINES_MAX: u64 = 2_000;
+
 impl ClientContext for HistoryContext {
+    fn log(&self, _: rdkafka::config::RDKafkaLogLevel, fac: &str, line: &str) {
+        // Only what changes the producer's identity or resends messages.
+        let wanted = [
+            "DRAIN",
+            "IDEMPSTATE",
+            "PID",
+            "BUMP",
+            "OUTOFORDER",
+            "UNKPID",
+            "ERRSEQ",
+        ];
+        if wanted.iter().any(|w| fac.contains(w))
+            && self.logged.fetch_add(1, Ordering::Relaxed) < CLIENT_LOG_LINES_MAX
+        {
+            self.history.record(Op::ClientLog {
+                line: format!("{fac}: {line}"),
+            });
+        }
+    }
+
     fn error(&self, error: KafkaError, reason: &str) {
         if error.rdkafka_error_code() == Some(RDKafkaErrorCode::Fatal) {
             let mut fatal = self.fatal.lock().unwrap();
