@@ -327,6 +327,12 @@ fn checker_finds_a_duplicate_and_a_reordering() {
     // A copy after later messages is out of order as well.
     let r = check(&h);
     assert_eq!(r.count("duplicate"), 1, "{}", r.table());
+    // The report names it, and the history around it shows both copies.
+    assert_eq!(r.suspects, vec![(0, 1)]);
+    let around = common::nemesis::checker::around(&h, 0, 1);
+    for copy in ["offset: 1, id: Some(1)", "offset: 4, id: Some(1)"] {
+        assert!(around.contains(copy), "{copy} not in:\n{around}");
+    }
     assert_eq!(r.count("order"), 1, "{}", r.table());
     // Ids 1 and 2 swapped in the log (and in their acknowledgements' offsets).
     let h = edit(
