@@ -136,6 +136,7 @@ async fn drain_pending(shared: &Rc<LogShared>) -> Result<(), LogError> {
             let buf = chunk.buf.clone();
             let pos = chunk.file_pos;
             let task = glommio::spawn_local(async move {
+                crate::failpoints::hit(crate::failpoints::Site::SegmentWrite)?;
                 file.write_rc_at(buf, pos)
                     .await
                     .map_err(std::io::Error::from)
@@ -330,6 +331,8 @@ async fn sync_active(shared: &Rc<LogShared>) -> Result<(), LogError> {
         return Ok(());
     }
     if let Some(file) = file {
+        crate::failpoints::hit(crate::failpoints::Site::SegmentSync)
+            .map_err(|e| files::io_err(&path, e))?;
         file.fdatasync()
             .await
             .map_err(|e| files::glommio_io(&path, e))?;
@@ -359,6 +362,8 @@ async fn finalize_segment(shared: &Rc<LogShared>, base: Offset) -> Result<(), Lo
     };
     let path = dir.join(segment::log_name(base));
     if let Some(file) = &file {
+        crate::failpoints::hit(crate::failpoints::Site::SegmentSync)
+            .map_err(|e| files::io_err(&path, e))?;
         file.fdatasync()
             .await
             .map_err(|e| files::glommio_io(&path, e))?;

@@ -33,6 +33,7 @@ mod compact;
 pub mod config;
 mod epochs;
 pub mod error;
+pub mod failpoints;
 mod files;
 mod flusher;
 pub mod index;

@@ -50,13 +50,25 @@ impl Default for ClusterSpec {
 struct NodePorts {
     kafka: u16,
     admin: u16,
+    /// Its controller quorum listener (raft and broker RPCs).
+    controller: u16,
+}
+
+/// Where nodes reach each other when something stands in between (the nemesis's proxies):
+/// node `from` dials `controller[from - 1][to - 1]` for node `to`'s quorum listener, and node
+/// `to` advertises `advertised[to - 1]` as its Kafka address (clients and followers dial it).
+/// Each node still binds its own ports.
+#[derive(Debug, Clone)]
+pub struct Detours {
+    pub controller: Vec<Vec<u16>>,
+    pub advertised: Vec<u16>,
 }
 
 pub struct Cluster {
     pub root: PathBuf,
     pub spec: ClusterSpec,
-    quorum: String,
     ports: Vec<NodePorts>,
+    detours: Option<Detours>,
     nodes: Vec<Option<Broker>>,
 }
 
@@ -80,34 +92,74 @@ impl Cluster {
     /// Starts every node and returns as soon as each has printed its listening line
     /// (before any has registered, so clients can ask it while the cluster forms).
     pub fn launch(name: &str, spec: ClusterSpec) -> Cluster {
-        let root = PathBuf::from(env!("CARGO_TARGET_TMPDIR"))
-            .join(format!("cluster-{name}-{}", std::process::id()));
-        let _ = std::fs::remove_dir_all(&root);
-        let controllers = match spec.controllers {
-            0 => spec.nodes,
-            n => n.min(spec.nodes),
-        };
-        let quorum = (1..=controllers)
-            .map(|i| format!("{i}@127.0.0.1:{}", free_port()))
-            .collect::<Vec<_>>()
-            .join(",");
-        let ports = (0..spec.nodes)
-            .map(|_| NodePorts {
-                kafka: free_port(),
-                admin: free_port(),
-            })
-            .collect();
-        let mut c = Cluster {
-            root,
-            quorum,
-            ports,
-            nodes: (0..spec.nodes).map(|_| None).collect(),
-            spec,
-        };
+        let mut c = Cluster::prepare(name, spec);
         for id in c.ids() {
             c.start_node(id);
         }
         c
+    }
+
+    /// Chooses every node's ports and its directory, and starts nothing (so something can
+    /// be put between the nodes first: [`Cluster::set_detours`]).
+    pub fn prepare(name: &str, spec: ClusterSpec) -> Cluster {
+        let root = PathBuf::from(env!("CARGO_TARGET_TMPDIR"))
+            .join(format!("cluster-{name}-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&root);
+        let ports = (0..spec.nodes)
+            .map(|_| NodePorts {
+                kafka: free_port(),
+                admin: free_port(),
+                controller: free_port(),
+            })
+            .collect();
+        Cluster {
+            root,
+            ports,
+            detours: None,
+            nodes: (0..spec.nodes).map(|_| None).collect(),
+            spec,
+        }
+    }
+
+    /// Routes the nodes started from now on through `detours`.
+    pub fn set_detours(&mut self, detours: Detours) {
+        assert_eq!(detours.advertised.len(), self.spec.nodes);
+        assert_eq!(detours.controller.len(), self.spec.nodes);
+        self.detours = Some(detours);
+    }
+
+    /// The port node `id`'s Kafka listener binds.
+    pub fn kafka_port(&self, id: usize) -> u16 {
+        self.ports[id - 1].kafka
+    }
+
+    /// The port node `id`'s controller quorum listener binds.
+    pub fn controller_port(&self, id: usize) -> u16 {
+        self.ports[id - 1].controller
+    }
+
+    /// The process id of node `id`, while it runs.
+    pub fn pid(&self, id: usize) -> Option<u32> {
+        self.nodes[id - 1].as_ref()?.pid()
+    }
+
+    /// `--controller-quorum` as node `id` is told it: its own listener, and each peer where
+    /// the detours say `id` reaches it.
+    fn quorum_for(&self, id: usize) -> String {
+        let controllers = match self.spec.controllers {
+            0 => self.spec.nodes,
+            n => n.min(self.spec.nodes),
+        };
+        (1..=controllers)
+            .map(|peer| {
+                let port = match &self.detours {
+                    Some(d) if peer != id => d.controller[id - 1][peer - 1],
+                    _ => self.ports[peer - 1].controller,
+                };
+                format!("{peer}@127.0.0.1:{port}")
+            })
+            .collect::<Vec<_>>()
+            .join(",")
     }
 
     pub fn ids(&self) -> Vec<usize> {
@@ -132,7 +184,7 @@ impl Cluster {
         } else {
             "broker,controller"
         };
-        let args = [
+        let mut args = vec![
             "--roles".to_string(),
             roles.to_string(),
             "--config".to_string(),
@@ -140,7 +192,7 @@ impl Cluster {
             "--node-id".into(),
             id.to_string(),
             "--controller-quorum".into(),
-            self.quorum.clone(),
+            self.quorum_for(id),
             "--rack".into(),
             format!("r{id}"),
             "--broker-session-timeout-ms".into(),
@@ -148,6 +200,12 @@ impl Cluster {
             "--broker-heartbeat-interval-ms".into(),
             self.spec.heartbeat_interval_ms.to_string(),
         ];
+        if let Some(d) = &self.detours {
+            args.extend([
+                "--advertised".into(),
+                format!("127.0.0.1:{}", d.advertised[id - 1]),
+            ]);
+        }
         let args: Vec<&str> = args.iter().map(String::as_str).collect();
         let p = &self.ports[id - 1];
         self.nodes[id - 1] = Some(Broker::launch(

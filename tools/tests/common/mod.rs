@@ -6,6 +6,7 @@
 pub mod acks;
 pub mod cluster;
 pub mod load;
+pub mod nemesis;
 pub mod raw;
 pub mod revocations;
 pub mod tls;
