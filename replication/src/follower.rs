@@ -421,6 +421,17 @@ impl Fetchers {
         }
     }
 
+    /// Waits until no log operation of `tp` is in flight. After an `assign` without `tp`
+    /// nothing new starts on it, so once this returns its log may be closed or deleted
+    /// (a reassignment moved the partition off this broker).
+    pub async fn released(&self, tp: &TopicPartition) {
+        let lock = self.inner.borrow().locks.get(tp).cloned();
+        if let Some(lock) = lock {
+            // The semaphore is never closed; the permit is dropped at once.
+            let _ = lock.acquire_permit(1).await;
+        }
+    }
+
     /// At shutdown: every task ends (calls in flight are abandoned, log operations in
     /// flight finish); no append happens after this returns. Later `assign`s do nothing.
     pub async fn stop(&self) {

@@ -146,7 +146,10 @@ impl LeaderState {
     }
 
     /// The image changed within this leadership (same epoch): new ISR, replicas or
-    /// `min.insync.replicas`. A pending change the image now shows is done.
+    /// `min.insync.replicas`. A pending change the image now shows is done; members it
+    /// would add that are no longer replicas are dropped from it first (a reassignment
+    /// completed by this very change removed them), so the high watermark never waits
+    /// for a broker that is not a replica.
     pub fn update(
         &mut self,
         replicas: Vec<BrokerId>,
@@ -154,6 +157,9 @@ impl LeaderState {
         min_isr: usize,
         now_ms: u64,
     ) {
+        if let Some((pending, _)) = &mut self.pending {
+            pending.retain(|b| replicas.contains(b));
+        }
         if self
             .pending
             .as_ref()
@@ -312,6 +318,30 @@ mod tests {
 
     fn o(n: i64) -> Offset {
         Offset(n)
+    }
+
+    #[test]
+    fn a_pending_expansion_whose_members_a_reassignment_removed_is_done() {
+        // Replicas [1, 2, 3] during a reassignment to [1, 2]: the leader proposes 2 and 3
+        // back into the ISR; the controller applies it and completes the reassignment in
+        // the same change, so the image shows ISR [1, 2] without 3.
+        let mut l = LeaderState::new(
+            BrokerId(1),
+            LeaderEpoch(5),
+            ids(&[1, 2, 3]),
+            ids(&[1]),
+            1,
+            o(0),
+            0,
+        );
+        l.on_fetch(BrokerId(2), o(10), o(10), 1).unwrap();
+        l.on_fetch(BrokerId(3), o(10), o(10), 1).unwrap();
+        let change = l.isr_change(o(0), 1, 1_000).expect("an expansion");
+        l.mark_pending(change.isr, 1);
+        l.update(ids(&[1, 2]), ids(&[1, 2]), 1, 2);
+        l.on_fetch(BrokerId(2), o(20), o(20), 3).unwrap();
+        // Broker 3 is gone: the high watermark follows the ISR alone.
+        assert_eq!(l.high_watermark(o(20)), Some(o(20)));
     }
 
     fn ids(v: &[i32]) -> Vec<BrokerId> {

@@ -255,6 +255,18 @@ fn a_reassignment_waits_for_its_new_replica_survives_a_controller_failover_and_c
     );
     let table = sluice(&["cluster", "reassignments", "--bootstrap", &c.addr(3)]);
     assert!(table.contains("held") && table.contains("2,4,1"), "{table}");
+    let json = sluice(&[
+        "cluster",
+        "reassignments",
+        "--topic",
+        "held",
+        "--json",
+        "--bootstrap",
+        &c.addr(3),
+    ]);
+    let v: serde_json::Value = serde_json::from_str(&json).expect("JSON");
+    assert_eq!(v[0]["adding"], serde_json::json!([4]), "{json}");
+    assert_eq!(v[0]["removing"], serde_json::json!([1]), "{json}");
     wait_partition(&c, 1, "held", "replicas 2, 4, 1 in metadata", |p| {
         p.replicas == [2, 4, 1] && p.leader == 1
     });

@@ -309,11 +309,14 @@ pub async fn reconcile(shard: &Rc<Shard>) -> bool {
         r.hw.reset(r.hw.get());
         tracing::info!(partition = %r.tp, "no longer a replica here");
     }
-    if let Some(f) = shard.replicas.fetchers() {
+    let fetchers = shard.replicas.fetchers();
+    if let Some(f) = &fetchers {
         f.assign(followed(shard, &image));
     }
     // Only once nothing follows them: a reassignment that removed this broker.
-    shard.delete_removed_replicas(&image).await;
+    shard
+        .delete_removed_replicas(&image, fetchers.as_deref())
+        .await;
     true
 }
 

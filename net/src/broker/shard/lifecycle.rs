@@ -70,8 +70,14 @@ impl Shard {
 
     /// Deletes this shard's logs of partitions whose replicas in `image` no longer include
     /// this broker (a reassignment removed it: Kafka's StopReplica with deletion). Topics
-    /// the image lacks are left to topic deletion. The caller has stopped following them.
-    pub(crate) async fn delete_removed_replicas(&self, image: &MetadataImage) {
+    /// the image lacks are left to topic deletion. The caller has stopped following them
+    /// (`fetchers` no longer has them); a follower operation still in flight on one
+    /// finishes before its log is closed.
+    pub(crate) async fn delete_removed_replicas(
+        &self,
+        image: &MetadataImage,
+        fetchers: Option<&sluice_replication::Fetchers>,
+    ) {
         let me = BrokerId(self.config.node_id);
         for tp in self.logs.partitions() {
             let removed = image
@@ -84,8 +90,13 @@ impl Shard {
             if !removed {
                 continue;
             }
-            // Appends already admitted finish first (the FIFO append turn, as a move).
-            let _turn = self.append_order.acquire_permit(1).await;
+            if let Some(f) = fetchers {
+                f.released(&tp).await;
+            }
+            // One log creation or deletion at a time (a request may be creating it).
+            // Not the append turn: a produce holding it while it waits must not hold up
+            // the replication loop that calls this.
+            let _turn = self.create_order.acquire_permit(1).await;
             match self.logs.delete(&tp).await {
                 Ok(()) => {
                     self.traffic.borrow_mut().remove(&tp);
