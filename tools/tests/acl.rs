@@ -4,7 +4,9 @@
 //! Allow and deny per API family (produce, consume with a group, create and delete
 //! topics, describe configs), DENY over ALLOW, prefixed patterns, a super user, Metadata
 //! hiding topics a client may not describe, ACLs surviving a restart and replicated to
-//! every node of a 3-node cluster, and bad input to the ACL APIs answered with errors.
+//! every node of a 3-node cluster, brokers replicating with only a CLUSTER_ACTION ACL,
+//! transactions needing WRITE on their transactional id, and bad input to the ACL APIs
+//! answered with errors.
 
 mod common;
 
@@ -25,7 +27,7 @@ use rdkafka::client::DefaultClientContext;
 use rdkafka::config::ClientConfig;
 use rdkafka::consumer::{BaseConsumer, Consumer};
 use rdkafka::error::RDKafkaErrorCode;
-use rdkafka::producer::{FutureProducer, FutureRecord};
+use rdkafka::producer::{BaseProducer, BaseRecord, FutureProducer, FutureRecord, Producer};
 use rdkafka::Message;
 
 const INVALID_REQUEST: i16 = 42;
@@ -681,4 +683,59 @@ fn brokers_replicate_with_only_a_cluster_action_acl() {
     for _ in 0..3 {
         assert_eq!(produce(&erin, "narrow"), Ok(()));
     }
+}
+
+#[test]
+fn transactions_need_write_on_the_transactional_id() {
+    let n = start(&format!(
+        "{AUTHORIZER}[transactions]\nstate_log_partitions = 2\n"
+    ));
+    let plain = n.broker.addr.clone();
+    add_user(&plain, &n.dir, "alice");
+    common::create_topic_at(&plain, "ledger", 1, 1, &[]);
+    acl(
+        &plain,
+        &[
+            "add",
+            "--allow-principal",
+            "User:alice",
+            "--operation",
+            "WRITE",
+            "--topic",
+            "ledger",
+        ],
+    );
+    let txn = || {
+        let mut c = client(&n.sasl_addr(), "alice");
+        c.set("transactional.id", "tx-ledger");
+        let p: BaseProducer = c.create().expect("producer");
+        p
+    };
+    let refused = txn()
+        .init_transactions(Duration::from_secs(30))
+        .unwrap_err();
+    assert_eq!(
+        refused.rdkafka_error_code(),
+        Some(RDKafkaErrorCode::TransactionalIdAuthorizationFailed),
+        "{refused}"
+    );
+    acl(
+        &plain,
+        &[
+            "add",
+            "--allow-principal",
+            "User:alice",
+            "--operation",
+            "WRITE",
+            "--transactional-id",
+            "tx-ledger",
+        ],
+    );
+    let p = txn();
+    p.init_transactions(HANG_GUARD).expect("init_transactions");
+    p.begin_transaction().expect("begin");
+    p.send(BaseRecord::<(), str>::to("ledger").payload("entry"))
+        .map_err(|(e, _)| e)
+        .expect("send");
+    p.commit_transaction(HANG_GUARD).expect("commit");
 }
