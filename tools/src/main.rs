@@ -11,6 +11,7 @@ mod cluster;
 mod config;
 mod group;
 mod placement;
+mod sasl_login;
 mod topic;
 mod tune;
 mod txn;

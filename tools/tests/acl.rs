@@ -62,9 +62,15 @@ fn auth_toml(port: u16, auth: &str) -> String {
 }
 
 fn start(auth: &str) -> Node {
+    start_prepared(auth, |_, _| {})
+}
+
+/// Like `start`, with `before(dir, data_dir)` run before the broker starts.
+fn start_prepared(auth: &str, before: impl FnOnce(&Path, &Path)) -> Node {
     let tmp = common::tempdir("acl");
     let dir = tmp.path().to_path_buf();
     let data = dir.join("data");
+    before(&dir, &data);
     let sasl_port = common::free_port();
     let config = dir.join("sluice.toml");
     std::fs::write(&config, auth_toml(sasl_port, auth)).unwrap();
@@ -738,4 +744,92 @@ fn transactions_need_write_on_the_transactional_id() {
         .map_err(|(e, _)| e)
         .expect("send");
     p.commit_transaction(HANG_GUARD).expect("commit");
+}
+
+#[test]
+fn a_super_user_manages_users_and_acls_over_sasl() {
+    // `admin` exists before the first start; User:ANONYMOUS is nobody special.
+    let n = start_prepared(
+        "authorizer = true\nsuper_users = [\"User:admin\"]\n",
+        |dir, data| {
+            let f = dir.join("admin.password");
+            std::fs::write(&f, "admin-secret\n").unwrap();
+            let (ok, out, err) = common::sluice_output(&[
+                "user",
+                "add",
+                "--data-dir",
+                data.to_str().unwrap(),
+                "--user",
+                "admin",
+                "--password-file",
+                f.to_str().unwrap(),
+            ]);
+            assert!(ok, "{out}\n{err}");
+        },
+    );
+    let sasl = n.sasl_addr();
+    let admin_pw = n.dir.join("admin.password");
+    let as_admin = |args: &[&str]| {
+        let mut all = args.to_vec();
+        all.extend_from_slice(&[
+            "--sasl-user",
+            "admin",
+            "--sasl-password-file",
+            admin_pw.to_str().unwrap(),
+        ]);
+        sluice_at(&sasl, &all)
+    };
+    // The bootstrap credential is stored once the broker has registered.
+    common::wait_for("admin's credential stored", HANG_GUARD, &mut || {
+        as_admin(&["acl", "list"]).0.then_some(())
+    });
+    let alice_pw = n.dir.join("alice.password");
+    std::fs::write(&alice_pw, "alice-secret\n").unwrap();
+    let (ok, out, err) = as_admin(&[
+        "user",
+        "add",
+        "--user",
+        "alice",
+        "--password-file",
+        alice_pw.to_str().unwrap(),
+    ]);
+    assert!(ok, "{out}\n{err}");
+    let (ok, out, err) = as_admin(&[
+        "acl",
+        "add",
+        "--allow-principal",
+        "User:alice",
+        "--operation",
+        "WRITE",
+        "--topic",
+        "audit",
+    ]);
+    assert!(ok, "{out}\n{err}");
+    assert_eq!(create_topic(&client(&sasl, "admin"), "audit"), Ok(()));
+    assert_eq!(produce(&client(&sasl, "alice"), "audit"), Ok(()));
+    // A wrong password, and a user who is no super user, are refused.
+    let (ok, _, err) = sluice_at(
+        &sasl,
+        &[
+            "acl",
+            "list",
+            "--sasl-user",
+            "admin",
+            "--sasl-password-file",
+            alice_pw.to_str().unwrap(),
+        ],
+    );
+    assert!(!ok && err.contains("SASL login failed"), "{err}");
+    let (ok, _, err) = sluice_at(
+        &sasl,
+        &[
+            "acl",
+            "list",
+            "--sasl-user",
+            "alice",
+            "--sasl-password-file",
+            alice_pw.to_str().unwrap(),
+        ],
+    );
+    assert!(!ok && err.contains("ClusterAuthorizationFailed"), "{err}");
 }
