@@ -96,6 +96,13 @@ fn sluice_at(addr: &str, args: &[&str]) -> (bool, String, String) {
     common::sluice_output(&all)
 }
 
+/// `sluice acl add --allow-principal PRINCIPAL --operation OP RESOURCE…` at `addr`.
+fn allow(addr: &str, principal: &str, op: &str, resource: &[&str]) {
+    let mut args = vec!["add", "--allow-principal", principal, "--operation", op];
+    args.extend_from_slice(resource);
+    acl(addr, &args);
+}
+
 /// `sluice acl ARGS` against the PLAINTEXT listener at `addr`; panics on failure.
 fn acl(addr: &str, args: &[&str]) -> String {
     let mut all = vec!["acl"];
@@ -235,49 +242,16 @@ fn produce_and_consume_need_their_acls() {
         produce(&alice, "orders"),
         Err(RDKafkaErrorCode::TopicAuthorizationFailed)
     );
-    acl(
-        &plain,
-        &[
-            "add",
-            "--allow-principal",
-            "User:alice",
-            "--operation",
-            "WRITE",
-            "--topic",
-            "orders",
-        ],
-    );
+    allow(&plain, "User:alice", "WRITE", &["--topic", "orders"]);
     assert_eq!(produce(&alice, "orders"), Ok(()));
 
     // Reading needs READ on the topic and on the group.
-    acl(
-        &plain,
-        &[
-            "add",
-            "--allow-principal",
-            "User:alice",
-            "--operation",
-            "READ",
-            "--topic",
-            "orders",
-        ],
-    );
+    allow(&plain, "User:alice", "READ", &["--topic", "orders"]);
     assert_eq!(
         consume(&alice, "orders", "billing"),
         Err(RDKafkaErrorCode::GroupAuthorizationFailed)
     );
-    acl(
-        &plain,
-        &[
-            "add",
-            "--allow-principal",
-            "User:alice",
-            "--operation",
-            "READ",
-            "--group",
-            "billing",
-        ],
-    );
+    allow(&plain, "User:alice", "READ", &["--group", "billing"]);
     assert_eq!(consume(&alice, "orders", "billing"), Ok("v".to_string()));
 
     let listed = acl(&plain, &["list", "--principal", "User:alice"]);
@@ -297,19 +271,11 @@ fn deny_wins_prefixes_match_and_super_users_pass() {
     for t in ["payments", "payouts", "other"] {
         common::create_topic_at(&plain, t, 1, 1, &[]);
     }
-    acl(
+    allow(
         &plain,
-        &[
-            "add",
-            "--allow-principal",
-            "User:alice",
-            "--operation",
-            "ALL",
-            "--topic",
-            "pay",
-            "--resource-pattern-type",
-            "prefixed",
-        ],
+        "User:alice",
+        "ALL",
+        &["--topic", "pay", "--resource-pattern-type", "prefixed"],
     );
     acl(
         &plain,
@@ -358,19 +324,11 @@ fn topic_admin_and_configs_need_create_delete_and_describe_configs() {
         create_topic(&ops, "team-a"),
         Err(RDKafkaErrorCode::TopicAuthorizationFailed)
     );
-    acl(
+    allow(
         &plain,
-        &[
-            "add",
-            "--allow-principal",
-            "User:ops",
-            "--operation",
-            "CREATE",
-            "--topic",
-            "team-",
-            "--resource-pattern-type",
-            "prefixed",
-        ],
+        "User:ops",
+        "CREATE",
+        &["--topic", "team-", "--resource-pattern-type", "prefixed"],
     );
     assert_eq!(create_topic(&ops, "team-a"), Ok(()));
     assert_eq!(
@@ -379,35 +337,13 @@ fn topic_admin_and_configs_need_create_delete_and_describe_configs() {
     );
     assert_eq!(described_configs(&ops, "team-a"), 0);
     // ALTER_CONFIGS implies DESCRIBE_CONFIGS.
-    acl(
-        &plain,
-        &[
-            "add",
-            "--allow-principal",
-            "User:ops",
-            "--operation",
-            "ALTER_CONFIGS",
-            "--topic",
-            "team-a",
-        ],
-    );
+    allow(&plain, "User:ops", "ALTER_CONFIGS", &["--topic", "team-a"]);
     assert!(described_configs(&ops, "team-a") > 5);
     assert_eq!(
         delete_topic(&ops, "team-a"),
         Err(RDKafkaErrorCode::TopicAuthorizationFailed)
     );
-    acl(
-        &plain,
-        &[
-            "add",
-            "--allow-principal",
-            "User:ops",
-            "--operation",
-            "DELETE",
-            "--topic",
-            "team-a",
-        ],
-    );
+    allow(&plain, "User:ops", "DELETE", &["--topic", "team-a"]);
     assert_eq!(delete_topic(&ops, "team-a"), Ok(()));
 }
 
@@ -422,18 +358,7 @@ fn metadata_lists_only_topics_the_client_may_describe() {
     let carol = client(&n.sasl_addr(), "carol");
     assert!(listed_topics(&carol).is_empty());
     // READ implies DESCRIBE.
-    acl(
-        &plain,
-        &[
-            "add",
-            "--allow-principal",
-            "User:carol",
-            "--operation",
-            "READ",
-            "--topic",
-            "visible",
-        ],
-    );
+    allow(&plain, "User:carol", "READ", &["--topic", "visible"]);
     assert_eq!(listed_topics(&carol), vec!["visible".to_string()]);
     // The PLAINTEXT listener's super user sees both.
     let mut anon = ClientConfig::new();
@@ -448,18 +373,7 @@ fn acls_survive_a_restart() {
     let plain = n.broker.addr.clone();
     add_user(&plain, &n.dir, "dave");
     common::create_topic_at(&plain, "logs", 1, 1, &[]);
-    acl(
-        &plain,
-        &[
-            "add",
-            "--allow-principal",
-            "User:dave",
-            "--operation",
-            "WRITE",
-            "--topic",
-            "logs",
-        ],
-    );
+    allow(&plain, "User:dave", "WRITE", &["--topic", "logs"]);
     n.broker.stop();
     n.broker = launch(&n.data, &n.config);
     let listed = acl(&n.broker.addr, &["list"]);
@@ -607,18 +521,7 @@ fn acls_are_replicated_to_every_node_of_a_cluster() {
     add_user(&c.addr(1), tmp.path(), "erin");
     // Replicated over the brokers' own fetches (User:ANONYMOUS, a super user here).
     common::create_topic_at(&c.addr(1), "shared", 1, 3, &[]);
-    acl(
-        &c.addr(1),
-        &[
-            "add",
-            "--allow-principal",
-            "User:erin",
-            "--operation",
-            "WRITE",
-            "--topic",
-            "shared",
-        ],
-    );
+    allow(&c.addr(1), "User:erin", "WRITE", &["--topic", "shared"]);
     for id in c.ids() {
         let listed = c.wait(&format!("node {id} lists erin's ACL"), HANG_GUARD, || {
             let out = acl(&c.addr(id), &["list", "--topic", "shared"]);
@@ -662,18 +565,7 @@ fn brokers_replicate_with_only_a_cluster_action_acl() {
             "--cluster",
         ],
     );
-    acl(
-        &c.addr(1),
-        &[
-            "add",
-            "--allow-principal",
-            "User:erin",
-            "--operation",
-            "WRITE",
-            "--topic",
-            "narrow",
-        ],
-    );
+    allow(&c.addr(1), "User:erin", "WRITE", &["--topic", "narrow"]);
     // Each node again, one at a time, without User:ANONYMOUS among its super users.
     let narrow = "authorizer = true\nsuper_users = [\"User:admin\"]\n";
     c.spec.node_toml = sasl_ports.iter().map(|p| auth_toml(*p, narrow)).collect();
@@ -699,18 +591,7 @@ fn transactions_need_write_on_the_transactional_id() {
     let plain = n.broker.addr.clone();
     add_user(&plain, &n.dir, "alice");
     common::create_topic_at(&plain, "ledger", 1, 1, &[]);
-    acl(
-        &plain,
-        &[
-            "add",
-            "--allow-principal",
-            "User:alice",
-            "--operation",
-            "WRITE",
-            "--topic",
-            "ledger",
-        ],
-    );
+    allow(&plain, "User:alice", "WRITE", &["--topic", "ledger"]);
     let txn = || {
         let mut c = client(&n.sasl_addr(), "alice");
         c.set("transactional.id", "tx-ledger");
@@ -725,17 +606,11 @@ fn transactions_need_write_on_the_transactional_id() {
         Some(RDKafkaErrorCode::TransactionalIdAuthorizationFailed),
         "{refused}"
     );
-    acl(
+    allow(
         &plain,
-        &[
-            "add",
-            "--allow-principal",
-            "User:alice",
-            "--operation",
-            "WRITE",
-            "--transactional-id",
-            "tx-ledger",
-        ],
+        "User:alice",
+        "WRITE",
+        &["--transactional-id", "tx-ledger"],
     );
     let p = txn();
     p.init_transactions(HANG_GUARD).expect("init_transactions");
