@@ -1,7 +1,8 @@
 #!/bin/bash
 # The authorizer's cost (docs/security.md): one broker with it off (A), one with it on
 # and ALLOW ACLs for the bench's principal (B), `sluice bench compare` A B A B in one run.
-# SLUICE: the binary (default target/debug/sluice); DIR: scratch space, removed after.
+# SLUICE: the binary (default target/debug/sluice); DIR: scratch space, removed after;
+# ROUNDS: rounds per comparison (default 2).
 set -e
 B=${SLUICE:-target/debug/sluice}
 d=${DIR:-target/tmp/authorizer-cost}
@@ -24,12 +25,12 @@ PB=$!
 sleep 5
 $B acl list --bootstrap 127.0.0.1:19502
 echo "== produce 1 KiB"
-$B bench compare produce --bootstrap 127.0.0.1:19501,127.0.0.1:19502 --rounds 2 --cores 1 --no-pin \
+$B bench compare produce --bootstrap 127.0.0.1:19501,127.0.0.1:19502 --rounds ${ROUNDS:-2} --cores 1 --no-pin \
    --topic aclb1 --partitions 4 --message-size 1024 --messages 100000
 echo "== produce 100 B in 1 KiB batches (request-bound)"
-$B bench compare produce --bootstrap 127.0.0.1:19501,127.0.0.1:19502 --rounds 2 --cores 1 --no-pin \
+$B bench compare produce --bootstrap 127.0.0.1:19501,127.0.0.1:19502 --rounds ${ROUNDS:-2} --cores 1 --no-pin \
    --topic aclb2 --partitions 4 --message-size 100 --batch-bytes 1024 --request-bytes 4096 --messages 100000
 echo "== consume"
-$B bench compare consume --bootstrap 127.0.0.1:19501,127.0.0.1:19502 --rounds 2 --cores 1 --no-pin --topic aclb1
+$B bench compare consume --bootstrap 127.0.0.1:19501,127.0.0.1:19502 --rounds ${ROUNDS:-2} --cores 1 --no-pin --topic aclb1
 kill $A $PB; wait
 rm -rf $d

@@ -354,10 +354,11 @@ struct AclEntry {
 #[derive(Debug, Clone, Default)]
 pub struct Acls {
     bindings: BTreeSet<AclBinding>,
-    /// LITERAL bindings by type and name (`*` included as a name).
-    literal: HashMap<(ResourceType, String), Vec<AclEntry>>,
+    /// LITERAL bindings by type and name (`*` included as a name); looked up by `&str`, so
+    /// a decision allocates nothing.
+    literal: HashMap<ResourceType, HashMap<String, Vec<AclEntry>>>,
     /// PREFIXED bindings by type and prefix.
-    prefixed: HashMap<(ResourceType, String), Vec<AclEntry>>,
+    prefixed: HashMap<ResourceType, HashMap<String, Vec<AclEntry>>>,
     /// Longest prefix of each type, so a look-up tries no longer one.
     prefix_bytes_max: HashMap<ResourceType, usize>,
 }
@@ -393,15 +394,19 @@ impl Acls {
         if self.bindings.contains(&b) {
             return false;
         }
-        let key = (b.resource_type, b.resource_name.clone());
-        match b.pattern {
+        let map = match b.pattern {
             PatternType::Prefixed => {
                 let longest = self.prefix_bytes_max.entry(b.resource_type).or_default();
                 *longest = (*longest).max(b.resource_name.len());
-                self.prefixed.entry(key).or_default().push(b.entry());
+                &mut self.prefixed
             }
-            _ => self.literal.entry(key).or_default().push(b.entry()),
-        }
+            _ => &mut self.literal,
+        };
+        map.entry(b.resource_type)
+            .or_default()
+            .entry(b.resource_name.clone())
+            .or_default()
+            .push(b.entry());
         self.bindings.insert(b);
         true
     }
@@ -411,16 +416,17 @@ impl Acls {
         if !self.bindings.remove(b) {
             return false;
         }
-        let key = (b.resource_type, b.resource_name.clone());
         let map = match b.pattern {
             PatternType::Prefixed => &mut self.prefixed,
             _ => &mut self.literal,
         };
-        if let Some(v) = map.get_mut(&key) {
-            let e = b.entry();
-            v.retain(|x| *x != e);
-            if v.is_empty() {
-                map.remove(&key);
+        if let Some(names) = map.get_mut(&b.resource_type) {
+            if let Some(v) = names.get_mut(&b.resource_name) {
+                let e = b.entry();
+                v.retain(|x| *x != e);
+                if v.is_empty() {
+                    names.remove(&b.resource_name);
+                }
             }
         }
         true
@@ -428,25 +434,23 @@ impl Acls {
 
     /// Every entry that applies to the resource `(kind, name)`: its LITERAL name, the
     /// LITERAL `*`, and every PREFIXED pattern it starts with.
-    fn entries<'a>(&'a self, kind: ResourceType, name: &str) -> Vec<&'a AclEntry> {
-        let mut out = Vec::new();
-        let mut add_literal = |n: &str| {
-            if let Some(v) = self.literal.get(&(kind, n.to_owned())) {
-                out.extend(v.iter());
-            }
-        };
-        add_literal(name);
-        if name != WILDCARD {
-            add_literal(WILDCARD);
-        }
-        if let Some(&longest) = self.prefix_bytes_max.get(&kind) {
-            for end in (1..=name.len().min(longest)).filter(|i| name.is_char_boundary(*i)) {
-                if let Some(v) = self.prefixed.get(&(kind, name[..end].to_owned())) {
-                    out.extend(v.iter());
-                }
-            }
-        }
-        out
+    fn entries<'a>(
+        &'a self,
+        kind: ResourceType,
+        name: &'a str,
+    ) -> impl Iterator<Item = &'a AclEntry> + 'a {
+        let literal = self.literal.get(&kind);
+        let lookup = move |n: &str| literal.and_then(|m| m.get(n)).into_iter().flatten();
+        let wildcard = (name != WILDCARD).then_some(WILDCARD);
+        let prefixed = self.prefixed.get(&kind);
+        let longest = self.prefix_bytes_max.get(&kind).copied().unwrap_or(0);
+        let prefixes = (1..=name.len().min(longest))
+            .filter(move |i| name.is_char_boundary(*i))
+            .filter_map(move |end| prefixed.and_then(|m| m.get(&name[..end])))
+            .flatten();
+        lookup(name)
+            .chain(wildcard.into_iter().flat_map(lookup))
+            .chain(prefixes)
     }
 }
 
@@ -482,17 +486,13 @@ pub fn authorize(
     if !cfg.enabled || cfg.super_users.iter().any(|s| s == who.principal) {
         return true;
     }
-    let entries = acls.entries(kind, name);
-    if entries.is_empty() {
-        return cfg.allow_everyone_if_no_acl_found;
-    }
-    let wildcard_principal = who.principal.split_once(':').map(|(t, _)| format!("{t}:*"));
-    let applies = |e: &AclEntry| {
-        (e.principal == who.principal || Some(&e.principal) == wildcard_principal.as_ref())
-            && (e.host == WILDCARD || Some(e.host.as_str()) == who.host)
-    };
+    let mut any = false;
     let mut allowed = false;
-    for e in entries.iter().filter(|e| applies(e)) {
+    for e in acls.entries(kind, name) {
+        any = true;
+        if !(principal_matches(&e.principal, who.principal) && host_matches(&e.host, who.host)) {
+            continue;
+        }
         match e.permission {
             AclPermission::Deny if e.operation == op || e.operation == AclOperation::All => {
                 return false;
@@ -501,7 +501,24 @@ pub fn authorize(
             _ => {}
         }
     }
-    allowed
+    allowed || (!any && cfg.allow_everyone_if_no_acl_found)
+}
+
+/// Whether an ACL's principal (`User:alice`, or `User:*` for every principal of the type)
+/// names `who`.
+fn principal_matches(acl: &str, who: &str) -> bool {
+    if acl == who {
+        return true;
+    }
+    match (acl.strip_suffix('*'), who.split_once(':')) {
+        (Some(type_and_colon), Some((kind, _))) => type_and_colon.strip_suffix(':') == Some(kind),
+        _ => false,
+    }
+}
+
+/// Whether an ACL's host (`*` or an address) names the client's.
+fn host_matches(acl: &str, who: Option<&str>) -> bool {
+    acl == WILDCARD || Some(acl) == who
 }
 
 /// Kafka's `authorizeByResourceType` (an idempotent producer without IDEMPOTENT_WRITE may
@@ -518,10 +535,8 @@ pub fn authorize_any(
     if !cfg.enabled || cfg.super_users.iter().any(|s| s == who.principal) {
         return true;
     }
-    let wildcard_principal = who.principal.split_once(':').map(|(t, _)| format!("{t}:*"));
     let applies = |b: &AclBinding| {
-        (b.principal == who.principal || Some(&b.principal) == wildcard_principal.as_ref())
-            && (b.host == WILDCARD || Some(b.host.as_str()) == who.host)
+        principal_matches(&b.principal, who.principal) && host_matches(&b.host, who.host)
     };
     let mut any_of_kind = false;
     let mut allowed = false;
@@ -703,6 +718,17 @@ mod tests {
         assert!(!authorize(&acls, &cfg, from2, Op::Read, Group, "g"));
         let bits = authorized_operations(&acls, &cfg, a, Topic, "payx");
         assert_eq!(bits, (1 << Op::Read.id()) | (1 << Op::Describe.id()));
+    }
+
+    #[test]
+    fn wildcard_principals_match_their_type_only() {
+        assert!(principal_matches("User:*", "User:alice"));
+        assert!(principal_matches("User:alice", "User:alice"));
+        assert!(!principal_matches("User:*", "Group:ops"));
+        assert!(!principal_matches("User:ali*", "User:alice"));
+        assert!(!principal_matches("User:bob", "User:alice"));
+        assert!(host_matches("*", None) && host_matches("10.0.0.1", Some("10.0.0.1")));
+        assert!(!host_matches("10.0.0.1", None));
     }
 
     #[test]

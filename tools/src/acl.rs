@@ -3,9 +3,9 @@
 //! `--allow-principal` / `--deny-principal`, `--host`, `--operation`, one of `--topic`,
 //! `--group`, `--cluster`, `--transactional-id`, and `--resource-pattern-type`.
 //!
-//! It speaks to the broker's PLAINTEXT listener, so the broker sees `User:ANONYMOUS`
-//! from this host: that principal needs ALTER (add, remove) or DESCRIBE (list) on the
-//! cluster, as a super user or through an ACL (docs/security.md).
+//! On a PLAINTEXT listener the broker sees `User:ANONYMOUS` from this host; with
+//! `--sasl-user` (a SASL listener) that user. The principal needs ALTER (add, remove) or
+//! DESCRIBE (list) on the cluster, as a super user or through an ACL (docs/security.md).
 
 use anyhow::{anyhow, bail, Result};
 use clap::{Args, Subcommand};
@@ -17,7 +17,7 @@ use sluice_net::security::{
     AclOperation, AclPermission, PatternType, ResourceType, CLUSTER_RESOURCE_NAME,
 };
 
-use crate::bench::wire::{error_name, AdminConn};
+use crate::bench::wire::error_name;
 
 #[derive(Debug, Args)]
 pub struct AclArgs {
@@ -29,6 +29,8 @@ pub struct AclArgs {
         value_name = "HOST:PORT"
     )]
     pub bootstrap: String,
+    #[command(flatten)]
+    pub sasl: crate::sasl_login::SaslArgs,
     #[command(subcommand)]
     pub command: AclCommand,
 }
@@ -93,7 +95,7 @@ pub enum AclCommand {
 }
 
 pub fn main(args: AclArgs) -> Result<()> {
-    let mut conn = AdminConn::connect(&args.bootstrap)?;
+    let mut conn = args.sasl.connect(&args.bootstrap)?;
     match args.command {
         AclCommand::Add {
             allow_principal,

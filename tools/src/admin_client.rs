@@ -1,7 +1,9 @@
 //! The CLI's client of a broker's admin endpoint (`sluice cluster`, `sluice cluster
 //! placement`, `sluice partition move`): one blocking HTTP/1.1 request per call, with no
 //! body (the endpoint refuses bodies), the connect and every read and write bounded by a
-//! timeout, the answer by a size.
+//! timeout, the answer by a size. With `SLUICE_ADMIN_TOKEN_FILE` set, every request carries
+//! the token in that file (`Authorization: Bearer`), which a broker with
+//! `[auth] admin_token_file` requires of state-changing requests.
 
 use std::io::{Read, Write};
 use std::net::{TcpStream, ToSocketAddrs};
@@ -14,6 +16,24 @@ use serde_json::Value;
 const CONNECT_WAIT: Duration = Duration::from_secs(10);
 /// Largest admin answer read.
 const ANSWER_BYTES_MAX: u64 = 64 << 20;
+/// Longest admin token file read.
+const TOKEN_FILE_BYTES_MAX: u64 = 4096;
+
+/// The `Authorization` header line for the token in `SLUICE_ADMIN_TOKEN_FILE`, if set.
+fn authorization() -> Result<String> {
+    let Some(path) = std::env::var_os("SLUICE_ADMIN_TOKEN_FILE") else {
+        return Ok(String::new());
+    };
+    let path = std::path::PathBuf::from(path);
+    let what = || format!("SLUICE_ADMIN_TOKEN_FILE {}", path.display());
+    let mut text = String::new();
+    std::fs::File::open(&path)
+        .with_context(what)?
+        .take(TOKEN_FILE_BYTES_MAX)
+        .read_to_string(&mut text)
+        .with_context(what)?;
+    Ok(format!("Authorization: Bearer {}\r\n", text.trim()))
+}
 
 /// `method path` on the admin endpoint `admin` (HOST:PORT), waiting at most `wait` for
 /// the answer: the body of a 200 answer; otherwise an error with the broker's message
@@ -28,9 +48,10 @@ pub fn call(admin: &str, method: &str, path: &str, wait: Duration) -> Result<Str
         .with_context(|| format!("connecting to the admin endpoint {admin}"))?;
     s.set_read_timeout(Some(wait))?;
     s.set_write_timeout(Some(CONNECT_WAIT))?;
+    let auth = authorization()?;
     write!(
         s,
-        "{method} {path} HTTP/1.1\r\nHost: {admin}\r\nContent-Length: 0\r\nConnection: close\r\n\r\n"
+        "{method} {path} HTTP/1.1\r\nHost: {admin}\r\n{auth}Content-Length: 0\r\nConnection: close\r\n\r\n"
     )?;
     let mut raw = Vec::new();
     s.take(ANSWER_BYTES_MAX)

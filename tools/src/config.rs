@@ -64,6 +64,8 @@ pub struct AuthFileConfig {
     pub super_users: Option<Vec<String>>,
     /// Kafka's `allow.everyone.if.no.acl.found` (default false).
     pub allow_everyone_if_no_acl_found: Option<bool>,
+    /// A file holding the bearer token the admin endpoint's POST routes require.
+    pub admin_token_file: Option<PathBuf>,
 }
 
 /// `[[listeners]]`: one Kafka listener.
@@ -252,6 +254,8 @@ pub struct ClusterOverrides {
 pub struct Settings {
     pub server: ServerConfig,
     pub admin_listen: SocketAddr,
+    /// `[auth] admin_token_file`'s token.
+    pub admin_token: Option<sluice_net::admin::AdminToken>,
 }
 
 pub fn load_file(path: &Path) -> Result<FileConfig> {
@@ -674,9 +678,11 @@ pub fn settings(file: FileConfig, o: Overrides) -> Result<Settings> {
         stall_warn_ms <- stall_warn_ms,
     ]);
     server.placement = placement_settings(&file.placement)?;
+    let admin_token = admin_token(&file.auth)?;
     Ok(Settings {
         server,
         admin_listen,
+        admin_token,
     })
 }
 
@@ -788,6 +794,28 @@ fn auth(f: &AuthFileConfig) -> Result<sluice_net::security::sasl::AuthSettings> 
     }
     out.authorizer = authorizer(f)?;
     Ok(out)
+}
+
+/// Longest admin token file read.
+const ADMIN_TOKEN_FILE_BYTES_MAX: u64 = 4096;
+
+/// `[auth] admin_token_file`: the token it holds (surrounding whitespace dropped).
+fn admin_token(f: &AuthFileConfig) -> Result<Option<sluice_net::admin::AdminToken>> {
+    let Some(path) = &f.admin_token_file else {
+        return Ok(None);
+    };
+    let what = || format!("auth.admin_token_file {}", path.display());
+    let len = std::fs::metadata(path).with_context(what)?.len();
+    if len > ADMIN_TOKEN_FILE_BYTES_MAX {
+        bail!(
+            "{}: {len} bytes, more than {ADMIN_TOKEN_FILE_BYTES_MAX}",
+            what()
+        );
+    }
+    let text = std::fs::read_to_string(path).with_context(what)?;
+    sluice_net::admin::AdminToken::new(text.trim())
+        .map(Some)
+        .map_err(|e| anyhow!("{}: {e}", what()))
 }
 
 /// Most `auth.super_users` entries.
@@ -1357,6 +1385,7 @@ mod tests {
             ("[auth]\nsasl_mechanisms = [\"PLAIN\", \"PLAIN\"]", "auth.sasl_mechanisms[1]"),
             ("[auth]\nconnections_max_reauth_ms = 99999999999", "auth.connections_max_reauth_ms"),
             ("[auth]\nsuper_users = [\"admin\"]", "auth.super_users[0]"),
+            ("[auth]\nadmin_token_file = \"/nonexistent/token\"", "auth.admin_token_file"),
             ("[auth]\nsuper_users = [\"User:a\", \"User:\"]", "auth.super_users[1]"),
             (
                 "[auth]\nsasl_mechanisms = []\n[[listeners]]\nname = \"S\"\nlisten = \"127.0.0.1:1\"\nsecurity_protocol = \"SASL_PLAINTEXT\"",

@@ -11,6 +11,7 @@ mod cluster;
 mod config;
 mod group;
 mod placement;
+mod sasl_login;
 mod topic;
 mod tune;
 mod txn;
@@ -175,8 +176,8 @@ fn serve(args: ServeArgs) -> Result<()> {
     let settings = config::settings(file, overrides)?;
     let shards = settings.server.cores.len();
     let data_dir = settings.server.data_dir.clone();
-    let admin =
-        sluice_net::admin::start(settings.admin_listen).context("starting the admin endpoint")?;
+    let admin = sluice_net::admin::start(settings.admin_listen, settings.admin_token.clone())
+        .context("starting the admin endpoint")?;
     let server = sluice_net::start(settings.server)?;
     let mut signals = signal_hook::iterator::Signals::new([
         signal_hook::consts::SIGTERM,

@@ -22,7 +22,8 @@ use kafka_protocol::protocol::StrBytes;
 use sluice_net::security::ScramMechanism;
 use sluice_net::security::{bootstrap, scram};
 
-use crate::bench::wire::{error_name, AdminConn};
+use crate::bench::wire::error_name;
+use crate::sasl_login::SaslArgs;
 
 #[derive(Debug, Args)]
 pub struct UserArgs {
@@ -34,6 +35,8 @@ pub struct UserArgs {
         value_name = "HOST:PORT"
     )]
     pub bootstrap: String,
+    #[command(flatten)]
+    pub sasl: SaslArgs,
     #[command(subcommand)]
     pub command: UserCommand,
 }
@@ -69,6 +72,9 @@ pub enum UserCommand {
     List,
 }
 
+/// The broker to ask (`--bootstrap`) and how to log in there.
+type Broker<'a> = (&'a str, &'a SaslArgs);
+
 /// Longest password file read.
 const PASSWORD_FILE_BYTES_MAX: u64 = 4096;
 
@@ -81,15 +87,17 @@ pub fn main(args: UserArgs) -> Result<()> {
             iterations,
             data_dir,
         } => add(
-            &args.bootstrap,
+            (&args.bootstrap, &args.sasl),
             &user,
             &mechanism,
             &password_file,
             iterations,
             data_dir.as_deref(),
         ),
-        UserCommand::Remove { user, mechanism } => remove(&args.bootstrap, &user, &mechanism),
-        UserCommand::List => list(&args.bootstrap),
+        UserCommand::Remove { user, mechanism } => {
+            remove((&args.bootstrap, &args.sasl), &user, &mechanism)
+        }
+        UserCommand::List => list((&args.bootstrap, &args.sasl)),
     }
 }
 
@@ -98,7 +106,7 @@ fn mechanism(name: &str) -> Result<ScramMechanism> {
         .ok_or_else(|| anyhow!("--mechanism: {name:?} is not SCRAM-SHA-256 or SCRAM-SHA-512"))
 }
 
-fn password(file: &Path) -> Result<Vec<u8>> {
+pub(crate) fn password(file: &Path) -> Result<Vec<u8>> {
     let len = std::fs::metadata(file)
         .with_context(|| format!("--password-file {}", file.display()))?
         .len();
@@ -123,7 +131,7 @@ fn password(file: &Path) -> Result<Vec<u8>> {
 }
 
 fn add(
-    bootstrap_addr: &str,
+    broker: Broker<'_>,
     user: &str,
     mech: &str,
     password_file: &Path,
@@ -160,25 +168,25 @@ fn add(
             .with_salt(salt.into())
             .with_salted_password(salted.into()),
     ]);
-    alter(bootstrap_addr, &req)?;
+    alter(broker, &req)?;
     println!("{user} ({}) added", m.name());
     Ok(())
 }
 
-fn remove(bootstrap_addr: &str, user: &str, mech: &str) -> Result<()> {
+fn remove(broker: Broker<'_>, user: &str, mech: &str) -> Result<()> {
     let m = mechanism(mech)?;
     let req = AlterUserScramCredentialsRequest::default().with_deletions(vec![
         ScramCredentialDeletion::default()
             .with_name(StrBytes::from_string(user.to_string()))
             .with_mechanism(m.kafka_id()),
     ]);
-    alter(bootstrap_addr, &req)?;
+    alter(broker, &req)?;
     println!("{user} ({}) removed", m.name());
     Ok(())
 }
 
-fn alter(bootstrap_addr: &str, req: &AlterUserScramCredentialsRequest) -> Result<()> {
-    let mut conn = AdminConn::connect(bootstrap_addr)?;
+fn alter(broker: Broker<'_>, req: &AlterUserScramCredentialsRequest) -> Result<()> {
+    let mut conn = broker.1.connect(broker.0)?;
     let resp = conn.send(req)?;
     for r in &resp.results {
         if r.error_code != 0 {
@@ -193,8 +201,8 @@ fn alter(bootstrap_addr: &str, req: &AlterUserScramCredentialsRequest) -> Result
     Ok(())
 }
 
-fn list(bootstrap_addr: &str) -> Result<()> {
-    let mut conn = AdminConn::connect(bootstrap_addr)?;
+fn list(broker: Broker<'_>) -> Result<()> {
+    let mut conn = broker.1.connect(broker.0)?;
     let resp = conn
         .send(&DescribeUserScramCredentialsRequest::default().with_users(None::<Vec<UserName>>))?;
     if resp.error_code != 0 {

@@ -4,7 +4,9 @@
 //! Allow and deny per API family (produce, consume with a group, create and delete
 //! topics, describe configs), DENY over ALLOW, prefixed patterns, a super user, Metadata
 //! hiding topics a client may not describe, ACLs surviving a restart and replicated to
-//! every node of a 3-node cluster, and bad input to the ACL APIs answered with errors.
+//! every node of a 3-node cluster, brokers replicating with only a CLUSTER_ACTION ACL,
+//! transactions needing WRITE on their transactional id, and bad input to the ACL APIs
+//! answered with errors.
 
 mod common;
 
@@ -25,7 +27,7 @@ use rdkafka::client::DefaultClientContext;
 use rdkafka::config::ClientConfig;
 use rdkafka::consumer::{BaseConsumer, Consumer};
 use rdkafka::error::RDKafkaErrorCode;
-use rdkafka::producer::{FutureProducer, FutureRecord};
+use rdkafka::producer::{BaseProducer, BaseRecord, FutureProducer, FutureRecord, Producer};
 use rdkafka::Message;
 
 const INVALID_REQUEST: i16 = 42;
@@ -60,9 +62,15 @@ fn auth_toml(port: u16, auth: &str) -> String {
 }
 
 fn start(auth: &str) -> Node {
+    start_prepared(auth, |_, _| {})
+}
+
+/// Like `start`, with `before(dir, data_dir)` run before the broker starts.
+fn start_prepared(auth: &str, before: impl FnOnce(&Path, &Path)) -> Node {
     let tmp = common::tempdir("acl");
     let dir = tmp.path().to_path_buf();
     let data = dir.join("data");
+    before(&dir, &data);
     let sasl_port = common::free_port();
     let config = dir.join("sluice.toml");
     std::fs::write(&config, auth_toml(sasl_port, auth)).unwrap();
@@ -86,6 +94,13 @@ fn sluice_at(addr: &str, args: &[&str]) -> (bool, String, String) {
     let mut all = args.to_vec();
     all.extend_from_slice(&["--bootstrap", addr]);
     common::sluice_output(&all)
+}
+
+/// `sluice acl add --allow-principal PRINCIPAL --operation OP RESOURCE…` at `addr`.
+fn allow(addr: &str, principal: &str, op: &str, resource: &[&str]) {
+    let mut args = vec!["add", "--allow-principal", principal, "--operation", op];
+    args.extend_from_slice(resource);
+    acl(addr, &args);
 }
 
 /// `sluice acl ARGS` against the PLAINTEXT listener at `addr`; panics on failure.
@@ -227,49 +242,16 @@ fn produce_and_consume_need_their_acls() {
         produce(&alice, "orders"),
         Err(RDKafkaErrorCode::TopicAuthorizationFailed)
     );
-    acl(
-        &plain,
-        &[
-            "add",
-            "--allow-principal",
-            "User:alice",
-            "--operation",
-            "WRITE",
-            "--topic",
-            "orders",
-        ],
-    );
+    allow(&plain, "User:alice", "WRITE", &["--topic", "orders"]);
     assert_eq!(produce(&alice, "orders"), Ok(()));
 
     // Reading needs READ on the topic and on the group.
-    acl(
-        &plain,
-        &[
-            "add",
-            "--allow-principal",
-            "User:alice",
-            "--operation",
-            "READ",
-            "--topic",
-            "orders",
-        ],
-    );
+    allow(&plain, "User:alice", "READ", &["--topic", "orders"]);
     assert_eq!(
         consume(&alice, "orders", "billing"),
         Err(RDKafkaErrorCode::GroupAuthorizationFailed)
     );
-    acl(
-        &plain,
-        &[
-            "add",
-            "--allow-principal",
-            "User:alice",
-            "--operation",
-            "READ",
-            "--group",
-            "billing",
-        ],
-    );
+    allow(&plain, "User:alice", "READ", &["--group", "billing"]);
     assert_eq!(consume(&alice, "orders", "billing"), Ok("v".to_string()));
 
     let listed = acl(&plain, &["list", "--principal", "User:alice"]);
@@ -289,19 +271,11 @@ fn deny_wins_prefixes_match_and_super_users_pass() {
     for t in ["payments", "payouts", "other"] {
         common::create_topic_at(&plain, t, 1, 1, &[]);
     }
-    acl(
+    allow(
         &plain,
-        &[
-            "add",
-            "--allow-principal",
-            "User:alice",
-            "--operation",
-            "ALL",
-            "--topic",
-            "pay",
-            "--resource-pattern-type",
-            "prefixed",
-        ],
+        "User:alice",
+        "ALL",
+        &["--topic", "pay", "--resource-pattern-type", "prefixed"],
     );
     acl(
         &plain,
@@ -350,19 +324,11 @@ fn topic_admin_and_configs_need_create_delete_and_describe_configs() {
         create_topic(&ops, "team-a"),
         Err(RDKafkaErrorCode::TopicAuthorizationFailed)
     );
-    acl(
+    allow(
         &plain,
-        &[
-            "add",
-            "--allow-principal",
-            "User:ops",
-            "--operation",
-            "CREATE",
-            "--topic",
-            "team-",
-            "--resource-pattern-type",
-            "prefixed",
-        ],
+        "User:ops",
+        "CREATE",
+        &["--topic", "team-", "--resource-pattern-type", "prefixed"],
     );
     assert_eq!(create_topic(&ops, "team-a"), Ok(()));
     assert_eq!(
@@ -371,35 +337,13 @@ fn topic_admin_and_configs_need_create_delete_and_describe_configs() {
     );
     assert_eq!(described_configs(&ops, "team-a"), 0);
     // ALTER_CONFIGS implies DESCRIBE_CONFIGS.
-    acl(
-        &plain,
-        &[
-            "add",
-            "--allow-principal",
-            "User:ops",
-            "--operation",
-            "ALTER_CONFIGS",
-            "--topic",
-            "team-a",
-        ],
-    );
+    allow(&plain, "User:ops", "ALTER_CONFIGS", &["--topic", "team-a"]);
     assert!(described_configs(&ops, "team-a") > 5);
     assert_eq!(
         delete_topic(&ops, "team-a"),
         Err(RDKafkaErrorCode::TopicAuthorizationFailed)
     );
-    acl(
-        &plain,
-        &[
-            "add",
-            "--allow-principal",
-            "User:ops",
-            "--operation",
-            "DELETE",
-            "--topic",
-            "team-a",
-        ],
-    );
+    allow(&plain, "User:ops", "DELETE", &["--topic", "team-a"]);
     assert_eq!(delete_topic(&ops, "team-a"), Ok(()));
 }
 
@@ -414,18 +358,7 @@ fn metadata_lists_only_topics_the_client_may_describe() {
     let carol = client(&n.sasl_addr(), "carol");
     assert!(listed_topics(&carol).is_empty());
     // READ implies DESCRIBE.
-    acl(
-        &plain,
-        &[
-            "add",
-            "--allow-principal",
-            "User:carol",
-            "--operation",
-            "READ",
-            "--topic",
-            "visible",
-        ],
-    );
+    allow(&plain, "User:carol", "READ", &["--topic", "visible"]);
     assert_eq!(listed_topics(&carol), vec!["visible".to_string()]);
     // The PLAINTEXT listener's super user sees both.
     let mut anon = ClientConfig::new();
@@ -440,18 +373,7 @@ fn acls_survive_a_restart() {
     let plain = n.broker.addr.clone();
     add_user(&plain, &n.dir, "dave");
     common::create_topic_at(&plain, "logs", 1, 1, &[]);
-    acl(
-        &plain,
-        &[
-            "add",
-            "--allow-principal",
-            "User:dave",
-            "--operation",
-            "WRITE",
-            "--topic",
-            "logs",
-        ],
-    );
+    allow(&plain, "User:dave", "WRITE", &["--topic", "logs"]);
     n.broker.stop();
     n.broker = launch(&n.data, &n.config);
     let listed = acl(&n.broker.addr, &["list"]);
@@ -599,18 +521,7 @@ fn acls_are_replicated_to_every_node_of_a_cluster() {
     add_user(&c.addr(1), tmp.path(), "erin");
     // Replicated over the brokers' own fetches (User:ANONYMOUS, a super user here).
     common::create_topic_at(&c.addr(1), "shared", 1, 3, &[]);
-    acl(
-        &c.addr(1),
-        &[
-            "add",
-            "--allow-principal",
-            "User:erin",
-            "--operation",
-            "WRITE",
-            "--topic",
-            "shared",
-        ],
-    );
+    allow(&c.addr(1), "User:erin", "WRITE", &["--topic", "shared"]);
     for id in c.ids() {
         let listed = c.wait(&format!("node {id} lists erin's ACL"), HANG_GUARD, || {
             let out = acl(&c.addr(id), &["list", "--topic", "shared"]);
@@ -654,18 +565,7 @@ fn brokers_replicate_with_only_a_cluster_action_acl() {
             "--cluster",
         ],
     );
-    acl(
-        &c.addr(1),
-        &[
-            "add",
-            "--allow-principal",
-            "User:erin",
-            "--operation",
-            "WRITE",
-            "--topic",
-            "narrow",
-        ],
-    );
+    allow(&c.addr(1), "User:erin", "WRITE", &["--topic", "narrow"]);
     // Each node again, one at a time, without User:ANONYMOUS among its super users.
     let narrow = "authorizer = true\nsuper_users = [\"User:admin\"]\n";
     c.spec.node_toml = sasl_ports.iter().map(|p| auth_toml(*p, narrow)).collect();
@@ -681,4 +581,130 @@ fn brokers_replicate_with_only_a_cluster_action_acl() {
     for _ in 0..3 {
         assert_eq!(produce(&erin, "narrow"), Ok(()));
     }
+}
+
+#[test]
+fn transactions_need_write_on_the_transactional_id() {
+    let n = start(&format!(
+        "{AUTHORIZER}[transactions]\nstate_log_partitions = 2\n"
+    ));
+    let plain = n.broker.addr.clone();
+    add_user(&plain, &n.dir, "alice");
+    common::create_topic_at(&plain, "ledger", 1, 1, &[]);
+    allow(&plain, "User:alice", "WRITE", &["--topic", "ledger"]);
+    let txn = || {
+        let mut c = client(&n.sasl_addr(), "alice");
+        c.set("transactional.id", "tx-ledger");
+        let p: BaseProducer = c.create().expect("producer");
+        p
+    };
+    let refused = txn()
+        .init_transactions(Duration::from_secs(30))
+        .unwrap_err();
+    assert_eq!(
+        refused.rdkafka_error_code(),
+        Some(RDKafkaErrorCode::TransactionalIdAuthorizationFailed),
+        "{refused}"
+    );
+    allow(
+        &plain,
+        "User:alice",
+        "WRITE",
+        &["--transactional-id", "tx-ledger"],
+    );
+    let p = txn();
+    p.init_transactions(HANG_GUARD).expect("init_transactions");
+    p.begin_transaction().expect("begin");
+    p.send(BaseRecord::<(), str>::to("ledger").payload("entry"))
+        .map_err(|(e, _)| e)
+        .expect("send");
+    p.commit_transaction(HANG_GUARD).expect("commit");
+}
+
+#[test]
+fn a_super_user_manages_users_and_acls_over_sasl() {
+    // `admin` exists before the first start; User:ANONYMOUS is nobody special.
+    let n = start_prepared(
+        "authorizer = true\nsuper_users = [\"User:admin\"]\n",
+        |dir, data| {
+            let f = dir.join("admin.password");
+            std::fs::write(&f, "admin-secret\n").unwrap();
+            let (ok, out, err) = common::sluice_output(&[
+                "user",
+                "add",
+                "--data-dir",
+                data.to_str().unwrap(),
+                "--user",
+                "admin",
+                "--password-file",
+                f.to_str().unwrap(),
+            ]);
+            assert!(ok, "{out}\n{err}");
+        },
+    );
+    let sasl = n.sasl_addr();
+    let admin_pw = n.dir.join("admin.password");
+    let as_admin = |args: &[&str]| {
+        let mut all = args.to_vec();
+        all.extend_from_slice(&[
+            "--sasl-user",
+            "admin",
+            "--sasl-password-file",
+            admin_pw.to_str().unwrap(),
+        ]);
+        sluice_at(&sasl, &all)
+    };
+    // The bootstrap credential is stored once the broker has registered.
+    common::wait_for("admin's credential stored", HANG_GUARD, &mut || {
+        as_admin(&["acl", "list"]).0.then_some(())
+    });
+    let alice_pw = n.dir.join("alice.password");
+    std::fs::write(&alice_pw, "alice-secret\n").unwrap();
+    let (ok, out, err) = as_admin(&[
+        "user",
+        "add",
+        "--user",
+        "alice",
+        "--password-file",
+        alice_pw.to_str().unwrap(),
+    ]);
+    assert!(ok, "{out}\n{err}");
+    let (ok, out, err) = as_admin(&[
+        "acl",
+        "add",
+        "--allow-principal",
+        "User:alice",
+        "--operation",
+        "WRITE",
+        "--topic",
+        "audit",
+    ]);
+    assert!(ok, "{out}\n{err}");
+    assert_eq!(create_topic(&client(&sasl, "admin"), "audit"), Ok(()));
+    assert_eq!(produce(&client(&sasl, "alice"), "audit"), Ok(()));
+    // A wrong password, and a user who is no super user, are refused.
+    let (ok, _, err) = sluice_at(
+        &sasl,
+        &[
+            "acl",
+            "list",
+            "--sasl-user",
+            "admin",
+            "--sasl-password-file",
+            alice_pw.to_str().unwrap(),
+        ],
+    );
+    assert!(!ok && err.contains("SASL login failed"), "{err}");
+    let (ok, _, err) = sluice_at(
+        &sasl,
+        &[
+            "acl",
+            "list",
+            "--sasl-user",
+            "alice",
+            "--sasl-password-file",
+            alice_pw.to_str().unwrap(),
+        ],
+    );
+    assert!(!ok && err.contains("ClusterAuthorizationFailed"), "{err}");
 }

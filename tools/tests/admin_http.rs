@@ -115,3 +115,53 @@ fn metrics_are_answered_while_another_client_sends_half_a_request() {
     let _ = slow.read_to_end(&mut rest);
     assert!(!String::from_utf8_lossy(&rest).contains("200 OK"));
 }
+
+#[test]
+fn state_changes_need_the_admin_token_when_one_is_set() {
+    let dir = tempfile::tempdir().unwrap();
+    let token = dir.path().join("admin.token");
+    std::fs::write(&token, "s3cret-token-0123456789\n").unwrap();
+    let config = dir.path().join("sluice.toml");
+    std::fs::write(
+        &config,
+        format!("[auth]\nadmin_token_file = \"{}\"\n", token.display()),
+    )
+    .unwrap();
+    let b = Broker::start_with(
+        &dir.path().join("data"),
+        &["--config", config.to_str().unwrap()],
+    );
+    let a = &b.admin_addr;
+    // Reads stay open.
+    for path in ["/metrics", "/health", "/cluster"] {
+        assert_eq!(call(a, "GET", path, "").0, 200, "GET {path}");
+    }
+    let post = |headers: &str| call(a, "POST", "/cluster/elect-leaders", headers).0;
+    assert_eq!(post("Content-Length: 0\r\n"), 401);
+    assert_eq!(
+        post("Authorization: Bearer s3cret-token-0123456788\r\nContent-Length: 0\r\n"),
+        401
+    );
+    assert_eq!(
+        post("Authorization: Bearer s3cret-token-0123456789\r\nContent-Length: 0\r\n"),
+        200
+    );
+    // The CLI sends the token from SLUICE_ADMIN_TOKEN_FILE.
+    let cli = |with_token: bool| {
+        let mut cmd = std::process::Command::new(env!("CARGO_BIN_EXE_sluice"));
+        cmd.args(["cluster", "elect-leaders", "--admin", a]);
+        if with_token {
+            cmd.env("SLUICE_ADMIN_TOKEN_FILE", &token);
+        }
+        cmd.output().expect("run sluice")
+    };
+    let without = cli(false);
+    assert!(!without.status.success());
+    assert!(String::from_utf8_lossy(&without.stderr).contains("401"));
+    let with = cli(true);
+    assert!(
+        with.status.success(),
+        "{}",
+        String::from_utf8_lossy(&with.stderr)
+    );
+}

@@ -18,7 +18,9 @@
 //! is refused (no route takes one; a browser form always sends one), so a web page an
 //! operator visits cannot drive the endpoint; request heads are bounded to
 //! [`REQUEST_HEAD_BYTES_MAX`] (431 beyond) and bodies to [`REQUEST_BODY_BYTES_MAX`]
-//! (413; a chunked body gets 400).
+//! (413; a chunked body gets 400); with an [`AdminToken`] every POST (every state change)
+//! needs `Authorization: Bearer <token>` (401 otherwise, compared in constant time),
+//! while `GET` routes (`/metrics`, `/health`, `/cluster`, `/placement`) stay open.
 
 use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpListener, TcpStream};
@@ -36,20 +38,63 @@ pub const ADMIN_CONNECTIONS_MAX: usize = 16;
 pub const REQUEST_READ_TIMEOUT: Duration = Duration::from_secs(5);
 const WRITE_TIMEOUT: Duration = Duration::from_secs(5);
 
+/// The credential state-changing requests must carry (`[auth] admin_token_file`). Its
+/// `Debug` shows nothing of it.
+#[derive(Clone)]
+pub struct AdminToken(Arc<str>);
+
+/// Fewest bytes a token may have (a guessable one protects nothing).
+pub const ADMIN_TOKEN_BYTES_MIN: usize = 16;
+/// Most bytes a token may have (it travels in a request head).
+pub const ADMIN_TOKEN_BYTES_MAX: usize = 1024;
+
+impl AdminToken {
+    /// The token, if it is within the bounds and printable ASCII without spaces.
+    pub fn new(token: &str) -> Result<AdminToken, String> {
+        if !(ADMIN_TOKEN_BYTES_MIN..=ADMIN_TOKEN_BYTES_MAX).contains(&token.len()) {
+            return Err(format!(
+                "a token of {} bytes ({ADMIN_TOKEN_BYTES_MIN} to {ADMIN_TOKEN_BYTES_MAX})",
+                token.len()
+            ));
+        }
+        if !token.bytes().all(|b| b.is_ascii_graphic()) {
+            return Err("a token must be printable ASCII without spaces".to_string());
+        }
+        Ok(AdminToken(Arc::from(token)))
+    }
+
+    /// Whether `given` is the token; time independent of where they differ.
+    fn matches(&self, given: &str) -> bool {
+        let (a, b) = (self.0.as_bytes(), given.as_bytes());
+        let diff = a
+            .iter()
+            .zip(b)
+            .fold(a.len() ^ b.len(), |d, (x, y)| d | usize::from(x ^ y));
+        diff == 0
+    }
+}
+
+impl std::fmt::Debug for AdminToken {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("AdminToken(..)")
+    }
+}
+
 /// Binds the endpoint and serves it on a background thread; returns the bound address.
-pub fn start(addr: SocketAddr) -> std::io::Result<SocketAddr> {
+/// With `token`, state-changing requests must carry it.
+pub fn start(addr: SocketAddr, token: Option<AdminToken>) -> std::io::Result<SocketAddr> {
     let listener = TcpListener::bind(addr)?;
     let local = listener.local_addr()?;
     std::thread::Builder::new()
         .name("admin-http".into())
         .spawn(move || {
             crate::broker::fatal::mark_broker_thread();
-            accept_loop(listener)
+            accept_loop(listener, token)
         })?;
     Ok(local)
 }
 
-fn accept_loop(listener: TcpListener) {
+fn accept_loop(listener: TcpListener, token: Option<AdminToken>) {
     let open = Arc::new(AtomicUsize::new(0));
     for stream in listener.incoming() {
         let s = match stream {
@@ -71,11 +116,12 @@ fn accept_loop(listener: TcpListener) {
             continue;
         }
         let count = open.clone();
+        let token = token.clone();
         let spawned = std::thread::Builder::new()
             .name("admin-conn".into())
             .spawn(move || {
                 crate::broker::fatal::mark_broker_thread();
-                if let Err(e) = serve(s) {
+                if let Err(e) = serve(s, token.as_ref()) {
                     tracing::debug!(error = %e, "admin request failed");
                 }
                 count.fetch_sub(1, Ordering::SeqCst);
@@ -95,6 +141,8 @@ struct Head {
     origin: bool,
     content_length: Option<usize>,
     chunked: bool,
+    /// The `Authorization: Bearer` credential, if any.
+    bearer: Option<String>,
 }
 
 /// Why a request is refused before routing.
@@ -148,6 +196,7 @@ fn parse_head(bytes: &[u8]) -> Result<Head, Refusal> {
         origin: false,
         content_length: None,
         chunked: false,
+        bearer: None,
     };
     for line in lines.filter(|l| !l.is_empty()) {
         let (name, value) = line.split_once(':').ok_or(Refusal::Malformed)?;
@@ -162,13 +211,16 @@ fn parse_head(bytes: &[u8]) -> Result<Head, Refusal> {
                 head.content_length = Some(n);
             }
             "transfer-encoding" => head.chunked = true,
+            "authorization" => {
+                head.bearer = value.strip_prefix("Bearer ").map(|t| t.trim().to_string());
+            }
             _ => {}
         }
     }
     Ok(head)
 }
 
-fn serve(mut s: TcpStream) -> std::io::Result<()> {
+fn serve(mut s: TcpStream, token: Option<&AdminToken>) -> std::io::Result<()> {
     s.set_write_timeout(Some(WRITE_TIMEOUT))?;
     let answer = match read_head(&mut s)? {
         Err(Refusal::TooLarge) => (
@@ -179,7 +231,7 @@ fn serve(mut s: TcpStream) -> std::io::Result<()> {
         Err(Refusal::Malformed) => ("400 Bad Request", TEXT, "malformed request\n".into()),
         Ok(bytes) => match parse_head(&bytes) {
             Err(_) => ("400 Bad Request", TEXT, "malformed request\n".into()),
-            Ok(head) => answer(&head),
+            Ok(head) => answer(&head, token),
         },
     };
     let (status, kind, body) = answer;
@@ -191,7 +243,7 @@ fn serve(mut s: TcpStream) -> std::io::Result<()> {
 }
 
 /// Checks a request against the endpoint's rules, then routes it.
-fn answer(head: &Head) -> Answer {
+fn answer(head: &Head, token: Option<&AdminToken>) -> Answer {
     if head.origin {
         tracing::info!(target = %head.target, "admin request with an Origin header refused (cross-site)");
         return (
@@ -214,6 +266,15 @@ fn answer(head: &Head) -> Answer {
         .target
         .split_once('?')
         .unwrap_or((head.target.as_str(), ""));
+    let authorized = |t: &AdminToken| head.bearer.as_deref().is_some_and(|b| t.matches(b));
+    if head.method == "POST" && token.is_some_and(|t| !authorized(t)) {
+        tracing::warn!(path, "admin request without the admin token refused");
+        return (
+            "401 Unauthorized",
+            TEXT,
+            "state-changing requests need Authorization: Bearer <admin token>\n".into(),
+        );
+    }
     route(&head.method, path, query)
 }
 
@@ -502,6 +563,33 @@ mod tests {
     }
 
     #[test]
+    fn state_changes_need_the_admin_token_when_one_is_set() {
+        let token = AdminToken::new("0123456789abcdef-secret").unwrap();
+        let t = Some(&token);
+        let post = |auth: &str| {
+            let text = format!("POST /nope HTTP/1.1\r\n{auth}Content-Length: 0\r\n\r\n");
+            parse_head(text.as_bytes()).unwrap()
+        };
+        assert_eq!(answer(&post(""), t).0, "401 Unauthorized");
+        let wrong = post("Authorization: Bearer 0123456789abcdef-secreT\r\n");
+        assert_eq!(answer(&wrong, t).0, "401 Unauthorized");
+        let short = post("Authorization: Bearer 0123456789abcdef-secre\r\n");
+        assert_eq!(answer(&short, t).0, "401 Unauthorized");
+        let basic = post("Authorization: Basic 0123456789abcdef-secret\r\n");
+        assert_eq!(answer(&basic, t).0, "401 Unauthorized");
+        // The right token gets through to routing (404: no such route).
+        let right = post("Authorization: Bearer 0123456789abcdef-secret\r\n");
+        assert_eq!(answer(&right, t).0, "404 Not Found");
+        // Without a token set, and for GET, nothing is asked.
+        assert_eq!(answer(&post(""), None).0, "404 Not Found");
+        let get = parse_head(b"GET /nope HTTP/1.1\r\n\r\n").unwrap();
+        assert_eq!(answer(&get, t).0, "404 Not Found");
+        assert!(AdminToken::new("short").is_err());
+        assert!(AdminToken::new("has a space in it, long enough").is_err());
+        assert_eq!(format!("{token:?}"), "AdminToken(..)");
+    }
+
+    #[test]
     fn request_heads_are_parsed_and_checked() {
         let head = parse_head(b"GET /metrics HTTP/1.1\r\nHost: x\r\n\r\n").unwrap();
         assert_eq!(
@@ -513,9 +601,9 @@ mod tests {
             .unwrap();
         assert!(head.origin);
         assert_eq!(head.content_length, Some(3));
-        assert_eq!(answer(&head).0, "403 Forbidden");
+        assert_eq!(answer(&head, None).0, "403 Forbidden");
         let body = parse_head(b"POST /a HTTP/1.1\r\nContent-Length: 3\r\n\r\n").unwrap();
-        assert_eq!(answer(&body).0, "413 Content Too Large");
+        assert_eq!(answer(&body, None).0, "413 Content Too Large");
         for bad in [
             &b"GET\r\n\r\n"[..],
             b"GET metrics HTTP/1.1\r\n\r\n",

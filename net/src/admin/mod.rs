@@ -7,4 +7,4 @@
 pub(crate) mod http;
 pub(crate) mod metrics;
 
-pub use http::start;
+pub use http::{start, AdminToken};

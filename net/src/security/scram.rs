@@ -372,6 +372,38 @@ pub fn client_final(
     Some(format!("{without_proof},p={}", b64.encode(proof)))
 }
 
+/// The client's check of the server-final message (RFC 5802 `v=`): whether the server
+/// knows the user's ServerKey, for the exchange `client_first_bare`, `server_first`,
+/// `client_final` (as [`client_final`] made it) and `password`.
+pub fn client_verifies(
+    m: ScramMechanism,
+    password: &[u8],
+    exchange: [&str; 3],
+    server_final: &[u8],
+) -> bool {
+    let [client_first_bare, server_first, client_final] = exchange;
+    let b64 = base64::engine::general_purpose::STANDARD;
+    let salt_and_iterations =
+        server_first
+            .split(',')
+            .fold((None, None), |(s, i), a| match a.split_once('=') {
+                Some(("s", v)) => (b64.decode(v).ok(), i),
+                Some(("i", v)) => (s, v.parse::<i32>().ok()),
+                _ => (s, i),
+            });
+    let (Some(salt), Some(iterations)) = salt_and_iterations else {
+        return false;
+    };
+    let Some((without_proof, _)) = client_final.rsplit_once(",p=") else {
+        return false;
+    };
+    let salted = salted_password(m, password, &salt, iterations);
+    let server_key = mac(m, &salted, b"Server Key");
+    let auth = format!("{client_first_bare},{server_first},{without_proof}");
+    let expected = format!("v={}", b64.encode(mac(m, &server_key, auth.as_bytes())));
+    ct_eq(expected.as_bytes(), server_final)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -406,6 +438,14 @@ mod tests {
             String::from_utf8(v).unwrap(),
             "v=6rriTRBi23WpRR/wtup+mMhUZUn/dB5nLTJRsjl95G4="
         );
+        // The client's check of that answer, and of a forged one.
+        let exchange = [client_first_bare, server_first, final_msg];
+        let m = ScramMechanism::Sha256;
+        let good = b"v=6rriTRBi23WpRR/wtup+mMhUZUn/dB5nLTJRsjl95G4=";
+        assert!(client_verifies(m, b"pencil", exchange, good));
+        let forged = b"v=6rriTRBi23WpRR/wtup+mMhUZUn/dB5nLTJRsjl95G5=";
+        assert!(!client_verifies(m, b"pencil", exchange, forged));
+        assert!(!client_verifies(m, b"pencil!", exchange, good));
     }
 
     #[test]
