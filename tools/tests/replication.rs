@@ -20,13 +20,13 @@ use std::sync::{Arc, Mutex, MutexGuard};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
-use common::acks::{parse_seq, payload, Ack, AckContext, Acks};
+use common::acks::{parse_seq, payload, send_waiting, Ack, AckContext, Acks};
 use common::cluster::{Cluster, ClusterSpec, Part};
 use common::sluice;
 use common::HANG_GUARD;
 use rdkafka::config::ClientConfig;
 use rdkafka::consumer::{BaseConsumer, Consumer};
-use rdkafka::error::{KafkaError, RDKafkaErrorCode};
+use rdkafka::error::KafkaError;
 use rdkafka::message::Message;
 use rdkafka::producer::{BaseProducer, BaseRecord, Producer, ThreadedProducer};
 use rdkafka::{Offset, TopicPartitionList};
@@ -199,27 +199,15 @@ impl Drop for Load {
     }
 }
 
-/// Sends one message, waiting while librdkafka's queue is full.
+/// Sends message `seq` to its partition, waiting while librdkafka's queue is full.
 fn send_retrying(
     producer: &ThreadedProducer<AckContext>,
     topic: &str,
     partitions: i32,
     seq: u64,
 ) -> Result<(), KafkaError> {
-    let value = payload(seq, PAYLOAD_BYTES);
     let partition = (seq % partitions as u64) as i32;
-    loop {
-        let record = BaseRecord::<(), [u8]>::to(topic)
-            .partition(partition)
-            .payload(&value);
-        match producer.send(record) {
-            Ok(()) => return Ok(()),
-            Err((KafkaError::MessageProduction(RDKafkaErrorCode::QueueFull), _)) => {
-                std::thread::sleep(Duration::from_millis(5));
-            }
-            Err((e, _)) => return Err(e),
-        }
-    }
+    send_waiting(producer, topic, partition, &payload(seq, PAYLOAD_BYTES))
 }
 
 /// Every delivery succeeded (an outage shows as retries, not as failed messages).

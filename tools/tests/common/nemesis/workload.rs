@@ -18,11 +18,11 @@ use rdkafka::config::ClientConfig;
 use rdkafka::consumer::{BaseConsumer, CommitMode, Consumer, ConsumerContext, Rebalance};
 use rdkafka::error::{KafkaError, RDKafkaErrorCode};
 use rdkafka::message::Message;
-use rdkafka::producer::{BaseRecord, DeliveryResult, Producer, ProducerContext, ThreadedProducer};
+use rdkafka::producer::{DeliveryResult, Producer, ProducerContext, ThreadedProducer};
 use rdkafka::{Offset, TopicPartitionList};
 
-use super::history::{Failure, History, MsgId, Op, ID_PRODUCER_STRIDE};
-use crate::common::acks::{parse_seq, payload};
+use super::history::{Failure, History, Op, ID_PRODUCER_STRIDE};
+use crate::common::acks::{parse_seq, payload, send_waiting};
 use crate::common::{wait_for_named, HANG_GUARD};
 
 /// Payload bytes: the 12-digit id, then filler.
@@ -168,7 +168,8 @@ impl ProducerLoop {
                 let id = instance * ID_PRODUCER_STRIDE + n;
                 let partition = (n % self.spec.partitions as u64) as i32;
                 self.history.record(Op::Send { id, partition });
-                if let Err(e) = send(&producer, &self.spec.topic, partition, id) {
+                let value = payload(id, PAYLOAD_BYTES);
+                if let Err(e) = send_waiting(&producer, &self.spec.topic, partition, &value) {
                     let failure = Failure::Indeterminate(format!("send: {e}"));
                     self.history.record(Op::Fail {
                         id,
@@ -184,28 +185,6 @@ impl ProducerLoop {
         let flush = Duration::from_millis(self.spec.message_timeout_ms + 10_000);
         let _ = producer.flush(flush);
         fatal()
-    }
-}
-
-/// Sends one message, waiting while librdkafka's queue is full.
-fn send(
-    producer: &ThreadedProducer<HistoryContext>,
-    topic: &str,
-    partition: i32,
-    id: MsgId,
-) -> Result<(), KafkaError> {
-    let value = payload(id, PAYLOAD_BYTES);
-    loop {
-        let record = BaseRecord::<(), [u8]>::to(topic)
-            .partition(partition)
-            .payload(&value);
-        match producer.send(record) {
-            Ok(()) => return Ok(()),
-            Err((KafkaError::MessageProduction(RDKafkaErrorCode::QueueFull), _)) => {
-                std::thread::sleep(Duration::from_millis(5));
-            }
-            Err((e, _)) => return Err(e),
-        }
     }
 }
 
