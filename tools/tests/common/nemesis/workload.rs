@@ -154,6 +154,7 @@ impl ProducerLoop {
             acked: self.acked.clone(),
             fatal: Mutex::new(None),
             logged: AtomicU64::new(0),
+            instance,
         };
         let producer: ThreadedProducer<HistoryContext> =
             producer_config(&self.bootstrap, &self.spec)
@@ -212,6 +213,8 @@ struct HistoryContext {
     acked: Arc<AtomicU64>,
     fatal: Mutex<Option<String>>,
     logged: AtomicU64,
+    /// The producer number of this client (its ids' prefix).
+    instance: u64,
 }
 
 /// Idempotence log lines kept per producer client.
@@ -229,10 +232,14 @@ impl ClientContext for HistoryContext {
             "UNKPID",
             "ERRSEQ",
         ];
-        if wanted.iter().any(|w| fac.contains(w))
-            && self.logged.fetch_add(1, Ordering::Relaxed) < CLIENT_LOG_LINES_MAX
+        // Epoch bumps are rare and the checker needs every one: never capped.
+        let bump = line.contains("bumped epoch");
+        if bump
+            || (wanted.iter().any(|w| fac.contains(w))
+                && self.logged.fetch_add(1, Ordering::Relaxed) < CLIENT_LOG_LINES_MAX)
         {
             self.history.record(Op::ClientLog {
+                producer: self.instance,
                 line: format!("{fac}: {line}"),
             });
         }
