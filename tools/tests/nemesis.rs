@@ -395,6 +395,56 @@ fn checker_finds_a_duplicate_and_a_reordering() {
 }
 
 #[test]
+fn checker_tells_a_client_resend_after_an_epoch_bump_from_a_broker_duplicate() {
+    // Id 1 written again at offset 4 after its client bumped its epoch between sending
+    // it and its acknowledgement: librdkafka's resend, reported apart.
+    let mut h = clean();
+    h.insert(
+        5,
+        ev(
+            5,
+            Op::ClientLog {
+                producer: 0,
+                line: "All partitions drained, bumped epoch to PID{Id:1,Epoch:1}".into(),
+            },
+        ),
+    );
+    h.push(ev(
+        40,
+        Op::Final {
+            partition: 0,
+            offset: 4,
+            id: Some(1),
+        },
+    ));
+    let r = check(&h);
+    assert_eq!(r.total_anomalies(), 0, "{}", r.table());
+    assert_eq!(r.client_resends["duplicate"].0, 1, "{}", r.table());
+    assert_eq!(r.client_resends["order"].0, 1, "{}", r.table());
+    // Another producer's bump explains nothing.
+    let mut h = clean();
+    h.insert(
+        5,
+        ev(
+            5,
+            Op::ClientLog {
+                producer: 3,
+                line: "All partitions drained, bumped epoch to PID{Id:4,Epoch:1}".into(),
+            },
+        ),
+    );
+    h.push(ev(
+        40,
+        Op::Final {
+            partition: 0,
+            offset: 4,
+            id: Some(1),
+        },
+    ));
+    assert_eq!(check(&h).count("duplicate"), 1);
+}
+
+#[test]
 fn checker_finds_phantom_and_failed_reads() {
     let mut h = clean();
     h.push(ev(

@@ -118,3 +118,30 @@ pub fn payload(seq: u64, bytes: usize) -> Vec<u8> {
 pub fn parse_seq(p: &[u8]) -> Option<u64> {
     std::str::from_utf8(p.get(..12)?).ok()?.parse().ok()
 }
+
+/// Sends `value` to `topic`-`partition`, waiting while librdkafka's queue is full.
+pub fn send_waiting<C: ProducerContext>(
+    producer: &rdkafka::producer::ThreadedProducer<C>,
+    topic: &str,
+    partition: i32,
+    value: &[u8],
+) -> Result<(), KafkaError>
+where
+    C::DeliveryOpaque: Default,
+{
+    loop {
+        let record = rdkafka::producer::BaseRecord::<(), [u8], C::DeliveryOpaque>::with_opaque_to(
+            topic,
+            Default::default(),
+        )
+        .partition(partition)
+        .payload(value);
+        match producer.send(record) {
+            Ok(()) => return Ok(()),
+            Err((KafkaError::MessageProduction(RDKafkaErrorCode::QueueFull), _)) => {
+                std::thread::sleep(std::time::Duration::from_millis(5));
+            }
+            Err((e, _)) => return Err(e),
+        }
+    }
+}

@@ -13,9 +13,9 @@ use std::time::{Duration, Instant};
 
 use rdkafka::config::ClientConfig;
 use rdkafka::consumer::{BaseConsumer, Consumer};
-use rdkafka::error::{KafkaError, RDKafkaErrorCode};
+use rdkafka::error::KafkaError;
 use rdkafka::message::Message;
-use rdkafka::producer::{BaseRecord, Producer, ThreadedProducer};
+use rdkafka::producer::{Producer, ThreadedProducer};
 use rdkafka::{Offset, TopicPartitionList};
 
 use super::acks::{parse_seq, payload, Ack, AckContext, Acks};
@@ -130,27 +130,16 @@ impl Drop for Load {
     }
 }
 
-/// Sends one message, waiting while librdkafka's queue is full.
+/// Sends message `seq` (round-robin over the partitions), waiting while librdkafka's
+/// queue is full.
 pub fn send_retrying(
     producer: &ThreadedProducer<AckContext>,
     topic: &str,
     partitions: i32,
     seq: u64,
 ) -> Result<(), KafkaError> {
-    let value = payload(seq, PAYLOAD_BYTES);
     let partition = (seq % partitions as u64) as i32;
-    loop {
-        let record = BaseRecord::<(), [u8]>::to(topic)
-            .partition(partition)
-            .payload(&value);
-        match producer.send(record) {
-            Ok(()) => return Ok(()),
-            Err((KafkaError::MessageProduction(RDKafkaErrorCode::QueueFull), _)) => {
-                std::thread::sleep(Duration::from_millis(5));
-            }
-            Err((e, _)) => return Err(e),
-        }
-    }
+    super::acks::send_waiting(producer, topic, partition, &payload(seq, PAYLOAD_BYTES))
 }
 
 /// Every delivery succeeded (an outage shows as retries, not as failed messages).

@@ -61,11 +61,23 @@ pub struct Report {
     pub indeterminate_reads: u64,
     /// The first messages an anomaly was about (partition, id), for [`around`].
     pub suspects: Vec<(i32, MsgId)>,
+    /// Not anomalies of the broker: messages librdkafka itself sent again under a new
+    /// producer epoch after it bumped the epoch (KIP-360) while they were unacknowledged
+    /// (see docs/fault-testing.md), by kind (`duplicate`, `order`): how many, examples.
+    pub client_resends: BTreeMap<&'static str, (u64, Vec<String>)>,
 }
 
 impl Report {
     fn anomaly(&mut self, kind: &'static str, example: impl FnOnce() -> String) {
         let e = self.anomalies.entry(kind).or_default();
+        e.0 += 1;
+        if e.1.len() < EXAMPLES_MAX {
+            e.1.push(example());
+        }
+    }
+
+    fn client_resend(&mut self, kind: &'static str, example: impl FnOnce() -> String) {
+        let e = self.client_resends.entry(kind).or_default();
         e.0 += 1;
         if e.1.len() < EXAMPLES_MAX {
             e.1.push(example());
@@ -110,6 +122,12 @@ impl Report {
             let (n, ex) = self.anomalies.get(k).cloned().unwrap_or_default();
             out.push_str(&format!("| {k} | {n} | {} |\n", ex.join("; ")));
         }
+        for (k, (n, ex)) in &self.client_resends {
+            out.push_str(&format!(
+                "| (client) {k} resent by librdkafka after an epoch bump | {n} | {} |\n",
+                ex.join("; ")
+            ));
+        }
         out
     }
 }
@@ -118,8 +136,27 @@ impl Report {
 #[derive(Default)]
 struct Writes {
     sent: HashMap<MsgId, i32>,
+    sent_at: HashMap<MsgId, Duration>,
     acked: Vec<(MsgId, i32, i64)>,
+    acked_at: HashMap<MsgId, Duration>,
     failed: HashMap<MsgId, Failure>,
+    /// When each producer client bumped its epoch (from its idempotence log).
+    bumps: BTreeMap<u64, Vec<Duration>>,
+}
+
+impl Writes {
+    /// Whether `id`'s client bumped its epoch between sending it and its (last)
+    /// acknowledgement: librdkafka then renumbers and sends again every message not yet
+    /// acknowledged, written or not.
+    fn resent_after_bump(&self, id: MsgId) -> bool {
+        let Some(sent) = self.sent_at.get(&id) else {
+            return false;
+        };
+        let until = self.acked_at.get(&id).copied().unwrap_or(Duration::MAX);
+        self.bumps
+            .get(&producer_of(id))
+            .is_some_and(|b| b.iter().any(|t| t >= sent && *t <= until))
+    }
 }
 
 /// Checks a whole history.
@@ -131,12 +168,19 @@ pub fn check(events: &[Event]) -> Report {
         match &e.op {
             Op::Send { id, partition } => {
                 w.sent.insert(*id, *partition);
+                w.sent_at.entry(*id).or_insert(e.at);
             }
             Op::Ack {
                 id,
                 partition,
                 offset,
-            } => w.acked.push((*id, *partition, *offset)),
+            } => {
+                w.acked.push((*id, *partition, *offset));
+                w.acked_at.insert(*id, e.at);
+            }
+            Op::ClientLog { producer, line } if line.contains("bumped epoch") => {
+                w.bumps.entry(*producer).or_default().push(e.at);
+            }
             Op::Fail { id, failure, .. } => {
                 w.failed.insert(*id, failure.clone());
             }
@@ -201,18 +245,27 @@ fn check_writes(r: &mut Report, w: &Writes, log: &Log) {
                 continue;
             };
             check_read_of(r, w, *id, || format!("final log p{p}@{o}"));
-            if let Some((p0, o0)) = seen.insert(*id, (*p, *o)) {
-                r.anomaly("duplicate", || {
-                    format!("id {id} at p{p0}@{o0} and p{p}@{o}")
-                });
-                r.suspect(*p, *id);
+            let resent = w.resent_after_bump(*id);
+            let copy = seen.insert(*id, (*p, *o));
+            if let Some((p0, o0)) = copy {
+                let example = || format!("id {id} at p{p0}@{o0} and p{p}@{o}");
+                if resent {
+                    r.client_resend("duplicate", example);
+                } else {
+                    r.anomaly("duplicate", example);
+                    r.suspect(*p, *id);
+                }
             }
             let producer = producer_of(*id);
             if let Some((o0, id0)) = last.insert(producer, (*o, *id)) {
                 if id0 > *id {
-                    r.anomaly("order", || {
-                        format!("final log p{p}: id {id0} at {o0} before id {id} at {o}")
-                    });
+                    let example =
+                        || format!("final log p{p}: id {id0} at {o0} before id {id} at {o}");
+                    if copy.is_some() && resent {
+                        r.client_resend("order", example);
+                    } else {
+                        r.anomaly("order", example);
+                    }
                 }
             }
         }

@@ -281,13 +281,27 @@ impl Nemesis {
         self.cluster.wait_all_active(HANG_GUARD);
         let asked = self.asked();
         let topic = &self.topic;
-        self.cluster.wait(
-            &format!("{topic}: {partitions} partitions led with {isr} in sync (node {asked})"),
-            HANG_GUARD,
+        // What node `asked` said last, every node's view too, for the guard's message.
+        let last = std::cell::RefCell::new(None);
+        crate::common::wait_for_named(
             || {
+                let views: Vec<String> = self
+                    .cluster
+                    .live()
+                    .into_iter()
+                    .map(|i| format!("node {i}: {:?}", self.cluster.metadata(i, topic)))
+                    .collect();
+                format!(
+                    "{topic}: {partitions} partitions led with {isr} in sync (node {asked} said last {:?}; now {views:?})",
+                    last.borrow()
+                )
+            },
+            HANG_GUARD,
+            &mut || {
                 let (_, parts) = self.cluster.metadata(asked, topic)?;
                 let ok = parts.len() == partitions
                     && parts.values().all(|p| p.leader > 0 && p.isr.len() >= isr);
+                *last.borrow_mut() = Some(parts);
                 ok.then_some(())
             },
         );

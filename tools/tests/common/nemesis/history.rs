@@ -77,7 +77,7 @@ pub enum Op {
     FinalCommitted { partition: i32, offset: i64 },
     /// A producer client's idempotence log line (librdkafka's `eos` debug: producer id and
     /// epoch changes, drains, epoch bumps), at most `CLIENT_LOG_LINES_MAX` per client.
-    ClientLog { line: String },
+    ClientLog { producer: u64, line: String },
     /// Producer `producer`'s client failed fatally (it is replaced by a new one).
     ProducerFatal { producer: u64, error: String },
     /// A fault began (`kind` as in the report; `what` its target).

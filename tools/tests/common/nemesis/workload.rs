@@ -18,11 +18,11 @@ use rdkafka::config::ClientConfig;
 use rdkafka::consumer::{BaseConsumer, CommitMode, Consumer, ConsumerContext, Rebalance};
 use rdkafka::error::{KafkaError, RDKafkaErrorCode};
 use rdkafka::message::Message;
-use rdkafka::producer::{BaseRecord, DeliveryResult, Producer, ProducerContext, ThreadedProducer};
+use rdkafka::producer::{DeliveryResult, Producer, ProducerContext, ThreadedProducer};
 use rdkafka::{Offset, TopicPartitionList};
 
-use super::history::{Failure, History, MsgId, Op, ID_PRODUCER_STRIDE};
-use crate::common::acks::{parse_seq, payload};
+use super::history::{Failure, History, Op, ID_PRODUCER_STRIDE};
+use crate::common::acks::{parse_seq, payload, send_waiting};
 use crate::common::{wait_for_named, HANG_GUARD};
 
 /// Payload bytes: the 12-digit id, then filler.
@@ -154,6 +154,7 @@ impl ProducerLoop {
             acked: self.acked.clone(),
             fatal: Mutex::new(None),
             logged: AtomicU64::new(0),
+            instance,
         };
         let producer: ThreadedProducer<HistoryContext> =
             producer_config(&self.bootstrap, &self.spec)
@@ -168,7 +169,8 @@ impl ProducerLoop {
                 let id = instance * ID_PRODUCER_STRIDE + n;
                 let partition = (n % self.spec.partitions as u64) as i32;
                 self.history.record(Op::Send { id, partition });
-                if let Err(e) = send(&producer, &self.spec.topic, partition, id) {
+                let value = payload(id, PAYLOAD_BYTES);
+                if let Err(e) = send_waiting(&producer, &self.spec.topic, partition, &value) {
                     let failure = Failure::Indeterminate(format!("send: {e}"));
                     self.history.record(Op::Fail {
                         id,
@@ -184,28 +186,6 @@ impl ProducerLoop {
         let flush = Duration::from_millis(self.spec.message_timeout_ms + 10_000);
         let _ = producer.flush(flush);
         fatal()
-    }
-}
-
-/// Sends one message, waiting while librdkafka's queue is full.
-fn send(
-    producer: &ThreadedProducer<HistoryContext>,
-    topic: &str,
-    partition: i32,
-    id: MsgId,
-) -> Result<(), KafkaError> {
-    let value = payload(id, PAYLOAD_BYTES);
-    loop {
-        let record = BaseRecord::<(), [u8]>::to(topic)
-            .partition(partition)
-            .payload(&value);
-        match producer.send(record) {
-            Ok(()) => return Ok(()),
-            Err((KafkaError::MessageProduction(RDKafkaErrorCode::QueueFull), _)) => {
-                std::thread::sleep(Duration::from_millis(5));
-            }
-            Err((e, _)) => return Err(e),
-        }
     }
 }
 
@@ -233,6 +213,8 @@ struct HistoryContext {
     acked: Arc<AtomicU64>,
     fatal: Mutex<Option<String>>,
     logged: AtomicU64,
+    /// The producer number of this client (its ids' prefix).
+    instance: u64,
 }
 
 /// Idempotence log lines kept per producer client.
@@ -250,10 +232,14 @@ impl ClientContext for HistoryContext {
             "UNKPID",
             "ERRSEQ",
         ];
-        if wanted.iter().any(|w| fac.contains(w))
-            && self.logged.fetch_add(1, Ordering::Relaxed) < CLIENT_LOG_LINES_MAX
+        // Epoch bumps are rare and the checker needs every one: never capped.
+        let bump = line.contains("bumped epoch");
+        if bump
+            || (wanted.iter().any(|w| fac.contains(w))
+                && self.logged.fetch_add(1, Ordering::Relaxed) < CLIENT_LOG_LINES_MAX)
         {
             self.history.record(Op::ClientLog {
+                producer: self.instance,
                 line: format!("{fac}: {line}"),
             });
         }
