@@ -7,6 +7,7 @@
 
 use std::rc::Rc;
 
+use kafka_protocol::messages::add_partitions_to_txn_request::AddPartitionsToTxnTopic;
 use kafka_protocol::messages::add_partitions_to_txn_response::{
     AddPartitionsToTxnPartitionResult, AddPartitionsToTxnResult, AddPartitionsToTxnTopicResult,
 };
@@ -38,11 +39,7 @@ pub async fn handle(
     if req.version >= 4 {
         return handle_batched(shard, authz, req, body).await;
     }
-    let asked: Vec<(String, i32)> = body
-        .v3_and_below_topics
-        .iter()
-        .flat_map(|t| t.partitions.iter().map(|p| (t.name.0.to_string(), *p)))
-        .collect();
+    let asked = partitions_of(&body.v3_and_below_topics);
     // Kafka's checks: WRITE on the transactional id (every partition refused without
     // it), WRITE on each topic (the others then not attempted, as for unknown ones).
     let txn_id = body.v3_and_below_transactional_id.as_str();
@@ -87,26 +84,7 @@ pub async fn handle(
             })
             .collect()
     };
-    let mut errors = errors.into_iter();
-    let topics = body
-        .v3_and_below_topics
-        .iter()
-        .map(|t| {
-            let partitions = t
-                .partitions
-                .iter()
-                .zip(errors.by_ref())
-                .map(|(p, e)| {
-                    AddPartitionsToTxnPartitionResult::default()
-                        .with_partition_index(*p)
-                        .with_partition_error_code(e.into())
-                })
-                .collect();
-            AddPartitionsToTxnTopicResult::default()
-                .with_name(t.name.clone())
-                .with_results_by_partition(partitions)
-        })
-        .collect();
+    let topics = topic_results(&body.v3_and_below_topics, errors);
     let resp = AddPartitionsToTxnResponse::default().with_results_by_topic_v3_and_below(topics);
     encode_response(req.header.correlation_id, req.version, &resp)
 }
@@ -173,14 +151,7 @@ async fn handle_batched(
     for t in &body.transactions {
         let id = t.transactional_id.0.as_str();
         let producer = (t.producer_id.0, t.producer_epoch);
-        let asked: Vec<(String, i32)> = t
-            .topics
-            .iter()
-            .flat_map(|topic| {
-                let name = topic.name.0.to_string();
-                topic.partitions.iter().map(move |p| (name.clone(), *p))
-            })
-            .collect();
+        let asked = partitions_of(&t.topics);
         let errors: Vec<ErrorCode> = if id.is_empty() {
             vec![code::INVALID_REQUEST; asked.len()]
         } else if t.verify_only {
@@ -189,26 +160,7 @@ async fn handle_batched(
         } else {
             add(shard, id, producer, asked, req.version >= 5).await
         };
-        let mut errors = errors.into_iter();
-        let topic_results = t
-            .topics
-            .iter()
-            .map(|topic| {
-                let partitions = topic
-                    .partitions
-                    .iter()
-                    .zip(errors.by_ref())
-                    .map(|(p, e)| {
-                        AddPartitionsToTxnPartitionResult::default()
-                            .with_partition_index(*p)
-                            .with_partition_error_code(e.into())
-                    })
-                    .collect();
-                AddPartitionsToTxnTopicResult::default()
-                    .with_name(topic.name.clone())
-                    .with_results_by_partition(partitions)
-            })
-            .collect();
+        let topic_results = topic_results(&t.topics, errors);
         resp.results_by_transaction.push(
             AddPartitionsToTxnResult::default()
                 .with_transactional_id(t.transactional_id.clone())
@@ -216,4 +168,38 @@ async fn handle_batched(
         );
     }
     encode_response(req.header.correlation_id, req.version, &resp)
+}
+
+/// Every (topic, partition) the request's topics name, in order.
+fn partitions_of(topics: &[AddPartitionsToTxnTopic]) -> Vec<(String, i32)> {
+    topics
+        .iter()
+        .flat_map(|t| t.partitions.iter().map(|p| (t.name.0.to_string(), *p)))
+        .collect()
+}
+
+/// The answer for `topics`, one error per partition in the order of [`partitions_of`].
+fn topic_results(
+    topics: &[AddPartitionsToTxnTopic],
+    errors: Vec<ErrorCode>,
+) -> Vec<AddPartitionsToTxnTopicResult> {
+    let mut errors = errors.into_iter();
+    topics
+        .iter()
+        .map(|t| {
+            let partitions = t
+                .partitions
+                .iter()
+                .zip(errors.by_ref())
+                .map(|(p, e)| {
+                    AddPartitionsToTxnPartitionResult::default()
+                        .with_partition_index(*p)
+                        .with_partition_error_code(e.into())
+                })
+                .collect();
+            AddPartitionsToTxnTopicResult::default()
+                .with_name(t.name.clone())
+                .with_results_by_partition(partitions)
+        })
+        .collect()
 }
