@@ -49,16 +49,22 @@ fn topic() -> TopicName {
     TopicName(StrBytes::from_static_str(TOPIC))
 }
 
-/// FindCoordinator for the transactional id (which creates `__transaction_state`), then
-/// InitProducerId, each retried while the coordinator loads: (producer id, epoch).
-fn init_producer(s: &mut TcpStream) -> (i64, i16) {
-    common::wait_for("the transaction coordinator", HANG_GUARD, &mut || {
+/// FindCoordinator (key type 0: a group, 1: a transactional id) until it answers
+/// without error (the first ask creates the coordinator's internal topic).
+fn wait_coordinator(s: &mut TcpStream, key_type: i8, key: &'static str) {
+    common::wait_for("the coordinator", HANG_GUARD, &mut || {
         let req = FindCoordinatorRequest::default()
-            .with_key_type(1)
-            .with_coordinator_keys(vec![StrBytes::from_static_str(TXN_ID)]);
+            .with_key_type(key_type)
+            .with_coordinator_keys(vec![StrBytes::from_static_str(key)]);
         let r: FindCoordinatorResponse = call(s, ApiKey::FindCoordinator, 4, &req);
         (r.coordinators[0].error_code == 0).then_some(())
     });
+}
+
+/// FindCoordinator for the transactional id (which creates `__transaction_state`), then
+/// InitProducerId, each retried while the coordinator loads: (producer id, epoch).
+fn init_producer(s: &mut TcpStream) -> (i64, i16) {
+    wait_coordinator(s, 1, TXN_ID);
     common::wait_for("InitProducerId", HANG_GUARD, &mut || {
         let req = InitProducerIdRequest::default()
             .with_transactional_id(Some(txn_id()))
@@ -358,13 +364,7 @@ fn transactional_offsets_need_their_partition_in_the_transaction() {
     let b = broker(dir.path());
     common::create_topic_at(&b.addr, TOPIC, 1, 1, &[]);
     let mut s = connect(&b.addr);
-    common::wait_for("the group coordinator", HANG_GUARD, &mut || {
-        let req = FindCoordinatorRequest::default()
-            .with_key_type(0)
-            .with_coordinator_keys(vec![StrBytes::from_static_str("g-v1")]);
-        let r: FindCoordinatorResponse = call(&mut s, ApiKey::FindCoordinator, 4, &req);
-        (r.coordinators[0].error_code == 0).then_some(())
-    });
+    wait_coordinator(&mut s, 0, "g-v1");
     let producer = init_producer(&mut s);
 
     // v4 (verification): without AddOffsetsToTxn the offsets are refused.

@@ -7,7 +7,8 @@
 //! - `conn`: one client connection (reader, in-order writer, in-flight bound), over plain
 //!   TCP or TLS (handshake on the serving shard), with its security `Session`;
 //! - `handlers`: one file per Kafka API, all listed in one table (`handlers::APIS`);
-//! - `errors`: the Kafka error codes, chosen here and nowhere else.
+//! - `errors`: the Kafka error codes, chosen here and nowhere else;
+//! - `runs`: items in runs of equal keys gathered (partitions under their topic).
 //!
 //! Invariants: responses on a connection leave in request order; bad input closes the
 //! connection or gets an error answer, never a panic.
@@ -18,3 +19,4 @@ pub mod frame;
 pub(crate) mod frame_pool;
 pub mod handlers;
 pub(crate) mod request_bytes;
+pub(crate) mod runs;

@@ -14,12 +14,12 @@ use kafka_protocol::messages::write_txn_markers_request::{
 use kafka_protocol::messages::{ProducerId, TopicName, WriteTxnMarkersRequest};
 use kafka_protocol::protocol::StrBytes;
 use sluice_control::{BrokerId, PartitionId};
-use sluice_replication::client::{ClientConfig, KafkaConn};
 
 use super::state::{TxnMeta, TxnState};
 use super::TXN_TOPIC;
 use crate::broker::shard::{answers_by_shard, MarkerWritten, Shard, ShardOp};
 use crate::kafka::errors::{code, ErrorCode};
+use crate::kafka::runs::group_runs;
 use crate::store::{Marker, MarkerKind, TopicPartition};
 
 /// Pause between rounds while some markers are not written, growing to the maximum.
@@ -99,10 +99,7 @@ async fn round(
         }
     }
     for (broker, parts) in remote {
-        let Some(addr) = image
-            .broker(broker)
-            .and_then(|b| b.listeners.first().map(|l| (l.host.clone(), l.port)))
-        else {
+        let Some(addr) = super::broker_address(&image, broker) else {
             continue;
         };
         match write_remote(&addr, &parts, marker).await {
@@ -141,28 +138,19 @@ fn settle(p: &(String, i32), error: ErrorCode, marker: Marker) -> Result<bool, E
 
 /// WriteTxnMarkers v1 to the broker at `addr` for `parts`: each partition's error code.
 async fn write_remote(
-    (host, port): &(String, u16),
+    addr: &(String, u16),
     parts: &[(String, i32)],
     marker: Marker,
 ) -> Result<Vec<ErrorCode>, sluice_replication::client::ClientError> {
-    let config = ClientConfig {
-        client_id: "sluice-transaction-coordinator".into(),
-        connect_timeout_ms: 5_000,
-        request_timeout_ms: 30_000,
-        frame_bytes_max: 1 << 20,
-    };
-    let mut conn = KafkaConn::connect(host, *port, config).await?;
-    let mut topics: Vec<WritableTxnMarkerTopic> = Vec::new();
-    for (topic, p) in parts {
-        match topics.last_mut() {
-            Some(t) if t.name.0.as_str() == topic => t.partition_indexes.push(*p),
-            _ => topics.push(
-                WritableTxnMarkerTopic::default()
-                    .with_name(TopicName(StrBytes::from_string(topic.clone())))
-                    .with_partition_indexes(vec![*p]),
-            ),
-        }
-    }
+    let mut conn = super::connect_broker(addr, "sluice-transaction-coordinator").await?;
+    let topics = group_runs(parts.iter().map(|(t, p)| (t.as_str(), *p)))
+        .into_iter()
+        .map(|(topic, partitions)| {
+            WritableTxnMarkerTopic::default()
+                .with_name(TopicName(StrBytes::from_string(topic.to_string())))
+                .with_partition_indexes(partitions)
+        })
+        .collect();
     let req = WriteTxnMarkersRequest::default().with_markers(vec![WritableTxnMarker::default()
         .with_producer_id(ProducerId(marker.producer_id))
         .with_producer_epoch(marker.producer_epoch)

@@ -155,6 +155,31 @@ impl Busy {
     }
 }
 
+/// Where the coordinator reaches another broker for its own requests (WriteTxnMarkers,
+/// AddPartitionsToTxn verification): the broker's first listener, if the image knows it.
+pub(crate) fn broker_address(
+    image: &sluice_control::MetadataImage,
+    broker: sluice_control::BrokerId,
+) -> Option<(String, u16)> {
+    image
+        .broker(broker)
+        .and_then(|b| b.listeners.first().map(|l| (l.host.clone(), l.port)))
+}
+
+/// A connection to another broker at `addr` for one of the coordinator's requests.
+pub(crate) async fn connect_broker(
+    (host, port): &(String, u16),
+    client_id: &str,
+) -> Result<sluice_replication::client::KafkaConn, sluice_replication::client::ClientError> {
+    let config = sluice_replication::client::ClientConfig {
+        client_id: client_id.into(),
+        connect_timeout_ms: 5_000,
+        request_timeout_ms: 30_000,
+        frame_bytes_max: 1 << 20,
+    };
+    sluice_replication::client::KafkaConn::connect(host, *port, config).await
+}
+
 /// The partition of `__transaction_state` (of `count`) an id belongs to.
 pub fn partition_of(transactional_id: &str, count: usize) -> usize {
     ((crate::groups::java_hash(transactional_id) & 0x7fff_ffff) as usize) % count.max(1)

@@ -72,13 +72,7 @@ pub fn value(m: &TxnMeta) -> Bytes {
 }
 
 fn put_partitions(b: &mut BytesMut, partitions: &BTreeSet<(String, i32)>, flexible: bool) {
-    let mut topics: Vec<(&str, Vec<i32>)> = Vec::new();
-    for (topic, partition) in partitions {
-        match topics.last_mut() {
-            Some((t, ps)) if t == topic => ps.push(*partition),
-            _ => topics.push((topic, vec![*partition])),
-        }
-    }
+    let topics = crate::kafka::runs::group_runs(partitions.iter().map(|(t, p)| (t.as_str(), *p)));
     if !flexible {
         if topics.is_empty() {
             b.put_i32(-1);

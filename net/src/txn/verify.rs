@@ -29,12 +29,12 @@ use kafka_protocol::messages::add_partitions_to_txn_request::{
 use kafka_protocol::messages::{AddPartitionsToTxnRequest, ProducerId, TopicName, TransactionalId};
 use kafka_protocol::protocol::StrBytes;
 use sluice_control::BrokerId;
-use sluice_replication::client::{ClientConfig, KafkaConn};
 
 use super::persist::partition_count;
 use super::{partition_of, TXN_TOPIC};
 use crate::broker::shard::Shard;
 use crate::kafka::errors::{code, ErrorCode};
+use crate::kafka::runs::group_runs;
 use crate::store::TopicPartition;
 
 /// Guards one shard keeps at once; past it the oldest is dropped (its write, if it comes
@@ -174,12 +174,7 @@ pub async fn verify(
         };
         return local.unwrap_or_else(all);
     }
-    let addr = shard
-        .cluster
-        .image()
-        .broker(leader)
-        .and_then(|b| b.listeners.first().map(|l| (l.host.clone(), l.port)));
-    let Some(addr) = addr else {
+    let Some(addr) = super::broker_address(&shard.cluster.image(), leader) else {
         return all(code::COORDINATOR_NOT_AVAILABLE);
     };
     match verify_remote(&addr, id, producer, partitions, ask).await {
@@ -194,30 +189,21 @@ pub async fn verify(
 /// AddPartitionsToTxn to the coordinator's broker at `addr`: v4 `verify_only`, or v5
 /// adding for a transactions v2 producer.
 async fn verify_remote(
-    (host, port): &(String, u16),
+    addr: &(String, u16),
     id: &str,
     (producer_id, epoch): (i64, i16),
     partitions: &[(String, i32)],
     ask: Ask,
 ) -> Result<Vec<ErrorCode>, sluice_replication::client::ClientError> {
-    let config = ClientConfig {
-        client_id: "sluice-transaction-verification".into(),
-        connect_timeout_ms: 5_000,
-        request_timeout_ms: 30_000,
-        frame_bytes_max: 1 << 20,
-    };
-    let mut conn = KafkaConn::connect(host, *port, config).await?;
-    let mut topics: Vec<AddPartitionsToTxnTopic> = Vec::new();
-    for (topic, p) in partitions {
-        match topics.last_mut() {
-            Some(t) if t.name.0.as_str() == topic => t.partitions.push(*p),
-            _ => topics.push(
-                AddPartitionsToTxnTopic::default()
-                    .with_name(TopicName(StrBytes::from_string(topic.clone())))
-                    .with_partitions(vec![*p]),
-            ),
-        }
-    }
+    let mut conn = super::connect_broker(addr, "sluice-transaction-verification").await?;
+    let topics = group_runs(partitions.iter().map(|(t, p)| (t.as_str(), *p)))
+        .into_iter()
+        .map(|(topic, ps)| {
+            AddPartitionsToTxnTopic::default()
+                .with_name(TopicName(StrBytes::from_string(topic.to_string())))
+                .with_partitions(ps)
+        })
+        .collect();
     let req = AddPartitionsToTxnRequest::default().with_transactions(vec![
         AddPartitionsToTxnTransaction::default()
             .with_transactional_id(TransactionalId(StrBytes::from_string(id.to_string())))

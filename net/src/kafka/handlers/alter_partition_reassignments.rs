@@ -31,6 +31,7 @@ use crate::broker::cluster::{
 use crate::broker::shard::Shard;
 use crate::kafka::errors::{code, ErrorCode};
 use crate::kafka::frame::{decode_body, encode_response, FrameError, Request, ResponseFrame};
+use crate::kafka::runs::group_runs;
 use crate::security::authz::Authz;
 use crate::security::AclOperation;
 
@@ -58,22 +59,23 @@ type Answered = (String, i32, ErrorCode, Option<String>);
 
 /// The answer's topics in the order they come, each with its partitions.
 fn group_by_topic(results: Vec<Answered>) -> Vec<ReassignableTopicResponse> {
-    let mut out: Vec<ReassignableTopicResponse> = Vec::new();
-    for (topic, partition, error, message) in results {
-        let result = ReassignablePartitionResponse::default()
-            .with_partition_index(partition)
-            .with_error_code(error.into())
-            .with_error_message(message.map(StrBytes::from_string));
-        match out.last_mut() {
-            Some(last) if last.name.0.as_str() == topic => last.partitions.push(result),
-            _ => out.push(
-                ReassignableTopicResponse::default()
-                    .with_name(TopicName(StrBytes::from_string(topic)))
-                    .with_partitions(vec![result]),
-            ),
-        }
-    }
-    out
+    let results = results
+        .into_iter()
+        .map(|(topic, partition, error, message)| {
+            let result = ReassignablePartitionResponse::default()
+                .with_partition_index(partition)
+                .with_error_code(error.into())
+                .with_error_message(message.map(StrBytes::from_string));
+            (topic, result)
+        });
+    group_runs(results)
+        .into_iter()
+        .map(|(topic, partitions)| {
+            ReassignableTopicResponse::default()
+                .with_name(TopicName(StrBytes::from_string(topic)))
+                .with_partitions(partitions)
+        })
+        .collect()
 }
 
 fn answer(

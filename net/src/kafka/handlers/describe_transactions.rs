@@ -15,6 +15,7 @@ use super::ApiSpec;
 use crate::broker::shard::Shard;
 use crate::kafka::errors::{code, ErrorCode};
 use crate::kafka::frame::{decode_body, encode_response, FrameError, Request, ResponseFrame};
+use crate::kafka::runs::group_runs;
 use crate::security::authz::Authz;
 use crate::security::AclOperation;
 use crate::txn::state::TxnMeta;
@@ -63,17 +64,14 @@ fn describe(shard: &Shard, id: &str) -> Result<TxnMeta, ErrorCode> {
 }
 
 fn described(out: TransactionState, m: &TxnMeta) -> TransactionState {
-    let mut topics: Vec<TopicData> = Vec::new();
-    for (topic, p) in &m.partitions {
-        match topics.last_mut() {
-            Some(t) if t.topic.0.as_str() == topic => t.partitions.push(*p),
-            _ => topics.push(
-                TopicData::default()
-                    .with_topic(TopicName(StrBytes::from_string(topic.clone())))
-                    .with_partitions(vec![*p]),
-            ),
-        }
-    }
+    let topics: Vec<TopicData> = group_runs(m.partitions.iter().map(|(t, p)| (t.as_str(), *p)))
+        .into_iter()
+        .map(|(topic, partitions)| {
+            TopicData::default()
+                .with_topic(TopicName(StrBytes::from_string(topic.to_string())))
+                .with_partitions(partitions)
+        })
+        .collect();
     out.with_transaction_state(StrBytes::from_static_str(m.state.name()))
         .with_transaction_timeout_ms(m.timeout_ms)
         .with_transaction_start_time_ms(m.start_ms)

@@ -21,6 +21,7 @@ use crate::broker::cluster::{
 use crate::broker::shard::Shard;
 use crate::kafka::errors::{code, ErrorCode};
 use crate::kafka::frame::{decode_body, encode_response, FrameError, Request, ResponseFrame};
+use crate::kafka::runs::group_runs;
 use crate::security::authz::{Authz, AUTHORIZATION_FAILED};
 use crate::security::AclOperation;
 
@@ -59,22 +60,23 @@ fn outcome_code(o: ElectionOutcome) -> (ErrorCode, Option<&'static str>) {
 fn group_by_topic(
     results: Vec<(String, i32, ErrorCode, Option<String>)>,
 ) -> Vec<ReplicaElectionResult> {
-    let mut out: Vec<ReplicaElectionResult> = Vec::new();
-    for (topic, partition, error, message) in results {
-        let result = PartitionResult::default()
-            .with_partition_id(partition)
-            .with_error_code(error.into())
-            .with_error_message(message.map(StrBytes::from_string));
-        match out.last_mut() {
-            Some(last) if last.topic.0.as_str() == topic => last.partition_result.push(result),
-            _ => out.push(
-                ReplicaElectionResult::default()
-                    .with_topic(TopicName(StrBytes::from_string(topic)))
-                    .with_partition_result(vec![result]),
-            ),
-        }
-    }
-    out
+    let results = results
+        .into_iter()
+        .map(|(topic, partition, error, message)| {
+            let result = PartitionResult::default()
+                .with_partition_id(partition)
+                .with_error_code(error.into())
+                .with_error_message(message.map(StrBytes::from_string));
+            (topic, result)
+        });
+    group_runs(results)
+        .into_iter()
+        .map(|(topic, partitions)| {
+            ReplicaElectionResult::default()
+                .with_topic(TopicName(StrBytes::from_string(topic)))
+                .with_partition_result(partitions)
+        })
+        .collect()
 }
 
 fn answer(
