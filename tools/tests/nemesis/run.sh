@@ -19,7 +19,7 @@ export SLUICE_NEMESIS_SECONDS=$((minutes * 60))
 export SLUICE_TEST_LOG=${SLUICE_TEST_LOG:-error}
 echo "nemesis: $minutes min of faults, seed $seed, log $log"
 status=0
-cargo test -p sluice --test nemesis a_seeded_fault_schedule -- --nocapture >"$log" 2>&1 || status=$?
+cargo test -p sluice --test nemesis a_seeded_fault_schedule -- --include-ignored --nocapture >"$log" 2>&1 || status=$?
 grep -E '^nemesis seed|^nemesis: the history|^figure: nemesis|^\|' "$log" || true
 if [ "$status" -ne 0 ]; then
     echo "nemesis: FAILED (exit $status); the end of $log:"
