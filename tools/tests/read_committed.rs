@@ -20,9 +20,8 @@ use kafka_protocol::messages::write_txn_markers_request::{
     WritableTxnMarker, WritableTxnMarkerTopic,
 };
 use kafka_protocol::messages::{
-    ApiKey, InitProducerIdRequest, InitProducerIdResponse, ListOffsetsRequest, ListOffsetsResponse,
-    ProduceRequest, ProduceResponse, ProducerId, TopicName, WriteTxnMarkersRequest,
-    WriteTxnMarkersResponse,
+    ApiKey, ListOffsetsRequest, ListOffsetsResponse, ProduceRequest, ProduceResponse, ProducerId,
+    TopicName, TransactionalId, WriteTxnMarkersRequest, WriteTxnMarkersResponse,
 };
 use kafka_protocol::protocol::StrBytes;
 use rdkafka::config::ClientConfig;
@@ -38,20 +37,20 @@ const INVALID_RECORD: i16 = 87;
 const INVALID_PRODUCER_EPOCH: i16 = 47;
 const TRANSACTION_COORDINATOR_FENCED: i16 = 52;
 const UNKNOWN_TOPIC_OR_PARTITION: i16 = 3;
+const NOT_ENOUGH_REPLICAS: i16 = 19;
+const TRANSACTIONAL_ID_AUTHORIZATION_FAILED: i16 = 53;
 
 fn topic_name() -> TopicName {
     TopicName(StrBytes::from_static_str(TOPIC))
 }
 
-/// A producer id and epoch from InitProducerId (no transactional id: the broker hands out
-/// ids; the transaction coordinator is not here yet).
-fn producer_id(s: &mut TcpStream) -> (i64, i16) {
-    let req = InitProducerIdRequest::default()
-        .with_transactional_id(None)
-        .with_transaction_timeout_ms(60_000);
-    let r: InitProducerIdResponse = call(s, ApiKey::InitProducerId, 4, &req);
-    assert_eq!(r.error_code, 0, "InitProducerId");
-    (r.producer_id.0, r.producer_epoch)
+/// A transactional producer for `id` with the topic's partition 0 in its transaction,
+/// as the coordinator knows it: (producer id, epoch). Its writes pass KIP-890's
+/// verification; the test then writes the markers itself, in the coordinator's place.
+fn producer(s: &mut TcpStream, id: &str) -> (i64, i16) {
+    let p = common::txn::init_producer(s, id);
+    assert_eq!(common::txn::add_partitions(s, id, p, TOPIC, vec![0]), 0);
+    p
 }
 
 /// A batch of `values`; transactional for `producer` (id, epoch, first sequence).
@@ -76,8 +75,12 @@ fn batch(producer: Option<(i64, i16, i32)>, values: &[&str]) -> Bytes {
     Bytes::from(b.build())
 }
 
-fn produce(s: &mut TcpStream, records: Bytes) -> i16 {
+/// A Produce of `records` to partition 0, with `transactional_id` if given: its error.
+fn produce_as(s: &mut TcpStream, transactional_id: Option<&str>, records: Bytes) -> i16 {
     let req = ProduceRequest::default()
+        .with_transactional_id(
+            transactional_id.map(|id| TransactionalId(StrBytes::from_string(id.to_string()))),
+        )
         .with_acks(-1)
         .with_timeout_ms(10_000)
         .with_topic_data(vec![TopicProduceData::default()
@@ -87,6 +90,23 @@ fn produce(s: &mut TcpStream, records: Bytes) -> i16 {
                 .with_records(Some(records))])]);
     let r: ProduceResponse = call(s, ApiKey::Produce, 9, &req);
     r.responses[0].partition_responses[0].error_code
+}
+
+fn produce(s: &mut TcpStream, records: Bytes) -> i16 {
+    produce_as(s, None, records)
+}
+
+/// A transactional Produce, retried while the coordinator that verifies it is not
+/// ready (NOT_ENOUGH_REPLICAS, as Kafka answers its retriable errors).
+fn produce_txn(s: &mut TcpStream, id: &str, records: Bytes) -> i16 {
+    common::wait_for("a verified produce", HANG_GUARD, &mut || match produce_as(
+        s,
+        Some(id),
+        records.clone(),
+    ) {
+        NOT_ENOUGH_REPLICAS => None,
+        e => Some(e),
+    })
 }
 
 /// Writes one marker into `partitions` of the topic; the error of each.
@@ -161,17 +181,33 @@ fn read_until(b: &Broker, isolation: &str, last: &str) -> Vec<String> {
 #[test]
 fn read_committed_consumers_skip_aborted_transactions_and_stop_at_open_ones() {
     let dir = common::tempdir("read-committed");
-    let mut b = Broker::start(dir.path());
+    // Two transaction-state partitions, not fifty: the debug broker creates them quicker.
+    let conf_dir = common::tempdir("read-committed-conf");
+    let conf = conf_dir.path().join("sluice.toml");
+    std::fs::write(&conf, "[transactions]\nstate_log_partitions = 2\n").unwrap();
+    let args = ["--config", conf.to_str().unwrap()];
+    let mut b = Broker::start_with(dir.path(), &args);
     common::create_topic_at(&b.addr, TOPIC, 1, 1, &[]);
     let mut s = connect(&b.addr);
-    let (p1, p2) = (producer_id(&mut s), producer_id(&mut s));
+    let (p1, p2) = (producer(&mut s, "rc-1"), producer(&mut s, "rc-2"));
+
+    // Transactional records need the transactional id (Kafka's rule): refused without,
+    // and nothing is written.
+    assert_eq!(
+        produce(&mut s, batch(Some((p1.0, p1.1, 0)), &["x"])),
+        TRANSACTIONAL_ID_AUTHORIZATION_FAILED
+    );
+    assert_eq!(latest(&mut s, 0), 0, "nothing written");
 
     // Offsets 0-1: p1's transaction (to be aborted); 2: p2's (to be committed); 3 plain.
     assert_eq!(
-        produce(&mut s, batch(Some((p1.0, p1.1, 0)), &["a1", "a2"])),
+        produce_txn(&mut s, "rc-1", batch(Some((p1.0, p1.1, 0)), &["a1", "a2"])),
         0
     );
-    assert_eq!(produce(&mut s, batch(Some((p2.0, p2.1, 0)), &["c1"])), 0);
+    assert_eq!(
+        produce_txn(&mut s, "rc-2", batch(Some((p2.0, p2.1, 0)), &["c1"])),
+        0
+    );
     assert_eq!(produce(&mut s, batch(None, &["p1"])), 0);
     assert_eq!(latest(&mut s, 0), 4, "high watermark");
     assert_eq!(latest(&mut s, 1), 0, "open transactions hold the LSO");
@@ -184,8 +220,12 @@ fn read_committed_consumers_skip_aborted_transactions_and_stop_at_open_ones() {
         kind: MarkerKind::Commit,
     };
     assert_eq!(
-        produce(&mut s, Bytes::from(forged.to_batch(0))),
+        produce_as(&mut s, Some("rc-1"), Bytes::from(forged.to_batch(0))),
         INVALID_RECORD
+    );
+    assert_eq!(
+        produce(&mut s, Bytes::from(forged.to_batch(0))),
+        TRANSACTIONAL_ID_AUTHORIZATION_FAILED
     );
 
     // The coordinator's markers: abort p1 (offset 4), commit p2 (offset 5).
@@ -227,10 +267,13 @@ fn read_committed_consumers_skip_aborted_transactions_and_stop_at_open_ones() {
     drop(s);
     let addr = b.addr.clone();
     b.stop();
-    let b = Broker::start_at(dir.path(), &addr, "0-1", &[]);
+    let b = Broker::start_at(dir.path(), &addr, "0-1", &args);
     let mut s = connect(&b.addr);
     assert_eq!(read_until(&b, "read_committed", "end"), committed);
-    assert_eq!(produce(&mut s, batch(Some((p1.0, p1.1, 2)), &["late"])), 0);
+    assert_eq!(
+        produce_txn(&mut s, "rc-1", batch(Some((p1.0, p1.1, 2)), &["late"])),
+        0
+    );
     assert_eq!(produce(&mut s, batch(None, &["after"])), 0);
     assert_eq!(latest(&mut s, 1), 8, "p1's new transaction is open");
     assert_eq!(read_until(&b, "read_uncommitted", "after").len(), 7);

@@ -21,7 +21,6 @@ use kafka_protocol::messages::list_offsets_request::{ListOffsetsPartition, ListO
 use kafka_protocol::messages::produce_request::{PartitionProduceData, TopicProduceData};
 use kafka_protocol::messages::{
     AddPartitionsToTxnRequest, AddPartitionsToTxnResponse, ApiKey, EndTxnRequest, EndTxnResponse,
-    FindCoordinatorRequest, FindCoordinatorResponse, InitProducerIdRequest, InitProducerIdResponse,
     ListOffsetsRequest, ListOffsetsResponse, ProduceRequest, ProduceResponse, ProducerId,
     TopicName, TransactionalId,
 };
@@ -49,41 +48,12 @@ fn topic() -> TopicName {
     TopicName(StrBytes::from_static_str(TOPIC))
 }
 
-/// FindCoordinator (key type 0: a group, 1: a transactional id) until it answers
-/// without error (the first ask creates the coordinator's internal topic).
-fn wait_coordinator(s: &mut TcpStream, key_type: i8, key: &'static str) {
-    common::wait_for("the coordinator", HANG_GUARD, &mut || {
-        let req = FindCoordinatorRequest::default()
-            .with_key_type(key_type)
-            .with_coordinator_keys(vec![StrBytes::from_static_str(key)]);
-        let r: FindCoordinatorResponse = call(s, ApiKey::FindCoordinator, 4, &req);
-        (r.coordinators[0].error_code == 0).then_some(())
-    });
-}
-
-/// FindCoordinator for the transactional id (which creates `__transaction_state`), then
-/// InitProducerId, each retried while the coordinator loads: (producer id, epoch).
 fn init_producer(s: &mut TcpStream) -> (i64, i16) {
-    wait_coordinator(s, 1, TXN_ID);
-    common::wait_for("InitProducerId", HANG_GUARD, &mut || {
-        let req = InitProducerIdRequest::default()
-            .with_transactional_id(Some(txn_id()))
-            .with_transaction_timeout_ms(60_000);
-        let r: InitProducerIdResponse = call(s, ApiKey::InitProducerId, 4, &req);
-        (r.error_code == 0).then_some((r.producer_id.0, r.producer_epoch))
-    })
+    common::txn::init_producer(s, TXN_ID)
 }
 
-fn add_partitions(s: &mut TcpStream, (id, epoch): (i64, i16), partitions: Vec<i32>) -> i16 {
-    let req = AddPartitionsToTxnRequest::default()
-        .with_v3_and_below_transactional_id(txn_id())
-        .with_v3_and_below_producer_id(ProducerId(id))
-        .with_v3_and_below_producer_epoch(epoch)
-        .with_v3_and_below_topics(vec![AddPartitionsToTxnTopic::default()
-            .with_name(topic())
-            .with_partitions(partitions)]);
-    let r: AddPartitionsToTxnResponse = call(s, ApiKey::AddPartitionsToTxn, 3, &req);
-    r.results_by_topic_v3_and_below[0].results_by_partition[0].partition_error_code
+fn add_partitions(s: &mut TcpStream, producer: (i64, i16), partitions: Vec<i32>) -> i16 {
+    common::txn::add_partitions(s, TXN_ID, producer, TOPIC, partitions)
 }
 
 /// AddPartitionsToTxn v4 `verify_only`, as a partition leader asks: each partition's
@@ -364,7 +334,7 @@ fn transactional_offsets_need_their_partition_in_the_transaction() {
     let b = broker(dir.path());
     common::create_topic_at(&b.addr, TOPIC, 1, 1, &[]);
     let mut s = connect(&b.addr);
-    wait_coordinator(&mut s, 0, "g-v1");
+    common::txn::wait_coordinator(&mut s, 0, "g-v1");
     let producer = init_producer(&mut s);
 
     // v4 (verification): without AddOffsetsToTxn the offsets are refused.

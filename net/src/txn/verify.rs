@@ -114,6 +114,12 @@ pub fn transactional_producer(records: &[u8]) -> Option<(i64, i16)> {
     (h.is_transactional() && !h.is_control()).then(|| (h.producer_id.get(), h.producer_epoch.get()))
 }
 
+/// Whether the first batch of `records` is transactional, a marker included (Kafka's
+/// `RequestUtils.hasTransactionalRecords` looks at the first batch of each partition).
+pub fn is_transactional(records: &[u8]) -> bool {
+    sluice_engine::batch::parse_header(records).is_ok_and(|h| h.is_transactional())
+}
+
 /// What a partition leader (or group coordinator) asks the transaction coordinator.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Ask {

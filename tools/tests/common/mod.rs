@@ -10,6 +10,7 @@ pub mod nemesis;
 pub mod raw;
 pub mod revocations;
 pub mod tls;
+pub mod txn;
 
 /// One HTTP GET against the admin endpoint; the whole answer (status line, headers, body).
 pub fn http_get(addr: &str, path: &str) -> String {

@@ -29,7 +29,9 @@ use crate::kafka::frame::{decode_body, encode_response, FrameError, Request, Res
 use crate::security::authz::Authz;
 use crate::security::AclOperation;
 use crate::store::{PartitionId, TopicPartition};
-use crate::txn::verify::{produce_error, transactional_producer, verify, Ask, TxnCheck};
+use crate::txn::verify::{
+    is_transactional, produce_error, transactional_producer, verify, Ask, TxnCheck,
+};
 
 pub const SPEC: ApiSpec = ApiSpec {
     key: ApiKey::Produce,
@@ -45,12 +47,13 @@ pub async fn handle(
     let body: ProduceRequest = decode_body(req)?;
     let acks = body.acks;
     let mut items = Vec::new();
-    // Kafka's checks: WRITE on the transactional id (every partition refused without
-    // it), WRITE on each topic.
-    let txn_refused = body
-        .transactional_id
-        .as_deref()
-        .is_some_and(|id| !authz.transactional_id(AclOperation::Write, id));
+    // Kafka's checks: transactional records need a transactional id, with WRITE on it
+    // (every partition refused otherwise: such a write would skip KIP-890's
+    // verification); WRITE on each topic.
+    let txn_refused = match body.transactional_id.as_deref() {
+        Some(id) => !authz.transactional_id(AclOperation::Write, id),
+        None => without_transactional_id(req, &body),
+    };
     let mut refused = Vec::new();
     let mut shape = Vec::with_capacity(body.topic_data.len());
     for t in &body.topic_data {
@@ -144,6 +147,23 @@ pub async fn handle(
         .collect();
     let resp = ProduceResponse::default().with_responses(responses);
     encode_response(req.header.correlation_id, req.version, &resp).map(Some)
+}
+
+/// Whether a Produce without a transactional id carries transactional records (refused,
+/// as Kafka refuses them, with TRANSACTIONAL_ID_AUTHORIZATION_FAILED).
+fn without_transactional_id(req: &Request, body: &ProduceRequest) -> bool {
+    let transactional = body
+        .topic_data
+        .iter()
+        .flat_map(|t| &t.partition_data)
+        .any(|p| p.records.as_deref().is_some_and(is_transactional));
+    if transactional {
+        tracing::warn!(
+            client_id = req.header.client_id.as_deref().unwrap_or(""),
+            "produce of transactional records without a transactional id refused"
+        );
+    }
+    transactional
 }
 
 /// Appends each partition's records through its owning shard (internal topics refused):
