@@ -35,7 +35,8 @@ use glommio::io::{DmaFile, ReadResult};
 
 use crate::batch::{self, BatchHeader, BatchIter};
 use crate::compact::{
-    self, BatchKind, CleanedSegment, CleanerState, Filtered, OffsetMap, RetainRule, TxnView,
+    self, BatchKind, CleanedSegment, CleanerState, Filtered, MarkerPass, OffsetMap, RetainRule,
+    TxnView,
 };
 use crate::error::LogError;
 use crate::files::{self, align_down, align_up};
@@ -84,6 +85,9 @@ struct Plan {
     producers: ProducerState,
     /// The aborted transactions whose records may lie in `segments`.
     txns: TxnView,
+    /// Every aborted-index entry compaction forgot is in the snapshot on disk (abort
+    /// markers whose entry is gone may then go).
+    forgets_persisted: bool,
     index_interval_bytes: u32,
     segment_bytes_max: u64,
     delete_retention_ms: u64,
@@ -146,19 +150,27 @@ async fn run_pass(
     let mut cleaner = plan.cleaner.clone();
     let mut rewritten = Vec::new();
     let covered: Vec<&Cleanable> = plan.segments.iter().filter(|s| s.base < map_end).collect();
+    let mut markers = MarkerPass::new(&plan.producers, plan.forgets_persisted);
     for group in group_segments(plan, &covered, map_end, now_ms) {
         let first = cleaner.segments.get(&group[0].base).copied();
+        let retained_since = |c: &CleanedSegment| {
+            now_ms >= c.first_cleaned_ms.saturating_add(plan.delete_retention_ms)
+        };
+        let markers_expired = group
+            .iter()
+            .filter(|s| cleaner.segments.get(&s.base).is_some_and(retained_since))
+            .map(|s| s.base)
+            .collect();
         let rule = RetainRule {
             map,
             map_end,
             // Only segments without live tombstones are merged (see `group_segments`).
-            tombstones_expired: group.len() > 1
-                || first.is_some_and(|c| {
-                    now_ms >= c.first_cleaned_ms.saturating_add(plan.delete_retention_ms)
-                }),
+            tombstones_expired: group.len() > 1 || first.is_some_and(|c| retained_since(&c)),
+            markers_expired,
             txns: &plan.txns,
         };
-        let rewrite = rewrite_segments(plan, &group, &rule).await?;
+        markers.held = 0;
+        let rewrite = rewrite_segments(plan, &group, &rule, &mut markers).await?;
         let size: u64 = group.iter().map(|s| s.size).sum();
         outcome.bytes_before += size;
         outcome.bytes_after += rewrite.new.as_ref().map_or(size, |n| n.segment.size);
@@ -175,13 +187,14 @@ async fn run_pass(
                 .unwrap_or(now_ms);
             let cleaned = CleanedSegment {
                 first_cleaned_ms,
-                tombstones: rewrite.tombstones > 0,
+                tombstones: rewrite.tombstones > 0 || markers.held > 0,
             };
             cleaner.segments.insert(group[0].base, cleaned);
         }
         rewritten.extend(rewrite.new.map(|new| (group, new)));
         glommio::yield_if_needed().await;
     }
+    forget_aborted(shared, &markers.forget);
     let wanted = rewritten.len();
     outcome.segments_rewritten = swap(shared, &plan.dir, rewritten).await?;
     if outcome.segments_rewritten < wanted {
@@ -198,6 +211,24 @@ async fn run_pass(
         "compaction pass"
     );
     Ok(outcome)
+}
+
+/// Forgets the index entries of aborted transactions the pass found without data (their
+/// markers go in a later pass, once the snapshot on disk no longer lists them). Safe
+/// whether or not the pass's swap happens: no batch of those transactions is left.
+fn forget_aborted(shared: &LogShared, entries: &[crate::txn::AbortedTxn]) {
+    if entries.is_empty() {
+        return;
+    }
+    let mut st = shared.state.borrow_mut();
+    let forgotten = entries.iter().filter(|t| st.txns.forget_aborted(t)).count();
+    if forgotten > 0 {
+        st.aborted_forgets += 1;
+        tracing::debug!(
+            forgotten,
+            "aborted transactions without data left the index"
+        );
+    }
 }
 
 /// Splits the segments of a pass into groups rewritten as one segment each (Kafka's
@@ -315,6 +346,7 @@ fn plan(shared: &LogShared, now_ms: u64) -> Option<Plan> {
         dirty_from,
         producers: st.producers.clone(),
         txns,
+        forgets_persisted: st.aborted_forgets_persisted == st.aborted_forgets,
         index_interval_bytes: config.index_interval_bytes,
         segment_bytes_max: config.segment_bytes_max,
         delete_retention_ms: config.delete_retention_ms,
@@ -421,6 +453,7 @@ async fn rewrite_segments(
     plan: &Plan,
     group: &[&Cleanable],
     rule: &RetainRule<'_>,
+    markers: &mut MarkerPass<'_>,
 ) -> Result<Rewrite, LogError> {
     let (first, end_offset) = match (group.first(), group.last()) {
         (Some(f), Some(l)) => (*f, l.end_offset),
@@ -441,11 +474,12 @@ async fn rewrite_segments(
     );
     let (mut changed, mut tombstones) = (group.len() > 1, 0u64);
     for seg in group {
+        markers.expired = rule.markers_expired.contains(&seg.base);
         let path = plan.dir.join(segment::log_name(seg.base));
         let mut reader = SegmentReader::new(&seg.file, &path, seg.size);
         while let Some(run) = reader.next().await? {
             for (_, header, bytes) in BatchIter::new(run.bytes()) {
-                match compact::filter_batch(rule, &header, bytes) {
+                match compact::filter_batch(rule, markers, &header, bytes) {
                     Filtered::Whole { tombstones: t } => {
                         tombstones += u64::from(t);
                         writer.push(&header, bytes);

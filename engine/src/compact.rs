@@ -16,12 +16,22 @@
 //!   transaction (`cleaner.rs` stops its segments there); records of a committed
 //!   transaction are mapped and filtered like any other; records of an aborted one are
 //!   never mapped and always dropped (an aborted value must not supersede a committed
-//!   one). Control batches (the markers) are kept whole, and so are transactional
-//!   batches below the point from which the bounded aborted-transaction index is known
-//!   complete, and batches whose records do not decode: those are opaque.
+//!   one). Transactional batches below the point from which the bounded
+//!   aborted-transaction index is known complete, and batches whose records do not
+//!   decode, are kept whole: those are opaque.
+//! - Markers go as Kafka's cleaner removes them ([`MarkerPass`]): only once no batch of
+//!   their transaction is left in the log (the pass saw none), `delete.retention.ms` after
+//!   their segment was first cleaned (so a reader that saw the data still sees its
+//!   marker), and never a producer's last entry (its epoch fences zombies after a replay).
+//!   A replay of a log without a marker then finds no transaction to leave open. An
+//!   abort marker goes only after a pass has forgotten its entry in the aborted index and
+//!   that forgetting is in the producer snapshot on disk: a listed aborted transaction
+//!   without its marker would make read_committed readers drop the producer's later,
+//!   committed records. A removed marker that ended its segment stays as an empty
+//!   control batch (the segment's end offset), which replays as nothing.
 
 use std::borrow::Cow;
-use std::collections::{BTreeMap, HashMap};
+use std::collections::{BTreeMap, HashMap, HashSet};
 use std::hash::Hasher;
 use std::path::Path;
 
@@ -29,7 +39,8 @@ use crate::batch::{self, BatchError, BatchHeader, RecordIter, StoredRecord};
 use crate::codec::DecompressError;
 use crate::error::LogError;
 use crate::files;
-use crate::txn::AbortedTxn;
+use crate::producer::ProducerState;
+use crate::txn::{AbortedTxn, Marker, MarkerKind};
 use crate::types::Offset;
 
 /// A key's 128-bit hash: two SipHash-1-3 runs with different prefixes. Never all zero
@@ -147,12 +158,110 @@ impl TxnView {
         }
     }
 
+    /// The index entry of `producer_id`'s aborted transaction whose marker is at
+    /// `marker`: (first offset, marker offset).
+    fn aborted_entry(&self, producer_id: i64, marker: i64) -> Option<(i64, i64)> {
+        self.aborted
+            .get(&producer_id)?
+            .iter()
+            .find(|(_, m)| *m == marker)
+            .copied()
+    }
+
     fn is_aborted(&self, producer_id: i64, offset: i64) -> bool {
         let Some(ranges) = self.aborted.get(&producer_id) else {
             return false;
         };
         let after = ranges.partition_point(|(first, _)| *first <= offset);
         after > 0 && ranges[after - 1].1 >= offset
+    }
+}
+
+/// What one pass decides about markers, batch by batch in offset order (see the module
+/// header).
+#[derive(Debug)]
+pub(crate) struct MarkerPass<'a> {
+    producers: &'a ProducerState,
+    /// Every aborted-index entry an earlier pass forgot is in the snapshot on disk.
+    forgets_persisted: bool,
+    /// Producers whose current transaction has a batch in this pass's input.
+    with_batches: HashSet<i64>,
+    /// Aborted-index entries to forget after the pass: (producer, first, marker offset).
+    pub(crate) forget: Vec<AbortedTxn>,
+    /// Markers kept only because `delete.retention.ms` has not passed; the caller resets
+    /// it per rewritten segment (such a segment is due again, as with tombstones).
+    pub(crate) held: u64,
+    /// The segment being read was first cleaned `delete.retention.ms` ago or longer (set
+    /// by the caller per segment).
+    pub(crate) expired: bool,
+}
+
+impl<'a> MarkerPass<'a> {
+    pub(crate) fn new(producers: &'a ProducerState, forgets_persisted: bool) -> Self {
+        MarkerPass {
+            producers,
+            forgets_persisted,
+            with_batches: HashSet::new(),
+            forget: Vec::new(),
+            held: 0,
+            expired: false,
+        }
+    }
+
+    /// A transactional data batch: its transaction still has data in the log.
+    fn note_batch(&mut self, header: &BatchHeader) {
+        if header.is_transactional() && !header.is_control() {
+            self.with_batches.insert(header.producer_id.get());
+        }
+    }
+
+    /// Whether the producer wrote after `offset` (a newer data batch), or is gone from
+    /// the producer state: the marker at `offset` is not what fences it.
+    fn superseded(&self, producer_id: i64, offset: Offset) -> bool {
+        match self.producers.last_offset(producer_id) {
+            Some(last) => last > offset,
+            None => !self.producers.knows(producer_id),
+        }
+    }
+
+    /// A control batch: kept whole, or emptied (removed unless it ends its segment).
+    fn filter(&mut self, rule: &RetainRule<'_>, header: &BatchHeader, bytes: &[u8]) -> Filtered {
+        let whole = Filtered::Whole { tombstones: 0 };
+        let producer_id = header.producer_id.get();
+        let offset = header.base_offset();
+        // An empty control batch (a marker removed before) or an unreadable one.
+        let Ok(marker) = Marker::parse(header, bytes) else {
+            return whole;
+        };
+        let had_batches = self.with_batches.remove(&producer_id);
+        if had_batches || offset >= rule.map_end || !self.superseded(producer_id, offset) {
+            return whole;
+        }
+        if !self.expired {
+            self.held += 1;
+        }
+        if marker.kind == MarkerKind::Abort {
+            if offset < rule.txns.known_from {
+                return whole;
+            }
+            if let Some((first, _)) = rule.txns.aborted_entry(producer_id, offset.0) {
+                self.forget.push(AbortedTxn {
+                    producer_id,
+                    first_offset: Offset(first),
+                    last_offset: offset,
+                });
+                return whole;
+            }
+            if !self.forgets_persisted {
+                return whole;
+            }
+        }
+        if !self.expired {
+            return whole;
+        }
+        Filtered::Empty {
+            header_only: batch::rebuild(bytes, header, &[]),
+        }
     }
 }
 
@@ -231,6 +340,9 @@ pub(crate) struct RetainRule<'a> {
     pub(crate) map_end: Offset,
     /// The segment was first cleaned `delete.retention.ms` ago or longer: its tombstones go.
     pub(crate) tombstones_expired: bool,
+    /// The segments (by base) first cleaned `delete.retention.ms` ago or longer: markers
+    /// there of transactions without data go.
+    pub(crate) markers_expired: Vec<Offset>,
     pub(crate) txns: &'a TxnView,
 }
 
@@ -264,9 +376,18 @@ pub(crate) enum Filtered {
     Empty { header_only: Vec<u8> },
 }
 
-/// Filters one stored batch. Records that cannot be read make the batch opaque (kept
-/// whole).
-pub(crate) fn filter_batch(rule: &RetainRule<'_>, header: &BatchHeader, bytes: &[u8]) -> Filtered {
+/// Filters one stored batch (markers by [`MarkerPass`]). Records that cannot be read
+/// make the batch opaque (kept whole).
+pub(crate) fn filter_batch(
+    rule: &RetainRule<'_>,
+    markers: &mut MarkerPass<'_>,
+    header: &BatchHeader,
+    bytes: &[u8],
+) -> Filtered {
+    if header.is_control() {
+        return markers.filter(rule, header, bytes);
+    }
+    markers.note_batch(header);
     if header.base_offset() >= rule.map_end {
         return Filtered::Whole { tombstones: 0 };
     }
@@ -468,7 +589,13 @@ mod tests {
             map: &map,
             map_end: Offset(5),
             tombstones_expired: false,
+            markers_expired: Vec::new(),
             txns: &txns,
+        };
+        let producers = ProducerState::default();
+        let mut markers = MarkerPass::new(&producers, true);
+        let mut filter_batch = |rule: &RetainRule<'_>, h: &BatchHeader, b: &[u8]| {
+            filter_batch(rule, &mut markers, h, b)
         };
         let h = validate(&older, 1 << 20).expect("valid");
         assert!(matches!(

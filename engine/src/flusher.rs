@@ -399,13 +399,14 @@ async fn finalize_segment(shared: &Rc<LogShared>, base: Offset) -> Result<(), Lo
         (
             st.checkpoint,
             st.producers_written.encode(end, st.txns.aborted()),
+            st.aborted_forgets,
         )
     };
-    let (checkpoint, snapshot) = checkpoint;
+    let (checkpoint, snapshot, forgets) = checkpoint;
     // Recovery does not scan what a checkpoint covers, so the epochs of those batches
     // must be in the epoch file before the checkpoint is.
     write_epochs_if_changed(shared).await?;
-    files::write_atomic(&dir, crate::producer::SNAPSHOT_FILE, &snapshot).await?;
+    write_snapshot(shared, &dir, &snapshot, forgets).await?;
     checkpoint.write(&dir).await
 }
 
@@ -436,14 +437,34 @@ async fn write_checkpoint(shared: &Rc<LogShared>) -> Result<(), LogError> {
         st.producers_written.drop_before(log_start);
         st.txns.drop_before(log_start);
         let snapshot = st.producers_written.encode(next, st.txns.aborted());
-        (st.dir.clone(), checkpoint, indexes, snapshot)
+        (
+            st.dir.clone(),
+            checkpoint,
+            indexes,
+            (snapshot, st.aborted_forgets),
+        )
     };
     if let Some(indexes) = indexes {
         segment::write_index_files(&dir, checkpoint.segment_base, indexes).await?;
     }
     write_epochs_if_changed(shared).await?;
-    files::write_atomic(&dir, crate::producer::SNAPSHOT_FILE, &snapshot).await?;
+    let (snapshot, forgets) = snapshot;
+    write_snapshot(shared, &dir, &snapshot, forgets).await?;
     checkpoint.write(&dir).await
+}
+
+/// Writes the producer snapshot, encoded when compaction had made `forgets` passes that
+/// forgot aborted transactions: from now on the disk no longer lists those.
+async fn write_snapshot(
+    shared: &Rc<LogShared>,
+    dir: &std::path::Path,
+    snapshot: &[u8],
+    forgets: u64,
+) -> Result<(), LogError> {
+    files::write_atomic(dir, crate::producer::SNAPSHOT_FILE, snapshot).await?;
+    let mut st = shared.state.borrow_mut();
+    st.aborted_forgets_persisted = st.aborted_forgets_persisted.max(forgets);
+    Ok(())
 }
 
 /// Rewrites the leader epoch file after an epoch began. Entries may run ahead of the

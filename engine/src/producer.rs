@@ -331,6 +331,11 @@ impl ProducerState {
             .map(|b| b.last_offset)
     }
 
+    /// Whether `producer_id` has state here (it has not expired).
+    pub fn knows(&self, producer_id: i64) -> bool {
+        self.producers.contains_key(&producer_id)
+    }
+
     /// Forgets batches at or after `end` (after the log was truncated there), and
     /// transactions that began there. A producer with an open transaction is kept.
     pub fn truncate_to(&mut self, end: Offset) {

@@ -228,6 +228,18 @@ impl TxnIndex {
         self.unstable.retain(|_, marker| *marker < end);
     }
 
+    /// Forgets an aborted transaction whose data compaction removed, so that its marker
+    /// may go too (its entry must match). Whether it did. A full index forgets nothing
+    /// this way: its size is how [`Self::complete_from`] knows older entries were dropped.
+    pub fn forget_aborted(&mut self, txn: &AbortedTxn) -> bool {
+        let matches = self.aborted.len() < ABORTED_TXNS_MAX
+            && self.aborted.get(&txn.last_offset) == Some(txn);
+        if matches {
+            self.aborted.remove(&txn.last_offset);
+        }
+        matches
+    }
+
     /// Forgets aborted transactions that ended before `log_start`: no fetch reaches them.
     pub fn drop_before(&mut self, log_start: Offset) {
         self.aborted.retain(|marker, _| *marker >= log_start);

@@ -1213,3 +1213,111 @@ fn aborted_records_are_dropped_committed_ones_compacted_and_open_ones_stop_the_p
         m.close_all().await.expect("close");
     });
 }
+
+/// The markers in the log with their records (empty control batches left out):
+/// (offset, producer, commit).
+async fn markers(log: &PartitionLog) -> Vec<(i64, i64, bool)> {
+    let bytes = read_all(log, log.log_start_offset(), 8192).await;
+    BatchIter::new(&bytes)
+        .filter(|(_, h, _)| h.is_control() && h.record_count.get() > 0)
+        .map(|(_, h, b)| {
+            let m = sluice_engine::txn::Marker::parse(&h, b).expect("marker parses");
+            let commit = m.kind == sluice_engine::txn::MarkerKind::Commit;
+            (h.base_offset().0, h.producer_id.get(), commit)
+        })
+        .collect()
+}
+
+#[test]
+fn markers_go_once_their_data_is_gone_and_delete_retention_passed() {
+    use sluice_engine::txn::MarkerKind::{Abort, Commit};
+    let dir = test_dir();
+    let path = dir.path().to_path_buf();
+    let config = LogConfig {
+        delete_retention_ms: 1_000,
+        ..compact_config()
+    };
+    run(move || async move {
+        let (m, log) = open_log(&path, config.clone(), small_shard()).await;
+        let ts = T0 as i64;
+        let txn = |pid, seq, key: &'static [u8], value: &'static [u8]| {
+            txn_keyed_batch(pid, seq, &[(key, value)], ts)
+        };
+        // Producer 10 aborts a write of `a`, then commits `z`; producer 11 commits `c`
+        // (superseded by a plain record), then `e`.
+        append(&log, &[(b"a", Some(b"plain-a"))], ts).await;
+        log.append(&txn(10, 0, b"a", b"aborted-a"), LeaderEpoch(0))
+            .await
+            .expect("append");
+        let abort_at = end_txn(&log, 10, Abort).await;
+        log.append(&txn(11, 0, b"c", b"committed-c"), LeaderEpoch(0))
+            .await
+            .expect("append");
+        let first_commit_at = end_txn(&log, 11, Commit).await;
+        append(&log, &[(b"c", Some(b"plain-c"))], ts).await;
+        log.append(&txn(10, 1, b"z", b"z"), LeaderEpoch(0))
+            .await
+            .expect("append");
+        let last_of_10 = end_txn(&log, 10, Commit).await;
+        log.append(&txn(11, 1, b"e", b"e"), LeaderEpoch(0))
+            .await
+            .expect("append");
+        let last_of_11 = end_txn(&log, 11, Commit).await;
+        write_versions(&log, 20, 10, ts).await;
+        let all = vec![
+            (abort_at, 10, false),
+            (first_commit_at, 11, true),
+            (last_of_10, 10, true),
+            (last_of_11, 11, true),
+        ];
+
+        // Pass 1 drops the aborted `a` and the committed `c`: their markers stay, the
+        // pass saw their data.
+        assert!(log.compact(T0).await.expect("compact").ran);
+        assert_eq!(markers(&log).await, all);
+        // The next pass finds their transactions without data, but delete.retention.ms
+        // has not passed since their segment was first cleaned: they stay.
+        write_versions(&log, 20, 10, ts).await;
+        assert!(log.compact(T0 + 999).await.expect("compact").ran);
+        assert_eq!(markers(&log).await, all);
+        // Once it has (a pass is due for them alone), the commit marker goes; the abort
+        // marker waits until the aborted index no longer lists its transaction on disk
+        // (no checkpoint has been written since the index forgot it).
+        assert!(log.compact(T0 + 1_000).await.expect("compact").ran);
+        let without_commit = vec![all[0], all[2], all[3]];
+        assert_eq!(markers(&log).await, without_commit);
+        write_versions(&log, 20, 10, ts).await;
+        assert!(log.compact(T0 + 1_000).await.expect("compact").ran);
+        assert_eq!(markers(&log).await, without_commit);
+        assert!(
+            log.aborted_transactions(Offset::ZERO, log.log_end_offset(), 10)
+                .is_empty(),
+            "the index forgot the aborted transaction without data"
+        );
+        // A restart writes the snapshot; the next pass removes the abort marker. The
+        // last marker of each producer stays (its epoch fences zombies after a replay).
+        m.close_all().await.expect("close");
+        let (m, log) = open_log(&path, config.clone(), small_shard()).await;
+        write_versions(&log, 20, 10, ts).await;
+        assert!(log.compact(T0 + 2_000).await.expect("compact").ran);
+        assert_eq!(markers(&log).await, vec![all[2], all[3]]);
+        let values: Vec<(String, String)> = data_records(&log)
+            .await
+            .into_iter()
+            .filter(|(_, k, _)| ["a", "c", "z", "e"].contains(&k.as_str()))
+            .map(|(_, k, v)| (k, v))
+            .collect();
+        let expect = [("a", "plain-a"), ("c", "plain-c"), ("z", "z"), ("e", "e")];
+        assert_eq!(values, expect.map(|(k, v)| (k.to_string(), v.to_string())));
+        // A replay of the whole log (no snapshot) leaves no transaction open.
+        m.close_all().await.expect("close");
+        std::fs::remove_file(path.join("t-0").join("producer.snapshot")).expect("snapshot");
+        let (m, log) = open_log(&path, config, small_shard()).await;
+        let end = log.log_end_offset();
+        assert_eq!(log.last_stable_offset(end), end);
+        assert!(log.aborted_transactions(Offset::ZERO, end, 10).is_empty());
+        assert_eq!(log.open_transaction(10), None);
+        assert_eq!(log.open_transaction(11), None);
+        m.close_all().await.expect("close");
+    });
+}

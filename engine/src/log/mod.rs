@@ -193,6 +193,10 @@ pub(crate) struct LogState {
     pub(crate) closing: bool,
     /// What compaction has cleaned (`cleaner.checkpoint`); changed only by the cleaner.
     pub(crate) cleaner: CleanerState,
+    /// Passes that forgot aborted-index entries, and how many of those the producer
+    /// snapshot on disk reflects (an abort marker goes only when they are equal).
+    pub(crate) aborted_forgets: u64,
+    pub(crate) aborted_forgets_persisted: u64,
     /// Segments whose files a compaction swap is renaming: their indexes are not loaded
     /// from disk meanwhile (reads scan them from their start).
     pub(crate) swapping: Vec<Offset>,

@@ -70,6 +70,8 @@ impl LogState {
             failed: None,
             closing: false,
             cleaner,
+            aborted_forgets: 0,
+            aborted_forgets_persisted: 0,
             swapping: Vec::new(),
         }
     }
