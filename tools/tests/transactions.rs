@@ -120,6 +120,21 @@ fn once(vs: &[Vec<String>]) -> BTreeMap<String, usize> {
     vs.iter().flatten().map(|v| (v.clone(), 1)).collect()
 }
 
+/// Waits until `ok(open transactions, LSO lag summed over the topic's partitions)`.
+fn wait_transaction_gauges(b: &Broker, topic: &str, ok: impl Fn(f64, f64) -> bool) {
+    let label = format!("topic=\"{topic}\"");
+    common::wait_for("the transaction gauges", HANG_GUARD, &mut || {
+        let page = b.admin_get("/metrics").ok()?;
+        let open = common::metric(&page, "sluice_transactions_open", &[])?;
+        let lag: f64 = page
+            .lines()
+            .filter(|l| l.starts_with("sluice_partition_lso_lag{") && l.contains(&label))
+            .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
+            .sum();
+        ok(open, lag).then_some(())
+    });
+}
+
 #[test]
 fn committed_and_aborted_transactions_as_each_isolation_level_reads_them() {
     let dir = common::tempdir("txn-basic");
@@ -137,7 +152,11 @@ fn committed_and_aborted_transactions_as_each_isolation_level_reads_them() {
     p.abort_transaction(HANG_GUARD).expect("abort");
     p.begin_transaction().unwrap();
     send_all(&p, "orders", 3, &second);
+    p.flush(HANG_GUARD).expect("flush");
+    // While it is open, the coordinator counts it and the partitions' LSO lags.
+    wait_transaction_gauges(&b, "orders", |open, lag| open == 1.0 && lag > 0.0);
     p.commit_transaction(HANG_GUARD).expect("commit");
+    wait_transaction_gauges(&b, "orders", |open, lag| open == 0.0 && lag == 0.0);
     send_sentinels(&b.addr, "orders", 3);
     assert_eq!(
         read_all(&b.addr, "orders", 3, "read_committed"),
@@ -306,7 +325,7 @@ fn commit_once(p: &BaseProducer, topic: &str, partitions: i32, vals: &[String]) 
                 Err(KafkaError::Transaction(e)) if e.is_retriable() => continue,
                 Err(KafkaError::Transaction(e)) if e.txn_requires_abort() => {
                     p.flush(HANG_GUARD).ok();
-                    p.abort_transaction(HANG_GUARD).expect("abort");
+                    abort(p);
                     break;
                 }
                 Err(e) => panic!("commit: {e}"),
@@ -314,6 +333,21 @@ fn commit_once(p: &BaseProducer, topic: &str, partitions: i32, vals: &[String]) 
         }
     }
     panic!("a transaction did not commit in 20 attempts");
+}
+
+/// Aborts the transaction, calling again while librdkafka says the abort is retriable
+/// (its documented use: a coordinator moving mid-abort answers that way).
+fn abort(p: &BaseProducer) {
+    for _attempt in 0..20 {
+        match p.abort_transaction(HANG_GUARD) {
+            Ok(()) => return,
+            Err(KafkaError::Transaction(e)) if e.is_retriable() => {
+                eprintln!("abort_transaction: {e} (retriable; again)");
+            }
+            Err(e) => panic!("abort: {e}"),
+        }
+    }
+    panic!("an abort did not complete in 20 attempts");
 }
 
 /// The node coordinating `transactional_id` (FindCoordinator, key type 1, raw).

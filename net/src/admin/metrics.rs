@@ -56,6 +56,9 @@ static OFFSET_COMMITS: AtomicU64 = AtomicU64::new(0);
 static TXNS_COMMITTED: AtomicU64 = AtomicU64::new(0);
 static TXNS_ABORTED: AtomicU64 = AtomicU64::new(0);
 static TXNS_TIMED_OUT: AtomicU64 = AtomicU64::new(0);
+/// Transactions open (ongoing or being prepared) on each shard's coordinator partitions,
+/// as last published.
+static TXNS_OPEN: Mutex<BTreeMap<usize, u64>> = Mutex::new(BTreeMap::new());
 
 /// The consumer groups of one shard's coordinator partitions, as last published.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
@@ -106,6 +109,13 @@ pub fn transaction_completed(committed: bool) {
         &TXNS_ABORTED
     };
     counter.fetch_add(1, Ordering::Relaxed);
+}
+
+/// Replaces shard `shard`'s count of open transactions it coordinates.
+pub fn publish_open_transactions(shard: usize, open: u64) {
+    if let Ok(mut map) = TXNS_OPEN.lock() {
+        map.insert(shard, open);
+    }
 }
 
 /// An open transaction was aborted at its timeout (counted again when it completes).
@@ -200,7 +210,7 @@ type ShardGauge = fn(&ShardStat) -> usize;
 
 fn render_partitions(out: &mut String) {
     let Ok(map) = PARTITIONS.lock() else { return };
-    let gauges: [(&str, Gauge); 6] = [
+    let gauges: [(&str, Gauge); 7] = [
         ("sluice_partition_log_start_offset", |p| {
             p.log_start_offset.to_string()
         }),
@@ -212,6 +222,9 @@ fn render_partitions(out: &mut String) {
         }),
         ("sluice_partition_last_stable_offset", |p| {
             p.last_stable_offset.to_string()
+        }),
+        ("sluice_partition_lso_lag", |p| {
+            (p.high_watermark - p.last_stable_offset).max(0).to_string()
         }),
         ("sluice_partition_size_bytes", |p| p.size_bytes.to_string()),
         ("sluice_partition_segments", |p| p.segments.to_string()),
@@ -552,6 +565,16 @@ fn render_groups(out: &mut String) {
         ("sluice_transactions_timed_out_total", &TXNS_TIMED_OUT),
     ] {
         single(out, name, "counter", None, counter.load(Ordering::Relaxed));
+    }
+    if let Ok(open) = TXNS_OPEN.lock() {
+        let help = Some("transactions ongoing or being prepared by this broker's coordinator");
+        single(
+            out,
+            "sluice_transactions_open",
+            "gauge",
+            help,
+            open.values().sum::<u64>(),
+        );
     }
     let Ok(map) = GROUPS.lock() else { return };
     let mut total = GroupStat::default();

@@ -34,7 +34,7 @@ pub mod verify;
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::sync::{Arc, Mutex, MutexGuard};
 
-use state::TxnMeta;
+use state::{TxnMeta, TxnState};
 
 use crate::kafka::errors::{code, ErrorCode};
 
@@ -287,6 +287,18 @@ impl Txns {
             .collect();
         out.sort_by(|a, b| a.0.cmp(&b.0));
         out
+    }
+
+    /// Transactions ongoing or being prepared in `partitions` (loaded ones).
+    pub fn open_in(&self, partitions: &[usize]) -> u64 {
+        let parts = self.lock();
+        partitions
+            .iter()
+            .filter_map(|p| parts.get(p))
+            .filter(|p| p.residency == Residency::Loaded)
+            .flat_map(|p| p.txns.values())
+            .filter(|m| m.state == TxnState::Ongoing || m.state.is_preparing())
+            .count() as u64
     }
 
     pub fn is_resident(&self, partition: usize) -> bool {

@@ -120,6 +120,7 @@ pub async fn run(shard: Rc<Shard>) {
         let check_timeouts = Instant::now() >= next_abort_check;
         if check_timeouts {
             next_abort_check = Instant::now() + abort_every;
+            crate::admin::metrics::publish_open_transactions(shard.id, txns.open_in(&owned));
         }
         let now = crate::groups::now_ms();
         for &p in &owned {
