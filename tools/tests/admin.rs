@@ -828,3 +828,100 @@ fn dynamic_broker_configs_round_trip_with_sources_and_synonyms_and_apply_live() 
         sent += 1;
     }
 }
+
+/// One DescribeTopicPartitions page: (topic, error, partitions) and the next cursor.
+fn describe_page(
+    s: &mut std::net::TcpStream,
+    topics: &[&str],
+    limit: i32,
+    cursor: Option<(&str, i32)>,
+) -> (Vec<(String, i16, Vec<i32>)>, Option<(String, i32)>) {
+    use kafka_protocol::messages::describe_topic_partitions_request::{Cursor, TopicRequest};
+    use kafka_protocol::messages::{
+        ApiKey, DescribeTopicPartitionsRequest, DescribeTopicPartitionsResponse, TopicName,
+    };
+    use kafka_protocol::protocol::StrBytes;
+    let name = |t: &str| TopicName(StrBytes::from_string(t.to_string()));
+    let req = DescribeTopicPartitionsRequest::default()
+        .with_topics(
+            topics
+                .iter()
+                .map(|t| TopicRequest::default().with_name(name(t)))
+                .collect(),
+        )
+        .with_response_partition_limit(limit)
+        .with_cursor(cursor.map(|(t, p)| {
+            Cursor::default()
+                .with_topic_name(name(t))
+                .with_partition_index(p)
+        }));
+    let r: DescribeTopicPartitionsResponse =
+        common::raw::call(s, ApiKey::DescribeTopicPartitions, 0, &req);
+    let topics = r
+        .topics
+        .iter()
+        .map(|t| {
+            let internal = t.name.as_ref().is_some_and(|n| n.0.starts_with("__"));
+            if t.error_code == 0 {
+                assert!(!t.topic_id.is_nil() && t.is_internal == internal, "{t:?}");
+            }
+            for p in &t.partitions {
+                assert_eq!(p.leader_id.0, 1, "{p:?}");
+                assert_eq!((p.replica_nodes.len(), p.isr_nodes.len()), (1, 1), "{p:?}");
+                assert_eq!(p.eligible_leader_replicas.as_deref(), Some(&[][..]));
+            }
+            let name = t.name.as_ref().map(|n| n.0.to_string()).unwrap_or_default();
+            let parts = t.partitions.iter().map(|p| p.partition_index).collect();
+            (name, t.error_code, parts)
+        })
+        .collect();
+    let next = r
+        .next_cursor
+        .map(|c| (c.topic_name.0.to_string(), c.partition_index));
+    (topics, next)
+}
+
+#[test]
+fn describe_topic_partitions_pages_partitions_in_topic_order() {
+    const UNKNOWN_TOPIC_OR_PARTITION: i16 = 3;
+    const INVALID_REQUEST: i16 = 42;
+    let dir = common::tempdir("describe-topic-partitions");
+    let b = Broker::start(dir.path());
+    for (topic, partitions) in [("dtp-a", 3), ("dtp-b", 2), ("dtp-c", 1)] {
+        common::create_topic_at(&b.addr, topic, partitions, 1, &[]);
+    }
+    let mut s = common::raw::connect(&b.addr);
+    let asked = ["dtp-c", "missing", "dtp-a", "dtp-b"];
+    let entry = |t: &str, e: i16, p: &[i32]| (t.to_string(), e, p.to_vec());
+    // By name, four partitions a page: the cursor says where the next page starts.
+    let (topics, next) = describe_page(&mut s, &asked, 4, None);
+    assert_eq!(
+        topics,
+        [entry("dtp-a", 0, &[0, 1, 2]), entry("dtp-b", 0, &[0])]
+    );
+    assert_eq!(next, Some(("dtp-b".to_string(), 1)));
+    let (topics, next) = describe_page(&mut s, &asked, 4, Some(("dtp-b", 1)));
+    assert_eq!(
+        topics,
+        [
+            entry("dtp-b", 0, &[1]),
+            entry("dtp-c", 0, &[0]),
+            entry("missing", UNKNOWN_TOPIC_OR_PARTITION, &[]),
+        ]
+    );
+    assert_eq!(next, None);
+    // A page that ends with a topic points at the next topic's start.
+    let (topics, next) = describe_page(&mut s, &asked, 3, None);
+    assert_eq!(topics, [entry("dtp-a", 0, &[0, 1, 2])]);
+    assert_eq!(next, Some(("dtp-b".to_string(), 0)));
+    // As Kafka: a cursor outside the asked topics, or a negative partition, is refused.
+    let (topics, _) = describe_page(&mut s, &["dtp-a"], 10, Some(("dtp-b", 0)));
+    assert_eq!(topics, [entry("dtp-a", INVALID_REQUEST, &[])]);
+    let (topics, _) = describe_page(&mut s, &["dtp-a"], 10, Some(("dtp-a", -1)));
+    assert_eq!(topics, [entry("dtp-a", INVALID_REQUEST, &[])]);
+    // No topic asked: every topic, the ours among them whole.
+    let (topics, next) = describe_page(&mut s, &[], 100, None);
+    let ours: Vec<_> = topics.iter().filter(|t| t.0.starts_with("dtp-")).collect();
+    assert_eq!(ours.len(), 3, "{topics:?}");
+    assert_eq!(next, None);
+}

@@ -245,6 +245,7 @@ served_requests! {
     InitProducerId => InitProducerIdRequest,
     DeleteRecords => DeleteRecordsRequest,
     DescribeCluster => DescribeClusterRequest,
+    DescribeTopicPartitions => DescribeTopicPartitionsRequest,
     OffsetForLeaderEpoch => OffsetForLeaderEpochRequest,
     CreatePartitions => CreatePartitionsRequest,
     DescribeConfigs => DescribeConfigsRequest,
