@@ -829,13 +829,16 @@ fn dynamic_broker_configs_round_trip_with_sources_and_synonyms_and_apply_live() 
     }
 }
 
-/// One DescribeTopicPartitions page: (topic, error, partitions) and the next cursor.
+/// A topic of a DescribeTopicPartitions page: name, error, partition indexes.
+type PageTopic = (String, i16, Vec<i32>);
+
+/// One DescribeTopicPartitions page and the next cursor (topic, partition).
 fn describe_page(
     s: &mut std::net::TcpStream,
     topics: &[&str],
     limit: i32,
     cursor: Option<(&str, i32)>,
-) -> (Vec<(String, i16, Vec<i32>)>, Option<(String, i32)>) {
+) -> (Vec<PageTopic>, Option<(String, i32)>) {
     use kafka_protocol::messages::describe_topic_partitions_request::{Cursor, TopicRequest};
     use kafka_protocol::messages::{
         ApiKey, DescribeTopicPartitionsRequest, DescribeTopicPartitionsResponse, TopicName,
