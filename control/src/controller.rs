@@ -7,13 +7,15 @@
 //! apply committed entries, append entries and hard state, fsync when `must_sync`, send
 //! the persisted messages, `advance`, handle the `LightReady`, `advance_apply`.
 
+use std::collections::HashMap;
 use std::path::Path;
 use std::sync::Arc;
+use std::time::{SystemTime, UNIX_EPOCH};
 
 use protobuf::Message as _;
 use raft::eraftpb::{
-    ConfChangeSingle, ConfChangeType, ConfChangeV2, ConfState, Entry, EntryType, Message, Snapshot,
-    SnapshotMetadata,
+    ConfChangeSingle, ConfChangeType, ConfChangeV2, ConfState, Entry, EntryType, Message,
+    MessageType, Snapshot, SnapshotMetadata,
 };
 use raft::{RawNode, StateRole};
 
@@ -134,6 +136,36 @@ pub struct Controller {
     /// same `Ready` so the file never says "applied" before the entry is in it.
     pending_apply_state: Option<ApplyState>,
     stats: ControllerStats,
+    /// Per peer, while this node leads: when it last answered an append or heartbeat, and
+    /// when it last had every entry (unix ms; DescribeQuorum's fetch and caught-up times).
+    /// One entry per member, dropped when leadership is lost.
+    peers_heard: HashMap<u64, PeerHeard>,
+}
+
+#[derive(Debug, Clone, Copy, Default)]
+struct PeerHeard {
+    answered_ms: Option<i64>,
+    caught_up_ms: Option<i64>,
+}
+
+/// One member's replication progress as the leader sees it (Kafka's DescribeQuorum
+/// `ReplicaState`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ReplicaProgress {
+    pub id: NodeId,
+    /// Its last log index the leader knows it has (the leader's own last index for the
+    /// leader).
+    pub log_end: u64,
+    /// Unix ms of its last answer to the leader, and of the last time it had every entry;
+    /// `None` when not heard from since this leader took over.
+    pub last_fetch_ms: Option<i64>,
+    pub last_caught_up_ms: Option<i64>,
+}
+
+fn unix_ms() -> i64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as i64)
 }
 
 impl std::fmt::Debug for Controller {
@@ -216,6 +248,7 @@ impl Controller {
             config,
             pending_apply_state: None,
             stats: ControllerStats::default(),
+            peers_heard: HashMap::new(),
         })
     }
 
@@ -349,7 +382,63 @@ impl Controller {
 
     /// Feeds one incoming raft message.
     pub fn step(&mut self, msg: Message) -> Result<(), ControllerError> {
-        Ok(self.node.step(msg)?)
+        let answer = matches!(
+            msg.get_msg_type(),
+            MessageType::MsgAppendResponse | MessageType::MsgHeartbeatResponse
+        )
+        .then_some(msg.from);
+        self.node.step(msg)?;
+        match answer {
+            Some(from) if self.is_leader() => self.heard_from(from),
+            _ if !self.is_leader() => self.peers_heard.clear(),
+            _ => {}
+        }
+        Ok(())
+    }
+
+    /// Notes an answer from `peer` to this leader.
+    fn heard_from(&mut self, peer: u64) {
+        let now = unix_ms();
+        let caught_up = self
+            .node
+            .raft
+            .prs()
+            .get(peer)
+            .is_some_and(|p| p.matched >= self.last_index());
+        let heard = self.peers_heard.entry(peer).or_default();
+        heard.answered_ms = Some(now);
+        if caught_up {
+            heard.caught_up_ms = Some(now);
+        }
+    }
+
+    /// Every member's progress as this leader sees it: (voters, learners), by id. `None`
+    /// when this node does not lead.
+    pub fn quorum_progress(&self) -> Option<(Vec<ReplicaProgress>, Vec<ReplicaProgress>)> {
+        if !self.is_leader() {
+            return None;
+        }
+        let now = unix_ms();
+        let progress = |id: NodeId| {
+            if id == self.id {
+                return ReplicaProgress {
+                    id,
+                    log_end: self.last_index(),
+                    last_fetch_ms: Some(now),
+                    last_caught_up_ms: Some(now),
+                };
+            }
+            let heard = self.peers_heard.get(&id.0).copied().unwrap_or_default();
+            ReplicaProgress {
+                id,
+                log_end: self.node.raft.prs().get(id.0).map_or(0, |p| p.matched),
+                last_fetch_ms: heard.answered_ms,
+                last_caught_up_ms: heard.caught_up_ms,
+            }
+        };
+        let voters = self.voters().into_iter().map(progress).collect();
+        let learners = self.learners().into_iter().map(progress).collect();
+        Some((voters, learners))
     }
 
     /// Tells raft how sending a snapshot to `to` ended. The transport must report every

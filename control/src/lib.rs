@@ -91,6 +91,7 @@ pub use active::{BrokerControl, BrokerControlConfig, HeartbeatReply, Leaving};
 pub use controller::Bootstrap;
 pub use controller::{
     Controller, ControllerConfig, ControllerError, ControllerStats, ControllerStatus,
+    ReplicaProgress,
 };
 pub use election::{
     controlled_shutdown_records, elect_leader, fence_broker, preferred_leader_records,

@@ -22,6 +22,7 @@ use futures_lite::{AsyncReadExt, AsyncWriteExt};
 
 use crate::acl::{AclBinding, AclFilter, AclOperation, AclPermission, PatternType, ResourceType};
 use crate::active::HeartbeatReply;
+use crate::controller::ReplicaProgress;
 use crate::election::{ElectionOutcome, ElectionType};
 use crate::reassign::{OngoingReassignment, ReassignRefusal, ReassignTarget};
 use crate::records::{Listener, ScramCredential, ScramMechanism};
@@ -106,6 +107,9 @@ pub enum Request {
         wait_ms: u32,
     },
     Status,
+    /// Kafka's DescribeQuorum: every member's replication progress, answered by the
+    /// active controller only (`Reply::Quorum`).
+    DescribeQuorum,
     /// Adds controller `id`, reachable on its quorum address `host:port`, as a voter.
     /// Answered once the change is applied on the active controller.
     AddController {
@@ -268,6 +272,20 @@ pub enum Reply {
     Reassignments {
         ongoing: Vec<OngoingReassignment>,
     },
+    /// The answer to `DescribeQuorum`, from the active controller.
+    Quorum(QuorumProgress),
+}
+
+/// The quorum as its leader sees it (Kafka's DescribeQuorum answer).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct QuorumProgress {
+    pub leader: NodeId,
+    pub term: Term,
+    /// The commit index (Kafka's high watermark of `__cluster_metadata`).
+    pub commit_index: u64,
+    pub voters: Vec<ReplicaProgress>,
+    /// Members receiving the log without a vote (Kafka's observers).
+    pub learners: Vec<ReplicaProgress>,
 }
 
 /// One partition's answer to `Request::Reassign`: `None` when done (or started).
@@ -554,6 +572,21 @@ impl<'a> Dec<'a> {
             learners,
         })
     }
+    /// What `Reply::Quorum` writes for a list of members.
+    fn progress(&mut self) -> Result<Vec<ReplicaProgress>, RpcError> {
+        let n = self.count(32)?;
+        let time = |t: u64| (t != u64::MAX).then_some(t as i64);
+        (0..n)
+            .map(|_| {
+                Ok(ReplicaProgress {
+                    id: NodeId(self.u64()?),
+                    log_end: self.u64()?,
+                    last_fetch_ms: time(self.u64()?),
+                    last_caught_up_ms: time(self.u64()?),
+                })
+            })
+            .collect()
+    }
     fn node_ids(&mut self) -> Result<Vec<NodeId>, RpcError> {
         let n = self.count(8)?;
         (0..n).map(|_| self.u64().map(NodeId)).collect()
@@ -697,6 +730,7 @@ impl Request {
                 e.u32(*wait_ms);
             }
             Request::Status => e.u8(9),
+            Request::DescribeQuorum => e.u8(64),
             Request::AddController { id, host, port } => {
                 e.u8(10);
                 e.u64(id.0);
@@ -902,6 +936,7 @@ impl Request {
                 wait_ms: d.u32()?,
             },
             9 => Request::Status,
+            64 => Request::DescribeQuorum,
             10 => Request::AddController {
                 id: NodeId(d.u64()?),
                 host: d.str()?,
@@ -1141,6 +1176,21 @@ impl Reply {
                     e.brokers(&o.removing_replicas);
                 }
             }
+            Reply::Quorum(q) => {
+                e.u8(64);
+                e.u64(q.leader.0);
+                e.u64(q.term.0);
+                e.u64(q.commit_index);
+                for members in [&q.voters, &q.learners] {
+                    e.u32(members.len() as u32);
+                    for m in members {
+                        e.u64(m.id.0);
+                        e.u64(m.log_end);
+                        e.u64(m.last_fetch_ms.map_or(u64::MAX, |t| t as u64));
+                        e.u64(m.last_caught_up_ms.map_or(u64::MAX, |t| t as u64));
+                    }
+                }
+            }
             Reply::AclsDeleted { offset, deleted } => {
                 e.u8(48);
                 e.u64(offset.0);
@@ -1187,6 +1237,13 @@ impl Reply {
                 snapshot: d.bytes()?.to_vec(),
             },
             7 => Reply::Status(d.quorum()?),
+            64 => Reply::Quorum(QuorumProgress {
+                leader: NodeId(d.u64()?),
+                term: Term(d.u64()?),
+                commit_index: d.u64()?,
+                voters: d.progress()?,
+                learners: d.progress()?,
+            }),
             8 => {
                 let offset = MetadataOffset(d.u64()?);
                 let n = d.count(9)?;
@@ -1541,6 +1598,7 @@ mod tests {
                 broker: BrokerId(3),
                 epoch: BrokerEpoch(12),
             },
+            Request::DescribeQuorum,
         ];
         for r in requests {
             assert_eq!(Request::decode(&r.encode()).unwrap(), r);
@@ -1582,6 +1640,18 @@ mod tests {
                 snapshot: vec![1, 2, 3],
             },
             Reply::Status(q),
+            Reply::Quorum(QuorumProgress {
+                leader: NodeId(1),
+                term: Term(3),
+                commit_index: 40,
+                voters: vec![ReplicaProgress {
+                    id: NodeId(1),
+                    log_end: 41,
+                    last_fetch_ms: Some(1_700_000_000_000),
+                    last_caught_up_ms: None,
+                }],
+                learners: Vec::new(),
+            }),
             Reply::Error {
                 kind: ErrorKind::FencedLeaderEpoch,
                 message: "old leader".into(),

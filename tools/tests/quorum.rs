@@ -324,3 +324,73 @@ fn controllers_grow_to_four_and_shrink_back_by_removing_the_leader() {
     drop(nodes);
     let _ = std::fs::remove_dir_all(&root);
 }
+
+/// DescribeQuorum at `version` for `topic`/0 asked of `addr`: the answer.
+fn describe_quorum(
+    addr: &str,
+    version: i16,
+    topic: &str,
+) -> kafka_protocol::messages::DescribeQuorumResponse {
+    use kafka_protocol::messages::describe_quorum_request::{PartitionData, TopicData};
+    use kafka_protocol::messages::{ApiKey, DescribeQuorumRequest, TopicName};
+    use kafka_protocol::protocol::StrBytes;
+    let req = DescribeQuorumRequest::default().with_topics(vec![TopicData::default()
+        .with_topic_name(TopicName(StrBytes::from_string(topic.to_string())))
+        .with_partitions(vec![PartitionData::default()])]);
+    let mut s = common::raw::connect(addr);
+    common::raw::call(&mut s, ApiKey::DescribeQuorum, version, &req)
+}
+
+/// The quorum (leader, epoch, voters with their log end offsets) once `addr` answers
+/// it with every voter heard from by the leader.
+fn heard_quorum(addr: &str, voters: usize) -> (i32, i32, Vec<(i32, i64)>) {
+    common::wait_for("every voter heard from", HANG_GUARD, &mut || {
+        let r = describe_quorum(addr, 2, "__cluster_metadata");
+        let p = r.topics.first()?.partitions.first()?;
+        let heard = p
+            .current_voters
+            .iter()
+            .all(|v| v.last_fetch_timestamp > 0 && v.log_end_offset > 0);
+        if r.error_code != 0 || p.error_code != 0 || p.current_voters.len() != voters || !heard {
+            return None;
+        }
+        assert_eq!(r.nodes.len(), voters, "{r:?}");
+        assert!(p.high_watermark > 0, "{p:?}");
+        let ends = p
+            .current_voters
+            .iter()
+            .map(|v| (v.replica_id.0, v.log_end_offset))
+            .collect();
+        Some((p.leader_id.0, p.leader_epoch, ends))
+    })
+}
+
+#[test]
+fn describe_quorum_answers_the_active_controllers_view_from_any_broker() {
+    use common::cluster::{Cluster, ClusterSpec};
+    const UNKNOWN_TOPIC_OR_PARTITION: i16 = 3;
+    let mut c = Cluster::launch("describe-quorum", ClusterSpec::default());
+    c.wait_all_active(HANG_GUARD);
+    // Any broker forwards it to the active controller: every one gives the same leader.
+    let (leader, epoch, voters) = heard_quorum(&c.addr(1), 3);
+    let ids: Vec<i32> = voters.iter().map(|v| v.0).collect();
+    assert_eq!(ids, [1, 2, 3]);
+    for node in [2, 3] {
+        assert_eq!(heard_quorum(&c.addr(node), 3).0, leader);
+    }
+    // Only the metadata log has a quorum.
+    let r = describe_quorum(&c.addr(1), 1, "orders");
+    assert_eq!(
+        r.topics[0].partitions[0].error_code,
+        UNKNOWN_TOPIC_OR_PARTITION
+    );
+    // After the leader dies, another one answers with a higher epoch.
+    c.kill(leader as usize);
+    let alive = ids.iter().find(|i| **i != leader).copied().unwrap() as usize;
+    let (new_leader, new_epoch) = common::wait_for("a new leader", HANG_GUARD, &mut || {
+        let r = describe_quorum(&c.addr(alive), 1, "__cluster_metadata");
+        let p = r.topics.first()?.partitions.first()?;
+        (p.error_code == 0 && p.leader_id.0 != leader).then_some((p.leader_id.0, p.leader_epoch))
+    });
+    assert!(new_leader != leader && new_epoch > epoch);
+}

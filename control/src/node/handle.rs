@@ -13,13 +13,15 @@ use super::records::{
 use super::{quorum_status, NodeState, APPLY_POLL, FETCH_IMAGE_WAIT_MS_MAX};
 use crate::acl::{AclBinding, AclFilter, ACLS_MAX};
 use crate::active::Leaving;
-use crate::controller::ControllerError;
+use crate::controller::{Controller, ControllerError};
 use crate::election::{requested_election, ElectionKind, ElectionOutcome, ElectionType};
 use crate::image::MetadataImage;
 use crate::isr::{IsrChange, IsrRefusal};
 use crate::reassign::ReassignTarget;
 use crate::records::{ConfigResource, Listener, Record, ScramCredential, ScramMechanism};
-use crate::rpc::{ErrorKind, PartitionElection, PartitionReassigned, Reply, Request};
+use crate::rpc::{
+    ErrorKind, PartitionElection, PartitionReassigned, QuorumProgress, Reply, Request,
+};
 use crate::tcp::Event;
 use crate::types::{BrokerEpoch, BrokerId, MetadataOffset, PartitionId, Term};
 
@@ -44,6 +46,7 @@ pub(super) async fn handle(state: &Rc<NodeState>, req: Request) -> Reply {
     match req {
         Request::FetchImage { have, wait_ms } => return fetch_image(state, have, wait_ms).await,
         Request::Status => return Reply::Status(quorum_status(&state.ctl.borrow())),
+        Request::DescribeQuorum => return describe_quorum(&state.ctl.borrow()),
         _ => {}
     }
     {
@@ -166,9 +169,25 @@ async fn decide(state: &Rc<NodeState>, req: Request) -> Reply {
         Request::BrokerStopped { broker, epoch } => {
             leaving_broker(state, broker, epoch, Leaving::Stopped).await
         }
-        Request::FetchImage { .. } | Request::Status => {
+        Request::FetchImage { .. } | Request::Status | Request::DescribeQuorum => {
             refuse(ErrorKind::Internal, "answered above")
         }
+    }
+}
+
+/// `DescribeQuorum`: the members' progress, from the active controller only.
+fn describe_quorum(ctl: &Controller) -> Reply {
+    match ctl.quorum_progress() {
+        Some((voters, learners)) => Reply::Quorum(QuorumProgress {
+            leader: ctl.id(),
+            term: ctl.term(),
+            commit_index: ctl.commit_index(),
+            voters,
+            learners,
+        }),
+        None => Reply::NotLeader {
+            leader: ctl.leader(),
+        },
     }
 }
 

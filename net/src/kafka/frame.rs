@@ -246,6 +246,7 @@ served_requests! {
     DeleteRecords => DeleteRecordsRequest,
     DescribeCluster => DescribeClusterRequest,
     DescribeTopicPartitions => DescribeTopicPartitionsRequest,
+    DescribeQuorum => DescribeQuorumRequest,
     OffsetForLeaderEpoch => OffsetForLeaderEpochRequest,
     CreatePartitions => CreatePartitionsRequest,
     DescribeConfigs => DescribeConfigsRequest,

@@ -34,6 +34,7 @@ pub(crate) mod describe_cluster;
 pub(crate) mod describe_configs;
 pub(crate) mod describe_groups;
 pub(crate) mod describe_producers;
+pub(crate) mod describe_quorum;
 pub(crate) mod describe_topic_partitions;
 pub(crate) mod describe_transactions;
 pub(crate) mod describe_user_scram_credentials;
@@ -90,6 +91,7 @@ pub const APIS: &[ApiSpec] = &[
     delete_records::SPEC,
     describe_cluster::SPEC,
     describe_topic_partitions::SPEC,
+    describe_quorum::SPEC,
     offset_for_leader_epoch::SPEC,
     create_partitions::SPEC,
     describe_configs::SPEC,
@@ -186,6 +188,7 @@ pub(crate) async fn dispatch(
         ApiKey::InitProducerId => init_producer_id::handle(&shard, a, &req).await.map(Some),
         ApiKey::DeleteRecords => delete_records::handle(&shard, a, &req).await.map(Some),
         ApiKey::DescribeCluster => describe_cluster::handle(&shard, session, a, &req).map(Some),
+        ApiKey::DescribeQuorum => describe_quorum::handle(&shard, a, &req).await.map(Some),
         ApiKey::DescribeTopicPartitions => {
             describe_topic_partitions::handle(&shard, a, &req).map(Some)
         }
