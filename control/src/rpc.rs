@@ -11,6 +11,9 @@
 //! means a broker needs only the quorum list to reach the controller, before any broker
 //! listener is known from metadata.
 //!
+//! With `[cluster_tls]` every connection is mutual TLS (see `tls`): the controller only
+//! answers brokers whose certificate chains to the cluster CA.
+//!
 //! Framing: `len u32 LE | crc32c u32 LE | body`, `len` bounded by `RPC_FRAME_BYTES_MAX`.
 //! Bodies are a kind byte followed by fixed-width little-endian integers and
 //! length-prefixed strings; every count and length is checked against the bytes left, so
@@ -25,6 +28,7 @@ use crate::active::HeartbeatReply;
 use crate::election::{ElectionOutcome, ElectionType};
 use crate::reassign::{OngoingReassignment, ReassignRefusal, ReassignTarget};
 use crate::records::{Listener, ScramCredential, ScramMechanism};
+use crate::tls::{BlockingStream, ClusterStream, ClusterTls};
 use crate::types::{BrokerEpoch, BrokerId, LeaderEpoch, MetadataOffset, NodeId, Term, TopicId};
 
 /// First bytes of a request connection (raft frames never start with these: as a raft
@@ -1311,20 +1315,20 @@ pub async fn read_frame<S: futures_lite::AsyncRead + Unpin>(
 }
 
 /// One request to the controller at `addr` on a new connection (glommio), bounded by
-/// `timeout`.
+/// `timeout`; with `tls` (`[cluster_tls]`) over mutual TLS.
 pub async fn call(
     addr: std::net::SocketAddr,
+    tls: Option<&ClusterTls>,
     request: &Request,
     timeout: Duration,
 ) -> Result<Reply, RpcError> {
     let exchange = async {
-        let mut stream = glommio::net::TcpStream::connect(addr)
-            .await
-            .map_err(|e| RpcError::Io(std::io::Error::other(e.to_string())))?;
-        let _ = stream.set_nodelay(true);
+        let host = addr.ip().to_string();
+        let mut stream = ClusterStream::connect(tls, &host, addr.port(), timeout).await?;
         let mut out = RPC_MAGIC.to_vec();
         out.extend_from_slice(&frame(&request.encode()));
         stream.write_all(&out).await?;
+        stream.flush().await?;
         let mut buf = Vec::new();
         match read_frame(&mut stream, &mut buf).await? {
             Some(body) => Reply::decode(&body),
@@ -1339,20 +1343,19 @@ pub async fn call(
 }
 
 /// One request with blocking std I/O (for threads outside glommio: the admin endpoint, the
-/// command-line tools).
+/// command-line tools); with `tls` over mutual TLS.
 pub fn call_blocking(
     addr: std::net::SocketAddr,
+    tls: Option<&ClusterTls>,
     request: &Request,
     timeout: Duration,
 ) -> Result<Reply, RpcError> {
     use std::io::{Read, Write};
-    let mut stream = std::net::TcpStream::connect_timeout(&addr, timeout)?;
-    stream.set_read_timeout(Some(timeout))?;
-    stream.set_write_timeout(Some(timeout))?;
-    let _ = stream.set_nodelay(true);
+    let mut stream = BlockingStream::connect(tls, addr, timeout)?;
     let mut out = RPC_MAGIC.to_vec();
     out.extend_from_slice(&frame(&request.encode()));
     stream.write_all(&out)?;
+    stream.flush()?;
     let mut buf = Vec::new();
     let mut chunk = [0u8; 16 << 10];
     loop {

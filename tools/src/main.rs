@@ -207,10 +207,12 @@ fn serve(args: ServeArgs) -> Result<()> {
     let stopper = std::thread::spawn({
         let stop = server_stopper(&server);
         let tls = server.tls();
+        let cluster_tls = server.cluster_tls();
         move || {
             for sig in signals.forever() {
                 if sig == signal_hook::consts::SIGHUP {
                     reload_tls(tls.as_deref());
+                    reload_cluster_tls(cluster_tls.as_deref());
                     continue;
                 }
                 tracing::info!(
@@ -239,6 +241,19 @@ fn reload_tls(tls: Option<&sluice_net::security::tls::Tls>) {
         Some(Err(e)) => {
             tracing::error!(error = %e, "SIGHUP: TLS reload failed, the certificate in force stays")
         }
+    }
+}
+
+/// SIGHUP: reads `[cluster_tls]`'s node certificate, key and cluster CA again, for new
+/// connections between nodes; on an error the files in force stay.
+fn reload_cluster_tls(tls: Option<&sluice_net::security::ClusterTls>) {
+    match tls.map(|t| t.reload()) {
+        None => {}
+        Some(Ok(())) => tracing::info!("SIGHUP: cluster TLS certificate and key reloaded"),
+        Some(Err(e)) => tracing::error!(
+            error = %e,
+            "SIGHUP: cluster TLS reload failed, the certificate in force stays"
+        ),
     }
 }
 
