@@ -1306,7 +1306,13 @@ pub async fn read_frame<S: futures_lite::AsyncRead + Unpin>(
             buf.drain(..used);
             return Ok(Some(body));
         }
-        let n = stream.read(&mut chunk).await?;
+        let n = match stream.read(&mut chunk).await {
+            Ok(n) => n,
+            // A TLS peer gone without close_notify between frames ends the stream as a
+            // plain close does (frames delimit and checksum themselves).
+            Err(e) if e.kind() == std::io::ErrorKind::UnexpectedEof && buf.is_empty() => 0,
+            Err(e) => return Err(e.into()),
+        };
         if n == 0 {
             return if buf.is_empty() { Ok(None) } else { Err(SHORT) };
         }
@@ -1330,10 +1336,13 @@ pub async fn call(
         stream.write_all(&out).await?;
         stream.flush().await?;
         let mut buf = Vec::new();
-        match read_frame(&mut stream, &mut buf).await? {
+        let reply = match read_frame(&mut stream, &mut buf).await? {
             Some(body) => Reply::decode(&body),
             None => Err(SHORT),
-        }
+        };
+        // TLS: close_notify, so the controller sees a clean end.
+        let _ = stream.close().await;
+        reply
     };
     futures_lite::future::or(exchange, async {
         glommio::timer::sleep(timeout).await;

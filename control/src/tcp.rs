@@ -349,11 +349,15 @@ pub async fn serve_with_rpc(
                     handshakes.set(handshakes.get() - 1);
                     match accepted {
                         Ok(stream) => read_peer(stream, me, inbox, max, rpc).await,
-                        Err(e) => tracing::warn!(
-                            peer = ?peer,
-                            error = %e,
-                            "quorum port: TLS handshake failed (a certificate from the cluster CA is required); closing"
-                        ),
+                        Err(e) => {
+                            // Logged at the 1st, 2nd, 4th, 8th... failure: a peer retrying
+                            // with a bad certificate does not flood the log.
+                            let failed = crate::tls::quorum_handshake_failed();
+                            if failed.is_power_of_two() {
+                                tracing::warn!(peer = ?peer, error = %e, failed,
+                                    "quorum port: TLS handshake failed (a certificate from the cluster CA is required); closing");
+                            }
+                        }
                     }
                 })
                 .detach();

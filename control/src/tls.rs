@@ -19,6 +19,7 @@
 use std::io::{Read, Write};
 use std::path::{Path, PathBuf};
 use std::pin::Pin;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, RwLock};
 use std::task::{Context, Poll};
 use std::time::Duration;
@@ -39,6 +40,20 @@ pub const PEM_FILE_BYTES_MAX: u64 = 4 << 20;
 /// Longest a TLS handshake between nodes may take, either side. A peer that connects and
 /// says nothing must not hold a connection for longer.
 pub const TLS_HANDSHAKE_MS_MAX: u64 = 10_000;
+
+/// TLS handshakes the quorum port refused or that timed out, in this process (a metric:
+/// `sluice_quorum_tls_handshakes_failed_total`).
+static QUORUM_HANDSHAKES_FAILED: AtomicU64 = AtomicU64::new(0);
+
+/// How many TLS handshakes the quorum port of this process refused (or that timed out).
+pub fn quorum_handshakes_failed() -> u64 {
+    QUORUM_HANDSHAKES_FAILED.load(Ordering::Relaxed)
+}
+
+/// Counts a refused quorum handshake; the count so far, this one included.
+pub(crate) fn quorum_handshake_failed() -> u64 {
+    QUORUM_HANDSHAKES_FAILED.fetch_add(1, Ordering::Relaxed) + 1
+}
 
 /// Why a PEM file gave no certificate or key. Names the file, never a key's content.
 #[derive(Debug, thiserror::Error)]

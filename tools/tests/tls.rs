@@ -6,14 +6,12 @@
 mod common;
 
 use std::path::{Path, PathBuf};
-use std::time::Duration;
 
 use common::tls::{write_pair, Ca};
 use common::{raw, Broker};
 use kafka_protocol::messages::{ApiKey, ApiVersionsRequest, ApiVersionsResponse};
 use rdkafka::config::ClientConfig;
 use rdkafka::consumer::{BaseConsumer, Consumer};
-use rdkafka::Message;
 
 /// A broker with an SSL listener whose certificate `ca` signed.
 struct Secured {
@@ -76,20 +74,7 @@ fn ssl_client(addr: &str, ca_file: &Path, cert: Option<&(PathBuf, PathBuf)>) -> 
 
 fn round_trip(config: &ClientConfig, topic: &str, n: usize) {
     common::produce_numbered(config, topic, n);
-    let mut c = config.clone();
-    c.set("group.id", format!("{topic}-group"))
-        .set("auto.offset.reset", "earliest");
-    let consumer: BaseConsumer = c.create().expect("consumer");
-    consumer.subscribe(&[topic]).unwrap();
-    let mut got = Vec::new();
-    common::wait_for("the records back over TLS", common::HANG_GUARD, &mut || {
-        if let Some(Ok(m)) = consumer.poll(Duration::from_millis(100)) {
-            got.push(String::from_utf8_lossy(m.payload().unwrap_or_default()).to_string());
-        }
-        (got.len() == n).then_some(())
-    });
-    let want: Vec<String> = (0..n).map(|i| format!("{topic}-{i}")).collect();
-    assert_eq!(got, want);
+    common::consume_numbered(config, topic, n);
 }
 
 fn handshakes_failed(s: &Secured) -> f64 {

@@ -496,3 +496,28 @@ pub fn produce_numbered(config: &rdkafka::config::ClientConfig, topic: &str, n: 
     }
     producer.flush(HANG_GUARD).expect("flush");
 }
+
+/// Consumes `topic` from the start with these client settings (group `<topic>-group`)
+/// until `<topic>-0` … `<topic>-<n-1>` came back, and checks they came in order.
+pub fn consume_numbered(config: &rdkafka::config::ClientConfig, topic: &str, n: usize) {
+    use rdkafka::consumer::{BaseConsumer, Consumer};
+    use rdkafka::Message;
+    let mut c = config.clone();
+    c.set("group.id", format!("{topic}-group"))
+        .set("auto.offset.reset", "earliest");
+    let consumer: BaseConsumer = c.create().expect("consumer");
+    consumer.subscribe(&[topic]).unwrap();
+    let mut got = Vec::new();
+    wait_for(
+        &format!("{n} records of {topic} back"),
+        HANG_GUARD,
+        &mut || {
+            if let Some(Ok(m)) = consumer.poll(Duration::from_millis(100)) {
+                got.push(String::from_utf8_lossy(m.payload().unwrap_or_default()).to_string());
+            }
+            (got.len() == n).then_some(())
+        },
+    );
+    let want: Vec<String> = (0..n).map(|i| format!("{topic}-{i}")).collect();
+    assert_eq!(got, want);
+}
