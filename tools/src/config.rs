@@ -1382,6 +1382,56 @@ mod tests {
     }
 
     #[test]
+    fn cluster_tls_needs_its_files_and_an_ssl_inter_broker_listener() {
+        let run = |t: &str| {
+            let f: FileConfig = toml::from_str(t).map_err(|e| e.to_string())?;
+            let o = Overrides {
+                cores: Some("0".into()),
+                no_pin: true,
+                ..Overrides::default()
+            };
+            settings(f, o).map_err(|e| e.to_string())
+        };
+        let listener = |protocol: &str| {
+            format!(
+                "[[listeners]]\nname = \"INTERNAL\"\nlisten = \"127.0.0.1:9094\"\nsecurity_protocol = \"{protocol}\"\n"
+            )
+        };
+        let files = "cert_file = \"/n.pem\"\nkey_file = \"/n.key\"\nca_file = \"/ca.pem\"\n";
+        // No [tls] needed: the inter-broker listener is served with the node certificate.
+        let ok = run(&format!(
+            "{}[cluster_tls]\n{files}listener = \"INTERNAL\"\n",
+            listener("SSL")
+        ))
+        .expect("valid");
+        let c = ok.server.cluster_tls.expect("cluster_tls");
+        assert_eq!(c.listener.as_deref(), Some("INTERNAL"));
+        assert_eq!(c.files.ca_file, PathBuf::from("/ca.pem"));
+        for (body, named) in [
+            (format!("{}[cluster_tls]\n{files}", listener("SSL")), "cluster_tls.listener: missing"),
+            (
+                format!("{}[cluster_tls]\n{files}listener = \"INTERNAL\"\n", listener("PLAINTEXT")),
+                "it must be SSL",
+            ),
+            (
+                format!("{}[cluster_tls]\n{files}listener = \"OTHER\"\n", listener("SSL")),
+                "no [[listeners]] entry is named \"OTHER\"",
+            ),
+            (
+                format!(
+                    "{}[cluster_tls]\ncert_file = \"/n.pem\"\nkey_file = \"/n.key\"\nlistener = \"INTERNAL\"\n",
+                    listener("SSL")
+                ),
+                "cluster_tls.ca_file: missing",
+            ),
+        ] {
+            let e = run(&body).expect_err(named);
+            assert!(e.contains(named), "{e}");
+        }
+        assert!(run("").expect("plain").server.cluster_tls.is_none());
+    }
+
+    #[test]
     fn listeners_are_read_and_each_bad_field_named() {
         let run = |t: &str| {
             let f: FileConfig = toml::from_str(t).map_err(|e| e.to_string())?;
