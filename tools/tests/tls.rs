@@ -1,7 +1,8 @@
 //! TLS listeners with real clients: an SSL produce/consume round trip through librdkafka
 //! (OpenSSL), a client trusting another CA refused, `client_auth = "required"` refusing a
-//! client without a certificate and naming the principal of one with, and a SIGHUP
-//! certificate reload that keeps open connections. Certificates are made here (rcgen).
+//! client without a certificate and naming the principal of one with, and certificate
+//! reloads (on SIGHUP, and on a change of the files) that keep open connections.
+//! Certificates are made here (rcgen).
 
 mod common;
 
@@ -185,6 +186,30 @@ fn sighup_reloads_the_certificate_and_keeps_open_connections() {
             .filter(|l| l.contains("TLS reload failed"))
     });
     assert!(handshake_ok(&s.ssl_addr, &new_ca.cert_pem));
+}
+
+/// A rotation tool that only writes the files: the broker notices the change (no SIGHUP)
+/// and serves the new certificate to new connections, keeping the open ones.
+#[test]
+fn a_changed_certificate_file_is_reloaded_without_a_signal() {
+    let s = start("none");
+    let mut open = common::tls::connect(&s.ssl_addr, &s.ca.cert_pem);
+    assert!(api_versions_ok(&mut open));
+    let new_ca = Ca::new("rotated CA");
+    write_pair(&s.dir, "server", &new_ca.leaf("broker", true));
+    common::wait_for(
+        "new connections on the new certificate",
+        common::HANG_GUARD,
+        &mut || handshake_ok(&s.ssl_addr, &new_ca.cert_pem).then_some(()),
+    );
+    assert!(
+        !handshake_ok(&s.ssl_addr, &s.ca.cert_pem),
+        "the old certificate is no longer served"
+    );
+    assert!(
+        api_versions_ok(&mut open),
+        "the connection opened before the change still answers"
+    );
 }
 
 /// `sluice bench compare` puts the TLS listener beside the plaintext one in one run, and
