@@ -1381,17 +1381,20 @@ mod tests {
         }
     }
 
+    /// The settings of config file `t` on core 0, unpinned; the error as text.
+    fn settings_of(t: &str) -> Result<Settings, String> {
+        let f: FileConfig = toml::from_str(t).map_err(|e| e.to_string())?;
+        let o = Overrides {
+            cores: Some("0".into()),
+            no_pin: true,
+            ..Overrides::default()
+        };
+        settings(f, o).map_err(|e| e.to_string())
+    }
+
     #[test]
     fn cluster_tls_needs_its_files_and_an_ssl_inter_broker_listener() {
-        let run = |t: &str| {
-            let f: FileConfig = toml::from_str(t).map_err(|e| e.to_string())?;
-            let o = Overrides {
-                cores: Some("0".into()),
-                no_pin: true,
-                ..Overrides::default()
-            };
-            settings(f, o).map_err(|e| e.to_string())
-        };
+        let run = settings_of;
         let listener = |protocol: &str| {
             format!(
                 "[[listeners]]\nname = \"INTERNAL\"\nlisten = \"127.0.0.1:9094\"\nsecurity_protocol = \"{protocol}\"\n"
@@ -1433,15 +1436,7 @@ mod tests {
 
     #[test]
     fn listeners_are_read_and_each_bad_field_named() {
-        let run = |t: &str| {
-            let f: FileConfig = toml::from_str(t).map_err(|e| e.to_string())?;
-            let o = Overrides {
-                cores: Some("0".into()),
-                no_pin: true,
-                ..Overrides::default()
-            };
-            settings(f, o).map_err(|e| e.to_string())
-        };
+        let run = settings_of;
         let ok = run(concat!(
             "listen = \"127.0.0.1:9092\"\n",
             "[[listeners]]\nname = \"SECURE\"\nlisten = \"127.0.0.1:9093\"\n",

@@ -128,6 +128,21 @@ fn node_toml_for_stranger(dir: &Path, stranger: &Ca, ca_file: &Path) -> String {
     )
 }
 
+/// A one-node cluster in `dir` with config `toml`, and its quorum port.
+fn start_one(dir: &Path, toml: String) -> (Broker, u16) {
+    let quorum = common::free_port();
+    let config = dir.join("sluice.toml");
+    std::fs::write(&config, toml).unwrap();
+    let quorum_flag = format!("1@127.0.0.1:{quorum}");
+    let args = [
+        "--config",
+        config.to_str().unwrap(),
+        "--controller-quorum",
+        &quorum_flag,
+    ];
+    (Broker::start_with(&dir.join("data"), &args), quorum)
+}
+
 /// Whether an ApiVersions request over `s` gets an answer.
 fn answered(s: &mut (impl std::io::Read + std::io::Write)) -> bool {
     let frame = raw::frame(ApiKey::ApiVersions, 3, 7, &ApiVersionsRequest::default());
@@ -157,23 +172,7 @@ fn each_door_of_a_node_wants_a_certificate_from_the_cluster_ca() {
     let ca_file = ca.write(dir, "cluster-ca");
     let node = ca.node("broker1");
     let internal = common::free_port();
-    let quorum = common::free_port();
-    let config = dir.join("sluice.toml");
-    std::fs::write(
-        &config,
-        node_toml(dir, "broker1", &node, &ca_file, internal),
-    )
-    .unwrap();
-    let quorum_flag = format!("1@127.0.0.1:{quorum}");
-    let broker = Broker::start_with(
-        &dir.join("data"),
-        &[
-            "--config",
-            config.to_str().unwrap(),
-            "--controller-quorum",
-            &quorum_flag,
-        ],
-    );
+    let (broker, quorum) = start_one(dir, node_toml(dir, "broker1", &node, &ca_file, internal));
     common::create_topic_at(&broker.addr, "doors", 1, 1, &[]);
 
     // The quorum port: a node certificate is answered, plaintext and a stranger are not.
@@ -226,8 +225,6 @@ fn a_rotated_node_certificate_is_served_without_a_restart() {
     let dir = tmp.path();
     let old_ca = Ca::new("old cluster CA");
     let ca_file = old_ca.write(dir, "cluster-ca");
-    let quorum = common::free_port();
-    let config = dir.join("sluice.toml");
     let toml = node_toml(
         dir,
         "broker1",
@@ -235,17 +232,7 @@ fn a_rotated_node_certificate_is_served_without_a_restart() {
         &ca_file,
         common::free_port(),
     );
-    std::fs::write(&config, toml).unwrap();
-    let quorum_flag = format!("1@127.0.0.1:{quorum}");
-    let _broker = Broker::start_with(
-        &dir.join("data"),
-        &[
-            "--config",
-            config.to_str().unwrap(),
-            "--controller-quorum",
-            &quorum_flag,
-        ],
-    );
+    let (_broker, quorum) = start_one(dir, toml);
     // A peer of the new CA only: refused while the node presents the old certificate.
     let new_ca = Ca::new("new cluster CA");
     let peer_dir = dir.join("peer");

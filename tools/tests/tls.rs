@@ -150,16 +150,14 @@ fn handshake_ok(addr: &str, ca_pem: &str) -> bool {
     true
 }
 
-#[test]
-fn sighup_reloads_the_certificate_and_keeps_open_connections() {
-    let s = start("none");
+/// Rotates `s` to a certificate from a new CA (`notify` tells the broker, or not) and
+/// checks new connections get it while one opened before keeps answering; the new CA.
+fn rotate(s: &Secured, notify: impl FnOnce()) -> Ca {
     let mut open = common::tls::connect(&s.ssl_addr, &s.ca.cert_pem);
     assert!(api_versions_ok(&mut open));
-
-    // The operator rotates to a certificate from a new CA and sends SIGHUP.
     let new_ca = Ca::new("rotated CA");
     write_pair(&s.dir, "server", &new_ca.leaf("broker", true));
-    s.broker.signal(libc::SIGHUP);
+    notify();
     common::wait_for(
         "new connections on the new certificate",
         common::HANG_GUARD,
@@ -173,6 +171,14 @@ fn sighup_reloads_the_certificate_and_keeps_open_connections() {
         api_versions_ok(&mut open),
         "the connection opened before the reload still answers"
     );
+    new_ca
+}
+
+#[test]
+fn sighup_reloads_the_certificate_and_keeps_open_connections() {
+    let s = start("none");
+    // The operator rotates to a certificate from a new CA and sends SIGHUP.
+    let new_ca = rotate(&s, || s.broker.signal(libc::SIGHUP));
     // A reload that fails (a key that does not fit) keeps the certificate in force.
     std::fs::write(
         s.dir.join("server.key"),
@@ -193,23 +199,7 @@ fn sighup_reloads_the_certificate_and_keeps_open_connections() {
 #[test]
 fn a_changed_certificate_file_is_reloaded_without_a_signal() {
     let s = start("none");
-    let mut open = common::tls::connect(&s.ssl_addr, &s.ca.cert_pem);
-    assert!(api_versions_ok(&mut open));
-    let new_ca = Ca::new("rotated CA");
-    write_pair(&s.dir, "server", &new_ca.leaf("broker", true));
-    common::wait_for(
-        "new connections on the new certificate",
-        common::HANG_GUARD,
-        &mut || handshake_ok(&s.ssl_addr, &new_ca.cert_pem).then_some(()),
-    );
-    assert!(
-        !handshake_ok(&s.ssl_addr, &s.ca.cert_pem),
-        "the old certificate is no longer served"
-    );
-    assert!(
-        api_versions_ok(&mut open),
-        "the connection opened before the change still answers"
-    );
+    rotate(&s, || {});
 }
 
 /// `sluice bench compare` puts the TLS listener beside the plaintext one in one run, and

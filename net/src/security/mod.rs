@@ -37,7 +37,7 @@ pub mod tls;
 
 use std::sync::Arc;
 
-pub use sluice_control::tls::{ClusterTls, ClusterTlsSettings};
+pub use sluice_control::tls::{BlockingStream, ClusterStream, ClusterTls, ClusterTlsSettings};
 use sluice_control::{BrokerId, MetadataImage};
 
 pub use listener::{ListenerConfig, SecurityProtocol, PLAINTEXT_LISTENER};
