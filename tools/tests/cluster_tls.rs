@@ -1,5 +1,6 @@
 //! `[cluster_tls]`: the cluster's own traffic over mutual TLS. A three-node cluster whose
 //! quorum forms and whose followers fetch over TLS (acks=all with every replica required),
+//! with the authorizer on and the nodes super users by their certificates' names only,
 //! and a fourth node with a certificate from another CA that never becomes a broker of
 //! it; on one node, each door checked on its own: the quorum port answers a node
 //! certificate and refuses plaintext and a stranger's certificate, the inter-broker
@@ -62,25 +63,50 @@ fn brokers(c: &Cluster, id: usize) -> Vec<u64> {
     ids
 }
 
+/// `[auth]` of the cluster test: the authorizer on, and only the nodes (as their
+/// certificates name them) and the test's admin are super users.
+const AUTH: &str = "[auth]\nauthorizer = true\nsuper_users = [\"User:CN=broker1\", \"User:CN=broker2\", \"User:CN=broker3\", \"User:CN=admin\"]\n";
+
+/// The ISR of `topic`-0 as the client `config` is told.
+fn isr(config: &rdkafka::config::ClientConfig, topic: &str) -> Vec<i32> {
+    use rdkafka::consumer::{BaseConsumer, Consumer};
+    let consumer: BaseConsumer = config.create().expect("client");
+    let md = consumer
+        .fetch_metadata(Some(topic), HANG_GUARD)
+        .expect("metadata");
+    let mut isr = md.topics()[0].partitions()[0].isr().to_vec();
+    isr.sort_unstable();
+    isr
+}
+
 #[test]
 fn a_cluster_replicates_over_mutual_tls_and_a_node_from_another_ca_stays_out() {
     let tmp = common::tempdir("cluster-tls");
     let dir = tmp.path();
     let ca = Ca::new("sluice cluster CA");
     let ca_file = ca.write(dir, "cluster-ca");
-    let stranger = Ca::new("another CA");
-    let mut node_toml: Vec<String> = (1..=3)
+    let internal: Vec<u16> = (0..4).map(|_| common::free_port()).collect();
+    let mut tomls: Vec<String> = (1..=3)
         .map(|i| {
             let name = format!("broker{i}");
-            node_toml(dir, &name, &ca.node(&name), &ca_file, common::free_port())
+            let toml = node_toml(dir, &name, &ca.node(&name), &ca_file, internal[i - 1]);
+            format!("{toml}{AUTH}")
         })
         .collect();
-    // Node 4 trusts the cluster CA, but its own certificate is the stranger's.
-    node_toml.push(node_toml_for_stranger(dir, &stranger, &ca_file));
+    // Node 4 trusts the cluster CA, but its own certificate is another CA's.
+    let stranger = Ca::new("another CA");
+    let toml = node_toml(
+        dir,
+        "broker4",
+        &stranger.node("broker4"),
+        &ca_file,
+        internal[3],
+    );
+    tomls.push(format!("{toml}{AUTH}"));
     let spec = ClusterSpec {
         nodes: 4,
         controllers: 3,
-        node_toml,
+        node_toml: tomls,
         ..ClusterSpec::default()
     };
     let mut c = Cluster::prepare("cluster-tls", spec);
@@ -90,18 +116,28 @@ fn a_cluster_replicates_over_mutual_tls_and_a_node_from_another_ca_stays_out() {
     // Registration, heartbeats and the raft quorum all ran over TLS to get here.
     c.wait_active(&[1, 2, 3], HANG_GUARD);
 
-    // Every write waits for all three replicas: the followers must fetch over TLS (a
-    // follower fetch anywhere but the inter-broker listener is refused, see below).
-    common::create_topic_at(&c.addr(1), "secured", 1, 3, &[("min.insync.replicas", "3")]);
+    // The test's client is the super user `User:CN=admin` on the inter-broker listener;
+    // `User:ANONYMOUS` may do nothing, so the followers' fetches (CLUSTER_ACTION) get
+    // through only as `User:CN=broker<i>`, on that listener, over mutual TLS. Every write
+    // waits for all three replicas.
+    let (admin_cert, admin_key) = write_pair(dir, "admin", &ca.leaf("admin", false));
+    let bootstrap: Vec<String> = internal[..3]
+        .iter()
+        .map(|p| format!("127.0.0.1:{p}"))
+        .collect();
     let mut client = rdkafka::config::ClientConfig::new();
     client
-        .set("bootstrap.servers", c.bootstrap())
+        .set("bootstrap.servers", bootstrap.join(","))
         .set("broker.address.family", "v4")
+        .set("security.protocol", "ssl")
+        .set("ssl.ca.location", ca_file.to_str().unwrap())
+        .set("ssl.certificate.location", admin_cert.to_str().unwrap())
+        .set("ssl.key.location", admin_key.to_str().unwrap())
         .set("acks", "all");
+    common::create_topic_with(&client, "secured", 1, 3, &[("min.insync.replicas", "3")]);
     common::produce_numbered(&client, "secured", 20);
     common::consume_numbered(&client, "secured", 20);
-    let (_, parts) = c.metadata(1, "secured").expect("metadata");
-    assert_eq!(parts[&0].isr.len(), 3, "{:?}", parts[&0]);
+    assert_eq!(isr(&client, "secured"), vec![1, 2, 3]);
 
     // The stranger: its handshakes with the quorum are refused, so it never registers.
     let before = quorum_handshakes_failed(&c, &[1, 2, 3]);
@@ -114,18 +150,7 @@ fn a_cluster_replicates_over_mutual_tls_and_a_node_from_another_ca_stays_out() {
     assert_ne!(own["broker_state"], "active", "{own}");
     // Still three replicas in sync, and writes still go through.
     common::produce_numbered(&client, "secured", 5);
-    let (_, parts) = c.metadata(1, "secured").expect("metadata");
-    assert_eq!(parts[&0].isr.len(), 3, "{:?}", parts[&0]);
-}
-
-fn node_toml_for_stranger(dir: &Path, stranger: &Ca, ca_file: &Path) -> String {
-    node_toml(
-        dir,
-        "broker4",
-        &stranger.node("broker4"),
-        ca_file,
-        common::free_port(),
-    )
+    assert_eq!(isr(&client, "secured"), vec![1, 2, 3]);
 }
 
 /// A one-node cluster in `dir` with config `toml`, and its quorum port.

@@ -84,13 +84,22 @@ pub fn create_topic_at(
     replication_factor: i32,
     configs: &[(&str, &str)],
 ) {
+    let mut config = rdkafka::config::ClientConfig::new();
+    config.set("bootstrap.servers", bootstrap);
+    create_topic_with(&config, name, partitions, replication_factor, configs);
+}
+
+/// [`create_topic_at`] with a client's settings (TLS, SASL).
+pub fn create_topic_with(
+    config: &rdkafka::config::ClientConfig,
+    name: &str,
+    partitions: i32,
+    replication_factor: i32,
+    configs: &[(&str, &str)],
+) {
     use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, TopicReplication};
     use rdkafka::client::DefaultClientContext;
-    use rdkafka::config::ClientConfig;
-    let admin: AdminClient<DefaultClientContext> = ClientConfig::new()
-        .set("bootstrap.servers", bootstrap)
-        .create()
-        .expect("admin");
+    let admin: AdminClient<DefaultClientContext> = config.create().expect("admin");
     let mut topic = NewTopic::new(
         name,
         partitions,
