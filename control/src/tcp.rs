@@ -341,10 +341,11 @@ pub async fn serve_with_rpc(
                 let max = config.message_bytes_max;
                 let tls = config.tls.clone();
                 let rpc = rpc.clone();
+                // Counted before the task runs, so a burst of accepts cannot pass the bound.
+                handshakes.set(handshakes.get() + 1);
                 let handshakes = Rc::clone(&handshakes);
                 glommio::spawn_local(async move {
                     let peer = stream.peer_addr().ok();
-                    handshakes.set(handshakes.get() + 1);
                     let accepted = ClusterStream::accept(tls.as_deref(), stream).await;
                     handshakes.set(handshakes.get() - 1);
                     match accepted {
