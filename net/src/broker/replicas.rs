@@ -330,7 +330,7 @@ fn followed(shard: &Shard, image: &MetadataImage) -> Vec<Followed> {
             continue;
         };
         let Some((host, port)) = shard.security.peer_address(image, leader) else {
-            tracing::warn!(partition = %r.tp, %leader, "leader has no listener in the metadata image");
+            tracing::warn!(partition = %r.tp, %leader, "leader has no inter-broker listener in the metadata image (its first, or the one [cluster_tls] names)");
             continue;
         };
         out.push(Followed {
