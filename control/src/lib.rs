@@ -30,6 +30,9 @@
 //! - **The network** (`tcp`, `sim`): a glommio TCP transport (framed, bounded queues,
 //!   reconnecting) with the controller's `run_loop`; and an in-memory network and
 //!   cluster harness for deterministic tests.
+//! - **Cluster TLS** (`tls`): mutual TLS between nodes (`[cluster_tls]`): the quorum port,
+//!   broker requests to the controller, and the stream type both ends share with
+//!   `sluice-replication`'s client.
 //!
 //! Wiring a node (what `sluice serve` does with this crate): `Controller::open` with the
 //! quorum as `Bootstrap::Voters`, a `TcpTransport` with every peer, `tcp::serve` on the
@@ -68,6 +71,7 @@ pub mod rpc;
 pub mod sim;
 pub mod storage;
 pub mod tcp;
+pub mod tls;
 pub mod transport;
 pub mod types;
 

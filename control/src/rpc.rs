@@ -11,6 +11,9 @@
 //! means a broker needs only the quorum list to reach the controller, before any broker
 //! listener is known from metadata.
 //!
+//! With `[cluster_tls]` every connection is mutual TLS (see `tls`): the controller only
+//! answers brokers whose certificate chains to the cluster CA.
+//!
 //! Framing: `len u32 LE | crc32c u32 LE | body`, `len` bounded by `RPC_FRAME_BYTES_MAX`.
 //! Bodies are a kind byte followed by fixed-width little-endian integers and
 //! length-prefixed strings; every count and length is checked against the bytes left, so
@@ -26,6 +29,7 @@ use crate::controller::ReplicaProgress;
 use crate::election::{ElectionOutcome, ElectionType};
 use crate::reassign::{OngoingReassignment, ReassignRefusal, ReassignTarget};
 use crate::records::{Listener, ScramCredential, ScramMechanism};
+use crate::tls::{BlockingStream, ClusterStream, ClusterTls};
 use crate::types::{BrokerEpoch, BrokerId, LeaderEpoch, MetadataOffset, NodeId, Term, TopicId};
 
 /// First bytes of a request connection (raft frames never start with these: as a raft
@@ -1359,7 +1363,13 @@ pub async fn read_frame<S: futures_lite::AsyncRead + Unpin>(
             buf.drain(..used);
             return Ok(Some(body));
         }
-        let n = stream.read(&mut chunk).await?;
+        let n = match stream.read(&mut chunk).await {
+            Ok(n) => n,
+            // A TLS peer gone without close_notify between frames ends the stream as a
+            // plain close does (frames delimit and checksum themselves).
+            Err(e) if e.kind() == std::io::ErrorKind::UnexpectedEof && buf.is_empty() => 0,
+            Err(e) => return Err(e.into()),
+        };
         if n == 0 {
             return if buf.is_empty() { Ok(None) } else { Err(SHORT) };
         }
@@ -1368,25 +1378,28 @@ pub async fn read_frame<S: futures_lite::AsyncRead + Unpin>(
 }
 
 /// One request to the controller at `addr` on a new connection (glommio), bounded by
-/// `timeout`.
+/// `timeout`; with `tls` (`[cluster_tls]`) over mutual TLS.
 pub async fn call(
     addr: std::net::SocketAddr,
+    tls: Option<&ClusterTls>,
     request: &Request,
     timeout: Duration,
 ) -> Result<Reply, RpcError> {
     let exchange = async {
-        let mut stream = glommio::net::TcpStream::connect(addr)
-            .await
-            .map_err(|e| RpcError::Io(std::io::Error::other(e.to_string())))?;
-        let _ = stream.set_nodelay(true);
+        let host = addr.ip().to_string();
+        let mut stream = ClusterStream::connect(tls, &host, addr.port(), timeout).await?;
         let mut out = RPC_MAGIC.to_vec();
         out.extend_from_slice(&frame(&request.encode()));
         stream.write_all(&out).await?;
+        stream.flush().await?;
         let mut buf = Vec::new();
-        match read_frame(&mut stream, &mut buf).await? {
+        let reply = match read_frame(&mut stream, &mut buf).await? {
             Some(body) => Reply::decode(&body),
             None => Err(SHORT),
-        }
+        };
+        // TLS: close_notify, so the controller sees a clean end.
+        let _ = stream.close().await;
+        reply
     };
     futures_lite::future::or(exchange, async {
         glommio::timer::sleep(timeout).await;
@@ -1396,20 +1409,19 @@ pub async fn call(
 }
 
 /// One request with blocking std I/O (for threads outside glommio: the admin endpoint, the
-/// command-line tools).
+/// command-line tools); with `tls` over mutual TLS.
 pub fn call_blocking(
     addr: std::net::SocketAddr,
+    tls: Option<&ClusterTls>,
     request: &Request,
     timeout: Duration,
 ) -> Result<Reply, RpcError> {
     use std::io::{Read, Write};
-    let mut stream = std::net::TcpStream::connect_timeout(&addr, timeout)?;
-    stream.set_read_timeout(Some(timeout))?;
-    stream.set_write_timeout(Some(timeout))?;
-    let _ = stream.set_nodelay(true);
+    let mut stream = BlockingStream::connect(tls, addr, timeout)?;
     let mut out = RPC_MAGIC.to_vec();
     out.extend_from_slice(&frame(&request.encode()));
     stream.write_all(&out)?;
+    stream.flush()?;
     let mut buf = Vec::new();
     let mut chunk = [0u8; 16 << 10];
     loop {

@@ -13,6 +13,11 @@
 //!   snapshot's outcome before sending that follower anything else).
 //! - **Receiving**: `serve` accepts peers and decodes frames into the controller's inbox (a
 //!   bounded channel; full means dropped). Messages not addressed to this node are dropped.
+//! - **TLS** (`TcpConfig::tls`, from `[cluster_tls]`): every accepted connection must
+//!   complete a TLS handshake presenting a certificate that chains to the cluster CA
+//!   before a byte of it is read (at most `TLS_HANDSHAKES_MAX` handshakes at once, each
+//!   bounded in time), and writers connect with TLS presenting the node certificate.
+//!   Without it, plain TCP.
 //! - **Loop**: `run_loop` is the one task that owns the `Controller` (shared as
 //!   `Rc<RefCell<_>>` so proposers on the same executor can borrow it between awaits;
 //!   no borrow is ever held across an `.await`): it steps inbox messages, ticks every
@@ -24,16 +29,18 @@ use std::future::Future;
 use std::net::SocketAddr;
 use std::pin::Pin;
 use std::rc::Rc;
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use futures_lite::{AsyncReadExt, AsyncWriteExt};
 use glommio::channels::local_channel::{self, LocalReceiver, LocalSender};
-use glommio::net::{TcpListener, TcpStream};
+use glommio::net::TcpListener;
 use glommio::task::JoinHandle;
 use protobuf::Message as _;
 use raft::eraftpb::{Message, MessageType};
 
 use crate::controller::{Controller, ControllerError};
+use crate::tls::{ClusterStream, ClusterTls, TLS_HANDSHAKE_MS_MAX};
 use crate::transport::Transport;
 use crate::types::NodeId;
 
@@ -48,6 +55,8 @@ pub struct TcpConfig {
     pub reconnect_backoff_max_ms: u64,
     /// Inbox bound (messages received, not yet stepped).
     pub inbox_max: usize,
+    /// `[cluster_tls]`: mutual TLS on every connection, both ways; `None`: plain TCP.
+    pub tls: Option<Arc<ClusterTls>>,
 }
 
 impl Default for TcpConfig {
@@ -58,6 +67,7 @@ impl Default for TcpConfig {
             reconnect_backoff_min_ms: 10,
             reconnect_backoff_max_ms: 1_000,
             inbox_max: 4096,
+            tls: None,
         }
     }
 }
@@ -241,7 +251,11 @@ async fn peer_writer(
         let Some(msg) = next_message(&mut pending, &rx).await else {
             return;
         };
-        let mut stream = match TcpStream::connect(addr).await {
+        let connect_timeout = Duration::from_millis(TLS_HANDSHAKE_MS_MAX);
+        let host = addr.ip().to_string();
+        let connected =
+            ClusterStream::connect(config.tls.as_deref(), &host, addr.port(), connect_timeout);
+        let mut stream = match connected.await {
             Ok(s) => s,
             Err(e) => {
                 tracing::debug!(%addr, error = %e, "controller peer unreachable");
@@ -251,7 +265,6 @@ async fn peer_writer(
                 continue;
             }
         };
-        let _ = stream.set_nodelay(true);
         backoff = backoff_min;
         pending = Some(msg);
         // Connected: write until the queue closes (return) or a write fails (reconnect).
@@ -266,7 +279,7 @@ async fn peer_writer(
                     continue;
                 }
             };
-            if let Err(e) = stream.write_all(&frame).await {
+            if let Err(e) = write_frame(&mut stream, &frame).await {
                 tracing::debug!(%addr, error = %e, "controller peer write failed");
                 report_failure(&feedback, &msg);
                 break;
@@ -281,9 +294,19 @@ async fn peer_writer(
     }
 }
 
+/// Writes a whole frame and flushes it (a TLS stream holds what it could not send yet).
+async fn write_frame(stream: &mut ClusterStream, frame: &[u8]) -> std::io::Result<()> {
+    stream.write_all(frame).await?;
+    stream.flush().await
+}
+
 /// Serves a broker request connection (see `rpc`): the stream and the bytes read after
 /// the magic.
-pub type RpcHandler = Rc<dyn Fn(TcpStream, Vec<u8>) -> Pin<Box<dyn Future<Output = ()>>>>;
+pub type RpcHandler = Rc<dyn Fn(ClusterStream, Vec<u8>) -> Pin<Box<dyn Future<Output = ()>>>>;
+
+/// TLS handshakes the quorum listener runs at once; a connection past it is closed at
+/// once (a peer reconnects), so connections that never finish one cannot pile up.
+pub const TLS_HANDSHAKES_MAX: usize = 64;
 
 /// Accepts peer connections on `listener` and feeds their messages into `inbox`.
 pub async fn serve(
@@ -303,12 +326,42 @@ pub async fn serve_with_rpc(
     config: TcpConfig,
     rpc: Option<RpcHandler>,
 ) {
+    let handshakes = Rc::new(std::cell::Cell::new(0usize));
     loop {
         match listener.accept().await {
             Ok(stream) => {
+                if config.tls.is_some() && handshakes.get() >= TLS_HANDSHAKES_MAX {
+                    tracing::warn!(
+                        max = TLS_HANDSHAKES_MAX,
+                        "too many TLS handshakes on the quorum port; closing a connection"
+                    );
+                    continue;
+                }
                 let inbox = Rc::clone(&inbox);
                 let max = config.message_bytes_max;
-                glommio::spawn_local(read_peer(stream, me, inbox, max, rpc.clone())).detach();
+                let tls = config.tls.clone();
+                let rpc = rpc.clone();
+                // Counted before the task runs, so a burst of accepts cannot pass the bound.
+                handshakes.set(handshakes.get() + 1);
+                let handshakes = Rc::clone(&handshakes);
+                glommio::spawn_local(async move {
+                    let peer = stream.peer_addr().ok();
+                    let accepted = ClusterStream::accept(tls.as_deref(), stream).await;
+                    handshakes.set(handshakes.get() - 1);
+                    match accepted {
+                        Ok(stream) => read_peer(stream, me, inbox, max, rpc).await,
+                        Err(e) => {
+                            // Logged at the 1st, 2nd, 4th, 8th... failure: a peer retrying
+                            // with a bad certificate does not flood the log.
+                            let failed = crate::tls::quorum_handshake_failed();
+                            if failed.is_power_of_two() {
+                                tracing::warn!(peer = ?peer, error = %e, failed,
+                                    "quorum port: TLS handshake failed (a certificate from the cluster CA is required); closing");
+                            }
+                        }
+                    }
+                })
+                .detach();
             }
             Err(e) => {
                 tracing::warn!(error = %e, "controller listener accept failed");
@@ -319,7 +372,7 @@ pub async fn serve_with_rpc(
 }
 
 async fn read_peer(
-    mut stream: TcpStream,
+    mut stream: ClusterStream,
     me: NodeId,
     inbox: Rc<LocalSender<Event>>,
     max: usize,

@@ -1,19 +1,21 @@
 //! A minimal Kafka client connection for follower fetchers, on glommio TCP: requests
 //! encoded with `kafka-protocol` (request header v1, or v2 for flexible versions), answers
-//! read as size-prefixed frames.
+//! read as size-prefixed frames. With `ClientConfig::tls` (`[cluster_tls]`) the
+//! connection is mutual TLS, presenting the node certificate (see `sluice_control::tls`).
 //!
 //! Invariants: one request in flight per connection; every wait (connect, write, read) is
 //! bounded by a timeout; an answer larger than `frame_bytes_max` is refused before it is
 //! read; an answer whose correlation id is not the request's is an error. After any error
 //! the connection is unusable (its stream position is unknown) and is dropped.
 
+use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::{Bytes, BytesMut};
 use futures_lite::{AsyncReadExt, AsyncWriteExt};
-use glommio::net::TcpStream;
 use kafka_protocol::messages::{RequestHeader, ResponseHeader};
 use kafka_protocol::protocol::{Decodable, Encodable, HeaderVersion, Request, StrBytes};
+use sluice_control::tls::{ClusterStream, ClusterTls};
 
 /// Why a call failed; the connection is dropped after any of them.
 #[derive(Debug, thiserror::Error)]
@@ -46,32 +48,30 @@ pub struct ClientConfig {
     pub request_timeout_ms: u64,
     /// Largest answer frame accepted.
     pub frame_bytes_max: usize,
+    /// `[cluster_tls]`: connect with mutual TLS; `None`: plain TCP.
+    pub tls: Option<Arc<ClusterTls>>,
 }
 
 /// One connection to a broker's Kafka listener.
 #[derive(Debug)]
 pub struct KafkaConn {
-    stream: TcpStream,
+    stream: ClusterStream,
     config: ClientConfig,
     correlation: i32,
     scratch: Vec<u8>,
 }
 
 impl KafkaConn {
-    /// Connects to `host:port` within the connect timeout.
+    /// Connects to `host:port` within the connect timeout (and with TLS, its handshake
+    /// within `sluice_control::tls::TLS_HANDSHAKE_MS_MAX`).
     pub async fn connect(host: &str, port: u16, config: ClientConfig) -> Result<Self, ClientError> {
-        let addr = format!("{host}:{port}");
         let timeout = Duration::from_millis(config.connect_timeout_ms.max(1));
-        let stream = TcpStream::connect_timeout(addr.as_str(), timeout)
+        let stream = ClusterStream::connect(config.tls.as_deref(), host, port, timeout)
             .await
             .map_err(|e| ClientError::Connect {
-                addr: addr.clone(),
+                addr: format!("{host}:{port}"),
                 reason: e.to_string(),
             })?;
-        stream.set_nodelay(true).map_err(|e| ClientError::Connect {
-            addr,
-            reason: e.to_string(),
-        })?;
         Ok(KafkaConn {
             stream,
             config,
@@ -98,6 +98,7 @@ impl KafkaConn {
         let ms = self.config.request_timeout_ms.max(1);
         let frame = with_timeout(ms, "request", async {
             self.stream.write_all(&self.scratch).await?;
+            self.stream.flush().await?;
             read_frame(&mut self.stream, self.config.frame_bytes_max).await
         })
         .await?;
@@ -162,7 +163,7 @@ pub fn decode_response<R: Decodable + HeaderVersion>(
 }
 
 /// Reads one size-prefixed frame, refusing sizes outside `[0, max]` before reading.
-async fn read_frame(stream: &mut TcpStream, max: usize) -> Result<Bytes, ClientError> {
+async fn read_frame(stream: &mut ClusterStream, max: usize) -> Result<Bytes, ClientError> {
     let mut size = [0u8; 4];
     stream.read_exact(&mut size).await?;
     let size = i32::from_be_bytes(size);
@@ -233,6 +234,7 @@ mod tests {
             connect_timeout_ms: 5_000,
             request_timeout_ms,
             frame_bytes_max: 1 << 20,
+            tls: None,
         }
     }
 

@@ -101,6 +101,8 @@ pub struct FetcherConfig {
     /// Largest answer frame read: above `response_bytes_max`, since the first batch of a
     /// partition comes whole even when it is larger (KIP-74).
     pub frame_bytes_max: usize,
+    /// `[cluster_tls]`: fetch over mutual TLS, presenting the node certificate.
+    pub tls: Option<std::sync::Arc<sluice_control::tls::ClusterTls>>,
 }
 
 impl Default for FetcherConfig {
@@ -115,6 +117,7 @@ impl Default for FetcherConfig {
             request_timeout_ms: 30_000,
             connect_timeout_ms: 10_000,
             frame_bytes_max: 128 << 20,
+            tls: None,
         }
     }
 }
@@ -600,6 +603,7 @@ impl Fetchers {
             connect_timeout_ms: self.config.connect_timeout_ms,
             request_timeout_ms: self.config.request_timeout_ms,
             frame_bytes_max: self.config.frame_bytes_max,
+            tls: self.config.tls.clone(),
         }
     }
 

@@ -45,6 +45,8 @@ pub struct FileConfig {
     pub listeners: Vec<ListenerFileConfig>,
     /// `[tls]`: the certificate of SSL and SASL_SSL listeners.
     pub tls: Option<TlsFileConfig>,
+    /// `[cluster_tls]`: mutual TLS for the cluster's own traffic.
+    pub cluster_tls: Option<ClusterTlsFileConfig>,
     /// `[auth]`: SASL on SASL_PLAINTEXT and SASL_SSL listeners.
     #[serde(default)]
     pub auth: AuthFileConfig,
@@ -89,6 +91,19 @@ pub struct TlsFileConfig {
     pub client_ca_file: Option<PathBuf>,
     /// none | requested | required (default none).
     pub client_auth: Option<String>,
+}
+
+/// `[cluster_tls]`.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ClusterTlsFileConfig {
+    /// This node's certificate (PEM chain), presented to every other node.
+    pub cert_file: Option<PathBuf>,
+    pub key_file: Option<PathBuf>,
+    /// The CA every node's certificate chains to.
+    pub ca_file: Option<PathBuf>,
+    /// The inter-broker listener (an SSL `[[listeners]]` entry); needed with the broker role.
+    pub listener: Option<String>,
 }
 
 /// `[placement]`: which CPUs run shards and which are kept free.
@@ -593,6 +608,7 @@ pub fn settings(file: FileConfig, o: Overrides) -> Result<Settings> {
     }
     server.listeners = listeners(&file.listeners, server.listen)?;
     server.tls = tls(file.tls.as_ref())?;
+    server.cluster_tls = cluster_tls(file.cluster_tls.as_ref(), &server)?;
     server.auth = auth(&file.auth)?;
     if server.auth.sasl_mechanisms.is_empty() {
         if let Some((i, l)) = server
@@ -608,11 +624,15 @@ pub fn settings(file: FileConfig, o: Overrides) -> Result<Settings> {
         }
     }
     if server.tls.is_none() {
+        let inter_broker = server
+            .cluster_tls
+            .as_ref()
+            .and_then(|c| c.listener.as_deref());
         if let Some((i, l)) = server
             .listeners
             .iter()
             .enumerate()
-            .find(|(_, l)| l.security_protocol.tls())
+            .find(|(_, l)| l.security_protocol.tls() && Some(l.name.as_str()) != inter_broker)
         {
             bail!(
                 "listeners[{i}].security_protocol: {} needs a [tls] section (cert_file, key_file)",
@@ -869,6 +889,49 @@ fn tls(f: Option<&TlsFileConfig>) -> Result<Option<sluice_net::security::tls::Tl
         key_file,
         client_ca_file: f.client_ca_file.clone(),
         client_auth,
+    }))
+}
+
+/// `[cluster_tls]`: the node certificate, the cluster CA and, on a broker, the
+/// inter-broker listener (an SSL one among `[[listeners]]`, which `server.listeners`
+/// already holds).
+fn cluster_tls(
+    f: Option<&ClusterTlsFileConfig>,
+    server: &sluice_net::ServerConfig,
+) -> Result<Option<sluice_net::security::ClusterTlsConfig>> {
+    use sluice_net::security::SecurityProtocol;
+    let Some(f) = f else {
+        return Ok(None);
+    };
+    let file = |v: &Option<PathBuf>, key: &str| {
+        v.clone()
+            .ok_or_else(|| anyhow!("cluster_tls.{key}: missing"))
+    };
+    let files = sluice_net::security::ClusterTlsSettings {
+        cert_file: file(&f.cert_file, "cert_file")?,
+        key_file: file(&f.key_file, "key_file")?,
+        ca_file: file(&f.ca_file, "ca_file")?,
+    };
+    let listener = match (&f.listener, server.cluster.roles.broker) {
+        (None, true) => bail!(
+            "cluster_tls.listener: missing (a broker needs its inter-broker listener: the name of an SSL [[listeners]] entry)"
+        ),
+        (Some(name), _) => {
+            let found = server.listeners.iter().find(|l| &l.name == name);
+            match found {
+                Some(l) if l.security_protocol == SecurityProtocol::Ssl => Some(name.clone()),
+                Some(l) => bail!(
+                    "cluster_tls.listener: listener {name:?} is {}, it must be SSL",
+                    l.security_protocol.name()
+                ),
+                None => bail!("cluster_tls.listener: no [[listeners]] entry is named {name:?}"),
+            }
+        }
+        (None, false) => None,
+    };
+    Ok(Some(sluice_net::security::ClusterTlsConfig {
+        files,
+        listener,
     }))
 }
 
@@ -1318,17 +1381,62 @@ mod tests {
         }
     }
 
+    /// The settings of config file `t` on core 0, unpinned; the error as text.
+    fn settings_of(t: &str) -> Result<Settings, String> {
+        let f: FileConfig = toml::from_str(t).map_err(|e| e.to_string())?;
+        let o = Overrides {
+            cores: Some("0".into()),
+            no_pin: true,
+            ..Overrides::default()
+        };
+        settings(f, o).map_err(|e| e.to_string())
+    }
+
+    #[test]
+    fn cluster_tls_needs_its_files_and_an_ssl_inter_broker_listener() {
+        let run = settings_of;
+        let listener = |protocol: &str| {
+            format!(
+                "[[listeners]]\nname = \"INTERNAL\"\nlisten = \"127.0.0.1:9094\"\nsecurity_protocol = \"{protocol}\"\n"
+            )
+        };
+        let files = "cert_file = \"/n.pem\"\nkey_file = \"/n.key\"\nca_file = \"/ca.pem\"\n";
+        // No [tls] needed: the inter-broker listener is served with the node certificate.
+        let ok = run(&format!(
+            "{}[cluster_tls]\n{files}listener = \"INTERNAL\"\n",
+            listener("SSL")
+        ))
+        .expect("valid");
+        let c = ok.server.cluster_tls.expect("cluster_tls");
+        assert_eq!(c.listener.as_deref(), Some("INTERNAL"));
+        assert_eq!(c.files.ca_file, PathBuf::from("/ca.pem"));
+        for (body, named) in [
+            (format!("{}[cluster_tls]\n{files}", listener("SSL")), "cluster_tls.listener: missing"),
+            (
+                format!("{}[cluster_tls]\n{files}listener = \"INTERNAL\"\n", listener("PLAINTEXT")),
+                "it must be SSL",
+            ),
+            (
+                format!("{}[cluster_tls]\n{files}listener = \"OTHER\"\n", listener("SSL")),
+                "no [[listeners]] entry is named \"OTHER\"",
+            ),
+            (
+                format!(
+                    "{}[cluster_tls]\ncert_file = \"/n.pem\"\nkey_file = \"/n.key\"\nlistener = \"INTERNAL\"\n",
+                    listener("SSL")
+                ),
+                "cluster_tls.ca_file: missing",
+            ),
+        ] {
+            let e = run(&body).expect_err(named);
+            assert!(e.contains(named), "{e}");
+        }
+        assert!(run("").expect("plain").server.cluster_tls.is_none());
+    }
+
     #[test]
     fn listeners_are_read_and_each_bad_field_named() {
-        let run = |t: &str| {
-            let f: FileConfig = toml::from_str(t).map_err(|e| e.to_string())?;
-            let o = Overrides {
-                cores: Some("0".into()),
-                no_pin: true,
-                ..Overrides::default()
-            };
-            settings(f, o).map_err(|e| e.to_string())
-        };
+        let run = settings_of;
         let ok = run(concat!(
             "listen = \"127.0.0.1:9092\"\n",
             "[[listeners]]\nname = \"SECURE\"\nlisten = \"127.0.0.1:9093\"\n",

@@ -11,6 +11,7 @@ mod cluster;
 mod config;
 mod group;
 mod placement;
+mod reload;
 mod sasl_login;
 mod topic;
 mod tune;
@@ -204,13 +205,25 @@ fn serve(args: ServeArgs) -> Result<()> {
     }
     let _ = std::io::stdout().flush();
     let handle = signals.handle();
+    let reloads = reload::Reloads::new(server.tls(), server.cluster_tls());
+    let watching = !reloads.is_empty();
+    let reloads = std::sync::Arc::new(std::sync::Mutex::new(reloads));
+    // Certificate files are re-read when they change, as on SIGHUP; the watcher ends when
+    // `stop_watching` is dropped.
+    let (stop_watching, watch_stop) = std::sync::mpsc::channel::<()>();
+    let watcher = watching.then(|| {
+        let reloads = reloads.clone();
+        std::thread::spawn(move || reload::watch(reloads, watch_stop))
+    });
     let stopper = std::thread::spawn({
         let stop = server_stopper(&server);
-        let tls = server.tls();
         move || {
             for sig in signals.forever() {
                 if sig == signal_hook::consts::SIGHUP {
-                    reload_tls(tls.as_deref());
+                    match reloads.lock() {
+                        Ok(mut r) => r.all(),
+                        Err(poisoned) => poisoned.into_inner().all(),
+                    }
                     continue;
                 }
                 tracing::info!(
@@ -225,21 +238,13 @@ fn serve(args: ServeArgs) -> Result<()> {
     let result = server.join();
     handle.close();
     let _ = stopper.join();
+    drop(stop_watching);
+    if let Some(w) = watcher {
+        let _ = w.join();
+    }
     result?;
     tracing::info!("stopped");
     Ok(())
-}
-
-/// SIGHUP: reads the TLS certificate, key and client CAs again. New connections use them;
-/// open connections keep theirs; on an error the files in force stay.
-fn reload_tls(tls: Option<&sluice_net::security::tls::Tls>) {
-    match tls.map(|t| t.reload()) {
-        None => tracing::info!("SIGHUP: no listener uses TLS, nothing to reload"),
-        Some(Ok(())) => tracing::info!("SIGHUP: TLS certificate and key reloaded"),
-        Some(Err(e)) => {
-            tracing::error!(error = %e, "SIGHUP: TLS reload failed, the certificate in force stays")
-        }
-    }
 }
 
 /// Makes glibc's malloc keep memory the broker frees instead of handing it back to the

@@ -1,19 +1,18 @@
 //! TLS listeners with real clients: an SSL produce/consume round trip through librdkafka
 //! (OpenSSL), a client trusting another CA refused, `client_auth = "required"` refusing a
-//! client without a certificate and naming the principal of one with, and a SIGHUP
-//! certificate reload that keeps open connections. Certificates are made here (rcgen).
+//! client without a certificate and naming the principal of one with, and certificate
+//! reloads (on SIGHUP, and on a change of the files) that keep open connections.
+//! Certificates are made here (rcgen).
 
 mod common;
 
 use std::path::{Path, PathBuf};
-use std::time::Duration;
 
 use common::tls::{write_pair, Ca};
 use common::{raw, Broker};
 use kafka_protocol::messages::{ApiKey, ApiVersionsRequest, ApiVersionsResponse};
 use rdkafka::config::ClientConfig;
 use rdkafka::consumer::{BaseConsumer, Consumer};
-use rdkafka::Message;
 
 /// A broker with an SSL listener whose certificate `ca` signed.
 struct Secured {
@@ -76,20 +75,7 @@ fn ssl_client(addr: &str, ca_file: &Path, cert: Option<&(PathBuf, PathBuf)>) -> 
 
 fn round_trip(config: &ClientConfig, topic: &str, n: usize) {
     common::produce_numbered(config, topic, n);
-    let mut c = config.clone();
-    c.set("group.id", format!("{topic}-group"))
-        .set("auto.offset.reset", "earliest");
-    let consumer: BaseConsumer = c.create().expect("consumer");
-    consumer.subscribe(&[topic]).unwrap();
-    let mut got = Vec::new();
-    common::wait_for("the records back over TLS", common::HANG_GUARD, &mut || {
-        if let Some(Ok(m)) = consumer.poll(Duration::from_millis(100)) {
-            got.push(String::from_utf8_lossy(m.payload().unwrap_or_default()).to_string());
-        }
-        (got.len() == n).then_some(())
-    });
-    let want: Vec<String> = (0..n).map(|i| format!("{topic}-{i}")).collect();
-    assert_eq!(got, want);
+    common::consume_numbered(config, topic, n);
 }
 
 fn handshakes_failed(s: &Secured) -> f64 {
@@ -164,16 +150,14 @@ fn handshake_ok(addr: &str, ca_pem: &str) -> bool {
     true
 }
 
-#[test]
-fn sighup_reloads_the_certificate_and_keeps_open_connections() {
-    let s = start("none");
+/// Rotates `s` to a certificate from a new CA (`notify` tells the broker, or not) and
+/// checks new connections get it while one opened before keeps answering; the new CA.
+fn rotate(s: &Secured, notify: impl FnOnce()) -> Ca {
     let mut open = common::tls::connect(&s.ssl_addr, &s.ca.cert_pem);
     assert!(api_versions_ok(&mut open));
-
-    // The operator rotates to a certificate from a new CA and sends SIGHUP.
     let new_ca = Ca::new("rotated CA");
     write_pair(&s.dir, "server", &new_ca.leaf("broker", true));
-    s.broker.signal(libc::SIGHUP);
+    notify();
     common::wait_for(
         "new connections on the new certificate",
         common::HANG_GUARD,
@@ -187,6 +171,14 @@ fn sighup_reloads_the_certificate_and_keeps_open_connections() {
         api_versions_ok(&mut open),
         "the connection opened before the reload still answers"
     );
+    new_ca
+}
+
+#[test]
+fn sighup_reloads_the_certificate_and_keeps_open_connections() {
+    let s = start("none");
+    // The operator rotates to a certificate from a new CA and sends SIGHUP.
+    let new_ca = rotate(&s, || s.broker.signal(libc::SIGHUP));
     // A reload that fails (a key that does not fit) keeps the certificate in force.
     std::fs::write(
         s.dir.join("server.key"),
@@ -200,6 +192,14 @@ fn sighup_reloads_the_certificate_and_keeps_open_connections() {
             .filter(|l| l.contains("TLS reload failed"))
     });
     assert!(handshake_ok(&s.ssl_addr, &new_ca.cert_pem));
+}
+
+/// A rotation tool that only writes the files: the broker notices the change (no SIGHUP)
+/// and serves the new certificate to new connections, keeping the open ones.
+#[test]
+fn a_changed_certificate_file_is_reloaded_without_a_signal() {
+    let s = start("none");
+    rotate(&s, || {});
 }
 
 /// `sluice bench compare` puts the TLS listener beside the plaintext one in one run, and

@@ -245,7 +245,8 @@ pub(super) async fn remove_self_through_next_leader(state: &NodeState, id: NodeI
                 .and_then(|l| state.addresses.borrow().get(&l).copied())
         };
         if let Some(addr) = next {
-            match rpc::call(addr, &Request::RemoveController { id }, left).await {
+            let request = Request::RemoveController { id };
+            match rpc::call(addr, state.tls.as_deref(), &request, left).await {
                 Ok(reply @ Reply::Done { .. }) => return reply,
                 Ok(Reply::Error { kind, message }) if kind != ErrorKind::MembershipBusy => {
                     return Reply::Error { kind, message };

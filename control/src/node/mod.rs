@@ -116,6 +116,8 @@ struct NodeState {
     addresses: RefCell<BTreeMap<NodeId, SocketAddr>>,
     /// A membership request is being carried out (one at a time).
     membership_busy: Cell<bool>,
+    /// `[cluster_tls]`, for this node's own requests to other controllers.
+    tls: Option<std::sync::Arc<crate::tls::ClusterTls>>,
 }
 
 impl NodeState {
@@ -180,6 +182,7 @@ pub async fn run(
         rpc_connections: Cell::new(0),
         addresses: RefCell::new(config.quorum.iter().copied().collect()),
         membership_busy: Cell::new(false),
+        tls: config.tcp.tls.clone(),
     });
     let handler: tcp::RpcHandler = {
         let state = Rc::clone(&state);
@@ -226,7 +229,8 @@ async fn bootstrap_for(config: &NodeConfig) -> Bootstrap {
         return Bootstrap::Voters(founders);
     }
     for (id, addr) in config.quorum.iter().filter(|(id, _)| *id != config.id) {
-        match rpc::call(*addr, &Request::Status, JOIN_PROBE_TIMEOUT).await {
+        let tls = config.tcp.tls.as_deref();
+        match rpc::call(*addr, tls, &Request::Status, JOIN_PROBE_TIMEOUT).await {
             Ok(Reply::Status(q)) if !q.voters.is_empty() => {
                 if q.voters.contains(&config.id) {
                     break;

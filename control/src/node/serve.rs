@@ -4,13 +4,13 @@
 use std::rc::Rc;
 
 use futures_lite::AsyncWriteExt;
-use glommio::net::TcpStream;
 
 use super::handle::handle;
 use super::{NodeState, RPC_CONNECTIONS_MAX, RPC_IDLE_MAX};
 use crate::rpc::{self, ErrorKind, Reply, Request};
+use crate::tls::ClusterStream;
 
-pub(super) async fn serve_requests(state: Rc<NodeState>, stream: TcpStream, buf: Vec<u8>) {
+pub(super) async fn serve_requests(state: Rc<NodeState>, stream: ClusterStream, buf: Vec<u8>) {
     let open = state.rpc_connections.get();
     if open >= RPC_CONNECTIONS_MAX {
         tracing::warn!(
@@ -26,7 +26,7 @@ pub(super) async fn serve_requests(state: Rc<NodeState>, stream: TcpStream, buf:
 
 pub(super) async fn answer_requests(
     state: &Rc<NodeState>,
-    mut stream: TcpStream,
+    mut stream: ClusterStream,
     mut buf: Vec<u8>,
 ) {
     loop {
@@ -59,11 +59,11 @@ pub(super) async fn answer_requests(
                 }
             }
         };
-        if stream
-            .write_all(&rpc::frame(&reply.encode()))
-            .await
-            .is_err()
-        {
+        let written = async {
+            stream.write_all(&rpc::frame(&reply.encode())).await?;
+            stream.flush().await
+        };
+        if written.await.is_err() {
             return;
         }
     }

@@ -517,6 +517,13 @@ fn render_bounds(out: &mut String) {
         Some("TLS handshakes that failed or timed out (untrusted or missing client certificates among them)"),
         TLS_HANDSHAKES_FAILED.load(Ordering::Relaxed),
     );
+    single(
+        out,
+        "sluice_quorum_tls_handshakes_failed_total",
+        "counter",
+        Some("TLS handshakes the controller quorum port refused or that timed out ([cluster_tls]: a peer without a certificate from the cluster CA among them)"),
+        sluice_control::tls::quorum_handshakes_failed(),
+    );
 }
 
 /// The controller quorum as this node last saw it (from its own controller, or from the

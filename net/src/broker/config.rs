@@ -183,6 +183,9 @@ pub struct ServerConfig {
     pub tls: Option<crate::security::tls::TlsSettings>,
     /// `[auth]`: SASL mechanisms and session lifetime.
     pub auth: crate::security::sasl::AuthSettings,
+    /// `[cluster_tls]`: mutual TLS for replication, inter-broker requests and the
+    /// controller quorum port; `None`: the cluster's own traffic is plain TCP.
+    pub cluster_tls: Option<crate::security::ClusterTlsConfig>,
 }
 
 impl ServerConfig {
@@ -235,6 +238,7 @@ impl ServerConfig {
             listeners: Vec::new(),
             tls: None,
             auth: crate::security::sasl::AuthSettings::default(),
+            cluster_tls: None,
         }
     }
 }

@@ -320,19 +320,17 @@ pub async fn reconcile(shard: &Rc<Shard>) -> bool {
     true
 }
 
-/// The partitions this shard follows, with where their leaders listen. A leader the
-/// image has no listener for is not fetched from until it registers one.
+/// The partitions this shard follows, with where their leaders listen (their
+/// inter-broker listener, `Security::peer_address`). A leader the image has no such
+/// listener for is not fetched from until it registers one.
 fn followed(shard: &Shard, image: &MetadataImage) -> Vec<Followed> {
     let mut out = Vec::new();
     for r in shard.replicas.all() {
         let Some((leader, leader_epoch)) = r.following() else {
             continue;
         };
-        let listener = image
-            .broker(leader)
-            .and_then(|b| b.listeners.first().cloned());
-        let Some(l) = listener else {
-            tracing::warn!(partition = %r.tp, %leader, "leader has no listener in the metadata image");
+        let Some((host, port)) = shard.security.peer_address(image, leader) else {
+            tracing::warn!(partition = %r.tp, %leader, "leader has no inter-broker listener in the metadata image (its first, or the one [cluster_tls] names)");
             continue;
         };
         out.push(Followed {
@@ -340,8 +338,8 @@ fn followed(shard: &Shard, image: &MetadataImage) -> Vec<Followed> {
             log: r.log.clone(),
             leader: LeaderAddr {
                 id: leader,
-                host: l.host,
-                port: l.port,
+                host,
+                port,
             },
             leader_epoch,
             hw: r.hw.clone(),
@@ -421,7 +419,11 @@ const ISR_CHECK_INTERVAL_MS: u64 = 100;
 /// The shard's replication loop: follows the image, keeps leaders' high watermarks moving
 /// with their own durable ends, and proposes ISR changes to the controller.
 pub async fn run(shard: Rc<Shard>) {
-    let fetchers = Fetchers::new(BrokerId(shard.config.node_id), FetcherConfig::default());
+    let config = FetcherConfig {
+        tls: shard.security.cluster_tls().cloned(),
+        ..FetcherConfig::default()
+    };
+    let fetchers = Fetchers::new(BrokerId(shard.config.node_id), config);
     *shard.replicas.fetchers.borrow_mut() = Some(fetchers.clone());
     let mut since_check_ms = 0;
     while !shard.stopping.is_set() {

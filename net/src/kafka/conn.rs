@@ -172,7 +172,7 @@ pub fn spawn(shard: Rc<Shard>, stream: TcpStream, slot: ConnectionSlot, listener
     glommio::spawn_local(
         async move {
             if protocol.tls() {
-                if let Some(tls) = handshake(&shard, stream).await {
+                if let Some(tls) = handshake(&shard, stream, listener).await {
                     let principal = tls
                         .get_ref()
                         .1
@@ -199,16 +199,22 @@ pub fn spawn(shard: Rc<Shard>, stream: TcpStream, slot: ConnectionSlot, listener
 }
 
 /// The server side of a TLS handshake, bounded by [`TLS_HANDSHAKE_MS_MAX`]; `None` (and a
-/// rate-limited log line) when it fails.
+/// rate-limited log line) when it fails. The inter-broker listener of `[cluster_tls]` is
+/// served with the node certificate and requires a client certificate from the cluster
+/// CA; every other TLS listener with `[tls]`.
 async fn handshake(
     shard: &Shard,
     stream: TcpStream,
+    listener: usize,
 ) -> Option<futures_rustls::server::TlsStream<TcpStream>> {
-    let Some(tls) = shard.security.tls.as_ref() else {
+    let acceptor = match &shard.security.cluster {
+        Some(c) if c.listener == listener => {
+            futures_rustls::TlsAcceptor::from(c.tls.server_config())
+        }
         // Start-up refuses a TLS listener without [tls]; nothing to serve it with.
-        return None;
+        _ => shard.security.tls.as_ref()?.acceptor(),
     };
-    let accept = tls.acceptor().accept(stream);
+    let accept = acceptor.accept(stream);
     let outcome = futures_lite::future::or(async { Some(accept.await) }, async {
         // A stopping shard does not wait for handshakes (its connection drain is shorter).
         futures_lite::future::or(

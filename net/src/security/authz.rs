@@ -17,7 +17,7 @@ use sluice_control::acl::{
 use sluice_control::MetadataImage;
 
 use super::session::Session;
-use super::AUTH_LOG_TARGET;
+use super::{Security, AUTH_LOG_TARGET};
 
 /// What the authorizer answers `authorized_operations` with when the client did not ask
 /// (Kafka's `Integer.MIN_VALUE`).
@@ -29,6 +29,9 @@ pub const AUTHORIZATION_FAILED: &str = "Authorization failed.";
 /// One request's authorization context.
 pub(crate) struct Authz<'a> {
     cfg: &'a AuthorizerConfig,
+    /// False on a connection that may never get CLUSTER_ACTION: with `[cluster_tls]`,
+    /// any but the inter-broker listener (`Security::cluster_action_possible`).
+    cluster_action: bool,
     /// `None` with the authorizer off.
     image: Option<Arc<MetadataImage>>,
     principal: Rc<str>,
@@ -37,13 +40,15 @@ pub(crate) struct Authz<'a> {
 
 impl<'a> Authz<'a> {
     pub fn new(
-        cfg: &'a AuthorizerConfig,
+        security: &'a Security,
         image: impl FnOnce() -> Arc<MetadataImage>,
         session: &Session,
     ) -> Self {
+        let cfg = &security.auth.authorizer;
         let enabled = cfg.enabled;
         Authz {
             cfg,
+            cluster_action: security.cluster_action_possible(session.listener),
             image: enabled.then(image),
             principal: session.principal(),
             host: if enabled {
@@ -68,6 +73,11 @@ impl<'a> Authz<'a> {
 
     /// Whether the requester may do `op` on `(kind, name)`.
     pub fn allows(&self, op: AclOperation, kind: ResourceType, name: &str) -> bool {
+        if op == AclOperation::ClusterAction && !self.cluster_action {
+            tracing::debug!(target: AUTH_LOG_TARGET, principal = %self.principal,
+                operation = op.name(), "denied: cluster_tls admits inter-broker requests only on its listener");
+            return false;
+        }
         let Some(image) = &self.image else {
             return true;
         };
@@ -111,7 +121,7 @@ impl<'a> Authz<'a> {
         if !asked {
             return OPERATIONS_NOT_ASKED;
         }
-        match &self.image {
+        let bits = match &self.image {
             Some(image) => {
                 acl::authorized_operations(image.acls(), self.cfg, self.who(), kind, name)
             }
@@ -119,6 +129,11 @@ impl<'a> Authz<'a> {
                 .operations()
                 .iter()
                 .fold(0, |bits, op| bits | (1 << op.id())),
+        };
+        if self.cluster_action {
+            bits
+        } else {
+            bits & !(1 << AclOperation::ClusterAction.id())
         }
     }
 }

@@ -18,7 +18,14 @@
 //!   (`connections.max.reauth.ms`) is closed at its next request but a re-authentication;
 //! - secrets (keys, passwords, SASL payloads) are never formatted into logs or errors;
 //! - with `[auth] authorizer` on, every request is checked against the ACLs of the
-//!   shard's own metadata image (`authz`), as Kafka's authorizer checks each API.
+//!   shard's own metadata image (`authz`), as Kafka's authorizer checks each API;
+//! - with `[cluster_tls]` the inter-broker listener it names is served with the node
+//!   certificate and admits only clients whose certificate chains to the cluster CA
+//!   (mutual TLS), other brokers reach this one there, presenting the node certificate,
+//!   and CLUSTER_ACTION — the operation of every inter-broker request (follower fetches,
+//!   OffsetForLeaderEpoch and ListOffsets as a replica, WriteTxnMarkers,
+//!   AddPartitionsToTxn verification) — is refused on every other listener, whatever the
+//!   ACLs say.
 
 pub(crate) mod authz;
 pub mod bootstrap;
@@ -29,6 +36,9 @@ pub(crate) mod session;
 pub mod tls;
 
 use std::sync::Arc;
+
+pub use sluice_control::tls::{BlockingStream, ClusterStream, ClusterTls, ClusterTlsSettings};
+use sluice_control::{BrokerId, MetadataImage};
 
 pub use listener::{ListenerConfig, SecurityProtocol, PLAINTEXT_LISTENER};
 /// The credential types of the metadata log, for `tools` (which has no `sluice-control`).
@@ -54,6 +64,25 @@ pub struct Security {
     pub tls: Option<Arc<tls::Tls>>,
     /// SASL mechanisms and session lifetime of SASL listeners.
     pub auth: sasl::AuthSettings,
+    /// `[cluster_tls]`: the node certificate and the inter-broker listener.
+    pub cluster: Option<ClusterSecurity>,
+}
+
+/// `[cluster_tls]` as the server config holds it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ClusterTlsConfig {
+    pub files: sluice_control::tls::ClusterTlsSettings,
+    /// The inter-broker listener's name (`listener`): an SSL listener every broker of the
+    /// cluster has. `None` only on a node without the broker role.
+    pub listener: Option<String>,
+}
+
+/// `[cluster_tls]` on a broker, as the shards use it.
+#[derive(Debug)]
+pub struct ClusterSecurity {
+    pub tls: Arc<ClusterTls>,
+    /// Index of the inter-broker listener in `Security::listeners`.
+    pub listener: usize,
 }
 
 impl Security {
@@ -61,5 +90,31 @@ impl Security {
     /// accept loops never produce).
     pub fn listener(&self, index: usize) -> &ListenerConfig {
         self.listeners.get(index).unwrap_or(&self.listeners[0])
+    }
+
+    /// `[cluster_tls]`'s certificates, for this broker's connections to other brokers.
+    pub fn cluster_tls(&self) -> Option<&Arc<ClusterTls>> {
+        self.cluster.as_ref().map(|c| &c.tls)
+    }
+
+    /// Whether a connection on `listener` may be granted CLUSTER_ACTION (the operation of
+    /// inter-broker requests): with `[cluster_tls]` only on the inter-broker listener.
+    pub fn cluster_action_possible(&self, listener: usize) -> bool {
+        self.cluster.as_ref().is_none_or(|c| c.listener == listener)
+    }
+
+    /// Where this broker reaches `broker` for its own Kafka requests (follower fetches,
+    /// transaction markers): its inter-broker listener with `[cluster_tls]`, else its
+    /// first listener; `None` if the image knows no such listener of it.
+    pub fn peer_address(&self, image: &MetadataImage, broker: BrokerId) -> Option<(String, u16)> {
+        let listeners = &image.broker(broker)?.listeners;
+        let listener = match &self.cluster {
+            Some(c) => {
+                let name = &self.listener(c.listener).name;
+                listeners.iter().find(|l| &l.name == name)
+            }
+            None => listeners.first(),
+        }?;
+        Some((listener.host.clone(), listener.port))
     }
 }

@@ -7,13 +7,11 @@
 //! a read lock) once per accepted connection. A reload that fails keeps the configuration
 //! in force and says why; connections already open keep the one they began with.
 
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::sync::{Arc, RwLock};
 
-use rustls::pki_types::pem::PemObject;
-use rustls::pki_types::{CertificateDer, PrivateKeyDer};
+use rustls::pki_types::CertificateDer;
 use rustls::server::WebPkiClientVerifier;
-use rustls::RootCertStore;
 
 /// `tls.client_auth` (Kafka's `ssl.client.auth`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -72,9 +70,7 @@ pub enum TlsError {
     Rustls(String),
 }
 
-/// Longest a PEM file read for TLS may be: a certificate chain or CA bundle is a few KiB
-/// to a few hundred; a larger file is a mistake, not a certificate.
-pub const PEM_FILE_BYTES_MAX: u64 = 4 << 20;
+pub use sluice_control::tls::PEM_FILE_BYTES_MAX;
 
 /// The TLS server configuration in force, replaceable while connections are served.
 #[derive(Debug)]
@@ -118,73 +114,30 @@ impl Tls {
     }
 }
 
-fn read_pem(field: &'static str, path: &Path) -> Result<Vec<u8>, TlsError> {
-    let read_err = |source| TlsError::Read {
-        field,
-        path: path.to_path_buf(),
-        source,
-    };
-    let len = std::fs::metadata(path).map_err(read_err)?.len();
-    if len > PEM_FILE_BYTES_MAX {
-        return Err(TlsError::Content {
+/// A `tls.<field>` error from a PEM file's.
+fn pem_error(field: &'static str, e: sluice_control::tls::PemError) -> TlsError {
+    use sluice_control::tls::PemError;
+    match e {
+        PemError::Read { path, source } => TlsError::Read {
             field,
-            path: path.to_path_buf(),
-            why: format!("{len} bytes, more than the {PEM_FILE_BYTES_MAX} a PEM file may have"),
-        });
+            path,
+            source,
+        },
+        PemError::Content { path, why } => TlsError::Content { field, path, why },
     }
-    std::fs::read(path).map_err(read_err)
-}
-
-fn certificates(
-    field: &'static str,
-    path: &Path,
-) -> Result<Vec<CertificateDer<'static>>, TlsError> {
-    let pem = read_pem(field, path)?;
-    let content = |why: String| TlsError::Content {
-        field,
-        path: path.to_path_buf(),
-        why,
-    };
-    let certs = CertificateDer::pem_slice_iter(&pem)
-        .collect::<Result<Vec<_>, _>>()
-        .map_err(|e| content(format!("not PEM certificates: {e}")))?;
-    if certs.is_empty() {
-        return Err(content("no CERTIFICATE block".into()));
-    }
-    Ok(certs)
-}
-
-fn private_key(path: &Path) -> Result<PrivateKeyDer<'static>, TlsError> {
-    let pem = read_pem("key_file", path)?;
-    // The parse error names the PEM section at most, never key bytes.
-    PrivateKeyDer::from_pem_slice(&pem).map_err(|e| TlsError::Content {
-        field: "key_file",
-        path: path.to_path_buf(),
-        why: format!("no usable private key: {e}"),
-    })
 }
 
 fn build(s: &TlsSettings) -> Result<Arc<rustls::ServerConfig>, TlsError> {
-    // rustls 0.23.48 deprecates its `ring` provider for lacking post-quantum key exchange;
-    // the alternative (aws-lc-rs) needs cmake and a C toolchain beyond what the README
-    // promises. TLS 1.2 and 1.3 with the classic groups are what Kafka clients offer.
-    #[allow(deprecated)]
-    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    use sluice_control::tls::{pem_certificates, pem_private_key, pem_roots};
+    let provider = sluice_control::tls::crypto_provider();
     let builder = rustls::ServerConfig::builder_with_provider(provider.clone())
-        .with_protocol_versions(&[&rustls::version::TLS13, &rustls::version::TLS12])
+        .with_protocol_versions(sluice_control::tls::PROTOCOL_VERSIONS)
         .map_err(|e| TlsError::Rustls(e.to_string()))?;
     let builder = match s.client_auth {
         ClientAuth::None => builder.with_no_client_auth(),
         auth => {
             let ca_path = s.client_ca_file.as_deref().ok_or(TlsError::NoClientCa)?;
-            let mut roots = RootCertStore::empty();
-            for ca in certificates("client_ca_file", ca_path)? {
-                roots.add(ca).map_err(|e| TlsError::Content {
-                    field: "client_ca_file",
-                    path: ca_path.to_path_buf(),
-                    why: e.to_string(),
-                })?;
-            }
+            let roots = pem_roots(ca_path).map_err(|e| pem_error("client_ca_file", e))?;
             let verifier = WebPkiClientVerifier::builder_with_provider(Arc::new(roots), provider);
             let verifier = if auth == ClientAuth::Requested {
                 verifier.allow_unauthenticated()
@@ -197,8 +150,8 @@ fn build(s: &TlsSettings) -> Result<Arc<rustls::ServerConfig>, TlsError> {
             builder.with_client_cert_verifier(verifier)
         }
     };
-    let chain = certificates("cert_file", &s.cert_file)?;
-    let key = private_key(&s.key_file)?;
+    let chain = pem_certificates(&s.cert_file).map_err(|e| pem_error("cert_file", e))?;
+    let key = pem_private_key(&s.key_file).map_err(|e| pem_error("key_file", e))?;
     let config = builder
         .with_single_cert(chain, key)
         .map_err(|e| TlsError::Content {

@@ -99,10 +99,10 @@ async fn round(
         }
     }
     for (broker, parts) in remote {
-        let Some(addr) = super::broker_address(&image, broker) else {
+        let Some(addr) = shard.security.peer_address(&image, broker) else {
             continue;
         };
-        match write_remote(&addr, &parts, marker).await {
+        match write_remote(&addr, &shard.security, &parts, marker).await {
             Ok(errors) => {
                 for (p, error) in parts.into_iter().zip(errors) {
                     if settle(&p, error, marker)? {
@@ -139,10 +139,12 @@ fn settle(p: &(String, i32), error: ErrorCode, marker: Marker) -> Result<bool, E
 /// WriteTxnMarkers v1 to the broker at `addr` for `parts`: each partition's error code.
 async fn write_remote(
     addr: &(String, u16),
+    security: &crate::security::Security,
     parts: &[(String, i32)],
     marker: Marker,
 ) -> Result<Vec<ErrorCode>, sluice_replication::client::ClientError> {
-    let mut conn = super::connect_broker(addr, "sluice-transaction-coordinator").await?;
+    let client_id = "sluice-transaction-coordinator";
+    let mut conn = super::connect_broker(addr, security, client_id).await?;
     let topics = group_runs(parts.iter().map(|(t, p)| (t.as_str(), *p)))
         .into_iter()
         .map(|(topic, partitions)| {

@@ -155,20 +155,12 @@ impl Busy {
     }
 }
 
-/// Where the coordinator reaches another broker for its own requests (WriteTxnMarkers,
-/// AddPartitionsToTxn verification): the broker's first listener, if the image knows it.
-pub(crate) fn broker_address(
-    image: &sluice_control::MetadataImage,
-    broker: sluice_control::BrokerId,
-) -> Option<(String, u16)> {
-    image
-        .broker(broker)
-        .and_then(|b| b.listeners.first().map(|l| (l.host.clone(), l.port)))
-}
-
-/// A connection to another broker at `addr` for one of the coordinator's requests.
+/// A connection to another broker at `addr` (`Security::peer_address`: its inter-broker
+/// listener) for one of the coordinator's requests (WriteTxnMarkers, AddPartitionsToTxn
+/// verification); with `[cluster_tls]` over mutual TLS.
 pub(crate) async fn connect_broker(
     (host, port): &(String, u16),
+    security: &crate::security::Security,
     client_id: &str,
 ) -> Result<sluice_replication::client::KafkaConn, sluice_replication::client::ClientError> {
     let config = sluice_replication::client::ClientConfig {
@@ -176,6 +168,7 @@ pub(crate) async fn connect_broker(
         connect_timeout_ms: 5_000,
         request_timeout_ms: 30_000,
         frame_bytes_max: 1 << 20,
+        tls: security.cluster_tls().cloned(),
     };
     sluice_replication::client::KafkaConn::connect(host, *port, config).await
 }

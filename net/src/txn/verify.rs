@@ -180,10 +180,10 @@ pub async fn verify(
         };
         return local.unwrap_or_else(all);
     }
-    let Some(addr) = super::broker_address(&shard.cluster.image(), leader) else {
+    let Some(addr) = shard.security.peer_address(&shard.cluster.image(), leader) else {
         return all(code::COORDINATOR_NOT_AVAILABLE);
     };
-    match verify_remote(&addr, id, producer, partitions, ask).await {
+    match verify_remote(&addr, &shard.security, id, producer, partitions, ask).await {
         Ok(verdicts) => verdicts,
         Err(e) => {
             tracing::info!(transactional_id = id, broker = leader.0, error = %e, "transaction verification could not reach the coordinator");
@@ -196,12 +196,14 @@ pub async fn verify(
 /// adding for a transactions v2 producer.
 async fn verify_remote(
     addr: &(String, u16),
+    security: &crate::security::Security,
     id: &str,
     (producer_id, epoch): (i64, i16),
     partitions: &[(String, i32)],
     ask: Ask,
 ) -> Result<Vec<ErrorCode>, sluice_replication::client::ClientError> {
-    let mut conn = super::connect_broker(addr, "sluice-transaction-verification").await?;
+    let client_id = "sluice-transaction-verification";
+    let mut conn = super::connect_broker(addr, security, client_id).await?;
     let topics = group_runs(partitions.iter().map(|(t, p)| (t.as_str(), *p)))
         .into_iter()
         .map(|(topic, ps)| {

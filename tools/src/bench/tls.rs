@@ -6,11 +6,8 @@
 //! The client configuration of the run in progress is process-wide (runs are one at a
 //! time; actors on other threads read it when they connect).
 
-use std::io::{Read, Write};
 use std::path::Path;
-use std::pin::Pin;
 use std::sync::{Arc, Mutex};
-use std::task::{Context, Poll};
 
 use anyhow::{anyhow, Context as _, Result};
 use glommio::net::TcpStream;
@@ -66,12 +63,9 @@ fn server_name(addr: &str) -> Result<ServerName<'static>> {
     ServerName::try_from(host.to_string()).map_err(|e| anyhow!("{addr}: {e}"))
 }
 
-/// A bench connection on glommio: plain TCP or TLS over it.
-#[derive(Debug)]
-pub enum Stream {
-    Plain(TcpStream),
-    Tls(Box<futures_rustls::client::TlsStream<TcpStream>>),
-}
+/// A bench connection on glommio: plain TCP or TLS over it (the type the cluster's own
+/// connections use; only its client side here).
+pub use sluice_net::security::ClusterStream as Stream;
 
 /// Connects to `addr` (TCP_NODELAY), with TLS when this run asked for it.
 pub async fn connect(addr: &str) -> Result<Stream> {
@@ -88,55 +82,13 @@ pub async fn connect(addr: &str) -> Result<Stream> {
         .connect(server_name(addr)?, stream)
         .await
         .map_err(|e| anyhow!("TLS handshake with {addr}: {e}"))?;
-    Ok(Stream::Tls(Box::new(tls)))
-}
-
-impl futures_lite::AsyncRead for Stream {
-    fn poll_read(
-        self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-        buf: &mut [u8],
-    ) -> Poll<std::io::Result<usize>> {
-        match self.get_mut() {
-            Stream::Plain(s) => Pin::new(s).poll_read(cx, buf),
-            Stream::Tls(s) => Pin::new(s.as_mut()).poll_read(cx, buf),
-        }
-    }
-}
-
-impl futures_lite::AsyncWrite for Stream {
-    fn poll_write(
-        self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-        buf: &[u8],
-    ) -> Poll<std::io::Result<usize>> {
-        match self.get_mut() {
-            Stream::Plain(s) => Pin::new(s).poll_write(cx, buf),
-            Stream::Tls(s) => Pin::new(s.as_mut()).poll_write(cx, buf),
-        }
-    }
-
-    fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
-        match self.get_mut() {
-            Stream::Plain(s) => Pin::new(s).poll_flush(cx),
-            Stream::Tls(s) => Pin::new(s.as_mut()).poll_flush(cx),
-        }
-    }
-
-    fn poll_close(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
-        match self.get_mut() {
-            Stream::Plain(s) => Pin::new(s).poll_close(cx),
-            Stream::Tls(s) => Pin::new(s.as_mut()).poll_close(cx),
-        }
-    }
+    Ok(Stream::Tls(Box::new(futures_rustls::TlsStream::Client(
+        tls,
+    ))))
 }
 
 /// A blocking connection (admin calls): plain TCP or TLS over it.
-#[derive(Debug)]
-pub enum SyncStream {
-    Plain(std::net::TcpStream),
-    Tls(Box<rustls::StreamOwned<rustls::ClientConnection, std::net::TcpStream>>),
-}
+pub use sluice_net::security::BlockingStream as SyncStream;
 
 /// Wraps a connected socket in TLS when this run asked for it.
 pub fn wrap(stream: std::net::TcpStream, addr: &str) -> Result<SyncStream> {
@@ -148,29 +100,4 @@ pub fn wrap(stream: std::net::TcpStream, addr: &str) -> Result<SyncStream> {
     Ok(SyncStream::Tls(Box::new(rustls::StreamOwned::new(
         conn, stream,
     ))))
-}
-
-impl Read for SyncStream {
-    fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
-        match self {
-            SyncStream::Plain(s) => s.read(buf),
-            SyncStream::Tls(s) => s.read(buf),
-        }
-    }
-}
-
-impl Write for SyncStream {
-    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
-        match self {
-            SyncStream::Plain(s) => s.write(buf),
-            SyncStream::Tls(s) => s.write(buf),
-        }
-    }
-
-    fn flush(&mut self) -> std::io::Result<()> {
-        match self {
-            SyncStream::Plain(s) => s.flush(),
-            SyncStream::Tls(s) => s.flush(),
-        }
-    }
 }

@@ -289,20 +289,21 @@ impl Cluster {
     /// Until every node is an unfenced broker and the quorum has a leader (seen by the
     /// first running node).
     pub fn wait_all_active(&self, guard: Duration) {
-        let asked = self.ids().into_iter().find(|i| self.is_running(*i));
+        self.wait_active(&self.ids(), guard);
+    }
+
+    /// Until the nodes `ids` are unfenced brokers, no other broker is, and the quorum has
+    /// a leader (seen by the first running node among them).
+    pub fn wait_active(&self, ids: &[usize], guard: Duration) {
+        let asked = ids.iter().copied().find(|i| self.is_running(*i));
         let asked = asked.expect("a running node");
-        let nodes = self.spec.nodes;
         self.wait("every broker active and a controller leader", guard, || {
             // Each node's own registration first: after a restart, an image from before
             // it (every broker unfenced) would pass the check below on its own.
-            let registered = self
-                .ids()
-                .into_iter()
-                .filter(|i| self.is_running(*i))
-                .all(|i| {
-                    self.status(i)
-                        .is_some_and(|s| s["broker_state"] == "active")
-                });
+            let registered = ids.iter().filter(|i| self.is_running(**i)).all(|i| {
+                self.status(*i)
+                    .is_some_and(|s| s["broker_state"] == "active")
+            });
             if !registered {
                 return None;
             }
@@ -312,7 +313,7 @@ impl Cluster {
                 .iter()
                 .filter(|b| b["fenced"] == false)
                 .count();
-            (live == nodes && !s["controller"]["leader"].is_null()).then_some(())
+            (live == ids.len() && !s["controller"]["leader"].is_null()).then_some(())
         });
     }
 

@@ -85,13 +85,22 @@ pub fn create_topic_at(
     replication_factor: i32,
     configs: &[(&str, &str)],
 ) {
+    let mut config = rdkafka::config::ClientConfig::new();
+    config.set("bootstrap.servers", bootstrap);
+    create_topic_with(&config, name, partitions, replication_factor, configs);
+}
+
+/// [`create_topic_at`] with a client's settings (TLS, SASL).
+pub fn create_topic_with(
+    config: &rdkafka::config::ClientConfig,
+    name: &str,
+    partitions: i32,
+    replication_factor: i32,
+    configs: &[(&str, &str)],
+) {
     use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, TopicReplication};
     use rdkafka::client::DefaultClientContext;
-    use rdkafka::config::ClientConfig;
-    let admin: AdminClient<DefaultClientContext> = ClientConfig::new()
-        .set("bootstrap.servers", bootstrap)
-        .create()
-        .expect("admin");
+    let admin: AdminClient<DefaultClientContext> = config.create().expect("admin");
     let mut topic = NewTopic::new(
         name,
         partitions,
@@ -496,4 +505,29 @@ pub fn produce_numbered(config: &rdkafka::config::ClientConfig, topic: &str, n: 
             .expect("enqueue");
     }
     producer.flush(HANG_GUARD).expect("flush");
+}
+
+/// Consumes `topic` from the start with these client settings (group `<topic>-group`)
+/// until `<topic>-0` … `<topic>-<n-1>` came back, and checks they came in order.
+pub fn consume_numbered(config: &rdkafka::config::ClientConfig, topic: &str, n: usize) {
+    use rdkafka::consumer::{BaseConsumer, Consumer};
+    use rdkafka::Message;
+    let mut c = config.clone();
+    c.set("group.id", format!("{topic}-group"))
+        .set("auto.offset.reset", "earliest");
+    let consumer: BaseConsumer = c.create().expect("consumer");
+    consumer.subscribe(&[topic]).unwrap();
+    let mut got = Vec::new();
+    wait_for(
+        &format!("{n} records of {topic} back"),
+        HANG_GUARD,
+        &mut || {
+            if let Some(Ok(m)) = consumer.poll(Duration::from_millis(100)) {
+                got.push(String::from_utf8_lossy(m.payload().unwrap_or_default()).to_string());
+            }
+            (got.len() == n).then_some(())
+        },
+    );
+    let want: Vec<String> = (0..n).map(|i| format!("{topic}-{i}")).collect();
+    assert_eq!(got, want);
 }

@@ -12,6 +12,9 @@ use rcgen::{
     KeyUsagePurpose,
 };
 
+/// The names of a server certificate.
+const SERVER_NAMES: &[&str] = &["127.0.0.1", "localhost"];
+
 /// A certificate authority that signs server and client certificates.
 pub struct Ca {
     issuer: Issuer<'static, KeyPair>,
@@ -40,19 +43,34 @@ impl Ca {
     /// A leaf certificate (PEM) and its key (PEM, PKCS#8) with subject `CN=<cn>`, for a
     /// server (`127.0.0.1` and `localhost` as names) or a client.
     pub fn leaf(&self, cn: &str, server: bool) -> (String, String) {
-        let names = if server {
-            vec!["127.0.0.1".to_string(), "localhost".to_string()]
+        if server {
+            self.issue(cn, SERVER_NAMES, &[ExtendedKeyUsagePurpose::ServerAuth])
         } else {
-            Vec::new()
-        };
+            self.issue(cn, &[], &[ExtendedKeyUsagePurpose::ClientAuth])
+        }
+    }
+
+    /// A cluster node's certificate (PEM) and key (PEM): subject `CN=<cn>`, `127.0.0.1`
+    /// and `localhost` as names, good for both ends of a connection (`[cluster_tls]`).
+    pub fn node(&self, cn: &str) -> (String, String) {
+        let usages = [
+            ExtendedKeyUsagePurpose::ServerAuth,
+            ExtendedKeyUsagePurpose::ClientAuth,
+        ];
+        self.issue(cn, SERVER_NAMES, &usages)
+    }
+
+    fn issue(
+        &self,
+        cn: &str,
+        names: &[&str],
+        usages: &[ExtendedKeyUsagePurpose],
+    ) -> (String, String) {
+        let names: Vec<String> = names.iter().map(|n| n.to_string()).collect();
         let mut p = CertificateParams::new(names).expect("leaf params");
         p.distinguished_name.push(DnType::CommonName, cn);
         p.key_usages = vec![KeyUsagePurpose::DigitalSignature];
-        p.extended_key_usages = vec![if server {
-            ExtendedKeyUsagePurpose::ServerAuth
-        } else {
-            ExtendedKeyUsagePurpose::ClientAuth
-        }];
+        p.extended_key_usages = usages.to_vec();
         let key = KeyPair::generate().expect("leaf key");
         let cert = p.signed_by(&key, &self.issuer).expect("leaf cert");
         (cert.pem(), key.serialize_pem())
@@ -80,18 +98,40 @@ pub fn connect(
     addr: &str,
     ca_pem: &str,
 ) -> rustls::StreamOwned<rustls::ClientConnection, TcpStream> {
+    connect_as(addr, ca_pem, None)
+}
+
+/// A blocking TLS connection to `addr` trusting `ca_pem`, presenting `client` (a
+/// certificate and key, PEM) when given.
+pub fn connect_as(
+    addr: &str,
+    ca_pem: &str,
+    client: Option<&(String, String)>,
+) -> rustls::StreamOwned<rustls::ClientConnection, TcpStream> {
     use rustls::pki_types::pem::PemObject;
+    use rustls::pki_types::{CertificateDer, PrivateKeyDer};
     let mut roots = rustls::RootCertStore::empty();
-    for c in rustls::pki_types::CertificateDer::pem_slice_iter(ca_pem.as_bytes()) {
+    for c in CertificateDer::pem_slice_iter(ca_pem.as_bytes()) {
         roots.add(c.expect("ca pem")).expect("add ca");
     }
     #[allow(deprecated)]
     let provider = Arc::new(rustls::crypto::ring::default_provider());
-    let config = rustls::ClientConfig::builder_with_provider(provider)
+    let builder = rustls::ClientConfig::builder_with_provider(provider)
         .with_safe_default_protocol_versions()
         .expect("versions")
-        .with_root_certificates(roots)
-        .with_no_client_auth();
+        .with_root_certificates(roots);
+    let config = match client {
+        Some((cert, key)) => {
+            let chain = CertificateDer::pem_slice_iter(cert.as_bytes())
+                .collect::<Result<Vec<_>, _>>()
+                .expect("client cert pem");
+            let key = PrivateKeyDer::from_pem_slice(key.as_bytes()).expect("client key pem");
+            builder
+                .with_client_auth_cert(chain, key)
+                .expect("client cert")
+        }
+        None => builder.with_no_client_auth(),
+    };
     let name = rustls::pki_types::ServerName::try_from("127.0.0.1").expect("name");
     let conn = rustls::ClientConnection::new(Arc::new(config), name).expect("client");
     let tcp = super::raw::connect(addr);

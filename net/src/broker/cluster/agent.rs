@@ -61,7 +61,7 @@ pub(super) async fn broker_agent(
                 Request::Heartbeat { broker: me, epoch }
             }
         };
-        match rpc::call(view.controller_addr(), &req, timeout).await {
+        match rpc::call(view.controller_addr(), view.cluster_tls(), &req, timeout).await {
             Ok(Reply::Registered { epoch }) => {
                 view.set_broker_state(BrokerState::Fenced(epoch));
                 continue;
@@ -162,7 +162,7 @@ async fn store_bootstrap_credentials(
             mechanism,
             credential: Some(credential),
         };
-        match rpc::call(view.controller_addr(), &req, timeout).await {
+        match rpc::call(view.controller_addr(), view.cluster_tls(), &req, timeout).await {
             Ok(Reply::Done { .. }) => {
                 tracing::info!(user = %user, mechanism = mechanism.name(), "bootstrap credential stored");
             }

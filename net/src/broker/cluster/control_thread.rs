@@ -120,7 +120,10 @@ pub(super) fn node_config(args: &ControlArgs) -> sluice_control::node::NodeConfi
             session_timeout_ms: c.broker_session_timeout_ms,
             auto_leader_rebalance: c.auto_leader_rebalance,
         },
-        tcp: sluice_control::tcp::TcpConfig::default(),
+        tcp: sluice_control::tcp::TcpConfig {
+            tls: args.view.cluster_tls_arc(),
+            ..sluice_control::tcp::TcpConfig::default()
+        },
         commit_timeout_ms: CONTROLLER_REQUEST_TIMEOUT.as_millis() as u64,
     }
 }
@@ -145,7 +148,7 @@ pub(super) async fn follow_image(
             have: sluice_control::MetadataOffset(view.version()),
             wait_ms: IMAGE_FETCH_WAIT_MS,
         };
-        match rpc::call(view.controller_addr(), &req, timeout).await {
+        match rpc::call(view.controller_addr(), view.cluster_tls(), &req, timeout).await {
             Ok(Reply::Image { snapshot }) if snapshot.is_empty() => {}
             Ok(Reply::Image { snapshot }) => match MetadataImage::decode_snapshot(&snapshot) {
                 Ok(image) => view.publish(Arc::new(image)),

@@ -53,7 +53,7 @@ pub async fn ask_controller(
                 "no active controller answered in time".into(),
             ));
         }
-        match rpc::call(view.controller_addr(), req, left).await {
+        match rpc::call(view.controller_addr(), view.cluster_tls(), req, left).await {
             Ok(Reply::NotLeader { leader: Some(l) }) if view.controller_count() > 1 => {
                 view.point_at(l);
                 glommio::timer::sleep(Duration::from_millis(5)).await;

@@ -24,7 +24,7 @@ pub(super) fn ask_controller_blocking(
         if left.is_zero() {
             return Err(NoControllerAnswer);
         }
-        match rpc::call_blocking(view.controller_addr(), req, left) {
+        match rpc::call_blocking(view.controller_addr(), view.cluster_tls(), req, left) {
             Ok(Reply::NotLeader { leader: Some(l) }) if view.controller_count() > 1 => {
                 view.point_at(l);
                 std::thread::sleep(Duration::from_millis(5));
@@ -79,8 +79,12 @@ pub fn change_controllers_blocking(
             let deadline = Instant::now() + CONTROLLER_REQUEST_TIMEOUT;
             let quorum = loop {
                 // Heartbeats and the controller's own publication refresh the quorum.
-                match rpc::call_blocking(view.controller_addr(), &Request::Status, RETRY_PAUSE * 20)
-                {
+                match rpc::call_blocking(
+                    view.controller_addr(),
+                    view.cluster_tls(),
+                    &Request::Status,
+                    RETRY_PAUSE * 20,
+                ) {
                     Ok(Reply::Status(q)) => break Some(q),
                     _ if Instant::now() >= deadline => break None,
                     _ => {
@@ -122,6 +126,7 @@ pub fn elect_leaders_blocking(view: &ClusterView) -> Result<String, ElectError> 
         }
         match rpc::call_blocking(
             view.controller_addr(),
+            view.cluster_tls(),
             &Request::ElectLeaders,
             CONTROLLER_REQUEST_TIMEOUT,
         ) {

@@ -13,6 +13,7 @@ use std::sync::{Arc, Mutex, RwLock};
 use std::time::Instant;
 
 use sluice_control::rpc::QuorumStatus;
+use sluice_control::tls::ClusterTls;
 use sluice_control::{BrokerEpoch, MetadataImage, NodeId};
 
 use crate::broker::catalog::{Catalog, TopicChange, TopicMeta};
@@ -56,6 +57,8 @@ pub struct ClusterView {
     /// Controlled shutdown: `SHUTDOWN_*` (asked by `StopHandle::stop`, done by the broker
     /// agent on the control thread).
     pub(super) shutdown: AtomicU8,
+    /// `[cluster_tls]`: every connection to a controller is mutual TLS.
+    cluster_tls: Option<Arc<ClusterTls>>,
 }
 
 /// No controlled shutdown asked for.
@@ -86,12 +89,13 @@ pub(super) fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
 
 impl ClusterView {
     /// `required`: internal topics this broker created in its catalog, which must be in the
-    /// metadata log as well.
+    /// metadata log as well. `cluster_tls`: how this node reaches the controllers.
     pub fn new(
         node_id: i32,
         controllers: Vec<(NodeId, SocketAddr)>,
         catalog: Option<Arc<Catalog>>,
         required: &[&str],
+        cluster_tls: Option<Arc<ClusterTls>>,
     ) -> Arc<ClusterView> {
         let legacy: Vec<TopicMeta> = match &catalog {
             Some(catalog) => {
@@ -120,6 +124,7 @@ impl ClusterView {
             shutdown: AtomicU8::new(SHUTDOWN_NONE),
             import: Mutex::new(legacy),
             started: Instant::now(),
+            cluster_tls,
         });
         *lock(&CURRENT) = Some(view.clone());
         view
@@ -282,6 +287,16 @@ impl ClusterView {
     /// What the logs must follow since the last call (shard 0 drains it).
     pub fn take_log_work(&self) -> Vec<TopicChange> {
         std::mem::take(&mut *lock(&self.log_work))
+    }
+
+    /// `[cluster_tls]`, for every request to a controller (`rpc::call`).
+    pub fn cluster_tls(&self) -> Option<&ClusterTls> {
+        self.cluster_tls.as_deref()
+    }
+
+    /// `[cluster_tls]`, shared (the controller's own transport).
+    pub fn cluster_tls_arc(&self) -> Option<Arc<ClusterTls>> {
+        self.cluster_tls.clone()
     }
 
     /// The controller to ask next.

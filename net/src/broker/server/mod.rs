@@ -94,6 +94,8 @@ pub struct Server {
     controlled_shutdown_timeout: Duration,
     /// Where each executor is in its stop (`shutdown`), watched from outside them.
     steps: Arc<StopSteps>,
+    /// `[cluster_tls]`: the node certificate of the cluster's own traffic.
+    cluster_tls: Option<Arc<sluice_control::tls::ClusterTls>>,
 }
 
 pub(super) fn runtime_hint(err: &str) -> String {
@@ -188,6 +190,12 @@ impl Server {
     /// reads the certificate, key and client CAs again for new connections.
     pub fn tls(&self) -> Option<Arc<crate::security::tls::Tls>> {
         self.security.as_ref().and_then(|s| s.tls.clone())
+    }
+
+    /// `[cluster_tls]` in force: `ClusterTls::reload` (on SIGHUP) reads the node
+    /// certificate, key and cluster CA again for new connections between nodes.
+    pub fn cluster_tls(&self) -> Option<Arc<sluice_control::tls::ClusterTls>> {
+        self.cluster_tls.clone()
     }
 
     /// Whether this node serves Kafka clients (has the broker role).

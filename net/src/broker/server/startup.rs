@@ -11,6 +11,7 @@ use std::time::Duration;
 use glommio::channels::channel_mesh::MeshBuilder;
 use glommio::{LocalExecutorBuilder, Placement};
 
+use sluice_control::tls::ClusterTls;
 use sluice_control::NodeId;
 
 use super::shard_main::{shard_main, Mesh, ShardArgs};
@@ -24,7 +25,7 @@ use crate::groups::{self, Groups};
 use crate::placement::moves;
 use crate::placement::{PlacementError, PlacementTable};
 use crate::security::tls::Tls;
-use crate::security::Security;
+use crate::security::{ClusterSecurity, Security, SecurityProtocol};
 
 pub(super) fn bind_listeners(
     addr: SocketAddr,
@@ -80,10 +81,62 @@ fn bind_kafka_listeners(
     Ok((local_addr, per_shard))
 }
 
-/// The shards' security settings: the listeners as bound, TLS loaded if a listener needs it.
-fn security(config: &ServerConfig) -> Result<Security, ServerError> {
+/// `[cluster_tls]`'s files, read once at start (`ClusterTls::reload` reads them again).
+fn load_cluster_tls(config: &ServerConfig) -> Result<Option<Arc<ClusterTls>>, ServerError> {
+    let Some(c) = &config.cluster_tls else {
+        return Ok(None);
+    };
+    let tls = ClusterTls::load(c.files.clone()).map_err(|e| ServerError::Runtime(e.to_string()))?;
+    tracing::info!(cert_file = %c.files.cert_file.display(), ca_file = %c.files.ca_file.display(),
+        listener = c.listener.as_deref().unwrap_or("-"), "cluster TLS: the cluster's own traffic is mutual TLS");
+    Ok(Some(Arc::new(tls)))
+}
+
+/// `[cluster_tls]` on a broker: its inter-broker listener, which must be SSL.
+fn cluster_security(
+    config: &ServerConfig,
+    listeners: &[crate::security::ListenerConfig],
+    tls: Option<Arc<ClusterTls>>,
+) -> Result<Option<ClusterSecurity>, ServerError> {
+    let Some(tls) = tls else {
+        return Ok(None);
+    };
+    let name = config
+        .cluster_tls
+        .as_ref()
+        .and_then(|c| c.listener.as_deref())
+        .ok_or_else(|| {
+            ServerError::Runtime(
+                "cluster_tls.listener: a broker needs its inter-broker listener".into(),
+            )
+        })?;
+    let index = listeners
+        .iter()
+        .position(|l| l.name == name && l.security_protocol == SecurityProtocol::Ssl)
+        .ok_or_else(|| {
+            ServerError::Runtime(format!(
+                "cluster_tls.listener: {name:?} is not a listener with security_protocol SSL"
+            ))
+        })?;
+    Ok(Some(ClusterSecurity {
+        tls,
+        listener: index,
+    }))
+}
+
+/// The shards' security settings: the listeners as bound, TLS loaded if a listener needs
+/// it (the inter-broker listener of `[cluster_tls]` is served with the node certificate).
+fn security(
+    config: &ServerConfig,
+    cluster_tls: Option<Arc<ClusterTls>>,
+) -> Result<Security, ServerError> {
     let listeners = config.all_listeners();
-    let needs_tls = listeners.iter().any(|l| l.security_protocol.tls());
+    let cluster = cluster_security(config, &listeners, cluster_tls)?;
+    let inter_broker = cluster.as_ref().map(|c| c.listener);
+    let needs_tls = listeners
+        .iter()
+        .enumerate()
+        .any(|(i, l)| l.security_protocol.tls() && Some(i) != inter_broker);
     let tls = match (&config.tls, needs_tls) {
         (Some(settings), true) => Some(Arc::new(Tls::load(settings.clone())?)),
         (None, true) => {
@@ -106,6 +159,7 @@ fn security(config: &ServerConfig) -> Result<Security, ServerError> {
         listeners,
         tls,
         auth: config.auth.clone(),
+        cluster,
     })
 }
 
@@ -120,6 +174,7 @@ pub fn start(mut config: ServerConfig) -> Result<Server, ServerError> {
     let count = config.cores.len().max(1);
     let (catalog, offsets_partitions) = open_catalog(&config)?;
     let (controllers, quorum_fd) = bind_quorum(&config)?;
+    let cluster_tls = load_cluster_tls(&config)?;
     // The offsets topic must be in the metadata log too (created there by the first
     // broker that asks; the others find it).
     let view = ClusterView::new(
@@ -127,9 +182,10 @@ pub fn start(mut config: ServerConfig) -> Result<Server, ServerError> {
         controllers,
         Some(catalog.clone()),
         &[groups::OFFSETS_TOPIC],
+        cluster_tls.clone(),
     );
     let (local_addr, fds) = bind_kafka_listeners(&mut config, count)?;
-    let security = Arc::new(security(&config)?);
+    let security = Arc::new(security(&config, cluster_tls.clone())?);
     let config = Arc::new(config);
     crate::broker::watchdog::register(count, config.stall_warn_ms)
         .map_err(|e| ServerError::Runtime(format!("starting the stall watchdog: {e}")))?;
@@ -209,6 +265,7 @@ pub fn start(mut config: ServerConfig) -> Result<Server, ServerError> {
         local_addr,
         serves_kafka: true,
         security: Some(security),
+        cluster_tls,
         stop,
         handles,
         broker: config.cluster.roles.broker.then(|| view.clone()),
@@ -333,7 +390,8 @@ pub(super) fn start_controller_only(config: ServerConfig) -> Result<Server, Serv
         .ok()
         .and_then(|a| a.as_socket())
         .unwrap_or_else(|| SocketAddr::from(([0, 0, 0, 0], 0)));
-    let view = ClusterView::new(config.node_id, controllers, None, &[]);
+    let cluster_tls = load_cluster_tls(&config)?;
+    let view = ClusterView::new(config.node_id, controllers, None, &[], cluster_tls.clone());
     let stop = Arc::new(AtomicBool::new(false));
     let control = ControlArgs {
         view,
@@ -350,6 +408,7 @@ pub(super) fn start_controller_only(config: ServerConfig) -> Result<Server, Serv
         local_addr,
         serves_kafka: false,
         security: None,
+        cluster_tls,
         stop,
         handles: vec![handle],
         broker: None,

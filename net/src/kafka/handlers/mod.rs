@@ -171,11 +171,7 @@ pub(crate) async fn dispatch(
         client_id = req.header.client_id.as_deref().unwrap_or(""),
         principal = %session.principal(), protocol = session.protocol.name(), "request");
     // The authorizer's view of this request: principal, address, this shard's ACLs.
-    let authz = Authz::new(
-        &shard.security.auth.authorizer,
-        || shard.cluster.image(),
-        session,
-    );
+    let authz = Authz::new(&shard.security, || shard.cluster.image(), session);
     let a = &authz;
     match req.api_key {
         ApiKey::ApiVersions => api_versions::handle(&shard, &req).map(Some),
