@@ -19,6 +19,7 @@ use kafka_protocol::protocol::StrBytes;
 use sluice_control::{MetadataImage, TopicImage};
 use uuid::Uuid;
 
+use super::metadata::offline_and_leader;
 use super::ApiSpec;
 use crate::broker::catalog::validate_topic_name;
 use crate::broker::shard::Shard;
@@ -60,13 +61,8 @@ fn partitions(
     let mut out = Vec::new();
     let mut rest = t.partitions.range(sluice_control::PartitionId(start)..);
     for (i, p) in rest.by_ref().take(max.max(0) as usize) {
-        let offline: Vec<_> = p
-            .replicas
-            .iter()
-            .copied()
-            .filter(|r| !image.is_live(*r))
-            .collect();
-        let leader = p.leader.filter(|l| image.is_live(*l)).map_or(-1, |l| l.0);
+        let (offline, leader) = offline_and_leader(image, p);
+        let leader = leader.map_or(-1, |l| l.0);
         out.push(
             DescribeTopicPartitionsResponsePartition::default()
                 .with_partition_index(i.0)
@@ -76,7 +72,7 @@ fn partitions(
                 .with_isr_nodes(ids(&p.isr))
                 .with_eligible_leader_replicas(Some(Vec::new()))
                 .with_last_known_elr(Some(Vec::new()))
-                .with_offline_replicas(ids(&offline)),
+                .with_offline_replicas(offline),
         );
     }
     (out, rest.next().map(|(i, _)| i.0))

@@ -33,6 +33,20 @@ fn ids(list: &[sluice_control::BrokerId]) -> Vec<BrokerId> {
     list.iter().map(|b| BrokerId(b.0)).collect()
 }
 
+/// The replicas of `p` on brokers that are not live, and its leader if live.
+pub(crate) fn offline_and_leader(
+    image: &MetadataImage,
+    p: &sluice_control::PartitionState,
+) -> (Vec<BrokerId>, Option<sluice_control::BrokerId>) {
+    let offline: Vec<_> = p
+        .replicas
+        .iter()
+        .copied()
+        .filter(|r| !image.is_live(*r))
+        .collect();
+    (ids(&offline), p.leader.filter(|l| image.is_live(*l)))
+}
+
 /// One topic as the image has it. A partition without a leader says
 /// LEADER_NOT_AVAILABLE; replicas on fenced brokers are listed as offline. So does a
 /// partition whose leader is fenced: the image keeps a fenced leader that no other
@@ -43,13 +57,7 @@ pub fn topic_entry(image: &MetadataImage, t: &TopicImage) -> MetadataResponseTop
         .partitions
         .iter()
         .map(|(i, p)| {
-            let offline: Vec<_> = p
-                .replicas
-                .iter()
-                .copied()
-                .filter(|r| !image.is_live(*r))
-                .collect();
-            let leader = p.leader.filter(|l| image.is_live(*l));
+            let (offline, leader) = offline_and_leader(image, p);
             let error = if leader.is_some() {
                 code::NONE
             } else {
@@ -62,7 +70,7 @@ pub fn topic_entry(image: &MetadataImage, t: &TopicImage) -> MetadataResponseTop
                 .with_leader_epoch(p.leader_epoch.0)
                 .with_replica_nodes(ids(&p.replicas))
                 .with_isr_nodes(ids(&p.isr))
-                .with_offline_replicas(ids(&offline))
+                .with_offline_replicas(offline)
         })
         .collect();
     MetadataResponseTopic::default()
