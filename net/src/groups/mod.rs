@@ -192,6 +192,10 @@ enum Residency {
 #[derive(Debug, Default)]
 struct Part {
     residency: Residency,
+    /// The partition's leader epoch when this broker took it on: leadership that went
+    /// away and came back between two looks of the loop is loaded again (the other
+    /// leader may have written commits meanwhile).
+    epoch: i32,
     groups: HashMap<String, Group>,
     /// Groups of the consumer protocol (KIP-848); an id is in `groups` or here, never both.
     consumer: HashMap<String, ConsumerGroup>,
@@ -468,12 +472,21 @@ impl Groups {
         lock(&self.parts[partition]).residency != Residency::Elsewhere
     }
 
-    /// This broker took the partition on: its groups wait for the load.
-    pub fn begin_load(&self, partition: usize) {
+    /// This broker took the partition on at leader epoch `epoch`: its groups wait for
+    /// the load.
+    pub fn begin_load(&self, partition: usize, epoch: i32) {
         let mut part = lock(&self.parts[partition]);
         if part.residency == Residency::Elsewhere {
             part.residency = Residency::Loading;
+            part.epoch = epoch;
         }
+    }
+
+    /// Whether the partition's state here was taken on at another leader epoch than
+    /// `epoch` (the current one).
+    pub fn is_stale(&self, partition: usize, epoch: i32) -> bool {
+        let part = lock(&self.parts[partition]);
+        part.residency != Residency::Elsewhere && part.epoch != epoch
     }
 
     pub fn fresh_member_id(&self, client_id: &str) -> String {
@@ -1389,7 +1402,7 @@ mod tests {
         let g = Groups::new(GroupsConfig::default(), 4);
         let p = g.partition_of("g");
         assert_eq!(g.check_commit("g", -1, "", None, 8), code::NOT_COORDINATOR);
-        g.begin_load(p);
+        g.begin_load(p, 0);
         assert_eq!(
             g.check_commit("g", -1, "", None, 8),
             code::COORDINATOR_LOAD_IN_PROGRESS

@@ -189,9 +189,18 @@ fn follow_leadership(shard: &Rc<Shard>, owned: &[usize], pending: &mut Vec<usize
                 .replicas
                 .get(&offsets_tp(p))
                 .is_none_or(|r| r.is_leader());
+        let epoch = shard.cluster.leader_epoch(OFFSETS_TOPIC, p as i32).0;
+        if leads && groups.is_stale(p, epoch) {
+            tracing::info!(
+                partition = p,
+                epoch,
+                "offsets partition led again under a new epoch; loading it again"
+            );
+            groups.unload(p);
+        }
         let resident = groups.is_resident(p);
         if leads && !resident {
-            groups.begin_load(p);
+            groups.begin_load(p, epoch);
             pending.push(p);
             took = true;
         } else if !leads && resident {

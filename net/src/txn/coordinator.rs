@@ -23,6 +23,13 @@ fn coordinating_partition(shard: &Shard, id: &str) -> Result<usize, ErrorCode> {
     if !shard.cluster.leads(TXN_TOPIC, p as i32) {
         return Err(code::NOT_COORDINATOR);
     }
+    // Led again under a new epoch since the state was loaded: the loop loads it again.
+    if shard
+        .txns
+        .is_stale(p, shard.cluster.leader_epoch(TXN_TOPIC, p as i32).0)
+    {
+        return Err(code::COORDINATOR_LOAD_IN_PROGRESS);
+    }
     Ok(p)
 }
 

@@ -102,6 +102,11 @@ enum Residency {
 #[derive(Debug, Default)]
 struct Part {
     residency: Residency,
+    /// The partition's leader epoch when this broker took it on: the state is this
+    /// broker's only while the epoch is the same (leadership that went away and came
+    /// back between two looks of the loop must be loaded again, the other leader may
+    /// have written meanwhile).
+    epoch: i32,
     txns: HashMap<String, TxnMeta>,
     /// Transactional ids with a transition in flight.
     busy: HashSet<String>,
@@ -300,13 +305,23 @@ impl Txns {
             .is_some_and(|p| p.residency != Residency::Elsewhere)
     }
 
-    /// This broker took the partition on: its ids wait for the load.
-    pub fn begin_load(&self, partition: usize) {
+    /// This broker took the partition on at leader epoch `epoch`: its ids wait for the
+    /// load.
+    pub fn begin_load(&self, partition: usize, epoch: i32) {
         let mut parts = self.lock();
         let part = parts.entry(partition).or_default();
         if part.residency == Residency::Elsewhere {
             part.residency = Residency::Loading;
+            part.epoch = epoch;
         }
+    }
+
+    /// Whether the partition's state here was taken on at another leader epoch than
+    /// `epoch` (the current one): it may miss what another leader wrote since.
+    pub fn is_stale(&self, partition: usize, epoch: i32) -> bool {
+        self.lock()
+            .get(&partition)
+            .is_some_and(|p| p.residency != Residency::Elsewhere && p.epoch != epoch)
     }
 
     /// Installs what the loader read; the partition then serves requests.
@@ -347,8 +362,25 @@ mod tests {
     use super::*;
 
     fn loaded(txns: &Arc<Txns>, partition: usize) {
-        txns.begin_load(partition);
+        txns.begin_load(partition, 0);
         txns.install(partition, HashMap::new());
+    }
+
+    #[test]
+    fn state_loaded_under_an_older_leader_epoch_is_stale() {
+        let txns = Arc::new(Txns::new(TxnConfig::default()));
+        assert!(
+            !txns.is_stale(1, 7),
+            "nothing here is not stale: it is elsewhere"
+        );
+        txns.begin_load(1, 7);
+        txns.install(1, HashMap::new());
+        assert!(!txns.is_stale(1, 7));
+        // Led away and back between two looks: another leader may have written.
+        assert!(txns.is_stale(1, 9));
+        txns.unload(1);
+        txns.begin_load(1, 9);
+        assert!(!txns.is_stale(1, 9));
     }
 
     #[test]
@@ -364,7 +396,7 @@ mod tests {
             txns.begin(3, "a", |_| Ok(())).err(),
             Some(code::NOT_COORDINATOR)
         );
-        txns.begin_load(3);
+        txns.begin_load(3, 0);
         assert_eq!(
             txns.begin(3, "a", |_| Ok(())).err(),
             Some(code::COORDINATOR_LOAD_IN_PROGRESS)

@@ -157,9 +157,18 @@ fn follow_leadership(shard: &Rc<Shard>, owned: &[usize], pending: &mut Vec<usize
     for &p in owned {
         let leads = shard.cluster.leads(TXN_TOPIC, p as i32)
             && shard.replicas.get(&txn_tp(p)).is_none_or(|r| r.is_leader());
+        let epoch = shard.cluster.leader_epoch(TXN_TOPIC, p as i32).0;
+        if leads && txns.is_stale(p, epoch) {
+            tracing::info!(
+                partition = p,
+                epoch,
+                "transaction state partition led again under a new epoch; loading it again"
+            );
+            txns.unload(p);
+        }
         let resident = txns.is_resident(p);
         if leads && !resident {
-            txns.begin_load(p);
+            txns.begin_load(p, epoch);
             pending.push(p);
             took = true;
         } else if !leads && resident {
