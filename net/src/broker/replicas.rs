@@ -69,6 +69,15 @@ impl Replica {
         matches!(&*self.role.borrow(), Role::Leader(_))
     }
 
+    /// Where the leadership this broker holds now began (the log end then; `None`: it
+    /// follows).
+    pub fn epoch_start(&self) -> Option<Offset> {
+        match &*self.role.borrow() {
+            Role::Leader(l) => Some(l.epoch_start()),
+            Role::Follower { .. } => None,
+        }
+    }
+
     /// The leader epoch of the leadership this broker holds now (`None`: it follows).
     pub fn leader_epoch(&self) -> Option<i32> {
         match &*self.role.borrow() {

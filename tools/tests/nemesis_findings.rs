@@ -1,0 +1,144 @@
+//! Regression tests of what the fault harness (`tools/tests/nemesis.rs`, issue #25) found,
+//! each reduced to a deterministic scenario on real `sluice serve` processes and raw
+//! protocol calls: the faults are placed by signals and the checks wait on observed
+//! state, bounded by a hang guard only. docs/fault-testing.md lists each finding with its
+//! cause and its test here.
+
+mod common;
+
+use std::time::Duration;
+
+use common::cluster::{metadata, Cluster, ClusterSpec};
+use common::{metric, raw, HANG_GUARD};
+use kafka_protocol::messages::list_offsets_request::{ListOffsetsPartition, ListOffsetsTopic};
+use kafka_protocol::messages::{
+    ApiKey, BrokerId, ListOffsetsRequest, ListOffsetsResponse, TopicName,
+};
+use kafka_protocol::protocol::StrBytes;
+use rdkafka::config::ClientConfig;
+use rdkafka::producer::{BaseProducer, BaseRecord, Producer};
+
+const NONE: i16 = 0;
+const OFFSET_NOT_AVAILABLE: i16 = 78;
+
+/// ListOffsets (v7, as librdkafka asks it, read_uncommitted) of partition 0 at
+/// `timestamp` (-1 latest, -2 earliest): (error, offset).
+fn list_offset(addr: &str, topic: &str, timestamp: i64, replica: i32) -> (i16, i64) {
+    let req = ListOffsetsRequest::default()
+        .with_replica_id(BrokerId(replica))
+        .with_isolation_level(0)
+        .with_topics(vec![ListOffsetsTopic::default()
+            .with_name(TopicName(StrBytes::from_string(topic.to_string())))
+            .with_partitions(vec![ListOffsetsPartition::default()
+                .with_partition_index(0)
+                .with_current_leader_epoch(-1)
+                .with_timestamp(timestamp)])]);
+    let mut s = raw::connect(addr);
+    let r: ListOffsetsResponse = raw::call(&mut s, ApiKey::ListOffsets, 7, &req);
+    let p = &r.topics[0].partitions[0];
+    (p.error_code, p.offset)
+}
+
+/// `n` messages to partition 0 of `topic` with `acks`, every one acknowledged.
+fn produce(bootstrap: &str, topic: &str, acks: &str, n: usize) {
+    let p: BaseProducer = ClientConfig::new()
+        .set("bootstrap.servers", bootstrap)
+        .set("acks", acks)
+        .set("linger.ms", "0")
+        .create()
+        .expect("producer");
+    for i in 0..n {
+        p.send(
+            BaseRecord::<str, str>::to(topic)
+                .partition(0)
+                .payload(&i.to_string()),
+        )
+        .expect("queued");
+    }
+    p.flush(HANG_GUARD).expect("every message acknowledged");
+}
+
+/// The log end of partition 0 of `topic` in node `id`'s metrics (every log it holds,
+/// followed ones included).
+fn log_end(c: &Cluster, id: usize, topic: &str) -> Option<i64> {
+    let page = c.node(id).admin_get("/metrics").ok()?;
+    let labels = [format!("topic=\"{topic}\""), "partition=\"0\"".to_string()];
+    let labels: Vec<&str> = labels.iter().map(String::as_str).collect();
+    metric(&page, "sluice_partition_log_end_offset", &labels).map(|v| v as i64)
+}
+
+/// Found by the nemesis under load (seed 1796677316105377331): five acknowledged messages
+/// reported lost. The read-back asked the partition's end just as the preferred leader
+/// took the partition back, and the new leader answered ListOffsets "latest" with its
+/// high watermark as it had learnt it as a follower, below what the previous leader had
+/// acknowledged. Kafka (KIP-207) answers OFFSET_NOT_AVAILABLE until the new leader's high
+/// watermark reaches the start of its leadership, and clients retry.
+///
+/// Placed here by signals: node 4 is stopped (SIGSTOP) while in the ISR, so the high
+/// watermark stays where it had fetched; 20 more messages are written with acks=1 and
+/// reach node 3; node 2 hands leadership to node 3 (SIGTERM: controlled shutdown), whose
+/// high watermark is then 10 and its leadership starts at 30. Only when node 4 resumes and
+/// fetches does the high watermark reach 30.
+#[test]
+fn a_new_leader_below_its_epoch_start_answers_latest_with_offset_not_available() {
+    const TOPIC: &str = "lagging";
+    let spec = ClusterSpec {
+        nodes: 4,
+        // Node 1 alone is the controller, so stopping nodes 2 and 4 leaves the quorum.
+        controllers: 1,
+        // A stopped broker stays registered, unfenced and in the ISR for the whole test:
+        // its silence must not move the high watermark.
+        session_timeout_ms: 120_000,
+        cluster_toml: "auto_leader_rebalance = false\nreplica_lag_time_max_ms = 600000".into(),
+        ..ClusterSpec::default()
+    };
+    let mut c = Cluster::start("lagging-hw", spec, HANG_GUARD);
+    common::create_assigned_at(&c.bootstrap(), TOPIC, &[&[2, 3, 4]]);
+    c.wait("led by 2 with 2, 3, 4 in sync", HANG_GUARD, || {
+        let (_, parts) = metadata(&c.addr(1), TOPIC)?;
+        (parts[&0].leader == 2 && parts[&0].isr.len() == 3).then_some(())
+    });
+    produce(&c.bootstrap(), TOPIC, "all", 10);
+    c.wait("node 4 holding the first 10", HANG_GUARD, || {
+        (log_end(&c, 4, TOPIC)? == 10).then_some(())
+    });
+    c.signal(4, libc::SIGSTOP);
+    produce(&c.bootstrap(), TOPIC, "1", 20);
+    c.wait("node 3 holding all 30", HANG_GUARD, || {
+        (log_end(&c, 3, TOPIC)? == 30).then_some(())
+    });
+    assert_eq!(list_offset(&c.addr(2), TOPIC, -1, -1), (NONE, 10));
+
+    c.signal(2, libc::SIGTERM);
+    c.wait("led by 3", HANG_GUARD, || {
+        let (_, parts) = metadata(&c.addr(1), TOPIC)?;
+        (parts[&0].leader == 3).then_some(())
+    });
+    let addr3 = c.addr(3);
+    c.wait("node 3 leading", HANG_GUARD, || {
+        let (error, _) = list_offset(&addr3, TOPIC, -2, -1);
+        (error == NONE).then_some(())
+    });
+    assert_eq!(
+        list_offset(&addr3, TOPIC, -1, -1),
+        (OFFSET_NOT_AVAILABLE, -1),
+        "a new leader whose high watermark (10) lags its epoch start (30) told a client \
+         the partition ends below what was acknowledged"
+    );
+    assert_eq!(list_offset(&addr3, TOPIC, -2, -1), (NONE, 0), "earliest");
+    // A follower's ListOffsets (resolving an out-of-range fetch) is not a client's.
+    assert_eq!(
+        list_offset(&addr3, TOPIC, -1, 4),
+        (NONE, 10),
+        "as a replica"
+    );
+
+    c.signal(4, libc::SIGCONT);
+    c.wait(
+        "node 3's high watermark at its epoch start",
+        HANG_GUARD,
+        || (list_offset(&addr3, TOPIC, -1, -1) == (NONE, 30)).then_some(()),
+    );
+    let status = c.stop(2, Duration::from_secs(30));
+    assert!(status.is_some_and(|s| s.success()), "node 2: {status:?}");
+}
