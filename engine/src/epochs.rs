@@ -4,7 +4,9 @@
 //!
 //! Invariant: epochs and start offsets both strictly increase. The file is rewritten
 //! (atomically) by the flusher when an epoch is added or the log is truncated; recovery
-//! loads it, forgets entries past the recovered end and replays scanned batches.
+//! loads it, forgets entries past the recovered end and replays scanned batches, and has
+//! the flusher write the file again when that changed it (before the next checkpoint stops
+//! those batches being scanned).
 
 use std::path::Path;
 

@@ -9,10 +9,14 @@ mod common;
 use std::time::Duration;
 
 use common::cluster::{metadata, Cluster, ClusterSpec};
-use common::{metric, raw, HANG_GUARD};
+use common::{metric, raw, Broker, HANG_GUARD};
 use kafka_protocol::messages::list_offsets_request::{ListOffsetsPartition, ListOffsetsTopic};
+use kafka_protocol::messages::offset_for_leader_epoch_request::{
+    OffsetForLeaderPartition, OffsetForLeaderTopic,
+};
 use kafka_protocol::messages::{
-    ApiKey, BrokerId, ListOffsetsRequest, ListOffsetsResponse, TopicName,
+    ApiKey, BrokerId, ListOffsetsRequest, ListOffsetsResponse, OffsetForLeaderEpochRequest,
+    OffsetForLeaderEpochResponse, TopicName,
 };
 use kafka_protocol::protocol::StrBytes;
 use rdkafka::config::ClientConfig;
@@ -141,4 +145,70 @@ fn a_new_leader_below_its_epoch_start_answers_latest_with_offset_not_available()
     );
     let status = c.stop(2, Duration::from_secs(30));
     assert!(status.is_some_and(|s| s.success()), "node 2: {status:?}");
+}
+
+/// A consumer's OffsetForLeaderEpoch (v4, replica -1, no current epoch) of partition 0 for
+/// `asked`: (error, epoch, end offset).
+fn epoch_end(addr: &str, topic: &str, asked: i32) -> (i16, i32, i64) {
+    let req = OffsetForLeaderEpochRequest::default()
+        .with_replica_id(BrokerId(-1))
+        .with_topics(vec![OffsetForLeaderTopic::default()
+            .with_topic(TopicName(StrBytes::from_string(topic.to_string())))
+            .with_partitions(vec![OffsetForLeaderPartition::default()
+                .with_partition(0)
+                .with_current_leader_epoch(-1)
+                .with_leader_epoch(asked)])]);
+    let mut s = raw::connect(addr);
+    let r: OffsetForLeaderEpochResponse = raw::call(&mut s, ApiKey::OffsetForLeaderEpoch, 4, &req);
+    let p = &r.topics[0].partitions[0];
+    (p.error_code, p.leader_epoch, p.end_offset)
+}
+
+/// Found by the nemesis (seed 1796677316105377331): a group reader went from offset 197
+/// back to 0 after a broker restarted by SIGKILL led its partition again and answered
+/// OffsetForLeaderEpoch with no epoch (-1, -1), which librdkafka takes as "no epoch this
+/// old" and resets to `auto.offset.reset`; a follower of it truncated its whole log on the
+/// same answer. The log's leader epoch cache was empty although the log held data.
+///
+/// The cache's file is written by the flusher after the batches that begin an epoch; a
+/// crash between the two leaves batches whose epochs only a scan finds. Recovery scanned
+/// them and rebuilt the cache in memory, but did not mark it for writing, so the next
+/// checkpoint (which stops those batches being scanned) was written while the file still
+/// lacked them, and the restart after it had no epochs at all. Placed here by signals: the
+/// crash (SIGKILL, the epoch file removed as a crash before its write leaves it), a
+/// restart that recovers by scanning, a clean stop (SIGTERM: a checkpoint at the log end),
+/// and a second restart.
+#[test]
+fn epochs_recovered_by_a_scan_survive_the_next_checkpoint_and_restart() {
+    const TOPIC: &str = "rescanned";
+    let dir = common::tempdir("rescanned");
+    let listen = format!("127.0.0.1:{}", common::free_port());
+    let start = || Broker::start_at(dir.path(), &listen, "0-1", &[]);
+    let mut b = start();
+    common::create_topic_at(&b.addr, TOPIC, 1, 1, &[]);
+    produce(&b.addr, TOPIC, "all", 50);
+    assert_eq!(epoch_end(&b.addr, TOPIC, 0), (NONE, 0, 50));
+    b.kill();
+    let file = dir
+        .path()
+        .join(format!("{TOPIC}-0"))
+        .join("leader-epoch-checkpoint");
+    let _ = std::fs::remove_file(&file);
+
+    let mut b = start();
+    assert_eq!(
+        epoch_end(&b.addr, TOPIC, 0),
+        (NONE, 0, 50),
+        "recovery finds the epochs of the batches it scans"
+    );
+    let status = b.stop_within(HANG_GUARD);
+    assert!(status.is_some_and(|s| s.success()), "{status:?}");
+
+    let b = start();
+    assert_eq!(
+        epoch_end(&b.addr, TOPIC, 0),
+        (NONE, 0, 50),
+        "the epochs recovery found were lost at the next restart: a consumer validating its \
+         position is sent to auto.offset.reset, a follower truncates to its start"
+    );
 }

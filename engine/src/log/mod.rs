@@ -208,6 +208,10 @@ pub(crate) struct Recovered {
     pub(crate) producers: ProducerState,
     pub(crate) txns: TxnIndex,
     pub(crate) epochs: EpochCache,
+    /// `epochs` holds more than the epoch file did (epochs of batches recovery scanned):
+    /// the flusher writes them before the next checkpoint stops those batches being
+    /// scanned again.
+    pub(crate) epochs_dirty: bool,
     pub(crate) cleaner: CleanerState,
 }
 
