@@ -267,6 +267,20 @@ impl PartitionLog {
         Offset(self.shared.synced.get())
     }
 
+    /// This log's broker leads it from now in `epoch`: the epoch cache records that the
+    /// epoch starts at the log end (Kafka's `maybeAssignEpochStartOffset`), so the
+    /// leader answers OffsetForLeaderEpoch from its own epoch before it writes a batch.
+    pub fn assign_leader_epoch(&self, epoch: LeaderEpoch) {
+        let mut st = self.shared.state.borrow_mut();
+        let end = st.next_offset;
+        if st.epochs.assign(epoch, end) {
+            st.epochs.assert_ordered();
+            st.epochs_dirty = true;
+            drop(st);
+            self.shared.flusher_wake.notify();
+        }
+    }
+
     /// Kafka's OffsetForLeaderEpoch: the largest leader epoch ≤ `epoch` this log holds
     /// and the offset where it ended (the log end for the latest epoch); `None` when the
     /// log has no epoch that old.
