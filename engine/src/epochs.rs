@@ -4,7 +4,9 @@
 //!
 //! Invariant: epochs and start offsets both strictly increase. The file is rewritten
 //! (atomically) by the flusher when an epoch is added or the log is truncated; recovery
-//! loads it, forgets entries past the recovered end and replays scanned batches.
+//! loads it, forgets entries past the recovered end and replays scanned batches, and has
+//! the flusher write the file again when that changed it (before the next checkpoint stops
+//! those batches being scanned).
 
 use std::path::Path;
 
@@ -26,11 +28,14 @@ impl EpochCache {
     }
 
     /// Notes a batch of `epoch` at `offset`; returns whether that began a new epoch.
-    /// Epochs older than the latest (never written by a correct leader) are ignored.
+    /// Epochs older than the latest (never written by a correct leader) are ignored. An
+    /// epoch that began at or after `offset` without a batch (a leadership assigned at the
+    /// log end that wrote nothing) gives way, as in Kafka's `assign`.
     pub fn observe(&mut self, epoch: LeaderEpoch, offset: Offset) -> bool {
         if epoch.0 < 0 || self.latest().is_some_and(|l| epoch <= l) {
             return false;
         }
+        self.entries.retain(|(_, start)| *start < offset);
         self.entries.push((epoch, offset));
         true
     }
@@ -69,6 +74,20 @@ impl EpochCache {
         }
     }
 
+    /// Kafka's `assign` as a leadership begins: `epoch` starts at `log_end` even before a
+    /// batch of it is written, so the leader's cache is never without its own epoch. An
+    /// epoch in which nothing was written (it starts at `log_end` too) gives way to it.
+    /// Returns whether the cache changed; an epoch not newer than the latest changes
+    /// nothing.
+    pub fn assign(&mut self, epoch: LeaderEpoch, log_end: Offset) -> bool {
+        if epoch.0 < 0 || self.latest().is_some_and(|l| epoch <= l) {
+            return false;
+        }
+        self.entries.retain(|(_, start)| *start < log_end);
+        self.entries.push((epoch, log_end));
+        true
+    }
+
     /// Forgets epochs that start at or after `end` (the log was truncated there).
     pub fn truncate_to(&mut self, end: Offset) {
         self.entries.retain(|(_, start)| *start < end);
@@ -103,7 +122,10 @@ impl EpochCache {
         for e in rest.chunks_exact(12) {
             let epoch = LeaderEpoch(i32::from_be_bytes(e[..4].try_into().ok()?));
             let start = Offset(i64::from_be_bytes(e[4..].try_into().ok()?));
-            if !cache.observe(epoch, start) || cache.entries.windows(2).any(|w| w[0].1 >= w[1].1) {
+            // Strictly increasing starts as written (observe would let a later entry
+            // replace an earlier one).
+            let ordered = cache.entries.last().is_none_or(|(_, last)| *last < start);
+            if !ordered || !cache.observe(epoch, start) {
                 return None;
             }
         }
@@ -133,6 +155,33 @@ mod tests {
             entries: vec![(LeaderEpoch(1), Offset(10)), (LeaderEpoch(2), Offset(10))],
         };
         c.assert_ordered();
+    }
+
+    #[test]
+    fn a_leadership_assigns_its_epoch_at_the_log_end() {
+        let mut c = EpochCache::default();
+        assert!(c.assign(LeaderEpoch(2), Offset(0)));
+        assert_eq!(
+            c.end_offset_for(LeaderEpoch(1), Offset(0)),
+            Some((LeaderEpoch(1), Offset(0)))
+        );
+        assert!(!c.assign(LeaderEpoch(2), Offset(5)), "not newer");
+        // Epoch 2 wrote nothing: epoch 3, starting at the same offset, replaces it.
+        assert!(c.assign(LeaderEpoch(3), Offset(0)));
+        assert_eq!(c.entries, vec![(LeaderEpoch(3), Offset(0))]);
+        assert!(
+            !c.observe(LeaderEpoch(3), Offset(0)),
+            "its first batch adds nothing"
+        );
+        // A follower's first batch of a newer leader at the same offset replaces it too.
+        assert!(c.observe(LeaderEpoch(4), Offset(0)));
+        assert_eq!(c.entries, vec![(LeaderEpoch(4), Offset(0))]);
+        assert!(c.assign(LeaderEpoch(5), Offset(40)));
+        c.assert_ordered();
+        assert_eq!(
+            c.end_offset_for(LeaderEpoch(4), Offset(60)),
+            Some((LeaderEpoch(4), Offset(40)))
+        );
     }
 
     #[test]

@@ -44,6 +44,10 @@ pub(crate) async fn recover(
     let (mut producers, aborted) = snapshot.unwrap_or_default();
     let mut txns = TxnIndex::with_aborted(aborted);
     let mut epochs = EpochCache::read(&dir).await?;
+    // What the file holds: epochs of scanned batches beyond it must be written before a
+    // checkpoint covers those batches, or the next recovery (which does not scan them)
+    // loses them.
+    let on_disk = epochs.clone();
     let mut on_batch = |header: &crate::batch::BatchHeader, bytes: &[u8]| {
         epochs.observe(header.leader_epoch(), header.base_offset());
         if header.base_offset() >= replay_from {
@@ -119,6 +123,7 @@ pub(crate) async fn recover(
     cleaner
         .segments
         .retain(|b, _| *b != last_base && segments.contains_key(b));
+    let epochs_dirty = epochs != on_disk;
     let recovered = Recovered {
         segments,
         log_start,
@@ -127,6 +132,7 @@ pub(crate) async fn recover(
         producers,
         txns,
         epochs,
+        epochs_dirty,
         cleaner,
     };
     Ok(LogState::new(dir, tp, config, recovered, shard))

@@ -303,3 +303,38 @@ fn a_preallocated_segment_is_extended_ahead_and_cut_back_to_its_data() {
     );
     assert_reopens_to(&path, Offset(122));
 }
+
+/// A crash between the batches that begin an epoch and the epoch file's write leaves
+/// epochs only a scan finds. Recovery writes what it found before its next checkpoint
+/// stops those batches being scanned, so a clean close and a reopen after that still
+/// answer where the epoch ended (the nemesis found a restarted broker answering
+/// OffsetForLeaderEpoch without any epoch).
+#[test]
+fn epochs_found_by_recovery_outlive_the_next_checkpoint() {
+    let root = test_dir();
+    let dir = root.path().to_path_buf();
+    let d = dir.clone();
+    run(move || async move {
+        let (m, log) = open_log(&d, small_config(), small_shard()).await;
+        for i in 0..10 {
+            let b = sluice_engine::batch::simple_batch(10, 120, 1_000 + i);
+            log.append(&b, LeaderEpoch(3)).await.unwrap();
+        }
+        log.wait_written(Offset(100)).await.unwrap();
+        std::mem::forget(m);
+        std::mem::forget(log);
+    });
+    // The crash came before the flusher wrote the epoch file.
+    let _ = std::fs::remove_file(dir.join("t-0").join("leader-epoch-checkpoint"));
+    let expected = Some((LeaderEpoch(3), Offset(100)));
+    for _ in 0..2 {
+        let d = dir.clone();
+        let found = run(move || async move {
+            let (_m, log) = open_log(&d, small_config(), small_shard()).await;
+            let found = log.end_offset_for_epoch(LeaderEpoch(3));
+            log.close().await.unwrap();
+            found
+        });
+        assert_eq!(found, expected);
+    }
+}

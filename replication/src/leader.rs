@@ -117,6 +117,12 @@ impl LeaderState {
         }
     }
 
+    /// The log end when this leadership began: every offset below it may have been
+    /// acknowledged by the previous leader.
+    pub fn epoch_start(&self) -> Offset {
+        self.epoch_start
+    }
+
     pub fn leader_epoch(&self) -> LeaderEpoch {
         self.leader_epoch
     }

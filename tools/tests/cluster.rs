@@ -181,7 +181,11 @@ fn placement_by_rack_forwarding_not_leader_and_controller_failover() {
         list_offsets_error(&c.node(follower).addr, "racked", p0),
         NOT_LEADER_OR_FOLLOWER
     );
-    assert_eq!(list_offsets_error(&leader_addr, "racked", p0), 0);
+    // The leader answers once its replica has taken on the leadership the metadata
+    // gives it (until then "latest" is OFFSET_NOT_AVAILABLE, retriable).
+    c.wait("the leader answering ListOffsets", HANG_GUARD, || {
+        (list_offsets_error(&leader_addr, "racked", p0) == 0).then_some(())
+    });
 
     // CreateTopics sent to a broker that is not the controller is carried out by it, and
     // the third broker lists the topic too.

@@ -272,6 +272,8 @@ impl PartitionLog {
             producers: ProducerState::default(),
             txns: TxnIndex::default(),
             epochs: EpochCache::default(),
+            // Written below, with the other emptied files.
+            epochs_dirty: false,
             cleaner: CleanerState::default(),
         };
         let (dir, checkpoint, old) = {

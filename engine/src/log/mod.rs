@@ -212,6 +212,10 @@ pub(crate) struct Recovered {
     pub(crate) producers: ProducerState,
     pub(crate) txns: TxnIndex,
     pub(crate) epochs: EpochCache,
+    /// `epochs` holds more than the epoch file did (epochs of batches recovery scanned):
+    /// the flusher writes them before the next checkpoint stops those batches being
+    /// scanned again.
+    pub(crate) epochs_dirty: bool,
     pub(crate) cleaner: CleanerState,
 }
 
@@ -265,6 +269,20 @@ impl PartitionLog {
     /// Every offset below this is covered by fdatasync.
     pub fn synced_end_offset(&self) -> Offset {
         Offset(self.shared.synced.get())
+    }
+
+    /// This log's broker leads it from now in `epoch`: the epoch cache records that the
+    /// epoch starts at the log end (Kafka's `maybeAssignEpochStartOffset`), so the
+    /// leader answers OffsetForLeaderEpoch from its own epoch before it writes a batch.
+    pub fn assign_leader_epoch(&self, epoch: LeaderEpoch) {
+        let mut st = self.shared.state.borrow_mut();
+        let end = st.next_offset;
+        if st.epochs.assign(epoch, end) {
+            st.epochs.assert_ordered();
+            st.epochs_dirty = true;
+            drop(st);
+            self.shared.flusher_wake.notify();
+        }
     }
 
     /// Kafka's OffsetForLeaderEpoch: the largest leader epoch ≤ `epoch` this log holds

@@ -30,6 +30,7 @@ impl LogState {
             producers,
             txns,
             epochs,
+            epochs_dirty,
             cleaner,
         } = recovered;
         let next_offset = open.end_offset;
@@ -65,7 +66,7 @@ impl LogState {
             txns,
             loaded_indexes: VecDeque::new(),
             epochs,
-            epochs_dirty: false,
+            epochs_dirty,
             frozen: None,
             failed: None,
             closing: false,

@@ -69,6 +69,15 @@ impl Replica {
         matches!(&*self.role.borrow(), Role::Leader(_))
     }
 
+    /// Where the leadership this broker holds now began (the log end then; `None`: it
+    /// follows).
+    pub fn epoch_start(&self) -> Option<Offset> {
+        match &*self.role.borrow() {
+            Role::Leader(l) => Some(l.epoch_start()),
+            Role::Follower { .. } => None,
+        }
+    }
+
     /// The leader epoch of the leadership this broker holds now (`None`: it follows).
     pub fn leader_epoch(&self) -> Option<i32> {
         match &*self.role.borrow() {
@@ -350,15 +359,18 @@ fn followed(shard: &Shard, image: &MetadataImage) -> Vec<Followed> {
 
 fn new_role(w: &Wanted, me: BrokerId, log: &PartitionLog, now: u64) -> Role {
     match w.state.leader {
-        Some(l) if l == me => Role::Leader(LeaderState::new(
-            me,
-            w.state.leader_epoch,
-            w.state.replicas.clone(),
-            w.state.isr.clone(),
-            w.min_isr,
-            log.log_end_offset(),
-            now,
-        )),
+        Some(l) if l == me => {
+            log.assign_leader_epoch(LeaderEpoch(w.state.leader_epoch.0));
+            Role::Leader(LeaderState::new(
+                me,
+                w.state.leader_epoch,
+                w.state.replicas.clone(),
+                w.state.isr.clone(),
+                w.min_isr,
+                log.log_end_offset(),
+                now,
+            ))
+        }
         leader => Role::Follower {
             leader,
             leader_epoch: w.state.leader_epoch,

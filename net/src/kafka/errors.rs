@@ -105,6 +105,8 @@ pub mod code {
     pub const INVALID_REGULAR_EXPRESSION: ErrorCode = ErrorCode(128);
     pub const GROUP_SUBSCRIBED_TO_TOPIC: ErrorCode = ErrorCode(86);
     pub const STALE_BROKER_EPOCH: ErrorCode = ErrorCode(77);
+    /// KIP-207: a new leader's high watermark has not reached the start of its epoch yet.
+    pub const OFFSET_NOT_AVAILABLE: ErrorCode = ErrorCode(78);
     pub const INELIGIBLE_REPLICA: ErrorCode = ErrorCode(107);
     pub const PREFERRED_LEADER_NOT_AVAILABLE: ErrorCode = ErrorCode(80);
     pub const ELIGIBLE_LEADERS_NOT_AVAILABLE: ErrorCode = ErrorCode(83);

@@ -208,12 +208,19 @@ impl Cluster {
         }
         let args: Vec<&str> = args.iter().map(String::as_str).collect();
         let p = &self.ports[id - 1];
-        self.nodes[id - 1] = Some(Broker::launch(
+        // SLUICE_TEST_LOG_DIR: each node's log in a file of its own (tests that run nodes
+        // in one process otherwise interleave their logs on stderr).
+        let own_log = std::env::var("SLUICE_TEST_LOG_DIR").ok().map(|d| {
+            std::path::PathBuf::from(d).join(format!("{}-node{id}.log", std::process::id()))
+        });
+        let filter = std::env::var("SLUICE_TEST_LOG").unwrap_or_else(|_| "info".into());
+        self.nodes[id - 1] = Some(Broker::launch_with_log(
             &dir.join("data"),
             &format!("127.0.0.1:{}", p.kafka),
             &format!("127.0.0.1:{}", p.admin),
             "0-1",
             &args,
+            own_log.as_deref().map(|d| (d, filter.as_str())),
         ));
     }
 

@@ -201,7 +201,7 @@ impl Broker {
         Broker::launch_with_log(data_dir, listen, admin_listen, cores, extra, None)
     }
 
-    /// [`Broker::start_with`] with its log (stderr) written to `log` under the `RUST_LOG`
+    /// [`Broker::start_with`] with its log (stderr) appended to `log` under the `RUST_LOG`
     /// filter `filter`, for tests that check what the broker logged.
     pub fn start_logged(data_dir: &Path, extra: &[&str], log: &Path, filter: &str) -> Broker {
         Broker::launch_with_log(
@@ -214,7 +214,7 @@ impl Broker {
         )
     }
 
-    fn launch_with_log(
+    pub fn launch_with_log(
         data_dir: &Path,
         listen: &str,
         admin_listen: &str,
@@ -243,8 +243,13 @@ impl Broker {
         .stdout(Stdio::piped())
         .stderr(Stdio::inherit());
         if let Some((path, filter)) = log {
-            cmd.env("RUST_LOG", filter)
-                .stderr(std::fs::File::create(path).expect("broker log file"));
+            cmd.env("RUST_LOG", filter).stderr(
+                std::fs::OpenOptions::new()
+                    .create(true)
+                    .append(true)
+                    .open(path)
+                    .expect("broker log file"),
+            );
         }
         let mut child = cmd.spawn().expect("spawn sluice");
         let line = match listening_line(&mut child) {

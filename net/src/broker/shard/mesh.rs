@@ -109,9 +109,11 @@ pub enum ShardOp {
         reader: Reader,
     },
     /// `read_committed`: "latest" is the last stable offset, not the high watermark.
+    /// `client`: asked by a client, not a follower (KIP-207's check applies).
     ListOffsets {
         parts: Vec<(TopicPartition, i64)>,
         read_committed: bool,
+        client: bool,
     },
     /// The producers a partition's log knows (DescribeProducers).
     DescribeProducers {

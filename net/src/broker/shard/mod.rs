@@ -339,7 +339,8 @@ impl Shard {
             ShardOp::ListOffsets {
                 parts,
                 read_committed,
-            } => ShardReply::ListedOffsets(self.list_offsets(&parts, read_committed).await),
+                client,
+            } => ShardReply::ListedOffsets(self.list_offsets(&parts, read_committed, client).await),
             ShardOp::DescribeProducers { tp } => ShardReply::Producers(
                 self.log_for(&tp)
                     .await

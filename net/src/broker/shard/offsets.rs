@@ -5,6 +5,13 @@ use super::{DeletedRecords, EpochEnd, ListedOffset, PartitionAnswer, Shard};
 use crate::kafka::errors::code;
 use crate::store::{LeaderEpoch, Offset, TopicPartition};
 
+/// KIP-207's answer of a new leader whose high watermark `hw` lags the start of its
+/// leadership: the client retries.
+fn offset_not_available(tp: &TopicPartition, hw: Offset) -> ListedOffset {
+    tracing::debug!(partition = %tp, high_watermark = %hw, "ListOffsets before the new leader's high watermark reached its epoch start");
+    ListedOffset::failed(code::OFFSET_NOT_AVAILABLE)
+}
+
 /// ListOffsets' special timestamps.
 const EARLIEST: i64 = -2;
 const LATEST: i64 = -1;
@@ -14,10 +21,20 @@ impl Shard {
     /// The offset each `(partition, timestamp)` asks for: the log start (-2), the high
     /// watermark (-1; the last stable offset for `read_committed`), the record with the
     /// largest timestamp (-3), or the first record at or after a timestamp (≥ 0).
+    ///
+    /// For a `client` (not a follower), as Kafka (KIP-207): a timestamp lookup only finds
+    /// records below what it may read (the high watermark, or the last stable offset), and
+    /// a new leader whose high watermark has not yet reached the start of its leadership
+    /// answers "latest", and a lookup past its high watermark, with OFFSET_NOT_AVAILABLE.
+    /// Its high watermark is then still the one it learnt as a follower, which may be
+    /// below what the previous leader had acknowledged and answered: a client told that
+    /// lower end would take acknowledged records for missing (the nemesis's read-back
+    /// stopped short of them) or start below a position it had reached.
     pub(super) async fn list_offsets(
         &self,
         parts: &[(TopicPartition, i64)],
         read_committed: bool,
+        client: bool,
     ) -> Vec<ListedOffset> {
         let mut out = Vec::with_capacity(parts.len());
         for (tp, ts) in parts {
@@ -28,19 +45,46 @@ impl Shard {
                     continue;
                 }
             };
+            let hw = self.high_watermark(tp, &log);
+            let readable = if read_committed {
+                log.last_stable_offset(hw)
+            } else {
+                hw
+            };
+            // A replica whose role has not yet caught up with the image that made this
+            // broker its leader has no leadership to answer from either.
+            let lagging = client
+                && self
+                    .replicas
+                    .get(tp)
+                    .is_some_and(|r| r.epoch_start().is_none_or(|start| start > hw));
             let r = match *ts {
                 EARLIEST => Ok(Some((log.log_start_offset(), -1))),
-                LATEST if read_committed => {
-                    let hw = self.high_watermark(tp, &log);
-                    Ok(Some((log.last_stable_offset(hw), -1)))
+                LATEST if lagging => {
+                    out.push(offset_not_available(tp, hw));
+                    continue;
                 }
-                LATEST => Ok(Some((self.high_watermark(tp, &log), -1))),
+                LATEST => Ok(Some((readable, -1))),
                 MAX_TIMESTAMP => log.max_timestamp().await,
                 t if t >= 0 => log.offset_for_timestamp(t).await,
                 _ => {
                     out.push(ListedOffset::failed(code::INVALID_REQUEST));
                     continue;
                 }
+            };
+            // Kafka's `fetchOffsetForTimestamp`: a found record a client may not read yet
+            // is not answered.
+            let r = match r {
+                Ok(Some((offset, _)))
+                    if client && (*ts == MAX_TIMESTAMP || *ts >= 0) && offset >= readable =>
+                {
+                    if lagging {
+                        out.push(offset_not_available(tp, hw));
+                        continue;
+                    }
+                    Ok(None)
+                }
+                r => r,
             };
             out.push(match r {
                 Ok(Some((offset, timestamp))) => ListedOffset {

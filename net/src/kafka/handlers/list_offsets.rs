@@ -51,6 +51,7 @@ pub async fn handle(
         |parts| ShardOp::ListOffsets {
             parts,
             read_committed: body.isolation_level == 1,
+            client: body.replica_id.0 < 0,
         },
     )
     .await;
