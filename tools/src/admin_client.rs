@@ -3,10 +3,13 @@
 //! body (the endpoint refuses bodies), the connect and every read and write bounded by a
 //! timeout, the answer by a size. With `SLUICE_ADMIN_TOKEN_FILE` set, every request carries
 //! the token in that file (`Authorization: Bearer`), which a broker with
-//! `[auth] admin_token_file` requires of state-changing requests.
+//! `[auth] admin_token_file` requires of state-changing requests. With
+//! `SLUICE_ADMIN_CA_FILE` set, it speaks TLS (a broker with `[auth] admin_tls`) and trusts
+//! the CAs in that PEM file, checking the certificate against the `--admin` host.
 
 use std::io::{Read, Write};
 use std::net::{TcpStream, ToSocketAddrs};
+use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::{anyhow, bail, Context, Result};
@@ -35,6 +38,25 @@ fn authorization() -> Result<String> {
     Ok(format!("Authorization: Bearer {}\r\n", text.trim()))
 }
 
+/// With `SLUICE_ADMIN_CA_FILE` set: the TLS client configuration trusting its CAs, and
+/// the name the certificate must carry (the host of `admin`).
+fn tls_client(
+    admin: &str,
+) -> Result<
+    Option<(
+        Arc<rustls::ClientConfig>,
+        rustls::pki_types::ServerName<'static>,
+    )>,
+> {
+    let Some(path) = std::env::var_os("SLUICE_ADMIN_CA_FILE") else {
+        return Ok(None);
+    };
+    let config = crate::bench::tls::client_config(std::path::Path::new(&path))
+        .context("SLUICE_ADMIN_CA_FILE")?;
+    let name = crate::bench::tls::server_name(admin).context("--admin")?;
+    Ok(Some((config, name)))
+}
+
 /// `method path` on the admin endpoint `admin` (HOST:PORT), waiting at most `wait` for
 /// the answer: the body of a 200 answer; otherwise an error with the broker's message
 /// (its JSON `error`, or the body) and the status.
@@ -44,19 +66,35 @@ pub fn call(admin: &str, method: &str, path: &str, wait: Duration) -> Result<Str
         .with_context(|| format!("--admin: {admin:?} is not HOST:PORT"))?
         .next()
         .ok_or_else(|| anyhow!("--admin: {admin:?} resolves to no address"))?;
-    let mut s = TcpStream::connect_timeout(&addr, CONNECT_WAIT)
+    let s = TcpStream::connect_timeout(&addr, CONNECT_WAIT)
         .with_context(|| format!("connecting to the admin endpoint {admin}"))?;
     s.set_read_timeout(Some(wait))?;
     s.set_write_timeout(Some(CONNECT_WAIT))?;
     let auth = authorization()?;
-    write!(
-        s,
+    let request = format!(
         "{method} {path} HTTP/1.1\r\nHost: {admin}\r\n{auth}Content-Length: 0\r\nConnection: close\r\n\r\n"
-    )?;
+    );
     let mut raw = Vec::new();
-    s.take(ANSWER_BYTES_MAX)
-        .read_to_end(&mut raw)
-        .with_context(|| format!("reading the answer of {admin}{path}"))?;
+    let read = |s: &mut dyn Read, raw: &mut Vec<u8>| {
+        s.take(ANSWER_BYTES_MAX)
+            .read_to_end(raw)
+            .with_context(|| format!("reading the answer of {admin}{path}"))
+    };
+    match tls_client(admin)? {
+        None => {
+            let mut s = s;
+            s.write_all(request.as_bytes())?;
+            read(&mut s, &mut raw)?;
+        }
+        Some((config, name)) => {
+            let conn = rustls::ClientConnection::new(config, name)
+                .map_err(|e| anyhow!("TLS to the admin endpoint {admin}: {e}"))?;
+            let mut s = rustls::StreamOwned::new(conn, s);
+            s.write_all(request.as_bytes())
+                .with_context(|| format!("TLS to the admin endpoint {admin}"))?;
+            read(&mut s, &mut raw)?;
+        }
+    }
     let text = String::from_utf8_lossy(&raw);
     let (head, body) = text
         .split_once("\r\n\r\n")

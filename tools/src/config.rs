@@ -68,6 +68,8 @@ pub struct AuthFileConfig {
     pub allow_everyone_if_no_acl_found: Option<bool>,
     /// A file holding the bearer token the admin endpoint's POST routes require.
     pub admin_token_file: Option<PathBuf>,
+    /// Serve the admin endpoint over TLS with the `[tls]` certificate (default false).
+    pub admin_tls: Option<bool>,
 }
 
 /// `[[listeners]]`: one Kafka listener.
@@ -271,6 +273,8 @@ pub struct Settings {
     pub admin_listen: SocketAddr,
     /// `[auth] admin_token_file`'s token.
     pub admin_token: Option<sluice_net::admin::AdminToken>,
+    /// `[auth] admin_tls`: the admin endpoint speaks TLS with the `[tls]` certificate.
+    pub admin_tls: bool,
 }
 
 pub fn load_file(path: &Path) -> Result<FileConfig> {
@@ -699,10 +703,15 @@ pub fn settings(file: FileConfig, o: Overrides) -> Result<Settings> {
     ]);
     server.placement = placement_settings(&file.placement)?;
     let admin_token = admin_token(&file.auth)?;
+    let admin_tls = file.auth.admin_tls.unwrap_or(false);
+    if admin_tls && server.tls.is_none() {
+        bail!("auth.admin_tls: needs a [tls] section (the certificate the endpoint serves)");
+    }
     Ok(Settings {
         server,
         admin_listen,
         admin_token,
+        admin_tls,
     })
 }
 

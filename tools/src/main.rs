@@ -177,9 +177,25 @@ fn serve(args: ServeArgs) -> Result<()> {
     let settings = config::settings(file, overrides)?;
     let shards = settings.server.cores.len();
     let data_dir = settings.server.data_dir.clone();
-    let admin = sluice_net::admin::start(settings.admin_listen, settings.admin_token.clone())
-        .context("starting the admin endpoint")?;
+    let admin_tls_settings = settings.server.tls.clone().filter(|_| settings.admin_tls);
     let server = sluice_net::start(settings.server)?;
+    // The admin endpoint shares the listeners' TLS configuration (and its reloads); with
+    // no TLS listener it loads its own from `[tls]`.
+    let admin_tls = match admin_tls_settings {
+        None => None,
+        Some(tls) => match server.tls() {
+            Some(shared) => Some(shared),
+            None => Some(std::sync::Arc::new(
+                sluice_net::security::tls::Tls::load(tls).context("auth.admin_tls")?,
+            )),
+        },
+    };
+    let admin = sluice_net::admin::start(
+        settings.admin_listen,
+        settings.admin_token.clone(),
+        admin_tls.clone(),
+    )
+    .context("starting the admin endpoint")?;
     let mut signals = signal_hook::iterator::Signals::new([
         signal_hook::consts::SIGTERM,
         signal_hook::consts::SIGINT,
@@ -205,7 +221,7 @@ fn serve(args: ServeArgs) -> Result<()> {
     }
     let _ = std::io::stdout().flush();
     let handle = signals.handle();
-    let reloads = reload::Reloads::new(server.tls(), server.cluster_tls());
+    let reloads = reload::Reloads::new(server.tls().or(admin_tls), server.cluster_tls());
     let watching = !reloads.is_empty();
     let reloads = std::sync::Arc::new(std::sync::Mutex::new(reloads));
     // Certificate files are re-read when they change, as on SIGHUP; the watcher ends when

@@ -260,3 +260,62 @@ fn bench_runs_over_tls_beside_plaintext() {
         .sum();
     assert_eq!(total, 6000);
 }
+
+/// What the admin endpoint at `addr` answers a plain HTTP request: the first bytes, or
+/// nothing when it closes the connection.
+fn plain_http_answer(addr: &str) -> Vec<u8> {
+    use std::io::{Read, Write};
+    let mut s = std::net::TcpStream::connect(addr).unwrap();
+    s.set_read_timeout(Some(std::time::Duration::from_secs(30)))
+        .unwrap();
+    let _ = s.write_all(b"GET /health HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n");
+    let mut answer = Vec::new();
+    let _ = s.read_to_end(&mut answer);
+    answer
+}
+
+/// `sluice cluster status --admin ADDR` with `SLUICE_ADMIN_CA_FILE` (or none): whether it
+/// exited 0, and what it printed.
+fn cluster_status(admin: &str, ca_file: Option<&Path>) -> (bool, String) {
+    let mut cmd = std::process::Command::new(env!("CARGO_BIN_EXE_sluice"));
+    cmd.args(["cluster", "status", "--admin", admin])
+        .stdin(std::process::Stdio::null());
+    if let Some(ca) = ca_file {
+        cmd.env("SLUICE_ADMIN_CA_FILE", ca);
+    }
+    let out = cmd.output().expect("sluice runs");
+    let text =
+        String::from_utf8_lossy(&out.stdout).to_string() + &String::from_utf8_lossy(&out.stderr);
+    (out.status.success(), text)
+}
+
+#[test]
+fn the_admin_endpoint_speaks_tls_with_admin_tls_and_the_cli_follows() {
+    let tmp = common::tempdir("admin-tls");
+    let dir = tmp.path();
+    let ca = Ca::new("sluice admin CA");
+    let ca_file = ca.write(dir, "ca");
+    let other_ca = Ca::new("another CA").write(dir, "other-ca");
+    let (cert, key) = write_pair(dir, "server", &ca.leaf("broker", true));
+    let config = dir.join("sluice.toml");
+    // No listener uses TLS: the endpoint loads the certificate itself.
+    std::fs::write(
+        &config,
+        format!("[tls]\ncert_file = {cert:?}\nkey_file = {key:?}\n[auth]\nadmin_tls = true\n"),
+    )
+    .unwrap();
+    let b = Broker::start_with(&dir.join("data"), &["--config", config.to_str().unwrap()]);
+    let plain = plain_http_answer(&b.admin_addr);
+    assert!(
+        !plain.starts_with(b"HTTP/1."),
+        "plain HTTP answered: {}",
+        String::from_utf8_lossy(&plain)
+    );
+    let (ok, out) = cluster_status(&b.admin_addr, Some(&ca_file));
+    assert!(ok, "over TLS: {out}");
+    assert!(out.contains("node"), "{out}");
+    let (ok, out) = cluster_status(&b.admin_addr, Some(&other_ca));
+    assert!(!ok, "a client trusting another CA got through: {out}");
+    let (ok, _) = cluster_status(&b.admin_addr, None);
+    assert!(!ok, "a plain client got through");
+}

@@ -20,7 +20,9 @@
 //! [`REQUEST_HEAD_BYTES_MAX`] (431 beyond) and bodies to [`REQUEST_BODY_BYTES_MAX`]
 //! (413; a chunked body gets 400); with an [`AdminToken`] every POST (every state change)
 //! needs `Authorization: Bearer <token>` (401 otherwise, compared in constant time),
-//! while `GET` routes (`/metrics`, `/health`, `/cluster`, `/placement`) stay open.
+//! while `GET` routes (`/metrics`, `/health`, `/cluster`, `/placement`) stay open; with
+//! TLS (`[auth] admin_tls`) every connection is TLS with the certificate in force when it
+//! was accepted, its handshake within the same read deadline.
 
 use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpListener, TcpStream};
@@ -81,20 +83,47 @@ impl std::fmt::Debug for AdminToken {
 }
 
 /// Binds the endpoint and serves it on a background thread; returns the bound address.
-/// With `token`, state-changing requests must carry it.
-pub fn start(addr: SocketAddr, token: Option<AdminToken>) -> std::io::Result<SocketAddr> {
+/// A connection of the endpoint: plain TCP, or TLS over it (`[auth] admin_tls`).
+trait Conn: Read + Write {
+    /// The socket under it, for its timeouts.
+    fn tcp(&self) -> &TcpStream;
+}
+
+impl Conn for TcpStream {
+    fn tcp(&self) -> &TcpStream {
+        self
+    }
+}
+
+impl Conn for rustls::StreamOwned<rustls::ServerConnection, TcpStream> {
+    fn tcp(&self) -> &TcpStream {
+        &self.sock
+    }
+}
+
+/// With `token`, state-changing requests must carry it; with `tls`, every connection is
+/// served over TLS with its certificate (the one in force when the connection came).
+pub fn start(
+    addr: SocketAddr,
+    token: Option<AdminToken>,
+    tls: Option<Arc<crate::security::tls::Tls>>,
+) -> std::io::Result<SocketAddr> {
     let listener = TcpListener::bind(addr)?;
     let local = listener.local_addr()?;
     std::thread::Builder::new()
         .name("admin-http".into())
         .spawn(move || {
             crate::broker::fatal::mark_broker_thread();
-            accept_loop(listener, token)
+            accept_loop(listener, token, tls)
         })?;
     Ok(local)
 }
 
-fn accept_loop(listener: TcpListener, token: Option<AdminToken>) {
+fn accept_loop(
+    listener: TcpListener,
+    token: Option<AdminToken>,
+    tls: Option<Arc<crate::security::tls::Tls>>,
+) {
     let open = Arc::new(AtomicUsize::new(0));
     for stream in listener.incoming() {
         let s = match stream {
@@ -117,11 +146,12 @@ fn accept_loop(listener: TcpListener, token: Option<AdminToken>) {
         }
         let count = open.clone();
         let token = token.clone();
+        let tls = tls.as_ref().map(|t| t.server_config());
         let spawned = std::thread::Builder::new()
             .name("admin-conn".into())
             .spawn(move || {
                 crate::broker::fatal::mark_broker_thread();
-                if let Err(e) = serve(s, token.as_ref()) {
+                if let Err(e) = serve_on(s, tls, token.as_ref()) {
                     tracing::debug!(error = %e, "admin request failed");
                 }
                 count.fetch_sub(1, Ordering::SeqCst);
@@ -153,7 +183,7 @@ enum Refusal {
 }
 
 /// Reads the request head: up to the blank line, within the size bound and the deadline.
-fn read_head(s: &mut TcpStream) -> std::io::Result<Result<Vec<u8>, Refusal>> {
+fn read_head(s: &mut dyn Conn) -> std::io::Result<Result<Vec<u8>, Refusal>> {
     let deadline = Instant::now() + REQUEST_READ_TIMEOUT;
     let mut head = Vec::with_capacity(512);
     let mut buf = [0u8; 1024];
@@ -169,7 +199,7 @@ fn read_head(s: &mut TcpStream) -> std::io::Result<Result<Vec<u8>, Refusal>> {
         if left.is_zero() {
             return Err(std::io::ErrorKind::TimedOut.into());
         }
-        s.set_read_timeout(Some(left))?;
+        s.tcp().set_read_timeout(Some(left))?;
         let n = s.read(&mut buf)?;
         if n == 0 {
             return Ok(Err(Refusal::Malformed));
@@ -220,9 +250,26 @@ fn parse_head(bytes: &[u8]) -> Result<Head, Refusal> {
     Ok(head)
 }
 
-fn serve(mut s: TcpStream, token: Option<&AdminToken>) -> std::io::Result<()> {
-    s.set_write_timeout(Some(WRITE_TIMEOUT))?;
-    let answer = match read_head(&mut s)? {
+/// One connection: over TLS with `tls` (the handshake runs within the read deadline; a
+/// client that does not speak TLS is dropped), else plain.
+fn serve_on(
+    s: TcpStream,
+    tls: Option<Arc<rustls::ServerConfig>>,
+    token: Option<&AdminToken>,
+) -> std::io::Result<()> {
+    let Some(config) = tls else {
+        return serve(&mut { s }, token);
+    };
+    let conn = rustls::ServerConnection::new(config).map_err(std::io::Error::other)?;
+    let mut stream = rustls::StreamOwned::new(conn, s);
+    serve(&mut stream, token)?;
+    stream.conn.send_close_notify();
+    stream.flush()
+}
+
+fn serve(s: &mut dyn Conn, token: Option<&AdminToken>) -> std::io::Result<()> {
+    s.tcp().set_write_timeout(Some(WRITE_TIMEOUT))?;
+    let answer = match read_head(s)? {
         Err(Refusal::TooLarge) => (
             "431 Request Header Fields Too Large",
             TEXT,

@@ -102,11 +102,16 @@ impl Tls {
 
     /// What a new connection's handshake runs with.
     pub fn acceptor(&self) -> futures_rustls::TlsAcceptor {
-        let config = match self.current.read() {
+        futures_rustls::TlsAcceptor::from(self.server_config())
+    }
+
+    /// The server configuration in force (the admin endpoint's blocking connections use
+    /// it directly).
+    pub fn server_config(&self) -> Arc<rustls::ServerConfig> {
+        match self.current.read() {
             Ok(c) => c.clone(),
             Err(poisoned) => poisoned.into_inner().clone(),
-        };
-        futures_rustls::TlsAcceptor::from(config)
+        }
     }
 
     pub fn settings(&self) -> &TlsSettings {

@@ -38,7 +38,9 @@ fn current() -> Option<Arc<rustls::ClientConfig>> {
     CLIENT.lock().unwrap_or_else(|p| p.into_inner()).clone()
 }
 
-fn client_config(ca: &Path) -> Result<Arc<rustls::ClientConfig>> {
+/// A client configuration trusting the CAs in the PEM file `ca` (the bench's `--tls-ca`,
+/// the CLI's `SLUICE_ADMIN_CA_FILE`).
+pub(crate) fn client_config(ca: &Path) -> Result<Arc<rustls::ClientConfig>> {
     let pem = std::fs::read(ca).with_context(|| format!("reading --tls-ca {}", ca.display()))?;
     let mut roots = rustls::RootCertStore::empty();
     for c in CertificateDer::pem_slice_iter(&pem) {
@@ -57,7 +59,8 @@ fn client_config(ca: &Path) -> Result<Arc<rustls::ClientConfig>> {
     Ok(Arc::new(config))
 }
 
-fn server_name(addr: &str) -> Result<ServerName<'static>> {
+/// The name a server's certificate must carry: the host of `addr` (HOST:PORT).
+pub(crate) fn server_name(addr: &str) -> Result<ServerName<'static>> {
     let host = addr.rsplit_once(':').map_or(addr, |(h, _)| h);
     let host = host.trim_start_matches('[').trim_end_matches(']');
     ServerName::try_from(host.to_string()).map_err(|e| anyhow!("{addr}: {e}"))
