@@ -12,6 +12,8 @@
 //!   `/cluster` JSON, and the version bell that wakes image waiters;
 //! - `catalog`: the topic catalog (this broker's copy of the image's topics);
 //! - `replicas`: the replicated partitions a shard owns (roles, high watermarks, ISR);
+//! - `coordinated`: the coordinators' partitions following leadership (take on, reload
+//!   on a new leader epoch, forget);
 //! - `shutdown`: the bounded stop steps; `watchdog`: reactor stalls; `fatal`: panic exit;
 //! - `config`: server settings as plain data (filled by `tools`).
 //!
@@ -24,6 +26,7 @@ pub(crate) mod catalog;
 pub(crate) mod cluster;
 pub(crate) mod config;
 pub(crate) mod config_keys;
+pub(crate) mod coordinated;
 pub(crate) mod fatal;
 pub(crate) mod replicas;
 pub(crate) mod server;

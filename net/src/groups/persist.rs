@@ -10,6 +10,7 @@ use std::time::{Duration, Instant};
 
 use super::records;
 use super::{Loaded, OffsetsRecords, OFFSETS_TOPIC};
+use crate::broker::coordinated::follow_leadership;
 use crate::broker::shard::Shard;
 use crate::broker::shard::{InternalReadError, InternalRecord};
 use crate::kafka::errors::{code, ErrorCode};
@@ -125,7 +126,7 @@ pub async fn run(shard: Rc<Shard>) {
     let mut next_expiry = Instant::now() + expiry_every;
     let mut sweeps: u64 = 0;
     loop {
-        if follow_leadership(&shard, &owned, &mut pending) {
+        if follow_leadership(&shard, OFFSETS_TOPIC, &*shard.groups, &owned, &mut pending) {
             next_load = Instant::now();
         }
         if !pending.is_empty() && Instant::now() >= next_load {
@@ -172,47 +173,6 @@ pub async fn run(shard: Rc<Shard>) {
             );
         }
     }
-}
-
-/// Takes on the offsets partitions this broker has come to lead (adding them to
-/// `pending`) and forgets those another broker leads now; true when any was taken on.
-fn follow_leadership(shard: &Rc<Shard>, owned: &[usize], pending: &mut Vec<usize>) -> bool {
-    let groups = &shard.groups;
-    let mut took = false;
-    for &p in owned {
-        // Leading in the image and, for a replicated partition, in the replica's role: the
-        // switch stops the follower fetcher, so the load that follows reads every record
-        // it appended (loading on the image alone could start while the fetcher was still
-        // appending the previous coordinator's last commits, and miss them).
-        let leads = shard.cluster.leads(OFFSETS_TOPIC, p as i32)
-            && shard
-                .replicas
-                .get(&offsets_tp(p))
-                .is_none_or(|r| r.is_leader());
-        let epoch = shard.cluster.leader_epoch(OFFSETS_TOPIC, p as i32).0;
-        if leads && groups.is_stale(p, epoch) {
-            tracing::info!(
-                partition = p,
-                epoch,
-                "offsets partition led again under a new epoch; loading it again"
-            );
-            groups.unload(p);
-        }
-        let resident = groups.is_resident(p);
-        if leads && !resident {
-            groups.begin_load(p, epoch);
-            pending.push(p);
-            took = true;
-        } else if !leads && resident {
-            tracing::info!(
-                partition = p,
-                "another broker coordinates this offsets partition now"
-            );
-            pending.retain(|q| *q != p);
-            groups.unload(p);
-        }
-    }
-    took
 }
 
 /// Loads the given partitions; returns those that failed (to be tried again).

@@ -9,6 +9,7 @@ use std::time::{Duration, Instant};
 
 use super::state::TxnMeta;
 use super::{coordinator, records, TXN_TOPIC};
+use crate::broker::coordinated::follow_leadership;
 use crate::broker::shard::{InternalReadError, InternalRecord, Shard};
 use crate::kafka::errors::{code, ErrorCode};
 use crate::store::TopicPartition;
@@ -110,7 +111,7 @@ pub async fn run(shard: Rc<Shard>) {
     let mut next_abort_check = Instant::now() + abort_every;
     loop {
         let owned = owned_partitions(&shard);
-        if follow_leadership(&shard, &owned, &mut pending) {
+        if follow_leadership(&shard, TXN_TOPIC, &*shard.txns, &owned, &mut pending) {
             next_load = Instant::now();
         }
         if !pending.is_empty() && Instant::now() >= next_load {
@@ -146,41 +147,6 @@ fn owned_partitions(shard: &Rc<Shard>) -> Vec<usize> {
     (0..count)
         .filter(|p| shard.owner_of(&txn_tp(*p)) == shard.id)
         .collect()
-}
-
-/// Takes on the partitions this broker has come to lead (adding them to `pending`) and
-/// forgets those another broker leads now; true when any was taken on. Leading means in
-/// the image and in the replica's role (see the group coordinator's `follow_leadership`).
-fn follow_leadership(shard: &Rc<Shard>, owned: &[usize], pending: &mut Vec<usize>) -> bool {
-    let txns = &shard.txns;
-    let mut took = false;
-    for &p in owned {
-        let leads = shard.cluster.leads(TXN_TOPIC, p as i32)
-            && shard.replicas.get(&txn_tp(p)).is_none_or(|r| r.is_leader());
-        let epoch = shard.cluster.leader_epoch(TXN_TOPIC, p as i32).0;
-        if leads && txns.is_stale(p, epoch) {
-            tracing::info!(
-                partition = p,
-                epoch,
-                "transaction state partition led again under a new epoch; loading it again"
-            );
-            txns.unload(p);
-        }
-        let resident = txns.is_resident(p);
-        if leads && !resident {
-            txns.begin_load(p, epoch);
-            pending.push(p);
-            took = true;
-        } else if !leads && resident {
-            tracing::info!(
-                partition = p,
-                "another broker coordinates this transaction state partition now"
-            );
-            pending.retain(|q| *q != p);
-            txns.unload(p);
-        }
-    }
-    took
 }
 
 /// Loads the given partitions; returns those that failed (to be tried again).
