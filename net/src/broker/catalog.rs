@@ -438,6 +438,12 @@ fn new_topic_id(name: &str) -> [u8; 16] {
     id
 }
 
+/// Kafka's `Topic.isInternal`: the coordinators' own topics (Metadata and
+/// DescribeTopicPartitions flag them; regex subscriptions leave them out).
+pub fn is_internal_topic(name: &str) -> bool {
+    name == crate::groups::OFFSETS_TOPIC || name == crate::txn::TXN_TOPIC
+}
+
 pub fn validate_topic_name(name: &str) -> Result<(), CatalogError> {
     let ok = !name.is_empty()
         && name.len() <= TOPIC_NAME_BYTES_MAX

@@ -17,6 +17,8 @@ use std::collections::BTreeMap;
 use regex::bytes::{Regex, RegexBuilder};
 use sluice_control::TopicId;
 
+use crate::broker::catalog::is_internal_topic;
+
 /// The longest regex accepted (bytes).
 pub const REGEX_BYTES_MAX: usize = 4096;
 /// Compiled program and lazy-DFA cache size per regex: bounds what a hostile pattern
@@ -37,11 +39,6 @@ pub trait TopicSource {
     fn each(&self, f: &mut dyn FnMut(&str, TopicId, i32));
 }
 
-/// Internal topics no regex subscribes to (as Kafka's `exclude.internal.topics`).
-fn internal(name: &str) -> bool {
-    name == super::OFFSETS_TOPIC || name == "__transaction_state"
-}
-
 /// Compiles a subscription regex; why not, for INVALID_REGULAR_EXPRESSION.
 pub fn compile(pattern: &str) -> Result<Regex, String> {
     if pattern.len() > REGEX_BYTES_MAX {
@@ -59,10 +56,11 @@ pub fn compile(pattern: &str) -> Result<Regex, String> {
         .map_err(|e| e.to_string())
 }
 
-/// Whether a member subscribing to `names` and `regex` reads topic `name`.
+/// Whether a member subscribing to `names` and `regex` reads topic `name`. No regex
+/// subscribes to an internal topic (as Kafka's `exclude.internal.topics`).
 pub fn matches(names: &[String], regex: Option<&Regex>, name: &str) -> bool {
     names.binary_search_by(|n| n.as_str().cmp(name)).is_ok()
-        || regex.is_some_and(|r| !internal(name) && r.is_match(name.as_bytes()))
+        || regex.is_some_and(|r| !is_internal_topic(name) && r.is_match(name.as_bytes()))
 }
 
 /// The topics some member subscribes to (names sorted, each with its regex): id →
@@ -85,7 +83,7 @@ pub fn resolve<'a>(
     }
     if !regexes.is_empty() {
         topics.each(&mut |name, id, count| {
-            if !internal(name) && regexes.values().any(|r| r.is_match(name.as_bytes())) {
+            if !is_internal_topic(name) && regexes.values().any(|r| r.is_match(name.as_bytes())) {
                 out.insert(id, (name.to_string(), count));
             }
         });

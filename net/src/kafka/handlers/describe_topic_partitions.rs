@@ -19,9 +19,9 @@ use kafka_protocol::protocol::StrBytes;
 use sluice_control::{MetadataImage, TopicImage};
 use uuid::Uuid;
 
-use super::metadata::offline_and_leader;
+use super::metadata::{ids, offline_and_leader};
 use super::ApiSpec;
-use crate::broker::catalog::validate_topic_name;
+use crate::broker::catalog::{is_internal_topic, validate_topic_name};
 use crate::broker::shard::Shard;
 use crate::kafka::errors::{code, ErrorCode};
 use crate::kafka::frame::{decode_body, encode_response, FrameError, Request, ResponseFrame};
@@ -40,14 +40,6 @@ pub const PARTITIONS_MAX: i32 = 2000;
 
 fn name_of(name: &str) -> TopicName {
     TopicName(StrBytes::from_string(name.to_string()))
-}
-
-fn ids(list: &[sluice_control::BrokerId]) -> Vec<BrokerId> {
-    list.iter().map(|b| BrokerId(b.0)).collect()
-}
-
-fn is_internal(name: &str) -> bool {
-    name == crate::groups::OFFSETS_TOPIC || name == crate::txn::TXN_TOPIC
 }
 
 /// Partitions of `t` from index `start`, at most `max`: the entries and the index after
@@ -82,7 +74,7 @@ fn topic_error(name: &str, error: ErrorCode) -> DescribeTopicPartitionsResponseT
     DescribeTopicPartitionsResponseTopic::default()
         .with_error_code(error.into())
         .with_name(Some(name_of(name)))
-        .with_is_internal(is_internal(name))
+        .with_is_internal(is_internal_topic(name))
 }
 
 /// The answer to a request Kafka refuses whole (a cursor outside the asked topics, or a
@@ -165,7 +157,7 @@ fn answer(
             DescribeTopicPartitionsResponseTopic::default()
                 .with_name(Some(name_of(name)))
                 .with_topic_id(Uuid::from_u128(t.id.0))
-                .with_is_internal(is_internal(name))
+                .with_is_internal(is_internal_topic(name))
                 .with_partitions(parts)
                 .with_topic_authorized_operations(authz.operations(
                     true,

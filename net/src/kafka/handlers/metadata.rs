@@ -14,7 +14,7 @@ use sluice_control::{MetadataImage, TopicImage};
 use uuid::Uuid;
 
 use super::ApiSpec;
-use crate::broker::catalog::validate_topic_name;
+use crate::broker::catalog::{is_internal_topic, validate_topic_name};
 use crate::broker::cluster::{change_metadata, CONTROLLER_REQUEST_TIMEOUT};
 use crate::broker::shard::Shard;
 use crate::kafka::errors::{code, ErrorCode};
@@ -29,7 +29,7 @@ pub const SPEC: ApiSpec = ApiSpec {
     max: 12,
 };
 
-fn ids(list: &[sluice_control::BrokerId]) -> Vec<BrokerId> {
+pub(crate) fn ids(list: &[sluice_control::BrokerId]) -> Vec<BrokerId> {
     list.iter().map(|b| BrokerId(b.0)).collect()
 }
 
@@ -76,7 +76,7 @@ pub fn topic_entry(image: &MetadataImage, t: &TopicImage) -> MetadataResponseTop
     MetadataResponseTopic::default()
         .with_name(Some(TopicName(StrBytes::from_string(t.name.clone()))))
         .with_topic_id(Uuid::from_u128(t.id.0))
-        .with_is_internal(t.name == crate::groups::OFFSETS_TOPIC || t.name == crate::txn::TXN_TOPIC)
+        .with_is_internal(is_internal_topic(&t.name))
         .with_partitions(partitions)
 }
 
